@@ -1,0 +1,36 @@
+# Atalaia — the README's commands. Everything runs from a local virtualenv (.venv).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench lint fmt clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## start the all-in-one demo: embedded broker, worker, ingest, console, demo feed
+	$(BIN)/atalaia up --demo
+
+test: install  ## the whole test suite (unit, property, integration on a real broker)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: install  ## benchmarks that print figures and ratios (not part of make test)
+	$(BIN)/python -m benchmarks
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .atalaia .pytest_cache build *.egg-info

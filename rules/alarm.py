@@ -1,0 +1,63 @@
+"""An alarm transition: what rules and detectors emit on ``atalaia.alarms``.
+
+The first six keys are the replay contract of DESIGN.md; the rest is context that incidents
+and notifiers use. ``id`` is deterministic (rule, key, state, at, severity), so a replay after a
+crash produces the same ids and consumers deduplicate on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+State = Literal["pending", "firing", "resolved", "inactive"]
+SEVERITIES = ("informational", "low", "medium", "high", "critical")  # Smart Data Models Alert, lowest first
+
+
+def severity_rank(severity: str | None) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
+
+
+@dataclass(slots=True)
+class AlarmTransition:
+    at: str  # RFC 3339 UTC "...Z", event time of the transition
+    rule: str
+    key: str
+    state: State
+    severity: str
+    value: float | None = None
+    group: str = ""
+    entity: str | None = None
+    type: str | None = None
+    since: str | None = None  # when this alarm (pending/firing episode) started
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    location: list[float] | None = None  # [lon, lat]
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = transition_id(self.rule, self.key, self.state, self.at, self.severity)
+
+    def replay_line(self) -> dict[str, Any]:
+        """The contract's replay line (keys in contract order)."""
+        return {"at": self.at, "rule": self.rule, "key": self.key, "state": self.state,
+                "severity": self.severity, "value": self.value}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlarmTransition:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def transition_id(rule: str, key: str, state: str, at: str, severity: str) -> str:
+    return hashlib.blake2b(f"{rule}|{key}|{state}|{at}|{severity}".encode(), digest_size=12).hexdigest()

@@ -1,0 +1,1 @@
+"""Faust application, topics, thin agents, ingest adapters, embedded broker and CLI."""

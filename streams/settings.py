@@ -1,0 +1,70 @@
+"""All runtime settings in one typed place: environment variables (``ATALAIA_*``) and an
+optional YAML file (``ATALAIA_CONFIG=path.yaml``); environment wins over the file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "config"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("ATALAIA_CONFIG")
+        if not path:
+            return {}
+        from ruamel.yaml import YAML
+
+        data = YAML(typ="safe").load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: settings file must be a mapping")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATALAIA_", extra="ignore")
+
+    kafka: str | None = Field(None, description="bootstrap servers host:port[,..]; unset = embedded broker")
+    topic_prefix: str = Field("atalaia", description="topics are <prefix>.events, <prefix>.observations, ...")
+    partitions: int = 6
+    app_id: str = "atalaia"
+    data_dir: Path = Field(Path(".atalaia"), description="worker state, snapshots, SQLite projection")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    mqtt_url: str | None = Field(None, description="mqtt://host:port/topic/# to subscribe for events")
+    rules_paths: list[Path] = Field(default_factory=lambda: [CONFIG_DIR / "rules"])
+    detectors_path: Path = CONFIG_DIR / "detectors.yaml"
+    escalation_path: Path = CONFIG_DIR / "escalation.yaml"
+    max_payload_bytes: int = 1024 * 1024
+    future_tolerance_s: float = 300.0
+    allowed_lateness_s: float = 300.0
+    area_of_interest: tuple[float, float, float, float] = Field(
+        (-9.6, 36.8, -6.1, 42.2), description="lon_min, lat_min, lon_max, lat_max (default: mainland Portugal)"
+    )
+    session_timeout_s: float = 10.0
+    heartbeat_s: float = 1.0
+    fetch_wait_ms: int = 50
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings, env_settings, _YamlSource(settings_cls), file_secret_settings)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
