@@ -16,7 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
     "console": "atalaia.streams.commands:console",
     "send": "atalaia.streams.commands:send",
     "tail": "atalaia.streams.commands:tail",
-    "ingest": "atalaia.streams.commands:ingest",
+    "ingest": "atalaia.streams.ingest.cli:ingest",
     "bench": "atalaia.streams.commands:bench",
     "rules": "atalaia.rules.cli:rules",
     "detectors": "atalaia.detectors.cli:detectors",
