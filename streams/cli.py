@@ -30,8 +30,11 @@ class LazyGroup(click.Group):
         names = []
         for name, target in SUBCOMMANDS.items():
             module = target.split(":")[0]
-            if importlib.util.find_spec(module) is not None:
-                names.append(name)
+            try:
+                if importlib.util.find_spec(module) is not None:
+                    names.append(name)
+            except ModuleNotFoundError:
+                continue
         return names
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
