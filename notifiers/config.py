@@ -1,0 +1,279 @@
+"""Escalation configuration: targets, schedules, routes and policies (YAML, validated).
+
+Loaded with ruamel.yaml so every error points at ``file:line:col``. See ``notifiers/README.md``
+for the format; ``config/escalation.yaml`` is a complete example.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from atalaia.rules.alarm import SEVERITIES
+
+STATES = (
+    "unacknowledged",
+    "acknowledged",
+    "returned-unacknowledged",
+    "normal",
+    "shelved",
+    "suppressed",
+    "out-of-service",
+    "closed",
+)
+CHANNELS = ("sms", "email", "ngsi-ld", "webhook", "alertmanager")
+LANGS = ("pt-PT", "en-GB")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DUR = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(v: Any) -> timedelta:
+    """``90s``, ``5m``, ``1h30m``, ``2d`` (or a number of seconds) → timedelta."""
+    if isinstance(v, timedelta):
+        return v
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        if v < 0:
+            raise ValueError("duration must not be negative")
+        return timedelta(seconds=v)
+    m = _DUR.match(str(v).strip()) if isinstance(v, str) else None
+    if not m or not any(m.groups()):
+        raise ValueError(f"invalid duration {v!r}: use e.g. 90s, 5m, 1h30m, 2d")
+    d, h, mi, s = (int(x or 0) for x in m.groups())
+    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimit(_Model):
+    max: int = Field(ge=1, description="at most this many messages ...")
+    per: Duration = Field(description="... per this period, per target (token bucket)")
+
+
+class Target(_Model):
+    channel: Literal["sms", "email", "ngsi-ld", "webhook", "alertmanager"]
+    url: str = Field(description="apprise URL (sms, email) or HTTP(S) endpoint; ${VAR} is expanded")
+    lang: Literal["pt-PT", "en-GB"] | None = None
+    secret: str | None = Field(None, description="webhook HMAC secret; ${VAR} is expanded")
+    tenant: str | None = Field(None, description="NGSI-LD tenant (NGSILD-Tenant header)")
+    rate: RateLimit | None = None
+    timeout: Duration = timedelta(seconds=10)
+    max_attempts: int = Field(6, ge=1, le=50)
+    throttle: float = Field(0.0, ge=0, description="apprise per-request throttle in s (plugin default 5.5)")
+    max_sms_segments: int = Field(3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _check(self) -> Target:
+        if self.channel == "webhook" and not self.secret:
+            raise ValueError("a webhook target needs a secret (HMAC-SHA256 signing key)")
+        if self.channel in ("ngsi-ld", "webhook", "alertmanager") and not re.match(r"^https?://", self.url):
+            raise ValueError(f"{self.channel} target url must start with http:// or https://")
+        return self
+
+
+class Window(_Model):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    start: time = Field(alias="from")
+    end: time = Field(alias="to", description="exclusive; 24:00 is written 00:00 and means midnight")
+
+
+class HoursSchedule(_Model):
+    type: Literal["hours"]
+    windows: list[Window] = Field(min_length=1)
+    holidays: list[date] = Field(default_factory=list, description="local dates that are never in hours")
+
+
+class RotationSchedule(_Model):
+    type: Literal["rotation"]
+    members: list[str] = Field(min_length=1, description="target names, in rota order")
+    start: str = Field(description="local date-time of the first handoff, e.g. 2026-01-05T09:00")
+    shift: Duration = Field(description="length of one shift, e.g. 7d")
+
+
+Schedule = Annotated[HoursSchedule | RotationSchedule, Field(discriminator="type")]
+
+
+class StepTarget(_Model):
+    target: str
+    during: str | None = Field(None, description="only while this hours schedule is in hours")
+    outside: str | None = Field(None, description="only while this hours schedule is out of hours")
+
+
+def _step_target(v: Any) -> Any:
+    return {"target": v} if isinstance(v, str) else v
+
+
+class Step(_Model):
+    targets: list[Annotated[StepTarget, BeforeValidator(_step_target)]] = Field(min_length=1)
+    wait: Duration = Field(description="time before the next repeat / the next step")
+    repeat: int = Field(0, ge=0, le=100, description="re-send this step up to N more times, every `wait`")
+
+
+class Policy(_Model):
+    steps: list[Step] = Field(min_length=1)
+    stop_on: list[Literal[STATES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["acknowledged", "shelved", "suppressed", "out-of-service", "closed"]
+    )
+    notify_resolved: bool = Field(True, description="tell every target already notified when it closes")
+
+
+class Match(_Model):
+    severity: list[Literal[SEVERITIES]] | None = None  # type: ignore[valid-type]
+    min_severity: Literal[SEVERITIES] | None = None  # type: ignore[valid-type]
+    labels: dict[str, str | list[str]] = Field(default_factory=dict)
+
+
+class Route(_Model):
+    match: Match = Field(default_factory=Match)
+    policy: str
+
+
+class EscalationConfig(_Model):
+    timezone: str = "Europe/Lisbon"
+    lang: Literal["pt-PT", "en-GB"] = "pt-PT"
+    console_url: str | None = Field(None, description="link to the incident in messages: {console_url}/incidents/<id>")
+    targets: dict[str, Target] = Field(default_factory=dict)
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
+    policies: dict[str, Policy] = Field(default_factory=dict)
+
+
+class ConfigError(ValueError):
+    """One or more problems, each ``file:line:col: message``."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# --- loading with positions ------------------------------------------------------------------
+
+
+def _position(root: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
+    """Line/col (1-based) of the deepest node of ``loc`` that exists in the ruamel tree."""
+    node, line, col = root, 0, 0
+    lc = getattr(root, "lc", None)
+    if lc is not None:
+        line, col = lc.line, lc.col
+    for key in loc:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(node, dict) and key in node:
+                if lc is not None:
+                    line, col = lc.key(key) if isinstance(node[key], dict | list) else lc.value(key)
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+                if lc is not None:
+                    line, col = lc.item(key)
+                node = node[key]
+            else:
+                break
+        except (KeyError, TypeError, AttributeError):
+            break
+    return line + 1, col + 1
+
+
+def _loc_str(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and (p.startswith("function-") or p in (
+        "HoursSchedule", "RotationSchedule", "hours", "rotation", "str", "list[str]"))))
+
+
+def load_config_text(text: str, filename: str = "<escalation>") -> EscalationConfig:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([f"{filename}:{line}:{col}: {e.problem or e.context}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{filename}:1:1: an escalation file must be a mapping (targets, routes, policies)"])
+    try:
+        cfg = EscalationConfig.model_validate(_plain(data))
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line, col = _position(data, loc)
+            msg = err["msg"].removeprefix("Value error, ")
+            where = _loc_str(loc)
+            problems.append(f"{filename}:{line}:{col}: {where + ': ' if where else ''}{msg}")
+        raise ConfigError(problems) from None
+    problems = [f"{filename}:{_position(data, loc)[0]}:{_position(data, loc)[1]}: {msg}" for loc, msg in _references(cfg)]
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> EscalationConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{p}:1:1: cannot read: {e.strerror}"]) from None
+    return load_config_text(text, str(p))
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _references(cfg: EscalationConfig) -> list[tuple[tuple[Any, ...], str]]:
+    """Cross-references the schema cannot check: names of policies, targets, schedules."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    out: list[tuple[tuple[Any, ...], str]] = []
+    try:
+        ZoneInfo(cfg.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        out.append((("timezone",), f"unknown time zone {cfg.timezone!r} (use an IANA name like Europe/Lisbon)"))
+    hours = {n for n, s in cfg.schedules.items() if isinstance(s, HoursSchedule)}
+    rotations = {n for n, s in cfg.schedules.items() if isinstance(s, RotationSchedule)}
+    for name in set(cfg.targets) & rotations:
+        out.append((("schedules", name), f"{name!r} is both a target and a rotation schedule"))
+    for name, sch in cfg.schedules.items():
+        if isinstance(sch, RotationSchedule):
+            for i, m in enumerate(sch.members):
+                if m not in cfg.targets:
+                    out.append((("schedules", name, "members", i), f"unknown target {m!r}"))
+            try:
+                from datetime import datetime
+
+                datetime.fromisoformat(sch.start)
+            except ValueError:
+                out.append((("schedules", name, "start"), f"invalid local date-time {sch.start!r}"))
+            if sch.shift <= timedelta(0):
+                out.append((("schedules", name, "shift"), "shift must be positive"))
+    for i, route in enumerate(cfg.routes):
+        if route.policy not in cfg.policies:
+            known = ", ".join(sorted(cfg.policies)) or "none defined"
+            out.append((("routes", i, "policy"), f"unknown policy {route.policy!r} (known: {known})"))
+    for pname, pol in cfg.policies.items():
+        for si, step in enumerate(pol.steps):
+            if step.wait <= timedelta(0) and (step.repeat or si < len(pol.steps) - 1):
+                out.append((("policies", pname, "steps", si, "wait"), "wait must be positive"))
+            for ti, st in enumerate(step.targets):
+                loc = ("policies", pname, "steps", si, "targets", ti)
+                if st.target not in cfg.targets and st.target not in rotations:
+                    out.append((loc, f"unknown target or rotation {st.target!r}"))
+                for which in (st.during, st.outside):
+                    if which is not None and which not in hours:
+                        out.append((loc, f"unknown hours schedule {which!r}"))
+    return out

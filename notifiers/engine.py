@@ -1,0 +1,280 @@
+"""The escalation engine: a pure state machine over incident events and timer ticks.
+
+    engine = EscalationEngine(load_config("config/escalation.yaml"))
+    state = EscalationState()
+    state, notes = engine.step(state, incident_event, now)      # an incident event (dict)
+    state, notes = engine.step(state, TICK, now)                 # the timer
+    state, notes = engine.step_batch(state, events, now)         # a batch, then a tick at now
+    blob = state.snapshot(); state = EscalationState.restore(blob)
+
+Semantics (see README): an active, unacknowledged incident that matches a route starts its
+policy at step 0 (episode 0). Each step notifies its targets, then after ``wait`` it is repeated
+up to ``repeat`` times, then the next step starts; after the last step the escalation is
+*exhausted*. A state in the policy's ``stop_on`` (default acknowledged, shelved, suppressed,
+out-of-service, closed) or an inactive incident stops it; if the incident later becomes active
+and unacknowledged again a new episode starts at step 0. A severity rise that routes to another
+policy switches to it (new episode). On ``closed`` every target notified so far gets a
+"resolved" notice (``notify_resolved``). Timers fire at their due (event) time; after an outage
+missed repeats of a step collapse into one, but every step's first message is sent.
+
+``step`` mutates ``state`` in place and returns it (cheap on the hot path); snapshot first if
+you need the old one. No I/O and no wall clock: ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from atalaia.notifiers.config import EscalationConfig, HoursSchedule, Policy, RotationSchedule, Route
+from atalaia.notifiers.model import IncidentSnapshot, Notification, format_time, parse_time
+from atalaia.notifiers.schedule import in_hours, on_call
+from atalaia.rules.alarm import severity_rank
+
+Status = Literal["running", "exhausted", "stopped", "closed"]
+CLOSED_RETENTION = timedelta(days=2)
+
+
+class Tick:
+    """The timer input: fire every escalation step that is due at ``now``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TICK"
+
+
+TICK = Tick()
+
+
+@dataclass(slots=True)
+class Escalation:
+    incident: str
+    policy: str
+    episode: int
+    step: int
+    repeat: int
+    status: Status
+    next_due: float | None  # epoch seconds (UTC) of the next repeat/step, None when not running
+    version: int
+    snapshot: IncidentSnapshot
+    notified: list[str] = field(default_factory=list)  # targets reached in any episode (ordered)
+    closed_at: float | None = None
+
+
+@dataclass(slots=True)
+class EscalationState:
+    escalations: dict[str, Escalation] = field(default_factory=dict)
+    timers: list[tuple[float, str]] = field(default_factory=list)  # heap, lazily invalidated
+
+    def snapshot(self) -> bytes:
+        return orjson.dumps({"v": 1, "escalations": [asdict(e) for e in self.escalations.values()]})
+
+    @classmethod
+    def restore(cls, blob: bytes) -> EscalationState:
+        data = orjson.loads(blob)
+        if data.get("v") != 1:
+            raise ValueError(f"unknown escalation snapshot version {data.get('v')!r}")
+        state = cls()
+        for d in data["escalations"]:
+            d["snapshot"] = IncidentSnapshot(**d["snapshot"])
+            esc = Escalation(**d)
+            state.escalations[esc.incident] = esc
+            if esc.next_due is not None:
+                state.timers.append((esc.next_due, esc.incident))
+        heapq.heapify(state.timers)
+        return state
+
+    def next_wakeup(self) -> datetime | None:
+        """When the next timer is due (for the agent's sleep); None if nothing is running."""
+        while self.timers:
+            due, inc = self.timers[0]
+            esc = self.escalations.get(inc)
+            if esc is not None and esc.next_due == due:
+                return datetime.fromtimestamp(due, UTC)
+            heapq.heappop(self.timers)
+        return None
+
+
+def _ts(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+class EscalationEngine:
+    def __init__(self, config: EscalationConfig):
+        self.config = config
+        self.tz = ZoneInfo(config.timezone)
+
+    # --- public API ----------------------------------------------------------------------
+
+    def step(
+        self, state: EscalationState, item: dict[str, Any] | Tick, now: datetime
+    ) -> tuple[EscalationState, list[Notification]]:
+        out: list[Notification] = []
+        if isinstance(item, Tick):
+            self._fire(state, _ts(now), out)
+            self._prune(state, _ts(now))
+        else:
+            at = parse_time(item["at"])
+            self._fire(state, min(_ts(at), _ts(now)), out)
+            self._apply(state, item, at, out)
+        return state, out
+
+    def step_batch(
+        self, state: EscalationState, events: list[dict[str, Any]], now: datetime
+    ) -> tuple[EscalationState, list[Notification]]:
+        out: list[Notification] = []
+        for ev in events:
+            _, notes = self.step(state, ev, now)
+            out.extend(notes)
+        _, notes = self.step(state, TICK, now)
+        out.extend(notes)
+        return state, out
+
+    def route(self, snap: IncidentSnapshot) -> str | None:
+        """The policy of the first route whose match holds, or None."""
+        for r in self.config.routes:
+            if _matches(r, snap):
+                return r.policy
+        return None
+
+    # --- events --------------------------------------------------------------------------
+
+    def _apply(self, state: EscalationState, ev: dict[str, Any], at: datetime, out: list[Notification]) -> None:
+        snap = IncidentSnapshot.from_event(ev)
+        esc = state.escalations.get(snap.incident)
+        wants = snap.active and snap.state == "unacknowledged"
+        t = _ts(at)
+        if esc is None:
+            if not wants:
+                return
+            policy = self.route(snap)
+            if policy is None:
+                return
+            esc = Escalation(snap.incident, policy, 0, 0, 0, "running", None, snap.version, snap)
+            state.escalations[snap.incident] = esc
+            self._start(state, esc, t, out)
+            return
+        if snap.version and snap.version <= esc.version:
+            return  # a replayed or out-of-order event: already applied
+        esc.version, esc.snapshot = snap.version, snap
+        if esc.status == "closed":
+            return
+        policy = self.config.policies[esc.policy]
+        if snap.state == "closed":
+            esc.status, esc.next_due, esc.closed_at = "closed", None, t
+            if policy.notify_resolved:
+                for target in esc.notified:
+                    out.append(Notification(esc.incident, esc.policy, esc.episode, -1, 0, target, "resolved",
+                                            format_time(at), snap))
+            return
+        if snap.state in policy.stop_on or not snap.active:
+            esc.status, esc.next_due = "stopped", None
+            return
+        new_policy = self.route(snap)
+        if esc.status == "stopped" and wants:
+            esc.policy = new_policy or esc.policy
+            esc.episode += 1
+            self._start(state, esc, t, out)
+        elif new_policy is not None and new_policy != esc.policy and wants:
+            esc.policy, esc.episode = new_policy, esc.episode + 1
+            self._start(state, esc, t, out)
+
+    def _start(self, state: EscalationState, esc: Escalation, t: float, out: list[Notification]) -> None:
+        esc.step, esc.repeat, esc.status = 0, 0, "running"
+        self._notify(esc, t, out)
+        self._schedule(state, esc, t)
+
+    # --- timers --------------------------------------------------------------------------
+
+    def _fire(self, state: EscalationState, until: float, out: list[Notification]) -> None:
+        timers = state.timers
+        while timers and timers[0][0] <= until:
+            due, inc = heapq.heappop(timers)
+            esc = state.escalations.get(inc)
+            if esc is None or esc.status != "running" or esc.next_due != due:
+                continue  # stale timer
+            policy = self.config.policies[esc.policy]
+            step = policy.steps[esc.step]
+            if esc.repeat < step.repeat:
+                esc.repeat += 1
+            elif esc.step + 1 < len(policy.steps):
+                esc.step, esc.repeat = esc.step + 1, 0
+            else:
+                esc.status, esc.next_due = "exhausted", None
+                continue
+            self._schedule(state, esc, due)
+            # after an outage, a repeat whose successor repeat is also overdue is skipped
+            catching_up = (esc.next_due is not None and esc.next_due <= until and esc.repeat > 0
+                           and esc.repeat < policy.steps[esc.step].repeat)
+            if not catching_up:
+                self._notify(esc, due, out)
+
+    def _schedule(self, state: EscalationState, esc: Escalation, t: float) -> None:
+        policy = self.config.policies[esc.policy]
+        step = policy.steps[esc.step]
+        if esc.repeat < step.repeat or esc.step + 1 < len(policy.steps):
+            esc.next_due = t + step.wait.total_seconds()
+            heapq.heappush(state.timers, (esc.next_due, esc.incident))
+        else:  # the last message of the last step was just sent: nothing more is due
+            esc.next_due = None
+            esc.status = "exhausted"
+
+    def _prune(self, state: EscalationState, now: float) -> None:
+        horizon = now - CLOSED_RETENTION.total_seconds()
+        stale = [k for k, e in state.escalations.items() if e.closed_at is not None and e.closed_at < horizon]
+        for k in stale:
+            del state.escalations[k]
+
+    # --- targets -------------------------------------------------------------------------
+
+    def _notify(self, esc: Escalation, t: float, out: list[Notification]) -> None:
+        policy: Policy = self.config.policies[esc.policy]
+        when = datetime.fromtimestamp(t, UTC)
+        due = format_time(when)
+        for target in self.resolve_targets(policy, esc.step, when):
+            out.append(Notification(esc.incident, esc.policy, esc.episode, esc.step, esc.repeat, target,
+                                    "escalation", due, esc.snapshot))
+            if target not in esc.notified:
+                esc.notified.append(target)
+
+    def resolve_targets(self, policy: Policy, step: int, when: datetime) -> list[str]:
+        """Target names of ``step`` at ``when``: hours filters applied, rotations resolved."""
+        names: list[str] = []
+        schedules = self.config.schedules
+        for st in policy.steps[step].targets:
+            if st.during is not None and not in_hours(_hours(schedules[st.during]), when, self.tz):
+                continue
+            if st.outside is not None and in_hours(_hours(schedules[st.outside]), when, self.tz):
+                continue
+            sch = schedules.get(st.target)
+            name = on_call(sch, when, self.tz) if isinstance(sch, RotationSchedule) else st.target
+            if name not in names:
+                names.append(name)
+        return names
+
+
+def _hours(s: Any) -> HoursSchedule:
+    assert isinstance(s, HoursSchedule)
+    return s
+
+
+def _matches(route: Route, snap: IncidentSnapshot) -> bool:
+    m = route.match
+    if m.severity is not None and snap.severity not in m.severity:
+        return False
+    if m.min_severity is not None and severity_rank(snap.severity) < severity_rank(m.min_severity):
+        return False
+    if m.labels:
+        have = {k: str(v) for k, v in snap.correlation.items() if isinstance(v, str | int | float)}
+        have.update(snap.labels)
+        for k, want in m.labels.items():
+            v = have.get(k)
+            if v is None or (v not in want if isinstance(want, list) else v != want):
+                return False
+    return True

@@ -1,0 +1,123 @@
+"""The records that cross the escalation → delivery boundary.
+
+A :class:`Notification` is what the escalation engine emits (one per target) and what travels on
+``atalaia.notifications``; a :class:`DeliveryResult` is what a channel answers for one send.
+Notification ids are deterministic (incident, policy, episode, step, repeat, target), so a replay
+of the same incident events yields the same ids and the delivery log can refuse to send twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+Kind = Literal["escalation", "resolved"]
+Status = Literal["delivered", "retryable", "permanent"]
+
+
+def notification_id(incident: str, policy: str, episode: int, step: int | str, repeat: int, target: str) -> str:
+    raw = f"{incident}|{policy}|{episode}|{step}|{repeat}|{target}"
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+
+@dataclass(slots=True)
+class IncidentSnapshot:
+    """What a message needs to say about the incident at the time of the notification."""
+
+    incident: str
+    version: int
+    at: str
+    change: str
+    state: str
+    active: bool
+    severity: str
+    title: str
+    labels: dict[str, str] = field(default_factory=dict)
+    correlation: dict[str, Any] = field(default_factory=dict)
+    location: list[float] | None = None
+    opened_at: str | None = None
+    acknowledged_by: str | None = None
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_event(cls, ev: dict[str, Any]) -> IncidentSnapshot:
+        return cls(
+            incident=str(ev["incident"]),
+            version=int(ev.get("version", 0)),
+            at=str(ev["at"]),
+            change=str(ev.get("change", "")),
+            state=str(ev.get("state", "")),
+            active=bool(ev.get("active", True)),
+            severity=str(ev.get("severity", "medium")),
+            title=str(ev.get("title") or ev["incident"]),
+            labels={str(k): str(v) for k, v in (ev.get("labels") or {}).items()},
+            correlation=dict(ev.get("correlation") or {}),
+            location=list(ev["location"]) if ev.get("location") else None,
+            opened_at=ev.get("opened_at"),
+            acknowledged_by=ev.get("acknowledged_by"),
+            alarms=[dict(a) for a in (ev.get("alarms") or [])][:50],
+        )
+
+
+@dataclass(slots=True)
+class Notification:
+    """One message to one target, due at ``due`` (RFC 3339 Z, the escalation's event time)."""
+
+    incident: str
+    policy: str
+    episode: int
+    step: int  # index in the policy's steps; -1 for a "resolved" notice
+    repeat: int
+    target: str
+    kind: Kind
+    due: str
+    snapshot: IncidentSnapshot
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            step: int | str = "resolved" if self.kind == "resolved" else self.step
+            self.id = notification_id(self.incident, self.policy, self.episode, step, self.repeat, self.target)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Notification:
+        d = dict(d)
+        d["snapshot"] = IncidentSnapshot(**d["snapshot"])
+        return cls(**d)
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    """A channel's answer for one send. ``retryable`` failures are retried with backoff;
+    ``permanent`` ones (4xx, a malformed target) are not."""
+
+    status: Status
+    error: str | None = None
+    detail: str | None = None  # e.g. HTTP status, SMTP answer, number of SMS segments
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "delivered"
+
+
+def parse_time(s: str) -> datetime:
+    """RFC 3339 → aware UTC datetime (accepts ``Z`` and offsets)."""
+    dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
+    if dt.tzinfo is None:
+        raise ValueError(f"time without zone: {s!r}")
+    return dt.astimezone(UTC)
+
+
+def format_time(dt: datetime) -> str:
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{dt.microsecond // 1000:03d}Z" if dt.microsecond else "Z")
