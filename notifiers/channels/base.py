@@ -1,0 +1,69 @@
+"""The channel interface: a new way to reach people is one subclass of :class:`Channel`."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from atalaia.notifiers.model import DeliveryResult, Notification
+
+
+@dataclass(slots=True)
+class ChannelContext:
+    """What every channel may need: message language/time zone, the console link, a clock
+    (for signatures) and a shared HTTP client."""
+
+    lang: str = "pt-PT"
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Lisbon"))
+    console_url: str | None = None
+    clock: Callable[[], float] = time.time
+    http: httpx.AsyncClient | None = None
+
+
+class Channel(ABC):
+    """Sends one notification to one target and says what happened.
+
+    ``idempotent``: re-sending the same notification has no visible effect for the receiver
+    (an upsert, a webhook deduplicated on ``X-Atalaia-Delivery``). The delivery log re-sends an
+    in-doubt attempt (crash between send and record) only on idempotent channels.
+    """
+
+    kind: str = "?"
+    idempotent: bool = False
+
+    def __init__(self, name: str, ctx: ChannelContext):
+        self.name = name
+        self.ctx = ctx
+
+    @abstractmethod
+    async def send(self, notification: Notification) -> DeliveryResult: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def http_result(status: int, text: str = "") -> DeliveryResult:
+    if 200 <= status < 300:
+        return DeliveryResult("delivered", detail=f"HTTP {status}")
+    retry = status >= 500 or status in (408, 425, 429)
+    return DeliveryResult("retryable" if retry else "permanent", error=f"HTTP {status}: {text[:200]}".strip(),
+                          detail=f"HTTP {status}")
+
+
+async def post(ctx: ChannelContext, url: str, *, content: bytes, headers: dict[str, str],
+               timeout: float) -> DeliveryResult:
+    """POST with errors mapped to results: connection refused, timeouts and 5xx are retryable."""
+    if ctx.http is None:
+        raise RuntimeError("channel context has no HTTP client")
+    try:
+        r = await ctx.http.post(url, content=content, headers=headers, timeout=timeout)
+    except httpx.TimeoutException as e:
+        return DeliveryResult("retryable", error=f"timeout after {timeout:g}s ({type(e).__name__})")
+    except httpx.TransportError as e:
+        return DeliveryResult("retryable", error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    return http_result(r.status_code, r.text if r.status_code >= 300 else "")
