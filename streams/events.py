@@ -1,0 +1,60 @@
+"""The raw-event envelope on ``atalaia.events``: the payload bytes exactly as received, with
+Kafka headers saying how to read them (content type, JSON-LD ``Link``, source, receive time)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from atalaia.streams.observation import format_time
+
+HEADER_KEYS = ("content-type", "link", "source", "received-at", "fiware-service", "fiware-servicepath",
+               "ngsiv2-attrsformat")
+
+
+@dataclass(slots=True)
+class RawEvent:
+    body: bytes
+    source: str
+    content_type: str | None = None
+    link: str | None = None
+    received_at: str | None = None
+    extra: dict[str, str] | None = None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        h = [("source", self.source.encode()),
+             ("received-at", (self.received_at or format_time_now()).encode())]
+        if self.content_type:
+            h.append(("content-type", self.content_type.encode()))
+        if self.link:
+            h.append(("link", self.link.encode()))
+        for k, v in (self.extra or {}).items():
+            h.append((k, v.encode()))
+        return h
+
+    @classmethod
+    def from_record(cls, value: bytes, headers: list[tuple[str, bytes]] | None) -> RawEvent:
+        h = {k.lower(): v.decode(errors="replace") for k, v in (headers or ())}
+        extra = {k: v for k, v in h.items() if k not in ("source", "received-at", "content-type", "link")}
+        return cls(body=value or b"", source=h.get("source", "kafka"), content_type=h.get("content-type"),
+                   link=h.get("link"), received_at=h.get("received-at"), extra=extra or None)
+
+    @classmethod
+    def from_http(cls, body: bytes, headers: Mapping[str, str], source: str) -> RawEvent:
+        lower = {k.lower(): v for k, v in headers.items()}
+        extra = {k: lower[k] for k in ("fiware-service", "fiware-servicepath", "ngsiv2-attrsformat") if k in lower}
+        return cls(body=body, source=source, content_type=lower.get("content-type"), link=lower.get("link"),
+                   received_at=format_time_now(), extra=extra or None)
+
+
+def format_time_now() -> str:
+    from datetime import UTC, datetime
+
+    return format_time(datetime.fromtimestamp(time.time(), UTC))
+
+
+def body_key(body: bytes) -> bytes:
+    """Partition key for a payload whose entity is not known yet: identical redeliveries share it."""
+    return hashlib.blake2b(body, digest_size=8).digest()

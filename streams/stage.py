@@ -1,0 +1,249 @@
+"""The batched hot path: a pipeline stage is a raw aiokafka batch loop run as a Faust/mode
+``Service`` (DESIGN.md, Broker: a plain Faust agent tops out near 10k ev/s; batches reach
+hundreds of thousands).
+
+Each stage consumes one topic in a consumer group, keeps one pure *core* per assigned partition
+(rules, detectors, dedup state ...), and for every batch: ``core.process(records)`` → produce the
+outputs → wait for the broker's acks → commit the offsets. So a crash re-processes at most the
+uncommitted batch (at-least-once) and, because every output carries a deterministic id, consumers
+drop the redelivered copies.
+
+State survives restarts through checkpoints: every ``checkpoint_s`` (and on shutdown or when a
+partition is revoked) each core's ``snapshot()`` is written atomically together with the offset
+it corresponds to. On assignment the core is restored from its checkpoint and the consumer seeks
+to the checkpoint's offset, so state and position always agree (outputs between the checkpoint
+and a crash are produced again with the same ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from mode import Service
+from prometheus_client import Counter, Histogram
+
+log = logging.getLogger(__name__)
+
+STAGE_RECORDS = Counter("atalaia_stage_records_total", "records consumed by a pipeline stage", ["stage"])
+STAGE_OUTPUTS = Counter("atalaia_stage_outputs_total", "records produced by a pipeline stage", ["stage", "topic"])
+STAGE_BATCH = Histogram("atalaia_stage_batch_seconds", "time to process and commit one batch", ["stage"],
+                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
+@dataclass(slots=True)
+class Out:
+    """One record to produce: topic *suffix* (``"alarms"``), key, value, headers."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class Core(Protocol):
+    def process(self, records: list[Any], now: float) -> list[Out]: ...
+    def tick(self, now: float) -> list[Out]: ...
+    def snapshot(self) -> bytes: ...
+
+
+CoreFactory = Callable[[int, bytes | None], Core]  # (partition, checkpoint state or None) -> core
+
+
+class Checkpoints:
+    """Atomic per-partition checkpoint files: ``<dir>/p<partition>.ckpt`` = offset + state."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, partition: int) -> Path:
+        return self.dir / f"p{partition}.ckpt"
+
+    def load(self, partition: int) -> tuple[int, bytes] | None:
+        try:
+            data = self.path(partition).read_bytes()
+        except FileNotFoundError:
+            return None
+        (offset,) = struct.unpack(">q", data[:8])
+        return offset, data[8:]
+
+    def save(self, partition: int, offset: int, state: bytes) -> None:
+        p = self.path(partition)
+        tmp = p.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(struct.pack(">q", offset) + state)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stage: BatchStage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.stage._revoke(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.stage._assign(list(assigned))
+
+
+class BatchStage(Service):
+    """Run ``core.process`` over batches of one topic; see the module docstring."""
+
+    def __init__(self, *, name: str, bootstrap: str, prefix: str, source: str, group: str,
+                 make_core: CoreFactory, state_dir: Path | None, producer: AIOKafkaProducer | None = None,
+                 max_records: int = 5000, fetch_wait_ms: int = 50, session_timeout_s: float = 10.0,
+                 heartbeat_s: float = 1.0, checkpoint_s: float = 2.0, tick_s: float | None = None,
+                 clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name, self.bootstrap, self.prefix = name, bootstrap, prefix
+        self.source = f"{prefix}.{source}"
+        self.group, self.make_core = group, make_core
+        self.checkpoints = Checkpoints(state_dir / name) if state_dir else None
+        self.max_records, self.fetch_wait_ms = max_records, fetch_wait_ms
+        self.session_timeout_s, self.heartbeat_s = session_timeout_s, heartbeat_s
+        self.checkpoint_s, self.tick_s, self.clock = checkpoint_s, tick_s, clock
+        self.cores: dict[int, Core] = {}
+        self.positions: dict[int, int] = {}  # partition -> next offset to process
+        self._own_producer = producer is None
+        self.producer = producer
+        self.consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._last_ckpt = 0.0
+        self.processed = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1,
+                                             max_batch_size=1 << 20, max_request_size=4 << 20)
+            await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_wait_ms,
+            session_timeout_ms=int(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.heartbeat_s * 1000), max_partition_fetch_bytes=4 << 20,
+        )
+        self.consumer.subscribe([self.source], listener=_Rebalance(self))
+        await self.consumer.start()
+        self.add_future(self._run())
+        if self.tick_s:
+            self.add_future(self._ticker())
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            async with self._lock:
+                self._checkpoint_all()
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+        if self._own_producer and self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+
+    # -- partitions ------------------------------------------------------------------------
+    async def _assign(self, tps: list[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in tps:
+                ckpt = self.checkpoints.load(tp.partition) if self.checkpoints else None
+                if ckpt is not None:
+                    offset, state = ckpt
+                    self.cores[tp.partition] = self.make_core(tp.partition, state)
+                    self.consumer.seek(tp, offset)
+                    self.positions[tp.partition] = offset
+                    log.info("%s: partition %d restored from checkpoint at offset %d", self.name,
+                             tp.partition, offset)
+                else:
+                    self.cores[tp.partition] = self.make_core(tp.partition, None)
+
+    async def _revoke(self, tps: list[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in tps:
+                self._checkpoint(tp.partition)
+                self.cores.pop(tp.partition, None)
+                self.positions.pop(tp.partition, None)
+
+    def _checkpoint(self, partition: int) -> None:
+        core, pos = self.cores.get(partition), self.positions.get(partition)
+        if self.checkpoints and core is not None and pos is not None:
+            self.checkpoints.save(partition, pos, core.snapshot())
+
+    def _checkpoint_all(self) -> None:
+        for p in list(self.cores):
+            self._checkpoint(p)
+        self._last_ckpt = time.monotonic()
+
+    # -- the loop --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        consumer = self.consumer
+        while not self.should_stop:
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            except Exception as e:  # broker hiccup: log, back off, keep going
+                log.warning("%s: fetch failed: %s", self.name, e)
+                await asyncio.sleep(0.5)
+                continue
+            if not batches:
+                if self.checkpoints and time.monotonic() - self._last_ckpt > self.checkpoint_s:
+                    async with self._lock:
+                        self._checkpoint_all()
+                continue
+            async with self._lock:
+                await self._process(batches)
+
+    async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        t0 = time.perf_counter()
+        now = self.clock()
+        outs: list[Out] = []
+        commits: dict[TopicPartition, int] = {}
+        n = 0
+        for tp, records in batches.items():
+            core = self.cores.get(tp.partition)
+            if core is None or not records:  # revoked while fetching
+                continue
+            outs.extend(core.process(records, now))
+            nxt = records[-1].offset + 1
+            commits[tp] = nxt
+            self.positions[tp.partition] = nxt
+            n += len(records)
+        await self._produce(outs)
+        if commits:
+            await self.consumer.commit(commits)
+        self.processed += n
+        STAGE_RECORDS.labels(self.name).inc(n)
+        STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
+        if self.checkpoints and time.monotonic() - self._last_ckpt > self.checkpoint_s:
+            self._checkpoint_all()
+
+    async def _produce(self, outs: list[Out]) -> None:
+        if not outs:
+            return
+        futures = []
+        send = self.producer.send
+        for o in outs:
+            futures.append(await send(f"{self.prefix}.{o.topic}", o.value, key=o.key,
+                                      headers=o.headers or None))
+        await asyncio.gather(*futures)
+        counts: dict[str, int] = {}
+        for o in outs:
+            counts[o.topic] = counts.get(o.topic, 0) + 1
+        for topic, c in counts.items():
+            STAGE_OUTPUTS.labels(self.name, topic).inc(c)
+
+    async def _ticker(self) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(self.tick_s)
+            async with self._lock:
+                now = self.clock()
+                outs = [o for core in self.cores.values() for o in core.tick(now)]
+                await self._produce(outs)

@@ -1,0 +1,34 @@
+"""docker-compose.yml is accepted by the Compose client (no engine is needed for `config`)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_cmd() -> list[str]:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.skip("no Compose client installed (`docker compose` plugin or `docker-compose`)")
+
+
+def test_compose_file_is_valid_and_has_the_production_stack():
+    cmd = compose_cmd()
+    r = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    config = YAML(typ="safe").load(r.stdout)
+    services = config["services"]
+    assert {"kafka", "worker", "console", "postgres", "prometheus", "grafana", "mailpit"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka")
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+    for name in ("worker", "console"):
+        assert services[name]["environment"]["ATALAIA_KAFKA"] == "kafka:9092"
+    assert "ports" not in services["worker"], "workers must be scalable (no fixed host port)"
