@@ -1,0 +1,233 @@
+"""Incident settings: correlation, closing, shelving, chattering, flood, inhibition, maintenance,
+operator positions and the role permission table. Loaded from YAML (``config/incidents.yaml``);
+errors point at ``file:line:col``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from atalaia.incidents.matchers import Matcher
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(v: Any) -> float:
+    """``90s``, ``10m``, ``2h30m``, ``1d`` or a number of seconds -> seconds."""
+    if isinstance(v, bool):
+        raise ValueError("duration must be like 30s, 10m, 2h30m or a number of seconds")
+    if isinstance(v, int | float):
+        if v < 0:
+            raise ValueError("duration must not be negative")
+        return float(v)
+    if isinstance(v, str):
+        s = v.strip()
+        parts = _DURATION.findall(s)
+        if parts and "".join(n + u for n, u in parts) == s:
+            return sum(float(n) * _UNIT_S[u] for n, u in parts)
+    raise ValueError(f"bad duration {v!r}: expected like 30s, 10m, 2h30m, 1d or a number of seconds")
+
+
+def _matchers(v: Any) -> tuple[Matcher, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, dict):  # {name: value} shorthand for equality
+        return tuple(Matcher.parse(f'{k}="{val}"') for k, val in v.items())
+    if not isinstance(v, list | tuple):
+        raise ValueError("matchers must be a list like ['rule=\"x\"', 'team=~\"hydro|meteo\"']")
+    return tuple(m if isinstance(m, Matcher) else Matcher.parse(str(m)) for m in v)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Matchers = Annotated[tuple[Matcher, ...], BeforeValidator(_matchers)]
+
+ROLES = ("operator", "supervisor", "engineer", "viewer")
+ACTIONS = (
+    "acknowledge",
+    "shelve",
+    "unshelve",
+    "comment",
+    "assign",
+    "close",
+    "suppress",
+    "unsuppress",
+    "out-of-service",
+    "return-to-service",
+)
+DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "acknowledge": ("operator", "supervisor"),
+    "shelve": ("operator", "supervisor"),
+    "unshelve": ("operator", "supervisor"),
+    "comment": ("operator", "supervisor", "engineer"),
+    "assign": ("operator", "supervisor"),
+    "close": ("supervisor",),
+    "suppress": ("supervisor", "engineer"),
+    "unsuppress": ("supervisor", "engineer"),
+    "out-of-service": ("supervisor", "engineer"),
+    "return-to-service": ("supervisor", "engineer"),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Correlation(_Model):
+    window: Duration = Field(
+        1800.0, description="an alarm joins an open incident whose last alarm activity is at most this old"
+    )
+    default_labels: tuple[str, ...] = Field(
+        ("parish", "area"),
+        description="without a rule `correlation` label: the first of these the alarm carries",
+    )
+    max_distance_m: float | None = Field(
+        None, gt=0, description="also require the alarm within this distance of the incident"
+    )
+
+
+class Closing(_Model):
+    require_acknowledged: bool = True
+    after: Duration = Field(0.0, description="hold time in normal before closing (0 = at once)")
+
+
+class Shelving(_Model):
+    max: Duration = Field(8 * 3600.0, description="longest shelve an operator may request")
+
+
+class Chattering(_Model):
+    transitions: int = Field(3, ge=2)
+    window: Duration = 60.0
+    auto_shelve: bool = False
+    shelve_for: Duration = 1800.0
+
+
+class Flood(_Model):
+    threshold: int = Field(10, ge=1, description="flood when more than this many alarms per window")
+    window: Duration = 600.0
+
+
+class Position(_Model):
+    name: str = Field(min_length=1)
+    matchers: Matchers = ()
+
+
+class InhibitRule(_Model):
+    source_matchers: Matchers
+    target_matchers: Matchers
+    equal: tuple[str, ...] = ()
+
+
+class Maintenance(_Model):
+    name: str = Field(min_length=1)
+    matchers: Matchers = ()
+    start: datetime
+    end: datetime
+    reason: str = "maintenance"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _zoned(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("time needs a UTC offset (e.g. 2026-01-01T08:00:00Z)")
+        return v
+
+    def model_post_init(self, _: Any) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"maintenance {self.name!r}: end must be after start")
+
+
+class IncidentConfig(_Model):
+    correlation: Correlation = Correlation()
+    closing: Closing = Closing()
+    reacknowledge_on_escalation: bool = Field(
+        True, description="a severity increase needs a new acknowledgement"
+    )
+    shelving: Shelving = Shelving()
+    chattering: Chattering = Chattering()
+    flood: Flood = Flood()
+    stale_after: Duration = 86400.0
+    positions: tuple[Position, ...] = ()
+    default_position: str = "main"
+    inhibit: tuple[InhibitRule, ...] = ()
+    maintenance: tuple[Maintenance, ...] = ()
+    permissions: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_PERMISSIONS))
+    alarms_in_event: int = Field(
+        100, ge=1, description="at most this many alarms (latest first) in an incident event"
+    )
+    memory: int = Field(
+        10000, ge=1, description="closed incidents and command ids remembered for replies and dedup"
+    )
+
+    @field_validator("permissions")
+    @classmethod
+    def _perms(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for action, roles in v.items():
+            if action not in ACTIONS:
+                raise ValueError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
+            bad = [r for r in roles if r not in ROLES]
+            if bad:
+                raise ValueError(f"unknown role {bad[0]!r} for {action!r} (known: {', '.join(ROLES)})")
+        return {**DEFAULT_PERMISSIONS, **v}
+
+
+class ConfigError(ValueError):
+    """A configuration error, formatted ``file:line:col: message``."""
+
+
+def load_config(path: str | Path) -> IncidentConfig:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    path = Path(path)
+    try:
+        data = YAML(typ="rt").load(path.read_text())
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: {e.problem or e.context}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+    if data is None:
+        return IncidentConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1:1: the incidents configuration must be a mapping")
+    try:
+        return IncidentConfig.model_validate(_plain(data))
+    except ValidationError as e:
+        err = e.errors()[0]
+        line, col = _position(data, err["loc"])
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}:{line}:{col}: {loc}: {msg}") from None
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _position(node: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
+    """Line and column (1-based) of the deepest YAML node on the error path."""
+    line, col = 0, 0
+    for part in loc:
+        try:
+            if isinstance(node, dict) and part in node:
+                line, col = node.lc.key(part)
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                line, col = node.lc.item(part)
+                node = node[part]
+            else:
+                break
+        except (AttributeError, KeyError):
+            break
+    return line + 1, col + 1

@@ -1,0 +1,149 @@
+"""Turning the changes one input made into incident events: one event per changed incident, with
+version +1, the audit entry, and the primary change first in ``changes``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from atalaia.incidents.events import CommandReply, IncidentEvent, event_id
+from atalaia.incidents.model import AuditEntry, Incident, fmt
+from atalaia.rules.alarm import severity_rank
+
+PRIORITY = (
+    "closed",
+    "opened",
+    "acknowledged",
+    "shelved",
+    "unshelved",
+    "suppressed",
+    "unsuppressed",
+    "out-of-service",
+    "returned-to-service",
+    "commented",
+    "assigned",
+    "severity-changed",
+    "reactivated",
+    "returned-to-normal",
+    "alarm-added",
+    "alarm-suppressed",
+    "alarm-unsuppressed",
+    "alarm-updated",
+)
+_RANK = {c: i for i, c in enumerate(PRIORITY)}
+
+Output = IncidentEvent | CommandReply
+
+
+@dataclass(slots=True)
+class Touch:
+    incident: Incident
+    at: int
+    actor: str
+    reason: str
+    changes: list[str]
+    before_active: bool
+    before_severity: str
+    before_acked: bool
+    command: str | None = None
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one input changed, incident by incident (in the order first touched)."""
+
+    touched: dict[str, Touch] = field(default_factory=dict)
+
+    def touch(
+        self, inc: Incident, change: str, at: int, actor: str, reason: str, command: str | None = None
+    ) -> Touch:
+        t = self.touched.get(inc.id)
+        if t is None:
+            opened = change == "opened"
+            t = self.touched[inc.id] = Touch(
+                inc,
+                at,
+                actor,
+                reason,
+                [],
+                False if opened else inc.active,
+                "" if opened else inc.severity,
+                True if opened else inc.acked,
+                command,
+            )
+        if change not in t.changes:
+            t.changes.append(change)
+        t.at = max(t.at, at)
+        return t
+
+
+def title(inc: Incident) -> str:
+    rules: dict[str, None] = {}
+    for a in inc.alarms.values():
+        rules[a.rule] = None
+    names = list(rules)
+    where = ", ".join(v for v in inc.correlation.values() if v) or inc.key
+    head = names[0] if names else "incident"
+    if len(names) > 1:
+        head += f" +{len(names) - 1} more"
+    return f"{head} — {where}"
+
+
+def build_event(inc: Incident, touch: Touch, limit: int) -> IncidentEvent:
+    """Derive the implicit changes, bump the version, append the audit entry, return the event."""
+    changes = touch.changes
+    opened = "opened" in changes
+    if not opened and inc.severity != touch.before_severity:
+        changes.append("severity-changed")
+    active = inc.active
+    if touch.before_active and not active:
+        changes.append("returned-to-normal")
+    elif not touch.before_active and active and not opened:
+        changes.append("reactivated")
+    changes.sort(key=lambda c: _RANK.get(c, len(_RANK)))
+    inc.version += 1
+    eid = event_id(inc.id, inc.version)
+    state = inc.state
+    inc.audit.append(AuditEntry(inc.version, touch.at, changes[0], state, touch.actor, touch.reason, eid))
+    alarms = inc.alarms.values()
+    if len(alarms) > limit:
+        alarms = sorted(alarms, key=lambda a: a.last_seen, reverse=True)[:limit]
+    return IncidentEvent(
+        id=eid,
+        incident=inc.id,
+        version=inc.version,
+        at=fmt(touch.at),
+        change=changes[0],
+        changes=list(changes),
+        state=state,
+        active=active,
+        severity=inc.severity,
+        title=title(inc),
+        correlation=dict(inc.correlation),
+        labels=dict(inc.labels),
+        location=list(inc.location) if inc.location else None,
+        alarms=[a.view() for a in alarms],
+        alarm_count=len(inc.alarms),
+        actor=touch.actor,
+        reason=touch.reason,
+        opened_at=fmt(inc.opened_at),
+        acknowledged_by=inc.acknowledged_by,
+        shelved_until=fmt(inc.shelved_until) if inc.shelved_until is not None else None,
+        assignee=inc.assignee,
+        closed_at=fmt(inc.closed_at) if inc.closed_at is not None else None,
+        command=touch.command,
+    )
+
+
+def severity_of(inc: Incident) -> str:
+    """Highest severity of the annunciated firing alarms; else of any firing alarm; else unchanged."""
+    best, best_rank, fallback, fallback_rank = None, -2, None, -2
+    for a in inc.alarms.values():
+        if a.state != "firing":
+            continue
+        r = severity_rank(a.severity)
+        if a.suppressed is None:
+            if r > best_rank:
+                best, best_rank = a.severity, r
+        elif r > fallback_rank:
+            fallback, fallback_rank = a.severity, r
+    return best or fallback or inc.severity

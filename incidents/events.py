@@ -1,0 +1,115 @@
+"""What the incident manager emits: incident events (``atalaia.incidents``, one per state change)
+and command replies (``atalaia.commands.replies``)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+Change = Literal[
+    "opened",
+    "alarm-added",
+    "alarm-updated",
+    "severity-changed",
+    "reactivated",
+    "returned-to-normal",
+    "alarm-suppressed",
+    "alarm-unsuppressed",
+    "acknowledged",
+    "shelved",
+    "unshelved",
+    "suppressed",
+    "unsuppressed",
+    "out-of-service",
+    "returned-to-service",
+    "commented",
+    "assigned",
+    "closed",
+]
+IncidentState = Literal[
+    "unacknowledged",
+    "acknowledged",
+    "returned-unacknowledged",
+    "normal",
+    "shelved",
+    "suppressed",
+    "out-of-service",
+    "closed",
+]
+
+
+def event_id(incident: str, version: int) -> str:
+    return hashlib.blake2b(f"{incident}|{version}".encode(), digest_size=12).hexdigest()
+
+
+@dataclass(slots=True)
+class AlarmView:
+    rule: str
+    key: str
+    entity: str | None
+    state: str  # pending|firing|resolved|inactive (last transition)
+    severity: str
+    value: float | None
+    count: int  # transitions seen (duplicates excluded)
+    first_seen: str
+    last_seen: str
+    suppressed: (
+        str | None
+    )  # why it is suppressed (inhibited by ..., maintenance ..., shelved: chattering), else None
+    chattering: bool = False
+
+
+@dataclass(slots=True)
+class IncidentEvent:
+    id: str
+    incident: str
+    version: int
+    at: str
+    change: str
+    changes: list[str]
+    state: str
+    active: bool
+    severity: str
+    title: str
+    correlation: dict[str, str]
+    labels: dict[str, str]
+    location: list[float] | None
+    alarms: list[AlarmView]
+    alarm_count: int
+    actor: str
+    reason: str
+    opened_at: str
+    acknowledged_by: str | None
+    shelved_until: str | None
+    assignee: str | None = None
+    closed_at: str | None = None
+    command: str | None = None  # id of the command that caused it
+    kind: str = field(default="incident", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+@dataclass(slots=True)
+class CommandReply:
+    command: str
+    incident: str
+    action: str
+    actor: str
+    accepted: bool
+    reason: str  # why it was rejected, or what it did
+    at: str
+    version: int | None = None  # the incident version it produced
+    kind: str = field(default="reply", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())

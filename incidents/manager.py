@@ -1,0 +1,516 @@
+"""The incident manager: a pure state machine ``step(state, event, now) -> (state, outputs)``.
+
+Inputs are alarm transitions (``AlarmTransition.to_dict()`` shapes), operator :class:`Command` s and
+timer ticks (``event=None``). Outputs are :class:`IncidentEvent` (one per incident state change) and
+:class:`CommandReply`. The state is updated in place and returned; ``snapshot``/``restore`` turn it
+into bytes and back. No I/O, no wall clock: ``now`` is given by the caller.
+
+>>> from datetime import datetime, UTC
+>>> mgr = IncidentManager()
+>>> st = mgr.initial_state()
+>>> alarm = {"at": "2026-01-01T00:00:00Z", "rule": "river-level-high", "key": "porto-01", "state": "firing",
+...          "severity": "high", "value": 3.7, "labels": {"parish": "Ribeira"}}
+>>> st, out = mgr.step(st, alarm, datetime(2026, 1, 1, tzinfo=UTC))
+>>> out[0].change, out[0].state, out[0].correlation
+('opened', 'unacknowledged', {'parish': 'Ribeira'})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from atalaia.incidents import operator, snapshot
+from atalaia.incidents.commands import Command
+from atalaia.incidents.config import IncidentConfig
+from atalaia.incidents.emit import Changes, Output, build_event, severity_of
+from atalaia.incidents.kpi import ALL, KpiSnapshot, PositionKpi
+from atalaia.incidents.matchers import matches_all
+from atalaia.incidents.model import AlarmRecord, Incident, ManagerState, alarm_key, fmt, seconds_us, to_us
+from atalaia.rules.alarm import transition_id
+
+_SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity")
+
+
+class IncidentManager:
+    def __init__(self, config: IncidentConfig | None = None) -> None:
+        self.config = c = config or IncidentConfig()
+        self.window = seconds_us(c.correlation.window)
+        self.close_after = seconds_us(c.closing.after)
+        self.flood_window = seconds_us(c.flood.window)
+        self.chatter_window = seconds_us(c.chattering.window)
+        self.chatter_shelve = seconds_us(c.chattering.shelve_for)
+        self.max_shelve = seconds_us(c.shelving.max)
+        self.stale_after = seconds_us(c.stale_after)
+        self.maintenance = [(m, to_us(m.start), to_us(m.end)) for m in c.maintenance]
+
+    # ---------------------------------------------------------------- public API
+    def initial_state(self) -> ManagerState:
+        return ManagerState()
+
+    def step(
+        self, state: ManagerState, event: Any, now: datetime | int | float | str
+    ) -> tuple[ManagerState, list[Output]]:
+        """Apply one input: an alarm transition (dict or ``AlarmTransition``), a :class:`Command` (or its
+        dict), or ``None`` for a timer tick. Timers due at or before ``now`` fire first."""
+        return self.step_batch(state, [] if event is None else [event], now)
+
+    def step_batch(
+        self, state: ManagerState, events: Iterable[Any], now: datetime | int | float | str
+    ) -> tuple[ManagerState, list[Output]]:
+        """Apply many inputs at one ``now`` (what a batching agent calls); outputs in input order."""
+        out: list[Output] = []
+        now_us = self._advance(state, _now(now), out)
+        for ev in events:
+            if isinstance(ev, Command):
+                operator.apply(self, state, ev, now_us, out)
+            elif isinstance(ev, dict) and "action" in ev:
+                operator.apply(self, state, Command.model_validate(ev), now_us, out)
+            else:
+                self._on_alarm(state, ev if isinstance(ev, dict) else ev.to_dict(), out)
+        return state, out
+
+    def tick(
+        self, state: ManagerState, now: datetime | int | float | str
+    ) -> tuple[ManagerState, list[Output]]:
+        return self.step_batch(state, [], now)
+
+    def snapshot(self, state: ManagerState) -> bytes:
+        return snapshot.dump(state)
+
+    def restore(self, data: bytes) -> ManagerState:
+        return snapshot.load(data)
+
+    def kpis(self, state: ManagerState, now: datetime | int | float | str | None = None) -> KpiSnapshot:
+        """The alarm-load KPIs as of ``now`` (default: the state's clock). Does not change the state."""
+        c = self.config
+        t = state.clock if now is None else max(_now(now), state.clock or 0)
+        t = t or 0
+        positions = []
+        for name, meter in state.kpi.meters.items():
+            m = snapshot.copy_meter(meter)
+            m.advance(t, self.flood_window, c.flood.threshold)
+            positions.append(
+                PositionKpi(
+                    name, len(m.times), m.peak, m.in_flood(c.flood.threshold), m.flood_ratio(), m.total
+                )
+            )
+        positions.sort(key=lambda p: (p.position != ALL, p.position))
+        by_state: dict[str, int] = {}
+        chattering = stale = suppressed = 0
+        for inc in state.incidents.values():
+            by_state[inc.state] = by_state.get(inc.state, 0) + 1
+            for a in inc.alarms.values():
+                chattering += a.chattering
+                suppressed += a.suppressed is not None
+                stale += a.active_since is not None and t - a.active_since > self.stale_after
+        return KpiSnapshot(
+            fmt(t),
+            c.flood.window,
+            c.flood.threshold,
+            tuple(positions),
+            chattering,
+            state.kpi.chattering_flagged,
+            state.kpi.auto_shelved,
+            stale,
+            by_state,
+            suppressed,
+            dict(state.stats),
+        )
+
+    # ---------------------------------------------------------------- alarms
+    def _on_alarm(self, st: ManagerState, tr: dict[str, Any], out: list[Output]) -> None:
+        try:
+            rule, key, state, severity = tr["rule"], str(tr["key"]), tr["state"], tr.get("severity") or ""
+            at = to_us(tr["at"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not an alarm transition ({e}): {tr!r}") from None
+        if state not in ("pending", "firing", "resolved", "inactive"):
+            raise ValueError(f"alarm transition state {state!r} is not pending|firing|resolved|inactive")
+        ak = alarm_key(rule, key)
+        tid = tr.get("id") or transition_id(rule, key, state, tr["at"], severity)
+        clock = st.alarm_clock.get(ak)
+        if clock is not None and (at < clock[0] or (at == clock[0] and tid in clock[1])):
+            st.stats["duplicates"] += 1
+            return
+        if clock is None or at > clock[0]:
+            st.alarm_clock[ak] = [at, [tid]]
+        else:
+            clock[1].append(tid)
+        st.stats["transitions"] += 1
+        changes = Changes()
+        actor = f"alarm:{rule}"
+        value = tr.get("value")
+        reason = f"{rule} {key} {state} {severity}" + (f" value={value}" if value is not None else "")
+        home = st.alarm_home.get(ak)
+        if home is None:
+            if state != "firing":
+                st.stats["ignored"] += 1  # a pending/resolved of an alarm no open incident holds
+                return
+            rec = self._new_record(tr, rule, key, at)
+            inc = self._correlate(st, rec, at)
+            if inc is None:
+                inc = self._open(st, rec, at, tid)
+                changes.touch(inc, "opened", at, actor, reason)
+            else:
+                changes.touch(inc, "alarm-added", at, actor, reason)
+                inc.labels = {k: v for k, v in inc.labels.items() if rec.labels.get(k) == v}
+                if inc.location is None and rec.location:
+                    inc.location = rec.location
+            inc.alarms[ak] = rec
+            st.alarm_home[ak] = inc.id
+            self._index_targets(st, rec, ak, add=True)
+            prev_state = "inactive"
+        else:
+            inc = st.incidents[home]
+            rec = inc.alarms[ak]
+            changes.touch(inc, "alarm-updated", at, actor, reason)
+            prev_state = rec.state
+            rec.state, rec.severity, rec.value = state, severity, value
+            rec.count += 1
+            rec.last_seen = max(rec.last_seen, at)
+            rec.labels["severity"] = severity
+        inc.last_activity = max(inc.last_activity, at)
+        was_firing = prev_state == "firing"
+        if (state == "firing") != was_firing:
+            rec.active_since = at if state == "firing" else None
+            rec.annunciated = False
+            self._chatter(st, rec, at, changes, inc)
+        if rec.sources and (state == "firing") != was_firing:
+            self._source_changed(st, rec, ak, at, changes)
+        self._refresh(st, inc, rec, ak, at, changes, actor)
+        self._settle(st, inc, [rec], at)
+        self._finish(st, changes, out)
+
+    def _new_record(self, tr: dict[str, Any], rule: str, key: str, at: int) -> AlarmRecord:
+        raw = tr.get("labels") or {}
+        labels = {str(k): str(v) for k, v in raw.items()}
+        for name in _SYNTHETIC:
+            v = tr.get(name)
+            if v is not None:
+                labels[name] = str(v)
+        c = self.config
+        position = next((p.name for p in c.positions if matches_all(p.matchers, labels)), c.default_position)
+        loc = tr.get("location")
+        rec = AlarmRecord(
+            rule,
+            key,
+            tr.get("entity"),
+            tr.get("type"),
+            tr.get("group") or "",
+            labels,
+            [float(loc[0]), float(loc[1])] if loc else None,
+            position,
+            "firing",
+            tr.get("severity") or "",
+            tr.get("value"),
+            1,
+            at,
+            at,
+        )
+        rec.sources = [i for i, r in enumerate(c.inhibit) if matches_all(r.source_matchers, labels)]
+        rec.targets = [i for i, r in enumerate(c.inhibit) if matches_all(r.target_matchers, labels)]
+        return rec
+
+    def correlation_of(self, labels: dict[str, str]) -> dict[str, str]:
+        """The correlation key of an alarm: its rule's ``correlation`` label (comma-separated label
+        names), else the first configured default label it carries (parish, area), else its entity."""
+        names_text = labels.get("correlation")
+        if names_text:
+            names = [n.strip() for n in names_text.split(",") if n.strip()]
+            return {n: labels.get(n, "") for n in names}
+        for n in self.config.correlation.default_labels:
+            if labels.get(n):
+                return {n: labels[n]}
+        return {"entity": labels.get("entity") or labels.get("key", "")}
+
+    def _correlate(self, st: ManagerState, rec: AlarmRecord, at: int) -> Incident | None:
+        corr = self.correlation_of(rec.labels)
+        key = _key_text(corr)
+        ids = st.by_key.get(key)
+        if not ids:
+            return None
+        limit = self.config.correlation.max_distance_m
+        for iid in reversed(ids):
+            inc = st.incidents[iid]
+            if abs(at - inc.last_activity) > self.window:
+                continue
+            if limit and rec.location and inc.location and _distance_m(rec.location, inc.location) > limit:
+                continue
+            return inc
+        return None
+
+    def _open(self, st: ManagerState, rec: AlarmRecord, at: int, tid: str) -> Incident:
+        corr = self.correlation_of(rec.labels)
+        key = _key_text(corr)
+        iid = hashlib.blake2b(f"{key}|{tid}".encode(), digest_size=12).hexdigest()
+        labels = {k: v for k, v in rec.labels.items() if k not in ("key", "severity", "entity", "rule")}
+        inc = Incident(iid, key, corr, labels, rec.location, at, at, rec.severity)
+        st.incidents[iid] = inc
+        st.by_key.setdefault(key, {})[iid] = None
+        return inc
+
+    # ---------------------------------------------------------------- chattering, inhibition, suppression
+    def _chatter(self, st: ManagerState, rec: AlarmRecord, at: int, changes: Changes, inc: Incident) -> None:
+        c = self.config.chattering
+        rec.flaps = [t for t in rec.flaps if t > at - self.chatter_window]
+        rec.flaps.append(at)
+        chattering = len(rec.flaps) >= c.transitions
+        if chattering and not rec.chattering:
+            st.kpi.chattering_flagged += 1
+            if c.auto_shelve and rec.shelved_until is None:
+                rec.shelved_until = at + self.chatter_shelve
+                st.kpi.auto_shelved += 1
+                self._arm(st, rec.shelved_until)
+        rec.chattering = chattering
+
+    def _equal_key(self, i: int, labels: dict[str, str]) -> str:
+        return f"{i}|" + "\x1f".join(labels.get(n, "") for n in self.config.inhibit[i].equal)
+
+    def _index_targets(self, st: ManagerState, rec: AlarmRecord, ak: str, add: bool) -> None:
+        for i in rec.targets:
+            k = self._equal_key(i, rec.labels)
+            if add:
+                st.targets.setdefault(k, {})[ak] = None
+            else:
+                bucket = st.targets.get(k)
+                if bucket is not None:
+                    bucket.pop(ak, None)
+                    if not bucket:
+                        del st.targets[k]
+
+    def _source_changed(self, st: ManagerState, rec: AlarmRecord, ak: str, at: int, changes: Changes) -> None:
+        for i in rec.sources:
+            k = self._equal_key(i, rec.labels)
+            if rec.state == "firing":
+                st.sources.setdefault(k, {})[ak] = None
+            else:
+                bucket = st.sources.get(k)
+                if bucket is not None:
+                    bucket.pop(ak, None)
+                    if not bucket:
+                        del st.sources[k]
+            for target in list(st.targets.get(k, ())):
+                if target == ak:
+                    continue
+                inc = st.incidents[st.alarm_home[target]]
+                trec = inc.alarms[target]
+                actor = f"inhibition:{rec.rule}"
+                if self._refresh(st, inc, trec, target, at, changes, actor):
+                    self._settle(st, inc, [trec], at)
+
+    def _refresh(
+        self,
+        st: ManagerState,
+        inc: Incident,
+        rec: AlarmRecord,
+        ak: str,
+        at: int,
+        changes: Changes,
+        actor: str,
+    ) -> bool:
+        """Recompute why ``rec`` is suppressed at ``at``; record the change on its incident."""
+        reasons = []
+        if rec.shelved_until is not None:
+            if at < rec.shelved_until:
+                reasons.append(f"shelved: chattering until {fmt(rec.shelved_until)}")
+            else:
+                rec.shelved_until = None
+        for i in rec.targets:
+            bucket = st.sources.get(self._equal_key(i, rec.labels))
+            source = next((s for s in bucket if s != ak), None) if bucket else None
+            if source is not None:
+                rule, _, key = source.partition("\x1f")
+                reasons.append(f"inhibited by {rule} {key}")
+        for m, start, end in self.maintenance:
+            if start <= at < end and matches_all(m.matchers, rec.labels):
+                reasons.append(f"maintenance {m.name}: {m.reason}")
+        suppressed = "; ".join(reasons) or None
+        if suppressed == rec.suppressed:
+            return False
+        change = "alarm-unsuppressed" if suppressed is None else "alarm-suppressed"
+        if rec.suppressed is not None and suppressed is not None:
+            change = "alarm-updated"
+        rec.suppressed = suppressed
+        changes.touch(inc, change, at, actor, suppressed or f"{rec.rule} {rec.key} no longer suppressed")
+        return True
+
+    # ---------------------------------------------------------------- lifecycle
+    def _settle(self, st: ManagerState, inc: Incident, recs: Iterable[AlarmRecord], at: int) -> None:
+        """After alarms changed: annunciate new activations, recompute severity, re-arm closing."""
+        before = inc.severity
+        self.annunciate(st, inc, recs, at)
+        inc.severity = severity_of(inc)
+        if (
+            self.config.reacknowledge_on_escalation
+            and inc.overlay is None
+            and inc.annunciated_active
+            and _rank(inc.severity) > _rank(before)
+        ):
+            inc.acked = False
+            inc.acknowledged_by = None
+        self.arm_close(st, inc, at)
+
+    def annunciate(self, st: ManagerState, inc: Incident, recs: Iterable[AlarmRecord], at: int) -> None:
+        if inc.overlay is not None:
+            return
+        c = self.config.flood
+        for rec in recs:
+            if rec.state == "firing" and rec.suppressed is None and not rec.annunciated:
+                rec.annunciated = True
+                inc.acked = False
+                inc.acknowledged_by = None
+                st.kpi.annunciate(rec.position, at, self.flood_window, c.threshold)
+
+    def arm_close(self, st: ManagerState, inc: Incident, at: int) -> None:
+        ready = (
+            inc.closed_at is None
+            and inc.overlay is None
+            and not inc.active
+            and (inc.acked or not self.config.closing.require_acknowledged)
+        )
+        if not ready:
+            inc.close_due = None
+        elif inc.close_due is None:
+            inc.close_due = at + self.close_after
+            self._arm(st, inc.close_due)
+
+    def close(
+        self,
+        st: ManagerState,
+        inc: Incident,
+        at: int,
+        changes: Changes,
+        actor: str,
+        reason: str,
+        command: str | None = None,
+    ) -> None:
+        inc.closed_at = at
+        inc.close_due = None
+        changes.touch(inc, "closed", at, actor, reason, command)
+
+    def _forget(self, st: ManagerState, inc: Incident) -> None:
+        del st.incidents[inc.id]
+        ids = st.by_key.get(inc.key)
+        if ids is not None:
+            ids.pop(inc.id, None)
+            if not ids:
+                del st.by_key[inc.key]
+        for ak, rec in inc.alarms.items():
+            st.alarm_home.pop(ak, None)
+            self._index_targets(st, rec, ak, add=False)
+        st.closed[inc.id] = inc.closed_at or 0
+        while len(st.closed) > self.config.memory:
+            del st.closed[next(iter(st.closed))]
+
+    def _finish(self, st: ManagerState, changes: Changes, out: list[Output]) -> None:
+        limit = self.config.alarms_in_event
+        for touch in changes.touched.values():
+            inc = touch.incident
+            out.append(build_event(inc, touch, limit))
+            if inc.closed_at is None and inc.close_due is not None and inc.close_due <= touch.at:
+                follow = Changes()
+                self.close(st, inc, inc.close_due, follow, "policy:closing", _close_reason(self.config))
+                out.append(build_event(inc, follow.touched[inc.id], limit))
+            if inc.closed_at is not None:
+                self._forget(st, inc)
+
+    def finish(self, st: ManagerState, changes: Changes, out: list[Output]) -> None:
+        self._finish(st, changes, out)
+
+    # ---------------------------------------------------------------- timers
+    def _arm(self, st: ManagerState, due: int) -> None:
+        if st.next_due is None or due < st.next_due:
+            st.next_due = due
+
+    def _advance(self, st: ManagerState, now: int, out: list[Output]) -> int:
+        if st.clock is not None and now < st.clock:
+            now = st.clock  # time never runs backwards for timers
+        self._maintenance(st, now, out)
+        if st.next_due is not None and st.next_due <= now:
+            self._expire(st, now, out)
+        st.kpi.advance(now, self.flood_window, self.config.flood.threshold)
+        st.clock = now
+        return now
+
+    def _expire(self, st: ManagerState, now: int, out: list[Output]) -> None:
+        timers = []  # (due, order, incident id, what, alarm key)
+        for inc in st.incidents.values():
+            if inc.shelved_until is not None and inc.shelved_until <= now:
+                timers.append((inc.shelved_until, 0, inc.id, "unshelve", ""))
+            for ak, rec in inc.alarms.items():
+                if rec.shelved_until is not None and rec.shelved_until <= now:
+                    timers.append((rec.shelved_until, 1, inc.id, "alarm", ak))
+            if inc.close_due is not None and inc.close_due <= now:
+                timers.append((inc.close_due, 2, inc.id, "close", ""))
+        timers.sort()
+        for due, _, iid, what, ak in timers:
+            inc = st.incidents.get(iid)
+            if inc is None:
+                continue
+            changes = Changes()
+            if what == "unshelve" and inc.shelved_until == due:
+                inc.overlay, inc.shelved_until = None, None
+                changes.touch(inc, "unshelved", due, "timer", "shelve expired")
+                self._settle(st, inc, list(inc.alarms.values()), due)
+            elif what == "alarm" and ak in inc.alarms and inc.alarms[ak].shelved_until == due:
+                rec = inc.alarms[ak]
+                if self._refresh(st, inc, rec, ak, due, changes, "timer"):
+                    self._settle(st, inc, [rec], due)
+                rec.shelved_until = None
+            elif what == "close" and inc.close_due == due:
+                self.close(st, inc, due, changes, "policy:closing", _close_reason(self.config))
+            self._finish(st, changes, out)
+        st.next_due = None
+        for inc in st.incidents.values():
+            for due in (inc.shelved_until, inc.close_due, *(a.shelved_until for a in inc.alarms.values())):
+                if due is not None:
+                    self._arm(st, due)
+
+    def _maintenance(self, st: ManagerState, now: int, out: list[Output]) -> None:
+        for m, start, end in self.maintenance:
+            active = start <= now < end
+            if st.maintenance.get(m.name, False) == active:
+                continue
+            st.maintenance[m.name] = active
+            at = start if active else end
+            changes = Changes()
+            touched: dict[str, list[AlarmRecord]] = {}
+            for inc in st.incidents.values():
+                for ak, rec in inc.alarms.items():
+                    if matches_all(m.matchers, rec.labels) and self._refresh(
+                        st, inc, rec, ak, at, changes, f"maintenance:{m.name}"
+                    ):
+                        touched.setdefault(inc.id, []).append(rec)
+            for iid, recs in touched.items():
+                self._settle(st, st.incidents[iid], recs, at)
+            self._finish(st, changes, out)
+
+
+def _now(now: datetime | int | float | str) -> int:
+    return to_us(now)
+
+
+def _rank(severity: str) -> int:
+    from atalaia.rules.alarm import severity_rank
+
+    return severity_rank(severity)
+
+
+def _key_text(corr: dict[str, str]) -> str:
+    return "&".join(f"{k}={v}" for k, v in corr.items())
+
+
+def _close_reason(c: IncidentConfig) -> str:
+    need = "normal and acknowledged" if c.closing.require_acknowledged else "normal"
+    return f"all alarms {need}" + (f" for {c.closing.after:g}s" if c.closing.after else "")
+
+
+def _distance_m(a: list[float], b: list[float]) -> float:
+    """Great-circle distance in metres between two [lon, lat] points."""
+    lon1, lat1, lon2, lat2 = map(math.radians, (a[0], a[1], b[0], b[1]))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_000 * math.asin(min(1.0, math.sqrt(h)))

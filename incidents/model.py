@@ -1,0 +1,166 @@
+"""The manager's state: plain dataclasses, times as integer microseconds since the epoch (exact
+round trips through snapshots). Ordered dicts stand in for sets so iteration is deterministic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from atalaia.incidents.events import AlarmView
+from atalaia.incidents.kpi import KpiState
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+SECOND = 1_000_000
+
+
+def to_us(t: str | datetime | int | float) -> int:
+    """RFC 3339 text, an aware datetime, or epoch seconds -> epoch microseconds."""
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
+    if isinstance(t, datetime):
+        if t.tzinfo is None:
+            raise ValueError(f"time {t.isoformat()} has no UTC offset")
+        return (t - EPOCH) // _US
+    return round(t * SECOND)
+
+
+def seconds_us(s: float) -> int:
+    return round(s * SECOND)
+
+
+def fmt(us: int) -> str:
+    t = EPOCH + timedelta(microseconds=us)
+    if t.microsecond:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z"
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def alarm_key(rule: str, key: str) -> str:
+    return f"{rule}\x1f{key}"
+
+
+@dataclass(slots=True)
+class AlarmRecord:
+    rule: str
+    key: str
+    entity: str | None
+    type: str | None
+    group: str
+    labels: dict[str, str]  # transition labels plus rule/group/entity/type/key/severity, for matchers
+    location: list[float] | None
+    position: str
+    state: str
+    severity: str
+    value: float | None
+    count: int
+    first_seen: int
+    last_seen: int
+    active_since: int | None = None  # start of the current firing episode (stale KPI)
+    annunciated: bool = False  # this firing episode has been shown to the operator
+    suppressed: str | None = None  # derived: inhibited / maintenance / chattering shelve
+    shelved_until: int | None = None  # chattering auto-shelve
+    flaps: list[int] = field(default_factory=list)  # recent state changes (chattering window)
+    chattering: bool = False
+    targets: list[int] = field(default_factory=list)  # inhibit rules this alarm is a target of
+    sources: list[int] = field(default_factory=list)  # inhibit rules this alarm is a source of
+
+    @property
+    def firing(self) -> bool:
+        return self.state == "firing"
+
+    def view(self) -> AlarmView:
+        return AlarmView(
+            self.rule,
+            self.key,
+            self.entity,
+            self.state,
+            self.severity,
+            self.value,
+            self.count,
+            fmt(self.first_seen),
+            fmt(self.last_seen),
+            self.suppressed,
+            self.chattering,
+        )
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    version: int
+    at: int
+    change: str
+    state: str
+    actor: str
+    reason: str
+    event: str  # incident event id
+
+
+@dataclass(slots=True)
+class Incident:
+    id: str
+    key: str  # correlation key (canonical text)
+    correlation: dict[str, str]
+    labels: dict[str, str]
+    location: list[float] | None
+    opened_at: int
+    last_activity: int
+    severity: str
+    version: int = 0
+    acked: bool = True  # nothing annunciated is waiting for acknowledgement
+    acknowledged_by: str | None = None
+    overlay: str | None = None  # shelved | suppressed | out-of-service (operator-set, one at a time)
+    shelved_until: int | None = None
+    assignee: str | None = None
+    close_due: int | None = None
+    closed_at: int | None = None
+    alarms: dict[str, AlarmRecord] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        """Any alarm firing (suppressed ones included: nothing inhibited is lost)."""
+        return any(a.state == "firing" for a in self.alarms.values())
+
+    @property
+    def annunciated_active(self) -> bool:
+        return any(a.state == "firing" and a.suppressed is None for a in self.alarms.values())
+
+    @property
+    def state(self) -> str:
+        if self.closed_at is not None:
+            return "closed"
+        if self.overlay is not None:
+            return self.overlay
+        alarms = self.alarms.values()
+        if alarms and all(a.suppressed is not None for a in alarms):
+            return "suppressed"
+        if self.annunciated_active:
+            return "acknowledged" if self.acked else "unacknowledged"
+        return "normal" if self.acked else "returned-unacknowledged"
+
+
+@dataclass(slots=True)
+class ManagerState:
+    incidents: dict[str, Incident] = field(default_factory=dict)  # open incidents
+    by_key: dict[str, dict[str, None]] = field(default_factory=dict)  # correlation key -> open incident ids
+    alarm_home: dict[str, str] = field(default_factory=dict)  # alarm key -> open incident id
+    alarm_clock: dict[str, list[Any]] = field(default_factory=dict)  # alarm key -> [last at, [ids at it]]
+    closed: dict[str, int] = field(default_factory=dict)  # recently closed incident -> closed at
+    commands: dict[str, None] = field(default_factory=dict)  # recently seen command ids
+    sources: dict[str, dict[str, None]] = field(default_factory=dict)  # "rule|equal" -> firing source alarms
+    targets: dict[str, dict[str, None]] = field(default_factory=dict)  # "rule|equal" -> open target alarms
+    maintenance: dict[str, bool] = field(default_factory=dict)  # window name -> was active at clock
+    clock: int | None = None  # latest now seen (timers fire up to it)
+    next_due: int | None = None  # earliest shelve expiry / closing timer (None: nothing armed)
+    kpi: KpiState = field(default_factory=KpiState)
+    stats: dict[str, int] = field(
+        default_factory=lambda: {
+            "transitions": 0,
+            "duplicates": 0,
+            "ignored": 0,
+            "commands": 0,
+            "rejected": 0,
+        }
+    )

@@ -1,0 +1,126 @@
+"""Operator commands: role check, incident state check, then the change — or a rejection with the
+reason. Every command gets exactly one reply (a redelivered command id gets none: it was answered)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from atalaia.incidents.commands import Command
+from atalaia.incidents.emit import Changes, Output
+from atalaia.incidents.events import CommandReply
+from atalaia.incidents.model import Incident, ManagerState, fmt, seconds_us, to_us
+
+if TYPE_CHECKING:
+    from atalaia.incidents.manager import IncidentManager
+
+PAST = {
+    "acknowledge": "acknowledged",
+    "shelve": "shelved",
+    "unshelve": "unshelved",
+    "comment": "commented",
+    "assign": "assigned",
+    "close": "closed",
+    "suppress": "suppressed",
+    "unsuppress": "unsuppressed",
+    "out-of-service": "out-of-service",
+    "return-to-service": "returned-to-service",
+}
+NEEDS_REASON = ("shelve", "suppress", "out-of-service", "comment", "close")
+
+
+def apply(mgr: IncidentManager, st: ManagerState, cmd: Command, now: int, out: list[Output]) -> None:
+    if cmd.id in st.commands:
+        st.stats["duplicates"] += 1
+        return
+    st.commands[cmd.id] = None
+    while len(st.commands) > mgr.config.memory:
+        del st.commands[next(iter(st.commands))]
+    st.stats["commands"] += 1
+    at = to_us(cmd.at) if cmd.at is not None else now
+    inc = st.incidents.get(cmd.incident)
+    problem = check(mgr, st, cmd, inc, at)
+    if problem is not None:
+        st.stats["rejected"] += 1
+        out.append(CommandReply(cmd.id, cmd.incident, cmd.action, cmd.actor, False, problem, fmt(at)))
+        return
+    assert inc is not None
+    changes = Changes()
+    reason = cmd.reason or PAST[cmd.action]
+    _apply(mgr, st, cmd, inc, at, changes, reason)
+    mark = len(out)
+    out.append(CommandReply(cmd.id, cmd.incident, cmd.action, cmd.actor, True, reason, fmt(at)))
+    mgr.finish(st, changes, out)
+    produced = [
+        o.version
+        for o in out[mark + 1 :]
+        if getattr(o, "incident", None) == inc.id and not isinstance(o, CommandReply)
+    ]
+    out[mark].version = produced[0] if produced else None  # type: ignore[union-attr]
+
+
+def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | None, at: int) -> str | None:
+    """Why ``cmd`` must be rejected, or None."""
+    allowed = mgr.config.permissions.get(cmd.action, ())
+    if cmd.role not in allowed:
+        return f"role {cmd.role} may not {cmd.action} (allowed: {', '.join(allowed) or 'nobody'})"
+    if inc is None:
+        if cmd.incident in st.closed:
+            return f"incident {cmd.incident} is closed"
+        return f"unknown incident {cmd.incident}"
+    if cmd.action in NEEDS_REASON and not cmd.reason.strip():
+        return f"{cmd.action} needs a reason"
+    state = inc.state
+    a = cmd.action
+    if a == "acknowledge" and state not in ("unacknowledged", "returned-unacknowledged"):
+        return f"nothing to acknowledge: incident is {state}"
+    if a in ("shelve", "suppress", "out-of-service") and inc.overlay is not None:
+        return f"incident is already {inc.overlay}"
+    if a == "shelve":
+        if cmd.duration is None or cmd.duration <= 0:
+            return "shelve needs a positive duration"
+        if seconds_us(cmd.duration) > mgr.max_shelve:
+            return f"shelve for at most {mgr.config.shelving.max:g}s"
+    overlay_needed = {
+        "unshelve": "shelved",
+        "unsuppress": "suppressed",
+        "return-to-service": "out-of-service",
+    }
+    if a in overlay_needed and inc.overlay != overlay_needed[a]:
+        return f"incident is not {overlay_needed[a]} (it is {state})"
+    if a == "assign" and not (cmd.assignee or cmd.actor):
+        return "assign needs an assignee"
+    if a == "close" and inc.active:
+        return "incident has firing alarms; it can close once they return to normal"
+    return None
+
+
+def _apply(
+    mgr: IncidentManager,
+    st: ManagerState,
+    cmd: Command,
+    inc: Incident,
+    at: int,
+    changes: Changes,
+    reason: str,
+) -> None:
+    a = cmd.action
+    changes.touch(inc, PAST[a], at, cmd.actor, reason, cmd.id)
+    if a == "acknowledge":
+        inc.acked = True
+        inc.acknowledged_by = cmd.actor
+    elif a == "shelve":
+        inc.overlay = "shelved"
+        inc.shelved_until = at + seconds_us(cmd.duration or 0)
+        mgr._arm(st, inc.shelved_until)
+    elif a in ("suppress", "out-of-service"):
+        inc.overlay = "suppressed" if a == "suppress" else "out-of-service"
+    elif a in ("unshelve", "unsuppress", "return-to-service"):
+        inc.overlay = None
+        inc.shelved_until = None
+        mgr.annunciate(st, inc, list(inc.alarms.values()), at)
+    elif a == "assign":
+        inc.assignee = cmd.assignee or cmd.actor
+    elif a == "close":
+        mgr.close(st, inc, at, changes, cmd.actor, reason, cmd.id)
+        return
+    mgr.arm_close(st, inc, at)
