@@ -1,0 +1,182 @@
+"""``config/detectors.yaml``: named detectors, their model, parameters and warm-up.
+
+```yaml
+default: hst-default          # used when a caller names no detector
+detectors:
+  - name: hst-default
+    select: {type: WaterObserved, attribute: flow}   # what the live agent feeds it
+    warmup: 150               # the bank returns None for an entity's first 150 points
+    model: hst                # gaussian | hst | forecast | seasonal | ensemble
+    params: {n_trees: 10}
+    members: []               # ensemble only: [{model, params}, ...]
+    calibration: {long_window: 2000}   # optional anomaly-likelihood wrapper
+```
+Errors are reported as ``file:line:col: message``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from atalaia.detectors.base import Detector
+from atalaia.detectors.calibrated import Calibrated
+from atalaia.detectors.ensemble import Ensemble
+from atalaia.detectors.gaussian import GaussianTail
+from atalaia.detectors.predictive import ForecastResidual
+from atalaia.detectors.seasonal import SeasonalProfile
+from atalaia.detectors.trees import HSTDetector
+
+MODELS: dict[str, type[Detector]] = {
+    "gaussian": GaussianTail,
+    "hst": HSTDetector,
+    "forecast": ForecastResidual,
+    "seasonal": SeasonalProfile,
+}
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "config" / "detectors.yaml"
+
+
+class ConfigError(ValueError):
+    """A detectors file that cannot be used; the message starts with file:line:col."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Select(_Strict):
+    type: str | None = None
+    attribute: str | None = None
+
+
+class Calibration(_Strict):
+    short_window: int = Field(10, ge=1)
+    long_window: int = Field(2000, ge=10)
+    min_samples: int = Field(100, ge=1)
+    min_std: float = Field(0.02, gt=0)
+    suppress_for: int = Field(0, ge=0)
+    suppress_to: float = Field(0.0, ge=0, le=1)
+    alert: float = Field(0.5, ge=0, le=1)
+    range_tolerance: float | None = Field(None, ge=0)
+    range_warmup: int = Field(0, ge=0)
+
+
+class ModelSpec(_Strict):
+    model: str
+    params: dict[str, Any] = {}
+    members: list[ModelSpec] = []
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelSpec:
+        if self.model == "ensemble":
+            if not self.members:
+                raise ValueError("an ensemble needs members: [{model, params}, ...]")
+        elif self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known: {[*MODELS, 'ensemble']}")
+        elif self.members:
+            raise ValueError("only an ensemble has members")
+        return self
+
+    def build(self) -> Detector:
+        if self.model == "ensemble":
+            return Ensemble([m.build() for m in self.members], **self.params)
+        return MODELS[self.model](**self.params)
+
+
+class DetectorSpec(ModelSpec):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    select: Select = Select()
+    warmup: int = Field(0, ge=0)
+    calibration: Calibration | None = None
+
+    def build(self) -> Detector:
+        det = super().build()
+        if self.calibration is not None:
+            det = Calibrated(det, **self.calibration.model_dump())
+        return det
+
+
+class DetectorsConfig(_Strict):
+    default: str
+    detectors: list[DetectorSpec]
+
+    @model_validator(mode="after")
+    def _names(self) -> DetectorsConfig:
+        names = [d.name for d in self.detectors]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate detector names: {sorted(dup)}")
+        if self.default not in names:
+            raise ValueError(f"default {self.default!r} is not a detector name")
+        return self
+
+    def get(self, name: str | None = None) -> DetectorSpec:
+        name = name or self.default
+        for d in self.detectors:
+            if d.name == name:
+                return d
+        raise KeyError(f"unknown detector {name!r}; known: {[d.name for d in self.detectors]}")
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.detectors]
+
+
+def _position(doc: Any, loc: tuple) -> tuple[int, int]:
+    """0-based line/column of the deepest node of ``loc`` found in the ruamel document."""
+    line, col = 0, 0
+    node = doc
+    for key in loc:
+        try:
+            if isinstance(key, int) and hasattr(node, "lc") and isinstance(node, list):
+                line, col = node.lc.item(key)
+                node = node[key]
+            elif hasattr(node, "lc") and key in node:
+                line, col = node.lc.key(key)
+                node = node[key]
+            else:
+                break
+        except (KeyError, IndexError, TypeError, AttributeError):
+            break
+    return line, col
+
+
+def parse_config(text: str, source: str = "<string>") -> DetectorsConfig:
+    """Parse and validate a detectors file; every model is built once to check its params."""
+    try:
+        doc = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(f"{where}: {exc.problem or exc.context}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}:1:1: expected a mapping with 'default' and 'detectors'")
+    try:
+        config = DetectorsConfig.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        line, col = _position(doc, tuple(err["loc"]))
+        path = ".".join(str(p) for p in err["loc"]) or "(top)"
+        raise ConfigError(f"{source}:{line + 1}:{col + 1}: {path}: {err['msg']}") from None
+    for i, spec in enumerate(config.detectors):
+        try:
+            spec.build()
+        except (TypeError, ValueError) as exc:
+            line, col = _position(doc, ("detectors", i, "params"))
+            raise ConfigError(f"{source}:{line + 1}:{col + 1}: detector {spec.name!r}: {exc}") from None
+    return config
+
+
+def load_config(path: str | Path | None = None) -> DetectorsConfig:
+    """Load ``path`` (default: the repository's ``config/detectors.yaml``)."""
+    path = Path(path) if path else DEFAULT_PATH
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}:1:1: cannot read: {exc.strerror}") from None
+    return parse_config(text, str(path))
