@@ -1,0 +1,108 @@
+"""Ingest throughput on the real broker: the ingest stage (events → observations + DLQ, exactly
+the worker's code: ``BatchStage`` + ``IngestCore``) ÷ a raw aiokafka + orjson consumer reading the
+same topic, in the same run.
+
+    python -m benchmarks.ingest_bench [N_EVENTS]
+
+Events are NGSI-LD keyValues notifications with one entity (≈ 330 bytes), the commonest
+real shape; figures are medians of 3 runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from atalaia.streams.broker import EmbeddedBroker, ensure_topics
+from atalaia.streams.events import RawEvent
+from atalaia.streams.pipeline import IngestCore
+from atalaia.streams.settings import Settings
+from atalaia.streams.stage import BatchStage
+
+
+def make_event(i: int) -> bytes:
+    s = i % 500
+    return orjson.dumps({
+        "id": f"urn:ngsi-ld:Notification:{i}", "type": "Notification",
+        "subscriptionId": "urn:ngsi-ld:Subscription:bench", "notifiedAt": "2026-01-28T09:45:02Z",
+        "data": [{"id": f"urn:ngsi-ld:WaterObserved:porto-{s:03d}", "type": "WaterObserved",
+                  "dateObserved": f"2026-01-28T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z",
+                  "height": 2.0 + (i % 97) / 100, "flow": 2000.0 + i % 13,
+                  "location": {"type": "Point", "coordinates": [-8.61, 41.14]}, "district": "13"}],
+        "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+    })
+
+
+async def produce(bootstrap: str, topic: str, n: int) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await p.start()
+    headers = RawEvent(body=b"", source="bench", content_type="application/json").headers()
+    futs = [await p.send(topic, make_event(i), key=str(i % 500).encode(), headers=headers) for i in range(n)]
+    await asyncio.gather(*futs)
+    await p.stop()
+
+
+async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+                         auto_offset_reset="earliest", fetch_max_wait_ms=50, session_timeout_ms=10000,
+                         heartbeat_interval_ms=1000, max_partition_fetch_bytes=4 << 20)
+    await c.start()
+    seen, t0 = 0, None
+    while seen < n:
+        batches = await c.getmany(timeout_ms=200, max_records=5000)
+        for recs in batches.values():
+            if t0 is None:
+                t0 = time.perf_counter()
+            for r in recs:
+                orjson.loads(r.value)
+            seen += len(recs)
+    dt = time.perf_counter() - t0
+    await c.stop()
+    return n / dt
+
+
+async def ingest_stage(bootstrap: str, prefix: str, n: int, state: Path) -> float:
+    settings = Settings(topic_prefix=prefix)
+    stage = BatchStage(name="ingest", bootstrap=bootstrap, prefix=prefix, source="events",
+                       group=f"{prefix}-ing-{uuid.uuid4().hex[:6]}", state_dir=state,
+                       make_core=lambda p, s: IngestCore(settings, s), checkpoint_s=5.0)
+    await stage.start()
+    while stage.processed == 0:
+        await asyncio.sleep(0.001)
+    t0 = time.perf_counter() - 0.0
+    first = stage.processed
+    while stage.processed < n:
+        await asyncio.sleep(0.002)
+    dt = time.perf_counter() - t0
+    await stage.stop()
+    return (n - first) / dt
+
+
+async def main(n: int) -> None:
+    with EmbeddedBroker() as b, TemporaryDirectory() as tmp:
+        raw, ing = [], []
+        for run in range(3):
+            prefix = f"bench{run}"
+            await ensure_topics(b.bootstrap, prefix, partitions=6)
+            await produce(b.bootstrap, f"{prefix}.events", n)
+            raw.append(await raw_consumer(b.bootstrap, f"{prefix}.events", n))
+            ing.append(await ingest_stage(b.bootstrap, prefix, n, Path(tmp) / prefix))
+        r, i = statistics.median(raw), statistics.median(ing)
+        print(f"events: {n} NGSI-LD keyValues notifications, 6 partitions, embedded Tansu, 3 runs")
+        print(f"raw aiokafka getmany + orjson.loads : {r:10,.0f} events/s   (runs: "
+              f"{', '.join(f'{x:,.0f}' for x in raw)})")
+        print(f"ingest stage (parse, dedup, produce): {i:10,.0f} events/s   (runs: "
+              f"{', '.join(f'{x:,.0f}' for x in ing)})")
+        print(f"ratio ingest / raw                   : {i / r:10.3f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 50_000))

@@ -1,0 +1,159 @@
+"""The Faust application: topics, the HTTP ingest endpoint, health/metrics pages, and the batched
+pipeline stages run as Faust services (see ``streams.stage``).
+
+``create_app(settings, bootstrap)`` builds a fresh app (the embedded broker's port is known only
+at start-up); ``atalaia worker`` / ``atalaia up`` run it with ``faust.Worker``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaProducer
+from mode import Service
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from atalaia.streams.events import RawEvent, body_key
+from atalaia.streams.settings import Settings
+from atalaia.streams.stage import BatchStage
+
+log = logging.getLogger(__name__)
+
+HTTP_REQUESTS = Counter("atalaia_ingest_http_requests_total", "HTTP notifications by outcome", ["outcome"])
+
+PROBLEM = "application/problem+json"
+
+
+def faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka."""
+    return {
+        "broker": f"kafka://{bootstrap}",
+        "processing_guarantee": "at_least_once",  # Tansu has no transactional producer
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.heartbeat_s,
+        "broker_request_timeout": 40.0,
+        "broker_commit_interval": 1.0,
+        "store": "memory://",  # our state is checkpointed by the stages (no RocksDB on Tansu)
+        "topic_partitions": settings.partitions,
+        "topic_allow_declare": False,  # topics are created by streams.broker.ensure_topics
+        "topic_disable_leader": True,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": 1,
+        "web_host": settings.http_host,
+        "web_port": settings.http_port,
+        "web_in_thread": False,
+        "datadir": str(settings.data_dir / "faust"),
+        "logging_config": None,
+    }
+
+
+class IngestProducer(Service):
+    """The producer shared by the HTTP endpoint and the MQTT bridge."""
+
+    def __init__(self, bootstrap: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.bootstrap = bootstrap
+        self.producer: AIOKafkaProducer | None = None
+
+    async def on_start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2, acks=1,
+                                         max_request_size=8 << 20)
+        await self.producer.start()
+
+    async def on_stop(self) -> None:
+        if self.producer:
+            await self.producer.stop()
+
+    async def publish(self, topic: str, value: bytes, key: bytes | None = None,
+                      headers: list[tuple[str, bytes]] | None = None) -> None:
+        await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+
+
+def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = ("ingest",),
+               http: bool = True) -> faust.App:
+    from atalaia.streams.ingest import parse_payload, to_dlq_record
+    from atalaia.streams.pipeline import IngestCore
+
+    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap))
+    app.atalaia_settings = settings
+    t = settings.topic
+    events = app.topic(t("events"), value_serializer="raw", key_serializer="raw")
+    app.topic(t("observations"), value_serializer="raw")
+    app.topic(t("dlq"), value_serializer="raw")
+    state_dir = settings.data_dir / "state"
+    common = {"bootstrap": bootstrap, "prefix": settings.topic_prefix, "state_dir": state_dir,
+              "fetch_wait_ms": settings.fetch_wait_ms, "session_timeout_s": settings.session_timeout_s,
+              "heartbeat_s": settings.heartbeat_s}
+    app.atalaia_stages = {}
+    if "ingest" in stages:
+        app.atalaia_stages["ingest"] = app.service(BatchStage(
+            name="ingest", source="events", group=f"{settings.app_id}.ingest",
+            make_core=lambda p, s: IngestCore(settings, s), **common))
+
+    if not http:
+        return app
+    ingest_producer = app.service(IngestProducer(bootstrap))
+    app.atalaia_producer = ingest_producer
+
+    async def accept(request: Any, view: Any, source: str) -> Any:
+        body = await request.read()
+        ev = RawEvent.from_http(body, request.headers, source)
+        if len(body) > settings.max_payload_bytes:
+            await ingest_producer.publish(t("dlq"), to_dlq_record(body, source=source,
+                                          reason=f"payload of {len(body)} bytes exceeds the limit of "
+                                                 f"{settings.max_payload_bytes} bytes",
+                                          content_type=ev.content_type, received_at=ev.received_at))
+            HTTP_REQUESTS.labels("too-large").inc()
+            return view.json(problem(413, "Payload too large", f"{len(body)} bytes > "
+                                     f"{settings.max_payload_bytes}"), status=413, content_type=PROBLEM)
+        res = parse_payload(body, content_type=ev.content_type, link=ev.link, headers=ev.extra or {},
+                            source=source, max_bytes=settings.max_payload_bytes)
+        if not res.ok:
+            reason = "; ".join(r.reason for r in res.rejections) or "payload rejected"
+            await ingest_producer.publish(t("dlq"), to_dlq_record(body, source=source, reason=reason,
+                                          content_type=ev.content_type, received_at=ev.received_at))
+            HTTP_REQUESTS.labels("rejected").inc()
+            return view.json(problem(400, "Bad notification", reason), status=400, content_type=PROBLEM)
+        key = res.observations[0].entity.encode() if res.observations else body_key(body)
+        await ingest_producer.publish(events.get_topic_name(), body, key=key, headers=ev.headers())
+        HTTP_REQUESTS.labels("accepted").inc()
+        return view.json({"accepted": len(res.observations),
+                          "rejected": [r.reason for r in res.rejections],
+                          "warnings": res.warnings}, status=200)
+
+    for path, source in (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http")):
+        @app.page(path)
+        class Notify(faust.web.View):
+            _source = source
+
+            async def post(self, request: Any) -> Any:
+                return await accept(request, self, self._source)
+
+    @app.page("/health")
+    class Health(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.json({"status": "ok", "stages": {
+                n: {"processed": s.processed, "partitions": sorted(s.cores)}
+                for n, s in app.atalaia_stages.items()}})
+
+    @app.page("/metrics")
+    class Metrics(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    if settings.mqtt_url:
+        from atalaia.streams.mqtt import MqttBridge
+
+        app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events")))
+    return app
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)

@@ -1,0 +1,210 @@
+"""CLI commands of the streams package: up, worker, send, tail, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from atalaia.streams.settings import Settings, get_settings
+
+ALL_STAGES = ("ingest",)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _run_worker(settings: Settings, bootstrap: str, stages: tuple[str, ...], http: bool,
+                demo: bool = False, banner: bool = False) -> None:
+    import faust
+
+    from atalaia.streams.app import create_app
+    from atalaia.streams.broker import ensure_topics
+
+    asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions))
+    app = create_app(settings, bootstrap, stages=stages, http=http)
+    if demo:
+        from atalaia.streams.demo import DemoFeed
+
+        app.service(DemoFeed(f"http://{settings.http_host}:{settings.http_port}"))
+    if banner:
+        base = f"http://{settings.http_host}:{settings.http_port}"
+
+        @app.task
+        async def _banner() -> None:
+            click.echo(
+                "\nAtalaia is up.\n"
+                f"  broker (Kafka protocol): {bootstrap}{'  [embedded Tansu]' if not settings.kafka else ''}\n"
+                f"  console:                 {base}/\n"
+                f"  NGSI-LD notify endpoint: {base}/ngsi-ld/notify   (NGSI-v2: {base}/v2/notify)\n"
+                f"  health / metrics:        {base}/health  {base}/metrics\n"
+                "  watch:                   atalaia tail observations | alarms | incidents | dlq\n"
+                "  stop:                    Ctrl-C\n", err=False)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+@click.command()
+@click.option("--demo", is_flag=True, help="also replay real sensor data as NGSI-LD notifications")
+def up(demo: bool) -> None:
+    """All-in-one: embedded broker (unless ATALAIA_KAFKA is set), worker, ingest, console."""
+    from atalaia.streams.connect import owned_bootstrap
+
+    settings = get_settings()
+    _logging(settings.log_level)
+    with owned_bootstrap(settings) as bootstrap:
+        _run_worker(settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True)
+
+
+@click.command()
+@click.option("--stages", default=",".join(ALL_STAGES), show_default=True,
+              help="comma-separated pipeline stages to run")
+@click.option("--http/--no-http", default=False, help="also serve the HTTP ingest endpoint")
+def worker(stages: str, http: bool) -> None:
+    """Run pipeline stages (scale out by starting more workers on the same Kafka)."""
+    from atalaia.streams.connect import owned_bootstrap
+
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    unknown = set(chosen) - set(ALL_STAGES)
+    if unknown:
+        raise click.BadParameter(f"unknown stage(s) {sorted(unknown)}; known: {', '.join(ALL_STAGES)}")
+    settings = get_settings()
+    _logging(settings.log_level)
+    with owned_bootstrap(settings) as bootstrap:
+        _run_worker(settings, bootstrap, chosen, http=http)
+
+
+@click.command()
+def console() -> None:
+    """Serve the HTTP ingest endpoint and console API without pipeline stages."""
+    from atalaia.streams.connect import owned_bootstrap
+
+    settings = get_settings()
+    _logging(settings.log_level)
+    with owned_bootstrap(settings) as bootstrap:
+        _run_worker(settings, bootstrap, (), http=True, banner=True)
+
+
+def read_events(path: Path) -> list[bytes]:
+    """A .jsonl file is one event per line; anything else is one event (a whole JSON document)."""
+    data = path.read_bytes()
+    if path.suffix in (".jsonl", ".ndjson"):
+        return [line for line in data.splitlines() if line.strip()]
+    return [data]
+
+
+def _event_key(body: bytes) -> bytes:
+    from atalaia.streams.events import body_key
+
+    with contextlib.suppress(Exception):
+        doc = orjson.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("entity") or doc.get("id"), str):
+            return (doc.get("entity") or doc["id"]).encode()
+    return body_key(body)
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--content-type", default=None, help="Content-Type header to attach (e.g. application/ld+json)")
+@click.option("--link", default=None, help="JSON-LD Link header to attach")
+def send(files: tuple[Path, ...], content_type: str | None, link: str | None) -> None:
+    """Publish events from JSON / JSONL files to atalaia.events (one record per line of .jsonl)."""
+    from aiokafka import AIOKafkaProducer
+
+    from atalaia.streams.connect import client_bootstrap
+    from atalaia.streams.events import RawEvent, format_time_now
+
+    settings = get_settings()
+    bootstrap = client_bootstrap(settings)
+
+    async def go() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 << 20)
+        await producer.start()
+        n = 0
+        try:
+            futures = []
+            for path in files:
+                for body in read_events(path):
+                    ev = RawEvent(body=body, source=f"file:{path.name}", content_type=content_type, link=link,
+                                  received_at=format_time_now())
+                    futures.append(await producer.send(settings.topic("events"), body, key=_event_key(body),
+                                                       headers=ev.headers()))
+                    n += 1
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        return n
+
+    n = asyncio.run(go())
+    click.echo(f"sent {n} event(s) to {settings.topic('events')} on {bootstrap}", err=True)
+
+
+@click.command()
+@click.argument("topic")
+@click.option("-b", "--from-beginning", is_flag=True, help="start at the oldest record, not the newest")
+@click.option("-n", "--count", type=int, default=None, help="stop after N records")
+@click.option("--timeout", type=float, default=None, help="stop after this many seconds")
+def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | None) -> None:
+    """Show a topic live, one JSON record per line (observations, alarms, incidents, dlq, ...)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from atalaia.streams.connect import client_bootstrap
+
+    settings = get_settings()
+    bootstrap = client_bootstrap(settings)
+    name = topic if "." in topic else settings.topic(topic)
+
+    async def go() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=100)
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(name)
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(name)
+            if not parts:
+                raise click.ClickException(f"no topic {name!r} on {bootstrap}")
+            from aiokafka import TopicPartition
+
+            tps = [TopicPartition(name, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            if from_beginning:
+                await consumer.seek_to_beginning(*tps)
+            else:
+                await consumer.seek_to_end(*tps)
+            seen = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout if timeout else None
+            while count is None or seen < count:
+                if deadline and loop.time() > deadline:
+                    break
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for r in records:
+                        sys.stdout.write(r.value.decode(errors="replace") + "\n")
+                        seen += 1
+                        if count is not None and seen >= count:
+                            break
+                sys.stdout.flush()
+        finally:
+            await consumer.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+
+
+@click.command()
+def bench() -> None:
+    """Run the benchmarks (same as `make bench`)."""
+    import runpy
+
+    runpy.run_module("benchmarks", run_name="__main__")

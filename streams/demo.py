@@ -1,0 +1,143 @@
+"""The demo feed: real sensor data replayed as NGSI-LD notifications through the real HTTP
+ingest endpoint, as an Orion-LD subscription would deliver them.
+
+* A real pipeline flow sensor: river's bundled ``WaterFlow`` data set (hourly litres per second,
+  with maintenance drops and a pumping peak), replayed one hour per second, as Porto's water
+  utility main ``urn:ngsi-ld:WaterObserved:porto-adutora-nova-sintra``.
+* Douro river-level gauges (Ribeira, Freixo, Foz) following a semi-diurnal tide, with a flood
+  wave that crosses the warning levels every few minutes.
+* Air-quality stations (NO2, PM10, PM2.5) in Porto parishes with a rush-hour cycle and noise,
+  and a rain gauge; one station goes silent for a while (absence rules).
+Event time is the wall clock, so live rules and timers behave as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from mode import Service
+
+from atalaia.streams.observation import format_time
+
+log = logging.getLogger(__name__)
+
+CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+
+GAUGES = [  # id, name, parish, lon, lat, base level (m)
+    ("porto-douro-ribeira", "Douro - Cais da Ribeira", "Uniao de Freguesias do Centro Historico do Porto",
+     -8.6131, 41.1406, 2.2),
+    ("porto-douro-freixo", "Douro - Freixo", "Campanha", -8.5736, 41.1445, 2.0),
+    ("porto-douro-foz", "Douro - Foz", "Uniao de Freguesias de Aldoar, Foz do Douro e Nevogilde",
+     -8.6745, 41.1487, 1.8),
+]
+AIR = [
+    ("porto-aq-campanha", "Campanha", -8.5853, 41.1496),
+    ("porto-aq-paranhos", "Paranhos", -8.6035, 41.1718),
+    ("porto-aq-boavista", "Uniao de Freguesias de Lordelo do Ouro e Massarelos", -8.6321, 41.1562),
+]
+
+
+def _prop(value: Any, observed: str, unit: str | None = None) -> dict[str, Any]:
+    p: dict[str, Any] = {"type": "Property", "value": value, "observedAt": observed}
+    if unit:
+        p["unitCode"] = unit
+    return p
+
+
+def _entity(kind: str, sid: str, name: str, parish: str, lon: float, lat: float,
+            observed: str, measures: dict[str, tuple[float, str]]) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "id": f"urn:ngsi-ld:{kind}:{sid}", "type": kind,
+        "name": {"type": "Property", "value": name},
+        "district": {"type": "Property", "value": "13"},
+        "parish": {"type": "Property", "value": parish},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}},
+    }
+    for attr, (value, unit) in measures.items():
+        e[attr] = _prop(round(value, 3), observed, unit)
+    return e
+
+
+def notification(entities: list[dict[str, Any]], now: datetime) -> bytes:
+    return orjson.dumps({
+        "id": f"urn:ngsi-ld:Notification:demo-{int(now.timestamp() * 1000)}",
+        "type": "Notification", "subscriptionId": "urn:ngsi-ld:Subscription:atalaia:demo",
+        "notifiedAt": format_time(now), "data": entities, "@context": CONTEXT,
+    })
+
+
+class DemoScenario:
+    """Pure generator of the demo's notifications, step by step (one step = one second)."""
+
+    def __init__(self, seed: int = 7) -> None:
+        from river import datasets
+
+        self.flow = [y for _, y in datasets.WaterFlow()]
+        self.rng = random.Random(seed)
+        self.step_no = 0
+
+    def step(self, now: datetime) -> list[bytes]:
+        k, rng = self.step_no, self.rng
+        self.step_no += 1
+        observed = format_time(now)
+        tide = math.sin(2 * math.pi * k / 120)  # a "tide" every two minutes of demo time
+        flood = max(0.0, math.sin(2 * math.pi * k / 600)) ** 4 * 2.8  # a flood wave every ten minutes
+        water = [
+            _entity("WaterObserved", sid, name, parish, lon, lat, observed,
+                    {"height": (base + 0.6 * tide + flood * (1.0 - 0.25 * i) + rng.gauss(0, 0.03), "MTR")})
+            for i, (sid, name, parish, lon, lat, base) in enumerate(GAUGES)
+        ]
+        water.append(_entity("WaterObserved", "porto-adutora-nova-sintra", "Adutora Nova Sintra", "Campanha",
+                             -8.5820, 41.1525, observed, {"flow": (self.flow[k % len(self.flow)], "G51")}))
+        rush = 1 + 0.8 * math.exp(-(((k % 300) - 90) / 30) ** 2)
+        air = []
+        for i, (sid, parish, lon, lat) in enumerate(AIR):
+            if i == 2 and (k // 300) % 3 == 2:  # one station falls silent one period in three
+                continue
+            no2 = 45 * rush + rng.gauss(0, 6) + (160 if flood > 2.0 and i == 0 else 0)
+            pm10 = 28 * rush + rng.gauss(0, 4)
+            air.append(_entity("AirQualityObserved", sid, f"QualAr {parish}", parish, lon, lat, observed,
+                               {"NO2": (max(no2, 0), "GQ"), "PM10": (max(pm10, 0), "GQ"),
+                                "PM2.5": (max(pm10 * 0.6, 0), "GQ")}))
+        rain = max(0.0, 2 + 12 * flood / 2.8 + rng.gauss(0, 0.5))
+        weather = [_entity("WeatherObserved", "porto-serralves", "Serralves", "Uniao de Freguesias de Lordelo do "
+                           "Ouro e Massarelos", -8.6597, 41.1596, observed, {"precipitation": (rain, "MMT")})]
+        return [notification(water, now), notification(air + weather, now)]
+
+
+class DemoFeed(Service):
+    """POSTs the scenario's notifications to the ingest endpoint once a second."""
+
+    def __init__(self, base_url: str, interval: float = 1.0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.url = base_url.rstrip("/") + "/ngsi-ld/notify"
+        self.interval = interval
+        self.sent = 0
+
+    async def on_start(self) -> None:
+        self.add_future(self._run())
+
+    async def _run(self) -> None:
+        import httpx
+
+        scenario = await asyncio.to_thread(DemoScenario)
+        async with httpx.AsyncClient(timeout=10) as client:
+            while not self.should_stop:
+                t0 = time.monotonic()
+                for body in scenario.step(datetime.now(UTC)):
+                    try:
+                        r = await client.post(self.url, content=body,
+                                              headers={"Content-Type": "application/ld+json"})
+                        if r.status_code >= 300:
+                            log.warning("demo: endpoint answered %s: %s", r.status_code, r.text[:200])
+                        self.sent += 1
+                    except httpx.HTTPError as e:  # endpoint not up yet
+                        log.debug("demo: %s", e)
+                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - t0)))

@@ -1,0 +1,152 @@
+"""Shared fixtures: the real embedded broker, worker subprocesses, paths to ../shared."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+ATALAIA = str(Path(sys.executable).parent / "atalaia")
+
+
+def shared_path(*parts: str) -> Path:
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} is absent: these tests need the project's ../shared folder beside the repo")
+    return p
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """A real Kafka-protocol broker (embedded Tansu) for the whole session."""
+    from atalaia.streams.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as b:
+        yield b.bootstrap
+
+
+@pytest.fixture
+def topic_prefix(broker: str) -> str:
+    """A fresh set of pipeline topics for one test."""
+    from atalaia.streams.broker import ensure_topics
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(broker, prefix, partitions=3))
+    return prefix
+
+
+def free_port() -> int:
+    from atalaia.streams.broker import free_port as fp
+
+    return fp()
+
+
+class WorkerProcess:
+    """``atalaia worker`` as a real subprocess (so tests can kill it)."""
+
+    def __init__(self, env: dict[str, str], args: list[str], log: Path) -> None:
+        self.env, self.args, self.log = env, args, log
+        self.port = int(env["ATALAIA_HTTP_PORT"])
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, stages: tuple[str, ...], timeout: float = 60) -> WorkerProcess:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([ATALAIA, *self.args], env=self.env, stdout=out, stderr=out)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                h = httpx.get(f"{self.url}/health", timeout=1).json()
+                if all(h["stages"].get(s, {}).get("partitions") for s in stages):
+                    return self
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.3)
+        self.kill()
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/health", timeout=2).json()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else 0
+
+
+@pytest.fixture
+def make_worker(broker: str, topic_prefix: str, tmp_path: Path):
+    workers: list[WorkerProcess] = []
+    data_dir = tmp_path / "data"
+
+    def make(*extra_args: str, extra_env: dict[str, str] | None = None, port: int | None = None
+             ) -> WorkerProcess:
+        env = {**os.environ, "ATALAIA_KAFKA": broker, "ATALAIA_TOPIC_PREFIX": topic_prefix,
+               "ATALAIA_APP_ID": topic_prefix, "ATALAIA_DATA_DIR": str(data_dir),
+               "ATALAIA_HTTP_PORT": str(port or free_port()), "ATALAIA_PARTITIONS": "3",
+               "ATALAIA_LOG_LEVEL": "info", **(extra_env or {})}
+        w = WorkerProcess(env, ["worker", "--http", *extra_args], tmp_path / f"worker{len(workers)}.log")
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        w.kill()
+
+
+async def consume_all(bootstrap: str, topic: str, *, expect: int | None = None, idle: float = 3.0,
+                      timeout: float = 60.0) -> list:
+    """Read a topic from the beginning until `expect` records arrived (or it stays idle)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list = []
+        loop = asyncio.get_running_loop()
+        start = last = loop.time()
+        while loop.time() - start < timeout:
+            batches = await consumer.getmany(timeout_ms=200)
+            got = [r for rs in batches.values() for r in rs]
+            if got:
+                out.extend(got)
+                last = loop.time()
+            if expect is not None and len(out) >= expect:
+                # keep reading briefly: more than expected would be a duplicate
+                if loop.time() - last > 1.0:
+                    break
+            elif expect is None and loop.time() - last > idle:
+                break
+        return out
+    finally:
+        await consumer.stop()
