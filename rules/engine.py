@@ -1,0 +1,319 @@
+"""The rule engine: one implementation for the live agent, replay, backtests and rule unit tests.
+
+>>> from atalaia.rules.loader import load_texts
+>>> rs = load_texts([("demo.yaml", '''
+... rules:
+...   - id: river-high
+...     select: {type: WaterObserved, attribute: height}
+...     severities: [{severity: high, above: 4.0}]
+... ''')])
+>>> engine = RuleEngine(rs)
+>>> alarms, rejected = engine.observe_batch([{"time": "2024-03-01T00:00:00Z", "entity": "urn:x",
+...     "type": "WaterObserved", "attributes": {"height": 4.2}}])
+>>> [(a.at, a.rule, a.key, a.state, a.severity) for a in alarms]
+[('2024-03-01T00:00:00Z', 'river-high', 'urn:x', 'firing', 'high')]
+>>> restored = RuleEngine.restore(rs, engine.snapshot())
+>>> restored.active_alarms()[0]["state"]
+'firing'
+
+Time is event time only: ``observe_batch`` evaluates each observation at its own time, and
+``advance(now)`` runs the absence clock (pass event time in replays, the wall clock live).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from atalaia.rules.alarm import AlarmTransition
+from atalaia.rules.compiled import NEG_INF, AbsentRule, CompiledRule, Scorer, compile_rule
+from atalaia.rules.durations import format_duration
+from atalaia.rules.loader import LoadedRule, RuleSet
+from atalaia.rules.schema import Rule
+from atalaia.streams.observation import format_time
+
+SNAPSHOT_FORMAT = 1
+DEFAULT_ALLOWED_LATENESS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An observation the engine did not evaluate, and why (the agent sends it to the DLQ)."""
+
+    observation: Any
+    reason: str
+
+
+class ScorerMissing(ValueError):
+    pass
+
+
+def to_epoch(t: datetime | str | float) -> float:
+    if isinstance(t, int | float):
+        return float(t)
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
+    if t.tzinfo is None:
+        raise ValueError(f"time {t.isoformat()} has no UTC offset")
+    return t.timestamp()
+
+
+class RuleEngine:
+    """Evaluates a RuleSet over observations (plain dicts in the contract shape)."""
+
+    def __init__(self, ruleset: RuleSet, scorer: Scorer | None = None,
+                 allowed_lateness: float = DEFAULT_ALLOWED_LATENESS) -> None:
+        self.scorer = scorer
+        self.allowed_lateness = float(allowed_lateness)
+        self.watermark = NEG_INF  # highest event time accepted
+        self.absence_clock = NEG_INF  # last time the absence rules were evaluated
+        self.stats: Counter[str] = Counter()
+        self._deadlines: list[tuple[float, str, str]] = []  # (deadline, absent rule id, key)
+        self._outbox: list[AlarmTransition] = []  # transitions from reload/restore, returned by the next call
+        self._times: dict[str, float] = {}
+        self._install(ruleset, {})
+
+    # ------------------------------------------------------------------ rules
+    def _install(self, ruleset: RuleSet, keep: dict[str, CompiledRule]) -> None:
+        rules: list[CompiledRule] = []
+        for pos, loaded in enumerate(ruleset.rules):
+            rule = compile_rule(loaded, pos)
+            old = keep.get(rule.id)
+            if old is not None and old.fingerprint == rule.fingerprint:
+                rule.states = old.states
+            rules.append(rule)
+        detector_rules = [r for r in rules if getattr(r, "detector", None)]
+        if detector_rules and self.scorer is None:
+            r = detector_rules[0]
+            raise ScorerMissing(
+                f"{r.loaded.where}: rule '{r.id}' uses detector '{r.detector}' (and {len(detector_rules) - 1} more "  # type: ignore[attr-defined]
+                "detector rules) but no detectors are configured: pass a scorer (atalaia.detectors bank)")
+        self.ruleset = ruleset
+        self.rules = rules
+        self.by_id = {r.id: r for r in rules}
+        index: dict[tuple[str, str | None], list[CompiledRule]] = {}
+        for r in rules:
+            index.setdefault((r.type, r.attribute), []).append(r)
+        self.index = index
+        self.any_attribute = {t: rs for (t, a), rs in index.items() if a is None}
+        self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
+        self._deadlines = [(s.last_seen + r.absent_for, r.id, k) for r in self.absent_rules
+                           for k, s in r.states.items() if not s.firing]
+        heapq.heapify(self._deadlines)
+
+    def reload(self, ruleset: RuleSet) -> list[AlarmTransition]:
+        """Swap in new rules. Rules whose evaluation is unchanged (same id and fingerprint; labels and
+        annotations may change) keep their state; open alarms of changed or removed rules end now
+        (``resolved``/``inactive`` at the watermark, annotation ``reason``) and are returned."""
+        new_ids = {lr.rule.id for lr in ruleset.rules}
+        old = self.by_id
+        new_fps = {}
+        for pos, lr in enumerate(ruleset.rules):
+            new_fps[lr.rule.id] = compile_rule(lr, pos).fingerprint
+        out: list[AlarmTransition] = []
+        at = self.watermark if self.watermark > NEG_INF else 0.0
+        for rule in self.rules:
+            if rule.id not in new_ids or new_fps[rule.id] != rule.fingerprint:
+                reason = "rule removed" if rule.id not in new_ids else "rule changed"
+                for key in sorted(rule.states):
+                    rule.end(key, at, reason, out)  # type: ignore[attr-defined]
+        self._install(ruleset, old)
+        self.stats["reloads"] += 1
+        return out
+
+    # ------------------------------------------------------------------ hot path
+    def _time(self, text: Any) -> float | None:
+        t = self._times.get(text)
+        if t is not None:
+            return t
+        if not isinstance(text, str):
+            return None
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            return None
+        if len(self._times) > 65536:
+            self._times.clear()
+        t = self._times[text] = dt.timestamp()
+        return t
+
+    def observe_batch(self, observations: Iterable[dict[str, Any]]) -> tuple[list[AlarmTransition], list[Rejected]]:
+        """Evaluate observations in the given order. Returns (transitions, rejected observations)."""
+        out: list[AlarmTransition] = self._outbox
+        self._outbox = []
+        rejected: list[Rejected] = []
+        index, any_attr, scorer = self.index, self.any_attribute, self.scorer
+        evaluations = late = 0
+        for obs in observations:
+            try:
+                t_text = obs["time"]
+                typ = obs["type"]
+                attributes = obs["attributes"]
+                obs["entity"]  # noqa: B018 - presence check
+            except (KeyError, TypeError) as exc:
+                rejected.append(Rejected(obs, f"not an observation: missing {exc}"))
+                continue
+            t = self._time(t_text)
+            if t is None:
+                rejected.append(Rejected(obs, f"time {t_text!r} is not RFC 3339 with a UTC offset"))
+                continue
+            if t > self.watermark:
+                if self.watermark > self.absence_clock and self._deadlines:
+                    self._absence(self.watermark, out)
+                self.watermark = t
+            elif t < self.watermark - self.allowed_lateness:
+                rejected.append(Rejected(obs, (
+                    f"too late: time {t_text} is {format_duration(self.watermark - t)} behind the latest event "
+                    f"time {format_time(datetime.fromtimestamp(self.watermark, UTC))} "
+                    f"(allowed lateness {format_duration(self.allowed_lateness)})")))
+                self.stats["rejected_late"] += 1
+                continue
+            if not isinstance(attributes, dict):
+                rejected.append(Rejected(obs, "'attributes' must be a mapping"))
+                continue
+            for name, v in attributes.items():
+                rules = index.get((typ, name))
+                if rules is None:
+                    continue
+                if v.__class__ is not float and (v.__class__ is not int or isinstance(v, bool)):
+                    rejected.append(Rejected(obs, f"attribute {name!r} is not a number: {v!r}"))
+                    continue
+                if v != v or v in (math.inf, -math.inf):
+                    rejected.append(Rejected(obs, f"attribute {name!r} is not a finite number: {v!r}"))
+                    continue
+                for rule in rules:
+                    key = rule.key_of(obs)
+                    if key is None:
+                        continue
+                    if rule.__class__ is AbsentRule:
+                        rule.seen(obs, key, t, t_text, out, self._deadlines)  # type: ignore[attr-defined]
+                        continue
+                    evaluations += 1
+                    if not rule.observe(obs, key, t, t_text, v, out, scorer):  # type: ignore[attr-defined]
+                        late += 1
+            rules = any_attr.get(typ)
+            if rules:
+                for rule in rules:
+                    key = rule.key_of(obs)
+                    if key is not None:
+                        rule.seen(obs, key, t, t_text, out, self._deadlines)  # type: ignore[attr-defined]
+            self.stats["observations"] += 1
+        self.stats["evaluations"] += evaluations
+        self.stats["late_not_evaluated"] += late
+        self.stats["rejected"] += len(rejected)
+        return out, rejected
+
+    # ------------------------------------------------------------------ clocks
+    def _absence(self, now: float, out: list[AlarmTransition]) -> None:
+        deadlines = self._deadlines
+        by_id = self.by_id
+        while deadlines and deadlines[0][0] <= now:
+            _, rule_id, key = heapq.heappop(deadlines)
+            rule = by_id.get(rule_id)
+            if isinstance(rule, AbsentRule):
+                rule.due(key, now, out, deadlines)
+        self.absence_clock = now
+
+    def advance(self, now: datetime | str | float) -> list[AlarmTransition]:
+        """Run the absence clock up to ``now`` (event time in replays, the wall clock live).
+        Absence is never evaluated twice for the same or an earlier time."""
+        out, self._outbox = self._outbox, []
+        t = to_epoch(now)
+        if t > self.absence_clock:
+            self._absence(t, out)
+        return out
+
+    def finish(self) -> list[AlarmTransition]:
+        """End of a replay: evaluate absence at the last event time."""
+        return self.advance(self.watermark) if self.watermark > NEG_INF else self.advance(NEG_INF)
+
+    def compact(self) -> int:
+        """Forget per-key state that can no longer change any output (inactive keys whose windows hold
+        nothing an accepted observation could need). Returns how many states were dropped."""
+        horizon = self.watermark - self.allowed_lateness
+        dropped = 0
+        for rule in self.rules:
+            states = rule.states
+            dead = [k for k, s in states.items() if rule.purgeable(s, horizon)]  # type: ignore[attr-defined]
+            for k in dead:
+                del states[k]
+            dropped += len(dead)
+        return dropped
+
+    # ------------------------------------------------------------------ introspection
+    def active_alarms(self) -> list[dict[str, Any]]:
+        """Open alarms (pending or firing) in rule order, then key."""
+        out: list[dict[str, Any]] = []
+        for rule in self.rules:
+            out += sorted(rule.active(), key=lambda a: a["key"])
+        return out
+
+    def state_count(self) -> int:
+        return sum(len(r.states) for r in self.rules)
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> bytes:
+        """Everything needed to continue exactly: per (rule, key) state, clocks, counters."""
+        body = {
+            "format": SNAPSHOT_FORMAT,
+            "watermark": _finite(self.watermark),
+            "absence_clock": _finite(self.absence_clock),
+            "allowed_lateness": self.allowed_lateness,
+            "stats": dict(self.stats),
+            "outbox": [tr.to_dict() for tr in self._outbox],
+            "rules": [{"rule": r.loaded.rule.model_dump(mode="json", by_alias=True, exclude_unset=True),
+                       "group": r.group, "file": r.loaded.file, "line": r.loaded.line,
+                       "states": {k: _dump(s) for k, s in r.states.items()}} for r in self.rules],
+        }
+        return orjson.dumps(body)
+
+    @classmethod
+    def restore(cls, ruleset: RuleSet, data: bytes, scorer: Scorer | None = None,
+                allowed_lateness: float | None = None) -> RuleEngine:
+        """Rebuild an engine from :meth:`snapshot`, then :meth:`reload` ``ruleset``: state of unchanged
+        rules continues exactly; open alarms of rules changed or removed since the snapshot end, and those
+        transitions are returned by the next ``observe_batch``/``advance``."""
+        body = orjson.loads(data)
+        if body.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown rule-engine snapshot format {body.get('format')!r}")
+        saved_rules = RuleSet([LoadedRule(Rule.model_validate(r["rule"]), r["group"], r["file"], r["line"])
+                               for r in body["rules"]])
+        lateness = body["allowed_lateness"] if allowed_lateness is None else allowed_lateness
+        engine = cls(saved_rules, scorer=scorer, allowed_lateness=lateness)
+        engine.watermark = _infinite(body["watermark"])
+        engine.absence_clock = _infinite(body["absence_clock"])
+        engine.stats.update(body["stats"])
+        for rule, saved in zip(engine.rules, body["rules"], strict=True):
+            load = rule.load_state  # type: ignore[attr-defined]
+            rule.states = {k: load(_undump(v)) for k, v in saved["states"].items()}
+        engine._install(saved_rules, engine.by_id)  # rebuild the absence deadlines from the states
+        outbox = [AlarmTransition.from_dict(d) for d in body["outbox"]]
+        outbox += engine.reload(ruleset)
+        engine._outbox = outbox
+        engine.stats["reloads"] -= 1
+        return engine
+
+
+def _finite(x: float) -> float | None:
+    return None if x == NEG_INF else x
+
+
+def _infinite(x: float | None) -> float:
+    return NEG_INF if x is None else x
+
+
+def _dump(state: Any) -> list[Any]:
+    return ["-inf" if x == NEG_INF else x for x in state.dump()]
+
+
+def _undump(d: list[Any]) -> list[Any]:
+    return [NEG_INF if x == "-inf" else x for x in d]

@@ -1,0 +1,98 @@
+"""The rule language as pydantic models: the structure and types of a rule file.
+
+Checks that need several fields (one rule kind per rule, ``clear_below`` below ``above``, unique
+ids...) live in :mod:`atalaia.rules.checks` so that each error points at the right key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
+
+from atalaia.rules.alarm import SEVERITIES
+from atalaia.rules.durations import DURATION_PATTERN, format_duration, parse_duration
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "10m", "1h30m"]}),
+]
+Severity = Literal["informational", "low", "medium", "high", "critical"]
+AggregateFunction = Literal["avg", "min", "max", "sum", "count", "last", "delta", "rate"]
+assert tuple(Severity.__args__) == SEVERITIES  # type: ignore[attr-defined]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors with a "did you mean" hint."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = [f.alias or name for name, f in cls.model_fields.items()]
+            for key in data:
+                if key not in known and key not in cls.model_fields:
+                    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                    hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
+                    raise PydanticCustomError("unknown_key", "unknown key '{key}'{hint}", {"key": key, "hint": hint})
+        return data
+
+
+class Select(Strict):
+    type: str = Field(min_length=1, description="entity type, e.g. WaterObserved")
+    attribute: str | None = Field(None, description="observed attribute, e.g. height (optional for absent_for)")
+    where: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="equality filters on observation labels (and 'entity', 'type'); a list means any of",
+    )
+
+
+class Aggregate(Strict):
+    function: AggregateFunction = Field(description="over the event-time window (t - window, t]")
+    window: Duration
+
+
+class Level(Strict):
+    """One severity of a rule: the condition that makes the alarm that severity."""
+
+    severity: Severity
+    above: float | None = Field(None, description="holds when value > above (strict)")
+    below: float | None = Field(None, description="holds when value < below (strict)")
+    clear_below: float | None = Field(None, description="hysteresis: a firing level stays until value < clear_below")
+    clear_above: float | None = Field(None, description="hysteresis: a firing level stays until value > clear_above")
+    for_: Duration = Field(0.0, alias="for", description="condition must hold at least this long before firing")
+
+
+class Rule(Strict):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    description: str | None = None
+    select: Select
+    key: list[str] = Field(default_factory=lambda: ["entity"], min_length=1,
+                           description="one alarm per key: 'entity' or observation label names")
+    aggregate: Aggregate | None = None
+    severities: list[Level] | None = Field(None, description="highest first; the highest that holds wins")
+    keep_firing_for: Duration = 0.0
+    absent_for: Duration | None = Field(None, description="fires when the key has not been observed this long")
+    stuck_for: Duration | None = Field(None, description="fires when the value has not changed this long")
+    severity: Severity | None = Field(None, description="severity of an absent_for or stuck_for rule")
+    detector: str | None = Field(None, description="severities apply to this detector's score in [0, 1]")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class RuleFile(Strict):
+    group: str | None = Field(None, description="rule group name (default: the file name)")
+    rules: list[Rule]
+
+
+def json_schema() -> dict[str, Any]:
+    schema = RuleFile.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Atalaia rule file"
+    return schema
