@@ -46,6 +46,12 @@ def _rate(w: Samples) -> float | None:
 
 
 AGGREGATES: dict[str, Callable[[Samples], float | None]] = {
-    "avg": _avg, "min": _min, "max": _max, "sum": _sum, "count": _count, "last": _last,
-    "delta": _delta, "rate": _rate,
+    "avg": _avg,
+    "min": _min,
+    "max": _max,
+    "sum": _sum,
+    "count": _count,
+    "last": _last,
+    "delta": _delta,
+    "rate": _rate,
 }

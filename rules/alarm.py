@@ -44,8 +44,14 @@ class AlarmTransition:
 
     def replay_line(self) -> dict[str, Any]:
         """The contract's replay line (keys in contract order)."""
-        return {"at": self.at, "rule": self.rule, "key": self.key, "state": self.state,
-                "severity": self.severity, "value": self.value}
+        return {
+            "at": self.at,
+            "rule": self.rule,
+            "key": self.key,
+            "state": self.state,
+            "severity": self.severity,
+            "value": self.value,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,7 +13,9 @@ from atalaia.rules.templates import template_problem
 Locate = Callable[..., tuple[str, int, int]]  # (loc, at_key=False) -> (file, line, col)
 
 
-def semantic_errors(rules: list[tuple[int, Rule]], seen_ids: dict[str, str], locate: Locate) -> list[RuleError]:
+def semantic_errors(
+    rules: list[tuple[int, Rule]], seen_ids: dict[str, str], locate: Locate
+) -> list[RuleError]:
     """Errors of the validated rules (``(index in the file, rule)``); ``seen_ids`` spans files."""
     errors: list[RuleError] = []
 
@@ -33,13 +35,20 @@ def semantic_errors(rules: list[tuple[int, Rule]], seen_ids: dict[str, str], loc
 
 def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:
     set_fields = rule.model_fields_set
-    kinds = [k for k in ("severities", "absent_for", "stuck_for") if k in set_fields and getattr(rule, k) is not None]
+    kinds = [
+        k
+        for k in ("severities", "absent_for", "stuck_for")
+        if k in set_fields and getattr(rule, k) is not None
+    ]
     if not kinds:
         err(base, f"rule '{rule.id}' needs one of 'severities', 'absent_for' or 'stuck_for'")
         return
     if len(kinds) > 1:
-        err((*base, kinds[1]), f"'{kinds[1]}' cannot be combined with '{kinds[0]}' in one rule: write two rules",
-            True)
+        err(
+            (*base, kinds[1]),
+            f"'{kinds[1]}' cannot be combined with '{kinds[0]}' in one rule: write two rules",
+            True,
+        )
         return
     kind = kinds[0]
     if kind == "severities":
@@ -70,17 +79,28 @@ def _threshold_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None
     if not rule.select.attribute:
         err((*base, "select"), "'select' needs an 'attribute' for a rule with severities")
     if "severity" in rule.model_fields_set:
-        err((*base, "severity"), "'severity' is for absent_for/stuck_for rules; this rule lists 'severities'", True)
+        err(
+            (*base, "severity"),
+            "'severity' is for absent_for/stuck_for rules; this rule lists 'severities'",
+            True,
+        )
     if rule.detector is not None and rule.aggregate is not None:
-        err((*base, "aggregate"), "a detector rule scores each observation; it cannot also have 'aggregate'", True)
+        err(
+            (*base, "aggregate"),
+            "a detector rule scores each observation; it cannot also have 'aggregate'",
+            True,
+        )
     seen: dict[str, int] = {}
     for j, level in enumerate(levels):
         loc = (*base, "severities", j)
         if level.severity in seen:
             err((*loc, "severity"), f"severity '{level.severity}' is listed twice in rule '{rule.id}'")
         elif j and severity_rank(level.severity) > severity_rank(levels[j - 1].severity):
-            err((*loc, "severity"), f"severities must be listed highest first: '{level.severity}' comes after "
-                f"'{levels[j - 1].severity}'")
+            err(
+                (*loc, "severity"),
+                f"severities must be listed highest first: '{level.severity}' comes after "
+                f"'{levels[j - 1].severity}'",
+            )
         seen[level.severity] = j
         _level_errors(level, loc, rule.detector is not None, err)
 
@@ -89,19 +109,29 @@ def _level_errors(level: Level, loc: tuple[Any, ...], detector: bool, err: Calla
     if level.above is None and level.below is None:
         err(loc, f"severity '{level.severity}' needs 'above' or 'below'")
     if level.above is not None and level.below is not None:
-        err((*loc, "below"), "use either 'above' or 'below' in one severity, not both (write two severities)", True)
+        err(
+            (*loc, "below"),
+            "use either 'above' or 'below' in one severity, not both (write two severities)",
+            True,
+        )
     if level.clear_below is not None:
         if level.above is None:
             err((*loc, "clear_below"), "'clear_below' goes with 'above'", True)
         elif level.clear_below > level.above:
-            err((*loc, "clear_below"), f"'clear_below' ({level.clear_below:g}) must not be above 'above' "
-                f"({level.above:g}): a firing alarm clears when the value falls below it")
+            err(
+                (*loc, "clear_below"),
+                f"'clear_below' ({level.clear_below:g}) must not be above 'above' "
+                f"({level.above:g}): a firing alarm clears when the value falls below it",
+            )
     if level.clear_above is not None:
         if level.below is None:
             err((*loc, "clear_above"), "'clear_above' goes with 'below'", True)
         elif level.clear_above < level.below:
-            err((*loc, "clear_above"), f"'clear_above' ({level.clear_above:g}) must not be below 'below' "
-                f"({level.below:g}): a firing alarm clears when the value rises above it")
+            err(
+                (*loc, "clear_above"),
+                f"'clear_above' ({level.clear_above:g}) must not be below 'below' "
+                f"({level.below:g}): a firing alarm clears when the value rises above it",
+            )
     if detector:
         if level.above is not None and not level.above < 1:
             err((*loc, "above"), f"a detector score is in [0, 1]: 'above: {level.above:g}' can never hold")

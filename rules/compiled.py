@@ -30,7 +30,9 @@ _STATE_NAMES = ("inactive", "pending", "firing")
 
 def fingerprint(loaded: LoadedRule) -> str:
     """What decides evaluation (not labels, annotations, description): equal = state can be kept."""
-    body = loaded.rule.model_dump(mode="json", by_alias=True, exclude={"labels", "annotations", "description"})
+    body = loaded.rule.model_dump(
+        mode="json", by_alias=True, exclude={"labels", "annotations", "description"}
+    )
     return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
@@ -99,20 +101,45 @@ class CompiledRule:
         return parts[0] if len(parts) == 1 else "|".join(parts)
 
     # ------------------------------------------------------------------ output
-    def transition(self, at: float, at_text: str | None, key: str, state: str, severity: str, value: float | None,
-                   since: float, obs: dict[str, Any] | None) -> AlarmTransition:
+    def transition(
+        self,
+        at: float,
+        at_text: str | None,
+        key: str,
+        state: str,
+        severity: str,
+        value: float | None,
+        since: float,
+        obs: dict[str, Any] | None,
+    ) -> AlarmTransition:
         obs = obs or {}
         obs_labels = obs.get("labels") or {}
         entity = obs.get("entity") or (key if self.key_is_entity else None)
-        variables = {"entity": entity, "key": key, "value": value, "severity": severity, "labels": obs_labels,
-                     "rule": self.id, "type": obs.get("type", self.type), "attributes": obs.get("attributes") or {},
-                     "state": state}
+        variables = {
+            "entity": entity,
+            "key": key,
+            "value": value,
+            "severity": severity,
+            "labels": obs_labels,
+            "rule": self.id,
+            "type": obs.get("type", self.type),
+            "attributes": obs.get("attributes") or {},
+            "state": state,
+        }
         labels = dict(obs_labels)
         labels.update({k: t.render(variables) for k, t in self.labels.items()})
         return AlarmTransition(
-            at=at_text or format_time(datetime.fromtimestamp(at, UTC)), rule=self.id, key=key, state=state,  # type: ignore[arg-type]
-            severity=severity, value=value, group=self.group, entity=entity, type=obs.get("type", self.type),
-            since=format_time(datetime.fromtimestamp(since, UTC)), labels=labels,
+            at=at_text or format_time(datetime.fromtimestamp(at, UTC)),
+            rule=self.id,
+            key=key,
+            state=state,  # type: ignore[arg-type]
+            severity=severity,
+            value=value,
+            group=self.group,
+            entity=entity,
+            type=obs.get("type", self.type),
+            since=format_time(datetime.fromtimestamp(since, UTC)),
+            labels=labels,
             annotations={k: t.render(variables) for k, t in self.annotations.items()},
             location=obs.get("location"),
         )
@@ -125,7 +152,7 @@ class CompiledRule:
 class AlarmState:
     """State of one (threshold rule, key). ``levels[i]`` = None or [active_since, fired, keep_firing_since]."""
 
-    __slots__ = ("levels", "t", "state", "sev", "since", "value", "window", "obs")
+    __slots__ = ("levels", "obs", "sev", "since", "state", "t", "value", "window")
 
     def __init__(self) -> None:
         self.t = NEG_INF  # last evaluation time
@@ -138,8 +165,16 @@ class AlarmState:
         self.obs: dict[str, Any] | None = None  # last observation (context for keep_firing_for/reload lines)
 
     def dump(self) -> list[Any]:
-        return [self.t, self.levels, self.state, self.sev, self.since, self.value,
-                [list(x) for x in self.window] if self.window else None, _obs_context(self.obs)]
+        return [
+            self.t,
+            self.levels,
+            self.state,
+            self.sev,
+            self.since,
+            self.value,
+            [list(x) for x in self.window] if self.window else None,
+            _obs_context(self.obs),
+        ]
 
     @classmethod
     def load(cls, d: list[Any]) -> AlarmState:
@@ -169,8 +204,16 @@ class ThresholdRule(CompiledRule):
         self.aggregate = AGGREGATES[rule.aggregate.function] if rule.aggregate else None
         self.detector = rule.detector
 
-    def observe(self, obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: list[AlarmTransition],
-                scorer: Scorer | None) -> bool:
+    def observe(
+        self,
+        obs: dict[str, Any],
+        key: str,
+        t: float,
+        t_text: str,
+        v: float,
+        out: list[AlarmTransition],
+        scorer: Scorer | None,
+    ) -> bool:
         """Evaluate at an observation; False when the observation is late for this key (not evaluated)."""
         st = self.states.get(key)
         if st is None:
@@ -209,8 +252,16 @@ class ThresholdRule(CompiledRule):
         self.evaluate(st, key, t, t_text, value, obs, out)
         return True
 
-    def evaluate(self, st: AlarmState, key: str, t: float, t_text: str | None, value: float | None,
-                 obs: dict[str, Any] | None, out: list[AlarmTransition]) -> None:
+    def evaluate(
+        self,
+        st: AlarmState,
+        key: str,
+        t: float,
+        t_text: str | None,
+        value: float | None,
+        obs: dict[str, Any] | None,
+        out: list[AlarmTransition],
+    ) -> None:
         levels = st.levels
         if levels is None and (value is None or not any(lv.holds(value, False) for lv in self.levels)):
             return  # the common case: inactive and nothing holds
@@ -251,13 +302,25 @@ class ThresholdRule(CompiledRule):
             obs = st.obs
         if new_state == INACTIVE or (new_state == PENDING and old_state == FIRING):
             ended = "resolved" if old_state == FIRING else "inactive"
-            out.append(self.transition(t, t_text, key, ended, self.levels[old_sev].severity, value, st.since, obs))
+            out.append(
+                self.transition(t, t_text, key, ended, self.levels[old_sev].severity, value, st.since, obs)
+            )
             old_state = INACTIVE
         if new_state != INACTIVE:
             if old_state == INACTIVE:
                 st.since = t
-            out.append(self.transition(t, t_text, key, _STATE_NAMES[new_state], self.levels[new_sev].severity,
-                                       value, st.since, obs))
+            out.append(
+                self.transition(
+                    t,
+                    t_text,
+                    key,
+                    _STATE_NAMES[new_state],
+                    self.levels[new_sev].severity,
+                    value,
+                    st.since,
+                    obs,
+                )
+            )
         st.state, st.sev = new_state, new_sev
         st.obs = obs if new_state != INACTIVE else None
 
@@ -266,8 +329,16 @@ class ThresholdRule(CompiledRule):
         st = self.states.get(key)
         if st is None or st.state == INACTIVE:
             return
-        tr = self.transition(at, None, key, "resolved" if st.state == FIRING else "inactive",
-                             self.levels[st.sev].severity, st.value, st.since, st.obs)
+        tr = self.transition(
+            at,
+            None,
+            key,
+            "resolved" if st.state == FIRING else "inactive",
+            self.levels[st.sev].severity,
+            st.value,
+            st.since,
+            st.obs,
+        )
         tr.annotations["reason"] = reason
         out.append(tr)
 
@@ -279,15 +350,24 @@ class ThresholdRule(CompiledRule):
         return not st.window or st.window[-1][0] <= horizon - (self.window or 0.0)
 
     def active(self) -> list[dict[str, Any]]:
-        return [{"rule": self.id, "key": k, "state": _STATE_NAMES[s.state], "severity": self.levels[s.sev].severity,
-                 "value": s.value} for k, s in self.states.items() if s.state != INACTIVE]
+        return [
+            {
+                "rule": self.id,
+                "key": k,
+                "state": _STATE_NAMES[s.state],
+                "severity": self.levels[s.sev].severity,
+                "value": s.value,
+            }
+            for k, s in self.states.items()
+            if s.state != INACTIVE
+        ]
 
     load_state = staticmethod(AlarmState.load)
 
 
 # ====================================================================== stuck sensors
 class StuckState:
-    __slots__ = ("t", "value", "same_since", "firing", "obs")
+    __slots__ = ("firing", "obs", "same_since", "t", "value")
 
     def __init__(self) -> None:
         self.t = NEG_INF
@@ -316,8 +396,16 @@ class StuckRule(CompiledRule):
         self.stuck_for = loaded.rule.stuck_for or 0.0
         self.severity = loaded.rule.severity or "low"
 
-    def observe(self, obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: list[AlarmTransition],
-                scorer: Scorer | None) -> bool:
+    def observe(
+        self,
+        obs: dict[str, Any],
+        key: str,
+        t: float,
+        t_text: str,
+        v: float,
+        out: list[AlarmTransition],
+        scorer: Scorer | None,
+    ) -> bool:
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = StuckState()
@@ -347,15 +435,18 @@ class StuckRule(CompiledRule):
         return False
 
     def active(self) -> list[dict[str, Any]]:
-        return [{"rule": self.id, "key": k, "state": "firing", "severity": self.severity, "value": s.value}
-                for k, s in self.states.items() if s.firing]
+        return [
+            {"rule": self.id, "key": k, "state": "firing", "severity": self.severity, "value": s.value}
+            for k, s in self.states.items()
+            if s.firing
+        ]
 
     load_state = staticmethod(StuckState.load)
 
 
 # ====================================================================== absence
 class AbsentState:
-    __slots__ = ("last_seen", "firing", "fired_at", "obs")
+    __slots__ = ("fired_at", "firing", "last_seen", "obs")
 
     def __init__(self) -> None:
         self.last_seen = NEG_INF
@@ -384,8 +475,15 @@ class AbsentRule(CompiledRule):
         self.absent_for = loaded.rule.absent_for or 0.0
         self.severity = loaded.rule.severity or "medium"
 
-    def seen(self, obs: dict[str, Any], key: str, t: float, t_text: str, out: list[AlarmTransition],
-             deadlines: list[tuple[float, str, str]]) -> None:
+    def seen(
+        self,
+        obs: dict[str, Any],
+        key: str,
+        t: float,
+        t_text: str,
+        out: list[AlarmTransition],
+        deadlines: list[tuple[float, str, str]],
+    ) -> None:
         import heapq
 
         st = self.states.get(key)
@@ -397,11 +495,16 @@ class AbsentRule(CompiledRule):
         if st.firing:
             st.firing = False
             at = max(t, st.fired_at)
-            out.append(self.transition(at, t_text if at == t else None, key, "resolved", self.severity, None,
-                                       st.fired_at, obs))
+            out.append(
+                self.transition(
+                    at, t_text if at == t else None, key, "resolved", self.severity, None, st.fired_at, obs
+                )
+            )
             heapq.heappush(deadlines, (st.last_seen + self.absent_for, self.id, key))
 
-    def due(self, key: str, now: float, out: list[AlarmTransition], deadlines: list[tuple[float, str, str]]) -> None:
+    def due(
+        self, key: str, now: float, out: list[AlarmTransition], deadlines: list[tuple[float, str, str]]
+    ) -> None:
         """A deadline popped at absence-evaluation time ``now``: fire, or re-arm if the key was seen since."""
         import heapq
 
@@ -427,8 +530,11 @@ class AbsentRule(CompiledRule):
         return False
 
     def active(self) -> list[dict[str, Any]]:
-        return [{"rule": self.id, "key": k, "state": "firing", "severity": self.severity, "value": None}
-                for k, s in self.states.items() if s.firing]
+        return [
+            {"rule": self.id, "key": k, "state": "firing", "severity": self.severity, "value": None}
+            for k, s in self.states.items()
+            if s.firing
+        ]
 
     load_state = staticmethod(AbsentState.load)
 

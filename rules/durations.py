@@ -33,7 +33,9 @@ def parse_duration(text: object) -> float:
         total += float(m.group(1)) * _UNIT[m.group(2)]
         pos = m.end()
     if pos != len(s) or not s:
-        raise ValueError(f"bad duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. 30s, 10m, 1h30m")
+        raise ValueError(
+            f"bad duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. 30s, 10m, 1h30m"
+        )
     return total
 
 

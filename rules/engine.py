@@ -68,8 +68,12 @@ def to_epoch(t: datetime | str | float) -> float:
 class RuleEngine:
     """Evaluates a RuleSet over observations (plain dicts in the contract shape)."""
 
-    def __init__(self, ruleset: RuleSet, scorer: Scorer | None = None,
-                 allowed_lateness: float = DEFAULT_ALLOWED_LATENESS) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        scorer: Scorer | None = None,
+        allowed_lateness: float = DEFAULT_ALLOWED_LATENESS,
+    ) -> None:
         self.scorer = scorer
         self.allowed_lateness = float(allowed_lateness)
         self.watermark = NEG_INF  # highest event time accepted
@@ -94,7 +98,8 @@ class RuleEngine:
             r = detector_rules[0]
             raise ScorerMissing(
                 f"{r.loaded.where}: rule '{r.id}' uses detector '{r.detector}' (and {len(detector_rules) - 1} more "  # type: ignore[attr-defined]
-                "detector rules) but no detectors are configured: pass a scorer (atalaia.detectors bank)")
+                "detector rules) but no detectors are configured: pass a scorer (atalaia.detectors bank)"
+            )
         self.ruleset = ruleset
         self.rules = rules
         self.by_id = {r.id: r for r in rules}
@@ -104,8 +109,12 @@ class RuleEngine:
         self.index = index
         self.any_attribute = {t: rs for (t, a), rs in index.items() if a is None}
         self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
-        self._deadlines = [(s.last_seen + r.absent_for, r.id, k) for r in self.absent_rules
-                           for k, s in r.states.items() if not s.firing]
+        self._deadlines = [
+            (s.last_seen + r.absent_for, r.id, k)
+            for r in self.absent_rules
+            for k, s in r.states.items()
+            if not s.firing
+        ]
         heapq.heapify(self._deadlines)
 
     def reload(self, ruleset: RuleSet) -> list[AlarmTransition]:
@@ -146,7 +155,9 @@ class RuleEngine:
         t = self._times[text] = dt.timestamp()
         return t
 
-    def observe_batch(self, observations: Iterable[dict[str, Any]]) -> tuple[list[AlarmTransition], list[Rejected]]:
+    def observe_batch(
+        self, observations: Iterable[dict[str, Any]]
+    ) -> tuple[list[AlarmTransition], list[Rejected]]:
         """Evaluate observations in the given order. Returns (transitions, rejected observations)."""
         out: list[AlarmTransition] = self._outbox
         self._outbox = []
@@ -158,7 +169,7 @@ class RuleEngine:
                 t_text = obs["time"]
                 typ = obs["type"]
                 attributes = obs["attributes"]
-                obs["entity"]  # noqa: B018 - presence check
+                obs["entity"]
             except (KeyError, TypeError) as exc:
                 rejected.append(Rejected(obs, f"not an observation: missing {exc}"))
                 continue
@@ -171,10 +182,16 @@ class RuleEngine:
                     self._absence(self.watermark, out)
                 self.watermark = t
             elif t < self.watermark - self.allowed_lateness:
-                rejected.append(Rejected(obs, (
-                    f"too late: time {t_text} is {format_duration(self.watermark - t)} behind the latest event "
-                    f"time {format_time(datetime.fromtimestamp(self.watermark, UTC))} "
-                    f"(allowed lateness {format_duration(self.allowed_lateness)})")))
+                rejected.append(
+                    Rejected(
+                        obs,
+                        (
+                            f"too late: time {t_text} is {format_duration(self.watermark - t)} behind the latest event "
+                            f"time {format_time(datetime.fromtimestamp(self.watermark, UTC))} "
+                            f"(allowed lateness {format_duration(self.allowed_lateness)})"
+                        ),
+                    )
+                )
                 self.stats["rejected_late"] += 1
                 continue
             if not isinstance(attributes, dict):
@@ -270,23 +287,39 @@ class RuleEngine:
             "allowed_lateness": self.allowed_lateness,
             "stats": dict(self.stats),
             "outbox": [tr.to_dict() for tr in self._outbox],
-            "rules": [{"rule": r.loaded.rule.model_dump(mode="json", by_alias=True, exclude_unset=True),
-                       "group": r.group, "file": r.loaded.file, "line": r.loaded.line,
-                       "states": {k: _dump(s) for k, s in r.states.items()}} for r in self.rules],
+            "rules": [
+                {
+                    "rule": r.loaded.rule.model_dump(mode="json", by_alias=True, exclude_unset=True),
+                    "group": r.group,
+                    "file": r.loaded.file,
+                    "line": r.loaded.line,
+                    "states": {k: _dump(s) for k, s in r.states.items()},
+                }
+                for r in self.rules
+            ],
         }
         return orjson.dumps(body)
 
     @classmethod
-    def restore(cls, ruleset: RuleSet, data: bytes, scorer: Scorer | None = None,
-                allowed_lateness: float | None = None) -> RuleEngine:
+    def restore(
+        cls,
+        ruleset: RuleSet,
+        data: bytes,
+        scorer: Scorer | None = None,
+        allowed_lateness: float | None = None,
+    ) -> RuleEngine:
         """Rebuild an engine from :meth:`snapshot`, then :meth:`reload` ``ruleset``: state of unchanged
         rules continues exactly; open alarms of rules changed or removed since the snapshot end, and those
         transitions are returned by the next ``observe_batch``/``advance``."""
         body = orjson.loads(data)
         if body.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown rule-engine snapshot format {body.get('format')!r}")
-        saved_rules = RuleSet([LoadedRule(Rule.model_validate(r["rule"]), r["group"], r["file"], r["line"])
-                               for r in body["rules"]])
+        saved_rules = RuleSet(
+            [
+                LoadedRule(Rule.model_validate(r["rule"]), r["group"], r["file"], r["line"])
+                for r in body["rules"]
+            ]
+        )
         lateness = body["allowed_lateness"] if allowed_lateness is None else allowed_lateness
         engine = cls(saved_rules, scorer=scorer, allowed_lateness=lateness)
         engine.watermark = _infinite(body["watermark"])

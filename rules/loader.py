@@ -23,9 +23,16 @@ from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.schema import Rule, RuleFile
 
 _TYPE_WORDS = {
-    "float_parsing": "a number", "float_type": "a number", "int_parsing": "a whole number",
-    "int_type": "a whole number", "string_type": "text", "list_type": "a list", "dict_type": "a mapping",
-    "model_type": "a mapping", "model_attributes_type": "a mapping", "bool_type": "true or false",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "bool_type": "true or false",
     "bool_parsing": "true or false",
 }
 
@@ -112,7 +119,10 @@ def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, bool]:
     if kind in _TYPE_WORDS:
         return f"'{name}' must be {_TYPE_WORDS[kind]}, got {got!r}", False
     if kind == "literal_error":
-        allowed = [str(x).strip("'") for x in err.get("ctx", {}).get("expected", "").replace(" or ", ", ").split(", ")]
+        allowed = [
+            str(x).strip("'")
+            for x in err.get("ctx", {}).get("expected", "").replace(" or ", ", ").split(", ")
+        ]
         what = "severity" if name == "severity" else f"'{name}'"
         close = difflib.get_close_matches(str(got), allowed, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -120,7 +130,10 @@ def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, bool]:
     if kind == "value_error":
         return f"'{name}': {str(err['msg']).removeprefix('Value error, ')}", False
     if kind == "string_pattern_mismatch":
-        return f"'{name}' {got!r} may only contain letters, digits and _ . : - (and start with a letter or digit)", False
+        return (
+            f"'{name}' {got!r} may only contain letters, digits and _ . : - (and start with a letter or digit)",
+            False,
+        )
     if kind in ("string_too_short", "too_short"):
         return f"'{name}' must not be empty", False
     return f"'{name}': {err['msg']}", False
@@ -131,9 +144,9 @@ def _strip_union_branches(loc: tuple[Any, ...], tree: Any) -> tuple[Any, ...]:
     parts pydantic adds for union branches (``'str'``, ``'list[str]'``)."""
     node, out = tree, []
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             node = node[part]
         elif isinstance(node, dict):
             out.append(part)  # a missing key: named in the message, position stays on the parent
@@ -227,7 +240,9 @@ def load_texts(sources: Iterable[tuple[str, str]]) -> RuleSet:
         if model is None:
             continue
         pos = _Positions(tree)
-        errors += semantic_errors(model.rules, seen, lambda loc, at_key=False, p=pos, f=file: (f, *p.find(loc, at_key)))
+        errors += semantic_errors(
+            model.rules, seen, lambda loc, at_key=False, p=pos, f=file: (f, *p.find(loc, at_key))
+        )
         for i, rule in model.rules:
             line, _ = pos.find(("rules", i))
             ruleset.rules.append(LoadedRule(rule, model.group, file, line))
@@ -262,5 +277,14 @@ def check_paths(paths: Iterable[str | Path]) -> list[RuleError]:
     return []
 
 
-__all__ = ["SEVERITIES", "LoadedRule", "RuleError", "RuleFileError", "RuleSet", "check_paths", "load_rules",
-           "load_texts", "parse_text"]
+__all__ = [
+    "SEVERITIES",
+    "LoadedRule",
+    "RuleError",
+    "RuleFileError",
+    "RuleSet",
+    "check_paths",
+    "load_rules",
+    "load_texts",
+    "parse_text",
+]

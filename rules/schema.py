@@ -9,7 +9,15 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from atalaia.rules.alarm import SEVERITIES
@@ -40,13 +48,17 @@ class Strict(BaseModel):
                 if key not in known and key not in cls.model_fields:
                     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
                     hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
-                    raise PydanticCustomError("unknown_key", "unknown key '{key}'{hint}", {"key": key, "hint": hint})
+                    raise PydanticCustomError(
+                        "unknown_key", "unknown key '{key}'{hint}", {"key": key, "hint": hint}
+                    )
         return data
 
 
 class Select(Strict):
     type: str = Field(min_length=1, description="entity type, e.g. WaterObserved")
-    attribute: str | None = Field(None, description="observed attribute, e.g. height (optional for absent_for)")
+    attribute: str | None = Field(
+        None, description="observed attribute, e.g. height (optional for absent_for)"
+    )
     where: dict[str, str | list[str]] = Field(
         default_factory=dict,
         description="equality filters on observation labels (and 'entity', 'type'); a list means any of",
@@ -64,21 +76,32 @@ class Level(Strict):
     severity: Severity
     above: float | None = Field(None, description="holds when value > above (strict)")
     below: float | None = Field(None, description="holds when value < below (strict)")
-    clear_below: float | None = Field(None, description="hysteresis: a firing level stays until value < clear_below")
-    clear_above: float | None = Field(None, description="hysteresis: a firing level stays until value > clear_above")
-    for_: Duration = Field(0.0, alias="for", description="condition must hold at least this long before firing")
+    clear_below: float | None = Field(
+        None, description="hysteresis: a firing level stays until value < clear_below"
+    )
+    clear_above: float | None = Field(
+        None, description="hysteresis: a firing level stays until value > clear_above"
+    )
+    for_: Duration = Field(
+        0.0, alias="for", description="condition must hold at least this long before firing"
+    )
 
 
 class Rule(Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     description: str | None = None
     select: Select
-    key: list[str] = Field(default_factory=lambda: ["entity"], min_length=1,
-                           description="one alarm per key: 'entity' or observation label names")
+    key: list[str] = Field(
+        default_factory=lambda: ["entity"],
+        min_length=1,
+        description="one alarm per key: 'entity' or observation label names",
+    )
     aggregate: Aggregate | None = None
     severities: list[Level] | None = Field(None, description="highest first; the highest that holds wins")
     keep_firing_for: Duration = 0.0
-    absent_for: Duration | None = Field(None, description="fires when the key has not been observed this long")
+    absent_for: Duration | None = Field(
+        None, description="fires when the key has not been observed this long"
+    )
     stuck_for: Duration | None = Field(None, description="fires when the value has not changed this long")
     severity: Severity | None = Field(None, description="severity of an absent_for or stuck_for rule")
     detector: str | None = Field(None, description="severities apply to this detector's score in [0, 1]")
