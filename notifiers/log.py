@@ -1,0 +1,198 @@
+"""The delivery log (and outbox): every notification and every attempt, checked before sending.
+
+Protocol, per notification (``deliveries`` row, one per notification id):
+
+    queued ──► sending ──► delivered
+                  │  ▲
+                  ▼  │ (backoff)
+               retrying ──► failed          (permanent error, or max attempts)
+    sending found at start-up (crash between send and record) ──► re-sent if the channel is
+    idempotent (NGSI-LD upsert, webhook deduplicated on its delivery id), else ``in-doubt``
+    and NOT re-sent (SMS, email, Alertmanager): the escalation's own repeats reach the person if
+    the message was in fact lost, while a duplicate SMS at 3 a.m. is noise that erodes trust.
+
+``queued`` rows carry the notification itself, so once :meth:`DeliveryLog.enqueue` returns the
+Kafka offset may be committed: a restart re-reads unfinished work from here (outbox). Each
+attempt is an ``attempts`` row (attempt number, status, error, latency). SQLite in WAL mode with
+``synchronous=NORMAL`` survives a killed process (not a power cut: use ``FULL`` or PostgreSQL).
+A PostgreSQL log implements the same :class:`DeliveryLog` protocol.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import orjson
+
+from atalaia.notifiers.model import DeliveryResult, Notification
+
+DeliveryStatus = Literal["queued", "sending", "delivered", "retrying", "failed", "in-doubt"]
+FINAL = ("delivered", "failed", "in-doubt")
+
+
+@dataclass(slots=True, frozen=True)
+class Delivery:
+    notification_id: str
+    incident: str
+    target: str
+    channel: str
+    kind: str
+    step: int
+    repeat: int
+    status: str
+    attempts: int
+    last_error: str | None
+    queued_at: float
+    updated_at: float
+    delivered_at: float | None
+
+
+@dataclass(slots=True, frozen=True)
+class Attempt:
+    notification_id: str
+    incident: str
+    target: str
+    channel: str
+    attempt: int
+    status: str
+    error: str | None
+    detail: str | None
+    started_at: float
+    latency_ms: float | None
+
+
+class DeliveryLog(Protocol):
+    def known(self, ids: Iterable[str]) -> dict[str, str]: ...
+    def enqueue(self, items: list[tuple[Notification, str]], now: float) -> None: ...
+    def begin(self, n: Notification, channel: str, attempt: int, now: float) -> None: ...
+    def finish(self, n: Notification, attempt: int, result: DeliveryResult, final: bool, now: float,
+               latency_ms: float) -> None: ...
+    def unfinished(self) -> list[tuple[Notification, str, int]]: ...
+    def mark_in_doubt(self, notification_id: str, now: float) -> None: ...
+    def deliveries(self, incident: str | None = None, limit: int = 1000) -> list[Delivery]: ...
+    def attempts(self, incident: str | None = None, limit: int = 1000) -> list[Attempt]: ...
+    def close(self) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+  notification_id TEXT PRIMARY KEY, incident TEXT NOT NULL, target TEXT NOT NULL, channel TEXT NOT NULL,
+  kind TEXT NOT NULL, step INTEGER NOT NULL, repeat INTEGER NOT NULL, status TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, queued_at REAL NOT NULL, updated_at REAL NOT NULL,
+  delivered_at REAL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_incident ON deliveries(incident);
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(status) WHERE status NOT IN ('delivered','failed','in-doubt');
+CREATE TABLE IF NOT EXISTS attempts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, notification_id TEXT NOT NULL, incident TEXT NOT NULL,
+  target TEXT NOT NULL, channel TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
+  error TEXT, detail TEXT, started_at REAL NOT NULL, latency_ms REAL);
+CREATE INDEX IF NOT EXISTS attempts_incident ON attempts(incident);
+CREATE INDEX IF NOT EXISTS attempts_notification ON attempts(notification_id, attempt);
+"""
+
+
+class SQLiteDeliveryLog:
+    """The default delivery log: one SQLite file (``:memory:`` for tests)."""
+
+    def __init__(self, path: str | Path = ".atalaia/deliveries.sqlite", synchronous: str = "NORMAL"):
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def known(self, ids: Iterable[str]) -> dict[str, str]:
+        ids = list(ids)
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT notification_id, status FROM deliveries WHERE notification_id IN ({','.join('?' * len(chunk))})"
+            out.update(self.db.execute(q, chunk).fetchall())
+        return out
+
+    def enqueue(self, items: list[tuple[Notification, str]], now: float) -> None:
+        rows = [(n.id, n.incident, n.target, ch, n.kind, n.step, n.repeat, now, now, n.to_json()) for n, ch in items]
+        with self._tx():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO deliveries (notification_id, incident, target, channel, kind, step, repeat,"
+                " status, queued_at, updated_at, payload) VALUES (?,?,?,?,?,?,?,'queued',?,?,?)", rows)
+
+    def begin(self, n: Notification, channel: str, attempt: int, now: float) -> None:
+        with self._tx():
+            self.db.execute("UPDATE deliveries SET status='sending', attempts=?, updated_at=? WHERE notification_id=?",
+                            (attempt, now, n.id))
+            self.db.execute(
+                "INSERT INTO attempts (notification_id, incident, target, channel, attempt, status, started_at)"
+                " VALUES (?,?,?,?,?,'sending',?)", (n.id, n.incident, n.target, channel, attempt, now))
+
+    def finish(self, n: Notification, attempt: int, result: DeliveryResult, final: bool, now: float,
+               latency_ms: float) -> None:
+        status = "delivered" if result.ok else ("failed" if final else "retrying")
+        with self._tx():
+            self.db.execute(
+                "UPDATE attempts SET status=?, error=?, detail=?, latency_ms=? WHERE notification_id=? AND attempt=?"
+                " AND status='sending'",
+                ("delivered" if result.ok else result.status, result.error, result.detail, latency_ms, n.id, attempt))
+            self.db.execute(
+                "UPDATE deliveries SET status=?, last_error=?, updated_at=?, delivered_at=? WHERE notification_id=?",
+                (status, result.error, now, now if result.ok else None, n.id))
+
+    def unfinished(self) -> list[tuple[Notification, str, int]]:
+        """(notification, status, attempts so far) of every queued/sending/retrying row, oldest first."""
+        rows = self.db.execute(
+            "SELECT payload, status, attempts FROM deliveries WHERE status IN ('queued','sending','retrying')"
+            " ORDER BY queued_at, rowid").fetchall()
+        return [(Notification.from_dict(orjson.loads(p)), s, a) for p, s, a in rows]
+
+    def mark_in_doubt(self, notification_id: str, now: float) -> None:
+        with self._tx():
+            self.db.execute("UPDATE deliveries SET status='in-doubt', updated_at=?, last_error=? WHERE notification_id=?",
+                            (now, "worker stopped between send and record; not re-sent", notification_id))
+            self.db.execute("UPDATE attempts SET status='in-doubt' WHERE notification_id=? AND status='sending'",
+                            (notification_id,))
+
+    def deliveries(self, incident: str | None = None, limit: int = 1000) -> list[Delivery]:
+        cols = ("notification_id, incident, target, channel, kind, step, repeat, status, attempts, last_error,"
+                " queued_at, updated_at, delivered_at")
+        if incident is None:
+            rows = self.db.execute(f"SELECT {cols} FROM deliveries ORDER BY queued_at DESC, rowid DESC LIMIT ?",
+                                   (limit,)).fetchall()
+            rows.reverse()
+        else:
+            rows = self.db.execute(f"SELECT {cols} FROM deliveries WHERE incident=? ORDER BY queued_at, rowid LIMIT ?",
+                                   (incident, limit)).fetchall()
+        return [Delivery(*r) for r in rows]
+
+    def attempts(self, incident: str | None = None, limit: int = 1000) -> list[Attempt]:
+        cols = "notification_id, incident, target, channel, attempt, status, error, detail, started_at, latency_ms"
+        if incident is None:
+            rows = self.db.execute(f"SELECT {cols} FROM attempts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows.reverse()
+        else:
+            rows = self.db.execute(f"SELECT {cols} FROM attempts WHERE incident=? ORDER BY id LIMIT ?",
+                                   (incident, limit)).fetchall()
+        return [Attempt(*r) for r in rows]
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _tx(self) -> _Tx:
+        return _Tx(self.db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
