@@ -1,0 +1,328 @@
+"""Every cell of the lifecycle table in incidents/README.md: state x event -> new state (or rejection)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from atalaia.incidents.config import IncidentConfig
+from atalaia.incidents.events import CommandReply, IncidentEvent
+from atalaia.incidents.testing import Driver
+
+HOLD = 300  # closing hold time, so "normal" is observable
+
+
+def driver(hold: float = HOLD, **cfg) -> Driver:
+    return Driver(IncidentConfig.model_validate({"closing": {"after": hold}, **cfg}))
+
+
+def unack(d: Driver) -> None:
+    d.fire("river-level-high", "porto-01", at=0, parish="Ribeira")
+
+
+def ack(d: Driver) -> None:
+    unack(d)
+    d.command("acknowledge", at=10)
+
+
+def rtn_unack(d: Driver) -> None:
+    unack(d)
+    d.resolve("river-level-high", "porto-01", at=20, parish="Ribeira")
+
+
+def normal(d: Driver) -> None:
+    ack(d)
+    d.resolve("river-level-high", "porto-01", at=20, parish="Ribeira")
+
+
+def shelved(d: Driver) -> None:
+    unack(d)
+    d.command("shelve", at=10, reason="known works on the quay", duration="10m")
+
+
+def suppressed(d: Driver) -> None:
+    unack(d)
+    d.command("suppress", at=10, role="supervisor", reason="gauge under recalibration")
+
+
+def out_of_service(d: Driver) -> None:
+    unack(d)
+    d.command("out-of-service", at=10, role="engineer", reason="sensor replaced")
+
+
+SETUPS: dict[str, Callable[[Driver], None]] = {
+    "unacknowledged": unack,
+    "acknowledged": ack,
+    "returned-unacknowledged": rtn_unack,
+    "normal": normal,
+    "shelved": shelved,
+    "suppressed": suppressed,
+    "out-of-service": out_of_service,
+}
+
+
+def fire_again(d: Driver):  # the same alarm re-activates
+    return d.fire("river-level-high", "porto-01", at=100, parish="Ribeira")
+
+
+def new_alarm(d: Driver):  # another alarm joins (same parish, inside the window)
+    return d.fire("rain-intense", "porto-rain-02", at=100, parish="Ribeira")
+
+
+def clear(d: Driver):
+    return d.resolve("river-level-high", "porto-01", at=100, parish="Ribeira")
+
+
+def escalate(d: Driver):  # the alarm's severity goes up while firing
+    return d.fire("river-level-high", "porto-01", at=100, parish="Ribeira", severity="critical")
+
+
+def cmd(action: str, role: str = "supervisor", **kw) -> Callable[[Driver], object]:
+    defaults = {
+        "shelve": {"duration": "10m", "reason": "r"},
+        "suppress": {"reason": "r"},
+        "out-of-service": {"reason": "r"},
+        "comment": {"reason": "called the fire brigade"},
+        "close": {"reason": "done"},
+        "assign": {"assignee": "rui"},
+    }
+    return lambda d: d.command(action, at=100, role=role, **{**defaults.get(action, {}), **kw})
+
+
+def expire(d: Driver):  # time passes past the shelve and the closing hold time
+    out = d.tick(10_000)
+    return out[-1] if out else None
+
+
+# (from state, event name, expected new state, or "rejected: <text>"); "same" = no state change
+TABLE: list[tuple[str, str, str]] = [
+    # unacknowledged
+    ("unacknowledged", "fire_again", "unacknowledged"),
+    ("unacknowledged", "new_alarm", "unacknowledged"),
+    ("unacknowledged", "clear", "returned-unacknowledged"),
+    ("unacknowledged", "acknowledge", "acknowledged"),
+    ("unacknowledged", "shelve", "shelved"),
+    ("unacknowledged", "unshelve", "rejected: not shelved"),
+    ("unacknowledged", "suppress", "suppressed"),
+    ("unacknowledged", "out-of-service", "out-of-service"),
+    ("unacknowledged", "close", "rejected: firing alarms"),
+    ("unacknowledged", "comment", "unacknowledged"),
+    ("unacknowledged", "assign", "unacknowledged"),
+    # acknowledged
+    ("acknowledged", "new_alarm", "unacknowledged"),
+    ("acknowledged", "escalate", "unacknowledged"),
+    ("acknowledged", "fire_again", "acknowledged"),  # same severity, same episode: nothing new to annunciate
+    ("acknowledged", "clear", "normal"),
+    ("acknowledged", "acknowledge", "rejected: nothing to acknowledge"),
+    ("acknowledged", "shelve", "shelved"),
+    ("acknowledged", "suppress", "suppressed"),
+    ("acknowledged", "out-of-service", "out-of-service"),
+    ("acknowledged", "close", "rejected: firing alarms"),
+    ("acknowledged", "return-to-service", "rejected: not out-of-service"),
+    # returned-to-normal unacknowledged
+    ("returned-unacknowledged", "acknowledge", "normal"),
+    ("returned-unacknowledged", "fire_again", "unacknowledged"),
+    ("returned-unacknowledged", "new_alarm", "unacknowledged"),
+    ("returned-unacknowledged", "close", "closed"),
+    ("returned-unacknowledged", "shelve", "shelved"),
+    ("returned-unacknowledged", "expire", "returned-unacknowledged"),  # never closes unacknowledged
+    # normal (acknowledged and clear, within the closing hold time)
+    ("normal", "expire", "closed"),
+    ("normal", "fire_again", "unacknowledged"),
+    ("normal", "acknowledge", "rejected: nothing to acknowledge"),
+    ("normal", "close", "closed"),
+    ("normal", "comment", "normal"),
+    # shelved
+    ("shelved", "expire", "unacknowledged"),  # shelve expires; the alarm was never acknowledged
+    ("shelved", "unshelve", "unacknowledged"),
+    ("shelved", "acknowledge", "rejected: nothing to acknowledge"),
+    ("shelved", "shelve", "rejected: already shelved"),
+    ("shelved", "suppress", "rejected: already shelved"),
+    ("shelved", "new_alarm", "shelved"),
+    ("shelved", "clear", "shelved"),
+    ("shelved", "close", "rejected: firing alarms"),
+    ("shelved", "comment", "shelved"),
+    # suppressed by design (operator)
+    ("suppressed", "unsuppress", "unacknowledged"),
+    ("suppressed", "new_alarm", "suppressed"),
+    ("suppressed", "clear", "suppressed"),
+    ("suppressed", "acknowledge", "rejected: nothing to acknowledge"),
+    ("suppressed", "out-of-service", "rejected: already suppressed"),
+    ("suppressed", "unshelve", "rejected: not shelved"),
+    # out of service
+    ("out-of-service", "return-to-service", "unacknowledged"),
+    ("out-of-service", "new_alarm", "out-of-service"),
+    ("out-of-service", "clear", "out-of-service"),
+    ("out-of-service", "shelve", "rejected: already out-of-service"),
+    ("out-of-service", "unsuppress", "rejected: not suppressed"),
+    ("out-of-service", "expire", "out-of-service"),
+]
+
+EVENTS: dict[str, Callable[[Driver], object]] = {
+    "fire_again": fire_again,
+    "new_alarm": new_alarm,
+    "clear": clear,
+    "escalate": escalate,
+    "expire": expire,
+    "acknowledge": cmd("acknowledge", role="operator"),
+    "shelve": cmd("shelve", role="operator"),
+    "unshelve": cmd("unshelve", role="operator"),
+    "suppress": cmd("suppress"),
+    "unsuppress": cmd("unsuppress"),
+    "out-of-service": cmd("out-of-service", role="engineer"),
+    "return-to-service": cmd("return-to-service", role="engineer"),
+    "close": cmd("close"),
+    "comment": cmd("comment", role="operator"),
+    "assign": cmd("assign", role="operator"),
+}
+
+
+@pytest.mark.parametrize(("start", "event", "expected"), TABLE, ids=[f"{s}--{e}" for s, e, _ in TABLE])
+def test_lifecycle_table(start: str, event: str, expected: str) -> None:
+    d = driver()
+    SETUPS[start](d)
+    incident = d.last_incident()
+    assert d.current(incident).state == start
+    before = d.current(incident).version
+    result = EVENTS[event](d)
+    if expected.startswith("rejected: "):
+        assert isinstance(result, CommandReply) and not result.accepted
+        assert expected.removeprefix("rejected: ") in result.reason
+        assert d.current(incident).version == before, "a rejected command changes nothing"
+        return
+    assert d.current(incident).state == expected
+    if not isinstance(result, IncidentEvent) and result is not None:
+        assert result.accepted
+    if event in ("new_alarm", "clear", "escalate") or expected != start:
+        assert d.current(incident).version > before, "every change is an incident event"
+
+
+def test_every_state_and_event_of_the_table_is_covered() -> None:
+    states = {s for s, _, _ in TABLE} | {
+        e.split(": ")[0] for _, _, e in TABLE if not e.startswith("rejected")
+    }
+    assert states >= {
+        "unacknowledged",
+        "acknowledged",
+        "returned-unacknowledged",
+        "normal",
+        "shelved",
+        "suppressed",
+        "out-of-service",
+        "closed",
+    }
+    assert {e for _, e, _ in TABLE} == set(EVENTS)
+
+
+def test_auto_close_at_once_when_hold_time_is_zero() -> None:
+    d = driver(hold=0)
+    normal(d)
+    assert d.current().state == "closed"
+    assert [e.change for e in d.events()][-2:] == ["returned-to-normal", "closed"]
+
+
+def test_closing_without_acknowledgement_when_configured() -> None:
+    d = driver(hold=0, closing={"require_acknowledged": False})
+    rtn_unack(d)
+    assert d.current().state == "closed"
+
+
+def test_commands_on_closed_and_unknown_incidents_are_rejected() -> None:
+    d = driver(hold=0)
+    normal(d)
+    closed = d.last_incident()
+    r = d.command("comment", at=200, incident=closed, reason="late note")
+    assert isinstance(r, CommandReply) and not r.accepted and "closed" in r.reason
+    r = d.command("acknowledge", at=200, incident="no-such-incident")
+    assert isinstance(r, CommandReply) and not r.accepted and "unknown incident" in r.reason
+
+
+@pytest.mark.parametrize(
+    ("action", "role"),
+    [
+        ("acknowledge", "viewer"),
+        ("acknowledge", "engineer"),
+        ("close", "operator"),
+        ("suppress", "operator"),
+        ("out-of-service", "operator"),
+        ("comment", "viewer"),
+    ],
+)
+def test_roles_that_may_not(action: str, role: str) -> None:
+    d = driver()
+    unack(d)
+    r = d.command(action, at=10, role=role, reason="x", duration="5m")
+    assert isinstance(r, CommandReply) and not r.accepted
+    assert f"role {role} may not {action}" in r.reason
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        ({"duration": None, "reason": "x"}, "positive duration"),
+        ({"duration": "9h", "reason": "x"}, "at most"),
+        ({"duration": "5m", "reason": ""}, "needs a reason"),
+    ],
+)
+def test_invalid_shelve(kw: dict, why: str) -> None:
+    d = driver()
+    unack(d)
+    r = d.command("shelve", at=10, **kw)
+    assert isinstance(r, CommandReply) and not r.accepted and why in r.reason
+
+
+def test_accepted_command_reply_names_the_version_it_produced() -> None:
+    d = driver()
+    unack(d)
+    d.command("acknowledge", at=10)
+    reply = d.replies()[-1]
+    assert reply.accepted and reply.version == d.current().version == 2
+
+
+def test_redelivered_command_is_answered_once() -> None:
+    d = driver()
+    unack(d)
+    cmd_ = {
+        "id": "c-1",
+        "incident": d.last_incident(),
+        "action": "acknowledge",
+        "actor": "ana",
+        "role": "operator",
+    }
+    first = d.step(cmd_, 10)
+    again = d.step(cmd_, 11)
+    assert len(first) == 2 and again == []
+
+
+def test_shelve_expires_at_its_time_and_activation_during_shelve_is_annunciated_after() -> None:
+    d = driver()
+    ack(d)
+    d.command("shelve", at=100, duration="10m", reason="storm drains works")
+    d.fire("rain-intense", "porto-rain-02", at=200, parish="Ribeira")
+    assert d.current().state == "shelved"
+    assert d.tick(699) == []
+    out = d.tick(5000)
+    ev = next(o for o in out if isinstance(o, IncidentEvent))
+    assert (ev.change, ev.at, ev.state, ev.actor) == (
+        "unshelved",
+        "2026-01-01T00:11:40Z",
+        "unacknowledged",
+        "timer",
+    )
+
+
+def test_audit_trail_has_actor_time_reason_for_every_change() -> None:
+    d = driver()
+    shelved(d)
+    d.command("unshelve", at=50, reason="works done")
+    d.command("acknowledge", at=60, actor="rui")
+    audit = d.state.incidents[d.last_incident()].audit
+    assert [a.version for a in audit] == list(range(1, len(audit) + 1))
+    assert [(a.change, a.actor) for a in audit] == [
+        ("opened", "alarm:river-level-high"),
+        ("shelved", "ana"),
+        ("unshelved", "ana"),
+        ("acknowledged", "rui"),
+    ]
+    assert all(a.reason for a in audit)
