@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from atalaia.detectors.base import Detector, clean, clip01
+from atalaia.detectors.base import Detector, clean, clip01, scale_floor
 from atalaia.detectors.calibration import AnomalyLikelihood
 
 
@@ -68,10 +68,8 @@ class Calibrated(Detector):
     def _out_of_range(self, x: float) -> bool:
         if self.range_tolerance is None or self._lo is None or self.n_seen < self.range_warmup:
             return False
-        span = self._hi - self._lo
-        if span <= 0.0:
-            return False
-        tol = span * self.range_tolerance
+        # a series that never moved: any change is beyond its range
+        tol = max((self._hi - self._lo) * self.range_tolerance, scale_floor(self._hi))
         return x > self._hi + tol or x < self._lo - tol
 
     def score_one(self, x: float, t: datetime) -> float:

@@ -1,0 +1,132 @@
+"""Each detector: scores in [0, 1], finite on hostile series, sensible on obvious anomalies."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import math
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atalaia.detectors.base import Detector
+from atalaia.detectors.config import load_config
+
+T0 = datetime(2026, 1, 1)
+CONFIG = load_config()
+NAMES = CONFIG.names
+MODULES = [
+    "base",
+    "calibration",
+    "calibrated",
+    "gaussian",
+    "trees",
+    "predictive",
+    "seasonal",
+    "ensemble",
+    "bank",
+]
+
+
+def times(n: int, minutes: float = 5.0) -> list[datetime]:
+    return [T0 + timedelta(minutes=minutes * i) for i in range(n)]
+
+
+def run(det: Detector, values, ts=None) -> list[float]:
+    ts = ts or times(len(values))
+    return [det.score_learn(v, t) for v, t in zip(values, ts, strict=True)]
+
+
+def assert_unit(scores: list[float]) -> None:
+    for s in scores:
+        assert isinstance(s, float) and math.isfinite(s) and 0.0 <= s <= 1.0, s
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(f"atalaia.detectors.{module}")
+    result = doctest.testmod(mod)
+    assert result.failed == 0
+
+
+def test_config_has_the_names_rules_rely_on():
+    assert "hst-default" in NAMES
+    assert CONFIG.default in NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_constant_series_never_alarms_then_a_change_does(name):
+    det = CONFIG.get(name).build()
+    scores = run(det, [7.0] * 600)
+    assert_unit(scores)
+    assert max(scores) < 0.5  # nothing happens on a flat line
+    assert det.score_one(9.0, T0 + timedelta(minutes=5 * 600)) > 0.9  # any change is news
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spike_in_noise_scores_above_the_noise(name):
+    import random
+
+    rng = random.Random(5)
+    values = [10.0 + rng.gauss(0, 1) for _ in range(800)]
+    det = CONFIG.get(name).build()
+    scores = run(det, values)
+    assert_unit(scores)
+    spike = det.score_one(40.0, T0 + timedelta(minutes=5 * 800))
+    assert spike > 0.9
+    assert spike > sorted(scores[300:])[int(0.99 * len(scores[300:]))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_huge_values_gaps_and_nan_stay_in_range(name):
+    det = CONFIG.get(name).build()
+    ts = times(400)
+    ts = ts[:200] + [t + timedelta(days=30) for t in ts[200:]]  # a month-long gap
+    values = [1e300 if i % 97 == 0 else (-1e300 if i % 89 == 0 else float(i % 5)) for i in range(400)]
+    scores = run(det, values, ts)
+    assert_unit(scores)
+    for bad in (math.nan, math.inf, -math.inf):
+        assert det.score_one(bad, ts[-1]) == 0.0
+        det.learn_one(bad, ts[-1])  # ignored
+    assert_unit([det.score_one(3.0, ts[-1] + timedelta(minutes=5))])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_score_one_does_not_change_the_model(name):
+    a, b = CONFIG.get(name).build(), CONFIG.get(name).build()
+    values = [float((i * 7) % 11) for i in range(300)]
+    for i, (v, t) in enumerate(zip(values, times(300), strict=True)):
+        if i % 3 == 0:
+            a.score_one(v + 100.0, t)  # a peek must leave no trace
+        assert a.score_learn(v, t) == b.score_learn(v, t)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_round_trip_continues_identically(name):
+    det = CONFIG.get(name).build()
+    values = [math.sin(i / 10.0) * 5 + (i % 13) for i in range(500)]
+    ts = times(500)
+    run(det, values[:300], ts[:300])
+    clone = Detector.from_state(det.to_state())
+    assert run(clone, values[300:], ts[300:]) == run(det, values[300:], ts[300:])
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=25, deadline=None)
+@given(
+    values=st.lists(finite, min_size=1, max_size=250),
+    steps=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=250),
+)
+def test_any_finite_sequence_gives_finite_unit_scores(name, values, steps):
+    det = CONFIG.get(name).build()
+    t = T0
+    scores = []
+    for i, v in enumerate(values):
+        t += timedelta(seconds=steps[i % len(steps)])
+        scores.append(det.score_learn(v, t))
+    assert_unit(scores)

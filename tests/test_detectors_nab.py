@@ -1,0 +1,69 @@
+"""`atalaia detectors nab` writes NAB result files the scorer accepts (two small files)."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from atalaia.detectors.cli import detectors
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+NAB = SHARED / "nab"
+FILES = [
+    "artificialNoAnomaly/art_daily_small_noise.csv",
+    "realKnownCause/ec2_request_latency_system_failure.csv",
+]
+
+
+@pytest.fixture
+def small_nab(tmp_path: Path) -> Path:
+    if not (NAB / "data").is_dir():
+        pytest.skip(f"{NAB} is absent: the NAB smoke test needs the project's ../shared folder")
+    data = tmp_path / "data"
+    for rel in FILES:
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(NAB / "data" / rel, data / rel)
+    return data
+
+
+def test_nab_cli_writes_scorable_result_csvs(small_nab: Path, tmp_path: Path, monkeypatch):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        detectors, ["nab", str(small_nab), str(out), "--detector", "hst-default", "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    for rel in FILES:
+        data_rows = list(csv.reader((small_nab / rel).read_text().splitlines()))
+        res = out / Path(rel).parent / f"hst-default_{Path(rel).name}"
+        rows = list(csv.reader(res.read_text().splitlines()))
+        assert rows[0] == ["timestamp", "value", "anomaly_score"]
+        assert len(rows) == len(data_rows)
+        for d, r in zip(data_rows[1:], rows[1:], strict=True):
+            assert r[0] == d[0] and float(r[1]) == float(d[1])
+            assert 0.0 <= float(r[2]) <= 1.0
+
+    monkeypatch.syspath_prepend(str(NAB))
+    nabscore = importlib.import_module("nabscore")
+    report = nabscore.score_results(
+        out, small_nab, NAB / "labels" / "combined_windows.json", profiles=["standard"]
+    )
+    assert report["files"] == 2
+    assert "warnings" not in report or not any("outside" in w for w in report["warnings"])
+    assert report["profiles"]["standard"]["score"] > 0  # it finds the latency failure
+
+
+def test_unknown_detector_is_reported(small_nab: Path, tmp_path: Path):
+    result = CliRunner().invoke(detectors, ["nab", str(small_nab), str(tmp_path / "o"), "--detector", "nope"])
+    assert result.exit_code != 0
+    assert "unknown detector 'nope'" in result.output
+
+
+def test_list_marks_the_default():
+    result = CliRunner().invoke(detectors, ["list"])
+    assert result.exit_code == 0
+    assert "* hst-default" in result.output
