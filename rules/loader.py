@@ -10,9 +10,9 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -22,6 +22,7 @@ from atalaia.rules.checks import semantic_errors
 from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.schema import Rule, RuleFile
 
+M = TypeVar("M", bound=BaseModel)
 _TYPE_WORDS = {
     "float_parsing": "a number",
     "float_type": "a number",
@@ -212,6 +213,33 @@ def parse_text(text: str, file: str) -> tuple[ParsedFile | None, Any, list[RuleE
                 collect(exc, ("rules", i))
     group = header.get("group") if isinstance(header.get("group"), str) else None
     return ParsedFile(group or Path(file).stem, rules), tree, list(errors.values())
+
+
+def load_model(text: str, file: str, model: type[M]) -> M:
+    """Validate a YAML document against a pydantic model with ``file:line:col`` errors (RuleFileError)."""
+    try:
+        tree = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise RuleFileError(
+            [RuleError(file, line, col, f"YAML syntax error: {exc.problem or exc.context}")]
+        ) from None
+    if not isinstance(tree, CommentedMap):
+        raise RuleFileError([RuleError(file, 1, 1, "expected a mapping at the top of the file")])
+    pos = _Positions(tree)
+    try:
+        return model.model_validate(_plain(tree))
+    except ValidationError as exc:
+        errors = {}
+        for err in exc.errors():
+            loc = _strip_union_branches(tuple(err["loc"]), tree)
+            msg, at_key = _message(err, loc)
+            if err["type"] == "unknown_key":
+                loc = (*loc, err["ctx"]["key"])
+            line, col = pos.find(loc, at_key=at_key)
+            errors.setdefault((line, col), RuleError(file, line, col, msg))
+        raise RuleFileError(list(errors.values())) from None
 
 
 def _files(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]]:

@@ -1,0 +1,191 @@
+"""``atalaia rules check|schema|replay|test|backtest``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from atalaia.rules.durations import parse_duration
+from atalaia.rules.errors import RuleFileError
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _lateness_default() -> float:
+    try:
+        from atalaia.streams.settings import get_settings
+
+        return float(get_settings().allowed_lateness_s)
+    except Exception:
+        return 300.0
+
+
+def _scorer(detectors: str | None):
+    if detectors is None:
+        return None
+    from atalaia.detectors.bank import DetectorBank
+    from atalaia.detectors.config import load_config
+
+    return DetectorBank(load_config(detectors)).score_learn
+
+
+def _load(paths: tuple[str, ...]):
+    from atalaia.rules.loader import load_rules
+
+    try:
+        return load_rules(paths)
+    except RuleFileError as exc:
+        for e in exc.errors:
+            click.echo(str(e), err=True)
+        sys.exit(1)
+
+
+def _run_replay(rules: tuple[str, ...], observations: str, lateness: float | None, detectors: str | None):
+    from atalaia.rules.engine import ScorerMissing
+    from atalaia.rules.replay import read_jsonl, replay
+
+    ruleset = _load(rules)
+    try:
+        result = replay(
+            ruleset,
+            read_jsonl(observations),
+            scorer=_scorer(detectors),
+            allowed_lateness=_lateness_default() if lateness is None else lateness,
+        )
+    except ScorerMissing as exc:
+        raise click.ClickException(f"{exc} (use --detectors config/detectors.yaml)") from None
+    for line, reason in result.rejected:
+        click.echo(f"{observations}:{line}: rejected: {reason}", err=True)
+    return ruleset, result
+
+
+@click.group()
+def rules() -> None:
+    """Alarm rules: validate, unit-test, replay and backtest YAML rule files."""
+
+
+@rules.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+def check(paths: tuple[str, ...]) -> None:
+    """Validate rule files and directories; print every error as file:line:col: message."""
+    from atalaia.rules.loader import check_paths, load_rules
+
+    errors = check_paths(paths)
+    for e in errors:
+        click.echo(str(e), err=True)
+    if errors:
+        click.echo(f"{len(errors)} error(s)", err=True)
+        sys.exit(1)
+    ruleset = load_rules(paths)
+    files = len({lr.file for lr in ruleset.rules})
+    click.echo(f"ok: {len(ruleset)} rule(s) in {files} file(s)")
+
+
+@rules.command()
+def schema() -> None:
+    """Print the JSON Schema of rule files (for editor completion and validation)."""
+    from atalaia.rules.schema import json_schema
+
+    click.echo(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
+_LATENESS = click.option(
+    "--allowed-lateness",
+    "lateness",
+    callback=_duration,
+    default=None,
+    help="accept observations this far behind the latest event time (default: settings, 5m)",
+)
+_DETECTORS = click.option(
+    "--detectors",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="detectors config (e.g. config/detectors.yaml) for rules with 'detector:'",
+)
+
+
+@rules.command("replay")
+@click.argument("args", nargs=-1, required=True, type=click.Path(exists=True))
+@_LATENESS
+@_DETECTORS
+def replay_cmd(args: tuple[str, ...], lateness: float | None, detectors: str | None) -> None:
+    """RULES... OBSERVATIONS.jsonl: print the alarm transitions, one JSON line each, in order."""
+    if len(args) < 2:
+        raise click.UsageError("give rule files/directories and then the observations file")
+    _, result = _run_replay(args[:-1], args[-1], lateness, detectors)
+    out = sys.stdout.buffer
+    for tr in result.transitions:
+        out.write(orjson.dumps(tr.replay_line()) + b"\n")
+    out.flush()
+
+
+@rules.command("backtest")
+@click.argument("args", nargs=-1, required=True, type=click.Path(exists=True))
+@_LATENESS
+@_DETECTORS
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per rule instead of a table")
+def backtest_cmd(args: tuple[str, ...], lateness: float | None, detectors: str | None, as_json: bool) -> None:
+    """RULES... HISTORY.jsonl: per rule, how many alarms, how long firing, how chatty."""
+    from atalaia.rules.replay import backtest
+
+    if len(args) < 2:
+        raise click.UsageError("give rule files/directories and then the history file")
+    ruleset, result = _run_replay(args[:-1], args[-1], lateness, detectors)
+    rows = [s.row() for s in backtest(ruleset, result)]
+    if as_json:
+        for row in rows:
+            click.echo(orjson.dumps(row).decode())
+        return
+    cols = [
+        "rule",
+        "alarms",
+        "pending_only",
+        "firing_hours",
+        "transitions",
+        "transitions_per_hour",
+        "keys",
+        "chattering_keys",
+    ]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in cols]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        click.echo("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+    assert result.engine is not None
+    st = result.engine.stats
+    click.echo(
+        f"observations: {st['observations']}  evaluations: {st['evaluations']}  "
+        f"rejected: {len(result.rejected)}  late (merged, not evaluated): {st['late_not_evaluated']}"
+    )
+
+
+@rules.command("test")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def test_cmd(files: tuple[str, ...]) -> None:
+    """Run rule unit tests (promtool-like YAML); exit 1 when any fails."""
+    from atalaia.rules.ruletest import run_test_file
+
+    total_failed = total = 0
+    for f in files:
+        try:
+            passed, failed, report = run_test_file(Path(f))
+        except RuleFileError as exc:
+            for e in exc.errors:
+                click.echo(str(e), err=True)
+            sys.exit(1)
+        for line in report:
+            click.echo(line)
+        total += passed + failed
+        total_failed += failed
+    click.echo(f"{total - total_failed} passed, {total_failed} failed")
+    if total_failed:
+        sys.exit(1)

@@ -1,0 +1,210 @@
+"""Rule unit tests in a promtool-like format: input series in shorthand, expected alarms at given times.
+
+```yaml
+rule_files: [../config/rules/hydro.yaml]       # relative to this file
+tests:
+  - name: river level fires after 2 minutes
+    start: "2024-03-01T00:00:00Z"               # time of the first value
+    interval: 1m                                # spacing of the values; also the absence clock
+    input_series:
+      - {entity: "urn:ngsi-ld:WaterObserved:porto-01", type: WaterObserved, attribute: height,
+         labels: {district: "13"}, values: "4 4.6+0.1x3 _ 4.1"}
+    alarm_tests:                                # open alarms (pending/firing) at eval_time
+      - eval_time: 3m
+        rule: river-level-high                  # optional: only this rule's alarms
+        exp_alarms: [{key: "urn:ngsi-ld:WaterObserved:porto-01", state: firing, severity: critical}]
+    exp_transitions:                            # optional: the exact transitions of the whole run
+      - {at: 1m, rule: river-level-high, key: "urn:ngsi-ld:WaterObserved:porto-01", state: pending,
+         severity: critical}
+```
+
+Values: ``a`` a number, ``_`` no observation, ``a+bxn`` / ``a-bxn`` = n+1 values a, a±b, ... a±n·b,
+``axn`` = n+1 times a, ``_xn`` = n steps without an observation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from atalaia.rules.durations import format_duration
+from atalaia.rules.engine import RuleEngine
+from atalaia.rules.loader import load_model, load_rules
+from atalaia.rules.schema import Duration, Severity, Strict
+from atalaia.streams.observation import format_time
+
+_EXPANDING = re.compile(
+    r"^(?P<a>[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?:(?P<op>[-+])(?P<b>\d+(?:\.\d+)?))?x(?P<n>\d+)$"
+)
+
+
+def expand_series(text: str) -> list[float | None]:
+    """``"1+1x3 _ 4"`` -> [1.0, 2.0, 3.0, 4.0, None, 4.0]. Raises ValueError on a bad token."""
+    out: list[float | None] = []
+    for token in str(text).split():
+        if token == "_":
+            out.append(None)
+            continue
+        if token.startswith("_x") and token[2:].isdigit():
+            out += [None] * int(token[2:])
+            continue
+        m = _EXPANDING.match(token)
+        if m:
+            a, n = float(m.group("a")), int(m.group("n"))
+            b = float(m.group("b") or 0) * (-1 if m.group("op") == "-" else 1)
+            out += [a + i * b for i in range(n + 1)]
+            continue
+        try:
+            out.append(float(token))
+        except ValueError:
+            raise ValueError(
+                f"bad series value {token!r}: use a number, '_', 'a+bxn', 'a-bxn' or '_xn'"
+            ) from None
+    return out
+
+
+class Series(Strict):
+    entity: str
+    type: str
+    attribute: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    values: str
+
+
+class ExpectedAlarm(Strict):
+    rule: str | None = None
+    key: str
+    state: str = "firing"
+    severity: Severity
+
+
+class AlarmTest(Strict):
+    eval_time: Duration
+    rule: str | None = None
+    exp_alarms: list[ExpectedAlarm] = Field(default_factory=list)
+
+
+class ExpectedTransition(Strict):
+    at: Duration
+    rule: str
+    key: str
+    state: str
+    severity: Severity
+
+
+class RuleTest(Strict):
+    name: str
+    start: str = "2024-01-01T00:00:00Z"
+    interval: Duration = 60.0
+    input_series: list[Series]
+    alarm_tests: list[AlarmTest] = Field(default_factory=list)
+    exp_transitions: list[ExpectedTransition] | None = None
+
+
+class RuleTestFile(Strict):
+    rule_files: list[str]
+    allowed_lateness: Duration = 300.0
+    tests: list[RuleTest]
+
+
+def _alarm_line(a: dict[str, Any]) -> str:
+    return f"{a['rule']} {a['key']} {a['state']} {a['severity']}"
+
+
+def run_test_file(path: str | Path) -> tuple[int, int, list[str]]:
+    """Run every test of a file: (passed, failed, report lines). Raises RuleFileError on bad files."""
+    path = Path(path)
+    spec = load_model(path.read_text(encoding="utf-8"), str(path), RuleTestFile)
+    ruleset = load_rules([(path.parent / f) for f in spec.rule_files])
+    passed = failed = 0
+    report: list[str] = []
+    for test in spec.tests:
+        problems = _run_one(test, ruleset, spec.allowed_lateness)
+        if problems:
+            failed += 1
+            report.append(f"FAILED {path}: {test.name}")
+            report += [f"  {p}" for p in problems]
+        else:
+            passed += 1
+            report.append(f"ok     {path}: {test.name}")
+    return passed, failed, report
+
+
+def _run_one(test: RuleTest, ruleset: Any, lateness: float) -> list[str]:
+    start = datetime.fromisoformat(test.start).astimezone(UTC)
+    step = test.interval
+    # observations per tick; same entity/type/labels at one tick -> one observation with several attributes
+    ticks: dict[int, dict[tuple[str, str, tuple[tuple[str, str], ...]], dict[str, Any]]] = {}
+    for series in test.input_series:
+        try:
+            values = expand_series(series.values)
+        except ValueError as exc:
+            return [f"input series {series.entity} {series.attribute}: {exc}"]
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            ident = (series.entity, series.type, tuple(sorted(series.labels.items())))
+            obs = ticks.setdefault(i, {}).setdefault(
+                ident,
+                {
+                    "time": format_time(start + timedelta(seconds=i * step)),
+                    "entity": series.entity,
+                    "type": series.type,
+                    "attributes": {},
+                    "labels": dict(series.labels),
+                },
+            )
+            obs["attributes"][series.attribute] = v
+    last_tick = max([*ticks, *(int(a.eval_time // step) for a in test.alarm_tests)], default=0)
+    wanted = {a.eval_time: a for a in test.alarm_tests}
+    engine = RuleEngine(ruleset, allowed_lateness=lateness)
+    transitions = []
+    problems: list[str] = []
+    for i in range(last_tick + 1):
+        offset = i * step
+        got, rejected = engine.observe_batch(list(ticks.get(i, {}).values()))
+        transitions += got
+        transitions += engine.advance(start + timedelta(seconds=offset))
+        problems += [f"at {format_duration(offset)}: observation rejected: {r.reason}" for r in rejected]
+        for eval_time, at in list(wanted.items()):
+            if offset <= eval_time < offset + step:
+                problems += _check_alarms(at, engine.active_alarms())
+                del wanted[eval_time]
+    if test.exp_transitions is not None:
+        exp = [
+            f"{format_duration(e.at):>8} {e.rule} {e.key} {e.state} {e.severity}"
+            for e in test.exp_transitions
+        ]
+        got_lines = [
+            f"{format_duration((datetime.fromisoformat(t.at) - start).total_seconds()):>8} "
+            f"{t.rule} {t.key} {t.state} {t.severity}"
+            for t in transitions
+        ]
+        if exp != got_lines:
+            problems.append("transitions differ (- expected, + got):")
+            problems += ["  " + d for d in difflib.unified_diff(exp, got_lines, lineterm="", n=1)][2:]
+    return problems
+
+
+def _check_alarms(test: AlarmTest, active: list[dict[str, Any]]) -> list[str]:
+    got = sorted(_alarm_line(a) for a in active if test.rule is None or a["rule"] == test.rule)
+    exp = sorted(
+        _alarm_line(
+            {"rule": e.rule or test.rule or "?", "key": e.key, "state": e.state, "severity": e.severity}
+        )
+        for e in test.exp_alarms
+    )
+    if got == exp:
+        return []
+    lines = [
+        f"alarms at {format_duration(test.eval_time)}"
+        + (f" for rule {test.rule}" if test.rule else "")
+        + " differ (- expected, + got):"
+    ]
+    lines += [f"  - {x}" for x in exp if x not in got] + [f"  + {x}" for x in got if x not in exp]
+    return lines
