@@ -1,0 +1,162 @@
+"""Inhibition (parent condition suppresses its children), maintenance suppression by design,
+chattering flagging and auto-shelving; the configuration loader's errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atalaia.incidents.config import ConfigError, IncidentConfig, load_config
+from atalaia.incidents.testing import Driver
+
+INHIBIT = {
+    "inhibit": [
+        {
+            "source_matchers": ['rule=~"station-(power|comms)-failure"'],
+            "target_matchers": ['rule!~"station-.*"'],
+            "equal": ["station"],
+        }
+    ]
+}
+
+
+def inhibited_driver(**extra) -> Driver:
+    return Driver(IncidentConfig.model_validate({**INHIBIT, **extra}))
+
+
+def test_station_failure_inhibits_its_sensors_shown_not_hidden() -> None:
+    d = inhibited_driver()
+    d.fire(
+        "station-comms-failure", "st-ribeira", at=0, parish="Ribeira", station="st-ribeira", severity="medium"
+    )
+    ev = d.fire(
+        "river-level-high", "porto-01", at=10, parish="Ribeira", station="st-ribeira", severity="critical"
+    )
+    sensor = next(a for a in ev.alarms if a.rule == "river-level-high")
+    assert sensor.suppressed == "inhibited by station-comms-failure st-ribeira"
+    assert ev.alarm_count == 2 and ev.severity == "medium"  # the inhibited critical does not drive severity
+    other = d.fire("river-level-high", "porto-02", at=11, parish="Ribeira", station="st-campanha")
+    assert next(a for a in other.alarms if a.key == "porto-02").suppressed is None
+
+
+def test_target_first_then_source_then_source_clears() -> None:
+    d = inhibited_driver()
+    d.fire("river-level-high", "porto-01", at=0, parish="Foz", station="st-1")
+    d.command("acknowledge", at=5)
+    sensor_incident = d.last_incident()
+    d.fire("station-power-failure", "st-1", at=10, parish="Ribeira", station="st-1")
+    ev = d.current(sensor_incident)
+    assert ev.state == "suppressed" and ev.active and ev.change == "alarm-suppressed"
+    assert ev.actor == "inhibition:station-power-failure"
+    d.fire("river-level-high", "porto-01", at=20, parish="Foz", station="st-1", value=9.0)  # still recorded
+    assert d.current(sensor_incident).alarms[0].count == 2
+    d.resolve("station-power-failure", "st-1", at=30, parish="Ribeira", station="st-1")
+    ev = d.current(sensor_incident)
+    assert ev.change == "alarm-unsuppressed" and ev.alarms[0].suppressed is None
+    assert ev.state == "acknowledged"  # this episode was annunciated before the inhibition
+
+
+def test_activation_while_inhibited_is_annunciated_when_the_parent_clears() -> None:
+    d = inhibited_driver()
+    d.fire("station-power-failure", "st-1", at=0, parish="Ribeira", station="st-1")
+    ev = d.fire("river-level-high", "porto-01", at=10, parish="Foz", station="st-1")
+    assert ev.state == "suppressed"
+    with pytest.raises(AssertionError):  # nothing to acknowledge while suppressed
+        assert d.command("acknowledge", at=11).accepted
+    d.resolve("station-power-failure", "st-1", at=30, parish="Ribeira", station="st-1")
+    assert d.current(ev.incident).state == "unacknowledged"
+
+
+def test_an_inhibited_alarm_that_clears_closes_without_acknowledgement() -> None:
+    d = inhibited_driver()
+    d.fire("station-power-failure", "st-1", at=0, parish="Ribeira", station="st-1")
+    ev = d.fire("river-level-high", "porto-01", at=10, parish="Foz", station="st-1")
+    d.resolve("river-level-high", "porto-01", at=20, parish="Foz", station="st-1")
+    assert d.current(ev.incident).state == "closed"  # never annunciated, nothing to acknowledge
+
+
+MAINT = {
+    "maintenance": [
+        {
+            "name": "ribeira-gauge",
+            "matchers": ['entity="porto-01"'],
+            "start": "2026-01-01T00:10:00Z",
+            "end": "2026-01-01T01:00:00Z",
+            "reason": "gauge swap",
+        }
+    ]
+}
+
+
+def test_maintenance_window_suppresses_by_design_and_ends_on_time() -> None:
+    d = Driver(IncidentConfig.model_validate(MAINT))
+    ev = d.fire("river-level-high", "porto-01", at=900, parish="Ribeira")
+    assert ev.state == "suppressed" and ev.alarms[0].suppressed == "maintenance ribeira-gauge: gauge swap"
+    assert d.fire("river-level-high", "porto-07", at=901, parish="Foz").state == "unacknowledged"
+    out = d.tick(4000)
+    end = d.current(ev.incident)
+    assert out and end.at == "2026-01-01T01:00:00Z" and end.state == "unacknowledged"
+    assert end.change == "alarm-unsuppressed" and end.actor == "maintenance:ribeira-gauge"
+
+
+def test_maintenance_starting_suppresses_alarms_already_open() -> None:
+    d = Driver(IncidentConfig.model_validate(MAINT))
+    ev = d.fire("river-level-high", "porto-01", at=0, parish="Ribeira")
+    d.tick(600)
+    assert d.current(ev.incident).state == "suppressed"
+    assert d.current(ev.incident).at == "2026-01-01T00:10:00Z"
+
+
+def chatter(d: Driver, start: float = 0) -> None:
+    for i, state in enumerate(["firing", "resolved", "firing"]):
+        d.alarm("river-level-high", "porto-01", state, at=start + 10 * i, parish="Ribeira")
+
+
+def test_chattering_is_flagged() -> None:
+    d = Driver()
+    chatter(d)
+    ev = d.current()
+    assert ev.alarms[0].chattering and ev.alarms[0].suppressed is None
+    assert d.manager.kpis(d.state).chattering_alarms == 1
+
+
+def test_chattering_auto_shelve_by_policy_expires() -> None:
+    d = Driver(IncidentConfig.model_validate({"chattering": {"auto_shelve": True, "shelve_for": "30m"}}))
+    chatter(d)
+    ev = d.current()
+    assert ev.alarms[0].suppressed == "shelved: chattering until 2026-01-01T00:30:20Z"
+    d.alarm("river-level-high", "porto-01", "resolved", at=40, parish="Ribeira")
+    d.alarm("river-level-high", "porto-01", "firing", at=50, parish="Ribeira")
+    assert (
+        d.manager.kpis(d.state).positions[0].annunciated_total == 1
+    )  # only the first activation reached the operator
+    d.tick(1819)
+    assert d.current().alarms[0].suppressed is not None
+    d.tick(1820)
+    after = d.current()
+    assert after.alarms[0].suppressed is None and after.state == "unacknowledged" and after.actor == "timer"
+    assert d.state.kpi.auto_shelved == 1
+
+
+def test_config_errors_point_at_file_line_col(tmp_path: Path) -> None:
+    p = tmp_path / "incidents.yaml"
+    p.write_text("correlation:\n  window: 10 minutes\n")
+    with pytest.raises(ConfigError, match=r"incidents.yaml:2:3: correlation.window: bad duration"):
+        load_config(p)
+    p.write_text("inhibit:\n  - source_matchers: ['rule=~\"(\"']\n    target_matchers: []\n")
+    with pytest.raises(ConfigError, match=r"incidents.yaml:2:5: .*bad regular expression"):
+        load_config(p)
+    p.write_text("permissions:\n  close: [janitor]\n")
+    with pytest.raises(
+        ConfigError, match=r"incidents.yaml:2:11: permissions.close.0: Input should be 'operator'"
+    ):
+        load_config(p)
+    p.write_text("flood: {threshold: [}\n")
+    with pytest.raises(ConfigError, match=r"incidents.yaml:1:\d+: "):
+        load_config(p)
+
+
+def test_demo_config_loads() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "incidents.yaml")
+    assert cfg.inhibit and cfg.positions and cfg.flood.threshold == 10
