@@ -1,0 +1,162 @@
+"""Local stand-ins for the far ends, for tests, benchmarks and demos (loopback only):
+
+* :class:`SmtpSink` — an aiosmtpd SMTP server that keeps the messages it receives;
+* :class:`HttpSink` — an aiohttp server that plays an NGSI-LD broker (entity upsert), a
+  webhook receiver that verifies signatures, an SMSEagle SMS gateway (``/jsonrpc/sms``) and an
+  Alertmanager webhook receiver; ``fail`` / ``delay`` make a path answer 500 or hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from atalaia.notifiers.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    json: Any = None
+    signature_ok: bool | None = None
+
+
+class HttpSink:
+    def __init__(self, secret: str | None = None):
+        self.secret = secret
+        self.requests: list[Received] = []
+        self.entities: dict[str, dict[str, Any]] = {}
+        self.fail: dict[str, int] = {}  # path -> answer 500 this many more times (-1: always)
+        self.delay: dict[str, float] = {}  # path -> seconds to wait before answering
+        self.sms_seq = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def received(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    async def start(self, port: int = 0) -> HttpSink:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["tail"]
+        body = await request.read()
+        rec = Received(path, dict(request.headers), body, time.time())
+        try:
+            rec.json = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            rec.json = None
+        if self.secret is not None and SIGNATURE_HEADER in request.headers:
+            rec.signature_ok = verify_signature(self.secret, body, request.headers.get(TIMESTAMP_HEADER),
+                                                request.headers.get(SIGNATURE_HEADER))
+        self.requests.append(rec)
+        if path in self.delay:
+            await asyncio.sleep(self.delay[path])
+        left = self.fail.get(path, 0)
+        if left:
+            self.fail[path] = left - 1 if left > 0 else left
+            return web.Response(status=500, text="gateway broken")
+        if path.endswith("/entityOperations/upsert"):
+            created = False
+            for ent in rec.json or []:
+                created |= ent["id"] not in self.entities
+                self.entities[ent["id"]] = ent
+            return web.Response(status=201 if created else 204)
+        if path.endswith("/jsonrpc/sms"):
+            self.sms_seq += 1
+            return web.json_response({"result": {"message_id": self.sms_seq, "status": "ok"}})
+        return web.Response(status=200, text="ok")
+
+    def deliveries(self, path: str) -> list[str]:
+        """The X-Atalaia-Delivery ids received on a path (webhooks)."""
+        return [r.headers.get(DELIVERY_HEADER, "") for r in self.received(path)]
+
+
+@dataclass
+class Mail:
+    mail_from: str
+    rcpt_tos: list[str]
+    subject: str
+    text: str
+    at: float
+
+
+@dataclass
+class SmtpSink:
+    port: int = 0
+    messages: list[Mail] = field(default_factory=list)
+
+    def start(self) -> SmtpSink:
+        from aiosmtpd.controller import Controller
+
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                part = msg.get_body(preferencelist=("plain", "html"))
+                sink.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), str(msg["subject"]),
+                                          part.get_content() if part else "", time.time()))
+                return "250 OK"
+
+        if not self.port:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = s.getsockname()[1]
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def mailto(self, to: str, sender: str = "atalaia@cm-porto.pt") -> str:
+        return f"mailto://127.0.0.1:{self.port}?mode=insecure&from={sender}&to={to}&user=&pass="
+
+
+def incident_event(incident: str = "inc-douro-1", version: int = 1, at: str = "2026-03-01T10:00:00Z",
+                   change: str = "opened", state: str = "unacknowledged", active: bool = True,
+                   severity: str = "high", **extra: Any) -> dict[str, Any]:
+    """An ``atalaia.incidents`` event in the contract shape (for tests and demos)."""
+    ev: dict[str, Any] = {
+        "id": f"{incident}:{version}", "incident": incident, "version": version, "at": at, "change": change,
+        "state": state, "active": active, "severity": severity,
+        "title": "Nível do Douro elevado na Ribeira",
+        "correlation": {"parish": "Cedofeita, Santo Ildefonso, Sé, Miragaia, São Nicolau e Vitória"},
+        "labels": {"district": "13", "team": "hydro", "category": "naturalDisaster", "subCategory": "flood"},
+        "location": [-8.6132, 41.1405],
+        "alarms": [{"rule": "river-level-high", "key": "urn:ngsi-ld:WaterObserved:porto-01",
+                    "entity": "urn:ngsi-ld:WaterObserved:porto-01", "state": "firing", "severity": severity,
+                    "value": 4.7, "count": 3, "first_seen": "2026-03-01T09:58:00Z", "last_seen": at,
+                    "suppressed": False}],
+        "actor": "atalaia", "reason": None, "opened_at": "2026-03-01T09:58:00Z", "acknowledged_by": None,
+    }
+    ev.update(extra)
+    return ev
