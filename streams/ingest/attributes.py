@@ -1,0 +1,280 @@
+"""One attribute of an NGSI entity -> what it means for the Observation.
+
+Handles every attribute shape brokers send: NGSI-LD normalized (``{"type": "Property", "value":
+..., "unitCode": ..., "observedAt": ...}``), concise (the same without ``type``, geometry as is,
+``{"object": ...}`` for relationships), keyValues (bare values), and NGSI-v2 normalized
+(``{"type": "Number", "value": ..., "metadata": {"unitCode": ..., "TimeInstant": ...}}``).
+Numeric sub-properties and metadata (accuracy, previousValue ...) are never measurements; text that
+looks like a number is never coerced.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+LD_TYPES = frozenset(
+    {
+        "Property",
+        "GeoProperty",
+        "Relationship",
+        "LanguageProperty",
+        "VocabProperty",
+        "JsonProperty",
+        "ListProperty",
+        "ListRelationship",
+    }
+)
+GEOMETRY_TYPES = frozenset(
+    {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection"}
+)
+V2_NUMBER_TYPES = frozenset({"Number", "Integer", "Float", "Double", "number", "integer", "float", "double"})
+# Entity-level observation time, in order of preference (after the attribute's own observedAt).
+TIME_FIELDS = ("dateObserved", "observationDateTime", "dateObservedTo", "TimeInstant")
+RESERVED = frozenset(
+    {"id", "type", "@id", "@type", "@context", "createdAt", "modifiedAt", "deletedAt", "scope", "expiresAt"}
+)
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
+_DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]")
+
+
+@dataclass(slots=True)
+class Measurement:
+    name: str
+    value: float
+    unit: str | None
+    time: str | None  # the attribute's own observedAt / TimeInstant metadata, as written
+
+
+@dataclass(slots=True)
+class Refused:
+    name: str
+    reason: str
+    code: str
+
+
+@dataclass(slots=True)
+class Parts:
+    """Everything read from one entity's attributes."""
+
+    measurements: list[Measurement]
+    labels: dict[str, str]
+    refused: list[Refused]
+    geometry: Any = None  # the ``location`` value (GeoJSON geometry, or v2 geo:point text)
+    has_location: bool = False
+    times: dict[str, Any] | None = None  # TIME_FIELDS name -> raw value
+
+
+def short_name(name: str) -> str:
+    """``https://smartdatamodels.org/dataModel.Environment/waterLevel`` -> ``waterLevel``."""
+    if name.startswith(("http://", "https://")):
+        tail = name.rstrip("/#")
+        return tail[max(tail.rfind("/"), tail.rfind("#")) + 1 :] or name
+    return name
+
+
+def is_number(v: Any) -> bool:
+    return (type(v) is float and math.isfinite(v)) or type(v) is int
+
+
+def number_like_text(v: str, declared: bool) -> bool:
+    """Text that is a number in disguise: decimals always; integers when declared a measurement
+    (unitCode/observedAt/Number type). Plain integer codes such as district "13" stay labels."""
+    if len(v) > 64 or not _NUMBER_TEXT.fullmatch(v):
+        return False
+    return declared or any(c in v for c in ".,eE")
+
+
+def _text_refusal(name: str, text: str) -> Refused:
+    return Refused(
+        name, f"{name} value {text[:40]!r} is a number written as text; not coerced", "number-as-text"
+    )
+
+
+class _Reader:
+    __slots__ = ("dialect", "max_label", "parts")
+
+    def __init__(self, dialect: str, max_label: int) -> None:
+        self.dialect = dialect
+        self.max_label = max_label
+        self.parts = Parts([], {}, [])
+
+    def label(self, name: str, text: str) -> None:
+        if len(text) <= self.max_label and not _DATETIME_TEXT.match(text):
+            self.parts.labels[name] = text
+
+    def structured(self, name: str, value: dict) -> None:
+        if name == "address":
+            for k, v in value.items():
+                if type(v) is str and k != "type":
+                    self.label(f"address.{k}", v)
+
+    def location(self, name: str, geometry: Any) -> None:
+        if name == "location":
+            self.parts.geometry = geometry
+            self.parts.has_location = True
+
+    def measurement_value(self, name: str, v: Any, unit: Any, time: Any, declared: bool) -> None:
+        """``v`` is the value of a Property (LD) or of a v2 attribute."""
+        if is_number(v):
+            self.parts.measurements.append(
+                Measurement(
+                    name, float(v), unit if type(unit) is str else None, time if type(time) is str else None
+                )
+            )
+        elif type(v) is str:
+            if number_like_text(v, declared or unit is not None or time is not None):
+                self.parts.refused.append(_text_refusal(name, v))
+            elif not declared:
+                self.label(name, v)
+        elif type(v) is float:  # non-finite float can only come from a lenient producer
+            self.parts.refused.append(
+                Refused(name, f"{name} value is not a finite number", "non-finite-number")
+            )
+        elif declared:
+            what = "no value" if v is None else f"a {type(v).__name__} value"
+            self.parts.refused.append(
+                Refused(
+                    name,
+                    f"{name} is declared a Number but has {what}",
+                    "missing-value" if v is None else "wrong-value-type",
+                )
+            )
+        elif type(v) is dict:
+            self.structured(name, v)
+
+    def attribute(self, name: str, v: Any) -> None:
+        if name in RESERVED:
+            return
+        name = short_name(name)
+        if name in TIME_FIELDS:
+            if self.parts.times is None:
+                self.parts.times = {}
+            self.parts.times[name] = v
+            return
+        t = type(v)
+        if t is int or t is float:
+            self.measurement_value(name, v, None, None, False)
+        elif t is str:
+            if number_like_text(v, False):
+                self.parts.refused.append(_text_refusal(name, v))
+            else:
+                self.label(name, v)
+        elif t is dict:
+            self.dict_attribute(name, v)
+        elif t is list and v and type(v[0]) is dict:
+            self.instances(name, v)
+
+    def instances(self, name: str, items: list) -> None:
+        """NGSI-LD multi-attribute: several instances told apart by ``datasetId``."""
+        for item in items:
+            if type(item) is not dict or not ("value" in item or "object" in item or "type" in item):
+                return
+            ds = item.get("datasetId")
+            self.dict_attribute(
+                f"{name}:{short_name(ds).rsplit(':', 1)[-1]}" if type(ds) is str else name, item
+            )
+
+    def dict_attribute(self, name: str, d: dict) -> None:
+        kind = d.get("type")
+        if kind is not None and type(kind) is not str:
+            if "value" in d or "object" in d:
+                self.parts.refused.append(
+                    Refused(name, f"{name} has a non-text attribute type", "wrong-attribute-type")
+                )
+            return
+        if kind is None:
+            if "value" in d:  # concise Property (or v2 without type)
+                self.measurement_value(name, d["value"], d.get("unitCode"), d.get("observedAt"), False)
+            elif "object" in d:
+                if type(d["object"]) is str:
+                    self.label(name, d["object"])
+            else:
+                self.structured(name, d)
+            return
+        if (kind in GEOMETRY_TYPES and "coordinates" in d) or kind == "GeometryCollection":
+            self.location(name, d)
+        elif kind in LD_TYPES:
+            self.ld_attribute(name, kind, d)
+        elif self.dialect == "v2":
+            self.v2_attribute(name, kind, d)
+        elif "value" in d or "object" in d:
+            self.parts.refused.append(
+                Refused(
+                    name,
+                    f"{name} has attribute type {str(kind)[:40]!r}; NGSI-LD allows Property, "
+                    "GeoProperty, Relationship, LanguageProperty, ...",
+                    "wrong-attribute-type",
+                )
+            )
+        else:
+            self.structured(name, d)  # keyValues structured value such as a PostalAddress
+
+    def ld_attribute(self, name: str, kind: str, d: dict) -> None:
+        if kind == "Property":
+            if "value" not in d:
+                self.parts.refused.append(
+                    Refused(name, f"{name} is a Property without value", "missing-value")
+                )
+                return
+            self.measurement_value(name, d["value"], d.get("unitCode"), d.get("observedAt"), False)
+        elif kind == "GeoProperty":
+            self.location(name, d.get("value"))
+        elif kind == "Relationship":
+            obj = d.get("object")
+            if type(obj) is str:
+                self.label(name, obj)
+
+    def v2_attribute(self, name: str, kind: Any, d: dict) -> None:
+        meta = d.get("metadata")
+        unit = time = None
+        if type(meta) is dict and meta:
+            unit = _meta_value(meta.get("unitCode"))
+            time = _meta_value(meta.get("TimeInstant")) or _meta_value(meta.get("observedAt"))
+        v = d.get("value")
+        if kind in V2_NUMBER_TYPES:
+            self.measurement_value(name, v, unit, time, True)
+        elif kind == "geo:json" or kind == "geo:point":
+            self.location(name, v)
+        elif kind == "DateTime":
+            return
+        elif kind == "Relationship" or kind == "Text" or kind == "String":
+            if type(v) is str:
+                self.label(name, v)
+        elif is_number(v):
+            self.measurement_value(name, v, unit, time, False)
+        elif type(v) is str:
+            self.label(name, v)
+        elif type(v) is dict:
+            self.structured(name, v)
+
+
+def _meta_value(m: Any) -> Any:
+    if type(m) is dict:
+        return m.get("value")
+    return m if type(m) is str else None
+
+
+def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
+    reader = _Reader(dialect, max_label)
+    for name, v in entity.items():
+        reader.attribute(name, v)
+    return reader.parts
+
+
+def time_text(name: str, v: Any) -> tuple[str | None, str | None]:
+    """The time string inside an entity-level time attribute, or an error."""
+    if type(v) is str:
+        return v, None
+    if type(v) is dict:
+        kind = v.get("type")
+        if kind == "Relationship":
+            return None, f"{name} is a Relationship, expected a date-time Property"
+        inner = v.get("value", v.get("@value"))
+        if type(inner) is dict:
+            inner = inner.get("@value")
+        if type(inner) is str:
+            return inner, None
+    return None, f"{name} holds no date-time text"

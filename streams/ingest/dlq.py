@@ -1,0 +1,77 @@
+"""The record put on ``atalaia.dlq`` for whatever ingest refused: the original bytes and why.
+
+```json
+{"v": 1, "received_at": "2026-01-28T09:45:03Z", "source": "http", "content_type": "application/json",
+ "reasons": ["malformed JSON at line 7 column 1: Expecting ',' delimiter"],
+ "rejections": [{"reason": "...", "scope": "payload", "code": "malformed-json"}],
+ "size": 1234, "sha256": "...", "body_b64": "eyJpZCI6...", "body_preview": "{\\"id\\": ...",
+ "body_truncated": false, "headers": {"fiware-service": "porto"}}
+```
+``body_b64`` holds the original bytes (all of them unless ``max_body_bytes`` is given, in which
+case ``body_truncated`` tells; ``size`` and ``sha256`` always describe the whole body).
+``body_preview`` is the first 2 KiB decoded as UTF-8 with replacement characters, for people.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from atalaia.streams.ingest.result import IngestResult, Rejection
+from atalaia.streams.observation import format_time
+
+PREVIEW_BYTES = 2048
+DLQ_VERSION = 1
+
+
+def to_dlq_record(
+    body: bytes,
+    source: str,
+    reason: str | Iterable[str],
+    *,
+    content_type: str | None = None,
+    received_at: datetime | None = None,
+    rejections: Iterable[Rejection] = (),
+    headers: Mapping[str, str] | None = None,
+    max_body_bytes: int | None = None,
+) -> bytes:
+    """Serialise one DLQ record (JSON bytes)."""
+    reasons = [reason] if isinstance(reason, str) else list(reason)
+    kept = body if max_body_bytes is None else body[:max_body_bytes]
+    record: dict[str, Any] = {
+        "v": DLQ_VERSION,
+        "received_at": format_time(received_at) if received_at is not None else None,
+        "source": source,
+        "content_type": content_type,
+        "reasons": reasons,
+        "rejections": [r.to_dict() for r in rejections],
+        "size": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "body_b64": base64.b64encode(kept).decode("ascii"),
+        "body_preview": body[:PREVIEW_BYTES].decode("utf-8", "replace"),
+        "body_truncated": len(kept) < len(body),
+    }
+    if headers:
+        record["headers"] = {str(k).lower(): str(v) for k, v in headers.items()}
+    return orjson.dumps(record)
+
+
+def dlq_record_for(result: IngestResult, body: bytes, source: str, **kwargs: Any) -> bytes | None:
+    """The DLQ record for a parse result, or None when nothing was refused."""
+    if not result.rejections:
+        return None
+    return to_dlq_record(
+        body, source, [str(r) for r in result.rejections], rejections=result.rejections, **kwargs
+    )
+
+
+def read_dlq_record(raw: bytes) -> dict[str, Any]:
+    """Decode a DLQ record; ``body`` holds the original bytes again."""
+    record = orjson.loads(raw)
+    record["body"] = base64.b64decode(record["body_b64"])
+    return record

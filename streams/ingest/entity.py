@@ -1,0 +1,259 @@
+"""One NGSI entity (any representation) -> Observations, one per distinct observation time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from atalaia.streams.ingest.attributes import TIME_FIELDS, Parts, read_attributes, short_name, time_text
+from atalaia.streams.ingest.geo import LocationError, check_point, geo_point_text, geometry_point
+from atalaia.streams.ingest.jsonparse import Duplicates, duplicates_in
+from atalaia.streams.ingest.options import IngestOptions
+from atalaia.streams.ingest.result import IngestResult, Rejection
+from atalaia.streams.ingest.timeparse import parse_observation_time
+from atalaia.streams.observation import Observation
+
+_construct = Observation.model_construct
+
+
+@dataclass(slots=True)
+class PayloadContext:
+    """What every entity of one payload shares."""
+
+    dialect: str  # "ld" or "v2"
+    source: str
+    options: IngestOptions
+    future_limit: datetime | None  # observation times after this get a clock-skew warning
+    duplicates: Duplicates | None  # the JSON had duplicate keys: look for them per entity
+
+
+def context_error(ctx: Any) -> str | None:
+    """Why an ``@context`` value is not valid JSON-LD, or None."""
+    if type(ctx) is str or type(ctx) is dict:
+        return None
+    if type(ctx) is list:
+        for item in ctx:
+            if type(item) is not str and type(item) is not dict:
+                return f"@context array holds a {type(item).__name__}; items must be URI strings or objects"
+        return None
+    return f"@context is a {type(ctx).__name__}; it must be a URI string, an object or an array"
+
+
+def rejected_duplicates(
+    raw: Any, eid: str | None, where: str, ctx: PayloadContext, out: IngestResult
+) -> bool:
+    """Refuse an entity in which some key is written twice (JSON parsers silently keep the last)."""
+    if not ctx.duplicates:
+        return False
+    dups = duplicates_in(raw, ctx.duplicates)
+    if not dups:
+        return False
+    names = ", ".join(repr(d) for d in dict.fromkeys(dups))
+    out.rejections.append(
+        Rejection(
+            f"key {names} is written more than once; refusing to guess which value is right",
+            "entity",
+            "duplicate-keys",
+            entity=eid,
+            detail=where,
+        )
+    )
+    return True
+
+
+def _entity_type(raw: Any) -> str | None:
+    if type(raw) is list and raw and type(raw[0]) is str:
+        raw = raw[0]
+    if type(raw) is str and raw:
+        return short_name(raw)
+    return None
+
+
+def normalise_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult) -> None:
+    """Append the Observations of one entity to ``out`` (or its rejections / ignore note)."""
+    if type(raw) is not dict:
+        out.rejections.append(
+            Rejection(
+                f"expected an entity object, got a {type(raw).__name__}",
+                "entity",
+                "not-an-entity",
+                detail=where,
+            )
+        )
+        return
+    eid = raw.get("id", raw.get("@id"))
+    if type(eid) is not str or not eid:
+        reason = "entity has no id" if eid is None else f"entity id is a {type(eid).__name__}, not text"
+        out.rejections.append(
+            Rejection(reason + "; it cannot be keyed or deduplicated", "entity", "missing-id", detail=where)
+        )
+        return
+    etype = _entity_type(raw.get("type", raw.get("@type")))
+    if etype is None:
+        out.rejections.append(
+            Rejection(
+                "entity has no type (or it is not text)", "entity", "missing-type", entity=eid, detail=where
+            )
+        )
+        return
+    accepted = ctx.options.accepted_types
+    if accepted is not None and etype not in accepted:
+        out.ignored.append(f"{eid}: entity type {etype} is not subscribed")
+        return
+    if rejected_duplicates(raw, eid, where, ctx, out):
+        return
+    if "@context" in raw:
+        err = context_error(raw["@context"])
+        if err:
+            out.rejections.append(
+                Rejection(err + "; not valid JSON-LD", "entity", "bad-context", entity=eid, detail=where)
+            )
+            return
+    dialect = "ld" if "@context" in raw else ctx.dialect
+    parts = read_attributes(raw, dialect, ctx.options.max_label_chars)
+    _emit(eid, etype, parts, where, ctx, out)
+
+
+def _entity_time(parts: Parts) -> tuple[str | None, str | None]:
+    """(time text, None) from the first entity-level time attribute present, or (None, error)."""
+    if parts.times:
+        for name in TIME_FIELDS:
+            if name in parts.times:
+                return time_text(name, parts.times[name])
+    return None, None
+
+
+def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, out: IngestResult) -> None:
+    quality: list[str] = []
+    for r in parts.refused:
+        out.rejections.append(
+            Rejection(r.reason, "attribute", r.code, entity=eid, attribute=r.name, detail=where)
+        )
+        quality.append(f"{r.code}: {r.reason}")
+    if not parts.measurements:
+        if not parts.refused:
+            out.ignored.append(f"{eid} ({etype}): no numeric attribute, nothing to observe")
+        _warn(eid, quality, out)
+        return
+    location = _location(parts, eid, where, ctx, quality, out)
+    entity_text, entity_error = _entity_time(parts)
+    entity_pt = None
+    if entity_text is not None:
+        entity_pt = parse_observation_time(entity_text)
+        if entity_pt.time is None:
+            entity_error, entity_pt = f"entity observation time {entity_pt.error}", None
+    groups: dict[datetime, tuple[dict[str, float], dict[str, str]]] = {}
+    untimed: list[str] = []
+    unzoned: set[str] = set()
+    for m in parts.measurements:
+        if m.time is not None:
+            pt = parse_observation_time(m.time)
+            if pt.time is None:
+                out.rejections.append(
+                    Rejection(
+                        f"{m.name} observedAt {pt.error}",
+                        "attribute",
+                        "bad-time",
+                        entity=eid,
+                        attribute=m.name,
+                        detail=where,
+                    )
+                )
+                quality.append(f"bad-time: {m.name} observedAt {pt.error}")
+                continue
+            if not pt.zoned:
+                unzoned.add(m.time)
+        elif entity_pt is not None:
+            pt = entity_pt
+            if not pt.zoned:
+                unzoned.add(entity_text)  # type: ignore[arg-type]
+        else:
+            untimed.append(m.name)
+            continue
+        attrs, units = groups.setdefault(pt.time, ({}, {}))  # type: ignore[arg-type]
+        attrs[m.name] = m.value
+        if m.unit is not None:
+            units[m.name] = m.unit
+    if untimed:
+        reason = entity_error or (
+            "no observation time: no observedAt on the attribute and no "
+            f"{'/'.join(TIME_FIELDS)} on the entity"
+        )
+        if not groups:
+            out.rejections.append(Rejection(reason, "entity", "missing-time", entity=eid, detail=where))
+            _warn(eid, quality, out)
+            return
+        for name in untimed:
+            out.rejections.append(
+                Rejection(
+                    f"{name}: {reason}", "attribute", "missing-time", entity=eid, attribute=name, detail=where
+                )
+            )
+    for text in sorted(unzoned):
+        quality.append(f"time-without-zone: {text!r} has no UTC offset; UTC assumed")
+    _warn(eid, quality, out)
+    limit = ctx.future_limit
+    for t in sorted(groups):
+        attrs, units = groups[t]
+        q = quality
+        if limit is not None and t > limit:
+            skew = f"future-time: {t.isoformat()} is ahead of the reception clock beyond the tolerance (clock skew?)"
+            q = [*quality, skew]
+            out.warnings.append(f"{eid}: {skew}")
+        out.observations.append(
+            _construct(
+                time=t,
+                entity=eid,
+                type=etype,
+                attributes=attrs,
+                location=location,
+                source=ctx.source,
+                units=units,
+                labels=parts.labels,
+                quality=q,
+            )
+        )
+
+
+def _warn(eid: str, quality: list[str], out: IngestResult) -> None:
+    for q in quality:
+        out.warnings.append(f"{eid}: {q}")
+
+
+def _location(
+    parts: Parts, eid: str, where: str, ctx: PayloadContext, quality: list[str], out: IngestResult
+) -> tuple[float, float] | None:
+    if not parts.has_location:
+        return None
+    try:
+        g = parts.geometry
+        if type(g) is str:
+            point, note = geo_point_text(g), None
+        else:
+            point, note = geometry_point(g)
+        warning = check_point(point, ctx.options.area_of_interest)
+    except LocationError as exc:
+        out.rejections.append(
+            Rejection(
+                f"location: {exc}",
+                "attribute",
+                "bad-location",
+                entity=eid,
+                attribute="location",
+                detail=where,
+            )
+        )
+        quality.append(f"bad-location: {exc}")
+        return None
+    if note:
+        quality.append(f"location-geometry: {note}")
+    if warning:
+        quality.append(warning)
+    return point
+
+
+def future_limit(reference: datetime | None, options: IngestOptions) -> datetime | None:
+    if reference is None:
+        return None
+    return reference + timedelta(seconds=options.future_tolerance_s)

@@ -1,0 +1,95 @@
+"""Entity location -> Observation ``location`` ``(lon, lat)`` with data-quality checks.
+
+A GeoJSON Point maps as is. Other geometries (a TrafficFlowObserved LineString, a Polygon) are
+represented by the mean of their vertices, with a warning. A point outside the area of interest is
+kept as sent and flagged; when swapping it would land inside, the warning says it looks like
+``lat,lon`` (the official SDM WaterObserved example has that bug). Geofencing is not ingest's job.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+Point = tuple[float, float]
+
+
+class LocationError(ValueError):
+    pass
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise LocationError(f"coordinate {v!r} is not a number")
+    x = float(v)
+    if not math.isfinite(x):
+        raise LocationError("coordinate is not finite")
+    return x
+
+
+def _position(c: Any) -> Point:
+    if not isinstance(c, list) or len(c) < 2:
+        raise LocationError(f"position {str(c)[:60]} is not [lon, lat]")
+    return _number(c[0]), _number(c[1])
+
+
+def _positions(coords: Any, depth: int) -> list[Point]:
+    if depth == 0:
+        return [_position(coords)]
+    if not isinstance(coords, list) or not coords:
+        raise LocationError("empty coordinates")
+    out: list[Point] = []
+    for c in coords:
+        out.extend(_positions(c, depth - 1))
+    return out
+
+
+_DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3}
+
+
+def geometry_point(geometry: Any) -> tuple[Point, str | None]:
+    """(lon, lat) of a GeoJSON geometry, and a note when it is not a Point. Raises LocationError."""
+    if not isinstance(geometry, dict):
+        raise LocationError("location is not a GeoJSON geometry object")
+    kind = geometry.get("type")
+    depth = _DEPTH.get(kind) if isinstance(kind, str) else None
+    if depth is None:
+        raise LocationError(f"unsupported geometry type {str(kind)[:40]!r}")
+    pts = _positions(geometry.get("coordinates"), depth)
+    if depth == 0:
+        return pts[0], None
+    pts = list(dict.fromkeys(pts))  # a ring's closing vertex repeats the first
+    lon = sum(p[0] for p in pts) / len(pts)
+    lat = sum(p[1] for p in pts) / len(pts)
+    return (lon, lat), f"{kind} represented by the mean of its {len(pts)} vertices"
+
+
+def geo_point_text(text: str) -> Point:
+    """NGSI-v2 ``geo:point`` ``"lat, lon"`` -> (lon, lat)."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise LocationError(f"geo:point {text[:60]!r} is not 'lat, lon'")
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise LocationError(f"geo:point {text[:60]!r} is not 'lat, lon'") from None
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        raise LocationError("geo:point is not finite")
+    return lon, lat
+
+
+def _inside(lon: float, lat: float, area: tuple[float, float, float, float]) -> bool:
+    return area[0] <= lon <= area[2] and area[1] <= lat <= area[3]
+
+
+def check_point(p: Point, area: tuple[float, float, float, float]) -> str | None:
+    """None when the point is plausible, else a data-quality warning. Raises on impossible values."""
+    lon, lat = p
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        hint = " (lat,lon written instead of lon,lat?)" if abs(lon) <= 90.0 and abs(lat) <= 180.0 else ""
+        raise LocationError(f"point [{lon}, {lat}] is outside the globe{hint}")
+    if _inside(lon, lat, area):
+        return None
+    if _inside(lat, lon, area):
+        return f"location-swapped: point [{lon}, {lat}] looks like lat,lon (GeoJSON is lon,lat); kept as sent"
+    return f"location-outside-area: point [{lon}, {lat}] is outside the area of interest {list(area)}"

@@ -1,0 +1,136 @@
+"""Strict JSON decoding for ingest: RFC 8259 only, duplicate keys detected.
+
+orjson is the fast path. It already refuses ``NaN``/``Infinity`` tokens, invalid UTF-8 and lone
+surrogates, but it keeps the last of two equal keys silently; so after a successful orjson parse
+the number of object keys written in the body is compared with the number of keys that survived
+(both counted by one C-speed regex over the body and over orjson's re-serialisation). Only when
+the counts differ is the body parsed again with the standard library and an ``object_pairs_hook``
+that marks every object holding a duplicate key, so the normaliser can refuse exactly the entity
+concerned. Error messages for a refused body come from the standard library with
+``parse_constant``/``parse_float`` hooks, which name the offending token and its line/column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+# One JSON string token, then optionally the colon that makes it an object key. Scanning from the
+# start of a valid JSON text, every match begins at an opening quote (outside strings JSON has no
+# quote characters), so the count of matches with a colon is exactly the number of keys written.
+_STRING_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?')
+
+
+class JSONRejected(ValueError):
+    """The body is not acceptable JSON; ``str(exc)`` is a reason a person can read."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+Duplicates = dict[int, tuple[str, ...]]  # id() of a decoded object -> keys it had more than once
+
+
+def _count_keys(text: bytes) -> int:
+    tokens = _STRING_TOKEN.findall(text)
+    return len(tokens) - tokens.count(b"")
+
+
+def _marking_hook(table: Duplicates):
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        dups: list[str] = []
+        for k, v in pairs:
+            if k in d:
+                dups.append(k)
+            d[k] = v
+        if dups:
+            table[id(d)] = tuple(dict.fromkeys(dups))
+        return d
+
+    return hook
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _bad_constant(token: str) -> Any:
+    raise _NonFinite(f"bare {token} is not JSON (RFC 8259); send null or leave the attribute out")
+
+
+def _finite_float(token: str) -> float:
+    x = float(token)
+    if not math.isfinite(x):
+        raise _NonFinite(f"number {token} overflows a double")
+    return x
+
+
+def _explain_failure(body: bytes, fast_error: Exception) -> JSONRejected:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return JSONRejected(f"body is not UTF-8 text (byte {exc.start}: {exc.reason})", "encoding")
+    if text.startswith("\ufeff"):
+        return JSONRejected("body starts with a UTF-8 byte-order mark, which JSON forbids", "encoding")
+    try:
+        json.loads(text, parse_constant=_bad_constant, parse_float=_finite_float)
+    except _NonFinite as exc:
+        return JSONRejected(str(exc), "non-finite-number")
+    except json.JSONDecodeError as exc:
+        return JSONRejected(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", "malformed-json"
+        )
+    except (ValueError, RecursionError) as exc:
+        return JSONRejected(f"malformed JSON: {exc}", "malformed-json")
+    return JSONRejected(f"malformed JSON: {fast_error}", "malformed-json")
+
+
+def decode(body: bytes) -> tuple[Any, Duplicates | None]:
+    """Decode ``body``; returns ``(value, duplicates)``. Raises :class:`JSONRejected`.
+
+    ``duplicates`` is None when no key was written twice; otherwise it maps ``id()`` of each
+    decoded object that had a duplicate key to those keys (the objects stay alive with ``value``).
+    """
+    try:
+        value = orjson.loads(body)
+    except (orjson.JSONDecodeError, RecursionError) as exc:
+        raise _explain_failure(body, exc) from None
+    if isinstance(value, dict | list) and b":" in body:
+        written = _count_keys(body)
+        try:
+            kept = _count_keys(orjson.dumps(value))
+        except orjson.JSONEncodeError:
+            raise JSONRejected("JSON nested too deeply (more than 250 levels)", "too-deep") from None
+        if written != kept:
+            table: Duplicates = {}
+            return _decode_marking_duplicates(body, table), table
+    return value, None
+
+
+def _decode_marking_duplicates(body: bytes, table: Duplicates) -> Any:
+    try:
+        return json.loads(
+            body.decode("utf-8"), object_pairs_hook=_marking_hook(table), parse_constant=_bad_constant
+        )
+    except (ValueError, RecursionError) as exc:  # pragma: no cover - orjson accepted it already
+        raise JSONRejected(f"malformed JSON: {exc}", "malformed-json") from None
+
+
+def duplicates_in(value: Any, table: Duplicates) -> list[str]:
+    """Keys written twice anywhere inside ``value``."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            found.extend(table.get(id(v), ()))
+            stack.extend(v.values())
+        elif type(v) is list:
+            stack.extend(v)
+    return found

@@ -1,0 +1,139 @@
+"""Records already in the Observation contract shape (``atalaia send``, replays, other Atalaias).
+
+Validated by hand rather than by pydantic's lax mode, which would coerce ``"3.42"`` and ``true``
+into floats; the same rules as for NGSI entities apply (no coercion, zone, location checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atalaia.streams.ingest.attributes import is_number, number_like_text
+from atalaia.streams.ingest.entity import PayloadContext, rejected_duplicates
+from atalaia.streams.ingest.geo import LocationError, check_point
+from atalaia.streams.ingest.result import IngestResult, Rejection
+from atalaia.streams.ingest.timeparse import parse_observation_time
+from atalaia.streams.observation import Observation
+
+CONTRACT_KEYS = frozenset({"time", "entity", "attributes"})
+
+
+def looks_like_observation(d: Any) -> bool:
+    return type(d) is dict and d.keys() >= CONTRACT_KEYS
+
+
+def _text_map(v: Any) -> dict[str, str]:
+    if type(v) is not dict:
+        return {}
+    return {k: x for k, x in v.items() if type(x) is str}
+
+
+def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: IngestResult) -> None:
+    eid, etype = raw.get("entity"), raw.get("type")
+    if type(eid) is not str or not eid:
+        out.rejections.append(Rejection("observation has no entity id", "entity", "missing-id", detail=where))
+        return
+    if type(etype) is not str or not etype:
+        out.rejections.append(
+            Rejection("observation has no type", "entity", "missing-type", entity=eid, detail=where)
+        )
+        return
+    if rejected_duplicates(raw, eid, where, ctx, out):
+        return
+    accepted = ctx.options.accepted_types
+    if accepted is not None and etype not in accepted:
+        out.ignored.append(f"{eid}: entity type {etype} is not subscribed")
+        return
+    t = raw.get("time")
+    pt = parse_observation_time(t) if type(t) is str else None
+    if pt is None or pt.time is None:
+        reason = pt.error if pt is not None else "missing or not text"
+        out.rejections.append(
+            Rejection(
+                f"observation time {reason}",
+                "entity",
+                "missing-time" if pt is None else "bad-time",
+                entity=eid,
+                detail=where,
+            )
+        )
+        return
+    quality = (
+        [q for q in raw.get("quality") or () if type(q) is str] if type(raw.get("quality")) is list else []
+    )
+    carried = len(quality)
+    given = raw["attributes"]
+    if type(given) is not dict:
+        out.rejections.append(
+            Rejection(
+                "attributes must be an object of name -> number",
+                "entity",
+                "bad-attributes",
+                entity=eid,
+                detail=where,
+            )
+        )
+        return
+    attrs: dict[str, float] = {}
+    for name, v in given.items():
+        if is_number(v):
+            attrs[name] = float(v)
+            continue
+        if type(v) is str and number_like_text(v, True):
+            code, reason = (
+                "number-as-text",
+                f"{name} value {v[:40]!r} is a number written as text; not coerced",
+            )
+        else:
+            code, reason = "wrong-value-type", f"{name} value is a {type(v).__name__}, not a finite number"
+        out.rejections.append(Rejection(reason, "attribute", code, entity=eid, attribute=name, detail=where))
+        quality.append(f"{code}: {reason}")
+    location = None
+    loc = raw.get("location")
+    if loc is not None:
+        try:
+            if type(loc) is not list or len(loc) != 2 or not (is_number(loc[0]) and is_number(loc[1])):
+                raise LocationError("location must be [lon, lat] numbers")
+            location = (float(loc[0]), float(loc[1]))
+            warning = check_point(location, ctx.options.area_of_interest)
+            if warning:
+                quality.append(warning)
+        except LocationError as exc:
+            location = None
+            out.rejections.append(
+                Rejection(
+                    f"location: {exc}",
+                    "attribute",
+                    "bad-location",
+                    entity=eid,
+                    attribute="location",
+                    detail=where,
+                )
+            )
+            quality.append(f"bad-location: {exc}")
+    if not pt.zoned:
+        quality.append(f"time-without-zone: {t!r} has no UTC offset; UTC assumed")
+    if ctx.future_limit is not None and pt.time > ctx.future_limit:
+        quality.append(
+            f"future-time: {pt.time.isoformat()} is ahead of the reception clock beyond the tolerance"
+        )
+    for q in quality[carried:]:
+        out.warnings.append(f"{eid}: {q}")
+    if not attrs:
+        if not given:
+            out.ignored.append(f"{eid} ({etype}): no attributes, nothing to observe")
+        return
+    src = raw.get("source")
+    out.observations.append(
+        Observation.model_construct(
+            time=pt.time,
+            entity=eid,
+            type=etype,
+            attributes=attrs,
+            location=location,
+            source=src if type(src) is str and src else ctx.source,
+            units=_text_map(raw.get("units")),
+            labels=_text_map(raw.get("labels")),
+            quality=quality,
+        )
+    )

@@ -1,0 +1,245 @@
+"""``parse_payload``: one received body (HTTP request, MQTT message, Kafka record) -> IngestResult.
+
+Recognises, in this order: NGSI-LD ``Notification`` and NGSI-v2 notification envelopes (``data``
+an array of entities, or an NGSI-LD GeoJSON ``FeatureCollection``), a bare GeoJSON
+FeatureCollection, a single entity (NGSI-v2 ``simplifiedNormalized``/``simplifiedKeyValues``, a Smart
+Data Models example), an array of entities, and records already in the Observation contract shape.
+Pure: no I/O, no clock (``received_at`` is the reference for clock-skew warnings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from atalaia.streams.ingest.entity import (
+    PayloadContext,
+    context_error,
+    future_limit,
+    normalise_entity,
+    rejected_duplicates,
+)
+from atalaia.streams.ingest.jsonparse import Duplicates, JSONRejected, decode
+from atalaia.streams.ingest.observations import looks_like_observation, normalise_observation
+from atalaia.streams.ingest.options import DEFAULT_OPTIONS, IngestOptions
+from atalaia.streams.ingest.result import IngestResult, Rejection
+from atalaia.streams.ingest.timeparse import parse_observation_time
+
+
+def parse_payload(
+    body: bytes,
+    *,
+    content_type: str | None = None,
+    link: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    source: str = "http",
+    received_at: datetime | None = None,
+    options: IngestOptions | None = None,
+) -> IngestResult:
+    """Normalise one payload. Never raises: whatever is wrong is a :class:`Rejection` in the result.
+
+    ``headers`` may carry ``Content-Type``, ``Link`` (JSON-LD context) and ``Ngsiv2-AttrsFormat``;
+    explicit ``content_type``/``link`` win. ``received_at`` (timezone-aware) is the clock for the
+    future-time warning; without it the notification's ``notifiedAt`` is used, else no check.
+    """
+    out = IngestResult()
+    try:
+        _parse(body, content_type, link, headers, source, received_at, options or DEFAULT_OPTIONS, out)
+    except Exception as exc:  # a bug must not take the worker down; the payload goes to the DLQ
+        out.observations.clear()
+        out.rejections.append(
+            Rejection(
+                f"internal error while normalising: {type(exc).__name__}: {exc}", "payload", "internal-error"
+            )
+        )
+    return out
+
+
+def _reject(out: IngestResult, reason: str, code: str, detail: str | None = None) -> None:
+    out.rejections.append(Rejection(reason, "payload", code, detail=detail))
+
+
+def _parse(
+    body: Any,
+    content_type: str | None,
+    link: str | None,
+    headers: Mapping[str, str] | None,
+    source: str,
+    received_at: datetime | None,
+    opts: IngestOptions,
+    out: IngestResult,
+) -> None:
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    elif not isinstance(body, bytes):
+        body = bytes(body)
+    out.digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+    hdrs = {k.lower(): v for k, v in headers.items()} if headers else {}
+    content_type = (content_type or hdrs.get("content-type") or "").lower()
+    link = link or hdrs.get("link")
+    if len(body) > opts.max_payload_bytes:
+        _reject(
+            out, f"payload of {len(body)} bytes exceeds the {opts.max_payload_bytes}-byte limit", "oversize"
+        )
+        return
+    if not body.strip():
+        _reject(out, "empty body", "empty")
+        return
+    try:
+        doc, dups = decode(body)
+    except JSONRejected as exc:
+        _reject(out, str(exc), exc.code)
+        return
+    ld_hint = (
+        "ld+json" in content_type or "geo+json" in content_type or bool(link and "json-ld#context" in link)
+    )
+    v2_hint = "ngsiv2-attrsformat" in hdrs
+    default_dialect = "ld" if ld_hint and not v2_hint else "v2"
+    ctx = PayloadContext(default_dialect, source, opts, future_limit(received_at, opts), dups)
+    if type(doc) is list:
+        out.format = "array"
+        _items(doc, "", ctx, out)
+    elif type(doc) is dict:
+        _object(doc, ctx, received_at, v2_hint, out)
+        if dups:
+            _duplicate_in_envelope(doc, dups, out)
+    else:
+        _reject(
+            out,
+            f"a JSON {type(doc).__name__} is not an event; expected an NGSI notification, an entity "
+            "or an observation object",
+            "unrecognised",
+        )
+
+
+def _items(items: list, prefix: str, ctx: PayloadContext, out: IngestResult) -> None:
+    for i, item in enumerate(items):
+        where = f"{prefix}[{i}]"
+        if looks_like_observation(item):
+            normalise_observation(item, where, ctx, out)
+        else:
+            normalise_entity(item, where, ctx, out)
+
+
+def _object(
+    doc: dict, ctx: PayloadContext, received_at: datetime | None, v2_hint: bool, out: IngestResult
+) -> None:
+    kind = doc.get("type")
+    if "data" in doc and (kind == "Notification" or "subscriptionId" in doc):
+        _notification(doc, ctx, received_at, v2_hint, out)
+    elif kind == "FeatureCollection":
+        out.format = "geojson"
+        if _context_ok(doc, out):
+            ctx.dialect = "ld"
+            _features(doc, "features", ctx, out)
+    elif kind == "Notification":
+        _reject(out, "NGSI-LD Notification without a data member", "no-data")
+    elif kind == "Subscription" or ("notification" in doc and ("subject" in doc or "entities" in doc)):
+        _reject(
+            out,
+            "this is a subscription request, not a notification; POST it to the context broker",
+            "not-a-notification",
+        )
+    elif looks_like_observation(doc):
+        out.format = "observation"
+        normalise_observation(doc, "", ctx, out)
+    elif "id" in doc or "@id" in doc or ("type" in doc and "data" not in doc):
+        out.format = "entity"
+        normalise_entity(doc, "", ctx, out)
+    else:
+        keys = ", ".join(list(doc)[:8])
+        _reject(
+            out,
+            "unrecognised JSON object: expected an NGSI-LD/NGSI-v2 notification, an entity or an "
+            f"observation (keys: {keys[:200]})",
+            "unrecognised",
+        )
+
+
+def _context_ok(doc: dict, out: IngestResult) -> bool:
+    if "@context" in doc:
+        err = context_error(doc["@context"])
+        if err:
+            _reject(out, err + "; not valid JSON-LD", "bad-context")
+            return False
+    return True
+
+
+def _notification(
+    doc: dict, ctx: PayloadContext, received_at: datetime | None, v2_hint: bool, out: IngestResult
+) -> None:
+    ld = not v2_hint and (doc.get("type") == "Notification" or "@context" in doc or ctx.dialect == "ld")
+    ctx.dialect = "ld" if ld else "v2"
+    out.format = "ngsi-ld/notification" if ld else "ngsi-v2/notification"
+    nid = doc.get("id")
+    out.notification_id = nid if type(nid) is str and nid else None
+    if not _context_ok(doc, out):
+        return
+    notified = doc.get("notifiedAt")
+    if type(notified) is str:
+        pt = parse_observation_time(notified)
+        if pt.time is None:
+            out.warnings.append(f"notifiedAt {pt.error}")
+        else:
+            if not pt.zoned:
+                out.warnings.append(
+                    f"time-without-zone: notifiedAt {notified!r} has no UTC offset; UTC assumed"
+                )
+            if received_at is None:
+                ctx.future_limit = future_limit(pt.time, ctx.options)
+    data = doc["data"]
+    if type(data) is list:
+        _items(data, "data", ctx, out)
+    elif type(data) is dict and data.get("type") == "FeatureCollection":
+        out.format += "/geojson"
+        if _context_ok(data, out):
+            _features(data, "data.features", ctx, out)
+    else:
+        _reject(
+            out,
+            f"notification data must be an array of entities (or a GeoJSON FeatureCollection), "
+            f"not a {'single entity object' if type(data) is dict else type(data).__name__}",
+            "data-not-array",
+        )
+
+
+def _features(fc: dict, where: str, ctx: PayloadContext, out: IngestResult) -> None:
+    features = fc.get("features")
+    if type(features) is not list:
+        _reject(out, "FeatureCollection without a features array", "bad-geojson")
+        return
+    for i, f in enumerate(features):
+        w = f"{where}[{i}]"
+        if rejected_duplicates(f, None, w, ctx, out):
+            continue
+        props = f.get("properties") if type(f) is dict else None
+        if type(props) is not dict:
+            out.rejections.append(
+                Rejection("GeoJSON Feature without a properties object", "entity", "bad-geojson", detail=w)
+            )
+            continue
+        entity = dict(props)
+        if "id" not in entity and "id" in f:
+            entity["id"] = f["id"]
+        if "location" not in entity and type(f.get("geometry")) is dict:
+            entity["location"] = f["geometry"]
+        normalise_entity(entity, w, ctx, out)
+
+
+def _duplicate_in_envelope(doc: dict, dups: Duplicates, out: IngestResult) -> None:
+    """A key written twice in the notification itself (not inside an entity) refuses the payload."""
+    names = list(dups.get(id(doc), ()))
+    data = doc.get("data")
+    if type(data) is dict and out.format.endswith("/geojson"):
+        names += dups.get(id(data), ())
+    if names and out.format != "entity" and out.format != "observation":
+        out.observations.clear()
+        listed = ", ".join(repr(k) for k in dict.fromkeys(names))
+        _reject(
+            out,
+            f"key {listed} is written more than once in the notification; refusing to guess which "
+            "value is right",
+            "duplicate-keys",
+        )
