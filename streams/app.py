@@ -8,6 +8,7 @@ at start-up); ``atalaia worker`` / ``atalaia up`` run it with ``faust.Worker``.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -24,7 +25,14 @@ log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter("atalaia_ingest_http_requests_total", "HTTP notifications by outcome", ["outcome"])
 
+DLQ_RECORDS = Counter("atalaia_dlq_records_total", "records on the dead-letter topic", ["source", "reason"])
+
 PROBLEM = "application/problem+json"
+
+
+def _reason_kind(reason: str) -> str:
+    """A low-cardinality label for a DLQ reason (the text before the first colon, shortened)."""
+    return reason.split(":")[0][:60]
 
 
 def faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
@@ -72,21 +80,39 @@ class IngestProducer(Service):
         await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
 
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
 def problem(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
 
 
 def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = ("ingest",),
                http: bool = True) -> faust.App:
-    from atalaia.streams.ingest import parse_payload, to_dlq_record
+    from atalaia.streams.ingest import IngestOptions, parse_payload, to_dlq_record
     from atalaia.streams.pipeline import IngestCore
+
+    options = IngestOptions.from_settings(settings)
 
     app = faust.App(settings.app_id, **faust_settings(settings, bootstrap))
     app.atalaia_settings = settings
     t = settings.topic
     events = app.topic(t("events"), value_serializer="raw", key_serializer="raw")
     app.topic(t("observations"), value_serializer="raw")
-    app.topic(t("dlq"), value_serializer="raw")
+    dlq = app.topic(t("dlq"), value_serializer="raw")
+
+    # Low-volume side streams are plain Faust agents (the hot path is batched, see streams.stage).
+    @app.agent(dlq)
+    async def count_dead_letters(stream: Any) -> None:
+        """Count what lands in the DLQ, by source and first reason (visible on /metrics)."""
+        async for raw in stream:
+            try:
+                rec = orjson.loads(raw)
+                DLQ_RECORDS.labels(str(rec.get("source", "?")).split(":")[0],
+                                   _reason_kind((rec.get("reasons") or ["?"])[0])).inc()
+            except Exception:
+                DLQ_RECORDS.labels("?", "undecodable").inc()
     state_dir = settings.data_dir / "state"
     common = {"bootstrap": bootstrap, "prefix": settings.topic_prefix, "state_dir": state_dir,
               "fetch_wait_ms": settings.fetch_wait_ms, "session_timeout_s": settings.session_timeout_s,
@@ -106,26 +132,26 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
         body = await request.read()
         ev = RawEvent.from_http(body, request.headers, source)
         if len(body) > settings.max_payload_bytes:
-            await ingest_producer.publish(t("dlq"), to_dlq_record(body, source=source,
-                                          reason=f"payload of {len(body)} bytes exceeds the limit of "
-                                                 f"{settings.max_payload_bytes} bytes",
-                                          content_type=ev.content_type, received_at=ev.received_at))
+            await ingest_producer.publish(t("dlq"), to_dlq_record(
+                body, source, f"payload of {len(body)} bytes exceeds the limit of {settings.max_payload_bytes} "
+                "bytes", content_type=ev.content_type, received_at=now()))
             HTTP_REQUESTS.labels("too-large").inc()
             return view.json(problem(413, "Payload too large", f"{len(body)} bytes > "
                                      f"{settings.max_payload_bytes}"), status=413, content_type=PROBLEM)
-        res = parse_payload(body, content_type=ev.content_type, link=ev.link, headers=ev.extra or {},
-                            source=source, max_bytes=settings.max_payload_bytes)
+        res = parse_payload(body, content_type=ev.content_type, link=ev.link, headers=ev.extra,
+                            source=source, received_at=now(), options=options)
         if not res.ok:
-            reason = "; ".join(r.reason for r in res.rejections) or "payload rejected"
-            await ingest_producer.publish(t("dlq"), to_dlq_record(body, source=source, reason=reason,
-                                          content_type=ev.content_type, received_at=ev.received_at))
+            reason = "; ".join(str(r) for r in res.rejections) or "payload rejected"
+            await ingest_producer.publish(t("dlq"), to_dlq_record(
+                body, source, [str(r) for r in res.rejections], rejections=res.rejections,
+                content_type=ev.content_type, received_at=now()))
             HTTP_REQUESTS.labels("rejected").inc()
             return view.json(problem(400, "Bad notification", reason), status=400, content_type=PROBLEM)
         key = res.observations[0].entity.encode() if res.observations else body_key(body)
         await ingest_producer.publish(events.get_topic_name(), body, key=key, headers=ev.headers())
         HTTP_REQUESTS.labels("accepted").inc()
         return view.json({"accepted": len(res.observations),
-                          "rejected": [r.reason for r in res.rejections],
+                          "rejected": [str(r) for r in res.rejections],
                           "warnings": res.warnings}, status=200)
 
     for path, source in (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http")):

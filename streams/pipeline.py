@@ -30,33 +30,28 @@ class IngestCore:
     """
 
     def __init__(self, settings: Any, state: bytes | None = None) -> None:
-        from atalaia.streams.ingest import Deduper
+        from atalaia.streams.ingest import Deduper, IngestOptions
 
-        self.settings = settings
+        self.options = IngestOptions.from_settings(settings)
         self.dedup = Deduper.restore(state) if state else Deduper()
         self.duplicates = 0
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest import parse_payload, to_dlq_record
+        from atalaia.streams.ingest import dlq_record_for, parse_payload
 
         outs: list[Out] = []
         received = _ts(now)
         for r in records:
             ev = RawEvent.from_record(r.value, r.headers)
-            headers = dict(ev.extra or {})
-            res = parse_payload(ev.body, content_type=ev.content_type, link=ev.link, headers=headers,
-                                source=ev.source, received_at=received,
-                                max_bytes=self.settings.max_payload_bytes)
-            for rej in res.rejections:
-                outs.append(Out("dlq", to_dlq_record(ev.body, source=ev.source, reason=rej.reason,
-                                                     content_type=ev.content_type, rejection=rej,
-                                                     received_at=ev.received_at)))
-            for obs in res.observations:
-                d = obs.to_dict()
-                if not self.dedup.add(d["id"], obs.time):
-                    self.duplicates += 1
-                    continue
-                outs.append(Out("observations", orjson.dumps(d), key=obs.entity.encode()))
+            res = parse_payload(ev.body, content_type=ev.content_type, link=ev.link, headers=ev.extra,
+                                source=ev.source, received_at=received, options=self.options)
+            dlq = dlq_record_for(res, ev.body, ev.source, content_type=ev.content_type, received_at=received)
+            if dlq is not None:
+                outs.append(Out("dlq", dlq))
+            fresh = self.dedup.admit(res.observations, now=now)
+            self.duplicates += len(res.observations) - len(fresh)
+            for obs in fresh:
+                outs.append(Out("observations", obs.to_json(), key=obs.entity.encode()))
         return outs
 
     def tick(self, now: float) -> list[Out]:
@@ -64,3 +59,128 @@ class IngestCore:
 
     def snapshot(self) -> bytes:
         return self.dedup.snapshot()
+
+
+def _frame(*parts: bytes) -> bytes:
+    import struct
+
+    return b"".join(struct.pack(">I", len(p)) + p for p in parts)
+
+
+def _unframe(data: bytes) -> list[bytes]:
+    import struct
+
+    out, i = [], 0
+    while i < len(data):
+        (n,) = struct.unpack_from(">I", data, i)
+        out.append(data[i + 4:i + 4 + n])
+        i += 4 + n
+    return out
+
+
+class RuleFiles:
+    """The rule set of the configured paths, reloaded when a file changes (checked on ticks)."""
+
+    def __init__(self, paths: list[Any]) -> None:
+        from pathlib import Path
+
+        self.paths = [Path(p) for p in paths]
+        self.stamp = self._stamp()
+        self.ruleset = self._load()
+
+    def _stamp(self) -> tuple:
+        files = []
+        for p in self.paths:
+            cands = sorted(p.rglob("*.y*ml")) if p.is_dir() else [p]
+            for f in cands:
+                try:
+                    files.append((str(f), f.stat().st_mtime_ns))
+                except FileNotFoundError:
+                    continue
+        return tuple(files)
+
+    def _load(self) -> Any:
+        from atalaia.rules.loader import load_rules
+
+        return load_rules(self.paths)
+
+    def changed(self) -> bool:
+        """True (and the new rule set loaded) when the files changed and the new set is valid;
+        an invalid edit is logged and the running rules are kept."""
+        stamp = self._stamp()
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp
+        try:
+            self.ruleset = self._load()
+        except Exception as e:
+            log.error("rule files changed but do not load; keeping the running rules:\n%s", e)
+            return False
+        log.info("rules reloaded: %d rule(s)", len(self.ruleset.rules))
+        return True
+
+
+class RulesCore:
+    """``atalaia.observations`` → ``atalaia.alarms`` (+ late observations to ``atalaia.dlq``).
+
+    One rule engine and one detector bank per partition (observations are keyed by entity, so a
+    key's whole history is on one partition). Redelivered observations (same id) are dropped
+    before evaluation, so at-least-once delivery never double-counts a window.
+    """
+
+    def __init__(self, rule_files: RuleFiles, detectors_config: Any, settings: Any,
+                 state: bytes | None = None) -> None:
+        from atalaia.detectors.bank import DetectorBank
+        from atalaia.rules.engine import RuleEngine
+        from atalaia.streams.ingest import Deduper
+
+        self.files, self.settings = rule_files, settings
+        lateness = settings.allowed_lateness_s
+        if state:
+            rules_state, bank_state, dedup_state = _unframe(state)
+            self.bank = DetectorBank.restore(detectors_config, bank_state)
+            self.engine = RuleEngine.restore(rule_files.ruleset, rules_state, scorer=self.bank.score_learn,
+                                             allowed_lateness=lateness)
+            self.dedup = Deduper.restore(dedup_state)
+        else:
+            self.bank = DetectorBank(detectors_config)
+            self.engine = RuleEngine(rule_files.ruleset, scorer=self.bank.score_learn, allowed_lateness=lateness)
+            self.dedup = Deduper()
+        self.ruleset = rule_files.ruleset
+
+    def process(self, records: list[Any], now: float) -> list[Out]:
+        from atalaia.streams.ingest import to_dlq_record
+
+        batch, outs = [], []
+        seen = self.dedup._tick(now)
+        for r in records:
+            try:
+                obs = orjson.loads(r.value)
+                oid = obs.get("id") or f"{obs['entity']}|{obs['time']}|{sorted(obs['attributes'].items())}"
+            except Exception as e:  # not an observation: never drop silently
+                outs.append(Out("dlq", to_dlq_record(r.value, "atalaia.observations",
+                                                     f"not an observation in the contract shape: {e}")))
+                continue
+            if self.dedup._check(f"{obs.get('type')}\x1f{oid}", seen):
+                batch.append(obs)
+        transitions, rejected = self.engine.observe_batch(batch)
+        outs += [self._out(t) for t in transitions]
+        for rej in rejected:
+            outs.append(Out("dlq", to_dlq_record(orjson.dumps(rej.observation), "rules", rej.reason)))
+        return outs
+
+    @staticmethod
+    def _out(t: Any) -> Out:
+        return Out("alarms", t.to_json(), key=f"{t.rule}|{t.key}".encode())
+
+    def tick(self, now: float) -> list[Out]:
+        outs = []
+        self.files.changed()
+        if self.files.ruleset is not self.ruleset:
+            self.ruleset = self.files.ruleset
+            outs += [self._out(t) for t in self.engine.reload(self.ruleset)]
+        outs += [self._out(t) for t in self.engine.advance(now)]
+        return outs
+
+    def snapshot(self) -> bytes:
+        return _frame(self.engine.snapshot(), self.bank.snapshot(), self.dedup.snapshot())
