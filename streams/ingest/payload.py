@@ -170,7 +170,8 @@ def _context_ok(doc: dict, out: IngestResult) -> bool:
 def _notification(
     doc: dict, ctx: PayloadContext, received_at: datetime | None, v2_hint: bool, out: IngestResult
 ) -> None:
-    ld = not v2_hint and (doc.get("type") == "Notification" or "@context" in doc or ctx.dialect == "ld")
+    # NGSI-LD notifications always say type "Notification"; NGSI-v2 ones never do
+    ld = not v2_hint and (doc.get("type") == "Notification" or "@context" in doc)
     ctx.dialect = "ld" if ld else "v2"
     out.format = "ngsi-ld/notification" if ld else "ngsi-v2/notification"
     nid = doc.get("id")
