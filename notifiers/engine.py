@@ -121,7 +121,9 @@ class EscalationEngine:
             self._prune(state, _ts(now))
         else:
             at = parse_time(item["at"])
-            self._fire(state, min(_ts(at), _ts(now)), out)
+            # timers due strictly before the event's time fire first (an ack at 10:05:00 wins
+            # over a step due at 10:05:00); later ones wait for the tick
+            self._fire(state, min(_ts(at) - 1e-6, _ts(now)), out)
             self._apply(state, item, at, out)
         return state, out
 

@@ -117,7 +117,7 @@ class SmtpSink:
         sink = self
 
         class Handler:
-            async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
+            async def handle_DATA(self, server, session, envelope):
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 part = msg.get_body(preferencelist=("plain", "html"))
                 sink.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), str(msg["subject"]),
