@@ -139,7 +139,9 @@ class Route(_Model):
 class EscalationConfig(_Model):
     timezone: str = "Europe/Lisbon"
     lang: Literal["pt-PT", "en-GB"] = "pt-PT"
-    console_url: str | None = Field(None, description="link to the incident in messages: {console_url}/incidents/<id>")
+    console_url: str | None = Field(
+        None, description="link to the incident in messages: {console_url}/incidents/<id>"
+    )
     targets: dict[str, Target] = Field(default_factory=dict)
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
@@ -182,8 +184,17 @@ def _position(root: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
 
 
 def _loc_str(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if not (isinstance(p, str) and (p.startswith("function-") or p in (
-        "HoursSchedule", "RotationSchedule", "hours", "rotation", "str", "list[str]"))))
+    return ".".join(
+        str(p)
+        for p in loc
+        if not (
+            isinstance(p, str)
+            and (
+                p.startswith("function-")
+                or p in ("HoursSchedule", "RotationSchedule", "hours", "rotation", "str", "list[str]")
+            )
+        )
+    )
 
 
 def load_config_text(text: str, filename: str = "<escalation>") -> EscalationConfig:
@@ -200,7 +211,9 @@ def load_config_text(text: str, filename: str = "<escalation>") -> EscalationCon
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{filename}:1:1: an escalation file must be a mapping (targets, routes, policies)"])
+        raise ConfigError(
+            [f"{filename}:1:1: an escalation file must be a mapping (targets, routes, policies)"]
+        )
     try:
         cfg = EscalationConfig.model_validate(_plain(data))
     except ValidationError as e:
@@ -212,7 +225,10 @@ def load_config_text(text: str, filename: str = "<escalation>") -> EscalationCon
             where = _loc_str(loc)
             problems.append(f"{filename}:{line}:{col}: {where + ': ' if where else ''}{msg}")
         raise ConfigError(problems) from None
-    problems = [f"{filename}:{_position(data, loc)[0]}:{_position(data, loc)[1]}: {msg}" for loc, msg in _references(cfg)]
+    problems = [
+        f"{filename}:{_position(data, loc)[0]}:{_position(data, loc)[1]}: {msg}"
+        for loc, msg in _references(cfg)
+    ]
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -243,7 +259,9 @@ def _references(cfg: EscalationConfig) -> list[tuple[tuple[Any, ...], str]]:
     try:
         ZoneInfo(cfg.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        out.append((("timezone",), f"unknown time zone {cfg.timezone!r} (use an IANA name like Europe/Lisbon)"))
+        out.append(
+            (("timezone",), f"unknown time zone {cfg.timezone!r} (use an IANA name like Europe/Lisbon)")
+        )
     hours = {n for n, s in cfg.schedules.items() if isinstance(s, HoursSchedule)}
     rotations = {n for n, s in cfg.schedules.items() if isinstance(s, RotationSchedule)}
     for name in set(cfg.targets) & rotations:

@@ -147,7 +147,9 @@ class EscalationEngine:
 
     # --- events --------------------------------------------------------------------------
 
-    def _apply(self, state: EscalationState, ev: dict[str, Any], at: datetime, out: list[Notification]) -> None:
+    def _apply(
+        self, state: EscalationState, ev: dict[str, Any], at: datetime, out: list[Notification]
+    ) -> None:
         snap = IncidentSnapshot.from_event(ev)
         esc = state.escalations.get(snap.incident)
         wants = snap.active and snap.state == "unacknowledged"
@@ -172,8 +174,19 @@ class EscalationEngine:
             esc.status, esc.next_due, esc.closed_at = "closed", None, t
             if policy.notify_resolved:
                 for target in esc.notified:
-                    out.append(Notification(esc.incident, esc.policy, esc.episode, -1, 0, target, "resolved",
-                                            format_time(at), snap))
+                    out.append(
+                        Notification(
+                            esc.incident,
+                            esc.policy,
+                            esc.episode,
+                            -1,
+                            0,
+                            target,
+                            "resolved",
+                            format_time(at),
+                            snap,
+                        )
+                    )
             return
         if snap.state in policy.stop_on or not snap.active:
             esc.status, esc.next_due = "stopped", None
@@ -212,8 +225,12 @@ class EscalationEngine:
                 continue
             self._schedule(state, esc, due)
             # after an outage, a repeat whose successor repeat is also overdue is skipped
-            catching_up = (esc.next_due is not None and esc.next_due <= until and esc.repeat > 0
-                           and esc.repeat < policy.steps[esc.step].repeat)
+            catching_up = (
+                esc.next_due is not None
+                and esc.next_due <= until
+                and esc.repeat > 0
+                and esc.repeat < policy.steps[esc.step].repeat
+            )
             if not catching_up:
                 self._notify(esc, due, out)
 
@@ -240,8 +257,19 @@ class EscalationEngine:
         when = datetime.fromtimestamp(t, UTC)
         due = format_time(when)
         for target in self.resolve_targets(policy, esc.step, when):
-            out.append(Notification(esc.incident, esc.policy, esc.episode, esc.step, esc.repeat, target,
-                                    "escalation", due, esc.snapshot))
+            out.append(
+                Notification(
+                    esc.incident,
+                    esc.policy,
+                    esc.episode,
+                    esc.step,
+                    esc.repeat,
+                    target,
+                    "escalation",
+                    due,
+                    esc.snapshot,
+                )
+            )
             if target not in esc.notified:
                 esc.notified.append(target)
 

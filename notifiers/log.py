@@ -69,8 +69,15 @@ class DeliveryLog(Protocol):
     def known(self, ids: Iterable[str]) -> dict[str, str]: ...
     def enqueue(self, items: list[tuple[Notification, str]], now: float) -> None: ...
     def begin(self, n: Notification, channel: str, attempt: int, now: float) -> None: ...
-    def finish(self, n: Notification, attempt: int, result: DeliveryResult, final: bool, now: float,
-               latency_ms: float) -> None: ...
+    def finish(
+        self,
+        n: Notification,
+        attempt: int,
+        result: DeliveryResult,
+        final: bool,
+        now: float,
+        latency_ms: float,
+    ) -> None: ...
     def unfinished(self) -> list[tuple[Notification, str, int]]: ...
     def mark_in_doubt(self, notification_id: str, now: float) -> None: ...
     def deliveries(self, incident: str | None = None, limit: int = 1000) -> list[Delivery]: ...
@@ -118,66 +125,104 @@ class SQLiteDeliveryLog:
         return out
 
     def enqueue(self, items: list[tuple[Notification, str]], now: float) -> None:
-        rows = [(n.id, n.incident, n.target, ch, n.kind, n.step, n.repeat, now, now, n.to_json()) for n, ch in items]
+        rows = [
+            (n.id, n.incident, n.target, ch, n.kind, n.step, n.repeat, now, now, n.to_json())
+            for n, ch in items
+        ]
         with self._tx():
             self.db.executemany(
                 "INSERT OR IGNORE INTO deliveries (notification_id, incident, target, channel, kind, step, repeat,"
-                " status, queued_at, updated_at, payload) VALUES (?,?,?,?,?,?,?,'queued',?,?,?)", rows)
+                " status, queued_at, updated_at, payload) VALUES (?,?,?,?,?,?,?,'queued',?,?,?)",
+                rows,
+            )
 
     def begin(self, n: Notification, channel: str, attempt: int, now: float) -> None:
         with self._tx():
-            self.db.execute("UPDATE deliveries SET status='sending', attempts=?, updated_at=? WHERE notification_id=?",
-                            (attempt, now, n.id))
+            self.db.execute(
+                "UPDATE deliveries SET status='sending', attempts=?, updated_at=? WHERE notification_id=?",
+                (attempt, now, n.id),
+            )
             self.db.execute(
                 "INSERT INTO attempts (notification_id, incident, target, channel, attempt, status, started_at)"
-                " VALUES (?,?,?,?,?,'sending',?)", (n.id, n.incident, n.target, channel, attempt, now))
+                " VALUES (?,?,?,?,?,'sending',?)",
+                (n.id, n.incident, n.target, channel, attempt, now),
+            )
 
-    def finish(self, n: Notification, attempt: int, result: DeliveryResult, final: bool, now: float,
-               latency_ms: float) -> None:
+    def finish(
+        self,
+        n: Notification,
+        attempt: int,
+        result: DeliveryResult,
+        final: bool,
+        now: float,
+        latency_ms: float,
+    ) -> None:
         status = "delivered" if result.ok else ("failed" if final else "retrying")
         with self._tx():
             self.db.execute(
                 "UPDATE attempts SET status=?, error=?, detail=?, latency_ms=? WHERE notification_id=? AND attempt=?"
                 " AND status='sending'",
-                ("delivered" if result.ok else result.status, result.error, result.detail, latency_ms, n.id, attempt))
+                (
+                    "delivered" if result.ok else result.status,
+                    result.error,
+                    result.detail,
+                    latency_ms,
+                    n.id,
+                    attempt,
+                ),
+            )
             self.db.execute(
                 "UPDATE deliveries SET status=?, last_error=?, updated_at=?, delivered_at=? WHERE notification_id=?",
-                (status, result.error, now, now if result.ok else None, n.id))
+                (status, result.error, now, now if result.ok else None, n.id),
+            )
 
     def unfinished(self) -> list[tuple[Notification, str, int]]:
         """(notification, status, attempts so far) of every queued/sending/retrying row, oldest first."""
         rows = self.db.execute(
             "SELECT payload, status, attempts FROM deliveries WHERE status IN ('queued','sending','retrying')"
-            " ORDER BY queued_at, rowid").fetchall()
+            " ORDER BY queued_at, rowid"
+        ).fetchall()
         return [(Notification.from_dict(orjson.loads(p)), s, a) for p, s, a in rows]
 
     def mark_in_doubt(self, notification_id: str, now: float) -> None:
         with self._tx():
-            self.db.execute("UPDATE deliveries SET status='in-doubt', updated_at=?, last_error=? WHERE notification_id=?",
-                            (now, "worker stopped between send and record; not re-sent", notification_id))
-            self.db.execute("UPDATE attempts SET status='in-doubt' WHERE notification_id=? AND status='sending'",
-                            (notification_id,))
+            self.db.execute(
+                "UPDATE deliveries SET status='in-doubt', updated_at=?, last_error=? WHERE notification_id=?",
+                (now, "worker stopped between send and record; not re-sent", notification_id),
+            )
+            self.db.execute(
+                "UPDATE attempts SET status='in-doubt' WHERE notification_id=? AND status='sending'",
+                (notification_id,),
+            )
 
     def deliveries(self, incident: str | None = None, limit: int = 1000) -> list[Delivery]:
-        cols = ("notification_id, incident, target, channel, kind, step, repeat, status, attempts, last_error,"
-                " queued_at, updated_at, delivered_at")
+        cols = (
+            "notification_id, incident, target, channel, kind, step, repeat, status, attempts, last_error,"
+            " queued_at, updated_at, delivered_at"
+        )
         if incident is None:
-            rows = self.db.execute(f"SELECT {cols} FROM deliveries ORDER BY queued_at DESC, rowid DESC LIMIT ?",
-                                   (limit,)).fetchall()
+            rows = self.db.execute(
+                f"SELECT {cols} FROM deliveries ORDER BY queued_at DESC, rowid DESC LIMIT ?", (limit,)
+            ).fetchall()
             rows.reverse()
         else:
-            rows = self.db.execute(f"SELECT {cols} FROM deliveries WHERE incident=? ORDER BY queued_at, rowid LIMIT ?",
-                                   (incident, limit)).fetchall()
+            rows = self.db.execute(
+                f"SELECT {cols} FROM deliveries WHERE incident=? ORDER BY queued_at, rowid LIMIT ?",
+                (incident, limit),
+            ).fetchall()
         return [Delivery(*r) for r in rows]
 
     def attempts(self, incident: str | None = None, limit: int = 1000) -> list[Attempt]:
         cols = "notification_id, incident, target, channel, attempt, status, error, detail, started_at, latency_ms"
         if incident is None:
-            rows = self.db.execute(f"SELECT {cols} FROM attempts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows = self.db.execute(
+                f"SELECT {cols} FROM attempts ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
             rows.reverse()
         else:
-            rows = self.db.execute(f"SELECT {cols} FROM attempts WHERE incident=? ORDER BY id LIMIT ?",
-                                   (incident, limit)).fetchall()
+            rows = self.db.execute(
+                f"SELECT {cols} FROM attempts WHERE incident=? ORDER BY id LIMIT ?", (incident, limit)
+            ).fetchall()
         return [Attempt(*r) for r in rows]
 
     def close(self) -> None:

@@ -19,7 +19,9 @@ Kind = Literal["escalation", "resolved"]
 Status = Literal["delivered", "retryable", "permanent"]
 
 
-def notification_id(incident: str, policy: str, episode: int, step: int | str, repeat: int, target: str) -> str:
+def notification_id(
+    incident: str, policy: str, episode: int, step: int | str, repeat: int, target: str
+) -> str:
     raw = f"{incident}|{policy}|{episode}|{step}|{repeat}|{target}"
     return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
@@ -81,7 +83,9 @@ class Notification:
     def __post_init__(self) -> None:
         if not self.id:
             step: int | str = "resolved" if self.kind == "resolved" else self.step
-            self.id = notification_id(self.incident, self.policy, self.episode, step, self.repeat, self.target)
+            self.id = notification_id(
+                self.incident, self.policy, self.episode, step, self.repeat, self.target
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -72,21 +72,27 @@ class Dedup:
 class Outbox:
     async def exec(self, ctx: DeliveryContext, notifications: list[Notification]) -> list[Notification]:
         now = ctx.clock()
-        ctx.log.enqueue([(n, ctx.channels[n.target].kind if n.target in ctx.channels else "?") for n in notifications],
-                        now)
+        ctx.log.enqueue(
+            [(n, ctx.channels[n.target].kind if n.target in ctx.channels else "?") for n in notifications],
+            now,
+        )
         out = []
         for n in notifications:
             if n.target in ctx.channels:
                 out.append(n)
             else:  # configuration changed since the escalation emitted it: recorded, not silently lost
                 ctx.log.begin(n, "?", 1, now)
-                ctx.log.finish(n, 1, DeliveryResult("permanent", error=f"no target named {n.target!r}"), True, now, 0.0)
+                ctx.log.finish(
+                    n, 1, DeliveryResult("permanent", error=f"no target named {n.target!r}"), True, now, 0.0
+                )
         return out
 
 
 class _Lane:
     def __init__(self, target: str, stages: Pipeline, ctx: DeliveryContext):
-        self.queue: asyncio.Queue[tuple[list[Notification], asyncio.Future[list[Notification]]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[list[Notification], asyncio.Future[list[Notification]]]] = (
+            asyncio.Queue()
+        )
         self.task = asyncio.create_task(self._run(stages, ctx), name=f"notify-lane-{target}")
 
     async def _run(self, stages: Pipeline, ctx: DeliveryContext) -> None:
@@ -190,11 +196,18 @@ class Retry:
     """Sends each notification through ``channel`` until delivered, a permanent error, or
     ``max_attempts``; every attempt is recorded (``sending`` first, then its result)."""
 
-    def __init__(self, channel: Channel, max_attempts: int = 6, backoff: Backoff | None = None,
-                 prior_attempts: dict[str, int] | None = None):
+    def __init__(
+        self,
+        channel: Channel,
+        max_attempts: int = 6,
+        backoff: Backoff | None = None,
+        prior_attempts: dict[str, int] | None = None,
+    ):
         self.channel, self.max_attempts = channel, max_attempts
         self.backoff = backoff or Backoff()
-        self.first_attempt = {} if prior_attempts is None else prior_attempts  # id -> attempts made before a restart
+        self.first_attempt = (
+            {} if prior_attempts is None else prior_attempts
+        )  # id -> attempts made before a restart
 
     async def exec(self, ctx: DeliveryContext, notifications: list[Notification]) -> list[Notification]:
         delivered = []

@@ -51,10 +51,19 @@ class Recovery:
 
 
 class Notifier:
-    def __init__(self, config: EscalationConfig, log: DeliveryLog, *, env: dict[str, str] | None = None,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: random.Random | None = None, backoff: Backoff | None = None,
-                 channels: dict[str, Channel] | None = None, http: httpx.AsyncClient | None = None):
+    def __init__(
+        self,
+        config: EscalationConfig,
+        log: DeliveryLog,
+        *,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        backoff: Backoff | None = None,
+        channels: dict[str, Channel] | None = None,
+        http: httpx.AsyncClient | None = None,
+    ):
         self.config, self.log = config, log
         self._env, self._channels, self._http = env, channels, http
         self._own_http = http is None
@@ -67,9 +76,12 @@ class Notifier:
 
     async def start(self) -> Recovery:
         if self._http is None:
-            self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
-        cctx = ChannelContext(self.config.lang, ZoneInfo(self.config.timezone), self.config.console_url,
-                              time.time, self._http)
+            self._http = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            )
+        cctx = ChannelContext(
+            self.config.lang, ZoneInfo(self.config.timezone), self.config.console_url, time.time, self._http
+        )
         channels = dict(self._channels or {})
         for name, target in self.config.targets.items():
             if name not in channels:
@@ -129,7 +141,9 @@ class Notifier:
         stages: list = []
         if cfg is not None and cfg.rate is not None:
             stages.append(RateLimit(cfg.rate.max, cfg.rate.per.total_seconds()))
-        stages.append(Retry(self.ctx.channels[target], cfg.max_attempts if cfg else 6, self.backoff, self._prior))
+        stages.append(
+            Retry(self.ctx.channels[target], cfg.max_attempts if cfg else 6, self.backoff, self._prior)
+        )
         return stages
 
     def _observe(self, n: Notification, result: DeliveryResult, attempt: int, latency_ms: float) -> None:

@@ -35,11 +35,20 @@ def signature(secret: str | bytes, body: bytes, timestamp: int | str) -> str:
 
 
 def sign_headers(secret: str | bytes, body: bytes, timestamp: int) -> dict[str, str]:
-    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: f"{SCHEME}={signature(secret, body, timestamp)}"}
+    return {
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: f"{SCHEME}={signature(secret, body, timestamp)}",
+    }
 
 
-def verify_signature(secret: str | bytes, body: bytes, timestamp: str | None, signature_header: str | None,
-                     now: float | None = None, tolerance: float = 300.0) -> bool:
+def verify_signature(
+    secret: str | bytes,
+    body: bytes,
+    timestamp: str | None,
+    signature_header: str | None,
+    now: float | None = None,
+    tolerance: float = 300.0,
+) -> bool:
     """True if one ``v1=`` signature in the header matches and the timestamp is within
     ``tolerance`` seconds of ``now`` (default: the wall clock)."""
     if not timestamp or not signature_header:

@@ -62,8 +62,18 @@ def transliterate(text: str) -> str:
         if c in GSM7_BASIC or c in GSM7_EXT:
             out.append(c)
             continue
-        c2 = {"“": '"', "”": '"', "‘": "'", "’": "'", "–": "-", "—": "-", "…": "...", "º": "o", "ª": "a",
-              "\t": " "}.get(c)
+        c2 = {
+            "“": '"',
+            "”": '"',
+            "‘": "'",
+            "’": "'",
+            "–": "-",
+            "—": "-",
+            "…": "...",
+            "º": "o",
+            "ª": "a",
+            "\t": " ",
+        }.get(c)
         if c2 is None:
             base = unicodedata.normalize("NFKD", c)
             c2 = "".join(ch for ch in base if ch in GSM7_BASIC or ch in GSM7_EXT) or "?"

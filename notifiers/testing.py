@@ -72,8 +72,12 @@ class HttpSink:
         except orjson.JSONDecodeError:
             rec.json = None
         if self.secret is not None and SIGNATURE_HEADER in request.headers:
-            rec.signature_ok = verify_signature(self.secret, body, request.headers.get(TIMESTAMP_HEADER),
-                                                request.headers.get(SIGNATURE_HEADER))
+            rec.signature_ok = verify_signature(
+                self.secret,
+                body,
+                request.headers.get(TIMESTAMP_HEADER),
+                request.headers.get(SIGNATURE_HEADER),
+            )
         self.requests.append(rec)
         if path in self.delay:
             await asyncio.sleep(self.delay[path])
@@ -120,8 +124,15 @@ class SmtpSink:
             async def handle_DATA(self, server, session, envelope):
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 part = msg.get_body(preferencelist=("plain", "html"))
-                sink.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), str(msg["subject"]),
-                                          part.get_content() if part else "", time.time()))
+                sink.messages.append(
+                    Mail(
+                        envelope.mail_from,
+                        list(envelope.rcpt_tos),
+                        str(msg["subject"]),
+                        part.get_content() if part else "",
+                        time.time(),
+                    )
+                )
                 return "250 OK"
 
         if not self.port:
@@ -141,22 +152,48 @@ class SmtpSink:
         return f"mailto://127.0.0.1:{self.port}?mode=insecure&from={sender}&to={to}&user=&pass="
 
 
-def incident_event(incident: str = "inc-douro-1", version: int = 1, at: str = "2026-03-01T10:00:00Z",
-                   change: str = "opened", state: str = "unacknowledged", active: bool = True,
-                   severity: str = "high", **extra: Any) -> dict[str, Any]:
+def incident_event(
+    incident: str = "inc-douro-1",
+    version: int = 1,
+    at: str = "2026-03-01T10:00:00Z",
+    change: str = "opened",
+    state: str = "unacknowledged",
+    active: bool = True,
+    severity: str = "high",
+    **extra: Any,
+) -> dict[str, Any]:
     """An ``atalaia.incidents`` event in the contract shape (for tests and demos)."""
     ev: dict[str, Any] = {
-        "id": f"{incident}:{version}", "incident": incident, "version": version, "at": at, "change": change,
-        "state": state, "active": active, "severity": severity,
+        "id": f"{incident}:{version}",
+        "incident": incident,
+        "version": version,
+        "at": at,
+        "change": change,
+        "state": state,
+        "active": active,
+        "severity": severity,
         "title": "Nível do Douro elevado na Ribeira",
         "correlation": {"parish": "Cedofeita, Santo Ildefonso, Sé, Miragaia, São Nicolau e Vitória"},
         "labels": {"district": "13", "team": "hydro", "category": "naturalDisaster", "subCategory": "flood"},
         "location": [-8.6132, 41.1405],
-        "alarms": [{"rule": "river-level-high", "key": "urn:ngsi-ld:WaterObserved:porto-01",
-                    "entity": "urn:ngsi-ld:WaterObserved:porto-01", "state": "firing", "severity": severity,
-                    "value": 4.7, "count": 3, "first_seen": "2026-03-01T09:58:00Z", "last_seen": at,
-                    "suppressed": False}],
-        "actor": "atalaia", "reason": None, "opened_at": "2026-03-01T09:58:00Z", "acknowledged_by": None,
+        "alarms": [
+            {
+                "rule": "river-level-high",
+                "key": "urn:ngsi-ld:WaterObserved:porto-01",
+                "entity": "urn:ngsi-ld:WaterObserved:porto-01",
+                "state": "firing",
+                "severity": severity,
+                "value": 4.7,
+                "count": 3,
+                "first_seen": "2026-03-01T09:58:00Z",
+                "last_seen": at,
+                "suppressed": False,
+            }
+        ],
+        "actor": "atalaia",
+        "reason": None,
+        "opened_at": "2026-03-01T09:58:00Z",
+        "acknowledged_by": None,
     }
     ev.update(extra)
     return ev

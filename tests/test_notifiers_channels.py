@@ -5,6 +5,7 @@ Alertmanager webhooks; failing targets are retried with backoff while the others
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from pathlib import Path
@@ -41,9 +42,9 @@ targets:
   pgu: {{channel: ngsi-ld, url: "{http}", tenant: porto}}
   sala: {{channel: webhook, url: "{http}/hook", secret: "${{HOOK_SECRET}}", lang: en-GB}}
   am: {{channel: alertmanager, url: "{http}/alertmanager"}}
-  ana-sms: {{channel: sms, url: "smseagle://tok3n@127.0.0.1:{http.rsplit(':', 1)[1]}/+351912000001", max_sms_segments: 1}}
-  ana-email: {{channel: email, url: "{smtp.mailto('ana.silva@cm-porto.pt')}"}}
-  rui-email: {{channel: email, url: "{smtp.mailto('rui.costa@cm-porto.pt')}", lang: en-GB}}
+  ana-sms: {{channel: sms, url: "smseagle://tok3n@127.0.0.1:{http.rsplit(":", 1)[1]}/+351912000001", max_sms_segments: 1}}
+  ana-email: {{channel: email, url: "{smtp.mailto("ana.silva@cm-porto.pt")}"}}
+  rui-email: {{channel: email, url: "{smtp.mailto("rui.costa@cm-porto.pt")}", lang: en-GB}}
 {extra_targets}
 routes:
   - {{match: {{min_severity: medium}}, policy: all}}
@@ -88,8 +89,10 @@ async def test_every_channel_reaches_its_local_server(servers, tmp_path):
     by_rcpt = {m.rcpt_tos[0]: m for m in smtp.messages}
     assert set(by_rcpt) == {"ana.silva@cm-porto.pt", "rui.costa@cm-porto.pt"}
     assert by_rcpt["ana.silva@cm-porto.pt"].subject == "[Atalaia CRÍTICO] Nível do Douro elevado na Ribeira"
-    assert "Reconheça o incidente na consola: https://atalaia.cm-porto.pt/incidents/inc-douro-1" in \
-        by_rcpt["ana.silva@cm-porto.pt"].text
+    assert (
+        "Reconheça o incidente na consola: https://atalaia.cm-porto.pt/incidents/inc-douro-1"
+        in by_rcpt["ana.silva@cm-porto.pt"].text
+    )
     assert "Severity: critical" in by_rcpt["rui.costa@cm-porto.pt"].text
 
     # SMS gateway (SMSEagle JSON-RPC) got one single-segment GSM-7 message for the number
@@ -113,9 +116,12 @@ async def test_every_channel_reaches_its_local_server(servers, tmp_path):
     (hook,) = http.received("/hook")
     assert hook.signature_ok is True
     assert verify_signature(SECRET, hook.body, hook.headers[TIMESTAMP_HEADER], hook.headers[SIGNATURE_HEADER])
-    assert not verify_signature("other", hook.body, hook.headers[TIMESTAMP_HEADER], hook.headers[SIGNATURE_HEADER])
-    assert not verify_signature(SECRET, hook.body + b" ", hook.headers[TIMESTAMP_HEADER],
-                                hook.headers[SIGNATURE_HEADER])
+    assert not verify_signature(
+        "other", hook.body, hook.headers[TIMESTAMP_HEADER], hook.headers[SIGNATURE_HEADER]
+    )
+    assert not verify_signature(
+        SECRET, hook.body + b" ", hook.headers[TIMESTAMP_HEADER], hook.headers[SIGNATURE_HEADER]
+    )
     assert hook.json["incident"] == "inc-douro-1" and hook.json["message"]["lang"] == "en-GB"
     assert hook.headers[DELIVERY_HEADER] == hook.json["id"]
 
@@ -128,7 +134,9 @@ async def test_every_channel_reaches_its_local_server(servers, tmp_path):
     # delivery log: one delivered attempt per target, visible per incident
     rows = log.deliveries("inc-douro-1")
     assert sorted(r.status for r in rows) == ["delivered"] * 6
-    assert all(a.attempt == 1 and a.status == "delivered" and a.latency_ms >= 0 for a in log.attempts("inc-douro-1"))
+    assert all(
+        a.attempt == 1 and a.status == "delivered" and a.latency_ms >= 0 for a in log.attempts("inc-douro-1")
+    )
 
 
 def test_alert_entity_validates_against_the_sdm_schema():
@@ -137,13 +145,23 @@ def test_alert_entity_validates_against_the_sdm_schema():
     from atalaia.notifiers.channels.http import alert_entity
     from atalaia.notifiers.model import IncidentSnapshot
 
-    ent = alert_entity(IncidentSnapshot.from_event(incident_event(state="closed", at="2026-03-01T12:00:00Z")),
-                       "https://atalaia.cm-porto.pt")
+    ent = alert_entity(
+        IncidentSnapshot.from_event(incident_event(state="closed", at="2026-03-01T12:00:00Z")),
+        "https://atalaia.cm-porto.pt",
+    )
     schema = orjson.loads((SHARED / "fixtures/sdm/Alert/schema.json").read_bytes())
     # the checks of the schema's own definitions (enum values, required keys) on the keyValues view
-    key_values = {k: (v["value"]["@value"] if isinstance(v, dict) and isinstance(v.get("value"), dict)
-                      and "@value" in v["value"] else v["value"] if isinstance(v, dict) and "value" in v else v)
-                  for k, v in ent.items() if k != "@context"}
+    key_values = {
+        k: (
+            v["value"]["@value"]
+            if isinstance(v, dict) and isinstance(v.get("value"), dict) and "@value" in v["value"]
+            else v["value"]
+            if isinstance(v, dict) and "value" in v
+            else v
+        )
+        for k, v in ent.items()
+        if k != "@context"
+    }
     for key in schema["required"]:
         assert key in key_values, key
     common = orjson.loads((SHARED / "fixtures/sdm/_common/alert-schema.json").read_bytes())
@@ -160,9 +178,10 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
   flaky: {{channel: alertmanager, url: "{http.url}/flaky", max_attempts: 5}}
   slow: {{channel: alertmanager, url: "{http.url}/slow", timeout: 1s, max_attempts: 2}}"""
     http.fail["/flaky"] = 2  # 500, 500, then 200
-    http.delay["/slow"] = 5.0  # longer than the target's 1 s timeout
-    notifier, log, notes = await run_once(config_yaml(http.url, smtp, extra, ", dead, flaky, slow"), tmp_path,
-                                          Backoff(0.2, 1.0))
+    http.delay["/slow"] = 2.0  # longer than the target's 1 s timeout
+    notifier, log, notes = await run_once(
+        config_yaml(http.url, smtp, extra, ", dead, flaky, slow"), tmp_path, Backoff(0.2, 1.0)
+    )
     t0 = time.time()
     try:
         await notifier.submit(notes)
@@ -185,7 +204,7 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
     dead = [a for a in log.attempts("inc-douro-1") if a.target == "dead"]
     assert [a.status for a in dead] == ["retryable"] * 4
     assert "ConnectError" in (dead[0].error or "")
-    gaps = [b.started_at - a.started_at for a, b in zip(dead, dead[1:], strict=False)]
+    gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(dead)]
     # equal jitter: gap k is in [base·2^(k-1)/2, base·2^(k-1)] (+ the attempt's own time)
     for k, gap in enumerate(gaps, start=1):
         d = min(1.0, 0.2 * 2 ** (k - 1))
@@ -197,20 +216,24 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
 
 async def test_replay_of_the_same_notifications_sends_nothing_twice(servers, tmp_path):
     http, smtp = servers
-    notifier, log, notes = await run_once(config_yaml(http.url, smtp), tmp_path)
+    notifier, _log, notes = await run_once(config_yaml(http.url, smtp), tmp_path)
     try:
         assert len(await notifier.deliver(notes)) == 6
         assert await notifier.deliver(notes) == []  # the same batch replayed
         assert await notifier.deliver(notes + notes) == []
     finally:
         await notifier.aclose()
-    assert len(smtp.messages) == 2 and len(http.received("/jsonrpc/sms")) == 1 and len(http.received("/hook")) == 1
+    assert (
+        len(smtp.messages) == 2
+        and len(http.received("/jsonrpc/sms")) == 1
+        and len(http.received("/hook")) == 1
+    )
 
 
 async def test_rate_limit_paces_one_target_without_blocking_others(servers, tmp_path):
     http, smtp = servers
     extra = f'  paced: {{channel: alertmanager, url: "{http.url}/paced", rate: {{max: 2, per: 1s}}}}'
-    notifier, log, _ = await run_once(config_yaml(http.url, smtp, extra, ", paced"), tmp_path)
+    notifier, _log, _ = await run_once(config_yaml(http.url, smtp, extra, ", paced"), tmp_path)
     cfg = notifier.config
     engine = EscalationEngine(cfg)
     state, notes = EscalationState(), []

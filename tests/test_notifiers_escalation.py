@@ -56,10 +56,26 @@ def engine() -> EscalationEngine:
     return EscalationEngine(load_config_text(CONFIG, "escalation.yaml"))
 
 
-def ev(t: datetime, version: int, state: str = "unacknowledged", change: str = "opened", severity: str = "high",
-       active: bool = True, incident: str = "inc-1", **kw) -> dict:
-    return incident_event(incident=incident, version=version, at=format_time(t), change=change, state=state,
-                          active=active, severity=severity, **kw)
+def ev(
+    t: datetime,
+    version: int,
+    state: str = "unacknowledged",
+    change: str = "opened",
+    severity: str = "high",
+    active: bool = True,
+    incident: str = "inc-1",
+    **kw,
+) -> dict:
+    return incident_event(
+        incident=incident,
+        version=version,
+        at=format_time(t),
+        change=change,
+        state=state,
+        active=active,
+        severity=severity,
+        **kw,
+    )
 
 
 def names(notes: list[Notification]) -> list[tuple[str, int, int, str]]:
@@ -78,8 +94,12 @@ def test_unacknowledged_goes_to_step_two_repeats_stop_at_n_and_close_tells_every
     seen = []
     for minute in range(6, 120):
         seen += names(engine.step(s, TICK, T0 + timedelta(minutes=minute))[1])
-    assert seen == [("chefe-sms", 1, 1, "escalation"), ("sala-email", 1, 1, "escalation"),
-                    ("chefe-sms", 1, 2, "escalation"), ("sala-email", 1, 2, "escalation")]  # repeat: 2, then stop
+    assert seen == [
+        ("chefe-sms", 1, 1, "escalation"),
+        ("sala-email", 1, 1, "escalation"),
+        ("chefe-sms", 1, 2, "escalation"),
+        ("sala-email", 1, 2, "escalation"),
+    ]  # repeat: 2, then stop
     assert s.escalations["inc-1"].status == "exhausted" and s.next_wakeup() is None
     _, out = engine.step(s, ev(T0 + timedelta(hours=3), 2, state="closed", change="closed", active=False), T0)
     assert names(out) == [(t, -1, 0, "resolved") for t in ("pgu", "ana-sms", "chefe-sms", "sala-email")]
@@ -89,8 +109,11 @@ def test_acknowledgement_stops_the_escalation_and_a_new_episode_restarts_it(engi
     s = EscalationState()
     engine.step(s, ev(T0, 1), T0)
     engine.step(s, TICK, T0 + timedelta(minutes=5))  # step 2 sent
-    _, out = engine.step(s, ev(T0 + timedelta(minutes=7), 2, "acknowledged", "acknowledged",
-                               acknowledged_by="operador.sala"), T0 + timedelta(minutes=7))
+    _, out = engine.step(
+        s,
+        ev(T0 + timedelta(minutes=7), 2, "acknowledged", "acknowledged", acknowledged_by="operador.sala"),
+        T0 + timedelta(minutes=7),
+    )
     assert out == []
     for minute in range(8, 200, 7):
         assert engine.step(s, TICK, T0 + timedelta(minutes=minute))[1] == []
@@ -110,8 +133,12 @@ def test_replayed_events_and_late_ticks(engine):
     assert a
     # worker down for an hour: the step-2 first message and only the latest repeat are sent, once
     _, out = engine.step(s, TICK, T0 + timedelta(hours=1))
-    assert names(out) == [("chefe-sms", 1, 0, "escalation"), ("sala-email", 1, 0, "escalation"),
-                          ("chefe-sms", 1, 2, "escalation"), ("sala-email", 1, 2, "escalation")]
+    assert names(out) == [
+        ("chefe-sms", 1, 0, "escalation"),
+        ("sala-email", 1, 0, "escalation"),
+        ("chefe-sms", 1, 2, "escalation"),
+        ("sala-email", 1, 2, "escalation"),
+    ]
     assert [n.due for n in out][::2] == ["2026-03-02T10:05:00Z", "2026-03-02T10:25:00Z"]
 
 
@@ -119,7 +146,9 @@ def test_event_time_orders_an_ack_before_a_timer_that_the_clock_has_passed(engin
     s = EscalationState()
     engine.step(s, ev(T0, 1), T0)
     # the ack happened at 10:04 but reaches us at 10:06 (lag): step 2 (due 10:05) must not fire
-    _, out = engine.step(s, ev(T0 + timedelta(minutes=4), 2, "acknowledged", "acknowledged"), T0 + timedelta(minutes=6))
+    _, out = engine.step(
+        s, ev(T0 + timedelta(minutes=4), 2, "acknowledged", "acknowledged"), T0 + timedelta(minutes=6)
+    )
     assert out == []
     assert engine.step(s, TICK, T0 + timedelta(minutes=6))[1] == []
 
@@ -148,7 +177,11 @@ def test_routes_by_label_and_a_severity_rise_switches_policy(engine):
     assert {n.policy for n in out} == {"default"}
     t = T0 + timedelta(minutes=3)
     _, out = engine.step(s, ev(t, 3, severity="critical", change="severity-changed"), t)
-    assert names(out) == [("pgu", 0, 0, "escalation"), ("ana-sms", 0, 0, "escalation"), ("chefe-sms", 0, 0, "escalation")]
+    assert names(out) == [
+        ("pgu", 0, 0, "escalation"),
+        ("ana-sms", 0, 0, "escalation"),
+        ("chefe-sms", 0, 0, "escalation"),
+    ]
     assert {(n.policy, n.episode) for n in out} == {("hydro-critical", 1)}
     # critical without team=hydro stays on the default policy
     _, out = engine.step(EscalationState(), ev(T0, 1, severity="critical", labels={"team": "air"}), T0)
@@ -193,14 +226,21 @@ async def test_escalation_scenario_delivery_records(engine, tmp_path):
         clock["t"] += seconds
 
     sent: list[tuple[str, str]] = []
-    channels = {name: Recorder(name, sent, fail=1 if name == "chefe-sms" else 0) for name in engine.config.targets}
+    channels = {
+        name: Recorder(name, sent, fail=1 if name == "chefe-sms" else 0) for name in engine.config.targets
+    }
     log = SQLiteDeliveryLog(tmp_path / "d.sqlite")
     notifier = Notifier(engine.config, log, channels=channels, clock=lambda: clock["t"], sleep=fake_sleep)
     await notifier.start()
     s = EscalationState()
     timeline = [(T0, ev(T0, 1))] + [(T0 + timedelta(minutes=m), TICK) for m in range(1, 30)]
-    timeline.insert(17, (T0 + timedelta(minutes=16, seconds=30), ev(T0 + timedelta(minutes=16, seconds=30), 2,
-                                                                      "acknowledged", "acknowledged")))
+    timeline.insert(
+        17,
+        (
+            T0 + timedelta(minutes=16, seconds=30),
+            ev(T0 + timedelta(minutes=16, seconds=30), 2, "acknowledged", "acknowledged"),
+        ),
+    )
     for t, item in timeline:
         clock["t"] = max(clock["t"], t.timestamp())
         _, out = engine.step(s, item, t)
@@ -208,14 +248,20 @@ async def test_escalation_scenario_delivery_records(engine, tmp_path):
     await notifier.aclose()
     rows = [(d.target, d.step, d.repeat, d.status, d.attempts) for d in log.deliveries("inc-1")]
     assert rows == [
-        ("pgu", 0, 0, "delivered", 1), ("ana-sms", 0, 0, "delivered", 1),
-        ("chefe-sms", 1, 0, "delivered", 2), ("sala-email", 1, 0, "delivered", 1),  # chefe: 503, then OK
-        ("chefe-sms", 1, 1, "delivered", 1), ("sala-email", 1, 1, "delivered", 1),
+        ("pgu", 0, 0, "delivered", 1),
+        ("ana-sms", 0, 0, "delivered", 1),
+        ("chefe-sms", 1, 0, "delivered", 2),
+        ("sala-email", 1, 0, "delivered", 1),  # chefe: 503, then OK
+        ("chefe-sms", 1, 1, "delivered", 1),
+        ("sala-email", 1, 1, "delivered", 1),
         # acknowledged at 10:16:30: the 10:25 repeat is never sent
     ]
     assert len(sent) == 6 and len(set(sent)) == 6
-    first = [a for a in log.attempts("inc-1") if a.target == "chefe-sms" and a.attempt == 1 and
-             a.status == "retryable"]
+    first = [
+        a
+        for a in log.attempts("inc-1")
+        if a.target == "chefe-sms" and a.attempt == 1 and a.status == "retryable"
+    ]
     assert first and first[0].error == "HTTP 503"
 
 
@@ -290,7 +336,10 @@ def test_property_nothing_escalates_while_stopped(engine, script):
             before = dict(stopped)
             stopped[inc] = not (active and state == "unacknowledged")
             # timers that fell due before this event fired first, under the previous state
-            fired, out = [n for n in out if n.due < format_time(t)], [n for n in out if n.due >= format_time(t)]
+            fired, out = (
+                [n for n in out if n.due < format_time(t)],
+                [n for n in out if n.due >= format_time(t)],
+            )
             assert all(not before[n.incident] for n in fired if n.kind == "escalation")
         for n in out:
             if n.kind == "escalation":

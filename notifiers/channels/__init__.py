@@ -25,7 +25,9 @@ def expand_env(text: str, env: dict[str, str] | None = None) -> str:
     return _VAR.sub(sub, text)
 
 
-def build_channel(name: str, target: Target, ctx: ChannelContext, env: dict[str, str] | None = None) -> Channel:
+def build_channel(
+    name: str, target: Target, ctx: ChannelContext, env: dict[str, str] | None = None
+) -> Channel:
     from atalaia.notifiers.channels.apprise import AppriseChannel
     from atalaia.notifiers.channels.http import (
         AlertmanagerWebhookChannel,
@@ -37,8 +39,15 @@ def build_channel(name: str, target: Target, ctx: ChannelContext, env: dict[str,
     timeout = target.timeout.total_seconds()
     if target.channel in ("sms", "email"):
         sub = ChannelContext(target.lang or ctx.lang, ctx.tz, ctx.console_url, ctx.clock, ctx.http)
-        return AppriseChannel(name, sub, url, target.channel, throttle=target.throttle, timeout=timeout,
-                              max_segments=target.max_sms_segments)
+        return AppriseChannel(
+            name,
+            sub,
+            url,
+            target.channel,
+            throttle=target.throttle,
+            timeout=timeout,
+            max_segments=target.max_sms_segments,
+        )
     if target.channel == "ngsi-ld":
         return NgsiLdAlertChannel(name, ctx, url, target.tenant, timeout)
     if target.channel == "webhook":

@@ -45,8 +45,18 @@ class AppriseChannel(Channel):
 
     idempotent = False
 
-    def __init__(self, name: str, ctx: ChannelContext, url: str, kind: str, *, lang: str | None = None,
-                 throttle: float = 0.0, timeout: float = 10.0, max_segments: int = 3):
+    def __init__(
+        self,
+        name: str,
+        ctx: ChannelContext,
+        url: str,
+        kind: str,
+        *,
+        lang: str | None = None,
+        throttle: float = 0.0,
+        timeout: float = 10.0,
+        max_segments: int = 3,
+    ):
         import apprise
 
         super().__init__(name, ctx)
@@ -81,10 +91,13 @@ class AppriseChannel(Channel):
             title, body, detail = msg.subject, msg.body, None
         loop = asyncio.get_running_loop()
         try:
-            ok, msgs = await asyncio.wait_for(loop.run_in_executor(_POOL, self._send_sync, title, body),
-                                              self.timeout * 2)
+            ok, msgs = await asyncio.wait_for(
+                loop.run_in_executor(_POOL, self._send_sync, title, body), self.timeout * 2
+            )
         except TimeoutError:
             return DeliveryResult("retryable", error=f"apprise send did not finish in {self.timeout * 2:g}s")
         if ok:
             return DeliveryResult("delivered", detail=detail)
-        return DeliveryResult("retryable", error="; ".join(msgs)[-300:] or "apprise reported a failure", detail=detail)
+        return DeliveryResult(
+            "retryable", error="; ".join(msgs)[-300:] or "apprise reported a failure", detail=detail
+        )

@@ -51,12 +51,16 @@ def http_result(status: int, text: str = "") -> DeliveryResult:
     if 200 <= status < 300:
         return DeliveryResult("delivered", detail=f"HTTP {status}")
     retry = status >= 500 or status in (408, 425, 429)
-    return DeliveryResult("retryable" if retry else "permanent", error=f"HTTP {status}: {text[:200]}".strip(),
-                          detail=f"HTTP {status}")
+    return DeliveryResult(
+        "retryable" if retry else "permanent",
+        error=f"HTTP {status}: {text[:200]}".strip(),
+        detail=f"HTTP {status}",
+    )
 
 
-async def post(ctx: ChannelContext, url: str, *, content: bytes, headers: dict[str, str],
-               timeout: float) -> DeliveryResult:
+async def post(
+    ctx: ChannelContext, url: str, *, content: bytes, headers: dict[str, str], timeout: float
+) -> DeliveryResult:
     """POST with errors mapped to results: connection refused, timeouts and 5xx are retryable."""
     if ctx.http is None:
         raise RuntimeError("channel context has no HTTP client")

@@ -14,7 +14,9 @@ from atalaia.notifiers.render import render
 from atalaia.notifiers.signing import DELIVERY_HEADER, sign_headers
 
 NGSI_LD_CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
-SDM_ALERT_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel.Alert/master/context.jsonld"
+SDM_ALERT_CONTEXT = (
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.Alert/master/context.jsonld"
+)
 SDM_CATEGORIES = ("traffic", "naturalDisaster", "weather", "environment", "health", "security", "agriculture")
 
 
@@ -38,10 +40,19 @@ def alert_entity(s: IncidentSnapshot, source: str) -> dict[str, Any]:
         "alertSource": {"type": "Property", "value": source},
         "dateIssued": _dt(s.opened_at or s.at),
         "validFrom": _dt(s.opened_at or s.at),
-        "data": {"type": "Property", "value": {
-            "incident": s.incident, "version": s.version, "state": s.state, "active": s.active,
-            "change": s.change, "acknowledgedBy": s.acknowledged_by, "alarms": len(s.alarms),
-            "labels": s.labels}},
+        "data": {
+            "type": "Property",
+            "value": {
+                "incident": s.incident,
+                "version": s.version,
+                "state": s.state,
+                "active": s.active,
+                "change": s.change,
+                "acknowledgedBy": s.acknowledged_by,
+                "alarms": len(s.alarms),
+                "labels": s.labels,
+            },
+        },
         "@context": [NGSI_LD_CORE, SDM_ALERT_CONTEXT],
     }
     if "subCategory" in s.labels:
@@ -60,7 +71,9 @@ class NgsiLdAlertChannel(Channel):
     kind = "ngsi-ld"
     idempotent = True
 
-    def __init__(self, name: str, ctx: ChannelContext, url: str, tenant: str | None = None, timeout: float = 10.0):
+    def __init__(
+        self, name: str, ctx: ChannelContext, url: str, tenant: str | None = None, timeout: float = 10.0
+    ):
         super().__init__(name, ctx)
         self.url = url.rstrip("/") + "/ngsi-ld/v1/entityOperations/upsert"
         self.tenant, self.timeout = tenant, timeout
@@ -73,17 +86,29 @@ class NgsiLdAlertChannel(Channel):
             headers["NGSILD-Tenant"] = self.tenant
         res = await post(self.ctx, self.url, content=body, headers=headers, timeout=self.timeout)
         if res.ok and res.detail == "HTTP 207":  # batch operation with per-entity errors
-            return DeliveryResult("permanent", error="NGSI-LD upsert reported errors (207)", detail=res.detail)
+            return DeliveryResult(
+                "permanent", error="NGSI-LD upsert reported errors (207)", detail=res.detail
+            )
         return res
 
 
 def webhook_body(n: Notification, ctx: ChannelContext) -> bytes:
     msg = render(n, ctx.lang, ctx.tz, ctx.console_url)
-    return orjson.dumps({
-        "id": n.id, "kind": n.kind, "incident": n.incident, "policy": n.policy, "episode": n.episode,
-        "step": n.step, "repeat": n.repeat, "target": n.target, "due": n.due,
-        "snapshot": n.snapshot, "message": {"lang": ctx.lang, "subject": msg.subject, "text": msg.short},
-    })
+    return orjson.dumps(
+        {
+            "id": n.id,
+            "kind": n.kind,
+            "incident": n.incident,
+            "policy": n.policy,
+            "episode": n.episode,
+            "step": n.step,
+            "repeat": n.repeat,
+            "target": n.target,
+            "due": n.due,
+            "snapshot": n.snapshot,
+            "message": {"lang": ctx.lang, "subject": msg.subject, "text": msg.short},
+        }
+    )
 
 
 class SignedWebhookChannel(Channel):
@@ -99,8 +124,11 @@ class SignedWebhookChannel(Channel):
 
     async def send(self, n: Notification) -> DeliveryResult:
         body = webhook_body(n, self.ctx)
-        headers = {"Content-Type": "application/json", DELIVERY_HEADER: n.id,
-                   **sign_headers(self.secret, body, int(self.ctx.clock()))}
+        headers = {
+            "Content-Type": "application/json",
+            DELIVERY_HEADER: n.id,
+            **sign_headers(self.secret, body, int(self.ctx.clock())),
+        }
         return await post(self.ctx, self.url, content=body, headers=headers, timeout=self.timeout)
 
 
@@ -114,29 +142,53 @@ def alertmanager_payload(n: Notification, receiver: str, external_url: str) -> d
     status = "resolved" if resolved else "firing"
     link = f"{external_url.rstrip('/')}/incidents/{s.incident}" if external_url else ""
     common = {**s.labels, "incident": s.incident, "severity": s.severity}
-    alarms = s.alarms or [{"rule": "incident", "key": s.incident, "entity": None, "severity": s.severity,
-                           "first_seen": s.opened_at or s.at, "last_seen": s.at, "state": s.state}]
+    alarms = s.alarms or [
+        {
+            "rule": "incident",
+            "key": s.incident,
+            "entity": None,
+            "severity": s.severity,
+            "first_seen": s.opened_at or s.at,
+            "last_seen": s.at,
+            "state": s.state,
+        }
+    ]
     alerts = []
     for a in alarms:
-        labels = {**common, "alertname": str(a.get("rule", "incident")), "severity": str(a.get("severity") or s.severity)}
+        labels = {
+            **common,
+            "alertname": str(a.get("rule", "incident")),
+            "severity": str(a.get("severity") or s.severity),
+        }
         if a.get("entity") or a.get("key"):
             labels["entity"] = str(a.get("entity") or a.get("key"))
         a_resolved = resolved or a.get("state") in ("resolved", "inactive")
         fp = hashlib.blake2b(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
-        alerts.append({
-            "status": "resolved" if a_resolved else "firing",
-            "labels": labels,
-            "annotations": {"summary": s.title, **({"value": str(a["value"])} if a.get("value") is not None else {})},
-            "startsAt": a.get("first_seen") or s.opened_at or s.at,
-            "endsAt": (a.get("last_seen") or s.at) if a_resolved else ZERO_TIME,
-            "generatorURL": link,
-            "fingerprint": fp,
-        })
+        alerts.append(
+            {
+                "status": "resolved" if a_resolved else "firing",
+                "labels": labels,
+                "annotations": {
+                    "summary": s.title,
+                    **({"value": str(a["value"])} if a.get("value") is not None else {}),
+                },
+                "startsAt": a.get("first_seen") or s.opened_at or s.at,
+                "endsAt": (a.get("last_seen") or s.at) if a_resolved else ZERO_TIME,
+                "generatorURL": link,
+                "fingerprint": fp,
+            }
+        )
     return {
-        "version": "4", "groupKey": f'{{}}:{{incident="{s.incident}"}}', "truncatedAlerts": 0,
-        "status": status, "receiver": receiver, "groupLabels": {"incident": s.incident},
-        "commonLabels": common, "commonAnnotations": {"summary": s.title},
-        "externalURL": external_url, "alerts": alerts,
+        "version": "4",
+        "groupKey": f'{{}}:{{incident="{s.incident}"}}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": receiver,
+        "groupLabels": {"incident": s.incident},
+        "commonLabels": common,
+        "commonAnnotations": {"summary": s.title},
+        "externalURL": external_url,
+        "alerts": alerts,
     }
 
 
@@ -152,5 +204,10 @@ class AlertmanagerWebhookChannel(Channel):
 
     async def send(self, n: Notification) -> DeliveryResult:
         body = orjson.dumps(alertmanager_payload(n, self.name, self.ctx.console_url or ""))
-        return await post(self.ctx, self.url, content=body, headers={"Content-Type": "application/json"},
-                          timeout=self.timeout)
+        return await post(
+            self.ctx,
+            self.url,
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=self.timeout,
+        )
