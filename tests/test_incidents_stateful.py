@@ -1,0 +1,181 @@
+"""Hypothesis stateful test: random alarm / command / tick / redelivery / restart sequences never break
+the invariants, and a manager restored from a snapshot at any point behaves exactly like one that
+never stopped."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from atalaia.incidents.config import IncidentConfig
+from atalaia.incidents.events import CommandReply, IncidentEvent
+from atalaia.incidents.manager import IncidentManager
+from atalaia.incidents.testing import at_s, transition
+from atalaia.rules.alarm import severity_rank
+
+SEVERITIES = ["low", "medium", "high", "critical"]
+ALARMS = [  # (rule, key, labels)
+    ("river-level-high", "porto-01", {"parish": "Ribeira", "station": "st-1"}),
+    ("rain-intense", "rain-01", {"parish": "Ribeira", "station": "st-1"}),
+    ("air-no2", "air-01", {"parish": "Campanha", "station": "st-2"}),
+    ("river-level-high", "porto-02", {"parish": "Campanha", "station": "st-2"}),
+    ("station-power-failure", "st-1", {"parish": "Ribeira", "station": "st-1"}),
+    ("station-power-failure", "st-2", {"parish": "Foz", "station": "st-2"}),
+]
+ACTIONS = [
+    "acknowledge",
+    "shelve",
+    "unshelve",
+    "comment",
+    "assign",
+    "close",
+    "suppress",
+    "unsuppress",
+    "out-of-service",
+    "return-to-service",
+]
+ROLES = ["operator", "supervisor", "engineer", "viewer"]
+CONFIG = IncidentConfig.model_validate(
+    {
+        "correlation": {"window": "5m"},
+        "closing": {"after": "2m"},
+        "chattering": {"auto_shelve": True, "shelve_for": "3m"},
+        "flood": {"threshold": 3, "window": "5m"},
+        "inhibit": [
+            {
+                "source_matchers": ['rule="station-power-failure"'],
+                "target_matchers": ['rule!="station-power-failure"'],
+                "equal": ["station"],
+            }
+        ],
+        "maintenance": [{"name": "m", "matchers": ['rule="air-no2"'], "start": at_s(600), "end": at_s(1500)}],
+    }
+)
+
+
+class IncidentMachine(RuleBasedStateMachine):
+    @initialize()
+    def start(self) -> None:
+        self.mgr = IncidentManager(CONFIG)
+        self.state = self.mgr.initial_state()  # restored from snapshots along the way
+        self.shadow = self.mgr.initial_state()  # never interrupted
+        self.now = 0.0
+        self.sent: list[dict] = []
+        self.events: list[IncidentEvent] = []
+        self.versions: dict[str, int] = {}
+        self.closed: set[str] = set()
+        self.commands = 0
+        self.replies = 0
+
+    def feed(self, event) -> None:
+        now = at_s(self.now)
+        self.state, out = self.mgr.step(self.state, event, now)
+        self.shadow, shadow_out = self.mgr.step(self.shadow, event, now)
+        assert [o.to_dict() for o in out] == [o.to_dict() for o in shadow_out]
+        for o in out:
+            if isinstance(o, CommandReply):
+                self.replies += 1
+                continue
+            assert o.version == self.versions.get(o.incident, 0) + 1, "versions go up by one per change"
+            assert o.incident not in self.closed, "a closed incident never changes again"
+            self.versions[o.incident] = o.version
+            assert not (o.state == "closed" and o.active), "closed and active"
+            if o.state == "closed":
+                self.closed.add(o.incident)
+            assert o.actor and o.reason and o.at
+            self.events.append(o)
+
+    @rule(
+        dt=st.integers(0, 90),
+        which=st.integers(0, len(ALARMS) - 1),
+        firing=st.booleans(),
+        severity=st.sampled_from(SEVERITIES),
+    )
+    def alarm(self, dt: int, which: int, firing: bool, severity: str) -> None:
+        self.now += dt
+        rule_, key, labels = ALARMS[which]
+        tr = transition(rule_, key, "firing" if firing else "resolved", self.now, severity=severity, **labels)
+        self.sent.append(tr)
+        self.feed(tr)
+
+    @precondition(lambda self: self.sent)
+    @rule(back=st.integers(1, 5))
+    def redeliver(self, back: int) -> None:
+        before = len(self.events)
+        self.feed(self.sent[-min(back, len(self.sent))])
+        assert len(self.events) == before, "a redelivered transition changes nothing"
+
+    @rule(
+        action=st.sampled_from(["acknowledge"] * 4 + ACTIONS),
+        allowed=st.integers(0, 9),
+        pick=st.integers(0, 19),
+        minutes=st.integers(1, 20),
+        reason=st.sampled_from(["checked on site", "checked on site", ""]),
+    )
+    def command(self, action: str, allowed: int, pick: int, minutes: int, reason: str) -> None:
+        roles = CONFIG.permissions[action]
+        role = roles[allowed % len(roles)] if allowed else "viewer"  # mostly a role that may
+        open_ = sorted(self.state.incidents)
+        closed = sorted(self.closed)
+        if pick < 17 and open_:
+            incident = open_[pick % len(open_)]
+        elif pick < 19 and closed:
+            incident = closed[pick % len(closed)]
+        else:
+            incident = "unknown"
+        self.commands += 1
+        self.feed(
+            {
+                "id": f"c{self.commands}",
+                "incident": incident,
+                "action": action,
+                "actor": "ana",
+                "role": role,
+                "reason": reason,
+                "duration": minutes * 60,
+            }
+        )
+
+    @rule(dt=st.integers(1, 900))
+    def tick(self, dt: int) -> None:
+        self.now += dt
+        self.feed(None)
+
+    @rule()
+    def restart(self) -> None:
+        self.state = self.mgr.restore(self.mgr.snapshot(self.state))
+
+    @invariant()
+    def every_command_has_one_reply(self) -> None:
+        if hasattr(self, "mgr"):
+            assert self.replies == self.commands
+
+    @invariant()
+    def open_incidents_are_consistent(self) -> None:
+        if not hasattr(self, "mgr"):
+            return
+        assert self.mgr.snapshot(self.state) == self.mgr.snapshot(self.shadow), "restored state diverged"
+        for inc in self.state.incidents.values():
+            assert inc.closed_at is None
+            assert [a.version for a in inc.audit] == list(range(1, inc.version + 1)), "audit trail complete"
+            assert all(a.actor and a.reason for a in inc.audit)
+            annunciated = [
+                severity_rank(a.severity) for a in inc.alarms.values() if a.firing and a.suppressed is None
+            ]
+            firing = [severity_rank(a.severity) for a in inc.alarms.values() if a.firing]
+            if annunciated:
+                assert severity_rank(inc.severity) == max(annunciated), "severity = max of active alarms"
+            elif firing:
+                assert severity_rank(inc.severity) == max(firing)
+            for ak in inc.alarms:
+                assert self.state.alarm_home[ak] == inc.id
+            if inc.state in ("unacknowledged", "acknowledged"):
+                assert inc.annunciated_active
+        assert len(self.state.alarm_home) == sum(len(i.alarms) for i in self.state.incidents.values())
+
+
+IncidentMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestIncidentMachine = IncidentMachine.TestCase
