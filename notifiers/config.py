@@ -46,6 +46,16 @@ def parse_duration(v: Any) -> timedelta:
     return timedelta(days=d, hours=h, minutes=mi, seconds=s)
 
 
+def format_duration(td: timedelta) -> str:
+    """timedelta → the YAML form (``1h30m``)."""
+    s, out = int(td.total_seconds()), ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            out += f"{s // size}{unit}"
+            s %= size
+    return out or "0s"
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
@@ -74,7 +84,9 @@ class Target(_Model):
     def _check(self) -> Target:
         if self.channel == "webhook" and not self.secret:
             raise ValueError("a webhook target needs a secret (HMAC-SHA256 signing key)")
-        if self.channel in ("ngsi-ld", "webhook", "alertmanager") and not re.match(r"^https?://", self.url):
+        if self.channel in ("ngsi-ld", "webhook", "alertmanager") and not re.match(
+            r"^(https?://|\$\{)", self.url
+        ):
             raise ValueError(f"{self.channel} target url must start with http:// or https://")
         return self
 

@@ -36,6 +36,10 @@ def build_channel(
     )
 
     url = expand_env(target.url, env)
+    if target.channel in ("ngsi-ld", "webhook", "alertmanager") and not url.startswith(
+        ("http://", "https://")
+    ):
+        raise ValueError(f"{target.channel} url must start with http:// or https:// (got {url!r})")
     timeout = target.timeout.total_seconds()
     if target.channel in ("sms", "email"):
         sub = ChannelContext(target.lang or ctx.lang, ctx.tz, ctx.console_url, ctx.clock, ctx.http)

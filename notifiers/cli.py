@@ -1,0 +1,246 @@
+"""``atalaia notify``: check escalation policies, simulate them, read the delivery log, send a
+test message to one target."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import orjson
+
+from atalaia.notifiers.config import (
+    ConfigError,
+    EscalationConfig,
+    format_duration,
+    load_config,
+    parse_duration,
+)
+
+
+def _default_db() -> Path:
+    from atalaia.streams.settings import get_settings
+
+    return get_settings().data_dir / "deliveries.sqlite"
+
+
+def _load(path: str) -> EscalationConfig:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(p, err=True)
+        sys.exit(1)
+
+
+@click.group()
+def notify() -> None:
+    """Escalation policies, notifications and the delivery log."""
+
+
+@notify.command()
+@click.argument("policy", type=click.Path(dir_okay=False))
+def check(policy: str) -> None:
+    """Validate an escalation file (errors as file:line:col: message) and every target URL."""
+    import os
+    import re
+
+    from atalaia.notifiers.channels import ChannelContext, build_channel
+
+    cfg = _load(policy)
+    problems, warnings = [], []
+    env = dict(os.environ)
+    for name, target in cfg.targets.items():
+        missing = sorted(
+            {m for f in (target.url, target.secret or "") for m in re.findall(r"\$\{(\w+)\}", f)} - set(env)
+        )
+        if missing:
+            warnings.append(
+                f"{policy}: target {name!r}: environment variable(s) {', '.join(missing)} not set"
+            )
+            for m in missing:
+                env[m] = "http://placeholder" if target.url.startswith("${" + m) else "placeholder"
+        try:
+            build_channel(name, target, ChannelContext(), env)
+        except (ValueError, KeyError) as e:
+            problems.append(f"{policy}: target {name!r}: {e}")
+    unused = (
+        set(cfg.targets)
+        - {t.target for p in cfg.policies.values() for s in p.steps for t in s.targets}
+        - {m for s in cfg.schedules.values() for m in getattr(s, "members", [])}
+    )
+    for name in sorted(unused):
+        warnings.append(f"{policy}: target {name!r} is not used by any policy")
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    for p in problems:
+        click.echo(p, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(
+        f"{policy}: ok: {len(cfg.targets)} targets, {len(cfg.schedules)} schedules, "
+        f"{len(cfg.routes)} routes, {len(cfg.policies)} policies"
+    )
+    for i, r in enumerate(cfg.routes):
+        pol = cfg.policies[r.policy]
+        steps = " → ".join(
+            f"[{', '.join(t.target for t in s.targets)}] wait {format_duration(s.wait)}"
+            + (f" ×{s.repeat + 1}" if s.repeat else "")
+            for s in pol.steps
+        )
+        click.echo(
+            f"  route {i}: {r.match.model_dump(exclude_none=True, exclude_defaults=True) or 'any'} "
+            f"→ {r.policy}: {steps}"
+        )
+
+
+@notify.command()
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.argument("events", type=click.File("rb"))
+@click.option("--tick", default="1m", show_default=True, help="timer resolution between events")
+@click.option(
+    "--until", "until", default="6h", show_default=True, help="keep ticking this long after the last event"
+)
+def simulate(policy: str, events, tick: str, until: str) -> None:
+    """Run incident events (JSON lines, atalaia.incidents shape) through the policies on their own
+    event time and print the notifications that would be sent, as JSON lines. Sends nothing."""
+    from atalaia.notifiers.engine import TICK, EscalationEngine, EscalationState
+    from atalaia.notifiers.model import parse_time
+
+    engine, state = EscalationEngine(_load(policy)), EscalationState()
+    step, horizon = parse_duration(tick), parse_duration(until)
+    last: datetime | None = None
+
+    def emit(notes) -> None:
+        for n in notes:
+            click.echo(
+                orjson.dumps(
+                    {
+                        "due": n.due,
+                        "incident": n.incident,
+                        "policy": n.policy,
+                        "episode": n.episode,
+                        "step": n.step,
+                        "repeat": n.repeat,
+                        "target": n.target,
+                        "kind": n.kind,
+                        "id": n.id,
+                    }
+                )
+            )
+
+    for lineno, raw in enumerate(events, 1):
+        if not raw.strip():
+            continue
+        try:
+            ev = orjson.loads(raw)
+            at = parse_time(ev["at"])
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as e:
+            click.echo(f"{events.name}:{lineno}: not an incident event: {e}", err=True)
+            sys.exit(1)
+        if last is not None:
+            t = last + step
+            while t < at:
+                emit(engine.step(state, TICK, t)[1])
+                t += step
+        emit(engine.step(state, ev, at)[1])
+        last = at
+    if last is not None:
+        t, end = last + step, last + horizon
+        while t <= end:
+            emit(engine.step(state, TICK, t)[1])
+            t += step
+
+
+@notify.command("log")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="delivery log (default: <data_dir>/deliveries.sqlite)",
+)
+@click.option("--incident", default=None, help="only this incident")
+@click.option("--attempts", is_flag=True, help="every attempt, not one line per notification")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines")
+@click.option("--limit", default=200, show_default=True)
+def log_cmd(db: str | None, incident: str | None, attempts: bool, as_json: bool, limit: int) -> None:
+    """Show the delivery log: per notification (status, attempts, last error) or per attempt."""
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+
+    path = Path(db) if db else _default_db()
+    if not path.exists():
+        click.echo(f"{path}: no delivery log yet", err=True)
+        sys.exit(1)
+    log = SQLiteDeliveryLog(path)
+    rows = log.attempts(incident, limit) if attempts else log.deliveries(incident, limit)
+    for r in rows:
+        d = {k: getattr(r, k) for k in r.__dataclass_fields__}
+        if as_json:
+            click.echo(orjson.dumps(d))
+            continue
+        when = datetime.fromtimestamp(d.get("started_at") or d.get("updated_at"), UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        if attempts:
+            lat = f"{d['latency_ms']:.0f}ms" if d["latency_ms"] is not None else "-"
+            click.echo(
+                f"{when}  {d['incident']}  {d['target']:<16} {d['channel']:<12} #{d['attempt']} "
+                f"{d['status']:<10} {lat:>7}  {d['error'] or d['detail'] or ''}"
+            )
+        else:
+            where = "resolved" if d["kind"] == "resolved" else f"step {d['step'] + 1}.{d['repeat']}"
+            click.echo(
+                f"{when}  {d['incident']}  {where:<9} {d['target']:<16} {d['channel']:<12} "
+                f"{d['status']:<9} attempts={d['attempts']}  {d['last_error'] or ''}"
+            )
+    log.close()
+
+
+@notify.command("test")
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.argument("target")
+@click.option("--db", type=click.Path(dir_okay=False), default=None)
+def test_target(policy: str, target: str, db: str | None) -> None:
+    """Send a test message to one target (recorded in the delivery log as incident ``test-<time>``)."""
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.model import IncidentSnapshot, Notification, format_time
+    from atalaia.notifiers.service import Notifier
+
+    cfg = _load(policy)
+    if target not in cfg.targets:
+        click.echo(f"no target {target!r} in {policy} (known: {', '.join(sorted(cfg.targets))})", err=True)
+        sys.exit(1)
+    now = datetime.now(UTC).replace(microsecond=0)
+    inc = f"test-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    snap = IncidentSnapshot(
+        inc,
+        1,
+        format_time(now),
+        "opened",
+        "unacknowledged",
+        True,
+        "informational",
+        "Mensagem de teste / test message",
+    )
+    n = Notification(inc, "test", 0, 0, 0, target, "escalation", format_time(now), snap)
+
+    async def go() -> None:
+        notifier = Notifier(
+            cfg.model_copy(update={"targets": {target: cfg.targets[target]}}),
+            SQLiteDeliveryLog(Path(db) if db else _default_db()),
+        )
+        await notifier.start()
+        try:
+            await notifier.deliver([n])
+        finally:
+            await notifier.aclose()
+        for a in notifier.log.attempts(inc):
+            click.echo(
+                f"attempt {a.attempt}: {a.status} {a.error or a.detail or ''} ({(a.latency_ms or 0):.0f} ms)"
+            )
+        if notifier.log.deliveries(inc)[0].status != "delivered":
+            sys.exit(1)
+
+    asyncio.run(go())
