@@ -59,18 +59,30 @@ class IncidentManager:
         return self.step_batch(state, [] if event is None else [event], now)
 
     def step_batch(
-        self, state: ManagerState, events: Iterable[Any], now: datetime | int | float | str
+        self,
+        state: ManagerState,
+        events: Iterable[Any],
+        now: datetime | int | float | str,
+        errors: list[tuple[int, str]] | None = None,
     ) -> tuple[ManagerState, list[Output]]:
-        """Apply many inputs at one ``now`` (what a batching agent calls); outputs in input order."""
+        """Apply many inputs at one ``now`` (what a batching agent calls); outputs in input order.
+
+        A malformed input raises ``ValueError`` (the inputs before it are applied) unless ``errors``
+        is given: then it is skipped and ``(index, message)`` appended there."""
         out: list[Output] = []
         now_us = self._advance(state, _now(now), out)
-        for ev in events:
-            if isinstance(ev, Command):
-                operator.apply(self, state, ev, now_us, out)
-            elif isinstance(ev, dict) and "action" in ev:
-                operator.apply(self, state, Command.model_validate(ev), now_us, out)
-            else:
-                self._on_alarm(state, ev if isinstance(ev, dict) else ev.to_dict(), out)
+        for i, ev in enumerate(events):
+            try:
+                if isinstance(ev, Command):
+                    operator.apply(self, state, ev, now_us, out)
+                elif isinstance(ev, dict) and "action" in ev:
+                    operator.apply(self, state, Command.model_validate(ev), now_us, out)
+                else:
+                    self._on_alarm(state, ev if isinstance(ev, dict) else ev.to_dict(), out)
+            except ValueError as e:  # pydantic's ValidationError is a ValueError
+                if errors is None:
+                    raise
+                errors.append((i, str(e)))
         return state, out
 
     def tick(
@@ -130,6 +142,16 @@ class IncidentManager:
             raise ValueError(f"not an alarm transition ({e}): {tr!r}") from None
         if state not in ("pending", "firing", "resolved", "inactive"):
             raise ValueError(f"alarm transition state {state!r} is not pending|firing|resolved|inactive")
+        labels, loc = tr.get("labels") or {}, tr.get("location")
+        if not isinstance(labels, dict):
+            raise ValueError(f"alarm transition labels must be an object, not {labels!r}")
+        if loc is not None and not (
+            isinstance(loc, list | tuple) and len(loc) == 2 and all(isinstance(x, int | float) for x in loc)
+        ):
+            raise ValueError(f"alarm transition location must be [lon, lat], not {loc!r}")
+        value = tr.get("value")
+        if value is not None and not isinstance(value, int | float):
+            raise ValueError(f"alarm transition value must be a number, not {value!r}")
         ak = alarm_key(rule, key)
         tid = tr.get("id") or transition_id(rule, key, state, tr["at"], severity)
         clock = st.alarm_clock.get(ak)
@@ -143,7 +165,6 @@ class IncidentManager:
         st.stats["transitions"] += 1
         changes = Changes()
         actor = f"alarm:{rule}"
-        value = tr.get("value")
         reason = f"{rule} {key} {state} {severity}" + (f" value={value}" if value is not None else "")
         home = st.alarm_home.get(ak)
         if home is None:
