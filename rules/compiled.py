@@ -247,8 +247,6 @@ class ThresholdRule(CompiledRule):
             value = v
         st.t = t
         st.value = value
-        if st.state != INACTIVE:
-            st.obs = obs
         self.evaluate(st, key, t, t_text, value, obs, out)
         return True
 
@@ -337,7 +335,7 @@ class ThresholdRule(CompiledRule):
             self.levels[st.sev].severity,
             st.value,
             st.since,
-            st.obs,
+            _obs_context(st.obs),
         )
         tr.annotations["reason"] = reason
         out.append(tr)
@@ -427,7 +425,8 @@ class StuckRule(CompiledRule):
     def end(self, key: str, at: float, reason: str, out: list[AlarmTransition]) -> None:
         st = self.states.get(key)
         if st is not None and st.firing:
-            tr = self.transition(at, None, key, "resolved", self.severity, st.value, st.same_since, st.obs)
+            tr = self.transition(at, None, key, "resolved", self.severity, st.value, st.same_since,
+                                 _obs_context(st.obs))
             tr.annotations["reason"] = reason
             out.append(tr)
 
@@ -514,7 +513,7 @@ class AbsentRule(CompiledRule):
         deadline = st.last_seen + self.absent_for
         if deadline <= now:
             st.firing, st.fired_at = True, now
-            tr = self.transition(now, None, key, "firing", self.severity, None, now, st.obs)
+            tr = self.transition(now, None, key, "firing", self.severity, None, now, _obs_context(st.obs))
             out.append(tr)
         else:
             heapq.heappush(deadlines, (deadline, self.id, key))
@@ -522,7 +521,7 @@ class AbsentRule(CompiledRule):
     def end(self, key: str, at: float, reason: str, out: list[AlarmTransition]) -> None:
         st = self.states.get(key)
         if st is not None and st.firing:
-            tr = self.transition(at, None, key, "resolved", self.severity, None, st.fired_at, st.obs)
+            tr = self.transition(at, None, key, "resolved", self.severity, None, st.fired_at, _obs_context(st.obs))
             tr.annotations["reason"] = reason
             out.append(tr)
 
