@@ -27,8 +27,10 @@ from atalaia.detectors.base import Detector
 from atalaia.detectors.calibrated import Calibrated
 from atalaia.detectors.ensemble import Ensemble
 from atalaia.detectors.gaussian import GaussianTail
+from atalaia.detectors.novelty import RecordNovelty
 from atalaia.detectors.predictive import ForecastResidual
 from atalaia.detectors.seasonal import SeasonalProfile
+from atalaia.detectors.suppression import Refractory
 from atalaia.detectors.trees import HSTDetector
 
 MODELS: dict[str, type[Detector]] = {
@@ -36,6 +38,7 @@ MODELS: dict[str, type[Detector]] = {
     "hst": HSTDetector,
     "forecast": ForecastResidual,
     "seasonal": SeasonalProfile,
+    "novelty": RecordNovelty,
 }
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "config" / "detectors.yaml"
 
@@ -63,6 +66,12 @@ class Calibration(_Strict):
     alert: float = Field(0.5, ge=0, le=1)
     range_tolerance: float | None = Field(None, ge=0)
     range_warmup: int = Field(0, ge=0)
+
+
+class Suppression(_Strict):
+    alert: float = Field(0.6, ge=0, le=1)
+    hold: int = Field(100, ge=0)
+    cap: float = Field(0.0, ge=0, le=1)
 
 
 class ModelSpec(_Strict):
@@ -93,11 +102,14 @@ class DetectorSpec(ModelSpec):
     select: Select = Select()
     warmup: int = Field(0, ge=0)
     calibration: Calibration | None = None
+    suppress: Suppression | None = None
 
     def build(self) -> Detector:
         det = super().build()
         if self.calibration is not None:
             det = Calibrated(det, **self.calibration.model_dump())
+        if self.suppress is not None:
+            det = Refractory(det, **self.suppress.model_dump())
         return det
 
 

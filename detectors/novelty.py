@@ -1,0 +1,156 @@
+"""Record novelty: is some feature of the stream beyond anything seen so far?
+
+Numenta's NAB detector fires when the value leaves the range seen so far ("spatial
+anomaly"); this generalises it to several engineered features (value, change, level shift
+against a slow mean, local volatility, deviation from the time-of-day profile). Records
+get rarer as a stream ages, so the detector's false alarms thin out on their own; the
+extremes slowly relax towards each feature's mean (``relax``), so that a pattern not seen
+for a long time becomes news again.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from atalaia.detectors.base import Detector, clean, scale_floor
+
+FEATURES = ("value", "diff", "shift", "volatility", "seasonal")
+
+
+class _Extremes:
+    __slots__ = ("hi", "lo", "mean", "n")
+
+    def __init__(self) -> None:
+        self.hi = self.lo = self.mean = 0.0
+        self.n = 0
+
+    def exceedance(self, f: float) -> float:
+        """How far ``f`` lies beyond the seen range, in units of its width (< 0 inside)."""
+        span = max(self.hi - self.lo, scale_floor(self.mean))
+        return max(f - self.hi, self.lo - f) / span
+
+    def learn(self, f: float, relax: float, fading: float) -> None:
+        if self.n == 0:
+            self.hi = self.lo = self.mean = f
+        else:
+            self.mean += fading * (f - self.mean)
+            self.hi += relax * (self.mean - self.hi)
+            self.lo += relax * (self.mean - self.lo)
+            self.hi = max(self.hi, f)
+            self.lo = min(self.lo, f)
+        self.n += 1
+
+
+class RecordNovelty(Detector):
+    """Score = max over features of a logistic of the feature's exceedance of its seen range
+    (0.5 exactly at the edge of the range, → 1 beyond it by a few ``tolerance``).
+
+    >>> from datetime import datetime, timedelta
+    >>> t0 = datetime(2026, 1, 1)
+    >>> det = RecordNovelty(warmup=50)
+    >>> for i in range(500):
+    ...     _ = det.score_learn(10.0 + (i % 10) * 0.2, t0 + timedelta(minutes=5 * i))
+    >>> det.score_one(10.8, t0 + timedelta(minutes=2500)) < 0.2 < 0.9 < det.score_one(13.0, t0)
+    True
+    """
+
+    def __init__(
+        self,
+        features: tuple[str, ...] | list[str] = FEATURES,
+        tolerance: float = 0.05,
+        relax: float = 0.0,
+        fast: float = 0.3,
+        slow: float = 0.01,
+        bin_minutes: int = 60,
+        warmup: int = 150,
+        max_gap: float = 10.0,
+    ) -> None:
+        unknown = set(features) - set(FEATURES)
+        if unknown or not features:
+            raise ValueError(f"features must be among {FEATURES}, not {sorted(unknown) or '[]'}")
+        if 1440 % bin_minutes:
+            raise ValueError("bin_minutes must divide a day")
+        self.features = tuple(features)
+        self.tolerance = tolerance
+        self.relax = relax
+        self.fast = fast
+        self.slow = slow
+        self.bin_minutes = bin_minutes
+        self.warmup = warmup
+        self.max_gap = max_gap
+        self.n_seen = 0
+        self._ext = {f: _Extremes() for f in self.features}
+        self._prev: float | None = None
+        self._prev_t: datetime | None = None
+        self._step: float | None = None
+        self._fast_mean: float | None = None
+        self._slow_mean: float | None = None
+        self._vol: float | None = None
+        self._profile: dict[int, float] = {}
+
+    def _gap(self, t: datetime) -> bool:
+        if self._prev_t is None or self._step is None:
+            return False
+        return (t - self._prev_t).total_seconds() > self.max_gap * self._step
+
+    def _values(self, x: float, t: datetime) -> dict[str, float]:
+        out: dict[str, float] = {}
+        contiguous = self._prev is not None and not self._gap(t)
+        for name in self.features:
+            if name == "value":
+                out[name] = x
+            elif name == "diff" and contiguous:
+                out[name] = x - self._prev
+            elif name == "shift" and self._slow_mean is not None:
+                fast = self._fast_mean + self.fast * (x - self._fast_mean)
+                out[name] = fast - self._slow_mean
+            elif name == "volatility" and contiguous and self._vol is not None:
+                out[name] = self._vol + self.fast * (abs(x - self._prev) - self._vol)
+            elif name == "seasonal":
+                ref = self._profile.get(self._bin(t))
+                if ref is not None:
+                    out[name] = x - ref
+        return out
+
+    def _bin(self, t: datetime) -> int:
+        return (t.hour * 60 + t.minute) // self.bin_minutes
+
+    def score_one(self, x: float, t: datetime) -> float:
+        x = clean(x)
+        if x is None or self.n_seen < self.warmup:
+            return 0.0
+        worst = -math.inf
+        for name, f in self._values(x, t).items():
+            e = self._ext[name]
+            if e.n:
+                worst = max(worst, e.exceedance(f))
+        if worst == -math.inf:
+            return 0.0
+        z = worst / self.tolerance
+        return 1.0 if z > 40.0 else 0.0 if z < -40.0 else 1.0 / (1.0 + math.exp(-z))
+
+    def learn_one(self, x: float, t: datetime) -> None:
+        x = clean(x)
+        if x is None:
+            return
+        for name, f in self._values(x, t).items():
+            self._ext[name].learn(f, self.relax, self.slow)
+        contiguous = self._prev is not None and not self._gap(t)
+        if self._slow_mean is None:
+            self._fast_mean = self._slow_mean = x
+        else:
+            self._fast_mean += self.fast * (x - self._fast_mean)
+            self._slow_mean += self.slow * (x - self._slow_mean)
+        if contiguous:
+            d = abs(x - self._prev)
+            self._vol = d if self._vol is None else self._vol + self.fast * (d - self._vol)
+        b = self._bin(t)
+        ref = self._profile.get(b)
+        self._profile[b] = x if ref is None else ref + 0.1 * (x - ref)
+        if self._prev_t is not None:
+            dt = (t - self._prev_t).total_seconds()
+            if dt > 0:
+                self._step = dt if self._step is None else min(dt, 0.9 * self._step + 0.1 * dt)
+        self._prev, self._prev_t = x, t
+        self.n_seen += 1
