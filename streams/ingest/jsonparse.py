@@ -86,8 +86,12 @@ def _explain_failure(body: bytes, fast_error: Exception) -> JSONRejected:
         return JSONRejected(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", "malformed-json"
         )
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        return JSONRejected("JSON nested too deeply", "too-deep")
+    except ValueError as exc:
         return JSONRejected(f"malformed JSON: {exc}", "malformed-json")
+    if "recursion" in str(fast_error) or "depth limit" in str(fast_error):
+        return JSONRejected("JSON nested too deeply", "too-deep")
     return JSONRejected(f"malformed JSON: {fast_error}", "malformed-json")
 
 

@@ -1,0 +1,328 @@
+"""The payload shapes real brokers send, mapping rules, DLQ record and the CLI."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from atalaia.streams.cli import main
+from atalaia.streams.ingest import IngestOptions, parse_payload, read_dlq_record, to_dlq_record
+from atalaia.streams.settings import Settings
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"
+T = datetime(2026, 1, 28, 9, 45, tzinfo=UTC)
+CTX = "https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/master/context.jsonld"
+
+
+def ld(*entities, **extra) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:1",
+            "type": "Notification",
+            "subscriptionId": "urn:s",
+            "notifiedAt": "2026-01-28T09:45:02Z",
+            "data": list(entities),
+            **extra,
+        }
+    )
+
+
+def prop(value, **kw) -> dict:
+    return {"type": "Property", "value": value, **kw}
+
+
+def water(eid="urn:ngsi-ld:WaterObserved:a", **attrs) -> dict:
+    return {"id": eid, "type": "WaterObserved", **attrs}
+
+
+def test_context_on_the_notification_and_bad_notification_context() -> None:
+    r = parse_payload(ld(water(height=prop(3.2, observedAt="2026-01-28T09:45:00Z")), **{"@context": [CTX]}))
+    assert r.ok and r.observations[0].attributes == {"height": 3.2}
+    r = parse_payload(ld(water(height=prop(3.2, observedAt="2026-01-28T09:45:00Z")), **{"@context": 42}))
+    assert not r.ok and r.rejections[0].code == "bad-context"
+
+
+def test_geojson_feature_collection_notification() -> None:
+    fc = {
+        "type": "FeatureCollection",
+        "@context": CTX,
+        "features": [
+            {
+                "type": "Feature",
+                "id": "urn:ngsi-ld:WaterObserved:a",
+                "geometry": {"type": "Point", "coordinates": [-8.61, 41.14]},
+                "properties": {
+                    "type": "WaterObserved",
+                    "height": prop(3.2, observedAt="2026-01-28T09:45:00Z", unitCode="MTR"),
+                },
+            },
+            {
+                "type": "Feature",
+                "id": "urn:ngsi-ld:WaterObserved:b",
+                "geometry": None,
+                "properties": {
+                    "type": "WaterObserved",
+                    "height": {"value": 1.5},
+                    "dateObserved": "2026-01-28T09:45:00Z",
+                    "location": {"type": "Point", "coordinates": [-8.57, 41.14]},
+                },
+            },
+            {"type": "Feature", "id": "x"},
+        ],
+    }
+    for body in (ld(**{"data": fc}), orjson.dumps(fc)):
+        r = parse_payload(body, content_type="application/geo+json")
+        assert r.ok and "geojson" in r.format
+        a, b = r.observations
+        assert (a.entity, a.attributes, a.units, a.location, a.time) == (
+            "urn:ngsi-ld:WaterObserved:a",
+            {"height": 3.2},
+            {"height": "MTR"},
+            (-8.61, 41.14),
+            T,
+        )
+        assert (b.entity, b.attributes, b.location) == (
+            "urn:ngsi-ld:WaterObserved:b",
+            {"height": 1.5},
+            (-8.57, 41.14),
+        )
+        assert [x.code for x in r.rejections] == ["bad-geojson"]
+
+
+def test_ngsi_v2_simplified_bodies_without_envelope() -> None:
+    normalized = {
+        "id": "Room1",
+        "type": "Room",
+        "temperature": {
+            "type": "Number",
+            "value": 23.5,
+            "metadata": {
+                "TimeInstant": {"type": "DateTime", "value": "2026-01-28T09:45:00Z"},
+                "unitCode": {"type": "Text", "value": "CEL"},
+                "accuracy": {"type": "Number", "value": 0.5},
+            },
+        },
+        "district": {"type": "Text", "value": "13"},
+    }
+    (o,) = parse_payload(
+        orjson.dumps(normalized), headers={"Ngsiv2-AttrsFormat": "simplifiedNormalized"}
+    ).observations
+    assert (o.entity, o.type, o.time, o.attributes, o.units, o.labels) == (
+        "Room1",
+        "Room",
+        T,
+        {"temperature": 23.5},
+        {"temperature": "CEL"},
+        {"district": "13"},
+    )
+    key_values = {"id": "Room1", "type": "Room", "temperature": 23.5, "TimeInstant": "2026-01-28T09:45:00Z"}
+    (o,) = parse_payload(orjson.dumps(key_values)).observations
+    assert (o.time, o.attributes) == (T, {"temperature": 23.5})
+
+
+def test_one_entity_several_times_in_data_keeps_every_state() -> None:
+    states = [
+        water(height=prop(h, observedAt=f"2026-01-28T09:4{i}:00Z")) for i, h in enumerate([3.0, 3.1, 3.2])
+    ]
+    r = parse_payload(ld(*states))
+    assert [o.attributes["height"] for o in r.observations] == [3.0, 3.1, 3.2]
+    assert [o.time.minute for o in r.observations] == [40, 41, 42]
+
+
+def test_distinct_observed_at_split_observations_and_sub_properties_are_not_measurements() -> None:
+    e = water(
+        dateObserved=prop({"@type": "DateTime", "@value": "2026-01-28T09:45:00Z"}),
+        height=prop(3.2, observedAt="2026-01-28T09:30:00Z", accuracy=prop(0.1), previousValue=prop(3.0)),
+        flow=prop(2150, unitCode="MQS"),
+        modifiedAt="2030-01-01T00:00:00Z",
+        createdAt="2030-01-01T00:00:00Z",
+    )
+    r = parse_payload(ld(e, notifiedAt="2031-01-01T00:00:00Z"))
+    early, late = r.observations
+    assert (early.time.minute, early.attributes) == (30, {"height": 3.2})
+    assert (late.time, late.attributes, late.units) == (T, {"flow": 2150.0}, {"flow": "MQS"})
+
+
+def test_never_notified_at_created_at_or_modified_at() -> None:
+    e = water(height=prop(3.2), modifiedAt="2026-01-28T09:45:00Z", createdAt="2026-01-28T09:45:00Z")
+    r = parse_payload(ld(e))
+    assert r.observations == [] and r.rejections[0].code == "missing-time"
+
+
+def test_some_attributes_without_time_are_refused_alone() -> None:
+    r = parse_payload(ld(water(height=prop(3.2, observedAt="2026-01-28T09:45:00Z"), flow=prop(7))))
+    assert r.observations[0].attributes == {"height": 3.2}
+    assert [(x.scope, x.attribute, x.code) for x in r.rejections] == [("attribute", "flow", "missing-time")]
+
+
+def test_expanded_uris_use_the_short_name() -> None:
+    e = {
+        "id": "urn:a",
+        "type": "https://uri.fiware.org/ns/data-models#WaterObserved",
+        "https://smartdatamodels.org/dataModel.Environment/waterLevel": prop(
+            3.42, observedAt="2026-01-28T09:45:00Z"
+        ),
+    }
+    (o,) = parse_payload(ld(e)).observations
+    assert (o.type, o.attributes) == ("WaterObserved", {"waterLevel": 3.42})
+
+
+def test_numbers_written_as_text_are_not_coerced_but_codes_stay_labels() -> None:
+    e = {
+        "id": "s1",
+        "type": "WaterObserved",
+        "dateObserved": "2026-01-28T09:45:00Z",
+        "height": "3.42",
+        "flow": 12,
+        "district": "13",
+        "parish": "Bonfim",
+        "NO2": 40,
+        "ok": True,
+    }
+    r = parse_payload(orjson.dumps(e))
+    (o,) = r.observations
+    assert o.attributes == {"flow": 12.0, "NO2": 40.0}
+    assert o.labels == {"district": "13", "parish": "Bonfim"}
+    assert [(x.attribute, x.code) for x in r.rejections] == [("height", "number-as-text")]
+
+
+def test_multi_attribute_instances_by_dataset_id() -> None:
+    e = water(
+        dateObserved="2026-01-28T09:45:00Z",
+        height=[prop(3.2), prop(3.3, datasetId="urn:ngsi-ld:Dataset:radar")],
+    )
+    (o,) = parse_payload(ld(e)).observations
+    assert o.attributes == {"height": 3.2, "height:radar": 3.3}
+
+
+def test_v2_geo_point_and_swapped_or_impossible_locations() -> None:
+    e = {
+        "id": "s",
+        "type": "T",
+        "h": {"type": "Number", "value": 1, "metadata": {}},
+        "TimeInstant": {"type": "DateTime", "value": "2026-01-28T09:45:00Z"},
+        "location": {"type": "geo:point", "value": "41.14, -8.61"},
+    }
+    (o,) = parse_payload(orjson.dumps({"subscriptionId": "x", "data": [e]})).observations
+    assert o.location == (-8.61, 41.14) and o.quality == []
+    bad = water(
+        dateObserved="2026-01-28T09:45:00Z",
+        h=prop(1),
+        location={"type": "Point", "coordinates": [41.1, 95.0]},
+    )
+    r = parse_payload(ld(bad))
+    assert r.observations[0].location is None and r.rejections[0].code == "bad-location"
+
+
+def test_observation_contract_records() -> None:
+    good = {
+        "time": "2026-01-28T09:45:00Z",
+        "entity": "urn:e",
+        "type": "WaterObserved",
+        "attributes": {"height": 3.2},
+        "location": [-8.61, 41.14],
+        "source": "orion-ld",
+        "labels": {"district": "13"},
+    }
+    r = parse_payload(orjson.dumps(good))
+    (o,) = r.observations
+    assert r.format == "observation" and o.to_dict()["id"] == o.id and o.source == "orion-ld"
+    bad = {**good, "attributes": {"height": "3.2", "flow": True, "ok": 1}}
+    r = parse_payload(orjson.dumps([good, bad]))
+    assert [o.attributes for o in r.observations] == [{"height": 3.2}, {"ok": 1.0}]
+    assert sorted(x.code for x in r.rejections) == ["number-as-text", "wrong-value-type"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"", "empty"),
+        (b"   ", "empty"),
+        (b"\xff\xfe{}", "encoding"),
+        (b"\xef\xbb\xbf{}", "encoding"),
+        (b"42", "unrecognised"),
+        (b'"text"', "unrecognised"),
+        (b"null", "unrecognised"),
+        (b'{"foo": 1}', "unrecognised"),
+        (b'{"type": "Notification"}', "no-data"),
+        (b"[" * 5000 + b"]" * 5000, "too-deep"),
+        (b'{"a": 1e999}', "non-finite-number"),
+        (b'{"a": -Infinity}', "non-finite-number"),
+        (b'{"type":"Notification","id":"a","id":"b","data":[]}', "duplicate-keys"),
+    ],
+)
+def test_payload_refusals(body: bytes, code: str) -> None:
+    r = parse_payload(body)
+    assert not r.ok and [x.code for x in r.rejections] == [code] and r.http_status == 400
+
+
+def test_limits_come_from_settings() -> None:
+    opts = IngestOptions.from_settings(Settings(max_payload_bytes=10, area_of_interest=(0, 0, 1, 1)))
+    r = parse_payload(b'{"id": "x", "type": "T"}', options=opts)
+    assert r.http_status == 413 and r.problem()["type"] == "urn:atalaia:ingest:oversize"
+    assert opts.area_of_interest == (0, 0, 1, 1)
+
+
+def test_dlq_record_format() -> None:
+    body = b'{"broken": '
+    r = parse_payload(body, content_type="application/json")
+    raw = to_dlq_record(
+        body,
+        "mqtt",
+        [str(x) for x in r.rejections],
+        rejections=r.rejections,
+        content_type="application/json",
+        received_at=T,
+        headers={"Fiware-Service": "porto"},
+    )
+    rec = orjson.loads(raw)
+    assert rec["v"] == 1 and rec["source"] == "mqtt" and rec["received_at"] == "2026-01-28T09:45:00Z"
+    assert base64.b64decode(rec["body_b64"]) == body and rec["body_preview"] == body.decode()
+    assert rec["rejections"][0]["code"] == "malformed-json" and rec["headers"] == {"fiware-service": "porto"}
+    assert rec["size"] == len(body) and not rec["body_truncated"]
+    big = bytes(range(256)) * 10
+    rec = read_dlq_record(to_dlq_record(big, "http", "too big", max_body_bytes=100))
+    assert rec["body"] == big[:100] and rec["body_truncated"] and rec["size"] == len(big)
+    assert rec["reasons"] == ["too big"]
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+def test_cli_prints_what_the_live_ingest_would(fixtures: Path) -> None:
+    path = fixtures / "ngsi-ld/WaterObserved/notification-normalized.jsonld"
+    res = CliRunner().invoke(main, ["ingest", "parse", str(path)])
+    assert res.exit_code == 0, res.output
+    lines = [orjson.loads(x) for x in res.stdout.splitlines()]
+    expected = [
+        orjson.loads(o.to_json()) for o in parse_payload(path.read_bytes(), source="cli").observations
+    ]
+    assert lines == expected and len(lines) == 2
+
+
+def test_cli_refused_payload_exits_1_with_the_reason(fixtures: Path) -> None:
+    res = CliRunner().invoke(main, ["ingest", "parse", str(fixtures / "bad/malformed-json.json")])
+    assert res.exit_code == 1 and "malformed JSON at line 33" in res.stderr and res.stdout == ""
+    res = CliRunner().invoke(main, ["ingest", "parse", str(fixtures / "bad/non-numeric-value.json")])
+    assert res.exit_code == 0 and "number-as-text" in res.stderr and len(res.stdout.splitlines()) == 1
+
+
+def test_cli_lines_mode_and_link(tmp_path: Path) -> None:
+    f = tmp_path / "events.jsonl"
+    f.write_text('{"id":"a","type":"T","h":1,"dateObserved":"2026-01-28T09:45:00Z"}\n\n{"oops"\n')
+    res = CliRunner().invoke(
+        main, ["ingest", "parse", str(f), "--link", f'<{CTX}>; rel="http://www.w3.org/ns/json-ld#context"']
+    )
+    assert (
+        res.exit_code == 1 and len(res.stdout.splitlines()) == 1 and "events.jsonl:3: rejected" in res.stderr
+    )
