@@ -197,3 +197,79 @@ def incident_event(
     }
     ev.update(extra)
     return ev
+
+
+# --- a notifier worker that can be killed between send and record (crash tests) ---------------
+
+
+def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, env_json: str) -> None:
+    """Steps the incident events of ``events_path`` (JSON lines) through the engine and delivers
+    the notifications; with ``kill_on=TARGET:K`` it SIGKILLs itself right after the K-th
+    successful send to TARGET, before the delivery log records it."""
+    import os
+    import signal
+
+    from atalaia.notifiers.channels import ChannelContext, build_channel
+    from atalaia.notifiers.channels.base import Channel
+    from atalaia.notifiers.config import load_config
+    from atalaia.notifiers.engine import EscalationEngine, EscalationState
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.model import DeliveryResult, Notification, parse_time
+    from atalaia.notifiers.pipeline import Backoff
+    from atalaia.notifiers.service import Notifier
+
+    cfg = load_config(config_path)
+    env = orjson.loads(env_json)
+    kill_target, kill_k = (kill_on.split(":")[0], int(kill_on.split(":")[1])) if kill_on else (None, 0)
+
+    class KillAfter(Channel):
+        def __init__(self, inner: Channel):
+            super().__init__(inner.name, inner.ctx)
+            self.inner, self.kind, self.idempotent, self.count = inner, inner.kind, inner.idempotent, 0
+
+        async def send(self, n: Notification) -> DeliveryResult:
+            result = await self.inner.send(n)
+            if result.ok and self.name == kill_target:
+                self.count += 1
+                if self.count == kill_k:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+    async def run() -> None:
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+            ctx = ChannelContext(
+                cfg.lang, __import__("zoneinfo").ZoneInfo(cfg.timezone), cfg.console_url, time.time, http
+            )
+            channels: dict[str, Channel] = {
+                name: KillAfter(build_channel(name, t, ctx, env)) for name, t in cfg.targets.items()
+            }
+            notifier = Notifier(
+                cfg, SQLiteDeliveryLog(db), channels=channels, http=http, backoff=Backoff(0.05, 0.2)
+            )
+            rec = await notifier.start()
+            print(orjson.dumps({"resent": rec.resent, "in_doubt": rec.in_doubt}).decode(), flush=True)
+            engine, state = EscalationEngine(cfg), EscalationState()
+            with open(events_path, "rb") as f:
+                for line in f:
+                    ev = orjson.loads(line)
+                    _, notes = engine.step(state, ev, parse_time(ev["at"]))
+                    await notifier.submit(notes)
+            await notifier.drain()
+            await notifier.aclose()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="crash-test notifier worker")
+    ap.add_argument("config")
+    ap.add_argument("db")
+    ap.add_argument("events")
+    ap.add_argument("--kill-on", default=None, help="TARGET:K")
+    ap.add_argument("--env", default="{}", help="JSON object of ${VAR} values")
+    a = ap.parse_args()
+    _worker(a.config, a.db, a.events, a.kill_on, a.env)
