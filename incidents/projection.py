@@ -1,0 +1,295 @@
+"""SQL projection of ``atalaia.incidents``: tables ``incidents`` (current state), ``incident_alarms``
+and ``incident_audit`` (one row per event: the history). Applying is idempotent and order-tolerant:
+an event already applied (by id) is skipped, and a row only moves to a newer version.
+
+SQLite by default (``sqlite:///path.db`` or a path), PostgreSQL in production (``postgresql://...``,
+psycopg 3), optionally inside a schema. Numbered migrations live in ``incidents/migrations/NNN_*.sql``;
+``incident_schema_version`` records which ran.
+
+    proj = Projection.connect("sqlite:///.atalaia/incidents.db")
+    proj.apply(events)                 # IncidentEvent objects or their dicts (e.g. from the topic)
+    proj.open_incidents(); proj.history(incident_id); proj.alarms(incident_id)
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from atalaia.incidents.events import IncidentEvent
+
+_TOKENS = {"sqlite": {"json": "TEXT", "time": "TEXT"}, "postgresql": {"json": "JSONB", "time": "TIMESTAMPTZ"}}
+_JSON_COLUMNS = {"correlation", "labels", "location", "changes"}
+_TIME_COLUMNS = {"opened_at", "updated_at", "closed_at", "shelved_until", "first_seen", "last_seen", "at"}
+_BOOL_COLUMNS = {"active", "chattering"}
+
+_UPSERT_INCIDENT = """
+INSERT INTO incidents (id, version, state, active, severity, title, correlation, labels, location, alarm_count,
+                       opened_at, updated_at, closed_at, acknowledged_by, shelved_until, assignee, last_change,
+                       last_event)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    version = excluded.version, state = excluded.state, active = excluded.active, severity = excluded.severity,
+    title = excluded.title, correlation = excluded.correlation, labels = excluded.labels,
+    location = excluded.location, alarm_count = excluded.alarm_count, updated_at = excluded.updated_at,
+    closed_at = excluded.closed_at, acknowledged_by = excluded.acknowledged_by,
+    shelved_until = excluded.shelved_until, assignee = excluded.assignee, last_change = excluded.last_change,
+    last_event = excluded.last_event
+WHERE incidents.version < excluded.version
+"""
+_UPSERT_ALARM = """
+INSERT INTO incident_alarms (incident, rule, key, version, entity, state, severity, value, count, first_seen,
+                             last_seen, suppressed, chattering)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (incident, rule, key) DO UPDATE SET
+    version = excluded.version, entity = excluded.entity, state = excluded.state, severity = excluded.severity,
+    value = excluded.value, count = excluded.count, first_seen = excluded.first_seen,
+    last_seen = excluded.last_seen, suppressed = excluded.suppressed, chattering = excluded.chattering
+WHERE incident_alarms.version < excluded.version
+"""
+_INSERT_AUDIT = """
+INSERT INTO incident_audit (event_id, incident, version, at, change, changes, state, active, severity, actor,
+                            reason, command)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+"""
+
+
+class Projection:
+    def __init__(self, conn: Any, dialect: str, schema: str | None = None) -> None:
+        if dialect not in _TOKENS:
+            raise ValueError(f"unsupported dialect {dialect!r} (sqlite or postgresql)")
+        if schema is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", schema):
+            raise ValueError(f"bad schema name {schema!r}")
+        self.conn, self.dialect, self.schema = conn, dialect, schema
+        if dialect == "postgresql" and schema:
+            self._run(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            self._run(f'SET search_path TO "{schema}"')
+            self.conn.commit()
+
+    @classmethod
+    def connect(cls, url: str | Path, schema: str | None = None, migrate: bool = True) -> Projection:
+        text = str(url)
+        if text.startswith(("postgresql://", "postgres://")):
+            import psycopg
+
+            proj = cls(psycopg.connect(text), "postgresql", schema)
+        else:
+            path = text.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA journal_mode = WAL") if path != ":memory:" else None
+            proj = cls(conn, "sqlite")
+        if migrate:
+            proj.migrate()
+        return proj
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ migrations
+    def migrations(self) -> list[tuple[int, str, str]]:
+        out = []
+        for f in sorted(
+            resources.files("atalaia.incidents").joinpath("migrations").iterdir(), key=lambda p: p.name
+        ):
+            m = re.fullmatch(r"(\d+)_(\w+)\.sql", f.name)
+            if m:
+                out.append((int(m.group(1)), m.group(2), f.read_text()))
+        return out
+
+    def schema_version(self) -> int:
+        self._ensure_version_table()
+        row = self._run("SELECT MAX(version) FROM incident_schema_version").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self) -> int:
+        """Apply the migrations not applied yet (each in its own transaction); return the version."""
+        self._ensure_version_table()
+        for number, name, sql in self.migrations():
+            self._begin()
+            try:
+                if self.dialect == "postgresql":
+                    self._run("SELECT pg_advisory_xact_lock(hashtext('atalaia.incidents.migrate'))")
+                done = self._run(
+                    "SELECT 1 FROM incident_schema_version WHERE version = ?", (number,)
+                ).fetchone()
+                if not done:
+                    for statement in _statements(sql.format(**_TOKENS[self.dialect])):
+                        self._run(statement)
+                    self._run(
+                        "INSERT INTO incident_schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                        (number, name, datetime.now(UTC).isoformat()),
+                    )
+                self._commit()
+            except Exception:
+                self._rollback()
+                raise
+        return self.schema_version()
+
+    def _ensure_version_table(self) -> None:
+        self._begin()
+        self._run(
+            "CREATE TABLE IF NOT EXISTS incident_schema_version "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        self._commit()
+
+    # ------------------------------------------------------------------ applying events
+    def apply(self, events: Iterable[IncidentEvent | dict[str, Any]]) -> int:
+        """Apply incident events in one transaction; return how many were new."""
+        applied = 0
+        self._begin()
+        try:
+            for ev in events:
+                applied += self._apply_one(ev.to_dict() if isinstance(ev, IncidentEvent) else ev)
+            self._commit()
+        except Exception:
+            self._rollback()
+            raise
+        return applied
+
+    def _apply_one(self, e: dict[str, Any]) -> int:
+        if e.get("kind", "incident") != "incident":
+            return 0
+        audit = (
+            e["id"],
+            e["incident"],
+            e["version"],
+            e["at"],
+            e["change"],
+            _json(e.get("changes") or [e["change"]]),
+            e["state"],
+            bool(e["active"]),
+            e["severity"],
+            e["actor"],
+            e["reason"],
+            e.get("command"),
+        )
+        if self._run(_INSERT_AUDIT, audit).rowcount == 0:
+            return 0  # already applied
+        self._run(
+            _UPSERT_INCIDENT,
+            (
+                e["incident"],
+                e["version"],
+                e["state"],
+                bool(e["active"]),
+                e["severity"],
+                e["title"],
+                _json(e["correlation"]),
+                _json(e["labels"]),
+                _json(e["location"]) if e.get("location") else None,
+                e.get("alarm_count", len(e["alarms"])),
+                e["opened_at"],
+                e["at"],
+                e.get("closed_at"),
+                e.get("acknowledged_by"),
+                e.get("shelved_until"),
+                e.get("assignee"),
+                e["change"],
+                e["id"],
+            ),
+        )
+        for a in e["alarms"]:
+            self._run(
+                _UPSERT_ALARM,
+                (
+                    e["incident"],
+                    a["rule"],
+                    a["key"],
+                    e["version"],
+                    a.get("entity"),
+                    a["state"],
+                    a["severity"],
+                    a.get("value"),
+                    a["count"],
+                    a["first_seen"],
+                    a["last_seen"],
+                    a.get("suppressed"),
+                    bool(a.get("chattering", False)),
+                ),
+            )
+        return 1
+
+    # ------------------------------------------------------------------ queries (for the console)
+    def open_incidents(self) -> list[dict[str, Any]]:
+        """Incidents not closed, most recently changed first."""
+        return self._dicts("SELECT * FROM incidents WHERE state <> 'closed' ORDER BY updated_at DESC, id")
+
+    def incidents(self, limit: int = 100, state: str | None = None) -> list[dict[str, Any]]:
+        if state:
+            return self._dicts(
+                "SELECT * FROM incidents WHERE state = ? ORDER BY updated_at DESC, id LIMIT ?", (state, limit)
+            )
+        return self._dicts("SELECT * FROM incidents ORDER BY updated_at DESC, id LIMIT ?", (limit,))
+
+    def incident(self, incident: str) -> dict[str, Any] | None:
+        rows = self._dicts("SELECT * FROM incidents WHERE id = ?", (incident,))
+        return rows[0] if rows else None
+
+    def alarms(self, incident: str) -> list[dict[str, Any]]:
+        return self._dicts("SELECT * FROM incident_alarms WHERE incident = ? ORDER BY rule, key", (incident,))
+
+    def history(self, incident: str) -> list[dict[str, Any]]:
+        """The audit trail: every change with its time, actor and reason, oldest first."""
+        return self._dicts("SELECT * FROM incident_audit WHERE incident = ? ORDER BY version", (incident,))
+
+    # ------------------------------------------------------------------ plumbing
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.conn.execute(self._sql(sql), params)
+
+    def _dicts(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cur = self._run(sql, params)
+        names = [c[0] for c in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        if self.dialect == "postgresql":
+            self.conn.rollback()  # end the read transaction psycopg opened
+        return [_normalise(r) for r in rows]
+
+    def _begin(self) -> None:
+        if self.dialect == "sqlite":
+            self.conn.execute("BEGIN")
+
+    def _commit(self) -> None:
+        self.conn.commit() if self.dialect == "postgresql" else self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        self.conn.rollback() if self.dialect == "postgresql" else self.conn.execute("ROLLBACK")
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+def _statements(sql: str) -> list[str]:
+    body = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def _normalise(row: dict[str, Any]) -> dict[str, Any]:
+    for k, v in row.items():
+        if k in _JSON_COLUMNS and isinstance(v, str):
+            row[k] = orjson.loads(v)
+        elif k in _BOOL_COLUMNS and v is not None:
+            row[k] = bool(v)
+        elif k in _TIME_COLUMNS and isinstance(v, datetime):
+            t = v.astimezone(UTC)
+            row[k] = (
+                (t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z")
+                if t.microsecond
+                else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
+    return row
