@@ -425,8 +425,9 @@ class StuckRule(CompiledRule):
     def end(self, key: str, at: float, reason: str, out: list[AlarmTransition]) -> None:
         st = self.states.get(key)
         if st is not None and st.firing:
-            tr = self.transition(at, None, key, "resolved", self.severity, st.value, st.same_since,
-                                 _obs_context(st.obs))
+            tr = self.transition(
+                at, None, key, "resolved", self.severity, st.value, st.same_since, _obs_context(st.obs)
+            )
             tr.annotations["reason"] = reason
             out.append(tr)
 
@@ -521,7 +522,9 @@ class AbsentRule(CompiledRule):
     def end(self, key: str, at: float, reason: str, out: list[AlarmTransition]) -> None:
         st = self.states.get(key)
         if st is not None and st.firing:
-            tr = self.transition(at, None, key, "resolved", self.severity, None, st.fired_at, _obs_context(st.obs))
+            tr = self.transition(
+                at, None, key, "resolved", self.severity, None, st.fired_at, _obs_context(st.obs)
+            )
             tr.annotations["reason"] = reason
             out.append(tr)
 

@@ -233,11 +233,15 @@ class RuleEngine:
     def _absence(self, now: float, out: list[AlarmTransition]) -> None:
         deadlines = self._deadlines
         by_id = self.by_id
+        fired: list[AlarmTransition] = []
         while deadlines and deadlines[0][0] <= now:
             _, rule_id, key = heapq.heappop(deadlines)
             rule = by_id.get(rule_id)
             if isinstance(rule, AbsentRule):
-                rule.due(key, now, out, deadlines)
+                rule.due(key, now, fired, deadlines)
+        if fired:  # same time: rule order, then key (independent of the heap's history)
+            fired.sort(key=lambda tr: (by_id[tr.rule].position, tr.key))
+            out += fired
         self.absence_clock = now
 
     def advance(self, now: datetime | str | float) -> list[AlarmTransition]:

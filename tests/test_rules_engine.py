@@ -16,10 +16,17 @@ def rules(text: str):
     return load_texts([("test.yaml", "rules:\n" + text)])
 
 
-def obs(minute: float, value: float, entity: str = E1, attr: str = "height", typ: str = "WaterObserved", **extra):
+def obs(
+    minute: float, value: float, entity: str = E1, attr: str = "height", typ: str = "WaterObserved", **extra
+):
     seconds = int(minute * 60)
-    return {"time": f"2024-03-01T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z",
-            "entity": entity, "type": typ, "attributes": {attr: value}, **extra}
+    return {
+        "time": f"2024-03-01T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z",
+        "entity": entity,
+        "type": typ,
+        "attributes": {attr: value},
+        **extra,
+    }
 
 
 def lines(transitions):
@@ -44,7 +51,8 @@ def test_too_late_is_rejected_with_reason_and_counted() -> None:
     out, rejected = engine.observe_batch([obs(10, 3.0), obs(4, 9.0), obs(5, 9.0)])
     assert [r.reason for r in rejected] == [
         "too late: time 2024-03-01T00:04:00Z is 6m behind the latest event time 2024-03-01T00:10:00Z "
-        "(allowed lateness 5m)"]
+        "(allowed lateness 5m)"
+    ]
     assert rejected[0].observation["time"] == "2024-03-01T00:04:00Z"
     assert engine.stats["rejected_late"] == 1
     # 00:05 is within lateness but older than the key's last evaluation: not evaluated, no backwards transition
@@ -61,33 +69,49 @@ def test_late_within_lateness_joins_later_windows() -> None:
     assert out[0].value == pytest.approx(4.5)
 
 
-@pytest.mark.parametrize(("bad", "reason"), [
-    ({"entity": E1, "type": "WaterObserved", "attributes": {"height": 1}}, "not an observation: missing 'time'"),
-    ({**obs(0, 1), "time": "yesterday"}, "time 'yesterday' is not RFC 3339 with a UTC offset"),
-    ({**obs(0, 1), "time": "2024-03-01T00:00:00"}, "time '2024-03-01T00:00:00' is not RFC 3339 with a UTC offset"),
-    ({**obs(0, 1), "attributes": {"height": "4.5"}}, "attribute 'height' is not a number: '4.5'"),
-    ({**obs(0, 1), "attributes": {"height": True}}, "attribute 'height' is not a number: True"),
-    ({**obs(0, 1), "attributes": {"height": float("nan")}}, "attribute 'height' is not a finite number: nan"),
-    ({**obs(0, 1), "attributes": [1]}, "'attributes' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (
+            {"entity": E1, "type": "WaterObserved", "attributes": {"height": 1}},
+            "not an observation: missing 'time'",
+        ),
+        ({**obs(0, 1), "time": "yesterday"}, "time 'yesterday' is not RFC 3339 with a UTC offset"),
+        (
+            {**obs(0, 1), "time": "2024-03-01T00:00:00"},
+            "time '2024-03-01T00:00:00' is not RFC 3339 with a UTC offset",
+        ),
+        ({**obs(0, 1), "attributes": {"height": "4.5"}}, "attribute 'height' is not a number: '4.5'"),
+        ({**obs(0, 1), "attributes": {"height": True}}, "attribute 'height' is not a number: True"),
+        (
+            {**obs(0, 1), "attributes": {"height": float("nan")}},
+            "attribute 'height' is not a finite number: nan",
+        ),
+        ({**obs(0, 1), "attributes": [1]}, "'attributes' must be a mapping"),
+    ],
+)
 def test_bad_observations_are_rejected(bad: dict, reason: str) -> None:
     out, rejected = RuleEngine(rules(HIGH)).observe_batch([bad])
     assert out == [] and [r.reason for r in rejected] == [reason]
 
 
 def test_index_skips_rules_that_cannot_match() -> None:
-    many = "".join(f"""
+    many = "".join(
+        f"""
   - id: r{i}
     select: {{type: T{i % 7}, attribute: a{i}}}
     severities: [{{severity: high, above: 1}}]
-""" for i in range(200))
+"""
+        for i in range(200)
+    )
     engine = RuleEngine(rules(HIGH + many))
     engine.observe_batch([obs(0, 5.0), obs(1, 5.0, attr="flow")])
     assert engine.stats["evaluations"] == 1
 
 
 def test_labels_and_annotations_are_rendered_in_a_sandbox() -> None:
-    engine = RuleEngine(rules("""
+    engine = RuleEngine(
+        rules("""
   - id: high
     select: {type: WaterObserved, attribute: height}
     severities: [{severity: high, above: 4.0}]
@@ -96,7 +120,8 @@ def test_labels_and_annotations_are_rendered_in_a_sandbox() -> None:
       summary: "{{ entity }} {{ type }} at {{ '%.1f' | format(value) }} m ({{ severity }}, {{ rule }}, {{ key }})"
       raw: "{{ attributes.height }}"
       escape: "{{ ''.__class__.__mro__[1].__subclasses__() }}"
-"""))
+""")
+    )
     out, _ = engine.observe_batch([obs(0, 4.25, labels={"parish": "Ribeira"}, location=[-8.61, 41.14])])
     (tr,) = out
     assert tr.labels == {"parish": "Ribeira", "team": "hydro", "where": "Ribeira"}
@@ -124,17 +149,21 @@ def test_detector_rule_uses_the_injected_scorer() -> None:
     engine = RuleEngine(rules(text), scorer=scorer)
     out, _ = engine.observe_batch([obs(i, v, attr="flow") for i, v in enumerate([99.0, 99.0, 95.0, 50.0])])
     assert calls[0] == ("hst-default", E1, "flow", datetime(2024, 3, 1, tzinfo=UTC), 99.0)
-    assert lines(out) == [("00:02:00", "flow-anomaly", E1, "firing", "medium"),
-                          ("00:03:00", "flow-anomaly", E1, "resolved", "medium")]
+    assert lines(out) == [
+        ("00:02:00", "flow-anomaly", E1, "firing", "medium"),
+        ("00:03:00", "flow-anomaly", E1, "resolved", "medium"),
+    ]
 
 
 def test_absence_on_the_wall_clock_fires_once() -> None:
-    engine = RuleEngine(rules("""
+    engine = RuleEngine(
+        rules("""
   - id: silent
     select: {type: WaterObserved}
     absent_for: 15m
     severity: medium
-"""))
+""")
+    )
     engine.observe_batch([obs(0, 1.0)])
     assert engine.advance("2024-03-01T00:14:59Z") == []
     fired = engine.advance(datetime(2024, 3, 1, 0, 20, tzinfo=UTC))
@@ -145,16 +174,21 @@ def test_absence_on_the_wall_clock_fires_once() -> None:
 
 
 def test_firing_to_a_lower_pending_severity_resolves_then_pends() -> None:
-    engine = RuleEngine(rules("""
+    engine = RuleEngine(
+        rules("""
   - id: mixed
     select: {type: WaterObserved, attribute: height}
     severities:
       - {severity: critical, above: 5, for: 5m}
       - {severity: high, below: 1}
-"""))
+""")
+    )
     out, _ = engine.observe_batch([obs(0, 0.5), obs(1, 6.0)])
-    assert lines(out) == [("00:00:00", "mixed", E1, "firing", "high"), ("00:01:00", "mixed", E1, "resolved", "high"),
-                          ("00:01:00", "mixed", E1, "pending", "critical")]
+    assert lines(out) == [
+        ("00:00:00", "mixed", E1, "firing", "high"),
+        ("00:01:00", "mixed", E1, "resolved", "high"),
+        ("00:01:00", "mixed", E1, "pending", "critical"),
+    ]
 
 
 def test_reload_keeps_unchanged_rules_and_ends_changed_ones() -> None:
@@ -163,12 +197,16 @@ def test_reload_keeps_unchanged_rules_and_ends_changed_ones() -> None:
     assert len(out) == 2
     relabelled = HIGH.replace("above: 4.0}]", "above: 4.0}]\n    labels: {team: x}")
     ended = engine.reload(rules(relabelled + AVG.replace("10m", "20m")))
-    assert [(t.rule, t.state, t.annotations["reason"]) for t in ended] == [("avg", "resolved", "rule changed")]
+    assert [(t.rule, t.state, t.annotations["reason"]) for t in ended] == [
+        ("avg", "resolved", "rule changed")
+    ]
     out, _ = engine.observe_batch([obs(1, 5.0)])
     # high kept its firing state (no new line); avg starts again from scratch
     assert lines(out) == [("00:01:00", "avg", E1, "firing", "high")]
     ended = engine.reload(rules(AVG.replace("10m", "20m")))
-    assert [(t.rule, t.state, t.annotations["reason"]) for t in ended] == [("high", "resolved", "rule removed")]
+    assert [(t.rule, t.state, t.annotations["reason"]) for t in ended] == [
+        ("high", "resolved", "rule removed")
+    ]
 
 
 def test_restore_with_changed_rules_ends_their_alarms_on_next_call() -> None:

@@ -23,27 +23,39 @@ rules:
 """
 
 BROKEN = {
-    "unknown-key": ("""group: hydro
+    "unknown-key": (
+        """group: hydro
 rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     severties:
       - {severity: high, above: 3.5}
-""", ["5:5: unknown key 'severties' (did you mean 'severities'?)"]),
-    "wrong-type": ("""rules:
+""",
+        ["5:5: unknown key 'severties' (did you mean 'severities'?)"],
+    ),
+    "wrong-type": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     severities:
       - {severity: high, above: lots}
-""", ["5:33: 'above' must be a number, got 'lots'"]),
-    "unknown-severity": ("""rules:
+""",
+        ["5:33: 'above' must be a number, got 'lots'"],
+    ),
+    "unknown-severity": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     severities:
       - severity: hgh
         above: 3
-""", ["5:19: unknown severity 'hgh' (did you mean 'high'?); use one of: informational, low, medium, high, critical"]),
-    "duplicate-id": ("""rules:
+""",
+        [
+            "5:19: unknown severity 'hgh' (did you mean 'high'?); use one of: informational, low, medium, high, critical"
+        ],
+    ),
+    "duplicate-id": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     severities: [{severity: high, above: 3}]
@@ -51,32 +63,51 @@ rules:
     select: {type: WaterObserved}
     absent_for: 10m
     severity: low
-""", ["5:9: duplicate rule id 'r1' (first defined at {file}:2:9)"]),
-    "bad-duration": ("""rules:
+""",
+        ["5:9: duplicate rule id 'r1' (first defined at {file}:2:9)"],
+    ),
+    "bad-duration": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     aggregate: {function: avg, window: 10x}
     severities: [{severity: high, above: 3}]
-""", ["4:40: 'window': bad duration '10x': use a number and a unit (ms, s, m, h, d, w), e.g. 30s, 10m, 1h30m"]),
-    "clear-below-wrong-side": ("""rules:
+""",
+        [
+            "4:40: 'window': bad duration '10x': use a number and a unit (ms, s, m, h, d, w), e.g. 30s, 10m, 1h30m"
+        ],
+    ),
+    "clear-below-wrong-side": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     severities:
       - {severity: critical, above: 4.5, clear_below: 4.8}
-""", ["5:55: 'clear_below' (4.8) must not be above 'above' (4.5): a firing alarm clears when the value falls "
-      "below it"]),
-    "negative-for": ("""rules:
+""",
+        [
+            "5:55: 'clear_below' (4.8) must not be above 'above' (4.5): a firing alarm clears when the value falls "
+            "below it"
+        ],
+    ),
+    "negative-for": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     severities:
       - {severity: high, above: 3, for: -2m}
-""", ["5:41: 'for': duration must not be negative (got '-2m')"]),
+""",
+        ["5:41: 'for': duration must not be negative (got '-2m')"],
+    ),
     "empty": ("", ["1:1: empty rule file: expected 'group:' and 'rules:'"]),
-    "yaml-syntax": ("""rules:
+    "yaml-syntax": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height
-""", ["4:1: YAML syntax error: expected ',' or '}', but got '<stream end>'"]),
-    "several-errors": ("""rules:
+""",
+        ["4:1: YAML syntax error: expected ',' or '}', but got '<stream end>'"],
+    ),
+    "several-errors": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     severities:
@@ -90,20 +121,30 @@ rules:
     select: {type: WaterObserved, attribute: height}
     severities: [{severity: high, below: 1, above: 2}]
     annotations: {summary: "{{ valeu }}"}
-""", ["6:20: severities must be listed highest first: 'high' comes after 'low'",
-      "8:13: a stuck_for rule needs 'select.attribute' (the value that must change)",
-      "13:35: use either 'above' or 'below' in one severity, not both (write two severities)",
-      "14:28: annotation 'summary': unknown template variable 'valeu' (did you mean 'value'?)"]),
-    "missing-key": ("""rules:
+""",
+        [
+            "6:20: severities must be listed highest first: 'high' comes after 'low'",
+            "8:13: a stuck_for rule needs 'select.attribute' (the value that must change)",
+            "13:35: use either 'above' or 'below' in one severity, not both (write two severities)",
+            "14:28: annotation 'summary': unknown template variable 'valeu' (did you mean 'value'?)",
+        ],
+    ),
+    "missing-key": (
+        """rules:
   - id: r1
     severities: [{severity: high, above: 3}]
-""", ["2:5: missing required key 'select'"]),
-    "two-kinds": ("""rules:
+""",
+        ["2:5: missing required key 'select'"],
+    ),
+    "two-kinds": (
+        """rules:
   - id: r1
     select: {type: WaterObserved, attribute: height}
     severities: [{severity: high, above: 3}]
     absent_for: 5m
-""", ["5:5: 'absent_for' cannot be combined with 'severities' in one rule: write two rules"]),
+""",
+        ["5:5: 'absent_for' cannot be combined with 'severities' in one rule: write two rules"],
+    ),
 }
 
 
@@ -112,7 +153,9 @@ def test_broken_rule_file(tmp_path: Path, name: str) -> None:
     text, expected = BROKEN[name]
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
-    assert [str(e) for e in check_paths([path])] == [f"{path}:" + e.replace("{file}", str(path)) for e in expected]
+    assert [str(e) for e in check_paths([path])] == [
+        f"{path}:" + e.replace("{file}", str(path)) for e in expected
+    ]
 
 
 def test_check_cli_prints_all_errors_and_exits_1(tmp_path: Path) -> None:
@@ -128,7 +171,8 @@ def test_duplicate_ids_across_files(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(GOOD)
     (tmp_path / "b.yaml").write_text(GOOD)
     assert [str(e) for e in check_paths([tmp_path])] == [
-        f"{tmp_path / 'b.yaml'}:3:9: duplicate rule id 'river-level-high' (first defined at {tmp_path / 'a.yaml'}:3:9)"]
+        f"{tmp_path / 'b.yaml'}:3:9: duplicate rule id 'river-level-high' (first defined at {tmp_path / 'a.yaml'}:3:9)"
+    ]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG.glob("*.yaml")), ids=lambda p: p.name)
@@ -140,8 +184,17 @@ def test_config_examples_pass_check(path: Path) -> None:
 
 def test_config_examples_cover_the_demo() -> None:
     ids = {lr.rule.id for lr in load_rules([CONFIG]).rules}
-    assert {"river-level-high", "station-silent", "sensor-stuck", "flow-anomaly", "no2-high", "pm10-high",
-            "pm25-high", "o3-high", "heavy-rain"} <= ids
+    assert {
+        "river-level-high",
+        "station-silent",
+        "sensor-stuck",
+        "flow-anomaly",
+        "no2-high",
+        "pm10-high",
+        "pm25-high",
+        "o3-high",
+        "heavy-rain",
+    } <= ids
 
 
 def test_schema_is_json_schema_with_rule_keys() -> None:
@@ -153,8 +206,10 @@ def test_schema_is_json_schema_with_rule_keys() -> None:
     assert schema["$defs"]["Rule"]["additionalProperties"] is False
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400), ("0", 0), (0, 0),
-                                                ("500ms", 0.5), ("2d", 172800)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("10m", 600), ("1h30m", 5400), ("0", 0), (0, 0), ("500ms", 0.5), ("2d", 172800)],
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
     assert parse_duration(format_duration(seconds)) == seconds
