@@ -58,7 +58,8 @@ def test_restart_keeps_incidents_and_the_shelve_expires_on_time() -> None:
     assert restarted.state.incidents[incident].state == "shelved"
     replay = decode(restarted.process(after, T0_S + 1100))  # redelivered from the committed offset
     assert [e["id"] for e in replay] == [e["id"] for e in lost]
-    assert all(e["incident"] != incident for e in decode(restarted.tick(T0_S + 2199)))  # not a second early
+    early = [e for e in decode(restarted.tick(T0_S + 2199)) if e["incident"] == incident]
+    assert all(e["change"] != "unshelved" for e in early)  # not a second early (chattering shelves may end)
     expired = [e for e in decode(restarted.tick(T0_S + 2500)) if e["incident"] == incident]
     assert (
         expired[0]["change"] == "unshelved"
