@@ -18,6 +18,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.streams.events import RawEvent, body_key
+from atalaia.streams.pipeline import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
 from atalaia.streams.stage import BatchStage
 
@@ -80,6 +81,17 @@ class IngestProducer(Service):
         await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
 
+async def read_body(request: Any, limit: int) -> tuple[bytes, bool]:
+    """The request body, read past aiohttp's own size cap: up to twice ``limit`` (so an oversize
+    payload can still be kept, truncated, on the DLQ). ``complete`` is False when cut short."""
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > 2 * limit:
+            return bytes(body), False
+    return bytes(body), True
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -129,12 +141,13 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
     app.atalaia_producer = ingest_producer
 
     async def accept(request: Any, view: Any, source: str) -> Any:
-        body = await request.read()
+        body, complete = await read_body(request, settings.max_payload_bytes)
         ev = RawEvent.from_http(body, request.headers, source)
-        if len(body) > settings.max_payload_bytes:
+        if not complete or len(body) > settings.max_payload_bytes:
+            size = f"{len(body)} bytes" if complete else f"more than {len(body)} bytes"
             await ingest_producer.publish(t("dlq"), to_dlq_record(
-                body, source, f"payload of {len(body)} bytes exceeds the limit of {settings.max_payload_bytes} "
-                "bytes", content_type=ev.content_type, received_at=now()))
+                body, source, f"payload of {size} exceeds the limit of {settings.max_payload_bytes} bytes",
+                content_type=ev.content_type, received_at=now(), max_body_bytes=DLQ_MAX_BODY))
             HTTP_REQUESTS.labels("too-large").inc()
             return view.json(problem(413, "Payload too large", f"{len(body)} bytes > "
                                      f"{settings.max_payload_bytes}"), status=413, content_type=PROBLEM)
@@ -144,7 +157,7 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
             reason = "; ".join(str(r) for r in res.rejections) or "payload rejected"
             await ingest_producer.publish(t("dlq"), to_dlq_record(
                 body, source, [str(r) for r in res.rejections], rejections=res.rejections,
-                content_type=ev.content_type, received_at=now()))
+                content_type=ev.content_type, received_at=now(), max_body_bytes=DLQ_MAX_BODY))
             HTTP_REQUESTS.labels("rejected").inc()
             return view.json(problem(400, "Bad notification", reason), status=400, content_type=PROBLEM)
         key = res.observations[0].entity.encode() if res.observations else body_key(body)

@@ -24,7 +24,11 @@ def parse_mqtt_url(url: str) -> tuple[str, int, str, str | None, str | None]:
     u = urlparse(url)
     if u.scheme not in ("mqtt", "tcp"):
         raise ValueError(f"MQTT URL must start with mqtt://, got {url!r}")
-    topic = u.path.lstrip("/") or "#"
+    # the topic filter is everything after host:port/ taken literally ('#' is a wildcard here,
+    # not a URL fragment)
+    rest = url.split("://", 1)[1]
+    topic = rest.split("/", 1)[1] if "/" in rest else ""
+    topic = topic or "#"
     return u.hostname or "127.0.0.1", u.port or 1883, topic, u.username, u.password
 
 

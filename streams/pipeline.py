@@ -15,6 +15,10 @@ import orjson
 from atalaia.streams.events import RawEvent
 from atalaia.streams.stage import Out
 
+# A DLQ record keeps the original bytes, base64-encoded; past this size only the first bytes are
+# kept (with the full size and SHA-256), so the record fits Kafka's default 1 MB message limit.
+DLQ_MAX_BODY = 600 * 1024
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +49,8 @@ class IngestCore:
             ev = RawEvent.from_record(r.value, r.headers)
             res = parse_payload(ev.body, content_type=ev.content_type, link=ev.link, headers=ev.extra,
                                 source=ev.source, received_at=received, options=self.options)
-            dlq = dlq_record_for(res, ev.body, ev.source, content_type=ev.content_type, received_at=received)
+            dlq = dlq_record_for(res, ev.body, ev.source, content_type=ev.content_type, received_at=received,
+                                 max_body_bytes=DLQ_MAX_BODY)
             if dlq is not None:
                 outs.append(Out("dlq", dlq))
             fresh = self.dedup.admit(res.observations, now=now)

@@ -55,7 +55,10 @@ def wait_gone(port: int, timeout: float = 10) -> None:
 
 def test_ctrl_c_stops_worker_and_broker(tmp_path):
     proc, broker_port, log = start_up(tmp_path)
-    assert "Atalaia is up" in log.read_text()
+    deadline = time.monotonic() + 20
+    while "Atalaia is up" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Atalaia is up" in log.read_text(), "the banner tells the user where to look"
     proc.send_signal(signal.SIGINT)
     proc.wait(30)
     wait_gone(broker_port)
