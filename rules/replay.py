@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,7 @@ class ReplayResult:
     transitions: list[AlarmTransition]
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
     engine: RuleEngine | None = None
+    first_time: float | None = None  # event time of the first observation of the file
 
 
 def replay(
@@ -50,6 +52,7 @@ def replay(
     rejected: list[tuple[int, str]] = []
     batch: list[Any] = []
     lines: list[int] = []
+    first: list[float] = []
 
     def flush() -> None:
         got, rej = engine.observe_batch(batch)
@@ -66,13 +69,16 @@ def replay(
         if not isinstance(obj, dict):
             rejected.append((n, "not a JSON object"))
             continue
+        if not first and isinstance(obj.get("time"), str):
+            with contextlib.suppress(ValueError):
+                first.append(datetime.fromisoformat(obj["time"]).timestamp())
         batch.append(obj)
         lines.append(n)
         if len(batch) >= BATCH:
             flush()
     flush()
     out += engine.finish()
-    return ReplayResult(sort_transitions(out, ruleset), rejected, engine)
+    return ReplayResult(sort_transitions(out, ruleset), rejected, engine, first[0] if first else None)
 
 
 def sort_transitions(transitions: list[AlarmTransition], ruleset: RuleSet) -> list[AlarmTransition]:
@@ -105,18 +111,12 @@ class RuleStats:
         }
 
 
-def backtest(
-    ruleset: RuleSet, result: ReplayResult, span: tuple[float, float] | None = None
-) -> list[RuleStats]:
+def backtest(ruleset: RuleSet, result: ReplayResult) -> list[RuleStats]:
     """Per rule: alarms, time firing (open alarms count until the end of the history), transitions per
     hour of history, keys alarmed, chattering keys."""
     engine = result.engine
     end = engine.watermark if engine is not None else 0.0
-    start = (
-        span[0]
-        if span
-        else min((datetime.fromisoformat(t.at).timestamp() for t in result.transitions), default=end)
-    )
+    start = result.first_time if result.first_time is not None else end
     hours = max((end - start) / 3600, 1e-9)
     stats = {lr.rule.id: RuleStats(lr.rule.id) for lr in ruleset.rules}
     firing_since: dict[tuple[str, str], float] = {}

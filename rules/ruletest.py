@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import Field
 
 from atalaia.rules.durations import format_duration
-from atalaia.rules.engine import RuleEngine
+from atalaia.rules.engine import RuleEngine, ScorerMissing
 from atalaia.rules.loader import load_model, load_rules
 from atalaia.rules.schema import Duration, Severity, Strict
 from atalaia.streams.observation import format_time
@@ -108,6 +108,9 @@ class RuleTest(Strict):
 
 class RuleTestFile(Strict):
     rule_files: list[str]
+    detectors: str | None = Field(
+        None, description="detectors config for rules with 'detector:' (relative path)"
+    )
     allowed_lateness: Duration = 300.0
     tests: list[RuleTest]
 
@@ -124,7 +127,13 @@ def run_test_file(path: str | Path) -> tuple[int, int, list[str]]:
     passed = failed = 0
     report: list[str] = []
     for test in spec.tests:
-        problems = _run_one(test, ruleset, spec.allowed_lateness)
+        scorer = None
+        if spec.detectors:  # a fresh bank per test: tests are independent
+            from atalaia.detectors.bank import DetectorBank
+            from atalaia.detectors.config import load_config
+
+            scorer = DetectorBank(load_config(path.parent / spec.detectors)).score_learn
+        problems = _run_one(test, ruleset, spec.allowed_lateness, scorer)
         if problems:
             failed += 1
             report.append(f"FAILED {path}: {test.name}")
@@ -135,7 +144,7 @@ def run_test_file(path: str | Path) -> tuple[int, int, list[str]]:
     return passed, failed, report
 
 
-def _run_one(test: RuleTest, ruleset: Any, lateness: float) -> list[str]:
+def _run_one(test: RuleTest, ruleset: Any, lateness: float, scorer: Any = None) -> list[str]:
     start = datetime.fromisoformat(test.start).astimezone(UTC)
     step = test.interval
     # observations per tick; same entity/type/labels at one tick -> one observation with several attributes
@@ -162,7 +171,10 @@ def _run_one(test: RuleTest, ruleset: Any, lateness: float) -> list[str]:
             obs["attributes"][series.attribute] = v
     last_tick = max([*ticks, *(int(a.eval_time // step) for a in test.alarm_tests)], default=0)
     wanted = {a.eval_time: a for a in test.alarm_tests}
-    engine = RuleEngine(ruleset, allowed_lateness=lateness)
+    try:
+        engine = RuleEngine(ruleset, scorer=scorer, allowed_lateness=lateness)
+    except ScorerMissing as exc:
+        return [f"{exc} (add 'detectors: path/to/detectors.yaml' to the test file)"]
     transitions = []
     problems: list[str] = []
     for i in range(last_tick + 1):

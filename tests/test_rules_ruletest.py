@@ -1,0 +1,116 @@
+"""`atalaia rules test` (promtool-like rule unit tests) and `atalaia rules backtest`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from atalaia.rules.cli import rules
+
+HERE = Path(__file__).resolve().parent
+HYDRO_TESTS = HERE / "data" / "rules_tests" / "hydro_test.yaml"
+RULES = """rules:
+  - id: high
+    select: {type: WaterObserved, attribute: height}
+    severities: [{severity: critical, above: 5, for: 2m}, {severity: high, above: 4}]
+"""
+
+
+def test_example_rule_tests_pass() -> None:
+    result = CliRunner().invoke(rules, ["test", str(HYDRO_TESTS)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("2 passed, 0 failed")
+
+
+def test_failing_rule_test_prints_a_readable_diff(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(RULES)
+    (tmp_path / "t.yaml").write_text("""rule_files: [r.yaml]
+tests:
+  - name: wrong expectations
+    input_series:
+      - {entity: e1, type: WaterObserved, attribute: height, values: "3 4.5 5.5x3"}
+    alarm_tests:
+      - eval_time: 2m
+        exp_alarms: [{rule: high, key: e1, severity: critical}]
+    exp_transitions:
+      - {at: 1m, rule: high, key: e1, state: firing, severity: high}
+      - {at: 3m, rule: high, key: e1, state: firing, severity: critical}
+""")
+    result = CliRunner().invoke(rules, ["test", str(tmp_path / "t.yaml")])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"FAILED {tmp_path / 't.yaml'}: wrong expectations",
+        "  alarms at 2m differ (- expected, + got):",
+        "    - high e1 firing critical",
+        "    + high e1 firing high",
+        "  transitions differ (- expected, + got):",
+        "    @@ -1,2 +1,2 @@",
+        "           1m high e1 firing high",
+        "    -      3m high e1 firing critical",
+        "    +      4m high e1 firing critical",
+        "0 passed, 1 failed",
+    ]
+
+
+def test_bad_rule_test_file_points_at_the_error(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(RULES)
+    (tmp_path / "t.yaml").write_text("rule_files: [r.yaml]\ntests:\n  - name: x\n    input_serie: []\n")
+    result = CliRunner().invoke(rules, ["test", str(tmp_path / "t.yaml")])
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        == f"{tmp_path / 't.yaml'}:4:5: unknown key 'input_serie' (did you mean 'input_series'?)"
+    )
+
+
+def test_backtest_reports_alarms_time_firing_and_chattiness(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(RULES)
+    values = [3, 4.5, 3, 4.5, 3, 4.5, 3, 6, 6, 6, 6, 3] + [3] * 48  # one hour, one value a minute
+    history = tmp_path / "h.jsonl"
+    history.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "time": f"2024-03-01T00:{i:02d}:00Z",
+                    "entity": "e1",
+                    "type": "WaterObserved",
+                    "attributes": {"height": v},
+                }
+            )
+            + "\n"
+            for i, v in enumerate(values)
+        )
+    )
+    result = CliRunner().invoke(rules, ["backtest", str(tmp_path / "r.yaml"), str(history), "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    # fires at 1, 3, 5, 7 (escalates to critical at 9), resolves at 2, 4, 6, 11: 4 alarms, 1+1+1+4 minutes
+    assert row == {
+        "rule": "high",
+        "alarms": 4,
+        "pending_only": 0,
+        "firing_hours": round(7 / 60, 3),
+        "transitions": 9,
+        "transitions_per_hour": round(9 / (59 / 60), 3),
+        "keys": 1,
+        "chattering_keys": 0,
+    }
+    # three transitions within a minute (15 s apart) is chattering (EEMUA 191)
+    history.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "time": f"2024-03-01T00:00:{i * 15:02d}Z",
+                    "entity": "e1",
+                    "type": "WaterObserved",
+                    "attributes": {"height": v},
+                }
+            )
+            + "\n"
+            for i, v in enumerate([3, 4.5, 3, 4.5])
+        )
+    )
+    result = CliRunner().invoke(rules, ["backtest", str(tmp_path / "r.yaml"), str(history), "--json"])
+    assert json.loads(result.stdout)["chattering_keys"] == 1
