@@ -7,14 +7,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from atalaia.streams.ingest.attributes import TIME_FIELDS, Parts, read_attributes, short_name, time_text
+from atalaia.streams.ingest.build import build_observation
 from atalaia.streams.ingest.geo import LocationError, check_point, geo_point_text, geometry_point
 from atalaia.streams.ingest.jsonparse import Duplicates, duplicates_in
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
-from atalaia.streams.observation import Observation
-
-_construct = Observation.model_construct
 
 
 @dataclass(slots=True)
@@ -202,17 +200,7 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
             q = [*quality, skew]
             out.warnings.append(f"{eid}: {skew}")
         out.observations.append(
-            _construct(
-                time=t,
-                entity=eid,
-                type=etype,
-                attributes=attrs,
-                location=location,
-                source=ctx.source,
-                units=units,
-                labels=parts.labels,
-                quality=q,
-            )
+            build_observation(t, eid, etype, attrs, location, ctx.source, units, parts.labels, q)
         )
 
 

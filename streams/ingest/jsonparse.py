@@ -1,12 +1,14 @@
 """Strict JSON decoding for ingest: RFC 8259 only, duplicate keys detected.
 
 orjson is the fast path. It already refuses ``NaN``/``Infinity`` tokens, invalid UTF-8 and lone
-surrogates, but it keeps the last of two equal keys silently; so after a successful orjson parse
-the number of object keys written in the body is compared with the number of keys that survived
-(both counted by one C-speed regex over the body and over orjson's re-serialisation). Only when
-the counts differ is the body parsed again with the standard library and an ``object_pairs_hook``
-that marks every object holding a duplicate key, so the normaliser can refuse exactly the entity
-concerned. Error messages for a refused body come from the standard library with
+surrogates, but it keeps the last of two equal keys silently. Duplicate detection costs two
+``bytes.count`` calls and one ``orjson.dumps``: every key contributes one structural colon, and
+orjson never escapes a colon, so without duplicates the compact re-serialisation holds exactly the
+body's literal colons plus its ``\\u003a`` escapes; a dropped duplicate removes at least its own
+colon, so the counts can only differ (a backslash-escaped ``\\\\u003a`` over-counts, which only costs
+the slow path). Only when they differ is the body parsed again with the standard library and an
+``object_pairs_hook`` that marks every object holding a duplicate key, so the normaliser can refuse
+exactly the entity concerned. Error messages for a refused body come from the standard library with
 ``parse_constant``/``parse_float`` hooks, which name the offending token and its line/column.
 """
 
@@ -14,15 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import orjson
-
-# One JSON string token, then optionally the colon that makes it an object key. Scanning from the
-# start of a valid JSON text, every match begins at an opening quote (outside strings JSON has no
-# quote characters), so the count of matches with a colon is exactly the number of keys written.
-_STRING_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?')
 
 
 class JSONRejected(ValueError):
@@ -36,9 +32,10 @@ class JSONRejected(ValueError):
 Duplicates = dict[int, tuple[str, ...]]  # id() of a decoded object -> keys it had more than once
 
 
-def _count_keys(text: bytes) -> int:
-    tokens = _STRING_TOKEN.findall(text)
-    return len(tokens) - tokens.count(b"")
+def _colons_written(body: bytes) -> int:
+    """Colons the decoded value holds, or more: literal ones plus ``\\u003X`` escapes."""
+    n = body.count(b":")
+    return n + body.count(b"\\u003") if b"\\u" in body else n  # \\u003X over-counts: slow path only
 
 
 def _marking_hook(table: Duplicates):
@@ -106,12 +103,11 @@ def decode(body: bytes) -> tuple[Any, Duplicates | None]:
     except (orjson.JSONDecodeError, RecursionError) as exc:
         raise _explain_failure(body, exc) from None
     if isinstance(value, dict | list) and b":" in body:
-        written = _count_keys(body)
         try:
-            kept = _count_keys(orjson.dumps(value))
+            kept = orjson.dumps(value)
         except orjson.JSONEncodeError:
-            raise JSONRejected("JSON nested too deeply (more than 250 levels)", "too-deep") from None
-        if written != kept:
+            raise JSONRejected("JSON nested too deeply", "too-deep") from None
+        if kept.count(b":") != _colons_written(body):
             table: Duplicates = {}
             return _decode_marking_duplicates(body, table), table
     return value, None

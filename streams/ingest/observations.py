@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from atalaia.streams.ingest.attributes import is_number, number_like_text
+from atalaia.streams.ingest.build import build_observation
 from atalaia.streams.ingest.entity import PayloadContext, rejected_duplicates
 from atalaia.streams.ingest.geo import LocationError, check_point
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
-from atalaia.streams.observation import Observation
 
 CONTRACT_KEYS = frozenset({"time", "entity", "attributes"})
 
@@ -125,15 +125,15 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
         return
     src = raw.get("source")
     out.observations.append(
-        Observation.model_construct(
-            time=pt.time,
-            entity=eid,
-            type=etype,
-            attributes=attrs,
-            location=location,
-            source=src if type(src) is str and src else ctx.source,
-            units=_text_map(raw.get("units")),
-            labels=_text_map(raw.get("labels")),
-            quality=quality,
+        build_observation(
+            pt.time,
+            eid,
+            etype,
+            attrs,
+            location,
+            src if type(src) is str and src else ctx.source,
+            _text_map(raw.get("units")),
+            _text_map(raw.get("labels")),
+            quality,
         )
     )
