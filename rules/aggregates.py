@@ -1,4 +1,5 @@
-"""Aggregates over an event-time window ``(t - window, t]`` of ``(time, value)`` samples sorted by time.
+"""Aggregates over an event-time window ``(t - window, t]``, given as parallel lists of sample times and
+values sorted by time (builtins over plain lists: the hot path stays in C).
 
 ``delta`` = last - first and ``rate`` = delta / seconds between them need two samples; with fewer the
 aggregate has no value and no severity holds (as in Prometheus).
@@ -6,46 +7,46 @@ aggregate has no value and no severity holds (as in Prometheus).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-Samples = Sequence[tuple[float, float]]
-
-
-def _avg(w: Samples) -> float | None:
-    return sum(v for _, v in w) / len(w) if w else None
+Aggregate = Callable[[list[float], list[float]], float | None]
 
 
-def _min(w: Samples) -> float | None:
-    return min(v for _, v in w) if w else None
+def _avg(times: list[float], values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
-def _max(w: Samples) -> float | None:
-    return max(v for _, v in w) if w else None
+def _min(times: list[float], values: list[float]) -> float | None:
+    return min(values) if values else None
 
 
-def _sum(w: Samples) -> float | None:
-    return float(sum(v for _, v in w)) if w else None
+def _max(times: list[float], values: list[float]) -> float | None:
+    return max(values) if values else None
 
 
-def _count(w: Samples) -> float | None:
-    return float(len(w))
+def _sum(times: list[float], values: list[float]) -> float | None:
+    return float(sum(values)) if values else None
 
 
-def _last(w: Samples) -> float | None:
-    return w[-1][1] if w else None
+def _count(times: list[float], values: list[float]) -> float | None:
+    return float(len(values))
 
 
-def _delta(w: Samples) -> float | None:
-    return w[-1][1] - w[0][1] if len(w) >= 2 else None
+def _last(times: list[float], values: list[float]) -> float | None:
+    return values[-1] if values else None
 
 
-def _rate(w: Samples) -> float | None:
-    if len(w) < 2 or w[-1][0] == w[0][0]:
+def _delta(times: list[float], values: list[float]) -> float | None:
+    return values[-1] - values[0] if len(values) >= 2 else None
+
+
+def _rate(times: list[float], values: list[float]) -> float | None:
+    if len(values) < 2 or times[-1] == times[0]:
         return None
-    return (w[-1][1] - w[0][1]) / (w[-1][0] - w[0][0])
+    return (values[-1] - values[0]) / (times[-1] - times[0])
 
 
-AGGREGATES: dict[str, Callable[[Samples], float | None]] = {
+AGGREGATES: dict[str, Aggregate] = {
     "avg": _avg,
     "min": _min,
     "max": _max,

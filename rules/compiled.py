@@ -161,7 +161,7 @@ class AlarmState:
         self.sev = -1
         self.since = NEG_INF
         self.value: float | None = None
-        self.window: list[tuple[float, float]] | None = None
+        self.window: tuple[list[float], list[float]] | None = None  # (times, values) sorted by time
         self.obs: dict[str, Any] | None = None  # last observation (context for keep_firing_for/reload lines)
 
     def dump(self) -> list[Any]:
@@ -180,7 +180,7 @@ class AlarmState:
     def load(cls, d: list[Any]) -> AlarmState:
         s = cls()
         s.t, s.levels, s.state, s.sev, s.since, s.value, window, s.obs = d
-        s.window = [(a, b) for a, b in window] if window else None
+        s.window = (window[0], window[1]) if window else None
         return s
 
 
@@ -221,21 +221,23 @@ class ThresholdRule(CompiledRule):
         if t < st.t:
             if self.window is not None:  # late but allowed: later windows include it
                 if st.window is None:
-                    st.window = []
-                bisect.insort(st.window, (t, v))
+                    st.window = ([], [])
+                times, values = st.window
+                i = bisect.bisect_right(times, t)
+                times.insert(i, t)
+                values.insert(i, v)
             return False
         if self.aggregate is not None:
-            w = st.window
-            if w is None:
-                w = st.window = []
-            w.append((t, v))
-            edge = t - self.window  # type: ignore[operator]
-            drop = 0
-            while w[drop][0] <= edge:
-                drop += 1
-            if drop:
-                del w[:drop]
-            value = self.aggregate(w)
+            if st.window is None:
+                st.window = ([], [])
+            times, values = st.window
+            times.append(t)
+            values.append(v)
+            if times[0] <= t - self.window:  # type: ignore[operator]
+                drop = bisect.bisect_right(times, t - self.window)  # type: ignore[operator]
+                del times[:drop]
+                del values[:drop]
+            value = self.aggregate(times, values)
         elif self.detector is not None:
             assert scorer is not None
             attr = self.attribute or ""
@@ -261,9 +263,14 @@ class ThresholdRule(CompiledRule):
         out: list[AlarmTransition],
     ) -> None:
         levels = st.levels
-        if levels is None and (value is None or not any(lv.holds(value, False) for lv in self.levels)):
-            return  # the common case: inactive and nothing holds
-        if levels is None:
+        if levels is None:  # the common case: inactive; return at once when nothing holds
+            if value is None:
+                return
+            for lv in self.levels:
+                if lv.holds(value, False):
+                    break
+            else:
+                return
             levels = st.levels = [None] * len(self.levels)
         fire = pend = -1
         kff = self.keep_firing_for
@@ -345,7 +352,7 @@ class ThresholdRule(CompiledRule):
         observation still accepted (time >= horizon) comes after it and needs none of its window."""
         if st.state != INACTIVE or st.levels is not None or st.t >= horizon:
             return False
-        return not st.window or st.window[-1][0] <= horizon - (self.window or 0.0)
+        return not st.window or not st.window[0] or st.window[0][-1] <= horizon - (self.window or 0.0)
 
     def active(self) -> list[dict[str, Any]]:
         return [

@@ -1,0 +1,214 @@
+"""Rule engine throughput and state size.
+
+    python -m benchmarks.rules_bench [--observations N]
+
+Ten "real" rules match every observation (WaterObserved height/flow: thresholds with several
+severities, for, hysteresis, keep_firing_for, avg/rate windows, absence, stuck); the other rules
+(up to 10 000) sit on other entity types and attributes, as in a city-wide rule base, so they cannot
+match. The figure to watch is the cost per observation with 10 000 rules ÷ with 10 (goal: ≤ 2).
+Observations are plain dicts in the contract shape, fed in batches of 5 000 like the live agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+from atalaia.rules.engine import RuleEngine
+from atalaia.rules.loader import LoadedRule, RuleSet, load_texts
+from atalaia.rules.schema import Rule
+
+REAL = load_texts(
+    [
+        (
+            "bench.yaml",
+            """
+group: bench
+rules:
+  - id: level
+    select: {type: WaterObserved, attribute: height}
+    severities:
+      - {severity: critical, above: 4.5, clear_below: 4.2, for: 2m}
+      - {severity: high, above: 3.5, clear_below: 3.3}
+      - {severity: medium, above: 3.0}
+    keep_firing_for: 5m
+    annotations: {summary: "{{ entity }} at {{ value }} m"}
+  - id: level-avg
+    select: {type: WaterObserved, attribute: height}
+    aggregate: {function: avg, window: 10m}
+    severities: [{severity: high, above: 3.8}]
+  - id: level-rate
+    select: {type: WaterObserved, attribute: height}
+    aggregate: {function: rate, window: 15m}
+    severities: [{severity: high, above: 0.002}]
+  - id: level-low
+    select: {type: WaterObserved, attribute: height}
+    severities: [{severity: low, below: 0.5}]
+  - id: level-district
+    select: {type: WaterObserved, attribute: height, where: {district: "13"}}
+    key: [parish]
+    aggregate: {function: max, window: 5m}
+    severities: [{severity: high, above: 4.0}]
+  - id: flow-high
+    select: {type: WaterObserved, attribute: flow}
+    aggregate: {function: max, window: 30m}
+    severities: [{severity: critical, above: 6000, for: 10m}, {severity: high, above: 3500}]
+  - id: flow-sum
+    select: {type: WaterObserved, attribute: flow}
+    aggregate: {function: sum, window: 5m}
+    severities: [{severity: medium, above: 20000}]
+  - id: silent
+    select: {type: WaterObserved}
+    absent_for: 15m
+    severity: medium
+  - id: stuck
+    select: {type: WaterObserved, attribute: height}
+    stuck_for: 1h
+    severity: low
+  - id: flow-silent
+    select: {type: WaterObserved, attribute: flow}
+    absent_for: 30m
+    severity: low
+""",
+        )
+    ]
+)
+
+TYPES = [
+    "AirQualityObserved",
+    "WeatherObserved",
+    "NoiseLevelObserved",
+    "TrafficFlowObserved",
+    "ParkingSpot",
+    "StreetLight",
+    "WasteContainer",
+    "EnergyMeter",
+    "WaterQualityObserved",
+    "FloodMonitoring",
+]
+
+
+def ruleset(n: int) -> RuleSet:
+    """The 10 real rules plus n - 10 that cannot match the benchmark's observations."""
+    filler = []
+    for i in range(max(n - len(REAL), 0)):
+        rule = Rule.model_validate(
+            {
+                "id": f"filler-{i}",
+                "select": {"type": TYPES[i % len(TYPES)], "attribute": f"attr{i % 997}"},
+                "aggregate": {"function": "avg", "window": "10m"} if i % 3 == 0 else None,
+                "severities": [
+                    {"severity": "high", "above": 100.0 + i % 50, "for": "5m"},
+                    {"severity": "medium", "above": 50.0},
+                ],
+            }
+        )
+        filler.append(LoadedRule(rule, "filler", "<generated>", 0))
+    return RuleSet([*REAL.rules, *filler])
+
+
+def observations(count: int, keys: int) -> list[dict]:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    out = []
+    for i in range(count):
+        k = i % keys
+        t = start + timedelta(seconds=(i // keys) * 60 + k * 60 / keys)  # every key once a minute
+        phase = (i // keys) % 240
+        height = (
+            2.0 + 2.8 * abs(120 - phase) / 120 + (k % 7) * 0.05
+        )  # slow floods, some keys cross thresholds
+        out.append(
+            {
+                "time": t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "entity": f"urn:ngsi-ld:WaterObserved:g{k}",
+                "type": "WaterObserved",
+                "attributes": {"height": round(height, 3), "flow": 1000.0 + 30 * phase + k},
+                "labels": {"district": "13" if k % 2 else "11", "parish": f"p{k % 20}"},
+            }
+        )
+    return out
+
+
+def run(n_rules: int, data: list[dict], batch: int = 5000) -> dict[str, float]:
+    engine = RuleEngine(ruleset(n_rules))
+    gc.collect()
+    transitions = 0
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for i in range(0, len(data), batch):
+        out, rejected = engine.observe_batch(data[i : i + batch])
+        assert not rejected, rejected[:1]
+        transitions += len(out)
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    evaluations = engine.stats["evaluations"]
+    return {
+        "rules": n_rules,
+        "seconds": elapsed,
+        "obs_per_s": len(data) / elapsed,
+        "evals_per_s": evaluations / elapsed,
+        "us_per_obs": elapsed / len(data) * 1e6,
+        "evals_per_obs": evaluations / len(data),
+        "transitions": transitions,
+        "cpu_us_per_obs": cpu / len(data) * 1e6,
+    }
+
+
+def state_size(data: list[dict]) -> dict[str, float]:
+    """Bytes per (rule, key): snapshot bytes and Python heap (tracemalloc), with full windows."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    engine = RuleEngine(ruleset(10))
+    engine.observe_batch(data)
+    live = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    states = engine.state_count()
+    snap = engine.snapshot()
+    t0 = time.perf_counter()
+    RuleEngine.restore(ruleset(10), snap)
+    restore_s = time.perf_counter() - t0
+    return {
+        "states": states,
+        "snapshot_bytes_per_state": len(snap) / states,
+        "heap_bytes_per_state": live / states,
+        "snapshot_mb": len(snap) / 1e6,
+        "restore_s": restore_s,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--observations", type=int, default=100_000)
+    ap.add_argument("--keys", type=int, default=500)
+    args = ap.parse_args()
+    data = observations(args.observations, args.keys)
+    print(f"{args.observations} observations, {args.keys} keys, 2 attributes each, batches of 5000")
+    run(10, data[:5000])  # warm-up
+    rows = [run(n, data) for n in (10, 1_000, 10_000)]
+    print("wall-clock figures; 'cpu µs/obs' is process CPU time (robust when the machine is shared)")
+    print(
+        f"{'rules':>6} {'obs/s':>10} {'evals/s':>10} {'µs/obs':>8} {'cpu µs/obs':>10} {'evals/obs':>9} "
+        f"{'transitions':>11}"
+    )
+    for r in rows:
+        print(
+            f"{r['rules']:>6} {r['obs_per_s']:>10,.0f} {r['evals_per_s']:>10,.0f} {r['us_per_obs']:>8.2f} "
+            f"{r['cpu_us_per_obs']:>10.2f} {r['evals_per_obs']:>9.1f} {r['transitions']:>11}"
+        )
+    print(
+        f"ratio µs/obs 10 000 rules ÷ 10 rules: wall {rows[2]['us_per_obs'] / rows[0]['us_per_obs']:.2f}, "
+        f"cpu {rows[2]['cpu_us_per_obs'] / rows[0]['cpu_us_per_obs']:.2f} (goal ≤ 2)"
+    )
+    size = state_size(data[: min(len(data), 60 * args.keys)])  # one hour of data: windows are full
+    print(
+        f"state: {size['states']} (rule, key) states; snapshot {size['snapshot_bytes_per_state']:.0f} B/state, "
+        f"heap {size['heap_bytes_per_state']:.0f} B/state; snapshot {size['snapshot_mb']:.1f} MB restores in "
+        f"{size['restore_s'] * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
