@@ -96,9 +96,10 @@ class RuleEngine:
         detector_rules = [r for r in rules if getattr(r, "detector", None)]
         if detector_rules and self.scorer is None:
             r = detector_rules[0]
+            more = f" (and {len(detector_rules) - 1} more detector rules)" if len(detector_rules) > 1 else ""
             raise ScorerMissing(
-                f"{r.loaded.where}: rule '{r.id}' uses detector '{r.detector}' (and {len(detector_rules) - 1} more "  # type: ignore[attr-defined]
-                "detector rules) but no detectors are configured: pass a scorer (atalaia.detectors bank)"
+                f"{r.loaded.where}: rule '{r.id}' uses detector '{r.detector}'{more} but no detectors are "  # type: ignore[attr-defined]
+                "configured: pass a scorer (e.g. atalaia.detectors.bank.DetectorBank(...).score_learn)"
             )
         self.ruleset = ruleset
         self.rules = rules
