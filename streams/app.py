@@ -135,6 +135,16 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
             name="ingest", source="events", group=f"{settings.app_id}.ingest",
             make_core=lambda p, s: IngestCore(settings, s), **common))
 
+    if "rules" in stages:
+        from atalaia.detectors.config import load_config as load_detectors
+        from atalaia.streams.pipeline import RuleFiles, RulesCore
+
+        rule_files = RuleFiles(settings.rules_paths)
+        detectors = load_detectors(settings.detectors_path)
+        app.atalaia_stages["rules"] = app.service(BatchStage(
+            name="rules", source="observations", group=f"{settings.app_id}.rules", tick_s=1.0,
+            make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s), **common))
+
     if not http:
         return app
     ingest_producer = app.service(IngestProducer(bootstrap))

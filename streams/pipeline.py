@@ -6,6 +6,7 @@ state; ``streams.stage.BatchStage`` drives them. No I/O here.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -166,7 +167,8 @@ class RulesCore:
                 outs.append(Out("dlq", to_dlq_record(r.value, "atalaia.observations",
                                                      f"not an observation in the contract shape: {e}")))
                 continue
-            if self.dedup._check(f"{obs.get('type')}\x1f{oid}", seen):
+            if self.dedup._check(hashlib.blake2b(f"{obs.get('type')}|{oid}".encode(), digest_size=16).digest(),
+                                 seen):
                 batch.append(obs)
         transitions, rejected = self.engine.observe_batch(batch)
         outs += [self._out(t) for t in transitions]

@@ -4,15 +4,15 @@ hundreds of thousands).
 
 Each stage consumes one topic in a consumer group, keeps one pure *core* per assigned partition
 (rules, detectors, dedup state ...), and for every batch: ``core.process(records)`` → produce the
-outputs → wait for the broker's acks → commit the offsets. So a crash re-processes at most the
-uncommitted batch (at-least-once) and, because every output carries a deterministic id, consumers
-drop the redelivered copies.
+outputs → wait for the broker's acks.
 
-State survives restarts through checkpoints: every ``checkpoint_s`` (and on shutdown or when a
-partition is revoked) each core's ``snapshot()`` is written atomically together with the offset
-it corresponds to. On assignment the core is restored from its checkpoint and the consumer seeks
-to the checkpoint's offset, so state and position always agree (outputs between the checkpoint
-and a crash are produced again with the same ids).
+State and position move together. Every ``checkpoint_s`` (and on shutdown or when a partition
+is revoked) each core's ``snapshot()`` is written atomically with the offset it corresponds to,
+and only then is that offset committed to Kafka: the committed offset never runs ahead of saved
+state. On assignment the core is restored from its checkpoint and the consumer seeks to the
+checkpoint's offset (without a checkpoint it starts fresh at the committed offset, which then is
+where fresh state belongs). A crash therefore re-processes what came after the last checkpoint
+(at-least-once) and, as every output carries a deterministic id, consumers drop the copies.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class BatchStage(Service):
     async def on_stop(self) -> None:
         if self.consumer is not None:
             async with self._lock:
-                self._checkpoint_all()
+                await self._checkpoint_all()
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
         if self._own_producer and self.producer is not None:
@@ -168,19 +168,26 @@ class BatchStage(Service):
 
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         async with self._lock:
+            await self._checkpoint_all([tp.partition for tp in tps])
             for tp in tps:
-                self._checkpoint(tp.partition)
                 self.cores.pop(tp.partition, None)
                 self.positions.pop(tp.partition, None)
 
-    def _checkpoint(self, partition: int) -> None:
-        core, pos = self.cores.get(partition), self.positions.get(partition)
-        if self.checkpoints and core is not None and pos is not None:
-            self.checkpoints.save(partition, pos, core.snapshot())
-
-    def _checkpoint_all(self) -> None:
-        for p in list(self.cores):
-            self._checkpoint(p)
+    async def _checkpoint_all(self, partitions: list[int] | None = None) -> None:
+        """Save state with its offset, then commit that offset (never the other way round)."""
+        commits = {}
+        for p in self.cores if partitions is None else partitions:
+            core, pos = self.cores.get(p), self.positions.get(p)
+            if core is None or pos is None:
+                continue
+            if self.checkpoints:
+                self.checkpoints.save(p, pos, core.snapshot())
+            commits[TopicPartition(self.source, p)] = pos
+        if commits:
+            try:
+                await self.consumer.commit(commits)
+            except Exception as e:  # e.g. during a rebalance: the checkpoint files still hold
+                log.warning("%s: commit failed: %s", self.name, e)
         self._last_ckpt = time.monotonic()
 
     # -- the loop --------------------------------------------------------------------------
@@ -194,9 +201,9 @@ class BatchStage(Service):
                 await asyncio.sleep(0.5)
                 continue
             if not batches:
-                if self.checkpoints and time.monotonic() - self._last_ckpt > self.checkpoint_s:
+                if time.monotonic() - self._last_ckpt > self.checkpoint_s:
                     async with self._lock:
-                        self._checkpoint_all()
+                        await self._checkpoint_all()
                 continue
             async with self._lock:
                 await self._process(batches)
@@ -205,25 +212,20 @@ class BatchStage(Service):
         t0 = time.perf_counter()
         now = self.clock()
         outs: list[Out] = []
-        commits: dict[TopicPartition, int] = {}
         n = 0
         for tp, records in batches.items():
             core = self.cores.get(tp.partition)
             if core is None or not records:  # revoked while fetching
                 continue
             outs.extend(core.process(records, now))
-            nxt = records[-1].offset + 1
-            commits[tp] = nxt
-            self.positions[tp.partition] = nxt
+            self.positions[tp.partition] = records[-1].offset + 1
             n += len(records)
         await self._produce(outs)
-        if commits:
-            await self.consumer.commit(commits)
         self.processed += n
         STAGE_RECORDS.labels(self.name).inc(n)
         STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
-        if self.checkpoints and time.monotonic() - self._last_ckpt > self.checkpoint_s:
-            self._checkpoint_all()
+        if time.monotonic() - self._last_ckpt > self.checkpoint_s:
+            await self._checkpoint_all()
 
     async def _produce(self, outs: list[Out]) -> None:
         if not outs:
