@@ -4,6 +4,7 @@ the Deduper is exact, bounded and survives snapshot/restore."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,12 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atalaia.streams.ingest import Deduper, IngestResult, parse_payload
+from atalaia.streams.ingest.jsonparse import decode, duplicates_in
 from atalaia.streams.observation import Observation
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
 RECEIVED = datetime(2026, 1, 28, 10, 0, tzinfo=UTC)
-FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def check_invariants(r: IngestResult) -> None:
@@ -206,6 +208,61 @@ def test_truncated_and_spliced_bodies(noise: bytes, cut: int) -> None:
     check_invariants(parse_payload(body[:cut] + noise + body[cut:], received_at=RECEIVED))
 
 
+# ---- duplicate-key detection (the fast colon count must never miss one) ---------------------------
+
+dup_keys = st.sampled_from(["a", "b", ":", "a:b", "\\", '"', "é", "u003a", "\\u003a"])
+dup_scalars = st.one_of(st.integers(-5, 5), st.sampled_from(["x", ":", "a:b", "\\u003a", "é:"]), st.none())
+dup_trees = st.recursive(
+    dup_scalars,
+    lambda kids: (
+        st.lists(kids, max_size=3).map(lambda xs: ("list", xs))
+        | st.lists(st.tuples(dup_keys, kids), max_size=4).map(lambda ps: ("obj", ps))
+    ),
+    max_leaves=15,
+)
+
+
+def _string(s: str, ascii_only: bool, escape_colons: bool) -> str:
+    text = json.dumps(s, ensure_ascii=ascii_only)
+    return text.replace(":", "\\u003a") if escape_colons else text
+
+
+def _render(node, ascii_only: bool, escape_colons: bool) -> str:
+    if isinstance(node, tuple) and node[0] == "obj":
+        return (
+            "{"
+            + ", ".join(
+                f"{_string(k, ascii_only, escape_colons)} : {_render(v, ascii_only, escape_colons)}"
+                for k, v in node[1]
+            )
+            + "}"
+        )
+    if isinstance(node, tuple):
+        return "[" + ",".join(_render(v, ascii_only, escape_colons) for v in node[1]) + "]"
+    if isinstance(node, str):
+        return _string(node, ascii_only, escape_colons)
+    return json.dumps(node)
+
+
+def _has_duplicate(node) -> bool:
+    if isinstance(node, tuple) and node[0] == "obj":
+        keys = [k for k, _ in node[1]]
+        return len(keys) != len(set(keys)) or any(_has_duplicate(v) for _, v in node[1])
+    if isinstance(node, tuple):
+        return any(_has_duplicate(v) for v in node[1])
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(dup_trees, st.booleans(), st.booleans())
+def test_duplicate_keys_are_always_detected(tree, ascii_only, escape_colons) -> None:
+    body = _render(tree, ascii_only, escape_colons).encode()
+    value, table = decode(body)
+    found = bool(table) and bool(duplicates_in(value, table))
+    assert found == _has_duplicate(tree)
+    assert value == json.loads(body)  # same value as the standard library (last duplicate wins)
+
+
 # ---- Deduper -----------------------------------------------------------------------------------
 
 T0 = datetime(2026, 1, 28, tzinfo=UTC)
@@ -279,8 +336,9 @@ def test_deduper_forgets_after_horizon_and_is_bounded() -> None:
     others = [o.model_copy(update={"entity": f"x{i}"}) for i in range(5)]
     d.admit(others, now=201)
     assert len(d) == 2
-    with pytest.raises(ValueError):
-        Deduper.restore(b'{"v": 99}')
+    for broken in (b'{"v": 99}\n', b"garbage", d.snapshot()[:-3]):
+        with pytest.raises(ValueError):
+            Deduper.restore(broken)
 
 
 def test_v2_identity_is_id_plus_type() -> None:

@@ -19,24 +19,34 @@ so a worker restart recovers the same decisions.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
 
 import orjson
 
-from atalaia.streams.observation import Observation, format_time, observation_id
+from atalaia.streams.observation import Observation
 
 _VERSION = 1
+_KEY_BYTES = 16
 
 
 def _seconds(now: float | datetime) -> float:
     return now.timestamp() if isinstance(now, datetime) else float(now)
 
 
-def observation_key(o: Observation) -> str:
-    """Identity of a delivery: NGSI-v2 identity is id + type, so the type is part of it."""
-    return f"{o.type}\x1f{observation_id(o.entity, format_time(o.time), o.attributes)}"
+def observation_key(o: Observation) -> bytes:
+    """Identity of a delivery: type + entity (NGSI-v2 identity is id + type) + time + values.
+
+    A 16-byte blake2b digest of an unambiguous ``repr`` (floats repr exactly), cheaper than the
+    contract's ``Observation.id`` and independent of the attributes' order."""
+    a = o.attributes
+    items = sorted(a.items()) if len(a) > 1 else list(a.items())
+    return hashlib.blake2b(
+        repr((o.type, o.entity, o.time.timestamp(), items)).encode(), digest_size=_KEY_BYTES
+    ).digest()
 
 
 class Deduper:
@@ -46,7 +56,7 @@ class Deduper:
         self.horizon_s = float(horizon_s)
         self.max_entries = int(max_entries)
         self.clock = float("-inf")
-        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> last seen (clock seconds)
+        self._seen: OrderedDict[bytes, float] = OrderedDict()  # key -> last seen (clock seconds)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -64,7 +74,7 @@ class Deduper:
             del seen[key]
         return self.clock
 
-    def _check(self, key: str, t: float) -> bool:
+    def _check(self, key: bytes, t: float) -> bool:
         """True when ``key`` is new (and remember it); False for a redelivery."""
         seen = self._seen
         if key in seen:
@@ -86,25 +96,41 @@ class Deduper:
         """False when this exact notification (id + body digest) was already admitted."""
         if not notification_id:
             return True
-        return self._check(f"notification\x1f{notification_id}\x1f{digest}", self._tick(now))
+        key = hashlib.blake2b(
+            repr(("notification", notification_id, digest)).encode(), digest_size=_KEY_BYTES
+        ).digest()
+        return self._check(key, self._tick(now))
 
     def snapshot(self) -> bytes:
-        return orjson.dumps(
+        """Header line (JSON) + the 16-byte keys + their float64 last-seen times, oldest first."""
+        header = orjson.dumps(
             {
                 "v": _VERSION,
                 "horizon_s": self.horizon_s,
                 "max_entries": self.max_entries,
                 "clock": self.clock if self.clock != float("-inf") else None,
-                "seen": list(self._seen.items()),
+                "n": len(self._seen),
             }
         )
+        times = array("d", self._seen.values())
+        return b"".join((header, b"\n", *self._seen.keys(), times.tobytes()))
 
     @classmethod
     def restore(cls, data: bytes) -> Deduper:
-        state = orjson.loads(data)
-        if not isinstance(state, dict) or state.get("v") != _VERSION:
+        head, sep, body = data.partition(b"\n")
+        try:
+            state = orjson.loads(head)
+        except orjson.JSONDecodeError:
+            state = None
+        if not sep or not isinstance(state, dict) or state.get("v") != _VERSION:
             raise ValueError("not a Deduper snapshot (or an unknown version)")
+        n = int(state["n"])
+        if len(body) != n * (_KEY_BYTES + 8):
+            raise ValueError("truncated Deduper snapshot")
         d = cls(state["horizon_s"], state["max_entries"])
         d.clock = float("-inf") if state["clock"] is None else float(state["clock"])
-        d._seen = OrderedDict((k, float(ts)) for k, ts in state["seen"])
+        times = array("d")
+        times.frombytes(body[n * _KEY_BYTES :])
+        keys = (body[i * _KEY_BYTES : (i + 1) * _KEY_BYTES] for i in range(n))
+        d._seen = OrderedDict(zip(keys, times, strict=True))
         return d
