@@ -166,13 +166,23 @@ class RuleEngine:
         index, any_attr, scorer = self.index, self.any_attribute, self.scorer
         evaluations = late = 0
         for obs in observations:
+            if obs.__class__ is not dict:
+                rejected.append(Rejected(obs, "not an observation: expected a JSON object"))
+                continue
             try:
                 t_text = obs["time"]
                 typ = obs["type"]
                 attributes = obs["attributes"]
-                obs["entity"]
-            except (KeyError, TypeError) as exc:
+                entity = obs["entity"]
+            except KeyError as exc:
                 rejected.append(Rejected(obs, f"not an observation: missing {exc}"))
+                continue
+            if typ.__class__ is not str or entity.__class__ is not str or not entity:
+                rejected.append(Rejected(obs, "'type' and 'entity' must be non-empty text"))
+                continue
+            labels = obs.get("labels")
+            if labels is not None and labels.__class__ is not dict:
+                rejected.append(Rejected(obs, "'labels' must be a mapping of text"))
                 continue
             t = self._time(t_text)
             if t is None:

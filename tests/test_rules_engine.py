@@ -88,6 +88,10 @@ def test_late_within_lateness_joins_later_windows() -> None:
             "attribute 'height' is not a finite number: nan",
         ),
         ({**obs(0, 1), "attributes": [1]}, "'attributes' must be a mapping"),
+        ({**obs(0, 1), "type": ["WaterObserved"]}, "'type' and 'entity' must be non-empty text"),
+        ({**obs(0, 1), "entity": 7}, "'type' and 'entity' must be non-empty text"),
+        ({**obs(0, 1), "labels": ["parish"]}, "'labels' must be a mapping of text"),
+        ("not a dict", "not an observation: expected a JSON object"),
     ],
 )
 def test_bad_observations_are_rejected(bad: dict, reason: str) -> None:
