@@ -326,3 +326,41 @@ def test_cli_lines_mode_and_link(tmp_path: Path) -> None:
     assert (
         res.exit_code == 1 and len(res.stdout.splitlines()) == 1 and "events.jsonl:3: rejected" in res.stderr
     )
+
+
+def test_ingest_batch_dedups_counts_and_fills_the_dlq(fixtures: Path) -> None:
+    from atalaia.streams.ingest import Deduper, RawEvent, ingest_batch
+
+    bad = fixtures / "bad"
+    names = [
+        "duplicate-notification-1.json",
+        "duplicate-notification-2.json",
+        "malformed-json.json",
+        "non-numeric-value.json",
+        "empty-data.json",
+    ]
+    events = [
+        RawEvent((bad / n).read_bytes(), source="http", content_type="application/ld+json", received_at=T)
+        for n in names
+    ]
+    d = Deduper()
+    res = ingest_batch(events, deduper=d)
+    assert [o.attributes for o in res.observations] == [
+        {"waterLevel": 3.42, "flow": 2150.0},
+        {"flow": 2150.0},
+    ]
+    assert res.counts["payloads"] == 5 and res.counts["notifications_redelivered"] == 1
+    assert res.counts["duplicates"] == 1 and res.counts["payloads_refused"] == 1
+    assert res.counts["refused:malformed-json"] == 1 and res.counts["refused:number-as-text"] == 1
+    assert len(res.dlq) == 2 and {read_dlq_record(x)["body"] for x in res.dlq} == {
+        (bad / "malformed-json.json").read_bytes(),
+        (bad / "non-numeric-value.json").read_bytes(),
+    }
+    # a worker restart restores the Deduper: the whole batch replayed yields nothing new
+    again = ingest_batch(events, deduper=Deduper.restore(d.snapshot()))
+    assert again.observations == [] and again.counts["duplicates"] == 3
+    assert (
+        again.counts["notifications_redelivered"] == 3 and len(again.dlq) == 1
+    )  # malformed: no id to know it
+    with pytest.raises(ValueError, match="clock"):
+        ingest_batch([RawEvent(b"{}")], deduper=Deduper())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from atalaia.streams.ingest.entity import (
@@ -45,6 +45,8 @@ def parse_payload(
     future-time warning; without it the notification's ``notifiedAt`` is used, else no check.
     """
     out = IngestResult()
+    if received_at is not None and received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)  # a naive reception clock is taken as UTC
     try:
         _parse(body, content_type, link, headers, source, received_at, options or DEFAULT_OPTIONS, out)
     except Exception as exc:  # a bug must not take the worker down; the payload goes to the DLQ

@@ -1,0 +1,102 @@
+"""One call per consumed batch for the ingest agent: parse, deduplicate, build DLQ records, count.
+
+    result = ingest_batch(events, deduper=deduper, options=options)
+    publish(result.observations)   # atalaia.observations, keyed by observation.entity
+    publish(result.dlq)            # atalaia.dlq
+    metrics.update(result.counts)
+
+Pure: ``received_at`` of each event (or ``now``) is the only clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from atalaia.streams.ingest.dedup import Deduper
+from atalaia.streams.ingest.dlq import to_dlq_record
+from atalaia.streams.ingest.options import IngestOptions
+from atalaia.streams.ingest.payload import parse_payload
+from atalaia.streams.observation import Observation
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """One received payload, as the HTTP endpoint, the MQTT client or a Kafka record gives it."""
+
+    body: bytes
+    source: str = "kafka"
+    content_type: str | None = None
+    link: str | None = None
+    headers: Mapping[str, str] | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    observations: list[Observation] = field(default_factory=list)  # new ones only (redeliveries removed)
+    dlq: list[bytes] = field(default_factory=list)  # one record per payload with anything refused
+    counts: Counter[str] = field(
+        default_factory=Counter
+    )  # payloads, observations, duplicates, refused:<code> ...
+
+
+def ingest_batch(
+    events: Iterable[RawEvent],
+    *,
+    deduper: Deduper | None = None,
+    now: datetime | float | None = None,
+    options: IngestOptions | None = None,
+) -> BatchResult:
+    """Normalise a batch. Counter keys: ``payloads``, ``payloads_refused``, ``observations``,
+    ``duplicates`` (observations dropped as redeliveries), ``notifications_redelivered``,
+    ``warnings``, ``ignored`` and ``refused:<code>`` per rejection kind."""
+    out = BatchResult()
+    counts = out.counts
+    for ev in events:
+        r = parse_payload(
+            ev.body,
+            content_type=ev.content_type,
+            link=ev.link,
+            headers=ev.headers,
+            source=ev.source,
+            received_at=ev.received_at,
+            options=options,
+        )
+        counts["payloads"] += 1
+        clock = ev.received_at or now
+        if deduper is not None:
+            if clock is None:
+                raise ValueError("deduplication needs a clock: give each event received_at, or pass now")
+            if r.notification_id and not deduper.admit_notification(r.notification_id, r.digest, now=clock):
+                counts["notifications_redelivered"] += 1
+                counts["duplicates"] += len(r.observations)
+                continue
+        counts["warnings"] += len(r.warnings)
+        counts["ignored"] += len(r.ignored)
+        if r.rejections:
+            if not r.ok:
+                counts["payloads_refused"] += 1
+            for x in r.rejections:
+                counts[f"refused:{x.code}"] += 1
+            out.dlq.append(
+                to_dlq_record(
+                    ev.body,
+                    ev.source,
+                    [str(x) for x in r.rejections],
+                    rejections=r.rejections,
+                    content_type=ev.content_type,
+                    received_at=ev.received_at,
+                    headers=ev.headers,
+                )
+            )
+        observations = r.observations
+        if deduper is not None and observations:
+            fresh = deduper.admit(observations, now=clock)  # type: ignore[arg-type]
+            counts["duplicates"] += len(observations) - len(fresh)
+            observations = fresh
+        counts["observations"] += len(observations)
+        out.observations.extend(observations)
+    return out
