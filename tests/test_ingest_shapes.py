@@ -360,7 +360,7 @@ def test_ingest_batch_dedups_counts_and_fills_the_dlq(fixtures: Path) -> None:
     again = ingest_batch(events, deduper=Deduper.restore(d.snapshot()))
     assert again.observations == [] and again.counts["duplicates"] == 3
     assert (
-        again.counts["notifications_redelivered"] == 3 and len(again.dlq) == 1
+        again.counts["notifications_redelivered"] == 4 and len(again.dlq) == 1
     )  # malformed: no id to know it
     with pytest.raises(ValueError, match="clock"):
         ingest_batch([RawEvent(b"{}")], deduper=Deduper())
