@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from atalaia.rules.alarm import SEVERITIES
 from atalaia.rules.checks import semantic_errors
@@ -158,6 +158,27 @@ def _strip_union_branches(loc: tuple[Any, ...], tree: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _yaml_error(exc: YAMLError, text: str, file: str) -> RuleError:
+    """A ruamel.yaml error as ``file:line:col: YAML syntax error: ...``."""
+    if isinstance(exc, MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return RuleError(
+            file, line, col, f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}"
+        )
+    position = getattr(exc, "position", None)
+    if isinstance(position, int):  # reader errors (control characters, bad encoding)
+        before = text[:position]
+        line, col = before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+        char = getattr(exc, "character", "")
+        char = chr(char) if isinstance(char, int) else char
+        what = f"character {char!r} is not allowed" if char else str(exc).splitlines()[0]
+        return RuleError(file, line, col, f"YAML syntax error: {what}")
+    return RuleError(
+        file, 1, 1, f"YAML syntax error: {str(exc).splitlines()[0] if str(exc) else 'invalid YAML'}"
+    )
+
+
 @dataclass(slots=True)
 class ParsedFile:
     group: str
@@ -166,14 +187,10 @@ class ParsedFile:
 
 def parse_text(text: str, file: str) -> tuple[ParsedFile | None, Any, list[RuleError]]:
     """Parse and validate one file's text: (valid part or None, ruamel tree, errors)."""
-    yaml = YAML(typ="rt")
     try:
-        tree = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        return None, None, [RuleError(file, line, col, f"YAML syntax error: {problem}")]
+        tree = YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        return None, None, [_yaml_error(exc, text, file)]
     if tree is None:
         return None, None, [RuleError(file, 1, 1, "empty rule file: expected 'group:' and 'rules:'")]
     if not isinstance(tree, CommentedMap):
@@ -219,12 +236,8 @@ def load_model(text: str, file: str, model: type[M]) -> M:
     """Validate a YAML document against a pydantic model with ``file:line:col`` errors (RuleFileError)."""
     try:
         tree = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise RuleFileError(
-            [RuleError(file, line, col, f"YAML syntax error: {exc.problem or exc.context}")]
-        ) from None
+    except YAMLError as exc:
+        raise RuleFileError([_yaml_error(exc, text, file)]) from None
     if not isinstance(tree, CommentedMap):
         raise RuleFileError([RuleError(file, 1, 1, "expected a mapping at the top of the file")])
     pos = _Positions(tree)

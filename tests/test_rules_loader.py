@@ -129,6 +129,10 @@ rules:
             "14:28: annotation 'summary': unknown template variable 'valeu' (did you mean 'value'?)",
         ],
     ),
+    "control-character": (
+        "rules:\n  - id: a\x07b\n",
+        ["2:10: YAML syntax error: character '\\x07' is not allowed"],
+    ),
     "missing-key": (
         """rules:
   - id: r1

@@ -147,3 +147,64 @@ def test_series_shorthand_expands_like_promtool(parts: list[tuple[int, int, int]
     expected = [float(a + i * b) for a, b, n in parts for i in range(n + 1)]
     assert expand_series(text) == expected
     assert expand_series("1 _ _x2 3x1") == [1.0, None, None, None, 3.0, 3.0]
+
+
+VALID_FILE = """group: hydro
+rules:
+  - id: river-level-high
+    select: {type: WaterObserved, attribute: height, where: {district: "13"}}
+    aggregate: {function: avg, window: 10m}
+    severities:
+      - {severity: critical, above: 4.5, clear_below: 4.2, for: 2m}
+      - {severity: high, above: 3.5}
+    keep_firing_for: 5m
+    annotations: {summary: "{{ entity }} at {{ value }} m"}
+  - {id: station-silent, select: {type: WaterObserved}, absent_for: 15m, severity: medium}
+"""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(VALID_FILE)),
+            st.integers(0, 3),
+            st.sampled_from(
+                [
+                    "",
+                    ":",
+                    "-",
+                    "{",
+                    "}",
+                    "[",
+                    "x",
+                    " ",
+                    "\n",
+                    "'",
+                    "10x",
+                    "-1m",
+                    "9",
+                    "\x07",
+                    "\t",
+                    "&a",
+                    "*b",
+                ]
+            ),
+        ),
+        max_size=4,
+    )
+)
+def test_loader_reports_any_broken_file_as_positioned_errors(edits: list[tuple[int, int, str]]) -> None:
+    from atalaia.rules.errors import RuleFileError
+
+    text = VALID_FILE
+    for pos, cut, insert in edits:
+        text = text[:pos] + insert + text[pos + cut :]
+    try:
+        load_texts([("f.yaml", text)])
+    except RuleFileError as exc:
+        n_lines = text.count("\n") + 2
+        assert exc.errors
+        for e in exc.errors:
+            assert e.file == "f.yaml" and 1 <= e.line <= n_lines and e.col >= 1 and e.message
+            assert str(e).startswith(f"f.yaml:{e.line}:{e.col}: ")
