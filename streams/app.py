@@ -145,6 +145,24 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
             name="rules", source="observations", group=f"{settings.app_id}.rules", tick_s=1.0,
             make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s), **common))
 
+    if "incidents" in stages:
+        from atalaia.incidents.config import load_config as load_incidents
+        from atalaia.streams.pipeline import IncidentsCore
+
+        incidents_config = load_incidents(settings.incidents_path)
+        app.atalaia_stages["incidents"] = app.service(BatchStage(
+            name="incidents", source=("alarms", "commands"), group=f"{settings.app_id}.incidents", tick_s=1.0,
+            make_core=lambda p, s: IncidentsCore(incidents_config, s), **common))
+
+    if "projection" in stages:
+        from atalaia.incidents.projection import Projection
+        from atalaia.streams.pipeline import ProjectionCore
+
+        app.atalaia_projection = Projection.connect(settings.projection_url())
+        app.atalaia_stages["projection"] = app.service(BatchStage(
+            name="projection", source="incidents", group=f"{settings.app_id}.projection",
+            make_core=lambda p, s: ProjectionCore(app.atalaia_projection), **common))
+
     if not http:
         return app
     ingest_producer = app.service(IngestProducer(bootstrap))

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     rules_paths: list[Path] = Field(default_factory=lambda: [CONFIG_DIR / "rules"])
     detectors_path: Path = CONFIG_DIR / "detectors.yaml"
     escalation_path: Path = CONFIG_DIR / "escalation.yaml"
+    incidents_path: Path = CONFIG_DIR / "incidents.yaml"
+    database_url: str | None = Field(None, description="SQL projection: postgresql://... ; unset = SQLite in data_dir")
     max_payload_bytes: int = 1024 * 1024
     future_tolerance_s: float = 300.0
     allowed_lateness_s: float = 300.0
@@ -60,6 +62,9 @@ class Settings(BaseSettings):
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
         return (init_settings, env_settings, _YamlSource(settings_cls), file_secret_settings)
+
+    def projection_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'atalaia.db'}"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 from prometheus_client import Counter, Histogram
@@ -60,7 +61,10 @@ CoreFactory = Callable[[int, bytes | None], Core]  # (partition, checkpoint stat
 
 
 class Checkpoints:
-    """Atomic per-partition checkpoint files: ``<dir>/p<partition>.ckpt`` = offset + state."""
+    """Atomic per-partition checkpoint files: ``<dir>/p<partition>.ckpt`` = offsets + state.
+
+    A core may read the same partition number of several topics (incidents read alarms and
+    commands), so the checkpoint holds one offset per topic."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -69,19 +73,20 @@ class Checkpoints:
     def path(self, partition: int) -> Path:
         return self.dir / f"p{partition}.ckpt"
 
-    def load(self, partition: int) -> tuple[int, bytes] | None:
+    def load(self, partition: int) -> tuple[dict[str, int], bytes] | None:
         try:
             data = self.path(partition).read_bytes()
         except FileNotFoundError:
             return None
-        (offset,) = struct.unpack(">q", data[:8])
-        return offset, data[8:]
+        (n,) = struct.unpack(">I", data[:4])
+        return orjson.loads(data[4:4 + n]), data[4 + n:]
 
-    def save(self, partition: int, offset: int, state: bytes) -> None:
+    def save(self, partition: int, offsets: dict[str, int], state: bytes) -> None:
         p = self.path(partition)
         tmp = p.with_suffix(".tmp")
+        header = orjson.dumps(offsets)
         with open(tmp, "wb") as f:
-            f.write(struct.pack(">q", offset) + state)
+            f.write(struct.pack(">I", len(header)) + header + state)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
@@ -101,21 +106,21 @@ class _Rebalance(ConsumerRebalanceListener):
 class BatchStage(Service):
     """Run ``core.process`` over batches of one topic; see the module docstring."""
 
-    def __init__(self, *, name: str, bootstrap: str, prefix: str, source: str, group: str,
+    def __init__(self, *, name: str, bootstrap: str, prefix: str, source: str | tuple[str, ...], group: str,
                  make_core: CoreFactory, state_dir: Path | None, producer: AIOKafkaProducer | None = None,
                  max_records: int = 5000, fetch_wait_ms: int = 50, session_timeout_s: float = 10.0,
                  heartbeat_s: float = 1.0, checkpoint_s: float = 2.0, tick_s: float | None = None,
                  clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.name, self.bootstrap, self.prefix = name, bootstrap, prefix
-        self.source = f"{prefix}.{source}"
+        self.sources = [f"{prefix}.{x}" for x in ((source,) if isinstance(source, str) else source)]
         self.group, self.make_core = group, make_core
         self.checkpoints = Checkpoints(state_dir / name) if state_dir else None
         self.max_records, self.fetch_wait_ms = max_records, fetch_wait_ms
         self.session_timeout_s, self.heartbeat_s = session_timeout_s, heartbeat_s
         self.checkpoint_s, self.tick_s, self.clock = checkpoint_s, tick_s, clock
         self.cores: dict[int, Core] = {}
-        self.positions: dict[int, int] = {}  # partition -> next offset to process
+        self.positions: dict[TopicPartition, int] = {}  # next offset to process
         self._own_producer = producer is None
         self.producer = producer
         self.consumer: AIOKafkaConsumer | None = None
@@ -135,7 +140,7 @@ class BatchStage(Service):
             session_timeout_ms=int(self.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.heartbeat_s * 1000), max_partition_fetch_bytes=4 << 20,
         )
-        self.consumer.subscribe([self.source], listener=_Rebalance(self))
+        self.consumer.subscribe(self.sources, listener=_Rebalance(self))
         await self.consumer.start()
         self.add_future(self._run())
         if self.tick_s:
@@ -154,35 +159,40 @@ class BatchStage(Service):
     # -- partitions ------------------------------------------------------------------------
     async def _assign(self, tps: list[TopicPartition]) -> None:
         async with self._lock:
-            for tp in tps:
-                ckpt = self.checkpoints.load(tp.partition) if self.checkpoints else None
+            for partition in sorted({tp.partition for tp in tps}):
+                if partition in self.cores:
+                    continue
+                ckpt = self.checkpoints.load(partition) if self.checkpoints else None
                 if ckpt is not None:
-                    offset, state = ckpt
-                    self.cores[tp.partition] = self.make_core(tp.partition, state)
-                    self.consumer.seek(tp, offset)
-                    self.positions[tp.partition] = offset
-                    log.info("%s: partition %d restored from checkpoint at offset %d", self.name,
-                             tp.partition, offset)
+                    offsets, state = ckpt
+                    self.cores[partition] = self.make_core(partition, state)
+                    for topic, offset in offsets.items():
+                        tp = TopicPartition(topic, partition)
+                        if tp in tps:
+                            self.consumer.seek(tp, offset)
+                            self.positions[tp] = offset
+                    log.info("%s: partition %d restored from checkpoint at %s", self.name, partition, offsets)
                 else:
-                    self.cores[tp.partition] = self.make_core(tp.partition, None)
+                    self.cores[partition] = self.make_core(partition, None)
 
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         async with self._lock:
-            await self._checkpoint_all([tp.partition for tp in tps])
+            await self._checkpoint_all(sorted({tp.partition for tp in tps}))
             for tp in tps:
                 self.cores.pop(tp.partition, None)
-                self.positions.pop(tp.partition, None)
+                self.positions.pop(tp, None)
 
     async def _checkpoint_all(self, partitions: list[int] | None = None) -> None:
         """Save state with its offset, then commit that offset (never the other way round)."""
         commits = {}
-        for p in self.cores if partitions is None else partitions:
-            core, pos = self.cores.get(p), self.positions.get(p)
-            if core is None or pos is None:
+        for p in list(self.cores) if partitions is None else partitions:
+            core = self.cores.get(p)
+            pos = {tp: o for tp, o in self.positions.items() if tp.partition == p}
+            if core is None or not pos:
                 continue
             if self.checkpoints:
-                self.checkpoints.save(p, pos, core.snapshot())
-            commits[TopicPartition(self.source, p)] = pos
+                self.checkpoints.save(p, {tp.topic: o for tp, o in pos.items()}, core.snapshot())
+            commits.update(pos)
         if commits:
             try:
                 await self.consumer.commit(commits)
@@ -213,12 +223,12 @@ class BatchStage(Service):
         now = self.clock()
         outs: list[Out] = []
         n = 0
-        for tp, records in batches.items():
+        for tp, records in sorted(batches.items(), key=lambda kv: (kv[0].partition, kv[0].topic)):
             core = self.cores.get(tp.partition)
             if core is None or not records:  # revoked while fetching
                 continue
             outs.extend(core.process(records, now))
-            self.positions[tp.partition] = records[-1].offset + 1
+            self.positions[tp] = records[-1].offset + 1
             n += len(records)
         await self._produce(outs)
         self.processed += n
