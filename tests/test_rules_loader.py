@@ -223,3 +223,18 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG.glob("*.yaml")), ids=lambda p: p.name)
+def test_json_schema_accepts_the_examples_and_rejects_typos(path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from ruamel.yaml import YAML
+
+    from atalaia.rules.schema import json_schema
+
+    schema = json_schema()
+    document = YAML(typ="safe").load(path.read_text())
+    jsonschema.validate(document, schema)  # what an editor checks as you type
+    document["rules"][0]["severties"] = document["rules"][0].pop("severities", [])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, schema)
