@@ -61,13 +61,19 @@ class Detector(ABC):
         return obj
 
 
+#: magnitudes beyond this are clamped to it, so that squares and sums of a window stay finite
+MAX_ABS = 1e150
+
+
 def clean(x: float) -> float | None:
-    """``x`` as a float, or None when it is not a finite number."""
+    """``x`` as a float clamped to ±``MAX_ABS``, or None when it is not a finite number."""
     try:
         x = float(x)
     except (TypeError, ValueError):
         return None
-    return x if math.isfinite(x) else None
+    if not math.isfinite(x):
+        return None
+    return x if -MAX_ABS <= x <= MAX_ABS else math.copysign(MAX_ABS, x)
 
 
 def scale_floor(level: float) -> float:

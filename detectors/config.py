@@ -78,6 +78,8 @@ class ModelSpec(_Strict):
     model: str
     params: dict[str, Any] = {}
     members: list[ModelSpec] = []
+    calibration: Calibration | None = None
+    suppress: Suppression | None = None
 
     @model_validator(mode="after")
     def _known(self) -> ModelSpec:
@@ -92,8 +94,14 @@ class ModelSpec(_Strict):
 
     def build(self) -> Detector:
         if self.model == "ensemble":
-            return Ensemble([m.build() for m in self.members], **self.params)
-        return MODELS[self.model](**self.params)
+            det = Ensemble([m.build() for m in self.members], **self.params)
+        else:
+            det = MODELS[self.model](**self.params)
+        if self.calibration is not None:
+            det = Calibrated(det, **self.calibration.model_dump())
+        if self.suppress is not None:
+            det = Refractory(det, **self.suppress.model_dump())
+        return det
 
 
 class DetectorSpec(ModelSpec):
@@ -101,16 +109,6 @@ class DetectorSpec(ModelSpec):
     description: str = ""
     select: Select = Select()
     warmup: int = Field(0, ge=0)
-    calibration: Calibration | None = None
-    suppress: Suppression | None = None
-
-    def build(self) -> Detector:
-        det = super().build()
-        if self.calibration is not None:
-            det = Calibrated(det, **self.calibration.model_dump())
-        if self.suppress is not None:
-            det = Refractory(det, **self.suppress.model_dump())
-        return det
 
 
 class DetectorsConfig(_Strict):

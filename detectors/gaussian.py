@@ -86,6 +86,7 @@ class GaussianTail(Detector):
             self._mad = stats.EWMean(fading_factor=0.02)  # fallback spread when IQR is 0
         else:
             self._buf: deque[float] = deque()
+            self._shift = 0.0
             self._sum = 0.0
             self._sumsq = 0.0
             self._since = 0
@@ -97,8 +98,9 @@ class GaussianTail(Detector):
             spread = max(spread, 1.2533 * self._mad.get())
         else:
             n = len(self._buf)
-            centre = self._sum / n
-            spread = math.sqrt(max(self._sumsq / n - centre * centre, 0.0))
+            shifted = self._sum / n  # sums are of (f - shift): no cancellation at large levels
+            centre = self._shift + shifted
+            spread = math.sqrt(max(self._sumsq / n - shifted * shifted, 0.0))
         return centre, max(spread, scale_floor(centre))
 
     def z(self, x: float, t: datetime) -> float | None:
@@ -134,15 +136,19 @@ class GaussianTail(Detector):
             self._median.update(f)
             self._iqr.update(f)
             return
+        if not self._buf:
+            self._shift = f
         self._buf.append(f)
-        self._sum += f
-        self._sumsq += f * f
+        d = f - self._shift
+        self._sum += d
+        self._sumsq += d * d
         if len(self._buf) > self.window:
-            old = self._buf.popleft()
+            old = self._buf.popleft() - self._shift
             self._sum -= old
             self._sumsq -= old * old
         self._since += 1
-        if self._since >= self.window:  # cancel floating-point drift
-            self._sum = math.fsum(self._buf)
-            self._sumsq = math.fsum(v * v for v in self._buf)
+        if self._since >= self.window:  # re-centre and cancel floating-point drift
+            self._shift = math.fsum(self._buf) / len(self._buf)
+            self._sum = math.fsum(v - self._shift for v in self._buf)
+            self._sumsq = math.fsum((v - self._shift) ** 2 for v in self._buf)
             self._since = 0

@@ -11,6 +11,7 @@ for a long time becomes news again.
 from __future__ import annotations
 
 import math
+from collections import deque
 from datetime import datetime
 
 from atalaia.detectors.base import Detector, clean, scale_floor
@@ -19,18 +20,24 @@ FEATURES = ("value", "diff", "shift", "volatility", "seasonal")
 
 
 class _Extremes:
-    __slots__ = ("hi", "lo", "mean", "n")
+    """Highest and lowest value of one feature: all-time, or over the last ``memory`` points
+    (kept as maxima/minima of blocks of ``memory // 8`` points, so it costs O(1) per point)."""
+
+    __slots__ = ("block", "blocks", "cur_hi", "cur_lo", "cur_n", "hi", "lo", "mean", "n")
 
     def __init__(self) -> None:
         self.hi = self.lo = self.mean = 0.0
         self.n = 0
+        self.blocks: deque[tuple[float, float]] = deque()
+        self.cur_hi = self.cur_lo = 0.0
+        self.cur_n = 0
 
     def exceedance(self, f: float) -> float:
         """How far ``f`` lies beyond the seen range, in units of its width (< 0 inside)."""
         span = max(self.hi - self.lo, scale_floor(self.mean))
         return max(f - self.hi, self.lo - f) / span
 
-    def learn(self, f: float, relax: float, fading: float) -> None:
+    def learn(self, f: float, relax: float, fading: float, memory: int | None) -> None:
         if self.n == 0:
             self.hi = self.lo = self.mean = f
         else:
@@ -40,6 +47,21 @@ class _Extremes:
             self.hi = max(self.hi, f)
             self.lo = min(self.lo, f)
         self.n += 1
+        if memory is None:
+            return
+        if self.cur_n == 0:
+            self.cur_hi = self.cur_lo = f
+        else:
+            self.cur_hi, self.cur_lo = max(self.cur_hi, f), min(self.cur_lo, f)
+        self.cur_n += 1
+        size = max(1, memory // 8)
+        if self.cur_n >= size:
+            self.blocks.append((self.cur_hi, self.cur_lo))
+            self.cur_n = 0
+            if len(self.blocks) > 8:
+                self.blocks.popleft()
+                self.hi = max(b[0] for b in self.blocks)
+                self.lo = min(b[1] for b in self.blocks)
 
 
 class RecordNovelty(Detector):
@@ -65,6 +87,7 @@ class RecordNovelty(Detector):
         bin_minutes: int = 60,
         warmup: int = 150,
         max_gap: float = 10.0,
+        memory: int | None = None,
     ) -> None:
         unknown = set(features) - set(FEATURES)
         if unknown or not features:
@@ -79,6 +102,7 @@ class RecordNovelty(Detector):
         self.bin_minutes = bin_minutes
         self.warmup = warmup
         self.max_gap = max_gap
+        self.memory = memory
         self.n_seen = 0
         self._ext = {f: _Extremes() for f in self.features}
         self._prev: float | None = None
@@ -135,7 +159,7 @@ class RecordNovelty(Detector):
         if x is None:
             return
         for name, f in self._values(x, t).items():
-            self._ext[name].learn(f, self.relax, self.slow)
+            self._ext[name].learn(f, self.relax, self.slow, self.memory)
         contiguous = self._prev is not None and not self._gap(t)
         if self._slow_mean is None:
             self._fast_mean = self._slow_mean = x
