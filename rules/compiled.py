@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -491,8 +492,6 @@ class AbsentRule(CompiledRule):
         out: list[AlarmTransition],
         deadlines: list[tuple[float, str, str]],
     ) -> None:
-        import heapq
-
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = AbsentState()
@@ -513,8 +512,6 @@ class AbsentRule(CompiledRule):
         self, key: str, now: float, out: list[AlarmTransition], deadlines: list[tuple[float, str, str]]
     ) -> None:
         """A deadline popped at absence-evaluation time ``now``: fire, or re-arm if the key was seen since."""
-        import heapq
-
         st = self.states.get(key)
         if st is None or st.firing:
             return
