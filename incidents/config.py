@@ -164,6 +164,12 @@ class IncidentConfig(_Model):
     alarms_in_event: int = Field(
         100, ge=1, description="at most this many alarms (latest first) in an incident event"
     )
+    audit_in_state: int = Field(
+        50,
+        ge=1,
+        description="latest audit entries kept per open incident in the state "
+        "(the whole trail is in the events and the SQL projection)",
+    )
     memory: int = Field(
         10000, ge=1, description="closed incidents and command ids remembered for replies and dedup"
     )

@@ -88,7 +88,7 @@ def title(inc: Incident) -> str:
     return f"{head} — {where}"
 
 
-def build_event(inc: Incident, touch: Touch, limit: int) -> IncidentEvent:
+def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -> IncidentEvent:
     """Derive the implicit changes, bump the version, append the audit entry, return the event."""
     changes = touch.changes
     opened = "opened" in changes
@@ -104,6 +104,8 @@ def build_event(inc: Incident, touch: Touch, limit: int) -> IncidentEvent:
     eid = event_id(inc.id, inc.version)
     state = inc.state
     inc.audit.append(AuditEntry(inc.version, touch.at, changes[0], state, touch.actor, touch.reason, eid))
+    if len(inc.audit) > audit_tail:  # the full trail is in the events (and the SQL projection)
+        del inc.audit[: len(inc.audit) - audit_tail]
     alarms = inc.alarms.values()
     if len(alarms) > limit:
         alarms = sorted(alarms, key=lambda a: a.last_seen, reverse=True)[:limit]

@@ -45,7 +45,7 @@ def event_id(incident: str, version: int) -> str:
     return hashlib.blake2b(f"{incident}|{version}".encode(), digest_size=12).hexdigest()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class AlarmView:
     rule: str
     key: str
@@ -93,7 +93,7 @@ class IncidentEvent:
         return asdict(self)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        return orjson.dumps(self)  # orjson serialises (nested) dataclasses natively and fast
 
 
 @dataclass(slots=True)
@@ -112,4 +112,4 @@ class CommandReply:
         return asdict(self)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        return orjson.dumps(self)  # orjson serialises (nested) dataclasses natively and fast

@@ -195,6 +195,7 @@ class IncidentManager:
             rec.last_seen = max(rec.last_seen, at)
             rec.labels["severity"] = severity
         inc.last_activity = max(inc.last_activity, at)
+        rec.cached_view = None
         was_firing = prev_state == "firing"
         if (state == "firing") != was_firing:
             rec.active_since = at if state == "firing" else None
@@ -286,7 +287,9 @@ class IncidentManager:
                 rec.shelved_until = at + self.chatter_shelve
                 st.kpi.auto_shelved += 1
                 self._arm(st, rec.shelved_until)
-        rec.chattering = chattering
+        if chattering != rec.chattering:
+            rec.chattering = chattering
+            rec.cached_view = None
 
     def _equal_key(self, i: int, labels: dict[str, str]) -> str:
         return f"{i}|" + "\x1f".join(labels.get(n, "") for n in self.config.inhibit[i].equal)
@@ -356,6 +359,7 @@ class IncidentManager:
         if rec.suppressed is not None and suppressed is not None:
             change = "alarm-updated"
         rec.suppressed = suppressed
+        rec.cached_view = None
         changes.touch(inc, change, at, actor, suppressed or f"{rec.rule} {rec.key} no longer suppressed")
         return True
 
@@ -431,11 +435,11 @@ class IncidentManager:
         limit = self.config.alarms_in_event
         for touch in changes.touched.values():
             inc = touch.incident
-            out.append(build_event(inc, touch, limit))
+            out.append(build_event(inc, touch, limit, self.config.audit_in_state))
             if inc.closed_at is None and inc.close_due is not None and inc.close_due <= touch.at:
                 follow = Changes()
                 self.close(st, inc, inc.close_due, follow, "policy:closing", _close_reason(self.config))
-                out.append(build_event(inc, follow.touched[inc.id], limit))
+                out.append(build_event(inc, follow.touched[inc.id], limit, self.config.audit_in_state))
             if inc.closed_at is not None:
                 self._forget(st, inc)
 

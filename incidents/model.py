@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from atalaia.incidents.events import AlarmView
@@ -30,11 +31,14 @@ def seconds_us(s: float) -> int:
     return round(s * SECOND)
 
 
+@lru_cache(maxsize=1 << 16)
 def fmt(us: int) -> str:
-    t = EPOCH + timedelta(microseconds=us)
-    if t.microsecond:
-        return t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z"
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Epoch microseconds -> RFC 3339 UTC text with ``Z`` (memoised: the same times recur in events)."""
+    secs, micro = divmod(us, SECOND)
+    base = (EPOCH + timedelta(seconds=secs)).isoformat()[:19]
+    if micro:
+        return f"{base}.{micro:06d}".rstrip("0") + "Z"
+    return base + "Z"
 
 
 def alarm_key(rule: str, key: str) -> str:
@@ -65,13 +69,16 @@ class AlarmRecord:
     chattering: bool = False
     targets: list[int] = field(default_factory=list)  # inhibit rules this alarm is a target of
     sources: list[int] = field(default_factory=list)  # inhibit rules this alarm is a source of
+    cached_view: AlarmView | None = None  # not persisted; cleared whenever the record changes
 
     @property
     def firing(self) -> bool:
         return self.state == "firing"
 
     def view(self) -> AlarmView:
-        return AlarmView(
+        if self.cached_view is not None:
+            return self.cached_view
+        self.cached_view = AlarmView(
             self.rule,
             self.key,
             self.entity,
