@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from atalaia.streams.ingest import Deduper, parse_payload
+from atalaia.streams.ingest import Deduper, RawEvent, encode_observation, ingest_batch, parse_payload
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 RECEIVED = datetime(2026, 1, 28, 10, 0, 5, tzinfo=UTC)
@@ -131,7 +131,16 @@ def main() -> None:
     )
     obs = observations[0]
     _, ser = rate(lambda: len(obs.to_json()) and 1, args.seconds / 3)
-    print(f"{'Observation.to_json (contract)':40s} {'':7s} {'':10s} {ser:10.0f}   (for the agent's emit)")
+    print(f"{'Observation.to_json (contract)':40s} {'':7s} {'':10s} {ser:10.0f}   (observations encoded/s)")
+    _, fast = rate(lambda: len(encode_observation(obs)) and 1, args.seconds / 3)
+    print(f"{'encode_observation (same bytes)':40s} {'':7s} {'':10s} {fast:10.0f}   (observations encoded/s)")
+    events = [RawEvent(b, "kafka", c, received_at=RECEIVED) for b, c in payloads().values()]
+    calls, batched = rate(
+        lambda: ingest_batch(events, deduper=Deduper()).counts["observations"], args.seconds
+    )
+    print(
+        f"{'ingest_batch (all shapes above) + dedup':40s} {'':7s} {calls * len(events):10.0f} {batched:10.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from atalaia.streams.ingest import parse_payload
+from atalaia.streams.ingest import encode_observation, parse_payload
 from atalaia.streams.observation import Observation
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -464,6 +464,7 @@ def test_notification_fixture(name: str) -> None:
     assert all(o.source == "orion-ld" and o.quality == [] for o in r.observations)
     for o in r.observations:  # the contract survives a JSON round trip unchanged
         assert Observation.from_json(o.to_json()) == o
+        assert encode_observation(o) == o.to_json()
 
 
 def test_labels_carry_text_properties() -> None:

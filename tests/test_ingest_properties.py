@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atalaia.streams.ingest import Deduper, IngestResult, parse_payload
+from atalaia.streams.ingest import Deduper, IngestResult, encode_observation, parse_payload
 from atalaia.streams.ingest.jsonparse import decode, duplicates_in
 from atalaia.streams.observation import Observation
 
@@ -40,6 +40,7 @@ def check_invariants(r: IngestResult) -> None:
         if o.location is not None:
             assert -180 <= o.location[0] <= 180 and -90 <= o.location[1] <= 90
         # what the agent will publish is valid under the strict contract model
+        assert encode_observation(o) == o.to_json()  # the fast encoder is byte-identical
         again = Observation.model_validate(orjson.loads(o.to_json()))
         assert again.attributes == o.attributes and again.time == o.time
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from atalaia.streams.ingest.encode import encode_observation
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
 
@@ -60,7 +61,7 @@ def parse(file: str, content_type: str | None, link: str | None, source: str, li
             payload, content_type=content_type, link=link, source=source, received_at=now, options=options
         )
         for obs in result.observations:
-            click.echo(obs.to_json().decode())
+            click.echo(encode_observation(obs).decode())
         for warning in result.warnings:
             click.echo(f"{where}: warning: {warning}", err=True)
         for note in result.ignored:
