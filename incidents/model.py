@@ -91,6 +91,7 @@ class AlarmRecord:
             self.suppressed,
             self.chattering,
         )
+        return self.cached_view
 
 
 @dataclass(slots=True)
