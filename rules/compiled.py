@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +79,7 @@ class CompiledRule:
         )
         self.key_fields = tuple(rule.key)
         self.key_is_entity = self.key_fields == ("entity",)
+        self.simple_key = self.key_is_entity and not self.where  # key = entity, no filter: no call needed
         self.labels = {k: Template(v) for k, v in rule.labels.items()}
         self.annotations = {k: Template(v) for k, v in rule.annotations.items()}
         self.states: dict[str, Any] = {}
@@ -204,6 +206,11 @@ class ThresholdRule(CompiledRule):
         self.window = rule.aggregate.window if rule.aggregate else None
         self.aggregate = AGGREGATES[rule.aggregate.function] if rule.aggregate else None
         self.detector = rule.detector
+        # quick reject for an inactive key: no severity can hold unless value > min_above or < max_below
+        aboves = [lv.clear[0] for lv in self.levels if lv.above]
+        belows = [lv.clear[0] for lv in self.levels if not lv.above]
+        self.min_above = min(aboves) if aboves else math.inf
+        self.max_below = max(belows) if belows else -math.inf
 
     def observe(
         self,
@@ -250,6 +257,8 @@ class ThresholdRule(CompiledRule):
             value = v
         st.t = t
         st.value = value
+        if st.levels is None and (value is None or not (value > self.min_above or value < self.max_below)):
+            return True  # inactive and nothing can hold: the common case
         self.evaluate(st, key, t, t_text, value, obs, out)
         return True
 

@@ -164,7 +164,7 @@ class RuleEngine:
         self._outbox = []
         rejected: list[Rejected] = []
         index, any_attr, scorer = self.index, self.any_attribute, self.scorer
-        evaluations = late = 0
+        evaluations = late = accepted = 0
         for obs in observations:
             if obs.__class__ is not dict:
                 rejected.append(Rejected(obs, "not an observation: expected a JSON object"))
@@ -219,7 +219,7 @@ class RuleEngine:
                     rejected.append(Rejected(obs, f"attribute {name!r} is not a finite number: {v!r}"))
                     continue
                 for rule in rules:
-                    key = rule.key_of(obs)
+                    key = entity if rule.simple_key else rule.key_of(obs)
                     if key is None:
                         continue
                     if rule.__class__ is AbsentRule:
@@ -231,10 +231,11 @@ class RuleEngine:
             rules = any_attr.get(typ)
             if rules:
                 for rule in rules:
-                    key = rule.key_of(obs)
+                    key = entity if rule.simple_key else rule.key_of(obs)
                     if key is not None:
                         rule.seen(obs, key, t, t_text, out, self._deadlines)  # type: ignore[attr-defined]
-            self.stats["observations"] += 1
+            accepted += 1
+        self.stats["observations"] += accepted
         self.stats["evaluations"] += evaluations
         self.stats["late_not_evaluated"] += late
         self.stats["rejected"] += len(rejected)
