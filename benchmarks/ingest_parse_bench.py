@@ -1,6 +1,6 @@
 """Ingest normaliser throughput per payload shape: parses/s and observations/s per CPU-second (one core).
 
-    .venv/bin/python -m benchmarks.ingest_parse_bench [--seconds 1.5]
+    .venv/bin/python -m benchmarks.ingest_parse_bench [--seconds 0.8]
 
 Payloads are the shared fixtures (../shared/fixtures) plus synthetic 20-entity notifications, so
 the figures cover both a broker's one-entity notifications and batched ones. The baseline line
@@ -104,7 +104,7 @@ def rate(fn: Callable[[], int], seconds: float) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=1.5, help="time per shape")
+    ap.add_argument("--seconds", type=float, default=0.8, help="CPU seconds per shape")
     args = ap.parse_args()
     if not FIXTURES.is_dir():
         raise SystemExit(f"shared fixtures not found at {FIXTURES}")

@@ -364,3 +364,8 @@ def test_ingest_batch_dedups_counts_and_fills_the_dlq(fixtures: Path) -> None:
     )  # malformed: no id to know it
     with pytest.raises(ValueError, match="clock"):
         ingest_batch([RawEvent(b"{}")], deduper=Deduper())
+
+
+def test_non_text_observed_at_is_refused_not_ignored() -> None:
+    r = parse_payload(ld(water(dateObserved="2026-01-28T09:45:00Z", height=prop(3.2, observedAt=1706435100))))
+    assert r.observations == [] and [(x.attribute, x.code) for x in r.rejections] == [("height", "bad-time")]

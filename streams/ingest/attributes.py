@@ -67,6 +67,11 @@ class Parts:
     times: dict[str, Any] | None = None  # TIME_FIELDS name -> raw value
 
 
+def _time_text(v: Any) -> str | None:
+    """An ``observedAt`` as text; a non-text one is kept (as text) so that it is refused, not ignored."""
+    return v if type(v) is str or v is None else str(v)[:64]
+
+
 def short_name(name: str) -> str:
     """``https://smartdatamodels.org/dataModel.Environment/waterLevel`` -> ``waterLevel``."""
     if name.startswith(("http://", "https://")):
@@ -122,9 +127,7 @@ class _Reader:
         """``v`` is the value of a Property (LD) or of a v2 attribute."""
         if is_number(v):
             self.parts.measurements.append(
-                Measurement(
-                    name, float(v), unit if type(unit) is str else None, time if type(time) is str else None
-                )
+                Measurement(name, float(v), unit if type(unit) is str else None, _time_text(time))
             )
         elif type(v) is str:
             if number_like_text(v, declared or unit is not None or time is not None):
@@ -291,7 +294,7 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                             name,
                             float(val),
                             unit if type(unit) is str else None,
-                            at if type(at) is str else None,
+                            _time_text(at),
                         )
                     )
                     continue

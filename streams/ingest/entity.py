@@ -13,6 +13,7 @@ from atalaia.streams.ingest.jsonparse import Duplicates, duplicates_in
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
+from atalaia.streams.observation import format_time
 
 
 @dataclass(slots=True)
@@ -196,7 +197,7 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
         attrs, units = groups[t]
         q = quality
         if limit is not None and t > limit:
-            skew = f"future-time: {t.isoformat()} is ahead of the reception clock beyond the tolerance (clock skew?)"
+            skew = f"future-time: {format_time(t)} is ahead of the reception clock beyond the tolerance (clock skew?)"
             q = [*quality, skew]
             out.warnings.append(f"{eid}: {skew}")
         out.observations.append(

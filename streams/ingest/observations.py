@@ -14,6 +14,7 @@ from atalaia.streams.ingest.entity import PayloadContext, rejected_duplicates
 from atalaia.streams.ingest.geo import LocationError, check_point
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
+from atalaia.streams.observation import format_time
 
 CONTRACT_KEYS = frozenset({"time", "entity", "attributes"})
 
@@ -115,7 +116,7 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
         quality.append(f"time-without-zone: {t!r} has no UTC offset; UTC assumed")
     if ctx.future_limit is not None and pt.time > ctx.future_limit:
         quality.append(
-            f"future-time: {pt.time.isoformat()} is ahead of the reception clock beyond the tolerance"
+            f"future-time: {format_time(pt.time)} is ahead of the reception clock beyond the tolerance"
         )
     for q in quality[carried:]:
         out.warnings.append(f"{eid}: {q}")
