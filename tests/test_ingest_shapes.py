@@ -121,9 +121,21 @@ def test_ngsi_v2_simplified_bodies_without_envelope() -> None:
         {"temperature": "CEL"},
         {"district": "13"},
     )
-    key_values = {"id": "Room1", "type": "Room", "temperature": 23.5, "TimeInstant": "2026-01-28T09:45:00Z"}
-    (o,) = parse_payload(orjson.dumps(key_values)).observations
-    assert (o.time, o.attributes) == (T, {"temperature": 23.5})
+    key_values = {
+        "id": "Room1",
+        "type": "Room",
+        "temperature": 23.5,
+        "TimeInstant": "2026-01-28T09:45:00Z",
+        "address": {"type": "PostalAddress", "addressLocality": "Porto"},
+    }
+    (o,) = parse_payload(orjson.dumps({"subscriptionId": "s", "data": [key_values]})).observations
+    assert (o.time, o.attributes, o.labels) == (
+        T,
+        {"temperature": 23.5},
+        {"address.addressLocality": "Porto"},
+    )
+    r = parse_payload(orjson.dumps({**key_values, "id": "x" * 2000}))
+    assert r.observations == [] and r.rejections[0].code == "missing-id"
 
 
 def test_one_entity_several_times_in_data_keeps_every_state() -> None:

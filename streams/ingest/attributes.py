@@ -236,6 +236,9 @@ class _Reader:
                 self.label(name, obj)
 
     def v2_attribute(self, name: str, kind: Any, d: dict) -> None:
+        if "value" not in d and "metadata" not in d:
+            self.structured(name, d)  # keyValues structured value with its own "type" (PostalAddress)
+            return
         meta = d.get("metadata")
         unit = time = None
         if type(meta) is dict and meta:

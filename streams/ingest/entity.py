@@ -15,6 +15,8 @@ from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
 from atalaia.streams.observation import format_time
 
+MAX_ID_CHARS = 1024
+
 
 @dataclass(slots=True)
 class PayloadContext:
@@ -82,8 +84,13 @@ def normalise_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResul
         )
         return
     eid = raw.get("id", raw.get("@id"))
-    if type(eid) is not str or not eid:
-        reason = "entity has no id" if eid is None else f"entity id is a {type(eid).__name__}, not text"
+    if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS:
+        if eid is None:
+            reason = "entity has no id"
+        elif type(eid) is str:
+            reason = f"entity id is empty or longer than {MAX_ID_CHARS} characters"
+        else:
+            reason = f"entity id is a {type(eid).__name__}, not text"
         out.rejections.append(
             Rejection(reason + "; it cannot be keyed or deduplicated", "entity", "missing-id", detail=where)
         )
