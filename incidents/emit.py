@@ -4,10 +4,10 @@ version +1, the audit entry, and the primary change first in ``changes``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 
 from atalaia.incidents.events import CommandReply, IncidentEvent, event_id
 from atalaia.incidents.model import AuditEntry, Incident, fmt
-from atalaia.rules.alarm import severity_rank
 
 PRIORITY = (
     "closed",
@@ -77,14 +77,10 @@ class Changes:
 
 
 def title(inc: Incident) -> str:
-    rules: dict[str, None] = {}
-    for a in inc.alarms.values():
-        rules[a.rule] = None
-    names = list(rules)
     where = ", ".join(v for v in inc.correlation.values() if v) or inc.key
-    head = names[0] if names else "incident"
-    if len(names) > 1:
-        head += f" +{len(names) - 1} more"
+    head = inc.rules[0] if inc.rules else "incident"
+    if len(inc.rules) > 1:
+        head += f" +{len(inc.rules) - 1} more"
     return f"{head} — {where}"
 
 
@@ -106,9 +102,7 @@ def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -
     inc.audit.append(AuditEntry(inc.version, touch.at, changes[0], state, touch.actor, touch.reason, eid))
     if len(inc.audit) > audit_tail:  # the full trail is in the events (and the SQL projection)
         del inc.audit[: len(inc.audit) - audit_tail]
-    alarms = inc.alarms.values()
-    if len(alarms) > limit:
-        alarms = sorted(alarms, key=lambda a: a.last_seen, reverse=True)[:limit]
+    alarms = islice(reversed(inc.alarms.values()), limit)  # latest change first
     return IncidentEvent(
         id=eid,
         incident=inc.id,
@@ -119,7 +113,7 @@ def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -
         state=state,
         active=active,
         severity=inc.severity,
-        title=title(inc),
+        title=inc.title,
         correlation=dict(inc.correlation),
         labels=dict(inc.labels),
         location=list(inc.location) if inc.location else None,
@@ -138,14 +132,5 @@ def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -
 
 def severity_of(inc: Incident) -> str:
     """Highest severity of the annunciated firing alarms; else of any firing alarm; else unchanged."""
-    best, best_rank, fallback, fallback_rank = None, -2, None, -2
-    for a in inc.alarms.values():
-        if a.state != "firing":
-            continue
-        r = severity_rank(a.severity)
-        if a.suppressed is None:
-            if r > best_rank:
-                best, best_rank = a.severity, r
-        elif r > fallback_rank:
-            fallback, fallback_rank = a.severity, r
-    return best or fallback or inc.severity
+    highest = inc.highest_firing()
+    return inc.severity if highest is None else highest

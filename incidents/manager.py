@@ -26,11 +26,11 @@ from typing import Any
 from atalaia.incidents import operator, snapshot
 from atalaia.incidents.commands import Command
 from atalaia.incidents.config import IncidentConfig
-from atalaia.incidents.emit import Changes, Output, build_event, severity_of
+from atalaia.incidents.emit import Changes, Output, build_event, severity_of, title
 from atalaia.incidents.kpi import ALL, KpiSnapshot, PositionKpi
 from atalaia.incidents.matchers import matches_all
 from atalaia.incidents.model import AlarmRecord, Incident, ManagerState, alarm_key, fmt, seconds_us, to_us
-from atalaia.rules.alarm import transition_id
+from atalaia.rules.alarm import severity_rank, transition_id
 
 _SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity")
 
@@ -182,15 +182,22 @@ class IncidentManager:
                 if inc.location is None and rec.location:
                     inc.location = rec.location
             inc.alarms[ak] = rec
+            inc.account(rec, +1)
+            if rec.rule not in inc.rules:
+                inc.rules.append(rec.rule)
+                inc.title = title(inc)
             st.alarm_home[ak] = inc.id
             self._index_targets(st, rec, ak, add=True)
             prev_state = "inactive"
         else:
             inc = st.incidents[home]
-            rec = inc.alarms[ak]
+            rec = inc.alarms.pop(ak)
+            inc.alarms[ak] = rec  # most recently changed last
             changes.touch(inc, "alarm-updated", at, actor, reason)
             prev_state = rec.state
+            inc.account(rec, -1)
             rec.state, rec.severity, rec.value = state, severity, value
+            inc.account(rec, +1)
             rec.count += 1
             rec.last_seen = max(rec.last_seen, at)
             rec.labels["severity"] = severity
@@ -358,7 +365,9 @@ class IncidentManager:
         change = "alarm-unsuppressed" if suppressed is None else "alarm-suppressed"
         if rec.suppressed is not None and suppressed is not None:
             change = "alarm-updated"
+        inc.account(rec, -1)
         rec.suppressed = suppressed
+        inc.account(rec, +1)
         rec.cached_view = None
         changes.touch(inc, change, at, actor, suppressed or f"{rec.rule} {rec.key} no longer suppressed")
         return True
@@ -520,8 +529,6 @@ def _now(now: datetime | int | float | str) -> int:
 
 
 def _rank(severity: str) -> int:
-    from atalaia.rules.alarm import severity_rank
-
     return severity_rank(severity)
 
 

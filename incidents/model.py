@@ -10,10 +10,12 @@ from typing import Any
 
 from atalaia.incidents.events import AlarmView
 from atalaia.incidents.kpi import KpiState
+from atalaia.rules.alarm import SEVERITIES, severity_rank
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 SECOND = 1_000_000
+RANKS = len(SEVERITIES) + 1  # index 0: unknown severity
 
 
 def to_us(t: str | datetime | int | float) -> int:
@@ -123,17 +125,42 @@ class Incident:
     assignee: str | None = None
     close_due: int | None = None
     closed_at: int | None = None
-    alarms: dict[str, AlarmRecord] = field(default_factory=dict)
-    audit: list[AuditEntry] = field(default_factory=list)
+    title: str = ""
+    rules: list[str] = field(default_factory=list)  # distinct rules, in order of arrival
+    alarms: dict[str, AlarmRecord] = field(default_factory=dict)  # least recently changed first
+    audit: list[AuditEntry] = field(
+        default_factory=list
+    )  # the latest entries (the full trail is in the events)
+    # running counts kept by account(): firing alarms by severity rank (+1), unsuppressed / suppressed
+    firing: list[int] = field(default_factory=lambda: [0] * RANKS)
+    firing_suppressed: list[int] = field(default_factory=lambda: [0] * RANKS)
+    n_suppressed: int = 0
+
+    def account(self, rec: AlarmRecord, sign: int) -> None:
+        """Add (+1) or remove (-1) ``rec``'s contribution to the running counts; call around every
+        change of its state, severity or suppression."""
+        if rec.suppressed is not None:
+            self.n_suppressed += sign
+        if rec.state == "firing":
+            counts = self.firing if rec.suppressed is None else self.firing_suppressed
+            counts[severity_rank(rec.severity) + 1] += sign
 
     @property
     def active(self) -> bool:
         """Any alarm firing (suppressed ones included: nothing inhibited is lost)."""
-        return any(a.state == "firing" for a in self.alarms.values())
+        return any(self.firing) or any(self.firing_suppressed)
 
     @property
     def annunciated_active(self) -> bool:
-        return any(a.state == "firing" and a.suppressed is None for a in self.alarms.values())
+        return any(self.firing)
+
+    def highest_firing(self) -> str | None:
+        """Highest severity of the unsuppressed firing alarms, else of the suppressed firing ones."""
+        for counts in (self.firing, self.firing_suppressed):
+            for i in range(RANKS - 1, 0, -1):  # an unknown severity (index 0) never sets the incident's
+                if counts[i]:
+                    return SEVERITIES[i - 1]
+        return None
 
     @property
     def state(self) -> str:
@@ -141,8 +168,7 @@ class Incident:
             return "closed"
         if self.overlay is not None:
             return self.overlay
-        alarms = self.alarms.values()
-        if alarms and all(a.suppressed is not None for a in alarms):
+        if self.alarms and self.n_suppressed == len(self.alarms):
             return "suppressed"
         if self.annunciated_active:
             return "acknowledged" if self.acked else "unacknowledged"

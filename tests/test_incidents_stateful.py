@@ -171,6 +171,15 @@ class IncidentMachine(RuleBasedStateMachine):
                 assert severity_rank(inc.severity) == max(annunciated), "severity = max of active alarms"
             elif firing:
                 assert severity_rank(inc.severity) == max(firing)
+            firing_counts = [0] * len(inc.firing)
+            suppressed_counts = [0] * len(inc.firing)
+            for a in inc.alarms.values():
+                if a.firing:
+                    (firing_counts if a.suppressed is None else suppressed_counts)[
+                        severity_rank(a.severity) + 1
+                    ] += 1
+            assert (inc.firing, inc.firing_suppressed) == (firing_counts, suppressed_counts), "running counts"
+            assert inc.n_suppressed == sum(a.suppressed is not None for a in inc.alarms.values())
             for ak in inc.alarms:
                 assert self.state.alarm_home[ak] == inc.id
             if inc.state in ("unacknowledged", "acknowledged"):
