@@ -143,9 +143,16 @@ def test_arbitrary_entities_never_raise(data, envelope) -> None:
         doc = {"subscriptionId": "s", "data": data}
     else:
         doc = data
-    r = parse_payload(orjson.dumps(doc), received_at=RECEIVED)
+    body = orjson.dumps(doc)
+    r = parse_payload(body, received_at=RECEIVED)
     check_invariants(r)
     assert r.ok
+    again = parse_payload(body, received_at=RECEIVED)  # pure: the same input, the same output
+    assert (again.observations, again.rejections, again.warnings) == (
+        r.observations,
+        r.rejections,
+        r.warnings,
+    )
     # every entity is accounted for: observed, refused or noted as having nothing to observe
     assert len(r.observations) + len(r.rejections) + len(r.ignored) >= min(len(data), 1)
 

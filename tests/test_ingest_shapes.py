@@ -381,3 +381,31 @@ def test_ingest_batch_dedups_counts_and_fills_the_dlq(fixtures: Path) -> None:
 def test_non_text_observed_at_is_refused_not_ignored() -> None:
     r = parse_payload(ld(water(dateObserved="2026-01-28T09:45:00Z", height=prop(3.2, observedAt=1706435100))))
     assert r.observations == [] and [(x.attribute, x.code) for x in r.rejections] == [("height", "bad-time")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-28T09:45:00Z", (T, True)),
+        ("2026-01-28T09:45:00.000Z", (T, True)),
+        ("2026-01-28T10:45:00+01:00", (T, True)),
+        ("2026-01-28T10:45:00+0100", (T, True)),
+        ("2026-01-28 09:45:00", (T, False)),
+        ("2026-01-28T09:45", (T, False)),
+        ("2026-01-28T09:40:00Z/2026-01-28T09:45:00Z", (T, True)),
+        ("2026-01-28", None),
+        ("yesterday", None),
+        ("2026-01-28T24:00:00Z", None),
+        ("0099-01-01T00:00:00Z", None),
+        ("2026-01-28T09:45:00Z" + " " * 100, None),
+        ("9999-12-31T23:59:59-05:00", None),
+    ],
+)
+def test_observation_time_formats(text: str, expected) -> None:
+    from atalaia.streams.ingest.timeparse import parse_observation_time
+
+    pt = parse_observation_time(text)
+    if expected is None:
+        assert pt.time is None and pt.error
+    else:
+        assert (pt.time, pt.zoned) == expected

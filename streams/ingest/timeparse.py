@@ -25,9 +25,18 @@ class ParsedTime:
     error: str | None = None
 
 
-@lru_cache(maxsize=8192)
+MAX_TIME_CHARS = 80  # an interval of two RFC 3339 times with nanoseconds and offsets fits
+
+
 def parse_observation_time(text: str) -> ParsedTime:
     """Parse one time string (cached: the same stamp repeats across attributes and entities)."""
+    if len(text) > MAX_TIME_CHARS:
+        return ParsedTime(None, error=f"{text[:64]!r}... is not an RFC 3339 date-time (too long)")
+    return _parse(text)
+
+
+@lru_cache(maxsize=8192)
+def _parse(text: str) -> ParsedTime:
     s = text.strip()
     if "/" in s:  # ISO 8601 interval: observed at its end
         s = s.rsplit("/", 1)[1].strip()
