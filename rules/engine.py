@@ -73,9 +73,13 @@ class RuleEngine:
         ruleset: RuleSet,
         scorer: Scorer | None = None,
         allowed_lateness: float = DEFAULT_ALLOWED_LATENESS,
+        max_future: float | None = None,
     ) -> None:
         self.scorer = scorer
         self.allowed_lateness = float(allowed_lateness)
+        # live guard: reject observations more than max_future ahead of the last advance(now)
+        self.max_future = max_future
+        self.clock = NEG_INF
         self.watermark = NEG_INF  # highest event time accepted
         self.absence_clock = NEG_INF  # last time the absence rules were evaluated
         self.stats: Counter[str] = Counter()
@@ -189,6 +193,17 @@ class RuleEngine:
                 rejected.append(Rejected(obs, f"time {t_text!r} is not RFC 3339 with a UTC offset"))
                 continue
             if t > self.watermark:
+                if self.max_future is not None and t > self.clock + self.max_future > NEG_INF:
+                    rejected.append(
+                        Rejected(
+                            obs,
+                            (
+                                f"time {t_text} is {format_duration(t - self.clock)} ahead of the clock "
+                                f"(tolerance {format_duration(self.max_future)})"
+                            ),
+                        )
+                    )
+                    continue
                 if self.watermark > self.absence_clock and self._deadlines:
                     self._absence(self.watermark, out)
                 self.watermark = t
@@ -261,6 +276,7 @@ class RuleEngine:
         Absence is never evaluated twice for the same or an earlier time."""
         out, self._outbox = self._outbox, []
         t = to_epoch(now)
+        self.clock = max(self.clock, t)
         if t > self.absence_clock:
             self._absence(t, out)
         return out
@@ -323,6 +339,7 @@ class RuleEngine:
         data: bytes,
         scorer: Scorer | None = None,
         allowed_lateness: float | None = None,
+        max_future: float | None = None,
     ) -> RuleEngine:
         """Rebuild an engine from :meth:`snapshot`, then :meth:`reload` ``ruleset``: state of unchanged
         rules continues exactly; open alarms of rules changed or removed since the snapshot end, and those
@@ -337,7 +354,7 @@ class RuleEngine:
             ]
         )
         lateness = body["allowed_lateness"] if allowed_lateness is None else allowed_lateness
-        engine = cls(saved_rules, scorer=scorer, allowed_lateness=lateness)
+        engine = cls(saved_rules, scorer=scorer, allowed_lateness=lateness, max_future=max_future)
         engine.watermark = _infinite(body["watermark"])
         engine.absence_clock = _infinite(body["absence_clock"])
         engine.stats.update(body["stats"])

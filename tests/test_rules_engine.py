@@ -228,3 +228,15 @@ def test_compact_forgets_only_dead_state() -> None:
     assert engine.state_count() == 6
     assert engine.compact() == 2  # both states of a are dead; b fires on both rules; c is recent
     assert sorted((a["rule"], a["key"]) for a in engine.active_alarms()) == [("avg", "b"), ("high", "b")]
+
+
+def test_future_guard_needs_a_clock_and_rejects_what_is_too_far_ahead() -> None:
+    engine = RuleEngine(rules(HIGH), max_future=300)
+    out, rejected = engine.observe_batch([obs(0, 5.0)])  # no clock yet: event time is trusted
+    assert len(out) == 1 and rejected == []
+    engine.advance("2024-03-01T00:10:00Z")
+    out, rejected = engine.observe_batch([obs(16, 5.0), obs(15, 3.0)])
+    assert [r.reason for r in rejected] == [
+        "time 2024-03-01T00:16:00Z is 6m ahead of the clock (tolerance 5m)"
+    ]
+    assert lines(out) == [("00:15:00", "high", E1, "resolved", "high")]  # the future one moved nothing
