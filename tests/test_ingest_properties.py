@@ -354,3 +354,12 @@ def test_v2_identity_is_id_plus_type() -> None:
     b = parse_payload(b'{"id":"e","type":"B","h":1,"dateObserved":"2026-01-28T00:00:00Z"}').observations
     d = Deduper()
     assert d.admit(a, now=0) == a and d.admit(b, now=0) == b
+
+
+def test_admit_key_for_other_stages_survives_snapshot() -> None:
+    d = Deduper(horizon_s=60)
+    assert d.admit_key(b"urn:e|2026-01-28T00:00:00Z", now=0) and not d.admit_key(
+        b"urn:e|2026-01-28T00:00:00Z", now=1
+    )
+    d2 = Deduper.restore(d.snapshot())
+    assert not d2.admit_key(b"urn:e|2026-01-28T00:00:00Z", now=2) and d2.admit_key(b"other", now=2)

@@ -76,6 +76,8 @@ class Deduper:
 
     def _check(self, key: bytes, t: float) -> bool:
         """True when ``key`` is new (and remember it); False for a redelivery."""
+        if len(key) != _KEY_BYTES:  # snapshots store fixed-size keys
+            key = hashlib.blake2b(key, digest_size=_KEY_BYTES).digest()
         seen = self._seen
         if key in seen:
             seen.move_to_end(key)
@@ -85,6 +87,11 @@ class Deduper:
         if len(seen) > self.max_entries:
             seen.popitem(last=False)
         return True
+
+    def admit_key(self, key: bytes, *, now: float | datetime) -> bool:
+        """For other stages' own identities (e.g. an observation ``id`` read from Kafka): True when
+        ``key`` was not seen within the horizon (and remember it), False for a redelivery."""
+        return self._check(key, self._tick(now))
 
     def admit(self, observations: Iterable[Observation], *, now: float | datetime) -> list[Observation]:
         """The observations of this batch not seen before (within the horizon), in order."""
