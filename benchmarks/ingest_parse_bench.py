@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from atalaia.streams.ingest import Deduper, RawEvent, encode_observation, ingest_batch, parse_payload
+from atalaia.streams.ingest import Deduper, ReceivedPayload, encode_observation, ingest_batch, parse_payload
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 RECEIVED = datetime(2026, 1, 28, 10, 0, 5, tzinfo=UTC)
@@ -134,7 +134,7 @@ def main() -> None:
     print(f"{'Observation.to_json (contract)':40s} {'':7s} {'':10s} {ser:10.0f}   (observations encoded/s)")
     _, fast = rate(lambda: len(encode_observation(obs)) and 1, args.seconds / 3)
     print(f"{'encode_observation (same bytes)':40s} {'':7s} {'':10s} {fast:10.0f}   (observations encoded/s)")
-    events = [RawEvent(b, "kafka", c, received_at=RECEIVED) for b, c in payloads().values()]
+    events = [ReceivedPayload(b, "kafka", c, received_at=RECEIVED) for b, c in payloads().values()]
     calls, batched = rate(
         lambda: ingest_batch(events, deduper=Deduper()).counts["observations"], args.seconds
     )

@@ -341,7 +341,7 @@ def test_cli_lines_mode_and_link(tmp_path: Path) -> None:
 
 
 def test_ingest_batch_dedups_counts_and_fills_the_dlq(fixtures: Path) -> None:
-    from atalaia.streams.ingest import Deduper, RawEvent, ingest_batch
+    from atalaia.streams.ingest import Deduper, ReceivedPayload, ingest_batch
 
     bad = fixtures / "bad"
     names = [
@@ -352,7 +352,9 @@ def test_ingest_batch_dedups_counts_and_fills_the_dlq(fixtures: Path) -> None:
         "empty-data.json",
     ]
     events = [
-        RawEvent((bad / n).read_bytes(), source="http", content_type="application/ld+json", received_at=T)
+        ReceivedPayload(
+            (bad / n).read_bytes(), source="http", content_type="application/ld+json", received_at=T
+        )
         for n in names
     ]
     d = Deduper()
@@ -375,7 +377,7 @@ def test_ingest_batch_dedups_counts_and_fills_the_dlq(fixtures: Path) -> None:
         again.counts["notifications_redelivered"] == 4 and len(again.dlq) == 1
     )  # malformed: no id to know it
     with pytest.raises(ValueError, match="clock"):
-        ingest_batch([RawEvent(b"{}")], deduper=Deduper())
+        ingest_batch([ReceivedPayload(b"{}")], deduper=Deduper())
 
 
 def test_non_text_observed_at_is_refused_not_ignored() -> None:

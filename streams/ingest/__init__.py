@@ -2,7 +2,7 @@
 
 Pure functions for the ingest agents (HTTP notify endpoint, MQTT, Kafka): no I/O, no clock.
 
-* :func:`ingest_batch` - a consumed batch of :class:`RawEvent` -> new observations, DLQ records, counts;
+* :func:`ingest_batch` - a consumed batch of :class:`ReceivedPayload` -> new observations, DLQ records, counts;
 * :func:`parse_payload` - one body -> :class:`IngestResult` (observations, rejections, warnings);
 * :func:`encode_observation` - ``Observation.to_json()`` bytes, faster, for the publishing agent;
 * :class:`Deduper` - bounded, snapshot-able redelivery filter;
@@ -11,7 +11,7 @@ Pure functions for the ingest agents (HTTP notify endpoint, MQTT, Kafka): no I/O
 See ``streams/ingest/README.md`` for the accepted formats and the bad-input table.
 """
 
-from atalaia.streams.ingest.batch import BatchResult, RawEvent, ingest_batch
+from atalaia.streams.ingest.batch import BatchResult, ReceivedPayload, ingest_batch
 from atalaia.streams.ingest.dedup import Deduper, observation_key
 from atalaia.streams.ingest.dlq import dlq_record_for, read_dlq_record, to_dlq_record
 from atalaia.streams.ingest.encode import encode_observation
@@ -24,7 +24,7 @@ __all__ = [
     "Deduper",
     "IngestOptions",
     "IngestResult",
-    "RawEvent",
+    "ReceivedPayload",
     "Rejection",
     "dlq_record_for",
     "encode_observation",

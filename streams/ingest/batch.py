@@ -23,7 +23,7 @@ from atalaia.streams.observation import Observation
 
 
 @dataclass(frozen=True, slots=True)
-class RawEvent:
+class ReceivedPayload:
     """One received payload, as the HTTP endpoint, the MQTT client or a Kafka record gives it."""
 
     body: bytes
@@ -44,7 +44,7 @@ class BatchResult:
 
 
 def ingest_batch(
-    events: Iterable[RawEvent],
+    events: Iterable[ReceivedPayload],
     *,
     deduper: Deduper | None = None,
     now: datetime | float | None = None,
