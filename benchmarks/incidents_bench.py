@@ -74,14 +74,14 @@ def main() -> None:
         {**STORM_CONFIG, "closing": {"after": 0, "require_acknowledged": False}}
     )
     mgr = IncidentManager(cfg)
-    city = city_alarms(60_000, areas=60, sensors_per_area=20)
+    city = city_alarms(30_000, areas=60, sensors_per_area=20)
     _, (state, outs) = run("city: 60 parishes x 20 sensors", mgr, city)
     events = [o for o in outs if isinstance(o, IncidentEvent)]
-    big = city_alarms(30_000, areas=4, sensors_per_area=300, seed=2)
+    big = city_alarms(15_000, areas=4, sensors_per_area=300, seed=2)
     run("storm: 4 parishes x 300 sensors (big incidents)", mgr, big)
-    storm = porto_storm(scale=20)
+    storm = porto_storm(scale=10)
     run(
-        f"porto storm scale 20 ({len(storm)} with redeliveries)",
+        f"porto storm x10 ({len(storm)} with redeliveries)",
         IncidentManager(IncidentConfig.model_validate(STORM_CONFIG)),
         storm,
     )
@@ -98,7 +98,7 @@ def main() -> None:
     )
 
     proj = Projection.connect("sqlite://:memory:")
-    sample = events[:20_000]
+    sample = events[:10_000]
     t0 = time.perf_counter()
     for i in range(0, len(sample), 2000):
         proj.apply(sample[i : i + 2000])

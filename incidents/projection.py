@@ -87,7 +87,8 @@ class Projection:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None)
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA journal_mode = WAL") if path != ":memory:" else None
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
             proj = cls(conn, "sqlite")
         if migrate:
             proj.migrate()
@@ -151,7 +152,9 @@ class Projection:
         self._begin()
         try:
             for ev in events:
-                applied += self._apply_one(ev.to_dict() if isinstance(ev, IncidentEvent) else ev)
+                applied += self._apply_one(
+                    orjson.loads(ev.to_json()) if isinstance(ev, IncidentEvent) else ev
+                )
             self._commit()
         except Exception:
             self._rollback()
@@ -200,25 +203,26 @@ class Projection:
                 e["id"],
             ),
         )
-        for a in e["alarms"]:
-            self._run(
-                _UPSERT_ALARM,
-                (
-                    e["incident"],
-                    a["rule"],
-                    a["key"],
-                    e["version"],
-                    a.get("entity"),
-                    a["state"],
-                    a["severity"],
-                    a.get("value"),
-                    a["count"],
-                    a["first_seen"],
-                    a["last_seen"],
-                    a.get("suppressed"),
-                    bool(a.get("chattering", False)),
-                ),
+        rows = [
+            (
+                e["incident"],
+                a["rule"],
+                a["key"],
+                e["version"],
+                a.get("entity"),
+                a["state"],
+                a["severity"],
+                a.get("value"),
+                a["count"],
+                a["first_seen"],
+                a["last_seen"],
+                a.get("suppressed"),
+                bool(a.get("chattering", False)),
             )
+            for a in e["alarms"]
+        ]
+        if rows:
+            self.conn.cursor().executemany(self._sql(_UPSERT_ALARM), rows)
         return 1
 
     # ------------------------------------------------------------------ queries (for the console)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -16,18 +15,17 @@ from atalaia.incidents.model import AlarmRecord, AuditEntry, Incident, ManagerSt
 MAGIC = b"ATALAIA-INCIDENTS/1\n"
 
 
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "cached_view"}
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | deque):
-        return [_plain(v) for v in obj]
-    return obj
+def _default(obj: Any) -> Any:
+    if isinstance(obj, deque):
+        return list(obj)
+    raise TypeError(f"cannot snapshot {type(obj).__name__}")
 
 
 def dump(state: ManagerState) -> bytes:
-    return MAGIC + zlib.compress(orjson.dumps(_plain(state)), 1)
+    for inc in state.incidents.values():  # caches are not state: drop them so they are not written
+        for rec in inc.alarms.values():
+            rec.cached_view = None
+    return MAGIC + zlib.compress(orjson.dumps(state, default=_default), 1)
 
 
 def load(data: bytes) -> ManagerState:
