@@ -35,7 +35,7 @@ class Matcher:
                 f'bad matcher {text!r}: expected name="value", name!="value", name=~"regex" or name!~"regex"'
             )
         name, op, quoted, bare = m.groups()
-        value = bytes(quoted, "utf-8").decode("unicode_escape") if quoted is not None else bare.strip()
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare.strip()
         regex = None
         if op in ("=~", "!~"):
             try:
@@ -55,7 +55,8 @@ class Matcher:
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:
-        return f'{self.name}{self.op}"{self.value}"'
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.name}{self.op}"{escaped}"'
 
 
 def matches_all(matchers: tuple[Matcher, ...], labels: dict[str, str]) -> bool:
