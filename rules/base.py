@@ -1,0 +1,132 @@
+"""What every compiled rule shares: selection (where, key), templates, the transition record, and the
+state-per-key store. Evaluators live in :mod:`atalaia.rules.threshold` and :mod:`atalaia.rules.silence`.
+
+Every method is pure with respect to the outside world: event times come in as arguments (float
+seconds since the epoch), transitions go out by appending to ``out``. Per (rule, key) state is a
+small slotted object that ``dump``/``load`` turn into JSON-able lists for snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from atalaia.rules.alarm import AlarmTransition
+from atalaia.rules.loader import LoadedRule
+from atalaia.rules.templates import Template
+from atalaia.streams.observation import format_time
+
+Scorer = Callable[[str, str, str, datetime, float], float | None]
+NEG_INF = float("-inf")
+INACTIVE, PENDING, FIRING = 0, 1, 2
+STATE_NAMES = ("inactive", "pending", "firing")
+
+
+def fingerprint(loaded: LoadedRule) -> str:
+    """What decides evaluation (not labels, annotations, description): equal = state can be kept."""
+    body = loaded.rule.model_dump(
+        mode="json", by_alias=True, exclude={"labels", "annotations", "description"}
+    )
+    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
+class CompiledRule:
+    """What every kind shares: selection, key, templates, state per key."""
+
+    kind = "base"
+
+    def __init__(self, loaded: LoadedRule, position: int) -> None:
+        rule = loaded.rule
+        self.loaded = loaded
+        self.id = rule.id
+        self.group = loaded.group
+        self.position = position
+        self.fingerprint = fingerprint(loaded)
+        self.type = rule.select.type
+        self.attribute = rule.select.attribute
+        self.where = tuple(
+            (name, frozenset([allowed] if isinstance(allowed, str) else allowed))
+            for name, allowed in rule.select.where.items()
+        )
+        self.key_fields = tuple(rule.key)
+        self.key_is_entity = self.key_fields == ("entity",)
+        self.simple_key = self.key_is_entity and not self.where  # key = entity, no filter: no call needed
+        self.labels = {k: Template(v) for k, v in rule.labels.items()}
+        self.annotations = {k: Template(v) for k, v in rule.annotations.items()}
+        self.states: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ selection
+    def key_of(self, obs: dict[str, Any]) -> str | None:
+        """The alarm key of an observation this rule selects, or None when the where filter fails or a key
+        label is missing."""
+        labels = obs.get("labels") or {}
+        for name, allowed in self.where:
+            got = obs.get(name) if name in ("entity", "type") else labels.get(name)
+            if got not in allowed:
+                return None
+        if self.key_is_entity:
+            return obs["entity"]
+        parts = []
+        for name in self.key_fields:
+            got = obs.get(name) if name in ("entity", "type") else labels.get(name)
+            if got is None:
+                return None
+            parts.append(str(got))
+        return parts[0] if len(parts) == 1 else "|".join(parts)
+
+    # ------------------------------------------------------------------ output
+    def transition(
+        self,
+        at: float,
+        at_text: str | None,
+        key: str,
+        state: str,
+        severity: str,
+        value: float | None,
+        since: float,
+        obs: dict[str, Any] | None,
+    ) -> AlarmTransition:
+        obs = obs or {}
+        obs_labels = obs.get("labels") or {}
+        entity = obs.get("entity") or (key if self.key_is_entity else None)
+        variables = {
+            "entity": entity,
+            "key": key,
+            "value": value,
+            "severity": severity,
+            "labels": obs_labels,
+            "rule": self.id,
+            "type": obs.get("type", self.type),
+            "attributes": obs.get("attributes") or {},
+            "state": state,
+        }
+        labels = dict(obs_labels)
+        labels.update({k: t.render(variables) for k, t in self.labels.items()})
+        return AlarmTransition(
+            at=at_text or format_time(datetime.fromtimestamp(at, UTC)),
+            rule=self.id,
+            key=key,
+            state=state,  # type: ignore[arg-type]
+            severity=severity,
+            value=value,
+            group=self.group,
+            entity=entity,
+            type=obs.get("type", self.type),
+            since=format_time(datetime.fromtimestamp(since, UTC)),
+            labels=labels,
+            annotations={k: t.render(variables) for k, t in self.annotations.items()},
+            location=obs.get("location"),
+        )
+
+    def active(self) -> list[dict[str, Any]]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def obs_context(obs: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not obs:
+        return None
+    return {k: obs[k] for k in ("entity", "type", "labels", "location") if obs.get(k) is not None}

@@ -1,0 +1,268 @@
+"""Rules with ``severities``: on the observed value, an aggregate of the key's window, or a detector's
+score. Each severity behaves like its own Prometheus alert (``for``, ``keep_firing_for``,
+hysteresis); the alarm shows the highest firing severity, else the highest pending one."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from atalaia.rules.aggregates import AGGREGATES
+from atalaia.rules.alarm import AlarmTransition
+from atalaia.rules.base import (
+    FIRING,
+    INACTIVE,
+    NEG_INF,
+    PENDING,
+    STATE_NAMES,
+    CompiledRule,
+    Scorer,
+    obs_context,
+)
+from atalaia.rules.loader import LoadedRule
+from atalaia.rules.schema import Level
+
+
+class CompiledLevel:
+    __slots__ = ("above", "clear", "for_", "severity")
+
+    def __init__(self, level: Level) -> None:
+        self.severity = level.severity
+        self.above = level.above is not None
+        self.for_ = level.for_
+        if self.above:
+            self.clear = (level.above, level.clear_below if level.clear_below is not None else level.above)
+        else:
+            assert level.below is not None
+            self.clear = (level.below, level.clear_above if level.clear_above is not None else level.below)
+
+    def holds(self, v: float, firing: bool) -> bool:
+        """Strict threshold; a firing level with hysteresis holds until the value passes the clear level."""
+        limit, clear = self.clear
+        if self.above:
+            return v > limit or (firing and v >= clear and clear != limit)
+        return v < limit or (firing and v <= clear and clear != limit)
+
+
+class AlarmState:
+    """State of one (threshold rule, key). ``levels[i]`` = None or [active_since, fired, keep_firing_since]."""
+
+    __slots__ = ("levels", "obs", "sev", "since", "state", "t", "value", "window")
+
+    def __init__(self) -> None:
+        self.t = NEG_INF  # last evaluation time
+        self.levels: list[list[Any] | None] | None = None
+        self.state = INACTIVE
+        self.sev = -1
+        self.since = NEG_INF
+        self.value: float | None = None
+        self.window: tuple[list[float], list[float]] | None = None  # (times, values) sorted by time
+        self.obs: dict[str, Any] | None = None  # last observation (context for keep_firing_for/reload lines)
+
+    def dump(self) -> list[Any]:
+        return [
+            self.t,
+            self.levels,
+            self.state,
+            self.sev,
+            self.since,
+            self.value,
+            [list(x) for x in self.window] if self.window else None,
+            obs_context(self.obs),
+        ]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> AlarmState:
+        s = cls()
+        s.t, s.levels, s.state, s.sev, s.since, s.value, window, s.obs = d
+        s.window = (window[0], window[1]) if window else None
+        return s
+
+
+class ThresholdRule(CompiledRule):
+    """``severities`` on the value, an aggregate of the window, or a detector's score."""
+
+    kind = "threshold"
+
+    def __init__(self, loaded: LoadedRule, position: int) -> None:
+        super().__init__(loaded, position)
+        rule = loaded.rule
+        self.levels = [CompiledLevel(lv) for lv in rule.severities or []]
+        self.keep_firing_for = rule.keep_firing_for
+        self.window = rule.aggregate.window if rule.aggregate else None
+        self.aggregate = AGGREGATES[rule.aggregate.function] if rule.aggregate else None
+        self.detector = rule.detector
+        # quick reject for an inactive key: no severity can hold unless value > min_above or < max_below
+        aboves = [lv.clear[0] for lv in self.levels if lv.above]
+        belows = [lv.clear[0] for lv in self.levels if not lv.above]
+        self.min_above = min(aboves) if aboves else math.inf
+        self.max_below = max(belows) if belows else -math.inf
+
+    def observe(
+        self,
+        obs: dict[str, Any],
+        key: str,
+        t: float,
+        t_text: str,
+        v: float,
+        out: list[AlarmTransition],
+        scorer: Scorer | None,
+    ) -> bool:
+        """Evaluate at an observation; False when the observation is late for this key (not evaluated)."""
+        st = self.states.get(key)
+        if st is None:
+            st = self.states[key] = AlarmState()
+        if t < st.t:
+            if self.window is not None:  # late but allowed: later windows include it
+                if st.window is None:
+                    st.window = ([], [])
+                times, values = st.window
+                i = bisect.bisect_right(times, t)
+                times.insert(i, t)
+                values.insert(i, v)
+            return False
+        if self.aggregate is not None:
+            if st.window is None:
+                st.window = ([], [])
+            times, values = st.window
+            times.append(t)
+            values.append(v)
+            if times[0] <= t - self.window:  # type: ignore[operator]
+                drop = bisect.bisect_right(times, t - self.window)  # type: ignore[operator]
+                del times[:drop]
+                del values[:drop]
+            value = self.aggregate(times, values)
+        elif self.detector is not None:
+            assert scorer is not None
+            attr = self.attribute or ""
+            value = scorer(self.detector, key, attr, datetime.fromtimestamp(t, UTC), v)
+            if value is None:  # warming up: no evaluation
+                st.t = t
+                return True
+        else:
+            value = v
+        st.t = t
+        st.value = value
+        if st.levels is None and (value is None or not (value > self.min_above or value < self.max_below)):
+            return True  # inactive and nothing can hold: the common case
+        self.evaluate(st, key, t, t_text, value, obs, out)
+        return True
+
+    def evaluate(
+        self,
+        st: AlarmState,
+        key: str,
+        t: float,
+        t_text: str | None,
+        value: float | None,
+        obs: dict[str, Any] | None,
+        out: list[AlarmTransition],
+    ) -> None:
+        levels = st.levels
+        if levels is None:  # the common case: inactive; return at once when nothing holds
+            if value is None:
+                return
+            for lv in self.levels:
+                if lv.holds(value, False):
+                    break
+            else:
+                return
+            levels = st.levels = [None] * len(self.levels)
+        fire = pend = -1
+        kff = self.keep_firing_for
+        for i, lv in enumerate(self.levels):
+            ls = levels[i]
+            if value is not None and lv.holds(value, ls is not None and ls[1]):
+                if ls is None:
+                    ls = levels[i] = [t, False, None]
+                else:
+                    ls[2] = None
+                if not ls[1] and t - ls[0] >= lv.for_:
+                    ls[1] = True
+            elif ls is not None:
+                if ls[1] and kff > 0:
+                    if ls[2] is None:
+                        ls[2] = t
+                    if t - ls[2] >= kff:
+                        ls = levels[i] = None
+                else:
+                    ls = levels[i] = None
+            if ls is not None:
+                if ls[1]:
+                    if fire < 0:
+                        fire = i
+                elif pend < 0:
+                    pend = i
+        if fire < 0 and pend < 0:
+            st.levels = None
+        new_state, new_sev = (FIRING, fire) if fire >= 0 else (PENDING, pend) if pend >= 0 else (INACTIVE, -1)
+        old_state, old_sev = st.state, st.sev
+        if new_state == old_state and new_sev == old_sev:
+            return
+        if obs is None:
+            obs = st.obs
+        if new_state == INACTIVE or (new_state == PENDING and old_state == FIRING):
+            ended = "resolved" if old_state == FIRING else "inactive"
+            out.append(
+                self.transition(t, t_text, key, ended, self.levels[old_sev].severity, value, st.since, obs)
+            )
+            old_state = INACTIVE
+        if new_state != INACTIVE:
+            if old_state == INACTIVE:
+                st.since = t
+            out.append(
+                self.transition(
+                    t,
+                    t_text,
+                    key,
+                    STATE_NAMES[new_state],
+                    self.levels[new_sev].severity,
+                    value,
+                    st.since,
+                    obs,
+                )
+            )
+        st.state, st.sev = new_state, new_sev
+        st.obs = obs if new_state != INACTIVE else None
+
+    def end(self, key: str, at: float, reason: str, out: list[AlarmTransition]) -> None:
+        """End an open alarm (the rule was changed or removed)."""
+        st = self.states.get(key)
+        if st is None or st.state == INACTIVE:
+            return
+        tr = self.transition(
+            at,
+            None,
+            key,
+            "resolved" if st.state == FIRING else "inactive",
+            self.levels[st.sev].severity,
+            st.value,
+            st.since,
+            obs_context(st.obs),
+        )
+        tr.annotations["reason"] = reason
+        out.append(tr)
+
+    def purgeable(self, st: AlarmState, horizon: float) -> bool:
+        """True when the state can be forgotten without changing any future output: inactive, and every
+        observation still accepted (time >= horizon) comes after it and needs none of its window."""
+        if st.state != INACTIVE or st.levels is not None or st.t >= horizon:
+            return False
+        return not st.window or not st.window[0] or st.window[0][-1] <= horizon - (self.window or 0.0)
+
+    def active(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "rule": self.id,
+                "key": k,
+                "state": STATE_NAMES[s.state],
+                "severity": self.levels[s.sev].severity,
+                "value": s.value,
+            }
+            for k, s in self.states.items()
+            if s.state != INACTIVE
+        ]
+
+    load_state = staticmethod(AlarmState.load)
