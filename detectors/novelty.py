@@ -14,6 +14,8 @@ import math
 from collections import deque
 from datetime import datetime
 
+from river import stats
+
 from atalaia.detectors.base import Detector, clean, scale_floor
 
 FEATURES = ("value", "diff", "shift", "volatility", "seasonal")
@@ -88,6 +90,10 @@ class RecordNovelty(Detector):
         warmup: int = 150,
         max_gap: float = 10.0,
         memory: int | None = None,
+        tail_window: int | None = None,
+        tail_quantile: float = 0.99,
+        tail_margin: float = 1.0,
+        tail_tolerance: float = 0.25,
     ) -> None:
         unknown = set(features) - set(FEATURES)
         if unknown or not features:
@@ -103,6 +109,16 @@ class RecordNovelty(Detector):
         self.warmup = warmup
         self.max_gap = max_gap
         self.memory = memory
+        self.tail_margin = tail_margin
+        self.tail_tolerance = tail_tolerance
+        self._tail_min = (tail_window or 0) // 4
+        self._tail: list | None = None
+        if tail_window:
+            self._tail = [
+                stats.RollingQuantile(1.0 - tail_quantile, tail_window),
+                stats.RollingQuantile(tail_quantile, tail_window),
+                0,
+            ]
         self.n_seen = 0
         self._ext = {f: _Extremes() for f in self.features}
         self._prev: float | None = None
@@ -149,6 +165,11 @@ class RecordNovelty(Detector):
             e = self._ext[name]
             if e.n:
                 worst = max(worst, e.exceedance(f))
+        if self._tail is not None and self._tail[2] >= self._tail_min:
+            lo, hi = self._tail[0].get(), self._tail[1].get()
+            span = max(hi - lo, scale_floor(hi))
+            e = max(x - hi, lo - x) / span
+            worst = max(worst, (e - self.tail_margin) * self.tolerance / self.tail_tolerance)
         if worst == -math.inf:
             return 0.0
         z = worst / self.tolerance
@@ -160,6 +181,10 @@ class RecordNovelty(Detector):
             return
         for name, f in self._values(x, t).items():
             self._ext[name].learn(f, self.relax, self.slow, self.memory)
+        if self._tail is not None:
+            self._tail[0].update(x)
+            self._tail[1].update(x)
+            self._tail[2] += 1
         contiguous = self._prev is not None and not self._gap(t)
         if self._slow_mean is None:
             self._fast_mean = self._slow_mean = x

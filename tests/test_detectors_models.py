@@ -130,3 +130,44 @@ def test_any_finite_sequence_gives_finite_unit_scores(name, values, steps):
         t += timedelta(seconds=steps[i % len(steps)])
         scores.append(det.score_learn(v, t))
     assert_unit(scores)
+
+
+def test_novelty_sees_a_moderate_burst_after_a_huge_spike():
+    """The far-tail feature: one huge spike must not mask every later anomaly."""
+    import random
+
+    from atalaia.detectors.novelty import RecordNovelty
+
+    rng = random.Random(3)
+    values = [20.0 + rng.gauss(0, 3) for _ in range(3000)]
+    values[500] = 2000.0  # a spike 100 times the usual level
+    ts = times(len(values))
+    with_tail = RecordNovelty(tail_window=2000, features=["value"])
+    records_only = RecordNovelty(features=["value"])
+    run(with_tail, values, ts)
+    run(records_only, values, ts)
+    t = ts[-1] + timedelta(minutes=5)
+    assert with_tail.score_one(80.0, t) > 0.9  # 20 sigma, but far below the old spike
+    assert records_only.score_one(80.0, t) < 0.5  # inside the range seen: below the edge score
+
+
+def test_novelty_memory_forgets_old_extremes():
+    from atalaia.detectors.novelty import RecordNovelty
+
+    det = RecordNovelty(features=["value"], memory=800)
+    values = [10.0 + (i % 5) for i in range(3000)]
+    values[100] = 100.0
+    ts = times(len(values))
+    run(det, values, ts)
+    assert det.score_one(60.0, ts[-1] + timedelta(minutes=5)) > 0.99  # the 100 is forgotten
+
+
+def test_refractory_gives_one_alarm_per_burst_and_resumes():
+    from atalaia.detectors.novelty import RecordNovelty
+    from atalaia.detectors.suppression import Refractory
+
+    det = Refractory(RecordNovelty(features=["value"], warmup=10), alert=0.6, hold=20)
+    values = [float(i % 3) for i in range(100)] + [10.0 + i for i in range(10)] + [1.0] * 30 + [100.0]
+    scores = run(det, values)
+    alarms = [i for i, s in enumerate(scores) if s >= 0.6]
+    assert alarms == [100, 140]  # the rising burst alarms once; a later record alarms again
