@@ -115,11 +115,13 @@ _DETECTORS = click.option(
 
 
 @rules.command("replay")
-@click.argument("args", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("args", nargs=-1, required=True, type=click.Path(exists=True), metavar="RULES... FILE.jsonl")
 @_LATENESS
 @_DETECTORS
 def replay_cmd(args: tuple[str, ...], lateness: float | None, detectors: str | None) -> None:
-    """RULES... OBSERVATIONS.jsonl: print the alarm transitions, one JSON line each, in order."""
+    """Replay observations through rules; print the alarm transitions as JSON lines, in order.
+
+    ARGS are RULES... (files or directories) then OBSERVATIONS.jsonl."""
     if len(args) < 2:
         raise click.UsageError("give rule files/directories and then the observations file")
     _, result = _run_replay(args[:-1], args[-1], lateness, detectors)
@@ -130,12 +132,14 @@ def replay_cmd(args: tuple[str, ...], lateness: float | None, detectors: str | N
 
 
 @rules.command("backtest")
-@click.argument("args", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("args", nargs=-1, required=True, type=click.Path(exists=True), metavar="RULES... FILE.jsonl")
 @_LATENESS
 @_DETECTORS
 @click.option("--json", "as_json", is_flag=True, help="one JSON line per rule instead of a table")
 def backtest_cmd(args: tuple[str, ...], lateness: float | None, detectors: str | None, as_json: bool) -> None:
-    """RULES... HISTORY.jsonl: per rule, how many alarms, how long firing, how chatty."""
+    """Backtest rules on a history: per rule, how many alarms, how long firing, how chatty.
+
+    ARGS are RULES... (files or directories) then HISTORY.jsonl."""
     from atalaia.rules.replay import backtest
 
     if len(args) < 2:
