@@ -77,8 +77,12 @@ class IncidentManager:
                     operator.apply(self, state, ev, now_us, out)
                 elif isinstance(ev, dict) and "action" in ev:
                     operator.apply(self, state, Command.model_validate(ev), now_us, out)
+                elif isinstance(ev, dict):
+                    self._on_alarm(state, ev, out)
+                elif hasattr(ev, "to_dict"):  # an AlarmTransition
+                    self._on_alarm(state, ev.to_dict(), out)
                 else:
-                    self._on_alarm(state, ev if isinstance(ev, dict) else ev.to_dict(), out)
+                    raise ValueError(f"not an alarm transition or a command: {ev!r:.200}")
             except ValueError as e:  # pydantic's ValidationError is a ValueError
                 if errors is None:
                     raise

@@ -146,15 +146,28 @@ class Projection:
         self._commit()
 
     # ------------------------------------------------------------------ applying events
-    def apply(self, events: Iterable[IncidentEvent | dict[str, Any]]) -> int:
-        """Apply incident events in one transaction; return how many were new."""
+    def apply(
+        self, events: Iterable[IncidentEvent | dict[str, Any]], errors: list[tuple[int, str]] | None = None
+    ) -> int:
+        """Apply incident events in one transaction; return how many were new.
+
+        A malformed event raises ``ValueError`` before anything is written, unless ``errors`` is
+        given: then it is skipped and ``(index, message)`` appended there."""
+        items = [orjson.loads(ev.to_json()) if isinstance(ev, IncidentEvent) else ev for ev in events]
+        good = []
+        for i, e in enumerate(items):
+            problem = _malformed(e)
+            if problem is None:
+                good.append(e)
+            elif errors is None:
+                raise ValueError(f"event {i}: {problem}")
+            else:
+                errors.append((i, problem))
         applied = 0
         self._begin()
         try:
-            for ev in events:
-                applied += self._apply_one(
-                    orjson.loads(ev.to_json()) if isinstance(ev, IncidentEvent) else ev
-                )
+            for ev in good:
+                applied += self._apply_one(ev)
             self._commit()
         except Exception:
             self._rollback()
@@ -272,6 +285,52 @@ class Projection:
 
     def _rollback(self) -> None:
         self.conn.rollback() if self.dialect == "postgresql" else self.conn.execute("ROLLBACK")
+
+
+_REQUIRED = {
+    "id": str,
+    "incident": str,
+    "version": int,
+    "at": str,
+    "change": str,
+    "state": str,
+    "active": bool,
+    "severity": str,
+    "title": str,
+    "correlation": dict,
+    "labels": dict,
+    "alarms": list,
+    "actor": str,
+    "reason": str,
+    "opened_at": str,
+}
+_ALARM_REQUIRED = {
+    "rule": str,
+    "key": str,
+    "state": str,
+    "severity": str,
+    "count": int,
+    "first_seen": str,
+    "last_seen": str,
+}
+
+
+def _malformed(e: Any) -> str | None:
+    """Why ``e`` is not an incident event the tables can take, or None."""
+    if not isinstance(e, dict):
+        return "not a JSON object"
+    if e.get("kind", "incident") != "incident":
+        return None  # not an incident event: _apply_one skips it
+    for name, kind in _REQUIRED.items():
+        if not isinstance(e.get(name), kind):
+            return f"{name} missing or not {kind.__name__}"
+    for a in e["alarms"]:
+        if not isinstance(a, dict):
+            return "an alarm is not an object"
+        for name, kind in _ALARM_REQUIRED.items():
+            if not isinstance(a.get(name), kind):
+                return f"alarm {name} missing or not {kind.__name__}"
+    return None
 
 
 def _json(v: Any) -> str:

@@ -164,11 +164,14 @@ def test_migrations_are_numbered_recorded_and_rerunnable(projection: Projection)
     assert projection.migrate() == numbers[-1]  # nothing left to do
 
 
-def test_a_failed_batch_leaves_nothing_behind(
+def test_a_malformed_event_is_refused_before_anything_is_written(
     projection: Projection, storm_events: list[IncidentEvent]
 ) -> None:
     bad = storm_events[0].to_dict()
     del bad["title"]
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="event 1: title missing"):
         projection.apply([storm_events[1], bad])
-    assert projection.incidents() == [] and projection.apply(storm_events[:2]) == 2
+    assert projection.incidents() == []
+    errors: list[tuple[int, str]] = []
+    assert projection.apply([storm_events[0], bad, [1, 2], storm_events[1]], errors) == 2
+    assert errors == [(1, "title missing or not str"), (2, "not a JSON object")]

@@ -86,6 +86,17 @@ def test_bad_records_do_not_stop_the_core() -> None:
     assert core.rejected_inputs == 2
 
 
+def test_step_batch_skips_what_is_not_an_alarm_or_command_when_asked() -> None:
+    mgr = IncidentManager(CONFIG)
+    errors: list[tuple[int, str]] = []
+    state, out = mgr.step_batch(
+        mgr.initial_state(), [[1, 2], 42, porto_storm()[0], {"rule": "r"}], at_s(0), errors
+    )
+    assert [i for i, _ in errors] == [0, 1, 3] and len(out) == 1
+    with pytest.raises(ValueError, match="not an alarm transition"):
+        mgr.step_batch(state, ["nope"], at_s(0))
+
+
 def test_a_corrupt_snapshot_is_refused() -> None:
     with pytest.raises(ValueError, match="snapshot"):
         IncidentCore(CONFIG, b"garbage")
