@@ -8,11 +8,11 @@ import orjson
 import pytest
 
 from atalaia.incidents.config import IncidentConfig
-from atalaia.incidents.core import IncidentCore
 from atalaia.incidents.manager import IncidentManager
 from atalaia.incidents.model import SECOND, to_us
 from atalaia.incidents.scenarios import STORM_CONFIG, porto_storm
 from atalaia.incidents.testing import T0, at_s
+from atalaia.streams.pipeline import IncidentsCore as IncidentCore
 
 CONFIG = IncidentConfig.model_validate(STORM_CONFIG)
 T0_S = to_us(T0) / SECOND
@@ -71,19 +71,11 @@ def test_restart_keeps_incidents_and_the_shelve_expires_on_time() -> None:
 def test_bad_records_do_not_stop_the_core() -> None:
     core = IncidentCore(CONFIG)
     good = porto_storm()[0]
-    out = decode(
-        core.process(
-            [
-                Rec("alarms", {"rule": "x"}),
-                Rec("commands", {"incident": "i", "action": "dance", "actor": "a", "role": "operator"}),
-                Rec("alarms", good),
-            ],
-            T0_S,
-        )
-    )
-    assert [o["kind"] for o in out] == ["reply", "incident"]
-    assert not out[0]["accepted"] and "invalid command" in out[0]["reason"]
-    assert core.rejected_inputs == 2
+    bad_command = {"id": "c1", "incident": "i", "action": "dance", "actor": "a", "role": "operator"}
+    outs = core.process([Rec("alarms", {"rule": "x"}), Rec("commands", bad_command), Rec("alarms", good)], T0_S)
+    assert sorted(o.topic for o in outs) == ["dlq", "dlq", "incidents", "replies"]
+    reply = orjson.loads(next(o.value for o in outs if o.topic == "replies"))
+    assert not reply["accepted"] and "invalid command" in reply["reason"] and reply["command"] == "c1"
 
 
 def test_step_batch_skips_what_is_not_an_alarm_or_command_when_asked() -> None:
