@@ -2,10 +2,11 @@
 
 Numenta's NAB detector fires when the value leaves the range seen so far ("spatial
 anomaly"); this generalises it to several engineered features (value, change, level shift
-against a slow mean, local volatility, deviation from the time-of-day profile). Records
-get rarer as a stream ages, so the detector's false alarms thin out on their own; the
-extremes slowly relax towards each feature's mean (``relax``), so that a pattern not seen
-for a long time becomes news again.
+against a slow mean, local volatility, deviation from the time-of-day profile), and adds a
+far-tail test against robust quantiles, so that one huge spike does not mask later
+anomalies. Records get rarer as a stream ages, so false alarms thin out on their own;
+extremes can be forgotten after ``memory`` points, so a pattern not seen for a long time
+becomes news again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from river import stats
 from atalaia.detectors.base import Detector, clean, scale_floor
 
 FEATURES = ("value", "diff", "shift", "volatility", "seasonal")
+TAILS = (None, "history", "rolling")
 
 
 class _Extremes:
@@ -70,6 +72,17 @@ class RecordNovelty(Detector):
     """Score = max over features of a logistic of the feature's exceedance of its seen range
     (0.5 exactly at the edge of the range, → 1 beyond it by a few ``tolerance``).
 
+    Parameters: ``features`` (among value, diff, shift, volatility, seasonal); ``tolerance``
+    (fraction of the range that moves the score from 0.5 to 0.73); ``fast``/``slow`` (EW rates
+    of the level-shift means); ``bin_minutes`` (time-of-day profile bins); ``memory`` (points
+    over which extremes are remembered, None = forever); ``relax`` (per-point pull of the
+    extremes towards the mean); ``tail`` ("history": P² quantiles of the whole history in
+    constant memory, "rolling": exact quantiles of the last ``tail_window`` values) adds a
+    far-tail test — a value beyond the ``tail_quantile`` band by more than ``tail_margin`` band
+    widths is news even when one old spike stretched the range (it scores 0.5 at the margin,
+    rising with ``tail_tolerance``); ``warmup`` (points scored 0); ``max_gap`` (a gap longer
+    than this many typical steps makes the change features wait for the next point).
+
     >>> from datetime import datetime, timedelta
     >>> t0 = datetime(2026, 1, 1)
     >>> det = RecordNovelty(warmup=50)
@@ -90,7 +103,8 @@ class RecordNovelty(Detector):
         warmup: int = 150,
         max_gap: float = 10.0,
         memory: int | None = None,
-        tail_window: int | None = None,
+        tail: str | None = None,
+        tail_window: int = 2000,
         tail_quantile: float = 0.99,
         tail_margin: float = 1.0,
         tail_tolerance: float = 0.25,
@@ -111,14 +125,19 @@ class RecordNovelty(Detector):
         self.memory = memory
         self.tail_margin = tail_margin
         self.tail_tolerance = tail_tolerance
-        self._tail_min = (tail_window or 0) // 4
+        if tail not in TAILS:
+            raise ValueError(f"tail must be one of {TAILS}, not {tail!r}")
+        self.tail = tail
+        self._tail_min = min(tail_window // 4, 500)
         self._tail: list | None = None
-        if tail_window:
+        if tail == "rolling":  # exact quantiles of the last tail_window values
             self._tail = [
                 stats.RollingQuantile(1.0 - tail_quantile, tail_window),
                 stats.RollingQuantile(tail_quantile, tail_window),
                 0,
             ]
+        elif tail == "history":  # P² estimates over the whole history, constant memory
+            self._tail = [stats.Quantile(1.0 - tail_quantile), stats.Quantile(tail_quantile), 0]
         self.n_seen = 0
         self._ext = {f: _Extremes() for f in self.features}
         self._prev: float | None = None

@@ -142,7 +142,7 @@ def test_novelty_sees_a_moderate_burst_after_a_huge_spike():
     values = [20.0 + rng.gauss(0, 3) for _ in range(3000)]
     values[500] = 2000.0  # a spike 100 times the usual level
     ts = times(len(values))
-    with_tail = RecordNovelty(tail_window=2000, features=["value"])
+    with_tail = RecordNovelty(tail="history", features=["value"])
     records_only = RecordNovelty(features=["value"])
     run(with_tail, values, ts)
     run(records_only, values, ts)
