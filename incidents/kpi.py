@@ -63,6 +63,11 @@ class FloodMeter:
     def in_flood(self, threshold: int) -> bool:
         return len(self.times) > threshold
 
+    def average(self, window: int) -> float:
+        if self.since is None or self.clock is None or self.clock <= self.since:
+            return float(self.total)
+        return self.total * window / max(window, self.clock - self.since)
+
     def flood_ratio(self) -> float:
         if self.since is None or self.clock is None or self.clock <= self.since:
             return 0.0
@@ -74,8 +79,10 @@ class KpiState:
     meters: dict[str, FloodMeter] = field(default_factory=dict)  # position (and "all") -> meter
     chattering_flagged: int = 0  # times an alarm was flagged chattering
     auto_shelved: int = 0  # chattering alarms shelved by policy
+    by_rule: dict[str, int] = field(default_factory=dict)  # annunciations per rule (EEMUA "bad actors")
 
-    def annunciate(self, position: str, t: int, window: int, threshold: int) -> None:
+    def annunciate(self, position: str, t: int, window: int, threshold: int, rule: str = "") -> None:
+        self.by_rule[rule] = self.by_rule.get(rule, 0) + 1
         for name in (position, ALL):
             meter = self.meters.get(name)
             if meter is None:
@@ -95,6 +102,7 @@ class PositionKpi:
     in_flood: bool
     flood_ratio: float  # fraction of observed time in flood
     annunciated_total: int
+    average_per_window: float  # annunciations per window, averaged over the observed time
 
 
 @dataclass(slots=True, frozen=True)
@@ -110,6 +118,7 @@ class KpiSnapshot:
     open_incidents: dict[str, int]  # by state
     suppressed_alarms: int
     stats: dict[str, int]
+    top_rules: tuple[tuple[str, int], ...] = ()  # the most frequent alarms (EEMUA: top 10 bad actors)
 
     def position(self, name: str) -> PositionKpi | None:
         return next((p for p in self.positions if p.position == name), None)
@@ -159,7 +168,20 @@ class KpiCollector:
             flood.add_metric([p.position], 1.0 if p.in_flood else 0.0)
             ratio.add_metric([p.position], p.flood_ratio)
             total.add_metric([p.position], p.annunciated_total)
-        yield from (rate, peak, flood, ratio, total)
+        average = GaugeMetricFamily(
+            "atalaia_alarms_per_window_average",
+            "alarms per window averaged over the observed time",
+            labels=["position"],
+        )
+        for p in s.positions:
+            average.add_metric([p.position], p.average_per_window)
+        yield from (rate, peak, flood, ratio, total, average)
+        top = CounterMetricFamily(
+            "atalaia_alarms_annunciated_by_rule", "annunciations of the most frequent rules", labels=["rule"]
+        )
+        for rule, n in s.top_rules:
+            top.add_metric([rule], n)
+        yield top
         yield GaugeMetricFamily(
             "atalaia_chattering_alarms", "alarms currently flagged chattering", value=s.chattering_alarms
         )

@@ -111,7 +111,13 @@ class IncidentManager:
             m.advance(t, self.flood_window, c.flood.threshold)
             positions.append(
                 PositionKpi(
-                    name, len(m.times), m.peak, m.in_flood(c.flood.threshold), m.flood_ratio(), m.total
+                    name,
+                    len(m.times),
+                    m.peak,
+                    m.in_flood(c.flood.threshold),
+                    m.flood_ratio(),
+                    m.total,
+                    m.average(self.flood_window),
                 )
             )
         positions.sort(key=lambda p: (p.position != ALL, p.position))
@@ -135,6 +141,7 @@ class IncidentManager:
             by_state,
             suppressed,
             dict(state.stats),
+            tuple(sorted(state.kpi.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))[:10]),
         )
 
     # ---------------------------------------------------------------- alarms
@@ -401,7 +408,7 @@ class IncidentManager:
                 rec.annunciated = True
                 inc.acked = False
                 inc.acknowledged_by = None
-                st.kpi.annunciate(rec.position, at, self.flood_window, c.threshold)
+                st.kpi.annunciate(rec.position, at, self.flood_window, c.threshold, rec.rule)
 
     def arm_close(self, st: ManagerState, inc: Incident, at: int) -> None:
         ready = (

@@ -64,10 +64,14 @@ def test_storm_kpis_report_the_flood_and_export_to_prometheus() -> None:
         everyone.annunciated_total < 76
     )  # inhibited and auto-shelved chattering alarms were not annunciated
     assert k.chattering_flagged_total >= 1 and k.auto_shelved_total == k.chattering_flagged_total
+    assert 0 < everyone.average_per_window < everyone.peak_in_window
+    rules = dict(k.top_rules)
+    assert sum(rules.values()) == everyone.annunciated_total and rules["river-level-high"] > 0
     registry = CollectorRegistry()
     export_kpis(registry, k)
     text = generate_latest(registry).decode()
     assert 'atalaia_alarms_per_window_peak{position="hydro"}' in text
+    assert 'atalaia_alarms_annunciated_by_rule_total{rule="rain-intense"}' in text
     assert (
         registry.get_sample_value("atalaia_alarm_flood_time_ratio", {"position": "all"})
         == everyone.flood_ratio
@@ -109,4 +113,5 @@ def test_flood_meter_integrates_time_in_flood_exactly() -> None:
     p = k.position("all")
     assert p is not None and p.peak_in_window == 3 and not p.in_flood
     assert abs(p.flood_ratio - 480 / 1200) < 1e-9
+    assert p.average_per_window == 3 * 600 / 1200
     assert isinstance(d.events()[0], IncidentEvent)
