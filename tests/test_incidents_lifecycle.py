@@ -326,3 +326,38 @@ def test_audit_trail_has_actor_time_reason_for_every_change() -> None:
         ("acknowledged", "rui"),
     ]
     assert all(a.reason for a in audit)
+
+
+@pytest.mark.parametrize(
+    ("overlay", "role", "end"),
+    [
+        ("shelve", "operator", "unshelve"),
+        ("suppress", "supervisor", "unsuppress"),
+        ("out-of-service", "engineer", "return-to-service"),
+    ],
+)
+def test_an_acknowledged_alarm_that_clears_under_an_overlay_comes_back_normal(
+    overlay: str, role: str, end: str
+) -> None:
+    d = driver()
+    ack(d)
+    d.command(overlay, at=30, role=role, reason="r", duration="10m")
+    d.resolve("river-level-high", "porto-01", at=40, parish="Ribeira")
+    assert d.command(end, at=50, role=role).state == "normal"
+    d.tick(50 + HOLD)
+    assert d.current().state == "closed"
+
+
+def test_an_unacknowledged_alarm_that_clears_under_an_overlay_comes_back_returned_unacknowledged() -> None:
+    d = driver()
+    shelved(d)
+    d.resolve("river-level-high", "porto-01", at=40, parish="Ribeira")
+    assert d.command("unshelve", at=50).state == "returned-unacknowledged"
+
+
+def test_close_an_overlaid_incident_once_nothing_fires() -> None:
+    d = driver()
+    shelved(d)
+    d.resolve("river-level-high", "porto-01", at=40, parish="Ribeira")
+    ev = d.command("close", at=50, role="supervisor", reason="false alarm, gauge fouled")
+    assert isinstance(ev, IncidentEvent) and ev.state == "closed" and ev.actor == "ana"
