@@ -109,6 +109,17 @@ class DetectorBank:
         bank._models = {k: m for k, m in payload["models"].items() if k[0] in same}
         return bank
 
+    def state_of(self, detector: str, key: str, attribute: str) -> bytes | None:
+        """One model's state (for a per-entity changelog/table), None if it does not exist."""
+        det = self._models.get((detector, key, attribute))
+        return None if det is None else det.to_state()
+
+    def load_state(self, detector: str, key: str, attribute: str, data: bytes) -> None:
+        """Install one model's state written by ``state_of`` (same configuration assumed)."""
+        if detector not in self._specs:
+            raise KeyError(f"unknown detector {detector!r}; known: {sorted(self._specs)}")
+        self._models[(detector, key, attribute)] = Detector.from_state(data)
+
     def memory_per_entity(self) -> dict[str, float]:
         """Mean pickled bytes of one model, per detector name in use."""
         sizes: dict[str, list[int]] = {}

@@ -106,3 +106,17 @@ def test_memory_per_entity_is_reported_per_detector():
     mem = bank.memory_per_entity()
     assert set(mem) == {"hst-default", "gaussian"}
     assert all(1_000 < b < 2_000_000 for b in mem.values()), mem
+
+
+def test_per_entity_state_round_trip_matches_uninterrupted():
+    rows = [r for r in feed(random.Random(11), 400, 2)]
+    whole, part = DetectorBank(CONFIG), DetectorBank(CONFIG)
+    expected = [whole.score_learn("hst-default", k, a, t, v) for k, a, t, v in rows]
+    got = [part.score_learn("hst-default", k, a, t, v) for k, a, t, v in rows[:500]]
+    states = {(k, a): part.state_of("hst-default", k, a) for k, a, _, _ in rows[:2]}
+    fresh = DetectorBank(CONFIG)
+    for (k, a), data in states.items():
+        fresh.load_state("hst-default", k, a, data)
+    got += [fresh.score_learn("hst-default", k, a, t, v) for k, a, t, v in rows[500:]]
+    assert got == expected
+    assert fresh.state_of("hst-default", "nobody", "flow") is None
