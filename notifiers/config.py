@@ -132,9 +132,17 @@ class Step(_Model):
 class Policy(_Model):
     steps: list[Step] = Field(min_length=1)
     stop_on: list[Literal[STATES]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["acknowledged", "shelved", "suppressed", "out-of-service", "closed"]
+        default_factory=lambda: [s for s in STATES if s != "unacknowledged"],
+        description="incident states that stop the escalation (default: every state but unacknowledged; "
+        "drop acknowledged to keep reminding until it is closed)",
     )
     notify_resolved: bool = Field(True, description="tell every target already notified when it closes")
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        if "unacknowledged" in self.stop_on:
+            raise ValueError("stop_on cannot contain unacknowledged: that is the state escalations exist for")
+        return self
 
 
 class Match(_Model):

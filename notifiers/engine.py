@@ -10,9 +10,9 @@
 Semantics (see README): an active, unacknowledged incident that matches a route starts its
 policy at step 0 (episode 0). Each step notifies its targets, then after ``wait`` it is repeated
 up to ``repeat`` times, then the next step starts; after the last step the escalation is
-*exhausted*. A state in the policy's ``stop_on`` (default acknowledged, shelved, suppressed,
-out-of-service, closed) or an inactive incident stops it; if the incident later becomes active
-and unacknowledged again a new episode starts at step 0. A severity rise that routes to another
+*exhausted*. A state in the policy's ``stop_on`` (default: every state but unacknowledged) or an
+inactive incident stops it; if the incident later becomes active and unacknowledged again a new
+episode starts at step 0. A severity rise that routes to another
 policy switches to it (new episode). On ``closed`` every target notified so far gets a
 "resolved" notice (``notify_resolved``). Timers fire at their due (event) time; after an outage
 missed repeats of a step collapse into one, but every step's first message is sent.

@@ -91,7 +91,7 @@ class Notification:
         return asdict(self)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        return orjson.dumps(self)  # orjson serialises (slotted) dataclasses natively, ~10× asdict
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Notification:

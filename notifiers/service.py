@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 from prometheus_client import Counter, Histogram
 
 from atalaia.notifiers.channels import Channel, ChannelContext, build_channel
@@ -62,7 +62,7 @@ class Notifier:
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
         channels: dict[str, Channel] | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
     ):
         self.config, self.log = config, log
         self._env, self._channels, self._http = env, channels, http
@@ -76,9 +76,7 @@ class Notifier:
 
     async def start(self) -> Recovery:
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
-            )
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200, limit_per_host=20))
         cctx = ChannelContext(
             self.config.lang, ZoneInfo(self.config.timezone), self.config.console_url, time.time, self._http
         )
@@ -133,7 +131,7 @@ class Notifier:
         for ch in self.ctx.channels.values():
             await ch.aclose()
         if self._own_http and self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
         self.started = False
 
     def _lane_stages(self, target: str) -> list:

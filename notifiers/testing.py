@@ -208,6 +208,7 @@ def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, en
     successful send to TARGET, before the delivery log records it."""
     import os
     import signal
+    from zoneinfo import ZoneInfo
 
     from atalaia.notifiers.channels import ChannelContext, build_channel
     from atalaia.notifiers.channels.base import Channel
@@ -236,12 +237,10 @@ def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, en
             return result
 
     async def run() -> None:
-        import httpx
+        import aiohttp
 
-        async with httpx.AsyncClient() as http:
-            ctx = ChannelContext(
-                cfg.lang, __import__("zoneinfo").ZoneInfo(cfg.timezone), cfg.console_url, time.time, http
-            )
+        async with aiohttp.ClientSession() as http:
+            ctx = ChannelContext(cfg.lang, ZoneInfo(cfg.timezone), cfg.console_url, time.time, http)
             channels: dict[str, Channel] = {
                 name: KillAfter(build_channel(name, t, ctx, env)) for name, t in cfg.targets.items()
             }

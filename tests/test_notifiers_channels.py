@@ -176,18 +176,23 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
     refused = free_port()  # nothing listens there: connection refused
     extra = f"""  dead: {{channel: webhook, url: "http://127.0.0.1:{refused}/hook", secret: s, max_attempts: 4}}
   flaky: {{channel: alertmanager, url: "{http.url}/flaky", max_attempts: 5}}
-  slow: {{channel: alertmanager, url: "{http.url}/slow", timeout: 1s, max_attempts: 2}}"""
+  slow: {{channel: alertmanager, url: "{http.url}/slow", timeout: 1s, max_attempts: 2}}
+  dead-sms: {{channel: sms, url: "smseagle://t@127.0.0.1:{refused}/+351912000009", max_attempts: 2}}"""
     http.fail["/flaky"] = 2  # 500, 500, then 200
     http.delay["/slow"] = 2.0  # longer than the target's 1 s timeout
     notifier, log, notes = await run_once(
-        config_yaml(http.url, smtp, extra, ", dead, flaky, slow"), tmp_path, Backoff(0.2, 1.0)
+        config_yaml(http.url, smtp, extra, ", dead, flaky, slow, dead-sms"), tmp_path, Backoff(0.2, 1.0)
     )
     t0 = time.time()
     try:
         await notifier.submit(notes)
         # the healthy targets are all delivered quickly, long before the failing ones give up
         for _ in range(100):
-            healthy = [d for d in log.deliveries("inc-douro-1") if d.target not in ("dead", "flaky", "slow")]
+            healthy = [
+                d
+                for d in log.deliveries("inc-douro-1")
+                if d.target not in ("dead", "flaky", "slow", "dead-sms")
+            ]
             if all(d.status == "delivered" for d in healthy):
                 break
             await asyncio.sleep(0.02)
@@ -201,9 +206,12 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
     assert status["flaky"].status == "delivered" and status["flaky"].attempts == 3
     assert status["slow"].status == "failed" and "timeout" in (status["slow"].last_error or "")
 
+    # apprise's reason for a failure reaches the delivery log
+    assert status["dead-sms"].status == "failed" and "SMSEagle" in (status["dead-sms"].last_error or "")
+
     dead = [a for a in log.attempts("inc-douro-1") if a.target == "dead"]
     assert [a.status for a in dead] == ["retryable"] * 4
-    assert "ConnectError" in (dead[0].error or "")
+    assert "Connect" in (dead[0].error or "")  # connection refused
     gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(dead)]
     # equal jitter: gap k is in [base·2^(k-1)/2, base·2^(k-1)] (+ the attempt's own time)
     for k, gap in enumerate(gaps, start=1):

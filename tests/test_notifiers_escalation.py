@@ -346,3 +346,22 @@ def test_property_nothing_escalates_while_stopped(engine, script):
                 assert not stopped[n.incident], (n, state)
             else:
                 assert n.snapshot.state == "closed"
+
+
+def test_a_policy_can_keep_reminding_after_acknowledgement_until_closed():
+    cfg = load_config_text(
+        CONFIG.replace(
+            "  hydro-critical:\n", "  hydro-critical:\n    stop_on: [shelved, suppressed, closed]\n"
+        ),
+        "escalation.yaml",
+    )
+    engine, s = EscalationEngine(cfg), EscalationState()
+    engine.step(s, ev(T0, 1, severity="critical"), T0)
+    t = T0 + timedelta(minutes=1)
+    engine.step(s, ev(t, 2, "acknowledged", "acknowledged", severity="critical"), t)
+    _, out = engine.step(s, TICK, T0 + timedelta(minutes=2))
+    assert [(n.target, n.repeat) for n in out] == [("pgu", 1), ("ana-sms", 1), ("chefe-sms", 1)]
+    with pytest.raises(Exception, match="stop_on cannot contain unacknowledged"):
+        load_config_text(
+            CONFIG.replace("  hydro-critical:\n", "  hydro-critical:\n    stop_on: [unacknowledged]\n")
+        )

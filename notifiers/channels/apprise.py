@@ -1,11 +1,15 @@
-"""SMS and email through apprise: one ``Apprise`` object per target, so each target's result is
-its own (a single notify to many URLs would hide which one failed).
+"""SMS and email through apprise: one apprise plugin instance per target, so each target's result
+is its own (a single notify to many URLs would hide which one failed).
 
 Apprise sends synchronously and some plugins throttle themselves (``request_rate_per_sec``: 5.5 s
 between two requests of the same plugin instance, e.g. email and the SMS gateways). We run each
 send in a thread pool (targets in parallel) and set the plugin throttle from the target's
 ``throttle`` (default 0): pacing is the pipeline's non-blocking per-target rate limit instead of
 a ``time.sleep`` that holds a worker thread.
+
+Measured cost (``benchmarks/notifiers_bench.py``): apprise's email plugin builds a new
+``ssl.create_default_context()`` (loading the CA store) for every message, even for plain SMTP,
+which makes an email cost tens of ms of CPU; bulk email is CPU-bound, not I/O-bound.
 """
 
 from __future__ import annotations
@@ -63,20 +67,20 @@ class AppriseChannel(Channel):
         if kind not in ("sms", "email"):
             raise ValueError(f"apprise channel kind must be sms or email, not {kind!r}")
         self.kind, self.lang, self.max_segments = kind, lang or ctx.lang, max_segments
-        self.apprise = apprise.Apprise()
-        if not self.apprise.add(url):
+        self.plugin = apprise.Apprise.instantiate(url)
+        if self.plugin is None:
             raise ValueError(f"target {name!r}: apprise does not accept this URL (check scheme and fields)")
-        for plugin in self.apprise:
-            plugin.request_rate_per_sec = throttle
-            plugin.socket_connect_timeout = min(timeout, plugin.socket_connect_timeout or timeout)
-            plugin.socket_read_timeout = timeout
+        self.plugin.request_rate_per_sec = throttle
+        self.plugin.socket_connect_timeout = min(timeout, self.plugin.socket_connect_timeout or timeout)
+        self.plugin.socket_read_timeout = timeout
         self.timeout = timeout
 
     def _send_sync(self, title: str, body: str) -> tuple[bool, list[str]]:
         me = threading.get_ident()
         _CAPTURE.records[me] = []
         try:
-            ok = bool(self.apprise.notify(body=body, title=title))
+            # the plugin itself, in this thread: Apprise.notify would hop to its own thread pool
+            ok = bool(self.plugin.notify(body=body, title=title))
         finally:
             msgs = _CAPTURE.records.pop(me, [])
         return ok, msgs
