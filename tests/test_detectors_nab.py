@@ -67,3 +67,21 @@ def test_list_marks_the_default():
     result = CliRunner().invoke(detectors, ["list"])
     assert result.exit_code == 0
     assert "* hst-default" in result.output
+
+
+def test_bad_data_file_is_reported_with_its_line(tmp_path: Path):
+    data = tmp_path / "data" / "cat"
+    data.mkdir(parents=True)
+    (data / "f.csv").write_text("timestamp,value\n2015-01-01 00:00:00,1\n2015-01-01 00:05:00,abc\n")
+    result = CliRunner().invoke(
+        detectors, ["nab", str(tmp_path / "data"), str(tmp_path / "o"), "--workers", "1"]
+    )
+    assert result.exit_code != 0
+    assert "f.csv:3:1: bad row" in result.output
+
+
+def test_empty_data_dir_is_reported(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(detectors, ["nab", str(tmp_path / "empty"), str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "no CSV data files" in result.output
