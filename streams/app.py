@@ -203,6 +203,10 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
             async def post(self, request: Any) -> Any:
                 return await accept(request, self, self._source)
 
+    from atalaia.console.api import install as install_console
+
+    install_console(app, settings, ingest_producer.publish)
+
     @app.page("/health")
     class Health(faust.web.View):
         async def get(self, request: Any) -> Any:

@@ -31,16 +31,16 @@ log = logging.getLogger(__name__)
 CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 
 GAUGES = [  # id, name, parish, lon, lat, base level (m)
-    ("porto-douro-ribeira", "Douro - Cais da Ribeira", "Uniao de Freguesias do Centro Historico do Porto",
+    ("porto-douro-ribeira", "Douro - Cais da Ribeira", "União de Freguesias do Centro Histórico do Porto",
      -8.6131, 41.1406, 2.2),
-    ("porto-douro-freixo", "Douro - Freixo", "Campanha", -8.5736, 41.1445, 2.0),
-    ("porto-douro-foz", "Douro - Foz", "Uniao de Freguesias de Aldoar, Foz do Douro e Nevogilde",
+    ("porto-douro-freixo", "Douro - Freixo", "Campanhã", -8.5736, 41.1445, 2.0),
+    ("porto-douro-foz", "Douro - Foz", "União de Freguesias de Aldoar, Foz do Douro e Nevogilde",
      -8.6745, 41.1487, 1.8),
 ]
 AIR = [
-    ("porto-aq-campanha", "Campanha", -8.5853, 41.1496),
+    ("porto-aq-campanha", "Campanhã", -8.5853, 41.1496),
     ("porto-aq-paranhos", "Paranhos", -8.6035, 41.1718),
-    ("porto-aq-boavista", "Uniao de Freguesias de Lordelo do Ouro e Massarelos", -8.6321, 41.1562),
+    ("porto-aq-boavista", "União de Freguesias de Lordelo do Ouro e Massarelos", -8.6321, 41.1562),
 ]
 
 
@@ -94,7 +94,7 @@ class DemoScenario:
                     {"height": (base + 0.6 * tide + flood * (1.0 - 0.25 * i) + rng.gauss(0, 0.03), "MTR")})
             for i, (sid, name, parish, lon, lat, base) in enumerate(GAUGES)
         ]
-        water.append(_entity("WaterObserved", "porto-adutora-nova-sintra", "Adutora Nova Sintra", "Campanha",
+        water.append(_entity("WaterObserved", "porto-adutora-nova-sintra", "Adutora Nova Sintra", "Campanhã",
                              -8.5820, 41.1525, observed, {"flow": (self.flow[k % len(self.flow)], "G51")}))
         rush = 1 + 0.8 * math.exp(-(((k % 300) - 90) / 30) ** 2)
         air = []
@@ -107,7 +107,7 @@ class DemoScenario:
                                {"NO2": (max(no2, 0), "GQ"), "PM10": (max(pm10, 0), "GQ"),
                                 "PM2.5": (max(pm10 * 0.6, 0), "GQ")}))
         rain = max(0.0, 2 + 12 * flood / 2.8 + rng.gauss(0, 0.5))
-        weather = [_entity("WeatherObserved", "porto-serralves", "Serralves", "Uniao de Freguesias de Lordelo do "
+        weather = [_entity("WeatherObserved", "porto-serralves", "Serralves", "União de Freguesias de Lordelo do "
                            "Ouro e Massarelos", -8.6597, 41.1596, observed, {"precipitation": (rain, "MMT")})]
         return [notification(water, now), notification(air + weather, now)]
 

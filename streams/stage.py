@@ -126,6 +126,7 @@ class BatchStage(Service):
         self.consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
         self._last_ckpt = 0.0
+        self._consumer_started = False
         self.processed = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -141,13 +142,12 @@ class BatchStage(Service):
             heartbeat_interval_ms=int(self.heartbeat_s * 1000), max_partition_fetch_bytes=4 << 20,
         )
         self.consumer.subscribe(self.sources, listener=_Rebalance(self))
-        await self.consumer.start()
         self.add_future(self._run())
         if self.tick_s:
             self.add_future(self._ticker())
 
     async def on_stop(self) -> None:
-        if self.consumer is not None:
+        if self.consumer is not None and self._consumer_started:
             async with self._lock:
                 await self._checkpoint_all()
             with contextlib.suppress(Exception):
@@ -203,6 +203,8 @@ class BatchStage(Service):
     # -- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
         consumer = self.consumer
+        await consumer.start()  # here, not in on_start: stages join their groups concurrently
+        self._consumer_started = True
         while not self.should_stop:
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)

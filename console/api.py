@@ -1,0 +1,93 @@
+"""Operations-centre HTTP API on the Faust web server.
+
+* ``GET  /``                                  the live incident board (static page)
+* ``GET  /api/incidents[?state=open|all]``    incidents from the SQL projection
+* ``GET  /api/incidents/{id}``                one incident with its alarms and audit trail
+* ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``
+
+Bad requests get a 4xx with an ``application/problem+json`` body. Commands are validated with
+the incidents package's ``Command`` model before they reach Kafka; whether the incident accepts
+them (state, role) is decided by the incident manager, which answers on ``atalaia.replies``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+from pydantic import ValidationError
+
+from atalaia.streams.app import PROBLEM, problem
+
+STATIC = Path(__file__).parent / "static"
+
+
+def install(app: faust.App, settings: Any, publish: Any) -> None:
+    """Add the console routes to ``app``; ``publish(topic, value, key)`` sends to Kafka."""
+    from atalaia.incidents.commands import Command
+    from atalaia.incidents.projection import Projection
+
+    state: dict[str, Any] = {}
+
+    def projection() -> Projection:
+        proj = getattr(app, "atalaia_projection", None)
+        if proj is not None:
+            return proj
+        if "proj" not in state:
+            state["proj"] = Projection.connect(settings.projection_url())
+        return state["proj"]
+
+    @app.page("/")
+    class Board(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.bytes((STATIC / "index.html").read_bytes(), content_type="text/html")
+
+    @app.page("/api/incidents")
+    class Incidents(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            which = request.query.get("state", "open")
+            try:
+                limit = int(request.query.get("limit", "200"))
+            except ValueError:
+                return self.json(problem(400, "Bad query", "limit must be an integer"), status=400,
+                                 content_type=PROBLEM)
+            p = projection()
+            rows = p.open_incidents() if which == "open" else p.incidents(limit=limit)
+            return self.json({"incidents": rows[:limit]})
+
+    @app.page("/api/incidents/{incident}")
+    class IncidentDetail(faust.web.View):
+        async def get(self, request: Any, incident: str) -> Any:
+            p = projection()
+            row = p.incident(incident)
+            if row is None:
+                return self.json(problem(404, "No such incident", incident), status=404, content_type=PROBLEM)
+            return self.json({"incident": row, "alarms": p.alarms(incident), "history": p.history(incident)})
+
+    @app.page("/api/incidents/{incident}/commands")
+    class Commands(faust.web.View):
+        async def post(self, request: Any, incident: str) -> Any:
+            try:
+                body = orjson.loads(await request.read())
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+            except (ValueError, orjson.JSONDecodeError) as e:
+                return self.json(problem(400, "Bad command", f"body is not a JSON object: {e}"), status=400,
+                                 content_type=PROBLEM)
+            body["incident"] = incident
+            body.setdefault("id", hashlib.blake2b(orjson.dumps([incident, body, time.time_ns()]),
+                                                  digest_size=12).hexdigest())
+            try:
+                cmd = Command.model_validate(body)
+            except ValidationError as e:
+                errors = [{"field": ".".join(map(str, err["loc"])), "message": err["msg"]} for err in e.errors()]
+                return self.json(problem(422, "Invalid command", "; ".join(f"{x['field']}: {x['message']}"
+                                                                             for x in errors), errors=errors),
+                                 status=422, content_type=PROBLEM)
+            await publish(settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")),
+                          incident.encode())
+            return self.json({"accepted_for_processing": True, "command": cmd.id}, status=202)
