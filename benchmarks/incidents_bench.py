@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
@@ -97,13 +98,29 @@ def main() -> None:
         f"dump {1000 * (t1 - t0):.1f} ms, restore {1000 * (t2 - t1):.1f} ms"
     )
 
-    proj = Projection.connect("sqlite://:memory:")
-    sample = events[:10_000]
-    t0 = time.perf_counter()
-    for i in range(0, len(sample), 2000):
-        proj.apply(sample[i : i + 2000])
-    dt = time.perf_counter() - t0
-    print(f"SQLite projection: {len(sample) / dt:,.0f} incident events/s applied (batches of 2000)")
+    project("SQLite", "sqlite://:memory:", events[:10_000])
+    try:
+        project(
+            "PostgreSQL", "postgresql://127.0.0.1:5432/test", events[:10_000], schema=f"bench_{os.getpid()}"
+        )
+    except Exception as e:  # no server: say so, do not fail the benchmark run
+        print(f"PostgreSQL projection: skipped ({type(e).__name__}: {str(e)[:80]})")
+
+
+def project(name: str, url: str, sample: list[IncidentEvent], schema: str | None = None) -> None:
+    proj = Projection.connect(url, schema=schema)
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(sample), 2000):
+            proj.apply(sample[i : i + 2000])
+        dt = time.perf_counter() - t0
+        print(f"{name} projection: {len(sample) / dt:,.0f} incident events/s applied (batches of 2000)")
+    finally:
+        if schema:
+            proj.conn.rollback()
+            proj.conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            proj.conn.commit()
+        proj.close()
 
 
 if __name__ == "__main__":

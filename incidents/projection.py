@@ -163,80 +163,48 @@ class Projection:
                 raise ValueError(f"event {i}: {problem}")
             else:
                 errors.append((i, problem))
-        applied = 0
+        good = [e for e in good if e.get("kind", "incident") == "incident"]
         self._begin()
         try:
-            for ev in good:
-                applied += self._apply_one(ev)
+            applied = self._apply_batch(good)
             self._commit()
         except Exception:
             self._rollback()
             raise
         return applied
 
-    def _apply_one(self, e: dict[str, Any]) -> int:
-        if e.get("kind", "incident") != "incident":
+    def _apply_batch(self, events: list[dict[str, Any]]) -> int:
+        """Coalesced: every new event gets its audit row, each incident one upsert (its newest event),
+        each alarm one upsert (from the newest event that lists it). The version guards make the
+        result the same as applying the events one by one, in any order."""
+        fresh: dict[str, dict[str, Any]] = {}
+        for e in events:
+            fresh.setdefault(e["id"], e)
+        ids = list(fresh)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for (seen,) in self._run(
+                f"SELECT event_id FROM incident_audit WHERE event_id IN ({marks})", tuple(chunk)
+            ):
+                fresh.pop(seen, None)
+        if not fresh:
             return 0
-        audit = (
-            e["id"],
-            e["incident"],
-            e["version"],
-            e["at"],
-            e["change"],
-            _json(e.get("changes") or [e["change"]]),
-            e["state"],
-            bool(e["active"]),
-            e["severity"],
-            e["actor"],
-            e["reason"],
-            e.get("command"),
-        )
-        if self._run(_INSERT_AUDIT, audit).rowcount == 0:
-            return 0  # already applied
-        self._run(
-            _UPSERT_INCIDENT,
-            (
-                e["incident"],
-                e["version"],
-                e["state"],
-                bool(e["active"]),
-                e["severity"],
-                e["title"],
-                _json(e["correlation"]),
-                _json(e["labels"]),
-                _json(e["location"]) if e.get("location") else None,
-                e.get("alarm_count", len(e["alarms"])),
-                e["opened_at"],
-                e["at"],
-                e.get("closed_at"),
-                e.get("acknowledged_by"),
-                e.get("shelved_until"),
-                e.get("assignee"),
-                e["change"],
-                e["id"],
-            ),
-        )
-        rows = [
-            (
-                e["incident"],
-                a["rule"],
-                a["key"],
-                e["version"],
-                a.get("entity"),
-                a["state"],
-                a["severity"],
-                a.get("value"),
-                a["count"],
-                a["first_seen"],
-                a["last_seen"],
-                a.get("suppressed"),
-                bool(a.get("chattering", False)),
-            )
-            for a in e["alarms"]
-        ]
-        if rows:
-            self.conn.cursor().executemany(self._sql(_UPSERT_ALARM), rows)
-        return 1
+        new = sorted(fresh.values(), key=lambda e: (e["incident"], -e["version"]))
+        cur = self.conn.cursor()
+        cur.executemany(self._sql(_INSERT_AUDIT), [_audit_row(e) for e in new])
+        newest: dict[str, dict[str, Any]] = {}
+        alarm_rows: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        for e in new:  # newest version first within each incident
+            newest.setdefault(e["incident"], e)
+            for a in e["alarms"]:
+                k = (e["incident"], a["rule"], a["key"])
+                if k not in alarm_rows:
+                    alarm_rows[k] = _alarm_row(e, a)
+        cur.executemany(self._sql(_UPSERT_INCIDENT), [_incident_row(e) for e in newest.values()])
+        if alarm_rows:
+            cur.executemany(self._sql(_UPSERT_ALARM), list(alarm_rows.values()))
+        return len(new)
 
     # ------------------------------------------------------------------ queries (for the console)
     def open_incidents(self) -> list[dict[str, Any]]:
@@ -331,6 +299,64 @@ def _malformed(e: Any) -> str | None:
             if not isinstance(a.get(name), kind):
                 return f"alarm {name} missing or not {kind.__name__}"
     return None
+
+
+def _audit_row(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        e["id"],
+        e["incident"],
+        e["version"],
+        e["at"],
+        e["change"],
+        _json(e.get("changes") or [e["change"]]),
+        e["state"],
+        bool(e["active"]),
+        e["severity"],
+        e["actor"],
+        e["reason"],
+        e.get("command"),
+    )
+
+
+def _incident_row(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        e["incident"],
+        e["version"],
+        e["state"],
+        bool(e["active"]),
+        e["severity"],
+        e["title"],
+        _json(e["correlation"]),
+        _json(e["labels"]),
+        _json(e["location"]) if e.get("location") else None,
+        e.get("alarm_count", len(e["alarms"])),
+        e["opened_at"],
+        e["at"],
+        e.get("closed_at"),
+        e.get("acknowledged_by"),
+        e.get("shelved_until"),
+        e.get("assignee"),
+        e["change"],
+        e["id"],
+    )
+
+
+def _alarm_row(e: dict[str, Any], a: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        e["incident"],
+        a["rule"],
+        a["key"],
+        e["version"],
+        a.get("entity"),
+        a["state"],
+        a["severity"],
+        a.get("value"),
+        a["count"],
+        a["first_seen"],
+        a["last_seen"],
+        a.get("suppressed"),
+        bool(a.get("chattering", False)),
+    )
 
 
 def _json(v: Any) -> str:
