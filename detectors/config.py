@@ -72,6 +72,7 @@ class Suppression(_Strict):
     alert: float = Field(0.6, ge=0, le=1)
     hold: int = Field(100, ge=0)
     cap: float = Field(0.0, ge=0, le=1)
+    sustain: bool = False
 
 
 class ModelSpec(_Strict):

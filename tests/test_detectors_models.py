@@ -171,3 +171,17 @@ def test_refractory_gives_one_alarm_per_burst_and_resumes():
     scores = run(det, values)
     alarms = [i for i, s in enumerate(scores) if s >= 0.6]
     assert alarms == [100, 140]  # the rising burst alarms once; a later record alarms again
+
+
+def test_sustained_refractory_lets_the_alarming_run_through():
+    from atalaia.detectors.novelty import RecordNovelty
+    from atalaia.detectors.suppression import Refractory
+
+    values = [float(i % 3) for i in range(100)] + [10.0 + i for i in range(10)] + [1.0] * 5 + [50.0]
+    plain = run(Refractory(RecordNovelty(features=["value"], warmup=10), alert=0.6, hold=20), values)
+    sustained = run(
+        Refractory(RecordNovelty(features=["value"], warmup=10), alert=0.6, hold=20, sustain=True), values
+    )
+    assert [i for i, s in enumerate(plain) if s >= 0.6] == [100]
+    # the rising run passes, the new rise after it (still within the hold) does not
+    assert [i for i, s in enumerate(sustained) if s >= 0.6] == list(range(100, 110))
