@@ -72,7 +72,9 @@ def test_bad_records_do_not_stop_the_core() -> None:
     core = IncidentCore(CONFIG)
     good = porto_storm()[0]
     bad_command = {"id": "c1", "incident": "i", "action": "dance", "actor": "a", "role": "operator"}
-    outs = core.process([Rec("alarms", {"rule": "x"}), Rec("commands", bad_command), Rec("alarms", good)], T0_S)
+    outs = core.process(
+        [Rec("alarms", {"rule": "x"}), Rec("commands", bad_command), Rec("alarms", good)], T0_S
+    )
     assert sorted(o.topic for o in outs) == ["dlq", "dlq", "incidents", "replies"]
     reply = orjson.loads(next(o.value for o in outs if o.topic == "replies"))
     assert not reply["accepted"] and "invalid command" in reply["reason"] and reply["command"] == "c1"
