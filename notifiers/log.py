@@ -138,6 +138,10 @@ class SQLiteDeliveryLog:
 
     def begin(self, n: Notification, channel: str, attempt: int, now: float) -> None:
         with self._tx():
+            # an attempt left 'sending' by a crash, now re-sent (idempotent channel): outcome unknown
+            self.db.execute(
+                "UPDATE attempts SET status='unknown' WHERE notification_id=? AND status='sending'", (n.id,)
+            )
             self.db.execute(
                 "UPDATE deliveries SET status='sending', attempts=?, updated_at=? WHERE notification_id=?",
                 (attempt, now, n.id),

@@ -258,3 +258,76 @@ async def test_rate_limit_paces_one_target_without_blocking_others(servers, tmp_
     assert len(paced) == 5 and len(am) == 5
     assert max(am) < 0.5  # the unpaced target is not held back
     assert 1.2 <= paced[-1] <= 2.5  # burst of 2, then 2 per second: the 5th at ≈1.5 s
+
+
+async def test_starttls_email_and_the_cached_ssl_context_keeps_verification_apart(tmp_path):
+    """The SSL-context cache (apprise builds one per email otherwise) must not let a
+    ``verify=no`` target's relaxed context leak into a verifying one."""
+    import shutil
+    import ssl
+    import subprocess
+
+    from aiosmtpd.controller import Controller
+
+    from atalaia.notifiers.channels.apprise import AppriseChannel
+    from atalaia.notifiers.channels.base import ChannelContext
+    from atalaia.notifiers.model import IncidentSnapshot, Notification
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not available to make a test certificate")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    got = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            got.append((envelope.rcpt_tos[0], session.ssl is not None))
+            return "250 OK"
+
+    port = free_port()
+    ctl = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=tls, require_starttls=True)
+    ctl.start()
+    try:
+        url = f"mailto://127.0.0.1:{port}?mode=starttls&from=a@cm-porto.pt&to={{to}}&user=&pass="
+        lax = AppriseChannel(
+            "lax", ChannelContext(), url.format(to="lax@cm-porto.pt") + "&verify=no", "email"
+        )
+        strict = AppriseChannel(
+            "strict", ChannelContext(), url.format(to="strict@cm-porto.pt"), "email", timeout=3
+        )
+        snap = IncidentSnapshot.from_event(incident_event())
+        for i in range(2):
+            n = Notification("inc", "p", 0, 0, i, "lax", "escalation", "2026-03-01T10:00:00Z", snap)
+            assert (await lax.send(n)).ok
+        n = Notification("inc", "p", 0, 0, 0, "strict", "escalation", "2026-03-01T10:00:00Z", snap)
+        res = await strict.send(n)
+        assert not res.ok  # self-signed certificate: a verifying target refuses it
+        assert (
+            await lax.send(
+                Notification("inc", "p", 0, 0, 9, "lax", "escalation", "2026-03-01T10:00:00Z", snap)
+            )
+        ).ok
+    finally:
+        ctl.stop()
+    assert got == [("lax@cm-porto.pt", True)] * 3

@@ -122,6 +122,9 @@ async def test_kill_between_send_and_record_then_restart_sends_no_duplicate(tmp_
         # PGU: every incident's Alert entity is there; an in-flight upsert is redone, others not
         assert set(http.entities) == {f"urn:ngsi-ld:Alert:{i}" for i in INCIDENTS}
         redone = sum(1 for t in in_flight.values() if t == "pgu")
+        statuses = Counter(a.status for a in log.attempts())
+        assert statuses["sending"] == 0 and statuses["in-doubt"] == len(doubtful)
+        assert statuses["unknown"] == sum(1 for t in in_flight.values() if t in ("pgu", "sala"))
         assert len(http.received("/ngsi-ld/v1/entityOperations/upsert")) in range(3, 4 + redone)
         log.close()
     finally:
