@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     data = rows(args.entities, args.points)
     sample = rows(3, args.points)
     print(f"{len(data)} points over {args.entities} entities, DetectorBank.score_learn")
-    print(f"{'detector':14s} {'points/s':>10s} {'pickled B/entity':>17s} {'heap B/entity':>14s}")
+    print(f"{'detector':19s} {'points/s':>10s} {'pickled B/entity':>17s} {'heap B/entity':>14s}")
     for spec in config.detectors:
         rate, pickled, heap = bench(spec.name, config, data, sample)
         mark = "*" if spec.name == config.default else " "
-        print(f"{mark}{spec.name:13s} {rate:10.0f} {pickled:17.0f} {heap:14.0f}")
+        print(f"{mark}{spec.name:18s} {rate:10.0f} {pickled:17.0f} {heap:14.0f}")
 
 
 if __name__ == "__main__":
