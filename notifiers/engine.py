@@ -24,7 +24,7 @@ you need the old one. No I/O and no wall clock: ``now`` is passed in.
 from __future__ import annotations
 
 import heapq
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -73,7 +73,8 @@ class EscalationState:
     timers: list[tuple[float, str]] = field(default_factory=list)  # heap, lazily invalidated
 
     def snapshot(self) -> bytes:
-        return orjson.dumps({"v": 1, "escalations": [asdict(e) for e in self.escalations.values()]})
+        # orjson serialises the (slotted) dataclasses natively: ~10× faster than asdict()
+        return orjson.dumps({"v": 1, "escalations": list(self.escalations.values())})
 
     @classmethod
     def restore(cls, blob: bytes) -> EscalationState:
