@@ -190,7 +190,11 @@ def log_cmd(db: str | None, incident: str | None, attempts: bool, as_json: bool,
                 f"{d['status']:<10} {lat:>7}  {d['error'] or d['detail'] or ''}"
             )
         else:
-            where = "resolved" if d["kind"] == "resolved" else f"step {d['step'] + 1}.{d['repeat']}"
+            where = (
+                "resolved"
+                if d["kind"] == "resolved"
+                else f"step {d['step'] + 1}" + (f" r{d['repeat']}" if d["repeat"] else "")
+            )
             click.echo(
                 f"{when}  {d['incident']}  {where:<9} {d['target']:<16} {d['channel']:<12} "
                 f"{d['status']:<9} attempts={d['attempts']}  {d['last_error'] or ''}"
@@ -203,7 +207,7 @@ def log_cmd(db: str | None, incident: str | None, attempts: bool, as_json: bool,
 @click.argument("target")
 @click.option("--db", type=click.Path(dir_okay=False), default=None)
 def test_target(policy: str, target: str, db: str | None) -> None:
-    """Send a test message to one target (recorded in the delivery log as incident ``test-<time>``)."""
+    """Send a test message to one target (recorded in the delivery log as incident ``test-<target>-<time>``)."""
     from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.model import IncidentSnapshot, Notification, format_time
     from atalaia.notifiers.service import Notifier
@@ -213,7 +217,7 @@ def test_target(policy: str, target: str, db: str | None) -> None:
         click.echo(f"no target {target!r} in {policy} (known: {', '.join(sorted(cfg.targets))})", err=True)
         sys.exit(1)
     now = datetime.now(UTC).replace(microsecond=0)
-    inc = f"test-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    inc = f"test-{target}-{now.strftime('%Y%m%dT%H%M%SZ')}"
     snap = IncidentSnapshot(
         inc,
         1,

@@ -206,3 +206,41 @@ def test_cli_simulate_and_log(tmp_path):
         [*ATALAIA, "notify", "log", "--db", str(tmp_path / "none.sqlite")], capture_output=True, text=True
     )
     assert r.returncode == 1 and "no delivery log" in r.stderr
+
+
+def test_cli_log_per_incident(tmp_path):
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.model import DeliveryResult
+
+    log = SQLiteDeliveryLog(tmp_path / "d.sqlite")
+    snap = IncidentSnapshot.from_event(incident_event())
+    notes = [
+        Notification(i, "p", 0, 0, 0, "ana", "escalation", "2026-03-01T10:00:00Z", snap) for i in ("a", "b")
+    ]
+    log.enqueue([(n, "sms") for n in notes], 1.0)
+    for n in notes:
+        log.begin(n, "sms", 1, 2.0)
+        log.finish(n, 1, DeliveryResult("retryable", error="HTTP 503"), False, 2.5, 12.0)
+        log.begin(n, "sms", 2, 3.0)
+        log.finish(n, 2, DeliveryResult("delivered", detail="1 segment(s) gsm7"), True, 3.2, 8.0)
+    log.close()
+    r = subprocess.run(
+        [*ATALAIA, "notify", "log", "--db", str(tmp_path / "d.sqlite"), "--incident", "b", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    (row,) = [orjson.loads(x) for x in r.stdout.splitlines()]
+    assert (row["incident"], row["status"], row["attempts"], row["last_error"]) == ("b", "delivered", 2, None)
+    r = subprocess.run(
+        [*ATALAIA, "notify", "log", "--db", str(tmp_path / "d.sqlite"), "--incident", "a", "--attempts"],
+        capture_output=True,
+        text=True,
+    )
+    lines = r.stdout.splitlines()
+    assert (
+        len(lines) == 2
+        and "#1 retryable" in lines[0]
+        and "HTTP 503" in lines[0]
+        and "#2 delivered" in lines[1]
+    )
