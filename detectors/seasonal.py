@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from river import stats
@@ -13,7 +14,8 @@ class SeasonalProfile(Detector):
     """Exponentially weighted mean and mean absolute deviation per time-of-day bin
     (``bin_minutes`` wide; with ``weekly=True`` per hour-of-week bin). A bin scores only after
     ``min_per_bin`` points fell into it; the score is the log tail of the standardised
-    deviation from the bin's profile.
+    deviation from the bin's profile. A young bin's spread is shrunk towards the spread of all
+    bins, as if it held ``prior_points`` extra points of it.
 
     >>> from datetime import datetime, timedelta
     >>> t0 = datetime(2026, 1, 1)
@@ -31,6 +33,7 @@ class SeasonalProfile(Detector):
         weekly: bool = False,
         fading: float = 0.1,
         min_per_bin: int = 3,
+        prior_points: int = 5,
         warmup: int = 100,
     ) -> None:
         if not 1 <= bin_minutes <= 1440 or 1440 % bin_minutes:
@@ -39,6 +42,7 @@ class SeasonalProfile(Detector):
         self.weekly = weekly
         self.fading = fading
         self.min_per_bin = min_per_bin
+        self.prior_points = prior_points
         self.warmup = warmup
         self.n_seen = 0
         self._bins: dict[int, tuple[stats.EWMean, stats.EWMean, int]] = {}
@@ -57,8 +61,12 @@ class SeasonalProfile(Detector):
         entry = self._bins.get(self._bin(t))
         if entry is None or entry[2] < self.min_per_bin:
             return 0.0
-        mean, mad, _ = entry
-        spread = max(1.2533 * mad.get(), 0.05 * self._global.get(), scale_floor(mean.get()))
+        mean, mad, n = entry
+        # shrink a young bin's spread towards the all-bins spread (k pseudo-points of prior)
+        k = self.prior_points
+        local, pooled = mad.get(), self._global.get()
+        blended = math.sqrt((n * local * local + k * pooled * pooled) / (n + k))
+        spread = max(1.2533 * blended, scale_floor(mean.get()))
         return log_tail((x - mean.get()) / spread)
 
     def learn_one(self, x: float, t: datetime) -> None:

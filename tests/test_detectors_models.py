@@ -185,3 +185,44 @@ def test_sustained_refractory_lets_the_alarming_run_through():
     assert [i for i, s in enumerate(plain) if s >= 0.6] == [100]
     # the rising run passes, the new rise after it (still within the hold) does not
     assert [i for i, s in enumerate(sustained) if s >= 0.6] == list(range(100, 110))
+
+
+EXTRA = [
+    ("forecast", {"model": "snarimax", "p": 2, "d": 1, "q": 1, "warmup": 20}),
+    ("seasonal", {"bin_minutes": 60, "weekly": True, "warmup": 20}),
+    ("novelty", {"tail": "rolling", "tail_window": 200, "features": ["value", "volatility"], "warmup": 20}),
+    ("gaussian", {"window": 100, "robust": True, "feature": "diff", "scale": "prob", "warmup": 20}),
+]
+
+
+@pytest.mark.parametrize(("model", "params"), EXTRA, ids=[m for m, _ in EXTRA])
+def test_other_parameterisations_score_in_range_and_see_a_spike(model, params):
+    import random
+
+    from atalaia.detectors.config import MODELS
+
+    rng = random.Random(9)
+    values = [5.0 + math.sin(i / 20) + rng.gauss(0, 0.1) for i in range(600)]
+    det = MODELS[model](**params)
+    scores = run(det, values)
+    assert_unit(scores)
+    tail = sorted(scores[300:])
+    # a spike in the hour of the last point (a bin every model has seen) beats the usual 99th percentile
+    assert det.score_one(40.0, T0 + timedelta(minutes=5 * 599)) > tail[int(0.99 * len(tail))]
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "message"),
+    [
+        ("novelty", {"features": ["colour"]}, "features must be among"),
+        ("novelty", {"tail": "sometimes"}, "tail must be one of"),
+        ("gaussian", {"feature": "ratio"}, "feature must be one of"),
+        ("forecast", {"model": "prophet"}, "model must be one of"),
+        ("seasonal", {"bin_minutes": 7}, "bin_minutes must divide a day"),
+    ],
+)
+def test_bad_parameters_are_clear_errors(model, params, message):
+    from atalaia.detectors.config import MODELS
+
+    with pytest.raises(ValueError, match=message):
+        MODELS[model](**params)
