@@ -170,7 +170,14 @@ class EscalationEngine:
         esc.version, esc.snapshot = snap.version, snap
         if esc.status == "closed":
             return
-        policy = self.config.policies[esc.policy]
+        policy = self.config.policies.get(esc.policy)
+        if policy is None:  # the policy was removed from the configuration since the snapshot
+            esc.policy = self.route(snap) or esc.policy
+            policy = self.config.policies.get(esc.policy)
+            if policy is None:
+                esc.status, esc.next_due = "stopped", None
+                return
+            esc.status = "stopped"  # restart below on the policy that now routes it
         if snap.state == "closed":
             esc.status, esc.next_due, esc.closed_at = "closed", None, t
             if policy.notify_resolved:
@@ -215,7 +222,10 @@ class EscalationEngine:
             esc = state.escalations.get(inc)
             if esc is None or esc.status != "running" or esc.next_due != due:
                 continue  # stale timer
-            policy = self.config.policies[esc.policy]
+            policy = self.config.policies.get(esc.policy)
+            if policy is None or esc.step >= len(policy.steps):  # configuration changed under a snapshot
+                esc.status, esc.next_due = ("stopped" if policy is None else "exhausted"), None
+                continue
             step = policy.steps[esc.step]
             if esc.repeat < step.repeat:
                 esc.repeat += 1

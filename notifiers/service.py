@@ -117,6 +117,8 @@ class Notifier:
 
     async def deliver(self, notifications: list[Notification]) -> list[Notification]:
         """Submit and wait; returns the notifications delivered (now, by this call)."""
+        if not self.started:
+            raise RuntimeError("Notifier.start() first")
         accepted = await self.front.exec(self.ctx, list(notifications))
         if not accepted:
             return []

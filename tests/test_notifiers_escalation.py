@@ -365,3 +365,31 @@ def test_a_policy_can_keep_reminding_after_acknowledgement_until_closed():
         load_config_text(
             CONFIG.replace("  hydro-critical:\n", "  hydro-critical:\n    stop_on: [unacknowledged]\n")
         )
+
+
+def test_restoring_a_snapshot_under_a_changed_configuration(engine):
+    s = EscalationState()
+    engine.step(s, ev(T0, 1), T0)  # running on "default"
+    blob = s.snapshot()
+    # "default" renamed to "geral" and reduced to one step: the timer finds no policy and stops
+    changed = EscalationEngine(
+        load_config_text(
+            CONFIG.replace("policy: default", "policy: geral").replace("  default:\n", "  geral:\n")
+        )
+    )
+    r = EscalationState.restore(blob)
+    assert changed.step(r, TICK, T0 + timedelta(minutes=5))[1] == []
+    assert r.escalations["inc-1"].status == "stopped"
+    # the next event re-routes it to the policy that now matches, as a new episode
+    t = T0 + timedelta(minutes=6)
+    _, out = changed.step(r, ev(t, 2, change="alarm-updated"), t)
+    assert {(n.policy, n.episode, n.step) for n in out} == {("geral", 1, 0)}
+
+
+def test_notifications_round_trip_through_json_for_the_notifications_topic(engine):
+    import orjson
+
+    _, out = engine.step(EscalationState(), ev(T0, 1), T0)
+    for n in out:
+        back = Notification.from_dict(orjson.loads(n.to_json()))
+        assert back == n and back.id == n.id
