@@ -137,13 +137,17 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
 
     if "rules" in stages:
         from atalaia.detectors.config import load_config as load_detectors
-        from atalaia.streams.pipeline import RuleFiles, RulesCore
+        from atalaia.streams.pipeline import RuleFiles, RulesCore, label_keyed
 
         rule_files = RuleFiles(settings.rules_paths)
         detectors = load_detectors(settings.detectors_path)
         app.atalaia_stages["rules"] = app.service(BatchStage(
             name="rules", source="observations", group=f"{settings.app_id}.rules", tick_s=1.0,
             make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s), **common))
+        app.atalaia_stages["rules-shared"] = app.service(BatchStage(
+            name="rules-shared", source="shared-observations", group=f"{settings.app_id}.rules-shared",
+            tick_s=1.0, make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s, part=label_keyed,
+                                                         forward=False), **common))
 
     if "incidents" in stages:
         from atalaia.incidents.config import load_config as load_incidents

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 TOPICS: dict[str, int | None] = {
     "events": None,
     "observations": None,
+    "shared-observations": 1,  # observations that label-keyed rules (one alarm per parish ...) need
     "dlq": 1,
     "alarms": 1,
     "commands": 1,

@@ -126,39 +126,67 @@ class RuleFiles:
         return True
 
 
+def entity_keyed(ruleset: Any) -> Any:
+    """The rules whose alarms are per entity: they run in the partitioned rules stage."""
+    from atalaia.rules.loader import RuleSet
+
+    return RuleSet([r for r in ruleset.rules if list(r.rule.key) == ["entity"]])
+
+
+def label_keyed(ruleset: Any) -> Any:
+    """Rules keyed by labels (e.g. one alarm per parish): every observation of a key must reach
+    one engine, so they run in the ``rules-shared`` stage over the one-partition
+    ``shared-observations`` topic that the partitioned stage feeds."""
+    from atalaia.rules.loader import RuleSet
+
+    return RuleSet([r for r in ruleset.rules if list(r.rule.key) != ["entity"]])
+
+
 class RulesCore:
     """``atalaia.observations`` → ``atalaia.alarms`` (+ late observations to ``atalaia.dlq``).
 
-    One rule engine and one detector bank per partition (observations are keyed by entity, so a
-    key's whole history is on one partition). Redelivered observations (same id) are dropped
-    before evaluation, so at-least-once delivery never double-counts a window.
+    One rule engine and one detector bank per partition (observations are keyed by entity, so an
+    entity's whole history is on one partition). Observations that label-keyed rules select are
+    forwarded to ``shared-observations`` (``part=entity_keyed``, ``forward=True``); the
+    ``rules-shared`` stage runs those rules (``part=label_keyed``). Redelivered observations (same
+    id) are dropped before evaluation, so at-least-once delivery never double-counts a window.
     """
 
     def __init__(self, rule_files: RuleFiles, detectors_config: Any, settings: Any,
-                 state: bytes | None = None) -> None:
+                 state: bytes | None = None, part: Any = entity_keyed, forward: bool = True) -> None:
         from atalaia.detectors.bank import DetectorBank
         from atalaia.rules.engine import RuleEngine
         from atalaia.streams.ingest import Deduper
 
-        self.files, self.settings = rule_files, settings
-        lateness = settings.allowed_lateness_s
+        self.files, self.settings, self.part = rule_files, settings, part
+        self.loaded = rule_files.ruleset
+        ruleset = part(self.loaded)
+        self.forward_types = self._forward_types() if forward else frozenset()
+        limits = {"allowed_lateness": settings.allowed_lateness_s, "max_future": settings.future_tolerance_s}
+        from atalaia.streams.reorder import Reorder
+
+        slack = (settings.reorder_s, settings.reorder_idle_s)
         if state:
-            rules_state, bank_state, dedup_state = _unframe(state)
+            rules_state, bank_state, dedup_state, *rest = _unframe(state)
             self.bank = DetectorBank.restore(detectors_config, bank_state)
-            self.engine = RuleEngine.restore(rule_files.ruleset, rules_state, scorer=self.bank.score_learn,
-                                             allowed_lateness=lateness)
+            self.engine = RuleEngine.restore(ruleset, rules_state, scorer=self.bank.score_learn, **limits)
             self.dedup = Deduper.restore(dedup_state)
+            self.reorder = Reorder.restore(rest[0], *slack) if rest else None
         else:
             self.bank = DetectorBank(detectors_config)
-            self.engine = RuleEngine(rule_files.ruleset, scorer=self.bank.score_learn, allowed_lateness=lateness)
+            self.engine = RuleEngine(ruleset, scorer=self.bank.score_learn, **limits)
             self.dedup = Deduper()
-        self.ruleset = rule_files.ruleset
+            self.reorder = None if forward else Reorder(*slack)
+        self.last_compact = 0.0
+
+    def _forward_types(self) -> frozenset[str]:
+        return frozenset(r.rule.select.type for r in label_keyed(self.loaded).rules)
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         from atalaia.streams.ingest import to_dlq_record
 
         batch, outs = [], []
-        seen = self.dedup._tick(now)
+        admit, forward = self.dedup.admit_key, self.forward_types
         for r in records:
             try:
                 obs = orjson.loads(r.value)
@@ -167,11 +195,19 @@ class RulesCore:
                 outs.append(Out("dlq", to_dlq_record(r.value, "atalaia.observations",
                                                      f"not an observation in the contract shape: {e}")))
                 continue
-            if self.dedup._check(hashlib.blake2b(f"{obs.get('type')}|{oid}".encode(), digest_size=16).digest(),
-                                 seen):
+            if admit(hashlib.blake2b(f"{obs.get('type')}|{oid}".encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
+                if obs.get("type") in forward:
+                    outs.append(Out("shared-observations", r.value, key=str(obs.get("entity", "")).encode()))
+        if self.reorder is not None:
+            batch = self.reorder.push(batch, now)
+        return outs + self._evaluate(batch)
+
+    def _evaluate(self, batch: list[dict[str, Any]]) -> list[Out]:
+        from atalaia.streams.ingest import to_dlq_record
+
         transitions, rejected = self.engine.observe_batch(batch)
-        outs += [self._out(t) for t in transitions]
+        outs = [self._out(t) for t in transitions]
         for rej in rejected:
             outs.append(Out("dlq", to_dlq_record(orjson.dumps(rej.observation), "rules", rej.reason)))
         return outs
@@ -183,14 +219,24 @@ class RulesCore:
     def tick(self, now: float) -> list[Out]:
         outs = []
         self.files.changed()
-        if self.files.ruleset is not self.ruleset:
-            self.ruleset = self.files.ruleset
-            outs += [self._out(t) for t in self.engine.reload(self.ruleset)]
+        if self.files.ruleset is not self.loaded:
+            self.loaded = self.files.ruleset
+            if self.forward_types:
+                self.forward_types = self._forward_types()
+            outs += [self._out(t) for t in self.engine.reload(self.part(self.loaded))]
+        if self.reorder is not None:
+            outs += self._evaluate(self.reorder.flush_idle(now))
         outs += [self._out(t) for t in self.engine.advance(now)]
+        if now - self.last_compact > 60:
+            self.engine.compact()
+            self.last_compact = now
         return outs
 
     def snapshot(self) -> bytes:
-        return _frame(self.engine.snapshot(), self.bank.snapshot(), self.dedup.snapshot())
+        parts = [self.engine.snapshot(), self.bank.snapshot(), self.dedup.snapshot()]
+        if self.reorder is not None:
+            parts.append(self.reorder.snapshot())
+        return _frame(*parts)
 
 
 class IncidentsCore:

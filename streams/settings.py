@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_payload_bytes: int = 1024 * 1024
     future_tolerance_s: float = 300.0
     allowed_lateness_s: float = 300.0
+    reorder_s: float = Field(5.0, description="label-keyed rules: event-time slack to restore time order")
+    reorder_idle_s: float = Field(2.0, description="label-keyed rules: release the reorder buffer when idle")
     area_of_interest: tuple[float, float, float, float] = Field(
         (-9.6, 36.8, -6.1, 42.2), description="lon_min, lat_min, lon_max, lat_max (default: mainland Portugal)"
     )

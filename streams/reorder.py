@@ -1,0 +1,71 @@
+"""Event-time reorder buffer for label-keyed rules.
+
+Observations of one parish come from many entities, hence from many partitions, and reach the
+``rules-shared`` stage in arrival order, not event-time order. The buffer holds them until the
+event-time watermark (newest time seen − ``slack_s``) passes them, then releases them sorted by
+time, so windows and ``for`` durations see the same sequence a replay of the file would. When
+nothing arrives for ``idle_s`` (wall clock) everything left is released: a quiet stream is not
+held back. Pure: the caller supplies the clock; the buffer is part of the stage checkpoint.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import orjson
+
+from atalaia.streams.observation import parse_time
+
+
+class Reorder:
+    def __init__(self, slack_s: float, idle_s: float) -> None:
+        self.slack_s, self.idle_s = slack_s, idle_s
+        self.heap: list[tuple[float, int, bytes]] = []
+        self.watermark = float("-inf")
+        self.seq = 0
+        self.last_arrival = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    def push(self, observations: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """Add a batch; return what the watermark now releases, oldest first."""
+        for obs in observations:
+            try:
+                t = parse_time(obs["time"]).timestamp()
+            except (KeyError, TypeError, ValueError):
+                t = self.watermark  # the engine rejects it with a reason
+            self.watermark = max(self.watermark, t)
+            heapq.heappush(self.heap, (t, self.seq, orjson.dumps(obs)))
+            self.seq += 1
+        if observations:
+            self.last_arrival = now
+        return self._release(self.watermark - self.slack_s)
+
+    def flush_idle(self, now: float) -> list[dict[str, Any]]:
+        if self.heap and now - self.last_arrival >= self.idle_s:
+            return self._release(float("inf"))
+        return []
+
+    def _release(self, upto: float) -> list[dict[str, Any]]:
+        out = []
+        heap = self.heap
+        while heap and heap[0][0] <= upto:
+            out.append(orjson.loads(heapq.heappop(heap)[2]))
+        return out
+
+    def snapshot(self) -> bytes:
+        return orjson.dumps({"heap": [[t, s, o.decode()] for t, s, o in self.heap],
+                             "watermark": None if self.watermark == float("-inf") else self.watermark,
+                             "seq": self.seq})
+
+    @classmethod
+    def restore(cls, data: bytes, slack_s: float, idle_s: float) -> Reorder:
+        r = cls(slack_s, idle_s)
+        d = orjson.loads(data)
+        r.heap = [(t, s, o.encode()) for t, s, o in d["heap"]]
+        heapq.heapify(r.heap)
+        r.watermark = float("-inf") if d["watermark"] is None else d["watermark"]
+        r.seq = d["seq"]
+        return r
