@@ -121,8 +121,9 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
         async for raw in stream:
             try:
                 rec = orjson.loads(raw)
-                DLQ_RECORDS.labels(str(rec.get("source", "?")).split(":")[0],
-                                   _reason_kind((rec.get("reasons") or ["?"])[0])).inc()
+                codes = [r.get("code") for r in rec.get("rejections") or [] if isinstance(r, dict)]
+                kind = codes[0] if codes and codes[0] else _reason_kind((rec.get("reasons") or ["?"])[0])
+                DLQ_RECORDS.labels(str(rec.get("source", "?")).split(":")[0], str(kind)).inc()
             except Exception:
                 DLQ_RECORDS.labels("?", "undecodable").inc()
     state_dir = settings.data_dir / "state"

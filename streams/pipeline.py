@@ -42,7 +42,7 @@ class IngestCore:
         self.duplicates = 0
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest import dlq_record_for, parse_payload
+        from atalaia.streams.ingest import dlq_record_for, encode_observation, parse_payload
 
         outs: list[Out] = []
         received = _ts(now)
@@ -57,7 +57,7 @@ class IngestCore:
             fresh = self.dedup.admit(res.observations, now=now)
             self.duplicates += len(res.observations) - len(fresh)
             for obs in fresh:
-                outs.append(Out("observations", obs.to_json(), key=obs.entity.encode()))
+                outs.append(Out("observations", encode_observation(obs), key=obs.entity.encode()))
         return outs
 
     def tick(self, now: float) -> list[Out]:
@@ -97,7 +97,7 @@ class RuleFiles:
     def _stamp(self) -> tuple:
         files = []
         for p in self.paths:
-            cands = sorted(p.rglob("*.y*ml")) if p.is_dir() else [p]
+            cands = sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p]
             for f in cands:
                 try:
                     files.append((str(f), f.stat().st_mtime_ns))
@@ -299,13 +299,17 @@ class ProjectionCore:
     def process(self, records: list[Any], now: float) -> list[Out]:
         from atalaia.streams.ingest import to_dlq_record
 
-        events, outs = [], []
+        events, raw, outs = [], [], []
         for r in records:
             try:
                 events.append(orjson.loads(r.value))
+                raw.append(r)
             except orjson.JSONDecodeError as e:
                 outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"not JSON: {e}")))
-        self.projection.apply(events)
+        errors: list[tuple[int, str]] = []
+        self.projection.apply(events, errors)
+        for i, message in errors:
+            outs.append(Out("dlq", to_dlq_record(raw[i].value, raw[i].topic, f"not an incident event: {message}")))
         return outs
 
     def tick(self, now: float) -> list[Out]:
