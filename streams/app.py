@@ -100,6 +100,16 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any
     return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
 
 
+def missing_delivery_settings(settings: Settings) -> list[str]:
+    """Environment variables the escalation targets use but that are not set."""
+    import os
+    import re
+
+    lines = settings.escalation_path.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line.split(" #")[0] for line in lines if not line.lstrip().startswith("#"))
+    return sorted({v for v in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text) if v not in os.environ})
+
+
 def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = ("ingest",),
                http: bool = True) -> faust.App:
     from atalaia.streams.ingest import IngestOptions, parse_payload, to_dlq_record
@@ -167,6 +177,46 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
         app.atalaia_stages["projection"] = app.service(BatchStage(
             name="projection", source="incidents", group=f"{settings.app_id}.projection",
             make_core=lambda p, s: ProjectionCore(app.atalaia_projection), **common))
+
+    if "escalation" in stages:
+        from atalaia.notifiers.config import load_config as load_escalation
+        from atalaia.streams.pipeline import EscalationCore
+
+        escalation_config = load_escalation(settings.escalation_path)
+        app.atalaia_stages["escalation"] = app.service(BatchStage(
+            name="escalation", source="incidents", group=f"{settings.app_id}.escalation", tick_s=1.0,
+            make_core=lambda p, s: EscalationCore(escalation_config, s), **common))
+
+    missing = missing_delivery_settings(settings) if "delivery" in stages else []
+    if missing:
+        log.error("delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
+                  "Notifications wait on %s and go out once it is configured.", ", ".join(missing),
+                  t("notifications"))
+    if "delivery" in stages and not missing:
+        from atalaia.notifiers.config import load_config as load_escalation
+        from atalaia.notifiers.log import SQLiteDeliveryLog
+        from atalaia.notifiers.service import Notifier
+        from atalaia.streams.pipeline import DeliveryCore
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        notifier = Notifier(load_escalation(settings.escalation_path),
+                            SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite"))
+        app.atalaia_notifier = notifier
+
+        @app.service
+        class NotifierService(Service):
+            async def on_start(self) -> None:
+                recovery = await notifier.start()
+                if recovery.resent or recovery.in_doubt:
+                    log.warning("delivery recovery: %d re-sent, %d in doubt (not re-sent)",
+                                recovery.resent, recovery.in_doubt)
+
+            async def on_stop(self) -> None:
+                await notifier.aclose()
+
+        app.atalaia_stages["delivery"] = app.service(BatchStage(
+            name="delivery", source="notifications", group=f"{settings.app_id}.delivery",
+            make_core=lambda p, s: DeliveryCore(notifier), **common))
 
     if not http:
         return app

@@ -13,7 +13,7 @@ import orjson
 
 from atalaia.streams.settings import Settings, get_settings
 
-ALL_STAGES = ("ingest", "rules", "incidents", "projection")
+ALL_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery")
 
 
 def _logging(level: str) -> None:
@@ -30,6 +30,13 @@ def _run_worker(settings: Settings, bootstrap: str, stages: tuple[str, ...], htt
     from atalaia.streams.broker import ensure_topics
 
     asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions))
+    if demo:
+        import os
+
+        from atalaia.streams.demo import start_demo_receivers
+
+        for k, v in start_demo_receivers().items():
+            os.environ.setdefault(k, v)
     app = create_app(settings, bootstrap, stages=stages, http=http)
     if demo:
         from atalaia.streams.demo import DemoFeed
@@ -46,7 +53,8 @@ def _run_worker(settings: Settings, bootstrap: str, stages: tuple[str, ...], htt
                 f"  console:                 {base}/\n"
                 f"  NGSI-LD notify endpoint: {base}/ngsi-ld/notify   (NGSI-v2: {base}/v2/notify)\n"
                 f"  health / metrics:        {base}/health  {base}/metrics\n"
-                "  watch:                   atalaia tail observations | alarms | incidents | dlq\n"
+                "  watch:                   atalaia tail observations | alarms | incidents | notifications | dlq\n"
+                "  deliveries:              atalaia notify log\n"
                 "  stop:                    Ctrl-C\n", err=False)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -141,3 +141,39 @@ class DemoFeed(Service):
                     except httpx.HTTPError as e:  # endpoint not up yet
                         log.debug("demo: %s", e)
                 await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - t0)))
+
+
+def start_demo_receivers() -> dict[str, str]:
+    """Local stand-ins for the people and systems the demo escalates to: an SMTP server
+    (aiosmtpd), and one HTTP server playing the urban platform (NGSI-LD upserts), the
+    operations-room webhook, an Alertmanager receiver and an SMSEagle SMS gateway. They run in a
+    daemon thread for the life of the process; returns the ``ATALAIA_*`` variables that
+    ``config/escalation.yaml`` reads."""
+    import threading
+
+    from atalaia.notifiers.testing import HttpSink, SmtpSink
+
+    ready = threading.Event()
+    found: dict[str, str] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        http = loop.run_until_complete(HttpSink(secret="demo-secret").start())
+        smtp = SmtpSink().start()
+        found.update({
+            "ATALAIA_PGU_URL": f"{http.url}/pgu",
+            "ATALAIA_WEBHOOK_URL": f"{http.url}/webhook",
+            "ATALAIA_WEBHOOK_SECRET": "demo-secret",
+            "ATALAIA_ALERTMANAGER_WEBHOOK_URL": f"{http.url}/alertmanager",
+            "ATALAIA_SMS_GATEWAY_URL": f"smseagle://demo-token@127.0.0.1:{http.port}",
+            "ATALAIA_SMTP_HOST": "127.0.0.1",
+            "ATALAIA_SMTP_PORT": str(smtp.port),
+        })
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=run, name="demo-receivers", daemon=True).start()
+    if not ready.wait(15):
+        raise RuntimeError("the demo's local SMTP/HTTP receivers did not start")
+    return found

@@ -317,3 +317,76 @@ class ProjectionCore:
 
     def snapshot(self) -> bytes:
         return b""
+
+
+class EscalationCore:
+    """``atalaia.incidents`` → ``atalaia.notifications``: the escalation policies (steps, waits,
+    repeats, until acknowledged) as a pure state machine; timers fire on the stage's tick.
+    Notification ids are deterministic (incident, policy, episode, step, repeat, target)."""
+
+    def __init__(self, config: Any, state: bytes | None = None) -> None:
+        from atalaia.notifiers.engine import EscalationEngine, EscalationState
+
+        self.engine = EscalationEngine(config)
+        self.state = EscalationState.restore(state) if state else EscalationState()
+
+    def process(self, records: list[Any], now: float) -> list[Out]:
+        from atalaia.streams.ingest import to_dlq_record
+
+        outs, events = [], []
+        for r in records:
+            try:
+                ev = orjson.loads(r.value)
+                if not isinstance(ev, dict) or "incident" not in ev or "at" not in ev:
+                    raise ValueError("not an incident event")
+                events.append(ev)
+            except ValueError as e:
+                outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"escalation: {e}")))
+        self.state, notes = self.engine.step_batch(self.state, events, _ts(now))
+        return outs + [self._out(n) for n in notes]
+
+    @staticmethod
+    def _out(n: Any) -> Out:
+        return Out("notifications", n.to_json(), key=n.target.encode())
+
+    def tick(self, now: float) -> list[Out]:
+        from atalaia.notifiers.engine import TICK
+
+        self.state, notes = self.engine.step(self.state, TICK, _ts(now))
+        return [self._out(n) for n in notes]
+
+    def snapshot(self) -> bytes:
+        return self.state.snapshot()
+
+
+class DeliveryCore:
+    """``atalaia.notifications`` → people: the notifier's delivery pipeline (dedup against the
+    delivery log, durable outbox, per-target lanes with rate limit and retry). ``aprocess``
+    returns once the batch is recorded in the outbox, so the offset is committed only for
+    notifications that can no longer be lost; delivery goes on in the lanes."""
+
+    def __init__(self, notifier: Any) -> None:
+        self.notifier = notifier
+
+    async def aprocess(self, records: list[Any], now: float) -> list[Out]:
+        from atalaia.notifiers.model import Notification
+        from atalaia.streams.ingest import to_dlq_record
+
+        notes, outs = [], []
+        for r in records:
+            try:
+                notes.append(Notification.from_dict(orjson.loads(r.value)))
+            except (ValueError, TypeError, KeyError) as e:
+                outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"not a notification: {e}")))
+        if notes:
+            await self.notifier.submit(notes)
+        return outs
+
+    def process(self, records: list[Any], now: float) -> list[Out]:  # pragma: no cover - async only
+        raise TypeError("DeliveryCore is asynchronous: use aprocess")
+
+    def tick(self, now: float) -> list[Out]:
+        return []
+
+    def snapshot(self) -> bytes:
+        return b""

@@ -229,7 +229,8 @@ class BatchStage(Service):
             core = self.cores.get(tp.partition)
             if core is None or not records:  # revoked while fetching
                 continue
-            outs.extend(core.process(records, now))
+            aprocess = getattr(core, "aprocess", None)
+            outs.extend(await aprocess(records, now) if aprocess else core.process(records, now))
             self.positions[tp] = records[-1].offset + 1
             n += len(records)
         await self._produce(outs)
