@@ -3,7 +3,9 @@
 * ``GET  /``                                  the live incident board (static page)
 * ``GET  /api/incidents[?state=open|all]``    incidents from the SQL projection
 * ``GET  /api/incidents/{id}``                one incident with its alarms and audit trail
-* ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``
+* ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``;
+  answers 200 (accepted), 409 (refused by the incident manager, with its reason) or 202 (queued:
+  no reply within 5 s)
 
 Bad requests get a 4xx with an ``application/problem+json`` body. Commands are validated with
 the incidents package's ``Command`` model before they reach Kafka; whether the incident accepts
@@ -24,12 +26,16 @@ from pydantic import ValidationError
 from atalaia.streams.app import PROBLEM, problem
 
 STATIC = Path(__file__).parent / "static"
+REPLY_WAIT_S = 5.0  # how long a command request waits for the incident manager's reply
 
 
-def install(app: faust.App, settings: Any, publish: Any) -> None:
+def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None:
     """Add the console routes to ``app``; ``publish(topic, value, key)`` sends to Kafka."""
+    from atalaia.console.replies import ReplyWatcher
     from atalaia.incidents.commands import Command
     from atalaia.incidents.projection import Projection
+
+    replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
 
     state: dict[str, Any] = {}
 
@@ -90,4 +96,10 @@ def install(app: faust.App, settings: Any, publish: Any) -> None:
                                  status=422, content_type=PROBLEM)
             await publish(settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")),
                           incident.encode())
-            return self.json({"accepted_for_processing": True, "command": cmd.id}, status=202)
+            reply = await replies.wait(cmd.id, REPLY_WAIT_S)
+            if reply is None:  # the incident manager is busy or down: the command is queued
+                return self.json({"command": cmd.id, "status": "queued"}, status=202)
+            if not reply.get("accepted"):
+                return self.json(problem(409, "Command refused", str(reply.get("reason", "")), command=cmd.id),
+                                 status=409, content_type=PROBLEM)
+            return self.json({"command": cmd.id, "status": "accepted", "reply": reply}, status=200)

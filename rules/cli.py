@@ -31,8 +31,16 @@ def _lateness_default() -> float:
 
 
 def _scorer(detectors: str | None):
-    if detectors is None:
-        return None
+    if detectors is None:  # the configured detectors (ATALAIA_DETECTORS_PATH, config/detectors.yaml)
+        try:
+            from atalaia.streams.settings import get_settings
+
+            path = get_settings().detectors_path
+        except Exception:
+            return None
+        if not path.is_file():
+            return None
+        detectors = str(path)
     from atalaia.detectors.bank import DetectorBank
     from atalaia.detectors.config import load_config
 
@@ -110,7 +118,7 @@ _DETECTORS = click.option(
     "--detectors",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="detectors config (e.g. config/detectors.yaml) for rules with 'detector:'",
+    help="detectors config for rules with 'detector:' (default: ATALAIA_DETECTORS_PATH, config/detectors.yaml)",
 )
 
 

@@ -29,6 +29,8 @@ HTTP_REQUESTS = Counter("atalaia_ingest_http_requests_total", "HTTP notification
 DLQ_RECORDS = Counter("atalaia_dlq_records_total", "records on the dead-letter topic", ["source", "reason"])
 
 PROBLEM = "application/problem+json"
+# what FIWARE brokers and sensor gateways send (a request without Content-Type is read as JSON)
+JSON_TYPES = ("application/json", "application/ld+json", "application/geo+json", "text/json")
 
 
 def _reason_kind(reason: str) -> str:
@@ -226,6 +228,13 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
     async def accept(request: Any, view: Any, source: str) -> Any:
         body, complete = await read_body(request, settings.max_payload_bytes)
         ev = RawEvent.from_http(body, request.headers, source)
+        ctype = (ev.content_type or "").split(";")[0].strip().lower()
+        if ctype and ctype not in JSON_TYPES:
+            detail = f"Content-Type {ctype!r} is not JSON; send one of {', '.join(JSON_TYPES)}"
+            await ingest_producer.publish(t("dlq"), to_dlq_record(
+                body, source, detail, content_type=ev.content_type, received_at=now(), max_body_bytes=DLQ_MAX_BODY))
+            HTTP_REQUESTS.labels("unsupported-media-type").inc()
+            return view.json(problem(415, "Unsupported media type", detail), status=415, content_type=PROBLEM)
         if not complete or len(body) > settings.max_payload_bytes:
             size = f"{len(body)} bytes" if complete else f"more than {len(body)} bytes"
             await ingest_producer.publish(t("dlq"), to_dlq_record(
@@ -260,7 +269,7 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
 
     from atalaia.console.api import install as install_console
 
-    install_console(app, settings, ingest_producer.publish)
+    install_console(app, settings, ingest_producer.publish, bootstrap)
 
     @app.page("/health")
     class Health(faust.web.View):

@@ -45,17 +45,25 @@ def client_bootstrap(settings: Settings) -> str:
         f"(it announces its embedded broker in {announce_file(settings)})")
 
 
+def reset_embedded_state(settings: Settings) -> None:
+    import shutil
+
+    shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
+    for pattern in ("atalaia.db*", "deliveries.sqlite*"):
+        for f in settings.data_dir.glob(pattern):
+            f.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def owned_bootstrap(settings: Settings) -> Iterator[str]:
     """For up/worker: ATALAIA_KAFKA, or a new embedded broker for the life of the process."""
     if settings.kafka:
         yield settings.kafka
         return
-    # the embedded broker keeps topics in memory: checkpoints of an earlier run point at offsets
-    # that no longer exist, so a new embedded broker starts with fresh stage state
-    import shutil
-
-    shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
+    # The embedded broker keeps its topics in memory, so each run starts a new history: stage
+    # checkpoints, the incident projection and the delivery log of an earlier run describe
+    # topics that no longer exist (and deterministic ids would collide with the new run's).
+    reset_embedded_state(settings)
     with EmbeddedBroker() as broker:
         path = announce_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,10 @@ def test_api_rejects_bad_requests_with_problem_json(console):
                                                                      "role": "operator"}, timeout=5)
     assert r.status_code == 422
     assert any(e["field"] == "action" for e in r.json()["errors"])
+    r = httpx.post(f"{console.url}/api/incidents/no-such-incident/commands",
+                   json={"action": "acknowledge", "actor": "op", "role": "operator", "reason": "test"}, timeout=10)
+    assert r.status_code == 409, r.text
+    assert "unknown incident" in r.json()["detail"], "the operator is told why, at once"
 
 
 def test_operator_acknowledges_an_incident_in_the_browser(console):
@@ -82,7 +86,7 @@ def test_operator_acknowledges_an_incident_in_the_browser(console):
         assert "high" in row.inner_text() and "unacknowledged" in row.inner_text()
         row.locator("button.ack").click()
         page.wait_for_function("document.getElementById('msg').textContent !== ''", timeout=10000)
-        assert page.inner_text('#msg') == 'acknowledge sent', page.inner_text('#msg')
+        assert page.inner_text('#msg') == 'acknowledge done', page.inner_text('#msg')
         page.wait_for_function(
             f'document.querySelector(\'tr[data-incident="{incident["id"]}"] .state\')'
             '?.textContent.startsWith("acknowledged")', timeout=30000)

@@ -204,3 +204,13 @@ def test_worker_killed_mid_stream_loses_nothing(broker, topic_prefix, make_worke
     assert len(set(ids)) == n, f"{n - len(set(ids))} observations lost"
     deduped = Deduper().admit(got, now=time.time())
     assert len(deduped) == n, "downstream dedup leaves exactly one of each"
+
+
+def test_non_json_content_type_is_refused_and_kept(live):
+    body = b"waterLevel=3.4&station=ribeira"
+    r = httpx.post(f"{live.url}/ngsi-ld/notify", content=body,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+    assert r.status_code == 415 and r.headers["content-type"].startswith("application/problem+json")
+    assert "not JSON" in r.json()["detail"]
+    digest = hashlib.sha256(body).hexdigest()
+    assert any(rec["sha256"] == digest for rec in dlq(live, idle=2.0)), "a refused request is kept on the DLQ"

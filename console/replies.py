@@ -1,0 +1,69 @@
+"""Operator command replies for the console: a group-less consumer of ``atalaia.replies`` (every
+console instance sees every reply) that lets the command endpoint wait for the incident
+manager's answer, so an operator sees "refused: incident is closed" at once instead of never."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+
+log = logging.getLogger(__name__)
+
+
+class ReplyWatcher(Service):
+    def __init__(self, bootstrap: str, topic: str, keep: int = 10_000, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.bootstrap, self.topic, self.keep = bootstrap, topic, keep
+        self.replies: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.waiters: dict[str, list[asyncio.Future]] = {}
+
+    async def on_start(self) -> None:
+        self.add_future(self._run())
+
+    async def _run(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=50)
+        await consumer.start()
+        try:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or {0}]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            while not self.should_stop:
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for r in records:
+                        with contextlib.suppress(ValueError):
+                            self._record(orjson.loads(r.value))
+        finally:
+            await consumer.stop()
+
+    def _record(self, reply: dict[str, Any]) -> None:
+        cid = str(reply.get("command", ""))
+        self.replies[cid] = reply
+        while len(self.replies) > self.keep:
+            self.replies.popitem(last=False)
+        for fut in self.waiters.pop(cid, []):
+            if not fut.done():
+                fut.set_result(reply)
+
+    async def wait(self, command_id: str, timeout: float) -> dict[str, Any] | None:
+        if command_id in self.replies:
+            return self.replies[command_id]
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(command_id, []).append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiting = self.waiters.get(command_id, [])
+            if fut in waiting:
+                waiting.remove(fut)
