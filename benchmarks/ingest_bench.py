@@ -1,6 +1,11 @@
-"""Ingest throughput on the real broker: the ingest stage (events → observations + DLQ, exactly
-the worker's code: ``BatchStage`` + ``IngestCore``) ÷ a raw aiokafka + orjson consumer reading the
-same topic, in the same run.
+"""Pipeline throughput on the real broker, ÷ a raw aiokafka + orjson consumer reading the same
+topic in the same run:
+
+* ingest stage alone (events → observations + DLQ, exactly the worker's ``BatchStage`` +
+  ``IngestCore``);
+* ingest + rules stages running together (events → observations → alarms, with the Porto rules
+  of ``config/rules`` and the ``hst-default`` detector on ``flow``): the time for every event to
+  be evaluated by the rules stage.
 
     python -m benchmarks.ingest_bench [N_EVENTS]
 
@@ -86,22 +91,57 @@ async def ingest_stage(bootstrap: str, prefix: str, n: int, state: Path) -> floa
     return (n - first) / dt
 
 
+async def pipeline(bootstrap: str, prefix: str, n: int, state: Path) -> float:
+    from atalaia.detectors.config import load_config
+    from atalaia.streams.pipeline import RuleFiles, RulesCore
+    from atalaia.streams.settings import CONFIG_DIR
+
+    settings = Settings(topic_prefix=prefix, allowed_lateness_s=1e9)
+    files, detectors = RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml")
+    tag = uuid.uuid4().hex[:6]
+    ingest = BatchStage(name="ingest", bootstrap=bootstrap, prefix=prefix, source="events",
+                        group=f"{prefix}-i-{tag}", state_dir=state, checkpoint_s=5.0,
+                        make_core=lambda p, s: IngestCore(settings, s))
+    rules = BatchStage(name="rules", bootstrap=bootstrap, prefix=prefix, source="observations",
+                       group=f"{prefix}-r-{tag}", state_dir=state, checkpoint_s=5.0,
+                       make_core=lambda p, s: RulesCore(files, detectors, settings, s))
+    await ingest.start()
+    await rules.start()
+    while ingest.processed == 0:
+        await asyncio.sleep(0.001)
+    t0 = time.perf_counter()
+    first = ingest.processed
+    while rules.processed < n:
+        await asyncio.sleep(0.002)
+    dt = time.perf_counter() - t0
+    await ingest.stop()
+    await rules.stop()
+    return (n - first) / dt
+
+
 async def main(n: int) -> None:
     with EmbeddedBroker() as b, TemporaryDirectory() as tmp:
-        raw, ing = [], []
+        raw, ing, full = [], [], []
         for run in range(3):
             prefix = f"bench{run}"
             await ensure_topics(b.bootstrap, prefix, partitions=6)
             await produce(b.bootstrap, f"{prefix}.events", n)
             raw.append(await raw_consumer(b.bootstrap, f"{prefix}.events", n))
             ing.append(await ingest_stage(b.bootstrap, prefix, n, Path(tmp) / prefix))
-        r, i = statistics.median(raw), statistics.median(ing)
+            prefix = f"benchp{run}"
+            await ensure_topics(b.bootstrap, prefix, partitions=6)
+            await produce(b.bootstrap, f"{prefix}.events", n)
+            full.append(await pipeline(b.bootstrap, prefix, n, Path(tmp) / prefix))
+        r, i, f = statistics.median(raw), statistics.median(ing), statistics.median(full)
         print(f"events: {n} NGSI-LD keyValues notifications, 6 partitions, embedded Tansu, 3 runs")
         print(f"raw aiokafka getmany + orjson.loads : {r:10,.0f} events/s   (runs: "
               f"{', '.join(f'{x:,.0f}' for x in raw)})")
         print(f"ingest stage (parse, dedup, produce): {i:10,.0f} events/s   (runs: "
               f"{', '.join(f'{x:,.0f}' for x in ing)})")
+        print(f"ingest + rules stages (to alarms)    : {f:10,.0f} events/s   (runs: "
+              f"{', '.join(f'{x:,.0f}' for x in full)})")
         print(f"ratio ingest / raw                   : {i / r:10.3f}")
+        print(f"ratio ingest+rules / raw             : {f / r:10.3f}")
 
 
 if __name__ == "__main__":
