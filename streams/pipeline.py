@@ -281,7 +281,13 @@ class IncidentsCore:
         return Out("incidents", o.to_json(), key=o.incident.encode())
 
     def tick(self, now: float) -> list[Out]:
+        from prometheus_client import REGISTRY
+
+        from atalaia.incidents.kpi import export_kpis
+
         self.state, produced = self.manager.tick(self.state, now)
+        # EEMUA 191 alarm-load KPIs on /metrics (alarm rate, time in flood, chattering, stale)
+        export_kpis(REGISTRY, self.manager.kpis(self.state, now))
         return [self._out(o) for o in produced]
 
     def snapshot(self) -> bytes:

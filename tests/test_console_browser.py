@@ -94,3 +94,5 @@ def test_operator_acknowledges_an_incident_in_the_browser(console):
     detail = httpx.get(f"{console.url}/api/incidents/{incident['id']}", timeout=5).json()
     assert detail["incident"]["acknowledged_by"] == "operator-1"
     assert any(h.get("actor") == "operator-1" for h in detail["history"]), "the audit trail names the operator"
+    metrics = httpx.get(f"{console.url}/metrics", timeout=5).text
+    assert 'atalaia_alarm_flood{position="all"}' in metrics, "EEMUA 191 alarm-load KPIs are exported"
