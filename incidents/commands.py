@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from atalaia.incidents.config import parse_duration
+from atalaia.incidents.config import ActionName, RoleName, parse_duration
 
-Action = Literal[
-    "acknowledge",
-    "shelve",
-    "unshelve",
-    "comment",
-    "assign",
-    "close",
-    "suppress",
-    "unsuppress",
-    "out-of-service",
-    "return-to-service",
-]
-Role = Literal["operator", "supervisor", "engineer", "viewer"]
+Action = ActionName
+Role = RoleName
 
 
 class Command(BaseModel):

@@ -61,7 +61,12 @@ def check(policy: str) -> None:
                 f"{policy}: target {name!r}: environment variable(s) {', '.join(missing)} not set"
             )
             for m in missing:
-                env[m] = "http://placeholder" if target.url.startswith("${" + m) else "placeholder"
+                whole = {"sms": "smseagle://placeholder@placeholder", "email": "mailto://placeholder"}
+                env[m] = (
+                    whole.get(target.channel, "http://placeholder")
+                    if target.url.startswith("${" + m)
+                    else "placeholder"
+                )
         try:
             build_channel(name, target, ChannelContext(), env)
         except (ValueError, KeyError) as e:

@@ -9,22 +9,14 @@ from __future__ import annotations
 import re
 from datetime import date, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from atalaia.incidents.events import IncidentState
 from atalaia.rules.alarm import SEVERITIES
 
-STATES = (
-    "unacknowledged",
-    "acknowledged",
-    "returned-unacknowledged",
-    "normal",
-    "shelved",
-    "suppressed",
-    "out-of-service",
-    "closed",
-)
+STATES = get_args(IncidentState)  # the incident states of atalaia.incidents
 CHANNELS = ("sms", "email", "ngsi-ld", "webhook", "alertmanager")
 LANGS = ("pt-PT", "en-GB")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -239,6 +239,20 @@ class RulesCore:
         return _frame(*parts)
 
 
+def _decode(records: list[Any]) -> tuple[list[Any], list[Any], list[Out]]:
+    """JSON values of a batch: (values, their records, DLQ outputs for what is not JSON)."""
+    from atalaia.streams.ingest import to_dlq_record
+
+    values, raw, outs = [], [], []
+    for r in records:
+        try:
+            values.append(orjson.loads(r.value))
+            raw.append(r)
+        except orjson.JSONDecodeError as e:
+            outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"not JSON: {e}")))
+    return values, raw, outs
+
+
 class IncidentsCore:
     """``atalaia.alarms`` + ``atalaia.commands`` → ``atalaia.incidents`` + ``atalaia.replies``.
 
@@ -255,13 +269,7 @@ class IncidentsCore:
     def process(self, records: list[Any], now: float) -> list[Out]:
         from atalaia.streams.ingest import to_dlq_record
 
-        events, outs, raw = [], [], []
-        for r in records:
-            try:
-                events.append(orjson.loads(r.value))
-                raw.append(r)
-            except orjson.JSONDecodeError as e:
-                outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"not JSON: {e}")))
+        events, raw, outs = _decode(records)
         errors: list[tuple[int, str]] = []
         self.state, produced = self.manager.step_batch(self.state, events, now, errors)
         for i, message in errors:
@@ -305,13 +313,7 @@ class ProjectionCore:
     def process(self, records: list[Any], now: float) -> list[Out]:
         from atalaia.streams.ingest import to_dlq_record
 
-        events, raw, outs = [], [], []
-        for r in records:
-            try:
-                events.append(orjson.loads(r.value))
-                raw.append(r)
-            except orjson.JSONDecodeError as e:
-                outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"not JSON: {e}")))
+        events, raw, outs = _decode(records)
         errors: list[tuple[int, str]] = []
         self.projection.apply(events, errors)
         for i, message in errors:
