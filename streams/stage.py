@@ -100,7 +100,11 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.stage._revoke(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self.stage._assign(list(assigned))
+        try:
+            await self.stage._assign(list(assigned))
+        except Exception:
+            log.exception("%s: could not take over partitions %s", self.stage.name, sorted(assigned))
+            raise
 
 
 class BatchStage(Service):

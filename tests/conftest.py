@@ -70,7 +70,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log.read_text()[-12000:]}")
             try:
                 h = httpx.get(f"{self.url}/health", timeout=1).json()
                 if all(h["stages"].get(s, {}).get("partitions") for s in stages):
@@ -79,7 +79,7 @@ class WorkerProcess:
                 pass
             time.sleep(0.3)
         self.kill()
-        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log.read_text()[-12000:]}")
 
     def health(self) -> dict:
         return httpx.get(f"{self.url}/health", timeout=2).json()

@@ -118,3 +118,40 @@ def test_live_transitions_equal_replay_across_a_worker_kill(broker, topic_prefix
     assert len(got) - len(unique) >= 0  # duplicates only ever repeat an id
     dlq = asyncio.run(consume_all(broker, f"{topic_prefix}.dlq", idle=1.0))
     assert dlq == [], "nothing in this history is late or malformed"
+
+
+def test_rules_reload_when_the_file_changes(broker, topic_prefix, make_worker, tmp_path):
+    """An engineer edits a rule file: the running worker picks it up without a restart, and an
+    invalid edit keeps the running rules (with a logged error) instead of stopping alarms."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: lvl, select: {type: WaterObserved, attribute: height},"
+                     " severities: [{severity: high, above: 6.0}]}\n")
+    env = {"ATALAIA_RULES_PATHS": json.dumps([str(rules)])}
+    w = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
+
+    def obs(minute: int, height: float) -> Path:
+        f = tmp_path / f"o{minute}.jsonl"
+        f.write_text(json.dumps({"time": f"2026-01-28T10:{minute:02d}:00Z", "entity": "urn:ngsi-ld:WaterObserved:r",
+                                 "type": "WaterObserved", "attributes": {"height": height}}) + "\n")
+        return f
+
+    def alarms() -> list[dict]:
+        return [orjson.loads(r.value) for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=2.0))]
+
+    send(w.env, obs(0, 5.0))
+    time.sleep(3)
+    assert alarms() == [], "5.0 is below the first threshold"
+    rules.write_text("rules:\n  - {id: lvl, select: {type: WaterObserved, attribute: height},"
+                     " severities: [{severity: high, above: 4.0}]}\n")
+    time.sleep(2.5)  # the stage checks the files every second
+    rules.write_text("rules:\n  - {id: lvl, select: [oops\n")  # a broken edit must not unload the rules
+    time.sleep(2.5)
+    send(w.env, obs(1, 5.0))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = alarms()
+        if got:
+            assert [(a["rule"], a["state"], a["severity"]) for a in got] == [("lvl", "firing", "high")]
+            assert "keeping the running rules" in w.log.read_text()
+            return
+    pytest.fail("the edited rule never fired")
