@@ -113,6 +113,12 @@ class RuleEngine:
             index.setdefault((r.type, r.attribute), []).append(r)
         self.index = index
         self.any_attribute = {t: rs for (t, a), rs in index.items() if a is None}
+        # the hot path's view of the index: type -> attribute -> (callable, key_of or None, is absence)
+        dispatch: dict[str, dict[str | None, tuple[tuple[Any, Any, bool], ...]]] = {}
+        for (typ, attr), rs in index.items():
+            dispatch.setdefault(typ, {})[attr] = tuple(_entry(r) for r in rs)
+        self._dispatch = dispatch
+        self._any_attribute = {t: tuple(_entry(r)[:2] for r in rs) for t, rs in self.any_attribute.items()}
         self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
         self._deadlines = [
             (s.last_seen + r.absent_for, r.id, k)
@@ -167,7 +173,13 @@ class RuleEngine:
         out: list[AlarmTransition] = self._outbox
         self._outbox = []
         rejected: list[Rejected] = []
-        index, any_attr, scorer = self.index, self.any_attribute, self.scorer
+        dispatch, any_attr, scorer = self._dispatch, self._any_attribute, self.scorer
+        deadlines = self._deadlines
+        parse = self._time
+        inf, ninf = math.inf, -math.inf
+        watermark = self.watermark
+        last_text: Any = None  # consecutive observations often share their time text
+        last_t = 0.0
         evaluations = late = accepted = 0
         for obs in observations:
             if obs.__class__ is not dict:
@@ -188,11 +200,15 @@ class RuleEngine:
             if labels is not None and labels.__class__ is not dict:
                 rejected.append(Rejected(obs, "'labels' must be a mapping of text"))
                 continue
-            t = self._time(t_text)
-            if t is None:
-                rejected.append(Rejected(obs, f"time {t_text!r} is not RFC 3339 with a UTC offset"))
-                continue
-            if t > self.watermark:
+            if t_text == last_text:  # only ever a str that parsed
+                t = last_t
+            else:
+                t = parse(t_text)
+                if t is None:
+                    rejected.append(Rejected(obs, f"time {t_text!r} is not RFC 3339 with a UTC offset"))
+                    continue
+                last_text, last_t = t_text, t
+            if t > watermark:
                 if self.max_future is not None and t > self.clock + self.max_future > NEG_INF:
                     rejected.append(
                         Rejected(
@@ -204,16 +220,19 @@ class RuleEngine:
                         )
                     )
                     continue
-                if self.watermark > self.absence_clock and self._deadlines:
-                    self._absence(self.watermark, out)
-                self.watermark = t
-            elif t < self.watermark - self.allowed_lateness:
+                if deadlines and watermark > self.absence_clock:
+                    if deadlines[0][0] <= watermark:
+                        self._absence(watermark, out)
+                    else:  # nothing due: what _absence would conclude
+                        self.absence_clock = watermark
+                self.watermark = watermark = t
+            elif t < watermark - self.allowed_lateness:
                 rejected.append(
                     Rejected(
                         obs,
                         (
-                            f"too late: time {t_text} is {format_duration(self.watermark - t)} behind the latest event "
-                            f"time {format_time(datetime.fromtimestamp(self.watermark, UTC))} "
+                            f"too late: time {t_text} is {format_duration(watermark - t)} behind the latest event "
+                            f"time {format_time(datetime.fromtimestamp(watermark, UTC))} "
                             f"(allowed lateness {format_duration(self.allowed_lateness)})"
                         ),
                     )
@@ -223,32 +242,36 @@ class RuleEngine:
             if not isinstance(attributes, dict):
                 rejected.append(Rejected(obs, "'attributes' must be a mapping"))
                 continue
-            for name, v in attributes.items():
-                rules = index.get((typ, name))
-                if rules is None:
-                    continue
-                if v.__class__ is not float and (v.__class__ is not int or isinstance(v, bool)):
-                    rejected.append(Rejected(obs, f"attribute {name!r} is not a number: {v!r}"))
-                    continue
-                if v != v or v in (math.inf, -math.inf):
-                    rejected.append(Rejected(obs, f"attribute {name!r} is not a finite number: {v!r}"))
-                    continue
-                for rule in rules:
-                    key = entity if rule.simple_key else rule.key_of(obs)
-                    if key is None:
+            by_attribute = dispatch.get(typ)
+            if by_attribute is not None:
+                for name, v in attributes.items():
+                    entries = by_attribute.get(name)
+                    if entries is None:
                         continue
-                    if rule.__class__ is AbsentRule:
-                        rule.seen(obs, key, t, t_text, out, self._deadlines)  # type: ignore[attr-defined]
+                    cls = v.__class__
+                    if cls is not float:
+                        if cls is not int:  # bool is not a number here
+                            rejected.append(Rejected(obs, f"attribute {name!r} is not a number: {v!r}"))
+                            continue
+                    elif not ninf < v < inf:  # nan, inf, -inf
+                        rejected.append(Rejected(obs, f"attribute {name!r} is not a finite number: {v!r}"))
                         continue
-                    evaluations += 1
-                    if not rule.observe(obs, key, t, t_text, v, out, scorer):  # type: ignore[attr-defined]
-                        late += 1
-            rules = any_attr.get(typ)
-            if rules:
-                for rule in rules:
-                    key = entity if rule.simple_key else rule.key_of(obs)
+                    for fn, key_of, absent in entries:
+                        key = entity if key_of is None else key_of(obs)
+                        if key is None:
+                            continue
+                        if absent:
+                            fn(obs, key, t, t_text, out, deadlines)
+                            continue
+                        evaluations += 1
+                        if not fn(obs, key, t, t_text, v, out, scorer):
+                            late += 1
+            seen = any_attr.get(typ)
+            if seen:
+                for fn, key_of in seen:
+                    key = entity if key_of is None else key_of(obs)
                     if key is not None:
-                        rule.seen(obs, key, t, t_text, out, self._deadlines)  # type: ignore[attr-defined]
+                        fn(obs, key, t, t_text, out, deadlines)
             accepted += 1
         self.stats["observations"] += accepted
         self.stats["evaluations"] += evaluations
@@ -367,6 +390,14 @@ class RuleEngine:
         engine._outbox = outbox
         engine.stats["reloads"] -= 1
         return engine
+
+
+def _entry(rule: CompiledRule) -> tuple[Any, Any, bool]:
+    """(bound evaluator, key function or None when the key is the entity, is an absence rule)."""
+    key_of = None if rule.simple_key else rule.key_of
+    if rule.__class__ is AbsentRule:
+        return rule.seen, key_of, True  # type: ignore[attr-defined]
+    return rule.observe, key_of, False  # type: ignore[attr-defined]
 
 
 def _finite(x: float) -> float | None:

@@ -9,7 +9,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from atalaia.rules.aggregates import AGGREGATES
+from atalaia.rules.aggregates import AGGREGATES, EXTREMES, Extreme
 from atalaia.rules.alarm import AlarmTransition
 from atalaia.rules.base import (
     FIRING,
@@ -49,7 +49,7 @@ class CompiledLevel:
 class AlarmState:
     """State of one (threshold rule, key). ``levels[i]`` = None or [active_since, fired, keep_firing_since]."""
 
-    __slots__ = ("levels", "obs", "sev", "since", "state", "t", "value", "window")
+    __slots__ = ("extreme", "levels", "obs", "sev", "since", "state", "t", "value", "window")
 
     def __init__(self) -> None:
         self.t = NEG_INF  # last evaluation time
@@ -60,6 +60,7 @@ class AlarmState:
         self.value: float | None = None
         self.window: tuple[list[float], list[float]] | None = None  # (times, values) sorted by time
         self.obs: dict[str, Any] | None = None  # last observation (context for keep_firing_for/reload lines)
+        self.extreme: Extreme | None = None  # min/max of the window, derived (not in snapshots)
 
     def dump(self) -> list[Any]:
         return [
@@ -90,15 +91,24 @@ class ThresholdRule(CompiledRule):
         super().__init__(loaded, position)
         rule = loaded.rule
         self.levels = [CompiledLevel(lv) for lv in rule.severities or []]
+        # the levels as plain tuples for the hot loop: (above?, limit, clear, has hysteresis, for)
+        self._levels = tuple((lv.above, *lv.clear, lv.clear[0] != lv.clear[1], lv.for_) for lv in self.levels)
         self.keep_firing_for = rule.keep_firing_for
         self.window = rule.aggregate.window if rule.aggregate else None
         self.aggregate = AGGREGATES[rule.aggregate.function] if rule.aggregate else None
+        function = rule.aggregate.function if rule.aggregate else None
+        self.extreme_is_max = function == "max" if function in EXTREMES else None  # kept incrementally
         self.detector = rule.detector
         # quick reject for an inactive key: no severity can hold unless value > min_above or < max_below
         aboves = [lv.clear[0] for lv in self.levels if lv.above]
         belows = [lv.clear[0] for lv in self.levels if not lv.above]
         self.min_above = min(aboves) if aboves else math.inf
         self.max_below = max(belows) if belows else -math.inf
+        # one specialised evaluator per kind (the engine calls ``observe`` once per observation and rule)
+        if self.aggregate is not None:
+            self.observe = self._observe_window  # type: ignore[method-assign]
+        elif self.detector is None:
+            self.observe = self._observe_value  # type: ignore[method-assign]
 
     def observe(
         self,
@@ -110,39 +120,84 @@ class ThresholdRule(CompiledRule):
         out: list[AlarmTransition],
         scorer: Scorer | None,
     ) -> bool:
-        """Evaluate at an observation; False when the observation is late for this key (not evaluated)."""
+        """Evaluate at an observation; False when the observation is late for this key (not evaluated).
+        This is the detector's; value and window rules use the specialised methods below."""
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = AlarmState()
-        if t < st.t:
-            if self.window is not None:  # late but allowed: later windows include it
-                if st.window is None:
-                    st.window = ([], [])
-                times, values = st.window
-                i = bisect.bisect_right(times, t)
-                times.insert(i, t)
-                values.insert(i, v)
+        elif t < st.t:
             return False
-        if self.aggregate is not None:
+        assert scorer is not None
+        value = scorer(self.detector, key, self.attribute or "", datetime.fromtimestamp(t, UTC), v)  # type: ignore[arg-type]
+        st.t = t
+        if value is None:  # warming up: no evaluation
+            return True
+        st.value = value
+        if st.levels is None and not (value > self.min_above or value < self.max_below):
+            return True  # inactive and nothing can hold: the common case
+        self.evaluate(st, key, t, t_text, value, obs, out)
+        return True
+
+    def _observe_value(
+        self,
+        obs: dict[str, Any],
+        key: str,
+        t: float,
+        t_text: str,
+        v: float,
+        out: list[AlarmTransition],
+        scorer: Scorer | None,
+    ) -> bool:
+        st = self.states.get(key)
+        if st is None:
+            st = self.states[key] = AlarmState()
+        elif t < st.t:
+            return False
+        st.t = t
+        st.value = v
+        if st.levels is None and not (v > self.min_above or v < self.max_below):
+            return True  # inactive and nothing can hold: the common case
+        self.evaluate(st, key, t, t_text, v, obs, out)
+        return True
+
+    def _observe_window(
+        self,
+        obs: dict[str, Any],
+        key: str,
+        t: float,
+        t_text: str,
+        v: float,
+        out: list[AlarmTransition],
+        scorer: Scorer | None,
+    ) -> bool:
+        st = self.states.get(key)
+        if st is None:
+            st = self.states[key] = AlarmState()
+            st.window = times, values = [], []
+        else:
             if st.window is None:
                 st.window = ([], [])
             times, values = st.window
-            times.append(t)
-            values.append(v)
-            if times[0] <= t - self.window:  # type: ignore[operator]
-                drop = bisect.bisect_right(times, t - self.window)  # type: ignore[operator]
-                del times[:drop]
-                del values[:drop]
-            value = self.aggregate(times, values)
-        elif self.detector is not None:
-            assert scorer is not None
-            attr = self.attribute or ""
-            value = scorer(self.detector, key, attr, datetime.fromtimestamp(t, UTC), v)
-            if value is None:  # warming up: no evaluation
-                st.t = t
-                return True
-        else:
-            value = v
+            if t < st.t:  # late but allowed: not evaluated, but later windows include it
+                i = bisect.bisect_right(times, t)
+                times.insert(i, t)
+                values.insert(i, v)
+                st.extreme = None  # rebuilt from the window at the next evaluation
+                return False
+        times.append(t)
+        values.append(v)
+        cutoff = t - self.window  # type: ignore[operator]
+        if times[0] <= cutoff:
+            drop = bisect.bisect_right(times, cutoff)
+            del times[:drop]
+            del values[:drop]
+        if self.extreme_is_max is None:
+            value = self.aggregate(times, values)  # type: ignore[misc]
+        elif st.extreme is not None:
+            value = st.extreme.push(t, v, cutoff)
+        else:  # first evaluation since a late sample or a restore
+            st.extreme = Extreme(self.extreme_is_max, times, values)
+            value = st.extreme.values[0] if values else None
         st.t = t
         st.value = value
         if st.levels is None and (value is None or not (value > self.min_above or value < self.max_below)):
@@ -164,22 +219,29 @@ class ThresholdRule(CompiledRule):
         if levels is None:  # the common case: inactive; return at once when nothing holds
             if value is None:
                 return
-            for lv in self.levels:
-                if lv.holds(value, False):
+            for above, limit, _clear, _hyst, _for in self._levels:
+                if value > limit if above else value < limit:
                     break
             else:
                 return
-            levels = st.levels = [None] * len(self.levels)
+            levels = st.levels = [None] * len(self._levels)
         fire = pend = -1
         kff = self.keep_firing_for
-        for i, lv in enumerate(self.levels):
+        for i, (above, limit, clear, hyst, for_) in enumerate(self._levels):
             ls = levels[i]
-            if value is not None and lv.holds(value, ls is not None and ls[1]):
+            # strict threshold; a firing level with hysteresis holds until the value passes the clear level
+            if value is None:
+                holds = False
+            elif above:
+                holds = value > limit or (hyst and ls is not None and ls[1] and value >= clear)
+            else:
+                holds = value < limit or (hyst and ls is not None and ls[1] and value <= clear)
+            if holds:
                 if ls is None:
                     ls = levels[i] = [t, False, None]
                 else:
                     ls[2] = None
-                if not ls[1] and t - ls[0] >= lv.for_:
+                if not ls[1] and t - ls[0] >= for_:
                     ls[1] = True
             elif ls is not None:
                 if ls[1] and kff > 0:
@@ -195,9 +257,13 @@ class ThresholdRule(CompiledRule):
                         fire = i
                 elif pend < 0:
                     pend = i
-        if fire < 0 and pend < 0:
+        if fire >= 0:
+            new_state, new_sev = FIRING, fire
+        elif pend >= 0:
+            new_state, new_sev = PENDING, pend
+        else:
             st.levels = None
-        new_state, new_sev = (FIRING, fire) if fire >= 0 else (PENDING, pend) if pend >= 0 else (INACTIVE, -1)
+            new_state, new_sev = INACTIVE, -1
         old_state, old_sev = st.state, st.sev
         if new_state == old_state and new_sev == old_sev:
             return
