@@ -155,3 +155,45 @@ def test_rules_reload_when_the_file_changes(broker, topic_prefix, make_worker, t
             assert "keeping the running rules" in w.log.read_text()
             return
     pytest.fail("the edited rule never fired")
+
+
+def test_two_workers_share_partitions_and_take_over_on_a_kill(broker, topic_prefix, make_worker, tmp_path):
+    """Scale-out: two workers split the partitions; kill one mid-stream and the other takes its
+    partitions over from their checkpoints (a shared state volume, as in docker-compose); the
+    alarms still equal the replay."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    history = tmp_path / "history.jsonl"
+    n = make_history(history, entities=9, steps=120, seed=11)
+    expected = replay(rules, history)
+    lines = history.read_text().splitlines()
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("\n".join(lines[: n // 2]) + "\n")
+    second.write_text("\n".join(lines[n // 2:]) + "\n")
+    # the failover takes a session timeout (~10 s): the reorder buffer must not flush meanwhile
+    env = {"ATALAIA_RULES_PATHS": json.dumps([str(rules)]), "ATALAIA_REORDER_S": "100000",
+           "ATALAIA_REORDER_IDLE_S": "25"}
+    a = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
+    b = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the group rebalances so that both own partitions
+        pa, pb = (set(w.health()["stages"]["rules"]["partitions"]) for w in (a, b))
+        if pa and pb and not pa & pb:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"partitions were not shared: {pa} / {pb}")
+    send(a.env, first)
+    while a.health()["stages"]["rules"]["processed"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b.kill()
+    send(a.env, second)
+    want = per_key(expected)
+    deadline = time.monotonic() + 120
+    while True:
+        got = [orjson.loads(r.value) for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=4.0))]
+        live = per_key(list({t["id"]: t for t in got}.values()))
+        if live == want or time.monotonic() > deadline:
+            break
+    assert live == want
+    assert set(a.health()["stages"]["rules"]["partitions"]) == {0, 1, 2}, "the survivor owns every partition"
