@@ -44,7 +44,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
         if proj is not None:
             return proj
         if "proj" not in state:
-            state["proj"] = Projection.connect(settings.projection_url())
+            state["proj"] = Projection.connect(settings.projection_url(), schema=settings.database_schema)
         return state["proj"]
 
     @app.page("/")

@@ -175,7 +175,7 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
         from atalaia.incidents.projection import Projection
         from atalaia.streams.pipeline import ProjectionCore
 
-        app.atalaia_projection = Projection.connect(settings.projection_url())
+        app.atalaia_projection = Projection.connect(settings.projection_url(), schema=settings.database_schema)
         app.atalaia_stages["projection"] = app.service(BatchStage(
             name="projection", source="incidents", group=f"{settings.app_id}.projection",
             make_core=lambda p, s: ProjectionCore(app.atalaia_projection), **common))
