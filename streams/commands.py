@@ -68,8 +68,11 @@ def up(demo: bool) -> None:
 
     settings = get_settings()
     _logging(settings.log_level)
-    with owned_bootstrap(settings) as bootstrap:
-        _run_worker(settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True)
+    try:
+        with owned_bootstrap(settings) as bootstrap:
+            _run_worker(settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True)
+    finally:
+        click.echo("Atalaia stopped." + ("" if settings.kafka else " (embedded broker stopped)"), err=True)
 
 
 @click.command()
@@ -206,8 +209,14 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
         finally:
             await consumer.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    from aiokafka.errors import KafkaError
+
+    try:
         asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    except (KafkaError, ConnectionError, asyncio.CancelledError) as e:
+        raise click.ClickException(f"lost the broker at {bootstrap}: {type(e).__name__} {e}".strip()) from None
 
 
 @click.command()
