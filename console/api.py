@@ -31,11 +31,13 @@ REPLY_WAIT_S = 5.0  # how long a command request waits for the incident manager'
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None:
     """Add the console routes to ``app``; ``publish(topic, value, key)`` sends to Kafka."""
+    from atalaia.console.auth import Authenticator
     from atalaia.console.replies import ReplyWatcher
     from atalaia.incidents.commands import Command
     from atalaia.incidents.projection import Projection
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
+    auth = Authenticator.from_file(settings.console_users)
 
     state: dict[str, Any] = {}
 
@@ -74,6 +76,17 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return self.json(problem(404, "No such incident", incident), status=404, content_type=PROBLEM)
             return self.json({"incident": row, "alarms": p.alarms(incident), "history": p.history(incident)})
 
+    @app.page("/api/whoami")
+    class WhoAmI(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            if not auth.enabled:
+                return self.json({"authentication": "off", "note": "commands are trusted as sent (demo)"})
+            who = auth.identify(request.headers.get("Authorization"))
+            if who is None:
+                return self.json(problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
+                                 status=401, content_type=PROBLEM)
+            return self.json({"authentication": "token", "actor": who.actor, "role": who.role})
+
     @app.page("/api/incidents/{incident}/commands")
     class Commands(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
@@ -84,6 +97,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             except (ValueError, orjson.JSONDecodeError) as e:
                 return self.json(problem(400, "Bad command", f"body is not a JSON object: {e}"), status=400,
                                  content_type=PROBLEM)
+            if auth.enabled:
+                who = auth.identify(request.headers.get("Authorization"))
+                if who is None:
+                    return self.json(problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
+                                     status=401, content_type=PROBLEM, headers={"WWW-Authenticate": "Bearer"})
+                body["actor"], body["role"] = who.actor, who.role  # never trust the body for these
             body["incident"] = incident
             body.setdefault("id", hashlib.blake2b(orjson.dumps([incident, body, time.time_ns()]),
                                                   digest_size=12).hexdigest())

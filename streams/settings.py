@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     escalation_path: Path = CONFIG_DIR / "escalation.yaml"
     incidents_path: Path = CONFIG_DIR / "incidents.yaml"
     database_url: str | None = Field(None, description="SQL projection: postgresql://... ; unset = SQLite in data_dir")
+    console_users: Path | None = Field(
+        None, description="YAML of API tokens → actor and role; unset = commands trusted as sent (demo only)")
     database_schema: str | None = Field(None, description="PostgreSQL schema for the projection (default: public)")
     max_payload_bytes: int = 1024 * 1024
     future_tolerance_s: float = 300.0
