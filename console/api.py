@@ -54,9 +54,18 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
         async def get(self, request: Any) -> Any:
             return self.bytes((STATIC / "index.html").read_bytes(), content_type="text/html")
 
+    def refuse(view: Any, request: Any) -> Any:
+        """With authentication on, reading needs a token too (any role)."""
+        if auth.enabled and auth.identify(request.headers.get("Authorization")) is None:
+            return view.json(problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
+                             status=401, content_type=PROBLEM, headers={"WWW-Authenticate": "Bearer"})
+        return None
+
     @app.page("/api/incidents")
     class Incidents(faust.web.View):
         async def get(self, request: Any) -> Any:
+            if (denied := refuse(self, request)) is not None:
+                return denied
             which = request.query.get("state", "open")
             try:
                 limit = int(request.query.get("limit", "200"))
@@ -70,6 +79,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     @app.page("/api/incidents/{incident}")
     class IncidentDetail(faust.web.View):
         async def get(self, request: Any, incident: str) -> Any:
+            if (denied := refuse(self, request)) is not None:
+                return denied
             p = projection()
             row = p.incident(incident)
             if row is None:
@@ -90,6 +101,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     @app.page("/api/incidents/{incident}/commands")
     class Commands(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
+            # JSON only: a cross-site form or text/plain POST from an operator's browser is refused
+            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return self.json(problem(415, "Unsupported media type", "send the command as application/json"),
+                                 status=415, content_type=PROBLEM)
+            if request.content_length and request.content_length > 64 * 1024:
+                return self.json(problem(413, "Command too large", "a command is at most 64 KiB"), status=413,
+                                 content_type=PROBLEM)
             try:
                 body = orjson.loads(await request.read())
                 if not isinstance(body, dict):

@@ -40,8 +40,10 @@ class ReplyWatcher(Service):
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():
                     for r in records:
-                        with contextlib.suppress(ValueError):
-                            self._record(orjson.loads(r.value))
+                        with contextlib.suppress(ValueError, TypeError):
+                            reply = orjson.loads(r.value or b"")
+                            if isinstance(reply, dict):
+                                self._record(reply)
         finally:
             await consumer.stop()
 
@@ -67,3 +69,5 @@ class ReplyWatcher(Service):
             waiting = self.waiters.get(command_id, [])
             if fut in waiting:
                 waiting.remove(fut)
+            if not waiting:
+                self.waiters.pop(command_id, None)

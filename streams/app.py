@@ -202,7 +202,8 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         notifier = Notifier(load_escalation(settings.escalation_path),
-                            SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite"))
+                            # FULL: the outbox is fsynced before the notifications' offsets are committed
+                            SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"))
         app.atalaia_notifier = notifier
 
         @app.service

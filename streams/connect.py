@@ -56,9 +56,14 @@ def reset_embedded_state(settings: Settings) -> None:
 
 @contextlib.contextmanager
 def owned_bootstrap(settings: Settings) -> Iterator[str]:
-    """For up/worker: ATALAIA_KAFKA, or a new embedded broker for the life of the process."""
+    """For up/worker/console: ATALAIA_KAFKA, else the embedded broker a running ``atalaia up``
+    announced in this data directory, else a new embedded broker for the life of the process."""
     if settings.kafka:
         yield settings.kafka
+        return
+    running = running_embedded(settings)
+    if running:  # an `atalaia up` in this directory: join it, never reset what it is using
+        yield running
         return
     # The embedded broker keeps its topics in memory, so each run starts a new history: stage
     # checkpoints, the incident projection and the delivery log of an earlier run describe

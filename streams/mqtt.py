@@ -33,11 +33,16 @@ def parse_mqtt_url(url: str) -> tuple[str, int, str, str | None, str | None]:
 
 
 class MqttBridge(Service):
-    def __init__(self, url: str, producer: Any, events_topic: str, client_id: str = "atalaia-ingest",
+    def __init__(self, url: str, producer: Any, events_topic: str, client_id: str | None = None,
                  **kw: Any) -> None:
         super().__init__(**kw)
         self.host, self.port, self.filter, self.user, self.password = parse_mqtt_url(url)
-        self.producer, self.events_topic, self.client_id = producer, events_topic, client_id
+        # one persistent session per bridge instance (two instances with one id would keep
+        # taking each other's session over)
+        import socket
+
+        self.client_id = client_id or f"atalaia-ingest-{socket.gethostname()}-{events_topic}"[:64]
+        self.producer, self.events_topic = producer, events_topic
         self.received = 0
         self.connected = asyncio.Event()
 

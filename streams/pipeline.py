@@ -23,6 +23,87 @@ DLQ_MAX_BODY = 600 * 1024
 log = logging.getLogger(__name__)
 
 
+def dlq(value: bytes | None, source: str, reason: str) -> Out:
+    """A DLQ output for a record a stage cannot use (the original bytes, kept within Kafka's
+    default message size)."""
+    from atalaia.streams.ingest import to_dlq_record
+
+    return Out("dlq", to_dlq_record(value or b"", source, reason, max_body_bytes=DLQ_MAX_BODY))
+
+
+def _is_time(v: Any) -> bool:
+    from atalaia.streams.observation import parse_time
+
+    if not isinstance(v, str) or len(v) > 40:
+        return False
+    try:
+        t = parse_time(v)
+    except (ValueError, OverflowError):
+        return False
+    return 1970 <= t.year <= 9000
+
+
+def _is_str_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def observation_problem(o: Any) -> str | None:
+    """Why a record on atalaia.observations is not a contract Observation (None if it is)."""
+    if not isinstance(o, dict):
+        return "not a JSON object"
+    for name in ("entity", "type"):
+        if not isinstance(o.get(name), str) or not o[name]:
+            return f"'{name}' must be a non-empty string"
+    if not _is_time(o.get("time")):
+        return "'time' must be an RFC 3339 time with a zone"
+    attrs = o.get("attributes")
+    if not isinstance(attrs, dict) or not all(isinstance(k, str) and _is_number(v) for k, v in attrs.items()):
+        return "'attributes' must map names to numbers"
+    if "labels" in o and not _is_str_map(o["labels"]):
+        return "'labels' must map names to text"
+    return None
+
+
+def alarm_problem(a: Any) -> str | None:
+    """Why a record on atalaia.alarms is not an alarm transition (commands are checked by the
+    incident manager's Command model)."""
+    if not isinstance(a, dict):
+        return "not a JSON object"
+    if "action" in a:
+        return None
+    for name in ("rule", "key", "severity"):
+        if not isinstance(a.get(name), str) or not a[name]:
+            return f"'{name}' must be a non-empty string"
+    if a.get("state") not in ("pending", "firing", "resolved", "inactive"):
+        return "'state' must be pending, firing, resolved or inactive"
+    if not _is_time(a.get("at")) or (a.get("since") is not None and not _is_time(a["since"])):
+        return "'at' and 'since' must be RFC 3339 times with a zone"
+    if a.get("value") is not None and not _is_number(a["value"]):
+        return "'value' must be a number"
+    for name in ("labels", "annotations"):
+        if name in a and not _is_str_map(a[name]):
+            return f"'{name}' must map names to text"
+    return None
+
+
+def incident_event_problem(e: Any) -> str | None:
+    if not isinstance(e, dict):
+        return "not a JSON object"
+    if not isinstance(e.get("incident"), str) or not isinstance(e.get("version"), int):
+        return "'incident' (text) and 'version' (integer) are required"
+    if not _is_time(e.get("at")):
+        return "'at' must be an RFC 3339 time with a zone"
+    if not isinstance(e.get("state"), str) or not isinstance(e.get("severity"), str):
+        return "'state' and 'severity' must be text"
+    if not isinstance(e.get("alarms", []), list) or not isinstance(e.get("labels", {}), dict):
+        return "'alarms' must be a list and 'labels' an object"
+    return None
+
+
 def _ts(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
@@ -60,7 +141,7 @@ class IngestCore:
                 outs.append(Out("observations", encode_observation(obs), key=obs.entity.encode()))
         return outs
 
-    def tick(self, now: float) -> list[Out]:
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return []
 
     def snapshot(self) -> bytes:
@@ -165,7 +246,7 @@ class RulesCore:
         limits = {"allowed_lateness": settings.allowed_lateness_s, "max_future": settings.future_tolerance_s}
         from atalaia.streams.reorder import Reorder
 
-        slack = (settings.reorder_s, settings.reorder_idle_s)
+        slack = (settings.reorder_s, settings.reorder_idle_s, settings.future_tolerance_s)
         if state:
             rules_state, bank_state, dedup_state, *rest = _unframe(state)
             self.bank = DetectorBank.restore(detectors_config, bank_state)
@@ -183,40 +264,32 @@ class RulesCore:
         return frozenset(r.rule.select.type for r in label_keyed(self.loaded).rules)
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest import to_dlq_record
-
-        batch, outs = [], []
+        batch = []
         admit, forward = self.dedup.admit_key, self.forward_types
-        for r in records:
-            try:
-                obs = orjson.loads(r.value)
-                oid = obs.get("id") or f"{obs['entity']}|{obs['time']}|{sorted(obs['attributes'].items())}"
-            except Exception as e:  # not an observation: never drop silently
-                outs.append(Out("dlq", to_dlq_record(r.value, "atalaia.observations",
-                                                     f"not an observation in the contract shape: {e}")))
-                continue
-            if admit(hashlib.blake2b(f"{obs.get('type')}|{oid}".encode(), digest_size=16).digest(), now=now):
+        observations, raw, outs = _decode(records, observation_problem)
+        for r, obs in zip(raw, observations, strict=True):
+            oid = obs.get("id")
+            if not isinstance(oid, str):
+                oid = f"{obs['entity']}|{obs['time']}|{sorted(obs['attributes'].items())}"
+            if admit(hashlib.blake2b(f"{obs['type']}|{oid}".encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
-                if obs.get("type") in forward:
-                    outs.append(Out("shared-observations", r.value, key=str(obs.get("entity", "")).encode()))
+                if obs["type"] in forward:
+                    outs.append(Out("shared-observations", r.value, key=obs["entity"].encode()))
         if self.reorder is not None:
             batch = self.reorder.push(batch, now)
         return outs + self._evaluate(batch)
 
     def _evaluate(self, batch: list[dict[str, Any]]) -> list[Out]:
-        from atalaia.streams.ingest import to_dlq_record
-
         transitions, rejected = self.engine.observe_batch(batch)
         outs = [self._out(t) for t in transitions]
-        for rej in rejected:
-            outs.append(Out("dlq", to_dlq_record(orjson.dumps(rej.observation), "rules", rej.reason)))
+        outs += [dlq(orjson.dumps(rej.observation), "rules", rej.reason) for rej in rejected]
         return outs
 
     @staticmethod
     def _out(t: Any) -> Out:
         return Out("alarms", t.to_json(), key=f"{t.rule}|{t.key}".encode())
 
-    def tick(self, now: float) -> list[Out]:
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
         outs = []
         self.files.changed()
         if self.files.ruleset is not self.loaded:
@@ -226,7 +299,9 @@ class RulesCore:
             outs += [self._out(t) for t in self.engine.reload(self.part(self.loaded))]
         if self.reorder is not None:
             outs += self._evaluate(self.reorder.flush_idle(now))
-        outs += [self._out(t) for t in self.engine.advance(now)]
+        if not backlog:  # absence runs on the wall clock only once the backlog is read: after an
+            # outage, stations are not "silent" merely because their observations are still queued
+            outs += [self._out(t) for t in self.engine.advance(now)]
         if now - self.last_compact > 60:
             self.engine.compact()
             self.last_compact = now
@@ -239,17 +314,22 @@ class RulesCore:
         return _frame(*parts)
 
 
-def _decode(records: list[Any]) -> tuple[list[Any], list[Any], list[Out]]:
-    """JSON values of a batch: (values, their records, DLQ outputs for what is not JSON)."""
-    from atalaia.streams.ingest import to_dlq_record
-
+def _decode(records: list[Any], problem: Any = None) -> tuple[list[Any], list[Any], list[Out]]:
+    """JSON values of a batch: (values, their records, DLQ outputs for what is not JSON or what
+    ``problem(value)`` finds wrong)."""
     values, raw, outs = [], [], []
     for r in records:
         try:
-            values.append(orjson.loads(r.value))
-            raw.append(r)
+            value = orjson.loads(r.value or b"")
         except orjson.JSONDecodeError as e:
-            outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"not JSON: {e}")))
+            outs.append(dlq(r.value, r.topic, f"not JSON: {e}"))
+            continue
+        why = problem(value) if problem else None
+        if why:
+            outs.append(dlq(r.value, r.topic, why))
+            continue
+        values.append(value)
+        raw.append(r)
     return values, raw, outs
 
 
@@ -267,14 +347,12 @@ class IncidentsCore:
         self.state = self.manager.restore(state) if state else self.manager.initial_state()
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest import to_dlq_record
-
-        events, raw, outs = _decode(records)
+        events, raw, outs = _decode(records, alarm_problem)
         errors: list[tuple[int, str]] = []
         self.state, produced = self.manager.step_batch(self.state, events, now, errors)
         for i, message in errors:
             r, ev = raw[i], events[i]
-            outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"refused by incidents: {message}")))
+            outs.append(dlq(r.value, r.topic, f"refused by incidents: {message}"))
             if isinstance(ev, dict) and "action" in ev:
                 outs.append(Out("replies", orjson.dumps({
                     "kind": "reply", "command": str(ev.get("id", "")), "incident": str(ev.get("incident", "")),
@@ -288,7 +366,7 @@ class IncidentsCore:
             return Out("replies", o.to_json(), key=o.command.encode())
         return Out("incidents", o.to_json(), key=o.incident.encode())
 
-    def tick(self, now: float) -> list[Out]:
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
         from prometheus_client import REGISTRY
 
         from atalaia.incidents.kpi import export_kpis
@@ -311,16 +389,14 @@ class ProjectionCore:
         self.projection = projection
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest import to_dlq_record
-
-        events, raw, outs = _decode(records)
+        events, raw, outs = _decode(records, incident_event_problem)
         errors: list[tuple[int, str]] = []
         self.projection.apply(events, errors)
         for i, message in errors:
-            outs.append(Out("dlq", to_dlq_record(raw[i].value, raw[i].topic, f"not an incident event: {message}")))
+            outs.append(dlq(raw[i].value, raw[i].topic, f"not an incident event: {message}"))
         return outs
 
-    def tick(self, now: float) -> list[Out]:
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return []
 
     def snapshot(self) -> bytes:
@@ -339,17 +415,7 @@ class EscalationCore:
         self.state = EscalationState.restore(state) if state else EscalationState()
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest import to_dlq_record
-
-        outs, events = [], []
-        for r in records:
-            try:
-                ev = orjson.loads(r.value)
-                if not isinstance(ev, dict) or "incident" not in ev or "at" not in ev:
-                    raise ValueError("not an incident event")
-                events.append(ev)
-            except ValueError as e:
-                outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"escalation: {e}")))
+        events, _, outs = _decode(records, incident_event_problem)
         self.state, notes = self.engine.step_batch(self.state, events, _ts(now))
         return outs + [self._out(n) for n in notes]
 
@@ -357,7 +423,7 @@ class EscalationCore:
     def _out(n: Any) -> Out:
         return Out("notifications", n.to_json(), key=n.target.encode())
 
-    def tick(self, now: float) -> list[Out]:
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
         from atalaia.notifiers.engine import TICK
 
         self.state, notes = self.engine.step(self.state, TICK, _ts(now))
@@ -378,14 +444,13 @@ class DeliveryCore:
 
     async def aprocess(self, records: list[Any], now: float) -> list[Out]:
         from atalaia.notifiers.model import Notification
-        from atalaia.streams.ingest import to_dlq_record
 
         notes, outs = [], []
         for r in records:
             try:
-                notes.append(Notification.from_dict(orjson.loads(r.value)))
-            except (ValueError, TypeError, KeyError) as e:
-                outs.append(Out("dlq", to_dlq_record(r.value, r.topic, f"not a notification: {e}")))
+                notes.append(Notification.from_dict(orjson.loads(r.value or b"")))
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                outs.append(dlq(r.value, r.topic, f"not a notification: {e}"))
         if notes:
             await self.notifier.submit(notes)
         return outs
@@ -393,7 +458,7 @@ class DeliveryCore:
     def process(self, records: list[Any], now: float) -> list[Out]:  # pragma: no cover - async only
         raise TypeError("DeliveryCore is asynchronous: use aprocess")
 
-    def tick(self, now: float) -> list[Out]:
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return []
 
     def snapshot(self) -> bytes:

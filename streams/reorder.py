@@ -19,8 +19,8 @@ from atalaia.streams.observation import parse_time
 
 
 class Reorder:
-    def __init__(self, slack_s: float, idle_s: float) -> None:
-        self.slack_s, self.idle_s = slack_s, idle_s
+    def __init__(self, slack_s: float, idle_s: float, max_ahead_s: float = 300.0) -> None:
+        self.slack_s, self.idle_s, self.max_ahead_s = slack_s, idle_s, max_ahead_s
         self.heap: list[tuple[float, int, bytes]] = []
         self.watermark = float("-inf")
         self.seq = 0
@@ -36,7 +36,9 @@ class Reorder:
                 t = parse_time(obs["time"]).timestamp()
             except (KeyError, TypeError, ValueError):
                 t = self.watermark  # the engine rejects it with a reason
-            self.watermark = max(self.watermark, t)
+            # a clock-skewed sensor (time far ahead of the wall clock) must not drag the
+            # watermark forward and release everyone else unordered
+            self.watermark = max(self.watermark, min(t, now + self.max_ahead_s))
             heapq.heappush(self.heap, (t, self.seq, orjson.dumps(obs)))
             self.seq += 1
         if observations:
@@ -61,8 +63,8 @@ class Reorder:
                              "seq": self.seq})
 
     @classmethod
-    def restore(cls, data: bytes, slack_s: float, idle_s: float) -> Reorder:
-        r = cls(slack_s, idle_s)
+    def restore(cls, data: bytes, slack_s: float, idle_s: float, max_ahead_s: float = 300.0) -> Reorder:
+        r = cls(slack_s, idle_s, max_ahead_s)
         d = orjson.loads(data)
         r.heap = [(t, s, o.encode()) for t, s, o in d["heap"]]
         heapq.heapify(r.heap)

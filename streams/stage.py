@@ -53,7 +53,7 @@ class Out:
 
 class Core(Protocol):
     def process(self, records: list[Any], now: float) -> list[Out]: ...
-    def tick(self, now: float) -> list[Out]: ...
+    def tick(self, now: float, backlog: bool = False) -> list[Out]: ...  # backlog: still catching up
     def snapshot(self) -> bytes: ...
 
 
@@ -108,7 +108,14 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class BatchStage(Service):
-    """Run ``core.process`` over batches of one topic; see the module docstring."""
+    """Run ``core.process`` over batches of one topic; see the module docstring.
+
+    Failure rule: if processing, a tick or producing raises, the stage is marked *failed* and
+    crashes (taking the worker down, visibly). A failed stage never checkpoints or commits again,
+    so the restarted worker resumes from the last consistent checkpoint: an error can cause
+    re-processing, never a lost output. Poison records are the cores' business (they validate and
+    send what they cannot use to the DLQ); an exception here means a bug.
+    """
 
     def __init__(self, *, name: str, bootstrap: str, prefix: str, source: str | tuple[str, ...], group: str,
                  make_core: CoreFactory, state_dir: Path | None, producer: AIOKafkaProducer | None = None,
@@ -125,6 +132,9 @@ class BatchStage(Service):
         self.checkpoint_s, self.tick_s, self.clock = checkpoint_s, tick_s, clock
         self.cores: dict[int, Core] = {}
         self.positions: dict[TopicPartition, int] = {}  # next offset to process
+        self.dirty: set[int] = set()  # partitions changed since their last checkpoint
+        self.backlog = True  # until a fetch after the last assignment shows we have caught up
+        self.failed: BaseException | None = None
         self._own_producer = producer is None
         self.producer = producer
         self.consumer: AIOKafkaConsumer | None = None
@@ -146,14 +156,26 @@ class BatchStage(Service):
             heartbeat_interval_ms=int(self.heartbeat_s * 1000), max_partition_fetch_bytes=4 << 20,
         )
         self.consumer.subscribe(self.sources, listener=_Rebalance(self))
-        self.add_future(self._run())
+        self.add_future(self._guard(self._run()))
         if self.tick_s:
-            self.add_future(self._ticker())
+            self.add_future(self._guard(self._ticker()))
+
+    async def _guard(self, work: Any) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self.failed = e
+            log.critical("%s: stage failed, the worker stops without checkpointing (it resumes from "
+                         "the last consistent checkpoint): %r", self.name, e, exc_info=True)
+            await self.crash(e)
 
     async def on_stop(self) -> None:
         if self.consumer is not None and self._consumer_started:
-            async with self._lock:
-                await self._checkpoint_all()
+            if self.failed is None:
+                async with self._lock:
+                    await self._checkpoint_all()
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
         if self._own_producer and self.producer is not None:
@@ -163,43 +185,59 @@ class BatchStage(Service):
     # -- partitions ------------------------------------------------------------------------
     async def _assign(self, tps: list[TopicPartition]) -> None:
         async with self._lock:
+            self.backlog = True
             for partition in sorted({tp.partition for tp in tps}):
                 if partition in self.cores:
                     continue
-                ckpt = self.checkpoints.load(partition) if self.checkpoints else None
+                mine = [tp for tp in tps if tp.partition == partition]
+                try:
+                    ckpt = self.checkpoints.load(partition) if self.checkpoints else None
+                    self.cores[partition] = self.make_core(partition, ckpt[1] if ckpt else None)
+                except Exception as e:  # a corrupt or incompatible checkpoint: stop, loudly
+                    self.failed = e
+                    log.critical("%s: cannot restore partition %d: %r", self.name, partition, e)
+                    raise
+                for tp in mine:
+                    if ckpt is not None and tp.topic in ckpt[0]:
+                        self.consumer.seek(tp, ckpt[0][tp.topic])
+                        self.positions[tp] = ckpt[0][tp.topic]
+                    else:
+                        committed = await self.consumer.committed(tp)
+                        if committed:
+                            log.warning("%s: %s has no checkpoint here: starting with empty state at committed "
+                                        "offset %d (is the state directory shared between workers?)",
+                                        self.name, tp, committed)
+                        self.positions[tp] = committed or 0
                 if ckpt is not None:
-                    offsets, state = ckpt
-                    self.cores[partition] = self.make_core(partition, state)
-                    for topic, offset in offsets.items():
-                        tp = TopicPartition(topic, partition)
-                        if tp in tps:
-                            self.consumer.seek(tp, offset)
-                            self.positions[tp] = offset
-                    log.info("%s: partition %d restored from checkpoint at %s", self.name, partition, offsets)
-                else:
-                    self.cores[partition] = self.make_core(partition, None)
+                    log.info("%s: partition %d restored from checkpoint at %s", self.name, partition, ckpt[0])
 
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         async with self._lock:
-            await self._checkpoint_all(sorted({tp.partition for tp in tps}))
+            if self.failed is None:
+                await self._checkpoint_all(sorted({tp.partition for tp in tps}))
             for tp in tps:
                 self.cores.pop(tp.partition, None)
                 self.positions.pop(tp, None)
+                self.dirty.discard(tp.partition)
 
     async def _checkpoint_all(self, partitions: list[int] | None = None) -> None:
-        """Save state with its offset, then commit that offset (never the other way round)."""
-        commits = {}
-        for p in list(self.cores) if partitions is None else partitions:
+        """Save state with its offset, then commit that offset (never the other way round).
+        Partitions unchanged since their last checkpoint are skipped."""
+        commits, saves = {}, []
+        for p in list(self.dirty) if partitions is None else [p for p in partitions if p in self.dirty]:
             core = self.cores.get(p)
             pos = {tp: o for tp, o in self.positions.items() if tp.partition == p}
             if core is None or not pos:
                 continue
             if self.checkpoints:
-                self.checkpoints.save(p, {tp.topic: o for tp, o in pos.items()}, core.snapshot())
+                saves.append((p, {tp.topic: o for tp, o in pos.items()}, core.snapshot()))
             commits.update(pos)
+        if saves:  # file writes and fsync off the event loop (heartbeats keep going)
+            await asyncio.to_thread(lambda: [self.checkpoints.save(*s) for s in saves])
         if commits:
             try:
                 await self.consumer.commit(commits)
+                self.dirty.difference_update(tp.partition for tp in commits)
             except Exception as e:  # e.g. during a rebalance: the checkpoint files still hold
                 log.warning("%s: commit failed: %s", self.name, e)
         self._last_ckpt = time.monotonic()
@@ -216,33 +254,44 @@ class BatchStage(Service):
                 log.warning("%s: fetch failed: %s", self.name, e)
                 await asyncio.sleep(0.5)
                 continue
-            if not batches:
-                if time.monotonic() - self._last_ckpt > self.checkpoint_s:
-                    async with self._lock:
-                        await self._checkpoint_all()
-                continue
             async with self._lock:
-                await self._process(batches)
+                if batches:
+                    await self._process(batches)
+                else:
+                    self.backlog = False
+                if time.monotonic() - self._last_ckpt > self.checkpoint_s:
+                    await self._checkpoint_all()
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         t0 = time.perf_counter()
         now = self.clock()
         outs: list[Out] = []
+        advanced: dict[TopicPartition, int] = {}
         n = 0
+        assigned = self.consumer.assignment()
         for tp, records in sorted(batches.items(), key=lambda kv: (kv[0].partition, kv[0].topic)):
+            if tp not in assigned:  # revoked while this batch was being fetched: not ours
+                continue
             core = self.cores.get(tp.partition)
-            if core is None or not records:  # revoked while fetching
+            if core is None:
+                raise RuntimeError(f"{self.name}: records for {tp} but no state for it")
+            # a fetch that raced a rebalance may hold records already applied: skip them
+            expected = self.positions.get(tp, 0)
+            records = [r for r in records if r.offset >= expected]
+            if not records:
                 continue
             aprocess = getattr(core, "aprocess", None)
             outs.extend(await aprocess(records, now) if aprocess else core.process(records, now))
-            self.positions[tp] = records[-1].offset + 1
+            advanced[tp] = records[-1].offset + 1
             n += len(records)
         await self._produce(outs)
+        # only now, with every output acknowledged, do the positions move on
+        self.positions.update(advanced)
+        self.dirty.update(tp.partition for tp in advanced)
+        self.backlog = n >= self.max_records
         self.processed += n
         STAGE_RECORDS.labels(self.name).inc(n)
         STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
-        if time.monotonic() - self._last_ckpt > self.checkpoint_s:
-            await self._checkpoint_all()
 
     async def _produce(self, outs: list[Out]) -> None:
         if not outs:
@@ -263,6 +312,10 @@ class BatchStage(Service):
         while not self.should_stop:
             await asyncio.sleep(self.tick_s)
             async with self._lock:
-                now = self.clock()
-                outs = [o for core in self.cores.values() for o in core.tick(now)]
+                now, outs = self.clock(), []
+                for p, core in self.cores.items():
+                    produced = core.tick(now, backlog=self.backlog)
+                    if produced:
+                        self.dirty.add(p)
+                        outs.extend(produced)
                 await self._produce(outs)

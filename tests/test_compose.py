@@ -26,9 +26,11 @@ def test_compose_file_is_valid_and_has_the_production_stack():
     assert r.returncode == 0, r.stderr
     config = YAML(typ="safe").load(r.stdout)
     services = config["services"]
-    assert {"kafka", "worker", "console", "postgres", "prometheus", "grafana", "mailpit"} <= set(services)
+    assert {"kafka", "worker", "notifier", "console", "postgres", "prometheus", "grafana", "mailpit"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     for name in ("worker", "console"):
         assert services[name]["environment"]["ATALAIA_KAFKA"] == "kafka:9092"
     assert "ports" not in services["worker"], "workers must be scalable (no fixed host port)"
+    stages = {s for name in ("worker", "notifier") for s in services[name]["command"][-1].split(",")}
+    assert stages == {"ingest", "rules", "incidents", "projection", "escalation", "delivery"}, "every stage runs"

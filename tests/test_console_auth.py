@@ -40,10 +40,12 @@ def test_commands_need_a_token_and_cannot_claim_a_role(make_worker, broker, topi
              "entity": "urn:ngsi-ld:WaterObserved:x", "type": "WaterObserved", "labels": {"parish": "Bonfim"},
              "annotations": {}, "location": None, "since": "2026-01-28T10:00:00Z"}
     asyncio.run(produce(broker, f"{topic_prefix}.alarms", [alarm]))
+    assert httpx.get(f"{w.url}/api/incidents", timeout=5).status_code == 401, "reading needs a token too"
     deadline = time.monotonic() + 30
     incidents = []
     while not incidents and time.monotonic() < deadline:
-        incidents = httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]
+        incidents = httpx.get(f"{w.url}/api/incidents", headers={"Authorization": "Bearer v13w"},
+                              timeout=5).json()["incidents"]
         time.sleep(0.3)
     assert incidents, "the alarm opened an incident"
     url = f"{w.url}/api/incidents/{incidents[0]['id']}/commands"

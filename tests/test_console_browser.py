@@ -50,8 +50,12 @@ def open_incidents(url: str) -> list[dict]:
 def test_api_rejects_bad_requests_with_problem_json(console):
     r = httpx.get(f"{console.url}/api/incidents/does-not-exist", timeout=5)
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
-    r = httpx.post(f"{console.url}/api/incidents/x/commands", content=b"{not json", timeout=5)
+    r = httpx.post(f"{console.url}/api/incidents/x/commands", content=b"{not json",
+                   headers={"Content-Type": "application/json"}, timeout=5)
     assert r.status_code == 400 and r.json()["status"] == 400
+    r = httpx.post(f"{console.url}/api/incidents/x/commands", content=b'{"action": "acknowledge"}',
+                   headers={"Content-Type": "text/plain"}, timeout=5)
+    assert r.status_code == 415, "no cross-site form posts: commands are JSON only"
     r = httpx.post(f"{console.url}/api/incidents/x/commands", json={"action": "explode", "actor": "a",
                                                                      "role": "operator"}, timeout=5)
     assert r.status_code == 422

@@ -3,32 +3,48 @@ for the agent that publishes thousands of Observations a second on ``atalaia.obs
 
 from __future__ import annotations
 
-from datetime import datetime
-from functools import lru_cache
+from datetime import UTC, datetime
 
 import orjson
 
+from atalaia.streams.ingest.timeparse import formatted
 from atalaia.streams.observation import Observation, format_time, observation_id
 
-_format_time = lru_cache(maxsize=4096)(format_time)
+_dumps = orjson.dumps
+
+
+def time_text(t: datetime) -> str:
+    """``format_time(t)``, cached (times parsed by ingest are usually there already)."""
+    s = formatted.get(t)
+    if s is None:
+        if t.tzinfo is UTC and t.year >= 1000:  # what format_time's strftime writes, via isoformat
+            s = t.isoformat()
+            s = s[:26].rstrip("0") + "Z" if t.microsecond else s[:19] + "Z"
+        else:
+            s = format_time(t)
+        if len(formatted) >= 8192:
+            formatted.clear()
+        formatted[t] = s
+    return s
 
 
 def encode_observation(o: Observation) -> bytes:
     d = o.__dict__
-    t: datetime = d["time"]
-    time = _format_time(t)
+    time = time_text(d["time"])
     loc = d["location"]
-    return orjson.dumps(
+    entity = d["entity"]
+    attributes = d["attributes"]
+    return _dumps(
         {
             "time": time,
-            "entity": d["entity"],
+            "entity": entity,
             "type": d["type"],
-            "attributes": d["attributes"],
+            "attributes": attributes,
             "location": [loc[0], loc[1]] if loc else None,
             "source": d["source"],
             "units": d["units"],
             "labels": d["labels"],
             "quality": d["quality"],
-            "id": observation_id(d["entity"], time, d["attributes"]),
+            "id": observation_id(entity, time, attributes),
         }
     )

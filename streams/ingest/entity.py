@@ -8,6 +8,7 @@ from typing import Any
 
 from atalaia.streams.ingest.attributes import TIME_FIELDS, Parts, read_attributes, short_name, time_text
 from atalaia.streams.ingest.build import build_observation
+from atalaia.streams.ingest.fastpath import fast_entity
 from atalaia.streams.ingest.geo import LocationError, check_point, geo_point_text, geometry_point
 from atalaia.streams.ingest.jsonparse import Duplicates, duplicates_in
 from atalaia.streams.ingest.options import IngestOptions
@@ -16,6 +17,7 @@ from atalaia.streams.ingest.timeparse import parse_observation_time
 from atalaia.streams.observation import format_time
 
 MAX_ID_CHARS = 1024
+FAST_PATH = True  # tests switch it off to compare with the general path
 
 
 @dataclass(slots=True)
@@ -73,6 +75,8 @@ def _entity_type(raw: Any) -> str | None:
 
 def normalise_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult) -> None:
     """Append the Observations of one entity to ``out`` (or its rejections / ignore note)."""
+    if FAST_PATH and type(raw) is dict and not ctx.duplicates and fast_entity(raw, ctx, out):
+        return
     if type(raw) is not dict:
         out.rejections.append(
             Rejection(

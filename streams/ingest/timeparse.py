@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 
 _RFC3339ISH = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?"
@@ -26,16 +25,50 @@ class ParsedTime:
 
 
 MAX_TIME_CHARS = 80  # an interval of two RFC 3339 times with nanoseconds and offsets fits
+_CACHE_MAX = 8192
+_cache: dict[str, ParsedTime] = {}  # text -> result; cleared when full (the function is pure)
+# datetime -> its contract text (``format_time``), filled here when the parsed text already is
+# that text, so the publishing encoder does not format it again (see encode.py)
+formatted: dict[datetime, str] = {}
+# What brokers send nearly always: UTC with "Z", seconds, at most microseconds (ASCII digits only).
+_CANONICAL = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z", re.ASCII)
 
 
 def parse_observation_time(text: str) -> ParsedTime:
     """Parse one time string (cached: the same stamp repeats across attributes and entities)."""
+    p = _cache.get(text)
+    if p is not None:
+        return p
     if len(text) > MAX_TIME_CHARS:
         return ParsedTime(None, error=f"{text[:64]!r}... is not an RFC 3339 date-time (too long)")
-    return _parse(text)
+    p = _canonical(text) or _parse(text)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[text] = p
+    return p
 
 
-@lru_cache(maxsize=8192)
+def _canonical(text: str) -> ParsedTime | None:
+    """``_parse`` for ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` without the general machinery; None when
+    the text has another form or is not a plausible date-time (``_parse`` then says why)."""
+    m = _CANONICAL.fullmatch(text)
+    if m is None:
+        return None
+    y, mo, d, h, mi, s, f = m.groups()
+    year = int(y)
+    if year < MIN_YEAR:
+        return None
+    try:
+        t = datetime(year, int(mo), int(d), int(h), int(mi), int(s), int(f.ljust(6, "0")) if f else 0, UTC)
+    except ValueError:
+        return None
+    if not f or f[-1] != "0":  # the text is exactly what format_time(t) returns
+        if len(formatted) >= _CACHE_MAX:
+            formatted.clear()
+        formatted[t] = text
+    return ParsedTime(t, True)
+
+
 def _parse(text: str) -> ParsedTime:
     s = text.strip()
     if "/" in s:  # ISO 8601 interval: observed at its end
