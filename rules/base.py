@@ -38,6 +38,7 @@ class CompiledRule:
     """What every kind shares: selection, key, templates, state per key."""
 
     kind = "base"
+    can_purge = True  # False: ``purgeable`` is always False, ``compact`` skips the rule
 
     def __init__(self, loaded: LoadedRule, position: int) -> None:
         rule = loaded.rule

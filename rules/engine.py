@@ -113,10 +113,10 @@ class RuleEngine:
             index.setdefault((r.type, r.attribute), []).append(r)
         self.index = index
         self.any_attribute = {t: rs for (t, a), rs in index.items() if a is None}
-        # the hot path's view of the index: type -> attribute -> (callable, key_of or None, is absence)
-        dispatch: dict[str, dict[str | None, tuple[tuple[Any, Any, bool], ...]]] = {}
+        # the hot path's view of the index: type -> attribute -> segments in rule order
+        dispatch: dict[str, dict[str | None, tuple[Segment, ...]]] = {}
         for (typ, attr), rs in index.items():
-            dispatch.setdefault(typ, {})[attr] = tuple(_entry(r) for r in rs)
+            dispatch.setdefault(typ, {})[attr] = _segments(rs)
         self._dispatch = dispatch
         self._any_attribute = {t: tuple(_entry(r)[:2] for r in rs) for t, rs in self.any_attribute.items()}
         self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
@@ -256,7 +256,14 @@ class RuleEngine:
                     elif not ninf < v < inf:  # nan, inf, -inf
                         rejected.append(Rejected(obs, f"attribute {name!r} is not a finite number: {v!r}"))
                         continue
-                    for fn, key_of, absent in entries:
+                    for evaluators, entry in entries:
+                        if evaluators is not None:  # keyed by entity, no filter: nothing to decide
+                            evaluations += len(evaluators)
+                            for fn in evaluators:
+                                if not fn(obs, entity, t, t_text, v, out, scorer):
+                                    late += 1
+                            continue
+                        fn, key_of, absent = entry
                         key = entity if key_of is None else key_of(obs)
                         if key is None:
                             continue
@@ -314,6 +321,8 @@ class RuleEngine:
         horizon = self.watermark - self.allowed_lateness
         dropped = 0
         for rule in self.rules:
+            if not rule.can_purge:
+                continue
             states = rule.states
             dead = [k for k, s in states.items() if rule.purgeable(s, horizon)]  # type: ignore[attr-defined]
             for k in dead:
@@ -392,7 +401,27 @@ class RuleEngine:
         return engine
 
 
-def _entry(rule: CompiledRule) -> tuple[Any, Any, bool]:
+Entry = tuple[Any, Any, bool]
+Segment = tuple[tuple[Any, ...] | None, Entry | None]
+
+
+def _segments(rules: list[CompiledRule]) -> tuple[Segment, ...]:
+    """Rules of one (type, attribute) in order, as segments: (evaluators, None) for a run of evaluators
+    keyed by entity without filter (called back to back), or (None, entry) for any other rule."""
+    out: list[Segment] = []
+    for rule in rules:
+        fn, key_of, absent = entry = _entry(rule)
+        if key_of is None and not absent:
+            if out and out[-1][0] is not None:
+                out[-1] = ((*out[-1][0], fn), None)  # type: ignore[misc]
+            else:
+                out.append(((fn,), None))
+        else:
+            out.append((None, entry))
+    return tuple(out)
+
+
+def _entry(rule: CompiledRule) -> Entry:
     """(bound evaluator, key function or None when the key is the entity, is an absence rule)."""
     key_of = None if rule.simple_key else rule.key_of
     if rule.__class__ is AbsentRule:

@@ -35,6 +35,7 @@ class StuckRule(CompiledRule):
     """Fires when the value has been exactly the same since a time >= ``stuck_for`` ago."""
 
     kind = "stuck"
+    can_purge = False
 
     def __init__(self, loaded: LoadedRule, position: int) -> None:
         super().__init__(loaded, position)
@@ -115,6 +116,7 @@ class AbsentRule(CompiledRule):
     absence clock (every event time, and ``advance(now)``); an observation of the key resolves it."""
 
     kind = "absent"
+    can_purge = False
 
     def __init__(self, loaded: LoadedRule, position: int) -> None:
         super().__init__(loaded, position)

@@ -4,8 +4,8 @@ hysteresis); the alarm shows the highest firing severity, else the highest pendi
 
 from __future__ import annotations
 
-import bisect
 import math
+from bisect import bisect_right
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,7 +70,7 @@ class AlarmState:
             self.sev,
             self.since,
             self.value,
-            [list(x) for x in self.window] if self.window else None,
+            self.window or None,  # (times, values): serialised at once, no copy needed
             obs_context(self.obs),
         ]
 
@@ -179,7 +179,7 @@ class ThresholdRule(CompiledRule):
                 st.window = ([], [])
             times, values = st.window
             if t < st.t:  # late but allowed: not evaluated, but later windows include it
-                i = bisect.bisect_right(times, t)
+                i = bisect_right(times, t)
                 times.insert(i, t)
                 values.insert(i, v)
                 st.extreme = None  # rebuilt from the window at the next evaluation
@@ -188,7 +188,7 @@ class ThresholdRule(CompiledRule):
         values.append(v)
         cutoff = t - self.window  # type: ignore[operator]
         if times[0] <= cutoff:
-            drop = bisect.bisect_right(times, cutoff)
+            drop = bisect_right(times, cutoff)
             del times[:drop]
             del values[:drop]
         if self.extreme_is_max is None:
