@@ -13,7 +13,9 @@ for root in ROOTS:
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"atalaia.console": ["static/*", "static/**/*", "migrations/*.sql"],
-                  "atalaia.incidents": ["migrations/*.sql"]},
+    package_data={
+        "atalaia.console": ["static/*", "static/**/*", "migrations/*.sql"],
+        "atalaia.incidents": ["migrations/*.sql"],
+    },
     include_package_data=True,
 )

@@ -6,8 +6,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["ingest_bench", "ingest_parse_bench", "rules_bench", "detectors_bench", "incidents_bench",
-         "notifiers_bench"]
+ORDER = [
+    "ingest_bench",
+    "ingest_parse_bench",
+    "rules_bench",
+    "detectors_bench",
+    "incidents_bench",
+    "notifiers_bench",
+]
 
 
 def main() -> int:

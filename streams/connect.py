@@ -42,7 +42,8 @@ def client_bootstrap(settings: Settings) -> str:
         return found
     raise click.ClickException(
         "no Kafka to talk to: set ATALAIA_KAFKA=host:port, or start `atalaia up` in this directory "
-        f"(it announces its embedded broker in {announce_file(settings)})")
+        f"(it announces its embedded broker in {announce_file(settings)})"
+    )
 
 
 def reset_embedded_state(settings: Settings) -> None:

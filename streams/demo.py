@@ -31,11 +31,23 @@ log = logging.getLogger(__name__)
 CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 
 GAUGES = [  # id, name, parish, lon, lat, base level (m)
-    ("porto-douro-ribeira", "Douro - Cais da Ribeira", "União de Freguesias do Centro Histórico do Porto",
-     -8.6131, 41.1406, 2.2),
+    (
+        "porto-douro-ribeira",
+        "Douro - Cais da Ribeira",
+        "União de Freguesias do Centro Histórico do Porto",
+        -8.6131,
+        41.1406,
+        2.2,
+    ),
     ("porto-douro-freixo", "Douro - Freixo", "Campanhã", -8.5736, 41.1445, 2.0),
-    ("porto-douro-foz", "Douro - Foz", "União de Freguesias de Aldoar, Foz do Douro e Nevogilde",
-     -8.6745, 41.1487, 1.8),
+    (
+        "porto-douro-foz",
+        "Douro - Foz",
+        "União de Freguesias de Aldoar, Foz do Douro e Nevogilde",
+        -8.6745,
+        41.1487,
+        1.8,
+    ),
 ]
 AIR = [
     ("porto-aq-campanha", "Campanhã", -8.5853, 41.1496),
@@ -51,10 +63,19 @@ def _prop(value: Any, observed: str, unit: str | None = None) -> dict[str, Any]:
     return p
 
 
-def _entity(kind: str, sid: str, name: str, parish: str, lon: float, lat: float,
-            observed: str, measures: dict[str, tuple[float, str]]) -> dict[str, Any]:
+def _entity(
+    kind: str,
+    sid: str,
+    name: str,
+    parish: str,
+    lon: float,
+    lat: float,
+    observed: str,
+    measures: dict[str, tuple[float, str]],
+) -> dict[str, Any]:
     e: dict[str, Any] = {
-        "id": f"urn:ngsi-ld:{kind}:{sid}", "type": kind,
+        "id": f"urn:ngsi-ld:{kind}:{sid}",
+        "type": kind,
         "name": {"type": "Property", "value": name},
         "district": {"type": "Property", "value": "13"},
         "parish": {"type": "Property", "value": parish},
@@ -66,11 +87,16 @@ def _entity(kind: str, sid: str, name: str, parish: str, lon: float, lat: float,
 
 
 def notification(entities: list[dict[str, Any]], now: datetime) -> bytes:
-    return orjson.dumps({
-        "id": f"urn:ngsi-ld:Notification:demo-{int(now.timestamp() * 1000)}",
-        "type": "Notification", "subscriptionId": "urn:ngsi-ld:Subscription:atalaia:demo",
-        "notifiedAt": format_time(now), "data": entities, "@context": CONTEXT,
-    })
+    return orjson.dumps(
+        {
+            "id": f"urn:ngsi-ld:Notification:demo-{int(now.timestamp() * 1000)}",
+            "type": "Notification",
+            "subscriptionId": "urn:ngsi-ld:Subscription:atalaia:demo",
+            "notifiedAt": format_time(now),
+            "data": entities,
+            "@context": CONTEXT,
+        }
+    )
 
 
 class DemoScenario:
@@ -90,25 +116,66 @@ class DemoScenario:
         tide = math.sin(2 * math.pi * k / 120)  # a "tide" every two minutes of demo time
         flood = max(0.0, math.sin(2 * math.pi * k / 600)) ** 4 * 2.8  # a flood wave every ten minutes
         water = [
-            _entity("WaterObserved", sid, name, parish, lon, lat, observed,
-                    {"height": (base + 0.6 * tide + flood * (1.0 - 0.25 * i) + rng.gauss(0, 0.03), "MTR")})
+            _entity(
+                "WaterObserved",
+                sid,
+                name,
+                parish,
+                lon,
+                lat,
+                observed,
+                {"height": (base + 0.6 * tide + flood * (1.0 - 0.25 * i) + rng.gauss(0, 0.03), "MTR")},
+            )
             for i, (sid, name, parish, lon, lat, base) in enumerate(GAUGES)
         ]
-        water.append(_entity("WaterObserved", "porto-adutora-nova-sintra", "Adutora Nova Sintra", "Campanhã",
-                             -8.5820, 41.1525, observed, {"flow": (self.flow[k % len(self.flow)], "G51")}))
-        rush = 1 + 0.8 * math.exp(-(((k % 300) - 90) / 30) ** 2)
+        water.append(
+            _entity(
+                "WaterObserved",
+                "porto-adutora-nova-sintra",
+                "Adutora Nova Sintra",
+                "Campanhã",
+                -8.5820,
+                41.1525,
+                observed,
+                {"flow": (self.flow[k % len(self.flow)], "G51")},
+            )
+        )
+        rush = 1 + 0.8 * math.exp(-((((k % 300) - 90) / 30) ** 2))
         air = []
         for i, (sid, parish, lon, lat) in enumerate(AIR):
             if i == 2 and (k // 300) % 3 == 2:  # one station falls silent one period in three
                 continue
             no2 = 45 * rush + rng.gauss(0, 6) + (160 if flood > 2.0 and i == 0 else 0)
             pm10 = 28 * rush + rng.gauss(0, 4)
-            air.append(_entity("AirQualityObserved", sid, f"QualAr {parish}", parish, lon, lat, observed,
-                               {"NO2": (max(no2, 0), "GQ"), "PM10": (max(pm10, 0), "GQ"),
-                                "PM2.5": (max(pm10 * 0.6, 0), "GQ")}))
+            air.append(
+                _entity(
+                    "AirQualityObserved",
+                    sid,
+                    f"QualAr {parish}",
+                    parish,
+                    lon,
+                    lat,
+                    observed,
+                    {
+                        "NO2": (max(no2, 0), "GQ"),
+                        "PM10": (max(pm10, 0), "GQ"),
+                        "PM2.5": (max(pm10 * 0.6, 0), "GQ"),
+                    },
+                )
+            )
         rain = max(0.0, 2 + 12 * flood / 2.8 + rng.gauss(0, 0.5))
-        weather = [_entity("WeatherObserved", "porto-serralves", "Serralves", "União de Freguesias de Lordelo do "
-                           "Ouro e Massarelos", -8.6597, 41.1596, observed, {"precipitation": (rain, "MMT")})]
+        weather = [
+            _entity(
+                "WeatherObserved",
+                "porto-serralves",
+                "Serralves",
+                "União de Freguesias de Lordelo do Ouro e Massarelos",
+                -8.6597,
+                41.1596,
+                observed,
+                {"precipitation": (rain, "MMT")},
+            )
+        ]
         return [notification(water, now), notification(air + weather, now)]
 
 
@@ -133,8 +200,9 @@ class DemoFeed(Service):
                 t0 = time.monotonic()
                 for body in scenario.step(datetime.now(UTC)):
                     try:
-                        r = await client.post(self.url, content=body,
-                                              headers={"Content-Type": "application/ld+json"})
+                        r = await client.post(
+                            self.url, content=body, headers={"Content-Type": "application/ld+json"}
+                        )
                         if r.status_code >= 300:
                             log.warning("demo: endpoint answered %s: %s", r.status_code, r.text[:200])
                         self.sent += 1
@@ -161,15 +229,17 @@ def start_demo_receivers() -> dict[str, str]:
         asyncio.set_event_loop(loop)
         http = loop.run_until_complete(HttpSink(secret="demo-secret").start())
         smtp = SmtpSink().start()
-        found.update({
-            "ATALAIA_PGU_URL": f"{http.url}/pgu",
-            "ATALAIA_WEBHOOK_URL": f"{http.url}/webhook",
-            "ATALAIA_WEBHOOK_SECRET": "demo-secret",
-            "ATALAIA_ALERTMANAGER_WEBHOOK_URL": f"{http.url}/alertmanager",
-            "ATALAIA_SMS_GATEWAY_URL": f"smseagle://demo-token@127.0.0.1:{http.port}",
-            "ATALAIA_SMTP_HOST": "127.0.0.1",
-            "ATALAIA_SMTP_PORT": str(smtp.port),
-        })
+        found.update(
+            {
+                "ATALAIA_PGU_URL": f"{http.url}/pgu",
+                "ATALAIA_WEBHOOK_URL": f"{http.url}/webhook",
+                "ATALAIA_WEBHOOK_SECRET": "demo-secret",
+                "ATALAIA_ALERTMANAGER_WEBHOOK_URL": f"{http.url}/alertmanager",
+                "ATALAIA_SMS_GATEWAY_URL": f"smseagle://demo-token@127.0.0.1:{http.port}",
+                "ATALAIA_SMTP_HOST": "127.0.0.1",
+                "ATALAIA_SMTP_PORT": str(smtp.port),
+            }
+        )
         ready.set()
         loop.run_forever()
 

@@ -10,8 +10,15 @@ from dataclasses import dataclass
 
 from atalaia.streams.observation import format_time
 
-HEADER_KEYS = ("content-type", "link", "source", "received-at", "fiware-service", "fiware-servicepath",
-               "ngsiv2-attrsformat")
+HEADER_KEYS = (
+    "content-type",
+    "link",
+    "source",
+    "received-at",
+    "fiware-service",
+    "fiware-servicepath",
+    "ngsiv2-attrsformat",
+)
 
 
 @dataclass(slots=True)
@@ -24,8 +31,10 @@ class RawEvent:
     extra: dict[str, str] | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
-        h = [("source", self.source.encode()),
-             ("received-at", (self.received_at or format_time_now()).encode())]
+        h = [
+            ("source", self.source.encode()),
+            ("received-at", (self.received_at or format_time_now()).encode()),
+        ]
         if self.content_type:
             h.append(("content-type", self.content_type.encode()))
         if self.link:
@@ -38,15 +47,29 @@ class RawEvent:
     def from_record(cls, value: bytes, headers: list[tuple[str, bytes]] | None) -> RawEvent:
         h = {k.lower(): v.decode(errors="replace") for k, v in (headers or ())}
         extra = {k: v for k, v in h.items() if k not in ("source", "received-at", "content-type", "link")}
-        return cls(body=value or b"", source=h.get("source", "kafka"), content_type=h.get("content-type"),
-                   link=h.get("link"), received_at=h.get("received-at"), extra=extra or None)
+        return cls(
+            body=value or b"",
+            source=h.get("source", "kafka"),
+            content_type=h.get("content-type"),
+            link=h.get("link"),
+            received_at=h.get("received-at"),
+            extra=extra or None,
+        )
 
     @classmethod
     def from_http(cls, body: bytes, headers: Mapping[str, str], source: str) -> RawEvent:
         lower = {k.lower(): v for k, v in headers.items()}
-        extra = {k: lower[k] for k in ("fiware-service", "fiware-servicepath", "ngsiv2-attrsformat") if k in lower}
-        return cls(body=body, source=source, content_type=lower.get("content-type"), link=lower.get("link"),
-                   received_at=format_time_now(), extra=extra or None)
+        extra = {
+            k: lower[k] for k in ("fiware-service", "fiware-servicepath", "ngsiv2-attrsformat") if k in lower
+        }
+        return cls(
+            body=body,
+            source=source,
+            content_type=lower.get("content-type"),
+            link=lower.get("link"),
+            received_at=format_time_now(),
+            extra=extra or None,
+        )
 
 
 def format_time_now() -> str:

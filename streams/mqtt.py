@@ -33,8 +33,9 @@ def parse_mqtt_url(url: str) -> tuple[str, int, str, str | None, str | None]:
 
 
 class MqttBridge(Service):
-    def __init__(self, url: str, producer: Any, events_topic: str, client_id: str | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, url: str, producer: Any, events_topic: str, client_id: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.host, self.port, self.filter, self.user, self.password = parse_mqtt_url(url)
         # one persistent session per bridge instance (two instances with one id would keep
@@ -54,17 +55,28 @@ class MqttBridge(Service):
 
         while not self.should_stop:
             try:
-                async with aiomqtt.Client(self.host, self.port, username=self.user, password=self.password,
-                                          identifier=self.client_id, clean_session=False) as client:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    username=self.user,
+                    password=self.password,
+                    identifier=self.client_id,
+                    clean_session=False,
+                ) as client:
                     await client.subscribe(self.filter, qos=1)
                     self.connected.set()
                     log.info("MQTT: subscribed to %s on %s:%d", self.filter, self.host, self.port)
                     async for msg in client.messages:
                         payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-                        ev = RawEvent(body=payload, source=f"mqtt:{msg.topic}", received_at=format_time_now(),
-                                      content_type="application/json")
-                        await self.producer.publish(self.events_topic, payload, key=str(msg.topic).encode(),
-                                                    headers=ev.headers())
+                        ev = RawEvent(
+                            body=payload,
+                            source=f"mqtt:{msg.topic}",
+                            received_at=format_time_now(),
+                            content_type="application/json",
+                        )
+                        await self.producer.publish(
+                            self.events_topic, payload, key=str(msg.topic).encode(), headers=ev.headers()
+                        )
                         self.received += 1
             except asyncio.CancelledError:
                 raise

@@ -129,10 +129,23 @@ class IngestCore:
         received = _ts(now)
         for r in records:
             ev = RawEvent.from_record(r.value, r.headers)
-            res = parse_payload(ev.body, content_type=ev.content_type, link=ev.link, headers=ev.extra,
-                                source=ev.source, received_at=received, options=self.options)
-            dlq = dlq_record_for(res, ev.body, ev.source, content_type=ev.content_type, received_at=received,
-                                 max_body_bytes=DLQ_MAX_BODY)
+            res = parse_payload(
+                ev.body,
+                content_type=ev.content_type,
+                link=ev.link,
+                headers=ev.extra,
+                source=ev.source,
+                received_at=received,
+                options=self.options,
+            )
+            dlq = dlq_record_for(
+                res,
+                ev.body,
+                ev.source,
+                content_type=ev.content_type,
+                received_at=received,
+                max_body_bytes=DLQ_MAX_BODY,
+            )
             if dlq is not None:
                 outs.append(Out("dlq", dlq))
             fresh = self.dedup.admit(res.observations, now=now)
@@ -160,7 +173,7 @@ def _unframe(data: bytes) -> list[bytes]:
     out, i = [], 0
     while i < len(data):
         (n,) = struct.unpack_from(">I", data, i)
-        out.append(data[i + 4:i + 4 + n])
+        out.append(data[i + 4 : i + 4 + n])
         i += 4 + n
     return out
 
@@ -233,8 +246,15 @@ class RulesCore:
     id) are dropped before evaluation, so at-least-once delivery never double-counts a window.
     """
 
-    def __init__(self, rule_files: RuleFiles, detectors_config: Any, settings: Any,
-                 state: bytes | None = None, part: Any = entity_keyed, forward: bool = True) -> None:
+    def __init__(
+        self,
+        rule_files: RuleFiles,
+        detectors_config: Any,
+        settings: Any,
+        state: bytes | None = None,
+        part: Any = entity_keyed,
+        forward: bool = True,
+    ) -> None:
         from atalaia.detectors.bank import DetectorBank
         from atalaia.rules.engine import RuleEngine
         from atalaia.streams.ingest import Deduper
@@ -354,10 +374,24 @@ class IncidentsCore:
             r, ev = raw[i], events[i]
             outs.append(dlq(r.value, r.topic, f"refused by incidents: {message}"))
             if isinstance(ev, dict) and "action" in ev:
-                outs.append(Out("replies", orjson.dumps({
-                    "kind": "reply", "command": str(ev.get("id", "")), "incident": str(ev.get("incident", "")),
-                    "action": str(ev.get("action", "")), "actor": str(ev.get("actor", "")), "accepted": False,
-                    "reason": f"invalid command: {message}", "at": None}), key=str(ev.get("id", "")).encode()))
+                outs.append(
+                    Out(
+                        "replies",
+                        orjson.dumps(
+                            {
+                                "kind": "reply",
+                                "command": str(ev.get("id", "")),
+                                "incident": str(ev.get("incident", "")),
+                                "action": str(ev.get("action", "")),
+                                "actor": str(ev.get("actor", "")),
+                                "accepted": False,
+                                "reason": f"invalid command: {message}",
+                                "at": None,
+                            }
+                        ),
+                        key=str(ev.get("id", "")).encode(),
+                    )
+                )
         return outs + [self._out(o) for o in produced]
 
     @staticmethod

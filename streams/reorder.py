@@ -58,9 +58,13 @@ class Reorder:
         return out
 
     def snapshot(self) -> bytes:
-        return orjson.dumps({"heap": [[t, s, o.decode()] for t, s, o in self.heap],
-                             "watermark": None if self.watermark == float("-inf") else self.watermark,
-                             "seq": self.seq})
+        return orjson.dumps(
+            {
+                "heap": [[t, s, o.decode()] for t, s, o in self.heap],
+                "watermark": None if self.watermark == float("-inf") else self.watermark,
+                "seq": self.seq,
+            }
+        )
 
     @classmethod
     def restore(cls, data: bytes, slack_s: float, idle_s: float, max_ahead_s: float = 300.0) -> Reorder:

@@ -46,17 +46,23 @@ class Settings(BaseSettings):
     detectors_path: Path = CONFIG_DIR / "detectors.yaml"
     escalation_path: Path = CONFIG_DIR / "escalation.yaml"
     incidents_path: Path = CONFIG_DIR / "incidents.yaml"
-    database_url: str | None = Field(None, description="SQL projection: postgresql://... ; unset = SQLite in data_dir")
+    database_url: str | None = Field(
+        None, description="SQL projection: postgresql://... ; unset = SQLite in data_dir"
+    )
     console_users: Path | None = Field(
-        None, description="YAML of API tokens → actor and role; unset = commands trusted as sent (demo only)")
-    database_schema: str | None = Field(None, description="PostgreSQL schema for the projection (default: public)")
+        None, description="YAML of API tokens → actor and role; unset = commands trusted as sent (demo only)"
+    )
+    database_schema: str | None = Field(
+        None, description="PostgreSQL schema for the projection (default: public)"
+    )
     max_payload_bytes: int = 1024 * 1024
     future_tolerance_s: float = 300.0
     allowed_lateness_s: float = 300.0
     reorder_s: float = Field(5.0, description="label-keyed rules: event-time slack to restore time order")
     reorder_idle_s: float = Field(2.0, description="label-keyed rules: release the reorder buffer when idle")
     area_of_interest: tuple[float, float, float, float] = Field(
-        (-9.6, 36.8, -6.1, 42.2), description="lon_min, lat_min, lon_max, lat_max (default: mainland Portugal)"
+        (-9.6, 36.8, -6.1, 42.2),
+        description="lon_min, lat_min, lon_max, lat_max (default: mainland Portugal)",
     )
     session_timeout_s: float = 10.0
     heartbeat_s: float = 1.0
@@ -64,8 +70,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         return (init_settings, env_settings, _YamlSource(settings_cls), file_secret_settings)
 
     def projection_url(self) -> str:

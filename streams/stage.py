@@ -36,9 +36,15 @@ from prometheus_client import Counter, Histogram
 log = logging.getLogger(__name__)
 
 STAGE_RECORDS = Counter("atalaia_stage_records_total", "records consumed by a pipeline stage", ["stage"])
-STAGE_OUTPUTS = Counter("atalaia_stage_outputs_total", "records produced by a pipeline stage", ["stage", "topic"])
-STAGE_BATCH = Histogram("atalaia_stage_batch_seconds", "time to process and commit one batch", ["stage"],
-                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+STAGE_OUTPUTS = Counter(
+    "atalaia_stage_outputs_total", "records produced by a pipeline stage", ["stage", "topic"]
+)
+STAGE_BATCH = Histogram(
+    "atalaia_stage_batch_seconds",
+    "time to process and commit one batch",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 
 @dataclass(slots=True)
@@ -79,7 +85,7 @@ class Checkpoints:
         except FileNotFoundError:
             return None
         (n,) = struct.unpack(">I", data[:4])
-        return orjson.loads(data[4:4 + n]), data[4 + n:]
+        return orjson.loads(data[4 : 4 + n]), data[4 + n :]
 
     def save(self, partition: int, offsets: dict[str, int], state: bytes) -> None:
         p = self.path(partition)
@@ -117,11 +123,26 @@ class BatchStage(Service):
     send what they cannot use to the DLQ); an exception here means a bug.
     """
 
-    def __init__(self, *, name: str, bootstrap: str, prefix: str, source: str | tuple[str, ...], group: str,
-                 make_core: CoreFactory, state_dir: Path | None, producer: AIOKafkaProducer | None = None,
-                 max_records: int = 5000, fetch_wait_ms: int = 50, session_timeout_s: float = 10.0,
-                 heartbeat_s: float = 1.0, checkpoint_s: float = 2.0, tick_s: float | None = None,
-                 clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap: str,
+        prefix: str,
+        source: str | tuple[str, ...],
+        group: str,
+        make_core: CoreFactory,
+        state_dir: Path | None,
+        producer: AIOKafkaProducer | None = None,
+        max_records: int = 5000,
+        fetch_wait_ms: int = 50,
+        session_timeout_s: float = 10.0,
+        heartbeat_s: float = 1.0,
+        checkpoint_s: float = 2.0,
+        tick_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.name, self.bootstrap, self.prefix = name, bootstrap, prefix
         self.sources = [f"{prefix}.{x}" for x in ((source,) if isinstance(source, str) else source)]
@@ -146,14 +167,23 @@ class BatchStage(Service):
     # -- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
         if self.producer is None:
-            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1,
-                                             max_batch_size=1 << 20, max_request_size=4 << 20)
+            self.producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                linger_ms=5,
+                acks=1,
+                max_batch_size=1 << 20,
+                max_request_size=4 << 20,
+            )
             await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_wait_ms,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_wait_ms,
             session_timeout_ms=int(self.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(self.heartbeat_s * 1000), max_partition_fetch_bytes=4 << 20,
+            heartbeat_interval_ms=int(self.heartbeat_s * 1000),
+            max_partition_fetch_bytes=4 << 20,
         )
         self.consumer.subscribe(self.sources, listener=_Rebalance(self))
         self.add_future(self._guard(self._run()))
@@ -167,8 +197,13 @@ class BatchStage(Service):
             raise
         except BaseException as e:
             self.failed = e
-            log.critical("%s: stage failed, the worker stops without checkpointing (it resumes from "
-                         "the last consistent checkpoint): %r", self.name, e, exc_info=True)
+            log.critical(
+                "%s: stage failed, the worker stops without checkpointing (it resumes from "
+                "the last consistent checkpoint): %r",
+                self.name,
+                e,
+                exc_info=True,
+            )
             await self.crash(e)
 
     async def on_stop(self) -> None:
@@ -204,9 +239,13 @@ class BatchStage(Service):
                     else:
                         committed = await self.consumer.committed(tp)
                         if committed:
-                            log.warning("%s: %s has no checkpoint here: starting with empty state at committed "
-                                        "offset %d (is the state directory shared between workers?)",
-                                        self.name, tp, committed)
+                            log.warning(
+                                "%s: %s has no checkpoint here: starting with empty state at committed "
+                                "offset %d (is the state directory shared between workers?)",
+                                self.name,
+                                tp,
+                                committed,
+                            )
                         self.positions[tp] = committed or 0
                 if ckpt is not None:
                     log.info("%s: partition %d restored from checkpoint at %s", self.name, partition, ckpt[0])
@@ -299,8 +338,9 @@ class BatchStage(Service):
         futures = []
         send = self.producer.send
         for o in outs:
-            futures.append(await send(f"{self.prefix}.{o.topic}", o.value, key=o.key,
-                                      headers=o.headers or None))
+            futures.append(
+                await send(f"{self.prefix}.{o.topic}", o.value, key=o.key, headers=o.headers or None)
+            )
         await asyncio.gather(*futures)
         counts: dict[str, int] = {}
         for o in outs:

@@ -70,7 +70,9 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log.read_text()[-12000:]}")
+                raise AssertionError(
+                    f"worker exited {self.proc.returncode}:\n{self.log.read_text()[-12000:]}"
+                )
             try:
                 h = httpx.get(f"{self.url}/health", timeout=1).json()
                 if all(h["stages"].get(s, {}).get("partitions") for s in stages):
@@ -104,12 +106,20 @@ def make_worker(broker: str, topic_prefix: str, tmp_path: Path):
     workers: list[WorkerProcess] = []
     data_dir = tmp_path / "data"
 
-    def make(*extra_args: str, extra_env: dict[str, str] | None = None, port: int | None = None
-             ) -> WorkerProcess:
-        env = {**os.environ, "ATALAIA_KAFKA": broker, "ATALAIA_TOPIC_PREFIX": topic_prefix,
-               "ATALAIA_APP_ID": topic_prefix, "ATALAIA_DATA_DIR": str(data_dir),
-               "ATALAIA_HTTP_PORT": str(port or free_port()), "ATALAIA_PARTITIONS": "3",
-               "ATALAIA_LOG_LEVEL": "info", **(extra_env or {})}
+    def make(
+        *extra_args: str, extra_env: dict[str, str] | None = None, port: int | None = None
+    ) -> WorkerProcess:
+        env = {
+            **os.environ,
+            "ATALAIA_KAFKA": broker,
+            "ATALAIA_TOPIC_PREFIX": topic_prefix,
+            "ATALAIA_APP_ID": topic_prefix,
+            "ATALAIA_DATA_DIR": str(data_dir),
+            "ATALAIA_HTTP_PORT": str(port or free_port()),
+            "ATALAIA_PARTITIONS": "3",
+            "ATALAIA_LOG_LEVEL": "info",
+            **(extra_env or {}),
+        }
         w = WorkerProcess(env, ["worker", "--http", *extra_args], tmp_path / f"worker{len(workers)}.log")
         workers.append(w)
         return w
@@ -119,8 +129,9 @@ def make_worker(broker: str, topic_prefix: str, tmp_path: Path):
         w.kill()
 
 
-async def consume_all(bootstrap: str, topic: str, *, expect: int | None = None, idle: float = 3.0,
-                      timeout: float = 60.0) -> list:
+async def consume_all(
+    bootstrap: str, topic: str, *, expect: int | None = None, idle: float = 3.0, timeout: float = 60.0
+) -> list:
     """Read a topic from the beginning until `expect` records arrived (or it stays idle)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 

@@ -21,16 +21,21 @@ def compose_cmd() -> list[str]:
 
 def test_compose_file_is_valid_and_has_the_production_stack():
     cmd = compose_cmd()
-    r = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
-                       text=True, cwd=ROOT)
+    r = subprocess.run(
+        [*cmd, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 0, r.stderr
     config = YAML(typ="safe").load(r.stdout)
     services = config["services"]
-    assert {"kafka", "worker", "notifier", "console", "postgres", "prometheus", "grafana", "mailpit"} <= set(services)
+    assert {"kafka", "worker", "notifier", "console", "postgres", "prometheus", "grafana", "mailpit"} <= set(
+        services
+    )
     assert services["kafka"]["image"].startswith("apache/kafka")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     for name in ("worker", "console"):
         assert services[name]["environment"]["ATALAIA_KAFKA"] == "kafka:9092"
     assert "ports" not in services["worker"], "workers must be scalable (no fixed host port)"
     stages = {s for name in ("worker", "notifier") for s in services[name]["command"][-1].split(",")}
-    assert stages == {"ingest", "rules", "incidents", "projection", "escalation", "delivery"}, "every stage runs"
+    assert stages == {"ingest", "rules", "incidents", "projection", "escalation", "delivery"}, (
+        "every stage runs"
+    )

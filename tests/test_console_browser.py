@@ -50,18 +50,32 @@ def open_incidents(url: str) -> list[dict]:
 def test_api_rejects_bad_requests_with_problem_json(console):
     r = httpx.get(f"{console.url}/api/incidents/does-not-exist", timeout=5)
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
-    r = httpx.post(f"{console.url}/api/incidents/x/commands", content=b"{not json",
-                   headers={"Content-Type": "application/json"}, timeout=5)
+    r = httpx.post(
+        f"{console.url}/api/incidents/x/commands",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
     assert r.status_code == 400 and r.json()["status"] == 400
-    r = httpx.post(f"{console.url}/api/incidents/x/commands", content=b'{"action": "acknowledge"}',
-                   headers={"Content-Type": "text/plain"}, timeout=5)
+    r = httpx.post(
+        f"{console.url}/api/incidents/x/commands",
+        content=b'{"action": "acknowledge"}',
+        headers={"Content-Type": "text/plain"},
+        timeout=5,
+    )
     assert r.status_code == 415, "no cross-site form posts: commands are JSON only"
-    r = httpx.post(f"{console.url}/api/incidents/x/commands", json={"action": "explode", "actor": "a",
-                                                                     "role": "operator"}, timeout=5)
+    r = httpx.post(
+        f"{console.url}/api/incidents/x/commands",
+        json={"action": "explode", "actor": "a", "role": "operator"},
+        timeout=5,
+    )
     assert r.status_code == 422
     assert any(e["field"] == "action" for e in r.json()["errors"])
-    r = httpx.post(f"{console.url}/api/incidents/no-such-incident/commands",
-                   json={"action": "acknowledge", "actor": "op", "role": "operator", "reason": "test"}, timeout=10)
+    r = httpx.post(
+        f"{console.url}/api/incidents/no-such-incident/commands",
+        json={"action": "acknowledge", "actor": "op", "role": "operator", "reason": "test"},
+        timeout=10,
+    )
     assert r.status_code == 409, r.text
     assert "unknown incident" in r.json()["detail"], "the operator is told why, at once"
 
@@ -72,17 +86,29 @@ def test_operator_acknowledges_an_incident_in_the_browser(console):
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     body = shared_path("fixtures", "ngsi-ld", "WaterObserved", "notification-normalized.jsonld").read_bytes()
-    r = httpx.post(f"{console.url}/ngsi-ld/notify", content=body,
-                   headers={"Content-Type": "application/ld+json"}, timeout=10)
+    r = httpx.post(
+        f"{console.url}/ngsi-ld/notify",
+        content=body,
+        headers={"Content-Type": "application/ld+json"},
+        timeout=10,
+    )
     assert r.status_code == 200
     incidents = wait_for(lambda: open_incidents(console.url), what="an incident in the projection")
     incident = incidents[0]
     assert incident["severity"] == "high" and incident["state"] == "unacknowledged"
 
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page()
         page.goto(console.url + "/")
         row = page.locator(f'tr[data-incident="{incident["id"]}"]')
@@ -90,13 +116,17 @@ def test_operator_acknowledges_an_incident_in_the_browser(console):
         assert "high" in row.inner_text() and "unacknowledged" in row.inner_text()
         row.locator("button.ack").click()
         page.wait_for_function("document.getElementById('msg').textContent !== ''", timeout=10000)
-        assert page.inner_text('#msg') == 'acknowledge done', page.inner_text('#msg')
+        assert page.inner_text("#msg") == "acknowledge done", page.inner_text("#msg")
         page.wait_for_function(
-            f'document.querySelector(\'tr[data-incident="{incident["id"]}"] .state\')'
-            '?.textContent.startsWith("acknowledged")', timeout=30000)
+            f"document.querySelector('tr[data-incident=\"{incident['id']}\"] .state')"
+            '?.textContent.startsWith("acknowledged")',
+            timeout=30000,
+        )
         browser.close()
     detail = httpx.get(f"{console.url}/api/incidents/{incident['id']}", timeout=5).json()
     assert detail["incident"]["acknowledged_by"] == "operator-1"
-    assert any(h.get("actor") == "operator-1" for h in detail["history"]), "the audit trail names the operator"
+    assert any(h.get("actor") == "operator-1" for h in detail["history"]), (
+        "the audit trail names the operator"
+    )
     metrics = httpx.get(f"{console.url}/metrics", timeout=5).text
     assert 'atalaia_alarm_flood{position="all"}' in metrics, "EEMUA 191 alarm-load KPIs are exported"

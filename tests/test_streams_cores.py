@@ -21,10 +21,27 @@ def rec(value, topic="t.observations", offset=0):
     return SimpleNamespace(value=raw, topic=topic, offset=offset, headers=[])
 
 
-OBS = {"time": "2026-01-28T10:00:00Z", "entity": "urn:x", "type": "WaterObserved", "attributes": {"height": 5.0}}
-POISON = [None, b"", b"{nope", [1, 2], "text", {"entity": "urn:x"}, {**OBS, "type": [1]}, {**OBS, "time": 123},
-          {**OBS, "time": "2026-01-28T10:00:00"}, {**OBS, "attributes": {"height": "5"}},
-          {**OBS, "attributes": {"height": True}}, {**OBS, "labels": {"parish": 3}}, {**OBS, "entity": ""}]
+OBS = {
+    "time": "2026-01-28T10:00:00Z",
+    "entity": "urn:x",
+    "type": "WaterObserved",
+    "attributes": {"height": 5.0},
+}
+POISON = [
+    None,
+    b"",
+    b"{nope",
+    [1, 2],
+    "text",
+    {"entity": "urn:x"},
+    {**OBS, "type": [1]},
+    {**OBS, "time": 123},
+    {**OBS, "time": "2026-01-28T10:00:00"},
+    {**OBS, "attributes": {"height": "5"}},
+    {**OBS, "attributes": {"height": True}},
+    {**OBS, "labels": {"parish": 3}},
+    {**OBS, "entity": ""},
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +49,9 @@ def rules_core():
     from atalaia.detectors.config import load_config
     from atalaia.streams.pipeline import RuleFiles, RulesCore
 
-    return RulesCore(RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml"), Settings())
+    return RulesCore(
+        RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml"), Settings()
+    )
 
 
 def dlq_reasons(outs):
@@ -44,7 +63,9 @@ def test_rules_core_sends_poison_observations_to_the_dlq(rules_core, bad):
     outs = rules_core.process([rec(bad), rec(OBS, offset=1)], time.time())
     reasons = dlq_reasons(outs)
     assert len(reasons) == 1 and reasons[0], "one DLQ record with a reason"
-    assert any(o.topic == "alarms" for o in outs) or rules_core.engine.state_count() > 0, "the good one is used"
+    assert any(o.topic == "alarms" for o in outs) or rules_core.engine.state_count() > 0, (
+        "the good one is used"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +77,13 @@ def other_cores():
     return IncidentsCore(IncidentConfig()), EscalationCore(load_escalation(CONFIG_DIR / "escalation.yaml"))
 
 
-@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                    max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        max_leaves=12,
+    )
+)
 @settings(max_examples=150, deadline=None)
 def test_cores_never_raise_on_arbitrary_json(rules_core, other_cores, value):
     now = time.time()
@@ -73,15 +98,30 @@ def test_incidents_core_refuses_bad_alarms_and_answers_bad_commands():
     from atalaia.streams.pipeline import IncidentsCore
 
     core = IncidentsCore(IncidentConfig())
-    alarm = {"at": "2026-01-28T10:00:00Z", "rule": "r", "key": "k", "state": "firing", "severity": "high",
-             "value": 5.0, "labels": {"parish": "Bonfim"}}
-    bad = [None, {**alarm, "rule": ["a"]}, {**alarm, "at": 1e30}, {**alarm, "state": "on"},
-           {**alarm, "at": "9999-12-31T23:59:59Z"}, {**alarm, "labels": {"a": 1}}]
+    alarm = {
+        "at": "2026-01-28T10:00:00Z",
+        "rule": "r",
+        "key": "k",
+        "state": "firing",
+        "severity": "high",
+        "value": 5.0,
+        "labels": {"parish": "Bonfim"},
+    }
+    bad = [
+        None,
+        {**alarm, "rule": ["a"]},
+        {**alarm, "at": 1e30},
+        {**alarm, "state": "on"},
+        {**alarm, "at": "9999-12-31T23:59:59Z"},
+        {**alarm, "labels": {"a": 1}},
+    ]
     outs = core.process([rec(b, "t.alarms") for b in bad] + [rec(alarm, "t.alarms")], time.time())
     assert len(dlq_reasons(outs)) == len(bad)
     assert [o for o in outs if o.topic == "incidents"], "the good alarm opens an incident"
-    outs = core.process([rec({"id": "c1", "incident": "nope", "action": "explode", "actor": "a", "role": "x"},
-                             "t.commands")], time.time())
+    outs = core.process(
+        [rec({"id": "c1", "incident": "nope", "action": "explode", "actor": "a", "role": "x"}, "t.commands")],
+        time.time(),
+    )
     replies = [orjson.loads(o.value) for o in outs if o.topic == "replies"]
     assert replies and replies[0]["accepted"] is False and "invalid command" in replies[0]["reason"]
     core.snapshot()  # state is still serialisable

@@ -22,8 +22,10 @@ from tests.conftest import ATALAIA, consume_all, shared_path
 
 pytestmark = pytest.mark.broker
 
-LINK = ('<https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/master/context.jsonld>; '
-        'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"')
+LINK = (
+    "<https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/master/context.jsonld>; "
+    'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+)
 
 
 def fixture_requests() -> list[tuple[Path, str, dict[str, str]]]:
@@ -45,8 +47,13 @@ def fixture_requests() -> list[tuple[Path, str, dict[str, str]]]:
 
 
 def expected_ids(body: bytes, headers: dict[str, str], source: str) -> set[str]:
-    res = parse_payload(body, content_type=headers.get("Content-Type"), link=headers.get("Link"),
-                        headers=headers, source=source)
+    res = parse_payload(
+        body,
+        content_type=headers.get("Content-Type"),
+        link=headers.get("Link"),
+        headers=headers,
+        source=source,
+    )
     return {o.id for o in res.observations}
 
 
@@ -60,9 +67,16 @@ def live(broker, tmp_path_factory):
     asyncio.run(ensure_topics(broker, prefix, partitions=3))
     tmp = tmp_path_factory.mktemp("ingest-live")
     mqtt_root = f"atalaia-test/{prefix}"
-    env = {**os.environ, "ATALAIA_KAFKA": broker, "ATALAIA_TOPIC_PREFIX": prefix, "ATALAIA_APP_ID": prefix,
-           "ATALAIA_DATA_DIR": str(tmp / "data"), "ATALAIA_HTTP_PORT": str(free_port()),
-           "ATALAIA_PARTITIONS": "3", "ATALAIA_MQTT_URL": f"mqtt://127.0.0.1:1883/{mqtt_root}/#"}
+    env = {
+        **os.environ,
+        "ATALAIA_KAFKA": broker,
+        "ATALAIA_TOPIC_PREFIX": prefix,
+        "ATALAIA_APP_ID": prefix,
+        "ATALAIA_DATA_DIR": str(tmp / "data"),
+        "ATALAIA_HTTP_PORT": str(free_port()),
+        "ATALAIA_PARTITIONS": "3",
+        "ATALAIA_MQTT_URL": f"mqtt://127.0.0.1:1883/{mqtt_root}/#",
+    }
     w = WorkerProcess(env, ["worker", "--http", "--stages", "ingest"], tmp / "worker.log").start(("ingest",))
     w.prefix, w.broker, w.mqtt_root = prefix, broker, mqtt_root
     yield w
@@ -70,11 +84,16 @@ def live(broker, tmp_path_factory):
 
 
 def observations(live, **kw) -> list[dict]:
-    return [orjson.loads(r.value) for r in asyncio.run(consume_all(live.broker, f"{live.prefix}.observations", **kw))]
+    return [
+        orjson.loads(r.value)
+        for r in asyncio.run(consume_all(live.broker, f"{live.prefix}.observations", **kw))
+    ]
 
 
 def dlq(live, **kw) -> list[dict]:
-    return [read_dlq_record(r.value) for r in asyncio.run(consume_all(live.broker, f"{live.prefix}.dlq", **kw))]
+    return [
+        read_dlq_record(r.value) for r in asyncio.run(consume_all(live.broker, f"{live.prefix}.dlq", **kw))
+    ]
 
 
 def test_every_fixture_ends_as_its_observations(live):
@@ -140,7 +159,9 @@ def test_mqtt_message_arrives(live):
     entity = f"urn:ngsi-ld:WaterObserved:mqtt-{uuid.uuid4().hex[:6]}"
     msg = {"id": entity, "type": "WaterObserved", "dateObserved": "2026-01-28T10:00:00Z", "height": 2.5}
     try:
-        publish.single(f"{live.mqtt_root}/porto/river", orjson.dumps(msg), qos=1, hostname="127.0.0.1", port=1883)
+        publish.single(
+            f"{live.mqtt_root}/porto/river", orjson.dumps(msg), qos=1, hostname="127.0.0.1", port=1883
+        )
     except OSError as e:
         pytest.skip(f"no MQTT broker at 127.0.0.1:1883: {e}")
     deadline = time.monotonic() + 30
@@ -154,8 +175,17 @@ def test_mqtt_message_arrives(live):
 
 
 def test_send_file_publishes_to_kafka(live, tmp_path):
-    lines = [orjson.dumps({"id": f"urn:ngsi-ld:AirQualityObserved:send-{i}", "type": "AirQualityObserved",
-                           "dateObserved": f"2026-01-28T10:{i:02d}:00Z", "NO2": 40.0 + i}) for i in range(5)]
+    lines = [
+        orjson.dumps(
+            {
+                "id": f"urn:ngsi-ld:AirQualityObserved:send-{i}",
+                "type": "AirQualityObserved",
+                "dateObserved": f"2026-01-28T10:{i:02d}:00Z",
+                "NO2": 40.0 + i,
+            }
+        )
+        for i in range(5)
+    ]
     f = tmp_path / "events.jsonl"
     f.write_bytes(b"\n".join(lines) + b"\n")
     env = {**live.env}
@@ -178,9 +208,17 @@ def test_worker_killed_mid_stream_loses_nothing(broker, topic_prefix, make_worke
     from atalaia.streams.events import RawEvent
 
     n = 3000
-    bodies = [orjson.dumps({"id": f"urn:ngsi-ld:WaterObserved:k{i % 50}", "type": "WaterObserved",
-                            "dateObserved": f"2026-01-28T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z",
-                            "height": 1.0 + i / 1000}) for i in range(n)]
+    bodies = [
+        orjson.dumps(
+            {
+                "id": f"urn:ngsi-ld:WaterObserved:k{i % 50}",
+                "type": "WaterObserved",
+                "dateObserved": f"2026-01-28T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z",
+                "height": 1.0 + i / 1000,
+            }
+        )
+        for i in range(n)
+    ]
 
     async def produce(chunk: list[bytes]) -> None:
         p = AIOKafkaProducer(bootstrap_servers=broker)
@@ -196,10 +234,12 @@ def test_worker_killed_mid_stream_loses_nothing(broker, topic_prefix, make_worke
     while w.health()["stages"]["ingest"]["processed"] < n // 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     w.kill()
-    asyncio.run(produce(bodies[n // 2:]))
+    asyncio.run(produce(bodies[n // 2 :]))
     make_worker("--stages", "ingest", port=w.port).start(("ingest",))
-    got = [Observation.model_validate(orjson.loads(r.value)) for r in
-           asyncio.run(consume_all(broker, f"{topic_prefix}.observations", expect=n, idle=3.0))]
+    got = [
+        Observation.model_validate(orjson.loads(r.value))
+        for r in asyncio.run(consume_all(broker, f"{topic_prefix}.observations", expect=n, idle=3.0))
+    ]
     ids = [o.id for o in got]
     assert len(set(ids)) == n, f"{n - len(set(ids))} observations lost"
     deduped = Deduper().admit(got, now=time.time())
@@ -208,8 +248,12 @@ def test_worker_killed_mid_stream_loses_nothing(broker, topic_prefix, make_worke
 
 def test_non_json_content_type_is_refused_and_kept(live):
     body = b"waterLevel=3.4&station=ribeira"
-    r = httpx.post(f"{live.url}/ngsi-ld/notify", content=body,
-                   headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+    r = httpx.post(
+        f"{live.url}/ngsi-ld/notify",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
     assert r.status_code == 415 and r.headers["content-type"].startswith("application/problem+json")
     assert "not JSON" in r.json()["detail"]
     digest = hashlib.sha256(body).hexdigest()

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.broker
 
 
 def tansu_pids(port: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"listener-url tcp://127.0.0.1:{port}"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", f"listener-url tcp://127.0.0.1:{port}"], capture_output=True, text=True
+    )
     return [int(p) for p in out.stdout.split()]
 
 

@@ -28,7 +28,11 @@ def test_storm_projected_into_postgresql(broker, topic_prefix, make_worker, tmp_
     schema = f"atalaia_live_{uuid.uuid4().hex[:10]}"
     cfg = tmp_path / "incidents.yaml"
     cfg.write_text(CONFIG)
-    env = {"ATALAIA_INCIDENTS_PATH": str(cfg), "ATALAIA_DATABASE_URL": PG_URL, "ATALAIA_DATABASE_SCHEMA": schema}
+    env = {
+        "ATALAIA_INCIDENTS_PATH": str(cfg),
+        "ATALAIA_DATABASE_URL": PG_URL,
+        "ATALAIA_DATABASE_SCHEMA": schema,
+    }
     try:
         w = make_worker("--stages", "incidents,projection", extra_env=env).start(("incidents", "projection"))
         storm = porto_storm()
@@ -38,10 +42,13 @@ def test_storm_projected_into_postgresql(broker, topic_prefix, make_worker, tmp_
 
         def caught_up() -> bool:
             nonlocal events
-            events = [orjson.loads(r.value) for r in
-                      asyncio.run(consume_all(broker, f"{topic_prefix}.incidents", idle=1.0, timeout=30))]
-            return w.health()["stages"]["projection"]["processed"] >= len(events) > 0 and \
-                w.health()["stages"]["incidents"]["processed"] >= len(storm)
+            events = [
+                orjson.loads(r.value)
+                for r in asyncio.run(consume_all(broker, f"{topic_prefix}.incidents", idle=1.0, timeout=30))
+            ]
+            return w.health()["stages"]["projection"]["processed"] >= len(events) > 0 and w.health()[
+                "stages"
+            ]["incidents"]["processed"] >= len(storm)
 
         wait_for(caught_up, 60, "the storm to be projected")
         latest: dict[str, dict] = {}

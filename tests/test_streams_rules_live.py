@@ -51,16 +51,25 @@ def make_history(path: Path, entities: int = 12, steps: int = 150, seed: int = 3
         for e in range(entities):
             level[e] = min(6.0, max(1.0, level[e] + rng.gauss(0, 0.25)))
             t = f"2026-01-28T{8 + k // 60:02d}:{k % 60:02d}:{(e * 3) % 60:02d}Z"
-            lines.append(json.dumps({"time": t, "entity": f"urn:ngsi-ld:WaterObserved:g{e:02d}",
-                                     "type": "WaterObserved", "attributes": {"height": round(level[e], 3)},
-                                     "labels": {"parish": f"parish-{e % 3}"}}))
+            lines.append(
+                json.dumps(
+                    {
+                        "time": t,
+                        "entity": f"urn:ngsi-ld:WaterObserved:g{e:02d}",
+                        "type": "WaterObserved",
+                        "attributes": {"height": round(level[e], 3)},
+                        "labels": {"parish": f"parish-{e % 3}"},
+                    }
+                )
+            )
     path.write_text("\n".join(lines) + "\n")
     return len(lines)
 
 
 def replay(rules: Path, history: Path) -> list[dict]:
-    r = subprocess.run([ATALAIA, "rules", "replay", str(rules), str(history)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [ATALAIA, "rules", "replay", str(rules), str(history)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
@@ -89,12 +98,15 @@ def test_live_transitions_equal_replay_across_a_worker_kill(broker, topic_prefix
     lines = history.read_text().splitlines()
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_text("\n".join(lines[: n // 2]) + "\n")
-    second.write_text("\n".join(lines[n // 2:]) + "\n")
+    second.write_text("\n".join(lines[n // 2 :]) + "\n")
 
     # the whole backlog arrives at once, so partitions interleave by far more than the default
     # 5 s of event-time slack: let the reorder buffer restore time order until the stream idles
-    env = {"ATALAIA_RULES_PATHS": json.dumps([str(rules)]), "ATALAIA_REORDER_S": "100000",
-           "ATALAIA_REORDER_IDLE_S": "3"}
+    env = {
+        "ATALAIA_RULES_PATHS": json.dumps([str(rules)]),
+        "ATALAIA_REORDER_S": "100000",
+        "ATALAIA_REORDER_IDLE_S": "3",
+    }
     w = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     send(w.env, first)
     deadline = time.monotonic() + 60
@@ -124,25 +136,41 @@ def test_rules_reload_when_the_file_changes(broker, topic_prefix, make_worker, t
     """An engineer edits a rule file: the running worker picks it up without a restart, and an
     invalid edit keeps the running rules (with a logged error) instead of stopping alarms."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text("rules:\n  - {id: lvl, select: {type: WaterObserved, attribute: height},"
-                     " severities: [{severity: high, above: 6.0}]}\n")
+    rules.write_text(
+        "rules:\n  - {id: lvl, select: {type: WaterObserved, attribute: height},"
+        " severities: [{severity: high, above: 6.0}]}\n"
+    )
     env = {"ATALAIA_RULES_PATHS": json.dumps([str(rules)])}
     w = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
 
     def obs(minute: int, height: float) -> Path:
         f = tmp_path / f"o{minute}.jsonl"
-        f.write_text(json.dumps({"time": f"2026-01-28T10:{minute:02d}:00Z", "entity": "urn:ngsi-ld:WaterObserved:r",
-                                 "type": "WaterObserved", "attributes": {"height": height}}) + "\n")
+        f.write_text(
+            json.dumps(
+                {
+                    "time": f"2026-01-28T10:{minute:02d}:00Z",
+                    "entity": "urn:ngsi-ld:WaterObserved:r",
+                    "type": "WaterObserved",
+                    "attributes": {"height": height},
+                }
+            )
+            + "\n"
+        )
         return f
 
     def alarms() -> list[dict]:
-        return [orjson.loads(r.value) for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=2.0))]
+        return [
+            orjson.loads(r.value)
+            for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=2.0))
+        ]
 
     send(w.env, obs(0, 5.0))
     time.sleep(3)
     assert alarms() == [], "5.0 is below the first threshold"
-    rules.write_text("rules:\n  - {id: lvl, select: {type: WaterObserved, attribute: height},"
-                     " severities: [{severity: high, above: 4.0}]}\n")
+    rules.write_text(
+        "rules:\n  - {id: lvl, select: {type: WaterObserved, attribute: height},"
+        " severities: [{severity: high, above: 4.0}]}\n"
+    )
     time.sleep(2.5)  # the stage checks the files every second
     rules.write_text("rules:\n  - {id: lvl, select: [oops\n")  # a broken edit must not unload the rules
     time.sleep(2.5)
@@ -169,10 +197,13 @@ def test_two_workers_share_partitions_and_take_over_on_a_kill(broker, topic_pref
     lines = history.read_text().splitlines()
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_text("\n".join(lines[: n // 2]) + "\n")
-    second.write_text("\n".join(lines[n // 2:]) + "\n")
+    second.write_text("\n".join(lines[n // 2 :]) + "\n")
     # the failover takes a session timeout (~10 s): the reorder buffer must not flush meanwhile
-    env = {"ATALAIA_RULES_PATHS": json.dumps([str(rules)]), "ATALAIA_REORDER_S": "100000",
-           "ATALAIA_REORDER_IDLE_S": "25"}
+    env = {
+        "ATALAIA_RULES_PATHS": json.dumps([str(rules)]),
+        "ATALAIA_REORDER_S": "100000",
+        "ATALAIA_REORDER_IDLE_S": "25",
+    }
     a = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     b = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     deadline = time.monotonic() + 60
@@ -191,7 +222,10 @@ def test_two_workers_share_partitions_and_take_over_on_a_kill(broker, topic_pref
     want = per_key(expected)
     deadline = time.monotonic() + 120
     while True:
-        got = [orjson.loads(r.value) for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=4.0))]
+        got = [
+            orjson.loads(r.value)
+            for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=4.0))
+        ]
         live = per_key(list({t["id"]: t for t in got}.values()))
         if live == want or time.monotonic() > deadline:
             break
