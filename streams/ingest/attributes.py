@@ -87,9 +87,11 @@ def is_number(v: Any) -> bool:
 def number_like_text(v: str, declared: bool) -> bool:
     """Text that is a number in disguise: decimals always; integers when declared a measurement
     (unitCode/observedAt/Number type). Plain integer codes such as district "13" stay labels."""
-    if len(v) > 64 or not _NUMBER_TEXT.fullmatch(v):
+    if len(v) > 64:
         return False
-    return declared or any(c in v for c in ".,eE")
+    if not declared and "." not in v and "," not in v and "e" not in v and "E" not in v:
+        return False  # an integer code: a label whatever the pattern says
+    return _NUMBER_TEXT.fullmatch(v) is not None
 
 
 def _text_refusal(name: str, text: str) -> Refused:

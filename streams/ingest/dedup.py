@@ -33,20 +33,33 @@ _VERSION = 1
 _KEY_BYTES = 16
 
 
-def _seconds(now: float | datetime) -> float:
-    return now.timestamp() if isinstance(now, datetime) else float(now)
+_blake2b = hashlib.blake2b
+_PREFIX_MAX = 8192
+_prefixes: dict[tuple[str, str], str] = {}  # (type, entity) -> the start of the key's repr
 
 
 def observation_key(o: Observation) -> bytes:
     """Identity of a delivery: type + entity (NGSI-v2 identity is id + type) + time + values.
 
     A 16-byte blake2b digest of an unambiguous ``repr`` (floats repr exactly), cheaper than the
-    contract's ``Observation.id`` and independent of the attributes' order."""
-    a = o.attributes
-    items = sorted(a.items()) if len(a) > 1 else list(a.items())
-    return hashlib.blake2b(
-        repr((o.type, o.entity, o.time.timestamp(), items)).encode(), digest_size=_KEY_BYTES
-    ).digest()
+    contract's ``Observation.id`` and independent of the attributes' order. The text is exactly
+    ``repr((type, entity, time.timestamp(), sorted(attributes.items())))`` (snapshots from earlier
+    versions stay valid), written piecewise: a tuple's or list's repr is its items' reprs joined by
+    ", ", and the (type, entity) part repeats."""
+    d = o.__dict__
+    ty = d["type"]
+    entity = d["entity"]
+    a = d["attributes"]
+    if type(ty) is str and type(entity) is str:
+        head = _prefixes.get((ty, entity))
+        if head is None:
+            if len(_prefixes) >= _PREFIX_MAX:
+                _prefixes.clear()
+            head = _prefixes[(ty, entity)] = f"({ty!r}, {entity!r}, "
+    else:
+        head = f"({ty!r}, {entity!r}, "
+    items = ", ".join([f"({k!r}, {v!r})" for k, v in (sorted(a.items()) if len(a) > 1 else a.items())])
+    return _blake2b(f"{head}{d['time'].timestamp()!r}, [{items}])".encode(), digest_size=_KEY_BYTES).digest()
 
 
 class Deduper:
@@ -57,14 +70,20 @@ class Deduper:
         self.max_entries = int(max_entries)
         self.clock = float("-inf")
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # key -> last seen (clock seconds)
+        self._swept_at: float | None = None  # clock of the last sweep of expired entries
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def _tick(self, now: float | datetime) -> float:
-        t = _seconds(now)
+        t = now.timestamp() if isinstance(now, datetime) else float(now)
         if t > self.clock:
             self.clock = t
+        elif self.clock == self._swept_at:
+            # nothing to forget: the sweep at this clock left only entries within the horizon,
+            # and entries stored since then carry this clock
+            return self.clock
+        self._swept_at = self.clock
         cutoff = self.clock - self.horizon_s
         seen = self._seen
         while seen:
@@ -96,8 +115,19 @@ class Deduper:
     def admit(self, observations: Iterable[Observation], *, now: float | datetime) -> list[Observation]:
         """The observations of this batch not seen before (within the horizon), in order."""
         t = self._tick(now)
-        check = self._check
-        return [o for o in observations if check(observation_key(o), t)]
+        seen = self._seen
+        fresh = []
+        for o in observations:  # _check, inlined (observation keys have the stored size)
+            key = observation_key(o)
+            if key in seen:
+                seen.move_to_end(key)
+                seen[key] = t
+            else:
+                seen[key] = t
+                if len(seen) > self.max_entries:
+                    seen.popitem(last=False)
+                fresh.append(o)
+        return fresh
 
     def admit_notification(self, notification_id: str | None, digest: str, *, now: float | datetime) -> bool:
         """False when this exact notification (id + body digest) was already admitted."""

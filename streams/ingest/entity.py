@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from atalaia.streams.ingest import fastpath
 from atalaia.streams.ingest.attributes import TIME_FIELDS, Parts, read_attributes, short_name, time_text
 from atalaia.streams.ingest.build import build_observation
-from atalaia.streams.ingest.fastpath import fast_entity
 from atalaia.streams.ingest.geo import LocationError, check_point, geo_point_text, geometry_point
 from atalaia.streams.ingest.jsonparse import Duplicates, duplicates_in
 from atalaia.streams.ingest.options import IngestOptions
@@ -17,7 +17,6 @@ from atalaia.streams.ingest.timeparse import parse_observation_time
 from atalaia.streams.observation import format_time
 
 MAX_ID_CHARS = 1024
-FAST_PATH = True  # tests switch it off to compare with the general path
 
 
 @dataclass(slots=True)
@@ -75,8 +74,13 @@ def _entity_type(raw: Any) -> str | None:
 
 def normalise_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult) -> None:
     """Append the Observations of one entity to ``out`` (or its rejections / ignore note)."""
-    if FAST_PATH and type(raw) is dict and not ctx.duplicates and fast_entity(raw, ctx, out):
+    if fastpath.ENABLED and type(raw) is dict and not ctx.duplicates and fastpath.fast_entity(raw, ctx, out):
         return
+    general_entity(raw, where, ctx, out)
+
+
+def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult) -> None:
+    """``normalise_entity`` without the fast path."""
     if type(raw) is not dict:
         out.rejections.append(
             Rejection(
@@ -253,7 +257,17 @@ def _location(
     return point
 
 
+_last_limit: tuple[datetime, float, datetime] | None = None  # a batch shares its reception clock
+
+
 def future_limit(reference: datetime | None, options: IngestOptions) -> datetime | None:
+    global _last_limit
     if reference is None:
         return None
-    return reference + timedelta(seconds=options.future_tolerance_s)
+    tolerance = options.future_tolerance_s
+    last = _last_limit
+    if last is not None and last[0] is reference and last[1] == tolerance:
+        return last[2]
+    limit = reference + timedelta(seconds=tolerance)
+    _last_limit = (reference, tolerance, limit)
+    return limit

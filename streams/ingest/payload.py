@@ -14,15 +14,18 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from atalaia.streams.ingest import fastpath
 from atalaia.streams.ingest.entity import (
     PayloadContext,
     context_error,
     future_limit,
+    general_entity,
     normalise_entity,
     rejected_duplicates,
 )
+from atalaia.streams.ingest.fastpath import fast_entity
 from atalaia.streams.ingest.jsonparse import Duplicates, JSONRejected, decode
-from atalaia.streams.ingest.observations import looks_like_observation, normalise_observation
+from atalaia.streams.ingest.observations import CONTRACT_KEYS, looks_like_observation, normalise_observation
 from atalaia.streams.ingest.options import DEFAULT_OPTIONS, IngestOptions
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
@@ -73,10 +76,11 @@ def _parse(
     opts: IngestOptions,
     out: IngestResult,
 ) -> None:
-    if isinstance(body, str):
-        body = body.encode("utf-8", "surrogatepass")
-    elif not isinstance(body, bytes):
-        body = bytes(body)
+    if type(body) is not bytes:
+        if isinstance(body, str):
+            body = body.encode("utf-8", "surrogatepass")
+        elif not isinstance(body, bytes):
+            body = bytes(body)
     out.digest = hashlib.blake2b(body, digest_size=12).hexdigest()
     hdrs = {k.lower(): v for k, v in headers.items()} if headers else {}
     content_type = (content_type or hdrs.get("content-type") or "").lower()
@@ -104,7 +108,10 @@ def _parse(
         out.format = "array"
         _items(doc, "", ctx, out)
     elif type(doc) is dict:
-        _object(doc, ctx, received_at, v2_hint, out)
+        if "data" in doc and (doc.get("type") == "Notification" or "subscriptionId" in doc):
+            _notification(doc, ctx, received_at, v2_hint, out)  # what _object would do first
+        else:
+            _object(doc, ctx, received_at, v2_hint, out)
         if dups:
             _duplicate_in_envelope(doc, dups, out)
     else:
@@ -117,12 +124,15 @@ def _parse(
 
 
 def _items(items: list, prefix: str, ctx: PayloadContext, out: IngestResult) -> None:
+    fast = fastpath.ENABLED and not ctx.duplicates
     for i, item in enumerate(items):
-        where = f"{prefix}[{i}]"
-        if looks_like_observation(item):
-            normalise_observation(item, where, ctx, out)
-        else:
-            normalise_entity(item, where, ctx, out)
+        if type(item) is dict:
+            if item.keys() >= CONTRACT_KEYS:
+                normalise_observation(item, f"{prefix}[{i}]", ctx, out)
+                continue
+            if fast and fast_entity(item, ctx, out):
+                continue
+        general_entity(item, f"{prefix}[{i}]", ctx, out)
 
 
 def _object(
@@ -178,7 +188,7 @@ def _notification(
     out.format = "ngsi-ld/notification" if ld else "ngsi-v2/notification"
     nid = doc.get("id")
     out.notification_id = nid if type(nid) is str and nid else None
-    if not _context_ok(doc, out):
+    if "@context" in doc and not _context_ok(doc, out):
         return
     notified = doc.get("notifiedAt")
     if type(notified) is str:
@@ -194,6 +204,10 @@ def _notification(
                 ctx.future_limit = future_limit(pt.time, ctx.options)
     data = doc["data"]
     if type(data) is list:
+        if len(data) == 1 and fastpath.ENABLED and not ctx.duplicates:  # the usual notification
+            item = data[0]
+            if type(item) is dict and not item.keys() >= CONTRACT_KEYS and fast_entity(item, ctx, out):
+                return
         _items(data, "data", ctx, out)
     elif type(data) is dict and data.get("type") == "FeatureCollection":
         out.format += "/geojson"

@@ -1,0 +1,405 @@
+"""The hot path: one well-formed entity -> Observations in a single pass.
+
+``fast_entity`` does what ``entity.normalise_entity`` (reader + ``_emit``) does for the entities
+that make up nearly all traffic: NGSI-LD normalized / concise / keyValues attributes, NGSI-v2
+normalized / keyValues attributes, a Point location, observation times in any RFC 3339 form. It
+reads the entity once, without the intermediate ``Parts``/``Measurement`` objects, and returns
+False, having written nothing, as soon as it meets anything that would be refused or needs the
+general reader (an attribute refusal, a missing or bad time, multi-attribute instances, expanded
+attribute names, non-Point geometries, duplicate keys ...). The general path then handles the entity
+from the start, so its rejections and warnings stay the only source of those. ``tests/
+test_ingest_fastpath.py`` checks that both paths give the same result on generated payloads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from atalaia.streams.ingest.attributes import (
+    _DATETIME_TEXT,
+    GEOMETRY_TYPES,
+    LD_TYPES,
+    RESERVED,
+    TIME_FIELDS,
+    V2_NUMBER_TYPES,
+    _meta_value,
+    number_like_text,
+    time_text,
+)
+from atalaia.streams.ingest.build import _FAST as _BUILD_FAST
+from atalaia.streams.ingest.build import _FIELDS_SET, build_observation
+from atalaia.streams.ingest.geo import LocationError, check_point
+from atalaia.streams.ingest.timeparse import parse_observation_time
+from atalaia.streams.observation import Observation, format_time
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from atalaia.streams.ingest.entity import PayloadContext
+    from atalaia.streams.ingest.result import IngestResult
+
+ENABLED = True  # tests switch it off to compare with the general path
+MAX_ID_CHARS = 1024
+_V2_TEXT_TYPES = frozenset({"Relationship", "Text", "String"})
+_setattr = object.__setattr__
+_new = Observation.__new__
+
+# Attribute names repeat across entities and payloads: classify each name once.
+_SKIP, _BAIL, _TIME, _PLAIN = 0, 1, 2, 3
+_NAMES_MAX = 4096
+_names: dict[str, int] = {}
+
+
+def _classify(name: str) -> int:
+    if name in RESERVED:
+        k = _SKIP
+    elif not name or name.startswith("http"):  # empty, or an expanded URI (short_name needed)
+        k = _BAIL
+    elif name in TIME_FIELDS:
+        k = _TIME
+    else:
+        k = _PLAIN
+    if len(_names) >= _NAMES_MAX:
+        _names.clear()
+    _names[name] = k
+    return k
+
+
+class _Bail(Exception):
+    """Raised inside the reader: this entity needs the general path."""
+
+
+def _label(labels: dict[str, str], name: str, text: str, max_label: int) -> None:
+    """``_Reader.label``: text that is not too long and not a date-time."""
+    if len(text) <= max_label and not (len(text) > 10 and text[4] == "-" and _DATETIME_TEXT.match(text)):
+        labels[name] = text
+
+
+def _structured(labels: dict[str, str], name: str, value: dict, max_label: int) -> None:
+    if name == "address":
+        for k, v in value.items():
+            if type(v) is str and k != "type":
+                _label(labels, f"address.{k}", v, max_label)
+
+
+def _value(
+    measurements: list,
+    labels: dict[str, str],
+    name: str,
+    v: Any,
+    unit: Any,
+    time: Any,
+    declared: bool,
+    max_label: int,
+) -> None:
+    """``_Reader.measurement_value``; raises _Bail where that would refuse the attribute."""
+    tv = type(v)
+    if tv is int or (tv is float and v - v == 0.0):
+        if time is not None and type(time) is not str:
+            raise _Bail  # refused later as a bad time
+        measurements.append((name, float(v), unit if type(unit) is str else None, time))
+    elif tv is str:
+        if number_like_text(v, declared or unit is not None or time is not None):
+            raise _Bail
+        if not declared:
+            _label(labels, name, v, max_label)
+    elif tv is float or declared:
+        raise _Bail
+    elif tv is dict:
+        _structured(labels, name, v, max_label)
+
+
+def _v2(measurements: list, labels: dict[str, str], name: str, kind: str, v: dict, max_label: int) -> Any:
+    """``_Reader.v2_attribute``; returns the location value when this is the location."""
+    if "value" not in v and "metadata" not in v:
+        _structured(labels, name, v, max_label)
+        return None
+    meta = v.get("metadata")
+    unit = time = None
+    if type(meta) is dict and meta:
+        unit = _meta_value(meta.get("unitCode"))
+        time = _meta_value(meta.get("TimeInstant")) or _meta_value(meta.get("observedAt"))
+    val = v.get("value")
+    if kind in V2_NUMBER_TYPES:
+        _value(measurements, labels, name, val, unit, time, True, max_label)
+    elif kind == "geo:json" or kind == "geo:point":
+        if name == "location":
+            return _Location(val)
+    elif kind == "DateTime":
+        return None
+    elif kind in _V2_TEXT_TYPES:
+        if type(val) is str:
+            _label(labels, name, val, max_label)
+    else:
+        tv = type(val)
+        if tv is int or (tv is float and val - val == 0.0):
+            _value(measurements, labels, name, val, unit, time, False, max_label)
+        elif tv is str:
+            _label(labels, name, val, max_label)
+        elif tv is dict:
+            _structured(labels, name, val, max_label)
+    return None
+
+
+class _Location:
+    __slots__ = ("geometry",)
+
+    def __init__(self, geometry: Any) -> None:
+        self.geometry = geometry
+
+
+def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
+    """Normalise ``raw`` into ``out`` and return True, or return False having touched nothing.
+
+    The caller has checked that ``raw`` is a dict and that the payload has no duplicate keys."""
+    eid = raw.get("id")
+    if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS:
+        return False
+    etype = raw.get("type")
+    if type(etype) is not str or not etype or etype.startswith("http"):
+        return False
+    opts = ctx.options
+    accepted = opts.accepted_types
+    if accepted is not None and etype not in accepted:
+        return False
+    dialect = ctx.dialect
+    if "@context" in raw:
+        c = raw["@context"]
+        if type(c) is not str and type(c) is not dict:
+            if type(c) is not list:
+                return False
+            for item in c:
+                if type(item) is not str and type(item) is not dict:
+                    return False
+        dialect = "ld"
+    max_label = opts.max_label_chars
+    measurements: list[tuple[str, float, str | None, str | None]] = []
+    append = measurements.append
+    labels: dict[str, str] = {}
+    times: dict[str, Any] | None = None
+    geometry: Any = None
+    has_location = False
+    names = _names
+    try:
+        for name, v in raw.items():
+            k = names.get(name)
+            if k is None:
+                k = _classify(name)
+            if k != _PLAIN:
+                if k == _SKIP:
+                    continue
+                if k == _BAIL:
+                    return False
+                if times is None:
+                    times = {}
+                times[name] = v
+                continue
+            t = type(v)
+            if t is dict:
+                kind = v.get("type")
+                if kind == "Property" or kind is None:
+                    if "value" in v:
+                        val = v["value"]
+                        tv = type(val)
+                        if tv is int or (tv is float and val - val == 0.0):
+                            unit = v.get("unitCode")
+                            at = v.get("observedAt")
+                            if at is not None and type(at) is not str:
+                                return False
+                            append((name, float(val), unit if type(unit) is str else None, at))
+                        elif (
+                            tv is str
+                            and val[:1].isalpha()
+                            and len(val) <= max_label
+                            and "unitCode" not in v
+                            and "observedAt" not in v
+                        ):
+                            labels[name] = val  # starts with a letter: neither a number nor a date-time
+                        else:
+                            _value(
+                                measurements,
+                                labels,
+                                name,
+                                val,
+                                v.get("unitCode"),
+                                v.get("observedAt"),
+                                False,
+                                max_label,
+                            )
+                    elif kind is not None:
+                        return False  # a Property without value: refused
+                    elif "object" in v:
+                        obj = v["object"]
+                        if type(obj) is str:
+                            _label(labels, name, obj, max_label)
+                    elif name == "address":
+                        _structured(labels, name, v, max_label)
+                elif kind == "Relationship":
+                    obj = v.get("object")
+                    if type(obj) is str and len(obj) <= max_label:
+                        labels[name] = obj  # as the general reader: a target is a label as is
+                elif kind == "GeoProperty":
+                    if name == "location":
+                        geometry = v.get("value")
+                        has_location = True
+                elif type(kind) is not str:
+                    return False
+                elif kind in GEOMETRY_TYPES and ("coordinates" in v or kind == "GeometryCollection"):
+                    if name == "location":
+                        geometry = v
+                        has_location = True
+                elif kind in LD_TYPES:
+                    continue  # LanguageProperty, JsonProperty ...: never a measurement or label
+                elif dialect == "v2":
+                    loc = _v2(measurements, labels, name, kind, v, max_label)
+                    if loc is not None:
+                        geometry = loc.geometry
+                        has_location = True
+                elif "value" in v or "object" in v:
+                    return False  # an NGSI-LD attribute of an unknown type: refused
+                elif name == "address":
+                    _structured(labels, name, v, max_label)
+            elif t is float or t is int:
+                if t is float and v - v != 0.0:
+                    return False
+                append((name, float(v), None, None))
+            elif t is str:
+                if v[:1].isalpha():  # neither a number nor a date-time
+                    if len(v) <= max_label:
+                        labels[name] = v
+                elif number_like_text(v, False):
+                    return False
+                elif len(v) <= max_label and not (len(v) > 10 and v[4] == "-" and _DATETIME_TEXT.match(v)):
+                    labels[name] = v
+            elif t is list and v and type(v[0]) is dict:
+                return False  # multi-attribute instances
+    except _Bail:
+        return False
+
+    if not measurements:
+        out.ignored.append(f"{eid} ({etype}): no numeric attribute, nothing to observe")
+        return True
+
+    quality: list[str] = []
+    location = None
+    if has_location:
+        if type(geometry) is not dict or geometry.get("type") != "Point":
+            return False
+        coords = geometry.get("coordinates")
+        if type(coords) is not list or len(coords) < 2:
+            return False
+        lon, lat = coords[0], coords[1]
+        tx, ty = type(lon), type(lat)
+        if not (tx is float or tx is int) or not (ty is float or ty is int):
+            return False
+        lon, lat = float(lon), float(lat)
+        if not (lon - lon == 0.0 and lat - lat == 0.0):
+            return False
+        location = (lon, lat)
+        area = opts.area_of_interest
+        if not (
+            -180.0 <= lon <= 180.0
+            and -90.0 <= lat <= 90.0
+            and area[0] <= lon <= area[2]
+            and area[1] <= lat <= area[3]
+        ):
+            try:
+                warning = check_point(location, area)
+            except LocationError:
+                return False
+            if warning:
+                quality.append(warning)
+
+    entity_text = entity_pt = None
+    if times:
+        for field in TIME_FIELDS:
+            if field in times:
+                tv = times[field]
+                entity_text = tv if type(tv) is str else time_text(field, tv)[0]
+                break
+        if entity_text is not None:
+            entity_pt = parse_observation_time(entity_text)
+            if entity_pt.time is None:
+                entity_pt = None
+
+    # group by observation time (nearly always one group)
+    first_t = None
+    attrs: dict[str, float] = {}
+    units: dict[str, str] = {}
+    groups: dict[datetime, tuple[dict[str, float], dict[str, str]]] | None = None
+    unzoned: set[str] | None = None
+    for name, value, unit, at in measurements:
+        if at is not None:
+            pt = parse_observation_time(at)
+            if pt.time is None:
+                return False
+            if not pt.zoned:
+                if unzoned is None:
+                    unzoned = set()
+                unzoned.add(at)
+        elif entity_pt is not None:
+            pt = entity_pt
+            if not pt.zoned:
+                if unzoned is None:
+                    unzoned = set()
+                unzoned.add(entity_text)  # type: ignore[arg-type]
+        else:
+            return False  # no observation time
+        tm = pt.time
+        if first_t is None:
+            first_t = tm
+        elif tm is not first_t and tm != first_t:
+            if groups is None:
+                groups = {first_t: (attrs, units)}  # type: ignore[dict-item]
+            group = groups.get(tm)  # type: ignore[arg-type]
+            if group is None:
+                group = groups[tm] = ({}, {})  # type: ignore[index]
+            group[0][name] = value
+            if unit is not None:
+                group[1][name] = unit
+            continue
+        attrs[name] = value
+        if unit is not None:
+            units[name] = unit
+
+    if unzoned:
+        for text in sorted(unzoned):
+            quality.append(f"time-without-zone: {text!r} has no UTC offset; UTC assumed")
+    warnings = out.warnings
+    for q in quality:
+        warnings.append(f"{eid}: {q}")
+    limit = ctx.future_limit
+    source = ctx.source
+    observations = out.observations
+    for tm in sorted(groups) if groups is not None else (first_t,):
+        if groups is not None:
+            attrs, units = groups[tm]
+        q = quality
+        if limit is not None and tm > limit:
+            skew = f"future-time: {format_time(tm)} is ahead of the reception clock beyond the tolerance (clock skew?)"
+            q = [*quality, skew]
+            warnings.append(f"{eid}: {skew}")
+        if _BUILD_FAST:
+            o = _new(Observation)
+            _setattr(
+                o,
+                "__dict__",
+                {
+                    "time": tm,
+                    "entity": eid,
+                    "type": etype,
+                    "attributes": attrs,
+                    "location": location,
+                    "source": source,
+                    "units": units,
+                    "labels": labels,
+                    "quality": q,
+                },
+            )
+            _setattr(o, "__pydantic_fields_set__", set(_FIELDS_SET))
+            _setattr(o, "__pydantic_extra__", None)
+            _setattr(o, "__pydantic_private__", None)
+        else:  # pragma: no cover - only if the contract model changes shape
+            o = build_observation(tm, eid, etype, attrs, location, source, units, labels, q)
+        observations.append(o)
+    return True
