@@ -39,7 +39,7 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
             Rejection("observation has no type", "entity", "missing-type", entity=eid, detail=where)
         )
         return
-    if rejected_duplicates(raw, eid, where, ctx, out):
+    if ctx.duplicates and rejected_duplicates(raw, eid, where, ctx, out):
         return
     accepted = ctx.options.accepted_types
     if accepted is not None and etype not in accepted:
@@ -59,9 +59,8 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
             )
         )
         return
-    quality = (
-        [q for q in raw.get("quality") or () if type(q) is str] if type(raw.get("quality")) is list else []
-    )
+    given_quality = raw.get("quality")
+    quality = [q for q in given_quality if type(q) is str] if type(given_quality) is list else []
     carried = len(quality)
     given = raw["attributes"]
     if type(given) is not dict:
@@ -77,7 +76,8 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
         return
     attrs: dict[str, float] = {}
     for name, v in given.items():
-        if is_number(v):
+        tv = type(v)
+        if (tv is float and v - v == 0.0) or tv is int:  # is_number, inlined
             attrs[name] = float(v)
             continue
         if type(v) is str and number_like_text(v, True):
