@@ -31,7 +31,8 @@ _cache: dict[str, ParsedTime] = {}  # text -> result; cleared when full (the fun
 # that text, so the publishing encoder does not format it again (see encode.py)
 formatted: dict[datetime, str] = {}
 # What brokers send nearly always: UTC with "Z", seconds, at most microseconds (ASCII digits only).
-_CANONICAL = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z", re.ASCII)
+_fromisoformat = datetime.fromisoformat
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z", re.ASCII)
 
 
 def parse_observation_time(text: str) -> ParsedTime:
@@ -51,18 +52,15 @@ def parse_observation_time(text: str) -> ParsedTime:
 def _canonical(text: str) -> ParsedTime | None:
     """``_parse`` for ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` without the general machinery; None when
     the text has another form or is not a plausible date-time (``_parse`` then says why)."""
-    m = _CANONICAL.fullmatch(text)
-    if m is None:
-        return None
-    y, mo, d, h, mi, s, f = m.groups()
-    year = int(y)
-    if year < MIN_YEAR:
+    if _CANONICAL.fullmatch(text) is None:
         return None
     try:
-        t = datetime(year, int(mo), int(d), int(h), int(mi), int(s), int(f.ljust(6, "0")) if f else 0, UTC)
+        t = _fromisoformat(text)  # UTC (the "Z"), the same value _parse computes
     except ValueError:
         return None
-    if not f or f[-1] != "0":  # the text is exactly what format_time(t) returns
+    if t.year < MIN_YEAR or t.tzinfo is not UTC:
+        return None
+    if len(text) == 20 or text[-2] != "0":  # the text is exactly what format_time(t) returns
         if len(formatted) >= _CACHE_MAX:
             formatted.clear()
         formatted[t] = text
