@@ -19,7 +19,7 @@ run: install  ## start the all-in-one demo: embedded broker, worker, ingest, con
 
 test: install  ## the whole test suite (unit, property, integration on a real broker)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: install  ## benchmarks that print figures and ratios (not part of make test)
 	$(BIN)/python -m benchmarks
