@@ -81,6 +81,25 @@ def per_key(transitions: list[dict]) -> dict[tuple[str, str], list[tuple]]:
     return dict(out)
 
 
+def halves(history: Path, n: int) -> tuple[Path, Path]:
+    """The history split in two files (before and after the kill)."""
+    lines = history.read_text().splitlines()
+    first, second = history.with_name("a.jsonl"), history.with_name("b.jsonl")
+    first.write_text("\n".join(lines[: n // 2]) + "\n")
+    second.write_text("\n".join(lines[n // 2 :]) + "\n")
+    return first, second
+
+
+def env_for(rules: Path, idle_s: int) -> dict[str, str]:
+    """Whole backlogs arrive at once, so partitions interleave by far more than the default 5 s
+    of event-time slack: the reorder buffer restores time order until the stream idles."""
+    return {
+        "ATALAIA_RULES_PATHS": json.dumps([str(rules)]),
+        "ATALAIA_REORDER_S": "100000",
+        "ATALAIA_REORDER_IDLE_S": str(idle_s),
+    }
+
+
 def send(env: dict, path: Path) -> None:
     r = subprocess.run([ATALAIA, "send", str(path)], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -95,18 +114,9 @@ def test_live_transitions_equal_replay_across_a_worker_kill(broker, topic_prefix
     assert len(expected) > 30, "the history should exercise the rules"
     assert any(t["rule"] == "parish-max" for t in expected), "a label-keyed rule fires too"
 
-    lines = history.read_text().splitlines()
-    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    first.write_text("\n".join(lines[: n // 2]) + "\n")
-    second.write_text("\n".join(lines[n // 2 :]) + "\n")
+    first, second = halves(history, n)
 
-    # the whole backlog arrives at once, so partitions interleave by far more than the default
-    # 5 s of event-time slack: let the reorder buffer restore time order until the stream idles
-    env = {
-        "ATALAIA_RULES_PATHS": json.dumps([str(rules)]),
-        "ATALAIA_REORDER_S": "100000",
-        "ATALAIA_REORDER_IDLE_S": "3",
-    }
+    env = env_for(rules, idle_s=3)
     w = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     send(w.env, first)
     deadline = time.monotonic() + 60
@@ -194,16 +204,8 @@ def test_two_workers_share_partitions_and_take_over_on_a_kill(broker, topic_pref
     history = tmp_path / "history.jsonl"
     n = make_history(history, entities=9, steps=120, seed=11)
     expected = replay(rules, history)
-    lines = history.read_text().splitlines()
-    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    first.write_text("\n".join(lines[: n // 2]) + "\n")
-    second.write_text("\n".join(lines[n // 2 :]) + "\n")
-    # the failover takes a session timeout (~10 s): the reorder buffer must not flush meanwhile
-    env = {
-        "ATALAIA_RULES_PATHS": json.dumps([str(rules)]),
-        "ATALAIA_REORDER_S": "100000",
-        "ATALAIA_REORDER_IDLE_S": "25",
-    }
+    first, second = halves(history, n)
+    env = env_for(rules, idle_s=25)  # the failover takes a session timeout (~10 s): no flush meanwhile
     a = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     b = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     deadline = time.monotonic() + 60
