@@ -333,20 +333,52 @@ class BatchStage(Service):
         STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
 
     async def _produce(self, outs: list[Out]) -> None:
+        """Send ``outs`` and wait until the broker has acknowledged every one. Large batches go
+        as per-partition record batches (the producer's per-message path costs about twice the
+        CPU); partitions are chosen by the producer's own partitioner, as ``send`` would."""
         if not outs:
             return
-        futures = []
-        send = self.producer.send
-        for o in outs:
-            futures.append(
-                await send(f"{self.prefix}.{o.topic}", o.value, key=o.key, headers=o.headers or None)
-            )
-        await asyncio.gather(*futures)
         counts: dict[str, int] = {}
         for o in outs:
             counts[o.topic] = counts.get(o.topic, 0) + 1
+        if len(outs) < 64:
+            send = self.producer.send
+            futures = [
+                await send(f"{self.prefix}.{o.topic}", o.value, key=o.key, headers=o.headers or None)
+                for o in outs
+            ]
+        else:
+            futures = await self._send_batches(outs, counts)
+        await asyncio.gather(*futures)
         for topic, c in counts.items():
             STAGE_OUTPUTS.labels(self.name, topic).inc(c)
+
+    async def _send_batches(self, outs: list[Out], counts: dict[str, int]) -> list[Any]:
+        producer = self.producer
+        groups: dict[tuple[str, int], list[Out]] = {}
+        for topic in counts:
+            name = f"{self.prefix}.{topic}"
+            parts = sorted(await producer.partitions_for(name))
+            for o in (o for o in outs if o.topic == topic):
+                part = producer._partitioner(o.key, parts, parts)
+                groups.setdefault((name, part), []).append(o)
+        futures = []
+        for (name, part), items in groups.items():
+            batch = producer.create_batch()
+            for o in items:
+                if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
+                    futures.append(await producer.send_batch(batch, name, partition=part))
+                    batch = producer.create_batch()
+                    if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
+                        # larger than a batch on its own: the per-message path takes it
+                        futures.append(
+                            await producer.send(
+                                name, o.value, key=o.key, partition=part, headers=o.headers or None
+                            )
+                        )
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, name, partition=part))
+        return futures
 
     async def _ticker(self) -> None:
         while not self.should_stop:
