@@ -1,6 +1,6 @@
-"""The production SQL projection: the incidents and projection stages on the real broker write to
-PostgreSQL (127.0.0.1:5432, database ``test``, a schema of its own), and the tables match the
-``atalaia.incidents`` topic."""
+"""The Porto storm on the real broker: the incidents and projection stages write to PostgreSQL
+(127.0.0.1:5432, database ``test``, a schema of its own) and the tables match the
+``atalaia.incidents`` topic; the live alarm-load KPIs report the flood."""
 
 from __future__ import annotations
 
@@ -55,6 +55,17 @@ def test_storm_projected_into_postgresql(broker, topic_prefix, make_worker, tmp_
         for e in sorted({e["id"]: e for e in events}.values(), key=lambda e: (e["incident"], e["version"])):
             latest[e["incident"]] = e
         assert 1 < len(latest) < len(storm) / 5, "a storm becomes a handful of incidents"
+        import httpx
+
+        # the live EEMUA 191 KPIs (on /metrics) saw the storm flood the operator positions
+        metrics = {}
+        for line in httpx.get(f"{w.url}/metrics", timeout=5).text.splitlines():
+            if line.startswith("atalaia_") and " " in line:
+                name, value = line.rsplit(" ", 1)
+                metrics[name] = float(value)
+        assert metrics['atalaia_alarms_per_window_peak{position="all"}'] > 10, "more than 10 alarms in 10 min"
+        assert metrics['atalaia_alarm_flood_time_ratio{position="all"}'] > 0
+        assert metrics["atalaia_chattering_flagged_total"] > 0
         proj = Projection.connect(PG_URL, schema=schema, migrate=False)
         try:
             rows = {r["id"]: (r["version"], r["state"], r["severity"]) for r in proj.incidents(limit=1000)}
