@@ -92,28 +92,40 @@ async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
     return n / dt
 
 
-async def ingest_stage(bootstrap: str, prefix: str, n: int, state: Path) -> float:
-    settings = Settings(topic_prefix=prefix)
-    stage = BatchStage(
-        name="ingest",
+def stage(name: str, source: str, bootstrap: str, prefix: str, state: Path, make_core) -> BatchStage:
+    """The worker's own stage class, on a fresh consumer group."""
+    return BatchStage(
+        name=name,
         bootstrap=bootstrap,
         prefix=prefix,
-        source="events",
-        group=f"{prefix}-ing-{uuid.uuid4().hex[:6]}",
+        source=source,
+        group=f"{prefix}-{name}-{uuid.uuid4().hex[:6]}",
         state_dir=state,
-        make_core=lambda p, s: IngestCore(settings, s),
         checkpoint_s=5.0,
+        make_core=make_core,
     )
-    await stage.start()
-    while stage.processed == 0:
+
+
+async def measure(stages: list[BatchStage], n: int) -> float:
+    """Events/s from the first record the first stage reads until the last stage has read n."""
+    for s in stages:
+        await s.start()
+    first_stage, last_stage = stages[0], stages[-1]
+    while first_stage.processed == 0:
         await asyncio.sleep(0.001)
-    t0 = time.perf_counter() - 0.0
-    first = stage.processed
-    while stage.processed < n:
+    t0, first = time.perf_counter(), first_stage.processed
+    while last_stage.processed < n:
         await asyncio.sleep(0.002)
     dt = time.perf_counter() - t0
-    await stage.stop()
+    for s in stages:
+        await s.stop()
     return (n - first) / dt
+
+
+async def ingest_stage(bootstrap: str, prefix: str, n: int, state: Path) -> float:
+    settings = Settings(topic_prefix=prefix)
+    ingest = stage("ingest", "events", bootstrap, prefix, state, lambda p, s: IngestCore(settings, s))
+    return await measure([ingest], n)
 
 
 async def pipeline(bootstrap: str, prefix: str, n: int, state: Path) -> float:
@@ -123,39 +135,16 @@ async def pipeline(bootstrap: str, prefix: str, n: int, state: Path) -> float:
 
     settings = Settings(topic_prefix=prefix, allowed_lateness_s=1e9)
     files, detectors = RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml")
-    tag = uuid.uuid4().hex[:6]
-    ingest = BatchStage(
-        name="ingest",
-        bootstrap=bootstrap,
-        prefix=prefix,
-        source="events",
-        group=f"{prefix}-i-{tag}",
-        state_dir=state,
-        checkpoint_s=5.0,
-        make_core=lambda p, s: IngestCore(settings, s),
+    ingest = stage("ingest", "events", bootstrap, prefix, state, lambda p, s: IngestCore(settings, s))
+    rules = stage(
+        "rules",
+        "observations",
+        bootstrap,
+        prefix,
+        state,
+        lambda p, s: RulesCore(files, detectors, settings, s),
     )
-    rules = BatchStage(
-        name="rules",
-        bootstrap=bootstrap,
-        prefix=prefix,
-        source="observations",
-        group=f"{prefix}-r-{tag}",
-        state_dir=state,
-        checkpoint_s=5.0,
-        make_core=lambda p, s: RulesCore(files, detectors, settings, s),
-    )
-    await ingest.start()
-    await rules.start()
-    while ingest.processed == 0:
-        await asyncio.sleep(0.001)
-    t0 = time.perf_counter()
-    first = ingest.processed
-    while rules.processed < n:
-        await asyncio.sleep(0.002)
-    dt = time.perf_counter() - t0
-    await ingest.stop()
-    await rules.stop()
-    return (n - first) / dt
+    return await measure([ingest, rules], n)
 
 
 async def main(n: int) -> None:

@@ -4,11 +4,13 @@ never stopped."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from atalaia.incidents.config import IncidentConfig
+from atalaia.incidents.config import ActionName, IncidentConfig, RoleName
 from atalaia.incidents.events import CommandReply, IncidentEvent
 from atalaia.incidents.manager import IncidentManager
 from atalaia.incidents.testing import at_s, transition
@@ -23,19 +25,8 @@ ALARMS = [  # (rule, key, labels)
     ("station-power-failure", "st-1", {"parish": "Ribeira", "station": "st-1"}),
     ("station-power-failure", "st-2", {"parish": "Foz", "station": "st-2"}),
 ]
-ACTIONS = [
-    "acknowledge",
-    "shelve",
-    "unshelve",
-    "comment",
-    "assign",
-    "close",
-    "suppress",
-    "unsuppress",
-    "out-of-service",
-    "return-to-service",
-]
-ROLES = ["operator", "supervisor", "engineer", "viewer"]
+ACTIONS = list(get_args(ActionName))
+ROLES = list(get_args(RoleName))
 CONFIG = IncidentConfig.model_validate(
     {
         "correlation": {"window": "5m"},
