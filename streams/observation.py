@@ -13,14 +13,21 @@ Atalaia adds optional keys (consumers must ignore keys they do not know):
   ``areaServed`` ...), used by rule ``where`` filters and incident correlation;
 * ``quality``: data-quality warnings attached at ingest (time without zone, clock skew, location
   outside the area of interest ...);
-* ``id``: deterministic id = hash(entity, time, attributes), so redeliveries can be deduplicated.
+* ``id``: deterministic id = hash(entity, time, attributes) (and the tenant, when there is one), so
+  redeliveries can be deduplicated;
+* ``time_source``: where ``time`` comes from: ``observed`` (the attribute's ``observedAt`` or the
+  entity's ``dateObserved``/``TimeInstant``...), ``notified`` (the NGSI-LD notification's
+  ``notifiedAt``) or ``received`` (when Atalaia received the payload). Always written;
+* ``tenant`` / ``service_path``: the ``NGSILD-Tenant`` (else ``Fiware-Service``) and
+  ``Fiware-ServicePath`` headers the payload came with; absent when there are none (the default,
+  single tenant). Entity identity is (tenant, entity): see :func:`entity_key`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
@@ -42,9 +49,26 @@ def parse_time(s: str) -> datetime:
     return t.astimezone(UTC)
 
 
-def observation_id(entity: str, time: str, attributes: dict[str, float]) -> str:
-    body = orjson.dumps([entity, time, attributes], option=orjson.OPT_SORT_KEYS)
+TIME_SOURCES = ("observed", "notified", "received")
+
+
+def observation_id(entity: str, time: str, attributes: dict[str, float], tenant: str | None = None) -> str:
+    parts = [entity, time, attributes] if tenant is None else [tenant, entity, time, attributes]
+    body = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=12).hexdigest()
+
+
+def entity_key(tenant: str | None, key: str) -> str:
+    """The identity of an entity (or an alarm key) across tenants: ``key`` itself without a tenant
+    (the single-city default, unchanged), else ``tenant|key``. Tenant names cannot hold ``|``
+    (ingest refuses them), so the tenant is everything before the first ``|``."""
+    return key if not tenant else f"{tenant}|{key}"
+
+
+def partition_key(d: dict[str, Any]) -> bytes:
+    """Kafka key of an observation (an ``Observation.__dict__`` or a decoded record): the entity
+    identity, so one entity of one tenant stays on one partition."""
+    return entity_key(d.get("tenant"), d["entity"]).encode()
 
 
 class Observation(BaseModel):
@@ -59,6 +83,9 @@ class Observation(BaseModel):
     units: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     quality: list[str] = Field(default_factory=list)
+    time_source: Literal["observed", "notified", "received"] = "observed"
+    tenant: str | None = None
+    service_path: str | None = None
 
     @field_validator("time", mode="before")
     @classmethod
@@ -77,11 +104,14 @@ class Observation(BaseModel):
 
     @property
     def id(self) -> str:
-        return observation_id(self.entity, format_time(self.time), self.attributes)
+        return observation_id(self.entity, format_time(self.time), self.attributes, self.tenant)
 
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
         d["location"] = list(self.location) if self.location else None
+        for k in ("tenant", "service_path"):  # absent without a tenant: the single-city shape
+            if d[k] is None:
+                del d[k]
         d["id"] = self.id
         return d
 

@@ -161,16 +161,26 @@ def test_distinct_observed_at_split_observations_and_sub_properties_are_not_meas
     assert (late.time, late.attributes, late.units) == (T, {"flow": 2150.0}, {"flow": "MQS"})
 
 
-def test_never_notified_at_created_at_or_modified_at() -> None:
+def test_never_created_at_or_modified_at_fallback_to_notified_at_then_received() -> None:
     e = water(height=prop(3.2), modifiedAt="2026-01-28T09:45:00Z", createdAt="2026-01-28T09:45:00Z")
-    r = parse_payload(ld(e))
+    (o,) = parse_payload(ld(e), received_at=datetime(2026, 1, 28, 9, 46, tzinfo=UTC)).observations
+    assert (o.time, o.time_source) == (datetime(2026, 1, 28, 9, 45, 2, tzinfo=UTC), "notified")
+    body = orjson.dumps({"subscriptionId": "s", "data": [{"id": "r1", "type": "Room", "temperature": 21}]})
+    (o,) = parse_payload(body, received_at=datetime(2026, 1, 28, 9, 46, tzinfo=UTC)).observations
+    assert (o.time, o.time_source) == (datetime(2026, 1, 28, 9, 46, tzinfo=UTC), "received")
+    # no notifiedAt and no reception clock: nothing to time it with
+    r = parse_payload(body)
     assert r.observations == [] and r.rejections[0].code == "missing-time"
 
 
-def test_some_attributes_without_time_are_refused_alone() -> None:
+def test_some_attributes_without_time_get_the_fallback_time_apart() -> None:
     r = parse_payload(ld(water(height=prop(3.2, observedAt="2026-01-28T09:45:00Z"), flow=prop(7))))
-    assert r.observations[0].attributes == {"height": 3.2}
-    assert [(x.scope, x.attribute, x.code) for x in r.rejections] == [("attribute", "flow", "missing-time")]
+    got = [(o.time, o.time_source, o.attributes) for o in r.observations]
+    assert got == [
+        (T, "observed", {"height": 3.2}),
+        (datetime(2026, 1, 28, 9, 45, 2, tzinfo=UTC), "notified", {"flow": 7.0}),
+    ]
+    assert r.rejections == []
 
 
 def test_expanded_uris_use_the_short_name() -> None:

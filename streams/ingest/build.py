@@ -12,7 +12,20 @@ from datetime import datetime
 
 from atalaia.streams.observation import Observation
 
-_FIELDS = ("time", "entity", "type", "attributes", "location", "source", "units", "labels", "quality")
+_FIELDS = (
+    "time",
+    "entity",
+    "type",
+    "attributes",
+    "location",
+    "source",
+    "units",
+    "labels",
+    "quality",
+    "time_source",
+    "tenant",
+    "service_path",
+)
 _FIELDS_SET = frozenset(_FIELDS)
 _setattr = object.__setattr__
 _FAST = (
@@ -33,6 +46,9 @@ def build_observation(
     units: dict[str, str],
     labels: dict[str, str],
     quality: list[str],
+    time_source: str = "observed",
+    tenant: str | None = None,
+    service_path: str | None = None,
 ) -> Observation:
     values = {
         "time": time,
@@ -44,6 +60,9 @@ def build_observation(
         "units": units,
         "labels": labels,
         "quality": quality,
+        "time_source": time_source,
+        "tenant": tenant,
+        "service_path": service_path,
     }
     if not _FAST:  # pragma: no cover - only if the contract model changes shape
         return Observation.model_construct(**values)

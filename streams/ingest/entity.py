@@ -28,6 +28,33 @@ class PayloadContext:
     options: IngestOptions
     future_limit: datetime | None  # observation times after this get a clock-skew warning
     duplicates: Duplicates | None  # the JSON had duplicate keys: look for them per entity
+    # time of the measurements that carry no observation time: the notification's notifiedAt
+    # ("notified"), else the reception time ("received"); None: no fallback, they are refused
+    fallback_time: datetime | None = None
+    fallback_source: str = "received"
+    tenant: str | None = None  # NGSILD-Tenant / Fiware-Service header
+    service_path: str | None = None  # Fiware-ServicePath header
+
+
+MAX_TENANT_CHARS = 64
+
+
+def header_text(v: str | None) -> str | None:
+    if v is None:
+        return None
+    v = v.strip()
+    return v or None
+
+
+def bad_tenant(tenant: str | None) -> str | None:
+    """Why a tenant header cannot name a tenant (it is part of entity and alarm keys), or None."""
+    if tenant is None:
+        return None
+    if len(tenant) > MAX_TENANT_CHARS:
+        return f"tenant is longer than {MAX_TENANT_CHARS} characters"
+    if any(c in "|/" or c.isspace() or not c.isprintable() for c in tenant):
+        return f"tenant {tenant[:40]!r} holds a space, '|', '/' or a control character; not a tenant name"
+    return None
 
 
 def context_error(ctx: Any) -> str | None:
@@ -157,10 +184,13 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
         entity_pt = parse_observation_time(entity_text)
         if entity_pt.time is None:
             entity_error, entity_pt = f"entity observation time {entity_pt.error}", None
-    groups: dict[datetime, tuple[dict[str, float], dict[str, str]]] = {}
+    groups: dict[tuple[datetime, str], tuple[dict[str, float], dict[str, str]]] = {}
     untimed: list[str] = []
     unzoned: set[str] = set()
+    fallback = ctx.fallback_time
+    used_fallback = False
     for m in parts.measurements:
+        source = "observed"
         if m.time is not None:
             pt = parse_observation_time(m.time)
             if pt.time is None:
@@ -178,21 +208,24 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
                 continue
             if not pt.zoned:
                 unzoned.add(m.time)
+            t = pt.time
         elif entity_pt is not None:
-            pt = entity_pt
-            if not pt.zoned:
+            if not entity_pt.zoned:
                 unzoned.add(entity_text)  # type: ignore[arg-type]
+            t = entity_pt.time
+        elif fallback is not None:
+            t, source, used_fallback = fallback, ctx.fallback_source, True
         else:
             untimed.append(m.name)
             continue
-        attrs, units = groups.setdefault(pt.time, ({}, {}))  # type: ignore[arg-type]
+        attrs, units = groups.setdefault((t, source), ({}, {}))  # type: ignore[arg-type]
         attrs[m.name] = m.value
         if m.unit is not None:
             units[m.name] = m.unit
     if untimed:
         reason = entity_error or (
-            "no observation time: no observedAt on the attribute and no "
-            f"{'/'.join(TIME_FIELDS)} on the entity"
+            "no observation time: no observedAt on the attribute, no "
+            f"{'/'.join(TIME_FIELDS)} on the entity, and no notifiedAt or reception time"
         )
         if not groups:
             out.rejections.append(Rejection(reason, "entity", "missing-time", entity=eid, detail=where))
@@ -204,19 +237,35 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
                     f"{name}: {reason}", "attribute", "missing-time", entity=eid, attribute=name, detail=where
                 )
             )
+    if used_fallback and entity_error:
+        quality.append(f"bad-time: {entity_error}; the {ctx.fallback_source} time is used")
     for text in sorted(unzoned):
         quality.append(f"time-without-zone: {text!r} has no UTC offset; UTC assumed")
     _warn(eid, quality, out)
     limit = ctx.future_limit
-    for t in sorted(groups):
-        attrs, units = groups[t]
+    tenant, service_path = ctx.tenant, ctx.service_path
+    for t, source in sorted(groups):
+        attrs, units = groups[(t, source)]
         q = quality
         if limit is not None and t > limit:
             skew = f"future-time: {format_time(t)} is ahead of the reception clock beyond the tolerance (clock skew?)"
             q = [*quality, skew]
             out.warnings.append(f"{eid}: {skew}")
         out.observations.append(
-            build_observation(t, eid, etype, attrs, location, ctx.source, units, parts.labels, q)
+            build_observation(
+                t,
+                eid,
+                etype,
+                attrs,
+                location,
+                ctx.source,
+                units,
+                parts.labels,
+                q,
+                source,
+                tenant,
+                service_path,
+            )
         )
 
 

@@ -311,16 +311,19 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 quality.append(warning)
 
     entity_text = entity_pt = None
+    entity_bad = False  # an entity time is there but unusable: the general path warns about it
     if times:
         for field in TIME_FIELDS:
             if field in times:
                 tv = times[field]
                 entity_text = tv if type(tv) is str else time_text(field, tv)[0]
+                entity_bad = entity_text is None
                 break
         if entity_text is not None:
             entity_pt = parse_observation_time(entity_text)
             if entity_pt.time is None:
-                entity_pt = None
+                entity_pt, entity_bad = None, True
+    fallback = None if entity_bad else ctx.fallback_time
 
     # group by observation time (nearly always one group)
     first_t = None
@@ -328,6 +331,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     units: dict[str, str] = {}
     groups: dict[datetime, tuple[dict[str, float], dict[str, str]]] | None = None
     unzoned: set[str] | None = None
+    fb_attrs: dict[str, float] | None = None  # measurements timed by the fallback
+    fb_units: dict[str, str] = {}
     for name, value, unit, at in measurements:
         if at is not None:
             pt = parse_observation_time(at)
@@ -343,6 +348,13 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 if unzoned is None:
                     unzoned = set()
                 unzoned.add(entity_text)  # type: ignore[arg-type]
+        elif fallback is not None:
+            if fb_attrs is None:
+                fb_attrs = {}
+            fb_attrs[name] = value
+            if unit is not None:
+                fb_units[name] = unit
+            continue
         else:
             return False  # no observation time
         tm = pt.time
@@ -370,10 +382,21 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
         warnings.append(f"{eid}: {q}")
     limit = ctx.future_limit
     source = ctx.source
+    tenant = ctx.tenant
+    service_path = ctx.service_path
     observations = out.observations
-    for tm in sorted(groups) if groups is not None else (first_t,):
-        if groups is not None:
-            attrs, units = groups[tm]
+    emit: list[tuple[Any, str, dict[str, float], dict[str, str]]]
+    if groups is not None:
+        emit = [(tm, "observed", a, u) for tm, (a, u) in groups.items()]
+    elif first_t is not None:
+        emit = [(first_t, "observed", attrs, units)]
+    else:
+        emit = []
+    if fb_attrs is not None:
+        emit.append((fallback, ctx.fallback_source, fb_attrs, fb_units))
+    if len(emit) > 1:
+        emit.sort(key=lambda e: (e[0], e[1]))  # the general path's order: by time, then source
+    for tm, time_source, attrs, units in emit:
         q = quality
         if limit is not None and tm > limit:
             skew = f"future-time: {format_time(tm)} is ahead of the reception clock beyond the tolerance (clock skew?)"
@@ -394,12 +417,17 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     "units": units,
                     "labels": labels,
                     "quality": q,
+                    "time_source": time_source,
+                    "tenant": tenant,
+                    "service_path": service_path,
                 },
             )
             _setattr(o, "__pydantic_fields_set__", set(_FIELDS_SET))
             _setattr(o, "__pydantic_extra__", None)
             _setattr(o, "__pydantic_private__", None)
         else:  # pragma: no cover - only if the contract model changes shape
-            o = build_observation(tm, eid, etype, attrs, location, source, units, labels, q)
+            o = build_observation(
+                tm, eid, etype, attrs, location, source, units, labels, q, time_source, tenant, service_path
+            )
         observations.append(o)
     return True

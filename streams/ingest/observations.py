@@ -10,11 +10,11 @@ from typing import Any
 
 from atalaia.streams.ingest.attributes import is_number, number_like_text
 from atalaia.streams.ingest.build import build_observation
-from atalaia.streams.ingest.entity import PayloadContext, rejected_duplicates
+from atalaia.streams.ingest.entity import PayloadContext, bad_tenant, rejected_duplicates
 from atalaia.streams.ingest.geo import LocationError, check_point
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
-from atalaia.streams.observation import format_time
+from atalaia.streams.observation import TIME_SOURCES, format_time
 
 CONTRACT_KEYS = frozenset({"time", "entity", "attributes"})
 
@@ -125,6 +125,16 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
             out.ignored.append(f"{eid} ({etype}): no attributes, nothing to observe")
         return
     src = raw.get("source")
+    time_source = raw.get("time_source")
+    if time_source not in TIME_SOURCES:
+        time_source = "observed"  # a record from before time_source, or a producer's own
+    tenant, service_path = ctx.tenant, ctx.service_path  # the headers win over the record
+    if tenant is None and service_path is None:
+        tenant, service_path = _text_or_none(raw.get("tenant")), _text_or_none(raw.get("service_path"))
+        bad = bad_tenant(tenant)
+        if bad:
+            out.rejections.append(Rejection(bad, "entity", "bad-tenant", entity=eid, detail=where))
+            return
     out.observations.append(
         build_observation(
             pt.time,
@@ -136,5 +146,12 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
             _text_map(raw.get("units")),
             _text_map(raw.get("labels")),
             quality,
+            time_source,
+            tenant,
+            service_path,
         )
     )
+
+
+def _text_or_none(v: Any) -> str | None:
+    return v if type(v) is str and v else None

@@ -17,9 +17,11 @@ from typing import Any
 from atalaia.streams.ingest import fastpath
 from atalaia.streams.ingest.entity import (
     PayloadContext,
+    bad_tenant,
     context_error,
     future_limit,
     general_entity,
+    header_text,
     normalise_entity,
     rejected_duplicates,
 )
@@ -43,9 +45,13 @@ def parse_payload(
 ) -> IngestResult:
     """Normalise one payload. Never raises: whatever is wrong is a :class:`Rejection` in the result.
 
-    ``headers`` may carry ``Content-Type``, ``Link`` (JSON-LD context) and ``Ngsiv2-AttrsFormat``;
-    explicit ``content_type``/``link`` win. ``received_at`` (timezone-aware) is the clock for the
-    future-time warning; without it the notification's ``notifiedAt`` is used, else no check.
+    ``headers`` may carry ``Content-Type``, ``Link`` (JSON-LD context), ``Ngsiv2-AttrsFormat`` and
+    the tenant (``NGSILD-Tenant``, else ``Fiware-Service``; ``Fiware-ServicePath``), which every
+    Observation then carries; explicit ``content_type``/``link`` win. ``received_at``
+    (timezone-aware) is when Atalaia received the payload: the time of measurements that carry no
+    observation time when the notification has no ``notifiedAt`` (``time_source`` ``received``),
+    and the clock for the future-time warning (without it ``notifiedAt`` is that clock, else no
+    check). Without either, measurements that carry no time are refused (``missing-time``).
     """
     out = IngestResult()
     if received_at is not None and received_at.tzinfo is None:
@@ -103,7 +109,27 @@ def _parse(
     )
     v2_hint = "ngsiv2-attrsformat" in hdrs
     default_dialect = "ld" if ld_hint and not v2_hint else "v2"
-    ctx = PayloadContext(default_dialect, source, opts, future_limit(received_at, opts), dups)
+    tenant, service_path = (
+        hdrs.get("ngsild-tenant") or hdrs.get("fiware-service"),
+        hdrs.get("fiware-servicepath"),
+    )
+    if tenant is not None or service_path is not None:
+        tenant, service_path = header_text(tenant), header_text(service_path)
+        bad = bad_tenant(tenant)
+        if bad:
+            _reject(out, bad, "bad-tenant")
+            return
+    ctx = PayloadContext(
+        default_dialect,
+        source,
+        opts,
+        future_limit(received_at, opts),
+        dups,
+        received_at,
+        "received",
+        tenant,
+        service_path,
+    )
     if type(doc) is list:
         out.format = "array"
         _items(doc, "", ctx, out)
@@ -202,6 +228,7 @@ def _notification(
                 )
             if received_at is None:
                 ctx.future_limit = future_limit(pt.time, ctx.options)
+            ctx.fallback_time, ctx.fallback_source = pt.time, "notified"
     data = doc["data"]
     if type(data) is list:
         if len(data) == 1 and fastpath.ENABLED and not ctx.duplicates:  # the usual notification
