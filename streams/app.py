@@ -18,6 +18,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.streams.events import RawEvent, body_key
+from atalaia.streams.observation import partition_key
 from atalaia.streams.pipeline import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
 from atalaia.streams.stage import BatchStage
@@ -359,7 +360,7 @@ def create_app(
             )
             HTTP_REQUESTS.labels("rejected").inc()
             return view.json(problem(400, "Bad notification", reason), status=400, content_type=PROBLEM)
-        key = res.observations[0].entity.encode() if res.observations else body_key(body)
+        key = partition_key(res.observations[0].__dict__) if res.observations else body_key(body)
         await ingest_producer.publish(events.get_topic_name(), body, key=key, headers=ev.headers())
         HTTP_REQUESTS.labels("accepted").inc()
         return view.json(

@@ -17,6 +17,7 @@ HEADER_KEYS = (
     "received-at",
     "fiware-service",
     "fiware-servicepath",
+    "ngsild-tenant",
     "ngsiv2-attrsformat",
 )
 
@@ -60,7 +61,9 @@ class RawEvent:
     def from_http(cls, body: bytes, headers: Mapping[str, str], source: str) -> RawEvent:
         lower = {k.lower(): v for k, v in headers.items()}
         extra = {
-            k: lower[k] for k in ("fiware-service", "fiware-servicepath", "ngsiv2-attrsformat") if k in lower
+            k: lower[k]
+            for k in ("fiware-service", "fiware-servicepath", "ngsild-tenant", "ngsiv2-attrsformat")
+            if k in lower
         }
         return cls(
             body=body,

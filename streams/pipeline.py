@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from atalaia.streams.events import RawEvent
+from atalaia.streams.observation import entity_key, parse_time, partition_key
 from atalaia.streams.stage import Out
 
 # A DLQ record keeps the original bytes, base64-encoded; past this size only the first bytes are
@@ -65,6 +66,11 @@ def observation_problem(o: Any) -> str | None:
         return "'attributes' must map names to numbers"
     if "labels" in o and not _is_str_map(o["labels"]):
         return "'labels' must map names to text"
+    for name in ("tenant", "service_path"):
+        if o.get(name) is not None and (
+            not isinstance(o[name], str) or (name == "tenant" and "|" in o[name])
+        ):
+            return f"'{name}' must be text (a tenant without '|')"
     return None
 
 
@@ -108,6 +114,21 @@ def _ts(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
+def _received_at(ev: RawEvent, record: Any, default: datetime) -> datetime:
+    """When Atalaia received the payload: the ``received-at`` header the HTTP/MQTT adapter wrote,
+    else the Kafka record's timestamp, else ``default``. Stable across redeliveries of the record,
+    so an observation timed by it (``time_source`` ``received``) is deduplicated on replay."""
+    if ev.received_at:
+        try:
+            return parse_time(ev.received_at)
+        except ValueError:
+            pass
+    ts = getattr(record, "timestamp", None)
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and ts > 0:
+        return datetime.fromtimestamp(ts / 1000, UTC)
+    return default
+
+
 class IngestCore:
     """``atalaia.events`` → ``atalaia.observations`` (keyed by entity) + ``atalaia.dlq``.
 
@@ -135,7 +156,7 @@ class IngestCore:
                 link=ev.link,
                 headers=ev.extra,
                 source=ev.source,
-                received_at=received,
+                received_at=_received_at(ev, r, received),
                 options=self.options,
             )
             dlq = dlq_record_for(
@@ -151,7 +172,7 @@ class IngestCore:
             fresh = self.dedup.admit(res.observations, now=now)
             self.duplicates += len(res.observations) - len(fresh)
             for obs in fresh:
-                outs.append(Out("observations", encode_observation(obs), key=obs.entity.encode()))
+                outs.append(Out("observations", encode_observation(obs), key=partition_key(obs.__dict__)))
         return outs
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
@@ -290,11 +311,11 @@ class RulesCore:
         for r, obs in zip(raw, observations, strict=True):
             oid = obs.get("id")
             if not isinstance(oid, str):
-                oid = f"{obs['entity']}|{obs['time']}|{sorted(obs['attributes'].items())}"
+                oid = f"{entity_key(obs.get('tenant'), obs['entity'])}|{obs['time']}|{sorted(obs['attributes'].items())}"
             if admit(hashlib.blake2b(f"{obs['type']}|{oid}".encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
                 if obs["type"] in forward:
-                    outs.append(Out("shared-observations", r.value, key=obs["entity"].encode()))
+                    outs.append(Out("shared-observations", r.value, key=partition_key(obs)))
         if self.reorder is not None:
             batch = self.reorder.push(batch, now)
         return outs + self._evaluate(batch)

@@ -11,6 +11,7 @@ import click
 from atalaia.streams.ingest.encode import encode_observation
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
+from atalaia.streams.observation import parse_time
 
 _SUFFIX_TYPES = {".jsonld": "application/ld+json", ".geojson": "application/geo+json"}
 
@@ -30,9 +31,54 @@ def ingest() -> None:
 )
 @click.option("--source", default="cli", show_default=True, help="Observation source to record.")
 @click.option("--lines", is_flag=True, help="Each line is one payload (default for .jsonl/.ndjson files).")
-def parse(file: str, content_type: str | None, link: str | None, source: str, lines: bool) -> None:
+@click.option(
+    "--received",
+    metavar="TIME",
+    help="Reception time (RFC 3339 with offset), for entities without observedAt/dateObserved/TimeInstant "
+    "in a payload without notifiedAt (time_source 'received'). Default: now.",
+)
+@click.option(
+    "--tenant", help="Tenant the payload arrives for (as the NGSILD-Tenant / Fiware-Service header)."
+)
+@click.option("--service-path", "service_path", help="Fiware-ServicePath header, e.g. /porto/hydro.")
+@click.option(
+    "--header",
+    "-H",
+    "header",
+    multiple=True,
+    metavar="NAME:VALUE",
+    help="A request header as the broker sends it (repeatable), e.g. -H 'Fiware-Service: porto'.",
+)
+def parse(
+    file: str,
+    content_type: str | None,
+    link: str | None,
+    source: str,
+    lines: bool,
+    received: str | None,
+    tenant: str | None,
+    service_path: str | None,
+    header: tuple[str, ...],
+) -> None:
     """Print each Observation FILE yields as a JSON line (stdout); warnings and rejected entities go to
     stderr. Exits 1 when a payload is refused as a whole, printing the reason."""
+    headers: dict[str, str] = {}
+    for h in header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{h!r} is not NAME:VALUE", param_hint="--header")
+        headers[name.strip().lower()] = value.strip()
+    if tenant is not None:
+        headers["ngsild-tenant"] = tenant
+    if service_path is not None:
+        headers["fiware-servicepath"] = service_path
+    if received is None:
+        now = datetime.now(UTC)
+    else:
+        try:
+            now = parse_time(received)
+        except ValueError as exc:
+            raise click.BadParameter(f"{received!r}: {exc}", param_hint="--received") from None
     try:
         from atalaia.streams.settings import get_settings
 
@@ -52,13 +98,18 @@ def parse(file: str, content_type: str | None, link: str | None, source: str, li
         content_type = _SUFFIX_TYPES.get(suffix, "application/json")
     payloads = body.splitlines() if (lines or suffix in (".jsonl", ".ndjson")) else [body]
     refused = 0
-    now = datetime.now(UTC)
     for n, payload in enumerate(payloads, 1):
         if len(payloads) > 1 and not payload.strip():
             continue
         where = f"{file}:{n}" if len(payloads) > 1 else file
         result = parse_payload(
-            payload, content_type=content_type, link=link, source=source, received_at=now, options=options
+            payload,
+            content_type=content_type,
+            link=link,
+            headers=headers,
+            source=source,
+            received_at=now,
+            options=options,
         )
         for obs in result.observations:
             click.echo(encode_observation(obs).decode())

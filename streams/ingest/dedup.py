@@ -35,7 +35,7 @@ _KEY_BYTES = 16
 
 _blake2b = hashlib.blake2b
 _PREFIX_MAX = 8192
-_prefixes: dict[tuple[str, str], str] = {}  # (type, entity) -> the start of the key's repr
+_prefixes: dict[tuple[str, str, str | None], str] = {}  # (type, entity, tenant) -> the key's repr start
 
 
 def observation_key(o: Observation) -> bytes:
@@ -45,21 +45,27 @@ def observation_key(o: Observation) -> bytes:
     contract's ``Observation.id`` and independent of the attributes' order. The text is exactly
     ``repr((type, entity, time.timestamp(), sorted(attributes.items())))`` (snapshots from earlier
     versions stay valid), written piecewise: a tuple's or list's repr is its items' reprs joined by
-    ", ", and the (type, entity) part repeats."""
+    ", ", and the (type, entity) part repeats. Entity identity is (tenant, entity): with a tenant
+    the text is ``repr((type, entity, tenant, time, ...))``, so two tenants never collide."""
     d = o.__dict__
     ty = d["type"]
     entity = d["entity"]
+    tenant = d.get("tenant")
     a = d["attributes"]
     if type(ty) is str and type(entity) is str:
-        head = _prefixes.get((ty, entity))
+        head = _prefixes.get((ty, entity, tenant))
         if head is None:
             if len(_prefixes) >= _PREFIX_MAX:
                 _prefixes.clear()
-            head = _prefixes[(ty, entity)] = f"({ty!r}, {entity!r}, "
+            head = _prefixes[(ty, entity, tenant)] = _head(ty, entity, tenant)
     else:
-        head = f"({ty!r}, {entity!r}, "
+        head = _head(ty, entity, tenant)
     items = ", ".join([f"({k!r}, {v!r})" for k, v in (sorted(a.items()) if len(a) > 1 else a.items())])
     return _blake2b(f"{head}{d['time'].timestamp()!r}, [{items}])".encode(), digest_size=_KEY_BYTES).digest()
+
+
+def _head(ty: str, entity: str, tenant: str | None) -> str:
+    return f"({ty!r}, {entity!r}, " if tenant is None else f"({ty!r}, {entity!r}, {tenant!r}, "
 
 
 class Deduper:
