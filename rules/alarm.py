@@ -2,7 +2,9 @@
 
 The first six keys are the replay contract of DESIGN.md; the rest is context that incidents
 and notifiers use. ``id`` is deterministic (rule, key, state, at, severity), so a replay after a
-crash produces the same ids and consumers deduplicate on it.
+crash produces the same ids and consumers deduplicate on it. With a tenant, ``key`` is
+``tenant|key`` (entity identity is (tenant, id)), so ids differ between tenants too, and
+``tenant`` / ``service_path`` say which; both keys are absent without a tenant.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class AlarmTransition:
     annotations: dict[str, str] = field(default_factory=dict)
     location: list[float] | None = None  # [lon, lat]
     id: str = ""
+    tenant: str | None = None  # the observations' tenant (also the start of ``key``), absent without
+    service_path: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -54,7 +58,11 @@ class AlarmTransition:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for k in ("tenant", "service_path"):  # absent without a tenant: the single-city shape
+            if d[k] is None:
+                del d[k]
+        return d
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())

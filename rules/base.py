@@ -20,6 +20,7 @@ from atalaia.rules.loader import LoadedRule
 from atalaia.rules.templates import Template
 from atalaia.streams.observation import format_time
 
+_OWN_FIELDS = ("entity", "type", "tenant", "service_path")  # where/key names read off the observation
 Scorer = Callable[[str, str, str, datetime, float], float | None]
 NEG_INF = float("-inf")
 INACTIVE, PENDING, FIRING = 0, 1, 2
@@ -31,6 +32,8 @@ def fingerprint(loaded: LoadedRule) -> str:
     body = loaded.rule.model_dump(
         mode="json", by_alias=True, exclude={"labels", "annotations", "description"}
     )
+    if not body.get("require_observed_time"):  # fingerprints from before the option stay valid
+        body.pop("require_observed_time", None)
     return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
@@ -55,7 +58,9 @@ class CompiledRule:
         )
         self.key_fields = tuple(rule.key)
         self.key_is_entity = self.key_fields == ("entity",)
-        self.simple_key = self.key_is_entity and not self.where  # key = entity, no filter: no call needed
+        self.require_observed_time = rule.require_observed_time
+        # key = entity, no filter: no call needed
+        self.simple_key = self.key_is_entity and not self.where and not self.require_observed_time
         self.labels = {k: Template(v) for k, v in rule.labels.items()}
         self.annotations = {k: Template(v) for k, v in rule.annotations.items()}
         self.states: dict[str, Any] = {}
@@ -63,17 +68,18 @@ class CompiledRule:
     # ------------------------------------------------------------------ selection
     def key_of(self, obs: dict[str, Any]) -> str | None:
         """The alarm key of an observation this rule selects, or None when the where filter fails or a key
-        label is missing."""
+        label is missing. Keys are per tenant: ``tenant|key`` when the observation has a tenant."""
         labels = obs.get("labels") or {}
         for name, allowed in self.where:
-            got = obs.get(name) if name in ("entity", "type") else labels.get(name)
+            got = obs.get(name) if name in _OWN_FIELDS else labels.get(name)
             if got not in allowed:
                 return None
+        tenant = obs.get("tenant")
         if self.key_is_entity:
-            return obs["entity"]
-        parts = []
+            return obs["entity"] if not tenant else f"{tenant}|{obs['entity']}"
+        parts = [tenant] if tenant else []
         for name in self.key_fields:
-            got = obs.get(name) if name in ("entity", "type") else labels.get(name)
+            got = obs.get(name) if name in _OWN_FIELDS else labels.get(name)
             if got is None:
                 return None
             parts.append(str(got))
@@ -93,6 +99,7 @@ class CompiledRule:
     ) -> AlarmTransition:
         obs = obs or {}
         obs_labels = obs.get("labels") or {}
+        tenant = obs.get("tenant")
         entity = obs.get("entity") or (key if self.key_is_entity else None)
         variables = {
             "entity": entity,
@@ -104,6 +111,7 @@ class CompiledRule:
             "type": obs.get("type", self.type),
             "attributes": obs.get("attributes") or {},
             "state": state,
+            "tenant": tenant,
         }
         labels = dict(obs_labels)
         labels.update({k: t.render(variables) for k, t in self.labels.items()})
@@ -121,6 +129,8 @@ class CompiledRule:
             labels=labels,
             annotations={k: t.render(variables) for k, t in self.annotations.items()},
             location=obs.get("location"),
+            tenant=tenant,
+            service_path=obs.get("service_path"),
         )
 
     def active(self) -> list[dict[str, Any]]:  # pragma: no cover - overridden
@@ -130,4 +140,8 @@ class CompiledRule:
 def obs_context(obs: dict[str, Any] | None) -> dict[str, Any] | None:
     if not obs:
         return None
-    return {k: obs[k] for k in ("entity", "type", "labels", "location") if obs.get(k) is not None}
+    return {
+        k: obs[k]
+        for k in ("entity", "type", "labels", "location", "tenant", "service_path")
+        if obs.get(k) is not None
+    }

@@ -116,9 +116,11 @@ class RuleEngine:
         # the hot path's view of the index: type -> attribute -> segments in rule order
         dispatch: dict[str, dict[str | None, tuple[Segment, ...]]] = {}
         for (typ, attr), rs in index.items():
-            dispatch.setdefault(typ, {})[attr] = _segments(rs)
+            dispatch.setdefault(typ, {})[attr] = _segments(rs, self.stats)
         self._dispatch = dispatch
-        self._any_attribute = {t: tuple(_entry(r)[:2] for r in rs) for t, rs in self.any_attribute.items()}
+        self._any_attribute = {
+            t: tuple(_entry(r, self.stats)[:2] for r in rs) for t, rs in self.any_attribute.items()
+        }
         self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
         self._deadlines = [
             (s.last_seen + r.absent_for, r.id, k)
@@ -196,6 +198,13 @@ class RuleEngine:
             if typ.__class__ is not str or entity.__class__ is not str or not entity:
                 rejected.append(Rejected(obs, "'type' and 'entity' must be non-empty text"))
                 continue
+            tenant = obs.get("tenant")
+            if tenant is not None:  # entity identity is (tenant, entity): so are the alarm keys
+                if tenant.__class__ is not str or "|" in tenant:
+                    rejected.append(Rejected(obs, "'tenant' must be text without '|'"))
+                    continue
+                if tenant:
+                    entity = f"{tenant}|{entity}"
             labels = obs.get("labels")
             if labels is not None and labels.__class__ is not dict:
                 rejected.append(Rejected(obs, "'labels' must be a mapping of text"))
@@ -405,12 +414,12 @@ Entry = tuple[Any, Any, bool]
 Segment = tuple[tuple[Any, ...] | None, Entry | None]
 
 
-def _segments(rules: list[CompiledRule]) -> tuple[Segment, ...]:
+def _segments(rules: list[CompiledRule], stats: Counter[str]) -> tuple[Segment, ...]:
     """Rules of one (type, attribute) in order, as segments: (evaluators, None) for a run of evaluators
     keyed by entity without filter (called back to back), or (None, entry) for any other rule."""
     out: list[Segment] = []
     for rule in rules:
-        fn, key_of, absent = entry = _entry(rule)
+        fn, key_of, absent = entry = _entry(rule, stats)
         if key_of is None and not absent:
             if out and out[-1][0] is not None:
                 out[-1] = ((*out[-1][0], fn), None)  # type: ignore[misc]
@@ -421,12 +430,28 @@ def _segments(rules: list[CompiledRule]) -> tuple[Segment, ...]:
     return tuple(out)
 
 
-def _entry(rule: CompiledRule) -> Entry:
+def _entry(rule: CompiledRule, stats: Counter[str]) -> Entry:
     """(bound evaluator, key function or None when the key is the entity, is an absence rule)."""
     key_of = None if rule.simple_key else rule.key_of
+    if rule.require_observed_time:
+        key_of = _observed_only(rule.key_of, stats)
     if rule.__class__ is AbsentRule:
         return rule.seen, key_of, True  # type: ignore[attr-defined]
     return rule.observe, key_of, False  # type: ignore[attr-defined]
+
+
+def _observed_only(key_of: Any, stats: Counter[str]) -> Any:
+    """``key_of`` for a rule with ``require_observed_time``: an observation timed by the notification
+    or the reception (``time_source`` notified/received) is skipped and counted, never evaluated."""
+
+    def observed_key_of(obs: dict[str, Any]) -> str | None:
+        source = obs.get("time_source")
+        if source is not None and source != "observed":
+            stats["skipped_unobserved_time"] += 1
+            return None
+        return key_of(obs)
+
+    return observed_key_of
 
 
 def _finite(x: float) -> float | None:

@@ -105,6 +105,11 @@ class Rule(Strict):
     stuck_for: Duration | None = Field(None, description="fires when the value has not changed this long")
     severity: Severity | None = Field(None, description="severity of an absent_for or stuck_for rule")
     detector: str | None = Field(None, description="severities apply to this detector's score in [0, 1]")
+    require_observed_time: bool = Field(
+        False,
+        description="evaluate only observations whose time was measured (time_source 'observed'); those "
+        "timed by the notification or the reception are skipped and counted",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
