@@ -126,6 +126,7 @@ def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -
         shelved_until=fmt(inc.shelved_until) if inc.shelved_until is not None else None,
         assignee=inc.assignee,
         closed_at=fmt(inc.closed_at) if inc.closed_at is not None else None,
+        tenant=inc.correlation.get("tenant"),
         command=touch.command,
     )
 

@@ -87,6 +87,7 @@ class IncidentEvent:
     assignee: str | None = None
     closed_at: str | None = None
     command: str | None = None  # id of the command that caused it
+    tenant: str | None = None  # the alarms' tenant (part of the correlation), None: single tenant
     kind: str = field(default="incident", init=False)
 
     def to_dict(self) -> dict[str, Any]:

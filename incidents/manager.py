@@ -32,7 +32,7 @@ from atalaia.incidents.matchers import matches_all
 from atalaia.incidents.model import AlarmRecord, Incident, ManagerState, alarm_key, fmt, seconds_us, to_us
 from atalaia.rules.alarm import severity_rank, transition_id
 
-_SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity")
+_SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity", "tenant", "service_path")
 
 
 class IncidentManager:
@@ -257,15 +257,19 @@ class IncidentManager:
 
     def correlation_of(self, labels: dict[str, str]) -> dict[str, str]:
         """The correlation key of an alarm: its rule's ``correlation`` label (comma-separated label
-        names), else the first configured default label it carries (parish, area), else its entity."""
+        names), else the first configured default label it carries (parish, area), else its entity.
+        Alarms of different tenants never correlate: the tenant, when there is one, is part of it."""
+        tenant = labels.get("tenant")
         names_text = labels.get("correlation")
         if names_text:
             names = [n.strip() for n in names_text.split(",") if n.strip()]
-            return {n: labels.get(n, "") for n in names}
-        for n in self.config.correlation.default_labels:
-            if labels.get(n):
-                return {n: labels[n]}
-        return {"entity": labels.get("entity") or labels.get("key", "")}
+            corr = {n: labels.get(n, "") for n in names}
+        else:
+            corr = next(
+                ({n: labels[n]} for n in self.config.correlation.default_labels if labels.get(n)),
+                {"entity": labels.get("entity") or labels.get("key", "")},
+            )
+        return {"tenant": tenant, **corr} if tenant else corr
 
     def _correlate(self, st: ManagerState, rec: AlarmRecord, at: int) -> Incident | None:
         corr = self.correlation_of(rec.labels)
