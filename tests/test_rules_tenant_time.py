@@ -1,0 +1,191 @@
+"""Rules and incidents per tenant (entity identity is (tenant, id)) and ``require_observed_time``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+
+from atalaia.incidents.events import IncidentEvent
+from atalaia.incidents.manager import IncidentManager
+from atalaia.rules.engine import RuleEngine
+from atalaia.rules.loader import load_texts
+
+RULES = """
+rules:
+  - id: river-high
+    select: {type: WaterObserved, attribute: height}
+    severities: [{severity: high, above: 4.0}]
+  - id: river-high-measured
+    select: {type: WaterObserved, attribute: height}
+    require_observed_time: true
+    severities: [{severity: high, above: 4.0}]
+  - id: parish-high
+    select: {type: WaterObserved, attribute: height}
+    key: [parish]
+    severities: [{severity: medium, above: 4.0}]
+  - id: tenant-a-only
+    select: {type: WaterObserved, attribute: height, where: {tenant: a}}
+    severities: [{severity: low, above: 4.0}]
+"""
+
+
+def obs(at: str, height: float, tenant: str | None = None, time_source: str | None = None) -> dict:
+    o = {
+        "time": at,
+        "entity": "urn:ngsi-ld:WaterObserved:g1",
+        "type": "WaterObserved",
+        "attributes": {"height": height},
+        "labels": {"parish": "Ribeira"},
+    }
+    if tenant:
+        o["tenant"] = tenant
+    if time_source:
+        o["time_source"] = time_source
+    return o
+
+
+def test_same_entity_in_two_tenants_gives_two_alarms_and_two_incidents() -> None:
+    engine = RuleEngine(load_texts([("t.yaml", RULES)]))
+    out, rejected = engine.observe_batch(
+        [obs("2026-01-28T10:00:00Z", 5.0, "a"), obs("2026-01-28T10:00:00Z", 5.0, "b")]
+    )
+    assert rejected == []
+    got = sorted((t.rule, t.key, t.tenant, t.entity) for t in out)
+    e = "urn:ngsi-ld:WaterObserved:g1"
+    assert got == [
+        ("parish-high", "a|Ribeira", "a", e),
+        ("parish-high", "b|Ribeira", "b", e),
+        ("river-high", f"a|{e}", "a", e),
+        ("river-high", f"b|{e}", "b", e),
+        ("river-high-measured", f"a|{e}", "a", e),
+        ("river-high-measured", f"b|{e}", "b", e),
+        ("tenant-a-only", f"a|{e}", "a", e),
+    ]
+    assert len({t.id for t in out}) == len(out)  # deterministic ids differ between tenants
+    assert orjson.loads(out[0].to_json())["tenant"] in ("a", "b")
+
+    manager = IncidentManager()
+    state = manager.initial_state()
+    river = [t.to_dict() for t in out if t.rule == "river-high"]
+    state, outputs = manager.step_batch(state, river, "2026-01-28T10:00:00Z")
+    incidents = {o.incident: o for o in outputs if isinstance(o, IncidentEvent)}
+    assert len(incidents) == 2
+    assert sorted(i.tenant for i in incidents.values()) == ["a", "b"]
+    assert all(i.correlation["tenant"] == i.tenant for i in incidents.values())
+    assert all(orjson.loads(i.to_json())["tenant"] == i.tenant for i in incidents.values())
+
+
+def test_without_tenant_keys_and_records_are_as_before() -> None:
+    engine = RuleEngine(load_texts([("t.yaml", RULES)]))
+    out, _ = engine.observe_batch([obs("2026-01-28T10:00:00Z", 5.0)])
+    river = next(t for t in out if t.rule == "river-high")
+    assert river.key == "urn:ngsi-ld:WaterObserved:g1"
+    assert "tenant" not in river.to_dict() and "service_path" not in river.to_dict()
+    manager = IncidentManager()
+    _, outputs = manager.step_batch(manager.initial_state(), [river.to_dict()], "2026-01-28T10:00:00Z")
+    (inc,) = [o for o in outputs if isinstance(o, IncidentEvent)]
+    assert inc.tenant is None and "tenant" not in inc.correlation
+
+
+def test_require_observed_time_skips_fallback_timed_observations_and_counts_them() -> None:
+    engine = RuleEngine(load_texts([("t.yaml", RULES)]))
+    out, rejected = engine.observe_batch(
+        [
+            obs("2026-01-28T10:00:00Z", 5.0, time_source="received"),
+            obs("2026-01-28T10:00:01Z", 5.0, time_source="notified"),
+        ]
+    )
+    assert rejected == []  # skipped, not a DLQ case
+    assert {t.rule for t in out} == {"river-high", "parish-high"}
+    assert engine.stats["skipped_unobserved_time"] == 2
+    out, _ = engine.observe_batch([obs("2026-01-28T10:00:02Z", 5.0, time_source="observed")])
+    assert [(t.rule, t.state) for t in out] == [("river-high-measured", "firing")]
+    out, _ = engine.observe_batch([obs("2026-01-28T10:00:03Z", 1.0)])  # a record without time_source
+    assert ("river-high-measured", "resolved") in [(t.rule, t.state) for t in out]
+
+
+def test_require_observed_time_keeps_old_fingerprints_and_restores() -> None:
+    from atalaia.rules.base import fingerprint
+
+    plain = load_texts(
+        [("t.yaml", "rules: [{id: r, select: {type: T, attribute: x}, severity: low, stuck_for: 1h}]")]
+    )
+    explicit = load_texts(
+        [
+            (
+                "t.yaml",
+                "rules: [{id: r, select: {type: T, attribute: x}, severity: low, stuck_for: 1h, "
+                "require_observed_time: false}]",
+            )
+        ]
+    )
+    assert fingerprint(plain.rules[0]) == fingerprint(explicit.rules[0])
+    rs = load_texts([("t.yaml", RULES)])
+    engine = RuleEngine(rs)
+    engine.observe_batch([obs("2026-01-28T10:00:00Z", 5.0, "a", "received")])
+    restored = RuleEngine.restore(rs, engine.snapshot())
+    assert restored.stats["skipped_unobserved_time"] == 1
+    assert {a["key"] for a in restored.active_alarms()} == {"a|urn:ngsi-ld:WaterObserved:g1", "a|Ribeira"}
+
+
+def test_lateness_is_judged_by_observation_time() -> None:
+    """A burst of old stored notifications: their observation times, not their arrival, decide."""
+    engine = RuleEngine(load_texts([("t.yaml", RULES)]), allowed_lateness=300)
+    engine.observe_batch([obs("2026-01-28T10:00:00Z", 1.0, "a")])
+    _, rejected = engine.observe_batch([obs("2026-01-28T09:00:00Z", 5.0, "a", "observed")])
+    assert len(rejected) == 1 and "too late" in rejected[0].reason
+    assert engine.stats["rejected_late"] == 1
+
+
+def test_tenant_that_cannot_be_a_key_is_rejected() -> None:
+    engine = RuleEngine(load_texts([("t.yaml", RULES)]))
+    _, rejected = engine.observe_batch([{**obs("2026-01-28T10:00:00Z", 5.0), "tenant": "a|b"}])
+    assert len(rejected) == 1
+
+
+def test_rules_core_keys_forwarded_observations_and_alarms_by_tenant() -> None:
+    from atalaia.detectors.config import load_config
+    from atalaia.streams.pipeline import RuleFiles, RulesCore
+    from atalaia.streams.settings import CONFIG_DIR, Settings
+
+    core = RulesCore(
+        RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml"), Settings()
+    )
+    records = []
+    for tenant in ("a", "b"):
+        o = {
+            "time": "2026-01-28T10:00:00Z",
+            "entity": "urn:x",
+            "type": "WaterObserved",
+            "attributes": {"waterLevel": 9.0, "height": 9.0},
+            "labels": {"parish": "Ribeira"},
+            "tenant": tenant,
+            "time_source": "observed",
+        }
+        records.append(SimpleNamespace(value=orjson.dumps(o), topic="t.observations", offset=0, headers=[]))
+    outs = core.process(records, now=1769594400.0)
+    alarms = [orjson.loads(o.value) for o in outs if o.topic == "alarms"]
+    assert alarms, "the example rules fire on a 9 m water level"
+    assert {a["tenant"] for a in alarms} == {"a", "b"}
+    assert all(a["key"].startswith(a["tenant"] + "|") for a in alarms)
+    forwarded = [o.key for o in outs if o.topic == "shared-observations"]
+    assert set(forwarded) <= {b"a|urn:x", b"b|urn:x"}
+
+
+def test_replay_prints_one_alarm_per_tenant(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from atalaia.streams.cli import main
+
+    rules = tmp_path / "r.yaml"
+    rules.write_text(RULES)
+    data = tmp_path / "obs.jsonl"
+    data.write_bytes(
+        b"\n".join(orjson.dumps(obs("2026-01-28T10:00:00Z", 5.0, t)) for t in ("a", "b", None)) + b"\n"
+    )
+    res = CliRunner().invoke(main, ["rules", "replay", str(rules), str(data)])
+    assert res.exit_code == 0, res.output
+    keys = [orjson.loads(line)["key"] for line in res.stdout.splitlines() if '"river-high"' in line]
+    e = "urn:ngsi-ld:WaterObserved:g1"
+    assert sorted(keys) == sorted([f"a|{e}", f"b|{e}", e])
