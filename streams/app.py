@@ -7,6 +7,7 @@ at start-up); ``atalaia worker`` / ``atalaia up`` run it with ``faust.Worker``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.streams.events import RawEvent, body_key
+from atalaia.streams.httpauth import REFUSED, IngestAuth, MetricsAuth, Refusal
 from atalaia.streams.observation import partition_key
 from atalaia.streams.pipeline import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
@@ -55,6 +57,7 @@ def faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": 1,
         "web_host": settings.http_host,
+        "web_bind": settings.http_host,  # listen only where told (Faust's default is 0.0.0.0)
         "web_port": settings.http_port,
         "web_in_thread": False,
         "datadir": str(settings.data_dir / "faust"),
@@ -90,15 +93,24 @@ class IngestProducer(Service):
         await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
 
-async def read_body(request: Any, limit: int) -> tuple[bytes, bool]:
-    """The request body, read past aiohttp's own size cap: up to twice ``limit`` (so an oversize
-    payload can still be kept, truncated, on the DLQ). ``complete`` is False when cut short."""
+async def read_body(request: Any, limit: int) -> tuple[bytes, int, str | None]:
+    """(the first ``limit + 1`` bytes of the body, its whole size, and — when it is longer than that
+    — the SHA-256 of all of it). The rest of an oversize body is streamed to count and hash it,
+    never kept, so the DLQ record describes the whole body in bounded memory."""
     body = bytearray()
+    digest: Any = None
+    size = 0
     async for chunk in request.content.iter_chunked(1 << 16):
-        body += chunk
-        if len(body) > 2 * limit:
-            return bytes(body), False
-    return bytes(body), True
+        size += len(chunk)
+        if digest is not None:
+            digest.update(chunk)
+            continue
+        room = limit + 1 - len(body)
+        body += chunk[:room]
+        if len(chunk) > room:
+            digest = hashlib.sha256(body)
+            digest.update(chunk[room:])
+    return bytes(body), size, digest.hexdigest() if digest is not None else None
 
 
 def now() -> datetime:
@@ -297,9 +309,34 @@ def create_app(
     ingest_producer = app.service(IngestProducer(bootstrap))
     app.atalaia_producer = ingest_producer
 
+    ingest_auth = IngestAuth.from_file(settings.ingest_tokens)
+    metrics_auth = MetricsAuth(settings.metrics_token_sha256)
+    if not ingest_auth.enabled:
+        log.warning("ingest endpoints are open to anyone: set ATALAIA_INGEST_TOKENS (atalaia tokens new)")
+
+    def refuse(view: Any, endpoint: str, refusal: Refusal) -> Any:
+        """401/403 problem+json; counted, and nothing of the request goes anywhere."""
+        REFUSED.labels(endpoint, refusal.reason).inc()
+        title = "Unauthorized" if refusal.status == 401 else "Forbidden"
+        error = "insufficient_scope" if refusal.status == 403 else "invalid_token"
+        return view.json(
+            problem(refusal.status, title, refusal.detail),
+            status=refusal.status,
+            content_type=PROBLEM,
+            headers={"WWW-Authenticate": f'Bearer realm="atalaia", error="{error}"'},
+        )
+
     async def accept(request: Any, view: Any, source: str) -> Any:
-        body, complete = await read_body(request, settings.max_payload_bytes)
+        caller = ingest_auth.check(request.headers)
+        if isinstance(caller, Refusal):  # before reading the body: it never reaches the DLQ
+            HTTP_REQUESTS.labels("unauthorized").inc()
+            return refuse(view, "ingest", caller)
+        body, size, whole_sha256 = await read_body(request, settings.max_payload_bytes)
         ev = RawEvent.from_http(body, request.headers, source)
+        if ingest_auth.enabled:
+            ev.extra = {**(ev.extra or {}), "auth-source": caller.source}
+            if caller.tenant is not None:
+                ev.extra["auth-tenant"] = caller.tenant
         ctype = (ev.content_type or "").split(";")[0].strip().lower()
         if ctype and ctype not in JSON_TYPES:
             detail = f"Content-Type {ctype!r} is not JSON; send one of {', '.join(JSON_TYPES)}"
@@ -312,26 +349,29 @@ def create_app(
                     content_type=ev.content_type,
                     received_at=now(),
                     max_body_bytes=DLQ_MAX_BODY,
+                    size=size,
+                    sha256=whole_sha256,
                 ),
             )
             HTTP_REQUESTS.labels("unsupported-media-type").inc()
             return view.json(problem(415, "Unsupported media type", detail), status=415, content_type=PROBLEM)
-        if not complete or len(body) > settings.max_payload_bytes:
-            size = f"{len(body)} bytes" if complete else f"more than {len(body)} bytes"
+        if size > settings.max_payload_bytes:
             await ingest_producer.publish(
                 t("dlq"),
                 to_dlq_record(
                     body,
                     source,
-                    f"payload of {size} exceeds the limit of {settings.max_payload_bytes} bytes",
+                    f"payload of {size} bytes exceeds the limit of {settings.max_payload_bytes} bytes",
                     content_type=ev.content_type,
                     received_at=now(),
                     max_body_bytes=DLQ_MAX_BODY,
+                    size=size,
+                    sha256=whole_sha256,
                 ),
             )
             HTTP_REQUESTS.labels("too-large").inc()
             return view.json(
-                problem(413, "Payload too large", f"{len(body)} bytes > {settings.max_payload_bytes}"),
+                problem(413, "Payload too large", f"{size} bytes > {settings.max_payload_bytes}"),
                 status=413,
                 content_type=PROBLEM,
             )
@@ -385,9 +425,19 @@ def create_app(
 
     install_console(app, settings, ingest_producer.publish, bootstrap)
 
+    @app.page("/livez")
+    class Livez(faust.web.View):
+        """Liveness only (always open): the process serves HTTP. Says nothing about the pipeline."""
+
+        async def get(self, request: Any) -> Any:
+            return self.json({"status": "alive"})
+
     @app.page("/health")
     class Health(faust.web.View):
         async def get(self, request: Any) -> Any:
+            refusal = metrics_auth.check(request.headers)
+            if refusal:
+                return refuse(self, "health", refusal)
             return self.json(
                 {
                     "status": "ok",
@@ -401,6 +451,9 @@ def create_app(
     @app.page("/metrics")
     class Metrics(faust.web.View):
         async def get(self, request: Any) -> Any:
+            refusal = metrics_auth.check(request.headers)
+            if refusal:
+                return refuse(self, "metrics", refusal)
             return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     if settings.mqtt_url:

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "send": "atalaia.streams.commands:send",
     "tail": "atalaia.streams.commands:tail",
     "ingest": "atalaia.streams.ingest.cli:ingest",
+    "tokens": "atalaia.streams.tokens:tokens",
     "bench": "atalaia.streams.commands:bench",
     "rules": "atalaia.rules.cli:rules",
     "detectors": "atalaia.detectors.cli:detectors",

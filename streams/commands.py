@@ -29,6 +29,7 @@ def _run_worker(
     http: bool,
     demo: bool = False,
     banner: bool = False,
+    ingest_token: str | None = None,
 ) -> None:
     import faust
 
@@ -47,7 +48,7 @@ def _run_worker(
     if demo:
         from atalaia.streams.demo import DemoFeed
 
-        app.service(DemoFeed(f"http://{settings.http_host}:{settings.http_port}"))
+        app.service(DemoFeed(f"http://{settings.http_host}:{settings.http_port}", token=ingest_token))
     if banner:
         base = f"http://{settings.http_host}:{settings.http_port}"
 
@@ -58,7 +59,13 @@ def _run_worker(
                 f"  broker (Kafka protocol): {bootstrap}{'  [embedded Tansu]' if not settings.kafka else ''}\n"
                 f"  console:                 {base}/\n"
                 f"  NGSI-LD notify endpoint: {base}/ngsi-ld/notify   (NGSI-v2: {base}/v2/notify)\n"
-                f"  health / metrics:        {base}/health  {base}/metrics\n"
+                + (
+                    f"  ingest token:            {ingest_token}   (Authorization: Bearer ..., "
+                    f"kept in {settings.data_dir / 'ingest-token'})\n"
+                    if ingest_token
+                    else ""
+                )
+                + f"  health / metrics:        {base}/health  {base}/metrics  (liveness: {base}/livez)\n"
                 "  watch:                   atalaia tail observations | alarms | incidents | notifications | dlq\n"
                 "  deliveries:              atalaia notify log\n"
                 "  stop:                    Ctrl-C\n",
@@ -77,9 +84,16 @@ def up(demo: bool) -> None:
 
     settings = get_settings()
     _logging(settings.log_level)
+    token = None
+    if settings.ingest_tokens is None:  # never an open ingest: a token kept in the data dir
+        from atalaia.streams.tokens import ensure_demo_token
+
+        settings.ingest_tokens, token = ensure_demo_token(settings.data_dir)
     try:
         with owned_bootstrap(settings) as bootstrap:
-            _run_worker(settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True)
+            _run_worker(
+                settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True, ingest_token=token
+            )
     finally:
         click.echo("Atalaia stopped." + ("" if settings.kafka else " (embedded broker stopped)"), err=True)
 

@@ -182,9 +182,12 @@ class DemoScenario:
 class DemoFeed(Service):
     """POSTs the scenario's notifications to the ingest endpoint once a second."""
 
-    def __init__(self, base_url: str, interval: float = 1.0, **kw: Any) -> None:
+    def __init__(self, base_url: str, interval: float = 1.0, token: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.url = base_url.rstrip("/") + "/ngsi-ld/notify"
+        self.headers = {"Content-Type": "application/ld+json"}
+        if token:  # the ingest token `atalaia up` made (an Orion-LD subscription would send it too)
+            self.headers["Authorization"] = f"Bearer {token}"
         self.interval = interval
         self.sent = 0
 
@@ -200,9 +203,7 @@ class DemoFeed(Service):
                 t0 = time.monotonic()
                 for body in scenario.step(datetime.now(UTC)):
                     try:
-                        r = await client.post(
-                            self.url, content=body, headers={"Content-Type": "application/ld+json"}
-                        )
+                        r = await client.post(self.url, content=body, headers=self.headers)
                         if r.status_code >= 300:
                             log.warning("demo: endpoint answered %s: %s", r.status_code, r.text[:200])
                         self.sent += 1

@@ -4,6 +4,8 @@
 topic becomes the Kafka key (a sensor publishes on its own topic, so its redeliveries land on
 one partition) and the source header is ``mqtt:<topic>``. Subscriptions use QoS 1 with a
 persistent session, so messages published while the worker is down are delivered on reconnect.
+A QoS 1/2 message is acknowledged to the MQTT broker only after Kafka acknowledged its record
+(manual acks), so a bridge that dies in between gets it again on reconnect (at least once).
 """
 
 from __future__ import annotations
@@ -55,14 +57,18 @@ class MqttBridge(Service):
 
         while not self.should_stop:
             try:
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     self.host,
                     self.port,
                     username=self.user,
                     password=self.password,
                     identifier=self.client_id,
                     clean_session=False,
-                ) as client:
+                )
+                # aiomqtt (2.x) acknowledges on receipt; its paho client can leave that to us
+                paho = client._client
+                paho.manual_ack_set(True)
+                async with client:
                     await client.subscribe(self.filter, qos=1)
                     self.connected.set()
                     log.info("MQTT: subscribed to %s on %s:%d", self.filter, self.host, self.port)
@@ -77,6 +83,8 @@ class MqttBridge(Service):
                         await self.producer.publish(
                             self.events_topic, payload, key=str(msg.topic).encode(), headers=ev.headers()
                         )
+                        if msg.qos > 0:  # only now: the record is on Kafka
+                            paho.ack(msg.mid, msg.qos)
                         self.received += 1
             except asyncio.CancelledError:
                 raise

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     console_users: Path | None = Field(
         None, description="YAML of API tokens → actor and role; unset = commands trusted as sent (demo only)"
     )
+    ingest_tokens: Path | None = Field(
+        None, description="YAML of hashed per-source ingest tokens (streams/httpauth.py); unset = open ingest"
+    )
+    metrics_token_sha256: str | None = Field(
+        None, description="SHA-256 of a bearer token required on /health and /metrics; unset = open"
+    )
     database_schema: str | None = Field(
         None, description="PostgreSQL schema for the projection (default: public)"
     )

@@ -355,3 +355,15 @@ def test_cli_ingest_parse_shows_time_source_and_tenant(tmp_path) -> None:
     assert orjson.loads(res.stdout.splitlines()[0])["tenant"] == "b"
     res = CliRunner().invoke(main, [*args[:3], "--received", "yesterday"])
     assert res.exit_code != 0
+
+
+def test_a_request_without_tenant_header_takes_its_ingest_tokens_tenant() -> None:
+    """An ingest token bound to a tenant names the tenant when the broker sends no tenant header
+    (the HTTP endpoint writes it as the ``auth-tenant`` event header); a tenant header wins."""
+    body = orjson.dumps({**ORION_LD, "data": ORION_LD["data"][1:]})
+    by_token = parse_payload(body, headers={"auth-tenant": "porto"}, received_at=RECEIVED).observations
+    assert by_token and {o.tenant for o in by_token} == {"porto"}
+    both = parse_payload(
+        body, headers={"auth-tenant": "porto", "NGSILD-Tenant": "porto"}, received_at=RECEIVED
+    ).observations
+    assert [o.id for o in both] == [o.id for o in by_token]

@@ -39,8 +39,11 @@ def to_dlq_record(
     rejections: Iterable[Rejection] = (),
     headers: Mapping[str, str] | None = None,
     max_body_bytes: int | None = None,
+    size: int | None = None,
+    sha256: str | None = None,
 ) -> bytes:
-    """Serialise one DLQ record (JSON bytes)."""
+    """Serialise one DLQ record (JSON bytes). ``size``/``sha256`` describe the whole body when
+    ``body`` is only its beginning (an oversize HTTP body, streamed and hashed, not kept)."""
     reasons = [reason] if isinstance(reason, str) else list(reason)
     kept = body if max_body_bytes is None else body[:max_body_bytes]
     record: dict[str, Any] = {
@@ -50,11 +53,11 @@ def to_dlq_record(
         "content_type": content_type,
         "reasons": reasons,
         "rejections": [r.to_dict() for r in rejections],
-        "size": len(body),
-        "sha256": hashlib.sha256(body).hexdigest(),
+        "size": len(body) if size is None else size,
+        "sha256": sha256 or hashlib.sha256(body).hexdigest(),
         "body_b64": base64.b64encode(kept).decode("ascii"),
         "body_preview": body[:PREVIEW_BYTES].decode("utf-8", "replace"),
-        "body_truncated": len(kept) < len(body),
+        "body_truncated": len(kept) < max(len(body), size or 0),
     }
     if headers:
         record["headers"] = {str(k).lower(): str(v) for k, v in headers.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,30 @@ from atalaia.streams.ingest.timeparse import parse_observation_time
 from atalaia.streams.observation import format_time
 
 MAX_ID_CHARS = 1024
+
+# C0 and C1 controls (NUL included), DEL, the Unicode Bidi_Control characters (ALM, LRM, RLM, the
+# embeddings/overrides U+202A-U+202E and the isolates U+2066-U+2069) and the line/paragraph
+# separators: in an id they forge log lines and make two different ids look the same on screen.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def unsafe_text(text: str) -> str | None:
+    """Why an id or type is unsafe (the first offending character), or None."""
+    m = _UNSAFE.search(text)
+    if m is None:
+        return None
+    return f"U+{ord(m.group()):04X} at position {m.start()}"
+
+
+def unsafe_rejection(what: str, text: str, why: str, where: str, eid: str | None = None) -> Rejection:
+    shown = ascii(text[:80])[1:-1]  # escaped: the reason itself must not carry the characters
+    return Rejection(
+        f"entity {what} '{shown}' contains a control or bidi-override character ({why}); refused",
+        "entity",
+        f"unsafe-{what}",
+        entity=eid,
+        detail=where,
+    )
 
 
 @dataclass(slots=True)
@@ -130,13 +155,22 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
             Rejection(reason + "; it cannot be keyed or deduplicated", "entity", "missing-id", detail=where)
         )
         return
-    etype = _entity_type(raw.get("type", raw.get("@type")))
+    why = unsafe_text(eid)
+    if why:
+        out.rejections.append(unsafe_rejection("id", eid, why, where))
+        return
+    raw_type = raw.get("type", raw.get("@type"))
+    etype = _entity_type(raw_type)
     if etype is None:
         out.rejections.append(
             Rejection(
                 "entity has no type (or it is not text)", "entity", "missing-type", entity=eid, detail=where
             )
         )
+        return
+    why = unsafe_text(raw_type[0] if type(raw_type) is list else raw_type)
+    if why:
+        out.rejections.append(unsafe_rejection("type", etype, why, where, eid))
         return
     accepted = ctx.options.accepted_types
     if accepted is not None and etype not in accepted:

@@ -153,10 +153,10 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
 
     The caller has checked that ``raw`` is a dict and that the payload has no duplicate keys."""
     eid = raw.get("id")
-    if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS:
-        return False
+    if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS or not eid.isprintable():
+        return False  # not printable: maybe a control/bidi character, the general path decides
     etype = raw.get("type")
-    if type(etype) is not str or not etype or etype.startswith("http"):
+    if type(etype) is not str or not etype or etype.startswith("http") or not etype.isprintable():
         return False
     opts = ctx.options
     accepted = opts.accepted_types

@@ -10,7 +10,13 @@ from typing import Any
 
 from atalaia.streams.ingest.attributes import is_number, number_like_text
 from atalaia.streams.ingest.build import build_observation
-from atalaia.streams.ingest.entity import PayloadContext, bad_tenant, rejected_duplicates
+from atalaia.streams.ingest.entity import (
+    PayloadContext,
+    bad_tenant,
+    rejected_duplicates,
+    unsafe_rejection,
+    unsafe_text,
+)
 from atalaia.streams.ingest.geo import LocationError, check_point
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
@@ -39,6 +45,11 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
             Rejection("observation has no type", "entity", "missing-type", entity=eid, detail=where)
         )
         return
+    for what, text in (("id", eid), ("type", etype)):
+        why = unsafe_text(text)
+        if why:
+            out.rejections.append(unsafe_rejection(what, text, why, where, None if what == "id" else eid))
+            return
     if ctx.duplicates and rejected_duplicates(raw, eid, where, ctx, out):
         return
     accepted = ctx.options.accepted_types

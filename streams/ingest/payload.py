@@ -110,7 +110,8 @@ def _parse(
     v2_hint = "ngsiv2-attrsformat" in hdrs
     default_dialect = "ld" if ld_hint and not v2_hint else "v2"
     tenant, service_path = (
-        hdrs.get("ngsild-tenant") or hdrs.get("fiware-service"),
+        # the request's tenant header, else the tenant its ingest token is bound to
+        hdrs.get("ngsild-tenant") or hdrs.get("fiware-service") or hdrs.get("auth-tenant"),
         hdrs.get("fiware-servicepath"),
     )
     if tenant is not None or service_path is not None:

@@ -1,0 +1,103 @@
+"""``atalaia tokens``: make ingest and monitoring tokens (only their SHA-256 is stored)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from atalaia.streams.httpauth import IngestAuth, TokenEntry, TokenFile, hash_token, new_token
+
+DEMO_SOURCE = "demo"
+
+
+def _append_entry(path: Path, entry: TokenEntry) -> None:
+    """Add one entry to a token file (created if absent), refusing a file that does not load."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = None
+    yaml.width = 4096
+    entries: list[TokenEntry] = []
+    if path.exists():
+        data = yaml.load(path.read_text(encoding="utf-8"))
+        entries = TokenFile.model_validate(data if data is not None else {"tokens": []}).tokens
+    entries.append(entry)
+    doc = {"tokens": [e.model_dump(exclude_none=True) for e in entries]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.dump(doc, f)
+    os.replace(tmp, path)
+
+
+def ensure_demo_token(data_dir: Path) -> tuple[Path, str]:
+    """The demo's ingest token file and token, kept in the data directory so that ``atalaia up``
+    prints the same token after a restart: ``<data_dir>/ingest-tokens.yaml`` (the hash) and
+    ``<data_dir>/ingest-token`` (the token itself, mode 0600, for the demo feed and for you)."""
+    tokens, plain = data_dir / "ingest-tokens.yaml", data_dir / "ingest-token"
+    if plain.exists() and tokens.exists():
+        token = plain.read_text(encoding="ascii").strip()
+        if IngestAuth.from_file(tokens)._by_hash.get(hash_token(token)):
+            return tokens, token
+    token = new_token()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(plain.with_name(plain.name + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
+    os.replace(plain.with_name(plain.name + ".tmp"), plain)
+    tokens.unlink(missing_ok=True)
+    _append_entry(tokens, TokenEntry(source=DEMO_SOURCE, token_sha256=hash_token(token)))
+    return tokens, token
+
+
+@click.group()
+def tokens() -> None:
+    """Ingest tokens (ATALAIA_INGEST_TOKENS) and the /health + /metrics token."""
+
+
+@tokens.command("new")
+@click.option("--source", required=True, help="who sends with it (orion-porto, iot-agent, ...)")
+@click.option("--tenant", default=None, help="the tenant it may post for (NGSILD-Tenant / Fiware-Service)")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="append the entry to this token file (created if absent); else print it",
+)
+def new(source: str, tenant: str | None, path: Path | None) -> None:
+    """Make an ingest token: prints the token once (stdout) and stores or prints only its hash."""
+    token = new_token()
+    entry = TokenEntry(source=source, tenant=tenant, token_sha256=hash_token(token))
+    if path is not None:
+        _append_entry(path, entry)
+        click.echo(f"added {source!r} (tenant {tenant or 'default'}) to {path}", err=True)
+    else:
+        import orjson
+
+        click.echo("add to the token file under `tokens:`", err=True)
+        click.echo("  - " + orjson.dumps(entry.model_dump(exclude_none=True)).decode(), err=True)
+    click.echo(token)
+
+
+@tokens.command("hash")
+def hash_() -> None:
+    """Print the SHA-256 of a token read from stdin (e.g. for ATALAIA_METRICS_TOKEN_SHA256)."""
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise click.ClickException("no token on stdin")
+    try:
+        click.echo(hash_token(token))
+    except UnicodeEncodeError as e:
+        raise click.ClickException("a token is ASCII (token68 characters)") from e
+
+
+@tokens.command("metrics")
+def metrics() -> None:
+    """Make a token for /health and /metrics: prints it (stdout) and the setting that stores its hash."""
+    token = new_token()
+    click.echo(f"ATALAIA_METRICS_TOKEN_SHA256={hash_token(token)}", err=True)
+    click.echo(token)
