@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, load_file, plain, position
 
 
 class User(BaseModel):
@@ -35,6 +37,31 @@ class Users(BaseModel):
     users: list[User]
 
 
+class UsersFileError(ValueError):
+    """A users file that cannot be used; each line of the message is ``file:line:col: message``."""
+
+
+def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]:
+    """The users of a users file (held to the safe-YAML limits of ``atalaia.streams.config_yaml``)."""
+    try:
+        tree = load_file(path, limits)
+    except YamlError as exc:
+        raise UsersFileError(str(exc)) from None
+    if not isinstance(tree, dict):
+        raise UsersFileError(f"{path}:1:1: a users file must be a mapping with 'users:'")
+    try:
+        return Users.model_validate(plain(tree)).users
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = in_tree(tree, tuple(err["loc"]))
+            line, col = position(tree, loc, at="auto")
+            where = ".".join(str(p) for p in loc)
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}:{line}:{col}: {where + ': ' if where else ''}{msg}")
+        raise UsersFileError("\n".join(problems)) from None
+
+
 @dataclass(frozen=True)
 class Identity:
     actor: str
@@ -46,12 +73,11 @@ class Authenticator:
         self.users = users
 
     @classmethod
-    def from_file(cls, path: Path | None) -> Authenticator:
+    def from_file(cls, path: Path | None, limits: YamlLimits | None = None) -> Authenticator:
+        """The users of a users file; a bad file raises UsersFileError ``file:line:col: ...``."""
         if path is None:
             return cls(None)
-        from ruamel.yaml import YAML
-
-        return cls(Users.model_validate(YAML(typ="safe").load(Path(path).read_text())).users)
+        return cls(load_users(path, limits))
 
     @property
     def enabled(self) -> bool:

@@ -349,9 +349,8 @@ def in_tree(tree: Any, loc: Sequence[Any]) -> tuple[Any, ...]:
     ``'function-after[...]'``, ``'hours'``) are dropped."""
     node, out = tree, []
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and not isinstance(part, list | dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_map = isinstance(node, dict) and not isinstance(part, list | dict) and part in node
+        if in_map or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and i == len(loc) - 1:
             out.append(part)  # a missing (or extra) key: named, the position stays on the parent
@@ -428,7 +427,7 @@ def _child() -> None:  # pragma: no cover - runs in the child process of run_iso
     limits = YamlLimits.from_env()
     try:
         cap = limits.max_memory_mb * MiB
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard == resource.RLIM_INFINITY or hard > cap:
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap if hard != resource.RLIM_INFINITY else hard))
     except (ValueError, OSError):
