@@ -318,9 +318,7 @@ def _lc(node: Any) -> tuple[int, int] | None:
     return lc.line, lc.col
 
 
-def position(
-    tree: Any, loc: Sequence[Any], at: Literal["value", "key", "auto"] = "value"
-) -> tuple[int, int]:
+def position(tree: Any, loc: Sequence[Any], at: Literal["value", "key", "auto"] = "value") -> tuple[int, int]:
     """1-based (line, col) of the deepest node on ``loc`` that exists in the tree: the value's
     position (``at="value"``), its key's (``"key"``), or the key of a mapping or list and the
     value of a scalar (``"auto"``). List items are at their item. Parts of ``loc`` that are not in
