@@ -114,12 +114,14 @@ def read_text(path: str | Path, limits: YamlLimits | None = None) -> str:
     limits = limits or YamlLimits.from_env()
     name = str(path)
     try:
-        with open(path, "rb") as f:  # open first: stat and read then see the same file
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
+        st = os.stat(path)  # before opening: opening a FIFO would block
+        if not stat.S_ISREG(st.st_mode):
+            raise YamlError(name, 1, 1, "not a regular file", "read")
+        if st.st_size > limits.max_bytes:
+            raise YamlError(name, 1, 1, _too_big(st.st_size, limits), "read")
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced meanwhile
                 raise YamlError(name, 1, 1, "not a regular file", "read")
-            if st.st_size > limits.max_bytes:
-                raise YamlError(name, 1, 1, _too_big(st.st_size, limits), "read")
             data = f.read(limits.max_bytes + 1)
     except OSError as exc:
         raise YamlError(name, 1, 1, f"cannot read: {exc.strerror or exc}", "read") from None
