@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, load_file, plain, position
+from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, load_file, validate
 
 
 class User(BaseModel):
@@ -50,16 +50,9 @@ def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]
     if not isinstance(tree, dict):
         raise UsersFileError(f"{path}:1:1: a users file must be a mapping with 'users:'")
     try:
-        return Users.model_validate(plain(tree)).users
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = in_tree(tree, tuple(err["loc"]))
-            line, col = position(tree, loc, at="auto")
-            where = ".".join(str(p) for p in loc)
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{path}:{line}:{col}: {where + ': ' if where else ''}{msg}")
-        raise UsersFileError("\n".join(problems)) from None
+        return validate(tree, Users, str(path)).users
+    except YamlErrors as exc:
+        raise UsersFileError(str(exc)) from None
 
 
 @dataclass(frozen=True)

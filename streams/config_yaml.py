@@ -89,7 +89,7 @@ class YamlError(ValueError):
     """One problem in one file, ``file:line:col: message`` (line and col 1-based).
 
     ``kind`` says what failed: ``read`` (cannot read the file), ``syntax`` (not YAML), ``limit``
-    (over a :class:`YamlLimits` limit)."""
+    (over a :class:`YamlLimits` limit), ``value`` (does not validate, see :func:`validate`)."""
 
     def __init__(self, file: str, line: int, col: int, message: str, kind: str = "limit") -> None:
         self.file, self.line, self.col, self.message, self.kind = file, line, col, message, kind
@@ -359,6 +359,39 @@ def in_tree(tree: Any, loc: Sequence[Any]) -> tuple[Any, ...]:
             continue  # a tag pydantic adds: skip it
         out.append(part)
     return tuple(out)
+
+
+class YamlErrors(ValueError):
+    """Several problems in one file; ``errors`` holds them, the message has one per line."""
+
+    def __init__(self, errors: list[YamlError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+    def __reduce__(self) -> tuple:
+        return (YamlErrors, (self.errors,))
+
+
+def validate(tree: Any, model: Any, file: str, at: Literal["value", "key", "auto"] = "auto") -> Any:
+    """``model.model_validate(plain(tree))`` (a pydantic model) with every validation error as a
+    :class:`YamlError` ``file:line:col: where: message`` in :class:`YamlErrors`: the one-liner for
+    a new configuration file (e.g. a warning draft)::
+
+        draft = validate(load_file(path), Draft, str(path))
+    """
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(plain(tree))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = in_tree(tree, tuple(err["loc"]))
+            line, col = position(tree, loc, at)
+            where = ".".join(str(p) for p in loc)
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(YamlError(file, line, col, f"{where + ': ' if where else ''}{msg}", "value"))
+        raise YamlErrors(problems) from None
 
 
 # --- loading off the event loop -------------------------------------------------------------------

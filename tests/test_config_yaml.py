@@ -289,3 +289,17 @@ def test_a_reload_that_times_out_is_blamed_on_the_edited_file(
     _settle(files)
     assert files.ruleset is running
     assert f"{rules / 'slow.yaml'}:1:1: loading refused: took longer than 15 s" in caplog.text
+
+
+def test_validate_positions_every_problem_for_a_new_config_kind(tmp_path: Path) -> None:
+    """The helper a new configuration file (e.g. warnings/) uses: one line per problem."""
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  - {actor: ana, role: boss, token_sha256: x}\n  - {actor: rui}\n")
+    with pytest.raises(UsersFileError) as err:
+        load_users(users)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(f"{users}:2:24: users.0.role: Input should be 'operator'")
+    assert lines[1:] == [
+        f"{users}:3:5: users.1.role: Field required",
+        f"{users}:3:5: users.1.token_sha256: Field required",
+    ]
