@@ -22,6 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, load_file, validate
+
 
 class User(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +37,24 @@ class Users(BaseModel):
     users: list[User]
 
 
+class UsersFileError(ValueError):
+    """A users file that cannot be used; each line of the message is ``file:line:col: message``."""
+
+
+def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]:
+    """The users of a users file (held to the safe-YAML limits of ``atalaia.streams.config_yaml``)."""
+    try:
+        tree = load_file(path, limits)
+    except YamlError as exc:
+        raise UsersFileError(str(exc)) from None
+    if not isinstance(tree, dict):
+        raise UsersFileError(f"{path}:1:1: a users file must be a mapping with 'users:'")
+    try:
+        return validate(tree, Users, str(path)).users
+    except YamlErrors as exc:
+        raise UsersFileError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Identity:
     actor: str
@@ -46,12 +66,11 @@ class Authenticator:
         self.users = users
 
     @classmethod
-    def from_file(cls, path: Path | None) -> Authenticator:
+    def from_file(cls, path: Path | None, limits: YamlLimits | None = None) -> Authenticator:
+        """The users of a users file; a bad file raises UsersFileError ``file:line:col: ...``."""
         if path is None:
             return cls(None)
-        from ruamel.yaml import YAML
-
-        return cls(Users.model_validate(YAML(typ="safe").load(Path(path).read_text())).users)
+        return cls(load_users(path, limits))
 
     @property
     def enabled(self) -> bool:

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
 
 from atalaia.detectors.base import Detector
 from atalaia.detectors.calibrated import Calibrated
@@ -32,6 +30,7 @@ from atalaia.detectors.predictive import ForecastResidual
 from atalaia.detectors.seasonal import SeasonalProfile
 from atalaia.detectors.suppression import Refractory
 from atalaia.detectors.trees import HSTDetector
+from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
 
 MODELS: dict[str, type[Detector]] = {
     "gaussian": GaussianTail,
@@ -138,56 +137,36 @@ class DetectorsConfig(_Strict):
         return [d.name for d in self.detectors]
 
 
-def _position(doc: Any, loc: tuple) -> tuple[int, int]:
-    """0-based line/column of the deepest node of ``loc`` found in the ruamel document."""
-    line, col = 0, 0
-    node = doc
-    for key in loc:
-        try:
-            if isinstance(key, int) and hasattr(node, "lc") and isinstance(node, list):
-                line, col = node.lc.item(key)
-                node = node[key]
-            elif hasattr(node, "lc") and key in node:
-                line, col = node.lc.key(key)
-                node = node[key]
-            else:
-                break
-        except (KeyError, IndexError, TypeError, AttributeError):
-            break
-    return line, col
-
-
-def parse_config(text: str, source: str = "<string>") -> DetectorsConfig:
+def parse_config(text: str, source: str = "<string>", limits: YamlLimits | None = None) -> DetectorsConfig:
     """Parse and validate a detectors file; every model is built once to check its params."""
     try:
-        doc = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError(f"{where}: {exc.problem or exc.context}") from None
+        doc = parse(text, source, limits)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}:1:1: expected a mapping with 'default' and 'detectors'")
     try:
-        config = DetectorsConfig.model_validate(doc)
+        config = DetectorsConfig.model_validate(plain(doc))
     except ValidationError as exc:
         err = exc.errors()[0]
-        line, col = _position(doc, tuple(err["loc"]))
+        line, col = position(doc, in_tree(doc, tuple(err["loc"])), at="key")
         path = ".".join(str(p) for p in err["loc"]) or "(top)"
-        raise ConfigError(f"{source}:{line + 1}:{col + 1}: {path}: {err['msg']}") from None
+        raise ConfigError(f"{source}:{line}:{col}: {path}: {err['msg']}") from None
     for i, spec in enumerate(config.detectors):
         try:
             spec.build()
-        except (TypeError, ValueError) as exc:
-            line, col = _position(doc, ("detectors", i, "params"))
-            raise ConfigError(f"{source}:{line + 1}:{col + 1}: detector {spec.name!r}: {exc}") from None
+        except Exception as exc:  # a model's own check of its parameters, whatever it raises
+            line, col = position(doc, ("detectors", i, "params"), at="key")
+            raise ConfigError(f"{source}:{line}:{col}: detector {spec.name!r}: {exc}") from None
     return config
 
 
-def load_config(path: str | Path | None = None) -> DetectorsConfig:
-    """Load ``path`` (default: the repository's ``config/detectors.yaml``)."""
+def load_config(path: str | Path | None = None, limits: YamlLimits | None = None) -> DetectorsConfig:
+    """Load ``path`` (default: the repository's ``config/detectors.yaml``), held to the safe-YAML
+    limits of ``atalaia.streams.config_yaml``."""
     path = Path(path) if path else DEFAULT_PATH
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}:1:1: cannot read: {exc.strerror}") from None
-    return parse_config(text, str(path))
+        text = read_text(path, limits)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    return parse_config(text, str(path), limits)

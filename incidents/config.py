@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from atalaia.incidents.matchers import Matcher
+from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, load_file, plain, position
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -184,54 +185,24 @@ class ConfigError(ValueError):
     """A configuration error, formatted ``file:line:col: message``."""
 
 
-def load_config(path: str | Path) -> IncidentConfig:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError
-
+def load_config(path: str | Path, limits: YamlLimits | None = None) -> IncidentConfig:
+    """Load ``config/incidents.yaml``-style settings; a problem raises ConfigError
+    ``file:line:col: message`` (the first problem found). The file is held to the safe-YAML limits
+    (``atalaia.streams.config_yaml``)."""
     path = Path(path)
     try:
-        data = YAML(typ="rt").load(path.read_text())
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: {e.problem or e.context}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror}") from None
+        data = load_file(path, limits)
+    except YamlError as e:
+        raise ConfigError(str(e)) from None
     if data is None:
         return IncidentConfig()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1:1: the incidents configuration must be a mapping")
     try:
-        return IncidentConfig.model_validate(_plain(data))
+        return IncidentConfig.model_validate(plain(data))
     except ValidationError as e:
         err = e.errors()[0]
-        line, col = _position(data, err["loc"])
+        line, col = position(data, in_tree(data, err["loc"]), at="key")
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}:{line}:{col}: {loc}: {msg}") from None
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
-
-
-def _position(node: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
-    """Line and column (1-based) of the deepest YAML node on the error path."""
-    line, col = 0, 0
-    for part in loc:
-        try:
-            if isinstance(node, dict) and part in node:
-                line, col = node.lc.key(part)
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                line, col = node.lc.item(part)
-                node = node[part]
-            else:
-                break
-        except (AttributeError, KeyError):
-            break
-    return line + 1, col + 1

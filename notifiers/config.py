@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from atalaia.incidents.events import IncidentState
 from atalaia.rules.alarm import SEVERITIES
+from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
 
 STATES = get_args(IncidentState)  # the incident states of atalaia.incidents
 CHANNELS = ("sms", "email", "ngsi-ld", "webhook", "alertmanager")
@@ -167,59 +168,29 @@ class ConfigError(ValueError):
         self.problems = problems
         super().__init__("\n".join(problems))
 
+    def __reduce__(self) -> tuple:
+        return (ConfigError, (self.problems,))
+
 
 # --- loading with positions ------------------------------------------------------------------
 
 
 def _position(root: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
-    """Line/col (1-based) of the deepest node of ``loc`` that exists in the ruamel tree."""
-    node, line, col = root, 0, 0
-    lc = getattr(root, "lc", None)
-    if lc is not None:
-        line, col = lc.line, lc.col
-    for key in loc:
-        lc = getattr(node, "lc", None)
-        try:
-            if isinstance(node, dict) and key in node:
-                if lc is not None:
-                    line, col = lc.key(key) if isinstance(node[key], dict | list) else lc.value(key)
-                node = node[key]
-            elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-                if lc is not None:
-                    line, col = lc.item(key)
-                node = node[key]
-            else:
-                break
-        except (KeyError, TypeError, AttributeError):
-            break
-    return line + 1, col + 1
+    """Line/col (1-based): the key of a mapping or list, the value of a scalar."""
+    return position(root, in_tree(root, loc), at="auto")
 
 
-def _loc_str(loc: tuple[Any, ...]) -> str:
-    return ".".join(
-        str(p)
-        for p in loc
-        if not (
-            isinstance(p, str)
-            and (
-                p.startswith("function-")
-                or p in ("HoursSchedule", "RotationSchedule", "hours", "rotation", "str", "list[str]")
-            )
-        )
-    )
+def _loc_str(root: Any, loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in in_tree(root, loc))
 
 
-def load_config_text(text: str, filename: str = "<escalation>") -> EscalationConfig:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError
-
-    yaml = YAML(typ="rt")
+def load_config_text(
+    text: str, filename: str = "<escalation>", limits: YamlLimits | None = None
+) -> EscalationConfig:
     try:
-        data = yaml.load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([f"{filename}:{line}:{col}: {e.problem or e.context}"]) from None
+        data = parse(text, filename, limits)
+    except YamlError as e:
+        raise ConfigError([str(e)]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -227,14 +198,14 @@ def load_config_text(text: str, filename: str = "<escalation>") -> EscalationCon
             [f"{filename}:1:1: an escalation file must be a mapping (targets, routes, policies)"]
         )
     try:
-        cfg = EscalationConfig.model_validate(_plain(data))
+        cfg = EscalationConfig.model_validate(plain(data))
     except ValidationError as e:
         problems = []
         for err in e.errors():
             loc = tuple(err["loc"])
             line, col = _position(data, loc)
             msg = err["msg"].removeprefix("Value error, ")
-            where = _loc_str(loc)
+            where = _loc_str(data, loc)
             problems.append(f"{filename}:{line}:{col}: {where + ': ' if where else ''}{msg}")
         raise ConfigError(problems) from None
     problems = [
@@ -246,21 +217,13 @@ def load_config_text(text: str, filename: str = "<escalation>") -> EscalationCon
     return cfg
 
 
-def load_config(path: str | Path) -> EscalationConfig:
-    p = Path(path)
+def load_config(path: str | Path, limits: YamlLimits | None = None) -> EscalationConfig:
+    """Load an escalation file (held to the safe-YAML limits of ``atalaia.streams.config_yaml``)."""
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError([f"{p}:1:1: cannot read: {e.strerror}"]) from None
-    return load_config_text(text, str(p))
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
+        text = read_text(path, limits)
+    except YamlError as e:
+        raise ConfigError([str(e)]) from None
+    return load_config_text(text, str(path), limits)
 
 
 def _references(cfg: EscalationConfig) -> list[tuple[tuple[Any, ...], str]]:

@@ -22,3 +22,6 @@ class RuleFileError(ValueError):
     def __init__(self, errors: list[RuleError]) -> None:
         self.errors = sorted(errors)
         super().__init__("\n".join(str(e) for e in self.errors))
+
+    def __reduce__(self) -> tuple:  # travels intact from a loader's child process (run_isolated)
+        return (RuleFileError, (self.errors,))

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.comments import CommentedMap
 
 from atalaia.rules.alarm import SEVERITIES
 from atalaia.rules.checks import semantic_errors
 from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.schema import Rule, RuleFile
+from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
 
 M = TypeVar("M", bound=BaseModel)
 _TYPE_WORDS = {
@@ -71,40 +70,7 @@ class _Positions:
         self.tree = tree
 
     def find(self, loc: Sequence[Any], at_key: bool = False) -> tuple[int, int]:
-        node, pos = self.tree, _node_pos(self.tree)
-        for i, part in enumerate(loc):
-            last = i == len(loc) - 1
-            if isinstance(node, CommentedMap) and part in node:
-                line, col = node.lc.key(part) if (last and at_key) else node.lc.value(part)
-                pos, node = (line, col), node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-                pos, node = node.lc.item(part), node[part]
-            else:
-                break
-        return pos[0] + 1, pos[1] + 1
-
-
-def _node_pos(node: Any) -> tuple[int, int]:
-    lc = getattr(node, "lc", None)
-    if lc is None or lc.line is None:
-        return (0, 0)
-    return (lc.line, lc.col)
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, bool):
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    return node
+        return position(self.tree, loc, "key" if at_key else "value")
 
 
 def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, bool]:
@@ -140,43 +106,10 @@ def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, bool]:
     return f"'{name}': {err['msg']}", False
 
 
-def _strip_union_branches(loc: tuple[Any, ...], tree: Any) -> tuple[Any, ...]:
-    """The part of a pydantic location that exists in the tree (plus a missing key's name); drops the
-    parts pydantic adds for union branches (``'str'``, ``'list[str]'``)."""
-    node, out = tree, []
-    for part in loc:
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
-            node = node[part]
-        elif isinstance(node, dict):
-            out.append(part)  # a missing key: named in the message, position stays on the parent
-            break
-        else:
-            break
-        out.append(part)
-    return tuple(out)
-
-
-def _yaml_error(exc: YAMLError, text: str, file: str) -> RuleError:
-    """A ruamel.yaml error as ``file:line:col: YAML syntax error: ...``."""
-    if isinstance(exc, MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return RuleError(
-            file, line, col, f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}"
-        )
-    position = getattr(exc, "position", None)
-    if isinstance(position, int):  # reader errors (control characters, bad encoding)
-        before = text[:position]
-        line, col = before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
-        char = getattr(exc, "character", "")
-        char = chr(char) if isinstance(char, int) else char
-        what = f"character {char!r} is not allowed" if char else str(exc).splitlines()[0]
-        return RuleError(file, line, col, f"YAML syntax error: {what}")
-    return RuleError(
-        file, 1, 1, f"YAML syntax error: {str(exc).splitlines()[0] if str(exc) else 'invalid YAML'}"
-    )
+def _rule_error(exc: YamlError) -> RuleError:
+    """A refusal of the YAML loader as a rule error (syntax errors say so)."""
+    prefix = "YAML syntax error: " if exc.kind == "syntax" else ""
+    return RuleError(exc.file, exc.line, exc.col, prefix + exc.message)
 
 
 @dataclass(slots=True)
@@ -185,38 +118,40 @@ class ParsedFile:
     rules: list[tuple[int, Rule]]  # (position in the file's 'rules' list, rule) of the rules that validated
 
 
-def parse_text(text: str, file: str) -> tuple[ParsedFile | None, Any, list[RuleError]]:
+def parse_text(
+    text: str, file: str, limits: YamlLimits | None = None
+) -> tuple[ParsedFile | None, Any, list[RuleError]]:
     """Parse and validate one file's text: (valid part or None, ruamel tree, errors)."""
     try:
-        tree = YAML(typ="rt").load(text)
-    except YAMLError as exc:
-        return None, None, [_yaml_error(exc, text, file)]
+        tree = parse(text, file, limits)
+    except YamlError as exc:
+        return None, None, [_rule_error(exc)]
     if tree is None:
         return None, None, [RuleError(file, 1, 1, "empty rule file: expected 'group:' and 'rules:'")]
     if not isinstance(tree, CommentedMap):
         return None, tree, [RuleError(file, 1, 1, "a rule file must be a mapping with 'group:' and 'rules:'")]
     pos = _Positions(tree)
-    plain = _plain(tree)
+    plain_tree = plain(tree)
     errors: dict[tuple[int, int], RuleError] = {}
 
     def collect(exc: ValidationError, prefix: tuple[Any, ...]) -> None:
         for err in exc.errors():
-            loc = _strip_union_branches((*prefix, *err["loc"]), tree)
+            loc = in_tree(tree, (*prefix, *err["loc"]))
             msg, at_key = _message(err, loc)
             if err["type"] == "unknown_key":
                 loc = (*loc, err["ctx"]["key"])
             line, col = pos.find(loc, at_key=at_key)
             errors.setdefault((line, col), RuleError(file, line, col, msg))
 
-    raw_rules = plain.get("rules")
-    header = {k: v for k, v in plain.items() if k != "rules"}
+    raw_rules = plain_tree.get("rules")
+    header = {k: v for k, v in plain_tree.items() if k != "rules"}
     try:  # the file level first (unknown keys, group), then each rule on its own: one bad rule hides no other
         RuleFile.model_validate({**header, "rules": []})
     except ValidationError as exc:
         collect(exc, ())
     rules: list[tuple[int, Rule]] = []
     if raw_rules is None:
-        if "rules" not in plain:
+        if "rules" not in plain_tree:
             line, col = pos.find(())
             errors.setdefault((line, col), RuleError(file, line, col, "missing required key 'rules'"))
     elif not isinstance(raw_rules, list):
@@ -232,21 +167,21 @@ def parse_text(text: str, file: str) -> tuple[ParsedFile | None, Any, list[RuleE
     return ParsedFile(group or Path(file).stem, rules), tree, list(errors.values())
 
 
-def load_model(text: str, file: str, model: type[M]) -> M:
+def load_model(text: str, file: str, model: type[M], limits: YamlLimits | None = None) -> M:
     """Validate a YAML document against a pydantic model with ``file:line:col`` errors (RuleFileError)."""
     try:
-        tree = YAML(typ="rt").load(text)
-    except YAMLError as exc:
-        raise RuleFileError([_yaml_error(exc, text, file)]) from None
+        tree = parse(text, file, limits)
+    except YamlError as exc:
+        raise RuleFileError([_rule_error(exc)]) from None
     if not isinstance(tree, CommentedMap):
         raise RuleFileError([RuleError(file, 1, 1, "expected a mapping at the top of the file")])
     pos = _Positions(tree)
     try:
-        return model.model_validate(_plain(tree))
+        return model.model_validate(plain(tree))
     except ValidationError as exc:
         errors = {}
         for err in exc.errors():
-            loc = _strip_union_branches(tuple(err["loc"]), tree)
+            loc = in_tree(tree, tuple(err["loc"]))
             msg, at_key = _message(err, loc)
             if err["type"] == "unknown_key":
                 loc = (*loc, err["ctx"]["key"])
@@ -270,13 +205,14 @@ def _files(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]]:
     return files, errors
 
 
-def load_texts(sources: Iterable[tuple[str, str]]) -> RuleSet:
+def load_texts(sources: Iterable[tuple[str, str]], limits: YamlLimits | None = None) -> RuleSet:
     """Load ``(file name, text)`` pairs into one RuleSet; raises RuleFileError with every error."""
+    limits = limits or YamlLimits.from_env()
     errors: list[RuleError] = []
     ruleset = RuleSet()
     seen: dict[str, str] = {}
     for file, text in sources:
-        model, tree, errs = parse_text(text, file)
+        model, tree, errs = parse_text(text, file, limits)
         errors += errs
         if model is None:
             continue
@@ -292,17 +228,20 @@ def load_texts(sources: Iterable[tuple[str, str]]) -> RuleSet:
     return ruleset
 
 
-def load_rules(paths: Iterable[str | Path]) -> RuleSet:
-    """Load rule files and directories (``*.yaml``/``*.yml``); raises RuleFileError listing all errors."""
+def load_rules(paths: Iterable[str | Path], limits: YamlLimits | None = None) -> RuleSet:
+    """Load rule files and directories (``*.yaml``/``*.yml``); raises RuleFileError listing all errors.
+    Each file is held to ``limits`` (default: ``YamlLimits.from_env()``); a file over the size
+    limit is refused without being read."""
+    limits = limits or YamlLimits.from_env()
     files, errors = _files(paths)
     sources = []
     for f in files:
         try:
-            sources.append((str(f), f.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(RuleError(str(f), 1, 1, f"cannot read: {exc}"))
+            sources.append((str(f), read_text(f, limits)))
+        except YamlError as exc:
+            errors.append(_rule_error(exc))
     try:
-        ruleset = load_texts(sources)
+        ruleset = load_texts(sources, limits)
     except RuleFileError as exc:
         errors += exc.errors
     if errors:
@@ -310,9 +249,9 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     return ruleset
 
 
-def check_paths(paths: Iterable[str | Path]) -> list[RuleError]:
+def check_paths(paths: Iterable[str | Path], limits: YamlLimits | None = None) -> list[RuleError]:
     try:
-        load_rules(paths)
+        load_rules(paths, limits)
     except RuleFileError as exc:
         return exc.errors
     return []

@@ -34,8 +34,10 @@ from pydantic import Field
 
 from atalaia.rules.durations import format_duration
 from atalaia.rules.engine import RuleEngine, ScorerMissing
+from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.loader import load_model, load_rules
 from atalaia.rules.schema import Duration, Severity, Strict
+from atalaia.streams.config_yaml import YamlError, read_text
 from atalaia.streams.observation import format_time
 
 _EXPANDING = re.compile(
@@ -122,7 +124,11 @@ def _alarm_line(a: dict[str, Any]) -> str:
 def run_test_file(path: str | Path) -> tuple[int, int, list[str]]:
     """Run every test of a file: (passed, failed, report lines). Raises RuleFileError on bad files."""
     path = Path(path)
-    spec = load_model(path.read_text(encoding="utf-8"), str(path), RuleTestFile)
+    try:
+        text = read_text(path)  # the size limit of every configuration file, checked before reading
+    except YamlError as exc:
+        raise RuleFileError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
+    spec = load_model(text, str(path), RuleTestFile)
     ruleset = load_rules([(path.parent / f) for f in spec.rule_files])
     passed = failed = 0
     report: list[str] = []

@@ -199,15 +199,49 @@ def _unframe(data: bytes) -> list[bytes]:
     return out
 
 
-class RuleFiles:
-    """The rule set of the configured paths, reloaded when a file changes (checked on ticks)."""
+_RELOADS: Any = None  # one worker thread for rule reloads, shared by every RuleFiles
 
-    def __init__(self, paths: list[Any]) -> None:
+
+def _reload_thread() -> Any:
+    global _RELOADS
+    if _RELOADS is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _RELOADS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rules-reload")
+    return _RELOADS
+
+
+def _load_isolated(paths: list[Any], limits: Any) -> Any:
+    """Runs in the reload thread: the rule files loaded in a child process (config_yaml limits,
+    a hard time limit and a memory limit), so a hostile file costs neither the loop nor memory."""
+    from atalaia.rules.loader import load_rules
+    from atalaia.streams.config_yaml import run_isolated
+
+    return run_isolated(load_rules, paths, limits=limits)
+
+
+class RuleFiles:
+    """The rule set of the configured paths, reloaded when a file changes (checked on ticks).
+
+    The first load runs here, held to the YAML limits (``atalaia.streams.config_yaml``). A reload
+    never runs on the event loop: ``changed()`` only compares file stamps and starts
+    ``load(paths, limits)`` in a worker thread, which by default parses in a child process with a
+    time and memory limit; a later ``changed()`` picks up the result. An invalid or hostile edit
+    (a YAML bomb, a 1 GB file) is logged as ``file:line:col`` errors and the running rules stay.
+    """
+
+    def __init__(self, paths: list[Any], limits: Any = None, load: Any = _load_isolated) -> None:
         from pathlib import Path
 
+        from atalaia.rules.loader import load_rules
+        from atalaia.streams.config_yaml import YamlLimits
+
         self.paths = [Path(p) for p in paths]
+        self.limits = limits or YamlLimits.from_env()
+        self.load = load
         self.stamp = self._stamp()
-        self.ruleset = self._load()
+        self.ruleset = load_rules(self.paths, self.limits)
+        self.pending: Any = None  # (future, the files it reads) while a reload runs
 
     def _stamp(self) -> tuple:
         files = []
@@ -220,23 +254,43 @@ class RuleFiles:
                     continue
         return tuple(files)
 
-    def _load(self) -> Any:
-        from atalaia.rules.loader import load_rules
-
-        return load_rules(self.paths)
-
     def changed(self) -> bool:
-        """True (and the new rule set loaded) when the files changed and the new set is valid;
-        an invalid edit is logged and the running rules are kept."""
+        """True when a reload finished with a valid rule set, now in ``ruleset``. Never blocks:
+        a change starts a reload in the background; an invalid one is logged and changes nothing."""
+        if self.pending is not None:
+            future, edited = self.pending
+            if not future.done():
+                return False
+            self.pending = None
+            return self._finish(future, edited)
         stamp = self._stamp()
         if stamp == self.stamp:
             return False
+        edited = sorted({f for f, _ in set(stamp) - set(self.stamp)}) or [str(p) for p in self.paths]
         self.stamp = stamp
+        self.pending = (_reload_thread().submit(self.load, self.paths, self.limits), edited)
+        return False
+
+    def _finish(self, future: Any, edited: list[str]) -> bool:
+        from atalaia.rules.errors import RuleFileError
+        from atalaia.streams.config_yaml import IsolatedLoadError
+
         try:
-            self.ruleset = self._load()
-        except Exception as e:
+            ruleset = future.result()
+        except RuleFileError as e:
             log.error("rule files changed but do not load; keeping the running rules:\n%s", e)
             return False
+        except (IsolatedLoadError, MemoryError) as e:  # timed out or died: blame the edited files
+            what = str(e) or type(e).__name__
+            log.error(
+                "rule files changed but do not load; keeping the running rules:\n%s",
+                "\n".join(f"{f}:1:1: loading refused: {what}" for f in edited),
+            )
+            return False
+        except Exception as e:  # whatever else: never lose the running rules
+            log.error("rule files changed but do not load; keeping the running rules:\n%r", e)
+            return False
+        self.ruleset = ruleset
         log.info("rules reloaded: %d rule(s)", len(self.ruleset.rules))
         return True
 

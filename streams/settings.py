@@ -23,11 +23,11 @@ class _YamlSource(PydanticBaseSettingsSource):
         path = os.environ.get("ATALAIA_CONFIG")
         if not path:
             return {}
-        from ruamel.yaml import YAML
+        from atalaia.streams.config_yaml import load_file, plain
 
-        data = YAML(typ="safe").load(Path(path).read_text()) or {}
+        data = plain(load_file(path)) or {}  # a bad file: YamlError "file:line:col: ..."
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: settings file must be a mapping")
+            raise ValueError(f"{path}:1:1: settings file must be a mapping")
         return data
 
 

@@ -195,6 +195,71 @@ def test_rules_reload_when_the_file_changes(broker, topic_prefix, make_worker, t
     pytest.fail("the edited rule never fired")
 
 
+def test_a_yaml_bomb_and_a_1gb_rule_file_keep_the_running_rules(broker, topic_prefix, make_worker, tmp_path):
+    """Issue 10: a billion-laughs file and a 1 GB file dropped into the rules directory are refused
+    as file:line:col errors in the log, the running rules stay in force, and the worker keeps
+    answering (the reload parses in a child process, off the event loop)."""
+    from tests.test_config_yaml import billion_laughs
+
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "hydro.yaml").write_text(
+        "rules:\n  - {id: lvl, select: {type: WaterObserved, attribute: height},"
+        " severities: [{severity: high, above: 4.0}]}\n"
+    )
+    env = {"ATALAIA_RULES_PATHS": json.dumps([str(rules_dir)])}
+    w = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
+
+    def hwm_mb() -> float:  # the worker's peak resident memory
+        status = Path(f"/proc/{w.proc.pid}/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1]) / 1024
+
+    before = hwm_mb()
+    (rules_dir / "bomb.yaml").write_text(billion_laughs())
+    subprocess.run(["truncate", "-s", "1G", str(rules_dir / "huge.yaml")], check=True)
+    slowest, deadline = 0.0, time.monotonic() + 60
+    bomb_refused = (
+        f"{rules_dir / 'bomb.yaml'}:6:63: alias *lol4 expands to 11111 values: alias expansion exceeds"
+    )
+    huge_refused = f"{rules_dir / 'huge.yaml'}:1:1: file is 1 GiB, over the 4 MiB limit"
+    while not (bomb_refused in w.log.read_text() and huge_refused in w.log.read_text()):
+        assert time.monotonic() < deadline, w.log.read_text()[-4000:]
+        t0 = time.monotonic()
+        assert w.health()["stages"]["rules"]["partitions"], "the rules stage is still running"
+        slowest = max(slowest, time.monotonic() - t0)
+        time.sleep(0.2)
+    log = w.log.read_text()
+    assert (
+        f"{rules_dir / 'bomb.yaml'}:6:63: alias *lol4 expands to 11111 values: alias expansion exceeds" in log
+    )
+    assert f"{rules_dir / 'huge.yaml'}:1:1: file is 1 GiB, over the 4 MiB limit" in log
+    assert slowest < 2.0, f"/health took {slowest:.2f} s during the reload"
+    assert hwm_mb() - before < 200, f"the worker grew from {before:.0f} to {hwm_mb():.0f} MB"
+    f = tmp_path / "o.jsonl"
+    f.write_text(
+        json.dumps(
+            {
+                "time": "2026-01-28T10:00:00Z",
+                "entity": "urn:ngsi-ld:WaterObserved:r",
+                "type": "WaterObserved",
+                "attributes": {"height": 5.0},
+            }
+        )
+        + "\n"
+    )
+    send(w.env, f)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = [
+            orjson.loads(r.value)
+            for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=2.0))
+        ]
+        if got:
+            assert [(a["rule"], a["state"], a["severity"]) for a in got] == [("lvl", "firing", "high")]
+            return
+    pytest.fail("the running rule stopped firing after the bomb")
+
+
 def test_two_workers_share_partitions_and_take_over_on_a_kill(broker, topic_prefix, make_worker, tmp_path):
     """Scale-out: two workers split the partitions; kill one mid-stream and the other takes its
     partitions over from their checkpoints (a shared state volume, as in docker-compose); the
