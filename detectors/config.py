@@ -16,6 +16,7 @@ Errors are reported as ``file:line:col: message``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ MODELS: dict[str, type[Detector]] = {
     "seasonal": SeasonalProfile,
     "novelty": RecordNovelty,
 }
+log = logging.getLogger("atalaia.detectors")
+_WARNED: set[str] = set()
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "config" / "detectors.yaml"
 
 
@@ -110,11 +113,22 @@ class DetectorSpec(ModelSpec):
     description: str = ""
     select: Select = Select()
     warmup: int = Field(0, ge=0)
+    #: the alert threshold the configuration ships with (chosen by cross-validation; rules
+    #: using this detector should alarm on ``above:`` it)
+    threshold: float | None = Field(None, ge=0, le=1)
+
+
+class Alias(_Strict):
+    """An old name kept for a while: it resolves to ``to`` and logs ``note`` once."""
+
+    to: str
+    note: str = ""
 
 
 class DetectorsConfig(_Strict):
     default: str
     detectors: list[DetectorSpec]
+    aliases: dict[str, Alias] = {}
 
     @model_validator(mode="after")
     def _names(self) -> DetectorsConfig:
@@ -122,12 +136,33 @@ class DetectorsConfig(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"duplicate detector names: {sorted(dup)}")
-        if self.default not in names:
+        clash = sorted(set(self.aliases) & set(names))
+        if clash:
+            raise ValueError(f"aliases {clash} are also detector names")
+        for old, alias in self.aliases.items():
+            if alias.to not in names:
+                raise ValueError(f"alias {old!r} points to {alias.to!r}, which is not a detector name")
+        if self.resolve(self.default) not in names:
             raise ValueError(f"default {self.default!r} is not a detector name")
         return self
 
+    def resolve(self, name: str) -> str:
+        """The configured name behind ``name`` (itself, or what a deprecated alias points to)."""
+        alias = self.aliases.get(name)
+        if alias is None:
+            return name
+        if name not in _WARNED:
+            _WARNED.add(name)
+            log.warning(
+                "detector name %r is deprecated, use %r%s",
+                name,
+                alias.to,
+                f": {alias.note}" if alias.note else "",
+            )
+        return alias.to
+
     def get(self, name: str | None = None) -> DetectorSpec:
-        name = name or self.default
+        name = self.resolve(name or self.default)
         for d in self.detectors:
             if d.name == name:
                 return d
