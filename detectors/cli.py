@@ -164,7 +164,7 @@ def cv(
         rows.append(("selected per fold", streams))
     header = (
         f"{'configuration':24s} {'CV standard':>13s} {'CV low-FP':>13s} {'CV low-FN':>13s} "
-        f"{'held-out TP/FN/FP':>18s} {'pooled':>7s} | {'31-file (opt.)':>15s} {'shipped thr':>17s}"
+        f"{'held-out TP/FN/FP':>18s} {'pooled':>7s} | {'all files (opt.)':>16s} {'shipped thr':>17s}"
     )
     click.echo(header)
     for label, cands in rows:
@@ -172,7 +172,10 @@ def cv(
         every = [f for r in results for f in r.folds]
 
         def ms(profile: str, every=every) -> str:
-            xs = [f.profiles[profile]["score"] for f in every]
+            # a fold of files without windows has no normalised score (NAB: perfect == null)
+            xs = [f.profiles[profile]["score"] for f in every if f.profiles[profile]["score"] is not None]
+            if not xs:
+                return "n/a"
             sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
             return f"{statistics.fmean(xs):6.1f} ± {sd:4.1f}"
 
@@ -189,7 +192,7 @@ def cv(
         counts = f"{tp:.0f}/{fn:.0f}/{fp:.0f}" if repeats == 1 else f"{tp:.1f}/{fn:.1f}/{fp:.1f}"
         click.echo(
             f"{label:24s} {ms('standard'):>13s} {ms('reward_low_FP_rate'):>13s} "
-            f"{ms('reward_low_FN_rate'):>13s} {counts:>18s} {pooled:7.1f} | {full:>15s} {shipped:>17s}"
+            f"{ms('reward_low_FN_rate'):>13s} {counts:>18s} {pooled:7.1f} | {full:>16s} {shipped:>17s}"
         )
         if verbose or len(cands) > 1:
             for r in results:
@@ -197,6 +200,6 @@ def cv(
                     p = f.profiles["standard"]
                     click.echo(
                         f"    fold {f.fold}: {f.chosen:20s} thr {p['threshold']:.4f} "
-                        f"score {p['score']:6.1f} tp/fn/fp {p['tp']}/{p['fn']}/{p['fp']}  "
+                        f"score {p['score'] if p['score'] is None else round(p['score'], 1)!s:>6s} tp/fn/fp {p['tp']}/{p['fn']}/{p['fp']}  "
                         f"{len(f.held_out)} files"
                     )

@@ -30,9 +30,11 @@ from atalaia.detectors.ensemble import Ensemble
 from atalaia.detectors.gaussian import GaussianTail
 from atalaia.detectors.novelty import RecordNovelty
 from atalaia.detectors.predictive import ForecastResidual
+from atalaia.detectors.rarity import Rarity
 from atalaia.detectors.seasonal import SeasonalProfile
 from atalaia.detectors.suppression import Refractory
 from atalaia.detectors.trees import HSTDetector
+from atalaia.rules.durations import parse_duration
 
 MODELS: dict[str, type[Detector]] = {
     "gaussian": GaussianTail,
@@ -71,6 +73,11 @@ class Calibration(_Strict):
     range_warmup: int = Field(0, ge=0)
 
 
+class RarityParams(_Strict):
+    horizon: int = Field(5000, ge=10)
+    bins_per_unit: float = Field(1.0, gt=0)
+
+
 class Suppression(_Strict):
     alert: float = Field(0.6, ge=0, le=1)
     hold: int = Field(100, ge=0)
@@ -83,6 +90,7 @@ class ModelSpec(_Strict):
     params: dict[str, Any] = {}
     members: list[ModelSpec] = []
     calibration: Calibration | None = None
+    rarity: RarityParams | None = None
     suppress: Suppression | None = None
 
     @model_validator(mode="after")
@@ -103,6 +111,8 @@ class ModelSpec(_Strict):
             det = MODELS[self.model](**self.params)
         if self.calibration is not None:
             det = Calibrated(det, **self.calibration.model_dump())
+        if self.rarity is not None:
+            det = Rarity(det, **self.rarity.model_dump())
         if self.suppress is not None:
             det = Refractory(det, **self.suppress.model_dump())
         return det
@@ -125,10 +135,30 @@ class Alias(_Strict):
     note: str = ""
 
 
+class BankLimits(_Strict):
+    """Bounds of the live per-entity bank (``detectors/bank.py``)."""
+
+    #: an entity attribute not seen for this long (event time) is checkpointed and evicted
+    #: from memory; it resumes from the checkpoint when it reports again ("0": never)
+    idle_evict_after: str = "1d"
+    #: models held in memory at most; beyond it new entities are refused (logged, counted)
+    max_entities: int | None = Field(200_000, ge=1)
+
+    @property
+    def idle_seconds(self) -> float | None:
+        return parse_duration(self.idle_evict_after) or None
+
+    @model_validator(mode="after")
+    def _duration(self) -> BankLimits:
+        parse_duration(self.idle_evict_after)
+        return self
+
+
 class DetectorsConfig(_Strict):
     default: str
     detectors: list[DetectorSpec]
     aliases: dict[str, Alias] = {}
+    bank: BankLimits = BankLimits()
 
     @model_validator(mode="after")
     def _names(self) -> DetectorsConfig:
