@@ -47,14 +47,14 @@ class DetectorBank:
     >>> from atalaia.detectors.config import load_config
     >>> bank = DetectorBank(load_config())
     >>> t0 = datetime(2026, 1, 1)
-    >>> scores = [bank.score_learn("hst-default", "urn:gauge:1", "flow", t0 + timedelta(minutes=i),
+    >>> scores = [bank.score_learn("record-novelty", "urn:gauge:1", "flow", t0 + timedelta(minutes=i),
     ...                            5.0 + (i % 7) * 0.1) for i in range(400)]
     >>> scores[0] is None, 0.0 <= scores[-1] <= 1.0
     (True, True)
     >>> bank2 = DetectorBank.restore(load_config(), bank.snapshot())
     >>> t = t0 + timedelta(minutes=400)
-    >>> bank2.score_learn("hst-default", "urn:gauge:1", "flow", t, 9.0) == \\
-    ...     bank.score_learn("hst-default", "urn:gauge:1", "flow", t, 9.0)
+    >>> bank2.score_learn("record-novelty", "urn:gauge:1", "flow", t, 9.0) == \\
+    ...     bank.score_learn("record-novelty", "urn:gauge:1", "flow", t, 9.0)
     True
     """
 

@@ -38,7 +38,9 @@ def list_detectors(config_path: str | None) -> None:
     for d in config.detectors:
         mark = "*" if d.name == config.default else " "
         sel = "/".join(x for x in (d.select.type, d.select.attribute) if x) or "-"
-        click.echo(f"{mark} {d.name:14s} {d.model:9s} warmup={d.warmup:<4d} {sel:22s} {d.description}")
+        click.echo(f"{mark} {d.name:20s} {d.model:9s} warmup={d.warmup:<4d} {sel:22s} {d.description}")
+    for old, alias in config.aliases.items():
+        click.echo(f"  {old:20s} deprecated alias of {alias.to}: {alias.note}")
 
 
 @detectors.command("nab")
@@ -138,7 +140,7 @@ def cv(
 
     try:
         config = load_config(config_path)
-        specs = [config.get(n) for n in (names or (None,))]
+        specs = list({s.name: s for s in (config.get(n) for n in (names or (None,)))}.values())
         kit = cvmod.Kit.load(nab_dir, files.split(",") if files else None)
         fold_sets = [cvmod.make_folds(kit.rels, folds, seed + r) for r in range(repeats)]
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
