@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entities", type=int, default=20)
     ap.add_argument("--points", type=int, default=1000, help="points per entity")
-    ap.add_argument("--fleet", type=int, default=0, help="also: memory of this many default-detector entities")
+    ap.add_argument(
+        "--fleet", type=int, default=0, help="also: memory of this many default-detector entities"
+    )
     args = ap.parse_args(argv)
     config = load_config()
     if args.fleet:
