@@ -54,12 +54,40 @@ def bench(name: str, config, data, sample) -> tuple[float, float, float]:
     return rate, pickled, heap
 
 
+def fleet(config, name: str, entities: int, points: int = 2000) -> tuple[int, float, float]:
+    """Memory of ``entities`` warmed-up models of ``name`` held in one bank: every entity
+    gets the state of one model that learned ``points`` points (its size has settled by then).
+    Returns (pickled bytes of one model, heap bytes in all (tracemalloc), heap per entity)."""
+    one = DetectorBank(config, max_entities=None, idle_after=None)
+    for k, a, t, v in rows(1, points):
+        one.score_learn(name, k, a, t, v)
+    state = one.state_of(name, *rows(1, 1)[0][:2])
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    bank = DetectorBank(config, max_entities=None, idle_after=None)
+    for e in range(entities):
+        bank.load_state(name, f"urn:ngsi-ld:WaterObserved:fleet-{e:06d}", "flow", state)
+    heap = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return len(state), heap, heap / entities
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entities", type=int, default=20)
     ap.add_argument("--points", type=int, default=1000, help="points per entity")
+    ap.add_argument(
+        "--fleet", type=int, default=0, help="also: memory of this many default-detector entities"
+    )
     args = ap.parse_args(argv)
     config = load_config()
+    if args.fleet:
+        pickled, heap, per = fleet(config, config.default, args.fleet)
+        print(
+            f"{config.default}: {args.fleet} warmed-up entities in one bank: {heap / 2**20:.0f} MiB heap "
+            f"({per:.0f} B/entity; pickled state {pickled} B/entity)"
+        )
     data = rows(args.entities, args.points)
     sample = rows(3, args.points)
     print(f"{len(data)} points over {args.entities} entities, DetectorBank.score_learn")

@@ -4,20 +4,32 @@ The bank is a pure state machine driven by event time: ``score_learn`` scores a 
 the entity's model and then learns it. ``snapshot()`` / ``DetectorBank.restore()`` carry the
 complete state across a worker restart; the restored bank gives exactly the scores an
 uninterrupted one would.
+
+Memory is bounded for real fleets: a model whose entity has not reported for ``idle_after``
+seconds of event time (the newest event time seen is the clock) is checkpointed (its exact
+state bytes, in ``checkpoints``, a mutable mapping: a dict by default, or any persistent
+store) and dropped from memory; it resumes from the checkpoint when the entity returns. At
+most ``max_entities`` models are held in memory: at the limit a new entity is refused (its
+score is None), the old ones are kept, a warning is logged when the limit is reached and the
+refusals are counted (``stats["refused"]``, exported as ``atalaia_detector_entities_refused``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
+from typing import Any
 
 from atalaia.detectors.base import Detector, clean
 from atalaia.detectors.config import DetectorsConfig, DetectorSpec
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 ModelKey = tuple[str, str, str]  # detector, key, attribute
+log = logging.getLogger("atalaia.detectors.bank")
 
 
 def _fingerprint(spec: DetectorSpec) -> str:
@@ -35,35 +47,98 @@ class DetectorBank:
     >>> from atalaia.detectors.config import load_config
     >>> bank = DetectorBank(load_config())
     >>> t0 = datetime(2026, 1, 1)
-    >>> scores = [bank.score_learn("hst-default", "urn:gauge:1", "flow", t0 + timedelta(minutes=i),
+    >>> scores = [bank.score_learn("record-novelty", "urn:gauge:1", "flow", t0 + timedelta(minutes=i),
     ...                            5.0 + (i % 7) * 0.1) for i in range(400)]
     >>> scores[0] is None, 0.0 <= scores[-1] <= 1.0
     (True, True)
     >>> bank2 = DetectorBank.restore(load_config(), bank.snapshot())
     >>> t = t0 + timedelta(minutes=400)
-    >>> bank2.score_learn("hst-default", "urn:gauge:1", "flow", t, 9.0) == \\
-    ...     bank.score_learn("hst-default", "urn:gauge:1", "flow", t, 9.0)
+    >>> bank2.score_learn("record-novelty", "urn:gauge:1", "flow", t, 9.0) == \\
+    ...     bank.score_learn("record-novelty", "urn:gauge:1", "flow", t, 9.0)
     True
     """
 
-    def __init__(self, config: DetectorsConfig) -> None:
+    def __init__(
+        self,
+        config: DetectorsConfig,
+        *,
+        max_entities: int | None = ...,  # type: ignore[assignment]  # ...: as configured
+        idle_after: float | None = ...,  # type: ignore[assignment]  # seconds; None: never
+        checkpoints: MutableMapping[ModelKey, bytes] | None = None,
+    ) -> None:
         self.config = config
         self._specs: dict[str, DetectorSpec] = {d.name: d for d in config.detectors}
-        self._models: dict[ModelKey, Detector] = {}
+        #: in memory, least recently active first
+        self._models: OrderedDict[ModelKey, Detector] = OrderedDict()
+        self._last: dict[ModelKey, float] = {}  # newest event time of each model (epoch s)
+        self.max_entities = config.bank.max_entities if max_entities is ... else max_entities
+        self.idle_after = config.bank.idle_seconds if idle_after is ... else idle_after
+        self.checkpoints: MutableMapping[ModelKey, bytes] = {} if checkpoints is None else checkpoints
+        self.clock = float("-inf")  # newest event time seen (epoch seconds)
+        self.stats: Counter[str] = Counter()  # evicted, resumed, refused
+        self._full_logged = False
 
     def __len__(self) -> int:
         return len(self._models)
 
-    def model(self, detector: str, key: str, attribute: str) -> Detector:
-        """The model of one entity attribute (created fresh on first use)."""
+    def _resolve(self, detector: str) -> str:
+        if detector not in self._specs:
+            detector = self.config.resolve(detector)
+            if detector not in self._specs:
+                raise KeyError(f"unknown detector {detector!r}; known: {sorted(self._specs)}")
+        return detector
+
+    def model(self, detector: str, key: str, attribute: str) -> Detector | None:
+        """The model of one entity attribute: in memory, resumed from its checkpoint, or
+        created fresh; None when the bank is full (the entity is refused)."""
+        detector = self._resolve(detector)
         mk = (detector, key, attribute)
         det = self._models.get(mk)
-        if det is None:
-            spec = self._specs.get(detector)
-            if spec is None:
-                raise KeyError(f"unknown detector {detector!r}; known: {sorted(self._specs)}")
-            det = self._models[mk] = spec.build()
+        if det is not None:
+            return det
+        if self.max_entities is not None and len(self._models) >= self.max_entities:
+            self.stats["refused"] += 1
+            if not self._full_logged:
+                self._full_logged = True
+                log.warning(
+                    "detector bank full: %d entity models in memory (max_entities); refusing new "
+                    "entities such as %s/%s/%s until idle ones are evicted (counted in "
+                    "atalaia_detector_entities_refused)",
+                    len(self._models),
+                    detector,
+                    key,
+                    attribute,
+                )
+            return None
+        data = self.checkpoints.pop(mk, None)
+        if data is not None:
+            det = Detector.from_state(data)
+            self.stats["resumed"] += 1
+        else:
+            det = self._specs[detector].build()
+        self._models[mk] = det
         return det
+
+    def evict_idle(self, now: float | None = None) -> int:
+        """Checkpoint and drop every model idle for ``idle_after`` seconds at event time
+        ``now`` (default: the newest event time seen). Returns how many were evicted."""
+        if self.idle_after is None:
+            return 0
+        limit = (self.clock if now is None else now) - self.idle_after
+        evicted = 0
+        # models are kept in order of last activity, so the idle ones are at the front
+        while self._models:
+            mk = next(iter(self._models))
+            if self._last.get(mk, limit) >= limit:
+                break
+            self.checkpoints[mk] = self._models.pop(mk).to_state()
+            del self._last[mk]
+            evicted += 1
+        if evicted:
+            self.stats["evicted"] += evicted
+            if self.max_entities is not None and len(self._models) < self.max_entities:
+                self._full_logged = False
+        return evicted
 
     def score_learn(
         self, detector: str, key: str, attribute: str, time: datetime, value: float
@@ -76,9 +151,22 @@ class DetectorBank:
         x = clean(value)
         if x is None:
             return None
+        t = _naive_utc(time)
+        ts = t.replace(tzinfo=UTC).timestamp()
+        if ts > self.clock:
+            self.clock = ts
+            if self.idle_after is not None and self._models:
+                self.evict_idle()
         det = self.model(detector, key, attribute)
+        if det is None:
+            return None
+        detector = self._resolve(detector)
+        mk = (detector, key, attribute)
+        self._models.move_to_end(mk)
+        last = self._last.get(mk)
+        self._last[mk] = ts if last is None or ts > last else last
         seen = det.n_seen
-        score = det.score_learn(x, _naive_utc(time))
+        score = det.score_learn(x, t)
         return score if seen >= self._specs[detector].warmup else None
 
     def score_learn_many(
@@ -94,31 +182,54 @@ class DetectorBank:
             "version": SNAPSHOT_VERSION,
             "specs": {name: _fingerprint(s) for name, s in self._specs.items()},
             "models": self._models,
+            "last": self._last,
+            "clock": self.clock,
+            "stats": dict(self.stats),
+            "checkpoints": dict(self.checkpoints) if isinstance(self.checkpoints, dict) else None,
         }
         return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def restore(cls, config: DetectorsConfig, data: bytes) -> DetectorBank:
+    def restore(cls, config: DetectorsConfig, data: bytes, **limits: Any) -> DetectorBank:
         """A bank from ``snapshot()`` bytes. Models of detectors that are no longer
-        configured, or whose configuration changed, are dropped (they restart fresh)."""
+        configured, or whose configuration changed, are dropped (they restart fresh).
+        ``limits``: ``max_entities``, ``idle_after``, ``checkpoints`` as for the constructor
+        (a given checkpoint store is used as is; otherwise the snapshot's checkpoints)."""
         payload = pickle.loads(data)
-        if not isinstance(payload, dict) or payload.get("version") != SNAPSHOT_VERSION:
+        if not isinstance(payload, dict) or payload.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError("not a detector bank snapshot of a supported version")
-        bank = cls(config)
+        bank = cls(config, **limits)
         same = {n for n, s in bank._specs.items() if payload["specs"].get(n) == _fingerprint(s)}
-        bank._models = {k: m for k, m in payload["models"].items() if k[0] in same}
+        bank._models = OrderedDict((k, m) for k, m in payload["models"].items() if k[0] in same)
+        bank._last = {k: v for k, v in payload.get("last", {}).items() if k in bank._models}
+        bank.clock = payload.get("clock", float("-inf"))
+        bank.stats.update(payload.get("stats", {}))
+        if "checkpoints" not in limits and payload.get("checkpoints"):
+            bank.checkpoints.update((k, v) for k, v in payload["checkpoints"].items() if k[0] in same)
         return bank
 
     def state_of(self, detector: str, key: str, attribute: str) -> bytes | None:
         """One model's state (for a per-entity changelog/table), None if it does not exist."""
-        det = self._models.get((detector, key, attribute))
-        return None if det is None else det.to_state()
+        mk = (self._resolve(detector), key, attribute)
+        det = self._models.get(mk)
+        return self.checkpoints.get(mk) if det is None else det.to_state()
 
     def load_state(self, detector: str, key: str, attribute: str, data: bytes) -> None:
         """Install one model's state written by ``state_of`` (same configuration assumed)."""
-        if detector not in self._specs:
-            raise KeyError(f"unknown detector {detector!r}; known: {sorted(self._specs)}")
-        self._models[(detector, key, attribute)] = Detector.from_state(data)
+        mk = (self._resolve(detector), key, attribute)
+        self.checkpoints.pop(mk, None)
+        self._models[mk] = Detector.from_state(data)
+
+    def metrics(self) -> dict[str, float]:
+        """Gauges and counters for Prometheus (``atalaia_detector_*``)."""
+        return {
+            "atalaia_detector_entities": len(self._models),
+            "atalaia_detector_entities_checkpointed": len(self.checkpoints),
+            "atalaia_detector_entities_max": self.max_entities or 0,
+            "atalaia_detector_entities_evicted": self.stats["evicted"],
+            "atalaia_detector_entities_resumed": self.stats["resumed"],
+            "atalaia_detector_entities_refused": self.stats["refused"],
+        }
 
     def memory_per_entity(self) -> dict[str, float]:
         """Mean pickled bytes of one model, per detector name in use."""

@@ -16,6 +16,7 @@ Errors are reported as ``file:line:col: message``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,11 @@ from atalaia.detectors.ensemble import Ensemble
 from atalaia.detectors.gaussian import GaussianTail
 from atalaia.detectors.novelty import RecordNovelty
 from atalaia.detectors.predictive import ForecastResidual
+from atalaia.detectors.rarity import Rarity
 from atalaia.detectors.seasonal import SeasonalProfile
 from atalaia.detectors.suppression import Refractory
 from atalaia.detectors.trees import HSTDetector
+from atalaia.rules.durations import parse_duration
 from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
 
 MODELS: dict[str, type[Detector]] = {
@@ -39,6 +42,8 @@ MODELS: dict[str, type[Detector]] = {
     "seasonal": SeasonalProfile,
     "novelty": RecordNovelty,
 }
+log = logging.getLogger("atalaia.detectors")
+_WARNED: set[str] = set()
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "config" / "detectors.yaml"
 
 
@@ -67,6 +72,11 @@ class Calibration(_Strict):
     range_warmup: int = Field(0, ge=0)
 
 
+class RarityParams(_Strict):
+    horizon: int = Field(5000, ge=10)
+    bins_per_unit: float = Field(1.0, gt=0)
+
+
 class Suppression(_Strict):
     alert: float = Field(0.6, ge=0, le=1)
     hold: int = Field(100, ge=0)
@@ -79,6 +89,7 @@ class ModelSpec(_Strict):
     params: dict[str, Any] = {}
     members: list[ModelSpec] = []
     calibration: Calibration | None = None
+    rarity: RarityParams | None = None
     suppress: Suppression | None = None
 
     @model_validator(mode="after")
@@ -99,6 +110,8 @@ class ModelSpec(_Strict):
             det = MODELS[self.model](**self.params)
         if self.calibration is not None:
             det = Calibrated(det, **self.calibration.model_dump())
+        if self.rarity is not None:
+            det = Rarity(det, **self.rarity.model_dump())
         if self.suppress is not None:
             det = Refractory(det, **self.suppress.model_dump())
         return det
@@ -109,11 +122,42 @@ class DetectorSpec(ModelSpec):
     description: str = ""
     select: Select = Select()
     warmup: int = Field(0, ge=0)
+    #: the alert threshold the configuration ships with (chosen by cross-validation; rules
+    #: using this detector should alarm on ``above:`` it)
+    threshold: float | None = Field(None, ge=0, le=1)
+
+
+class Alias(_Strict):
+    """An old name kept for a while: it resolves to ``to`` and logs ``note`` once."""
+
+    to: str
+    note: str = ""
+
+
+class BankLimits(_Strict):
+    """Bounds of the live per-entity bank (``detectors/bank.py``)."""
+
+    #: an entity attribute not seen for this long (event time) is checkpointed and evicted
+    #: from memory; it resumes from the checkpoint when it reports again ("0": never)
+    idle_evict_after: str = "1d"
+    #: models held in memory at most; beyond it new entities are refused (logged, counted)
+    max_entities: int | None = Field(200_000, ge=1)
+
+    @property
+    def idle_seconds(self) -> float | None:
+        return parse_duration(self.idle_evict_after) or None
+
+    @model_validator(mode="after")
+    def _duration(self) -> BankLimits:
+        parse_duration(self.idle_evict_after)
+        return self
 
 
 class DetectorsConfig(_Strict):
     default: str
     detectors: list[DetectorSpec]
+    aliases: dict[str, Alias] = {}
+    bank: BankLimits = BankLimits()
 
     @model_validator(mode="after")
     def _names(self) -> DetectorsConfig:
@@ -121,12 +165,33 @@ class DetectorsConfig(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"duplicate detector names: {sorted(dup)}")
-        if self.default not in names:
+        clash = sorted(set(self.aliases) & set(names))
+        if clash:
+            raise ValueError(f"aliases {clash} are also detector names")
+        for old, alias in self.aliases.items():
+            if alias.to not in names:
+                raise ValueError(f"alias {old!r} points to {alias.to!r}, which is not a detector name")
+        if self.resolve(self.default) not in names:
             raise ValueError(f"default {self.default!r} is not a detector name")
         return self
 
+    def resolve(self, name: str) -> str:
+        """The configured name behind ``name`` (itself, or what a deprecated alias points to)."""
+        alias = self.aliases.get(name)
+        if alias is None:
+            return name
+        if name not in _WARNED:
+            _WARNED.add(name)
+            log.warning(
+                "detector name %r is deprecated, use %r%s",
+                name,
+                alias.to,
+                f": {alias.note}" if alias.note else "",
+            )
+        return alias.to
+
     def get(self, name: str | None = None) -> DetectorSpec:
-        name = name or self.default
+        name = self.resolve(name or self.default)
         for d in self.detectors:
             if d.name == name:
                 return d

@@ -27,6 +27,7 @@ MODULES = [
     "seasonal",
     "ensemble",
     "bank",
+    "rarity",
 ]
 
 
@@ -52,8 +53,10 @@ def test_docstring_examples_run(module):
 
 
 def test_config_has_the_names_rules_rely_on():
-    assert "hst-default" in NAMES
+    assert "record-novelty" in NAMES
     assert CONFIG.default in NAMES
+    # the old name of the default stays usable for one release (rules such as flow-anomaly)
+    assert CONFIG.get("hst-default").name == "record-novelty"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -39,7 +39,7 @@ def test_nab_cli_writes_scorable_result_csvs(small_nab: Path, tmp_path: Path, mo
     assert result.exit_code == 0, result.output
     for rel in FILES:
         data_rows = list(csv.reader((small_nab / rel).read_text().splitlines()))
-        res = out / Path(rel).parent / f"hst-default_{Path(rel).name}"
+        res = out / Path(rel).parent / f"record-novelty_{Path(rel).name}"  # the alias resolves
         rows = list(csv.reader(res.read_text().splitlines()))
         assert rows[0] == ["timestamp", "value", "anomaly_score"]
         assert len(rows) == len(data_rows)
@@ -66,7 +66,8 @@ def test_unknown_detector_is_reported(small_nab: Path, tmp_path: Path):
 def test_list_marks_the_default():
     result = CliRunner().invoke(detectors, ["list"])
     assert result.exit_code == 0
-    assert "* hst-default" in result.output
+    assert "* record-novelty " in result.output
+    assert "hst-default          deprecated alias of record-novelty" in result.output
 
 
 def test_bad_data_file_is_reported_with_its_line(tmp_path: Path):
