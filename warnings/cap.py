@@ -309,10 +309,11 @@ def schema() -> etree.XMLSchema:
 
 
 def text_problems(
-    root: etree._Element, bbox: tuple[float, float, float, float] | None = PT_BBOX
+    root: etree._Element, bbox: tuple[float, float, float, float] | None = PT_BBOX, strict: bool = True
 ) -> list[str]:
     """The CAP 1.2 rules the XSD leaves to ``xs:string`` (after ../shared/fixtures/cap/validate_cap.py),
-    and Atalaia's own: offsets written ``+hh:mm`` (never ``-00:00``), expires after onset."""
+    and, ``strict``, Atalaia's own for what it publishes: UTC written ``+00:00`` (never ``-00:00``),
+    expires after onset."""
     out = []
     if root.tag != Q + "alert":
         return ["not a CAP 1.2 alert"]
@@ -352,6 +353,8 @@ def text_problems(
                 out.append(f"references: entry {r!r} is not sender,identifier,sent")
     if root.findtext(Q + "msgType") in ("Update", "Cancel", "Ack", "Error") and not refs:
         out.append("msgType Update/Cancel/Ack/Error without references")
+    if not strict:
+        return out
     for tag in ("sent", "effective", "onset", "expires"):
         for el in root.iter(Q + tag):
             if (el.text or "").endswith("-00:00"):
@@ -367,8 +370,11 @@ def text_problems(
     return out
 
 
-def validate(xml: bytes, bbox: tuple[float, float, float, float] | None = PT_BBOX) -> list[str]:
-    """Why a CAP document may not be published ([] when it may)."""
+def validate(
+    xml: bytes, bbox: tuple[float, float, float, float] | None = PT_BBOX, strict: bool = True
+) -> list[str]:
+    """Why a CAP document may not be published ([] when it may); ``strict=False`` checks only CAP 1.2
+    itself (for documents from elsewhere)."""
     try:
         doc = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError as e:
@@ -377,7 +383,7 @@ def validate(xml: bytes, bbox: tuple[float, float, float, float] | None = PT_BBO
     out = []
     if not s.validate(doc):
         out += [f"XSD line {e.line}: {e.message}" for e in s.error_log]
-    return out + text_problems(doc, bbox)
+    return out + text_problems(doc, bbox, strict)
 
 
 def render(

@@ -56,9 +56,13 @@ def cap_time(v: Any) -> Any:
     elif isinstance(v, date):
         raise ValueError(f"{v.isoformat()} has no time of day: write it like 2026-12-04T18:00:00+00:00")
     elif isinstance(v, str):
-        s = v.strip()
+        s = " ".join(v.split())
+        if re.fullmatch(r"\d{4}-\d\d-\d\d", s):
+            raise ValueError(f"{s} has no time of day: write it like 2026-12-04T18:00:00+00:00")
+        s = re.sub(r"\s*[zZ]$", "+00:00", s)
+        s = re.sub(r"(\d)\s+([+-]\d\d(:?\d\d)?)$", r"\1\2", s)  # YAML allows a space before the offset
         try:
-            t = datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in "zZ" and s else s)
+            t = datetime.fromisoformat(s)
         except ValueError:
             raise ValueError(f"{v!r} is not a date-time like 2026-12-04T18:00:00+00:00") from None
     else:
@@ -332,7 +336,7 @@ def problems(
         out.append(
             (
                 ("references",),
-                f"an {d.msg_type} needs references: the identifiers (or sender,identifier,sent) "
+                f"{'an' if d.msg_type == 'Update' else 'a'} {d.msg_type} needs references: the identifiers (or sender,identifier,sent) "
                 "of the warnings it replaces",
             )
         )

@@ -16,12 +16,27 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import YAMLError
 
 from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.loader import _message, _plain, _yaml_error
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.draft import PT_BBOX, Draft, Loc, problems
+
+
+class _TimesAsText(RoundTripConstructor):
+    """Times stay text: the draft checks them itself (a bad one is an error at its position, not a crash
+    of the YAML reader, and its offset is never lost)."""
+
+
+_TimesAsText.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.Constructor = _TimesAsText
+    return y
 
 
 class DraftError(RuleFileError):
@@ -77,9 +92,11 @@ def load_draft(
 ) -> Draft:
     """A checked draft; :class:`DraftError` with every problem otherwise."""
     try:
-        tree = YAML(typ="rt").load(text)
+        tree = _yaml().load(text)
     except YAMLError as exc:
         raise DraftError([_yaml_error(exc, text, file)]) from None
+    except ValueError as exc:
+        raise DraftError([RuleError(file, 1, 1, f"cannot read the YAML: {exc}")]) from None
     if not isinstance(tree, CommentedMap):
         raise DraftError([RuleError(file, 1, 1, "a draft is a mapping: sender, status, msgType, level, ...")])
     try:
