@@ -127,3 +127,27 @@ def test_incidents_leave_warning_commands_to_the_warnings_stage() -> None:
 def test_empty_feed_is_valid_atom() -> None:
     feed = feedparser.parse(atom_feed([], "http://localhost:8080", updated="2026-12-04T17:00:00+00:00"))
     assert not feed.bozo and feed.version == "atom10" and feed.feed.updated == "2026-12-04T17:00:00+00:00"
+
+
+def test_a_draft_from_an_incident_renders() -> None:
+    from atalaia.warnings.cap import render
+    from atalaia.warnings.catalogue import Catalogue
+    from atalaia.warnings.draft import Draft
+    from atalaia.warnings.from_incident import draft_from_incident
+
+    cat = Catalogue.load()
+    cases = [
+        ({"severity": "critical", "labels": {"hazard": "flood", "parish": "Miragaia"}}, "red", ["131217"]),
+        ({"severity": "medium", "correlation": {"parish": "131210"}}, "yellow", ["131210"]),
+        (
+            {"severity": "low", "alarms": [{"labels": {"parish": "Ribeira", "hazard": "wind"}}]},
+            "yellow",
+            None,
+        ),
+    ]
+    for incident, level, codes in cases:
+        d = draft_from_incident({"incident": "inc-1", **incident}, cat, "pc@cm-porto.pt", T0)
+        assert d["level"] == level
+        assert d["area"]["geocodes"] == ({"DICOFRE": codes} if codes else {"DICO": ["1312"]})
+        doc = render(Draft.model_validate(d), cat, T0)
+        assert validate(doc.xml) == []
