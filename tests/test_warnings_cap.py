@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import re
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -398,5 +397,12 @@ def test_cli_is_registered() -> None:
     assert r.exit_code == 0 and "--sent" in r.output
 
 
-def test_render_doc_example() -> None:
-    assert textwrap.dedent(DESIGN_DRAFT)  # the contract's example is the first valid draft above
+@pytest.mark.parametrize(
+    "module", ["cap", "catalogue", "core", "draft", "feed", "from_incident", "loader", "stage"]
+)
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"atalaia.warnings.{module}"))
+    assert result.failed == 0 and result.attempted > 0
