@@ -2,7 +2,7 @@
 
 from setuptools import find_packages, setup
 
-ROOTS = ["streams", "rules", "detectors", "incidents", "notifiers", "console"]
+ROOTS = ["streams", "rules", "detectors", "incidents", "notifiers", "console", "warnings"]
 
 packages, package_dir = [], {}
 for root in ROOTS:
@@ -16,6 +16,7 @@ setup(
     package_data={
         "atalaia.console": ["static/*", "static/**/*", "migrations/*.sql"],
         "atalaia.incidents": ["migrations/*.sql"],
+        "atalaia.warnings": ["schema/*.xsd"],
     },
     include_package_data=True,
 )

@@ -258,6 +258,22 @@ def create_app(
             )
         )
 
+    if "warnings" in stages:
+        from atalaia.warnings.config import load_config as load_warnings
+        from atalaia.warnings.stage import WarningsCore
+
+        warnings_config = load_warnings(settings.warnings_path)
+        app.atalaia_stages["warnings"] = app.service(
+            BatchStage(
+                name="warnings",
+                source="commands",
+                group=f"{settings.app_id}.warnings",
+                tick_s=1.0,
+                make_core=lambda p, s: WarningsCore(warnings_config, s),
+                **common,
+            )
+        )
+
     missing = missing_delivery_settings(settings) if "delivery" in stages else []
     if missing:
         log.error(
@@ -431,6 +447,11 @@ def create_app(
 
         async def get(self, request: Any) -> Any:
             return self.json({"status": "alive"})
+
+    if "warnings" in stages:
+        from atalaia.warnings.http import install as install_cap_pages
+
+        install_cap_pages(app, app.atalaia_stages["warnings"], warnings_config)
 
     @app.page("/health")
     class Health(faust.web.View):

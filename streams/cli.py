@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "detectors": "atalaia.detectors.cli:detectors",
     "incidents": "atalaia.incidents.cli:incidents",
     "notify": "atalaia.notifiers.cli:notify",
+    "warnings": "atalaia.warnings.cli:warnings",
 }
 
 

@@ -13,7 +13,7 @@ import orjson
 
 from atalaia.streams.settings import Settings, get_settings
 
-ALL_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery")
+ALL_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery", "warnings")
 
 
 def _logging(level: str) -> None:

@@ -443,6 +443,9 @@ class IncidentsCore:
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         events, raw, outs = _decode(records, alarm_problem)
+        mine = [i for i, e in enumerate(events) if not (isinstance(e, dict) and e.get("kind") == "warning")]
+        if len(mine) < len(events):  # warning commands share the topic: the warnings stage takes them
+            events, raw = [events[i] for i in mine], [raw[i] for i in mine]
         errors: list[tuple[int, str]] = []
         self.state, produced = self.manager.step_batch(self.state, events, now, errors)
         for i, message in errors:

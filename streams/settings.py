@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     detectors_path: Path = CONFIG_DIR / "detectors.yaml"
     escalation_path: Path = CONFIG_DIR / "escalation.yaml"
     incidents_path: Path = CONFIG_DIR / "incidents.yaml"
+    warnings_path: Path = CONFIG_DIR / "warnings.yaml"
     database_url: str | None = Field(
         None, description="SQL projection: postgresql://... ; unset = SQLite in data_dir"
     )

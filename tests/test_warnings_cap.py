@@ -1,0 +1,408 @@
+"""CAP 1.2 from warning drafts: `atalaia warnings render`, the XSD, the CAP text rules of
+../shared/fixtures/cap/validate_cap.py, and an independent CAP parser (cap-tools) reading every
+document back."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+from ruamel.yaml import YAML
+
+from atalaia.warnings.cap import CapInvalid, Q, Reference, render, validate
+from atalaia.warnings.catalogue import Catalogue
+from atalaia.warnings.cli import warnings as warnings_cli
+from atalaia.warnings.draft import Draft
+from atalaia.warnings.loader import DraftError, load_draft
+
+SHARED_CAP = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cap"
+CAT = Catalogue.load()
+SENT = "2026-12-04T17:00:00+00:00"
+
+DESIGN_DRAFT = """\
+sender: protecao.civil@cm-porto.pt
+status: Actual              # Actual | Exercise | Test
+msgType: Alert              # Alert | Update | Cancel
+references: []
+level: orange
+urgency: Expected
+category: Met
+event: {pt-PT: Cheia, en-GB: Flood}
+headline: {pt-PT: Aviso laranja de cheia, en-GB: Orange flood warning}
+description: {pt-PT: O Douro está a subir., en-GB: The Douro is rising.}
+instruction: {pt-PT: Evite a zona ribeirinha., en-GB: Avoid the riverside.}
+onset: 2026-12-04T18:00:00+00:00
+expires: 2026-12-05T06:00:00+00:00
+area:
+  desc: {pt-PT: Campanhã, en-GB: Campanhã}
+  geocodes: {DICOFRE: ["131203"]}
+  polygon: [[41.15, -8.60], [41.16, -8.59], [41.15, -8.58]]
+incident: inc-0001
+"""
+
+VALID_DRAFTS = {
+    "design": DESIGN_DRAFT,
+    "exercise-one-language": """\
+sender: protecao.civil@cm-porto.pt
+status: Exercise
+level: yellow
+event: {pt-PT: Vento forte}
+onset: 2026-12-04T18:00:00+01:00
+area: {geocodes: {DICOFRE: ["131216", "131218"], DICO: ["1312"]}}
+""",
+    "test-polygon-only": """\
+sender: protecao.civil@cm-porto.pt
+status: Test
+msgType: Alert
+level: red
+urgency: Immediate
+certainty: Observed
+category: [Met, Safety]
+event: {en-GB: Flood, pt-PT: Cheia}
+expires: 2026-12-05T06:00:00.750-02:00
+area:
+  desc: {en-GB: Riverside, pt-PT: Zona ribeirinha}
+  polygon: [[41.14, -8.62], [41.145, -8.60], [41.14, -8.59], [41.135, -8.61], [41.14, -8.62]]
+""",
+    "update-bare-and-full-references": """\
+sender: protecao.civil@cm-porto.pt
+msgType: Update
+references:
+  - PT-CM-PORTO-20261204170000-0123456789
+  - protecao.civil@cm-porto.pt,PT-CMP-7,2026-12-04T16:00:00+00:00
+level: red
+event: {pt-PT: Cheia, en-GB: Flood}
+headline: {pt-PT: Aviso vermelho, en-GB: Red warning}
+onset: 2026-12-04T20:00:00Z
+expires: 2026-12-05T12:00:00Z
+area: {desc: {pt-PT: Campanhã e Bonfim, en-GB: Campanhã and Bonfim}, geocodes: {DICOFRE: [131203, 131202]}}
+""",
+    "cancel-minimal": """\
+sender: protecao.civil@cm-porto.pt
+msgType: Cancel
+references: [PT-CM-PORTO-20261204170000-0123456789]
+identifier: PT-CMP-CANCEL-1
+event: {pt-PT: Cheia, en-GB: Flood}
+area: {geocodes: {DICOFRE: ["131203"]}}
+""",
+    "two-areas-circle": """\
+sender: protecao.civil@cm-porto.pt
+level: green
+event: Nevoeiro
+area:
+  - {desc: Foz, geocodes: {DICOFRE: ["131216"]}}
+  - {desc: Ribeira, circle: "41.1406,-8.6131 0.6"}
+""",
+}
+
+
+def run(args: list[str]) -> tuple[int, str, str]:
+    r = CliRunner().invoke(warnings_cli, args)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def render_text(tmp_path: Path, text: str, sent: str = SENT) -> tuple[int, str, str]:
+    f = tmp_path / "draft.yaml"
+    f.write_text(text, encoding="utf-8")
+    return run(["render", str(f), "--sent", sent])
+
+
+def parse_back(xml: bytes):
+    """The independent CAP 1.2 parser (cap-tools, xsdata bindings)."""
+    from cap_tools.models import Alert
+    from xsdata.formats.dataclass.parsers import XmlParser
+
+    return XmlParser().from_bytes(xml, Alert)
+
+
+def shared_checks(xml: bytes) -> list[str]:
+    """The CAP text rules of ../shared/fixtures/cap/validate_cap.py, run on our output."""
+    script = SHARED_CAP / "validate_cap.py"
+    if not script.exists():
+        pytest.skip("../shared/fixtures/cap is absent")
+    spec = importlib.util.spec_from_file_location("shared_validate_cap", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    doc = etree.parse(io.BytesIO(xml))
+    schema = etree.XMLSchema(etree.parse(str(SHARED_CAP / "CAP-v1.2.xsd")))
+    return ([] if schema.validate(doc) else [str(schema.error_log)]) + mod.extra_checks(doc)
+
+
+def check_document(xml: bytes, draft: Draft) -> None:
+    """XSD + text rules, the shared validator, and cap-tools finds the same fields."""
+    assert validate(xml) == []
+    assert shared_checks(xml) == []
+    root = etree.fromstring(xml)
+    alert = parse_back(xml)
+    assert alert.identifier == root.findtext(Q + "identifier")
+    assert alert.status.value == draft.status
+    assert alert.msg_type.value == draft.msg_type
+    assert [i.language for i in alert.infos] == draft.languages
+    level = CAT.level(draft.level) if draft.level else None
+    for info in alert.infos:
+        assert info.severity.value == (level.severity if level else "Unknown")
+        assert len(info.areas) == len(draft.area)
+        for area, da in zip(info.areas, draft.area, strict=True):
+            codes = [(g.value_name.value, g.value.value) for g in area.geocodes]
+            want = [
+                (k.upper(), str(c).zfill(6 if k.upper() == "DICOFRE" else 4))
+                for k, v in da.geocodes.items()
+                for c in v
+            ]
+            assert codes == want
+            assert area.area_desc
+            for p in area.polygons:
+                pairs = p.split()
+                assert pairs[0] == pairs[-1] and len(pairs) >= 4
+    for t in re.findall(rb"<(?:sent|onset|expires|effective)>([^<]+)<", xml):
+        assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", t), t
+    if draft.msg_type != "Alert":
+        assert [str(r.identifier) for r in alert.references_to_list()]
+
+
+@pytest.mark.parametrize("name", sorted(VALID_DRAFTS))
+def test_valid_drafts_render_valid_cap(tmp_path: Path, name: str) -> None:
+    code, out, err = render_text(tmp_path, VALID_DRAFTS[name])
+    assert code == 0, err
+    draft = Draft.model_validate(YAML(typ="safe").load(VALID_DRAFTS[name]))
+    check_document(out.encode(), draft)
+
+
+def test_design_draft_fields(tmp_path: Path) -> None:
+    code, out, _ = render_text(tmp_path, DESIGN_DRAFT, sent="2026-12-04T18:00:00.123+01:00")
+    assert code == 0
+    alert = parse_back(out.encode())
+    assert "<sent>2026-12-04T17:00:00+00:00</sent>" in out
+    assert alert.sent.to_datetime() == datetime(2026, 12, 4, 17, tzinfo=UTC)
+    assert alert.incidents == "inc-0001"
+    pt, en = alert.infos
+    assert (pt.language, en.language) == ("pt-PT", "en-GB")
+    assert (pt.event, en.event, pt.headline) == ("Cheia", "Flood", "Aviso laranja de cheia")
+    assert (pt.urgency.value, pt.severity.value, pt.certainty.value) == ("Expected", "Severe", "Likely")
+    params = {p.value_name.value: p.value.value for p in pt.parameters}
+    assert params == {"awareness_level": "3; orange; Severe", "awareness_type": "12; flooding"}
+    area = pt.areas[0]
+    assert area.area_desc == "Campanhã"
+    assert len(area.polygons) == 2  # Campanhã's CAOP boundary + the drawn one, closed
+    assert area.polygons[1] == "41.15,-8.6 41.16,-8.59 41.15,-8.58 41.15,-8.6"
+    assert pt.onset.to_datetime() == datetime(2026, 12, 4, 18, tzinfo=UTC)
+    assert "<expires>2026-12-05T06:00:00+00:00</expires>" in out
+
+
+def test_identifier_is_stable_and_unique(tmp_path: Path) -> None:
+    a = render_text(tmp_path, DESIGN_DRAFT)[1]
+    b = render_text(tmp_path, DESIGN_DRAFT)[1]
+    assert a == b
+    c = render_text(tmp_path, DESIGN_DRAFT.replace("level: orange", "level: red"))[1]
+    d = render_text(tmp_path, DESIGN_DRAFT, sent="2026-12-04T17:00:01+00:00")[1]
+    ids = {parse_back(x.encode()).identifier for x in (a, c, d)}
+    assert len(ids) == 3
+    given = render_text(tmp_path, DESIGN_DRAFT + "identifier: PT-CMP-2026-0001\n")[1]
+    assert parse_back(given.encode()).identifier == "PT-CMP-2026-0001"
+
+
+def test_references_are_sender_identifier_sent(tmp_path: Path) -> None:
+    alert_xml = render_text(tmp_path, DESIGN_DRAFT)[1].encode()
+    original = parse_back(alert_xml)
+    update = DESIGN_DRAFT.replace("msgType: Alert", "msgType: Update").replace(
+        "references: []", f"references: [{original.identifier}]"
+    )
+    code, out, err = render_text(tmp_path, update, sent="2026-12-04T19:00:00+00:00")
+    assert code == 0, err
+    assert err == ""  # an Atalaia identifier carries its sent time: the reference is exact
+    refs = parse_back(out.encode()).references_to_list()
+    sent = etree.fromstring(alert_xml).findtext(Q + "sent")
+    assert [r.identifier for r in refs] == [original.identifier]
+    assert parse_back(out.encode()).references == f"protecao.civil@cm-porto.pt,{original.identifier},{sent}"
+    # a foreign bare identifier: rendered, with a note that its time is assumed
+    code, out, err = render_text(tmp_path, update.replace(original.identifier, "OTHER-1"))
+    assert code == 0 and "OTHER-1" in err
+    assert parse_back(out.encode()).references == f"protecao.civil@cm-porto.pt,OTHER-1,{SENT}"
+    # issuing resolves them from the issued warnings (strict: unknown is refused)
+    d = Draft.model_validate(YAML(typ="safe").load(update.replace(original.identifier, "OTHER-1")))
+    known = Reference("x@cm-porto.pt", "OTHER-1", "2026-12-01T00:00:00-00:00")
+    doc = render(d, CAT, SENT, resolve={"OTHER-1": known}.get, strict_references=True)
+    assert b"<references>x@cm-porto.pt,OTHER-1,2026-12-01T00:00:00-00:00</references>" in doc.xml
+    with pytest.raises(CapInvalid):
+        render(d, CAT, SENT, resolve=lambda _: None, strict_references=True)
+
+
+def test_exercise_is_marked(tmp_path: Path) -> None:
+    code, out, _ = render_text(tmp_path, DESIGN_DRAFT.replace("status: Actual", "status: Exercise"))
+    assert code == 0
+    alert = parse_back(out.encode())
+    assert alert.status.value == "Exercise" and alert.note == "EXERCÍCIO / EXERCISE"
+    assert all(i.headline.startswith("EXERCÍCIO / EXERCISE: ") for i in alert.infos)
+
+
+BAD = [
+    ("level: orange", "level: purple", 5, 8, "unknown level 'purple'"),
+    ("msgType: Alert", "msgType: Update", 4, 13, "an Update needs references"),
+    (
+        "expires: 2026-12-05T06:00:00+00:00",
+        "expires: 2026-12-04T06:00:00+00:00",
+        13,
+        10,
+        "must be after onset",
+    ),
+    ('{DICOFRE: ["131203"]}', '{DICOFRE: ["131299"]}', 16, 24, "unknown DICOFRE geocode '131299'"),
+    (
+        "polygon: [[41.15, -8.60], [41.16, -8.59], [41.15, -8.58]]",
+        "polygon: [[41.15, -8.60], [41.16, -8.59]]",
+        17,
+        12,
+        "at least 3 distinct points",
+    ),
+    ("onset: 2026-12-04T18:00:00+00:00", "onset: 2026-12-04T18:00:00", 12, 8, "has no UTC offset"),
+    ("onset: 2026-12-04T18:00:00+00:00", "onset: 2026-13-04T18:00:00+00:00", 12, 8, "not a date-time"),
+    ("onset: 2026-12-04T18:00:00+00:00", "onset: 2026-12-04", 12, 8, "has no time of day"),
+    ("status: Actual", "status: Drill", 2, 9, "unknown 'status'"),
+    (
+        "[[41.15, -8.60], [41.16, -8.59], [41.15, -8.58]]",
+        "[[-8.60, 41.15], [-8.59, 41.16], [-8.58, 41.15]]",
+        17,
+        12,
+        "[lat, lon]",
+    ),
+    ("incident: inc-0001", "incidnt: inc-0001", 18, 1, "unknown key 'incidnt' (did you mean 'incident'?)"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "col", "message"), BAD, ids=[b[1][:30] for b in BAD])
+def test_bad_drafts_name_file_line_col(tmp_path: Path, old, new, line, col, message) -> None:
+    assert old in DESIGN_DRAFT
+    code, out, err = render_text(tmp_path, DESIGN_DRAFT.replace(old, new))
+    assert code == 1 and out == ""
+    first = err.splitlines()[0]
+    assert first.startswith(f"{tmp_path / 'draft.yaml'}:{line}:{col}: "), err
+    assert message in first, err
+
+
+def test_a_cancel_without_references_points_at_its_msgtype() -> None:
+    text = DESIGN_DRAFT.replace("msgType: Alert", "msgType: Cancel").replace("references: []\n", "")
+    with pytest.raises(DraftError) as e:
+        load_draft(text, "d.yaml")
+    assert str(e.value).startswith("d.yaml:3:10: a Cancel needs references")
+
+
+def test_bad_sent_option_and_missing_file(tmp_path: Path) -> None:
+    code, _, err = render_text(tmp_path, DESIGN_DRAFT, sent="2026-12-04T17:00:00")
+    assert code == 2 and "--sent" in err
+    code, _, err = run(["render", str(tmp_path / "nope.yaml")])
+    assert code == 1 and ":1:1: cannot read" in err
+
+
+def test_validator_agrees_with_the_shared_fixtures() -> None:
+    if not SHARED_CAP.exists():
+        pytest.skip("../shared/fixtures/cap is absent")
+    for f in sorted((SHARED_CAP / "examples").glob("*.xml")) + sorted(
+        (SHARED_CAP / "constructed").glob("*.xml")
+    ):
+        assert validate(f.read_bytes(), bbox=None, strict=False) == [], f
+    for f in sorted((SHARED_CAP / "invalid").glob("*.xml")):
+        assert validate(f.read_bytes()), f  # -00:00 too: Atalaia writes UTC as +00:00
+
+
+# --------------------------------------------------------------------------- property: any valid draft
+LANGS = st.lists(st.sampled_from(["pt-PT", "en-GB", "es-ES", "fr-FR"]), min_size=1, max_size=3, unique=True)
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
+    lambda s: s.strip()
+)
+POINT = st.tuples(st.floats(37.0, 42.0), st.floats(-9.5, -6.2))
+TIMES = st.datetimes(datetime(2000, 1, 2), datetime(2090, 1, 1), timezones=st.timezones()).filter(
+    lambda t: t.utcoffset() is not None
+)
+
+
+@st.composite
+def drafts(draw) -> dict:
+    langs = draw(LANGS)
+
+    def lang_text():
+        return draw(st.one_of(TEXT, st.fixed_dictionaries({lang: TEXT for lang in langs})))
+
+    msg_type = draw(st.sampled_from(["Alert", "Update", "Cancel"]))
+    d = {
+        "sender": draw(st.sampled_from(["protecao.civil@cm-porto.pt", "pc@cm-porto.example", "atalaia"])),
+        "status": draw(st.sampled_from(["Actual", "Exercise", "Test"])),
+        "msgType": msg_type,
+        "level": draw(st.sampled_from(["green", "yellow", "orange", "red", "Laranja"])),
+        "event": {lang: draw(TEXT) for lang in langs},
+    }
+    if msg_type != "Alert":
+        d["references"] = draw(
+            st.lists(st.from_regex(r"[A-Z]{2}-[A-Za-z0-9.-]{1,20}", fullmatch=True), min_size=1, max_size=3)
+        )
+    for key in ("headline", "description", "instruction"):
+        if draw(st.booleans()):
+            d[key] = lang_text()
+    for key in ("urgency", "certainty"):
+        if draw(st.booleans()):
+            d[key] = draw(
+                st.sampled_from(
+                    ["Immediate", "Expected", "Unknown"] if key == "urgency" else ["Likely", "Observed"]
+                )
+            )
+    onset = draw(st.none() | TIMES)
+    if onset is not None:
+        d["onset"] = onset.isoformat()
+    if draw(st.booleans()):
+        base = onset or datetime(2026, 1, 1, tzinfo=UTC)
+        d["expires"] = (base + draw(st.timedeltas(timedelta(seconds=1), timedelta(days=30)))).isoformat()
+    areas = []
+    for _ in range(draw(st.integers(1, 2))):
+        area: dict = {}
+        if draw(st.booleans()):
+            area["geocodes"] = {
+                "DICOFRE": draw(
+                    st.lists(st.sampled_from(CAT.codes("DICOFRE")), min_size=1, max_size=3, unique=True)
+                )
+            }
+        if not area or draw(st.booleans()):
+            pts = draw(st.lists(POINT, min_size=3, max_size=12, unique=True))
+            area["polygon"] = [list(p) for p in pts]
+        if "geocodes" not in area or draw(st.booleans()):
+            area["desc"] = lang_text()
+        areas.append(area)
+    d["area"] = areas[0] if len(areas) == 1 and draw(st.booleans()) else areas
+    return d
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(drafts(), TIMES)
+def test_every_valid_draft_renders_to_a_valid_document(data: dict, sent: datetime) -> None:
+    buf = io.StringIO()
+    YAML().dump(data, buf)
+    try:
+        draft = load_draft(buf.getvalue(), "gen.yaml")
+    except DraftError as e:  # generated only valid drafts; a refusal is a bug
+        raise AssertionError(f"{e}\n{buf.getvalue()}") from None
+    doc = render(draft, CAT, sent)
+    check_document(doc.xml, draft)
+    assert doc.sent.endswith("+00:00")
+
+
+def test_cli_is_registered() -> None:
+    from atalaia.streams.cli import main
+
+    r = CliRunner().invoke(main, ["warnings", "render", "--help"])
+    assert r.exit_code == 0 and "--sent" in r.output
+
+
+@pytest.mark.parametrize(
+    "module", ["cap", "catalogue", "core", "draft", "feed", "from_incident", "loader", "stage"]
+)
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"atalaia.warnings.{module}"))
+    assert result.failed == 0 and result.attempted > 0

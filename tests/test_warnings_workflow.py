@@ -1,0 +1,323 @@
+"""The warning workflow (atalaia.warnings.core): four eyes, Update/Cancel referencing the original,
+expiry, refusals audited, idempotent commands, snapshots; a stateful hypothesis test of its
+invariants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from lxml import etree
+
+from atalaia.warnings.cap import Q, validate
+from atalaia.warnings.config import Approval, WarningsConfig
+from atalaia.warnings.core import Workflow
+
+T0 = datetime(2026, 12, 4, 17, tzinfo=UTC)
+DRAFT = {
+    "sender": "protecao.civil@cm-porto.pt",
+    "status": "Actual",
+    "level": "orange",
+    "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+    "headline": {"pt-PT": "Aviso laranja", "en-GB": "Orange warning"},
+    "onset": "2026-12-04T18:00:00+00:00",
+    "expires": "2026-12-05T06:00:00+00:00",
+    "area": {"desc": {"pt-PT": "Campanhã", "en-GB": "Campanhã"}, "geocodes": {"DICOFRE": ["131203"]}},
+}
+
+
+class Driver:
+    def __init__(self, config: WarningsConfig | None = None) -> None:
+        self.wf = Workflow(config)
+        self.state = self.wf.initial_state()
+        self.outputs: list[dict] = []
+        self.clock = T0
+
+    def do(self, action: str, actor: str, role: str, at: datetime | None = None, **kw) -> dict:
+        """One command, a second after the previous one (two equal commands at one time are one)."""
+        self.clock = at or self.clock + timedelta(seconds=1)
+        self.state, out = self.wf.step(
+            self.state, {"action": action, "actor": actor, "role": role, **kw}, self.clock
+        )
+        self.outputs += out
+        return out[-1]
+
+    def issued(self, draft: dict = DRAFT) -> str:
+        w = self.do("draft", "ana", "operator", draft=draft)["warning"]
+        self.do("submit", "ana", "operator", warning=w)
+        assert self.do("approve", "rui", "approver", warning=w)["ok"]
+        assert self.do("issue", "ana", "operator", warning=w)["ok"]
+        return w
+
+    def caps(self) -> list[dict]:
+        return [o for o in self.outputs if o["kind"] == "cap"]
+
+
+def test_self_approval_is_refused_and_audited() -> None:
+    d = Driver()
+    w = d.do("draft", "ana", "operator", draft=DRAFT)["warning"]
+    d.do("submit", "ana", "operator", warning=w)
+    r = d.do("approve", "ana", "approver", warning=w)
+    assert not r["ok"] and "four eyes" in r["error"]
+    r = d.do("approve", "rui", "operator", warning=w)
+    assert not r["ok"] and "approver role" in r["error"]
+    r = d.do("issue", "ana", "operator", warning=w)
+    assert not r["ok"] and "submitted" in r["error"]
+    assert d.caps() == []
+    audit = d.state.warnings[w].audit
+    assert [(a.actor, a.action, a.ok) for a in audit[-3:]] == [
+        ("ana", "approve", False),
+        ("rui", "approve", False),
+        ("ana", "issue", False),
+    ]
+    # someone who edited it is an author too
+    d.do("edit", "rui", "approver", warning=w, draft={"level": "red"})
+    d.do("submit", "ana", "operator", warning=w)
+    assert not d.do("approve", "rui", "approver", warning=w)["ok"]
+    assert d.do("approve", "eva", "approver", warning=w)["ok"]
+
+
+def test_viewer_cannot_act_and_rejection_needs_a_reason() -> None:
+    d = Driver()
+    assert not d.do("draft", "vic", "viewer", draft=DRAFT)["ok"]
+    w = d.do("draft", "ana", "operator", draft=DRAFT)["warning"]
+    d.do("submit", "ana", "operator", warning=w)
+    assert not d.do("reject", "rui", "approver", warning=w)["ok"]
+    assert d.do("reject", "rui", "approver", warning=w, reason="wrong parish")["ok"]
+    assert d.state.warnings[w].state == "rejected"
+    assert d.state.warnings[w].audit[-1].reason == "wrong parish"
+
+
+def test_update_and_cancel_reference_the_original() -> None:
+    d = Driver()
+    w = d.issued()
+    first = d.caps()[0]
+    # an issued warning is never edited
+    assert not d.do("edit", "ana", "operator", warning=w, draft={"level": "red"})["ok"]
+    u = d.do("update", "ana", "operator", warning=w, draft={"level": "red"})["warning"]
+    d.do("submit", "ana", "operator", warning=u)
+    d.do("approve", "rui", "approver", warning=u)
+    assert d.do("issue", "ana", "operator", warning=u, at=T0 + timedelta(hours=1))["ok"]
+    update = d.caps()[1]
+    assert update["msgType"] == "Update"
+    assert update["references"] == [f"protecao.civil@cm-porto.pt,{first['identifier']},{first['sent']}"]
+    assert d.state.warnings[w].state == "updated" and d.state.warnings[w].superseded_by == u
+    assert [x.id for x in d.wf.active(d.state)] == [u]
+    assert d.state.warnings[w].xml == first["xml"]  # the original document is untouched
+    c = d.do("cancel", "ana", "operator", warning=u, reason="river falling")["warning"]
+    d.do("submit", "ana", "operator", warning=c)
+    d.do("approve", "rui", "approver", warning=c)
+    assert d.do("issue", "ana", "operator", warning=c, at=T0 + timedelta(hours=2))["ok"]
+    cancel = d.caps()[2]
+    assert cancel["msgType"] == "Cancel"
+    assert cancel["references"] == [f"protecao.civil@cm-porto.pt,{update['identifier']},{update['sent']}"]
+    assert d.state.warnings[u].state == "cancelled"
+    assert d.wf.active(d.state) == []
+    for cap in d.caps():
+        assert validate(cap["xml"].encode()) == []
+        assert etree.fromstring(cap["xml"].encode()).findtext(Q + "identifier") == cap["identifier"]
+
+
+def test_expired_warnings_leave_the_active_list() -> None:
+    d = Driver()
+    w = d.issued()
+    assert [x.id for x in d.wf.active(d.state)] == [w]
+    d.state, out = d.wf.tick(d.state, "2026-12-05T05:59:59+00:00")
+    assert out == [] and d.wf.active(d.state)
+    d.state, out = d.wf.tick(d.state, "2026-12-05T06:00:00+00:00")
+    assert [(o["change"], o["state"]) for o in out] == [("expired", "expired")]
+    assert d.wf.active(d.state) == []
+    assert not d.do("update", "ana", "operator", warning=w, draft={"level": "red"})["ok"]
+
+
+def test_an_invalid_document_is_refused_never_issued() -> None:
+    d = Driver()
+    w = d.do("draft", "ana", "operator", draft=DRAFT)["warning"]
+    d.do("submit", "ana", "operator", warning=w)
+    d.do("approve", "rui", "approver", warning=w)
+    r = d.do("issue", "ana", "operator", warning=w, at=datetime(2026, 12, 6, tzinfo=UTC))
+    assert not r["ok"] and "expired" in r["error"]
+    bad = {**DRAFT, "level": "purple"}
+    r = d.do("draft", "ana", "operator", draft=bad)
+    assert not r["ok"] and "unknown level 'purple'" in r["error"]
+    # an Update of a warning whose identifier is unknown cannot be issued (strict references)
+    upd = {**DRAFT, "msgType": "Update", "references": ["NOT-ISSUED-HERE"]}
+    d.clock = T0 + timedelta(minutes=5)
+    w2 = d.do("draft", "ana", "operator", draft=upd)["warning"]
+    d.do("submit", "ana", "operator", warning=w2)
+    d.do("approve", "rui", "approver", warning=w2)
+    r = d.do("issue", "ana", "operator", warning=w2)
+    assert not r["ok"] and "NOT-ISSUED-HERE" in r["error"]
+    assert d.caps() == [] and d.state.warnings[w2].state == "approved"
+
+
+def test_exercise_may_skip_approval_by_configuration_actual_never() -> None:
+    exercise = {**DRAFT, "status": "Exercise"}
+    d = Driver()
+    w = d.do("draft", "ana", "operator", draft=exercise)["warning"]
+    assert not d.do("issue", "ana", "operator", warning=w)["ok"]
+    d = Driver(WarningsConfig(approval=Approval(skip_for=("Exercise", "Test"))))
+    w = d.do("draft", "ana", "operator", draft=exercise)["warning"]
+    assert d.do("issue", "ana", "operator", warning=w)["ok"]
+    assert d.caps()[0]["status"] == "Exercise"
+    a = d.do("draft", "ana", "operator", draft=DRAFT)["warning"]
+    assert not d.do("issue", "ana", "operator", warning=a)["ok"]
+    with pytest.raises(ValueError):
+        WarningsConfig(approval=Approval(skip_for=("Actual",)))
+
+
+def test_commands_are_idempotent_and_state_survives_a_snapshot() -> None:
+    d = Driver()
+    cmd = {"id": "c-1", "action": "draft", "actor": "ana", "role": "operator", "draft": DRAFT}
+    d.state, out1 = d.wf.step(d.state, cmd, T0)
+    d.state, out2 = d.wf.step(d.state, cmd, T0 + timedelta(minutes=5))
+    assert len(d.state.warnings) == 1 and out2 == [out1[-1]]
+    w = out1[-1]["warning"]
+    d.do("submit", "ana", "operator", warning=w)
+    d.do("approve", "rui", "approver", warning=w)
+    restored = d.wf.restore(d.wf.snapshot(d.state))
+    assert d.wf.snapshot(restored) == d.wf.snapshot(d.state)
+    # a crash after approval: both copies issue the same document (same ids), once each
+    issue = {"id": "c-issue", "action": "issue", "warning": w, "actor": "ana", "role": "operator"}
+    _, a = d.wf.step(d.state, issue, T0)
+    _, b = d.wf.step(restored, issue, T0)
+    assert a == b
+    _, again = d.wf.step(restored, issue, T0)
+    assert [o["kind"] for o in again] == ["reply"]
+
+
+# --------------------------------------------------------------------------- stateful
+ACTORS = [
+    ("ana", "operator"),
+    ("rui", "approver"),
+    ("eva", "approver"),
+    ("vic", "viewer"),
+    ("sam", "supervisor"),
+]
+
+
+class WorkflowMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.wf = Workflow(WarningsConfig(approval=Approval(skip_for=("Exercise",))))
+        self.state = self.wf.initial_state()
+        self.now = T0
+        self.versions: dict[str, int] = {}
+        self.documents: dict[str, str] = {}  # warning -> its CAP xml, once issued
+
+    def _run(self, cmd: dict | None) -> None:
+        self.state, out = self.wf.step(self.state, cmd, self.now)
+        for o in out:
+            if o["kind"] == "warning":
+                w = o["warning"]
+                assert o["version"] == self.versions.get(w, 0) + (0 if o["change"] == "refused" else 1)
+                self.versions[w] = o["version"]
+            if o["kind"] == "cap":
+                event(f"issued {o['status']} {o['msgType']}")
+                w = self.state.warnings[o["warning"]]
+                assert o["warning"] not in self.documents
+                self.documents[o["warning"]] = o["xml"]
+                assert validate(o["xml"].encode()) == []
+                if o["status"] == "Actual":
+                    assert w.approver and w.approver not in w.authors
+                    approvals = [a for a in w.audit if a.action == "approve" and a.ok]
+                    assert approvals and approvals[-1].role == "approver"
+
+    def _pick(self, data) -> str | None:
+        ids = sorted(self.state.warnings)
+        return data.draw(st.sampled_from(ids)) if ids else None
+
+    @rule(
+        who=st.sampled_from(ACTORS),
+        status=st.sampled_from(["Actual", "Exercise", "Test"]),
+        level=st.sampled_from(["yellow", "red"]),
+    )
+    def draft(self, who, status, level) -> None:
+        self._run(
+            {
+                "action": "draft",
+                "actor": who[0],
+                "role": who[1],
+                "draft": {**DRAFT, "status": status, "level": level},
+            }
+        )
+
+    @rule(
+        who=st.sampled_from(ACTORS),
+        action=st.sampled_from(["edit", "submit", "approve", "reject", "issue", "update", "cancel"]),
+        reason=st.sampled_from(["", "checked"]),
+        data=st.data(),
+    )
+    def act(self, who, action, reason, data) -> None:
+        w = self._pick(data)
+        if w is None:
+            return
+        extra = (
+            {"draft": {"level": data.draw(st.sampled_from(["orange", "red"]))}}
+            if action in ("edit", "update")
+            else {}
+        )
+        self._run(
+            {"action": action, "warning": w, "actor": who[0], "role": who[1], "reason": reason, **extra}
+        )
+
+    @rule(level=st.sampled_from(["yellow", "orange", "red"]))
+    def full_cycle(self, level) -> None:
+        """Draft, submit, approve and issue an Actual warning in a row (Update/Cancel follow via push)."""
+        d = {**DRAFT, "level": level, "expires": "2027-01-04T00:00:00+00:00"}
+        before = set(self.state.warnings)
+        self._run({"action": "draft", "actor": "ana", "role": "operator", "draft": d})
+        for w in set(self.state.warnings) - before:
+            for action, actor, role in (
+                ("submit", "ana", "operator"),
+                ("approve", "rui", "approver"),
+                ("issue", "sam", "supervisor"),
+            ):
+                self._run({"action": action, "warning": w, "actor": actor, "role": role})
+
+    @rule(data=st.data())
+    def push(self, data) -> None:
+        """The next step of the happy path, by a fitting person (so that issues, updates and cancels happen)."""
+        w = self._pick(data)
+        if w is None:
+            return
+        cur = self.state.warnings[w]
+        step = {
+            "draft": ("submit", "ana", "operator"),
+            "submitted": ("approve", "eva", "approver"),
+            "approved": ("issue", "sam", "supervisor"),
+            "issued": (data.draw(st.sampled_from(["update", "cancel"])), "ana", "operator"),
+        }.get(cur.state)
+        if step:
+            extra = {"draft": {"level": "red"}} if step[0] == "update" else {}
+            self._run({"action": step[0], "warning": w, "actor": step[1], "role": step[2], **extra})
+
+    @rule(minutes=st.integers(1, 900))
+    def time_passes(self, minutes) -> None:
+        self.now += timedelta(minutes=minutes)
+        self._run(None)
+
+    @invariant()
+    def issued_documents_never_change(self) -> None:
+        for wid, xml in self.documents.items():
+            assert self.state.warnings[wid].xml == xml
+
+    @invariant()
+    def active_are_issued_and_unexpired(self) -> None:
+        for w in self.wf.active(self.state):
+            assert w.state == "issued" and w.identifier
+            assert w.expires is None or datetime.fromisoformat(w.expires) > self.now
+
+    @invariant()
+    def snapshot_round_trips(self) -> None:
+        snap = self.wf.snapshot(self.state)
+        assert self.wf.snapshot(self.wf.restore(snap)) == snap
+
+
+WorkflowMachine.TestCase.settings = settings(
+    max_examples=50, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+test_workflow_machine = WorkflowMachine.TestCase

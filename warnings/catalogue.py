@@ -1,0 +1,200 @@
+"""What a draft refers to: warning levels (``config/levels.yaml``), hazard types and the CAOP areas
+(``config/geo/*.geojson``: DICO and DICOFRE codes with their boundaries).
+
+>>> cat = Catalogue.load()
+>>> cat.level("orange").severity, cat.level("orange").awareness
+('Severe', '3; orange; Severe')
+>>> cat.area("DICOFRE", "131203").name
+'Campanhã'
+>>> cat.area("DICOFRE", "131203").rings[0][0]      # (lat, lon)       # doctest: +ELLIPSIS
+(41.1..., -8.5...)
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+DEFAULT_LEVELS = CONFIG / "levels.yaml"
+DEFAULT_AREAS = (CONFIG / "geo" / "porto.geojson",)
+
+Ring = tuple[tuple[float, float], ...]  # closed, (lat, lon)
+
+# Geocode systems whose codes name a CAOP area (the boundary comes from the GeoJSON), and their
+# code lengths (YAML reads an unquoted 010203 as a number: the zeros are put back).
+CAOP_CODES = {"DICOFRE": 6, "DICO": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    colour: str  # green | yellow | orange | red
+    rank: int
+    severity: str  # CAP severity
+    awareness: str | None  # MeteoAlarm awareness_level, e.g. "3; orange; Severe"
+    sdm: str  # Smart Data Models Alert severity
+
+
+@dataclass(frozen=True, slots=True)
+class Hazard:
+    awareness_type: str  # MeteoAlarm, e.g. "10; Rain"
+    category: str  # CAP category
+    names: tuple[str, ...]  # what a draft may call it (IPMA name, SDM subCategory, MeteoAlarm name)
+
+
+@dataclass(frozen=True, slots=True)
+class Area:
+    kind: str  # DICOFRE | DICO
+    code: str
+    name: str
+    rings: tuple[Ring, ...]  # outer rings (CAP has no holes), closed, lat,lon
+
+
+# Common words for the hazards, pt-PT and en-GB, beyond the names levels.yaml gives.
+_SYNONYMS = {
+    "12; flooding": (
+        "cheia",
+        "cheias",
+        "inundação",
+        "inundações",
+        "inundacao",
+        "flood",
+        "flooding",
+        "floods",
+    ),
+    "10; Rain": ("chuva", "chuva forte", "precipitação forte", "rain", "heavy rain", "rainfall"),
+    "1; Wind": ("vento forte", "wind", "strong wind", "gale"),
+    "3; Thunderstorm": ("trovoada", "thunderstorm", "thunderstorms"),
+    "4; Fog": ("nevoeiro", "fog"),
+    "5; high-temperature": ("calor", "tempo quente", "heat", "heatwave", "high temperature"),
+    "6; low-temperature": ("frio", "tempo frio", "cold", "low temperature"),
+    "7; coastalevent": ("agitação marítima", "coastal event", "storm surge", "galgamento costeiro"),
+    "8; forest-fire": ("incêndio", "incêndio rural", "fire", "forest fire", "wildfire"),
+    "2; snow-ice": ("neve", "gelo", "snow", "ice", "snow-ice"),
+}
+
+
+def fold(text: str) -> str:
+    """Lower case, accents removed, spaces collapsed (for matching names)."""
+    t = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return " ".join(t.lower().replace("_", " ").split())
+
+
+@dataclass(slots=True)
+class Catalogue:
+    levels: dict[str, Level] = field(default_factory=dict)  # colour and aliases -> Level
+    hazards: list[Hazard] = field(default_factory=list)
+    areas: dict[tuple[str, str], Area] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls, levels: str | Path = DEFAULT_LEVELS, areas: tuple[str | Path, ...] | list = DEFAULT_AREAS
+    ) -> Catalogue:
+        return _load(str(levels), tuple(str(a) for a in areas))
+
+    # ------------------------------------------------------------------ look-ups
+    def level(self, name: str) -> Level | None:
+        return self.levels.get(fold(str(name)))
+
+    def colours(self) -> list[str]:
+        return sorted({lv.colour for lv in self.levels.values()}, key=lambda c: self.levels[c].rank)
+
+    def level_for_severity(self, sdm_severity: str) -> Level | None:
+        """The level of a Smart Data Models / incident severity (critical → red ...)."""
+        best = None
+        for lv in {lv.colour: lv for lv in self.levels.values()}.values():
+            if lv.sdm == sdm_severity:
+                best = lv
+        if best is None and sdm_severity == "low":  # no IPMA colour for rank 1: the next one up
+            return self.level("yellow")
+        return best
+
+    def hazard(self, name: str) -> Hazard | None:
+        """A hazard by its awareness type ("10; Rain"), its number, or any of its names."""
+        key = fold(str(name))
+        for h in self.hazards:
+            if key == fold(h.awareness_type) or key == h.awareness_type.split(";")[0].strip():
+                return h
+            if key in h.names:
+                return h
+        return None
+
+    def area(self, kind: str, code: str) -> Area | None:
+        return self.areas.get((kind.upper(), str(code)))
+
+    def codes(self, kind: str) -> list[str]:
+        return sorted(c for k, c in self.areas if k == kind.upper())
+
+
+@cache
+def _load(levels: str, areas: tuple[str, ...]) -> Catalogue:
+    from ruamel.yaml import YAML
+
+    data = YAML(typ="safe").load(Path(levels).read_text(encoding="utf-8"))
+    cat = Catalogue()
+    for row in data.get("scale", []):
+        colour = row.get("ipma_awarenessLevelID")
+        if not colour:
+            continue
+        lv = Level(
+            colour=colour,
+            rank=int(row["rank"]),
+            severity=row["cap_severity"],
+            awareness=row.get("meteoalarm_awareness_level"),
+            sdm=row.get("sdm_alert_severity", ""),
+        )
+        cat.levels[fold(colour)] = lv
+        pt = (row.get("anepc") or {}).get("colour_pt")
+        if pt:
+            cat.levels.setdefault(fold(pt), lv)
+    for row in data.get("hazard_types", []):
+        at = row["meteoalarm_awareness_type"]
+        names = {fold(at.split(";", 1)[1]), fold(row.get("sdm_subCategory") or "")}
+        if row.get("ipma"):
+            names.add(fold(row["ipma"]))
+        names.update(fold(s) for s in _SYNONYMS.get(at, ()))
+        names.discard("")
+        cat.hazards.append(Hazard(at, row.get("cap_category") or "Met", tuple(sorted(names))))
+    for path in areas:
+        for a in read_areas(Path(path)):
+            cat.areas.setdefault((a.kind, a.code), a)
+    return cat
+
+
+def _close(ring: list[tuple[float, float]]) -> Ring:
+    if ring and ring[0] != ring[-1]:
+        ring = [*ring, ring[0]]
+    return tuple(ring)
+
+
+def read_areas(path: Path) -> list[Area]:
+    """DICOFRE (parishes) and DICO (municipalities) of a CAOP GeoJSON FeatureCollection."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    out = []
+    for feat in doc.get("features", []):
+        props: dict[str, Any] = feat.get("properties") or {}
+        caop = props.get("caop_props") or {}
+        geom = feat.get("geometry") or {}
+        if geom.get("type") == "Polygon":
+            polys = [geom["coordinates"]]
+        elif geom.get("type") == "MultiPolygon":
+            polys = geom["coordinates"]
+        else:
+            continue
+        rings = tuple(
+            _close([(float(lat), float(lon)) for lon, lat, *_ in poly[0]]) for poly in polys if poly
+        )
+        rings = tuple(r for r in rings if len(r) >= 4)
+        dicofre = props.get("dicofre") or caop.get("dtmnfr")
+        name = props.get("name") or caop.get("freguesia") or caop.get("municipio") or ""
+        if dicofre and (props.get("level") in (None, "freguesia")):
+            out.append(Area("DICOFRE", str(dicofre), str(name), rings))
+            continue
+        dico = props.get("dico") or caop.get("dtmn")
+        if dico and props.get("level") in (None, "municipio"):
+            out.append(Area("DICO", str(dico), str(name), rings))
+    return out

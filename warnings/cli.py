@@ -1,0 +1,87 @@
+"""``atalaia warnings``: render a draft to the CAP 1.2 that issuing it would publish; validate CAP
+files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def _config(path: Path | None):
+    from atalaia.rules.errors import RuleFileError
+    from atalaia.warnings.config import load_config
+
+    try:
+        return load_config(path)
+    except (RuleFileError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group()
+def warnings() -> None:
+    """Population warnings: CAP 1.2 documents, approval workflow, Atom feed."""
+
+
+@warnings.command()
+@click.argument("draft", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sent", help="the sent time (RFC 3339 with an offset; default: now)")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def render(draft: Path, sent: str | None, config: Path | None) -> None:
+    """Print the CAP 1.2 XML that issuing DRAFT.yaml would publish (exit 1 with file:line:col errors)."""
+    from atalaia.warnings.cap import CapInvalid
+    from atalaia.warnings.cap import render as render_cap
+    from atalaia.warnings.draft import cap_time
+    from atalaia.warnings.loader import DraftError, load_draft
+
+    cfg = _config(config)
+    cat = cfg.catalogue()
+    try:
+        text = draft.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        click.echo(f"{draft}:1:1: cannot read: {e}", err=True)
+        sys.exit(1)
+    try:
+        when = cap_time(sent) if sent else None
+    except ValueError as e:
+        click.echo(f"--sent: {e}", err=True)
+        sys.exit(2)
+    try:
+        d = load_draft(text, str(draft), cat, cfg.region)
+        if when is not None and d.expires is not None and d.expires <= when:
+            click.echo(f"note: this warning expires ({d.expires.isoformat()}) before it is sent", err=True)
+        doc = render_cap(d, cat, when, bbox=cfg.region)
+    except DraftError as e:
+        for err in e.errors:
+            click.echo(str(err), err=True)
+        sys.exit(1)
+    except CapInvalid as e:
+        for p in e.problems:
+            click.echo(f"{draft}:1:1: the CAP document is invalid: {p}", err=True)
+        sys.exit(1)
+    for n in doc.notes:
+        click.echo(f"note: {n}", err=True)
+    sys.stdout.buffer.write(doc.xml)
+    sys.stdout.buffer.flush()
+
+
+@warnings.command()
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def validate(files: tuple[Path, ...]) -> None:
+    """Check CAP 1.2 files against the OASIS XSD and the CAP text rules."""
+    from atalaia.warnings.cap import validate as validate_cap
+
+    bad = 0
+    for f in files:
+        problems = validate_cap(f.read_bytes(), bbox=None, strict=False)
+        if problems:
+            bad += 1
+            for p in problems:
+                click.echo(f"{f}: {p}", err=True)
+        else:
+            click.echo(f"{f}: ok")
+    if bad:
+        sys.exit(1)

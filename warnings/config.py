@@ -1,0 +1,62 @@
+"""Warning settings (``config/warnings.yaml``): where the levels and the CAOP areas come from, the
+plausibility box for drawn polygons, and who may skip the second pair of eyes. Errors point at
+``file:line:col``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from atalaia.warnings.catalogue import CONFIG, DEFAULT_AREAS, DEFAULT_LEVELS, Catalogue
+
+DEFAULT_PATH = CONFIG / "warnings.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Approval(_Model):
+    role: str = Field("approver", description="the role a second person needs to approve a warning")
+    skip_for: tuple[str, ...] = Field(
+        (), description="statuses issued without approval (only Exercise and/or Test are allowed)"
+    )
+
+
+class WarningsConfig(_Model):
+    levels: Path = DEFAULT_LEVELS
+    areas: tuple[Path, ...] = DEFAULT_AREAS
+    region: tuple[float, float, float, float] | None = Field(
+        (36.8, 42.2, -9.6, -6.1),
+        description="lat_min, lat_max, lon_min, lon_max a drawn polygon must lie in (null: anywhere)",
+    )
+    approval: Approval = Approval()
+    base_url: str = Field("http://localhost:8080", description="public URL of the CAP feed")
+    feed_title: str = "Atalaia — avisos à população / public warnings"
+
+    def catalogue(self) -> Catalogue:
+        return Catalogue.load(self.levels, self.areas)
+
+    def model_post_init(self, _: object) -> None:
+        bad = [s for s in self.approval.skip_for if s not in ("Exercise", "Test")]
+        if bad:
+            raise ValueError(f"approval.skip_for: only Exercise and Test may skip approval, not {bad}")
+
+
+def load_config(path: str | Path | None = None) -> WarningsConfig:
+    """The settings of ``path`` (default ``config/warnings.yaml`` when it exists); relative paths
+    in it are relative to the file."""
+    from atalaia.rules.loader import load_model
+
+    p = Path(path) if path else DEFAULT_PATH
+    if path is None and not p.exists():
+        return WarningsConfig()
+    cfg = load_model(p.read_text(encoding="utf-8"), str(p), WarningsConfig)
+    base = p.resolve().parent
+    return cfg.model_copy(
+        update={
+            "levels": cfg.levels if cfg.levels.is_absolute() else base / cfg.levels,
+            "areas": tuple(a if a.is_absolute() else base / a for a in cfg.areas),
+        }
+    )

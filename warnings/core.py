@@ -1,0 +1,410 @@
+"""The warning workflow: a pure state machine ``step(state, command, now) -> (state, outputs)``.
+
+draft → submitted → approved → issued → updated / cancelled / expired; ``reject`` (with a reason)
+at any step before issue. Four eyes: an ``Actual`` warning is issued only after a person other than
+its authors, holding the approver role, approved it (configuration may let Exercise and Test skip
+approval). An issued warning is never edited: ``update`` and ``cancel`` open a new warning
+(msgType Update / Cancel, referencing the original) that goes through the same workflow, and
+issuing it supersedes the original. Every change and every refusal is audited (actor, role, time,
+reason). Issuing renders the CAP document and validates it; a document that fails is refused, never
+issued. No I/O, no wall clock; ids and versions are deterministic, and a command seen before
+(same ``id``) changes nothing and gets its first reply again.
+
+>>> from datetime import datetime, UTC
+>>> wf = Workflow()
+>>> st = wf.initial_state()
+>>> t = datetime(2026, 12, 4, 17, tzinfo=UTC)
+>>> draft = {"sender": "pc@cm-porto.pt", "level": "orange", "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+...          "area": {"geocodes": {"DICOFRE": ["131203"]}}}
+>>> st, out = wf.step(st, {"action": "draft", "actor": "ana", "role": "operator", "draft": draft}, t)
+>>> w = out[0]["warning"]
+>>> st, out = wf.step(st, {"action": "submit", "warning": w, "actor": "ana", "role": "operator"}, t)
+>>> st, out = wf.step(st, {"action": "approve", "warning": w, "actor": "ana", "role": "approver"}, t)
+>>> out[-1]["ok"], out[-1]["error"]
+(False, 'four eyes: ana drafted this warning and may not approve it')
+>>> st, out = wf.step(st, {"action": "approve", "warning": w, "actor": "rui", "role": "approver"}, t)
+>>> st, out = wf.step(st, {"action": "issue", "warning": w, "actor": "ana", "role": "operator"}, t)
+>>> [(o["kind"], o.get("state")) for o in out]
+[('warning', 'issued'), ('cap', None), ('reply', None)]
+>>> out[1]["identifier"]  # doctest: +ELLIPSIS
+'PT-CM-PORTO-20261204170000-...'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from atalaia.warnings.cap import CapInvalid, Reference, render
+from atalaia.warnings.catalogue import Catalogue
+from atalaia.warnings.config import WarningsConfig
+from atalaia.warnings.draft import Draft, cap_time, problems
+
+Action = Literal["draft", "edit", "submit", "approve", "reject", "issue", "update", "cancel"]
+ACTIONS: tuple[str, ...] = ("draft", "edit", "submit", "approve", "reject", "issue", "update", "cancel")
+ACTIVE = ("issued",)
+CLOSED = ("updated", "cancelled", "expired", "rejected")
+MAGIC = b"ATALAIA-WARNINGS/1\n"
+
+
+class Command(BaseModel):
+    """One command on ``atalaia.commands`` (``"warning_action"`` there; ``action`` here). ``id`` is the
+    console's idempotency key (derived from the content when absent)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = ""
+    action: Action
+    warning: str | None = None  # absent for 'draft' (a new warning)
+    actor: str = Field(min_length=1)
+    role: str = Field(min_length=1)
+    reason: str = ""
+    draft: dict[str, Any] | None = None  # draft/edit/update/cancel: the draft fields
+    incident: str | None = None  # draft: the incident it comes from
+    at: datetime | None = None
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, v: Any) -> Any:
+        return None if v is None else cap_time(v)
+
+    def identified(self, now: datetime) -> Command:
+        """This command with its time (default ``now``) and id (default: a hash of its content and time)."""
+        at = self.at or now
+        if self.id:
+            return self if self.at else self.model_copy(update={"at": at})
+        raw = orjson.dumps(self.model_dump(mode="json", exclude={"id", "at"}), option=orjson.OPT_SORT_KEYS)
+        cid = hashlib.blake2b(raw + at.isoformat().encode(), digest_size=12).hexdigest()
+        return self.model_copy(update={"at": at, "id": cid})
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    at: str
+    actor: str
+    role: str
+    action: str
+    reason: str = ""
+    ok: bool = True
+
+
+@dataclass(slots=True)
+class Warning:
+    id: str
+    version: int
+    state: str  # draft | submitted | approved | issued | updated | cancelled | expired | rejected
+    draft: dict[str, Any]
+    authors: list[str]
+    created: str
+    approver: str | None = None
+    supersedes: str | None = None  # the warning an Update/Cancel replaces
+    superseded_by: str | None = None
+    identifier: str | None = None  # the CAP document, once issued
+    sent: str | None = None
+    expires: str | None = None
+    xml: str | None = None
+    audit: list[AuditEntry] = field(default_factory=list)
+
+    def view(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("xml")
+        return d
+
+
+@dataclass(slots=True)
+class WarningsState:
+    warnings: dict[str, Warning] = field(default_factory=dict)
+    replies: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)  # command id -> reply
+    issued: dict[str, list[str]] = field(default_factory=dict)  # CAP identifier -> [warning id, sender, sent]
+
+
+class Refused(ValueError):
+    """A command that may not be applied (the reason is audited and replied)."""
+
+
+def _t(now: datetime | str) -> datetime:
+    return cap_time(now)
+
+
+class Workflow:
+    """The warning state machine for one configuration (levels, areas, approval policy)."""
+
+    def __init__(self, config: WarningsConfig | None = None, catalogue: Catalogue | None = None) -> None:
+        self.config = config or WarningsConfig()
+        self.catalogue = catalogue or self.config.catalogue()
+        self.memory = 10000
+
+    def initial_state(self) -> WarningsState:
+        return WarningsState()
+
+    # ------------------------------------------------------------------ the step
+    def step(
+        self, state: WarningsState, command: Command | dict[str, Any] | None, now: datetime | str
+    ) -> tuple[WarningsState, list[dict[str, Any]]]:
+        """Apply one command (or ``None``: a timer tick that expires warnings). Outputs are warning
+        events (``kind: "warning"``, one per change), CAP documents to publish (``kind: "cap"``) and
+        the command's reply (``kind: "reply"``)."""
+        t = _t(now)
+        out: list[dict[str, Any]] = self._expire(state, t)
+        if command is None:
+            return state, out
+        try:
+            cmd = command if isinstance(command, Command) else Command.model_validate(command)
+            cmd = cmd.identified(t)
+        except ValidationError as e:
+            out.append({"kind": "reply", "command": None, "ok": False, "error": _short(e)})
+            return state, out
+        if cmd.id in state.replies:
+            out.append(state.replies[cmd.id])
+            return state, out
+        at = cmd.at or t
+        changes: list[dict[str, Any]] = []
+        try:
+            wid = self._apply(state, cmd, at, changes)
+            reply = {"kind": "reply", "command": cmd.id, "ok": True, "error": None, "warning": wid}
+        except Refused as e:
+            reply = {"kind": "reply", "command": cmd.id, "ok": False, "error": str(e), "warning": cmd.warning}
+            w = state.warnings.get(cmd.warning or "")
+            if w is not None:  # the refusal is audited on the warning it concerns
+                w.audit.append(AuditEntry(_iso(at), cmd.actor, cmd.role, cmd.action, str(e), ok=False))
+                changes.append(self._event(w, "refused", cmd, at, reason=str(e)))
+        out += changes
+        out.append(reply)
+        state.replies[cmd.id] = reply
+        while len(state.replies) > self.memory:
+            state.replies.popitem(last=False)
+        return state, out
+
+    def tick(self, state: WarningsState, now: datetime | str) -> tuple[WarningsState, list[dict[str, Any]]]:
+        return self.step(state, None, now)
+
+    # ------------------------------------------------------------------ commands
+    def _apply(self, state: WarningsState, c: Command, at: datetime, out: list[dict[str, Any]]) -> str:
+        if c.role == "viewer":
+            raise Refused("a viewer may not act on warnings")
+        if c.action == "draft":
+            return self._new(state, c, at, out, c.draft or {})
+        w = state.warnings.get(c.warning or "")
+        if w is None:
+            raise Refused(f"no warning {c.warning!r}")
+        if c.action == "edit":
+            self._need(w, c, ("draft", "submitted", "approved", "rejected"))
+            draft = self._check(c.draft or {}, keep=w.draft)
+            w.draft = draft
+            if c.actor not in w.authors:
+                w.authors.append(c.actor)
+            w.approver = None
+            self._change(w, "draft", "edited", c, at, out)
+        elif c.action == "submit":
+            self._need(w, c, ("draft",))
+            self._check(w.draft)
+            self._change(w, "submitted", "submitted", c, at, out)
+        elif c.action == "approve":
+            self._need(w, c, ("submitted",))
+            if c.role != self.config.approval.role:
+                raise Refused(f"approving needs the {self.config.approval.role} role (not {c.role})")
+            if c.actor in w.authors:
+                raise Refused(f"four eyes: {c.actor} drafted this warning and may not approve it")
+            w.approver = c.actor
+            self._change(w, "approved", "approved", c, at, out)
+        elif c.action == "reject":
+            self._need(w, c, ("draft", "submitted", "approved"))
+            if not c.reason.strip():
+                raise Refused("a rejection needs a reason")
+            self._change(w, "rejected", "rejected", c, at, out)
+        elif c.action == "issue":
+            self._issue(state, w, c, at, out)
+        elif c.action in ("update", "cancel"):
+            self._need(w, c, ("issued",))
+            base = {k: v for k, v in w.draft.items() if k not in ("identifier", "sent")}
+            draft = {**base, **(c.draft or {}), "msgType": "Update" if c.action == "update" else "Cancel"}
+            draft["references"] = [w.identifier]
+            return self._new(state, c, at, out, draft, supersedes=w.id)
+        return w.id
+
+    def _new(
+        self,
+        state: WarningsState,
+        c: Command,
+        at: datetime,
+        out: list[dict[str, Any]],
+        data: dict[str, Any],
+        supersedes: str | None = None,
+    ) -> str:
+        if c.incident and "incident" not in data:
+            data = {**data, "incident": c.incident}
+        draft = self._check(data)
+        wid = "W-" + hashlib.blake2b(c.id.encode(), digest_size=8).hexdigest()
+        if wid in state.warnings:
+            raise Refused(f"warning {wid} exists")
+        w = Warning(wid, 0, "draft", draft, [c.actor], _iso(at), supersedes=supersedes)
+        state.warnings[wid] = w
+        self._change(w, "draft", "drafted", c, at, out)
+        return wid
+
+    def _issue(
+        self, state: WarningsState, w: Warning, c: Command, at: datetime, out: list[dict[str, Any]]
+    ) -> None:
+        status = w.draft.get("status", "Actual")
+        skip = status in self.config.approval.skip_for
+        self._need(w, c, ("approved",) if not skip else ("draft", "submitted", "approved"))
+        if w.supersedes:
+            orig = state.warnings.get(w.supersedes)
+            if orig is None or orig.state != "issued":
+                raise Refused(f"the warning it replaces ({w.supersedes}) is no longer active")
+        draft = Draft.model_validate(w.draft)
+        sent = at
+
+        def resolve(identifier: str) -> Reference | None:
+            known = state.issued.get(identifier)
+            return Reference(known[1], identifier, known[2]) if known else None
+
+        if draft.expires is not None and draft.expires <= sent:
+            raise Refused(f"the warning expired at {draft.expires.isoformat()}: it cannot be issued")
+        try:
+            doc = render(
+                draft, self.catalogue, sent, resolve=resolve, strict_references=True, bbox=self.config.region
+            )
+        except CapInvalid as e:
+            raise Refused(f"the CAP document is invalid: {e}") from None
+        if doc.identifier in state.issued:
+            raise Refused(f"CAP identifier {doc.identifier} was issued already")
+        w.identifier, w.sent, w.xml = doc.identifier, doc.sent, doc.xml.decode()
+        w.expires = draft.expires.isoformat() if draft.expires else None
+        state.issued[doc.identifier] = [w.id, doc.sender, doc.sent]
+        self._change(w, "issued", "issued", c, at, out)
+        out.append(
+            {
+                "kind": "cap",
+                "warning": w.id,
+                "identifier": doc.identifier,
+                "status": doc.status,
+                "msgType": doc.msg_type,
+                "sent": doc.sent,
+                "expires": w.expires,
+                "references": [str(r) for r in doc.references],
+                "xml": w.xml,
+            }
+        )
+        if w.supersedes:
+            orig = state.warnings[w.supersedes]
+            orig.superseded_by = w.id
+            new_state = "cancelled" if draft.msg_type == "Cancel" else "updated"
+            self._change(orig, new_state, new_state, c, at, out, reason=f"superseded by {doc.identifier}")
+            if draft.msg_type == "Cancel":  # a Cancel is a notice, not an active warning
+                self._change(w, "cancelled", "cancelled", c, at, out, reason="a Cancel message")
+
+    def _expire(self, state: WarningsState, now: datetime) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for w in state.warnings.values():
+            if w.state == "issued" and w.expires and cap_time(w.expires) <= now:
+                w.version += 1
+                w.state = "expired"
+                w.audit.append(AuditEntry(_iso(now), "atalaia", "system", "expire", "expires reached"))
+                out.append(self._event(w, "expired", None, now, reason="expires reached"))
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _check(self, data: dict[str, Any], keep: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The draft's fields if they make a valid draft; Refused naming the fields otherwise."""
+        merged = {**(keep or {}), **data}
+        try:
+            d = Draft.model_validate(merged)
+        except ValidationError as e:
+            raise Refused(f"bad draft: {_short(e)}") from None
+        found = problems(d, self.catalogue, self.config.region)
+        if found:
+            raise Refused(
+                "bad draft: " + "; ".join(f"{'.'.join(map(str, loc)) or 'draft'}: {m}" for loc, m in found)
+            )
+        return orjson.loads(orjson.dumps(merged, default=str))
+
+    @staticmethod
+    def _need(w: Warning, c: Command, states: tuple[str, ...]) -> None:
+        if w.state not in states:
+            raise Refused(f"cannot {c.action} a warning that is {w.state} (only when {' or '.join(states)})")
+
+    def _change(
+        self,
+        w: Warning,
+        new_state: str,
+        change: str,
+        c: Command,
+        at: datetime,
+        out: list[dict[str, Any]],
+        reason: str | None = None,
+    ) -> None:
+        w.version += 1
+        w.state = new_state
+        why = c.reason if reason is None else reason
+        w.audit.append(AuditEntry(_iso(at), c.actor, c.role, c.action, why))
+        out.append(self._event(w, change, c, at, reason=why))
+
+    @staticmethod
+    def _event(w: Warning, change: str, c: Command | None, at: datetime, reason: str = "") -> dict[str, Any]:
+        return {
+            "kind": "warning",
+            "warning": w.id,
+            "version": w.version,
+            "state": w.state,
+            "change": change,
+            "at": _iso(at),
+            "actor": c.actor if c else "atalaia",
+            "role": c.role if c else "system",
+            "reason": reason,
+            "command": c.id if c else None,
+            "identifier": w.identifier,
+            "status": w.draft.get("status", "Actual"),
+            "msgType": w.draft.get("msgType", "Alert"),
+            "supersedes": w.supersedes,
+            "incident": w.draft.get("incident"),
+        }
+
+    # ------------------------------------------------------------------ queries and snapshots
+    def active(self, state: WarningsState) -> list[Warning]:
+        """The issued warnings still in force (newest first): what the feed lists."""
+        return sorted(
+            (w for w in state.warnings.values() if w.state in ACTIVE),
+            key=lambda w: w.sent or "",
+            reverse=True,
+        )
+
+    def by_identifier(self, state: WarningsState, identifier: str) -> Warning | None:
+        known = state.issued.get(identifier)
+        return state.warnings.get(known[0]) if known else None
+
+    def snapshot(self, state: WarningsState) -> bytes:
+        data = {
+            "warnings": [asdict(w) for w in state.warnings.values()],
+            "replies": list(state.replies.items()),
+            "issued": state.issued,
+        }
+        return MAGIC + zlib.compress(orjson.dumps(data), 1)
+
+    def restore(self, data: bytes) -> WarningsState:
+        if not data.startswith(MAGIC):
+            raise ValueError("not a warnings snapshot")
+        d = orjson.loads(zlib.decompress(data[len(MAGIC) :]))
+        ws = {}
+        for raw in d["warnings"]:
+            raw["audit"] = [AuditEntry(**a) for a in raw["audit"]]
+            ws[raw["id"]] = Warning(**raw)
+        return WarningsState(ws, OrderedDict((k, v) for k, v in d["replies"]), d["issued"])
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat()
+
+
+def _short(e: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in x['loc']) or 'command'}: {str(x['msg']).removeprefix('Value error, ')}"
+        for x in e.errors()
+    )

@@ -1,0 +1,428 @@
+"""The warning draft (DESIGN.md, "Warning draft → CAP"): what an operator fills in, in the console or
+as a YAML file, validated at the edge.
+
+``Draft`` checks the shape; :func:`problems` checks it against the catalogue (levels, geocodes) and
+the CAP rules (references, times, polygons). Every problem names its location (``("area",
+"geocodes", "DICOFRE", 0)``), which the YAML loader turns into ``file:line:col`` and the API into a
+field name.
+
+>>> from atalaia.warnings.catalogue import Catalogue
+>>> d = Draft.model_validate({"sender": "pc@cm-porto.pt", "status": "Actual", "msgType": "Update",
+...     "level": "purple", "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+...     "area": {"geocodes": {"DICOFRE": ["131203"]}}})
+>>> [(".".join(map(str, loc)), msg) for loc, msg in problems(d, Catalogue.load())]  # doctest: +NORMALIZE_WHITESPACE
+[('level', "unknown level 'purple'; use one of: green, yellow, orange, red"),
+ ('references', 'an Update needs references: the identifiers (or sender,identifier,sent) of the warnings it replaces')]
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from atalaia.warnings.catalogue import CAOP_CODES, Catalogue
+
+Loc = tuple[Any, ...]
+Problem = tuple[Loc, str]
+
+STATUSES = ("Actual", "Exercise", "Test")
+MSG_TYPES = ("Alert", "Update", "Cancel")
+URGENCIES = ("Immediate", "Expected", "Future", "Past", "Unknown")
+CERTAINTIES = ("Observed", "Likely", "Possible", "Unlikely", "Unknown")
+CATEGORIES = ("Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra")
+CATEGORIES = (*CATEGORIES, "CBRNE", "Other")
+RESPONSES = ("Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear", "None")
+SCOPES = ("Public", "Restricted", "Private")
+DEFAULT_LANGUAGE = "pt-PT"
+
+# CAP 1.2 §3.2.1: identifier and sender "must not include spaces, commas or restricted characters
+# (< and &)".
+_BAD_ID_CHARS = re.compile(r"[\s,<&]")
+_LANG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+_CIRCLE = re.compile(r"\s*(-?\d+(?:\.\d+)?),(-?\d+(?:\.\d+)?)\s+(\d+(?:\.\d+)?)\s*")
+# Mainland Portugal (lat, lon), for the plausibility check of drawn polygons (a swapped lat,lon lands
+# far outside it). Same box as ../shared/fixtures/cap/validate_cap.py.
+PT_BBOX = (36.8, 42.2, -9.6, -6.1)
+
+
+def cap_time(v: Any) -> Any:
+    """A time with an explicit offset (``+01:00``, ``Z``), as UTC without fractional seconds."""
+    if isinstance(v, datetime):
+        t = v
+    elif isinstance(v, date):
+        raise ValueError(f"{v.isoformat()} has no time of day: write it like 2026-12-04T18:00:00+00:00")
+    elif isinstance(v, str):
+        s = " ".join(v.split())
+        if re.fullmatch(r"\d{4}-\d\d-\d\d", s):
+            raise ValueError(f"{s} has no time of day: write it like 2026-12-04T18:00:00+00:00")
+        s = re.sub(r"\s*[zZ]$", "+00:00", s)
+        s = re.sub(r"(\d)\s+([+-]\d\d(:?\d\d)?)$", r"\1\2", s)  # YAML allows a space before the offset
+        try:
+            t = datetime.fromisoformat(s)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a date-time like 2026-12-04T18:00:00+00:00") from None
+    else:
+        raise ValueError(f"expected a date-time like 2026-12-04T18:00:00+00:00, got {v!r}")
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(
+            f"{t.isoformat()} has no UTC offset: write it like 2026-12-04T18:00:00+00:00 (or +01:00)"
+        )
+    return datetime.fromtimestamp(int(t.timestamp()), UTC)
+
+
+def _canon(choices: tuple[str, ...]):
+    """Case-insensitive enumeration values, returned in their CAP spelling."""
+    by_fold = {c.lower(): c for c in choices}
+
+    def f(v: Any) -> Any:
+        return by_fold.get(v.strip().lower(), v) if isinstance(v, str) else v
+
+    return BeforeValidator(f)
+
+
+def _text(v: Any) -> Any:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return str(v)
+    return v
+
+
+def _list(v: Any) -> Any:
+    """A single value where a list is expected: a list of one (a string of references: split)."""
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return v.split()
+    if isinstance(v, list | tuple):
+        return list(v)
+    return [v]
+
+
+Time = Annotated[datetime, BeforeValidator(cap_time)]
+Text = Annotated[str, BeforeValidator(_text)]
+LangText = Text | dict[str, Text]  # one text for every language, or {language: text}
+Status = Annotated[Literal["Actual", "Exercise", "Test"], _canon(STATUSES)]
+MsgType = Annotated[Literal["Alert", "Update", "Cancel"], _canon(MSG_TYPES)]
+Urgency = Annotated[Literal["Immediate", "Expected", "Future", "Past", "Unknown"], _canon(URGENCIES)]
+Certainty = Annotated[Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"], _canon(CERTAINTIES)]
+Category = Annotated[
+    Literal[
+        "Geo",
+        "Met",
+        "Safety",
+        "Security",
+        "Rescue",
+        "Fire",
+        "Health",
+        "Env",
+        "Transport",
+        "Infra",
+        "CBRNE",
+        "Other",
+    ],
+    _canon(CATEGORIES),
+]
+Response = Annotated[
+    Literal["Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear", "None"],
+    _canon(RESPONSES),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Point(_Model):
+    lat: float
+    lon: float
+
+
+def _points(v: Any) -> Any:
+    """``[[lat, lon], ...]``, ``["lat,lon", ...]`` or CAP's ``"lat,lon lat,lon ..."`` -> [[lat, lon]]."""
+    if isinstance(v, str):
+        v = v.split()
+    if not isinstance(v, list | tuple):
+        raise ValueError("a polygon is a list of [lat, lon] pairs")
+    out = []
+    for p in v:
+        if isinstance(p, str):
+            p = p.split(",")
+        if not isinstance(p, list | tuple) or len(p) != 2:
+            raise ValueError(f"{p!r} is not a [lat, lon] pair")
+        try:
+            out.append((float(p[0]), float(p[1])))
+        except (TypeError, ValueError):
+            raise ValueError(f"{p!r} is not a pair of numbers [lat, lon]") from None
+    return out
+
+
+def _polygons(v: Any) -> Any:
+    """One polygon, or a list of polygons -> a list of polygons."""
+    if v is None:
+        return []
+    if isinstance(v, list) and v and all(isinstance(x, list) and x and isinstance(x[0], list) for x in v):
+        return [_points(p) for p in v]  # several polygons
+    return [_points(v)]
+
+
+Polygon = list[tuple[float, float]]
+
+
+def _one_or_many(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+class DraftArea(_Model):
+    desc: LangText | None = None
+    geocodes: dict[str, list[Text]] = Field(default_factory=dict)
+    polygon: Annotated[list[Polygon], BeforeValidator(_polygons)] = Field(default_factory=list)
+    circle: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(default_factory=list)
+
+    @field_validator("geocodes", mode="before")
+    @classmethod
+    def _geocodes(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: (val if isinstance(val, list) else [val]) for k, val in v.items()}
+        return v
+
+
+def _areas(v: Any) -> Any:
+    return [v] if isinstance(v, dict) else v
+
+
+class Draft(_Model):
+    """A warning draft, exactly DESIGN.md's format (plus a few optional CAP fields)."""
+
+    sender: Text = Field(min_length=1)
+    status: Status = "Actual"
+    msg_type: MsgType = Field("Alert", alias="msgType")
+    references: Annotated[list[Text], BeforeValidator(_list)] = Field(default_factory=list)
+    identifier: Text | None = None
+    level: Text | None = None
+    urgency: Urgency = "Expected"
+    certainty: Certainty = "Likely"
+    category: Annotated[list[Category], BeforeValidator(_list)] = Field(default_factory=list)
+    event: LangText
+    headline: LangText | None = None
+    description: LangText | None = None
+    instruction: LangText | None = None
+    onset: Time | None = None
+    expires: Time | None = None
+    area: Annotated[list[DraftArea], BeforeValidator(_areas)] = Field(default_factory=list)
+    incident: Text | None = None
+    # optional CAP fields beyond DESIGN.md's example
+    hazard: Text | None = Field(
+        None, description="MeteoAlarm awareness type ('10; Rain', 'flooding', 'Cheia')"
+    )
+    effective: Time | None = None
+    sent: Time | None = Field(None, description="default: the time of issue (render: --sent or now)")
+    response_type: Annotated[list[Response], BeforeValidator(_list)] = Field(
+        default_factory=list, alias="responseType"
+    )
+    sender_name: LangText | None = Field(None, alias="senderName")
+    web: Text | None = None
+    contact: LangText | None = None
+    audience: LangText | None = None
+    scope: Annotated[Literal["Public", "Restricted", "Private"], _canon(SCOPES)] = "Public"
+    restriction: Text | None = None
+    addresses: Text | None = None
+    note: Text | None = None
+    parameters: dict[str, Text] = Field(default_factory=dict)
+
+    @property
+    def languages(self) -> list[str]:
+        """The ``info`` languages, in the order given (the first mapping among the texts)."""
+        for v in (self.event, self.headline, self.description, self.instruction):
+            if isinstance(v, dict) and v:
+                return list(v)
+        for a in self.area:
+            if isinstance(a.desc, dict) and a.desc:
+                return list(a.desc)
+        return [DEFAULT_LANGUAGE]
+
+    def text(self, value: str | dict[str, str] | None, language: str) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        return value.get(language)
+
+
+# --------------------------------------------------------------------------- semantic checks
+def _hint(got: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(str(got), allowed, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_reference(ref: str) -> tuple[str, str, datetime] | str:
+    """``sender,identifier,sent`` -> (sender, identifier, sent); a bare identifier -> itself.
+    Raises ValueError for anything else."""
+    parts = ref.split(",")
+    if len(parts) == 1:
+        if _BAD_ID_CHARS.search(ref) or not ref:
+            raise ValueError(f"reference {ref!r}: an identifier has no spaces, commas, '<' or '&'")
+        return ref
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"reference {ref!r} is neither an identifier nor 'sender,identifier,sent'")
+    sender, ident, sent = parts
+    try:
+        return sender, ident, cap_time(sent)
+    except ValueError as e:
+        raise ValueError(f"reference {ref!r}: its sent time {e}") from None
+
+
+def polygon_problems(points: Polygon, bbox: tuple[float, float, float, float] | None = PT_BBOX) -> list[str]:
+    out = []
+    distinct = {p for p in points}
+    if len(distinct) < 3:
+        out.append(
+            f"a polygon needs at least 3 distinct points (4 pairs once closed), got {len(distinct)} distinct"
+        )
+    bad = [p for p in points if not (-90 <= p[0] <= 90 and -180 <= p[1] <= 180)]
+    if bad:
+        out.append(f"point {list(bad[0])} is out of range: pairs are [lat, lon], lat in ±90, lon in ±180")
+    elif bbox is not None:
+        lat0, lat1, lon0, lon1 = bbox
+        outside = [p for p in points if not (lat0 <= p[0] <= lat1 and lon0 <= p[1] <= lon1)]
+        if outside:
+            out.append(
+                f"point {list(outside[0])} is outside the served region "
+                f"(lat {lat0}..{lat1}, lon {lon0}..{lon1}): pairs are [lat, lon], not [lon, lat]"
+            )
+    return out
+
+
+def geocode_items(area: DraftArea) -> list[tuple[str, str, int, str]]:
+    """(key as written, CAP valueName, index, code) of an area's geocodes, codes normalised."""
+    out = []
+    for key, codes in area.geocodes.items():
+        kind = key.strip().upper()
+        for i, code in enumerate(codes):
+            c = str(code).strip()
+            if kind in CAOP_CODES and c.isdigit():
+                c = c.zfill(CAOP_CODES[kind])
+            out.append((key, kind, i, c))
+    return out
+
+
+def problems(
+    d: Draft, cat: Catalogue, bbox: tuple[float, float, float, float] | None = PT_BBOX
+) -> list[Problem]:
+    """Everything wrong with a well-shaped draft, each with its location."""
+    out: list[Problem] = []
+    if _BAD_ID_CHARS.search(d.sender):
+        out.append((("sender",), "the sender may not contain spaces, commas, '<' or '&'"))
+    if d.identifier is not None and (not d.identifier or _BAD_ID_CHARS.search(d.identifier)):
+        out.append((("identifier",), "the identifier may not be empty or contain spaces, commas, '<' or '&'"))
+    if d.incident is not None and (not d.incident or re.search(r"\s", d.incident)):
+        out.append((("incident",), "an incident id has no spaces"))
+    # level
+    if d.level is None:
+        if d.msg_type != "Cancel":
+            out.append(((), f"missing required key 'level' (one of: {', '.join(cat.colours())})"))
+    elif cat.level(d.level) is None:
+        out.append(
+            (
+                ("level",),
+                f"unknown level {d.level!r}{_hint(d.level, cat.colours())}; use one of: {', '.join(cat.colours())}",
+            )
+        )
+    if d.hazard is not None and cat.hazard(d.hazard) is None:
+        names = [h.awareness_type for h in cat.hazards]
+        out.append((("hazard",), f"unknown hazard {d.hazard!r}; use one of: {', '.join(names)}"))
+    # references
+    if d.msg_type in ("Update", "Cancel") and not d.references:
+        out.append(
+            (
+                ("references",),
+                f"{'an' if d.msg_type == 'Update' else 'a'} {d.msg_type} needs references: the identifiers (or sender,identifier,sent) "
+                "of the warnings it replaces",
+            )
+        )
+    for i, ref in enumerate(d.references):
+        try:
+            parse_reference(ref)
+        except ValueError as e:
+            out.append((("references", i), str(e)))
+    # languages
+    langs = d.languages
+    for i, lang in enumerate(langs):
+        if not _LANG.fullmatch(lang):
+            out.append((("event", lang), f"{lang!r} is not a language tag like pt-PT or en-GB"))
+        if lang in langs[:i]:
+            out.append((("event", lang), f"language {lang} given twice"))
+    texts: list[tuple[Loc, Any]] = [
+        (("event",), d.event),
+        (("headline",), d.headline),
+        (("description",), d.description),
+        (("instruction",), d.instruction),
+        (("senderName",), d.sender_name),
+        (("contact",), d.contact),
+        (("audience",), d.audience),
+    ]
+    texts += [(("area", i, "desc"), a.desc) for i, a in enumerate(d.area)]
+    for loc, value in texts:
+        if isinstance(value, dict):
+            for lang in value:
+                if lang not in langs:
+                    out.append(
+                        ((*loc, lang), f"language {lang} is not one of the warning's: {', '.join(langs)}")
+                    )
+            missing = [lang for lang in langs if lang not in value]
+            if missing:
+                out.append(
+                    (loc, f"no {', '.join(missing)} text (the warning's languages: {', '.join(langs)})")
+                )
+            for lang, text in value.items():
+                if not str(text).strip():
+                    out.append(((*loc, lang), "empty text"))
+        elif isinstance(value, str) and not value.strip() and loc == ("event",):
+            out.append((loc, "the event may not be empty"))
+    # times
+    if d.onset and d.expires and d.expires <= d.onset:
+        out.append(
+            (("expires",), f"expires ({d.expires.isoformat()}) must be after onset ({d.onset.isoformat()})")
+        )
+    if d.effective and d.expires and d.expires <= d.effective:
+        out.append((("expires",), "expires must be after effective"))
+    if d.sent and d.expires and d.expires <= d.sent:
+        out.append((("expires",), "expires must be after sent"))
+    # area
+    if not d.area and d.msg_type != "Cancel":
+        out.append(((), "missing required key 'area' (geocodes and/or a polygon)"))
+    for i, a in enumerate(d.area):
+        at = ("area", i)
+        if not a.geocodes and not a.polygon and not a.circle:
+            out.append((at, "an area needs geocodes, a polygon or a circle"))
+        names = []
+        for key, kind, j, code in geocode_items(a):
+            if kind in CAOP_CODES:
+                found = cat.area(kind, code)
+                if found is None:
+                    known = cat.codes(kind)
+                    out.append(
+                        (
+                            (*at, "geocodes", key, j),
+                            f"unknown {kind} geocode {code!r}{_hint(code, known)}: not in the configured CAOP "
+                            f"areas ({', '.join(known) or 'none'})",
+                        )
+                    )
+                else:
+                    names.append(found.name)
+            elif kind != "EMMA_ID":
+                out.append(
+                    ((*at, "geocodes", key), f"unknown geocode type {key!r}; use DICOFRE, DICO or EMMA_ID")
+                )
+            elif not re.fullmatch(r"[A-Z]{2}\d{3}", code):
+                out.append(((*at, "geocodes", key, j), f"{code!r} is not an EMMA_ID like PT009"))
+        if a.desc is None and not names:
+            out.append((at, "an area without geocodes needs a desc"))
+        for j, poly in enumerate(a.polygon):
+            loc = (*at, "polygon") if len(a.polygon) == 1 else (*at, "polygon", j)
+            out += [(loc, m) for m in polygon_problems(poly, bbox)]
+        for j, c in enumerate(a.circle):
+            m = _CIRCLE.fullmatch(c)
+            if not m or not (-90 <= float(m[1]) <= 90 and -180 <= float(m[2]) <= 180):
+                out.append(((*at, "circle", j), f"{c!r} is not a circle 'lat,lon radius_km'"))
+    return out

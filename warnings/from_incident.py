@@ -1,0 +1,111 @@
+"""A warning draft prefilled from an incident event (``atalaia.incidents``): the level from the
+incident's severity, the event from the rules' ``hazard`` label, the area from the incident's
+parishes (DICOFRE codes, or parish names matched against the configured CAOP areas).
+
+>>> from atalaia.warnings.catalogue import Catalogue
+>>> inc = {"incident": "inc-7", "severity": "high", "labels": {"hazard": "flood"},
+...        "correlation": {"parish": "Campanhã"}, "alarms": []}
+>>> d = draft_from_incident(inc, Catalogue.load(), "pc@cm-porto.pt", "2026-12-04T17:00:00+00:00")
+>>> d["level"], d["event"], d["area"]["geocodes"], d["incident"]
+('orange', {'pt-PT': 'Cheia', 'en-GB': 'Flood'}, {'DICOFRE': ['131203']}, 'inc-7')
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from atalaia.warnings.catalogue import Catalogue, fold
+from atalaia.warnings.draft import cap_time
+
+# hazard label -> (pt-PT, en-GB) event names
+EVENTS = {
+    "flood": ("Cheia", "Flood"),
+    "flooding": ("Cheia", "Flood"),
+    "rain": ("Precipitação forte", "Heavy rain"),
+    "rainfall": ("Precipitação forte", "Heavy rain"),
+    "wind": ("Vento forte", "Strong wind"),
+    "thunderstorms": ("Trovoada", "Thunderstorm"),
+    "fog": ("Nevoeiro", "Fog"),
+    "heat": ("Tempo quente", "Heat"),
+    "hightemperature": ("Tempo quente", "Heat"),
+    "cold": ("Tempo frio", "Cold"),
+    "lowtemperature": ("Tempo frio", "Cold"),
+    "coastalevent": ("Agitação marítima", "Coastal event"),
+    "fire": ("Incêndio rural", "Wildfire"),
+    "firerisk": ("Incêndio rural", "Wildfire"),
+    "airquality": ("Qualidade do ar", "Air quality"),
+}
+COLOURS_PT = {"green": "verde", "yellow": "amarelo", "orange": "laranja", "red": "vermelho"}
+PARISH_LABELS = ("dicofre", "parish", "freguesia", "area")
+UNION = "União das freguesias de "
+
+
+def _labels(incident: dict[str, Any]) -> list[dict[str, str]]:
+    out = [incident.get("correlation") or {}, incident.get("labels") or {}]
+    out += [a.get("labels") or {} for a in incident.get("alarms") or [] if isinstance(a, dict)]
+    return out
+
+
+def parishes(incident: dict[str, Any], cat: Catalogue) -> list[str]:
+    """DICOFRE codes of the incident's parishes (codes, or names found in the CAOP areas)."""
+    found: list[str] = []
+    parts = {
+        code: {fold(a.name), *(fold(x) for x in re.split(r",\s*|\s+e\s+", a.name.removeprefix(UNION)))}
+        for (kind, code), a in cat.areas.items()
+        if kind == "DICOFRE"
+    }
+    for labels in _labels(incident):
+        for key in PARISH_LABELS:
+            value = str(labels.get(key) or "").strip()
+            if value.isdigit() and cat.area("DICOFRE", value.zfill(6)):
+                found.append(value.zfill(6))
+            elif value:
+                found += [code for code, names in parts.items() if fold(value) in names]
+    return list(dict.fromkeys(found))
+
+
+def draft_from_incident(
+    incident: dict[str, Any],
+    cat: Catalogue,
+    sender: str,
+    now: datetime | str,
+    valid_for: timedelta = timedelta(hours=12),
+) -> dict[str, Any]:
+    """A draft (DESIGN.md's format) for an operator to complete, submit and get approved."""
+    level = cat.level_for_severity(str(incident.get("severity", ""))) or cat.level("yellow")
+    hazard = next((lab["hazard"] for lab in _labels(incident) if lab.get("hazard")), None)
+    h = cat.hazard(hazard) if hazard else None
+    names = EVENTS.get(fold(hazard or "").replace(" ", ""))
+    if names is None:
+        name = h.awareness_type.split(";", 1)[1].strip() if h else hazard
+        names = (name or "Ocorrência", name or "Incident")
+    pt, en = names
+    colour = level.colour if level else "yellow"
+    codes = parishes(incident, cat)
+    dicos = cat.codes("DICO")
+    area: dict[str, Any] = (
+        {"geocodes": {"DICOFRE": codes}} if codes else {"geocodes": {"DICO": dicos[:1]}} if dicos else {}
+    )
+    t = cap_time(now)
+    draft: dict[str, Any] = {
+        "sender": sender,
+        "status": "Actual",
+        "msgType": "Alert",
+        "level": colour,
+        "event": {"pt-PT": pt, "en-GB": en},
+        "headline": {
+            "pt-PT": f"Aviso {COLOURS_PT.get(colour, colour)}: {pt}",
+            "en-GB": f"{colour.capitalize()} warning: {en}",
+        },
+        "description": {"pt-PT": str(incident.get("title") or pt), "en-GB": str(incident.get("title") or en)},
+        "onset": t.isoformat(),
+        "expires": (t + valid_for).isoformat(),
+        "area": area,
+    }
+    if h is not None:
+        draft["hazard"] = h.awareness_type
+    if incident.get("incident"):
+        draft["incident"] = str(incident["incident"])
+    return draft

@@ -1,0 +1,50 @@
+"""Public CAP pages on the worker's HTTP server: ``GET /cap/feed.atom`` (Atom 1.0, the active
+warnings) and ``GET /cap/alerts/<identifier>.xml`` (each issued CAP document, past ones too). They
+read the warnings stage's state in this process (``atalaia.commands`` has one partition)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from atalaia.warnings.cap import CONTENT_TYPE
+from atalaia.warnings.config import WarningsConfig
+from atalaia.warnings.feed import FEED_PATH, FEED_TYPE, atom_feed
+
+
+def _core(stage: Any) -> Any | None:
+    cores = getattr(stage, "cores", {}) or {}
+    return cores.get(0) or next(iter(cores.values()), None)
+
+
+def feed_bytes(stage: Any, config: WarningsConfig, now: datetime | None = None) -> bytes:
+    core = _core(stage)
+    docs = core.active_documents() if core else []
+    when = (now or datetime.now(UTC)).replace(microsecond=0)
+    return atom_feed(docs, config.base_url, updated=when.isoformat(), title=config.feed_title)
+
+
+def install(app: Any, stage: Any, config: WarningsConfig) -> None:
+    import faust
+
+    from atalaia.streams.app import PROBLEM, problem
+
+    @app.page(FEED_PATH)
+    class CapFeed(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.bytes(feed_bytes(stage, config), content_type=FEED_TYPE)
+
+    @app.page("/cap/alerts/{name}")
+    class CapAlert(faust.web.View):
+        async def get(self, request: Any, name: str) -> Any:
+            core = _core(stage)
+            identifier = unquote(name).removesuffix(".xml")
+            xml = core.document(identifier) if core and name.endswith(".xml") else None
+            if xml is None:
+                return self.json(
+                    problem(404, "No such warning", f"no CAP document {identifier!r}"),
+                    status=404,
+                    content_type=PROBLEM,
+                )
+            return self.bytes(xml.encode(), content_type=CONTENT_TYPE)

@@ -1,0 +1,77 @@
+"""The warnings stage core: ``atalaia.commands`` (records with ``"kind": "warning"``) →
+``atalaia.warnings`` (warning events, CAP documents to publish, command replies).
+
+Thin: decode, call :class:`~atalaia.warnings.core.Workflow`, encode. The state (every warning and
+its audit trail) is the checkpoint, so a restart resumes where the last committed batch left it; a
+redelivered command has the same id and is answered again without a second publication.
+
+>>> import orjson
+>>> from types import SimpleNamespace as R
+>>> core = WarningsCore()
+>>> draft = {"sender": "pc@cm-porto.pt", "level": "red", "event": "Cheia",
+...          "area": {"geocodes": {"DICOFRE": ["131203"]}}}
+>>> cmd = {"kind": "warning", "action": "draft", "actor": "ana", "role": "operator", "draft": draft}
+>>> outs = core.process([R(value=orjson.dumps(cmd), topic="atalaia.commands")], 1796403600.0)
+>>> [(o.topic, orjson.loads(o.value)["kind"]) for o in outs]
+[('warnings', 'warning'), ('warnings', 'reply')]
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from atalaia.streams.stage import Out
+from atalaia.warnings.config import WarningsConfig
+from atalaia.warnings.core import Workflow
+
+
+def is_warning_command(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("kind") == "warning"
+
+
+class WarningsCore:
+    def __init__(self, config: WarningsConfig | None = None, state: bytes | None = None) -> None:
+        self.workflow = Workflow(config)
+        self.state = self.workflow.restore(state) if state else self.workflow.initial_state()
+
+    def process(self, records: list[Any], now: float) -> list[Out]:
+        from atalaia.streams.pipeline import dlq
+
+        t = datetime.fromtimestamp(now, UTC)
+        outs: list[Out] = []
+        for r in records:
+            try:
+                value = orjson.loads(r.value or b"")
+            except orjson.JSONDecodeError:
+                continue  # the incidents stage reads the same topic and keeps it on the DLQ
+            if not is_warning_command(value):
+                continue
+            self.state, produced = self.workflow.step(self.state, value, t)
+            for o in produced:
+                if o["kind"] == "reply" and not o["ok"] and o.get("command") is None:
+                    outs.append(dlq(r.value, r.topic, f"refused by warnings: {o['error']}"))
+                outs.append(self._out(o))
+        return outs
+
+    @staticmethod
+    def _out(o: dict[str, Any]) -> Out:
+        key = (o.get("warning") or o.get("command") or "").encode()
+        return Out("warnings", orjson.dumps(o), key=key or None)
+
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
+        self.state, produced = self.workflow.tick(self.state, datetime.fromtimestamp(now, UTC))
+        return [self._out(o) for o in produced]
+
+    def snapshot(self) -> bytes:
+        return self.workflow.snapshot(self.state)
+
+    # ------------------------------------------------------------------ for the HTTP pages
+    def active_documents(self) -> list[str]:
+        return [w.xml for w in self.workflow.active(self.state) if w.xml]
+
+    def document(self, identifier: str) -> str | None:
+        w = self.workflow.by_identifier(self.state, identifier)
+        return w.xml if w else None
