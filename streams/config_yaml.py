@@ -245,6 +245,14 @@ class _SafeConstructor(RoundTripConstructor):
             ) from None
 
 
+class _TimesAsText(_SafeConstructor):
+    """Timestamps stay text (the caller checks them itself: a bad one is an error at its position,
+    and an offset is never lost to ruamel's conversion)."""
+
+
+_TimesAsText.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
+
+
 def _syntax_error(exc: YAMLError, text: str, file: str) -> YamlError:
     """A ruamel.yaml error as ``file:line:col: <what ruamel says>`` (kind ``syntax``)."""
     if isinstance(exc, MarkedYAMLError):
@@ -263,15 +271,16 @@ def _syntax_error(exc: YAMLError, text: str, file: str) -> YamlError:
     return YamlError(file, 1, 1, first, "syntax")
 
 
-def parse(text: str, file: str, limits: YamlLimits | None = None) -> Any:
+def parse(text: str, file: str, limits: YamlLimits | None = None, times_as_text: bool = False) -> Any:
     """One YAML document as a ruamel round-trip tree (``None`` when empty), within ``limits``;
-    raises :class:`YamlError`. Values keep their positions for :func:`position`."""
+    raises :class:`YamlError`. Values keep their positions for :func:`position`. With
+    ``times_as_text`` timestamps are kept as written."""
     limits = limits or YamlLimits.from_env()
     if len(text) > limits.max_bytes:
         raise YamlError(file, 1, 1, _too_big(len(text), limits), "read")
     yaml = YAML(typ="rt")
     yaml.Composer = _SafeComposer
-    yaml.Constructor = _SafeConstructor
+    yaml.Constructor = _TimesAsText if times_as_text else _SafeConstructor
     yaml._atalaia_limits = limits
     yaml._atalaia_file = file
     try:

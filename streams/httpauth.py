@@ -123,12 +123,10 @@ class IngestAuth:
     def from_file(cls, path: Path | None) -> IngestAuth:
         if path is None:
             return cls(None)
-        from ruamel.yaml import YAML
+        from atalaia.streams.config_yaml import load_file, plain
 
-        text = Path(path).read_text(encoding="utf-8")
-        if len(text) > 1 << 20:
-            raise ValueError(f"{path}: token file larger than 1 MiB")
-        data = YAML(typ="safe").load(text)  # fails closed: an unreadable file stops start-up
+        # within the safe-loading limits; fails closed: an unreadable file stops start-up
+        data = plain(load_file(path))
         return cls(TokenFile.model_validate(data if data is not None else {"tokens": []}).tokens)
 
     def check(self, headers: Mapping[str, str]) -> Caller | Refusal:

@@ -22,7 +22,9 @@ def _append_entry(path: Path, entry: TokenEntry) -> None:
     yaml.width = 4096
     entries: list[TokenEntry] = []
     if path.exists():
-        data = yaml.load(path.read_text(encoding="utf-8"))
+        from atalaia.streams.config_yaml import load_file, plain
+
+        data = plain(load_file(path))  # within the safe-loading limits
         entries = TokenFile.model_validate(data if data is not None else {"tokens": []}).tokens
     entries.append(entry)
     doc = {"tokens": [e.model_dump(exclude_none=True) for e in entries]}

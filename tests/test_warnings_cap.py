@@ -406,3 +406,24 @@ def test_docstring_examples(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(f"atalaia.warnings.{module}"))
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_texts_given_in_fewer_languages_are_left_out_of_those_info_blocks(tmp_path: Path) -> None:
+    """Only the event must be in every language; a description written in pt-PT only leaves the
+    en-GB info without one (CAP's texts are optional) rather than refusing the draft."""
+    text = DESIGN_DRAFT.replace(
+        "description: {pt-PT: O Douro está a subir., en-GB: The Douro is rising.}",
+        "description: {pt-PT: O Douro está a subir.}",
+    )
+    code, out, err = render_text(tmp_path, text)
+    assert code == 0, err
+    assert validate(out.encode()) == [] and shared_checks(out.encode()) == []
+    root = etree.fromstring(out.encode())
+    infos = {i.findtext(f"{Q}language"): i for i in root.iter(f"{Q}info")}
+    assert infos["pt-PT"].findtext(f"{Q}description") == "O Douro está a subir."
+    assert infos["en-GB"].find(f"{Q}description") is None
+    assert infos["en-GB"].findtext(f"{Q}event")
+    code, _, err = render_text(
+        tmp_path, text.replace("event: {pt-PT: Cheia, en-GB: Flood}", "event: {pt-PT: Cheia}")
+    )
+    assert code == 1 and "en-GB" in err

@@ -243,13 +243,13 @@ def build(
         _sub(info, "urgency", draft.urgency)
         _sub(info, "severity", severity)
         _sub(info, "certainty", draft.certainty)
-        if draft.audience:
+        if draft.audience and draft.text(draft.audience, lang) is not None:
             _sub(info, "audience", draft.text(draft.audience, lang))
         for name, t in (("effective", draft.effective), ("onset", draft.onset), ("expires", draft.expires)):
             if t is not None:
                 _sub(info, name, cap_datetime(t))
         for name, value in (("senderName", draft.sender_name),):
-            if value is not None:
+            if draft.text(value, lang) is not None:
                 _sub(info, name, draft.text(value, lang))
         headline = draft.text(draft.headline, lang)
         if exercise:
@@ -257,11 +257,11 @@ def build(
         if headline is not None:
             _sub(info, "headline", headline)
         for name, value in (("description", draft.description), ("instruction", draft.instruction)):
-            if value is not None:
+            if draft.text(value, lang) is not None:  # a text given in fewer languages is left out
                 _sub(info, name, draft.text(value, lang))
         if draft.web:
             _sub(info, "web", draft.web)
-        if draft.contact:
+        if draft.contact and draft.text(draft.contact, lang) is not None:
             _sub(info, "contact", draft.text(draft.contact, lang))
         if level and level.awareness:
             _pair(info, "parameter", "awareness_level", level.awareness)
@@ -279,7 +279,11 @@ def build(
                     names.append(found.name)
                     polygons += [polygon_text(r) for r in found.rings]
             polygons += [polygon_text(p) for p in a.polygon]
-            desc = draft.text(a.desc, lang) if a.desc is not None else ", ".join(dict.fromkeys(names))
+            desc = draft.text(a.desc, lang) if a.desc is not None else None
+            if desc is None and isinstance(a.desc, dict) and a.desc:  # place names: any language
+                desc = next(iter(a.desc.values()))
+            if desc is None:
+                desc = ", ".join(dict.fromkeys(names))
             _sub(area, "areaDesc", desc)
             for p in dict.fromkeys(polygons):
                 _sub(area, "polygon", p)

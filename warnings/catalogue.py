@@ -132,9 +132,9 @@ class Catalogue:
 
 @cache
 def _load(levels: str, areas: tuple[str, ...]) -> Catalogue:
-    from ruamel.yaml import YAML
+    from atalaia.streams.config_yaml import load_file, plain
 
-    data = YAML(typ="safe").load(Path(levels).read_text(encoding="utf-8"))
+    data = plain(load_file(levels))  # within the safe-loading limits
     cat = Catalogue()
     for row in data.get("scale", []):
         colour = row.get("ipma_awarenessLevelID")

@@ -37,10 +37,12 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
 
     cfg = _config(config)
     cat = cfg.catalogue()
+    from atalaia.streams.config_yaml import YamlError, read_text
+
     try:
-        text = draft.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        click.echo(f"{draft}:1:1: cannot read: {e}", err=True)
+        text = read_text(draft)  # within the size limit, checked before reading
+    except YamlError as e:
+        click.echo(str(e), err=True)
         sys.exit(1)
     try:
         when = cap_time(sent) if sent else None

@@ -47,12 +47,18 @@ class WarningsConfig(_Model):
 def load_config(path: str | Path | None = None) -> WarningsConfig:
     """The settings of ``path`` (default ``config/warnings.yaml`` when it exists); relative paths
     in it are relative to the file."""
+    from atalaia.rules.errors import RuleError, RuleFileError
     from atalaia.rules.loader import load_model
+    from atalaia.streams.config_yaml import YamlError, read_text
 
     p = Path(path) if path else DEFAULT_PATH
     if path is None and not p.exists():
         return WarningsConfig()
-    cfg = load_model(p.read_text(encoding="utf-8"), str(p), WarningsConfig)
+    try:
+        text = read_text(p)  # within the safe-loading size limit
+    except YamlError as exc:
+        raise RuleFileError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
+    cfg = load_model(text, str(p), WarningsConfig)
     base = p.resolve().parent
     return cfg.model_copy(
         update={

@@ -370,7 +370,7 @@ def problems(
                         ((*loc, lang), f"language {lang} is not one of the warning's: {', '.join(langs)}")
                     )
             missing = [lang for lang in langs if lang not in value]
-            if missing:
+            if missing and loc == ("event",):  # other texts may be given in fewer languages
                 out.append(
                     (loc, f"no {', '.join(missing)} text (the warning's languages: {', '.join(langs)})")
                 )

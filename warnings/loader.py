@@ -14,29 +14,13 @@ import difflib
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import RoundTripConstructor
-from ruamel.yaml.error import YAMLError
 
 from atalaia.rules.errors import RuleError, RuleFileError
-from atalaia.rules.loader import _message, _plain, _yaml_error
+from atalaia.rules.loader import _message
+from atalaia.streams.config_yaml import YamlError, YamlLimits, parse, plain
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.draft import PT_BBOX, Draft, Loc, problems
-
-
-class _TimesAsText(RoundTripConstructor):
-    """Times stay text: the draft checks them itself (a bad one is an error at its position, not a crash
-    of the YAML reader, and its offset is never lost)."""
-
-
-_TimesAsText.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
-
-
-def _yaml() -> YAML:
-    y = YAML(typ="rt")
-    y.Constructor = _TimesAsText
-    return y
 
 
 class DraftError(RuleFileError):
@@ -89,18 +73,18 @@ def load_draft(
     file: str = "<draft>",
     catalogue: Catalogue | None = None,
     bbox: tuple[float, float, float, float] | None = PT_BBOX,
+    limits: YamlLimits | None = None,
 ) -> Draft:
-    """A checked draft; :class:`DraftError` with every problem otherwise."""
+    """A checked draft; :class:`DraftError` with every problem otherwise. The YAML is read within
+    the safe-loading limits of ``atalaia.streams.config_yaml`` (size, depth, aliases)."""
     try:
-        tree = _yaml().load(text)
-    except YAMLError as exc:
-        raise DraftError([_yaml_error(exc, text, file)]) from None
-    except ValueError as exc:
-        raise DraftError([RuleError(file, 1, 1, f"cannot read the YAML: {exc}")]) from None
+        tree = parse(text, file, limits, times_as_text=True)
+    except YamlError as exc:
+        raise DraftError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
     if not isinstance(tree, CommentedMap):
         raise DraftError([RuleError(file, 1, 1, "a draft is a mapping: sender, status, msgType, level, ...")])
     try:
-        draft = Draft.model_validate(_plain(tree))
+        draft = Draft.model_validate(plain(tree))
     except ValidationError as exc:
         errors = _shape_errors(exc, tree, file)
         raise DraftError(list({(e.line, e.col): e for e in errors}.values())) from None
