@@ -291,6 +291,9 @@ def create_app(
             )
         )
 
+    from atalaia.streams.guard import BrokerGuard
+
+    app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
     if not http:
         return app
     ingest_producer = app.service(IngestProducer(bootstrap))
@@ -387,14 +390,19 @@ def create_app(
     @app.page("/health")
     class Health(faust.web.View):
         async def get(self, request: Any) -> Any:
+            from atalaia.streams.guard import HEALTH
+
+            status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
             return self.json(
                 {
-                    "status": "ok",
+                    "status": status,
+                    **({"problems": problems} if problems else {}),
                     "stages": {
                         n: {"processed": s.processed, "partitions": sorted(s.cores)}
                         for n, s in app.atalaia_stages.items()
                     },
-                }
+                },
+                status=200 if status == "ok" else 503,
             )
 
     @app.page("/metrics")
