@@ -53,33 +53,33 @@ class BrokerHealth:
         self.problems: dict[str, Problem] = {}
         TOPIC_LAYOUT_OK.set(1)
 
-    def reset(
-        self, stage: str, topic: str, partition: int, checkpoint: int, begin: int, end: int, why: str
-    ) -> None:
-        """A stage found its checkpoint offset outside the log and starts at ``begin``."""
+    def reset(self, stage: str, resets: list[tuple[str, int, int, int, int, str]]) -> None:
+        """A stage found checkpoint offsets outside their logs and starts at their beginnings:
+        ``resets`` = (topic, partition, checkpoint offset, log begin, log end, why) each. One
+        line per stage and occasion, never rate-limited."""
+        if not resets:
+            return
+        whys = sorted({r[5] for r in resets})
+        where = ", ".join(f"{t}[{p}] checkpoint {o} -> log [{b}, {e})" for t, p, o, b, e, _ in resets)
         log.error(
-            "BROKER RESET: stage %s, %s[%d]: checkpoint offset %d is outside the log [%d, %d) (%s); "
-            "keeping the stage's state and starting at offset %d, the log's beginning — records "
-            "the broker lost are not re-processed",
+            "BROKER RESET: stage %s: %s; %s. Keeping the stage's state and starting at each log's "
+            "beginning; records the broker lost are not processed",
             stage,
-            topic,
-            partition,
-            checkpoint,
-            begin,
-            end,
-            why,
-            begin,
+            "; ".join(whys),
+            where,
+            extra={"ratelimit": False},
         )
-        BROKER_RESETS.labels(stage, topic).inc()
         now = self.clock()
-        self.problems[f"reset:{stage}:{topic}:{partition}"] = Problem(
-            "degraded",
-            f"broker reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}: stage {stage} "
-            f"found {topic}[{partition}] checkpoint offset {checkpoint} outside the log [{begin}, {end}) "
-            f"({why}); restarted at {begin} with its state kept",
-            now,
-            now + self.reset_alert_s,
-        )
+        for topic, partition, offset, begin, end, why in resets:
+            BROKER_RESETS.labels(stage, topic).inc()
+            self.problems[f"reset:{stage}:{topic}:{partition}"] = Problem(
+                "degraded",
+                f"broker reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}: stage {stage} "
+                f"found {topic}[{partition}] checkpoint offset {offset} outside the log [{begin}, {end}) "
+                f"({why}); restarted at {begin} with its state kept",
+                now,
+                now + self.reset_alert_s,
+            )
 
     def layout(self, problems: list[str], message: str = "") -> None:
         """Topics with wrong partition counts (``[]``: the layout is right)."""

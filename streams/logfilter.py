@@ -46,8 +46,8 @@ class RateLimit(logging.Filter):
         self.kinds: dict[tuple, list] = {}  # kind -> [window start, suppressed count]
 
     def _applies(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.level or self.interval <= 0:
-            return False
+        if record.levelno < self.level or self.interval <= 0 or not getattr(record, "ratelimit", True):
+            return False  # extra={"ratelimit": False}: a line that must always be written
         name = record.name
         return any(name == p or name.startswith(p + ".") for p in self.prefixes)
 
@@ -58,7 +58,7 @@ class RateLimit(logging.Filter):
         except Exception:  # a broken format: the template is the kind
             text = str(record.msg)
         exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        return record.name, record.levelno, _DIGITS.sub("#", text[:300]), exc
+        return record.name, record.levelno, _DIGITS.sub("#", text)[:300], exc
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._applies(record):

@@ -291,12 +291,12 @@ class BatchStage(Service):
         tps = list(wanted)
         begin = await self.consumer.beginning_offsets(tps)
         end = await self.consumer.end_offsets(tps)
-        out = {}
+        out, resets = {}, []
         for tp, offset in wanted.items():
             b, e = begin[tp], end[tp]
             old = clusters.get(tp)
             why = None
-            if old and self.cluster and old != self.cluster:
+            if old and self.cluster and old != self.cluster and offset > 0:
                 why = f"the broker is another cluster, {self.cluster} (was {old}): a new history"
             elif offset < b:
                 why = f"records {offset}..{b - 1} were deleted before this stage read them"
@@ -305,10 +305,11 @@ class BatchStage(Service):
                 if offset > e:
                     why = "the broker lost records this stage had read: restarted empty or truncated"
             if why:
-                self.health.reset(self.name, tp.topic, tp.partition, offset, b, max(e, b), why)
+                resets.append((tp.topic, tp.partition, offset, b, max(e, b), why))
                 out[tp] = b
             else:
-                out[tp] = offset
+                out[tp] = offset if not (old and self.cluster and old != self.cluster) else b
+        self.health.reset(self.name, resets)
         return out
 
     async def _true_end(self, tp: TopicPartition, begin: int, reported: int) -> int:
