@@ -23,10 +23,32 @@ def announce_file(settings: Settings) -> Path:
     return settings.data_dir / "broker"
 
 
+def owner_file(settings: Settings) -> Path:
+    return settings.data_dir / "broker.owner"
+
+
+def _owner_alive(settings: Settings) -> bool:
+    """False when the `atalaia up` that announced the broker is gone (killed: its broker is
+    dying with it, though it may still answer for a moment)."""
+    try:
+        pid = int(owner_file(settings).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return True  # announced by an older version: the port check decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def running_embedded(settings: Settings) -> str | None:
     try:
         bootstrap = announce_file(settings).read_text().strip()
     except FileNotFoundError:
+        return None
+    if not _owner_alive(settings):
         return None
     host, _, port = bootstrap.rpartition(":")
     try:
@@ -125,9 +147,11 @@ def owned_bootstrap(settings: Settings, *, fresh: bool = False) -> Iterator[str]
         path = announce_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(broker.bootstrap)
+        owner_file(settings).write_text(str(os.getpid()))
         try:
             yield broker.bootstrap
         finally:
             with contextlib.suppress(FileNotFoundError):
                 if path.read_text() == broker.bootstrap:
                     os.unlink(path)
+                    owner_file(settings).unlink(missing_ok=True)
