@@ -89,9 +89,12 @@ def wait_for(pred, timeout: float, what: str, log: Path | None = None) -> None:
         time.sleep(0.3)
 
 
-def test_broker_restarted_empty_under_a_running_worker(make_worker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("same_cluster_id", [False, True], ids=["new-cluster-id", "same-cluster-id"])
+def test_broker_restarted_empty_under_a_running_worker(make_worker, tmp_path: Path, same_cluster_id) -> None:
+    """With its own cluster id (the embedded broker), the worker sees a new history at once; with
+    the same id (a plain Tansu restarted), the checkpoint offsets past the new logs' ends tell."""
     broker = EmbeddedBroker().start()
-    port = broker.port
+    port, cluster = broker.port, broker.cluster_id
     try:
         w = make_worker("--stages", "ingest,rules", extra_env={"ATALAIA_KAFKA": broker.bootstrap})
         asyncio.run(_ensure(broker.bootstrap, w.env["ATALAIA_TOPIC_PREFIX"]))
@@ -105,7 +108,7 @@ def test_broker_restarted_empty_under_a_running_worker(make_worker, tmp_path: Pa
 
         broker.stop()  # restarted empty: same address, memory gone
         time.sleep(1)
-        broker = EmbeddedBroker(port=port).start()
+        broker = EmbeddedBroker(port=port, cluster_id=cluster if same_cluster_id else "atalaia-new").start()
         # the worker re-creates the topics with their designed counts (no auto-creation)
         wait_for(
             lambda: (
@@ -116,6 +119,8 @@ def test_broker_restarted_empty_under_a_running_worker(make_worker, tmp_path: Pa
             "the topics to be re-created",
             w.log,
         )
+        if same_cluster_id:  # detected from offsets when the stages rejoin: before new records arrive
+            wait_for(lambda: w.log.read_text().count("BROKER RESET") >= 2, 30, "the reset", w.log)
         after = [f"after-{i}" for i in range(20)]
         asyncio.run(send_events(broker.bootstrap, f"{prefix}.events", after))
 
