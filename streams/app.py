@@ -320,6 +320,9 @@ def create_app(
             )
         )
 
+    from atalaia.streams.guard import BrokerGuard
+
+    app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
     if not http:
         return app
     ingest_producer = app.service(IngestProducer(bootstrap))
@@ -459,14 +462,19 @@ def create_app(
             refusal = metrics_auth.check(request.headers)
             if refusal:
                 return refuse(self, "health", refusal)
+            from atalaia.streams.guard import HEALTH
+
+            status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
             return self.json(
                 {
-                    "status": "ok",
+                    "status": status,
+                    **({"problems": problems} if problems else {}),
                     "stages": {
                         n: {"processed": s.processed, "partitions": sorted(s.cores)}
                         for n, s in app.atalaia_stages.items()
                     },
-                }
+                },
+                status=200 if status == "ok" else 503,
             )
 
     @app.page("/metrics")

@@ -17,12 +17,15 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 # topic -> partitions (None = the configured default). Topics whose order matters across all
-# keys (alarms feed one incident correlator, operator commands) have one partition.
+# keys (alarms feed one incident correlator, operator commands) have one partition. The workers
+# create them explicitly (never by auto-creation, whose partition count is the broker's default)
+# and refuse to run on other counts: keyed state lives per partition.
 TOPICS: dict[str, int | None] = {
     "events": None,
     "observations": None,
@@ -68,6 +71,9 @@ class EmbeddedBroker:
     port: int = 0
     storage: str = "memory://tansu/"
     proc: subprocess.Popen | None = None
+    # Tansu's default cluster id is the same for every start; each embedded (memory-only) broker
+    # holds a new history, so it gets its own id and checkpoints can tell the histories apart.
+    cluster_id: str = field(default_factory=lambda: f"atalaia-{uuid.uuid4().hex[:12]}")
 
     @property
     def bootstrap(self) -> str:
@@ -87,6 +93,8 @@ class EmbeddedBroker:
             url,
             "--storage-engine",
             self.storage,
+            "--cluster-id",
+            self.cluster_id,
         ]
         env = {**os.environ, "RUST_LOG": os.environ.get("ATALAIA_BROKER_LOG", "warn")}
         self.proc = subprocess.Popen(
@@ -131,27 +139,79 @@ class EmbeddedBroker:
         self.stop()
 
 
+class TopicLayoutError(RuntimeError):
+    """Topics exist with partition counts other than the designed ones."""
+
+
+def designed_partitions(prefix: str, partitions: int) -> dict[str, int]:
+    return {f"{prefix}.{name}": n or partitions for name, n in TOPICS.items()}
+
+
+def layout_problems(designed: dict[str, int], actual: dict[str, int]) -> list[str]:
+    """What differs between the designed and the actual partition counts (missing topics are
+    not a problem here: they are created)."""
+    return [
+        f"{t} has {actual[t]} partition(s), designed {n}"
+        for t, n in sorted(designed.items())
+        if t in actual and actual[t] != n
+    ]
+
+
+def layout_error(problems: list[str], bootstrap: str) -> str:
+    return (
+        f"wrong topic layout on {bootstrap}: {'; '.join(problems)}. Per-partition state and "
+        "ordering depend on these counts, so Atalaia does not run on them. Delete these topics "
+        "(their records are lost) or set ATALAIA_PARTITIONS / ATALAIA_TOPIC_PREFIX to match, then "
+        "restart. (Topics auto-created by a broker get its default count: disable auto-creation.)"
+    )
+
+
+async def topic_partitions(admin, topics: list[str]) -> dict[str, int]:
+    """Partition counts of those of ``topics`` that exist."""
+    out = {}
+    for t in await admin.describe_topics(topics):
+        if t.get("error_code", 0) == 0 and t.get("partitions"):
+            out[t["topic"]] = len(t["partitions"])
+    return out
+
+
+async def create_topics(admin, designed: dict[str, int]) -> dict[str, int]:
+    """Create the missing topics of ``designed``; return the partition counts of all of them."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    existing = set(await admin.list_topics())
+    new = [NewTopic(t, n, 1) for t, n in designed.items() if t not in existing]
+    if new:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
+            await admin.create_topics(new)
+        log.info("created topics %s", ", ".join(f"{t.name}×{t.num_partitions}" for t in new))
+    return await topic_partitions(admin, sorted(designed))
+
+
 async def ensure_topics(
     bootstrap: str, prefix: str = "atalaia", partitions: int = 6, timeout: float = 30.0
 ) -> None:
-    """Create the pipeline's topics that do not exist yet (idempotent), retrying until the broker
-    answers metadata requests."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    """Create the pipeline's topics that do not exist yet (idempotent) with their designed
+    partition counts, retrying until the broker answers metadata requests; raise
+    :class:`TopicLayoutError` when existing topics have other counts."""
+    from aiokafka.admin import AIOKafkaAdminClient
 
+    designed = designed_partitions(prefix, partitions)
     deadline = time.monotonic() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
         try:
             await admin.start()
-            existing = set(await admin.list_topics())
-            new = [
-                NewTopic(f"{prefix}.{name}", n or partitions, 1)
-                for name, n in TOPICS.items()
-                if f"{prefix}.{name}" not in existing
-            ]
-            if new:
-                await admin.create_topics(new)
+            actual = await create_topics(admin, designed)
+            problems = layout_problems(designed, actual)
+            if problems:
+                raise TopicLayoutError(layout_error(problems, bootstrap))
+            if len(actual) < len(designed):
+                raise RuntimeError(f"topics not visible yet: {sorted(set(designed) - set(actual))}")
             return
+        except TopicLayoutError:
+            raise
         except Exception as e:  # broker still starting: metadata/controller not ready
             if time.monotonic() > deadline:
                 raise RuntimeError(f"could not create topics on {bootstrap}: {e}") from e
@@ -159,3 +219,34 @@ async def ensure_topics(
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
+
+
+def no_auto_create() -> None:
+    """Make this process's Kafka clients ask for metadata without auto-creating topics (Kafka's
+    ``allow_auto_topic_creation=false``, honoured by Tansu and Apache Kafka): a topic that
+    vanished with a reset broker is re-created by the worker with its designed partition count,
+    never by a producer's or consumer's metadata request with the broker's default count."""
+    import aiokafka.client
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    if getattr(aiokafka.client.MetadataRequest, "_atalaia", False):
+        return
+
+    class NoAutoCreate(MetadataRequest):
+        _atalaia = True
+
+        def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool = False):
+            super().__init__(topics, allow_auto_topic_creation)
+
+    aiokafka.client.MetadataRequest = NoAutoCreate
+
+
+async def cluster_id(client) -> str | None:
+    """The cluster id the broker reports (Metadata v2+), or None."""
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    node = client.get_random_node()
+    if node is None:
+        return None
+    md = await client.send(node, MetadataRequest([]))
+    return getattr(md, "cluster_id", None)

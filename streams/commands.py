@@ -16,10 +16,13 @@ from atalaia.streams.settings import Settings, get_settings
 ALL_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery", "warnings")
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, interval_s: float = 60.0) -> None:
+    from atalaia.streams.logfilter import install
+
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    install(interval_s)  # repeated warnings/errors: one line per kind per interval, with a count
 
 
 def _run_worker(
@@ -34,9 +37,13 @@ def _run_worker(
     import faust
 
     from atalaia.streams.app import create_app
-    from atalaia.streams.broker import ensure_topics
+    from atalaia.streams.broker import TopicLayoutError, ensure_topics, no_auto_create
 
-    asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions))
+    no_auto_create()  # topics are created with their designed partition counts, by us only
+    try:
+        asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions))
+    except TopicLayoutError as e:
+        raise click.ClickException(str(e)) from None
     if demo:
         import os
 
@@ -78,19 +85,33 @@ def _run_worker(
 
 @click.command()
 @click.option("--demo", is_flag=True, help="also replay real sensor data as NGSI-LD notifications")
-def up(demo: bool) -> None:
-    """All-in-one: embedded broker (unless ATALAIA_KAFKA is set), worker, ingest, console."""
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="start clean: forget the incidents, shelves, timers, audit and delivery log kept in the "
+    "data directory (embedded broker only)",
+)
+def up(demo: bool, fresh: bool) -> None:
+    """All-in-one: embedded broker (unless ATALAIA_KAFKA is set), worker, ingest, console.
+
+    With the embedded broker, a restart keeps the domain state of ATALAIA_DATA_DIR (open
+    incidents, shelves, silences, escalation timers, audit, delivery log); only events still in
+    flight on the previous run's in-memory topics are lost. --fresh starts clean."""
     from atalaia.streams.connect import owned_bootstrap
 
     settings = get_settings()
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings.log_interval_s)
+    if fresh and settings.kafka:
+        raise click.UsageError(
+            "--fresh applies to the embedded broker; with ATALAIA_KAFKA the state is the broker's"
+        )
     token = None
     if settings.ingest_tokens is None:  # never an open ingest: a token kept in the data dir
         from atalaia.streams.tokens import ensure_demo_token
 
         settings.ingest_tokens, token = ensure_demo_token(settings.data_dir)
     try:
-        with owned_bootstrap(settings) as bootstrap:
+        with owned_bootstrap(settings, fresh=fresh) as bootstrap:
             _run_worker(
                 settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True, ingest_token=token
             )
@@ -112,7 +133,7 @@ def worker(stages: str, http: bool) -> None:
     if unknown:
         raise click.BadParameter(f"unknown stage(s) {sorted(unknown)}; known: {', '.join(ALL_STAGES)}")
     settings = get_settings()
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings.log_interval_s)
     with owned_bootstrap(settings) as bootstrap:
         _run_worker(settings, bootstrap, chosen, http=http)
 
@@ -123,7 +144,7 @@ def console() -> None:
     from atalaia.streams.connect import owned_bootstrap
 
     settings = get_settings()
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings.log_interval_s)
     with owned_bootstrap(settings) as bootstrap:
         _run_worker(settings, bootstrap, (), http=True, banner=True)
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -15,15 +16,39 @@ import click
 from atalaia.streams.broker import EmbeddedBroker
 from atalaia.streams.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def announce_file(settings: Settings) -> Path:
     return settings.data_dir / "broker"
+
+
+def owner_file(settings: Settings) -> Path:
+    return settings.data_dir / "broker.owner"
+
+
+def _owner_alive(settings: Settings) -> bool:
+    """False when the `atalaia up` that announced the broker is gone (killed: its broker is
+    dying with it, though it may still answer for a moment)."""
+    try:
+        pid = int(owner_file(settings).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return True  # announced by an older version: the port check decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def running_embedded(settings: Settings) -> str | None:
     try:
         bootstrap = announce_file(settings).read_text().strip()
     except FileNotFoundError:
+        return None
+    if not _owner_alive(settings):
         return None
     host, _, port = bootstrap.rpartition(":")
     try:
@@ -55,8 +80,51 @@ def reset_embedded_state(settings: Settings) -> None:
             f.unlink(missing_ok=True)
 
 
+def reanchor_checkpoints(state_dir: Path, cluster: str) -> int:
+    """Point every stage checkpoint in ``state_dir`` at the beginning of a new (empty) broker's
+    topics, state untouched; return how many partitions were kept."""
+    from atalaia.streams.stage import CLUSTER_KEY, Checkpoints
+
+    kept = 0
+    for stage_dir in sorted(p for p in state_dir.glob("*") if p.is_dir()):
+        ckpts = Checkpoints(stage_dir)
+        for f in sorted(stage_dir.glob("p*.ckpt")):
+            partition = int(f.stem[1:])
+            loaded = ckpts.load(partition)
+            if loaded is None:
+                continue
+            offsets, state = loaded
+            anchored = {t: 0 for t in offsets if t != CLUSTER_KEY}
+            ckpts.save(partition, {**anchored, CLUSTER_KEY: cluster}, state)
+            kept += 1
+    return kept
+
+
+def keep_or_reset(settings: Settings, cluster: str, fresh: bool) -> None:
+    """A new embedded broker: its topics are empty. Keep the domain state of the data directory
+    (stage checkpoints re-anchored at the new topics' beginning, the SQL projection, the delivery
+    log), or with ``fresh`` remove it; say in one line what could not be kept."""
+    had = any((settings.data_dir / "state").glob("*/p*.ckpt")) or any(settings.data_dir.glob("*.sqlite"))
+    if fresh:
+        reset_embedded_state(settings)
+        if had:
+            log.warning("--fresh: removed the previous run's state in %s", settings.data_dir)
+        return
+    if not had:
+        return
+    kept = reanchor_checkpoints(settings.data_dir / "state", cluster)
+    log.warning(
+        "kept the previous run's incidents, shelves, silences, escalation timers, audit and delivery "
+        "log from %s (%d stage partition(s) re-anchored to the new embedded broker); NOT kept: events "
+        "still in flight on the previous run's in-memory topics (accepted but not yet through every "
+        "stage) — `atalaia up --fresh` starts clean",
+        settings.data_dir,
+        kept,
+    )
+
+
 @contextlib.contextmanager
-def owned_bootstrap(settings: Settings) -> Iterator[str]:
+def owned_bootstrap(settings: Settings, *, fresh: bool = False) -> Iterator[str]:
     """For up/worker/console: ATALAIA_KAFKA, else the embedded broker a running ``atalaia up``
     announced in this data directory, else a new embedded broker for the life of the process."""
     if settings.kafka:
@@ -64,19 +132,26 @@ def owned_bootstrap(settings: Settings) -> Iterator[str]:
         return
     running = running_embedded(settings)
     if running:  # an `atalaia up` in this directory: join it, never reset what it is using
+        if fresh:
+            raise click.ClickException(
+                f"--fresh: an `atalaia up` is running on {running} with this data directory; stop it first"
+            )
         yield running
         return
-    # The embedded broker keeps its topics in memory, so each run starts a new history: stage
-    # checkpoints, the incident projection and the delivery log of an earlier run describe
-    # topics that no longer exist (and deterministic ids would collide with the new run's).
-    reset_embedded_state(settings)
-    with EmbeddedBroker() as broker:
+    # The embedded broker keeps its topics in memory, so each run starts a new history. The
+    # domain state in the data directory is kept (unless --fresh) and re-anchored to the new
+    # topics' beginning; the checkpoints carry the new cluster id, so the stages trust them.
+    broker = EmbeddedBroker()
+    keep_or_reset(settings, broker.cluster_id, fresh)
+    with broker:
         path = announce_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(broker.bootstrap)
+        owner_file(settings).write_text(str(os.getpid()))
         try:
             yield broker.bootstrap
         finally:
             with contextlib.suppress(FileNotFoundError):
                 if path.read_text() == broker.bootstrap:
                     os.unlink(path)
+                    owner_file(settings).unlink(missing_ok=True)

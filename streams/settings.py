@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     heartbeat_s: float = 1.0
     fetch_wait_ms: int = 50
     log_level: str = "info"
+    log_interval_s: float = Field(
+        60.0, description="repeated warnings/errors: one line per kind per interval, with a count (0 = off)"
+    )
+    reset_alert_s: float = Field(
+        900.0, description="after a broker reset or truncation, /health stays degraded this long"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,14 @@ state. On assignment the core is restored from its checkpoint and the consumer s
 checkpoint's offset (without a checkpoint it starts fresh at the committed offset, which then is
 where fresh state belongs). A crash therefore re-processes what came after the last checkpoint
 (at-least-once) and, as every output carries a deterministic id, consumers drop the copies.
+
+A checkpoint offset is only trusted inside the partition's log. On assignment (and when the
+broker turns out to be another cluster) each offset is compared with the log's beginning and end
+and with the cluster id saved beside it; one outside (the broker restarted empty, the log was
+truncated, another cluster) is a *reset*: the stage keeps its state, starts at the log's
+beginning, and says so loudly (``streams.guard``: log, metric, ``/health``) — it never waits in
+silence past the end of a log. Tansu reports a partition's end as the last *batch's* base
+offset + 1, so an offset past the reported end is checked against the records really there.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ class Core(Protocol):
 
 
 CoreFactory = Callable[[int, bytes | None], Core]  # (partition, checkpoint state or None) -> core
+
+CLUSTER_KEY = "@cluster"  # in a checkpoint's offsets: the cluster id of the broker they refer to
 
 
 class Checkpoints:
@@ -141,6 +151,7 @@ class BatchStage(Service):
         checkpoint_s: float = 2.0,
         tick_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        health: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -163,6 +174,10 @@ class BatchStage(Service):
         self._last_ckpt = 0.0
         self._consumer_started = False
         self.processed = 0
+        if health is None:
+            from atalaia.streams.guard import HEALTH as health
+        self.health = health
+        self.cluster: str | None = None  # the broker's cluster id, saved with the checkpoints
 
     # -- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -221,6 +236,9 @@ class BatchStage(Service):
     async def _assign(self, tps: list[TopicPartition]) -> None:
         async with self._lock:
             self.backlog = True
+            await self._refresh_cluster()
+            wanted: dict[TopicPartition, int] = {}
+            clusters: dict[TopicPartition, str | None] = {}
             for partition in sorted({tp.partition for tp in tps}):
                 if partition in self.cores:
                     continue
@@ -234,8 +252,8 @@ class BatchStage(Service):
                     raise
                 for tp in mine:
                     if ckpt is not None and tp.topic in ckpt[0]:
-                        self.consumer.seek(tp, ckpt[0][tp.topic])
-                        self.positions[tp] = ckpt[0][tp.topic]
+                        wanted[tp] = ckpt[0][tp.topic]
+                        clusters[tp] = ckpt[0].get(CLUSTER_KEY)
                     else:
                         committed = await self.consumer.committed(tp)
                         if committed:
@@ -249,6 +267,91 @@ class BatchStage(Service):
                         self.positions[tp] = committed or 0
                 if ckpt is not None:
                     log.info("%s: partition %d restored from checkpoint at %s", self.name, partition, ckpt[0])
+            for tp, offset in (await self._verify(wanted, clusters)).items():
+                self.consumer.seek(tp, offset)
+                self.positions[tp] = offset
+                if offset != wanted[tp]:
+                    self.dirty.add(tp.partition)  # the new anchor is checkpointed soon
+
+    async def _refresh_cluster(self) -> None:
+        from atalaia.streams.broker import cluster_id
+
+        try:
+            self.cluster = await cluster_id(self.consumer._client) or self.cluster
+        except Exception as e:  # not fatal: the offsets are still checked
+            log.warning("%s: cannot read the broker's cluster id: %s", self.name, e)
+
+    async def _verify(
+        self, wanted: dict[TopicPartition, int], clusters: dict[TopicPartition, str | None]
+    ) -> dict[TopicPartition, int]:
+        """Where each partition starts: its checkpoint offset if that lies in the partition's log
+        of the same cluster, else (a reset) the log's beginning, reported loudly."""
+        if not wanted:
+            return {}
+        tps = list(wanted)
+        begin = await self.consumer.beginning_offsets(tps)
+        end = await self.consumer.end_offsets(tps)
+        past = {tp: (begin[tp], end[tp]) for tp, offset in wanted.items() if offset > end[tp]}
+        if past:  # maybe only past Tansu's too-low end offset: look at the records
+            end = {**end, **(await self._true_ends(past))}
+        out, resets = {}, []
+        for tp, offset in wanted.items():
+            b, e = begin[tp], end[tp]
+            old = clusters.get(tp)
+            why = None
+            if old and self.cluster and old != self.cluster and offset > 0:
+                why = f"the broker is another cluster, {self.cluster} (was {old}): a new history"
+            elif offset < b:
+                why = f"records {offset}..{b - 1} were deleted before this stage read them"
+            elif offset > e:
+                why = "the broker lost records this stage had read: restarted empty or truncated"
+            if why:
+                resets.append((tp.topic, tp.partition, offset, b, max(e, b), why))
+                out[tp] = b
+            else:
+                out[tp] = offset if not (old and self.cluster and old != self.cluster) else b
+        self.health.reset(self.name, resets)
+        return out
+
+    async def _true_ends(self, logs: dict[TopicPartition, tuple[int, int]]) -> dict[TopicPartition, int]:
+        """The end offsets of partitions (``tp -> (begin, reported end)``) from the records there:
+        Tansu reports the last batch's base offset + 1, which can be thousands below the real
+        end. One probe consumer reads each partition's last batch."""
+        ends = {tp: reported for tp, (_, reported) in logs.items()}
+        pending = {tp for tp, (begin, reported) in logs.items() if reported > begin}
+        if not pending:
+            return ends
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        )
+        await probe.start()
+        try:
+            probe.assign(sorted(pending))
+            for tp in pending:
+                probe.seek(tp, ends[tp] - 1)
+            deadline = time.monotonic() + 5
+            while pending and time.monotonic() < deadline:
+                for tp, records in (await probe.getmany(timeout_ms=300)).items():
+                    if records:
+                        ends[tp] = max(ends[tp], records[-1].offset + 1)
+                        pending.discard(tp)
+            return ends
+        finally:
+            await probe.stop()
+
+    async def recheck(self, cluster: str | None = None) -> None:
+        """The broker changed under a running stage (a new cluster id): verify every position."""
+        async with self._lock:
+            if self.consumer is None or not self._consumer_started:
+                return
+            old, self.cluster = self.cluster, cluster or self.cluster
+            assigned = self.consumer.assignment()
+            wanted = {tp: o for tp, o in self.positions.items() if tp in assigned}
+            for tp, offset in (await self._verify(wanted, dict.fromkeys(wanted, old))).items():
+                if offset != wanted[tp]:
+                    self.consumer.seek(tp, offset)
+                    self.positions[tp] = offset
+                    self.dirty.add(tp.partition)
 
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         async with self._lock:
@@ -269,7 +372,10 @@ class BatchStage(Service):
             if core is None or not pos:
                 continue
             if self.checkpoints:
-                saves.append((p, {tp.topic: o for tp, o in pos.items()}, core.snapshot()))
+                offsets: dict[str, Any] = {tp.topic: o for tp, o in pos.items()}
+                if self.cluster:
+                    offsets[CLUSTER_KEY] = self.cluster
+                saves.append((p, offsets, core.snapshot()))
             commits.update(pos)
         if saves:  # file writes and fsync off the event loop (heartbeats keep going)
             await asyncio.to_thread(lambda: [self.checkpoints.save(*s) for s in saves])
@@ -287,6 +393,9 @@ class BatchStage(Service):
         await consumer.start()  # here, not in on_start: stages join their groups concurrently
         self._consumer_started = True
         while not self.should_stop:
+            if self.health.holding:  # wrong topic layout (see streams.guard): consume nothing
+                await asyncio.sleep(0.5)
+                continue
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
             except Exception as e:  # broker hiccup: log, back off, keep going

@@ -1,0 +1,182 @@
+"""Broker resets, truncation and topic layout: detected, said loudly, visible on ``/health``.
+
+* :data:`HEALTH` collects what is wrong with the broker as this worker sees it. A *reset* (a
+  stage's checkpoint offset lies outside the partition's log: the broker restarted empty, the
+  log was truncated, or the broker is another cluster) keeps ``/health`` at ``degraded`` for
+  ``ATALAIA_RESET_ALERT_S`` (default 15 min, long enough for any scrape to see it; the counter
+  ``atalaia_broker_resets_total{stage,topic}`` keeps the event for alerting on ``increase()``)
+  and then clears by itself; restarting the worker clears it too. A wrong *topic layout* keeps
+  ``/health`` at ``failed`` and the stages stopped for as long as it lasts.
+* :class:`BrokerGuard` checks the broker every few seconds: a new cluster id (a new history) makes
+  every stage verify its positions at once; missing topics (a broker restarted empty) are
+  re-created with their designed partition counts; topics with other counts stop the stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mode import Service
+from prometheus_client import Counter, Gauge
+
+log = logging.getLogger(__name__)
+
+BROKER_RESETS = Counter(
+    "atalaia_broker_resets",
+    "checkpoint offsets found outside the partition's log (broker reset or truncation); the stage "
+    "kept its state and restarted at the log's beginning",
+    ["stage", "topic"],
+)
+TOPIC_LAYOUT_OK = Gauge(
+    "atalaia_topic_layout_ok", "1 when every pipeline topic has its designed partition count"
+)
+
+
+@dataclass
+class Problem:
+    status: str  # "degraded" | "failed"
+    reason: str
+    since: float
+    until: float | None  # None: until resolved
+
+
+class BrokerHealth:
+    """What ``/health`` reports about the broker (see the module docstring)."""
+
+    def __init__(self, reset_alert_s: float = 900.0, clock: Any = time.time) -> None:
+        self.reset_alert_s, self.clock = reset_alert_s, clock
+        self.problems: dict[str, Problem] = {}
+        TOPIC_LAYOUT_OK.set(1)
+
+    def reset(self, stage: str, resets: list[tuple[str, int, int, int, int, str]]) -> None:
+        """A stage found checkpoint offsets outside their logs and starts at their beginnings:
+        ``resets`` = (topic, partition, checkpoint offset, log begin, log end, why) each. One
+        line per stage and occasion, never rate-limited."""
+        if not resets:
+            return
+        whys = sorted({r[5] for r in resets})
+        where = ", ".join(f"{t}[{p}] checkpoint {o} -> log [{b}, {e})" for t, p, o, b, e, _ in resets)
+        log.error(
+            "BROKER RESET: stage %s: %s; %s. Keeping the stage's state and starting at each log's "
+            "beginning; records the broker lost are not processed",
+            stage,
+            "; ".join(whys),
+            where,
+            extra={"ratelimit": False},
+        )
+        now = self.clock()
+        for topic, partition, offset, begin, end, why in resets:
+            BROKER_RESETS.labels(stage, topic).inc()
+            self.problems[f"reset:{stage}:{topic}:{partition}"] = Problem(
+                "degraded",
+                f"broker reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}: stage {stage} "
+                f"found {topic}[{partition}] checkpoint offset {offset} outside the log [{begin}, {end}) "
+                f"({why}); restarted at {begin} with its state kept",
+                now,
+                now + self.reset_alert_s,
+            )
+
+    def layout(self, problems: list[str], message: str = "") -> None:
+        """Topics with wrong partition counts (``[]``: the layout is right)."""
+        if problems:
+            if "layout" not in self.problems:
+                log.error("%s", message or "; ".join(problems))
+            self.problems["layout"] = Problem("failed", message or "; ".join(problems), self.clock(), None)
+        elif self.problems.pop("layout", None) is not None:
+            log.warning("topic layout is right again: the stages resume")
+        TOPIC_LAYOUT_OK.set(0 if problems else 1)
+
+    @property
+    def holding(self) -> bool:
+        """True while the stages must not consume (wrong topic layout)."""
+        return "layout" in self.problems
+
+    def status(self) -> tuple[str, list[str]]:
+        now = self.clock()
+        for k, p in list(self.problems.items()):
+            if p.until is not None and now >= p.until:
+                del self.problems[k]
+        if not self.problems:
+            return "ok", []
+        worst = "failed" if any(p.status == "failed" for p in self.problems.values()) else "degraded"
+        return worst, [p.reason for p in sorted(self.problems.values(), key=lambda p: p.since)]
+
+
+HEALTH = BrokerHealth()
+
+
+class BrokerGuard(Service):
+    """Every ``interval`` seconds: the broker's cluster id and the pipeline topics' partition
+    counts (see the module docstring)."""
+
+    def __init__(
+        self, bootstrap: str, settings: Any, stages: dict[str, Any], interval: float = 2.0, **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.bootstrap, self.settings, self.stages, self.interval = bootstrap, settings, stages, interval
+        self.cluster: str | None = None
+        self.warned: dict[str, bool] = {}
+        HEALTH.reset_alert_s = settings.reset_alert_s
+
+    async def on_start(self) -> None:
+        from atalaia.streams.logfilter import install
+
+        install(self.settings.log_interval_s)  # again: the Faust worker may have set up handlers
+        self.add_future(self._watch())
+
+    async def _watch(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = None
+        while not self.should_stop:
+            try:
+                if admin is None:
+                    admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+                    await admin.start()
+                await self.check(admin)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # broker unreachable: the clients say so too; keep watching
+                log.warning("broker check failed: %s: %s", type(e).__name__, e)
+                if admin is not None:
+                    with contextlib.suppress(Exception):
+                        await admin.close()
+                admin = None
+            await asyncio.sleep(self.interval)
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    async def check(self, admin: Any) -> None:
+        from atalaia.streams.broker import (
+            cluster_id,
+            create_topics,
+            designed_partitions,
+            layout_error,
+            layout_problems,
+        )
+
+        cid = await cluster_id(admin._client)
+        if cid and self.cluster and cid != self.cluster and not self.warned.get(cid):
+            self.warned[cid] = True
+            log.error(
+                "the broker at %s is a new cluster (%s, was %s): it holds a new history; the stages "
+                "check their positions against it",
+                self.bootstrap,
+                cid,
+                self.cluster,
+            )
+        changed = bool(cid and self.cluster and cid != self.cluster)
+        designed = designed_partitions(self.settings.topic_prefix, self.settings.partitions)
+        actual = await create_topics(admin, designed)
+        problems = layout_problems(designed, actual)
+        HEALTH.layout(problems, layout_error(problems, self.bootstrap) if problems else "")
+        if changed:
+            for stage in self.stages.values():
+                await stage.recheck(cid)
+        self.cluster = cid or self.cluster  # only now: a failed recheck is tried again

@@ -1,0 +1,185 @@
+"""Broker resets and topic layout on the real embedded broker.
+
+* The broker restarts empty under a running worker: the stages' checkpoints point past the new
+  logs' ends. The reset is logged, counted on /metrics and shown on /health, and the events sent
+  after the restart still become observations and alarms (never silence).
+* Topics with other than the designed partition counts: the worker refuses to start, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from atalaia.streams.broker import EmbeddedBroker
+from atalaia.streams.events import RawEvent
+from tests.conftest import ATALAIA, consume_all
+
+pytestmark = pytest.mark.broker
+
+
+def notification(entity: str, height: float) -> bytes:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return orjson.dumps(
+        {
+            "id": f"urn:ngsi-ld:Notification:{entity}",
+            "type": "Notification",
+            "notifiedAt": now,
+            "data": [
+                {
+                    "id": f"urn:ngsi-ld:WaterObserved:{entity}",
+                    "type": "WaterObserved",
+                    "dateObserved": now,
+                    "height": height,
+                    "parish": "Campanhã",
+                }
+            ],
+        }
+    )
+
+
+async def send_events(bootstrap: str, topic: str, names: list[str]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for name in names:
+            body = notification(name, 4.0)
+            headers = RawEvent(body=body, source="test", content_type="application/json").headers()
+            futures.append(await producer.send(topic, body, key=name.encode(), headers=headers))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def topics(bootstrap: str) -> dict[str, int]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from atalaia.streams.broker import topic_partitions
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    await admin.start()
+    try:
+        return await topic_partitions(admin, list(await admin.list_topics()))
+    finally:
+        await admin.close()
+
+
+def wait_for(pred, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if pred():
+                return
+        except (httpx.HTTPError, OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out waiting for {what}" + (f":\n{log.read_text()[-6000:]}" if log else "")
+            )
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("same_cluster_id", [False, True], ids=["new-cluster-id", "same-cluster-id"])
+def test_broker_restarted_empty_under_a_running_worker(make_worker, tmp_path: Path, same_cluster_id) -> None:
+    """With its own cluster id (the embedded broker), the worker sees a new history at once; with
+    the same id (a plain Tansu restarted), the checkpoint offsets past the new logs' ends tell."""
+    broker = EmbeddedBroker().start()
+    port, cluster = broker.port, broker.cluster_id
+    try:
+        w = make_worker("--stages", "ingest,rules", extra_env={"ATALAIA_KAFKA": broker.bootstrap})
+        asyncio.run(_ensure(broker.bootstrap, w.env["ATALAIA_TOPIC_PREFIX"]))
+        w.start(("ingest", "rules"))
+        prefix = w.env["ATALAIA_TOPIC_PREFIX"]
+        before = [f"before-{i}" for i in range(30)]
+        asyncio.run(send_events(broker.bootstrap, f"{prefix}.events", before))
+        wait_for(lambda: w.health()["stages"]["rules"]["processed"] >= 30, 60, "the first events", w.log)
+        time.sleep(3)  # checkpoints hold offsets 30 (ingest) and 30 (rules) spread over partitions
+        assert w.health()["status"] == "ok"
+
+        broker.stop()  # restarted empty: same address, memory gone
+        time.sleep(1)
+        broker = EmbeddedBroker(port=port, cluster_id=cluster if same_cluster_id else "atalaia-new").start()
+        # the worker re-creates the topics with their designed counts (no auto-creation)
+        wait_for(
+            lambda: (
+                asyncio.run(topics(broker.bootstrap)).get(f"{prefix}.alarms") == 1
+                and asyncio.run(topics(broker.bootstrap)).get(f"{prefix}.events") == 3
+            ),
+            30,
+            "the topics to be re-created",
+            w.log,
+        )
+        if same_cluster_id:  # detected from offsets when the stages rejoin: before new records arrive
+            wait_for(lambda: w.log.read_text().count("BROKER RESET") >= 2, 30, "the reset", w.log)
+        after = [f"after-{i}" for i in range(20)]
+        asyncio.run(send_events(broker.bootstrap, f"{prefix}.events", after))
+
+        observations = asyncio.run(
+            consume_all(broker.bootstrap, f"{prefix}.observations", expect=20, timeout=60)
+        )
+        entities = {orjson.loads(r.value)["entity"].rsplit(":", 1)[1] for r in observations}
+        assert entities == set(after), w.log.read_text()[-6000:]
+        alarms = asyncio.run(consume_all(broker.bootstrap, f"{prefix}.alarms", expect=20, timeout=60))
+        firing = {orjson.loads(r.value)["key"].rsplit(":", 1)[1] for r in alarms}
+        assert set(after) <= firing
+
+        # loud: one ERROR line per stage, the metric, and /health
+        text = w.log.read_text()
+        resets = [line for line in text.splitlines() if "BROKER RESET" in line]
+        assert any("stage ingest" in line for line in resets) and any(
+            "stage rules" in line for line in resets
+        )
+        health = httpx.get(f"{w.url}/health", timeout=2)
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        assert any("broker reset" in p for p in health.json()["problems"])
+        metrics = httpx.get(f"{w.url}/metrics", timeout=2).text
+        assert f'atalaia_broker_resets_total{{stage="ingest",topic="{prefix}.events"}}' in metrics
+        w.stop()
+    finally:
+        broker.stop()
+
+
+async def _ensure(bootstrap: str, prefix: str) -> None:
+    from atalaia.streams.broker import ensure_topics
+
+    await ensure_topics(bootstrap, prefix, partitions=3)
+
+
+def test_wrong_partition_counts_are_refused(broker: str, tmp_path: Path) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    prefix = f"wrong{int(time.time() * 1000) % 10**8}"
+
+    async def create() -> None:  # as a broker's auto-creation would: 4 partitions for alarms
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(f"{prefix}.alarms", 4, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ATALAIA_KAFKA": broker,
+        "ATALAIA_TOPIC_PREFIX": prefix,
+        "ATALAIA_APP_ID": prefix,
+        "ATALAIA_DATA_DIR": str(tmp_path / "data"),
+        "ATALAIA_PARTITIONS": "3",
+    }
+    r = subprocess.run(
+        [ATALAIA, "worker", "--stages", "incidents"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode != 0
+    assert f"{prefix}.alarms has 4 partition(s), designed 1" in r.stderr, r.stderr[-3000:]
+    assert "does not run on them" in r.stderr

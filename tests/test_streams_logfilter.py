@@ -1,0 +1,85 @@
+"""The log rate limiter (one line per kind of problem per interval, with a count) and the broker
+health that /health reports."""
+
+from __future__ import annotations
+
+import logging
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from atalaia.streams.guard import BrokerHealth
+from atalaia.streams.logfilter import RateLimit
+
+
+def record(name: str, level: int, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 5, allow_nan=False),  # time step
+            st.sampled_from(["aiokafka.consumer", "atalaia.streams.stage", "faust.app"]),
+            st.sampled_from(["node %d unreachable", "fetch failed: %s", "commit failed: %s"]),
+            st.integers(0, 300),
+        ),
+        max_size=200,
+    )
+)
+def test_at_most_one_line_per_kind_per_interval_and_every_record_counted(events) -> None:
+    t = [0.0]
+    f = RateLimit(interval=60, clock=lambda: t[0])
+    passed: dict[tuple, list[float]] = {}
+    suppressed = reported = 0
+    for step, name, msg, n in events:
+        t[0] += step
+        r = record(name, logging.ERROR, msg, n if "%d" in msg else f"#{n}")
+        kind = f.kind(r)
+        if f.filter(r):
+            times = passed.setdefault(kind, [])
+            assert not times or t[0] - times[-1] >= 60  # one line per kind per interval
+            times.append(t[0])
+            text = r.getMessage()
+            if "repeated" in text:
+                reported += int(text.rsplit("(repeated ", 1)[1].split(" ")[0])
+        else:
+            suppressed += 1
+    still_held = sum(v[1] for v in f.kinds.values())
+    assert reported + still_held == suppressed  # the count says how many were dropped
+
+
+def test_other_loggers_info_and_unlimited_records_pass() -> None:
+    f = RateLimit(interval=60, clock=lambda: 0.0)
+    assert all(f.filter(record("httpx", logging.ERROR, "x")) for _ in range(5))
+    assert all(f.filter(record("aiokafka", logging.INFO, "x")) for _ in range(5))
+    loud = record("atalaia.streams.guard", logging.ERROR, "BROKER RESET")
+    loud.ratelimit = False
+    assert f.filter(loud) and f.filter(loud)
+    assert [f.filter(record("aiokafka", logging.WARNING, "node %d", i)) for i in range(3)] == [
+        True,
+        False,
+        False,
+    ]
+
+
+def test_a_long_message_with_varying_numbers_is_one_kind() -> None:
+    f = RateLimit(interval=60, clock=lambda: 0.0)
+    long = "x" * 290 + " offset %d of partition %d"
+    assert f.filter(record("atalaia", logging.ERROR, long, 7, 0))
+    assert not f.filter(record("atalaia", logging.ERROR, long, 11, 1))
+
+
+def test_health_reset_is_degraded_for_a_while_and_layout_fails_until_fixed() -> None:
+    now = [1000.0]
+    h = BrokerHealth(reset_alert_s=600, clock=lambda: now[0])
+    assert h.status() == ("ok", [])
+    h.reset("ingest", [("atalaia.events", 0, 120, 0, 3, "restarted empty")])
+    status, problems = h.status()
+    assert status == "degraded" and "atalaia.events[0] checkpoint offset 120" in problems[0]
+    h.layout(["atalaia.alarms has 4 partition(s), designed 1"])
+    assert h.status()[0] == "failed" and h.holding
+    now[0] += 601
+    assert h.status() == ("failed", ["atalaia.alarms has 4 partition(s), designed 1"])
+    h.layout([])
+    assert h.status() == ("ok", []) and not h.holding
