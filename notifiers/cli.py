@@ -67,6 +67,12 @@ def check(policy: str) -> None:
                     if target.url.startswith("${" + m)
                     else "placeholder"
                 )
+        if target.max_attempts is not None:
+            warnings.append(
+                f"{policy}: target {name!r}: max_attempts is deprecated: it fails a notification after "
+                f"{target.max_attempts} attempts even while the target is only briefly down; retries are "
+                "budgeted by time now (retry: {for: 1h, max_backoff: 60s}); remove it to keep trying"
+            )
         try:
             build_channel(name, target, ChannelContext(), env)
         except (ValueError, KeyError) as e:
@@ -180,6 +186,7 @@ def log_cmd(db: str | None, incident: str | None, attempts: bool, as_json: bool,
         sys.exit(1)
     log = SQLiteDeliveryLog(path)
     rows = log.attempts(incident, limit) if attempts else log.deliveries(incident, limit)
+    health = {h.target: h for h in log.targets()}
     for r in rows:
         d = {k: getattr(r, k) for k in r.__dataclass_fields__}
         if as_json:
@@ -202,9 +209,35 @@ def log_cmd(db: str | None, incident: str | None, attempts: bool, as_json: bool,
             )
             click.echo(
                 f"{when}  {d['incident']}  {where:<9} {d['target']:<16} {d['channel']:<12} "
-                f"{d['status']:<9} attempts={d['attempts']}  {d['last_error'] or ''}"
+                f"{_status_text(d, health.get(d['target']))}  {d['last_error'] or ''}"
             )
+    if not as_json:
+        for h in health.values():
+            if h.state != "closed":
+                click.echo(
+                    f"target {h.target}: unavailable since {_utc(h.since)} ({h.failures} consecutive failures), "
+                    f"next probe {_utc(h.next_probe_at)}: {h.last_error or ''}"
+                )
     log.close()
+
+
+def _utc(t: float | None) -> str:
+    return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_text(d: dict, health: object | None) -> str:
+    """One delivery row's status as an operator reads it."""
+    status, n = d["status"], d["attempts"]
+    held = health is not None and getattr(health, "state", "closed") != "closed"
+    if status in ("waiting", "retrying") or (status == "queued" and held):
+        nxt = d.get("next_at")
+        if held:
+            probe = getattr(health, "next_probe_at", None)
+            nxt = max(nxt or 0.0, probe or 0.0) or None
+        return f"waiting for target (attempts={n}, next try {_utc(nxt)})"
+    if status == "failed" and d.get("resend_until"):
+        return f"failed (attempts={n}; re-sent when the target recovers, until {_utc(d['resend_until'])})"
+    return f"{status:<9} attempts={n}"
 
 
 @notify.command("test")
@@ -213,6 +246,7 @@ def log_cmd(db: str | None, incident: str | None, attempts: bool, as_json: bool,
 @click.option("--db", type=click.Path(dir_okay=False), default=None)
 def test_target(policy: str, target: str, db: str | None) -> None:
     """Send a test message to one target (recorded in the delivery log as incident ``test-<target>-<time>``)."""
+    from atalaia.notifiers.config import Retry
     from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.model import IncidentSnapshot, Notification, format_time
     from atalaia.notifiers.service import Notifier
@@ -236,8 +270,12 @@ def test_target(policy: str, target: str, db: str | None) -> None:
     n = Notification(inc, "test", 0, 0, 0, target, "escalation", format_time(now), snap)
 
     async def go() -> None:
+        # a test message is tried for 30 s at most (not the escalation's retry budget), and is
+        # not kept for re-sending later if it failed
+        short = Retry.model_validate({"for": 30, "max_backoff": 8, "resend_for": 30})
+        only = cfg.targets[target].model_copy(update={"retry": short, "max_attempts": None})
         notifier = Notifier(
-            cfg.model_copy(update={"targets": {target: cfg.targets[target]}}),
+            cfg.model_copy(update={"targets": {target: only}, "retry": None}),
             SQLiteDeliveryLog(Path(db) if db else _default_db()),
         )
         await notifier.start()

@@ -61,6 +61,35 @@ class RateLimit(_Model):
     per: Duration = Field(description="... per this period, per target (token bucket)")
 
 
+class Retry(_Model):
+    """How long a notification is tried, and the target's circuit breaker. Set at the top level
+    (every target), per policy, or per target; the most specific setting of each field wins."""
+
+    for_: Duration | None = Field(
+        None,
+        alias="for",
+        description="keep trying this long after it was queued ('waiting for target'), then 'failed' "
+        "(default: the life of the escalation step, at least 1h)",
+    )
+    first_backoff: Duration = Field(timedelta(seconds=1), description="delay after the first failure")
+    max_backoff: Duration = Field(timedelta(seconds=60), description="cap of the doubling delay")
+    open_after: int = Field(
+        3, ge=1, le=1000, description="consecutive failures that open the target's circuit (then one probe)"
+    )
+    resend_for: Duration = Field(
+        timedelta(days=1),
+        description="a failed notification is re-sent when its target recovers, until this long after queued",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Retry:
+        if self.first_backoff <= timedelta(0) or self.max_backoff < self.first_backoff:
+            raise ValueError("need 0 < first_backoff <= max_backoff")
+        if self.for_ is not None and self.for_ <= timedelta(0):
+            raise ValueError("for must be positive")
+        return self
+
+
 class Target(_Model):
     channel: Literal["sms", "email", "ngsi-ld", "webhook", "alertmanager"]
     url: str = Field(description="apprise URL (sms, email) or HTTP(S) endpoint; ${VAR} is expanded")
@@ -69,7 +98,14 @@ class Target(_Model):
     tenant: str | None = Field(None, description="NGSI-LD tenant (NGSILD-Tenant header)")
     rate: RateLimit | None = None
     timeout: Duration = timedelta(seconds=10)
-    max_attempts: int = Field(6, ge=1, le=50)
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="deprecated: also fail after this many attempts (retries are budgeted by time, retry.for)",
+    )
+    retry: Retry | None = None
+    concurrency: int = Field(1, ge=1, le=32, description="sends in flight at once to this target")
     throttle: float = Field(0.0, ge=0, description="apprise per-request throttle in s (plugin default 5.5)")
     max_sms_segments: int = Field(3, ge=1, le=10)
 
@@ -130,6 +166,7 @@ class Policy(_Model):
         "drop acknowledged to keep reminding until it is closed)",
     )
     notify_resolved: bool = Field(True, description="tell every target already notified when it closes")
+    retry: Retry | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -155,6 +192,7 @@ class EscalationConfig(_Model):
     console_url: str | None = Field(
         None, description="link to the incident in messages: {console_url}/incidents/<id>"
     )
+    retry: Retry | None = Field(None, description="delivery retry defaults for every target")
     targets: dict[str, Target] = Field(default_factory=dict)
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

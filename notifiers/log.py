@@ -4,8 +4,11 @@ Protocol, per notification (``deliveries`` row, one per notification id):
 
     queued ──► sending ──► delivered
                   │  ▲
-                  ▼  │ (backoff)
-               retrying ──► failed          (permanent error, or max attempts)
+                  ▼  │ (backoff, or the target's circuit breaker probe)
+               waiting ──► failed ──► (re-sent when the target recovers, until resend_until)
+    waiting = "waiting for target": retries continue (``next_at``) within the time budget;
+    failed: the budget is used up (``resend_until`` set: still re-sent once the target answers
+    again) or a permanent error (``resend_until`` NULL).
     sending found at start-up (crash between send and record) ──► re-sent if the channel is
     idempotent (NGSI-LD upsert, webhook deduplicated on its delivery id), else ``in-doubt``
     and NOT re-sent (SMS, email, Alertmanager): the escalation's own repeats reach the person if
@@ -30,7 +33,7 @@ import orjson
 
 from atalaia.notifiers.model import DeliveryResult, Notification
 
-DeliveryStatus = Literal["queued", "sending", "delivered", "retrying", "failed", "in-doubt"]
+DeliveryStatus = Literal["queued", "sending", "delivered", "waiting", "failed", "in-doubt"]
 FINAL = ("delivered", "failed", "in-doubt")
 
 
@@ -49,6 +52,30 @@ class Delivery:
     queued_at: float
     updated_at: float
     delivered_at: float | None
+    next_at: float | None = None  # waiting (or failed but kept): the next planned try
+    resend_until: float | None = None  # failed but kept: re-sent when the target recovers until then
+
+
+@dataclass(slots=True, frozen=True)
+class Unfinished:
+    """A row a restarted notifier takes up again."""
+
+    notification: Notification
+    status: str
+    attempts: int
+    queued_at: float
+
+
+@dataclass(slots=True, frozen=True)
+class TargetHealth:
+    """The circuit breaker of one target, as last recorded."""
+
+    target: str
+    state: str  # closed | open | half-open
+    failures: int  # consecutive failed attempts
+    next_probe_at: float | None
+    since: float
+    last_error: str | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,12 +101,25 @@ class DeliveryLog(Protocol):
         n: Notification,
         attempt: int,
         result: DeliveryResult,
-        final: bool,
+        status: str,
         now: float,
         latency_ms: float,
+        next_at: float | None = None,
+        resend_until: float | None = None,
     ) -> None: ...
-    def unfinished(self) -> list[tuple[Notification, str, int]]: ...
+    def settle(
+        self,
+        notification_id: str,
+        status: str,
+        now: float,
+        error: str | None,
+        next_at: float | None = None,
+        resend_until: float | None = None,
+    ) -> None: ...
+    def unfinished(self, now: float | None = None) -> list[Unfinished]: ...
     def mark_in_doubt(self, notification_id: str, now: float) -> None: ...
+    def set_target(self, health: TargetHealth) -> None: ...
+    def targets(self) -> list[TargetHealth]: ...
     def deliveries(self, incident: str | None = None, limit: int = 1000) -> list[Delivery]: ...
     def attempts(self, incident: str | None = None, limit: int = 1000) -> list[Attempt]: ...
     def close(self) -> None: ...
@@ -90,7 +130,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
   notification_id TEXT PRIMARY KEY, incident TEXT NOT NULL, target TEXT NOT NULL, channel TEXT NOT NULL,
   kind TEXT NOT NULL, step INTEGER NOT NULL, repeat INTEGER NOT NULL, status TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, queued_at REAL NOT NULL, updated_at REAL NOT NULL,
-  delivered_at REAL, payload BLOB NOT NULL);
+  delivered_at REAL, payload BLOB NOT NULL, next_at REAL, resend_until REAL);
 CREATE INDEX IF NOT EXISTS deliveries_incident ON deliveries(incident);
 CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(status) WHERE status NOT IN ('delivered','failed','in-doubt');
 CREATE TABLE IF NOT EXISTS attempts (
@@ -99,6 +139,13 @@ CREATE TABLE IF NOT EXISTS attempts (
   error TEXT, detail TEXT, started_at REAL NOT NULL, latency_ms REAL);
 CREATE INDEX IF NOT EXISTS attempts_incident ON attempts(incident);
 CREATE INDEX IF NOT EXISTS attempts_notification ON attempts(notification_id, attempt);
+CREATE TABLE IF NOT EXISTS targets (
+  target TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL, next_probe_at REAL,
+  since REAL NOT NULL, last_error TEXT);
+"""
+MIGRATIONS = """
+CREATE INDEX IF NOT EXISTS deliveries_resend ON deliveries(resend_until) WHERE resend_until IS NOT NULL;
+UPDATE deliveries SET status='waiting' WHERE status='retrying';
 """
 
 
@@ -114,6 +161,11 @@ class SQLiteDeliveryLog:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(deliveries)")}
+        for col in ("next_at", "resend_until"):  # files written before time-budgeted retries
+            if col not in cols:
+                self.db.execute(f"ALTER TABLE deliveries ADD COLUMN {col} REAL")
+        self.db.executescript(MIGRATIONS)
 
     def known(self, ids: Iterable[str]) -> dict[str, str]:
         ids = list(ids)
@@ -157,11 +209,14 @@ class SQLiteDeliveryLog:
         n: Notification,
         attempt: int,
         result: DeliveryResult,
-        final: bool,
+        status: str,
         now: float,
         latency_ms: float,
+        next_at: float | None = None,
+        resend_until: float | None = None,
     ) -> None:
-        status = "delivered" if result.ok else ("failed" if final else "retrying")
+        """Record the answer of attempt ``attempt`` and the row's new ``status`` (delivered,
+        waiting, failed)."""
         with self._tx():
             self.db.execute(
                 "UPDATE attempts SET status=?, error=?, detail=?, latency_ms=? WHERE notification_id=? AND attempt=?"
@@ -176,17 +231,40 @@ class SQLiteDeliveryLog:
                 ),
             )
             self.db.execute(
-                "UPDATE deliveries SET status=?, last_error=?, updated_at=?, delivered_at=? WHERE notification_id=?",
-                (status, result.error, now, now if result.ok else None, n.id),
+                "UPDATE deliveries SET status=?, last_error=?, updated_at=?, delivered_at=?, next_at=?,"
+                " resend_until=? WHERE notification_id=?",
+                (status, result.error, now, now if result.ok else None, next_at, resend_until, n.id),
             )
 
-    def unfinished(self) -> list[tuple[Notification, str, int]]:
-        """(notification, status, attempts so far) of every queued/sending/retrying row, oldest first."""
+    def settle(
+        self,
+        notification_id: str,
+        status: str,
+        now: float,
+        error: str | None,
+        next_at: float | None = None,
+        resend_until: float | None = None,
+    ) -> None:
+        """A change of status without an attempt (a budget ran out while the target was down)."""
+        with self._tx():
+            self.db.execute(
+                "UPDATE deliveries SET status=?, last_error=COALESCE(?, last_error), updated_at=?, next_at=?,"
+                " resend_until=? WHERE notification_id=?",
+                (status, error, now, next_at, resend_until, notification_id),
+            )
+
+    def unfinished(self, now: float | None = None) -> list[Unfinished]:
+        """Every queued/sending/waiting row, and every failed row still to be re-sent when its
+        target recovers (``resend_until`` after ``now``), oldest first."""
         rows = self.db.execute(
-            "SELECT payload, status, attempts FROM deliveries WHERE status IN ('queued','sending','retrying')"
-            " ORDER BY queued_at, rowid"
+            "SELECT payload, status, attempts, queued_at, rowid FROM deliveries"
+            " WHERE status IN ('queued','sending','waiting','retrying')"
+            " UNION ALL SELECT payload, status, attempts, queued_at, rowid FROM deliveries"
+            " WHERE resend_until IS NOT NULL AND resend_until > ? AND status = 'failed'"
+            " ORDER BY 4, 5",
+            (float("-inf") if now is None else now,),
         ).fetchall()
-        return [(Notification.from_dict(orjson.loads(p)), s, a) for p, s, a in rows]
+        return [Unfinished(Notification.from_dict(orjson.loads(p)), s, a, q) for p, s, a, q, _ in rows]
 
     def mark_in_doubt(self, notification_id: str, now: float) -> None:
         with self._tx():
@@ -199,10 +277,31 @@ class SQLiteDeliveryLog:
                 (notification_id,),
             )
 
+    def set_target(self, health: TargetHealth) -> None:
+        with self._tx():
+            self.db.execute(
+                "INSERT OR REPLACE INTO targets (target, state, failures, next_probe_at, since, last_error)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    health.target,
+                    health.state,
+                    health.failures,
+                    health.next_probe_at,
+                    health.since,
+                    health.last_error,
+                ),
+            )
+
+    def targets(self) -> list[TargetHealth]:
+        rows = self.db.execute(
+            "SELECT target, state, failures, next_probe_at, since, last_error FROM targets ORDER BY target"
+        ).fetchall()
+        return [TargetHealth(*r) for r in rows]
+
     def deliveries(self, incident: str | None = None, limit: int = 1000) -> list[Delivery]:
         cols = (
             "notification_id, incident, target, channel, kind, step, repeat, status, attempts, last_error,"
-            " queued_at, updated_at, delivered_at"
+            " queued_at, updated_at, delivered_at, next_at, resend_until"
         )
         if incident is None:
             rows = self.db.execute(

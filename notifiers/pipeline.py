@@ -1,25 +1,28 @@
 """The delivery pipeline: small composable stages, after Alertmanager's ``notify`` package.
 
-Every stage has ``async exec(ctx, notifications) -> notifications`` (what it passes on); a
-:class:`Pipeline` chains stages. The default pipeline (built by :class:`~atalaia.notifiers.service.Notifier`)::
+Every front stage has ``async exec(ctx, notifications) -> notifications`` (what it passes on); a
+:class:`Pipeline` chains them. The notifier (:class:`~atalaia.notifiers.service.Notifier`) runs::
 
-    Dedup ─► Outbox ─► FanOut(per target, in parallel; in order within a target) ─► RateLimit ─► Retry(send)
+    Dedup ─► Outbox ─► FanOut ─► TargetLane per target (retry schedule + circuit breaker + rate limit)
 
 * :class:`Dedup` drops notifications the delivery log already knows (any state) or that
   repeat inside the batch: a replay after a crash sends nothing twice.
 * :class:`Outbox` records the batch as ``queued`` (with the notification) in one transaction.
-* :class:`FanOut` hands each target's notifications to that target's lane: an asyncio task that
-  runs the lane stages, so a target that is down never delays another.
-* :class:`RateLimit` is a per-target token bucket that waits (never drops).
-* :class:`Retry` sends through the target's channel, recording ``sending`` before and the result
-  after every attempt; retryable failures back off exponentially with jitter.
+* :class:`FanOut` hands each notification to its target's :class:`TargetLane`, so a target that
+  is down never delays another.
+* :class:`TargetLane` schedules each notification on its own with the pure
+  :class:`~atalaia.notifiers.retry.TargetScheduler` (time-budgeted retries with capped backoff,
+  a circuit breaker that probes a target that is down, no head-of-line blocking), takes a
+  :class:`TokenBucket` token per send when the target has a ``rate``, and records ``sending``
+  before and the result after every attempt.
 
-Clock, sleep and random are injected (``DeliveryContext``) so tests run on a fake clock.
+Clock and sleep are injected (``DeliveryContext``) so tests can run on a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,8 +30,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from atalaia.notifiers.channels.base import Channel
-from atalaia.notifiers.log import DeliveryLog
+from atalaia.notifiers.log import DeliveryLog, TargetHealth
 from atalaia.notifiers.model import DeliveryResult, Notification
+from atalaia.notifiers.retry import BreakerPolicy, Decision, RetryPolicy, TargetScheduler
+
+log = logging.getLogger("atalaia.notifiers")
 
 
 @dataclass
@@ -39,6 +45,7 @@ class DeliveryContext:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     on_result: Callable[[Notification, DeliveryResult, int, float], None] | None = None  # metrics hook
+    on_health: Callable[[TargetHealth, int], None] | None = None  # breaker changes (health, waiting)
 
 
 class Stage(Protocol):
@@ -83,144 +90,171 @@ class Outbox:
             else:  # configuration changed since the escalation emitted it: recorded, not silently lost
                 ctx.log.begin(n, "?", 1, now)
                 ctx.log.finish(
-                    n, 1, DeliveryResult("permanent", error=f"no target named {n.target!r}"), True, now, 0.0
+                    n,
+                    1,
+                    DeliveryResult("permanent", error=f"no target named {n.target!r}"),
+                    "failed",
+                    now,
+                    0.0,
                 )
         return out
 
 
-class _Lane:
-    def __init__(self, target: str, stages: Pipeline, ctx: DeliveryContext):
-        self.queue: asyncio.Queue[tuple[list[Notification], asyncio.Future[list[Notification]]]] = (
-            asyncio.Queue()
-        )
-        self.task = asyncio.create_task(self._run(stages, ctx), name=f"notify-lane-{target}")
-
-    async def _run(self, stages: Pipeline, ctx: DeliveryContext) -> None:
-        while True:
-            batch, fut = await self.queue.get()
-            try:  # one notification at a time through the lane: rate limit and order hold per send
-                result = [d for n in batch for d in await stages.exec(ctx, [n])]
-            except Exception as e:  # a bug in a stage must not kill the lane silently
-                if not fut.done():
-                    fut.set_exception(e)
-            else:
-                if not fut.done():
-                    fut.set_result(result)
-            finally:
-                self.queue.task_done()
-
-
-class FanOut:
-    """Per-target lanes. ``exec`` returns when every lane has finished this batch; use
-    :meth:`dispatch` to hand the batch over without waiting."""
-
-    def __init__(self, lane_stages: Callable[[str], Sequence[Stage]]):
-        self.lane_stages = lane_stages
-        self.lanes: dict[str, _Lane] = {}
-
-    def dispatch(self, ctx: DeliveryContext, notifications: list[Notification]) -> list[asyncio.Future]:
-        by_target: dict[str, list[Notification]] = {}
-        for n in notifications:
-            by_target.setdefault(n.target, []).append(n)
-        futures = []
-        loop = asyncio.get_running_loop()
-        for target, batch in by_target.items():
-            lane = self.lanes.get(target)
-            if lane is None:
-                lane = self.lanes[target] = _Lane(target, Pipeline(self.lane_stages(target)), ctx)
-            fut: asyncio.Future[list[Notification]] = loop.create_future()
-            lane.queue.put_nowait((batch, fut))
-            futures.append(fut)
-        return futures
-
-    async def exec(self, ctx: DeliveryContext, notifications: list[Notification]) -> list[Notification]:
-        results = await asyncio.gather(*self.dispatch(ctx, notifications))
-        return [n for r in results for n in r]
-
-    async def drain(self) -> None:
-        await asyncio.gather(*(lane.queue.join() for lane in self.lanes.values()))
-
-    async def aclose(self) -> None:
-        for lane in self.lanes.values():
-            lane.task.cancel()
-        await asyncio.gather(*(lane.task for lane in self.lanes.values()), return_exceptions=True)
-        self.lanes.clear()
-
-
-class RateLimit:
-    """Token bucket for one target: at most ``max`` messages per ``per`` seconds (bursts up to
-    ``max``); waits for a token instead of dropping."""
+class TokenBucket:
+    """Rate limit of one target: at most ``max`` messages per ``per`` seconds (bursts up to
+    ``max``); the lane waits for a token instead of dropping. Pure: ``now`` is passed in."""
 
     def __init__(self, max_messages: int, per_seconds: float):
         self.capacity, self.rate = float(max_messages), max_messages / per_seconds
         self.tokens: float | None = None
         self.last = 0.0
 
-    async def exec(self, ctx: DeliveryContext, notifications: list[Notification]) -> list[Notification]:
-        out = []
-        for n in notifications:  # lanes pass one notification at a time, so a token = a send
-            await self._take(ctx)
-            out.append(n)
-        return out
-
-    async def _take(self, ctx: DeliveryContext) -> None:
-        now = ctx.clock()
+    def _refill(self, now: float) -> float:
         if self.tokens is None:
             self.tokens, self.last = self.capacity, now
-        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < 1.0:
-            wait = (1.0 - self.tokens) / self.rate
-            await ctx.sleep(wait)
-            now = ctx.clock()
-            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-            self.tokens = max(self.tokens, 1.0)
-        self.tokens -= 1.0
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = max(self.last, now)
+        return self.tokens
+
+    def available(self, now: float) -> int:
+        return int(self._refill(now) + 1e-9)
+
+    def take(self, now: float) -> None:
+        self._refill(now)
+        self.tokens = (self.tokens or 0.0) - 1.0
+
+    def next_token_at(self, now: float) -> float:
+        return now + max(0.0, 1.0 - self._refill(now)) / self.rate
 
 
 @dataclass
 class Backoff:
-    """Delay before attempt ``k+1`` after ``k`` failures: ``base·2^(k-1)`` capped, with "equal
-    jitter" (half fixed, half random) so retries of many targets do not synchronise."""
+    """Default retry delays (overridden by ``retry:`` in the escalation file): after the k-th
+    consecutive failure ``min(cap, base·2^(k-1))``, with "equal jitter" (half fixed, half
+    derived from the notification id) so retries of many notifications do not synchronise."""
 
     base: float = 1.0
-    cap: float = 300.0
+    cap: float = 60.0
 
     def delay(self, failures: int, rng: random.Random) -> float:
         d = min(self.cap, self.base * 2 ** (failures - 1))
         return d / 2 + rng.uniform(0, d / 2)
 
 
-class Retry:
-    """Sends each notification through ``channel`` until delivered, a permanent error, or
-    ``max_attempts``; every attempt is recorded (``sending`` first, then its result)."""
+class TargetLane:
+    """The I/O shell of one target around its pure :class:`~atalaia.notifiers.retry.TargetScheduler`:
+    starts the sends the scheduler says are due (each notification on its own: one that waits
+    for its backoff never holds up another), records every attempt (``sending`` before, the
+    result and the row's new status after), and sleeps until the scheduler's next wake-up or
+    until something new arrives."""
 
     def __init__(
         self,
+        target: str,
         channel: Channel,
-        max_attempts: int = 6,
-        backoff: Backoff | None = None,
-        prior_attempts: dict[str, int] | None = None,
+        ctx: DeliveryContext,
+        breaker: BreakerPolicy | None = None,
+        bucket: TokenBucket | None = None,
     ):
-        self.channel, self.max_attempts = channel, max_attempts
-        self.backoff = backoff or Backoff()
-        self.first_attempt = (
-            {} if prior_attempts is None else prior_attempts
-        )  # id -> attempts made before a restart
+        self.target, self.channel, self.ctx, self.bucket = target, channel, ctx, bucket
+        self.sched = TargetScheduler(target, breaker)
+        self.notes: dict[str, Notification] = {}
+        self.waiters: dict[str, asyncio.Future[bool]] = {}
+        self.kick = asyncio.Event()
+        self.sends: set[asyncio.Task] = set()
+        self.last_error: str | None = None
+        self._reported: tuple[str, float | None] = ("closed", None)
+        self._opened_at = 0.0
+        self.task = asyncio.create_task(self._run(), name=f"notify-lane-{target}")
 
-    async def exec(self, ctx: DeliveryContext, notifications: list[Notification]) -> list[Notification]:
-        delivered = []
-        for n in notifications:
-            if await self.deliver_one(ctx, n):
-                delivered.append(n)
-        return delivered
+    def add(
+        self,
+        n: Notification,
+        policy: RetryPolicy,
+        *,
+        queued_at: float | None = None,
+        attempts: int = 0,
+        failed: bool = False,
+    ) -> asyncio.Future[bool]:
+        """Schedule ``n``; the future says whether it was delivered once it is delivered or
+        failed (a failed one stays scheduled for re-sending when the target recovers)."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not self.sched.add(
+            n.id, policy, self.ctx.clock(), queued_at=queued_at, attempts=attempts, failed=failed
+        ):
+            existing = self.waiters.get(n.id)
+            if existing is not None:
+                return existing
+            fut.set_result(False)
+            return fut
+        self.notes[n.id] = n
+        if failed:
+            fut.set_result(False)
+        else:
+            self.waiters[n.id] = fut
+        self.kick.set()
+        return fut
 
-    async def deliver_one(self, ctx: DeliveryContext, n: Notification) -> bool:
-        attempt = self.first_attempt.pop(n.id, 0)
-        failures = 0
+    async def drain(self) -> None:
+        while self.waiters:
+            await asyncio.gather(*list(self.waiters.values()), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        self.task.cancel()
+        for t in list(self.sends):
+            t.cancel()
+        await asyncio.gather(self.task, *self.sends, return_exceptions=True)
+        for fut in self.waiters.values():
+            if not fut.done():
+                fut.cancel()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
         while True:
-            attempt += 1
+            self.kick.clear()
+            now = self.ctx.clock()
+            try:
+                for d in self.sched.expire(now):
+                    self.ctx.log.settle(d.id, d.status, now, d.reason, d.next_at, d.resend_until)
+                    self._settled(d)
+                limit = self.bucket.available(now) if self.bucket is not None else None
+                for nid in self.sched.due(now, limit):
+                    if self.bucket is not None:
+                        self.bucket.take(now)
+                    task = asyncio.create_task(self._send(nid), name=f"notify-{self.target}-{nid}")
+                    self.sends.add(task)
+                    task.add_done_callback(self.sends.discard)
+                self._report(now)
+            except Exception:  # a bug (or the log failing) must not kill the lane silently
+                log.exception("delivery lane %s", self.target)
+                await self.ctx.sleep(1.0)
+                continue
+            wake = self.sched.next_wakeup()
+            if wake is not None and wake <= now:
+                # still due: only a rate limit holds it back (else a tiny step, never a busy loop)
+                wake = self.bucket.next_token_at(now) if self.bucket is not None else now + 0.001
+            await self._wait(None if wake is None else max(0.001, wake - now))
+
+    async def _wait(self, delay: float | None) -> None:
+        if self.kick.is_set():
+            return
+        if delay is None:
+            await self.kick.wait()
+            return
+        sleeper = asyncio.ensure_future(self.ctx.sleep(delay))
+        kicked = asyncio.ensure_future(self.kick.wait())
+        try:
+            await asyncio.wait({sleeper, kicked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            kicked.cancel()
+
+    async def _send(self, nid: str) -> None:
+        n = self.notes[nid]
+        attempt = self.sched.items[nid].attempts + 1
+        ctx = self.ctx
+        try:
             ctx.log.begin(n, self.channel.kind, attempt, ctx.clock())
             t0 = time.perf_counter()
             try:
@@ -228,11 +262,110 @@ class Retry:
             except Exception as e:  # a channel bug is a failed attempt, recorded, not a lost lane
                 result = DeliveryResult("retryable", error=f"{type(e).__name__}: {e}")
             latency_ms = (time.perf_counter() - t0) * 1000
-            final = result.ok or result.status == "permanent" or attempt >= self.max_attempts
-            ctx.log.finish(n, attempt, result, final, ctx.clock(), latency_ms)
+            now = ctx.clock()
+            d = self.sched.record(nid, result.status, now)
+            if not result.ok:
+                self.last_error = result.error
+            error = result.error if d.status != "failed" or not d.reason else f"{result.error}; {d.reason}"
+            ctx.log.finish(
+                n,
+                attempt,
+                DeliveryResult(result.status, error, result.detail),
+                d.status,
+                now,
+                latency_ms,
+                d.next_at,
+                d.resend_until,
+            )
             if ctx.on_result is not None:
                 ctx.on_result(n, result, attempt, latency_ms)
-            if final:
-                return result.ok
-            failures += 1
-            await ctx.sleep(self.backoff.delay(failures, ctx.rng))
+            self._settled(d)
+        except Exception:
+            log.exception("delivery of %s to %s", nid, self.target)
+            if nid in self.sched.items and self.sched.items[nid].in_flight:
+                self._settled(self.sched.record(nid, "retryable", ctx.clock()))
+        finally:
+            self.kick.set()
+
+    def _settled(self, d: Decision) -> None:
+        if d.settled:
+            fut = self.waiters.pop(d.id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(d.status == "delivered")
+        if d.done:
+            self.notes.pop(d.id, None)
+
+    def _report(self, now: float) -> None:
+        """Record the breaker's changes (log table, one log line per opening and closing)."""
+        s = self.sched
+        state = "open" if s.open else "closed"
+        probe = s.probe_at if s.open else None
+        if (state, probe) == self._reported:
+            return
+        was = self._reported[0]
+        self._reported = (state, probe)
+        if state == "open" and was == "closed":
+            self._opened_at = now
+            log.warning(
+                "target %s unavailable after %d consecutive failures (%s): its notifications wait; "
+                "probing it one at a time",
+                self.target,
+                s.failures,
+                self.last_error,
+            )
+        elif state == "closed" and was == "open":
+            log.warning(
+                "target %s is back after %.0f s: sending its %d waiting notifications now",
+                self.target,
+                now - self._opened_at,
+                len(s.items),
+            )
+        health = TargetHealth(
+            self.target,
+            state,
+            s.failures,
+            probe,
+            self._opened_at if state == "open" else now,
+            self.last_error if state == "open" else None,
+        )
+        self.ctx.log.set_target(health)
+        if self.ctx.on_health is not None:
+            self.ctx.on_health(health, s.waiting())
+
+
+class FanOut:
+    """One :class:`TargetLane` per target (made on first use by ``make_lane``): a target that is
+    down never delays another."""
+
+    def __init__(self, make_lane: Callable[[str], TargetLane]):
+        self.make_lane = make_lane
+        self.lanes: dict[str, TargetLane] = {}
+
+    def lane(self, target: str) -> TargetLane:
+        lane = self.lanes.get(target)
+        if lane is None:
+            lane = self.lanes[target] = self.make_lane(target)
+        return lane
+
+    def dispatch(
+        self,
+        notifications: list[Notification],
+        policy: Callable[[Notification], RetryPolicy],
+        prior: dict[str, tuple[float, int, bool]] | None = None,
+    ) -> list[asyncio.Future[bool]]:
+        """Schedule each notification in its target's lane (``prior``: id → (queued_at,
+        attempts, failed) of rows taken up after a restart)."""
+        out = []
+        for n in notifications:
+            q, a, f = (prior or {}).get(n.id, (None, 0, False))
+            out.append(self.lane(n.target).add(n, policy(n), queued_at=q, attempts=a, failed=f))
+        return out
+
+    async def drain(self) -> None:
+        """Wait until every notification is delivered or failed."""
+        while any(lane.waiters for lane in self.lanes.values()):
+            await asyncio.gather(*(lane.drain() for lane in self.lanes.values()))
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(lane.aclose() for lane in self.lanes.values()))
+        self.lanes.clear()

@@ -7,7 +7,12 @@
     await notifier.aclose()
 
 ``submit`` returns the notifications accepted (new ones); delivery continues in per-target lanes.
-``deliver`` is ``submit`` and waiting for those deliveries (tests, CLI, benchmarks).
+``deliver`` is ``submit`` and waiting for those deliveries (tests, CLI, benchmarks): it returns
+once each is delivered or failed (a failed one is still re-sent if its target recovers).
+
+Retry settings per notification come from the escalation file's ``retry:`` (top level, then the
+policy's, then the target's: the most specific setting of each field wins); the default budget
+is the life of the escalation step (``wait × (repeat + 1)``), at least one hour.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import aiohttp
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from atalaia.notifiers.channels import Channel, ChannelContext, build_channel
-from atalaia.notifiers.config import EscalationConfig
-from atalaia.notifiers.log import DeliveryLog
+from atalaia.notifiers.config import EscalationConfig, Retry
+from atalaia.notifiers.log import DeliveryLog, TargetHealth
 from atalaia.notifiers.model import DeliveryResult, Notification
 from atalaia.notifiers.pipeline import (
     Backoff,
@@ -34,20 +39,31 @@ from atalaia.notifiers.pipeline import (
     FanOut,
     Outbox,
     Pipeline,
-    RateLimit,
-    Retry,
+    TargetLane,
+    TokenBucket,
 )
+from atalaia.notifiers.retry import BreakerPolicy, RetryPolicy
 
 log = logging.getLogger("atalaia.notifiers")
 
 ATTEMPTS = Counter("atalaia_notification_attempts", "delivery attempts", ["channel", "status"])
 LATENCY = Histogram("atalaia_notification_send_seconds", "time of one send attempt", ["channel"])
+TARGET_OPEN = Gauge(
+    "atalaia_notification_target_open", "1 while the target's circuit is open (target down)", ["target"]
+)
+TARGET_WAITING = Gauge(
+    "atalaia_notification_target_waiting",
+    "notifications waiting for the target (at the last breaker change)",
+    ["target"],
+)
+MIN_BUDGET = 3600.0  # the default retry budget is the life of the step, at least this
 
 
 @dataclass(slots=True)
 class Recovery:
-    resent: int = 0  # queued / retrying / in-flight on an idempotent channel: sent again
+    resent: int = 0  # queued / waiting / in-flight on an idempotent channel: sent again
     in_doubt: int = 0  # in-flight on a non-idempotent channel: not re-sent
+    kept: int = 0  # failed after their budget: re-sent when the target recovers
 
 
 class Notifier:
@@ -68,9 +84,11 @@ class Notifier:
         self._env, self._channels, self._http = env, channels, http
         self._own_http = http is None
         self.backoff = backoff or Backoff()
-        self.ctx = DeliveryContext(log, {}, clock, sleep, rng or random.Random(), self._observe)
-        self._prior: dict[str, int] = {}
-        self.fanout = FanOut(self._lane_stages)
+        self.ctx = DeliveryContext(
+            log, {}, clock, sleep, rng or random.Random(), self._observe, self._observe_health
+        )
+        self.fanout = FanOut(self._make_lane)
+        self._policies: dict[tuple[str, str, int], RetryPolicy] = {}
         self.front = Pipeline([Dedup(), Outbox()])
         self.started = False
 
@@ -89,22 +107,29 @@ class Notifier:
         return await self.recover()
 
     async def recover(self) -> Recovery:
-        """Re-dispatch unfinished deliveries found in the log (after a crash or restart)."""
-        rec, todo = Recovery(), []
-        for n, status, attempts in self.log.unfinished():
+        """Take up unfinished deliveries found in the log (after a crash or restart), and the
+        failed ones still to be re-sent when their target recovers."""
+        rec, todo, prior = Recovery(), [], {}
+        now = self.ctx.clock()
+        for u in self.log.unfinished(now):
+            n = u.notification
             channel = self.ctx.channels.get(n.target)
-            if status == "sending" and (channel is None or not channel.idempotent):
-                self.log.mark_in_doubt(n.id, self.ctx.clock())
+            if u.status == "sending" and (channel is None or not channel.idempotent):
+                self.log.mark_in_doubt(n.id, now)
                 rec.in_doubt += 1
                 log.warning("delivery %s to %s in doubt after restart: not re-sent", n.id, n.target)
                 continue
             if channel is None:
                 continue
-            self._prior[n.id] = attempts
+            failed = u.status == "failed"
+            prior[n.id] = (u.queued_at, u.attempts, failed)
             todo.append(n)
-            rec.resent += 1
+            if failed:
+                rec.kept += 1
+            else:
+                rec.resent += 1
         if todo:
-            self.fanout.dispatch(self.ctx, todo)
+            self.fanout.dispatch(todo, self.retry_policy, prior)
         return rec
 
     async def submit(self, notifications: list[Notification]) -> list[Notification]:
@@ -112,18 +137,19 @@ class Notifier:
             raise RuntimeError("Notifier.start() first")
         accepted = await self.front.exec(self.ctx, list(notifications))
         if accepted:
-            self.fanout.dispatch(self.ctx, accepted)
+            self.fanout.dispatch(accepted, self.retry_policy)
         return accepted
 
     async def deliver(self, notifications: list[Notification]) -> list[Notification]:
-        """Submit and wait; returns the notifications delivered (now, by this call)."""
+        """Submit and wait until each is delivered or failed; returns those delivered (now, by
+        this call)."""
         if not self.started:
             raise RuntimeError("Notifier.start() first")
         accepted = await self.front.exec(self.ctx, list(notifications))
         if not accepted:
             return []
-        results = await asyncio.gather(*self.fanout.dispatch(self.ctx, accepted))
-        return [n for r in results for n in r]
+        results = await asyncio.gather(*self.fanout.dispatch(accepted, self.retry_policy))
+        return [n for n, ok in zip(accepted, results, strict=True) if ok]
 
     async def drain(self) -> None:
         await self.fanout.drain()
@@ -136,15 +162,66 @@ class Notifier:
             await self._http.close()
         self.started = False
 
-    def _lane_stages(self, target: str) -> list:
-        cfg = self.config.targets.get(target)
-        stages: list = []
-        if cfg is not None and cfg.rate is not None:
-            stages.append(RateLimit(cfg.rate.max, cfg.rate.per.total_seconds()))
-        stages.append(
-            Retry(self.ctx.channels[target], cfg.max_attempts if cfg else 6, self.backoff, self._prior)
+    # --- retry settings ---------------------------------------------------------------------
+
+    def _retry_fields(self, *layers: Retry | None) -> dict:
+        vals: dict = {}
+        for layer in layers:
+            if layer is not None:
+                vals.update({k: getattr(layer, k) for k in layer.model_fields_set})
+        return vals
+
+    def retry_policy(self, n: Notification) -> RetryPolicy:
+        """The retry budget of one notification (see the module docstring)."""
+        key = (n.target, n.policy, n.step)
+        pol = self._policies.get(key)
+        if pol is not None:
+            return pol
+        policy = self.config.policies.get(n.policy)
+        target = self.config.targets.get(n.target)
+        vals = self._retry_fields(
+            self.config.retry, policy.retry if policy else None, target.retry if target else None
         )
-        return stages
+        if vals.get("for_") is not None:
+            budget = vals["for_"].total_seconds()
+        else:
+            life = 0.0
+            if policy is not None and 0 <= n.step < len(policy.steps):
+                step = policy.steps[n.step]
+                life = step.wait.total_seconds() * (step.repeat + 1)
+            budget = max(MIN_BUDGET, life)
+        first = vals["first_backoff"].total_seconds() if "first_backoff" in vals else self.backoff.base
+        cap = vals["max_backoff"].total_seconds() if "max_backoff" in vals else self.backoff.cap
+        pol = RetryPolicy(
+            budget=budget,
+            first_backoff=first,
+            max_backoff=max(first, cap),
+            max_attempts=target.max_attempts if target else None,
+            resend_for=vals["resend_for"].total_seconds() if "resend_for" in vals else 86400.0,
+        )
+        self._policies[key] = pol
+        return pol
+
+    def breaker_policy(self, target: str) -> BreakerPolicy:
+        cfg = self.config.targets.get(target)
+        vals = self._retry_fields(self.config.retry, cfg.retry if cfg else None)
+        first = vals["first_backoff"].total_seconds() if "first_backoff" in vals else self.backoff.base
+        cap = vals["max_backoff"].total_seconds() if "max_backoff" in vals else self.backoff.cap
+        return BreakerPolicy(
+            open_after=vals.get("open_after", 3),
+            first_backoff=first,
+            max_backoff=max(first, cap),
+            max_in_flight=cfg.concurrency if cfg else 1,
+        )
+
+    def _make_lane(self, target: str) -> TargetLane:
+        cfg = self.config.targets.get(target)
+        bucket = TokenBucket(cfg.rate.max, cfg.rate.per.total_seconds()) if cfg and cfg.rate else None
+        return TargetLane(target, self.ctx.channels[target], self.ctx, self.breaker_policy(target), bucket)
+
+    def _observe_health(self, health: TargetHealth, waiting: int) -> None:
+        TARGET_OPEN.labels(health.target).set(1 if health.state != "closed" else 0)
+        TARGET_WAITING.labels(health.target).set(waiting)
 
     def _observe(self, n: Notification, result: DeliveryResult, attempt: int, latency_ms: float) -> None:
         channel = self.ctx.channels.get(n.target)

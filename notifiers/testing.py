@@ -3,7 +3,8 @@
 * :class:`SmtpSink` — an aiosmtpd SMTP server that keeps the messages it receives;
 * :class:`HttpSink` — an aiohttp server that plays an NGSI-LD broker (entity upsert), a
   webhook receiver that verifies signatures, an SMSEagle SMS gateway (``/jsonrpc/sms``) and an
-  Alertmanager webhook receiver; ``fail`` / ``delay`` make a path answer 500 or hang.
+  Alertmanager webhook receiver; ``fail`` / ``delay`` make a path answer 500 or hang,
+  ``fail_when`` makes chosen requests answer 503; ``stop()`` then ``start(port)`` is an outage.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import email
 import email.policy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,7 @@ class HttpSink:
         self.entities: dict[str, dict[str, Any]] = {}
         self.fail: dict[str, int] = {}  # path -> answer 500 this many more times (-1: always)
         self.delay: dict[str, float] = {}  # path -> seconds to wait before answering
+        self.fail_when: Callable[[Received], bool] | None = None  # answer 503 to these requests
         self.sms_seq = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -81,6 +84,8 @@ class HttpSink:
         self.requests.append(rec)
         if path in self.delay:
             await asyncio.sleep(self.delay[path])
+        if self.fail_when is not None and self.fail_when(rec):
+            return web.Response(status=503, text="not this one")
         left = self.fail.get(path, 0)
         if left:
             self.fail[path] = left - 1 if left > 0 else left

@@ -202,14 +202,18 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
     finally:
         await notifier.aclose()
     status = {d.target: d for d in log.deliveries("inc-douro-1")}
-    assert status["dead"].status == "failed" and status["dead"].attempts == 4
+    # failed after the (deprecated) max_attempts, but kept: re-sent when the target recovers
+    # (the circuit breaker may have probed it again while the slow target was still timing out)
+    assert status["dead"].status == "failed" and status["dead"].attempts >= 4
+    assert "re-sent when the target recovers" in (status["dead"].last_error or "")
+    assert status["dead"].resend_until is not None
     assert status["flaky"].status == "delivered" and status["flaky"].attempts == 3
     assert status["slow"].status == "failed" and "timeout" in (status["slow"].last_error or "")
 
     # apprise's reason for a failure reaches the delivery log
     assert status["dead-sms"].status == "failed" and "SMSEagle" in (status["dead-sms"].last_error or "")
 
-    dead = [a for a in log.attempts("inc-douro-1") if a.target == "dead"]
+    dead = [a for a in log.attempts("inc-douro-1") if a.target == "dead"][:4]
     assert [a.status for a in dead] == ["retryable"] * 4
     assert "Connect" in (dead[0].error or "")  # connection refused
     gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(dead)]

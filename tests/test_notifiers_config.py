@@ -220,9 +220,9 @@ def test_cli_log_per_incident(tmp_path):
     log.enqueue([(n, "sms") for n in notes], 1.0)
     for n in notes:
         log.begin(n, "sms", 1, 2.0)
-        log.finish(n, 1, DeliveryResult("retryable", error="HTTP 503"), False, 2.5, 12.0)
+        log.finish(n, 1, DeliveryResult("retryable", error="HTTP 503"), "waiting", 2.5, 12.0, next_at=3.0)
         log.begin(n, "sms", 2, 3.0)
-        log.finish(n, 2, DeliveryResult("delivered", detail="1 segment(s) gsm7"), True, 3.2, 8.0)
+        log.finish(n, 2, DeliveryResult("delivered", detail="1 segment(s) gsm7"), "delivered", 3.2, 8.0)
     log.close()
     r = subprocess.run(
         [*ATALAIA, "notify", "log", "--db", str(tmp_path / "d.sqlite"), "--incident", "b", "--json"],
