@@ -260,8 +260,11 @@ def create_app(
         from atalaia.streams.pipeline import DeliveryCore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        escalation = load_escalation(settings.escalation_path)
+        if settings.console_url or not escalation.console_url:  # links lead to the running console
+            escalation = escalation.model_copy(update={"console_url": settings.public_url()})
         notifier = Notifier(
-            load_escalation(settings.escalation_path),
+            escalation,
             # FULL: the outbox is fsynced before the notifications' offsets are committed
             SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"),
         )
