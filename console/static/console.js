@@ -39,6 +39,8 @@ function t(key, vars) {
 }
 const sevText = s => t('sev.' + s) === 'sev.' + s ? s : t('sev.' + s);
 const stateText = s => t('st.' + s) === 'st.' + s ? s : t('st.' + s);
+const changeText = s => t('ch.' + s) === 'ch.' + s ? s : t('ch.' + s);
+const alarmStateText = s => t('as.' + s) === 'as.' + s ? s : t('as.' + s);
 
 // --- times: Europe/Lisbon with the zone, and relative ages
 function when(ts, withDate = true) {
