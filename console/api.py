@@ -56,11 +56,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     from atalaia.console.filters import SCAN_LIMIT, FilterError, parse_filter
     from atalaia.console.live import IncidentFeed
     from atalaia.console.openapi import document
-    from atalaia.console.present import allowed_actions, counts, explain, rule_catalog
+    from atalaia.console.present import allowed_actions, counts, explain
     from atalaia.console.replies import ReplyWatcher
     from atalaia.incidents.commands import Command
     from atalaia.incidents.config import DEFAULT_PERMISSIONS
     from atalaia.incidents.projection import Projection
+    from atalaia.rules.info import rule_catalog
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
     feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))

@@ -1,16 +1,13 @@
 """How the console presents projection rows: triage order, the actions a state allows, the "why"
 of each timeline entry, and what the rules say about their alarms (unit, description, runbook).
-Pure functions over plain dicts (no I/O except :func:`rule_catalog`, which reads the rule files).
+Pure functions over plain dicts. What the rules say about their alarms (unit, runbook) is
+``atalaia.rules.info``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 SEVERITIES = ("informational", "low", "medium", "high", "critical")  # lowest first
 STATES = (
@@ -25,25 +22,6 @@ STATES = (
 )
 UNACKNOWLEDGED = ("unacknowledged", "returned-unacknowledged")
 OVERLAYS = ("shelved", "suppressed", "out-of-service")
-
-# The unit of a measured attribute (Smart Data Models names) when the rule does not say
-# (``annotations: {unit: ...}`` wins).
-UNITS = {
-    "height": "m",
-    "waterLevel": "m",
-    "level": "m",
-    "flow": "m³/s",
-    "precipitation": "mm",
-    "temperature": "°C",
-    "relativeHumidity": "%",
-    "windSpeed": "m/s",
-    "no2": "µg/m³",
-    "pm10": "µg/m³",
-    "pm25": "µg/m³",
-    "o3": "µg/m³",
-    "so2": "µg/m³",
-    "co": "mg/m³",
-}
 
 # Which states each action needs (the incident manager has the last word; this only hides buttons
 # that would certainly be refused). ``None`` = any open state.
@@ -138,48 +116,3 @@ def explain(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(e)
         prev = h
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class RuleInfo:
-    unit: str | None
-    description: str | None
-    summary: str | None
-    runbook: str | None
-    attribute: str | None
-    aggregate: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
-
-
-def rule_info(rule: Any) -> RuleInfo:
-    attribute = rule.select.attribute
-    aggregate = rule.aggregate.function if rule.aggregate else None
-    unit = rule.annotations.get("unit")
-    if unit is None and rule.detector:
-        unit = "score"
-    elif unit is None and not (rule.absent_for or rule.stuck_for) and aggregate != "count":
-        unit = UNITS.get(attribute or "")
-        if unit and aggregate == "rate":
-            unit = f"{unit}/s"
-    return RuleInfo(
-        unit=unit,
-        description=rule.description,
-        summary=rule.annotations.get("summary"),
-        runbook=rule.annotations.get("runbook"),
-        attribute=attribute,
-        aggregate=aggregate,
-    )
-
-
-def rule_catalog(paths: Iterable[Any]) -> dict[str, RuleInfo]:
-    """Rule id → what the console shows about its alarms; an unreadable rule set gives {}."""
-    from atalaia.rules.loader import load_rules
-
-    try:
-        rules = load_rules(list(paths))
-    except Exception as e:  # the console shows bare values rather than failing
-        log.warning("console: rules not readable (%s); alarm values are shown without units", e)
-        return {}
-    return {lr.rule.id: rule_info(lr.rule) for lr in rules.rules}

@@ -257,6 +257,7 @@ def create_app(
         from atalaia.notifiers.config import load_config as load_escalation
         from atalaia.notifiers.log import SQLiteDeliveryLog
         from atalaia.notifiers.service import Notifier
+        from atalaia.rules.info import rule_catalog
         from atalaia.streams.pipeline import DeliveryCore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -267,6 +268,7 @@ def create_app(
             escalation,
             # FULL: the outbox is fsynced before the notifications' offsets are committed
             SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"),
+            rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
         )
         app.atalaia_notifier = notifier
 

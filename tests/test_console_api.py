@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,13 +19,12 @@ import httpx
 import pytest
 
 from atalaia.console.filters import FilterError, parse_filter
-from atalaia.console.present import (
-    allowed_actions,
-    explain,
-    rule_catalog,
-    triage,
-)
+from atalaia.console.present import allowed_actions, explain, triage
 from atalaia.incidents.config import DEFAULT_PERMISSIONS
+from atalaia.notifiers.model import IncidentSnapshot, Notification
+from atalaia.notifiers.render import render
+from atalaia.rules.info import rule_catalog
+from atalaia.streams.settings import Settings
 from tests.test_incidents_live import produce
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +144,11 @@ def test_the_timeline_says_why_acknowledgement_is_needed_again():
     assert why[3] == "severity fell from high to medium"
 
 
+def test_links_follow_the_running_console():
+    assert Settings(http_port=18123, console_url=None).public_url() == "http://127.0.0.1:18123"
+    assert Settings(console_url="https://atalaia.cm-porto.pt/").public_url() == "https://atalaia.cm-porto.pt"
+
+
 def test_units_and_runbooks_come_from_the_rules():
     rules = rule_catalog([ROOT / "config" / "rules"])
     assert rules["river-level-high"].unit == "m"
@@ -216,9 +221,7 @@ class StreamReader:
 
 @pytest.mark.broker
 def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
-    w = make_worker(
-        "--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_URL": "http://console.example"}
-    ).start(("incidents", "projection"))
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
     stream = StreamReader(f"{w.url}/api/stream")
     assert stream.open.wait(10) and stream.status == 200
     wait_for(lambda: any(k == "ping" for _, k, _ in stream.events), 10, "the first heartbeat")
@@ -281,6 +284,18 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
 
     page = httpx.get(f"{w.url}/incidents/{iid}", timeout=5)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    # the link in SMS and email, as the delivery stage of this worker builds it, answers 200
+    ev = httpx.get(f"{w.url}/api/incidents/{iid}", timeout=5).json()["incident"]
+    snap = IncidentSnapshot.from_event(
+        {**ev, "incident": iid, "at": ev["updated_at"], "change": "opened", "alarms": detail["alarms"]}
+    )
+    base = Settings(http_port=w.port, console_url=None).public_url()
+    for lang in ("pt-PT", "en-GB"):
+        msg = render(
+            Notification(iid, "p", 0, 0, 0, "ana", "escalation", ev["updated_at"], snap), lang, None, base
+        )
+        (link,) = re.findall(r"http://\S+/incidents/\w+", msg.short + msg.body)[:1]
+        assert httpx.get(link, timeout=5).status_code == 200, link
     doc = httpx.get(f"{w.url}/openapi.json", timeout=5).json()
     assert doc["openapi"].startswith("3.1") and "/api/incidents/{incident}/deliveries" in doc["paths"]
     assert httpx.get(f"{w.url}/docs", timeout=5).status_code == 200

@@ -135,7 +135,7 @@ class AppriseChannel(Channel):
         return ok, msgs
 
     async def send(self, n: Notification) -> DeliveryResult:
-        msg = render(n, self.lang, self.ctx.tz, self.ctx.console_url)
+        msg = render(n, self.lang, self.ctx.tz, self.ctx.console_url, self.ctx.rules)
         if self.kind == "sms":
             title, body = "", fit(msg.short, self.max_segments)
             count, enc = segments(body)
