@@ -21,7 +21,8 @@ import pytest
 from atalaia.console.filters import FilterError, parse_filter
 from atalaia.console.present import allowed_actions, explain, triage
 from atalaia.incidents.config import DEFAULT_PERMISSIONS
-from atalaia.notifiers.model import IncidentSnapshot, Notification
+from atalaia.notifiers.log import SQLiteDeliveryLog
+from atalaia.notifiers.model import DeliveryResult, IncidentSnapshot, Notification
 from atalaia.notifiers.render import render
 from atalaia.rules.info import rule_catalog
 from atalaia.streams.settings import Settings
@@ -262,6 +263,27 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
     assert httpx.get(f"{w.url}/api/incidents/nope/deliveries", timeout=5).status_code == 404
     d = httpx.get(f"{w.url}/api/incidents/{iid}/deliveries", timeout=5).json()
     assert d == {"deliveries": [], "attempts": [], "available": False}, "no notifier here: said so"
+    # the notifier's delivery log in the shared data directory: who, when, channel, result
+    snap = IncidentSnapshot.from_event({**row, "incident": iid, "at": row["updated_at"], "alarms": []})
+    n = Notification(iid, "p", 0, 0, 0, "ana-sms", "escalation", row["updated_at"], snap)
+    dlog = SQLiteDeliveryLog(tmp_path / "data" / "deliveries.sqlite")
+    dlog.enqueue([(n, "sms")], 1_769_594_400.0)
+    dlog.begin(n, "sms", 1, 1_769_594_400.5)
+    dlog.finish(n, 1, DeliveryResult("delivered", detail="1 segment"), True, 1_769_594_401.0, 500.0)
+    dlog.close()
+    d = httpx.get(f"{w.url}/api/incidents/{iid}/deliveries", timeout=5).json()
+    assert d["available"] and len(d["deliveries"]) == 1 and len(d["attempts"]) == 1
+    assert {
+        k: d["deliveries"][0][k] for k in ("target", "channel", "status", "attempts", "delivered_at")
+    } == {
+        "target": "ana-sms",
+        "channel": "sms",
+        "status": "delivered",
+        "attempts": 1,
+        "delivered_at": "2026-01-28T10:00:01.000Z",
+    }
+    assert httpx.get(f"{w.url}/api/deliveries?limit=5", timeout=5).json()["deliveries"][0]["incident"] == iid
+    assert httpx.get(f"{w.url}/api/deliveries?limit=0", timeout=5).status_code == 400
 
     # acknowledged, then a severity rise: the timeline says why it needs acknowledging again
     r = httpx.post(

@@ -104,11 +104,28 @@ def publish(broker, topic_prefix):
     p.close()
 
 
+def record_delivery(path: Path, incident: str, target: str, channel: str) -> None:
+    """What the notifier writes when it reached someone (same data directory as the console)."""
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.model import DeliveryResult, IncidentSnapshot, Notification
+
+    snap = IncidentSnapshot(
+        incident, 1, "2026-01-28T10:00:00Z", "opened", "unacknowledged", True, "high", "x"
+    )
+    n = Notification(incident, "p", 0, 0, 0, target, "escalation", "2026-01-28T10:00:00Z", snap)
+    log = SQLiteDeliveryLog(path)
+    now = time.time()
+    log.enqueue([(n, channel)], now)
+    log.begin(n, channel, 1, now)
+    log.finish(n, 1, DeliveryResult("delivered"), True, now + 0.2, 200.0)
+    log.close()
+
+
 def row(page, parish: str):
     return page.locator("tr[data-incident]", has_text=parish)
 
 
-def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publish, chromium):
+def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publish, chromium, tmp_path):
     w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
     ctx = chromium.new_context(
         locale="en-GB", timezone_id="America/New_York", viewport={"width": 1280, "height": 800}
@@ -162,10 +179,12 @@ def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publ
 
     # 3. the incident page, from the link in messages: alarms with units, acknowledge with a reason
     campanha_id = row(page, "Campanhã").get_attribute("data-incident")
+    record_delivery(tmp_path / "data" / "deliveries.sqlite", campanha_id, "ana-sms", "sms")
     row(page, "Campanhã").locator("a").click()
     page.wait_for_url(f"**/incidents/{campanha_id}")
     page.wait_for_selector("#incident:not([hidden])")
     assert page.inner_text("#alarms .value") == "5.12 m", "value rounded, with its unit"
+    assert "ana-sms" in page.inner_text("#deliveries") and "delivered" in page.inner_text("#deliveries")
     page.select_option("#action", "acknowledge")
     page.fill("#reason", "crew on the way")
     page.click("#send")
