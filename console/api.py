@@ -258,7 +258,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             try:
                 await resp.write(b"retry: 2000\n\n")
                 await resp.write(_sse("ping", {"at": time.time(), "feed": feed.connected}))
-                while not sub.dropped:
+                while not sub.dropped and not feed.should_stop:
                     try:
                         row = await asyncio.wait_for(sub.queue.get(), PING_S)
                     except TimeoutError:

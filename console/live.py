@@ -72,6 +72,10 @@ class IncidentFeed(Service):
     async def on_start(self) -> None:
         self.add_future(self._run())
 
+    async def on_stop(self) -> None:
+        for s in list(self.subscribers):  # end every open stream so the web server can stop
+            s.put(None)
+
     def subscribe(self) -> Subscriber:
         s = Subscriber()
         self.subscribers.add(s)

@@ -351,3 +351,12 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
     assert "/api/incidents" in out.stdout and "passed" in out.stdout.lower(), out.stdout[-3000:]
     print(out.stdout[-1500:])
+
+    # a worker with open streams still stops promptly
+    late = StreamReader(f"{w.url}/api/stream")
+    assert late.open.wait(10)
+    t0 = time.monotonic()
+    w.stop()
+    assert time.monotonic() - t0 < 12, "an open event stream held the worker's shutdown"
+    late.thread.join(5)
+    assert not late.thread.is_alive(), "the stream ended with the worker"
