@@ -106,6 +106,11 @@ AUDIT = {
             "type": "string",
             "description": "what the change meant, e.g. why acknowledgement is needed again",
         },
+        "why_parts": {
+            "type": "array",
+            "items": {"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}},
+            "description": "the why as codes with from/to, for translation",
+        },
         "command": _nullable("string"),
     },
 }

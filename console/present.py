@@ -88,31 +88,54 @@ def counts(incidents: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
 def explain(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The audit trail with a ``why`` for each entry: what the change did and, when the incident
     needs acknowledging again, why (e.g. ``severity rose from medium to high: acknowledgement
-    required again``)."""
+    required again``). ``why_parts`` says the same as codes for translation:
+    ``severity-rose|severity-fell`` (from, to), ``reack-severity``, ``new-alarm``, ``fired-again``,
+    ``overlay-ended`` (from), ``state`` (from, to)."""
     out = []
     prev: dict[str, Any] | None = None
     for h in history:
         e = dict(h)
         changes = list(e.get("changes") or [e.get("change")])
-        why = []
+        parts: list[dict[str, Any]] = []
         if prev is not None and e.get("severity") != prev.get("severity"):
             rose = severity_rank(e.get("severity")) > severity_rank(prev.get("severity"))
-            why.append(
-                f"severity {'rose' if rose else 'fell'} from {prev.get('severity')} to {e.get('severity')}"
-            )
+            parts.append(
+                {"code": "severity-rose" if rose else "severity-fell", "from": prev.get("severity"),
+                 "to": e.get("severity")}
+            )  # fmt: skip
         if prev is not None and prev.get("state") not in UNACKNOWLEDGED and e.get("state") in UNACKNOWLEDGED:
-            if any(why) and why[0].startswith("severity rose"):
-                why[0] += ": acknowledgement required again"
+            if parts and parts[0]["code"] == "severity-rose":
+                parts.append({"code": "reack-severity"})
             elif "alarm-added" in changes:
-                why.append("a new alarm fired: acknowledgement required")
+                parts.append({"code": "new-alarm"})
             elif prev.get("state") not in OVERLAYS:
-                why.append("an alarm fired again: acknowledgement required again")
+                parts.append({"code": "fired-again"})
             else:
-                why.append(f"{prev.get('state')} ended with an alarm firing: acknowledgement required")
-        if prev is not None and e.get("state") != prev.get("state") and not why:
-            why.append(f"{prev.get('state')} → {e.get('state')}")
+                parts.append({"code": "overlay-ended", "from": prev.get("state")})
+        if prev is not None and e.get("state") != prev.get("state") and not parts:
+            parts.append({"code": "state", "from": prev.get("state"), "to": e.get("state")})
         e["changes"] = changes
-        e["why"] = "; ".join(why)
+        e["why"] = _why_text(parts)
+        e["why_parts"] = parts
         out.append(e)
         prev = h
     return out
+
+
+def _why_text(parts: list[dict[str, Any]]) -> str:
+    words = []
+    for p in parts:
+        code = p["code"]
+        if code in ("severity-rose", "severity-fell"):
+            words.append(f"severity {code.split('-')[1]} from {p['from']} to {p['to']}")
+        elif code == "reack-severity":
+            words[-1] += ": acknowledgement required again"
+        elif code == "new-alarm":
+            words.append("a new alarm fired: acknowledgement required")
+        elif code == "fired-again":
+            words.append("an alarm fired again: acknowledgement required again")
+        elif code == "overlay-ended":
+            words.append(f"{p['from']} ended with an alarm firing: acknowledgement required")
+        else:
+            words.append(f"{p['from']} → {p['to']}")
+    return "; ".join(words)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -279,3 +280,53 @@ def test_sign_in_and_a_viewer_cannot_act(make_worker, publish, tmp_path, chromiu
     state = httpx.get(f"{w.url}/api/incidents/{incidents[0]['id']}", headers=auth, timeout=5).json()
     assert state["incident"]["state"] == "unacknowledged"
     page.context.close()
+
+
+def test_open_the_incident_page_from_a_delivered_email_and_acknowledge(
+    make_worker, publish, tmp_path, chromium
+):
+    """alarm → incident → escalation → email (local SMTP) → its link → the page → acknowledge.
+    The escalation file names no console_url: the link is the running console's."""
+    from atalaia.notifiers.testing import SmtpSink
+
+    smtp = SmtpSink().start()
+    try:
+        policy = tmp_path / "escalation.yaml"
+        policy.write_text(
+            "timezone: Europe/Lisbon\nlang: pt-PT\n"
+            f'targets:\n  ana-email: {{channel: email, url: "{smtp.mailto("ana@cm-porto.pt")}"}}\n'
+            "routes: [{policy: p}]\npolicies:\n  p:\n    steps:\n      - {targets: [ana-email], wait: 10m}\n"
+        )
+        stages = ("incidents", "projection", "escalation", "delivery")
+        w = make_worker(
+            "--stages", ",".join(stages), extra_env={"ATALAIA_ESCALATION_PATH": str(policy)}
+        ).start(stages)
+        publish(alarm("g7", datetime.now(UTC).replace(microsecond=0), "high", parish="Ramalde", value=3.7777))
+        deadline = time.monotonic() + 30
+        while not smtp.messages and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert smtp.messages, "the email was delivered"
+        text = smtp.messages[0].text
+        links = re.findall(r"http://\S+/incidents/\w+", text)
+        assert links and links[0].startswith(w.url + "/incidents/"), f"the link leads to this console: {text}"
+        assert "3,78 m" in text, "the value is rounded, with its unit"
+        page = chromium.new_context(locale="pt-PT").new_page()
+        page.goto(links[0])
+        page.wait_for_selector("#incident:not([hidden])", timeout=10000)
+        page.wait_for_function(
+            "document.getElementById('deliveries').textContent.includes('ana-email')", timeout=10000
+        )
+        page.select_option("#action", "acknowledge")
+        page.fill("#reason", "equipa a caminho")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('msg').textContent.includes('feito')", timeout=10000)
+        page.wait_for_function(
+            "document.getElementById('timeline').textContent.includes('equipa a caminho')", timeout=10000
+        )
+        assert "reconhecido" in page.inner_text("#state")
+        assert "por reconhecer → reconhecido" in page.inner_text("#timeline"), "the why, in Portuguese"
+        assert "entregue" in page.inner_text("#deliveries")
+        page.screenshot(path=str(SHOTS / "incident-from-email-acknowledged.png"), full_page=True)
+        page.context.close()
+    finally:
+        smtp.stop()
