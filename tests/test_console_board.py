@@ -176,7 +176,26 @@ def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publ
     assert "acknowledge" not in [b.get_attribute("data-action") for b in bonfim.locator("button").all()]
     assert page.locator("tr[data-incident]").last.get_attribute("data-incident") == bonfim_id
     page.wait_for_function("/updated/.test(document.getElementById('updated').textContent)")
+    assert "New critical incident" in page.inner_text("#announce"), "aria-live announces new incidents"
     page.screenshot(path=str(SHOTS / "board-two-incidents.png"))
+
+    # keys: / searches; s shelves the focused row, for a chosen time, with a reason
+    bonfim.focus()
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "f-text"
+    bonfim.focus()
+    page.keyboard.press("s")
+    page.wait_for_selector("#dlg[open]")
+    page.select_option("#dlg-duration", "1h")
+    page.fill("#dlg-reason", "gauge being cleaned")
+    page.click("#dlg button[value=send]")
+    page.wait_for_function(
+        f"document.querySelector('tr[data-incident=\"{bonfim_id}\"] .state')?.textContent.startsWith('shelved ·')",
+        timeout=10000,
+    )
+    assert "unshelve" in [b.get_attribute("data-action") for b in bonfim.locator("button").all()]
+    shelved = httpx.get(f"{w.url}/api/incidents/{bonfim_id}", timeout=5).json()
+    assert shelved["history"][-1]["reason"] == "gauge being cleaned" and shelved["incident"]["shelved_until"]
 
     # 3. the incident page, from the link in messages: alarms with units, acknowledge with a reason
     campanha_id = row(page, "Campanhã").get_attribute("data-incident")
@@ -189,7 +208,8 @@ def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publ
     page.select_option("#action", "acknowledge")
     page.fill("#reason", "crew on the way")
     page.click("#send")
-    page.wait_for_function("document.getElementById('msg').textContent.includes('done')", timeout=10000)
+    page.wait_for_function("document.getElementById('msg').textContent !== ''", timeout=10000)
+    assert "refused" not in page.inner_text("#msg"), page.inner_text("#msg")
     page.wait_for_function(
         "document.getElementById('timeline').textContent.includes('crew on the way')", timeout=10000
     )
@@ -319,7 +339,8 @@ def test_open_the_incident_page_from_a_delivered_email_and_acknowledge(
         page.select_option("#action", "acknowledge")
         page.fill("#reason", "equipa a caminho")
         page.click("#send")
-        page.wait_for_function("document.getElementById('msg').textContent.includes('feito')", timeout=10000)
+        page.wait_for_function("document.getElementById('msg').textContent !== ''", timeout=10000)
+        assert "recusado" not in page.inner_text("#msg"), page.inner_text("#msg")
         page.wait_for_function(
             "document.getElementById('timeline').textContent.includes('equipa a caminho')", timeout=10000
         )
