@@ -84,10 +84,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
         return state["rules"]
 
     def delivery_log() -> Any:
-        """The delivery log if this console can read it (same data directory as the notifier)."""
-        notifier = getattr(app, "atalaia_notifier", None)
-        if notifier is not None:
-            return notifier.log
+        """The delivery log if this console can read it (same data directory as the notifier), on
+        a connection of its own (the notifier's belongs to its sender)."""
         if "deliveries" not in state:
             path = settings.data_dir / "deliveries.sqlite"
             if not path.exists():
