@@ -3,7 +3,7 @@ value is a :class:`FilterError` naming the field (the API answers 400 problem+js
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +31,6 @@ class IncidentFilter:
     until: datetime | None = None  # updated before
     limit: int = 200
     sort: str = "triage"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def match(self, i: dict[str, Any]) -> bool:
         if self.open_only and i.get("state") == "closed":

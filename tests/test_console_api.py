@@ -145,6 +145,24 @@ def test_the_timeline_says_why_acknowledgement_is_needed_again():
     assert why[3] == "severity fell from high to medium"
 
 
+def _luminance(hex_colour: str) -> float:
+    r, g, b = (int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    f = lambda c: c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4  # noqa: E731
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b)
+
+
+def test_severity_badges_meet_wcag_aa_and_carry_a_shape():
+    css = (ROOT / "console" / "static" / "console.css").read_text()
+    for sev in ("critical", "high", "medium", "low", "informational"):
+        m = re.search(rf"\.sev\.{sev} {{ background: (#[0-9a-f]{{6}}); color: (#[0-9a-f]{{3,6}}); }}", css)
+        assert m, f"no colours for {sev}"
+        bg, fg = m.group(1), m.group(2)
+        fg = "#" + "".join(c * 2 for c in fg[1:]) if len(fg) == 4 else fg
+        hi, lo = sorted((_luminance(bg), _luminance(fg)), reverse=True)
+        assert (hi + 0.05) / (lo + 0.05) >= 4.5, f"{sev} badge contrast below 4.5:1"
+        assert re.search(rf'\.sev\.{sev}::before {{ content: "."; }}', css), f"{sev} has no shape"
+
+
 def test_links_follow_the_running_console():
     assert Settings(http_port=18123, console_url=None).public_url() == "http://127.0.0.1:18123"
     assert Settings(console_url="https://atalaia.cm-porto.pt/").public_url() == "https://atalaia.cm-porto.pt"
@@ -360,3 +378,16 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
     assert time.monotonic() - t0 < 12, "an open event stream held the worker's shutdown"
     late.thread.join(5)
     assert not late.thread.is_alive(), "the stream ended with the worker"
+
+
+def test_the_catalogue_has_every_key_in_both_languages():
+    cat = json.loads((ROOT / "console" / "static" / "i18n.json").read_text())
+    assert set(cat["pt-PT"]) == set(cat["en-GB"])
+    used = set()
+    for page in ("index.html", "incident.html"):
+        used |= set(re.findall(r'data-t="([^"]+)"', (ROOT / "console" / "static" / page).read_text()))
+    js = "".join(
+        (ROOT / "console" / "static" / f).read_text() for f in ("index.html", "incident.html", "console.js")
+    )
+    used |= set(re.findall(r"\bt\('([a-z-]+\.[a-z_.-]+)'", js))
+    assert used - set(cat["en-GB"]) == set(), "keys used but not in the catalogue"
