@@ -129,6 +129,7 @@ class Message:
     subject: str
     body: str
     short: str
+    link: str = ""  # the incident page (the SMS keeps it whole when it shortens the text)
 
 
 def _local(ts: str | None, tz: ZoneInfo) -> str:
@@ -213,4 +214,6 @@ def render(
         "runbook": runbook,
     }
     part = {p: _compiled[(lang, n.kind, p)].render(ctx) for p in ("subject", "body", "short")}
-    return Message(subject=part["subject"].strip(), body=part["body"], short=part["short"].strip())
+    return Message(
+        subject=part["subject"].strip(), body=part["body"], short=part["short"].strip(), link=ctx["link"]
+    )

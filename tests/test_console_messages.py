@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atalaia.notifiers.model import IncidentSnapshot, Notification
 from atalaia.notifiers.render import TEMPLATES, format_value, render
+from atalaia.notifiers.sms import fit_keeping, is_gsm7, segments, transliterate
 from atalaia.notifiers.testing import incident_event
 from atalaia.rules.info import rule_catalog
 
@@ -71,3 +74,24 @@ def test_values_are_rounded_for_reading():
     assert format_value(3.0, None, "en-GB") == "3"
     assert format_value(-0.001, "m", "en-GB") == "0 m"
     assert format_value(None, "m", "en-GB") == "?"
+
+
+@pytest.mark.parametrize("segments_allowed", [1, 2])
+def test_a_shortened_sms_keeps_the_whole_link(segments_allowed):
+    n = notification("escalation", "2026-01-28T10:00:00Z", 0.212)
+    n.snapshot.title = "Cheia na Ribeira, Miragaia, São Nicolau e Vitória — " * 4
+    m = render(n, "pt-PT", console_url=URL, rules=RULES)
+    text = fit_keeping(m.short[: -len(m.link)], m.link, segments_allowed)
+    assert segments(text)[0] <= segments_allowed
+    assert text.endswith(" https://atalaia.example/incidents/inc-douro-1"), text
+    assert "..." in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=400), st.text(min_size=1, max_size=60).filter(str.strip), st.integers(1, 3))
+def test_fit_keeping_never_cuts_the_tail_when_it_fits(head, tail, max_segments):
+    out = fit_keeping(head, tail, max_segments)
+    assert segments(out)[0] <= max_segments
+    norm_tail = " ".join(tail.split())
+    if segments("... " + transliterate(norm_tail))[0] <= max_segments and is_gsm7(transliterate(norm_tail)):
+        assert out.endswith(transliterate(norm_tail)) or out.endswith(norm_tail)
