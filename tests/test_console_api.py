@@ -365,6 +365,7 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
         capture_output=True,
         text=True,
         timeout=240,
+        cwd=tmp_path,  # its cache stays out of the work tree
     )
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
     assert "/api/incidents" in out.stdout and "passed" in out.stdout.lower(), out.stdout[-3000:]
