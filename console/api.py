@@ -1,44 +1,73 @@
-"""Operations-centre HTTP API on the Faust web server.
+"""Operations-centre HTTP API and pages on the Faust web server (documented in
+``console/openapi.py``, served at ``/openapi.json`` and ``/docs``).
 
-* ``GET  /``                                  the live incident board (static page)
-* ``GET  /api/incidents[?state=open|all]``    incidents from the SQL projection
-* ``GET  /api/incidents/{id}``                one incident with its alarms and audit trail
+* ``GET  /``                                  the live triage board (static page)
+* ``GET  /incidents/{id}``                    the incident page (the link in every SMS and email)
+* ``GET  /api/incidents``                     incidents from the SQL projection, filtered, in triage order
+* ``GET  /api/incidents/{id}``                one incident with its alarms, audit trail and allowed actions
+* ``GET  /api/incidents/{id}/deliveries``     who was notified, when, how, with what result
+* ``GET  /api/deliveries``                    the delivery log
+* ``GET  /api/stream``                        server-sent events: every incident change, live
 * ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``;
-  answers 200 (accepted), 409 (refused by the incident manager, with its reason) or 202 (queued:
-  no reply within 5 s)
+  answers 200 (accepted), 404 (unknown incident), 409 (refused by the incident manager, with its
+  reason) or 202 (queued: no reply within 5 s)
 
-Bad requests get a 4xx with an ``application/problem+json`` body. Commands are validated with
-the incidents package's ``Command`` model before they reach Kafka; whether the incident accepts
-them (state, role) is decided by the incident manager, which answers on ``atalaia.replies``.
+Bad requests get a 4xx with an ``application/problem+json`` body naming the field. Commands are
+validated with the incidents package's ``Command`` model before they reach Kafka; whether the
+incident accepts them (state, role) is decided by the incident manager, which answers on
+``atalaia.replies``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
+from aiohttp import web
 from pydantic import ValidationError
 
 from atalaia.streams.app import PROBLEM, problem
 
 STATIC = Path(__file__).parent / "static"
+STATIC_FILES = {  # served under /console/<name>
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+    "i18n.json": "application/json",
+}
 REPLY_WAIT_S = 5.0  # how long a command request waits for the incident manager's reply
+PING_S = 5.0  # server-sent-event heartbeat (the board's "updated N s ago")
+
+
+def rfc3339(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None:
     """Add the console routes to ``app``; ``publish(topic, value, key)`` sends to Kafka."""
-    from atalaia.console.auth import Authenticator
+    from atalaia.console.auth import Authenticator, Identity
+    from atalaia.console.filters import SCAN_LIMIT, FilterError, parse_filter
+    from atalaia.console.live import IncidentFeed
+    from atalaia.console.openapi import document
+    from atalaia.console.present import allowed_actions, counts, explain
     from atalaia.console.replies import ReplyWatcher
     from atalaia.incidents.commands import Command
+    from atalaia.incidents.config import DEFAULT_PERMISSIONS
     from atalaia.incidents.projection import Projection
+    from atalaia.rules.info import rule_catalog
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
+    feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))
+    app.atalaia_feed = feed
     auth = Authenticator.from_file(settings.console_users)
-
+    permissions = _permissions(settings, DEFAULT_PERMISSIONS)
     state: dict[str, Any] = {}
 
     def projection() -> Projection:
@@ -49,61 +78,214 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             state["proj"] = Projection.connect(settings.projection_url(), schema=settings.database_schema)
         return state["proj"]
 
-    @app.page("/")
-    class Board(faust.web.View):
-        async def get(self, request: Any) -> Any:
-            return self.bytes((STATIC / "index.html").read_bytes(), content_type="text/html")
+    def catalog() -> dict[str, Any]:
+        if "rules" not in state:
+            state["rules"] = rule_catalog(settings.rules_paths)
+        return state["rules"]
+
+    def delivery_log() -> Any:
+        """The delivery log if this console can read it (same data directory as the notifier), on
+        a connection of its own (the notifier's belongs to its sender)."""
+        if "deliveries" not in state:
+            path = settings.data_dir / "deliveries.sqlite"
+            if not path.exists():
+                return None
+            from atalaia.notifiers.log import SQLiteDeliveryLog
+
+            state["deliveries"] = SQLiteDeliveryLog(path)
+        return state["deliveries"]
+
+    def fail(view: Any, status: int, title: str, detail: str, **extra: Any) -> Any:
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return view.json(
+            problem(status, title, detail, **extra), status=status, content_type=PROBLEM, headers=headers
+        )
+
+    def identify(request: Any) -> Identity | None:
+        """Who is asking: the token's user; None when authentication is on and the token is bad.
+        Without authentication (the demo) the caller is an anonymous operator."""
+        if not auth.enabled:
+            return Identity(request.query.get("actor") or "operator", "operator")
+        return auth.identify(request.headers.get("Authorization"))
 
     def refuse(view: Any, request: Any) -> Any:
         """With authentication on, reading needs a token too (any role)."""
-        if auth.enabled and auth.identify(request.headers.get("Authorization")) is None:
-            return view.json(
-                problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
-                status=401,
-                content_type=PROBLEM,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if identify(request) is None:
+            return fail(view, 401, "Not authenticated", "send Authorization: Bearer <token>")
         return None
+
+    def page(name: str) -> bytes:
+        return (STATIC / name).read_bytes()
+
+    @app.page("/")
+    class Board(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.bytes(page("index.html"), content_type="text/html")
+
+    @app.page("/incidents/{incident}")
+    class IncidentPage(faust.web.View):
+        async def get(self, request: Any, incident: str) -> Any:
+            return self.bytes(page("incident.html"), content_type="text/html")
+
+    @app.page("/docs")
+    class Docs(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.bytes(page("docs.html"), content_type="text/html")
+
+    @app.page("/openapi.json")
+    class OpenAPI(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.json(document())
+
+    @app.page("/console/{name}")
+    class Static(faust.web.View):
+        async def get(self, request: Any, name: str) -> Any:
+            if name not in STATIC_FILES:
+                return fail(self, 404, "Not found", name)
+            return self.bytes(page(name), content_type=STATIC_FILES[name])
 
     @app.page("/api/incidents")
     class Incidents(faust.web.View):
         async def get(self, request: Any) -> Any:
-            if (denied := refuse(self, request)) is not None:
-                return denied
-            which = request.query.get("state", "open")
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             try:
-                limit = int(request.query.get("limit", "200"))
-            except ValueError:
-                return self.json(
-                    problem(400, "Bad query", "limit must be an integer"), status=400, content_type=PROBLEM
-                )
+                f = parse_filter(request.query)
+            except FilterError as e:
+                return fail(self, 400, "Bad filter", str(e), field=e.field)
             p = projection()
-            rows = p.open_incidents() if which == "open" else p.incidents(limit=limit)
-            return self.json({"incidents": rows[:limit]})
+            if f.open_only:
+                rows = p.open_incidents()
+            elif f.states is not None and len(f.states) == 1:
+                rows = p.incidents(limit=SCAN_LIMIT, state=f.states[0])
+            else:
+                rows = p.incidents(limit=SCAN_LIMIT)
+            chosen = f.apply(rows)
+            for r in chosen:
+                r["actions"] = allowed_actions(r, who.role, permissions)
+            return self.json({"incidents": chosen, "counts": counts(chosen)})
 
     @app.page("/api/incidents/{incident}")
     class IncidentDetail(faust.web.View):
         async def get(self, request: Any, incident: str) -> Any:
-            if (denied := refuse(self, request)) is not None:
-                return denied
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             p = projection()
             row = p.incident(incident)
             if row is None:
-                return self.json(problem(404, "No such incident", incident), status=404, content_type=PROBLEM)
-            return self.json({"incident": row, "alarms": p.alarms(incident), "history": p.history(incident)})
+                return fail(self, 404, "No such incident", incident)
+            rules = catalog()
+            alarms = []
+            for a in p.alarms(incident):
+                info = rules.get(a["rule"])
+                a.update(
+                    info.to_dict()
+                    if info
+                    else {"unit": None, "description": None, "summary": None, "runbook": None}
+                )
+                alarms.append(a)
+            actions = allowed_actions(row, who.role, permissions)
+            row["actions"] = actions
+            return self.json(
+                {
+                    "incident": row,
+                    "alarms": alarms,
+                    "history": explain(p.history(incident)),
+                    "actions": actions,
+                }
+            )
+
+    def deliveries_json(log: Any, incident: str | None, limit: int) -> dict[str, Any]:
+        if log is None:
+            return {"deliveries": [], "attempts": [], "available": False}
+        out = []
+        for d in log.deliveries(incident, limit):
+            row = {k: getattr(d, k) for k in d.__dataclass_fields__}
+            for k in ("queued_at", "updated_at", "delivered_at"):
+                row[k] = rfc3339(row[k])
+            out.append(row)
+        attempts = []
+        if incident is not None:
+            for a in log.attempts(incident, limit):
+                row = {k: getattr(a, k) for k in a.__dataclass_fields__}
+                row["started_at"] = rfc3339(row["started_at"])
+                attempts.append(row)
+        return {"deliveries": out, "attempts": attempts, "available": True}
+
+    @app.page("/api/incidents/{incident}/deliveries")
+    class IncidentDeliveries(faust.web.View):
+        async def get(self, request: Any, incident: str) -> Any:
+            if (denied := refuse(self, request)) is not None:
+                return denied
+            if projection().incident(incident) is None:
+                return fail(self, 404, "No such incident", incident)
+            return self.json(deliveries_json(delivery_log(), incident, 1000))
+
+    @app.page("/api/deliveries")
+    class Deliveries(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            if (denied := refuse(self, request)) is not None:
+                return denied
+            try:
+                limit = int(request.query.get("limit", "200"))
+                if not 1 <= limit <= 1000:
+                    raise ValueError
+            except ValueError:
+                return fail(self, 400, "Bad filter", "limit: an integer between 1 and 1000", field="limit")
+            body = deliveries_json(delivery_log(), None, limit)
+            body.pop("attempts")
+            return self.json(body)
+
+    @app.page("/api/stream")
+    class Stream(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            resp = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                }
+            )
+            await resp.prepare(request)
+            sub = feed.subscribe()
+            try:
+                await resp.write(b"retry: 2000\n\n")
+                await resp.write(_sse("ping", {"at": time.time(), "feed": feed.connected}))
+                while not sub.dropped and not feed.should_stop:
+                    try:
+                        row = await asyncio.wait_for(sub.queue.get(), PING_S)
+                    except TimeoutError:
+                        await resp.write(_sse("ping", {"at": time.time(), "feed": feed.connected}))
+                        continue
+                    if row is None:
+                        break
+                    row = dict(row, actions=allowed_actions(row, who.role, permissions))
+                    await resp.write(_sse("incident", row))
+            except (ConnectionResetError, asyncio.CancelledError):
+                pass
+            finally:
+                feed.unsubscribe(sub)
+            return resp
 
     @app.page("/api/whoami")
     class WhoAmI(faust.web.View):
         async def get(self, request: Any) -> Any:
             if not auth.enabled:
-                return self.json({"authentication": "off", "note": "commands are trusted as sent (demo)"})
+                return self.json(
+                    {
+                        "authentication": "off",
+                        "role": "operator",
+                        "note": "commands are trusted as sent (demo)",
+                    }
+                )
             who = auth.identify(request.headers.get("Authorization"))
             if who is None:
-                return self.json(
-                    problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
-                    status=401,
-                    content_type=PROBLEM,
-                )
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             return self.json({"authentication": "token", "actor": who.actor, "role": who.role})
 
     @app.page("/api/incidents/{incident}/commands")
@@ -112,36 +294,19 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             # JSON only: a cross-site form or text/plain POST from an operator's browser is refused
             ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype != "application/json":
-                return self.json(
-                    problem(415, "Unsupported media type", "send the command as application/json"),
-                    status=415,
-                    content_type=PROBLEM,
-                )
+                return fail(self, 415, "Unsupported media type", "send the command as application/json")
             if request.content_length and request.content_length > 64 * 1024:
-                return self.json(
-                    problem(413, "Command too large", "a command is at most 64 KiB"),
-                    status=413,
-                    content_type=PROBLEM,
-                )
+                return fail(self, 413, "Command too large", "a command is at most 64 KiB")
             try:
                 body = orjson.loads(await request.read())
                 if not isinstance(body, dict):
                     raise ValueError("the body must be a JSON object")
             except (ValueError, orjson.JSONDecodeError) as e:
-                return self.json(
-                    problem(400, "Bad command", f"body is not a JSON object: {e}"),
-                    status=400,
-                    content_type=PROBLEM,
-                )
+                return fail(self, 400, "Bad command", f"body is not a JSON object: {e}")
             if auth.enabled:
                 who = auth.identify(request.headers.get("Authorization"))
                 if who is None:
-                    return self.json(
-                        problem(401, "Not authenticated", "send Authorization: Bearer <token>"),
-                        status=401,
-                        content_type=PROBLEM,
-                        headers={"WWW-Authenticate": "Bearer"},
-                    )
+                    return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
                 body["actor"], body["role"] = who.actor, who.role  # never trust the body for these
             body["incident"] = incident
             body.setdefault(
@@ -150,19 +315,18 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             )
             try:
                 cmd = Command.model_validate(body)
-            except ValidationError as e:
-                errors = [
-                    {"field": ".".join(map(str, err["loc"])), "message": err["msg"]} for err in e.errors()
-                ]
-                return self.json(
-                    problem(
-                        422,
-                        "Invalid command",
-                        "; ".join(f"{x['field']}: {x['message']}" for x in errors),
-                        errors=errors,
-                    ),
-                    status=422,
-                    content_type=PROBLEM,
+            except (ValidationError, TypeError) as e:
+                errors = (
+                    [{"field": ".".join(map(str, err["loc"])), "message": err["msg"]} for err in e.errors()]
+                    if isinstance(e, ValidationError)
+                    else [{"field": "", "message": str(e)}]
+                )
+                return fail(
+                    self,
+                    422,
+                    "Invalid command",
+                    "; ".join(f"{x['field']}: {x['message']}" for x in errors),
+                    errors=errors,
                 )
             await publish(
                 settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")), incident.encode()
@@ -171,9 +335,22 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             if reply is None:  # the incident manager is busy or down: the command is queued
                 return self.json({"command": cmd.id, "status": "queued"}, status=202)
             if not reply.get("accepted"):
-                return self.json(
-                    problem(409, "Command refused", str(reply.get("reason", "")), command=cmd.id),
-                    status=409,
-                    content_type=PROBLEM,
-                )
+                reason = str(reply.get("reason", ""))
+                if reason.startswith("unknown incident"):
+                    return fail(self, 404, "No such incident", reason, command=cmd.id)
+                return fail(self, 409, "Command refused", reason, command=cmd.id)
             return self.json({"command": cmd.id, "status": "accepted", "reply": reply}, status=200)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _permissions(settings: Any, default: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The role table the incident manager uses (its config file), to hide what would be refused."""
+    try:
+        from atalaia.incidents.config import load_config
+
+        return dict(load_config(settings.incidents_path).permissions)
+    except Exception:  # the manager still decides; only the buttons are less exact
+        return dict(default)

@@ -1,17 +1,25 @@
 """Message texts, pt-PT and en-GB, rendered from Jinja2 templates (plain text, no I/O).
 
-``render(notification, lang, tz, console_url)`` gives a :class:`Message` with a subject, a long
+``render(notification, lang, tz, console_url, rules)`` gives a :class:`Message` with a subject, a long
 body (email) and a short text (SMS, before length fitting by :func:`atalaia.notifiers.sms.fit`).
+
+Every text carries the leading alarm in words a person acts on: the rule's ``summary`` annotation
+when it has one (else its description and the station), the value rounded with its unit, local time
+with the zone (``04/12 19:32 WET``) and the link to the incident page. ``rules`` maps rule id to
+:class:`atalaia.rules.info.RuleInfo` (unit, summary, runbook); without it values have no unit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, StrictUndefined
 
 from atalaia.notifiers.model import Notification, parse_time
+from atalaia.rules.alarm import severity_rank
 
 SEVERITY = {
     "pt-PT": {
@@ -59,7 +67,7 @@ TEMPLATES: dict[tuple[str, str, str], str] = {
         "pt-PT",
         "escalation",
         "short",
-    ): "ATALAIA {{ sev|upper }}: {{ s.title }}. {{ state|capitalize }} desde {{ opened }}."
+    ): "ATALAIA {{ sev|upper }}: {{ s.title }}. {{ lead }}. {{ state|capitalize }} desde {{ opened }}."
     "{% if n.step > 0 or n.repeat > 0 %} Escalão {{ n.step + 1 }}{% if n.repeat %}, aviso {{ n.repeat + 1 }}{% endif %}.{% endif %}"
     " Reconheça: {{ link }}",
     ("pt-PT", "escalation", "body"): "Incidente: {{ s.title }}\n"
@@ -67,16 +75,19 @@ TEMPLATES: dict[tuple[str, str, str], str] = {
     "Escalão: {{ n.step + 1 }}{% if n.repeat %} (aviso {{ n.repeat + 1 }}){% endif %}\n"
     "{% for k, v in s.labels|dictsort %}{{ k }}: {{ v }}\n{% endfor %}"
     "{% if s.alarms %}\nAlarmes ({{ s.alarms|length }}):\n{% for a in s.alarms %}"
-    "- {{ a.rule }} em {{ a.entity or a.key }}: {{ sev_of(a.severity) }}"
-    "{% if a.value is not none %}, valor {{ a.value }}{% endif %}\n{% endfor %}{% endif %}"
+    "- {{ line(a) }}: {{ sev_of(a.severity) }}"
+    "{% if a.value is not none %}, valor {{ value(a) }}{% endif %}\n"
+    "{% if runbook(a) %}  Procedimento: {{ runbook(a) }}\n{% endif %}{% endfor %}{% endif %}"
     "\nReconheça o incidente na consola: {{ link }}\nRef.: {{ s.incident }} / {{ n.id }}\n",
     ("pt-PT", "resolved", "subject"): "[Atalaia] Encerrado: {{ s.title }}",
     (
         "pt-PT",
         "resolved",
         "short",
-    ): "ATALAIA: encerrado {{ s.title }} ({{ at }}).{% if s.acknowledged_by %} Reconhecido por {{ s.acknowledged_by }}.{% endif %}",
+    ): "ATALAIA: encerrado {{ s.title }} ({{ at }}). {{ lead }}."
+    "{% if s.acknowledged_by %} Reconhecido por {{ s.acknowledged_by }}.{% endif %} {{ link }}",
     ("pt-PT", "resolved", "body"): "O incidente {{ s.title }} foi encerrado às {{ at }} (hora de Lisboa).\n"
+    "{% if lead_value %}Último valor: {{ lead_value }} — {{ lead }}\n{% endif %}"
     "{% if s.acknowledged_by %}Reconhecido por: {{ s.acknowledged_by }}\n{% endif %}"
     "Ref.: {{ s.incident }}\n{{ link }}\n",
     ("en-GB", "escalation", "subject"): "[Atalaia {{ sev|upper }}] {{ s.title }}",
@@ -84,7 +95,7 @@ TEMPLATES: dict[tuple[str, str, str], str] = {
         "en-GB",
         "escalation",
         "short",
-    ): "ATALAIA {{ sev|upper }}: {{ s.title }}. {{ state|capitalize }} since {{ opened }}."
+    ): "ATALAIA {{ sev|upper }}: {{ s.title }}. {{ lead }}. {{ state|capitalize }} since {{ opened }}."
     "{% if n.step > 0 or n.repeat > 0 %} Tier {{ n.step + 1 }}{% if n.repeat %}, reminder {{ n.repeat }}{% endif %}.{% endif %}"
     " Acknowledge: {{ link }}",
     ("en-GB", "escalation", "body"): "Incident: {{ s.title }}\n"
@@ -92,16 +103,19 @@ TEMPLATES: dict[tuple[str, str, str], str] = {
     "Escalation tier: {{ n.step + 1 }}{% if n.repeat %} (reminder {{ n.repeat }}){% endif %}\n"
     "{% for k, v in s.labels|dictsort %}{{ k }}: {{ v }}\n{% endfor %}"
     "{% if s.alarms %}\nAlarms ({{ s.alarms|length }}):\n{% for a in s.alarms %}"
-    "- {{ a.rule }} at {{ a.entity or a.key }}: {{ sev_of(a.severity) }}"
-    "{% if a.value is not none %}, value {{ a.value }}{% endif %}\n{% endfor %}{% endif %}"
+    "- {{ line(a) }}: {{ sev_of(a.severity) }}"
+    "{% if a.value is not none %}, value {{ value(a) }}{% endif %}\n"
+    "{% if runbook(a) %}  Runbook: {{ runbook(a) }}\n{% endif %}{% endfor %}{% endif %}"
     "\nAcknowledge the incident in the console: {{ link }}\nRef: {{ s.incident }} / {{ n.id }}\n",
     ("en-GB", "resolved", "subject"): "[Atalaia] Closed: {{ s.title }}",
     (
         "en-GB",
         "resolved",
         "short",
-    ): "ATALAIA: closed {{ s.title }} ({{ at }}).{% if s.acknowledged_by %} Acknowledged by {{ s.acknowledged_by }}.{% endif %}",
+    ): "ATALAIA: closed {{ s.title }} ({{ at }}). {{ lead }}."
+    "{% if s.acknowledged_by %} Acknowledged by {{ s.acknowledged_by }}.{% endif %} {{ link }}",
     ("en-GB", "resolved", "body"): "Incident {{ s.title }} was closed at {{ at }} (Lisbon time).\n"
+    "{% if lead_value %}Last value: {{ lead_value }} — {{ lead }}\n{% endif %}"
     "{% if s.acknowledged_by %}Acknowledged by: {{ s.acknowledged_by }}\n{% endif %}"
     "Ref: {{ s.incident }}\n{{ link }}\n",
 }
@@ -115,22 +129,75 @@ class Message:
     subject: str
     body: str
     short: str
+    link: str = ""  # the incident page (the SMS keeps it whole when it shortens the text)
 
 
 def _local(ts: str | None, tz: ZoneInfo) -> str:
     if not ts:
         return "?"
-    return parse_time(ts).astimezone(tz).strftime("%d/%m %H:%M")
+    return parse_time(ts).astimezone(tz).strftime("%d/%m %H:%M %Z")
+
+
+def format_value(value: Any, unit: str | None, lang: str) -> str:
+    """Rounded for reading (2 decimals under 10, 1 under 100, none above), decimal comma in
+    Portuguese, with the unit: ``0,21 m``, ``3512 m³/s``."""
+    if value is None:
+        return "?"
+    v = float(value)
+    digits = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2
+    text = f"{v:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("-0", ""):
+        text = "0"
+    if lang == "pt-PT":
+        text = text.replace(".", ",")
+    return f"{text} {unit}" if unit else text
+
+
+def _station(a: Mapping[str, Any]) -> str:
+    return str(a.get("entity") or a.get("key") or "?").rsplit(":", 1)[-1]
 
 
 def render(
-    n: Notification, lang: str = "pt-PT", tz: ZoneInfo | None = None, console_url: str | None = None
+    n: Notification,
+    lang: str = "pt-PT",
+    tz: ZoneInfo | None = None,
+    console_url: str | None = None,
+    rules: Mapping[str, Any] | None = None,
 ) -> Message:
     if lang not in SEVERITY:
         raise ValueError(f"unsupported language {lang!r} (pt-PT, en-GB)")
     tz = tz or ZoneInfo("Europe/Lisbon")
+    rules = rules or {}
     s = n.snapshot
     base = (console_url or "").rstrip("/")
+    at_word = " em " if lang == "pt-PT" else " at "
+
+    def value(a: Mapping[str, Any]) -> str:
+        info = rules.get(a.get("rule"))
+        return format_value(a.get("value"), info.unit if info else None, lang)
+
+    def line(a: Mapping[str, Any]) -> str:
+        info = rules.get(a.get("rule"))
+        summary = info.summary_for(dict(a), s.labels) if info else None
+        if summary:
+            return summary
+        return f"{(info.description if info else None) or a.get('rule')}{at_word}{_station(a)}"
+
+    def runbook(a: Mapping[str, Any]) -> str | None:
+        info = rules.get(a.get("rule"))
+        return info.runbook if info else None
+
+    ranked = sorted(s.alarms, key=lambda a: -severity_rank(a.get("severity")))
+    lead_alarm = next((a for a in ranked if a.get("value") is not None), ranked[0] if ranked else None)
+    lead = ""
+    if lead_alarm is not None:
+        info = rules.get(lead_alarm.get("rule"))
+        summary = info.summary_for(dict(lead_alarm), s.labels) if info else None
+        lead = line(lead_alarm)
+        if lead_alarm.get("value") is not None and not summary:  # a summary carries its value
+            lead += f": {value(lead_alarm)}"
     ctx = {
         "n": n,
         "s": s,
@@ -140,6 +207,13 @@ def render(
         "opened": _local(s.opened_at or s.at, tz),
         "at": _local(s.at, tz),
         "link": f"{base}/incidents/{s.incident}" if base else s.incident,
+        "lead": lead or s.title,
+        "lead_value": value(lead_alarm) if lead_alarm and lead_alarm.get("value") is not None else "",
+        "line": line,
+        "value": value,
+        "runbook": runbook,
     }
     part = {p: _compiled[(lang, n.kind, p)].render(ctx) for p in ("subject", "body", "short")}
-    return Message(subject=part["subject"].strip(), body=part["body"], short=part["short"].strip())
+    return Message(
+        subject=part["subject"].strip(), body=part["body"], short=part["short"].strip(), link=ctx["link"]
+    )

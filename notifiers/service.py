@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -79,8 +80,10 @@ class Notifier:
         backoff: Backoff | None = None,
         channels: dict[str, Channel] | None = None,
         http: aiohttp.ClientSession | None = None,
+        rules: dict[str, Any] | None = None,
     ):
         self.config, self.log = config, log
+        self.rules = rules or {}  # rule id → RuleInfo: units, summaries and runbooks in messages
         self._env, self._channels, self._http = env, channels, http
         self._own_http = http is None
         self.backoff = backoff or Backoff()
@@ -96,7 +99,12 @@ class Notifier:
         if self._http is None:
             self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200, limit_per_host=20))
         cctx = ChannelContext(
-            self.config.lang, ZoneInfo(self.config.timezone), self.config.console_url, time.time, self._http
+            self.config.lang,
+            ZoneInfo(self.config.timezone),
+            self.config.console_url,
+            time.time,
+            self._http,
+            self.rules,
         )
         channels = dict(self._channels or {})
         for name, target in self.config.targets.items():

@@ -104,3 +104,31 @@ def fit(text: str, max_segments: int = 1, translit: bool = True) -> str:
     if prefix and "\ud800" <= prefix[-1] <= "\udbff":  # never end on half a surrogate pair
         prefix = prefix[:-1]
     return prefix.rstrip() + ell
+
+
+def fit_keeping(head: str, tail: str, max_segments: int = 1, translit: bool = True) -> str:
+    """``head`` shortened (with an ellipsis) so that ``head + " " + tail`` fits ``max_segments``;
+    ``tail`` (the incident link) is never cut. If even the tail alone does not fit, plain
+    :func:`fit` of the whole."""
+    tail = " ".join(tail.split())
+    whole = fit(f"{head} {tail}", max_segments, translit)
+    if whole.endswith(tail):
+        return whole
+    head = " ".join(head.split())
+    if translit and not is_gsm7(head + tail):
+        head, tail = transliterate(head), transliterate(tail)
+    enc = segments(head + " " + tail)[1]
+    ell = ELLIPSIS[enc]
+    if _segments(ell + " " + tail, enc) > max_segments:
+        return whole
+    lo, hi = 0, len(head)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _segments(head[:mid].rstrip() + ell + " " + tail, enc) <= max_segments:
+            lo = mid
+        else:
+            hi = mid - 1
+    prefix = head[:lo]
+    if prefix and "\ud800" <= prefix[-1] <= "\udbff":
+        prefix = prefix[:-1]
+    return prefix.rstrip() + ell + " " + tail

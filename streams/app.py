@@ -286,13 +286,18 @@ def create_app(
         from atalaia.notifiers.config import load_config as load_escalation
         from atalaia.notifiers.log import SQLiteDeliveryLog
         from atalaia.notifiers.service import Notifier
+        from atalaia.rules.info import rule_catalog
         from atalaia.streams.pipeline import DeliveryCore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        escalation = load_escalation(settings.escalation_path)
+        if settings.console_url or not escalation.console_url:  # links lead to the running console
+            escalation = escalation.model_copy(update={"console_url": settings.public_url()})
         notifier = Notifier(
-            load_escalation(settings.escalation_path),
+            escalation,
             # FULL: the outbox is fsynced before the notifications' offsets are committed
             SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"),
+            rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
         )
         app.atalaia_notifier = notifier
 

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".atalaia"), description="worker state, snapshots, SQLite projection")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    console_url: str | None = Field(
+        None,
+        description="the console's public URL, for links in messages; unset = the escalation file's "
+        "console_url, else this process's http://host:port",
+    )
     mqtt_url: str | None = Field(None, description="mqtt://host:port/topic/# to subscribe for events")
     rules_paths: list[Path] = Field(default_factory=lambda: [CONFIG_DIR / "rules"])
     detectors_path: Path = CONFIG_DIR / "detectors.yaml"
@@ -90,6 +95,17 @@ class Settings(BaseSettings):
 
     def projection_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'atalaia.db'}"
+
+    def public_url(self) -> str:
+        """Where people reach this console (links in SMS and email)."""
+        if self.console_url:
+            return self.console_url.rstrip("/")
+        host = self.http_host
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.getfqdn()
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.http_port}"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

@@ -76,7 +76,7 @@ def test_api_rejects_bad_requests_with_problem_json(console):
         json={"action": "acknowledge", "actor": "op", "role": "operator", "reason": "test"},
         timeout=10,
     )
-    assert r.status_code == 409, r.text
+    assert r.status_code == 404, r.text
     assert "unknown incident" in r.json()["detail"], "the operator is told why, at once"
 
 
@@ -109,14 +109,14 @@ def test_operator_acknowledges_an_incident_in_the_browser(console):
                 "--no-first-run",
             ],
         )
-        page = browser.new_page()
+        page = browser.new_page(locale="en-GB")
         page.goto(console.url + "/")
         row = page.locator(f'tr[data-incident="{incident["id"]}"]')
         row.wait_for(timeout=15000)
         assert "high" in row.inner_text() and "unacknowledged" in row.inner_text()
         row.locator("button.ack").click()
         page.wait_for_function("document.getElementById('msg').textContent !== ''", timeout=10000)
-        assert page.inner_text("#msg") == "acknowledge done", page.inner_text("#msg")
+        assert page.inner_text("#msg") == "Acknowledge: done", page.inner_text("#msg")
         page.wait_for_function(
             f"document.querySelector('tr[data-incident=\"{incident['id']}\"] .state')"
             '?.textContent.startsWith("acknowledged")',

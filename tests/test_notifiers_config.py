@@ -135,7 +135,7 @@ def test_templates_in_both_languages():
     pt, en = render(n, "pt-PT"), render(n, "en-GB")
     assert pt.subject == "[Atalaia CRÍTICO] Nível do Douro elevado na Ribeira"
     assert "Escalão 2, aviso 3" in pt.short and "Tier 2, reminder 2" in en.short
-    assert "Aberto: 01/03 09:58 (hora de Lisboa)" in pt.body  # winter: Lisbon = UTC
+    assert "Aberto: 01/03 09:58 WET (hora de Lisboa)" in pt.body  # winter: Lisbon = UTC
     summer = Notification(
         "i",
         "p",

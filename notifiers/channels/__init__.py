@@ -42,7 +42,7 @@ def build_channel(
         raise ValueError(f"{target.channel} url must start with http:// or https:// (got {url!r})")
     timeout = target.timeout.total_seconds()
     if target.channel in ("sms", "email"):
-        sub = ChannelContext(target.lang or ctx.lang, ctx.tz, ctx.console_url, ctx.clock, ctx.http)
+        sub = ChannelContext(target.lang or ctx.lang, ctx.tz, ctx.console_url, ctx.clock, ctx.http, ctx.rules)
         return AppriseChannel(
             name,
             sub,
@@ -56,6 +56,6 @@ def build_channel(
         return NgsiLdAlertChannel(name, ctx, url, target.tenant, timeout)
     if target.channel == "webhook":
         assert target.secret is not None
-        sub = ChannelContext(target.lang or ctx.lang, ctx.tz, ctx.console_url, ctx.clock, ctx.http)
+        sub = ChannelContext(target.lang or ctx.lang, ctx.tz, ctx.console_url, ctx.clock, ctx.http, ctx.rules)
         return SignedWebhookChannel(name, sub, url, expand_env(target.secret, env), timeout)
     return AlertmanagerWebhookChannel(name, ctx, url, timeout)

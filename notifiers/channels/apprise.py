@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from atalaia.notifiers.channels.base import Channel, ChannelContext
 from atalaia.notifiers.model import DeliveryResult, Notification
 from atalaia.notifiers.render import render
-from atalaia.notifiers.sms import fit, segments
+from atalaia.notifiers.sms import fit, fit_keeping, segments
 
 _POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="apprise")
 
@@ -135,9 +135,13 @@ class AppriseChannel(Channel):
         return ok, msgs
 
     async def send(self, n: Notification) -> DeliveryResult:
-        msg = render(n, self.lang, self.ctx.tz, self.ctx.console_url)
+        msg = render(n, self.lang, self.ctx.tz, self.ctx.console_url, self.ctx.rules)
         if self.kind == "sms":
-            title, body = "", fit(msg.short, self.max_segments)
+            if msg.link and msg.short.endswith(msg.link):  # the link to act on is never cut
+                body = fit_keeping(msg.short[: -len(msg.link)], msg.link, self.max_segments)
+            else:
+                body = fit(msg.short, self.max_segments)
+            title = ""
             count, enc = segments(body)
             detail = f"{count} segment(s) {enc}"
         else:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -23,6 +24,7 @@ class ChannelContext:
     console_url: str | None = None
     clock: Callable[[], float] = time.time
     http: aiohttp.ClientSession | None = None
+    rules: Mapping[str, Any] = field(default_factory=dict)  # rule id → RuleInfo (units, summaries)
 
 
 class Channel(ABC):

@@ -93,7 +93,7 @@ class NgsiLdAlertChannel(Channel):
 
 
 def webhook_body(n: Notification, ctx: ChannelContext) -> bytes:
-    msg = render(n, ctx.lang, ctx.tz, ctx.console_url)
+    msg = render(n, ctx.lang, ctx.tz, ctx.console_url, ctx.rules)
     return orjson.dumps(
         {
             "id": n.id,

@@ -1,0 +1,127 @@
+"""Live updates for the board: a group-less consumer of ``atalaia.incidents`` (every console
+instance sees every change, straight from the incident manager, without waiting for the SQL
+projection) fanned out to server-sent-event subscribers.
+
+Each subscriber has a bounded queue; one that falls behind is dropped (its stream ends and the
+browser reconnects and reloads the list) rather than holding memory for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+
+log = logging.getLogger(__name__)
+
+ROW_FIELDS = (
+    "state",
+    "active",
+    "severity",
+    "title",
+    "correlation",
+    "labels",
+    "location",
+    "alarm_count",
+    "opened_at",
+    "closed_at",
+    "acknowledged_by",
+    "shelved_until",
+    "assignee",
+    "version",
+)
+
+
+def event_row(e: dict[str, Any]) -> dict[str, Any] | None:
+    """An ``atalaia.incidents`` event as a row of ``GET /api/incidents`` (None if not an incident event)."""
+    if e.get("kind", "incident") != "incident" or not isinstance(e.get("incident"), str):
+        return None
+    row = {k: e.get(k) for k in ROW_FIELDS}
+    row.update(id=e["incident"], updated_at=e.get("at"), last_change=e.get("change"), last_event=e.get("id"))
+    if row["alarm_count"] is None:
+        row["alarm_count"] = len(e.get("alarms") or [])
+    return row
+
+
+class Subscriber:
+    def __init__(self, size: int = 1000) -> None:
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(size)
+        self.dropped = False
+
+    def put(self, row: dict[str, Any] | None) -> None:
+        try:
+            self.queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.dropped = True
+
+
+class IncidentFeed(Service):
+    def __init__(self, bootstrap: str, topic: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.bootstrap, self.topic = bootstrap, topic
+        self.subscribers: set[Subscriber] = set()
+        self.connected = False
+        self.last_record = 0.0  # monotonic time of the last record read
+
+    async def on_start(self) -> None:
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        for s in list(self.subscribers):  # end every open stream so the web server can stop
+            s.put(None)
+
+    def subscribe(self) -> Subscriber:
+        s = Subscriber()
+        self.subscribers.add(s)
+        return s
+
+    def unsubscribe(self, s: Subscriber) -> None:
+        self.subscribers.discard(s)
+
+    def publish(self, row: dict[str, Any]) -> None:
+        for s in list(self.subscribers):
+            s.put(row)
+            if s.dropped:
+                self.subscribers.discard(s)
+
+    async def _run(self) -> None:
+        while not self.should_stop:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the broker went away: say so and retry
+                self.connected = False
+                log.warning("console live feed: %s; retrying in 2 s", e)
+                await asyncio.sleep(2.0)
+
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+        )
+        await consumer.start()
+        try:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or {0}]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            self.connected = True
+            while not self.should_stop:
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for r in records:
+                        self.last_record = time.monotonic()
+                        with contextlib.suppress(ValueError, TypeError):
+                            e = orjson.loads(r.value or b"")
+                            row = event_row(e) if isinstance(e, dict) else None
+                            if row is not None:
+                                self.publish(row)
+        finally:
+            self.connected = False
+            await consumer.stop()

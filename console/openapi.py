@@ -1,0 +1,379 @@
+"""The console API as an OpenAPI 3.1 document (served at ``/openapi.json``, read by ``/docs``).
+Written by hand next to the routes in ``console/api.py``; ``tests/test_console_api.py`` runs
+schemathesis against it, so a route that answers something this document does not allow fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atalaia.console.present import SEVERITIES, STATES
+
+ACTIONS = [
+    "acknowledge",
+    "shelve",
+    "unshelve",
+    "comment",
+    "assign",
+    "close",
+    "suppress",
+    "unsuppress",
+    "out-of-service",
+    "return-to-service",
+]
+
+
+def _nullable(kind: str | list[str]) -> dict[str, Any]:
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    return {"type": [*kinds, "null"]}
+
+
+TIME = {"type": "string", "description": "RFC 3339, UTC"}
+PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "field": {"type": "string", "description": "the query parameter or body field at fault"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+INCIDENT = {
+    "type": "object",
+    "required": ["id", "state", "severity", "title", "opened_at", "updated_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "version": {"type": "integer"},
+        "state": {"type": "string", "enum": list(STATES)},
+        "active": {"type": "boolean"},
+        "severity": {"type": "string"},
+        "title": {"type": "string"},
+        "correlation": {"type": "object"},
+        "labels": {"type": "object"},
+        "location": _nullable(["array", "object"]),
+        "alarm_count": {"type": "integer"},
+        "opened_at": TIME,
+        "updated_at": TIME,
+        "closed_at": _nullable("string"),
+        "acknowledged_by": _nullable("string"),
+        "shelved_until": _nullable("string"),
+        "assignee": _nullable("string"),
+        "last_change": {"type": "string"},
+        "last_event": {"type": "string"},
+        "actions": {
+            "type": "array",
+            "items": {"type": "string", "enum": ACTIONS},
+            "description": "what the caller's role may do in this state",
+        },
+    },
+}
+ALARM = {
+    "type": "object",
+    "required": ["rule", "key", "state", "severity", "count", "first_seen", "last_seen"],
+    "properties": {
+        "rule": {"type": "string"},
+        "key": {"type": "string"},
+        "entity": _nullable("string"),
+        "state": {"type": "string"},
+        "severity": {"type": "string"},
+        "value": _nullable("number"),
+        "unit": _nullable("string"),
+        "description": _nullable("string"),
+        "summary": _nullable("string"),
+        "runbook": _nullable("string"),
+        "count": {"type": "integer"},
+        "first_seen": TIME,
+        "last_seen": TIME,
+        "suppressed": _nullable("string"),
+        "chattering": {"type": "boolean"},
+    },
+}
+AUDIT = {
+    "type": "object",
+    "required": ["version", "at", "change", "changes", "state", "severity", "actor", "reason", "why"],
+    "properties": {
+        "version": {"type": "integer"},
+        "at": TIME,
+        "change": {"type": "string"},
+        "changes": {"type": "array", "items": {"type": "string"}},
+        "state": {"type": "string"},
+        "severity": {"type": "string"},
+        "actor": {"type": "string"},
+        "reason": {"type": "string"},
+        "why": {
+            "type": "string",
+            "description": "what the change meant, e.g. why acknowledgement is needed again",
+        },
+        "why_parts": {
+            "type": "array",
+            "items": {"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}},
+            "description": "the why as codes with from/to, for translation",
+        },
+        "command": _nullable("string"),
+    },
+}
+DELIVERY = {
+    "type": "object",
+    "required": ["notification_id", "incident", "target", "channel", "kind", "status", "attempts"],
+    "properties": {
+        "notification_id": {"type": "string"},
+        "incident": {"type": "string"},
+        "target": {"type": "string"},
+        "channel": {"type": "string"},
+        "kind": {"type": "string"},
+        "step": {"type": "integer"},
+        "repeat": {"type": "integer"},
+        "status": {"type": "string"},
+        "attempts": {"type": "integer"},
+        "last_error": _nullable("string"),
+        "queued_at": TIME,
+        "updated_at": TIME,
+        "delivered_at": _nullable("string"),
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+        **kw,
+    }
+
+
+ID = {"name": "incident", "in": "path", "required": True, "schema": {"type": "string"}}
+UNAUTHORIZED = _problem("no valid token (when the console has users)")
+
+
+def document(server_url: str | None = None) -> dict[str, Any]:
+    sev_list = {"type": "string", "description": f"comma-separated: {', '.join(SEVERITIES)}"}
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Atalaia console API",
+            "version": "1",
+            "description": "Incidents, their audit trail and deliveries, operator commands and live "
+            "updates. With `ATALAIA_CONSOLE_USERS` set every request needs `Authorization: Bearer <token>`.",
+        },
+        "components": {
+            "schemas": {
+                "Problem": PROBLEM,
+                "Incident": INCIDENT,
+                "Alarm": ALARM,
+                "Audit": AUDIT,
+                "Delivery": DELIVERY,
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+        "paths": {
+            "/api/incidents": {
+                "get": {
+                    "summary": "Incidents, in triage order (unacknowledged, severity, oldest first)",
+                    "parameters": [
+                        _q("state", "open (default), all, or comma-separated states: " + ", ".join(STATES)),
+                        _q("severity", "only these severities", sev_list),
+                        _q(
+                            "min_severity",
+                            "this severity or higher",
+                            {"type": "string", "enum": list(SEVERITIES)},
+                        ),
+                        _q(
+                            "label",
+                            "name=value on the incident's labels (repeatable)",
+                            {"type": "array", "items": {"type": "string"}},
+                            style="form",
+                            explode=True,
+                        ),
+                        _q("q", "text in the id, title, assignee or labels"),
+                        _q(
+                            "since",
+                            "updated at or after (RFC 3339)",
+                            {"type": "string", "format": "date-time"},
+                        ),
+                        _q("until", "updated before (RFC 3339)", {"type": "string", "format": "date-time"}),
+                        _q("limit", "at most this many (1-1000, default 200)", {"type": "integer"}),
+                        _q(
+                            "sort",
+                            "triage (default) or updated",
+                            {"type": "string", "enum": ["triage", "updated"]},
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["incidents", "counts"],
+                                "properties": {
+                                    "incidents": {"type": "array", "items": INCIDENT},
+                                    "counts": {
+                                        "type": "object",
+                                        "properties": {
+                                            "state": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "integer"},
+                                            },
+                                            "severity": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "integer"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            "the incidents that match",
+                        ),
+                        "400": _problem("a bad filter; `field` names it"),
+                        "401": UNAUTHORIZED,
+                    },
+                }
+            },
+            "/api/incidents/{incident}": {
+                "get": {
+                    "summary": "One incident: alarms (with units), audit trail (with why), allowed actions",
+                    "parameters": [ID],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["incident", "alarms", "history", "actions"],
+                                "properties": {
+                                    "incident": INCIDENT,
+                                    "alarms": {"type": "array", "items": ALARM},
+                                    "history": {"type": "array", "items": AUDIT},
+                                    "actions": {
+                                        "type": "array",
+                                        "items": {"type": "string", "enum": ACTIONS},
+                                    },
+                                },
+                            },
+                            "the incident",
+                        ),
+                        "401": UNAUTHORIZED,
+                        "404": _problem("no such incident"),
+                    },
+                }
+            },
+            "/api/incidents/{incident}/deliveries": {
+                "get": {
+                    "summary": "Who was notified of this incident, when, by which channel, with what result",
+                    "parameters": [ID],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["deliveries", "available"],
+                                "properties": {
+                                    "deliveries": {"type": "array", "items": DELIVERY},
+                                    "attempts": {"type": "array", "items": {"type": "object"}},
+                                    "available": {
+                                        "type": "boolean",
+                                        "description": "false when this console cannot read the delivery log",
+                                    },
+                                },
+                            },
+                            "the delivery log for the incident",
+                        ),
+                        "401": UNAUTHORIZED,
+                        "404": _problem("no such incident"),
+                    },
+                }
+            },
+            "/api/incidents/{incident}/commands": {
+                "post": {
+                    "summary": "An operator command (sent on atalaia.commands; the incident manager decides)",
+                    "parameters": [ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["action"],
+                                    "properties": {
+                                        "action": {"type": "string", "enum": ACTIONS},
+                                        "actor": {"type": "string"},
+                                        "role": {"type": "string"},
+                                        "reason": {"type": "string"},
+                                        "duration": {
+                                            "type": ["string", "number"],
+                                            "description": "shelve: 30m or seconds",
+                                        },
+                                        "assignee": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"type": "object"}, "accepted"),
+                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
+                        "400": _problem("the body is not a JSON object"),
+                        "401": UNAUTHORIZED,
+                        "404": _problem("no such incident"),
+                        "409": _problem(
+                            "refused by the incident manager (closed, role, state), with the reason"
+                        ),
+                        "413": _problem("too large"),
+                        "415": _problem("not application/json"),
+                        "422": _problem("invalid command; `errors` names the fields"),
+                    },
+                }
+            },
+            "/api/deliveries": {
+                "get": {
+                    "summary": "The delivery log, most recent last",
+                    "parameters": [
+                        _q("limit", "at most this many (1-1000, default 200)", {"type": "integer"})
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["deliveries", "available"],
+                                "properties": {
+                                    "deliveries": {"type": "array", "items": DELIVERY},
+                                    "available": {"type": "boolean"},
+                                },
+                            },
+                            "deliveries",
+                        ),
+                        "400": _problem("a bad limit"),
+                        "401": UNAUTHORIZED,
+                    },
+                }
+            },
+            "/api/stream": {
+                "get": {
+                    "summary": "Server-sent events: `incident` (a changed row, as in /api/incidents), "
+                    "`ping` every 5 s (server time)",
+                    "responses": {
+                        "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
+                        "401": UNAUTHORIZED,
+                    },
+                }
+            },
+            "/api/whoami": {
+                "get": {
+                    "summary": "Whether authentication is on, and who the token belongs to",
+                    "responses": {"200": _json({"type": "object"}, "who"), "401": UNAUTHORIZED},
+                }
+            },
+        },
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc

@@ -1,0 +1,141 @@
+"""How the console presents projection rows: triage order, the actions a state allows, the "why"
+of each timeline entry, and what the rules say about their alarms (unit, description, runbook).
+Pure functions over plain dicts. What the rules say about their alarms (unit, runbook) is
+``atalaia.rules.info``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+SEVERITIES = ("informational", "low", "medium", "high", "critical")  # lowest first
+STATES = (
+    "unacknowledged",
+    "acknowledged",
+    "returned-unacknowledged",
+    "normal",
+    "shelved",
+    "suppressed",
+    "out-of-service",
+    "closed",
+)
+UNACKNOWLEDGED = ("unacknowledged", "returned-unacknowledged")
+OVERLAYS = ("shelved", "suppressed", "out-of-service")
+
+# Which states each action needs (the incident manager has the last word; this only hides buttons
+# that would certainly be refused). ``None`` = any open state.
+ACTION_STATES: dict[str, tuple[str, ...] | None] = {
+    "acknowledge": UNACKNOWLEDGED,
+    "shelve": ("unacknowledged", "acknowledged", "returned-unacknowledged", "normal"),
+    "unshelve": ("shelved",),
+    "comment": None,
+    "assign": None,
+    "close": ("returned-unacknowledged", "normal", "shelved", "suppressed", "out-of-service"),
+    "suppress": ("unacknowledged", "acknowledged", "returned-unacknowledged", "normal"),
+    "unsuppress": ("suppressed",),
+    "out-of-service": ("unacknowledged", "acknowledged", "returned-unacknowledged", "normal"),
+    "return-to-service": ("out-of-service",),
+}
+
+
+def severity_rank(severity: str | None) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
+
+
+def triage_key(incident: dict[str, Any]) -> tuple[Any, ...]:
+    """Unacknowledged first, then the most severe, then the oldest (waiting longest), then id."""
+    return (
+        0 if incident.get("state") in UNACKNOWLEDGED else 1,
+        -severity_rank(incident.get("severity")),
+        str(incident.get("opened_at") or ""),
+        str(incident.get("id") or ""),
+    )
+
+
+def triage(incidents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(incidents, key=triage_key)
+
+
+def allowed_actions(
+    incident: dict[str, Any], role: str | None, permissions: dict[str, tuple[str, ...]]
+) -> list[str]:
+    """The actions ``role`` may take on ``incident`` in its current state (``role`` None = any)."""
+    state = incident.get("state")
+    if state == "closed":
+        return []
+    out = []
+    for action, states in ACTION_STATES.items():
+        if states is not None and state not in states:
+            continue
+        if action == "close" and incident.get("active"):
+            continue  # close needs no firing alarm
+        if role is not None and role not in permissions.get(action, ()):
+            continue
+        out.append(action)
+    return out
+
+
+def counts(incidents: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    by_state: dict[str, int] = {}
+    by_severity: dict[str, int] = {}
+    for i in incidents:
+        by_state[i["state"]] = by_state.get(i["state"], 0) + 1
+        by_severity[i["severity"]] = by_severity.get(i["severity"], 0) + 1
+    return {"state": by_state, "severity": by_severity}
+
+
+def explain(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The audit trail with a ``why`` for each entry: what the change did and, when the incident
+    needs acknowledging again, why (e.g. ``severity rose from medium to high: acknowledgement
+    required again``). ``why_parts`` says the same as codes for translation:
+    ``severity-rose|severity-fell`` (from, to), ``reack-severity``, ``new-alarm``, ``fired-again``,
+    ``overlay-ended`` (from), ``state`` (from, to)."""
+    out = []
+    prev: dict[str, Any] | None = None
+    for h in history:
+        e = dict(h)
+        changes = list(e.get("changes") or [e.get("change")])
+        parts: list[dict[str, Any]] = []
+        if prev is not None and e.get("severity") != prev.get("severity"):
+            rose = severity_rank(e.get("severity")) > severity_rank(prev.get("severity"))
+            parts.append(
+                {"code": "severity-rose" if rose else "severity-fell", "from": prev.get("severity"),
+                 "to": e.get("severity")}
+            )  # fmt: skip
+        if prev is not None and prev.get("state") not in UNACKNOWLEDGED and e.get("state") in UNACKNOWLEDGED:
+            if parts and parts[0]["code"] == "severity-rose":
+                parts.append({"code": "reack-severity"})
+            elif "alarm-added" in changes:
+                parts.append({"code": "new-alarm"})
+            elif prev.get("state") not in OVERLAYS:
+                parts.append({"code": "fired-again"})
+            else:
+                parts.append({"code": "overlay-ended", "from": prev.get("state")})
+        if prev is not None and e.get("state") != prev.get("state") and not parts:
+            parts.append({"code": "state", "from": prev.get("state"), "to": e.get("state")})
+        e["changes"] = changes
+        e["why"] = _why_text(parts)
+        e["why_parts"] = parts
+        out.append(e)
+        prev = h
+    return out
+
+
+def _why_text(parts: list[dict[str, Any]]) -> str:
+    words = []
+    for p in parts:
+        code = p["code"]
+        if code in ("severity-rose", "severity-fell"):
+            words.append(f"severity {code.split('-')[1]} from {p['from']} to {p['to']}")
+        elif code == "reack-severity":
+            words[-1] += ": acknowledgement required again"
+        elif code == "new-alarm":
+            words.append("a new alarm fired: acknowledgement required")
+        elif code == "fired-again":
+            words.append("an alarm fired again: acknowledgement required again")
+        elif code == "overlay-ended":
+            words.append(f"{p['from']} ended with an alarm firing: acknowledgement required")
+        else:
+            words.append(f"{p['from']} → {p['to']}")
+    return "; ".join(words)

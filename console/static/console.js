@@ -1,0 +1,182 @@
+// Atalaia console: what the board and the incident page share — language and formatting
+// (Europe/Lisbon, relative ages, units), the session's sign-in, API calls, the live stream.
+'use strict';
+const TZ = 'Europe/Lisbon';
+const LANGS = ['pt-PT', 'en-GB'];
+const C = { lang: 'en-GB', cat: {}, who: null };
+
+function esc(s) {
+  return String(s ?? '').replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
+}
+function pickLang() {
+  const q = new URLSearchParams(location.search).get('lang');
+  if (LANGS.includes(q)) { localStorage.setItem('atalaia.lang', q); return q; }
+  const saved = localStorage.getItem('atalaia.lang');
+  if (LANGS.includes(saved)) return saved;
+  for (const l of navigator.languages || [navigator.language]) {
+    if (/^pt/i.test(l)) return 'pt-PT';
+    if (/^en/i.test(l)) return 'en-GB';
+  }
+  return 'en-GB';
+}
+async function loadLang() {
+  C.lang = pickLang();
+  document.documentElement.lang = C.lang;
+  const all = await (await fetch('/console/i18n.json')).json();
+  C.cat = all[C.lang];
+  document.querySelectorAll('[data-t]').forEach(el => { el.textContent = t(el.dataset.t); });
+  document.querySelectorAll('[data-t-placeholder]').forEach(el => { el.placeholder = t(el.dataset.tPlaceholder); });
+  const sel = document.getElementById('lang');
+  if (sel) {
+    sel.value = C.lang;
+    sel.addEventListener('change', () => { localStorage.setItem('atalaia.lang', sel.value); location.search = ''; location.reload(); });
+  }
+}
+function t(key, vars) {
+  let s = C.cat[key] ?? key;
+  for (const [k, v] of Object.entries(vars || {})) s = s.replaceAll(`{${k}}`, v);
+  return s;
+}
+const sevText = s => t('sev.' + s) === 'sev.' + s ? s : t('sev.' + s);
+const stateText = s => t('st.' + s) === 'st.' + s ? s : t('st.' + s);
+const changeText = s => t('ch.' + s) === 'ch.' + s ? s : t('ch.' + s);
+const alarmStateText = s => t('as.' + s) === 'as.' + s ? s : t('as.' + s);
+
+// --- times: Europe/Lisbon with the zone, and relative ages
+function when(ts, withDate = true) {
+  if (!ts) return t('none');
+  const d = new Date(ts);
+  if (isNaN(d)) return String(ts);
+  const opts = {timeZone: TZ, hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short', hourCycle: 'h23'};
+  if (withDate) Object.assign(opts, {day: '2-digit', month: '2-digit', year: 'numeric'});
+  return new Intl.DateTimeFormat(C.lang, opts).format(d);
+}
+function ago(ts, now = Date.now()) {
+  if (!ts) return t('none');
+  const s = Math.round((new Date(ts).getTime() - now) / 1000);
+  const rtf = new Intl.RelativeTimeFormat(C.lang, {numeric: 'auto'});
+  const a = Math.abs(s);
+  if (a < 60) return rtf.format(s, 'second');
+  if (a < 3600) return rtf.format(Math.round(s / 60), 'minute');
+  if (a < 86400) return rtf.format(Math.round(s / 3600), 'hour');
+  return rtf.format(Math.round(s / 86400), 'day');
+}
+function num(v, unit) {
+  if (v === null || v === undefined || v === '') return t('none');
+  const n = Number(v);
+  const a = Math.abs(n);
+  const digits = a >= 100 ? 0 : a >= 10 ? 1 : 2;
+  const text = new Intl.NumberFormat(C.lang, {maximumFractionDigits: digits}).format(n);
+  return unit ? `${text} ${unit}` : text;
+}
+
+// --- sign-in: a token kept for the browser session
+const token = () => sessionStorage.getItem('atalaia.token') || '';
+function authHeaders() { const tk = token(); return tk ? {Authorization: `Bearer ${tk}`} : {}; }
+async function api(path, opts = {}) {
+  const r = await fetch(path, Object.assign({}, opts, {headers: Object.assign({}, opts.headers || {}, authHeaders())}));
+  if (r.status === 401) { showLogin(token() ? t('login.bad') : t('login.needed')); throw Object.assign(new Error('401'), {status: 401}); }
+  return r;
+}
+async function whoami() {
+  const r = await fetch('/api/whoami', {headers: authHeaders()});
+  if (r.status === 401) { C.who = null; return null; }
+  C.who = await r.json();
+  return C.who;
+}
+function showLogin(message) {
+  const box = document.getElementById('login');
+  if (!box) return;
+  box.hidden = false;
+  document.getElementById('login-msg').textContent = message;
+  document.getElementById('userline').textContent = '';
+  document.dispatchEvent(new CustomEvent('atalaia:login-needed'));
+}
+function setupLogin(onSignedIn) {
+  const form = document.getElementById('login');
+  form.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    sessionStorage.setItem('atalaia.token', document.getElementById('token').value.trim());
+    const who = await whoami();
+    if (!who) { showLogin(t('login.bad')); return; }
+    form.hidden = true;
+    showUser();
+    onSignedIn();
+  });
+  document.getElementById('logout').addEventListener('click', () => {
+    sessionStorage.removeItem('atalaia.token'); location.reload();
+  });
+}
+function showUser() {
+  const line = document.getElementById('userline');
+  const out = document.getElementById('logout');
+  const actorBox = document.getElementById('actorbox');
+  if (!C.who) return;
+  if (C.who.authentication === 'off') {
+    line.textContent = t('login.demo');
+    if (actorBox) actorBox.hidden = false;
+    out.hidden = true;
+  } else {
+    line.textContent = t('login.as', {actor: C.who.actor, role: C.who.role});
+    if (actorBox) actorBox.hidden = true;
+    out.hidden = false;
+  }
+}
+// who acts (the demo trusts the body; with tokens the server takes both from the token)
+function actor() {
+  const box = document.getElementById('actor');
+  const name = box && box.value.trim() ? box.value.trim() : 'operator-1';
+  localStorage.setItem('atalaia.actor', name);
+  return name;
+}
+
+// --- commands
+async function command(id, action, extra) {
+  const body = Object.assign({action, actor: actor(), role: (C.who && C.who.role) || 'operator'}, extra || {});
+  const r = await api(`/api/incidents/${encodeURIComponent(id)}/commands`, {
+    method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body),
+  });
+  const j = await r.json().catch(() => ({}));
+  const name = t('act.' + action);
+  if (r.status === 200) return {ok: true, text: t('act.done', {action: name})};
+  if (r.status === 202) return {ok: true, text: t('act.queued', {action: name})};
+  return {ok: false, text: t('act.refused', {action: name, reason: j.detail || r.status})};
+}
+
+// --- live stream: server-sent events read with fetch (so the token travels in a header)
+function stream(onEvent, onState) {
+  let stopped = false;
+  async function run() {
+    while (!stopped) {
+      try {
+        onState('connecting');
+        const r = await fetch('/api/stream', {headers: authHeaders()});
+        if (r.status === 401) { onState('login'); showLogin(token() ? t('login.bad') : t('login.needed')); return; }
+        if (!r.ok || !r.body) throw new Error(String(r.status));
+        onState('live');
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = '';
+        for (;;) {
+          const {value, done} = await reader.read();
+          if (done) break;
+          buf += value;
+          let cut;
+          while ((cut = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, cut); buf = buf.slice(cut + 2);
+            let type = 'message', data = '';
+            for (const line of block.split('\n')) {
+              if (line.startsWith('event: ')) type = line.slice(7);
+              else if (line.startsWith('data: ')) data += line.slice(6);
+            }
+            if (data) onEvent(type, JSON.parse(data));
+          }
+        }
+      } catch (e) { /* fall through to retry */ }
+      if (stopped) return;
+      onState('lost');
+      await new Promise(res => setTimeout(res, 2000));
+    }
+  }
+  run();
+  return () => { stopped = true; };
+}

@@ -1,0 +1,353 @@
+"""The board and the incident page in a real browser (Debian chromium driven by Playwright), each
+step saving a screenshot under tests/screenshots/ (or $ATALAIA_SCREENSHOTS):
+
+* an incident appears within 1 s of its alarm being published on the broker, without a reload,
+  and an update arrives in place without taking the keyboard focus;
+* the incident page, opened from the link messages carry, acknowledges with a reason;
+* at 390 px nothing scrolls sideways; the pt-PT page shows Lisbon time with its zone;
+* with tokens, the board asks for a sign-in (never "No open incidents.") and a viewer cannot act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+pytestmark = pytest.mark.broker
+
+SHOTS = Path(os.environ.get("ATALAIA_SCREENSHOTS") or Path(__file__).parent / "screenshots")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture
+def chromium():
+    path = shutil.which("chromium")
+    if not path:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def alarm(
+    key: str, at: datetime, severity: str = "high", parish: str = "Bonfim", value: float = 3.81234
+) -> dict:
+    t = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "id": f"{key}-{t}-{severity}",
+        "at": t,
+        "rule": "river-level-high",
+        "group": "hydro",
+        "key": f"urn:ngsi-ld:WaterObserved:{key}",
+        "state": "firing",
+        "severity": severity,
+        "value": value,
+        "entity": f"urn:ngsi-ld:WaterObserved:{key}",
+        "type": "WaterObserved",
+        "labels": {"parish": parish, "team": "hydro"},
+        "annotations": {},
+        "location": [-8.61, 41.14],
+        "since": t,
+    }
+
+
+class Publisher:
+    """A started producer on its own loop thread (Playwright's sync API owns this thread's loop),
+    so that timing an alarm starts at the send, not at connecting."""
+
+    def __init__(self, broker: str, topic: str) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self.topic = topic
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def start():
+            p = AIOKafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=0)
+            await p.start()
+            return p
+
+        self.producer = self._run(start())
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def __call__(self, *alarms: dict) -> None:
+        for a in alarms:
+            self._run(self.producer.send_and_wait(self.topic, orjson.dumps(a)))
+
+    def close(self) -> None:
+        self._run(self.producer.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def publish(broker, topic_prefix):
+    p = Publisher(broker, f"{topic_prefix}.alarms")
+    yield p
+    p.close()
+
+
+def record_delivery(path: Path, incident: str, target: str, channel: str) -> None:
+    """What the notifier writes when it reached someone (same data directory as the console)."""
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.model import DeliveryResult, IncidentSnapshot, Notification
+
+    snap = IncidentSnapshot(
+        incident, 1, "2026-01-28T10:00:00Z", "opened", "unacknowledged", True, "high", "x"
+    )
+    n = Notification(incident, "p", 0, 0, 0, target, "escalation", "2026-01-28T10:00:00Z", snap)
+    log = SQLiteDeliveryLog(path)
+    now = time.time()
+    log.enqueue([(n, channel)], now)
+    log.begin(n, channel, 1, now)
+    log.finish(n, 1, DeliveryResult("delivered"), True, now + 0.2, 200.0)
+    log.close()
+
+
+def row(page, parish: str):
+    return page.locator("tr[data-incident]", has_text=parish)
+
+
+def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publish, chromium, tmp_path):
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    ctx = chromium.new_context(
+        locale="en-GB", timezone_id="America/New_York", viewport={"width": 1280, "height": 800}
+    )
+    page = ctx.new_page()
+    page.goto(w.url + "/")
+    page.wait_for_selector("#status.live", timeout=15000)
+    page.wait_for_selector("#empty:not([hidden])", timeout=10000)
+    assert page.inner_text("#empty") == "No open incidents."
+
+    # 1. an incident appears within 1 s of its alarm on the broker, no reload
+    now = datetime.now(UTC).replace(microsecond=0)
+    sent = time.monotonic()
+    publish(alarm("g1", now, "medium", parish="Bonfim"))
+    row(page, "Bonfim").wait_for(timeout=5000)
+    seen = time.monotonic() - sent
+    page.screenshot(path=str(SHOTS / "board-first-incident.png"))
+    assert seen < 1.0, f"the incident appeared {seen:.2f} s after its alarm was published"
+    assert "unacknowledged" in row(page, "Bonfim").inner_text()
+    assert row(page, "Bonfim").get_attribute("class") == "unacked"
+
+    # 2. a more severe incident is pushed while the operator types: sorted first, focus kept
+    page.fill("#f-text", "")
+    page.focus("#f-text")
+    page.keyboard.type("xyz")
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Backspace")
+    publish(alarm("g2", now, "critical", parish="Campanhã", value=5.123))
+    row(page, "Campanhã").wait_for(timeout=5000)
+    assert page.evaluate("document.activeElement.id") == "f-text", "an update never steals the focus"
+    first = page.locator("tr[data-incident]").first
+    assert "Campanhã" in first.inner_text() and "critical" in first.inner_text(), "critical first"
+    assert "Open incidents: 2" in page.inner_text("#counts")
+    bonfim = row(page, "Bonfim")
+    bonfim_id = bonfim.get_attribute("data-incident")
+    handle = bonfim.element_handle()
+
+    # acknowledge Bonfim from the board with the keyboard (a): updated in place, sorted after
+    bonfim.focus()
+    page.keyboard.press("a")
+    page.wait_for_function(
+        f"document.querySelector('tr[data-incident=\"{bonfim_id}\"] .state')?.textContent.startsWith('acknowledged')",
+        timeout=10000,
+    )
+    assert handle.evaluate("el => el.isConnected"), "the row was updated in place, not rebuilt"
+    assert "acknowledge" not in [b.get_attribute("data-action") for b in bonfim.locator("button").all()]
+    assert page.locator("tr[data-incident]").last.get_attribute("data-incident") == bonfim_id
+    page.wait_for_function("/updated/.test(document.getElementById('updated').textContent)")
+    assert "New critical incident" in page.inner_text("#announce"), "aria-live announces new incidents"
+    page.screenshot(path=str(SHOTS / "board-two-incidents.png"))
+
+    # keys: / searches; s shelves the focused row, for a chosen time, with a reason
+    bonfim.focus()
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "f-text"
+    bonfim.focus()
+    page.keyboard.press("s")
+    page.wait_for_selector("#dlg[open]")
+    page.select_option("#dlg-duration", "1h")
+    page.fill("#dlg-reason", "gauge being cleaned")
+    page.click("#dlg button[value=send]")
+    page.wait_for_function(
+        f"document.querySelector('tr[data-incident=\"{bonfim_id}\"] .state')?.textContent.startsWith('shelved ·')",
+        timeout=10000,
+    )
+    assert "unshelve" in [b.get_attribute("data-action") for b in bonfim.locator("button").all()]
+    shelved = httpx.get(f"{w.url}/api/incidents/{bonfim_id}", timeout=5).json()
+    assert shelved["history"][-1]["reason"] == "gauge being cleaned" and shelved["incident"]["shelved_until"]
+
+    # 3. the incident page, from the link in messages: alarms with units, acknowledge with a reason
+    campanha_id = row(page, "Campanhã").get_attribute("data-incident")
+    record_delivery(tmp_path / "data" / "deliveries.sqlite", campanha_id, "ana-sms", "sms")
+    row(page, "Campanhã").locator("a").click()
+    page.wait_for_url(f"**/incidents/{campanha_id}")
+    page.wait_for_selector("#incident:not([hidden])")
+    assert page.inner_text("#alarms .value") == "5.12 m", "value rounded, with its unit"
+    assert "ana-sms" in page.inner_text("#deliveries") and "delivered" in page.inner_text("#deliveries")
+    page.select_option("#action", "acknowledge")
+    page.fill("#reason", "crew on the way")
+    page.click("#send")
+    page.wait_for_function("document.getElementById('msg').textContent !== ''", timeout=10000)
+    assert "refused" not in page.inner_text("#msg"), page.inner_text("#msg")
+    page.wait_for_function(
+        "document.getElementById('timeline').textContent.includes('crew on the way')", timeout=10000
+    )
+    assert "operator-1" in page.inner_text("#timeline")
+    assert "acknowledge" not in page.eval_on_selector_all("#action option", "os => os.map(o => o.value)")
+    page.screenshot(path=str(SHOTS / "incident-page-acknowledged.png"), full_page=True)
+    ctx.close()
+
+    # 4. 390 px: cards, no sideways scroll, on the board and the incident page
+    small = chromium.new_context(locale="en-GB", viewport={"width": 390, "height": 844}, is_mobile=True)
+    m = small.new_page()
+    for url, shot in (
+        (w.url + "/", "board-390.png"),
+        (f"{w.url}/incidents/{campanha_id}", "incident-390.png"),
+    ):
+        m.goto(url)
+        m.wait_for_selector("#status.live", timeout=15000)
+        m.wait_for_selector("tr[data-incident], #alarms tr", timeout=10000)
+        m.screenshot(path=str(SHOTS / shot), full_page=True)
+        width = m.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{url} is {width} px wide at 390 px"
+    small.close()
+
+    # 5. pt-PT: Lisbon time with the zone (summer: UTC+1), Portuguese words
+    summer = datetime(2026, 7, 1, 10, 0, 1, tzinfo=UTC)
+    publish(alarm("g3", summer, "high", parish="Paranhos"))
+    pt = chromium.new_context(locale="pt-PT", timezone_id="UTC").new_page()
+    pt.goto(w.url + "/")
+    row(pt, "Paranhos").wait_for(timeout=10000)
+    assert "por reconhecer" in row(pt, "Paranhos").inner_text()
+    pt.locator("tr[data-incident]", has_text="Paranhos").locator("a").click()
+    pt.wait_for_selector("#incident:not([hidden])")
+    facts = pt.inner_text("#facts")
+    pt.screenshot(path=str(SHOTS / "incident-pt-PT.png"), full_page=True)
+    assert "Aberto" in facts and "01/07/2026" in facts, facts
+    assert "11:00:01" in facts, f"10:00:01 UTC is 11:00:01 in Lisbon in July: {facts}"
+    assert any(z in facts for z in ("WEST", "GMT+1", "UTC+1")), f"the zone is shown: {facts}"
+    pt.context.close()
+    assert timedelta(0) <= datetime.now(UTC) - now < timedelta(minutes=5)
+
+
+def test_sign_in_and_a_viewer_cannot_act(make_worker, publish, tmp_path, chromium):
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        f"users:\n  - {{actor: vera, role: viewer, token_sha256: {hashlib.sha256(b'v13w').hexdigest()}}}\n"
+    )
+    w = make_worker(
+        "--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_USERS": str(users)}
+    ).start(("incidents", "projection"))
+    publish(alarm("g9", datetime.now(UTC).replace(microsecond=0), "high", parish="Lordelo"))
+    auth = {"Authorization": "Bearer v13w"}
+    incidents = []
+    deadline = time.monotonic() + 20
+    while not incidents and time.monotonic() < deadline:
+        incidents = httpx.get(f"{w.url}/api/incidents", headers=auth, timeout=5).json()["incidents"]
+        time.sleep(0.2)
+    assert incidents and incidents[0]["actions"] == [], "a viewer is offered no action"
+    assert httpx.get(f"{w.url}/api/stream", timeout=5).status_code == 401
+
+    page = chromium.new_context(locale="en-GB").new_page()
+    page.goto(w.url + "/")
+    page.wait_for_selector("#login:not([hidden])", timeout=10000)
+    assert page.is_hidden("#empty") and page.is_hidden("#board"), "no false all-clear before sign-in"
+    assert "Sign in" in page.inner_text("#login")
+    page.screenshot(path=str(SHOTS / "board-sign-in.png"))
+    page.fill("#token", "wrong")
+    page.click("#login button")
+    page.wait_for_function("document.getElementById('login-msg').textContent.includes('refused')")
+    page.fill("#token", "v13w")
+    page.click("#login button")
+    row(page, "Lordelo").wait_for(timeout=10000)
+    assert "vera (viewer)" in page.inner_text("#userline")
+    assert row(page, "Lordelo").locator("button").count() == 0, "a viewer sees no action buttons"
+    row(page, "Lordelo").focus()
+    page.keyboard.press("a")  # the shortcut does nothing for a viewer
+    page.screenshot(path=str(SHOTS / "board-viewer.png"))
+    row(page, "Lordelo").locator("a").click()
+    page.wait_for_selector("#incident:not([hidden])")
+    assert page.is_visible("#noactions") and page.is_hidden("#actform"), "the page offers a viewer nothing"
+    page.screenshot(path=str(SHOTS / "incident-viewer.png"), full_page=True)
+    r = httpx.post(
+        f"{w.url}/api/incidents/{incidents[0]['id']}/commands",
+        json={"action": "acknowledge", "reason": "x"},
+        headers=auth,
+        timeout=10,
+    )
+    assert r.status_code == 409 and "viewer" in r.json()["detail"]
+    state = httpx.get(f"{w.url}/api/incidents/{incidents[0]['id']}", headers=auth, timeout=5).json()
+    assert state["incident"]["state"] == "unacknowledged"
+    page.context.close()
+
+
+def test_open_the_incident_page_from_a_delivered_email_and_acknowledge(
+    make_worker, publish, tmp_path, chromium
+):
+    """alarm → incident → escalation → email (local SMTP) → its link → the page → acknowledge.
+    The escalation file names no console_url: the link is the running console's."""
+    from atalaia.notifiers.testing import SmtpSink
+
+    smtp = SmtpSink().start()
+    try:
+        policy = tmp_path / "escalation.yaml"
+        policy.write_text(
+            "timezone: Europe/Lisbon\nlang: pt-PT\n"
+            f'targets:\n  ana-email: {{channel: email, url: "{smtp.mailto("ana@cm-porto.pt")}"}}\n'
+            "routes: [{policy: p}]\npolicies:\n  p:\n    steps:\n      - {targets: [ana-email], wait: 10m}\n"
+        )
+        stages = ("incidents", "projection", "escalation", "delivery")
+        w = make_worker(
+            "--stages", ",".join(stages), extra_env={"ATALAIA_ESCALATION_PATH": str(policy)}
+        ).start(stages)
+        publish(alarm("g7", datetime.now(UTC).replace(microsecond=0), "high", parish="Ramalde", value=3.7777))
+        deadline = time.monotonic() + 30
+        while not smtp.messages and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert smtp.messages, "the email was delivered"
+        text = smtp.messages[0].text
+        links = re.findall(r"http://\S+/incidents/\w+", text)
+        assert links and links[0].startswith(w.url + "/incidents/"), f"the link leads to this console: {text}"
+        assert "3,78 m" in text, "the value is rounded, with its unit"
+        page = chromium.new_context(locale="pt-PT").new_page()
+        page.goto(links[0])
+        page.wait_for_selector("#incident:not([hidden])", timeout=10000)
+        page.wait_for_function(
+            "document.getElementById('deliveries').textContent.includes('ana-email')", timeout=10000
+        )
+        page.select_option("#action", "acknowledge")
+        page.fill("#reason", "equipa a caminho")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('msg').textContent !== ''", timeout=10000)
+        assert "recusado" not in page.inner_text("#msg"), page.inner_text("#msg")
+        page.wait_for_function(
+            "document.getElementById('timeline').textContent.includes('equipa a caminho')", timeout=10000
+        )
+        assert "reconhecido" in page.inner_text("#state")
+        assert "por reconhecer → reconhecido" in page.inner_text("#timeline"), "the why, in Portuguese"
+        assert "entregue" in page.inner_text("#deliveries")
+        page.screenshot(path=str(SHOTS / "incident-from-email-acknowledged.png"), full_page=True)
+        page.context.close()
+    finally:
+        smtp.stop()
