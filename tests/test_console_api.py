@@ -287,7 +287,7 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
     dlog = SQLiteDeliveryLog(tmp_path / "data" / "deliveries.sqlite")
     dlog.enqueue([(n, "sms")], 1_769_594_400.0)
     dlog.begin(n, "sms", 1, 1_769_594_400.5)
-    dlog.finish(n, 1, DeliveryResult("delivered", detail="1 segment"), True, 1_769_594_401.0, 500.0)
+    dlog.finish(n, 1, DeliveryResult("delivered", detail="1 segment"), "delivered", 1_769_594_401.0, 500.0)
     dlog.close()
     d = httpx.get(f"{w.url}/api/incidents/{iid}/deliveries", timeout=5).json()
     assert d["available"] and len(d["deliveries"]) == 1 and len(d["attempts"]) == 1

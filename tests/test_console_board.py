@@ -118,7 +118,7 @@ def record_delivery(path: Path, incident: str, target: str, channel: str) -> Non
     now = time.time()
     log.enqueue([(n, channel)], now)
     log.begin(n, channel, 1, now)
-    log.finish(n, 1, DeliveryResult("delivered"), True, now + 0.2, 200.0)
+    log.finish(n, 1, DeliveryResult("delivered"), "delivered", now + 0.2, 200.0)
     log.close()
 
 

@@ -122,7 +122,14 @@ def notify(up: Up) -> None:
             for name, parish in (("freixo", "Campanhã"), ("ribeira", "Bonfim"))
         ],
     }
-    r = httpx.post(f"{up.url}/ngsi-ld/notify", content=orjson.dumps(body), timeout=10)
+    # `atalaia up` keeps its demo ingest token in the data directory (never an open ingest)
+    token = (Path(up.env["ATALAIA_DATA_DIR"]) / "ingest-token").read_text().strip()
+    r = httpx.post(
+        f"{up.url}/ngsi-ld/notify",
+        content=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert r.status_code == 200, r.text
 
 
