@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import time
 from pathlib import Path
@@ -114,6 +115,11 @@ def nab(
     help="score-stream cache (default: $ATALAIA_CV_CACHE or /tmp/atalaia-cv-cache)",
 )
 @click.option("--no-cache", is_flag=True, help="do not read or write the score cache")
+@click.option(
+    "--loco",
+    is_flag=True,
+    help="also leave one category (NAB folder) out: pooled held-out score and the worst category",
+)
 @click.option("--verbose", "-v", is_flag=True, help="per-fold lines")
 def cv(
     nab_dir: Path | None,
@@ -126,6 +132,7 @@ def cv(
     config_path: str | None,
     cache_dir: Path | None,
     no_cache: bool,
+    loco: bool,
     verbose: bool,
 ) -> None:
     """File-level k-fold cross-validation over a NAB kit (default ../shared/nab).
@@ -134,7 +141,8 @@ def cv(
     chosen on the training files only; the held-out files are scored at it with the kit's
     nabscore.py. Prints the held-out score's mean ± sd over folds (standard, low-FP, low-FN),
     held-out TP/FN/FP, and, only beside it, the score on all files with the threshold optimised
-    on them (NAB's figure) and at the threshold the configuration ships with.
+    on them (NAB's figure) and at the threshold the configuration ships with. SE is the
+    standard error of the standard mean (sd / sqrt(folds)), for the one-standard-error rule.
     """
     from atalaia.detectors import cv as cvmod
 
@@ -166,7 +174,8 @@ def cv(
         rows.append(("selected per fold", streams))
     header = (
         f"{'configuration':24s} {'CV standard':>13s} {'CV low-FP':>13s} {'CV low-FN':>13s} "
-        f"{'held-out TP/FN/FP':>18s} {'pooled':>7s} | {'all files (opt.)':>16s} {'shipped thr':>17s}"
+        f"{'SE':>4s} {'held-out TP/FN/FP':>18s} {'pooled':>7s} | {'all files (opt.)':>16s} "
+        f"{'shipped thr':>17s}" + (f" | {'LOCO pooled':>11s} {'LOCO worst category':>28s}" if loco else "")
     )
     click.echo(header)
     for label, cands in rows:
@@ -192,9 +201,24 @@ def cv(
                 s = cvmod.fixed_threshold_score(kit, next(iter(cands.values())), thr)
                 shipped = f"{s['score']:6.1f} @{thr:.3f} fp{s['fp']}"
         counts = f"{tp:.0f}/{fn:.0f}/{fp:.0f}" if repeats == 1 else f"{tp:.1f}/{fn:.1f}/{fp:.1f}"
+        std = [f.profiles["standard"]["score"] for f in every if f.profiles["standard"]["score"] is not None]
+        se = statistics.stdev(std) / math.sqrt(folds) if len(std) > 1 else 0.0
+        extra = ""
+        if loco:
+            cats = cvmod.category_folds(kit.rels)
+            res = cvmod.cross_validate(kit, cands, cats, label, threshold_mode, ("standard",))
+            scored = [
+                (cvmod.category_of(files[0]), f.profiles["standard"])
+                for f, files in zip(res.folds, cats, strict=True)
+                if f.profiles["standard"]["score"] is not None
+            ]
+            cat, worst = min(scored, key=lambda cp: cp[1]["score"])
+            worst_s = f"{cat} {worst['score']:.1f} fp{worst['fp']}"
+            extra = f" | {res.pooled['standard']['score']:11.1f} {worst_s:>28s}"
         click.echo(
             f"{label:24s} {ms('standard'):>13s} {ms('reward_low_FP_rate'):>13s} "
-            f"{ms('reward_low_FN_rate'):>13s} {counts:>18s} {pooled:7.1f} | {full:>16s} {shipped:>17s}"
+            f"{ms('reward_low_FN_rate'):>13s} {se:4.1f} {counts:>18s} {pooled:7.1f} | {full:>16s} "
+            f"{shipped:>17s}{extra}"
         )
         if verbose or len(cands) > 1:
             for r in results:

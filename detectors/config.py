@@ -82,6 +82,8 @@ class Suppression(_Strict):
     hold: int = Field(100, ge=0)
     cap: float = Field(0.0, ge=0, le=1)
     sustain: bool = False
+    every: int = Field(0, ge=0)
+    burst: int = Field(1, ge=1)
 
 
 class ModelSpec(_Strict):

@@ -301,3 +301,76 @@ def score_all(
             progress(rel)
         out[rel] = cache.scores(spec, kit.nab_dir / "data" / rel)
     return out
+
+
+def category_of(rel: str) -> str:
+    """A file's NAB category: its folder (``realTweets/x.csv`` -> ``realTweets``)."""
+    return rel.rsplit("/", 1)[0] if "/" in rel else ""
+
+
+def category_folds(rels: Sequence[str]) -> list[list[str]]:
+    """Leave-one-category-out folds: one fold per category folder, in name order."""
+    by_cat: dict[str, list[str]] = {}
+    for rel in sorted(set(rels)):
+        by_cat.setdefault(category_of(rel), []).append(rel)
+    if len(by_cat) < 2:
+        raise ValueError("leave-one-category-out needs files from at least two categories")
+    return [by_cat[c] for c in sorted(by_cat)]
+
+
+@dataclass
+class Summary:
+    """One configuration's (or selection's) cross-validated figures."""
+
+    label: str
+    k: int  # folds per split
+    scores: dict[str, list[float]]  # profile -> held-out fold scores, all splits
+    counts: tuple[float, float, float]  # held-out TP/FN/FP (standard), mean over splits
+    pooled: float
+    loco: dict[str, dict] = field(default_factory=dict)  # category -> held-out figures (standard)
+    loco_pooled: dict | None = None  # every category held out once, pooled (standard)
+
+    def mean_sd(self, profile: str = "standard") -> tuple[float, float]:
+        xs = self.scores[profile]
+        return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+    @property
+    def se(self) -> float:
+        """Standard error of the standard CV mean: sd of the held-out fold scores / sqrt(k)
+        (k folds of one split are the independent held-out sets; repeated splits reuse the
+        same files, so they do not shrink it)."""
+        return self.mean_sd()[1] / math.sqrt(self.k)
+
+    @property
+    def loco_worst(self) -> tuple[str, float] | None:
+        scored = [(c, r["score"]) for c, r in self.loco.items() if r["score"] is not None]
+        return min(scored, key=lambda cs: cs[1]) if scored else None
+
+
+def summarise(
+    kit: Kit,
+    candidates: dict[str, dict[str, np.ndarray]],
+    fold_sets: Sequence[list[list[str]]],
+    label: str,
+    mode: str = "flat",
+    loco: bool = False,
+) -> Summary:
+    """Cross-validate over every split of ``fold_sets`` (and, with ``loco``, leave one
+    category out) and collect the figures a model choice needs."""
+    results = [cross_validate(kit, candidates, fs, label, mode) for fs in fold_sets]
+    scores = {
+        p: [f.profiles[p]["score"] for r in results for f in r.folds if f.profiles[p]["score"] is not None]
+        for p in PROFILES
+    }
+    n = len(results)
+    counts = tuple(sum(r.counts()[i] for r in results) / n for i in range(3))
+    pooled = statistics.fmean(r.pooled["standard"]["score"] for r in results)
+    by_cat: dict[str, dict] = {}
+    loco_pooled = None
+    if loco:
+        cats = category_folds(kit.rels)
+        res = cross_validate(kit, candidates, cats, label, mode, ("standard",))
+        for fold, files in zip(res.folds, cats, strict=True):
+            by_cat[category_of(files[0])] = fold.profiles["standard"]
+        loco_pooled = res.pooled["standard"]
+    return Summary(label, len(fold_sets[0]), scores, counts, pooled, by_cat, loco_pooled)

@@ -80,7 +80,9 @@ class RecordNovelty(Detector):
     constant memory, "rolling": exact quantiles of the last ``tail_window`` values) adds a
     far-tail test — a value beyond the ``tail_quantile`` band by more than ``tail_margin`` band
     widths is news even when one old spike stretched the range (it scores 0.5 at the margin,
-    rising with ``tail_tolerance``); ``warmup`` (points scored 0); ``max_gap`` (a gap longer
+    rising with ``tail_tolerance``); ``margin`` (a fraction of the seen range a feature must
+    exceed before it scores above 0.5: scale-free); ``agree`` (score the ``agree``-th most
+    novel test, features and tail alike, so ``agree=2`` needs two tests to agree); ``warmup`` (points scored 0); ``max_gap`` (a gap longer
     than this many typical steps makes the change features wait for the next point).
 
     >>> from datetime import datetime, timedelta
@@ -91,6 +93,10 @@ class RecordNovelty(Detector):
     >>> det.score_one(10.8, t0 + timedelta(minutes=2500)) < 0.2 < 0.9 < det.score_one(13.0, t0)
     True
     """
+
+    # class defaults: states pickled before these knobs existed load unchanged
+    margin = 0.0
+    agree = 1
 
     def __init__(
         self,
@@ -108,13 +114,19 @@ class RecordNovelty(Detector):
         tail_quantile: float = 0.99,
         tail_margin: float = 1.0,
         tail_tolerance: float = 0.25,
+        margin: float = 0.0,
+        agree: int = 1,
     ) -> None:
         unknown = set(features) - set(FEATURES)
         if unknown or not features:
             raise ValueError(f"features must be among {FEATURES}, not {sorted(unknown) or '[]'}")
         if 1440 % bin_minutes:
             raise ValueError("bin_minutes must divide a day")
+        if not 1 <= agree <= len(features) + (tail is not None):
+            raise ValueError("agree must be between 1 and the number of tests (features + tail)")
         self.features = tuple(features)
+        self.margin = margin
+        self.agree = agree
         self.tolerance = tolerance
         self.relax = relax
         self.fast = fast
@@ -179,18 +191,20 @@ class RecordNovelty(Detector):
         x = clean(x)
         if x is None or self.n_seen < self.warmup:
             return 0.0
-        worst = -math.inf
+        tests = []
         for name, f in self._values(x, t).items():
             e = self._ext[name]
             if e.n:
-                worst = max(worst, e.exceedance(f))
+                tests.append(e.exceedance(f) - self.margin)
         if self._tail is not None and self._tail[2] >= self._tail_min:
             lo, hi = self._tail[0].get(), self._tail[1].get()
             span = max(hi - lo, scale_floor(hi))
             e = max(x - hi, lo - x) / span
-            worst = max(worst, (e - self.tail_margin) * self.tolerance / self.tail_tolerance)
-        if worst == -math.inf:
+            tests.append((e - self.tail_margin) * self.tolerance / self.tail_tolerance)
+        if len(tests) < self.agree:
             return 0.0
+        # the agree-th largest: with agree=2 two tests must call the point novel
+        worst = max(tests) if self.agree == 1 else sorted(tests)[-self.agree]
         z = worst / self.tolerance
         return 1.0 if z > 40.0 else 0.0 if z < -40.0 else 1.0 / (1.0 + math.exp(-z))
 

@@ -14,6 +14,11 @@ class Refractory(Detector):
     the alarm passes through (so a rule with ``for:`` can see a lasting anomaly); only a new
     rise during the hold is capped.
 
+    ``every`` > 0 adds an alert-rate cap (a token bucket counted in learned points): an alert
+    spends a token, a token accrues every ``every`` points, at most ``burst`` are kept (the
+    bucket starts full); without a token, scores are capped as during a hold. So a series
+    raises at most ``burst + n / every`` alerts in ``n`` points, whatever its scale or kind.
+
     >>> from datetime import datetime
     >>> from atalaia.detectors.novelty import RecordNovelty
     >>> det = Refractory(RecordNovelty(features=["value"], warmup=3), alert=0.9, hold=2)
@@ -22,14 +27,29 @@ class Refractory(Detector):
     [0.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.0, 0.88]
     """
 
+    # class defaults: states pickled before the rate cap existed load as "no cap"
+    every = 0
+    burst = 1
+    _tokens = 1.0
+
     def __init__(
-        self, inner: Detector, alert: float = 0.6, hold: int = 100, cap: float = 0.0, sustain: bool = False
+        self,
+        inner: Detector,
+        alert: float = 0.6,
+        hold: int = 100,
+        cap: float = 0.0,
+        sustain: bool = False,
+        every: int = 0,
+        burst: int = 1,
     ) -> None:
         self.inner = inner
         self.alert = alert
         self.hold = hold
         self.cap = cap
         self.sustain = sustain
+        self.every = every
+        self.burst = burst
+        self._tokens = float(burst)
         self.warmup = inner.warmup
         self.n_seen = 0
         self._quiet = 0
@@ -37,9 +57,11 @@ class Refractory(Detector):
 
     def score_one(self, x: float, t: datetime) -> float:
         s = self.inner.score_one(x, t)
-        if not self._quiet or (self._run and s >= self.alert):
-            return s
-        return min(s, self.cap)
+        if self._quiet:
+            return s if self._run and s >= self.alert else min(s, self.cap)
+        if self.every and self._tokens < 1.0:
+            return min(s, self.cap)
+        return s
 
     def learn_one(self, x: float, t: datetime) -> None:
         if clean(x) is None:
@@ -53,4 +75,7 @@ class Refractory(Detector):
         elif high:
             self._quiet = self.hold
             self._run = self.sustain
+            self._tokens -= 1.0
+        if self.every:
+            self._tokens = min(float(self.burst), self._tokens + 1.0 / self.every)
         self.n_seen += 1

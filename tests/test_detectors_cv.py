@@ -69,3 +69,29 @@ def test_cv_command_reports_held_out_mean_spread_and_counts(tmp_path):
 def test_missing_kit_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(detectors, ["cv", str(tmp_path)])
     assert result.exit_code != 0 and "no NAB kit" in result.output
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=2, max_size=30)
+    .filter(lambda cats: len(set(cats)) >= 2)
+    .map(lambda cats: [f"{c}/f{i}.csv" for i, c in enumerate(cats)])
+)
+def test_leave_one_category_out_holds_out_each_category_whole(rels):
+    folds = cv.category_folds(rels)
+    assert sorted(r for f in folds for r in f) == sorted(rels)  # every file once
+    assert all(len({cv.category_of(r) for r in f}) == 1 for f in folds)  # one category per fold
+    assert len(folds) == len({cv.category_of(r) for r in rels})
+
+
+@needs_nab
+def test_cv_command_loco_reports_the_worst_category_and_the_standard_error(tmp_path):
+    result = CliRunner().invoke(
+        detectors, ["cv", str(NAB), "--folds", "5", "--files", SMALL, "--cache-dir", str(tmp_path), "--loco"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if not ln.startswith(" ")]
+    header = next(ln for ln in lines if ln.startswith("configuration"))
+    row = lines[lines.index(header) + 1]
+    assert "SE" in header and "LOCO worst category" in header
+    # artificialNoAnomaly has no window, so it has no score and cannot be the worst category
+    assert row.startswith("record-novelty") and "artificialNoAnomaly" not in row

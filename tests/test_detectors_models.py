@@ -28,6 +28,8 @@ MODULES = [
     "ensemble",
     "bank",
     "rarity",
+    "novelty",
+    "suppression",
 ]
 
 
@@ -219,6 +221,7 @@ def test_other_parameterisations_score_in_range_and_see_a_spike(model, params):
     [
         ("novelty", {"features": ["colour"]}, "features must be among"),
         ("novelty", {"tail": "sometimes"}, "tail must be one of"),
+        ("novelty", {"features": ["value"], "agree": 2}, "agree must be between"),
         ("gaussian", {"feature": "ratio"}, "feature must be one of"),
         ("forecast", {"model": "prophet"}, "model must be one of"),
         ("seasonal", {"bin_minutes": 7}, "bin_minutes must divide a day"),
@@ -229,3 +232,94 @@ def test_bad_parameters_are_clear_errors(model, params, message):
 
     with pytest.raises(ValueError, match=message):
         MODELS[model](**params)
+
+
+def test_shipped_default_is_the_documented_one_se_choice():
+    """detectors/README.md documents the default chosen by the one-standard-error rule
+    (`python -m benchmarks.detectors_select`): value, level shift and daily-profile records plus
+    the far tail, refractory hold 100, shipped threshold 0.6; the previous default (with the
+    change feature) stays as record-novelty-v1. Changing either means re-running the CV and
+    updating the README table."""
+    default = CONFIG.get(None)
+    assert default.name == CONFIG.default == "record-novelty"
+    assert default.model == "novelty"
+    assert default.params == {
+        "fast": 0.1,
+        "features": ["value", "shift", "seasonal"],
+        "tail": "history",
+        "warmup": 150,
+    }
+    assert default.suppress.model_dump() == {
+        "alert": 0.6,
+        "hold": 100,
+        "cap": 0.0,
+        "sustain": False,
+        "every": 0,
+        "burst": 1,
+    }
+    assert default.threshold == default.suppress.alert == 0.6
+    previous = CONFIG.get("record-novelty-v1")
+    assert previous.params["features"] == ["value", "diff", "shift", "seasonal"]
+    assert previous.model_copy(update={"params": default.params, "name": default.name}) == default.model_copy(
+        update={"description": previous.description, "select": previous.select}
+    )
+
+
+def test_rules_alarm_at_the_default_threshold():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "config" / "rules" / "hydro.yaml").read_text()
+    assert "detector: record-novelty" in text
+    assert f"above: {CONFIG.get('record-novelty').threshold}}}" in text
+
+
+def test_rate_cap_bounds_alerts_whatever_the_series():
+    from atalaia.detectors.novelty import RecordNovelty
+    from atalaia.detectors.suppression import Refractory
+
+    values = [1.05**i for i in range(3000)]  # exponential growth: every point breaks the record
+    plain = run(Refractory(RecordNovelty(features=["value"], warmup=10), hold=100), values)
+    capped = run(
+        Refractory(RecordNovelty(features=["value"], warmup=10), hold=100, every=1000, burst=2), values
+    )
+    n_plain = sum(s >= 0.6 for s in plain)
+    n_capped = sum(s >= 0.6 for s in capped)
+    assert n_plain > 25  # one per hold
+    assert n_capped <= 2 + 3000 // 1000  # burst + n / every
+    # without a cap (every=0) the refractory period is exactly what it was
+    same = run(Refractory(RecordNovelty(features=["value"], warmup=10), hold=100, every=0, burst=5), values)
+    assert same == plain
+
+
+def test_old_pickled_states_load_without_the_new_knobs():
+    import pickle
+
+    from atalaia.detectors.novelty import RecordNovelty
+    from atalaia.detectors.suppression import Refractory
+
+    det = Refractory(RecordNovelty(features=["value"], warmup=10))
+    run(det, [float(i % 7) for i in range(200)])
+    for obj, attrs in ((det, ("every", "burst", "_tokens")), (det.inner, ("margin", "agree"))):
+        for a in attrs:
+            del obj.__dict__[a]  # as pickled before these existed
+    again = Detector.from_state(pickle.dumps(det))
+    t = T0 + timedelta(days=2)
+    assert again.score_learn(50.0, t) > 0.9 and again.every == 0 and again.inner.agree == 1
+
+
+def test_agree_needs_two_tests_and_margin_is_a_fraction_of_the_range():
+    from atalaia.detectors.novelty import RecordNovelty
+
+    values = [10.0 + (i % 10) for i in range(600)]  # range 10..19, change range -9..1
+    one = RecordNovelty(features=["value", "diff"], warmup=10)
+    two = RecordNovelty(features=["value", "diff"], warmup=10, agree=2)
+    wide = RecordNovelty(features=["value", "diff"], warmup=10, margin=0.5)
+    for det in (one, two, wide):
+        run(det, values)
+    t = T0 + timedelta(minutes=5 * 600)
+    # 25 after 19: the value (range 10..19) and the change (+6; range -9..+1) both break records
+    assert one.score_one(25.0, t) > 0.9 and two.score_one(25.0, t) > 0.9
+    # 19.5 after 19: the value is a record, the change (+0.5) is not: only one test agrees
+    assert one.score_one(19.5, t) > 0.5 > two.score_one(19.5, t)
+    # a margin of half the range: breaking the range by 1.5 / 9 of it is not enough
+    assert wide.score_one(20.5, t) < 0.5 < wide.score_one(30.0, t)
