@@ -20,7 +20,7 @@ def _logging(level: str, interval_s: float = 60.0) -> None:
     from atalaia.streams.logfilter import install
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore"):
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore", "mail.log"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     install(interval_s)  # repeated warnings/errors: one line per kind per interval, with a count
 
