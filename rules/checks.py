@@ -33,6 +33,28 @@ def semantic_errors(
     return errors
 
 
+def referenced_attributes(rule: Rule) -> list[tuple[tuple[Any, ...], str]]:
+    """(location below the rule, attribute name) of every attribute of its entity type a rule reads."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if rule.select.attribute:
+        out.append((("select", "attribute"), rule.select.attribute))
+    return out
+
+
+def authoring_warnings(rules: list[tuple[int, Rule]], locate: Locate) -> list[RuleError]:
+    """What a rule author probably got wrong but the engine accepts: attribute names that the Smart
+    Data Models schema of the selected type does not have (``NO2`` for ``no2``)."""
+    from atalaia.rules.sdm import attribute_problem
+
+    out: list[RuleError] = []
+    for i, rule in rules:
+        for loc, name in referenced_attributes(rule):
+            problem = attribute_problem(rule.select.type, name)
+            if problem:
+                out.append(RuleError(*locate(("rules", i, *loc)), f"warning: {problem}"))
+    return out
+
+
 def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:
     set_fields = rule.model_fields_set
     kinds = [
