@@ -85,6 +85,8 @@ def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) ->
                 err((*base, other), f"'{other}' does not apply to an {kind} rule", True)
         if kind == "stuck_for" and not rule.select.attribute:
             err((*base, "select"), "a stuck_for rule needs 'select.attribute' (the value that must change)")
+    if rule.unit is not None:
+        _unit_errors(rule, base, err)
     if rule.aggregate is not None and rule.aggregate.window <= 0:
         err((*base, "aggregate", "window"), "'window' must be longer than 0")
     for kind_name in ("labels", "annotations"):
@@ -92,6 +94,29 @@ def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) ->
             problem = template_problem(source)
             if problem:
                 err((*base, kind_name, name), f"{kind_name[:-1]} '{name}': {problem}")
+
+
+def _unit_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:
+    from atalaia.rules.sdm import documented_unit
+    from atalaia.rules.units import convert_factor, unit_problem
+
+    assert rule.unit is not None
+    if rule.detector is not None or rule.absent_for is not None:
+        what = "a detector score" if rule.detector is not None else "an absent_for rule"
+        err((*base, "unit"), f"'unit' does not apply to {what}", True)
+        return
+    problem = unit_problem(rule.unit)
+    if problem:
+        err((*base, "unit"), problem)
+        return
+    declared = documented_unit(rule.select.type, rule.select.attribute or "")
+    if declared is not None:
+        conv = convert_factor(declared, rule.unit)
+        if isinstance(conv, str):
+            err(
+                (*base, "unit"),
+                f"{rule.select.type} documents '{rule.select.attribute}' in {declared}: {conv}",
+            )
 
 
 def _threshold_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:

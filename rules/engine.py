@@ -86,6 +86,8 @@ class RuleEngine:
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, absent rule id, key)
         self._outbox: list[AlarmTransition] = []  # transitions from reload/restore, returned by the next call
         self._times: dict[str, float] = {}
+        # observations a rule with ``unit:`` could not convert (filled by the evaluators, drained per batch)
+        self._unit_rejects: list[Rejected] = []
         self._install(ruleset, {})
 
     # ------------------------------------------------------------------ rules
@@ -116,10 +118,11 @@ class RuleEngine:
         # the hot path's view of the index: type -> attribute -> segments in rule order
         dispatch: dict[str, dict[str | None, tuple[Segment, ...]]] = {}
         for (typ, attr), rs in index.items():
-            dispatch.setdefault(typ, {})[attr] = _segments(rs, self.stats)
+            dispatch.setdefault(typ, {})[attr] = _segments(rs, self.stats, self._unit_rejects)
         self._dispatch = dispatch
         self._any_attribute = {
-            t: tuple(_entry(r, self.stats)[:2] for r in rs) for t, rs in self.any_attribute.items()
+            t: tuple(_entry(r, self.stats, self._unit_rejects)[:2] for r in rs)
+            for t, rs in self.any_attribute.items()
         }
         self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
         self._deadlines = [
@@ -289,6 +292,9 @@ class RuleEngine:
                     if key is not None:
                         fn(obs, key, t, t_text, out, deadlines)
             accepted += 1
+        if self._unit_rejects:
+            rejected += self._unit_rejects
+            self._unit_rejects.clear()
         self.stats["observations"] += accepted
         self.stats["evaluations"] += evaluations
         self.stats["late_not_evaluated"] += late
@@ -414,12 +420,12 @@ Entry = tuple[Any, Any, bool]
 Segment = tuple[tuple[Any, ...] | None, Entry | None]
 
 
-def _segments(rules: list[CompiledRule], stats: Counter[str]) -> tuple[Segment, ...]:
+def _segments(rules: list[CompiledRule], stats: Counter[str], sink: list[Rejected]) -> tuple[Segment, ...]:
     """Rules of one (type, attribute) in order, as segments: (evaluators, None) for a run of evaluators
     keyed by entity without filter (called back to back), or (None, entry) for any other rule."""
     out: list[Segment] = []
     for rule in rules:
-        fn, key_of, absent = entry = _entry(rule, stats)
+        fn, key_of, absent = entry = _entry(rule, stats, sink)
         if key_of is None and not absent:
             if out and out[-1][0] is not None:
                 out[-1] = ((*out[-1][0], fn), None)  # type: ignore[misc]
@@ -430,14 +436,54 @@ def _segments(rules: list[CompiledRule], stats: Counter[str]) -> tuple[Segment, 
     return tuple(out)
 
 
-def _entry(rule: CompiledRule, stats: Counter[str]) -> Entry:
+def _entry(rule: CompiledRule, stats: Counter[str], sink: list[Rejected]) -> Entry:
     """(bound evaluator, key function or None when the key is the entity, is an absence rule)."""
     key_of = None if rule.simple_key else rule.key_of
     if rule.require_observed_time:
         key_of = _observed_only(rule.key_of, stats)
     if rule.__class__ is AbsentRule:
         return rule.seen, key_of, True  # type: ignore[attr-defined]
+    unit = rule.loaded.rule.unit
+    if unit is not None and rule.attribute is not None:
+        return _converting(rule.observe, rule, unit, stats, sink), key_of, False  # type: ignore[attr-defined]
     return rule.observe, key_of, False  # type: ignore[attr-defined]
+
+
+def _converting(fn: Any, rule: CompiledRule, unit: str, stats: Counter[str], sink: list[Rejected]) -> Any:
+    """The evaluator of a rule with ``unit:``: the value is converted from the observation's unit code
+    for the attribute (``units``; without one, the unit the Smart Data Models type documents, else the
+    rule's own, counted in ``stats["unit_assumed"]``). A code that cannot be converted is a data-quality
+    rejection with the reason (``stats["rejected_unit"]``), never a comparison."""
+    from atalaia.rules.sdm import documented_unit
+    from atalaia.rules.units import convert_factor
+
+    attribute = rule.attribute
+    assumed = documented_unit(rule.type, attribute or "")
+    factors: dict[str, Any] = {}
+
+    def observe(
+        obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        units = obs.get("units")
+        code = units.get(attribute) if units else None
+        if code is None:
+            code = assumed
+            if code is None:
+                stats["unit_assumed"] += 1
+                return fn(obs, key, t, t_text, v, out, scorer)
+        conv = factors.get(code)
+        if conv is None:
+            conv = factors[code] = convert_factor(code, unit) if code.__class__ is str else "not text"
+        if conv.__class__ is str:
+            reason = f"rule '{rule.id}': attribute {attribute!r} in {code!r}: {conv}"
+            if not (sink and sink[-1].observation is obs and sink[-1].reason == reason):
+                sink.append(Rejected(obs, reason))
+            stats["rejected_unit"] += 1
+            return True
+        scale, offset = conv
+        return fn(obs, key, t, t_text, v * scale + offset, out, scorer)
+
+    return observe
 
 
 def _observed_only(key_of: Any, stats: Counter[str]) -> Any:

@@ -105,6 +105,12 @@ class Rule(Strict):
     stuck_for: Duration | None = Field(None, description="fires when the value has not changed this long")
     severity: Severity | None = Field(None, description="severity of an absent_for or stuck_for rule")
     detector: str | None = Field(None, description="severities apply to this detector's score in [0, 1]")
+    unit: str | None = Field(
+        None,
+        description="the unit of the thresholds (pint: m3/s, l/s, cm, degC, km/h, hPa, %, ug/m3; or a "
+        "UN/CEFACT code): observations are converted from their unitCode; an incompatible one is rejected",
+        examples=["m3/s", "l/s", "cm", "MQS"],
+    )
     require_observed_time: bool = Field(
         False,
         description="evaluate only observations whose time was measured (time_source 'observed'); those "
