@@ -85,7 +85,7 @@ def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) ->
                 err((*base, other), f"'{other}' does not apply to an {kind} rule", True)
         if kind == "stuck_for" and not rule.select.attribute:
             err((*base, "select"), "a stuck_for rule needs 'select.attribute' (the value that must change)")
-    if rule.unit is not None:
+    if rule.unit is not None and not any(lv.is_state for lv in rule.severities or []):
         _unit_errors(rule, base, err)
     if rule.aggregate is not None and rule.aggregate.window <= 0:
         err((*base, "aggregate", "window"), "'window' must be longer than 0")
@@ -137,6 +137,9 @@ def _threshold_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None
             "a detector rule scores each observation; it cannot also have 'aggregate'",
             True,
         )
+    state = any(level.is_state for level in levels)
+    if state:
+        _state_errors(rule, base, err)
     seen: dict[str, int] = {}
     for j, level in enumerate(levels):
         loc = (*base, "severities", j)
@@ -149,12 +152,49 @@ def _threshold_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None
                 f"'{levels[j - 1].severity}'",
             )
         seen[level.severity] = j
-        _level_errors(level, loc, rule.detector is not None, err)
+        if not state:
+            _level_errors(level, loc, rule.detector is not None, err)
+
+
+def _state_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:
+    levels = rule.severities or []
+    for j, level in enumerate(levels):
+        loc = (*base, "severities", j)
+        given = [
+            k
+            for k, v in (
+                ("above", level.above),
+                ("below", level.below),
+                ("equals", level.equals),
+                ("in", level.in_),
+                ("changed_to", level.changed_to),
+            )
+            if v is not None
+        ]
+        if not level.is_state:
+            err(
+                (*loc, given[0] if given else "severity"),
+                "a rule with state conditions (equals, in, changed_to) cannot also compare numbers "
+                "(above, below): write two rules",
+                bool(given),
+            )
+        elif len(given) > 1:
+            err((*loc, given[1]), f"use one of {', '.join(given)} in one severity, not several", True)
+        for k in ("clear_below", "clear_above"):
+            if getattr(level, k) is not None:
+                err((*loc, k), f"'{k}' goes with a number threshold, not a state condition", True)
+    for other, why in (
+        ("aggregate", "a text or boolean state has no numeric aggregate"),
+        ("detector", "a detector scores numbers"),
+        ("unit", "a state has no unit"),
+    ):
+        if other in rule.model_fields_set:
+            err((*base, other), f"'{other}' cannot be used with state conditions: {why}", True)
 
 
 def _level_errors(level: Level, loc: tuple[Any, ...], detector: bool, err: Callable[..., None]) -> None:
     if level.above is None and level.below is None:
-        err(loc, f"severity '{level.severity}' needs 'above' or 'below'")
+        err(loc, f"severity '{level.severity}' needs 'above' or 'below' (or equals, in, changed_to)")
     if level.above is not None and level.below is not None:
         err(
             (*loc, "below"),

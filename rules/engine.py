@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from atalaia.rules.alarm import AlarmTransition
-from atalaia.rules.compiled import NEG_INF, AbsentRule, CompiledRule, Scorer, compile_rule
+from atalaia.rules.compiled import NEG_INF, AbsentRule, CompiledRule, Scorer, StateRule, compile_rule
 from atalaia.rules.durations import format_duration
 from atalaia.rules.loader import LoadedRule, RuleSet
 from atalaia.rules.schema import Rule
@@ -111,8 +111,18 @@ class RuleEngine:
         self.rules = rules
         self.by_id = {r.id: r for r in rules}
         index: dict[tuple[str, str | None], list[CompiledRule]] = {}
+        state_dispatch: dict[str, dict[str, list[tuple[Any, Any]]]] = {}
         for r in rules:
+            if isinstance(r, StateRule):  # text/boolean values: a path of their own (no number check)
+                key_of = None if r.simple_key else r.key_of
+                if r.require_observed_time:
+                    key_of = _observed_only(r.key_of, self.stats)
+                state_dispatch.setdefault(r.type, {}).setdefault(r.attribute or "", []).append(
+                    (r.observe_state, key_of)
+                )
+                continue
             index.setdefault((r.type, r.attribute), []).append(r)
+        self._state_dispatch = state_dispatch
         self.index = index
         self.any_attribute = {t: rs for (t, a), rs in index.items() if a is None}
         # the hot path's view of the index: type -> attribute -> segments in rule order
@@ -179,6 +189,7 @@ class RuleEngine:
         self._outbox = []
         rejected: list[Rejected] = []
         dispatch, any_attr, scorer = self._dispatch, self._any_attribute, self.scorer
+        state_dispatch = self._state_dispatch
         deadlines = self._deadlines
         parse = self._time
         inf, ninf = math.inf, -math.inf
@@ -285,6 +296,12 @@ class RuleEngine:
                         evaluations += 1
                         if not fn(obs, key, t, t_text, v, out, scorer):
                             late += 1
+            if state_dispatch:
+                by_state = state_dispatch.get(typ)
+                if by_state is not None:
+                    evaluations += self._states(
+                        obs, typ, entity, t, t_text, attributes, labels, by_state, out
+                    )
             seen = any_attr.get(typ)
             if seen:
                 for fn, key_of in seen:
@@ -300,6 +317,35 @@ class RuleEngine:
         self.stats["late_not_evaluated"] += late
         self.stats["rejected"] += len(rejected)
         return out, rejected
+
+    def _states(
+        self,
+        obs: dict[str, Any],
+        typ: str,
+        entity: str,
+        t: float,
+        t_text: str,
+        attributes: dict[str, Any],
+        labels: dict[str, Any] | None,
+        by_state: dict[str, list[tuple[Any, Any]]],
+        out: list[AlarmTransition],
+    ) -> int:
+        """State rules of this type: the attribute's text/boolean (or number) value, from the
+        attributes or else the labels (where ingest keeps text properties)."""
+        n = 0
+        for name, entries in by_state.items():
+            v = attributes.get(name)
+            if v is None and labels:
+                v = labels.get(name)
+            if v is None or not isinstance(v, str | bool | int | float):
+                continue
+            for fn, key_of in entries:
+                key = entity if key_of is None else key_of(obs)
+                if key is not None:
+                    n += 1
+                    if not fn(obs, key, t, t_text, v, out):
+                        self.stats["late_not_evaluated"] += 1
+        return n
 
     # ------------------------------------------------------------------ clocks
     def _absence(self, now: float, out: list[AlarmTransition]) -> None:

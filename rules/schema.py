@@ -85,6 +85,21 @@ class Level(Strict):
     for_: Duration = Field(
         0.0, alias="for", description="condition must hold at least this long before firing"
     )
+    equals: str | bool | float | None = Field(
+        None, description="state condition: holds while the (text, boolean) value equals this"
+    )
+    in_: list[str | bool | float] | None = Field(
+        None, alias="in", description="state condition: holds while the value is one of these"
+    )
+    changed_to: str | bool | float | None = Field(
+        None,
+        description="state condition: holds from an observation where the value changes to this from "
+        "another one seen before, while it stays so (never at the first observation of a key)",
+    )
+
+    @property
+    def is_state(self) -> bool:
+        return self.equals is not None or self.in_ is not None or self.changed_to is not None
 
 
 class Rule(Strict):
