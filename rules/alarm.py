@@ -46,9 +46,10 @@ class AlarmTransition:
         if not self.id:
             self.id = transition_id(self.rule, self.key, self.state, self.at, self.severity)
 
-    def replay_line(self) -> dict[str, Any]:
-        """The contract's replay line (keys in contract order)."""
-        return {
+    def replay_line(self, labels: bool = False) -> dict[str, Any]:
+        """The contract's replay line (keys in contract order); ``labels=True`` adds ``labels`` and
+        ``annotations`` (and ``entity``, ``parts`` when set), so the line feeds ``incidents replay``."""
+        line = {
             "at": self.at,
             "rule": self.rule,
             "key": self.key,
@@ -56,6 +57,12 @@ class AlarmTransition:
             "severity": self.severity,
             "value": self.value,
         }
+        if labels:
+            line["labels"] = self.labels
+            line["annotations"] = self.annotations
+            if self.entity is not None:
+                line["entity"] = self.entity
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -96,7 +96,9 @@ class CompiledRule:
         value: float | None,
         since: float,
         obs: dict[str, Any] | None,
+        shown: Any = None,
     ) -> AlarmTransition:
+        """``shown``: the template's ``value`` when it is not the transition's number (a state's text)."""
         obs = obs or {}
         obs_labels = obs.get("labels") or {}
         tenant = obs.get("tenant")
@@ -104,7 +106,7 @@ class CompiledRule:
         variables = {
             "entity": entity,
             "key": key,
-            "value": value,
+            "value": value if shown is None else shown,
             "severity": severity,
             "labels": obs_labels,
             "rule": self.id,

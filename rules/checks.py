@@ -33,6 +33,28 @@ def semantic_errors(
     return errors
 
 
+def referenced_attributes(rule: Rule) -> list[tuple[tuple[Any, ...], str]]:
+    """(location below the rule, attribute name) of every attribute of its entity type a rule reads."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if rule.select.attribute:
+        out.append((("select", "attribute"), rule.select.attribute))
+    return out
+
+
+def authoring_warnings(rules: list[tuple[int, Rule]], locate: Locate) -> list[RuleError]:
+    """What a rule author probably got wrong but the engine accepts: attribute names that the Smart
+    Data Models schema of the selected type does not have (``NO2`` for ``no2``)."""
+    from atalaia.rules.sdm import attribute_problem
+
+    out: list[RuleError] = []
+    for i, rule in rules:
+        for loc, name in referenced_attributes(rule):
+            problem = attribute_problem(rule.select.type, name)
+            if problem:
+                out.append(RuleError(*locate(("rules", i, *loc)), f"warning: {problem}"))
+    return out
+
+
 def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:
     set_fields = rule.model_fields_set
     kinds = [
@@ -63,6 +85,8 @@ def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) ->
                 err((*base, other), f"'{other}' does not apply to an {kind} rule", True)
         if kind == "stuck_for" and not rule.select.attribute:
             err((*base, "select"), "a stuck_for rule needs 'select.attribute' (the value that must change)")
+    if rule.unit is not None and not any(lv.is_state for lv in rule.severities or []):
+        _unit_errors(rule, base, err)
     if rule.aggregate is not None and rule.aggregate.window <= 0:
         err((*base, "aggregate", "window"), "'window' must be longer than 0")
     for kind_name in ("labels", "annotations"):
@@ -70,6 +94,29 @@ def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) ->
             problem = template_problem(source)
             if problem:
                 err((*base, kind_name, name), f"{kind_name[:-1]} '{name}': {problem}")
+
+
+def _unit_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:
+    from atalaia.rules.sdm import documented_unit
+    from atalaia.rules.units import convert_factor, unit_problem
+
+    assert rule.unit is not None
+    if rule.detector is not None or rule.absent_for is not None:
+        what = "a detector score" if rule.detector is not None else "an absent_for rule"
+        err((*base, "unit"), f"'unit' does not apply to {what}", True)
+        return
+    problem = unit_problem(rule.unit)
+    if problem:
+        err((*base, "unit"), problem)
+        return
+    declared = documented_unit(rule.select.type, rule.select.attribute or "")
+    if declared is not None:
+        conv = convert_factor(declared, rule.unit)
+        if isinstance(conv, str):
+            err(
+                (*base, "unit"),
+                f"{rule.select.type} documents '{rule.select.attribute}' in {declared}: {conv}",
+            )
 
 
 def _threshold_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:
@@ -90,6 +137,9 @@ def _threshold_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None
             "a detector rule scores each observation; it cannot also have 'aggregate'",
             True,
         )
+    state = any(level.is_state for level in levels)
+    if state:
+        _state_errors(rule, base, err)
     seen: dict[str, int] = {}
     for j, level in enumerate(levels):
         loc = (*base, "severities", j)
@@ -102,12 +152,49 @@ def _threshold_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None
                 f"'{levels[j - 1].severity}'",
             )
         seen[level.severity] = j
-        _level_errors(level, loc, rule.detector is not None, err)
+        if not state:
+            _level_errors(level, loc, rule.detector is not None, err)
+
+
+def _state_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:
+    levels = rule.severities or []
+    for j, level in enumerate(levels):
+        loc = (*base, "severities", j)
+        given = [
+            k
+            for k, v in (
+                ("above", level.above),
+                ("below", level.below),
+                ("equals", level.equals),
+                ("in", level.in_),
+                ("changed_to", level.changed_to),
+            )
+            if v is not None
+        ]
+        if not level.is_state:
+            err(
+                (*loc, given[0] if given else "severity"),
+                "a rule with state conditions (equals, in, changed_to) cannot also compare numbers "
+                "(above, below): write two rules",
+                bool(given),
+            )
+        elif len(given) > 1:
+            err((*loc, given[1]), f"use one of {', '.join(given)} in one severity, not several", True)
+        for k in ("clear_below", "clear_above"):
+            if getattr(level, k) is not None:
+                err((*loc, k), f"'{k}' goes with a number threshold, not a state condition", True)
+    for other, why in (
+        ("aggregate", "a text or boolean state has no numeric aggregate"),
+        ("detector", "a detector scores numbers"),
+        ("unit", "a state has no unit"),
+    ):
+        if other in rule.model_fields_set:
+            err((*base, other), f"'{other}' cannot be used with state conditions: {why}", True)
 
 
 def _level_errors(level: Level, loc: tuple[Any, ...], detector: bool, err: Callable[..., None]) -> None:
     if level.above is None and level.below is None:
-        err(loc, f"severity '{level.severity}' needs 'above' or 'below'")
+        err(loc, f"severity '{level.severity}' needs 'above' or 'below' (or equals, in, changed_to)")
     if level.above is not None and level.below is not None:
         err(
             (*loc, "below"),

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from atalaia.rules.alarm import AlarmTransition
-from atalaia.rules.compiled import NEG_INF, AbsentRule, CompiledRule, Scorer, compile_rule
+from atalaia.rules.compiled import NEG_INF, AbsentRule, CompiledRule, Scorer, StateRule, compile_rule
 from atalaia.rules.durations import format_duration
 from atalaia.rules.loader import LoadedRule, RuleSet
 from atalaia.rules.schema import Rule
@@ -86,6 +86,8 @@ class RuleEngine:
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, absent rule id, key)
         self._outbox: list[AlarmTransition] = []  # transitions from reload/restore, returned by the next call
         self._times: dict[str, float] = {}
+        # observations a rule with ``unit:`` could not convert (filled by the evaluators, drained per batch)
+        self._unit_rejects: list[Rejected] = []
         self._install(ruleset, {})
 
     # ------------------------------------------------------------------ rules
@@ -109,17 +111,28 @@ class RuleEngine:
         self.rules = rules
         self.by_id = {r.id: r for r in rules}
         index: dict[tuple[str, str | None], list[CompiledRule]] = {}
+        state_dispatch: dict[str, dict[str, list[tuple[Any, Any]]]] = {}
         for r in rules:
+            if isinstance(r, StateRule):  # text/boolean values: a path of their own (no number check)
+                key_of = None if r.simple_key else r.key_of
+                if r.require_observed_time:
+                    key_of = _observed_only(r.key_of, self.stats)
+                state_dispatch.setdefault(r.type, {}).setdefault(r.attribute or "", []).append(
+                    (r.observe_state, key_of)
+                )
+                continue
             index.setdefault((r.type, r.attribute), []).append(r)
+        self._state_dispatch = state_dispatch
         self.index = index
         self.any_attribute = {t: rs for (t, a), rs in index.items() if a is None}
         # the hot path's view of the index: type -> attribute -> segments in rule order
         dispatch: dict[str, dict[str | None, tuple[Segment, ...]]] = {}
         for (typ, attr), rs in index.items():
-            dispatch.setdefault(typ, {})[attr] = _segments(rs, self.stats)
+            dispatch.setdefault(typ, {})[attr] = _segments(rs, self.stats, self._unit_rejects)
         self._dispatch = dispatch
         self._any_attribute = {
-            t: tuple(_entry(r, self.stats)[:2] for r in rs) for t, rs in self.any_attribute.items()
+            t: tuple(_entry(r, self.stats, self._unit_rejects)[:2] for r in rs)
+            for t, rs in self.any_attribute.items()
         }
         self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
         self._deadlines = [
@@ -176,6 +189,7 @@ class RuleEngine:
         self._outbox = []
         rejected: list[Rejected] = []
         dispatch, any_attr, scorer = self._dispatch, self._any_attribute, self.scorer
+        state_dispatch = self._state_dispatch
         deadlines = self._deadlines
         parse = self._time
         inf, ninf = math.inf, -math.inf
@@ -282,6 +296,12 @@ class RuleEngine:
                         evaluations += 1
                         if not fn(obs, key, t, t_text, v, out, scorer):
                             late += 1
+            if state_dispatch:
+                by_state = state_dispatch.get(typ)
+                if by_state is not None:
+                    evaluations += self._states(
+                        obs, typ, entity, t, t_text, attributes, labels, by_state, out
+                    )
             seen = any_attr.get(typ)
             if seen:
                 for fn, key_of in seen:
@@ -289,11 +309,43 @@ class RuleEngine:
                     if key is not None:
                         fn(obs, key, t, t_text, out, deadlines)
             accepted += 1
+        if self._unit_rejects:
+            rejected += self._unit_rejects
+            self._unit_rejects.clear()
         self.stats["observations"] += accepted
         self.stats["evaluations"] += evaluations
         self.stats["late_not_evaluated"] += late
         self.stats["rejected"] += len(rejected)
         return out, rejected
+
+    def _states(
+        self,
+        obs: dict[str, Any],
+        typ: str,
+        entity: str,
+        t: float,
+        t_text: str,
+        attributes: dict[str, Any],
+        labels: dict[str, Any] | None,
+        by_state: dict[str, list[tuple[Any, Any]]],
+        out: list[AlarmTransition],
+    ) -> int:
+        """State rules of this type: the attribute's text/boolean (or number) value, from the
+        attributes or else the labels (where ingest keeps text properties)."""
+        n = 0
+        for name, entries in by_state.items():
+            v = attributes.get(name)
+            if v is None and labels:
+                v = labels.get(name)
+            if v is None or not isinstance(v, str | bool | int | float):
+                continue
+            for fn, key_of in entries:
+                key = entity if key_of is None else key_of(obs)
+                if key is not None:
+                    n += 1
+                    if not fn(obs, key, t, t_text, v, out):
+                        self.stats["late_not_evaluated"] += 1
+        return n
 
     # ------------------------------------------------------------------ clocks
     def _absence(self, now: float, out: list[AlarmTransition]) -> None:
@@ -414,12 +466,12 @@ Entry = tuple[Any, Any, bool]
 Segment = tuple[tuple[Any, ...] | None, Entry | None]
 
 
-def _segments(rules: list[CompiledRule], stats: Counter[str]) -> tuple[Segment, ...]:
+def _segments(rules: list[CompiledRule], stats: Counter[str], sink: list[Rejected]) -> tuple[Segment, ...]:
     """Rules of one (type, attribute) in order, as segments: (evaluators, None) for a run of evaluators
     keyed by entity without filter (called back to back), or (None, entry) for any other rule."""
     out: list[Segment] = []
     for rule in rules:
-        fn, key_of, absent = entry = _entry(rule, stats)
+        fn, key_of, absent = entry = _entry(rule, stats, sink)
         if key_of is None and not absent:
             if out and out[-1][0] is not None:
                 out[-1] = ((*out[-1][0], fn), None)  # type: ignore[misc]
@@ -430,14 +482,54 @@ def _segments(rules: list[CompiledRule], stats: Counter[str]) -> tuple[Segment, 
     return tuple(out)
 
 
-def _entry(rule: CompiledRule, stats: Counter[str]) -> Entry:
+def _entry(rule: CompiledRule, stats: Counter[str], sink: list[Rejected]) -> Entry:
     """(bound evaluator, key function or None when the key is the entity, is an absence rule)."""
     key_of = None if rule.simple_key else rule.key_of
     if rule.require_observed_time:
         key_of = _observed_only(rule.key_of, stats)
     if rule.__class__ is AbsentRule:
         return rule.seen, key_of, True  # type: ignore[attr-defined]
+    unit = rule.loaded.rule.unit
+    if unit is not None and rule.attribute is not None:
+        return _converting(rule.observe, rule, unit, stats, sink), key_of, False  # type: ignore[attr-defined]
     return rule.observe, key_of, False  # type: ignore[attr-defined]
+
+
+def _converting(fn: Any, rule: CompiledRule, unit: str, stats: Counter[str], sink: list[Rejected]) -> Any:
+    """The evaluator of a rule with ``unit:``: the value is converted from the observation's unit code
+    for the attribute (``units``; without one, the unit the Smart Data Models type documents, else the
+    rule's own, counted in ``stats["unit_assumed"]``). A code that cannot be converted is a data-quality
+    rejection with the reason (``stats["rejected_unit"]``), never a comparison."""
+    from atalaia.rules.sdm import documented_unit
+    from atalaia.rules.units import convert_factor
+
+    attribute = rule.attribute
+    assumed = documented_unit(rule.type, attribute or "")
+    factors: dict[str, Any] = {}
+
+    def observe(
+        obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        units = obs.get("units")
+        code = units.get(attribute) if units else None
+        if code is None:
+            code = assumed
+            if code is None:
+                stats["unit_assumed"] += 1
+                return fn(obs, key, t, t_text, v, out, scorer)
+        conv = factors.get(code)
+        if conv is None:
+            conv = factors[code] = convert_factor(code, unit) if code.__class__ is str else "not text"
+        if conv.__class__ is str:
+            reason = f"rule '{rule.id}': attribute {attribute!r} in {code!r}: {conv}"
+            if not (sink and sink[-1].observation is obs and sink[-1].reason == reason):
+                sink.append(Rejected(obs, reason))
+            stats["rejected_unit"] += 1
+            return True
+        scale, offset = conv
+        return fn(obs, key, t, t_text, v * scale + offset, out, scorer)
+
+    return observe
 
 
 def _observed_only(key_of: Any, stats: Counter[str]) -> Any:

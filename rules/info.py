@@ -76,6 +76,8 @@ def rule_info(rule: Any) -> RuleInfo:
     attribute = rule.select.attribute
     aggregate = rule.aggregate.function if rule.aggregate else None
     unit = rule.annotations.get("unit")
+    if unit is None and getattr(rule, "unit", None) and not rule.detector and aggregate != "count":
+        unit = rule.unit if aggregate != "rate" else f"{rule.unit}/s"
     if unit is None and rule.detector:
         unit = "score"
     elif unit is None and not (rule.absent_for or rule.stuck_for) and aggregate != "count":

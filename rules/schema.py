@@ -85,6 +85,21 @@ class Level(Strict):
     for_: Duration = Field(
         0.0, alias="for", description="condition must hold at least this long before firing"
     )
+    equals: str | bool | float | None = Field(
+        None, description="state condition: holds while the (text, boolean) value equals this"
+    )
+    in_: list[str | bool | float] | None = Field(
+        None, alias="in", description="state condition: holds while the value is one of these"
+    )
+    changed_to: str | bool | float | None = Field(
+        None,
+        description="state condition: holds from an observation where the value changes to this from "
+        "another one seen before, while it stays so (never at the first observation of a key)",
+    )
+
+    @property
+    def is_state(self) -> bool:
+        return self.equals is not None or self.in_ is not None or self.changed_to is not None
 
 
 class Rule(Strict):
@@ -105,6 +120,12 @@ class Rule(Strict):
     stuck_for: Duration | None = Field(None, description="fires when the value has not changed this long")
     severity: Severity | None = Field(None, description="severity of an absent_for or stuck_for rule")
     detector: str | None = Field(None, description="severities apply to this detector's score in [0, 1]")
+    unit: str | None = Field(
+        None,
+        description="the unit of the thresholds (pint: m3/s, l/s, cm, degC, km/h, hPa, %, ug/m3; or a "
+        "UN/CEFACT code): observations are converted from their unitCode; an incompatible one is rejected",
+        examples=["m3/s", "l/s", "cm", "MQS"],
+    )
     require_observed_time: bool = Field(
         False,
         description="evaluate only observations whose time was measured (time_source 'observed'); those "

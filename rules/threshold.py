@@ -90,7 +90,7 @@ class ThresholdRule(CompiledRule):
     def __init__(self, loaded: LoadedRule, position: int) -> None:
         super().__init__(loaded, position)
         rule = loaded.rule
-        self.levels = [CompiledLevel(lv) for lv in rule.severities or []]
+        self.levels = [CompiledLevel(lv) for lv in rule.severities or [] if not lv.is_state]
         # the levels as plain tuples for the hot loop: (above?, limit, clear, has hysteresis, for)
         self._levels = tuple((lv.above, *lv.clear, lv.clear[0] != lv.clear[1], lv.for_) for lv in self.levels)
         self.keep_firing_for = rule.keep_firing_for
@@ -214,23 +214,33 @@ class ThresholdRule(CompiledRule):
         value: float | None,
         obs: dict[str, Any] | None,
         out: list[AlarmTransition],
+        holding: list[bool] | None = None,
+        shown: Any = None,
     ) -> None:
+        """Advance the severities at ``t``. ``holding`` (state rules): whether each severity's condition
+        holds, instead of comparing ``value``; ``shown`` is then the template's value (the state)."""
         levels = st.levels
         if levels is None:  # the common case: inactive; return at once when nothing holds
-            if value is None:
+            if holding is not None:
+                if not any(holding):
+                    return
+            elif value is None:
                 return
-            for above, limit, _clear, _hyst, _for in self._levels:
-                if value > limit if above else value < limit:
-                    break
             else:
-                return
+                for above, limit, _clear, _hyst, _for in self._levels:
+                    if value > limit if above else value < limit:
+                        break
+                else:
+                    return
             levels = st.levels = [None] * len(self._levels)
         fire = pend = -1
         kff = self.keep_firing_for
         for i, (above, limit, clear, hyst, for_) in enumerate(self._levels):
             ls = levels[i]
             # strict threshold; a firing level with hysteresis holds until the value passes the clear level
-            if value is None:
+            if holding is not None:
+                holds = holding[i]
+            elif value is None:
                 holds = False
             elif above:
                 holds = value > limit or (hyst and ls is not None and ls[1] and value >= clear)
@@ -272,7 +282,9 @@ class ThresholdRule(CompiledRule):
         if new_state == INACTIVE or (new_state == PENDING and old_state == FIRING):
             ended = "resolved" if old_state == FIRING else "inactive"
             out.append(
-                self.transition(t, t_text, key, ended, self.levels[old_sev].severity, value, st.since, obs)
+                self.transition(
+                    t, t_text, key, ended, self.levels[old_sev].severity, value, st.since, obs, shown
+                )
             )
             old_state = INACTIVE
         if new_state != INACTIVE:
@@ -288,6 +300,7 @@ class ThresholdRule(CompiledRule):
                     value,
                     st.since,
                     obs,
+                    shown,
                 )
             )
         st.state, st.sev = new_state, new_sev

@@ -157,9 +157,9 @@ class DemoScenario:
                     lat,
                     observed,
                     {
-                        "NO2": (max(no2, 0), "GQ"),
-                        "PM10": (max(pm10, 0), "GQ"),
-                        "PM2.5": (max(pm10 * 0.6, 0), "GQ"),
+                        "no2": (max(no2, 0), "GQ"),  # Smart Data Models names (what the rules select)
+                        "pm10": (max(pm10, 0), "GQ"),
+                        "pm25": (max(pm10 * 0.6, 0), "GQ"),
                     },
                 )
             )
