@@ -161,7 +161,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         return fail(view, 503, "Warnings unavailable", "the warnings stage does not run in this process")
 
     def bad_draft(view: Any, errors: list[dict[str, str]], prefix: str = "draft.") -> Any:
-        errors = [{"field": prefix + e["field"], "message": e["message"]} for e in errors]
+        errors = [
+            {
+                "field": prefix + e["field"] if e["field"] not in ("", "draft") else "draft",
+                "message": e["message"],
+            }
+            for e in errors
+        ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return fail(view, 422, "Invalid draft", detail, field=errors[0]["field"], errors=errors)
 
@@ -257,9 +263,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             try:
                 doc = render(draft, catalogue(), now, resolve=resolve, bbox=config().region)
             except CapInvalid as e:
-                return bad_draft(self, [{"field": "", "message": p} for p in e.problems], prefix="draft")
+                return bad_draft(self, [{"field": "", "message": p} for p in e.problems])
             except Exception as e:  # a draft the builder cannot handle is still a bad draft, not a 500
-                return bad_draft(self, [{"field": "", "message": str(e)}], prefix="draft")
+                return bad_draft(self, [{"field": "", "message": str(e)}])
             link = config().base_url.rstrip("/") + alert_path(doc.identifier)
             sms = sms_text(draft, catalogue(), link)
             return self.json(
