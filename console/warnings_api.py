@@ -157,6 +157,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             return None, fail(view, 400, "Bad request", f"body is not a JSON object: {e}")
         return body, None
 
+    def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
+        """The draft and its problems as fields (anything the model cannot take is a problem too)."""
+        try:
+            return field_errors(data, catalogue())
+        except Exception as e:  # a body the checks did not foresee is still the caller's error
+            return None, [{"field": "", "message": f"not a draft: {e}"}]
+
     def no_stage(view: Any) -> Any:
         return fail(view, 503, "Warnings unavailable", "the warnings stage does not run in this process")
 
@@ -229,7 +236,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             draft = body.get("draft")
             if not isinstance(draft, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
-            _, errors = field_errors(draft, catalogue())
+            _, errors = check(draft)
             if errors:
                 return bad_draft(self, errors)
             return await send(
@@ -250,7 +257,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             data = body.get("draft")
             if not isinstance(data, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
-            draft, errors = field_errors(data, catalogue())
+            draft, errors = check(data)
             if errors or draft is None:
                 return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
             c = core()
@@ -339,7 +346,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     base = {k: v for k, v in w.draft.items() if k not in ("identifier", "sent")}
                     kind = "Update" if action == "update" else "Cancel"
                     merged = {**base, **changes, "msgType": kind, "references": [w.identifier or ""]}
-                _, errors = field_errors(merged, catalogue())
+                _, errors = check(merged)
                 if errors:
                     return bad_draft(self, errors)
                 cmd["draft"] = changes
@@ -381,7 +388,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if not isinstance(overrides, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
             draft.update(overrides)
-            _, errors = field_errors(draft, catalogue())
+            _, errors = check(draft)
             if errors:
                 return bad_draft(self, errors)
             cmd = {"action": "draft", "actor": who[0], "role": who[1], "draft": draft, "incident": incident}

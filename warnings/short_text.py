@@ -77,7 +77,7 @@ def sms_text(
     colour = COLOURS_PT.get(level.colour, level.colour.upper()) if level else ""
     head = MSG_PT.get(d.msg_type, "AVISO")
     head = f"{head} {colour}".strip() if d.msg_type != "Cancel" else f"AVISO {MSG_PT['Cancel']}"
-    parts = [f"{head}: {_pick(d.headline) or _pick(d.event)}."]
+    parts = [f"{head}: {_pick(d.event)}."]  # the headline repeats the level; the event says it shorter
     if d.status == "Exercise":
         parts.insert(0, f"{EXERCISE_MARK}:")
     elif d.status == "Test":
