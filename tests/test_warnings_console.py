@@ -207,6 +207,20 @@ def test_draft_from_an_incident_approve_issue_feed_and_four_eyes(make_worker, pu
     assert rui.get_attribute("#feed", "href") == "/cap/feed.atom"
     rui.screenshot(path=str(SHOTS / "warnings-list.png"), full_page=True)
 
+    # an Update and a Cancel are new warnings referencing the issued one, with their own approval
+    for action, kind in (("update", "Update"), ("cancel", "Cancel")):
+        r = httpx.post(
+            f"{w.url}/api/warnings/{wid}/commands",
+            json={"action": action, "reason": "river falling", "draft": {"level": "yellow"}},
+            headers=h("ana"),
+            timeout=10,
+        )
+        assert r.status_code == 200 and r.json()["warning"] != wid, r.text
+        new = httpx.get(f"{w.url}/api/warnings/{r.json()['warning']}", headers=h("ana"), timeout=5).json()
+        new = new["warning"]
+        assert (new["msgType"], new["supersedes"], new["state"]) == (kind, wid, "draft")
+        assert new["draft"]["references"] == [detail["identifier"]]
+
     # 4. self-approval: rui drafts and submits another warning, then may not approve it himself
     draft = dict(detail["draft"], level="yellow")
     r = httpx.post(f"{w.url}/api/warnings", json={"draft": draft}, headers=h("rui"), timeout=10)
