@@ -11,6 +11,7 @@
 * ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``;
   answers 200 (accepted), 404 (unknown incident), 409 (refused by the incident manager, with its
   reason) or 202 (queued: no reply within 5 s)
+* ``/warnings``, ``/api/warnings...``         population warnings: see ``console/warnings_api.py``
 
 Bad requests get a 4xx with an ``application/problem+json`` body naming the field. Commands are
 validated with the incidents package's ``Command`` model before they reach Kafka; whether the
@@ -37,6 +38,7 @@ from atalaia.streams.app import PROBLEM, problem
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {  # served under /console/<name>
     "console.js": "text/javascript",
+    "warnings.js": "text/javascript",
     "console.css": "text/css",
     "i18n.json": "application/json",
 }
@@ -340,6 +342,16 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     return fail(self, 404, "No such incident", reason, command=cmd.id)
                 return fail(self, 409, "Command refused", reason, command=cmd.id)
             return self.json({"command": cmd.id, "status": "accepted", "reply": reply}, status=200)
+
+    from atalaia.console import warnings_api
+
+    warnings_api.install(
+        app,
+        settings,
+        publish,
+        bootstrap,
+        {"fail": fail, "identify": identify, "projection": projection, "page": page, "auth": auth},
+    )
 
 
 def _sse(event: str, data: Any) -> bytes:

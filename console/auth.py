@@ -5,6 +5,7 @@
     users:
       - {actor: ana, role: operator, token_sha256: 9f86d08...}   # sha256 of the token
       - {actor: rui, role: supervisor, token_sha256: ...}
+      - {actor: eva, role: approver, token_sha256: ...}     # approves population warnings
 
 Only hashes are stored. With the file configured, every command must carry
 ``Authorization: Bearer <token>``; the actor and role come from the token, never from the
@@ -28,7 +29,7 @@ from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, load_
 class User(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     actor: str
-    role: Literal["operator", "supervisor", "engineer", "viewer"]
+    role: Literal["operator", "supervisor", "engineer", "approver", "viewer"]
     token_sha256: str
 
 

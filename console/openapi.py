@@ -374,6 +374,204 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             },
         },
     }
+    doc["components"]["schemas"]["Warning"] = WARNING
+    doc["paths"].update(warning_paths())
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc
+
+
+# ---------------------------------------------------------------- population warnings (console/warnings_api.py)
+WARNING_ACTIONS = ["edit", "submit", "approve", "reject", "issue", "update", "cancel"]
+WARNING = {
+    "type": "object",
+    "required": ["id", "version", "state", "draft", "authors", "created", "audit", "actions"],
+    "properties": {
+        "id": {"type": "string"},
+        "version": {"type": "integer"},
+        "state": {
+            "type": "string",
+            "enum": [
+                "draft",
+                "submitted",
+                "approved",
+                "issued",
+                "updated",
+                "cancelled",
+                "expired",
+                "rejected",
+            ],
+        },
+        "draft": {"type": "object", "description": "the draft (DESIGN.md, Warning draft → CAP)"},
+        "authors": {"type": "array", "items": {"type": "string"}},
+        "created": TIME,
+        "approver": _nullable("string"),
+        "supersedes": _nullable("string"),
+        "superseded_by": _nullable("string"),
+        "identifier": _nullable("string"),
+        "sent": _nullable("string"),
+        "expires": _nullable("string"),
+        "audit": {"type": "array", "items": {"type": "object"}},
+        "actions": {"type": "array", "items": {"type": "string", "enum": WARNING_ACTIONS}},
+        "cap_url": _nullable("string"),
+    },
+}
+WID = {"name": "warning", "in": "path", "required": True, "schema": {"type": "string"}}
+_DRAFT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "draft": {"type": "object", "description": "draft fields"},
+                    "actor": {"type": "string", "description": "demo only (no users file)"},
+                    "role": {"type": "string", "description": "demo only (no users file)"},
+                },
+            }
+        }
+    },
+}
+_ACCEPTED = {
+    "type": "object",
+    "required": ["command", "status"],
+    "properties": {
+        "command": {"type": "string"},
+        "status": {"type": "string"},
+        "warning": _nullable("string"),
+    },
+}
+
+
+def _command_answers(created: bool = False) -> dict[str, Any]:
+    return {
+        ("201" if created else "200"): _json(_ACCEPTED, "accepted by the warnings stage"),
+        "202": _json(_ACCEPTED, "queued: no answer within 5 s"),
+        "400": _problem("the body is not a JSON object"),
+        "401": UNAUTHORIZED,
+        "403": _problem("the caller's role may not do this (viewer, approving without the role, four eyes)"),
+        "404": _problem("no such warning or incident"),
+        "409": _problem("refused by the workflow (state, expired, invalid CAP), with the reason"),
+        "413": _problem("too large"),
+        "415": _problem("not application/json"),
+        "422": _problem("a bad draft or command; `field` and `errors` name the fields"),
+        "503": _problem("the warnings stage does not run in this process"),
+    }
+
+
+def warning_paths() -> dict[str, Any]:
+    return {
+        "/api/warnings": {
+            "get": {
+                "summary": "Population warnings, newest first, each with what the caller may do",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["warnings", "available", "feed"],
+                            "properties": {
+                                "warnings": {"type": "array", "items": WARNING},
+                                "available": {"type": "boolean"},
+                                "feed": {"type": "string"},
+                                "may_draft": {"type": "boolean"},
+                            },
+                        },
+                        "the warnings",
+                    ),
+                    "401": UNAUTHORIZED,
+                },
+            },
+            "post": {
+                "summary": "A new draft (sent on atalaia.commands)",
+                "requestBody": _DRAFT_BODY,
+                "responses": _command_answers(created=True),
+            },
+        },
+        "/api/warnings/preview": {
+            "post": {
+                "summary": "The CAP 1.2 XML and the pt-PT SMS text a draft gives (nothing is stored or sent)",
+                "requestBody": _DRAFT_BODY,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["cap", "identifier", "sms"],
+                            "properties": {
+                                "cap": {"type": "string"},
+                                "identifier": {"type": "string"},
+                                "notes": {"type": "array", "items": {"type": "string"}},
+                                "sms": {
+                                    "type": "object",
+                                    "properties": {
+                                        "text": {"type": "string"},
+                                        "segments": {"type": "integer"},
+                                        "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
+                                        "length": {"type": "integer"},
+                                    },
+                                },
+                            },
+                        },
+                        "the preview",
+                    ),
+                    "400": _problem("the body is not a JSON object"),
+                    "401": UNAUTHORIZED,
+                    "413": _problem("too large"),
+                    "415": _problem("not application/json"),
+                    "422": _problem("a bad draft; `field` and `errors` name the fields"),
+                },
+            }
+        },
+        "/api/warnings/{warning}": {
+            "get": {
+                "summary": "One warning: draft, state, audit trail, allowed actions",
+                "parameters": [WID],
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["warning"], "properties": {"warning": WARNING}},
+                        "the warning",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "404": _problem("no such warning"),
+                    "503": _problem("the warnings stage does not run in this process"),
+                },
+            }
+        },
+        "/api/warnings/{warning}/commands": {
+            "post": {
+                "summary": "edit, submit, approve (approver role, not an author), reject (with a reason), "
+                "issue, update or cancel (a new warning referencing this one)",
+                "parameters": [WID],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["action"],
+                                "properties": {
+                                    "action": {"type": "string", "enum": WARNING_ACTIONS},
+                                    "reason": {"type": "string"},
+                                    "draft": {
+                                        "type": "object",
+                                        "description": "edit/update/cancel: changed fields",
+                                    },
+                                    "actor": {"type": "string"},
+                                    "role": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": _command_answers(),
+            }
+        },
+        "/api/incidents/{incident}/warning-draft": {
+            "post": {
+                "summary": "A draft prefilled from the incident: area from its parishes (DICOFRE), level "
+                "from its severity, event from its rules' hazard label; `draft` overrides fields",
+                "parameters": [ID],
+                "requestBody": _DRAFT_BODY,
+                "responses": _command_answers(created=True),
+            }
+        },
+    }

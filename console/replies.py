@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,9 +19,17 @@ log = logging.getLogger(__name__)
 
 
 class ReplyWatcher(Service):
-    def __init__(self, bootstrap: str, topic: str, keep: int = 10_000, **kw: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        keep: int = 10_000,
+        accept: Callable[[dict[str, Any]], bool] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.bootstrap, self.topic, self.keep = bootstrap, topic, keep
+        self.accept = accept  # which records of the topic are replies (default: every object)
         self.replies: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.waiters: dict[str, list[asyncio.Future]] = {}
 
@@ -43,7 +52,7 @@ class ReplyWatcher(Service):
                     for r in records:
                         with contextlib.suppress(ValueError, TypeError):
                             reply = orjson.loads(r.value or b"")
-                            if isinstance(reply, dict):
+                            if isinstance(reply, dict) and (self.accept is None or self.accept(reply)):
                                 self._record(reply)
         finally:
             await consumer.stop()

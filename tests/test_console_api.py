@@ -240,7 +240,8 @@ class StreamReader:
 
 @pytest.mark.broker
 def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
-    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    stages = ("incidents", "projection", "warnings")  # warnings: its console routes are fuzzed too
+    w = make_worker("--stages", ",".join(stages)).start(stages)
     stream = StreamReader(f"{w.url}/api/stream")
     assert stream.open.wait(10) and stream.status == 200
     wait_for(lambda: any(k == "ping" for _, k, _ in stream.events), 10, "the first heartbeat")
