@@ -284,6 +284,7 @@ class Workflow:
             {
                 "kind": "cap",
                 "warning": w.id,
+                "version": w.version,
                 "identifier": doc.identifier,
                 "status": doc.status,
                 "msgType": doc.msg_type,
