@@ -383,3 +383,35 @@ def test_propose_warning_step_is_checked() -> None:
         load_config_text(
             PROPOSE.replace("warnings: {targets: [sala]}", "warnings: {targets: [nobody]}"), "p.yaml"
         )
+
+
+def test_drill_from_a_recorded_incident_renders_an_exercise(tmp_path) -> None:
+    import subprocess
+
+    from tests.conftest import ATALAIA
+
+    events = [
+        incident_event(severity="high", labels={"hazard": "flood", "parish": "Campanhã"}),
+        incident_event(severity="critical", labels={"hazard": "flood", "parish": "Campanhã"}, version=2),
+    ]
+    rec = tmp_path / "incidents.jsonl"
+    rec.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    drill = subprocess.run(
+        [ATALAIA, "warnings", "drill", str(rec)], capture_output=True, text=True, timeout=60
+    )
+    assert drill.returncode == 0, drill.stderr
+    (tmp_path / "drill.yaml").write_text(drill.stdout)
+    assert "status: Exercise" in drill.stdout and "level: red" in drill.stdout  # the latest version
+    cap = subprocess.run(
+        [ATALAIA, "warnings", "render", str(tmp_path / "drill.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cap.returncode == 0, cap.stderr
+    assert "<status>Exercise</status>" in cap.stdout and "EXERCÍCIO / EXERCISE" in cap.stdout
+    cmd = subprocess.run(
+        [ATALAIA, "warnings", "drill", str(rec), "--command"], capture_output=True, text=True, timeout=60
+    )
+    body = orjson.loads(cmd.stdout)
+    assert body["kind"] == "warning" and body["action"] == "draft" and body["draft"]["status"] == "Exercise"
