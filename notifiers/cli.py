@@ -81,6 +81,7 @@ def check(policy: str) -> None:
         set(cfg.targets)
         - {t.target for p in cfg.policies.values() for s in p.steps for t in s.targets}
         - {m for s in cfg.schedules.values() for m in getattr(s, "members", [])}
+        - {t.target for t in (cfg.warnings.targets if cfg.warnings else [])}
     )
     for name in sorted(unused):
         warnings.append(f"{policy}: target {name!r} is not used by any policy")
@@ -97,8 +98,8 @@ def check(policy: str) -> None:
     for i, r in enumerate(cfg.routes):
         pol = cfg.policies[r.policy]
         steps = " → ".join(
-            f"[{', '.join(t.target for t in s.targets)}] wait {format_duration(s.wait)}"
-            + (f" ×{s.repeat + 1}" if s.repeat else "")
+            f"[{', '.join([t.target for t in s.targets] + (['propose_warning'] if s.propose_warning else []))}]"
+            f" wait {format_duration(s.wait)}" + (f" ×{s.repeat + 1}" if s.repeat else "")
             for s in pol.steps
         )
         click.echo(

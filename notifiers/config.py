@@ -108,6 +108,10 @@ class Target(_Model):
     concurrency: int = Field(1, ge=1, le=32, description="sends in flight at once to this target")
     throttle: float = Field(0.0, ge=0, description="apprise per-request throttle in s (plugin default 5.5)")
     max_sms_segments: int = Field(3, ge=1, le=10)
+    warning_format: Literal["json", "cap"] = Field(
+        "json",
+        description="webhook: a population warning as JSON (with the CAP XML) or as the CAP XML itself",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Target:
@@ -152,10 +156,57 @@ def _step_target(v: Any) -> Any:
     return {"target": v} if isinstance(v, str) else v
 
 
+class ProposeWarning(_Model):
+    """An escalation step that drafts a population warning from the incident (a ``draft`` command
+    on ``atalaia.commands``, kind warning). The draft waits for a person to submit it and another
+    to approve it: this never publishes anything by itself."""
+
+    sender: str = Field(description="the CAP sender of the draft, e.g. protecao.civil@cm-porto.pt")
+    valid_for: Duration = Field(timedelta(hours=12), description="expires = onset + this")
+    status: Literal["Actual", "Exercise", "Test"] = "Actual"
+
+
+def _propose(v: Any) -> Any:
+    return {"sender": v} if isinstance(v, str) else v
+
+
 class Step(_Model):
-    targets: list[Annotated[StepTarget, BeforeValidator(_step_target)]] = Field(min_length=1)
+    targets: list[Annotated[StepTarget, BeforeValidator(_step_target)]] = Field(default_factory=list)
+    propose_warning: Annotated[ProposeWarning, BeforeValidator(_propose)] | None = Field(
+        None, description="also draft a population warning from the incident (waits for approval)"
+    )
     wait: Duration = Field(description="time before the next repeat / the next step")
     repeat: int = Field(0, ge=0, le=100, description="re-send this step up to N more times, every `wait`")
+
+    @model_validator(mode="after")
+    def _check(self) -> Step:
+        if not self.targets and self.propose_warning is None:
+            raise ValueError("a step needs targets (or propose_warning)")
+        return self
+
+
+class WarningTarget(_Model):
+    target: str
+    exercise: bool | Literal["only"] = Field(
+        False,
+        description="true: also Exercise and Test warnings; only: nothing but Exercise and Test (drill sinks)",
+    )
+
+
+def _warning_target(v: Any) -> Any:
+    return {"target": v} if isinstance(v, str) else v
+
+
+class WarningsDelivery(_Model):
+    """Who receives issued population warnings (records on ``atalaia.warnings``)."""
+
+    targets: list[Annotated[WarningTarget, BeforeValidator(_warning_target)]] = Field(default_factory=list)
+    exercises: Literal["marked", "all", "none"] = Field(
+        "marked",
+        description="Exercise/Test warnings go to the targets marked exercise (marked), to every "
+        "target (all), or nowhere (none)",
+    )
+    retry: Retry | None = None
 
 
 class Policy(_Model):
@@ -197,6 +248,9 @@ class EscalationConfig(_Model):
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     policies: dict[str, Policy] = Field(default_factory=dict)
+    warnings: WarningsDelivery | None = Field(
+        None, description="population warnings: the targets that receive them (see notifiers/README.md)"
+    )
 
 
 class ConfigError(ValueError):
@@ -307,4 +361,12 @@ def _references(cfg: EscalationConfig) -> list[tuple[tuple[Any, ...], str]]:
                 for which in (st.during, st.outside):
                     if which is not None and which not in hours:
                         out.append((loc, f"unknown hours schedule {which!r}"))
+    if cfg.warnings is not None:
+        for i, wt in enumerate(cfg.warnings.targets):
+            loc = ("warnings", "targets", i)
+            target = cfg.targets.get(wt.target)
+            if target is None:
+                out.append((loc, f"unknown target {wt.target!r} (warnings go to named targets)"))
+            elif target.channel == "alertmanager":
+                out.append((loc, f"{wt.target!r} is an alertmanager target: it cannot carry a warning"))
     return out

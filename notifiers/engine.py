@@ -283,6 +283,27 @@ class EscalationEngine:
             )
             if target not in esc.notified:
                 esc.notified.append(target)
+        propose = policy.steps[esc.step].propose_warning
+        if propose is not None and esc.repeat == 0:  # a draft for a person to approve, once per step
+            ask = {
+                "sender": propose.sender,
+                "valid_for_s": propose.valid_for.total_seconds(),
+                "status": propose.status,
+            }
+            out.append(
+                Notification(
+                    esc.incident,
+                    esc.policy,
+                    esc.episode,
+                    esc.step,
+                    0,
+                    "propose_warning",
+                    "propose",
+                    due,
+                    esc.snapshot,
+                    warning=ask,
+                )
+            )
 
     def resolve_targets(self, policy: Policy, step: int, when: datetime) -> list[str]:
         """Target names of ``step`` at ``when``: hours filters applied, rotations resolved."""

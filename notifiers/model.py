@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-Kind = Literal["escalation", "resolved"]
+Kind = Literal["escalation", "resolved", "warning", "propose"]
 Status = Literal["delivered", "retryable", "permanent"]
 
 
@@ -67,7 +67,11 @@ class IncidentSnapshot:
 
 @dataclass(slots=True)
 class Notification:
-    """One message to one target, due at ``due`` (RFC 3339 Z, the escalation's event time)."""
+    """One message to one target, due at ``due`` (RFC 3339 Z, the escalation's event time).
+
+    ``kind``: ``escalation`` / ``resolved`` (an incident), ``warning`` (an issued population
+    warning, see :mod:`atalaia.notifiers.warning`), ``propose`` (a ``propose_warning`` step: turned
+    into a draft command on ``atalaia.commands``, never delivered)."""
 
     incident: str
     policy: str
@@ -79,6 +83,9 @@ class Notification:
     due: str
     snapshot: IncidentSnapshot
     id: str = ""
+    # kind "warning": the CAP document parsed by atalaia.notifiers.warning (identifier, status,
+    # msgType, infos, xml); kind "propose": the draft a propose_warning step asks for
+    warning: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -187,9 +187,10 @@ class Notifier:
             return pol
         policy = self.config.policies.get(n.policy)
         target = self.config.targets.get(n.target)
-        vals = self._retry_fields(
-            self.config.retry, policy.retry if policy else None, target.retry if target else None
-        )
+        layer = policy.retry if policy else None
+        if n.kind == "warning" and self.config.warnings is not None:  # the warnings: section
+            layer = self.config.warnings.retry
+        vals = self._retry_fields(self.config.retry, layer, target.retry if target else None)
         if vals.get("for_") is not None:
             budget = vals["for_"].total_seconds()
         else:

@@ -245,18 +245,32 @@ def create_app(
     if "escalation" in stages:
         from atalaia.notifiers.config import load_config as load_escalation
         from atalaia.streams.pipeline import EscalationCore
+        from atalaia.warnings.config import load_config as load_warnings_config
 
         escalation_config = load_escalation(settings.escalation_path)
+        warnings_settings = load_warnings_config(settings.warnings_path)
         app.atalaia_stages["escalation"] = app.service(
             BatchStage(
                 name="escalation",
                 source="incidents",
                 group=f"{settings.app_id}.escalation",
                 tick_s=1.0,
-                make_core=lambda p, s: EscalationCore(escalation_config, s),
+                make_core=lambda p, s: EscalationCore(escalation_config, s, warnings_settings),
                 **common,
             )
         )
+        if escalation_config.warnings is not None:  # issued warnings → the escalation channels
+            from atalaia.streams.pipeline import WarningNoticesCore
+
+            app.atalaia_stages["warning-notices"] = app.service(
+                BatchStage(
+                    name="warning-notices",
+                    source="warnings",
+                    group=f"{settings.app_id}.warning-notices",
+                    make_core=lambda p, s: WarningNoticesCore(escalation_config),
+                    **common,
+                )
+            )
 
     if "warnings" in stages:
         from atalaia.warnings.config import load_config as load_warnings

@@ -205,6 +205,8 @@ class Workflow:
         elif c.action == "submit":
             self._need(w, c, ("draft",))
             self._check(w.draft)
+            if w.audit and w.audit[0].role == "system" and c.actor not in w.authors:
+                w.authors.append(c.actor)  # a proposal (propose_warning) is the submitter's: four eyes hold
             self._change(w, "submitted", "submitted", c, at, out)
         elif c.action == "approve":
             self._need(w, c, ("submitted",))
@@ -284,6 +286,7 @@ class Workflow:
             {
                 "kind": "cap",
                 "warning": w.id,
+                "version": w.version,
                 "identifier": doc.identifier,
                 "status": doc.status,
                 "msgType": doc.msg_type,

@@ -57,5 +57,7 @@ def build_channel(
     if target.channel == "webhook":
         assert target.secret is not None
         sub = ChannelContext(target.lang or ctx.lang, ctx.tz, ctx.console_url, ctx.clock, ctx.http, ctx.rules)
-        return SignedWebhookChannel(name, sub, url, expand_env(target.secret, env), timeout)
+        return SignedWebhookChannel(
+            name, sub, url, expand_env(target.secret, env), timeout, warning_format=target.warning_format
+        )
     return AlertmanagerWebhookChannel(name, ctx, url, timeout)

@@ -134,7 +134,29 @@ class AppriseChannel(Channel):
                 _SSL.flag.verify = None
         return ok, msgs
 
+    def _warning(self, n: Notification) -> tuple[str, str, str | None]:
+        """A population warning: SMS in the target's language (pt-PT by default), written as is
+        (UCS-2 when its accents need it: the official text is not transliterated) and fitted to
+        ``max_segments``; email in every language of the CAP document."""
+        from atalaia.notifiers import warning as wmsg
+
+        w = n.warning or {}
+        if self.kind == "sms":
+            body = fit(wmsg.sms_text(w, self.ctx.tz, self.lang), self.max_segments, translit=False)
+            count, enc = segments(body)
+            return "", body, f"{count} segment(s) {enc}"
+        link = (
+            f"{self.ctx.console_url.rstrip('/')}/cap/alerts/{w['identifier']}.xml"
+            if self.ctx.console_url
+            else None
+        )
+        title, body = wmsg.email(w, self.ctx.tz, self.lang, link)
+        return title, body, None
+
     async def send(self, n: Notification) -> DeliveryResult:
+        if n.kind == "warning":
+            title, body, detail = self._warning(n)
+            return await self._deliver(title, body, detail)
         msg = render(n, self.lang, self.ctx.tz, self.ctx.console_url, self.ctx.rules)
         if self.kind == "sms":
             if msg.link and msg.short.endswith(msg.link):  # the link to act on is never cut
@@ -146,6 +168,9 @@ class AppriseChannel(Channel):
             detail = f"{count} segment(s) {enc}"
         else:
             title, body, detail = msg.subject, msg.body, None
+        return await self._deliver(title, body, detail)
+
+    async def _deliver(self, title: str, body: str, detail: str | None) -> DeliveryResult:
         loop = asyncio.get_running_loop()
         try:
             ok, msgs = await asyncio.wait_for(
