@@ -287,6 +287,7 @@ def create_app(
         from atalaia.notifiers.log import SQLiteDeliveryLog
         from atalaia.notifiers.service import Notifier
         from atalaia.rules.info import rule_catalog
+        from atalaia.streams.metrics import metered_log
         from atalaia.streams.pipeline import DeliveryCore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -296,7 +297,7 @@ def create_app(
         notifier = Notifier(
             escalation,
             # FULL: the outbox is fsynced before the notifications' offsets are committed
-            SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"),
+            metered_log(SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL")),
             rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
         )
         app.atalaia_notifier = notifier
@@ -328,13 +329,22 @@ def create_app(
     from atalaia.streams.guard import BrokerGuard
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
+    from atalaia.streams.metrics import MetricsServer, health_report, watch_stages
+
+    watch_stages(app.atalaia_stages)  # consumer lag and stage state on /metrics
+    metrics_auth = MetricsAuth(settings.metrics_token_sha256)
+    if settings.metrics_port and not (http and settings.metrics_port == settings.http_port):
+        app.service(
+            MetricsServer(settings.http_host, settings.metrics_port, app.atalaia_stages, metrics_auth)
+        )
     if not http:
+        if not settings.metrics_port and app.atalaia_stages:
+            log.warning("this worker serves no /metrics: set ATALAIA_METRICS_PORT (or run it with --http)")
         return app
     ingest_producer = app.service(IngestProducer(bootstrap))
     app.atalaia_producer = ingest_producer
 
     ingest_auth = IngestAuth.from_file(settings.ingest_tokens)
-    metrics_auth = MetricsAuth(settings.metrics_token_sha256)
     if not ingest_auth.enabled:
         log.warning("ingest endpoints are open to anyone: set ATALAIA_INGEST_TOKENS (atalaia tokens new)")
 
@@ -467,20 +477,8 @@ def create_app(
             refusal = metrics_auth.check(request.headers)
             if refusal:
                 return refuse(self, "health", refusal)
-            from atalaia.streams.guard import HEALTH
-
-            status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
-            return self.json(
-                {
-                    "status": status,
-                    **({"problems": problems} if problems else {}),
-                    "stages": {
-                        n: {"processed": s.processed, "partitions": sorted(s.cores)}
-                        for n, s in app.atalaia_stages.items()
-                    },
-                },
-                status=200 if status == "ok" else 503,
-            )
+            body, status = health_report(app.atalaia_stages)
+            return self.json(body, status=status)
 
     @app.page("/metrics")
     class Metrics(faust.web.View):
