@@ -1,5 +1,5 @@
 """What a worker tells Prometheus: metric definitions, the stage hooks that feed them, consumer
-lag, and the small ``/metrics`` server of workers that run without ``--http``.
+lag, and the ``/health`` report.
 
 Every worker process serves ``/metrics`` (and ``/health``, ``/livez``): on its HTTP port with
 ``--http``, and on ``ATALAIA_METRICS_PORT`` (bound to ``ATALAIA_HTTP_HOST``) otherwise. The
@@ -41,7 +41,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from mode import Service
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
@@ -210,7 +209,6 @@ def watch_stages(stages: dict[str, Any]) -> None:
     STAGES.stages.update(stages)
 
 
-# -- /metrics, /health, /livez of a worker without --http --------------------------------------
 def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """The ``/health`` body and status (broker problems from ``streams.guard``, stages)."""
     from atalaia.streams.guard import HEALTH
@@ -222,60 +220,3 @@ def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
         "stages": {n: {"processed": s.processed, "partitions": sorted(s.cores)} for n, s in stages.items()},
     }
     return body, 200 if status == "ok" else 503
-
-
-class MetricsServer(Service):
-    """``/metrics``, ``/health`` and ``/livez`` on their own port (aiohttp), with the same optional
-    bearer token as the main HTTP server (``ATALAIA_METRICS_TOKEN_SHA256``)."""
-
-    def __init__(self, host: str, port: int, stages: dict[str, Any], auth: Any, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.host, self.port, self.stages, self.auth = host, port, stages, auth
-        self.runner: Any = None
-
-    async def on_start(self) -> None:
-        from aiohttp import web
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        from atalaia.streams.httpauth import REFUSED
-
-        def refused(request: Any, endpoint: str) -> Any:
-            refusal = self.auth.check(request.headers)
-            if refusal is None:
-                return None
-            REFUSED.labels(endpoint, refusal.reason).inc()
-            return web.json_response(
-                {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": refusal.detail},
-                status=401,
-                content_type="application/problem+json",
-                headers={"WWW-Authenticate": 'Bearer realm="atalaia", error="invalid_token"'},
-            )
-
-        async def metrics(request: Any) -> Any:
-            no = refused(request, "metrics")
-            if no is not None:
-                return no
-            return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        async def health(request: Any) -> Any:
-            no = refused(request, "health")
-            if no is not None:
-                return no
-            body, status = health_report(self.stages)
-            return web.json_response(body, status=status)
-
-        async def livez(request: Any) -> Any:
-            return web.json_response({"status": "alive"})
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/health", health)
-        app.router.add_get("/livez", livez)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.port).start()
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
-
-    async def on_stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
