@@ -41,8 +41,11 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":")[0][:60]
 
 
-def faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
-    """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka."""
+def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dict[str, Any]:
+    """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka. Faust's web
+    server serves the HTTP port (``http``), else only ``/metrics`` ``/health`` ``/livez`` on
+    ``ATALAIA_METRICS_PORT``, else nothing (a worker without either binds no port)."""
+    web_port = settings.http_port if http else settings.metrics_port
     return {
         "broker": f"kafka://{bootstrap}",
         "processing_guarantee": "at_least_once",  # Tansu has no transactional producer
@@ -58,7 +61,8 @@ def faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "producer_acks": 1,
         "web_host": settings.http_host,
         "web_bind": settings.http_host,  # listen only where told (Faust's default is 0.0.0.0)
-        "web_port": settings.http_port,
+        "web_enabled": bool(web_port),
+        "web_port": web_port or settings.http_port,
         "web_in_thread": False,
         "datadir": str(settings.data_dir / "faust"),
         "logging_config": None,
@@ -139,7 +143,7 @@ def create_app(
 
     options = IngestOptions.from_settings(settings)
 
-    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap))
+    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, http))
     app.atalaia_settings = settings
     t = settings.topic
     events = app.topic(t("events"), value_serializer="raw", key_serializer="raw")
@@ -301,6 +305,7 @@ def create_app(
         from atalaia.notifiers.log import SQLiteDeliveryLog
         from atalaia.notifiers.service import Notifier
         from atalaia.rules.info import rule_catalog
+        from atalaia.streams.metrics import metered_log
         from atalaia.streams.pipeline import DeliveryCore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -310,7 +315,7 @@ def create_app(
         notifier = Notifier(
             escalation,
             # FULL: the outbox is fsynced before the notifications' offsets are committed
-            SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"),
+            metered_log(SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL")),
             rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
         )
         app.atalaia_notifier = notifier
@@ -342,15 +347,10 @@ def create_app(
     from atalaia.streams.guard import BrokerGuard
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
-    if not http:
-        return app
-    ingest_producer = app.service(IngestProducer(bootstrap))
-    app.atalaia_producer = ingest_producer
+    from atalaia.streams.metrics import health_report, watch_stages
 
-    ingest_auth = IngestAuth.from_file(settings.ingest_tokens)
+    watch_stages(app.atalaia_stages)  # consumer lag and stage state on /metrics
     metrics_auth = MetricsAuth(settings.metrics_token_sha256)
-    if not ingest_auth.enabled:
-        log.warning("ingest endpoints are open to anyone: set ATALAIA_INGEST_TOKENS (atalaia tokens new)")
 
     def refuse(view: Any, endpoint: str, refusal: Refusal) -> Any:
         """401/403 problem+json; counted, and nothing of the request goes anywhere."""
@@ -363,6 +363,41 @@ def create_app(
             content_type=PROBLEM,
             headers={"WWW-Authenticate": f'Bearer realm="atalaia", error="{error}"'},
         )
+
+    @app.page("/livez")
+    class Livez(faust.web.View):
+        """Liveness only (always open): the process serves HTTP. Says nothing about the pipeline."""
+
+        async def get(self, request: Any) -> Any:
+            return self.json({"status": "alive"})
+
+    @app.page("/health")
+    class Health(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            refusal = metrics_auth.check(request.headers)
+            if refusal:
+                return refuse(self, "health", refusal)
+            body, status = health_report(app.atalaia_stages)
+            return self.json(body, status=status)
+
+    @app.page("/metrics")
+    class Metrics(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            refusal = metrics_auth.check(request.headers)
+            if refusal:
+                return refuse(self, "metrics", refusal)
+            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    if not http:
+        if not settings.metrics_port and app.atalaia_stages:
+            log.warning("this worker serves no /metrics: set ATALAIA_METRICS_PORT (or run it with --http)")
+        return app
+    ingest_producer = app.service(IngestProducer(bootstrap))
+    app.atalaia_producer = ingest_producer
+
+    ingest_auth = IngestAuth.from_file(settings.ingest_tokens)
+    if not ingest_auth.enabled:
+        log.warning("ingest endpoints are open to anyone: set ATALAIA_INGEST_TOKENS (atalaia tokens new)")
 
     async def accept(request: Any, view: Any, source: str) -> Any:
         caller = ingest_auth.check(request.headers)
@@ -463,46 +498,10 @@ def create_app(
 
     install_console(app, settings, ingest_producer.publish, bootstrap)
 
-    @app.page("/livez")
-    class Livez(faust.web.View):
-        """Liveness only (always open): the process serves HTTP. Says nothing about the pipeline."""
-
-        async def get(self, request: Any) -> Any:
-            return self.json({"status": "alive"})
-
     if "warnings" in stages:
         from atalaia.warnings.http import install as install_cap_pages
 
         install_cap_pages(app, app.atalaia_stages["warnings"], warnings_config)
-
-    @app.page("/health")
-    class Health(faust.web.View):
-        async def get(self, request: Any) -> Any:
-            refusal = metrics_auth.check(request.headers)
-            if refusal:
-                return refuse(self, "health", refusal)
-            from atalaia.streams.guard import HEALTH
-
-            status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
-            return self.json(
-                {
-                    "status": status,
-                    **({"problems": problems} if problems else {}),
-                    "stages": {
-                        n: {"processed": s.processed, "partitions": sorted(s.cores)}
-                        for n, s in app.atalaia_stages.items()
-                    },
-                },
-                status=200 if status == "ok" else 503,
-            )
-
-    @app.page("/metrics")
-    class Metrics(faust.web.View):
-        async def get(self, request: Any) -> Any:
-            refusal = metrics_auth.check(request.headers)
-            if refusal:
-                return refuse(self, "metrics", refusal)
-            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     if settings.mqtt_url:
         from atalaia.streams.mqtt import MqttBridge

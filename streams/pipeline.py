@@ -171,8 +171,13 @@ class IngestCore:
                 outs.append(Out("dlq", dlq))
             fresh = self.dedup.admit(res.observations, now=now)
             self.duplicates += len(res.observations) - len(fresh)
+            ts = r.timestamp if isinstance(r.timestamp, int) and r.timestamp > 0 else None  # produce time
             for obs in fresh:
-                outs.append(Out("observations", encode_observation(obs), key=partition_key(obs.__dict__)))
+                outs.append(
+                    Out(
+                        "observations", encode_observation(obs), key=partition_key(obs.__dict__), timestamp=ts
+                    )
+                )
         return outs
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
@@ -369,7 +374,9 @@ class RulesCore:
             if admit(hashlib.blake2b(f"{obs['type']}|{oid}".encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
                 if obs["type"] in forward:
-                    outs.append(Out("shared-observations", r.value, key=partition_key(obs)))
+                    outs.append(
+                        Out("shared-observations", r.value, key=partition_key(obs), timestamp=r.timestamp)
+                    )
         if self.reorder is not None:
             batch = self.reorder.push(batch, now)
         return outs + self._evaluate(batch)

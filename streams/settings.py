@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     ingest_tokens: Path | None = Field(
         None, description="YAML of hashed per-source ingest tokens (streams/httpauth.py); unset = open ingest"
     )
+    metrics_port: int | None = Field(
+        None,
+        description="workers without --http: serve /metrics, /health, /livez on this port (on http_host)",
+    )
     metrics_token_sha256: str | None = Field(
         None, description="SHA-256 of a bearer token required on /health and /metrics; unset = open"
     )
