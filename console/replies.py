@@ -14,6 +14,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from atalaia.streams.kafka_config import client_options
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +31,7 @@ class ReplyWatcher(Service):
 
     async def _run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+            **client_options(self.bootstrap), enable_auto_commit=False, fetch_max_wait_ms=50
         )
         await consumer.start()
         try:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.streams.events import RawEvent, body_key
 from atalaia.streams.httpauth import REFUSED, IngestAuth, MetricsAuth, Refusal
+from atalaia.streams.kafka_config import client_options
 from atalaia.streams.observation import partition_key
 from atalaia.streams.pipeline import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
@@ -43,8 +44,12 @@ def _reason_kind(reason: str) -> str:
 
 def faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
     """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka."""
+    from atalaia.streams.kafka_config import configure, faust_credentials
+
+    configure(settings, bootstrap)
     return {
         "broker": f"kafka://{bootstrap}",
+        **faust_credentials(bootstrap),  # TLS / SASL of ATALAIA_KAFKA_SECURITY_PROTOCOL
         "processing_guarantee": "at_least_once",  # Tansu has no transactional producer
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": settings.heartbeat_s,
@@ -75,7 +80,7 @@ class IngestProducer(Service):
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=2, acks=1, max_request_size=8 << 20
+            **client_options(self.bootstrap), linger_ms=2, acks=1, max_request_size=8 << 20
         )
         await self.producer.start()
 
