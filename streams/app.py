@@ -496,9 +496,10 @@ def create_app(
             return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     if settings.mqtt_url:
-        from atalaia.streams.mqtt import MqttBridge
+        from atalaia.streams.mqtt import MqttBridge, MqttSecurity
 
-        app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events")))
+        mqtt_security = MqttSecurity.from_settings(settings)  # a bad file or setting: refused at start
+        app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events"), security=mqtt_security))
     return app
 
 
