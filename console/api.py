@@ -220,7 +220,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             who = identify(request)
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            if not who.sees(projection().incident(incident)):
+            row = projection().incident(incident)
+            if row is None or not who.sees(row):  # unknown, or another tenant's
                 return fail(self, 404, "No such incident", incident)
             return self.json(deliveries_json(delivery_log(), incident, 1000))
 
