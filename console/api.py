@@ -163,7 +163,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 rows = p.incidents(limit=SCAN_LIMIT, state=f.states[0])
             else:
                 rows = p.incidents(limit=SCAN_LIMIT)
-            chosen = f.apply(rows)
+            chosen = f.apply([r for r in rows if who.sees(r)])
             for r in chosen:
                 r["actions"] = allowed_actions(r, who.role, permissions)
             return self.json({"incidents": chosen, "counts": counts(chosen)})
@@ -176,7 +176,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             p = projection()
             row = p.incident(incident)
-            if row is None:
+            if row is None or not who.sees(row):  # another tenant's incident: as if unknown
                 return fail(self, 404, "No such incident", incident)
             rules = catalog()
             alarms = []
@@ -219,17 +219,20 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     @app.page("/api/incidents/{incident}/deliveries")
     class IncidentDeliveries(faust.web.View):
         async def get(self, request: Any, incident: str) -> Any:
-            if (denied := refuse(self, request)) is not None:
-                return denied
-            if projection().incident(incident) is None:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            row = projection().incident(incident)
+            if row is None or not who.sees(row):  # unknown, or another tenant's
                 return fail(self, 404, "No such incident", incident)
             return self.json(deliveries_json(delivery_log(), incident, 1000))
 
     @app.page("/api/deliveries")
     class Deliveries(faust.web.View):
         async def get(self, request: Any) -> Any:
-            if (denied := refuse(self, request)) is not None:
-                return denied
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             try:
                 limit = int(request.query.get("limit", "200"))
                 if not 1 <= limit <= 1000:
@@ -238,6 +241,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(self, 400, "Bad filter", "limit: an integer between 1 and 1000", field="limit")
             body = deliveries_json(delivery_log(), None, limit)
             body.pop("attempts")
+            if who.tenants is not None:  # only deliveries of incidents this user may see
+                p, seen = projection(), {}
+                body["deliveries"] = [
+                    d
+                    for d in body["deliveries"]
+                    if seen.setdefault(d["incident"], who.sees(p.incident(d["incident"])))
+                ]
             return self.json(body)
 
     @app.page("/api/stream")
@@ -266,6 +276,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                         continue
                     if row is None:
                         break
+                    if not who.sees(row):
+                        continue
                     row = dict(row, actions=allowed_actions(row, who.role, permissions))
                     await resp.write(_sse("incident", row))
             except (ConnectionResetError, asyncio.CancelledError):
@@ -288,7 +300,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             who = auth.identify(request.headers.get("Authorization"))
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            return self.json({"authentication": "token", "actor": who.actor, "role": who.role})
+            scope = sorted(who.tenants) if who.tenants is not None else None
+            return self.json(
+                {"authentication": "token", "actor": who.actor, "role": who.role, "tenants": scope}
+            )
 
     @app.page("/api/incidents/{incident}/commands")
     class Commands(faust.web.View):
@@ -310,6 +325,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 if who is None:
                     return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
                 body["actor"], body["role"] = who.actor, who.role  # never trust the body for these
+                if who.tenants is not None and not who.sees(projection().incident(incident)):
+                    # another tenant's incident (or one not projected yet): as if unknown
+                    return fail(self, 404, "No such incident", incident)
             body["incident"] = incident
             body.setdefault(
                 "id",

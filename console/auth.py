@@ -6,11 +6,17 @@
       - {actor: ana, role: operator, token_sha256: 9f86d08...}   # sha256 of the token
       - {actor: rui, role: supervisor, token_sha256: ...}
       - {actor: eva, role: approver, token_sha256: ...}     # approves population warnings
+      - {actor: gil, role: operator, token_sha256: ..., tenants: [gaia]}   # only tenant gaia
 
 Only hashes are stored. With the file configured, every command must carry
 ``Authorization: Bearer <token>``; the actor and role come from the token, never from the
 body (an operator cannot claim to be a supervisor). Without it (the demo), commands are taken as
 sent and the console says so in ``/api/whoami``.
+
+A user with ``tenants:`` sees and acts only on incidents of those tenants (the incident's
+``correlation.tenant``): the list, the live stream, the incident pages and deliveries leave the
+others out, and a command for another tenant's incident is answered 404 like an unknown one.
+Without ``tenants:`` a user sees every tenant.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class User(BaseModel):
     actor: str
     role: Literal["operator", "supervisor", "engineer", "approver", "viewer"]
     token_sha256: str
+    tenants: list[str] | None = None  # None: every tenant; else only incidents of these tenants
 
 
 class Users(BaseModel):
@@ -60,6 +67,17 @@ def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]
 class Identity:
     actor: str
     role: str
+    tenants: frozenset[str] | None = None  # None: every tenant
+
+    def sees(self, row: dict | None) -> bool:
+        """Whether this user may see (and act on) an incident row: its tenant (the incident's
+        ``correlation.tenant``) is one of the user's. A scoped user sees no tenant-less incident."""
+        if self.tenants is None:
+            return True
+        if row is None:
+            return False
+        tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
+        return tenant in self.tenants
 
 
 class Authenticator:
@@ -84,5 +102,5 @@ class Authenticator:
         digest = hashlib.sha256(authorization[7:].strip().encode()).hexdigest()
         for u in self.users or ():
             if hmac.compare_digest(digest, u.token_sha256.lower()):
-                return Identity(u.actor, u.role)
+                return Identity(u.actor, u.role, frozenset(u.tenants) if u.tenants is not None else None)
         return None

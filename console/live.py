@@ -18,6 +18,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from atalaia.streams.kafka_config import client_options
+
 log = logging.getLogger(__name__)
 
 ROW_FIELDS = (
@@ -103,7 +105,7 @@ class IncidentFeed(Service):
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+            **client_options(self.bootstrap), enable_auto_commit=False, fetch_max_wait_ms=50
         )
         await consumer.start()
         try:

@@ -15,6 +15,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from atalaia.streams.kafka_config import client_options
+
 log = logging.getLogger(__name__)
 
 
@@ -38,7 +40,7 @@ class ReplyWatcher(Service):
 
     async def _run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+            **client_options(self.bootstrap), enable_auto_commit=False, fetch_max_wait_ms=50
         )
         await consumer.start()
         try:

@@ -230,6 +230,9 @@ class Match(_Model):
     severity: list[Literal[SEVERITIES]] | None = None  # type: ignore[valid-type]
     min_severity: Literal[SEVERITIES] | None = None  # type: ignore[valid-type]
     labels: dict[str, str | list[str]] = Field(default_factory=dict)
+    tenant: str | list[str] | None = Field(
+        None, description="only incidents of this tenant (or these tenants); unset: any tenant"
+    )
 
 
 class Route(_Model):

@@ -332,6 +332,10 @@ def _matches(route: Route, snap: IncidentSnapshot) -> bool:
         return False
     if m.min_severity is not None and severity_rank(snap.severity) < severity_rank(m.min_severity):
         return False
+    if m.tenant is not None:
+        tenant = snap.tenant or snap.correlation.get("tenant")
+        if tenant not in ([m.tenant] if isinstance(m.tenant, str) else m.tenant):
+            return False
     if m.labels:
         have = {k: str(v) for k, v in snap.correlation.items() if isinstance(v, str | int | float)}
         have.update(snap.labels)

@@ -44,6 +44,7 @@ class IncidentSnapshot:
     opened_at: str | None = None
     acknowledged_by: str | None = None
     alarms: list[dict[str, Any]] = field(default_factory=list)
+    tenant: str | None = None  # the incident's tenant (None: single tenant)
 
     @classmethod
     def from_event(cls, ev: dict[str, Any]) -> IncidentSnapshot:
@@ -62,6 +63,7 @@ class IncidentSnapshot:
             opened_at=ev.get("opened_at"),
             acknowledged_by=ev.get("acknowledged_by"),
             alarms=[dict(a) for a in (ev.get("alarms") or [])][:50],
+            tenant=ev.get("tenant") or (ev.get("correlation") or {}).get("tenant"),
         )
 
 

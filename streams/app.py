@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.streams.events import RawEvent, body_key
 from atalaia.streams.httpauth import REFUSED, IngestAuth, MetricsAuth, Refusal
+from atalaia.streams.kafka_config import client_options
 from atalaia.streams.observation import partition_key
 from atalaia.streams.pipeline import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
@@ -45,9 +46,13 @@ def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dic
     """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka. Faust's web
     server serves the HTTP port (``http``), else only ``/metrics`` ``/health`` ``/livez`` on
     ``ATALAIA_METRICS_PORT``, else nothing (a worker without either binds no port)."""
+    from atalaia.streams.kafka_config import configure, faust_credentials
+
+    configure(settings, bootstrap)
     web_port = settings.http_port if http else settings.metrics_port
     return {
         "broker": f"kafka://{bootstrap}",
+        **faust_credentials(bootstrap),  # TLS / SASL of ATALAIA_KAFKA_SECURITY_PROTOCOL
         "processing_guarantee": "at_least_once",  # Tansu has no transactional producer
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": settings.heartbeat_s,
@@ -79,7 +84,7 @@ class IngestProducer(Service):
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=2, acks=1, max_request_size=8 << 20
+            **client_options(self.bootstrap), linger_ms=2, acks=1, max_request_size=8 << 20
         )
         await self.producer.start()
 
@@ -504,9 +509,10 @@ def create_app(
         install_cap_pages(app, app.atalaia_stages["warnings"], warnings_config)
 
     if settings.mqtt_url:
-        from atalaia.streams.mqtt import MqttBridge
+        from atalaia.streams.mqtt import MqttBridge, MqttSecurity
 
-        app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events")))
+        mqtt_security = MqttSecurity.from_settings(settings)  # a bad file or setting: refused at start
+        app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events"), security=mqtt_security))
     return app
 
 

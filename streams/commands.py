@@ -179,12 +179,13 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
 
     from atalaia.streams.connect import client_bootstrap
     from atalaia.streams.events import RawEvent, format_time_now
+    from atalaia.streams.kafka_config import client_options
 
     settings = get_settings()
     bootstrap = client_bootstrap(settings)
 
     async def go() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 << 20)
+        producer = AIOKafkaProducer(**client_options(bootstrap), linger_ms=5, max_request_size=8 << 20)
         await producer.start()
         n = 0
         try:
@@ -223,6 +224,7 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
     from aiokafka import AIOKafkaConsumer
 
     from atalaia.streams.connect import client_bootstrap
+    from atalaia.streams.kafka_config import client_options
 
     settings = get_settings()
     bootstrap = client_bootstrap(settings)
@@ -230,7 +232,7 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
 
     async def go() -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+            **client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100
         )
         await consumer.start()
         try:

@@ -42,6 +42,7 @@ from mode import Service
 from prometheus_client import Counter, Histogram
 
 from atalaia.streams import metrics
+from atalaia.streams.kafka_config import client_options
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class BatchStage(Service):
     async def on_start(self) -> None:
         if self.producer is None:
             self.producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
+                **client_options(self.bootstrap),
                 linger_ms=5,
                 acks=1,
                 max_batch_size=1 << 20,
@@ -194,7 +195,7 @@ class BatchStage(Service):
             )
             await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.bootstrap),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -325,7 +326,7 @@ class BatchStage(Service):
         if not pending:
             return ends
         probe = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+            **client_options(self.bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100
         )
         await probe.start()
         try:
