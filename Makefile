@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -P -m pip install -q --upgrade pip
+	$(BIN)/python -P -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
