@@ -117,6 +117,8 @@ class EscalationEngine:
         self, state: EscalationState, item: dict[str, Any] | Tick, now: datetime
     ) -> tuple[EscalationState, list[Notification]]:
         out: list[Notification] = []
+        if not isinstance(item, Tick) and item.get("kind", "incident") != "incident":
+            return state, out  # e.g. a silence's change: silences act through the incident's state
         if isinstance(item, Tick):
             self._fire(state, _ts(now), out)
             self._prune(state, _ts(now))

@@ -163,3 +163,37 @@ def test_maintenance_windows_are_silences_too() -> None:
     assert sil.source == "config" and sil.id.startswith("maintenance-") and sil.comment == "swap"
     assert isinstance(d.fire("river-level-high", "porto-01", at=10, parish="Ribeira"), IncidentEvent)
     assert d.current().state == "suppressed"
+
+
+def test_the_projection_lists_silences_and_the_escalation_ignores_their_events() -> None:
+    from datetime import UTC, datetime
+
+    from atalaia.incidents.projection import Projection
+    from atalaia.notifiers.config import EscalationConfig
+    from atalaia.notifiers.engine import EscalationEngine, EscalationState
+    from atalaia.streams.pipeline import incident_event_problem
+
+    d = Driver()
+    d.fire("river-level-high", "porto-01", at=0, parish="Ribeira")
+    out = silence(d, 60)
+    out += d.step(
+        {
+            "action": "expire-silence",
+            "silence": silence_id("c1"),
+            "actor": "ana",
+            "role": "operator",
+            "id": "c2",
+        },
+        100,
+    )
+    events = [o.to_dict() for o in out if not isinstance(o, CommandReply)]
+    assert all(incident_event_problem(e) is None for e in events)
+    proj = Projection.connect(":memory:")
+    proj.apply(events)
+    assert proj.silences() == []
+    rows = proj.silences(include_expired=True)
+    assert len(rows) == 1 and rows[0]["matchers"] == ['parish="Ribeira"', 'rule=~"river-.*"']
+    assert rows[0]["expired_by"] == "ana" and rows[0]["ends_at"] == at_s(100)
+    engine = EscalationEngine(EscalationConfig.model_validate({"targets": {}, "policies": {}, "routes": []}))
+    sil = [e for e in events if e["kind"] == "silence"]
+    engine.step_batch(EscalationState(), sil, datetime(2026, 1, 1, tzinfo=UTC))
