@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from atalaia.incidents.config import RoleName, parse_duration
 from atalaia.incidents.matchers import Matcher
@@ -105,7 +105,11 @@ class SilenceCommand(BaseModel):
     @field_validator("matchers", mode="before")
     @classmethod
     def _matchers(cls, v: Any) -> tuple[Matcher, ...]:
-        return () if v is None else parse_matchers(v)
+        return () if v is None or (isinstance(v, list | tuple) and not v) else parse_matchers(v)
+
+    @field_serializer("matchers")
+    def _text(self, v: tuple[Matcher, ...]) -> list[str]:
+        return [str(m) for m in v]
 
     @field_validator("duration", mode="before")
     @classmethod

@@ -197,3 +197,23 @@ def test_the_projection_lists_silences_and_the_escalation_ignores_their_events()
     engine = EscalationEngine(EscalationConfig.model_validate({"targets": {}, "policies": {}, "routes": []}))
     sil = [e for e in events if e["kind"] == "silence"]
     engine.step_batch(EscalationState(), sil, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_a_silence_command_round_trips_as_json() -> None:
+    cmd = SilenceCommand.model_validate(
+        {
+            "action": "silence",
+            "actor": "a",
+            "role": "engineer",
+            "matchers": ['x=~"a|b"', 'y!="q\\"z"'],
+            "comment": "c",
+            "duration": "1h",
+        }
+    )
+    again = SilenceCommand.model_validate(cmd.model_dump(mode="json"))
+    assert again == cmd and again.id == cmd.id
+
+    exp = SilenceCommand.model_validate(
+        {"action": "expire-silence", "silence": "s-1", "actor": "a", "role": "operator"}
+    )
+    assert SilenceCommand.model_validate(exp.model_dump(mode="json")) == exp
