@@ -167,6 +167,9 @@ class Policy(_Model):
     )
     notify_resolved: bool = Field(True, description="tell every target already notified when it closes")
     retry: Retry | None = None
+    repage_interval: Duration | None = Field(
+        None, description="this policy's repage_interval (else the top level)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -193,6 +196,15 @@ class EscalationConfig(_Model):
         None, description="link to the incident in messages: {console_url}/incidents/<id>"
     )
     retry: Retry | None = Field(None, description="delivery retry defaults for every target")
+    repage_interval: Duration = Field(
+        timedelta(minutes=5),
+        description="an incident paged less than this ago is not paged again when it re-enters the "
+        "escalation (severity flapping, a policy switch, re-acknowledgement); the page is deferred to "
+        "the end of the interval and sent then if still due (Alertmanager's group_interval). 0 = off",
+    )
+    repage_on_rise: bool = Field(
+        True, description="a severity higher than any paged within the interval pages at once"
+    )
     targets: dict[str, Target] = Field(default_factory=dict)
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

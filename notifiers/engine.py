@@ -65,6 +65,9 @@ class Escalation:
     snapshot: IncidentSnapshot
     notified: list[str] = field(default_factory=list)  # targets reached in any episode (ordered)
     closed_at: float | None = None
+    last_paged: float | None = None  # when the latest escalation message was due (repage_interval)
+    paged_rank: int = -1  # highest severity rank paged since the interval started
+    deferred: bool = False  # a (re)start held back by repage_interval: its step 0 is due at next_due
 
 
 @dataclass(slots=True)
@@ -210,8 +213,21 @@ class EscalationEngine:
             esc.policy, esc.episode = new_policy, esc.episode + 1
             self._start(state, esc, t, out)
 
+    def _repage_interval(self, esc: Escalation) -> float:
+        policy = self.config.policies.get(esc.policy)
+        td = policy.repage_interval if policy is not None and policy.repage_interval is not None else None
+        return (td or self.config.repage_interval).total_seconds()
+
     def _start(self, state: EscalationState, esc: Escalation, t: float, out: list[Notification]) -> None:
-        esc.step, esc.repeat, esc.status = 0, 0, "running"
+        esc.step, esc.repeat, esc.status, esc.deferred = 0, 0, "running", False
+        interval = self._repage_interval(esc)
+        if esc.last_paged is not None and interval > 0 and t < esc.last_paged + interval:
+            rise = self.config.repage_on_rise and severity_rank(esc.snapshot.severity) > esc.paged_rank
+            if not rise:  # flapping: page once at the end of the interval, if it is still due then
+                esc.deferred = True
+                esc.next_due = esc.last_paged + interval
+                heapq.heappush(state.timers, (esc.next_due, esc.incident))
+                return
         self._notify(esc, t, out)
         self._schedule(state, esc, t)
 
@@ -227,6 +243,11 @@ class EscalationEngine:
             policy = self.config.policies.get(esc.policy)
             if policy is None or esc.step >= len(policy.steps):  # configuration changed under a snapshot
                 esc.status, esc.next_due = ("stopped" if policy is None else "exhausted"), None
+                continue
+            if esc.deferred:  # a start held back by repage_interval: its step 0 now
+                esc.deferred = False
+                self._notify(esc, due, out)
+                self._schedule(state, esc, due)
                 continue
             step = policy.steps[esc.step]
             if esc.repeat < step.repeat:
@@ -269,6 +290,12 @@ class EscalationEngine:
         policy: Policy = self.config.policies[esc.policy]
         when = datetime.fromtimestamp(t, UTC)
         due = format_time(when)
+        rank = severity_rank(esc.snapshot.severity)
+        if esc.last_paged is None or t >= esc.last_paged + self._repage_interval(esc):
+            esc.paged_rank = rank
+        else:
+            esc.paged_rank = max(esc.paged_rank, rank)
+        esc.last_paged = t
         for target in self.resolve_targets(policy, esc.step, when):
             out.append(
                 Notification(
