@@ -189,6 +189,18 @@ class Route(_Model):
     policy: str
 
 
+class Storm(_Model):
+    """Storm digests: when a target already got ``threshold`` messages in the last ``window``, the
+    next ones are held for ``wait`` and sent as one message that sums them up."""
+
+    threshold: int = Field(3, ge=1, description="messages a target gets one by one per window")
+    window: Duration = Field(timedelta(minutes=2), description="the sliding window of the count")
+    wait: Duration = Field(timedelta(seconds=30), description="how long a digest collects before it goes")
+    channels: list[Literal["sms", "email"]] = Field(
+        default_factory=lambda: ["sms", "email"], description="channels read by people (machines get each)"
+    )
+
+
 class EscalationConfig(_Model):
     timezone: str = "Europe/Lisbon"
     lang: Literal["pt-PT", "en-GB"] = "pt-PT"
@@ -202,6 +214,7 @@ class EscalationConfig(_Model):
         "escalation (severity flapping, a policy switch, re-acknowledgement); the page is deferred to "
         "the end of the interval and sent then if still due (Alertmanager's group_interval). 0 = off",
     )
+    storm: Storm | None = Field(None, description="storm digests per target (off when absent)")
     repage_on_rise: bool = Field(
         True, description="a severity higher than any paged within the interval pages at once"
     )

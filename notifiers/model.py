@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-Kind = Literal["escalation", "resolved"]
+Kind = Literal["escalation", "resolved", "digest"]
 Status = Literal["delivered", "retryable", "permanent"]
 
 
@@ -79,6 +79,7 @@ class Notification:
     due: str
     snapshot: IncidentSnapshot
     id: str = ""
+    digest: list[IncidentSnapshot] = field(default_factory=list)  # kind digest: every incident it sums up
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -97,6 +98,7 @@ class Notification:
     def from_dict(cls, d: dict[str, Any]) -> Notification:
         d = dict(d)
         d["snapshot"] = IncidentSnapshot(**d["snapshot"])
+        d["digest"] = [IncidentSnapshot(**x) for x in d.get("digest") or []]
         return cls(**d)
 
 
@@ -112,6 +114,12 @@ class DeliveryResult:
     @property
     def ok(self) -> bool:
         return self.status == "delivered"
+
+
+def digest_id(target: str, ids: list[str]) -> str:
+    """A storm digest's id: the target and the notifications it replaces (deterministic)."""
+    raw = "digest|" + target + "|" + "|".join(sorted(ids))
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
 
 def parse_time(s: str) -> datetime:
