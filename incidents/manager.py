@@ -406,7 +406,11 @@ class IncidentManager:
         rec.suppressed = suppressed
         inc.account(rec, +1)
         rec.cached_view = None
-        changes.touch(inc, change, at, actor, suppressed or f"{rec.rule} {rec.key} no longer suppressed")
+        touch = changes.touch(
+            inc, change, at, actor, suppressed or f"{rec.rule} {rec.key} no longer suppressed"
+        )
+        if suppressed and suppressed not in touch.reason:  # e.g. opened already silenced: say by what
+            touch.reason += f" — {suppressed}"
         return True
 
     # ---------------------------------------------------------------- lifecycle

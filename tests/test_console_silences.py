@@ -162,3 +162,21 @@ def test_create_a_silence_and_see_the_next_notification_withheld(make_worker, pu
         page.context.close()
     finally:
         smtp.stop()
+
+
+def test_a_silence_made_in_the_console_survives_a_worker_restart(make_worker, publish):  # noqa: F811
+    stages = ("incidents", "projection")
+    w = make_worker("--stages", ",".join(stages)).start(stages)
+    body = {"matchers": ['parish="Aldoar"'], "comment": "survives", "duration": "2h"}
+    r = httpx.post(f"{w.url}/api/silences", json=body, timeout=10)
+    assert r.status_code == 201, r.text
+    sid = r.json()["silence"]
+    assert w.stop() == 0
+    w2 = make_worker("--stages", ",".join(stages), port=w.port).start(stages)
+    publish(alarm("a1", datetime.now(UTC).replace(microsecond=0), "high", parish="Aldoar"))
+    inc = wait_for(lambda: httpx.get(f"{w2.url}/api/incidents", timeout=5).json()["incidents"], 30)
+    assert inc and inc[0]["state"] == "suppressed"
+    d = httpx.get(f"{w2.url}/api/incidents/{inc[0]['id']}", timeout=5).json()
+    assert any(f"silenced by {sid}" in h["reason"] for h in d["history"])
+    listed = httpx.get(f"{w2.url}/api/silences", timeout=5).json()["silences"]
+    assert [s["id"] for s in listed] == [sid]
