@@ -605,20 +605,26 @@ class IncidentManager:
         self._sweep_silences(st, now, out)
 
     def _sweep_silences(self, st: ManagerState, now: int, out: list[Output]) -> None:
-        """Runtime silences that started or ended by ``now``: (un)suppress the alarms they match."""
-        for sid in list(st.silences):
-            sil = st.silences[sid]
+        """Silences (runtime and maintenance windows) that started or ended by ``now``: (un)suppress
+        the alarms they match, in time order (each at its own start/end), then drop the expired."""
+        due = []  # (time, order, state key, silence, active)
+        for i, sil in enumerate([*self.maintenance, *st.silences.values()]):
+            key = (sil.name or sil.id) if sil.source == "config" else sil.id
             active = sil.active_at(now)
-            if st.maintenance.get(sid, False) != active:
-                st.maintenance[sid] = active
-                n = self._resweep(st, sil, sil.start if active else sil.end, f"silence:{sid}", out)
-                if active:
-                    out.append(_silence_event(sil, "started", sil.start, n))
-            if now >= sil.end:
-                del st.silences[sid]
-                st.maintenance.pop(sid, None)
-                self._silence_matchers.pop(sid, None)
-                out.append(_silence_event(sil, "expired", sil.end))
+            if st.maintenance.get(key, False) != active:
+                due.append((sil.start if active else sil.end, i, key, sil, active))
+        due.sort(key=lambda d: (d[0], d[1]))
+        for at, _, key, sil, active in due:
+            st.maintenance[key] = active
+            config = sil.source == "config"
+            n = self._resweep(st, sil, at, f"maintenance:{sil.name}" if config else f"silence:{sil.id}", out)
+            if active and not config:
+                out.append(_silence_event(sil, "started", sil.start, n))
+        for sid in [sid for sid, sil in st.silences.items() if now >= sil.end]:
+            sil = st.silences.pop(sid)
+            st.maintenance.pop(sid, None)
+            self._silence_matchers.pop(sid, None)
+            out.append(_silence_event(sil, "expired", sil.end))
 
     def _resweep(self, st: ManagerState, sil: Silence, at: int, actor: str, out: list[Output]) -> int:
         changes = Changes()
@@ -634,14 +640,8 @@ class IncidentManager:
         return sum(len(r) for r in touched.values())
 
     def _maintenance(self, st: ManagerState, now: int, out: list[Output]) -> None:
-        if st.silences:
+        if st.silences or self.maintenance:
             self._sweep_silences(st, now, out)
-        for sil in self.maintenance:  # keyed by window name in the state (older snapshots)
-            active = sil.active_at(now)
-            if st.maintenance.get(sil.name or sil.id, False) == active:
-                continue
-            st.maintenance[sil.name or sil.id] = active
-            self._resweep(st, sil, sil.start if active else sil.end, f"maintenance:{sil.name}", out)
 
 
 def _silence_event(sil: Silence, change: str, at: int, silenced: int = 0) -> SilenceEvent:
