@@ -305,6 +305,19 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 {"authentication": "token", "actor": who.actor, "role": who.role, "tenants": scope}
             )
 
+    _install_silences(
+        app,
+        settings,
+        publish,
+        replies,
+        {"fail": fail, "identify": identify, "projection": projection, "permissions": permissions},
+    )
+
+    @app.page("/silences")
+    class SilencesPage(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.bytes(page("silences.html"), content_type="text/html")
+
     @app.page("/api/incidents/{incident}/commands")
     class Commands(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
@@ -370,6 +383,163 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
         bootstrap,
         {"fail": fail, "identify": identify, "projection": projection, "page": page, "auth": auth},
     )
+
+
+def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: dict[str, Any]) -> None:
+    """``GET/POST /api/silences``, ``DELETE /api/silences/{id}``: runtime silences (label matchers),
+    created and expired through ``atalaia.commands`` (the incident manager keeps them in its state)."""
+    from atalaia.incidents.model import to_us
+    from atalaia.incidents.silences import SilenceCommand, config_silence, silence_view
+
+    fail, identify, projection, permissions = (
+        ctx["fail"],
+        ctx["identify"],
+        ctx["projection"],
+        ctx["permissions"],
+    )
+
+    def config_silences() -> list[Any]:
+        try:
+            from atalaia.incidents.config import load_config
+
+            return [config_silence(m) for m in load_config(settings.incidents_path).maintenance]
+        except Exception:
+            return []
+
+    def errors_of(e: Exception) -> list[dict[str, str]]:
+        if not isinstance(e, ValidationError):
+            return [{"field": "", "message": str(e)}]
+        out = []
+        for err in e.errors():
+            field = ".".join(map(str, err["loc"]))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if not field and ":" in msg:  # a cross-field check says which field first
+                field, msg = (x.strip() for x in msg.split(":", 1))
+            out.append({"field": field or "body", "message": msg})
+        return out
+
+    async def body_of(view: Any, request: Any) -> dict[str, Any] | Any:
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return fail(view, 415, "Unsupported media type", "send the silence as application/json")
+        if request.content_length and request.content_length > 64 * 1024:
+            return fail(view, 413, "Silence too large", "a silence is at most 64 KiB")
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+        except (ValueError, orjson.JSONDecodeError) as e:
+            return fail(view, 400, "Bad silence", f"body is not a JSON object: {e}")
+        return body
+
+    async def send(view: Any, request: Any, body: dict[str, Any], ok_status: int) -> Any:
+        who = identify(request)
+        if who is None:
+            return fail(view, 401, "Not authenticated", "send Authorization: Bearer <token>")
+        allowed = permissions.get("silence", ())
+        if who.role not in allowed:
+            return fail(view, 403, "Forbidden", f"role {who.role} may not create or expire silences")
+        body["actor"], body["role"] = who.actor, who.role
+        body.setdefault(
+            "id", hashlib.blake2b(orjson.dumps([body, time.time_ns()]), digest_size=12).hexdigest()
+        )
+        try:
+            cmd = SilenceCommand.model_validate(body)
+        except (ValidationError, TypeError, ValueError) as e:
+            errs = errors_of(e)
+            detail = "; ".join(f"{x['field']}: {x['message']}" for x in errs)
+            return fail(view, 422, "Invalid silence", detail, errors=errs)
+        await publish(settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")), b"silences")
+        reply = await replies.wait(cmd.id, REPLY_WAIT_S)
+        if reply is None:
+            return view.json({"command": cmd.id, "status": "queued"}, status=202)
+        if not reply.get("accepted"):
+            reason = str(reply.get("reason", ""))
+            if reason.startswith("unknown silence"):
+                return fail(view, 404, "No such silence", reason, command=cmd.id)
+            return fail(view, 409, "Silence refused", reason, command=cmd.id)
+        return view.json(
+            {"command": cmd.id, "status": "accepted", "silence": reply.get("incident"), "reply": reply},
+            status=ok_status,
+        )
+
+    def listing(status: str) -> list[dict[str, Any]]:
+        now = to_us(time.time())
+        rows = []
+        for r in projection().silences(include_expired=status in ("all", "expired")):
+            r["status"] = (
+                "expired"
+                if r["last_change"] == "expired" or now >= to_us(r["ends_at"])
+                else "pending"
+                if now < to_us(r["starts_at"])
+                else "active"
+            )
+            r["name"] = None
+            rows.append({k: r[k] for k in _SILENCE_FIELDS})
+        rows += [silence_view(s, now) for s in config_silences()]
+        return [
+            r
+            for r in rows
+            if status == "all" or r["status"] == status or (status == "current" and r["status"] != "expired")
+        ]
+
+    @app.page("/api/silences")
+    class Silences(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            if identify(request) is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            status = request.query.get("status", "current")
+            if status not in ("current", "active", "pending", "expired", "all"):
+                return fail(
+                    self,
+                    400,
+                    "Bad filter",
+                    "status: current, active, pending, expired or all",
+                    field="status",
+                )
+            return self.json({"silences": listing(status)})
+
+        async def post(self, request: Any) -> Any:
+            body = await body_of(self, request)
+            if not isinstance(body, dict):
+                return body
+            body["action"] = "silence"
+            return await send(self, request, body, 201)
+
+    @app.page("/api/silences/{silence}")
+    class SilenceItem(faust.web.View):
+        async def get(self, request: Any, silence: str) -> Any:
+            if identify(request) is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            hit = next((r for r in listing("all") if r["id"] == silence), None)
+            if hit is None:
+                return fail(self, 404, "No such silence", silence)
+            return self.json(hit)
+
+        async def delete(self, request: Any, silence: str) -> Any:
+            if any(s.id == silence for s in config_silences()):
+                return fail(
+                    self,
+                    409,
+                    "Silence refused",
+                    f"{silence} is a maintenance window of incidents.yaml: edit the file",
+                )
+            return await send(self, request, {"action": "expire-silence", "silence": silence}, 200)
+
+
+_SILENCE_FIELDS = (
+    "id",
+    "matchers",
+    "author",
+    "comment",
+    "starts_at",
+    "ends_at",
+    "created_at",
+    "source",
+    "name",
+    "status",
+    "expired_by",
+)
 
 
 def _sse(event: str, data: Any) -> bytes:

@@ -139,6 +139,44 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+SILENCE = {
+    "type": "object",
+    "required": ["id", "matchers", "author", "comment", "starts_at", "ends_at", "status", "source"],
+    "properties": {
+        "id": {
+            "type": "string",
+            "description": "s-… (derived from the command id); maintenance-… for incidents.yaml",
+        },
+        "matchers": {"type": "array", "items": {"type": "string"}},
+        "author": {"type": "string"},
+        "comment": {"type": "string"},
+        "starts_at": TIME,
+        "ends_at": TIME,
+        "created_at": TIME,
+        "source": {"type": "string", "enum": ["api", "config"]},
+        "name": _nullable("string"),
+        "status": {"type": "string", "enum": ["pending", "active", "expired"]},
+        "expired_by": _nullable("string"),
+    },
+}
+NEW_SILENCE = {
+    "type": "object",
+    "required": ["matchers", "comment"],
+    "properties": {
+        "matchers": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": 'Alertmanager syntax: name="v", name!="v", name=~"regex", name!~"regex" '
+            "(regexes fully anchored); at least one must need a label value",
+        },
+        "comment": {"type": "string"},
+        "start": {"type": "string", "description": "RFC 3339 with a zone; default now"},
+        "end": {"type": "string", "description": "RFC 3339 with a zone"},
+        "duration": {"type": ["string", "number"], "description": "instead of end: 2h or seconds"},
+    },
+}
+
+
 def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
 
@@ -155,6 +193,7 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None, **kw: 
 
 
 ID = {"name": "incident", "in": "path", "required": True, "schema": {"type": "string"}}
+SILENCE_ID = {"name": "silence", "in": "path", "required": True, "schema": {"type": "string"}}
 UNAUTHORIZED = _problem("no valid token (when the console has users)")
 
 
@@ -175,6 +214,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "Alarm": ALARM,
                 "Audit": AUDIT,
                 "Delivery": DELIVERY,
+                "Silence": SILENCE,
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
@@ -355,6 +395,72 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                         "401": UNAUTHORIZED,
                     },
                 }
+            },
+            "/api/silences": {
+                "get": {
+                    "summary": "Silences: runtime ones (from the projection) and the maintenance windows of incidents.yaml",
+                    "parameters": [
+                        _q(
+                            "status",
+                            "current (default: pending and active), active, pending, expired or all",
+                            {"type": "string", "enum": ["current", "active", "pending", "expired", "all"]},
+                        )
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["silences"],
+                                "properties": {"silences": {"type": "array", "items": SILENCE}},
+                            },
+                            "silences",
+                        ),
+                        "400": _problem("a bad status"),
+                        "401": UNAUTHORIZED,
+                    },
+                },
+                "post": {
+                    "summary": "Create a silence (sent on atalaia.commands; effective at once, no restart)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": NEW_SILENCE}},
+                    },
+                    "responses": {
+                        "201": _json({"type": "object"}, "created: `silence` is its id"),
+                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
+                        "400": _problem("the body is not a JSON object"),
+                        "401": UNAUTHORIZED,
+                        "403": _problem("this role may not silence"),
+                        "409": _problem("refused by the incident manager, with the reason"),
+                        "413": _problem("too large"),
+                        "415": _problem("not application/json"),
+                        "422": _problem("bad matchers, regex, times or comment; `errors` names the fields"),
+                    },
+                },
+            },
+            "/api/silences/{silence}": {
+                "get": {
+                    "summary": "One silence",
+                    "parameters": [SILENCE_ID],
+                    "responses": {
+                        "200": _json(SILENCE, "the silence"),
+                        "401": UNAUTHORIZED,
+                        "404": _problem("no such silence"),
+                    },
+                },
+                "delete": {
+                    "summary": "Expire a silence now (alarms it matched are annunciated again)",
+                    "parameters": [SILENCE_ID],
+                    "responses": {
+                        "200": _json({"type": "object"}, "expired"),
+                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
+                        "401": UNAUTHORIZED,
+                        "403": _problem("this role may not expire silences"),
+                        "404": _problem("no such (unexpired) silence"),
+                        "409": _problem("a maintenance window of incidents.yaml (edit the file), or refused"),
+                        "422": _problem("a bad id"),
+                    },
+                },
             },
             "/api/stream": {
                 "get": {

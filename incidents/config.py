@@ -74,6 +74,7 @@ DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "unsuppress": ("supervisor", "engineer"),
     "out-of-service": ("supervisor", "engineer"),
     "return-to-service": ("supervisor", "engineer"),
+    "silence": ("operator", "supervisor", "engineer"),  # create and expire runtime silences
 }
 
 
@@ -159,7 +160,7 @@ class IncidentConfig(_Model):
     default_position: str = "main"
     inhibit: tuple[InhibitRule, ...] = ()
     maintenance: tuple[Maintenance, ...] = ()
-    permissions: dict[ActionName, tuple[RoleName, ...]] = Field(
+    permissions: dict[ActionName | Literal["silence"], tuple[RoleName, ...]] = Field(
         default_factory=lambda: dict(DEFAULT_PERMISSIONS)
     )
     alarms_in_event: int = Field(

@@ -218,6 +218,9 @@ class Policy(_Model):
     )
     notify_resolved: bool = Field(True, description="tell every target already notified when it closes")
     retry: Retry | None = None
+    repage_interval: Duration | None = Field(
+        None, description="this policy's repage_interval (else the top level)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -240,6 +243,18 @@ class Route(_Model):
     policy: str
 
 
+class Storm(_Model):
+    """Storm digests: when a target already got ``threshold`` messages in the last ``window``, the
+    next ones are held for ``wait`` and sent as one message that sums them up."""
+
+    threshold: int = Field(3, ge=1, description="messages a target gets one by one per window")
+    window: Duration = Field(timedelta(minutes=2), description="the sliding window of the count")
+    wait: Duration = Field(timedelta(seconds=30), description="how long a digest collects before it goes")
+    channels: list[Literal["sms", "email"]] = Field(
+        default_factory=lambda: ["sms", "email"], description="channels read by people (machines get each)"
+    )
+
+
 class EscalationConfig(_Model):
     timezone: str = "Europe/Lisbon"
     lang: Literal["pt-PT", "en-GB"] = "pt-PT"
@@ -247,6 +262,16 @@ class EscalationConfig(_Model):
         None, description="link to the incident in messages: {console_url}/incidents/<id>"
     )
     retry: Retry | None = Field(None, description="delivery retry defaults for every target")
+    repage_interval: Duration = Field(
+        timedelta(minutes=5),
+        description="an incident paged less than this ago is not paged again when it re-enters the "
+        "escalation (severity flapping, a policy switch, re-acknowledgement); the page is deferred to "
+        "the end of the interval and sent then if still due (Alertmanager's group_interval). 0 = off",
+    )
+    storm: Storm | None = Field(None, description="storm digests per target (off when absent)")
+    repage_on_rise: bool = Field(
+        True, description="a severity higher than any paged within the interval pages at once"
+    )
     targets: dict[str, Target] = Field(default_factory=dict)
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

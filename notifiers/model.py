@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-Kind = Literal["escalation", "resolved", "warning", "propose"]
+Kind = Literal["escalation", "resolved", "warning", "propose", "digest"]
 Status = Literal["delivered", "retryable", "permanent"]
 
 
@@ -73,7 +73,8 @@ class Notification:
 
     ``kind``: ``escalation`` / ``resolved`` (an incident), ``warning`` (an issued population
     warning, see :mod:`atalaia.notifiers.warning`), ``propose`` (a ``propose_warning`` step: turned
-    into a draft command on ``atalaia.commands``, never delivered)."""
+    into a draft command on ``atalaia.commands``, never delivered), ``digest`` (several incidents
+    to one person in a storm, listed in ``digest``)."""
 
     incident: str
     policy: str
@@ -88,6 +89,7 @@ class Notification:
     # kind "warning": the CAP document parsed by atalaia.notifiers.warning (identifier, status,
     # msgType, infos, xml); kind "propose": the draft a propose_warning step asks for
     warning: dict[str, Any] | None = None
+    digest: list[IncidentSnapshot] = field(default_factory=list)  # kind digest: every incident it sums up
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -106,6 +108,7 @@ class Notification:
     def from_dict(cls, d: dict[str, Any]) -> Notification:
         d = dict(d)
         d["snapshot"] = IncidentSnapshot(**d["snapshot"])
+        d["digest"] = [IncidentSnapshot(**x) for x in d.get("digest") or []]
         return cls(**d)
 
 
@@ -121,6 +124,12 @@ class DeliveryResult:
     @property
     def ok(self) -> bool:
         return self.status == "delivered"
+
+
+def digest_id(target: str, ids: list[str]) -> str:
+    """A storm digest's id: the target and the notifications it replaces (deterministic)."""
+    raw = "digest|" + target + "|" + "|".join(sorted(ids))
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
 
 def parse_time(s: str) -> datetime:

@@ -99,6 +99,8 @@ def alarm_problem(a: Any) -> str | None:
 def incident_event_problem(e: Any) -> str | None:
     if not isinstance(e, dict):
         return "not a JSON object"
+    if e.get("kind") == "silence":  # a runtime silence's change (for the projection)
+        return None if isinstance(e.get("id"), str) and _is_time(e.get("at")) else "bad silence event"
     if not isinstance(e.get("incident"), str) or not isinstance(e.get("version"), int):
         return "'incident' (text) and 'version' (integer) are required"
     if not _is_time(e.get("at")):
