@@ -98,6 +98,7 @@ class CompiledRule:
         since: float,
         obs: dict[str, Any] | None,
         shown: Any = None,
+        values: dict[str, Any] | None = None,
     ) -> AlarmTransition:
         """``shown``: the template's ``value`` when it is not the transition's number (a state's text)."""
         obs = obs or {}
@@ -115,6 +116,7 @@ class CompiledRule:
             "attributes": obs.get("attributes") or {},
             "state": state,
             "tenant": tenant,
+            "values": values or {},
         }
         labels = dict(obs_labels)
         labels.update({k: t.render(variables) for k, t in self.labels.items()})
