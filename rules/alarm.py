@@ -41,6 +41,7 @@ class AlarmTransition:
     id: str = ""
     tenant: str | None = None  # the observations' tenant (also the start of ``key``), absent without
     service_path: str | None = None
+    values: dict[str, Any] | None = None  # compound rules: each condition's value, by name
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -57,6 +58,8 @@ class AlarmTransition:
             "severity": self.severity,
             "value": self.value,
         }
+        if self.values is not None:
+            line["values"] = self.values
         if labels:
             line["labels"] = self.labels
             line["annotations"] = self.annotations
@@ -66,7 +69,7 @@ class AlarmTransition:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("tenant", "service_path"):  # absent without a tenant: the single-city shape
+        for k in ("tenant", "service_path", "values"):  # absent when unset: the simple-rule shape
             if d[k] is None:
                 del d[k]
         return d

@@ -74,6 +74,8 @@ def _run_replay(rules: tuple[str, ...], observations: str, lateness: float | Non
         raise click.ClickException(f"{exc} (use --detectors config/detectors.yaml)") from None
     for line, reason in result.rejected:
         click.echo(f"{observations}:{line}: rejected: {reason}", err=True)
+    for message in result.quality:
+        click.echo(f"{observations}: warning: {message}", err=True)
     return ruleset, result
 
 

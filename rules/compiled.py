@@ -23,6 +23,10 @@ __all__ = [
 
 def compile_rule(loaded: LoadedRule, position: int) -> CompiledRule:
     rule = loaded.rule
+    if rule.conditions is not None:
+        from atalaia.rules.compound import CompoundRule
+
+        return CompoundRule(loaded, position)
     if rule.absent_for is not None:
         return AbsentRule(loaded, position)
     if rule.stuck_for is not None:

@@ -23,6 +23,7 @@ Time is event time only: ``observe_batch`` evaluates each observation at its own
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -33,12 +34,22 @@ from typing import Any
 import orjson
 
 from atalaia.rules.alarm import AlarmTransition
-from atalaia.rules.compiled import NEG_INF, AbsentRule, CompiledRule, Scorer, StateRule, compile_rule
+from atalaia.rules.base import obs_context
+from atalaia.rules.compiled import (
+    NEG_INF,
+    AbsentRule,
+    CompiledRule,
+    Scorer,
+    StateRule,
+    ThresholdRule,
+    compile_rule,
+)
 from atalaia.rules.durations import format_duration
 from atalaia.rules.loader import LoadedRule, RuleSet
 from atalaia.rules.schema import Rule
 from atalaia.streams.observation import format_time
 
+log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
 DEFAULT_ALLOWED_LATENESS = 300.0
 
@@ -88,6 +99,9 @@ class RuleEngine:
         self._times: dict[str, float] = {}
         # observations a rule with ``unit:`` could not convert (filled by the evaluators, drained per batch)
         self._unit_rejects: list[Rejected] = []
+        # data-quality warnings (a per-entity threshold missing, a table that no longer reads): drained by
+        # ``drain_quality()``; also logged and counted
+        self.quality: list[str] = []
         self._install(ruleset, {})
 
     # ------------------------------------------------------------------ rules
@@ -98,6 +112,11 @@ class RuleEngine:
             old = keep.get(rule.id)
             if old is not None and old.fingerprint == rule.fingerprint:
                 rule.states = old.states
+                rule.faults = old.faults
+            if isinstance(rule, ThresholdRule):
+                rule.quality, rule.stats = self.quality, self.stats
+                if old is not None and old.fingerprint == rule.fingerprint:
+                    rule.ref_values = getattr(old, "ref_values", rule.ref_values)
             rules.append(rule)
         detector_rules = [r for r in rules if getattr(r, "detector", None)]
         if detector_rules and self.scorer is None:
@@ -112,7 +131,12 @@ class RuleEngine:
         self.by_id = {r.id: r for r in rules}
         index: dict[tuple[str, str | None], list[CompiledRule]] = {}
         state_dispatch: dict[str, dict[str, list[tuple[Any, Any]]]] = {}
+        compound: dict[str, dict[str, list[tuple[Any, int]]]] = {}
         for r in rules:
+            if r.kind == "compound":  # several (type, attribute) per rule: a path of their own
+                for i, part in enumerate(r.parts):  # type: ignore[attr-defined]
+                    compound.setdefault(part.type, {}).setdefault(part.attribute, []).append((r, i))
+                continue
             if isinstance(r, StateRule):  # text/boolean values: a path of their own (no number check)
                 key_of = None if r.simple_key else r.key_of
                 if r.require_observed_time:
@@ -123,12 +147,17 @@ class RuleEngine:
                 continue
             index.setdefault((r.type, r.attribute), []).append(r)
         self._state_dispatch = state_dispatch
+        self._compound = compound
         self.index = index
         self.any_attribute = {t: rs for (t, a), rs in index.items() if a is None}
         # the hot path's view of the index: type -> attribute -> segments in rule order
         dispatch: dict[str, dict[str | None, tuple[Segment, ...]]] = {}
         for (typ, attr), rs in index.items():
             dispatch.setdefault(typ, {})[attr] = _segments(rs, self.stats, self._unit_rejects)
+        for r in rules:  # per-entity thresholds read off their own attribute: remember its latest value
+            for attr in getattr(r, "ref_attributes", None) or ():
+                by_attr = dispatch.setdefault(r.type, {})
+                by_attr[attr] = (*by_attr.get(attr, ()), ((r.remember,), None))  # type: ignore[attr-defined]
         self._dispatch = dispatch
         self._any_attribute = {
             t: tuple(_entry(r, self.stats, self._unit_rejects)[:2] for r in rs)
@@ -159,6 +188,11 @@ class RuleEngine:
                 reason = "rule removed" if rule.id not in new_ids else "rule changed"
                 for key in sorted(rule.states):
                     rule.end(key, at, reason, out)  # type: ignore[attr-defined]
+                for key in sorted(rule.faults):
+                    since, value, ctx, _ = rule.faults[key]
+                    tr = rule.fault_transition(at, None, key, "resolved", value, since, ctx)
+                    tr.annotations["reason"] = reason
+                    out.append(tr)
         self._install(ruleset, old)
         self.stats["reloads"] += 1
         return out
@@ -302,6 +336,10 @@ class RuleEngine:
                     evaluations += self._states(
                         obs, typ, entity, t, t_text, attributes, labels, by_state, out
                     )
+            if self._compound:
+                by_part = self._compound.get(typ)
+                if by_part is not None:
+                    evaluations += self._compounds(obs, entity, t, t_text, attributes, labels, by_part, out)
             seen = any_attr.get(typ)
             if seen:
                 for fn, key_of in seen:
@@ -347,6 +385,49 @@ class RuleEngine:
                         self.stats["late_not_evaluated"] += 1
         return n
 
+    def drain_quality(self, log_them: bool = True) -> list[str]:
+        """Data-quality warnings since the last call (each counted in ``stats``, and logged)."""
+        out = self.quality[:]
+        self.quality.clear()
+        self.stats["quality_warnings"] += len(out)
+        for message in out if log_them else ():
+            log.warning("data quality: %s", message)
+        return out
+
+    def _compounds(
+        self,
+        obs: dict[str, Any],
+        entity: str,
+        t: float,
+        t_text: str,
+        attributes: dict[str, Any],
+        labels: dict[str, Any] | None,
+        by_part: dict[str, list[tuple[Any, int]]],
+        out: list[AlarmTransition],
+    ) -> int:
+        """Compound rules of this type: update every part the observation carries, then evaluate each
+        touched (rule, key) once, in rule order."""
+        touched: dict[tuple[int, str], Any] = {}
+        for name, entries in by_part.items():
+            v = attributes.get(name)
+            if v is None and labels:
+                v = labels.get(name)
+            if v is None:
+                continue
+            for rule, i in entries:
+                key = rule.key_of(obs) if not rule.key_is_entity or rule.where else entity
+                if key is None:
+                    continue
+                value = rule._value(i, obs, v)
+                if value is None:
+                    self.stats["compound_not_comparable"] += 1
+                    continue
+                if rule.update(i, key, obs, t, value):
+                    touched[(rule.position, key)] = rule
+        for (_, key), rule in sorted(touched.items(), key=lambda kv: kv[0]):
+            rule.evaluate_key(key, t, t_text, obs, out)
+        return len(touched)
+
     # ------------------------------------------------------------------ clocks
     def _absence(self, now: float, out: list[AlarmTransition]) -> None:
         deadlines = self._deadlines
@@ -368,6 +449,9 @@ class RuleEngine:
         out, self._outbox = self._outbox, []
         t = to_epoch(now)
         self.clock = max(self.clock, t)
+        for rule in self.rules:  # threshold tables changed on disk are read again (a stat per table)
+            if getattr(rule, "tables", None):
+                rule.refresh_tables()  # type: ignore[attr-defined]
         if t > self.absence_clock:
             self._absence(t, out)
         return out
@@ -397,6 +481,16 @@ class RuleEngine:
         out: list[dict[str, Any]] = []
         for rule in self.rules:
             out += sorted(rule.active(), key=lambda a: a["key"])
+            out += [
+                {
+                    "rule": f"{rule.id}:sensor-fault",
+                    "key": k,
+                    "state": "firing",
+                    "severity": "low",
+                    "value": f[1],
+                }
+                for k, f in sorted(rule.faults.items())
+            ]
         return out
 
     def state_count(self) -> int:
@@ -419,6 +513,8 @@ class RuleEngine:
                     "file": r.loaded.file,
                     "line": r.loaded.line,
                     "states": {k: _dump(s) for k, s in r.states.items()},
+                    **({"faults": r.faults} if r.faults else {}),
+                    **({"ref_values": r.ref_values} if getattr(r, "ref_values", None) else {}),
                 }
                 for r in self.rules
             ],
@@ -454,6 +550,9 @@ class RuleEngine:
         for rule, saved in zip(engine.rules, body["rules"], strict=True):
             load = rule.load_state  # type: ignore[attr-defined]
             rule.states = {k: load(_undump(v)) for k, v in saved["states"].items()}
+            rule.faults = saved.get("faults", {})
+            if "ref_values" in saved:
+                rule.ref_values = saved["ref_values"]  # type: ignore[attr-defined]
         engine._install(saved_rules, engine.by_id)  # rebuild the absence deadlines from the states
         outbox = [AlarmTransition.from_dict(d) for d in body["outbox"]]
         outbox += engine.reload(ruleset)
@@ -489,10 +588,41 @@ def _entry(rule: CompiledRule, stats: Counter[str], sink: list[Rejected]) -> Ent
         key_of = _observed_only(rule.key_of, stats)
     if rule.__class__ is AbsentRule:
         return rule.seen, key_of, True  # type: ignore[attr-defined]
+    fn = rule.observe  # type: ignore[attr-defined]
+    if rule.loaded.rule.range is not None:
+        fn = _ranged(fn, rule, stats)
     unit = rule.loaded.rule.unit
     if unit is not None and rule.attribute is not None:
-        return _converting(rule.observe, rule, unit, stats, sink), key_of, False  # type: ignore[attr-defined]
-    return rule.observe, key_of, False  # type: ignore[attr-defined]
+        return _converting(fn, rule, unit, stats, sink), key_of, False
+    return fn, key_of, False
+
+
+def _ranged(fn: Any, rule: CompiledRule, stats: Counter[str]) -> Any:
+    """The evaluator of a rule with ``range: [min, max]``: a value outside (a physically impossible
+    reading) raises the ``<rule>:sensor-fault`` alarm and is not evaluated (never in the hazard rule's
+    window); the next possible value of the key resolves the fault and is evaluated as usual."""
+    low, high = rule.loaded.rule.range  # type: ignore[misc]
+    faults = rule.faults
+
+    def observe(
+        obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        if low <= v <= high:
+            fault = faults.get(key)
+            if fault is not None and t >= fault[3]:
+                del faults[key]
+                out.append(rule.fault_transition(t, t_text, key, "resolved", v, fault[0], obs))
+            return fn(obs, key, t, t_text, v, out, scorer)
+        stats["sensor_fault"] += 1
+        fault = faults.get(key)
+        if fault is None:
+            faults[key] = [t, v, obs_context(obs), t]
+            out.append(rule.fault_transition(t, t_text, key, "firing", v, t, obs))
+        elif t > fault[3]:
+            fault[1], fault[3] = v, t
+        return True
+
+    return observe
 
 
 def _converting(fn: Any, rule: CompiledRule, unit: str, stats: Counter[str], sink: list[Rejected]) -> Any:

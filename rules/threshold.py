@@ -22,16 +22,22 @@ from atalaia.rules.base import (
     obs_context,
 )
 from atalaia.rules.loader import LoadedRule
-from atalaia.rules.schema import Level
+from atalaia.rules.schema import Level, ThresholdRef
 
 
 class CompiledLevel:
-    __slots__ = ("above", "clear", "for_", "severity")
+    __slots__ = ("above", "clear", "for_", "ref", "severity")
 
     def __init__(self, level: Level) -> None:
         self.severity = level.severity
         self.above = level.above is not None
         self.for_ = level.for_
+        self.ref = level.above if self.above else level.below
+        if not isinstance(self.ref, ThresholdRef):
+            self.ref = None
+        else:  # per entity: the limit is looked up at each evaluation (NaN = missing: never holds)
+            self.clear = (math.nan, math.nan)
+            return
         if self.above:
             self.clear = (level.above, level.clear_below if level.clear_below is not None else level.above)
         else:
@@ -109,6 +115,101 @@ class ThresholdRule(CompiledRule):
             self.observe = self._observe_window  # type: ignore[method-assign]
         elif self.detector is None:
             self.observe = self._observe_value  # type: ignore[method-assign]
+        # per-entity thresholds: {attribute: ...} (the entity's latest value) or {table, column}
+        self.refs = [lv.ref for lv in self.levels if lv.ref is not None]
+        self.ref_values: dict[str, dict[str, float]] = {}  # key -> attribute -> latest value
+        self.tables: dict[tuple[str, str], dict[str, float]] = {}
+        self.missing_warned: set[str] = set()
+        self.quality: list[str] | None = None  # the engine's data-quality warnings (set by the engine)
+        self.stats: Any = None
+        if self.refs:
+            self.refresh_tables()
+            self._static_levels = self._levels
+            self._inner_observe = self.observe
+            self.observe = self._observe_per_entity  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------ per-entity thresholds
+    @property
+    def ref_attributes(self) -> list[str]:
+        return sorted({r.attribute for r in self.refs if r.attribute is not None})
+
+    def refresh_tables(self) -> None:
+        """Read the threshold tables again when they changed (a stat each); a table that no longer
+        reads keeps its last good content, and says why."""
+        from atalaia.rules.tables import TableError, load_table
+
+        for ref in self.refs:
+            if ref.table is None or ref.column is None:
+                continue
+            try:
+                self.tables[(ref.table, ref.column)] = load_table(ref.table, ref.column, self.loaded.file)
+            except TableError as exc:
+                self.tables.setdefault((ref.table, ref.column), {})
+                self._warn(f"rule '{self.id}': {exc} (keeping the last table read)")
+
+    def _warn(self, message: str) -> None:
+        if self.quality is not None:
+            self.quality.append(message)
+
+    def remember(
+        self, obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        """An observation of a threshold attribute (``alertLevelHigh``): the entity's latest value."""
+        for attr in self.ref_attributes:
+            got = (obs.get("attributes") or {}).get(attr)
+            if got is not None and got.__class__ in (int, float) and math.isfinite(got):
+                self.ref_values.setdefault(key, {})[attr] = float(got)
+        return True
+
+    def limits_for(self, obs: dict[str, Any], key: str) -> tuple[tuple[Any, ...], list[str]]:
+        """The levels with this entity's thresholds, and the names of the missing ones."""
+        attributes = obs.get("attributes") or {}
+        stored = self.ref_values.get(key)
+        levels = []
+        missing = []
+        for lv, spec in zip(self.levels, self._static_levels, strict=True):
+            ref = lv.ref
+            if ref is None:
+                levels.append(spec)
+                continue
+            if ref.attribute is not None:
+                got = attributes.get(ref.attribute)
+                if got is not None and got.__class__ in (int, float) and math.isfinite(got):
+                    got = float(got)
+                    self.ref_values.setdefault(key, {})[ref.attribute] = got
+                else:
+                    got = stored.get(ref.attribute) if stored else None
+                what = f"attribute '{ref.attribute}'"
+            else:
+                got = self.tables.get((ref.table, ref.column), {}).get(obs.get("entity", ""))  # type: ignore[arg-type]
+                what = f"{ref.table} column '{ref.column}'"
+            if got is None:
+                missing.append(what)
+                got = math.nan
+            levels.append((spec[0], got, got, False, spec[4]))
+        return tuple(levels), missing
+
+    def _observe_per_entity(
+        self, obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        levels, missing = self.limits_for(obs, key)
+        if missing:
+            if self.stats is not None:
+                self.stats["threshold_missing"] += 1
+            if key not in self.missing_warned:
+                self.missing_warned.add(key)
+                self._warn(
+                    f"rule '{self.id}': no threshold for {key} ({', '.join(missing)}): "
+                    "that severity is not evaluated (never a default)"
+                )
+        elif key in self.missing_warned:
+            self.missing_warned.discard(key)
+        self._levels = levels
+        aboves = [lim for above, lim, *_ in levels if above and lim == lim]
+        belows = [lim for above, lim, *_ in levels if not above and lim == lim]
+        self.min_above = min(aboves) if aboves else math.inf
+        self.max_below = max(belows) if belows else -math.inf
+        return self._inner_observe(obs, key, t, t_text, v, out, scorer)
 
     def observe(
         self,

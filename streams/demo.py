@@ -174,7 +174,17 @@ class DemoScenario:
                 41.1596,
                 observed,
                 {"precipitation": (rain, "MMT")},
-            )
+            ),
+            _entity(  # shares Campanhã with the Freixo river gauge: the compound flood rule joins them
+                "WeatherObserved",
+                "porto-campanha",
+                "Campanhã",
+                "Campanhã",
+                -8.5850,
+                41.1480,
+                observed,
+                {"precipitation": (max(0.0, rain + rng.gauss(0, 0.3)), "MMT")},
+            ),
         ]
         return [notification(water, now), notification(air + weather, now)]
 

@@ -39,6 +39,8 @@ def test_schema_covers_the_new_constructs_and_accepts_the_readme_rules() -> None
     level = schema["$defs"]["Level"]["properties"]
     assert "unit" in rule
     assert {"equals", "in", "changed_to"} <= set(level)
+    assert {"range", "all", "any", "join"} <= set(rule)
+    assert "ThresholdRef" in schema["$defs"] and "Condition" in schema["$defs"]
     for text in BLOCKS:
         if not text.lstrip().startswith("rule_files:"):
             jsonschema.validate(YAML(typ="safe").load(text), schema)

@@ -1,0 +1,283 @@
+"""Compound rules: ``all:`` / ``any:`` of conditions on several attributes of one entity, or, with
+``join: {on: [parish], within: 10m}``, of entities sharing labels (the alarm key is the ``on`` labels).
+
+Each condition (part) is evaluated at the observations that carry its attribute, with its own
+aggregate window, ``for`` and hysteresis, exactly as a one-severity simple rule: it *holds* once its
+comparison has been true for ≥ ``for`` (a holding part with ``clear_below``/``clear_above`` keeps
+holding until the value passes that level). The rule is evaluated at each observation of its key
+that updates a part (once per observation, after every part it carries): it **fires** when all (any)
+parts hold, is **pending** while all (any) parts' comparisons are true but some ``for`` has not
+elapsed, and ``keep_firing_for`` applies as in a simple rule. With ``join``, a part counts only
+when its attribute was observed within ``within`` of the evaluation time. Transitions carry
+``value: null`` and ``values: {part: value}`` (each part's latest value; templates see ``values``).
+Late samples (older than the key's last evaluation) are not evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from typing import Any
+
+from atalaia.rules.aggregates import AGGREGATES
+from atalaia.rules.alarm import AlarmTransition
+from atalaia.rules.base import FIRING, INACTIVE, NEG_INF, PENDING, STATE_NAMES, CompiledRule, obs_context
+from atalaia.rules.loader import LoadedRule
+from atalaia.rules.schema import Condition, ThresholdRef
+from atalaia.rules.state import same
+
+
+class Part:
+    __slots__ = (
+        "above",
+        "aggregate",
+        "attribute",
+        "clear",
+        "for_",
+        "hyst",
+        "label",
+        "limit",
+        "members",
+        "ref",
+        "type",
+        "unit",
+        "where",
+        "window",
+    )
+
+    def __init__(self, c: Condition, rule_type: str) -> None:
+        self.type = c.type or rule_type
+        self.attribute = c.attribute
+        self.label = c.label
+        self.where = tuple(
+            (name, frozenset([allowed] if isinstance(allowed, str) else allowed))
+            for name, allowed in c.where.items()
+        )
+        self.aggregate = AGGREGATES[c.aggregate.function] if c.aggregate else None
+        self.window = c.aggregate.window if c.aggregate else None
+        self.for_ = c.for_
+        self.unit = c.unit
+        self.members: tuple[Any, ...] | None = None
+        if c.equals is not None:
+            self.members = (c.equals,)
+        elif c.in_ is not None:
+            self.members = tuple(c.in_)
+        self.above = c.above is not None
+        bound = c.above if self.above else c.below
+        self.ref = bound if isinstance(bound, ThresholdRef) else None
+        self.limit = math.nan if self.ref is not None or bound is None else float(bound)  # type: ignore[arg-type]
+        clear = c.clear_below if self.above else c.clear_above
+        self.clear = self.limit if clear is None else float(clear)
+        self.hyst = clear is not None
+
+
+class CompoundState:
+    """Per key: each part [last time, value, window times, window values, true since, holds] and the alarm."""
+
+    __slots__ = ("kff", "obs", "parts", "since", "state", "t")
+
+    def __init__(self, n: int) -> None:
+        self.t = NEG_INF
+        self.parts: list[list[Any]] = [[None, None, None, None, None, False] for _ in range(n)]
+        self.state = INACTIVE
+        self.since = NEG_INF
+        self.kff: float | None = None
+        self.obs: dict[str, Any] | None = None
+
+    def dump(self) -> list[Any]:
+        return [self.t, self.parts, self.state, self.since, self.kff, obs_context(self.obs)]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> CompoundState:
+        s = cls(0)
+        s.t, s.parts, s.state, s.since, s.kff, s.obs = d
+        return s
+
+
+class CompoundRule(CompiledRule):
+    kind = "compound"
+    can_purge = False
+
+    def __init__(self, loaded: LoadedRule, position: int) -> None:
+        super().__init__(loaded, position)
+        rule = loaded.rule
+        self.parts = [Part(c, rule.select.type) for c in rule.conditions or []]
+        self.all = rule.all_ is not None
+        self.severity = rule.severity or "high"
+        self.keep_firing_for = rule.keep_firing_for
+        self.within = rule.join.within if rule.join else None
+        self.simple_key = False
+        self._factors: dict[tuple[int, str], Any] = {}
+
+    # ------------------------------------------------------------------ updates
+    def _value(self, i: int, obs: dict[str, Any], v: Any) -> Any:
+        """The part's number in its unit (None: not comparable; counted by the engine)."""
+        part = self.parts[i]
+        if part.members is not None:
+            return v if isinstance(v, str | bool | int | float) else None
+        if v.__class__ not in (int, float) or not math.isfinite(v):
+            return None
+        if part.unit is not None:
+            code = (obs.get("units") or {}).get(part.attribute)
+            if code is not None:
+                from atalaia.rules.units import convert_factor
+
+                conv = self._factors.get((i, code))
+                if conv is None:
+                    conv = self._factors[(i, code)] = convert_factor(code, part.unit)
+                if isinstance(conv, str):
+                    return None
+                v = v * conv[0] + conv[1]
+        return float(v)
+
+    def _limit(self, part: Part, obs: dict[str, Any]) -> float:
+        ref = part.ref
+        if ref is None:
+            return part.limit
+        if ref.attribute is not None:
+            got = (obs.get("attributes") or {}).get(ref.attribute)
+            return float(got) if got.__class__ in (int, float) and math.isfinite(got) else math.nan  # type: ignore[arg-type]
+        from atalaia.rules.tables import TableError, load_table
+
+        try:
+            return load_table(ref.table, ref.column, self.loaded.file).get(obs.get("entity", ""), math.nan)  # type: ignore[arg-type]
+        except TableError:
+            return math.nan
+
+    def update(self, i: int, key: str, obs: dict[str, Any], t: float, v: Any) -> bool:
+        """Feed part ``i`` of ``key``; False when the sample is late for the key (not evaluated)."""
+        part = self.parts[i]
+        for name, allowed in part.where:
+            if (
+                obs.get(name) if name in ("entity", "type") else (obs.get("labels") or {}).get(name)
+            ) not in allowed:
+                return False
+        st = self.states.get(key)
+        if st is None:
+            st = self.states[key] = CompoundState(len(self.parts))
+        elif t < st.t:
+            return False
+        ps = st.parts[i]
+        if part.members is not None:
+            value = v
+            true = any(same(v, m) for m in part.members)
+        else:
+            if part.aggregate is not None:
+                if ps[2] is None:
+                    ps[2], ps[3] = [], []
+                times, values = ps[2], ps[3]
+                times.append(t)
+                values.append(v)
+                cutoff = t - part.window  # type: ignore[operator]
+                if times[0] <= cutoff:
+                    drop = bisect_right(times, cutoff)
+                    del times[:drop]
+                    del values[:drop]
+                value = part.aggregate(times, values)
+            else:
+                value = v
+            limit = self._limit(part, obs)
+            if value is None:
+                true = False
+            elif part.above:
+                true = value > limit or (part.hyst and ps[5] and value >= part.clear)
+            else:
+                true = value < limit or (part.hyst and ps[5] and value <= part.clear)
+        ps[0], ps[1] = t, value
+        if true:
+            if ps[4] is None:
+                ps[4] = t
+        else:
+            ps[4] = None
+            ps[5] = False
+        return True
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_key(
+        self, key: str, t: float, t_text: str | None, obs: dict[str, Any] | None, out: list
+    ) -> None:
+        st = self.states[key]
+        st.t = t
+        within = self.within
+        oks, raws = [], []
+        for part, ps in zip(self.parts, st.parts, strict=True):
+            fresh = ps[0] is not None and (within is None or t - ps[0] <= within)
+            raw = fresh and ps[4] is not None
+            ok = raw and t - ps[4] >= part.for_
+            if ok:
+                ps[5] = True
+            raws.append(raw)
+            oks.append(ok)
+        combine = all if self.all else any
+        ok, raw = combine(oks), combine(raws)
+        old = st.state
+        if ok:
+            new = FIRING
+            st.kff = None
+        elif old == FIRING and self.keep_firing_for > 0:
+            if st.kff is None:
+                st.kff = t
+            new = FIRING if t - st.kff < self.keep_firing_for else (PENDING if raw else INACTIVE)
+        else:
+            new = PENDING if raw else INACTIVE
+        if new == FIRING and old == FIRING:
+            return
+        if new == old:
+            return
+        if new != FIRING:
+            st.kff = None
+        values = {p.label: ps[1] for p, ps in zip(self.parts, st.parts, strict=True)}
+        obs = obs or st.obs
+        if old != INACTIVE and (new == INACTIVE or (old == FIRING and new == PENDING)):
+            out.append(
+                self._line(t, t_text, key, "resolved" if old == FIRING else "inactive", st.since, obs, values)
+            )
+            old = INACTIVE
+        if new != INACTIVE:
+            if old == INACTIVE:
+                st.since = t
+            out.append(self._line(t, t_text, key, STATE_NAMES[new], st.since, obs, values))
+        st.state = new
+        st.obs = obs if new != INACTIVE else None
+
+    def _line(
+        self, t: float, t_text: str | None, key: str, state: str, since: float, obs: Any, values: dict
+    ) -> AlarmTransition:
+        tr = self.transition(
+            t, t_text, key, state, self.severity, None, since, obs, shown=values, values=values
+        )
+        tr.values = values
+        return tr
+
+    def end(self, key: str, at: float, reason: str, out: list[AlarmTransition]) -> None:
+        st = self.states.get(key)
+        if st is None or st.state == INACTIVE:
+            return
+        values = {p.label: ps[1] for p, ps in zip(self.parts, st.parts, strict=True)}
+        tr = self._line(
+            at,
+            None,
+            key,
+            "resolved" if st.state == FIRING else "inactive",
+            st.since,
+            obs_context(st.obs),
+            values,
+        )
+        tr.annotations["reason"] = reason
+        out.append(tr)
+
+    def active(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "rule": self.id,
+                "key": k,
+                "state": STATE_NAMES[s.state],
+                "severity": self.severity,
+                "value": None,
+                "values": {p.label: ps[1] for p, ps in zip(self.parts, s.parts, strict=True)},
+            }
+            for k, s in self.states.items()
+            if s.state != INACTIVE
+        ]
+
+    load_state = staticmethod(CompoundState.load)
