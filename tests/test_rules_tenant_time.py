@@ -163,7 +163,15 @@ def test_rules_core_keys_forwarded_observations_and_alarms_by_tenant() -> None:
             "tenant": tenant,
             "time_source": "observed",
         }
-        records.append(SimpleNamespace(value=orjson.dumps(o), topic="t.observations", offset=0, headers=[]))
+        records.append(
+            SimpleNamespace(
+                value=orjson.dumps(o),
+                topic="t.observations",
+                offset=0,
+                headers=[],
+                timestamp=1_769_594_400_000,
+            )
+        )
     outs = core.process(records, now=1769594400.0)
     alarms = [orjson.loads(o.value) for o in outs if o.topic == "alarms"]
     assert alarms, "the example rules fire on a 9 m water level"
