@@ -363,7 +363,12 @@ class RulesCore:
         self.last_compact = 0.0
 
     def _forward_types(self) -> frozenset[str]:
-        return frozenset(r.rule.select.type for r in label_keyed(self.loaded).rules)
+        # every type a label-keyed rule reads: its select, and each part of a compound/join rule
+        return frozenset(
+            t
+            for r in label_keyed(self.loaded).rules
+            for t in (r.rule.select.type, *(c.type for c in (r.rule.conditions or ()) if c.type))
+        )
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         batch = []
