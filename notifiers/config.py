@@ -95,7 +95,14 @@ class Target(_Model):
     url: str = Field(description="apprise URL (sms, email) or HTTP(S) endpoint; ${VAR} is expanded")
     lang: Literal["pt-PT", "en-GB"] | None = None
     secret: str | None = Field(None, description="webhook HMAC secret; ${VAR} is expanded")
-    tenant: str | None = Field(None, description="NGSI-LD tenant (NGSILD-Tenant header)")
+    tenant: str | None = Field(
+        None, description="ngsi-ld: a fixed NGSI-LD tenant (NGSILD-Tenant header) for every upsert"
+    )
+    tenant_from_incident: bool = Field(
+        True,
+        description="ngsi-ld without a fixed tenant: send the incident's (or warning's) tenant as "
+        "NGSILD-Tenant; false: no tenant header (the broker's default tenant)",
+    )
     rate: RateLimit | None = None
     timeout: Duration = timedelta(seconds=10)
     max_attempts: int | None = Field(

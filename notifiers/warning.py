@@ -384,6 +384,7 @@ def warning_notifications(record: dict[str, Any], config: EscalationConfig) -> l
         title=f"{_lead(w, info, 'pt-PT')} — {_area(info)}",
         labels={"warning": str(record.get("warning") or ""), "status": w["status"]},
         opened_at=w["sent"],
+        tenant=record.get("tenant") or None,
     )
     out = []
     for wt in config.warnings.targets:

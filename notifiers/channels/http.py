@@ -72,16 +72,33 @@ class NgsiLdAlertChannel(Channel):
     idempotent = True
 
     def __init__(
-        self, name: str, ctx: ChannelContext, url: str, tenant: str | None = None, timeout: float = 10.0
+        self,
+        name: str,
+        ctx: ChannelContext,
+        url: str,
+        tenant: str | None = None,
+        timeout: float = 10.0,
+        tenant_from_incident: bool = True,
     ):
         super().__init__(name, ctx)
         self.url = url.rstrip("/") + "/ngsi-ld/v1/entityOperations/upsert"
         self.tenant, self.timeout = tenant, timeout
+        self.tenant_from_incident = tenant_from_incident
+
+    def tenant_for(self, n: Notification) -> str | None:
+        """The NGSILD-Tenant of this upsert: the target's fixed tenant, else the incident's (or the
+        warning's) own tenant, so each municipality's Alert lands in its own tenant of the PGU."""
+        if self.tenant:
+            return self.tenant
+        if not self.tenant_from_incident or n.snapshot is None:
+            return None
+        return n.snapshot.tenant or n.snapshot.correlation.get("tenant") or None
 
     async def send(self, n: Notification) -> DeliveryResult:
         headers = {"Content-Type": "application/ld+json"}
-        if self.tenant:
-            headers["NGSILD-Tenant"] = self.tenant
+        tenant = self.tenant_for(n)
+        if tenant:
+            headers["NGSILD-Tenant"] = tenant
         if n.kind == "warning":
             return await self._warning(n, headers)
         source = (self.ctx.console_url or "urn:atalaia").rstrip("/")
