@@ -389,7 +389,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
     """``GET/POST /api/silences``, ``DELETE /api/silences/{id}``: runtime silences (label matchers),
     created and expired through ``atalaia.commands`` (the incident manager keeps them in its state)."""
     from atalaia.incidents.model import to_us
-    from atalaia.incidents.silences import SilenceCommand, config_silence, silence_view
+    from atalaia.incidents.silences import SilenceCommand, config_silence, silence_tenant, silence_view
 
     fail, identify, projection, permissions = (
         ctx["fail"],
@@ -440,6 +440,13 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
         if who.role not in allowed:
             return fail(view, 403, "Forbidden", f"role {who.role} may not create or expire silences")
         body["actor"], body["role"] = who.actor, who.role
+        if who.tenants is not None:
+            if body.get("action") == "silence":
+                refused = scope_silence(view, body, who.tenants)
+                if refused is not None:
+                    return refused
+            elif not any(r["id"] == body.get("silence") for r in listing("all", who.tenants)):
+                return fail(view, 404, "No such silence", str(body.get("silence")))  # another tenant's
         body.setdefault(
             "id", hashlib.blake2b(orjson.dumps([body, time.time_ns()]), digest_size=12).hexdigest()
         )
@@ -463,7 +470,31 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             status=ok_status,
         )
 
-    def listing(status: str) -> list[dict[str, Any]]:
+    def scope_silence(view: Any, body: dict[str, Any], tenants: frozenset[str]) -> Any:
+        """A tenant-scoped user silences only their tenants' alarms: the silence needs a
+        ``tenant="X"`` matcher for one of them (added when they have just one)."""
+        matchers = body.get("matchers")
+        if isinstance(matchers, str):
+            matchers = [matchers]
+        if not isinstance(matchers, list):
+            return None  # the command's own validation says what is wrong
+        t = silence_tenant(matchers)
+        if t is None and len(tenants) == 1:
+            body["matchers"] = [*matchers, f'tenant="{next(iter(tenants))}"']
+            return None
+        if t is None:
+            return fail(
+                view,
+                422,
+                "Invalid silence",
+                f'matchers: add tenant="X" for one of your tenants ({", ".join(sorted(tenants))})',
+                field="matchers",
+            )
+        if t not in tenants:
+            return fail(view, 403, "Forbidden", f"you may not silence alarms of tenant {t!r}")
+        return None
+
+    def listing(status: str, tenants: frozenset[str] | None = None) -> list[dict[str, Any]]:
         now = to_us(time.time())
         rows = []
         for r in projection().silences(include_expired=status in ("all", "expired")):
@@ -480,13 +511,17 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
         return [
             r
             for r in rows
-            if status == "all" or r["status"] == status or (status == "current" and r["status"] != "expired")
+            if (
+                status == "all" or r["status"] == status or (status == "current" and r["status"] != "expired")
+            )
+            and (tenants is None or silence_tenant(r["matchers"]) in tenants)  # a scoped user: theirs only
         ]
 
     @app.page("/api/silences")
     class Silences(faust.web.View):
         async def get(self, request: Any) -> Any:
-            if identify(request) is None:
+            who = identify(request)
+            if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             status = request.query.get("status", "current")
             if status not in ("current", "active", "pending", "expired", "all"):
@@ -497,7 +532,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                     "status: current, active, pending, expired or all",
                     field="status",
                 )
-            return self.json({"silences": listing(status)})
+            return self.json({"silences": listing(status, who.tenants)})
 
         async def post(self, request: Any) -> Any:
             body = await body_of(self, request)
@@ -509,9 +544,10 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
     @app.page("/api/silences/{silence}")
     class SilenceItem(faust.web.View):
         async def get(self, request: Any, silence: str) -> Any:
-            if identify(request) is None:
+            who = identify(request)
+            if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            hit = next((r for r in listing("all") if r["id"] == silence), None)
+            hit = next((r for r in listing("all", who.tenants) if r["id"] == silence), None)
             if hit is None:
                 return fail(self, 404, "No such silence", silence)
             return self.json(hit)

@@ -143,6 +143,35 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         role = str(body.get("role") or who.role)
         return (actor, role), None
 
+    def tenants_of(request: Any) -> frozenset[str] | None:
+        """The tenants the caller may see (None: every tenant)."""
+        who = identify(request)
+        return None if who is None else who.tenants
+
+    def visible(w: Any, tenants: frozenset[str] | None) -> bool:
+        """A tenant-scoped user sees only the warnings of their tenants (the draft's ``tenant``)."""
+        return tenants is None or w.draft.get("tenant") in tenants
+
+    def scoped_draft(view: Any, draft: dict[str, Any], tenants: frozenset[str] | None) -> Any:
+        """A scoped user's draft belongs to one of their tenants: named, or their only one."""
+        if tenants is None:
+            return None
+        t = draft.get("tenant")
+        if t is None and len(tenants) == 1:
+            draft["tenant"] = next(iter(tenants))
+            return None
+        if t is None:
+            return fail(
+                view,
+                422,
+                "Invalid draft",
+                f"tenant: one of {', '.join(sorted(tenants))}",
+                field="draft.tenant",
+            )
+        if t not in tenants:
+            return fail(view, 403, "Not allowed", f"you may not draft warnings for tenant {t!r}")
+        return None
+
     async def read_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any]:
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
@@ -212,7 +241,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             (who, denied) = caller(self, request, dict(request.query))
             if denied is not None:
                 return denied
-            rows = [warning_json(w, actions_for(w, who[1])) for w in warnings_list()]
+            tenants = tenants_of(request)
+            rows = [warning_json(w, actions_for(w, who[1])) for w in warnings_list() if visible(w, tenants)]
             return self.json(
                 {
                     "warnings": rows,
@@ -236,6 +266,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             draft = body.get("draft")
             if not isinstance(draft, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
+            refused = scoped_draft(self, draft, tenants_of(request))
+            if refused is not None:
+                return refused
             _, errors = check(draft)
             if errors:
                 return bad_draft(self, errors)
@@ -294,7 +327,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if c is None:
                 return no_stage(self)
             w = c.state.warnings.get(warning)
-            if w is None:
+            if w is None or not visible(w, tenants_of(request)):  # another tenant's: as if unknown
                 return fail(self, 404, "No such warning", warning)
             return self.json({"warning": warning_json(w, actions_for(w, who[1]))})
 
@@ -324,7 +357,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if c is None:
                 return no_stage(self)
             w = c.state.warnings.get(warning)
-            if w is None:
+            tenants = tenants_of(request)
+            if w is None or not visible(w, tenants):  # another tenant's: as if unknown
                 return fail(self, 404, "No such warning", warning)
             reason = body.get("reason") or ""
             if not isinstance(reason, str):
@@ -336,6 +370,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             changes = body.get("draft") or {}
             if not isinstance(changes, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
+            if tenants is not None and changes.get("tenant", w.draft.get("tenant")) not in tenants:
+                return fail(self, 403, "Not allowed", "a warning may not be moved to another tenant")
             cmd: dict[str, Any] = {"action": action, "warning": warning, "actor": actor, "role": role}
             if reason:
                 cmd["reason"] = reason
@@ -367,7 +403,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 return no_stage(self)
             p = projection()
             row = p.incident(incident)
-            if row is None:
+            ident = identify(request)
+            if row is None or (ident is not None and not ident.sees(row)):  # another tenant's: unknown
                 return fail(self, 404, "No such incident", incident)
             labels = rule_labels()
             alarms = [

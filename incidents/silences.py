@@ -190,6 +190,20 @@ def config_silence(m: Any) -> Silence:
     )
 
 
+def silence_tenant(matchers: Any) -> str | None:
+    """The tenant a silence is scoped to: the value of its ``tenant="X"`` matcher (alarms carry
+    their tenant as the ``tenant`` label), or None (it may match alarms of any tenant)."""
+    for m in matchers:
+        if not isinstance(m, Matcher):
+            try:
+                m = Matcher.parse(str(m))
+            except ValueError:
+                continue
+        if m.name == "tenant" and m.op == "=" and m.value:
+            return m.value
+    return None
+
+
 def silence_reason(sil: Silence) -> str:
     """Why an alarm it matches is suppressed (the timeline's text)."""
     if sil.source == "config":
