@@ -210,7 +210,7 @@ const AMap = (() => {
           const at = [loc[1], loc[0]];
           if (!marker) marker = L.marker(at, {title: i.title, alt: t('map.pin'), keyboard: true}).addTo(base.map);
           marker.setLatLng(at).bindTooltip(esc(`${i.title}${name ? ' · ' + name : ''}`));
-          if (!base.bounds.contains(at)) base.map.fitBounds(base.bounds.extend(at), {padding: [10, 10]});
+          if (!base.bounds.contains(at)) base.map.fitBounds(L.latLngBounds([base.bounds.getSouthWest(), base.bounds.getNorthEast()]).extend(at), {padding: [10, 10]});
         }
         caption.textContent = loc
           ? t('map.pinat', {lat: loc[1].toFixed(5), lon: loc[0].toFixed(5), parish: name || t('map.outside')})
