@@ -94,7 +94,8 @@ def click_shape(page, selector: str) -> None:
     """A real mouse click on a point inside an SVG shape (its box's centre may lie in a neighbour)."""
     at = page.evaluate(
         """sel => {
-          const el = document.querySelector(sel); const b = el.getBoundingClientRect();
+          const el = document.querySelector(sel); el.scrollIntoView({block: "center"});
+          const b = el.getBoundingClientRect();
           for (let i = 1; i < 12; i++) for (let j = 1; j < 12; j++) {
             const x = b.left + b.width * ((i * 5) % 12) / 12, y = b.top + b.height * ((j * 7) % 12) / 12;
             if (document.elementFromPoint(x, y) === el) return [x, y];
@@ -255,13 +256,14 @@ def test_warning_editor_area_tool_parishes_polygon_and_saved_areas(make_worker, 
 
     # 2. draw a polygon: click points, close it; the preview carries it as closed lat,lon pairs
     page.click("#draw-start")
+    page.evaluate("document.getElementById('w-map').scrollIntoView({block: 'center'})")
     box = page.locator("#w-map").bounding_box()
     for dx, dy in ((0.30, 0.30), (0.45, 0.30), (0.40, 0.45)):
         page.mouse.click(box["x"] + box["width"] * dx, box["y"] + box["height"] * dy)
     assert page.input_value("#f-dicofre") == "131210", "drawing does not pick parishes"
     page.click("#draw-close")
     page.wait_for_function(
-        "document.getElementById('cap').textContent.includes('<polygon>41.')", timeout=10000
+        r"/<polygon>(\S+ ){3}\S+<\/polygon>/.test(document.getElementById('cap').textContent)", timeout=10000
     )
     polys = re.findall(r"<polygon>([^<]+)</polygon>", page.inner_text("#cap"))
     drawn = [p for p in polys if len(p.split()) == 4]
