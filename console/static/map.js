@@ -146,8 +146,8 @@ const AMap = (() => {
       const totals = new Map();
       for (const w of state.worst.values()) totals.set(w, (totals.get(w) || 0) + 1);
       legend.innerHTML = `<span class="muted">${esc(t('map.legend'))}:</span> ` + SEVS.map(s =>
-        `<span class="sev ${s}">${esc(sevName(s))}</span> <span class="muted">${esc(t('map.parishes', {n: totals.get(s) || 0}))}</span>`).join(' ') +
-        ` <span class="swatch" aria-hidden="true"></span> <span class="muted">${esc(t('map.noincidents'))}</span>`;
+        `<span class="item"><span class="sev ${s}">${esc(sevName(s))}</span> <span class="muted">${esc(t('map.parishes', {n: totals.get(s) || 0}))}</span></span>`).join(' ') +
+        ` <span class="item"><span class="swatch" aria-hidden="true"></span> <span class="muted">${esc(t('map.noincidents'))}</span></span>`;
       list.innerHTML = parishesOf({features: state.feats}).map(f => {
         const c = f.properties.code, w = state.worst.get(c), n = state.counts.get(c) || 0;
         return `<button type="button" data-code="${esc(c)}" aria-pressed="${c === picked}">${esc(f.properties.name)}` +
