@@ -12,6 +12,7 @@
   answers 200 (accepted), 404 (unknown incident), 409 (refused by the incident manager, with its
   reason) or 202 (queued: no reply within 5 s)
 * ``/warnings``, ``/api/warnings...``         population warnings: see ``console/warnings_api.py``
+* ``GET  /api/areas``                         the CAOP parishes as GeoJSON for the maps: see ``console/areas.py``
 
 Bad requests get a 4xx with an ``application/problem+json`` body naming the field. Commands are
 validated with the incidents package's ``Command`` model before they reach Kafka; whether the
@@ -39,6 +40,8 @@ STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {  # served under /console/<name>
     "console.js": "text/javascript",
     "warnings.js": "text/javascript",
+    "map.js": "text/javascript",
+    "map.css": "text/css",
     "console.css": "text/css",
     "i18n.json": "application/json",
 }
@@ -374,7 +377,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(self, 409, "Command refused", reason, command=cmd.id)
             return self.json({"command": cmd.id, "status": "accepted", "reply": reply}, status=200)
 
-    from atalaia.console import warnings_api
+    from atalaia.console import areas, warnings_api
+
+    areas.install(app, settings, {"fail": fail})
 
     warnings_api.install(
         app,

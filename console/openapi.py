@@ -481,7 +481,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
         },
     }
     doc["components"]["schemas"]["Warning"] = WARNING
+    doc["components"]["schemas"]["Areas"] = AREAS
     doc["paths"].update(warning_paths())
+    doc["paths"].update(area_paths())
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc
@@ -680,4 +682,70 @@ def warning_paths() -> dict[str, Any]:
                 "responses": _command_answers(created=True),
             }
         },
+    }
+
+
+# ---------------------------------------------------------------- the maps' areas (console/areas.py)
+AREA_FEATURE = {
+    "type": "object",
+    "required": ["type", "id", "properties", "geometry"],
+    "properties": {
+        "type": {"const": "Feature"},
+        "id": {"type": "string", "description": "`DICOFRE:<code>` or `DICO:<code>`"},
+        "properties": {
+            "type": "object",
+            "required": ["kind", "code", "name", "names", "level"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["DICOFRE", "DICO"]},
+                "code": {"type": "string", "description": "the CAP geocode value"},
+                "dicofre": {"type": "string", "pattern": "^[0-9]{6}$"},
+                "dico": {"type": "string", "pattern": "^[0-9]{4}$"},
+                "name": {"type": "string"},
+                "names": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "folded names a `parish` label may use (a union's former parishes too)",
+                },
+                "level": {"type": "string", "enum": ["freguesia", "municipio"]},
+            },
+        },
+        "geometry": {
+            "type": "object",
+            "required": ["type", "coordinates"],
+            "properties": {"type": {"const": "MultiPolygon"}, "coordinates": {"type": "array"}},
+        },
+    },
+}
+AREAS = {
+    "type": "object",
+    "required": ["type", "features"],
+    "properties": {
+        "type": {"const": "FeatureCollection"},
+        "attribution": {"type": "string"},
+        "features": {"type": "array", "items": AREA_FEATURE},
+    },
+}
+
+
+def area_paths() -> dict[str, Any]:
+    return {
+        "/api/areas": {
+            "get": {
+                "summary": "The CAOP parishes (DICOFRE) and municipalities (DICO) of config/warnings.yaml "
+                "`areas:` as GeoJSON ([lon, lat]; outer rings, as CAP warnings carry them), for the maps. "
+                "Public data (CC BY 4.0): no token needed. Answers with an ETag; If-None-Match gets 304.",
+                "security": [{}],
+                "parameters": [
+                    {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "a GeoJSON FeatureCollection",
+                        "content": {"application/geo+json": {"schema": AREAS}},
+                    },
+                    "304": {"description": "not modified (the ETag matched)"},
+                    "503": _problem("the configured GeoJSON could not be read"),
+                },
+            }
+        }
     }
