@@ -135,7 +135,8 @@ class CompoundRule(CompiledRule):
         ``stats["compound_not_comparable"]``."""
         parts = tuple((p.attribute, self.feeder(i)) for i, p in enumerate(self.parts) if p.type == typ)
         by_entity = self.key_is_entity and not self.where
-        key_of, evaluate = self.key_of, self.evaluate_key
+        key_of, decide = self.key_of, self._decide
+        fors, within, every, n = self.fors, self.within, self.all, len(self.parts)
 
         def step(
             obs: dict[str, Any],
@@ -146,8 +147,7 @@ class CompoundRule(CompiledRule):
             labels: dict[str, Any] | None,
             out: list,
         ) -> int:
-            key = None
-            updated = False
+            key = st = None
             for name, feed in parts:
                 v = attributes.get(name)
                 if v is None and labels:
@@ -159,19 +159,55 @@ class CompoundRule(CompiledRule):
                     if key is None:
                         return 0
                 got = feed(obs, key, t, v)
-                if got is True:
-                    updated = True
-                elif got is NOT_COMPARABLE:
+                if got is None:
+                    continue
+                if got is NOT_COMPARABLE:
                     stats["compound_not_comparable"] += 1
-            if updated:
-                evaluate(key, t, t_text, obs, out)
+                else:
+                    st = got
+            if st is None:
+                return 0
+            # the evaluation (``evaluate_key``), its no-change outcomes inline
+            st.t = t
+            n_ok = n_raw = 0
+            if within is None:  # a part true since a time has been observed (no staleness)
+                for for_, ps in zip(fors, st.parts):  # noqa: B905 - one per part by construction
+                    since = ps[4]
+                    if since is not None:
+                        n_raw += 1
+                        if t - since >= for_:
+                            ps[5] = True
+                            n_ok += 1
+            else:
+                for for_, ps in zip(fors, st.parts):  # noqa: B905
+                    last = ps[0]
+                    if last is None or t - last > within:
+                        continue
+                    since = ps[4]
+                    if since is None:
+                        continue
+                    n_raw += 1
+                    if t - since >= for_:
+                        ps[5] = True
+                        n_ok += 1
+            if every:
+                ok, raw = n_ok == n, n_raw == n
+            else:
+                ok, raw = n_ok > 0, n_raw > 0
+            old = st.state
+            if ok:
+                if old == FIRING:
+                    st.kff = None
+                    return 1
+            elif old != FIRING and old == (PENDING if raw else INACTIVE):
                 return 1
-            return 0
+            decide(st, key, t, t_text, obs, out, ok, raw)
+            return 1
 
         return step
 
     def feeder(self, i: int) -> Any:
-        """``feed(obs, key, t, v)`` for part ``i``: True once the sample updated the part; None when
+        """``feed(obs, key, t, v)`` for part ``i``: the key's state once the sample updated the part; None when
         the part's ``where`` does not select the observation or the sample is late for the key (not
         evaluated); ``NOT_COMPARABLE`` when the value is not a number (text for a state part) or its
         unit cannot be converted. Everything the part needs is bound once (the hot path)."""
@@ -186,6 +222,59 @@ class CompoundRule(CompiledRule):
         factors: dict[str, Any] = {}
         new_state = CompoundState
         inf, ninf = math.inf, -math.inf
+
+        if members is None and unit is None and not where and constant:
+
+            def plain(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
+                """The common part: a number against a constant threshold (no unit, no where)."""
+                cls = v.__class__
+                if cls is not float:
+                    if cls is not int:
+                        return NOT_COMPARABLE
+                    v = float(v)
+                if not ninf < v < inf:
+                    return NOT_COMPARABLE
+                states = rule.states
+                st = states.get(key)
+                if st is None:
+                    st = states[key] = new_state(n)
+                elif t < st.t:
+                    return None
+                ps = st.parts[i]
+                if aggregate is not None:
+                    times = ps[2]
+                    if times is None:
+                        times, values = ps[2], ps[3] = [], []
+                    else:
+                        values = ps[3]
+                    times.append(t)
+                    values.append(v)
+                    if times[0] <= t - window:
+                        drop = bisect_right(times, t - window)
+                        del times[:drop]
+                        del values[:drop]
+                    v = aggregate(times, values)
+                    if v is None:
+                        ps[0] = t
+                        ps[1] = None
+                        ps[4] = None
+                        ps[5] = False
+                        return st
+                ps[0] = t
+                ps[1] = v
+                if (
+                    (v > limit or (hyst and ps[5] and v >= clear))
+                    if above
+                    else (v < limit or (hyst and ps[5] and v <= clear))
+                ):
+                    if ps[4] is None:
+                        ps[4] = t
+                else:
+                    ps[4] = None
+                    ps[5] = False
+                return st
+
+            return plain
 
         def feed(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
             if members is not None:
@@ -254,7 +343,7 @@ class CompoundRule(CompiledRule):
             else:
                 ps[4] = None
                 ps[5] = False
-            return True
+            return st
 
         return feed
 
@@ -282,6 +371,20 @@ class CompoundRule(CompiledRule):
             ok, raw = n_ok == n, n_raw == n
         else:
             ok, raw = n_ok > 0, n_raw > 0
+        self._decide(st, key, t, t_text, obs, out, ok, raw)
+
+    def _decide(
+        self,
+        st: CompoundState,
+        key: str,
+        t: float,
+        t_text: str | None,
+        obs: dict[str, Any] | None,
+        out: list,
+        ok: bool,
+        raw: bool,
+    ) -> None:
+        """The alarm's next state from whether all (any) parts hold (``ok``) or are true (``raw``)."""
         old = st.state
         if ok:
             st.kff = None
