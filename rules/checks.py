@@ -361,6 +361,15 @@ def _compound_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]
                 problem = unit_problem(part.unit)
                 if problem:
                     err((*loc, "unit"), problem)
+                else:  # as a simple rule's unit: convertible from the unit its type documents
+                    from atalaia.rules.sdm import documented_unit
+                    from atalaia.rules.units import convert_factor
+
+                    typ = part.type or rule.select.type
+                    declared = documented_unit(typ, part.attribute)
+                    conv = convert_factor(declared, part.unit) if declared is not None else None
+                    if isinstance(conv, str):
+                        err((*loc, "unit"), f"{typ} documents '{part.attribute}' in {declared}: {conv}")
         if part.aggregate is not None and part.aggregate.window <= 0:
             err((*loc, "aggregate", "window"), "'window' must be longer than 0")
         if part.type is not None and rule.join is None and part.type != rule.select.type:

@@ -26,6 +26,8 @@ from atalaia.rules.loader import LoadedRule
 from atalaia.rules.schema import Condition, ThresholdRef
 from atalaia.rules.state import same
 
+NOT_COMPARABLE = object()  # a part's sample that is not a number / not convertible (counted by the engine)
+
 
 class Part:
     __slots__ = (
@@ -107,29 +109,10 @@ class CompoundRule(CompiledRule):
         self.keep_firing_for = rule.keep_firing_for
         self.within = rule.join.within if rule.join else None
         self.simple_key = False
-        self._factors: dict[tuple[int, str], Any] = {}
+        self.fors = tuple(p.for_ for p in self.parts)
+        self.labels_ = tuple(p.label for p in self.parts)
 
     # ------------------------------------------------------------------ updates
-    def _value(self, i: int, obs: dict[str, Any], v: Any) -> Any:
-        """The part's number in its unit (None: not comparable; counted by the engine)."""
-        part = self.parts[i]
-        if part.members is not None:
-            return v if isinstance(v, str | bool | int | float) else None
-        if v.__class__ not in (int, float) or not math.isfinite(v):
-            return None
-        if part.unit is not None:
-            code = (obs.get("units") or {}).get(part.attribute)
-            if code is not None:
-                from atalaia.rules.units import convert_factor
-
-                conv = self._factors.get((i, code))
-                if conv is None:
-                    conv = self._factors[(i, code)] = convert_factor(code, part.unit)
-                if isinstance(conv, str):
-                    return None
-                v = v * conv[0] + conv[1]
-        return float(v)
-
     def _limit(self, part: Part, obs: dict[str, Any]) -> float:
         ref = part.ref
         if ref is None:
@@ -144,53 +127,225 @@ class CompoundRule(CompiledRule):
         except TableError:
             return math.nan
 
-    def update(self, i: int, key: str, obs: dict[str, Any], t: float, v: Any) -> bool:
-        """Feed part ``i`` of ``key``; False when the sample is late for the key (not evaluated)."""
+    def stepper(self, typ: str, stats: Any) -> Any:
+        """``step(obs, entity, t, t_text, attributes, labels, out)`` for an observation of type
+        ``typ``: feed every part of that type the observation carries, then evaluate the rule's key
+        once if a part was updated; returns the number of evaluations (0 or 1). Parts that are not
+        comparable (not a number, a unit that does not convert) count in
+        ``stats["compound_not_comparable"]``."""
+        parts = tuple((p.attribute, self.feeder(i)) for i, p in enumerate(self.parts) if p.type == typ)
+        by_entity = self.key_is_entity and not self.where
+        key_of, decide = self.key_of, self._decide
+        fors, within, every, n = self.fors, self.within, self.all, len(self.parts)
+
+        def step(
+            obs: dict[str, Any],
+            entity: str,
+            t: float,
+            t_text: str,
+            attributes: dict[str, Any],
+            labels: dict[str, Any] | None,
+            out: list,
+        ) -> int:
+            key = st = None
+            for name, feed in parts:
+                v = attributes.get(name)
+                if v is None and labels:
+                    v = labels.get(name)
+                if v is None:
+                    continue
+                if key is None:
+                    key = entity if by_entity else key_of(obs)
+                    if key is None:
+                        return 0
+                got = feed(obs, key, t, v)
+                if got is None:
+                    continue
+                if got is NOT_COMPARABLE:
+                    stats["compound_not_comparable"] += 1
+                else:
+                    st = got
+            if st is None:
+                return 0
+            # the evaluation (``evaluate_key``), its no-change outcomes inline
+            st.t = t
+            n_ok = n_raw = 0
+            if within is None:  # a part true since a time has been observed (no staleness)
+                for for_, ps in zip(fors, st.parts):  # noqa: B905 - one per part by construction
+                    since = ps[4]
+                    if since is not None:
+                        n_raw += 1
+                        if t - since >= for_:
+                            ps[5] = True
+                            n_ok += 1
+            else:
+                for for_, ps in zip(fors, st.parts):  # noqa: B905
+                    last = ps[0]
+                    if last is None or t - last > within:
+                        continue
+                    since = ps[4]
+                    if since is None:
+                        continue
+                    n_raw += 1
+                    if t - since >= for_:
+                        ps[5] = True
+                        n_ok += 1
+            if every:
+                ok, raw = n_ok == n, n_raw == n
+            else:
+                ok, raw = n_ok > 0, n_raw > 0
+            old = st.state
+            if ok:
+                if old == FIRING:
+                    st.kff = None
+                    return 1
+            elif old != FIRING and old == (PENDING if raw else INACTIVE):
+                return 1
+            decide(st, key, t, t_text, obs, out, ok, raw)
+            return 1
+
+        return step
+
+    def feeder(self, i: int) -> Any:
+        """``feed(obs, key, t, v)`` for part ``i``: the key's state once the sample updated the part; None when
+        the part's ``where`` does not select the observation or the sample is late for the key (not
+        evaluated); ``NOT_COMPARABLE`` when the value is not a number (text for a state part) or its
+        unit cannot be converted. Everything the part needs is bound once (the hot path)."""
         part = self.parts[i]
-        for name, allowed in part.where:
-            if (
-                obs.get(name) if name in ("entity", "type") else (obs.get("labels") or {}).get(name)
-            ) not in allowed:
-                return False
-        st = self.states.get(key)
-        if st is None:
-            st = self.states[key] = CompoundState(len(self.parts))
-        elif t < st.t:
-            return False
-        ps = st.parts[i]
-        if part.members is not None:
-            value = v
-            true = any(same(v, m) for m in part.members)
-        else:
-            if part.aggregate is not None:
-                if ps[2] is None:
-                    ps[2], ps[3] = [], []
-                times, values = ps[2], ps[3]
-                times.append(t)
-                values.append(v)
-                cutoff = t - part.window  # type: ignore[operator]
-                if times[0] <= cutoff:
-                    drop = bisect_right(times, cutoff)
-                    del times[:drop]
-                    del values[:drop]
-                value = part.aggregate(times, values)
+        rule, n = self, len(self.parts)
+        where, members, unit, attribute = part.where, part.members, part.unit, part.attribute
+        aggregate, window = part.aggregate, part.window
+        above, hyst, clear = part.above, part.hyst, part.clear
+        constant = part.ref is None
+        limit = part.limit
+        limit_of = self._limit
+        factors: dict[str, Any] = {}
+        new_state = CompoundState
+        inf, ninf = math.inf, -math.inf
+
+        if members is None and unit is None and not where and constant:
+
+            def plain(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
+                """The common part: a number against a constant threshold (no unit, no where)."""
+                cls = v.__class__
+                if cls is not float:
+                    if cls is not int:
+                        return NOT_COMPARABLE
+                    v = float(v)
+                if not ninf < v < inf:
+                    return NOT_COMPARABLE
+                states = rule.states
+                st = states.get(key)
+                if st is None:
+                    st = states[key] = new_state(n)
+                elif t < st.t:
+                    return None
+                ps = st.parts[i]
+                if aggregate is not None:
+                    times = ps[2]
+                    if times is None:
+                        times, values = ps[2], ps[3] = [], []
+                    else:
+                        values = ps[3]
+                    times.append(t)
+                    values.append(v)
+                    if times[0] <= t - window:
+                        drop = bisect_right(times, t - window)
+                        del times[:drop]
+                        del values[:drop]
+                    v = aggregate(times, values)
+                    if v is None:
+                        ps[0] = t
+                        ps[1] = None
+                        ps[4] = None
+                        ps[5] = False
+                        return st
+                ps[0] = t
+                ps[1] = v
+                if (
+                    (v > limit or (hyst and ps[5] and v >= clear))
+                    if above
+                    else (v < limit or (hyst and ps[5] and v <= clear))
+                ):
+                    if ps[4] is None:
+                        ps[4] = t
+                else:
+                    ps[4] = None
+                    ps[5] = False
+                return st
+
+            return plain
+
+        def feed(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
+            if members is not None:
+                if not isinstance(v, str | bool | int | float):
+                    return NOT_COMPARABLE
             else:
+                cls = v.__class__
+                if (cls is not float and cls is not int) or not ninf < v < inf:
+                    return NOT_COMPARABLE
+                if unit is not None:
+                    code = (obs.get("units") or {}).get(attribute)
+                    if code is not None:
+                        conv = factors.get(code)
+                        if conv is None:
+                            from atalaia.rules.units import convert_factor
+
+                            conv = factors[code] = convert_factor(code, unit)
+                        if isinstance(conv, str):
+                            return NOT_COMPARABLE
+                        v = v * conv[0] + conv[1]
+                v = float(v)
+            if where:
+                labels = obs.get("labels") or {}
+                for name, allowed in where:
+                    if (obs.get(name) if name in ("entity", "type") else labels.get(name)) not in allowed:
+                        return None
+            states = rule.states
+            st = states.get(key)
+            if st is None:
+                st = states[key] = new_state(n)
+            elif t < st.t:
+                return None
+            ps = st.parts[i]
+            if members is not None:
                 value = v
-            limit = self._limit(part, obs)
-            if value is None:
-                true = False
-            elif part.above:
-                true = value > limit or (part.hyst and ps[5] and value >= part.clear)
+                true = any(same(v, m) for m in members)
             else:
-                true = value < limit or (part.hyst and ps[5] and value <= part.clear)
-        ps[0], ps[1] = t, value
-        if true:
-            if ps[4] is None:
-                ps[4] = t
-        else:
-            ps[4] = None
-            ps[5] = False
-        return True
+                if aggregate is not None:
+                    times = ps[2]
+                    if times is None:
+                        times, values = ps[2], ps[3] = [], []
+                    else:
+                        values = ps[3]
+                    times.append(t)
+                    values.append(v)
+                    cutoff = t - window
+                    if times[0] <= cutoff:
+                        drop = bisect_right(times, cutoff)
+                        del times[:drop]
+                        del values[:drop]
+                    value = aggregate(times, values)
+                else:
+                    value = v
+                lim = limit if constant else limit_of(part, obs)
+                if value is None:
+                    true = False
+                elif above:
+                    true = value > lim or (hyst and ps[5] and value >= clear)
+                else:
+                    true = value < lim or (hyst and ps[5] and value <= clear)
+            ps[0] = t
+            ps[1] = value
+            if true:
+                if ps[4] is None:
+                    ps[4] = t
+            else:
+                ps[4] = None
+                ps[5] = False
+            return st
+
+        return feed
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_key(
@@ -199,34 +354,56 @@ class CompoundRule(CompiledRule):
         st = self.states[key]
         st.t = t
         within = self.within
-        oks, raws = [], []
-        for part, ps in zip(self.parts, st.parts, strict=True):
-            fresh = ps[0] is not None and (within is None or t - ps[0] <= within)
-            raw = fresh and ps[4] is not None
-            ok = raw and t - ps[4] >= part.for_
-            if ok:
+        n_ok = n_raw = 0
+        for for_, ps in zip(self.fors, st.parts, strict=True):
+            last = ps[0]
+            if last is None or (within is not None and t - last > within):
+                continue
+            since = ps[4]
+            if since is None:
+                continue
+            n_raw += 1
+            if t - since >= for_:
                 ps[5] = True
-            raws.append(raw)
-            oks.append(ok)
-        combine = all if self.all else any
-        ok, raw = combine(oks), combine(raws)
+                n_ok += 1
+        if self.all:
+            n = len(self.fors)
+            ok, raw = n_ok == n, n_raw == n
+        else:
+            ok, raw = n_ok > 0, n_raw > 0
+        self._decide(st, key, t, t_text, obs, out, ok, raw)
+
+    def _decide(
+        self,
+        st: CompoundState,
+        key: str,
+        t: float,
+        t_text: str | None,
+        obs: dict[str, Any] | None,
+        out: list,
+        ok: bool,
+        raw: bool,
+    ) -> None:
+        """The alarm's next state from whether all (any) parts hold (``ok``) or are true (``raw``)."""
         old = st.state
         if ok:
-            new = FIRING
             st.kff = None
+            if old == FIRING:
+                return
+            new = FIRING
         elif old == FIRING and self.keep_firing_for > 0:
             if st.kff is None:
                 st.kff = t
             new = FIRING if t - st.kff < self.keep_firing_for else (PENDING if raw else INACTIVE)
+            if new == FIRING:
+                return
         else:
             new = PENDING if raw else INACTIVE
-        if new == FIRING and old == FIRING:
-            return
-        if new == old:
-            return
+            if new == old:
+                return
         if new != FIRING:
             st.kff = None
-        values = {p.label: ps[1] for p, ps in zip(self.parts, st.parts, strict=True)}
+        values = {label: ps[1] for label, ps in zip(self.labels_, st.parts, strict=True)}
         obs = obs or st.obs
         if old != INACTIVE and (new == INACTIVE or (old == FIRING and new == PENDING)):
             out.append(

@@ -131,11 +131,11 @@ class RuleEngine:
         self.by_id = {r.id: r for r in rules}
         index: dict[tuple[str, str | None], list[CompiledRule]] = {}
         state_dispatch: dict[str, dict[str, list[tuple[Any, Any]]]] = {}
-        compound: dict[str, dict[str, list[tuple[Any, int]]]] = {}
+        compound: dict[str, list[Any]] = {}  # type -> the compound rules' steps, in rule order
         for r in rules:
             if r.kind == "compound":  # several (type, attribute) per rule: a path of their own
-                for i, part in enumerate(r.parts):  # type: ignore[attr-defined]
-                    compound.setdefault(part.type, {}).setdefault(part.attribute, []).append((r, i))
+                for typ in dict.fromkeys(p.type for p in r.parts):  # type: ignore[attr-defined]
+                    compound.setdefault(typ, []).append(r.stepper(typ, self.stats))  # type: ignore[attr-defined]
                 continue
             if isinstance(r, StateRule):  # text/boolean values: a path of their own (no number check)
                 key_of = None if r.simple_key else r.key_of
@@ -337,9 +337,10 @@ class RuleEngine:
                         obs, typ, entity, t, t_text, attributes, labels, by_state, out
                     )
             if self._compound:
-                by_part = self._compound.get(typ)
-                if by_part is not None:
-                    evaluations += self._compounds(obs, entity, t, t_text, attributes, labels, by_part, out)
+                steps = self._compound.get(typ)
+                if steps is not None:  # rule order; a compound rule evaluates one key per observation
+                    for step in steps:
+                        evaluations += step(obs, entity, t, t_text, attributes, labels, out)
             seen = any_attr.get(typ)
             if seen:
                 for fn, key_of in seen:
@@ -393,40 +394,6 @@ class RuleEngine:
         for message in out if log_them else ():
             log.warning("data quality: %s", message)
         return out
-
-    def _compounds(
-        self,
-        obs: dict[str, Any],
-        entity: str,
-        t: float,
-        t_text: str,
-        attributes: dict[str, Any],
-        labels: dict[str, Any] | None,
-        by_part: dict[str, list[tuple[Any, int]]],
-        out: list[AlarmTransition],
-    ) -> int:
-        """Compound rules of this type: update every part the observation carries, then evaluate each
-        touched (rule, key) once, in rule order."""
-        touched: dict[tuple[int, str], Any] = {}
-        for name, entries in by_part.items():
-            v = attributes.get(name)
-            if v is None and labels:
-                v = labels.get(name)
-            if v is None:
-                continue
-            for rule, i in entries:
-                key = rule.key_of(obs) if not rule.key_is_entity or rule.where else entity
-                if key is None:
-                    continue
-                value = rule._value(i, obs, v)
-                if value is None:
-                    self.stats["compound_not_comparable"] += 1
-                    continue
-                if rule.update(i, key, obs, t, value):
-                    touched[(rule.position, key)] = rule
-        for (_, key), rule in sorted(touched.items(), key=lambda kv: kv[0]):
-            rule.evaluate_key(key, t, t_text, obs, out)
-        return len(touched)
 
     # ------------------------------------------------------------------ clocks
     def _absence(self, now: float, out: list[AlarmTransition]) -> None:

@@ -189,6 +189,20 @@ class DemoScenario:
         return [notification(water, now), notification(air + weather, now)]
 
 
+def recorded(steps: int, start: datetime, seed: int = 7) -> list[tuple[datetime, bytes]]:
+    """The scenario's first ``steps`` seconds as (event time, notification body), on a fixed clock
+    starting at ``start``: the demo feed's output without the wall clock, for tests and replays
+    (the flood wave repeats every 600 steps; the ten-minute rain window is full from step 600)."""
+    from datetime import timedelta
+
+    scenario = DemoScenario(seed)
+    out = []
+    for k in range(steps):
+        now = start + timedelta(seconds=k)
+        out += [(now, body) for body in scenario.step(now)]
+    return out
+
+
 class DemoFeed(Service):
     """POSTs the scenario's notifications to the ingest endpoint once a second."""
 
