@@ -17,6 +17,7 @@ import faust
 import orjson
 from aiohttp.web_protocol import RequestPayloadError
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
@@ -478,7 +479,21 @@ def create_app(
             _source = source
 
             async def post(self, request: Any) -> Any:
-                return await accept(request, self, self._source)
+                try:
+                    return await accept(request, self, self._source)
+                except (KafkaError, TimeoutError) as e:  # the broker did not take it: say so, 503
+                    HTTP_REQUESTS.labels("broker-unavailable").inc()
+                    log.warning("ingest: the broker did not accept an event: %s", type(e).__name__)
+                    return self.json(
+                        problem(
+                            503,
+                            "Broker unavailable",
+                            f"the event was not stored ({type(e).__name__}); send it again later",
+                        ),
+                        status=503,
+                        content_type=PROBLEM,
+                        headers={"Retry-After": "10"},
+                    )
 
     from atalaia.console.api import install as install_console
 

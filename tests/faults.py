@@ -421,6 +421,7 @@ def freeze_scenario(make_worker, tmp_path: Path, *, freeze_s: float) -> dict[str
             if ":frozen-" in orjson.loads(r.value)["entity"]
         }
         assert len(frozen_seen) >= accepted_frozen, (frozen_seen, answers)
+        assert set(answers) <= {200, 503}, f"ingest during the freeze: {answers} (503 = retry later)"
         time.sleep(2)
         text = w.log.read_text()
         errors = error_lines(text)[errors_before:]
