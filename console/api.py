@@ -32,6 +32,7 @@ from typing import Any
 import faust
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from atalaia.streams.app import PROBLEM, problem
@@ -336,6 +337,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     raise ValueError("the body must be a JSON object")
             except (ValueError, orjson.JSONDecodeError) as e:
                 return fail(self, 400, "Bad command", f"body is not a JSON object: {e}")
+            except RequestPayloadError as e:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+                return fail(self, 400, "Bad command", f"the body cannot be read: {' '.join(str(e).split())}")
             if auth.enabled:
                 who = auth.identify(request.headers.get("Authorization"))
                 if who is None:

@@ -7,6 +7,7 @@ at start-up); ``atalaia worker`` / ``atalaia up`` run it with ``faust.Worker``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ from typing import Any
 
 import faust
 import orjson
+from aiohttp.web_protocol import RequestPayloadError
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
@@ -409,7 +412,40 @@ def create_app(
         if isinstance(caller, Refusal):  # before reading the body: it never reaches the DLQ
             HTTP_REQUESTS.labels("unauthorized").inc()
             return refuse(view, "ingest", caller)
-        body, size, whole_sha256 = await read_body(request, settings.max_payload_bytes)
+        try:
+            async with asyncio.timeout(settings.http_body_timeout_s):
+                body, size, whole_sha256 = await read_body(request, settings.max_payload_bytes)
+        except TimeoutError:  # a slow sender, or a Content-Encoding stream that never ends
+            detail = f"the body was not received within {settings.http_body_timeout_s:g} s"
+            await ingest_producer.publish(
+                t("dlq"),
+                to_dlq_record(
+                    b"",
+                    source,
+                    detail,
+                    content_type=request.headers.get("Content-Type"),
+                    received_at=now(),
+                    headers={"content-encoding": request.headers.get("Content-Encoding", "")},
+                ),
+            )
+            HTTP_REQUESTS.labels("rejected").inc()
+            return view.json(problem(408, "Request timeout", detail), status=408, content_type=PROBLEM)
+        except RequestPayloadError as e:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+            encoding = request.headers.get("Content-Encoding", "")
+            detail = f"the body cannot be read: {' '.join(str(e).split())} (Content-Encoding: {encoding!r})"
+            await ingest_producer.publish(
+                t("dlq"),
+                to_dlq_record(  # the server decodes before the handler: the encoded bytes are gone
+                    b"",
+                    source,
+                    detail,
+                    content_type=request.headers.get("Content-Type"),
+                    received_at=now(),
+                    headers={"content-encoding": encoding},
+                ),
+            )
+            HTTP_REQUESTS.labels("rejected").inc()
+            return view.json(problem(400, "Unreadable body", detail), status=400, content_type=PROBLEM)
         ev = RawEvent.from_http(body, request.headers, source)
         if ingest_auth.enabled:
             ev.extra = {**(ev.extra or {}), "auth-source": caller.source}
@@ -497,7 +533,21 @@ def create_app(
             _source = source
 
             async def post(self, request: Any) -> Any:
-                return await accept(request, self, self._source)
+                try:
+                    return await accept(request, self, self._source)
+                except (KafkaError, TimeoutError) as e:  # the broker did not take it: say so, 503
+                    HTTP_REQUESTS.labels("broker-unavailable").inc()
+                    log.warning("ingest: the broker did not accept an event: %s", type(e).__name__)
+                    return self.json(
+                        problem(
+                            503,
+                            "Broker unavailable",
+                            f"the event was not stored ({type(e).__name__}); send it again later",
+                        ),
+                        status=503,
+                        content_type=PROBLEM,
+                        headers={"Retry-After": "10"},
+                    )
 
     from atalaia.console.api import install as install_console
 

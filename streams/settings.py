@@ -93,6 +93,9 @@ class Settings(BaseSettings):
         None, description="PostgreSQL schema for the projection (default: public)"
     )
     max_payload_bytes: int = 1024 * 1024
+    http_body_timeout_s: float = Field(
+        10.0, description="an HTTP body not received (or not decodable) within this time is refused (408)"
+    )
     future_tolerance_s: float = 300.0
     allowed_lateness_s: float = 300.0
     reorder_s: float = Field(5.0, description="label-keyed rules: event-time slack to restore time order")
