@@ -8,6 +8,8 @@
 * ``GET  /api/incidents/{id}/deliveries``     who was notified, when, how, with what result
 * ``GET  /api/deliveries``                    the delivery log
 * ``GET  /api/stream``                        server-sent events: every incident change, live
+* ``POST /api/login``, ``POST /api/logout``     sign in with a username and password (a session
+  token, used as a Bearer token) and out; see ``console/auth.py``
 * ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``;
   answers 200 (accepted), 404 (unknown incident), 409 (refused by the incident manager, with its
   reason) or 202 (queued: no reply within 5 s)
@@ -286,6 +288,65 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 feed.unsubscribe(sub)
             return resp
 
+    @app.page("/api/login")
+    class Login(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            from atalaia.console.auth import LoginLimited, LoginRefused
+
+            if not auth.enabled:
+                return fail(self, 409, "Authentication is off", "this console has no users file")
+            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return fail(self, 415, "Unsupported media type", "send the sign-in as application/json")
+            if request.content_length and request.content_length > 8 * 1024:
+                return fail(self, 413, "Sign-in too large", "at most 8 KiB")
+            try:
+                body = orjson.loads(await request.read())
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+            except (ValueError, orjson.JSONDecodeError) as e:
+                return fail(self, 400, "Bad sign-in", f"body is not a JSON object: {e}")
+            for field in ("username", "password"):
+                v = body.get(field)
+                if not isinstance(v, str) or not v or len(v) > 1024:
+                    return fail(
+                        self, 422, "Invalid sign-in", f"{field}: a non-empty string is required", field=field
+                    )
+            try:
+                token, session = await asyncio.to_thread(
+                    auth.login, body["username"], body["password"], request.remote or "?"
+                )
+            except LoginLimited as e:
+                wait = max(1, int(e.retry_after + 0.999))
+                return self.json(
+                    problem(429, "Too many sign-in attempts", str(e), retry_after=wait),
+                    status=429,
+                    content_type=PROBLEM,
+                    headers={"Retry-After": str(wait)},
+                )
+            except LoginRefused as e:
+                return fail(self, 401, "Sign-in refused", str(e))
+            who = session.identity
+            return self.json(
+                {
+                    "token": token,
+                    "token_type": "Bearer",
+                    "expires_at": rfc3339(session.expires),
+                    "actor": who.actor,
+                    "role": who.role,
+                    "tenants": sorted(who.tenants) if who.tenants is not None else None,
+                }
+            )
+
+    @app.page("/api/logout")
+    class Logout(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            header = request.headers.get("Authorization")
+            if auth.enabled and auth.identify(header) is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            ended = auth.logout(header)
+            return self.json({"signed_out": ended})
+
     @app.page("/api/whoami")
     class WhoAmI(faust.web.View):
         async def get(self, request: Any) -> Any:
@@ -301,9 +362,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             scope = sorted(who.tenants) if who.tenants is not None else None
-            return self.json(
-                {"authentication": "token", "actor": who.actor, "role": who.role, "tenants": scope}
-            )
+            body = {"authentication": "token", "actor": who.actor, "role": who.role, "tenants": scope}
+            session = auth.session(request.headers.get("Authorization"))
+            if session is not None:
+                body["session_expires_at"] = rfc3339(session.expires)
+            return self.json(body)
 
     _install_silences(
         app,

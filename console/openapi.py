@@ -472,6 +472,73 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/login": {
+                "post": {
+                    "summary": "Sign in with a username and password (users file, `password_argon2`): a "
+                    "session token to send as `Authorization: Bearer <token>`; failures are limited per user "
+                    "and per client address",
+                    "security": [{}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["username", "password"],
+                                    "properties": {
+                                        "username": {"type": "string"},
+                                        "password": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["token", "token_type", "expires_at", "actor", "role"],
+                                "properties": {
+                                    "token": {"type": "string"},
+                                    "token_type": {"type": "string", "enum": ["Bearer"]},
+                                    "expires_at": TIME,
+                                    "actor": {"type": "string"},
+                                    "role": {"type": "string"},
+                                    "tenants": _nullable("array"),
+                                },
+                            },
+                            "signed in",
+                        ),
+                        "400": _problem("the body is not a JSON object"),
+                        "401": _problem("wrong username or password"),
+                        "409": _problem("authentication is off (no users file)"),
+                        "413": _problem("too large"),
+                        "415": _problem("not application/json"),
+                        "422": _problem("username or password missing; `field` names it"),
+                        "429": {
+                            "description": "too many failed sign-ins for this user or address lately",
+                            "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                            "content": {"application/problem+json": {"schema": PROBLEM}},
+                        },
+                    },
+                }
+            },
+            "/api/logout": {
+                "post": {
+                    "summary": "End the caller's session (a session token stops working at once)",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["signed_out"],
+                                "properties": {"signed_out": {"type": "boolean"}},
+                            },
+                            "`signed_out` false for an API token (nothing to end)",
+                        ),
+                        "401": UNAUTHORIZED,
+                    },
+                }
+            },
             "/api/whoami": {
                 "get": {
                     "summary": "Whether authentication is on, and who the token belongs to",
