@@ -6,6 +6,7 @@
 * ``GET  /api/incidents``                     incidents from the SQL projection, filtered, in triage order
 * ``GET  /api/incidents/{id}``                one incident with its alarms, audit trail and allowed actions
 * ``GET  /api/incidents/{id}/deliveries``     who was notified, when, how, with what result
+* ``GET  /api/incidents/{id}/series``         recent observations behind each alarm (``console/series.py``)
 * ``GET  /api/deliveries``                    the delivery log
 * ``GET  /api/stream``                        server-sent events: every incident change, live
 * ``POST /api/login``, ``POST /api/logout``     sign in with a username and password (a session
@@ -69,6 +70,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
     feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))
+    from atalaia.console.series import POINTS, SERIES, ObservationBuffer
+
+    observations = app.service(ObservationBuffer(bootstrap, settings.topic("observations")))
+    app.atalaia_observations = observations
     app.atalaia_feed = feed
     auth = Authenticator.from_file(settings.console_users)
     permissions = _permissions(settings, DEFAULT_PERMISSIONS)
@@ -228,6 +233,60 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             if row is None or not who.sees(row):  # unknown, or another tenant's
                 return fail(self, 404, "No such incident", incident)
             return self.json(deliveries_json(delivery_log(), incident, 1000))
+
+    @app.page("/api/incidents/{incident}/series")
+    class IncidentSeries(faust.web.View):
+        async def get(self, request: Any, incident: str) -> Any:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            try:
+                limit = int(request.query.get("points", str(POINTS)))
+                if not 1 <= limit <= POINTS:
+                    raise ValueError
+            except ValueError:
+                return fail(
+                    self, 400, "Bad filter", f"points: an integer between 1 and {POINTS}", field="points"
+                )
+            p = projection()
+            row = p.incident(incident)
+            if row is None or not who.sees(row):
+                return fail(self, 404, "No such incident", incident)
+            from atalaia.streams.observation import entity_key
+
+            tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
+            rules, store, out, seen = catalog(), observations.store, [], set()
+            for a in p.alarms(incident):
+                entity = a.get("entity")
+                if not entity:
+                    continue
+                info = rules.get(a["rule"])
+                key = entity_key(tenant, entity)
+                names = [info.attribute] if info and info.attribute else store.attributes(key)
+                for attribute in names:
+                    if (key, attribute) in seen:
+                        continue
+                    seen.add((key, attribute))
+                    out.append(
+                        {
+                            "rule": a["rule"],
+                            "entity": entity,
+                            "attribute": attribute,
+                            "unit": info.unit if info else None,
+                            "aggregate": info.aggregate if info else None,
+                            "value": a.get("value"),
+                            "points": [
+                                {"at": rfc3339(t), "value": v} for t, v in store.get(key, attribute, limit)
+                            ],
+                        }
+                    )
+            return self.json(
+                {
+                    "series": out,
+                    "available": observations.connected,
+                    "limits": {"points": POINTS, "series": SERIES},
+                }
+            )
 
     @app.page("/api/deliveries")
     class Deliveries(faust.web.View):

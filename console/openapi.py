@@ -332,6 +332,63 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/incidents/{incident}/series": {
+                "get": {
+                    "summary": "Recent observations behind each alarm (the entity's attribute the rule "
+                    "reads), from the console's bounded in-memory buffer, oldest first",
+                    "parameters": [
+                        ID,
+                        _q(
+                            "points", "at most this many per series (1-120, default 120)", {"type": "integer"}
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["series", "available", "limits"],
+                                "properties": {
+                                    "series": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["rule", "entity", "attribute", "points"],
+                                            "properties": {
+                                                "rule": {"type": "string"},
+                                                "entity": {"type": "string"},
+                                                "attribute": {"type": "string"},
+                                                "unit": _nullable("string"),
+                                                "aggregate": _nullable("string"),
+                                                "value": _nullable("number"),
+                                                "points": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "type": "object",
+                                                        "required": ["at", "value"],
+                                                        "properties": {
+                                                            "at": TIME,
+                                                            "value": {"type": "number"},
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    },
+                                    "available": {
+                                        "type": "boolean",
+                                        "description": "whether the buffer is reading atalaia.observations",
+                                    },
+                                    "limits": {"type": "object"},
+                                },
+                            },
+                            "the series",
+                        ),
+                        "400": _problem("a bad points"),
+                        "401": UNAUTHORIZED,
+                        "404": _problem("no such incident"),
+                    },
+                }
+            },
             "/api/incidents/{incident}/commands": {
                 "post": {
                     "summary": "An operator command (sent on atalaia.commands; the incident manager decides)",
@@ -736,6 +793,30 @@ def warning_paths() -> dict[str, Any]:
                     },
                 },
                 "responses": _command_answers(),
+            }
+        },
+        "/api/incidents/{incident}/warnings": {
+            "get": {
+                "summary": "Population warnings drafted for this incident (their `incident`), newest first",
+                "parameters": [ID],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["warnings", "available"],
+                            "properties": {
+                                "warnings": {"type": "array", "items": WARNING},
+                                "available": {
+                                    "type": "boolean",
+                                    "description": "false when the warnings stage does not run here",
+                                },
+                            },
+                        },
+                        "the linked warnings",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "404": _problem("no such incident"),
+                },
             }
         },
         "/api/incidents/{incident}/warning-draft": {

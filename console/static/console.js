@@ -70,6 +70,30 @@ function num(v, unit) {
   return unit ? `${text} ${unit}` : text;
 }
 
+// --- a small chart of recent observations: inline SVG, no library
+function sparkline(series, width = 320, height = 84) {
+  const pts = (series.points || []).map(p => [new Date(p.at).getTime(), Number(p.value)]).filter(p => !isNaN(p[0]) && isFinite(p[1]));
+  const name = `${String(series.entity || '').split(':').pop()} · ${series.attribute}`;
+  if (!pts.length) return `<figure class="chart"><figcaption>${esc(name)}</figcaption><p class="muted">${esc(t('series.none'))}</p></figure>`;
+  const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), lo = Math.min(...ys), hi = Math.max(...ys);
+  const pad = 4, w = width - 2 * pad, h = height - 2 * pad;
+  const X = x => pad + (x1 > x0 ? (x - x0) / (x1 - x0) * w : w);
+  const Y = y => pad + (hi > lo ? (hi - y) / (hi - lo) * h : h / 2);
+  const line = pts.map(p => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ');
+  const last = pts[pts.length - 1];
+  const label = t('series.label', {what: name, n: pts.length, min: num(lo, series.unit), max: num(hi, series.unit),
+    last: num(last[1], series.unit), from: when(x0), to: when(x1)});
+  return `<figure class="chart"><figcaption>${esc(name)}: <b>${esc(num(last[1], series.unit))}</b>
+    <span class="muted">(${esc(t('series.range', {min: num(lo, series.unit), max: num(hi, series.unit)}))})</span></figcaption>
+    <svg role="img" aria-label="${esc(label)}" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" preserveAspectRatio="none">
+      <title>${esc(label)}</title>
+      <polyline fill="none" stroke="currentColor" stroke-width="1.5" points="${line}"/>
+      <circle cx="${X(last[0]).toFixed(1)}" cy="${Y(last[1]).toFixed(1)}" r="2.5" fill="currentColor"/>
+    </svg>
+    <span class="muted">${esc(when(x0, false))} – ${esc(when(x1, false))}</span></figure>`;
+}
+
 // --- sign-in: a token (an API token, or a session token from a password) kept for the browser session
 const token = () => sessionStorage.getItem('atalaia.token') || '';
 function authHeaders() { const tk = token(); return tk ? {Authorization: `Bearer ${tk}`} : {}; }
