@@ -19,6 +19,7 @@ ACTIONS = [
     "unsuppress",
     "out-of-service",
     "return-to-service",
+    "escalate",
 ]
 
 
