@@ -6,8 +6,11 @@
 * ``GET  /api/incidents``                     incidents from the SQL projection, filtered, in triage order
 * ``GET  /api/incidents/{id}``                one incident with its alarms, audit trail and allowed actions
 * ``GET  /api/incidents/{id}/deliveries``     who was notified, when, how, with what result
+* ``GET  /api/incidents/{id}/series``         recent observations behind each alarm (``console/series.py``)
 * ``GET  /api/deliveries``                    the delivery log
 * ``GET  /api/stream``                        server-sent events: every incident change, live
+* ``POST /api/login``, ``POST /api/logout``     sign in with a username and password (a session
+  token, used as a Bearer token) and out; see ``console/auth.py``
 * ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``;
   answers 200 (accepted), 404 (unknown incident), 409 (refused by the incident manager, with its
   reason) or 202 (queued: no reply within 5 s)
@@ -71,6 +74,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
     feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))
+    from atalaia.console.series import POINTS, SERIES, ObservationBuffer
+
+    observations = app.service(ObservationBuffer(bootstrap, settings.topic("observations")))
+    app.atalaia_observations = observations
     app.atalaia_feed = feed
     auth = Authenticator.from_file(settings.console_users)
     permissions = _permissions(settings, DEFAULT_PERMISSIONS)
@@ -231,6 +238,60 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(self, 404, "No such incident", incident)
             return self.json(deliveries_json(delivery_log(), incident, 1000))
 
+    @app.page("/api/incidents/{incident}/series")
+    class IncidentSeries(faust.web.View):
+        async def get(self, request: Any, incident: str) -> Any:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            try:
+                limit = int(request.query.get("points", str(POINTS)))
+                if not 1 <= limit <= POINTS:
+                    raise ValueError
+            except ValueError:
+                return fail(
+                    self, 400, "Bad filter", f"points: an integer between 1 and {POINTS}", field="points"
+                )
+            p = projection()
+            row = p.incident(incident)
+            if row is None or not who.sees(row):
+                return fail(self, 404, "No such incident", incident)
+            from atalaia.streams.observation import entity_key
+
+            tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
+            rules, store, out, seen = catalog(), observations.store, [], set()
+            for a in p.alarms(incident):
+                entity = a.get("entity")
+                if not entity:
+                    continue
+                info = rules.get(a["rule"])
+                key = entity_key(tenant, entity)
+                names = [info.attribute] if info and info.attribute else store.attributes(key)
+                for attribute in names:
+                    if (key, attribute) in seen:
+                        continue
+                    seen.add((key, attribute))
+                    out.append(
+                        {
+                            "rule": a["rule"],
+                            "entity": entity,
+                            "attribute": attribute,
+                            "unit": info.unit if info else None,
+                            "aggregate": info.aggregate if info else None,
+                            "value": a.get("value"),
+                            "points": [
+                                {"at": rfc3339(t), "value": v} for t, v in store.get(key, attribute, limit)
+                            ],
+                        }
+                    )
+            return self.json(
+                {
+                    "series": out,
+                    "available": observations.connected,
+                    "limits": {"points": POINTS, "series": SERIES},
+                }
+            )
+
     @app.page("/api/deliveries")
     class Deliveries(faust.web.View):
         async def get(self, request: Any) -> Any:
@@ -290,6 +351,65 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 feed.unsubscribe(sub)
             return resp
 
+    @app.page("/api/login")
+    class Login(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            from atalaia.console.auth import LoginLimited, LoginRefused
+
+            if not auth.enabled:
+                return fail(self, 409, "Authentication is off", "this console has no users file")
+            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return fail(self, 415, "Unsupported media type", "send the sign-in as application/json")
+            if request.content_length and request.content_length > 8 * 1024:
+                return fail(self, 413, "Sign-in too large", "at most 8 KiB")
+            try:
+                body = orjson.loads(await request.read())
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+            except (ValueError, orjson.JSONDecodeError) as e:
+                return fail(self, 400, "Bad sign-in", f"body is not a JSON object: {e}")
+            for field in ("username", "password"):
+                v = body.get(field)
+                if not isinstance(v, str) or not v or len(v) > 1024:
+                    return fail(
+                        self, 422, "Invalid sign-in", f"{field}: a non-empty string is required", field=field
+                    )
+            try:
+                token, session = await asyncio.to_thread(
+                    auth.login, body["username"], body["password"], request.remote or "?"
+                )
+            except LoginLimited as e:
+                wait = max(1, int(e.retry_after + 0.999))
+                return self.json(
+                    problem(429, "Too many sign-in attempts", str(e), retry_after=wait),
+                    status=429,
+                    content_type=PROBLEM,
+                    headers={"Retry-After": str(wait)},
+                )
+            except LoginRefused as e:
+                return fail(self, 401, "Sign-in refused", str(e))
+            who = session.identity
+            return self.json(
+                {
+                    "token": token,
+                    "token_type": "Bearer",
+                    "expires_at": rfc3339(session.expires),
+                    "actor": who.actor,
+                    "role": who.role,
+                    "tenants": sorted(who.tenants) if who.tenants is not None else None,
+                }
+            )
+
+    @app.page("/api/logout")
+    class Logout(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            header = request.headers.get("Authorization")
+            if auth.enabled and auth.identify(header) is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            ended = auth.logout(header)
+            return self.json({"signed_out": ended})
+
     @app.page("/api/whoami")
     class WhoAmI(faust.web.View):
         async def get(self, request: Any) -> Any:
@@ -305,9 +425,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             scope = sorted(who.tenants) if who.tenants is not None else None
-            return self.json(
-                {"authentication": "token", "actor": who.actor, "role": who.role, "tenants": scope}
-            )
+            body = {"authentication": "token", "actor": who.actor, "role": who.role, "tenants": scope}
+            session = auth.session(request.headers.get("Authorization"))
+            if session is not None:
+                body["session_expires_at"] = rfc3339(session.expires)
+            return self.json(body)
 
     _install_silences(
         app,

@@ -19,6 +19,7 @@ ACTIONS = [
     "unsuppress",
     "out-of-service",
     "return-to-service",
+    "escalate",
 ]
 
 
@@ -332,6 +333,63 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/incidents/{incident}/series": {
+                "get": {
+                    "summary": "Recent observations behind each alarm (the entity's attribute the rule "
+                    "reads), from the console's bounded in-memory buffer, oldest first",
+                    "parameters": [
+                        ID,
+                        _q(
+                            "points", "at most this many per series (1-120, default 120)", {"type": "integer"}
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["series", "available", "limits"],
+                                "properties": {
+                                    "series": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["rule", "entity", "attribute", "points"],
+                                            "properties": {
+                                                "rule": {"type": "string"},
+                                                "entity": {"type": "string"},
+                                                "attribute": {"type": "string"},
+                                                "unit": _nullable("string"),
+                                                "aggregate": _nullable("string"),
+                                                "value": _nullable("number"),
+                                                "points": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "type": "object",
+                                                        "required": ["at", "value"],
+                                                        "properties": {
+                                                            "at": TIME,
+                                                            "value": {"type": "number"},
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    },
+                                    "available": {
+                                        "type": "boolean",
+                                        "description": "whether the buffer is reading atalaia.observations",
+                                    },
+                                    "limits": {"type": "object"},
+                                },
+                            },
+                            "the series",
+                        ),
+                        "400": _problem("a bad points"),
+                        "401": UNAUTHORIZED,
+                        "404": _problem("no such incident"),
+                    },
+                }
+            },
             "/api/incidents/{incident}/commands": {
                 "post": {
                     "summary": "An operator command (sent on atalaia.commands; the incident manager decides)",
@@ -468,6 +526,73 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "`ping` every 5 s (server time)",
                     "responses": {
                         "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
+                        "401": UNAUTHORIZED,
+                    },
+                }
+            },
+            "/api/login": {
+                "post": {
+                    "summary": "Sign in with a username and password (users file, `password_argon2`): a "
+                    "session token to send as `Authorization: Bearer <token>`; failures are limited per user "
+                    "and per client address",
+                    "security": [{}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["username", "password"],
+                                    "properties": {
+                                        "username": {"type": "string"},
+                                        "password": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["token", "token_type", "expires_at", "actor", "role"],
+                                "properties": {
+                                    "token": {"type": "string"},
+                                    "token_type": {"type": "string", "enum": ["Bearer"]},
+                                    "expires_at": TIME,
+                                    "actor": {"type": "string"},
+                                    "role": {"type": "string"},
+                                    "tenants": _nullable("array"),
+                                },
+                            },
+                            "signed in",
+                        ),
+                        "400": _problem("the body is not a JSON object"),
+                        "401": _problem("wrong username or password"),
+                        "409": _problem("authentication is off (no users file)"),
+                        "413": _problem("too large"),
+                        "415": _problem("not application/json"),
+                        "422": _problem("username or password missing; `field` names it"),
+                        "429": {
+                            "description": "too many failed sign-ins for this user or address lately",
+                            "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                            "content": {"application/problem+json": {"schema": PROBLEM}},
+                        },
+                    },
+                }
+            },
+            "/api/logout": {
+                "post": {
+                    "summary": "End the caller's session (a session token stops working at once)",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["signed_out"],
+                                "properties": {"signed_out": {"type": "boolean"}},
+                            },
+                            "`signed_out` false for an API token (nothing to end)",
+                        ),
                         "401": UNAUTHORIZED,
                     },
                 }
@@ -671,6 +796,30 @@ def warning_paths() -> dict[str, Any]:
                     },
                 },
                 "responses": _command_answers(),
+            }
+        },
+        "/api/incidents/{incident}/warnings": {
+            "get": {
+                "summary": "Population warnings drafted for this incident (their `incident`), newest first",
+                "parameters": [ID],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["warnings", "available"],
+                            "properties": {
+                                "warnings": {"type": "array", "items": WARNING},
+                                "available": {
+                                    "type": "boolean",
+                                    "description": "false when the warnings stage does not run here",
+                                },
+                            },
+                        },
+                        "the linked warnings",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "404": _problem("no such incident"),
+                },
             }
         },
         "/api/incidents/{incident}/warning-draft": {

@@ -36,6 +36,7 @@ ACTION_STATES: dict[str, tuple[str, ...] | None] = {
     "unsuppress": ("suppressed",),
     "out-of-service": ("unacknowledged", "acknowledged", "returned-unacknowledged", "normal"),
     "return-to-service": ("out-of-service",),
+    "escalate": ("unacknowledged", "acknowledged", "returned-unacknowledged", "normal"),
 }
 
 

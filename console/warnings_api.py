@@ -7,6 +7,7 @@
 * ``POST /api/warnings``                       a new draft (``{"draft": {...}}``)
 * ``POST /api/incidents/{id}/warning-draft``   a new draft prefilled from the incident (area from its
   parishes, level from its severity, event from its rules' ``hazard`` label)
+* ``GET  /api/incidents/{id}/warnings``        the warnings drafted for an incident (links on its page)
 * ``POST /api/warnings/preview``               the CAP XML and the pt-PT SMS text of a draft (not stored)
 * ``POST /api/warnings/{id}/commands``         edit / submit / approve / reject / issue / update / cancel
 
@@ -387,6 +388,23 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     return bad_draft(self, errors)
                 cmd["draft"] = changes
             return await send(self, cmd)
+
+    @app.page("/api/incidents/{incident}/warnings")
+    class IncidentWarnings(faust.web.View):
+        async def get(self, request: Any, incident: str) -> Any:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            row = projection().incident(incident)
+            if row is None or not who.sees(row):
+                return fail(self, 404, "No such incident", incident)
+            linked = [w for w in warnings_list() if w.draft.get("incident") == incident]
+            return self.json(
+                {
+                    "warnings": [warning_json(w, actions_for(w, who.role)) for w in linked],
+                    "available": core() is not None,
+                }
+            )
 
     @app.page("/api/incidents/{incident}/warning-draft")
     class DraftFromIncident(faust.web.View):

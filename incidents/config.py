@@ -60,6 +60,7 @@ ActionName = Literal[
     "unsuppress",
     "out-of-service",
     "return-to-service",
+    "escalate",
 ]
 ROLES = get_args(RoleName)
 ACTIONS = get_args(ActionName)
@@ -74,6 +75,7 @@ DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "unsuppress": ("supervisor", "engineer"),
     "out-of-service": ("supervisor", "engineer"),
     "return-to-service": ("supervisor", "engineer"),
+    "escalate": ("operator", "supervisor"),  # page the next escalation step now
     "silence": ("operator", "supervisor", "engineer"),  # create and expire runtime silences
 }
 

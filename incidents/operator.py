@@ -24,6 +24,7 @@ PAST = {
     "unsuppress": "unsuppressed",
     "out-of-service": "out-of-service",
     "return-to-service": "returned-to-service",
+    "escalate": "escalated",  # the escalation pages its next step at once (notifiers/engine.py)
 }
 NEEDS_REASON = ("shelve", "suppress", "out-of-service", "comment", "close")
 
@@ -73,6 +74,8 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
     a = cmd.action
     if a == "acknowledge" and state not in ("unacknowledged", "returned-unacknowledged"):
         return f"nothing to acknowledge: incident is {state}"
+    if a == "escalate" and inc.overlay is not None:
+        return f"incident is {inc.overlay}: nothing is paged while it is"
     if a in ("shelve", "suppress", "out-of-service") and inc.overlay is not None:
         return f"incident is already {inc.overlay}"
     if a == "shelve":

@@ -17,6 +17,13 @@ policy switches to it (new episode). On ``closed`` every target notified so far 
 "resolved" notice (``notify_resolved``). Timers fire at their due (event) time; after an outage
 missed repeats of a step collapse into one, but every step's first message is sent.
 
+An ``escalated`` change (the operator command ``escalate``, "escalate now") pages the next step at
+once: step 0 if nothing was paged yet, else the step after the current one (after the last step,
+the last step again, as a further repeat). If the escalation runs it continues from that step with
+that step's ``wait``; if it is stopped (the incident is acknowledged, say) that step is paged once
+and it stays stopped. The incident manager refuses the command while an overlay (shelved,
+suppressed, out of service) is set.
+
 ``step`` mutates ``state`` in place and returns it (cheap on the hot path); snapshot first if
 you need the old one. No I/O and no wall clock: ``now`` is passed in.
 """
@@ -188,7 +195,16 @@ class EscalationEngine:
         esc = state.escalations.get(snap.incident)
         wants = snap.active and snap.state == "unacknowledged"
         t = _ts(at)
+        escalated = "escalated" in (ev.get("changes") or [ev.get("change")])
         if esc is None:
+            if escalated and not wants:  # nothing was paged yet: escalating now pages step 0 once
+                policy = self.route(snap)
+                if policy is None:
+                    return
+                esc = Escalation(snap.incident, policy, 0, 0, 0, "stopped", None, snap.version, snap)
+                state.escalations[snap.incident] = esc
+                self._escalate(state, esc, t, out, first=True)
+                return
             if not wants:
                 return
             policy = self.route(snap)
@@ -229,6 +245,17 @@ class EscalationEngine:
                         )
                     )
             return
+        if escalated:
+            running = snap.active and snap.state not in policy.stop_on
+            if not running:
+                esc.status, esc.next_due = "stopped", None
+            elif esc.status == "stopped":  # it would run again: a new episode, paged from step 0
+                esc.episode += 1
+                esc.status = "running"
+                self._escalate(state, esc, t, out, first=True)
+                return
+            self._escalate(state, esc, t, out)
+            return
         if snap.state in policy.stop_on or not snap.active:
             esc.status, esc.next_due = "stopped", None
             return
@@ -257,6 +284,27 @@ class EscalationEngine:
                 heapq.heappush(state.timers, (esc.next_due, esc.incident))
                 return
         self._notify(esc, t, out)
+        self._schedule(state, esc, t)
+
+    def _escalate(
+        self, state: EscalationState, esc: Escalation, t: float, out: list[Notification], first: bool = False
+    ) -> None:
+        """Escalate now: page the next step at once (see the module docstring)."""
+        policy = self.config.policies[esc.policy]
+        last = len(policy.steps) - 1
+        if first:
+            esc.step, esc.repeat = 0, 0
+        elif esc.step < last:
+            esc.step, esc.repeat = esc.step + 1, 0
+        else:  # the last step again, as a further repeat (a new message id)
+            esc.step, esc.repeat = last, esc.repeat + 1
+        esc.deferred = False
+        esc.last_paged = None  # an operator's decision is not held back by repage_interval
+        self._notify(esc, t, out)
+        if esc.status == "stopped":
+            esc.next_due = None
+            return
+        esc.status = "running"
         self._schedule(state, esc, t)
 
     # --- timers --------------------------------------------------------------------------

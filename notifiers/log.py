@@ -315,6 +315,20 @@ class SQLiteDeliveryLog:
             ).fetchall()
         return [Delivery(*r) for r in rows]
 
+    def payloads(self, ids: Iterable[str]) -> dict[str, Notification]:
+        """The notifications themselves (as queued), by id (for ``atalaia notify log``)."""
+        out: dict[str, Notification] = {}
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT notification_id, payload FROM deliveries WHERE notification_id IN ({','.join('?' * len(chunk))})"
+            for nid, payload in self.db.execute(q, chunk).fetchall():
+                try:
+                    out[nid] = Notification.from_dict(orjson.loads(payload))
+                except (ValueError, TypeError, KeyError):
+                    continue
+        return out
+
     def attempts(self, incident: str | None = None, limit: int = 1000) -> list[Attempt]:
         cols = "notification_id, incident, target, channel, attempt, status, error, detail, started_at, latency_ms"
         if incident is None:

@@ -114,6 +114,7 @@ def test_rows_offer_only_what_the_state_and_role_allow():
         "shelve",
         "comment",
         "assign",
+        "escalate",
     ]
     acked = allowed_actions(incident("x", state="acknowledged"), "operator", perms)
     assert "acknowledge" not in acked and "shelve" in acked
