@@ -35,9 +35,9 @@ from typing import Any
 import faust
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
+from atalaia.console.bodies import read_object
 from atalaia.streams.app import PROBLEM, problem
 
 STATIC = Path(__file__).parent / "static"
@@ -358,17 +358,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
             if not auth.enabled:
                 return fail(self, 409, "Authentication is off", "this console has no users file")
-            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                return fail(self, 415, "Unsupported media type", "send the sign-in as application/json")
-            if request.content_length and request.content_length > 8 * 1024:
-                return fail(self, 413, "Sign-in too large", "at most 8 KiB")
-            try:
-                body = orjson.loads(await request.read())
-                if not isinstance(body, dict):
-                    raise ValueError("the body must be a JSON object")
-            except (ValueError, orjson.JSONDecodeError) as e:
-                return fail(self, 400, "Bad sign-in", f"body is not a JSON object: {e}")
+            body = await read_object(request, "sign-in", 8 * 1024)
+            if isinstance(body, tuple):
+                return fail(self, *body)
             for field in ("username", "password"):
                 v = body.get(field)
                 if not isinstance(v, str) or not v or len(v) > 1024:
@@ -448,19 +440,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     class Commands(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
             # JSON only: a cross-site form or text/plain POST from an operator's browser is refused
-            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                return fail(self, 415, "Unsupported media type", "send the command as application/json")
-            if request.content_length and request.content_length > 64 * 1024:
-                return fail(self, 413, "Command too large", "a command is at most 64 KiB")
-            try:
-                body = orjson.loads(await request.read())
-                if not isinstance(body, dict):
-                    raise ValueError("the body must be a JSON object")
-            except (ValueError, orjson.JSONDecodeError) as e:
-                return fail(self, 400, "Bad command", f"body is not a JSON object: {e}")
-            except RequestPayloadError as e:  # e.g. Content-Encoding: gzip over bytes that are not gzip
-                return fail(self, 400, "Bad command", f"the body cannot be read: {' '.join(str(e).split())}")
+            body = await read_object(request, "command", 64 * 1024)
+            if isinstance(body, tuple):
+                return fail(self, *body)
             if auth.enabled:
                 who = auth.identify(request.headers.get("Authorization"))
                 if who is None:
@@ -549,18 +531,8 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
         return out
 
     async def body_of(view: Any, request: Any) -> dict[str, Any] | Any:
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            return fail(view, 415, "Unsupported media type", "send the silence as application/json")
-        if request.content_length and request.content_length > 64 * 1024:
-            return fail(view, 413, "Silence too large", "a silence is at most 64 KiB")
-        try:
-            body = orjson.loads(await request.read())
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-        except (ValueError, orjson.JSONDecodeError) as e:
-            return fail(view, 400, "Bad silence", f"body is not a JSON object: {e}")
-        return body
+        body = await read_object(request, "silence", 64 * 1024)
+        return fail(view, *body) if isinstance(body, tuple) else body
 
     async def send(view: Any, request: Any, body: dict[str, Any], ok_status: int) -> Any:
         who = identify(request)

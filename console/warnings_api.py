@@ -27,6 +27,7 @@ from typing import Any
 import faust
 import orjson
 
+from atalaia.console.bodies import read_object
 from atalaia.warnings.feed import FEED_PATH, alert_path
 
 ACTIONS = ("edit", "submit", "approve", "reject", "issue", "update", "cancel")
@@ -174,18 +175,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         return None
 
     async def read_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any]:
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            return None, fail(view, 415, "Unsupported media type", "send application/json")
-        if request.content_length and request.content_length > 256 * 1024:
-            return None, fail(view, 413, "Too large", "at most 256 KiB")
-        try:
-            body = orjson.loads(await request.read() or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-        except (ValueError, orjson.JSONDecodeError) as e:
-            return None, fail(view, 400, "Bad request", f"body is not a JSON object: {e}")
-        return body, None
+        body = await read_object(request, "request", 256 * 1024, empty_ok=True)
+        return (None, fail(view, *body)) if isinstance(body, tuple) else (body, None)
 
     def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
         """The draft and its problems as fields (anything the model cannot take is a problem too)."""
