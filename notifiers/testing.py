@@ -232,6 +232,7 @@ def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, en
         def __init__(self, inner: Channel):
             super().__init__(inner.name, inner.ctx)
             self.inner, self.kind, self.idempotent, self.count = inner, inner.kind, inner.idempotent, 0
+            self.commit_point = inner.commit_point
 
         async def send(self, n: Notification) -> DeliveryResult:
             result = await self.inner.send(n)
