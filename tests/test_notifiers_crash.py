@@ -1,6 +1,7 @@
 """Crash test: the notifier worker (a real subprocess) is SIGKILLed right after a send and
 before the delivery log records it; on restart (recovery + Kafka replay of the same incident
-events) no SMS or email is sent twice, nothing is lost, and the idempotent PGU upsert is redone."""
+events) no SMS or email is sent twice, nothing is lost, and the idempotent PGU upsert is redone.
+An email killed before its SMTP DATA terminator (no commit marker) is re-sent and arrives once."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ async def run_worker(tmp_path, kill_on: str | None) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-@pytest.mark.parametrize("kill_on", ["ana-sms:2", "rui-email:1", "pgu:2"])
+@pytest.mark.parametrize("kill_on", ["ana-sms:2", "rui-email:1", "rui-email:2:pre-commit", "pgu:2"])
 async def test_kill_between_send_and_record_then_restart_sends_no_duplicate(tmp_path, kill_on):
     http = await HttpSink(secret="k").start()
     smtp = SmtpSink().start()
@@ -82,6 +83,11 @@ async def test_kill_between_send_and_record_then_restart_sends_no_duplicate(tmp_
         marks = tmp_path / "d.sqlite.smtp-commit"
         uncommitted = {i for i, t in in_flight.items() if t.endswith("-email") and not (marks / i).exists()}
         doubtful = {i for i, t in in_flight.items() if t not in ("pgu", "sala")} - uncommitted
+        if kill_on.endswith(":pre-commit"):  # killed before the terminator: the server discarded it
+            assert killed_target in {in_flight[i] for i in uncommitted}
+            assert killed_target not in {in_flight[i] for i in doubtful}
+        elif killed_target.endswith("-email"):  # killed after the 250: past the commit point
+            assert killed_target in {in_flight[i] for i in doubtful}
         log.close()
 
         rc, out = await run_worker(tmp_path, None)  # restart: recovery + replay of the same events
