@@ -11,8 +11,9 @@ Protocol, per notification (``deliveries`` row, one per notification id):
     again) or a permanent error (``resend_until`` NULL).
     sending found at start-up (crash between send and record) ──► re-sent if the channel is
     idempotent (NGSI-LD upsert, webhook deduplicated on its delivery id), else ``in-doubt``
-    and NOT re-sent (SMS, email, Alertmanager): the escalation's own repeats reach the person if
-    the message was in fact lost, while a duplicate SMS at 3 a.m. is noise that erodes trust.
+    and NOT re-sent (SMS, Alertmanager; email only past its SMTP commit point, see commit.py):
+    the escalation's own repeats reach the person if the message was in fact lost, while a
+    duplicate SMS at 3 a.m. is noise that erodes trust.
 
 ``queued`` rows carry the notification itself, so once :meth:`DeliveryLog.enqueue` returns the
 Kafka offset may be committed: a restart re-reads unfinished work from here (outbox). Each
