@@ -196,6 +196,23 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None, **kw: 
 ID = {"name": "incident", "in": "path", "required": True, "schema": {"type": "string"}}
 SILENCE_ID = {"name": "silence", "in": "path", "required": True, "schema": {"type": "string"}}
 UNAUTHORIZED = _problem("no valid token (when the console has users)")
+QUEUED = _json({"type": "object"}, "queued: no answer within 5 s")
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required application/json request body."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _body_answers(answers: dict[str, Any]) -> dict[str, Any]:
+    """``answers`` with the problems any JSON request body may get (400, 413, 415), in status order."""
+    merged = {
+        "400": _problem("the body is not a JSON object"),
+        "413": _problem("too large"),
+        "415": _problem("not application/json"),
+        **answers,
+    }
+    return dict(sorted(merged.items()))
 
 
 def document(server_url: str | None = None) -> dict[str, Any]:
@@ -394,41 +411,35 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "post": {
                     "summary": "An operator command (sent on atalaia.commands; the incident manager decides)",
                     "parameters": [ID],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["action"],
-                                    "properties": {
-                                        "action": {"type": "string", "enum": ACTIONS},
-                                        "actor": {"type": "string"},
-                                        "role": {"type": "string"},
-                                        "reason": {"type": "string"},
-                                        "duration": {
-                                            "type": ["string", "number"],
-                                            "description": "shelve: 30m or seconds",
-                                        },
-                                        "assignee": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": _json({"type": "object"}, "accepted"),
-                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
-                        "400": _problem("the body is not a JSON object"),
-                        "401": UNAUTHORIZED,
-                        "404": _problem("no such incident"),
-                        "409": _problem(
-                            "refused by the incident manager (closed, role, state), with the reason"
-                        ),
-                        "413": _problem("too large"),
-                        "415": _problem("not application/json"),
-                        "422": _problem("invalid command; `errors` names the fields"),
-                    },
+                    "requestBody": _json_body(
+                        {
+                            "type": "object",
+                            "required": ["action"],
+                            "properties": {
+                                "action": {"type": "string", "enum": ACTIONS},
+                                "actor": {"type": "string"},
+                                "role": {"type": "string"},
+                                "reason": {"type": "string"},
+                                "duration": {
+                                    "type": ["string", "number"],
+                                    "description": "shelve: 30m or seconds",
+                                },
+                                "assignee": {"type": "string"},
+                            },
+                        }
+                    ),
+                    "responses": _body_answers(
+                        {
+                            "200": _json({"type": "object"}, "accepted"),
+                            "202": QUEUED,
+                            "401": UNAUTHORIZED,
+                            "404": _problem("no such incident"),
+                            "409": _problem(
+                                "refused by the incident manager (closed, role, state), with the reason"
+                            ),
+                            "422": _problem("invalid command; `errors` names the fields"),
+                        }
+                    ),
                 }
             },
             "/api/deliveries": {
@@ -479,21 +490,19 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 },
                 "post": {
                     "summary": "Create a silence (sent on atalaia.commands; effective at once, no restart)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": NEW_SILENCE}},
-                    },
-                    "responses": {
-                        "201": _json({"type": "object"}, "created: `silence` is its id"),
-                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
-                        "400": _problem("the body is not a JSON object"),
-                        "401": UNAUTHORIZED,
-                        "403": _problem("this role may not silence"),
-                        "409": _problem("refused by the incident manager, with the reason"),
-                        "413": _problem("too large"),
-                        "415": _problem("not application/json"),
-                        "422": _problem("bad matchers, regex, times or comment; `errors` names the fields"),
-                    },
+                    "requestBody": _json_body(NEW_SILENCE),
+                    "responses": _body_answers(
+                        {
+                            "201": _json({"type": "object"}, "created: `silence` is its id"),
+                            "202": QUEUED,
+                            "401": UNAUTHORIZED,
+                            "403": _problem("this role may not silence"),
+                            "409": _problem("refused by the incident manager, with the reason"),
+                            "422": _problem(
+                                "bad matchers, regex, times or comment; `errors` names the fields"
+                            ),
+                        }
+                    ),
                 },
             },
             "/api/silences/{silence}": {
@@ -511,7 +520,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [SILENCE_ID],
                     "responses": {
                         "200": _json({"type": "object"}, "expired"),
-                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
+                        "202": QUEUED,
                         "401": UNAUTHORIZED,
                         "403": _problem("this role may not expire silences"),
                         "404": _problem("no such (unexpired) silence"),
@@ -536,49 +545,43 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "session token to send as `Authorization: Bearer <token>`; failures are limited per user "
                     "and per client address",
                     "security": [{}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["username", "password"],
-                                    "properties": {
-                                        "username": {"type": "string"},
-                                        "password": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["token", "token_type", "expires_at", "actor", "role"],
-                                "properties": {
-                                    "token": {"type": "string"},
-                                    "token_type": {"type": "string", "enum": ["Bearer"]},
-                                    "expires_at": TIME,
-                                    "actor": {"type": "string"},
-                                    "role": {"type": "string"},
-                                    "tenants": _nullable("array"),
-                                },
+                    "requestBody": _json_body(
+                        {
+                            "type": "object",
+                            "required": ["username", "password"],
+                            "properties": {
+                                "username": {"type": "string"},
+                                "password": {"type": "string"},
                             },
-                            "signed in",
-                        ),
-                        "400": _problem("the body is not a JSON object"),
-                        "401": _problem("wrong username or password"),
-                        "409": _problem("authentication is off (no users file)"),
-                        "413": _problem("too large"),
-                        "415": _problem("not application/json"),
-                        "422": _problem("username or password missing; `field` names it"),
-                        "429": {
-                            "description": "too many failed sign-ins for this user or address lately",
-                            "headers": {"Retry-After": {"schema": {"type": "string"}}},
-                            "content": {"application/problem+json": {"schema": PROBLEM}},
-                        },
-                    },
+                        }
+                    ),
+                    "responses": _body_answers(
+                        {
+                            "200": _json(
+                                {
+                                    "type": "object",
+                                    "required": ["token", "token_type", "expires_at", "actor", "role"],
+                                    "properties": {
+                                        "token": {"type": "string"},
+                                        "token_type": {"type": "string", "enum": ["Bearer"]},
+                                        "expires_at": TIME,
+                                        "actor": {"type": "string"},
+                                        "role": {"type": "string"},
+                                        "tenants": _nullable("array"),
+                                    },
+                                },
+                                "signed in",
+                            ),
+                            "401": _problem("wrong username or password"),
+                            "409": _problem("authentication is off (no users file)"),
+                            "422": _problem("username or password missing; `field` names it"),
+                            "429": {
+                                "description": "too many failed sign-ins for this user or address lately",
+                                "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                                "content": {"application/problem+json": {"schema": PROBLEM}},
+                            },
+                        }
+                    ),
                 }
             },
             "/api/logout": {
@@ -650,21 +653,16 @@ WARNING = {
     },
 }
 WID = {"name": "warning", "in": "path", "required": True, "schema": {"type": "string"}}
-_DRAFT_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "draft": {"type": "object", "description": "draft fields"},
-                    "actor": {"type": "string", "description": "demo only (no users file)"},
-                    "role": {"type": "string", "description": "demo only (no users file)"},
-                },
-            }
-        }
-    },
-}
+_DRAFT_BODY = _json_body(
+    {
+        "type": "object",
+        "properties": {
+            "draft": {"type": "object", "description": "draft fields"},
+            "actor": {"type": "string", "description": "demo only (no users file)"},
+            "role": {"type": "string", "description": "demo only (no users file)"},
+        },
+    }
+)
 _ACCEPTED = {
     "type": "object",
     "required": ["command", "status"],
@@ -677,19 +675,20 @@ _ACCEPTED = {
 
 
 def _command_answers(created: bool = False) -> dict[str, Any]:
-    return {
-        ("201" if created else "200"): _json(_ACCEPTED, "accepted by the warnings stage"),
-        "202": _json(_ACCEPTED, "queued: no answer within 5 s"),
-        "400": _problem("the body is not a JSON object"),
-        "401": UNAUTHORIZED,
-        "403": _problem("the caller's role may not do this (viewer, approving without the role, four eyes)"),
-        "404": _problem("no such warning or incident"),
-        "409": _problem("refused by the workflow (state, expired, invalid CAP), with the reason"),
-        "413": _problem("too large"),
-        "415": _problem("not application/json"),
-        "422": _problem("a bad draft or command; `field` and `errors` name the fields"),
-        "503": _problem("the warnings stage does not run in this process"),
-    }
+    return _body_answers(
+        {
+            ("201" if created else "200"): _json(_ACCEPTED, "accepted by the warnings stage"),
+            "202": _json(_ACCEPTED, "queued: no answer within 5 s"),
+            "401": UNAUTHORIZED,
+            "403": _problem(
+                "the caller's role may not do this (viewer, approving without the role, four eyes)"
+            ),
+            "404": _problem("no such warning or incident"),
+            "409": _problem("refused by the workflow (state, expired, invalid CAP), with the reason"),
+            "422": _problem("a bad draft or command; `field` and `errors` name the fields"),
+            "503": _problem("the warnings stage does not run in this process"),
+        }
+    )
 
 
 def warning_paths() -> dict[str, Any]:
@@ -724,34 +723,33 @@ def warning_paths() -> dict[str, Any]:
             "post": {
                 "summary": "The CAP 1.2 XML and the pt-PT SMS text a draft gives (nothing is stored or sent)",
                 "requestBody": _DRAFT_BODY,
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["cap", "identifier", "sms"],
-                            "properties": {
-                                "cap": {"type": "string"},
-                                "identifier": {"type": "string"},
-                                "notes": {"type": "array", "items": {"type": "string"}},
-                                "sms": {
-                                    "type": "object",
-                                    "properties": {
-                                        "text": {"type": "string"},
-                                        "segments": {"type": "integer"},
-                                        "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
-                                        "length": {"type": "integer"},
+                "responses": _body_answers(
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["cap", "identifier", "sms"],
+                                "properties": {
+                                    "cap": {"type": "string"},
+                                    "identifier": {"type": "string"},
+                                    "notes": {"type": "array", "items": {"type": "string"}},
+                                    "sms": {
+                                        "type": "object",
+                                        "properties": {
+                                            "text": {"type": "string"},
+                                            "segments": {"type": "integer"},
+                                            "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
+                                            "length": {"type": "integer"},
+                                        },
                                     },
                                 },
                             },
-                        },
-                        "the preview",
-                    ),
-                    "400": _problem("the body is not a JSON object"),
-                    "401": UNAUTHORIZED,
-                    "413": _problem("too large"),
-                    "415": _problem("not application/json"),
-                    "422": _problem("a bad draft; `field` and `errors` name the fields"),
-                },
+                            "the preview",
+                        ),
+                        "401": UNAUTHORIZED,
+                        "422": _problem("a bad draft; `field` and `errors` name the fields"),
+                    }
+                ),
             }
         },
         "/api/warnings/{warning}": {
@@ -774,27 +772,22 @@ def warning_paths() -> dict[str, Any]:
                 "summary": "edit, submit, approve (approver role, not an author), reject (with a reason), "
                 "issue, update or cancel (a new warning referencing this one)",
                 "parameters": [WID],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["action"],
+                        "properties": {
+                            "action": {"type": "string", "enum": WARNING_ACTIONS},
+                            "reason": {"type": "string"},
+                            "draft": {
                                 "type": "object",
-                                "required": ["action"],
-                                "properties": {
-                                    "action": {"type": "string", "enum": WARNING_ACTIONS},
-                                    "reason": {"type": "string"},
-                                    "draft": {
-                                        "type": "object",
-                                        "description": "edit/update/cancel: changed fields",
-                                    },
-                                    "actor": {"type": "string"},
-                                    "role": {"type": "string"},
-                                },
-                            }
-                        }
-                    },
-                },
+                                "description": "edit/update/cancel: changed fields",
+                            },
+                            "actor": {"type": "string"},
+                            "role": {"type": "string"},
+                        },
+                    }
+                ),
                 "responses": _command_answers(),
             }
         },
