@@ -7,20 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from atalaia.console.present import SEVERITIES, STATES
+from atalaia.incidents.config import ACTIONS as INCIDENT_ACTIONS
 
-ACTIONS = [
-    "acknowledge",
-    "shelve",
-    "unshelve",
-    "comment",
-    "assign",
-    "close",
-    "suppress",
-    "unsuppress",
-    "out-of-service",
-    "return-to-service",
-    "escalate",
-]
+ACTIONS = list(INCIDENT_ACTIONS)  # the operator actions of incidents.yaml permissions
 
 
 def _nullable(kind: str | list[str]) -> dict[str, Any]:
