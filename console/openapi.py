@@ -17,11 +17,14 @@ def _nullable(kind: str | list[str]) -> dict[str, Any]:
     return {"type": [*kinds, "null"]}
 
 
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
 TIME = {"type": "string", "description": "RFC 3339, UTC"}
-PROBLEM = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
+PROBLEM = _object(
+    ["type", "title", "status", "detail"],
+    {
         "type": {"type": "string"},
         "title": {"type": "string"},
         "status": {"type": "integer"},
@@ -29,11 +32,10 @@ PROBLEM = {
         "field": {"type": "string", "description": "the query parameter or body field at fault"},
         "errors": {"type": "array", "items": {"type": "object"}},
     },
-}
-INCIDENT = {
-    "type": "object",
-    "required": ["id", "state", "severity", "title", "opened_at", "updated_at"],
-    "properties": {
+)
+INCIDENT = _object(
+    ["id", "state", "severity", "title", "opened_at", "updated_at"],
+    {
         "id": {"type": "string"},
         "version": {"type": "integer"},
         "state": {"type": "string", "enum": list(STATES)},
@@ -58,11 +60,10 @@ INCIDENT = {
             "description": "what the caller's role may do in this state",
         },
     },
-}
-ALARM = {
-    "type": "object",
-    "required": ["rule", "key", "state", "severity", "count", "first_seen", "last_seen"],
-    "properties": {
+)
+ALARM = _object(
+    ["rule", "key", "state", "severity", "count", "first_seen", "last_seen"],
+    {
         "rule": {"type": "string"},
         "key": {"type": "string"},
         "entity": _nullable("string"),
@@ -79,11 +80,10 @@ ALARM = {
         "suppressed": _nullable("string"),
         "chattering": {"type": "boolean"},
     },
-}
-AUDIT = {
-    "type": "object",
-    "required": ["version", "at", "change", "changes", "state", "severity", "actor", "reason", "why"],
-    "properties": {
+)
+AUDIT = _object(
+    ["version", "at", "change", "changes", "state", "severity", "actor", "reason", "why"],
+    {
         "version": {"type": "integer"},
         "at": TIME,
         "change": {"type": "string"},
@@ -103,11 +103,10 @@ AUDIT = {
         },
         "command": _nullable("string"),
     },
-}
-DELIVERY = {
-    "type": "object",
-    "required": ["notification_id", "incident", "target", "channel", "kind", "status", "attempts"],
-    "properties": {
+)
+DELIVERY = _object(
+    ["notification_id", "incident", "target", "channel", "kind", "status", "attempts"],
+    {
         "notification_id": {"type": "string"},
         "incident": {"type": "string"},
         "target": {"type": "string"},
@@ -122,17 +121,16 @@ DELIVERY = {
         "updated_at": TIME,
         "delivered_at": _nullable("string"),
     },
-}
+)
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-SILENCE = {
-    "type": "object",
-    "required": ["id", "matchers", "author", "comment", "starts_at", "ends_at", "status", "source"],
-    "properties": {
+SILENCE = _object(
+    ["id", "matchers", "author", "comment", "starts_at", "ends_at", "status", "source"],
+    {
         "id": {
             "type": "string",
             "description": "s-… (derived from the command id); maintenance-… for incidents.yaml",
@@ -148,11 +146,10 @@ SILENCE = {
         "status": {"type": "string", "enum": ["pending", "active", "expired"]},
         "expired_by": _nullable("string"),
     },
-}
-NEW_SILENCE = {
-    "type": "object",
-    "required": ["matchers", "comment"],
-    "properties": {
+)
+NEW_SILENCE = _object(
+    ["matchers", "comment"],
+    {
         "matchers": {
             "type": "array",
             "items": {"type": "string"},
@@ -164,7 +161,7 @@ NEW_SILENCE = {
         "end": {"type": "string", "description": "RFC 3339 with a zone"},
         "duration": {"type": ["string", "number"], "description": "instead of end: 2h or seconds"},
     },
-}
+)
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -261,10 +258,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["incidents", "counts"],
-                                "properties": {
+                            _object(
+                                ["incidents", "counts"],
+                                {
                                     "incidents": {"type": "array", "items": INCIDENT},
                                     "counts": {
                                         "type": "object",
@@ -280,7 +276,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         },
                                     },
                                 },
-                            },
+                            ),
                             "the incidents that match",
                         ),
                         "400": _problem("a bad filter; `field` names it"),
@@ -294,10 +290,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [ID],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["incident", "alarms", "history", "actions"],
-                                "properties": {
+                            _object(
+                                ["incident", "alarms", "history", "actions"],
+                                {
                                     "incident": INCIDENT,
                                     "alarms": {"type": "array", "items": ALARM},
                                     "history": {"type": "array", "items": AUDIT},
@@ -306,7 +301,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "items": {"type": "string", "enum": ACTIONS},
                                     },
                                 },
-                            },
+                            ),
                             "the incident",
                         ),
                         "401": UNAUTHORIZED,
@@ -320,10 +315,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [ID],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["deliveries", "available"],
-                                "properties": {
+                            _object(
+                                ["deliveries", "available"],
+                                {
                                     "deliveries": {"type": "array", "items": DELIVERY},
                                     "attempts": {"type": "array", "items": {"type": "object"}},
                                     "available": {
@@ -331,7 +325,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "description": "false when this console cannot read the delivery log",
                                     },
                                 },
-                            },
+                            ),
                             "the delivery log for the incident",
                         ),
                         "401": UNAUTHORIZED,
@@ -351,10 +345,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["series", "available", "limits"],
-                                "properties": {
+                            _object(
+                                ["series", "available", "limits"],
+                                {
                                     "series": {
                                         "type": "array",
                                         "items": {
@@ -387,7 +380,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                     },
                                     "limits": {"type": "object"},
                                 },
-                            },
+                            ),
                             "the series",
                         ),
                         "400": _problem("a bad points"),
@@ -401,10 +394,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "summary": "An operator command (sent on atalaia.commands; the incident manager decides)",
                     "parameters": [ID],
                     "requestBody": _json_body(
-                        {
-                            "type": "object",
-                            "required": ["action"],
-                            "properties": {
+                        _object(
+                            ["action"],
+                            {
                                 "action": {"type": "string", "enum": ACTIONS},
                                 "actor": {"type": "string"},
                                 "role": {"type": "string"},
@@ -415,7 +407,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                 },
                                 "assignee": {"type": "string"},
                             },
-                        }
+                        )
                     ),
                     "responses": _body_answers(
                         {
@@ -439,14 +431,13 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["deliveries", "available"],
-                                "properties": {
+                            _object(
+                                ["deliveries", "available"],
+                                {
                                     "deliveries": {"type": "array", "items": DELIVERY},
                                     "available": {"type": "boolean"},
                                 },
-                            },
+                            ),
                             "deliveries",
                         ),
                         "400": _problem("a bad limit"),
@@ -466,11 +457,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["silences"],
-                                "properties": {"silences": {"type": "array", "items": SILENCE}},
-                            },
+                            _object(["silences"], {"silences": {"type": "array", "items": SILENCE}}),
                             "silences",
                         ),
                         "400": _problem("a bad status"),
@@ -535,22 +522,20 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "and per client address",
                     "security": [{}],
                     "requestBody": _json_body(
-                        {
-                            "type": "object",
-                            "required": ["username", "password"],
-                            "properties": {
+                        _object(
+                            ["username", "password"],
+                            {
                                 "username": {"type": "string"},
                                 "password": {"type": "string"},
                             },
-                        }
+                        )
                     ),
                     "responses": _body_answers(
                         {
                             "200": _json(
-                                {
-                                    "type": "object",
-                                    "required": ["token", "token_type", "expires_at", "actor", "role"],
-                                    "properties": {
+                                _object(
+                                    ["token", "token_type", "expires_at", "actor", "role"],
+                                    {
                                         "token": {"type": "string"},
                                         "token_type": {"type": "string", "enum": ["Bearer"]},
                                         "expires_at": TIME,
@@ -558,7 +543,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "role": {"type": "string"},
                                         "tenants": _nullable("array"),
                                     },
-                                },
+                                ),
                                 "signed in",
                             ),
                             "401": _problem("wrong username or password"),
@@ -578,11 +563,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "summary": "End the caller's session (a session token stops working at once)",
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["signed_out"],
-                                "properties": {"signed_out": {"type": "boolean"}},
-                            },
+                            _object(["signed_out"], {"signed_out": {"type": "boolean"}}),
                             "`signed_out` false for an API token (nothing to end)",
                         ),
                         "401": UNAUTHORIZED,
@@ -608,10 +589,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- population warnings (console/warnings_api.py)
 WARNING_ACTIONS = ["edit", "submit", "approve", "reject", "issue", "update", "cancel"]
-WARNING = {
-    "type": "object",
-    "required": ["id", "version", "state", "draft", "authors", "created", "audit", "actions"],
-    "properties": {
+WARNING = _object(
+    ["id", "version", "state", "draft", "authors", "created", "audit", "actions"],
+    {
         "id": {"type": "string"},
         "version": {"type": "integer"},
         "state": {
@@ -640,7 +620,7 @@ WARNING = {
         "actions": {"type": "array", "items": {"type": "string", "enum": WARNING_ACTIONS}},
         "cap_url": _nullable("string"),
     },
-}
+)
 WID = {"name": "warning", "in": "path", "required": True, "schema": {"type": "string"}}
 _DRAFT_BODY = _json_body(
     {
@@ -652,15 +632,14 @@ _DRAFT_BODY = _json_body(
         },
     }
 )
-_ACCEPTED = {
-    "type": "object",
-    "required": ["command", "status"],
-    "properties": {
+_ACCEPTED = _object(
+    ["command", "status"],
+    {
         "command": {"type": "string"},
         "status": {"type": "string"},
         "warning": _nullable("string"),
     },
-}
+)
 
 
 def _command_answers(created: bool = False) -> dict[str, Any]:
@@ -687,16 +666,15 @@ def warning_paths() -> dict[str, Any]:
                 "summary": "Population warnings, newest first, each with what the caller may do",
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["warnings", "available", "feed"],
-                            "properties": {
+                        _object(
+                            ["warnings", "available", "feed"],
+                            {
                                 "warnings": {"type": "array", "items": WARNING},
                                 "available": {"type": "boolean"},
                                 "feed": {"type": "string"},
                                 "may_draft": {"type": "boolean"},
                             },
-                        },
+                        ),
                         "the warnings",
                     ),
                     "401": UNAUTHORIZED,
@@ -715,10 +693,9 @@ def warning_paths() -> dict[str, Any]:
                 "responses": _body_answers(
                     {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["cap", "identifier", "sms"],
-                                "properties": {
+                            _object(
+                                ["cap", "identifier", "sms"],
+                                {
                                     "cap": {"type": "string"},
                                     "identifier": {"type": "string"},
                                     "notes": {"type": "array", "items": {"type": "string"}},
@@ -732,7 +709,7 @@ def warning_paths() -> dict[str, Any]:
                                         },
                                     },
                                 },
-                            },
+                            ),
                             "the preview",
                         ),
                         "401": UNAUTHORIZED,
@@ -762,10 +739,9 @@ def warning_paths() -> dict[str, Any]:
                 "issue, update or cancel (a new warning referencing this one)",
                 "parameters": [WID],
                 "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["action"],
-                        "properties": {
+                    _object(
+                        ["action"],
+                        {
                             "action": {"type": "string", "enum": WARNING_ACTIONS},
                             "reason": {"type": "string"},
                             "draft": {
@@ -775,7 +751,7 @@ def warning_paths() -> dict[str, Any]:
                             "actor": {"type": "string"},
                             "role": {"type": "string"},
                         },
-                    }
+                    )
                 ),
                 "responses": _command_answers(),
             }
@@ -786,17 +762,16 @@ def warning_paths() -> dict[str, Any]:
                 "parameters": [ID],
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["warnings", "available"],
-                            "properties": {
+                        _object(
+                            ["warnings", "available"],
+                            {
                                 "warnings": {"type": "array", "items": WARNING},
                                 "available": {
                                     "type": "boolean",
                                     "description": "false when the warnings stage does not run here",
                                 },
                             },
-                        },
+                        ),
                         "the linked warnings",
                     ),
                     "401": UNAUTHORIZED,
@@ -817,10 +792,9 @@ def warning_paths() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the maps' areas (console/areas.py)
-AREA_FEATURE = {
-    "type": "object",
-    "required": ["type", "id", "properties", "geometry"],
-    "properties": {
+AREA_FEATURE = _object(
+    ["type", "id", "properties", "geometry"],
+    {
         "type": {"const": "Feature"},
         "id": {"type": "string", "description": "`DICOFRE:<code>` or `DICO:<code>`"},
         "properties": {
@@ -846,16 +820,15 @@ AREA_FEATURE = {
             "properties": {"type": {"const": "MultiPolygon"}, "coordinates": {"type": "array"}},
         },
     },
-}
-AREAS = {
-    "type": "object",
-    "required": ["type", "features"],
-    "properties": {
+)
+AREAS = _object(
+    ["type", "features"],
+    {
         "type": {"const": "FeatureCollection"},
         "attribution": {"type": "string"},
         "features": {"type": "array", "items": AREA_FEATURE},
     },
-}
+)
 
 
 def area_paths() -> dict[str, Any]:
