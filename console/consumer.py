@@ -3,12 +3,31 @@ consumer without a group and without commits, assigned every partition of one to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from atalaia.streams.kafka_config import client_options
+
+
+async def consume_retrying(
+    service: Any, consume: Callable[[], Awaitable[None]], log: logging.Logger, what: str
+) -> None:
+    """``consume()`` until ``service`` stops; when it fails (the broker went away), the service is not
+    ``connected``, ``log`` says so (``what: error; retrying in 2 s``) and it tries again in 2 s."""
+    while not service.should_stop:
+        try:
+            await consume()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the broker went away: say so and retry
+            service.connected = False
+            log.warning("%s: %s; retrying in 2 s", what, e)
+            await asyncio.sleep(2.0)
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from mode import Service
 
-from atalaia.console.consumer import assigned_consumer
+from atalaia.console.consumer import assigned_consumer, consume_retrying
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,7 @@ class IncidentFeed(Service):
                 self.subscribers.discard(s)
 
     async def _run(self) -> None:
-        while not self.should_stop:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the broker went away: say so and retry
-                self.connected = False
-                log.warning("console live feed: %s; retrying in 2 s", e)
-                await asyncio.sleep(2.0)
+        await consume_retrying(self, self._consume, log, "console live feed")
 
     async def _consume(self) -> None:
         async with assigned_consumer(self.bootstrap, self.topic, fetch_max_wait_ms=50) as (consumer, tps):

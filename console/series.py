@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from mode import Service
 
-from atalaia.console.consumer import assigned_consumer
+from atalaia.console.consumer import assigned_consumer, consume_retrying
 from atalaia.streams.observation import entity_key
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,7 @@ class ObservationBuffer(Service):
         self.add_future(self._run())
 
     async def _run(self) -> None:
-        while not self.should_stop:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the broker went away: retry
-                self.connected = False
-                log.warning("console observation buffer: %s; retrying in 2 s", e)
-                await asyncio.sleep(2.0)
+        await consume_retrying(self, self._consume, log, "console observation buffer")
 
     async def _consume(self) -> None:
         async with assigned_consumer(self.bootstrap, self.topic, fetch_max_wait_ms=100) as (consumer, tps):
