@@ -7,20 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from atalaia.console.present import SEVERITIES, STATES
+from atalaia.incidents.config import ACTIONS as INCIDENT_ACTIONS
 
-ACTIONS = [
-    "acknowledge",
-    "shelve",
-    "unshelve",
-    "comment",
-    "assign",
-    "close",
-    "suppress",
-    "unsuppress",
-    "out-of-service",
-    "return-to-service",
-    "escalate",
-]
+ACTIONS = list(INCIDENT_ACTIONS)  # the operator actions of incidents.yaml permissions
 
 
 def _nullable(kind: str | list[str]) -> dict[str, Any]:
@@ -28,11 +17,14 @@ def _nullable(kind: str | list[str]) -> dict[str, Any]:
     return {"type": [*kinds, "null"]}
 
 
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
 TIME = {"type": "string", "description": "RFC 3339, UTC"}
-PROBLEM = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
+PROBLEM = _object(
+    ["type", "title", "status", "detail"],
+    {
         "type": {"type": "string"},
         "title": {"type": "string"},
         "status": {"type": "integer"},
@@ -40,11 +32,10 @@ PROBLEM = {
         "field": {"type": "string", "description": "the query parameter or body field at fault"},
         "errors": {"type": "array", "items": {"type": "object"}},
     },
-}
-INCIDENT = {
-    "type": "object",
-    "required": ["id", "state", "severity", "title", "opened_at", "updated_at"],
-    "properties": {
+)
+INCIDENT = _object(
+    ["id", "state", "severity", "title", "opened_at", "updated_at"],
+    {
         "id": {"type": "string"},
         "version": {"type": "integer"},
         "state": {"type": "string", "enum": list(STATES)},
@@ -69,11 +60,10 @@ INCIDENT = {
             "description": "what the caller's role may do in this state",
         },
     },
-}
-ALARM = {
-    "type": "object",
-    "required": ["rule", "key", "state", "severity", "count", "first_seen", "last_seen"],
-    "properties": {
+)
+ALARM = _object(
+    ["rule", "key", "state", "severity", "count", "first_seen", "last_seen"],
+    {
         "rule": {"type": "string"},
         "key": {"type": "string"},
         "entity": _nullable("string"),
@@ -90,11 +80,10 @@ ALARM = {
         "suppressed": _nullable("string"),
         "chattering": {"type": "boolean"},
     },
-}
-AUDIT = {
-    "type": "object",
-    "required": ["version", "at", "change", "changes", "state", "severity", "actor", "reason", "why"],
-    "properties": {
+)
+AUDIT = _object(
+    ["version", "at", "change", "changes", "state", "severity", "actor", "reason", "why"],
+    {
         "version": {"type": "integer"},
         "at": TIME,
         "change": {"type": "string"},
@@ -114,11 +103,10 @@ AUDIT = {
         },
         "command": _nullable("string"),
     },
-}
-DELIVERY = {
-    "type": "object",
-    "required": ["notification_id", "incident", "target", "channel", "kind", "status", "attempts"],
-    "properties": {
+)
+DELIVERY = _object(
+    ["notification_id", "incident", "target", "channel", "kind", "status", "attempts"],
+    {
         "notification_id": {"type": "string"},
         "incident": {"type": "string"},
         "target": {"type": "string"},
@@ -133,17 +121,16 @@ DELIVERY = {
         "updated_at": TIME,
         "delivered_at": _nullable("string"),
     },
-}
+)
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-SILENCE = {
-    "type": "object",
-    "required": ["id", "matchers", "author", "comment", "starts_at", "ends_at", "status", "source"],
-    "properties": {
+SILENCE = _object(
+    ["id", "matchers", "author", "comment", "starts_at", "ends_at", "status", "source"],
+    {
         "id": {
             "type": "string",
             "description": "s-… (derived from the command id); maintenance-… for incidents.yaml",
@@ -159,11 +146,10 @@ SILENCE = {
         "status": {"type": "string", "enum": ["pending", "active", "expired"]},
         "expired_by": _nullable("string"),
     },
-}
-NEW_SILENCE = {
-    "type": "object",
-    "required": ["matchers", "comment"],
-    "properties": {
+)
+NEW_SILENCE = _object(
+    ["matchers", "comment"],
+    {
         "matchers": {
             "type": "array",
             "items": {"type": "string"},
@@ -175,7 +161,7 @@ NEW_SILENCE = {
         "end": {"type": "string", "description": "RFC 3339 with a zone"},
         "duration": {"type": ["string", "number"], "description": "instead of end: 2h or seconds"},
     },
-}
+)
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -196,6 +182,23 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None, **kw: 
 ID = {"name": "incident", "in": "path", "required": True, "schema": {"type": "string"}}
 SILENCE_ID = {"name": "silence", "in": "path", "required": True, "schema": {"type": "string"}}
 UNAUTHORIZED = _problem("no valid token (when the console has users)")
+QUEUED = _json({"type": "object"}, "queued: no answer within 5 s")
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required application/json request body."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _body_answers(answers: dict[str, Any]) -> dict[str, Any]:
+    """``answers`` with the problems any JSON request body may get (400, 413, 415), in status order."""
+    merged = {
+        "400": _problem("the body is not a JSON object"),
+        "413": _problem("too large"),
+        "415": _problem("not application/json"),
+        **answers,
+    }
+    return dict(sorted(merged.items()))
 
 
 def document(server_url: str | None = None) -> dict[str, Any]:
@@ -255,10 +258,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["incidents", "counts"],
-                                "properties": {
+                            _object(
+                                ["incidents", "counts"],
+                                {
                                     "incidents": {"type": "array", "items": INCIDENT},
                                     "counts": {
                                         "type": "object",
@@ -274,7 +276,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         },
                                     },
                                 },
-                            },
+                            ),
                             "the incidents that match",
                         ),
                         "400": _problem("a bad filter; `field` names it"),
@@ -288,10 +290,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [ID],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["incident", "alarms", "history", "actions"],
-                                "properties": {
+                            _object(
+                                ["incident", "alarms", "history", "actions"],
+                                {
                                     "incident": INCIDENT,
                                     "alarms": {"type": "array", "items": ALARM},
                                     "history": {"type": "array", "items": AUDIT},
@@ -300,7 +301,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "items": {"type": "string", "enum": ACTIONS},
                                     },
                                 },
-                            },
+                            ),
                             "the incident",
                         ),
                         "401": UNAUTHORIZED,
@@ -314,10 +315,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [ID],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["deliveries", "available"],
-                                "properties": {
+                            _object(
+                                ["deliveries", "available"],
+                                {
                                     "deliveries": {"type": "array", "items": DELIVERY},
                                     "attempts": {"type": "array", "items": {"type": "object"}},
                                     "available": {
@@ -325,7 +325,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "description": "false when this console cannot read the delivery log",
                                     },
                                 },
-                            },
+                            ),
                             "the delivery log for the incident",
                         ),
                         "401": UNAUTHORIZED,
@@ -345,10 +345,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["series", "available", "limits"],
-                                "properties": {
+                            _object(
+                                ["series", "available", "limits"],
+                                {
                                     "series": {
                                         "type": "array",
                                         "items": {
@@ -381,7 +380,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                     },
                                     "limits": {"type": "object"},
                                 },
-                            },
+                            ),
                             "the series",
                         ),
                         "400": _problem("a bad points"),
@@ -394,41 +393,34 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "post": {
                     "summary": "An operator command (sent on atalaia.commands; the incident manager decides)",
                     "parameters": [ID],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["action"],
-                                    "properties": {
-                                        "action": {"type": "string", "enum": ACTIONS},
-                                        "actor": {"type": "string"},
-                                        "role": {"type": "string"},
-                                        "reason": {"type": "string"},
-                                        "duration": {
-                                            "type": ["string", "number"],
-                                            "description": "shelve: 30m or seconds",
-                                        },
-                                        "assignee": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": _json({"type": "object"}, "accepted"),
-                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
-                        "400": _problem("the body is not a JSON object"),
-                        "401": UNAUTHORIZED,
-                        "404": _problem("no such incident"),
-                        "409": _problem(
-                            "refused by the incident manager (closed, role, state), with the reason"
-                        ),
-                        "413": _problem("too large"),
-                        "415": _problem("not application/json"),
-                        "422": _problem("invalid command; `errors` names the fields"),
-                    },
+                    "requestBody": _json_body(
+                        _object(
+                            ["action"],
+                            {
+                                "action": {"type": "string", "enum": ACTIONS},
+                                "actor": {"type": "string"},
+                                "role": {"type": "string"},
+                                "reason": {"type": "string"},
+                                "duration": {
+                                    "type": ["string", "number"],
+                                    "description": "shelve: 30m or seconds",
+                                },
+                                "assignee": {"type": "string"},
+                            },
+                        )
+                    ),
+                    "responses": _body_answers(
+                        {
+                            "200": _json({"type": "object"}, "accepted"),
+                            "202": QUEUED,
+                            "401": UNAUTHORIZED,
+                            "404": _problem("no such incident"),
+                            "409": _problem(
+                                "refused by the incident manager (closed, role, state), with the reason"
+                            ),
+                            "422": _problem("invalid command; `errors` names the fields"),
+                        }
+                    ),
                 }
             },
             "/api/deliveries": {
@@ -439,14 +431,13 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["deliveries", "available"],
-                                "properties": {
+                            _object(
+                                ["deliveries", "available"],
+                                {
                                     "deliveries": {"type": "array", "items": DELIVERY},
                                     "available": {"type": "boolean"},
                                 },
-                            },
+                            ),
                             "deliveries",
                         ),
                         "400": _problem("a bad limit"),
@@ -466,11 +457,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["silences"],
-                                "properties": {"silences": {"type": "array", "items": SILENCE}},
-                            },
+                            _object(["silences"], {"silences": {"type": "array", "items": SILENCE}}),
                             "silences",
                         ),
                         "400": _problem("a bad status"),
@@ -479,21 +466,19 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 },
                 "post": {
                     "summary": "Create a silence (sent on atalaia.commands; effective at once, no restart)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": NEW_SILENCE}},
-                    },
-                    "responses": {
-                        "201": _json({"type": "object"}, "created: `silence` is its id"),
-                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
-                        "400": _problem("the body is not a JSON object"),
-                        "401": UNAUTHORIZED,
-                        "403": _problem("this role may not silence"),
-                        "409": _problem("refused by the incident manager, with the reason"),
-                        "413": _problem("too large"),
-                        "415": _problem("not application/json"),
-                        "422": _problem("bad matchers, regex, times or comment; `errors` names the fields"),
-                    },
+                    "requestBody": _json_body(NEW_SILENCE),
+                    "responses": _body_answers(
+                        {
+                            "201": _json({"type": "object"}, "created: `silence` is its id"),
+                            "202": QUEUED,
+                            "401": UNAUTHORIZED,
+                            "403": _problem("this role may not silence"),
+                            "409": _problem("refused by the incident manager, with the reason"),
+                            "422": _problem(
+                                "bad matchers, regex, times or comment; `errors` names the fields"
+                            ),
+                        }
+                    ),
                 },
             },
             "/api/silences/{silence}": {
@@ -511,7 +496,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [SILENCE_ID],
                     "responses": {
                         "200": _json({"type": "object"}, "expired"),
-                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
+                        "202": QUEUED,
                         "401": UNAUTHORIZED,
                         "403": _problem("this role may not expire silences"),
                         "404": _problem("no such (unexpired) silence"),
@@ -536,49 +521,41 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "session token to send as `Authorization: Bearer <token>`; failures are limited per user "
                     "and per client address",
                     "security": [{}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["username", "password"],
-                                    "properties": {
-                                        "username": {"type": "string"},
-                                        "password": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": _json(
+                    "requestBody": _json_body(
+                        _object(
+                            ["username", "password"],
                             {
-                                "type": "object",
-                                "required": ["token", "token_type", "expires_at", "actor", "role"],
-                                "properties": {
-                                    "token": {"type": "string"},
-                                    "token_type": {"type": "string", "enum": ["Bearer"]},
-                                    "expires_at": TIME,
-                                    "actor": {"type": "string"},
-                                    "role": {"type": "string"},
-                                    "tenants": _nullable("array"),
-                                },
+                                "username": {"type": "string"},
+                                "password": {"type": "string"},
                             },
-                            "signed in",
-                        ),
-                        "400": _problem("the body is not a JSON object"),
-                        "401": _problem("wrong username or password"),
-                        "409": _problem("authentication is off (no users file)"),
-                        "413": _problem("too large"),
-                        "415": _problem("not application/json"),
-                        "422": _problem("username or password missing; `field` names it"),
-                        "429": {
-                            "description": "too many failed sign-ins for this user or address lately",
-                            "headers": {"Retry-After": {"schema": {"type": "string"}}},
-                            "content": {"application/problem+json": {"schema": PROBLEM}},
-                        },
-                    },
+                        )
+                    ),
+                    "responses": _body_answers(
+                        {
+                            "200": _json(
+                                _object(
+                                    ["token", "token_type", "expires_at", "actor", "role"],
+                                    {
+                                        "token": {"type": "string"},
+                                        "token_type": {"type": "string", "enum": ["Bearer"]},
+                                        "expires_at": TIME,
+                                        "actor": {"type": "string"},
+                                        "role": {"type": "string"},
+                                        "tenants": _nullable("array"),
+                                    },
+                                ),
+                                "signed in",
+                            ),
+                            "401": _problem("wrong username or password"),
+                            "409": _problem("authentication is off (no users file)"),
+                            "422": _problem("username or password missing; `field` names it"),
+                            "429": {
+                                "description": "too many failed sign-ins for this user or address lately",
+                                "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                                "content": {"application/problem+json": {"schema": PROBLEM}},
+                            },
+                        }
+                    ),
                 }
             },
             "/api/logout": {
@@ -586,11 +563,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "summary": "End the caller's session (a session token stops working at once)",
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["signed_out"],
-                                "properties": {"signed_out": {"type": "boolean"}},
-                            },
+                            _object(["signed_out"], {"signed_out": {"type": "boolean"}}),
                             "`signed_out` false for an API token (nothing to end)",
                         ),
                         "401": UNAUTHORIZED,
@@ -616,10 +589,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- population warnings (console/warnings_api.py)
 WARNING_ACTIONS = ["edit", "submit", "approve", "reject", "issue", "update", "cancel"]
-WARNING = {
-    "type": "object",
-    "required": ["id", "version", "state", "draft", "authors", "created", "audit", "actions"],
-    "properties": {
+WARNING = _object(
+    ["id", "version", "state", "draft", "authors", "created", "audit", "actions"],
+    {
         "id": {"type": "string"},
         "version": {"type": "integer"},
         "state": {
@@ -648,48 +620,43 @@ WARNING = {
         "actions": {"type": "array", "items": {"type": "string", "enum": WARNING_ACTIONS}},
         "cap_url": _nullable("string"),
     },
-}
+)
 WID = {"name": "warning", "in": "path", "required": True, "schema": {"type": "string"}}
-_DRAFT_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "draft": {"type": "object", "description": "draft fields"},
-                    "actor": {"type": "string", "description": "demo only (no users file)"},
-                    "role": {"type": "string", "description": "demo only (no users file)"},
-                },
-            }
-        }
-    },
-}
-_ACCEPTED = {
-    "type": "object",
-    "required": ["command", "status"],
-    "properties": {
+_DRAFT_BODY = _json_body(
+    {
+        "type": "object",
+        "properties": {
+            "draft": {"type": "object", "description": "draft fields"},
+            "actor": {"type": "string", "description": "demo only (no users file)"},
+            "role": {"type": "string", "description": "demo only (no users file)"},
+        },
+    }
+)
+_ACCEPTED = _object(
+    ["command", "status"],
+    {
         "command": {"type": "string"},
         "status": {"type": "string"},
         "warning": _nullable("string"),
     },
-}
+)
 
 
 def _command_answers(created: bool = False) -> dict[str, Any]:
-    return {
-        ("201" if created else "200"): _json(_ACCEPTED, "accepted by the warnings stage"),
-        "202": _json(_ACCEPTED, "queued: no answer within 5 s"),
-        "400": _problem("the body is not a JSON object"),
-        "401": UNAUTHORIZED,
-        "403": _problem("the caller's role may not do this (viewer, approving without the role, four eyes)"),
-        "404": _problem("no such warning or incident"),
-        "409": _problem("refused by the workflow (state, expired, invalid CAP), with the reason"),
-        "413": _problem("too large"),
-        "415": _problem("not application/json"),
-        "422": _problem("a bad draft or command; `field` and `errors` name the fields"),
-        "503": _problem("the warnings stage does not run in this process"),
-    }
+    return _body_answers(
+        {
+            ("201" if created else "200"): _json(_ACCEPTED, "accepted by the warnings stage"),
+            "202": _json(_ACCEPTED, "queued: no answer within 5 s"),
+            "401": UNAUTHORIZED,
+            "403": _problem(
+                "the caller's role may not do this (viewer, approving without the role, four eyes)"
+            ),
+            "404": _problem("no such warning or incident"),
+            "409": _problem("refused by the workflow (state, expired, invalid CAP), with the reason"),
+            "422": _problem("a bad draft or command; `field` and `errors` name the fields"),
+            "503": _problem("the warnings stage does not run in this process"),
+        }
+    )
 
 
 def warning_paths() -> dict[str, Any]:
@@ -699,16 +666,15 @@ def warning_paths() -> dict[str, Any]:
                 "summary": "Population warnings, newest first, each with what the caller may do",
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["warnings", "available", "feed"],
-                            "properties": {
+                        _object(
+                            ["warnings", "available", "feed"],
+                            {
                                 "warnings": {"type": "array", "items": WARNING},
                                 "available": {"type": "boolean"},
                                 "feed": {"type": "string"},
                                 "may_draft": {"type": "boolean"},
                             },
-                        },
+                        ),
                         "the warnings",
                     ),
                     "401": UNAUTHORIZED,
@@ -724,34 +690,32 @@ def warning_paths() -> dict[str, Any]:
             "post": {
                 "summary": "The CAP 1.2 XML and the pt-PT SMS text a draft gives (nothing is stored or sent)",
                 "requestBody": _DRAFT_BODY,
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["cap", "identifier", "sms"],
-                            "properties": {
-                                "cap": {"type": "string"},
-                                "identifier": {"type": "string"},
-                                "notes": {"type": "array", "items": {"type": "string"}},
-                                "sms": {
-                                    "type": "object",
-                                    "properties": {
-                                        "text": {"type": "string"},
-                                        "segments": {"type": "integer"},
-                                        "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
-                                        "length": {"type": "integer"},
+                "responses": _body_answers(
+                    {
+                        "200": _json(
+                            _object(
+                                ["cap", "identifier", "sms"],
+                                {
+                                    "cap": {"type": "string"},
+                                    "identifier": {"type": "string"},
+                                    "notes": {"type": "array", "items": {"type": "string"}},
+                                    "sms": {
+                                        "type": "object",
+                                        "properties": {
+                                            "text": {"type": "string"},
+                                            "segments": {"type": "integer"},
+                                            "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
+                                            "length": {"type": "integer"},
+                                        },
                                     },
                                 },
-                            },
-                        },
-                        "the preview",
-                    ),
-                    "400": _problem("the body is not a JSON object"),
-                    "401": UNAUTHORIZED,
-                    "413": _problem("too large"),
-                    "415": _problem("not application/json"),
-                    "422": _problem("a bad draft; `field` and `errors` name the fields"),
-                },
+                            ),
+                            "the preview",
+                        ),
+                        "401": UNAUTHORIZED,
+                        "422": _problem("a bad draft; `field` and `errors` name the fields"),
+                    }
+                ),
             }
         },
         "/api/warnings/{warning}": {
@@ -774,27 +738,21 @@ def warning_paths() -> dict[str, Any]:
                 "summary": "edit, submit, approve (approver role, not an author), reject (with a reason), "
                 "issue, update or cancel (a new warning referencing this one)",
                 "parameters": [WID],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
+                "requestBody": _json_body(
+                    _object(
+                        ["action"],
+                        {
+                            "action": {"type": "string", "enum": WARNING_ACTIONS},
+                            "reason": {"type": "string"},
+                            "draft": {
                                 "type": "object",
-                                "required": ["action"],
-                                "properties": {
-                                    "action": {"type": "string", "enum": WARNING_ACTIONS},
-                                    "reason": {"type": "string"},
-                                    "draft": {
-                                        "type": "object",
-                                        "description": "edit/update/cancel: changed fields",
-                                    },
-                                    "actor": {"type": "string"},
-                                    "role": {"type": "string"},
-                                },
-                            }
-                        }
-                    },
-                },
+                                "description": "edit/update/cancel: changed fields",
+                            },
+                            "actor": {"type": "string"},
+                            "role": {"type": "string"},
+                        },
+                    )
+                ),
                 "responses": _command_answers(),
             }
         },
@@ -804,17 +762,16 @@ def warning_paths() -> dict[str, Any]:
                 "parameters": [ID],
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["warnings", "available"],
-                            "properties": {
+                        _object(
+                            ["warnings", "available"],
+                            {
                                 "warnings": {"type": "array", "items": WARNING},
                                 "available": {
                                     "type": "boolean",
                                     "description": "false when the warnings stage does not run here",
                                 },
                             },
-                        },
+                        ),
                         "the linked warnings",
                     ),
                     "401": UNAUTHORIZED,
@@ -835,10 +792,9 @@ def warning_paths() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the maps' areas (console/areas.py)
-AREA_FEATURE = {
-    "type": "object",
-    "required": ["type", "id", "properties", "geometry"],
-    "properties": {
+AREA_FEATURE = _object(
+    ["type", "id", "properties", "geometry"],
+    {
         "type": {"const": "Feature"},
         "id": {"type": "string", "description": "`DICOFRE:<code>` or `DICO:<code>`"},
         "properties": {
@@ -864,16 +820,15 @@ AREA_FEATURE = {
             "properties": {"type": {"const": "MultiPolygon"}, "coordinates": {"type": "array"}},
         },
     },
-}
-AREAS = {
-    "type": "object",
-    "required": ["type", "features"],
-    "properties": {
+)
+AREAS = _object(
+    ["type", "features"],
+    {
         "type": {"const": "FeatureCollection"},
         "attribution": {"type": "string"},
         "features": {"type": "array", "items": AREA_FEATURE},
     },
-}
+)
 
 
 def area_paths() -> dict[str, Any]:

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from atalaia.streams.kafka_config import client_options
+from atalaia.console.consumer import assigned_consumer
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +38,7 @@ class ReplyWatcher(Service):
         self.add_future(self._run())
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **client_options(self.bootstrap), enable_auto_commit=False, fetch_max_wait_ms=50
-        )
-        await consumer.start()
-        try:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or {0}]
-            consumer.assign(tps)
+        async with assigned_consumer(self.bootstrap, self.topic, fetch_max_wait_ms=50) as (consumer, tps):
             await consumer.seek_to_end(*tps)
             while not self.should_stop:
                 batches = await consumer.getmany(timeout_ms=200)
@@ -56,8 +48,6 @@ class ReplyWatcher(Service):
                             reply = orjson.loads(r.value or b"")
                             if isinstance(reply, dict) and (self.accept is None or self.accept(reply)):
                                 self._record(reply)
-        finally:
-            await consumer.stop()
 
     def _record(self, reply: dict[str, Any]) -> None:
         cid = str(reply.get("command", ""))

@@ -22,10 +22,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from atalaia.streams.kafka_config import client_options
+from atalaia.console.consumer import assigned_consumer, consume_retrying
 from atalaia.streams.observation import entity_key
 
 log = logging.getLogger(__name__)
@@ -104,40 +103,25 @@ class ObservationBuffer(Service):
         self.add_future(self._run())
 
     async def _run(self) -> None:
-        while not self.should_stop:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the broker went away: retry
-                self.connected = False
-                log.warning("console observation buffer: %s; retrying in 2 s", e)
-                await asyncio.sleep(2.0)
+        await consume_retrying(self, self._consume, log, "console observation buffer")
 
     async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **client_options(self.bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100
-        )
-        await consumer.start()
-        try:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or {0}]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            starts = await consumer.beginning_offsets(tps)
-            for tp in tps:  # the recent past, bounded
-                consumer.seek(tp, max(starts.get(tp, 0), ends.get(tp, 0) - self.backfill))
-            self.connected = True
-            while not self.should_stop:
-                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
-                for records in batches.values():
-                    for r in records:
-                        with contextlib.suppress(ValueError, TypeError):
-                            o = orjson.loads(r.value or b"")
-                            if isinstance(o, dict):
-                                self.store.add_observation(o)
-                if batches:
-                    await asyncio.sleep(0)  # let the web server answer between batches
-        finally:
-            self.connected = False
-            await consumer.stop()
+        async with assigned_consumer(self.bootstrap, self.topic, fetch_max_wait_ms=100) as (consumer, tps):
+            try:
+                ends = await consumer.end_offsets(tps)
+                starts = await consumer.beginning_offsets(tps)
+                for tp in tps:  # the recent past, bounded
+                    consumer.seek(tp, max(starts.get(tp, 0), ends.get(tp, 0) - self.backfill))
+                self.connected = True
+                while not self.should_stop:
+                    batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                    for records in batches.values():
+                        for r in records:
+                            with contextlib.suppress(ValueError, TypeError):
+                                o = orjson.loads(r.value or b"")
+                                if isinstance(o, dict):
+                                    self.store.add_observation(o)
+                    if batches:
+                        await asyncio.sleep(0)  # let the web server answer between batches
+            finally:
+                self.connected = False

@@ -178,6 +178,22 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         body = await read_object(request, "request", 256 * 1024, empty_ok=True)
         return (None, fail(view, *body)) if isinstance(body, tuple) else (body, None)
 
+    async def body_and_caller(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any, Any]:
+        """The JSON body and (actor, role), or a problem response (the body's first, then the caller's)."""
+        body, bad = await read_body(view, request)
+        if bad is not None:
+            return None, None, bad
+        (who, denied) = caller(view, request, body)
+        return body, who, denied
+
+    def drafting_refused(view: Any, role: str) -> Any:
+        """A problem response when this role may not draft, or the warnings stage does not run here."""
+        if role == "viewer":
+            return fail(view, 403, "Not allowed", "a viewer may not act on warnings")
+        if core() is None:
+            return no_stage(view)
+        return None
+
     def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
         """The draft and its problems as fields (anything the model cannot take is a problem too)."""
         try:
@@ -245,16 +261,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             )
 
         async def post(self, request: Any) -> Any:
-            body, bad = await read_body(self, request)
-            if bad is not None:
-                return bad
-            (who, denied) = caller(self, request, body)
-            if denied is not None:
-                return denied
-            if who[1] == "viewer":
-                return fail(self, 403, "Not allowed", "a viewer may not act on warnings")
-            if core() is None:
-                return no_stage(self)
+            body, who, problem = await body_and_caller(self, request)
+            if problem is not None:
+                return problem
+            refused = drafting_refused(self, who[1])
+            if refused is not None:
+                return refused
             draft = body.get("draft")
             if not isinstance(draft, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
@@ -273,12 +285,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         async def post(self, request: Any) -> Any:
             from atalaia.warnings.cap import CapInvalid, Reference, render
 
-            body, bad = await read_body(self, request)
-            if bad is not None:
-                return bad
-            (_, denied) = caller(self, request, body)
-            if denied is not None:
-                return denied
+            body, _, problem = await body_and_caller(self, request)
+            if problem is not None:
+                return problem
             data = body.get("draft")
             if not isinstance(data, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
@@ -326,12 +335,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
     @app.page("/api/warnings/{warning}/commands")
     class WarningCommands(faust.web.View):
         async def post(self, request: Any, warning: str) -> Any:
-            body, bad = await read_body(self, request)
-            if bad is not None:
-                return bad
-            (who, denied) = caller(self, request, body)
-            if denied is not None:
-                return denied
+            body, who, problem = await body_and_caller(self, request)
+            if problem is not None:
+                return problem
             action = body.get("action")
             if action not in ACTIONS:
                 return fail(
@@ -400,16 +406,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
     @app.page("/api/incidents/{incident}/warning-draft")
     class DraftFromIncident(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
-            body, bad = await read_body(self, request)
-            if bad is not None:
-                return bad
-            (who, denied) = caller(self, request, body)
-            if denied is not None:
-                return denied
-            if who[1] == "viewer":
-                return fail(self, 403, "Not allowed", "a viewer may not act on warnings")
-            if core() is None:
-                return no_stage(self)
+            body, who, problem = await body_and_caller(self, request)
+            if problem is not None:
+                return problem
+            refused = drafting_refused(self, who[1])
+            if refused is not None:
+                return refused
             p = projection()
             row = p.incident(incident)
             ident = identify(request)

@@ -554,14 +554,21 @@ class IncidentManager:
             m = self._silence_matchers[sil.id] = parse_matchers(sil.matchers)
         return m
 
-    def _on_silence(self, st: ManagerState, cmd: SilenceCommand, now: int, out: list[Output]) -> None:
-        if cmd.id in st.commands:
+    def take_command(self, st: ManagerState, command_id: str) -> bool:
+        """Count a command and remember its id (the last ``memory`` ids); False, counted as a duplicate,
+        for an id seen before (a redelivered command is applied once)."""
+        if command_id in st.commands:
             st.stats["duplicates"] += 1
-            return
-        st.commands[cmd.id] = None
+            return False
+        st.commands[command_id] = None
         while len(st.commands) > self.config.memory:
             del st.commands[next(iter(st.commands))]
         st.stats["commands"] += 1
+        return True
+
+    def _on_silence(self, st: ManagerState, cmd: SilenceCommand, now: int, out: list[Output]) -> None:
+        if not self.take_command(st, cmd.id):
+            return
         at = to_us(cmd.at) if cmd.at is not None else now
         allowed = self.config.permissions.get("silence", ())
         sid = silence_id(cmd.id) if cmd.action == "silence" else cmd.silence

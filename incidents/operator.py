@@ -30,13 +30,8 @@ NEEDS_REASON = ("shelve", "suppress", "out-of-service", "comment", "close")
 
 
 def apply(mgr: IncidentManager, st: ManagerState, cmd: Command, now: int, out: list[Output]) -> None:
-    if cmd.id in st.commands:
-        st.stats["duplicates"] += 1
+    if not mgr.take_command(st, cmd.id):
         return
-    st.commands[cmd.id] = None
-    while len(st.commands) > mgr.config.memory:
-        del st.commands[next(iter(st.commands))]
-    st.stats["commands"] += 1
     at = to_us(cmd.at) if cmd.at is not None else now
     inc = st.incidents.get(cmd.incident)
     problem = check(mgr, st, cmd, inc, at)
