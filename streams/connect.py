@@ -75,9 +75,12 @@ def reset_embedded_state(settings: Settings) -> None:
     import shutil
 
     shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
-    for pattern in ("atalaia.db*", "deliveries.sqlite*"):
+    for pattern in ("atalaia.db*", "deliveries.sqlite*"):  # incl. the email commit markers' folder
         for f in settings.data_dir.glob(pattern):
-            f.unlink(missing_ok=True)
+            if f.is_dir():
+                shutil.rmtree(f, ignore_errors=True)
+            else:
+                f.unlink(missing_ok=True)
 
 
 def reanchor_checkpoints(state_dir: Path, cluster: str) -> int:
