@@ -132,10 +132,17 @@ def missing_delivery_settings(settings: Settings) -> list[str]:
 
 
 def create_app(
-    settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = ("ingest",), http: bool = True
+    settings: Settings,
+    bootstrap: str,
+    *,
+    stages: tuple[str, ...] = ("ingest",),
+    http: bool | str = True,
 ) -> faust.App:
+    """``http``: False (no pages), True/``"all"`` (ingest endpoints, console, CAP, health),
+    ``"ingest"`` (the alarms process of ``atalaia up``: ingest endpoints and health here, every
+    other path forwarded to ``settings.console_upstream``) or ``"console"`` (no ingest
+    endpoints)."""
     from atalaia.streams.ingest import IngestOptions, parse_payload, to_dlq_record
-    from atalaia.streams.pipeline import IngestCore
 
     options = IngestOptions.from_settings(settings)
 
@@ -169,166 +176,31 @@ def create_app(
         "heartbeat_s": settings.heartbeat_s,
     }
     app.atalaia_stages = {}
-    if "ingest" in stages:
-        app.atalaia_stages["ingest"] = app.service(
+    app.atalaia_aliases = {}  # user stage name -> the fused stage that runs it (for /health)
+    from atalaia.streams.topology import plan
+
+    for spec in plan(stages, fuse=settings.fuse_ingest_rules):
+        make_core = spec.cores(settings, app)
+        if make_core is None:  # cannot run here (e.g. delivery without its targets' settings)
+            continue
+        app.atalaia_stages[spec.name] = app.service(
             BatchStage(
-                name="ingest",
-                source="events",
-                group=f"{settings.app_id}.ingest",
-                make_core=lambda p, s: IngestCore(settings, s),
+                name=spec.name,
+                source=spec.sources,
+                group=f"{settings.app_id}.{spec.name}",
+                tick_s=spec.tick_s,
+                make_core=make_core,
                 **common,
             )
         )
-
-    if "rules" in stages:
-        from atalaia.detectors.config import load_config as load_detectors
-        from atalaia.streams.pipeline import RuleFiles, RulesCore, label_keyed
-
-        rule_files = RuleFiles(settings.rules_paths)
-        detectors = load_detectors(settings.detectors_path)
-        app.atalaia_stages["rules"] = app.service(
-            BatchStage(
-                name="rules",
-                source="observations",
-                group=f"{settings.app_id}.rules",
-                tick_s=1.0,
-                make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s),
-                **common,
-            )
-        )
-        app.atalaia_stages["rules-shared"] = app.service(
-            BatchStage(
-                name="rules-shared",
-                source="shared-observations",
-                group=f"{settings.app_id}.rules-shared",
-                tick_s=1.0,
-                make_core=lambda p, s: RulesCore(
-                    rule_files, detectors, settings, s, part=label_keyed, forward=False
-                ),
-                **common,
-            )
-        )
-
-    if "incidents" in stages:
-        from atalaia.incidents.config import load_config as load_incidents
-        from atalaia.streams.pipeline import IncidentsCore
-
-        incidents_config = load_incidents(settings.incidents_path)
-        app.atalaia_stages["incidents"] = app.service(
-            BatchStage(
-                name="incidents",
-                source=("alarms", "commands"),
-                group=f"{settings.app_id}.incidents",
-                tick_s=1.0,
-                make_core=lambda p, s: IncidentsCore(incidents_config, s),
-                **common,
-            )
-        )
-
-    if "projection" in stages:
-        from atalaia.incidents.projection import Projection
-        from atalaia.streams.pipeline import ProjectionCore
-
-        app.atalaia_projection = Projection.connect(
-            settings.projection_url(), schema=settings.database_schema
-        )
-        app.atalaia_stages["projection"] = app.service(
-            BatchStage(
-                name="projection",
-                source="incidents",
-                group=f"{settings.app_id}.projection",
-                make_core=lambda p, s: ProjectionCore(app.atalaia_projection),
-                **common,
-            )
-        )
-
-    if "escalation" in stages:
-        from atalaia.notifiers.config import load_config as load_escalation
-        from atalaia.streams.pipeline import EscalationCore
-
-        escalation_config = load_escalation(settings.escalation_path)
-        app.atalaia_stages["escalation"] = app.service(
-            BatchStage(
-                name="escalation",
-                source="incidents",
-                group=f"{settings.app_id}.escalation",
-                tick_s=1.0,
-                make_core=lambda p, s: EscalationCore(escalation_config, s),
-                **common,
-            )
-        )
-
-    if "warnings" in stages:
-        from atalaia.warnings.config import load_config as load_warnings
-        from atalaia.warnings.stage import WarningsCore
-
-        warnings_config = load_warnings(settings.warnings_path)
-        app.atalaia_stages["warnings"] = app.service(
-            BatchStage(
-                name="warnings",
-                source="commands",
-                group=f"{settings.app_id}.warnings",
-                tick_s=1.0,
-                make_core=lambda p, s: WarningsCore(warnings_config, s),
-                **common,
-            )
-        )
-
-    missing = missing_delivery_settings(settings) if "delivery" in stages else []
-    if missing:
-        log.error(
-            "delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
-            "Notifications wait on %s and go out once it is configured.",
-            ", ".join(missing),
-            t("notifications"),
-        )
-    if "delivery" in stages and not missing:
-        from atalaia.notifiers.config import load_config as load_escalation
-        from atalaia.notifiers.log import SQLiteDeliveryLog
-        from atalaia.notifiers.service import Notifier
-        from atalaia.rules.info import rule_catalog
-        from atalaia.streams.pipeline import DeliveryCore
-
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        escalation = load_escalation(settings.escalation_path)
-        if settings.console_url or not escalation.console_url:  # links lead to the running console
-            escalation = escalation.model_copy(update={"console_url": settings.public_url()})
-        notifier = Notifier(
-            escalation,
-            # FULL: the outbox is fsynced before the notifications' offsets are committed
-            SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"),
-            rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
-        )
-        app.atalaia_notifier = notifier
-
-        @app.service
-        class NotifierService(Service):
-            async def on_start(self) -> None:
-                recovery = await notifier.start()
-                if recovery.resent or recovery.in_doubt:
-                    log.warning(
-                        "delivery recovery: %d re-sent, %d in doubt (not re-sent)",
-                        recovery.resent,
-                        recovery.in_doubt,
-                    )
-
-            async def on_stop(self) -> None:
-                await notifier.aclose()
-
-        app.atalaia_stages["delivery"] = app.service(
-            BatchStage(
-                name="delivery",
-                source="notifications",
-                group=f"{settings.app_id}.delivery",
-                make_core=lambda p, s: DeliveryCore(notifier),
-                **common,
-            )
-        )
+        if spec.fused:
+            app.atalaia_aliases.update(dict.fromkeys(spec.needs, spec.name))
 
     from atalaia.streams.guard import BrokerGuard
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
-    if not http:
+    role = "all" if http is True else (http or "")
+    if not role:
         return app
     ingest_producer = app.service(IngestProducer(bootstrap))
     app.atalaia_producer = ingest_producer
@@ -436,7 +308,8 @@ def create_app(
             status=200,
         )
 
-    for path, source in (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http")):
+    ingest_paths = (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http"))
+    for path, source in ingest_paths if role in ("all", "ingest") else ():
 
         @app.page(path)
         class Notify(faust.web.View):
@@ -445,9 +318,10 @@ def create_app(
             async def post(self, request: Any) -> Any:
                 return await accept(request, self, self._source)
 
-    from atalaia.console.api import install as install_console
+    if role in ("all", "console"):
+        from atalaia.console.api import install as install_console
 
-    install_console(app, settings, ingest_producer.publish, bootstrap)
+        install_console(app, settings, ingest_producer.publish, bootstrap)
 
     @app.page("/livez")
     class Livez(faust.web.View):
@@ -456,10 +330,10 @@ def create_app(
         async def get(self, request: Any) -> Any:
             return self.json({"status": "alive"})
 
-    if "warnings" in stages:
+    if "warnings" in app.atalaia_stages and role in ("all", "console"):
         from atalaia.warnings.http import install as install_cap_pages
 
-        install_cap_pages(app, app.atalaia_stages["warnings"], warnings_config)
+        install_cap_pages(app, app.atalaia_stages["warnings"], app.atalaia_warnings_config)
 
     @app.page("/health")
     class Health(faust.web.View):
@@ -470,15 +344,20 @@ def create_app(
             from atalaia.streams.guard import HEALTH
 
             status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
+            stages = {
+                n: {"processed": s.processed, "partitions": sorted(s.cores)}
+                for n, s in app.atalaia_stages.items()
+            }
+            for name, fused in app.atalaia_aliases.items():  # `ingest` and `rules` run fused
+                stages.setdefault(name, {**stages[fused], "fused": fused})
+            if settings.peers and request.query.get("local") is None:  # atalaia up's other processes
+                from atalaia.streams.front import peer_health
+
+                status, problems, stages = await peer_health(
+                    settings.peers, request.headers, status, problems, stages
+                )
             return self.json(
-                {
-                    "status": status,
-                    **({"problems": problems} if problems else {}),
-                    "stages": {
-                        n: {"processed": s.processed, "partitions": sorted(s.cores)}
-                        for n, s in app.atalaia_stages.items()
-                    },
-                },
+                {"status": status, **({"problems": problems} if problems else {}), "stages": stages},
                 status=200 if status == "ok" else 503,
             )
 
@@ -490,7 +369,11 @@ def create_app(
                 return refuse(self, "metrics", refusal)
             return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-    if settings.mqtt_url:
+    if role == "ingest" and settings.console_upstream:  # up: the console lives in the ops process
+        from atalaia.streams.front import install_forwarding
+
+        install_forwarding(app, settings.console_upstream)
+    if settings.mqtt_url and role in ("all", "ingest"):
         from atalaia.streams.mqtt import MqttBridge
 
         app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events")))

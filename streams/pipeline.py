@@ -144,9 +144,19 @@ class IngestCore:
         self.duplicates = 0
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest import dlq_record_for, encode_observation, parse_payload
+        from atalaia.streams.ingest import encode_observation
+
+        outs, fresh = self.observations(records, now)
+        for obs in fresh:
+            outs.append(Out("observations", encode_observation(obs), key=partition_key(obs.__dict__)))
+        return outs
+
+    def observations(self, records: list[Any], now: float) -> tuple[list[Out], list[Any]]:
+        """The events of a batch parsed: (DLQ outputs, the Observations not seen before)."""
+        from atalaia.streams.ingest import dlq_record_for, parse_payload
 
         outs: list[Out] = []
+        fresh_all: list[Any] = []
         received = _ts(now)
         for r in records:
             ev = RawEvent.from_record(r.value, r.headers)
@@ -171,9 +181,8 @@ class IngestCore:
                 outs.append(Out("dlq", dlq))
             fresh = self.dedup.admit(res.observations, now=now)
             self.duplicates += len(res.observations) - len(fresh)
-            for obs in fresh:
-                outs.append(Out("observations", encode_observation(obs), key=partition_key(obs.__dict__)))
-        return outs
+            fresh_all.extend(fresh)
+        return outs, fresh_all
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return []

@@ -29,6 +29,12 @@ def time_text(t: datetime) -> str:
 
 
 def encode_observation(o: Observation) -> bytes:
+    return _dumps(observation_dict(o))
+
+
+def observation_dict(o: Observation) -> dict:
+    """The contract dict of ``o``: what decoding ``encode_observation(o)`` gives back (the fused
+    ingest+rules stage evaluates it without a round trip through JSON)."""
     d = o.__dict__
     time = time_text(d["time"])
     loc = d["location"]
@@ -53,19 +59,17 @@ def encode_observation(o: Observation) -> bytes:
         if d["service_path"] is not None:
             out["service_path"] = d["service_path"]
         out["id"] = observation_id(entity, time, attributes, tenant)
-        return _dumps(out)
-    return _dumps(
-        {
-            "time": time,
-            "entity": entity,
-            "type": d["type"],
-            "attributes": attributes,
-            "location": [loc[0], loc[1]] if loc else None,
-            "source": d["source"],
-            "units": d["units"],
-            "labels": d["labels"],
-            "quality": d["quality"],
-            "time_source": d["time_source"],
-            "id": observation_id(entity, time, attributes),
-        }
-    )
+        return out
+    return {
+        "time": time,
+        "entity": entity,
+        "type": d["type"],
+        "attributes": attributes,
+        "location": [loc[0], loc[1]] if loc else None,
+        "source": d["source"],
+        "units": d["units"],
+        "labels": d["labels"],
+        "quality": d["quality"],
+        "time_source": d["time_source"],
+        "id": observation_id(entity, time, attributes),
+    }
