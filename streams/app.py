@@ -146,7 +146,8 @@ def create_app(
 
     options = IngestOptions.from_settings(settings)
 
-    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap))
+    # no pages, no web server (several `worker --processes` children must not share a port)
+    app = faust.App(settings.app_id, **{**faust_settings(settings, bootstrap), "web_enabled": bool(http)})
     app.atalaia_settings = settings
     t = settings.topic
     events = app.topic(t("events"), value_serializer="raw", key_serializer="raw")

@@ -55,7 +55,16 @@ async def peer_health(
                 continue
             status = max(status, got.get("status", "failed"), key=lambda s: rank.get(s, 2))
             problems.extend(got.get("problems", []))
-            stages.update(got.get("stages", {}))
+            for name, st in got.get("stages", {}).items():  # `worker --processes`: same names
+                mine = stages.get(name)
+                if mine is None:
+                    stages[name] = st
+                else:
+                    stages[name] = {
+                        **mine,
+                        "processed": mine.get("processed", 0) + st.get("processed", 0),
+                        "partitions": sorted({*mine.get("partitions", []), *st.get("partitions", [])}),
+                    }
     return status, problems, stages
 
 

@@ -57,6 +57,7 @@ class IngestRulesCore:
         self.ingest = IngestCore(settings, ingest_state or None)
         self.rules = RulesCore(rule_files, detectors_config, settings, rules_state or None)
         self.local = self.elsewhere = 0  # observations evaluated here / left to their partition
+        self.events = 0
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         if not records:
@@ -71,6 +72,7 @@ class IngestRulesCore:
         from atalaia.streams.ingest.encode import observation_dict
         from atalaia.streams.observation import entity_key
 
+        self.events += len(records)
         outs, fresh = self.ingest.observations(records, now)
         rules = self.rules
         admit, forward = rules.dedup.admit_key, rules.forward_types

@@ -32,7 +32,7 @@ from pathlib import Path
 
 log = logging.getLogger("atalaia.up")
 
-STARTUP_S = 20.0
+STARTUP_S = float(os.environ.get("ATALAIA_UP_STARTUP_S", "20"))  # a death sooner stops everything
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 600.0
 STOP_TIMEOUT_S = 30.0

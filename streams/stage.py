@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from mode import Service
 from prometheus_client import Counter, Histogram
 
@@ -199,6 +200,10 @@ class BatchStage(Service):
             session_timeout_ms=int(self.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.heartbeat_s * 1000),
             max_partition_fetch_bytes=4 << 20,
+            # co-partitioned sources (events + observations, alarms + commands): one member gets
+            # the same partition numbers of every topic (round robin, aiokafka's default, would
+            # split one partition number's topics between members, i.e. one core's state in two)
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self.consumer.subscribe(self.sources, listener=_Rebalance(self))
         self.add_future(self._guard(self._run()))
@@ -375,10 +380,11 @@ class BatchStage(Service):
                 offsets: dict[str, Any] = {tp.topic: o for tp, o in pos.items()}
                 if self.cluster:
                     offsets[CLUSTER_KEY] = self.cluster
-                saves.append((p, offsets, core.snapshot()))
+                saves.append((p, offsets, core))
             commits.update(pos)
-        if saves:  # file writes and fsync off the event loop (heartbeats keep going)
-            await asyncio.to_thread(lambda: [self.checkpoints.save(*s) for s in saves])
+        if saves:  # serialising, writing and fsync off the event loop: the other stages and the
+            # heartbeats keep going; this stage's lock is held, so no batch changes a core meanwhile
+            await asyncio.to_thread(lambda: [self.checkpoints.save(p, o, c.snapshot()) for p, o, c in saves])
         if commits:
             try:
                 await self.consumer.commit(commits)
