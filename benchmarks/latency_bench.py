@@ -19,7 +19,8 @@ the observation that caused it: latency = time the transition is read − ``at``
 Variants: ``before`` = every stage in one process, ingest and rules as two stages (``atalaia up
 --single-process`` with ``ATALAIA_FUSE_INGEST_RULES=0``: the layout before issue 11); ``after``
 = ``atalaia up`` (two processes, fused ingest+rules). ``--profile DIR`` records py-spy profiles
-of the alarms process (``after``) during the 5 000 events/s run.
+(collapsed stacks ``.txt`` and a top-functions summary ``.top``) of every worker process during
+each steady run.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Up:
     def pids(self) -> dict[str, int]:
         """The worker processes (the children of up; none for the single-process variant)."""
         out = subprocess.run(
-            ["ps", "-o", "pid=,args=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+            ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
         )
         pids = {}
         for line in out.stdout.splitlines():
@@ -200,13 +201,41 @@ def summary(lat: list[tuple[float, float]]) -> str:
 
 
 def spy(pid: int, path: Path, seconds: float) -> subprocess.Popen:
-    """py-spy (pip install py-spy) sampling ``pid`` for ``seconds``: a flame graph (SVG)."""
+    """py-spy (pip install py-spy) sampling ``pid`` for ``seconds``: collapsed stacks (``path``,
+    one ``frame;frame;... count`` line per stack; flamegraph.pl or speedscope draw them)."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen(
-        [exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-o", str(path), "-r", "50"],
+        [exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-o", str(path), "-r", "100", "-f", "raw"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def top(path: Path, n: int = 15) -> str:
+    """The functions with most samples in a collapsed-stacks profile: inclusive share (any frame of
+    the stack) and self share (the innermost frame); idle samples (the loop waiting) excluded."""
+    stacks = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            stacks.append((stack.split(";"), int(count)))
+    busy = [(frames, c) for frames, c in stacks if not any("select (selectors.py" in f for f in frames[-2:])]
+    total = sum(c for _, c in busy) or 1
+    incl: dict[str, int] = {}
+    own: dict[str, int] = {}
+    for frames, c in busy:
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + c
+        own[frames[-1]] = own.get(frames[-1], 0) + c
+    idle = sum(c for _, c in stacks) - total
+    lines = [f"{path.name}: {total} busy samples, {idle} idle (event loop waiting)"]
+    lines.append("self %  function")
+    for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:n]:
+        lines.append(f"{100 * c / total:6.1f}  {f}")
+    lines.append("incl %  function (inclusive)")
+    for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[: 2 * n]:
+        lines.append(f"{100 * c / total:6.1f}  {f}")
+    return "\n".join(lines)
 
 
 def bench(variant: str, workdir: Path, seconds: float, storm_s: float, profile: Path | None) -> dict:
@@ -218,7 +247,7 @@ def bench(variant: str, workdir: Path, seconds: float, storm_s: float, profile: 
         for rate in (1000, 5000):
             spies = (
                 [
-                    spy(pid, profile / f"{variant}-{name}-{rate}.svg", seconds)
+                    spy(pid, profile / f"{variant}-{name}-{rate}.txt", seconds)
                     for name, pid in up.pids().items()
                 ]
                 if profile
@@ -228,6 +257,8 @@ def bench(variant: str, workdir: Path, seconds: float, storm_s: float, profile: 
             out[f"{rate}/s"] = res[f"{rate}"]
             for s in spies:
                 s.wait(60)
+            for path in sorted(profile.glob(f"{variant}-*-{rate}.txt")) if profile else ():
+                (path.with_suffix(".top")).write_text(top(path) + "\n")
         res = asyncio.run(
             run_load(
                 bootstrap,
@@ -253,9 +284,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
         for v in args.variants.split(","):
-            results[v] = bench(
-                v, Path(tmp), args.seconds, args.storm_seconds, args.profile if v == "after" else None
-            )
+            results[v] = bench(v, Path(tmp), args.seconds, args.storm_seconds, args.profile)
     print(
         f"produce → alarm on `atalaia up`, 1 rule, {ENTITIES} entities; {os.cpu_count()} CPUs (shared machine)"
     )

@@ -7,7 +7,8 @@ ordinary ``atalaia worker`` that joins it through the data directory's announcem
 
 * starts the children in their own sessions (a terminal's Ctrl-C reaches only the parent, which
   stops the children in order with SIGTERM: each checkpoints and leaves its groups), and each
-  child dies with the parent if the parent is killed (``PR_SET_PDEATHSIG``);
+  child is killed with the parent if the parent is killed (``PR_SET_PDEATHSIG`` SIGKILL: a
+  ``kill -9`` of ``atalaia up`` is a kill -9 of all of it, which resumes from its checkpoints);
 * **restarts a child that dies** after it had been up for ``STARTUP_S`` (a failed stage crashes
   its worker on purpose, so the restart resumes from the last consistent checkpoint), at most
   ``MAX_RESTARTS`` times per ``RESTART_WINDOW_S``; a child that dies during start-up (a bad
@@ -48,8 +49,9 @@ def atalaia_argv() -> list[str]:
 
 
 def _child_setup() -> None:  # between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    with contextlib.suppress(Exception):  # PR_SET_PDEATHSIG: `kill -9 atalaia up` kills all of it at
+        # once, as it did when up was one process (a graceful child would still hold the port)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     os.setsid()  # a terminal's Ctrl-C goes to the parent only; it stops us in order
 
 

@@ -37,7 +37,9 @@ rules:
 
 
 def children(pid: int) -> dict[str, int]:
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True)
+    out = subprocess.run(
+        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True
+    )
     found = {}
     for line in out.stdout.splitlines():
         child, _, args = line.strip().partition(" ")
