@@ -91,16 +91,17 @@ async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
         max_partition_fetch_bytes=4 << 20,
     )
     await c.start()
-    seen, t0 = 0, None
+    seen, t0, c0 = 0, None, 0.0
     while seen < n:
         batches = await c.getmany(timeout_ms=200, max_records=5000)
         for recs in batches.values():
             if t0 is None:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
             for r in recs:
                 orjson.loads(r.value)
             seen += len(recs)
     dt = time.perf_counter() - t0
+    CPU_US_PER_EVENT.append((time.process_time() - c0) / n * 1e6)
     await c.stop()
     return n / dt
 
@@ -119,6 +120,9 @@ def stage(name: str, source: str, bootstrap: str, prefix: str, state: Path, make
     )
 
 
+CPU_US_PER_EVENT: list[float] = []  # process CPU per event of each measure() window
+
+
 def fused_events(stage: BatchStage) -> int:
     return sum(getattr(c, "events", 0) for c in stage.cores.values())
 
@@ -132,10 +136,14 @@ async def measure(stages: list[BatchStage], n: int, done=None) -> float:
     first_stage, last_stage = stages[0], stages[-1]
     while first_stage.processed == 0:
         await asyncio.sleep(0.001)
-    t0, first = time.perf_counter(), first_stage.processed
+    t0, first, c0 = time.perf_counter(), first_stage.processed, time.process_time()
     while done(last_stage) < n:
+        failed = [s.failed for s in stages if s.failed]
+        if failed:
+            raise RuntimeError(f"a stage failed: {failed[0]!r}")
         await asyncio.sleep(0.002)
     dt = time.perf_counter() - t0
+    CPU_US_PER_EVENT.append((time.process_time() - c0) / max(n - first, 1) * 1e6)
     for s in stages:
         await s.stop()
     return (n - first) / dt

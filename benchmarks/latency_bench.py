@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import os
 import shutil
@@ -215,11 +216,18 @@ def top(path: Path, n: int = 15) -> str:
     """The functions with most samples in a collapsed-stacks profile: inclusive share (any frame of
     the stack) and self share (the innermost frame); idle samples (the loop waiting) excluded."""
     stacks = []
-    for line in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack:
             stacks.append((stack.split(";"), int(count)))
-    busy = [(frames, c) for frames, c in stacks if not any("select (selectors.py" in f for f in frames[-2:])]
+
+    def idle(frames: list[str]) -> bool:  # the loop in select(), a pool thread waiting for work
+        return frames[-1].startswith("_worker (concurrent") or any(
+            "select (selectors.py" in f for f in frames[-2:]
+        )
+
+    busy = [(frames, c) for frames, c in stacks if not idle(frames)]
     total = sum(c for _, c in busy) or 1
     incl: dict[str, int] = {}
     own: dict[str, int] = {}
@@ -227,8 +235,8 @@ def top(path: Path, n: int = 15) -> str:
         for f in set(frames):
             incl[f] = incl.get(f, 0) + c
         own[frames[-1]] = own.get(frames[-1], 0) + c
-    idle = sum(c for _, c in stacks) - total
-    lines = [f"{path.name}: {total} busy samples, {idle} idle (event loop waiting)"]
+    idle_n = sum(c for _, c in stacks) - total
+    lines = [f"{path.name}: {total} busy samples, {idle_n} idle (loop or thread pool waiting)"]
     lines.append("self %  function")
     for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:n]:
         lines.append(f"{100 * c / total:6.1f}  {f}")
@@ -258,7 +266,9 @@ def bench(variant: str, workdir: Path, seconds: float, storm_s: float, profile: 
             for s in spies:
                 s.wait(60)
             for path in sorted(profile.glob(f"{variant}-*-{rate}.txt")) if profile else ():
-                (path.with_suffix(".top")).write_text(top(path) + "\n")
+                path.with_suffix(".top").write_text(top(path) + "\n")
+                path.with_suffix(".txt.gz").write_bytes(gzip.compress(path.read_bytes()))
+                path.unlink()
         res = asyncio.run(
             run_load(
                 bootstrap,

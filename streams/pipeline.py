@@ -151,8 +151,9 @@ class IngestCore:
             outs.append(Out("observations", encode_observation(obs), key=partition_key(obs.__dict__)))
         return outs
 
-    def observations(self, records: list[Any], now: float) -> tuple[list[Out], list[Any]]:
-        """The events of a batch parsed: (DLQ outputs, the Observations not seen before)."""
+    def observations(self, records: list[Any], now: float, dedup: bool = True) -> tuple[list[Out], list[Any]]:
+        """The events of a batch parsed: (DLQ outputs, the Observations not seen before; with
+        ``dedup`` off, all of them: the fused stage dedups them with the rules' deduper)."""
         from atalaia.streams.ingest import dlq_record_for, parse_payload
 
         outs: list[Out] = []
@@ -179,7 +180,7 @@ class IngestCore:
             )
             if dlq is not None:
                 outs.append(Out("dlq", dlq))
-            fresh = self.dedup.admit(res.observations, now=now)
+            fresh = self.dedup.admit(res.observations, now=now) if dedup else res.observations
             self.duplicates += len(res.observations) - len(fresh)
             fresh_all.extend(fresh)
         return outs, fresh_all
