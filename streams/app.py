@@ -349,8 +349,15 @@ def create_app(
                 n: {"processed": s.processed, "partitions": sorted(s.cores)}
                 for n, s in app.atalaia_stages.items()
             }
-            for name, fused in app.atalaia_aliases.items():  # `ingest` and `rules` run fused
-                stages.setdefault(name, {**stages[fused], "fused": fused})
+            for name, fused in app.atalaia_aliases.items():  # ingest runs fused with rules: each
+                # reports what it read (ingest the events, rules the observations)
+                s = app.atalaia_stages[fused]
+                topic = t("events") if name == "ingest" else t("observations")
+                stages[name] = {
+                    **stages.get(name, stages[fused]),
+                    "processed": s.processed_by_topic.get(topic, 0),
+                }
+                stages[name]["fused"] = "ingest+rules"
             if settings.peers and request.query.get("local") is None:  # atalaia up's other processes
                 from atalaia.streams.front import peer_health
 

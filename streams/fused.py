@@ -13,8 +13,9 @@ and published with the header ``atalaia-evaluated``; when the stage reads it bac
 partition (an NGSI notification carrying several entities, an event keyed otherwise, or a record
 another producer wrote straight to ``atalaia.observations``) is published without that header and
 evaluated by the core that owns its partition when it reads it there: every entity's rule state
-stays in one engine. The checkpoint holds the ingest deduper and the rule state together with
-both offsets, so a kill -9 resumes consistently (alarms = ``atalaia rules replay``).
+stays in one engine. The stage is the rules stage (its name, state directory and consumer
+group), its checkpoint the rule state in the rules stage's format plus both offsets, so a kill -9
+resumes consistently (alarms = ``atalaia rules replay``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
-from atalaia.streams.pipeline import IngestCore, RuleFiles, RulesCore, _frame, _unframe
+from atalaia.streams.pipeline import IngestCore, RuleFiles, RulesCore
 from atalaia.streams.stage import Out
 
 EVALUATED = "atalaia-evaluated"  # header: the fused stage evaluated this observation already
@@ -49,13 +50,12 @@ class IngestRulesCore:
         detectors_config: Any,
         state: bytes | None = None,
     ) -> None:
-        ingest_state = rules_state = None
-        if state:
-            ingest_state, rules_state = _unframe(state)
         self.partition, self.partitions = partition, settings.partitions
         self.events_topic = settings.topic("events")
-        self.ingest = IngestCore(settings, ingest_state or None)
-        self.rules = RulesCore(rule_files, detectors_config, settings, rules_state or None)
+        self.ingest = IngestCore(settings)  # its parser; the deduper is the rules' (see _events)
+        # the state is the rules stage's, in the same format: the fused stage and the separate
+        # rules stage (ATALAIA_FUSE_INGEST_RULES=0) restore each other's checkpoints
+        self.rules = RulesCore(rule_files, detectors_config, settings, state)
         self.local = self.elsewhere = 0  # observations evaluated here / left to their partition
         self.events = 0
         self._parts: dict[bytes, int] = {}  # entity key -> its partition on atalaia.observations
@@ -108,5 +108,5 @@ class IngestRulesCore:
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return self.rules.tick(now, backlog)
 
-    def snapshot(self) -> bytes:  # (ingest's deduper is unused here: an empty slot)
-        return _frame(b"", self.rules.snapshot())
+    def snapshot(self) -> bytes:
+        return self.rules.snapshot()

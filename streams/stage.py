@@ -175,6 +175,7 @@ class BatchStage(Service):
         self._last_ckpt = 0.0
         self._consumer_started = False
         self.processed = 0
+        self.processed_by_topic: dict[str, int] = {}
         if health is None:
             from atalaia.streams.guard import HEALTH as health
         self.health = health
@@ -439,6 +440,7 @@ class BatchStage(Service):
             outs.extend(await aprocess(records, now) if aprocess else core.process(records, now))
             advanced[tp] = records[-1].offset + 1
             n += len(records)
+            self.processed_by_topic[tp.topic] = self.processed_by_topic.get(tp.topic, 0) + len(records)
         await self._produce(outs)
         # only now, with every output acknowledged, do the positions move on
         self.positions.update(advanced)

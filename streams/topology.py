@@ -34,7 +34,7 @@ PROCESS_GROUPS = ("alarms", "ops")
 class StageSpec:
     """One batched stage (``streams.stage.BatchStage``)."""
 
-    name: str  # also its consumer group suffix and checkpoint directory
+    name: str  # also its consumer group suffix and checkpoint directory (unique in a plan)
     sources: tuple[str, ...]  # topic suffixes it consumes (co-partitioned)
     outputs: tuple[str, ...]  # topic suffixes it produces (documentation and the diagram)
     process: str  # the process group `atalaia up` runs it in
@@ -169,7 +169,7 @@ def _spec(name, sources, outputs, process, cores, needs=None, **kw) -> StageSpec
 
 STAGES: tuple[StageSpec, ...] = (
     _spec(
-        "ingest-rules",
+        "rules",  # fused: the rules stage's name, state directory and consumer group
         ("events", "observations"),
         ("observations", "alarms", "shared-observations", "dlq"),
         "alarms",
@@ -177,7 +177,8 @@ STAGES: tuple[StageSpec, ...] = (
         needs=("ingest", "rules"),
         tick_s=1.0,
         fused=True,
-        doc="normalise, then evaluate entity-keyed rules and detectors on the fresh observations",
+        doc="ingest and rules fused: normalise, then evaluate entity-keyed rules and detectors on "
+        "the fresh observations",
     ),
     _spec("ingest", ("events",), ("observations", "dlq"), "alarms", _ingest, doc="validate, normalise"),
     _spec(
@@ -229,7 +230,6 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     _spec("delivery", ("notifications",), ("dlq",), "ops", _delivery, doc="SMS, email, PGU, webhooks"),
 )
-BY_NAME = {s.name: s for s in STAGES}
 
 
 def plan(chosen: tuple[str, ...] | frozenset[str], fuse: bool = True) -> list[StageSpec]:

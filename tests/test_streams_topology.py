@@ -8,7 +8,10 @@ from tests.conftest import ROOT
 
 
 def test_ingest_and_rules_run_fused_unless_told_not_to():
-    assert [s.name for s in plan(("ingest", "rules"))] == ["ingest-rules", "rules-shared"]
+    assert [(s.name, s.fused) for s in plan(("ingest", "rules"))] == [
+        ("rules", True),
+        ("rules-shared", False),
+    ]
     assert [s.name for s in plan(("ingest", "rules"), fuse=False)] == ["ingest", "rules", "rules-shared"]
     assert [s.name for s in plan(("ingest",))] == ["ingest"]
     assert [s.name for s in plan(("rules",))] == ["rules", "rules-shared"]
