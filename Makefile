@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint fmt clean
+.PHONY: install run test soak bench lint fmt clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -P -m pip install -q --upgrade pip
+	$(BIN)/python -P -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,6 +20,10 @@ run: install  ## start the all-in-one demo: embedded broker, worker, ingest, con
 test: install  ## the whole test suite (unit, property, integration on a real broker)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+soak: install  ## the long fault suite of issue 10 (about 25 min; figures in tests/README.md)
+	$(BIN)/python -m pytest -q -rP -m soak tests/soak -n 3 --dist load > $(VENV)/soak.log 2>&1; \
+	  rc=$$?; grep -E 'FAULT-FIGURES|passed|failed|rror' $(VENV)/soak.log; echo "full log: $(VENV)/soak.log"; exit $$rc
 
 bench: install  ## benchmarks that print figures and ratios (not part of make test)
 	$(BIN)/python -m benchmarks

@@ -17,6 +17,7 @@ setup(
         "atalaia.console": ["static/*", "static/**/*", "migrations/*.sql"],
         "atalaia.incidents": ["migrations/*.sql"],
         "atalaia.warnings": ["schema/*.xsd"],
+        "atalaia.rules": ["sdm/*.json", "sdm/*.md"],
     },
     include_package_data=True,
 )

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from atalaia.streams.broker import EmbeddedBroker, ensure_topics
 from atalaia.streams.events import RawEvent
+from atalaia.streams.kafka_config import client_options
 from atalaia.streams.pipeline import IngestCore
 from atalaia.streams.settings import Settings
 from atalaia.streams.stage import BatchStage
@@ -63,7 +64,7 @@ def make_event(i: int) -> bytes:
 
 
 async def produce(bootstrap: str, topic: str, n: int) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    p = AIOKafkaProducer(**client_options(bootstrap), linger_ms=20, max_batch_size=1 << 20)
     await p.start()
     headers = RawEvent(body=b"", source="bench", content_type="application/json").headers()
     futs = [
@@ -82,7 +83,7 @@ async def produce(bootstrap: str, topic: str, n: int) -> None:
 async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
     c = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         group_id=f"raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,

@@ -43,6 +43,8 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from atalaia.streams.kafka_config import client_options
+
 RULES = """
 group: bench
 rules:
@@ -145,8 +147,8 @@ async def run_load(
 ) -> dict[str, list[tuple[float, float]]]:
     """Produce each phase (name, seconds, events/s, flapping entities) in turn while reading
     atalaia.alarms; returns per phase [(send time, latency s)] of the alarms its events caused."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
+    producer = AIOKafkaProducer(**client_options(bootstrap), linger_ms=1, acks=1)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=10)
     await producer.start()
     await consumer.start()
     tp = TopicPartition("atalaia.alarms", 0)

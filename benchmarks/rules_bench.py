@@ -7,6 +7,13 @@ severities, for, hysteresis, keep_firing_for, avg/rate windows, absence, stuck);
 (up to 10 000) sit on other entity types and attributes, as in a city-wide rule base, so they cannot
 match. The figure to watch is the cost per observation with 10 000 rules ÷ with 10 (goal: ≤ 2).
 Observations are plain dicts in the contract shape, fed in batches of 5 000 like the live agent.
+
+Compound rules (``--compound``, also part of the default run): 1 000 compound rules (``all:`` of
+two conditions on one entity's height and flow; one in ten a ``join`` on parish with a part on
+another type) against 1 000 simple rules (one condition each; one in ten keyed by parish) on the
+same observations: 100 entity types × 5 entities, each rule base has 10 rules per type, so every
+observation (height + flow) feeds 10 rules of either kind. Runs are interleaved, the minimum of
+5 is kept; the figure to watch is compound ÷ simple µs per observation (goal: ≤ 2).
 """
 
 from __future__ import annotations
@@ -157,6 +164,129 @@ def run(n_rules: int, data: list[dict], batch: int = 5000) -> dict[str, float]:
     }
 
 
+COMPOUND_TYPES = 100
+
+
+def compound_observations(count: int, keys: int = 500) -> list[dict]:
+    """Like ``observations`` but spread over ``COMPOUND_TYPES`` entity types (keys // types each)."""
+    out = observations(count, keys)
+    for i, obs in enumerate(out):
+        k = i % keys
+        typ = f"Gauge{k % COMPOUND_TYPES}"
+        obs["type"] = typ
+        obs["entity"] = f"urn:ngsi-ld:{typ}:g{k}"
+    return out
+
+
+def _level(i: int) -> dict:
+    """The i-th rule's condition on height (even i) or flow (odd i): thresholds the data crosses
+    now and then, a third with an aggregate, a fifth with ``for``, a seventh with hysteresis."""
+    if i % 2 == 0:
+        cond: dict = {"attribute": "height", "above": 3.5 + (i % 10) * 0.1}
+        if i % 7 == 0:
+            cond["clear_below"] = cond["above"] - 0.2
+    else:
+        cond = {"attribute": "flow", "above": 4000.0 + (i % 13) * 200}
+        if i % 7 == 1:
+            cond["clear_below"] = cond["above"] - 300
+    if i % 3 == 0:
+        cond["aggregate"] = {"function": ("avg", "max", "delta")[i % 9 // 3], "window": "10m"}
+        if cond["aggregate"]["function"] == "delta":
+            cond["above"] = 0.05 if cond["attribute"] == "height" else 100.0
+            cond.pop("clear_below", None)
+    if i % 5 == 0:
+        cond["for"] = "2m"
+    return cond
+
+
+def simple_rules(n: int = 1000) -> RuleSet:
+    """n simple rules, n // COMPOUND_TYPES per type; one in ten keyed by parish."""
+    rules = []
+    for i in range(n):
+        typ, j = f"Gauge{i % COMPOUND_TYPES}", i // COMPOUND_TYPES
+        cond = _level(i)
+        level = {k: v for k, v in cond.items() if k not in ("attribute", "aggregate")}
+        rule: dict = {
+            "id": f"simple-{i}",
+            "select": {"type": typ, "attribute": cond["attribute"]},
+            "severities": [{"severity": "high", **level}],
+        }
+        if "aggregate" in cond:
+            rule["aggregate"] = cond["aggregate"]
+        if j % 10 == 9:
+            rule["key"] = ["parish"]
+        rules.append(LoadedRule(Rule.model_validate(rule), "simple", "<generated>", 0))
+    return RuleSet(rules)
+
+
+def compound_rules(n: int = 1000) -> RuleSet:
+    """n compound rules, n // COMPOUND_TYPES per type: all of height and flow on one entity; one in
+    ten a join on parish whose flow part is on the next type."""
+    rules = []
+    for i in range(n):
+        typ, j = f"Gauge{i % COMPOUND_TYPES}", i // COMPOUND_TYPES
+        height, flow = _level(2 * i), _level(2 * i + 1)
+        rule: dict = {
+            "id": f"compound-{i}",
+            "select": {"type": typ},
+            "all": [height, flow],
+            "severity": "high",
+        }
+        if j % 10 == 9:
+            flow["type"] = f"Gauge{(i + 1) % COMPOUND_TYPES}"
+            rule["join"] = {"on": ["parish"], "within": "10m"}
+        rules.append(LoadedRule(Rule.model_validate(rule), "compound", "<generated>", 0))
+    return RuleSet(rules)
+
+
+def run_set(ruleset: RuleSet, data: list[dict], batch: int = 5000) -> dict[str, float]:
+    engine = RuleEngine(ruleset)
+    gc.collect()
+    transitions = 0
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for i in range(0, len(data), batch):
+        out, rejected = engine.observe_batch(data[i : i + batch])
+        assert not rejected, rejected[:1]
+        transitions += len(out)
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    return {
+        "us_per_obs": elapsed / len(data) * 1e6,
+        "cpu_us_per_obs": cpu / len(data) * 1e6,
+        "evals_per_obs": engine.stats["evaluations"] / len(data),
+        "transitions": transitions,
+    }
+
+
+def compound_vs_simple(count: int, repeats: int = 5) -> None:
+    data = compound_observations(count)
+    sets = {"simple": simple_rules(), "compound": compound_rules()}
+    run_set(sets["compound"], data[:5000])  # warm-up
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeats):  # interleaved: both see the same machine load
+        for name, rs in sets.items():
+            r = run_set(rs, data)
+            if name not in best or r["cpu_us_per_obs"] < best[name]["cpu_us_per_obs"]:
+                best[name] = r
+    print(
+        f"{count} observations of {COMPOUND_TYPES} types (500 entities, height + flow); 1 000 rules, "
+        f"10 per type; min of {repeats} interleaved runs"
+    )
+    print(f"{'rules':>16} {'µs/obs':>8} {'cpu µs/obs':>10} {'evals/obs':>9} {'transitions':>11}")
+    for name, label in (("simple", "1 000 simple"), ("compound", "1 000 compound")):
+        r = best[name]
+        print(
+            f"{label:>16} {r['us_per_obs']:>8.2f} {r['cpu_us_per_obs']:>10.2f} {r['evals_per_obs']:>9.1f} "
+            f"{r['transitions']:>11}"
+        )
+    s, c = best["simple"], best["compound"]
+    print(
+        f"ratio µs/obs compound ÷ simple: wall {c['us_per_obs'] / s['us_per_obs']:.2f}, "
+        f"cpu {c['cpu_us_per_obs'] / s['cpu_us_per_obs']:.2f} (goal ≤ 2)"
+    )
+
+
 def state_size(data: list[dict]) -> dict[str, float]:
     """Bytes per (rule, key): snapshot bytes and Python heap (tracemalloc), with full windows."""
     tracemalloc.start()
@@ -186,7 +316,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--observations", type=int, default=100_000)
     ap.add_argument("--keys", type=int, default=500)
+    ap.add_argument("--compound", action="store_true", help="only the compound ÷ simple comparison")
+    ap.add_argument("--compound-observations", type=int, default=30_000)
     args = ap.parse_args()
+    if args.compound:
+        compound_vs_simple(args.compound_observations)
+        return
     data = observations(args.observations, args.keys)
     print(f"{args.observations} observations, {args.keys} keys, 2 attributes each, batches of 5000")
     run(10, data[:5000])  # warm-up
@@ -215,6 +350,8 @@ def main() -> None:
         f"({size['snapshot_s'] / size['states'] * 1e6:.1f} µs/state), restored in {size['restore_s'] * 1000:.0f} ms "
         f"({size['restore_s'] / size['states'] * 1e6:.1f} µs/state)"
     )
+    print()
+    compound_vs_simple(args.compound_observations)
 
 
 if __name__ == "__main__":

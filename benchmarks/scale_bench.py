@@ -26,11 +26,12 @@ from tempfile import TemporaryDirectory
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from atalaia.streams.broker import EmbeddedBroker, ensure_topics
+from atalaia.streams.kafka_config import client_options
 from benchmarks.ingest_bench import produce
 
 
 async def count(bootstrap: str, topic: str, n: int, timeout: float = 300) -> float:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    c = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=50)
     await c.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(6)]

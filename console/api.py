@@ -6,11 +6,16 @@
 * ``GET  /api/incidents``                     incidents from the SQL projection, filtered, in triage order
 * ``GET  /api/incidents/{id}``                one incident with its alarms, audit trail and allowed actions
 * ``GET  /api/incidents/{id}/deliveries``     who was notified, when, how, with what result
+* ``GET  /api/incidents/{id}/series``         recent observations behind each alarm (``console/series.py``)
 * ``GET  /api/deliveries``                    the delivery log
 * ``GET  /api/stream``                        server-sent events: every incident change, live
+* ``POST /api/login``, ``POST /api/logout``     sign in with a username and password (a session
+  token, used as a Bearer token) and out; see ``console/auth.py``
 * ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``;
   answers 200 (accepted), 404 (unknown incident), 409 (refused by the incident manager, with its
   reason) or 202 (queued: no reply within 5 s)
+* ``/warnings``, ``/api/warnings...``         population warnings: see ``console/warnings_api.py``
+* ``GET  /api/areas``                         the CAOP parishes as GeoJSON for the maps: see ``console/areas.py``
 
 Bad requests get a 4xx with an ``application/problem+json`` body naming the field. Commands are
 validated with the incidents package's ``Command`` model before they reach Kafka; whether the
@@ -32,11 +37,15 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from atalaia.console.bodies import read_object
 from atalaia.streams.app import PROBLEM, problem
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {  # served under /console/<name>
     "console.js": "text/javascript",
+    "warnings.js": "text/javascript",
+    "map.js": "text/javascript",
+    "map.css": "text/css",
     "console.css": "text/css",
     "i18n.json": "application/json",
 }
@@ -65,6 +74,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
     feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))
+    from atalaia.console.series import POINTS, SERIES, ObservationBuffer
+
+    observations = app.service(ObservationBuffer(bootstrap, settings.topic("observations")))
+    app.atalaia_observations = observations
     app.atalaia_feed = feed
     auth = Authenticator.from_file(settings.console_users)
     permissions = _permissions(settings, DEFAULT_PERMISSIONS)
@@ -161,7 +174,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 rows = p.incidents(limit=SCAN_LIMIT, state=f.states[0])
             else:
                 rows = p.incidents(limit=SCAN_LIMIT)
-            chosen = f.apply(rows)
+            chosen = f.apply([r for r in rows if who.sees(r)])
             for r in chosen:
                 r["actions"] = allowed_actions(r, who.role, permissions)
             return self.json({"incidents": chosen, "counts": counts(chosen)})
@@ -174,7 +187,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             p = projection()
             row = p.incident(incident)
-            if row is None:
+            if row is None or not who.sees(row):  # another tenant's incident: as if unknown
                 return fail(self, 404, "No such incident", incident)
             rules = catalog()
             alarms = []
@@ -217,17 +230,74 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     @app.page("/api/incidents/{incident}/deliveries")
     class IncidentDeliveries(faust.web.View):
         async def get(self, request: Any, incident: str) -> Any:
-            if (denied := refuse(self, request)) is not None:
-                return denied
-            if projection().incident(incident) is None:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            row = projection().incident(incident)
+            if row is None or not who.sees(row):  # unknown, or another tenant's
                 return fail(self, 404, "No such incident", incident)
             return self.json(deliveries_json(delivery_log(), incident, 1000))
+
+    @app.page("/api/incidents/{incident}/series")
+    class IncidentSeries(faust.web.View):
+        async def get(self, request: Any, incident: str) -> Any:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            try:
+                limit = int(request.query.get("points", str(POINTS)))
+                if not 1 <= limit <= POINTS:
+                    raise ValueError
+            except ValueError:
+                return fail(
+                    self, 400, "Bad filter", f"points: an integer between 1 and {POINTS}", field="points"
+                )
+            p = projection()
+            row = p.incident(incident)
+            if row is None or not who.sees(row):
+                return fail(self, 404, "No such incident", incident)
+            from atalaia.streams.observation import entity_key
+
+            tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
+            rules, store, out, seen = catalog(), observations.store, [], set()
+            for a in p.alarms(incident):
+                entity = a.get("entity")
+                if not entity:
+                    continue
+                info = rules.get(a["rule"])
+                key = entity_key(tenant, entity)
+                names = [info.attribute] if info and info.attribute else store.attributes(key)
+                for attribute in names:
+                    if (key, attribute) in seen:
+                        continue
+                    seen.add((key, attribute))
+                    out.append(
+                        {
+                            "rule": a["rule"],
+                            "entity": entity,
+                            "attribute": attribute,
+                            "unit": info.unit if info else None,
+                            "aggregate": info.aggregate if info else None,
+                            "value": a.get("value"),
+                            "points": [
+                                {"at": rfc3339(t), "value": v} for t, v in store.get(key, attribute, limit)
+                            ],
+                        }
+                    )
+            return self.json(
+                {
+                    "series": out,
+                    "available": observations.connected,
+                    "limits": {"points": POINTS, "series": SERIES},
+                }
+            )
 
     @app.page("/api/deliveries")
     class Deliveries(faust.web.View):
         async def get(self, request: Any) -> Any:
-            if (denied := refuse(self, request)) is not None:
-                return denied
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             try:
                 limit = int(request.query.get("limit", "200"))
                 if not 1 <= limit <= 1000:
@@ -236,6 +306,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(self, 400, "Bad filter", "limit: an integer between 1 and 1000", field="limit")
             body = deliveries_json(delivery_log(), None, limit)
             body.pop("attempts")
+            if who.tenants is not None:  # only deliveries of incidents this user may see
+                p, seen = projection(), {}
+                body["deliveries"] = [
+                    d
+                    for d in body["deliveries"]
+                    if seen.setdefault(d["incident"], who.sees(p.incident(d["incident"])))
+                ]
             return self.json(body)
 
     @app.page("/api/stream")
@@ -264,6 +341,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                         continue
                     if row is None:
                         break
+                    if not who.sees(row):
+                        continue
                     row = dict(row, actions=allowed_actions(row, who.role, permissions))
                     await resp.write(_sse("incident", row))
             except (ConnectionResetError, asyncio.CancelledError):
@@ -271,6 +350,57 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             finally:
                 feed.unsubscribe(sub)
             return resp
+
+    @app.page("/api/login")
+    class Login(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            from atalaia.console.auth import LoginLimited, LoginRefused
+
+            if not auth.enabled:
+                return fail(self, 409, "Authentication is off", "this console has no users file")
+            body = await read_object(request, "sign-in", 8 * 1024)
+            if isinstance(body, tuple):
+                return fail(self, *body)
+            for field in ("username", "password"):
+                v = body.get(field)
+                if not isinstance(v, str) or not v or len(v) > 1024:
+                    return fail(
+                        self, 422, "Invalid sign-in", f"{field}: a non-empty string is required", field=field
+                    )
+            try:
+                token, session = await asyncio.to_thread(
+                    auth.login, body["username"], body["password"], request.remote or "?"
+                )
+            except LoginLimited as e:
+                wait = max(1, int(e.retry_after + 0.999))
+                return self.json(
+                    problem(429, "Too many sign-in attempts", str(e), retry_after=wait),
+                    status=429,
+                    content_type=PROBLEM,
+                    headers={"Retry-After": str(wait)},
+                )
+            except LoginRefused as e:
+                return fail(self, 401, "Sign-in refused", str(e))
+            who = session.identity
+            return self.json(
+                {
+                    "token": token,
+                    "token_type": "Bearer",
+                    "expires_at": rfc3339(session.expires),
+                    "actor": who.actor,
+                    "role": who.role,
+                    "tenants": sorted(who.tenants) if who.tenants is not None else None,
+                }
+            )
+
+    @app.page("/api/logout")
+    class Logout(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            header = request.headers.get("Authorization")
+            if auth.enabled and auth.identify(header) is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            ended = auth.logout(header)
+            return self.json({"signed_out": ended})
 
     @app.page("/api/whoami")
     class WhoAmI(faust.web.View):
@@ -286,28 +416,41 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             who = auth.identify(request.headers.get("Authorization"))
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            return self.json({"authentication": "token", "actor": who.actor, "role": who.role})
+            scope = sorted(who.tenants) if who.tenants is not None else None
+            body = {"authentication": "token", "actor": who.actor, "role": who.role, "tenants": scope}
+            session = auth.session(request.headers.get("Authorization"))
+            if session is not None:
+                body["session_expires_at"] = rfc3339(session.expires)
+            return self.json(body)
+
+    _install_silences(
+        app,
+        settings,
+        publish,
+        replies,
+        {"fail": fail, "identify": identify, "projection": projection, "permissions": permissions},
+    )
+
+    @app.page("/silences")
+    class SilencesPage(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.bytes(page("silences.html"), content_type="text/html")
 
     @app.page("/api/incidents/{incident}/commands")
     class Commands(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
             # JSON only: a cross-site form or text/plain POST from an operator's browser is refused
-            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                return fail(self, 415, "Unsupported media type", "send the command as application/json")
-            if request.content_length and request.content_length > 64 * 1024:
-                return fail(self, 413, "Command too large", "a command is at most 64 KiB")
-            try:
-                body = orjson.loads(await request.read())
-                if not isinstance(body, dict):
-                    raise ValueError("the body must be a JSON object")
-            except (ValueError, orjson.JSONDecodeError) as e:
-                return fail(self, 400, "Bad command", f"body is not a JSON object: {e}")
+            body = await read_object(request, "command", 64 * 1024)
+            if isinstance(body, tuple):
+                return fail(self, *body)
             if auth.enabled:
                 who = auth.identify(request.headers.get("Authorization"))
                 if who is None:
                     return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
                 body["actor"], body["role"] = who.actor, who.role  # never trust the body for these
+                if who.tenants is not None and not who.sees(projection().incident(incident)):
+                    # another tenant's incident (or one not projected yet): as if unknown
+                    return fail(self, 404, "No such incident", incident)
             body["incident"] = incident
             body.setdefault(
                 "id",
@@ -340,6 +483,201 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     return fail(self, 404, "No such incident", reason, command=cmd.id)
                 return fail(self, 409, "Command refused", reason, command=cmd.id)
             return self.json({"command": cmd.id, "status": "accepted", "reply": reply}, status=200)
+
+    from atalaia.console import areas, warnings_api
+
+    areas.install(app, settings, {"fail": fail})
+
+    warnings_api.install(
+        app,
+        settings,
+        publish,
+        bootstrap,
+        {"fail": fail, "identify": identify, "projection": projection, "page": page, "auth": auth},
+    )
+
+
+def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: dict[str, Any]) -> None:
+    """``GET/POST /api/silences``, ``DELETE /api/silences/{id}``: runtime silences (label matchers),
+    created and expired through ``atalaia.commands`` (the incident manager keeps them in its state)."""
+    from atalaia.incidents.model import to_us
+    from atalaia.incidents.silences import SilenceCommand, config_silence, silence_tenant, silence_view
+
+    fail, identify, projection, permissions = (
+        ctx["fail"],
+        ctx["identify"],
+        ctx["projection"],
+        ctx["permissions"],
+    )
+
+    def config_silences() -> list[Any]:
+        try:
+            from atalaia.incidents.config import load_config
+
+            return [config_silence(m) for m in load_config(settings.incidents_path).maintenance]
+        except Exception:
+            return []
+
+    def errors_of(e: Exception) -> list[dict[str, str]]:
+        if not isinstance(e, ValidationError):
+            return [{"field": "", "message": str(e)}]
+        out = []
+        for err in e.errors():
+            field = ".".join(map(str, err["loc"]))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if not field and ":" in msg:  # a cross-field check says which field first
+                field, msg = (x.strip() for x in msg.split(":", 1))
+            out.append({"field": field or "body", "message": msg})
+        return out
+
+    async def body_of(view: Any, request: Any) -> dict[str, Any] | Any:
+        body = await read_object(request, "silence", 64 * 1024)
+        return fail(view, *body) if isinstance(body, tuple) else body
+
+    async def send(view: Any, request: Any, body: dict[str, Any], ok_status: int) -> Any:
+        who = identify(request)
+        if who is None:
+            return fail(view, 401, "Not authenticated", "send Authorization: Bearer <token>")
+        allowed = permissions.get("silence", ())
+        if who.role not in allowed:
+            return fail(view, 403, "Forbidden", f"role {who.role} may not create or expire silences")
+        body["actor"], body["role"] = who.actor, who.role
+        if who.tenants is not None:
+            if body.get("action") == "silence":
+                refused = scope_silence(view, body, who.tenants)
+                if refused is not None:
+                    return refused
+            elif not any(r["id"] == body.get("silence") for r in listing("all", who.tenants)):
+                return fail(view, 404, "No such silence", str(body.get("silence")))  # another tenant's
+        body.setdefault(
+            "id", hashlib.blake2b(orjson.dumps([body, time.time_ns()]), digest_size=12).hexdigest()
+        )
+        try:
+            cmd = SilenceCommand.model_validate(body)
+        except (ValidationError, TypeError, ValueError) as e:
+            errs = errors_of(e)
+            detail = "; ".join(f"{x['field']}: {x['message']}" for x in errs)
+            return fail(view, 422, "Invalid silence", detail, errors=errs)
+        await publish(settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")), b"silences")
+        reply = await replies.wait(cmd.id, REPLY_WAIT_S)
+        if reply is None:
+            return view.json({"command": cmd.id, "status": "queued"}, status=202)
+        if not reply.get("accepted"):
+            reason = str(reply.get("reason", ""))
+            if reason.startswith("unknown silence"):
+                return fail(view, 404, "No such silence", reason, command=cmd.id)
+            return fail(view, 409, "Silence refused", reason, command=cmd.id)
+        return view.json(
+            {"command": cmd.id, "status": "accepted", "silence": reply.get("incident"), "reply": reply},
+            status=ok_status,
+        )
+
+    def scope_silence(view: Any, body: dict[str, Any], tenants: frozenset[str]) -> Any:
+        """A tenant-scoped user silences only their tenants' alarms: the silence needs a
+        ``tenant="X"`` matcher for one of them (added when they have just one)."""
+        matchers = body.get("matchers")
+        if isinstance(matchers, str):
+            matchers = [matchers]
+        if not isinstance(matchers, list):
+            return None  # the command's own validation says what is wrong
+        t = silence_tenant(matchers)
+        if t is None and len(tenants) == 1:
+            body["matchers"] = [*matchers, f'tenant="{next(iter(tenants))}"']
+            return None
+        if t is None:
+            return fail(
+                view,
+                422,
+                "Invalid silence",
+                f'matchers: add tenant="X" for one of your tenants ({", ".join(sorted(tenants))})',
+                field="matchers",
+            )
+        if t not in tenants:
+            return fail(view, 403, "Forbidden", f"you may not silence alarms of tenant {t!r}")
+        return None
+
+    def listing(status: str, tenants: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        now = to_us(time.time())
+        rows = []
+        for r in projection().silences(include_expired=status in ("all", "expired")):
+            r["status"] = (
+                "expired"
+                if r["last_change"] == "expired" or now >= to_us(r["ends_at"])
+                else "pending"
+                if now < to_us(r["starts_at"])
+                else "active"
+            )
+            r["name"] = None
+            rows.append({k: r[k] for k in _SILENCE_FIELDS})
+        rows += [silence_view(s, now) for s in config_silences()]
+        return [
+            r
+            for r in rows
+            if (
+                status == "all" or r["status"] == status or (status == "current" and r["status"] != "expired")
+            )
+            and (tenants is None or silence_tenant(r["matchers"]) in tenants)  # a scoped user: theirs only
+        ]
+
+    @app.page("/api/silences")
+    class Silences(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            status = request.query.get("status", "current")
+            if status not in ("current", "active", "pending", "expired", "all"):
+                return fail(
+                    self,
+                    400,
+                    "Bad filter",
+                    "status: current, active, pending, expired or all",
+                    field="status",
+                )
+            return self.json({"silences": listing(status, who.tenants)})
+
+        async def post(self, request: Any) -> Any:
+            body = await body_of(self, request)
+            if not isinstance(body, dict):
+                return body
+            body["action"] = "silence"
+            return await send(self, request, body, 201)
+
+    @app.page("/api/silences/{silence}")
+    class SilenceItem(faust.web.View):
+        async def get(self, request: Any, silence: str) -> Any:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            hit = next((r for r in listing("all", who.tenants) if r["id"] == silence), None)
+            if hit is None:
+                return fail(self, 404, "No such silence", silence)
+            return self.json(hit)
+
+        async def delete(self, request: Any, silence: str) -> Any:
+            if any(s.id == silence for s in config_silences()):
+                return fail(
+                    self,
+                    409,
+                    "Silence refused",
+                    f"{silence} is a maintenance window of incidents.yaml: edit the file",
+                )
+            return await send(self, request, {"action": "expire-silence", "silence": silence}, 200)
+
+
+_SILENCE_FIELDS = (
+    "id",
+    "matchers",
+    "author",
+    "comment",
+    "starts_at",
+    "ends_at",
+    "created_at",
+    "source",
+    "name",
+    "status",
+    "expired_by",
+)
 
 
 def _sse(event: str, data: Any) -> bytes:

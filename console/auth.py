@@ -1,26 +1,43 @@
-"""Who is acting: operator API tokens.
+"""Who is acting: operator API tokens, and sign-in with a username and password.
 
-``ATALAIA_CONSOLE_USERS=users.yaml`` names a file of tokens::
+``ATALAIA_CONSOLE_USERS=users.yaml`` names a file of users::
 
     users:
       - {actor: ana, role: operator, token_sha256: 9f86d08...}   # sha256 of the token
-      - {actor: rui, role: supervisor, token_sha256: ...}
+      - {actor: rui, role: supervisor, password_argon2: "$argon2id$v=19$m=65536,t=3,p=4$..."}
+      - {actor: eva, role: approver, token_sha256: ..., password_argon2: ...}   # both
+      - {actor: gil, role: operator, token_sha256: ..., tenants: [gaia]}   # only tenant gaia
 
-Only hashes are stored. With the file configured, every command must carry
+Only hashes are stored: sha256 for API tokens (long random secrets), argon2id for passwords
+(``atalaia users passwd NAME`` writes one). ``POST /api/login`` with a username and password gives
+a *session token*: random, held in this console's memory (as a sha256) until it expires
+(``SESSION_TTL_S``) or ``POST /api/logout``; it is sent as ``Authorization: Bearer <token>`` like
+an API token, and a restart of the console signs everybody out. Failed sign-ins are limited per
+user and per client address (``FAILURES`` within ``WINDOW_S``: then 429 until the window passes,
+without checking the password) and counted in ``atalaia_console_logins_total{result}``. With the file configured, every command must carry
 ``Authorization: Bearer <token>``; the actor and role come from the token, never from the
 body (an operator cannot claim to be a supervisor). Without it (the demo), commands are taken as
 sent and the console says so in ``/api/whoami``.
+
+A user with ``tenants:`` sees and acts only on incidents of those tenants (the incident's
+``correlation.tenant``): the list, the live stream, the incident pages and deliveries leave the
+others out, and a command for another tenant's incident is answered 404 like an unknown one.
+Without ``tenants:`` a user sees every tenant.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, load_file, validate
 
@@ -28,8 +45,18 @@ from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, load_
 class User(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     actor: str
-    role: Literal["operator", "supervisor", "engineer", "viewer"]
-    token_sha256: str
+    role: Literal["operator", "supervisor", "engineer", "approver", "viewer"]
+    token_sha256: str | None = None  # an API token (sha256 of it)
+    password_argon2: str | None = None  # a password (argon2id hash: ``atalaia users passwd``)
+    tenants: list[str] | None = None  # None: every tenant; else only incidents of these tenants
+
+    @model_validator(mode="after")
+    def _some_secret(self) -> User:
+        if not self.token_sha256 and not self.password_argon2:
+            raise ValueError("a user needs token_sha256 or password_argon2")
+        if self.password_argon2 is not None and not self.password_argon2.startswith("$argon2"):
+            raise ValueError("password_argon2: not an argon2 hash (make one with: atalaia users passwd NAME)")
+        return self
 
 
 class Users(BaseModel):
@@ -59,11 +86,112 @@ def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]
 class Identity:
     actor: str
     role: str
+    tenants: frozenset[str] | None = None  # None: every tenant
+
+    def sees(self, row: dict | None) -> bool:
+        """Whether this user may see (and act on) an incident row: its tenant (the incident's
+        ``correlation.tenant``) is one of the user's. A scoped user sees no tenant-less incident."""
+        if self.tenants is None:
+            return True
+        if row is None:
+            return False
+        tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
+        return tenant in self.tenants
+
+
+SESSION_TTL_S = 12 * 3600.0  # a sign-in lasts a shift
+MAX_SESSIONS = 10_000  # the oldest session is dropped beyond this (memory stays bounded)
+FAILURES = 5  # failed sign-ins allowed per user and per client address ...
+WINDOW_S = 60.0  # ... within this many seconds
+
+
+def _identity(u: User) -> Identity:
+    return Identity(u.actor, u.role, frozenset(u.tenants) if u.tenants is not None else None)
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password`` (the library's default parameters) for ``password_argon2``."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(password)
+
+
+def _verify(stored: str, password: str) -> bool:
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+    try:
+        return PasswordHasher().verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+# a hash to check against for an unknown user, so that the answer takes as long as for a known one
+_DUMMY: list[str] = []
+
+
+@dataclass(frozen=True)
+class Session:
+    identity: Identity
+    expires: float  # epoch seconds
+
+
+class LoginRefused(Exception):
+    """Wrong username or password (the caller is not told which)."""
+
+
+class LoginLimited(Exception):
+    """Too many failed sign-ins for this user or client address: try again after ``retry_after``."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed sign-ins; try again in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class Limiter:
+    """Failed attempts per key (``user:NAME`` / ``ip:ADDR``) within a sliding window; bounded."""
+
+    def __init__(self, limit: int = FAILURES, window: float = WINDOW_S, keys: int = 10_000) -> None:
+        self.limit, self.window, self.keys = limit, window, keys
+        self.failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self.failures.get(key)
+        if q is None:
+            return deque()
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        if not q:
+            del self.failures[key]
+        return q
+
+    def blocked(self, keys: list[str], now: float) -> float | None:
+        """Seconds until ``keys`` may try again, or None if none of them is over the limit."""
+        waits = [q[0] + self.window - now for k in keys if len(q := self._recent(k, now)) >= self.limit]
+        return max(waits) if waits else None
+
+    def fail(self, keys: list[str], now: float) -> None:
+        for k in keys:
+            q = self.failures.pop(k, None) or deque(maxlen=self.limit)
+            q.append(now)
+            self.failures[k] = q  # most recently failed last
+        while len(self.failures) > self.keys:
+            self.failures.popitem(last=False)
+
+    def clear(self, key: str) -> None:
+        self.failures.pop(key, None)
 
 
 class Authenticator:
-    def __init__(self, users: list[User] | None) -> None:
+    def __init__(self, users: list[User] | None, session_ttl: float = SESSION_TTL_S, clock=time.time) -> None:
         self.users = users
+        self.by_name = {u.actor: u for u in users or ()}
+        self.session_ttl = session_ttl
+        self.clock = clock
+        self.sessions: OrderedDict[str, Session] = OrderedDict()  # sha256(token) -> session
+        self.limiter = Limiter()
+        self.counts = {"ok": 0, "refused": 0, "limited": 0}
+        self._lock = threading.Lock()  # sign-ins verify passwords on worker threads
 
     @classmethod
     def from_file(cls, path: Path | None, limits: YamlLimits | None = None) -> Authenticator:
@@ -77,11 +205,89 @@ class Authenticator:
         return self.users is not None
 
     def identify(self, authorization: str | None) -> Identity | None:
-        """The user a ``Bearer`` token belongs to, or None."""
+        """The user a ``Bearer`` token (an API token or a session token) belongs to, or None."""
         if not authorization or not authorization.lower().startswith("bearer "):
             return None
         digest = hashlib.sha256(authorization[7:].strip().encode()).hexdigest()
         for u in self.users or ():
-            if hmac.compare_digest(digest, u.token_sha256.lower()):
-                return Identity(u.actor, u.role)
-        return None
+            if u.token_sha256 and hmac.compare_digest(digest, u.token_sha256.lower()):
+                return _identity(u)
+        s = self.session(authorization)
+        return s.identity if s is not None else None
+
+    def session(self, authorization: str | None) -> Session | None:
+        """The live session of a ``Bearer`` session token, or None (unknown or expired)."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None
+        digest = hashlib.sha256(authorization[7:].strip().encode()).hexdigest()
+        with self._lock:
+            s = self.sessions.get(digest)
+            if s is not None and s.expires <= self.clock():
+                del self.sessions[digest]
+                return None
+        return s
+
+    def login(self, username: str, password: str, client: str) -> tuple[str, Session]:
+        """A new session token for a right username and password; raises LoginLimited before any
+        check when this user or client failed too often lately, else LoginRefused when wrong.
+        Verifying costs tens of milliseconds on purpose: call it off the event loop."""
+        now = self.clock()
+        keys = [f"user:{username}", f"ip:{client}"]
+        with self._lock:
+            wait = self.limiter.blocked(keys, now)
+            if wait is not None:
+                self.counts["limited"] += 1
+                _count("limited")
+                raise LoginLimited(wait)
+        u = self.by_name.get(username)
+        if u is None or not u.password_argon2:
+            if not _DUMMY:
+                _DUMMY.append(hash_password(secrets.token_hex(8)))
+            _verify(_DUMMY[0], password)  # as long as for a real user
+            ok = False
+        else:
+            ok = _verify(u.password_argon2, password)
+        with self._lock:
+            if not ok:
+                self.limiter.fail(keys, self.clock())
+                self.counts["refused"] += 1
+                _count("refused")
+                raise LoginRefused("wrong username or password")
+            assert u is not None
+            self.limiter.clear(keys[0])
+            token = secrets.token_urlsafe(32)
+            s = Session(_identity(u), self.clock() + self.session_ttl)
+            self.sessions[hashlib.sha256(token.encode()).hexdigest()] = s
+            for k in [k for k, v in self.sessions.items() if v.expires <= now]:
+                del self.sessions[k]
+            while len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
+            self.counts["ok"] += 1
+            _count("ok")
+        return token, s
+
+    def logout(self, authorization: str | None) -> bool:
+        """End the session of a ``Bearer`` session token; False if it was none (or already ended)."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return False
+        digest = hashlib.sha256(authorization[7:].strip().encode()).hexdigest()
+        with self._lock:
+            return self.sessions.pop(digest, None) is not None
+
+
+def _count(result: str) -> None:
+    try:
+        from prometheus_client import REGISTRY, Counter
+
+        c = getattr(_count, "counter", None)
+        if c is None:
+            try:
+                c = Counter(
+                    "atalaia_console_logins", "console sign-ins by result (ok, refused, limited)", ["result"]
+                )
+            except ValueError:  # registered already (another Authenticator in this process)
+                c = REGISTRY._names_to_collectors["atalaia_console_logins_total"]
+            _count.counter = c  # type: ignore[attr-defined]
+        c.labels(result).inc()
+    except Exception:  # metrics are best effort
+        pass

@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
+
+from atalaia.console.consumer import assigned_consumer, consume_retrying
 
 log = logging.getLogger(__name__)
 
@@ -91,37 +92,22 @@ class IncidentFeed(Service):
                 self.subscribers.discard(s)
 
     async def _run(self) -> None:
-        while not self.should_stop:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the broker went away: say so and retry
-                self.connected = False
-                log.warning("console live feed: %s; retrying in 2 s", e)
-                await asyncio.sleep(2.0)
+        await consume_retrying(self, self._consume, log, "console live feed")
 
     async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
-        )
-        await consumer.start()
-        try:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or {0}]
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)
-            self.connected = True
-            while not self.should_stop:
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    for r in records:
-                        self.last_record = time.monotonic()
-                        with contextlib.suppress(ValueError, TypeError):
-                            e = orjson.loads(r.value or b"")
-                            row = event_row(e) if isinstance(e, dict) else None
-                            if row is not None:
-                                self.publish(row)
-        finally:
-            self.connected = False
-            await consumer.stop()
+        async with assigned_consumer(self.bootstrap, self.topic, fetch_max_wait_ms=50) as (consumer, tps):
+            try:
+                await consumer.seek_to_end(*tps)
+                self.connected = True
+                while not self.should_stop:
+                    batches = await consumer.getmany(timeout_ms=200)
+                    for records in batches.values():
+                        for r in records:
+                            self.last_record = time.monotonic()
+                            with contextlib.suppress(ValueError, TypeError):
+                                e = orjson.loads(r.value or b"")
+                                row = event_row(e) if isinstance(e, dict) else None
+                                if row is not None:
+                                    self.publish(row)
+            finally:
+                self.connected = False

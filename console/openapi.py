@@ -7,19 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from atalaia.console.present import SEVERITIES, STATES
+from atalaia.incidents.config import ACTIONS as INCIDENT_ACTIONS
 
-ACTIONS = [
-    "acknowledge",
-    "shelve",
-    "unshelve",
-    "comment",
-    "assign",
-    "close",
-    "suppress",
-    "unsuppress",
-    "out-of-service",
-    "return-to-service",
-]
+ACTIONS = list(INCIDENT_ACTIONS)  # the operator actions of incidents.yaml permissions
 
 
 def _nullable(kind: str | list[str]) -> dict[str, Any]:
@@ -27,11 +17,14 @@ def _nullable(kind: str | list[str]) -> dict[str, Any]:
     return {"type": [*kinds, "null"]}
 
 
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
 TIME = {"type": "string", "description": "RFC 3339, UTC"}
-PROBLEM = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
+PROBLEM = _object(
+    ["type", "title", "status", "detail"],
+    {
         "type": {"type": "string"},
         "title": {"type": "string"},
         "status": {"type": "integer"},
@@ -39,11 +32,10 @@ PROBLEM = {
         "field": {"type": "string", "description": "the query parameter or body field at fault"},
         "errors": {"type": "array", "items": {"type": "object"}},
     },
-}
-INCIDENT = {
-    "type": "object",
-    "required": ["id", "state", "severity", "title", "opened_at", "updated_at"],
-    "properties": {
+)
+INCIDENT = _object(
+    ["id", "state", "severity", "title", "opened_at", "updated_at"],
+    {
         "id": {"type": "string"},
         "version": {"type": "integer"},
         "state": {"type": "string", "enum": list(STATES)},
@@ -68,11 +60,10 @@ INCIDENT = {
             "description": "what the caller's role may do in this state",
         },
     },
-}
-ALARM = {
-    "type": "object",
-    "required": ["rule", "key", "state", "severity", "count", "first_seen", "last_seen"],
-    "properties": {
+)
+ALARM = _object(
+    ["rule", "key", "state", "severity", "count", "first_seen", "last_seen"],
+    {
         "rule": {"type": "string"},
         "key": {"type": "string"},
         "entity": _nullable("string"),
@@ -89,11 +80,10 @@ ALARM = {
         "suppressed": _nullable("string"),
         "chattering": {"type": "boolean"},
     },
-}
-AUDIT = {
-    "type": "object",
-    "required": ["version", "at", "change", "changes", "state", "severity", "actor", "reason", "why"],
-    "properties": {
+)
+AUDIT = _object(
+    ["version", "at", "change", "changes", "state", "severity", "actor", "reason", "why"],
+    {
         "version": {"type": "integer"},
         "at": TIME,
         "change": {"type": "string"},
@@ -113,11 +103,10 @@ AUDIT = {
         },
         "command": _nullable("string"),
     },
-}
-DELIVERY = {
-    "type": "object",
-    "required": ["notification_id", "incident", "target", "channel", "kind", "status", "attempts"],
-    "properties": {
+)
+DELIVERY = _object(
+    ["notification_id", "incident", "target", "channel", "kind", "status", "attempts"],
+    {
         "notification_id": {"type": "string"},
         "incident": {"type": "string"},
         "target": {"type": "string"},
@@ -132,11 +121,47 @@ DELIVERY = {
         "updated_at": TIME,
         "delivered_at": _nullable("string"),
     },
-}
+)
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+SILENCE = _object(
+    ["id", "matchers", "author", "comment", "starts_at", "ends_at", "status", "source"],
+    {
+        "id": {
+            "type": "string",
+            "description": "s-… (derived from the command id); maintenance-… for incidents.yaml",
+        },
+        "matchers": {"type": "array", "items": {"type": "string"}},
+        "author": {"type": "string"},
+        "comment": {"type": "string"},
+        "starts_at": TIME,
+        "ends_at": TIME,
+        "created_at": TIME,
+        "source": {"type": "string", "enum": ["api", "config"]},
+        "name": _nullable("string"),
+        "status": {"type": "string", "enum": ["pending", "active", "expired"]},
+        "expired_by": _nullable("string"),
+    },
+)
+NEW_SILENCE = _object(
+    ["matchers", "comment"],
+    {
+        "matchers": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": 'Alertmanager syntax: name="v", name!="v", name=~"regex", name!~"regex" '
+            "(regexes fully anchored); at least one must need a label value",
+        },
+        "comment": {"type": "string"},
+        "start": {"type": "string", "description": "RFC 3339 with a zone; default now"},
+        "end": {"type": "string", "description": "RFC 3339 with a zone"},
+        "duration": {"type": ["string", "number"], "description": "instead of end: 2h or seconds"},
+    },
+)
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -155,7 +180,25 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None, **kw: 
 
 
 ID = {"name": "incident", "in": "path", "required": True, "schema": {"type": "string"}}
+SILENCE_ID = {"name": "silence", "in": "path", "required": True, "schema": {"type": "string"}}
 UNAUTHORIZED = _problem("no valid token (when the console has users)")
+QUEUED = _json({"type": "object"}, "queued: no answer within 5 s")
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required application/json request body."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _body_answers(answers: dict[str, Any]) -> dict[str, Any]:
+    """``answers`` with the problems any JSON request body may get (400, 413, 415), in status order."""
+    merged = {
+        "400": _problem("the body is not a JSON object"),
+        "413": _problem("too large"),
+        "415": _problem("not application/json"),
+        **answers,
+    }
+    return dict(sorted(merged.items()))
 
 
 def document(server_url: str | None = None) -> dict[str, Any]:
@@ -175,6 +218,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "Alarm": ALARM,
                 "Audit": AUDIT,
                 "Delivery": DELIVERY,
+                "Silence": SILENCE,
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
@@ -214,10 +258,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["incidents", "counts"],
-                                "properties": {
+                            _object(
+                                ["incidents", "counts"],
+                                {
                                     "incidents": {"type": "array", "items": INCIDENT},
                                     "counts": {
                                         "type": "object",
@@ -233,7 +276,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         },
                                     },
                                 },
-                            },
+                            ),
                             "the incidents that match",
                         ),
                         "400": _problem("a bad filter; `field` names it"),
@@ -247,10 +290,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [ID],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["incident", "alarms", "history", "actions"],
-                                "properties": {
+                            _object(
+                                ["incident", "alarms", "history", "actions"],
+                                {
                                     "incident": INCIDENT,
                                     "alarms": {"type": "array", "items": ALARM},
                                     "history": {"type": "array", "items": AUDIT},
@@ -259,7 +301,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "items": {"type": "string", "enum": ACTIONS},
                                     },
                                 },
-                            },
+                            ),
                             "the incident",
                         ),
                         "401": UNAUTHORIZED,
@@ -273,10 +315,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [ID],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["deliveries", "available"],
-                                "properties": {
+                            _object(
+                                ["deliveries", "available"],
+                                {
                                     "deliveries": {"type": "array", "items": DELIVERY},
                                     "attempts": {"type": "array", "items": {"type": "object"}},
                                     "available": {
@@ -284,9 +325,65 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "description": "false when this console cannot read the delivery log",
                                     },
                                 },
-                            },
+                            ),
                             "the delivery log for the incident",
                         ),
+                        "401": UNAUTHORIZED,
+                        "404": _problem("no such incident"),
+                    },
+                }
+            },
+            "/api/incidents/{incident}/series": {
+                "get": {
+                    "summary": "Recent observations behind each alarm (the entity's attribute the rule "
+                    "reads), from the console's bounded in-memory buffer, oldest first",
+                    "parameters": [
+                        ID,
+                        _q(
+                            "points", "at most this many per series (1-120, default 120)", {"type": "integer"}
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            _object(
+                                ["series", "available", "limits"],
+                                {
+                                    "series": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["rule", "entity", "attribute", "points"],
+                                            "properties": {
+                                                "rule": {"type": "string"},
+                                                "entity": {"type": "string"},
+                                                "attribute": {"type": "string"},
+                                                "unit": _nullable("string"),
+                                                "aggregate": _nullable("string"),
+                                                "value": _nullable("number"),
+                                                "points": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "type": "object",
+                                                        "required": ["at", "value"],
+                                                        "properties": {
+                                                            "at": TIME,
+                                                            "value": {"type": "number"},
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    },
+                                    "available": {
+                                        "type": "boolean",
+                                        "description": "whether the buffer is reading atalaia.observations",
+                                    },
+                                    "limits": {"type": "object"},
+                                },
+                            ),
+                            "the series",
+                        ),
+                        "400": _problem("a bad points"),
                         "401": UNAUTHORIZED,
                         "404": _problem("no such incident"),
                     },
@@ -296,41 +393,34 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "post": {
                     "summary": "An operator command (sent on atalaia.commands; the incident manager decides)",
                     "parameters": [ID],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["action"],
-                                    "properties": {
-                                        "action": {"type": "string", "enum": ACTIONS},
-                                        "actor": {"type": "string"},
-                                        "role": {"type": "string"},
-                                        "reason": {"type": "string"},
-                                        "duration": {
-                                            "type": ["string", "number"],
-                                            "description": "shelve: 30m or seconds",
-                                        },
-                                        "assignee": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": _json({"type": "object"}, "accepted"),
-                        "202": _json({"type": "object"}, "queued: no answer within 5 s"),
-                        "400": _problem("the body is not a JSON object"),
-                        "401": UNAUTHORIZED,
-                        "404": _problem("no such incident"),
-                        "409": _problem(
-                            "refused by the incident manager (closed, role, state), with the reason"
-                        ),
-                        "413": _problem("too large"),
-                        "415": _problem("not application/json"),
-                        "422": _problem("invalid command; `errors` names the fields"),
-                    },
+                    "requestBody": _json_body(
+                        _object(
+                            ["action"],
+                            {
+                                "action": {"type": "string", "enum": ACTIONS},
+                                "actor": {"type": "string"},
+                                "role": {"type": "string"},
+                                "reason": {"type": "string"},
+                                "duration": {
+                                    "type": ["string", "number"],
+                                    "description": "shelve: 30m or seconds",
+                                },
+                                "assignee": {"type": "string"},
+                            },
+                        )
+                    ),
+                    "responses": _body_answers(
+                        {
+                            "200": _json({"type": "object"}, "accepted"),
+                            "202": QUEUED,
+                            "401": UNAUTHORIZED,
+                            "404": _problem("no such incident"),
+                            "409": _problem(
+                                "refused by the incident manager (closed, role, state), with the reason"
+                            ),
+                            "422": _problem("invalid command; `errors` names the fields"),
+                        }
+                    ),
                 }
             },
             "/api/deliveries": {
@@ -341,14 +431,13 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["deliveries", "available"],
-                                "properties": {
+                            _object(
+                                ["deliveries", "available"],
+                                {
                                     "deliveries": {"type": "array", "items": DELIVERY},
                                     "available": {"type": "boolean"},
                                 },
-                            },
+                            ),
                             "deliveries",
                         ),
                         "400": _problem("a bad limit"),
@@ -356,12 +445,127 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/silences": {
+                "get": {
+                    "summary": "Silences: runtime ones (from the projection) and the maintenance windows of incidents.yaml",
+                    "parameters": [
+                        _q(
+                            "status",
+                            "current (default: pending and active), active, pending, expired or all",
+                            {"type": "string", "enum": ["current", "active", "pending", "expired", "all"]},
+                        )
+                    ],
+                    "responses": {
+                        "200": _json(
+                            _object(["silences"], {"silences": {"type": "array", "items": SILENCE}}),
+                            "silences",
+                        ),
+                        "400": _problem("a bad status"),
+                        "401": UNAUTHORIZED,
+                    },
+                },
+                "post": {
+                    "summary": "Create a silence (sent on atalaia.commands; effective at once, no restart)",
+                    "requestBody": _json_body(NEW_SILENCE),
+                    "responses": _body_answers(
+                        {
+                            "201": _json({"type": "object"}, "created: `silence` is its id"),
+                            "202": QUEUED,
+                            "401": UNAUTHORIZED,
+                            "403": _problem("this role may not silence"),
+                            "409": _problem("refused by the incident manager, with the reason"),
+                            "422": _problem(
+                                "bad matchers, regex, times or comment; `errors` names the fields"
+                            ),
+                        }
+                    ),
+                },
+            },
+            "/api/silences/{silence}": {
+                "get": {
+                    "summary": "One silence",
+                    "parameters": [SILENCE_ID],
+                    "responses": {
+                        "200": _json(SILENCE, "the silence"),
+                        "401": UNAUTHORIZED,
+                        "404": _problem("no such silence"),
+                    },
+                },
+                "delete": {
+                    "summary": "Expire a silence now (alarms it matched are annunciated again)",
+                    "parameters": [SILENCE_ID],
+                    "responses": {
+                        "200": _json({"type": "object"}, "expired"),
+                        "202": QUEUED,
+                        "401": UNAUTHORIZED,
+                        "403": _problem("this role may not expire silences"),
+                        "404": _problem("no such (unexpired) silence"),
+                        "409": _problem("a maintenance window of incidents.yaml (edit the file), or refused"),
+                        "422": _problem("a bad id"),
+                    },
+                },
+            },
             "/api/stream": {
                 "get": {
                     "summary": "Server-sent events: `incident` (a changed row, as in /api/incidents), "
                     "`ping` every 5 s (server time)",
                     "responses": {
                         "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
+                        "401": UNAUTHORIZED,
+                    },
+                }
+            },
+            "/api/login": {
+                "post": {
+                    "summary": "Sign in with a username and password (users file, `password_argon2`): a "
+                    "session token to send as `Authorization: Bearer <token>`; failures are limited per user "
+                    "and per client address",
+                    "security": [{}],
+                    "requestBody": _json_body(
+                        _object(
+                            ["username", "password"],
+                            {
+                                "username": {"type": "string"},
+                                "password": {"type": "string"},
+                            },
+                        )
+                    ),
+                    "responses": _body_answers(
+                        {
+                            "200": _json(
+                                _object(
+                                    ["token", "token_type", "expires_at", "actor", "role"],
+                                    {
+                                        "token": {"type": "string"},
+                                        "token_type": {"type": "string", "enum": ["Bearer"]},
+                                        "expires_at": TIME,
+                                        "actor": {"type": "string"},
+                                        "role": {"type": "string"},
+                                        "tenants": _nullable("array"),
+                                    },
+                                ),
+                                "signed in",
+                            ),
+                            "401": _problem("wrong username or password"),
+                            "409": _problem("authentication is off (no users file)"),
+                            "422": _problem("username or password missing; `field` names it"),
+                            "429": {
+                                "description": "too many failed sign-ins for this user or address lately",
+                                "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                                "content": {"application/problem+json": {"schema": PROBLEM}},
+                            },
+                        }
+                    ),
+                }
+            },
+            "/api/logout": {
+                "post": {
+                    "summary": "End the caller's session (a session token stops working at once)",
+                    "responses": {
+                        "200": _json(
+                            _object(["signed_out"], {"signed_out": {"type": "boolean"}}),
+                            "`signed_out` false for an API token (nothing to end)",
+                        ),
                         "401": UNAUTHORIZED,
                     },
                 }
@@ -374,6 +578,278 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             },
         },
     }
+    doc["components"]["schemas"]["Warning"] = WARNING
+    doc["components"]["schemas"]["Areas"] = AREAS
+    doc["paths"].update(warning_paths())
+    doc["paths"].update(area_paths())
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc
+
+
+# ---------------------------------------------------------------- population warnings (console/warnings_api.py)
+WARNING_ACTIONS = ["edit", "submit", "approve", "reject", "issue", "update", "cancel"]
+WARNING = _object(
+    ["id", "version", "state", "draft", "authors", "created", "audit", "actions"],
+    {
+        "id": {"type": "string"},
+        "version": {"type": "integer"},
+        "state": {
+            "type": "string",
+            "enum": [
+                "draft",
+                "submitted",
+                "approved",
+                "issued",
+                "updated",
+                "cancelled",
+                "expired",
+                "rejected",
+            ],
+        },
+        "draft": {"type": "object", "description": "the draft (DESIGN.md, Warning draft → CAP)"},
+        "authors": {"type": "array", "items": {"type": "string"}},
+        "created": TIME,
+        "approver": _nullable("string"),
+        "supersedes": _nullable("string"),
+        "superseded_by": _nullable("string"),
+        "identifier": _nullable("string"),
+        "sent": _nullable("string"),
+        "expires": _nullable("string"),
+        "audit": {"type": "array", "items": {"type": "object"}},
+        "actions": {"type": "array", "items": {"type": "string", "enum": WARNING_ACTIONS}},
+        "cap_url": _nullable("string"),
+    },
+)
+WID = {"name": "warning", "in": "path", "required": True, "schema": {"type": "string"}}
+_DRAFT_BODY = _json_body(
+    {
+        "type": "object",
+        "properties": {
+            "draft": {"type": "object", "description": "draft fields"},
+            "actor": {"type": "string", "description": "demo only (no users file)"},
+            "role": {"type": "string", "description": "demo only (no users file)"},
+        },
+    }
+)
+_ACCEPTED = _object(
+    ["command", "status"],
+    {
+        "command": {"type": "string"},
+        "status": {"type": "string"},
+        "warning": _nullable("string"),
+    },
+)
+
+
+def _command_answers(created: bool = False) -> dict[str, Any]:
+    return _body_answers(
+        {
+            ("201" if created else "200"): _json(_ACCEPTED, "accepted by the warnings stage"),
+            "202": _json(_ACCEPTED, "queued: no answer within 5 s"),
+            "401": UNAUTHORIZED,
+            "403": _problem(
+                "the caller's role may not do this (viewer, approving without the role, four eyes)"
+            ),
+            "404": _problem("no such warning or incident"),
+            "409": _problem("refused by the workflow (state, expired, invalid CAP), with the reason"),
+            "422": _problem("a bad draft or command; `field` and `errors` name the fields"),
+            "503": _problem("the warnings stage does not run in this process"),
+        }
+    )
+
+
+def warning_paths() -> dict[str, Any]:
+    return {
+        "/api/warnings": {
+            "get": {
+                "summary": "Population warnings, newest first, each with what the caller may do",
+                "responses": {
+                    "200": _json(
+                        _object(
+                            ["warnings", "available", "feed"],
+                            {
+                                "warnings": {"type": "array", "items": WARNING},
+                                "available": {"type": "boolean"},
+                                "feed": {"type": "string"},
+                                "may_draft": {"type": "boolean"},
+                            },
+                        ),
+                        "the warnings",
+                    ),
+                    "401": UNAUTHORIZED,
+                },
+            },
+            "post": {
+                "summary": "A new draft (sent on atalaia.commands)",
+                "requestBody": _DRAFT_BODY,
+                "responses": _command_answers(created=True),
+            },
+        },
+        "/api/warnings/preview": {
+            "post": {
+                "summary": "The CAP 1.2 XML and the pt-PT SMS text a draft gives (nothing is stored or sent)",
+                "requestBody": _DRAFT_BODY,
+                "responses": _body_answers(
+                    {
+                        "200": _json(
+                            _object(
+                                ["cap", "identifier", "sms"],
+                                {
+                                    "cap": {"type": "string"},
+                                    "identifier": {"type": "string"},
+                                    "notes": {"type": "array", "items": {"type": "string"}},
+                                    "sms": {
+                                        "type": "object",
+                                        "properties": {
+                                            "text": {"type": "string"},
+                                            "segments": {"type": "integer"},
+                                            "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
+                                            "length": {"type": "integer"},
+                                        },
+                                    },
+                                },
+                            ),
+                            "the preview",
+                        ),
+                        "401": UNAUTHORIZED,
+                        "422": _problem("a bad draft; `field` and `errors` name the fields"),
+                    }
+                ),
+            }
+        },
+        "/api/warnings/{warning}": {
+            "get": {
+                "summary": "One warning: draft, state, audit trail, allowed actions",
+                "parameters": [WID],
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["warning"], "properties": {"warning": WARNING}},
+                        "the warning",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "404": _problem("no such warning"),
+                    "503": _problem("the warnings stage does not run in this process"),
+                },
+            }
+        },
+        "/api/warnings/{warning}/commands": {
+            "post": {
+                "summary": "edit, submit, approve (approver role, not an author), reject (with a reason), "
+                "issue, update or cancel (a new warning referencing this one)",
+                "parameters": [WID],
+                "requestBody": _json_body(
+                    _object(
+                        ["action"],
+                        {
+                            "action": {"type": "string", "enum": WARNING_ACTIONS},
+                            "reason": {"type": "string"},
+                            "draft": {
+                                "type": "object",
+                                "description": "edit/update/cancel: changed fields",
+                            },
+                            "actor": {"type": "string"},
+                            "role": {"type": "string"},
+                        },
+                    )
+                ),
+                "responses": _command_answers(),
+            }
+        },
+        "/api/incidents/{incident}/warnings": {
+            "get": {
+                "summary": "Population warnings drafted for this incident (their `incident`), newest first",
+                "parameters": [ID],
+                "responses": {
+                    "200": _json(
+                        _object(
+                            ["warnings", "available"],
+                            {
+                                "warnings": {"type": "array", "items": WARNING},
+                                "available": {
+                                    "type": "boolean",
+                                    "description": "false when the warnings stage does not run here",
+                                },
+                            },
+                        ),
+                        "the linked warnings",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "404": _problem("no such incident"),
+                },
+            }
+        },
+        "/api/incidents/{incident}/warning-draft": {
+            "post": {
+                "summary": "A draft prefilled from the incident: area from its parishes (DICOFRE), level "
+                "from its severity, event from its rules' hazard label; `draft` overrides fields",
+                "parameters": [ID],
+                "requestBody": _DRAFT_BODY,
+                "responses": _command_answers(created=True),
+            }
+        },
+    }
+
+
+# ---------------------------------------------------------------- the maps' areas (console/areas.py)
+AREA_FEATURE = _object(
+    ["type", "id", "properties", "geometry"],
+    {
+        "type": {"const": "Feature"},
+        "id": {"type": "string", "description": "`DICOFRE:<code>` or `DICO:<code>`"},
+        "properties": {
+            "type": "object",
+            "required": ["kind", "code", "name", "names", "level"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["DICOFRE", "DICO"]},
+                "code": {"type": "string", "description": "the CAP geocode value"},
+                "dicofre": {"type": "string", "pattern": "^[0-9]{6}$"},
+                "dico": {"type": "string", "pattern": "^[0-9]{4}$"},
+                "name": {"type": "string"},
+                "names": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "folded names a `parish` label may use (a union's former parishes too)",
+                },
+                "level": {"type": "string", "enum": ["freguesia", "municipio"]},
+            },
+        },
+        "geometry": {
+            "type": "object",
+            "required": ["type", "coordinates"],
+            "properties": {"type": {"const": "MultiPolygon"}, "coordinates": {"type": "array"}},
+        },
+    },
+)
+AREAS = _object(
+    ["type", "features"],
+    {
+        "type": {"const": "FeatureCollection"},
+        "attribution": {"type": "string"},
+        "features": {"type": "array", "items": AREA_FEATURE},
+    },
+)
+
+
+def area_paths() -> dict[str, Any]:
+    return {
+        "/api/areas": {
+            "get": {
+                "summary": "The CAOP parishes (DICOFRE) and municipalities (DICO) of config/warnings.yaml "
+                "`areas:` as GeoJSON ([lon, lat]; outer rings, as CAP warnings carry them), for the maps. "
+                "Public data (CC BY 4.0): no token needed. Answers with an ETag; If-None-Match gets 304.",
+                "security": [{}],
+                "parameters": [
+                    {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "a GeoJSON FeatureCollection",
+                        "content": {"application/geo+json": {"schema": AREAS}},
+                    },
+                    "304": {"description": "not modified (the ETag matched)"},
+                    "503": _problem("the configured GeoJSON could not be read"),
+                },
+            }
+        }
+    }

@@ -7,19 +7,12 @@ Pure functions over plain dicts. What the rules say about their alarms (unit, ru
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, get_args
+
+from atalaia.incidents.events import IncidentState
 
 SEVERITIES = ("informational", "low", "medium", "high", "critical")  # lowest first
-STATES = (
-    "unacknowledged",
-    "acknowledged",
-    "returned-unacknowledged",
-    "normal",
-    "shelved",
-    "suppressed",
-    "out-of-service",
-    "closed",
-)
+STATES = get_args(IncidentState)  # the incident states of atalaia.incidents, in its order
 UNACKNOWLEDGED = ("unacknowledged", "returned-unacknowledged")
 OVERLAYS = ("shelved", "suppressed", "out-of-service")
 
@@ -36,6 +29,7 @@ ACTION_STATES: dict[str, tuple[str, ...] | None] = {
     "unsuppress": ("suppressed",),
     "out-of-service": ("unacknowledged", "acknowledged", "returned-unacknowledged", "normal"),
     "return-to-service": ("out-of-service",),
+    "escalate": ("unacknowledged", "acknowledged", "returned-unacknowledged", "normal"),
 }
 
 

@@ -8,19 +8,29 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
+
+from atalaia.console.consumer import assigned_consumer
 
 log = logging.getLogger(__name__)
 
 
 class ReplyWatcher(Service):
-    def __init__(self, bootstrap: str, topic: str, keep: int = 10_000, **kw: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        keep: int = 10_000,
+        accept: Callable[[dict[str, Any]], bool] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.bootstrap, self.topic, self.keep = bootstrap, topic, keep
+        self.accept = accept  # which records of the topic are replies (default: every object)
         self.replies: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.waiters: dict[str, list[asyncio.Future]] = {}
 
@@ -28,14 +38,7 @@ class ReplyWatcher(Service):
         self.add_future(self._run())
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
-        )
-        await consumer.start()
-        try:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or {0}]
-            consumer.assign(tps)
+        async with assigned_consumer(self.bootstrap, self.topic, fetch_max_wait_ms=50) as (consumer, tps):
             await consumer.seek_to_end(*tps)
             while not self.should_stop:
                 batches = await consumer.getmany(timeout_ms=200)
@@ -43,10 +46,8 @@ class ReplyWatcher(Service):
                     for r in records:
                         with contextlib.suppress(ValueError, TypeError):
                             reply = orjson.loads(r.value or b"")
-                            if isinstance(reply, dict):
+                            if isinstance(reply, dict) and (self.accept is None or self.accept(reply)):
                                 self._record(reply)
-        finally:
-            await consumer.stop()
 
     def _record(self, reply: dict[str, Any]) -> None:
         cid = str(reply.get("command", ""))

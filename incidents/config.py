@@ -60,6 +60,7 @@ ActionName = Literal[
     "unsuppress",
     "out-of-service",
     "return-to-service",
+    "escalate",
 ]
 ROLES = get_args(RoleName)
 ACTIONS = get_args(ActionName)
@@ -74,6 +75,8 @@ DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "unsuppress": ("supervisor", "engineer"),
     "out-of-service": ("supervisor", "engineer"),
     "return-to-service": ("supervisor", "engineer"),
+    "escalate": ("operator", "supervisor"),  # page the next escalation step now
+    "silence": ("operator", "supervisor", "engineer"),  # create and expire runtime silences
 }
 
 
@@ -159,7 +162,7 @@ class IncidentConfig(_Model):
     default_position: str = "main"
     inhibit: tuple[InhibitRule, ...] = ()
     maintenance: tuple[Maintenance, ...] = ()
-    permissions: dict[ActionName, tuple[RoleName, ...]] = Field(
+    permissions: dict[ActionName | Literal["silence"], tuple[RoleName, ...]] = Field(
         default_factory=lambda: dict(DEFAULT_PERMISSIONS)
     )
     alarms_in_event: int = Field(

@@ -21,6 +21,7 @@ PRIORITY = (
     "returned-to-service",
     "commented",
     "assigned",
+    "escalated",
     "severity-changed",
     "reactivated",
     "returned-to-normal",

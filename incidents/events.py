@@ -27,6 +27,7 @@ Change = Literal[
     "returned-to-service",
     "commented",
     "assigned",
+    "escalated",
     "closed",
 ]
 IncidentState = Literal[

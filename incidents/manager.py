@@ -27,9 +27,19 @@ from atalaia.incidents import operator, snapshot
 from atalaia.incidents.commands import Command
 from atalaia.incidents.config import IncidentConfig
 from atalaia.incidents.emit import Changes, Output, build_event, severity_of, title
+from atalaia.incidents.events import CommandReply
 from atalaia.incidents.kpi import ALL, KpiSnapshot, PositionKpi
 from atalaia.incidents.matchers import matches_all
 from atalaia.incidents.model import AlarmRecord, Incident, ManagerState, alarm_key, fmt, seconds_us, to_us
+from atalaia.incidents.silences import (
+    SILENCE_ACTIONS,
+    Silence,
+    SilenceCommand,
+    SilenceEvent,
+    config_silence,
+    silence_id,
+    silence_reason,
+)
 from atalaia.rules.alarm import severity_rank, transition_id
 
 _SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity", "tenant", "service_path")
@@ -45,7 +55,9 @@ class IncidentManager:
         self.chatter_shelve = seconds_us(c.chattering.shelve_for)
         self.max_shelve = seconds_us(c.shelving.max)
         self.stale_after = seconds_us(c.stale_after)
-        self.maintenance = [(m, to_us(m.start), to_us(m.end)) for m in c.maintenance]
+        # static maintenance windows are silences too (source "config"; the file is their store)
+        self.maintenance = [config_silence(m) for m in c.maintenance]
+        self._silence_matchers: dict[str, tuple[Any, ...]] = {}  # silence id -> compiled matchers
 
     # ---------------------------------------------------------------- public API
     def initial_state(self) -> ManagerState:
@@ -75,6 +87,11 @@ class IncidentManager:
             try:
                 if isinstance(ev, Command):
                     operator.apply(self, state, ev, now_us, out)
+                elif isinstance(ev, SilenceCommand) or (
+                    isinstance(ev, dict) and ev.get("action") in SILENCE_ACTIONS
+                ):
+                    cmd = ev if isinstance(ev, SilenceCommand) else SilenceCommand.model_validate(ev)
+                    self._on_silence(state, cmd, now_us, out)
                 elif isinstance(ev, dict) and "action" in ev:
                     operator.apply(self, state, Command.model_validate(ev), now_us, out)
                 elif isinstance(ev, dict):
@@ -371,9 +388,14 @@ class IncidentManager:
             if source is not None:
                 rule, _, key = source.partition("\x1f")
                 reasons.append(f"inhibited by {rule} {key}")
-        for m, start, end in self.maintenance:
-            if start <= at < end and matches_all(m.matchers, rec.labels):
-                reasons.append(f"maintenance {m.name}: {m.reason}")
+        for sil in self.maintenance:
+            if sil.active_at(at) and matches_all(self._compiled(sil), rec.labels):
+                reasons.append(silence_reason(sil))
+        if st.silences:  # runtime silences act from when they are known: on the manager's clock
+            t = max(at, st.clock or at)
+            for sil in st.silences.values():
+                if sil.active_at(t) and matches_all(self._compiled(sil), rec.labels):
+                    reasons.append(silence_reason(sil))
         suppressed = "; ".join(reasons) or None
         if suppressed == rec.suppressed:
             return False
@@ -384,7 +406,11 @@ class IncidentManager:
         rec.suppressed = suppressed
         inc.account(rec, +1)
         rec.cached_view = None
-        changes.touch(inc, change, at, actor, suppressed or f"{rec.rule} {rec.key} no longer suppressed")
+        touch = changes.touch(
+            inc, change, at, actor, suppressed or f"{rec.rule} {rec.key} no longer suppressed"
+        )
+        if suppressed and suppressed not in touch.reason:  # e.g. opened already silenced: say by what
+            touch.reason += f" — {suppressed}"
         return True
 
     # ---------------------------------------------------------------- lifecycle
@@ -519,24 +545,128 @@ class IncidentManager:
                 if due is not None:
                     self._arm(st, due)
 
+    # ---------------------------------------------------------------- runtime silences
+    def _compiled(self, sil: Silence) -> tuple[Any, ...]:
+        m = self._silence_matchers.get(sil.id)
+        if m is None:
+            from atalaia.incidents.silences import parse_matchers
+
+            m = self._silence_matchers[sil.id] = parse_matchers(sil.matchers)
+        return m
+
+    def take_command(self, st: ManagerState, command_id: str) -> bool:
+        """Count a command and remember its id (the last ``memory`` ids); False, counted as a duplicate,
+        for an id seen before (a redelivered command is applied once)."""
+        if command_id in st.commands:
+            st.stats["duplicates"] += 1
+            return False
+        st.commands[command_id] = None
+        while len(st.commands) > self.config.memory:
+            del st.commands[next(iter(st.commands))]
+        st.stats["commands"] += 1
+        return True
+
+    def _on_silence(self, st: ManagerState, cmd: SilenceCommand, now: int, out: list[Output]) -> None:
+        if not self.take_command(st, cmd.id):
+            return
+        at = to_us(cmd.at) if cmd.at is not None else now
+        allowed = self.config.permissions.get("silence", ())
+        sid = silence_id(cmd.id) if cmd.action == "silence" else cmd.silence
+        problem = None
+        if cmd.role not in allowed:
+            problem = f"role {cmd.role} may not {cmd.action} (allowed: {', '.join(allowed) or 'nobody'})"
+        elif cmd.action == "expire-silence" and sid not in st.silences:
+            problem = f"unknown silence {sid} (expired silences are gone)"
+        if problem is not None:
+            st.stats["rejected"] += 1
+            out.append(CommandReply(cmd.id, sid, cmd.action, cmd.actor, False, problem, fmt(at)))
+            return
+        if cmd.action == "silence":
+            start = max(to_us(cmd.start), at) if cmd.start is not None else at
+            end = to_us(cmd.end) if cmd.end is not None else start + seconds_us(cmd.duration or 0)
+            if end <= now:
+                st.stats["rejected"] += 1
+                out.append(
+                    CommandReply(cmd.id, sid, cmd.action, cmd.actor, False, "end: already past", fmt(at))
+                )
+                return
+            sil = Silence(
+                sid, [str(m) for m in cmd.matchers], cmd.actor, cmd.comment, start, end, at, command=cmd.id
+            )
+            self._silence_matchers[sid] = cmd.matchers
+            st.silences[sid] = sil
+            reply = f"silence {sid} until {fmt(end)}"
+            out.append(CommandReply(cmd.id, sid, cmd.action, cmd.actor, True, reply, fmt(at)))
+            created = _silence_event(sil, "created", at)
+            if sil.active_at(now):
+                st.maintenance[sid] = True
+                created.silenced = self._resweep(st, sil, now, f"silence:{sid}", out)
+            out.append(created)
+        else:
+            sil = st.silences[sid]
+            sil.end = max(min(sil.end, now), sil.start)
+            sil.expired_by, sil.expired_at = cmd.actor, at
+            out.append(
+                CommandReply(cmd.id, sid, cmd.action, cmd.actor, True, f"silence {sid} expired", fmt(at))
+            )
+        self._sweep_silences(st, now, out)
+
+    def _sweep_silences(self, st: ManagerState, now: int, out: list[Output]) -> None:
+        """Silences (runtime and maintenance windows) that started or ended by ``now``: (un)suppress
+        the alarms they match, in time order (each at its own start/end), then drop the expired."""
+        due = []  # (time, order, state key, silence, active)
+        for i, sil in enumerate([*self.maintenance, *st.silences.values()]):
+            key = (sil.name or sil.id) if sil.source == "config" else sil.id
+            active = sil.active_at(now)
+            if st.maintenance.get(key, False) != active:
+                due.append((sil.start if active else sil.end, i, key, sil, active))
+        due.sort(key=lambda d: (d[0], d[1]))
+        for at, _, key, sil, active in due:
+            st.maintenance[key] = active
+            config = sil.source == "config"
+            n = self._resweep(st, sil, at, f"maintenance:{sil.name}" if config else f"silence:{sil.id}", out)
+            if active and not config:
+                out.append(_silence_event(sil, "started", sil.start, n))
+        for sid in [sid for sid, sil in st.silences.items() if now >= sil.end]:
+            sil = st.silences.pop(sid)
+            st.maintenance.pop(sid, None)
+            self._silence_matchers.pop(sid, None)
+            out.append(_silence_event(sil, "expired", sil.end))
+
+    def _resweep(self, st: ManagerState, sil: Silence, at: int, actor: str, out: list[Output]) -> int:
+        changes = Changes()
+        touched: dict[str, list[AlarmRecord]] = {}
+        matchers = self._compiled(sil)
+        for inc in st.incidents.values():
+            for ak, rec in inc.alarms.items():
+                if matches_all(matchers, rec.labels) and self._refresh(st, inc, rec, ak, at, changes, actor):
+                    touched.setdefault(inc.id, []).append(rec)
+        for iid, recs in touched.items():
+            self._settle(st, st.incidents[iid], recs, at)
+        self._finish(st, changes, out)
+        return sum(len(r) for r in touched.values())
+
     def _maintenance(self, st: ManagerState, now: int, out: list[Output]) -> None:
-        for m, start, end in self.maintenance:
-            active = start <= now < end
-            if st.maintenance.get(m.name, False) == active:
-                continue
-            st.maintenance[m.name] = active
-            at = start if active else end
-            changes = Changes()
-            touched: dict[str, list[AlarmRecord]] = {}
-            for inc in st.incidents.values():
-                for ak, rec in inc.alarms.items():
-                    if matches_all(m.matchers, rec.labels) and self._refresh(
-                        st, inc, rec, ak, at, changes, f"maintenance:{m.name}"
-                    ):
-                        touched.setdefault(inc.id, []).append(rec)
-            for iid, recs in touched.items():
-                self._settle(st, st.incidents[iid], recs, at)
-            self._finish(st, changes, out)
+        if st.silences or self.maintenance:
+            self._sweep_silences(st, now, out)
+
+
+def _silence_event(sil: Silence, change: str, at: int, silenced: int = 0) -> SilenceEvent:
+    return SilenceEvent(
+        sil.id,
+        change,
+        fmt(at),
+        list(sil.matchers),
+        sil.author,
+        sil.comment,
+        fmt(sil.start),
+        fmt(sil.end),
+        fmt(sil.created_at),
+        sil.source,
+        sil.expired_by,
+        sil.command,
+        silenced,
+    )
 
 
 def _now(now: datetime | int | float | str) -> int:

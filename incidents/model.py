@@ -185,7 +185,12 @@ class ManagerState:
     commands: dict[str, None] = field(default_factory=dict)  # recently seen command ids
     sources: dict[str, dict[str, None]] = field(default_factory=dict)  # "rule|equal" -> firing source alarms
     targets: dict[str, dict[str, None]] = field(default_factory=dict)  # "rule|equal" -> open target alarms
-    maintenance: dict[str, bool] = field(default_factory=dict)  # window name -> was active at clock
+    maintenance: dict[str, bool] = field(
+        default_factory=dict
+    )  # window name / silence id -> was active at clock
+    silences: dict[str, Any] = field(
+        default_factory=dict
+    )  # runtime silences (incidents.silences.Silence) by id
     clock: int | None = None  # latest now seen (timers fire up to it)
     next_due: int | None = None  # earliest shelve expiry / closing timer (None: nothing armed)
     kpi: KpiState = field(default_factory=KpiState)

@@ -24,18 +24,14 @@ PAST = {
     "unsuppress": "unsuppressed",
     "out-of-service": "out-of-service",
     "return-to-service": "returned-to-service",
+    "escalate": "escalated",  # the escalation pages its next step at once (notifiers/engine.py)
 }
 NEEDS_REASON = ("shelve", "suppress", "out-of-service", "comment", "close")
 
 
 def apply(mgr: IncidentManager, st: ManagerState, cmd: Command, now: int, out: list[Output]) -> None:
-    if cmd.id in st.commands:
-        st.stats["duplicates"] += 1
+    if not mgr.take_command(st, cmd.id):
         return
-    st.commands[cmd.id] = None
-    while len(st.commands) > mgr.config.memory:
-        del st.commands[next(iter(st.commands))]
-    st.stats["commands"] += 1
     at = to_us(cmd.at) if cmd.at is not None else now
     inc = st.incidents.get(cmd.incident)
     problem = check(mgr, st, cmd, inc, at)
@@ -73,6 +69,8 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
     a = cmd.action
     if a == "acknowledge" and state not in ("unacknowledged", "returned-unacknowledged"):
         return f"nothing to acknowledge: incident is {state}"
+    if a == "escalate" and inc.overlay is not None:
+        return f"incident is {inc.overlay}: nothing is paged while it is"
     if a in ("shelve", "suppress", "out-of-service") and inc.overlay is not None:
         return f"incident is already {inc.overlay}"
     if a == "shelve":

@@ -26,8 +26,19 @@ import orjson
 from atalaia.incidents.events import IncidentEvent
 
 _TOKENS = {"sqlite": {"json": "TEXT", "time": "TEXT"}, "postgresql": {"json": "JSONB", "time": "TIMESTAMPTZ"}}
-_JSON_COLUMNS = {"correlation", "labels", "location", "changes"}
-_TIME_COLUMNS = {"opened_at", "updated_at", "closed_at", "shelved_until", "first_seen", "last_seen", "at"}
+_JSON_COLUMNS = {"correlation", "labels", "location", "changes", "matchers"}
+_TIME_COLUMNS = {
+    "opened_at",
+    "updated_at",
+    "closed_at",
+    "shelved_until",
+    "first_seen",
+    "last_seen",
+    "at",
+    "starts_at",
+    "ends_at",
+    "created_at",
+}
 _BOOL_COLUMNS = {"active", "chattering"}
 
 _UPSERT_INCIDENT = """
@@ -163,10 +174,15 @@ class Projection:
                 raise ValueError(f"event {i}: {problem}")
             else:
                 errors.append((i, problem))
+        silences = [e for e in good if e.get("kind") == "silence"]
         good = [e for e in good if e.get("kind", "incident") == "incident"]
         self._begin()
         try:
             applied = self._apply_batch(good)
+            if silences:
+                self.conn.cursor().executemany(
+                    self._sql(_UPSERT_SILENCE), [_silence_row(e) for e in silences]
+                )
             self._commit()
         except Exception:
             self._rollback()
@@ -229,6 +245,12 @@ class Projection:
         """The audit trail: every change with its time, actor and reason, oldest first."""
         return self._dicts("SELECT * FROM incident_audit WHERE incident = ? ORDER BY version", (incident,))
 
+    def silences(self, include_expired: bool = False, limit: int = 500) -> list[dict[str, Any]]:
+        """Runtime silences (latest state), newest first; without ``include_expired`` only those whose
+        end is still ahead (their status is decided by the caller's clock)."""
+        where = "" if include_expired else "WHERE last_change <> 'expired' "
+        return self._dicts(f"SELECT * FROM silences {where}ORDER BY created_at DESC, id LIMIT ?", (limit,))
+
     # ------------------------------------------------------------------ plumbing
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
@@ -253,6 +275,33 @@ class Projection:
 
     def _rollback(self) -> None:
         self.conn.rollback() if self.dialect == "postgresql" else self.conn.execute("ROLLBACK")
+
+
+_UPSERT_SILENCE = """
+INSERT INTO silences (id, matchers, author, comment, starts_at, ends_at, created_at, source, expired_by,
+                      last_change, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    ends_at = excluded.ends_at, expired_by = excluded.expired_by, last_change = excluded.last_change,
+    updated_at = excluded.updated_at
+WHERE silences.last_change <> 'expired'
+"""
+
+
+def _silence_row(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        str(e["id"]),
+        orjson.dumps(list(e.get("matchers") or [])).decode(),
+        str(e.get("author", "")),
+        str(e.get("comment", "")),
+        str(e["starts_at"]),
+        str(e["ends_at"]),
+        str(e.get("created_at") or e["at"]),
+        str(e.get("source", "api")),
+        e.get("expired_by"),
+        str(e.get("change", "")),
+        str(e["at"]),
+    )
 
 
 _REQUIRED = {
@@ -287,6 +336,13 @@ def _malformed(e: Any) -> str | None:
     """Why ``e`` is not an incident event the tables can take, or None."""
     if not isinstance(e, dict):
         return "not a JSON object"
+    if e.get("kind") == "silence":
+        ok = all(isinstance(e.get(n), str) for n in ("id", "at", "starts_at", "ends_at", "change"))
+        return (
+            None
+            if ok and isinstance(e.get("matchers"), list)
+            else "a silence event needs id, times, matchers"
+        )
     if e.get("kind", "incident") != "incident":
         return None  # not an incident event: _apply_one skips it
     for name, kind in _REQUIRED.items():

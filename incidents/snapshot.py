@@ -45,6 +45,9 @@ def load(data: bytes) -> ManagerState:
         name: FloodMeter(**{**m, "times": deque(m["times"])}) for name, m in kpi_raw.pop("meters").items()
     }
     kpi = KpiState(meters=meters, **kpi_raw)
+    from atalaia.incidents.silences import Silence
+
+    d["silences"] = {k: Silence(**v) for k, v in d.get("silences", {}).items()}
     return ManagerState(incidents=incidents, kpi=kpi, **d)
 
 

@@ -81,6 +81,7 @@ def check(policy: str) -> None:
         set(cfg.targets)
         - {t.target for p in cfg.policies.values() for s in p.steps for t in s.targets}
         - {m for s in cfg.schedules.values() for m in getattr(s, "members", [])}
+        - {t.target for t in (cfg.warnings.targets if cfg.warnings else [])}
     )
     for name in sorted(unused):
         warnings.append(f"{policy}: target {name!r} is not used by any policy")
@@ -97,8 +98,8 @@ def check(policy: str) -> None:
     for i, r in enumerate(cfg.routes):
         pol = cfg.policies[r.policy]
         steps = " → ".join(
-            f"[{', '.join(t.target for t in s.targets)}] wait {format_duration(s.wait)}"
-            + (f" ×{s.repeat + 1}" if s.repeat else "")
+            f"[{', '.join([t.target for t in s.targets] + (['propose_warning'] if s.propose_warning else []))}]"
+            f" wait {format_duration(s.wait)}" + (f" ×{s.repeat + 1}" if s.repeat else "")
             for s in pol.steps
         )
         click.echo(
@@ -176,9 +177,24 @@ def simulate(policy: str, events, tick: str, until: str) -> None:
 @click.option("--attempts", is_flag=True, help="every attempt, not one line per notification")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines")
 @click.option("--limit", default=200, show_default=True)
-def log_cmd(db: str | None, incident: str | None, attempts: bool, as_json: bool, limit: int) -> None:
-    """Show the delivery log: per notification (status, attempts, last error) or per attempt."""
+@click.option(
+    "--lang",
+    type=click.Choice(["pt-PT", "en-GB"]),
+    default=None,
+    help="language of the lines (default: from LANG: pt… → pt-PT, else en-GB)",
+)
+def log_cmd(
+    db: str | None, incident: str | None, attempts: bool, as_json: bool, limit: int, lang: str | None
+) -> None:
+    """Show the delivery log: per notification (status, attempts, last error) or per attempt.
+    Times are Lisbon time with the zone, values rounded with their units (as in the console, SMS
+    and email); ``--json`` gives the raw rows (epoch seconds)."""
+    import os
+
     from atalaia.notifiers.log import SQLiteDeliveryLog
+
+    lang = lang or ("pt-PT" if os.environ.get("LANG", "").lower().startswith("pt") else "en-GB")
+    words = WORDS[lang]
 
     path = Path(db) if db else _default_db()
     if not path.exists():
@@ -187,46 +203,131 @@ def log_cmd(db: str | None, incident: str | None, attempts: bool, as_json: bool,
     log = SQLiteDeliveryLog(path)
     rows = log.attempts(incident, limit) if attempts else log.deliveries(incident, limit)
     health = {h.target: h for h in log.targets()}
+    leads = {} if as_json else _leads(log, [r.notification_id for r in rows], lang)
     for r in rows:
         d = {k: getattr(r, k) for k in r.__dataclass_fields__}
         if as_json:
             click.echo(orjson.dumps(d))
             continue
-        when = datetime.fromtimestamp(d.get("started_at") or d.get("updated_at"), UTC).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        )
+        when = _local(d.get("started_at") or d.get("updated_at"))
+        what = leads.get(d["notification_id"], "")
         if attempts:
-            lat = f"{d['latency_ms']:.0f}ms" if d["latency_ms"] is not None else "-"
+            lat = f"{d['latency_ms']:.0f} ms" if d["latency_ms"] is not None else "-"
             click.echo(
                 f"{when}  {d['incident']}  {d['target']:<16} {d['channel']:<12} #{d['attempt']} "
-                f"{d['status']:<10} {lat:>7}  {d['error'] or d['detail'] or ''}"
+                f"{words['status'].get(d['status'], d['status']):<10} {lat:>7}  {what}  "
+                f"{d['error'] or d['detail'] or ''}".rstrip()
             )
         else:
             where = (
-                "resolved"
+                words["resolved"]
                 if d["kind"] == "resolved"
-                else f"step {d['step'] + 1}" + (f" r{d['repeat']}" if d["repeat"] else "")
+                else f"{words['step']} {d['step'] + 1}" + (f" r{d['repeat']}" if d["repeat"] else "")
             )
             click.echo(
-                f"{when}  {d['incident']}  {where:<9} {d['target']:<16} {d['channel']:<12} "
-                f"{_status_text(d, health.get(d['target']))}  {d['last_error'] or ''}"
+                f"{when}  {d['incident']}  {where:<10} {d['target']:<16} {d['channel']:<12} "
+                f"{_status_text(d, health.get(d['target']), lang)}  {what}  {d['last_error'] or ''}".rstrip()
             )
     if not as_json:
         for h in health.values():
             if h.state != "closed":
                 click.echo(
-                    f"target {h.target}: unavailable since {_utc(h.since)} ({h.failures} consecutive failures), "
-                    f"next probe {_utc(h.next_probe_at)}: {h.last_error or ''}"
+                    words["down"].format(
+                        target=h.target,
+                        since=_local(h.since),
+                        n=h.failures,
+                        probe=_local(h.next_probe_at),
+                        error=h.last_error or "",
+                    )
                 )
     log.close()
+
+
+# the words of ``notify log`` (times and values follow the console's rules: Lisbon time with the
+# zone, values rounded with their units, decimal comma in Portuguese)
+WORDS: dict[str, dict] = {
+    "en-GB": {
+        "status": {},
+        "step": "step",
+        "resolved": "resolved",
+        "attempts": "attempts",
+        "waiting": "waiting for target (attempts={n}, next try {next})",
+        "failed_kept": "failed (attempts={n}; re-sent when the target recovers, until {until})",
+        "down": "target {target}: unavailable since {since} ({n} consecutive failures), next probe {probe}: {error}",
+    },
+    "pt-PT": {
+        "status": {
+            "queued": "em fila",
+            "sending": "a enviar",
+            "delivered": "entregue",
+            "waiting": "à espera",
+            "retrying": "a repetir",
+            "failed": "falhou",
+            "in-doubt": "incerto",
+        },
+        "step": "escalão",
+        "resolved": "encerrado",
+        "attempts": "tentativas",
+        "waiting": "à espera do destino (tentativas={n}, próxima {next})",
+        "failed_kept": "falhou (tentativas={n}; reenviado quando o destino voltar, até {until})",
+        "down": "destino {target}: indisponível desde {since} ({n} falhas seguidas), próxima sonda {probe}: {error}",
+    },
+}
+
+
+def _local(t: float | None) -> str:
+    """Lisbon time with the zone (``04/12/2026 19:32:05 WET``)."""
+    from zoneinfo import ZoneInfo
+
+    if t is None:
+        return "-"
+    return (
+        datetime.fromtimestamp(t, UTC).astimezone(ZoneInfo("Europe/Lisbon")).strftime("%d/%m/%Y %H:%M:%S %Z")
+    )
 
 
 def _utc(t: float | None) -> str:
     return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _status_text(d: dict, health: object | None) -> str:
+def _leads(log, ids: list[str], lang: str) -> dict[str, str]:
+    """Per notification id, its incident's severity and lead value with its unit (``alto 0,21 m``)."""
+    from atalaia.notifiers.render import SEVERITY, format_value
+    from atalaia.rules.alarm import severity_rank
+
+    try:
+        payloads = log.payloads(set(ids))
+    except Exception:  # an older log: lines without values
+        return {}
+    rules = None
+    out = {}
+    for nid, n in payloads.items():
+        s = n.snapshot
+        text = SEVERITY[lang].get(s.severity, s.severity)
+        ranked = sorted(s.alarms, key=lambda a: -severity_rank(a.get("severity")))
+        a = next((x for x in ranked if x.get("value") is not None), None)
+        if a is not None:
+            if rules is None:
+                rules = _rules()
+            info = rules.get(a.get("rule"))
+            text += " " + format_value(a.get("value"), info.unit if info else None, lang)
+        out[nid] = text
+    return out
+
+
+def _rules() -> dict:
+    try:
+        from atalaia.rules.info import rule_catalog
+        from atalaia.streams.settings import get_settings
+
+        return rule_catalog(get_settings().rules_paths)
+    except Exception:  # values without units rather than no log
+        return {}
+
+
+def _status_text(d: dict, health: object | None, lang: str = "en-GB") -> str:
     """One delivery row's status as an operator reads it."""
+    words = WORDS[lang]
     status, n = d["status"], d["attempts"]
     held = health is not None and getattr(health, "state", "closed") != "closed"
     if status in ("waiting", "retrying") or (status == "queued" and held):
@@ -234,10 +335,10 @@ def _status_text(d: dict, health: object | None) -> str:
         if held:
             probe = getattr(health, "next_probe_at", None)
             nxt = max(nxt or 0.0, probe or 0.0) or None
-        return f"waiting for target (attempts={n}, next try {_utc(nxt)})"
+        return words["waiting"].format(n=n, next=_local(nxt))
     if status == "failed" and d.get("resend_until"):
-        return f"failed (attempts={n}; re-sent when the target recovers, until {_utc(d['resend_until'])})"
-    return f"{status:<9} attempts={n}"
+        return words["failed_kept"].format(n=n, until=_local(d["resend_until"]))
+    return f"{words['status'].get(status, status):<9} {words['attempts']}={n}"
 
 
 @notify.command("test")

@@ -95,7 +95,14 @@ class Target(_Model):
     url: str = Field(description="apprise URL (sms, email) or HTTP(S) endpoint; ${VAR} is expanded")
     lang: Literal["pt-PT", "en-GB"] | None = None
     secret: str | None = Field(None, description="webhook HMAC secret; ${VAR} is expanded")
-    tenant: str | None = Field(None, description="NGSI-LD tenant (NGSILD-Tenant header)")
+    tenant: str | None = Field(
+        None, description="ngsi-ld: a fixed NGSI-LD tenant (NGSILD-Tenant header) for every upsert"
+    )
+    tenant_from_incident: bool = Field(
+        True,
+        description="ngsi-ld without a fixed tenant: send the incident's (or warning's) tenant as "
+        "NGSILD-Tenant; false: no tenant header (the broker's default tenant)",
+    )
     rate: RateLimit | None = None
     timeout: Duration = timedelta(seconds=10)
     max_attempts: int | None = Field(
@@ -108,6 +115,10 @@ class Target(_Model):
     concurrency: int = Field(1, ge=1, le=32, description="sends in flight at once to this target")
     throttle: float = Field(0.0, ge=0, description="apprise per-request throttle in s (plugin default 5.5)")
     max_sms_segments: int = Field(3, ge=1, le=10)
+    warning_format: Literal["json", "cap"] = Field(
+        "json",
+        description="webhook: a population warning as JSON (with the CAP XML) or as the CAP XML itself",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Target:
@@ -152,10 +163,57 @@ def _step_target(v: Any) -> Any:
     return {"target": v} if isinstance(v, str) else v
 
 
+class ProposeWarning(_Model):
+    """An escalation step that drafts a population warning from the incident (a ``draft`` command
+    on ``atalaia.commands``, kind warning). The draft waits for a person to submit it and another
+    to approve it: this never publishes anything by itself."""
+
+    sender: str = Field(description="the CAP sender of the draft, e.g. protecao.civil@cm-porto.pt")
+    valid_for: Duration = Field(timedelta(hours=12), description="expires = onset + this")
+    status: Literal["Actual", "Exercise", "Test"] = "Actual"
+
+
+def _propose(v: Any) -> Any:
+    return {"sender": v} if isinstance(v, str) else v
+
+
 class Step(_Model):
-    targets: list[Annotated[StepTarget, BeforeValidator(_step_target)]] = Field(min_length=1)
+    targets: list[Annotated[StepTarget, BeforeValidator(_step_target)]] = Field(default_factory=list)
+    propose_warning: Annotated[ProposeWarning, BeforeValidator(_propose)] | None = Field(
+        None, description="also draft a population warning from the incident (waits for approval)"
+    )
     wait: Duration = Field(description="time before the next repeat / the next step")
     repeat: int = Field(0, ge=0, le=100, description="re-send this step up to N more times, every `wait`")
+
+    @model_validator(mode="after")
+    def _check(self) -> Step:
+        if not self.targets and self.propose_warning is None:
+            raise ValueError("a step needs targets (or propose_warning)")
+        return self
+
+
+class WarningTarget(_Model):
+    target: str
+    exercise: bool | Literal["only"] = Field(
+        False,
+        description="true: also Exercise and Test warnings; only: nothing but Exercise and Test (drill sinks)",
+    )
+
+
+def _warning_target(v: Any) -> Any:
+    return {"target": v} if isinstance(v, str) else v
+
+
+class WarningsDelivery(_Model):
+    """Who receives issued population warnings (records on ``atalaia.warnings``)."""
+
+    targets: list[Annotated[WarningTarget, BeforeValidator(_warning_target)]] = Field(default_factory=list)
+    exercises: Literal["marked", "all", "none"] = Field(
+        "marked",
+        description="Exercise/Test warnings go to the targets marked exercise (marked), to every "
+        "target (all), or nowhere (none)",
+    )
+    retry: Retry | None = None
 
 
 class Policy(_Model):
@@ -167,6 +225,9 @@ class Policy(_Model):
     )
     notify_resolved: bool = Field(True, description="tell every target already notified when it closes")
     retry: Retry | None = None
+    repage_interval: Duration | None = Field(
+        None, description="this policy's repage_interval (else the top level)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -179,11 +240,26 @@ class Match(_Model):
     severity: list[Literal[SEVERITIES]] | None = None  # type: ignore[valid-type]
     min_severity: Literal[SEVERITIES] | None = None  # type: ignore[valid-type]
     labels: dict[str, str | list[str]] = Field(default_factory=dict)
+    tenant: str | list[str] | None = Field(
+        None, description="only incidents of this tenant (or these tenants); unset: any tenant"
+    )
 
 
 class Route(_Model):
     match: Match = Field(default_factory=Match)
     policy: str
+
+
+class Storm(_Model):
+    """Storm digests: when a target already got ``threshold`` messages in the last ``window``, the
+    next ones are held for ``wait`` and sent as one message that sums them up."""
+
+    threshold: int = Field(3, ge=1, description="messages a target gets one by one per window")
+    window: Duration = Field(timedelta(minutes=2), description="the sliding window of the count")
+    wait: Duration = Field(timedelta(seconds=30), description="how long a digest collects before it goes")
+    channels: list[Literal["sms", "email"]] = Field(
+        default_factory=lambda: ["sms", "email"], description="channels read by people (machines get each)"
+    )
 
 
 class EscalationConfig(_Model):
@@ -193,10 +269,23 @@ class EscalationConfig(_Model):
         None, description="link to the incident in messages: {console_url}/incidents/<id>"
     )
     retry: Retry | None = Field(None, description="delivery retry defaults for every target")
+    repage_interval: Duration = Field(
+        timedelta(minutes=5),
+        description="an incident paged less than this ago is not paged again when it re-enters the "
+        "escalation (severity flapping, a policy switch, re-acknowledgement); the page is deferred to "
+        "the end of the interval and sent then if still due (Alertmanager's group_interval). 0 = off",
+    )
+    storm: Storm | None = Field(None, description="storm digests per target (off when absent)")
+    repage_on_rise: bool = Field(
+        True, description="a severity higher than any paged within the interval pages at once"
+    )
     targets: dict[str, Target] = Field(default_factory=dict)
     schedules: dict[str, Schedule] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     policies: dict[str, Policy] = Field(default_factory=dict)
+    warnings: WarningsDelivery | None = Field(
+        None, description="population warnings: the targets that receive them (see notifiers/README.md)"
+    )
 
 
 class ConfigError(ValueError):
@@ -307,4 +396,12 @@ def _references(cfg: EscalationConfig) -> list[tuple[tuple[Any, ...], str]]:
                 for which in (st.during, st.outside):
                     if which is not None and which not in hours:
                         out.append((loc, f"unknown hours schedule {which!r}"))
+    if cfg.warnings is not None:
+        for i, wt in enumerate(cfg.warnings.targets):
+            loc = ("warnings", "targets", i)
+            target = cfg.targets.get(wt.target)
+            if target is None:
+                out.append((loc, f"unknown target {wt.target!r} (warnings go to named targets)"))
+            elif target.channel == "alertmanager":
+                out.append((loc, f"{wt.target!r} is an alertmanager target: it cannot carry a warning"))
     return out

@@ -17,6 +17,13 @@ policy switches to it (new episode). On ``closed`` every target notified so far 
 "resolved" notice (``notify_resolved``). Timers fire at their due (event) time; after an outage
 missed repeats of a step collapse into one, but every step's first message is sent.
 
+An ``escalated`` change (the operator command ``escalate``, "escalate now") pages the next step at
+once: step 0 if nothing was paged yet, else the step after the current one (after the last step,
+the last step again, as a further repeat). If the escalation runs it continues from that step with
+that step's ``wait``; if it is stopped (the incident is acknowledged, say) that step is paged once
+and it stays stopped. The incident manager refuses the command while an overlay (shelved,
+suppressed, out of service) is set.
+
 ``step`` mutates ``state`` in place and returns it (cheap on the hot path); snapshot first if
 you need the old one. No I/O and no wall clock: ``now`` is passed in.
 """
@@ -32,7 +39,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from atalaia.notifiers.config import EscalationConfig, HoursSchedule, Policy, RotationSchedule, Route
-from atalaia.notifiers.model import IncidentSnapshot, Notification, format_time, parse_time
+from atalaia.notifiers.model import IncidentSnapshot, Notification, digest_id, format_time, parse_time
 from atalaia.notifiers.schedule import in_hours, on_call
 from atalaia.rules.alarm import severity_rank
 
@@ -65,16 +72,35 @@ class Escalation:
     snapshot: IncidentSnapshot
     notified: list[str] = field(default_factory=list)  # targets reached in any episode (ordered)
     closed_at: float | None = None
+    last_paged: float | None = None  # when the latest escalation message was due (repage_interval)
+    paged_rank: int = -1  # highest severity rank paged since the interval started
+    deferred: bool = False  # a (re)start held back by repage_interval: its step 0 is due at next_due
+
+
+@dataclass(slots=True)
+class Digest:
+    """A target's storm state: when it was last sent messages, and what is held for its digest."""
+
+    sent: list[float] = field(default_factory=list)  # due times of messages sent (within the window)
+    held: list[Notification] = field(default_factory=list)
+    due: float | None = None  # when the held ones go out as one digest
+
+
+DIGEST_TIMER = "\x00digest:"  # timer key prefix (incident ids never start with NUL)
 
 
 @dataclass(slots=True)
 class EscalationState:
     escalations: dict[str, Escalation] = field(default_factory=dict)
     timers: list[tuple[float, str]] = field(default_factory=list)  # heap, lazily invalidated
+    digests: dict[str, Digest] = field(default_factory=dict)  # per target (storm digests)
 
     def snapshot(self) -> bytes:
         # orjson serialises the (slotted) dataclasses natively: ~10× faster than asdict()
-        return orjson.dumps({"v": 1, "escalations": list(self.escalations.values())})
+        blob: dict[str, Any] = {"v": 1, "escalations": list(self.escalations.values())}
+        if self.digests:
+            blob["digests"] = self.digests
+        return orjson.dumps(blob)
 
     @classmethod
     def restore(cls, blob: bytes) -> EscalationState:
@@ -88,6 +114,11 @@ class EscalationState:
             state.escalations[esc.incident] = esc
             if esc.next_due is not None:
                 state.timers.append((esc.next_due, esc.incident))
+        for target, d in (data.get("digests") or {}).items():
+            held = [Notification.from_dict(n) for n in d["held"]]
+            state.digests[target] = Digest(list(d["sent"]), held, d["due"])
+            if d["due"] is not None:
+                state.timers.append((d["due"], DIGEST_TIMER + target))
         heapq.heapify(state.timers)
         return state
 
@@ -97,6 +128,9 @@ class EscalationState:
             due, inc = self.timers[0]
             esc = self.escalations.get(inc)
             if esc is not None and esc.next_due == due:
+                return datetime.fromtimestamp(due, UTC)
+            dig = self.digests.get(inc[len(DIGEST_TIMER) :]) if inc.startswith(DIGEST_TIMER) else None
+            if dig is not None and dig.due == due:
                 return datetime.fromtimestamp(due, UTC)
             heapq.heappop(self.timers)
         return None
@@ -110,6 +144,7 @@ class EscalationEngine:
     def __init__(self, config: EscalationConfig):
         self.config = config
         self.tz = ZoneInfo(config.timezone)
+        self._released: list[Notification] = []  # digests flushed during the current step
 
     # --- public API ----------------------------------------------------------------------
 
@@ -117,6 +152,8 @@ class EscalationEngine:
         self, state: EscalationState, item: dict[str, Any] | Tick, now: datetime
     ) -> tuple[EscalationState, list[Notification]]:
         out: list[Notification] = []
+        if not isinstance(item, Tick) and item.get("kind", "incident") != "incident":
+            return state, out  # e.g. a silence's change: silences act through the incident's state
         if isinstance(item, Tick):
             self._fire(state, _ts(now), out)
             self._prune(state, _ts(now))
@@ -126,6 +163,9 @@ class EscalationEngine:
             # over a step due at 10:05:00); later ones wait for the tick
             self._fire(state, min(_ts(at) - 1e-6, _ts(now)), out)
             self._apply(state, item, at, out)
+        if self.config.storm is not None and (out or self._released):
+            out = self._gate(state, out) + self._released  # released digests are not gated again
+            self._released = []
         return state, out
 
     def step_batch(
@@ -155,7 +195,16 @@ class EscalationEngine:
         esc = state.escalations.get(snap.incident)
         wants = snap.active and snap.state == "unacknowledged"
         t = _ts(at)
+        escalated = "escalated" in (ev.get("changes") or [ev.get("change")])
         if esc is None:
+            if escalated and not wants:  # nothing was paged yet: escalating now pages step 0 once
+                policy = self.route(snap)
+                if policy is None:
+                    return
+                esc = Escalation(snap.incident, policy, 0, 0, 0, "stopped", None, snap.version, snap)
+                state.escalations[snap.incident] = esc
+                self._escalate(state, esc, t, out, first=True)
+                return
             if not wants:
                 return
             policy = self.route(snap)
@@ -196,6 +245,17 @@ class EscalationEngine:
                         )
                     )
             return
+        if escalated:
+            running = snap.active and snap.state not in policy.stop_on
+            if not running:
+                esc.status, esc.next_due = "stopped", None
+            elif esc.status == "stopped":  # it would run again: a new episode, paged from step 0
+                esc.episode += 1
+                esc.status = "running"
+                self._escalate(state, esc, t, out, first=True)
+                return
+            self._escalate(state, esc, t, out)
+            return
         if snap.state in policy.stop_on or not snap.active:
             esc.status, esc.next_due = "stopped", None
             return
@@ -208,9 +268,43 @@ class EscalationEngine:
             esc.policy, esc.episode = new_policy, esc.episode + 1
             self._start(state, esc, t, out)
 
+    def _repage_interval(self, esc: Escalation) -> float:
+        policy = self.config.policies.get(esc.policy)
+        td = policy.repage_interval if policy is not None and policy.repage_interval is not None else None
+        return (td or self.config.repage_interval).total_seconds()
+
     def _start(self, state: EscalationState, esc: Escalation, t: float, out: list[Notification]) -> None:
-        esc.step, esc.repeat, esc.status = 0, 0, "running"
+        esc.step, esc.repeat, esc.status, esc.deferred = 0, 0, "running", False
+        interval = self._repage_interval(esc)
+        if esc.last_paged is not None and interval > 0 and t < esc.last_paged + interval:
+            rise = self.config.repage_on_rise and severity_rank(esc.snapshot.severity) > esc.paged_rank
+            if not rise:  # flapping: page once at the end of the interval, if it is still due then
+                esc.deferred = True
+                esc.next_due = esc.last_paged + interval
+                heapq.heappush(state.timers, (esc.next_due, esc.incident))
+                return
         self._notify(esc, t, out)
+        self._schedule(state, esc, t)
+
+    def _escalate(
+        self, state: EscalationState, esc: Escalation, t: float, out: list[Notification], first: bool = False
+    ) -> None:
+        """Escalate now: page the next step at once (see the module docstring)."""
+        policy = self.config.policies[esc.policy]
+        last = len(policy.steps) - 1
+        if first:
+            esc.step, esc.repeat = 0, 0
+        elif esc.step < last:
+            esc.step, esc.repeat = esc.step + 1, 0
+        else:  # the last step again, as a further repeat (a new message id)
+            esc.step, esc.repeat = last, esc.repeat + 1
+        esc.deferred = False
+        esc.last_paged = None  # an operator's decision is not held back by repage_interval
+        self._notify(esc, t, out)
+        if esc.status == "stopped":
+            esc.next_due = None
+            return
+        esc.status = "running"
         self._schedule(state, esc, t)
 
     # --- timers --------------------------------------------------------------------------
@@ -219,12 +313,20 @@ class EscalationEngine:
         timers = state.timers
         while timers and timers[0][0] <= until:
             due, inc = heapq.heappop(timers)
+            if inc.startswith(DIGEST_TIMER):
+                self._flush(state, inc[len(DIGEST_TIMER) :], due, out)
+                continue
             esc = state.escalations.get(inc)
             if esc is None or esc.status != "running" or esc.next_due != due:
                 continue  # stale timer
             policy = self.config.policies.get(esc.policy)
             if policy is None or esc.step >= len(policy.steps):  # configuration changed under a snapshot
                 esc.status, esc.next_due = ("stopped" if policy is None else "exhausted"), None
+                continue
+            if esc.deferred:  # a start held back by repage_interval: its step 0 now
+                esc.deferred = False
+                self._notify(esc, due, out)
+                self._schedule(state, esc, due)
                 continue
             step = policy.steps[esc.step]
             if esc.repeat < step.repeat:
@@ -244,6 +346,69 @@ class EscalationEngine:
             )
             if not catching_up:
                 self._notify(esc, due, out)
+
+    # --- storm digests --------------------------------------------------------------------
+
+    def _gate(self, state: EscalationState, notes: list[Notification]) -> list[Notification]:
+        """Hold escalation messages to people beyond the storm threshold for the target's digest."""
+        storm = self.config.storm
+        assert storm is not None
+        window = storm.window.total_seconds()
+        out = []
+        for n in notes:
+            target = self.config.targets.get(n.target)
+            if n.kind != "escalation" or target is None or target.channel not in storm.channels:
+                out.append(n)
+                continue
+            t = _ts(parse_time(n.due))
+            d = state.digests.setdefault(n.target, Digest())
+            d.sent = [x for x in d.sent if x > t - window]
+            if d.held or len(d.sent) >= storm.threshold:
+                d.held.append(n)
+                if d.due is None:
+                    d.due = t + storm.wait.total_seconds()
+                    heapq.heappush(state.timers, (d.due, DIGEST_TIMER + n.target))
+            else:
+                d.sent.append(t)
+                out.append(n)
+        return out
+
+    def _flush(self, state: EscalationState, target: str, due: float, out: list[Notification]) -> None:
+        """The held messages of ``target`` as one digest (those still wanted: an incident
+        acknowledged or closed meanwhile drops out); a single one goes as it was."""
+        d = state.digests.get(target)
+        if d is None or d.due != due:
+            return
+        held, d.held, d.due = d.held, [], None
+        keep = []
+        for n in held:
+            esc = state.escalations.get(n.incident)
+            if esc is not None and esc.status in ("running", "exhausted") and esc.episode == n.episode:
+                keep.append(n)
+        if not keep:
+            return
+        d.sent.append(due)
+        if len(keep) == 1:
+            self._released.append(keep[0])
+            return
+        keep.sort(key=lambda n: (-severity_rank(n.snapshot.severity), n.snapshot.opened_at or "", n.incident))
+        lead = keep[0]
+        snaps = [state.escalations[n.incident].snapshot for n in keep]
+        self._released.append(
+            Notification(
+                lead.incident,
+                lead.policy,
+                lead.episode,
+                lead.step,
+                lead.repeat,
+                target,
+                "digest",
+                format_time(datetime.fromtimestamp(due, UTC)),
+                snaps[0],
+                digest_id(target, [n.id for n in keep]),
+                digest=snaps,
+            )
+        )
 
     def _schedule(self, state: EscalationState, esc: Escalation, t: float) -> None:
         policy = self.config.policies[esc.policy]
@@ -267,6 +432,12 @@ class EscalationEngine:
         policy: Policy = self.config.policies[esc.policy]
         when = datetime.fromtimestamp(t, UTC)
         due = format_time(when)
+        rank = severity_rank(esc.snapshot.severity)
+        if esc.last_paged is None or t >= esc.last_paged + self._repage_interval(esc):
+            esc.paged_rank = rank
+        else:
+            esc.paged_rank = max(esc.paged_rank, rank)
+        esc.last_paged = t
         for target in self.resolve_targets(policy, esc.step, when):
             out.append(
                 Notification(
@@ -283,6 +454,27 @@ class EscalationEngine:
             )
             if target not in esc.notified:
                 esc.notified.append(target)
+        propose = policy.steps[esc.step].propose_warning
+        if propose is not None and esc.repeat == 0:  # a draft for a person to approve, once per step
+            ask = {
+                "sender": propose.sender,
+                "valid_for_s": propose.valid_for.total_seconds(),
+                "status": propose.status,
+            }
+            out.append(
+                Notification(
+                    esc.incident,
+                    esc.policy,
+                    esc.episode,
+                    esc.step,
+                    0,
+                    "propose_warning",
+                    "propose",
+                    due,
+                    esc.snapshot,
+                    warning=ask,
+                )
+            )
 
     def resolve_targets(self, policy: Policy, step: int, when: datetime) -> list[str]:
         """Target names of ``step`` at ``when``: hours filters applied, rotations resolved."""
@@ -311,6 +503,10 @@ def _matches(route: Route, snap: IncidentSnapshot) -> bool:
         return False
     if m.min_severity is not None and severity_rank(snap.severity) < severity_rank(m.min_severity):
         return False
+    if m.tenant is not None:
+        tenant = snap.tenant or snap.correlation.get("tenant")
+        if tenant not in ([m.tenant] if isinstance(m.tenant, str) else m.tenant):
+            return False
     if m.labels:
         have = {k: str(v) for k, v in snap.correlation.items() if isinstance(v, str | int | float)}
         have.update(snap.labels)

@@ -11,8 +11,9 @@ Protocol, per notification (``deliveries`` row, one per notification id):
     again) or a permanent error (``resend_until`` NULL).
     sending found at start-up (crash between send and record) ──► re-sent if the channel is
     idempotent (NGSI-LD upsert, webhook deduplicated on its delivery id), else ``in-doubt``
-    and NOT re-sent (SMS, email, Alertmanager): the escalation's own repeats reach the person if
-    the message was in fact lost, while a duplicate SMS at 3 a.m. is noise that erodes trust.
+    and NOT re-sent (SMS, Alertmanager; email only past its SMTP commit point, see commit.py):
+    the escalation's own repeats reach the person if the message was in fact lost, while a
+    duplicate SMS at 3 a.m. is noise that erodes trust.
 
 ``queued`` rows carry the notification itself, so once :meth:`DeliveryLog.enqueue` returns the
 Kafka offset may be committed: a restart re-reads unfinished work from here (outbox). Each
@@ -314,6 +315,20 @@ class SQLiteDeliveryLog:
                 (incident, limit),
             ).fetchall()
         return [Delivery(*r) for r in rows]
+
+    def payloads(self, ids: Iterable[str]) -> dict[str, Notification]:
+        """The notifications themselves (as queued), by id (for ``atalaia notify log``)."""
+        out: dict[str, Notification] = {}
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT notification_id, payload FROM deliveries WHERE notification_id IN ({','.join('?' * len(chunk))})"
+            for nid, payload in self.db.execute(q, chunk).fetchall():
+                try:
+                    out[nid] = Notification.from_dict(orjson.loads(payload))
+                except (ValueError, TypeError, KeyError):
+                    continue
+        return out
 
     def attempts(self, incident: str | None = None, limit: int = 1000) -> list[Attempt]:
         cols = "notification_id, incident, target, channel, attempt, status, error, detail, started_at, latency_ms"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-Kind = Literal["escalation", "resolved"]
+Kind = Literal["escalation", "resolved", "warning", "propose", "digest"]
 Status = Literal["delivered", "retryable", "permanent"]
 
 
@@ -44,6 +44,7 @@ class IncidentSnapshot:
     opened_at: str | None = None
     acknowledged_by: str | None = None
     alarms: list[dict[str, Any]] = field(default_factory=list)
+    tenant: str | None = None  # the incident's tenant (None: single tenant)
 
     @classmethod
     def from_event(cls, ev: dict[str, Any]) -> IncidentSnapshot:
@@ -62,12 +63,18 @@ class IncidentSnapshot:
             opened_at=ev.get("opened_at"),
             acknowledged_by=ev.get("acknowledged_by"),
             alarms=[dict(a) for a in (ev.get("alarms") or [])][:50],
+            tenant=ev.get("tenant") or (ev.get("correlation") or {}).get("tenant"),
         )
 
 
 @dataclass(slots=True)
 class Notification:
-    """One message to one target, due at ``due`` (RFC 3339 Z, the escalation's event time)."""
+    """One message to one target, due at ``due`` (RFC 3339 Z, the escalation's event time).
+
+    ``kind``: ``escalation`` / ``resolved`` (an incident), ``warning`` (an issued population
+    warning, see :mod:`atalaia.notifiers.warning`), ``propose`` (a ``propose_warning`` step: turned
+    into a draft command on ``atalaia.commands``, never delivered), ``digest`` (several incidents
+    to one person in a storm, listed in ``digest``)."""
 
     incident: str
     policy: str
@@ -79,6 +86,10 @@ class Notification:
     due: str
     snapshot: IncidentSnapshot
     id: str = ""
+    # kind "warning": the CAP document parsed by atalaia.notifiers.warning (identifier, status,
+    # msgType, infos, xml); kind "propose": the draft a propose_warning step asks for
+    warning: dict[str, Any] | None = None
+    digest: list[IncidentSnapshot] = field(default_factory=list)  # kind digest: every incident it sums up
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -97,6 +108,7 @@ class Notification:
     def from_dict(cls, d: dict[str, Any]) -> Notification:
         d = dict(d)
         d["snapshot"] = IncidentSnapshot(**d["snapshot"])
+        d["digest"] = [IncidentSnapshot(**x) for x in d.get("digest") or []]
         return cls(**d)
 
 
@@ -112,6 +124,12 @@ class DeliveryResult:
     @property
     def ok(self) -> bool:
         return self.status == "delivered"
+
+
+def digest_id(target: str, ids: list[str]) -> str:
+    """A storm digest's id: the target and the notifications it replaces (deterministic)."""
+    raw = "digest|" + target + "|" + "|".join(sorted(ids))
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
 
 def parse_time(s: str) -> datetime:

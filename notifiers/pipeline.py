@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from atalaia.notifiers.channels.base import Channel
+from atalaia.notifiers.commit import COMMIT_HOOK, CommitMarks
 from atalaia.notifiers.log import DeliveryLog, TargetHealth
 from atalaia.notifiers.model import DeliveryResult, Notification
 from atalaia.notifiers.retry import BreakerPolicy, Decision, RetryPolicy, TargetScheduler
@@ -46,6 +47,7 @@ class DeliveryContext:
     rng: random.Random = field(default_factory=random.Random)
     on_result: Callable[[Notification, DeliveryResult, int, float], None] | None = None  # metrics hook
     on_health: Callable[[TargetHealth, int], None] | None = None  # breaker changes (health, waiting)
+    marks: CommitMarks | None = None  # commit-point markers (channels with ``commit_point``)
 
 
 class Stage(Protocol):
@@ -256,11 +258,19 @@ class TargetLane:
         ctx = self.ctx
         try:
             ctx.log.begin(n, self.channel.kind, attempt, ctx.clock())
+            marks = ctx.marks if self.channel.commit_point else None
+            token = None
+            if marks is not None:
+                marks.clear(nid)  # a stale marker of an earlier attempt whose result is recorded
+                token = COMMIT_HOOK.set(marks.hook(nid))
             t0 = time.perf_counter()
             try:
                 result = await self.channel.send(n)
             except Exception as e:  # a channel bug is a failed attempt, recorded, not a lost lane
                 result = DeliveryResult("retryable", error=f"{type(e).__name__}: {e}")
+            finally:
+                if token is not None:
+                    COMMIT_HOOK.reset(token)
             latency_ms = (time.perf_counter() - t0) * 1000
             now = ctx.clock()
             d = self.sched.record(nid, result.status, now)
@@ -277,6 +287,8 @@ class TargetLane:
                 d.next_at,
                 d.resend_until,
             )
+            if marks is not None:  # the result is recorded: the marker has done its job
+                marks.clear(nid)
             if ctx.on_result is not None:
                 ctx.on_result(n, result, attempt, latency_ms)
             self._settled(d)

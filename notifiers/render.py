@@ -213,7 +213,54 @@ def render(
         "value": value,
         "runbook": runbook,
     }
+    if n.kind == "digest":
+        return _digest(n, lang, tz, base, rules)
     part = {p: _compiled[(lang, n.kind, p)].render(ctx) for p in ("subject", "body", "short")}
     return Message(
         subject=part["subject"].strip(), body=part["body"], short=part["short"].strip(), link=ctx["link"]
     )
+
+
+def _digest(n: Notification, lang: str, tz: ZoneInfo, base: str, rules: Mapping[str, Any]) -> Message:
+    """A storm digest: one message that sums up the incidents held for one target (most severe first),
+    each with its place, lead value with unit and local time; the link is the board."""
+    pt = lang == "pt-PT"
+    snaps = n.digest or [n.snapshot]
+    counts: dict[str, int] = {}
+    for s in snaps:
+        counts[s.severity] = counts.get(s.severity, 0) + 1
+    by_sev = ", ".join(
+        f"{SEVERITY[lang].get(sev, sev)}: {c}"
+        for sev, c in sorted(counts.items(), key=lambda kv: -severity_rank(kv[0]))
+    )
+    link = f"{base}/?state=unacknowledged" if base else ""
+    word = "incidentes novos" if pt else "new incidents"
+    subject = f"[Atalaia] {len(snaps)} {word} ({by_sev})"
+
+    def one(s: Any) -> tuple[str, str]:
+        place = s.correlation.get("parish") or s.labels.get("parish") or s.title
+        ranked = sorted(s.alarms, key=lambda a: -severity_rank(a.get("severity")))
+        a = next((x for x in ranked if x.get("value") is not None), None)
+        value = ""
+        if a is not None:
+            info = rules.get(a.get("rule"))
+            value = " " + format_value(a.get("value"), info.unit if info else None, lang)
+        sev = SEVERITY[lang].get(s.severity, s.severity)
+        when = _local(s.opened_at or s.at, tz)
+        inc_link = f"{base}/incidents/{s.incident}" if base else s.incident
+        return f"{sev}: {place}{value}", f"- {sev}: {s.title} · {place}{value} · {when}\n  {inc_link}"
+
+    lines = [one(s) for s in snaps]
+    at = _local(n.due, tz)
+    intro = (
+        f"{len(snaps)} {word} às {at} (hora de Lisboa), numa só mensagem para não o inundar:"
+        if pt
+        else f"{len(snaps)} {word} at {at} (Lisbon time), in one message instead of {len(snaps)}:"
+    )
+    body = intro + "\n\n" + "\n".join(x[1] for x in lines) + (f"\n\n{link}\n" if link else "\n")
+    short = f"Atalaia {at}: {len(snaps)} {word}: " + "; ".join(x[0] for x in lines[:4])
+    if len(lines) > 4:
+        short += f" (+{len(lines) - 4})"
+    if link:
+        short += f" {link}"
+    return Message(subject=subject, body=body, short=short, link=link)

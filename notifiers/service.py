@@ -30,6 +30,7 @@ import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 
 from atalaia.notifiers.channels import Channel, ChannelContext, build_channel
+from atalaia.notifiers.commit import CommitMarks
 from atalaia.notifiers.config import EscalationConfig, Retry
 from atalaia.notifiers.log import DeliveryLog, TargetHealth
 from atalaia.notifiers.model import DeliveryResult, Notification
@@ -64,6 +65,7 @@ MIN_BUDGET = 3600.0  # the default retry budget is the life of the step, at leas
 class Recovery:
     resent: int = 0  # queued / waiting / in-flight on an idempotent channel: sent again
     in_doubt: int = 0  # in-flight on a non-idempotent channel: not re-sent
+    uncommitted: int = 0  # of resent: in-flight on a commit-point channel, killed before its commit point
     kept: int = 0  # failed after their budget: re-sent when the target recovers
 
 
@@ -88,7 +90,14 @@ class Notifier:
         self._own_http = http is None
         self.backoff = backoff or Backoff()
         self.ctx = DeliveryContext(
-            log, {}, clock, sleep, rng or random.Random(), self._observe, self._observe_health
+            log,
+            {},
+            clock,
+            sleep,
+            rng or random.Random(),
+            self._observe,
+            self._observe_health,
+            CommitMarks.for_log(log),
         )
         self.fanout = FanOut(self._make_lane)
         self._policies: dict[tuple[str, str, int], RetryPolicy] = {}
@@ -119,10 +128,21 @@ class Notifier:
         failed ones still to be re-sent when their target recovers."""
         rec, todo, prior = Recovery(), [], {}
         now = self.ctx.clock()
+        marks = self.ctx.marks
         for u in self.log.unfinished(now):
             n = u.notification
             channel = self.ctx.channels.get(n.target)
-            if u.status == "sending" and (channel is None or not channel.idempotent):
+            uncommitted = (
+                u.status == "sending"
+                and channel is not None
+                and channel.commit_point
+                and marks is not None
+                and not marks.exists(n.id)
+            )
+            if uncommitted:  # killed before the commit point: the receiver discarded it
+                rec.uncommitted += 1
+                log.warning("delivery %s to %s interrupted before its commit point: re-sent", n.id, n.target)
+            elif u.status == "sending" and (channel is None or not channel.idempotent):
                 self.log.mark_in_doubt(n.id, now)
                 rec.in_doubt += 1
                 log.warning("delivery %s to %s in doubt after restart: not re-sent", n.id, n.target)
@@ -136,6 +156,8 @@ class Notifier:
                 rec.kept += 1
             else:
                 rec.resent += 1
+        if marks is not None:  # every marker's row is now settled (in doubt) or not in flight
+            marks.clear_all()
         if todo:
             self.fanout.dispatch(todo, self.retry_policy, prior)
         return rec
@@ -187,9 +209,10 @@ class Notifier:
             return pol
         policy = self.config.policies.get(n.policy)
         target = self.config.targets.get(n.target)
-        vals = self._retry_fields(
-            self.config.retry, policy.retry if policy else None, target.retry if target else None
-        )
+        layer = policy.retry if policy else None
+        if n.kind == "warning" and self.config.warnings is not None:  # the warnings: section
+            layer = self.config.warnings.retry
+        vals = self._retry_fields(self.config.retry, layer, target.retry if target else None)
         if vals.get("for_") is not None:
             budget = vals["for_"].total_seconds()
         else:

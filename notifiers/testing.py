@@ -210,13 +210,15 @@ def incident_event(
 def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, env_json: str) -> None:
     """Steps the incident events of ``events_path`` (JSON lines) through the engine and delivers
     the notifications; with ``kill_on=TARGET:K`` it SIGKILLs itself right after the K-th
-    successful send to TARGET, before the delivery log records it."""
+    successful send to TARGET, before the delivery log records it; with ``TARGET:K:pre-commit``
+    (email) during the K-th send, right before the SMTP DATA terminator (no marker written)."""
     import os
     import signal
     from zoneinfo import ZoneInfo
 
     from atalaia.notifiers.channels import ChannelContext, build_channel
     from atalaia.notifiers.channels.base import Channel
+    from atalaia.notifiers.commit import COMMIT_HOOK
     from atalaia.notifiers.config import load_config
     from atalaia.notifiers.engine import EscalationEngine, EscalationState
     from atalaia.notifiers.log import SQLiteDeliveryLog
@@ -227,13 +229,21 @@ def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, en
     cfg = load_config(config_path)
     env = orjson.loads(env_json)
     kill_target, kill_k = (kill_on.split(":")[0], int(kill_on.split(":")[1])) if kill_on else (None, 0)
+    kill_mode = kill_on.split(":")[2] if kill_on and kill_on.count(":") == 2 else "after-send"
 
     class KillAfter(Channel):
         def __init__(self, inner: Channel):
             super().__init__(inner.name, inner.ctx)
             self.inner, self.kind, self.idempotent, self.count = inner, inner.kind, inner.idempotent, 0
+            self.commit_point = inner.commit_point
 
         async def send(self, n: Notification) -> DeliveryResult:
+            if kill_mode == "pre-commit" and self.name == kill_target:
+                # die in the email thread at the commit point, before the marker and the terminator
+                self.count += 1
+                if self.count == kill_k:
+                    COMMIT_HOOK.set(lambda: os.kill(os.getpid(), signal.SIGKILL))
+                return await self.inner.send(n)
             result = await self.inner.send(n)
             if result.ok and self.name == kill_target:
                 self.count += 1
@@ -273,7 +283,7 @@ if __name__ == "__main__":
     ap.add_argument("config")
     ap.add_argument("db")
     ap.add_argument("events")
-    ap.add_argument("--kill-on", default=None, help="TARGET:K")
+    ap.add_argument("--kill-on", default=None, help="TARGET:K[:pre-commit]")
     ap.add_argument("--env", default="{}", help="JSON object of ${VAR} values")
     a = ap.parse_args()
     _worker(a.config, a.db, a.events, a.kill_on, a.env)

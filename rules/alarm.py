@@ -41,14 +41,16 @@ class AlarmTransition:
     id: str = ""
     tenant: str | None = None  # the observations' tenant (also the start of ``key``), absent without
     service_path: str | None = None
+    values: dict[str, Any] | None = None  # compound rules: each condition's value, by name
 
     def __post_init__(self) -> None:
         if not self.id:
             self.id = transition_id(self.rule, self.key, self.state, self.at, self.severity)
 
-    def replay_line(self) -> dict[str, Any]:
-        """The contract's replay line (keys in contract order)."""
-        return {
+    def replay_line(self, labels: bool = False) -> dict[str, Any]:
+        """The contract's replay line (keys in contract order); ``labels=True`` adds ``labels`` and
+        ``annotations`` (and ``entity``, ``parts`` when set), so the line feeds ``incidents replay``."""
+        line = {
             "at": self.at,
             "rule": self.rule,
             "key": self.key,
@@ -56,10 +58,18 @@ class AlarmTransition:
             "severity": self.severity,
             "value": self.value,
         }
+        if self.values is not None:
+            line["values"] = self.values
+        if labels:
+            line["labels"] = self.labels
+            line["annotations"] = self.annotations
+            if self.entity is not None:
+                line["entity"] = self.entity
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("tenant", "service_path"):  # absent without a tenant: the single-city shape
+        for k in ("tenant", "service_path", "values"):  # absent when unset: the simple-rule shape
             if d[k] is None:
                 del d[k]
         return d

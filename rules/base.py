@@ -64,6 +64,7 @@ class CompiledRule:
         self.labels = {k: Template(v) for k, v in rule.labels.items()}
         self.annotations = {k: Template(v) for k, v in rule.annotations.items()}
         self.states: dict[str, Any] = {}
+        self.faults = {}
 
     # ------------------------------------------------------------------ selection
     def key_of(self, obs: dict[str, Any]) -> str | None:
@@ -96,7 +97,10 @@ class CompiledRule:
         value: float | None,
         since: float,
         obs: dict[str, Any] | None,
+        shown: Any = None,
+        values: dict[str, Any] | None = None,
     ) -> AlarmTransition:
+        """``shown``: the template's ``value`` when it is not the transition's number (a state's text)."""
         obs = obs or {}
         obs_labels = obs.get("labels") or {}
         tenant = obs.get("tenant")
@@ -104,7 +108,7 @@ class CompiledRule:
         variables = {
             "entity": entity,
             "key": key,
-            "value": value,
+            "value": value if shown is None else shown,
             "severity": severity,
             "labels": obs_labels,
             "rule": self.id,
@@ -112,6 +116,7 @@ class CompiledRule:
             "attributes": obs.get("attributes") or {},
             "state": state,
             "tenant": tenant,
+            "values": values or {},
         }
         labels = dict(obs_labels)
         labels.update({k: t.render(variables) for k, t in self.labels.items()})
@@ -130,6 +135,49 @@ class CompiledRule:
             annotations={k: t.render(variables) for k, t in self.annotations.items()},
             location=obs.get("location"),
             tenant=tenant,
+            service_path=obs.get("service_path"),
+        )
+
+    # ------------------------------------------------------------------ data quality: range
+    faults: dict[str, list[Any]]  # key -> [since, value, observation context] while a sensor fault fires
+
+    def fault_transition(
+        self,
+        at: float,
+        at_text: str | None,
+        key: str,
+        state: str,
+        value: float | None,
+        since: float,
+        obs: Any,
+    ) -> AlarmTransition:
+        """The ``<rule>:sensor-fault`` alarm of a rule with ``range``: its own id, severity ``low`` and
+        labels (the observation's + ``kind: sensor-fault``), never the rule's hazard labels."""
+        obs = obs or {}
+        low, high = self.loaded.rule.range or (None, None)
+        entity = obs.get("entity") or (key if self.key_is_entity else None)
+        labels = {**(obs.get("labels") or {}), "kind": "sensor-fault", "rule": self.id}
+        shown = "no value" if value is None else f"{value:g}"
+        return AlarmTransition(
+            at=at_text or format_time(datetime.fromtimestamp(at, UTC)),
+            rule=f"{self.id}:sensor-fault",
+            key=key,
+            state=state,  # type: ignore[arg-type]
+            severity="low",
+            value=value,
+            group=self.group,
+            entity=entity,
+            type=obs.get("type", self.type),
+            since=format_time(datetime.fromtimestamp(since, UTC)),
+            labels=labels,
+            annotations={
+                "summary": f"{entity or key}: {self.attribute} = {shown} is outside the physically possible "
+                f"range [{low:g}, {high:g}] (sensor fault; not evaluated by '{self.id}')"
+                if state == "firing"
+                else f"{entity or key}: {self.attribute} = {shown} is possible again (sensor fault over)"
+            },
+            location=obs.get("location"),
+            tenant=obs.get("tenant"),
             service_path=obs.get("service_path"),
         )
 

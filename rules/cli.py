@@ -74,6 +74,8 @@ def _run_replay(rules: tuple[str, ...], observations: str, lateness: float | Non
         raise click.ClickException(f"{exc} (use --detectors config/detectors.yaml)") from None
     for line, reason in result.rejected:
         click.echo(f"{observations}:{line}: rejected: {reason}", err=True)
+    for message in result.quality:
+        click.echo(f"{observations}: warning: {message}", err=True)
     return ruleset, result
 
 
@@ -84,8 +86,11 @@ def rules() -> None:
 
 @rules.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-def check(paths: tuple[str, ...]) -> None:
-    """Validate rule files and directories; print every error as file:line:col: message."""
+@click.option("--strict", is_flag=True, help="exit 1 on warnings too")
+def check(paths: tuple[str, ...], strict: bool) -> None:
+    """Validate rule files and directories; print every error as file:line:col: message, and
+    warnings (attribute names the Smart Data Models schema of the type lacks...) as
+    file:line:col: warning: message."""
     from atalaia.rules.loader import check_paths, load_rules
 
     errors = check_paths(paths)
@@ -95,8 +100,13 @@ def check(paths: tuple[str, ...]) -> None:
         click.echo(f"{len(errors)} error(s)", err=True)
         sys.exit(1)
     ruleset = load_rules(paths)
+    for w in ruleset.warnings:
+        click.echo(str(w), err=True)
     files = len({lr.file for lr in ruleset.rules})
-    click.echo(f"ok: {len(ruleset)} rule(s) in {files} file(s)")
+    warned = f", {len(ruleset.warnings)} warning(s)" if ruleset.warnings else ""
+    click.echo(f"ok: {len(ruleset)} rule(s) in {files} file(s){warned}")
+    if strict and ruleset.warnings:
+        sys.exit(1)
 
 
 @rules.command()
@@ -126,7 +136,15 @@ _DETECTORS = click.option(
 @click.argument("args", nargs=-1, required=True, type=click.Path(exists=True), metavar="RULES... FILE.jsonl")
 @_LATENESS
 @_DETECTORS
-def replay_cmd(args: tuple[str, ...], lateness: float | None, detectors: str | None) -> None:
+@click.option(
+    "--labels",
+    "with_labels",
+    is_flag=True,
+    help="add each transition's labels and annotations (input for `atalaia incidents replay`)",
+)
+def replay_cmd(
+    args: tuple[str, ...], lateness: float | None, detectors: str | None, with_labels: bool
+) -> None:
     """Replay observations through rules; print the alarm transitions as JSON lines, in order.
 
     ARGS are RULES... (files or directories) then OBSERVATIONS.jsonl."""
@@ -135,7 +153,7 @@ def replay_cmd(args: tuple[str, ...], lateness: float | None, detectors: str | N
     _, result = _run_replay(args[:-1], args[-1], lateness, detectors)
     out = sys.stdout.buffer
     for tr in result.transitions:
-        out.write(orjson.dumps(tr.replay_line()) + b"\n")
+        out.write(orjson.dumps(tr.replay_line(with_labels)) + b"\n")
     out.flush()
 
 

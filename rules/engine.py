@@ -23,6 +23,7 @@ Time is event time only: ``observe_batch`` evaluates each observation at its own
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -33,12 +34,22 @@ from typing import Any
 import orjson
 
 from atalaia.rules.alarm import AlarmTransition
-from atalaia.rules.compiled import NEG_INF, AbsentRule, CompiledRule, Scorer, compile_rule
+from atalaia.rules.base import obs_context
+from atalaia.rules.compiled import (
+    NEG_INF,
+    AbsentRule,
+    CompiledRule,
+    Scorer,
+    StateRule,
+    ThresholdRule,
+    compile_rule,
+)
 from atalaia.rules.durations import format_duration
 from atalaia.rules.loader import LoadedRule, RuleSet
 from atalaia.rules.schema import Rule
 from atalaia.streams.observation import format_time
 
+log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
 DEFAULT_ALLOWED_LATENESS = 300.0
 
@@ -86,6 +97,11 @@ class RuleEngine:
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, absent rule id, key)
         self._outbox: list[AlarmTransition] = []  # transitions from reload/restore, returned by the next call
         self._times: dict[str, float] = {}
+        # observations a rule with ``unit:`` could not convert (filled by the evaluators, drained per batch)
+        self._unit_rejects: list[Rejected] = []
+        # data-quality warnings (a per-entity threshold missing, a table that no longer reads): drained by
+        # ``drain_quality()``; also logged and counted
+        self.quality: list[str] = []
         self._install(ruleset, {})
 
     # ------------------------------------------------------------------ rules
@@ -96,6 +112,11 @@ class RuleEngine:
             old = keep.get(rule.id)
             if old is not None and old.fingerprint == rule.fingerprint:
                 rule.states = old.states
+                rule.faults = old.faults
+            if isinstance(rule, ThresholdRule):
+                rule.quality, rule.stats = self.quality, self.stats
+                if old is not None and old.fingerprint == rule.fingerprint:
+                    rule.ref_values = getattr(old, "ref_values", rule.ref_values)
             rules.append(rule)
         detector_rules = [r for r in rules if getattr(r, "detector", None)]
         if detector_rules and self.scorer is None:
@@ -109,17 +130,38 @@ class RuleEngine:
         self.rules = rules
         self.by_id = {r.id: r for r in rules}
         index: dict[tuple[str, str | None], list[CompiledRule]] = {}
+        state_dispatch: dict[str, dict[str, list[tuple[Any, Any]]]] = {}
+        compound: dict[str, list[Any]] = {}  # type -> the compound rules' steps, in rule order
         for r in rules:
+            if r.kind == "compound":  # several (type, attribute) per rule: a path of their own
+                for typ in dict.fromkeys(p.type for p in r.parts):  # type: ignore[attr-defined]
+                    compound.setdefault(typ, []).append(r.stepper(typ, self.stats))  # type: ignore[attr-defined]
+                continue
+            if isinstance(r, StateRule):  # text/boolean values: a path of their own (no number check)
+                key_of = None if r.simple_key else r.key_of
+                if r.require_observed_time:
+                    key_of = _observed_only(r.key_of, self.stats)
+                state_dispatch.setdefault(r.type, {}).setdefault(r.attribute or "", []).append(
+                    (r.observe_state, key_of)
+                )
+                continue
             index.setdefault((r.type, r.attribute), []).append(r)
+        self._state_dispatch = state_dispatch
+        self._compound = compound
         self.index = index
         self.any_attribute = {t: rs for (t, a), rs in index.items() if a is None}
         # the hot path's view of the index: type -> attribute -> segments in rule order
         dispatch: dict[str, dict[str | None, tuple[Segment, ...]]] = {}
         for (typ, attr), rs in index.items():
-            dispatch.setdefault(typ, {})[attr] = _segments(rs, self.stats)
+            dispatch.setdefault(typ, {})[attr] = _segments(rs, self.stats, self._unit_rejects)
+        for r in rules:  # per-entity thresholds read off their own attribute: remember its latest value
+            for attr in getattr(r, "ref_attributes", None) or ():
+                by_attr = dispatch.setdefault(r.type, {})
+                by_attr[attr] = (*by_attr.get(attr, ()), ((r.remember,), None))  # type: ignore[attr-defined]
         self._dispatch = dispatch
         self._any_attribute = {
-            t: tuple(_entry(r, self.stats)[:2] for r in rs) for t, rs in self.any_attribute.items()
+            t: tuple(_entry(r, self.stats, self._unit_rejects)[:2] for r in rs)
+            for t, rs in self.any_attribute.items()
         }
         self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
         self._deadlines = [
@@ -146,6 +188,11 @@ class RuleEngine:
                 reason = "rule removed" if rule.id not in new_ids else "rule changed"
                 for key in sorted(rule.states):
                     rule.end(key, at, reason, out)  # type: ignore[attr-defined]
+                for key in sorted(rule.faults):
+                    since, value, ctx, _ = rule.faults[key]
+                    tr = rule.fault_transition(at, None, key, "resolved", value, since, ctx)
+                    tr.annotations["reason"] = reason
+                    out.append(tr)
         self._install(ruleset, old)
         self.stats["reloads"] += 1
         return out
@@ -176,6 +223,7 @@ class RuleEngine:
         self._outbox = []
         rejected: list[Rejected] = []
         dispatch, any_attr, scorer = self._dispatch, self._any_attribute, self.scorer
+        state_dispatch = self._state_dispatch
         deadlines = self._deadlines
         parse = self._time
         inf, ninf = math.inf, -math.inf
@@ -282,6 +330,17 @@ class RuleEngine:
                         evaluations += 1
                         if not fn(obs, key, t, t_text, v, out, scorer):
                             late += 1
+            if state_dispatch:
+                by_state = state_dispatch.get(typ)
+                if by_state is not None:
+                    evaluations += self._states(
+                        obs, typ, entity, t, t_text, attributes, labels, by_state, out
+                    )
+            if self._compound:
+                steps = self._compound.get(typ)
+                if steps is not None:  # rule order; a compound rule evaluates one key per observation
+                    for step in steps:
+                        evaluations += step(obs, entity, t, t_text, attributes, labels, out)
             seen = any_attr.get(typ)
             if seen:
                 for fn, key_of in seen:
@@ -289,11 +348,52 @@ class RuleEngine:
                     if key is not None:
                         fn(obs, key, t, t_text, out, deadlines)
             accepted += 1
+        if self._unit_rejects:
+            rejected += self._unit_rejects
+            self._unit_rejects.clear()
         self.stats["observations"] += accepted
         self.stats["evaluations"] += evaluations
         self.stats["late_not_evaluated"] += late
         self.stats["rejected"] += len(rejected)
         return out, rejected
+
+    def _states(
+        self,
+        obs: dict[str, Any],
+        typ: str,
+        entity: str,
+        t: float,
+        t_text: str,
+        attributes: dict[str, Any],
+        labels: dict[str, Any] | None,
+        by_state: dict[str, list[tuple[Any, Any]]],
+        out: list[AlarmTransition],
+    ) -> int:
+        """State rules of this type: the attribute's text/boolean (or number) value, from the
+        attributes or else the labels (where ingest keeps text properties)."""
+        n = 0
+        for name, entries in by_state.items():
+            v = attributes.get(name)
+            if v is None and labels:
+                v = labels.get(name)
+            if v is None or not isinstance(v, str | bool | int | float):
+                continue
+            for fn, key_of in entries:
+                key = entity if key_of is None else key_of(obs)
+                if key is not None:
+                    n += 1
+                    if not fn(obs, key, t, t_text, v, out):
+                        self.stats["late_not_evaluated"] += 1
+        return n
+
+    def drain_quality(self, log_them: bool = True) -> list[str]:
+        """Data-quality warnings since the last call (each counted in ``stats``, and logged)."""
+        out = self.quality[:]
+        self.quality.clear()
+        self.stats["quality_warnings"] += len(out)
+        for message in out if log_them else ():
+            log.warning("data quality: %s", message)
+        return out
 
     # ------------------------------------------------------------------ clocks
     def _absence(self, now: float, out: list[AlarmTransition]) -> None:
@@ -316,6 +416,9 @@ class RuleEngine:
         out, self._outbox = self._outbox, []
         t = to_epoch(now)
         self.clock = max(self.clock, t)
+        for rule in self.rules:  # threshold tables changed on disk are read again (a stat per table)
+            if getattr(rule, "tables", None):
+                rule.refresh_tables()  # type: ignore[attr-defined]
         if t > self.absence_clock:
             self._absence(t, out)
         return out
@@ -345,6 +448,16 @@ class RuleEngine:
         out: list[dict[str, Any]] = []
         for rule in self.rules:
             out += sorted(rule.active(), key=lambda a: a["key"])
+            out += [
+                {
+                    "rule": f"{rule.id}:sensor-fault",
+                    "key": k,
+                    "state": "firing",
+                    "severity": "low",
+                    "value": f[1],
+                }
+                for k, f in sorted(rule.faults.items())
+            ]
         return out
 
     def state_count(self) -> int:
@@ -367,6 +480,8 @@ class RuleEngine:
                     "file": r.loaded.file,
                     "line": r.loaded.line,
                     "states": {k: _dump(s) for k, s in r.states.items()},
+                    **({"faults": r.faults} if r.faults else {}),
+                    **({"ref_values": r.ref_values} if getattr(r, "ref_values", None) else {}),
                 }
                 for r in self.rules
             ],
@@ -402,6 +517,9 @@ class RuleEngine:
         for rule, saved in zip(engine.rules, body["rules"], strict=True):
             load = rule.load_state  # type: ignore[attr-defined]
             rule.states = {k: load(_undump(v)) for k, v in saved["states"].items()}
+            rule.faults = saved.get("faults", {})
+            if "ref_values" in saved:
+                rule.ref_values = saved["ref_values"]  # type: ignore[attr-defined]
         engine._install(saved_rules, engine.by_id)  # rebuild the absence deadlines from the states
         outbox = [AlarmTransition.from_dict(d) for d in body["outbox"]]
         outbox += engine.reload(ruleset)
@@ -414,12 +532,12 @@ Entry = tuple[Any, Any, bool]
 Segment = tuple[tuple[Any, ...] | None, Entry | None]
 
 
-def _segments(rules: list[CompiledRule], stats: Counter[str]) -> tuple[Segment, ...]:
+def _segments(rules: list[CompiledRule], stats: Counter[str], sink: list[Rejected]) -> tuple[Segment, ...]:
     """Rules of one (type, attribute) in order, as segments: (evaluators, None) for a run of evaluators
     keyed by entity without filter (called back to back), or (None, entry) for any other rule."""
     out: list[Segment] = []
     for rule in rules:
-        fn, key_of, absent = entry = _entry(rule, stats)
+        fn, key_of, absent = entry = _entry(rule, stats, sink)
         if key_of is None and not absent:
             if out and out[-1][0] is not None:
                 out[-1] = ((*out[-1][0], fn), None)  # type: ignore[misc]
@@ -430,14 +548,85 @@ def _segments(rules: list[CompiledRule], stats: Counter[str]) -> tuple[Segment, 
     return tuple(out)
 
 
-def _entry(rule: CompiledRule, stats: Counter[str]) -> Entry:
+def _entry(rule: CompiledRule, stats: Counter[str], sink: list[Rejected]) -> Entry:
     """(bound evaluator, key function or None when the key is the entity, is an absence rule)."""
     key_of = None if rule.simple_key else rule.key_of
     if rule.require_observed_time:
         key_of = _observed_only(rule.key_of, stats)
     if rule.__class__ is AbsentRule:
         return rule.seen, key_of, True  # type: ignore[attr-defined]
-    return rule.observe, key_of, False  # type: ignore[attr-defined]
+    fn = rule.observe  # type: ignore[attr-defined]
+    if rule.loaded.rule.range is not None:
+        fn = _ranged(fn, rule, stats)
+    unit = rule.loaded.rule.unit
+    if unit is not None and rule.attribute is not None:
+        return _converting(fn, rule, unit, stats, sink), key_of, False
+    return fn, key_of, False
+
+
+def _ranged(fn: Any, rule: CompiledRule, stats: Counter[str]) -> Any:
+    """The evaluator of a rule with ``range: [min, max]``: a value outside (a physically impossible
+    reading) raises the ``<rule>:sensor-fault`` alarm and is not evaluated (never in the hazard rule's
+    window); the next possible value of the key resolves the fault and is evaluated as usual."""
+    low, high = rule.loaded.rule.range  # type: ignore[misc]
+    faults = rule.faults
+
+    def observe(
+        obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        if low <= v <= high:
+            fault = faults.get(key)
+            if fault is not None and t >= fault[3]:
+                del faults[key]
+                out.append(rule.fault_transition(t, t_text, key, "resolved", v, fault[0], obs))
+            return fn(obs, key, t, t_text, v, out, scorer)
+        stats["sensor_fault"] += 1
+        fault = faults.get(key)
+        if fault is None:
+            faults[key] = [t, v, obs_context(obs), t]
+            out.append(rule.fault_transition(t, t_text, key, "firing", v, t, obs))
+        elif t > fault[3]:
+            fault[1], fault[3] = v, t
+        return True
+
+    return observe
+
+
+def _converting(fn: Any, rule: CompiledRule, unit: str, stats: Counter[str], sink: list[Rejected]) -> Any:
+    """The evaluator of a rule with ``unit:``: the value is converted from the observation's unit code
+    for the attribute (``units``; without one, the unit the Smart Data Models type documents, else the
+    rule's own, counted in ``stats["unit_assumed"]``). A code that cannot be converted is a data-quality
+    rejection with the reason (``stats["rejected_unit"]``), never a comparison."""
+    from atalaia.rules.sdm import documented_unit
+    from atalaia.rules.units import convert_factor
+
+    attribute = rule.attribute
+    assumed = documented_unit(rule.type, attribute or "")
+    factors: dict[str, Any] = {}
+
+    def observe(
+        obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        units = obs.get("units")
+        code = units.get(attribute) if units else None
+        if code is None:
+            code = assumed
+            if code is None:
+                stats["unit_assumed"] += 1
+                return fn(obs, key, t, t_text, v, out, scorer)
+        conv = factors.get(code)
+        if conv is None:
+            conv = factors[code] = convert_factor(code, unit) if code.__class__ is str else "not text"
+        if conv.__class__ is str:
+            reason = f"rule '{rule.id}': attribute {attribute!r} in {code!r}: {conv}"
+            if not (sink and sink[-1].observation is obs and sink[-1].reason == reason):
+                sink.append(Rejected(obs, reason))
+            stats["rejected_unit"] += 1
+            return True
+        scale, offset = conv
+        return fn(obs, key, t, t_text, v * scale + offset, out, scorer)
+
+    return observe
 
 
 def _observed_only(key_of: Any, stats: Counter[str]) -> Any:

@@ -16,6 +16,19 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+
+def display_unit(unit: str) -> str:
+    """A rule's ``unit:`` as people read it: ``m3/s`` -> ``m³/s``, ``ug/m3`` -> ``µg/m³``, ``degC`` -> ``°C``.
+
+    >>> display_unit("m3/s"), display_unit("ug/m3"), display_unit("degC"), display_unit("l/s")
+    ('m³/s', 'µg/m³', '°C', 'l/s')
+    """
+    import re
+
+    text = unit.strip().replace("degC", "°C").replace("ug/", "µg/").replace("^2", "²").replace("^3", "³")
+    return re.sub(r"(?<=[a-zA-Z])([23])\b", lambda m: "²" if m[1] == "2" else "³", text)
+
+
 # The unit of a measured attribute (Smart Data Models names) when the rule does not say
 # (``annotations: {unit: ...}`` wins).
 UNITS = {
@@ -76,6 +89,8 @@ def rule_info(rule: Any) -> RuleInfo:
     attribute = rule.select.attribute
     aggregate = rule.aggregate.function if rule.aggregate else None
     unit = rule.annotations.get("unit")
+    if unit is None and getattr(rule, "unit", None) and not rule.detector and aggregate != "count":
+        unit = display_unit(rule.unit) if aggregate != "rate" else f"{display_unit(rule.unit)}/s"
     if unit is None and rule.detector:
         unit = "score"
     elif unit is None and not (rule.absent_for or rule.stuck_for) and aggregate != "count":

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml.comments import CommentedMap
 
 from atalaia.rules.alarm import SEVERITIES
-from atalaia.rules.checks import semantic_errors
+from atalaia.rules.checks import authoring_warnings, semantic_errors
 from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.schema import Rule, RuleFile
 from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
@@ -54,6 +54,8 @@ class RuleSet:
     """Validated rules in file order (the order that breaks ties between same-time transitions)."""
 
     rules: list[LoadedRule] = field(default_factory=list)
+    # what ``rules check`` warns about without refusing (names not in the Smart Data Models schema...)
+    warnings: list[RuleError] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -219,6 +221,9 @@ def load_texts(sources: Iterable[tuple[str, str]], limits: YamlLimits | None = N
         pos = _Positions(tree)
         errors += semantic_errors(
             model.rules, seen, lambda loc, at_key=False, p=pos, f=file: (f, *p.find(loc, at_key))
+        )
+        ruleset.warnings += authoring_warnings(
+            model.rules, lambda loc, at_key=False, p=pos, f=file: (f, *p.find(loc, at_key))
         )
         for i, rule in model.rules:
             line, _ = pos.find(("rules", i))

@@ -37,6 +37,7 @@ class ReplayResult:
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
     engine: RuleEngine | None = None
     first_time: float | None = None  # event time of the first observation of the file
+    quality: list[str] = field(default_factory=list)  # data-quality warnings (missing thresholds...)
 
 
 def replay(
@@ -78,12 +79,22 @@ def replay(
             flush()
     flush()
     out += engine.finish()
-    return ReplayResult(sort_transitions(out, ruleset), rejected, engine, first[0] if first else None)
+    quality = engine.drain_quality(log_them=False)
+    return ReplayResult(
+        sort_transitions(out, ruleset), rejected, engine, first[0] if first else None, quality
+    )
 
 
 def sort_transitions(transitions: list[AlarmTransition], ruleset: RuleSet) -> list[AlarmTransition]:
     position = {lr.rule.id: i for i, lr in enumerate(ruleset.rules)}
-    return sorted(transitions, key=lambda a: (datetime.fromisoformat(a.at), position.get(a.rule, -1), a.key))
+    return sorted(
+        transitions,
+        key=lambda a: (
+            datetime.fromisoformat(a.at),
+            position.get(a.rule.removesuffix(":sensor-fault"), -1),
+            a.key,
+        ),
+    )
 
 
 # ---------------------------------------------------------------------- backtest

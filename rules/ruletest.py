@@ -12,7 +12,9 @@ tests:
     alarm_tests:                                # open alarms (pending/firing) at eval_time
       - eval_time: 3m
         rule: river-level-high                  # optional: only this rule's alarms
-        exp_alarms: [{key: "urn:ngsi-ld:WaterObserved:porto-01", state: firing, severity: critical}]
+        exp_alarms: [{key: "urn:ngsi-ld:WaterObserved:porto-01", state: firing, severity: critical,
+                      labels: {district: "13", team: hydro},            # optional: the exact set
+                      annotations: {summary: "porto-01 at 4.90 m"}}]    # optional: the exact set
     exp_transitions:                            # optional: the exact transitions of the whole run
       - {at: 1m, rule: river-level-high, key: "urn:ngsi-ld:WaterObserved:porto-01", state: pending,
          severity: critical}
@@ -83,6 +85,14 @@ class ExpectedAlarm(Strict):
     key: str
     state: str = "firing"
     severity: Severity
+    labels: dict[str, str] | None = Field(
+        None,
+        alias="exp_labels",
+        description="the alarm's full label set (observation labels + the rule's), as promtool's exp_labels",
+    )
+    annotations: dict[str, str] | None = Field(
+        None, alias="exp_annotations", description="the alarm's annotations, as promtool's exp_annotations"
+    )
 
 
 class AlarmTest(Strict):
@@ -191,7 +201,7 @@ def _run_one(test: RuleTest, ruleset: Any, lateness: float, scorer: Any = None) 
         problems += [f"at {format_duration(offset)}: observation rejected: {r.reason}" for r in rejected]
         for eval_time, at in list(wanted.items()):
             if offset <= eval_time < offset + step:
-                problems += _check_alarms(at, engine.active_alarms())
+                problems += _check_alarms(at, engine.active_alarms(), transitions)
                 del wanted[eval_time]
     if test.exp_transitions is not None:
         exp = [
@@ -209,8 +219,12 @@ def _run_one(test: RuleTest, ruleset: Any, lateness: float, scorer: Any = None) 
     return problems
 
 
-def _check_alarms(test: AlarmTest, active: list[dict[str, Any]]) -> list[str]:
-    got = sorted(_alarm_line(a) for a in active if test.rule is None or a["rule"] == test.rule)
+def _check_alarms(test: AlarmTest, active: list[dict[str, Any]], transitions: list[Any]) -> list[str]:
+    """Open alarms against the expected ones; labels/annotations (when expected) are those of the
+    alarm's latest transition, i.e. what ``atalaia.alarms`` carries for it."""
+    latest = {(t.rule, t.key): t for t in transitions}
+    got_alarms = [a for a in active if test.rule is None or a["rule"] == test.rule]
+    got = sorted(_alarm_line(a) for a in got_alarms)
     exp = sorted(
         _alarm_line(
             {"rule": e.rule or test.rule or "?", "key": e.key, "state": e.state, "severity": e.severity}
@@ -218,7 +232,19 @@ def _check_alarms(test: AlarmTest, active: list[dict[str, Any]]) -> list[str]:
         for e in test.exp_alarms
     )
     if got == exp:
-        return []
+        lines = []
+        for e in test.exp_alarms:
+            tr = latest.get((e.rule or test.rule or "?", e.key))
+            for what, want in (("labels", e.labels), ("annotations", e.annotations)):
+                have = getattr(tr, what, {}) if tr is not None else {}
+                if want is not None and want != have:
+                    lines.append(
+                        f"{what} of {e.rule or test.rule} {e.key} at {format_duration(test.eval_time)} differ "
+                        "(- expected, + got):"
+                    )
+                    lines += [f"  - {k}: {v}" for k, v in sorted(want.items()) if have.get(k) != v]
+                    lines += [f"  + {k}: {v}" for k, v in sorted(have.items()) if want.get(k) != v]
+        return lines
     lines = [
         f"alarms at {format_duration(test.eval_time)}"
         + (f" for rule {test.rule}" if test.rule else "")

@@ -8,7 +8,19 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-VARIABLES = ("entity", "key", "value", "severity", "labels", "rule", "type", "attributes", "state", "tenant")
+VARIABLES = (
+    "entity",
+    "key",
+    "value",
+    "severity",
+    "labels",
+    "rule",
+    "type",
+    "attributes",
+    "state",
+    "tenant",
+    "values",
+)
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 

@@ -22,16 +22,22 @@ from atalaia.rules.base import (
     obs_context,
 )
 from atalaia.rules.loader import LoadedRule
-from atalaia.rules.schema import Level
+from atalaia.rules.schema import Level, ThresholdRef
 
 
 class CompiledLevel:
-    __slots__ = ("above", "clear", "for_", "severity")
+    __slots__ = ("above", "clear", "for_", "ref", "severity")
 
     def __init__(self, level: Level) -> None:
         self.severity = level.severity
         self.above = level.above is not None
         self.for_ = level.for_
+        self.ref = level.above if self.above else level.below
+        if not isinstance(self.ref, ThresholdRef):
+            self.ref = None
+        else:  # per entity: the limit is looked up at each evaluation (NaN = missing: never holds)
+            self.clear = (math.nan, math.nan)
+            return
         if self.above:
             self.clear = (level.above, level.clear_below if level.clear_below is not None else level.above)
         else:
@@ -90,7 +96,7 @@ class ThresholdRule(CompiledRule):
     def __init__(self, loaded: LoadedRule, position: int) -> None:
         super().__init__(loaded, position)
         rule = loaded.rule
-        self.levels = [CompiledLevel(lv) for lv in rule.severities or []]
+        self.levels = [CompiledLevel(lv) for lv in rule.severities or [] if not lv.is_state]
         # the levels as plain tuples for the hot loop: (above?, limit, clear, has hysteresis, for)
         self._levels = tuple((lv.above, *lv.clear, lv.clear[0] != lv.clear[1], lv.for_) for lv in self.levels)
         self.keep_firing_for = rule.keep_firing_for
@@ -109,6 +115,101 @@ class ThresholdRule(CompiledRule):
             self.observe = self._observe_window  # type: ignore[method-assign]
         elif self.detector is None:
             self.observe = self._observe_value  # type: ignore[method-assign]
+        # per-entity thresholds: {attribute: ...} (the entity's latest value) or {table, column}
+        self.refs = [lv.ref for lv in self.levels if lv.ref is not None]
+        self.ref_values: dict[str, dict[str, float]] = {}  # key -> attribute -> latest value
+        self.tables: dict[tuple[str, str], dict[str, float]] = {}
+        self.missing_warned: set[str] = set()
+        self.quality: list[str] | None = None  # the engine's data-quality warnings (set by the engine)
+        self.stats: Any = None
+        if self.refs:
+            self.refresh_tables()
+            self._static_levels = self._levels
+            self._inner_observe = self.observe
+            self.observe = self._observe_per_entity  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------ per-entity thresholds
+    @property
+    def ref_attributes(self) -> list[str]:
+        return sorted({r.attribute for r in self.refs if r.attribute is not None})
+
+    def refresh_tables(self) -> None:
+        """Read the threshold tables again when they changed (a stat each); a table that no longer
+        reads keeps its last good content, and says why."""
+        from atalaia.rules.tables import TableError, load_table
+
+        for ref in self.refs:
+            if ref.table is None or ref.column is None:
+                continue
+            try:
+                self.tables[(ref.table, ref.column)] = load_table(ref.table, ref.column, self.loaded.file)
+            except TableError as exc:
+                self.tables.setdefault((ref.table, ref.column), {})
+                self._warn(f"rule '{self.id}': {exc} (keeping the last table read)")
+
+    def _warn(self, message: str) -> None:
+        if self.quality is not None:
+            self.quality.append(message)
+
+    def remember(
+        self, obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        """An observation of a threshold attribute (``alertLevelHigh``): the entity's latest value."""
+        for attr in self.ref_attributes:
+            got = (obs.get("attributes") or {}).get(attr)
+            if got is not None and got.__class__ in (int, float) and math.isfinite(got):
+                self.ref_values.setdefault(key, {})[attr] = float(got)
+        return True
+
+    def limits_for(self, obs: dict[str, Any], key: str) -> tuple[tuple[Any, ...], list[str]]:
+        """The levels with this entity's thresholds, and the names of the missing ones."""
+        attributes = obs.get("attributes") or {}
+        stored = self.ref_values.get(key)
+        levels = []
+        missing = []
+        for lv, spec in zip(self.levels, self._static_levels, strict=True):
+            ref = lv.ref
+            if ref is None:
+                levels.append(spec)
+                continue
+            if ref.attribute is not None:
+                got = attributes.get(ref.attribute)
+                if got is not None and got.__class__ in (int, float) and math.isfinite(got):
+                    got = float(got)
+                    self.ref_values.setdefault(key, {})[ref.attribute] = got
+                else:
+                    got = stored.get(ref.attribute) if stored else None
+                what = f"attribute '{ref.attribute}'"
+            else:
+                got = self.tables.get((ref.table, ref.column), {}).get(obs.get("entity", ""))  # type: ignore[arg-type]
+                what = f"{ref.table} column '{ref.column}'"
+            if got is None:
+                missing.append(what)
+                got = math.nan
+            levels.append((spec[0], got, got, False, spec[4]))
+        return tuple(levels), missing
+
+    def _observe_per_entity(
+        self, obs: dict[str, Any], key: str, t: float, t_text: str, v: float, out: Any, scorer: Any
+    ) -> bool:
+        levels, missing = self.limits_for(obs, key)
+        if missing:
+            if self.stats is not None:
+                self.stats["threshold_missing"] += 1
+            if key not in self.missing_warned:
+                self.missing_warned.add(key)
+                self._warn(
+                    f"rule '{self.id}': no threshold for {key} ({', '.join(missing)}): "
+                    "that severity is not evaluated (never a default)"
+                )
+        elif key in self.missing_warned:
+            self.missing_warned.discard(key)
+        self._levels = levels
+        aboves = [lim for above, lim, *_ in levels if above and lim == lim]
+        belows = [lim for above, lim, *_ in levels if not above and lim == lim]
+        self.min_above = min(aboves) if aboves else math.inf
+        self.max_below = max(belows) if belows else -math.inf
+        return self._inner_observe(obs, key, t, t_text, v, out, scorer)
 
     def observe(
         self,
@@ -214,23 +315,33 @@ class ThresholdRule(CompiledRule):
         value: float | None,
         obs: dict[str, Any] | None,
         out: list[AlarmTransition],
+        holding: list[bool] | None = None,
+        shown: Any = None,
     ) -> None:
+        """Advance the severities at ``t``. ``holding`` (state rules): whether each severity's condition
+        holds, instead of comparing ``value``; ``shown`` is then the template's value (the state)."""
         levels = st.levels
         if levels is None:  # the common case: inactive; return at once when nothing holds
-            if value is None:
+            if holding is not None:
+                if not any(holding):
+                    return
+            elif value is None:
                 return
-            for above, limit, _clear, _hyst, _for in self._levels:
-                if value > limit if above else value < limit:
-                    break
             else:
-                return
+                for above, limit, _clear, _hyst, _for in self._levels:
+                    if value > limit if above else value < limit:
+                        break
+                else:
+                    return
             levels = st.levels = [None] * len(self._levels)
         fire = pend = -1
         kff = self.keep_firing_for
         for i, (above, limit, clear, hyst, for_) in enumerate(self._levels):
             ls = levels[i]
             # strict threshold; a firing level with hysteresis holds until the value passes the clear level
-            if value is None:
+            if holding is not None:
+                holds = holding[i]
+            elif value is None:
                 holds = False
             elif above:
                 holds = value > limit or (hyst and ls is not None and ls[1] and value >= clear)
@@ -272,7 +383,9 @@ class ThresholdRule(CompiledRule):
         if new_state == INACTIVE or (new_state == PENDING and old_state == FIRING):
             ended = "resolved" if old_state == FIRING else "inactive"
             out.append(
-                self.transition(t, t_text, key, ended, self.levels[old_sev].severity, value, st.since, obs)
+                self.transition(
+                    t, t_text, key, ended, self.levels[old_sev].severity, value, st.since, obs, shown
+                )
             )
             old_state = INACTIVE
         if new_state != INACTIVE:
@@ -288,6 +401,7 @@ class ThresholdRule(CompiledRule):
                     value,
                     st.since,
                     obs,
+                    shown,
                 )
             )
         st.state, st.sev = new_state, new_sev

@@ -7,6 +7,7 @@ at start-up); ``atalaia worker`` / ``atalaia up`` run it with ``faust.Worker``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -14,12 +15,15 @@ from typing import Any
 
 import faust
 import orjson
+from aiohttp.web_protocol import RequestPayloadError
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.streams.events import RawEvent, body_key
 from atalaia.streams.httpauth import REFUSED, IngestAuth, MetricsAuth, Refusal
+from atalaia.streams.kafka_config import client_options
 from atalaia.streams.observation import partition_key
 from atalaia.streams.pipeline import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
@@ -41,10 +45,17 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":")[0][:60]
 
 
-def faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
-    """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka."""
+def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dict[str, Any]:
+    """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka. Faust's web
+    server serves the HTTP port (``http``), else only ``/metrics`` ``/health`` ``/livez`` on
+    ``ATALAIA_METRICS_PORT``, else nothing (a worker without either binds no port)."""
+    from atalaia.streams.kafka_config import configure, faust_credentials
+
+    configure(settings, bootstrap)
+    web_port = settings.http_port if http else settings.metrics_port
     return {
         "broker": f"kafka://{bootstrap}",
+        **faust_credentials(bootstrap),  # TLS / SASL of ATALAIA_KAFKA_SECURITY_PROTOCOL
         "processing_guarantee": "at_least_once",  # Tansu has no transactional producer
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": settings.heartbeat_s,
@@ -58,7 +69,8 @@ def faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "producer_acks": 1,
         "web_host": settings.http_host,
         "web_bind": settings.http_host,  # listen only where told (Faust's default is 0.0.0.0)
-        "web_port": settings.http_port,
+        "web_enabled": bool(web_port),
+        "web_port": web_port or settings.http_port,
         "web_in_thread": False,
         "datadir": str(settings.data_dir / "faust"),
         "logging_config": None,
@@ -75,7 +87,7 @@ class IngestProducer(Service):
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=2, acks=1, max_request_size=8 << 20
+            **client_options(self.bootstrap), linger_ms=2, acks=1, max_request_size=8 << 20
         )
         await self.producer.start()
 
@@ -146,8 +158,9 @@ def create_app(
 
     options = IngestOptions.from_settings(settings)
 
-    # no pages, no web server (several `worker --processes` children must not share a port)
-    app = faust.App(settings.app_id, **{**faust_settings(settings, bootstrap), "web_enabled": bool(http)})
+    # without pages, only the metrics port if set, else no web server (the children of
+    # `worker --processes` each get their own metrics port: streams.commands._run_processes)
+    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
     app.atalaia_settings = settings
     t = settings.topic
     events = app.topic(t("events"), value_serializer="raw", key_serializer="raw")
@@ -201,15 +214,10 @@ def create_app(
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
     role = "all" if http is True else (http or "")
-    if not role:
-        return app
-    ingest_producer = app.service(IngestProducer(bootstrap))
-    app.atalaia_producer = ingest_producer
+    from atalaia.streams.metrics import health_report, watch_stages
 
-    ingest_auth = IngestAuth.from_file(settings.ingest_tokens)
+    watch_stages(app.atalaia_stages)  # consumer lag and stage state on /metrics
     metrics_auth = MetricsAuth(settings.metrics_token_sha256)
-    if not ingest_auth.enabled:
-        log.warning("ingest endpoints are open to anyone: set ATALAIA_INGEST_TOKENS (atalaia tokens new)")
 
     def refuse(view: Any, endpoint: str, refusal: Refusal) -> Any:
         """401/403 problem+json; counted, and nothing of the request goes anywhere."""
@@ -223,12 +231,99 @@ def create_app(
             headers={"WWW-Authenticate": f'Bearer realm="atalaia", error="{error}"'},
         )
 
+    @app.page("/livez")
+    class Livez(faust.web.View):
+        """Liveness only (always open): the process serves HTTP. Says nothing about the pipeline."""
+
+        async def get(self, request: Any) -> Any:
+            return self.json({"status": "alive"})
+
+    @app.page("/health")
+    class Health(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            refusal = metrics_auth.check(request.headers)
+            if refusal:
+                return refuse(self, "health", refusal)
+            body, status = health_report(app.atalaia_stages)
+            stages = body["stages"]
+            for name, fused in app.atalaia_aliases.items():  # ingest runs fused with rules: each
+                # reports what it read (ingest the events, rules the observations)
+                s = app.atalaia_stages[fused]
+                topic = t("events") if name == "ingest" else t("observations")
+                stages[name] = {
+                    **stages.get(name, stages[fused]),
+                    "processed": s.processed_by_topic.get(topic, 0),
+                }
+                stages[name]["fused"] = "ingest+rules"
+            if settings.peers and request.query.get("local") is None:  # atalaia up's other processes
+                from atalaia.streams.front import peer_health
+
+                problems = body.get("problems", [])
+                state, problems, stages = await peer_health(
+                    settings.peers, request.headers, body["status"], problems, stages
+                )
+                body = {"status": state, **({"problems": problems} if problems else {}), "stages": stages}
+                status = 200 if state == "ok" else 503
+            return self.json(body, status=status)
+
+    @app.page("/metrics")
+    class Metrics(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            refusal = metrics_auth.check(request.headers)
+            if refusal:
+                return refuse(self, "metrics", refusal)
+            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    if not role:
+        if not settings.metrics_port and app.atalaia_stages:
+            log.warning("this worker serves no /metrics: set ATALAIA_METRICS_PORT (or run it with --http)")
+        return app
+    ingest_producer = app.service(IngestProducer(bootstrap))
+    app.atalaia_producer = ingest_producer
+
+    ingest_auth = IngestAuth.from_file(settings.ingest_tokens)
+    if not ingest_auth.enabled:
+        log.warning("ingest endpoints are open to anyone: set ATALAIA_INGEST_TOKENS (atalaia tokens new)")
+
     async def accept(request: Any, view: Any, source: str) -> Any:
         caller = ingest_auth.check(request.headers)
         if isinstance(caller, Refusal):  # before reading the body: it never reaches the DLQ
             HTTP_REQUESTS.labels("unauthorized").inc()
             return refuse(view, "ingest", caller)
-        body, size, whole_sha256 = await read_body(request, settings.max_payload_bytes)
+        try:
+            async with asyncio.timeout(settings.http_body_timeout_s):
+                body, size, whole_sha256 = await read_body(request, settings.max_payload_bytes)
+        except TimeoutError:  # a slow sender, or a Content-Encoding stream that never ends
+            detail = f"the body was not received within {settings.http_body_timeout_s:g} s"
+            await ingest_producer.publish(
+                t("dlq"),
+                to_dlq_record(
+                    b"",
+                    source,
+                    detail,
+                    content_type=request.headers.get("Content-Type"),
+                    received_at=now(),
+                    headers={"content-encoding": request.headers.get("Content-Encoding", "")},
+                ),
+            )
+            HTTP_REQUESTS.labels("rejected").inc()
+            return view.json(problem(408, "Request timeout", detail), status=408, content_type=PROBLEM)
+        except RequestPayloadError as e:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+            encoding = request.headers.get("Content-Encoding", "")
+            detail = f"the body cannot be read: {' '.join(str(e).split())} (Content-Encoding: {encoding!r})"
+            await ingest_producer.publish(
+                t("dlq"),
+                to_dlq_record(  # the server decodes before the handler: the encoded bytes are gone
+                    b"",
+                    source,
+                    detail,
+                    content_type=request.headers.get("Content-Type"),
+                    received_at=now(),
+                    headers={"content-encoding": encoding},
+                ),
+            )
+            HTTP_REQUESTS.labels("rejected").inc()
+            return view.json(problem(400, "Unreadable body", detail), status=400, content_type=PROBLEM)
         ev = RawEvent.from_http(body, request.headers, source)
         if ingest_auth.enabled:
             ev.extra = {**(ev.extra or {}), "auth-source": caller.source}
@@ -317,74 +412,41 @@ def create_app(
             _source = source
 
             async def post(self, request: Any) -> Any:
-                return await accept(request, self, self._source)
+                try:
+                    return await accept(request, self, self._source)
+                except (KafkaError, TimeoutError) as e:  # the broker did not take it: say so, 503
+                    HTTP_REQUESTS.labels("broker-unavailable").inc()
+                    log.warning("ingest: the broker did not accept an event: %s", type(e).__name__)
+                    return self.json(
+                        problem(
+                            503,
+                            "Broker unavailable",
+                            f"the event was not stored ({type(e).__name__}); send it again later",
+                        ),
+                        status=503,
+                        content_type=PROBLEM,
+                        headers={"Retry-After": "10"},
+                    )
 
     if role in ("all", "console"):
         from atalaia.console.api import install as install_console
 
         install_console(app, settings, ingest_producer.publish, bootstrap)
 
-    @app.page("/livez")
-    class Livez(faust.web.View):
-        """Liveness only (always open): the process serves HTTP. Says nothing about the pipeline."""
-
-        async def get(self, request: Any) -> Any:
-            return self.json({"status": "alive"})
-
     if "warnings" in app.atalaia_stages and role in ("all", "console"):
         from atalaia.warnings.http import install as install_cap_pages
 
         install_cap_pages(app, app.atalaia_stages["warnings"], app.atalaia_warnings_config)
-
-    @app.page("/health")
-    class Health(faust.web.View):
-        async def get(self, request: Any) -> Any:
-            refusal = metrics_auth.check(request.headers)
-            if refusal:
-                return refuse(self, "health", refusal)
-            from atalaia.streams.guard import HEALTH
-
-            status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
-            stages = {
-                n: {"processed": s.processed, "partitions": sorted(s.cores)}
-                for n, s in app.atalaia_stages.items()
-            }
-            for name, fused in app.atalaia_aliases.items():  # ingest runs fused with rules: each
-                # reports what it read (ingest the events, rules the observations)
-                s = app.atalaia_stages[fused]
-                topic = t("events") if name == "ingest" else t("observations")
-                stages[name] = {
-                    **stages.get(name, stages[fused]),
-                    "processed": s.processed_by_topic.get(topic, 0),
-                }
-                stages[name]["fused"] = "ingest+rules"
-            if settings.peers and request.query.get("local") is None:  # atalaia up's other processes
-                from atalaia.streams.front import peer_health
-
-                status, problems, stages = await peer_health(
-                    settings.peers, request.headers, status, problems, stages
-                )
-            return self.json(
-                {"status": status, **({"problems": problems} if problems else {}), "stages": stages},
-                status=200 if status == "ok" else 503,
-            )
-
-    @app.page("/metrics")
-    class Metrics(faust.web.View):
-        async def get(self, request: Any) -> Any:
-            refusal = metrics_auth.check(request.headers)
-            if refusal:
-                return refuse(self, "metrics", refusal)
-            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     if role == "ingest" and settings.console_upstream:  # up: the console lives in the ops process
         from atalaia.streams.front import install_forwarding
 
         install_forwarding(app, settings.console_upstream)
     if settings.mqtt_url and role in ("all", "ingest"):
-        from atalaia.streams.mqtt import MqttBridge
+        from atalaia.streams.mqtt import MqttBridge, MqttSecurity
 
-        app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events")))
+        mqtt_security = MqttSecurity.from_settings(settings)  # a bad file or setting: refused at start
+        app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events"), security=mqtt_security))
     return app
 
 

@@ -197,10 +197,12 @@ async def ensure_topics(
     :class:`TopicLayoutError` when existing topics have other counts."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from atalaia.streams.kafka_config import client_options
+
     designed = designed_partitions(prefix, partitions)
     deadline = time.monotonic() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(**client_options(bootstrap), request_timeout_ms=5000)
         try:
             await admin.start()
             actual = await create_topics(admin, designed)

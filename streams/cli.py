@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "tail": "atalaia.streams.commands:tail",
     "ingest": "atalaia.streams.ingest.cli:ingest",
     "tokens": "atalaia.streams.tokens:tokens",
+    "users": "atalaia.console.users_cli:users",
     "bench": "atalaia.streams.commands:bench",
     "rules": "atalaia.rules.cli:rules",
     "detectors": "atalaia.detectors.cli:detectors",

@@ -19,7 +19,7 @@ def _logging(level: str, interval_s: float = 60.0) -> None:
     from atalaia.streams.logfilter import install
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore"):
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore", "mail.log"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     install(interval_s)  # repeated warnings/errors: one line per kind per interval, with a count
 
@@ -120,7 +120,8 @@ def _run_processes(
     """Run each (name, stages) of ``groups`` as a child ``atalaia worker`` (streams.processes).
     With ``http`` the first child serves the public port (ingest endpoints, /health merged from
     every child) and forwards every other path to the second, which serves the console on a
-    private port; the other children answer /health on private ports."""
+    private port; the other children answer /health on private ports. Without ``http``, with
+    ``ATALAIA_METRICS_PORT`` set, child ``i`` serves /metrics, /health, /livez on that port + i."""
     import json
 
     import httpx
@@ -154,6 +155,8 @@ def _run_processes(
             env.update(ATALAIA_HTTP_HOST="127.0.0.1", ATALAIA_HTTP_PORT=str(ports[i]))
             if not settings.console_url:  # links in messages lead to the public console
                 env["ATALAIA_CONSOLE_URL"] = settings.public_url()
+        elif settings.metrics_port:  # no HTTP: each child its own /metrics port (base + index)
+            env["ATALAIA_METRICS_PORT"] = str(settings.metrics_port + i)
         children.append(Child(name, args, env))
 
     def ready() -> bool:
@@ -315,12 +318,13 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
 
     from atalaia.streams.connect import client_bootstrap
     from atalaia.streams.events import RawEvent, format_time_now
+    from atalaia.streams.kafka_config import client_options
 
     settings = get_settings()
     bootstrap = client_bootstrap(settings)
 
     async def go() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 << 20)
+        producer = AIOKafkaProducer(**client_options(bootstrap), linger_ms=5, max_request_size=8 << 20)
         await producer.start()
         n = 0
         try:
@@ -359,6 +363,7 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
     from aiokafka import AIOKafkaConsumer
 
     from atalaia.streams.connect import client_bootstrap
+    from atalaia.streams.kafka_config import client_options
 
     settings = get_settings()
     bootstrap = client_bootstrap(settings)
@@ -366,7 +371,7 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
 
     async def go() -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+            **client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100
         )
         await consumer.start()
         try:

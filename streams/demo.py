@@ -157,9 +157,9 @@ class DemoScenario:
                     lat,
                     observed,
                     {
-                        "NO2": (max(no2, 0), "GQ"),
-                        "PM10": (max(pm10, 0), "GQ"),
-                        "PM2.5": (max(pm10 * 0.6, 0), "GQ"),
+                        "no2": (max(no2, 0), "GQ"),  # Smart Data Models names (what the rules select)
+                        "pm10": (max(pm10, 0), "GQ"),
+                        "pm25": (max(pm10 * 0.6, 0), "GQ"),
                     },
                 )
             )
@@ -174,9 +174,33 @@ class DemoScenario:
                 41.1596,
                 observed,
                 {"precipitation": (rain, "MMT")},
-            )
+            ),
+            _entity(  # shares Campanhã with the Freixo river gauge: the compound flood rule joins them
+                "WeatherObserved",
+                "porto-campanha",
+                "Campanhã",
+                "Campanhã",
+                -8.5850,
+                41.1480,
+                observed,
+                {"precipitation": (max(0.0, rain + rng.gauss(0, 0.3)), "MMT")},
+            ),
         ]
         return [notification(water, now), notification(air + weather, now)]
+
+
+def recorded(steps: int, start: datetime, seed: int = 7) -> list[tuple[datetime, bytes]]:
+    """The scenario's first ``steps`` seconds as (event time, notification body), on a fixed clock
+    starting at ``start``: the demo feed's output without the wall clock, for tests and replays
+    (the flood wave repeats every 600 steps; the ten-minute rain window is full from step 600)."""
+    from datetime import timedelta
+
+    scenario = DemoScenario(seed)
+    out = []
+    for k in range(steps):
+        now = start + timedelta(seconds=k)
+        out += [(now, body) for body in scenario.step(now)]
+    return out
 
 
 class DemoFeed(Service):

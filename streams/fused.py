@@ -82,7 +82,7 @@ class IngestRulesCore:
         admit, forward = rules.dedup.admit_key, rules.forward_types
         batch, dumps, mine, n, parts = [], orjson.dumps, self.partition, self.partitions, self._parts
         blake = hashlib.blake2b
-        for obs in parsed:
+        for obs, ts in parsed:
             d = observation_dict(obs)
             if not admit(blake(f"{d['type']}|{d['id']}".encode(), digest_size=16).digest(), now=now):
                 self.ingest.duplicates += 1
@@ -95,14 +95,14 @@ class IngestRulesCore:
                     parts.clear()
                 part = parts[key] = (murmur2(key) & 0x7FFFFFFF) % n
             if part != mine:
-                outs.append(Out("observations", value, key=key))
+                outs.append(Out("observations", value, key=key, timestamp=ts))
                 self.elsewhere += 1
                 continue
-            outs.append(Out("observations", value, key=key, headers=_MARK))
+            outs.append(Out("observations", value, key=key, headers=_MARK, timestamp=ts))
             self.local += 1
             batch.append(d)
             if d["type"] in forward:
-                outs.append(Out("shared-observations", value, key=key))
+                outs.append(Out("shared-observations", value, key=key, timestamp=ts))
         return outs + rules._evaluate(batch)
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:

@@ -132,11 +132,13 @@ class BrokerGuard(Service):
     async def _watch(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
+        from atalaia.streams.kafka_config import client_options
+
         admin = None
         while not self.should_stop:
             try:
                 if admin is None:
-                    admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+                    admin = AIOKafkaAdminClient(**client_options(self.bootstrap), request_timeout_ms=5000)
                     await admin.start()
                 await self.check(admin)
             except asyncio.CancelledError:

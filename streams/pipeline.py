@@ -99,6 +99,8 @@ def alarm_problem(a: Any) -> str | None:
 def incident_event_problem(e: Any) -> str | None:
     if not isinstance(e, dict):
         return "not a JSON object"
+    if e.get("kind") == "silence":  # a runtime silence's change (for the projection)
+        return None if isinstance(e.get("id"), str) and _is_time(e.get("at")) else "bad silence event"
     if not isinstance(e.get("incident"), str) or not isinstance(e.get("version"), int):
         return "'incident' (text) and 'version' (integer) are required"
     if not _is_time(e.get("at")):
@@ -147,13 +149,19 @@ class IngestCore:
         from atalaia.streams.ingest import encode_observation
 
         outs, fresh = self.observations(records, now)
-        for obs in fresh:
-            outs.append(Out("observations", encode_observation(obs), key=partition_key(obs.__dict__)))
+        for obs, ts in fresh:
+            outs.append(
+                Out("observations", encode_observation(obs), key=partition_key(obs.__dict__), timestamp=ts)
+            )
         return outs
 
-    def observations(self, records: list[Any], now: float, dedup: bool = True) -> tuple[list[Out], list[Any]]:
-        """The events of a batch parsed: (DLQ outputs, the Observations not seen before; with
-        ``dedup`` off, all of them: the fused stage dedups them with the rules' deduper)."""
+    def observations(
+        self, records: list[Any], now: float, dedup: bool = True
+    ) -> tuple[list[Out], list[tuple[Any, int | None]]]:
+        """The events of a batch parsed: (DLQ outputs, ``(observation, ts)`` for the Observations
+        not seen before, ``ts`` the Kafka timestamp of their event (ms, None if it has none: the
+        produce → alarm latency is measured from it); with ``dedup`` off, all of them: the fused
+        stage dedups them with the rules' deduper)."""
         from atalaia.streams.ingest import dlq_record_for, parse_payload
 
         outs: list[Out] = []
@@ -182,7 +190,8 @@ class IngestCore:
                 outs.append(Out("dlq", dlq))
             fresh = self.dedup.admit(res.observations, now=now) if dedup else res.observations
             self.duplicates += len(res.observations) - len(fresh)
-            fresh_all.extend(fresh)
+            ts = r.timestamp if isinstance(r.timestamp, int) and r.timestamp > 0 else None  # produce time
+            fresh_all.extend((obs, ts) for obs in fresh)
         return outs, fresh_all
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
@@ -366,7 +375,12 @@ class RulesCore:
         self.last_compact = 0.0
 
     def _forward_types(self) -> frozenset[str]:
-        return frozenset(r.rule.select.type for r in label_keyed(self.loaded).rules)
+        # every type a label-keyed rule reads: its select, and each part of a compound/join rule
+        return frozenset(
+            t
+            for r in label_keyed(self.loaded).rules
+            for t in (r.rule.select.type, *(c.type for c in (r.rule.conditions or ()) if c.type))
+        )
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         batch = []
@@ -379,7 +393,9 @@ class RulesCore:
             if admit(hashlib.blake2b(f"{obs['type']}|{oid}".encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
                 if obs["type"] in forward:
-                    outs.append(Out("shared-observations", r.value, key=partition_key(obs)))
+                    outs.append(
+                        Out("shared-observations", r.value, key=partition_key(obs), timestamp=r.timestamp)
+                    )
         if self.reorder is not None:
             batch = self.reorder.push(batch, now)
         return outs + self._evaluate(batch)
@@ -528,22 +544,61 @@ class ProjectionCore:
 class EscalationCore:
     """``atalaia.incidents`` → ``atalaia.notifications``: the escalation policies (steps, waits,
     repeats, until acknowledged) as a pure state machine; timers fire on the stage's tick.
-    Notification ids are deterministic (incident, policy, episode, step, repeat, target)."""
+    Notification ids are deterministic (incident, policy, episode, step, repeat, target).
 
-    def __init__(self, config: Any, state: bytes | None = None) -> None:
+    A ``propose_warning`` step's notification becomes a warning ``draft`` command on
+    ``atalaia.commands`` (prefilled from the incident, command id = the notification id, so a
+    replay drafts nothing twice): it waits there for approval and publishes nothing by itself."""
+
+    def __init__(self, config: Any, state: bytes | None = None, warnings_config: Any = None) -> None:
         from atalaia.notifiers.engine import EscalationEngine, EscalationState
 
         self.engine = EscalationEngine(config)
         self.state = EscalationState.restore(state) if state else EscalationState()
+        self.warnings_config = warnings_config
+        self._catalogue: Any = None
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         events, _, outs = _decode(records, incident_event_problem)
         self.state, notes = self.engine.step_batch(self.state, events, _ts(now))
         return outs + [self._out(n) for n in notes]
 
-    @staticmethod
-    def _out(n: Any) -> Out:
+    def _out(self, n: Any) -> Out:
+        if n.kind == "propose":
+            return Out("commands", orjson.dumps(self.draft_command(n)), key=n.incident.encode())
         return Out("notifications", n.to_json(), key=n.target.encode())
+
+    def draft_command(self, n: Any) -> dict[str, Any]:
+        """The ``draft`` command (kind warning) a ``propose_warning`` notification asks for."""
+        from dataclasses import asdict
+        from datetime import timedelta
+
+        from atalaia.warnings.config import WarningsConfig
+        from atalaia.warnings.from_incident import draft_from_incident
+
+        if self._catalogue is None:
+            self._catalogue = (self.warnings_config or WarningsConfig()).catalogue()
+        ask = n.warning or {}
+        incident = asdict(n.snapshot)
+        draft = draft_from_incident(
+            incident,
+            self._catalogue,
+            ask.get("sender", "atalaia@localhost"),
+            n.due,
+            timedelta(seconds=float(ask.get("valid_for_s", 43200))),
+        )
+        draft["status"] = ask.get("status", "Actual")
+        return {
+            "kind": "warning",
+            "id": n.id,
+            "action": "draft",
+            "actor": f"escalation:{n.policy}",
+            "role": "system",
+            "reason": f"propose_warning step {n.step + 1} of policy {n.policy}",
+            "incident": n.incident,
+            "draft": draft,
+            "at": n.due,
+        }
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         from atalaia.notifiers.engine import TICK
@@ -553,6 +608,41 @@ class EscalationCore:
 
     def snapshot(self) -> bytes:
         return self.state.snapshot()
+
+
+class WarningNoticesCore:
+    """``atalaia.warnings`` → ``atalaia.notifications``: each issued CAP document (``kind: "cap"``)
+    becomes one notification per target of the escalation file's ``warnings:`` section (Exercise
+    and Test only to the targets marked for exercises). Stateless: ids are deterministic
+    (identifier, version, target), so a replayed record is dropped by the delivery log."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def process(self, records: list[Any], now: float) -> list[Out]:
+        from atalaia.notifiers.warning import warning_notifications
+
+        outs = []
+        for r in records:
+            try:
+                value = orjson.loads(r.value or b"")
+            except orjson.JSONDecodeError:
+                continue  # not ours to judge: the warnings stage wrote it
+            if not isinstance(value, dict) or value.get("kind") != "cap":
+                continue
+            try:
+                notes = warning_notifications(value, self.config)
+            except Exception as e:  # an unreadable document: kept, with the reason
+                outs.append(dlq(r.value, r.topic, f"warning not deliverable: {e}"))
+                continue
+            outs += [Out("notifications", n.to_json(), key=n.target.encode()) for n in notes]
+        return outs
+
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
+        return []
+
+    def snapshot(self) -> bytes:
+        return b""
 
 
 class DeliveryCore:

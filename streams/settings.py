@@ -46,7 +46,28 @@ class Settings(BaseSettings):
         description="the console's public URL, for links in messages; unset = the escalation file's "
         "console_url, else this process's http://host:port",
     )
-    mqtt_url: str | None = Field(None, description="mqtt://host:port/topic/# to subscribe for events")
+    mqtt_url: str | None = Field(
+        None, description="mqtt://host:port/topic/# (mqtts:// for TLS) to subscribe for events"
+    )
+    # MQTT security (streams/mqtt.py): the password comes from a file, never from the URL or the environment
+    mqtt_username: str | None = None
+    mqtt_password_file: Path | None = Field(None, description="file holding the MQTT password")
+    mqtt_ca_file: Path | None = Field(None, description="mqtts://: CA bundle (unset: the system's)")
+    mqtt_cert_file: Path | None = Field(None, description="mqtts://: client certificate (mutual TLS)")
+    mqtt_key_file: Path | None = None
+    mqtt_check_hostname: bool = True
+    # Kafka security (streams/kafka_config.py), for ATALAIA_KAFKA; the embedded broker is plain text
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"
+    )
+    kafka_sasl_mechanism: str = Field("PLAIN", description="PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_file: Path | None = Field(None, description="file holding the SASL password")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (unset: the system's trust store)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password_file: Path | None = None
+    kafka_ssl_check_hostname: bool = True
     rules_paths: list[Path] = Field(default_factory=lambda: [CONFIG_DIR / "rules"])
     detectors_path: Path = CONFIG_DIR / "detectors.yaml"
     escalation_path: Path = CONFIG_DIR / "escalation.yaml"
@@ -61,6 +82,10 @@ class Settings(BaseSettings):
     ingest_tokens: Path | None = Field(
         None, description="YAML of hashed per-source ingest tokens (streams/httpauth.py); unset = open ingest"
     )
+    metrics_port: int | None = Field(
+        None,
+        description="workers without --http: serve /metrics, /health, /livez on this port (on http_host)",
+    )
     metrics_token_sha256: str | None = Field(
         None, description="SHA-256 of a bearer token required on /health and /metrics; unset = open"
     )
@@ -68,6 +93,9 @@ class Settings(BaseSettings):
         None, description="PostgreSQL schema for the projection (default: public)"
     )
     max_payload_bytes: int = 1024 * 1024
+    http_body_timeout_s: float = Field(
+        10.0, description="an HTTP body not received (or not decodable) within this time is refused (408)"
+    )
     future_tolerance_s: float = 300.0
     allowed_lateness_s: float = 300.0
     reorder_s: float = Field(5.0, description="label-keyed rules: event-time slack to restore time order")

@@ -42,6 +42,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from mode import Service
 from prometheus_client import Counter, Histogram
 
+from atalaia.streams import metrics
+from atalaia.streams.kafka_config import client_options
+
 log = logging.getLogger(__name__)
 
 STAGE_RECORDS = Counter("atalaia_stage_records_total", "records consumed by a pipeline stage", ["stage"])
@@ -64,6 +67,7 @@ class Out:
     value: bytes
     key: bytes | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int | None = None  # ms; None: now. Ingest passes the event's on (latency metrics)
 
 
 class Core(Protocol):
@@ -186,7 +190,7 @@ class BatchStage(Service):
     async def on_start(self) -> None:
         if self.producer is None:
             self.producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
+                **client_options(self.bootstrap),
                 linger_ms=5,
                 acks=1,
                 max_batch_size=1 << 20,
@@ -194,7 +198,7 @@ class BatchStage(Service):
             )
             await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.bootstrap),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -329,7 +333,7 @@ class BatchStage(Service):
         if not pending:
             return ends
         probe = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+            **client_options(self.bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100
         )
         await probe.start()
         try:
@@ -422,6 +426,7 @@ class BatchStage(Service):
         t0 = time.perf_counter()
         now = self.clock()
         outs: list[Out] = []
+        slices: list[tuple[list[Any], list[Out]]] = []  # (records, their outputs): metrics
         advanced: dict[TopicPartition, int] = {}
         n = 0
         assigned = self.consumer.assignment()
@@ -437,7 +442,9 @@ class BatchStage(Service):
             if not records:
                 continue
             aprocess = getattr(core, "aprocess", None)
-            outs.extend(await aprocess(records, now) if aprocess else core.process(records, now))
+            produced = await aprocess(records, now) if aprocess else core.process(records, now)
+            outs.extend(produced)
+            slices.append((records, produced))
             advanced[tp] = records[-1].offset + 1
             n += len(records)
             self.processed_by_topic[tp.topic] = self.processed_by_topic.get(tp.topic, 0) + len(records)
@@ -449,6 +456,7 @@ class BatchStage(Service):
         self.processed += n
         STAGE_RECORDS.labels(self.name).inc(n)
         STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
+        metrics.batch_done(self.name, slices)  # latency, alarms and incidents (streams.metrics)
 
     async def _produce(self, outs: list[Out]) -> None:
         """Send ``outs`` and wait until the broker has acknowledged every one. Large batches go
@@ -462,7 +470,13 @@ class BatchStage(Service):
         if len(outs) < 64:
             send = self.producer.send
             futures = [
-                await send(f"{self.prefix}.{o.topic}", o.value, key=o.key, headers=o.headers or None)
+                await send(
+                    f"{self.prefix}.{o.topic}",
+                    o.value,
+                    key=o.key,
+                    headers=o.headers or None,
+                    timestamp_ms=o.timestamp,
+                )
                 for o in outs
             ]
         else:
@@ -493,14 +507,22 @@ class BatchStage(Service):
         for (name, part), items in groups.items():
             batch = producer.create_batch()
             for o in items:
-                if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
+                if batch.append(key=o.key, value=o.value, timestamp=o.timestamp, headers=o.headers) is None:
                     futures.append(await producer.send_batch(batch, name, partition=part))
                     batch = producer.create_batch()
-                    if batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers) is None:
+                    if (
+                        batch.append(key=o.key, value=o.value, timestamp=o.timestamp, headers=o.headers)
+                        is None
+                    ):
                         # larger than a batch on its own: the per-message path takes it
                         futures.append(
                             await producer.send(
-                                name, o.value, key=o.key, partition=part, headers=o.headers or None
+                                name,
+                                o.value,
+                                key=o.key,
+                                partition=part,
+                                headers=o.headers or None,
+                                timestamp_ms=o.timestamp,
                             )
                         )
             if batch.record_count():
@@ -518,3 +540,4 @@ class BatchStage(Service):
                         self.dirty.add(p)
                         outs.extend(produced)
                 await self._produce(outs)
+                metrics.ticked(self.name, outs)

@@ -10,7 +10,8 @@ share an event loop):
 * ``alarms`` — the alarm path: HTTP/MQTT ingest, ingest + rules + detectors (fused), the
   label-keyed rules. Nothing else runs on its loop, so a storm of incident, projection or
   delivery work cannot delay an alarm.
-* ``ops`` — incidents, projection, escalation, delivery, population warnings, and the console
+* ``ops`` — incidents, projection, escalation (and warning notices), delivery, population
+  warnings, and the console
   (API, live board, CAP feed; the alarms process forwards those HTTP paths to it).
 """
 
@@ -99,12 +100,32 @@ def _projection(settings: Any, app: Any) -> CoreFactory:
     return lambda p, s: ProjectionCore(app.atalaia_projection)
 
 
-def _escalation(settings: Any, app: Any) -> CoreFactory:
-    from atalaia.notifiers.config import load_config
-    from atalaia.streams.pipeline import EscalationCore
+def _escalation_config(settings: Any, app: Any) -> Any:
+    """The escalation file, loaded once per worker (escalation and warning-notices read it)."""
+    if getattr(app, "atalaia_escalation_config", None) is None:
+        from atalaia.notifiers.config import load_config
 
-    config = load_config(settings.escalation_path)
-    return lambda p, s: EscalationCore(config, s)
+        app.atalaia_escalation_config = load_config(settings.escalation_path)
+    return app.atalaia_escalation_config
+
+
+def _escalation(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.streams.pipeline import EscalationCore
+    from atalaia.warnings.config import load_config as load_warnings_config
+
+    config = _escalation_config(settings, app)
+    warnings_settings = load_warnings_config(settings.warnings_path)  # propose_warning drafts
+    return lambda p, s: EscalationCore(config, s, warnings_settings)
+
+
+def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
+    """Issued warnings → the escalation channels, when the escalation file has ``warnings:``."""
+    from atalaia.streams.pipeline import WarningNoticesCore
+
+    config = _escalation_config(settings, app)
+    if config.warnings is None:
+        return None
+    return lambda p, s: WarningNoticesCore(config)
 
 
 def _warnings(settings: Any, app: Any) -> CoreFactory:
@@ -123,6 +144,7 @@ def _delivery(settings: Any, app: Any) -> CoreFactory | None:
     from atalaia.notifiers.service import Notifier
     from atalaia.rules.info import rule_catalog
     from atalaia.streams.app import missing_delivery_settings
+    from atalaia.streams.metrics import metered_log
     from atalaia.streams.pipeline import DeliveryCore
 
     missing = missing_delivery_settings(settings)
@@ -141,7 +163,7 @@ def _delivery(settings: Any, app: Any) -> CoreFactory | None:
     notifier = Notifier(
         escalation,
         # FULL: the outbox is fsynced before the notifications' offsets are committed
-        SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL"),
+        metered_log(SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL")),
         rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
     )
     app.atalaia_notifier = notifier
@@ -213,11 +235,20 @@ STAGES: tuple[StageSpec, ...] = (
     _spec(
         "escalation",
         ("incidents",),
-        ("notifications", "dlq"),
+        ("notifications", "commands", "dlq"),
         "ops",
         _escalation,
         tick_s=1.0,
-        doc="escalation policies: steps, waits, repeats",
+        doc="escalation policies: steps, waits, repeats; propose_warning steps draft a warning",
+    ),
+    _spec(
+        "warning-notices",
+        ("warnings",),
+        ("notifications", "dlq"),
+        "ops",
+        _warning_notices,
+        needs=("escalation",),
+        doc="issued warnings to the escalation file's `warnings:` targets (when it has that section)",
     ),
     _spec(
         "warnings",

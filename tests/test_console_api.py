@@ -114,6 +114,7 @@ def test_rows_offer_only_what_the_state_and_role_allow():
         "shelve",
         "comment",
         "assign",
+        "escalate",
     ]
     acked = allowed_actions(incident("x", state="acknowledged"), "operator", perms)
     assert "acknowledge" not in acked and "shelve" in acked
@@ -240,7 +241,8 @@ class StreamReader:
 
 @pytest.mark.broker
 def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
-    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    stages = ("incidents", "projection", "warnings")  # warnings: its console routes are fuzzed too
+    w = make_worker("--stages", ",".join(stages)).start(stages)
     stream = StreamReader(f"{w.url}/api/stream")
     assert stream.open.wait(10) and stream.status == 200
     wait_for(lambda: any(k == "ping" for _, k, _ in stream.events), 10, "the first heartbeat")

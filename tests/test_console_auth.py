@@ -78,5 +78,6 @@ def test_commands_need_a_token_and_cannot_claim_a_role(make_worker, broker, topi
         "authentication": "token",
         "actor": "rui",
         "role": "operator",
+        "tenants": None,
     }
     assert orjson.loads(orjson.dumps(r.json()))["status"] == "accepted"

@@ -94,3 +94,34 @@ def test_step_batch_skips_what_is_not_an_alarm_or_command_when_asked() -> None:
 def test_a_corrupt_snapshot_is_refused() -> None:
     with pytest.raises(ValueError, match="snapshot"):
         IncidentCore(CONFIG, b"garbage")
+
+
+def test_a_runtime_silence_survives_a_restart_of_the_incidents_stage() -> None:
+    core = IncidentCore(CONFIG)
+    cmd = {
+        "action": "silence",
+        "id": "cmd-s1",
+        "actor": "rui",
+        "role": "supervisor",
+        "matchers": ['parish="Bonfim"'],
+        "comment": "works on the Bonfim gauges",
+        "duration": "1h",
+    }
+    out = decode(core.process([Rec("commands", cmd)], T0_S))
+    assert [o["kind"] for o in out] == ["reply", "silence"] and out[0]["accepted"]
+    sid = out[1]["id"]
+    restarted = IncidentCore(CONFIG, core.snapshot())
+    alarm = {
+        "at": at_s(60),
+        "rule": "river-level-high",
+        "key": "porto-09",
+        "state": "firing",
+        "severity": "high",
+        "value": 3.9,
+        "labels": {"parish": "Bonfim"},
+    }
+    ev = decode(restarted.process([Rec("alarms", alarm)], T0_S + 60))[-1]
+    assert ev["state"] == "suppressed" and ev["alarms"][0]["suppressed"].startswith(f"silenced by {sid}")
+    ends = decode(restarted.tick(T0_S + 3601))
+    assert [e["change"] for e in ends if e["kind"] == "silence"] == ["expired"]
+    assert [e["state"] for e in ends if e["kind"] == "incident"] == ["unacknowledged"]

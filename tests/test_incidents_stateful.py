@@ -13,6 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from atalaia.incidents.config import ActionName, IncidentConfig, RoleName
 from atalaia.incidents.events import CommandReply, IncidentEvent
 from atalaia.incidents.manager import IncidentManager
+from atalaia.incidents.matchers import Matcher, matches_all
+from atalaia.incidents.silences import SilenceEvent
 from atalaia.incidents.testing import at_s, transition
 from atalaia.rules.alarm import severity_rank
 
@@ -67,6 +69,8 @@ class IncidentMachine(RuleBasedStateMachine):
         for o in out:
             if isinstance(o, CommandReply):
                 self.replies += 1
+                continue
+            if isinstance(o, SilenceEvent):
                 continue
             assert o.version == self.versions.get(o.incident, 0) + 1, "versions go up by one per change"
             assert o.incident not in self.closed, "a closed incident never changes again"
@@ -127,6 +131,54 @@ class IncidentMachine(RuleBasedStateMachine):
                 "duration": minutes * 60,
             }
         )
+
+    @rule(
+        parish=st.sampled_from(["Ribeira", "Campanha", "Foz"]),
+        rule_=st.sampled_from(['rule=~"river-.*"', 'rule!="air-no2"', 'severity="high"']),
+        later=st.integers(0, 600),
+        minutes=st.integers(1, 30),
+    )
+    def silence(self, parish: str, rule_: str, later: int, minutes: int) -> None:
+        self.commands += 1
+        self.feed(
+            {
+                "id": f"c{self.commands}",
+                "action": "silence",
+                "actor": "rui",
+                "role": "engineer",
+                "matchers": [f'parish="{parish}"', rule_],
+                "comment": "works",
+                "start": at_s(self.now + later),
+                "duration": minutes * 60,
+            }
+        )
+
+    @rule(pick=st.integers(0, 5))
+    def expire_silence(self, pick: int) -> None:
+        ids = [*sorted(self.state.silences), "s-unknown"]
+        self.commands += 1
+        self.feed(
+            {
+                "id": f"c{self.commands}",
+                "action": "expire-silence",
+                "silence": ids[pick % len(ids)],
+                "actor": "ana",
+                "role": "operator",
+            }
+        )
+
+    @invariant()
+    def active_silences_suppress_what_they_match(self) -> None:
+        if not hasattr(self, "mgr") or self.state.clock is None:
+            return
+        for sil in self.state.silences.values():
+            if not sil.active_at(self.state.clock):
+                continue
+            matchers = tuple(Matcher.parse(m) for m in sil.matchers)
+            for inc in self.state.incidents.values():
+                for a in inc.alarms.values():
+                    if matches_all(matchers, a.labels):
+                        assert a.suppressed and f"silenced by {sil.id}" in a.suppressed, (sil, a.suppressed)
 
     @rule(dt=st.integers(1, 900))
     def tick(self, dt: int) -> None:

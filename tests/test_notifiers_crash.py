@@ -1,6 +1,7 @@
 """Crash test: the notifier worker (a real subprocess) is SIGKILLed right after a send and
 before the delivery log records it; on restart (recovery + Kafka replay of the same incident
-events) no SMS or email is sent twice, nothing is lost, and the idempotent PGU upsert is redone."""
+events) no SMS or email is sent twice, nothing is lost, and the idempotent PGU upsert is redone.
+An email killed before its SMTP DATA terminator (no commit marker) is re-sent and arrives once."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ async def run_worker(tmp_path, kill_on: str | None) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-@pytest.mark.parametrize("kill_on", ["ana-sms:2", "rui-email:1", "pgu:2"])
+@pytest.mark.parametrize("kill_on", ["ana-sms:2", "rui-email:1", "rui-email:2:pre-commit", "pgu:2"])
 async def test_kill_between_send_and_record_then_restart_sends_no_duplicate(tmp_path, kill_on):
     http = await HttpSink(secret="k").start()
     smtp = SmtpSink().start()
@@ -77,13 +78,23 @@ async def test_kill_between_send_and_record_then_restart_sends_no_duplicate(tmp_
         in_flight = {d.notification_id: d.target for d in log.deliveries() if d.status == "sending"}
         # the killed send (and any send other lanes had in flight at that instant) is unrecorded
         assert killed_target in in_flight.values()
-        doubtful = {i for i, t in in_flight.items() if t not in ("pgu", "sala")}
+        # email (a commit-point channel): in doubt only past the DATA terminator (a marker);
+        # an email killed before it was discarded by the server and is re-sent
+        marks = tmp_path / "d.sqlite.smtp-commit"
+        uncommitted = {i for i, t in in_flight.items() if t.endswith("-email") and not (marks / i).exists()}
+        doubtful = {i for i, t in in_flight.items() if t not in ("pgu", "sala")} - uncommitted
+        if kill_on.endswith(":pre-commit"):  # killed before the terminator: the server discarded it
+            assert killed_target in {in_flight[i] for i in uncommitted}
+            assert killed_target not in {in_flight[i] for i in doubtful}
+        elif killed_target.endswith("-email"):  # killed after the 250: past the commit point
+            assert killed_target in {in_flight[i] for i in doubtful}
         log.close()
 
         rc, out = await run_worker(tmp_path, None)  # restart: recovery + replay of the same events
         assert rc == 0
         rec = orjson.loads(out.splitlines()[0])
         assert rec["in_doubt"] == len(doubtful)
+        assert not marks.exists() or not any(marks.iterdir())  # markers cleared by recovery
 
         log = SQLiteDeliveryLog(tmp_path / "d.sqlite")
         final = {d.notification_id: d for d in log.deliveries()}
@@ -124,7 +135,9 @@ async def test_kill_between_send_and_record_then_restart_sends_no_duplicate(tmp_
         redone = sum(1 for t in in_flight.values() if t == "pgu")
         statuses = Counter(a.status for a in log.attempts())
         assert statuses["sending"] == 0 and statuses["in-doubt"] == len(doubtful)
-        assert statuses["unknown"] == sum(1 for t in in_flight.values() if t in ("pgu", "sala"))
+        assert statuses["unknown"] == sum(1 for t in in_flight.values() if t in ("pgu", "sala")) + len(
+            uncommitted
+        )
         assert len(http.received("/ngsi-ld/v1/entityOperations/upsert")) in range(3, 4 + redone)
         log.close()
     finally:

@@ -163,7 +163,15 @@ def test_rules_core_keys_forwarded_observations_and_alarms_by_tenant() -> None:
             "tenant": tenant,
             "time_source": "observed",
         }
-        records.append(SimpleNamespace(value=orjson.dumps(o), topic="t.observations", offset=0, headers=[]))
+        records.append(
+            SimpleNamespace(
+                value=orjson.dumps(o),
+                topic="t.observations",
+                offset=0,
+                headers=[],
+                timestamp=1_769_594_400_000,
+            )
+        )
     outs = core.process(records, now=1769594400.0)
     alarms = [orjson.loads(o.value) for o in outs if o.topic == "alarms"]
     assert alarms, "the example rules fire on a 9 m water level"
@@ -189,3 +197,24 @@ def test_replay_prints_one_alarm_per_tenant(tmp_path) -> None:
     keys = [orjson.loads(line)["key"] for line in res.stdout.splitlines() if '"river-high"' in line]
     e = "urn:ngsi-ld:WaterObserved:g1"
     assert sorted(keys) == sorted([f"a|{e}", f"b|{e}", e])
+
+
+def test_a_join_rule_forwards_every_type_it_reads_to_the_shared_stage(tmp_path) -> None:
+    """A label-keyed compound rule needs every part's observations in the one-partition stage:
+    the partitioned rules stage forwards each condition's type, not only ``select.type``."""
+    from atalaia.detectors.config import load_config
+    from atalaia.streams.pipeline import RuleFiles, RulesCore
+    from atalaia.streams.settings import CONFIG_DIR, Settings
+
+    (tmp_path / "join.yaml").write_text(
+        "group: g\nrules:\n"
+        "  - id: parish-flood\n"
+        "    select: {type: WaterObserved}\n"
+        "    join: {on: [parish], within: 10m}\n"
+        "    all:\n"
+        "      - {type: WeatherObserved, attribute: precipitation, aggregate: {function: sum, window: 10m}, above: 20}\n"
+        "      - {attribute: height, above: 4}\n"
+        "    severity: high\n"
+    )
+    core = RulesCore(RuleFiles([tmp_path]), load_config(CONFIG_DIR / "detectors.yaml"), Settings())
+    assert {"WaterObserved", "WeatherObserved"} <= core.forward_types

@@ -18,7 +18,7 @@ from atalaia.streams.settings import CONFIG_DIR, Settings
 
 def rec(value, topic="t.observations", offset=0):
     raw = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
-    return SimpleNamespace(value=raw, topic=topic, offset=offset, headers=[])
+    return SimpleNamespace(value=raw, topic=topic, offset=offset, headers=[], timestamp=1_769_594_400_000)
 
 
 OBS = {

@@ -4,6 +4,7 @@ files."""
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -87,3 +88,70 @@ def validate(files: tuple[Path, ...]) -> None:
             click.echo(f"{f}: ok")
     if bad:
         sys.exit(1)
+
+
+@warnings.command()
+@click.argument("incidents", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--incident", "incident_id", help="the incident to drill (default: the first in the file)")
+@click.option("--sender", default="protecao.civil@cm-porto.pt", show_default=True, help="the CAP sender")
+@click.option("--valid-for", default="12h", show_default=True, help="expires = onset + this (e.g. 6h)")
+@click.option(
+    "--command", "as_command", is_flag=True, help="print a draft command for atalaia.commands (JSON)"
+)
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def drill(
+    incidents: Path,
+    incident_id: str | None,
+    sender: str,
+    valid_for: str,
+    as_command: bool,
+    config: Path | None,
+) -> None:
+    """Draft an Exercise warning from a recorded incident (INCIDENTS.jsonl: events as on
+    atalaia.incidents). Prints the draft (YAML, for `atalaia warnings render` or the console) or,
+    with --command, the draft command to publish on atalaia.commands. The drill then runs through
+    the real chain: approval, issue, and the channels of the targets marked for exercises."""
+    import io
+
+    import orjson
+    from ruamel.yaml import YAML
+
+    from atalaia.notifiers.config import parse_duration
+    from atalaia.warnings.from_incident import draft_from_incident
+
+    latest: dict[str, dict] = {}
+    for n, line in enumerate(incidents.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            ev = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            raise click.ClickException(f"{incidents}:{n}:1: not JSON: {e}") from None
+        if isinstance(ev, dict) and isinstance(ev.get("incident"), str):
+            latest.setdefault(ev["incident"], ev)
+            if int(ev.get("version", 0)) >= int(latest[ev["incident"]].get("version", 0)):
+                latest[ev["incident"]] = ev
+    if not latest:
+        raise click.ClickException(f"{incidents}: no incident events")
+    key = incident_id or next(iter(latest))
+    if key not in latest:
+        raise click.ClickException(f"no incident {key!r} in {incidents} (found: {', '.join(latest)})")
+    ev = latest[key]
+    try:
+        duration = parse_duration(valid_for)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--valid-for") from None
+    cfg = _config(config)
+    draft = draft_from_incident(
+        ev, cfg.catalogue(), sender, datetime.now(UTC).replace(microsecond=0), duration
+    )
+    draft["status"] = "Exercise"
+    if as_command:
+        cmd = {"kind": "warning", "action": "draft", "actor": "drill", "role": "operator", "incident": key}
+        click.echo(orjson.dumps({**cmd, "draft": draft}).decode())
+        return
+    out = io.StringIO()
+    y = YAML()
+    y.default_flow_style = False
+    y.dump(draft, out)
+    click.echo(f"# Exercise drafted from incident {key} ({incidents})\n" + out.getvalue(), nl=False)

@@ -68,6 +68,7 @@ class Command(BaseModel):
     reason: str = ""
     draft: dict[str, Any] | None = None  # draft/edit/update/cancel: the draft fields
     incident: str | None = None  # draft: the incident it comes from
+    tenant: str | None = None  # draft: the tenant it belongs to (default: none, or the draft's own)
     at: datetime | None = None
 
     @field_validator("at", mode="before")
@@ -205,6 +206,8 @@ class Workflow:
         elif c.action == "submit":
             self._need(w, c, ("draft",))
             self._check(w.draft)
+            if w.audit and w.audit[0].role == "system" and c.actor not in w.authors:
+                w.authors.append(c.actor)  # a proposal (propose_warning) is the submitter's: four eyes hold
             self._change(w, "submitted", "submitted", c, at, out)
         elif c.action == "approve":
             self._need(w, c, ("submitted",))
@@ -240,6 +243,8 @@ class Workflow:
     ) -> str:
         if c.incident and "incident" not in data:
             data = {**data, "incident": c.incident}
+        if c.tenant and "tenant" not in data:
+            data = {**data, "tenant": c.tenant}
         draft = self._check(data)
         wid = "W-" + hashlib.blake2b(c.id.encode(), digest_size=8).hexdigest()
         if wid in state.warnings:
@@ -284,12 +289,14 @@ class Workflow:
             {
                 "kind": "cap",
                 "warning": w.id,
+                "version": w.version,
                 "identifier": doc.identifier,
                 "status": doc.status,
                 "msgType": doc.msg_type,
                 "sent": doc.sent,
                 "expires": w.expires,
                 "references": [str(r) for r in doc.references],
+                "tenant": w.draft.get("tenant"),
                 "xml": w.xml,
             }
         )
@@ -365,6 +372,7 @@ class Workflow:
             "msgType": w.draft.get("msgType", "Alert"),
             "supersedes": w.supersedes,
             "incident": w.draft.get("incident"),
+            "tenant": w.draft.get("tenant"),
         }
 
     # ------------------------------------------------------------------ queries and snapshots

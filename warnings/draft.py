@@ -213,6 +213,9 @@ class Draft(_Model):
     expires: Time | None = None
     area: Annotated[list[DraftArea], BeforeValidator(_areas)] = Field(default_factory=list)
     incident: Text | None = None
+    tenant: Text | None = Field(
+        None, description="the tenant (NGSILD-Tenant / Fiware-Service) it belongs to; not part of the CAP XML"
+    )
     # optional CAP fields beyond DESIGN.md's example
     hazard: Text | None = Field(
         None, description="MeteoAlarm awareness type ('10; Rain', 'flooding', 'Cheia')"

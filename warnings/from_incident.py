@@ -108,4 +108,7 @@ def draft_from_incident(
         draft["hazard"] = h.awareness_type
     if incident.get("incident"):
         draft["incident"] = str(incident["incident"])
+    tenant = incident.get("tenant") or (incident.get("correlation") or {}).get("tenant")
+    if tenant:
+        draft["tenant"] = str(tenant)  # the warning stays the incident's tenant's
     return draft

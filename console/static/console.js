@@ -70,7 +70,31 @@ function num(v, unit) {
   return unit ? `${text} ${unit}` : text;
 }
 
-// --- sign-in: a token kept for the browser session
+// --- a small chart of recent observations: inline SVG, no library
+function sparkline(series, width = 320, height = 84) {
+  const pts = (series.points || []).map(p => [new Date(p.at).getTime(), Number(p.value)]).filter(p => !isNaN(p[0]) && isFinite(p[1]));
+  const name = `${String(series.entity || '').split(':').pop()} · ${series.attribute}`;
+  if (!pts.length) return `<figure class="chart"><figcaption>${esc(name)}</figcaption><p class="muted">${esc(t('series.none'))}</p></figure>`;
+  const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), lo = Math.min(...ys), hi = Math.max(...ys);
+  const pad = 4, w = width - 2 * pad, h = height - 2 * pad;
+  const X = x => pad + (x1 > x0 ? (x - x0) / (x1 - x0) * w : w);
+  const Y = y => pad + (hi > lo ? (hi - y) / (hi - lo) * h : h / 2);
+  const line = pts.map(p => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ');
+  const last = pts[pts.length - 1];
+  const label = t('series.label', {what: name, n: pts.length, min: num(lo, series.unit), max: num(hi, series.unit),
+    last: num(last[1], series.unit), from: when(x0), to: when(x1)});
+  return `<figure class="chart"><figcaption>${esc(name)}: <b>${esc(num(last[1], series.unit))}</b>
+    <span class="muted">(${esc(t('series.range', {min: num(lo, series.unit), max: num(hi, series.unit)}))})</span></figcaption>
+    <svg role="img" aria-label="${esc(label)}" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" preserveAspectRatio="none">
+      <title>${esc(label)}</title>
+      <polyline fill="none" stroke="currentColor" stroke-width="1.5" points="${line}"/>
+      <circle cx="${X(last[0]).toFixed(1)}" cy="${Y(last[1]).toFixed(1)}" r="2.5" fill="currentColor"/>
+    </svg>
+    <span class="muted">${esc(when(x0, false))} – ${esc(when(x1, false))}</span></figure>`;
+}
+
+// --- sign-in: a token (an API token, or a session token from a password) kept for the browser session
 const token = () => sessionStorage.getItem('atalaia.token') || '';
 function authHeaders() { const tk = token(); return tk ? {Authorization: `Bearer ${tk}`} : {}; }
 async function api(path, opts = {}) {
@@ -92,18 +116,55 @@ function showLogin(message) {
   document.getElementById('userline').textContent = '';
   document.dispatchEvent(new CustomEvent('atalaia:login-needed'));
 }
+// the sign-in form of every page: a username and password (a session token from /api/login), or an
+// API token; either is kept in sessionStorage (this tab, until it closes or signs out)
+function buildLogin(form) {
+  form.innerHTML = `<h2>${esc(t('login.title'))}</h2>
+    <p id="login-msg" role="alert"></p>
+    <label><span>${esc(t('login.user'))}</span> <input id="username" name="username" autocomplete="username" size="16"></label>
+    <label><span>${esc(t('login.password'))}</span> <input id="password" name="password" type="password" autocomplete="current-password" size="16"></label>
+    <p class="muted">${esc(t('login.or'))}</p>
+    <label><span>${esc(t('login.token'))}</span> <input id="token" type="password" autocomplete="off" size="24"></label>
+    <button class="primary" type="submit">${esc(t('login.submit'))}</button>`;
+}
+async function signIn(username, password) {
+  const r = await fetch('/api/login', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                       body: JSON.stringify({username, password})});
+  const j = await r.json().catch(() => ({}));
+  if (r.ok && j.token) { sessionStorage.setItem('atalaia.token', j.token); return null; }
+  if (r.status === 429) return t('login.limited', {s: j.retry_after || r.headers.get('Retry-After') || 60});
+  if (r.status === 401) return t('login.wrong');
+  return t('login.failed', {reason: j.detail || r.status});
+}
 function setupLogin(onSignedIn) {
   const form = document.getElementById('login');
+  buildLogin(form);
   form.addEventListener('submit', async ev => {
     ev.preventDefault();
-    sessionStorage.setItem('atalaia.token', document.getElementById('token').value.trim());
-    const who = await whoami();
-    if (!who) { showLogin(t('login.bad')); return; }
-    form.hidden = true;
-    showUser();
-    onSignedIn();
+    const user = document.getElementById('username').value.trim();
+    const pass = document.getElementById('password').value;
+    const tk = document.getElementById('token').value.trim();
+    const button = form.querySelector('button');
+    button.disabled = true;
+    try {
+      if (user || pass) {
+        if (!user || !pass) { showLogin(t('login.both')); return; }
+        const problem = await signIn(user, pass);
+        document.getElementById('password').value = '';
+        if (problem) { showLogin(problem); return; }
+      } else if (tk) {
+        sessionStorage.setItem('atalaia.token', tk);
+      } else { showLogin(t('login.needed')); return; }
+      const who = await whoami();
+      if (!who) { showLogin(t('login.bad')); return; }
+      form.hidden = true;
+      showUser();
+      onSignedIn();
+    } finally { button.disabled = false; }
   });
-  document.getElementById('logout').addEventListener('click', () => {
+  document.getElementById('logout').addEventListener('click', async () => {
+    // end the session on the server (a session token stops working at once), then forget it here
+    try { await fetch('/api/logout', {method: 'POST', headers: authHeaders()}); } catch (e) { /* offline */ }
     sessionStorage.removeItem('atalaia.token'); location.reload();
   });
 }

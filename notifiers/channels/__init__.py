@@ -53,9 +53,13 @@ def build_channel(
             max_segments=target.max_sms_segments,
         )
     if target.channel == "ngsi-ld":
-        return NgsiLdAlertChannel(name, ctx, url, target.tenant, timeout)
+        return NgsiLdAlertChannel(
+            name, ctx, url, target.tenant, timeout, tenant_from_incident=target.tenant_from_incident
+        )
     if target.channel == "webhook":
         assert target.secret is not None
         sub = ChannelContext(target.lang or ctx.lang, ctx.tz, ctx.console_url, ctx.clock, ctx.http, ctx.rules)
-        return SignedWebhookChannel(name, sub, url, expand_env(target.secret, env), timeout)
+        return SignedWebhookChannel(
+            name, sub, url, expand_env(target.secret, env), timeout, warning_format=target.warning_format
+        )
     return AlertmanagerWebhookChannel(name, ctx, url, timeout)

@@ -11,17 +11,24 @@ Measured cost (``benchmarks/notifiers_bench.py``): apprise's email plugin builds
 ``ssl.create_default_context()`` (loading the CA store) for every message, even for plain SMTP:
 tens of ms of CPU per email, so bulk email was CPU-bound at ≈18/s here. :class:`_CachedSSL`
 reuses one context per verify setting during our sends (≈10× more emails/s).
+
+SMTP commit point: email is ``commit_point`` (``notifiers/commit.py``). ``smtplib.SMTP.data`` is
+wrapped once, process-wide: while one of our sends runs, the thread carries the lane's hook, and
+the wrapper calls it right before the one ``send`` of the bytes ending in the DATA terminator
+``\r\n.\r\n`` (not for the ``DATA`` command itself) — the server may deliver only after that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import smtplib
 import threading
 import types
 from concurrent.futures import ThreadPoolExecutor
 
 from atalaia.notifiers.channels.base import Channel, ChannelContext
+from atalaia.notifiers.commit import COMMIT_HOOK
 from atalaia.notifiers.model import DeliveryResult, Notification
 from atalaia.notifiers.render import render
 from atalaia.notifiers.sms import fit, fit_keeping, segments
@@ -88,6 +95,48 @@ def _install_ssl_cache() -> _CachedSSL | None:
 
 _SSL = _install_ssl_cache()
 
+_SMTP_HOOK = threading.local()  # .fn: called right before this thread's DATA terminator
+_TERMINATOR = b"\r\n.\r\n"
+
+
+def _install_smtp_commit_hook() -> bool:
+    """Wrap ``smtplib.SMTP.data`` (once per process): with a hook set for the current thread,
+    ``self.send`` is wrapped for the duration of the call and the hook runs right before the
+    payload that ends with the terminator (smtplib sends it in one ``self.send(q)``). Without a
+    hook (not one of our sends) the original runs untouched."""
+    real = smtplib.SMTP.data
+    if getattr(real, "_atalaia_commit_hook", False):
+        return True
+
+    def data(self, msg):
+        hook = getattr(_SMTP_HOOK, "fn", None)
+        if hook is None:
+            return real(self, msg)
+        had, prev = "send" in self.__dict__, self.__dict__.get("send")
+        send = self.send
+
+        def send_marked(s):
+            if isinstance(s, bytes | bytearray) and bytes(s[-5:]) == _TERMINATOR:
+                hook()  # durable marker first; if it fails, nothing is committed
+            return send(s)
+
+        self.send = send_marked
+        try:
+            return real(self, msg)
+        finally:
+            if had:
+                self.send = prev
+            else:
+                del self.send
+
+    data._atalaia_commit_hook = True  # type: ignore[attr-defined]
+    data.__wrapped__ = real  # type: ignore[attr-defined]
+    smtplib.SMTP.data = data  # type: ignore[method-assign]
+    return True
+
+
+_SMTP_COMMIT = _install_smtp_commit_hook()
+
 
 class AppriseChannel(Channel):
     """``kind`` is ``sms`` (short text fitted to ``max_segments``) or ``email`` (subject + body)."""
@@ -112,6 +161,8 @@ class AppriseChannel(Channel):
         if kind not in ("sms", "email"):
             raise ValueError(f"apprise channel kind must be sms or email, not {kind!r}")
         self.kind, self.lang, self.max_segments = kind, lang or ctx.lang, max_segments
+        # apprise's mailto/mailtos plugin speaks SMTP through smtplib: its commit point is known
+        self.commit_point = kind == "email" and _SMTP_COMMIT
         self.plugin = apprise.Apprise.instantiate(url)
         if self.plugin is None:
             raise ValueError(f"target {name!r}: apprise does not accept this URL (check scheme and fields)")
@@ -120,9 +171,10 @@ class AppriseChannel(Channel):
         self.plugin.socket_read_timeout = timeout
         self.timeout = timeout
 
-    def _send_sync(self, title: str, body: str) -> tuple[bool, list[str]]:
+    def _send_sync(self, title: str, body: str, hook=None) -> tuple[bool, list[str]]:
         me = threading.get_ident()
         _CAPTURE.records[me] = []
+        _SMTP_HOOK.fn = hook  # set here, in the pool thread that runs smtplib
         if _SSL is not None:
             _SSL.flag.verify = bool(getattr(self.plugin, "verify_certificate", True))
         try:
@@ -130,11 +182,34 @@ class AppriseChannel(Channel):
             ok = bool(self.plugin.notify(body=body, title=title))
         finally:
             msgs = _CAPTURE.records.pop(me, [])
+            _SMTP_HOOK.fn = None
             if _SSL is not None:
                 _SSL.flag.verify = None
         return ok, msgs
 
+    def _warning(self, n: Notification) -> tuple[str, str, str | None]:
+        """A population warning: SMS in the target's language (pt-PT by default), written as is
+        (UCS-2 when its accents need it: the official text is not transliterated) and fitted to
+        ``max_segments``; email in every language of the CAP document."""
+        from atalaia.notifiers import warning as wmsg
+
+        w = n.warning or {}
+        if self.kind == "sms":
+            body = fit(wmsg.sms_text(w, self.ctx.tz, self.lang), self.max_segments, translit=False)
+            count, enc = segments(body)
+            return "", body, f"{count} segment(s) {enc}"
+        link = (
+            f"{self.ctx.console_url.rstrip('/')}/cap/alerts/{w['identifier']}.xml"
+            if self.ctx.console_url
+            else None
+        )
+        title, body = wmsg.email(w, self.ctx.tz, self.lang, link)
+        return title, body, None
+
     async def send(self, n: Notification) -> DeliveryResult:
+        if n.kind == "warning":
+            title, body, detail = self._warning(n)
+            return await self._deliver(title, body, detail)
         msg = render(n, self.lang, self.ctx.tz, self.ctx.console_url, self.ctx.rules)
         if self.kind == "sms":
             if msg.link and msg.short.endswith(msg.link):  # the link to act on is never cut
@@ -146,10 +221,14 @@ class AppriseChannel(Channel):
             detail = f"{count} segment(s) {enc}"
         else:
             title, body, detail = msg.subject, msg.body, None
+        return await self._deliver(title, body, detail)
+
+    async def _deliver(self, title: str, body: str, detail: str | None) -> DeliveryResult:
         loop = asyncio.get_running_loop()
+        hook = COMMIT_HOOK.get() if self.commit_point else None  # the lane's, for this notification
         try:
             ok, msgs = await asyncio.wait_for(
-                loop.run_in_executor(_POOL, self._send_sync, title, body), self.timeout * 2
+                loop.run_in_executor(_POOL, self._send_sync, title, body, hook), self.timeout * 2
             )
         except TimeoutError:
             return DeliveryResult("retryable", error=f"apprise send did not finish in {self.timeout * 2:g}s")

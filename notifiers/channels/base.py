@@ -33,10 +33,16 @@ class Channel(ABC):
     ``idempotent``: re-sending the same notification has no visible effect for the receiver
     (an upsert, a webhook deduplicated on ``X-Atalaia-Delivery``). The delivery log re-sends an
     in-doubt attempt (crash between send and record) only on idempotent channels.
+
+    ``commit_point``: the protocol has a precise instant after which the receiver may have
+    accepted the message (SMTP: the DATA terminator), and the channel calls
+    :data:`atalaia.notifiers.commit.COMMIT_HOOK` right before it. A crashed attempt that never
+    reached it is re-sent even on a non-idempotent channel (see ``notifiers/commit.py``).
     """
 
     kind: str = "?"
     idempotent: bool = False
+    commit_point: bool = False
 
     def __init__(self, name: str, ctx: ChannelContext):
         self.name = name

@@ -72,19 +72,58 @@ class NgsiLdAlertChannel(Channel):
     idempotent = True
 
     def __init__(
-        self, name: str, ctx: ChannelContext, url: str, tenant: str | None = None, timeout: float = 10.0
+        self,
+        name: str,
+        ctx: ChannelContext,
+        url: str,
+        tenant: str | None = None,
+        timeout: float = 10.0,
+        tenant_from_incident: bool = True,
     ):
         super().__init__(name, ctx)
         self.url = url.rstrip("/") + "/ngsi-ld/v1/entityOperations/upsert"
         self.tenant, self.timeout = tenant, timeout
+        self.tenant_from_incident = tenant_from_incident
+
+    def tenant_for(self, n: Notification) -> str | None:
+        """The NGSILD-Tenant of this upsert: the target's fixed tenant, else the incident's (or the
+        warning's) own tenant, so each municipality's Alert lands in its own tenant of the PGU."""
+        if self.tenant:
+            return self.tenant
+        if not self.tenant_from_incident or n.snapshot is None:
+            return None
+        return n.snapshot.tenant or n.snapshot.correlation.get("tenant") or None
 
     async def send(self, n: Notification) -> DeliveryResult:
+        headers = {"Content-Type": "application/ld+json"}
+        tenant = self.tenant_for(n)
+        if tenant:
+            headers["NGSILD-Tenant"] = tenant
+        if n.kind == "warning":
+            return await self._warning(n, headers)
         source = (self.ctx.console_url or "urn:atalaia").rstrip("/")
         body = orjson.dumps([alert_entity(n.snapshot, source)])
-        headers = {"Content-Type": "application/ld+json"}
-        if self.tenant:
-            headers["NGSILD-Tenant"] = self.tenant
-        res = await post(self.ctx, self.url, content=body, headers=headers, timeout=self.timeout)
+        return await self._upsert(self.url, body, headers)
+
+    async def _warning(self, n: Notification, headers: dict[str, str]) -> DeliveryResult:
+        """The warning's own ``Alert`` (replace), then the Alerts it supersedes end (``validTo``,
+        a partial update). Both are idempotent: a re-send changes nothing."""
+        from atalaia.notifiers import warning as wmsg
+
+        w = n.warning or {}
+        link = (
+            f"{self.ctx.console_url.rstrip('/')}/cap/alerts/{w['identifier']}.xml"
+            if self.ctx.console_url
+            else None
+        )
+        res = await self._upsert(self.url, orjson.dumps([wmsg.alert_entity(w, link)]), headers)
+        old = wmsg.superseded_entities(w)
+        if res.ok and old:
+            res = await self._upsert(self.url + "?options=update", orjson.dumps(old), headers)
+        return res
+
+    async def _upsert(self, url: str, body: bytes, headers: dict[str, str]) -> DeliveryResult:
+        res = await post(self.ctx, url, content=body, headers=headers, timeout=self.timeout)
         if res.ok and res.detail == "HTTP 207":  # batch operation with per-entity errors
             return DeliveryResult(
                 "permanent", error="NGSI-LD upsert reported errors (207)", detail=res.detail
@@ -92,7 +131,35 @@ class NgsiLdAlertChannel(Channel):
         return res
 
 
+def warning_webhook_body(n: Notification, ctx: ChannelContext) -> bytes:
+    """A warning as JSON: the delivery id, the CAP header fields, the short text and subject in the
+    target's language, and the CAP XML itself."""
+    from atalaia.notifiers import warning as wmsg
+
+    w = n.warning or {}
+    subject, _ = wmsg.email(w, ctx.tz, ctx.lang)
+    return orjson.dumps(
+        {
+            "id": n.id,
+            "kind": "warning",
+            "target": n.target,
+            "warning": w.get("warning"),
+            "version": w.get("version"),
+            "identifier": w["identifier"],
+            "sender": w["sender"],
+            "sent": w["sent"],
+            "status": w["status"],
+            "msgType": w["msgType"],
+            "references": w["references"],
+            "message": {"lang": ctx.lang, "subject": subject, "text": wmsg.sms_text(w, ctx.tz, ctx.lang)},
+            "cap": w.get("xml"),
+        }
+    )
+
+
 def webhook_body(n: Notification, ctx: ChannelContext) -> bytes:
+    if n.kind == "warning":
+        return warning_webhook_body(n, ctx)
     msg = render(n, ctx.lang, ctx.tz, ctx.console_url, ctx.rules)
     return orjson.dumps(
         {
@@ -118,14 +185,27 @@ class SignedWebhookChannel(Channel):
     kind = "webhook"
     idempotent = True
 
-    def __init__(self, name: str, ctx: ChannelContext, url: str, secret: str, timeout: float = 10.0):
+    def __init__(
+        self,
+        name: str,
+        ctx: ChannelContext,
+        url: str,
+        secret: str,
+        timeout: float = 10.0,
+        warning_format: str = "json",
+    ):
         super().__init__(name, ctx)
         self.url, self.secret, self.timeout = url, secret, timeout
+        self.warning_format = warning_format
 
     async def send(self, n: Notification) -> DeliveryResult:
-        body = webhook_body(n, self.ctx)
+        ctype = "application/json"
+        if n.kind == "warning" and self.warning_format == "cap":  # the CAP document itself
+            body, ctype = str((n.warning or {}).get("xml", "")).encode(), "application/cap+xml"
+        else:
+            body = webhook_body(n, self.ctx)
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": ctype,
             DELIVERY_HEADER: n.id,
             **sign_headers(self.secret, body, int(self.ctx.clock())),
         }
@@ -203,6 +283,10 @@ class AlertmanagerWebhookChannel(Channel):
         self.url, self.timeout = url, timeout
 
     async def send(self, n: Notification) -> DeliveryResult:
+        if n.kind == "warning":
+            return DeliveryResult(
+                "permanent", error="an alertmanager target cannot carry a population warning"
+            )
         body = orjson.dumps(alertmanager_payload(n, self.name, self.ctx.console_url or ""))
         return await post(
             self.ctx,

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from atalaia.streams.ingest.geo import V2_SHAPES, LocationError, geo_point_text
+
 LD_TYPES = frozenset(
     {
         "Property",
@@ -121,7 +123,7 @@ class _Reader:
                     self.label(f"address.{k}", v)
 
     def location(self, name: str, geometry: Any) -> None:
-        if name == "location":
+        if name == "location" and geometry is not None:  # null: the entity has no location now
             self.parts.geometry = geometry
             self.parts.has_location = True
 
@@ -168,7 +170,9 @@ class _Reader:
         if t is int or t is float:
             self.measurement_value(name, v, None, None, False)
         elif t is str:
-            if number_like_text(v, False):
+            if name == "location" and _point_text(v):
+                self.location(name, v)  # NGSI-v2 keyValues geo:point "lat, lon"
+            elif number_like_text(v, False):
                 self.parts.refused.append(_text_refusal(name, v))
             else:
                 self.label(name, v)
@@ -197,6 +201,10 @@ class _Reader:
             return
         if kind is None:
             if "value" in d:  # concise Property (or v2 without type)
+                v = d["value"]
+                if type(v) is dict and v.get("type") in GEOMETRY_TYPES:
+                    self.location(name, v)  # concise GeoProperty with sub-attributes
+                    return
                 self.measurement_value(name, d["value"], d.get("unitCode"), d.get("observedAt"), False)
             elif "object" in d:
                 if type(d["object"]) is str:
@@ -229,11 +237,18 @@ class _Reader:
                     Refused(name, f"{name} is a Property without value", "missing-value")
                 )
                 return
-            self.measurement_value(name, d["value"], d.get("unitCode"), d.get("observedAt"), False)
+            unit, time = d.get("unitCode"), d.get("observedAt")
+            meta = d.get("metadata")
+            if type(meta) is dict:  # Orion-LD's x-ngsiv2-normalized cross-notification
+                if unit is None:
+                    unit = _meta_value(meta.get("unitCode"))
+                if time is None:
+                    time = _meta_value(meta.get("observedAt"))
+            self.measurement_value(name, d["value"], unit, time, False)
         elif kind == "GeoProperty":
             self.location(name, d.get("value"))
         elif kind == "Relationship":
-            obj = d.get("object")
+            obj = d.get("object", d.get("value"))  # "value": x-ngsiv2-normalized
             if type(obj) is str:
                 self.label(name, obj)
 
@@ -251,6 +266,9 @@ class _Reader:
             self.measurement_value(name, v, unit, time, True)
         elif kind == "geo:json" or kind == "geo:point":
             self.location(name, v)
+        elif kind in V2_SHAPES:
+            if v is not None:
+                self.location(name, (kind, v))
         elif kind == "DateTime":
             return
         elif kind == "Relationship" or kind == "Text" or kind == "String":
@@ -262,6 +280,17 @@ class _Reader:
             self.label(name, v)
         elif type(v) is dict:
             self.structured(name, v)
+
+
+def _point_text(v: str) -> bool:
+    """``"lat, lon"`` (a keyValues ``geo:point``), parseable as such."""
+    if v[:1].isalpha() or v.count(",") != 1:
+        return False
+    try:
+        geo_point_text(v)
+    except LocationError:
+        return False
+    return True
 
 
 def _meta_value(m: Any) -> Any:
@@ -288,7 +317,7 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
         t = type(v)
         if t is dict:
             kind = v.get("type")
-            if (kind == "Property" or kind is None) and "value" in v:
+            if (kind == "Property" or kind is None) and "value" in v and "metadata" not in v:
                 val = v["value"]
                 tv = type(val)
                 if tv is int or (tv is float and val - val == 0.0):
@@ -313,8 +342,10 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                     labels[name] = val  # starts with a letter: neither a number nor a date-time
                     continue
             elif kind == "GeoProperty" and name == "location":
-                parts.geometry = v.get("value")
-                parts.has_location = True
+                g = v.get("value")
+                if g is not None:
+                    parts.geometry = g
+                    parts.has_location = True
                 continue
             elif kind == "Relationship":
                 obj = v.get("object")

@@ -41,26 +41,7 @@ def observation_dict(o: Observation) -> dict:
     entity = d["entity"]
     attributes = d["attributes"]
     tenant = d["tenant"]
-    if tenant is not None or d["service_path"] is not None:
-        out = {
-            "time": time,
-            "entity": entity,
-            "type": d["type"],
-            "attributes": attributes,
-            "location": [loc[0], loc[1]] if loc else None,
-            "source": d["source"],
-            "units": d["units"],
-            "labels": d["labels"],
-            "quality": d["quality"],
-            "time_source": d["time_source"],
-        }
-        if tenant is not None:
-            out["tenant"] = tenant
-        if d["service_path"] is not None:
-            out["service_path"] = d["service_path"]
-        out["id"] = observation_id(entity, time, attributes, tenant)
-        return out
-    return {
+    out = {
         "time": time,
         "entity": entity,
         "type": d["type"],
@@ -71,5 +52,13 @@ def observation_dict(o: Observation) -> dict:
         "labels": d["labels"],
         "quality": d["quality"],
         "time_source": d["time_source"],
-        "id": observation_id(entity, time, attributes),
     }
+    if tenant is not None or d["service_path"] is not None:
+        if tenant is not None:
+            out["tenant"] = tenant
+        if d["service_path"] is not None:
+            out["service_path"] = d["service_path"]
+        out["id"] = observation_id(entity, time, attributes, tenant)
+    else:
+        out["id"] = observation_id(entity, time, attributes)
+    return out

@@ -10,7 +10,13 @@ from typing import Any
 from atalaia.streams.ingest import fastpath
 from atalaia.streams.ingest.attributes import TIME_FIELDS, Parts, read_attributes, short_name, time_text
 from atalaia.streams.ingest.build import build_observation
-from atalaia.streams.ingest.geo import LocationError, check_point, geo_point_text, geometry_point
+from atalaia.streams.ingest.geo import (
+    LocationError,
+    check_point,
+    geo_point_text,
+    geo_points_text,
+    geometry_point,
+)
 from atalaia.streams.ingest.jsonparse import Duplicates, duplicates_in
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.result import IngestResult, Rejection
@@ -59,6 +65,8 @@ class PayloadContext:
     fallback_source: str = "received"
     tenant: str | None = None  # NGSILD-Tenant / Fiware-Service header
     service_path: str | None = None  # Fiware-ServicePath header
+    # Orion's Fiware-ServicePath of a notification: one path per entity of ``data``, comma-separated
+    service_paths: list[str] | None = None
 
 
 MAX_TENANT_CHARS = 64
@@ -317,6 +325,8 @@ def _location(
         g = parts.geometry
         if type(g) is str:
             point, note = geo_point_text(g), None
+        elif type(g) is tuple:  # NGSI-v2 geo:line / geo:box / geo:polygon
+            point, note = geo_points_text(*g)
         else:
             point, note = geometry_point(g)
         warning = check_point(point, ctx.options.area_of_interest)

@@ -28,7 +28,7 @@ from atalaia.streams.ingest.attributes import (
 )
 from atalaia.streams.ingest.build import _FAST as _BUILD_FAST
 from atalaia.streams.ingest.build import _FIELDS_SET, build_observation
-from atalaia.streams.ingest.geo import LocationError, check_point
+from atalaia.streams.ingest.geo import V2_SHAPES, LocationError, check_point
 from atalaia.streams.ingest.timeparse import parse_observation_time
 from atalaia.streams.observation import Observation, format_time
 
@@ -122,9 +122,9 @@ def _v2(measurements: list, labels: dict[str, str], name: str, kind: str, v: dic
     val = v.get("value")
     if kind in V2_NUMBER_TYPES:
         _value(measurements, labels, name, val, unit, time, True, max_label)
-    elif kind == "geo:json" or kind == "geo:point":
-        if name == "location":
-            return _Location(val)
+    elif kind == "geo:json" or kind == "geo:point" or kind in V2_SHAPES:
+        if name == "location" and val is not None:
+            return _Location(val)  # not a dict Point (geo:point text, geo:box ...): general path
     elif kind == "DateTime":
         return None
     elif kind in _V2_TEXT_TYPES:
@@ -199,8 +199,12 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 kind = v.get("type")
                 if kind == "Property" or kind is None:
                     if "value" in v:
+                        if "metadata" in v:
+                            return False  # Orion-LD's x-ngsiv2-normalized: unit/time in metadata
                         val = v["value"]
                         tv = type(val)
+                        if tv is dict and kind is None and val.get("type") in GEOMETRY_TYPES:
+                            return False  # a concise GeoProperty with sub-attributes
                         if tv is int or (tv is float and val - val == 0.0):
                             unit = v.get("unitCode")
                             at = v.get("observedAt")
@@ -235,13 +239,13 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     elif name == "address":
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
-                    obj = v.get("object")
+                    obj = v.get("object", v.get("value"))
                     if type(obj) is str and len(obj) <= max_label:
                         labels[name] = obj  # as the general reader: a target is a label as is
                 elif kind == "GeoProperty":
                     if name == "location":
                         geometry = v.get("value")
-                        has_location = True
+                        has_location = geometry is not None  # null: no location now
                 elif type(kind) is not str:
                     return False
                 elif kind in GEOMETRY_TYPES and ("coordinates" in v or kind == "GeometryCollection"):
@@ -267,8 +271,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 if v[:1].isalpha():  # neither a number nor a date-time
                     if len(v) <= max_label:
                         labels[name] = v
-                elif number_like_text(v, False):
-                    return False
+                elif number_like_text(v, False) or name == "location":
+                    return False  # refused, or maybe a keyValues geo:point "lat, lon"
                 elif len(v) <= max_label and not (len(v) > 10 and v[4] == "-" and _DATETIME_TEXT.match(v)):
                     labels[name] = v
             elif t is list and v and type(v[0]) is dict:

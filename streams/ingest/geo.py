@@ -78,6 +78,20 @@ def geo_point_text(text: str) -> Point:
     return lon, lat
 
 
+V2_SHAPES = frozenset({"geo:line", "geo:box", "geo:polygon"})
+
+
+def geo_points_text(kind: str, points: Any) -> tuple[Point, str]:
+    """NGSI-v2 ``geo:line`` / ``geo:box`` / ``geo:polygon`` (a list of ``"lat, lon"``) -> the mean of
+    its vertices (a box: its centre) as (lon, lat), and the note saying so. Raises LocationError."""
+    if not isinstance(points, list) or not points or not all(isinstance(p, str) for p in points):
+        raise LocationError(f"{kind} value is not a list of 'lat, lon' texts")
+    pts = list(dict.fromkeys(geo_point_text(p) for p in points))
+    lon = sum(p[0] for p in pts) / len(pts)
+    lat = sum(p[1] for p in pts) / len(pts)
+    return (lon, lat), f"{kind} represented by the mean of its {len(pts)} vertices"
+
+
 def _inside(lon: float, lat: float, area: tuple[float, float, float, float]) -> bool:
     return area[0] <= lon <= area[2] and area[1] <= lat <= area[3]
 

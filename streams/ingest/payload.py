@@ -114,12 +114,21 @@ def _parse(
         hdrs.get("ngsild-tenant") or hdrs.get("fiware-service") or hdrs.get("auth-tenant"),
         hdrs.get("fiware-servicepath"),
     )
+    service_paths = None
     if tenant is not None or service_path is not None:
         tenant, service_path = header_text(tenant), header_text(service_path)
         bad = bad_tenant(tenant)
         if bad:
             _reject(out, bad, "bad-tenant")
             return
+        if service_path is not None and "," in service_path:
+            # Orion lists the service path of each entity of the notification, in data order
+            paths = [p.strip() for p in service_path.split(",")]
+            service_path = ",".join(paths)
+            if len(set(paths)) == 1:
+                service_path = paths[0]
+            else:
+                service_paths = paths
     ctx = PayloadContext(
         default_dialect,
         source,
@@ -130,6 +139,7 @@ def _parse(
         "received",
         tenant,
         service_path,
+        service_paths,
     )
     if type(doc) is list:
         out.format = "array"
@@ -152,7 +162,10 @@ def _parse(
 
 def _items(items: list, prefix: str, ctx: PayloadContext, out: IngestResult) -> None:
     fast = fastpath.ENABLED and not ctx.duplicates
+    paths = _entity_paths(ctx, len(items), out)
     for i, item in enumerate(items):
+        if paths is not None:
+            ctx.service_path = paths[i]
         if type(item) is dict:
             if item.keys() >= CONTRACT_KEYS:
                 normalise_observation(item, f"{prefix}[{i}]", ctx, out)
@@ -160,6 +173,21 @@ def _items(items: list, prefix: str, ctx: PayloadContext, out: IngestResult) -> 
             if fast and fast_entity(item, ctx, out):
                 continue
         general_entity(item, f"{prefix}[{i}]", ctx, out)
+
+
+def _entity_paths(ctx: PayloadContext, n: int, out: IngestResult) -> list[str] | None:
+    """The per-entity service paths of an Orion notification, or None (one path for all)."""
+    paths = ctx.service_paths
+    if paths is None:
+        return None
+    ctx.service_paths = None
+    if len(paths) == n:
+        return paths
+    out.warnings.append(
+        f"service-path: Fiware-ServicePath lists {len(paths)} paths for {n} entities; "
+        f"kept as sent ({ctx.service_path!r}) on each"
+    )
+    return None
 
 
 def _object(
@@ -175,6 +203,13 @@ def _object(
             _features(doc, "features", ctx, out)
     elif kind == "Notification":
         _reject(out, "NGSI-LD Notification without a data member", "no-data")
+    elif "contextResponses" in doc and "subscriptionId" in doc:
+        _reject(
+            out,
+            "an NGSI-v1 (attrsFormat 'legacy') notification; Atalaia reads NGSI-v2 and NGSI-LD: "
+            "subscribe with attrsFormat normalized or keyValues",
+            "legacy-format",
+        )
     elif kind == "Subscription" or ("notification" in doc and ("subject" in doc or "entities" in doc)):
         _reject(
             out,
@@ -231,8 +266,18 @@ def _notification(
                 ctx.future_limit = future_limit(pt.time, ctx.options)
             ctx.fallback_time, ctx.fallback_source = pt.time, "notified"
     data = doc["data"]
+    if not ld and type(data) is list and data and all(type(d) is list for d in data):
+        _reject(
+            out,
+            "an NGSI-v2 'values' notification: its rows carry no entity id or type, so they cannot be "
+            "keyed; subscribe with attrsFormat normalized or keyValues",
+            "values-format",
+        )
+        return
     if type(data) is list:
-        if len(data) == 1 and fastpath.ENABLED and not ctx.duplicates:  # the usual notification
+        if (
+            len(data) == 1 and ctx.service_paths is None and fastpath.ENABLED and not ctx.duplicates
+        ):  # the usual notification
             item = data[0]
             if type(item) is dict and not item.keys() >= CONTRACT_KEYS and fast_entity(item, ctx, out):
                 return

@@ -1,0 +1,443 @@
+"""Population warnings in the console (issue 12): pages and API over the warnings stage.
+
+* ``GET  /warnings``                           the warnings page (active, in progress, past; CAP and feed links)
+* ``GET  /warnings/{id}``                      the draft editor with live CAP and SMS preview, actions by role
+* ``GET  /api/warnings``                       every warning (newest first) with what the caller may do
+* ``GET  /api/warnings/{id}``                  one warning: draft, state, audit trail, actions
+* ``POST /api/warnings``                       a new draft (``{"draft": {...}}``)
+* ``POST /api/incidents/{id}/warning-draft``   a new draft prefilled from the incident (area from its
+  parishes, level from its severity, event from its rules' ``hazard`` label)
+* ``GET  /api/incidents/{id}/warnings``        the warnings drafted for an incident (links on its page)
+* ``POST /api/warnings/preview``               the CAP XML and the pt-PT SMS text of a draft (not stored)
+* ``POST /api/warnings/{id}/commands``         edit / submit / approve / reject / issue / update / cancel
+
+Commands go on ``atalaia.commands`` (``"kind": "warning"``) and the answer is the warnings stage's
+reply on ``atalaia.warnings``: 200, 403 (role, four eyes), 404, 409 (state), 422 (bad draft, naming
+the field), or 202 when no reply came in time. Reads come from the warnings stage of this process
+(as ``/cap/feed.atom`` does): a console without it answers 503.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+
+from atalaia.console.bodies import read_object
+from atalaia.warnings.feed import FEED_PATH, alert_path
+
+ACTIONS = ("edit", "submit", "approve", "reject", "issue", "update", "cancel")
+DEFAULT_SENDER = "protecao.civil@cm-porto.pt"
+REPLY_WAIT_S = 5.0
+FORBIDDEN = ("four eyes", "approving needs", "a viewer may not")
+
+
+def warning_actions(w: Any, role: str, approver_role: str, skip_for: tuple[str, ...]) -> list[str]:
+    """What ``role`` may do with warning ``w`` in its state (the stage decides; this hides the rest).
+
+    >>> from types import SimpleNamespace as W
+    >>> warning_actions(W(state="submitted", draft={}), "approver", "approver", ())
+    ['edit', 'approve', 'reject']
+    >>> warning_actions(W(state="submitted", draft={}), "operator", "approver", ())
+    ['edit', 'reject']
+    >>> warning_actions(W(state="issued", draft={}), "viewer", "approver", ())
+    []
+    """
+    if role == "viewer":
+        return []
+    skip = w.draft.get("status", "Actual") in skip_for
+    out = {
+        "draft": ["edit", "submit", "reject"] + (["issue"] if skip else []),
+        "submitted": ["edit"] + (["approve"] if role == approver_role else []) + ["reject"],
+        "approved": ["edit", "issue", "reject"],
+        "rejected": ["edit"],
+        "issued": ["update", "cancel"],
+    }
+    actions = list(out.get(w.state, []))
+    if skip and w.state == "submitted":
+        actions.append("issue")
+    return actions
+
+
+def warning_json(w: Any, actions: list[str]) -> dict[str, Any]:
+    d = w.view()
+    d["actions"] = actions
+    d["cap_url"] = alert_path(w.identifier) if w.identifier else None
+    for k in ("status", "msgType", "level", "event", "incident"):
+        d[k] = w.draft.get(k, {"status": "Actual", "msgType": "Alert"}.get(k))
+    return d
+
+
+def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: dict[str, Any]) -> None:
+    """The warnings routes; ``ctx`` holds the console's helpers (fail, who, projection, page)."""
+    from atalaia.console.replies import ReplyWatcher
+    from atalaia.warnings.config import load_config
+    from atalaia.warnings.from_incident import draft_from_incident
+    from atalaia.warnings.http import _core
+    from atalaia.warnings.loader import field_errors
+    from atalaia.warnings.short_text import sms_text
+
+    fail, identify, projection, page = ctx["fail"], ctx["identify"], ctx["projection"], ctx["page"]
+    replies = app.service(
+        ReplyWatcher(bootstrap, settings.topic("warnings"), accept=lambda r: r.get("kind") == "reply")
+    )
+    cache: dict[str, Any] = {}
+
+    def core() -> Any | None:
+        stage = (getattr(app, "atalaia_stages", None) or {}).get("warnings")
+        return _core(stage) if stage is not None else None
+
+    def config() -> Any:
+        c = core()
+        if c is not None:
+            return c.workflow.config
+        if "config" not in cache:
+            cache["config"] = load_config(settings.warnings_path)
+        return cache["config"]
+
+    def catalogue() -> Any:
+        c = core()
+        if c is not None:
+            return c.workflow.catalogue
+        if "cat" not in cache:
+            cache["cat"] = config().catalogue()
+        return cache["cat"]
+
+    def rule_labels() -> dict[str, dict[str, str]]:
+        if "labels" not in cache:
+            try:
+                from atalaia.rules.loader import load_rules
+
+                rules = load_rules(list(settings.rules_paths))
+                cache["labels"] = {lr.rule.id: dict(lr.rule.labels) for lr in rules.rules}
+            except Exception:  # the hazard then comes from the incident's own labels only
+                cache["labels"] = {}
+        return cache["labels"]
+
+    def warnings_list() -> list[Any]:
+        c = core()
+        if c is None:
+            return []
+        for _ in range(3):  # the stage may change the dict between our reads
+            try:
+                return sorted(c.state.warnings.values(), key=lambda w: w.created, reverse=True)
+            except RuntimeError:
+                continue
+        return []
+
+    def actions_for(w: Any, role: str) -> list[str]:
+        cfg = config()
+        return warning_actions(w, role, cfg.approval.role, tuple(cfg.approval.skip_for))
+
+    def caller(view: Any, request: Any, body: dict[str, Any] | None = None) -> Any:
+        """(actor, role) or a problem response: from the token, or (demo) as the body says."""
+        who = identify(request)
+        if who is None:
+            return None, fail(view, 401, "Not authenticated", "send Authorization: Bearer <token>")
+        if ctx["auth"].enabled:
+            return (who.actor, who.role), None
+        body = body or {}
+        actor = str(body.get("actor") or who.actor)
+        role = str(body.get("role") or who.role)
+        return (actor, role), None
+
+    def tenants_of(request: Any) -> frozenset[str] | None:
+        """The tenants the caller may see (None: every tenant)."""
+        who = identify(request)
+        return None if who is None else who.tenants
+
+    def visible(w: Any, tenants: frozenset[str] | None) -> bool:
+        """A tenant-scoped user sees only the warnings of their tenants (the draft's ``tenant``)."""
+        return tenants is None or w.draft.get("tenant") in tenants
+
+    def scoped_draft(view: Any, draft: dict[str, Any], tenants: frozenset[str] | None) -> Any:
+        """A scoped user's draft belongs to one of their tenants: named, or their only one."""
+        if tenants is None:
+            return None
+        t = draft.get("tenant")
+        if t is None and len(tenants) == 1:
+            draft["tenant"] = next(iter(tenants))
+            return None
+        if t is None:
+            return fail(
+                view,
+                422,
+                "Invalid draft",
+                f"tenant: one of {', '.join(sorted(tenants))}",
+                field="draft.tenant",
+            )
+        if t not in tenants:
+            return fail(view, 403, "Not allowed", f"you may not draft warnings for tenant {t!r}")
+        return None
+
+    async def read_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any]:
+        body = await read_object(request, "request", 256 * 1024, empty_ok=True)
+        return (None, fail(view, *body)) if isinstance(body, tuple) else (body, None)
+
+    async def body_and_caller(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any, Any]:
+        """The JSON body and (actor, role), or a problem response (the body's first, then the caller's)."""
+        body, bad = await read_body(view, request)
+        if bad is not None:
+            return None, None, bad
+        (who, denied) = caller(view, request, body)
+        return body, who, denied
+
+    def drafting_refused(view: Any, role: str) -> Any:
+        """A problem response when this role may not draft, or the warnings stage does not run here."""
+        if role == "viewer":
+            return fail(view, 403, "Not allowed", "a viewer may not act on warnings")
+        if core() is None:
+            return no_stage(view)
+        return None
+
+    def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
+        """The draft and its problems as fields (anything the model cannot take is a problem too)."""
+        try:
+            return field_errors(data, catalogue())
+        except Exception as e:  # a body the checks did not foresee is still the caller's error
+            return None, [{"field": "", "message": f"not a draft: {e}"}]
+
+    def no_stage(view: Any) -> Any:
+        return fail(view, 503, "Warnings unavailable", "the warnings stage does not run in this process")
+
+    def bad_draft(view: Any, errors: list[dict[str, str]], prefix: str = "draft.") -> Any:
+        errors = [
+            {
+                "field": prefix + e["field"] if e["field"] not in ("", "draft") else "draft",
+                "message": e["message"],
+            }
+            for e in errors
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return fail(view, 422, "Invalid draft", detail, field=errors[0]["field"], errors=errors)
+
+    async def send(view: Any, command: dict[str, Any], status: int = 200) -> Any:
+        command = {"kind": "warning", **command}
+        command["id"] = hashlib.blake2b(orjson.dumps([command, time.time_ns()]), digest_size=12).hexdigest()
+        key = (command.get("warning") or command["id"]).encode()
+        await publish(settings.topic("commands"), orjson.dumps(command), key)
+        reply = await replies.wait(command["id"], REPLY_WAIT_S)
+        if reply is None:
+            return view.json({"command": command["id"], "status": "queued"}, status=202)
+        if not reply.get("ok"):
+            reason = str(reply.get("error") or "refused")
+            code = 403 if reason.startswith(FORBIDDEN) else 404 if reason.startswith("no warning") else 409
+            if reason.startswith("bad draft"):
+                code = 422
+            return fail(view, code, "Command refused", reason, command=command["id"])
+        return view.json(
+            {"command": command["id"], "status": "accepted", "warning": reply.get("warning")}, status=status
+        )
+
+    @app.page("/warnings")
+    class WarningsPage(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            return self.bytes(page("warnings.html"), content_type="text/html")
+
+    @app.page("/warnings/{warning}")
+    class WarningPage(faust.web.View):
+        async def get(self, request: Any, warning: str) -> Any:
+            return self.bytes(page("warning.html"), content_type="text/html")
+
+    @app.page("/api/warnings")
+    class Warnings(faust.web.View):
+        async def get(self, request: Any) -> Any:
+            (who, denied) = caller(self, request, dict(request.query))
+            if denied is not None:
+                return denied
+            tenants = tenants_of(request)
+            rows = [warning_json(w, actions_for(w, who[1])) for w in warnings_list() if visible(w, tenants)]
+            return self.json(
+                {
+                    "warnings": rows,
+                    "available": core() is not None,
+                    "feed": FEED_PATH,
+                    "may_draft": who[1] != "viewer",
+                }
+            )
+
+        async def post(self, request: Any) -> Any:
+            body, who, problem = await body_and_caller(self, request)
+            if problem is not None:
+                return problem
+            refused = drafting_refused(self, who[1])
+            if refused is not None:
+                return refused
+            draft = body.get("draft")
+            if not isinstance(draft, dict):
+                return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
+            refused = scoped_draft(self, draft, tenants_of(request))
+            if refused is not None:
+                return refused
+            _, errors = check(draft)
+            if errors:
+                return bad_draft(self, errors)
+            return await send(
+                self, {"action": "draft", "actor": who[0], "role": who[1], "draft": draft}, status=201
+            )
+
+    @app.page("/api/warnings/preview")
+    class Preview(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            from atalaia.warnings.cap import CapInvalid, Reference, render
+
+            body, _, problem = await body_and_caller(self, request)
+            if problem is not None:
+                return problem
+            data = body.get("draft")
+            if not isinstance(data, dict):
+                return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
+            draft, errors = check(data)
+            if errors or draft is None:
+                return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
+            c = core()
+
+            def resolve(identifier: str) -> Any:
+                known = c.state.issued.get(identifier) if c is not None else None
+                return Reference(known[1], identifier, known[2]) if known else None
+
+            now = datetime.now(UTC).replace(microsecond=0)
+            try:
+                doc = render(draft, catalogue(), now, resolve=resolve, bbox=config().region)
+            except CapInvalid as e:
+                return bad_draft(self, [{"field": "", "message": p} for p in e.problems])
+            except Exception as e:  # a draft the builder cannot handle is still a bad draft, not a 500
+                return bad_draft(self, [{"field": "", "message": str(e)}])
+            link = config().base_url.rstrip("/") + alert_path(doc.identifier)
+            sms = sms_text(draft, catalogue(), link)
+            return self.json(
+                {
+                    "cap": doc.xml.decode(),
+                    "identifier": doc.identifier,
+                    "sms": sms.to_dict(),
+                    "notes": list(doc.notes),
+                }
+            )
+
+    @app.page("/api/warnings/{warning}")
+    class WarningDetail(faust.web.View):
+        async def get(self, request: Any, warning: str) -> Any:
+            (who, denied) = caller(self, request, dict(request.query))
+            if denied is not None:
+                return denied
+            c = core()
+            if c is None:
+                return no_stage(self)
+            w = c.state.warnings.get(warning)
+            if w is None or not visible(w, tenants_of(request)):  # another tenant's: as if unknown
+                return fail(self, 404, "No such warning", warning)
+            return self.json({"warning": warning_json(w, actions_for(w, who[1]))})
+
+    @app.page("/api/warnings/{warning}/commands")
+    class WarningCommands(faust.web.View):
+        async def post(self, request: Any, warning: str) -> Any:
+            body, who, problem = await body_and_caller(self, request)
+            if problem is not None:
+                return problem
+            action = body.get("action")
+            if action not in ACTIONS:
+                return fail(
+                    self, 422, "Invalid command", f"action: one of {', '.join(ACTIONS)}", field="action"
+                )
+            actor, role = who
+            cfg = config()
+            if role == "viewer":
+                return fail(self, 403, "Not allowed", "a viewer may not act on warnings")
+            if action == "approve" and role != cfg.approval.role:
+                return fail(
+                    self, 403, "Not allowed", f"approving needs the {cfg.approval.role} role (not {role})"
+                )
+            c = core()
+            if c is None:
+                return no_stage(self)
+            w = c.state.warnings.get(warning)
+            tenants = tenants_of(request)
+            if w is None or not visible(w, tenants):  # another tenant's: as if unknown
+                return fail(self, 404, "No such warning", warning)
+            reason = body.get("reason") or ""
+            if not isinstance(reason, str):
+                return fail(self, 422, "Invalid command", "reason: a string", field="reason")
+            if action == "reject" and not reason.strip():
+                return fail(
+                    self, 422, "Invalid command", "reason: a rejection needs a reason", field="reason"
+                )
+            changes = body.get("draft") or {}
+            if not isinstance(changes, dict):
+                return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
+            if tenants is not None and changes.get("tenant", w.draft.get("tenant")) not in tenants:
+                return fail(self, 403, "Not allowed", "a warning may not be moved to another tenant")
+            cmd: dict[str, Any] = {"action": action, "warning": warning, "actor": actor, "role": role}
+            if reason:
+                cmd["reason"] = reason
+            if action in ("edit", "update", "cancel"):
+                if action == "edit":
+                    merged = {**w.draft, **changes}
+                else:
+                    base = {k: v for k, v in w.draft.items() if k not in ("identifier", "sent")}
+                    kind = "Update" if action == "update" else "Cancel"
+                    merged = {**base, **changes, "msgType": kind, "references": [w.identifier or ""]}
+                _, errors = check(merged)
+                if errors:
+                    return bad_draft(self, errors)
+                cmd["draft"] = changes
+            return await send(self, cmd)
+
+    @app.page("/api/incidents/{incident}/warnings")
+    class IncidentWarnings(faust.web.View):
+        async def get(self, request: Any, incident: str) -> Any:
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            row = projection().incident(incident)
+            if row is None or not who.sees(row):
+                return fail(self, 404, "No such incident", incident)
+            linked = [w for w in warnings_list() if w.draft.get("incident") == incident]
+            return self.json(
+                {
+                    "warnings": [warning_json(w, actions_for(w, who.role)) for w in linked],
+                    "available": core() is not None,
+                }
+            )
+
+    @app.page("/api/incidents/{incident}/warning-draft")
+    class DraftFromIncident(faust.web.View):
+        async def post(self, request: Any, incident: str) -> Any:
+            body, who, problem = await body_and_caller(self, request)
+            if problem is not None:
+                return problem
+            refused = drafting_refused(self, who[1])
+            if refused is not None:
+                return refused
+            p = projection()
+            row = p.incident(incident)
+            ident = identify(request)
+            if row is None or (ident is not None and not ident.sees(row)):  # another tenant's: unknown
+                return fail(self, 404, "No such incident", incident)
+            labels = rule_labels()
+            alarms = [
+                {"labels": {**labels.get(a.get("rule"), {}), **(a.get("labels") or {})}}
+                for a in p.alarms(incident)
+            ]
+            event = {
+                "incident": incident,
+                "severity": row.get("severity"),
+                "title": row.get("title"),
+                "labels": row.get("labels") or {},
+                "correlation": row.get("correlation") or {},
+                "alarms": alarms,
+            }
+            sender = getattr(config(), "sender", None) or DEFAULT_SENDER
+            draft = draft_from_incident(event, catalogue(), sender, datetime.now(UTC).replace(microsecond=0))
+            overrides = body.get("draft") or {}
+            if not isinstance(overrides, dict):
+                return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
+            draft.update(overrides)
+            _, errors = check(draft)
+            if errors:
+                return bad_draft(self, errors)
+            cmd = {"action": "draft", "actor": who[0], "role": who[1], "draft": draft, "incident": incident}
+            return await send(self, cmd, status=201)

@@ -1,0 +1,81 @@
+"""Commit-point markers: narrowing "in doubt" to the instant a protocol commits.
+
+A channel with ``commit_point = True`` (SMTP email) knows the exact moment after which the
+receiver may have accepted the message: for SMTP, sending the DATA terminator ``\\r\\n.\\r\\n``
+(a connection dropped before it discards the transaction, RFC 5321 §3.3/§4.1.1.4). Right before
+that moment the channel calls the hook in :data:`COMMIT_HOOK`, which writes a durable marker
+``<delivery log>.smtp-commit/<notification id>`` (an empty file, fsynced with its directory).
+
+On restart, a ``sending`` row of a commit-point channel *without* a marker never reached the
+commit point: the server discarded it, so it is re-sent. With a marker it is ``in-doubt`` as
+before (killed between the terminator and the reply). Markers are removed once the attempt's
+result is recorded, at the start of every attempt (a stale one), and all of them by ``recover()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+# set by the delivery lane around ``channel.send(n)`` (event loop side); the channel passes the
+# callable to its worker thread, which calls it right before the commit point
+COMMIT_HOOK: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "atalaia_commit_hook", default=None
+)
+_SAFE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+class CommitMarks:
+    """One directory of marker files, next to the delivery log file (thread-safe: each marker
+    is its own file, written with O_CREAT and fsynced)."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_log(cls, log: object) -> CommitMarks | None:
+        path = getattr(log, "path", None)
+        if not path or str(path) == ":memory:":
+            return None
+        return cls(f"{path}.smtp-commit")
+
+    def _path(self, nid: str) -> str:
+        if not _SAFE.fullmatch(nid):  # engine ids are hex; anything else gets a hashed name
+            nid = "h-" + hashlib.blake2b(nid.encode(), digest_size=16).hexdigest()
+        return os.path.join(self.dir, nid)
+
+    def mark(self, nid: str) -> None:
+        """Durably record that ``nid``'s attempt is about to pass its commit point."""
+        fd = os.open(self._path(nid), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def hook(self, nid: str) -> Callable[[], None]:
+        return lambda: self.mark(nid)
+
+    def exists(self, nid: str) -> bool:
+        return os.path.exists(self._path(nid))
+
+    def clear(self, nid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(nid))
+
+    def clear_all(self) -> int:
+        n = 0
+        for p in self.dir.iterdir():
+            p.unlink(missing_ok=True)
+            n += 1
+        return n

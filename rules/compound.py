@@ -1,0 +1,460 @@
+"""Compound rules: ``all:`` / ``any:`` of conditions on several attributes of one entity, or, with
+``join: {on: [parish], within: 10m}``, of entities sharing labels (the alarm key is the ``on`` labels).
+
+Each condition (part) is evaluated at the observations that carry its attribute, with its own
+aggregate window, ``for`` and hysteresis, exactly as a one-severity simple rule: it *holds* once its
+comparison has been true for ≥ ``for`` (a holding part with ``clear_below``/``clear_above`` keeps
+holding until the value passes that level). The rule is evaluated at each observation of its key
+that updates a part (once per observation, after every part it carries): it **fires** when all (any)
+parts hold, is **pending** while all (any) parts' comparisons are true but some ``for`` has not
+elapsed, and ``keep_firing_for`` applies as in a simple rule. With ``join``, a part counts only
+when its attribute was observed within ``within`` of the evaluation time. Transitions carry
+``value: null`` and ``values: {part: value}`` (each part's latest value; templates see ``values``).
+Late samples (older than the key's last evaluation) are not evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from typing import Any
+
+from atalaia.rules.aggregates import AGGREGATES
+from atalaia.rules.alarm import AlarmTransition
+from atalaia.rules.base import FIRING, INACTIVE, NEG_INF, PENDING, STATE_NAMES, CompiledRule, obs_context
+from atalaia.rules.loader import LoadedRule
+from atalaia.rules.schema import Condition, ThresholdRef
+from atalaia.rules.state import same
+
+NOT_COMPARABLE = object()  # a part's sample that is not a number / not convertible (counted by the engine)
+
+
+class Part:
+    __slots__ = (
+        "above",
+        "aggregate",
+        "attribute",
+        "clear",
+        "for_",
+        "hyst",
+        "label",
+        "limit",
+        "members",
+        "ref",
+        "type",
+        "unit",
+        "where",
+        "window",
+    )
+
+    def __init__(self, c: Condition, rule_type: str) -> None:
+        self.type = c.type or rule_type
+        self.attribute = c.attribute
+        self.label = c.label
+        self.where = tuple(
+            (name, frozenset([allowed] if isinstance(allowed, str) else allowed))
+            for name, allowed in c.where.items()
+        )
+        self.aggregate = AGGREGATES[c.aggregate.function] if c.aggregate else None
+        self.window = c.aggregate.window if c.aggregate else None
+        self.for_ = c.for_
+        self.unit = c.unit
+        self.members: tuple[Any, ...] | None = None
+        if c.equals is not None:
+            self.members = (c.equals,)
+        elif c.in_ is not None:
+            self.members = tuple(c.in_)
+        self.above = c.above is not None
+        bound = c.above if self.above else c.below
+        self.ref = bound if isinstance(bound, ThresholdRef) else None
+        self.limit = math.nan if self.ref is not None or bound is None else float(bound)  # type: ignore[arg-type]
+        clear = c.clear_below if self.above else c.clear_above
+        self.clear = self.limit if clear is None else float(clear)
+        self.hyst = clear is not None
+
+
+class CompoundState:
+    """Per key: each part [last time, value, window times, window values, true since, holds] and the alarm."""
+
+    __slots__ = ("kff", "obs", "parts", "since", "state", "t")
+
+    def __init__(self, n: int) -> None:
+        self.t = NEG_INF
+        self.parts: list[list[Any]] = [[None, None, None, None, None, False] for _ in range(n)]
+        self.state = INACTIVE
+        self.since = NEG_INF
+        self.kff: float | None = None
+        self.obs: dict[str, Any] | None = None
+
+    def dump(self) -> list[Any]:
+        return [self.t, self.parts, self.state, self.since, self.kff, obs_context(self.obs)]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> CompoundState:
+        s = cls(0)
+        s.t, s.parts, s.state, s.since, s.kff, s.obs = d
+        return s
+
+
+class CompoundRule(CompiledRule):
+    kind = "compound"
+    can_purge = False
+
+    def __init__(self, loaded: LoadedRule, position: int) -> None:
+        super().__init__(loaded, position)
+        rule = loaded.rule
+        self.parts = [Part(c, rule.select.type) for c in rule.conditions or []]
+        self.all = rule.all_ is not None
+        self.severity = rule.severity or "high"
+        self.keep_firing_for = rule.keep_firing_for
+        self.within = rule.join.within if rule.join else None
+        self.simple_key = False
+        self.fors = tuple(p.for_ for p in self.parts)
+        self.labels_ = tuple(p.label for p in self.parts)
+
+    # ------------------------------------------------------------------ updates
+    def _limit(self, part: Part, obs: dict[str, Any]) -> float:
+        ref = part.ref
+        if ref is None:
+            return part.limit
+        if ref.attribute is not None:
+            got = (obs.get("attributes") or {}).get(ref.attribute)
+            return float(got) if got.__class__ in (int, float) and math.isfinite(got) else math.nan  # type: ignore[arg-type]
+        from atalaia.rules.tables import TableError, load_table
+
+        try:
+            return load_table(ref.table, ref.column, self.loaded.file).get(obs.get("entity", ""), math.nan)  # type: ignore[arg-type]
+        except TableError:
+            return math.nan
+
+    def stepper(self, typ: str, stats: Any) -> Any:
+        """``step(obs, entity, t, t_text, attributes, labels, out)`` for an observation of type
+        ``typ``: feed every part of that type the observation carries, then evaluate the rule's key
+        once if a part was updated; returns the number of evaluations (0 or 1). Parts that are not
+        comparable (not a number, a unit that does not convert) count in
+        ``stats["compound_not_comparable"]``."""
+        parts = tuple((p.attribute, self.feeder(i)) for i, p in enumerate(self.parts) if p.type == typ)
+        by_entity = self.key_is_entity and not self.where
+        key_of, decide = self.key_of, self._decide
+        fors, within, every, n = self.fors, self.within, self.all, len(self.parts)
+
+        def step(
+            obs: dict[str, Any],
+            entity: str,
+            t: float,
+            t_text: str,
+            attributes: dict[str, Any],
+            labels: dict[str, Any] | None,
+            out: list,
+        ) -> int:
+            key = st = None
+            for name, feed in parts:
+                v = attributes.get(name)
+                if v is None and labels:
+                    v = labels.get(name)
+                if v is None:
+                    continue
+                if key is None:
+                    key = entity if by_entity else key_of(obs)
+                    if key is None:
+                        return 0
+                got = feed(obs, key, t, v)
+                if got is None:
+                    continue
+                if got is NOT_COMPARABLE:
+                    stats["compound_not_comparable"] += 1
+                else:
+                    st = got
+            if st is None:
+                return 0
+            # the evaluation (``evaluate_key``), its no-change outcomes inline
+            st.t = t
+            n_ok = n_raw = 0
+            if within is None:  # a part true since a time has been observed (no staleness)
+                for for_, ps in zip(fors, st.parts):  # noqa: B905 - one per part by construction
+                    since = ps[4]
+                    if since is not None:
+                        n_raw += 1
+                        if t - since >= for_:
+                            ps[5] = True
+                            n_ok += 1
+            else:
+                for for_, ps in zip(fors, st.parts):  # noqa: B905
+                    last = ps[0]
+                    if last is None or t - last > within:
+                        continue
+                    since = ps[4]
+                    if since is None:
+                        continue
+                    n_raw += 1
+                    if t - since >= for_:
+                        ps[5] = True
+                        n_ok += 1
+            if every:
+                ok, raw = n_ok == n, n_raw == n
+            else:
+                ok, raw = n_ok > 0, n_raw > 0
+            old = st.state
+            if ok:
+                if old == FIRING:
+                    st.kff = None
+                    return 1
+            elif old != FIRING and old == (PENDING if raw else INACTIVE):
+                return 1
+            decide(st, key, t, t_text, obs, out, ok, raw)
+            return 1
+
+        return step
+
+    def feeder(self, i: int) -> Any:
+        """``feed(obs, key, t, v)`` for part ``i``: the key's state once the sample updated the part; None when
+        the part's ``where`` does not select the observation or the sample is late for the key (not
+        evaluated); ``NOT_COMPARABLE`` when the value is not a number (text for a state part) or its
+        unit cannot be converted. Everything the part needs is bound once (the hot path)."""
+        part = self.parts[i]
+        rule, n = self, len(self.parts)
+        where, members, unit, attribute = part.where, part.members, part.unit, part.attribute
+        aggregate, window = part.aggregate, part.window
+        above, hyst, clear = part.above, part.hyst, part.clear
+        constant = part.ref is None
+        limit = part.limit
+        limit_of = self._limit
+        factors: dict[str, Any] = {}
+        new_state = CompoundState
+        inf, ninf = math.inf, -math.inf
+
+        if members is None and unit is None and not where and constant:
+
+            def plain(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
+                """The common part: a number against a constant threshold (no unit, no where)."""
+                cls = v.__class__
+                if cls is not float:
+                    if cls is not int:
+                        return NOT_COMPARABLE
+                    v = float(v)
+                if not ninf < v < inf:
+                    return NOT_COMPARABLE
+                states = rule.states
+                st = states.get(key)
+                if st is None:
+                    st = states[key] = new_state(n)
+                elif t < st.t:
+                    return None
+                ps = st.parts[i]
+                if aggregate is not None:
+                    times = ps[2]
+                    if times is None:
+                        times, values = ps[2], ps[3] = [], []
+                    else:
+                        values = ps[3]
+                    times.append(t)
+                    values.append(v)
+                    if times[0] <= t - window:
+                        drop = bisect_right(times, t - window)
+                        del times[:drop]
+                        del values[:drop]
+                    v = aggregate(times, values)
+                    if v is None:
+                        ps[0] = t
+                        ps[1] = None
+                        ps[4] = None
+                        ps[5] = False
+                        return st
+                ps[0] = t
+                ps[1] = v
+                if (
+                    (v > limit or (hyst and ps[5] and v >= clear))
+                    if above
+                    else (v < limit or (hyst and ps[5] and v <= clear))
+                ):
+                    if ps[4] is None:
+                        ps[4] = t
+                else:
+                    ps[4] = None
+                    ps[5] = False
+                return st
+
+            return plain
+
+        def feed(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
+            if members is not None:
+                if not isinstance(v, str | bool | int | float):
+                    return NOT_COMPARABLE
+            else:
+                cls = v.__class__
+                if (cls is not float and cls is not int) or not ninf < v < inf:
+                    return NOT_COMPARABLE
+                if unit is not None:
+                    code = (obs.get("units") or {}).get(attribute)
+                    if code is not None:
+                        conv = factors.get(code)
+                        if conv is None:
+                            from atalaia.rules.units import convert_factor
+
+                            conv = factors[code] = convert_factor(code, unit)
+                        if isinstance(conv, str):
+                            return NOT_COMPARABLE
+                        v = v * conv[0] + conv[1]
+                v = float(v)
+            if where:
+                labels = obs.get("labels") or {}
+                for name, allowed in where:
+                    if (obs.get(name) if name in ("entity", "type") else labels.get(name)) not in allowed:
+                        return None
+            states = rule.states
+            st = states.get(key)
+            if st is None:
+                st = states[key] = new_state(n)
+            elif t < st.t:
+                return None
+            ps = st.parts[i]
+            if members is not None:
+                value = v
+                true = any(same(v, m) for m in members)
+            else:
+                if aggregate is not None:
+                    times = ps[2]
+                    if times is None:
+                        times, values = ps[2], ps[3] = [], []
+                    else:
+                        values = ps[3]
+                    times.append(t)
+                    values.append(v)
+                    cutoff = t - window
+                    if times[0] <= cutoff:
+                        drop = bisect_right(times, cutoff)
+                        del times[:drop]
+                        del values[:drop]
+                    value = aggregate(times, values)
+                else:
+                    value = v
+                lim = limit if constant else limit_of(part, obs)
+                if value is None:
+                    true = False
+                elif above:
+                    true = value > lim or (hyst and ps[5] and value >= clear)
+                else:
+                    true = value < lim or (hyst and ps[5] and value <= clear)
+            ps[0] = t
+            ps[1] = value
+            if true:
+                if ps[4] is None:
+                    ps[4] = t
+            else:
+                ps[4] = None
+                ps[5] = False
+            return st
+
+        return feed
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_key(
+        self, key: str, t: float, t_text: str | None, obs: dict[str, Any] | None, out: list
+    ) -> None:
+        st = self.states[key]
+        st.t = t
+        within = self.within
+        n_ok = n_raw = 0
+        for for_, ps in zip(self.fors, st.parts, strict=True):
+            last = ps[0]
+            if last is None or (within is not None and t - last > within):
+                continue
+            since = ps[4]
+            if since is None:
+                continue
+            n_raw += 1
+            if t - since >= for_:
+                ps[5] = True
+                n_ok += 1
+        if self.all:
+            n = len(self.fors)
+            ok, raw = n_ok == n, n_raw == n
+        else:
+            ok, raw = n_ok > 0, n_raw > 0
+        self._decide(st, key, t, t_text, obs, out, ok, raw)
+
+    def _decide(
+        self,
+        st: CompoundState,
+        key: str,
+        t: float,
+        t_text: str | None,
+        obs: dict[str, Any] | None,
+        out: list,
+        ok: bool,
+        raw: bool,
+    ) -> None:
+        """The alarm's next state from whether all (any) parts hold (``ok``) or are true (``raw``)."""
+        old = st.state
+        if ok:
+            st.kff = None
+            if old == FIRING:
+                return
+            new = FIRING
+        elif old == FIRING and self.keep_firing_for > 0:
+            if st.kff is None:
+                st.kff = t
+            new = FIRING if t - st.kff < self.keep_firing_for else (PENDING if raw else INACTIVE)
+            if new == FIRING:
+                return
+        else:
+            new = PENDING if raw else INACTIVE
+            if new == old:
+                return
+        if new != FIRING:
+            st.kff = None
+        values = {label: ps[1] for label, ps in zip(self.labels_, st.parts, strict=True)}
+        obs = obs or st.obs
+        if old != INACTIVE and (new == INACTIVE or (old == FIRING and new == PENDING)):
+            out.append(
+                self._line(t, t_text, key, "resolved" if old == FIRING else "inactive", st.since, obs, values)
+            )
+            old = INACTIVE
+        if new != INACTIVE:
+            if old == INACTIVE:
+                st.since = t
+            out.append(self._line(t, t_text, key, STATE_NAMES[new], st.since, obs, values))
+        st.state = new
+        st.obs = obs if new != INACTIVE else None
+
+    def _line(
+        self, t: float, t_text: str | None, key: str, state: str, since: float, obs: Any, values: dict
+    ) -> AlarmTransition:
+        tr = self.transition(
+            t, t_text, key, state, self.severity, None, since, obs, shown=values, values=values
+        )
+        tr.values = values
+        return tr
+
+    def end(self, key: str, at: float, reason: str, out: list[AlarmTransition]) -> None:
+        st = self.states.get(key)
+        if st is None or st.state == INACTIVE:
+            return
+        values = {p.label: ps[1] for p, ps in zip(self.parts, st.parts, strict=True)}
+        tr = self._line(
+            at,
+            None,
+            key,
+            "resolved" if st.state == FIRING else "inactive",
+            st.since,
+            obs_context(st.obs),
+            values,
+        )
+        tr.annotations["reason"] = reason
+        out.append(tr)
+
+    def active(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "rule": self.id,
+                "key": k,
+                "state": STATE_NAMES[s.state],
+                "severity": self.severity,
+                "value": None,
+                "values": {p.label: ps[1] for p, ps in zip(self.parts, s.parts, strict=True)},
+            }
+            for k, s in self.states.items()
+            if s.state != INACTIVE
+        ]
+
+    load_state = staticmethod(CompoundState.load)

@@ -1,0 +1,220 @@
+"""How every Kafka client of this process connects: TLS and SASL, built once from the settings.
+
+Every aiokafka client (producers, consumers, admin clients: the stages, the ingest producer, the
+console's live feed and reply watcher, the broker guard, ``atalaia send`` / ``tail``) is made
+with ``**client_options(bootstrap)``, and Faust gets the same as ``broker_credentials``
+(:func:`faust_credentials`), so one setting secures all of them::
+
+    ATALAIA_KAFKA=kafka-1:9093,kafka-2:9093
+    ATALAIA_KAFKA_SECURITY_PROTOCOL=SASL_SSL          # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    ATALAIA_KAFKA_SASL_MECHANISM=SCRAM-SHA-512        # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    ATALAIA_KAFKA_SASL_USERNAME=atalaia
+    ATALAIA_KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka_password
+    ATALAIA_KAFKA_SSL_CAFILE=/etc/atalaia/kafka-ca.pem      # unset: the system's trust store
+    ATALAIA_KAFKA_SSL_CERTFILE=/etc/atalaia/client.pem      # client certificate (mutual TLS)
+    ATALAIA_KAFKA_SSL_KEYFILE=/etc/atalaia/client.key
+    ATALAIA_KAFKA_SSL_CHECK_HOSTNAME=true
+
+Security applies to the external Kafka of ``ATALAIA_KAFKA`` only: the embedded broker listens on
+loopback in plain text. A setting that cannot work (a SASL protocol without a username or
+password file, a certificate without its key, an unreadable file) raises
+:class:`KafkaConfigError` with the setting's name at start-up, never at the first send.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class KafkaConfigError(ValueError):
+    """Kafka security settings that cannot work; the message names the ATALAIA_* setting."""
+
+
+def read_secret(path: Path | str, setting: str) -> str:
+    """The content of a secret file without its trailing newline (how Docker/Kubernetes secrets and
+    ``echo pw > file`` leave it)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise KafkaConfigError(f"{setting}={path}: cannot read the secret file: {e.strerror or e}") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise KafkaConfigError(f"{setting}={path}: the secret file is empty")
+    return secret
+
+
+def tls_context(
+    cafile: Path | str | None,
+    certfile: Path | str | None,
+    keyfile: Path | str | None,
+    *,
+    check_hostname: bool = True,
+    key_password: str | None = None,
+    prefix: str = "ATALAIA_KAFKA_SSL",
+) -> ssl.SSLContext:
+    """A client TLS context: verify the server against ``cafile`` (else the system trust store),
+    present ``certfile``/``keyfile`` when given (mutual TLS), check the host name unless told not to."""
+    if keyfile and not certfile:
+        raise KafkaConfigError(f"{prefix}_KEYFILE is set without {prefix}_CERTFILE")
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None)
+    except (OSError, ssl.SSLError) as e:
+        raise KafkaConfigError(f"{prefix}_CAFILE={cafile}: not a readable PEM CA bundle: {e}") from None
+    ctx.check_hostname = check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED  # never turned off: without a CA file, the system's CAs
+    if certfile:
+        try:
+            ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None, password=key_password)
+        except (OSError, ssl.SSLError) as e:
+            raise KafkaConfigError(
+                f"{prefix}_CERTFILE={certfile} / {prefix}_KEYFILE={keyfile}: cannot load the client "
+                f"certificate and key (a certificate without KEYFILE must hold its key): {e}"
+            ) from None
+    return ctx
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """The security half of a Kafka client's configuration (the other half is the bootstrap)."""
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self.protocol != "PLAINTEXT"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> KafkaSecurity:
+        protocol = (settings.kafka_security_protocol or "PLAINTEXT").upper()
+        if protocol not in PROTOCOLS:
+            raise KafkaConfigError(
+                f"ATALAIA_KAFKA_SECURITY_PROTOCOL={protocol!r}: use one of {', '.join(PROTOCOLS)}"
+            )
+        if protocol == "PLAINTEXT":
+            return cls()
+        mechanism = username = password = None
+        if protocol.startswith("SASL_"):
+            mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
+            if mechanism not in MECHANISMS:
+                raise KafkaConfigError(
+                    f"ATALAIA_KAFKA_SASL_MECHANISM={mechanism!r}: use one of {', '.join(MECHANISMS)}"
+                )
+            username = settings.kafka_sasl_username
+            if not username:
+                raise KafkaConfigError(f"{protocol} needs ATALAIA_KAFKA_SASL_USERNAME")
+            if not settings.kafka_sasl_password_file:
+                raise KafkaConfigError(
+                    f"{protocol} needs ATALAIA_KAFKA_SASL_PASSWORD_FILE (a file holding the password)"
+                )
+            password = read_secret(settings.kafka_sasl_password_file, "ATALAIA_KAFKA_SASL_PASSWORD_FILE")
+        ctx = None
+        if protocol.endswith("SSL"):
+            key_password = None
+            if settings.kafka_ssl_key_password_file:
+                key_password = read_secret(
+                    settings.kafka_ssl_key_password_file, "ATALAIA_KAFKA_SSL_KEY_PASSWORD_FILE"
+                )
+            ctx = tls_context(
+                settings.kafka_ssl_cafile,
+                settings.kafka_ssl_certfile,
+                settings.kafka_ssl_keyfile,
+                check_hostname=settings.kafka_ssl_check_hostname,
+                key_password=key_password,
+            )
+        elif settings.kafka_ssl_cafile or settings.kafka_ssl_certfile:
+            log.warning(
+                "ATALAIA_KAFKA_SSL_* is set but ATALAIA_KAFKA_SECURITY_PROTOCOL=%s has no TLS: "
+                "use SSL or SASL_SSL",
+                protocol,
+            )
+        return cls(protocol, mechanism, username, password, ctx)
+
+    def aiokafka(self) -> dict[str, Any]:
+        """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer / AIOKafkaAdminClient."""
+        if not self.secure:
+            return {}
+        out: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.ssl_context is not None:
+            out["ssl_context"] = self.ssl_context
+        if self.mechanism:
+            out.update(
+                sasl_mechanism=self.mechanism,
+                sasl_plain_username=self.username,
+                sasl_plain_password=self.password,
+            )
+        return out
+
+    def faust_credentials(self) -> Any:
+        """Faust's ``broker_credentials`` (None: plain text)."""
+        if not self.secure:
+            return None
+        import faust
+
+        if self.mechanism:
+            creds = faust.SASLCredentials(
+                username=self.username,
+                password=self.password,
+                ssl_context=self.ssl_context,
+                mechanism=self.mechanism,
+            )
+            return creds
+        return faust.SSLCredentials(self.ssl_context)
+
+    def __repr__(self) -> str:  # never the password
+        return f"KafkaSecurity({self.protocol}, mechanism={self.mechanism}, user={self.username})"
+
+
+PLAINTEXT = KafkaSecurity()
+_by_bootstrap: dict[str, KafkaSecurity] = {}
+
+
+def configure(settings: Any, bootstrap: str) -> KafkaSecurity:
+    """Decide (once per bootstrap) how this process's clients reach ``bootstrap``: the settings'
+    security for the external Kafka (``settings.kafka``), plain text for an embedded broker."""
+    if settings.kafka and bootstrap == settings.kafka:
+        sec = KafkaSecurity.from_settings(settings)
+    else:
+        sec = PLAINTEXT
+        if (settings.kafka_security_protocol or "PLAINTEXT").upper() != "PLAINTEXT":
+            log.warning(
+                "ATALAIA_KAFKA_SECURITY_PROTOCOL=%s applies to ATALAIA_KAFKA only; the embedded "
+                "broker on %s is plain text on loopback",
+                settings.kafka_security_protocol,
+                bootstrap,
+            )
+    _by_bootstrap[bootstrap] = sec
+    return sec
+
+
+def security(bootstrap: str) -> KafkaSecurity:
+    """The security configured for ``bootstrap``; not configured yet: from the process settings."""
+    sec = _by_bootstrap.get(bootstrap)
+    if sec is None:
+        from atalaia.streams.settings import get_settings
+
+        sec = configure(get_settings(), bootstrap)
+    return sec
+
+
+def client_options(bootstrap: str) -> dict[str, Any]:
+    """``bootstrap_servers`` plus the security keyword arguments of an aiokafka client."""
+    return {"bootstrap_servers": bootstrap, **security(bootstrap).aiokafka()}
+
+
+def faust_credentials(bootstrap: str) -> dict[str, Any]:
+    """The Faust settings that secure its clients the same way (``{}`` for plain text)."""
+    creds = security(bootstrap).faust_credentials()
+    return {"broker_credentials": creds} if creds is not None else {}

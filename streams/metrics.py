@@ -1,0 +1,222 @@
+"""What a worker tells Prometheus: metric definitions, the stage hooks that feed them, consumer
+lag, and the ``/health`` report.
+
+Every worker process serves ``/metrics`` (and ``/health``, ``/livez``): on its HTTP port with
+``--http``, and on ``ATALAIA_METRICS_PORT`` (bound to ``ATALAIA_HTTP_HOST``) otherwise. The
+metrics are per process; Prometheus sums them over the scraped workers.
+
+Metrics (besides the stage counters of ``streams.stage`` and the KPIs of ``incidents.kpi``):
+
+* ``atalaia_consumer_lag{stage,topic,partition}``: records between a stage's position and the
+  partition's end. The end is the *high watermark of the consumer's last fetch response*, not a
+  ListOffsets answer: Tansu reports ListOffsets "latest" as the last batch's base offset + 1
+  (too low, by up to a producer batch), while its fetch responses carry the true high watermark
+  (measured: 110 records, fetch high watermark 110, ListOffsets 101). Before the first fetch of a
+  partition the lag is not reported. Apache Kafka gives the same number both ways.
+* ``atalaia_alarm_latency_seconds{stage}`` (produce → alarm): for each alarm transition a stage
+  emits while processing records, the time from the Kafka timestamp of the oldest input record
+  of its partition batch (the producer's create time: when the HTTP/MQTT adapter or a producer
+  wrote the event; ingest passes it on to the observation) until the transition is acknowledged
+  by the broker. Batch granularity: an upper bound for the alarm, exact for batches of one.
+  Transitions from timers (absence, ``for:`` durations on the clock) are not latencies and are
+  only counted.
+* ``atalaia_stage_record_age_seconds{stage}``: the same age for every partition batch a stage
+  processes (how far behind real time each hop runs; grows with lag).
+* ``atalaia_alarm_delivery_latency_seconds{target}`` (alarm → delivery): from the event time of
+  the incident change that triggered a first-step notification (the alarm's time) until the
+  target accepted it.
+* ``atalaia_alarm_transitions_total{rule,state}``, ``atalaia_incident_changes_total{state}``,
+  ``atalaia_deliveries_total{target,status}`` (the delivery log's row status after each attempt:
+  delivered, waiting = a retry is scheduled, failed = given up).
+* ``atalaia_stage_up{stage}``: 1 while a stage runs, 0 once it failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+ALARM_LATENCY = Histogram(
+    "atalaia_alarm_latency_seconds",
+    "produce -> alarm: from the input record's Kafka timestamp to the alarm transition's ack",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+RECORD_AGE = Histogram(
+    "atalaia_stage_record_age_seconds",
+    "age of the oldest record of each partition batch when the stage has processed it",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+DELIVERY_LATENCY = Histogram(
+    "atalaia_alarm_delivery_latency_seconds",
+    "alarm -> delivery: from the alarm's time to the target's acceptance (first escalation step)",
+    ["target"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
+)
+ALARM_TRANSITIONS = Counter(
+    "atalaia_alarm_transitions_total", "alarm transitions produced, by rule and state", ["rule", "state"]
+)
+INCIDENT_CHANGES = Counter(
+    "atalaia_incident_changes_total", "incident changes produced, by the incident's new state", ["state"]
+)
+DELIVERIES = Counter(
+    "atalaia_deliveries_total",
+    "delivery attempts by target and the delivery's status after it (delivered, waiting, failed)",
+    ["target", "status"],
+)
+
+
+# -- stage hooks ------------------------------------------------------------------------------
+def _count_outputs(stage: str, outs: Iterable[Any]) -> int:
+    """Count alarm transitions and incident changes among ``outs``; returns the alarms."""
+    alarms = 0
+    for o in outs:
+        topic = o.topic
+        if topic == "alarms":
+            try:
+                a = orjson.loads(o.value)
+                ALARM_TRANSITIONS.labels(str(a.get("rule", "?")), str(a.get("state", "?"))).inc()
+            except (orjson.JSONDecodeError, AttributeError):
+                ALARM_TRANSITIONS.labels("?", "?").inc()
+            alarms += 1
+        elif topic == "incidents":
+            try:
+                INCIDENT_CHANGES.labels(str(orjson.loads(o.value).get("state", "?"))).inc()
+            except (orjson.JSONDecodeError, AttributeError):
+                INCIDENT_CHANGES.labels("?").inc()
+    return alarms
+
+
+def batch_done(stage: str, slices: list[tuple[list[Any], list[Any]]]) -> None:
+    """After a batch's outputs were acknowledged: ``slices`` = (records of one partition, the
+    outputs the core made of them) each."""
+    now = time.time()
+    age, latency = RECORD_AGE.labels(stage), None
+    for records, outs in slices:
+        ts = getattr(records[0], "timestamp", None) if records else None
+        waited = now - ts / 1000 if isinstance(ts, int) and ts > 0 else None
+        if waited is not None:
+            age.observe(max(0.0, waited))
+        alarms = _count_outputs(stage, outs) if outs else 0
+        if alarms and waited is not None:
+            latency = latency or ALARM_LATENCY.labels(stage)
+            for _ in range(alarms):
+                latency.observe(max(0.0, waited))
+
+
+def ticked(stage: str, outs: list[Any]) -> None:
+    """Outputs of a stage's timer (no input record, so no latency): counted only."""
+    if outs:
+        _count_outputs(stage, outs)
+
+
+# -- deliveries -------------------------------------------------------------------------------
+def _event_time(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def delivery_finished(n: Any, status: str, wall: float | None = None) -> None:
+    DELIVERIES.labels(n.target, status).inc()
+    if status == "delivered" and n.kind == "escalation" and n.step == 0 and n.repeat == 0:
+        at = _event_time(n.snapshot.at)
+        if at is not None:
+            DELIVERY_LATENCY.labels(n.target).observe(max(0.0, (wall or time.time()) - at))
+
+
+def metered_log(delivery_log: Any) -> Any:
+    """The delivery log, counting each ``finish`` (a row's status after an attempt)."""
+    finish = delivery_log.finish
+
+    def metered_finish(n: Any, attempt: int, result: Any, status: str, *args: Any, **kw: Any) -> None:
+        finish(n, attempt, result, status, *args, **kw)
+        try:
+            delivery_finished(n, status)
+        except Exception:  # metrics never break a delivery
+            log.debug("delivery metrics", exc_info=True)
+
+    delivery_log.finish = metered_finish
+    return delivery_log
+
+
+# -- consumer lag and stage state (read at scrape time) ---------------------------------------
+class StageCollector:
+    """``atalaia_consumer_lag``, ``atalaia_consumer_position`` and ``atalaia_stage_up`` of the
+    stages of this process, computed when Prometheus scrapes (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.stages: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        up = GaugeMetricFamily(
+            "atalaia_stage_up", "1 while the stage runs, 0 once it failed", labels=["stage"]
+        )
+        lag = GaugeMetricFamily(
+            "atalaia_consumer_lag",
+            "records between the stage's position and the partition's end (fetch high watermark)",
+            labels=["stage", "topic", "partition"],
+        )
+        pos = GaugeMetricFamily(
+            "atalaia_consumer_position",
+            "next offset the stage processes",
+            labels=["stage", "topic", "partition"],
+        )
+        for name, stage in sorted(self.stages.items()):
+            up.add_metric([name], 0.0 if getattr(stage, "failed", None) is not None else 1.0)
+            consumer = getattr(stage, "consumer", None)
+            if consumer is None or not getattr(stage, "_consumer_started", False):
+                continue
+            try:
+                assigned = consumer.assignment()
+            except Exception:
+                continue
+            for tp in sorted(assigned):
+                position = stage.positions.get(tp)
+                if position is None:
+                    continue
+                labels = [name, tp.topic, str(tp.partition)]
+                pos.add_metric(labels, position)
+                end = consumer.highwater(tp)
+                if end is not None:
+                    lag.add_metric(labels, max(0, end - position))
+        yield from (up, lag, pos)
+
+
+STAGES = StageCollector()
+REGISTRY.register(STAGES)
+
+
+def watch_stages(stages: dict[str, Any]) -> None:
+    """Report these stages (name -> BatchStage) on /metrics."""
+    STAGES.stages.update(stages)
+
+
+def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The ``/health`` body and status (broker problems from ``streams.guard``, stages)."""
+    from atalaia.streams.guard import HEALTH
+
+    status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
+    body = {
+        "status": status,
+        **({"problems": problems} if problems else {}),
+        "stages": {n: {"processed": s.processed, "partitions": sorted(s.cores)} for n, s in stages.items()},
+    }
+    return body, 200 if status == "ok" else 503

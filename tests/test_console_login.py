@@ -1,0 +1,228 @@
+"""Sign-in with a username and password: argon2id hashes in the users file, session tokens used as
+Bearer tokens, logout, failures limited per user and per client address (and counted), the
+``atalaia users passwd`` command; then the same through the live console API."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from atalaia.console.auth import (
+    Authenticator,
+    LoginLimited,
+    LoginRefused,
+    User,
+    UsersFileError,
+    hash_password,
+    load_users,
+)
+from tests.test_console_board import chromium, publish  # noqa: F401  (fixtures)
+
+ATALAIA = str(Path(sys.executable).parent / "atalaia")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_769_594_400.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def ana_hash() -> str:
+    return hash_password("correct horse")
+
+
+def test_a_password_gives_a_session_token_that_identifies_until_logout_or_expiry(ana_hash):
+    clock = Clock()
+    auth = Authenticator(
+        [User(actor="ana", role="operator", password_argon2=ana_hash, tenants=["porto"])],
+        session_ttl=3600,
+        clock=clock,
+    )
+    token, session = auth.login("ana", "correct horse", "10.0.0.1")
+    who = auth.identify(f"Bearer {token}")
+    assert (who.actor, who.role, who.tenants) == ("ana", "operator", frozenset({"porto"}))
+    assert session.expires == clock.t + 3600
+    assert token not in repr(auth.sessions), "only a hash of the session token is held"
+    assert auth.logout(f"Bearer {token}") and auth.identify(f"Bearer {token}") is None
+    assert not auth.logout(f"Bearer {token}"), "a session ends once"
+
+    token, _ = auth.login("ana", "correct horse", "10.0.0.1")
+    clock.t += 3599
+    assert auth.identify(f"Bearer {token}").actor == "ana"
+    clock.t += 2
+    assert auth.identify(f"Bearer {token}") is None, "an expired session is refused"
+    assert auth.counts == {"ok": 2, "refused": 0, "limited": 0}
+
+
+def test_wrong_passwords_are_refused_then_limited_per_user_and_per_address(ana_hash):
+    clock = Clock()
+    auth = Authenticator(
+        [
+            User(actor="ana", role="operator", password_argon2=ana_hash),
+            User(actor="rui", role="supervisor", password_argon2=ana_hash),
+        ],
+        clock=clock,
+    )
+    for _ in range(5):
+        with pytest.raises(LoginRefused):
+            auth.login("ana", "wrong", "10.0.0.1")
+    with pytest.raises(LoginLimited) as limited:
+        auth.login("ana", "correct horse", "10.0.0.2")  # right password, another address: still ana
+    assert 0 < limited.value.retry_after <= 60
+    with pytest.raises(LoginLimited):
+        auth.login("rui", "correct horse", "10.0.0.1")  # the address that failed five times
+    assert auth.login("rui", "correct horse", "10.0.0.3")[1].identity.actor == "rui"
+    with pytest.raises(LoginRefused):
+        auth.login("nobody", "x", "10.0.0.4")  # an unknown user is refused like a wrong password
+    clock.t += 61  # the window has passed
+    assert auth.login("ana", "correct horse", "10.0.0.1")[1].identity.actor == "ana"
+    assert auth.counts == {"ok": 2, "refused": 6, "limited": 2}
+
+
+def test_api_tokens_still_work_and_a_user_needs_some_secret(tmp_path, ana_hash):
+    auth = Authenticator(
+        [User(actor="eva", role="approver", token_sha256=hashlib.sha256(b"t0k").hexdigest())]
+    )
+    assert auth.identify("Bearer t0k").actor == "eva"
+    with pytest.raises(LoginRefused):
+        auth.login("eva", "t0k", "10.0.0.1"), "a token is not a password"
+    bad = tmp_path / "users.yaml"
+    bad.write_text("users:\n  - {actor: x, role: operator}\n")
+    with pytest.raises(UsersFileError, match="token_sha256 or password_argon2"):
+        load_users(bad)
+    bad.write_text("users:\n  - {actor: x, role: operator, password_argon2: plain}\n")
+    with pytest.raises(UsersFileError, match="not an argon2 hash"):
+        load_users(bad)
+
+
+def test_users_passwd_writes_an_argon2_hash_and_keeps_the_file(tmp_path):
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        "users:\n  # the duty officers\n"
+        f"  - {{actor: ana, role: operator, token_sha256: {hashlib.sha256(b'x').hexdigest()}}}\n"
+    )
+
+    def passwd(*args: str, password: str = "s3cret-pass") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [ATALAIA, "users", "passwd", *args, "--password-stdin"],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert passwd("ana", "--file", str(users)).returncode == 0
+    assert passwd("rui", "--file", str(users)).returncode == 1, "a new user needs --role"
+    out = passwd("rui", "--file", str(users), "--role", "supervisor", password="other-pass")
+    assert out.returncode == 0, out.stderr
+    text = users.read_text()
+    assert "# the duty officers" in text and "s3cret-pass" not in text
+    loaded = {u.actor: u for u in load_users(users)}
+    assert loaded["ana"].token_sha256 and loaded["ana"].password_argon2.startswith("$argon2id$")
+    auth = Authenticator(list(loaded.values()))
+    assert auth.login("ana", "s3cret-pass", "x")[1].identity.role == "operator"
+    assert auth.login("rui", "other-pass", "x")[1].identity.role == "supervisor"
+    assert passwd("x", password="short").returncode == 1, "at least 8 characters"
+    printed = passwd("x", "--file", "")
+    assert printed.returncode == 0 and printed.stdout.startswith("$argon2id$")
+
+
+@pytest.mark.broker
+def test_login_logout_and_rate_limit_through_the_api(make_worker, tmp_path):
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        "users:\n"
+        f'  - {{actor: ana, role: operator, password_argon2: "{hash_password("correct horse")}"}}\n'
+        f"  - {{actor: eva, role: viewer, token_sha256: {hashlib.sha256(b'v13w').hexdigest()}}}\n"
+    )
+    w = make_worker("--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_USERS": str(users)})
+    w.start(("incidents", "projection"))
+    url = f"{w.url}/api/login"
+
+    r = httpx.post(url, json={"username": "ana", "password": "correct horse"}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "Bearer" and (body["actor"], body["role"]) == ("ana", "operator")
+    auth = {"Authorization": f"Bearer {body['token']}"}
+    who = httpx.get(f"{w.url}/api/whoami", headers=auth, timeout=5).json()
+    assert who["actor"] == "ana" and who["session_expires_at"] == body["expires_at"]
+    assert httpx.get(f"{w.url}/api/incidents", headers=auth, timeout=5).status_code == 200
+
+    r = httpx.post(f"{w.url}/api/logout", headers=auth, timeout=5)
+    assert r.status_code == 200 and r.json() == {"signed_out": True}
+    assert httpx.get(f"{w.url}/api/incidents", headers=auth, timeout=5).status_code == 401
+    assert httpx.post(f"{w.url}/api/logout", headers=auth, timeout=5).status_code == 401
+    tok = {"Authorization": "Bearer v13w"}
+    assert httpx.post(f"{w.url}/api/logout", headers=tok, timeout=5).json() == {"signed_out": False}
+
+    r = httpx.post(url, content=b"username=ana", headers={"Content-Type": "text/plain"}, timeout=5)
+    assert r.status_code == 415
+    r = httpx.post(url, json={"username": "ana"}, timeout=5)
+    assert r.status_code == 422 and r.json()["field"] == "password"
+
+    for _ in range(5):
+        r = httpx.post(url, json={"username": "ana", "password": "guess"}, timeout=10)
+        assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["detail"] == "wrong username or password"
+    r = httpx.post(url, json={"username": "ana", "password": "correct horse"}, timeout=10)
+    assert r.status_code == 429, "limited: even the right password waits for the window"
+    assert 1 <= int(r.headers["Retry-After"]) <= 60 and r.json()["retry_after"] >= 1
+    metrics = httpx.get(f"{w.url}/metrics", timeout=5).text
+    assert 'atalaia_console_logins_total{result="refused"} 5.0' in metrics
+    assert 'atalaia_console_logins_total{result="limited"} 1.0' in metrics
+    assert 'atalaia_console_logins_total{result="ok"} 1.0' in metrics
+
+
+@pytest.mark.broker
+def test_board_sign_in_with_a_password_in_a_browser(make_worker, publish, chromium, tmp_path):  # noqa: F811
+    """A wrong password is refused with the message shown; the right one loads the board; signing
+    out ends the session on the server too."""
+    from datetime import UTC, datetime
+
+    from tests.test_console_board import SHOTS, alarm, row
+
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        f'users:\n  - {{actor: ana, role: operator, password_argon2: "{hash_password("correct horse")}"}}\n'
+    )
+    w = make_worker(
+        "--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_USERS": str(users)}
+    ).start(("incidents", "projection"))
+    publish(alarm("p1", datetime.now(UTC).replace(microsecond=0), "high", parish="Paranhos"))
+
+    page = chromium.new_context(locale="en-GB").new_page()
+    page.goto(w.url + "/")
+    page.wait_for_selector("#login:not([hidden])", timeout=10000)
+    assert page.is_hidden("#board"), "no board before sign-in"
+    page.fill("#username", "ana")
+    page.fill("#password", "wrong horse")
+    page.click("#login button")
+    page.wait_for_function("document.getElementById('login-msg').textContent.includes('refused')")
+    assert page.inner_text("#login-msg") == "Username or password refused. Try again."
+    assert page.is_hidden("#board") and page.input_value("#password") == ""
+    page.screenshot(path=str(SHOTS / "login-refused.png"))
+
+    page.fill("#password", "correct horse")
+    page.click("#login button")
+    row(page, "Paranhos").wait_for(timeout=15000)
+    assert "ana (operator)" in page.inner_text("#userline")
+    assert page.is_hidden("#login")
+    assert "acknowledge" in row(page, "Paranhos").inner_text().lower()
+    page.screenshot(path=str(SHOTS / "login-board.png"))
+    token = page.evaluate("sessionStorage.getItem('atalaia.token')")
+    assert httpx.get(f"{w.url}/api/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+    page.reload()  # kept for the browser session
+    row(page, "Paranhos").wait_for(timeout=15000)
+    page.click("#logout")
+    page.wait_for_selector("#login:not([hidden])", timeout=10000)
+    assert httpx.get(f"{w.url}/api/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    page.context.close()

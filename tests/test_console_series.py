@@ -1,0 +1,161 @@
+"""The incident page's charts and linked warnings: the console's bounded ring buffer of recent
+observations (per entity and attribute, fed from atalaia.observations with a bounded backfill),
+``GET /api/incidents/{id}/series``, ``GET /api/incidents/{id}/warnings``, and the page drawing them."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from atalaia.console.series import POINTS, RingStore
+from tests.test_console_board import SHOTS, Publisher, chromium  # noqa: F401  (fixtures)
+
+
+def produce(broker: str, topic: str, items: list[dict]) -> None:
+    """Publish from a loop thread of its own (Playwright's sync API owns this thread's loop), keyed
+    by entity as ingest does (one entity stays on one partition, in order)."""
+    import orjson
+
+    p = Publisher(broker, topic)
+    try:
+        for x in items:
+            key = (x.get("entity") or x.get("key") or "").encode()
+            p._run(p.producer.send_and_wait(topic, orjson.dumps(x), key=key))
+    finally:
+        p.close()
+
+
+def obs(entity: str, t: datetime, **attrs: float) -> dict:
+    return {
+        "time": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "entity": f"urn:ngsi-ld:WaterObserved:{entity}",
+        "type": "WaterObserved",
+        "attributes": attrs,
+        "location": [-8.61, 41.14],
+        "source": "test",
+    }
+
+
+def test_the_ring_buffer_stays_bounded_and_in_time_order():
+    store = RingStore(points=10, series=3)
+    t0 = datetime(2026, 1, 28, 10, tzinfo=UTC)
+    for i in range(25):
+        assert store.add_observation(obs("a", t0 + timedelta(minutes=i), height=i, flow=2 * i)) == 2
+    pts = store.get("urn:ngsi-ld:WaterObserved:a", "height")
+    assert len(pts) == 10 and [v for _, v in pts] == list(range(15, 25)), "the latest 10, oldest first"
+    store.add_observation(obs("a", t0 + timedelta(minutes=3), height=99))  # late: left out
+    assert store.get("urn:ngsi-ld:WaterObserved:a", "height")[-1][1] == 24
+    for e in ("b", "c"):
+        store.add_observation(obs(e, t0, height=1))
+    assert len(store.data) == 3 and store.dropped_series == 1, "beyond 3 series the least recently fed goes"
+    assert store.get("urn:ngsi-ld:WaterObserved:a", "height") == [], "a's height was fed least recently"
+    assert len(store.get("urn:ngsi-ld:WaterObserved:a", "flow", limit=4)) == 4
+    assert len(store) <= 3 * 10
+    tenant = dict(obs("a", t0, height=1), tenant="gaia")
+    store.add_observation(tenant)
+    assert store.get("gaia|urn:ngsi-ld:WaterObserved:a", "height") == [(t0.timestamp(), 1.0)]
+    assert store.add_observation({"entity": "x", "time": "bad", "attributes": {"h": 1}}) == 0
+    assert store.add_observation(obs("d", t0, height=float("nan"))) == 0
+
+
+def alarm(entity: str, at: datetime, value: float) -> dict:
+    t = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "id": f"{entity}-{t}",
+        "at": t,
+        "rule": "river-level-high",
+        "group": "hydro",
+        "key": f"urn:ngsi-ld:WaterObserved:{entity}",
+        "state": "firing",
+        "severity": "high",
+        "value": value,
+        "entity": f"urn:ngsi-ld:WaterObserved:{entity}",
+        "type": "WaterObserved",
+        "labels": {"parish": "Ribeira", "team": "hydro"},
+        "annotations": {},
+        "location": [-8.61, 41.14],
+        "since": t,
+    }
+
+
+@pytest.mark.broker
+def test_series_and_linked_warnings_of_an_incident(make_worker, broker, topic_prefix, chromium):  # noqa: F811
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(minutes=200)
+    # 150 observations before the console starts (read back by the backfill), one more afterwards
+    before = [obs("ribeira", start + timedelta(minutes=i), height=3 + i / 100) for i in range(150)]
+    produce(broker, f"{topic_prefix}.observations", before)
+    stages = ("incidents", "projection", "warnings")
+    w = make_worker("--stages", ",".join(stages)).start(stages)
+    produce(broker, f"{topic_prefix}.alarms", [alarm("ribeira", now, 4.49)])
+    produce(broker, f"{topic_prefix}.observations", [obs("ribeira", now, height=4.6)])
+
+    deadline, iid = time.monotonic() + 30, None
+    while iid is None and time.monotonic() < deadline:
+        rows = httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]
+        iid = rows[0]["id"] if rows else None
+        time.sleep(0.2)
+    assert iid, "the alarm opened an incident"
+
+    def series(**q) -> dict:
+        return httpx.get(f"{w.url}/api/incidents/{iid}/series", params=q, timeout=5).json()
+
+    def last() -> float | None:
+        pts = series()["series"][0]["points"]
+        return pts[-1]["value"] if pts else None
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and last() != 4.6:
+        time.sleep(0.2)
+    d = series()
+    assert d["available"] and d["limits"]["points"] == POINTS
+    (s,) = d["series"]
+    assert (s["rule"], s["attribute"], s["unit"]) == ("river-level-high", "height", "m")
+    assert len(s["points"]) == POINTS, "bounded: the latest 120 of 151"
+    assert s["points"][-1]["value"] == 4.6 and s["points"][0]["value"] == pytest.approx(3 + 31 / 100)
+    assert [p["at"] for p in s["points"]] == sorted(p["at"] for p in s["points"])
+    assert len(series(points=5)["series"][0]["points"]) == 5
+    r = httpx.get(f"{w.url}/api/incidents/{iid}/series?points=0", timeout=5)
+    assert r.status_code == 400 and r.json()["field"] == "points"
+    assert httpx.get(f"{w.url}/api/incidents/nope/series", timeout=5).status_code == 404
+    t0 = time.perf_counter()
+    for _ in range(20):
+        series()
+    per = (time.perf_counter() - t0) / 20
+    assert per < 0.1, f"a series read took {per * 1000:.0f} ms"
+
+    # linked warnings: a draft from this incident is listed with a link to its page
+    assert httpx.get(f"{w.url}/api/incidents/{iid}/warnings", timeout=5).json() == {
+        "warnings": [],
+        "available": True,
+    }
+    r = httpx.post(
+        f"{w.url}/api/incidents/{iid}/warning-draft",
+        json={"actor": "ana", "role": "operator"},
+        timeout=15,
+    )
+    assert r.status_code == 201, r.text
+    wid = r.json()["warning"]
+    linked = httpx.get(f"{w.url}/api/incidents/{iid}/warnings", timeout=5).json()["warnings"]
+    assert [x["id"] for x in linked] == [wid] and linked[0]["state"] == "draft"
+    assert httpx.get(f"{w.url}/api/incidents/nope/warnings", timeout=5).status_code == 404
+
+    page = chromium.new_context(locale="en-GB", viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(f"{w.url}/incidents/{iid}")
+    page.wait_for_selector("#series svg polyline", timeout=15000)
+    caption = page.inner_text("#series figcaption")
+    assert "ribeira · height" in caption and "4.6 m" in caption
+    label = page.get_attribute("#series svg", "aria-label")
+    assert "120 observations" in label and "last 4.6 m" in label
+    link = page.locator("#linked-warnings a")
+    link.wait_for(timeout=10000)
+    assert link.get_attribute("href") == f"/warnings/{wid}"
+    assert "object" not in link.inner_text() and link.inner_text().strip()
+    page.locator("#h-series").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "incident-series-warnings.png"), full_page=True)
+    link.click()
+    page.wait_for_url(f"**/warnings/{wid}")
+    page.context.close()

@@ -1,0 +1,161 @@
+"""SMTP commit point: the marker is written right before the DATA terminator (against a real
+aiosmtpd server), and a crash leaves an email ``in-doubt`` only if it got that far; one killed
+before it (no marker) is re-sent on recovery and arrives exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from atalaia.notifiers.channels.apprise import AppriseChannel
+from atalaia.notifiers.channels.base import ChannelContext
+from atalaia.notifiers.commit import COMMIT_HOOK, CommitMarks
+from atalaia.notifiers.config import load_config_text
+from atalaia.notifiers.engine import EscalationEngine, EscalationState
+from atalaia.notifiers.log import SQLiteDeliveryLog
+from atalaia.notifiers.model import parse_time
+from atalaia.notifiers.service import Notifier
+from atalaia.notifiers.testing import SmtpSink, incident_event
+
+TERMINATOR = b"\r\n.\r\n"
+
+
+@pytest.fixture
+def smtp():
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+async def test_hook_fires_once_per_message_right_before_the_terminator(smtp, monkeypatch):
+    events: list[tuple] = []
+    real_send = smtplib.SMTP.send
+
+    def spy_send(self, s):
+        events.append(("send", bytes(s) if isinstance(s, bytes | bytearray) else s.encode()))
+        return real_send(self, s)
+
+    monkeypatch.setattr(smtplib.SMTP, "send", spy_send)
+
+    def hook():
+        events.append(("hook", len(smtp.messages)))  # how many the server had accepted then
+
+    # two recipients: apprise sends two messages (two DATA transactions) in one session
+    url = f"mailto://127.0.0.1:{smtp.port}?mode=insecure&from=a@cm-porto.pt&to=ana@cm-porto.pt,rui@cm-porto.pt&user=&pass="
+    ch = AppriseChannel("e", ChannelContext(tz=ZoneInfo("Europe/Lisbon")), url, "email")
+    assert ch.commit_point
+    for k in range(2):
+        token = COMMIT_HOOK.set(hook)
+        try:
+            result = await ch._deliver(f"subject {k}", f"body {k}\n.leading dot\n", None)
+        finally:
+            COMMIT_HOOK.reset(token)
+        assert result.ok, result.error
+
+    assert len(smtp.messages) == 4
+    hooks = [i for i, e in enumerate(events) if e[0] == "hook"]
+    assert len(hooks) == 4  # exactly once per message
+    for n, i in enumerate(hooks):
+        assert events[i][1] == n  # the server had not yet got this message
+        nxt, prev = events[i + 1], events[i - 1]
+        assert nxt[0] == "send" and nxt[1].endswith(TERMINATOR)  # the very next bytes: the payload
+        assert prev == ("send", b"data\r\n")  # the DATA command went before, without the hook
+    # not for any other command (and no hook outside our sends)
+    assert sum(1 for e in events if e[0] == "send" and e[1].endswith(TERMINATOR)) == 4
+
+    # a send without a hook set (another library using smtplib) is untouched
+    events.clear()
+    assert (await ch._deliver("x", "y", None)).ok
+    assert not [e for e in events if e[0] == "hook"]
+
+
+def config(smtp: SmtpSink):
+    return load_config_text(
+        f"""
+timezone: Europe/Lisbon
+targets:
+  ana-email: {{channel: email, url: "{smtp.mailto("ana@cm-porto.pt")}"}}
+  ana-sms: {{channel: sms, url: "smseagle://tok@127.0.0.1:1/+351912000001"}}
+routes: [{{policy: p}}]
+policies:
+  p: {{steps: [{{targets: [ana-email], wait: 10m}}]}}
+""",
+        "commit.yaml",
+    )
+
+
+def notes_for(cfg, incident: str):
+    ev = incident_event(incident=incident, at="2026-03-01T10:00:00Z")
+    return EscalationEngine(cfg).step(EscalationState(), ev, parse_time(ev["at"]))[1]
+
+
+async def until(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not cond():
+        await asyncio.sleep(0.05)
+    return cond()
+
+
+@pytest.mark.parametrize("marked", [False, True])
+async def test_a_crashed_email_is_re_sent_only_if_it_never_reached_the_terminator(tmp_path, smtp, marked):
+    cfg = config(smtp)
+    (n,) = notes_for(cfg, "inc-1")
+    db = tmp_path / "d.sqlite"
+    # the state a kill -9 leaves: the attempt recorded as 'sending', and a marker iff the
+    # terminator was about to go out
+    log = SQLiteDeliveryLog(db)
+    log.enqueue([(n, "email")], time.time())
+    log.begin(n, "email", 1, time.time())
+    marks = CommitMarks.for_log(log)
+    assert marks is not None
+    if marked:
+        marks.mark(n.id)
+    log.close()
+
+    notifier = Notifier(cfg, SQLiteDeliveryLog(db))
+    try:
+        rec = await notifier.start()
+        assert not any(marks.dir.iterdir())  # recovery clears every marker
+        if marked:
+            assert (rec.in_doubt, rec.resent, rec.uncommitted) == (1, 0, 0)
+            await asyncio.sleep(0.3)
+            assert notifier.log.deliveries()[0].status == "in-doubt"
+        else:
+            assert (rec.in_doubt, rec.resent, rec.uncommitted) == (0, 1, 1)
+            assert await until(lambda: notifier.log.deliveries()[0].status == "delivered", 5)
+        assert await notifier.deliver(notes_for(cfg, "inc-1")) == []  # a replay: nothing twice
+        await notifier.drain()
+    finally:
+        await notifier.aclose()
+    assert len(smtp.messages) == (0 if marked else 1)
+    statuses = sorted(a.status for a in notifier.log.attempts())
+    assert statuses == (["in-doubt"] if marked else ["delivered", "unknown"])
+    assert not any(marks.dir.iterdir())
+    notifier.log.close()
+
+
+async def test_a_normal_send_writes_the_marker_before_delivery_and_removes_it_after(
+    tmp_path, smtp, monkeypatch
+):
+    cfg = config(smtp)
+    seen: list[tuple[str, int]] = []
+    real_mark = CommitMarks.mark
+
+    def spy_mark(self, nid):
+        real_mark(self, nid)
+        seen.append((nid, len(smtp.messages)))
+
+    monkeypatch.setattr(CommitMarks, "mark", spy_mark)
+    notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"))
+    await notifier.start()
+    try:
+        (n,) = await notifier.deliver(notes_for(cfg, "inc-2"))
+    finally:
+        await notifier.aclose()
+    assert seen == [(n.id, 0)] and len(smtp.messages) == 1
+    assert not any((tmp_path / "d.sqlite.smtp-commit").iterdir())  # removed once recorded
+    notifier.log.close()

@@ -1,0 +1,173 @@
+"""Compound rules: all/any on one entity, join across entities sharing a label, and their errors."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atalaia.rules.engine import RuleEngine
+from atalaia.rules.errors import RuleFileError
+from atalaia.rules.loader import load_texts
+
+ONE = """
+rules:
+  - id: flood-risk
+    select: {type: WaterObserved}
+    {combine}:
+      - {attribute: height, above: 4.0, clear_below: 3.8, for: 2m}
+      - {attribute: flow, above: 3000}
+    severity: high
+    annotations: {summary: "{{ entity }} h={{ values.height }}"}
+"""
+
+
+def _obs(
+    minute: int, entity: str = "g1", typ: str = "WaterObserved", parish: str = "Sé", **attrs: float
+) -> dict:
+    return {
+        "time": f"2024-03-01T00:{minute:02d}:00Z",
+        "entity": entity,
+        "type": typ,
+        "attributes": attrs,
+        "labels": {"parish": parish},
+    }
+
+
+def _run(rules: str, obs: list[dict]) -> list:
+    engine = RuleEngine(load_texts([("r.yaml", rules)]))
+    out, rejected = engine.observe_batch(obs)
+    assert not rejected
+    return out
+
+
+def test_all_on_one_entity_carries_each_value() -> None:
+    out = _run(
+        ONE.replace("{combine}", "all"),
+        [
+            _obs(0, height=4.2, flow=2000),
+            _obs(1, height=4.3, flow=3500),
+            _obs(2, height=4.4, flow=3500),
+            _obs(3, height=3.9, flow=3500),  # hysteresis: still holds
+            _obs(4, height=3.7, flow=3500),
+        ],
+    )
+    assert [(t.at[14:16], t.state) for t in out] == [("01", "pending"), ("02", "firing"), ("04", "resolved")]
+    assert out[1].values == {"height": 4.4, "flow": 3500.0} and out[1].value is None
+    assert out[1].annotations["summary"] == "g1 h=4.4"
+    assert out[1].replay_line()["values"] == {"height": 4.4, "flow": 3500.0}
+
+
+def test_any_fires_on_one_part() -> None:
+    out = _run(
+        ONE.replace("{combine}", "any"), [_obs(0, height=1.0, flow=3500), _obs(1, height=1.0, flow=100)]
+    )
+    assert [(t.state, t.values) for t in out] == [
+        ("firing", {"height": 1.0, "flow": 3500.0}),
+        ("resolved", {"height": 1.0, "flow": 100.0}),
+    ]
+
+
+def test_one_observation_with_both_parts_is_one_evaluation() -> None:
+    out = _run(ONE.replace("{combine}", "all").replace(", for: 2m", ""), [_obs(0, height=4.5, flow=3500)])
+    assert [t.state for t in out] == ["firing"]
+
+
+JOIN = """
+rules:
+  - id: parish-flood
+    select: {type: WaterObserved}
+    join: {on: [parish], within: 10m}
+    all:
+      - {type: WeatherObserved, attribute: precipitation, name: rain, aggregate: {function: sum, window: 1h}, above: 10}
+      - {attribute: height, name: level, above: 4.0}
+    severity: high
+"""
+
+
+def test_join_on_parish_within() -> None:
+    out = _run(
+        JOIN,
+        [
+            _obs(0, "r1", "WeatherObserved", precipitation=12),
+            _obs(1, "g1", height=4.5),  # Sé: rain 12 > 10 and level: fires
+            _obs(1, "g2", parish="Bonfim", height=4.5),  # no rain in Bonfim
+            _obs(12, "g1", height=4.6),  # the rain reading is 12 minutes old: no longer joined
+        ],
+    )
+    assert [(t.at[14:16], t.key, t.state, t.values) for t in out] == [
+        ("01", "Sé", "firing", {"rain": 12.0, "level": 4.5}),
+        ("12", "Sé", "resolved", {"rain": 12.0, "level": 4.6}),
+    ]
+
+
+def test_join_rules_are_label_keyed() -> None:
+    (rule,) = load_texts([("r.yaml", JOIN)]).rules
+    assert rule.rule.key == ["parish"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 8), st.floats(0, 6000)), min_size=1, max_size=30))
+def test_all_without_for_is_the_and_of_two_simple_rules(samples: list[tuple[float, float]]) -> None:
+    """Property: `all` of two for-less conditions fires exactly when both one-condition rules are firing."""
+    rules = ONE.replace("{combine}", "all").replace(", clear_below: 3.8, for: 2m", "")
+    simple = """
+rules:
+  - {id: h, select: {type: WaterObserved, attribute: height}, severities: [{severity: high, above: 4.0}]}
+  - {id: f, select: {type: WaterObserved, attribute: flow}, severities: [{severity: high, above: 3000}]}
+"""
+    obs = [_obs(i, height=h, flow=f) for i, (h, f) in enumerate(samples)]
+    both = RuleEngine(load_texts([("s.yaml", simple)]))
+    comp = RuleEngine(load_texts([("r.yaml", rules)]))
+    for o in obs:
+        comp.observe_batch([o])
+        both.observe_batch([o])
+        firing = {a["rule"] for a in both.active_alarms() if a["state"] == "firing"}
+        assert bool(comp.active_alarms()) == (firing == {"h", "f"})
+
+
+def test_snapshot_restore_continues() -> None:
+    rules = load_texts([("r.yaml", ONE.replace("{combine}", "all"))])
+    engine = RuleEngine(rules)
+    engine.observe_batch([_obs(0, height=4.2, flow=3500), _obs(1, height=4.3, flow=3500)])
+    restored = RuleEngine.restore(rules, engine.snapshot())
+    out, _ = restored.observe_batch([_obs(2, height=4.4, flow=3500)])
+    assert [t.state for t in out] == ["firing"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "where", "message"),
+    [
+        (
+            "select: {type: WaterObserved}\n    join: {on: [parishh], within: 10m}\n    all: [{attribute: height, above: 1}]",
+            "r.yaml:4:",
+            "join on label 'parishh': WaterObserved does not carry it",
+        ),
+        (
+            "select: {type: WaterObserved}\n    join: {on: [height], within: 10m}\n    all: [{attribute: flow, above: 1}]",
+            "r.yaml:4:",
+            "in WaterObserved it is a number, not a text label",
+        ),
+        (
+            "select: {type: Device}\n    all: [{attribute: deviceState, equals: fault, aggregate: {function: avg, window: 5m}}]",
+            "r.yaml:4:51:",
+            "a text or boolean condition (equals, in) cannot have a numeric aggregate",
+        ),
+        (
+            "select: {type: WaterObserved}\n    all: [{type: WeatherObserved, attribute: precipitation, above: 1}]",
+            "r.yaml:4:",
+            "need 'join: {on: [label], within: …}'",
+        ),
+        (
+            "select: {type: WaterObserved}\n    all: [{attribute: height, above: 1}]\n    aggregate: {function: avg, window: 5m}",
+            "r.yaml:5:5:",
+            "'aggregate' does not apply to a compound rule",
+        ),
+    ],
+)
+def test_compound_errors_point_at_the_key(rule: str, where: str, message: str) -> None:
+    text = f"rules:\n  - id: x\n    {rule}\n    severity: high\n"
+    with pytest.raises(RuleFileError) as exc:
+        load_texts([("r.yaml", text)])
+    got = str(exc.value)
+    assert message in got and where in got, got

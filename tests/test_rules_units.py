@@ -1,0 +1,128 @@
+"""Rule units: observations converted from their UN/CEFACT unitCode with pint; incompatible units are
+rejected with a reason, never compared; `rules check` refuses unknown units and units the type's
+documented unit cannot be converted to."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atalaia.rules.engine import RuleEngine
+from atalaia.rules.errors import RuleFileError
+from atalaia.rules.loader import load_texts
+from atalaia.rules.units import UNECE_CODES, convert_factor, unit_problem
+
+RULE = """rules:
+  - id: flow-high
+    select: {{type: WaterObserved, attribute: flow}}
+    unit: {unit}
+    severities: [{{severity: high, above: {above}}}]
+"""
+
+
+def _obs(v: float, code: str | None, t: int = 0) -> dict:
+    o = {
+        "time": f"2024-03-01T00:{t:02d}:00Z",
+        "entity": "urn:x",
+        "type": "WaterObserved",
+        "attributes": {"flow": v},
+    }
+    if code:
+        o["units"] = {"flow": code}
+    return o
+
+
+def _errors(text: str) -> list[str]:
+    with pytest.raises(RuleFileError) as exc:
+        load_texts([("r.yaml", text)])
+    return [str(e) for e in exc.value.errors]
+
+
+@settings(deadline=None)  # the first example loads pint's registry
+@given(st.floats(min_value=0, max_value=1e6, allow_nan=False))
+def test_litres_per_second_compare_as_cubic_metres(v: float) -> None:
+    engine = RuleEngine(load_texts([("r.yaml", RULE.format(unit="m3/s", above=1.0))]))
+    out, rejected = engine.observe_batch([_obs(v, "G51")])
+    assert not rejected
+    assert bool(out) == (v * 0.001 > 1.0)
+    if out:
+        assert out[0].value == pytest.approx(v / 1000)
+
+
+def test_every_code_parses() -> None:
+    for code in UNECE_CODES:
+        assert unit_problem(code) is None, code
+    assert convert_factor("CMT", "m") == (0.01, 0.0)
+    assert convert_factor("KMH", "m/s")[0] == pytest.approx(1 / 3.6)  # type: ignore[index]
+    assert convert_factor("CEL", "degF") == pytest.approx((1.8, 32.0))
+    assert convert_factor("A97", "Pa") == (100.0, 0.0)
+    assert convert_factor("GQ", "mg/m3") == (0.001, 0.0)
+
+
+def test_incompatible_or_unknown_code_is_rejected_with_a_reason_never_compared() -> None:
+    engine = RuleEngine(load_texts([("r.yaml", RULE.format(unit="m3/s", above=1.0))]))
+    out, rejected = engine.observe_batch([_obs(900.0, "MTR", 0), _obs(900.0, "XYZ", 1)])
+    assert out == []
+    assert [r.reason for r in rejected] == [
+        "rule 'flow-high': attribute 'flow' in 'MTR': unit MTR (meter) cannot be converted to m3/s: "
+        "[length] is not [length] ** 3 / [time]",
+        "rule 'flow-high': attribute 'flow' in 'XYZ': unknown unit code 'XYZ': not a UN/CEFACT common "
+        "code Atalaia knows",
+    ]
+    assert engine.stats["rejected_unit"] == 2
+
+
+def test_without_a_code_the_documented_unit_of_the_type_is_assumed() -> None:
+    # WaterObserved documents flow in m³/s (MQS): 2 (m³/s) is 2000 l/s
+    engine = RuleEngine(load_texts([("r.yaml", RULE.format(unit="l/s", above=1500))]))
+    out, _ = engine.observe_batch([_obs(2.0, None)])
+    assert [(t.state, t.value) for t in out] == [("firing", 2000.0)]
+
+
+def test_rules_without_unit_do_not_convert() -> None:
+    text = "rules:\n  - id: f\n    select: {type: WaterObserved, attribute: flow}\n    severities: [{severity: high, above: 1}]\n"
+    out, rejected = RuleEngine(load_texts([("r.yaml", text)])).observe_batch([_obs(40.0, "G51")])
+    assert [t.value for t in out] == [40.0] and not rejected
+
+
+def test_check_refuses_an_unknown_unit_at_its_place() -> None:
+    errors = _errors(RULE.format(unit="m3/sx", above=1))
+    assert len(errors) == 1 and errors[0].startswith("r.yaml:4:11: unknown unit 'm3/sx': write it as pint")
+
+
+def test_check_refuses_a_unit_the_type_documents_otherwise() -> None:
+    assert _errors(RULE.format(unit="mm", above=1)) == [
+        "r.yaml:4:11: WaterObserved documents 'flow' in MQS: unit MQS (meter ** 3 / second) cannot be "
+        "converted to mm: [length] ** 3 / [time] is not [length]"
+    ]
+
+
+def test_unit_on_a_detector_rule_is_refused() -> None:
+    text = """rules:
+  - id: a
+    select: {type: WaterObserved, attribute: flow}
+    detector: record-novelty
+    unit: m3/s
+    severities: [{severity: high, above: 0.5}]
+"""
+    assert _errors(text) == ["r.yaml:5:5: 'unit' does not apply to a detector score"]
+
+
+CASES = Path(__file__).resolve().parent / "data" / "rules_cases"
+
+
+@pytest.mark.parametrize("case", sorted(p.parent.parent.name for p in CASES.glob("*/prom/test.yml")))
+def test_promtool_truth_still_holds(case: str) -> None:
+    """Where a case's prom/ folder holds a promtool test, promtool passes it (skipped without promtool)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    got = subprocess.run(
+        [promtool, "test", "rules", "prom/test.yml"], cwd=CASES / case, capture_output=True, text=True
+    )
+    assert "SUCCESS" in got.stdout, got.stdout + got.stderr
