@@ -209,6 +209,8 @@ def create_app(
         )
         if spec.fused:
             app.atalaia_aliases.update(dict.fromkeys(spec.needs, spec.name))
+            # /metrics: the events it reads count as ingest's records, the observations as rules'
+            app.atalaia_stages[spec.name].topic_stages = {t("events"): "ingest", t("observations"): "rules"}
 
     from atalaia.streams.guard import BrokerGuard
 

@@ -76,8 +76,11 @@ def reset_embedded_state(settings: Settings) -> None:
 
     shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
     for pattern in ("atalaia.db*", "deliveries.sqlite*"):
-        for f in settings.data_dir.glob(pattern):
-            f.unlink(missing_ok=True)
+        for f in settings.data_dir.glob(pattern):  # deliveries.sqlite.smtp-commit is a directory
+            if f.is_dir():
+                shutil.rmtree(f, ignore_errors=True)
+            else:
+                f.unlink(missing_ok=True)
 
 
 def reanchor_checkpoints(state_dir: Path, cluster: str) -> int:

@@ -180,6 +180,8 @@ class BatchStage(Service):
         self._consumer_started = False
         self.processed = 0
         self.processed_by_topic: dict[str, int] = {}
+        # topic -> the user stage its records count for on /metrics (set for the fused stage)
+        self.topic_stages: dict[str, str] = {}
         if health is None:
             from atalaia.streams.guard import HEALTH as health
         self.health = health
@@ -428,6 +430,7 @@ class BatchStage(Service):
         outs: list[Out] = []
         slices: list[tuple[list[Any], list[Out]]] = []  # (records, their outputs): metrics
         advanced: dict[TopicPartition, int] = {}
+        by_topic: dict[str, int] = {}
         n = 0
         assigned = self.consumer.assignment()
         for tp, records in sorted(batches.items(), key=lambda kv: (kv[0].partition, kv[0].topic)):
@@ -448,6 +451,7 @@ class BatchStage(Service):
             advanced[tp] = records[-1].offset + 1
             n += len(records)
             self.processed_by_topic[tp.topic] = self.processed_by_topic.get(tp.topic, 0) + len(records)
+            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + len(records)
         await self._produce(outs)
         # only now, with every output acknowledged, do the positions move on
         self.positions.update(advanced)
@@ -455,6 +459,10 @@ class BatchStage(Service):
         self.backlog = n >= self.max_records
         self.processed += n
         STAGE_RECORDS.labels(self.name).inc(n)
+        for topic, k in by_topic.items():  # the fused stage: ingest's records count for ingest too
+            label = self.topic_stages.get(topic)
+            if label and label != self.name:
+                STAGE_RECORDS.labels(label).inc(k)
         STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
         metrics.batch_done(self.name, slices)  # latency, alarms and incidents (streams.metrics)
 
