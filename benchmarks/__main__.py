@@ -8,6 +8,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ORDER = [
     "ingest_bench",
+    "latency_bench",
+    "scale_bench",
     "ingest_parse_bench",
     "rules_bench",
     "detectors_bench",

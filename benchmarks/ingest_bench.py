@@ -5,9 +5,14 @@ topic in the same run:
   ``IngestCore``);
 * ingest + rules stages running together (events → observations → alarms, with the Porto rules
   of ``config/rules`` and the ``hst-default`` detector on ``flow``): the time for every event to
-  be evaluated by the rules stage.
+  be evaluated by the rules stage;
+* the same with 1 000 rules (the Porto rules + fillers on other entity types, as in a city-wide
+  rule base), as two stages and as the fused ingest+rules stage (``streams/fused.py``, what
+  ``atalaia up`` runs): the issue-11 ratio "fused ingest+rules with 1 000 rules ÷ raw".
 
     python -m benchmarks.ingest_bench [N_EVENTS]
+
+Events are keyed by entity, as ``atalaia send`` and the HTTP endpoint key them.
 
 Events are NGSI-LD keyValues notifications with one entity (≈ 330 bytes), the commonest
 real shape; figures are medians of 3 runs.
@@ -28,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from atalaia.streams.broker import EmbeddedBroker, ensure_topics
 from atalaia.streams.events import RawEvent
+from atalaia.streams.kafka_config import client_options
 from atalaia.streams.pipeline import IngestCore
 from atalaia.streams.settings import Settings
 from atalaia.streams.stage import BatchStage
@@ -58,10 +64,18 @@ def make_event(i: int) -> bytes:
 
 
 async def produce(bootstrap: str, topic: str, n: int) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    p = AIOKafkaProducer(**client_options(bootstrap), linger_ms=20, max_batch_size=1 << 20)
     await p.start()
     headers = RawEvent(body=b"", source="bench", content_type="application/json").headers()
-    futs = [await p.send(topic, make_event(i), key=str(i % 500).encode(), headers=headers) for i in range(n)]
+    futs = [
+        await p.send(
+            topic,
+            make_event(i),
+            key=f"urn:ngsi-ld:WaterObserved:porto-{i % 500:03d}".encode(),
+            headers=headers,
+        )
+        for i in range(n)
+    ]
     await asyncio.gather(*futs)
     await p.stop()
 
@@ -69,7 +83,7 @@ async def produce(bootstrap: str, topic: str, n: int) -> None:
 async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
     c = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         group_id=f"raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
@@ -78,16 +92,17 @@ async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
         max_partition_fetch_bytes=4 << 20,
     )
     await c.start()
-    seen, t0 = 0, None
+    seen, t0, c0 = 0, None, 0.0
     while seen < n:
         batches = await c.getmany(timeout_ms=200, max_records=5000)
         for recs in batches.values():
             if t0 is None:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
             for r in recs:
                 orjson.loads(r.value)
             seen += len(recs)
     dt = time.perf_counter() - t0
+    CPU_US_PER_EVENT.append((time.process_time() - c0) / n * 1e6)
     await c.stop()
     return n / dt
 
@@ -106,17 +121,30 @@ def stage(name: str, source: str, bootstrap: str, prefix: str, state: Path, make
     )
 
 
-async def measure(stages: list[BatchStage], n: int) -> float:
-    """Events/s from the first record the first stage reads until the last stage has read n."""
+CPU_US_PER_EVENT: list[float] = []  # process CPU per event of each measure() window
+
+
+def fused_events(stage: BatchStage) -> int:
+    return sum(getattr(c, "events", 0) for c in stage.cores.values())
+
+
+async def measure(stages: list[BatchStage], n: int, done=None) -> float:
+    """Events/s from the first record the first stage reads until the last stage has read n
+    (``done(stage)``: how many events the last stage has finished, default ``processed``)."""
+    done = done or (lambda s: s.processed)
     for s in stages:
         await s.start()
     first_stage, last_stage = stages[0], stages[-1]
     while first_stage.processed == 0:
         await asyncio.sleep(0.001)
-    t0, first = time.perf_counter(), first_stage.processed
-    while last_stage.processed < n:
+    t0, first, c0 = time.perf_counter(), first_stage.processed, time.process_time()
+    while done(last_stage) < n:
+        failed = [s.failed for s in stages if s.failed]
+        if failed:
+            raise RuntimeError(f"a stage failed: {failed[0]!r}")
         await asyncio.sleep(0.002)
     dt = time.perf_counter() - t0
+    CPU_US_PER_EVENT.append((time.process_time() - c0) / max(n - first, 1) * 1e6)
     for s in stages:
         await s.stop()
     return (n - first) / dt
@@ -128,13 +156,51 @@ async def ingest_stage(bootstrap: str, prefix: str, n: int, state: Path) -> floa
     return await measure([ingest], n)
 
 
-async def pipeline(bootstrap: str, prefix: str, n: int, state: Path) -> float:
+FILLER_TYPES = [
+    "AirQualityObserved",
+    "NoiseLevelObserved",
+    "TrafficFlowObserved",
+    "ParkingSpot",
+    "StreetLight",
+]
+
+
+def filler_rules(path: Path, n: int) -> Path:
+    """``n`` rules that select other entity types (a city-wide rule base around the Porto rules)."""
+    lines = ["group: fillers", "rules:"]
+    for i in range(n):
+        lines.append(
+            f"  - {{id: filler-{i}, select: {{type: {FILLER_TYPES[i % 5]}, attribute: attr{i % 97}}}, "
+            f"severities: [{{severity: high, above: {100 + i % 50}, for: 5m}}, {{severity: medium, above: 50}}]}}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def rule_paths(state: Path, rules: int) -> list[Path]:
+    from atalaia.streams.settings import CONFIG_DIR
+
+    paths = [CONFIG_DIR / "rules"]
+    porto = sum(len(load_rules_count(p)) for p in paths)
+    if rules > porto:
+        state.mkdir(parents=True, exist_ok=True)
+        paths.append(filler_rules(state / "fillers.yaml", rules - porto))
+    return paths
+
+
+def load_rules_count(path: Path) -> list:
+    from atalaia.rules.loader import load_rules
+
+    return load_rules([path]).rules
+
+
+async def pipeline(bootstrap: str, prefix: str, n: int, state: Path, rules: int = 0) -> float:
     from atalaia.detectors.config import load_config
     from atalaia.streams.pipeline import RuleFiles, RulesCore
     from atalaia.streams.settings import CONFIG_DIR
 
     settings = Settings(topic_prefix=prefix, allowed_lateness_s=1e9)
-    files, detectors = RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml")
+    files, detectors = RuleFiles(rule_paths(state, rules)), load_config(CONFIG_DIR / "detectors.yaml")
     ingest = stage("ingest", "events", bootstrap, prefix, state, lambda p, s: IngestCore(settings, s))
     rules = stage(
         "rules",
@@ -147,9 +213,30 @@ async def pipeline(bootstrap: str, prefix: str, n: int, state: Path) -> float:
     return await measure([ingest, rules], n)
 
 
+async def fused(bootstrap: str, prefix: str, n: int, state: Path, rules: int = 0) -> float:
+    from atalaia.detectors.config import load_config
+    from atalaia.streams.fused import IngestRulesCore
+    from atalaia.streams.pipeline import RuleFiles
+    from atalaia.streams.settings import CONFIG_DIR
+
+    settings = Settings(topic_prefix=prefix, allowed_lateness_s=1e9)
+    files, detectors = RuleFiles(rule_paths(state, rules)), load_config(CONFIG_DIR / "detectors.yaml")
+    stage = BatchStage(
+        name="ingest-rules",
+        bootstrap=bootstrap,
+        prefix=prefix,
+        source=("events", "observations"),
+        group=f"{prefix}-fused-{uuid.uuid4().hex[:6]}",
+        state_dir=state,
+        checkpoint_s=5.0,
+        make_core=lambda p, s: IngestRulesCore(p, settings, files, detectors, s),
+    )
+    return await measure([stage], n, done=fused_events)
+
+
 async def main(n: int) -> None:
     with EmbeddedBroker() as b, TemporaryDirectory() as tmp:
-        raw, ing, full = [], [], []
+        raw, ing, full, two1k, fused1k = [], [], [], [], []
         for run in range(3):
             prefix = f"bench{run}"
             await ensure_topics(b.bootstrap, prefix, partitions=6)
@@ -160,6 +247,11 @@ async def main(n: int) -> None:
             await ensure_topics(b.bootstrap, prefix, partitions=6)
             await produce(b.bootstrap, f"{prefix}.events", n)
             full.append(await pipeline(b.bootstrap, prefix, n, Path(tmp) / prefix))
+            for label, out, run_it in (("two", two1k, pipeline), ("fused", fused1k, fused)):
+                prefix = f"bench{label}{run}"
+                await ensure_topics(b.bootstrap, prefix, partitions=6)
+                await produce(b.bootstrap, f"{prefix}.events", n)
+                out.append(await run_it(b.bootstrap, prefix, n, Path(tmp) / prefix, rules=1000))
         r, i, f = statistics.median(raw), statistics.median(ing), statistics.median(full)
         print(f"events: {n} NGSI-LD keyValues notifications, 6 partitions, embedded Tansu, 3 runs")
         print(
@@ -174,8 +266,16 @@ async def main(n: int) -> None:
             f"ingest + rules stages (to alarms)    : {f:10,.0f} events/s   (runs: "
             f"{', '.join(f'{x:,.0f}' for x in full)})"
         )
+        t1, f1 = statistics.median(two1k), statistics.median(fused1k)
+        for label, x, runs in (
+            ("ingest + rules stages, 1 000 rules  ", t1, two1k),
+            ("fused ingest+rules, 1 000 rules     ", f1, fused1k),
+        ):
+            print(f"{label}: {x:10,.0f} events/s   (runs: {', '.join(f'{v:,.0f}' for v in runs)})")
         print(f"ratio ingest / raw                   : {i / r:10.3f}")
         print(f"ratio ingest+rules / raw             : {f / r:10.3f}")
+        print(f"ratio two stages, 1 000 rules / raw  : {t1 / r:10.3f}")
+        print(f"ratio fused, 1 000 rules / raw       : {f1 / r:10.3f}   (issue 11 target ≥ 0.40)")
 
 
 if __name__ == "__main__":

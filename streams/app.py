@@ -144,14 +144,23 @@ def missing_delivery_settings(settings: Settings) -> list[str]:
 
 
 def create_app(
-    settings: Settings, bootstrap: str, *, stages: tuple[str, ...] = ("ingest",), http: bool = True
+    settings: Settings,
+    bootstrap: str,
+    *,
+    stages: tuple[str, ...] = ("ingest",),
+    http: bool | str = True,
 ) -> faust.App:
+    """``http``: False (no pages), True/``"all"`` (ingest endpoints, console, CAP, health),
+    ``"ingest"`` (the alarms process of ``atalaia up``: ingest endpoints and health here, every
+    other path forwarded to ``settings.console_upstream``) or ``"console"`` (no ingest
+    endpoints)."""
     from atalaia.streams.ingest import IngestOptions, parse_payload, to_dlq_record
-    from atalaia.streams.pipeline import IngestCore
 
     options = IngestOptions.from_settings(settings)
 
-    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, http))
+    # without pages, only the metrics port if set, else no web server (the children of
+    # `worker --processes` each get their own metrics port: streams.commands._run_processes)
+    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
     app.atalaia_settings = settings
     t = settings.topic
     events = app.topic(t("events"), value_serializer="raw", key_serializer="raw")
@@ -181,180 +190,32 @@ def create_app(
         "heartbeat_s": settings.heartbeat_s,
     }
     app.atalaia_stages = {}
-    if "ingest" in stages:
-        app.atalaia_stages["ingest"] = app.service(
+    app.atalaia_aliases = {}  # user stage name -> the fused stage that runs it (for /health)
+    from atalaia.streams.topology import plan
+
+    for spec in plan(stages, fuse=settings.fuse_ingest_rules):
+        make_core = spec.cores(settings, app)
+        if make_core is None:  # cannot run here (e.g. delivery without its targets' settings)
+            continue
+        app.atalaia_stages[spec.name] = app.service(
             BatchStage(
-                name="ingest",
-                source="events",
-                group=f"{settings.app_id}.ingest",
-                make_core=lambda p, s: IngestCore(settings, s),
+                name=spec.name,
+                source=spec.sources,
+                group=f"{settings.app_id}.{spec.name}",
+                tick_s=spec.tick_s,
+                make_core=make_core,
                 **common,
             )
         )
-
-    if "rules" in stages:
-        from atalaia.detectors.config import load_config as load_detectors
-        from atalaia.streams.pipeline import RuleFiles, RulesCore, label_keyed
-
-        rule_files = RuleFiles(settings.rules_paths)
-        detectors = load_detectors(settings.detectors_path)
-        app.atalaia_stages["rules"] = app.service(
-            BatchStage(
-                name="rules",
-                source="observations",
-                group=f"{settings.app_id}.rules",
-                tick_s=1.0,
-                make_core=lambda p, s: RulesCore(rule_files, detectors, settings, s),
-                **common,
-            )
-        )
-        app.atalaia_stages["rules-shared"] = app.service(
-            BatchStage(
-                name="rules-shared",
-                source="shared-observations",
-                group=f"{settings.app_id}.rules-shared",
-                tick_s=1.0,
-                make_core=lambda p, s: RulesCore(
-                    rule_files, detectors, settings, s, part=label_keyed, forward=False
-                ),
-                **common,
-            )
-        )
-
-    if "incidents" in stages:
-        from atalaia.incidents.config import load_config as load_incidents
-        from atalaia.streams.pipeline import IncidentsCore
-
-        incidents_config = load_incidents(settings.incidents_path)
-        app.atalaia_stages["incidents"] = app.service(
-            BatchStage(
-                name="incidents",
-                source=("alarms", "commands"),
-                group=f"{settings.app_id}.incidents",
-                tick_s=1.0,
-                make_core=lambda p, s: IncidentsCore(incidents_config, s),
-                **common,
-            )
-        )
-
-    if "projection" in stages:
-        from atalaia.incidents.projection import Projection
-        from atalaia.streams.pipeline import ProjectionCore
-
-        app.atalaia_projection = Projection.connect(
-            settings.projection_url(), schema=settings.database_schema
-        )
-        app.atalaia_stages["projection"] = app.service(
-            BatchStage(
-                name="projection",
-                source="incidents",
-                group=f"{settings.app_id}.projection",
-                make_core=lambda p, s: ProjectionCore(app.atalaia_projection),
-                **common,
-            )
-        )
-
-    if "escalation" in stages:
-        from atalaia.notifiers.config import load_config as load_escalation
-        from atalaia.streams.pipeline import EscalationCore
-        from atalaia.warnings.config import load_config as load_warnings_config
-
-        escalation_config = load_escalation(settings.escalation_path)
-        warnings_settings = load_warnings_config(settings.warnings_path)
-        app.atalaia_stages["escalation"] = app.service(
-            BatchStage(
-                name="escalation",
-                source="incidents",
-                group=f"{settings.app_id}.escalation",
-                tick_s=1.0,
-                make_core=lambda p, s: EscalationCore(escalation_config, s, warnings_settings),
-                **common,
-            )
-        )
-        if escalation_config.warnings is not None:  # issued warnings → the escalation channels
-            from atalaia.streams.pipeline import WarningNoticesCore
-
-            app.atalaia_stages["warning-notices"] = app.service(
-                BatchStage(
-                    name="warning-notices",
-                    source="warnings",
-                    group=f"{settings.app_id}.warning-notices",
-                    make_core=lambda p, s: WarningNoticesCore(escalation_config),
-                    **common,
-                )
-            )
-
-    if "warnings" in stages:
-        from atalaia.warnings.config import load_config as load_warnings
-        from atalaia.warnings.stage import WarningsCore
-
-        warnings_config = load_warnings(settings.warnings_path)
-        app.atalaia_stages["warnings"] = app.service(
-            BatchStage(
-                name="warnings",
-                source="commands",
-                group=f"{settings.app_id}.warnings",
-                tick_s=1.0,
-                make_core=lambda p, s: WarningsCore(warnings_config, s),
-                **common,
-            )
-        )
-
-    missing = missing_delivery_settings(settings) if "delivery" in stages else []
-    if missing:
-        log.error(
-            "delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
-            "Notifications wait on %s and go out once it is configured.",
-            ", ".join(missing),
-            t("notifications"),
-        )
-    if "delivery" in stages and not missing:
-        from atalaia.notifiers.config import load_config as load_escalation
-        from atalaia.notifiers.log import SQLiteDeliveryLog
-        from atalaia.notifiers.service import Notifier
-        from atalaia.rules.info import rule_catalog
-        from atalaia.streams.metrics import metered_log
-        from atalaia.streams.pipeline import DeliveryCore
-
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        escalation = load_escalation(settings.escalation_path)
-        if settings.console_url or not escalation.console_url:  # links lead to the running console
-            escalation = escalation.model_copy(update={"console_url": settings.public_url()})
-        notifier = Notifier(
-            escalation,
-            # FULL: the outbox is fsynced before the notifications' offsets are committed
-            metered_log(SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL")),
-            rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
-        )
-        app.atalaia_notifier = notifier
-
-        @app.service
-        class NotifierService(Service):
-            async def on_start(self) -> None:
-                recovery = await notifier.start()
-                if recovery.resent or recovery.in_doubt:
-                    log.warning(
-                        "delivery recovery: %d re-sent, %d in doubt (not re-sent)",
-                        recovery.resent,
-                        recovery.in_doubt,
-                    )
-
-            async def on_stop(self) -> None:
-                await notifier.aclose()
-
-        app.atalaia_stages["delivery"] = app.service(
-            BatchStage(
-                name="delivery",
-                source="notifications",
-                group=f"{settings.app_id}.delivery",
-                make_core=lambda p, s: DeliveryCore(notifier),
-                **common,
-            )
-        )
+        if spec.fused:
+            app.atalaia_aliases.update(dict.fromkeys(spec.needs, spec.name))
+            # /metrics: the events it reads count as ingest's records, the observations as rules'
+            app.atalaia_stages[spec.name].topic_stages = {t("events"): "ingest", t("observations"): "rules"}
 
     from atalaia.streams.guard import BrokerGuard
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
+    role = "all" if http is True else (http or "")
     from atalaia.streams.metrics import health_report, watch_stages
 
     watch_stages(app.atalaia_stages)  # consumer lag and stage state on /metrics
@@ -386,6 +247,25 @@ def create_app(
             if refusal:
                 return refuse(self, "health", refusal)
             body, status = health_report(app.atalaia_stages)
+            stages = body["stages"]
+            for name, fused in app.atalaia_aliases.items():  # ingest runs fused with rules: each
+                # reports what it read (ingest the events, rules the observations)
+                s = app.atalaia_stages[fused]
+                topic = t("events") if name == "ingest" else t("observations")
+                stages[name] = {
+                    **stages.get(name, stages[fused]),
+                    "processed": s.processed_by_topic.get(topic, 0),
+                }
+                stages[name]["fused"] = "ingest+rules"
+            if settings.peers and request.query.get("local") is None:  # atalaia up's other processes
+                from atalaia.streams.front import peer_health
+
+                problems = body.get("problems", [])
+                state, problems, stages = await peer_health(
+                    settings.peers, request.headers, body["status"], problems, stages
+                )
+                body = {"status": state, **({"problems": problems} if problems else {}), "stages": stages}
+                status = 200 if state == "ok" else 503
             return self.json(body, status=status)
 
     @app.page("/metrics")
@@ -396,7 +276,7 @@ def create_app(
                 return refuse(self, "metrics", refusal)
             return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-    if not http:
+    if not role:
         if not settings.metrics_port and app.atalaia_stages:
             log.warning("this worker serves no /metrics: set ATALAIA_METRICS_PORT (or run it with --http)")
         return app
@@ -526,7 +406,8 @@ def create_app(
             status=200,
         )
 
-    for path, source in (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http")):
+    ingest_paths = (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http"))
+    for path, source in ingest_paths if role in ("all", "ingest") else ():
 
         @app.page(path)
         class Notify(faust.web.View):
@@ -549,16 +430,21 @@ def create_app(
                         headers={"Retry-After": "10"},
                     )
 
-    from atalaia.console.api import install as install_console
+    if role in ("all", "console"):
+        from atalaia.console.api import install as install_console
 
-    install_console(app, settings, ingest_producer.publish, bootstrap)
+        install_console(app, settings, ingest_producer.publish, bootstrap)
 
-    if "warnings" in stages:
+    if "warnings" in app.atalaia_stages and role in ("all", "console"):
         from atalaia.warnings.http import install as install_cap_pages
 
-        install_cap_pages(app, app.atalaia_stages["warnings"], warnings_config)
+        install_cap_pages(app, app.atalaia_stages["warnings"], app.atalaia_warnings_config)
 
-    if settings.mqtt_url:
+    if role == "ingest" and settings.console_upstream:  # up: the console lives in the ops process
+        from atalaia.streams.front import install_forwarding
+
+        install_forwarding(app, settings.console_upstream)
+    if settings.mqtt_url and role in ("all", "ingest"):
         from atalaia.streams.mqtt import MqttBridge, MqttSecurity
 
         mqtt_security = MqttSecurity.from_settings(settings)  # a bad file or setting: refused at start

@@ -12,8 +12,7 @@ import click
 import orjson
 
 from atalaia.streams.settings import Settings, get_settings
-
-ALL_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery", "warnings")
+from atalaia.streams.topology import USER_STAGES as ALL_STAGES
 
 
 def _logging(level: str, interval_s: float = 60.0) -> None:
@@ -29,8 +28,9 @@ def _run_worker(
     settings: Settings,
     bootstrap: str,
     stages: tuple[str, ...],
-    http: bool,
+    http: bool | str,
     demo: bool = False,
+    demo_feed: bool | None = None,
     banner: bool = False,
     ingest_token: str | None = None,
 ) -> None:
@@ -45,42 +45,134 @@ def _run_worker(
     except TopicLayoutError as e:
         raise click.ClickException(str(e)) from None
     if demo:
-        import os
-
-        from atalaia.streams.demo import start_demo_receivers
-
-        for k, v in start_demo_receivers().items():
-            os.environ.setdefault(k, v)
+        _demo_receivers()
     app = create_app(settings, bootstrap, stages=stages, http=http)
-    if demo:
+    if demo if demo_feed is None else demo_feed:
         from atalaia.streams.demo import DemoFeed
 
         app.service(DemoFeed(f"http://{settings.http_host}:{settings.http_port}", token=ingest_token))
     if banner:
-        base = f"http://{settings.http_host}:{settings.http_port}"
 
         @app.task
         async def _banner() -> None:
-            click.echo(
-                "\nAtalaia is up.\n"
-                f"  broker (Kafka protocol): {bootstrap}{'  [embedded Tansu]' if not settings.kafka else ''}\n"
-                f"  console:                 {base}/\n"
-                f"  NGSI-LD notify endpoint: {base}/ngsi-ld/notify   (NGSI-v2: {base}/v2/notify)\n"
-                + (
-                    f"  ingest token:            {ingest_token}   (Authorization: Bearer ..., "
-                    f"kept in {settings.data_dir / 'ingest-token'})\n"
-                    if ingest_token
-                    else ""
-                )
-                + f"  health / metrics:        {base}/health  {base}/metrics  (liveness: {base}/livez)\n"
-                "  watch:                   atalaia tail observations | alarms | incidents | notifications | dlq\n"
-                "  deliveries:              atalaia notify log\n"
-                "  stop:                    Ctrl-C\n",
-                err=False,
-            )
+            click.echo(banner_text(settings, bootstrap, ingest_token), err=False)
 
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+def _demo_receivers() -> dict[str, str]:
+    """The demo's local SMTP/HTTP receivers, their addresses put in this process's environment
+    (inherited by the worker processes of `atalaia up`)."""
+    import os
+
+    from atalaia.streams.demo import start_demo_receivers
+
+    found = start_demo_receivers()
+    for k, v in found.items():
+        os.environ.setdefault(k, v)
+    return found
+
+
+def banner_text(
+    settings: Settings, bootstrap: str, ingest_token: str | None, processes: str | None = None
+) -> str:
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    return (
+        "\nAtalaia is up.\n"
+        f"  broker (Kafka protocol): {bootstrap}{'  [embedded Tansu]' if not settings.kafka else ''}\n"
+        + (f"  processes:               {processes}\n" if processes else "")
+        + f"  console:                 {base}/\n"
+        f"  NGSI-LD notify endpoint: {base}/ngsi-ld/notify   (NGSI-v2: {base}/v2/notify)\n"
+        + (
+            f"  ingest token:            {ingest_token}   (Authorization: Bearer ..., "
+            f"kept in {settings.data_dir / 'ingest-token'})\n"
+            if ingest_token
+            else ""
+        )
+        + f"  health / metrics:        {base}/health  {base}/metrics  (liveness: {base}/livez)\n"
+        "  watch:                   atalaia tail observations | alarms | incidents | notifications | dlq\n"
+        "  deliveries:              atalaia notify log\n"
+        "  stop:                    Ctrl-C\n"
+    )
+
+
+def _child_env(settings: Settings, **extra: str | None) -> dict[str, str]:
+    import os
+
+    env = {**os.environ, "ATALAIA_DATA_DIR": str(settings.data_dir)}
+    if settings.ingest_tokens is not None:
+        env["ATALAIA_INGEST_TOKENS"] = str(settings.ingest_tokens)
+    env.update({k: v for k, v in extra.items() if v is not None})
+    return env
+
+
+def _run_processes(
+    settings: Settings,
+    bootstrap: str,
+    groups: list[tuple[str, tuple[str, ...]]],
+    *,
+    http: bool,
+    demo: bool = False,
+    ingest_token: str | None = None,
+    banner: bool = False,
+) -> int:
+    """Run each (name, stages) of ``groups`` as a child ``atalaia worker`` (streams.processes).
+    With ``http`` the first child serves the public port (ingest endpoints, /health merged from
+    every child) and forwards every other path to the second, which serves the console on a
+    private port; the other children answer /health on private ports. Without ``http``, with
+    ``ATALAIA_METRICS_PORT`` set, child ``i`` serves /metrics, /health, /livez on that port + i."""
+    import json
+
+    import httpx
+
+    from atalaia.streams.broker import TopicLayoutError, ensure_topics, free_port
+    from atalaia.streams.processes import Child, Supervisor
+
+    try:
+        asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions))
+    except TopicLayoutError as e:
+        raise click.ClickException(str(e)) from None
+    if demo:
+        _demo_receivers()
+    ports = [settings.http_port] + [free_port() for _ in groups[1:]]
+    private = [f"http://127.0.0.1:{p}" for p in ports[1:]]
+    children = []
+    for i, (name, stages) in enumerate(groups):
+        args = ["worker", "--stages", ",".join(stages)]
+        env = _child_env(settings)
+        if http and i == 0:
+            args += ["--http-role", "ingest" if len(groups) > 1 else "all"]
+            env.update(
+                ATALAIA_PEERS=json.dumps(private),
+                ATALAIA_CONSOLE_UPSTREAM=private[0] if private else "",
+                ATALAIA_DEMO_TOKEN=ingest_token or "",
+            )
+            if demo:
+                args.append("--demo-feed")
+        elif http:
+            args += ["--http-role", "console" if i == 1 else "health"]
+            env.update(ATALAIA_HTTP_HOST="127.0.0.1", ATALAIA_HTTP_PORT=str(ports[i]))
+            if not settings.console_url:  # links in messages lead to the public console
+                env["ATALAIA_CONSOLE_URL"] = settings.public_url()
+        elif settings.metrics_port:  # no HTTP: each child its own /metrics port (base + index)
+            env["ATALAIA_METRICS_PORT"] = str(settings.metrics_port + i)
+        children.append(Child(name, args, env))
+
+    def ready() -> bool:
+        if not (banner and http):
+            return True
+        try:
+            httpx.get(f"http://{settings.http_host}:{settings.http_port}/livez", timeout=0.5)
+        except httpx.HTTPError:
+            return False
+        pids = ", ".join(
+            f"{c.name} (pid {c.proc.pid}: {' '.join(s)})" for c, (_, s) in zip(children, groups, strict=True)
+        )
+        click.echo(banner_text(settings, bootstrap, ingest_token, processes=pids), err=False)
+        return True
+
+    return Supervisor(children, ready).run()
 
 
 @click.command()
@@ -91,12 +183,22 @@ def _run_worker(
     help="start clean: forget the incidents, shelves, timers, audit and delivery log kept in the "
     "data directory (embedded broker only)",
 )
-def up(demo: bool, fresh: bool) -> None:
+@click.option(
+    "--single-process",
+    is_flag=True,
+    hidden=True,
+    help="every stage in this one process (as before issue 11; for comparisons)",
+)
+def up(demo: bool, fresh: bool, single_process: bool) -> None:
     """All-in-one: embedded broker (unless ATALAIA_KAFKA is set), worker, ingest, console.
 
     With the embedded broker, a restart keeps the domain state of ATALAIA_DATA_DIR (open
     incidents, shelves, silences, escalation timers, audit, delivery log); only events still in
-    flight on the previous run's in-memory topics are lost. --fresh starts clean."""
+    flight on the previous run's in-memory topics are lost. --fresh starts clean.
+
+    The stages run in two processes (both cores): the alarm path (HTTP ingest, ingest + rules +
+    detectors) and the rest (incidents, projection, escalation, delivery, warnings, console); a
+    process that dies is restarted, one that dies while starting stops everything."""
     from atalaia.streams.connect import owned_bootstrap
 
     settings = get_settings()
@@ -110,13 +212,29 @@ def up(demo: bool, fresh: bool) -> None:
         from atalaia.streams.tokens import ensure_demo_token
 
         settings.ingest_tokens, token = ensure_demo_token(settings.data_dir)
+    status = 0
     try:
         with owned_bootstrap(settings, fresh=fresh) as bootstrap:
-            _run_worker(
-                settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True, ingest_token=token
-            )
+            if single_process:
+                _run_worker(
+                    settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True, ingest_token=token
+                )
+            else:
+                from atalaia.streams.topology import process_groups
+
+                status = _run_processes(
+                    settings,
+                    bootstrap,
+                    list(process_groups().items()),
+                    http=True,
+                    demo=demo,
+                    ingest_token=token,
+                    banner=True,
+                )
     finally:
         click.echo("Atalaia stopped." + ("" if settings.kafka else " (embedded broker stopped)"), err=True)
+    if status:
+        sys.exit(status)
 
 
 @click.command()
@@ -124,8 +242,20 @@ def up(demo: bool, fresh: bool) -> None:
     "--stages", default=",".join(ALL_STAGES), show_default=True, help="comma-separated pipeline stages to run"
 )
 @click.option("--http/--no-http", default=False, help="also serve the HTTP ingest endpoint")
-def worker(stages: str, http: bool) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="run N worker processes of these stages (Kafka partitions spread the work; delivery runs "
+    "in the first only: one sender owns the delivery log)",
+)
+@click.option("--http-role", type=click.Choice(["all", "ingest", "console", "health"]), hidden=True)
+@click.option("--demo-feed", is_flag=True, hidden=True)
+def worker(stages: str, http: bool, processes: int, http_role: str | None, demo_feed: bool) -> None:
     """Run pipeline stages (scale out by starting more workers on the same Kafka)."""
+    import os
+
     from atalaia.streams.connect import owned_bootstrap
 
     chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
@@ -135,7 +265,16 @@ def worker(stages: str, http: bool) -> None:
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
     with owned_bootstrap(settings) as bootstrap:
-        _run_worker(settings, bootstrap, chosen, http=http)
+        if processes > 1:
+            rest = tuple(s for s in chosen if s != "delivery")
+            groups = [("worker-1", chosen)] + [(f"worker-{i + 1}", rest) for i in range(1, processes)]
+            status = _run_processes(settings, bootstrap, groups, http=http)
+            if status:
+                sys.exit(status)
+            return
+        role: bool | str = http_role or http
+        token = os.environ.get("ATALAIA_DEMO_TOKEN") or None
+        _run_worker(settings, bootstrap, chosen, http=role, demo_feed=demo_feed, ingest_token=token)
 
 
 @click.command()

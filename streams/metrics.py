@@ -192,7 +192,9 @@ class StageCollector:
                 position = stage.positions.get(tp)
                 if position is None:
                     continue
-                labels = [name, tp.topic, str(tp.partition)]
+                # the fused stage: its events are ingest's lag (observations stay the rules')
+                label = (getattr(stage, "topic_stages", None) or {}).get(tp.topic, name)
+                labels = [label, tp.topic, str(tp.partition)]
                 pos.add_metric(labels, position)
                 end = consumer.highwater(tp)
                 if end is not None:

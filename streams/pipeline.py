@@ -146,9 +146,26 @@ class IngestCore:
         self.duplicates = 0
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest import dlq_record_for, encode_observation, parse_payload
+        from atalaia.streams.ingest import encode_observation
+
+        outs, fresh = self.observations(records, now)
+        for obs, ts in fresh:
+            outs.append(
+                Out("observations", encode_observation(obs), key=partition_key(obs.__dict__), timestamp=ts)
+            )
+        return outs
+
+    def observations(
+        self, records: list[Any], now: float, dedup: bool = True
+    ) -> tuple[list[Out], list[tuple[Any, int | None]]]:
+        """The events of a batch parsed: (DLQ outputs, ``(observation, ts)`` for the Observations
+        not seen before, ``ts`` the Kafka timestamp of their event (ms, None if it has none: the
+        produce → alarm latency is measured from it); with ``dedup`` off, all of them: the fused
+        stage dedups them with the rules' deduper)."""
+        from atalaia.streams.ingest import dlq_record_for, parse_payload
 
         outs: list[Out] = []
+        fresh_all: list[Any] = []
         received = _ts(now)
         for r in records:
             ev = RawEvent.from_record(r.value, r.headers)
@@ -171,16 +188,11 @@ class IngestCore:
             )
             if dlq is not None:
                 outs.append(Out("dlq", dlq))
-            fresh = self.dedup.admit(res.observations, now=now)
+            fresh = self.dedup.admit(res.observations, now=now) if dedup else res.observations
             self.duplicates += len(res.observations) - len(fresh)
             ts = r.timestamp if isinstance(r.timestamp, int) and r.timestamp > 0 else None  # produce time
-            for obs in fresh:
-                outs.append(
-                    Out(
-                        "observations", encode_observation(obs), key=partition_key(obs.__dict__), timestamp=ts
-                    )
-                )
-        return outs
+            fresh_all.extend((obs, ts) for obs in fresh)
+        return outs, fresh_all
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return []

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     log_interval_s: float = Field(
         60.0, description="repeated warnings/errors: one line per kind per interval, with a count (0 = off)"
     )
+    fuse_ingest_rules: bool = Field(
+        True, description="ingest and rules run as one stage when a worker runs both (streams/fused.py)"
+    )
+    # set by `atalaia up` for its child processes (streams/processes.py), not by users:
+    peers: list[str] = Field(default_factory=list, description="other processes' URLs for /health")
+    console_upstream: str | None = Field(None, description="where the alarms process forwards console paths")
     reset_alert_s: float = Field(
         900.0, description="after a broker reset or truncation, /health stays degraded this long"
     )

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from mode import Service
 from prometheus_client import Counter, Histogram
 
@@ -178,10 +179,14 @@ class BatchStage(Service):
         self._last_ckpt = 0.0
         self._consumer_started = False
         self.processed = 0
+        self.processed_by_topic: dict[str, int] = {}
+        # topic -> the user stage its records count for on /metrics (set for the fused stage)
+        self.topic_stages: dict[str, str] = {}
         if health is None:
             from atalaia.streams.guard import HEALTH as health
         self.health = health
         self.cluster: str | None = None  # the broker's cluster id, saved with the checkpoints
+        self._partitions: dict[tuple[int, bytes], int] = {}  # (partition count, key) -> partition
 
     # -- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -203,6 +208,10 @@ class BatchStage(Service):
             session_timeout_ms=int(self.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.heartbeat_s * 1000),
             max_partition_fetch_bytes=4 << 20,
+            # co-partitioned sources (events + observations, alarms + commands): one member gets
+            # the same partition numbers of every topic (round robin, aiokafka's default, would
+            # split one partition number's topics between members, i.e. one core's state in two)
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self.consumer.subscribe(self.sources, listener=_Rebalance(self))
         self.add_future(self._guard(self._run()))
@@ -379,10 +388,11 @@ class BatchStage(Service):
                 offsets: dict[str, Any] = {tp.topic: o for tp, o in pos.items()}
                 if self.cluster:
                     offsets[CLUSTER_KEY] = self.cluster
-                saves.append((p, offsets, core.snapshot()))
+                saves.append((p, offsets, core))
             commits.update(pos)
-        if saves:  # file writes and fsync off the event loop (heartbeats keep going)
-            await asyncio.to_thread(lambda: [self.checkpoints.save(*s) for s in saves])
+        if saves:  # serialising, writing and fsync off the event loop: the other stages and the
+            # heartbeats keep going; this stage's lock is held, so no batch changes a core meanwhile
+            await asyncio.to_thread(lambda: [self.checkpoints.save(p, o, c.snapshot()) for p, o, c in saves])
         if commits:
             try:
                 await self.consumer.commit(commits)
@@ -420,6 +430,7 @@ class BatchStage(Service):
         outs: list[Out] = []
         slices: list[tuple[list[Any], list[Out]]] = []  # (records, their outputs): metrics
         advanced: dict[TopicPartition, int] = {}
+        by_topic: dict[str, int] = {}
         n = 0
         assigned = self.consumer.assignment()
         for tp, records in sorted(batches.items(), key=lambda kv: (kv[0].partition, kv[0].topic)):
@@ -439,6 +450,8 @@ class BatchStage(Service):
             slices.append((records, produced))
             advanced[tp] = records[-1].offset + 1
             n += len(records)
+            self.processed_by_topic[tp.topic] = self.processed_by_topic.get(tp.topic, 0) + len(records)
+            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + len(records)
         await self._produce(outs)
         # only now, with every output acknowledged, do the positions move on
         self.positions.update(advanced)
@@ -446,6 +459,10 @@ class BatchStage(Service):
         self.backlog = n >= self.max_records
         self.processed += n
         STAGE_RECORDS.labels(self.name).inc(n)
+        for topic, k in by_topic.items():  # the fused stage: ingest's records count for ingest too
+            label = self.topic_stages.get(topic)
+            if label and label != self.name:
+                STAGE_RECORDS.labels(label).inc(k)
         STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
         metrics.batch_done(self.name, slices)  # latency, alarms and incidents (streams.metrics)
 
@@ -482,8 +499,17 @@ class BatchStage(Service):
         for topic in counts:
             name = f"{self.prefix}.{topic}"
             parts = sorted(await producer.partitions_for(name))
+            n, cache = len(parts), self._partitions
             for o in (o for o in outs if o.topic == topic):
-                part = producer._partitioner(o.key, parts, parts)
+                # the default partitioner hashes a key with a pure-Python murmur2 (≈ 1-2 µs):
+                # entities repeat, so a key's partition is remembered (keyless: random, as send)
+                part = cache.get((n, o.key)) if o.key is not None else None
+                if part is None:
+                    part = producer._partitioner(o.key, parts, parts)
+                    if o.key is not None:
+                        if len(cache) >= 200_000:
+                            cache.clear()
+                        cache[(n, o.key)] = part
                 groups.setdefault((name, part), []).append(o)
         futures = []
         for (name, part), items in groups.items():

@@ -29,6 +29,12 @@ def time_text(t: datetime) -> str:
 
 
 def encode_observation(o: Observation) -> bytes:
+    return _dumps(observation_dict(o))
+
+
+def observation_dict(o: Observation) -> dict:
+    """The contract dict of ``o``: what decoding ``encode_observation(o)`` gives back (the fused
+    ingest+rules stage evaluates it without a round trip through JSON)."""
     d = o.__dict__
     time = time_text(d["time"])
     loc = d["location"]
@@ -55,4 +61,4 @@ def encode_observation(o: Observation) -> bytes:
         out["id"] = observation_id(entity, time, attributes, tenant)
     else:
         out["id"] = observation_id(entity, time, attributes)
-    return _dumps(out)
+    return out

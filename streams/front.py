@@ -1,0 +1,142 @@
+"""The public HTTP side of a multi-process ``atalaia up`` (see ``streams.processes``).
+
+The alarms process owns the public port: the ingest endpoints are answered there, on the alarm
+path's own loop. Every other path (console, API, live board, CAP feed) belongs to the ops process
+and is forwarded to it as a byte stream (``install_forwarding``), so console and incident work
+never run on the alarm path's loop. ``/health`` merges what every process reports
+(``peer_health``); a process that does not answer makes it ``degraded``, never hangs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+PEER_TIMEOUT_S = 1.5
+
+
+async def peer_health(
+    peers: list[str], headers: Any, status: str, problems: list[Any], stages: dict[str, Any]
+) -> tuple[str, list[Any], dict[str, Any]]:
+    """This process's health merged with the other processes' (``GET <peer>/health?local``)."""
+    import aiohttp
+
+    rank = {"ok": 0, "degraded": 1, "failed": 2}
+    problems = list(problems)
+    auth = {"Authorization": headers["Authorization"]} if "Authorization" in headers else {}
+    timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def one(url: str) -> tuple[str, Any]:
+            try:
+                async with session.get(f"{url.rstrip('/')}/health?local=1", headers=auth) as r:
+                    return url, await r.json(content_type=None)
+            except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+                return url, e
+
+        for url, got in await asyncio.gather(*(one(u) for u in peers)):
+            if isinstance(got, Exception) or not isinstance(got, dict):
+                problems.append(f"process at {url} does not answer: {type(got).__name__}")
+                status = max(status, "degraded", key=rank.__getitem__)
+                continue
+            status = max(status, got.get("status", "failed"), key=lambda s: rank.get(s, 2))
+            problems.extend(got.get("problems", []))
+            for name, st in got.get("stages", {}).items():  # `worker --processes`: same names
+                mine = stages.get(name)
+                if mine is None:
+                    stages[name] = st
+                else:
+                    stages[name] = {
+                        **mine,
+                        "processed": mine.get("processed", 0) + st.get("processed", 0),
+                        "partitions": sorted({*mine.get("partitions", []), *st.get("partitions", [])}),
+                    }
+    return status, problems, stages
+
+
+def install_forwarding(app: faust.App, upstream: str) -> None:
+    """Forward every path this app has no page for to ``upstream`` (registered last, so the
+    app's own pages win). Responses are streamed (the live board's server-sent events)."""
+    import aiohttp
+    from aiohttp import web
+
+    base = upstream.rstrip("/")
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    def session() -> aiohttp.ClientSession:
+        if "s" not in state or state["s"].closed:
+            state["s"] = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), auto_decompress=False
+            )
+        return state["s"]
+
+    async def forward(request: Any) -> Any:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers["X-Forwarded-Host"] = request.host
+        body = await request.read() if request.can_read_body else None
+        try:
+            async with session().request(
+                request.method, f"{base}{request.rel_url}", headers=headers, data=body, allow_redirects=False
+            ) as up:
+                out = web.StreamResponse(
+                    status=up.status,
+                    headers={k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP},
+                )
+                await out.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await out.write(chunk)
+                await out.write_eof()
+                return out
+        except (TimeoutError, aiohttp.ClientError) as e:
+            return web.json_response(
+                {
+                    "type": "about:blank",
+                    "title": "Console unavailable",
+                    "status": 502,
+                    "detail": f"the ops process does not answer: {type(e).__name__}",
+                },
+                status=502,
+                content_type="application/problem+json",
+            )
+        except ConnectionResetError:  # the browser went away (live board closed)
+            return web.Response(status=499)
+
+    from mode import Service
+
+    class CloseSession(Service):
+        async def on_stop(self) -> None:
+            if "s" in state and not state["s"].closed:
+                await state["s"].close()
+
+    app.service(CloseSession())
+
+    @app.page("/{tail:.*}")
+    class Forward(faust.web.View):
+        async def get(self, request: Any, **kw: Any) -> Any:
+            return await forward(request)
+
+        async def post(self, request: Any, **kw: Any) -> Any:
+            return await forward(request)
+
+        async def put(self, request: Any, **kw: Any) -> Any:
+            return await forward(request)
+
+        async def patch(self, request: Any, **kw: Any) -> Any:
+            return await forward(request)
+
+        async def delete(self, request: Any, **kw: Any) -> Any:
+            return await forward(request)

@@ -1,0 +1,142 @@
+"""Several worker processes under one command: ``atalaia up`` (one process per process group of
+``streams.topology``: the alarm path on one core, incidents/projection/escalation/delivery/
+warnings and the console on the other) and ``atalaia worker --processes N``.
+
+The parent owns the embedded broker (``streams.connect``) and nothing else; each child is an
+ordinary ``atalaia worker`` that joins it through the data directory's announcement. The parent:
+
+* starts the children in their own sessions (a terminal's Ctrl-C reaches only the parent, which
+  stops the children in order with SIGTERM: each checkpoints and leaves its groups), and each
+  child is killed with the parent if the parent is killed (``PR_SET_PDEATHSIG`` SIGKILL: a
+  ``kill -9`` of ``atalaia up`` is a kill -9 of all of it, which resumes from its checkpoints);
+* **restarts a child that dies** after it had been up for ``STARTUP_S`` (a failed stage crashes
+  its worker on purpose, so the restart resumes from the last consistent checkpoint), at most
+  ``MAX_RESTARTS`` times per ``RESTART_WINDOW_S``; a child that dies during start-up (a bad
+  configuration, a port in use) or too often **stops everything** with exit status 1, rather
+  than crash-looping. Each death is reported in one ERROR line (name, pid, exit status, what
+  happens next).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("atalaia.up")
+
+STARTUP_S = float(os.environ.get("ATALAIA_UP_STARTUP_S", "20"))  # a death sooner stops everything
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+STOP_TIMEOUT_S = 30.0
+
+
+def atalaia_argv() -> list[str]:
+    """How to start ``atalaia`` again: the console script beside this Python (never ``python -m``
+    from the repository root, where the ``warnings`` folder would shadow the standard library)."""
+    script = Path(sys.executable).parent / "atalaia"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-P", "-c", "from atalaia.streams.cli import main; main()"]
+
+
+def _child_setup() -> None:  # between fork and exec
+    with contextlib.suppress(Exception):  # PR_SET_PDEATHSIG: `kill -9 atalaia up` kills all of it at
+        # once, as it did when up was one process (a graceful child would still hold the port)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    os.setsid()  # a terminal's Ctrl-C goes to the parent only; it stops us in order
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    deaths: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([*atalaia_argv(), *self.args], env=self.env, preexec_fn=_child_setup)
+        self.started = time.monotonic()
+        log.info("started process %s (pid %d): atalaia %s", self.name, self.proc.pid, " ".join(self.args))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], ready: Callable[[], bool] | None = None) -> None:
+        self.children = children
+        self.ready = ready  # polled until it returns True once (prints the banner)
+        self.stopping = False
+        self.status = 0
+
+    def _stop(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            log.info("stopping (%s)", signal.Signals(signum).name)
+        self.stopping = True
+
+    def run(self) -> int:
+        old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for c in self.children:
+                c.start()
+            ready = self.ready
+            while not self.stopping:
+                time.sleep(0.2)
+                if ready is not None and ready():
+                    ready = None
+                for c in self.children:
+                    if not self.stopping and not c.alive():
+                        self._died(c)
+            return self.status
+        finally:
+            self._stop_all()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _died(self, c: Child) -> None:
+        now = time.monotonic()
+        code = c.proc.returncode
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        c.deaths = [t for t in c.deaths if now - t < RESTART_WINDOW_S] + [now]
+        if now - c.started < STARTUP_S or len(c.deaths) > MAX_RESTARTS:
+            why = (
+                "during start-up"
+                if now - c.started < STARTUP_S
+                else f"{len(c.deaths)} times in {RESTART_WINDOW_S:.0f} s"
+            )
+            log.error("process %s (pid %d) died %s (%s): stopping everything", c.name, c.proc.pid, why, how)
+            self.status, self.stopping = 1, True
+            return
+        log.error("process %s (pid %d) died (%s): restarting it", c.name, c.proc.pid, how)
+        time.sleep(1.0)
+        c.start()
+
+    def _stop_all(self) -> None:
+        for c in self.children:
+            c.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for c in self.children:
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("process %s (pid %d) did not stop in time: killed", c.name, c.proc.pid)
+                c.signal(signal.SIGKILL)
+                c.proc.wait(5)

@@ -1,0 +1,302 @@
+"""The pipeline's topology, declared once: which stage reads and writes which topic, in which
+consumer group, with which core, how often it ticks, and in which *process group* ``atalaia up``
+runs it. ``streams.app`` builds the stages from :data:`STAGES`, ``atalaia worker --stages`` and
+``atalaia up`` choose from it, and the README's diagram is :func:`diagram` (``python -m
+atalaia.streams.topology`` prints it).
+
+Process groups (``atalaia up`` starts one OS process per group, so they use both cores and never
+share an event loop):
+
+* ``alarms`` — the alarm path: HTTP/MQTT ingest, ingest + rules + detectors (fused), the
+  label-keyed rules. Nothing else runs on its loop, so a storm of incident, projection or
+  delivery work cannot delay an alarm.
+* ``ops`` — incidents, projection, escalation (and warning notices), delivery, population
+  warnings, and the console
+  (API, live board, CAP feed; the alarms process forwards those HTTP paths to it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from atalaia.streams.stage import CoreFactory
+
+log = logging.getLogger(__name__)
+
+# The stage names users choose with ``atalaia worker --stages`` (in pipeline order).
+USER_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery", "warnings")
+PROCESS_GROUPS = ("alarms", "ops")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One batched stage (``streams.stage.BatchStage``)."""
+
+    name: str  # also its consumer group suffix and checkpoint directory (unique in a plan)
+    sources: tuple[str, ...]  # topic suffixes it consumes (co-partitioned)
+    outputs: tuple[str, ...]  # topic suffixes it produces (documentation and the diagram)
+    process: str  # the process group `atalaia up` runs it in
+    cores: Callable[[Any, Any], CoreFactory | None]  # (settings, app) -> core factory; None: skip
+    needs: frozenset[str]  # the user stage names that select it
+    tick_s: float | None = None
+    fused: bool = False  # stands for several user stages at once (ingest + rules)
+    doc: str = ""
+
+
+# -- core factories: built once per worker (configuration loaded here) ------------------------
+def _ingest(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.streams.pipeline import IngestCore
+
+    return lambda p, s: IngestCore(settings, s)
+
+
+def _rule_files(settings: Any, app: Any) -> tuple[Any, Any]:
+    """One rule set (reloaded on change) and one detector configuration per worker."""
+    if getattr(app, "atalaia_rule_files", None) is None:
+        from atalaia.detectors.config import load_config as load_detectors
+        from atalaia.streams.pipeline import RuleFiles
+
+        app.atalaia_rule_files = (RuleFiles(settings.rules_paths), load_detectors(settings.detectors_path))
+    return app.atalaia_rule_files
+
+
+def _rules(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.streams.pipeline import RulesCore
+
+    files, detectors = _rule_files(settings, app)
+    return lambda p, s: RulesCore(files, detectors, settings, s)
+
+
+def _rules_shared(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.streams.pipeline import RulesCore, label_keyed
+
+    files, detectors = _rule_files(settings, app)
+    return lambda p, s: RulesCore(files, detectors, settings, s, part=label_keyed, forward=False)
+
+
+def _ingest_rules(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.streams.fused import IngestRulesCore
+
+    files, detectors = _rule_files(settings, app)
+    return lambda p, s: IngestRulesCore(p, settings, files, detectors, s)
+
+
+def _incidents(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.incidents.config import load_config
+    from atalaia.streams.pipeline import IncidentsCore
+
+    config = load_config(settings.incidents_path)
+    return lambda p, s: IncidentsCore(config, s)
+
+
+def _projection(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.incidents.projection import Projection
+    from atalaia.streams.pipeline import ProjectionCore
+
+    app.atalaia_projection = Projection.connect(settings.projection_url(), schema=settings.database_schema)
+    return lambda p, s: ProjectionCore(app.atalaia_projection)
+
+
+def _escalation_config(settings: Any, app: Any) -> Any:
+    """The escalation file, loaded once per worker (escalation and warning-notices read it)."""
+    if getattr(app, "atalaia_escalation_config", None) is None:
+        from atalaia.notifiers.config import load_config
+
+        app.atalaia_escalation_config = load_config(settings.escalation_path)
+    return app.atalaia_escalation_config
+
+
+def _escalation(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.streams.pipeline import EscalationCore
+    from atalaia.warnings.config import load_config as load_warnings_config
+
+    config = _escalation_config(settings, app)
+    warnings_settings = load_warnings_config(settings.warnings_path)  # propose_warning drafts
+    return lambda p, s: EscalationCore(config, s, warnings_settings)
+
+
+def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
+    """Issued warnings → the escalation channels, when the escalation file has ``warnings:``."""
+    from atalaia.streams.pipeline import WarningNoticesCore
+
+    config = _escalation_config(settings, app)
+    if config.warnings is None:
+        return None
+    return lambda p, s: WarningNoticesCore(config)
+
+
+def _warnings(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.warnings.config import load_config
+    from atalaia.warnings.stage import WarningsCore
+
+    app.atalaia_warnings_config = config = load_config(settings.warnings_path)
+    return lambda p, s: WarningsCore(config, s)
+
+
+def _delivery(settings: Any, app: Any) -> CoreFactory | None:
+    from mode import Service
+
+    from atalaia.notifiers.config import load_config
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.service import Notifier
+    from atalaia.rules.info import rule_catalog
+    from atalaia.streams.app import missing_delivery_settings
+    from atalaia.streams.metrics import metered_log
+    from atalaia.streams.pipeline import DeliveryCore
+
+    missing = missing_delivery_settings(settings)
+    if missing:
+        log.error(
+            "delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
+            "Notifications wait on %s and go out once it is configured.",
+            ", ".join(missing),
+            settings.topic("notifications"),
+        )
+        return None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    escalation = load_config(settings.escalation_path)
+    if settings.console_url or not escalation.console_url:  # links lead to the running console
+        escalation = escalation.model_copy(update={"console_url": settings.public_url()})
+    notifier = Notifier(
+        escalation,
+        # FULL: the outbox is fsynced before the notifications' offsets are committed
+        metered_log(SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL")),
+        rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
+    )
+    app.atalaia_notifier = notifier
+
+    class NotifierService(Service):
+        async def on_start(self) -> None:
+            recovery = await notifier.start()
+            if recovery.resent or recovery.in_doubt:
+                log.warning(
+                    "delivery recovery: %d re-sent, %d in doubt (not re-sent)",
+                    recovery.resent,
+                    recovery.in_doubt,
+                )
+
+        async def on_stop(self) -> None:
+            await notifier.aclose()
+
+    app.service(NotifierService())
+    return lambda p, s: DeliveryCore(notifier)
+
+
+def _spec(name, sources, outputs, process, cores, needs=None, **kw) -> StageSpec:
+    return StageSpec(name, sources, outputs, process, cores, frozenset(needs or (name,)), **kw)
+
+
+STAGES: tuple[StageSpec, ...] = (
+    _spec(
+        "rules",  # fused: the rules stage's name, state directory and consumer group
+        ("events", "observations"),
+        ("observations", "alarms", "shared-observations", "dlq"),
+        "alarms",
+        _ingest_rules,
+        needs=("ingest", "rules"),
+        tick_s=1.0,
+        fused=True,
+        doc="ingest and rules fused: normalise, then evaluate entity-keyed rules and detectors on "
+        "the fresh observations",
+    ),
+    _spec("ingest", ("events",), ("observations", "dlq"), "alarms", _ingest, doc="validate, normalise"),
+    _spec(
+        "rules",
+        ("observations",),
+        ("alarms", "shared-observations", "dlq"),
+        "alarms",
+        _rules,
+        tick_s=1.0,
+        doc="entity-keyed rules and detectors",
+    ),
+    _spec(
+        "rules-shared",
+        ("shared-observations",),
+        ("alarms", "dlq"),
+        "alarms",
+        _rules_shared,
+        needs=("rules",),
+        tick_s=1.0,
+        doc="label-keyed rules (one alarm per parish ...), in event-time order",
+    ),
+    _spec(
+        "incidents",
+        ("alarms", "commands"),
+        ("incidents", "replies", "dlq"),
+        "ops",
+        _incidents,
+        tick_s=1.0,
+        doc="dedup, correlate, ISA-18.2 lifecycle, operator commands",
+    ),
+    _spec("projection", ("incidents",), ("dlq",), "ops", _projection, doc="the console's SQL projection"),
+    _spec(
+        "escalation",
+        ("incidents",),
+        ("notifications", "commands", "dlq"),
+        "ops",
+        _escalation,
+        tick_s=1.0,
+        doc="escalation policies: steps, waits, repeats; propose_warning steps draft a warning",
+    ),
+    _spec(
+        "warning-notices",
+        ("warnings",),
+        ("notifications", "dlq"),
+        "ops",
+        _warning_notices,
+        needs=("escalation",),
+        doc="issued warnings to the escalation file's `warnings:` targets (when it has that section)",
+    ),
+    _spec(
+        "warnings",
+        ("commands",),
+        ("warnings", "replies", "dlq"),
+        "ops",
+        _warnings,
+        tick_s=1.0,
+        doc="population warnings (CAP 1.2), approval",
+    ),
+    _spec("delivery", ("notifications",), ("dlq",), "ops", _delivery, doc="SMS, email, PGU, webhooks"),
+)
+
+
+def plan(chosen: tuple[str, ...] | frozenset[str], fuse: bool = True) -> list[StageSpec]:
+    """The stages a worker runs for the user stage names ``chosen``: ingest and rules together
+    run fused (one stage) unless ``fuse`` is off."""
+    chosen = frozenset(chosen)
+    unknown = chosen - set(USER_STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; known: {', '.join(USER_STAGES)}")
+    out = [s for s in STAGES if s.needs <= chosen and (fuse or not s.fused)]
+    replaced = set().union(*(s.needs for s in out if s.fused))  # ingest and rules: the fused one
+    return [s for s in out if s.fused or s.name not in replaced]
+
+
+def process_groups(chosen: tuple[str, ...] = USER_STAGES) -> dict[str, tuple[str, ...]]:
+    """The user stage names of each process group, in pipeline order (for ``atalaia up``)."""
+    groups: dict[str, list[str]] = {g: [] for g in PROCESS_GROUPS}
+    for s in STAGES:
+        for name in sorted(s.needs, key=USER_STAGES.index):
+            if name in chosen and name not in groups[s.process]:
+                groups[s.process].append(name)
+    return {g: tuple(sorted(v, key=USER_STAGES.index)) for g, v in groups.items() if v}
+
+
+def diagram(fuse: bool = True) -> str:
+    """The topology as a Markdown table (the README's)."""
+    rows = [
+        "| stage | reads | writes | process | what |",
+        "|---|---|---|---|---|",
+    ]
+    for s in plan(USER_STAGES, fuse):
+        rows.append(
+            f"| `{s.name}` | {', '.join(s.sources)} | {', '.join(s.outputs)} | {s.process} | {s.doc} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(diagram())
