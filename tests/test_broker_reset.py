@@ -136,14 +136,18 @@ def test_broker_restarted_empty_under_a_running_worker(make_worker, tmp_path: Pa
         # loud: one ERROR line per stage, the metric, and /health
         text = w.log.read_text()
         resets = [line for line in text.splitlines() if "BROKER RESET" in line]
-        assert any("stage ingest" in line for line in resets) and any(
-            "stage rules" in line for line in resets
-        )
+        # the stage reading the events (ingest, or the fused ingest+rules stage named rules) and
+        # the one reading observations
+        assert any("stage rules" in line for line in resets), resets
+        assert any(f"{prefix}.events" in line for line in resets), resets
         health = httpx.get(f"{w.url}/health", timeout=2)
         assert health.status_code == 503 and health.json()["status"] == "degraded"
         assert any("broker reset" in p for p in health.json()["problems"])
         metrics = httpx.get(f"{w.url}/metrics", timeout=2).text
-        assert f'atalaia_broker_resets_total{{stage="ingest",topic="{prefix}.events"}}' in metrics
+        assert any(
+            f'atalaia_broker_resets_total{{stage="{stage}",topic="{prefix}.events"}}' in metrics
+            for stage in ("ingest", "rules")  # rules: the fused ingest+rules stage reads the events
+        ), metrics
         w.stop()
     finally:
         broker.stop()
