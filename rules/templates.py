@@ -70,9 +70,10 @@ def template_problem(source: str) -> str | None:
     """A message for a template that cannot work (syntax error, unknown variable), else None."""
     try:
         ast: nodes.Template = _env.parse(source)
+        declared = meta.find_undeclared_variables(ast)  # compiles: an unknown filter or test fails here
     except TemplateSyntaxError as exc:
         return f"template syntax error: {exc.message}"
-    unknown = sorted(meta.find_undeclared_variables(ast) - set(VARIABLES))
+    unknown = sorted(declared - set(VARIABLES))
     if unknown:
         import difflib
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import stat
 import subprocess
 import sys
@@ -271,6 +272,15 @@ def _syntax_error(exc: YAMLError, text: str, file: str) -> YamlError:
     return YamlError(file, 1, 1, first, "syntax")
 
 
+_COMMENT_HINT = "a comment here cannot be read (ruamel); put the comment on a line of its own"
+
+
+def _comment_position(message: str) -> tuple[int, int]:
+    """The first ``line: N, col: M`` of a ruamel comment-overlap message (0-based line), 1-based."""
+    m = re.search(r"line: (\d+), col: (\d+)", message)
+    return (int(m.group(1)) + 1, int(m.group(2)) + 1) if m else (1, 1)
+
+
 def parse(text: str, file: str, limits: YamlLimits | None = None, times_as_text: bool = False) -> Any:
     """One YAML document as a ruamel round-trip tree (``None`` when empty), within ``limits``;
     raises :class:`YamlError`. Values keep their positions for :func:`position`. With
@@ -291,8 +301,10 @@ def parse(text: str, file: str, limits: YamlLimits | None = None, times_as_text:
         raise _syntax_error(exc, text, file) from None
     except RecursionError:  # not reachable within max_depth; kept as a guard
         raise YamlError(file, 1, 1, "nesting too deep", "limit") from None
-    except (ValueError, TypeError, OverflowError, ArithmeticError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, OverflowError, ArithmeticError, LookupError, AttributeError) as exc:
         raise YamlError(file, 1, 1, f"cannot read this file as YAML: {exc}", "syntax") from None
+    except NotImplementedError as exc:  # ruamel's round-trip reader cannot place some comments
+        raise YamlError(file, *_comment_position(str(exc)), _COMMENT_HINT, "syntax") from None
 
 
 def load_file(path: str | Path, limits: YamlLimits | None = None) -> Any:

@@ -129,6 +129,15 @@ rules:
             "14:28: annotation 'summary': unknown template variable 'valeu' (did you mean 'value'?)",
         ],
     ),
+    "unknown-filter": (
+        """rules:
+  - id: r1
+    select: {type: WaterObserved, attribute: height}
+    severities: [{severity: high, above: 3}]
+    annotations: {summary: "{{ '%.2f' | ormat(value) }}"}
+""",
+        ["5:28: annotation 'summary': template syntax error: No filter named 'ormat'."],
+    ),
     "control-character": (
         "rules:\n  - id: a\x07b\n",
         ["2:10: YAML syntax error: character '\\x07' is not allowed"],
