@@ -7,7 +7,7 @@ topic in the same run:
   of ``config/rules`` and the ``hst-default`` detector on ``flow``): the time for every event to
   be evaluated by the rules stage;
 * the same with 1 000 rules (the Porto rules + fillers on other entity types, as in a city-wide
-  rule base), as two stages and as the fused ingest+rules stage (``streams/fused.py``, what
+  rule base), as two stages and as the fused ingest+rules stage (``rules/fused.py``, what
   ``atalaia up`` runs): the issue-11 ratio "fused ingest+rules with 1 000 rules ÷ raw".
 
     python -m benchmarks.ingest_bench [N_EVENTS]
@@ -33,8 +33,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from atalaia.streams.broker import EmbeddedBroker, ensure_topics
 from atalaia.streams.events import RawEvent
+from atalaia.streams.ingest.stage import IngestCore
 from atalaia.streams.kafka_config import client_options
-from atalaia.streams.pipeline import IngestCore
 from atalaia.streams.settings import Settings
 from atalaia.streams.stage import BatchStage
 
@@ -196,7 +196,7 @@ def load_rules_count(path: Path) -> list:
 
 async def pipeline(bootstrap: str, prefix: str, n: int, state: Path, rules: int = 0) -> float:
     from atalaia.detectors.config import load_config
-    from atalaia.streams.pipeline import RuleFiles, RulesCore
+    from atalaia.rules.stage import RuleFiles, RulesCore
     from atalaia.streams.settings import CONFIG_DIR
 
     settings = Settings(topic_prefix=prefix, allowed_lateness_s=1e9)
@@ -215,8 +215,8 @@ async def pipeline(bootstrap: str, prefix: str, n: int, state: Path, rules: int 
 
 async def fused(bootstrap: str, prefix: str, n: int, state: Path, rules: int = 0) -> float:
     from atalaia.detectors.config import load_config
-    from atalaia.streams.fused import IngestRulesCore
-    from atalaia.streams.pipeline import RuleFiles
+    from atalaia.rules.fused import IngestRulesCore
+    from atalaia.rules.stage import RuleFiles
     from atalaia.streams.settings import CONFIG_DIR
 
     settings = Settings(topic_prefix=prefix, allowed_lateness_s=1e9)

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import orjson
 
+from atalaia.streams.observation import is_time
+
 Change = Literal[
     "opened",
     "alarm-added",
@@ -115,3 +117,20 @@ class CommandReply:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises (nested) dataclasses natively and fast
+
+
+def incident_event_problem(e: Any) -> str | None:
+    """Why a record on atalaia.incidents is not an incident event (None if it is)."""
+    if not isinstance(e, dict):
+        return "not a JSON object"
+    if e.get("kind") == "silence":  # a runtime silence's change (for the projection)
+        return None if isinstance(e.get("id"), str) and is_time(e.get("at")) else "bad silence event"
+    if not isinstance(e.get("incident"), str) or not isinstance(e.get("version"), int):
+        return "'incident' (text) and 'version' (integer) are required"
+    if not is_time(e.get("at")):
+        return "'at' must be an RFC 3339 time with a zone"
+    if not isinstance(e.get("state"), str) or not isinstance(e.get("severity"), str):
+        return "'state' and 'severity' must be text"
+    if not isinstance(e.get("alarms", []), list) or not isinstance(e.get("labels", {}), dict):
+        return "'alarms' must be a list and 'labels' an object"
+    return None

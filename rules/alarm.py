@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import orjson
 
+from atalaia.streams.observation import is_number, is_str_map, is_time
+
 State = Literal["pending", "firing", "resolved", "inactive"]
 SEVERITIES = ("informational", "low", "medium", "high", "critical")  # Smart Data Models Alert, lowest first
 
@@ -85,3 +87,25 @@ class AlarmTransition:
 
 def transition_id(rule: str, key: str, state: str, at: str, severity: str) -> str:
     return hashlib.blake2b(f"{rule}|{key}|{state}|{at}|{severity}".encode(), digest_size=12).hexdigest()
+
+
+def alarm_problem(a: Any) -> str | None:
+    """Why a record on atalaia.alarms is not an alarm transition (commands are checked by the
+    incident manager's Command model)."""
+    if not isinstance(a, dict):
+        return "not a JSON object"
+    if "action" in a:
+        return None
+    for name in ("rule", "key", "severity"):
+        if not isinstance(a.get(name), str) or not a[name]:
+            return f"'{name}' must be a non-empty string"
+    if a.get("state") not in ("pending", "firing", "resolved", "inactive"):
+        return "'state' must be pending, firing, resolved or inactive"
+    if not is_time(a.get("at")) or (a.get("since") is not None and not is_time(a["since"])):
+        return "'at' and 'since' must be RFC 3339 times with a zone"
+    if a.get("value") is not None and not is_number(a["value"]):
+        return "'value' must be a number"
+    for name in ("labels", "annotations"):
+        if name in a and not is_str_map(a[name]):
+            return f"'{name}' must map names to text"
+    return None

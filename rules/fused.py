@@ -21,13 +21,20 @@ resumes consistently (alarms = ``atalaia rules replay``).
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka.partitioner import murmur2
 
-from atalaia.streams.pipeline import IngestCore, RuleFiles, RulesCore
+from atalaia.rules.stage import RuleFiles, RulesCore
+from atalaia.streams.ingest.encode import observation_dict
+from atalaia.streams.ingest.stage import IngestCore
+from atalaia.streams.observation import entity_key
 from atalaia.streams.stage import Out
+
+if TYPE_CHECKING:
+    from atalaia.detectors.config import DetectorsConfig
+    from atalaia.streams.settings import Settings
 
 EVALUATED = "atalaia-evaluated"  # header: the fused stage evaluated this observation already
 _MARK = [(EVALUATED, b"1")]
@@ -45,9 +52,9 @@ class IngestRulesCore:
     def __init__(
         self,
         partition: int,
-        settings: Any,
+        settings: Settings,
         rule_files: RuleFiles,
-        detectors_config: Any,
+        detectors_config: DetectorsConfig,
         state: bytes | None = None,
     ) -> None:
         self.partition, self.partitions = partition, settings.partitions
@@ -70,15 +77,13 @@ class IngestRulesCore:
         return self.rules.process(foreign, now) if foreign else []
 
     def _events(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.ingest.encode import observation_dict
-        from atalaia.streams.observation import entity_key
-
         self.events += len(records)
         # one deduper, not two: the rules' key (type + observation id) and ingest's (type, entity,
         # tenant, time, values) identify the same observations, so the rules' deduper drops
-        # redeliveries before they are published or evaluated (one hash and one snapshot fewer)
-        outs, parsed = self.ingest.observations(records, now, dedup=False)
+        # redeliveries before they are published or evaluated (one hash and one snapshot fewer);
+        # the ingest loop drops redelivered notifications with it too
         rules = self.rules
+        outs, parsed = self.ingest.observations(records, now, rules.dedup, dedup_observations=False)
         admit, forward = rules.dedup.admit_key, rules.forward_types
         batch, dumps, mine, n, parts = [], orjson.dumps, self.partition, self.partitions, self._parts
         blake = hashlib.blake2b

@@ -25,7 +25,7 @@ from atalaia.streams.events import RawEvent, body_key
 from atalaia.streams.httpauth import REFUSED, IngestAuth, MetricsAuth, Refusal
 from atalaia.streams.kafka_config import client_options
 from atalaia.streams.observation import partition_key
-from atalaia.streams.pipeline import DLQ_MAX_BODY
+from atalaia.streams.records import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
 from atalaia.streams.stage import BatchStage
 

@@ -121,3 +121,45 @@ class Observation(BaseModel):
     @classmethod
     def from_json(cls, raw: bytes | str) -> Observation:
         return cls.model_validate(orjson.loads(raw))
+
+
+# -- the record check of atalaia.observations (and the checks' primitives) -----------------------
+def is_time(v: Any) -> bool:
+    """An RFC 3339 time with a zone, in years 1970..9000 (the record checks' time)."""
+    if not isinstance(v, str) or len(v) > 40:
+        return False
+    try:
+        t = parse_time(v)
+    except (ValueError, OverflowError):
+        return False
+    return 1970 <= t.year <= 9000
+
+
+def is_str_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def observation_problem(o: Any) -> str | None:
+    """Why a record on atalaia.observations is not a contract Observation (None if it is)."""
+    if not isinstance(o, dict):
+        return "not a JSON object"
+    for name in ("entity", "type"):
+        if not isinstance(o.get(name), str) or not o[name]:
+            return f"'{name}' must be a non-empty string"
+    if not is_time(o.get("time")):
+        return "'time' must be an RFC 3339 time with a zone"
+    attrs = o.get("attributes")
+    if not isinstance(attrs, dict) or not all(isinstance(k, str) and is_number(v) for k, v in attrs.items()):
+        return "'attributes' must map names to numbers"
+    if "labels" in o and not is_str_map(o["labels"]):
+        return "'labels' must map names to text"
+    for name in ("tenant", "service_path"):
+        if o.get(name) is not None and (
+            not isinstance(o[name], str) or (name == "tenant" and "|" in o[name])
+        ):
+            return f"'{name}' must be text (a tenant without '|')"
+    return None

@@ -48,7 +48,7 @@ class StageSpec:
 
 # -- core factories: built once per worker (configuration loaded here) ------------------------
 def _ingest(settings: Any, app: Any) -> CoreFactory:
-    from atalaia.streams.pipeline import IngestCore
+    from atalaia.streams.ingest.stage import IngestCore
 
     return lambda p, s: IngestCore(settings, s)
 
@@ -57,28 +57,28 @@ def _rule_files(settings: Any, app: Any) -> tuple[Any, Any]:
     """One rule set (reloaded on change) and one detector configuration per worker."""
     if getattr(app, "atalaia_rule_files", None) is None:
         from atalaia.detectors.config import load_config as load_detectors
-        from atalaia.streams.pipeline import RuleFiles
+        from atalaia.rules.stage import RuleFiles
 
         app.atalaia_rule_files = (RuleFiles(settings.rules_paths), load_detectors(settings.detectors_path))
     return app.atalaia_rule_files
 
 
 def _rules(settings: Any, app: Any) -> CoreFactory:
-    from atalaia.streams.pipeline import RulesCore
+    from atalaia.rules.stage import RulesCore
 
     files, detectors = _rule_files(settings, app)
     return lambda p, s: RulesCore(files, detectors, settings, s)
 
 
 def _rules_shared(settings: Any, app: Any) -> CoreFactory:
-    from atalaia.streams.pipeline import RulesCore, label_keyed
+    from atalaia.rules.stage import RulesCore, label_keyed
 
     files, detectors = _rule_files(settings, app)
     return lambda p, s: RulesCore(files, detectors, settings, s, part=label_keyed, forward=False)
 
 
 def _ingest_rules(settings: Any, app: Any) -> CoreFactory:
-    from atalaia.streams.fused import IngestRulesCore
+    from atalaia.rules.fused import IngestRulesCore
 
     files, detectors = _rule_files(settings, app)
     return lambda p, s: IngestRulesCore(p, settings, files, detectors, s)
@@ -86,7 +86,7 @@ def _ingest_rules(settings: Any, app: Any) -> CoreFactory:
 
 def _incidents(settings: Any, app: Any) -> CoreFactory:
     from atalaia.incidents.config import load_config
-    from atalaia.streams.pipeline import IncidentsCore
+    from atalaia.incidents.stage import IncidentsCore
 
     config = load_config(settings.incidents_path)
     return lambda p, s: IncidentsCore(config, s)
@@ -94,7 +94,7 @@ def _incidents(settings: Any, app: Any) -> CoreFactory:
 
 def _projection(settings: Any, app: Any) -> CoreFactory:
     from atalaia.incidents.projection import Projection
-    from atalaia.streams.pipeline import ProjectionCore
+    from atalaia.incidents.stage import ProjectionCore
 
     app.atalaia_projection = Projection.connect(settings.projection_url(), schema=settings.database_schema)
     return lambda p, s: ProjectionCore(app.atalaia_projection)
@@ -110,7 +110,7 @@ def _escalation_config(settings: Any, app: Any) -> Any:
 
 
 def _escalation(settings: Any, app: Any) -> CoreFactory:
-    from atalaia.streams.pipeline import EscalationCore
+    from atalaia.notifiers.stage import EscalationCore
     from atalaia.warnings.config import load_config as load_warnings_config
 
     config = _escalation_config(settings, app)
@@ -120,7 +120,7 @@ def _escalation(settings: Any, app: Any) -> CoreFactory:
 
 def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
     """Issued warnings → the escalation channels, when the escalation file has ``warnings:``."""
-    from atalaia.streams.pipeline import WarningNoticesCore
+    from atalaia.notifiers.stage import WarningNoticesCore
 
     config = _escalation_config(settings, app)
     if config.warnings is None:
@@ -142,10 +142,10 @@ def _delivery(settings: Any, app: Any) -> CoreFactory | None:
     from atalaia.notifiers.config import load_config
     from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.service import Notifier
+    from atalaia.notifiers.stage import DeliveryCore
     from atalaia.rules.info import rule_catalog
     from atalaia.streams.app import missing_delivery_settings
     from atalaia.streams.metrics import metered_log
-    from atalaia.streams.pipeline import DeliveryCore
 
     missing = missing_delivery_settings(settings)
     if missing:

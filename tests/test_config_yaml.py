@@ -27,6 +27,7 @@ from atalaia.notifiers.config import ConfigError as EscalationError
 from atalaia.notifiers.config import load_config as load_escalation
 from atalaia.rules.errors import RuleFileError
 from atalaia.rules.loader import load_rules, load_texts
+from atalaia.rules.stage import RuleFiles
 from atalaia.streams.config_yaml import (
     IsolatedLoadError,
     YamlError,
@@ -36,7 +37,6 @@ from atalaia.streams.config_yaml import (
     read_text,
     run_isolated,
 )
-from atalaia.streams.pipeline import RuleFiles
 
 GOOD_RULES = (
     "group: hydro\nrules:\n  - {id: lvl, select: {type: WaterObserved, attribute: height},"

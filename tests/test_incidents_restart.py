@@ -11,8 +11,8 @@ from atalaia.incidents.config import IncidentConfig
 from atalaia.incidents.manager import IncidentManager
 from atalaia.incidents.model import SECOND, to_us
 from atalaia.incidents.scenarios import STORM_CONFIG, porto_storm
+from atalaia.incidents.stage import IncidentsCore as IncidentCore
 from atalaia.incidents.testing import T0, at_s
-from atalaia.streams.pipeline import IncidentsCore as IncidentCore
 
 CONFIG = IncidentConfig.model_validate(STORM_CONFIG)
 T0_S = to_us(T0) / SECOND

@@ -168,10 +168,10 @@ def test_maintenance_windows_are_silences_too() -> None:
 def test_the_projection_lists_silences_and_the_escalation_ignores_their_events() -> None:
     from datetime import UTC, datetime
 
+    from atalaia.incidents.events import incident_event_problem
     from atalaia.incidents.projection import Projection
     from atalaia.notifiers.config import EscalationConfig
     from atalaia.notifiers.engine import EscalationEngine, EscalationState
-    from atalaia.streams.pipeline import incident_event_problem
 
     d = Driver()
     d.fire("river-level-high", "porto-01", at=0, parish="Ribeira")

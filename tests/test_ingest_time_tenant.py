@@ -315,7 +315,7 @@ def test_arbitrary_entities_with_a_clock_are_never_refused_for_missing_time(monk
 # --------------------------------------------------------------------------- live ingest core, CLI
 def test_ingest_core_times_by_the_received_at_header_and_keys_by_tenant() -> None:
     from atalaia.streams.events import RawEvent
-    from atalaia.streams.pipeline import IngestCore
+    from atalaia.streams.ingest.stage import IngestCore
     from atalaia.streams.settings import Settings
 
     core = IngestCore(Settings())

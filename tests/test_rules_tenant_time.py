@@ -146,7 +146,7 @@ def test_tenant_that_cannot_be_a_key_is_rejected() -> None:
 
 def test_rules_core_keys_forwarded_observations_and_alarms_by_tenant() -> None:
     from atalaia.detectors.config import load_config
-    from atalaia.streams.pipeline import RuleFiles, RulesCore
+    from atalaia.rules.stage import RuleFiles, RulesCore
     from atalaia.streams.settings import CONFIG_DIR, Settings
 
     core = RulesCore(
@@ -203,7 +203,7 @@ def test_a_join_rule_forwards_every_type_it_reads_to_the_shared_stage(tmp_path) 
     """A label-keyed compound rule needs every part's observations in the one-partition stage:
     the partitioned rules stage forwards each condition's type, not only ``select.type``."""
     from atalaia.detectors.config import load_config
-    from atalaia.streams.pipeline import RuleFiles, RulesCore
+    from atalaia.rules.stage import RuleFiles, RulesCore
     from atalaia.streams.settings import CONFIG_DIR, Settings
 
     (tmp_path / "join.yaml").write_text(

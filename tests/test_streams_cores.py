@@ -47,7 +47,7 @@ POISON = [
 @pytest.fixture(scope="module")
 def rules_core():
     from atalaia.detectors.config import load_config
-    from atalaia.streams.pipeline import RuleFiles, RulesCore
+    from atalaia.rules.stage import RuleFiles, RulesCore
 
     return RulesCore(
         RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml"), Settings()
@@ -71,8 +71,9 @@ def test_rules_core_sends_poison_observations_to_the_dlq(rules_core, bad):
 @pytest.fixture(scope="module")
 def other_cores():
     from atalaia.incidents.config import IncidentConfig
+    from atalaia.incidents.stage import IncidentsCore
     from atalaia.notifiers.config import load_config as load_escalation
-    from atalaia.streams.pipeline import EscalationCore, IncidentsCore
+    from atalaia.notifiers.stage import EscalationCore
 
     return IncidentsCore(IncidentConfig()), EscalationCore(load_escalation(CONFIG_DIR / "escalation.yaml"))
 
@@ -95,7 +96,7 @@ def test_cores_never_raise_on_arbitrary_json(rules_core, other_cores, value):
 
 def test_incidents_core_refuses_bad_alarms_and_answers_bad_commands():
     from atalaia.incidents.config import IncidentConfig
-    from atalaia.streams.pipeline import IncidentsCore
+    from atalaia.incidents.stage import IncidentsCore
 
     core = IncidentsCore(IncidentConfig())
     alarm = {

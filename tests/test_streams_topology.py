@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from atalaia.streams.fused import partition_of
+from atalaia.rules.fused import partition_of
 from atalaia.streams.topology import USER_STAGES, diagram, plan, process_groups
 from tests.conftest import ROOT
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import feedparser
 import orjson
 
-from atalaia.streams.pipeline import IncidentsCore
+from atalaia.incidents.stage import IncidentsCore
 from atalaia.warnings.cap import validate
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.feed import atom_feed

@@ -38,7 +38,7 @@ class WarningsCore:
         self.state = self.workflow.restore(state) if state else self.workflow.initial_state()
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.pipeline import dlq
+        from atalaia.streams.records import dlq
 
         t = datetime.fromtimestamp(now, UTC)
         outs: list[Out] = []

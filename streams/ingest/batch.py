@@ -1,4 +1,6 @@
-"""One call per consumed batch for the ingest agent: parse, deduplicate, build DLQ records, count.
+"""The ingest loop, once: a consumed batch -> parse, drop redelivered notifications and
+observations, build DLQ records, count. The ingest stage core (``streams.ingest.stage``) and the
+fused ingest + rules core (``rules.fused``) run it on their Kafka records.
 
     result = ingest_batch(events, deduper=deduper, options=options)
     publish(result.observations)   # atalaia.observations, keyed by observation.entity
@@ -32,11 +34,13 @@ class ReceivedPayload:
     link: str | None = None
     headers: Mapping[str, str] | None = None
     received_at: datetime | None = None
+    timestamp: int | None = None  # the Kafka record's produce time (ms), passed on to its observations
 
 
 @dataclass(slots=True)
 class BatchResult:
     observations: list[Observation] = field(default_factory=list)  # new ones only (redeliveries removed)
+    timestamps: list[int | None] = field(default_factory=list)  # per observation: its payload's timestamp
     dlq: list[bytes] = field(default_factory=list)  # one record per payload with anything refused
     counts: Counter[str] = field(
         default_factory=Counter
@@ -49,10 +53,16 @@ def ingest_batch(
     deduper: Deduper | None = None,
     now: datetime | float | None = None,
     options: IngestOptions | None = None,
+    max_body_bytes: int | None = None,
+    dedup_observations: bool = True,
 ) -> BatchResult:
     """Normalise a batch. Counter keys: ``payloads``, ``payloads_refused``, ``observations``,
     ``duplicates`` (observations dropped as redeliveries), ``notifications_redelivered``,
-    ``warnings``, ``ignored`` and ``refused:<code>`` per rejection kind."""
+    ``warnings``, ``ignored`` and ``refused:<code>`` per rejection kind.
+
+    ``deduper`` drops a redelivered notification (same id and body) whole, and, unless
+    ``dedup_observations`` is off (the fused stage dedups observations by their id itself),
+    observations seen before. ``max_body_bytes`` bounds the original bytes a DLQ record keeps."""
     out = BatchResult()
     counts = out.counts
     for ev in events:
@@ -90,13 +100,15 @@ def ingest_batch(
                     content_type=ev.content_type,
                     received_at=ev.received_at,
                     headers=ev.headers,
+                    max_body_bytes=max_body_bytes,
                 )
             )
         observations = r.observations
-        if deduper is not None and observations:
+        if deduper is not None and dedup_observations and observations:
             fresh = deduper.admit(observations, now=clock)  # type: ignore[arg-type]
             counts["duplicates"] += len(observations) - len(fresh)
             observations = fresh
         counts["observations"] += len(observations)
         out.observations.extend(observations)
+        out.timestamps.extend([ev.timestamp] * len(observations))
     return out

@@ -1,0 +1,163 @@
+"""The notifier stages' cores: ``EscalationCore`` (incident events → notifications, the
+escalation policies as a stage), ``WarningNoticesCore`` (issued CAP warnings → notifications) and
+``DeliveryCore`` (notifications → the notifier's outbox and senders, an async sink). No I/O on the
+loop: delivery runs in the notifier's lanes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from atalaia.incidents.events import incident_event_problem
+from atalaia.streams.records import decode, dlq, utc
+from atalaia.streams.stage import Out
+
+if TYPE_CHECKING:
+    from atalaia.notifiers.config import EscalationConfig
+    from atalaia.notifiers.model import Notification
+    from atalaia.notifiers.service import Notifier
+    from atalaia.warnings.catalogue import Catalogue
+    from atalaia.warnings.config import WarningsConfig
+
+
+class EscalationCore:
+    """``atalaia.incidents`` → ``atalaia.notifications``: the escalation policies (steps, waits,
+    repeats, until acknowledged) as a pure state machine; timers fire on the stage's tick.
+    Notification ids are deterministic (incident, policy, episode, step, repeat, target).
+
+    A ``propose_warning`` step's notification becomes a warning ``draft`` command on
+    ``atalaia.commands`` (prefilled from the incident, command id = the notification id, so a
+    replay drafts nothing twice): it waits there for approval and publishes nothing by itself."""
+
+    def __init__(
+        self,
+        config: EscalationConfig,
+        state: bytes | None = None,
+        warnings_config: WarningsConfig | None = None,
+    ) -> None:
+        from atalaia.notifiers.engine import EscalationEngine, EscalationState
+
+        self.engine = EscalationEngine(config)
+        self.state = EscalationState.restore(state) if state else EscalationState()
+        self.warnings_config = warnings_config
+        self._catalogue: Catalogue | None = None
+
+    def process(self, records: list[Any], now: float) -> list[Out]:
+        events, _, outs = decode(records, incident_event_problem)
+        self.state, notes = self.engine.step_batch(self.state, events, utc(now))
+        return outs + [self._out(n) for n in notes]
+
+    def _out(self, n: Notification) -> Out:
+        if n.kind == "propose":
+            return Out("commands", orjson.dumps(self.draft_command(n)), key=n.incident.encode())
+        return Out("notifications", n.to_json(), key=n.target.encode())
+
+    def draft_command(self, n: Notification) -> dict[str, Any]:
+        """The ``draft`` command (kind warning) a ``propose_warning`` notification asks for."""
+        from dataclasses import asdict
+        from datetime import timedelta
+
+        from atalaia.warnings.config import WarningsConfig
+        from atalaia.warnings.from_incident import draft_from_incident
+
+        if self._catalogue is None:
+            self._catalogue = (self.warnings_config or WarningsConfig()).catalogue()
+        ask = n.warning or {}
+        incident = asdict(n.snapshot)
+        draft = draft_from_incident(
+            incident,
+            self._catalogue,
+            ask.get("sender", "atalaia@localhost"),
+            n.due,
+            timedelta(seconds=float(ask.get("valid_for_s", 43200))),
+        )
+        draft["status"] = ask.get("status", "Actual")
+        return {
+            "kind": "warning",
+            "id": n.id,
+            "action": "draft",
+            "actor": f"escalation:{n.policy}",
+            "role": "system",
+            "reason": f"propose_warning step {n.step + 1} of policy {n.policy}",
+            "incident": n.incident,
+            "draft": draft,
+            "at": n.due,
+        }
+
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
+        from atalaia.notifiers.engine import TICK
+
+        self.state, notes = self.engine.step(self.state, TICK, utc(now))
+        return [self._out(n) for n in notes]
+
+    def snapshot(self) -> bytes:
+        return self.state.snapshot()
+
+
+class WarningNoticesCore:
+    """``atalaia.warnings`` → ``atalaia.notifications``: each issued CAP document (``kind: "cap"``)
+    becomes one notification per target of the escalation file's ``warnings:`` section (Exercise
+    and Test only to the targets marked for exercises). Stateless: ids are deterministic
+    (identifier, version, target), so a replayed record is dropped by the delivery log."""
+
+    def __init__(self, config: EscalationConfig) -> None:
+        self.config = config
+
+    def process(self, records: list[Any], now: float) -> list[Out]:
+        from atalaia.notifiers.warning import warning_notifications
+
+        outs = []
+        for r in records:
+            try:
+                value = orjson.loads(r.value or b"")
+            except orjson.JSONDecodeError:
+                continue  # not ours to judge: the warnings stage wrote it
+            if not isinstance(value, dict) or value.get("kind") != "cap":
+                continue
+            try:
+                notes = warning_notifications(value, self.config)
+            except Exception as e:  # an unreadable document: kept, with the reason
+                outs.append(dlq(r.value, r.topic, f"warning not deliverable: {e}"))
+                continue
+            outs += [Out("notifications", n.to_json(), key=n.target.encode()) for n in notes]
+        return outs
+
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
+        return []
+
+    def snapshot(self) -> bytes:
+        return b""
+
+
+class DeliveryCore:
+    """``atalaia.notifications`` → people: the notifier's delivery pipeline (dedup against the
+    delivery log, durable outbox, per-target lanes with rate limit and retry). ``aprocess``
+    returns once the batch is recorded in the outbox, so the offset is committed only for
+    notifications that can no longer be lost; delivery goes on in the lanes."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    async def aprocess(self, records: list[Any], now: float) -> list[Out]:
+        from atalaia.notifiers.model import Notification
+
+        notes, outs = [], []
+        for r in records:
+            try:
+                notes.append(Notification.from_dict(orjson.loads(r.value or b"")))
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                outs.append(dlq(r.value, r.topic, f"not a notification: {e}"))
+        if notes:
+            await self.notifier.submit(notes)
+        return outs
+
+    def process(self, records: list[Any], now: float) -> list[Out]:  # pragma: no cover - async only
+        raise TypeError("DeliveryCore is asynchronous: use aprocess")
+
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
+        return []
+
+    def snapshot(self) -> bytes:
+        return b""
