@@ -38,7 +38,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from atalaia.console.bodies import read_object
-from atalaia.streams.app import PROBLEM, problem
+from atalaia.console.problem import PROBLEM, problem
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {  # served under /console/<name>

@@ -6,16 +6,20 @@ for the format; ``config/escalation.yaml`` is a complete example.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import date, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from atalaia.incidents.events import IncidentState
 from atalaia.rules.alarm import SEVERITIES
 from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
+
+if TYPE_CHECKING:
+    from atalaia.streams.settings import Settings
 
 STATES = get_args(IncidentState)  # the incident states of atalaia.incidents
 CHANNELS = ("sms", "email", "ngsi-ld", "webhook", "alertmanager")
@@ -405,3 +409,10 @@ def _references(cfg: EscalationConfig) -> list[tuple[tuple[Any, ...], str]]:
             elif target.channel == "alertmanager":
                 out.append((loc, f"{wt.target!r} is an alertmanager target: it cannot carry a warning"))
     return out
+
+
+def missing_delivery_settings(settings: Settings) -> list[str]:
+    """Environment variables the escalation targets use but that are not set."""
+    lines = settings.escalation_path.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line.split(" #")[0] for line in lines if not line.lstrip().startswith("#"))
+    return sorted({v for v in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text) if v not in os.environ})

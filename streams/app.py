@@ -1,5 +1,6 @@
-"""The Faust application: topics, the HTTP ingest endpoint, health/metrics pages, and the batched
-pipeline stages run as Faust services (see ``streams.stage``).
+"""The Faust application: topics, health/metrics pages, the batched pipeline stages of the
+topology (``streams.topology``) run as Faust services (see ``streams.stage``), and the HTTP routes
+of the packages (ingest endpoints: ``streams.ingest.http``; console; CAP pages).
 
 ``create_app(settings, bootstrap)`` builds a fresh app (the embedded broker's port is known only
 at start-up); ``atalaia worker`` / ``atalaia up`` run it with ``faust.Worker``.
@@ -7,37 +8,23 @@ at start-up); ``atalaia worker`` / ``atalaia up`` run it with ``faust.Worker``.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import orjson
-from aiohttp.web_protocol import RequestPayloadError
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from atalaia.streams.events import RawEvent, body_key
-from atalaia.streams.httpauth import REFUSED, IngestAuth, MetricsAuth, Refusal
-from atalaia.streams.kafka_config import client_options
-from atalaia.streams.observation import partition_key
-from atalaia.streams.records import DLQ_MAX_BODY
+from atalaia.console.problem import PROBLEM, problem
+from atalaia.streams.httpauth import REFUSED, MetricsAuth, Refusal
+from atalaia.streams.ingest.http import IngestProducer
+from atalaia.streams.ingest.http import install as install_ingest
 from atalaia.streams.settings import Settings
 from atalaia.streams.stage import BatchStage
 
 log = logging.getLogger(__name__)
 
-HTTP_REQUESTS = Counter("atalaia_ingest_http_requests_total", "HTTP notifications by outcome", ["outcome"])
-
 DLQ_RECORDS = Counter("atalaia_dlq_records_total", "records on the dead-letter topic", ["source", "reason"])
-
-PROBLEM = "application/problem+json"
-# what FIWARE brokers and sensor gateways send (a request without Content-Type is read as JSON)
-JSON_TYPES = ("application/json", "application/ld+json", "application/geo+json", "text/json")
 
 
 def _reason_kind(reason: str) -> str:
@@ -77,72 +64,6 @@ def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dic
     }
 
 
-class IngestProducer(Service):
-    """The producer shared by the HTTP endpoint and the MQTT bridge."""
-
-    def __init__(self, bootstrap: str, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.bootstrap = bootstrap
-        self.producer: AIOKafkaProducer | None = None
-
-    async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(
-            **client_options(self.bootstrap), linger_ms=2, acks=1, max_request_size=8 << 20
-        )
-        await self.producer.start()
-
-    async def on_stop(self) -> None:
-        if self.producer:
-            await self.producer.stop()
-
-    async def publish(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        await self.producer.send_and_wait(topic, value, key=key, headers=headers)
-
-
-async def read_body(request: Any, limit: int) -> tuple[bytes, int, str | None]:
-    """(the first ``limit + 1`` bytes of the body, its whole size, and — when it is longer than that
-    — the SHA-256 of all of it). The rest of an oversize body is streamed to count and hash it,
-    never kept, so the DLQ record describes the whole body in bounded memory."""
-    body = bytearray()
-    digest: Any = None
-    size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if digest is not None:
-            digest.update(chunk)
-            continue
-        room = limit + 1 - len(body)
-        body += chunk[:room]
-        if len(chunk) > room:
-            digest = hashlib.sha256(body)
-            digest.update(chunk[room:])
-    return bytes(body), size, digest.hexdigest() if digest is not None else None
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-
-
-def missing_delivery_settings(settings: Settings) -> list[str]:
-    """Environment variables the escalation targets use but that are not set."""
-    import os
-    import re
-
-    lines = settings.escalation_path.read_text(encoding="utf-8").splitlines()
-    text = "\n".join(line.split(" #")[0] for line in lines if not line.lstrip().startswith("#"))
-    return sorted({v for v in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text) if v not in os.environ})
-
-
 def create_app(
     settings: Settings,
     bootstrap: str,
@@ -154,16 +75,12 @@ def create_app(
     ``"ingest"`` (the alarms process of ``atalaia up``: ingest endpoints and health here, every
     other path forwarded to ``settings.console_upstream``) or ``"console"`` (no ingest
     endpoints)."""
-    from atalaia.streams.ingest import IngestOptions, parse_payload, to_dlq_record
-
-    options = IngestOptions.from_settings(settings)
-
     # without pages, only the metrics port if set, else no web server (the children of
     # `worker --processes` each get their own metrics port: streams.commands._run_processes)
     app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
     app.atalaia_settings = settings
     t = settings.topic
-    events = app.topic(t("events"), value_serializer="raw", key_serializer="raw")
+    app.topic(t("events"), value_serializer="raw", key_serializer="raw")
     app.topic(t("observations"), value_serializer="raw")
     dlq = app.topic(t("dlq"), value_serializer="raw")
 
@@ -282,153 +199,8 @@ def create_app(
         return app
     ingest_producer = app.service(IngestProducer(bootstrap))
     app.atalaia_producer = ingest_producer
-
-    ingest_auth = IngestAuth.from_file(settings.ingest_tokens)
-    if not ingest_auth.enabled:
-        log.warning("ingest endpoints are open to anyone: set ATALAIA_INGEST_TOKENS (atalaia tokens new)")
-
-    async def accept(request: Any, view: Any, source: str) -> Any:
-        caller = ingest_auth.check(request.headers)
-        if isinstance(caller, Refusal):  # before reading the body: it never reaches the DLQ
-            HTTP_REQUESTS.labels("unauthorized").inc()
-            return refuse(view, "ingest", caller)
-        try:
-            async with asyncio.timeout(settings.http_body_timeout_s):
-                body, size, whole_sha256 = await read_body(request, settings.max_payload_bytes)
-        except TimeoutError:  # a slow sender, or a Content-Encoding stream that never ends
-            detail = f"the body was not received within {settings.http_body_timeout_s:g} s"
-            await ingest_producer.publish(
-                t("dlq"),
-                to_dlq_record(
-                    b"",
-                    source,
-                    detail,
-                    content_type=request.headers.get("Content-Type"),
-                    received_at=now(),
-                    headers={"content-encoding": request.headers.get("Content-Encoding", "")},
-                ),
-            )
-            HTTP_REQUESTS.labels("rejected").inc()
-            return view.json(problem(408, "Request timeout", detail), status=408, content_type=PROBLEM)
-        except RequestPayloadError as e:  # e.g. Content-Encoding: gzip over bytes that are not gzip
-            encoding = request.headers.get("Content-Encoding", "")
-            detail = f"the body cannot be read: {' '.join(str(e).split())} (Content-Encoding: {encoding!r})"
-            await ingest_producer.publish(
-                t("dlq"),
-                to_dlq_record(  # the server decodes before the handler: the encoded bytes are gone
-                    b"",
-                    source,
-                    detail,
-                    content_type=request.headers.get("Content-Type"),
-                    received_at=now(),
-                    headers={"content-encoding": encoding},
-                ),
-            )
-            HTTP_REQUESTS.labels("rejected").inc()
-            return view.json(problem(400, "Unreadable body", detail), status=400, content_type=PROBLEM)
-        ev = RawEvent.from_http(body, request.headers, source)
-        if ingest_auth.enabled:
-            ev.extra = {**(ev.extra or {}), "auth-source": caller.source}
-            if caller.tenant is not None:
-                ev.extra["auth-tenant"] = caller.tenant
-        ctype = (ev.content_type or "").split(";")[0].strip().lower()
-        if ctype and ctype not in JSON_TYPES:
-            detail = f"Content-Type {ctype!r} is not JSON; send one of {', '.join(JSON_TYPES)}"
-            await ingest_producer.publish(
-                t("dlq"),
-                to_dlq_record(
-                    body,
-                    source,
-                    detail,
-                    content_type=ev.content_type,
-                    received_at=now(),
-                    max_body_bytes=DLQ_MAX_BODY,
-                    size=size,
-                    sha256=whole_sha256,
-                ),
-            )
-            HTTP_REQUESTS.labels("unsupported-media-type").inc()
-            return view.json(problem(415, "Unsupported media type", detail), status=415, content_type=PROBLEM)
-        if size > settings.max_payload_bytes:
-            await ingest_producer.publish(
-                t("dlq"),
-                to_dlq_record(
-                    body,
-                    source,
-                    f"payload of {size} bytes exceeds the limit of {settings.max_payload_bytes} bytes",
-                    content_type=ev.content_type,
-                    received_at=now(),
-                    max_body_bytes=DLQ_MAX_BODY,
-                    size=size,
-                    sha256=whole_sha256,
-                ),
-            )
-            HTTP_REQUESTS.labels("too-large").inc()
-            return view.json(
-                problem(413, "Payload too large", f"{size} bytes > {settings.max_payload_bytes}"),
-                status=413,
-                content_type=PROBLEM,
-            )
-        res = parse_payload(
-            body,
-            content_type=ev.content_type,
-            link=ev.link,
-            headers=ev.extra,
-            source=source,
-            received_at=now(),
-            options=options,
-        )
-        if not res.ok:
-            reason = "; ".join(str(r) for r in res.rejections) or "payload rejected"
-            await ingest_producer.publish(
-                t("dlq"),
-                to_dlq_record(
-                    body,
-                    source,
-                    [str(r) for r in res.rejections],
-                    rejections=res.rejections,
-                    content_type=ev.content_type,
-                    received_at=now(),
-                    max_body_bytes=DLQ_MAX_BODY,
-                ),
-            )
-            HTTP_REQUESTS.labels("rejected").inc()
-            return view.json(problem(400, "Bad notification", reason), status=400, content_type=PROBLEM)
-        key = partition_key(res.observations[0].__dict__) if res.observations else body_key(body)
-        await ingest_producer.publish(events.get_topic_name(), body, key=key, headers=ev.headers())
-        HTTP_REQUESTS.labels("accepted").inc()
-        return view.json(
-            {
-                "accepted": len(res.observations),
-                "rejected": [str(r) for r in res.rejections],
-                "warnings": res.warnings,
-            },
-            status=200,
-        )
-
-    ingest_paths = (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http"))
-    for path, source in ingest_paths if role in ("all", "ingest") else ():
-
-        @app.page(path)
-        class Notify(faust.web.View):
-            _source = source
-
-            async def post(self, request: Any) -> Any:
-                try:
-                    return await accept(request, self, self._source)
-                except (KafkaError, TimeoutError) as e:  # the broker did not take it: say so, 503
-                    HTTP_REQUESTS.labels("broker-unavailable").inc()
-                    log.warning("ingest: the broker did not accept an event: %s", type(e).__name__)
-                    return self.json(
-                        problem(
-                            503,
-                            "Broker unavailable",
-                            f"the event was not stored ({type(e).__name__}); send it again later",
-                        ),
-                        status=503,
-                        content_type=PROBLEM,
-                        headers={"Retry-After": "10"},
-                    )
+    if role in ("all", "ingest"):
+        install_ingest(app, settings, ingest_producer, refuse)
 
     if role in ("all", "console"):
         from atalaia.console.api import install as install_console

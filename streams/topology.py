@@ -139,12 +139,11 @@ def _warnings(settings: Any, app: Any) -> CoreFactory:
 def _delivery(settings: Any, app: Any) -> CoreFactory | None:
     from mode import Service
 
-    from atalaia.notifiers.config import load_config
+    from atalaia.notifiers.config import load_config, missing_delivery_settings
     from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.service import Notifier
     from atalaia.notifiers.stage import DeliveryCore
     from atalaia.rules.info import rule_catalog
-    from atalaia.streams.app import missing_delivery_settings
     from atalaia.streams.metrics import metered_log
 
     missing = missing_delivery_settings(settings)

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from atalaia.streams.app import IngestProducer
 from atalaia.streams.broker import free_port, wait_for_port
+from atalaia.streams.ingest.http import IngestProducer
 from atalaia.streams.mqtt import MqttBridge, MqttSecurity, parse_mqtt_url
 from atalaia.streams.settings import Settings
 from tests.conftest import consume_all

@@ -28,7 +28,7 @@ def feed_bytes(stage: Any, config: WarningsConfig, now: datetime | None = None) 
 def install(app: Any, stage: Any, config: WarningsConfig) -> None:
     import faust
 
-    from atalaia.streams.app import PROBLEM, problem
+    from atalaia.console.problem import PROBLEM, problem
 
     @app.page(FEED_PATH)
     class CapFeed(faust.web.View):
