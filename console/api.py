@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import orjson
@@ -53,6 +54,9 @@ REPLY_WAIT_S = 5.0  # how long a command request waits for the incident manager'
 PING_S = 5.0  # server-sent-event heartbeat (the board's "updated N s ago")
 
 
+R = TypeVar("R")
+
+
 def rfc3339(epoch: float | None) -> str | None:
     if epoch is None:
         return None
@@ -70,6 +74,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     from atalaia.incidents.commands import Command
     from atalaia.incidents.config import DEFAULT_PERMISSIONS
     from atalaia.incidents.projection import Projection
+    from atalaia.incidents.stage import projection_sink
     from atalaia.rules.info import rule_catalog
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
@@ -83,13 +88,16 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     permissions = _permissions(settings, DEFAULT_PERMISSIONS)
     state: dict[str, Any] = {}
 
-    def projection() -> Projection:
-        proj = getattr(app, "atalaia_projection", None)
-        if proj is not None:
-            return proj
-        if "proj" not in state:
-            state["proj"] = Projection.connect(settings.projection_url(), schema=settings.database_schema)
-        return state["proj"]
+    async def projection(read: Callable[[Projection], R]) -> R:
+        """``read(projection)`` in the projection's own thread (``streams.sink``): no query blocks
+        the loop. The projection stage's database if this process runs it, else one of its own."""
+        sink = getattr(app, "atalaia_projection", None) or state.get("proj")
+        if sink is None:
+            opened = await asyncio.to_thread(projection_sink, settings)
+            sink = state.setdefault("proj", opened)
+            if sink is not opened:  # another request opened it meanwhile
+                await asyncio.to_thread(opened.close, Projection.close)
+        return await sink.run(read)
 
     def catalog() -> dict[str, Any]:
         if "rules" not in state:
@@ -161,13 +169,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 f = parse_filter(request.query)
             except FilterError as e:
                 return fail(self, 400, "Bad filter", str(e), field=e.field)
-            p = projection()
             if f.open_only:
-                rows = p.open_incidents()
+                rows = await projection(lambda p: p.open_incidents())
             elif f.states is not None and len(f.states) == 1:
-                rows = p.incidents(limit=SCAN_LIMIT, state=f.states[0])
+                one = f.states[0]
+                rows = await projection(lambda p: p.incidents(limit=SCAN_LIMIT, state=one))
             else:
-                rows = p.incidents(limit=SCAN_LIMIT)
+                rows = await projection(lambda p: p.incidents(limit=SCAN_LIMIT))
             chosen = f.apply([r for r in rows if who.sees(r)])
             for r in chosen:
                 r["actions"] = allowed_actions(r, who.role, permissions)
@@ -179,13 +187,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             who = identify(request)
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            p = projection()
-            row = p.incident(incident)
+            row, alarm_rows, history = await projection(
+                lambda p: (p.incident(incident), p.alarms(incident), p.history(incident))
+            )
             if row is None or not who.sees(row):  # another tenant's incident: as if unknown
                 return fail(self, 404, "No such incident", incident)
             rules = catalog()
             alarms = []
-            for a in p.alarms(incident):
+            for a in alarm_rows:
                 info = rules.get(a["rule"])
                 a.update(
                     info.to_dict()
@@ -199,7 +208,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 {
                     "incident": row,
                     "alarms": alarms,
-                    "history": explain(p.history(incident)),
+                    "history": explain(history),
                     "actions": actions,
                 }
             )
@@ -227,7 +236,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             who = identify(request)
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            row = projection().incident(incident)
+            row = await projection(lambda p: p.incident(incident))
             if row is None or not who.sees(row):  # unknown, or another tenant's
                 return fail(self, 404, "No such incident", incident)
             return self.json(deliveries_json(delivery_log(), incident, 1000))
@@ -246,15 +255,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(
                     self, 400, "Bad filter", f"points: an integer between 1 and {POINTS}", field="points"
                 )
-            p = projection()
-            row = p.incident(incident)
+            row, alarm_rows = await projection(lambda p: (p.incident(incident), p.alarms(incident)))
             if row is None or not who.sees(row):
                 return fail(self, 404, "No such incident", incident)
             from atalaia.streams.observation import entity_key
 
             tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
             rules, store, out, seen = catalog(), observations.store, [], set()
-            for a in p.alarms(incident):
+            for a in alarm_rows:
                 entity = a.get("entity")
                 if not entity:
                     continue
@@ -301,12 +309,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             body = deliveries_json(delivery_log(), None, limit)
             body.pop("attempts")
             if who.tenants is not None:  # only deliveries of incidents this user may see
-                p, seen = projection(), {}
-                body["deliveries"] = [
-                    d
-                    for d in body["deliveries"]
-                    if seen.setdefault(d["incident"], who.sees(p.incident(d["incident"])))
-                ]
+                ids = {d["incident"] for d in body["deliveries"]}
+                rows = await projection(lambda p: {i: p.incident(i) for i in ids})
+                body["deliveries"] = [d for d in body["deliveries"] if who.sees(rows[d["incident"]])]
             return self.json(body)
 
     @app.page("/api/stream")
@@ -442,7 +447,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 if who is None:
                     return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
                 body["actor"], body["role"] = who.actor, who.role  # never trust the body for these
-                if who.tenants is not None and not who.sees(projection().incident(incident)):
+                if who.tenants is not None and not who.sees(await projection(lambda p: p.incident(incident))):
                     # another tenant's incident (or one not projected yet): as if unknown
                     return fail(self, 404, "No such incident", incident)
             body["incident"] = incident
@@ -541,7 +546,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                 refused = scope_silence(view, body, who.tenants)
                 if refused is not None:
                     return refused
-            elif not any(r["id"] == body.get("silence") for r in listing("all", who.tenants)):
+            elif not any(r["id"] == body.get("silence") for r in await listing("all", who.tenants)):
                 return fail(view, 404, "No such silence", str(body.get("silence")))  # another tenant's
         body.setdefault(
             "id", hashlib.blake2b(orjson.dumps([body, time.time_ns()]), digest_size=12).hexdigest()
@@ -590,10 +595,12 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             return fail(view, 403, "Forbidden", f"you may not silence alarms of tenant {t!r}")
         return None
 
-    def listing(status: str, tenants: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    async def listing(status: str, tenants: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        expired = status in ("all", "expired")
+        stored = await projection(lambda p: p.silences(include_expired=expired))
         now = to_us(time.time())
         rows = []
-        for r in projection().silences(include_expired=status in ("all", "expired")):
+        for r in stored:
             r["status"] = (
                 "expired"
                 if r["last_change"] == "expired" or now >= to_us(r["ends_at"])
@@ -628,7 +635,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                     "status: current, active, pending, expired or all",
                     field="status",
                 )
-            return self.json({"silences": listing(status, who.tenants)})
+            return self.json({"silences": await listing(status, who.tenants)})
 
         async def post(self, request: Any) -> Any:
             body = await body_of(self, request)
@@ -643,7 +650,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             who = identify(request)
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            hit = next((r for r in listing("all", who.tenants) if r["id"] == silence), None)
+            hit = next((r for r in await listing("all", who.tenants) if r["id"] == silence), None)
             if hit is None:
                 return fail(self, 404, "No such silence", silence)
             return self.json(hit)

@@ -392,7 +392,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             who = identify(request)
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            row = projection().incident(incident)
+            row = await projection(lambda p: p.incident(incident))
             if row is None or not who.sees(row):
                 return fail(self, 404, "No such incident", incident)
             linked = [w for w in warnings_list() if w.draft.get("incident") == incident]
@@ -412,15 +412,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused = drafting_refused(self, who[1])
             if refused is not None:
                 return refused
-            p = projection()
-            row = p.incident(incident)
+            row, alarm_rows = await projection(lambda p: (p.incident(incident), p.alarms(incident)))
             ident = identify(request)
             if row is None or (ident is not None and not ident.sees(row)):  # another tenant's: unknown
                 return fail(self, 404, "No such incident", incident)
             labels = rule_labels()
             alarms = [
-                {"labels": {**labels.get(a.get("rule"), {}), **(a.get("labels") or {})}}
-                for a in p.alarms(incident)
+                {"labels": {**labels.get(a.get("rule"), {}), **(a.get("labels") or {})}} for a in alarm_rows
             ]
             event = {
                 "incident": incident,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from atalaia.incidents.events import incident_event_problem
+from atalaia.incidents.projection import Projection
 from atalaia.rules.alarm import alarm_problem
 from atalaia.streams.records import decode, dlq
 from atalaia.streams.stage import Out
@@ -17,7 +18,8 @@ from atalaia.streams.stage import Out
 if TYPE_CHECKING:
     from atalaia.incidents.config import IncidentConfig
     from atalaia.incidents.events import CommandReply, IncidentEvent
-    from atalaia.incidents.projection import Projection
+    from atalaia.streams.settings import Settings
+    from atalaia.streams.sink import Sink
 
 
 class IncidentsCore:
@@ -87,21 +89,34 @@ class IncidentsCore:
 class ProjectionCore:
     """``atalaia.incidents`` → the SQL projection (SQLite by default, PostgreSQL in production).
     Applying an event is idempotent (by incident version), so redelivery is harmless; the
-    database is the state, the checkpoint only carries the offset."""
+    database is the state, the checkpoint only carries the offset. The writes are an async sink:
+    they run in the projection's own thread (``streams.sink``), never on the event loop."""
 
-    def __init__(self, projection: Projection) -> None:
+    def __init__(self, projection: Sink[Projection]) -> None:
         self.projection = projection
 
-    def process(self, records: list[Any], now: float) -> list[Out]:
+    async def aprocess(self, records: list[Any], now: float) -> list[Out]:
         events, raw, outs = decode(records, incident_event_problem)
         errors: list[tuple[int, str]] = []
-        self.projection.apply(events, errors)
+        if events:
+            await self.projection.run(Projection.apply, events, errors)
         for i, message in errors:
             outs.append(dlq(raw[i].value, raw[i].topic, f"not an incident event: {message}"))
         return outs
+
+    def process(self, records: list[Any], now: float) -> list[Out]:  # pragma: no cover - async only
+        raise TypeError("ProjectionCore writes off the loop: use aprocess")
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return []
 
     def snapshot(self) -> bytes:
         return b""
+
+
+def projection_sink(settings: Settings) -> Sink[Projection]:
+    """The configured projection database, opened (and migrated) in its own thread."""
+    from atalaia.streams.sink import Sink
+
+    url, schema = settings.projection_url(), settings.database_schema
+    return Sink(lambda: Projection.connect(url, schema=schema), "projection")

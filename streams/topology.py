@@ -93,10 +93,9 @@ def _incidents(settings: Any, app: Any) -> CoreFactory:
 
 
 def _projection(settings: Any, app: Any) -> CoreFactory:
-    from atalaia.incidents.projection import Projection
-    from atalaia.incidents.stage import ProjectionCore
+    from atalaia.incidents.stage import ProjectionCore, projection_sink
 
-    app.atalaia_projection = Projection.connect(settings.projection_url(), schema=settings.database_schema)
+    app.atalaia_projection = projection_sink(settings)  # the console of this process reads it too
     return lambda p, s: ProjectionCore(app.atalaia_projection)
 
 

@@ -1,0 +1,41 @@
+"""Blocking I/O off the event loop: a :class:`Sink` owns a resource with blocking calls (a SQLite
+or PostgreSQL connection) in one worker thread of its own. The loop awaits ``run(fn, *args)``,
+which calls ``fn(resource, *args)`` in that thread, so a slow write (an fsync, a lock wait) never
+stalls the stages or the HTTP pages sharing the loop, and the connection is only ever used by the
+thread that opened it, one call at a time.
+
+>>> import asyncio, sqlite3
+>>> db = Sink(lambda: sqlite3.connect(":memory:"), "doc-db")
+>>> asyncio.run(db.run(lambda c: c.execute("select 40 + 2").fetchone()[0]))
+42
+>>> db.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Sink(Generic[T]):
+    def __init__(self, open: Callable[[], T], name: str) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.resource: T = self._thread.submit(open).result()  # opened in its own thread
+
+    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(resource, *args)`` in the sink's thread; the loop goes on meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self.resource, *args)
+
+    def call(self, fn: Callable[..., R], *args: Any) -> R:
+        """The same from synchronous code off the loop (start-up, tests, the CLI)."""
+        return self._thread.submit(fn, self.resource, *args).result()
+
+    def close(self, close: Callable[[T], Any] | None = None) -> None:
+        if close is not None:
+            self.call(close)
+        self._thread.shutdown(wait=True)
