@@ -104,17 +104,21 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             state["rules"] = rule_catalog(settings.rules_paths)
         return state["rules"]
 
-    def delivery_log() -> Any:
-        """The delivery log if this console can read it (same data directory as the notifier), on
-        a connection of its own (the notifier's belongs to its sender)."""
+    async def deliveries(incident: str | None, limit: int) -> dict[str, Any]:
+        """``deliveries_json`` of the delivery log if this console can read it (same data
+        directory as the notifier), on a connection of its own (the notifier's belongs to its
+        sender), in that connection's own thread (``streams.sink``): off the loop."""
         if "deliveries" not in state:
             path = settings.data_dir / "deliveries.sqlite"
             if not path.exists():
-                return None
+                return deliveries_json(None, incident, limit)
             from atalaia.notifiers.log import SQLiteDeliveryLog
+            from atalaia.streams.sink import Sink
 
-            state["deliveries"] = SQLiteDeliveryLog(path)
-        return state["deliveries"]
+            opened = await asyncio.to_thread(Sink, lambda: SQLiteDeliveryLog(path), "console-deliveries")
+            if state.setdefault("deliveries", opened) is not opened:  # another request opened it meanwhile
+                await asyncio.to_thread(opened.close, SQLiteDeliveryLog.close)
+        return await state["deliveries"].run(deliveries_json, incident, limit)
 
     def fail(view: Any, status: int, title: str, detail: str, **extra: Any) -> Any:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -239,7 +243,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             row = await projection(lambda p: p.incident(incident))
             if row is None or not who.sees(row):  # unknown, or another tenant's
                 return fail(self, 404, "No such incident", incident)
-            return self.json(deliveries_json(delivery_log(), incident, 1000))
+            return self.json(await deliveries(incident, 1000))
 
     @app.page("/api/incidents/{incident}/series")
     class IncidentSeries(faust.web.View):
@@ -306,7 +310,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     raise ValueError
             except ValueError:
                 return fail(self, 400, "Bad filter", "limit: an integer between 1 and 1000", field="limit")
-            body = deliveries_json(delivery_log(), None, limit)
+            body = await deliveries(None, limit)
             body.pop("attempts")
             if who.tenants is not None:  # only deliveries of incidents this user may see
                 ids = {d["incident"] for d in body["deliveries"]}

@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from atalaia.notifiers.channels.base import Channel
 from atalaia.notifiers.commit import COMMIT_HOOK, CommitMarks
@@ -36,6 +36,11 @@ from atalaia.notifiers.model import DeliveryResult, Notification
 from atalaia.notifiers.retry import BreakerPolicy, Decision, RetryPolicy, TargetScheduler
 
 log = logging.getLogger("atalaia.notifiers")
+
+
+async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a delivery-log call right here (an in-memory log, tests, the CLI)."""
+    return fn(*args)
 
 
 @dataclass
@@ -48,6 +53,8 @@ class DeliveryContext:
     on_result: Callable[[Notification, DeliveryResult, int, float], None] | None = None  # metrics hook
     on_health: Callable[[TargetHealth, int], None] | None = None  # breaker changes (health, waiting)
     marks: CommitMarks | None = None  # commit-point markers (channels with ``commit_point``)
+    # runs each delivery-log call: inline, or (the live stage) in the log's own thread, off the loop
+    io: Callable[..., Awaitable[Any]] = inline
 
 
 class Stage(Protocol):
@@ -68,7 +75,7 @@ class Pipeline:
 
 class Dedup:
     async def exec(self, ctx: DeliveryContext, notifications: list[Notification]) -> list[Notification]:
-        known = ctx.log.known(n.id for n in notifications)
+        known = await ctx.io(ctx.log.known, [n.id for n in notifications])
         out, seen = [], set()
         for n in notifications:
             if n.id in known or n.id in seen:
@@ -81,7 +88,8 @@ class Dedup:
 class Outbox:
     async def exec(self, ctx: DeliveryContext, notifications: list[Notification]) -> list[Notification]:
         now = ctx.clock()
-        ctx.log.enqueue(
+        await ctx.io(
+            ctx.log.enqueue,
             [(n, ctx.channels[n.target].kind if n.target in ctx.channels else "?") for n in notifications],
             now,
         )
@@ -90,8 +98,9 @@ class Outbox:
             if n.target in ctx.channels:
                 out.append(n)
             else:  # configuration changed since the escalation emitted it: recorded, not silently lost
-                ctx.log.begin(n, "?", 1, now)
-                ctx.log.finish(
+                await ctx.io(ctx.log.begin, n, "?", 1, now)
+                await ctx.io(
+                    ctx.log.finish,
                     n,
                     1,
                     DeliveryResult("permanent", error=f"no target named {n.target!r}"),
@@ -218,7 +227,9 @@ class TargetLane:
             now = self.ctx.clock()
             try:
                 for d in self.sched.expire(now):
-                    self.ctx.log.settle(d.id, d.status, now, d.reason, d.next_at, d.resend_until)
+                    await self.ctx.io(
+                        self.ctx.log.settle, d.id, d.status, now, d.reason, d.next_at, d.resend_until
+                    )
                     self._settled(d)
                 limit = self.bucket.available(now) if self.bucket is not None else None
                 for nid in self.sched.due(now, limit):
@@ -227,7 +238,7 @@ class TargetLane:
                     task = asyncio.create_task(self._send(nid), name=f"notify-{self.target}-{nid}")
                     self.sends.add(task)
                     task.add_done_callback(self.sends.discard)
-                self._report(now)
+                await self._report(now)
             except Exception:  # a bug (or the log failing) must not kill the lane silently
                 log.exception("delivery lane %s", self.target)
                 await self.ctx.sleep(1.0)
@@ -257,7 +268,7 @@ class TargetLane:
         attempt = self.sched.items[nid].attempts + 1
         ctx = self.ctx
         try:
-            ctx.log.begin(n, self.channel.kind, attempt, ctx.clock())
+            await ctx.io(ctx.log.begin, n, self.channel.kind, attempt, ctx.clock())
             marks = ctx.marks if self.channel.commit_point else None
             token = None
             if marks is not None:
@@ -277,7 +288,8 @@ class TargetLane:
             if not result.ok:
                 self.last_error = result.error
             error = result.error if d.status != "failed" or not d.reason else f"{result.error}; {d.reason}"
-            ctx.log.finish(
+            await ctx.io(
+                ctx.log.finish,
                 n,
                 attempt,
                 DeliveryResult(result.status, error, result.detail),
@@ -307,7 +319,7 @@ class TargetLane:
         if d.done:
             self.notes.pop(d.id, None)
 
-    def _report(self, now: float) -> None:
+    async def _report(self, now: float) -> None:
         """Record the breaker's changes (log table, one log line per opening and closing)."""
         s = self.sched
         state = "open" if s.open else "closed"
@@ -340,7 +352,7 @@ class TargetLane:
             self._opened_at if state == "open" else now,
             self.last_error if state == "open" else None,
         )
-        self.ctx.log.set_target(health)
+        await self.ctx.io(self.ctx.log.set_target, health)
         if self.ctx.on_health is not None:
             self.ctx.on_health(health, s.waiting())
 

@@ -43,6 +43,7 @@ from atalaia.notifiers.pipeline import (
     Pipeline,
     TargetLane,
     TokenBucket,
+    inline,
 )
 from atalaia.notifiers.retry import BreakerPolicy, RetryPolicy
 
@@ -83,6 +84,7 @@ class Notifier:
         channels: dict[str, Channel] | None = None,
         http: aiohttp.ClientSession | None = None,
         rules: dict[str, Any] | None = None,
+        io: Callable[..., Awaitable[Any]] = inline,
     ):
         self.config, self.log = config, log
         self.rules = rules or {}  # rule id → RuleInfo: units, summaries and runbooks in messages
@@ -98,6 +100,7 @@ class Notifier:
             self._observe,
             self._observe_health,
             CommitMarks.for_log(log),
+            io,
         )
         self.fanout = FanOut(self._make_lane)
         self._policies: dict[tuple[str, str, int], RetryPolicy] = {}
@@ -129,7 +132,7 @@ class Notifier:
         rec, todo, prior = Recovery(), [], {}
         now = self.ctx.clock()
         marks = self.ctx.marks
-        for u in self.log.unfinished(now):
+        for u in await self.ctx.io(self.log.unfinished, now):
             n = u.notification
             channel = self.ctx.channels.get(n.target)
             uncommitted = (
@@ -143,7 +146,7 @@ class Notifier:
                 rec.uncommitted += 1
                 log.warning("delivery %s to %s interrupted before its commit point: re-sent", n.id, n.target)
             elif u.status == "sending" and (channel is None or not channel.idempotent):
-                self.log.mark_in_doubt(n.id, now)
+                await self.ctx.io(self.log.mark_in_doubt, n.id, now)
                 rec.in_doubt += 1
                 log.warning("delivery %s to %s in doubt after restart: not re-sent", n.id, n.target)
                 continue

@@ -31,6 +31,10 @@ class Sink(Generic[T]):
         """``fn(resource, *args)`` in the sink's thread; the loop goes on meanwhile."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self.resource, *args)
 
+    async def offload(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` in the sink's thread (``fn`` a bound method of the resource)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
     def call(self, fn: Callable[..., R], *args: Any) -> R:
         """The same from synchronous code off the loop (start-up, tests, the CLI)."""
         return self._thread.submit(fn, self.resource, *args).result()

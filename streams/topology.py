@@ -144,6 +144,7 @@ def _delivery(settings: Any, app: Any) -> CoreFactory | None:
     from atalaia.notifiers.stage import DeliveryCore
     from atalaia.rules.info import rule_catalog
     from atalaia.streams.metrics import metered_log
+    from atalaia.streams.sink import Sink
 
     missing = missing_delivery_settings(settings)
     if missing:
@@ -158,11 +159,15 @@ def _delivery(settings: Any, app: Any) -> CoreFactory | None:
     escalation = load_config(settings.escalation_path)
     if settings.console_url or not escalation.console_url:  # links lead to the running console
         escalation = escalation.model_copy(update={"console_url": settings.public_url()})
+    # the delivery log lives in its own thread (an async sink): no SQLite write or fsync on the loop
+    path = settings.data_dir / "deliveries.sqlite"
+    # FULL: the outbox is fsynced before the notifications' offsets are committed
+    deliveries = Sink(lambda: metered_log(SQLiteDeliveryLog(path, synchronous="FULL")), "deliveries")
     notifier = Notifier(
         escalation,
-        # FULL: the outbox is fsynced before the notifications' offsets are committed
-        metered_log(SQLiteDeliveryLog(settings.data_dir / "deliveries.sqlite", synchronous="FULL")),
+        deliveries.resource,
         rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
+        io=deliveries.offload,
     )
     app.atalaia_notifier = notifier
 
