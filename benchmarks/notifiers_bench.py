@@ -20,9 +20,10 @@ from pathlib import Path
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import format_time, parse_time
+from atalaia.notifiers.model import parse_time
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.testing import HttpSink, SmtpSink, incident_event
+from atalaia.streams.observation import format_time
 
 
 def make_config(

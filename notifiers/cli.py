@@ -349,8 +349,9 @@ def test_target(policy: str, target: str, db: str | None) -> None:
     """Send a test message to one target (recorded in the delivery log as incident ``test-<target>-<time>``)."""
     from atalaia.notifiers.config import Retry
     from atalaia.notifiers.log import SQLiteDeliveryLog
-    from atalaia.notifiers.model import IncidentSnapshot, Notification, format_time
+    from atalaia.notifiers.model import IncidentSnapshot, Notification
     from atalaia.notifiers.service import Notifier
+    from atalaia.streams.observation import format_time
 
     cfg = _load(policy)
     if target not in cfg.targets:

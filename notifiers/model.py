@@ -138,8 +138,3 @@ def parse_time(s: str) -> datetime:
     if dt.tzinfo is None:
         raise ValueError(f"time without zone: {s!r}")
     return dt.astimezone(UTC)
-
-
-def format_time(dt: datetime) -> str:
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{dt.microsecond // 1000:03d}Z" if dt.microsecond else "Z")

@@ -12,9 +12,10 @@ import orjson
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import TICK, EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import Notification, format_time
+from atalaia.notifiers.model import Notification
 from atalaia.notifiers.render import render
 from atalaia.notifiers.testing import incident_event
+from atalaia.streams.observation import format_time
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 CONFIG = """

@@ -13,9 +13,10 @@ from atalaia.notifiers.channels.base import Channel, ChannelContext
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import TICK, EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import DeliveryResult, Notification, format_time
+from atalaia.notifiers.model import DeliveryResult, Notification
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.testing import incident_event
+from atalaia.streams.observation import format_time
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, 10:00 in Lisbon (WET = UTC)
 
