@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from atalaia.console.present import SEVERITIES, STATES, severity_rank, triage
+from atalaia.rules.matchers import Matcher
 
 MAX_LIMIT = 1000
 SCAN_LIMIT = 10_000  # rows read from the projection for state=all|closed before filtering
@@ -25,7 +26,7 @@ class IncidentFilter:
     open_only: bool = True
     severities: tuple[str, ...] | None = None
     min_severity: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
+    labels: tuple[Matcher, ...] = ()  # label=name=value: equalities (``rules.matchers``)
     text: str | None = None
     since: datetime | None = None  # updated at or after
     until: datetime | None = None  # updated before
@@ -45,8 +46,8 @@ class IncidentFilter:
             return False
         labels = i.get("labels") or {}
         correlation = i.get("correlation") or {}
-        for name, value in self.labels:
-            if str(labels.get(name, correlation.get(name, ""))) != value:
+        for m in self.labels:
+            if not m.accepts(str(labels.get(m.name, correlation.get(m.name, "")))):
                 return False
         if self.text:
             hay = " ".join(
@@ -128,7 +129,7 @@ def parse_filter(query: Any) -> IncidentFilter:
         name, sep, value = raw.partition("=")
         if not sep or not name.strip():
             raise FilterError("label", f"{raw!r}: expected name=value, e.g. parish=Bonfim")
-        labels.append((name.strip(), value))
+        labels.append(Matcher(name.strip(), "=", value))
     kw["labels"] = tuple(labels)
     if query.get("q"):
         kw["text"] = query["q"][:200]

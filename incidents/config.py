@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from atalaia.incidents.matchers import Matcher
+from atalaia.rules.matchers import Matcher
 from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, load_file, plain, position
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")

@@ -29,7 +29,6 @@ from atalaia.incidents.config import IncidentConfig
 from atalaia.incidents.emit import Changes, Output, build_event, severity_of, title
 from atalaia.incidents.events import CommandReply
 from atalaia.incidents.kpi import ALL, KpiSnapshot, PositionKpi
-from atalaia.incidents.matchers import matches_all
 from atalaia.incidents.model import AlarmRecord, Incident, ManagerState, alarm_key, fmt, seconds_us, to_us
 from atalaia.incidents.silences import (
     SILENCE_ACTIONS,
@@ -41,6 +40,7 @@ from atalaia.incidents.silences import (
     silence_reason,
 )
 from atalaia.rules.alarm import severity_rank, transition_id
+from atalaia.rules.matchers import matches_all
 
 _SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity", "tenant", "service_path")
 

@@ -15,7 +15,7 @@ Commands (dicts on ``atalaia.commands``)::
     {"action": "expire-silence", "silence": "<silence id>", "actor": ..., "role": ...}
 
 The silence id is derived from the command id (deterministic: a redelivered command makes the same
-silence). One matcher implementation: :mod:`atalaia.incidents.matchers`.
+silence). One matcher implementation: :mod:`atalaia.rules.matchers`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from atalaia.incidents.config import RoleName, parse_duration
-from atalaia.incidents.matchers import Matcher
+from atalaia.rules.matchers import Matcher
 
 SILENCE_ACTIONS = ("silence", "expire-silence")
 MAX_MATCHERS = 20

@@ -12,10 +12,19 @@ from datetime import date, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from atalaia.incidents.events import IncidentState
 from atalaia.rules.alarm import SEVERITIES
+from atalaia.rules.matchers import Matcher, from_map
 from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
 
 if TYPE_CHECKING:
@@ -247,6 +256,15 @@ class Match(_Model):
     tenant: str | list[str] | None = Field(
         None, description="only incidents of this tenant (or these tenants); unset: any tenant"
     )
+    _matchers: tuple[dict[str, Any], tuple[Matcher, ...]] | None = PrivateAttr(default=None)
+
+    @property
+    def label_matchers(self) -> tuple[Matcher, ...]:
+        """``labels`` as the one label matcher (``rules.matchers``), built once per ``labels``."""
+        cached = self._matchers
+        if cached is None or cached[0] is not self.labels:
+            cached = self._matchers = (self.labels, from_map(self.labels))
+        return cached[1]
 
 
 class Route(_Model):

@@ -42,6 +42,7 @@ from atalaia.notifiers.config import EscalationConfig, HoursSchedule, Policy, Ro
 from atalaia.notifiers.model import IncidentSnapshot, Notification, digest_id, parse_time
 from atalaia.notifiers.schedule import in_hours, on_call
 from atalaia.rules.alarm import severity_rank
+from atalaia.rules.matchers import matches_all
 from atalaia.streams.observation import format_time
 
 Status = Literal["running", "exhausted", "stopped", "closed"]
@@ -511,8 +512,5 @@ def _matches(route: Route, snap: IncidentSnapshot) -> bool:
     if m.labels:
         have = {k: str(v) for k, v in snap.correlation.items() if isinstance(v, str | int | float)}
         have.update(snap.labels)
-        for k, want in m.labels.items():
-            v = have.get(k)
-            if v is None or (v not in want if isinstance(want, list) else v != want):
-                return False
+        return matches_all(m.label_matchers, have)
     return True

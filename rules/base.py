@@ -17,6 +17,7 @@ import orjson
 
 from atalaia.rules.alarm import AlarmTransition
 from atalaia.rules.loader import LoadedRule
+from atalaia.rules.matchers import from_map
 from atalaia.rules.templates import Template
 from atalaia.streams.observation import format_time
 
@@ -52,10 +53,7 @@ class CompiledRule:
         self.fingerprint = fingerprint(loaded)
         self.type = rule.select.type
         self.attribute = rule.select.attribute
-        self.where = tuple(
-            (name, frozenset([allowed] if isinstance(allowed, str) else allowed))
-            for name, allowed in rule.select.where.items()
-        )
+        self.where = from_map(rule.select.where)
         self.key_fields = tuple(rule.key)
         self.key_is_entity = self.key_fields == ("entity",)
         self.require_observed_time = rule.require_observed_time
@@ -71,9 +69,8 @@ class CompiledRule:
         """The alarm key of an observation this rule selects, or None when the where filter fails or a key
         label is missing. Keys are per tenant: ``tenant|key`` when the observation has a tenant."""
         labels = obs.get("labels") or {}
-        for name, allowed in self.where:
-            got = obs.get(name) if name in _OWN_FIELDS else labels.get(name)
-            if got not in allowed:
+        for m in self.where:
+            if not m.accepts(obs.get(m.name) if m.name in _OWN_FIELDS else labels.get(m.name)):
                 return None
         tenant = obs.get("tenant")
         if self.key_is_entity:

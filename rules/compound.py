@@ -23,6 +23,7 @@ from atalaia.rules.aggregates import AGGREGATES
 from atalaia.rules.alarm import AlarmTransition
 from atalaia.rules.base import FIRING, INACTIVE, NEG_INF, PENDING, STATE_NAMES, CompiledRule, obs_context
 from atalaia.rules.loader import LoadedRule
+from atalaia.rules.matchers import from_map
 from atalaia.rules.schema import Condition, ThresholdRef
 from atalaia.rules.state import same
 
@@ -51,10 +52,7 @@ class Part:
         self.type = c.type or rule_type
         self.attribute = c.attribute
         self.label = c.label
-        self.where = tuple(
-            (name, frozenset([allowed] if isinstance(allowed, str) else allowed))
-            for name, allowed in c.where.items()
-        )
+        self.where = from_map(c.where)
         self.aggregate = AGGREGATES[c.aggregate.function] if c.aggregate else None
         self.window = c.aggregate.window if c.aggregate else None
         self.for_ = c.for_
@@ -298,8 +296,8 @@ class CompoundRule(CompiledRule):
                 v = float(v)
             if where:
                 labels = obs.get("labels") or {}
-                for name, allowed in where:
-                    if (obs.get(name) if name in ("entity", "type") else labels.get(name)) not in allowed:
+                for m in where:
+                    if not m.accepts(obs.get(m.name) if m.name in ("entity", "type") else labels.get(m.name)):
                         return None
             states = rule.states
             st = states.get(key)

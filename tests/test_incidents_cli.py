@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from atalaia.incidents.cli import incidents
 from atalaia.incidents.config import parse_duration
-from atalaia.incidents.matchers import Matcher
 from atalaia.incidents.projection import Projection
 from atalaia.incidents.scenarios import porto_storm
+from atalaia.rules.matchers import Matcher
 
 
 def test_replay_then_project(tmp_path: Path) -> None:

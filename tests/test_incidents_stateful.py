@@ -13,10 +13,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from atalaia.incidents.config import ActionName, IncidentConfig, RoleName
 from atalaia.incidents.events import CommandReply, IncidentEvent
 from atalaia.incidents.manager import IncidentManager
-from atalaia.incidents.matchers import Matcher, matches_all
 from atalaia.incidents.silences import SilenceEvent
 from atalaia.incidents.testing import at_s, transition
 from atalaia.rules.alarm import severity_rank
+from atalaia.rules.matchers import Matcher, matches_all
 
 SEVERITIES = ["low", "medium", "high", "critical"]
 ALARMS = [  # (rule, key, labels)
