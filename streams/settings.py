@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         60.0, description="repeated warnings/errors: one line per kind per interval, with a count (0 = off)"
     )
     fuse_ingest_rules: bool = Field(
-        True, description="ingest and rules run as one stage when a worker runs both (streams/fused.py)"
+        True, description="ingest and rules run as one stage when a worker runs both (rules/fused.py)"
     )
     # set by `atalaia up` for its child processes (streams/processes.py), not by users:
     peers: list[str] = Field(default_factory=list, description="other processes' URLs for /health")

@@ -1,6 +1,8 @@
 """The pipeline's topology, declared once: which stage reads and writes which topic, in which
 consumer group, with which core, how often it ticks, and in which *process group* ``atalaia up``
-runs it. ``streams.app`` builds the stages from :data:`STAGES`, ``atalaia worker --stages`` and
+runs it. ``streams.app`` builds the stages from :data:`STAGES` (each core lives in its package:
+``streams.ingest.stage``, ``rules.stage``, ``rules.fused``, ``incidents.stage``,
+``notifiers.stage``, ``warnings.stage``), ``atalaia worker --stages`` and
 ``atalaia up`` choose from it, and the README's diagram is :func:`diagram` (``python -m
 atalaia.streams.topology`` prints it).
 
