@@ -276,7 +276,8 @@ def _kill_run(broker, topic_prefix, make_worker, tmp_path, http, smtp, kills, en
     assert set(mail) <= emails
     assert mail_lost <= in_doubt, f"emails lost without being in doubt: {mail_lost - in_doubt}"
 
-    # signed webhook: each delivery id arrives; a second copy only after an `unknown` attempt
+    # signed webhook: each delivery id arrives; a second copy only after an `unknown` attempt (one
+    # killed in flight, which may or may not have reached the receiver before the kill)
     hooks: dict[str, list[bytes]] = {}
     for r in http.received("/hook"):
         assert r.signature_ok
@@ -285,7 +286,7 @@ def _kill_run(broker, topic_prefix, make_worker, tmp_path, http, smtp, kills, en
     assert set(hooks) == webhook_ids, (len(hooks), len(webhook_ids))
     hook_resends = sum(len(b) - 1 for b in hooks.values())
     for i, bodies in hooks.items():
-        assert len(bodies) == 1 + unknown[i], (i, len(bodies))
+        assert 1 <= len(bodies) <= 1 + unknown[i], (i, len(bodies), unknown[i])
         assert len(set(bodies)) == 1, "a re-sent webhook carries the identical body"
 
     return figures(
