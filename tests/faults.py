@@ -33,7 +33,7 @@ import httpx
 import orjson
 
 from atalaia.notifiers.testing import HttpSink, SmtpSink
-from tests.conftest import consume_all
+from tests.conftest import consume_all, water_notification
 from tests.test_streams_delivery_live import SinkThread
 from tests.test_streams_rules_live import per_key, replay, send
 
@@ -312,25 +312,6 @@ def _kill_run(broker, topic_prefix, make_worker, tmp_path, http, smtp, kills, en
 # --- broker frozen -------------------------------------------------------------------------
 
 
-def _notification(entity: str, height: float) -> bytes:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return orjson.dumps(
-        {
-            "id": f"urn:ngsi-ld:Notification:{entity}",
-            "type": "Notification",
-            "notifiedAt": now,
-            "data": [
-                {
-                    "id": f"urn:ngsi-ld:WaterObserved:{entity}",
-                    "type": "WaterObserved",
-                    "dateObserved": now,
-                    "height": height,
-                }
-            ],
-        }
-    )
-
-
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if re.search(r"\bERROR\b", line)]
 
@@ -371,7 +352,7 @@ def freeze_scenario(make_worker, tmp_path: Path, *, freeze_s: float) -> dict[str
             try:
                 r = httpx.post(
                     f"{w.url}/ngsi-ld/notify",
-                    content=_notification(f"frozen-{k}", 5.0),
+                    content=water_notification(f"frozen-{k}", 5.0),
                     headers={"Content-Type": "application/json"},
                     timeout=freeze_s + 60,
                 )
