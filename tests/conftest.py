@@ -10,9 +10,11 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,3 +163,18 @@ async def consume_all(
         return out
     finally:
         await consumer.stop()
+
+
+def water_notification(entity: str, height: float, **attributes: object) -> bytes:
+    """An NGSI-LD notification of one WaterObserved gauge observed now (as a FIWARE broker sends)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entity_body = {"id": f"urn:ngsi-ld:WaterObserved:{entity}", "type": "WaterObserved", "dateObserved": now}
+    entity_body |= {"height": height, **attributes}
+    return orjson.dumps(
+        {
+            "id": f"urn:ngsi-ld:Notification:{entity}",
+            "type": "Notification",
+            "notifiedAt": now,
+            "data": [entity_body],
+        }
+    )

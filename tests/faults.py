@@ -33,7 +33,7 @@ import httpx
 import orjson
 
 from atalaia.notifiers.testing import HttpSink, SmtpSink
-from tests.conftest import consume_all
+from tests.conftest import consume_all, water_notification
 from tests.test_streams_delivery_live import SinkThread
 from tests.test_streams_rules_live import per_key, replay, send
 
@@ -276,7 +276,8 @@ def _kill_run(broker, topic_prefix, make_worker, tmp_path, http, smtp, kills, en
     assert set(mail) <= emails
     assert mail_lost <= in_doubt, f"emails lost without being in doubt: {mail_lost - in_doubt}"
 
-    # signed webhook: each delivery id arrives; a second copy only after an `unknown` attempt
+    # signed webhook: each delivery id arrives; a second copy only after an `unknown` attempt (one
+    # killed in flight, which may or may not have reached the receiver before the kill)
     hooks: dict[str, list[bytes]] = {}
     for r in http.received("/hook"):
         assert r.signature_ok
@@ -285,7 +286,7 @@ def _kill_run(broker, topic_prefix, make_worker, tmp_path, http, smtp, kills, en
     assert set(hooks) == webhook_ids, (len(hooks), len(webhook_ids))
     hook_resends = sum(len(b) - 1 for b in hooks.values())
     for i, bodies in hooks.items():
-        assert len(bodies) == 1 + unknown[i], (i, len(bodies))
+        assert 1 <= len(bodies) <= 1 + unknown[i], (i, len(bodies), unknown[i])
         assert len(set(bodies)) == 1, "a re-sent webhook carries the identical body"
 
     return figures(
@@ -309,25 +310,6 @@ def _kill_run(broker, topic_prefix, make_worker, tmp_path, http, smtp, kills, en
 
 
 # --- broker frozen -------------------------------------------------------------------------
-
-
-def _notification(entity: str, height: float) -> bytes:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return orjson.dumps(
-        {
-            "id": f"urn:ngsi-ld:Notification:{entity}",
-            "type": "Notification",
-            "notifiedAt": now,
-            "data": [
-                {
-                    "id": f"urn:ngsi-ld:WaterObserved:{entity}",
-                    "type": "WaterObserved",
-                    "dateObserved": now,
-                    "height": height,
-                }
-            ],
-        }
-    )
 
 
 def error_lines(text: str) -> list[str]:
@@ -370,7 +352,7 @@ def freeze_scenario(make_worker, tmp_path: Path, *, freeze_s: float) -> dict[str
             try:
                 r = httpx.post(
                     f"{w.url}/ngsi-ld/notify",
-                    content=_notification(f"frozen-{k}", 5.0),
+                    content=water_notification(f"frozen-{k}", 5.0),
                     headers={"Content-Type": "application/json"},
                     timeout=freeze_s + 60,
                 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -20,29 +19,9 @@ import pytest
 
 from atalaia.streams.broker import EmbeddedBroker
 from atalaia.streams.events import RawEvent
-from tests.conftest import ATALAIA, consume_all
+from tests.conftest import ATALAIA, consume_all, water_notification
 
 pytestmark = pytest.mark.broker
-
-
-def notification(entity: str, height: float) -> bytes:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return orjson.dumps(
-        {
-            "id": f"urn:ngsi-ld:Notification:{entity}",
-            "type": "Notification",
-            "notifiedAt": now,
-            "data": [
-                {
-                    "id": f"urn:ngsi-ld:WaterObserved:{entity}",
-                    "type": "WaterObserved",
-                    "dateObserved": now,
-                    "height": height,
-                    "parish": "Campanhã",
-                }
-            ],
-        }
-    )
 
 
 async def send_events(bootstrap: str, topic: str, names: list[str]) -> None:
@@ -53,7 +32,7 @@ async def send_events(bootstrap: str, topic: str, names: list[str]) -> None:
     try:
         futures = []
         for name in names:
-            body = notification(name, 4.0)
+            body = water_notification(name, 4.0, parish="Campanhã")
             headers = RawEvent(body=body, source="test", content_type="application/json").headers()
             futures.append(await producer.send(topic, body, key=name.encode(), headers=headers))
         await asyncio.gather(*futures)

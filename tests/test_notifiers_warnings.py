@@ -334,7 +334,7 @@ def test_propose_warning_drafts_and_publishes_nothing() -> None:
     cfg = load_config_text(PROPOSE, "p.yaml")
     esc = EscalationCore(cfg)
     ev = incident_event(
-        severity="critical", labels={"team": "hydro", "hazard": "flood", "parish": "Campanhã"}
+        severity="critical", labels={"team": "hydro", "hazard": "flood", "parish": "Campanhã"}, tenant="porto"
     )
     t = parse_time(ev["at"]).timestamp()
     rec = SimpleNamespace(value=orjson.dumps(ev), topic="incidents")
@@ -347,6 +347,7 @@ def test_propose_warning_drafts_and_publishes_nothing() -> None:
     assert cmd["kind"] == "warning" and cmd["action"] == "draft" and cmd["incident"] == ev["incident"]
     assert cmd["draft"]["level"] == "red" and cmd["draft"]["event"] == {"pt-PT": "Cheia", "en-GB": "Flood"}
     assert cmd["draft"]["area"] == {"geocodes": {"DICOFRE": ["131203"]}}
+    assert cmd["draft"]["tenant"] == "porto", "the proposal stays the incident's tenant's"
 
     warnings = WarningsCore(WarningsConfig())
     command = SimpleNamespace(value=outs[0].value, topic="commands")
@@ -355,6 +356,7 @@ def test_propose_warning_drafts_and_publishes_nothing() -> None:
     assert "cap" not in kinds and kinds.count("warning") == 1
     (w,) = warnings.state.warnings.values()
     assert w.state == "draft" and w.authors == ["escalation:cheia"] and w.draft["incident"] == ev["incident"]
+    assert w.draft["tenant"] == "porto"
     notices = WarningNoticesCore(cfg).process(
         [SimpleNamespace(value=o.value, topic="warnings") for o in produced], t + 302
     )

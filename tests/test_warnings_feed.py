@@ -151,3 +151,21 @@ def test_a_draft_from_an_incident_renders() -> None:
         assert d["area"]["geocodes"] == ({"DICOFRE": codes} if codes else {"DICO": ["1312"]})
         doc = render(Draft.model_validate(d), cat, T0)
         assert validate(doc.xml) == []
+
+
+def test_feed_of_one_tenant_lists_only_its_warnings() -> None:
+    """One Atalaia for several municipalities: ``/cap/feed.atom?tenant=porto`` is Porto's feed."""
+    core = WarningsCore()
+    cfg = WarningsConfig(base_url="https://avisos.example/")
+    _, porto = issue(core, {**DRAFT, "tenant": "porto"}, T0)
+    _, gaia = issue(core, {**DRAFT, "tenant": "gaia"}, T0 + timedelta(minutes=1))
+    at = T0 + timedelta(minutes=2)
+    everything = feedparser.parse(feed_bytes(Stage(core), cfg, now=at))
+    assert len(everything.entries) == 2
+    feed = feedparser.parse(feed_bytes(Stage(core), cfg, now=at, tenant="porto"))
+    assert not feed.bozo, feed.bozo_exception
+    assert [e.id for e in feed.entries] == [f"https://avisos.example/cap/alerts/{porto['identifier']}.xml"]
+    assert feed.feed.id == "https://avisos.example/cap/feed.atom?tenant=porto"
+    assert "porto" in feed.feed.title
+    assert feedparser.parse(feed_bytes(Stage(core), cfg, now=at, tenant="matosinhos")).entries == []
+    assert core.document(gaia["identifier"]) == gaia["xml"]

@@ -11,7 +11,7 @@ linking to its CAP document (``application/cap+xml``) at ``/cap/alerts/<identifi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from lxml import etree
 
@@ -62,17 +62,19 @@ def atom_feed(
     *,
     updated: str,
     title: str = "Atalaia — avisos à população / public warnings",
+    tenant: str | None = None,
 ) -> bytes:
     """The Atom feed of these CAP documents (the active warnings), newest first. ``updated`` is
     the feed's time when it has no entry newer (e.g. the time the last warning left it)."""
     base = base_url.rstrip("/")
     entries = sorted((_entry_fields(x) for x in documents), key=lambda e: e["sent"] or "", reverse=True)
     stamp = max([cap_datetime(updated)] + [cap_datetime(e["sent"]) for e in entries if e["sent"]])
+    self_url = base + FEED_PATH + (f"?{urlencode({'tenant': tenant})}" if tenant else "")
     feed = etree.Element(A + "feed", nsmap={None: ATOM})
-    _sub(feed, "id", base + FEED_PATH)
+    _sub(feed, "id", self_url)
     _sub(feed, "title", title)
     _sub(feed, "updated", stamp)
-    _sub(feed, "link", rel="self", type=FEED_TYPE, href=base + FEED_PATH)
+    _sub(feed, "link", rel="self", type=FEED_TYPE, href=self_url)
     author = _sub(feed, "author")
     _sub(author, "name", "Atalaia")
     _sub(feed, "generator", "Atalaia")

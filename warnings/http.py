@@ -1,5 +1,5 @@
 """Public CAP pages on the worker's HTTP server: ``GET /cap/feed.atom`` (Atom 1.0, the active
-warnings) and ``GET /cap/alerts/<identifier>.xml`` (each issued CAP document, past ones too). They
+warnings; ``?tenant=NAME`` for one tenant's) and ``GET /cap/alerts/<identifier>.xml`` (each issued CAP document, past ones too). They
 read the warnings stage's state in this process (``atalaia.commands`` has one partition)."""
 
 from __future__ import annotations
@@ -18,11 +18,16 @@ def _core(stage: Any) -> Any | None:
     return cores.get(0) or next(iter(cores.values()), None)
 
 
-def feed_bytes(stage: Any, config: WarningsConfig, now: datetime | None = None) -> bytes:
+def feed_bytes(
+    stage: Any, config: WarningsConfig, now: datetime | None = None, tenant: str | None = None
+) -> bytes:
+    """The feed of every active warning, or with ``tenant`` (``?tenant=`` on the page) of one
+    municipality's or service's only."""
     core = _core(stage)
-    docs = core.active_documents() if core else []
+    docs = core.active_documents(tenant) if core else []
     when = (now or datetime.now(UTC)).replace(microsecond=0)
-    return atom_feed(docs, config.base_url, updated=when.isoformat(), title=config.feed_title)
+    title = f"{config.feed_title} — {tenant}" if tenant else config.feed_title
+    return atom_feed(docs, config.base_url, updated=when.isoformat(), title=title, tenant=tenant)
 
 
 def install(app: Any, stage: Any, config: WarningsConfig) -> None:
@@ -33,7 +38,8 @@ def install(app: Any, stage: Any, config: WarningsConfig) -> None:
     @app.page(FEED_PATH)
     class CapFeed(faust.web.View):
         async def get(self, request: Any) -> Any:
-            return self.bytes(feed_bytes(stage, config), content_type=FEED_TYPE)
+            tenant = request.query.get("tenant") or None
+            return self.bytes(feed_bytes(stage, config, tenant=tenant), content_type=FEED_TYPE)
 
     @app.page("/cap/alerts/{name}")
     class CapAlert(faust.web.View):

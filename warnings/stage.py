@@ -69,8 +69,13 @@ class WarningsCore:
         return self.workflow.snapshot(self.state)
 
     # ------------------------------------------------------------------ for the HTTP pages
-    def active_documents(self) -> list[str]:
-        return [w.xml for w in self.workflow.active(self.state) if w.xml]
+    def active_documents(self, tenant: str | None = None) -> list[str]:
+        """The CAP documents in force, newest first; with ``tenant`` only that tenant's."""
+        return [
+            w.xml
+            for w in self.workflow.active(self.state)
+            if w.xml and (tenant is None or w.draft.get("tenant") == tenant)
+        ]
 
     def document(self, identifier: str) -> str | None:
         w = self.workflow.by_identifier(self.state, identifier)
