@@ -13,13 +13,13 @@ from atalaia.incidents.events import incident_event_problem
 from atalaia.incidents.projection import Projection
 from atalaia.rules.alarm import alarm_problem
 from atalaia.streams.records import decode, dlq
+from atalaia.streams.sink import Sink, SinkCore
 from atalaia.streams.stage import Out
 
 if TYPE_CHECKING:
     from atalaia.incidents.config import IncidentConfig
     from atalaia.incidents.events import CommandReply, IncidentEvent
     from atalaia.streams.settings import Settings
-    from atalaia.streams.sink import Sink
 
 
 class IncidentsCore:
@@ -86,7 +86,7 @@ class IncidentsCore:
         return self.manager.snapshot(self.state)
 
 
-class ProjectionCore:
+class ProjectionCore(SinkCore):
     """``atalaia.incidents`` → the SQL projection (SQLite by default, PostgreSQL in production).
     Applying an event is idempotent (by incident version), so redelivery is harmless; the
     database is the state, the checkpoint only carries the offset. The writes are an async sink:
@@ -104,19 +104,8 @@ class ProjectionCore:
             outs.append(dlq(raw[i].value, raw[i].topic, f"not an incident event: {message}"))
         return outs
 
-    def process(self, records: list[Any], now: float) -> list[Out]:  # pragma: no cover - async only
-        raise TypeError("ProjectionCore writes off the loop: use aprocess")
-
-    def tick(self, now: float, backlog: bool = False) -> list[Out]:
-        return []
-
-    def snapshot(self) -> bytes:
-        return b""
-
 
 def projection_sink(settings: Settings) -> Sink[Projection]:
     """The configured projection database, opened (and migrated) in its own thread."""
-    from atalaia.streams.sink import Sink
-
     url, schema = settings.projection_url(), settings.database_schema
     return Sink(lambda: Projection.connect(url, schema=schema), "projection")

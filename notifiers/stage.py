@@ -12,6 +12,7 @@ import orjson
 
 from atalaia.incidents.events import incident_event_problem
 from atalaia.streams.records import decode, dlq, utc
+from atalaia.streams.sink import SinkCore
 from atalaia.streams.stage import Out
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ class WarningNoticesCore:
         return b""
 
 
-class DeliveryCore:
+class DeliveryCore(SinkCore):
     """``atalaia.notifications`` → people: the notifier's delivery pipeline (dedup against the
     delivery log, durable outbox, per-target lanes with rate limit and retry). ``aprocess``
     returns once the batch is recorded in the outbox, so the offset is committed only for
@@ -152,12 +153,3 @@ class DeliveryCore:
         if notes:
             await self.notifier.submit(notes)
         return outs
-
-    def process(self, records: list[Any], now: float) -> list[Out]:  # pragma: no cover - async only
-        raise TypeError("DeliveryCore is asynchronous: use aprocess")
-
-    def tick(self, now: float, backlog: bool = False) -> list[Out]:
-        return []
-
-    def snapshot(self) -> bytes:
-        return b""

@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from atalaia.streams.stage import Out
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,3 +46,17 @@ class Sink(Generic[T]):
         if close is not None:
             self.call(close)
         self._thread.shutdown(wait=True)
+
+
+class SinkCore:
+    """Base of a stage core whose work is an async sink (``aprocess``, awaited by the stage before
+    it commits): no state of its own (the sink's database is the state), no timers."""
+
+    def process(self, records: list[Any], now: float) -> list[Out]:  # pragma: no cover - async only
+        raise TypeError(f"{type(self).__name__} runs an async sink: use aprocess")
+
+    def tick(self, now: float, backlog: bool = False) -> list[Out]:
+        return []
+
+    def snapshot(self) -> bytes:
+        return b""

@@ -107,6 +107,21 @@ def install(
     if not ingest_auth.enabled:
         log.warning("ingest endpoints are open to anyone: set ATALAIA_INGEST_TOKENS (atalaia tokens new)")
 
+    async def refused(
+        view: Any,
+        outcome: str,
+        answer: tuple[int, str, str],
+        body: bytes,
+        source: str,
+        reason: Any,
+        **kw: Any,
+    ) -> Any:
+        """Keep a refused request on the DLQ (``reason`` and the ``to_dlq_record`` options ``kw``),
+        count it under ``outcome`` and answer ``answer`` = (status, title, detail) as problem+json."""
+        await producer.publish(t("dlq"), to_dlq_record(body, source, reason, received_at=now(), **kw))
+        HTTP_REQUESTS.labels(outcome).inc()
+        return view.json(problem(*answer), status=answer[0], content_type=PROBLEM)
+
     async def accept(request: Any, view: Any, source: str) -> Any:
         caller = ingest_auth.check(request.headers)
         if isinstance(caller, Refusal):  # before reading the body: it never reaches the DLQ
@@ -115,37 +130,26 @@ def install(
         try:
             async with asyncio.timeout(settings.http_body_timeout_s):
                 body, size, whole_sha256 = await read_body(request, settings.max_payload_bytes)
-        except TimeoutError:  # a slow sender, or a Content-Encoding stream that never ends
-            detail = f"the body was not received within {settings.http_body_timeout_s:g} s"
-            await producer.publish(
-                t("dlq"),
-                to_dlq_record(
-                    b"",
-                    source,
-                    detail,
-                    content_type=request.headers.get("Content-Type"),
-                    received_at=now(),
-                    headers={"content-encoding": request.headers.get("Content-Encoding", "")},
-                ),
-            )
-            HTTP_REQUESTS.labels("rejected").inc()
-            return view.json(problem(408, "Request timeout", detail), status=408, content_type=PROBLEM)
-        except RequestPayloadError as e:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+        except (TimeoutError, RequestPayloadError) as e:
             encoding = request.headers.get("Content-Encoding", "")
-            detail = f"the body cannot be read: {' '.join(str(e).split())} (Content-Encoding: {encoding!r})"
-            await producer.publish(
-                t("dlq"),
-                to_dlq_record(  # the server decodes before the handler: the encoded bytes are gone
-                    b"",
-                    source,
-                    detail,
-                    content_type=request.headers.get("Content-Type"),
-                    received_at=now(),
-                    headers={"content-encoding": encoding},
-                ),
+            if isinstance(e, TimeoutError):  # a slow sender, or a Content-Encoding stream that never ends
+                detail = f"the body was not received within {settings.http_body_timeout_s:g} s"
+                answer = (408, "Request timeout", detail)
+            else:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+                detail = (
+                    f"the body cannot be read: {' '.join(str(e).split())} (Content-Encoding: {encoding!r})"
+                )
+                answer = (400, "Unreadable body", detail)
+            return await refused(  # the server decodes before the handler: the encoded bytes are gone
+                view,
+                "rejected",
+                answer,
+                b"",
+                source,
+                detail,
+                content_type=request.headers.get("Content-Type"),
+                headers={"content-encoding": encoding},
             )
-            HTTP_REQUESTS.labels("rejected").inc()
-            return view.json(problem(400, "Unreadable body", detail), status=400, content_type=PROBLEM)
         ev = RawEvent.from_http(body, request.headers, source)
         if ingest_auth.enabled:
             ev.extra = {**(ev.extra or {}), "auth-source": caller.source}
@@ -154,40 +158,30 @@ def install(
         ctype = (ev.content_type or "").split(";")[0].strip().lower()
         if ctype and ctype not in JSON_TYPES:
             detail = f"Content-Type {ctype!r} is not JSON; send one of {', '.join(JSON_TYPES)}"
-            await producer.publish(
-                t("dlq"),
-                to_dlq_record(
-                    body,
-                    source,
-                    detail,
-                    content_type=ev.content_type,
-                    received_at=now(),
-                    max_body_bytes=DLQ_MAX_BODY,
-                    size=size,
-                    sha256=whole_sha256,
-                ),
+            return await refused(
+                view,
+                "unsupported-media-type",
+                (415, "Unsupported media type", detail),
+                body,
+                source,
+                detail,
+                content_type=ev.content_type,
+                max_body_bytes=DLQ_MAX_BODY,
+                size=size,
+                sha256=whole_sha256,
             )
-            HTTP_REQUESTS.labels("unsupported-media-type").inc()
-            return view.json(problem(415, "Unsupported media type", detail), status=415, content_type=PROBLEM)
         if size > settings.max_payload_bytes:
-            await producer.publish(
-                t("dlq"),
-                to_dlq_record(
-                    body,
-                    source,
-                    f"payload of {size} bytes exceeds the limit of {settings.max_payload_bytes} bytes",
-                    content_type=ev.content_type,
-                    received_at=now(),
-                    max_body_bytes=DLQ_MAX_BODY,
-                    size=size,
-                    sha256=whole_sha256,
-                ),
-            )
-            HTTP_REQUESTS.labels("too-large").inc()
-            return view.json(
-                problem(413, "Payload too large", f"{size} bytes > {settings.max_payload_bytes}"),
-                status=413,
-                content_type=PROBLEM,
+            return await refused(
+                view,
+                "too-large",
+                (413, "Payload too large", f"{size} bytes > {settings.max_payload_bytes}"),
+                body,
+                source,
+                f"payload of {size} bytes exceeds the limit of {settings.max_payload_bytes} bytes",
+                content_type=ev.content_type,
+                max_body_bytes=DLQ_MAX_BODY,
+                size=size,
+                sha256=whole_sha256,
             )
         res = parse_payload(
             body,
@@ -199,21 +193,17 @@ def install(
             options=options,
         )
         if not res.ok:
-            reason = "; ".join(str(r) for r in res.rejections) or "payload rejected"
-            await producer.publish(
-                t("dlq"),
-                to_dlq_record(
-                    body,
-                    source,
-                    [str(r) for r in res.rejections],
-                    rejections=res.rejections,
-                    content_type=ev.content_type,
-                    received_at=now(),
-                    max_body_bytes=DLQ_MAX_BODY,
-                ),
+            return await refused(
+                view,
+                "rejected",
+                (400, "Bad notification", "; ".join(str(r) for r in res.rejections) or "payload rejected"),
+                body,
+                source,
+                [str(r) for r in res.rejections],
+                rejections=res.rejections,
+                content_type=ev.content_type,
+                max_body_bytes=DLQ_MAX_BODY,
             )
-            HTTP_REQUESTS.labels("rejected").inc()
-            return view.json(problem(400, "Bad notification", reason), status=400, content_type=PROBLEM)
         key = partition_key(res.observations[0].__dict__) if res.observations else body_key(body)
         await producer.publish(t("events"), body, key=key, headers=ev.headers())
         HTTP_REQUESTS.labels("accepted").inc()
