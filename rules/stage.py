@@ -187,7 +187,7 @@ class RulesCore:
         ruleset = part(self.loaded)
         self.forward_types = self._forward_types() if forward else frozenset()
         limits = {"allowed_lateness": settings.allowed_lateness_s, "max_future": settings.future_tolerance_s}
-        from atalaia.streams.reorder import Reorder
+        from atalaia.rules.reorder import Reorder
 
         slack = (settings.reorder_s, settings.reorder_idle_s, settings.future_tolerance_s)
         if state:

@@ -217,7 +217,7 @@ def create_app(
 
         install_forwarding(app, settings.console_upstream)
     if settings.mqtt_url and role in ("all", "ingest"):
-        from atalaia.streams.mqtt import MqttBridge, MqttSecurity
+        from atalaia.streams.ingest.mqtt import MqttBridge, MqttSecurity
 
         mqtt_security = MqttSecurity.from_settings(settings)  # a bad file or setting: refused at start
         app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events"), security=mqtt_security))

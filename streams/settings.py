@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     mqtt_url: str | None = Field(
         None, description="mqtt://host:port/topic/# (mqtts:// for TLS) to subscribe for events"
     )
-    # MQTT security (streams/mqtt.py): the password comes from a file, never from the URL or the environment
+    # MQTT security (streams/ingest/mqtt.py): the password comes from a file, never from the URL or the environment
     mqtt_username: str | None = None
     mqtt_password_file: Path | None = Field(None, description="file holding the MQTT password")
     mqtt_ca_file: Path | None = Field(None, description="mqtts://: CA bundle (unset: the system's)")

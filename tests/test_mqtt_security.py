@@ -15,7 +15,7 @@ import pytest
 
 from atalaia.streams.broker import free_port, wait_for_port
 from atalaia.streams.ingest.http import IngestProducer
-from atalaia.streams.mqtt import MqttBridge, MqttSecurity, parse_mqtt_url
+from atalaia.streams.ingest.mqtt import MqttBridge, MqttSecurity, parse_mqtt_url
 from atalaia.streams.settings import Settings
 from tests.conftest import consume_all
 from tests.tlskit import make_pki
@@ -130,7 +130,7 @@ async def test_wrong_credentials_are_refused_loudly(mosquitto, caplog, what):
         async def publish(self, *a, **kw) -> None:
             raise AssertionError("nothing may be published")
 
-    caplog.set_level(logging.ERROR, "atalaia.streams.mqtt")
+    caplog.set_level(logging.ERROR, "atalaia.streams.ingest.mqtt")
     bridge = MqttBridge(s.mqtt_url, Nothing(), "events", security=MqttSecurity.from_settings(s))
     await bridge.start()
     try:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atalaia.rules.reorder import Reorder
 from atalaia.streams.ingest import read_dlq_record
-from atalaia.streams.reorder import Reorder
 from atalaia.streams.settings import CONFIG_DIR, Settings
 
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from atalaia.streams.mqtt import MqttBridge
+from atalaia.streams.ingest.mqtt import MqttBridge
 
 pytestmark = pytest.mark.mqtt
 

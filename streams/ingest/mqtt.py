@@ -187,7 +187,7 @@ class _PahoLog(logging.LoggerAdapter):
     """paho/aiomqtt's logger: notes TLS alerts (a refused client certificate) for the bridge."""
 
     def __init__(self, bridge: MqttBridge) -> None:
-        super().__init__(logging.getLogger("atalaia.streams.mqtt.client"), {})
+        super().__init__(logging.getLogger("atalaia.streams.ingest.mqtt.client"), {})
         self.bridge = bridge
 
     def log(self, level: int, msg: Any, *args: Any, **kw: Any) -> None:
