@@ -367,3 +367,53 @@ def test_a_request_without_tenant_header_takes_its_ingest_tokens_tenant() -> Non
         body, headers={"auth-tenant": "porto", "NGSILD-Tenant": "porto"}, received_at=RECEIVED
     ).observations
     assert [o.id for o in both] == [o.id for o in by_token]
+
+
+def test_both_ingest_cores_drop_a_redelivered_notification() -> None:
+    """The one ingest loop: an NGSI-LD notification the broker sends again (same id and body,
+    received later, so its entities timed by reception would look new) is dropped whole, by the
+    ingest core and by the fused ingest + rules core alike."""
+    from atalaia.detectors.config import load_config
+    from atalaia.rules.fused import IngestRulesCore
+    from atalaia.rules.stage import RuleFiles
+    from atalaia.streams.events import RawEvent
+    from atalaia.streams.ingest.stage import IngestCore
+    from atalaia.streams.settings import CONFIG_DIR, Settings
+
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:7",
+            "type": "Notification",
+            "data": [{"id": "urn:g", "type": "T", "x": {"type": "Property", "value": 1.5}}],
+        }
+    )
+
+    def sent(at: str) -> SimpleNamespace:
+        ev = RawEvent(body, "ngsi-ld", "application/json", None, at)
+        return SimpleNamespace(value=ev.body, headers=ev.headers(), timestamp=0, topic="atalaia.events")
+
+    one_partition = Settings(partitions=1)
+    fused = IngestRulesCore(
+        0, settings, RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml")
+    )
+    for core in (IngestCore(one_partition), fused):
+        first = core.process([sent("2026-01-28T10:00:05Z")], now=RECEIVED.timestamp() + 60)
+        again = core.process([sent("2026-01-28T10:00:35Z")], now=RECEIVED.timestamp() + 90)
+        assert [o.topic for o in first].count("observations") == 1, type(core).__name__
+        assert [o for o in again if o.topic == "observations"] == [], type(core).__name__
+
+
+def test_every_stage_core_has_the_core_shape() -> None:
+    """Each package's stage core answers the ``Core`` protocol of ``streams.stage`` (the sinks
+    ``aprocess`` besides)."""
+    from atalaia.incidents.stage import IncidentsCore, ProjectionCore
+    from atalaia.notifiers.stage import DeliveryCore, EscalationCore, WarningNoticesCore
+    from atalaia.rules.fused import IngestRulesCore
+    from atalaia.rules.stage import RulesCore
+    from atalaia.streams.ingest.stage import IngestCore
+    from atalaia.warnings.stage import WarningsCore
+
+    cores = (IngestCore, RulesCore, IngestRulesCore, IncidentsCore, ProjectionCore, EscalationCore)
+    for core in (*cores, WarningNoticesCore, DeliveryCore, WarningsCore):
+        assert all(callable(getattr(core, m, None)) for m in ("process", "tick", "snapshot")), core
+    assert all(callable(getattr(c, "aprocess", None)) for c in (ProjectionCore, DeliveryCore))
