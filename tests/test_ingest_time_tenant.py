@@ -394,7 +394,7 @@ def test_both_ingest_cores_drop_a_redelivered_notification() -> None:
 
     one_partition = Settings(partitions=1)
     fused = IngestRulesCore(
-        0, settings, RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml")
+        0, one_partition, RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml")
     )
     for core in (IngestCore(one_partition), fused):
         first = core.process([sent("2026-01-28T10:00:05Z")], now=RECEIVED.timestamp() + 60)
