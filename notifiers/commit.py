@@ -3,8 +3,9 @@
 A channel with ``commit_point = True`` (SMTP email) knows the exact moment after which the
 receiver may have accepted the message: for SMTP, sending the DATA terminator ``\\r\\n.\\r\\n``
 (a connection dropped before it discards the transaction, RFC 5321 §3.3/§4.1.1.4). Right before
-that moment the channel calls the hook in :data:`COMMIT_HOOK`, which writes a durable marker
-``<delivery log>.smtp-commit/<notification id>`` (an empty file, fsynced with its directory).
+that moment the channel calls the hook in :data:`COMMIT_HOOK`, which writes a marker
+``<delivery log>.smtp-commit/<notification id>`` (an empty file), and right after it the call the
+hook returned, which fsyncs the file and its directory.
 
 On restart, a ``sending`` row of a commit-point channel *without* a marker never reached the
 commit point: the server discarded it, so it is re-sent. With a marker it is ``in-doubt`` as
@@ -24,7 +25,7 @@ from pathlib import Path
 
 # set by the delivery lane around ``channel.send(n)`` (event loop side); the channel passes the
 # callable to its worker thread, which calls it right before the commit point
-COMMIT_HOOK: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+COMMIT_HOOK: contextvars.ContextVar[Callable[[], Callable[[], None] | None] | None] = contextvars.ContextVar(
     "atalaia_commit_hook", default=None
 )
 _SAFE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -50,20 +51,32 @@ class CommitMarks:
             nid = "h-" + hashlib.blake2b(nid.encode(), digest_size=16).hexdigest()
         return os.path.join(self.dir, nid)
 
-    def mark(self, nid: str) -> None:
-        """Durably record that ``nid``'s attempt is about to pass its commit point."""
-        fd = os.open(self._path(nid), os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def mark(self, nid: str) -> Callable[[], None]:
+        """Record that ``nid``'s attempt is about to pass its commit point, and return the call
+        that makes the record durable once the terminator is sent.
+
+        The file is created at once (a killed process cannot lose it: it is in the kernel) and
+        fsynced only after the commit point, so the window in which a kill leaves a marker for an
+        email the server never got is a few microseconds, not an fsync. After a power cut in
+        between, the marker may be gone and the email is re-sent: a possible duplicate, never a
+        silent loss."""
+        os.close(os.open(self._path(nid), os.O_WRONLY | os.O_CREAT, 0o644))
+        return lambda: self._sync(nid)
+
+    def _sync(self, nid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(self._path(nid), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         dfd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
 
-    def hook(self, nid: str) -> Callable[[], None]:
+    def hook(self, nid: str) -> Callable[[], Callable[[], None]]:
         return lambda: self.mark(nid)
 
     def exists(self, nid: str) -> bool:

@@ -191,7 +191,12 @@ def create_app(
             refusal = metrics_auth.check(request.headers)
             if refusal:
                 return refuse(self, "metrics", refusal)
-            return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+            body = generate_latest()
+            if settings.peers and request.query.get("local") is None:  # atalaia up's other processes
+                from atalaia.streams.front import peer_metrics
+
+                body = await peer_metrics(settings.peers, request.headers, settings.process_name, body)
+            return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     if not role:
         if not settings.metrics_port and app.atalaia_stages:

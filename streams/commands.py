@@ -140,11 +140,12 @@ def _run_processes(
     children = []
     for i, (name, stages) in enumerate(groups):
         args = ["worker", "--stages", ",".join(stages)]
-        env = _child_env(settings)
+        env = _child_env(settings, ATALAIA_PROCESS_NAME=name)
         if http and i == 0:
             args += ["--http-role", "ingest" if len(groups) > 1 else "all"]
+            peers = [f"{peer}={url}" for (peer, _), url in zip(groups[1:], private, strict=True)]
             env.update(
-                ATALAIA_PEERS=json.dumps(private),
+                ATALAIA_PEERS=json.dumps(peers),
                 ATALAIA_CONSOLE_UPSTREAM=private[0] if private else "",
                 ATALAIA_DEMO_TOKEN=ingest_token or "",
             )

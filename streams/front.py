@@ -5,6 +5,7 @@ path's own loop. Every other path (console, API, live board, CAP feed) belongs t
 and is forwarded to it as a byte stream (``install_forwarding``), so console and incident work
 never run on the alarm path's loop. ``/health`` merges what every process reports
 (``peer_health``); a process that does not answer makes it ``degraded``, never hangs it.
+``/metrics`` merges every process's samples, labelled ``process`` (``peer_metrics``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,64 @@ HOP_BY_HOP = {
 PEER_TIMEOUT_S = 1.5
 
 
+def peer(entry: str) -> tuple[str, str]:
+    """(name, URL) of an ``ATALAIA_PEERS`` entry, ``NAME=URL`` or a bare URL (named by it)."""
+    name, sep, url = entry.partition("=")
+    return (name, url) if sep and not name.startswith(("http://", "https://")) else (entry, entry)
+
+
+def _auth(headers: Any) -> dict[str, str]:
+    return {"Authorization": headers["Authorization"]} if "Authorization" in headers else {}
+
+
+async def peer_metrics(peers: list[str], headers: Any, name: str, own: bytes) -> bytes:
+    """This process's Prometheus exposition merged with the other processes'
+    (``GET <peer>/metrics?local``): one family per metric name, every sample labelled
+    ``process="<name>"``, and ``atalaia_process_up{process}`` 1 or 0 for each process, so one
+    scrape of the public port sees all of ``atalaia up``."""
+    import aiohttp
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.parser import text_string_to_metric_families
+
+    up = Metric("atalaia_process_up", "1 when the process answered this scrape, else 0", "gauge")
+    families: dict[str, Metric] = {up.name: up}
+
+    def add(process: str, text: str) -> None:
+        for fam in text_string_to_metric_families(text):
+            into = families.setdefault(fam.name, Metric(fam.name, fam.documentation, fam.type, fam.unit))
+            into.samples += [s._replace(labels={**s.labels, "process": process}) for s in fam.samples]
+        up.add_sample("atalaia_process_up", {"process": process}, 1.0)
+
+    add(name, own.decode())
+    timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def one(entry: str) -> tuple[str, str | Exception]:
+            process, url = peer(entry)
+            try:
+                async with session.get(f"{url.rstrip('/')}/metrics?local=1", headers=_auth(headers)) as r:
+                    r.raise_for_status()
+                    return process, await r.text()
+            except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+                return process, e
+
+        for process, got in await asyncio.gather(*(one(p) for p in peers)):
+            if isinstance(got, str):
+                try:
+                    add(process, got)
+                    continue
+                except ValueError:  # not an exposition: counted as down
+                    pass
+            up.add_sample("atalaia_process_up", {"process": process}, 0.0)
+
+    class Merged:
+        def collect(self) -> list[Metric]:
+            return list(families.values())
+
+    return generate_latest(Merged())  # type: ignore[arg-type]
+
+
 async def peer_health(
     peers: list[str], headers: Any, status: str, problems: list[Any], stages: dict[str, Any]
 ) -> tuple[str, list[Any], dict[str, Any]]:
@@ -37,11 +96,12 @@ async def peer_health(
 
     rank = {"ok": 0, "degraded": 1, "failed": 2}
     problems = list(problems)
-    auth = {"Authorization": headers["Authorization"]} if "Authorization" in headers else {}
+    auth = _auth(headers)
     timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
 
-        async def one(url: str) -> tuple[str, Any]:
+        async def one(entry: str) -> tuple[str, Any]:
+            url = peer(entry)[1]
             try:
                 async with session.get(f"{url.rstrip('/')}/health?local=1", headers=auth) as r:
                     return url, await r.json(content_type=None)

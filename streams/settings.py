@@ -115,7 +115,10 @@ class Settings(BaseSettings):
         True, description="ingest and rules run as one stage when a worker runs both (rules/fused.py)"
     )
     # set by `atalaia up` for its child processes (streams/processes.py), not by users:
-    peers: list[str] = Field(default_factory=list, description="other processes' URLs for /health")
+    peers: list[str] = Field(
+        default_factory=list, description="other processes as NAME=URL (or URL) for /health and /metrics"
+    )
+    process_name: str = Field("worker", description="this process's name (atalaia up: alarms, ops)")
     console_upstream: str | None = Field(None, description="where the alarms process forwards console paths")
     reset_alert_s: float = Field(
         900.0, description="after a broker reset or truncation, /health stays degraded this long"

@@ -62,10 +62,11 @@ async def test_hook_fires_once_per_message_right_before_the_terminator(smtp, mon
     for n, i in enumerate(hooks):
         assert events[i][1] == n  # the server had not yet got this message
         nxt, prev = events[i + 1], events[i - 1]
-        assert nxt[0] == "send" and nxt[1].endswith(TERMINATOR)  # the very next bytes: the payload
-        assert prev == ("send", b"data\r\n")  # the DATA command went before, without the hook
+        # the payload went before it up to its last "\r\n"; the very next bytes complete the terminator
+        assert prev[0] == "send" and nxt == ("send", b".\r\n") and (prev[1] + nxt[1]).endswith(TERMINATOR)
+        assert events[i - 2] == ("send", b"data\r\n")  # the DATA command went before, without the hook
     # not for any other command (and no hook outside our sends)
-    assert sum(1 for e in events if e[0] == "send" and e[1].endswith(TERMINATOR)) == 4
+    assert sum(1 for e in events if e == ("send", b".\r\n")) == 4
 
     # a send without a hook set (another library using smtplib) is untouched
     events.clear()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ATALAIA, consume_all, free_port
 
@@ -112,6 +114,18 @@ def test_up_runs_two_processes_and_stops_them_all(up):
     assert set(kids) == {"alarms", "ops"}, kids
     assert httpx.get(f"{url}/api/incidents", timeout=5).status_code == 200  # forwarded to ops
     assert "processes:" in log.read_text()  # one banner, naming both
+    # one scrape of the public port sees both processes, each sample labelled with its process
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    stage_up = {(s.labels["process"], s.labels["stage"]) for s in families["atalaia_stage_up"].samples}
+    assert {("alarms", "rules"), ("ops", "incidents"), ("ops", "escalation")} <= stage_up, stage_up
+    assert {s.labels["process"]: s.value for s in families["atalaia_process_up"].samples} == {
+        "alarms": 1.0,
+        "ops": 1.0,
+    }
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert "error" not in (check.stdout + check.stderr).lower(), check.stdout + check.stderr
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, log.read_text()[-4000:]
     for pid in kids.values():
@@ -138,6 +152,15 @@ def test_alarms_drain_while_the_ops_process_is_frozen(up, tmp_path):
             break
     assert len(unique) == n, f"{len(unique)} of {n} alarm transitions while ops was frozen"
     assert {a["state"] for a in unique.values()} == {"firing", "resolved"}
+    # a frozen process does not hang the scrape: it is reported down
+    text = httpx.get(f"{_url}/metrics", timeout=10).text
+    up_ = {
+        s.labels["process"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "atalaia_process_up"
+    }
+    assert up_ == {"alarms": 1.0, "ops": 0.0}, up_
     os.kill(kids["ops"], signal.SIGCONT)
     deadline = time.monotonic() + 120
     while not asyncio.run(consume_all(bootstrap, "atalaia.incidents", idle=2.0)):

@@ -14,8 +14,9 @@ reuses one context per verify setting during our sends (≈10× more emails/s).
 
 SMTP commit point: email is ``commit_point`` (``notifiers/commit.py``). ``smtplib.SMTP.data`` is
 wrapped once, process-wide: while one of our sends runs, the thread carries the lane's hook, and
-the wrapper calls it right before the one ``send`` of the bytes ending in the DATA terminator
-``\r\n.\r\n`` (not for the ``DATA`` command itself) — the server may deliver only after that.
+the wrapper splits the one ``send`` of the bytes ending in the DATA terminator ``\r\n.\r\n`` (not
+the ``DATA`` command itself) and calls it right before the final ``.\r\n`` — the server may
+deliver only after that.
 """
 
 from __future__ import annotations
@@ -116,9 +117,17 @@ def _install_smtp_commit_hook() -> bool:
         send = self.send
 
         def send_marked(s):
-            if isinstance(s, bytes | bytearray) and bytes(s[-5:]) == _TERMINATOR:
-                hook()  # durable marker first; if it fails, nothing is committed
-            return send(s)
+            if not (isinstance(s, bytes | bytearray) and bytes(s[-5:]) == _TERMINATOR):
+                return send(s)
+            # everything up to the final "\r\n" first: the server holds it and delivers nothing
+            # until ".\r\n" completes the terminator; the marker goes in between, so a kill
+            # leaves either no marker and nothing committed, or a marker (in doubt)
+            send(s[:-3])
+            durable = hook()  # if it fails, nothing is committed
+            sent = send(s[-3:])
+            if callable(durable):
+                durable()
+            return sent
 
         self.send = send_marked
         try:
