@@ -64,7 +64,8 @@ def ingest_batch(
     ``dedup_observations`` is off (the fused stage dedups observations by their id itself),
     observations seen before. ``max_body_bytes`` bounds the original bytes a DLQ record keeps."""
     out = BatchResult()
-    counts = out.counts
+    counts = out.counts  # the rare keys; the per-payload ones are summed here and added at the end
+    payloads = warnings = ignored = kept = duplicates = 0
     for ev in events:
         r = parse_payload(
             ev.body,
@@ -75,17 +76,17 @@ def ingest_batch(
             received_at=ev.received_at,
             options=options,
         )
-        counts["payloads"] += 1
+        payloads += 1
         clock = ev.received_at or now
         if deduper is not None:
             if clock is None:
                 raise ValueError("deduplication needs a clock: give each event received_at, or pass now")
             if r.notification_id and not deduper.admit_notification(r.notification_id, r.digest, now=clock):
                 counts["notifications_redelivered"] += 1
-                counts["duplicates"] += len(r.observations)
+                duplicates += len(r.observations)
                 continue
-        counts["warnings"] += len(r.warnings)
-        counts["ignored"] += len(r.ignored)
+        warnings += len(r.warnings)
+        ignored += len(r.ignored)
         if r.rejections:
             if not r.ok:
                 counts["payloads_refused"] += 1
@@ -106,9 +107,14 @@ def ingest_batch(
         observations = r.observations
         if deduper is not None and dedup_observations and observations:
             fresh = deduper.admit(observations, now=clock)  # type: ignore[arg-type]
-            counts["duplicates"] += len(observations) - len(fresh)
+            duplicates += len(observations) - len(fresh)
             observations = fresh
-        counts["observations"] += len(observations)
-        out.observations.extend(observations)
-        out.timestamps.extend([ev.timestamp] * len(observations))
+        if observations:
+            kept += len(observations)
+            out.observations.extend(observations)
+            out.timestamps.extend([ev.timestamp] * len(observations))
+    if payloads:
+        counts.update(
+            payloads=payloads, warnings=warnings, ignored=ignored, observations=kept, duplicates=duplicates
+        )
     return out
