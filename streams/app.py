@@ -164,6 +164,7 @@ def create_app(
 
     # without pages, only the metrics port if set, else no web server (the children of
     # `worker --processes` each get their own metrics port: streams.commands._run_processes)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust's datadir is made in it
     app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
     app.atalaia_settings = settings
     t = settings.topic

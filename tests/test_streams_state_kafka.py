@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
@@ -129,3 +130,98 @@ def test_restore_is_the_last_complete_checkpoint(ops):
         assert (await store(log).load_many([0])).get(0) == want
 
     asyncio.run(run())
+
+
+@pytest.mark.broker
+def test_checkpoints_round_trip_through_the_broker(broker, topic_prefix):
+    """Chunked checkpoints, their tombstones and the read to the end on the real (Tansu) broker:
+    another store, as on another machine, restores the latest of each partition."""
+    from aiokafka import AIOKafkaProducer
+
+    from atalaia.streams.checkpoints import state_topic
+
+    sources = [f"{topic_prefix}.events"]
+    topic = state_topic(topic_prefix, "rules")
+
+    async def run() -> dict:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, **producer_options(TANSU))
+        await producer.start()
+        a, b = (KafkaCheckpoints(broker, topic, sources, chunk_bytes=1000) for _ in range(2))
+        try:
+            for s in (a, b):
+                s.producer = producer
+                await s.start()
+            assert a.partitions == 3
+            assert await a.load_many([0, 1, 2]) == {}
+            big = orjson.dumps([{"entity": f"e{i}", "window": list(range(i % 50))} for i in range(2000)])
+            for k in range(3):  # later checkpoints replace earlier ones
+                await a.save_many([(p, {"t": 10 * k + p}, Snap(big + b"%d" % k)) for p in (0, 1, 2)])
+            await a.save_many([(4, {"t": 99}, Snap(b"small"))])  # partition 4 -> state partition 1
+            got = await b.load_many([0, 1, 2, 4])
+            assert not b.stale[0], "the replaced generations' chunks were deleted"
+            return got
+        finally:
+            for s in (a, b):
+                await s.stop()
+            await producer.stop()
+
+    got = asyncio.run(run())
+    assert {p: o for p, (o, _) in got.items()} == {0: {"t": 20}, 1: {"t": 21}, 2: {"t": 22}, 4: {"t": 99}}
+    assert got[0][1].endswith(b"]2") and got[4][1] == b"small"
+
+
+@pytest.mark.broker
+def test_a_worker_on_another_machine_takes_over_from_the_state_topics(
+    broker, topic_prefix, make_worker, tmp_path
+):
+    """Two workers with separate data directories (two machines, no shared volume) split the
+    partitions; after the killed one's checkpoints reached ``<prefix>.state.rules``, kill -9 it:
+    the other restores its partitions from there and the alarms equal the replay."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.split("  - id: parish-max")[0])  # entity-keyed: no reorder wait
+    history = tmp_path / "history.jsonl"
+    n = make_history(history, entities=9, steps=120, seed=11)
+    expected = replay(rules, history)
+    first, second = halves(history, n)
+    env = {**env_for(rules, idle_s=2), "ATALAIA_STATE_STORE": "kafka", "ATALAIA_SESSION_TIMEOUT_S": "6"}
+    stages = ("ingest", "rules")
+    a, b = (
+        make_worker("--stages", "ingest,rules", extra_env={**env, "ATALAIA_DATA_DIR": str(tmp_path / m)})
+        for m in ("machine-a", "machine-b")
+    )
+    with ThreadPoolExecutor(2) as pool:  # both start at once
+        list(pool.map(lambda w: w.start(stages), (a, b)))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the group rebalances so that both own partitions
+        pa, pb = (set(w.health()["stages"]["rules"]["partitions"]) for w in (a, b))
+        if pa and pb and not pa & pb:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"partitions were not shared: {pa} / {pb}")
+    send(a.env, first)
+    state = f"{topic_prefix}.state.rules"
+    while time.monotonic() < deadline:  # b's partitions are checkpointed in the state topic
+        keys = {r.key for r in asyncio.run(consume_all(broker, state, idle=0.5, timeout=5))}
+        if {b"%d" % p for p in pb} <= keys:
+            break
+    else:
+        pytest.fail(f"no checkpoint of {pb} in {state}")
+    b.kill()
+    send(a.env, second)
+    want = per_key(expected)
+    deadline = time.monotonic() + 90
+    while True:
+        got = [
+            orjson.loads(r.value)
+            for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=2.0))
+        ]
+        live = per_key(list({t["id"]: t for t in got}.values()))
+        if live == want or time.monotonic() > deadline:
+            break
+    assert live == want
+    assert set(a.health()["stages"]["rules"]["partitions"]) == {0, 1, 2}, "the survivor owns every partition"
+    text = a.log.read_text()
+    for p in pb:
+        assert f"partition {p} restored from checkpoint in {state}" in text, text[-6000:]
+    assert not list(tmp_path.glob("machine-*/state/**/*.ckpt")), "no checkpoint files with the kafka store"
