@@ -6,6 +6,7 @@ other takes its partitions over from ``<prefix>.state.*`` and the alarms equal t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -110,10 +111,8 @@ def test_restore_is_the_last_complete_checkpoint(ops):
                 offset += 1
                 log.budget = budget
                 n = len(log.records)
-                try:
+                with contextlib.suppress(CheckpointUnavailable):
                     await s.save_many([(0, {"t.events": offset}, Snap(state))])
-                except CheckpointUnavailable:
-                    pass
                 log.budget = None
                 heads = [r for r in log.records[n:] if r[0] == b"0"]
                 if heads:
