@@ -242,7 +242,13 @@ class KafkaCheckpoints:
     async def load_many(self, partitions: list[int]) -> dict[int, Checkpoint]:
         """Read the state partitions of ``partitions`` to their end; the latest checkpoint of
         each (else the last one this process wrote: the broker lost the topic)."""
-        records = await self._read({self._tp(p) for p in partitions})
+        raw = await self._read({self._tp(p) for p in partitions})
+        return await asyncio.to_thread(self._restore, raw, partitions)  # decompressing: off the loop
+
+    def _restore(
+        self, raw: list[tuple[bytes | None, bytes | None]], partitions: list[int]
+    ) -> dict[int, Checkpoint]:
+        records = latest(raw)
         out = {}
         for p in partitions:
             ckpt, unused = decode(records, p)
@@ -254,8 +260,8 @@ class KafkaCheckpoints:
                 out[p] = ckpt
         return out
 
-    async def _read(self, tps: set[Any]) -> dict[bytes, bytes]:
-        """The latest record per key of ``tps``, read from their beginning to their end. Tansu
+    async def _read(self, tps: set[Any]) -> list[tuple[bytes | None, bytes | None]]:
+        """The records (key, value) of ``tps``, read from their beginning to their end. Tansu
         reports an end as the last batch's base offset + 1: reaching it means that batch was
         fetched whole, so the loop also ends there."""
         reader = self.reader
@@ -273,7 +279,7 @@ class KafkaCheckpoints:
             for tp in list(pending):
                 if await reader.position(tp) >= end[tp]:
                     pending.discard(tp)
-        return latest(out)
+        return out
 
     async def save_many(self, saves: list[Save]) -> None:
         """Snapshot, compress and chunk off the event loop, then produce: chunks, heads, and the

@@ -79,7 +79,7 @@ def store(log: Log) -> KafkaCheckpoints:
     s.producer = log
 
     async def read(tps):
-        return latest(log.records)
+        return list(log.records)
 
     s._read = read
     return s
