@@ -290,8 +290,9 @@ class KafkaCheckpoints:
         )
         for p, recs in encoded:  # until its head is written, a new chunk is one nobody uses
             self.stale.setdefault(p, set()).update(k for k, _ in recs[:-1])
+        size = sum(len(v) for _, recs in encoded for _, v in recs)
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.timeout_s + size / 1e6):  # and 1 s per MB
                 await self._send([(p, k, v) for p, recs in encoded for k, v in recs[:-1]])
                 await self._send([(p, *recs[-1]) for p, recs in encoded])
                 for p, recs in encoded:
