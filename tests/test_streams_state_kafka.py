@@ -19,7 +19,17 @@ from hypothesis import strategies as st
 from atalaia.streams.checkpoints import CheckpointUnavailable, KafkaCheckpoints, latest
 from atalaia.streams.kafka_config import KAFKA, TANSU, broker_kind, producer_options, state_store
 from tests.conftest import consume_all
-from tests.test_streams_rules_live import RULES, env_for, halves, make_history, per_key, replay, send
+from tests.test_streams_rules_live import (
+    RULES,
+    env_for,
+    halves,
+    live_alarms,
+    make_history,
+    per_key,
+    replay,
+    send,
+    shared_partitions,
+)
 
 
 def test_producer_and_store_follow_the_broker_kind():
@@ -195,14 +205,8 @@ def test_a_worker_on_another_machine_takes_over_from_the_state_topics(
     )
     with ThreadPoolExecutor(2) as pool:  # both start at once
         list(pool.map(lambda w: w.start(stages), (a, b)))
+    _, pb = shared_partitions(a, b)  # the group rebalances so that both own partitions
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the group rebalances so that both own partitions
-        pa, pb = (set(w.health()["stages"]["rules"]["partitions"]) for w in (a, b))
-        if pa and pb and not pa & pb:
-            break
-        time.sleep(0.3)
-    else:
-        pytest.fail(f"partitions were not shared: {pa} / {pb}")
     send(a.env, first)
     state = f"{topic_prefix}.state.rules"
     while time.monotonic() < deadline:  # b's partitions are checkpointed in the state topic
@@ -213,17 +217,7 @@ def test_a_worker_on_another_machine_takes_over_from_the_state_topics(
         pytest.fail(f"no checkpoint of {pb} in {state}")
     b.kill()
     send(a.env, second)
-    want = per_key(expected)
-    deadline = time.monotonic() + 90
-    while True:
-        got = [
-            orjson.loads(r.value)
-            for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=2.0))
-        ]
-        live = per_key(list({t["id"]: t for t in got}.values()))
-        if live == want or time.monotonic() > deadline:
-            break
-    assert live == want
+    assert live_alarms(broker, topic_prefix, per_key(expected), idle=2.0, timeout=90) == per_key(expected)
     assert set(a.health()["stages"]["rules"]["partitions"]) == {0, 1, 2}, "the survivor owns every partition"
     text = a.log.read_text()
     for p in pb:
