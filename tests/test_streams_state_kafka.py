@@ -223,3 +223,30 @@ def test_a_worker_on_another_machine_takes_over_from_the_state_topics(
     for p in pb:
         assert f"partition {p} restored from checkpoint in {state}" in text, text[-6000:]
     assert not list(tmp_path.glob("machine-*/state/**/*.ckpt")), "no checkpoint files with the kafka store"
+
+
+def test_the_kind_is_what_the_broker_answers_for_an_idempotent_producer_id():
+    from atalaia.streams.app import faust_settings
+    from atalaia.streams.kafka_config import probe_kind, remember_kind
+    from atalaia.streams.settings import Settings
+
+    class Client:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def get_random_node(self):
+            return 1
+
+        async def send(self, node, request):
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return type("Resp", (), {"error_code": self.answer})()
+
+    async def kinds() -> list[str]:
+        return [await probe_kind(Client(a)) for a in (0, -1, 35, ConnectionError("gone"))]
+
+    assert asyncio.run(kinds()) == [KAFKA, TANSU, TANSU, TANSU]
+    for kind, acks in ((KAFKA, -1), (TANSU, 1)):  # Faust's own producer follows too
+        remember_kind(f"{kind}:9092", kind)
+        s = Settings(kafka=f"{kind}:9092")
+        assert faust_settings(s, s.kafka, http=False)["producer_acks"] == acks
