@@ -237,6 +237,13 @@ async def probe_kind(client: Any) -> str:
     except Exception as e:  # an unsupported or failing request: no idempotent producer here
         log.info("the broker grants no idempotent producer (%s: %s)", type(e).__name__, e)
         return TANSU
+    if resp.error_code in (31, 53):  # CLUSTER_/TRANSACTIONAL_ID_AUTHORIZATION_FAILED: a Kafka
+        log.warning(
+            "the broker refused this user an idempotent producer id (error %d): producing with "
+            "acks=1 and, unless ATALAIA_STATE_STORE says otherwise, stage state in the data "
+            "directory; grant the IdempotentWrite (or a topic Write) ACL",
+            resp.error_code,
+        )
     return KAFKA if resp.error_code == 0 else TANSU
 
 
