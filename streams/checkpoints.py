@@ -217,7 +217,15 @@ class KafkaCheckpoints:
         await admin.start()
         try:
             n = max((await topic_partitions(admin, self.sources)).values(), default=1)
-            self.partitions = (await create_topics(admin, {self.topic: n}, STATE_TOPIC_CONFIG))[self.topic]
+            deadline = time.monotonic() + 3 * self.timeout_s
+            while True:
+                found = await create_topics(admin, {self.topic: n}, STATE_TOPIC_CONFIG)
+                if self.topic in found:
+                    break
+                if time.monotonic() > deadline:  # created, never visible in the metadata
+                    raise RuntimeError(f"{self.topic}: created but not visible")
+                await asyncio.sleep(0.2)
+            self.partitions = found[self.topic]
         finally:
             await admin.close()
         self.reader = AIOKafkaConsumer(
