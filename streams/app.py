@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.streams.events import RawEvent, body_key
 from atalaia.streams.httpauth import REFUSED, IngestAuth, MetricsAuth, Refusal
-from atalaia.streams.kafka_config import client_options
+from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
 from atalaia.streams.observation import partition_key
 from atalaia.streams.pipeline import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
@@ -49,9 +49,10 @@ def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dic
     """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka. Faust's web
     server serves the HTTP port (``http``), else only ``/metrics`` ``/health`` ``/livez`` on
     ``ATALAIA_METRICS_PORT``, else nothing (a worker without either binds no port)."""
-    from atalaia.streams.kafka_config import configure, faust_credentials
+    from atalaia.streams.kafka_config import configure, faust_credentials, known_kind, producer_options
 
     configure(settings, bootstrap)
+    acks = producer_options(known_kind(bootstrap))["acks"]  # the kind: learnt by ensure_topics
     web_port = settings.http_port if http else settings.metrics_port
     return {
         "broker": f"kafka://{bootstrap}",
@@ -66,7 +67,7 @@ def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dic
         "topic_allow_declare": False,  # topics are created by streams.broker.ensure_topics
         "topic_disable_leader": True,
         "consumer_auto_offset_reset": "earliest",
-        "producer_acks": 1,
+        "producer_acks": -1 if acks == "all" else acks,
         "web_host": settings.http_host,
         "web_bind": settings.http_host,  # listen only where told (Faust's default is 0.0.0.0)
         "web_enabled": bool(web_port),
@@ -87,7 +88,10 @@ class IngestProducer(Service):
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(
-            **client_options(self.bootstrap), linger_ms=2, acks=1, max_request_size=8 << 20
+            **client_options(self.bootstrap),
+            **producer_options(await broker_kind(self.bootstrap)),  # acks=all + idempotence on Kafka
+            linger_ms=2,
+            max_request_size=8 << 20,
         )
         await self.producer.start()
 
@@ -160,6 +164,7 @@ def create_app(
 
     # without pages, only the metrics port if set, else no web server (the children of
     # `worker --processes` each get their own metrics port: streams.commands._run_processes)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust's datadir is made in it
     app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
     app.atalaia_settings = settings
     t = settings.topic
@@ -185,6 +190,7 @@ def create_app(
         "bootstrap": bootstrap,
         "prefix": settings.topic_prefix,
         "state_dir": state_dir,
+        "state_store": settings.state_store,  # file | kafka | auto: the broker kind's default
         "fetch_wait_ms": settings.fetch_wait_ms,
         "session_timeout_s": settings.session_timeout_s,
         "heartbeat_s": settings.heartbeat_s,
