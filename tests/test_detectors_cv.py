@@ -94,4 +94,4 @@ def test_cv_command_loco_reports_the_worst_category_and_the_standard_error(tmp_p
     row = lines[lines.index(header) + 1]
     assert "SE" in header and "LOCO worst category" in header
     # artificialNoAnomaly has no window, so it has no score and cannot be the worst category
-    assert row.startswith("record-novelty") and "artificialNoAnomaly" not in row
+    assert row.startswith("novelty-evt-mean") and "artificialNoAnomaly" not in row
