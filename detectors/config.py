@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from atalaia.detectors.base import Detector
 from atalaia.detectors.calibrated import Calibrated
 from atalaia.detectors.ensemble import Ensemble
-from atalaia.detectors.extreme import ExtremeTail
+from atalaia.detectors.extreme import ExtremeTail, NoveltyExtreme
 from atalaia.detectors.gaussian import GaussianTail
 from atalaia.detectors.likelihood import Likelihood
 from atalaia.detectors.novelty import RecordNovelty
@@ -44,6 +44,7 @@ MODELS: dict[str, type[Detector]] = {
     "seasonal": SeasonalProfile,
     "novelty": RecordNovelty,
     "extreme": ExtremeTail,
+    "novelty-extreme": NoveltyExtreme,
 }
 log = logging.getLogger("atalaia.detectors")
 _WARNED: set[str] = set()

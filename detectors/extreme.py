@@ -24,7 +24,7 @@ from datetime import datetime
 from river import stats
 
 from atalaia.detectors.base import clean, clip01, scale_floor
-from atalaia.detectors.novelty import RecordNovelty
+from atalaia.detectors.novelty import RecordNovelty, _Extremes
 
 
 class _ParetoTail:
@@ -101,9 +101,16 @@ class ExtremeTail(RecordNovelty):
         bin_minutes: int = 60,
         warmup: int = 150,
         max_gap: float = 10.0,
+        **novelty,
     ) -> None:
         super().__init__(
-            features=features, fast=fast, slow=slow, bin_minutes=bin_minutes, warmup=warmup, max_gap=max_gap
+            features=features,
+            fast=fast,
+            slow=slow,
+            bin_minutes=bin_minutes,
+            warmup=warmup,
+            max_gap=max_gap,
+            **novelty,
         )
         if not 0.5 <= q < 1.0 or horizon < 2 or min_excess < 2 or decades <= 0:
             raise ValueError("0.5 <= q < 1, horizon >= 2, min_excess >= 2, decades > 0")
@@ -112,8 +119,12 @@ class ExtremeTail(RecordNovelty):
         self.min_excess = min_excess
         self.decades = decades
         self._tails = {f: (_ParetoTail(q), _ParetoTail(q)) for f in self.features}
+        self._ext = {}  # no record tests of its own (NoveltyExtreme adds them back)
 
     def score_one(self, x: float, t: datetime) -> float:
+        return self._tail_score(x, t)
+
+    def _tail_score(self, x: float, t: datetime) -> float:
         x = clean(x)
         if x is None or self.n_seen < self.warmup:
             return 0.0
@@ -137,3 +148,36 @@ class ExtremeTail(RecordNovelty):
             hi.learn(f, self.horizon)
             lo.learn(-f, self.horizon)
         super().learn_one(cx, t)  # the features' running means and daily profile
+
+
+class NoveltyExtreme(ExtremeTail):
+    """The mean of two model families on the same features, computed once: the record novelty
+    of ``record_features`` with its far-tail test (``RecordNovelty``: beyond the range this
+    series has seen?) and the extreme-value tail probability of ``features`` (``ExtremeTail``:
+    how often does this series go this far?). The same scores as an ``Ensemble(combine="mean")``
+    of the two models, in one state.
+
+    >>> from datetime import datetime, timedelta
+    >>> t0 = datetime(2026, 1, 1)
+    >>> det = NoveltyExtreme(warmup=50)
+    >>> for i in range(2000):
+    ...     _ = det.score_learn(10.0 + ((i * 7919) % 101) / 100, t0 + timedelta(minutes=5 * i))
+    >>> det.score_one(10.9, t0) < 0.2 < 0.6 < det.score_one(13.0, t0)
+    True
+    """
+
+    def __init__(
+        self,
+        record_features: tuple[str, ...] | list[str] = ("value", "shift", "seasonal"),
+        features: tuple[str, ...] | list[str] = ("value", "diff", "shift", "seasonal"),
+        tail: str | None = "history",
+        **params,
+    ) -> None:
+        if not set(record_features) <= set(features):
+            raise ValueError("record_features must be among features")
+        super().__init__(features=features, tail=tail, **params)
+        self.record_features = tuple(record_features)
+        self._ext = {f: _Extremes() for f in self.record_features}
+
+    def score_one(self, x: float, t: datetime) -> float:
+        return (RecordNovelty.score_one(self, x, t) + self._tail_score(x, t)) / 2

@@ -70,9 +70,9 @@ def test_constant_series_never_alarms_then_a_change_does(name):
     scores = run(det, [7.0] * 600)
     assert_unit(scores)
     assert max(scores) <= 0.5  # nothing happens on a flat line (0.5: at the edge of its range)
-    # any change is news; in a mean ensemble the extreme-value member has no fitted tail on a
-    # flat line (it scores 0), so the change scores 0.5 there: still above its threshold
-    news = spec.threshold if spec.params.get("combine") == "mean" else 0.9
+    # any change is news; in the mean of record novelty and the extreme tail the tail has no
+    # fitted excesses on a flat line (it scores 0), so the change scores 0.5: above its threshold
+    news = spec.threshold if spec.model == "novelty-extreme" else 0.9
     assert det.score_one(9.0, T0 + timedelta(minutes=5 * 600)) > news
 
 
@@ -249,11 +249,16 @@ def test_shipped_default_is_the_documented_transfer_choice():
     updating the README table."""
     default = CONFIG.get(None)
     assert default.name == CONFIG.default == "novelty-evt-mean"
-    assert default.model == "ensemble" and default.params == {"combine": "mean"}
-    novelty, extreme = default.members
-    assert (novelty.model, extreme.model) == ("novelty", "extreme")
-    assert novelty.params == {"fast": 0.1, "features": ["value", "shift", "seasonal"], "tail": "history", "warmup": 150}
-    assert extreme.params == {"q": 0.98, "min_excess": 10, "features": ["value", "diff", "shift", "seasonal"]}
+    assert default.model == "novelty-extreme"  # the mean of record novelty and the extreme tail
+    assert default.params == {
+        "record_features": ["value", "shift", "seasonal"],
+        "tail": "history",
+        "features": ["value", "diff", "shift", "seasonal"],
+        "q": 0.98,
+        "min_excess": 10,
+        "fast": 0.1,
+        "warmup": 150,
+    }
     assert default.suppress.model_dump() == {
         "alert": 0.45,
         "hold": 100,
@@ -264,7 +269,13 @@ def test_shipped_default_is_the_documented_transfer_choice():
     }
     assert default.threshold == default.suppress.alert == 0.45
     previous = CONFIG.get("record-novelty")
-    assert previous.model == "novelty" and previous.params == novelty.params
+    assert previous.model == "novelty"
+    assert previous.params == {
+        "fast": 0.1,
+        "features": ["value", "shift", "seasonal"],
+        "tail": "history",
+        "warmup": 150,
+    }
     assert previous.threshold == previous.suppress.alert == 0.6
     # the candidates file holds the same default, so its CV table is the default's
     from pathlib import Path
