@@ -71,9 +71,9 @@ class _ParetoTail:
 
 
 class ExtremeTail(RecordNovelty):
-    """Peaks-over-threshold tail probability of the value, its level shift and its deviation
-    from the daily profile (the features of ``RecordNovelty``), both tails each; see the
-    module docstring.
+    """Peaks-over-threshold tail probability of the value, its change, its level shift and its
+    deviation from the daily profile (the features of ``RecordNovelty``), both tails each; see
+    the module docstring. The defaults are the default detector's.
 
     Parameters: ``features`` (as in ``RecordNovelty``); ``q`` (quantile above which the tail
     is fitted); ``horizon`` (excesses remembered); ``min_excess`` (excesses needed before a
@@ -91,10 +91,10 @@ class ExtremeTail(RecordNovelty):
 
     def __init__(
         self,
-        features: tuple[str, ...] | list[str] = ("value", "shift", "seasonal"),
-        q: float = 0.9,
+        features: tuple[str, ...] | list[str] = ("value", "diff", "shift", "seasonal"),
+        q: float = 0.98,
         horizon: int = 1000,
-        min_excess: int = 20,
+        min_excess: int = 10,
         decades: float = 10.0,
         fast: float = 0.1,
         slow: float = 0.01,
