@@ -120,6 +120,12 @@ def nab(
     is_flag=True,
     help="also leave one category (NAB folder) out: pooled held-out score and the worst category",
 )
+@click.option(
+    "--around",
+    type=float,
+    default=None,
+    help="also print the held-out standard score with each fold's threshold moved by -A, -A/2, +A/2, +A",
+)
 @click.option("--verbose", "-v", is_flag=True, help="per-fold lines")
 def cv(
     nab_dir: Path | None,
@@ -133,6 +139,7 @@ def cv(
     cache_dir: Path | None,
     no_cache: bool,
     loco: bool,
+    around: float | None,
     verbose: bool,
 ) -> None:
     """File-level k-fold cross-validation over a NAB kit (default ../shared/nab).
@@ -220,6 +227,15 @@ def cv(
             f"{ms('reward_low_FN_rate'):>13s} {se:4.1f} {counts:>18s} {pooled:7.1f} | {full:>16s} "
             f"{shipped:>17s}{extra}"
         )
+        if around and len(cands) == 1:
+            stream = next(iter(cands.values()))
+            shifts = (-around, -around / 2, around / 2, around)
+            at = []
+            for d in shifts:
+                xs = [cvmod.held_out_shifted(kit, r, stream, d) for r in results]
+                xs = [x for x in xs if x is not None]
+                at.append(f"{d:+.3f}: {statistics.fmean(xs):.1f}" if xs else f"{d:+.3f}: n/a")
+            click.echo(f"    held-out standard with the threshold moved {', '.join(at)}")
         if verbose or len(cands) > 1:
             for r in results:
                 for f in r.folds:

@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from atalaia.detectors.base import Detector
 from atalaia.detectors.calibrated import Calibrated
 from atalaia.detectors.ensemble import Ensemble
+from atalaia.detectors.extreme import ExtremeTail, NoveltyExtreme
 from atalaia.detectors.gaussian import GaussianTail
+from atalaia.detectors.likelihood import Likelihood
 from atalaia.detectors.novelty import RecordNovelty
 from atalaia.detectors.predictive import ForecastResidual
 from atalaia.detectors.rarity import Rarity
@@ -41,6 +43,8 @@ MODELS: dict[str, type[Detector]] = {
     "forecast": ForecastResidual,
     "seasonal": SeasonalProfile,
     "novelty": RecordNovelty,
+    "extreme": ExtremeTail,
+    "novelty-extreme": NoveltyExtreme,
 }
 log = logging.getLogger("atalaia.detectors")
 _WARNED: set[str] = set()
@@ -77,6 +81,14 @@ class RarityParams(_Strict):
     bins_per_unit: float = Field(1.0, gt=0)
 
 
+class LikelihoodParams(_Strict):
+    short: int = Field(1, ge=1)
+    horizon: int = Field(2000, ge=2)
+    min_samples: int = Field(150, ge=2)
+    min_std: float = Field(0.01, gt=0)
+    decades: float = Field(10.0, gt=0)
+
+
 class Suppression(_Strict):
     alert: float = Field(0.6, ge=0, le=1)
     hold: int = Field(100, ge=0)
@@ -92,6 +104,7 @@ class ModelSpec(_Strict):
     members: list[ModelSpec] = []
     calibration: Calibration | None = None
     rarity: RarityParams | None = None
+    likelihood: LikelihoodParams | None = None
     suppress: Suppression | None = None
 
     @model_validator(mode="after")
@@ -114,6 +127,8 @@ class ModelSpec(_Strict):
             det = Calibrated(det, **self.calibration.model_dump())
         if self.rarity is not None:
             det = Rarity(det, **self.rarity.model_dump())
+        if self.likelihood is not None:
+            det = Likelihood(det, **self.likelihood.model_dump())
         if self.suppress is not None:
             det = Refractory(det, **self.suppress.model_dump())
         return det

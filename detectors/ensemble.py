@@ -6,11 +6,12 @@ from datetime import datetime
 
 from atalaia.detectors.base import Detector, clean
 
-COMBINE = ("max", "mean")
+COMBINE = ("max", "mean", "min")
 
 
 class Ensemble(Detector):
-    """Score with every member, combine by ``max`` (any expert alarmed) or ``mean``.
+    """Score with every member, combine by ``max`` (any expert alarmed), ``mean`` or ``min``
+    (every expert must agree).
 
     >>> from datetime import datetime, timedelta
     >>> from atalaia.detectors.gaussian import GaussianTail
@@ -36,7 +37,9 @@ class Ensemble(Detector):
         if clean(x) is None:
             return 0.0
         scores = [m.score_one(x, t) for m in self.members]
-        return max(scores) if self.combine == "max" else sum(scores) / len(scores)
+        if self.combine == "mean":
+            return sum(scores) / len(scores)
+        return max(scores) if self.combine == "max" else min(scores)
 
     def learn_one(self, x: float, t: datetime) -> None:
         if clean(x) is None:

@@ -193,8 +193,8 @@ class RecordNovelty(Detector):
             return 0.0
         tests = []
         for name, f in self._values(x, t).items():
-            e = self._ext[name]
-            if e.n:
+            e = self._ext.get(name)  # a subclass may compute features it does not record-test
+            if e is not None and e.n:
                 tests.append(e.exceedance(f) - self.margin)
         if self._tail is not None and self._tail[2] >= self._tail_min:
             lo, hi = self._tail[0].get(), self._tail[1].get()
@@ -213,7 +213,9 @@ class RecordNovelty(Detector):
         if x is None:
             return
         for name, f in self._values(x, t).items():
-            self._ext[name].learn(f, self.relax, self.slow, self.memory)
+            e = self._ext.get(name)
+            if e is not None:
+                e.learn(f, self.relax, self.slow, self.memory)
         if self._tail is not None:
             self._tail[0].update(x)
             self._tail[1].update(x)

@@ -36,9 +36,10 @@ def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dic
     """Faust settings that work on the embedded broker (Tansu) and on Apache Kafka. Faust's web
     server serves the HTTP port (``http``), else only ``/metrics`` ``/health`` ``/livez`` on
     ``ATALAIA_METRICS_PORT``, else nothing (a worker without either binds no port)."""
-    from atalaia.streams.kafka_config import configure, faust_credentials
+    from atalaia.streams.kafka_config import configure, faust_credentials, known_kind, producer_options
 
     configure(settings, bootstrap)
+    acks = producer_options(known_kind(bootstrap))["acks"]  # the kind: learnt by ensure_topics
     web_port = settings.http_port if http else settings.metrics_port
     return {
         "broker": f"kafka://{bootstrap}",
@@ -53,7 +54,7 @@ def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dic
         "topic_allow_declare": False,  # topics are created by streams.broker.ensure_topics
         "topic_disable_leader": True,
         "consumer_auto_offset_reset": "earliest",
-        "producer_acks": 1,
+        "producer_acks": -1 if acks == "all" else acks,
         "web_host": settings.http_host,
         "web_bind": settings.http_host,  # listen only where told (Faust's default is 0.0.0.0)
         "web_enabled": bool(web_port),
@@ -77,6 +78,7 @@ def create_app(
     endpoints)."""
     # without pages, only the metrics port if set, else no web server (the children of
     # `worker --processes` each get their own metrics port: streams.commands._run_processes)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust's datadir is made in it
     app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
     app.atalaia_settings = settings
     t = settings.topic
@@ -102,6 +104,7 @@ def create_app(
         "bootstrap": bootstrap,
         "prefix": settings.topic_prefix,
         "state_dir": state_dir,
+        "state_store": settings.state_store,  # file | kafka | auto: the broker kind's default
         "fetch_wait_ms": settings.fetch_wait_ms,
         "session_timeout_s": settings.session_timeout_s,
         "heartbeat_s": settings.heartbeat_s,

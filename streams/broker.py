@@ -175,16 +175,27 @@ async def topic_partitions(admin, topics: list[str]) -> dict[str, int]:
     return out
 
 
-async def create_topics(admin, designed: dict[str, int]) -> dict[str, int]:
-    """Create the missing topics of ``designed``; return the partition counts of all of them."""
+async def create_topics(
+    admin, designed: dict[str, int], configs: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Create the missing topics of ``designed`` (with the topic ``configs``, or without them
+    where the broker refuses them); return the partition counts of all of them."""
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     existing = set(await admin.list_topics())
-    new = [NewTopic(t, n, 1) for t, n in designed.items() if t not in existing]
+    new = [NewTopic(t, n, 1, topic_configs=configs or {}) for t, n in designed.items() if t not in existing]
     if new:
         with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
-            await admin.create_topics(new)
+            resp = await admin.create_topics(new)
+            refused = {t for t, code, *_ in getattr(resp, "topic_errors", ()) if code not in (0, 36)}
+            if refused and configs:  # 36: already exists
+                log.warning(
+                    "the broker refused the topic configs %s: creating %s without them", configs, refused
+                )
+                await admin.create_topics(
+                    [NewTopic(t.name, t.num_partitions, 1) for t in new if t.name in refused]
+                )
         log.info("created topics %s", ", ".join(f"{t.name}×{t.num_partitions}" for t in new))
     return await topic_partitions(admin, sorted(designed))
 
@@ -194,10 +205,11 @@ async def ensure_topics(
 ) -> None:
     """Create the pipeline's topics that do not exist yet (idempotent) with their designed
     partition counts, retrying until the broker answers metadata requests; raise
-    :class:`TopicLayoutError` when existing topics have other counts."""
+    :class:`TopicLayoutError` when existing topics have other counts. Also learns the broker's
+    kind (``kafka_config.broker_kind``) for this process's producers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from atalaia.streams.kafka_config import client_options
+    from atalaia.streams.kafka_config import client_options, known_kind, probe_kind, remember_kind
 
     designed = designed_partitions(prefix, partitions)
     deadline = time.monotonic() + timeout
@@ -211,6 +223,8 @@ async def ensure_topics(
                 raise TopicLayoutError(layout_error(problems, bootstrap))
             if len(actual) < len(designed):
                 raise RuntimeError(f"topics not visible yet: {sorted(set(designed) - set(actual))}")
+            if known_kind(bootstrap) is None:
+                remember_kind(bootstrap, await probe_kind(admin._client))
             return
         except TopicLayoutError:
             raise

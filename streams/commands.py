@@ -319,13 +319,18 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
 
     from atalaia.streams.connect import client_bootstrap
     from atalaia.streams.events import RawEvent, format_time_now
-    from atalaia.streams.kafka_config import client_options
+    from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
 
     settings = get_settings()
     bootstrap = client_bootstrap(settings)
 
     async def go() -> int:
-        producer = AIOKafkaProducer(**client_options(bootstrap), linger_ms=5, max_request_size=8 << 20)
+        producer = AIOKafkaProducer(
+            **client_options(bootstrap),
+            **producer_options(await broker_kind(bootstrap)),  # acks=all + idempotence on Kafka
+            linger_ms=5,
+            max_request_size=8 << 20,
+        )
         await producer.start()
         n = 0
         try:

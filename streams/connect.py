@@ -145,6 +145,12 @@ def owned_bootstrap(settings: Settings, *, fresh: bool = False) -> Iterator[str]
     # domain state in the data directory is kept (unless --fresh) and re-anchored to the new
     # topics' beginning; the checkpoints carry the new cluster id, so the stages trust them.
     broker = EmbeddedBroker()
+    if settings.state_store == "kafka":
+        log.warning(
+            "ATALAIA_STATE_STORE=kafka with the embedded broker: stage state lives in its in-memory "
+            "topics and is lost when it stops (the default, file, keeps it in %s)",
+            settings.data_dir / "state",
+        )
     keep_or_reset(settings, broker.cluster_id, fresh)
     with broker:
         path = announce_file(settings)

@@ -178,7 +178,20 @@ class BrokerGuard(Service):
         actual = await create_topics(admin, designed)
         problems = layout_problems(designed, actual)
         HEALTH.layout(problems, layout_error(problems, self.bootstrap) if problems else "")
+        await self.state_topics(admin)
         if changed:
             for stage in self.stages.values():
                 await stage.recheck(cid)
         self.cluster = cid or self.cluster  # only now: a failed recheck is tried again
+
+    async def state_topics(self, admin: Any) -> None:
+        """Re-create the stages' state topics (``ATALAIA_STATE_STORE=kafka``) that vanished with a
+        reset broker, so the next checkpoints have somewhere to go. Their partition counts are
+        not checked: a checkpoint of partition p lives in state partition p mod count."""
+        from atalaia.streams.broker import create_topics
+        from atalaia.streams.checkpoints import STATE_TOPIC_CONFIG, KafkaCheckpoints
+
+        stores = [getattr(s, "checkpoints", None) for s in self.stages.values()]
+        wanted = {c.topic: c.partitions for c in stores if isinstance(c, KafkaCheckpoints)}
+        if wanted:
+            await create_topics(admin, wanted, STATE_TOPIC_CONFIG)

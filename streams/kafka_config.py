@@ -19,6 +19,14 @@ Security applies to the external Kafka of ``ATALAIA_KAFKA`` only: the embedded b
 loopback in plain text. A setting that cannot work (a SASL protocol without a username or
 password file, a certificate without its key, an unreadable file) raises
 :class:`KafkaConfigError` with the setting's name at start-up, never at the first send.
+
+What the broker can do is asked once per bootstrap (:func:`broker_kind`): a broker that grants an
+idempotent producer id (Apache Kafka) is ``"kafka"``, one that does not (Tansu, the embedded
+broker) is ``"tansu"``. Producers follow it (:func:`producer_options`: ``acks=all`` and
+idempotence on Kafka, where ``acks=1`` loses acknowledged records on a leader change; ``acks=1``
+on Tansu, which has no idempotent producer), and so does the default stage state store
+(:func:`state_store`: the compacted ``<prefix>.state.<stage>`` topics on Kafka, the data
+directory on Tansu, which keeps topics in memory and does not compact).
 """
 
 from __future__ import annotations
@@ -212,6 +220,82 @@ def security(bootstrap: str) -> KafkaSecurity:
 def client_options(bootstrap: str) -> dict[str, Any]:
     """``bootstrap_servers`` plus the security keyword arguments of an aiokafka client."""
     return {"bootstrap_servers": bootstrap, **security(bootstrap).aiokafka()}
+
+
+KAFKA, TANSU = "kafka", "tansu"
+_kinds: dict[str, str] = {}
+
+
+async def probe_kind(client: Any) -> str:
+    """``"kafka"`` if the broker grants an idempotent producer id (InitProducerId without a
+    transactional id: what every idempotent producer asks first), else ``"tansu"``."""
+    from aiokafka.protocol.transaction import InitProducerIdRequest
+
+    node = client.get_random_node()
+    try:
+        resp = await client.send(node, InitProducerIdRequest(None, 2**31 - 1))
+    except Exception as e:  # an unsupported or failing request: no idempotent producer here
+        log.info("the broker grants no idempotent producer (%s: %s)", type(e).__name__, e)
+        return TANSU
+    if resp.error_code in (31, 53):  # CLUSTER_/TRANSACTIONAL_ID_AUTHORIZATION_FAILED: a Kafka
+        log.warning(
+            "the broker refused this user an idempotent producer id (error %d): producing with "
+            "acks=1 and, unless ATALAIA_STATE_STORE says otherwise, stage state in the data "
+            "directory; grant the IdempotentWrite (or a topic Write) ACL",
+            resp.error_code,
+        )
+    return KAFKA if resp.error_code == 0 else TANSU
+
+
+def remember_kind(bootstrap: str, kind: str) -> str:
+    if _kinds.get(bootstrap) != kind:
+        log.info(
+            "broker %s: %s",
+            bootstrap,
+            "idempotent producer: produce with acks=all, idempotence"
+            if kind == KAFKA
+            else "no idempotent producer (Tansu): produce with acks=1",
+        )
+    _kinds[bootstrap] = kind
+    return kind
+
+
+def known_kind(bootstrap: str) -> str | None:
+    """The kind :func:`broker_kind` found for ``bootstrap`` in this process, if it asked."""
+    return _kinds.get(bootstrap)
+
+
+async def broker_kind(bootstrap: str) -> str:
+    """``"kafka"`` or ``"tansu"`` (see the module docstring), asked once per bootstrap."""
+    kind = _kinds.get(bootstrap)
+    if kind is None:
+        from aiokafka.client import AIOKafkaClient
+
+        client = AIOKafkaClient(**client_options(bootstrap))
+        await client.bootstrap()
+        try:
+            kind = remember_kind(bootstrap, await probe_kind(client))
+        finally:
+            await client.close()
+    return kind
+
+
+def producer_options(kind: str | None) -> dict[str, Any]:
+    """The durability options of a producer on a broker of ``kind``: on Kafka every in-sync
+    replica acknowledges and retries cannot duplicate or reorder; on Tansu (no idempotent
+    producer) and when the kind is not known, the leader acknowledges."""
+    if kind == KAFKA:
+        return {"acks": "all", "enable_idempotence": True}
+    return {"acks": 1}
+
+
+def state_store(setting: str, kind: str | None) -> str:
+    """Where stages keep their checkpoints: ``ATALAIA_STATE_STORE`` (``file`` | ``kafka``), or
+    for ``auto`` the broker kind's default: the compacted state topics on Kafka, the data
+    directory on Tansu (topics in memory, no compaction)."""
+    if setting in ("file", "kafka"):
+        return setting
+    return "kafka" if kind == KAFKA else "file"
 
 
 def faust_credentials(bootstrap: str) -> dict[str, Any]:

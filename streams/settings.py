@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password_file: Path | None = None
     kafka_ssl_check_hostname: bool = True
+    state_store: Literal["auto", "file", "kafka"] = Field(
+        "auto",
+        description="where stages keep their checkpoints: kafka = the compacted topics "
+        "<prefix>.state.<stage> (no shared volume between workers), file = <data_dir>/state; auto = "
+        "kafka on Apache Kafka, file on the embedded broker (Tansu keeps topics in memory, no compaction)",
+    )
     rules_paths: list[Path] = Field(default_factory=lambda: [CONFIG_DIR / "rules"])
     detectors_path: Path = CONFIG_DIR / "detectors.yaml"
     escalation_path: Path = CONFIG_DIR / "escalation.yaml"

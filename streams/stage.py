@@ -7,7 +7,8 @@ Each stage consumes one topic in a consumer group, keeps one pure *core* per ass
 outputs → wait for the broker's acks.
 
 State and position move together. Every ``checkpoint_s`` (and on shutdown or when a partition
-is revoked) each core's ``snapshot()`` is written atomically with the offset it corresponds to,
+is revoked) each core's ``snapshot()`` is written atomically with the offset it corresponds to
+(to the data directory or to the compacted ``<prefix>.state.<stage>`` topic: ``streams.checkpoints``),
 and only then is that offset committed to Kafka: the committed offset never runs ahead of saved
 state. On assignment the core is restored from its checkpoint and the consumer seeks to the
 checkpoint's offset (without a checkpoint it starts fresh at the committed offset, which then is
@@ -28,22 +29,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from mode import Service
 from prometheus_client import Counter, Histogram
 
 from atalaia.streams import metrics
-from atalaia.streams.kafka_config import client_options
+from atalaia.streams.checkpoints import (
+    CLUSTER_KEY,
+    Checkpoints,
+    CheckpointUnavailable,
+    KafkaCheckpoints,
+    state_topic,
+)
+from atalaia.streams.kafka_config import broker_kind, client_options, producer_options, state_store
+
+__all__ = ["CLUSTER_KEY", "BatchStage", "Checkpoints", "Core", "CoreFactory", "Out"]
 
 log = logging.getLogger(__name__)
 
@@ -77,40 +84,6 @@ class Core(Protocol):
 
 
 CoreFactory = Callable[[int, bytes | None], Core]  # (partition, checkpoint state or None) -> core
-
-CLUSTER_KEY = "@cluster"  # in a checkpoint's offsets: the cluster id of the broker they refer to
-
-
-class Checkpoints:
-    """Atomic per-partition checkpoint files: ``<dir>/p<partition>.ckpt`` = offsets + state.
-
-    A core may read the same partition number of several topics (incidents read alarms and
-    commands), so the checkpoint holds one offset per topic."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def path(self, partition: int) -> Path:
-        return self.dir / f"p{partition}.ckpt"
-
-    def load(self, partition: int) -> tuple[dict[str, int], bytes] | None:
-        try:
-            data = self.path(partition).read_bytes()
-        except FileNotFoundError:
-            return None
-        (n,) = struct.unpack(">I", data[:4])
-        return orjson.loads(data[4 : 4 + n]), data[4 + n :]
-
-    def save(self, partition: int, offsets: dict[str, int], state: bytes) -> None:
-        p = self.path(partition)
-        tmp = p.with_suffix(".tmp")
-        header = orjson.dumps(offsets)
-        with open(tmp, "wb") as f:
-            f.write(struct.pack(">I", len(header)) + header + state)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -148,6 +121,7 @@ class BatchStage(Service):
         group: str,
         make_core: CoreFactory,
         state_dir: Path | None,
+        state_store: str = "file",  # file | kafka | auto (streams.kafka_config.state_store)
         producer: AIOKafkaProducer | None = None,
         max_records: int = 5000,
         fetch_wait_ms: int = 50,
@@ -163,7 +137,8 @@ class BatchStage(Service):
         self.name, self.bootstrap, self.prefix = name, bootstrap, prefix
         self.sources = [f"{prefix}.{x}" for x in ((source,) if isinstance(source, str) else source)]
         self.group, self.make_core = group, make_core
-        self.checkpoints = Checkpoints(state_dir / name) if state_dir else None
+        self.state_dir, self.state_store = state_dir, state_store
+        self.checkpoints: Checkpoints | KafkaCheckpoints | None = None  # chosen in on_start
         self.max_records, self.fetch_wait_ms = max_records, fetch_wait_ms
         self.session_timeout_s, self.heartbeat_s = session_timeout_s, heartbeat_s
         self.checkpoint_s, self.tick_s, self.clock = checkpoint_s, tick_s, clock
@@ -190,15 +165,25 @@ class BatchStage(Service):
 
     # -- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
+        kind = await broker_kind(self.bootstrap)
         if self.producer is None:
             self.producer = AIOKafkaProducer(
                 **client_options(self.bootstrap),
+                **producer_options(kind),  # acks=all + idempotence on Kafka, acks=1 on Tansu
                 linger_ms=5,
-                acks=1,
                 max_batch_size=1 << 20,
                 max_request_size=4 << 20,
             )
             await self.producer.start()
+        if state_store(self.state_store, kind) == "kafka":
+            self.checkpoints = KafkaCheckpoints(
+                self.bootstrap, state_topic(self.prefix, self.name), self.sources
+            )
+            self.checkpoints.producer = self.producer
+        elif self.state_dir:
+            self.checkpoints = Checkpoints(self.state_dir / self.name)
+        if self.checkpoints is not None:
+            await self.checkpoints.start()
         self.consumer = AIOKafkaConsumer(
             **client_options(self.bootstrap),
             group_id=self.group,
@@ -241,6 +226,8 @@ class BatchStage(Service):
                     await self._checkpoint_all()
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
+        if self.checkpoints is not None:
+            await self.checkpoints.stop()
         if self._own_producer and self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
@@ -252,12 +239,17 @@ class BatchStage(Service):
             await self._refresh_cluster()
             wanted: dict[TopicPartition, int] = {}
             clusters: dict[TopicPartition, str | None] = {}
-            for partition in sorted({tp.partition for tp in tps}):
-                if partition in self.cores:
-                    continue
+            new = [p for p in sorted({tp.partition for tp in tps}) if p not in self.cores]
+            try:
+                ckpts = await self.checkpoints.load_many(new) if self.checkpoints and new else {}
+            except Exception as e:  # unreadable or corrupt checkpoints: stop, loudly
+                self.failed = e
+                log.critical("%s: cannot read the checkpoints of partitions %s: %r", self.name, new, e)
+                raise
+            for partition in new:
                 mine = [tp for tp in tps if tp.partition == partition]
+                ckpt = ckpts.get(partition)
                 try:
-                    ckpt = self.checkpoints.load(partition) if self.checkpoints else None
                     self.cores[partition] = self.make_core(partition, ckpt[1] if ckpt else None)
                 except Exception as e:  # a corrupt or incompatible checkpoint: stop, loudly
                     self.failed = e
@@ -271,15 +263,23 @@ class BatchStage(Service):
                         committed = await self.consumer.committed(tp)
                         if committed:
                             log.warning(
-                                "%s: %s has no checkpoint here: starting with empty state at committed "
-                                "offset %d (is the state directory shared between workers?)",
+                                "%s: %s has no checkpoint in %s: starting with empty state at "
+                                "committed offset %d (ATALAIA_STATE_STORE=kafka keeps checkpoints "
+                                "in Kafka, for workers on several machines)",
                                 self.name,
                                 tp,
+                                self.checkpoints.where if self.checkpoints else "(none)",
                                 committed,
                             )
                         self.positions[tp] = committed or 0
                 if ckpt is not None:
-                    log.info("%s: partition %d restored from checkpoint at %s", self.name, partition, ckpt[0])
+                    log.info(
+                        "%s: partition %d restored from checkpoint in %s at %s",
+                        self.name,
+                        partition,
+                        self.checkpoints.where,
+                        ckpt[0],
+                    )
             for tp, offset in (await self._verify(wanted, clusters)).items():
                 self.consumer.seek(tp, offset)
                 self.positions[tp] = offset
@@ -390,9 +390,14 @@ class BatchStage(Service):
                     offsets[CLUSTER_KEY] = self.cluster
                 saves.append((p, offsets, core))
             commits.update(pos)
-        if saves:  # serialising, writing and fsync off the event loop: the other stages and the
+        if saves:  # serialising (and writing, fsync) off the event loop: the other stages and the
             # heartbeats keep going; this stage's lock is held, so no batch changes a core meanwhile
-            await asyncio.to_thread(lambda: [self.checkpoints.save(p, o, c.snapshot()) for p, o, c in saves])
+            try:
+                await self.checkpoints.save_many(saves)
+            except CheckpointUnavailable as e:  # the state is kept; nothing is committed
+                log.warning("%s: checkpoint not written, offsets not committed (retried): %s", self.name, e)
+                self._last_ckpt = time.monotonic()
+                return
         if commits:
             try:
                 await self.consumer.commit(commits)

@@ -68,14 +68,23 @@ def wait_for(pred, timeout: float, what: str, log: Path | None = None) -> None:
         time.sleep(0.3)
 
 
-@pytest.mark.parametrize("same_cluster_id", [False, True], ids=["new-cluster-id", "same-cluster-id"])
-def test_broker_restarted_empty_under_a_running_worker(make_worker, tmp_path: Path, same_cluster_id) -> None:
+@pytest.mark.parametrize(
+    "same_cluster_id,store",
+    [(False, "file"), (True, "kafka")],
+    ids=["new-cluster-id", "same-cluster-id-kafka-store"],
+)
+def test_broker_restarted_empty_under_a_running_worker(
+    make_worker, tmp_path: Path, same_cluster_id, store
+) -> None:
     """With its own cluster id (the embedded broker), the worker sees a new history at once; with
-    the same id (a plain Tansu restarted), the checkpoint offsets past the new logs' ends tell."""
+    the same id (a Kafka restarted empty), the checkpoint offsets past the new logs' ends tell:
+    with ``ATALAIA_STATE_STORE=kafka`` too, whose state topics the broker lost with the rest (the
+    worker re-creates them, and the checkpoints written at the rebalance carry the offsets)."""
     broker = EmbeddedBroker().start()
     port, cluster = broker.port, broker.cluster_id
     try:
-        w = make_worker("--stages", "ingest,rules", extra_env={"ATALAIA_KAFKA": broker.bootstrap})
+        env = {"ATALAIA_KAFKA": broker.bootstrap, "ATALAIA_STATE_STORE": store}
+        w = make_worker("--stages", "ingest,rules", extra_env=env)
         asyncio.run(_ensure(broker.bootstrap, w.env["ATALAIA_TOPIC_PREFIX"]))
         w.start(("ingest", "rules"))
         prefix = w.env["ATALAIA_TOPIC_PREFIX"]

@@ -39,3 +39,12 @@ def test_compose_file_is_valid_and_has_the_production_stack():
     assert stages == {"ingest", "rules", "incidents", "projection", "escalation", "delivery"}, (
         "every stage runs"
     )
+    # stage state lives in Kafka: no volume shared between replicas or services
+    assert services["worker"]["environment"]["ATALAIA_STATE_STORE"] == "kafka"
+    assert not services["worker"].get("volumes"), "worker replicas keep no state on a volume"
+    mounts = [
+        v["source"] if isinstance(v, dict) else v.split(":")[0]
+        for name in ("worker", "notifier", "console")
+        for v in services[name].get("volumes", [])
+    ]
+    assert len(mounts) == len(set(mounts)), f"a volume shared between services: {mounts}"

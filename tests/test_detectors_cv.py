@@ -94,4 +94,24 @@ def test_cv_command_loco_reports_the_worst_category_and_the_standard_error(tmp_p
     row = lines[lines.index(header) + 1]
     assert "SE" in header and "LOCO worst category" in header
     # artificialNoAnomaly has no window, so it has no score and cannot be the worst category
-    assert row.startswith("record-novelty") and "artificialNoAnomaly" not in row
+    assert row.startswith("novelty-evt-mean") and "artificialNoAnomaly" not in row
+
+
+@needs_nab
+def test_cv_command_around_shows_the_score_beside_the_chosen_threshold(tmp_path):
+    args = [
+        "cv",
+        str(NAB),
+        "--folds",
+        "5",
+        "--files",
+        SMALL,
+        "--cache-dir",
+        str(tmp_path),
+        "--around",
+        "0.05",
+    ]
+    result = CliRunner().invoke(detectors, args)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if "threshold moved" in ln)
+    assert "-0.050: " in line and "-0.025: " in line and "+0.025: " in line and "+0.050: " in line

@@ -66,7 +66,7 @@ def test_unknown_detector_is_reported(small_nab: Path, tmp_path: Path):
 def test_list_marks_the_default():
     result = CliRunner().invoke(detectors, ["list"])
     assert result.exit_code == 0
-    assert "* record-novelty " in result.output
+    assert "* novelty-evt-mean " in result.output
     assert "hst-default          deprecated alias of record-novelty" in result.output
 
 

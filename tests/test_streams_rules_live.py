@@ -105,6 +105,29 @@ def send(env: dict, path: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
+def shared_partitions(a, b, timeout: float = 60) -> tuple[set[int], set[int]]:
+    """The rules partitions of workers ``a`` and ``b`` once the group's rebalance has given
+    each of them some (and none to both)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pa, pb = (set(w.health()["stages"]["rules"]["partitions"]) for w in (a, b))
+        if pa and pb and not pa & pb:
+            return pa, pb
+        time.sleep(0.3)
+    pytest.fail(f"partitions were not shared: {pa} / {pb}")
+
+
+def live_alarms(broker: str, prefix: str, want: dict, idle: float, timeout: float = 120) -> dict:
+    """The live alarm transitions per key (deduplicated on their ids, as consumers do) once they
+    equal ``want``, or as they are at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [orjson.loads(r.value) for r in asyncio.run(consume_all(broker, f"{prefix}.alarms", idle=idle))]
+        live = per_key(list({t["id"]: t for t in got}.values()))
+        if live == want or time.monotonic() > deadline:
+            return live
+
+
 def test_live_transitions_equal_replay_across_a_worker_kill(broker, topic_prefix, make_worker, tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
@@ -273,28 +296,12 @@ def test_two_workers_share_partitions_and_take_over_on_a_kill(broker, topic_pref
     env = env_for(rules, idle_s=25)  # the failover takes a session timeout (~10 s): no flush meanwhile
     a = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     b = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
+    shared_partitions(a, b)  # the group rebalances so that both own partitions
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the group rebalances so that both own partitions
-        pa, pb = (set(w.health()["stages"]["rules"]["partitions"]) for w in (a, b))
-        if pa and pb and not pa & pb:
-            break
-        time.sleep(0.3)
-    else:
-        pytest.fail(f"partitions were not shared: {pa} / {pb}")
     send(a.env, first)
     while a.health()["stages"]["rules"]["processed"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     b.kill()
     send(a.env, second)
-    want = per_key(expected)
-    deadline = time.monotonic() + 120
-    while True:
-        got = [
-            orjson.loads(r.value)
-            for r in asyncio.run(consume_all(broker, f"{topic_prefix}.alarms", idle=4.0))
-        ]
-        live = per_key(list({t["id"]: t for t in got}.values()))
-        if live == want or time.monotonic() > deadline:
-            break
-    assert live == want
+    assert live_alarms(broker, topic_prefix, per_key(expected), idle=4.0) == per_key(expected)
     assert set(a.health()["stages"]["rules"]["partitions"]) == {0, 1, 2}, "the survivor owns every partition"

@@ -27,7 +27,7 @@ from atalaia.streams.httpauth import IngestAuth, Refusal
 from atalaia.streams.ingest.dlq import to_dlq_record
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
-from atalaia.streams.kafka_config import client_options
+from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
 from atalaia.streams.observation import partition_key
 from atalaia.streams.records import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
@@ -51,7 +51,10 @@ class IngestProducer(Service):
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(
-            **client_options(self.bootstrap), linger_ms=2, acks=1, max_request_size=8 << 20
+            **client_options(self.bootstrap),
+            **producer_options(await broker_kind(self.bootstrap)),  # acks=all + idempotence on Kafka
+            linger_ms=2,
+            max_request_size=8 << 20,
         )
         await self.producer.start()
 
