@@ -3,12 +3,15 @@
 ``read_object`` answers the refusals every JSON body can get — 415 (not ``application/json``:
 a cross-site form or ``text/plain`` POST from an operator's browser is refused), 413 (over
 ``limit``), 400 (not a JSON object, or a body that cannot be read, e.g. ``Content-Encoding: gzip``
-over bytes that are not gzip) — as ``(status, title, detail)``; the caller turns it into its
+over bytes that are not gzip), 408 (not received within ``ATALAIA_HTTP_BODY_TIMEOUT_S``) — as
+``(status, title, detail)``; the caller turns it into its
 problem+json answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 import orjson
@@ -26,8 +29,12 @@ async def read_object(
         return 415, "Unsupported media type", f"send the {what} as application/json"
     if request.content_length and request.content_length > limit:
         return 413, f"{what.capitalize()} too large", f"a {what} is at most {limit // 1024} KiB"
+    timeout = float(os.environ.get("ATALAIA_HTTP_BODY_TIMEOUT_S", "10"))
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout):  # a slow sender, or an encoded body that never ends
+            raw = await request.read()
+    except TimeoutError:
+        return 408, "Request timeout", f"the {what} was not received within {timeout:g} s"
     except (RequestPayloadError, HttpProcessingError) as e:
         return 400, f"Bad {what}", f"the body cannot be read: {' '.join(str(e).split())}"
     if len(raw) > limit:
