@@ -218,7 +218,9 @@ class BatchStage(Service):
         if self.producer is None:
             self.producer = AIOKafkaProducer(
                 **client_options(self.bootstrap),
-                linger_ms=5,
+                # no linger: a batch's outputs are appended before the sender runs, and the stage
+                # waits for their acks before it fetches again, so lingering only adds latency
+                linger_ms=0,
                 acks=1,
                 max_batch_size=1 << 20,
                 max_request_size=4 << 20,
