@@ -8,8 +8,8 @@ TrafficFlowObserved) is observed at its end; anything else is refused with a rea
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 _RFC3339ISH = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?"
@@ -17,8 +17,7 @@ _RFC3339ISH = re.compile(
 MIN_YEAR = 1900
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedTime:
+class ParsedTime(NamedTuple):  # a tuple: built for every new time text, ≈ 3× cheaper than a dataclass
     time: datetime | None  # UTC, None when refused
     zoned: bool = True  # False: no offset was written, UTC assumed
     error: str | None = None
@@ -64,7 +63,10 @@ def _canonical(text: str) -> ParsedTime | None:
         if len(formatted) >= _CACHE_MAX:
             formatted.clear()
         formatted[t] = text
-    return ParsedTime(t, True)
+    return _tuple_new(ParsedTime, (t, True, None))
+
+
+_tuple_new = tuple.__new__
 
 
 def _parse(text: str) -> ParsedTime:
