@@ -79,26 +79,23 @@ class Core(Protocol):
 
 CoreFactory = Callable[[int, bytes | None], Core]  # (partition, checkpoint state or None) -> core
 
-# Young-generation collections this many container allocations apart (CPython's default, 700,
-# runs a collection every few events of a 5 000-record batch and promotes the whole batch)
-GC_GEN0 = 20_000
 _settled = False
 
 
 def settle_heap() -> None:
-    """Move what the process holds now (modules, rules, restored state) out of the collector's
-    sight and space out young collections. Without it a stage process spends ≈ 25 % of its CPU
-    in the cyclic collector and stalls ≈ 0.2 s in each full collection over that static heap
-    (``benchmarks/README.md``). Reference counting still frees frozen objects; only cycles
-    among them stay (the first call collects before freezing; later ones, after a partition
-    assignment, freeze the restored state without a full collection)."""
+    """Move what the process holds now (modules, rules, restored state) out of the cyclic
+    collector's sight (``gc.freeze``). Without it a stage process spends ≈ 25 % of its CPU in the
+    collector, which walks that static heap again and again, and stalls ≈ 0.2 s in each full
+    collection (``benchmarks/README.md``). Reference counting still frees frozen objects; only
+    cycles among them stay (the first call collects before freezing; later ones, after a
+    partition assignment, freeze the restored state without a full collection). The
+    collector's thresholds stay CPython's: a larger young generation is re-scanned whole, in
+    flight batch included, at every young collection, which costs more than it saves."""
     global _settled
     if not _settled:
         gc.collect()
         _settled = True
     gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0, gen1, gen2)
 
 
 CLUSTER_KEY = "@cluster"  # in a checkpoint's offsets: the cluster id of the broker they refer to
