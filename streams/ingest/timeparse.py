@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from itertools import islice
 from typing import NamedTuple
 
 _RFC3339ISH = re.compile(
@@ -24,14 +25,23 @@ class ParsedTime(NamedTuple):  # a tuple: built for every new time text, ≈ 3×
 
 
 MAX_TIME_CHARS = 80  # an interval of two RFC 3339 times with nanoseconds and offsets fits
-_CACHE_MAX = 8192
-_cache: dict[str, ParsedTime] = {}  # text -> result; cleared when full (the function is pure)
+_CACHE_MAX = 16384
+_cache: dict[str, ParsedTime] = {}  # text -> result; its older half dropped when full (pure function)
 # datetime -> its contract text (``format_time``), filled here when the parsed text already is
 # that text, so the publishing encoder does not format it again (see encode.py)
 formatted: dict[datetime, str] = {}
 # What brokers send nearly always: UTC with "Z", seconds, at most microseconds (ASCII digits only).
 _fromisoformat = datetime.fromisoformat
 _CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z", re.ASCII)
+
+
+def forget_older_half(cache: dict) -> None:
+    """Make room in a full cache by dropping its older half (a dict keeps insertion order).
+    Clearing it instead lost, at every clear, the times of the batch being processed, which the
+    encoder looks up once the whole batch is parsed: half the lookups missed with 5 000-record
+    batches of distinct times."""
+    for key in list(islice(cache, len(cache) // 2)):
+        del cache[key]
 
 
 def parse_observation_time(text: str) -> ParsedTime:
@@ -43,7 +53,7 @@ def parse_observation_time(text: str) -> ParsedTime:
         return ParsedTime(None, error=f"{text[:64]!r}... is not an RFC 3339 date-time (too long)")
     p = _canonical(text) or _parse(text)
     if len(_cache) >= _CACHE_MAX:
-        _cache.clear()
+        forget_older_half(_cache)
     _cache[text] = p
     return p
 
@@ -61,7 +71,7 @@ def _canonical(text: str) -> ParsedTime | None:
         return None
     if len(text) == 20 or text[-2] != "0":  # the text is exactly what format_time(t) returns
         if len(formatted) >= _CACHE_MAX:
-            formatted.clear()
+            forget_older_half(formatted)
         formatted[t] = text
     return _tuple_new(ParsedTime, (t, True, None))
 
