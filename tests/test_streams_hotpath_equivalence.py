@@ -106,3 +106,24 @@ def test_snapshot_carries_each_rule_as_model_dump_did(heights):
         ]
     restored = orjson.loads(RuleEngine.restore(rs, engine.snapshot()).snapshot())
     assert restored["rules"] == body["rules"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=0, max_value=10**6), st.integers(min_value=1, max_value=3))
+def test_time_caches_answer_as_a_fresh_parse_across_evictions(start, step):
+    from datetime import UTC, datetime
+
+    from atalaia.streams.ingest import timeparse
+    from atalaia.streams.ingest.encode import time_text
+    from atalaia.streams.observation import format_time
+
+    texts = [format_time(datetime.fromtimestamp(1_700_000_000 + start + i * step, UTC)) for i in range(200)]
+    size, timeparse._CACHE_MAX = timeparse._CACHE_MAX, 64  # evictions after a few times
+    try:
+        parsed = [timeparse.parse_observation_time(t) for t in texts]
+        assert len(timeparse._cache) <= 64 and len(timeparse.formatted) <= size
+        for text, p in zip(texts, parsed, strict=True):
+            assert p == timeparse._parse(text)
+            assert time_text(p.time) == text == format_time(p.time)
+    finally:
+        timeparse._CACHE_MAX = size
