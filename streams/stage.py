@@ -80,6 +80,16 @@ class Core(Protocol):
 CoreFactory = Callable[[int, bytes | None], Core]  # (partition, checkpoint state or None) -> core
 
 _settled = False
+# On in stage processes (``atalaia worker``/``up`` and the benchmarks set it with
+# ``settle_heaps()``); off where stages run inside a longer-lived process such as a test run,
+# whose garbage at the moment of a freeze would never be collected.
+SETTLE_HEAPS = False
+
+
+def settle_heaps() -> None:
+    """This process runs stages: freeze its heap when they start (see ``settle_heap``)."""
+    global SETTLE_HEAPS
+    SETTLE_HEAPS = True
 
 
 def settle_heap() -> None:
@@ -211,7 +221,8 @@ class BatchStage(Service):
 
     # -- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
-        settle_heap()
+        if SETTLE_HEAPS:
+            settle_heap()
         if self.producer is None:
             self.producer = AIOKafkaProducer(
                 **client_options(self.bootstrap),
@@ -309,8 +320,8 @@ class BatchStage(Service):
                 self.positions[tp] = offset
                 if offset != wanted[tp]:
                     self.dirty.add(tp.partition)  # the new anchor is checkpointed soon
-            if not self._heap_settled:  # the state restored at start-up is long-lived (once:
-                self._heap_settled = True  # a core revoked later must stay collectable)
+            if SETTLE_HEAPS and not self._heap_settled:  # the state restored at start-up is
+                self._heap_settled = True  # long-lived (once: a core revoked later must stay collectable)
                 settle_heap()
 
     async def _refresh_cluster(self) -> None:
