@@ -36,7 +36,9 @@ from atalaia.streams.events import RawEvent
 from atalaia.streams.ingest.stage import IngestCore
 from atalaia.streams.kafka_config import client_options
 from atalaia.streams.settings import Settings
-from atalaia.streams.stage import BatchStage
+from atalaia.streams.stage import BatchStage, settle_heaps
+
+settle_heaps()  # as in a worker process (streams.stage.settle_heap)
 
 
 def make_event(i: int) -> bytes:

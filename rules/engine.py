@@ -475,7 +475,7 @@ class RuleEngine:
             "outbox": [tr.to_dict() for tr in self._outbox],
             "rules": [
                 {
-                    "rule": r.loaded.rule.model_dump(mode="json", by_alias=True, exclude_unset=True),
+                    "rule": _rule_document(r.loaded.rule),
                     "group": r.group,
                     "file": r.loaded.file,
                     "line": r.loaded.line,
@@ -641,6 +641,22 @@ def _observed_only(key_of: Any, stats: Counter[str]) -> Any:
         return key_of(obs)
 
     return observed_key_of
+
+
+_RULE_DOCS: dict[int, tuple[Rule, orjson.Fragment]] = {}  # id(rule) -> (rule, its JSON)
+
+
+def _rule_document(rule: Rule) -> orjson.Fragment:
+    """A rule's definition in a snapshot, serialised once per rule (rules are frozen models; with
+    1 000 rules, dumping them again at every checkpoint cost more than all the per-key state)."""
+    hit = _RULE_DOCS.get(id(rule))
+    if hit is not None and hit[0] is rule:
+        return hit[1]
+    doc = orjson.Fragment(orjson.dumps(rule.model_dump(mode="json", by_alias=True, exclude_unset=True)))
+    if len(_RULE_DOCS) >= 100_000:
+        _RULE_DOCS.clear()
+    _RULE_DOCS[id(rule)] = (rule, doc)
+    return doc
 
 
 def _finite(x: float) -> float | None:

@@ -57,6 +57,9 @@ def _run_worker(
         async def _banner() -> None:
             click.echo(banner_text(settings, bootstrap, ingest_token), err=False)
 
+    from atalaia.streams.stage import settle_heaps
+
+    settle_heaps()  # a stage process: its start-up heap is frozen out of the collector's way
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 

@@ -46,16 +46,27 @@ class RawEvent:
 
     @classmethod
     def from_record(cls, value: bytes, headers: list[tuple[str, bytes]] | None) -> RawEvent:
-        h = {k.lower(): v.decode(errors="replace") for k, v in (headers or ())}
-        extra = {k: v for k, v in h.items() if k not in ("source", "received-at", "content-type", "link")}
-        return cls(
-            body=value or b"",
-            source=h.get("source", "kafka"),
-            content_type=h.get("content-type"),
-            link=h.get("link"),
-            received_at=h.get("received-at"),
-            extra=extra or None,
-        )
+        # one pass over the headers (the hot path reads every record's); a repeated header: the
+        # last one counts, extra headers keep their first position (what a dict built from them does)
+        source = "kafka"
+        content_type = link = received_at = None
+        extra: dict[str, str] | None = None
+        for k, v in headers or ():
+            k = k.lower()
+            text = v.decode(errors="replace")
+            if k == "source":
+                source = text
+            elif k == "received-at":
+                received_at = text
+            elif k == "content-type":
+                content_type = text
+            elif k == "link":
+                link = text
+            elif extra is None:
+                extra = {k: text}
+            else:
+                extra[k] = text
+        return cls(value or b"", source, content_type, link, received_at, extra)
 
     @classmethod
     def from_http(cls, body: bytes, headers: Mapping[str, str], source: str) -> RawEvent:

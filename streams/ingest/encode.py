@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from atalaia.streams.ingest.timeparse import formatted
+from atalaia.streams.ingest.timeparse import _CACHE_MAX, forget_older_half, formatted
 from atalaia.streams.observation import Observation, format_time, observation_id
 
 _dumps = orjson.dumps
@@ -22,8 +22,8 @@ def time_text(t: datetime) -> str:
             s = s[:26].rstrip("0") + "Z" if t.microsecond else s[:19] + "Z"
         else:
             s = format_time(t)
-        if len(formatted) >= 8192:
-            formatted.clear()
+        if len(formatted) >= _CACHE_MAX:
+            forget_older_half(formatted)
         formatted[t] = s
     return s
 

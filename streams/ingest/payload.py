@@ -9,7 +9,6 @@ Pure: no I/O, no clock (``received_at`` is the reference for clock-skew warnings
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +30,8 @@ from atalaia.streams.ingest.observations import CONTRACT_KEYS, looks_like_observ
 from atalaia.streams.ingest.options import DEFAULT_OPTIONS, IngestOptions
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
+
+_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
 
 
 def parse_payload(
@@ -87,7 +88,7 @@ def _parse(
             body = body.encode("utf-8", "surrogatepass")
         elif not isinstance(body, bytes):
             body = bytes(body)
-    out.digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+    out.body = body  # its digest is computed when asked for
     hdrs = {k.lower(): v for k, v in headers.items()} if headers else {}
     content_type = (content_type or hdrs.get("content-type") or "").lower()
     link = link or hdrs.get("link")
@@ -96,7 +97,7 @@ def _parse(
             out, f"payload of {len(body)} bytes exceeds the {opts.max_payload_bytes}-byte limit", "oversize"
         )
         return
-    if not body.strip():
+    if not body or (body[0] in _SPACE and not body.strip()):  # (a copy only if it starts with space)
         _reject(out, "empty body", "empty")
         return
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,7 +53,16 @@ class IngestResult:
     ignored: list[str] = field(default_factory=list)  # entities with nothing to observe (debug log)
     format: str = "unknown"  # ngsi-ld/notification, ngsi-v2/notification, entity, observation ...
     notification_id: str | None = None
-    digest: str = ""  # blake2b of the body: byte-identical redeliveries share it
+    # the body, kept for ``digest`` (computed on demand: the Kafka stages never read it)
+    body: bytes | None = field(default=None, repr=False, compare=False)
+    _digest: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def digest(self) -> str:
+        """blake2b of the body: byte-identical redeliveries share it ("" before a body was read)."""
+        if self._digest is None:
+            self._digest = "" if self.body is None else hashlib.blake2b(self.body, digest_size=12).hexdigest()
+        return self._digest
 
     @property
     def ok(self) -> bool:

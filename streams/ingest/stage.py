@@ -21,15 +21,24 @@ if TYPE_CHECKING:
     from atalaia.streams.settings import Settings
 
 
+_last_received: list = [None, None]  # (received-at text, its time): the last one parsed
+
+
 def received_at(ev: RawEvent, record: Any, default: datetime) -> datetime:
     """When Atalaia received the payload: the ``received-at`` header the HTTP/MQTT adapter wrote,
     else the Kafka record's timestamp, else ``default``. Stable across redeliveries of the record,
     so an observation timed by it (``time_source`` ``received``) is deduplicated on replay."""
-    if ev.received_at:
+    text = ev.received_at
+    if text:
+        if text == _last_received[0]:  # a batch's records mostly share it: parsed once
+            return _last_received[1]
         try:
-            return parse_time(ev.received_at)
+            t = parse_time(text)
         except ValueError:
             pass
+        else:
+            _last_received[:] = (text, t)
+            return t
     ts = getattr(record, "timestamp", None)
     if isinstance(ts, int | float) and not isinstance(ts, bool) and ts > 0:
         return datetime.fromtimestamp(ts / 1000, UTC)

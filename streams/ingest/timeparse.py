@@ -8,8 +8,9 @@ TrafficFlowObserved) is observed at its end; anything else is refused with a rea
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
+from typing import NamedTuple
 
 _RFC3339ISH = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?"
@@ -17,22 +18,30 @@ _RFC3339ISH = re.compile(
 MIN_YEAR = 1900
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedTime:
+class ParsedTime(NamedTuple):  # a tuple: built for every new time text, ≈ 3× cheaper than a dataclass
     time: datetime | None  # UTC, None when refused
     zoned: bool = True  # False: no offset was written, UTC assumed
     error: str | None = None
 
 
 MAX_TIME_CHARS = 80  # an interval of two RFC 3339 times with nanoseconds and offsets fits
-_CACHE_MAX = 8192
-_cache: dict[str, ParsedTime] = {}  # text -> result; cleared when full (the function is pure)
+_CACHE_MAX = 16384
+_cache: dict[str, ParsedTime] = {}  # text -> result; its older half dropped when full (pure function)
 # datetime -> its contract text (``format_time``), filled here when the parsed text already is
 # that text, so the publishing encoder does not format it again (see encode.py)
 formatted: dict[datetime, str] = {}
 # What brokers send nearly always: UTC with "Z", seconds, at most microseconds (ASCII digits only).
 _fromisoformat = datetime.fromisoformat
 _CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z", re.ASCII)
+
+
+def forget_older_half(cache: dict) -> None:
+    """Make room in a full cache by dropping its older half (a dict keeps insertion order).
+    Clearing it instead lost, at every clear, the times of the batch being processed, which the
+    encoder looks up once the whole batch is parsed: half the lookups missed with 5 000-record
+    batches of distinct times."""
+    for key in list(islice(cache, len(cache) // 2)):
+        del cache[key]
 
 
 def parse_observation_time(text: str) -> ParsedTime:
@@ -44,7 +53,7 @@ def parse_observation_time(text: str) -> ParsedTime:
         return ParsedTime(None, error=f"{text[:64]!r}... is not an RFC 3339 date-time (too long)")
     p = _canonical(text) or _parse(text)
     if len(_cache) >= _CACHE_MAX:
-        _cache.clear()
+        forget_older_half(_cache)
     _cache[text] = p
     return p
 
@@ -62,9 +71,12 @@ def _canonical(text: str) -> ParsedTime | None:
         return None
     if len(text) == 20 or text[-2] != "0":  # the text is exactly what format_time(t) returns
         if len(formatted) >= _CACHE_MAX:
-            formatted.clear()
+            forget_older_half(formatted)
         formatted[t] = text
-    return ParsedTime(t, True)
+    return _tuple_new(ParsedTime, (t, True, None))
+
+
+_tuple_new = tuple.__new__
 
 
 def _parse(text: str) -> ParsedTime:
