@@ -175,26 +175,51 @@ async def topic_partitions(admin, topics: list[str]) -> dict[str, int]:
     return out
 
 
+def replication_factor() -> int:
+    """``ATALAIA_REPLICATION_FACTOR`` (validated with the settings at start-up): how many
+    brokers hold a copy of each topic Atalaia creates. 1 (the default) suits the embedded broker
+    and a one-broker Kafka; on a cluster set 3, so that ``acks=all`` survives a broker loss."""
+    try:
+        return max(1, int(os.environ.get("ATALAIA_REPLICATION_FACTOR", "1")))
+    except ValueError:
+        return 1
+
+
+def durability_configs(replicas: int) -> dict[str, str]:
+    """Topic configs that make ``acks=all`` mean something: with 3 or more replicas a write
+    needs all but one of them (``min.insync.replicas``)."""
+    return {"min.insync.replicas": str(replicas - 1)} if replicas >= 3 else {}
+
+
 async def create_topics(
     admin, designed: dict[str, int], configs: dict[str, str] | None = None
 ) -> dict[str, int]:
-    """Create the missing topics of ``designed`` (with the topic ``configs``, or without them
-    where the broker refuses them); return the partition counts of all of them."""
+    """Create the missing topics of ``designed`` with ``replication_factor()`` replicas (with the
+    topic ``configs``, or without them where the broker refuses them); return the partition
+    counts of all of them."""
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     existing = set(await admin.list_topics())
-    new = [NewTopic(t, n, 1, topic_configs=configs or {}) for t, n in designed.items() if t not in existing]
+    replicas = replication_factor()
+    configs = {**durability_configs(replicas), **(configs or {})}
+    new = [NewTopic(t, n, replicas, topic_configs=configs) for t, n in designed.items() if t not in existing]
     if new:
         with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
             resp = await admin.create_topics(new)
-            refused = {t for t, code, *_ in getattr(resp, "topic_errors", ()) if code not in (0, 36)}
+            errors = getattr(resp, "topic_errors", ())
+            if any(code == 38 for _, code, *_ in errors):  # INVALID_REPLICATION_FACTOR
+                raise TopicLayoutError(
+                    f"the broker cannot hold {replicas} replicas of each topic (fewer brokers): "
+                    "lower ATALAIA_REPLICATION_FACTOR"
+                )
+            refused = {t for t, code, *_ in errors if code not in (0, 36)}
             if refused and configs:  # 36: already exists
                 log.warning(
                     "the broker refused the topic configs %s: creating %s without them", configs, refused
                 )
                 await admin.create_topics(
-                    [NewTopic(t.name, t.num_partitions, 1) for t in new if t.name in refused]
+                    [NewTopic(t.name, t.num_partitions, replicas) for t in new if t.name in refused]
                 )
         log.info("created topics %s", ", ".join(f"{t.name}×{t.num_partitions}" for t in new))
     return await topic_partitions(admin, sorted(designed))

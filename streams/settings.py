@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     kafka: str | None = Field(None, description="bootstrap servers host:port[,..]; unset = embedded broker")
     topic_prefix: str = Field("atalaia", description="topics are <prefix>.events, <prefix>.observations, ...")
     partitions: int = 6
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        description="replicas of each topic Atalaia creates (3 on a Kafka cluster; 1 on the embedded broker)",
+    )
     app_id: str = "atalaia"
     data_dir: Path = Field(Path(".atalaia"), description="worker state, snapshots, SQLite projection")
     http_host: str = "127.0.0.1"
