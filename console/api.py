@@ -361,7 +361,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
             if not auth.enabled:
                 return fail(self, 409, "Authentication is off", "this console has no users file")
-            body = await read_object(request, "sign-in", 8 * 1024)
+            body = await read_object(request, "sign-in", 8 * 1024, timeout=settings.http_body_timeout_s)
             if isinstance(body, tuple):
                 return fail(self, *body)
             for field in ("username", "password"):
@@ -443,7 +443,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     class Commands(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
             # JSON only: a cross-site form or text/plain POST from an operator's browser is refused
-            body = await read_object(request, "command", 64 * 1024)
+            body = await read_object(request, "command", 64 * 1024, timeout=settings.http_body_timeout_s)
             if isinstance(body, tuple):
                 return fail(self, *body)
             if auth.enabled:
@@ -534,7 +534,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
         return out
 
     async def body_of(view: Any, request: Any) -> dict[str, Any] | Any:
-        body = await read_object(request, "silence", 64 * 1024)
+        body = await read_object(request, "silence", 64 * 1024, timeout=settings.http_body_timeout_s)
         return fail(view, *body) if isinstance(body, tuple) else body
 
     async def send(view: Any, request: Any, body: dict[str, Any], ok_status: int) -> Any:

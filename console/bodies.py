@@ -11,7 +11,6 @@ problem+json answer.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import orjson
@@ -20,7 +19,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 
 async def read_object(
-    request: Any, what: str, limit: int, empty_ok: bool = False
+    request: Any, what: str, limit: int, empty_ok: bool = False, timeout: float = 10.0
 ) -> dict[str, Any] | tuple[int, str, str]:
     """The body as a dict, or the refusal ``(status, title, detail)``; ``what`` names the thing
     sent ("command", "silence", ...)."""
@@ -29,7 +28,6 @@ async def read_object(
         return 415, "Unsupported media type", f"send the {what} as application/json"
     if request.content_length and request.content_length > limit:
         return 413, f"{what.capitalize()} too large", f"a {what} is at most {limit // 1024} KiB"
-    timeout = float(os.environ.get("ATALAIA_HTTP_BODY_TIMEOUT_S", "10"))
     try:
         async with asyncio.timeout(timeout):  # a slow sender, or an encoded body that never ends
             raw = await request.read()

@@ -175,7 +175,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         return None
 
     async def read_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any]:
-        body = await read_object(request, "request", 256 * 1024, empty_ok=True)
+        body = await read_object(
+            request, "request", 256 * 1024, empty_ok=True, timeout=settings.http_body_timeout_s
+        )
         return (None, fail(view, *body)) if isinstance(body, tuple) else (body, None)
 
     async def body_and_caller(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any, Any]:

@@ -105,6 +105,7 @@ def create_app(
         "prefix": settings.topic_prefix,
         "state_dir": state_dir,
         "state_store": settings.state_store,  # file | kafka | auto: the broker kind's default
+        "replicas": settings.replication_factor,
         "fetch_wait_ms": settings.fetch_wait_ms,
         "session_timeout_s": settings.session_timeout_s,
         "heartbeat_s": settings.heartbeat_s,

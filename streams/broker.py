@@ -175,16 +175,6 @@ async def topic_partitions(admin, topics: list[str]) -> dict[str, int]:
     return out
 
 
-def replication_factor() -> int:
-    """``ATALAIA_REPLICATION_FACTOR`` (validated with the settings at start-up): how many
-    brokers hold a copy of each topic Atalaia creates. 1 (the default) suits the embedded broker
-    and a one-broker Kafka; on a cluster set 3, so that ``acks=all`` survives a broker loss."""
-    try:
-        return max(1, int(os.environ.get("ATALAIA_REPLICATION_FACTOR", "1")))
-    except ValueError:
-        return 1
-
-
 def durability_configs(replicas: int) -> dict[str, str]:
     """Topic configs that make ``acks=all`` mean something: with 3 or more replicas a write
     needs all but one of them (``min.insync.replicas``)."""
@@ -192,16 +182,16 @@ def durability_configs(replicas: int) -> dict[str, str]:
 
 
 async def create_topics(
-    admin, designed: dict[str, int], configs: dict[str, str] | None = None
+    admin, designed: dict[str, int], configs: dict[str, str] | None = None, replicas: int = 1
 ) -> dict[str, int]:
-    """Create the missing topics of ``designed`` with ``replication_factor()`` replicas (with the
-    topic ``configs``, or without them where the broker refuses them); return the partition
-    counts of all of them."""
+    """Create the missing topics of ``designed`` with ``replicas`` copies each
+    (``ATALAIA_REPLICATION_FACTOR``: 1 suits the embedded broker and a one-broker Kafka, 3 a
+    cluster) and the topic ``configs``, or without them where the broker refuses them; return the
+    partition counts of all of them."""
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     existing = set(await admin.list_topics())
-    replicas = replication_factor()
     configs = {**durability_configs(replicas), **(configs or {})}
     new = [NewTopic(t, n, replicas, topic_configs=configs) for t, n in designed.items() if t not in existing]
     if new:
@@ -226,7 +216,7 @@ async def create_topics(
 
 
 async def ensure_topics(
-    bootstrap: str, prefix: str = "atalaia", partitions: int = 6, timeout: float = 30.0
+    bootstrap: str, prefix: str = "atalaia", partitions: int = 6, timeout: float = 30.0, replicas: int = 1
 ) -> None:
     """Create the pipeline's topics that do not exist yet (idempotent) with their designed
     partition counts, retrying until the broker answers metadata requests; raise
@@ -242,7 +232,7 @@ async def ensure_topics(
         admin = AIOKafkaAdminClient(**client_options(bootstrap), request_timeout_ms=5000)
         try:
             await admin.start()
-            actual = await create_topics(admin, designed)
+            actual = await create_topics(admin, designed, replicas=replicas)
             problems = layout_problems(designed, actual)
             if problems:
                 raise TopicLayoutError(layout_error(problems, bootstrap))

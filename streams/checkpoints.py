@@ -195,8 +195,10 @@ class KafkaCheckpoints:
         *,
         chunk_bytes: int = CHUNK_BYTES,
         timeout_s: float = 10.0,
+        replicas: int = 1,
     ) -> None:
         self.bootstrap, self.topic, self.sources = bootstrap, topic, sources
+        self.replicas = replicas
         self.chunk_bytes, self.timeout_s = chunk_bytes, timeout_s
         self.where = topic
         self.producer: Any = None
@@ -219,7 +221,7 @@ class KafkaCheckpoints:
             n = max((await topic_partitions(admin, self.sources)).values(), default=1)
             deadline = time.monotonic() + 3 * self.timeout_s
             while True:
-                found = await create_topics(admin, {self.topic: n}, STATE_TOPIC_CONFIG)
+                found = await create_topics(admin, {self.topic: n}, STATE_TOPIC_CONFIG, self.replicas)
                 if self.topic in found:
                     break
                 if time.monotonic() > deadline:  # created, never visible in the metadata

@@ -24,6 +24,23 @@ def _logging(level: str, interval_s: float = 60.0) -> None:
     install(interval_s)  # repeated warnings/errors: one line per kind per interval, with a count
 
 
+def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
+    """Before any stage runs: the topics with their designed partition counts and replicas (a
+    wrong layout stops here with the reason), and the demo's local receivers."""
+    from atalaia.streams.broker import TopicLayoutError, ensure_topics
+
+    try:
+        asyncio.run(
+            ensure_topics(
+                bootstrap, settings.topic_prefix, settings.partitions, replicas=settings.replication_factor
+            )
+        )
+    except TopicLayoutError as e:
+        raise click.ClickException(str(e)) from None
+    if demo:
+        _demo_receivers()
+
+
 def _run_worker(
     settings: Settings,
     bootstrap: str,
@@ -37,15 +54,10 @@ def _run_worker(
     import faust
 
     from atalaia.streams.app import create_app
-    from atalaia.streams.broker import TopicLayoutError, ensure_topics, no_auto_create
+    from atalaia.streams.broker import no_auto_create
 
     no_auto_create()  # topics are created with their designed partition counts, by us only
-    try:
-        asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions))
-    except TopicLayoutError as e:
-        raise click.ClickException(str(e)) from None
-    if demo:
-        _demo_receivers()
+    _prepare(settings, bootstrap, demo)
     app = create_app(settings, bootstrap, stages=stages, http=http)
     if demo if demo_feed is None else demo_feed:
         from atalaia.streams.demo import DemoFeed
@@ -129,15 +141,10 @@ def _run_processes(
 
     import httpx
 
-    from atalaia.streams.broker import TopicLayoutError, ensure_topics, free_port
+    from atalaia.streams.broker import free_port
     from atalaia.streams.processes import Child, Supervisor
 
-    try:
-        asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions))
-    except TopicLayoutError as e:
-        raise click.ClickException(str(e)) from None
-    if demo:
-        _demo_receivers()
+    _prepare(settings, bootstrap, demo)
     ports = [settings.http_port] + [free_port() for _ in groups[1:]]
     private = [f"http://127.0.0.1:{p}" for p in ports[1:]]
     children = []

@@ -151,6 +151,7 @@ class BatchStage(Service):
         make_core: CoreFactory,
         state_dir: Path | None,
         state_store: str = "file",  # file | kafka | auto (streams.kafka_config.state_store)
+        replicas: int = 1,  # of the state topic it creates (ATALAIA_REPLICATION_FACTOR)
         producer: AIOKafkaProducer | None = None,
         max_records: int = 5000,
         fetch_wait_ms: int = 50,
@@ -166,7 +167,7 @@ class BatchStage(Service):
         self.name, self.bootstrap, self.prefix = name, bootstrap, prefix
         self.sources = [f"{prefix}.{x}" for x in ((source,) if isinstance(source, str) else source)]
         self.group, self.make_core = group, make_core
-        self.state_dir, self.state_store = state_dir, state_store
+        self.state_dir, self.state_store, self.replicas = state_dir, state_store, replicas
         self.checkpoints: Checkpoints | KafkaCheckpoints | None = None  # chosen in on_start
         self.max_records, self.fetch_wait_ms = max_records, fetch_wait_ms
         self.session_timeout_s, self.heartbeat_s = session_timeout_s, heartbeat_s
@@ -211,7 +212,7 @@ class BatchStage(Service):
             await self.producer.start()
         if state_store(self.state_store, kind) == "kafka":
             self.checkpoints = KafkaCheckpoints(
-                self.bootstrap, state_topic(self.prefix, self.name), self.sources
+                self.bootstrap, state_topic(self.prefix, self.name), self.sources, replicas=self.replicas
             )
             self.checkpoints.producer = self.producer
         elif self.state_dir:

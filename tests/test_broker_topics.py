@@ -31,31 +31,30 @@ class Admin:
         return [{"topic": n, "error_code": 0, "partitions": [0]} for n in names]
 
 
-def created(admin: Admin, designed: dict[str, int], configs=None) -> dict[str, tuple[int, int, dict]]:
-    asyncio.run(create_topics(admin, designed, configs))
+def created(admin: Admin, designed: dict[str, int], configs=None, **kw) -> dict[str, tuple[int, int, dict]]:
+    asyncio.run(create_topics(admin, designed, configs, **kw))
     return {t.name: (t.num_partitions, t.replication_factor, t.topic_configs) for t in admin.created}
 
 
-def test_one_replica_by_default_and_only_missing_topics(monkeypatch) -> None:
-    monkeypatch.delenv("ATALAIA_REPLICATION_FACTOR", raising=False)
+def test_one_replica_by_default_and_only_missing_topics() -> None:
     got = created(Admin(), {"atalaia.events": 6, "atalaia.alarms": 1})
     assert got == {"atalaia.alarms": (1, 1, {})}
 
 
-def test_a_cluster_gets_replicas_and_min_insync(monkeypatch) -> None:
-    monkeypatch.setenv("ATALAIA_REPLICATION_FACTOR", "3")
-    got = created(Admin(), {"atalaia.alarms": 1, "atalaia.state.rules": 6}, {"cleanup.policy": "compact"})
+def test_a_cluster_gets_replicas_and_min_insync() -> None:
+    topics = {"atalaia.alarms": 1, "atalaia.state.rules": 6}
+    got = created(Admin(), topics, {"cleanup.policy": "compact"}, replicas=3)
     assert got["atalaia.alarms"] == (1, 3, {"min.insync.replicas": "2", "cleanup.policy": "compact"})
     assert got["atalaia.state.rules"][1] == 3
 
 
-def test_too_few_brokers_is_a_clear_refusal(monkeypatch) -> None:
-    monkeypatch.setenv("ATALAIA_REPLICATION_FACTOR", "3")
+def test_too_few_brokers_is_a_clear_refusal() -> None:
     with pytest.raises(TopicLayoutError, match="ATALAIA_REPLICATION_FACTOR"):
-        created(Admin(code=38), {"atalaia.alarms": 1})
+        created(Admin(code=38), {"atalaia.alarms": 1}, replicas=3)
 
 
 def test_the_setting_is_validated_at_start_up(monkeypatch) -> None:
     monkeypatch.setenv("ATALAIA_REPLICATION_FACTOR", "0")
     with pytest.raises(ValidationError, match="replication_factor"):
         Settings()
+

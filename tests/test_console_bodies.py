@@ -22,9 +22,9 @@ class Request(SimpleNamespace):
         return self.body
 
 
-def test_a_body_that_never_ends_is_refused_with_408(monkeypatch) -> None:
-    monkeypatch.setenv("ATALAIA_HTTP_BODY_TIMEOUT_S", "0.2")
-    status, title, detail = asyncio.run(asyncio.wait_for(read_object(Request(None), "command", 1024), 5))
+def test_a_body_that_never_ends_is_refused_with_408() -> None:
+    never = read_object(Request(None), "command", 1024, timeout=0.2)  # ATALAIA_HTTP_BODY_TIMEOUT_S
+    status, title, detail = asyncio.run(asyncio.wait_for(never, 5))
     assert (status, title) == (408, "Request timeout") and "0.2 s" in detail
 
 
