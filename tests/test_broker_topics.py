@@ -57,4 +57,3 @@ def test_the_setting_is_validated_at_start_up(monkeypatch) -> None:
     monkeypatch.setenv("ATALAIA_REPLICATION_FACTOR", "0")
     with pytest.raises(ValidationError, match="replication_factor"):
         Settings()
-
