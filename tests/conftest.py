@@ -178,3 +178,14 @@ def water_notification(entity: str, height: float, **attributes: object) -> byte
             "data": [entity_body],
         }
     )
+
+
+def wait(pred, timeout: float, what: str):
+    """``pred()``'s first truthy answer, polled every 0.2 s; an AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

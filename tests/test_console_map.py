@@ -16,7 +16,6 @@ from __future__ import annotations
 import doctest
 import json
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.conftest import wait
 from tests.test_console_board import SHOTS, alarm, chromium, publish  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,16 +74,6 @@ class Requests:
         away = [u for u in self.urls if urlsplit(u).scheme in ("http", "https", "ws", "wss")
                 and urlsplit(u).hostname not in LOCAL]  # fmt: skip
         assert away == [], f"requests left localhost: {away[:5]}"
-
-
-def wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def parish_path(page, code: str):

@@ -10,13 +10,13 @@ import hashlib
 import importlib
 import json
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import wait
 from tests.test_console_board import SHOTS, alarm, chromium, publish  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,16 +81,6 @@ def users_file(tmp_path: Path) -> Path:
 
 def h(who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[who][1]}"}
-
-
-def wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sign_in(browser, url: str, who: str, locale: str = "en-GB"):
