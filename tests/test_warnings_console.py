@@ -176,6 +176,7 @@ def test_draft_from_an_incident_approve_issue_feed_and_four_eyes(make_worker, pu
     # 2. rui (approver, another person) approves and issues
     rui = sign_in(chromium, f"{w.url}/warnings/{wid}", "rui")
     rui.wait_for_selector("#warning:not([hidden])", timeout=10000)
+    rui.wait_for_function("document.getElementById('cap').textContent.includes('<alert')", timeout=15000)
     assert "Keep away from the riverside." in rui.inner_text("#cap")
     assert "refused" not in act(rui, "approve", "checked with the hydro team")
     rui.wait_for_function("document.getElementById('state').textContent.includes('approved')")
