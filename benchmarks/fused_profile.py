@@ -41,7 +41,7 @@ def core_and_records(n: int, rules: int, state: Path) -> tuple[Any, list[Record]
     from atalaia.detectors.config import load_config
     from atalaia.rules.fused import IngestRulesCore
     from atalaia.rules.stage import RuleFiles
-    from atalaia.streams.events import RawEvent
+    from atalaia.streams.ingest.events import RawEvent
     from atalaia.streams.settings import CONFIG_DIR, Settings
 
     settings = Settings(topic_prefix="cpu", allowed_lateness_s=1e9)

@@ -32,7 +32,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from atalaia.streams.broker import EmbeddedBroker, ensure_topics
-from atalaia.streams.events import RawEvent
+from atalaia.streams.ingest.events import RawEvent
 from atalaia.streams.ingest.stage import IngestCore
 from atalaia.streams.kafka_config import client_options
 from atalaia.streams.settings import Settings

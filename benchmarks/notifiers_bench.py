@@ -20,10 +20,9 @@ from pathlib import Path
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import parse_time
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.testing import HttpSink, SmtpSink, incident_event
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time, parse_time
 
 
 def make_config(

@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +39,7 @@ from pydantic import ValidationError
 
 from atalaia.console.bodies import read_object
 from atalaia.console.problem import PROBLEM, problem
+from atalaia.streams.clock import format_time, utc
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {  # served under /console/<name>
@@ -60,7 +60,7 @@ R = TypeVar("R")
 def rfc3339(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return format_time(utc(round(epoch, 3)))  # millisecond precision is what the console shows
 
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None:
@@ -262,7 +262,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             row, alarm_rows = await projection(lambda p: (p.incident(incident), p.alarms(incident)))
             if row is None or not who.sees(row):
                 return fail(self, 404, "No such incident", incident)
-            from atalaia.streams.observation import entity_key
+            from atalaia.streams.ingest.observation import entity_key
 
             tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
             rules, store, out, seen = catalog(), observations.store, [], set()

@@ -25,7 +25,7 @@ import orjson
 from mode import Service
 
 from atalaia.console.consumer import assigned_consumer, consume_retrying
-from atalaia.streams.observation import entity_key
+from atalaia.streams.ingest.observation import entity_key
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import orjson
 
-from atalaia.streams.observation import is_time
+from atalaia.streams.ingest.observation import is_time
 
 Change = Literal[
     "opened",

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from atalaia.incidents.events import IncidentEvent
+from atalaia.streams.clock import format_time
 
 _TOKENS = {"sqlite": {"json": "TEXT", "time": "TEXT"}, "postgresql": {"json": "JSONB", "time": "TIMESTAMPTZ"}}
 _JSON_COLUMNS = {"correlation", "labels", "location", "changes", "matchers"}
@@ -431,10 +432,5 @@ def _normalise(row: dict[str, Any]) -> dict[str, Any]:
         elif k in _BOOL_COLUMNS and v is not None:
             row[k] = bool(v)
         elif k in _TIME_COLUMNS and isinstance(v, datetime):
-            t = v.astimezone(UTC)
-            row[k] = (
-                (t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z")
-                if t.microsecond
-                else t.strftime("%Y-%m-%dT%H:%M:%SZ")
-            )
+            row[k] = format_time(v)
     return row

@@ -18,14 +18,14 @@ from atalaia.incidents.emit import Output
 from atalaia.incidents.events import CommandReply, IncidentEvent
 from atalaia.incidents.manager import IncidentManager
 from atalaia.incidents.model import ManagerState
+from atalaia.streams.clock import format_time
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def at_s(seconds: float) -> str:
     """RFC 3339 text for T0 + seconds."""
-    t = T0 + timedelta(seconds=seconds)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".") + "Z"
+    return format_time(T0 + timedelta(seconds=seconds))
 
 
 def transition(

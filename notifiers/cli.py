@@ -119,7 +119,7 @@ def simulate(policy: str, events, tick: str, until: str) -> None:
     """Run incident events (JSON lines, atalaia.incidents shape) through the policies on their own
     event time and print the notifications that would be sent, as JSON lines. Sends nothing."""
     from atalaia.notifiers.engine import TICK, EscalationEngine, EscalationState
-    from atalaia.notifiers.model import parse_time
+    from atalaia.streams.clock import parse_time
 
     engine, state = EscalationEngine(_load(policy)), EscalationState()
     step, horizon = parse_duration(tick), parse_duration(until)
@@ -351,7 +351,7 @@ def test_target(policy: str, target: str, db: str | None) -> None:
     from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.model import IncidentSnapshot, Notification
     from atalaia.notifiers.service import Notifier
-    from atalaia.streams.observation import format_time
+    from atalaia.streams.clock import format_time
 
     cfg = _load(policy)
     if target not in cfg.targets:

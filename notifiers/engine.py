@@ -39,11 +39,11 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from atalaia.notifiers.config import EscalationConfig, HoursSchedule, Policy, RotationSchedule, Route
-from atalaia.notifiers.model import IncidentSnapshot, Notification, digest_id, parse_time
+from atalaia.notifiers.model import IncidentSnapshot, Notification, digest_id
 from atalaia.notifiers.schedule import in_hours, on_call
 from atalaia.rules.alarm import severity_rank
 from atalaia.rules.matchers import matches_all
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time, parse_time
 
 Status = Literal["running", "exhausted", "stopped", "closed"]
 CLOSED_RETENTION = timedelta(days=2)

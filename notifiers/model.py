@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -130,11 +129,3 @@ def digest_id(target: str, ids: list[str]) -> str:
     """A storm digest's id: the target and the notifications it replaces (deterministic)."""
     raw = "digest|" + target + "|" + "|".join(sorted(ids))
     return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
-
-
-def parse_time(s: str) -> datetime:
-    """RFC 3339 → aware UTC datetime (accepts ``Z`` and offsets)."""
-    dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
-    if dt.tzinfo is None:
-        raise ValueError(f"time without zone: {s!r}")
-    return dt.astimezone(UTC)

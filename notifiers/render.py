@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, StrictUndefined
 
-from atalaia.notifiers.model import Notification, parse_time
+from atalaia.notifiers.model import Notification
 from atalaia.rules.alarm import severity_rank
+from atalaia.streams.clock import parse_time
 
 SEVERITY = {
     "pt-PT": {

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from atalaia.incidents.events import incident_event_problem
-from atalaia.streams.records import decode, dlq, utc
+from atalaia.streams.clock import utc
+from atalaia.streams.records import decode, dlq
 from atalaia.streams.sink import SinkCore
 from atalaia.streams.stage import Out
 

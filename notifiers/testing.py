@@ -222,9 +222,10 @@ def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, en
     from atalaia.notifiers.config import load_config
     from atalaia.notifiers.engine import EscalationEngine, EscalationState
     from atalaia.notifiers.log import SQLiteDeliveryLog
-    from atalaia.notifiers.model import DeliveryResult, Notification, parse_time
+    from atalaia.notifiers.model import DeliveryResult, Notification
     from atalaia.notifiers.pipeline import Backoff
     from atalaia.notifiers.service import Notifier
+    from atalaia.streams.clock import parse_time
 
     cfg = load_config(config_path)
     env = orjson.loads(env_json)

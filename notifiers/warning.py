@@ -33,7 +33,8 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 
 from atalaia.notifiers.config import EscalationConfig
-from atalaia.notifiers.model import IncidentSnapshot, Notification, parse_time
+from atalaia.notifiers.model import IncidentSnapshot, Notification
+from atalaia.streams.clock import parse_time
 
 NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
 WARNINGS_POLICY = "warnings"  # the ``policy`` of warning notifications (delivery log, retry lookup)

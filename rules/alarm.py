@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-from atalaia.streams.observation import is_number, is_str_map, is_time
+from atalaia.streams.ingest.observation import is_number, is_str_map, is_time
 
 State = Literal["pending", "firing", "resolved", "inactive"]
 SEVERITIES = ("informational", "low", "medium", "high", "critical")  # Smart Data Models Alert, lowest first

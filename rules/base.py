@@ -19,7 +19,7 @@ from atalaia.rules.alarm import AlarmTransition
 from atalaia.rules.loader import LoadedRule
 from atalaia.rules.matchers import from_map
 from atalaia.rules.templates import Template
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time
 
 _OWN_FIELDS = ("entity", "type", "tenant", "service_path")  # where/key names read off the observation
 Scorer = Callable[[str, str, str, datetime, float], float | None]

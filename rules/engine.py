@@ -47,7 +47,7 @@ from atalaia.rules.compiled import (
 from atalaia.rules.durations import format_duration
 from atalaia.rules.loader import LoadedRule, RuleSet
 from atalaia.rules.schema import Rule
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1

@@ -28,8 +28,8 @@ from aiokafka.partitioner import murmur2
 
 from atalaia.rules.stage import RuleFiles, RulesCore
 from atalaia.streams.ingest.encode import observation_dict
+from atalaia.streams.ingest.observation import entity_key
 from atalaia.streams.ingest.stage import IngestCore
-from atalaia.streams.observation import entity_key
 from atalaia.streams.stage import Out
 
 if TYPE_CHECKING:

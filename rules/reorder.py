@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from atalaia.streams.observation import parse_time
+from atalaia.streams.clock import parse_time
 
 
 class Reorder:

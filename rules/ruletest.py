@@ -39,8 +39,8 @@ from atalaia.rules.engine import RuleEngine, ScorerMissing
 from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.loader import load_model, load_rules
 from atalaia.rules.schema import Duration, Severity, Strict
+from atalaia.streams.clock import format_time
 from atalaia.streams.config_yaml import YamlError, read_text
-from atalaia.streams.observation import format_time
 
 _EXPANDING = re.compile(
     r"^(?P<a>[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?:(?P<op>[-+])(?P<b>\d+(?:\.\d+)?))?x(?P<n>\d+)$"

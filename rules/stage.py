@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from atalaia.streams.observation import entity_key, observation_problem, partition_key
+from atalaia.streams.ingest.observation import entity_key, observation_problem, partition_key
 from atalaia.streams.records import decode, dlq
 from atalaia.streams.stage import Out
 

@@ -16,7 +16,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.console.problem import PROBLEM, problem
-from atalaia.streams.httpauth import REFUSED, MetricsAuth, Refusal
+from atalaia.streams.ingest.auth import REFUSED, MetricsAuth, Refusal
 from atalaia.streams.ingest.http import IngestProducer
 from atalaia.streams.ingest.http import install as install_ingest
 from atalaia.streams.settings import Settings

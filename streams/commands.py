@@ -60,7 +60,7 @@ def _run_worker(
     _prepare(settings, bootstrap, demo)
     app = create_app(settings, bootstrap, stages=stages, http=http)
     if demo if demo_feed is None else demo_feed:
-        from atalaia.streams.demo import DemoFeed
+        from atalaia.streams.ingest.demo import DemoFeed
 
         app.service(DemoFeed(f"http://{settings.http_host}:{settings.http_port}", token=ingest_token))
     if banner:
@@ -81,7 +81,7 @@ def _demo_receivers() -> dict[str, str]:
     (inherited by the worker processes of `atalaia up`)."""
     import os
 
-    from atalaia.streams.demo import start_demo_receivers
+    from atalaia.streams.ingest.demo import start_demo_receivers
 
     found = start_demo_receivers()
     for k, v in found.items():
@@ -308,7 +308,7 @@ def read_events(path: Path) -> list[bytes]:
 
 
 def _event_key(body: bytes) -> bytes:
-    from atalaia.streams.events import body_key
+    from atalaia.streams.ingest.events import body_key
 
     with contextlib.suppress(Exception):
         doc = orjson.loads(body)
@@ -328,7 +328,7 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
     from aiokafka import AIOKafkaProducer
 
     from atalaia.streams.connect import client_bootstrap
-    from atalaia.streams.events import RawEvent, format_time_now
+    from atalaia.streams.ingest.events import RawEvent, format_time_now
     from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
 
     settings = get_settings()

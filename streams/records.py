@@ -7,7 +7,6 @@ use them; each topic's record check lives beside its record type (``streams.obse
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -46,8 +45,3 @@ def decode(records: list[Any], problem: Problem | None = None) -> tuple[list[Any
         values.append(value)
         raw.append(r)
     return values, raw, outs
-
-
-def utc(now: float) -> datetime:
-    """The stage clock (epoch seconds) as an aware UTC datetime."""
-    return datetime.fromtimestamp(now, UTC)

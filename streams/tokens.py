@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from atalaia.streams.httpauth import IngestAuth, TokenEntry, TokenFile, hash_token, new_token
+from atalaia.streams.ingest.auth import IngestAuth, TokenEntry, TokenFile, hash_token, new_token
 
 DEMO_SOURCE = "demo"
 

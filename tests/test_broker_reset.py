@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from atalaia.streams.broker import EmbeddedBroker
-from atalaia.streams.events import RawEvent
+from atalaia.streams.ingest.events import RawEvent
 from tests.conftest import ATALAIA, consume_all, water_notification
 
 pytestmark = pytest.mark.broker

@@ -302,7 +302,7 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
         "channel": "sms",
         "status": "delivered",
         "attempts": 1,
-        "delivered_at": "2026-01-28T10:00:01.000Z",
+        "delivered_at": "2026-01-28T10:00:01Z",
     }
     assert httpx.get(f"{w.url}/api/deliveries?limit=5", timeout=5).json()["deliveries"][0]["incident"] == iid
     assert httpx.get(f"{w.url}/api/deliveries?limit=0", timeout=5).status_code == 400

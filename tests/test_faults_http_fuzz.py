@@ -32,8 +32,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atalaia.streams.httpauth import hash_token, new_token
 from atalaia.streams.ingest import read_dlq_record
+from atalaia.streams.ingest.auth import hash_token, new_token
 from tests.conftest import WorkerProcess, consume_all, free_port
 from tests.faults import figures
 from tests.test_console_api import alarm

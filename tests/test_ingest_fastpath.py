@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ingest_properties import entities as arbitrary_entities
 
+from atalaia.streams.clock import format_time
 from atalaia.streams.ingest import IngestOptions, encode_observation, fastpath, parse_payload
 from atalaia.streams.ingest.dedup import observation_key
 from atalaia.streams.ingest.encode import time_text
+from atalaia.streams.ingest.observation import Observation
 from atalaia.streams.ingest.timeparse import _canonical, _parse
-from atalaia.streams.observation import Observation, format_time
 
 RECEIVED = datetime(2026, 1, 28, 10, 0, tzinfo=UTC)
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from test_ingest_fastpath import both_paths
 
 from atalaia.streams.ingest import encode_observation, parse_payload
-from atalaia.streams.observation import Observation
+from atalaia.streams.ingest.observation import Observation
 
 CORPUS = Path(__file__).parent / "data" / "fiware"
 EXPECTED = yaml.safe_load((CORPUS / "expected.yaml").read_text())

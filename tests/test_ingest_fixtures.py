@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from atalaia.streams.ingest import encode_observation, parse_payload
-from atalaia.streams.observation import Observation
+from atalaia.streams.ingest.observation import Observation
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from atalaia.streams.ingest import Deduper, IngestResult, encode_observation, parse_payload
 from atalaia.streams.ingest.jsonparse import decode, duplicates_in
-from atalaia.streams.observation import Observation
+from atalaia.streams.ingest.observation import Observation
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"

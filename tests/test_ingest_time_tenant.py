@@ -22,7 +22,7 @@ from test_ingest_properties import entities as arbitrary_entities
 
 from atalaia.streams.cli import main
 from atalaia.streams.ingest import Deduper, encode_observation, parse_payload
-from atalaia.streams.observation import TIME_SOURCES, Observation, partition_key
+from atalaia.streams.ingest.observation import TIME_SOURCES, Observation, partition_key
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 RECEIVED = datetime(2026, 1, 28, 10, 0, 5, tzinfo=UTC)
@@ -314,7 +314,7 @@ def test_arbitrary_entities_with_a_clock_are_never_refused_for_missing_time(monk
 
 # --------------------------------------------------------------------------- live ingest core, CLI
 def test_ingest_core_times_by_the_received_at_header_and_keys_by_tenant() -> None:
-    from atalaia.streams.events import RawEvent
+    from atalaia.streams.ingest.events import RawEvent
     from atalaia.streams.ingest.stage import IngestCore
     from atalaia.streams.settings import Settings
 
@@ -376,7 +376,7 @@ def test_both_ingest_cores_drop_a_redelivered_notification() -> None:
     from atalaia.detectors.config import load_config
     from atalaia.rules.fused import IngestRulesCore
     from atalaia.rules.stage import RuleFiles
-    from atalaia.streams.events import RawEvent
+    from atalaia.streams.ingest.events import RawEvent
     from atalaia.streams.ingest.stage import IngestCore
     from atalaia.streams.settings import CONFIG_DIR, Settings
 

@@ -16,12 +16,12 @@ import pytest
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import parse_time
 from atalaia.notifiers.pipeline import Backoff
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from atalaia.notifiers.sms import segments
 from atalaia.notifiers.testing import HttpSink, SmtpSink, incident_event
+from atalaia.streams.clock import parse_time
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SECRET = "porto-webhook-secret"

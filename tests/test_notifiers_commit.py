@@ -17,9 +17,9 @@ from atalaia.notifiers.commit import COMMIT_HOOK, CommitMarks
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import parse_time
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.testing import SmtpSink, incident_event
+from atalaia.streams.clock import parse_time
 
 TERMINATOR = b"\r\n.\r\n"
 

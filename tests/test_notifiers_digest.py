@@ -15,7 +15,7 @@ from atalaia.notifiers.log import SQLiteDeliveryLog
 from atalaia.notifiers.model import Notification
 from atalaia.notifiers.render import render
 from atalaia.notifiers.testing import incident_event
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 CONFIG = """

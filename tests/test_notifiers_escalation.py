@@ -16,7 +16,7 @@ from atalaia.notifiers.log import SQLiteDeliveryLog
 from atalaia.notifiers.model import DeliveryResult, Notification
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.testing import incident_event
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, 10:00 in Lisbon (WET = UTC)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import TICK, EscalationEngine, EscalationState
 from atalaia.notifiers.testing import incident_event
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -16,9 +16,10 @@ import pytest
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import Notification, parse_time
+from atalaia.notifiers.model import Notification
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.testing import HttpSink, SmtpSink, incident_event
+from atalaia.streams.clock import parse_time
 from tests.conftest import ATALAIA as ATALAIA_BIN
 
 SECRET = "k"

@@ -11,7 +11,7 @@ from atalaia.notifiers.config import ConfigError, load_config_text
 from atalaia.notifiers.engine import EscalationEngine, EscalationState
 from atalaia.notifiers.model import Notification
 from atalaia.notifiers.testing import incident_event
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import parse_time
 from atalaia.notifiers.pipeline import Backoff
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.sms import GSM7_BASIC, GSM7_EXT, fit, segments
 from atalaia.notifiers.stage import EscalationCore, WarningNoticesCore
 from atalaia.notifiers.testing import HttpSink, SmtpSink, incident_event
 from atalaia.notifiers.warning import alert_entity_id, warning_notification_id, warning_notifications
+from atalaia.streams.clock import parse_time
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.core import Workflow
 from atalaia.warnings.stage import WarningsCore

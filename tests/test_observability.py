@@ -48,7 +48,7 @@ def exposed_names() -> set[str]:
     import atalaia.notifiers.service
     import atalaia.streams.app
     import atalaia.streams.guard
-    import atalaia.streams.httpauth
+    import atalaia.streams.ingest.auth
     import atalaia.streams.metrics
     import atalaia.streams.stage  # noqa: F401
     from atalaia.incidents.kpi import KpiSnapshot, PositionKpi, export_kpis

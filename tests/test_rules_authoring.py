@@ -62,7 +62,7 @@ def test_catalogue_covers_the_fixture_types() -> None:
 
 
 def _demo_observations(steps: int) -> list[dict]:
-    from atalaia.streams.demo import DemoScenario
+    from atalaia.streams.ingest.demo import DemoScenario
     from atalaia.streams.ingest.encode import encode_observation
     from atalaia.streams.ingest.payload import parse_payload
 

@@ -51,8 +51,8 @@ async def produce_in_order(bootstrap: str, topic: str, events: list[tuple[dateti
     events by body, which only the one-second pacing makes harmless)."""
     from aiokafka import AIOKafkaProducer
 
-    from atalaia.streams.events import RawEvent
-    from atalaia.streams.observation import format_time
+    from atalaia.streams.clock import format_time
+    from atalaia.streams.ingest.events import RawEvent
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 << 20)
     await producer.start()
@@ -75,7 +75,7 @@ def absence_rules() -> set[str]:
 def test_demo_scenario_raises_one_parish_flood_per_wave_and_the_air_rules(
     broker, topic_prefix, make_worker, tmp_path
 ):
-    from atalaia.streams.demo import recorded
+    from atalaia.streams.ingest.demo import recorded
 
     events = recorded(STEPS, START)
     observations = demo_observations(events)

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from atalaia.rules.engine import RuleEngine
 from atalaia.rules.loader import load_texts
-from atalaia.streams.events import RawEvent
 from atalaia.streams.ingest import parse_payload
+from atalaia.streams.ingest.events import RawEvent
 
 NAMES = st.sampled_from(
     [
@@ -113,9 +113,9 @@ def test_snapshot_carries_each_rule_as_model_dump_did(heights):
 def test_time_caches_answer_as_a_fresh_parse_across_evictions(start, step):
     from datetime import UTC, datetime
 
+    from atalaia.streams.clock import format_time
     from atalaia.streams.ingest import timeparse
     from atalaia.streams.ingest.encode import time_text
-    from atalaia.streams.observation import format_time
 
     texts = [format_time(datetime.fromtimestamp(1_700_000_000 + start + i * step, UTC)) for i in range(200)]
     size, timeparse._CACHE_MAX = timeparse._CACHE_MAX, 64  # evictions after a few times

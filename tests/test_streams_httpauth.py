@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from atalaia.streams.httpauth import (
+from atalaia.streams.ingest.auth import (
     Caller,
     IngestAuth,
     MetricsAuth,

@@ -18,8 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from atalaia.streams.httpauth import hash_token, new_token
 from atalaia.streams.ingest import read_dlq_record
+from atalaia.streams.ingest.auth import hash_token, new_token
 from tests.conftest import WorkerProcess, consume_all, free_port
 
 pytestmark = pytest.mark.broker

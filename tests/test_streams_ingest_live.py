@@ -18,7 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from atalaia.streams.ingest import Deduper, parse_payload, read_dlq_record
-from atalaia.streams.observation import Observation
+from atalaia.streams.ingest.observation import Observation
 from tests.conftest import ATALAIA, consume_all, shared_path
 
 pytestmark = pytest.mark.broker
@@ -214,7 +214,7 @@ def test_worker_killed_mid_stream_loses_nothing(broker, topic_prefix, make_worke
     and the duplicates at-least-once may add are exactly those the downstream dedup removes."""
     from aiokafka import AIOKafkaProducer
 
-    from atalaia.streams.events import RawEvent
+    from atalaia.streams.ingest.events import RawEvent
 
     n = 3000
     bodies = [

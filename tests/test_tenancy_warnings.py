@@ -12,11 +12,11 @@ import orjson
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
-from atalaia.notifiers.model import parse_time
 from atalaia.notifiers.pipeline import Backoff
 from atalaia.notifiers.service import Notifier
 from atalaia.notifiers.testing import HttpSink, incident_event
 from atalaia.notifiers.warning import warning_notifications
+from atalaia.streams.clock import parse_time
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.core import Workflow
 from atalaia.warnings.from_incident import draft_from_incident

@@ -19,9 +19,9 @@ from datetime import datetime
 
 from atalaia.streams.ingest.dedup import Deduper
 from atalaia.streams.ingest.dlq import to_dlq_record
+from atalaia.streams.ingest.observation import Observation
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
-from atalaia.streams.observation import Observation
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from atalaia.streams.observation import Observation
+from atalaia.streams.ingest.observation import Observation
 
 _FIELDS = (
     "time",

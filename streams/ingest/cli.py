@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
+from atalaia.streams.clock import parse_time
 from atalaia.streams.ingest.encode import encode_observation
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
-from atalaia.streams.observation import parse_time
 
 _SUFFIX_TYPES = {".jsonld": "application/ld+json", ".geojson": "application/geo+json"}
 

@@ -8,7 +8,7 @@ never moves backwards inside the Deduper. ``snapshot()``/``restore()`` round-tri
 so a worker restart recovers the same decisions.
 
 >>> from datetime import datetime, UTC
->>> from atalaia.streams.observation import Observation
+>>> from atalaia.streams.ingest.observation import Observation
 >>> o = Observation(time="2026-01-28T09:45:00Z", entity="e1", type="WaterObserved", attributes={"height": 3.2})
 >>> d = Deduper(horizon_s=3600)
 >>> [x.entity for x in d.admit([o, o], now=0.0)]
@@ -27,7 +27,7 @@ from datetime import datetime
 
 import orjson
 
-from atalaia.streams.observation import Observation
+from atalaia.streams.ingest.observation import Observation
 
 _VERSION = 1
 _KEY_BYTES = 16

@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
+from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.result import IngestResult, Rejection
-from atalaia.streams.observation import format_time
 
 PREVIEW_BYTES = 2048
 DLQ_VERSION = 1

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import orjson
 
+from atalaia.streams.clock import format_time
+from atalaia.streams.ingest.observation import Observation, observation_id
 from atalaia.streams.ingest.timeparse import _CACHE_MAX, forget_older_half, formatted
-from atalaia.streams.observation import Observation, format_time, observation_id
 
 _dumps = orjson.dumps
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from atalaia.streams.clock import format_time
 from atalaia.streams.ingest import fastpath
 from atalaia.streams.ingest.attributes import TIME_FIELDS, Parts, read_attributes, short_name, time_text
 from atalaia.streams.ingest.build import build_observation
@@ -21,7 +22,6 @@ from atalaia.streams.ingest.jsonparse import Duplicates, duplicates_in
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
-from atalaia.streams.observation import format_time
 
 MAX_ID_CHARS = 1024
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
     GEOMETRY_TYPES,
@@ -29,8 +30,8 @@ from atalaia.streams.ingest.attributes import (
 from atalaia.streams.ingest.build import _FAST as _BUILD_FAST
 from atalaia.streams.ingest.build import _FIELDS_SET, build_observation
 from atalaia.streams.ingest.geo import V2_SHAPES, LocationError, check_point
+from atalaia.streams.ingest.observation import Observation
 from atalaia.streams.ingest.timeparse import parse_observation_time
-from atalaia.streams.observation import Observation, format_time
 
 if TYPE_CHECKING:
     from datetime import datetime

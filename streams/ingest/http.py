@@ -22,13 +22,13 @@ from mode import Service
 from prometheus_client import Counter
 
 from atalaia.console.problem import PROBLEM, problem
-from atalaia.streams.events import RawEvent, body_key
-from atalaia.streams.httpauth import IngestAuth, Refusal
+from atalaia.streams.ingest.auth import IngestAuth, Refusal
 from atalaia.streams.ingest.dlq import to_dlq_record
+from atalaia.streams.ingest.events import RawEvent, body_key
+from atalaia.streams.ingest.observation import partition_key
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
 from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
-from atalaia.streams.observation import partition_key
 from atalaia.streams.records import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
 

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 from mode import Service
 
-from atalaia.streams.events import RawEvent, format_time_now
+from atalaia.streams.ingest.events import RawEvent, format_time_now
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import is_number, number_like_text
 from atalaia.streams.ingest.build import build_observation
 from atalaia.streams.ingest.entity import (
@@ -18,9 +19,9 @@ from atalaia.streams.ingest.entity import (
     unsafe_text,
 )
 from atalaia.streams.ingest.geo import LocationError, check_point
+from atalaia.streams.ingest.observation import TIME_SOURCES
 from atalaia.streams.ingest.result import IngestResult, Rejection
 from atalaia.streams.ingest.timeparse import parse_observation_time
-from atalaia.streams.observation import TIME_SOURCES, format_time
 
 CONTRACT_KEYS = frozenset({"time", "entity", "attributes"})
 

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from atalaia.streams.observation import Observation
+from atalaia.streams.ingest.observation import Observation
 
 Scope = Literal["payload", "entity", "attribute"]
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from atalaia.streams.events import RawEvent
+from atalaia.streams.clock import parse_time, utc
 from atalaia.streams.ingest.batch import ReceivedPayload, ingest_batch
 from atalaia.streams.ingest.dedup import Deduper
 from atalaia.streams.ingest.encode import encode_observation
+from atalaia.streams.ingest.events import RawEvent
+from atalaia.streams.ingest.observation import Observation, partition_key
 from atalaia.streams.ingest.options import IngestOptions
-from atalaia.streams.observation import Observation, parse_time, partition_key
-from atalaia.streams.records import DLQ_MAX_BODY, utc
+from atalaia.streams.records import DLQ_MAX_BODY
 from atalaia.streams.stage import Out
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time
 
 HEADER_KEYS = (
     "content-type",

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from mode import Service
 
-from atalaia.streams.observation import format_time
+from atalaia.streams.clock import format_time
 
 log = logging.getLogger(__name__)
 

@@ -32,22 +32,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-
-def format_time(t: datetime) -> str:
-    """RFC 3339 UTC with ``Z`` and no superfluous fraction (the contract's time format)."""
-    t = t.astimezone(UTC)
-    if t.microsecond:
-        return t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z"
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(s: str) -> datetime:
-    """Parse an RFC 3339 time that carries a zone; raises ValueError otherwise."""
-    t = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
-    if t.tzinfo is None:
-        raise ValueError(f"time {s!r} has no UTC offset")
-    return t.astimezone(UTC)
-
+from atalaia.streams.clock import format_time, parse_time
 
 TIME_SOURCES = ("observed", "notified", "received")
 

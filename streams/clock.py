@@ -1,0 +1,34 @@
+"""The one time representation of the frame.
+
+Inside a stage, time is the stage clock's epoch seconds (a ``float``: ``Core.process(records,
+now)``, ``Core.tick(now)``); on the wire (every topic's record, the API) it is RFC 3339 UTC text
+with ``Z`` and no superfluous fraction. These three functions convert between them, and every
+package uses them (there is no second ``format_time``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+__all__ = ["format_time", "parse_time", "utc"]
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 UTC with ``Z`` and no superfluous fraction (the contract's time format)."""
+    t = t.astimezone(UTC)
+    if t.microsecond:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z"
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(s: str) -> datetime:
+    """Parse an RFC 3339 time that carries a zone; raises ValueError otherwise."""
+    t = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError(f"time {s!r} has no UTC offset")
+    return t.astimezone(UTC)
+
+
+def utc(now: float) -> datetime:
+    """The stage clock (epoch seconds) as an aware UTC datetime."""
+    return datetime.fromtimestamp(now, UTC)
