@@ -154,7 +154,7 @@ async def measure(stages: list[BatchStage], n: int, done=None) -> float:
 
 async def ingest_stage(bootstrap: str, prefix: str, n: int, state: Path) -> float:
     settings = Settings(topic_prefix=prefix)
-    ingest = stage("ingest", "events", bootstrap, prefix, state, lambda p, s: IngestCore(settings, s))
+    ingest = stage("ingest", "events", bootstrap, prefix, state, lambda p: IngestCore(settings))
     return await measure([ingest], n)
 
 
@@ -203,14 +203,14 @@ async def pipeline(bootstrap: str, prefix: str, n: int, state: Path, rules: int 
 
     settings = Settings(topic_prefix=prefix, allowed_lateness_s=1e9)
     files, detectors = RuleFiles(rule_paths(state, rules)), load_config(CONFIG_DIR / "detectors.yaml")
-    ingest = stage("ingest", "events", bootstrap, prefix, state, lambda p, s: IngestCore(settings, s))
+    ingest = stage("ingest", "events", bootstrap, prefix, state, lambda p: IngestCore(settings))
     rules = stage(
         "rules",
         "observations",
         bootstrap,
         prefix,
         state,
-        lambda p, s: RulesCore(files, detectors, settings, s),
+        lambda p: RulesCore(files, detectors, settings),
     )
     return await measure([ingest, rules], n)
 
@@ -231,7 +231,7 @@ async def fused(bootstrap: str, prefix: str, n: int, state: Path, rules: int = 0
         group=f"{prefix}-fused-{uuid.uuid4().hex[:6]}",
         state_dir=state,
         checkpoint_s=5.0,
-        make_core=lambda p, s: IngestRulesCore(p, settings, files, detectors, s),
+        make_core=lambda p: IngestRulesCore(p, settings, files, detectors),
     )
     return await measure([stage], n, done=fused_events)
 

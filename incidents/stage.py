@@ -85,6 +85,9 @@ class IncidentsCore:
     def snapshot(self) -> bytes:
         return self.manager.snapshot(self.state)
 
+    def restore(self, state: bytes) -> None:
+        self.state = self.manager.restore(state)
+
 
 class ProjectionCore(SinkCore):
     """``atalaia.incidents`` → the SQL projection (SQLite by default, PostgreSQL in production).

@@ -97,6 +97,11 @@ class EscalationCore:
     def snapshot(self) -> bytes:
         return self.state.snapshot()
 
+    def restore(self, state: bytes) -> None:
+        from atalaia.notifiers.engine import EscalationState
+
+        self.state = EscalationState.restore(state)
+
 
 class WarningNoticesCore:
     """``atalaia.warnings`` → ``atalaia.notifications``: each issued CAP document (``kind: "cap"``)
@@ -131,6 +136,9 @@ class WarningNoticesCore:
 
     def snapshot(self) -> bytes:
         return b""
+
+    def restore(self, state: bytes) -> None:
+        """Stateless: nothing to take."""
 
 
 class DeliveryCore(SinkCore):

@@ -524,7 +524,9 @@ class RuleEngine:
         outbox = [AlarmTransition.from_dict(d) for d in body["outbox"]]
         outbox += engine.reload(ruleset)
         engine._outbox = outbox
-        engine.stats["reloads"] -= 1
+        engine.stats["reloads"] -= 1  # restoring is not a reload
+        if not engine.stats["reloads"]:
+            del engine.stats["reloads"]  # so a restored engine's snapshot is the one it came from
         return engine
 
 

@@ -115,3 +115,7 @@ class IngestRulesCore:
 
     def snapshot(self) -> bytes:
         return self.rules.snapshot()
+
+    def restore(self, state: bytes) -> None:
+        """The rules stage's state, in its format (the two stages read each other's checkpoints)."""
+        self.rules.restore(state)

@@ -180,28 +180,42 @@ class RulesCore:
     ) -> None:
         from atalaia.detectors.bank import DetectorBank
         from atalaia.rules.engine import RuleEngine
+        from atalaia.rules.reorder import Reorder
         from atalaia.streams.ingest import Deduper
 
         self.files, self.settings, self.part = rule_files, settings, part
+        self.detectors_config = detectors_config
         self.loaded = rule_files.ruleset
-        ruleset = part(self.loaded)
+        self.ruleset = part(self.loaded)
         self.forward_types = self._forward_types() if forward else frozenset()
-        limits = {"allowed_lateness": settings.allowed_lateness_s, "max_future": settings.future_tolerance_s}
-        from atalaia.rules.reorder import Reorder
-
-        slack = (settings.reorder_s, settings.reorder_idle_s, settings.future_tolerance_s)
+        self.limits = {
+            "allowed_lateness": settings.allowed_lateness_s,
+            "max_future": settings.future_tolerance_s,
+        }
+        self.slack = (settings.reorder_s, settings.reorder_idle_s, settings.future_tolerance_s)
+        self.bank = DetectorBank(detectors_config)
+        self.engine = RuleEngine(self.ruleset, scorer=self.bank.score_learn, **self.limits)
+        self.dedup = Deduper()
+        self.reorder = None if forward else Reorder(*self.slack)
         if state:
-            rules_state, bank_state, dedup_state, *rest = _unframe(state)
-            self.bank = DetectorBank.restore(detectors_config, bank_state)
-            self.engine = RuleEngine.restore(ruleset, rules_state, scorer=self.bank.score_learn, **limits)
-            self.dedup = Deduper.restore(dedup_state)
-            self.reorder = Reorder.restore(rest[0], *slack) if rest else None
-        else:
-            self.bank = DetectorBank(detectors_config)
-            self.engine = RuleEngine(ruleset, scorer=self.bank.score_learn, **limits)
-            self.dedup = Deduper()
-            self.reorder = None if forward else Reorder(*slack)
+            self.restore(state)
         self.last_compact = 0.0
+
+    def restore(self, state: bytes) -> None:
+        """Take a checkpoint's state (``snapshot()``'s bytes): rule state, detector bank, deduper
+        and, for the label-keyed stage, the reorder buffer."""
+        from atalaia.detectors.bank import DetectorBank
+        from atalaia.rules.engine import RuleEngine
+        from atalaia.rules.reorder import Reorder
+        from atalaia.streams.ingest import Deduper
+
+        rules_state, bank_state, dedup_state, *rest = _unframe(state)
+        self.bank = DetectorBank.restore(self.detectors_config, bank_state)
+        self.engine = RuleEngine.restore(
+            self.ruleset, rules_state, scorer=self.bank.score_learn, **self.limits
+        )
+        self.dedup = Deduper.restore(dedup_state)
+        self.reorder = Reorder.restore(rest[0], *self.slack) if rest else self.reorder
 
     def _forward_types(self) -> frozenset[str]:
         # every type a label-keyed rule reads: its select, and each part of a compound/join rule
@@ -246,7 +260,8 @@ class RulesCore:
             self.loaded = self.files.ruleset
             if self.forward_types:
                 self.forward_types = self._forward_types()
-            outs += [self._out(t) for t in self.engine.reload(self.part(self.loaded))]
+            self.ruleset = self.part(self.loaded)
+            outs += [self._out(t) for t in self.engine.reload(self.ruleset)]
         if self.reorder is not None:
             outs += self._evaluate(self.reorder.flush_idle(now))
         if not backlog:  # absence runs on the wall clock only once the backlog is read: after an

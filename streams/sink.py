@@ -60,3 +60,6 @@ class SinkCore:
 
     def snapshot(self) -> bytes:
         return b""
+
+    def restore(self, state: bytes) -> None:
+        """No state of its own: the checkpoint carries only the offset."""

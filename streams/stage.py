@@ -79,12 +79,17 @@ class Out:
 
 
 class Core(Protocol):
+    """One partition's pure state machine. ``now`` is the stage clock in epoch seconds (the one
+    time type of the frame; ``streams.clock`` converts it for the wire). No I/O: a core whose work
+    is a database or a sender runs it as an async sink (``streams.sink``)."""
+
     def process(self, records: list[Any], now: float) -> list[Out]: ...
     def tick(self, now: float, backlog: bool = False) -> list[Out]: ...  # backlog: still catching up
-    def snapshot(self) -> bytes: ...
+    def snapshot(self) -> bytes: ...  # the state a checkpoint saves with its offset
+    def restore(self, state: bytes) -> None: ...  # take a checkpoint's state (``snapshot()``'s bytes)
 
 
-CoreFactory = Callable[[int, bytes | None], Core]  # (partition, checkpoint state or None) -> core
+CoreFactory = Callable[[int], Core]  # partition -> a fresh core (the runner restores its checkpoint)
 
 _settled = False
 # On in stage processes (``atalaia worker``/``up`` and the benchmarks set it with
@@ -285,7 +290,10 @@ class BatchStage(Service):
                 mine = [tp for tp in tps if tp.partition == partition]
                 ckpt = ckpts.get(partition)
                 try:
-                    self.cores[partition] = self.make_core(partition, ckpt[1] if ckpt else None)
+                    core = self.make_core(partition)
+                    if ckpt:
+                        core.restore(ckpt[1])
+                    self.cores[partition] = core
                 except Exception as e:  # a corrupt or incompatible checkpoint: stop, loudly
                     self.failed = e
                     log.critical("%s: cannot restore partition %d: %r", self.name, partition, e)

@@ -52,7 +52,7 @@ class StageSpec:
 def _ingest(settings: Any, app: Any) -> CoreFactory:
     from atalaia.streams.ingest.stage import IngestCore
 
-    return lambda p, s: IngestCore(settings, s)
+    return lambda p: IngestCore(settings)
 
 
 def _rule_files(settings: Any, app: Any) -> tuple[Any, Any]:
@@ -69,21 +69,21 @@ def _rules(settings: Any, app: Any) -> CoreFactory:
     from atalaia.rules.stage import RulesCore
 
     files, detectors = _rule_files(settings, app)
-    return lambda p, s: RulesCore(files, detectors, settings, s)
+    return lambda p: RulesCore(files, detectors, settings)
 
 
 def _rules_shared(settings: Any, app: Any) -> CoreFactory:
     from atalaia.rules.stage import RulesCore, label_keyed
 
     files, detectors = _rule_files(settings, app)
-    return lambda p, s: RulesCore(files, detectors, settings, s, part=label_keyed, forward=False)
+    return lambda p: RulesCore(files, detectors, settings, part=label_keyed, forward=False)
 
 
 def _ingest_rules(settings: Any, app: Any) -> CoreFactory:
     from atalaia.rules.fused import IngestRulesCore
 
     files, detectors = _rule_files(settings, app)
-    return lambda p, s: IngestRulesCore(p, settings, files, detectors, s)
+    return lambda p: IngestRulesCore(p, settings, files, detectors)
 
 
 def _incidents(settings: Any, app: Any) -> CoreFactory:
@@ -91,14 +91,14 @@ def _incidents(settings: Any, app: Any) -> CoreFactory:
     from atalaia.incidents.stage import IncidentsCore
 
     config = load_config(settings.incidents_path)
-    return lambda p, s: IncidentsCore(config, s)
+    return lambda p: IncidentsCore(config)
 
 
 def _projection(settings: Any, app: Any) -> CoreFactory:
     from atalaia.incidents.stage import ProjectionCore, projection_sink
 
     app.atalaia_projection = projection_sink(settings)  # the console of this process reads it too
-    return lambda p, s: ProjectionCore(app.atalaia_projection)
+    return lambda p: ProjectionCore(app.atalaia_projection)
 
 
 def _escalation_config(settings: Any, app: Any) -> Any:
@@ -116,7 +116,7 @@ def _escalation(settings: Any, app: Any) -> CoreFactory:
 
     config = _escalation_config(settings, app)
     warnings_settings = load_warnings_config(settings.warnings_path)  # propose_warning drafts
-    return lambda p, s: EscalationCore(config, s, warnings_settings)
+    return lambda p: EscalationCore(config, warnings_config=warnings_settings)
 
 
 def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
@@ -126,7 +126,7 @@ def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
     config = _escalation_config(settings, app)
     if config.warnings is None:
         return None
-    return lambda p, s: WarningNoticesCore(config)
+    return lambda p: WarningNoticesCore(config)
 
 
 def _warnings(settings: Any, app: Any) -> CoreFactory:
@@ -134,7 +134,7 @@ def _warnings(settings: Any, app: Any) -> CoreFactory:
     from atalaia.warnings.stage import WarningsCore
 
     app.atalaia_warnings_config = config = load_config(settings.warnings_path)
-    return lambda p, s: WarningsCore(config, s)
+    return lambda p: WarningsCore(config)
 
 
 def _delivery(settings: Any, app: Any) -> CoreFactory | None:
@@ -187,7 +187,7 @@ def _delivery(settings: Any, app: Any) -> CoreFactory | None:
             await notifier.aclose()
 
     app.service(NotifierService())
-    return lambda p, s: DeliveryCore(notifier)
+    return lambda p: DeliveryCore(notifier)
 
 
 def _spec(name, sources, outputs, process, cores, needs=None, **kw) -> StageSpec:

@@ -68,6 +68,9 @@ class WarningsCore:
     def snapshot(self) -> bytes:
         return self.workflow.snapshot(self.state)
 
+    def restore(self, state: bytes) -> None:
+        self.state = self.workflow.restore(state)
+
     # ------------------------------------------------------------------ for the HTTP pages
     def active_documents(self, tenant: str | None = None) -> list[str]:
         """The CAP documents in force, newest first; with ``tenant`` only that tenant's."""

@@ -58,6 +58,10 @@ class IngestCore:
         self.dedup = Deduper.restore(state) if state else Deduper()
         self.duplicates = 0
 
+    def restore(self, state: bytes) -> None:
+        """The checkpoint is the deduper's state."""
+        self.dedup = Deduper.restore(state)
+
     def process(self, records: list[Any], now: float) -> list[Out]:
         outs, fresh = self.observations(records, now, self.dedup)
         for obs, ts in fresh:
