@@ -17,19 +17,22 @@ def _build(spec: DetectorSpec):
     return spec.build()
 
 
-@click.group()
-def detectors() -> None:
-    """Online anomaly detectors (config/detectors.yaml)."""
-
-
-@detectors.command("list")
-@click.option(
+config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
     help="detectors YAML (default: config/detectors.yaml)",
 )
+
+
+@click.group()
+def detectors() -> None:
+    """Online anomaly detectors (config/detectors.yaml)."""
+
+
+@detectors.command("list")
+@config_option
 def list_detectors(config_path: str | None) -> None:
     """Print the configured detectors."""
     try:
@@ -48,13 +51,7 @@ def list_detectors(config_path: str | None) -> None:
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--detector", "name", default=None, help="detector name (default: the config's default)")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="detectors YAML (default: config/detectors.yaml)",
-)
+@config_option
 @click.option("--workers", type=int, default=None, help="processes (default: up to 2)")
 def nab(
     data_dir: Path, out_dir: Path, name: str | None, config_path: str | None, workers: int | None
@@ -101,13 +98,7 @@ def nab(
     help="flat: centre of the best ±0.03 threshold region on the training files; best: NAB's peak",
 )
 @click.option("--files", default=None, help="only these data files (comma-separated names or stems)")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="detectors YAML (default: config/detectors.yaml)",
-)
+@config_option
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),

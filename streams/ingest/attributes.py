@@ -69,6 +69,13 @@ class Parts:
     times: dict[str, Any] | None = None  # TIME_FIELDS name -> raw value
 
 
+def is_label_property(val: str, prop: dict, max_label: int) -> bool:
+    """A Property whose text value is a label (``district``, ``name`` ...): it starts with a letter
+    (neither a number nor a date-time), is short, and is not a measurement (no unit, no
+    observation time)."""
+    return val[:1].isalpha() and len(val) <= max_label and "unitCode" not in prop and "observedAt" not in prop
+
+
 def _time_text(v: Any) -> str | None:
     """An ``observedAt`` as text; a non-text one is kept (as text) so that it is refused, not ignored."""
     return v if type(v) is str or v is None else str(v)[:64]
@@ -332,14 +339,8 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                         )
                     )
                     continue
-                if (
-                    tv is str
-                    and val[:1].isalpha()
-                    and len(val) <= max_label
-                    and "unitCode" not in v
-                    and "observedAt" not in v
-                ):
-                    labels[name] = val  # starts with a letter: neither a number nor a date-time
+                if tv is str and is_label_property(val, v, max_label):
+                    labels[name] = val
                     continue
             elif kind == "GeoProperty" and name == "location":
                 g = v.get("value")

@@ -316,6 +316,16 @@ def _warn(eid: str, quality: list[str], out: IngestResult) -> None:
         out.warnings.append(f"{eid}: {q}")
 
 
+def bad_location(exc: Exception, eid: str, where: str, quality: list[str], out: IngestResult) -> None:
+    """An unusable location: the attribute is rejected (the entity is kept, without a location)."""
+    out.rejections.append(
+        Rejection(
+            f"location: {exc}", "attribute", "bad-location", entity=eid, attribute="location", detail=where
+        )
+    )
+    quality.append(f"bad-location: {exc}")
+
+
 def _location(
     parts: Parts, eid: str, where: str, ctx: PayloadContext, quality: list[str], out: IngestResult
 ) -> tuple[float, float] | None:
@@ -331,17 +341,7 @@ def _location(
             point, note = geometry_point(g)
         warning = check_point(point, ctx.options.area_of_interest)
     except LocationError as exc:
-        out.rejections.append(
-            Rejection(
-                f"location: {exc}",
-                "attribute",
-                "bad-location",
-                entity=eid,
-                attribute="location",
-                detail=where,
-            )
-        )
-        quality.append(f"bad-location: {exc}")
+        bad_location(exc, eid, where, quality, out)
         return None
     if note:
         quality.append(f"location-geometry: {note}")

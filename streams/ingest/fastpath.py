@@ -24,6 +24,7 @@ from atalaia.streams.ingest.attributes import (
     TIME_FIELDS,
     V2_NUMBER_TYPES,
     _meta_value,
+    is_label_property,
     number_like_text,
     time_text,
 )
@@ -212,14 +213,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             if at is not None and type(at) is not str:
                                 return False
                             append((name, float(val), unit if type(unit) is str else None, at))
-                        elif (
-                            tv is str
-                            and val[:1].isalpha()
-                            and len(val) <= max_label
-                            and "unitCode" not in v
-                            and "observedAt" not in v
-                        ):
-                            labels[name] = val  # starts with a letter: neither a number nor a date-time
+                        elif tv is str and is_label_property(val, v, max_label):
+                            labels[name] = val
                         else:
                             _value(
                                 measurements,

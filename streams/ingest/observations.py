@@ -13,6 +13,7 @@ from atalaia.streams.ingest.attributes import is_number, number_like_text
 from atalaia.streams.ingest.build import build_observation
 from atalaia.streams.ingest.entity import (
     PayloadContext,
+    bad_location,
     bad_tenant,
     rejected_duplicates,
     unsafe_rejection,
@@ -113,17 +114,7 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
                 quality.append(warning)
         except LocationError as exc:
             location = None
-            out.rejections.append(
-                Rejection(
-                    f"location: {exc}",
-                    "attribute",
-                    "bad-location",
-                    entity=eid,
-                    attribute="location",
-                    detail=where,
-                )
-            )
-            quality.append(f"bad-location: {exc}")
+            bad_location(exc, eid, where, quality, out)
     if not pt.zoned:
         quality.append(f"time-without-zone: {t!r} has no UTC offset; UTC assumed")
     if ctx.future_limit is not None and pt.time > ctx.future_limit:
