@@ -188,6 +188,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         (who, denied) = caller(view, request, body)
         return body, who, denied
 
+    async def drafting_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any, Any]:
+        """``body_and_caller`` for a request that drafts: also refused when this caller may not."""
+        body, who, problem = await body_and_caller(view, request)
+        if problem is None:
+            problem = drafting_refused(view, who[1])
+        return body, who, problem
+
     def drafting_refused(view: Any, role: str) -> Any:
         """A problem response when this role may not draft, or the warnings stage does not run here."""
         if role == "viewer":
@@ -263,12 +270,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             )
 
         async def post(self, request: Any) -> Any:
-            body, who, problem = await body_and_caller(self, request)
+            body, who, problem = await drafting_body(self, request)
             if problem is not None:
                 return problem
-            refused = drafting_refused(self, who[1])
-            if refused is not None:
-                return refused
             draft = body.get("draft")
             if not isinstance(draft, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
@@ -408,12 +412,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
     @app.page("/api/incidents/{incident}/warning-draft")
     class DraftFromIncident(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
-            body, who, problem = await body_and_caller(self, request)
+            body, who, problem = await drafting_body(self, request)
             if problem is not None:
                 return problem
-            refused = drafting_refused(self, who[1])
-            if refused is not None:
-                return refused
             row, alarm_rows = await projection(lambda p: (p.incident(incident), p.alarms(incident)))
             ident = identify(request)
             if row is None or (ident is not None and not ident.sees(row)):  # another tenant's: unknown
