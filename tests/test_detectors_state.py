@@ -136,3 +136,24 @@ def test_the_state_round_trips_exactly_at_every_stage(name, cut):
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     write_fixture()
+
+
+def test_a_warmed_up_default_model_stays_within_4_kib_of_heap():
+    """The issue's bound per entity (the bank's own bookkeeping, ~0.4 kB, comes on top; the
+    100 000-entity figure is in detectors/README.md)."""
+    import gc
+    import tracemalloc
+
+    det = CONFIG.get(None).build()
+    for t, v in series():
+        det.score_learn(v, t)
+    state = det.to_state()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        models = [Detector.from_state(state) for _ in range(300)]
+        per_model = (tracemalloc.get_traced_memory()[0] - before) / len(models)
+    finally:
+        tracemalloc.stop()
+    assert per_model <= 4096 - 512, per_model  # room left for the bank's bookkeeping
