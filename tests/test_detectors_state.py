@@ -157,3 +157,29 @@ def test_a_warmed_up_default_model_stays_within_4_kib_of_heap():
     finally:
         tracemalloc.stop()
     assert per_model <= 4096 - 512, per_model  # room left for the bank's bookkeeping
+
+
+NAB_FILES = [
+    "realAdExchange/exchange-3_cpc_results.csv",
+    "realTraffic/TravelTime_451.csv",
+    "artificialNoAnomaly/art_daily_perfect_square_wave.csv",
+]
+
+
+@pytest.mark.parametrize("rel", NAB_FILES)
+def test_the_default_scores_nab_files_bit_identically_to_the_recorded_reference(rel):
+    """Three small files of ``python -m benchmarks.detectors_identity`` (which checks all 31):
+    every score's bits as recorded with the code before the compact state, and a model
+    resumed mid-file from its state bytes continues exactly."""
+    import json
+
+    from atalaia.detectors.nab import read_series
+    from benchmarks.detectors_identity import NAB, REFERENCE, digest, run
+
+    if not (NAB / rel).is_file():
+        pytest.skip(f"{NAB} is absent: this check needs the project's ../shared folder")
+    _, times, values = read_series(NAB / rel)
+    scores, resumed_same = run(CONFIG.get(None), times, values)
+    assert resumed_same
+    recorded = json.loads(REFERENCE.read_text())[CONFIG.default][rel]
+    assert recorded == {"points": len(scores), "sha256": digest(scores)}
