@@ -27,6 +27,7 @@ class Detector(ABC):
     anything (it still returns a score, typically 0, during warm-up).
     """
 
+    __slots__ = ()  # so that a subclass may hold its state in slots (one model per entity)
     warmup: int = 0
     n_seen: int = 0
 

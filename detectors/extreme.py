@@ -24,11 +24,33 @@ from datetime import datetime
 from river import stats
 
 from atalaia.detectors.base import clean, clip01, scale_floor
-from atalaia.detectors.novelty import RecordNovelty, _Extremes
+from atalaia.detectors.novelty import SLOW_MEAN, RecordNovelty, _param, p2_quantile
+
+
+def log10_tail(u: float, m: float, v: float, f: float, q: float, floor: float) -> float:
+    """log10 of P(feature ≥ f) for the tail over the quantile ``u`` whose excesses have mean
+    ``m`` and variance ``v`` (0 at or below the quantile; −inf beyond the end point)."""
+    if f <= u:
+        return 0.0
+    m = max(m, floor)
+    # method of moments: γ = (1 − m²/v) / 2, σ = m (1 + m²/v) / 2; v floored so γ ≥ −½·…
+    ratio = m * m / max(v, floor * floor)
+    gamma = 0.5 * (1.0 - ratio)
+    sigma = 0.5 * m * (1.0 + ratio)
+    y = (f - u) / sigma
+    base = math.log10(1.0 - q)
+    if abs(gamma) < 1e-6:
+        return base - y / math.log(10.0)
+    inner = 1.0 + gamma * y
+    if inner <= 0.0:  # beyond the fitted distribution's end point
+        return -math.inf
+    return base - math.log10(inner) / gamma
 
 
 class _ParetoTail:
-    """Upper tail of one feature: running ``q`` quantile and moments of the excesses over it."""
+    """Upper tail of one feature: running ``q`` quantile and moments of the excesses over it.
+    (The models keep the same numbers in their state array; this object is the layout of
+    states written before it, and the reference for the tail's arithmetic.)"""
 
     __slots__ = ("m", "n", "quantile", "v")
 
@@ -41,21 +63,7 @@ class _ParetoTail:
     def log10_tail(self, f: float, q: float, floor: float) -> float:
         """log10 of P(feature ≥ f) (0 at or below the quantile; −inf beyond the end point)."""
         u = self.quantile.get()
-        if u is None or f <= u:
-            return 0.0
-        m = max(self.m, floor)
-        # method of moments: γ = (1 − m²/v) / 2, σ = m (1 + m²/v) / 2; v floored so γ ≥ −½·…
-        ratio = m * m / max(self.v, floor * floor)
-        gamma = 0.5 * (1.0 - ratio)
-        sigma = 0.5 * m * (1.0 + ratio)
-        y = (f - u) / sigma
-        base = math.log10(1.0 - q)
-        if abs(gamma) < 1e-6:
-            return base - y / math.log(10.0)
-        inner = 1.0 + gamma * y
-        if inner <= 0.0:  # beyond the fitted distribution's end point
-            return -math.inf
-        return base - math.log10(inner) / gamma
+        return 0.0 if u is None else log10_tail(u, self.m, self.v, f, q, floor)
 
     def learn(self, f: float, horizon: int) -> None:
         u = self.quantile.get()
@@ -89,6 +97,8 @@ class ExtremeTail(RecordNovelty):
     True
     """
 
+    __slots__ = ()
+
     def __init__(
         self,
         features: tuple[str, ...] | list[str] = ("value", "diff", "shift", "seasonal"),
@@ -114,40 +124,61 @@ class ExtremeTail(RecordNovelty):
         )
         if not 0.5 <= q < 1.0 or horizon < 2 or min_excess < 2 or decades <= 0:
             raise ValueError("0.5 <= q < 1, horizon >= 2, min_excess >= 2, decades > 0")
-        self.q = q
-        self.horizon = horizon
-        self.min_excess = min_excess
-        self.decades = decades
-        self._tails = {f: (_ParetoTail(q), _ParetoTail(q)) for f in self.features}
-        self._ext = {}  # no record tests of its own (NoveltyExtreme adds them back)
+        params = self._p.params._replace(
+            record=(), pareto=True, q=q, horizon=horizon, min_excess=min_excess, decades=decades
+        )
+        # the quantiles: the far tail's two (None without it), then each feature's upper and
+        # lower tail
+        far = self._q or (None, None)
+        self._setup(params, (*far, *(p2_quantile(q) for _ in range(2 * len(params.features)))))
+
+    q = _param("q", True)
+    horizon = _param("horizon", True)
+    min_excess = _param("min_excess", True)
+    decades = _param("decades", True)
 
     def score_one(self, x: float, t: datetime) -> float:
-        return self._tail_score(x, t)
-
-    def _tail_score(self, x: float, t: datetime) -> float:
         x = clean(x)
-        if x is None or self.n_seen < self.warmup:
+        if x is None or self.n_seen < self._p.warmup:
             return 0.0
-        floor = scale_floor(self._slow_mean if self._slow_mean is not None else x)
-        lowest, k = 0.0, 0
-        for name, f in self._values(x, t).items():
-            for tail, g in zip(self._tails[name], (f, -f), strict=True):
-                k += 1
-                if tail.n >= self.min_excess:
-                    lowest = min(lowest, tail.log10_tail(g, self.q, floor))
+        return self._tail_score(x, self._values(x, t))
+
+    def _tail_score(self, x: float, values: list[tuple[float, int, int, int]]) -> float:
+        p, s, qs = self._p, self._s, self._q
+        slow = s[SLOW_MEAN]
+        floor = scale_floor(slow if slow == slow else x)
+        lowest, k, least, q = 0.0, 0, p.min_excess, p.q
+        for f, _, o, qi in values:
+            # both tails of the feature: f over the upper one, −f over the lower one; a tail
+            # with excesses has seen values, so its quantile estimate is defined
+            k += 2
+            if s[o + 1] >= least:
+                lowest = min(lowest, log10_tail(qs[qi].get(), s[o + 2], s[o + 3], f, q, floor))
+            if s[o + 4] >= least:
+                lowest = min(lowest, log10_tail(qs[qi + 1].get(), s[o + 5], s[o + 6], -f, q, floor))
         if lowest == -math.inf:
             return 1.0
-        return clip01(-(lowest + math.log10(max(k, 1))) / self.decades)
+        return clip01(-(lowest + math.log10(max(k, 1))) / p.decades)
 
-    def learn_one(self, x: float, t: datetime) -> None:
-        cx = clean(x)
-        if cx is None:
-            return
-        for name, f in self._values(cx, t).items():
-            hi, lo = self._tails[name]
-            hi.learn(f, self.horizon)
-            lo.learn(-f, self.horizon)
-        super().learn_one(cx, t)  # the features' running means and daily profile
+    def _learn_tails(self, values: list[tuple[float, int, int, int]]) -> None:
+        s, qs, horizon = self._s, self._q, self._p.horizon
+        for f, _, o, qi in values:
+            seen = s[o]
+            s[o] = 1.0
+            for a, g, quantile in ((o + 1, f, qs[qi]), (o + 4, -f, qs[qi + 1])):
+                u = quantile.get() if seen else 0.0
+                quantile.update(g)
+                if not seen or g <= u:
+                    continue
+                # an excess over the quantile: EW moments (equal weights for the first horizon)
+                e = g - u
+                n = s[a] + 1.0
+                s[a] = n
+                rate = max(1.0 / n, 1.0 / horizon)
+                m = s[a + 1]
+                d = e - m
+                s[a + 1] = m + rate * d
+                s[a + 2] = (1.0 - rate) * (s[a + 2] + rate * d * d)
 
 
 class NoveltyExtreme(ExtremeTail):
@@ -166,6 +197,8 @@ class NoveltyExtreme(ExtremeTail):
     True
     """
 
+    __slots__ = ()
+
     def __init__(
         self,
         record_features: tuple[str, ...] | list[str] = ("value", "shift", "seasonal"),
@@ -176,8 +209,13 @@ class NoveltyExtreme(ExtremeTail):
         if not set(record_features) <= set(features):
             raise ValueError("record_features must be among features")
         super().__init__(features=features, tail=tail, **params)
-        self.record_features = tuple(record_features)
-        self._ext = {f: _Extremes() for f in self.record_features}
+        self._setup(self._p.params._replace(record=tuple(record_features)), self._q)
+
+    record_features = _param("record", False)
 
     def score_one(self, x: float, t: datetime) -> float:
-        return (RecordNovelty.score_one(self, x, t) + self._tail_score(x, t)) / 2
+        x = clean(x)
+        if x is None or self.n_seen < self._p.warmup:
+            return 0.0
+        values = self._values(x, t)
+        return (self._record_score(x, values) + self._tail_score(x, values)) / 2

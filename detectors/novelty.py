@@ -7,13 +7,23 @@ far-tail test against robust quantiles, so that one huge spike does not mask lat
 anomalies. Records get rarer as a stream ages, so false alarms thin out on their own;
 extremes can be forgotten after ``memory`` points, so a pattern not seen for a long time
 becomes news again.
+
+**Memory.** A bank holds one model per entity, so the model is laid out for size: the
+parameters live in one ``_Plan`` shared by every model built with the same parameters
+(interned, also when states are loaded), and the numeric state of one entity is one
+``array('d')`` (absent values are NaN; every input is finite, so NaN never is a value) plus
+river's P² estimators held without their Python wrappers. ``ExtremeTail`` and
+``NoveltyExtreme`` (``extreme.py``) share this layout. States written before it (pickled
+attribute dicts) still load: ``__setstate__`` migrates them.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from river import stats
 
@@ -21,51 +31,140 @@ from atalaia.detectors.base import Detector, clean, scale_floor
 
 FEATURES = ("value", "diff", "shift", "volatility", "seasonal")
 TAILS = (None, "history", "rolling")
+NAN = math.nan
+#: state format written by ``__getstate__`` (1: the compact layout; older states are dicts)
+STATE_VERSION = 1
+
+
+def p2_quantile(q: float) -> Any:
+    """river's P² running quantile (``stats.Quantile``) without its Python wrapper: the Rust
+    estimator itself (``update``/``get``, the same numbers; ``get`` gives 0.0 before the first
+    update, so callers track that themselves). The wrapper and its ``__dict__`` cost a third
+    of the estimator's memory and a Python call per update."""
+    return stats.Quantile(q)._quantile
 
 
 class _Extremes:
-    """Highest and lowest value of one feature: all-time, or over the last ``memory`` points
-    (kept as maxima/minima of blocks of ``memory // 8`` points, so it costs O(1) per point)."""
+    """Highest and lowest value of one feature (the layout of states written before the
+    compact one; kept so that they load)."""
 
     __slots__ = ("block", "blocks", "cur_hi", "cur_lo", "cur_n", "hi", "lo", "mean", "n")
 
+
+class _Blocks:
+    """With ``memory``: maxima/minima of blocks of ``memory // 8`` points of one feature, so
+    the extremes of the last ``memory`` points cost O(1) per point."""
+
+    __slots__ = ("blocks", "cur_hi", "cur_lo", "cur_n")
+
     def __init__(self) -> None:
-        self.hi = self.lo = self.mean = 0.0
-        self.n = 0
         self.blocks: deque[tuple[float, float]] = deque()
         self.cur_hi = self.cur_lo = 0.0
         self.cur_n = 0
 
-    def exceedance(self, f: float) -> float:
-        """How far ``f`` lies beyond the seen range, in units of its width (< 0 inside)."""
-        span = max(self.hi - self.lo, scale_floor(self.mean))
-        return max(f - self.hi, self.lo - f) / span
 
-    def learn(self, f: float, relax: float, fading: float, memory: int | None) -> None:
-        if self.n == 0:
-            self.hi = self.lo = self.mean = f
-        else:
-            self.mean += fading * (f - self.mean)
-            self.hi += relax * (self.mean - self.hi)
-            self.lo += relax * (self.mean - self.lo)
-            self.hi = max(self.hi, f)
-            self.lo = min(self.lo, f)
-        self.n += 1
-        if memory is None:
-            return
-        if self.cur_n == 0:
-            self.cur_hi = self.cur_lo = f
-        else:
-            self.cur_hi, self.cur_lo = max(self.cur_hi, f), min(self.cur_lo, f)
-        self.cur_n += 1
-        size = max(1, memory // 8)
-        if self.cur_n >= size:
-            self.blocks.append((self.cur_hi, self.cur_lo))
-            self.cur_n = 0
-            if len(self.blocks) > 8:
-                self.blocks.popleft()
-                self.hi = max(b[0] for b in self.blocks)
-                self.lo = min(b[1] for b in self.blocks)
+class _Params(NamedTuple):
+    """Every parameter of the record-novelty family (``RecordNovelty``, ``ExtremeTail``,
+    ``NoveltyExtreme``); ``record``: the features with record tests, ``pareto``: whether every
+    feature carries extreme-value tails."""
+
+    features: tuple[str, ...]
+    record: tuple[str, ...]
+    pareto: bool
+    tolerance: float = 0.05
+    relax: float = 0.0
+    fast: float = 0.3
+    slow: float = 0.01
+    bin_minutes: int = 60
+    warmup: int = 150
+    max_gap: float = 10.0
+    memory: int | None = None
+    tail: str | None = None
+    tail_margin: float = 1.0
+    tail_tolerance: float = 0.25
+    tail_min: int = 500
+    margin: float = 0.0
+    agree: int = 1
+    q: float = 0.98
+    horizon: int = 1000
+    min_excess: int = 10
+    decades: float = 10.0
+
+
+# offsets of the scalars in the state array; the features' blocks and the profile follow
+PREV, STEP, FAST_MEAN, SLOW_MEAN, VOL, TAIL_N, SCALARS = range(7)
+# per record-tested feature: hi, lo, mean, n; per feature with tails: seen, then n, m, v of
+# its upper tail and of its lower tail (the tail of −f)
+EXT_SIZE, PARETO_SIZE = 4, 7
+
+
+class _Plan:
+    """Parameters plus the state layout they imply; immutable, one per distinct parameter
+    set (``plan()`` interns them), shared by all the models that use it."""
+
+    __slots__ = (
+        *_Params._fields,
+        "params",
+        "codes",
+        "ext",
+        "par",
+        "profile",
+        "bins",
+        "size",
+        "items",
+    )
+
+    def __init__(self, params: _Params) -> None:
+        for name, value in zip(_Params._fields, params, strict=True):
+            setattr(self, name, value)
+        self.params = params
+        self.codes = tuple(FEATURES.index(f) for f in params.features)
+        off, ext, par = SCALARS, [], []
+        for f in params.features:
+            ext.append(off if f in params.record else -1)
+            off += EXT_SIZE if f in params.record else 0
+            par.append(off if params.pareto else -1)
+            off += PARETO_SIZE if params.pareto else 0
+        self.ext, self.par = tuple(ext), tuple(par)
+        self.profile, self.bins = off, 1440 // params.bin_minutes
+        self.size = off + self.bins
+        #: per feature: (code, record-test offset or −1, tail offset or −1, index of its
+        #: upper tail's quantile estimator in the model's ``_q``, the lower one's next)
+        quantiles = tuple(2 + 2 * i if params.pareto else -1 for i in range(len(params.features)))
+        self.items = tuple(zip(self.codes, self.ext, self.par, quantiles, strict=True))
+
+    def fresh(self) -> array:
+        s = array("d", [NAN]) * self.size
+        s[TAIL_N] = 0.0
+        for e in self.ext:
+            if e >= 0:
+                s[e + 3] = 0.0  # n
+        for o in self.par:
+            if o >= 0:
+                s[o : o + PARETO_SIZE] = array("d", [0.0] * PARETO_SIZE)
+        return s
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def plan(params: _Params) -> _Plan:
+    """The shared plan of ``params`` (keyed by ``repr``: 0.0 and −0.0, 1 and 1.0 stay apart)."""
+    key = repr(params)
+    found = _PLANS.get(key)
+    if found is None:
+        found = _PLANS[key] = _Plan(params)
+    return found
+
+
+def _param(name: str, settable: bool) -> property:
+    def get(self: RecordNovelty) -> Any:
+        return getattr(self._p, name)
+
+    def put(self: RecordNovelty, value: Any) -> None:
+        self._p = plan(self._p.params._replace(**{name: value}))
+
+    return property(get, put if settable else None, doc=f"parameter ``{name}``")
 
 
 class RecordNovelty(Detector):
@@ -94,9 +193,9 @@ class RecordNovelty(Detector):
     True
     """
 
-    # class defaults: states pickled before these knobs existed load unchanged
-    margin = 0.0
-    agree = 1
+    # _p: the shared plan; _s: the state array; _q: the far tail's (low, high) quantile
+    # estimators or None; _blocks: per record-tested feature, its blocks (with memory) or None
+    __slots__ = ("_blocks", "_p", "_prev_t", "_q", "_s", "n_seen")
 
     def __init__(
         self,
@@ -124,117 +223,288 @@ class RecordNovelty(Detector):
             raise ValueError("bin_minutes must divide a day")
         if not 1 <= agree <= len(features) + (tail is not None):
             raise ValueError("agree must be between 1 and the number of tests (features + tail)")
-        self.features = tuple(features)
-        self.margin = margin
-        self.agree = agree
-        self.tolerance = tolerance
-        self.relax = relax
-        self.fast = fast
-        self.slow = slow
-        self.bin_minutes = bin_minutes
-        self.warmup = warmup
-        self.max_gap = max_gap
-        self.memory = memory
-        self.tail_margin = tail_margin
-        self.tail_tolerance = tail_tolerance
         if tail not in TAILS:
             raise ValueError(f"tail must be one of {TAILS}, not {tail!r}")
-        self.tail = tail
-        self._tail_min = min(tail_window // 4, 500)
-        self._tail: list | None = None
+        features = tuple(features)
+        q: tuple[Any, Any] | None = None
         if tail == "rolling":  # exact quantiles of the last tail_window values
-            self._tail = [
+            q = (
                 stats.RollingQuantile(1.0 - tail_quantile, tail_window),
                 stats.RollingQuantile(tail_quantile, tail_window),
-                0,
-            ]
+            )
         elif tail == "history":  # P² estimates over the whole history, constant memory
-            self._tail = [stats.Quantile(1.0 - tail_quantile), stats.Quantile(tail_quantile), 0]
-        self.n_seen = 0
-        self._ext = {f: _Extremes() for f in self.features}
-        self._prev: float | None = None
+            q = (p2_quantile(1.0 - tail_quantile), p2_quantile(tail_quantile))
+        self._setup(
+            _Params(
+                features=features,
+                record=features,
+                pareto=False,
+                tolerance=tolerance,
+                relax=relax,
+                fast=fast,
+                slow=slow,
+                bin_minutes=bin_minutes,
+                warmup=warmup,
+                max_gap=max_gap,
+                memory=memory,
+                tail=tail,
+                tail_margin=tail_margin,
+                tail_tolerance=tail_tolerance,
+                tail_min=min(tail_window // 4, 500),
+                margin=margin,
+                agree=agree,
+            ),
+            q,
+        )
+
+    def _setup(self, params: _Params, q: tuple[Any, Any] | None) -> None:
+        self._p = p = plan(params)
+        self._s = p.fresh()
+        self._q = q
         self._prev_t: datetime | None = None
-        self._step: float | None = None
-        self._fast_mean: float | None = None
-        self._slow_mean: float | None = None
-        self._vol: float | None = None
-        self._profile: dict[int, float] = {}
+        self._blocks = None if p.memory is None else tuple(_Blocks() if e >= 0 else None for e in p.ext)
+        self.n_seen = 0
 
-    def _gap(self, t: datetime) -> bool:
-        if self._prev_t is None or self._step is None:
-            return False
-        return (t - self._prev_t).total_seconds() > self.max_gap * self._step
+    # parameters (shared through the plan); the ones that shape the state are read-only
+    features = _param("features", False)
+    bin_minutes = _param("bin_minutes", False)
+    memory = _param("memory", False)
+    tail = _param("tail", False)
+    tolerance = _param("tolerance", True)
+    relax = _param("relax", True)
+    fast = _param("fast", True)
+    slow = _param("slow", True)
+    warmup = _param("warmup", True)
+    max_gap = _param("max_gap", True)
+    tail_margin = _param("tail_margin", True)
+    tail_tolerance = _param("tail_tolerance", True)
+    _tail_min = _param("tail_min", True)
+    margin = _param("margin", True)
+    agree = _param("agree", True)
 
-    def _values(self, x: float, t: datetime) -> dict[str, float]:
-        out: dict[str, float] = {}
-        contiguous = self._prev is not None and not self._gap(t)
-        for name in self.features:
-            if name == "value":
-                out[name] = x
-            elif name == "diff" and contiguous:
-                out[name] = x - self._prev
-            elif name == "shift" and self._slow_mean is not None:
-                fast = self._fast_mean + self.fast * (x - self._fast_mean)
-                out[name] = fast - self._slow_mean
-            elif name == "volatility" and contiguous and self._vol is not None:
-                out[name] = self._vol + self.fast * (abs(x - self._prev) - self._vol)
-            elif name == "seasonal":
-                ref = self._profile.get(self._bin(t))
-                if ref is not None:
-                    out[name] = x - ref
+    # -- state bytes -------------------------------------------------------------------
+    def __getstate__(self) -> tuple:
+        return (
+            STATE_VERSION,
+            self._p.params,
+            self._s.tobytes(),
+            self._q,
+            self._prev_t,
+            self.n_seen,
+            self._blocks,
+        )
+
+    def __setstate__(self, state: tuple | dict) -> None:
+        if isinstance(state, dict):
+            self._migrate(state)
+            return
+        version, params, data, self._q, self._prev_t, self.n_seen, self._blocks = state
+        if version != STATE_VERSION:
+            raise ValueError(f"unknown record-novelty state version {version!r}")
+        self._p = plan(_Params(*params))
+        self._s = array("d")
+        self._s.frombytes(data)
+
+    def _migrate(self, d: dict) -> None:
+        """Load a state written before the compact layout (the pickled attribute dict)."""
+        ext: dict[str, _Extremes] = d["_ext"]
+        tails = d.get("_tails")  # ExtremeTail and NoveltyExtreme
+        p = self._p = plan(
+            _Params(
+                features=tuple(d["features"]),
+                record=tuple(ext),
+                pareto=tails is not None,
+                tolerance=d["tolerance"],
+                relax=d["relax"],
+                fast=d["fast"],
+                slow=d["slow"],
+                bin_minutes=d["bin_minutes"],
+                warmup=d["warmup"],
+                max_gap=d["max_gap"],
+                memory=d["memory"],
+                tail=d["tail"],
+                tail_margin=d["tail_margin"],
+                tail_tolerance=d["tail_tolerance"],
+                tail_min=d["_tail_min"],
+                margin=d.get("margin", 0.0),  # states from before these knobs: their defaults
+                agree=d.get("agree", 1),
+                **({k: d[k] for k in ("q", "horizon", "min_excess", "decades")} if tails is not None else {}),
+            )
+        )
+        s = self._s = p.fresh()
+        for name, value in (
+            (PREV, d["_prev"]),
+            (STEP, d["_step"]),
+            (FAST_MEAN, d["_fast_mean"]),
+            (SLOW_MEAN, d["_slow_mean"]),
+            (VOL, d["_vol"]),
+        ):
+            s[name] = NAN if value is None else value
+        for b, ref in d["_profile"].items():
+            s[p.profile + b] = ref
+        blocks = []
+        for f, e in zip(p.features, p.ext, strict=True):
+            old = ext.get(f)
+            if e < 0 or old is None:
+                blocks.append(None)
+                continue
+            s[e : e + EXT_SIZE] = array("d", [old.hi, old.lo, old.mean, old.n])
+            b = _Blocks()
+            b.blocks, b.cur_hi, b.cur_lo, b.cur_n = deque(old.blocks), old.cur_hi, old.cur_lo, old.cur_n
+            blocks.append(b)
+        self._blocks = tuple(blocks) if p.memory is not None else None
+        self._q = None
+        if d["_tail"] is not None:
+            lo, hi, n = d["_tail"]
+            # history: river's P² wrappers, of which only the estimator is kept
+            self._q = (lo._quantile, hi._quantile) if isinstance(lo, stats.Quantile) else (lo, hi)
+            s[TAIL_N] = n
+        if tails is not None:
+            self._q = (
+                *(self._q or (None, None)),
+                *(t.quantile._quantile for f in p.features for t in tails[f]),
+            )
+            for f, o in zip(p.features, p.par, strict=True):
+                hi, lo = tails[f]
+                seen = 1.0 if hi.quantile.get() is not None else 0.0
+                s[o : o + PARETO_SIZE] = array("d", [seen, hi.n, hi.m, hi.v, lo.n, lo.m, lo.v])
+        self._prev_t = d["_prev_t"]
+        self.n_seen = d["n_seen"]
+
+    # -- the model -----------------------------------------------------------------------
+    def _values(self, x: float, t: datetime) -> list[tuple[float, int, int, int]]:
+        """(feature value, record-test offset, tail offset, tail quantile index) of every
+        feature defined at ``(x, t)``, in the order of ``features``."""
+        p, s = self._p, self._s
+        prev = s[PREV]
+        contiguous = prev == prev
+        if contiguous and self._prev_t is not None:
+            step = s[STEP]
+            if step == step:  # a gap longer than max_gap typical steps cuts the change features
+                contiguous = not (t - self._prev_t).total_seconds() > p.max_gap * step
+        out = []
+        for code, e, o, qi in p.items:
+            if code == 0:  # value
+                out.append((x, e, o, qi))
+            elif code == 1:  # diff
+                if contiguous:
+                    out.append((x - prev, e, o, qi))
+            elif code == 2:  # shift
+                slow = s[SLOW_MEAN]
+                if slow == slow:
+                    fast = s[FAST_MEAN]
+                    fast = fast + p.fast * (x - fast)
+                    out.append((fast - slow, e, o, qi))
+            elif code == 3:  # volatility
+                vol = s[VOL]
+                if contiguous and vol == vol:
+                    out.append((vol + p.fast * (abs(x - prev) - vol), e, o, qi))
+            else:  # seasonal
+                ref = s[p.profile + (t.hour * 60 + t.minute) // p.bin_minutes]
+                if ref == ref:
+                    out.append((x - ref, e, o, qi))
         return out
-
-    def _bin(self, t: datetime) -> int:
-        return (t.hour * 60 + t.minute) // self.bin_minutes
 
     def score_one(self, x: float, t: datetime) -> float:
         x = clean(x)
-        if x is None or self.n_seen < self.warmup:
+        if x is None or self.n_seen < self._p.warmup:
             return 0.0
+        return self._record_score(x, self._values(x, t))
+
+    def _record_score(self, x: float, values: list[tuple[float, int, int, int]]) -> float:
+        p, s = self._p, self._s
         tests = []
-        for name, f in self._values(x, t).items():
-            e = self._ext.get(name)  # a subclass may compute features it does not record-test
-            if e is not None and e.n:
-                tests.append(e.exceedance(f) - self.margin)
-        if self._tail is not None and self._tail[2] >= self._tail_min:
-            lo, hi = self._tail[0].get(), self._tail[1].get()
+        for f, e, _, _ in values:
+            if e >= 0 and s[e + 3]:
+                hi, lo = s[e], s[e + 1]
+                span = max(hi - lo, scale_floor(s[e + 2]))
+                tests.append(max(f - hi, lo - f) / span - p.margin)
+        if p.tail is not None and s[TAIL_N] >= p.tail_min:
+            lo, hi = self._q[0].get(), self._q[1].get()
             span = max(hi - lo, scale_floor(hi))
             e = max(x - hi, lo - x) / span
-            tests.append((e - self.tail_margin) * self.tolerance / self.tail_tolerance)
-        if len(tests) < self.agree:
+            tests.append((e - p.tail_margin) * p.tolerance / p.tail_tolerance)
+        if len(tests) < p.agree:
             return 0.0
         # the agree-th largest: with agree=2 two tests must call the point novel
-        worst = max(tests) if self.agree == 1 else sorted(tests)[-self.agree]
-        z = worst / self.tolerance
+        worst = max(tests) if p.agree == 1 else sorted(tests)[-p.agree]
+        z = worst / p.tolerance
         return 1.0 if z > 40.0 else 0.0 if z < -40.0 else 1.0 / (1.0 + math.exp(-z))
 
     def learn_one(self, x: float, t: datetime) -> None:
         x = clean(x)
         if x is None:
             return
-        for name, f in self._values(x, t).items():
-            e = self._ext.get(name)
-            if e is not None:
-                e.learn(f, self.relax, self.slow, self.memory)
-        if self._tail is not None:
-            self._tail[0].update(x)
-            self._tail[1].update(x)
-            self._tail[2] += 1
-        contiguous = self._prev is not None and not self._gap(t)
-        if self._slow_mean is None:
-            self._fast_mean = self._slow_mean = x
+        p, s = self._p, self._s
+        values = self._values(x, t)
+        if p.pareto:
+            self._learn_tails(values)
+        for f, e, _, _ in values:
+            if e < 0:
+                continue
+            # the feature's extremes (hi, lo, EW mean, n), optionally over the last memory points
+            n = s[e + 3]
+            if n == 0:
+                s[e] = s[e + 1] = s[e + 2] = f
+            else:
+                mean = s[e + 2] + p.slow * (f - s[e + 2])
+                hi = s[e] + p.relax * (mean - s[e])
+                lo = s[e + 1] + p.relax * (mean - s[e + 1])
+                s[e], s[e + 1], s[e + 2] = max(hi, f), min(lo, f), mean
+            s[e + 3] = n + 1
+            if p.memory is not None:
+                self._learn_blocks(self._block_of(e), f, e)
+        if p.tail is not None:
+            self._q[0].update(x)
+            self._q[1].update(x)
+            s[TAIL_N] += 1
+        prev, prev_t = s[PREV], self._prev_t
+        contiguous = prev == prev
+        if contiguous and prev_t is not None:
+            step = s[STEP]
+            if step == step:
+                contiguous = not (t - prev_t).total_seconds() > p.max_gap * step
+        slow = s[SLOW_MEAN]
+        if slow != slow:
+            s[FAST_MEAN] = s[SLOW_MEAN] = x
         else:
-            self._fast_mean += self.fast * (x - self._fast_mean)
-            self._slow_mean += self.slow * (x - self._slow_mean)
+            s[FAST_MEAN] += p.fast * (x - s[FAST_MEAN])
+            s[SLOW_MEAN] = slow + p.slow * (x - slow)
         if contiguous:
-            d = abs(x - self._prev)
-            self._vol = d if self._vol is None else self._vol + self.fast * (d - self._vol)
-        b = self._bin(t)
-        ref = self._profile.get(b)
-        self._profile[b] = x if ref is None else ref + 0.1 * (x - ref)
-        if self._prev_t is not None:
-            dt = (t - self._prev_t).total_seconds()
+            d = abs(x - prev)
+            vol = s[VOL]
+            s[VOL] = d if vol != vol else vol + p.fast * (d - vol)
+        b = p.profile + (t.hour * 60 + t.minute) // p.bin_minutes
+        ref = s[b]
+        s[b] = x if ref != ref else ref + 0.1 * (x - ref)
+        if prev_t is not None:
+            dt = (t - prev_t).total_seconds()
             if dt > 0:
-                self._step = dt if self._step is None else min(dt, 0.9 * self._step + 0.1 * dt)
-        self._prev, self._prev_t = x, t
+                step = s[STEP]
+                s[STEP] = dt if step != step else min(dt, 0.9 * step + 0.1 * dt)
+        s[PREV] = x
+        self._prev_t = t
         self.n_seen += 1
+
+    def _learn_tails(self, values: list[tuple[float, int, int, int]]) -> None:
+        """Learn the features' extreme-value tails (``ExtremeTail``; a plan with tails is
+        only ever built by it)."""
+        raise NotImplementedError
+
+    def _block_of(self, e: int) -> _Blocks:
+        return self._blocks[self._p.ext.index(e)]
+
+    def _learn_blocks(self, b: _Blocks, f: float, e: int) -> None:
+        s = self._s
+        if b.cur_n == 0:
+            b.cur_hi = b.cur_lo = f
+        else:
+            b.cur_hi, b.cur_lo = max(b.cur_hi, f), min(b.cur_lo, f)
+        b.cur_n += 1
+        if b.cur_n >= max(1, self._p.memory // 8):
+            b.blocks.append((b.cur_hi, b.cur_lo))
+            b.cur_n = 0
+            if len(b.blocks) > 8:
+                b.blocks.popleft()
+                s[e] = max(k[0] for k in b.blocks)
+                s[e + 1] = min(k[1] for k in b.blocks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 
 from atalaia.detectors.base import Detector, clean
 
@@ -27,10 +28,23 @@ class Refractory(Detector):
     [0.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.0, 0.88]
     """
 
-    # class defaults: states pickled before the rate cap existed load as "no cap"
-    every = 0
-    burst = 1
-    _tokens = 1.0
+    # one per entity in a bank: slots, not a __dict__
+    __slots__ = (
+        "_quiet",
+        "_run",
+        "_tokens",
+        "alert",
+        "burst",
+        "cap",
+        "every",
+        "hold",
+        "inner",
+        "n_seen",
+        "sustain",
+        "warmup",
+    )
+    #: states pickled before the rate cap existed load as "no cap"
+    _DEFAULTS: ClassVar[dict[str, Any]] = {"every": 0, "burst": 1, "_tokens": 1.0}
 
     def __init__(
         self,
@@ -55,18 +69,39 @@ class Refractory(Detector):
         self._quiet = 0
         self._run = False  # with sustain: the alarm's run of high scores is still going on
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any] | tuple) -> None:
+        if isinstance(state, tuple):  # (None, slots): the default form of a slotted object
+            state = state[1]
+        # a dict: this form, or the attribute dict of the states written before the slots
+        for name, value in {**self._DEFAULTS, **state}.items():
+            setattr(self, name, value)
+
     def score_one(self, x: float, t: datetime) -> float:
-        s = self.inner.score_one(x, t)
+        return self._cap(self.inner.score_one(x, t))
+
+    def _cap(self, s: float) -> float:
         if self._quiet:
             return s if self._run and s >= self.alert else min(s, self.cap)
         if self.every and self._tokens < 1.0:
             return min(s, self.cap)
         return s
 
+    def score_learn(self, x: float, t: datetime) -> float:
+        # the inner model scores once: learn_one would score the same point again
+        emitted = self.score_one(x, t)
+        if clean(x) is not None:
+            self._learn(x, t, emitted)
+        return emitted
+
     def learn_one(self, x: float, t: datetime) -> None:
         if clean(x) is None:
             return
-        emitted = self.score_one(x, t)
+        self._learn(x, t, self.score_one(x, t))
+
+    def _learn(self, x: float, t: datetime, emitted: float) -> None:
         high = emitted >= self.alert
         self.inner.learn_one(x, t)
         if self._quiet:

@@ -312,19 +312,34 @@ def test_rate_cap_bounds_alerts_whatever_the_series():
 
 
 def test_old_pickled_states_load_without_the_new_knobs():
+    """States pickled (as attribute dicts) before ``every``/``burst`` and ``margin``/``agree``
+    existed: an old-format state from ``test_detectors_state.pickle`` with those removed."""
+    import io
     import pickle
+    from pathlib import Path
 
     from atalaia.detectors.novelty import RecordNovelty
     from atalaia.detectors.suppression import Refractory
 
-    det = Refractory(RecordNovelty(features=["value"], warmup=10))
-    run(det, [float(i % 7) for i in range(200)])
-    for obj, attrs in ((det, ("every", "burst", "_tokens")), (det.inner, ("margin", "agree"))):
-        for a in attrs:
-            del obj.__dict__[a]  # as pickled before these existed
-    again = Detector.from_state(pickle.dumps(det))
-    t = T0 + timedelta(days=2)
-    assert again.score_learn(50.0, t) > 0.9 and again.every == 0 and again.inner.agree == 1
+    fixture = pickle.loads(Path(__file__).with_name("test_detectors_state.pickle").read_bytes())
+    data = next(c["state"] for c in fixture["cases"] if c["detector"] == "record-novelty" and c["cut"] == 160)
+    plain: dict[str, type] = {}
+
+    class AttributeDicts(pickle.Unpickler):  # the detectors as plain objects: their pickled dicts
+        def find_class(self, module, name):
+            if name in ("Refractory", "RecordNovelty"):
+                return plain.setdefault(name, type(name, (), {}))
+            return super().find_class(module, name)
+
+    old = AttributeDicts(io.BytesIO(data)).load()
+    inner_state = {k: v for k, v in vars(old.inner).items() if k not in ("margin", "agree")}
+    outer_state = {k: v for k, v in vars(old).items() if k not in ("every", "burst", "_tokens")}
+    again = Refractory.__new__(Refractory)  # what unpickling does with such a state
+    inner = RecordNovelty.__new__(RecordNovelty)
+    inner.__setstate__(inner_state)
+    again.__setstate__({**outer_state, "inner": inner})
+    assert again.every == 0 and again._tokens == 1.0 and again.inner.agree == 1 and again.inner.margin == 0.0
+    assert again.score_learn(500.0, T0 + timedelta(days=30)) > 0.9
 
 
 def test_agree_needs_two_tests_and_margin_is_a_fraction_of_the_range():
