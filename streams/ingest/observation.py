@@ -139,5 +139,5 @@ _decoder = msgspec.json.Decoder(ObservationRecord)
 def decode_observation(value: bytes) -> ObservationRecord:
     """A record of ``atalaia.observations`` as a dict of the contract's shape (numbers as float),
     checked against :class:`ObservationRecord`; raises ``msgspec.DecodeError`` naming the path
-    otherwise (``Expected `float`, got `str` - at `$.attributes.height```)."""
+    otherwise (``Expected `float`, got `str` - at `$.attributes[...]```)."""
     return _decoder.decode(value)
