@@ -10,7 +10,6 @@ crash produces the same ids and consumers deduplicate on it. With a tenant, ``ke
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -27,8 +26,10 @@ def severity_rank(severity: str | None) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
-@dataclass(slots=True)
-class AlarmTransition:
+class AlarmTransition(msgspec.Struct):
+    """One transition (a msgspec Struct: built by the rule engine, decoded straight from
+    ``atalaia.alarms`` by :func:`decode_alarm`, with the checks its field types carry)."""
+
     at: Time  # RFC 3339 UTC "...Z", event time of the transition
     rule: Text
     key: Text
@@ -39,8 +40,8 @@ class AlarmTransition:
     entity: str | None = None
     type: str | None = None
     since: Time | None = None  # when this alarm (pending/firing episode) started
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
     location: Location | None = None  # [lon, lat]
     id: str = ""
     tenant: str | None = None  # the observations' tenant (also the start of ``key``), absent without
@@ -72,7 +73,7 @@ class AlarmTransition:
         return line
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in self.__struct_fields__}
         for k in ("tenant", "service_path", "values"):  # absent when unset: the simple-rule shape
             if d[k] is None:
                 del d[k]
@@ -83,7 +84,7 @@ class AlarmTransition:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AlarmTransition:
-        known = cls.__dataclass_fields__
+        known = cls.__struct_fields__
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
