@@ -1,7 +1,8 @@
 """The incident manager: a pure state machine ``step(state, event, now) -> (state, outputs)``.
 
-Inputs are alarm transitions (``AlarmTransition.to_dict()`` shapes), operator :class:`Command` s and
-timer ticks (``event=None``). Outputs are :class:`IncidentEvent` (one per incident state change) and
+Inputs are alarm transitions (:class:`~atalaia.rules.alarm.AlarmTransition` as the stage decodes
+them, or their ``to_dict()`` shape, checked the same way), operator :class:`Command` s and timer
+ticks (``event=None``). Outputs are :class:`IncidentEvent` (one per incident state change) and
 :class:`CommandReply`. The state is updated in place and returned; ``snapshot``/``restore`` turn it
 into bytes and back. No I/O, no wall clock: ``now`` is given by the caller.
 
