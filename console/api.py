@@ -70,14 +70,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     from atalaia.console.live import IncidentFeed
     from atalaia.console.openapi import document
     from atalaia.console.present import allowed_actions, counts, explain
-    from atalaia.console.replies import ReplyWatcher
+    from atalaia.console.replies import ReplyWatcher, command_reply
     from atalaia.incidents.commands import Command
     from atalaia.incidents.config import DEFAULT_PERMISSIONS
     from atalaia.incidents.projection import Projection
     from atalaia.incidents.stage import projection_sink
     from atalaia.rules.info import rule_catalog
 
-    replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies")))
+    replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies"), decode=command_reply))
     feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))
     from atalaia.console.series import POINTS, SERIES, ObservationBuffer
 

@@ -14,10 +14,11 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from mode import Service
 
 from atalaia.console.consumer import assigned_consumer, consume_retrying
+from atalaia.incidents.events import IncidentEvent, decode_incident_record
+from atalaia.streams.records import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,10 @@ ROW_FIELDS = (
 )
 
 
-def event_row(e: dict[str, Any]) -> dict[str, Any] | None:
-    """An ``atalaia.incidents`` event as a row of ``GET /api/incidents`` (None if not an incident event)."""
-    if e.get("kind", "incident") != "incident" or not isinstance(e.get("incident"), str):
-        return None
-    row = {k: e.get(k) for k in ROW_FIELDS}
-    row.update(id=e["incident"], updated_at=e.get("at"), last_change=e.get("change"), last_event=e.get("id"))
-    if row["alarm_count"] is None:
-        row["alarm_count"] = len(e.get("alarms") or [])
+def event_row(e: IncidentEvent) -> dict[str, Any]:
+    """An incident event (decoded from ``atalaia.incidents``) as a row of ``GET /api/incidents``."""
+    row = {k: getattr(e, k) for k in ROW_FIELDS}
+    row.update(id=e.incident, updated_at=e.at, last_change=e.change, last_event=e.id)
     return row
 
 
@@ -104,10 +101,9 @@ class IncidentFeed(Service):
                     for records in batches.values():
                         for r in records:
                             self.last_record = time.monotonic()
-                            with contextlib.suppress(ValueError, TypeError):
-                                e = orjson.loads(r.value or b"")
-                                row = event_row(e) if isinstance(e, dict) else None
-                                if row is not None:
-                                    self.publish(row)
+                            with contextlib.suppress(DecodeError):  # the projection keeps it on the DLQ
+                                e = decode_incident_record(r.value or b"")
+                                if isinstance(e, IncidentEvent):  # not a silence's change
+                                    self.publish(event_row(e))
             finally:
                 self.connected = False

@@ -11,10 +11,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import orjson
 from mode import Service
 
 from atalaia.console.consumer import assigned_consumer
+from atalaia.incidents.events import decode_reply
+from atalaia.streams.records import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +29,15 @@ class ReplyWatcher(Service):
         topic: str,
         keep: int = 10_000,
         accept: Callable[[dict[str, Any]], bool] | None = None,
+        decode: Callable[[bytes], dict[str, Any]] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.bootstrap, self.topic, self.keep = bootstrap, topic, keep
         self.accept = accept  # which records of the topic are replies (default: every object)
+        # the topic's record decoder, as a dict for the API's answer (default: any JSON object);
+        # it raises DecodeError for a record that is not a reply
+        self.decode = decode or _json_object
         self.replies: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.waiters: dict[str, list[asyncio.Future]] = {}
 
@@ -44,9 +51,9 @@ class ReplyWatcher(Service):
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():
                     for r in records:
-                        with contextlib.suppress(ValueError, TypeError):
-                            reply = orjson.loads(r.value or b"")
-                            if isinstance(reply, dict) and (self.accept is None or self.accept(reply)):
+                        with contextlib.suppress(DecodeError):  # the incidents stage keeps it on the DLQ
+                            reply = self.decode(r.value or b"")
+                            if self.accept is None or self.accept(reply):
                                 self._record(reply)
 
     def _record(self, reply: dict[str, Any]) -> None:
@@ -73,3 +80,19 @@ class ReplyWatcher(Service):
                 waiting.remove(fut)
             if not waiting:
                 self.waiters.pop(command_id, None)
+
+
+def _json_object(value: bytes) -> dict[str, Any]:
+    try:
+        d = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise DecodeError(str(e)) from None
+    if not isinstance(d, dict):
+        raise msgspec.ValidationError("Expected `object`")
+    return d
+
+
+def command_reply(value: bytes) -> dict[str, Any]:
+    """A record of ``atalaia.replies``, checked as a :class:`~atalaia.incidents.events.CommandReply`
+    (``decode_reply``), as the dict the command endpoints answer with."""
+    return msgspec.to_builtins(decode_reply(value))

@@ -21,11 +21,11 @@ from collections import OrderedDict, deque
 from datetime import datetime
 from typing import Any
 
-import orjson
 from mode import Service
 
 from atalaia.console.consumer import assigned_consumer, consume_retrying
-from atalaia.streams.ingest.observation import entity_key
+from atalaia.streams.ingest.observation import decode_observation, entity_key
+from atalaia.streams.records import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,8 @@ class ObservationBuffer(Service):
                     batches = await consumer.getmany(timeout_ms=500, max_records=2000)
                     for records in batches.values():
                         for r in records:
-                            with contextlib.suppress(ValueError, TypeError):
-                                o = orjson.loads(r.value or b"")
-                                if isinstance(o, dict):
-                                    self.store.add_observation(o)
+                            with contextlib.suppress(DecodeError):  # not an observation: skipped
+                                self.store.add_observation(decode_observation(r.value or b""))
                     if batches:
                         await asyncio.sleep(0)  # let the web server answer between batches
             finally:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atalaia.incidents.config import ActionName, RoleName, parse_duration
+
+if TYPE_CHECKING:
+    from atalaia.incidents.silences import SilenceCommand
 
 Action = ActionName
 Role = RoleName
@@ -52,3 +55,35 @@ class Command(BaseModel):
             raw = f"{self.incident}|{self.action}|{self.actor}|{at}|{self.reason}|{self.duration}|{self.assignee}"
             object.__setattr__(self, "id", hashlib.blake2b(raw.encode(), digest_size=12).hexdigest())
         return self
+
+
+# -- the record of atalaia.commands (what the incident manager takes of it) ---------------------
+def decode_command(value: bytes) -> Command | SilenceCommand | None:
+    """A record of ``atalaia.commands`` as the incident manager's command: a
+    :class:`~atalaia.incidents.silences.SilenceCommand` (``silence`` / ``expire-silence``) or a
+    :class:`Command`; ``None`` for a warning command (``"kind": "warning"``, the warnings stage's:
+    :func:`atalaia.warnings.stage.decode_warning_command`). Anything else raises
+    ``msgspec.DecodeError`` with the first error and its path (``... - at `$.action```)."""
+    import msgspec
+    import orjson
+    from pydantic import ValidationError
+
+    from atalaia.incidents.silences import SILENCE_ACTIONS, SilenceCommand
+    from atalaia.streams.records import invalid
+
+    try:
+        d = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise msgspec.DecodeError(f"JSON is malformed: {e}") from None
+    if not isinstance(d, dict):
+        raise msgspec.ValidationError(f"Expected `object`, got `{type(d).__name__}`")
+    if d.get("kind") == "warning":
+        return None
+    model = SilenceCommand if d.get("action") in SILENCE_ACTIONS else Command
+    try:
+        return model.model_validate(d)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise invalid(first["msg"], ".".join(str(p) for p in first["loc"]) or "") from None
+    except ValueError as e:  # a validator's own error outside pydantic's wrapping
+        raise msgspec.ValidationError(str(e)) from None

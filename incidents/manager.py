@@ -1,7 +1,8 @@
 """The incident manager: a pure state machine ``step(state, event, now) -> (state, outputs)``.
 
-Inputs are alarm transitions (``AlarmTransition.to_dict()`` shapes), operator :class:`Command` s and
-timer ticks (``event=None``). Outputs are :class:`IncidentEvent` (one per incident state change) and
+Inputs are alarm transitions (:class:`~atalaia.rules.alarm.AlarmTransition` as the stage decodes
+them, or their ``to_dict()`` shape, checked the same way), operator :class:`Command` s and timer
+ticks (``event=None``). Outputs are :class:`IncidentEvent` (one per incident state change) and
 :class:`CommandReply`. The state is updated in place and returned; ``snapshot``/``restore`` turn it
 into bytes and back. No I/O, no wall clock: ``now`` is given by the caller.
 
@@ -39,7 +40,7 @@ from atalaia.incidents.silences import (
     silence_id,
     silence_reason,
 )
-from atalaia.rules.alarm import severity_rank, transition_id
+from atalaia.rules.alarm import AlarmTransition, alarm_from_dict, severity_rank, transition_id
 from atalaia.rules.matchers import matches_all
 
 _SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity", "tenant", "service_path")
@@ -85,7 +86,9 @@ class IncidentManager:
         now_us = self._advance(state, _now(now), out)
         for i, ev in enumerate(events):
             try:
-                if isinstance(ev, Command):
+                if isinstance(ev, AlarmTransition):  # as the stage decoded it
+                    self._on_alarm(state, ev, out)
+                elif isinstance(ev, Command):
                     operator.apply(self, state, ev, now_us, out)
                 elif isinstance(ev, SilenceCommand) or (
                     isinstance(ev, dict) and ev.get("action") in SILENCE_ACTIONS
@@ -94,13 +97,11 @@ class IncidentManager:
                     self._on_silence(state, cmd, now_us, out)
                 elif isinstance(ev, dict) and "action" in ev:
                     operator.apply(self, state, Command.model_validate(ev), now_us, out)
-                elif isinstance(ev, dict):
-                    self._on_alarm(state, ev, out)
-                elif hasattr(ev, "to_dict"):  # an AlarmTransition
-                    self._on_alarm(state, ev.to_dict(), out)
+                elif isinstance(ev, dict):  # a transition as a dict (replay, tests): checked as the record
+                    self._on_alarm(state, alarm_from_dict(ev), out)
                 else:
                     raise ValueError(f"not an alarm transition or a command: {ev!r:.200}")
-            except ValueError as e:  # pydantic's ValidationError is a ValueError
+            except ValueError as e:  # pydantic's and msgspec's ValidationError are ValueErrors
                 if errors is None:
                     raise
                 errors.append((i, str(e)))
@@ -162,26 +163,12 @@ class IncidentManager:
         )
 
     # ---------------------------------------------------------------- alarms
-    def _on_alarm(self, st: ManagerState, tr: dict[str, Any], out: list[Output]) -> None:
-        try:
-            rule, key, state, severity = tr["rule"], str(tr["key"]), tr["state"], tr.get("severity") or ""
-            at = to_us(tr["at"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"not an alarm transition ({e}): {tr!r}") from None
-        if state not in ("pending", "firing", "resolved", "inactive"):
-            raise ValueError(f"alarm transition state {state!r} is not pending|firing|resolved|inactive")
-        labels, loc = tr.get("labels") or {}, tr.get("location")
-        if not isinstance(labels, dict):
-            raise ValueError(f"alarm transition labels must be an object, not {labels!r}")
-        if loc is not None and not (
-            isinstance(loc, list | tuple) and len(loc) == 2 and all(isinstance(x, int | float) for x in loc)
-        ):
-            raise ValueError(f"alarm transition location must be [lon, lat], not {loc!r}")
-        value = tr.get("value")
-        if value is not None and not isinstance(value, int | float):
-            raise ValueError(f"alarm transition value must be a number, not {value!r}")
+    def _on_alarm(self, st: ManagerState, tr: AlarmTransition, out: list[Output]) -> None:
+        # ``tr`` was checked when it was decoded (rules.alarm.decode_alarm): no re-checks here
+        rule, key, state, severity, value = tr.rule, tr.key, tr.state, tr.severity, tr.value
+        at = to_us(tr.at)
         ak = alarm_key(rule, key)
-        tid = tr.get("id") or transition_id(rule, key, state, tr["at"], severity)
+        tid = tr.id or transition_id(rule, key, state, tr.at, severity)
         clock = st.alarm_clock.get(ak)
         if clock is not None and (at < clock[0] or (at == clock[0] and tid in clock[1])):
             st.stats["duplicates"] += 1
@@ -242,28 +229,27 @@ class IncidentManager:
         self._settle(st, inc, [rec], at)
         self._finish(st, changes, out)
 
-    def _new_record(self, tr: dict[str, Any], rule: str, key: str, at: int) -> AlarmRecord:
-        raw = tr.get("labels") or {}
-        labels = {str(k): str(v) for k, v in raw.items()}
+    def _new_record(self, tr: AlarmTransition, rule: str, key: str, at: int) -> AlarmRecord:
+        labels = dict(tr.labels)
         for name in _SYNTHETIC:
-            v = tr.get(name)
+            v = getattr(tr, name)
             if v is not None:
                 labels[name] = str(v)
         c = self.config
         position = next((p.name for p in c.positions if matches_all(p.matchers, labels)), c.default_position)
-        loc = tr.get("location")
+        loc = tr.location
         rec = AlarmRecord(
             rule,
             key,
-            tr.get("entity"),
-            tr.get("type"),
-            tr.get("group") or "",
+            tr.entity,
+            tr.type,
+            tr.group,
             labels,
             [float(loc[0]), float(loc[1])] if loc else None,
             position,
             "firing",
-            tr.get("severity") or "",
-            tr.get("value"),
+            tr.severity,
+            tr.value,
             1,
             at,
             at,

@@ -21,9 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from atalaia.incidents.events import IncidentEvent
+from atalaia.incidents.silences import SilenceEvent
 from atalaia.streams.clock import format_time
 
 _TOKENS = {"sqlite": {"json": "TEXT", "time": "TEXT"}, "postgresql": {"json": "JSONB", "time": "TIMESTAMPTZ"}}
@@ -159,15 +161,19 @@ class Projection:
 
     # ------------------------------------------------------------------ applying events
     def apply(
-        self, events: Iterable[IncidentEvent | dict[str, Any]], errors: list[tuple[int, str]] | None = None
+        self,
+        events: Iterable[IncidentEvent | SilenceEvent | dict[str, Any]],
+        errors: list[tuple[int, str]] | None = None,
     ) -> int:
         """Apply incident events in one transaction; return how many were new.
 
         A malformed event raises ``ValueError`` before anything is written, unless ``errors`` is
         given: then it is skipped and ``(index, message)`` appended there."""
-        items = [orjson.loads(ev.to_json()) if isinstance(ev, IncidentEvent) else ev for ev in events]
         good = []
-        for i, e in enumerate(items):
+        for i, e in enumerate(events):
+            if isinstance(e, IncidentEvent | SilenceEvent):  # typed: checked when it was decoded
+                good.append(msgspec.to_builtins(e))
+                continue
             problem = _malformed(e)
             if problem is None:
                 good.append(e)

@@ -25,11 +25,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import msgspec
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from atalaia.incidents.config import RoleName, parse_duration
 from atalaia.rules.matchers import Matcher
+from atalaia.streams.records import Time
 
 SILENCE_ACTIONS = ("silence", "expire-silence")
 MAX_MATCHERS = 20
@@ -238,7 +240,7 @@ class SilenceEvent:
 
     id: str
     change: str  # created | started | expired
-    at: str
+    at: Time
     matchers: list[str]
     author: str
     comment: str
@@ -249,7 +251,7 @@ class SilenceEvent:
     expired_by: str | None
     command: str | None
     silenced: int = 0  # alarms it silenced when it was created or started
-    kind: str = field(default="silence", init=False)
+    kind: Literal["silence"] = field(default="silence", init=False)
 
     @property
     def incident(self) -> str:  # the key the stage publishes it under
@@ -260,3 +262,12 @@ class SilenceEvent:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
+
+
+_silence_decoder = msgspec.json.Decoder(SilenceEvent)
+
+
+def decode_silence_event(value: bytes) -> SilenceEvent:
+    """A silence's change on ``atalaia.incidents`` (:func:`atalaia.incidents.events.decode_incident_record`
+    reads both record kinds of the topic)."""
+    return _silence_decoder.decode(value)

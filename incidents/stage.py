@@ -7,18 +7,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from atalaia.incidents.events import incident_event_problem
+from atalaia.incidents.commands import decode_command
+from atalaia.incidents.events import decode_incident_record, rejected_reply
 from atalaia.incidents.projection import Projection
-from atalaia.rules.alarm import alarm_problem
-from atalaia.streams.records import decode, dlq
+from atalaia.rules.alarm import decode_alarm
+from atalaia.streams.records import DecodeError, decode, dlq, topic_name
 from atalaia.streams.sink import Sink, SinkCore
 from atalaia.streams.stage import Out
 
 if TYPE_CHECKING:
+    from atalaia.incidents.commands import Command
     from atalaia.incidents.config import IncidentConfig
     from atalaia.incidents.events import CommandReply, IncidentEvent
+    from atalaia.incidents.silences import SilenceCommand
+    from atalaia.rules.alarm import AlarmTransition
     from atalaia.streams.settings import Settings
 
 
@@ -36,35 +38,35 @@ class IncidentsCore:
         self.state = self.manager.restore(state) if state else self.manager.initial_state()
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        events, raw, outs = decode(records, alarm_problem)
-        mine = [i for i, e in enumerate(events) if not (isinstance(e, dict) and e.get("kind") == "warning")]
-        if len(mine) < len(events):  # warning commands share the topic: the warnings stage takes them
-            events, raw = [events[i] for i in mine], [raw[i] for i in mine]
+        inputs: list[AlarmTransition | Command | SilenceCommand] = []
+        raw, outs = [], []
+        for r in records:  # decoded once, by topic, into the types the manager takes
+            try:
+                if topic_name(r) == "commands":
+                    cmd = decode_command(r.value or b"")
+                    if cmd is None:  # a warning command: the warnings stage takes it
+                        continue
+                    inputs.append(cmd)
+                else:
+                    inputs.append(decode_alarm(r.value or b""))
+            except DecodeError as e:
+                outs += [dlq(r.value, r.topic, str(e)), *self._rejected(r, str(e))]
+                continue
+            raw.append(r)
         errors: list[tuple[int, str]] = []
-        self.state, produced = self.manager.step_batch(self.state, events, now, errors)
+        self.state, produced = self.manager.step_batch(self.state, inputs, now, errors)
         for i, message in errors:
-            r, ev = raw[i], events[i]
-            outs.append(dlq(r.value, r.topic, f"refused by incidents: {message}"))
-            if isinstance(ev, dict) and "action" in ev:
-                outs.append(
-                    Out(
-                        "replies",
-                        orjson.dumps(
-                            {
-                                "kind": "reply",
-                                "command": str(ev.get("id", "")),
-                                "incident": str(ev.get("incident", "")),
-                                "action": str(ev.get("action", "")),
-                                "actor": str(ev.get("actor", "")),
-                                "accepted": False,
-                                "reason": f"invalid command: {message}",
-                                "at": None,
-                            }
-                        ),
-                        key=str(ev.get("id", "")).encode(),
-                    )
-                )
+            r = raw[i]
+            outs += [dlq(r.value, r.topic, f"refused by incidents: {message}"), *self._rejected(r, message)]
         return outs + [self._out(o) for o in produced]
+
+    @staticmethod
+    def _rejected(r: Any, message: str) -> list[Out]:
+        """A command the manager cannot take is answered (rejected), so the console stops waiting."""
+        reply = (
+            rejected_reply(r.value, f"invalid command: {message}") if topic_name(r) == "commands" else None
+        )
+        return [Out("replies", reply[1], key=reply[0])] if reply else []
 
     @staticmethod
     def _out(o: IncidentEvent | CommandReply) -> Out:
@@ -99,7 +101,7 @@ class ProjectionCore(SinkCore):
         self.projection = projection
 
     async def aprocess(self, records: list[Any], now: float) -> list[Out]:
-        events, raw, outs = decode(records, incident_event_problem)
+        events, raw, outs = decode(records, decode_incident_record)
         errors: list[tuple[int, str]] = []
         if events:
             await self.projection.run(Projection.apply, events, errors)

@@ -38,6 +38,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from atalaia.incidents.events import IncidentEvent
+from atalaia.incidents.silences import SilenceEvent
 from atalaia.notifiers.config import EscalationConfig, HoursSchedule, Policy, RotationSchedule, Route
 from atalaia.notifiers.model import IncidentSnapshot, Notification, digest_id
 from atalaia.notifiers.schedule import in_hours, on_call
@@ -151,16 +153,23 @@ class EscalationEngine:
     # --- public API ----------------------------------------------------------------------
 
     def step(
-        self, state: EscalationState, item: dict[str, Any] | Tick, now: datetime
+        self,
+        state: EscalationState,
+        item: IncidentEvent | SilenceEvent | dict[str, Any] | Tick,
+        now: datetime,
     ) -> tuple[EscalationState, list[Notification]]:
+        """One input: an incident event (as the stage decodes it, or as a dict: replay, tests), or
+        the timer ``TICK``."""
         out: list[Notification] = []
-        if not isinstance(item, Tick) and item.get("kind", "incident") != "incident":
-            return state, out  # e.g. a silence's change: silences act through the incident's state
+        if isinstance(item, SilenceEvent) or (
+            isinstance(item, dict) and item.get("kind", "incident") != "incident"
+        ):
+            return state, out  # a silence's change: silences act through the incident's state
         if isinstance(item, Tick):
             self._fire(state, _ts(now), out)
             self._prune(state, _ts(now))
         else:
-            at = parse_time(item["at"])
+            at = parse_time(item["at"] if isinstance(item, dict) else item.at)
             # timers due strictly before the event's time fire first (an ack at 10:05:00 wins
             # over a step due at 10:05:00); later ones wait for the tick
             self._fire(state, min(_ts(at) - 1e-6, _ts(now)), out)
@@ -171,7 +180,10 @@ class EscalationEngine:
         return state, out
 
     def step_batch(
-        self, state: EscalationState, events: list[dict[str, Any]], now: datetime
+        self,
+        state: EscalationState,
+        events: list[IncidentEvent | SilenceEvent | dict[str, Any]],
+        now: datetime,
     ) -> tuple[EscalationState, list[Notification]]:
         out: list[Notification] = []
         for ev in events:
@@ -191,13 +203,18 @@ class EscalationEngine:
     # --- events --------------------------------------------------------------------------
 
     def _apply(
-        self, state: EscalationState, ev: dict[str, Any], at: datetime, out: list[Notification]
+        self,
+        state: EscalationState,
+        ev: IncidentEvent | dict[str, Any],
+        at: datetime,
+        out: list[Notification],
     ) -> None:
         snap = IncidentSnapshot.from_event(ev)
         esc = state.escalations.get(snap.incident)
         wants = snap.active and snap.state == "unacknowledged"
         t = _ts(at)
-        escalated = "escalated" in (ev.get("changes") or [ev.get("change")])
+        changes = (ev.get("changes") or [ev.get("change")]) if isinstance(ev, dict) else ev.changes
+        escalated = "escalated" in changes
         if esc is None:
             if escalated and not wants:  # nothing was paged yet: escalating now pages step 0 once
                 policy = self.route(snap)

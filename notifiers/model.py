@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
 import orjson
+
+if TYPE_CHECKING:
+    from atalaia.incidents.events import IncidentEvent
 
 Kind = Literal["escalation", "resolved", "warning", "propose", "digest"]
 Status = Literal["delivered", "retryable", "permanent"]
@@ -46,7 +50,27 @@ class IncidentSnapshot:
     tenant: str | None = None  # the incident's tenant (None: single tenant)
 
     @classmethod
-    def from_event(cls, ev: dict[str, Any]) -> IncidentSnapshot:
+    def from_event(cls, ev: IncidentEvent | dict[str, Any]) -> IncidentSnapshot:
+        """The snapshot of an incident event: decoded from ``atalaia.incidents`` (typed), or a dict
+        (the escalation engine's direct callers: replay, tests), read leniently."""
+        if not isinstance(ev, dict):
+            return cls(
+                ev.incident,
+                ev.version,
+                ev.at,
+                ev.change,
+                ev.state,
+                ev.active,
+                ev.severity,
+                ev.title or ev.incident,
+                ev.labels,
+                ev.correlation,
+                ev.location,
+                ev.opened_at,
+                ev.acknowledged_by,
+                msgspec.to_builtins(ev.alarms[:50]),
+                ev.tenant or ev.correlation.get("tenant"),
+            )
         return cls(
             incident=str(ev["incident"]),
             version=int(ev.get("version", 0)),
@@ -105,10 +129,8 @@ class Notification:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Notification:
-        d = dict(d)
-        d["snapshot"] = IncidentSnapshot(**d["snapshot"])
-        d["digest"] = [IncidentSnapshot(**x) for x in d.get("digest") or []]
-        return cls(**d)
+        """A notification given as a dict (the delivery log's rows), checked like the record."""
+        return msgspec.convert(d, cls)
 
 
 @dataclass(slots=True)
@@ -129,3 +151,13 @@ def digest_id(target: str, ids: list[str]) -> str:
     """A storm digest's id: the target and the notifications it replaces (deterministic)."""
     raw = "digest|" + target + "|" + "|".join(sorted(ids))
     return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+
+# -- the record of atalaia.notifications: encoded by ``Notification.to_json``, decoded here -------
+_decoder = msgspec.json.Decoder(Notification)
+
+
+def decode_notification(value: bytes) -> Notification:
+    """A record of ``atalaia.notifications`` as a :class:`Notification` (with its snapshot and
+    digest); raises ``msgspec.DecodeError`` naming the path otherwise."""
+    return _decoder.decode(value)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from atalaia.incidents.events import incident_event_problem
+from atalaia.incidents.events import decode_incident_record
 from atalaia.streams.clock import utc
 from atalaia.streams.records import decode, dlq
 from atalaia.streams.sink import SinkCore
@@ -47,7 +47,7 @@ class EscalationCore:
         self._catalogue: Catalogue | None = None
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        events, _, outs = decode(records, incident_event_problem)
+        events, _, outs = decode(records, decode_incident_record)
         self.state, notes = self.engine.step_batch(self.state, events, utc(now))
         return outs + [self._out(n) for n in notes]
 
@@ -151,14 +151,9 @@ class DeliveryCore(SinkCore):
         self.notifier = notifier
 
     async def aprocess(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.notifiers.model import Notification
+        from atalaia.notifiers.model import decode_notification
 
-        notes, outs = [], []
-        for r in records:
-            try:
-                notes.append(Notification.from_dict(orjson.loads(r.value or b"")))
-            except (ValueError, TypeError, KeyError, AttributeError) as e:
-                outs.append(dlq(r.value, r.topic, f"not a notification: {e}"))
+        notes, _, outs = decode(records, decode_notification)
         if notes:
             await self.notifier.submit(notes)
         return outs

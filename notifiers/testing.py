@@ -192,15 +192,18 @@ def incident_event(
                 "count": 3,
                 "first_seen": "2026-03-01T09:58:00Z",
                 "last_seen": at,
-                "suppressed": False,
+                "suppressed": None,
             }
         ],
         "actor": "atalaia",
-        "reason": None,
+        "reason": "",
         "opened_at": "2026-03-01T09:58:00Z",
         "acknowledged_by": None,
+        "shelved_until": None,
     }
     ev.update(extra)
+    ev.setdefault("changes", [ev["change"]])
+    ev.setdefault("alarm_count", len(ev["alarms"]))
     return ev
 
 

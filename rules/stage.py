@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from atalaia.streams.ingest.observation import entity_key, observation_problem, partition_key
+from atalaia.streams.ingest.observation import decode_observation, entity_key, partition_key
 from atalaia.streams.records import decode, dlq
 from atalaia.streams.stage import Out
 
@@ -228,7 +228,7 @@ class RulesCore:
     def process(self, records: list[Any], now: float) -> list[Out]:
         batch = []
         admit, forward = self.dedup.admit_key, self.forward_types
-        observations, raw, outs = decode(records, observation_problem)
+        observations, raw, outs = decode(records, decode_observation)
         for r, obs in zip(raw, observations, strict=True):
             oid = obs.get("id")
             if not isinstance(oid, str):

@@ -1,47 +1,70 @@
-"""Record helpers of the stage runner: decode a consumed batch once, and the DLQ output for a
-record a stage cannot use. The cores of every package (``rules.stage``, ``incidents.stage`` ...)
-use them; each topic's record check lives beside its record type (``streams.observation``,
-``rules.alarm``, ``incidents.events``).
+"""Record helpers of the stage runner: decode a consumed batch once into its topic's record type,
+and the DLQ output for a record a stage cannot use.
+
+Each topic's record type is defined, encoded and decoded in one module (the table is in
+``streams/README.md``): its ``decode_*`` function turns a record's bytes into the type (msgspec,
+straight from JSON, in one pass) or raises :data:`DecodeError` with msgspec's message, which names
+the path (``Expected `str`, got `int` - at `$.rule```). :func:`decode` keeps what does not decode
+on the DLQ with that message as the reason. The annotated types below carry the checks a plain
+type cannot (a time with a zone, non-empty text), so every record type writes them the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
+import msgspec
 
-from atalaia.streams.stage import Out
+if TYPE_CHECKING:  # the stage runner (aiokafka) is not imported by the record types' modules
+    from atalaia.streams.stage import Out
 
 # A DLQ record keeps the original bytes, base64-encoded; past this size only the first bytes are
 # kept (with the full size and SHA-256), so the record fits Kafka's default 1 MB message limit.
 DLQ_MAX_BODY = 600 * 1024
 
-Problem = Callable[[Any], str | None]  # why a decoded value is not the topic's record (None: it is)
+DecodeError = msgspec.DecodeError  # the one error a decoder raises (msgspec.ValidationError is one)
+Decoder = Callable[[bytes], Any]  # a record's bytes -> its topic's record type, or DecodeError
+
+# RFC 3339 with a zone (``Z`` or an offset), years 1970..9000: the records' time.
+TIME_PATTERN = (
+    r"^(19[7-9]\d|[2-8]\d{3}|9000)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+Time = Annotated[str, msgspec.Meta(pattern=TIME_PATTERN, max_length=40)]
+Text = Annotated[str, msgspec.Meta(min_length=1)]  # non-empty text
+Location = Annotated[list[float], msgspec.Meta(min_length=2, max_length=2)]  # [lon, lat]
+
+
+def invalid(message: str, path: str) -> msgspec.ValidationError:
+    """A semantic check's failure, worded like msgspec's own (``... - at `$.path```)."""
+    return msgspec.ValidationError(f"{message} - at `$.{path}`" if path else message)
+
+
+def topic_name(record: Any) -> str:
+    """The topic a consumed record came from, without the prefix (``atalaia.alarms`` -> ``alarms``)."""
+    return record.topic.rpartition(".")[2]
 
 
 def dlq(value: bytes | None, source: str, reason: str) -> Out:
     """A DLQ output for a record a stage cannot use (the original bytes, kept within Kafka's
     default message size)."""
     from atalaia.streams.ingest import to_dlq_record
+    from atalaia.streams.stage import Out
 
     return Out("dlq", to_dlq_record(value or b"", source, reason, max_body_bytes=DLQ_MAX_BODY))
 
 
-def decode(records: list[Any], problem: Problem | None = None) -> tuple[list[Any], list[Any], list[Out]]:
-    """JSON values of a batch: (values, their records, DLQ outputs for what is not JSON or what
-    ``problem(value)`` finds wrong)."""
+def decode(records: list[Any], decoder: Decoder) -> tuple[list[Any], list[Any], list[Out]]:
+    """The records of a batch decoded by their topic's ``decoder``: (records decoded, the
+    consumed records they came from, DLQ outputs for those that do not decode, with msgspec's
+    path-bearing message as the reason)."""
     values, raw, outs = [], [], []
     for r in records:
         try:
-            value = orjson.loads(r.value or b"")
-        except orjson.JSONDecodeError as e:
-            outs.append(dlq(r.value, r.topic, f"not JSON: {e}"))
+            values.append(decoder(r.value or b""))
+        except DecodeError as e:
+            outs.append(dlq(r.value, r.topic, str(e)))
             continue
-        why = problem(value) if problem else None
-        if why:
-            outs.append(dlq(r.value, r.topic, why))
-            continue
-        values.append(value)
         raw.append(r)
     return values, raw, outs

@@ -168,7 +168,9 @@ def test_maintenance_windows_are_silences_too() -> None:
 def test_the_projection_lists_silences_and_the_escalation_ignores_their_events() -> None:
     from datetime import UTC, datetime
 
-    from atalaia.incidents.events import incident_event_problem
+    import orjson
+
+    from atalaia.incidents.events import decode_incident_record
     from atalaia.incidents.projection import Projection
     from atalaia.notifiers.config import EscalationConfig
     from atalaia.notifiers.engine import EscalationEngine, EscalationState
@@ -187,7 +189,7 @@ def test_the_projection_lists_silences_and_the_escalation_ignores_their_events()
         100,
     )
     events = [o.to_dict() for o in out if not isinstance(o, CommandReply)]
-    assert all(incident_event_problem(e) is None for e in events)
+    assert all(decode_incident_record(orjson.dumps(e)) for e in events)  # each one is the topic's record
     proj = Projection.connect(":memory:")
     proj.apply(events)
     assert proj.silences() == []

@@ -135,3 +135,48 @@ def test_reorder_ignores_clock_skewed_time_for_its_watermark():
     assert r.push([{"time": "2099-01-01T00:00:00Z"}], now) == []
     released = r.push([{"time": t(-20)}, {"time": t(-30)}], now)
     assert [o["time"] for o in released] == [t(-30), t(-20)], "the others are still released in time order"
+
+
+def test_a_malformed_record_on_each_consumed_topic_ends_on_the_dlq_with_its_path(rules_core, other_cores):
+    """Each consumer decodes its topic's record type once; what does not decode is kept on the
+    DLQ with the decoder's reason, which names the field (``... - at `$.rule```)."""
+    import asyncio
+
+    from atalaia.incidents.projection import Projection
+    from atalaia.incidents.stage import ProjectionCore
+    from atalaia.notifiers.stage import DeliveryCore
+    from atalaia.streams.sink import Sink
+
+    now = time.time()
+    incidents, escalation = other_cores
+    alarm = {"at": "2026-01-28T10:00:00Z", "rule": 7, "key": "k", "state": "firing", "severity": "high"}
+    event = {"id": "e", "incident": "i", "version": "one", "at": "2026-01-28T10:00:00Z"}
+    command = {"id": "c9", "incident": "i", "action": "explode", "actor": "a", "role": "operator"}
+
+    class Notifier:
+        async def submit(self, notes):
+            raise AssertionError("nothing to deliver")
+
+    sink = Sink(lambda: Projection.connect("sqlite://:memory:"), "projection")
+    try:
+        cases = {
+            "$.attributes[...]": rules_core.process([rec({**OBS, "attributes": {"height": "5"}})], now),
+            "$.rule": incidents.process([rec(alarm, "t.alarms")], now),
+            "$.action": incidents.process([rec(command, "t.commands")], now),
+            "$.version": escalation.process([rec(event, "t.incidents")], now),
+            "$.incident": asyncio.run(
+                ProjectionCore(sink).aprocess([rec({**event, "incident": 3}, "t.incidents")], now)
+            ),
+            "$.snapshot": asyncio.run(
+                DeliveryCore(Notifier()).aprocess(
+                    [rec({"incident": "i", "snapshot": 1}, "t.notifications")], now
+                )
+            ),
+        }
+    finally:
+        sink.close()
+    for path, outs in cases.items():
+        (reason,) = dlq_reasons(outs)
+        assert reason.endswith(f"at `{path}`"), reason
+    replies = [orjson.loads(o.value) for o in cases["$.action"] if o.topic == "replies"]
+    assert replies[0]["accepted"] is False and replies[0]["command"] == "c9", "the console is answered"

@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
+import msgspec
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from atalaia.streams.clock import format_time, parse_time
+from atalaia.streams.records import Location, Text, Time
 
 TIME_SOURCES = ("observed", "notified", "received")
+Tenant = Annotated[str, msgspec.Meta(pattern=r"^[^|]*$")]  # a tenant name never holds "|" (entity_key)
 
 
 def observation_id(entity: str, time: str, attributes: dict[str, float], tenant: str | None = None) -> str:
@@ -108,43 +111,33 @@ class Observation(BaseModel):
         return cls.model_validate(orjson.loads(raw))
 
 
-# -- the record check of atalaia.observations (and the checks' primitives) -----------------------
-def is_time(v: Any) -> bool:
-    """An RFC 3339 time with a zone, in years 1970..9000 (the record checks' time)."""
-    if not isinstance(v, str) or len(v) > 40:
-        return False
-    try:
-        t = parse_time(v)
-    except (ValueError, OverflowError):
-        return False
-    return 1970 <= t.year <= 9000
+# -- the record of atalaia.observations as its consumers read it ---------------------------------
+# Ingest builds :class:`Observation` (pydantic, at the edge) and encodes it with ``to_json`` (or the
+# faster ``streams.ingest.encode_observation``, same bytes). The rule engine reads plain dicts, so a
+# consumer (the separate rules stage, the console) decodes a record straight into this TypedDict:
+# msgspec checks every type in the one JSON pass and hands back a dict. Its keys are the model's
+# fields plus ``id`` (a test keeps the two in step).
+class ObservationRecord(TypedDict):
+    time: Time
+    entity: Text
+    type: Text
+    attributes: dict[str, float]
+    location: NotRequired[Location | None]
+    source: NotRequired[str]
+    units: NotRequired[dict[str, str]]
+    labels: NotRequired[dict[str, str]]
+    quality: NotRequired[list[str]]
+    time_source: NotRequired[Literal["observed", "notified", "received"]]
+    tenant: NotRequired[Tenant | None]
+    service_path: NotRequired[str | None]
+    id: NotRequired[str]
 
 
-def is_str_map(v: Any) -> bool:
-    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+_decoder = msgspec.json.Decoder(ObservationRecord)
 
 
-def is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def observation_problem(o: Any) -> str | None:
-    """Why a record on atalaia.observations is not a contract Observation (None if it is)."""
-    if not isinstance(o, dict):
-        return "not a JSON object"
-    for name in ("entity", "type"):
-        if not isinstance(o.get(name), str) or not o[name]:
-            return f"'{name}' must be a non-empty string"
-    if not is_time(o.get("time")):
-        return "'time' must be an RFC 3339 time with a zone"
-    attrs = o.get("attributes")
-    if not isinstance(attrs, dict) or not all(isinstance(k, str) and is_number(v) for k, v in attrs.items()):
-        return "'attributes' must map names to numbers"
-    if "labels" in o and not is_str_map(o["labels"]):
-        return "'labels' must map names to text"
-    for name in ("tenant", "service_path"):
-        if o.get(name) is not None and (
-            not isinstance(o[name], str) or (name == "tenant" and "|" in o[name])
-        ):
-            return f"'{name}' must be text (a tenant without '|')"
-    return None
+def decode_observation(value: bytes) -> ObservationRecord:
+    """A record of ``atalaia.observations`` as a dict of the contract's shape (numbers as float),
+    checked against :class:`ObservationRecord`; raises ``msgspec.DecodeError`` naming the path
+    otherwise (``Expected `float`, got `str` - at `$.attributes[...]```)."""
+    return _decoder.decode(value)
