@@ -70,10 +70,60 @@ def run(name: str, mgr: IncidentManager, alarms: list[dict], repeat: int = 3) ->
     return rate, [state, outs]
 
 
+def open_incidents_scaling(cfg: IncidentConfig, sizes: tuple[int, ...] = (10, 100, 1_000, 10_000)) -> None:
+    """CPU per alarm with N incidents already open (issue 11: O(1) per alarm whatever N): N parishes
+    each get one firing sensor (N open incidents), then 20 000 transitions flap 10 sensors of 10 of
+    those parishes, and only those are timed (median of 3)."""
+    mgr = IncidentManager(cfg)
+    base = None
+    for n in sizes:
+        opening = [
+            {
+                "at": at_s(i * 0.01),
+                "rule": "river-level-high",
+                "key": f"urn:ngsi-ld:Device:open-{i}",
+                "state": "firing",
+                "severity": "high",
+                "value": 5.0,
+                "entity": f"urn:ngsi-ld:Device:open-{i}",
+                "group": "hydro",
+                "labels": {"parish": f"parish-{i}", "station": f"st-{i}"},
+            }
+            for i in range(n)
+        ]
+        t0 = n * 0.01 + 1
+        flaps = [
+            {
+                **opening[k % 10],
+                "at": at_s(t0 + k * 0.05),
+                "key": f"urn:ngsi-ld:Device:flap-{k % 10}",
+                "entity": f"urn:ngsi-ld:Device:flap-{k % 10}",
+                "state": "firing" if (k // 10) % 2 == 0 else "resolved",
+            }
+            for k in range(20_000)
+        ]
+        costs = []
+        for _ in range(3):
+            state = mgr.initial_state()
+            for i in range(0, n, BATCH):
+                state, _ = mgr.step_batch(state, opening[i : i + BATCH], opening[min(i + BATCH, n) - 1]["at"])
+            c0 = time.process_time()
+            for i in range(0, len(flaps), BATCH):
+                state, _ = mgr.step_batch(state, flaps[i : i + BATCH], flaps[i + BATCH - 1]["at"])
+            costs.append((time.process_time() - c0) / len(flaps) * 1e6)
+        cost = statistics.median(costs)
+        base = base or cost
+        print(
+            f"{n:>6,} open incidents: {cost:6.1f} µs CPU per alarm "
+            f"({len(state.incidents):,} incidents after; x{cost / base:.2f} of the first row)"
+        )
+
+
 def main() -> None:
     cfg = IncidentConfig.model_validate(
         {**STORM_CONFIG, "closing": {"after": 0, "require_acknowledged": False}}
     )
+    open_incidents_scaling(cfg)
     mgr = IncidentManager(cfg)
     city = city_alarms(30_000, areas=60, sensors_per_area=20)
     _, (state, outs) = run("city: 60 parishes x 20 sensors", mgr, city)
