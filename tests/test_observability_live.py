@@ -120,7 +120,7 @@ def test_prometheus_scrapes_a_worker(broker: str, topic_prefix: str, tmp_path: P
                 )
             except httpx.HTTPError:
                 pass
-            if events_in and latency:
+            if up and events_in and latency:  # all three: the queries run one after another
                 break
             time.sleep(0.5)
         assert up and up[0]["value"][1] == "1", up
