@@ -231,6 +231,7 @@ class BatchStage(Service):
         self._unacked: deque[asyncio.Future[Any]] = deque()
         self.max_unacked = max_unacked
         self._writing: asyncio.Future[None] | None = None  # a checkpoint being written, off the lock
+        self._checkpointed: dict[int, float] = {}  # partition -> when its last checkpoint was taken
         self._consumer_started = False
         self.processed = 0
         self.processed_by_topic: dict[str, int] = {}
@@ -474,6 +475,7 @@ class BatchStage(Service):
                 self.cores.pop(tp.partition, None)
                 self.positions.pop(tp, None)
                 self.dirty.discard(tp.partition)
+                self._checkpointed.pop(tp.partition, None)
 
     async def _checkpoint_all(self, partitions: list[int] | None = None) -> None:
         """Checkpoint now and wait until it is written and committed (revoke, stop): after the
@@ -511,6 +513,7 @@ class BatchStage(Service):
             saves = [(p, o, state) for (p, o, _), state in zip(saves, states, strict=True)]
         self.dirty.difference_update(tp.partition for tp in commits)
         self._last_ckpt = time.monotonic()
+        self._checkpointed.update(dict.fromkeys((tp.partition for tp in commits), self._last_ckpt))
         return saves, commits, list(self._unacked)
 
     async def _write(self, checkpoint: Taken) -> None:
@@ -560,16 +563,27 @@ class BatchStage(Service):
                     await self._process(batches)
                 else:
                     self.backlog = False
-                if time.monotonic() - self._last_ckpt > self.checkpoint_s and (
-                    self._writing is None or self._writing.done()
-                ):  # one checkpoint written at a time, in order; the loop goes on meanwhile
+                due = self._due() if self._writing is None or self._writing.done() else None
+                if due:  # one checkpoint written at a time, in order; the loop goes on meanwhile
                     t0 = time.perf_counter()
                     await self._written()
-                    self._writing = asyncio.ensure_future(self._write(await self._take()))
+                    self._writing = asyncio.ensure_future(self._write(await self._take(due)))
                     if self.times:
                         self.times.add("take", (time.perf_counter() - t0) * 1000)
             if self.times:
                 self.times.flush()
+
+    def _due(self) -> list[int] | None:
+        """The partition to checkpoint now, if any. Checkpoints are staggered: each partition is
+        checkpointed ``checkpoint_s`` after its last checkpoint, and at most one partition every
+        ``checkpoint_s / partitions``, so the loop pauses for one core's snapshot at a time
+        (spread over the interval), not for all of them at once."""
+        now = time.monotonic()
+        if not self.dirty or now - self._last_ckpt < self.checkpoint_s / max(1, len(self.cores)):
+            return None
+        at = self._checkpointed
+        p = min(self.dirty, key=lambda p: at.get(p, 0.0))
+        return [p] if now - at.get(p, 0.0) >= self.checkpoint_s else None
 
     def _fetched(self, batches: dict[TopicPartition, list[Any]], t0: float) -> None:
         times, wall = self.times, time.time() * 1000

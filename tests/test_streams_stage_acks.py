@@ -8,6 +8,7 @@ order, and a checkpoint is written off the stage's lock."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -245,5 +246,36 @@ def test_a_revoke_whose_outputs_failed_fails_the_stage() -> None:
         producer.sent[0][2].set_exception(RuntimeError("lost"))
         await stage._revoke([TopicPartition(TOPIC, 0)])
         assert isinstance(stage.failed, RuntimeError) and log == []
+
+    run(go())
+
+
+def test_checkpoints_are_staggered_one_partition_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every partition is checkpointed once per checkpoint_s, one at a time (the loop pauses for
+    one core's snapshot, not all of them), the one checkpointed longest ago first."""
+    import atalaia.streams.stage as stage_module
+
+    clock = [1000.0]
+    fake = SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter, time=time.time)
+    monkeypatch.setattr(stage_module, "time", fake)  # the stage's clock only, not the event loop's
+
+    async def go() -> None:
+        stage, producer, log, _ = await make_stage()
+        await stage._process(batch(0, 0, 1))
+        await stage._process(batch(1, 0, 1))
+        producer.ack()
+        assert stage._due() == [0]  # never checkpointed: due, one partition only
+        await stage._write(await stage._take([0]))
+        assert stage._due() is None  # not before checkpoint_s / 2 partitions
+        clock[0] += 1.0
+        assert stage._due() == [1]
+        await stage._write(await stage._take([1]))
+        await stage._process(batch(0, 1, 1))
+        producer.ack()
+        clock[0] += 0.9
+        assert stage._due() is None  # partition 0 was checkpointed 1.9 s ago
+        clock[0] += 0.2
+        assert stage._due() == [0]
+        assert [e[0] for e in log] == ["save", "commit", "save", "commit"]
 
     run(go())
