@@ -133,11 +133,14 @@ class Up:
             ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
         )
         pids = {}
+        broker = None
         for line in out.stdout.splitlines():
             pid, _, args = line.strip().partition(" ")
             if "worker" in args:
                 pids["alarms" if "ingest" in args else "ops"] = int(pid)
-        return pids or {"all": self.proc.pid}
+            elif "tansu" in args:
+                broker = int(pid)
+        return {**(pids or {"all": self.proc.pid}), **({"broker": broker} if broker else {})}
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -268,9 +271,11 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 class Phase:
-    """Load average and each worker's CPU (% of one core) over a phase."""
+    """Load average and the CPU (% of one core) of each worker, the broker and this process (the
+    load generator) over a phase (and the 15 s tail in which the stragglers are read)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
+        pids = {**pids, "bench": os.getpid()}
         self.pids, self.t0, self.cpu0 = pids, time.monotonic(), cpu_seconds(pids)
 
     def end(self) -> str:
@@ -298,6 +303,7 @@ def bench(
                 [
                     spy(pid, profile / f"{variant}-{name}-{rate}.txt", seconds)
                     for name, pid in up.pids().items()
+                    if name != "broker"
                 ]
                 if profile
                 else []

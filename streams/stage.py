@@ -92,6 +92,18 @@ CoreFactory = Callable[[int, bytes | None], Core]  # (partition, checkpoint stat
 Taken = tuple[list[tuple[int, dict[str, Any], bytes]], dict[TopicPartition, int], list["asyncio.Future[Any]"]]
 
 
+# a checkpoint's snapshots below this CPU time are taken on the event loop (a few ms: cheaper than
+# handing them to a thread, whose GIL hand-overs with the loop stretch them several times)
+INLINE_SNAPSHOT_S = 0.01
+
+
+def _snapshots(cores: list[Core]) -> tuple[list[bytes], float]:
+    """The cores' snapshots and the CPU seconds they took (of this thread)."""
+    t = time.thread_time()
+    states = [c.snapshot() for c in cores]
+    return states, time.thread_time() - t
+
+
 class PhaseTimes:
     """Opt-in diagnostics, ``ATALAIA_STAGE_TIMING=<file>``: where each stage loop's time goes.
     Every 5 s a stage appends the percentiles (ms) of its phases to the file: ``fetch`` (one
@@ -232,6 +244,7 @@ class BatchStage(Service):
         self.max_unacked = max_unacked
         self._writing: asyncio.Future[None] | None = None  # a checkpoint being written, off the lock
         self._checkpointed: dict[int, float] = {}  # partition -> when its last checkpoint was taken
+        self._snapshot_cpu = 0.0  # CPU seconds the last checkpoint's snapshots took
         self._consumer_started = False
         self.processed = 0
         self.processed_by_topic: dict[str, int] = {}
@@ -507,9 +520,14 @@ class BatchStage(Service):
                     offsets[CLUSTER_KEY] = self.cluster
                 saves.append((p, offsets, core))
             commits.update(pos)
-        if saves:  # serialising off the event loop (the other stages and the heartbeats go on);
-            # the lock is held, so no batch changes a core meanwhile
-            states = await asyncio.to_thread(lambda: [c.snapshot() for _, _, c in saves])
+        if saves:  # the lock is held, so no batch changes a core meanwhile. A small snapshot is
+            # taken on the loop; a large one (its last took ≥ INLINE_SNAPSHOT_S of CPU) in a thread,
+            # so the other stages, the HTTP endpoints and the heartbeats go on meanwhile
+            cores = [c for _, _, c in saves]
+            if self._snapshot_cpu < INLINE_SNAPSHOT_S:
+                states, self._snapshot_cpu = _snapshots(cores)
+            else:
+                states, self._snapshot_cpu = await asyncio.to_thread(_snapshots, cores)
             saves = [(p, o, state) for (p, o, _), state in zip(saves, states, strict=True)]
         self.dirty.difference_update(tp.partition for tp in commits)
         self._last_ckpt = time.monotonic()

@@ -256,7 +256,12 @@ def test_checkpoints_are_staggered_one_partition_at_a_time(monkeypatch: pytest.M
     import atalaia.streams.stage as stage_module
 
     clock = [1000.0]
-    fake = SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter, time=time.time)
+    fake = SimpleNamespace(
+        monotonic=lambda: clock[0],
+        perf_counter=time.perf_counter,
+        time=time.time,
+        thread_time=time.thread_time,
+    )
     monkeypatch.setattr(stage_module, "time", fake)  # the stage's clock only, not the event loop's
 
     async def go() -> None:
@@ -277,5 +282,26 @@ def test_checkpoints_are_staggered_one_partition_at_a_time(monkeypatch: pytest.M
         clock[0] += 0.2
         assert stage._due() == [0]
         assert [e[0] for e in log] == ["save", "commit", "save", "commit"]
+
+    run(go())
+
+
+def test_large_snapshots_are_taken_in_a_thread_small_ones_on_the_loop() -> None:
+    import threading
+
+    async def go() -> None:
+        stage, producer, log, _ = await make_stage()
+        where = []
+        for core in stage.cores.values():
+            core.snapshot = lambda c=core: where.append(threading.current_thread().name) or b"%d" % c.n
+        await stage._process(batch(0, 0, 1))
+        producer.ack()
+        await stage._checkpoint_all()
+        stage._snapshot_cpu = 1.0  # the last one took a second of CPU
+        await stage._process(batch(0, 1, 1))
+        producer.ack()
+        await stage._checkpoint_all()
+        assert where[0] == threading.main_thread().name and where[1] != threading.main_thread().name
+        assert [e[1] for e in log if e[0] == "save"] == [{0: ({TOPIC: 1}, b"1")}, {0: ({TOPIC: 2}, b"2")}]
 
     run(go())
