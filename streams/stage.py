@@ -3,14 +3,18 @@
 hundreds of thousands).
 
 Each stage consumes one topic in a consumer group, keeps one pure *core* per assigned partition
-(rules, detectors, dedup state ...), and for every batch: ``core.process(records)`` → produce the
-outputs → wait for the broker's acks.
+(rules, detectors, dedup state ...), and for every batch: ``core.process(records)`` → send the
+outputs; their acks arrive while the loop fetches and processes the next batches (at most
+``max_unacked`` batches unacknowledged; each output partition keeps its order).
 
 State and position move together. Every ``checkpoint_s`` (and on shutdown or when a partition
 is revoked) each core's ``snapshot()`` is written atomically with the offset it corresponds to
 (to the data directory or to the compacted ``<prefix>.state.<stage>`` topic: ``streams.checkpoints``),
 and only then is that offset committed to Kafka: the committed offset never runs ahead of saved
-state. On assignment the core is restored from its checkpoint and the consumer seeks to the
+state. Nothing is written before every output sent up to the checkpoint is acknowledged, so a
+checkpoint never covers an unacknowledged output. Only the snapshots stop the loop (under the
+stage's lock); the write and the commit run while it goes on, one checkpoint at a time, and the
+partitions' checkpoints are staggered over the interval, one core's snapshot per pause. On assignment the core is restored from its checkpoint and the consumer seeks to the
 checkpoint's offset (without a checkpoint it starts fresh at the committed offset, which then is
 where fresh state belongs). A crash therefore re-processes what came after the last checkpoint
 (at-least-once) and, as every output carries a deterministic id, consumers drop the copies.
