@@ -20,7 +20,11 @@ Variants: ``before`` = every stage in one process, ingest and rules as two stage
 --single-process`` with ``ATALAIA_FUSE_INGEST_RULES=0``: the layout before issue 11); ``after``
 = ``atalaia up`` (two processes, fused ingest+rules). ``--profile DIR`` records py-spy profiles
 (collapsed stacks ``.txt`` and a top-functions summary ``.top``) of every worker process during
-each steady run.
+each steady run. ``--timing DIR`` has every stage loop log where its time goes
+(``ATALAIA_STAGE_TIMING``, ``streams.stage.PhaseTimes``) to ``DIR/<variant>-timing.log``.
+
+Beside each figure: the load average when the phase ended (the machine is shared: wall-clock
+figures move with it) and the CPU each worker process used during the phase (% of one core).
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def percentile(xs: list[float], q: float) -> float:
 class Up:
     """``atalaia up`` in a subprocess (its own data directory, port and broker)."""
 
-    def __init__(self, variant: str, workdir: Path) -> None:
+    def __init__(self, variant: str, workdir: Path, timing: Path | None = None) -> None:
         from atalaia.streams.broker import free_port
 
         self.variant, self.dir = variant, workdir / variant
@@ -100,6 +104,8 @@ class Up:
             "ATALAIA_RULES_PATHS": json.dumps([str(self.dir / "rules.yaml")]),
             "ATALAIA_LOG_LEVEL": "warning",
         }
+        if timing is not None:
+            self.env["ATALAIA_STAGE_TIMING"] = str(timing / f"{variant}-timing.log")
         args = ["up"]
         if variant == "before":
             args.append("--single-process")
@@ -127,11 +133,14 @@ class Up:
             ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
         )
         pids = {}
+        broker = None
         for line in out.stdout.splitlines():
             pid, _, args = line.strip().partition(" ")
             if "worker" in args:
                 pids["alarms" if "ingest" in args else "ops"] = int(pid)
-        return pids or {"all": self.proc.pid}
+            elif "tansu" in args:
+                broker = int(pid)
+        return {**(pids or {"all": self.proc.pid}), **({"broker": broker} if broker else {})}
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -248,37 +257,75 @@ def top(path: Path, n: int = 15) -> str:
     return "\n".join(lines)
 
 
-def bench(variant: str, workdir: Path, seconds: float, storm_s: float, profile: Path | None) -> dict:
-    up = Up(variant, workdir)
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far (Linux ``/proc``)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+class Phase:
+    """Load average and the CPU (% of one core) of each worker, the broker and this process (the
+    load generator) over a phase (and the 15 s tail in which the stragglers are read)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        pids = {**pids, "bench": os.getpid()}
+        self.pids, self.t0, self.cpu0 = pids, time.monotonic(), cpu_seconds(pids)
+
+    def end(self) -> str:
+        dt, cpu = time.monotonic() - self.t0, cpu_seconds(self.pids)
+        used = " ".join(f"{k} {100 * (cpu[k] - self.cpu0[k]) / dt:.0f}%" for k in cpu if k in self.cpu0)
+        return f"load {os.getloadavg()[0]:.1f}, CPU {used}"
+
+
+def bench(
+    variant: str,
+    workdir: Path,
+    seconds: float,
+    storm_s: float,
+    profile: Path | None,
+    timing: Path | None = None,
+) -> dict:
+    up = Up(variant, workdir, timing)
     try:
         bootstrap = up.wait_ready()
         time.sleep(3)
         out = {}
         for rate in (1000, 5000):
+            phase = Phase(up.pids())
             spies = (
                 [
                     spy(pid, profile / f"{variant}-{name}-{rate}.txt", seconds)
                     for name, pid in up.pids().items()
+                    if name != "broker"
                 ]
                 if profile
                 else []
             )
             res = asyncio.run(run_load(bootstrap, [(f"{rate}", seconds, rate, 10)]))
-            out[f"{rate}/s"] = res[f"{rate}"]
+            out[f"{rate}/s"] = (res[f"{rate}"], phase.end())
             for s in spies:
                 s.wait(60)
             for path in sorted(profile.glob(f"{variant}-*-{rate}.txt")) if profile else ():
                 path.with_suffix(".top").write_text(top(path) + "\n")
                 path.with_suffix(".txt.gz").write_bytes(gzip.compress(path.read_bytes()))
                 path.unlink()
+        phase = Phase(up.pids())
         res = asyncio.run(
             run_load(
                 bootstrap,
                 [("storm", storm_s, 1000, ENTITIES), ("after-0-5", 5, 200, 10), ("after", 10, 200, 10)],
             )
         )
-        out["storm"] = res["storm"]
-        out["after storm (5-15 s)"] = res["after"]
+        end = phase.end()
+        out["storm"] = (res["storm"], end)
+        out["after storm (5-15 s)"] = (res["after"], end)
         return out
     finally:
         up.stop()
@@ -290,19 +337,21 @@ def main() -> None:
     ap.add_argument("--storm-seconds", type=float, default=30)
     ap.add_argument("--variants", default="before,after")
     ap.add_argument("--profile", type=Path, default=None)
+    ap.add_argument("--timing", type=Path, default=None)
     args = ap.parse_args()
-    if args.profile:
-        args.profile.mkdir(parents=True, exist_ok=True)
+    for d in (args.profile, args.timing):
+        if d:
+            d.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
         for v in args.variants.split(","):
-            results[v] = bench(v, Path(tmp), args.seconds, args.storm_seconds, args.profile)
+            results[v] = bench(v, Path(tmp), args.seconds, args.storm_seconds, args.profile, args.timing)
     print(
         f"produce → alarm on `atalaia up`, 1 rule, {ENTITIES} entities; {os.cpu_count()} CPUs (shared machine)"
     )
     for v, res in results.items():
-        for what, lat in res.items():
-            print(f"{v:7} {what:22} {summary(lat)}")
+        for what, (lat, where) in res.items():
+            print(f"{v:7} {what:22} {summary(lat)}  [{where}]")
 
 
 if __name__ == "__main__":

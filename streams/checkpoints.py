@@ -57,7 +57,13 @@ STATE_TOPIC_CONFIG = {
 }
 
 Checkpoint = tuple[dict[str, Any], bytes]  # (offsets, state)
-Save = tuple[int, dict[str, Any], Any]  # (partition, offsets, core): the core is snapshot off the loop
+# (partition, offsets, state): the state as bytes (the stage snapshots its cores under its lock,
+# then writes without it), or an object whose snapshot() gives them (taken off the loop here)
+Save = tuple[int, dict[str, Any], Any]
+
+
+def _state(state: Any) -> bytes:
+    return state if isinstance(state, (bytes, bytearray)) else state.snapshot()
 
 
 class CheckpointUnavailable(RuntimeError):
@@ -121,7 +127,7 @@ class Checkpoints:
         return {p: c for p, c in found.items() if c is not None}
 
     async def save_many(self, saves: list[Save]) -> None:
-        await asyncio.to_thread(lambda: [self.save(p, o, c.snapshot()) for p, o, c in saves])
+        await asyncio.to_thread(lambda: [self.save(p, o, _state(c)) for p, o, c in saves])
 
 
 # -- the state topic's records (pure: tested without a broker) ---------------------------------
@@ -296,7 +302,7 @@ class KafkaCheckpoints:
         tombstones of what the new heads replace. Raises :class:`CheckpointUnavailable`."""
         gen = uuid.uuid4().hex[:12]
         encoded = await asyncio.to_thread(
-            lambda: [(p, encode(p, o, c.snapshot(), gen, self.chunk_bytes)) for p, o, c in saves]
+            lambda: [(p, encode(p, o, _state(c), gen, self.chunk_bytes)) for p, o, c in saves]
         )
         for p, recs in encoded:  # until its head is written, a new chunk is one nobody uses
             self.stale.setdefault(p, set()).update(k for k, _ in recs[:-1])

@@ -3,14 +3,18 @@
 hundreds of thousands).
 
 Each stage consumes one topic in a consumer group, keeps one pure *core* per assigned partition
-(rules, detectors, dedup state ...), and for every batch: ``core.process(records)`` → produce the
-outputs → wait for the broker's acks.
+(rules, detectors, dedup state ...), and for every batch: ``core.process(records)`` → send the
+outputs; their acks arrive while the loop fetches and processes the next batches (at most
+``max_unacked`` batches unacknowledged; each output partition keeps its order).
 
 State and position move together. Every ``checkpoint_s`` (and on shutdown or when a partition
 is revoked) each core's ``snapshot()`` is written atomically with the offset it corresponds to
 (to the data directory or to the compacted ``<prefix>.state.<stage>`` topic: ``streams.checkpoints``),
 and only then is that offset committed to Kafka: the committed offset never runs ahead of saved
-state. On assignment the core is restored from its checkpoint and the consumer seeks to the
+state. Nothing is written before every output sent up to the checkpoint is acknowledged, so a
+checkpoint never covers an unacknowledged output. Only the snapshots stop the loop (under the
+stage's lock); the write and the commit run while it goes on, one checkpoint at a time, and the
+partitions' checkpoints are staggered over the interval, one core's snapshot per pause. On assignment the core is restored from its checkpoint and the consumer seeks to the
 checkpoint's offset (without a checkpoint it starts fresh at the committed offset, which then is
 where fresh state belongs). A crash therefore re-processes what came after the last checkpoint
 (at-least-once) and, as every output carries a deterministic id, consumers drop the copies.
@@ -30,7 +34,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +96,59 @@ class Core(Protocol):
 
 
 CoreFactory = Callable[[int], Core]  # partition -> a fresh core (the runner restores its checkpoint)
+# a checkpoint taken, to write: (partition, offsets, state) each, the offsets to commit after, and
+# the acks of the outputs sent before it was taken (awaited before anything is written)
+Taken = tuple[list[tuple[int, dict[str, Any], bytes]], dict[TopicPartition, int], list["asyncio.Future[Any]"]]
+
+
+# a checkpoint's snapshots below this CPU time are taken on the event loop (a few ms: cheaper than
+# handing them to a thread, whose GIL hand-overs with the loop stretch them several times)
+INLINE_SNAPSHOT_S = 0.01
+
+
+def _snapshots(cores: list[Core]) -> tuple[list[bytes], float]:
+    """The cores' snapshots and the CPU seconds they took (of this thread)."""
+    t = time.thread_time()
+    states = [c.snapshot() for c in cores]
+    return states, time.thread_time() - t
+
+
+class PhaseTimes:
+    """Opt-in diagnostics, ``ATALAIA_STAGE_TIMING=<file>``: where each stage loop's time goes.
+    Every 5 s a stage appends the percentiles (ms) of its phases to the file: ``fetch`` (one
+    ``getmany``), ``age`` (the oldest record of each fetched partition batch, by its Kafka
+    timestamp), ``process`` (the cores, one batch), ``send`` (handing the outputs to the
+    producer), ``ack`` (a batch's send until the broker acknowledged all of it, while the loop
+    goes on), ``take`` (a checkpoint's pause of the loop), ``records`` and ``outputs`` per batch.
+    Used by ``benchmarks/latency_bench.py --timing``."""
+
+    def __init__(self, path: str, stage: str) -> None:
+        self.path, self.stage, self.since = path, stage, time.monotonic()
+        self.data: dict[str, list[float]] = {}
+
+    @classmethod
+    def from_env(cls, stage: str) -> PhaseTimes | None:
+        path = os.environ.get("ATALAIA_STAGE_TIMING")
+        return cls(path, stage) if path else None
+
+    def add(self, phase: str, value: float) -> None:
+        self.data.setdefault(phase, []).append(value)
+
+    def flush(self) -> None:
+        if time.monotonic() - self.since < 5:
+            return
+        self.since, data, self.data = time.monotonic(), self.data, {}
+        lines = [f"{time.strftime('%H:%M:%S')} {self.stage} pid={os.getpid()}"]
+        for phase, xs in sorted(data.items()):
+            xs.sort()
+            n = len(xs)
+            lines.append(
+                f"  {phase:8} n={n:5} sum={sum(xs):9.0f} p50={xs[n // 2]:8.1f} p90={xs[int(n * 0.9)]:8.1f} "
+                f"p99={xs[min(n - 1, int(n * 0.99))]:8.1f} max={xs[-1]:8.1f}"
+            )
+        with open(self.path, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
 
 _settled = False
 # On in stage processes (``atalaia worker``/``up`` and the benchmarks set it with
@@ -163,6 +222,7 @@ class BatchStage(Service):
         session_timeout_s: float = 10.0,
         heartbeat_s: float = 1.0,
         checkpoint_s: float = 2.0,
+        max_unacked: int = 8,  # batches whose outputs may await their acks while the loop goes on
         tick_s: float | None = None,
         clock: Callable[[], float] = time.time,
         health: Any = None,
@@ -187,6 +247,13 @@ class BatchStage(Service):
         self.consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
         self._last_ckpt = 0.0
+        # outputs sent and not yet acknowledged, oldest first (one future per batch or tick): the
+        # loop fetches and processes the next batch meanwhile; every checkpoint waits for them all
+        self._unacked: deque[asyncio.Future[Any]] = deque()
+        self.max_unacked = max_unacked
+        self._writing: asyncio.Future[None] | None = None  # a checkpoint being written, off the lock
+        self._checkpointed: dict[int, float] = {}  # partition -> when its last checkpoint was taken
+        self._snapshot_cpu = 0.0  # CPU seconds the last checkpoint's snapshots took
         self._consumer_started = False
         self.processed = 0
         self.processed_by_topic: dict[str, int] = {}
@@ -198,6 +265,7 @@ class BatchStage(Service):
         self.cluster: str | None = None  # the broker's cluster id, saved with the checkpoints
         self._partitions: dict[tuple[int, bytes], int] = {}  # (partition count, key) -> partition
         self._heap_settled = False
+        self.times = PhaseTimes.from_env(name)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -263,7 +331,15 @@ class BatchStage(Service):
         if self.consumer is not None and self._consumer_started:
             if self.failed is None:
                 async with self._lock:
-                    await self._checkpoint_all()
+                    try:
+                        await self._checkpoint_all()
+                    except Exception as e:  # an output was not acknowledged, a write failed: the
+                        # last consistent checkpoint stays (the restart re-processes from there)
+                        self.failed = e
+                        log.critical("%s: no checkpoint at stop: %r", self.name, e)
+            elif self._writing is not None:  # a consistent checkpoint being written: let it end
+                with contextlib.suppress(Exception):
+                    await self._written()
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
         if self.checkpoints is not None:
@@ -415,15 +491,35 @@ class BatchStage(Service):
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         async with self._lock:
             if self.failed is None:
-                await self._checkpoint_all(sorted({tp.partition for tp in tps}))
+                try:
+                    await self._checkpoint_all(sorted({tp.partition for tp in tps}))
+                except Exception as e:  # an output not acknowledged, a checkpoint not written: the
+                    self.failed = e  # stage fails (its loop raises it), never checkpoints again
+                    log.critical("%s: cannot checkpoint revoked partitions: %r", self.name, e)
             for tp in tps:
                 self.cores.pop(tp.partition, None)
                 self.positions.pop(tp, None)
                 self.dirty.discard(tp.partition)
+                self._checkpointed.pop(tp.partition, None)
 
     async def _checkpoint_all(self, partitions: list[int] | None = None) -> None:
-        """Save state with its offset, then commit that offset (never the other way round).
-        Partitions unchanged since their last checkpoint are skipped."""
+        """Checkpoint now and wait until it is written and committed (revoke, stop): after the
+        checkpoint being written in the background, if any."""
+        await self._written()
+        await self._write(await self._take(partitions))
+
+    async def _written(self) -> None:
+        """Wait for the checkpoint being written in the background (its errors are the stage's)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def _take(self, partitions: list[int] | None = None) -> Taken:
+        """The checkpoint of the dirty partitions (all, or those of ``partitions``) as of now, taken
+        under the stage's lock: each core's snapshot with the offsets it corresponds to, and the
+        acks still awaited for the outputs sent so far. Writing it (:meth:`_write`) needs no lock
+        and waits for those acks first: a checkpoint never covers an offset whose outputs the
+        broker has not acknowledged."""
         commits, saves = {}, []
         for p in list(self.dirty) if partitions is None else [p for p in partitions if p in self.dirty]:
             core = self.cores.get(p)
@@ -436,21 +532,41 @@ class BatchStage(Service):
                     offsets[CLUSTER_KEY] = self.cluster
                 saves.append((p, offsets, core))
             commits.update(pos)
-        if saves:  # serialising (and writing, fsync) off the event loop: the other stages and the
-            # heartbeats keep going; this stage's lock is held, so no batch changes a core meanwhile
-            try:
+        if saves:  # the lock is held, so no batch changes a core meanwhile. A small snapshot is
+            # taken on the loop; a large one (its last took ≥ INLINE_SNAPSHOT_S of CPU) in a thread,
+            # so the other stages, the HTTP endpoints and the heartbeats go on meanwhile
+            cores = [c for _, _, c in saves]
+            if self._snapshot_cpu < INLINE_SNAPSHOT_S:
+                states, self._snapshot_cpu = _snapshots(cores)
+            else:
+                states, self._snapshot_cpu = await asyncio.to_thread(_snapshots, cores)
+            saves = [(p, o, state) for (p, o, _), state in zip(saves, states, strict=True)]
+        self.dirty.difference_update(tp.partition for tp in commits)
+        self._last_ckpt = time.monotonic()
+        self._checkpointed.update(dict.fromkeys((tp.partition for tp in commits), self._last_ckpt))
+        return saves, commits, list(self._unacked)
+
+    async def _write(self, checkpoint: Taken) -> None:
+        """Wait for the acks of every output sent before the checkpoint was taken (one that failed
+        fails the stage: nothing is saved), then save its state with its offsets, then commit
+        those offsets (never the other way round). Not written or not committed: its partitions
+        are dirty again."""
+        saves, commits, acks = checkpoint
+        for ack in acks:
+            await ack
+        try:
+            if saves:
                 await self.checkpoints.save_many(saves)
-            except CheckpointUnavailable as e:  # the state is kept; nothing is committed
-                log.warning("%s: checkpoint not written, offsets not committed (retried): %s", self.name, e)
-                self._last_ckpt = time.monotonic()
-                return
+        except CheckpointUnavailable as e:  # the state is kept; nothing is committed
+            log.warning("%s: checkpoint not written, offsets not committed (retried): %s", self.name, e)
+            self.dirty.update(tp.partition for tp in commits if tp.partition in self.cores)
+            return
         if commits:
             try:
                 await self.consumer.commit(commits)
-                self.dirty.difference_update(tp.partition for tp in commits)
             except Exception as e:  # e.g. during a rebalance: the checkpoint files still hold
                 log.warning("%s: commit failed: %s", self.name, e)
-        self._last_ckpt = time.monotonic()
+                self.dirty.update(tp.partition for tp in commits if tp.partition in self.cores)
 
     # -- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -458,22 +574,54 @@ class BatchStage(Service):
         await consumer.start()  # here, not in on_start: stages join their groups concurrently
         self._consumer_started = True
         while not self.should_stop:
+            if self.failed is not None:  # a rebalance listener found it: crash (see _guard)
+                raise self.failed
             if self.health.holding:  # wrong topic layout (see streams.guard): consume nothing
                 await asyncio.sleep(0.5)
                 continue
+            t0 = time.perf_counter()
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
             except Exception as e:  # broker hiccup: log, back off, keep going
                 log.warning("%s: fetch failed: %s", self.name, e)
                 await asyncio.sleep(0.5)
                 continue
+            if self.times:
+                self._fetched(batches, t0)
             async with self._lock:
                 if batches:
                     await self._process(batches)
                 else:
                     self.backlog = False
-                if time.monotonic() - self._last_ckpt > self.checkpoint_s:
-                    await self._checkpoint_all()
+                due = self._due() if self._writing is None or self._writing.done() else None
+                if due:  # one checkpoint written at a time, in order; the loop goes on meanwhile
+                    t0 = time.perf_counter()
+                    await self._written()
+                    self._writing = asyncio.ensure_future(self._write(await self._take(due)))
+                    if self.times:
+                        self.times.add("take", (time.perf_counter() - t0) * 1000)
+            if self.times:
+                self.times.flush()
+
+    def _due(self) -> list[int] | None:
+        """The partition to checkpoint now, if any. Checkpoints are staggered: each partition is
+        checkpointed ``checkpoint_s`` after its last checkpoint, and at most one partition every
+        ``checkpoint_s / partitions``, so the loop pauses for one core's snapshot at a time
+        (spread over the interval), not for all of them at once."""
+        now = time.monotonic()
+        if not self.dirty or now - self._last_ckpt < self.checkpoint_s / max(1, len(self.cores)):
+            return None
+        at = self._checkpointed
+        p = min(self.dirty, key=lambda p: at.get(p, 0.0))
+        return [p] if now - at.get(p, 0.0) >= self.checkpoint_s else None
+
+    def _fetched(self, batches: dict[TopicPartition, list[Any]], t0: float) -> None:
+        times, wall = self.times, time.time() * 1000
+        times.add("fetch", (time.perf_counter() - t0) * 1000)
+        times.add("records", sum(len(x) for x in batches.values()))
+        for records in batches.values():
+            if records and isinstance(records[0].timestamp, int) and records[0].timestamp > 0:
+                times.add("age", wall - records[0].timestamp)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         t0 = time.perf_counter()
@@ -503,8 +651,14 @@ class BatchStage(Service):
             n += len(records)
             self.processed_by_topic[tp.topic] = self.processed_by_topic.get(tp.topic, 0) + len(records)
             by_topic[tp.topic] = by_topic.get(tp.topic, 0) + len(records)
-        await self._produce(outs)
-        # only now, with every output acknowledged, do the positions move on
+        t1 = time.perf_counter()
+        await self._produce(outs, slices)
+        if self.times:
+            self.times.add("process", (t1 - t0) * 1000)
+            self.times.add("send", (time.perf_counter() - t1) * 1000)
+            self.times.add("outputs", len(outs))
+        # the cores have applied these records: the positions move on (their outputs may still
+        # await their acks: a checkpoint waits for those before it saves these positions)
         self.positions.update(advanced)
         self.dirty.update(tp.partition for tp in advanced)
         self.backlog = n >= self.max_records
@@ -515,13 +669,21 @@ class BatchStage(Service):
             if label and label != self.name:
                 STAGE_RECORDS.labels(label).inc(k)
         STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
-        metrics.batch_done(self.name, slices)  # latency, alarms and incidents (streams.metrics)
 
-    async def _produce(self, outs: list[Out]) -> None:
-        """Send ``outs`` and wait until the broker has acknowledged every one. Large batches go
-        as per-partition record batches (the producer's per-message path costs about twice the
-        CPU); partitions are chosen by the producer's own partitioner, as ``send`` would."""
+    async def _produce(
+        self, outs: list[Out], slices: list[tuple[list[Any], list[Out]]] | None = None
+    ) -> None:
+        """Send ``outs`` without waiting for their acks (a checkpoint waits for them; the loop goes on
+        with the next batch meanwhile, at most ``max_unacked`` batches ahead). The producer keeps
+        each partition's records in the order sent (one request in flight per broker), so the
+        outputs keep their order. Large batches go as per-partition record batches (the
+        producer's per-message path costs about twice the CPU); partitions are chosen by the
+        producer's own partitioner, as ``send`` would. ``slices`` (records, their outputs) feed
+        the latency metrics once acknowledged."""
+        self._reap()
         if not outs:
+            if slices:
+                metrics.batch_done(self.name, slices)
             return
         counts: dict[str, int] = {}
         for o in outs:
@@ -540,9 +702,35 @@ class BatchStage(Service):
             ]
         else:
             futures = await self._send_batches(outs, counts)
-        await asyncio.gather(*futures)
+        acked = asyncio.gather(*futures)
+        sent = time.perf_counter()
+        acked.add_done_callback(lambda f: self._on_acked(f, counts, slices, sent))
+        self._unacked.append(acked)
+        while len(self._unacked) > self.max_unacked:
+            await self._unacked[0]
+            self._reap()
+
+    def _on_acked(
+        self,
+        acked: asyncio.Future[Any],
+        counts: dict[str, int],
+        slices: list[tuple[list[Any], list[Out]]] | None,
+        sent: float,
+    ) -> None:
+        if acked.cancelled() or acked.exception() is not None:
+            return  # raised by _reap, or by the checkpoint that awaits it
+        if self.times:
+            self.times.add("ack", (time.perf_counter() - sent) * 1000)
         for topic, c in counts.items():
             STAGE_OUTPUTS.labels(self.name, topic).inc(c)
+        if slices:
+            metrics.batch_done(self.name, slices)  # latency, alarms and incidents (streams.metrics)
+
+    def _reap(self) -> None:
+        """Forget the oldest sends the broker has acknowledged; one that failed fails the stage."""
+        unacked = self._unacked
+        while unacked and unacked[0].done():
+            unacked.popleft().result()
 
     async def _send_batches(self, outs: list[Out], counts: dict[str, int]) -> list[Any]:
         producer = self.producer
