@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atalaia.incidents.config import ActionName, RoleName, parse_duration
+from atalaia.streams.records import record_decoder
 
 if TYPE_CHECKING:
     from atalaia.incidents.silences import SilenceCommand
@@ -58,6 +59,7 @@ class Command(BaseModel):
 
 
 # -- the record of atalaia.commands (what the incident manager takes of it) ---------------------
+@record_decoder
 def decode_command(value: bytes) -> Command | SilenceCommand | None:
     """A record of ``atalaia.commands`` as the incident manager's command: a
     :class:`~atalaia.incidents.silences.SilenceCommand` (``silence`` / ``expire-silence``) or a

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import orjson
 
-from atalaia.streams.records import Location, Text, Time
+from atalaia.streams.records import Location, Text, Time, record_decoder
 
 if TYPE_CHECKING:
     from atalaia.incidents.silences import SilenceEvent
@@ -154,12 +154,14 @@ def rejected_reply(value: bytes | None, reason: str) -> tuple[bytes, bytes] | No
 _event_decoder = msgspec.json.Decoder(IncidentEvent)
 
 
+@record_decoder
 def decode_incident_event(value: bytes) -> IncidentEvent:
     """A record of ``atalaia.incidents`` as an :class:`IncidentEvent`; raises
     ``msgspec.DecodeError`` naming the path otherwise (unknown keys are ignored)."""
     return _event_decoder.decode(value)
 
 
+@record_decoder
 def decode_incident_record(value: bytes) -> IncidentEvent | SilenceEvent:
     """Any record of ``atalaia.incidents``: an incident event, or a runtime silence's change
     (``"kind": "silence"``, :class:`~atalaia.incidents.silences.SilenceEvent`). Incident events
@@ -183,6 +185,7 @@ def incident_event_from_dict(d: dict[str, Any]) -> IncidentEvent:
 _reply_decoder = msgspec.json.Decoder(CommandReply)
 
 
+@record_decoder
 def decode_reply(value: bytes) -> CommandReply:
     """A record of ``atalaia.replies`` as a :class:`CommandReply` (a rejected reply to a
     malformed command carries ``at: null``, so ``at`` may be None here)."""

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 from atalaia.incidents.config import RoleName, parse_duration
 from atalaia.rules.matchers import Matcher
-from atalaia.streams.records import Time
+from atalaia.streams.records import Time, record_decoder
 
 SILENCE_ACTIONS = ("silence", "expire-silence")
 MAX_MATCHERS = 20
@@ -267,6 +267,7 @@ class SilenceEvent:
 _silence_decoder = msgspec.json.Decoder(SilenceEvent)
 
 
+@record_decoder
 def decode_silence_event(value: bytes) -> SilenceEvent:
     """A silence's change on ``atalaia.incidents`` (:func:`atalaia.incidents.events.decode_incident_record`
     reads both record kinds of the topic)."""

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import orjson
 
+from atalaia.streams.records import record_decoder
+
 if TYPE_CHECKING:
     from atalaia.incidents.events import IncidentEvent
 
@@ -157,6 +159,7 @@ def digest_id(target: str, ids: list[str]) -> str:
 _decoder = msgspec.json.Decoder(Notification)
 
 
+@record_decoder
 def decode_notification(value: bytes) -> Notification:
     """A record of ``atalaia.notifications`` as a :class:`Notification` (with its snapshot and
     digest); raises ``msgspec.DecodeError`` naming the path otherwise."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from atalaia.streams.records import Location, Text, Time, invalid
+from atalaia.streams.records import Location, Text, Time, invalid, record_decoder
 
 State = Literal["pending", "firing", "resolved", "inactive"]
 STATES = ("pending", "firing", "resolved", "inactive")
@@ -96,6 +96,7 @@ def transition_id(rule: str, key: str, state: str, at: str, severity: str) -> st
 _decoder = msgspec.json.Decoder(AlarmTransition)
 
 
+@record_decoder
 def decode_alarm(value: bytes) -> AlarmTransition:
     """A record of ``atalaia.alarms`` as an :class:`AlarmTransition` (checked against the type:
     a known state, non-empty rule/key/severity, times with a zone, numbers, text labels); raises

@@ -11,6 +11,7 @@ type cannot (a time with a zone, non-empty text), so every record type writes th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +35,22 @@ TIME_PATTERN = (
 Time = Annotated[str, msgspec.Meta(pattern=TIME_PATTERN, max_length=40)]
 Text = Annotated[str, msgspec.Meta(min_length=1)]  # non-empty text
 Location = Annotated[list[float], msgspec.Meta(min_length=2, max_length=2)]  # [lon, lat]
+
+
+def record_decoder(fn: Decoder) -> Decoder:
+    """Mark ``fn`` as a topic's decoder: whatever it cannot decode raises :data:`DecodeError`,
+    including JSON nested deeper than the interpreter's recursion limit (msgspec raises
+    ``RecursionError`` for that in fields typed ``Any``), so a hostile record lands on the DLQ
+    instead of crashing its stage."""
+
+    @functools.wraps(fn)
+    def decode_record(value: bytes) -> Any:
+        try:
+            return fn(value)
+        except RecursionError:
+            raise msgspec.DecodeError("JSON is nested too deeply") from None
+
+    return decode_record
 
 
 def invalid(message: str, path: str) -> msgspec.ValidationError:

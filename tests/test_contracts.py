@@ -252,6 +252,16 @@ def test_a_decoder_returns_its_type_or_raises_the_decode_error(decoder, data) ->
     _decodes_or_refuses(decoder, json.dumps(data.draw(json_values)).encode())  # big integers too
 
 
+@pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("field", ["labels", "values", "snapshot", "attributes", "correlation", "x"])
+def test_a_record_nested_deeper_than_the_interpreter_goes_is_refused_not_a_crash(decoder, field) -> None:
+    """A hostile producer's record nested 100 000 deep in any field is a DecodeError (a DLQ
+    record), not a RecursionError that would stop the stage."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(DecodeError):
+        decoder(b'{"%s":%s}' % (field.encode(), deep))
+
+
 SAMPLES = {
     decode_alarm: alarms,
     decode_incident_record: incident_events,

@@ -34,7 +34,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from atalaia.streams.clock import format_time, parse_time
-from atalaia.streams.records import Location, Text, Time
+from atalaia.streams.records import Location, Text, Time, record_decoder
 
 TIME_SOURCES = ("observed", "notified", "received")
 Tenant = Annotated[str, msgspec.Meta(pattern=r"^[^|]*$")]  # a tenant name never holds "|" (entity_key)
@@ -136,6 +136,7 @@ class ObservationRecord(TypedDict):
 _decoder = msgspec.json.Decoder(ObservationRecord)
 
 
+@record_decoder
 def decode_observation(value: bytes) -> ObservationRecord:
     """A record of ``atalaia.observations`` as a dict of the contract's shape (numbers as float),
     checked against :class:`ObservationRecord`; raises ``msgspec.DecodeError`` naming the path
