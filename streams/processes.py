@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 log = logging.getLogger("atalaia.up")
@@ -48,7 +49,10 @@ def atalaia_argv() -> list[str]:
     return [sys.executable, "-P", "-c", "from atalaia.streams.cli import main; main()"]
 
 
-def _child_setup() -> None:  # between fork and exec
+def _child_setup(nice: int = 0) -> None:  # between fork and exec
+    if nice:  # below the alarm path's priority (atalaia up's ops process: ATALAIA_OPS_NICE)
+        with contextlib.suppress(OSError):
+            os.nice(nice)
     with contextlib.suppress(Exception):  # PR_SET_PDEATHSIG: `kill -9 atalaia up` kills all of it at
         # once, as it did when up was one process (a graceful child would still hold the port)
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
@@ -60,14 +64,23 @@ class Child:
     name: str
     args: list[str]
     env: dict[str, str]
+    nice: int = 0  # added to the child's nice value (lower CPU priority)
     proc: subprocess.Popen | None = None
     started: float = 0.0
     deaths: list[float] = field(default_factory=list)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([*atalaia_argv(), *self.args], env=self.env, preexec_fn=_child_setup)
+        self.proc = subprocess.Popen(
+            [*atalaia_argv(), *self.args], env=self.env, preexec_fn=partial(_child_setup, self.nice)
+        )
         self.started = time.monotonic()
-        log.info("started process %s (pid %d): atalaia %s", self.name, self.proc.pid, " ".join(self.args))
+        log.info(
+            "started process %s (pid %d%s): atalaia %s",
+            self.name,
+            self.proc.pid,
+            f", nice +{self.nice}" if self.nice else "",
+            " ".join(self.args),
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

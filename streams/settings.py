@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         (-9.6, 36.8, -6.1, 42.2),
         description="lon_min, lat_min, lon_max, lat_max (default: mainland Portugal)",
     )
+    ops_nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="atalaia up: the ops process (incidents, projection, escalation, delivery, warnings, "
+        "console) runs this much nicer than the alarm path, which a storm then serves first (0 = equal)",
+    )
     session_timeout_s: float = 10.0
     heartbeat_s: float = 1.0
     fetch_wait_ms: int = 50

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # The stage names users choose with ``atalaia worker --stages`` (in pipeline order).
 USER_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery", "warnings")
 PROCESS_GROUPS = ("alarms", "ops")
+BACKGROUND_GROUP = "ops"  # runs at a lower CPU priority than the alarm path (Settings.ops_nice)
 
 
 @dataclass(frozen=True)
