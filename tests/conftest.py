@@ -120,6 +120,8 @@ def make_worker(broker: str, topic_prefix: str, tmp_path: Path):
             "ATALAIA_HTTP_PORT": str(port or free_port()),
             "ATALAIA_PARTITIONS": "3",
             "ATALAIA_LOG_LEVEL": "info",
+            # a killed worker's partitions move after its session expires: short in tests
+            "ATALAIA_SESSION_TIMEOUT_S": "4",
             **(extra_env or {}),
         }
         w = WorkerProcess(env, ["worker", "--http", *extra_args], tmp_path / f"worker{len(workers)}.log")

@@ -293,9 +293,9 @@ def test_two_workers_share_partitions_and_take_over_on_a_kill(broker, topic_pref
     n = make_history(history, entities=9, steps=120, seed=11)
     expected = replay(rules, history)
     first, second = halves(history, n)
-    env = env_for(
-        rules, idle_s=60
-    )  # the fail-over waits out the killed member's session (≈ 26 s seen): no flush meanwhile
+    # the fail-over waits out the killed member's session (4 s in tests; ≈ 10 s seen under load
+    # with the group's rebalance): the reorder buffer must not flush meanwhile
+    env = env_for(rules, idle_s=30)
     a = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     b = make_worker("--stages", "ingest,rules", extra_env=env).start(("ingest", "rules"))
     shared_partitions(a, b)  # the group rebalances so that both own partitions
