@@ -10,9 +10,11 @@
   :func:`decode_warning_command` (the incident manager's
   :func:`~atalaia.incidents.commands.decode_command` leaves them alone).
 
-The bytes are those the workflow wrote as dicts before: the same keys in the same order, ``null``
-where a value is missing, and no ``warning`` key on the reply to a malformed command. None of
-these records carries a float, so msgspec writes them (the same bytes as orjson would).
+The records of ``atalaia.warnings`` are the bytes the workflow wrote as dicts before: the same
+keys in the same order, ``null`` where a value is missing, and no ``warning`` key on the reply to a
+malformed command. They carry no float, so msgspec writes them (the same bytes as orjson would;
+the two differ only on floats from 1e16 up). A command is written without the fields left at
+their default, as its producers wrote it.
 
 >>> reply = WarningReply(command="c1", ok=False, error="a rejection needs a reason", warning="W-1")
 >>> reply.to_json()
