@@ -76,8 +76,8 @@ class WarningEvent(msgspec.Struct, tag_field="kind", tag="warning"):
 
 
 class CapRecord(msgspec.Struct, tag_field="kind", tag="cap"):
-    """An issued CAP 1.2 document to publish (``kind: "cap"``): the feed, the warning notices
-    (SMS, email, PGU) read it. ``tenant`` is not part of the document."""
+    """An issued CAP 1.2 document to publish (``kind: "cap"``): the warning notices stage turns
+    it into notifications (SMS, email, PGU). ``tenant`` is not part of the document."""
 
     kind: ClassVar[Literal["cap"]] = "cap"  # the tag (written first), readable as an attribute
     warning: Text
