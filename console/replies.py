@@ -1,6 +1,8 @@
-"""Operator command replies for the console: a group-less consumer of ``atalaia.replies`` (every
-console instance sees every reply) that lets the command endpoint wait for the incident
-manager's answer, so an operator sees "refused: incident is closed" at once instead of never."""
+"""Command replies for the console: a group-less consumer of a replies topic (every console
+instance sees every reply) that lets a command endpoint wait for its answer, so an operator sees
+"refused: incident is closed" at once instead of never: the incident manager's on
+``atalaia.replies`` (:func:`command_reply`), the warnings stage's on ``atalaia.warnings``
+(:func:`warning_reply`)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import orjson
 from mode import Service
 
 from atalaia.console.consumer import assigned_consumer
@@ -27,17 +28,15 @@ class ReplyWatcher(Service):
         self,
         bootstrap: str,
         topic: str,
+        decode: Callable[[bytes], dict[str, Any]],
         keep: int = 10_000,
-        accept: Callable[[dict[str, Any]], bool] | None = None,
-        decode: Callable[[bytes], dict[str, Any]] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.bootstrap, self.topic, self.keep = bootstrap, topic, keep
-        self.accept = accept  # which records of the topic are replies (default: every object)
-        # the topic's record decoder, as a dict for the API's answer (default: any JSON object);
-        # it raises DecodeError for a record that is not a reply
-        self.decode = decode or _json_object
+        # the topic's reply decoder, as a dict for the API's answer; it raises DecodeError for a
+        # record that is not a reply
+        self.decode = decode
         self.replies: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.waiters: dict[str, list[asyncio.Future]] = {}
 
@@ -51,10 +50,9 @@ class ReplyWatcher(Service):
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():
                     for r in records:
-                        with contextlib.suppress(DecodeError):  # the incidents stage keeps it on the DLQ
-                            reply = self.decode(r.value or b"")
-                            if self.accept is None or self.accept(reply):
-                                self._record(reply)
+                        # not a reply: a malformed one is kept on the DLQ by the topic's consuming stage
+                        with contextlib.suppress(DecodeError):
+                            self._record(self.decode(r.value or b""))
 
     def _record(self, reply: dict[str, Any]) -> None:
         cid = str(reply.get("command", ""))
@@ -82,14 +80,13 @@ class ReplyWatcher(Service):
                 self.waiters.pop(command_id, None)
 
 
-def _json_object(value: bytes) -> dict[str, Any]:
-    try:
-        d = orjson.loads(value)
-    except orjson.JSONDecodeError as e:
-        raise DecodeError(str(e)) from None
-    if not isinstance(d, dict):
-        raise msgspec.ValidationError("Expected `object`")
-    return d
+def warning_reply(value: bytes) -> dict[str, Any]:
+    """A reply on ``atalaia.warnings``, checked as a
+    :class:`~atalaia.warnings.records.WarningReply` (``decode_warning_reply``), as a dict; the
+    topic's other records (warning events, CAP documents) raise DecodeError and are skipped."""
+    from atalaia.warnings.records import decode_warning_reply
+
+    return msgspec.to_builtins(decode_warning_reply(value))
 
 
 def command_reply(value: bytes) -> dict[str, Any]:

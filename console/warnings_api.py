@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import orjson
+import msgspec
 
 from atalaia.console.bodies import read_object
 from atalaia.warnings.feed import FEED_PATH, alert_path
+from atalaia.warnings.records import WarningCommand
 
 ACTIONS = ("edit", "submit", "approve", "reject", "issue", "update", "cancel")
 DEFAULT_SENDER = "protecao.civil@cm-porto.pt"
@@ -74,7 +75,7 @@ def warning_json(w: Any, actions: list[str]) -> dict[str, Any]:
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: dict[str, Any]) -> None:
     """The warnings routes; ``ctx`` holds the console's helpers (fail, who, projection, page)."""
-    from atalaia.console.replies import ReplyWatcher
+    from atalaia.console.replies import ReplyWatcher, warning_reply
     from atalaia.warnings.config import load_config
     from atalaia.warnings.from_incident import draft_from_incident
     from atalaia.warnings.http import _core
@@ -82,9 +83,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
     from atalaia.warnings.short_text import sms_text
 
     fail, identify, projection, page = ctx["fail"], ctx["identify"], ctx["projection"], ctx["page"]
-    replies = app.service(
-        ReplyWatcher(bootstrap, settings.topic("warnings"), accept=lambda r: r.get("kind") == "reply")
-    )
+    replies = app.service(ReplyWatcher(bootstrap, settings.topic("warnings"), decode=warning_reply))
     cache: dict[str, Any] = {}
 
     def core() -> Any | None:
@@ -224,22 +223,22 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return fail(view, 422, "Invalid draft", detail, field=errors[0]["field"], errors=errors)
 
-    async def send(view: Any, command: dict[str, Any], status: int = 200) -> Any:
-        command = {"kind": "warning", **command}
-        command["id"] = hashlib.blake2b(orjson.dumps([command, time.time_ns()]), digest_size=12).hexdigest()
-        key = (command.get("warning") or command["id"]).encode()
-        await publish(settings.topic("commands"), orjson.dumps(command), key)
-        reply = await replies.wait(command["id"], REPLY_WAIT_S)
+    async def send(view: Any, command: WarningCommand, status: int = 200) -> Any:
+        cid = hashlib.blake2b(command.to_json() + str(time.time_ns()).encode(), digest_size=12).hexdigest()
+        command = msgspec.structs.replace(command, id=cid)
+        key = (command.warning or command.id).encode()
+        await publish(settings.topic("commands"), command.to_json(), key)
+        reply = await replies.wait(command.id, REPLY_WAIT_S)
         if reply is None:
-            return view.json({"command": command["id"], "status": "queued"}, status=202)
+            return view.json({"command": command.id, "status": "queued"}, status=202)
         if not reply.get("ok"):
             reason = str(reply.get("error") or "refused")
             code = 403 if reason.startswith(FORBIDDEN) else 404 if reason.startswith("no warning") else 409
             if reason.startswith("bad draft"):
                 code = 422
-            return fail(view, code, "Command refused", reason, command=command["id"])
+            return fail(view, code, "Command refused", reason, command=command.id)
         return view.json(
-            {"command": command["id"], "status": "accepted", "warning": reply.get("warning")}, status=status
+            {"command": command.id, "status": "accepted", "warning": reply.get("warning")}, status=status
         )
 
     @app.page("/warnings")
@@ -283,7 +282,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if errors:
                 return bad_draft(self, errors)
             return await send(
-                self, {"action": "draft", "actor": who[0], "role": who[1], "draft": draft}, status=201
+                self, WarningCommand(action="draft", actor=who[0], role=who[1], draft=draft), status=201
             )
 
     @app.page("/api/warnings/preview")
@@ -376,9 +375,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
             if tenants is not None and changes.get("tenant", w.draft.get("tenant")) not in tenants:
                 return fail(self, 403, "Not allowed", "a warning may not be moved to another tenant")
-            cmd: dict[str, Any] = {"action": action, "warning": warning, "actor": actor, "role": role}
-            if reason:
-                cmd["reason"] = reason
+            cmd = WarningCommand(action=action, warning=warning, actor=actor, role=role, reason=reason)
             if action in ("edit", "update", "cancel"):
                 if action == "edit":
                     merged = {**w.draft, **changes}
@@ -389,7 +386,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 _, errors = check(merged)
                 if errors:
                     return bad_draft(self, errors)
-                cmd["draft"] = changes
+                cmd = msgspec.structs.replace(cmd, draft=changes)
             return await send(self, cmd)
 
     @app.page("/api/incidents/{incident}/warnings")
@@ -440,5 +437,5 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             _, errors = check(draft)
             if errors:
                 return bad_draft(self, errors)
-            cmd = {"action": "draft", "actor": who[0], "role": who[1], "draft": draft, "incident": incident}
+            cmd = WarningCommand(action="draft", actor=who[0], role=who[1], draft=draft, incident=incident)
             return await send(self, cmd, status=201)

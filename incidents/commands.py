@@ -64,7 +64,7 @@ def decode_command(value: bytes) -> Command | SilenceCommand | None:
     """A record of ``atalaia.commands`` as the incident manager's command: a
     :class:`~atalaia.incidents.silences.SilenceCommand` (``silence`` / ``expire-silence``) or a
     :class:`Command`; ``None`` for a warning command (``"kind": "warning"``, the warnings stage's:
-    :func:`atalaia.warnings.stage.decode_warning_command`). Anything else raises
+    :func:`atalaia.warnings.records.decode_warning_command`). Anything else raises
     ``msgspec.DecodeError`` with the first error and its path (``... - at `$.action```)."""
     import msgspec
     import orjson

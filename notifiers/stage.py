@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from atalaia.incidents.events import decode_incident_record
 from atalaia.streams.clock import utc
 from atalaia.streams.records import decode, dlq
@@ -22,6 +20,7 @@ if TYPE_CHECKING:
     from atalaia.notifiers.service import Notifier
     from atalaia.warnings.catalogue import Catalogue
     from atalaia.warnings.config import WarningsConfig
+    from atalaia.warnings.records import WarningCommand
 
 
 class EscalationCore:
@@ -53,16 +52,17 @@ class EscalationCore:
 
     def _out(self, n: Notification) -> Out:
         if n.kind == "propose":
-            return Out("commands", orjson.dumps(self.draft_command(n)), key=n.incident.encode())
+            return Out("commands", self.draft_command(n).to_json(), key=n.incident.encode())
         return Out("notifications", n.to_json(), key=n.target.encode())
 
-    def draft_command(self, n: Notification) -> dict[str, Any]:
+    def draft_command(self, n: Notification) -> WarningCommand:
         """The ``draft`` command (kind warning) a ``propose_warning`` notification asks for."""
         from dataclasses import asdict
         from datetime import timedelta
 
         from atalaia.warnings.config import WarningsConfig
         from atalaia.warnings.from_incident import draft_from_incident
+        from atalaia.warnings.records import WarningCommand
 
         if self._catalogue is None:
             self._catalogue = (self.warnings_config or WarningsConfig()).catalogue()
@@ -76,17 +76,16 @@ class EscalationCore:
             timedelta(seconds=float(ask.get("valid_for_s", 43200))),
         )
         draft["status"] = ask.get("status", "Actual")
-        return {
-            "kind": "warning",
-            "id": n.id,
-            "action": "draft",
-            "actor": f"escalation:{n.policy}",
-            "role": "system",
-            "reason": f"propose_warning step {n.step + 1} of policy {n.policy}",
-            "incident": n.incident,
-            "draft": draft,
-            "at": n.due,
-        }
+        return WarningCommand(
+            id=n.id,
+            action="draft",
+            actor=f"escalation:{n.policy}",
+            role="system",
+            reason=f"propose_warning step {n.step + 1} of policy {n.policy}",
+            incident=n.incident,
+            draft=draft,
+            at=n.due,
+        )
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         from atalaia.notifiers.engine import TICK
@@ -104,24 +103,24 @@ class EscalationCore:
 
 
 class WarningNoticesCore:
-    """``atalaia.warnings`` → ``atalaia.notifications``: each issued CAP document (``kind: "cap"``)
-    becomes one notification per target of the escalation file's ``warnings:`` section (Exercise
-    and Test only to the targets marked for exercises). Stateless: ids are deterministic
-    (identifier, version, target), so a replayed record is dropped by the delivery log."""
+    """``atalaia.warnings`` → ``atalaia.notifications``: each issued CAP document
+    (:class:`~atalaia.warnings.records.CapRecord`) becomes one notification per target of the
+    escalation file's ``warnings:`` section (Exercise and Test only to the targets marked for
+    exercises); the topic's warning events and replies give none. Stateless: ids are
+    deterministic (identifier, version, target), so a replayed record is dropped by the delivery
+    log. A record that does not decode, or a document that cannot be read, goes to the DLQ with
+    the reason."""
 
     def __init__(self, config: EscalationConfig) -> None:
         self.config = config
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         from atalaia.notifiers.warning import warning_notifications
+        from atalaia.warnings.records import CapRecord, decode_warning_record
 
-        outs = []
-        for r in records:
-            try:
-                value = orjson.loads(r.value or b"")
-            except orjson.JSONDecodeError:
-                continue  # not ours to judge: the warnings stage wrote it
-            if not isinstance(value, dict) or value.get("kind") != "cap":
+        values, raw, outs = decode(records, decode_warning_record)
+        for value, r in zip(values, raw, strict=True):
+            if not isinstance(value, CapRecord):
                 continue
             try:
                 notes = warning_notifications(value, self.config)

@@ -35,6 +35,7 @@ from lxml import etree
 from atalaia.notifiers.config import EscalationConfig
 from atalaia.notifiers.model import IncidentSnapshot, Notification
 from atalaia.streams.clock import parse_time
+from atalaia.warnings.records import CapRecord
 
 NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
 WARNINGS_POLICY = "warnings"  # the ``policy`` of warning notifications (delivery log, retry lookup)
@@ -362,17 +363,18 @@ def receives(status: str, exercise: bool | str, exercises: str) -> bool:
     return exercises == "all" or bool(exercise)
 
 
-def warning_notifications(record: dict[str, Any], config: EscalationConfig) -> list[Notification]:
-    """The notifications of one ``kind: "cap"`` record on ``atalaia.warnings`` (others: none)."""
-    if record.get("kind") != "cap" or not record.get("xml") or config.warnings is None:
+def warning_notifications(record: CapRecord, config: EscalationConfig) -> list[Notification]:
+    """The notifications of one CAP record of ``atalaia.warnings`` (decoded by
+    :func:`~atalaia.warnings.records.decode_warning_record`)."""
+    if config.warnings is None:
         return []
-    w = parse_cap(record["xml"])
+    w = parse_cap(record.xml)
     if not w["infos"]:
         return []
-    version = int(record.get("version") or 0)
-    w["warning"] = record.get("warning")
+    version = record.version
+    w["warning"] = record.warning
     w["version"] = version
-    w["xml"] = record["xml"]
+    w["xml"] = record.xml
     info = info_for(w, "pt-PT")
     snap = IncidentSnapshot(
         incident=w["identifier"],
@@ -383,9 +385,9 @@ def warning_notifications(record: dict[str, Any], config: EscalationConfig) -> l
         active=w["msgType"] != "Cancel",
         severity=SDM_SEVERITY.get(info["severity"], "informational"),
         title=f"{_lead(w, info, 'pt-PT')} — {_area(info)}",
-        labels={"warning": str(record.get("warning") or ""), "status": w["status"]},
+        labels={"warning": record.warning, "status": w["status"]},
         opened_at=w["sent"],
-        tenant=record.get("tenant") or None,
+        tenant=record.tenant or None,
     )
     out = []
     for wt in config.warnings.targets:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +28,16 @@ from atalaia.rules.alarm import STATES, AlarmTransition, decode_alarm
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.observation import Observation, ObservationRecord, decode_observation
 from atalaia.streams.records import DecodeError
+from atalaia.warnings.records import (
+    ACTIONS,
+    CapRecord,
+    WarningCommand,
+    WarningEvent,
+    WarningReply,
+    decode_warning_command,
+    decode_warning_record,
+    decode_warning_reply,
+)
 
 text = st.text(max_size=12)
 name = st.text(min_size=1, max_size=12)
@@ -186,6 +197,58 @@ commands = st.builds(
     role=st.sampled_from(["operator", "supervisor"]),
     reason=text,
 )
+warning_events = st.builds(
+    WarningEvent,
+    warning=name,
+    version=st.integers(0, 2**40),
+    state=st.sampled_from(["draft", "submitted", "approved", "issued", "updated", "cancelled", "expired"]),
+    change=name,
+    at=times,
+    actor=text,
+    role=text,
+    reason=text,
+    command=st.none() | text,
+    identifier=st.none() | text,
+    status=text,
+    msgType=text,
+    supersedes=st.none() | text,
+    incident=st.none() | text,
+    tenant=st.none() | text,
+)
+cap_records = st.builds(
+    CapRecord,
+    warning=name,
+    version=st.integers(0, 2**40),
+    identifier=name,
+    status=st.sampled_from(["Actual", "Exercise", "System", "Test", "Draft"]),
+    msgType=st.sampled_from(["Alert", "Update", "Cancel", "Ack", "Error"]),
+    sent=times,
+    expires=st.none() | times,
+    references=st.lists(text, max_size=3),
+    tenant=st.none() | text,
+    xml=name,
+)
+warning_replies = st.builds(
+    WarningReply,
+    command=st.none() | text,
+    ok=st.booleans(),
+    error=st.none() | text,
+    warning=st.just(msgspec.UNSET) | st.none() | text,  # UNSET: the reply to a malformed command
+)
+warning_records = warning_events | cap_records | warning_replies
+warning_commands = st.builds(
+    WarningCommand,
+    action=st.sampled_from(ACTIONS),
+    actor=name,
+    role=name,
+    id=text,
+    warning=st.none() | text,
+    reason=text,
+    draft=st.none() | st.dictionaries(text, st.none() | text | number | str_map, max_size=3),
+    incident=st.none() | text,
+    tenant=st.none() | text,
+    at=st.none() | times,
+)
 
 TYPED = [
     (alarms, decode_alarm),
@@ -193,6 +256,9 @@ TYPED = [
     (silence_events, decode_incident_record),
     (replies, decode_reply),
     (notifications, decode_notification),
+    (warning_records, decode_warning_record),
+    (warning_replies, decode_warning_reply),
+    (warning_commands, decode_warning_command),
 ]
 
 
@@ -228,6 +294,9 @@ DECODERS = [
     decode_notification,
     decode_observation,
     decode_command,
+    decode_warning_record,
+    decode_warning_reply,
+    decode_warning_command,
 ]
 json_values = st.recursive(
     st.none() | st.booleans() | number | st.integers(-(2**70), 2**70) | st.text(max_size=8),
@@ -258,8 +327,10 @@ def test_a_record_nested_deeper_than_the_interpreter_goes_is_refused_not_a_crash
     """A hostile producer's record nested 100 000 deep in any field is a DecodeError (a DLQ
     record), not a RecursionError that would stop the stage."""
     deep = b"[" * 100_000 + b"]" * 100_000
+    # a warning command is the warnings stage's only when it says so (others: None, not its own)
+    kind = b'"kind":"warning",' if decoder is decode_warning_command else b""
     with pytest.raises(DecodeError):
-        decoder(b'{"%s":%s}' % (field.encode(), deep))
+        decoder(b'{%s"%s":%s}' % (kind, field.encode(), deep))
 
 
 SAMPLES = {
@@ -268,6 +339,8 @@ SAMPLES = {
     decode_notification: notifications,
     decode_observation: observations,
     decode_command: commands,
+    decode_warning_record: warning_records,
+    decode_warning_command: warning_commands,
 }
 
 
@@ -283,3 +356,41 @@ def test_a_record_with_one_field_replaced_decodes_or_names_the_field(decoder, da
         decoder(json.dumps(d).encode())
     except DecodeError as e:
         assert "$" in str(e) or "Expected `object`" in str(e), "the reason names where"
+
+
+def test_the_warnings_records_keep_their_wire_fields() -> None:
+    """The records of atalaia.warnings are the workflow's former dicts, byte for byte: the same
+    keys in the same order (``kind`` first), ``null`` for a missing value, and no ``warning`` on
+    the reply to a malformed command (the console and its JS read these)."""
+    from atalaia.warnings.core import Workflow
+
+    wf = Workflow()
+    t = dt.datetime(2026, 12, 4, 17, tzinfo=dt.UTC)
+    draft = {"sender": "pc@cm-porto.pt", "level": "red", "event": "Cheia"}
+    draft["area"] = {"geocodes": {"DICOFRE": ["131203"]}}
+    state, out = wf.step(
+        wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": draft}, t
+    )
+    w = out[-1].warning
+    for actor, action in (("a", "submit"), ("b", "approve"), ("a", "issue"), ("a", "explode")):
+        role = "approver" if action == "approve" else "operator"
+        state, more = wf.step(state, {"action": action, "warning": w, "actor": actor, "role": role}, t)
+        out += more
+    keys = {
+        "warning": [
+            "kind", "warning", "version", "state", "change", "at", "actor", "role", "reason", "command",
+            "identifier", "status", "msgType", "supersedes", "incident", "tenant",
+        ],
+        "cap": [
+            "kind", "warning", "version", "identifier", "status", "msgType", "sent", "expires",
+            "references", "tenant", "xml",
+        ],
+        "reply": ["kind", "command", "ok", "error", "warning"],
+    }  # fmt: skip
+    assert {o.kind for o in out} == set(keys)
+    for o in out:
+        raw = o.to_json()
+        assert raw == orjson.dumps(msgspec.to_builtins(o)), "what orjson wrote of the dict"
+        expected = keys[o.kind][:-1] if o.kind == "reply" and o.command is None else keys[o.kind]
+        assert list(orjson.loads(raw)) == expected
+    assert out[-1].command is None and "$.action" in out[-1].error  # the malformed one

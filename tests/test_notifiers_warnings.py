@@ -29,6 +29,7 @@ from atalaia.notifiers.warning import alert_entity_id, warning_notification_id, 
 from atalaia.streams.clock import parse_time
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.core import Workflow
+from atalaia.warnings.records import CapRecord
 from atalaia.warnings.stage import WarningsCore
 
 SECRET = "porto-webhook-secret"
@@ -137,7 +138,7 @@ DRAFT = {
 T0 = datetime(2026, 12, 4, 17, tzinfo=UTC)
 
 
-def issue(status: str = "Actual", **extra) -> dict:
+def issue(status: str = "Actual", **extra) -> CapRecord:
     """A warning drafted by ana, approved by rui, issued: its ``kind: "cap"`` record."""
     wf = Workflow()
     st_ = wf.initial_state()
@@ -149,14 +150,14 @@ def issue(status: str = "Actual", **extra) -> dict:
         **extra,
     }
     st_, out = wf.step(st_, {"action": "draft", "actor": "ana", "role": "operator", "draft": draft}, T0)
-    wid = out[0]["warning"]
+    wid = out[0].warning
     for cmd in (
         {"action": "submit", "actor": "ana", "role": "operator"},
         {"action": "approve", "actor": "rui", "role": "approver"},
         {"action": "issue", "actor": "ana", "role": "operator"},
     ):
         st_, out = wf.step(st_, {**cmd, "warning": wid}, T0)
-    (cap,) = [o for o in out if o["kind"] == "cap"]
+    (cap,) = [o for o in out if o.kind == "cap"]
     return cap
 
 
@@ -169,7 +170,7 @@ async def servers():
     await http.stop()
 
 
-async def deliver_twice(cfg_text: str, cap: dict, tmp_path: Path):
+async def deliver_twice(cfg_text: str, cap: CapRecord, tmp_path: Path):
     """Deliver the warning's notifications, then replay the same record (a crash and replay):
     the second pass must send nothing."""
     cfg = load_config_text(cfg_text, "test.yaml")
@@ -191,10 +192,8 @@ async def test_an_issued_warning_reaches_every_channel_once(servers, tmp_path) -
     notes, delivered, again, log = await deliver_twice(config_yaml(http, smtp), cap, tmp_path)
     targets = {"pgu", "sala", "sala-cap", "ana-sms", "ana-email", "rui-email"}
     assert {n.target for n in delivered} == targets and again == []
-    assert {n.id for n in notes} == {
-        warning_notification_id(cap["identifier"], cap["version"], t) for t in targets
-    }
-    rows = log.deliveries(incident=cap["identifier"])
+    assert {n.id for n in notes} == {warning_notification_id(cap.identifier, cap.version, t) for t in targets}
+    rows = log.deliveries(incident=cap.identifier)
     assert {(r.target, r.status, r.kind) for r in rows} == {(t, "delivered", "warning") for t in targets}
 
     # email: both languages in each, the target's language first
@@ -205,8 +204,8 @@ async def test_an_issued_warning_reaches_every_channel_once(servers, tmp_path) -
     assert rui.subject == "Orange warning - Flood / Aviso laranja - Cheia — Campanhã"
     for mail in (ana, rui):
         assert "Evite a zona ribeirinha" in mail.text and "Avoid the riverside" in mail.text
-        assert cap["identifier"] in mail.text
-        assert f"https://atalaia.cm-porto.pt/cap/alerts/{cap['identifier']}.xml" in mail.text
+        assert cap.identifier in mail.text
+        assert f"https://atalaia.cm-porto.pt/cap/alerts/{cap.identifier}.xml" in mail.text
     assert ana.text.index("Evite") < ana.text.index("Avoid") and rui.text.index("Avoid") < rui.text.index(
         "Evite"
     )
@@ -222,29 +221,27 @@ async def test_an_issued_warning_reaches_every_channel_once(servers, tmp_path) -
     # PGU: the Smart Data Models Alert, deterministic id, from the CAP document
     (up,) = http.received("/ngsi-ld/v1/entityOperations/upsert")
     assert up.headers["NGSILD-Tenant"] == "porto"
-    ent = http.entities[alert_entity_id(cap["identifier"])]
-    assert ent["type"] == "Alert" and ent["id"] == f"urn:ngsi-ld:Alert:warning:{cap['identifier']}"
+    ent = http.entities[alert_entity_id(cap.identifier)]
+    assert ent["type"] == "Alert" and ent["id"] == f"urn:ngsi-ld:Alert:warning:{cap.identifier}"
     assert ent["category"]["value"] == "weather" and ent["subCategory"]["value"] == "flood"
     assert ent["severity"]["value"] == "high"  # CAP Severe (orange)
-    assert ent["validFrom"]["value"]["@value"] == cap["sent"]
-    assert ent["validTo"]["value"]["@value"] == cap["expires"]
+    assert ent["validFrom"]["value"]["@value"] == cap.sent
+    assert ent["validTo"]["value"]["@value"] == cap.expires
     assert ent["address"]["value"]["addressLocality"] == "Campanhã"
     geom = ent["location"]["value"]
     assert geom["type"] in ("Polygon", "MultiPolygon")
     ring = geom["coordinates"][0] if geom["type"] == "Polygon" else geom["coordinates"][0][0]
     lon, lat = ring[0]
     assert -9 < lon < -8 and 41 < lat < 42 and ring[0] == ring[-1]  # GeoJSON lon,lat, closed
-    assert ent["data"]["value"]["identifier"] == cap["identifier"]
+    assert ent["data"]["value"]["identifier"] == cap.identifier
 
     # webhooks: signed JSON with the CAP XML, and the CAP XML itself; one delivery each
     (hook,) = http.received("/hook")
-    assert hook.signature_ok and hook.json["kind"] == "warning" and hook.json["cap"] == cap["xml"]
-    assert hook.headers["X-Atalaia-Delivery"] == warning_notification_id(
-        cap["identifier"], cap["version"], "sala"
-    )
+    assert hook.signature_ok and hook.json["kind"] == "warning" and hook.json["cap"] == cap.xml
+    assert hook.headers["X-Atalaia-Delivery"] == warning_notification_id(cap.identifier, cap.version, "sala")
     (raw,) = http.received("/cap")
     assert raw.signature_ok and raw.headers["Content-Type"] == "application/cap+xml"
-    assert raw.body.decode() == cap["xml"]
+    assert raw.body.decode() == cap.xml
 
 
 async def test_an_exercise_never_reaches_a_target_not_marked_for_exercises(servers, tmp_path) -> None:
@@ -279,7 +276,7 @@ async def test_a_cancel_ends_the_pgu_alert(servers, tmp_path) -> None:
     s = wf.initial_state()
     draft = {**DRAFT, "expires": (T0 + timedelta(hours=12)).isoformat()}
     s, out = wf.step(s, {"action": "draft", "actor": "ana", "role": "operator", "draft": draft}, T0)
-    wid = out[0]["warning"]
+    wid = out[0].warning
     caps = []
     for cmd in (
         {"action": "submit", "warning": wid, "actor": "ana", "role": "operator"},
@@ -288,15 +285,15 @@ async def test_a_cancel_ends_the_pgu_alert(servers, tmp_path) -> None:
         {"action": "cancel", "warning": wid, "actor": "ana", "role": "operator"},
     ):
         s, out = wf.step(s, cmd, T0 + timedelta(minutes=len(caps)))
-        caps += [o for o in out if o["kind"] == "cap"]
-    cid = next(o for o in out if o["kind"] == "reply")["warning"]
+        caps += [o for o in out if o.kind == "cap"]
+    cid = next(o for o in out if o.kind == "reply").warning
     for cmd in (
         {"action": "submit", "warning": cid, "actor": "ana", "role": "operator"},
         {"action": "approve", "warning": cid, "actor": "rui", "role": "approver"},
         {"action": "issue", "warning": cid, "actor": "ana", "role": "operator"},
     ):
         s, out = wf.step(s, cmd, T0 + timedelta(hours=1))
-        caps += [o for o in out if o["kind"] == "cap"]
+        caps += [o for o in out if o.kind == "cap"]
     original, cancel = caps
     cfg = load_config_text(config_yaml(http, smtp), "test.yaml")
     notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"), env={"HOOK_SECRET": SECRET})
@@ -306,9 +303,9 @@ async def test_a_cancel_ends_the_pgu_alert(servers, tmp_path) -> None:
             await notifier.deliver(warning_notifications(cap, cfg))
     finally:
         await notifier.aclose()
-    ended = http.entities[alert_entity_id(original["identifier"])]
-    assert ended["validTo"]["value"]["@value"] == cancel["sent"]
-    assert http.entities[alert_entity_id(cancel["identifier"])]["data"]["value"]["msgType"] == "Cancel"
+    ended = http.entities[alert_entity_id(original.identifier)]
+    assert ended["validTo"]["value"]["@value"] == cancel.sent
+    assert http.entities[alert_entity_id(cancel.identifier)]["data"]["value"]["msgType"] == "Cancel"
     sms = [r.json["params"]["message"] for r in http.received("/jsonrpc/sms")]
     assert sms[1].startswith("Aviso cancelado - Cheia.")
 
@@ -368,11 +365,11 @@ def test_propose_warning_drafts_and_publishes_nothing() -> None:
     st_, out = warnings.workflow.step(
         st_, {"action": "approve", "warning": w.id, "actor": "ana", "role": "approver"}, T0
     )
-    assert out[-1]["ok"] is False and "four eyes" in out[-1]["error"]
+    assert out[-1].ok is False and "four eyes" in out[-1].error
     st_, out = warnings.workflow.step(
         st_, {"action": "approve", "warning": w.id, "actor": "rui", "role": "approver"}, T0
     )
-    assert out[-1]["ok"] and not [o for o in out if o["kind"] == "cap"]
+    assert out[-1].ok and not [o for o in out if o.kind == "cap"]
 
 
 def test_propose_warning_step_is_checked() -> None:

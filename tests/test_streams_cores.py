@@ -180,3 +180,63 @@ def test_a_malformed_record_on_each_consumed_topic_ends_on_the_dlq_with_its_path
         assert reason.endswith(f"at `{path}`"), reason
     replies = [orjson.loads(o.value) for o in cases["$.action"] if o.topic == "replies"]
     assert replies[0]["accepted"] is False and replies[0]["command"] == "c9", "the console is answered"
+
+
+def test_the_warnings_consumers_send_what_does_not_decode_to_the_dlq_with_its_path():
+    """The warning notices stage decodes each record of atalaia.warnings once (warning events,
+    CAP documents, replies) and the warnings stage each warning command of atalaia.commands: what
+    does not decode is kept on the DLQ with the decoder's reason, which names the field; a
+    malformed warning command is also answered with a refusal. The incident commands and the
+    bytes that are no command at all on atalaia.commands are the incident manager's."""
+    from atalaia.notifiers.config import load_config as load_escalation
+    from atalaia.notifiers.stage import WarningNoticesCore
+    from atalaia.warnings.stage import WarningsCore
+
+    now = time.time()
+    notices = WarningNoticesCore(load_escalation(CONFIG_DIR / "escalation.yaml"))
+    cap = {"kind": "cap", "warning": "W-1", "version": "one", "identifier": "X", "xml": "<alert/>"}
+    reply = {"kind": "reply", "command": "c1", "ok": True, "error": None, "warning": "W-1"}
+    outs = notices.process(
+        [rec(cap, "t.warnings"), rec(reply, "t.warnings"), rec({**reply, "kind": "memo"}, "t.warnings")], now
+    )
+    assert [o.topic for o in outs] == ["dlq", "dlq"], "the good reply gives no notification"
+    assert [r.split(" - ")[-1] for r in dlq_reasons(outs)] == ["at `$.version`", "at `$.kind`"]
+
+    warnings = WarningsCore()
+    command = {"kind": "warning", "action": "explode", "actor": "a", "role": "operator"}
+    incident_command = {
+        "id": "c2",
+        "incident": "i",
+        "action": "acknowledge",
+        "actor": "a",
+        "role": "operator",
+    }
+    outs = warnings.process(
+        [rec(command, "t.commands"), rec(incident_command, "t.commands"), rec(b"{nope", "t.commands")], now
+    )
+    (reason,) = dlq_reasons(outs)
+    assert reason.endswith("at `$.action`"), reason
+    replies = [orjson.loads(o.value) for o in outs if o.topic == "warnings"]
+    assert replies == [{"kind": "reply", "command": None, "ok": False, "error": reason}]
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        max_leaves=12,
+    ),
+    st.sampled_from(["warning", "cap", "reply"]),
+)
+@settings(max_examples=100, deadline=None)
+def test_the_warnings_cores_never_raise_on_arbitrary_json(value, kind):
+    from atalaia.notifiers.config import load_config as load_escalation
+    from atalaia.notifiers.stage import WarningNoticesCore
+    from atalaia.warnings.stage import WarningsCore
+
+    now = time.time()
+    tagged = {**value, "kind": kind} if isinstance(value, dict) else value
+    WarningNoticesCore(load_escalation(CONFIG_DIR / "escalation.yaml")).process(
+        [rec(value, "t.warnings"), rec(tagged, "t.warnings")], now
+    )
+    WarningsCore().process([rec(value, "t.commands"), rec(tagged, "t.commands")], now)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
-
 from atalaia.notifiers.config import load_config_text
 from atalaia.notifiers.engine import EscalationEngine, EscalationState
 from atalaia.notifiers.log import SQLiteDeliveryLog
@@ -20,6 +18,7 @@ from atalaia.streams.clock import parse_time
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.core import Workflow
 from atalaia.warnings.from_incident import draft_from_incident
+from atalaia.warnings.records import CapRecord, decode_warning_record
 
 T0 = datetime(2026, 12, 4, 17, tzinfo=UTC)
 
@@ -52,20 +51,20 @@ def test_a_warning_from_an_incident_keeps_its_tenant_on_events_and_cap_records()
     st, out = wf.step(
         wf.initial_state(), {"action": "draft", "actor": "ana", "role": "operator", "draft": draft}, T0
     )
-    wid = out[0]["warning"]
-    assert out[0]["tenant"] == "gaia"
+    wid = out[0].warning
+    assert out[0].tenant == "gaia"
     st, out = issue(wf, st, wid)
-    cap = next(o for o in out if o["kind"] == "cap")
-    assert cap["tenant"] == "gaia" and ">gaia<" not in cap["xml"]  # not part of the CAP document
-    assert all(o["tenant"] == "gaia" for o in out if o["kind"] == "warning")
+    cap = next(o for o in out if o.kind == "cap")
+    assert cap.tenant == "gaia" and ">gaia<" not in cap.xml  # not part of the CAP document
+    assert all(o.tenant == "gaia" for o in out if o.kind == "warning")
     # an Update opens a new warning of the same tenant
     st, out = wf.step(
         st, {"action": "update", "warning": wid, "actor": "ana", "role": "operator", "draft": {}}, T0
     )
-    upd = out[0]["warning"]
-    assert out[0]["tenant"] == "gaia"
+    upd = out[0].warning
+    assert out[0].tenant == "gaia"
     st, out = issue(wf, st, upd)
-    assert next(o for o in out if o["kind"] == "cap")["tenant"] == "gaia"
+    assert next(o for o in out if o.kind == "cap").tenant == "gaia"
     # snapshots keep it
     assert wf.restore(wf.snapshot(st)).warnings[upd].draft["tenant"] == "gaia"
 
@@ -75,7 +74,7 @@ def test_a_draft_command_may_name_its_tenant() -> None:
     draft = draft_from_incident(incident_event(), Catalogue.load(), "pc@cm-porto.pt", T0)
     cmd = {"action": "draft", "actor": "ana", "role": "operator", "draft": draft, "tenant": "porto"}
     _, out = wf.step(wf.initial_state(), cmd, T0)
-    assert out[0]["tenant"] == "porto"
+    assert out[0].tenant == "porto"
 
 
 PGU = """
@@ -89,7 +88,7 @@ policies:
 
 
 async def upsert_tenants(
-    tmp_path, extra: str = "", event: dict | None = None, warning: dict | None = None
+    tmp_path, extra: str = "", event: dict | None = None, warning: CapRecord | None = None
 ) -> list:
     http = await HttpSink().start()
     try:
@@ -126,6 +125,6 @@ async def test_a_warnings_pgu_upsert_goes_to_the_warnings_tenant(tmp_path) -> No
     st, out = wf.step(
         wf.initial_state(), {"action": "draft", "actor": "ana", "role": "operator", "draft": draft}, T0
     )
-    _, out = issue(wf, st, out[0]["warning"])
-    cap = orjson.loads(orjson.dumps(next(o for o in out if o["kind"] == "cap")))
+    _, out = issue(wf, st, out[0].warning)
+    cap = decode_warning_record(next(o for o in out if o.kind == "cap").to_json())  # as consumed
     assert await upsert_tenants(tmp_path, warning=cap) == ["gaia"]

@@ -398,7 +398,7 @@ def test_cli_is_registered() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["cap", "catalogue", "core", "draft", "feed", "from_incident", "loader", "stage"]
+    "module", ["cap", "catalogue", "core", "draft", "feed", "from_incident", "loader", "records", "stage"]
 )
 def test_docstring_examples(module: str) -> None:
     import doctest

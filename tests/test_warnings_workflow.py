@@ -46,26 +46,26 @@ class Driver:
         return out[-1]
 
     def issued(self, draft: dict = DRAFT) -> str:
-        w = self.do("draft", "ana", "operator", draft=draft)["warning"]
+        w = self.do("draft", "ana", "operator", draft=draft).warning
         self.do("submit", "ana", "operator", warning=w)
-        assert self.do("approve", "rui", "approver", warning=w)["ok"]
-        assert self.do("issue", "ana", "operator", warning=w)["ok"]
+        assert self.do("approve", "rui", "approver", warning=w).ok
+        assert self.do("issue", "ana", "operator", warning=w).ok
         return w
 
     def caps(self) -> list[dict]:
-        return [o for o in self.outputs if o["kind"] == "cap"]
+        return [o for o in self.outputs if o.kind == "cap"]
 
 
 def test_self_approval_is_refused_and_audited() -> None:
     d = Driver()
-    w = d.do("draft", "ana", "operator", draft=DRAFT)["warning"]
+    w = d.do("draft", "ana", "operator", draft=DRAFT).warning
     d.do("submit", "ana", "operator", warning=w)
     r = d.do("approve", "ana", "approver", warning=w)
-    assert not r["ok"] and "four eyes" in r["error"]
+    assert not r.ok and "four eyes" in r.error
     r = d.do("approve", "rui", "operator", warning=w)
-    assert not r["ok"] and "approver role" in r["error"]
+    assert not r.ok and "approver role" in r.error
     r = d.do("issue", "ana", "operator", warning=w)
-    assert not r["ok"] and "submitted" in r["error"]
+    assert not r.ok and "submitted" in r.error
     assert d.caps() == []
     audit = d.state.warnings[w].audit
     assert [(a.actor, a.action, a.ok) for a in audit[-3:]] == [
@@ -76,17 +76,17 @@ def test_self_approval_is_refused_and_audited() -> None:
     # someone who edited it is an author too
     d.do("edit", "rui", "approver", warning=w, draft={"level": "red"})
     d.do("submit", "ana", "operator", warning=w)
-    assert not d.do("approve", "rui", "approver", warning=w)["ok"]
-    assert d.do("approve", "eva", "approver", warning=w)["ok"]
+    assert not d.do("approve", "rui", "approver", warning=w).ok
+    assert d.do("approve", "eva", "approver", warning=w).ok
 
 
 def test_viewer_cannot_act_and_rejection_needs_a_reason() -> None:
     d = Driver()
-    assert not d.do("draft", "vic", "viewer", draft=DRAFT)["ok"]
-    w = d.do("draft", "ana", "operator", draft=DRAFT)["warning"]
+    assert not d.do("draft", "vic", "viewer", draft=DRAFT).ok
+    w = d.do("draft", "ana", "operator", draft=DRAFT).warning
     d.do("submit", "ana", "operator", warning=w)
-    assert not d.do("reject", "rui", "approver", warning=w)["ok"]
-    assert d.do("reject", "rui", "approver", warning=w, reason="wrong parish")["ok"]
+    assert not d.do("reject", "rui", "approver", warning=w).ok
+    assert d.do("reject", "rui", "approver", warning=w, reason="wrong parish").ok
     assert d.state.warnings[w].state == "rejected"
     assert d.state.warnings[w].audit[-1].reason == "wrong parish"
 
@@ -96,29 +96,29 @@ def test_update_and_cancel_reference_the_original() -> None:
     w = d.issued()
     first = d.caps()[0]
     # an issued warning is never edited
-    assert not d.do("edit", "ana", "operator", warning=w, draft={"level": "red"})["ok"]
-    u = d.do("update", "ana", "operator", warning=w, draft={"level": "red"})["warning"]
+    assert not d.do("edit", "ana", "operator", warning=w, draft={"level": "red"}).ok
+    u = d.do("update", "ana", "operator", warning=w, draft={"level": "red"}).warning
     d.do("submit", "ana", "operator", warning=u)
     d.do("approve", "rui", "approver", warning=u)
-    assert d.do("issue", "ana", "operator", warning=u, at=T0 + timedelta(hours=1))["ok"]
+    assert d.do("issue", "ana", "operator", warning=u, at=T0 + timedelta(hours=1)).ok
     update = d.caps()[1]
-    assert update["msgType"] == "Update"
-    assert update["references"] == [f"protecao.civil@cm-porto.pt,{first['identifier']},{first['sent']}"]
+    assert update.msgType == "Update"
+    assert update.references == [f"protecao.civil@cm-porto.pt,{first.identifier},{first.sent}"]
     assert d.state.warnings[w].state == "updated" and d.state.warnings[w].superseded_by == u
     assert [x.id for x in d.wf.active(d.state)] == [u]
-    assert d.state.warnings[w].xml == first["xml"]  # the original document is untouched
-    c = d.do("cancel", "ana", "operator", warning=u, reason="river falling")["warning"]
+    assert d.state.warnings[w].xml == first.xml  # the original document is untouched
+    c = d.do("cancel", "ana", "operator", warning=u, reason="river falling").warning
     d.do("submit", "ana", "operator", warning=c)
     d.do("approve", "rui", "approver", warning=c)
-    assert d.do("issue", "ana", "operator", warning=c, at=T0 + timedelta(hours=2))["ok"]
+    assert d.do("issue", "ana", "operator", warning=c, at=T0 + timedelta(hours=2)).ok
     cancel = d.caps()[2]
-    assert cancel["msgType"] == "Cancel"
-    assert cancel["references"] == [f"protecao.civil@cm-porto.pt,{update['identifier']},{update['sent']}"]
+    assert cancel.msgType == "Cancel"
+    assert cancel.references == [f"protecao.civil@cm-porto.pt,{update.identifier},{update.sent}"]
     assert d.state.warnings[u].state == "cancelled"
     assert d.wf.active(d.state) == []
     for cap in d.caps():
-        assert validate(cap["xml"].encode()) == []
-        assert etree.fromstring(cap["xml"].encode()).findtext(Q + "identifier") == cap["identifier"]
+        assert validate(cap.xml.encode()) == []
+        assert etree.fromstring(cap.xml.encode()).findtext(Q + "identifier") == cap.identifier
 
 
 def test_expired_warnings_leave_the_active_list() -> None:
@@ -128,43 +128,43 @@ def test_expired_warnings_leave_the_active_list() -> None:
     d.state, out = d.wf.tick(d.state, "2026-12-05T05:59:59+00:00")
     assert out == [] and d.wf.active(d.state)
     d.state, out = d.wf.tick(d.state, "2026-12-05T06:00:00+00:00")
-    assert [(o["change"], o["state"]) for o in out] == [("expired", "expired")]
+    assert [(o.change, o.state) for o in out] == [("expired", "expired")]
     assert d.wf.active(d.state) == []
-    assert not d.do("update", "ana", "operator", warning=w, draft={"level": "red"})["ok"]
+    assert not d.do("update", "ana", "operator", warning=w, draft={"level": "red"}).ok
 
 
 def test_an_invalid_document_is_refused_never_issued() -> None:
     d = Driver()
-    w = d.do("draft", "ana", "operator", draft=DRAFT)["warning"]
+    w = d.do("draft", "ana", "operator", draft=DRAFT).warning
     d.do("submit", "ana", "operator", warning=w)
     d.do("approve", "rui", "approver", warning=w)
     r = d.do("issue", "ana", "operator", warning=w, at=datetime(2026, 12, 6, tzinfo=UTC))
-    assert not r["ok"] and "expired" in r["error"]
+    assert not r.ok and "expired" in r.error
     bad = {**DRAFT, "level": "purple"}
     r = d.do("draft", "ana", "operator", draft=bad)
-    assert not r["ok"] and "unknown level 'purple'" in r["error"]
+    assert not r.ok and "unknown level 'purple'" in r.error
     # an Update of a warning whose identifier is unknown cannot be issued (strict references)
     upd = {**DRAFT, "msgType": "Update", "references": ["NOT-ISSUED-HERE"]}
     d.clock = T0 + timedelta(minutes=5)
-    w2 = d.do("draft", "ana", "operator", draft=upd)["warning"]
+    w2 = d.do("draft", "ana", "operator", draft=upd).warning
     d.do("submit", "ana", "operator", warning=w2)
     d.do("approve", "rui", "approver", warning=w2)
     r = d.do("issue", "ana", "operator", warning=w2)
-    assert not r["ok"] and "NOT-ISSUED-HERE" in r["error"]
+    assert not r.ok and "NOT-ISSUED-HERE" in r.error
     assert d.caps() == [] and d.state.warnings[w2].state == "approved"
 
 
 def test_exercise_may_skip_approval_by_configuration_actual_never() -> None:
     exercise = {**DRAFT, "status": "Exercise"}
     d = Driver()
-    w = d.do("draft", "ana", "operator", draft=exercise)["warning"]
-    assert not d.do("issue", "ana", "operator", warning=w)["ok"]
+    w = d.do("draft", "ana", "operator", draft=exercise).warning
+    assert not d.do("issue", "ana", "operator", warning=w).ok
     d = Driver(WarningsConfig(approval=Approval(skip_for=("Exercise", "Test"))))
-    w = d.do("draft", "ana", "operator", draft=exercise)["warning"]
-    assert d.do("issue", "ana", "operator", warning=w)["ok"]
-    assert d.caps()[0]["status"] == "Exercise"
-    a = d.do("draft", "ana", "operator", draft=DRAFT)["warning"]
-    assert not d.do("issue", "ana", "operator", warning=a)["ok"]
+    w = d.do("draft", "ana", "operator", draft=exercise).warning
+    assert d.do("issue", "ana", "operator", warning=w).ok
+    assert d.caps()[0].status == "Exercise"
+    a = d.do("draft", "ana", "operator", draft=DRAFT).warning
+    assert not d.do("issue", "ana", "operator", warning=a).ok
     with pytest.raises(ValueError):
         WarningsConfig(approval=Approval(skip_for=("Actual",)))
 
@@ -175,7 +175,7 @@ def test_commands_are_idempotent_and_state_survives_a_snapshot() -> None:
     d.state, out1 = d.wf.step(d.state, cmd, T0)
     d.state, out2 = d.wf.step(d.state, cmd, T0 + timedelta(minutes=5))
     assert len(d.state.warnings) == 1 and out2 == [out1[-1]]
-    w = out1[-1]["warning"]
+    w = out1[-1].warning
     d.do("submit", "ana", "operator", warning=w)
     d.do("approve", "rui", "approver", warning=w)
     restored = d.wf.restore(d.wf.snapshot(d.state))
@@ -186,7 +186,7 @@ def test_commands_are_idempotent_and_state_survives_a_snapshot() -> None:
     _, b = d.wf.step(restored, issue, T0)
     assert a == b
     _, again = d.wf.step(restored, issue, T0)
-    assert [o["kind"] for o in again] == ["reply"]
+    assert [o.kind for o in again] == ["reply"]
 
 
 # --------------------------------------------------------------------------- stateful
@@ -211,17 +211,17 @@ class WorkflowMachine(RuleBasedStateMachine):
     def _run(self, cmd: dict | None) -> None:
         self.state, out = self.wf.step(self.state, cmd, self.now)
         for o in out:
-            if o["kind"] == "warning":
-                w = o["warning"]
-                assert o["version"] == self.versions.get(w, 0) + (0 if o["change"] == "refused" else 1)
-                self.versions[w] = o["version"]
-            if o["kind"] == "cap":
-                event(f"issued {o['status']} {o['msgType']}")
-                w = self.state.warnings[o["warning"]]
-                assert o["warning"] not in self.documents
-                self.documents[o["warning"]] = o["xml"]
-                assert validate(o["xml"].encode()) == []
-                if o["status"] == "Actual":
+            if o.kind == "warning":
+                w = o.warning
+                assert o.version == self.versions.get(w, 0) + (0 if o.change == "refused" else 1)
+                self.versions[w] = o.version
+            if o.kind == "cap":
+                event(f"issued {o.status} {o.msgType}")
+                w = self.state.warnings[o.warning]
+                assert o.warning not in self.documents
+                self.documents[o.warning] = o.xml
+                assert validate(o.xml.encode()) == []
+                if o.status == "Actual":
                     assert w.approver and w.approver not in w.authors
                     approvals = [a for a in w.audit if a.action == "approve" and a.ok]
                     assert approvals and approvals[-1].role == "approver"

@@ -17,16 +17,16 @@ issued. No I/O, no wall clock; ids and versions are deterministic, and a command
 >>> draft = {"sender": "pc@cm-porto.pt", "level": "orange", "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
 ...          "area": {"geocodes": {"DICOFRE": ["131203"]}}}
 >>> st, out = wf.step(st, {"action": "draft", "actor": "ana", "role": "operator", "draft": draft}, t)
->>> w = out[0]["warning"]
+>>> w = out[0].warning
 >>> st, out = wf.step(st, {"action": "submit", "warning": w, "actor": "ana", "role": "operator"}, t)
 >>> st, out = wf.step(st, {"action": "approve", "warning": w, "actor": "ana", "role": "approver"}, t)
->>> out[-1]["ok"], out[-1]["error"]
+>>> out[-1].ok, out[-1].error
 (False, 'four eyes: ana drafted this warning and may not approve it')
 >>> st, out = wf.step(st, {"action": "approve", "warning": w, "actor": "rui", "role": "approver"}, t)
 >>> st, out = wf.step(st, {"action": "issue", "warning": w, "actor": "ana", "role": "operator"}, t)
->>> [(o["kind"], o.get("state")) for o in out]
-[('warning', 'issued'), ('cap', None), ('reply', None)]
->>> out[1]["identifier"]  # doctest: +ELLIPSIS
+>>> [type(o).__name__ for o in out], out[0].state
+(['WarningEvent', 'CapRecord', 'WarningReply'], 'issued')
+>>> out[1].identifier  # doctest: +ELLIPSIS
 'PT-CM-PORTO-20261204170000-...'
 """
 
@@ -37,53 +37,29 @@ import zlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
+import msgspec
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from atalaia.warnings.cap import CapInvalid, Reference, render
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.draft import Draft, cap_time, problems
+from atalaia.warnings.records import (
+    CapRecord,
+    WarningCommand,
+    WarningEvent,
+    WarningRecord,
+    WarningReply,
+    refused_reply,
+    warning_command_from_dict,
+)
 
-Action = Literal["draft", "edit", "submit", "approve", "reject", "issue", "update", "cancel"]
-ACTIONS: tuple[str, ...] = ("draft", "edit", "submit", "approve", "reject", "issue", "update", "cancel")
 ACTIVE = ("issued",)
 CLOSED = ("updated", "cancelled", "expired", "rejected")
 MAGIC = b"ATALAIA-WARNINGS/1\n"
-
-
-class Command(BaseModel):
-    """One command on ``atalaia.commands`` (``"warning_action"`` there; ``action`` here). ``id`` is the
-    console's idempotency key (derived from the content when absent)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    id: str = ""
-    action: Action
-    warning: str | None = None  # absent for 'draft' (a new warning)
-    actor: str = Field(min_length=1)
-    role: str = Field(min_length=1)
-    reason: str = ""
-    draft: dict[str, Any] | None = None  # draft/edit/update/cancel: the draft fields
-    incident: str | None = None  # draft: the incident it comes from
-    tenant: str | None = None  # draft: the tenant it belongs to (default: none, or the draft's own)
-    at: datetime | None = None
-
-    @field_validator("at", mode="before")
-    @classmethod
-    def _at(cls, v: Any) -> Any:
-        return None if v is None else cap_time(v)
-
-    def identified(self, now: datetime) -> Command:
-        """This command with its time (default ``now``) and id (default: a hash of its content and time)."""
-        at = self.at or now
-        if self.id:
-            return self if self.at else self.model_copy(update={"at": at})
-        raw = orjson.dumps(self.model_dump(mode="json", exclude={"id", "at"}), option=orjson.OPT_SORT_KEYS)
-        cid = hashlib.blake2b(raw + at.isoformat().encode(), digest_size=12).hexdigest()
-        return self.model_copy(update={"at": at, "id": cid})
 
 
 @dataclass(slots=True)
@@ -122,7 +98,7 @@ class Warning:
 @dataclass(slots=True)
 class WarningsState:
     warnings: dict[str, Warning] = field(default_factory=dict)
-    replies: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)  # command id -> reply
+    replies: OrderedDict[str, WarningReply] = field(default_factory=OrderedDict)  # command id -> reply
     issued: dict[str, list[str]] = field(default_factory=dict)  # CAP identifier -> [warning id, sender, sent]
 
 
@@ -147,31 +123,32 @@ class Workflow:
 
     # ------------------------------------------------------------------ the step
     def step(
-        self, state: WarningsState, command: Command | dict[str, Any] | None, now: datetime | str
-    ) -> tuple[WarningsState, list[dict[str, Any]]]:
-        """Apply one command (or ``None``: a timer tick that expires warnings). Outputs are warning
-        events (``kind: "warning"``, one per change), CAP documents to publish (``kind: "cap"``) and
-        the command's reply (``kind: "reply"``)."""
+        self, state: WarningsState, command: WarningCommand | dict[str, Any] | None, now: datetime | str
+    ) -> tuple[WarningsState, list[WarningRecord]]:
+        """Apply one command (or ``None``: a timer tick that expires warnings). Outputs are the
+        records of ``atalaia.warnings``: warning events (:class:`WarningEvent`, one per change),
+        CAP documents to publish (:class:`CapRecord`) and the command's reply
+        (:class:`WarningReply`). A command given as a dict is checked like the record."""
         t = _t(now)
-        out: list[dict[str, Any]] = self._expire(state, t)
+        out: list[WarningRecord] = list(self._expire(state, t))
         if command is None:
             return state, out
         try:
-            cmd = command if isinstance(command, Command) else Command.model_validate(command)
-            cmd = cmd.identified(t)
-        except ValidationError as e:
-            out.append({"kind": "reply", "command": None, "ok": False, "error": _short(e)})
+            cmd = command if isinstance(command, WarningCommand) else warning_command_from_dict(command)
+            at = cap_time(cmd.at) if cmd.at is not None else t
+        except (msgspec.ValidationError, ValueError) as e:
+            out.append(refused_reply(str(e)))
             return state, out
+        cmd = msgspec.structs.replace(cmd, id=cmd.identity(at))
         if cmd.id in state.replies:
             out.append(state.replies[cmd.id])
             return state, out
-        at = cmd.at or t
-        changes: list[dict[str, Any]] = []
+        changes: list[WarningRecord] = []
         try:
             wid = self._apply(state, cmd, at, changes)
-            reply = {"kind": "reply", "command": cmd.id, "ok": True, "error": None, "warning": wid}
+            reply = WarningReply(command=cmd.id, ok=True, error=None, warning=wid)
         except Refused as e:
-            reply = {"kind": "reply", "command": cmd.id, "ok": False, "error": str(e), "warning": cmd.warning}
+            reply = WarningReply(command=cmd.id, ok=False, error=str(e), warning=cmd.warning)
             w = state.warnings.get(cmd.warning or "")
             if w is not None:  # the refusal is audited on the warning it concerns
                 w.audit.append(AuditEntry(_iso(at), cmd.actor, cmd.role, cmd.action, str(e), ok=False))
@@ -183,11 +160,11 @@ class Workflow:
             state.replies.popitem(last=False)
         return state, out
 
-    def tick(self, state: WarningsState, now: datetime | str) -> tuple[WarningsState, list[dict[str, Any]]]:
+    def tick(self, state: WarningsState, now: datetime | str) -> tuple[WarningsState, list[WarningRecord]]:
         return self.step(state, None, now)
 
     # ------------------------------------------------------------------ commands
-    def _apply(self, state: WarningsState, c: Command, at: datetime, out: list[dict[str, Any]]) -> str:
+    def _apply(self, state: WarningsState, c: WarningCommand, at: datetime, out: list[WarningRecord]) -> str:
         if c.role == "viewer":
             raise Refused("a viewer may not act on warnings")
         if c.action == "draft":
@@ -235,9 +212,9 @@ class Workflow:
     def _new(
         self,
         state: WarningsState,
-        c: Command,
+        c: WarningCommand,
         at: datetime,
-        out: list[dict[str, Any]],
+        out: list[WarningRecord],
         data: dict[str, Any],
         supersedes: str | None = None,
     ) -> str:
@@ -255,7 +232,7 @@ class Workflow:
         return wid
 
     def _issue(
-        self, state: WarningsState, w: Warning, c: Command, at: datetime, out: list[dict[str, Any]]
+        self, state: WarningsState, w: Warning, c: WarningCommand, at: datetime, out: list[WarningRecord]
     ) -> None:
         status = w.draft.get("status", "Actual")
         skip = status in self.config.approval.skip_for
@@ -286,19 +263,18 @@ class Workflow:
         state.issued[doc.identifier] = [w.id, doc.sender, doc.sent]
         self._change(w, "issued", "issued", c, at, out)
         out.append(
-            {
-                "kind": "cap",
-                "warning": w.id,
-                "version": w.version,
-                "identifier": doc.identifier,
-                "status": doc.status,
-                "msgType": doc.msg_type,
-                "sent": doc.sent,
-                "expires": w.expires,
-                "references": [str(r) for r in doc.references],
-                "tenant": w.draft.get("tenant"),
-                "xml": w.xml,
-            }
+            CapRecord(
+                warning=w.id,
+                version=w.version,
+                identifier=doc.identifier,
+                status=doc.status,
+                msgType=doc.msg_type,
+                sent=doc.sent,
+                expires=w.expires,
+                references=[str(r) for r in doc.references],
+                tenant=w.draft.get("tenant"),
+                xml=w.xml,
+            )
         )
         if w.supersedes:
             orig = state.warnings[w.supersedes]
@@ -308,8 +284,8 @@ class Workflow:
             if draft.msg_type == "Cancel":  # a Cancel is a notice, not an active warning
                 self._change(w, "cancelled", "cancelled", c, at, out, reason="a Cancel message")
 
-    def _expire(self, state: WarningsState, now: datetime) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _expire(self, state: WarningsState, now: datetime) -> list[WarningEvent]:
+        out: list[WarningEvent] = []
         for w in state.warnings.values():
             if w.state == "issued" and w.expires and cap_time(w.expires) <= now:
                 w.version += 1
@@ -334,7 +310,7 @@ class Workflow:
         return orjson.loads(orjson.dumps(merged, default=str))
 
     @staticmethod
-    def _need(w: Warning, c: Command, states: tuple[str, ...]) -> None:
+    def _need(w: Warning, c: WarningCommand, states: tuple[str, ...]) -> None:
         if w.state not in states:
             raise Refused(f"cannot {c.action} a warning that is {w.state} (only when {' or '.join(states)})")
 
@@ -343,9 +319,9 @@ class Workflow:
         w: Warning,
         new_state: str,
         change: str,
-        c: Command,
+        c: WarningCommand,
         at: datetime,
-        out: list[dict[str, Any]],
+        out: list[WarningRecord],
         reason: str | None = None,
     ) -> None:
         w.version += 1
@@ -355,25 +331,26 @@ class Workflow:
         out.append(self._event(w, change, c, at, reason=why))
 
     @staticmethod
-    def _event(w: Warning, change: str, c: Command | None, at: datetime, reason: str = "") -> dict[str, Any]:
-        return {
-            "kind": "warning",
-            "warning": w.id,
-            "version": w.version,
-            "state": w.state,
-            "change": change,
-            "at": _iso(at),
-            "actor": c.actor if c else "atalaia",
-            "role": c.role if c else "system",
-            "reason": reason,
-            "command": c.id if c else None,
-            "identifier": w.identifier,
-            "status": w.draft.get("status", "Actual"),
-            "msgType": w.draft.get("msgType", "Alert"),
-            "supersedes": w.supersedes,
-            "incident": w.draft.get("incident"),
-            "tenant": w.draft.get("tenant"),
-        }
+    def _event(
+        w: Warning, change: str, c: WarningCommand | None, at: datetime, reason: str = ""
+    ) -> WarningEvent:
+        return WarningEvent(
+            warning=w.id,
+            version=w.version,
+            state=w.state,  # type: ignore[arg-type]  # the workflow's states
+            change=change,
+            at=_iso(at),
+            actor=c.actor if c else "atalaia",
+            role=c.role if c else "system",
+            reason=reason,
+            command=c.id if c else None,
+            identifier=w.identifier,
+            status=w.draft.get("status", "Actual"),
+            msgType=w.draft.get("msgType", "Alert"),
+            supersedes=w.supersedes,
+            incident=w.draft.get("incident"),
+            tenant=w.draft.get("tenant"),
+        )
 
     # ------------------------------------------------------------------ queries and snapshots
     def active(self, state: WarningsState) -> list[Warning]:
@@ -391,7 +368,7 @@ class Workflow:
     def snapshot(self, state: WarningsState) -> bytes:
         data = {
             "warnings": [asdict(w) for w in state.warnings.values()],
-            "replies": list(state.replies.items()),
+            "replies": [(k, msgspec.to_builtins(r)) for k, r in state.replies.items()],
             "issued": state.issued,
         }
         return MAGIC + zlib.compress(orjson.dumps(data), 1)
@@ -404,7 +381,8 @@ class Workflow:
         for raw in d["warnings"]:
             raw["audit"] = [AuditEntry(**a) for a in raw["audit"]]
             ws[raw["id"]] = Warning(**raw)
-        return WarningsState(ws, OrderedDict((k, v) for k, v in d["replies"]), d["issued"])
+        replies = OrderedDict((k, msgspec.convert(v, WarningReply)) for k, v in d["replies"])
+        return WarningsState(ws, replies, d["issued"])
 
 
 def _iso(t: datetime) -> str:

@@ -21,15 +21,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
+from atalaia.streams.records import DecodeError, dlq
 from atalaia.streams.stage import Out
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.core import Workflow
-
-
-def is_warning_command(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("kind") == "warning"
+from atalaia.warnings.records import WarningRecord, WarningReply, decode_warning_command, refused_reply
 
 
 class WarningsCore:
@@ -38,28 +34,28 @@ class WarningsCore:
         self.state = self.workflow.restore(state) if state else self.workflow.initial_state()
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        from atalaia.streams.records import dlq
-
+        """Each warning command decoded once (:func:`~atalaia.warnings.records.decode_warning_command`;
+        the topic's other records are the incident manager's). One that does not decode goes to
+        the DLQ with the decoder's reason, and is answered with a refusal naming no command."""
         t = datetime.fromtimestamp(now, UTC)
         outs: list[Out] = []
         for r in records:
             try:
-                value = orjson.loads(r.value or b"")
-            except orjson.JSONDecodeError:
-                continue  # the incidents stage reads the same topic and keeps it on the DLQ
-            if not is_warning_command(value):
+                cmd = decode_warning_command(r.value or b"")
+            except DecodeError as e:
+                outs.append(dlq(r.value, r.topic, str(e)))
+                outs.append(self._out(refused_reply(str(e))))
                 continue
-            self.state, produced = self.workflow.step(self.state, value, t)
-            for o in produced:
-                if o["kind"] == "reply" and not o["ok"] and o.get("command") is None:
-                    outs.append(dlq(r.value, r.topic, f"refused by warnings: {o['error']}"))
-                outs.append(self._out(o))
+            if cmd is None:
+                continue
+            self.state, produced = self.workflow.step(self.state, cmd, t)
+            outs += [self._out(o) for o in produced]
         return outs
 
     @staticmethod
-    def _out(o: dict[str, Any]) -> Out:
-        key = (o.get("warning") or o.get("command") or "").encode()
-        return Out("warnings", orjson.dumps(o), key=key or None)
+    def _out(o: WarningRecord) -> Out:
+        key = o.warning if not isinstance(o, WarningReply) else (o.warning or o.command)
+        return Out("warnings", o.to_json(), key=key.encode() if key else None)
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         self.state, produced = self.workflow.tick(self.state, datetime.fromtimestamp(now, UTC))
