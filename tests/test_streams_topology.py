@@ -43,6 +43,21 @@ def test_partition_of_matches_the_producer():
         assert partition_of(key, 6) == DefaultPartitioner()(key, parts, parts)
 
 
+def test_the_stages_partition_keys_as_the_producer_does():
+    """The stages pick a record batch's partition themselves (streams.stage._send_batches): for
+    every partition count the choice is aiokafka's DefaultPartitioner's, keyless records too."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from atalaia.streams.partition import pick
+
+    for n in (1, 2, 3, 6, 12, 32):
+        parts = list(range(n))
+        for i in range(300):
+            key = f"tenant/urn:ngsi-ld:Device:{i}".encode()
+            assert pick(key, parts) == DefaultPartitioner()(key, parts, parts)
+        assert {pick(None, parts) for _ in range(50 * n)} <= set(parts)
+
+
 def _notification(entity: str, height: float, at: str) -> bytes:
     return orjson.dumps(
         {
