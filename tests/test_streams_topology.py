@@ -8,7 +8,7 @@ import orjson
 
 from atalaia.rules.fused import partition_of
 from atalaia.streams.settings import Settings
-from atalaia.streams.topology import USER_STAGES, diagram, plan, process_groups
+from atalaia.streams.topology import USER_STAGES, diagram, flowchart, plan, process_groups
 from tests.conftest import ROOT
 
 
@@ -32,6 +32,45 @@ def test_up_keeps_the_alarm_path_apart_from_incident_work():
 
 def test_the_readme_table_is_the_topology():
     assert diagram() in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_diagram_is_the_topology():
+    readme = (ROOT / "README.md").read_text()
+    chart = flowchart()
+    assert chart in readme
+    for spec in plan(USER_STAGES):  # every stage and every topic it reads or writes is drawn
+        node = "s_" + spec.name.replace("-", "_")
+        for t in spec.sources:
+            assert f"t_{t.replace('-', '_')} --> {node}" in chart
+        for t in spec.outputs:
+            assert f"{node} {'-.->' if t == 'dlq' else '-->'} t_{t.replace('-', '_')}" in chart
+
+
+def test_the_warnings_stage_writes_what_its_spec_says():
+    from atalaia.warnings.stage import WarningsCore
+
+    (spec,) = plan(("warnings",))
+    draft = {
+        "sender": "pc@cm-porto.pt",
+        "level": "red",
+        "event": "Cheia",
+        "area": {"geocodes": {"DICOFRE": ["131203"]}},
+    }
+    cmds = [
+        {
+            "kind": "warning",
+            "id": "c1",
+            "action": "draft",
+            "actor": "ana",
+            "role": "operator",
+            "draft": draft,
+        },
+        {"kind": "warning", "action": "nonsense", "actor": "ana", "role": "operator"},  # refused
+    ]
+    records = [SimpleNamespace(value=orjson.dumps(c), topic="atalaia.commands") for c in cmds]
+    outs = WarningsCore().process(records, 1796403600.0)
+    assert {o.topic for o in outs} <= set(spec.outputs)
+    assert {o.topic for o in outs} == {"warnings", "dlq"}
 
 
 def test_partition_of_matches_the_producer():
