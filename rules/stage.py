@@ -251,7 +251,7 @@ class RulesCore:
 
     @staticmethod
     def _out(t: AlarmTransition) -> Out:
-        return Out("alarms", t.to_json(), key=f"{t.rule}|{t.key}".encode())
+        return Out("alarms", t.to_json(), key=f"{t.rule}|{t.key}".encode(), counted=(t.rule, t.state))
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         outs = []

@@ -83,6 +83,9 @@ class Out:
     key: bytes | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     timestamp: int | None = None  # ms; None: now. Ingest passes the event's on (latency metrics)
+    # the labels streams.metrics counts it with, from the typed record it was encoded from (an
+    # alarm transition: rule, state; an incident change: state), so the metrics never decode it
+    counted: tuple[str, ...] | None = None
 
 
 class Core(Protocol):
