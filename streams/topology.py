@@ -122,7 +122,10 @@ def _escalation(settings: Any, app: Any) -> CoreFactory:
 
     config = _escalation_config(settings, app)
     warnings_settings = load_warnings_config(settings.warnings_path)  # propose_warning drafts
-    return lambda p: EscalationCore(config, warnings_config=warnings_settings)
+    proposes = any(s.propose_warning for p in config.policies.values() for s in p.steps)
+    # the warning catalogue (levels, areas: files) is read here, not on the loop at the first draft
+    catalogue = warnings_settings.catalogue() if proposes else None
+    return lambda p: EscalationCore(config, warnings_config=warnings_settings, catalogue=catalogue)
 
 
 def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
@@ -136,10 +139,13 @@ def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
 
 
 def _warnings(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.warnings.cap import schema
     from atalaia.warnings.config import load_config
     from atalaia.warnings.stage import WarningsCore
 
     app.atalaia_warnings_config = config = load_config(settings.warnings_path)
+    config.catalogue()  # read now (it is cached), not on the loop when a partition's core is made
+    schema()  # the CAP XSD parsed now (cached), not on the loop when the first warning is issued
     return lambda p: WarningsCore(config)
 
 

@@ -181,3 +181,27 @@ def test_a_core_restored_through_the_protocol_goes_on_exactly_like_the_one_never
         ], name
         assert any(o.topic != "dlq" for o in out_kept), f"{name}: the test records produce nothing"
         assert resumed.snapshot() == kept.snapshot(), name
+
+
+def test_the_factories_read_the_warning_files_before_the_loop_needs_them(tmp_path):
+    """The escalation stage's warning catalogue (when a policy proposes warnings) and the warnings
+    stage's catalogue and CAP XSD are read when the stage is built, not on the event loop."""
+    from atalaia.warnings.cap import schema
+
+    escalation = tmp_path / "escalation.yaml"
+    escalation.write_text(
+        "timezone: Europe/Lisbon\n"
+        "targets:\n  sala: {channel: webhook, url: 'http://127.0.0.1:9/hook', secret: x}\n"
+        "routes: [{policy: cheia}]\n"
+        "policies:\n  cheia:\n    steps:\n"
+        "      - {propose_warning: {sender: pc@cm-porto.pt, valid_for: 6h}, wait: 10m}\n"
+    )
+    settings = Settings(data_dir=tmp_path, escalation_path=escalation)
+    specs = {s.name: s for s in plan(USER_STAGES)}
+    assert specs["escalation"].cores(settings, SimpleNamespace())(0)._catalogue is not None
+    schema.cache_clear()
+    specs["warnings"].cores(settings, SimpleNamespace())
+    assert schema.cache_info().currsize == 1
+    # without a propose_warning step the escalation stage needs no catalogue
+    plain = Settings(data_dir=tmp_path)
+    assert specs["escalation"].cores(plain, SimpleNamespace())(0)._catalogue is None
