@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from atalaia.streams.broker import partition_ids
 from atalaia.streams.kafka_config import client_options
 
 
@@ -36,13 +37,13 @@ async def assigned_consumer(
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
     """A started consumer assigned all partitions of ``topic`` (partition 0 when the metadata names
     none), with those partitions; stopped on the way out."""
+    parts = await partition_ids(bootstrap, topic)
     consumer = AIOKafkaConsumer(
         **client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms
     )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
+        tps = [TopicPartition(topic, p) for p in parts or (0,)]
         consumer.assign(tps)
         yield consumer, tps
     finally:

@@ -72,7 +72,7 @@ class IncidentsCore:
     def _out(o: IncidentEvent | CommandReply) -> Out:
         if getattr(o, "kind", "") == "reply":
             return Out("replies", o.to_json(), key=o.command.encode())
-        return Out("incidents", o.to_json(), key=o.incident.encode())
+        return Out("incidents", o.to_json(), key=o.incident.encode(), counted=(o.state,))
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         from prometheus_client import REGISTRY

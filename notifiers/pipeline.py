@@ -272,7 +272,10 @@ class TargetLane:
             marks = ctx.marks if self.channel.commit_point else None
             token = None
             if marks is not None:
-                marks.clear(nid)  # a stale marker of an earlier attempt whose result is recorded
+                # a stale marker of an earlier attempt whose result is recorded; the unlink runs
+                # where the log calls run (ctx.io: off the loop in the live stage), awaited before
+                # the send as before, so the order of begin, clear, send, finish, clear is kept
+                await ctx.io(marks.clear, nid)
                 token = COMMIT_HOOK.set(marks.hook(nid))
             t0 = time.perf_counter()
             try:
@@ -300,7 +303,7 @@ class TargetLane:
                 d.resend_until,
             )
             if marks is not None:  # the result is recorded: the marker has done its job
-                marks.clear(nid)
+                await ctx.io(marks.clear, nid)
             if ctx.on_result is not None:
                 ctx.on_result(n, result, attempt, latency_ms)
             self._settled(d)

@@ -27,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from mode import Service
 from prometheus_client import Counter, Gauge, Histogram
 
 from atalaia.notifiers.channels import Channel, ChannelContext, build_channel
@@ -262,3 +263,64 @@ class Notifier:
         kind = channel.kind if channel else "?"
         ATTEMPTS.labels(kind, result.status).inc()
         LATENCY.labels(kind).observe(latency_ms / 1000)
+
+
+# -- the delivery stage's wiring (streams.topology declares it; the worker runs it) ---------------
+def delivery_stage(settings: Any, app: Any) -> Any:
+    """The delivery stage's core factory for a worker (``streams.topology``), or None (logged)
+    when the escalation targets lack the settings they need: the notifier with its delivery
+    log in a thread of its own (an async sink: no SQLite write or fsync on the loop), started
+    and closed with the worker."""
+    from atalaia.notifiers.config import load_config, missing_delivery_settings
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.stage import DeliveryCore
+    from atalaia.rules.info import rule_catalog
+    from atalaia.streams.metrics import metered_log
+    from atalaia.streams.sink import Sink
+
+    missing = missing_delivery_settings(settings)
+    if missing:
+        log.error(
+            "delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
+            "Notifications wait on %s and go out once it is configured.",
+            ", ".join(missing),
+            settings.topic("notifications"),
+        )
+        return None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    escalation = load_config(settings.escalation_path)
+    if settings.console_url or not escalation.console_url:  # links lead to the running console
+        escalation = escalation.model_copy(update={"console_url": settings.public_url()})
+    path = settings.data_dir / "deliveries.sqlite"
+    # FULL: the outbox is fsynced before the notifications' offsets are committed
+    deliveries = Sink(lambda: metered_log(SQLiteDeliveryLog(path, synchronous="FULL")), "deliveries")
+    notifier = Notifier(
+        escalation,
+        deliveries.resource,
+        rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
+        io=deliveries.offload,
+    )
+    app.atalaia_notifier = notifier
+    app.service(NotifierService(notifier))
+    return lambda p: DeliveryCore(notifier)
+
+
+class NotifierService(Service):
+    """Starts the notifier with the worker (re-sending what its outbox holds, logging what
+    recovery found) and closes it at stop."""
+
+    def __init__(self, notifier: Notifier, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.notifier = notifier
+
+    async def on_start(self) -> None:
+        recovery = await self.notifier.start()
+        if recovery.resent or recovery.in_doubt:
+            log.warning(
+                "delivery recovery: %d re-sent, %d in doubt (not re-sent)",
+                recovery.resent,
+                recovery.in_doubt,
+            )
+
+    async def on_stop(self) -> None:
+        await self.notifier.aclose()

@@ -37,13 +37,14 @@ class EscalationCore:
         config: EscalationConfig,
         state: bytes | None = None,
         warnings_config: WarningsConfig | None = None,
+        catalogue: Catalogue | None = None,  # loaded by the stage's factory, not on the loop
     ) -> None:
         from atalaia.notifiers.engine import EscalationEngine, EscalationState
 
         self.engine = EscalationEngine(config)
         self.state = EscalationState.restore(state) if state else EscalationState()
         self.warnings_config = warnings_config
-        self._catalogue: Catalogue | None = None
+        self._catalogue: Catalogue | None = catalogue
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         events, _, outs = decode(records, decode_incident_record)

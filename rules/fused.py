@@ -24,12 +24,12 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from atalaia.rules.stage import RuleFiles, RulesCore
 from atalaia.streams.ingest.encode import observation_dict
 from atalaia.streams.ingest.observation import entity_key
 from atalaia.streams.ingest.stage import IngestCore
+from atalaia.streams.partition import partition_of
 from atalaia.streams.stage import Out
 
 if TYPE_CHECKING:
@@ -38,12 +38,6 @@ if TYPE_CHECKING:
 
 EVALUATED = "atalaia-evaluated"  # header: the fused stage evaluated this observation already
 _MARK = [(EVALUATED, b"1")]
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition the producer's default partitioner gives ``key`` (murmur2, as Kafka's Java
-    client does): where the observation lands on ``atalaia.observations``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class IngestRulesCore:
@@ -98,7 +92,7 @@ class IngestRulesCore:
             if part is None:  # murmur2 is pure Python in aiokafka: entities repeat, remember it
                 if len(parts) >= 100_000:
                     parts.clear()
-                part = parts[key] = (murmur2(key) & 0x7FFFFFFF) % n
+                part = parts[key] = partition_of(key, n)  # where it lands on atalaia.observations
             if part != mine:
                 outs.append(Out("observations", value, key=key, timestamp=ts))
                 self.elsewhere += 1

@@ -69,11 +69,13 @@ def _load_isolated(paths: list[Path], limits: YamlLimits) -> RuleSet:
 class RuleFiles:
     """The rule set of the configured paths, reloaded when a file changes (checked on ticks).
 
-    The first load runs here, held to the YAML limits (``atalaia.streams.config_yaml``). A reload
-    never runs on the event loop: ``changed()`` only compares file stamps and starts
-    ``load(paths, limits)`` in a worker thread, which by default parses in a child process with a
-    time and memory limit; a later ``changed()`` picks up the result. An invalid or hostile edit
-    (a YAML bomb, a 1 GB file) is logged as ``file:line:col`` errors and the running rules stay.
+    The first load runs here, held to the YAML limits (``atalaia.streams.config_yaml``). Neither
+    the check nor a reload runs on the event loop: ``changed()`` only starts a check in the
+    reload thread, which compares the files' stamps (a glob and a stat of each) and, when they
+    changed, runs ``load(paths, limits)`` (by default parsing in a child process with a time and
+    memory limit); a later ``changed()`` picks up the result. One check runs at a time for all
+    the partitions' cores sharing the instance. An invalid or hostile edit (a YAML bomb, a 1 GB
+    file) is logged as ``file:line:col`` errors and the running rules stay.
     """
 
     def __init__(
@@ -85,11 +87,11 @@ class RuleFiles:
         self.paths = [Path(p) for p in paths]
         self.limits = limits or YamlLimits.from_env()
         self.load = load
-        self.stamp = self._stamp()
+        self.stamp = self._stamp()  # read and written by the reload thread from now on
         self.ruleset = load_rules(self.paths, self.limits)
-        self.pending: tuple[Future[RuleSet], list[str]] | None = (
-            None  # (future, the files it reads) while a reload runs
-        )
+        # the check (and reload) running in the reload thread: None, or (files edited, the rule
+        # set or why it did not load) when files changed
+        self.pending: Future[tuple[list[str], Any] | None] | None = None
 
     def _stamp(self) -> tuple:
         files = []
@@ -103,28 +105,46 @@ class RuleFiles:
         return tuple(files)
 
     def changed(self) -> bool:
-        """True when a reload finished with a valid rule set, now in ``ruleset``. Never blocks:
-        a change starts a reload in the background; an invalid one is logged and changes nothing."""
-        if self.pending is not None:
-            future, edited = self.pending
-            if not future.done():
-                return False
-            self.pending = None
-            return self._finish(future, edited)
+        """True when a reload finished with a valid rule set, now in ``ruleset``. Never blocks and
+        touches no file: it starts a check in the reload thread, or picks up the last one's result;
+        an invalid rule set is logged and changes nothing."""
+        future = self.pending
+        if future is None:
+            self.pending = _reload_thread().submit(self._check)
+            return False
+        if not future.done():
+            return False
+        self.pending = None
+        return self._finish(future)
+
+    def _check(self) -> tuple[list[str], Any] | None:
+        """In the reload thread: None when no file changed, else (the files edited, the rule set
+        loaded or the exception that stopped it)."""
         stamp = self._stamp()
         if stamp == self.stamp:
-            return False
+            return None
         edited = sorted({f for f, _ in set(stamp) - set(self.stamp)}) or [str(p) for p in self.paths]
         self.stamp = stamp
-        self.pending = (_reload_thread().submit(self.load, self.paths, self.limits), edited)
-        return False
+        try:
+            return edited, self.load(self.paths, self.limits)
+        except Exception as e:  # judged on the loop (_finish)
+            return edited, e
 
-    def _finish(self, future: Future[RuleSet], edited: list[str]) -> bool:
+    def _finish(self, future: Future[tuple[list[str], Any] | None]) -> bool:
         from atalaia.rules.errors import RuleFileError
         from atalaia.streams.config_yaml import IsolatedLoadError
 
         try:
-            ruleset = future.result()
+            result = future.result()
+        except Exception as e:  # the files could not be looked at: try again on the next tick
+            log.error("cannot check the rule files for changes; keeping the running rules: %r", e)
+            return False
+        if result is None:
+            return False
+        edited, ruleset = result
+        try:
+            if isinstance(ruleset, BaseException):
+                raise ruleset
         except RuleFileError as e:
             log.error("rule files changed but do not load; keeping the running rules:\n%s", e)
             return False
@@ -251,7 +271,7 @@ class RulesCore:
 
     @staticmethod
     def _out(t: AlarmTransition) -> Out:
-        return Out("alarms", t.to_json(), key=f"{t.rule}|{t.key}".encode())
+        return Out("alarms", t.to_json(), key=f"{t.rule}|{t.key}".encode(), counted=(t.rule, t.state))
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         outs = []

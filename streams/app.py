@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from atalaia.console.problem import PROBLEM, problem
 from atalaia.streams.ingest.auth import REFUSED, MetricsAuth, Refusal
+from atalaia.streams.ingest.dlq import dlq_labels
 from atalaia.streams.ingest.http import IngestProducer
 from atalaia.streams.ingest.http import install as install_ingest
 from atalaia.streams.settings import Settings
@@ -25,11 +26,6 @@ from atalaia.streams.stage import BatchStage
 log = logging.getLogger(__name__)
 
 DLQ_RECORDS = Counter("atalaia_dlq_records_total", "records on the dead-letter topic", ["source", "reason"])
-
-
-def _reason_kind(reason: str) -> str:
-    """A low-cardinality label for a DLQ reason (the text before the first colon, shortened)."""
-    return reason.split(":")[0][:60]
 
 
 def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dict[str, Any]:
@@ -92,10 +88,7 @@ def create_app(
         """Count what lands in the DLQ, by source and first reason (visible on /metrics)."""
         async for raw in stream:
             try:
-                rec = orjson.loads(raw)
-                codes = [r.get("code") for r in rec.get("rejections") or [] if isinstance(r, dict)]
-                kind = codes[0] if codes and codes[0] else _reason_kind((rec.get("reasons") or ["?"])[0])
-                DLQ_RECORDS.labels(str(rec.get("source", "?")).split(":")[0], str(kind)).inc()
+                DLQ_RECORDS.labels(*dlq_labels(raw)).inc()
             except Exception:
                 DLQ_RECORDS.labels("?", "undecodable").inc()
 

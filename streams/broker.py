@@ -224,7 +224,7 @@ async def ensure_topics(
     kind (``kafka_config.broker_kind``) for this process's producers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from atalaia.streams.kafka_config import client_options, known_kind, probe_kind, remember_kind
+    from atalaia.streams.kafka_config import broker_kind, client_options
 
     designed = designed_partitions(prefix, partitions)
     deadline = time.monotonic() + timeout
@@ -238,8 +238,7 @@ async def ensure_topics(
                 raise TopicLayoutError(layout_error(problems, bootstrap))
             if len(actual) < len(designed):
                 raise RuntimeError(f"topics not visible yet: {sorted(set(designed) - set(actual))}")
-            if known_kind(bootstrap) is None:
-                remember_kind(bootstrap, await probe_kind(admin._client))
+            await broker_kind(bootstrap)  # asked once per bootstrap and process
             return
         except TopicLayoutError:
             raise
@@ -272,12 +271,26 @@ def no_auto_create() -> None:
     aiokafka.client.MetadataRequest = NoAutoCreate
 
 
-async def cluster_id(client) -> str | None:
-    """The cluster id the broker reports (Metadata v2+), or None."""
-    from aiokafka.protocol.metadata import MetadataRequest
+async def cluster_id(admin) -> str | None:
+    """The cluster id the broker reports (Metadata v2+), or None; ``admin`` is a started
+    ``AIOKafkaAdminClient``."""
+    return (await admin.describe_cluster()).get("cluster_id")
 
-    node = client.get_random_node()
-    if node is None:
-        return None
-    md = await client.send(node, MetadataRequest([]))
-    return getattr(md, "cluster_id", None)
+
+async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (none if it does not exist), from the metadata of all
+    topics: a metadata request naming the topic would make a broker that auto-creates topics
+    create it with its default partition count."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from atalaia.streams.kafka_config import client_options
+
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), request_timeout_ms=5000)
+    await admin.start()
+    try:
+        for t in await admin.describe_topics():  # None: every topic, nothing created
+            if t["topic"] == topic and t.get("error_code", 0) == 0:
+                return sorted(p["partition"] for p in t.get("partitions") or ())
+        return []
+    finally:
+        await admin.close()

@@ -379,6 +379,7 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
     """Show a topic live, one JSON record per line (observations, alarms, incidents, dlq, ...)."""
     from aiokafka import AIOKafkaConsumer
 
+    from atalaia.streams.broker import partition_ids
     from atalaia.streams.connect import client_bootstrap
     from atalaia.streams.kafka_config import client_options
 
@@ -392,10 +393,7 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
         )
         await consumer.start()
         try:
-            parts = consumer.partitions_for_topic(name)
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(name)
+            parts = await partition_ids(bootstrap, name)
             if not parts:
                 raise click.ClickException(f"no topic {name!r} on {bootstrap}")
             from aiokafka import TopicPartition

@@ -163,7 +163,7 @@ class BrokerGuard(Service):
             layout_problems,
         )
 
-        cid = await cluster_id(admin._client)
+        cid = await cluster_id(admin)
         if cid and self.cluster and cid != self.cluster and not self.warned.get(cid):
             self.warned[cid] = True
             log.error(

@@ -228,7 +228,13 @@ _kinds: dict[str, str] = {}
 
 async def probe_kind(client: Any) -> str:
     """``"kafka"`` if the broker grants an idempotent producer id (InitProducerId without a
-    transactional id: what every idempotent producer asks first), else ``"tansu"``."""
+    transactional id: what every idempotent producer asks first), else ``"tansu"``.
+
+    ``client`` is an ``aiokafka.AIOKafkaClient`` (public, exported by aiokafka) and the request
+    is sent raw with its ``send``: aiokafka has no public call that asks a broker for a producer
+    id without starting an idempotent producer, and starting one is what must not fail here (a
+    Tansu broker refuses it). ``AIOKafkaClient.send`` and the protocol classes are the layer
+    aiokafka's own producers and admin client are built on."""
     from aiokafka.protocol.transaction import InitProducerIdRequest
 
     node = client.get_random_node()

@@ -56,6 +56,7 @@ from atalaia.streams.checkpoints import (
     state_topic,
 )
 from atalaia.streams.kafka_config import broker_kind, client_options, producer_options, state_store
+from atalaia.streams.partition import pick
 
 __all__ = ["CLUSTER_KEY", "BatchStage", "Checkpoints", "Core", "CoreFactory", "Out"]
 
@@ -82,6 +83,9 @@ class Out:
     key: bytes | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     timestamp: int | None = None  # ms; None: now. Ingest passes the event's on (latency metrics)
+    # the labels streams.metrics counts it with, from the typed record it was encoded from (an
+    # alarm transition: rule, state; an incident change: state), so the metrics never decode it
+    counted: tuple[str, ...] | None = None
 
 
 class Core(Protocol):
@@ -264,6 +268,7 @@ class BatchStage(Service):
         self.health = health
         self.cluster: str | None = None  # the broker's cluster id, saved with the checkpoints
         self._partitions: dict[tuple[int, bytes], int] = {}  # (partition count, key) -> partition
+        self._admin: Any = None  # an AIOKafkaAdminClient once the cluster id was asked
         self._heap_settled = False
         self.times = PhaseTimes.from_env(name)
 
@@ -342,6 +347,7 @@ class BatchStage(Service):
                     await self._written()
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
+        await self._close_admin()
         if self.checkpoints is not None:
             await self.checkpoints.stop()
         if self._own_producer and self.producer is not None:
@@ -409,12 +415,24 @@ class BatchStage(Service):
                 settle_heap()
 
     async def _refresh_cluster(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
         from atalaia.streams.broker import cluster_id
 
         try:
-            self.cluster = await cluster_id(self.consumer._client) or self.cluster
+            if self._admin is None:  # one admin client for the stage's life (asked per rebalance)
+                self._admin = AIOKafkaAdminClient(**client_options(self.bootstrap), request_timeout_ms=5000)
+                await self._admin.start()
+            self.cluster = await cluster_id(self._admin) or self.cluster
         except Exception as e:  # not fatal: the offsets are still checked
             log.warning("%s: cannot read the broker's cluster id: %s", self.name, e)
+            await self._close_admin()  # a new one next time
+
+    async def _close_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
 
     async def _verify(
         self, wanted: dict[TopicPartition, int], clusters: dict[TopicPartition, str | None]
@@ -677,8 +695,8 @@ class BatchStage(Service):
         with the next batch meanwhile, at most ``max_unacked`` batches ahead). The producer keeps
         each partition's records in the order sent (one request in flight per broker), so the
         outputs keep their order. Large batches go as per-partition record batches (the
-        producer's per-message path costs about twice the CPU); partitions are chosen by the
-        producer's own partitioner, as ``send`` would. ``slices`` (records, their outputs) feed
+        producer's per-message path costs about twice the CPU); partitions are chosen as the
+        producer's default partitioner chooses them for ``send`` (``streams.partition``). ``slices`` (records, their outputs) feed
         the latency metrics once acknowledged."""
         self._reap()
         if not outs:
@@ -744,7 +762,7 @@ class BatchStage(Service):
                 # entities repeat, so a key's partition is remembered (keyless: random, as send)
                 part = cache.get((n, o.key)) if o.key is not None else None
                 if part is None:
-                    part = producer._partitioner(o.key, parts, parts)
+                    part = pick(o.key, parts)
                     if o.key is not None:
                         if len(cache) >= 200_000:
                             cache.clear()

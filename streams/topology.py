@@ -2,9 +2,10 @@
 consumer group, with which core, how often it ticks, and in which *process group* ``atalaia up``
 runs it. ``streams.app`` builds the stages from :data:`STAGES` (each core lives in its package:
 ``streams.ingest.stage``, ``rules.stage``, ``rules.fused``, ``incidents.stage``,
-``notifiers.stage``, ``warnings.stage``), ``atalaia worker --stages`` and
-``atalaia up`` choose from it, and the README's diagram is :func:`diagram` (``python -m
-atalaia.streams.topology`` prints it).
+``notifiers.stage``, ``warnings.stage``; the delivery stage's notifier in
+``notifiers.service``), ``atalaia worker --stages`` and ``atalaia up`` choose from it, and the
+README's diagram and table are :func:`flowchart` and :func:`diagram` (``python -m
+atalaia.streams.topology`` prints both).
 
 Process groups (``atalaia up`` starts one OS process per group, so they use both cores and never
 share an event loop):
@@ -28,6 +29,9 @@ from atalaia.streams.stage import CoreFactory
 
 log = logging.getLogger(__name__)
 
+# Who writes topics besides the stages (the diagram): the HTTP/MQTT ingest endpoints, the console.
+WRITERS = (("HTTP / MQTT", "events"), ("console", "commands"))
+
 # The stage names users choose with ``atalaia worker --stages`` (in pipeline order).
 USER_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery", "warnings")
 PROCESS_GROUPS = ("alarms", "ops")
@@ -46,6 +50,7 @@ class StageSpec:
     needs: frozenset[str]  # the user stage names that select it
     tick_s: float | None = None
     fused: bool = False  # stands for several user stages at once (ingest + rules)
+    sinks: tuple[str, ...] = ()  # what it writes outside Kafka, off the loop (the diagram)
     doc: str = ""
 
 
@@ -117,7 +122,10 @@ def _escalation(settings: Any, app: Any) -> CoreFactory:
 
     config = _escalation_config(settings, app)
     warnings_settings = load_warnings_config(settings.warnings_path)  # propose_warning drafts
-    return lambda p: EscalationCore(config, warnings_config=warnings_settings)
+    proposes = any(s.propose_warning for p in config.policies.values() for s in p.steps)
+    # the warning catalogue (levels, areas: files) is read here, not on the loop at the first draft
+    catalogue = warnings_settings.catalogue() if proposes else None
+    return lambda p: EscalationCore(config, warnings_config=warnings_settings, catalogue=catalogue)
 
 
 def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
@@ -131,64 +139,20 @@ def _warning_notices(settings: Any, app: Any) -> CoreFactory | None:
 
 
 def _warnings(settings: Any, app: Any) -> CoreFactory:
+    from atalaia.warnings.cap import schema
     from atalaia.warnings.config import load_config
     from atalaia.warnings.stage import WarningsCore
 
     app.atalaia_warnings_config = config = load_config(settings.warnings_path)
+    config.catalogue()  # read now (it is cached), not on the loop when a partition's core is made
+    schema()  # the CAP XSD parsed now (cached), not on the loop when the first warning is issued
     return lambda p: WarningsCore(config)
 
 
 def _delivery(settings: Any, app: Any) -> CoreFactory | None:
-    from mode import Service
+    from atalaia.notifiers.service import delivery_stage  # the notifier, its log, its service
 
-    from atalaia.notifiers.config import load_config, missing_delivery_settings
-    from atalaia.notifiers.log import SQLiteDeliveryLog
-    from atalaia.notifiers.service import Notifier
-    from atalaia.notifiers.stage import DeliveryCore
-    from atalaia.rules.info import rule_catalog
-    from atalaia.streams.metrics import metered_log
-    from atalaia.streams.sink import Sink
-
-    missing = missing_delivery_settings(settings)
-    if missing:
-        log.error(
-            "delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
-            "Notifications wait on %s and go out once it is configured.",
-            ", ".join(missing),
-            settings.topic("notifications"),
-        )
-        return None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    escalation = load_config(settings.escalation_path)
-    if settings.console_url or not escalation.console_url:  # links lead to the running console
-        escalation = escalation.model_copy(update={"console_url": settings.public_url()})
-    # the delivery log lives in its own thread (an async sink): no SQLite write or fsync on the loop
-    path = settings.data_dir / "deliveries.sqlite"
-    # FULL: the outbox is fsynced before the notifications' offsets are committed
-    deliveries = Sink(lambda: metered_log(SQLiteDeliveryLog(path, synchronous="FULL")), "deliveries")
-    notifier = Notifier(
-        escalation,
-        deliveries.resource,
-        rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
-        io=deliveries.offload,
-    )
-    app.atalaia_notifier = notifier
-
-    class NotifierService(Service):
-        async def on_start(self) -> None:
-            recovery = await notifier.start()
-            if recovery.resent or recovery.in_doubt:
-                log.warning(
-                    "delivery recovery: %d re-sent, %d in doubt (not re-sent)",
-                    recovery.resent,
-                    recovery.in_doubt,
-                )
-
-        async def on_stop(self) -> None:
-            await notifier.aclose()
-
-    app.service(NotifierService())
-    return lambda p: DeliveryCore(notifier)
+    return delivery_stage(settings, app)
 
 
 def _spec(name, sources, outputs, process, cores, needs=None, **kw) -> StageSpec:
@@ -237,7 +201,15 @@ STAGES: tuple[StageSpec, ...] = (
         tick_s=1.0,
         doc="dedup, correlate, ISA-18.2 lifecycle, operator commands",
     ),
-    _spec("projection", ("incidents",), ("dlq",), "ops", _projection, doc="the console's SQL projection"),
+    _spec(
+        "projection",
+        ("incidents",),
+        ("dlq",),
+        "ops",
+        _projection,
+        sinks=("SQL (console)",),
+        doc="the console's SQL projection",
+    ),
     _spec(
         "escalation",
         ("incidents",),
@@ -259,13 +231,21 @@ STAGES: tuple[StageSpec, ...] = (
     _spec(
         "warnings",
         ("commands",),
-        ("warnings", "replies", "dlq"),
+        ("warnings", "dlq"),  # its command replies are records of atalaia.warnings (kind reply)
         "ops",
         _warnings,
         tick_s=1.0,
-        doc="population warnings (CAP 1.2), approval",
+        doc="population warnings (CAP 1.2), approval; command replies on `warnings`",
     ),
-    _spec("delivery", ("notifications",), ("dlq",), "ops", _delivery, doc="SMS, email, PGU, webhooks"),
+    _spec(
+        "delivery",
+        ("notifications",),
+        ("dlq",),
+        "ops",
+        _delivery,
+        sinks=("people",),
+        doc="SMS, email, PGU, webhooks",
+    ),
 )
 
 
@@ -304,5 +284,41 @@ def diagram(fuse: bool = True) -> str:
     return "\n".join(rows)
 
 
+def flowchart(fuse: bool = True) -> str:
+    """The topology as a Mermaid flowchart (the README's diagram): topics are rounded, stages
+    are boxes, the DLQ arrows dotted; what writes topics from outside (:data:`WRITERS`) and
+    what stages write outside Kafka (their ``sinks``) at the edges."""
+    stages = plan(USER_STAGES, fuse)
+
+    def tid(t: str) -> str:
+        return "t_" + t.replace("-", "_")
+
+    def sid(s: StageSpec) -> str:
+        return "s_" + s.name.replace("-", "_")
+
+    topics: list[str] = []
+    for t in [t for _, t in WRITERS] + [t for s in stages for t in (*s.sources, *s.outputs)]:
+        if t not in topics:
+            topics.append(t)
+    lines = ["```mermaid", "flowchart LR"]
+    for i, (who, _) in enumerate(WRITERS):
+        lines.append(f'  w{i}["{who}"]')
+    lines += [f'  {tid(t)}(["{t}"])' for t in topics]
+    for s in stages:
+        label = f"{s.name}: {' + '.join(sorted(s.needs, key=USER_STAGES.index))}" if s.fused else s.name
+        lines.append(f'  {sid(s)}["{label}"]')
+    sinks = [x for s in stages for x in s.sinks]
+    lines += [f'  x{i}["{x}"]' for i, x in enumerate(sinks)]
+    lines += [f"  w{i} --> {tid(t)}" for i, (_, t) in enumerate(WRITERS)]
+    for s in stages:
+        lines += [f"  {tid(t)} --> {sid(s)}" for t in s.sources]
+        lines += [f"  {sid(s)} {'-.->' if t == 'dlq' else '-->'} {tid(t)}" for t in s.outputs]
+        lines += [f"  {sid(s)} --> x{sinks.index(x)}" for x in s.sinks]
+    lines.append("```")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    print(flowchart())
+    print()
     print(diagram())

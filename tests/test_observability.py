@@ -338,3 +338,35 @@ def test_delivery_log_finish_counts_statuses_and_times_alarm_to_first_delivery()
     assert _sample("atalaia_deliveries_total", target="hook-sms", status="delivered") == 1
     assert _sample("atalaia_alarm_delivery_latency_seconds_count", target="hook-sms") == 1
     assert 29 <= _sample("atalaia_alarm_delivery_latency_seconds_sum", target="hook-sms") < 40
+
+
+def test_stage_outputs_carry_their_metric_labels_so_none_is_decoded_to_be_counted():
+    """The cores attach the labels of the typed record they encode (``Out.counted``); they are
+    the ones the record's JSON holds."""
+    from types import SimpleNamespace
+
+    from atalaia.incidents.config import IncidentConfig
+    from atalaia.incidents.stage import IncidentsCore
+    from atalaia.rules.alarm import AlarmTransition
+    from atalaia.rules.stage import RulesCore
+
+    t = AlarmTransition(at="2026-01-28T10:00:00Z", rule="r1", key="k", state="firing", severity="high")
+    out = RulesCore._out(t)
+    assert out.counted == ("r1", "firing") == tuple(json.loads(out.value)[f] for f in ("rule", "state"))
+    alarm = SimpleNamespace(value=out.value, topic="t.alarms", key=out.key, headers=[], timestamp=None)
+    incidents = [
+        o for o in IncidentsCore(IncidentConfig()).process([alarm], time.time()) if o.topic == "incidents"
+    ]
+    assert incidents
+    for o in incidents:
+        assert o.counted == (json.loads(o.value)["state"],)
+
+
+def test_dead_letters_are_counted_by_source_and_first_code_or_reason():
+    from atalaia.streams.ingest.dlq import dlq_labels, to_dlq_record
+    from atalaia.streams.ingest.result import Rejection
+
+    assert dlq_labels(to_dlq_record(b"x", "rules", "bad time: 2026-13-01")) == ("rules", "bad time")
+    assert dlq_labels(to_dlq_record(b"x", "http:porto", ["a: b"])) == ("http", "a")
+    rej = Rejection("malformed JSON at line 1", scope="payload", code="malformed-json")
+    assert dlq_labels(to_dlq_record(b"{", "http", [str(rej)], rejections=[rej])) == ("http", "malformed-json")

@@ -8,7 +8,7 @@ import orjson
 
 from atalaia.rules.fused import partition_of
 from atalaia.streams.settings import Settings
-from atalaia.streams.topology import USER_STAGES, diagram, plan, process_groups
+from atalaia.streams.topology import USER_STAGES, diagram, flowchart, plan, process_groups
 from tests.conftest import ROOT
 
 
@@ -34,6 +34,45 @@ def test_the_readme_table_is_the_topology():
     assert diagram() in (ROOT / "README.md").read_text()
 
 
+def test_the_readme_diagram_is_the_topology():
+    readme = (ROOT / "README.md").read_text()
+    chart = flowchart()
+    assert chart in readme
+    for spec in plan(USER_STAGES):  # every stage and every topic it reads or writes is drawn
+        node = "s_" + spec.name.replace("-", "_")
+        for t in spec.sources:
+            assert f"t_{t.replace('-', '_')} --> {node}" in chart
+        for t in spec.outputs:
+            assert f"{node} {'-.->' if t == 'dlq' else '-->'} t_{t.replace('-', '_')}" in chart
+
+
+def test_the_warnings_stage_writes_what_its_spec_says():
+    from atalaia.warnings.stage import WarningsCore
+
+    (spec,) = plan(("warnings",))
+    draft = {
+        "sender": "pc@cm-porto.pt",
+        "level": "red",
+        "event": "Cheia",
+        "area": {"geocodes": {"DICOFRE": ["131203"]}},
+    }
+    cmds = [
+        {
+            "kind": "warning",
+            "id": "c1",
+            "action": "draft",
+            "actor": "ana",
+            "role": "operator",
+            "draft": draft,
+        },
+        {"kind": "warning", "action": "nonsense", "actor": "ana", "role": "operator"},  # refused
+    ]
+    records = [SimpleNamespace(value=orjson.dumps(c), topic="atalaia.commands") for c in cmds]
+    outs = WarningsCore().process(records, 1796403600.0)
+    assert {o.topic for o in outs} <= set(spec.outputs)
+    assert {o.topic for o in outs} == {"warnings", "dlq"}
+
+
 def test_partition_of_matches_the_producer():
     from aiokafka.partitioner import DefaultPartitioner
 
@@ -41,6 +80,21 @@ def test_partition_of_matches_the_producer():
     for i in range(200):
         key = f"urn:ngsi-ld:WaterObserved:e{i}".encode()
         assert partition_of(key, 6) == DefaultPartitioner()(key, parts, parts)
+
+
+def test_the_stages_partition_keys_as_the_producer_does():
+    """The stages pick a record batch's partition themselves (streams.stage._send_batches): for
+    every partition count the choice is aiokafka's DefaultPartitioner's, keyless records too."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from atalaia.streams.partition import pick
+
+    for n in (1, 2, 3, 6, 12, 32):
+        parts = list(range(n))
+        for i in range(300):
+            key = f"tenant/urn:ngsi-ld:Device:{i}".encode()
+            assert pick(key, parts) == DefaultPartitioner()(key, parts, parts)
+        assert {pick(None, parts) for _ in range(50 * n)} <= set(parts)
 
 
 def _notification(entity: str, height: float, at: str) -> bytes:
@@ -127,3 +181,27 @@ def test_a_core_restored_through_the_protocol_goes_on_exactly_like_the_one_never
         ], name
         assert any(o.topic != "dlq" for o in out_kept), f"{name}: the test records produce nothing"
         assert resumed.snapshot() == kept.snapshot(), name
+
+
+def test_the_factories_read_the_warning_files_before_the_loop_needs_them(tmp_path):
+    """The escalation stage's warning catalogue (when a policy proposes warnings) and the warnings
+    stage's catalogue and CAP XSD are read when the stage is built, not on the event loop."""
+    from atalaia.warnings.cap import schema
+
+    escalation = tmp_path / "escalation.yaml"
+    escalation.write_text(
+        "timezone: Europe/Lisbon\n"
+        "targets:\n  sala: {channel: webhook, url: 'http://127.0.0.1:9/hook', secret: x}\n"
+        "routes: [{policy: cheia}]\n"
+        "policies:\n  cheia:\n    steps:\n"
+        "      - {propose_warning: {sender: pc@cm-porto.pt, valid_for: 6h}, wait: 10m}\n"
+    )
+    settings = Settings(data_dir=tmp_path, escalation_path=escalation)
+    specs = {s.name: s for s in plan(USER_STAGES)}
+    assert specs["escalation"].cores(settings, SimpleNamespace())(0)._catalogue is not None
+    schema.cache_clear()
+    specs["warnings"].cores(settings, SimpleNamespace())
+    assert schema.cache_info().currsize == 1
+    # without a propose_warning step the escalation stage needs no catalogue
+    plain = Settings(data_dir=tmp_path)
+    assert specs["escalation"].cores(plain, SimpleNamespace())(0)._catalogue is None

@@ -73,8 +73,19 @@ def dlq_record_for(result: IngestResult, body: bytes, source: str, **kwargs: Any
     )
 
 
-def read_dlq_record(raw: bytes) -> dict[str, Any]:
-    """Decode a DLQ record; ``body`` holds the original bytes again."""
+def read_dlq_record(raw: bytes, body: bool = True) -> dict[str, Any]:
+    """Decode a DLQ record; ``body`` holds the original bytes again (unless ``body=False``: for
+    readers that only want why and whence)."""
     record = orjson.loads(raw)
-    record["body"] = base64.b64decode(record["body_b64"])
+    if body:
+        record["body"] = base64.b64decode(record["body_b64"])
     return record
+
+
+def dlq_labels(raw: bytes) -> tuple[str, str]:
+    """The labels a DLQ record is counted with on /metrics: its source (before any ``:``) and the
+    first rejection's code, else the first reason's text before its first colon (shortened)."""
+    rec = read_dlq_record(raw, body=False)
+    codes = [r.get("code") for r in rec.get("rejections") or [] if isinstance(r, dict)]
+    kind = codes[0] if codes and codes[0] else (rec.get("reasons") or ["?"])[0].split(":")[0][:60]
+    return str(rec.get("source", "?")).split(":")[0], str(kind)
