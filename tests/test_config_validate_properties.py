@@ -70,8 +70,10 @@ def _values(keys: list[str]) -> st.SearchStrategy[Any]:
     )
     return st.recursive(
         scalars,
-        lambda inner: st.lists(inner, max_size=3)
-        | st.dictionaries(st.sampled_from(keys) | st.text(min_size=1, max_size=5), inner, max_size=4),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(keys) | st.text(min_size=1, max_size=5), inner, max_size=4)
+        ),
         max_leaves=12,
     )
 

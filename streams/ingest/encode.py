@@ -3,7 +3,7 @@ for the agent that publishes thousands of Observations a second on ``atalaia.obs
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 
@@ -18,11 +18,7 @@ def time_text(t: datetime) -> str:
     """``format_time(t)``, cached (times parsed by ingest are usually there already)."""
     s = formatted.get(t)
     if s is None:
-        if t.tzinfo is UTC and t.year >= 1000:  # what format_time's strftime writes, via isoformat
-            s = t.isoformat()
-            s = s[:26].rstrip("0") + "Z" if t.microsecond else s[:19] + "Z"
-        else:
-            s = format_time(t)
+        s = format_time(t)
         if len(formatted) >= _CACHE_MAX:
             forget_older_half(formatted)
         formatted[t] = s
