@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from atalaia.detectors.base import Detector
 from atalaia.detectors.calibrated import Calibrated
@@ -35,7 +35,7 @@ from atalaia.detectors.seasonal import SeasonalProfile
 from atalaia.detectors.suppression import Refractory
 from atalaia.detectors.trees import HSTDetector
 from atalaia.rules.durations import parse_duration
-from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
+from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, located, parse, read_text, validate
 
 MODELS: dict[str, type[Detector]] = {
     "gaussian": GaussianTail,
@@ -228,18 +228,15 @@ def parse_config(text: str, source: str = "<string>", limits: YamlLimits | None 
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}:1:1: expected a mapping with 'default' and 'detectors'")
     try:
-        config = DetectorsConfig.model_validate(plain(doc))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        line, col = position(doc, in_tree(doc, tuple(err["loc"])), at="key")
-        path = ".".join(str(p) for p in err["loc"]) or "(top)"
-        raise ConfigError(f"{source}:{line}:{col}: {path}: {err['msg']}") from None
+        config = validate(doc, DetectorsConfig, source, at="key")
+    except YamlErrors as exc:
+        raise ConfigError(str(exc.errors[0])) from None
     for i, spec in enumerate(config.detectors):
         try:
             spec.build()
         except Exception as exc:  # a model's own check of its parameters, whatever it raises
-            line, col = position(doc, ("detectors", i, "params"), at="key")
-            raise ConfigError(f"{source}:{line}:{col}: detector {spec.name!r}: {exc}") from None
+            where = located(doc, source, ("detectors", i, "params"), f"detector {spec.name!r}: {exc}", "key")
+            raise ConfigError(str(where)) from None
     return config
 
 

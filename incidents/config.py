@@ -10,10 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from atalaia.rules.matchers import Matcher
-from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, load_file, plain, position
+from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, load_file, validate
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -202,10 +202,6 @@ def load_config(path: str | Path, limits: YamlLimits | None = None) -> IncidentC
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1:1: the incidents configuration must be a mapping")
     try:
-        return IncidentConfig.model_validate(plain(data))
-    except ValidationError as e:
-        err = e.errors()[0]
-        line, col = position(data, in_tree(data, err["loc"]), at="key")
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}:{line}:{col}: {loc}: {msg}") from None
+        return validate(data, IncidentConfig, str(path), at="key")
+    except YamlErrors as e:
+        raise ConfigError(str(e.errors[0])) from None

@@ -11,6 +11,7 @@ from typing import Any
 from atalaia.incidents.events import AlarmView
 from atalaia.incidents.kpi import KpiState
 from atalaia.rules.alarm import SEVERITIES, severity_rank
+from atalaia.streams.clock import format_time
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -35,12 +36,9 @@ def seconds_us(s: float) -> int:
 
 @lru_cache(maxsize=1 << 16)
 def fmt(us: int) -> str:
-    """Epoch microseconds -> RFC 3339 UTC text with ``Z`` (memoised: the same times recur in events)."""
-    secs, micro = divmod(us, SECOND)
-    base = (EPOCH + timedelta(seconds=secs)).isoformat()[:19]
-    if micro:
-        return f"{base}.{micro:06d}".rstrip("0") + "Z"
-    return base + "Z"
+    """Epoch microseconds -> the contract's time text, ``format_time`` (memoised: the same times
+    recur in events)."""
+    return format_time(EPOCH + timedelta(microseconds=us))
 
 
 def alarm_key(rule: str, key: str) -> str:

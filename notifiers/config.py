@@ -18,14 +18,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     model_validator,
 )
 
 from atalaia.incidents.events import IncidentState
 from atalaia.rules.alarm import SEVERITIES
 from atalaia.rules.matchers import Matcher, from_map
-from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
+from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, located, parse, read_text, validate
 
 if TYPE_CHECKING:
     from atalaia.streams.settings import Settings
@@ -324,15 +323,6 @@ class ConfigError(ValueError):
 # --- loading with positions ------------------------------------------------------------------
 
 
-def _position(root: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
-    """Line/col (1-based): the key of a mapping or list, the value of a scalar."""
-    return position(root, in_tree(root, loc), at="auto")
-
-
-def _loc_str(root: Any, loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in in_tree(root, loc))
-
-
 def load_config_text(
     text: str, filename: str = "<escalation>", limits: YamlLimits | None = None
 ) -> EscalationConfig:
@@ -347,20 +337,10 @@ def load_config_text(
             [f"{filename}:1:1: an escalation file must be a mapping (targets, routes, policies)"]
         )
     try:
-        cfg = EscalationConfig.model_validate(plain(data))
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            line, col = _position(data, loc)
-            msg = err["msg"].removeprefix("Value error, ")
-            where = _loc_str(data, loc)
-            problems.append(f"{filename}:{line}:{col}: {where + ': ' if where else ''}{msg}")
-        raise ConfigError(problems) from None
-    problems = [
-        f"{filename}:{_position(data, loc)[0]}:{_position(data, loc)[1]}: {msg}"
-        for loc, msg in _references(cfg)
-    ]
+        cfg = validate(data, EscalationConfig, filename)
+    except YamlErrors as e:
+        raise ConfigError([str(p) for p in e.errors]) from None
+    problems = [str(located(data, filename, loc, msg)) for loc, msg in _references(cfg)]
     if problems:
         raise ConfigError(problems)
     return cfg

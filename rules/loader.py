@@ -12,14 +12,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from ruamel.yaml.comments import CommentedMap
 
 from atalaia.rules.alarm import SEVERITIES
 from atalaia.rules.checks import authoring_warnings, semantic_errors
 from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.schema import Rule, RuleFile
-from atalaia.streams.config_yaml import YamlError, YamlLimits, in_tree, parse, plain, position, read_text
+from atalaia.streams.config_yaml import (
+    Where,
+    YamlError,
+    YamlErrors,
+    YamlLimits,
+    parse,
+    plain,
+    position,
+    read_text,
+    validate,
+)
 
 M = TypeVar("M", bound=BaseModel)
 _TYPE_WORDS = {
@@ -65,14 +75,8 @@ class RuleSet:
         return cls([LoadedRule(r, group, "<memory>", 0) for r in rules])
 
 
-class _Positions:
-    """Maps a pydantic error location to a node position in the ruamel.yaml tree."""
-
-    def __init__(self, tree: Any) -> None:
-        self.tree = tree
-
-    def find(self, loc: Sequence[Any], at_key: bool = False) -> tuple[int, int]:
-        return position(self.tree, loc, "key" if at_key else "value")
+def _find(tree: Any, loc: Sequence[Any], at_key: bool = False) -> tuple[int, int]:
+    return position(tree, loc, "key" if at_key else "value")
 
 
 def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, bool]:
@@ -108,10 +112,25 @@ def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, bool]:
     return f"'{name}': {err['msg']}", False
 
 
+def explain(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...], Where]:
+    """The rule files' wording of one pydantic error (``config_yaml.validate``'s hook); an unknown
+    key points at that key."""
+    msg, at_key = _message(err, loc)
+    if err["type"] == "unknown_key":
+        loc = (*loc, err["ctx"]["key"])
+    return msg, loc, "key" if at_key else "value"
+
+
 def _rule_error(exc: YamlError) -> RuleError:
     """A refusal of the YAML loader as a rule error (syntax errors say so)."""
     prefix = "YAML syntax error: " if exc.kind == "syntax" else ""
     return RuleError(exc.file, exc.line, exc.col, prefix + exc.message)
+
+
+def _first_per_place(errors: dict[tuple[int, int], RuleError], found: YamlErrors) -> None:
+    """Add the validation errors of ``found`` to ``errors``, one per position (the first)."""
+    for e in found.errors:
+        errors.setdefault((e.line, e.col), _rule_error(e))
 
 
 @dataclass(slots=True)
@@ -132,39 +151,33 @@ def parse_text(
         return None, None, [RuleError(file, 1, 1, "empty rule file: expected 'group:' and 'rules:'")]
     if not isinstance(tree, CommentedMap):
         return None, tree, [RuleError(file, 1, 1, "a rule file must be a mapping with 'group:' and 'rules:'")]
-    pos = _Positions(tree)
     plain_tree = plain(tree)
     errors: dict[tuple[int, int], RuleError] = {}
 
-    def collect(exc: ValidationError, prefix: tuple[Any, ...]) -> None:
-        for err in exc.errors():
-            loc = in_tree(tree, (*prefix, *err["loc"]))
-            msg, at_key = _message(err, loc)
-            if err["type"] == "unknown_key":
-                loc = (*loc, err["ctx"]["key"])
-            line, col = pos.find(loc, at_key=at_key)
-            errors.setdefault((line, col), RuleError(file, line, col, msg))
+    def check(model: type[M], data: Any, prefix: tuple[Any, ...] = ()) -> M | None:
+        try:
+            return validate(tree, model, file, data=data, prefix=prefix, explain=explain)
+        except YamlErrors as exc:
+            _first_per_place(errors, exc)
+            return None
 
     raw_rules = plain_tree.get("rules")
     header = {k: v for k, v in plain_tree.items() if k != "rules"}
-    try:  # the file level first (unknown keys, group), then each rule on its own: one bad rule hides no other
-        RuleFile.model_validate({**header, "rules": []})
-    except ValidationError as exc:
-        collect(exc, ())
+    # the file level first (unknown keys, group), then each rule on its own: one bad rule hides no other
+    check(RuleFile, {**header, "rules": []})
     rules: list[tuple[int, Rule]] = []
     if raw_rules is None:
         if "rules" not in plain_tree:
-            line, col = pos.find(())
+            line, col = _find(tree, ())
             errors.setdefault((line, col), RuleError(file, line, col, "missing required key 'rules'"))
     elif not isinstance(raw_rules, list):
-        line, col = pos.find(("rules",))
+        line, col = _find(tree, ("rules",))
         errors.setdefault((line, col), RuleError(file, line, col, "'rules' must be a list of rules"))
     else:
         for i, raw in enumerate(raw_rules):
-            try:
-                rules.append((i, Rule.model_validate(raw)))
-            except ValidationError as exc:
-                collect(exc, ("rules", i))
+            rule = check(Rule, raw, ("rules", i))
+            if rule is not None:
+                rules.append((i, rule))
     group = header.get("group") if isinstance(header.get("group"), str) else None
     return ParsedFile(group or Path(file).stem, rules), tree, list(errors.values())
 
@@ -177,18 +190,11 @@ def load_model(text: str, file: str, model: type[M], limits: YamlLimits | None =
         raise RuleFileError([_rule_error(exc)]) from None
     if not isinstance(tree, CommentedMap):
         raise RuleFileError([RuleError(file, 1, 1, "expected a mapping at the top of the file")])
-    pos = _Positions(tree)
     try:
-        return model.model_validate(plain(tree))
-    except ValidationError as exc:
-        errors = {}
-        for err in exc.errors():
-            loc = in_tree(tree, tuple(err["loc"]))
-            msg, at_key = _message(err, loc)
-            if err["type"] == "unknown_key":
-                loc = (*loc, err["ctx"]["key"])
-            line, col = pos.find(loc, at_key=at_key)
-            errors.setdefault((line, col), RuleError(file, line, col, msg))
+        return validate(tree, model, file, explain=explain)
+    except YamlErrors as exc:
+        errors: dict[tuple[int, int], RuleError] = {}
+        _first_per_place(errors, exc)
         raise RuleFileError(list(errors.values())) from None
 
 
@@ -218,15 +224,14 @@ def load_texts(sources: Iterable[tuple[str, str]], limits: YamlLimits | None = N
         errors += errs
         if model is None:
             continue
-        pos = _Positions(tree)
         errors += semantic_errors(
-            model.rules, seen, lambda loc, at_key=False, p=pos, f=file: (f, *p.find(loc, at_key))
+            model.rules, seen, lambda loc, at_key=False, t=tree, f=file: (f, *_find(t, loc, at_key))
         )
         ruleset.warnings += authoring_warnings(
-            model.rules, lambda loc, at_key=False, p=pos, f=file: (f, *p.find(loc, at_key))
+            model.rules, lambda loc, at_key=False, t=tree, f=file: (f, *_find(t, loc, at_key))
         )
         for i, rule in model.rules:
-            line, _ = pos.find(("rules", i))
+            line, _ = _find(tree, ("rules", i))
             ruleset.rules.append(LoadedRule(rule, model.group, file, line))
     if errors:
         raise RuleFileError(errors)

@@ -14,11 +14,16 @@ __all__ = ["format_time", "parse_time", "utc"]
 
 
 def format_time(t: datetime) -> str:
-    """RFC 3339 UTC with ``Z`` and no superfluous fraction (the contract's time format)."""
-    t = t.astimezone(UTC)
-    if t.microsecond:
-        return t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z"
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC with ``Z`` and no superfluous fraction (the contract's time format), e.g.
+    ``2026-03-01T10:00:00Z``, ``2026-03-01T10:00:00.25Z``; the year has four digits.
+
+    >>> format_time(datetime(2026, 3, 1, 10, 0, 0, 250000, tzinfo=UTC))
+    '2026-03-01T10:00:00.25Z'
+    """
+    if t.tzinfo is not UTC:
+        t = t.astimezone(UTC)
+    s = t.isoformat()  # 'YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00': faster than strftime
+    return s[:26].rstrip("0") + "Z" if t.microsecond else s[:19] + "Z"
 
 
 def parse_time(s: str) -> datetime:

@@ -341,7 +341,10 @@ def _lc(node: Any) -> tuple[int, int] | None:
     return lc.line, lc.col
 
 
-def position(tree: Any, loc: Sequence[Any], at: Literal["value", "key", "auto"] = "value") -> tuple[int, int]:
+Where = Literal["value", "key", "auto"]  # which part of a node a position points at
+
+
+def position(tree: Any, loc: Sequence[Any], at: Where = "value") -> tuple[int, int]:
     """1-based (line, col) of the deepest node on ``loc`` that exists in the tree: the value's
     position (``at="value"``), its key's (``"key"``), or the key of a mapping or list and the
     value of a scalar (``"auto"``). List items are at their item. Parts of ``loc`` that are not in
@@ -393,25 +396,63 @@ class YamlErrors(ValueError):
         return (YamlErrors, (self.errors,))
 
 
-def validate(tree: Any, model: Any, file: str, at: Literal["value", "key", "auto"] = "auto") -> Any:
+# A loader's own wording of one pydantic error: ``explain(error, loc)`` -> (message, the location
+# to point at, which part of that node). ``loc`` is the error's location in the tree (``in_tree``).
+Explain = Callable[[dict[str, Any], tuple[Any, ...]], tuple[str, tuple[Any, ...], Where]]
+
+
+def _plain_message(at: Where) -> Explain:
+    """The default wording: ``where.in.the.tree: pydantic's message``."""
+
+    def explain(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...], Where]:
+        where = ".".join(str(p) for p in loc)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return f"{where + ': ' if where else ''}{msg}", loc, at
+
+    return explain
+
+
+def located(tree: Any, file: str, loc: Sequence[Any], message: str, at: Where = "auto") -> YamlError:
+    """A problem found after validation (a cross-reference, a semantic check) at the node of the
+    tree that ``loc`` names (pydantic's tags dropped, see :func:`in_tree`)."""
+    line, col = position(tree, in_tree(tree, tuple(loc)), at)
+    return YamlError(file, line, col, message, "value")
+
+
+_TREE: Any = object()
+
+
+def validate(
+    tree: Any,
+    model: Any,
+    file: str,
+    at: Where = "auto",
+    *,
+    data: Any = _TREE,
+    prefix: tuple[Any, ...] = (),
+    explain: Explain | None = None,
+) -> Any:
     """``model.model_validate(plain(tree))`` (a pydantic model) with every validation error as a
-    :class:`YamlError` ``file:line:col: where: message`` in :class:`YamlErrors`: the one-liner for
-    a new configuration file (e.g. a warning draft)::
+    :class:`YamlError` ``file:line:col: where: message`` in :class:`YamlErrors`: the one path from
+    a pydantic error to a position that every configuration loader takes::
 
         draft = validate(load_file(path), Draft, str(path))
-    """
+
+    ``at`` says where a problem points (the value, its key, or ``auto``: the key of a mapping or
+    list, the value of a scalar). ``data`` validates something else than the whole tree (a part
+    of it, already :func:`plain`) that sits at ``prefix`` in the tree. ``explain`` words each
+    error the loader's way and may move where it points (see :data:`Explain`)."""
     from pydantic import ValidationError
 
     try:
-        return model.model_validate(plain(tree))
+        return model.model_validate(plain(tree) if data is _TREE else data)
     except ValidationError as exc:
+        explain = explain or _plain_message(at)
         problems = []
         for err in exc.errors():
-            loc = in_tree(tree, tuple(err["loc"]))
-            line, col = position(tree, loc, at)
-            where = ".".join(str(p) for p in loc)
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(YamlError(file, line, col, f"{where + ': ' if where else ''}{msg}", "value"))
+            message, loc, where = explain(err, in_tree(tree, (*prefix, *err["loc"])))
+            line, col = position(tree, loc, where)
+            problems.append(YamlError(file, line, col, message, "value"))
         raise YamlErrors(problems) from None
 
 

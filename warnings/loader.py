@@ -14,58 +14,29 @@ import difflib
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 
 from atalaia.rules.errors import RuleError, RuleFileError
-from atalaia.rules.loader import _message
-from atalaia.streams.config_yaml import YamlError, YamlLimits, parse, plain
+from atalaia.rules.loader import explain as rule_words
+from atalaia.streams.config_yaml import Where, YamlError, YamlErrors, YamlLimits, located, parse, validate
 from atalaia.warnings.catalogue import Catalogue
-from atalaia.warnings.draft import PT_BBOX, Draft, Loc, problems
+from atalaia.warnings.draft import PT_BBOX, Draft, problems
 
 
 class DraftError(RuleFileError):
     """A bad draft: ``errors`` are ``file:line:col: message`` (RuleError), sorted."""
 
 
-def position(tree: Any, loc: Loc, at_key: bool = False) -> tuple[int, int]:
-    """1-based line and column of the deepest node of ``loc`` that the YAML tree has. A list index
-    into a mapping (a single area written without a list) stays on the mapping."""
-    node = tree
-    lc = getattr(tree, "lc", None)
-    pos = (lc.line, lc.col) if lc is not None and lc.line is not None else (0, 0)
-    for i, part in enumerate(loc):
-        last = i == len(loc) - 1
-        if isinstance(node, CommentedMap) and not isinstance(part, int) and part in node:
-            pos = node.lc.key(part) if (last and at_key) else node.lc.value(part)
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            pos, node = node.lc.item(part), node[part]
-        elif isinstance(node, CommentedMap) and part == 0:
-            continue
-        else:
-            break
-    return pos[0] + 1, pos[1] + 1
-
-
-def _shape_errors(exc: ValidationError, tree: Any, file: str) -> list[RuleError]:
-    out = []
-    for err in exc.errors():
-        # drop what pydantic adds for union branches and wrappers ('str', 'dict[str,...]', 'function-before')
-        loc = tuple(p for p in err["loc"] if isinstance(p, int) or ("[" not in p and "function" not in p))
-        loc = tuple(p for p in loc if p not in ("str", "int", "float", "list", "dict"))
-        if err["type"] == "extra_forbidden":
-            key = loc[-1]
-            fields = [*Draft.model_fields, "msgType", "responseType", "senderName"]
-            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            msg, at_key = f"unknown key '{key}'{hint}", True
-        else:
-            msg, at_key = _message(err, loc)
-            if err["type"] == "missing":
-                loc = loc[:-1]
-        line, col = position(tree, loc, at_key)
-        out.append(RuleError(file, line, col, msg))
-    return out
+def _explain(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...], Where]:
+    """A draft's wording of one pydantic error: the rule files' one, and an unknown key with the
+    field it may have meant."""
+    if err["type"] != "extra_forbidden":
+        return rule_words(err, loc)
+    key = loc[-1]
+    fields = [*Draft.model_fields, "msgType", "responseType", "senderName"]
+    close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key '{key}'{hint}", loc, "key"
 
 
 def load_draft(
@@ -84,9 +55,9 @@ def load_draft(
     if not isinstance(tree, CommentedMap):
         raise DraftError([RuleError(file, 1, 1, "a draft is a mapping: sender, status, msgType, level, ...")])
     try:
-        draft = Draft.model_validate(plain(tree))
-    except ValidationError as exc:
-        errors = _shape_errors(exc, tree, file)
+        draft = validate(tree, Draft, file, explain=_explain)
+    except YamlErrors as exc:
+        errors = [RuleError(e.file, e.line, e.col, e.message) for e in exc.errors]
         raise DraftError(list({(e.line, e.col): e for e in errors}.values())) from None
     found = problems(draft, catalogue or Catalogue.load(), bbox)
     if found:
@@ -94,8 +65,8 @@ def load_draft(
         for loc, msg in found:
             if loc == ("references",) and "references" not in tree:
                 loc = ("msgType",)  # an Update/Cancel without references: point at what needs them
-            line, col = position(tree, loc)
-            errors.setdefault((line, col, msg), RuleError(file, line, col, msg))
+            e = located(tree, file, loc, msg, "value")
+            errors.setdefault((e.line, e.col, msg), RuleError(file, e.line, e.col, msg))
         raise DraftError(list(errors.values()))
     return draft
 
