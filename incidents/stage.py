@@ -72,7 +72,8 @@ class IncidentsCore:
     def _out(o: IncidentEvent | CommandReply) -> Out:
         if getattr(o, "kind", "") == "reply":
             return Out("replies", o.to_json(), key=o.command.encode())
-        return Out("incidents", o.to_json(), key=o.incident.encode(), counted=(o.state,))
+        # an incident event is counted by its state; a silence's start or end by "?" (no state)
+        return Out("incidents", o.to_json(), key=o.incident.encode(), counted=(getattr(o, "state", "?"),))
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         from prometheus_client import REGISTRY

@@ -376,13 +376,19 @@ def in_tree(tree: Any, loc: Sequence[Any]) -> tuple[Any, ...]:
         in_map = isinstance(node, dict) and not isinstance(part, list | dict) and part in node
         if in_map or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
             node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and i == len(loc) - 1:
+        elif isinstance(node, dict) and isinstance(part, str) and i == len(loc) - 1 and not _is_tag(part):
             out.append(part)  # a missing (or extra) key: named, the position stays on the parent
             break
         else:
             continue  # a tag pydantic adds: skip it
         out.append(part)
     return tuple(out)
+
+
+def _is_tag(part: str) -> bool:
+    """A pydantic union/validator tag (``function-before[_text(), str]``, ``list[str]``), never a key
+    the user could have written with its brackets."""
+    return "[" in part or part.startswith("function-")
 
 
 class YamlErrors(ValueError):

@@ -219,6 +219,16 @@ def test_the_warnings_consumers_send_what_does_not_decode_to_the_dlq_with_its_pa
     replies = [orjson.loads(o.value) for o in outs if o.topic == "warnings"]
     assert replies == [{"kind": "reply", "command": None, "ok": False, "error": reason}]
 
+    # a warning action without "kind": "warning" is not a warning command (the incident manager
+    # refuses it), and one that decodes but cannot be used (no such date) is refused *and* kept
+    approve = {"action": "approve", "actor": "a", "role": "supervisor", "warning": "W-1"}
+    assert warnings.process([rec(approve, "t.commands")], now) == []
+    no_date = {**approve, "kind": "warning", "at": "2026-02-30T00:00:00Z"}
+    outs = warnings.process([rec(no_date, "t.commands")], now)
+    assert [o.topic for o in outs] == ["dlq", "warnings"]
+    (reason,) = dlq_reasons(outs)
+    assert reason.startswith("refused by warnings:") and not orjson.loads(outs[1].value)["ok"], reason
+
 
 @given(
     st.recursive(

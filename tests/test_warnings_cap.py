@@ -293,6 +293,14 @@ def test_a_cancel_without_references_points_at_its_msgtype() -> None:
     assert str(e.value).startswith("d.yaml:3:10: a Cancel needs references")
 
 
+def test_a_wrong_type_inside_a_text_field_names_the_field_not_a_validator() -> None:
+    text = DESIGN_DRAFT.replace("event: {pt-PT: Cheia, en-GB: Flood}", "event: {pt-PT: [x], en-GB: Flood}")
+    with pytest.raises(DraftError) as e:
+        load_draft(text, "d.yaml")
+    assert "'pt-PT' must be text, got ['x']" in str(e.value)
+    assert "function-" not in str(e.value) and "[_text" not in str(e.value), str(e.value)
+
+
 def test_bad_sent_option_and_missing_file(tmp_path: Path) -> None:
     code, _, err = render_text(tmp_path, DESIGN_DRAFT, sent="2026-12-04T17:00:00")
     assert code == 2 and "--sent" in err

@@ -194,16 +194,13 @@ def decode_warning_command(value: bytes) -> WarningCommand | None:
     that are not a command at all: the incident manager's ``decode_command`` reads those and keeps
     the malformed ones on the DLQ). A warning command that does not decode raises
     ``msgspec.DecodeError`` naming the path (``... - at `$.action```)."""
-    try:
-        return _command_decoder.decode(value)
-    except msgspec.DecodeError as e:
-        try:
-            kind = _kind_decoder.decode(value).kind
-        except msgspec.DecodeError:
-            return None  # not a JSON object
-        if kind != "warning":
-            return None
-        raise e from None
+    try:  # the tag first: msgspec takes a lone tagged Struct's tag as optional
+        kind = _kind_decoder.decode(value).kind
+    except msgspec.DecodeError:
+        return None  # not a JSON object
+    if kind != "warning":
+        return None
+    return _command_decoder.decode(value)
 
 
 def warning_command_from_dict(d: dict[str, Any]) -> WarningCommand:
