@@ -11,7 +11,7 @@ from atalaia.incidents.commands import decode_command
 from atalaia.incidents.events import decode_incident_record, rejected_reply
 from atalaia.incidents.projection import Projection
 from atalaia.rules.alarm import decode_alarm
-from atalaia.streams.records import DecodeError, decode, dlq, topic_name
+from atalaia.streams.records import decode, dlq, topic_name
 from atalaia.streams.sink import Sink, SinkCore
 from atalaia.streams.stage import Out
 
@@ -38,21 +38,10 @@ class IncidentsCore:
         self.state = self.manager.restore(state) if state else self.manager.initial_state()
 
     def process(self, records: list[Any], now: float) -> list[Out]:
-        inputs: list[AlarmTransition | Command | SilenceCommand] = []
-        raw, outs = [], []
-        for r in records:  # decoded once, by topic, into the types the manager takes
-            try:
-                if topic_name(r) == "commands":
-                    cmd = decode_command(r.value or b"")
-                    if cmd is None:  # a warning command: the warnings stage takes it
-                        continue
-                    inputs.append(cmd)
-                else:
-                    inputs.append(decode_alarm(r.value or b""))
-            except DecodeError as e:
-                outs += [dlq(r.value, r.topic, str(e)), *self._rejected(r, str(e))]
-                continue
-            raw.append(r)
+        # decoded once, by topic, into the types the manager takes; a warning command decodes to
+        # None (the warnings stage takes it) and is skipped; what does not decode is refused
+        inputs: list[AlarmTransition | Command | SilenceCommand]
+        inputs, raw, outs = decode(records, decode_alarm, {"commands": decode_command}, self._rejected)
         errors: list[tuple[int, str]] = []
         self.state, produced = self.manager.step_batch(self.state, inputs, now, errors)
         for i, message in errors:

@@ -31,6 +31,31 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                 yield n, RuntimeError(f"invalid JSON: {exc}")
 
 
+def observation_problem(obj: dict[str, Any]) -> str | None:
+    """Why a JSON object read from a replay file is not an observation the engine can take, or None.
+
+    This is replay's boundary, the counterpart of ``decode_observation`` on the live topics: the
+    engine trusts the shape of what it is given and checks only its meaning (time, lateness,
+    numbers). It is looser than the topic's contract where replay files are: attribute values may
+    be text or booleans (state rules read them), labels any mapping, and time any text (the engine
+    says why a time is unusable)."""
+    for name in ("time", "type", "attributes", "entity"):
+        if name not in obj:
+            return f"not an observation: missing {name!r}"
+    entity = obj["entity"]
+    if obj["type"].__class__ is not str or entity.__class__ is not str or not entity:
+        return "'type' and 'entity' must be non-empty text"
+    tenant = obj.get("tenant")
+    if tenant is not None and (tenant.__class__ is not str or "|" in tenant):
+        return "'tenant' must be text without '|'"
+    labels = obj.get("labels")
+    if labels is not None and labels.__class__ is not dict:
+        return "'labels' must be a mapping of text"
+    if obj["attributes"].__class__ is not dict:
+        return "'attributes' must be a mapping"
+    return None
+
+
 @dataclass(slots=True)
 class ReplayResult:
     transitions: list[AlarmTransition]
@@ -69,6 +94,10 @@ def replay(
             continue
         if not isinstance(obj, dict):
             rejected.append((n, "not a JSON object"))
+            continue
+        problem = observation_problem(obj)
+        if problem is not None:
+            rejected.append((n, problem))
             continue
         if not first and isinstance(obj.get("time"), str):
             with contextlib.suppress(ValueError):

@@ -73,7 +73,7 @@ def expand_series(text: str) -> list[float | None]:
 
 
 class Series(Strict):
-    entity: str
+    entity: str = Field(min_length=1)  # the engine takes the observations built from it unchecked
     type: str
     attribute: str
     labels: dict[str, str] = Field(default_factory=dict)

@@ -72,16 +72,33 @@ def dlq(value: bytes | None, source: str, reason: str) -> Out:
     return Out("dlq", to_dlq_record(value or b"", source, reason, max_body_bytes=DLQ_MAX_BODY))
 
 
-def decode(records: list[Any], decoder: Decoder) -> tuple[list[Any], list[Any], list[Out]]:
+def decode(
+    records: list[Any],
+    decoder: Decoder,
+    by_topic: dict[str, Decoder] | None = None,
+    refused: Callable[[Any, str], list[Out]] | None = None,
+) -> tuple[list[Any], list[Any], list[Out]]:
     """The records of a batch decoded by their topic's ``decoder``: (records decoded, the
     consumed records they came from, DLQ outputs for those that do not decode, with msgspec's
-    path-bearing message as the reason)."""
+    path-bearing message as the reason).
+
+    A stage that consumes several topics names the decoders of the others in ``by_topic`` (topic
+    names without the prefix: ``{"commands": decode_command}``); a decoder that returns None
+    leaves a record that belongs to another stage (skipped: neither decoded nor refused).
+    ``refused(record, reason)`` gives more outputs for a record that does not decode, after its
+    DLQ output (an answer to whoever is waiting for it)."""
     values, raw, outs = [], [], []
     for r in records:
+        fn = decoder if by_topic is None else by_topic.get(topic_name(r), decoder)
         try:
-            values.append(decoder(r.value or b""))
+            value = fn(r.value or b"")
         except DecodeError as e:
             outs.append(dlq(r.value, r.topic, str(e)))
+            if refused is not None:
+                outs += refused(r, str(e))
             continue
+        if value is None:
+            continue
+        values.append(value)
         raw.append(r)
     return values, raw, outs

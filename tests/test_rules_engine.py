@@ -72,31 +72,62 @@ def test_late_within_lateness_joins_later_windows() -> None:
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
-        (
-            {"entity": E1, "type": "WaterObserved", "attributes": {"height": 1}},
-            "not an observation: missing 'time'",
-        ),
         ({**obs(0, 1), "time": "yesterday"}, "time 'yesterday' is not RFC 3339 with a UTC offset"),
         (
             {**obs(0, 1), "time": "2024-03-01T00:00:00"},
             "time '2024-03-01T00:00:00' is not RFC 3339 with a UTC offset",
         ),
+        ({**obs(0, 1), "time": 123}, "time 123 is not RFC 3339 with a UTC offset"),
         ({**obs(0, 1), "attributes": {"height": "4.5"}}, "attribute 'height' is not a number: '4.5'"),
         ({**obs(0, 1), "attributes": {"height": True}}, "attribute 'height' is not a number: True"),
         (
             {**obs(0, 1), "attributes": {"height": float("nan")}},
             "attribute 'height' is not a finite number: nan",
         ),
-        ({**obs(0, 1), "attributes": [1]}, "'attributes' must be a mapping"),
-        ({**obs(0, 1), "type": ["WaterObserved"]}, "'type' and 'entity' must be non-empty text"),
-        ({**obs(0, 1), "entity": 7}, "'type' and 'entity' must be non-empty text"),
-        ({**obs(0, 1), "labels": ["parish"]}, "'labels' must be a mapping of text"),
-        ("not a dict", "not an observation: expected a JSON object"),
     ],
 )
 def test_bad_observations_are_rejected(bad: dict, reason: str) -> None:
+    """What an observation means is the engine's to judge (its shape was checked where it came in)."""
     out, rejected = RuleEngine(rules(HIGH)).observe_batch([bad])
     assert out == [] and [r.reason for r in rejected] == [reason]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (
+            {"entity": E1, "type": "WaterObserved", "attributes": {"height": 1}},
+            "not an observation: missing 'time'",
+        ),
+        ({**obs(0, 1), "attributes": [1]}, "'attributes' must be a mapping"),
+        ({**obs(0, 1), "type": ["WaterObserved"]}, "'type' and 'entity' must be non-empty text"),
+        ({**obs(0, 1), "entity": 7}, "'type' and 'entity' must be non-empty text"),
+        ({**obs(0, 1), "entity": ""}, "'type' and 'entity' must be non-empty text"),
+        ({**obs(0, 1), "tenant": "a|b"}, "'tenant' must be text without '|'"),
+        ({**obs(0, 1), "tenant": 7}, "'tenant' must be text without '|'"),
+        ({**obs(0, 1), "labels": ["parish"]}, "'labels' must be a mapping of text"),
+        ("not a dict", "not a JSON object"),
+    ],
+)
+def test_replay_refuses_what_is_not_an_observation(bad: dict, reason: str) -> None:
+    """A replay file's lines are checked once, where they are read: each is refused with its line."""
+    from atalaia.rules.replay import replay
+
+    result = replay(rules(HIGH), [(1, bad), (2, obs(1, 5.0))])
+    assert result.rejected == [(1, reason)]
+    assert lines(result.transitions) == [("00:01:00", "high", E1, "firing", "high")]
+
+
+def test_a_refused_line_does_not_move_event_time() -> None:
+    """A line refused for its shape is not an observation: it moves neither the watermark nor
+    the lateness horizon (an in-time line after it is evaluated)."""
+    from atalaia.rules.replay import replay
+
+    result = replay(
+        rules(HIGH), [(1, {**obs(60, 1), "attributes": [1]}), (2, obs(1, 5.0))], allowed_lateness=300
+    )
+    assert result.rejected == [(1, "'attributes' must be a mapping")]
+    assert lines(result.transitions) == [("00:01:00", "high", E1, "firing", "high")]
 
 
 def test_index_skips_rules_that_cannot_match() -> None:

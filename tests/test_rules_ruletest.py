@@ -65,6 +65,18 @@ def test_bad_rule_test_file_points_at_the_error(tmp_path: Path) -> None:
     )
 
 
+def test_a_series_without_an_entity_is_a_file_error(tmp_path: Path) -> None:
+    """The observations a rule test builds go to the engine unchecked: the file is checked instead."""
+    (tmp_path / "r.yaml").write_text(RULES)
+    (tmp_path / "t.yaml").write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: x\n    input_series:\n"
+        '      - {entity: "", type: WaterObserved, attribute: height, values: "3"}\n'
+    )
+    result = CliRunner().invoke(rules, ["test", str(tmp_path / "t.yaml")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"{tmp_path / 't.yaml'}:5:") and "entity" in result.stderr
+
+
 def test_backtest_reports_alarms_time_firing_and_chattiness(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(RULES)
     values = [3, 4.5, 3, 4.5, 3, 4.5, 3, 6, 6, 6, 6, 3] + [3] * 48  # one hour, one value a minute

@@ -139,9 +139,12 @@ def test_lateness_is_judged_by_observation_time() -> None:
 
 
 def test_tenant_that_cannot_be_a_key_is_rejected() -> None:
-    engine = RuleEngine(load_texts([("t.yaml", RULES)]))
-    _, rejected = engine.observe_batch([{**obs("2026-01-28T10:00:00Z", 5.0), "tenant": "a|b"}])
-    assert len(rejected) == 1
+    from atalaia.rules.replay import replay
+
+    result = replay(
+        load_texts([("t.yaml", RULES)]), [(1, {**obs("2026-01-28T10:00:00Z", 5.0), "tenant": "a|b"})]
+    )
+    assert result.rejected == [(1, "'tenant' must be text without '|'")] and result.transitions == []
 
 
 def test_rules_core_keys_forwarded_observations_and_alarms_by_tenant() -> None:

@@ -128,6 +128,24 @@ def test_incidents_core_refuses_bad_alarms_and_answers_bad_commands():
     core.snapshot()  # state is still serialisable
 
 
+def test_incidents_core_skips_warning_commands_and_refuses_bad_ones_in_order():
+    """Alarms and commands share the stage: each record is decoded once by its topic; a warning
+    command is the warnings stage's (skipped, neither refused nor answered)."""
+    from atalaia.incidents.config import IncidentConfig
+    from atalaia.incidents.stage import IncidentsCore
+
+    core = IncidentsCore(IncidentConfig())
+    warning = {"kind": "warning", "action": "approve", "actor": "a", "role": "supervisor", "warning": "W-1"}
+    bad = {"id": "c1", "incident": "nope", "action": "explode", "actor": "a", "role": "x"}
+    outs = core.process(
+        [rec(warning, "t.commands"), rec(b"{nope", "t.alarms"), rec(bad, "t.commands")], time.time()
+    )
+    assert [o.topic for o in outs] == ["dlq", "dlq", "replies"]
+    replies = [orjson.loads(o.value) for o in outs if o.topic == "replies"]
+    assert replies[0]["accepted"] is False and replies[0]["command"] == "c1"
+    assert core.process([rec(warning, "t.commands")], time.time()) == []
+
+
 def test_reorder_ignores_clock_skewed_time_for_its_watermark():
     r = Reorder(slack_s=5, idle_s=60, max_ahead_s=300)
     now = 1_800_000_000.0
