@@ -26,7 +26,9 @@ incident accepts them (state, role) is decided by the incident manager, which an
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +52,19 @@ STATIC_FILES = {  # served under /console/<name>
     "console.css": "text/css",
     "i18n.json": "application/json",
 }
+_INCLUDE = re.compile(rb"^<!--#include ([a-z]+) -->\n", re.MULTILINE)
+
+
+@functools.cache
+def page(name: str) -> bytes:
+    """A console page as served: its ``<!--#include NAME -->`` lines replaced by the parts every
+    page shares (``static/parts/NAME.html``: who is signed in, sign-out, language, the sign-in
+    form). Read once per process, so a request never reads the disk."""
+    return _INCLUDE.sub(
+        lambda m: (STATIC / "parts" / f"{m[1].decode()}.html").read_bytes(), (STATIC / name).read_bytes()
+    )
+
+
 REPLY_WAIT_S = 5.0  # how long a command request waits for the incident manager's reply
 PING_S = 5.0  # server-sent-event heartbeat (the board's "updated N s ago")
 
@@ -132,9 +147,6 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
         if not auth.enabled:
             return Identity(request.query.get("actor") or "operator", "operator")
         return auth.identify(request.headers.get("Authorization"))
-
-    def page(name: str) -> bytes:
-        return (STATIC / name).read_bytes()
 
     @app.page("/")
     class Board(faust.web.View):

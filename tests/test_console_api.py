@@ -31,6 +31,13 @@ from tests.test_incidents_live import produce
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def served(name: str) -> str:
+    """A console file as the browser gets it (pages with their shared parts in place)."""
+    from atalaia.console.api import page
+
+    return page(name).decode() if name.endswith(".html") else (ROOT / "console" / "static" / name).read_text()
+
+
 # ---------------------------------------------------------------- pure parts
 
 
@@ -385,14 +392,21 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
     assert not late.thread.is_alive(), "the stream ended with the worker"
 
 
+def test_every_page_is_served_with_its_shared_parts_in_place():
+    for name in ("index.html", "incident.html", "silences.html", "warnings.html", "warning.html"):
+        html = served(name)
+        assert "<!--#include" not in html, name
+        for element in ('id="userline"', 'id="actorbox"', 'id="logout"', 'id="lang"', '<form id="login"'):
+            assert html.count(element) == 1, (name, element)
+        assert html.index('id="logout"') < html.index("</header>") < html.index('<form id="login"'), name
+
+
 def test_the_catalogue_has_every_key_in_both_languages():
     cat = json.loads((ROOT / "console" / "static" / "i18n.json").read_text())
     assert set(cat["pt-PT"]) == set(cat["en-GB"])
     used = set()
     for page in ("index.html", "incident.html"):
-        used |= set(re.findall(r'data-t="([^"]+)"', (ROOT / "console" / "static" / page).read_text()))
-    js = "".join(
-        (ROOT / "console" / "static" / f).read_text() for f in ("index.html", "incident.html", "console.js")
-    )
+        used |= set(re.findall(r'data-t="([^"]+)"', served(page)))
+    js = "".join(served(f) for f in ("index.html", "incident.html", "console.js"))
     used |= set(re.findall(r"\bt\('([a-z-]+\.[a-z_.-]+)'", js))
     assert used - set(cat["en-GB"]) == set(), "keys used but not in the catalogue"

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait
+from tests.test_console_api import served
 from tests.test_console_board import SHOTS, alarm, chromium, publish  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +57,8 @@ def test_every_warnings_page_key_is_in_both_languages() -> None:
     cat = json.loads((ROOT / "console" / "static" / "i18n.json").read_text())
     used: set[str] = set()
     for page in ("warnings.html", "warning.html", "incident.html"):
-        used |= set(re.findall(r'data-t="([^"]+)"', (ROOT / "console" / "static" / page).read_text()))
-    js = "".join(
-        (ROOT / "console" / "static" / f).read_text()
-        for f in ("warnings.html", "warning.html", "warnings.js")
-    )
+        used |= set(re.findall(r'data-t="([^"]+)"', served(page)))
+    js = "".join(served(f) for f in ("warnings.html", "warning.html", "warnings.js"))
     used |= set(re.findall(r"\bt\('([a-z-]+\.[a-z_.-]+)'", js))
     for lang in ("pt-PT", "en-GB"):
         assert used - set(cat[lang]) == set(), f"keys used but not in the {lang} catalogue"
