@@ -99,7 +99,7 @@ const token = () => sessionStorage.getItem('atalaia.token') || '';
 function authHeaders() { const tk = token(); return tk ? {Authorization: `Bearer ${tk}`} : {}; }
 async function api(path, opts = {}) {
   const r = await fetch(path, Object.assign({}, opts, {headers: Object.assign({}, opts.headers || {}, authHeaders())}));
-  if (r.status === 401) { showLogin(token() ? t('login.bad') : t('login.needed')); throw Object.assign(new Error('401'), {status: 401}); }
+  if (r.status === 401) { needLogin(); throw Object.assign(new Error('401'), {status: 401}); }
   return r;
 }
 async function whoami() {
@@ -107,6 +107,15 @@ async function whoami() {
   if (r.status === 401) { C.who = null; return null; }
   C.who = await r.json();
   return C.who;
+}
+// the sign-in form, saying why: the token was refused, or there is none yet
+function needLogin() { showLogin(token() ? t('login.bad') : t('login.needed')); }
+// who is signed in, shown in the header; null (and the sign-in form) when nobody is
+async function signedIn() {
+  const who = await whoami();
+  if (!who) { needLogin(); return null; }
+  showUser();
+  return who;
 }
 function showLogin(message) {
   const box = document.getElementById('login');
@@ -212,7 +221,7 @@ function stream(onEvent, onState) {
       try {
         onState('connecting');
         const r = await fetch('/api/stream', {headers: authHeaders()});
-        if (r.status === 401) { onState('login'); showLogin(token() ? t('login.bad') : t('login.needed')); return; }
+        if (r.status === 401) { onState('login'); needLogin(); return; }
         if (!r.ok || !r.body) throw new Error(String(r.status));
         onState('live');
         const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();

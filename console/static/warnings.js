@@ -44,9 +44,7 @@ async function signIn(onReady) {
   const ab = document.getElementById('actor');
   if (ab) { ab.value = localStorage.getItem('atalaia.actor') || 'operator-1'; ab.addEventListener('change', () => onReady()); }
   setupLogin(onReady);
-  const who = await whoami();
-  if (!who) { showLogin(token() ? t('login.bad') : t('login.needed')); return; }
-  showUser();
+  if (!(await signedIn())) return;
   if (rb) document.getElementById('rolebox').hidden = !demo();
   await onReady();
 }
