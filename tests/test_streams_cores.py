@@ -241,11 +241,18 @@ def test_the_warnings_consumers_send_what_does_not_decode_to_the_dlq_with_its_pa
     # refuses it), and one that decodes but cannot be used (no such date) is refused *and* kept
     approve = {"action": "approve", "actor": "a", "role": "supervisor", "warning": "W-1"}
     assert warnings.process([rec(approve, "t.commands")], now) == []
-    no_date = {**approve, "kind": "warning", "at": "2026-02-30T00:00:00Z"}
+    no_date = {**approve, "kind": "warning", "at": "2026-02-30T00:00:00Z", "id": "console-7"}
     outs = warnings.process([rec(no_date, "t.commands")], now)
     assert [o.topic for o in outs] == ["dlq", "warnings"]
     (reason,) = dlq_reasons(outs)
-    assert reason.startswith("refused by warnings:") and not orjson.loads(outs[1].value)["ok"], reason
+    assert reason.endswith("at `$.at`"), reason
+    # the refusal names the command's id, so the console that sent it shows it at once
+    assert orjson.loads(outs[1].value) == {
+        "kind": "reply",
+        "command": "console-7",
+        "ok": False,
+        "error": reason,
+    }
 
 
 @given(

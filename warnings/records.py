@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 import orjson
 
+from atalaia.streams.clock import parse_time
 from atalaia.streams.records import Text, Time, record_decoder
 
 Action = Literal["draft", "edit", "submit", "approve", "reject", "issue", "update", "cancel"]
@@ -113,9 +114,20 @@ class WarningReply(msgspec.Struct, tag_field="kind", tag="reply"):
 WarningRecord = WarningEvent | CapRecord | WarningReply
 
 
-def refused_reply(error: str) -> WarningReply:
-    """The reply to a command that is not one (it names no command it could be matched to)."""
-    return WarningReply(command=None, ok=False, error=error)
+def refused_reply(error: str, command: str | None = None) -> WarningReply:
+    """The reply to a command that could not be read: it names the command's ``id`` when the
+    record had one (so the console that sent it shows the refusal at once), None otherwise."""
+    return WarningReply(command=command, ok=False, error=error)
+
+
+def command_id(value: bytes | None) -> str | None:
+    """The ``id`` a command record carries, read without trusting the rest of it."""
+    try:
+        ev = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    cid = ev.get("id") if isinstance(ev, dict) else None
+    return cid if isinstance(cid, str) and cid else None
 
 
 class WarningCommand(msgspec.Struct, tag_field="kind", tag="warning", omit_defaults=True):
@@ -200,7 +212,13 @@ def decode_warning_command(value: bytes) -> WarningCommand | None:
         return None  # not a JSON object
     if kind != "warning":
         return None
-    return _command_decoder.decode(value)
+    cmd = _command_decoder.decode(value)
+    if cmd.at is not None:  # the pattern holds; the date must exist too (no 30 February)
+        try:
+            parse_time(cmd.at)
+        except ValueError:
+            raise msgspec.ValidationError(f"{cmd.at!r} is not a date and time - at `$.at`") from None
+    return cmd
 
 
 def warning_command_from_dict(d: dict[str, Any]) -> WarningCommand:

@@ -25,7 +25,13 @@ from atalaia.streams.records import DecodeError, dlq
 from atalaia.streams.stage import Out
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.core import Workflow
-from atalaia.warnings.records import WarningRecord, WarningReply, decode_warning_command, refused_reply
+from atalaia.warnings.records import (
+    WarningRecord,
+    WarningReply,
+    command_id,
+    decode_warning_command,
+    refused_reply,
+)
 
 
 class WarningsCore:
@@ -36,7 +42,8 @@ class WarningsCore:
     def process(self, records: list[Any], now: float) -> list[Out]:
         """Each warning command decoded once (:func:`~atalaia.warnings.records.decode_warning_command`;
         the topic's other records are the incident manager's). One that does not decode goes to
-        the DLQ with the decoder's reason, and is answered with a refusal naming no command."""
+        the DLQ with the decoder's reason, and is answered with a refusal naming the command's ``id``
+        when it had one."""
         t = datetime.fromtimestamp(now, UTC)
         outs: list[Out] = []
         for r in records:
@@ -44,7 +51,7 @@ class WarningsCore:
                 cmd = decode_warning_command(r.value or b"")
             except DecodeError as e:
                 outs.append(dlq(r.value, r.topic, str(e)))
-                outs.append(self._out(refused_reply(str(e))))
+                outs.append(self._out(refused_reply(str(e), command_id(r.value))))
                 continue
             if cmd is None:
                 continue
