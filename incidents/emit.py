@@ -5,31 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import get_args
 
-from atalaia.incidents.events import CommandReply, IncidentEvent, event_id
+from atalaia.incidents.events import Change, CommandReply, IncidentEvent, event_id
 from atalaia.incidents.model import AuditEntry, Incident, fmt
 
-PRIORITY = (
-    "closed",
-    "opened",
-    "acknowledged",
-    "shelved",
-    "unshelved",
-    "suppressed",
-    "unsuppressed",
-    "out-of-service",
-    "returned-to-service",
-    "commented",
-    "assigned",
-    "escalated",
-    "severity-changed",
-    "reactivated",
-    "returned-to-normal",
-    "alarm-added",
-    "alarm-suppressed",
-    "alarm-unsuppressed",
-    "alarm-updated",
-)
+PRIORITY = get_args(Change)  # the primary change first: ``Change`` lists them in that order
 _RANK = {c: i for i, c in enumerate(PRIORITY)}
 
 Output = IncidentEvent | CommandReply

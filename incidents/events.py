@@ -16,15 +16,9 @@ from atalaia.streams.records import Location, Text, Time, record_decoder
 if TYPE_CHECKING:
     from atalaia.incidents.silences import SilenceEvent
 
-Change = Literal[
+Change = Literal[  # in order of precedence: an event's primary change is the first it has
+    "closed",
     "opened",
-    "alarm-added",
-    "alarm-updated",
-    "severity-changed",
-    "reactivated",
-    "returned-to-normal",
-    "alarm-suppressed",
-    "alarm-unsuppressed",
     "acknowledged",
     "shelved",
     "unshelved",
@@ -35,7 +29,13 @@ Change = Literal[
     "commented",
     "assigned",
     "escalated",
-    "closed",
+    "severity-changed",
+    "reactivated",
+    "returned-to-normal",
+    "alarm-added",
+    "alarm-suppressed",
+    "alarm-unsuppressed",
+    "alarm-updated",
 ]
 IncidentState = Literal[
     "unacknowledged",

@@ -230,14 +230,10 @@ class ThresholdRule(CompiledRule):
             return False
         assert scorer is not None
         value = scorer(self.detector, key, self.attribute or "", datetime.fromtimestamp(t, UTC), v)  # type: ignore[arg-type]
-        st.t = t
-        if value is None:  # warming up: no evaluation
+        if value is None:  # warming up: time moves on, no evaluation
+            st.t = t
             return True
-        st.value = value
-        if st.levels is None and not (value > self.min_above or value < self.max_below):
-            return True  # inactive and nothing can hold: the common case
-        self.evaluate(st, key, t, t_text, value, obs, out)
-        return True
+        return self._observe_value(obs, key, t, t_text, value, out, scorer)  # the score is the value
 
     def _observe_value(
         self,
