@@ -36,8 +36,8 @@ from typing import Any, ClassVar, Literal
 import msgspec
 import orjson
 
-from atalaia.streams.clock import parse_time
 from atalaia.streams.records import Text, Time, record_decoder
+from atalaia.warnings.draft import cap_time
 
 Action = Literal["draft", "edit", "submit", "approve", "reject", "issue", "update", "cancel"]
 ACTIONS: tuple[str, ...] = ("draft", "edit", "submit", "approve", "reject", "issue", "update", "cancel")
@@ -213,9 +213,9 @@ def decode_warning_command(value: bytes) -> WarningCommand | None:
     if kind != "warning":
         return None
     cmd = _command_decoder.decode(value)
-    if cmd.at is not None:  # the pattern holds; the date must exist too (no 30 February)
-        try:
-            parse_time(cmd.at)
+    if cmd.at is not None:  # the pattern holds; the date must exist too (no 30 February), as the
+        try:  # workflow reads it
+            cap_time(cmd.at)
         except ValueError:
             raise msgspec.ValidationError(f"{cmd.at!r} is not a date and time - at `$.at`") from None
     return cmd

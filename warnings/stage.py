@@ -56,11 +56,7 @@ class WarningsCore:
             if cmd is None:
                 continue
             self.state, produced = self.workflow.step(self.state, cmd, t)
-            for o in produced:
-                if isinstance(o, WarningReply) and not o.ok and o.command is None:
-                    # decoded but unusable (an `at` that is no real date): refused, and kept
-                    outs.append(dlq(r.value, r.topic, f"refused by warnings: {o.error}"))
-                outs.append(self._out(o))
+            outs += [self._out(o) for o in produced]
         return outs
 
     @staticmethod
