@@ -43,12 +43,18 @@ def parse_duration(v: Any) -> timedelta:
     if isinstance(v, int | float) and not isinstance(v, bool):
         if v < 0:
             raise ValueError("duration must not be negative")
-        return timedelta(seconds=v)
+        try:
+            return timedelta(seconds=v)
+        except OverflowError:
+            raise ValueError(f"duration {v} s is too long") from None
     m = _DUR.match(str(v).strip()) if isinstance(v, str) else None
     if not m or not any(m.groups()):
         raise ValueError(f"invalid duration {v!r}: use e.g. 90s, 5m, 1h30m, 2d")
     d, h, mi, s = (int(x or 0) for x in m.groups())
-    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    try:
+        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    except OverflowError:
+        raise ValueError(f"duration {v!r} is too long") from None
 
 
 def format_duration(td: timedelta) -> str:
@@ -362,7 +368,7 @@ def _references(cfg: EscalationConfig) -> list[tuple[tuple[Any, ...], str]]:
     out: list[tuple[tuple[Any, ...], str]] = []
     try:
         ZoneInfo(cfg.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name no file can have
         out.append(
             (("timezone",), f"unknown time zone {cfg.timezone!r} (use an IANA name like Europe/Lisbon)")
         )

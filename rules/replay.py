@@ -38,10 +38,12 @@ def observation_problem(obj: dict[str, Any]) -> str | None:
     engine trusts the shape of what it is given and checks only its meaning (time, lateness,
     numbers). It is looser than the topic's contract where replay files are: attribute values may
     be text or booleans (state rules read them), labels any mapping, and time any text (the engine
-    says why a time is unusable)."""
+    says why a text is no usable time)."""
     for name in ("time", "type", "attributes", "entity"):
         if name not in obj:
             return f"not an observation: missing {name!r}"
+    if obj["time"].__class__ is not str:
+        return f"time {obj['time']!r:.80} is not RFC 3339 text"
     entity = obj["entity"]
     if obj["type"].__class__ is not str or entity.__class__ is not str or not entity:
         return "'type' and 'entity' must be non-empty text"

@@ -244,3 +244,16 @@ def test_cli_log_per_incident(tmp_path):
         and "HTTP 503" in lines[0]
         and "#2 delivered" in lines[1]
     )
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("wait: 5m", "wait: 1180591620717411303424"),  # a number of seconds no timedelta holds
+        ("wait: 5m", "wait: 99999999999999999d"),
+        ("routes:", "timezone: " + "x" * 5000 + "\nroutes:"),  # a zone name no file can have
+    ],
+)
+def test_a_hostile_value_is_a_positioned_error_not_a_crash(edit) -> None:
+    found = problems(GOOD.replace(*edit))
+    assert found and all(p.startswith("esc.yaml:") for p in found), found

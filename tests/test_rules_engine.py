@@ -107,6 +107,8 @@ def test_bad_observations_are_rejected(bad: dict, reason: str) -> None:
         ({**obs(0, 1), "tenant": 7}, "'tenant' must be text without '|'"),
         ({**obs(0, 1), "labels": ["parish"]}, "'labels' must be a mapping of text"),
         ("not a dict", "not a JSON object"),
+        ({**obs(0, 1), "time": [1]}, "time [1] is not RFC 3339 text"),
+        ({**obs(0, 1), "time": None}, "time None is not RFC 3339 text"),
     ],
 )
 def test_replay_refuses_what_is_not_an_observation(bad: dict, reason: str) -> None:

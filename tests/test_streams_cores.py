@@ -241,6 +241,12 @@ def test_the_warnings_consumers_send_what_does_not_decode_to_the_dlq_with_its_pa
     # refuses it), and one that decodes but cannot be used (no such date) is refused *and* kept
     approve = {"action": "approve", "actor": "a", "role": "supervisor", "warning": "W-1"}
     assert warnings.process([rec(approve, "t.commands")], now) == []
+    # drafts the command's identity cannot hash (too deep, an integer beyond 64 bits): refused
+    head = b'{"kind":"warning","action":"draft","actor":"a","role":"operator","draft":{"x":'
+    for draft in (b"[" * 300 + b"]" * 300, str(2**100).encode()):
+        outs = warnings.process([rec(head + draft + b"}}", "t.commands")], now)
+        assert [o.topic for o in outs] == ["dlq", "warnings"], outs
+        assert dlq_reasons(outs)[0].endswith("at `$.draft`")
     no_date = {**approve, "kind": "warning", "at": "2026-02-30T00:00:00Z", "id": "console-7"}
     outs = warnings.process([rec(no_date, "t.commands")], now)
     assert [o.topic for o in outs] == ["dlq", "warnings"]

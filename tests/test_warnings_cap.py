@@ -301,6 +301,18 @@ def test_a_wrong_type_inside_a_text_field_names_the_field_not_a_validator() -> N
     assert "function-" not in str(e.value) and "[_text" not in str(e.value), str(e.value)
 
 
+def test_a_key_that_is_no_text_and_a_control_character_are_draft_errors() -> None:
+    with pytest.raises(DraftError) as e:
+        load_draft(DESIGN_DRAFT + "? {a: 1}\n: x\n", "d.yaml")
+    assert "keys must be text" in str(e.value) and str(e.value).startswith("d.yaml:"), str(e.value)
+    nul = DESIGN_DRAFT.replace(
+        "event: {pt-PT: Cheia, en-GB: Flood}", 'event: {pt-PT: "Cheia\\0", en-GB: Flood}'
+    )
+    with pytest.raises(DraftError) as e:
+        load_draft(nul, "d.yaml")
+    assert "control character U+0000" in str(e.value), str(e.value)
+
+
 def test_bad_sent_option_and_missing_file(tmp_path: Path) -> None:
     code, _, err = render_text(tmp_path, DESIGN_DRAFT, sent="2026-12-04T17:00:00")
     assert code == 2 and "--sent" in err

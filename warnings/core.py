@@ -256,6 +256,8 @@ class Workflow:
             )
         except CapInvalid as e:
             raise Refused(f"the CAP document is invalid: {e}") from None
+        except ValueError as e:  # text XML cannot hold (a control character): refused, not a crash
+            raise Refused(f"the CAP document cannot be written: {e}") from None
         if doc.identifier in state.issued:
             raise Refused(f"CAP identifier {doc.identifier} was issued already")
         w.identifier, w.sent, w.xml = doc.identifier, doc.sent, doc.xml.decode()

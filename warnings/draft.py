@@ -22,7 +22,7 @@ import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from atalaia.warnings.catalogue import CAOP_CODES, Catalogue
 
@@ -84,9 +84,18 @@ def _canon(choices: tuple[str, ...]):
     return BeforeValidator(f)
 
 
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # what no XML 1.0 text may hold
+
+
 def _text(v: Any) -> Any:
     if isinstance(v, int | float) and not isinstance(v, bool):
         return str(v)
+    return v
+
+
+def _xml_text(v: str) -> str:
+    if (m := _NOT_XML.search(v)) is not None:
+        raise ValueError(f"control character U+{ord(m[0]):04X} cannot be part of a CAP document")
     return v
 
 
@@ -102,7 +111,7 @@ def _list(v: Any) -> Any:
 
 
 Time = Annotated[datetime, BeforeValidator(cap_time)]
-Text = Annotated[str, BeforeValidator(_text)]
+Text = Annotated[str, BeforeValidator(_text), AfterValidator(_xml_text)]
 LangText = Text | dict[str, Text]  # one text for every language, or {language: text}
 Status = Annotated[Literal["Actual", "Exercise", "Test"], _canon(STATUSES)]
 MsgType = Annotated[Literal["Alert", "Update", "Cancel"], _canon(MSG_TYPES)]

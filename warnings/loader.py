@@ -32,6 +32,8 @@ def _explain(err: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str, tuple[Any,
     field it may have meant."""
     if err["type"] != "extra_forbidden":
         return rule_words(err, loc)
+    if not loc:  # a key that is no text (a mapping or a list): nowhere to name it
+        return "keys must be text", loc, "key"
     key = loc[-1]
     fields = [*Draft.model_fields, "msgType", "responseType", "senderName"]
     close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)

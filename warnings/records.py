@@ -127,7 +127,8 @@ def command_id(value: bytes | None) -> str | None:
     except orjson.JSONDecodeError:
         return None
     cid = ev.get("id") if isinstance(ev, dict) else None
-    return cid if isinstance(cid, str) and cid else None
+    # an id no sender would make (longer than 200 characters) is not repeated in the reply
+    return cid if isinstance(cid, str) and 0 < len(cid) <= 200 else None
 
 
 class WarningCommand(msgspec.Struct, tag_field="kind", tag="warning", omit_defaults=True):
@@ -147,6 +148,22 @@ class WarningCommand(msgspec.Struct, tag_field="kind", tag="warning", omit_defau
     incident: str | None = None  # draft: the incident it comes from
     tenant: str | None = None  # draft: the tenant it belongs to (default: none, or the draft's own)
     at: Time | None = None
+
+    def __post_init__(self) -> None:
+        """What the schema cannot say, checked on decode and on ``msgspec.convert`` alike (a
+        ``ValueError`` here is msgspec's ``ValidationError``): ``at`` is a real time as the
+        workflow reads it (no 30 February), and the draft is JSON the command's identity can hash
+        (nested less than 255 deep, integers within 64 bits)."""
+        if self.at is not None:
+            try:
+                cap_time(self.at)
+            except ValueError:
+                raise ValueError(f"{self.at!r} is not a date and time - at `$.at`") from None
+        if self.draft is not None:
+            try:
+                orjson.dumps(self.draft)
+            except TypeError as e:
+                raise ValueError(f"the draft cannot be read ({e}) - at `$.draft`") from None
 
     def to_json(self) -> bytes:
         return _encoder.encode(self)
@@ -212,13 +229,7 @@ def decode_warning_command(value: bytes) -> WarningCommand | None:
         return None  # not a JSON object
     if kind != "warning":
         return None
-    cmd = _command_decoder.decode(value)
-    if cmd.at is not None:  # the pattern holds; the date must exist too (no 30 February), as the
-        try:  # workflow reads it
-            cap_time(cmd.at)
-        except ValueError:
-            raise msgspec.ValidationError(f"{cmd.at!r} is not a date and time - at `$.at`") from None
-    return cmd
+    return _command_decoder.decode(value)
 
 
 def warning_command_from_dict(d: dict[str, Any]) -> WarningCommand:
