@@ -20,7 +20,7 @@ import hashlib
 import logging
 import pickle
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Hashable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +77,9 @@ class DetectorBank:
         self.clock = float("-inf")  # newest event time seen (epoch seconds)
         self.stats: Counter[str] = Counter()  # evicted, resumed, refused
         self._full_logged = False
+        self._signatures: dict[str, Hashable] = {}  # a fresh model's signature, per detector
+        #: after restore(): the detectors whose configuration text the snapshot had (None: all)
+        self._unchanged: set[str] | None = None
 
     def __len__(self) -> int:
         return len(self._models)
@@ -111,13 +114,33 @@ class DetectorBank:
                 )
             return None
         data = self.checkpoints.pop(mk, None)
-        if data is not None:
-            det = Detector.from_state(data)
+        det = None if data is None else Detector.from_state(data)
+        if det is not None and self._keeps(detector, det):
             self.stats["resumed"] += 1
         else:
+            if det is not None:
+                self.stats["reset"] += 1
             det = self._specs[detector].build()
         self._models[mk] = det
         return det
+
+    def _current(self, detector: str, det: Detector) -> bool:
+        """Does a restored model compute what ``detector``'s configuration builds today? (Its
+        signature, the parameters with the code's defaults applied, against a fresh model's;
+        ``Detector.signature``.) None when the model cannot tell: the configuration text decides."""
+        fresh = self._signatures.get(detector, ...)
+        if fresh is ...:
+            fresh = self._signatures[detector] = self._specs[detector].build().signature()
+        return None if fresh is None else det.signature() == fresh
+
+    def _keeps(self, detector: str, det: Detector) -> bool:
+        """Is a restored model ``detector``'s model today? When it tells its signature, exactly
+        when that is a fresh model's (so one written under other defaults of the code restarts);
+        otherwise when the detector's configuration text is unchanged since the snapshot."""
+        current = self._current(detector, det)
+        if current is None:
+            return self._unchanged is None or detector in self._unchanged
+        return current
 
     def evict_idle(self, now: float | None = None) -> int:
         """Checkpoint and drop every model idle for ``idle_after`` seconds at event time
@@ -192,7 +215,12 @@ class DetectorBank:
     @classmethod
     def restore(cls, config: DetectorsConfig, data: bytes, **limits: Any) -> DetectorBank:
         """A bank from ``snapshot()`` bytes. Models of detectors that are no longer
-        configured, or whose configuration changed, are dropped (they restart fresh).
+        configured, or that no longer compute what their configuration builds, are dropped
+        (they restart fresh, counted as ``reset``): a model that tells its signature
+        (``Detector.signature``: class and parameters with the code's defaults applied) is
+        compared with a fresh one's, so an edit that changes nothing it computes keeps it and a
+        change of the code's defaults does not; one that does not tell is kept when its
+        configuration text is unchanged. Checkpoints are checked the same way when they resume.
         ``limits``: ``max_entities``, ``idle_after``, ``checkpoints`` as for the constructor
         (a given checkpoint store is used as is; otherwise the snapshot's checkpoints)."""
         payload = pickle.loads(data)
@@ -200,12 +228,16 @@ class DetectorBank:
             raise ValueError("not a detector bank snapshot of a supported version")
         bank = cls(config, **limits)
         same = {n for n, s in bank._specs.items() if payload["specs"].get(n) == _fingerprint(s)}
-        bank._models = OrderedDict((k, m) for k, m in payload["models"].items() if k[0] in same)
+        bank._unchanged = same
+        models = [(k, m) for k, m in payload["models"].items() if k[0] in bank._specs]
+        bank._models = OrderedDict((k, m) for k, m in models if bank._keeps(k[0], m))
         bank._last = {k: v for k, v in payload.get("last", {}).items() if k in bank._models}
         bank.clock = payload.get("clock", float("-inf"))
         bank.stats.update(payload.get("stats", {}))
+        bank.stats["reset"] += len(models) - len(bank._models)
         if "checkpoints" not in limits and payload.get("checkpoints"):
-            bank.checkpoints.update((k, v) for k, v in payload["checkpoints"].items() if k[0] in same)
+            # checked when each resumes (model()): one that computes otherwise starts fresh
+            bank.checkpoints.update((k, v) for k, v in payload["checkpoints"].items() if k[0] in bank._specs)
         return bank
 
     def state_of(self, detector: str, key: str, attribute: str) -> bytes | None:
@@ -215,10 +247,16 @@ class DetectorBank:
         return self.checkpoints.get(mk) if det is None else det.to_state()
 
     def load_state(self, detector: str, key: str, attribute: str, data: bytes) -> None:
-        """Install one model's state written by ``state_of`` (same configuration assumed)."""
+        """Install one model's state written by ``state_of`` (same configuration assumed; a
+        state whose signature is not the configuration's today is dropped, counted as reset)."""
         mk = (self._resolve(detector), key, attribute)
         self.checkpoints.pop(mk, None)
-        self._models[mk] = Detector.from_state(data)
+        det = Detector.from_state(data)
+        if not self._keeps(mk[0], det):  # computes otherwise: starts fresh on use
+            self._models.pop(mk, None)
+            self.stats["reset"] += 1
+            return
+        self._models[mk] = det
 
     def metrics(self) -> dict[str, float]:
         """Gauges and counters for Prometheus (``atalaia_detector_*``)."""
@@ -228,6 +266,7 @@ class DetectorBank:
             "atalaia_detector_entities_max": self.max_entities or 0,
             "atalaia_detector_entities_evicted": self.stats["evicted"],
             "atalaia_detector_entities_resumed": self.stats["resumed"],
+            "atalaia_detector_entities_reset": self.stats["reset"],
             "atalaia_detector_entities_refused": self.stats["refused"],
         }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from datetime import datetime
 
 #: smallest scale used to standardise a value (relative to its level, then absolute),
@@ -48,6 +49,16 @@ class Detector(ABC):
     @property
     def warmed_up(self) -> bool:
         return self.n_seen >= self.warmup
+
+    def signature(self) -> Hashable:
+        """Everything that decides what the model computes (its class and parameters after the
+        code's defaults were applied, wrappers included), or None when the model does not tell.
+        A bank keeps a restored model exactly when its signature is a freshly built one's, so a
+        model written under other defaults restarts instead of scoring by rules its
+        configuration no longer names, and an edit that changes nothing it computes (a
+        description, a rule threshold) keeps it. Without a signature the configuration's text
+        decides."""
+        return None
 
     def to_state(self) -> bytes:
         """The detector's complete state as bytes."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import datetime
 
 from atalaia.detectors.base import Detector, clean
@@ -40,6 +41,10 @@ class Ensemble(Detector):
         if self.combine == "mean":
             return sum(scores) / len(scores)
         return max(scores) if self.combine == "max" else min(scores)
+
+    def signature(self) -> Hashable:
+        members = tuple(m.signature() for m in self.members)
+        return None if None in members else ("ensemble", self.combine, members)
 
     def learn_one(self, x: float, t: datetime) -> None:
         if clean(x) is None:

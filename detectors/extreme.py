@@ -8,7 +8,17 @@ generalised Pareto distribution (shape ``γ`` and scale ``σ`` by the method of 
 excesses, exponentially forgotten after ``horizon`` of them), so a value ``x > u`` has the tail
 probability
 
-    p(x) = (1 − q) · (1 + γ (x − u) / σ) ^ (−1/γ)      (p = 0 beyond the end point when γ < 0)
+    p(x) = (1 − q) · (1 + γ (x − u) / σ) ^ (−1/γ)
+
+The shape is held at ``γ ≥ shape_min`` (default 0, with ``σ = m (1 − γ)`` keeping the excesses'
+mean ``m``). A negative shape would give the tail an end point, beyond which ``p = 0`` and the
+score is 1; but the moment fit puts that end point wherever the excesses happen to bunch: on a
+quantised or stepping series (a counter, a noiseless cycle, a sensor with a few levels) the
+excesses are nearly equal, the fitted ``γ`` is very negative and the end point falls *below*
+values the series has already produced, so a step it makes every few minutes scored 1 ("never
+possible"). Gaussian noise, the usual case, lies in the γ = 0 (Gumbel) domain; a bounded sensor
+is better told by its record tests than by a fitted wall. ``shape_min: null`` restores the free
+fit (the default detector before this, ``novelty-evt-mean-v1``).
 
 The score is the surprise of the smallest such probability over the tests (both tails of each
 feature), Bonferroni-corrected for their number: ``log10(1 / (k · p_min)) / decades``. With the
@@ -27,9 +37,12 @@ from atalaia.detectors.base import clean, clip01, scale_floor
 from atalaia.detectors.novelty import SLOW_MEAN, RecordNovelty, _param, p2_quantile
 
 
-def log10_tail(u: float, m: float, v: float, f: float, q: float, floor: float) -> float:
+def log10_tail(
+    u: float, m: float, v: float, f: float, q: float, floor: float, shape_min: float | None = None
+) -> float:
     """log10 of P(feature ≥ f) for the tail over the quantile ``u`` whose excesses have mean
-    ``m`` and variance ``v`` (0 at or below the quantile; −inf beyond the end point)."""
+    ``m`` and variance ``v`` (0 at or below the quantile; −inf beyond the end point). With
+    ``shape_min`` the fitted shape is held at or above it (0: never a finite end point)."""
     if f <= u:
         return 0.0
     m = max(m, floor)
@@ -37,6 +50,10 @@ def log10_tail(u: float, m: float, v: float, f: float, q: float, floor: float) -
     ratio = m * m / max(v, floor * floor)
     gamma = 0.5 * (1.0 - ratio)
     sigma = 0.5 * m * (1.0 + ratio)
+    if shape_min is not None and gamma < shape_min:
+        # the shape held up, the scale keeps the excesses' mean: σ = m (1 − γ)
+        gamma = shape_min
+        sigma = m * (1.0 - gamma)
     y = (f - u) / sigma
     base = math.log10(1.0 - q)
     if abs(gamma) < 1e-6:
@@ -86,7 +103,8 @@ class ExtremeTail(RecordNovelty):
     Parameters: ``features`` (as in ``RecordNovelty``); ``q`` (quantile above which the tail
     is fitted); ``horizon`` (excesses remembered); ``min_excess`` (excesses needed before a
     tail scores); ``decades`` (the log10 probability that scores 1); ``fast``/``slow``/
-    ``bin_minutes``/``warmup``/``max_gap`` as in ``RecordNovelty``.
+    ``bin_minutes``/``warmup``/``max_gap`` as in ``RecordNovelty``; ``shape_min`` (the least
+    tail shape fitted; None: free, with an end point beyond which a value scores 1).
 
     >>> from datetime import datetime, timedelta
     >>> t0 = datetime(2026, 1, 1)
@@ -106,6 +124,7 @@ class ExtremeTail(RecordNovelty):
         horizon: int = 1000,
         min_excess: int = 10,
         decades: float = 10.0,
+        shape_min: float | None = 0.0,
         fast: float = 0.1,
         slow: float = 0.01,
         bin_minutes: int = 60,
@@ -124,8 +143,16 @@ class ExtremeTail(RecordNovelty):
         )
         if not 0.5 <= q < 1.0 or horizon < 2 or min_excess < 2 or decades <= 0:
             raise ValueError("0.5 <= q < 1, horizon >= 2, min_excess >= 2, decades > 0")
+        if shape_min is not None and not -0.5 <= shape_min <= 1.0:
+            raise ValueError("shape_min must be between -0.5 and 1")
         params = self._p.params._replace(
-            record=(), pareto=True, q=q, horizon=horizon, min_excess=min_excess, decades=decades
+            record=(),
+            pareto=True,
+            q=q,
+            horizon=horizon,
+            min_excess=min_excess,
+            decades=decades,
+            shape_min=None if shape_min is None else float(shape_min),
         )
         # the quantiles: the far tail's two (None without it), then each feature's upper and
         # lower tail
@@ -147,15 +174,15 @@ class ExtremeTail(RecordNovelty):
         p, s, qs = self._p, self._s, self._q
         slow = s[SLOW_MEAN]
         floor = scale_floor(slow if slow == slow else x)
-        lowest, k, least, q = 0.0, 0, p.min_excess, p.q
+        lowest, k, least, q, shape = 0.0, 0, p.min_excess, p.q, p.shape_min
         for f, _, o, qi in values:
             # both tails of the feature: f over the upper one, −f over the lower one; a tail
             # with excesses has seen values, so its quantile estimate is defined
             k += 2
             if s[o + 1] >= least:
-                lowest = min(lowest, log10_tail(qs[qi].get(), s[o + 2], s[o + 3], f, q, floor))
+                lowest = min(lowest, log10_tail(qs[qi].get(), s[o + 2], s[o + 3], f, q, floor, shape))
             if s[o + 4] >= least:
-                lowest = min(lowest, log10_tail(qs[qi + 1].get(), s[o + 5], s[o + 6], -f, q, floor))
+                lowest = min(lowest, log10_tail(qs[qi + 1].get(), s[o + 5], s[o + 6], -f, q, floor, shape))
         if lowest == -math.inf:
             return 1.0
         return clip01(-(lowest + math.log10(max(k, 1))) / p.decades)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from collections.abc import Hashable
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -89,6 +90,7 @@ class _Params(NamedTuple):
     horizon: int = 1000
     min_excess: int = 10
     decades: float = 10.0
+    shape_min: float | None = None
 
 
 # offsets of the scalars in the state array; the features' blocks and the profile follow
@@ -430,6 +432,9 @@ class RecordNovelty(Detector):
         worst = max(tests) if p.agree == 1 else sorted(tests)[-p.agree]
         z = worst / p.tolerance
         return 1.0 if z > 40.0 else 0.0 if z < -40.0 else 1.0 / (1.0 + math.exp(-z))
+
+    def signature(self) -> Hashable:
+        return (type(self).__name__, self._p.params)
 
     def learn_one(self, x: float, t: datetime) -> None:
         x = clean(x)

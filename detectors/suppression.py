@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -95,6 +96,12 @@ class Refractory(Detector):
         if clean(x) is not None:
             self._learn(x, t, emitted)
         return emitted
+
+    def signature(self) -> Hashable:
+        inner = self.inner.signature()
+        if inner is None:
+            return None
+        return ("refractory", self.alert, self.hold, self.cap, self.sustain, self.every, self.burst, inner)
 
     def learn_one(self, x: float, t: datetime) -> None:
         if clean(x) is None:

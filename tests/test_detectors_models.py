@@ -244,9 +244,9 @@ def test_shipped_default_is_the_documented_transfer_choice():
     """detectors/README.md ("Choosing a default that transfers") documents the default chosen by
     the cross-validation over `detectors/candidates.yaml`: the mean of record novelty (value,
     shift, daily profile, far tail) and the extreme-value tail probability (the same and the
-    change), refractory hold 100, shipped threshold 0.45 equal to the refractory alert. The
-    previous default stays as record-novelty. Changing either means re-running the CV and
-    updating the README table."""
+    change, its tail shape held at >= 0), refractory hold 100, shipped threshold 0.41 equal to
+    the refractory alert. The previous defaults stay as novelty-evt-mean-v1 (free tail shape)
+    and record-novelty. Changing either means re-running the CV and updating the README table."""
     default = CONFIG.get(None)
     assert default.name == CONFIG.default == "novelty-evt-mean"
     assert default.model == "novelty-extreme"  # the mean of record novelty and the extreme tail
@@ -256,18 +256,22 @@ def test_shipped_default_is_the_documented_transfer_choice():
         "features": ["value", "diff", "shift", "seasonal"],
         "q": 0.98,
         "min_excess": 10,
+        "shape_min": 0.0,
         "fast": 0.1,
         "warmup": 150,
     }
     assert default.suppress.model_dump() == {
-        "alert": 0.45,
+        "alert": 0.41,
         "hold": 100,
         "cap": 0.0,
         "sustain": False,
         "every": 0,
         "burst": 1,
     }
-    assert default.threshold == default.suppress.alert == 0.45
+    assert default.threshold == default.suppress.alert == 0.41
+    v1 = CONFIG.get("novelty-evt-mean-v1")
+    assert v1.params == {**default.params, "shape_min": None}
+    assert v1.threshold == v1.suppress.alert == 0.45
     previous = CONFIG.get("record-novelty")
     assert previous.model == "novelty"
     assert previous.params == {

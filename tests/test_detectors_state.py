@@ -102,9 +102,20 @@ def test_old_states_round_trip_after_loading(case):
     assert [again.score_learn(v, t) for t, v in data] == c["next"]
 
 
+def config_of_the_fixture():
+    """The configuration the fixture's bank was written under: its default then was today's
+    novelty-evt-mean-v1 (the free tail shape), under the default's name."""
+    v1 = CONFIG.get("novelty-evt-mean-v1").model_copy(update={"name": CONFIG.default})
+    others = [d for d in CONFIG.detectors if d.name != CONFIG.default]
+    return CONFIG.model_copy(update={"detectors": [v1, *others]})
+
+
 def test_a_bank_restarted_on_an_old_snapshot_resumes_every_entity():
+    """An old snapshot resumes every entity whose model computes what its configuration builds
+    today, even though the configuration's text has changed (a new description, threshold,
+    and the code default written out): the signature decides, not the text."""
     f = fixture()
-    bank = DetectorBank.restore(CONFIG, f["bank"], idle_after=None, max_entities=None)
+    bank = DetectorBank.restore(config_of_the_fixture(), f["bank"], idle_after=None, max_entities=None)
     assert len(bank) == 3 and len(bank.checkpoints) == 1
     for e in range(3):
         got = [
@@ -118,6 +129,29 @@ def test_a_bank_restarted_on_an_old_snapshot_resumes_every_entity():
         for t, v in series()[800 : 800 + AFTER]
     ]
     assert got == f["bank_next"][2] and bank.stats["resumed"] == 1
+    assert bank.metrics()["atalaia_detector_entities_reset"] == 0
+
+
+def test_models_written_under_other_defaults_restart_instead_of_scoring_by_old_rules():
+    """The default detector changed (its tail shape is now held at >= 0): a bank restored from
+    a snapshot of the old default does not go on scoring its entities with the old fit. Each
+    model, and the checkpoint when it would resume, starts fresh and is counted as reset."""
+    f = fixture()
+    bank = DetectorBank.restore(CONFIG, f["bank"], idle_after=None, max_entities=None)
+    assert len(bank) == 0 and bank.stats["reset"] == 3
+    fresh = DetectorBank(CONFIG, idle_after=None, max_entities=None)
+    for e in (0, 9):
+        got = [
+            bank.score_learn(CONFIG.default, KEY[0].format(e=e), KEY[1], t, v)
+            for t, v in series()[800 : 800 + AFTER]
+        ]
+        want = [
+            fresh.score_learn(CONFIG.default, KEY[0].format(e=e), KEY[1], t, v)
+            for t, v in series()[800 : 800 + AFTER]
+        ]
+        assert got == want
+    assert bank.stats["resumed"] == 0
+    assert bank.metrics()["atalaia_detector_entities_reset"] == 4  # three models, one checkpoint
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -166,11 +200,13 @@ NAB_FILES = [
 ]
 
 
+@pytest.mark.parametrize("name", [CONFIG.default, "novelty-evt-mean-v1"])
 @pytest.mark.parametrize("rel", NAB_FILES)
-def test_the_default_scores_nab_files_bit_identically_to_the_recorded_reference(rel):
+def test_the_default_scores_nab_files_bit_identically_to_the_recorded_reference(rel, name):
     """Three small files of ``python -m benchmarks.detectors_identity`` (which checks all 31):
-    every score's bits as recorded with the code before the compact state, and a model
-    resumed mid-file from its state bytes continues exactly."""
+    every score's bits as recorded (the previous default, novelty-evt-mean-v1, with the code
+    before the compact state and before the tail shape could be held; the default when it was
+    chosen), and a model resumed mid-file from its state bytes continues exactly."""
     import json
 
     from atalaia.detectors.nab import read_series
@@ -179,7 +215,7 @@ def test_the_default_scores_nab_files_bit_identically_to_the_recorded_reference(
     if not (NAB / rel).is_file():
         pytest.skip(f"{NAB} is absent: this check needs the project's ../shared folder")
     _, times, values = read_series(NAB / rel)
-    scores, resumed_same = run(CONFIG.get(None), times, values)
+    scores, resumed_same = run(CONFIG.get(name), times, values)
     assert resumed_same
-    recorded = json.loads(REFERENCE.read_text())[CONFIG.default][rel]
+    recorded = json.loads(REFERENCE.read_text())[name][rel]
     assert recorded == {"points": len(scores), "sha256": digest(scores)}
