@@ -236,3 +236,58 @@ def cv(
                         f"score {p['score'] if p['score'] is None else round(p['score'], 1)!s:>6s} tp/fn/fp {p['tp']}/{p['fn']}/{p['fp']}  "
                         f"{len(f.held_out)} files"
                     )
+
+
+@detectors.command("null")
+@click.option(
+    "--detector",
+    "names",
+    multiple=True,
+    help="configuration(s) to run (repeatable; default: the config's default)",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="alarm threshold (default: each configuration's shipped threshold)",
+)
+@click.option("--days", type=click.IntRange(3, 366), default=14, show_default=True, help="days per series")
+@click.option("--seeds", type=click.IntRange(1, 100), default=5, show_default=True, help="series per family")
+@config_option
+def null(
+    names: tuple[str, ...], threshold: float | None, days: int, seeds: int, config_path: str | None
+) -> None:
+    """False alarms on anomaly-free synthetic series, per sensor per week.
+
+    Each family (white noise, heavy tails, bursts, cycles, counts, a stepping sensor, routine
+    dropouts, a flat line, ...; detectors/null.py) holds no anomaly by construction, so every
+    alarm after the first two days is one an operator would be paged for in vain. Independent
+    of the NAB files: nothing was tuned on these series.
+    """
+    from atalaia.detectors import null as nullmod
+
+    try:
+        config = load_config(config_path)
+        specs = list({s.name: s for s in (config.get(n) for n in (names or (None,)))}.values())
+        for spec in specs:
+            if threshold is None and spec.threshold is None:
+                raise ValueError(f"detector {spec.name!r} ships no threshold: give --threshold")
+    except (ConfigError, KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    click.echo(
+        f"alarms per sensor per week on anomaly-free series ({days} days of 5-minute readings, "
+        f"{seeds} series per family, the first 2 days not counted)"
+    )
+    width = max(len(f.name) for f in nullmod.FAMILIES)
+    rows = {}
+    for spec in specs:
+        started = time.perf_counter()
+        rows[spec.name] = nullmod.per_week(spec, threshold, days, seeds)
+        click.echo(f"  ran {spec.name} ({time.perf_counter() - started:.1f} s)", err=True)
+    cols = [(s.name, threshold if threshold is not None else s.threshold) for s in specs]
+    click.echo(f"{'family':{width}s} " + " ".join(f"{f'{n} @{t:g}':>24s}" for n, t in cols) + "  what")
+    for family in nullmod.FAMILIES:
+        cells = " ".join(f"{rows[n][family.name]:24.2f}" for n, _ in cols)
+        click.echo(f"{family.name:{width}s} {cells}  {family.what}")
+    means = " ".join(f"{statistics.fmean(rows[n].values()):24.2f}" for n, _ in cols)
+    click.echo(f"{'mean':{width}s} {means}")
