@@ -234,7 +234,8 @@ class DetectorBank:
         bank._last = {k: v for k, v in payload.get("last", {}).items() if k in bank._models}
         bank.clock = payload.get("clock", float("-inf"))
         bank.stats.update(payload.get("stats", {}))
-        bank.stats["reset"] += len(models) - len(bank._models)
+        if len(models) > len(bank._models):  # (no key otherwise: a snapshot round-trips byte for byte)
+            bank.stats["reset"] += len(models) - len(bank._models)
         if "checkpoints" not in limits and payload.get("checkpoints"):
             # checked when each resumes (model()): one that computes otherwise starts fresh
             bank.checkpoints.update((k, v) for k, v in payload["checkpoints"].items() if k[0] in bank._specs)

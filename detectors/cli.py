@@ -252,7 +252,7 @@ def cv(
     help="alarm threshold (default: each configuration's shipped threshold)",
 )
 @click.option("--days", type=click.IntRange(3, 366), default=14, show_default=True, help="days per series")
-@click.option("--seeds", type=click.IntRange(1, 100), default=5, show_default=True, help="series per family")
+@click.option("--seeds", type=click.IntRange(1, 100), default=20, show_default=True, help="series per family")
 @config_option
 def null(
     names: tuple[str, ...], threshold: float | None, days: int, seeds: int, config_path: str | None

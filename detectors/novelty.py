@@ -91,6 +91,7 @@ class _Params(NamedTuple):
     min_excess: int = 10
     decades: float = 10.0
     shape_min: float | None = None
+    tail_floor: float = 0.0
 
 
 # offsets of the scalars in the state array; the features' blocks and the profile follow
@@ -114,6 +115,7 @@ class _Plan:
         "bins",
         "size",
         "items",
+        "value_ext",
     )
 
     def __init__(self, params: _Params) -> None:
@@ -134,6 +136,8 @@ class _Plan:
         #: upper tail's quantile estimator in the model's ``_q``, the lower one's next)
         quantiles = tuple(2 + 2 * i if params.pareto else -1 for i in range(len(params.features)))
         self.items = tuple(zip(self.codes, self.ext, self.par, quantiles, strict=True))
+        #: the value's record-test offset (its seen range), or −1
+        self.value_ext = ext[params.features.index("value")] if "value" in params.features else -1
 
     def fresh(self) -> array:
         s = array("d", [NAN]) * self.size
@@ -181,7 +185,9 @@ class RecordNovelty(Detector):
     constant memory, "rolling": exact quantiles of the last ``tail_window`` values) adds a
     far-tail test — a value beyond the ``tail_quantile`` band by more than ``tail_margin`` band
     widths is news even when one old spike stretched the range (it scores 0.5 at the margin,
-    rising with ``tail_tolerance``); ``margin`` (a fraction of the seen range a feature must
+    rising with ``tail_tolerance``; ``tail_floor``: silent while the band is at most that
+    fraction of the value's seen range, i.e. on a series that nearly always reads the same and
+    then blips, where "band widths" has no unit; 0 = never silent); ``margin`` (a fraction of the seen range a feature must
     exceed before it scores above 0.5: scale-free); ``agree`` (score the ``agree``-th most
     novel test, features and tail alike, so ``agree=2`` needs two tests to agree); ``warmup`` (points scored 0); ``max_gap`` (a gap longer
     than this many typical steps makes the change features wait for the next point).
@@ -217,6 +223,7 @@ class RecordNovelty(Detector):
         tail_tolerance: float = 0.25,
         margin: float = 0.0,
         agree: int = 1,
+        tail_floor: float = 0.0,
     ) -> None:
         unknown = set(features) - set(FEATURES)
         if unknown or not features:
@@ -227,6 +234,8 @@ class RecordNovelty(Detector):
             raise ValueError("agree must be between 1 and the number of tests (features + tail)")
         if tail not in TAILS:
             raise ValueError(f"tail must be one of {TAILS}, not {tail!r}")
+        if not 0.0 <= tail_floor < 1.0:
+            raise ValueError("tail_floor must be a fraction of the seen range, 0 <= tail_floor < 1")
         features = tuple(features)
         q: tuple[Any, Any] | None = None
         if tail == "rolling":  # exact quantiles of the last tail_window values
@@ -255,6 +264,7 @@ class RecordNovelty(Detector):
                 tail_min=min(tail_window // 4, 500),
                 margin=margin,
                 agree=agree,
+                tail_floor=float(tail_floor),
             ),
             q,
         )
@@ -280,6 +290,7 @@ class RecordNovelty(Detector):
     max_gap = _param("max_gap", True)
     tail_margin = _param("tail_margin", True)
     tail_tolerance = _param("tail_tolerance", True)
+    tail_floor = _param("tail_floor", True)
     _tail_min = _param("tail_min", True)
     margin = _param("margin", True)
     agree = _param("agree", True)
@@ -424,8 +435,13 @@ class RecordNovelty(Detector):
         if p.tail is not None and s[TAIL_N] >= p.tail_min:
             lo, hi = self._q[0].get(), self._q[1].get()
             span = max(hi - lo, scale_floor(hi))
-            e = max(x - hi, lo - x) / span
-            tests.append((e - p.tail_margin) * p.tolerance / p.tail_tolerance)
+            v = p.value_ext
+            # with tail_floor, a band narrower than that part of the seen value range (a series
+            # that nearly always reads the same, then blips) has no unit to measure "far" in:
+            # the far-tail test is silent and the record and tail tests speak
+            if not (p.tail_floor and v >= 0 and s[v + 3] and hi - lo <= p.tail_floor * (s[v] - s[v + 1])):
+                e = max(x - hi, lo - x) / span
+                tests.append((e - p.tail_margin) * p.tolerance / p.tail_tolerance)
         if len(tests) < p.agree:
             return 0.0
         # the agree-th largest: with agree=2 two tests must call the point novel

@@ -257,6 +257,7 @@ def test_shipped_default_is_the_documented_transfer_choice():
         "q": 0.98,
         "min_excess": 10,
         "shape_min": 0.0,
+        "tail_floor": 0.05,
         "fast": 0.1,
         "warmup": 150,
     }
@@ -270,7 +271,7 @@ def test_shipped_default_is_the_documented_transfer_choice():
     }
     assert default.threshold == default.suppress.alert == 0.45
     v1 = CONFIG.get("novelty-evt-mean-v1")
-    assert v1.params == {**default.params, "shape_min": None}
+    assert v1.params == {k: v for k, v in default.params.items() if k != "tail_floor"} | {"shape_min": None}
     assert v1.threshold == v1.suppress.alert == 0.45
     previous = CONFIG.get("record-novelty")
     assert previous.model == "novelty"

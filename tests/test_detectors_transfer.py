@@ -238,3 +238,40 @@ def test_a_noiseless_daily_cycle_raises_no_alarm_after_its_first_day(phase):
         for i in range(4032)
     ]
     assert [i for i in alarms(CONFIG.default, points) if i >= 288] == []
+
+
+def quantised_gauge(seed: int, n: int = 4032) -> list[tuple[datetime, float]]:
+    """A gauge that nearly always reads one value and, in 0.5 % of readings, one or two
+    quanta more (a counter, a coarse level sensor): its 1-99 % band is a single value."""
+    rng = random.Random(seed)
+    return [
+        (T0 + timedelta(minutes=5 * i), 0.066 + (0.068 * rng.choice((1, 2)) if rng.random() < 0.005 else 0.0))
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_quantised_gauge_that_blips_is_not_paged_for_every_blip(seed):
+    """Its far-tail band has no width, so every blip was "infinitely many band widths" out and
+    alarmed (novelty-evt-mean-v1: each blip after a refractory period). The default's far-tail
+    test is silent while the band is at most 5 % (its tolerance) of the seen range; after the
+    first week it raises at most one alarm."""
+    points = quantised_gauge(seed)
+    late = [i for i in alarms(CONFIG.default, points) if i >= 2016]
+    assert len(late) <= 1, late
+    assert len([i for i in alarms("novelty-evt-mean-v1", points) if i >= 2016]) > 2
+
+
+def test_the_tail_floor_changes_nothing_while_the_band_has_a_width():
+    """On a series whose 1-99 % band is a large part of its range (here noise), the far-tail
+    test speaks exactly as without the floor."""
+    from atalaia.detectors.novelty import RecordNovelty
+
+    rng = random.Random(5)
+    points = [
+        (T0 + timedelta(minutes=5 * i), 10.0 + rng.gauss(0, 1) + (9.0 if i == 3000 else 0.0))
+        for i in range(4000)
+    ]
+    with_floor = RecordNovelty(tail="history", tail_floor=0.05)
+    without = RecordNovelty(tail="history")
+    assert [with_floor.score_learn(v, t) for t, v in points] == [without.score_learn(v, t) for t, v in points]
