@@ -184,8 +184,16 @@ class StageCollector:
             "next offset the stage processes",
             labels=["stage", "topic", "partition"],
         )
+        banks: dict[str, dict[str, float]] = {}
         for name, stage in sorted(self.stages.items()):
             up.add_metric([name], 0.0 if getattr(stage, "failed", None) is not None else 1.0)
+            for core in list(getattr(stage, "cores", {}).values()):
+                # the detector banks of the rules cores (the fused core holds its rules core)
+                bank = getattr(getattr(core, "rules", core), "bank", None)
+                if bank is not None and hasattr(bank, "metrics"):
+                    sums = banks.setdefault(name, {})
+                    for metric, value in bank.metrics().items():
+                        sums[metric] = sums.get(metric, 0.0) + value
             consumer = getattr(stage, "consumer", None)
             if consumer is None or not getattr(stage, "_consumer_started", False):
                 continue
@@ -205,6 +213,29 @@ class StageCollector:
                 if end is not None:
                     lag.add_metric(labels, max(0, end - position))
         yield from (up, lag, pos)
+        yield from _bank_families(banks)
+
+
+BANK_HELP = {
+    "atalaia_detector_entities": "entity models the detector banks of the stage's partitions hold in memory",
+    "atalaia_detector_entities_checkpointed": "idle entity models checkpointed out of memory",
+    "atalaia_detector_entities_max": "models the banks may hold in memory (max_entities, summed over partitions)",
+    "atalaia_detector_entities_evicted": "entity models evicted for idleness (count kept in the banks' checkpoints)",
+    "atalaia_detector_entities_resumed": "evicted entity models resumed from their checkpoints",
+    "atalaia_detector_entities_refused": "new entities refused because a bank was full (no score, logged)",
+    "atalaia_detector_entities_reset": "restored entity models restarted because they no longer compute what their configuration builds",
+}
+
+
+def _bank_families(banks: dict[str, dict[str, float]]) -> Any:
+    """The detector banks' gauges (``DetectorBank.metrics()``), summed per stage."""
+    names = sorted({m for sums in banks.values() for m in sums})
+    for metric in names:
+        family = GaugeMetricFamily(metric, BANK_HELP.get(metric, metric), labels=["stage"])
+        for stage, sums in sorted(banks.items()):
+            if metric in sums:
+                family.add_metric([stage], sums[metric])
+        yield family
 
 
 STAGES = StageCollector()

@@ -294,6 +294,33 @@ def test_lag_is_the_fetch_high_watermark_minus_the_position_and_stage_up_follows
     assert _sample("atalaia_stage_up", stage="lagtest") == 0
 
 
+def test_a_full_detector_bank_is_seen_on_metrics_with_the_entities_it_refused():
+    """The rules stage's detector banks (one per partition, the fused core's inside its rules
+    core) are summed per stage on /metrics: an operator sees a bank at its limit refusing new
+    entities, not only the log line."""
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from atalaia.detectors.bank import DetectorBank
+    from atalaia.detectors.config import load_config
+    from atalaia.streams.metrics import watch_stages
+
+    config = load_config()
+    t0 = datetime(2026, 1, 1)
+    full = DetectorBank(config, max_entities=2, idle_after=None)
+    for e in range(5):
+        full.score_learn(config.default, f"urn:e{e}", "flow", t0 + timedelta(minutes=e), 1.0)
+    other = DetectorBank(config, max_entities=10, idle_after=None)
+    other.score_learn(config.default, "urn:x", "flow", t0, 1.0)
+    cores = {0: SimpleNamespace(bank=full), 1: SimpleNamespace(rules=SimpleNamespace(bank=other))}
+    stage = _Stage(_Consumer({}), {}, cores=cores)
+    watch_stages({"banktest": stage})
+    assert _sample("atalaia_detector_entities", stage="banktest") == 3
+    assert _sample("atalaia_detector_entities_max", stage="banktest") == 12
+    assert _sample("atalaia_detector_entities_refused", stage="banktest") == 3
+    assert _sample("atalaia_detector_entities_reset", stage="banktest") == 0
+
+
 def test_batch_hook_counts_alarms_by_rule_and_state_and_observes_produce_to_alarm_latency():
     from atalaia.streams.metrics import batch_done, ticked
     from atalaia.streams.stage import Out
