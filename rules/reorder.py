@@ -5,7 +5,9 @@ Observations of one parish come from many entities, hence from many partitions, 
 event-time watermark (newest time seen − ``slack_s``) passes them, then releases them sorted by
 time, so windows and ``for`` durations see the same sequence a replay of the file would. When
 nothing arrives for ``idle_s`` (wall clock) everything left is released: a quiet stream is not
-held back. Pure: the caller supplies the clock; the buffer is part of the stage checkpoint.
+held back. A buffer just started or restored (on another worker, after a takeover) counts its
+idle time from then, not from the last arrival it never saw. Pure: the caller supplies the
+clock; the buffer is part of the stage checkpoint.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ class Reorder:
         return self._release(self.watermark - self.slack_s)
 
     def flush_idle(self, now: float) -> list[dict[str, Any]]:
+        if self.last_arrival == float("-inf"):
+            # just started or restored (another worker's checkpoint, after a takeover): the
+            # stream has not been idle, it has not been heard yet. Flushing now would release
+            # the checkpointed observations ahead of the older ones the takeover replays next
+            self.last_arrival = now
+            return []
         if self.heap and now - self.last_arrival >= self.idle_s:
             return self._release(float("inf"))
         return []

@@ -155,6 +155,22 @@ def test_reorder_ignores_clock_skewed_time_for_its_watermark():
     assert [o["time"] for o in released] == [t(-30), t(-20)], "the others are still released in time order"
 
 
+def test_a_reorder_buffer_restored_after_a_takeover_waits_for_the_replay_before_flushing():
+    """The label-keyed stage's buffer moves with its partition: restored on the surviving worker,
+    its first tick must not count the time since the dead worker's last arrival as idle, or it
+    releases the held observations ahead of the older ones the takeover replays next (a parish
+    alarm then resolves and fires again where the replay of the file stays firing)."""
+    now = 1_800_000_000.0
+    t = lambda s: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + s))  # noqa: E731
+    r = Reorder(slack_s=100_000, idle_s=30)
+    assert r.push([{"time": t(-10)}], now - 100) == []
+    restored = Reorder.restore(r.snapshot(), slack_s=100_000, idle_s=30)
+    assert restored.flush_idle(now) == [], "restored: not idle yet"
+    assert restored.push([{"time": t(-20)}], now + 5) == []  # the replayed, older observation
+    assert restored.flush_idle(now + 20) == []
+    assert [o["time"] for o in restored.flush_idle(now + 40)] == [t(-20), t(-10)]
+
+
 def test_a_malformed_record_on_each_consumed_topic_ends_on_the_dlq_with_its_path(rules_core, other_cores):
     """Each consumer decodes its topic's record type once; what does not decode is kept on the
     DLQ with the decoder's reason, which names the field (``... - at `$.rule```)."""

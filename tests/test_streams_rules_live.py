@@ -92,11 +92,16 @@ def halves(history: Path, n: int) -> tuple[Path, Path]:
 
 def env_for(rules: Path, idle_s: int) -> dict[str, str]:
     """Whole backlogs arrive at once, so partitions interleave by far more than the default 5 s
-    of event-time slack: the reorder buffer restores time order until the stream idles."""
+    of event-time slack: the reorder buffer restores time order until the stream idles. For the
+    same reason the allowed lateness covers the whole history: after a takeover the survivor
+    reads the killed worker's events and the observations other partitions forwarded to it as
+    two backlogs, and an hour of one may be read before the other (a partition's engine judges
+    lateness against the newest time of all its entities; each entity's own order is kept)."""
     return {
         "ATALAIA_RULES_PATHS": json.dumps([str(rules)]),
         "ATALAIA_REORDER_S": "100000",
         "ATALAIA_REORDER_IDLE_S": str(idle_s),
+        "ATALAIA_ALLOWED_LATENESS_S": "100000",
     }
 
 
