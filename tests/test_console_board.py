@@ -202,7 +202,11 @@ def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publ
     page.wait_for_url(f"**/incidents/{campanha_id}")
     page.wait_for_selector("#incident:not([hidden])")
     assert page.inner_text("#alarms .value") == "5.12 m", "value rounded, with its unit"
-    assert "ana-sms" in page.inner_text("#deliveries") and "delivered" in page.inner_text("#deliveries")
+    # the delivery log is fetched on its own, after the incident shows
+    page.wait_for_function(
+        "document.getElementById('deliveries').innerText.includes('ana-sms')", timeout=10000
+    )
+    assert "delivered" in page.inner_text("#deliveries")
     page.select_option("#action", "acknowledge")
     page.fill("#reason", "crew on the way")
     page.click("#send")

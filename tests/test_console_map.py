@@ -163,6 +163,8 @@ def test_board_map_colours_parishes_filters_the_board_and_pins_the_incident(make
     # 4. the map folds away (and stays folded for this browser)
     page.click("#map-box > summary")
     assert page.is_hidden("#board-map")
+    # the details' toggle event (which remembers the choice) fires after the click returns
+    page.wait_for_function("localStorage.getItem('atalaia.boardMap') === 'closed'", timeout=5000)
     page.reload()
     page.wait_for_selector("tr[data-incident]", timeout=15000)
     assert page.evaluate("document.getElementById('map-box').open") is False
