@@ -215,6 +215,26 @@ def test_mutated_notifications_never_raise(data) -> None:
     assert r.observations or r.rejections or r.ignored or not r.ok or _no_entities(doc)
 
 
+@pytest.mark.parametrize("odd", [[], {}, ["Point"], {"type": "Point"}, 7, None])
+@pytest.mark.parametrize("fixture", ["notification-concise.json", "notification-normalized.jsonld"])
+def test_a_nested_type_that_is_no_text_is_no_geometry_and_no_crash(fixture, odd) -> None:
+    """Found by the mutation test above: a structured value (an address) whose own ``type`` is
+    a list or an object reached a set lookup of geometry types and raised, so the whole
+    notification went to the DLQ as an internal error. It is not a geometry; the rest is read."""
+    path = FIXTURES / "ngsi-ld" / "AirQualityObserved" / fixture
+    if not path.is_file():
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    doc = json.loads(path.read_text())
+    entity = doc["data"][0]
+    if fixture == "notification-concise.json":
+        entity["address"]["value"]["type"] = odd
+    else:
+        entity["address"]["value"] = {"type": odd, "streetAddress": "Praça de Mouzinho de Albuquerque"}
+    r = parse_payload(orjson.dumps(doc), received_at=RECEIVED)
+    check_invariants(r)
+    assert [o.attributes["no2"] for o in r.observations] == [68.0]
+
+
 def _no_entities(doc) -> bool:
     return not isinstance(doc, dict) or not isinstance(doc.get("data"), list) or not doc["data"]
 

@@ -32,6 +32,15 @@ LD_TYPES = frozenset(
 GEOMETRY_TYPES = frozenset(
     {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection"}
 )
+
+
+def is_geometry(v: dict) -> bool:
+    """Is this object a GeoJSON geometry by its ``type``? (Any JSON may stand there: a list or
+    an object is not a type name, and must not reach a set lookup.)"""
+    kind = v.get("type")
+    return type(kind) is str and kind in GEOMETRY_TYPES
+
+
 V2_NUMBER_TYPES = frozenset({"Number", "Integer", "Float", "Double", "number", "integer", "float", "double"})
 # Entity-level observation time, in order of preference (after the attribute's own observedAt).
 TIME_FIELDS = ("dateObserved", "observationDateTime", "dateObservedTo", "TimeInstant")
@@ -209,7 +218,7 @@ class _Reader:
         if kind is None:
             if "value" in d:  # concise Property (or v2 without type)
                 v = d["value"]
-                if type(v) is dict and v.get("type") in GEOMETRY_TYPES:
+                if type(v) is dict and is_geometry(v):
                     self.location(name, v)  # concise GeoProperty with sub-attributes
                     return
                 self.measurement_value(name, d["value"], d.get("unitCode"), d.get("observedAt"), False)

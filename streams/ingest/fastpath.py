@@ -24,6 +24,7 @@ from atalaia.streams.ingest.attributes import (
     TIME_FIELDS,
     V2_NUMBER_TYPES,
     _meta_value,
+    is_geometry,
     is_label_property,
     number_like_text,
     time_text,
@@ -205,7 +206,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             return False  # Orion-LD's x-ngsiv2-normalized: unit/time in metadata
                         val = v["value"]
                         tv = type(val)
-                        if tv is dict and kind is None and val.get("type") in GEOMETRY_TYPES:
+                        if tv is dict and kind is None and is_geometry(val):
                             return False  # a concise GeoProperty with sub-attributes
                         if tv is int or (tv is float and val - val == 0.0):
                             unit = v.get("unitCode")
