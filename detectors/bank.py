@@ -124,23 +124,17 @@ class DetectorBank:
         self._models[mk] = det
         return det
 
-    def _current(self, detector: str, det: Detector) -> bool:
-        """Does a restored model compute what ``detector``'s configuration builds today? (Its
-        signature, the parameters with the code's defaults applied, against a fresh model's;
-        ``Detector.signature``.) None when the model cannot tell: the configuration text decides."""
+    def _keeps(self, detector: str, det: Detector) -> bool:
+        """Is a restored model ``detector``'s model today? When the model tells its signature
+        (``Detector.signature``: class and parameters with the code's defaults applied), exactly
+        when that is a fresh model's, so one written under other defaults restarts; otherwise
+        when the detector's configuration text is unchanged since the snapshot."""
         fresh = self._signatures.get(detector, ...)
         if fresh is ...:
             fresh = self._signatures[detector] = self._specs[detector].build().signature()
-        return None if fresh is None else det.signature() == fresh
-
-    def _keeps(self, detector: str, det: Detector) -> bool:
-        """Is a restored model ``detector``'s model today? When it tells its signature, exactly
-        when that is a fresh model's (so one written under other defaults of the code restarts);
-        otherwise when the detector's configuration text is unchanged since the snapshot."""
-        current = self._current(detector, det)
-        if current is None:
+        if fresh is None:
             return self._unchanged is None or detector in self._unchanged
-        return current
+        return det.signature() == fresh
 
     def evict_idle(self, now: float | None = None) -> int:
         """Checkpoint and drop every model idle for ``idle_after`` seconds at event time

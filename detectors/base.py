@@ -77,6 +77,11 @@ class Detector(ABC):
 MAX_ABS = 1e150
 
 
+def number(x: object) -> bool:
+    """Is ``x`` a real number a parameter may be (an int or a float, not a bool)?"""
+    return type(x) is not bool and isinstance(x, int | float)
+
+
 def clean(x: float) -> float | None:
     """``x`` as a float clamped to ±``MAX_ABS``, or None when it is not a finite number."""
     try:

@@ -26,6 +26,11 @@ config_option = click.option(
 )
 
 
+def _named(config, names: tuple[str, ...]) -> list[DetectorSpec]:
+    """The configurations ``names`` asks for, once each, in order (none: the default)."""
+    return list({s.name: s for s in (config.get(n) for n in (names or (None,)))}.values())
+
+
 @click.group()
 def detectors() -> None:
     """Online anomaly detectors (config/detectors.yaml)."""
@@ -146,7 +151,7 @@ def cv(
 
     try:
         config = load_config(config_path)
-        specs = list({s.name: s for s in (config.get(n) for n in (names or (None,)))}.values())
+        specs = _named(config, names)
         kit = cvmod.Kit.load(nab_dir, files.split(",") if files else None)
         fold_sets = [cvmod.make_folds(kit.rels, folds, seed + r) for r in range(repeats)]
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
@@ -268,7 +273,9 @@ def null(
 
     try:
         config = load_config(config_path)
-        specs = list({s.name: s for s in (config.get(n) for n in (names or (None,)))}.values())
+        specs = _named(config, names)
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"--threshold must be between 0 and 1, not {threshold}")
         for spec in specs:
             if threshold is None and spec.threshold is None:
                 raise ValueError(f"detector {spec.name!r} ships no threshold: give --threshold")

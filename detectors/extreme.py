@@ -33,7 +33,7 @@ from datetime import datetime
 
 from river import stats
 
-from atalaia.detectors.base import clean, clip01, scale_floor
+from atalaia.detectors.base import clean, clip01, number, scale_floor
 from atalaia.detectors.novelty import SLOW_MEAN, RecordNovelty, _param, p2_quantile
 
 
@@ -143,8 +143,8 @@ class ExtremeTail(RecordNovelty):
         )
         if not 0.5 <= q < 1.0 or horizon < 2 or min_excess < 2 or decades <= 0:
             raise ValueError("0.5 <= q < 1, horizon >= 2, min_excess >= 2, decades > 0")
-        if shape_min is not None and not -0.5 <= shape_min <= 1.0:
-            raise ValueError("shape_min must be between -0.5 and 1")
+        if shape_min is not None and not (number(shape_min) and -0.5 <= shape_min <= 1.0):
+            raise ValueError(f"shape_min must be a number between -0.5 and 1, or null, not {shape_min!r}")
         params = self._p.params._replace(
             record=(),
             pareto=True,

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from river import stats
 
-from atalaia.detectors.base import Detector, clean, scale_floor
+from atalaia.detectors.base import Detector, clean, number, scale_floor
 
 FEATURES = ("value", "diff", "shift", "volatility", "seasonal")
 TAILS = (None, "history", "rolling")
@@ -234,8 +234,10 @@ class RecordNovelty(Detector):
             raise ValueError("agree must be between 1 and the number of tests (features + tail)")
         if tail not in TAILS:
             raise ValueError(f"tail must be one of {TAILS}, not {tail!r}")
-        if not 0.0 <= tail_floor < 1.0:
-            raise ValueError("tail_floor must be a fraction of the seen range, 0 <= tail_floor < 1")
+        if not (number(tail_floor) and 0.0 <= tail_floor < 1.0):
+            raise ValueError(
+                f"tail_floor must be a fraction of the seen range, 0 <= tail_floor < 1, not {tail_floor!r}"
+            )
         features = tuple(features)
         q: tuple[Any, Any] | None = None
         if tail == "rolling":  # exact quantiles of the last tail_window values

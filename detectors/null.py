@@ -174,6 +174,8 @@ def per_week(
     thr = spec.threshold if threshold is None else threshold
     if thr is None:
         raise ValueError(f"detector {spec.name!r} ships no threshold: give one")
+    if not 0.0 <= thr <= 1.0:  # (NaN too: it would count no alarm at all)
+        raise ValueError(f"the threshold must be between 0 and 1, not {thr!r}")
     first = settle * PER_DAY
     out = {}
     for family in families:

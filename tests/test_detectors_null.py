@@ -70,9 +70,29 @@ def test_the_command_prints_every_family_and_the_mean():
         (["--detector", "gaussian"], "ships no threshold: give --threshold"),
         (["--days", "2"], "2 is not in the range 3<=x<=366"),
         (["--threshold", "1.5"], "1.5 is not in the range 0.0<=x<=1.0"),
+        (["--threshold", "nan"], "--threshold must be between 0 and 1, not nan"),
     ],
 )
 def test_bad_requests_get_a_clear_error(args, message):
     result = CliRunner().invoke(detectors, ["null", *args])
-    assert result.exit_code == 2 if "range" in message else result.exit_code == 1
+    assert result.exit_code == (2 if "range" in message else 1)
     assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("shape_min: x", "shape_min must be a number between -0.5 and 1, or null, not 'x'"),
+        ("shape_min: .nan", "shape_min must be a number between -0.5 and 1, or null, not nan"),
+        ("shape_min: true", "shape_min must be a number between -0.5 and 1, or null, not True"),
+        ("tail_floor: [1]", "tail_floor must be a fraction of the seen range, 0 <= tail_floor < 1, not [1]"),
+        ("tail_floor: .inf", "tail_floor must be a fraction of the seen range, 0 <= tail_floor < 1, not inf"),
+    ],
+)
+def test_the_mends_parameters_of_the_wrong_kind_get_a_positioned_error(param, message):
+    from atalaia.detectors.config import ConfigError, parse_config
+
+    text = f"default: d\ndetectors:\n  - name: d\n    model: novelty-extreme\n    params: {{{param}}}\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "d.yaml")
+    assert str(err.value) == f"d.yaml:5:5: detector 'd': {message}"
