@@ -29,6 +29,7 @@ REFERENCE = Path(__file__).with_name("detectors_identity.json")
 NAB = Path(__file__).resolve().parent.parent.parent / "shared" / "nab" / "data"
 DETECTORS = [
     "novelty-evt-mean",
+    "novelty-evt-mean-v2",
     "novelty-evt-mean-v1",
     "record-novelty",
     "record-novelty-v1",

@@ -243,19 +243,39 @@ def cv(
                     )
 
 
-@detectors.command("null")
-@click.option(
+def _thresholded(
+    config_path: str | None, names: tuple[str, ...], threshold: float | None
+) -> list[DetectorSpec]:
+    """The configurations asked for, each with a threshold (its own or ``--threshold``)."""
+    try:
+        specs = _named(load_config(config_path), names)
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"--threshold must be between 0 and 1, not {threshold}")
+        for spec in specs:
+            if threshold is None and spec.threshold is None:
+                raise ValueError(f"detector {spec.name!r} ships no threshold: give --threshold")
+    except (ConfigError, KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    return specs
+
+
+_DETECTOR_NAMES = click.option(
     "--detector",
     "names",
     multiple=True,
     help="configuration(s) to run (repeatable; default: the config's default)",
 )
-@click.option(
+_THRESHOLD = click.option(
     "--threshold",
     type=click.FloatRange(0.0, 1.0),
     default=None,
     help="alarm threshold (default: each configuration's shipped threshold)",
 )
+
+
+@detectors.command("null")
+@_DETECTOR_NAMES
+@_THRESHOLD
 @click.option("--days", type=click.IntRange(3, 366), default=14, show_default=True, help="days per series")
 @click.option("--seeds", type=click.IntRange(1, 100), default=20, show_default=True, help="series per family")
 @config_option
@@ -271,16 +291,7 @@ def null(
     """
     from atalaia.detectors import null as nullmod
 
-    try:
-        config = load_config(config_path)
-        specs = _named(config, names)
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"--threshold must be between 0 and 1, not {threshold}")
-        for spec in specs:
-            if threshold is None and spec.threshold is None:
-                raise ValueError(f"detector {spec.name!r} ships no threshold: give --threshold")
-    except (ConfigError, KeyError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+    specs = _thresholded(config_path, names, threshold)
     click.echo(
         f"alarms per sensor per week on anomaly-free series ({days} days of 5-minute readings, "
         f"{seeds} series per family, the first 2 days not counted)"
@@ -297,4 +308,62 @@ def null(
         cells = " ".join(f"{rows[n][family.name]:24.2f}" for n, _ in cols)
         click.echo(f"{family.name:{width}s} {cells}  {family.what}")
     means = " ".join(f"{statistics.fmean(rows[n].values()):24.2f}" for n, _ in cols)
+    click.echo(f"{'mean':{width}s} {means}")
+
+
+@detectors.command("faults")
+@_DETECTOR_NAMES
+@_THRESHOLD
+@click.option("--days", type=click.IntRange(8, 366), default=14, show_default=True, help="days per series")
+@click.option("--seeds", type=click.IntRange(1, 100), default=5, show_default=True, help="series per family")
+@click.option(
+    "--window",
+    type=click.IntRange(1, 10_000),
+    default=144,
+    show_default=True,
+    help="readings after the onset within which an alarm counts as a detection",
+)
+@config_option
+def faults(
+    names: tuple[str, ...],
+    threshold: float | None,
+    days: int,
+    seeds: int,
+    window: int,
+    config_path: str | None,
+) -> None:
+    """Sensor faults injected into anomaly-free synthetic series: detected, by chance, how soon.
+
+    One fault per series (a spike, a dip, a level step up or down, a drift, a noisier sensor, a
+    frozen one, a dead one reading 0; sized by the series' own spread; detectors/faults.py) into
+    the families of `atalaia detectors null` but the constant. A detection is an alarm within
+    WINDOW readings of the onset; "by chance" is how often the same windows without the fault
+    hold an alarm. Independent of the NAB files: nothing was tuned on these faults.
+    """
+    from atalaia.detectors import faults as faultmod
+
+    specs = _thresholded(config_path, names, threshold)
+    click.echo(
+        f"faults detected within {window} readings of their onset ({days} days of 5-minute readings, "
+        f"{seeds} series in each of {len(faultmod.HOSTS)} families, one fault per series)"
+    )
+    rows = {}
+    for spec in specs:
+        started = time.perf_counter()
+        rows[spec.name] = faultmod.detection(spec, threshold, days, seeds, window=window)
+        click.echo(f"  ran {spec.name} ({time.perf_counter() - started:.1f} s)", err=True)
+    cols = [(s.name, threshold if threshold is not None else s.threshold) for s in specs]
+    width = max(len(f.name) for f in faultmod.FAULTS)
+    click.echo(f"{'fault':{width}s} " + " ".join(f"{f'{n} @{t:g}':>36s}" for n, t in cols) + "  what")
+
+    def cell(r) -> str:
+        delay = "-" if r.delay is None else f"{r.delay * 5:g} min"
+        return f"{r.detected:5.0%} (chance {r.chance:3.0%}) {delay:>9s}"
+
+    for fault in faultmod.FAULTS:
+        cells = " ".join(f"{cell(rows[n][fault.name]):>36s}" for n, _ in cols)
+        click.echo(f"{fault.name:{width}s} {cells}  {fault.what}")
+    means = " ".join(
+        f"{f'{statistics.fmean(r.detected for r in rows[n].values()):.0%} detected':>36s}" for n, _ in cols
+    )
     click.echo(f"{'mean':{width}s} {means}")

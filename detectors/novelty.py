@@ -92,10 +92,17 @@ class _Params(NamedTuple):
     decades: float = 10.0
     shape_min: float | None = None
     tail_floor: float = 0.0
+    stuck: float | None = None
 
 
 # offsets of the scalars in the state array; the features' blocks and the profile follow
 PREV, STEP, FAST_MEAN, SLOW_MEAN, VOL, TAIL_N, SCALARS = range(7)
+# with ``stuck``, after the profile: the current run of equal readings, the longest run the
+# test knows (0: none yet), the runs completed
+RUN, LONGEST, RUNS = range(3)
+#: completed runs of equal readings before the stuck test speaks (the longest of fewer says
+#: little about how long this series holds a value)
+STUCK_RUNS = 10
 # per record-tested feature: hi, lo, mean, n; per feature with tails: seen, then n, m, v of
 # its upper tail and of its lower tail (the tail of −f)
 EXT_SIZE, PARETO_SIZE = 4, 7
@@ -116,6 +123,7 @@ class _Plan:
         "size",
         "items",
         "value_ext",
+        "run",
     )
 
     def __init__(self, params: _Params) -> None:
@@ -132,6 +140,9 @@ class _Plan:
         self.ext, self.par = tuple(ext), tuple(par)
         self.profile, self.bins = off, 1440 // params.bin_minutes
         self.size = off + self.bins
+        #: the stuck test's slots (RUN, LONGEST, RUNS from here), or −1
+        self.run = -1 if params.stuck is None else self.size
+        self.size += 0 if params.stuck is None else 3
         #: per feature: (code, record-test offset or −1, tail offset or −1, index of its
         #: upper tail's quantile estimator in the model's ``_q``, the lower one's next)
         quantiles = tuple(2 + 2 * i if params.pareto else -1 for i in range(len(params.features)))
@@ -148,6 +159,8 @@ class _Plan:
         for o in self.par:
             if o >= 0:
                 s[o : o + PARETO_SIZE] = array("d", [0.0] * PARETO_SIZE)
+        if self.run >= 0:
+            s[self.run : self.run + 3] = array("d", [0.0] * 3)
         return s
 
 
@@ -187,7 +200,12 @@ class RecordNovelty(Detector):
     widths is news even when one old spike stretched the range (it scores 0.5 at the margin,
     rising with ``tail_tolerance``; ``tail_floor``: silent while the band is at most that
     fraction of the value's seen range, i.e. on a series that nearly always reads the same and
-    then blips, where "band widths" has no unit; 0 = never silent); ``margin`` (a fraction of the seen range a feature must
+    then blips, where "band widths" has no unit; 0 = never silent); ``stuck`` (a stuck sensor:
+    a run of equal readings ``stuck`` times as long as the longest run this series has
+    completed scores 0.95, √``stuck`` times as long 0.5; silent until ``STUCK_RUNS`` runs
+    have completed, so a constant series never speaks; a run that scored so becomes the
+    longest, so a sensor stuck for good speaks again only at ``stuck`` times that again;
+    None = no such test); ``margin`` (a fraction of the seen range a feature must
     exceed before it scores above 0.5: scale-free); ``agree`` (score the ``agree``-th most
     novel test, features and tail alike, so ``agree=2`` needs two tests to agree); ``warmup`` (points scored 0); ``max_gap`` (a gap longer
     than this many typical steps makes the change features wait for the next point).
@@ -224,6 +242,7 @@ class RecordNovelty(Detector):
         margin: float = 0.0,
         agree: int = 1,
         tail_floor: float = 0.0,
+        stuck: float | None = None,
     ) -> None:
         unknown = set(features) - set(FEATURES)
         if unknown or not features:
@@ -237,6 +256,10 @@ class RecordNovelty(Detector):
         if not (number(tail_floor) and 0.0 <= tail_floor < 1.0):
             raise ValueError(
                 f"tail_floor must be a fraction of the seen range, 0 <= tail_floor < 1, not {tail_floor!r}"
+            )
+        if stuck is not None and not (number(stuck) and 1.0 < stuck <= 1e6):
+            raise ValueError(
+                f"stuck must be a factor over the longest run of equal readings, 1 < stuck <= 1e6, or null, not {stuck!r}"
             )
         features = tuple(features)
         q: tuple[Any, Any] | None = None
@@ -267,6 +290,7 @@ class RecordNovelty(Detector):
                 margin=margin,
                 agree=agree,
                 tail_floor=float(tail_floor),
+                stuck=None if stuck is None else float(stuck),
             ),
             q,
         )
@@ -293,6 +317,7 @@ class RecordNovelty(Detector):
     tail_margin = _param("tail_margin", True)
     tail_tolerance = _param("tail_tolerance", True)
     tail_floor = _param("tail_floor", True)
+    stuck = _param("stuck", False)
     _tail_min = _param("tail_min", True)
     margin = _param("margin", True)
     agree = _param("agree", True)
@@ -444,6 +469,12 @@ class RecordNovelty(Detector):
             if not (p.tail_floor and v >= 0 and s[v + 3] and hi - lo <= p.tail_floor * (s[v] - s[v + 1])):
                 e = max(x - hi, lo - x) / span
                 tests.append((e - p.tail_margin) * p.tolerance / p.tail_tolerance)
+        r = p.run
+        if r >= 0 and s[r + 2] >= STUCK_RUNS:
+            longest = s[r + 1]
+            run = s[r] + 1.0 if x == s[PREV] else 1.0
+            if run > longest:  # a record run of equal readings: 0.95 at stuck times the longest
+                tests.append((6.0 * math.log(run / longest) / math.log(p.stuck) - 3.0) * p.tolerance)
         if len(tests) < p.agree:
             return 0.0
         # the agree-th largest: with agree=2 two tests must call the point novel
@@ -482,6 +513,19 @@ class RecordNovelty(Detector):
             self._q[1].update(x)
             s[TAIL_N] += 1
         prev, prev_t = s[PREV], self._prev_t
+        r = p.run
+        if r >= 0:
+            if x == prev:
+                run = s[r] + 1.0
+                # a run that reached stuck times the longest has been told: it is the new longest
+                if s[r + 2] >= STUCK_RUNS and run >= p.stuck * s[r + 1]:
+                    s[r + 1] = run
+            else:
+                run = 1.0
+                if s[r]:  # the run of the previous value ended
+                    s[r + 1] = max(s[r + 1], s[r])
+                    s[r + 2] += 1.0
+            s[r] = run
         contiguous = prev == prev
         if contiguous and prev_t is not None:
             step = s[STEP]

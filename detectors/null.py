@@ -157,6 +157,17 @@ def alarms(spec: DetectorSpec, threshold: float, times: list[datetime], values: 
     return [i for i, (t, v) in enumerate(zip(times, values.tolist(), strict=True)) if step(v, t) >= threshold]
 
 
+def check_threshold(spec: DetectorSpec, threshold: float | None) -> float:
+    """``threshold``, or the one ``spec`` ships with; a clear error when neither is a number
+    between 0 and 1."""
+    thr = spec.threshold if threshold is None else threshold
+    if thr is None:
+        raise ValueError(f"detector {spec.name!r} ships no threshold: give one")
+    if not 0.0 <= thr <= 1.0:  # (NaN too: it would count no alarm at all)
+        raise ValueError(f"the threshold must be between 0 and 1, not {thr!r}")
+    return thr
+
+
 def per_week(
     spec: DetectorSpec,
     threshold: float | None = None,
@@ -171,11 +182,7 @@ def per_week(
         raise ValueError(f"days ({days}) must exceed the settling days ({settle})")
     if seeds < 1:
         raise ValueError("seeds must be at least 1")
-    thr = spec.threshold if threshold is None else threshold
-    if thr is None:
-        raise ValueError(f"detector {spec.name!r} ships no threshold: give one")
-    if not 0.0 <= thr <= 1.0:  # (NaN too: it would count no alarm at all)
-        raise ValueError(f"the threshold must be between 0 and 1, not {thr!r}")
+    thr = check_threshold(spec, threshold)
     first = settle * PER_DAY
     out = {}
     for family in families:

@@ -243,10 +243,10 @@ def test_bad_parameters_are_clear_errors(model, params, message):
 def test_shipped_default_is_the_documented_transfer_choice():
     """detectors/README.md ("Choosing a default that transfers") documents the default chosen by
     the cross-validation over `detectors/candidates.yaml`: the mean of record novelty (value,
-    shift, daily profile, far tail) and the extreme-value tail probability (the same and the
-    change, its tail shape held at >= 0), refractory hold 100, shipped threshold 0.45 equal to
-    the refractory alert. The previous defaults stay as novelty-evt-mean-v1 (free tail shape)
-    and record-novelty. Changing either means re-running the CV and updating the README table."""
+    shift, daily profile, far tail, a frozen value) and the extreme-value tail probability (the
+    same and the change, its tail shape held at >= 0), refractory hold 100, shipped threshold
+    0.45 equal to the refractory alert. The previous defaults stay as novelty-evt-mean-v2
+    (without the frozen-value test), novelty-evt-mean-v1 (free tail shape) and record-novelty. Changing either means re-running the CV and updating the README table."""
     default = CONFIG.get(None)
     assert default.name == CONFIG.default == "novelty-evt-mean"
     assert default.model == "novelty-extreme"  # the mean of record novelty and the extreme tail
@@ -258,6 +258,7 @@ def test_shipped_default_is_the_documented_transfer_choice():
         "min_excess": 10,
         "shape_min": 0.0,
         "tail_floor": 0.05,
+        "stuck": 3.0,
         "fast": 0.1,
         "warmup": 150,
     }
@@ -270,8 +271,11 @@ def test_shipped_default_is_the_documented_transfer_choice():
         "burst": 1,
     }
     assert default.threshold == default.suppress.alert == 0.45
+    v2 = CONFIG.get("novelty-evt-mean-v2")
+    assert v2.params == {k: v for k, v in default.params.items() if k != "stuck"}
+    assert v2.suppress == default.suppress and v2.threshold == 0.45
     v1 = CONFIG.get("novelty-evt-mean-v1")
-    assert v1.params == {k: v for k, v in default.params.items() if k != "tail_floor"} | {"shape_min": None}
+    assert v1.params == {k: v for k, v in v2.params.items() if k != "tail_floor"} | {"shape_min": None}
     assert v1.threshold == v1.suppress.alert == 0.45
     previous = CONFIG.get("record-novelty")
     assert previous.model == "novelty"

@@ -79,6 +79,9 @@ def test_bad_requests_get_a_clear_error(args, message):
     assert message in result.output
 
 
+STUCK_WANTED = "a factor over the longest run of equal readings, 1 < stuck <= 1e6, or null"
+
+
 @pytest.mark.parametrize(
     ("param", "message"),
     [
@@ -87,6 +90,10 @@ def test_bad_requests_get_a_clear_error(args, message):
         ("shape_min: true", "shape_min must be a number between -0.5 and 1, or null, not True"),
         ("tail_floor: [1]", "tail_floor must be a fraction of the seen range, 0 <= tail_floor < 1, not [1]"),
         ("tail_floor: .inf", "tail_floor must be a fraction of the seen range, 0 <= tail_floor < 1, not inf"),
+        ("stuck: 1", f"stuck must be {STUCK_WANTED}, not 1"),
+        ("stuck: x", f"stuck must be {STUCK_WANTED}, not 'x'"),
+        ("stuck: .nan", f"stuck must be {STUCK_WANTED}, not nan"),
+        ("stuck: [3]", f"stuck must be {STUCK_WANTED}, not [3]"),
     ],
 )
 def test_the_mends_parameters_of_the_wrong_kind_get_a_positioned_error(param, message):

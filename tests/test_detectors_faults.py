@@ -1,0 +1,198 @@
+"""A frozen sensor (the record-novelty family's ``stuck`` test, in the default) and
+`atalaia detectors faults`: sensor faults injected into anomaly-free synthetic series."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atalaia.detectors import faults, null
+from atalaia.detectors.base import Detector
+from atalaia.detectors.cli import detectors
+from atalaia.detectors.config import load_config
+from atalaia.detectors.novelty import STUCK_RUNS, RecordNovelty
+
+CONFIG = load_config()
+T0 = datetime(2026, 1, 5)
+FAMILY = {f.name: f for f in null.FAMILIES}
+
+
+def at(i: int) -> datetime:
+    return T0 + timedelta(minutes=5 * i)
+
+
+def noise(n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [round(50.0 + rng.gauss(0.0, 5.0), 3) for _ in range(n)]
+
+
+def scores(det: Detector, values: list[float], start: int = 0) -> list[float]:
+    return [det.score_learn(v, at(i)) for i, v in enumerate(values, start)]
+
+
+# -- the stuck test ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_default_alarms_within_minutes_when_a_noisy_sensor_freezes(seed):
+    """A sensor that read 50 ± 5 for three days freezes on its last reading: the default
+    alarms on the third equal reading (10 minutes after the first), where the one before it says nothing for
+    hours."""
+    values = noise(864, seed)
+    frozen = values + [values[-1]] * 144
+    now = scores(CONFIG.get(None).build(), frozen)
+    before = scores(CONFIG.get("novelty-evt-mean-v2").build(), frozen)
+    assert max(now[:864]) == max(before[:864])  # the same until it freezes
+    first = next(i for i, s in enumerate(now) if i >= 864 and s >= 0.45)
+    assert first == 865  # the third equal reading: a run 3 times the longest (1) so far
+    assert not [s for s in before[864:] if s >= 0.45]
+
+
+TOLD = 0.9525  # the stuck test's score at a run of exactly 3 times the longest: 1 / (1 + e^-3)
+
+
+def test_a_sensor_frozen_for_good_is_told_again_only_at_three_times_the_run():
+    """A run that alarmed becomes the longest, so a sensor that stays frozen for a week speaks
+    at 3, 9, 27, ... equal readings (records of records), not every few hours."""
+    det = RecordNovelty(features=["value"], stuck=3.0, warmup=50)
+    values = noise(300, 1) + [42.0] * 2016
+    got = scores(det, values)
+    told = [i - 299 for i, s in enumerate(got) if i >= 300 and s >= TOLD]
+    runs = []  # the first reading of each told stretch, as a run length
+    for r in told:
+        if not runs or r != runs[-1][1] + 1:
+            runs.append([r, r])
+        else:
+            runs[-1][1] = r
+    assert [a for a, _ in runs] == [3, 9, 27, 81, 243, 729]
+
+
+@pytest.mark.parametrize("family", ["flat", "square", "cycle", "stepping", "blips", "counts"])
+def test_series_that_hold_values_by_nature_do_not_look_frozen(family):
+    """A constant never completes a run, so the test never speaks; a square wave, a stepping
+    sensor, a quantised gauge and low counts hold values routinely: over two weeks the stuck
+    test adds no alarm to what the default without it raises (counted after two days)."""
+    for seed in range(3):
+        times, values = null.series(FAMILY[family], seed, 14)
+        now = null.alarms(CONFIG.get(None), 0.45, times, values)
+        before = null.alarms(CONFIG.get("novelty-evt-mean-v2"), 0.45, times, values)
+        assert len([i for i in now if i >= 576]) <= len([i for i in before if i >= 576]) + (family == "blips")
+
+
+def run_lengths(values: list[float]) -> list[tuple[int, int]]:
+    """(run of equal readings ending here, longest completed run before it) at each point."""
+    out, run, longest, prev = [], 0, 0, None
+    for v in values:
+        if v == prev:
+            run += 1
+        else:
+            longest = max(longest, run)
+            run = 1
+        out.append((run, longest))
+        prev = v
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 3), min_size=40, max_size=400),
+    st.sampled_from([1.5, 3.0, 10.0]),
+)
+def test_the_stuck_test_speaks_only_on_a_record_run(levels, factor):
+    """Scores with the test equal scores without it wherever the current run of equal readings
+    is no longer than the longest run completed before it, or fewer than STUCK_RUNS runs have
+    completed (whatever the series)."""
+    values = [float(v) for v in levels]
+    plain = scores(RecordNovelty(features=["value", "seasonal"], warmup=5), values)
+    stuck = scores(RecordNovelty(features=["value", "seasonal"], warmup=5, stuck=factor), values)
+    completed = 0
+    for i, (run, longest) in enumerate(run_lengths(values)):
+        if run == 1 and i:
+            completed += 1
+        if run <= longest or completed < STUCK_RUNS:
+            assert stuck[i] == plain[i], i
+        else:
+            assert stuck[i] >= plain[i]
+
+
+def test_the_run_survives_a_state_round_trip_mid_freeze():
+    values = noise(400, 2) + [50.0] * 30 + noise(100, 3)
+    whole = scores(CONFIG.get(None).build(), values)
+    head = CONFIG.get(None).build()
+    scores(head, values[:410])
+    resumed = Detector.from_state(head.to_state())
+    assert scores(resumed, values[410:], 410) == whole[410:]
+    assert max(whole[400:430]) >= 0.45
+
+
+# -- atalaia detectors faults ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", faults.FAULTS, ids=lambda f: f.name)
+def test_each_fault_changes_the_series_from_its_onset_only(fault):
+    _, values = null.series(FAMILY["white"], 0, 14)
+    at_ = faults.onset(FAMILY["white"], 0, 14, 2)
+    assert 5 * 288 <= at_ < 12 * 288
+    assert at_ == faults.onset(FAMILY["white"], 0, 14, 2)
+    y = faults.faulty(fault, values, at_)
+    assert np.array_equal(y[:at_], values[:at_]) and not np.array_equal(y, values)
+    assert np.array_equal(values, null.series(FAMILY["white"], 0, 14)[1])  # not in place
+    sd = float(np.std(values[:at_]))
+    if fault.name in ("spike", "dip"):
+        assert np.flatnonzero(y != values).tolist() == [at_]
+        assert math.isclose(abs(y[at_] - values[at_]), 6 * sd)
+    if fault.name in ("stuck", "zero", "noisy"):
+        assert np.array_equal(y[at_ + 288 :], values[at_ + 288 :])  # a day long
+
+
+def test_detection_is_counted_in_the_window_after_the_onset():
+    """At threshold 0 every reading alarms: every fault is detected at once, and by chance."""
+    got = faults.detection(CONFIG.get(None), threshold=0.0, days=8, seeds=1, families=(FAMILY["white"],))
+    assert got == {f.name: faults.Result(1.0, 1.0, 0) for f in faults.FAULTS}
+
+
+def test_the_default_sees_a_frozen_sensor_the_previous_one_does_not():
+    """On sensors whose readings never repeat, a frozen one is seen on its third equal reading
+    in every case; the default before the test saw it less often than its chance alarms."""
+    fams = tuple(FAMILY[n] for n in ("white", "daily", "wandering", "skewed"))
+    stuck = tuple(f for f in faults.FAULTS if f.name == "stuck")
+    now = faults.detection(CONFIG.get(None), days=9, seeds=2, faults=stuck, families=fams)["stuck"]
+    before = faults.detection(CONFIG.get("novelty-evt-mean-v2"), days=9, seeds=2, faults=stuck, families=fams)
+    assert now.detected == 1.0 and now.delay == 2
+    assert before["stuck"].detected <= 0.5
+
+
+def test_the_command_prints_every_fault_and_the_mean():
+    result = CliRunner().invoke(
+        detectors, ["faults", "--days", "8", "--seeds", "1", "--detector", "record-novelty", "--window", "12"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("faults detected within 12 readings of their onset (8 days")
+    assert any(line.startswith("fault ") and "record-novelty @0.6" in line for line in lines)
+    for fault in faults.FAULTS:
+        assert any(line.startswith(fault.name + " ") and "chance" in line for line in lines), fault.name
+    assert lines[-1].startswith("mean ") and lines[-1].endswith("detected")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--detector", "nope"], "unknown detector 'nope'"),
+        (["--detector", "gaussian"], "ships no threshold: give --threshold"),
+        (["--days", "7"], "7 is not in the range 8<=x<=366"),
+        (["--window", "0"], "0 is not in the range 1<=x<=10000"),
+        (["--threshold", "nan"], "--threshold must be between 0 and 1, not nan"),
+    ],
+)
+def test_bad_requests_get_a_clear_error(args, message):
+    result = CliRunner().invoke(detectors, ["faults", *args])
+    assert result.exit_code == (2 if "range" in message else 1)
+    assert message in result.output
