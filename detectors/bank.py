@@ -114,27 +114,37 @@ class DetectorBank:
                 )
             return None
         data = self.checkpoints.pop(mk, None)
-        det = None if data is None else Detector.from_state(data)
-        if det is not None and self._keeps(detector, det):
+        restored = None if data is None else Detector.from_state(data)
+        det = None if restored is None else self._kept(detector, restored)
+        if det is not None:
             self.stats["resumed"] += 1
         else:
-            if det is not None:
+            if restored is not None:
                 self.stats["reset"] += 1
             det = self._specs[detector].build()
         self._models[mk] = det
         return det
 
-    def _keeps(self, detector: str, det: Detector) -> bool:
-        """Is a restored model ``detector``'s model today? When the model tells its signature
-        (``Detector.signature``: class and parameters with the code's defaults applied), exactly
-        when that is a fresh model's, so one written under other defaults restarts; otherwise
-        when the detector's configuration text is unchanged since the snapshot."""
+    def _kept(self, detector: str, det: Detector) -> Detector | None:
+        """A restored model as ``detector``'s model today, or None when it must restart. When
+        the model tells its signature (``Detector.signature``: class and parameters with the
+        code's defaults applied): itself when that is a fresh model's; carried over when it
+        lacks only a test the code added since (``Detector.upgrade``, counted as upgraded);
+        otherwise None, so one written under other defaults restarts. A model without a
+        signature is kept when the detector's configuration text is unchanged since the
+        snapshot."""
         fresh = self._signatures.get(detector, ...)
         if fresh is ...:
             fresh = self._signatures[detector] = self._specs[detector].build().signature()
         if fresh is None:
-            return self._unchanged is None or detector in self._unchanged
-        return det.signature() == fresh
+            return det if self._unchanged is None or detector in self._unchanged else None
+        if det.signature() == fresh:
+            return det
+        up = det.upgrade(self._specs[detector].build())
+        if up is None or up.signature() != fresh:
+            return None
+        self.stats["upgraded"] += 1
+        return up
 
     def evict_idle(self, now: float | None = None) -> int:
         """Checkpoint and drop every model idle for ``idle_after`` seconds at event time
@@ -224,7 +234,8 @@ class DetectorBank:
         same = {n for n, s in bank._specs.items() if payload["specs"].get(n) == _fingerprint(s)}
         bank._unchanged = same
         models = [(k, m) for k, m in payload["models"].items() if k[0] in bank._specs]
-        bank._models = OrderedDict((k, m) for k, m in models if bank._keeps(k[0], m))
+        kept = ((k, bank._kept(k[0], m)) for k, m in models)
+        bank._models = OrderedDict((k, m) for k, m in kept if m is not None)
         bank._last = {k: v for k, v in payload.get("last", {}).items() if k in bank._models}
         bank.clock = payload.get("clock", float("-inf"))
         bank.stats.update(payload.get("stats", {}))
@@ -246,8 +257,8 @@ class DetectorBank:
         state whose signature is not the configuration's today is dropped, counted as reset)."""
         mk = (self._resolve(detector), key, attribute)
         self.checkpoints.pop(mk, None)
-        det = Detector.from_state(data)
-        if not self._keeps(mk[0], det):  # computes otherwise: starts fresh on use
+        det = self._kept(mk[0], Detector.from_state(data))
+        if det is None:  # computes otherwise: starts fresh on use
             self._models.pop(mk, None)
             self.stats["reset"] += 1
             return
@@ -262,6 +273,7 @@ class DetectorBank:
             "atalaia_detector_entities_evicted": self.stats["evicted"],
             "atalaia_detector_entities_resumed": self.stats["resumed"],
             "atalaia_detector_entities_reset": self.stats["reset"],
+            "atalaia_detector_entities_upgraded": self.stats["upgraded"],
             "atalaia_detector_entities_refused": self.stats["refused"],
         }
 

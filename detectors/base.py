@@ -60,6 +60,14 @@ class Detector(ABC):
         decides."""
         return None
 
+    def upgrade(self, fresh: Detector) -> Detector | None:
+        """This restored model carried over to the parameters of ``fresh`` (a model freshly built
+        from its configuration today), when they differ from its own only by a test the code
+        added since: the new test starts learning from here and the rest of the state is kept.
+        None otherwise (the bank then restarts the model). Called by a bank when the signatures
+        differ; may change and return ``self``."""
+        return None
+
     def to_state(self) -> bytes:
         """The detector's complete state as bytes."""
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

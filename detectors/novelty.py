@@ -485,6 +485,21 @@ class RecordNovelty(Detector):
     def signature(self) -> Hashable:
         return (type(self).__name__, self._p.params)
 
+    def upgrade(self, fresh: Detector) -> Detector | None:
+        # a model from before its configuration had the stuck test gains it: the test counts
+        # runs from here (silent until STUCK_RUNS have completed), every other state is kept
+        if type(fresh) is not type(self):
+            return None
+        have, want = self._p.params, fresh._p.params  # type: ignore[attr-defined]
+        if have.stuck is not None or want.stuck is None or have._replace(stuck=want.stuck) != want:
+            return None
+        p = plan(want)
+        if p.run != len(self._s):  # (the stuck slots are the last of the layout)
+            return None
+        self._p = p
+        self._s.extend(array("d", [0.0, 0.0, 0.0]))
+        return self
+
     def learn_one(self, x: float, t: datetime) -> None:
         x = clean(x)
         if x is None:

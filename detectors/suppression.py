@@ -97,11 +97,23 @@ class Refractory(Detector):
             self._learn(x, t, emitted)
         return emitted
 
+    def upgrade(self, fresh: Detector) -> Detector | None:
+        if not isinstance(fresh, Refractory) or self._knobs() != fresh._knobs():
+            return None
+        inner = self.inner.upgrade(fresh.inner)
+        if inner is None:
+            return None
+        self.inner = inner
+        return self
+
+    def _knobs(self) -> tuple:
+        return (self.alert, self.hold, self.cap, self.sustain, self.every, self.burst)
+
     def signature(self) -> Hashable:
         inner = self.inner.signature()
         if inner is None:
             return None
-        return ("refractory", self.alert, self.hold, self.cap, self.sustain, self.every, self.burst, inner)
+        return ("refractory", *self._knobs(), inner)
 
     def learn_one(self, x: float, t: datetime) -> None:
         if clean(x) is None:

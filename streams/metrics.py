@@ -224,6 +224,7 @@ BANK_HELP = {
     "atalaia_detector_entities_resumed": "evicted entity models resumed from their checkpoints",
     "atalaia_detector_entities_refused": "new entities refused because a bank was full (no score, logged)",
     "atalaia_detector_entities_reset": "restored entity models restarted because they no longer compute what their configuration builds",
+    "atalaia_detector_entities_upgraded": "restored entity models kept with a test the code added since (it learns from the restore on)",
 }
 
 

@@ -154,6 +154,66 @@ def test_models_written_under_other_defaults_restart_instead_of_scoring_by_old_r
     assert bank.metrics()["atalaia_detector_entities_reset"] == 4  # three models, one checkpoint
 
 
+def test_models_of_the_default_before_the_stuck_test_are_kept_and_gain_it():
+    """A worker upgraded from the default before the frozen-sensor test (novelty-evt-mean-v2)
+    keeps every entity's model (no second warm-up): it scores exactly as the old one would
+    while the new test is learning the series' runs, and a sensor that then freezes alarms. A
+    checkpoint resumes the same way; both are counted as upgraded, none as reset."""
+    v2 = CONFIG.get("novelty-evt-mean-v2")
+    old_config = CONFIG.model_copy(
+        update={"detectors": [v2.model_copy(update={"name": CONFIG.default}), *CONFIG.detectors[1:]]}
+    )
+    old = DetectorBank(old_config, idle_after=None, max_entities=None)
+    reference = DetectorBank(old_config, idle_after=None, max_entities=None)
+    data = series()
+    for bank in (old, reference):
+        for e in range(2):
+            for t, v in data[:800]:
+                bank.score_learn(CONFIG.default, f"s{e}", "flow", t, v + e)
+    old.checkpoints[(CONFIG.default, "s9", "flow")] = old.state_of(CONFIG.default, "s1", "flow")
+    bank = DetectorBank.restore(CONFIG, old.snapshot(), idle_after=None, max_entities=None)
+    assert len(bank) == 2 and bank.stats["reset"] == 0 and bank.stats["upgraded"] == 2
+    after = data[800 : 800 + AFTER]
+    got = [bank.score_learn(CONFIG.default, "s0", "flow", t, v) for t, v in after]
+    assert got == [reference.score_learn(CONFIG.default, "s0", "flow", t, v) for t, v in after]
+    got = [bank.score_learn(CONFIG.default, "s9", "flow", t, v + 1) for t, v in after]
+    assert got == [reference.score_learn(CONFIG.default, "s1", "flow", t, v + 1) for t, v in after]
+    assert bank.metrics()["atalaia_detector_entities_upgraded"] == 3
+    assert bank.metrics()["atalaia_detector_entities_reset"] == 0
+    # the new test works: entity 0 freezes on its last reading
+    t_last, v_last = after[-1]
+    frozen = [
+        bank.score_learn(CONFIG.default, "s0", "flow", t_last + timedelta(minutes=5 * i), v_last)
+        for i in range(1, 13)
+    ]
+    assert max(frozen) >= 0.45
+
+
+def test_a_model_is_not_carried_over_to_other_parameters_than_the_new_test():
+    """Only the added test is carried over: a v2 model is not upgraded to a configuration
+    that also changes another parameter, nor a v1 model (other tail shape) to the default."""
+    data = series()[:300]
+    for name, target in (
+        (
+            "novelty-evt-mean-v2",
+            CONFIG.get(None).model_copy(update={"params": {**CONFIG.get(None).params, "q": 0.99}}),
+        ),
+        ("novelty-evt-mean-v1", CONFIG.get(None)),
+    ):
+        det = CONFIG.get(name).build()
+        for t, v in data:
+            det.score_learn(v, t)
+        restored = Detector.from_state(det.to_state())
+        assert restored.upgrade(target.build()) is None
+    # and an upgraded model round-trips its state exactly
+    det = CONFIG.get("novelty-evt-mean-v2").build()
+    for t, v in data:
+        det.score_learn(v, t)
+    up = Detector.from_state(det.to_state()).upgrade(CONFIG.get(None).build())
+    assert up is not None and up.signature() == CONFIG.get(None).build().signature()
+    assert Detector.from_state(up.to_state()).to_state() == up.to_state()
+
+
 @pytest.mark.parametrize("name", DETECTORS)
 @pytest.mark.parametrize("cut", CUTS)
 def test_the_state_round_trips_exactly_at_every_stage(name, cut):
