@@ -78,6 +78,7 @@ class DetectorBank:
         self.stats: Counter[str] = Counter()  # evicted, resumed, refused
         self._full_logged = False
         self._signatures: dict[str, Hashable] = {}  # a fresh model's signature, per detector
+        self._fresh: dict[str, Detector] = {}  # a fresh model, per detector (never scored)
         #: after restore(): the detectors whose configuration text the snapshot had (None: all)
         self._unchanged: set[str] | None = None
 
@@ -135,16 +136,24 @@ class DetectorBank:
         snapshot."""
         fresh = self._signatures.get(detector, ...)
         if fresh is ...:
-            fresh = self._signatures[detector] = self._specs[detector].build().signature()
+            fresh = self._signatures[detector] = self._fresh_model(detector).signature()
         if fresh is None:
             return det if self._unchanged is None or detector in self._unchanged else None
         if det.signature() == fresh:
             return det
-        up = det.upgrade(self._specs[detector].build())
+        up = det.upgrade(self._fresh_model(detector))
         if up is None or up.signature() != fresh:
             return None
         self.stats["upgraded"] += 1
         return up
+
+    def _fresh_model(self, detector: str) -> Detector:
+        """A freshly built model of ``detector``, built once: only read (its signature, its
+        parameters for ``Detector.upgrade``), never scored."""
+        model = self._fresh.get(detector)
+        if model is None:
+            model = self._fresh[detector] = self._specs[detector].build()
+        return model
 
     def evict_idle(self, now: float | None = None) -> int:
         """Checkpoint and drop every model idle for ``idle_after`` seconds at event time

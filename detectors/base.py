@@ -65,7 +65,7 @@ class Detector(ABC):
         from its configuration today), when they differ from its own only by a test the code
         added since: the new test starts learning from here and the rest of the state is kept.
         None otherwise (the bank then restarts the model). Called by a bank when the signatures
-        differ; may change and return ``self``."""
+        differ; may change and return ``self``, and must neither change nor keep ``fresh``."""
         return None
 
     def to_state(self) -> bytes:

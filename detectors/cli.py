@@ -247,13 +247,14 @@ def _thresholded(
     config_path: str | None, names: tuple[str, ...], threshold: float | None
 ) -> list[DetectorSpec]:
     """The configurations asked for, each with a threshold (its own or ``--threshold``)."""
+    from atalaia.detectors.null import check_threshold
+
     try:
         specs = _named(load_config(config_path), names)
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:  # (NaN passes click's range)
             raise ValueError(f"--threshold must be between 0 and 1, not {threshold}")
         for spec in specs:
-            if threshold is None and spec.threshold is None:
-                raise ValueError(f"detector {spec.name!r} ships no threshold: give --threshold")
+            check_threshold(spec, threshold)
     except (ConfigError, KeyError, ValueError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     return specs
@@ -321,7 +322,7 @@ def null(
     type=click.IntRange(1, 10_000),
     default=144,
     show_default=True,
-    help="readings after the onset within which an alarm counts as a detection",
+    help="readings after the onset within which an alarm counts as a detection (144: 12 h)",
 )
 @config_option
 def faults(
@@ -357,7 +358,7 @@ def faults(
     click.echo(f"{'fault':{width}s} " + " ".join(f"{f'{n} @{t:g}':>36s}" for n, t in cols) + "  what")
 
     def cell(r) -> str:
-        delay = "-" if r.delay is None else f"{r.delay * 5:g} min"
+        delay = "-" if r.delay is None else f"{r.delay * faultmod.STEP.total_seconds() / 60:g} min"
         return f"{r.detected:5.0%} (chance {r.chance:3.0%}) {delay:>9s}"
 
     for fault in faultmod.FAULTS:

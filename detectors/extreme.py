@@ -141,6 +141,8 @@ class ExtremeTail(RecordNovelty):
             max_gap=max_gap,
             **novelty,
         )
+        if type(self) is ExtremeTail and novelty.get("stuck") is not None:
+            raise ValueError("stuck is a record test, which model extreme does not score: use novelty-extreme")
         if not 0.5 <= q < 1.0 or horizon < 2 or min_excess < 2 or decades <= 0:
             raise ValueError("0.5 <= q < 1, horizon >= 2, min_excess >= 2, decades > 0")
         if shape_min is not None and not (number(shape_min) and -0.5 <= shape_min <= 1.0):
@@ -245,4 +247,4 @@ class NoveltyExtreme(ExtremeTail):
         if x is None or self.n_seen < self._p.warmup:
             return 0.0
         values = self._values(x, t)
-        return (self._record_score(x, values) + self._tail_score(x, values)) / 2
+        return (self._record_score(x, t, values) + self._tail_score(x, values)) / 2

@@ -24,30 +24,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from atalaia.detectors.config import DetectorSpec
-from atalaia.detectors.null import FAMILIES, PER_DAY, Family, alarms, check_threshold, series
+from atalaia.detectors.null import FAMILIES, PER_DAY, STEP, Family, alarms, check_threshold, series
+
+__all__ = ["FAULTS", "HOSTS", "STEP", "Fault", "Result", "detection", "faulty", "onset"]
 
 #: (values, onset index, spread, level) -> the values with the fault from the onset on
 Injector = Callable[[np.ndarray, int, float, float], np.ndarray]
 
 
-def _spike(x, at, sd, level):
-    x[at] += 6.0 * sd
-    return x
+def _spike(sign: float) -> Injector:
+    def inject(x, at, sd, level):
+        x[at] += sign * 6.0 * sd
+        return x
+
+    return inject
 
 
-def _dip(x, at, sd, level):
-    x[at] -= 6.0 * sd
-    return x
+def _shift(sign: float) -> Injector:
+    def inject(x, at, sd, level):
+        x[at:] += sign * 3.0 * sd
+        return x
 
-
-def _shift_up(x, at, sd, level):
-    x[at:] += 3.0 * sd
-    return x
-
-
-def _shift_down(x, at, sd, level):
-    x[at:] -= 3.0 * sd
-    return x
+    return inject
 
 
 def _drift(x, at, sd, level):
@@ -80,10 +78,10 @@ class Fault:
 
 
 FAULTS: tuple[Fault, ...] = (
-    Fault("spike", "one reading 6 standard deviations high", _spike),
-    Fault("dip", "one reading 6 standard deviations low", _dip),
-    Fault("shift-up", "the level steps up 3 standard deviations and stays", _shift_up),
-    Fault("shift-down", "the level steps down 3 standard deviations and stays", _shift_down),
+    Fault("spike", "one reading 6 standard deviations high", _spike(1.0)),
+    Fault("dip", "one reading 6 standard deviations low", _spike(-1.0)),
+    Fault("shift-up", "the level steps up 3 standard deviations and stays", _shift(1.0)),
+    Fault("shift-down", "the level steps down 3 standard deviations and stays", _shift(-1.0)),
     Fault("drift", "the level drifts up 4 standard deviations over a day and stays", _drift),
     Fault("noisy", "deviations from the median three times as large for a day", _noisy),
     Fault("stuck", "the reading at the onset repeated for a day (a frozen sensor)", _stuck),

@@ -93,6 +93,10 @@ class _Params(NamedTuple):
     shape_min: float | None = None
     tail_floor: float = 0.0
     stuck: float | None = None
+    # (last: states written before these fields load with their defaults, the values every
+    # configuration had until they were added to the signature)
+    tail_quantile: float = 0.99
+    tail_window: int = 2000
 
 
 # offsets of the scalars in the state array; the features' blocks and the profile follow
@@ -200,12 +204,13 @@ class RecordNovelty(Detector):
     widths is news even when one old spike stretched the range (it scores 0.5 at the margin,
     rising with ``tail_tolerance``; ``tail_floor``: silent while the band is at most that
     fraction of the value's seen range, i.e. on a series that nearly always reads the same and
-    then blips, where "band widths" has no unit; 0 = never silent); ``stuck`` (a stuck sensor:
-    a run of equal readings ``stuck`` times as long as the longest run this series has
-    completed scores 0.95, √``stuck`` times as long 0.5; silent until ``STUCK_RUNS`` runs
-    have completed, so a constant series never speaks; a run that scored so becomes the
-    longest, so a sensor stuck for good speaks again only at ``stuck`` times that again;
-    None = no such test); ``margin`` (a fraction of the seen range a feature must
+    then blips, where "band widths" has no unit; 0 = never silent); ``stuck`` (a frozen
+    sensor: the reading that makes a run of equal readings ``stuck`` times as long as the
+    longest run this series has completed scores 0.95, and the run becomes the longest, so a
+    sensor frozen for good is told again only at ``stuck`` times that; silent until
+    ``STUCK_RUNS`` runs have completed, so a constant series never speaks; a repeat at the same
+    time does not lengthen a run and a gap of more than ``max_gap`` steps ends it; None = no
+    such test); ``margin`` (a fraction of the seen range a feature must
     exceed before it scores above 0.5: scale-free); ``agree`` (score the ``agree``-th most
     novel test, features and tail alike, so ``agree=2`` needs two tests to agree); ``warmup`` (points scored 0); ``max_gap`` (a gap longer
     than this many typical steps makes the change features wait for the next point).
@@ -249,8 +254,8 @@ class RecordNovelty(Detector):
             raise ValueError(f"features must be among {FEATURES}, not {sorted(unknown) or '[]'}")
         if 1440 % bin_minutes:
             raise ValueError("bin_minutes must divide a day")
-        if not 1 <= agree <= len(features) + (tail is not None):
-            raise ValueError("agree must be between 1 and the number of tests (features + tail)")
+        if not 1 <= agree <= len(features) + (tail is not None) + (stuck is not None):
+            raise ValueError("agree must be between 1 and the number of tests (features, tail, stuck)")
         if tail not in TAILS:
             raise ValueError(f"tail must be one of {TAILS}, not {tail!r}")
         if not (number(tail_floor) and 0.0 <= tail_floor < 1.0):
@@ -291,6 +296,8 @@ class RecordNovelty(Detector):
                 agree=agree,
                 tail_floor=float(tail_floor),
                 stuck=None if stuck is None else float(stuck),
+                tail_quantile=tail_quantile,
+                tail_window=tail_window,
             ),
             q,
         )
@@ -366,6 +373,8 @@ class RecordNovelty(Detector):
                 tail_margin=d["tail_margin"],
                 tail_tolerance=d["tail_tolerance"],
                 tail_min=d["_tail_min"],
+                tail_quantile=d.get("tail_quantile", 0.99),
+                tail_window=d.get("tail_window", 2000),
                 margin=d.get("margin", 0.0),  # states from before these knobs: their defaults
                 agree=d.get("agree", 1),
                 **({k: d[k] for k in ("q", "horizon", "min_excess", "decades")} if tails is not None else {}),
@@ -449,9 +458,23 @@ class RecordNovelty(Detector):
         x = clean(x)
         if x is None or self.n_seen < self._p.warmup:
             return 0.0
-        return self._record_score(x, self._values(x, t))
+        return self._record_score(x, t, self._values(x, t))
 
-    def _record_score(self, x: float, values: list[tuple[float, int, int, int]]) -> float:
+    def _run(self, x: float, t: datetime) -> float:
+        """The run of equal readings ``x`` at ``t`` makes (the stuck test): one longer when it
+        repeats the previous reading, 1 (a new run) when it differs or comes after a gap of more
+        than ``max_gap`` typical steps, 0 when it repeats it at the same or an earlier time (a
+        duplicate delivery: the run neither grows nor ends)."""
+        s, prev_t = self._s, self._prev_t
+        if x != s[PREV] or prev_t is None:
+            return 1.0
+        dt = (t - prev_t).total_seconds()
+        if dt <= 0:
+            return 0.0
+        step = s[STEP]
+        return 1.0 if step == step and dt > self._p.max_gap * step else s[self._p.run] + 1.0
+
+    def _record_score(self, x: float, t: datetime, values: list[tuple[float, int, int, int]]) -> float:
         p, s = self._p, self._s
         tests = []
         for f, e, _, _ in values:
@@ -471,10 +494,11 @@ class RecordNovelty(Detector):
                 tests.append((e - p.tail_margin) * p.tolerance / p.tail_tolerance)
         r = p.run
         if r >= 0 and s[r + 2] >= STUCK_RUNS:
-            longest = s[r + 1]
-            run = s[r] + 1.0 if x == s[PREV] else 1.0
-            if run > longest:  # a record run of equal readings: 0.95 at stuck times the longest
-                tests.append((6.0 * math.log(run / longest) / math.log(p.stuck) - 3.0) * p.tolerance)
+            # a run of equal readings stuck times the longest speaks (0.95) on the reading that
+            # makes it so, and becomes the longest: told once per such record
+            run = self._run(x, t)
+            if run > s[r] and run >= p.stuck * s[r + 1]:
+                tests.append((3.0 + math.log(run / (p.stuck * s[r + 1])) / math.log(p.stuck)) * p.tolerance)
         if len(tests) < p.agree:
             return 0.0
         # the agree-th largest: with agree=2 two tests must call the point novel
@@ -527,20 +551,19 @@ class RecordNovelty(Detector):
             self._q[0].update(x)
             self._q[1].update(x)
             s[TAIL_N] += 1
-        prev, prev_t = s[PREV], self._prev_t
         r = p.run
         if r >= 0:
-            if x == prev:
-                run = s[r] + 1.0
-                # a run that reached stuck times the longest has been told: it is the new longest
-                if s[r + 2] >= STUCK_RUNS and run >= p.stuck * s[r + 1]:
-                    s[r + 1] = run
-            else:
-                run = 1.0
-                if s[r]:  # the run of the previous value ended
+            run = self._run(x, t)
+            if run == 1.0:
+                if s[r]:  # the previous run ended
                     s[r + 1] = max(s[r + 1], s[r])
                     s[r + 2] += 1.0
-            s[r] = run
+                s[r] = run
+            elif run:
+                if s[r + 2] >= STUCK_RUNS and run >= p.stuck * s[r + 1]:
+                    s[r + 1] = run  # told (above): the new longest
+                s[r] = run
+        prev, prev_t = s[PREV], self._prev_t
         contiguous = prev == prev
         if contiguous and prev_t is not None:
             step = s[STEP]

@@ -5,7 +5,8 @@ labelled files; it cannot say how it behaves on kinds of series those files do n
 module runs a configuration over synthetic series that contain **no anomaly by construction**,
 in families that city sensors resemble (white noise, heavy tails, skew, spiky bursts, a slowly
 wandering level, daily and weekly cycles, counts, a stepping sensor, routine dropouts, a
-quantised gauge that blips, a square wave, a flat line, a noiseless cycle), and counts the alarms it raises at a threshold.
+quantised gauge that blips, a square wave, a flat line, a noiseless cycle, a steady trend, a
+random walk), and counts the alarms it raises at a threshold.
 None of them was used to tune anything; they are a second, independent view of the false-alarm
 rate, in the unit an operations centre feels: **alarms per sensor per week**.
 
@@ -112,6 +113,15 @@ def _cycle(rng, tod, dow):
     return 50.0 + 20.0 * np.sin(2 * math.pi * tod)
 
 
+def _trend(rng, tod, dow):
+    n = len(tod)
+    return 50.0 + 20.0 * np.arange(n) / n + 2.0 * rng.standard_normal(n)
+
+
+def _walk(rng, tod, dow):
+    return 100.0 + np.cumsum(rng.standard_normal(len(tod)))
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -136,6 +146,12 @@ FAMILIES: tuple[Family, ...] = (
     Family("square", "a noiseless daily on/off", _square),
     Family("flat", "a constant", _flat),
     Family("cycle", "a noiseless daily cycle", _cycle),
+    Family(
+        "trend",
+        "a steady rise of 10 standard deviations over the series (a filling reservoir, a growing disk)",
+        _trend,
+    ),
+    Family("walk", "a random walk (a tank level, a cumulative balance)", _walk),
 )
 
 
@@ -162,7 +178,7 @@ def check_threshold(spec: DetectorSpec, threshold: float | None) -> float:
     between 0 and 1."""
     thr = spec.threshold if threshold is None else threshold
     if thr is None:
-        raise ValueError(f"detector {spec.name!r} ships no threshold: give one")
+        raise ValueError(f"detector {spec.name!r} ships no threshold: give --threshold")
     if not 0.0 <= thr <= 1.0:  # (NaN too: it would count no alarm at all)
         raise ValueError(f"the threshold must be between 0 and 1, not {thr!r}")
     return thr

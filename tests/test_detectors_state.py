@@ -205,6 +205,23 @@ def test_a_model_is_not_carried_over_to_other_parameters_than_the_new_test():
             det.score_learn(v, t)
         restored = Detector.from_state(det.to_state())
         assert restored.upgrade(target.build()) is None
+    # nor to another class (record novelty alone to the mean), nor across other refractory
+    # settings
+    from atalaia.detectors.extreme import NoveltyExtreme
+    from atalaia.detectors.novelty import RecordNovelty
+
+    plain = RecordNovelty(features=["value", "shift", "seasonal"], tail="history")
+    for t, v in data:
+        plain.score_learn(v, t)
+    assert Detector.from_state(plain.to_state()).upgrade(NoveltyExtreme(stuck=3.0)) is None
+    assert plain.upgrade(RecordNovelty(features=["value", "shift", "seasonal"], tail="history", stuck=3.0))
+    other = CONFIG.get(None).model_copy(
+        update={"suppress": CONFIG.get(None).suppress.model_copy(update={"hold": 50})}
+    )
+    det = CONFIG.get("novelty-evt-mean-v2").build()
+    for t, v in data:
+        det.score_learn(v, t)
+    assert Detector.from_state(det.to_state()).upgrade(other.build()) is None
     # and an upgraded model round-trips its state exactly
     det = CONFIG.get("novelty-evt-mean-v2").build()
     for t, v in data:
