@@ -142,7 +142,9 @@ class ExtremeTail(RecordNovelty):
             **novelty,
         )
         if type(self) is ExtremeTail and novelty.get("stuck") is not None:
-            raise ValueError("stuck is a record test, which model extreme does not score: use novelty-extreme")
+            raise ValueError(
+                "stuck is a record test, which model extreme does not score: use novelty-extreme"
+            )
         if not 0.5 <= q < 1.0 or horizon < 2 or min_excess < 2 or decades <= 0:
             raise ValueError("0.5 <= q < 1, horizon >= 2, min_excess >= 2, decades > 0")
         if shape_min is not None and not (number(shape_min) and -0.5 <= shape_min <= 1.0):
