@@ -36,6 +36,11 @@ rules:
     select: {type: WaterObserved, attribute: flow}
     detector: gaussian
     severities: [{severity: high, above: 0.999}, {severity: low, above: 0.99}]
+  - id: flow-default
+    select: {type: WaterObserved, attribute: flow}
+    detector: novelty-evt-mean
+    severities: [{severity: medium, above: 0.45}]
+    keep_firing_for: 30m
 """
 
 ENTITIES, STEPS, STEP = 6, 600, timedelta(minutes=10)
@@ -48,6 +53,9 @@ SPLIT_A, HALF = 250, 300
 # restarted worker), right after the kill (330, 340, 360, 380: inside a fresh model's warm-up)
 # and late (470, 500, 540)
 ANOMALIES = {0: (200, 340, 500), 1: (330, 470), 2: (380,), 3: (275,), 4: (210, 360, 540)}
+# a frozen sensor after the kill: entity 5 repeats its reading of step 420 until step 440 (the
+# default detector tells it on the third equal reading, from the run counts in the checkpoint)
+FROZEN = {5: range(420, 440)}
 
 
 def entity(e: int) -> str:
@@ -65,6 +73,9 @@ def make_history(seed: int = 5) -> list[list[str]]:
             v = 100 + 10 * e + 30 * math.sin(2 * math.pi * k / 144 + e) + rng.gauss(0, 3)
             if k in ANOMALIES.get(e, ()):
                 v += 150
+            frozen = FROZEN.get(e, ())
+            if k in frozen and k > frozen[0]:
+                v = float(json.loads(steps[frozen[0]][e])["attributes"]["flow"])
             row.append(
                 json.dumps(
                     {
@@ -148,6 +159,7 @@ def test_detector_alarms_equal_replay_and_models_survive_a_worker_kill(
         "spikes around the kill raise alarms"
     )
     assert any(k < SPLIT_A for _, k in fired) and any(k > 400 for _, k in fired)
+    assert (entity(5), 422) in firings(expected, "flow-default"), "a frozen sensor raises an alarm"
     part_a = write(tmp_path / "a.jsonl", steps[:SPLIT_A])
     part_b = write(tmp_path / "b.jsonl", steps[SPLIT_A:HALF])
     second = write(tmp_path / "c.jsonl", steps[HALF:])
