@@ -160,3 +160,30 @@ def test_config_errors_point_at_file_line_col(tmp_path: Path) -> None:
 def test_demo_config_loads() -> None:
     cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "incidents.yaml")
     assert cfg.inhibit and cfg.positions and cfg.flood.threshold == 10
+
+
+def test_an_inhibition_needs_its_equal_labels_on_both_alarms() -> None:
+    """A label neither alarm carries is not a match (it is in Alertmanager, where both are
+    empty): one station's failure must not hide the alarms of sensors with no station label."""
+    d = inhibited_driver()
+    d.fire("station-power-failure", "st-1", at=0, parish="Ribeira")  # no station label
+    ev = d.fire("river-level-high", "porto-01", at=10, parish="Foz")
+    assert next(a for a in ev.alarms if a.key == "porto-01").suppressed is None
+    d.fire("station-comms-failure", "st-2", at=20, station="st-2")
+    ev = d.fire("river-level-high", "porto-02", at=30, parish="Campanha")  # target without it
+    assert next(a for a in ev.alarms if a.key == "porto-02").suppressed is None
+
+
+def test_the_shipped_inhibition_is_per_entity() -> None:
+    """config/incidents.yaml: a gauge that went silent suppresses its own alarms, not another
+    gauge's (both carry only the labels the rules give them)."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "incidents.yaml")
+    d = Driver(cfg)
+    silent, other = "urn:ngsi-ld:WaterObserved:a", "urn:ngsi-ld:WaterObserved:b"
+    d.fire("station-silent", silent, at=0, entity=silent, severity="medium", team="telemetry")
+    ev = d.fire("river-level-high", other, at=10, entity=other, severity="high", parish="Ribeira")
+    assert next(a for a in ev.alarms if a.key == other).suppressed is None
+    ev = d.fire("flow-anomaly", silent, at=20, entity=silent, severity="medium")
+    assert next(a for a in ev.alarms if a.key == silent and a.rule == "flow-anomaly").suppressed == (
+        f"inhibited by station-silent {silent}"
+    )
