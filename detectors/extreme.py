@@ -34,7 +34,7 @@ from datetime import datetime
 from river import stats
 
 from atalaia.detectors.base import clean, clip01, number, scale_floor
-from atalaia.detectors.novelty import SLOW_MEAN, RecordNovelty, _param, p2_quantile
+from atalaia.detectors.novelty import SLOW_MEAN, RecordNovelty, _param, logistic, p2_quantile
 
 
 def log10_tail(
@@ -249,4 +249,8 @@ class NoveltyExtreme(ExtremeTail):
         if x is None or self.n_seen < self._p.warmup:
             return 0.0
         values = self._values(x, t)
-        return (self._record_score(x, t, values) + self._tail_score(x, values)) / 2
+        mean = (self._record_score(x, t, values, stuck=False) + self._tail_score(x, values)) / 2
+        # a frozen sensor is not the tail model's to judge (its reading is an ordinary one): the
+        # stuck test speaks at its own score, not averaged with the tail's "ordinary"
+        run = self._stuck_test(x, t)
+        return mean if run is None else max(mean, logistic(run / self._p.tolerance))

@@ -37,6 +37,10 @@ NAN = math.nan
 STATE_VERSION = 1
 
 
+def logistic(z: float) -> float:
+    return 1.0 if z > 40.0 else 0.0 if z < -40.0 else 1.0 / (1.0 + math.exp(-z))
+
+
 def p2_quantile(q: float) -> Any:
     """river's P² running quantile (``stats.Quantile``) without its Python wrapper: the Rust
     estimator itself (``update``/``get``, the same numbers; ``get`` gives 0.0 before the first
@@ -474,7 +478,23 @@ class RecordNovelty(Detector):
         step = s[STEP]
         return 1.0 if step == step and dt > self._p.max_gap * step else s[self._p.run] + 1.0
 
-    def _record_score(self, x: float, t: datetime, values: list[tuple[float, int, int, int]]) -> float:
+    def _stuck_test(self, x: float, t: datetime) -> float | None:
+        """The stuck test's exceedance (in the record tests' units) when ``x`` at ``t`` makes a
+        run of equal readings ``stuck`` times the longest (3 tolerances: 0.95), else None."""
+        p, s = self._p, self._s
+        r = p.run
+        if r < 0 or s[r + 2] < STUCK_RUNS:
+            return None
+        # a run of equal readings stuck times the longest speaks on the reading that makes it
+        # so, and becomes the longest: told once per such record
+        run = self._run(x, t)
+        if run > s[r] and run >= p.stuck * s[r + 1]:
+            return (3.0 + math.log(run / (p.stuck * s[r + 1])) / math.log(p.stuck)) * p.tolerance
+        return None
+
+    def _record_score(
+        self, x: float, t: datetime, values: list[tuple[float, int, int, int]], stuck: bool = True
+    ) -> float:
         p, s = self._p, self._s
         tests = []
         for f, e, _, _ in values:
@@ -492,19 +512,13 @@ class RecordNovelty(Detector):
             if not (p.tail_floor and v >= 0 and s[v + 3] and hi - lo <= p.tail_floor * (s[v] - s[v + 1])):
                 e = max(x - hi, lo - x) / span
                 tests.append((e - p.tail_margin) * p.tolerance / p.tail_tolerance)
-        r = p.run
-        if r >= 0 and s[r + 2] >= STUCK_RUNS:
-            # a run of equal readings stuck times the longest speaks (0.95) on the reading that
-            # makes it so, and becomes the longest: told once per such record
-            run = self._run(x, t)
-            if run > s[r] and run >= p.stuck * s[r + 1]:
-                tests.append((3.0 + math.log(run / (p.stuck * s[r + 1])) / math.log(p.stuck)) * p.tolerance)
+        if stuck and (run := self._stuck_test(x, t)) is not None:
+            tests.append(run)
         if len(tests) < p.agree:
             return 0.0
         # the agree-th largest: with agree=2 two tests must call the point novel
         worst = max(tests) if p.agree == 1 else sorted(tests)[-p.agree]
-        z = worst / p.tolerance
-        return 1.0 if z > 40.0 else 0.0 if z < -40.0 else 1.0 / (1.0 + math.exp(-z))
+        return logistic(worst / p.tolerance)
 
     def signature(self) -> Hashable:
         return (type(self).__name__, self._p.params)
