@@ -26,6 +26,11 @@ config_option = click.option(
 )
 
 
+def _message(exc: Exception) -> str:
+    """An error's text for the user (a KeyError's str() is its repr, in quotes)."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
 def _named(config, names: tuple[str, ...]) -> list[DetectorSpec]:
     """The configurations ``names`` asks for, once each, in order (none: the default)."""
     return list({s.name: s for s in (config.get(n) for n in (names or (None,)))}.values())
@@ -72,7 +77,7 @@ def nab(
         config = load_config(config_path)
         spec = config.get(name)
     except (ConfigError, KeyError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(_message(exc)) from None
     started = time.perf_counter()
     try:
         outs = run_nab(functools.partial(_build, spec), data_dir, out_dir, spec.name, workers)
@@ -155,7 +160,7 @@ def cv(
         kit = cvmod.Kit.load(nab_dir, files.split(",") if files else None)
         fold_sets = [cvmod.make_folds(kit.rels, folds, seed + r) for r in range(repeats)]
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(_message(exc)) from None
     except Exception as exc:  # the kit's scorer raises its own NabError
         if type(exc).__name__ != "NabError":
             raise
@@ -256,7 +261,7 @@ def _thresholded(
         for spec in specs:
             check_threshold(spec, threshold)
     except (ConfigError, KeyError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(_message(exc)) from None
     return specs
 
 

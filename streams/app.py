@@ -139,12 +139,14 @@ def create_app(
         """401/403 problem+json; counted, and nothing of the request goes anywhere."""
         REFUSED.labels(endpoint, refusal.reason).inc()
         title = "Unauthorized" if refusal.status == 401 else "Forbidden"
-        error = "insufficient_scope" if refusal.status == 403 else "invalid_token"
+        # RFC 6750 3.1: no error code when the request carried no credentials at all
+        error = {403: "insufficient_scope", 401: "invalid_token"}[refusal.status]
+        challenge = 'Bearer realm="atalaia"' + ("" if refusal.reason == "missing" else f', error="{error}"')
         return view.json(
             problem(refusal.status, title, refusal.detail),
             status=refusal.status,
             content_type=PROBLEM,
-            headers={"WWW-Authenticate": f'Bearer realm="atalaia", error="{error}"'},
+            headers={"WWW-Authenticate": challenge},
         )
 
     @app.page("/livez")

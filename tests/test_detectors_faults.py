@@ -252,3 +252,11 @@ def test_bad_requests_get_a_clear_error(args, message):
     result = CliRunner().invoke(detectors, ["faults", *args])
     assert result.exit_code == (2 if "range" in message else 1)
     assert message in result.output
+
+
+def test_a_bad_detectors_file_is_quoted_whole_in_the_error(tmp_path):
+    bad = tmp_path / "d.yaml"
+    bad.write_text("default: d\ndetectors:\n  - name: d\n    model: novelty\n    params: {stuck: x}\n")
+    result = CliRunner().invoke(detectors, ["faults", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.rstrip().endswith("or null, not 'x'")

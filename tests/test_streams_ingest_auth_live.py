@@ -145,7 +145,9 @@ def test_unauthenticated_requests_get_401_are_counted_and_reach_nothing(guarded)
             r = post(guarded, f"{marker}-{i}", headers, path)
             assert r.status_code == 401, (headers, path, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
-            assert r.headers["www-authenticate"].startswith("Bearer")
+            assert r.headers["www-authenticate"].startswith('Bearer realm="atalaia"')
+            # RFC 6750: an error code only when credentials were sent
+            assert ('error="invalid_token"' in r.headers["www-authenticate"]) == bool(headers)
             assert r.json()["status"] == 401 and r.json()["detail"]
     after = refused_count(guarded)
     assert sum(after.values()) - sum(before.values()) == len(attempts) * 3
