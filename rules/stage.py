@@ -208,6 +208,8 @@ class RulesCore:
         self.loaded = rule_files.ruleset
         self.ruleset = part(self.loaded)
         self.forward_types = self._forward_types() if forward else frozenset()
+        # the DLQ record's source: the stage that refused the observation
+        self.source = "rules" if forward else "rules-shared"
         self.limits = {
             "allowed_lateness": settings.allowed_lateness_s,
             "max_future": settings.future_tolerance_s,
@@ -266,7 +268,7 @@ class RulesCore:
     def _evaluate(self, batch: list[dict[str, Any]]) -> list[Out]:
         transitions, rejected = self.engine.observe_batch(batch)
         outs = [self._out(t) for t in transitions]
-        outs += [dlq(orjson.dumps(rej.observation), "rules", rej.reason) for rej in rejected]
+        outs += [dlq(orjson.dumps(rej.observation), self.source, rej.reason) for rej in rejected]
         return outs
 
     @staticmethod

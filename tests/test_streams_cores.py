@@ -297,3 +297,25 @@ def test_the_warnings_cores_never_raise_on_arbitrary_json(value, kind):
         [rec(value, "t.warnings"), rec(tagged, "t.warnings")], now
     )
     WarningsCore().process([rec(value, "t.commands"), rec(tagged, "t.commands")], now)
+
+
+def test_an_observation_refused_by_the_label_keyed_stage_names_that_stage_on_the_dlq(rules_core):
+    """Both rule stages judge lateness on their own clock; the DLQ record (and its metric) says
+    which one refused the observation."""
+    from atalaia.detectors.config import load_config
+    from atalaia.rules.stage import RuleFiles, RulesCore, label_keyed
+
+    shared = RulesCore(
+        RuleFiles([CONFIG_DIR / "rules"]),
+        load_config(CONFIG_DIR / "detectors.yaml"),
+        Settings(),
+        part=label_keyed,
+        forward=False,
+    )
+    late = [
+        {**OBS, "labels": {"parish": "Ribeira"}, "time": t}
+        for t in ("2026-01-28T10:00:00Z", "2026-01-28T06:00:00Z")
+    ]
+    for core, source in ((shared, "rules-shared"), (rules_core, "rules")):
+        outs = [o for o in core._evaluate([dict(o) for o in late]) if o.topic == "dlq"]
+        assert [read_dlq_record(o.value)["source"] for o in outs] == [source]
