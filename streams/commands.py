@@ -14,6 +14,9 @@ import orjson
 from atalaia.streams.settings import Settings, get_settings
 from atalaia.streams.topology import USER_STAGES as ALL_STAGES
 
+#: `atalaia tail`: seconds without records after which it checks the broker is still there
+PROBE_EVERY_S = 5.0
+
 
 def _logging(level: str, interval_s: float = 60.0) -> None:
     from atalaia.streams.logfilter import install
@@ -387,6 +390,12 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
     bootstrap = client_bootstrap(settings)
     name = topic if "." in topic else settings.topic(topic)
 
+    from aiokafka.errors import KafkaError
+
+    # the client logs every failed reconnection (dozens a second once the broker is gone): the
+    # command says it once itself
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
     async def go() -> None:
         consumer = AIOKafkaConsumer(
             **client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100
@@ -407,10 +416,24 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
             seen = 0
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout if timeout else None
+            quiet_since, unanswered = loop.time(), 0
             while count is None or seen < count:
                 if deadline and loop.time() > deadline:
                     break
                 batches = await consumer.getmany(timeout_ms=200)
+                if batches:
+                    quiet_since, unanswered = loop.time(), 0
+                elif loop.time() - quiet_since >= PROBE_EVERY_S:
+                    # nothing for a while: is the broker still there? (the client retries a lost
+                    # broker for ever; say so and stop instead)
+                    quiet_since = loop.time()
+                    try:
+                        await asyncio.wait_for(partition_ids(bootstrap, name), PROBE_EVERY_S)
+                        unanswered = 0
+                    except (KafkaError, OSError, TimeoutError):
+                        unanswered += 1
+                        if unanswered >= 2:
+                            raise ConnectionError(f"no answer for {2 * PROBE_EVERY_S:g} s") from None
                 for records in batches.values():
                     for r in records:
                         sys.stdout.write(r.value.decode(errors="replace") + "\n")
@@ -420,8 +443,6 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
                 sys.stdout.flush()
         finally:
             await consumer.stop()
-
-    from aiokafka.errors import KafkaError
 
     try:
         asyncio.run(go())
