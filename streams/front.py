@@ -94,7 +94,7 @@ async def peer_health(
     """This process's health merged with the other processes' (``GET <peer>/health?local``)."""
     import aiohttp
 
-    rank = {"ok": 0, "degraded": 1, "failed": 2}
+    rank = {"ok": 0, "starting": 1, "degraded": 2, "failed": 3}
     problems = list(problems)
     auth = _auth(headers)
     timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
@@ -113,7 +113,7 @@ async def peer_health(
                 problems.append(f"process at {url} does not answer: {type(got).__name__}")
                 status = max(status, "degraded", key=rank.__getitem__)
                 continue
-            status = max(status, got.get("status", "failed"), key=lambda s: rank.get(s, 2))
+            status = max(status, got.get("status", "failed"), key=lambda s: rank.get(s, 3))
             problems.extend(got.get("problems", []))
             for name, st in got.get("stages", {}).items():  # `worker --processes`: same names
                 mine = stages.get(name)

@@ -253,6 +253,9 @@ def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
     from atalaia.streams.guard import HEALTH
 
     status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
+    if status == "ok" and not all(getattr(s, "assigned", True) for s in stages.values()):
+        # a stage whose consumer group has not assigned it partitions yet processes nothing
+        status = "starting"
     body = {
         "status": status,
         **({"problems": problems} if problems else {}),

@@ -242,6 +242,8 @@ class BatchStage(Service):
         self.session_timeout_s, self.heartbeat_s = session_timeout_s, heartbeat_s
         self.checkpoint_s, self.tick_s, self.clock = checkpoint_s, tick_s, clock
         self.cores: dict[int, Core] = {}
+        # until the consumer group's first assignment (possibly empty) is taken: /health "starting"
+        self.assigned = False
         self.positions: dict[TopicPartition, int] = {}  # next offset to process
         self.dirty: set[int] = set()  # partitions changed since their last checkpoint
         self.backlog = True  # until a fetch after the last assignment shows we have caught up
@@ -413,6 +415,7 @@ class BatchStage(Service):
             if SETTLE_HEAPS and not self._heap_settled:  # the state restored at start-up is
                 self._heap_settled = True  # long-lived (once: a core revoked later must stay collectable)
                 settle_heap()
+            self.assigned = True
 
     async def _refresh_cluster(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient

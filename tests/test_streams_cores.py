@@ -319,3 +319,18 @@ def test_an_observation_refused_by_the_label_keyed_stage_names_that_stage_on_the
     for core, source in ((shared, "rules-shared"), (rules_core, "rules")):
         outs = [o for o in core._evaluate([dict(o) for o in late]) if o.topic == "dlq"]
         assert [read_dlq_record(o.value)["source"] for o in outs] == [source]
+
+
+def test_health_says_starting_until_every_stage_has_taken_its_first_assignment():
+    """A worker whose consumer groups have not assigned partitions yet processes nothing: its
+    /health is 503 "starting", not "ok"; an empty assignment counts as assigned."""
+    from atalaia.streams.metrics import health_report
+
+    def stage(assigned, cores=()):
+        return SimpleNamespace(assigned=assigned, processed=0, cores=dict.fromkeys(cores))
+
+    body, status = health_report({"rules": stage(True, (0, 1)), "incidents": stage(False)})
+    assert (body["status"], status) == ("starting", 503)
+    body, status = health_report({"rules": stage(True, (0, 1)), "incidents": stage(True)})
+    assert (body["status"], status) == ("ok", 200)
+    assert body["stages"]["incidents"] == {"processed": 0, "partitions": []}
