@@ -20,7 +20,7 @@ import hashlib
 import logging
 import pickle
 from collections import Counter, OrderedDict
-from collections.abc import Hashable, Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,7 +77,6 @@ class DetectorBank:
         self.clock = float("-inf")  # newest event time seen (epoch seconds)
         self.stats: Counter[str] = Counter()  # evicted, resumed, refused
         self._full_logged = False
-        self._signatures: dict[str, Hashable] = {}  # a fresh model's signature, per detector
         self._fresh: dict[str, Detector] = {}  # a fresh model, per detector (never scored)
         #: after restore(): the detectors whose configuration text the snapshot had (None: all)
         self._unchanged: set[str] | None = None
@@ -134,14 +133,13 @@ class DetectorBank:
         otherwise None, so one written under other defaults restarts. A model without a
         signature is kept when the detector's configuration text is unchanged since the
         snapshot."""
-        fresh = self._signatures.get(detector, ...)
-        if fresh is ...:
-            fresh = self._signatures[detector] = self._fresh_model(detector).signature()
+        model = self._fresh_model(detector)
+        fresh = model.signature()
         if fresh is None:
             return det if self._unchanged is None or detector in self._unchanged else None
         if det.signature() == fresh:
             return det
-        up = det.upgrade(self._fresh_model(detector))
+        up = det.upgrade(model)
         if up is None or up.signature() != fresh:
             return None
         self.stats["upgraded"] += 1

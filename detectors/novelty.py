@@ -430,11 +430,7 @@ class RecordNovelty(Detector):
         feature defined at ``(x, t)``, in the order of ``features``."""
         p, s = self._p, self._s
         prev = s[PREV]
-        contiguous = prev == prev
-        if contiguous and self._prev_t is not None:
-            step = s[STEP]
-            if step == step:  # a gap longer than max_gap typical steps cuts the change features
-                contiguous = not (t - self._prev_t).total_seconds() > p.max_gap * step
+        contiguous = prev == prev and not self._gap(t)  # a gap cuts the change features
         out = []
         for code, e, o, qi in p.items:
             if code == 0:  # value
@@ -464,6 +460,11 @@ class RecordNovelty(Detector):
             return 0.0
         return self._record_score(x, t, self._values(x, t))
 
+    def _gap(self, t: datetime) -> bool:
+        """Is ``t`` more than ``max_gap`` typical steps after the previous point?"""
+        prev_t, step = self._prev_t, self._s[STEP]
+        return prev_t is not None and step == step and (t - prev_t).total_seconds() > self._p.max_gap * step
+
     def _run(self, x: float, t: datetime) -> float:
         """The run of equal readings ``x`` at ``t`` makes (the stuck test): one longer when it
         repeats the previous reading, 1 (a new run) when it differs or comes after a gap of more
@@ -472,24 +473,26 @@ class RecordNovelty(Detector):
         s, prev_t = self._s, self._prev_t
         if x != s[PREV] or prev_t is None:
             return 1.0
-        dt = (t - prev_t).total_seconds()
-        if dt <= 0:
+        if t <= prev_t:
             return 0.0
-        step = s[STEP]
-        return 1.0 if step == step and dt > self._p.max_gap * step else s[self._p.run] + 1.0
+        return 1.0 if self._gap(t) else s[self._p.run + RUN] + 1.0
+
+    def _told(self, run: float) -> bool:
+        """Does a growing ``run`` of equal readings make a record the stuck test tells (``stuck``
+        times the longest, once ``STUCK_RUNS`` runs have completed)? A told run is the new
+        longest, so it is told once."""
+        s, r = self._s, self._p.run
+        return s[r + RUNS] >= STUCK_RUNS and run >= self._p.stuck * s[r + LONGEST]
 
     def _stuck_test(self, x: float, t: datetime) -> float | None:
         """The stuck test's exceedance (in the record tests' units) when ``x`` at ``t`` makes a
         run of equal readings ``stuck`` times the longest (3 tolerances: 0.95), else None."""
-        p, s = self._p, self._s
-        r = p.run
-        if r < 0 or s[r + 2] < STUCK_RUNS:
+        p, r = self._p, self._p.run
+        if r < 0:
             return None
-        # a run of equal readings stuck times the longest speaks on the reading that makes it
-        # so, and becomes the longest: told once per such record
         run = self._run(x, t)
-        if run > s[r] and run >= p.stuck * s[r + 1]:
-            return (3.0 + math.log(run / (p.stuck * s[r + 1])) / math.log(p.stuck)) * p.tolerance
+        if run > self._s[r + RUN] and self._told(run):
+            return (3.0 + math.log(run / (p.stuck * self._s[r + LONGEST])) / math.log(p.stuck)) * p.tolerance
         return None
 
     def _record_score(
@@ -569,20 +572,16 @@ class RecordNovelty(Detector):
         if r >= 0:
             run = self._run(x, t)
             if run == 1.0:
-                if s[r]:  # the previous run ended
-                    s[r + 1] = max(s[r + 1], s[r])
-                    s[r + 2] += 1.0
-                s[r] = run
-            elif run:
-                if s[r + 2] >= STUCK_RUNS and run >= p.stuck * s[r + 1]:
-                    s[r + 1] = run  # told (above): the new longest
-                s[r] = run
+                if s[r + RUN]:  # the previous run ended
+                    s[r + LONGEST] = max(s[r + LONGEST], s[r + RUN])
+                    s[r + RUNS] += 1.0
+                s[r + RUN] = run
+            elif run:  # (0: a duplicate delivery changes nothing)
+                if self._told(run):
+                    s[r + LONGEST] = run  # told (above): the new longest
+                s[r + RUN] = run
         prev, prev_t = s[PREV], self._prev_t
-        contiguous = prev == prev
-        if contiguous and prev_t is not None:
-            step = s[STEP]
-            if step == step:
-                contiguous = not (t - prev_t).total_seconds() > p.max_gap * step
+        contiguous = prev == prev and not self._gap(t)
         slow = s[SLOW_MEAN]
         if slow != slow:
             s[FAST_MEAN] = s[SLOW_MEAN] = x

@@ -256,16 +256,9 @@ class IncidentManager:
         )
         # an inhibition needs every one of its `equal` labels on both alarms: a label neither has
         # (empty on both, equal in Alertmanager) would let one source hide every target
-        rec.sources = [
-            i
-            for i, r in enumerate(c.inhibit)
-            if matches_all(r.source_matchers, labels) and all(labels.get(n) for n in r.equal)
-        ]
-        rec.targets = [
-            i
-            for i, r in enumerate(c.inhibit)
-            if matches_all(r.target_matchers, labels) and all(labels.get(n) for n in r.equal)
-        ]
+        usable = [(i, r) for i, r in enumerate(c.inhibit) if all(labels.get(n) for n in r.equal)]
+        rec.sources = [i for i, r in usable if matches_all(r.source_matchers, labels)]
+        rec.targets = [i for i, r in usable if matches_all(r.target_matchers, labels)]
         return rec
 
     def correlation_of(self, labels: dict[str, str]) -> dict[str, str]:
