@@ -49,12 +49,26 @@ def list_detectors(config_path: str | None) -> None:
         config = load_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    for d in config.detectors:
-        mark = "*" if d.name == config.default else " "
-        sel = "/".join(x for x in (d.select.type, d.select.attribute) if x) or "-"
-        click.echo(f"{mark} {d.name:20s} {d.model:9s} warmup={d.warmup:<4d} {sel:22s} {d.description}")
+    rows = [
+        (
+            "*" if d.name == config.default else " ",
+            d.name,
+            d.model,
+            f"warmup={d.warmup}",
+            "/".join(x for x in (d.select.type, d.select.attribute) if x) or "-",
+            d.description,
+        )
+        for d in config.detectors
+    ]
+    # columns as wide as their widest value (model names run from 3 to 15 characters)
+    widths = [max(len(r[i]) for r in rows) for i in range(1, 5)] if rows else [0] * 4
+    name_w = max([widths[0], *(len(old) for old in config.aliases)])
+    for mark, name, model, warmup, sel, description in rows:
+        click.echo(
+            f"{mark} {name:{name_w}s}  {model:{widths[1]}s}  {warmup:{widths[2]}s}  {sel:{widths[3]}s}  {description}"
+        )
     for old, alias in config.aliases.items():
-        click.echo(f"  {old:20s} deprecated alias of {alias.to}: {alias.note}")
+        click.echo(f"  {old:{name_w}s}  deprecated alias of {alias.to}: {alias.note}")
 
 
 @detectors.command("nab")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import re
 import shutil
 from pathlib import Path
 
@@ -67,7 +68,17 @@ def test_list_marks_the_default():
     result = CliRunner().invoke(detectors, ["list"])
     assert result.exit_code == 0
     assert "* novelty-evt-mean " in result.output
-    assert "hst-default          deprecated alias of record-novelty" in result.output
+    assert re.search(r"^  hst-default +deprecated alias of record-novelty", result.output, re.M)
+
+
+def test_list_columns_line_up():
+    """Every configuration's model, warm-up and selection start in the same column, whatever
+    the length of its model's name (novelty-extreme is 15 characters, hst 3)."""
+    lines = [ln for ln in CliRunner().invoke(detectors, ["list"]).output.splitlines() if "warmup=" in ln]
+    assert len(lines) > 3
+    assert len({ln.index("warmup=") for ln in lines}) == 1
+    models = {ln[2:].split()[1] for ln in lines}
+    assert {"novelty-extreme", "hst"} <= models
 
 
 def test_bad_data_file_is_reported_with_its_line(tmp_path: Path):
