@@ -122,8 +122,20 @@ def fleet(config, name: str, entities: int, points: int = 2000) -> dict[str, flo
     before = tracemalloc.get_traced_memory()[0]
     models = [Detector.from_state(state) for _ in range(n)]
     model_heap = (tracemalloc.get_traced_memory()[0] - before) / len(models)
+    del models
+    gc.collect()
+    # an evicted entity's checkpoint (its state bytes, keyed in the bank's checkpoints)
+    before = tracemalloc.get_traced_memory()[0]
+    checkpoints = {(name, f"urn:fleet-{e:06d}", "flow"): bytes(bytearray(state)) for e in range(n)}
+    checkpoint_heap = (tracemalloc.get_traced_memory()[0] - before) / len(checkpoints)
     tracemalloc.stop()
-    return {"pickled": len(state), "rss": rss_growth, "heap": heap, "model_heap": model_heap}
+    return {
+        "pickled": len(state),
+        "rss": rss_growth,
+        "heap": heap,
+        "model_heap": model_heap,
+        "checkpoint_heap": checkpoint_heap,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,7 +154,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{config.default}: {n} warmed-up entities in one bank: RSS +{f['rss'] / 2**20:.0f} MiB "
             f"({f['rss'] / n:.0f} B/entity), heap +{f['heap'] / 2**20:.0f} MiB ({f['heap'] / n:.0f} "
             f"B/entity, of which the model {f['model_heap']:.0f} B and the bank's bookkeeping "
-            f"{f['heap'] / n - f['model_heap']:.0f} B); pickled state {f['pickled']} B/entity"
+            f"{f['heap'] / n - f['model_heap']:.0f} B); pickled state {f['pickled']} B/entity; "
+            f"an evicted entity's checkpoint {f['checkpoint_heap']:.0f} B of heap"
+        )
+        print(
+            f"  a worker at its limits (bank: max_entities {config.bank.max_entities}, max_checkpoints "
+            f"{config.bank.max_checkpoints}): about "
+            f"{((config.bank.max_entities or 0) * f['heap'] / n + (config.bank.max_checkpoints or 0) * f['checkpoint_heap']) / 2**20:.0f} MiB of heap"
         )
     data = rows(args.entities, args.points)
     samples = [(n, rows(n, args.points)) for n in (2, 5)]

@@ -12,6 +12,13 @@ store) and dropped from memory; it resumes from the checkpoint when the entity r
 most ``max_entities`` models are held in memory: at the limit a new entity is refused (its
 score is None), the old ones are kept, a warning is logged when the limit is reached and the
 refusals are counted (``stats["refused"]``, exported as ``atalaia_detector_entities_refused``).
+A checkpoint whose entity has not reported for ``forget_after`` seconds, or the oldest beyond
+``max_checkpoints``, is forgotten (``stats["forgotten"]``): the entity would start afresh.
+
+The limits hold for the banks of a ``Pool`` together: the live worker's banks (one per
+partition of each rules stage) share ``WORKER``, so a worker that holds six partitions, or
+takes over a failed worker's, holds at most ``max_entities`` models, not six times as many.
+A bank built without a pool has its own.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
@@ -28,6 +36,27 @@ from atalaia.detectors.base import Detector, clean
 from atalaia.detectors.config import DetectorsConfig, DetectorSpec
 
 SNAPSHOT_VERSION = 2
+
+
+class Pool:
+    """Banks whose models and checkpoints count against their limits together (the banks of
+    one worker process: its partitions and stages). A bank leaves the pool when it is dropped
+    (a revoked partition's)."""
+
+    def __init__(self) -> None:
+        self.banks: weakref.WeakSet[DetectorBank] = weakref.WeakSet()
+
+    def models(self) -> int:
+        """Models the pool's banks hold in memory."""
+        return sum(len(b._models) for b in list(self.banks))
+
+    def checkpoints(self) -> int:
+        """Checkpoints the pool's banks keep."""
+        return sum(len(b.checkpoints) for b in list(self.banks))
+
+
+#: the live worker's banks (rules/stage.py): its limits are the process's, not a partition's
+WORKER = Pool()
 ModelKey = tuple[str, str, str]  # detector, key, attribute
 log = logging.getLogger("atalaia.detectors.bank")
 
@@ -65,6 +94,9 @@ class DetectorBank:
         max_entities: int | None = ...,  # type: ignore[assignment]  # ...: as configured
         idle_after: float | None = ...,  # type: ignore[assignment]  # seconds; None: never
         checkpoints: MutableMapping[ModelKey, bytes] | None = None,
+        forget_after: float | None = ...,  # type: ignore[assignment]  # seconds; None: never
+        max_checkpoints: int | None = ...,  # type: ignore[assignment]
+        pool: Pool | None = None,
     ) -> None:
         self.config = config
         self._specs: dict[str, DetectorSpec] = {d.name: d for d in config.detectors}
@@ -74,6 +106,13 @@ class DetectorBank:
         self.max_entities = config.bank.max_entities if max_entities is ... else max_entities
         self.idle_after = config.bank.idle_seconds if idle_after is ... else idle_after
         self.checkpoints: MutableMapping[ModelKey, bytes] = {} if checkpoints is None else checkpoints
+        limits = config.bank
+        self.forget_after = limits.forget_seconds if forget_after is ... else forget_after
+        self.max_checkpoints = limits.max_checkpoints if max_checkpoints is ... else max_checkpoints
+        #: the newest event time of each checkpointed model, oldest first (what is forgotten)
+        self._ck_last: dict[ModelKey, float] = {}
+        self.pool = Pool() if pool is None else pool
+        self.pool.banks.add(self)
         self.clock = float("-inf")  # newest event time seen (epoch seconds)
         self.stats: Counter[str] = Counter()  # evicted, resumed, refused
         self._full_logged = False
@@ -99,21 +138,22 @@ class DetectorBank:
         det = self._models.get(mk)
         if det is not None:
             return det
-        if self.max_entities is not None and len(self._models) >= self.max_entities:
+        if self.max_entities is not None and (held := self.pool.models()) >= self.max_entities:
             self.stats["refused"] += 1
             if not self._full_logged:
                 self._full_logged = True
                 log.warning(
-                    "detector bank full: %d entity models in memory (max_entities); refusing new "
-                    "entities such as %s/%s/%s until idle ones are evicted (counted in "
-                    "atalaia_detector_entities_refused)",
-                    len(self._models),
+                    "detector bank full: %d entity models in memory (max_entities, this worker's "
+                    "banks together); refusing new entities such as %s/%s/%s until idle ones are "
+                    "evicted (counted in atalaia_detector_entities_refused)",
+                    held,
                     detector,
                     key,
                     attribute,
                 )
             return None
         data = self.checkpoints.pop(mk, None)
+        self._ck_last.pop(mk, None)
         restored = None if data is None else Detector.from_state(data)
         det = None if restored is None else self._kept(detector, restored)
         if det is not None:
@@ -155,24 +195,53 @@ class DetectorBank:
 
     def evict_idle(self, now: float | None = None) -> int:
         """Checkpoint and drop every model idle for ``idle_after`` seconds at event time
-        ``now`` (default: the newest event time seen). Returns how many were evicted."""
-        if self.idle_after is None:
-            return 0
-        limit = (self.clock if now is None else now) - self.idle_after
+        ``now`` (default: the newest event time seen), then forget the checkpoints older than
+        ``forget_after`` and, beyond ``max_checkpoints``, the oldest. Returns how many models
+        were evicted."""
+        now = self.clock if now is None else now
         evicted = 0
-        # models are kept in order of last activity, so the idle ones are at the front
-        while self._models:
-            mk = next(iter(self._models))
-            if self._last.get(mk, limit) >= limit:
-                break
-            self.checkpoints[mk] = self._models.pop(mk).to_state()
-            del self._last[mk]
-            evicted += 1
+        if self.idle_after is not None:
+            limit = now - self.idle_after
+            # models are kept in order of last activity, so the idle ones are at the front
+            while self._models:
+                mk = next(iter(self._models))
+                last = self._last.get(mk, limit)
+                if last >= limit:
+                    break
+                self.checkpoints[mk] = self._models.pop(mk).to_state()
+                self._ck_last.pop(mk, None)
+                self._ck_last[mk] = last
+                del self._last[mk]
+                evicted += 1
         if evicted:
             self.stats["evicted"] += evicted
-            if self.max_entities is not None and len(self._models) < self.max_entities:
+            if self.max_entities is not None and self.pool.models() < self.max_entities:
                 self._full_logged = False
+        if self._ck_last:
+            self._forget(now, evicted)
         return evicted
+
+    def _forget(self, now: float, added: int) -> None:
+        """Forget the checkpoints whose entity has been silent for ``forget_after`` at ``now``
+        and, when ``added`` ones took the pool beyond ``max_checkpoints``, this bank's oldest."""
+        ck, gone = self._ck_last, 0
+        if self.forget_after is not None:
+            limit = now - self.forget_after
+            while ck and next(iter(ck.values())) < limit:
+                mk = next(iter(ck))
+                del ck[mk]
+                self.checkpoints.pop(mk, None)
+                gone += 1
+        if added and self.max_checkpoints is not None:
+            excess = self.pool.checkpoints() - self.max_checkpoints
+            while excess > 0 and ck:
+                mk = next(iter(ck))
+                del ck[mk]
+                self.checkpoints.pop(mk, None)
+                excess -= 1
+                gone += 1
+        if gone:
+            self.stats["forgotten"] += gone
 
     def score_learn(
         self, detector: str, key: str, attribute: str, time: datetime, value: float
@@ -189,7 +258,7 @@ class DetectorBank:
         ts = t.replace(tzinfo=UTC).timestamp()
         if ts > self.clock:
             self.clock = ts
-            if self.idle_after is not None and self._models:
+            if (self.idle_after is not None and self._models) or self._ck_last:
                 self.evict_idle()
         det = self.model(detector, key, attribute)
         if det is None:
@@ -220,6 +289,7 @@ class DetectorBank:
             "clock": self.clock,
             "stats": dict(self.stats),
             "checkpoints": dict(self.checkpoints) if isinstance(self.checkpoints, dict) else None,
+            "checkpoint_last": self._ck_last,
         }
         return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -251,6 +321,12 @@ class DetectorBank:
         if "checkpoints" not in limits and payload.get("checkpoints"):
             # checked when each resumes (model()): one that computes otherwise starts fresh
             bank.checkpoints.update((k, v) for k, v in payload["checkpoints"].items() if k[0] in bank._specs)
+        # when each checkpointed entity last reported (a snapshot from before this was kept:
+        # as of the snapshot's clock)
+        known = payload.get("checkpoint_last", {})
+        held = [k for k in bank.checkpoints if k not in known]
+        bank._ck_last = {k: known[k] for k in known if k in bank.checkpoints}
+        bank._ck_last.update((k, bank.clock) for k in held)
         return bank
 
     def state_of(self, detector: str, key: str, attribute: str) -> bytes | None:
@@ -264,6 +340,7 @@ class DetectorBank:
         state whose signature is not the configuration's today is dropped, counted as reset)."""
         mk = (self._resolve(detector), key, attribute)
         self.checkpoints.pop(mk, None)
+        self._ck_last.pop(mk, None)
         det = self._kept(mk[0], Detector.from_state(data))
         if det is None:  # computes otherwise: starts fresh on use
             self._models.pop(mk, None)
@@ -282,6 +359,7 @@ class DetectorBank:
             "atalaia_detector_entities_reset": self.stats["reset"],
             "atalaia_detector_entities_upgraded": self.stats["upgraded"],
             "atalaia_detector_entities_refused": self.stats["refused"],
+            "atalaia_detector_entities_forgotten": self.stats["forgotten"],
         }
 
     def memory_per_entity(self) -> dict[str, float]:

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atalaia.detectors.base import Detector
 from atalaia.detectors.calibrated import Calibrated
@@ -157,17 +157,29 @@ class BankLimits(_Strict):
     #: an entity attribute not seen for this long (event time) is checkpointed and evicted
     #: from memory; it resumes from the checkpoint when it reports again ("0": never)
     idle_evict_after: str = "1d"
-    #: models held in memory at most; beyond it new entities are refused (logged, counted)
+    #: models held in memory at most, by all the banks of a worker process together (its
+    #: partitions and stages); beyond it new entities are refused (logged, counted)
     max_entities: int | None = Field(200_000, ge=1)
+    #: a checkpoint whose entity has not reported for this long (event time) is forgotten: the
+    #: entity starts a fresh model if it ever returns ("0": never)
+    forget_after: str = "30d"
+    #: checkpoints kept at most, by all the banks of a worker process together; beyond it the
+    #: oldest are forgotten (null: no limit)
+    max_checkpoints: int | None = Field(200_000, ge=1)
 
     @property
     def idle_seconds(self) -> float | None:
         return parse_duration(self.idle_evict_after) or None
 
-    @model_validator(mode="after")
-    def _duration(self) -> BankLimits:
-        parse_duration(self.idle_evict_after)
-        return self
+    @property
+    def forget_seconds(self) -> float | None:
+        return parse_duration(self.forget_after) or None
+
+    @field_validator("idle_evict_after", "forget_after")
+    @classmethod
+    def _duration(cls, text: str) -> str:
+        parse_duration(text)  # (the error names the field's own line)
+        return text
 
 
 class DetectorsConfig(_Strict):

@@ -198,7 +198,7 @@ class RulesCore:
         part: Callable[[RuleSet], RuleSet] = entity_keyed,
         forward: bool = True,
     ) -> None:
-        from atalaia.detectors.bank import DetectorBank
+        from atalaia.detectors.bank import WORKER, DetectorBank
         from atalaia.rules.engine import RuleEngine
         from atalaia.rules.reorder import Reorder
         from atalaia.streams.ingest import Deduper
@@ -215,7 +215,8 @@ class RulesCore:
             "max_future": settings.future_tolerance_s,
         }
         self.slack = (settings.reorder_s, settings.reorder_idle_s, settings.future_tolerance_s)
-        self.bank = DetectorBank(detectors_config)
+        # every partition's bank counts against the worker's limits (max_entities, ...)
+        self.bank = DetectorBank(detectors_config, pool=WORKER)
         self.engine = RuleEngine(self.ruleset, scorer=self.bank.score_learn, **self.limits)
         self.dedup = Deduper()
         self.reorder = None if forward else Reorder(*self.slack)
@@ -226,13 +227,13 @@ class RulesCore:
     def restore(self, state: bytes) -> None:
         """Take a checkpoint's state (``snapshot()``'s bytes): rule state, detector bank, deduper
         and, for the label-keyed stage, the reorder buffer."""
-        from atalaia.detectors.bank import DetectorBank
+        from atalaia.detectors.bank import WORKER, DetectorBank
         from atalaia.rules.engine import RuleEngine
         from atalaia.rules.reorder import Reorder
         from atalaia.streams.ingest import Deduper
 
         rules_state, bank_state, dedup_state, *rest = _unframe(state)
-        self.bank = DetectorBank.restore(self.detectors_config, bank_state)
+        self.bank = DetectorBank.restore(self.detectors_config, bank_state, pool=WORKER)
         self.engine = RuleEngine.restore(
             self.ruleset, rules_state, scorer=self.bank.score_learn, **self.limits
         )

@@ -34,6 +34,7 @@ Metrics (besides the stage counters of ``streams.stage`` and the KPIs of ``incid
 from __future__ import annotations
 
 import logging
+import operator
 import time
 import weakref
 from collections.abc import Iterable
@@ -193,7 +194,9 @@ class StageCollector:
                 if bank is not None and hasattr(bank, "metrics"):
                     sums = banks.setdefault(name, {})
                     for metric, value in bank.metrics().items():
-                        sums[metric] = sums.get(metric, 0.0) + value
+                        # the limit is the worker's, shared by its banks: not summed
+                        add = max if metric == "atalaia_detector_entities_max" else operator.add
+                        sums[metric] = add(sums.get(metric, 0.0), value)
             consumer = getattr(stage, "consumer", None)
             if consumer is None or not getattr(stage, "_consumer_started", False):
                 continue
@@ -219,11 +222,12 @@ class StageCollector:
 BANK_HELP = {
     "atalaia_detector_entities": "entity models the detector banks of the stage's partitions hold in memory",
     "atalaia_detector_entities_checkpointed": "idle entity models checkpointed out of memory",
-    "atalaia_detector_entities_max": "models the banks may hold in memory (max_entities, summed over partitions)",
+    "atalaia_detector_entities_max": "models the worker's banks may hold in memory together, over its partitions and stages (max_entities)",
     "atalaia_detector_entities_evicted": "entity models evicted for idleness (count kept in the banks' checkpoints)",
     "atalaia_detector_entities_resumed": "evicted entity models resumed from their checkpoints",
     "atalaia_detector_entities_refused": "new entities refused because a bank was full (no score, logged)",
     "atalaia_detector_entities_reset": "restored entity models restarted because they no longer compute what their configuration builds",
+    "atalaia_detector_entities_forgotten": "checkpoints forgotten (entity silent for forget_after, or the oldest beyond max_checkpoints): such an entity starts a fresh model",
     "atalaia_detector_entities_upgraded": "restored entity models kept with a test the code added since (it learns from the restore on)",
 }
 

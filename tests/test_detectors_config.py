@@ -48,6 +48,10 @@ def test_minimal_config():
         (GOOD.replace("params: {window: 100}", "params: {window: [100}"), "d.yaml:5:", ""),
         (GOOD + "  - name: g\n    model: hst\n", "d.yaml:1:1", "duplicate detector names"),
         (GOOD.replace("model: gaussian\n", "model: ensemble\n"), "d.yaml:3:5", "needs members"),
+        # the bank's limits: each error on its own line
+        (GOOD + "bank:\n  max_entities: 10\n  forget_after: soon\n", "d.yaml:8:3", "bad duration 'soon'"),
+        (GOOD + "bank:\n  idle_evict_after: 3x\n", "d.yaml:7:3", "bad duration '3x'"),
+        (GOOD + "bank:\n  max_checkpoints: 0\n", "d.yaml:7:3", "greater than or equal to 1"),
     ],
 )
 def test_errors_point_at_the_line(text, where, message):

@@ -321,6 +321,22 @@ def test_an_observation_refused_by_the_label_keyed_stage_names_that_stage_on_the
         assert [read_dlq_record(o.value)["source"] for o in outs] == [source]
 
 
+def test_every_partition_and_stage_of_a_worker_counts_against_one_entity_limit(rules_core):
+    """max_entities bounds the models of the worker process, not of each partition: the rules
+    cores (entity-keyed and label-keyed, fresh or restored from a checkpoint) share one pool."""
+    from atalaia.detectors.bank import WORKER
+    from atalaia.detectors.config import load_config
+    from atalaia.rules.stage import RuleFiles, RulesCore, label_keyed
+
+    files, config = RuleFiles([CONFIG_DIR / "rules"]), load_config(CONFIG_DIR / "detectors.yaml")
+    other = RulesCore(files, config, Settings())
+    shared = RulesCore(files, config, Settings(), part=label_keyed, forward=False)
+    restored = RulesCore(files, config, Settings(), state=rules_core.snapshot())
+    for core in (rules_core, other, shared, restored):
+        assert core.bank.pool is WORKER
+    assert {rules_core.bank, other.bank, shared.bank, restored.bank} <= set(WORKER.banks)
+
+
 def test_health_says_starting_until_every_stage_has_taken_its_first_assignment():
     """A worker whose consumer groups have not assigned partitions yet processes nothing: its
     /health is 503 "starting", not "ok"; an empty assignment counts as assigned."""
