@@ -230,6 +230,11 @@ class DetectorsConfig(_Strict):
     def names(self) -> list[str]:
         return [d.name for d in self.detectors]
 
+    @property
+    def known(self) -> frozenset[str]:
+        """The names a rule may use: every configured name and every deprecated alias."""
+        return frozenset(self.names) | frozenset(self.aliases)
+
 
 def parse_config(text: str, source: str = "<string>", limits: YamlLimits | None = None) -> DetectorsConfig:
     """Parse and validate a detectors file; every model is built once to check its params."""

@@ -30,8 +30,13 @@ def _lateness_default() -> float:
         return 300.0
 
 
-def _scorer(detectors: str | None):
-    if detectors is None:  # the configured detectors (ATALAIA_DETECTORS_PATH, config/detectors.yaml)
+def _detectors_config(detectors: str | None):
+    """The detectors configuration rules are checked and scored against: ``--detectors``, else
+    the configured one (ATALAIA_DETECTORS_PATH, config/detectors.yaml) when it exists; None
+    when there is none."""
+    from atalaia.detectors.config import ConfigError, load_config
+
+    if detectors is None:
         try:
             from atalaia.streams.settings import get_settings
 
@@ -41,17 +46,25 @@ def _scorer(detectors: str | None):
         if not path.is_file():
             return None
         detectors = str(path)
+    try:
+        return load_config(detectors)
+    except ConfigError as exc:
+        raise click.ClickException(f"the detectors configuration does not load: {exc}") from None
+
+
+def _scorer(config):
     from atalaia.detectors.bank import DetectorBank
-    from atalaia.detectors.config import load_config
 
-    return DetectorBank(load_config(detectors)).score_learn
+    return None if config is None else DetectorBank(config).score_learn
 
 
-def _load(paths: tuple[str, ...]):
+def _load(paths: tuple[str, ...], config=None):
+    """The rule set, or exit 1 with every error (a ``detector:`` the detectors ``config``
+    lacks among them)."""
     from atalaia.rules.loader import load_rules
 
     try:
-        return load_rules(paths)
+        return load_rules(paths, detectors=None if config is None else config.known)
     except RuleFileError as exc:
         for e in exc.errors:
             click.echo(str(e), err=True)
@@ -62,12 +75,13 @@ def _run_replay(rules: tuple[str, ...], observations: str, lateness: float | Non
     from atalaia.rules.engine import ScorerMissing
     from atalaia.rules.replay import read_jsonl, replay
 
-    ruleset = _load(rules)
+    config = _detectors_config(detectors)
+    ruleset = _load(rules, config)
     try:
         result = replay(
             ruleset,
             read_jsonl(observations),
-            scorer=_scorer(detectors),
+            scorer=_scorer(config),
             allowed_lateness=_lateness_default() if lateness is None else lateness,
         )
     except ScorerMissing as exc:
@@ -87,19 +101,28 @@ def rules() -> None:
 @rules.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--strict", is_flag=True, help="exit 1 on warnings too")
-def check(paths: tuple[str, ...], strict: bool) -> None:
+@click.option(
+    "--detectors",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="detectors config the rules' 'detector:' names must be in (default: ATALAIA_DETECTORS_PATH, config/detectors.yaml)",
+)
+def check(paths: tuple[str, ...], strict: bool, detectors: str | None) -> None:
     """Validate rule files and directories; print every error as file:line:col: message, and
     warnings (attribute names the Smart Data Models schema of the type lacks...) as
-    file:line:col: warning: message."""
+    file:line:col: warning: message. A rule's detector must be one the detectors
+    configuration has."""
     from atalaia.rules.loader import check_paths, load_rules
 
-    errors = check_paths(paths)
+    config = _detectors_config(detectors)
+    known = None if config is None else config.known
+    errors = check_paths(paths, detectors=known)
     for e in errors:
         click.echo(str(e), err=True)
     if errors:
         click.echo(f"{len(errors)} error(s)", err=True)
         sys.exit(1)
-    ruleset = load_rules(paths)
+    ruleset = load_rules(paths, detectors=known)
     for w in ruleset.warnings:
         click.echo(str(w), err=True)
     files = len({lr.file for lr in ruleset.rules})

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -213,8 +213,35 @@ def _files(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]]:
     return files, errors
 
 
-def load_texts(sources: Iterable[tuple[str, str]], limits: YamlLimits | None = None) -> RuleSet:
-    """Load ``(file name, text)`` pairs into one RuleSet; raises RuleFileError with every error."""
+def detector_errors(
+    rules: list[tuple[int, Rule]], detectors: Collection[str], locate: Callable[..., tuple[str, int, int]]
+) -> list[RuleError]:
+    """A rule naming a detector the detectors configuration does not have (a typo would
+    otherwise pass every check and fail on the first observation it scores)."""
+    errors = []
+    for i, rule in rules:
+        if rule.detector is None or rule.detector in detectors:
+            continue
+        close = difflib.get_close_matches(rule.detector, sorted(detectors), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        errors.append(
+            RuleError(
+                *locate(("rules", i, "detector")),
+                f"unknown detector '{rule.detector}' ({hint}the detectors configuration has "
+                f"{', '.join(sorted(detectors))})",
+            )
+        )
+    return errors
+
+
+def load_texts(
+    sources: Iterable[tuple[str, str]],
+    limits: YamlLimits | None = None,
+    detectors: Collection[str] | None = None,
+) -> RuleSet:
+    """Load ``(file name, text)`` pairs into one RuleSet; raises RuleFileError with every error.
+    With ``detectors`` (the names the detectors configuration knows, ``DetectorsConfig.known``)
+    a rule's ``detector:`` must be one of them."""
     limits = limits or YamlLimits.from_env()
     errors: list[RuleError] = []
     ruleset = RuleSet()
@@ -230,6 +257,8 @@ def load_texts(sources: Iterable[tuple[str, str]], limits: YamlLimits | None = N
         ruleset.warnings += authoring_warnings(
             model.rules, lambda loc, at_key=False, t=tree, f=file: (f, *_find(t, loc, at_key))
         )
+        if detectors is not None:
+            errors += detector_errors(model.rules, detectors, lambda loc, t=tree, f=file: (f, *_find(t, loc)))
         for i, rule in model.rules:
             line, _ = _find(tree, ("rules", i))
             ruleset.rules.append(LoadedRule(rule, model.group, file, line))
@@ -238,10 +267,12 @@ def load_texts(sources: Iterable[tuple[str, str]], limits: YamlLimits | None = N
     return ruleset
 
 
-def load_rules(paths: Iterable[str | Path], limits: YamlLimits | None = None) -> RuleSet:
+def load_rules(
+    paths: Iterable[str | Path], limits: YamlLimits | None = None, detectors: Collection[str] | None = None
+) -> RuleSet:
     """Load rule files and directories (``*.yaml``/``*.yml``); raises RuleFileError listing all errors.
     Each file is held to ``limits`` (default: ``YamlLimits.from_env()``); a file over the size
-    limit is refused without being read."""
+    limit is refused without being read. ``detectors``: as for ``load_texts``."""
     limits = limits or YamlLimits.from_env()
     files, errors = _files(paths)
     sources = []
@@ -251,7 +282,7 @@ def load_rules(paths: Iterable[str | Path], limits: YamlLimits | None = None) ->
         except YamlError as exc:
             errors.append(_rule_error(exc))
     try:
-        ruleset = load_texts(sources, limits)
+        ruleset = load_texts(sources, limits, detectors)
     except RuleFileError as exc:
         errors += exc.errors
     if errors:
@@ -259,9 +290,11 @@ def load_rules(paths: Iterable[str | Path], limits: YamlLimits | None = None) ->
     return ruleset
 
 
-def check_paths(paths: Iterable[str | Path], limits: YamlLimits | None = None) -> list[RuleError]:
+def check_paths(
+    paths: Iterable[str | Path], limits: YamlLimits | None = None, detectors: Collection[str] | None = None
+) -> list[RuleError]:
     try:
-        load_rules(paths, limits)
+        load_rules(paths, limits, detectors)
     except RuleFileError as exc:
         return exc.errors
     return []

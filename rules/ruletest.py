@@ -139,16 +139,23 @@ def run_test_file(path: str | Path) -> tuple[int, int, list[str]]:
     except YamlError as exc:
         raise RuleFileError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
     spec = load_model(text, str(path), RuleTestFile)
-    ruleset = load_rules([(path.parent / f) for f in spec.rule_files])
+    detectors = None
+    if spec.detectors:
+        from atalaia.detectors.config import load_config
+
+        detectors = load_config(path.parent / spec.detectors)
+    # a rule naming a detector the test's detectors file lacks is a file:line:col error
+    ruleset = load_rules(
+        [(path.parent / f) for f in spec.rule_files], detectors=detectors and detectors.known
+    )
     passed = failed = 0
     report: list[str] = []
     for test in spec.tests:
         scorer = None
-        if spec.detectors:  # a fresh bank per test: tests are independent
+        if detectors is not None:  # a fresh bank per test: tests are independent
             from atalaia.detectors.bank import DetectorBank
-            from atalaia.detectors.config import load_config
 
-            scorer = DetectorBank(load_config(path.parent / spec.detectors)).score_learn
+            scorer = DetectorBank(detectors).score_learn
         problems = _run_one(test, ruleset, spec.allowed_lateness, scorer)
         if problems:
             failed += 1

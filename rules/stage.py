@@ -5,9 +5,10 @@ partition; the fused ingest + rules core (``rules.fused``) wraps it. No I/O on t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,13 +58,13 @@ def _reload_thread() -> ThreadPoolExecutor:
     return _RELOADS
 
 
-def _load_isolated(paths: list[Path], limits: YamlLimits) -> RuleSet:
+def _load_isolated(paths: list[Path], limits: YamlLimits, detectors: frozenset[str] | None = None) -> RuleSet:
     """Runs in the reload thread: the rule files loaded in a child process (config_yaml limits,
     a hard time limit and a memory limit), so a hostile file costs neither the loop nor memory."""
     from atalaia.rules.loader import load_rules
     from atalaia.streams.config_yaml import run_isolated
 
-    return run_isolated(load_rules, paths, limits=limits)
+    return run_isolated(load_rules, paths, limits=limits, detectors=detectors)
 
 
 class RuleFiles:
@@ -75,20 +76,29 @@ class RuleFiles:
     changed, runs ``load(paths, limits)`` (by default parsing in a child process with a time and
     memory limit); a later ``changed()`` picks up the result. One check runs at a time for all
     the partitions' cores sharing the instance. An invalid or hostile edit (a YAML bomb, a 1 GB
-    file) is logged as ``file:line:col`` errors and the running rules stay.
+    file, a rule naming a detector the detectors configuration lacks) is logged as
+    ``file:line:col`` errors and the running rules stay.
+
+    ``detectors``: the detector names the worker's detectors configuration knows
+    (``DetectorsConfig.known``); a rule's ``detector:`` must be one of them.
     """
 
     def __init__(
-        self, paths: list[str | Path], limits: YamlLimits | None = None, load: Load = _load_isolated
+        self,
+        paths: list[str | Path],
+        limits: YamlLimits | None = None,
+        load: Load = _load_isolated,
+        detectors: Collection[str] | None = None,
     ) -> None:
         from atalaia.rules.loader import load_rules
         from atalaia.streams.config_yaml import YamlLimits
 
         self.paths = [Path(p) for p in paths]
         self.limits = limits or YamlLimits.from_env()
-        self.load = load
+        known = None if detectors is None else frozenset(detectors)
+        self.load = load if known is None else functools.partial(load, detectors=known)
         self.stamp = self._stamp()  # read and written by the reload thread from now on
-        self.ruleset = load_rules(self.paths, self.limits)
+        self.ruleset = load_rules(self.paths, self.limits, known)
         # the check (and reload) running in the reload thread: None, or (files edited, the rule
         # set or why it did not load) when files changed
         self.pending: Future[tuple[list[str], Any] | None] | None = None

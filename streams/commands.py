@@ -44,6 +44,17 @@ def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
         _demo_receivers()
 
 
+def _config_errors() -> tuple[type[Exception], ...]:
+    """The errors of configuration files that do not load (each says file:line:col)."""
+    from atalaia.detectors.config import ConfigError as DetectorsError
+    from atalaia.incidents.config import ConfigError as IncidentsError
+    from atalaia.notifiers.config import ConfigError as EscalationError
+    from atalaia.rules.errors import RuleFileError
+    from atalaia.streams.config_yaml import YamlError
+
+    return (RuleFileError, DetectorsError, IncidentsError, EscalationError, YamlError)
+
+
 def _run_worker(
     settings: Settings,
     bootstrap: str,
@@ -61,7 +72,10 @@ def _run_worker(
 
     no_auto_create()  # topics are created with their designed partition counts, by us only
     _prepare(settings, bootstrap, demo)
-    app = create_app(settings, bootstrap, stages=stages, http=http)
+    try:
+        app = create_app(settings, bootstrap, stages=stages, http=http)
+    except _config_errors() as exc:  # a configuration file that does not load: its errors, no traceback
+        raise click.ClickException(f"the configuration does not load:\n{exc}") from None
     if demo if demo_feed is None else demo_feed:
         from atalaia.streams.ingest.demo import DemoFeed
 

@@ -67,7 +67,9 @@ def _rule_files(settings: Any, app: Any) -> tuple[Any, Any]:
         from atalaia.detectors.config import load_config as load_detectors
         from atalaia.rules.stage import RuleFiles
 
-        app.atalaia_rule_files = (RuleFiles(settings.rules_paths), load_detectors(settings.detectors_path))
+        detectors = load_detectors(settings.detectors_path)
+        # a rule naming a detector this configuration lacks is refused when the rules load
+        app.atalaia_rule_files = (RuleFiles(settings.rules_paths, detectors=detectors.known), detectors)
     return app.atalaia_rule_files
 
 

@@ -180,6 +180,28 @@ def test_check_cli_prints_all_errors_and_exits_1(tmp_path: Path) -> None:
     assert "5 error(s)" in result.stderr
 
 
+def test_check_cli_refuses_a_detector_the_detectors_configuration_lacks(tmp_path: Path) -> None:
+    """`rules check` said ok for a rule naming a detector that does not exist; the rules stage
+    then failed on the first observation that rule scored."""
+    rule = (
+        "group: g\nrules:\n  - id: flow\n    select: {type: WaterObserved, attribute: flow}\n"
+        "    detector: record-novelti\n    severities: [{severity: high, above: 0.6}]\n"
+    )
+    (tmp_path / "a.yaml").write_text(rule)
+    detectors = tmp_path / "detectors.yaml"
+    detectors.write_text("default: record-novelty\ndetectors:\n  - {name: record-novelty, model: novelty}\n")
+    for args in ([], ["--detectors", str(detectors)]):  # the configured file, or the one named
+        result = CliRunner().invoke(rules, ["check", str(tmp_path / "a.yaml"), *args])
+        assert result.exit_code == 1
+        assert (
+            f"{tmp_path / 'a.yaml'}:5:15: unknown detector 'record-novelti' (did you mean 'record-novelty'?"
+            in (result.stderr)
+        )
+    (tmp_path / "a.yaml").write_text(rule.replace("novelti", "novelty"))
+    result = CliRunner().invoke(rules, ["check", str(tmp_path / "a.yaml"), "--detectors", str(detectors)])
+    assert result.exit_code == 0 and result.stdout.startswith("ok: 1 rule(s)")
+
+
 def test_duplicate_ids_across_files(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(GOOD)
     (tmp_path / "b.yaml").write_text(GOOD)

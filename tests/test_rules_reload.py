@@ -7,6 +7,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from atalaia.rules.errors import RuleFileError
 from atalaia.rules.loader import load_rules
 from atalaia.rules.stage import RuleFiles
 
@@ -39,3 +42,49 @@ def test_changed_looks_at_the_files_in_the_reload_thread_only(tmp_path: Path, mo
     assert sorted(r.rule.id for r in files.ruleset.rules) == ["lvl", "lvl2"]
     assert stamped and caller not in stamped
     assert all(name.startswith("rules-reload") for name in stamped)
+
+
+DETECTING = (
+    "group: hydro\nrules:\n  - id: flow\n    select: {type: WaterObserved, attribute: flow}\n"
+    "    detector: NAME\n    severities: [{severity: high, above: 0.45}]\n"
+)
+
+
+def _detecting(name: str) -> str:
+    return DETECTING.replace("NAME", name)
+
+
+def _reloaded(files: RuleFiles) -> bool:
+    deadline = time.monotonic() + 30
+    while (done := files.pending) is None or not done.done():
+        files.changed()
+        assert time.monotonic() < deadline, "the edit was never looked at"
+        time.sleep(0.01)
+    return files.changed()
+
+
+def test_a_rule_naming_a_detector_the_configuration_lacks_is_refused_and_the_running_rules_stay(
+    tmp_path: Path, caplog
+) -> None:
+    """A typo in a rule's detector passed every check and stopped the rules stage on the first
+    observation it scored (and `atalaia up` with it). Now it is a file:line:col error when the
+    rules load or reload, and the running rules stay."""
+    from atalaia.detectors.config import load_config
+
+    known = load_config().known
+    (tmp_path / "a.yaml").write_text(_detecting("novelty-evt-mean"))
+    files = RuleFiles([tmp_path], load=load_rules, detectors=known)
+    assert [r.rule.detector for r in files.ruleset.rules] == ["novelty-evt-mean"]
+    time.sleep(0.02)  # a new mtime
+    (tmp_path / "a.yaml").write_text(_detecting("novelty-evt-meen"))
+    assert _reloaded(files) is False
+    assert [r.rule.detector for r in files.ruleset.rules] == ["novelty-evt-mean"]
+    assert "a.yaml:5:15: unknown detector 'novelty-evt-meen' (did you mean 'novelty-evt-mean'?" in caplog.text
+    # a deprecated alias is a name the configuration knows
+    (tmp_path / "a.yaml").write_text(_detecting("hst-default"))
+    assert _reloaded(files) is True
+    assert [r.rule.detector for r in files.ruleset.rules] == ["hst-default"]
+    # and the first load refuses it too
+    (tmp_path / "a.yaml").write_text(_detecting("nope"))
+    with pytest.raises(RuleFileError, match=r"a.yaml:5:15: unknown detector 'nope'"):
+        RuleFiles([tmp_path], load=load_rules, detectors=known)
