@@ -22,14 +22,13 @@ True
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
 
-from atalaia.warnings.catalogue import Catalogue, fold
+from atalaia.warnings.catalogue import Catalogue
 
 VENDOR = Path(__file__).parent / "static" / "vendor" / "leaflet"
 _TYPES = {
@@ -40,7 +39,6 @@ _TYPES = {
     "": "text/plain",
 }
 ATTRIBUTION = "CAOP © Direção-Geral do Território (DGT), CC BY 4.0; DICO/DICOFRE codes: INE"
-_UNION = re.compile(r"^uniao d[ae]s? freguesias d[eao]s? ")
 
 
 def vendor_files() -> dict[str, tuple[Path, str]]:
@@ -52,20 +50,12 @@ def vendor_files() -> dict[str, tuple[Path, str]]:
     return out
 
 
-def aliases(name: str) -> list[str]:
-    """The folded names a label may give a parish: the whole name and, for a union of parishes,
-    each former parish ("União das freguesias de Lordelo do Ouro e Massarelos" -> ..., "massarelos")."""
-    whole = fold(name)
-    parts = [p.strip() for p in re.split(r",\s*|\s+e\s+", _UNION.sub("", whole))]
-    return list(dict.fromkeys([whole, *(p for p in parts if p)]))
-
-
 def areas_geojson(cat: Catalogue) -> bytes:
     """The catalogue's areas as a GeoJSON FeatureCollection ([lon, lat], RFC 7946), parishes first."""
     features = []
     order = {"DICOFRE": 0, "DICO": 1}
     for (kind, code), a in sorted(cat.areas.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
-        props: dict[str, Any] = {"kind": kind, "code": code, "name": a.name, "names": aliases(a.name)}
+        props: dict[str, Any] = {"kind": kind, "code": code, "name": a.name, "names": a.names()}
         if kind == "DICOFRE":
             props.update(level="freguesia", dicofre=code, dico=code[:4])
         else:

@@ -343,7 +343,9 @@ def test_propose_warning_drafts_and_publishes_nothing() -> None:
     cmd = orjson.loads(outs[0].value)
     assert cmd["kind"] == "warning" and cmd["action"] == "draft" and cmd["incident"] == ev["incident"]
     assert cmd["draft"]["level"] == "red" and cmd["draft"]["event"] == {"pt-PT": "Cheia", "en-GB": "Flood"}
-    assert cmd["draft"]["area"] == {"geocodes": {"DICOFRE": ["131203"]}}
+    # the incident's correlation names the Centro Histórico union (without its prefix), its
+    # label Campanhã: both parishes
+    assert cmd["draft"]["area"] == {"geocodes": {"DICOFRE": ["131217", "131203"]}}
     assert cmd["draft"]["tenant"] == "porto", "the proposal stays the incident's tenant's"
 
     warnings = WarningsCore(WarningsConfig())

@@ -132,23 +132,57 @@ def test_empty_feed_is_valid_atom() -> None:
 def test_a_draft_from_an_incident_renders() -> None:
     from atalaia.warnings.cap import render
     from atalaia.warnings.catalogue import Catalogue
-    from atalaia.warnings.draft import Draft
+    from atalaia.warnings.draft import Draft, problems
     from atalaia.warnings.from_incident import draft_from_incident
 
     cat = Catalogue.load()
     cases = [
         ({"severity": "critical", "labels": {"hazard": "flood", "parish": "Miragaia"}}, "red", ["131217"]),
         ({"severity": "medium", "correlation": {"parish": "131210"}}, "yellow", ["131210"]),
+        # a union as people write it, and the name its junta uses
+        (
+            {
+                "severity": "high",
+                "correlation": {"parish": "União de Freguesias de Lordelo do Ouro e Massarelos"},
+            },
+            "orange",
+            ["131218"],
+        ),
+        (
+            {"severity": "high", "labels": {"parish": "União de Freguesias do Centro Histórico do Porto"}},
+            "orange",
+            ["131217"],
+        ),
+        # a name the CAOP does not know: the parish the incident's location lies in
+        (
+            {"severity": "high", "labels": {"parish": "Ribeira"}, "location": [-8.6115, 41.1405]},
+            "orange",
+            ["131217"],
+        ),
+        (
+            {"severity": "low", "alarms": [{"labels": {"parish": "Aldoar"}, "location": [-8.677, 41.156]}]},
+            "yellow",
+            ["131216"],
+        ),
+        # nothing to go on: no area (the operator chooses), never the whole municipality
         (
             {"severity": "low", "alarms": [{"labels": {"parish": "Ribeira", "hazard": "wind"}}]},
             "yellow",
             None,
         ),
+        ({"severity": "low", "labels": {"parish": "Ribeira"}, "location": [-9.5, 38.7]}, "yellow", None),
     ]
     for incident, level, codes in cases:
         d = draft_from_incident({"incident": "inc-1", **incident}, cat, "pc@cm-porto.pt", T0)
         assert d["level"] == level
-        assert d["area"]["geocodes"] == ({"DICOFRE": codes} if codes else {"DICO": ["1312"]})
+        if codes is None:
+            assert "area" not in d, d["area"]
+            assert "missing required key 'area' (geocodes and/or a polygon)" in [
+                m for _, m in problems(Draft.model_validate(d), cat)
+            ]
+            d["area"] = {"geocodes": {"DICOFRE": ["131217"]}}  # the operator's choice
+        else:
+            assert d["area"]["geocodes"] == {"DICOFRE": codes}, incident
         doc = render(Draft.model_validate(d), cat, T0)
         assert validate(doc.xml) == []
 

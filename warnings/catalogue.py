@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
@@ -52,6 +54,36 @@ class Area:
     code: str
     name: str
     rings: tuple[Ring, ...]  # outer rings (CAP has no holes), closed, lat,lon
+    aliases: tuple[str, ...] = ()  # other names people use ("Centro Histórico do Porto")
+
+    def names(self) -> list[str]:
+        """The folded names the area is known by (``parish_names`` of its name and aliases)."""
+        out = {n for x in (self.name, *self.aliases) for n in parish_names(x)}
+        return sorted(out)
+
+    def contains(self, lat: float, lon: float) -> bool:
+        """Is the point inside one of the area's rings (even-odd rule)?"""
+        return any(_inside(ring, lat, lon) for ring in self.rings)
+
+
+def _inside(ring: Ring, lat: float, lon: float) -> bool:
+    inside = False
+    for (y1, x1), (y2, x2) in itertools.pairwise(ring):
+        if (y1 > lat) != (y2 > lat) and lon < x1 + (lat - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
+
+
+# "União das freguesias de X, Y e Z" (CAOP), "União de Freguesias do ..." (as people write it)
+_UNION = re.compile(r"^(?:uniao|u\.?f\.?) (?:(?:das|de|dos) freguesias )?(?:de |do |da |dos |das )?")
+
+
+def parish_names(name: str) -> set[str]:
+    """Folded names a parish is known by: its name without the union prefix, and each parish a
+    union joins ("União das freguesias de Lordelo do Ouro e Massarelos": "lordelo do ouro e
+    massarelos", "lordelo do ouro", "massarelos")."""
+    full = _UNION.sub("", fold(name))
+    return {fold(name), full, *(p for p in re.split(r",\s*|\s+e\s+", full) if p)}
 
 
 # Common words for the hazards, pt-PT and en-GB, beyond the names levels.yaml gives.
@@ -129,6 +161,25 @@ class Catalogue:
     def codes(self, kind: str) -> list[str]:
         return sorted(c for k, c in self.areas if k == kind.upper())
 
+    def parishes_named(self, name: str) -> list[str]:
+        """DICOFRE codes of the parishes ``name`` names: a parish's name or alias, a union's
+        name however its prefix is written, or one parish of a union."""
+        wanted = _UNION.sub("", fold(name))
+        if not wanted:
+            return []
+        return [
+            code
+            for (kind, code), a in sorted(self.areas.items())
+            if kind == "DICOFRE" and wanted in a.names()
+        ]
+
+    def parish_at(self, lon: float, lat: float) -> str | None:
+        """The DICOFRE code of the parish the point lies in, None outside every parish."""
+        for (kind, code), a in sorted(self.areas.items()):
+            if kind == "DICOFRE" and a.contains(lat, lon):
+                return code
+        return None
+
 
 @cache
 def _load(levels: str, areas: tuple[str, ...]) -> Catalogue:
@@ -191,8 +242,10 @@ def read_areas(path: Path) -> list[Area]:
         rings = tuple(r for r in rings if len(r) >= 4)
         dicofre = props.get("dicofre") or caop.get("dtmnfr")
         name = props.get("name") or caop.get("freguesia") or caop.get("municipio") or ""
+        aliases = props.get("aliases")
+        aliases = tuple(str(x) for x in aliases) if isinstance(aliases, list) else ()
         if dicofre and (props.get("level") in (None, "freguesia")):
-            out.append(Area("DICOFRE", str(dicofre), str(name), rings))
+            out.append(Area("DICOFRE", str(dicofre), str(name), rings, aliases))
             continue
         dico = props.get("dico") or caop.get("dtmn")
         if dico and props.get("level") in (None, "municipio"):

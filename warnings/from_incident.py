@@ -12,7 +12,7 @@ parishes (DICOFRE codes, or parish names matched against the configured CAOP are
 
 from __future__ import annotations
 
-import re
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,6 @@ EVENTS = {
 }
 COLOURS_PT = {"green": "verde", "yellow": "amarelo", "orange": "laranja", "red": "vermelho"}
 PARISH_LABELS = ("dicofre", "parish", "freguesia", "area")
-UNION = "União das freguesias de "
 
 
 def _labels(incident: dict[str, Any]) -> list[dict[str, str]]:
@@ -48,21 +47,36 @@ def _labels(incident: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def _points(incident: dict[str, Any]) -> list[tuple[float, float]]:
+    """(lon, lat) of the incident and of its alarms, where they have one."""
+    out = []
+    for where in [incident.get("location")] + [
+        a.get("location") for a in incident.get("alarms") or [] if isinstance(a, dict)
+    ]:
+        if isinstance(where, list | tuple) and len(where) >= 2:
+            lon, lat = where[0], where[1]
+            if all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in (lon, lat)
+            ):
+                out.append((float(lon), float(lat)))
+    return out
+
+
 def parishes(incident: dict[str, Any], cat: Catalogue) -> list[str]:
-    """DICOFRE codes of the incident's parishes (codes, or names found in the CAOP areas)."""
+    """DICOFRE codes of the incident's parishes: codes or names in its labels (a parish's name
+    or alias, a union's name however its prefix is written, or one parish of a union), else the
+    parishes its location and its alarms' locations lie in."""
     found: list[str] = []
-    parts = {
-        code: {fold(a.name), *(fold(x) for x in re.split(r",\s*|\s+e\s+", a.name.removeprefix(UNION)))}
-        for (kind, code), a in cat.areas.items()
-        if kind == "DICOFRE"
-    }
     for labels in _labels(incident):
         for key in PARISH_LABELS:
             value = str(labels.get(key) or "").strip()
             if value.isdigit() and cat.area("DICOFRE", value.zfill(6)):
                 found.append(value.zfill(6))
             elif value:
-                found += [code for code, names in parts.items() if fold(value) in names]
+                found += cat.parishes_named(value)
+    if not found:
+        found = [code for lon, lat in _points(incident) if (code := cat.parish_at(lon, lat))]
     return list(dict.fromkeys(found))
 
 
@@ -84,10 +98,9 @@ def draft_from_incident(
     pt, en = names
     colour = level.colour if level else "yellow"
     codes = parishes(incident, cat)
-    dicos = cat.codes("DICO")
-    area: dict[str, Any] = (
-        {"geocodes": {"DICOFRE": codes}} if codes else {"geocodes": {"DICO": dicos[:1]}} if dicos else {}
-    )
+    # no parish found: no area, which the operator must choose (never the whole municipality
+    # by default: a warning for one street would have gone to the whole city)
+    area: dict[str, Any] = {"geocodes": {"DICOFRE": codes}} if codes else {}
     t = cap_time(now)
     draft: dict[str, Any] = {
         "sender": sender,
@@ -102,8 +115,9 @@ def draft_from_incident(
         "description": {"pt-PT": str(incident.get("title") or pt), "en-GB": str(incident.get("title") or en)},
         "onset": t.isoformat(),
         "expires": (t + valid_for).isoformat(),
-        "area": area,
     }
+    if area:
+        draft["area"] = area
     if h is not None:
         draft["hazard"] = h.awareness_type
     if incident.get("incident"):

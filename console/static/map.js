@@ -27,6 +27,7 @@ const AMap = (() => {
     return String(s ?? '').normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase().replace(/_/g, ' ')
       .split(/\s+/).filter(Boolean).join(' ');
   }
+  const UNION = /^(?:uniao|u\.?f\.?) (?:(?:das|de|dos) freguesias )?(?:de |do |da |dos |das )?/;
   // ray casting over [lon, lat] rings
   function inRing(x, y, ring) {
     let inside = false;
@@ -51,8 +52,10 @@ const AMap = (() => {
           if (feats.some(f => f.properties.code === code)) return code;
           continue;
         }
-        const name = fold(v);
-        const hit = feats.find(f => f.properties.names.includes(name));
+        // a union however its prefix is written ("União de Freguesias do ...": the server's
+        // names are without it, see warnings/catalogue.py parish_names)
+        const name = fold(v), bare = name.replace(UNION, '');
+        const hit = feats.find(f => f.properties.names.includes(name) || f.properties.names.includes(bare));
         if (hit) return hit.properties.code;
       }
     }
