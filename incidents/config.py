@@ -19,20 +19,33 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+#: the longest duration anything takes (a silence, a shelve, a wait): a year and a day. Beyond it a
+#: time would leave the contract's range (an overflow stopped the incidents stage)
+MAX_DURATION_S = 366 * 86400.0
+
+
 def parse_duration(v: Any) -> float:
-    """``90s``, ``10m``, ``2h30m``, ``1d`` or a number of seconds -> seconds."""
+    """``90s``, ``10m``, ``2h30m``, ``1d`` or a number of seconds -> seconds (finite, at most
+    ``MAX_DURATION_S``)."""
     if isinstance(v, bool):
         raise ValueError("duration must be like 30s, 10m, 2h30m or a number of seconds")
+    seconds = None
     if isinstance(v, int | float):
         if v < 0:
             raise ValueError("duration must not be negative")
-        return float(v)
-    if isinstance(v, str):
+        seconds = float(v)
+    elif isinstance(v, str):
         s = v.strip()
         parts = _DURATION.findall(s)
         if parts and "".join(n + u for n, u in parts) == s:
-            return sum(float(n) * _UNIT_S[u] for n, u in parts)
-    raise ValueError(f"bad duration {v!r}: expected like 30s, 10m, 2h30m, 1d or a number of seconds")
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    if seconds is None:
+        raise ValueError(
+            f"bad duration {str(v)[:40]!r}: expected like 30s, 10m, 2h30m, 1d or a number of seconds"
+        )
+    if not seconds <= MAX_DURATION_S:  # (NaN too)
+        raise ValueError(f"duration {str(v)[:40]!r} is longer than a year and a day (366d)")
+    return seconds
 
 
 def _matchers(v: Any) -> tuple[Matcher, ...]:

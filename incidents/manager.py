@@ -101,10 +101,11 @@ class IncidentManager:
                     self._on_alarm(state, alarm_from_dict(ev), out)
                 else:
                     raise ValueError(f"not an alarm transition or a command: {ev!r:.200}")
-            except ValueError as e:  # pydantic's and msgspec's ValidationError are ValueErrors
+            except (ValueError, ArithmeticError) as e:  # pydantic's and msgspec's ValidationError
+                # are ValueErrors; an overflow (a time out of range) refuses the input, never the stage
                 if errors is None:
                     raise
-                errors.append((i, str(e)))
+                errors.append((i, str(e) or type(e).__name__))
         return state, out
 
     def tick(

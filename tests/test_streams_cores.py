@@ -4,6 +4,7 @@ reason (a crash would stop every stage of the worker and loop on the same record
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import orjson
@@ -126,6 +127,36 @@ def test_incidents_core_refuses_bad_alarms_and_answers_bad_commands():
     replies = [orjson.loads(o.value) for o in outs if o.topic == "replies"]
     assert replies and replies[0]["accepted"] is False and "invalid command" in replies[0]["reason"]
     core.snapshot()  # state is still serialisable
+
+
+@pytest.mark.parametrize("duration", [1e308, "99999999999d", "367d", 1e30])
+def test_a_command_whose_duration_overflows_is_refused_and_the_stage_goes_on(duration):
+    """A silence or shelve for 1e308 seconds stopped the incidents stage (an OverflowError), and
+    atalaia up with it, again at every restart while the command stayed on the topic."""
+    from atalaia.incidents.config import IncidentConfig
+    from atalaia.incidents.stage import IncidentsCore
+
+    core = IncidentsCore(IncidentConfig())
+    now = time.time()
+    alarm = {"rule": "r", "key": "k", "state": "firing", "severity": "high", "value": 5.0}
+    alarm["at"] = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    opened = [o for o in core.process([rec(alarm, "t.alarms")], now) if o.topic == "incidents"]
+    iid = orjson.loads(opened[0].value)["incident"]
+    body = {"actor": "ana", "role": "supervisor", "comment": "x", "reason": "x", "duration": duration}
+    commands = [
+        {**body, "id": "s1", "action": "silence", "matchers": ['parish="nowhere"']},
+        {**body, "id": "c1", "incident": iid, "action": "shelve"},
+    ]
+    outs = core.process([rec(c, "t.commands") for c in commands], now)
+    assert len(dlq_reasons(outs)) == 2
+    replies = [orjson.loads(o.value) for o in outs if o.topic == "replies"]
+    assert [r["accepted"] for r in replies] == [False, False]
+    # and the stage goes on: a shelve it can use is applied
+    ok = {**body, "id": "c2", "incident": iid, "action": "shelve", "duration": "1h"}
+    replies = [
+        orjson.loads(o.value) for o in core.process([rec(ok, "t.commands")], now) if o.topic == "replies"
+    ]
+    assert replies[0]["accepted"] is True, replies
 
 
 def test_incidents_core_skips_warning_commands_and_refuses_bad_ones_in_order():
