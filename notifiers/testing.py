@@ -113,6 +113,7 @@ class Mail:
     subject: str
     text: str
     at: float
+    html: str = ""  # the HTML part, when the message has one
 
 
 @dataclass
@@ -129,6 +130,7 @@ class SmtpSink:
             async def handle_DATA(self, server, session, envelope):
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 part = msg.get_body(preferencelist=("plain", "html"))
+                html = msg.get_body(preferencelist=("html",))
                 sink.messages.append(
                     Mail(
                         envelope.mail_from,
@@ -136,6 +138,7 @@ class SmtpSink:
                         str(msg["subject"]),
                         part.get_content() if part else "",
                         time.time(),
+                        html.get_content() if html else "",
                     )
                 )
                 return "250 OK"

@@ -335,3 +335,26 @@ async def test_starttls_email_and_the_cached_ssl_context_keeps_verification_apar
     finally:
         ctl.stop()
     assert got == [("lax@cm-porto.pt", True)] * 3
+
+
+async def test_markup_a_sensor_sent_reaches_an_email_as_text_not_as_html(servers, tmp_path):
+    """An incident's labels come from sensors and urban platforms; a parish label with a script and
+    a link ended in the email's HTML part as markup (a phishing link in mail to civil-protection
+    officers). It is text: escaped in the HTML part, as sent in the plain one."""
+    http, smtp = servers
+    cfg = load_config_text(config_yaml(http.url, smtp), "test.yaml")
+    evil = '<script>alert(2)</script><a href="http://evil.example">Clique aqui</a>'
+    ev = incident_event(severity="critical", title=f"Cheia {evil}", correlation={"parish": evil})
+    _, notes = EscalationEngine(cfg).step(EscalationState(), ev, parse_time(ev["at"]))
+    notifier = Notifier(
+        cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"), env={"HOOK_SECRET": SECRET}, backoff=Backoff(0.05, 0.4)
+    )
+    await notifier.start()
+    try:
+        await notifier.deliver([n for n in notes if n.target == "ana-email"])
+    finally:
+        await notifier.aclose()
+    (mail,) = smtp.messages
+    assert evil in mail.text  # the plain part: as sent
+    # no HTML part a mail reader would render (or, if apprise sends one, escaped)
+    assert "<script>" not in mail.html and "<a href" not in mail.html

@@ -179,6 +179,7 @@ class AppriseChannel(Channel):
         self.plugin.socket_connect_timeout = min(timeout, self.plugin.socket_connect_timeout or timeout)
         self.plugin.socket_read_timeout = timeout
         self.timeout = timeout
+        self.text = apprise.NotifyFormat.TEXT
 
     def _send_sync(self, title: str, body: str, hook=None) -> tuple[bool, list[str]]:
         me = threading.get_ident()
@@ -188,7 +189,9 @@ class AppriseChannel(Channel):
             _SSL.flag.verify = bool(getattr(self.plugin, "verify_certificate", True))
         try:
             # the plugin itself, in this thread: Apprise.notify would hop to its own thread pool
-            ok = bool(self.plugin.notify(body=body, title=title))
+            # body_format TEXT: our text is text; apprise escapes it where it sends HTML (an email's
+            # HTML part), so a label a sensor sent cannot put markup or a link into the message
+            ok = bool(self.plugin.notify(body=body, title=title, body_format=self.text))
         finally:
             msgs = _CAPTURE.records.pop(me, [])
             _SMTP_HOOK.fn = None
