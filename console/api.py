@@ -40,7 +40,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from atalaia.console.bodies import read_object
-from atalaia.console.problem import PROBLEM, problem
+from atalaia.console.problem import PROBLEM, client_address, problem
 from atalaia.streams.clock import format_time, utc
 
 STATIC = Path(__file__).parent / "static"
@@ -67,6 +67,9 @@ def page(name: str) -> bytes:
 
 REPLY_WAIT_S = 5.0  # how long a command request waits for the incident manager's reply
 PING_S = 5.0  # server-sent-event heartbeat (the board's "updated N s ago")
+#: open live streams (/api/stream) per client address, and in all
+STREAMS_PER_CLIENT = 16
+STREAMS_TOTAL = 500
 
 
 R = TypeVar("R")
@@ -330,12 +333,38 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 body["deliveries"] = [d for d in body["deliveries"] if who.sees(rows[d["incident"]])]
             return self.json(body)
 
+    streams: dict[str, int] = {}  # open live streams per client address
+
     @app.page("/api/stream")
     class Stream(faust.web.View):
         async def get(self, request: Any) -> Any:
             who = identify(request)
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
+            # each open board holds a stream for as long as it is open: a few per client, a few
+            # hundred in all, so a flood of them cannot take the console from everyone else
+            client = client_address(request)
+            if streams.get(client, 0) >= STREAMS_PER_CLIENT:
+                return fail(
+                    self, 429, "Too many live streams", f"at most {STREAMS_PER_CLIENT} open boards per client"
+                )
+            if sum(streams.values()) >= STREAMS_TOTAL:
+                return fail(
+                    self,
+                    503,
+                    "Too many live streams",
+                    f"the console serves {STREAMS_TOTAL} open boards at most",
+                )
+            streams[client] = streams.get(client, 0) + 1
+            try:
+                return await self._stream(request, who)
+            finally:
+                if streams[client] <= 1:
+                    del streams[client]
+                else:
+                    streams[client] -= 1
+
+        async def _stream(self, request: Any, who: Any) -> Any:
             resp = web.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream",
@@ -384,7 +413,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     )
             try:
                 token, session = await asyncio.to_thread(
-                    auth.login, body["username"], body["password"], request.remote or "?"
+                    auth.login, body["username"], body["password"], client_address(request)
                 )
             except LoginLimited as e:
                 wait = max(1, int(e.retry_after + 0.999))

@@ -128,28 +128,43 @@ async def peer_health(
     return status, problems, stages
 
 
+#: live event streams the front forwards at most (the ops process refuses beyond its own caps)
+STREAMS_MAX = 1000
+
+
 def install_forwarding(app: faust.App, upstream: str) -> None:
     """Forward every path this app has no page for to ``upstream`` (registered last, so the
     app's own pages win). Responses are streamed (the live board's server-sent events)."""
     import aiohttp
     from aiohttp import web
 
+    from atalaia.console.problem import forwarded_for
+
     base = upstream.rstrip("/")
     state: dict[str, aiohttp.ClientSession] = {}
 
-    def session() -> aiohttp.ClientSession:
-        if "s" not in state or state["s"].closed:
-            state["s"] = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), auto_decompress=False
+    def session(kind: str) -> aiohttp.ClientSession:
+        # two pools: the live boards' event streams hold their connection for as long as they are
+        # open, so they get their own (the ops process caps them per client and in all); requests
+        # keep aiohttp's 100 (100 open boards had taken all of one shared pool: every console
+        # request waited for a minute)
+        if kind not in state or state[kind].closed:
+            limit = STREAMS_MAX if kind == "stream" else 100
+            state[kind] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=limit),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                auto_decompress=False,
             )
-        return state["s"]
+        return state[kind]
 
     async def forward(request: Any) -> Any:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["X-Forwarded-Host"] = request.host
+        headers["X-Forwarded-For"] = forwarded_for(request)  # the ops process limits per client
         body = await request.read() if request.can_read_body else None
+        stream = "text/event-stream" in request.headers.get("Accept", "") or request.path == "/api/stream"
         try:
-            async with session().request(
+            async with session("stream" if stream else "api").request(
                 request.method, f"{base}{request.rel_url}", headers=headers, data=body, allow_redirects=False
             ) as up:
                 out = web.StreamResponse(
@@ -179,8 +194,9 @@ def install_forwarding(app: faust.App, upstream: str) -> None:
 
     class CloseSession(Service):
         async def on_stop(self) -> None:
-            if "s" in state and not state["s"].closed:
-                await state["s"].close()
+            for s in state.values():
+                if not s.closed:
+                    await s.close()
 
     app.service(CloseSession())
 

@@ -226,3 +226,70 @@ def test_board_sign_in_with_a_password_in_a_browser(make_worker, publish, chromi
     page.wait_for_selector("#login:not([hidden])", timeout=10000)
     assert httpx.get(f"{w.url}/api/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     page.context.close()
+
+
+def test_sign_in_limits_and_live_streams_are_per_client_behind_the_front(make_worker, tmp_path):
+    """Behind ``atalaia up``'s front every request reaches the ops process from 127.0.0.1: five
+    failed sign-ins by anyone blocked sign-in for everyone, and 100 open boards took the
+    console. The front names the client in X-Forwarded-For (trusted from this machine only);
+    limits are per client."""
+    from atalaia.console.api import STREAMS_PER_CLIENT
+
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        "users:\n"
+        f'  - {{actor: ana, role: operator, password_argon2: "{hash_password("correct horse")}"}}\n'
+        f"  - {{actor: eva, role: viewer, token_sha256: {hashlib.sha256(b'v13w').hexdigest()}}}\n"
+    )
+    w = make_worker("--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_USERS": str(users)})
+    w.start(("incidents", "projection"))
+    url = f"{w.url}/api/login"
+    attacker = {"X-Forwarded-For": "203.0.113.7"}
+    for i in range(6):
+        r = httpx.post(url, json={"username": f"nobody{i}", "password": "x"}, headers=attacker, timeout=10)
+    assert r.status_code == 429, "the attacker's address is limited"
+    r = httpx.post(
+        url,
+        json={"username": "ana", "password": "correct horse"},
+        headers={"X-Forwarded-For": "198.51.100.2"},
+        timeout=10,
+    )
+    assert r.status_code == 200, "another client signs in"
+
+    # live streams: at most STREAMS_PER_CLIENT per client; another client still gets one
+    tok = {"Authorization": "Bearer v13w"}
+    with httpx.Client(timeout=10) as client:
+        held = []
+        try:
+            for _ in range(STREAMS_PER_CLIENT):
+                s = client.stream("GET", f"{w.url}/api/stream", headers={**tok, **attacker})
+                held.append(s)
+                assert s.__enter__().status_code == 200
+            with client.stream("GET", f"{w.url}/api/stream", headers={**tok, **attacker}) as over:
+                assert over.status_code == 429
+                assert over.headers["content-type"].startswith("application/problem+json")
+            with client.stream(
+                "GET", f"{w.url}/api/stream", headers={**tok, "X-Forwarded-For": "198.51.100.2"}
+            ) as ok:
+                assert ok.status_code == 200
+            # and the console answers while they are open
+            assert client.get(f"{w.url}/api/incidents", headers=tok).status_code == 200
+        finally:
+            for s in held:
+                s.__exit__(None, None, None)
+
+
+def test_the_client_address_is_the_peer_unless_this_machine_forwarded_the_request():
+    from types import SimpleNamespace
+
+    from atalaia.console.problem import client_address, forwarded_for
+
+    def req(remote, xff=None):
+        return SimpleNamespace(remote=remote, headers={"X-Forwarded-For": xff} if xff else {})
+
+    assert client_address(req("203.0.113.7", "10.0.0.1")) == "203.0.113.7", "a remote client cannot claim"
+    assert client_address(req("127.0.0.1", "203.0.113.7")) == "203.0.113.7"
+    assert client_address(req("127.0.0.1", "10.9.9.9, 203.0.113.7, 127.0.0.1")) == "203.0.113.7"
+    assert client_address(req("::1")) == "::1"
+    assert forwarded_for(req("203.0.113.7", "1.1.1.1")) == "203.0.113.7", "a client's own header is dropped"
+    assert forwarded_for(req("127.0.0.1", "203.0.113.7")) == "203.0.113.7, 127.0.0.1"
