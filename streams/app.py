@@ -201,6 +201,10 @@ def create_app(
         if not settings.metrics_port and app.atalaia_stages:
             log.warning("this worker serves no /metrics: set ATALAIA_METRICS_PORT (or run it with --http)")
         return app
+    from atalaia.streams.connections import ConnectionGuard
+
+    # idle and surplus connections closed (slowloris)
+    app.service(ConnectionGuard(app, settings.http_idle_s, settings.http_max_connections))
     ingest_producer = app.service(IngestProducer(bootstrap))
     app.atalaia_producer = ingest_producer
     if role in ("all", "ingest"):

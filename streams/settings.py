@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(
         10.0, description="an HTTP body not received (or not decodable) within this time is refused (408)"
     )
+    http_idle_s: float = Field(
+        30.0,
+        gt=0,
+        description="an HTTP connection that completes no request for this long is closed (headers that never end)",
+    )
+    http_max_connections: int | None = Field(
+        None, ge=16, description="HTTP connections at most (default: half the file-descriptor limit)"
+    )
     future_tolerance_s: float = 300.0
     allowed_lateness_s: float = 300.0
     reorder_s: float = Field(5.0, description="label-keyed rules: event-time slack to restore time order")

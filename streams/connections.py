@@ -1,0 +1,124 @@
+"""Bounds on the HTTP server's connections: a client that opens thousands of connections and
+sends their request headers a byte every few seconds (slowloris) took every file descriptor of
+the alarm process (aiohttp has no time limit on reading a request's headers): the next
+checkpoint file could not be opened and the rules stage stopped.
+
+``ConnectionGuard`` looks at the server's connections every few seconds and closes:
+
+* a connection that has sent no complete request for ``idle_s`` (headers that never end, or an
+  idle keep-alive connection; a request being answered, such as a live board's event stream,
+  is never closed here);
+* beyond ``max_connections`` (by default half the process's file-descriptor limit, so the rest
+  stay for checkpoints, the broker and the other process), the oldest connections that are not
+  being answered.
+
+It also raises the process's soft descriptor limit to the hard one at start (the usual 1 024 is
+little for a server). Counted in ``atalaia_http_connections_closed_total{reason}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from mode import Service
+from prometheus_client import Counter
+
+log = logging.getLogger("atalaia.http")
+
+CLOSED = Counter(
+    "atalaia_http_connections_closed_total",
+    "HTTP connections the server closed: idle (no complete request for a while) or over the limit",
+    ["reason"],
+)
+IDLE_S = 30.0  # no complete request for this long: closed
+EVERY_S = 5.0
+
+
+def raise_descriptor_limit() -> int:
+    """The soft RLIMIT_NOFILE raised to the hard one; returns the soft limit now in force."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
+    except (ImportError, OSError, ValueError):  # not on this platform, or not allowed
+        return 1024
+
+
+class ConnectionGuard(Service):
+    """Closes the web server's idle and surplus connections (see the module docstring)."""
+
+    def __init__(
+        self, app: Any, idle_s: float = IDLE_S, max_connections: int | None = None, **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.app = app
+        self.idle_s = idle_s
+        self.max_connections = max_connections or max(64, raise_descriptor_limit() // 2)
+        # per open connection (by id, rebuilt at each sweep): (when it was first seen or last
+        # completed a request, requests completed)
+        self._seen: dict[int, tuple[float, int]] = {}
+        self._warned = 0.0
+
+    def _server(self) -> Any:
+        runner = getattr(getattr(self.app, "web", None), "_runner", None)
+        return getattr(runner, "server", None)
+
+    @Service.task
+    async def _watch(self) -> None:
+        while not self.should_stop:
+            await self.sleep(EVERY_S)
+            try:
+                server = self._server()
+                if server is not None:
+                    self.sweep(server.connections, time.monotonic())
+            except Exception as e:  # never the server's end
+                log.error("cannot look at the HTTP connections: %r", e)
+
+    def sweep(self, connections: list[Any], now: float) -> int:
+        """Close the idle connections and the surplus; returns how many were closed."""
+        waiting = []  # (since, connection) of those not answering a request
+        closed = 0
+        seen, self._seen = self._seen, {}
+        for conn in connections:
+            count = getattr(conn, "_request_count", 0)
+            since, seen_count = seen.get(id(conn), (now, count))
+            if count != seen_count:
+                since = now  # it completed a request since
+            self._seen[id(conn)] = (since, count)
+            if getattr(conn, "_request_in_progress", False):
+                continue
+            if now - since >= self.idle_s:
+                closed += self._close(conn, "idle")
+            else:
+                waiting.append((since, conn))
+        surplus = len(connections) - closed - self.max_connections
+        if surplus > 0:
+            waiting.sort(key=lambda sc: sc[0])
+            for _, conn in waiting[:surplus]:
+                closed += self._close(conn, "limit")
+            if now - self._warned > 60:
+                self._warned = now
+                log.warning(
+                    "more than %d HTTP connections open: closing the oldest that are not being answered",
+                    self.max_connections,
+                )
+        return closed
+
+    @staticmethod
+    def _close(conn: Any, reason: str) -> int:
+        transport = getattr(conn, "transport", None)
+        try:
+            conn.force_close()
+            if transport is not None:
+                transport.close()
+        except Exception:  # already closing
+            return 0
+        CLOSED.labels(reason).inc()
+        return 1

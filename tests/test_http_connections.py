@@ -1,0 +1,85 @@
+"""The HTTP server's connections are bounded: headers that never end (slowloris) are cut after
+``ATALAIA_HTTP_IDLE_S``, and beyond ``ATALAIA_HTTP_MAX_CONNECTIONS`` the oldest connections that
+are not being answered are closed. 20 000 such connections took every file descriptor of the
+alarm process (found by attacking the product) and the rules stage stopped."""
+
+from __future__ import annotations
+
+import socket
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from atalaia.streams.connections import ConnectionGuard
+
+
+class Conn(SimpleNamespace):
+    def force_close(self) -> None:
+        self.closed = True
+
+
+def conns(n: int, busy: bool = False) -> list[Conn]:
+    return [Conn(_request_count=0, _request_in_progress=busy, closed=False, transport=None) for _ in range(n)]
+
+
+def test_sweep_closes_idle_connections_and_the_oldest_surplus_never_one_being_answered():
+    guard = ConnectionGuard(app=None, idle_s=10.0, max_connections=4)
+    old = conns(3)
+    busy = conns(2, busy=True)
+    guard.sweep(old + busy, now=0.0)  # first seen
+    new = conns(3)
+    assert guard.sweep(old + busy + new, now=5.0) == 4  # 8 open > 4: the 3 oldest idle, then 1 new
+    assert all(c.closed for c in old) and not any(c.closed for c in busy)
+    assert sum(c.closed for c in new) == 1
+    live = [c for c in new if not c.closed]
+    for c in live:
+        c._request_count = 1  # it answered a request at 12 s: its idle time starts again
+    assert guard.sweep(busy + live, now=12.0) == 0
+    assert guard.sweep(busy + live, now=21.0) == 0
+    assert guard.sweep(busy + live, now=22.5) == 2  # 10.5 s without a request
+    assert not any(c.closed for c in busy), "a request being answered (a live stream) is kept"
+
+
+def _slow(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(b"POST /ngsi-ld/notify HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+    return s
+
+
+def _closed(s: socket.socket) -> bool:
+    s.settimeout(0.2)
+    try:
+        return s.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+@pytest.mark.broker
+def test_headers_that_never_end_are_cut_and_connections_are_bounded(make_worker):
+    w = make_worker(
+        "--stages", "ingest", extra_env={"ATALAIA_HTTP_IDLE_S": "3", "ATALAIA_HTTP_MAX_CONNECTIONS": "40"}
+    )
+    w.start(("ingest",))
+    socks = [_slow(w.url) for _ in range(60)]
+    try:
+        # beyond 40, the oldest are closed at the next sweep (every 5 s); all of them once idle
+        deadline = time.monotonic() + 30
+        while not all(_closed(s) for s in socks[:20]):
+            assert time.monotonic() < deadline, "surplus connections were never closed"
+            time.sleep(0.5)
+        while not all(_closed(s) for s in socks):
+            assert time.monotonic() < deadline, "idle connections were never closed"
+            time.sleep(0.5)
+        # the server answers as ever
+        assert httpx.get(f"{w.url}/livez", timeout=5).status_code == 200
+        metrics = httpx.get(f"{w.url}/metrics", timeout=5).text
+        assert 'atalaia_http_connections_closed_total{reason="limit"}' in metrics
+        assert 'atalaia_http_connections_closed_total{reason="idle"}' in metrics
+    finally:
+        for s in socks:
+            s.close()
