@@ -447,3 +447,18 @@ def test_texts_given_in_fewer_languages_are_left_out_of_those_info_blocks(tmp_pa
         tmp_path, text.replace("event: {pt-PT: Cheia, en-GB: Flood}", "event: {pt-PT: Cheia}")
     )
     assert code == 1 and "en-GB" in err
+
+
+def test_a_dtd_is_refused_not_a_crash() -> None:
+    """An internal DOCTYPE with an entity made lxml's validator fail with an internal error (a
+    traceback from `atalaia warnings validate`); external entities were never resolved."""
+    path = SHARED_CAP / "constructed" / "porto-rain-orange-alert.xml"
+    if not path.is_file():
+        pytest.skip("../shared/fixtures/cap is not beside this checkout")
+    good = path.read_bytes()
+    assert validate(good) == []
+    for dtd in (b'<!DOCTYPE alert [<!ENTITY who "x">]>', b'<!DOCTYPE alert SYSTEM "file:///etc/passwd">'):
+        hostile = good.replace(b"<alert", dtd + b"\n<alert", 1).replace(
+            b"<sender>", b"<sender>&who;" if b"ENTITY" in dtd else b"<sender>", 1
+        )
+        assert validate(hostile) == ["a DOCTYPE (DTD, entity declarations) is not allowed in a CAP message"]

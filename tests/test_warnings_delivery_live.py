@@ -172,3 +172,7 @@ def run(broker, topic_prefix, make_worker, tmp_path, http, smtp) -> None:
 
     feed = feedparser.parse(httpx.get(f"{w3.url}/cap/feed.atom", timeout=5).content)
     assert not feed.bozo and [e.id.rsplit("/", 1)[-1] for e in feed.entries] == [f"{cap['identifier']}.xml"]
+    # a tenant no feed can name (a control character answered 500 on this public page)
+    for bad in ("%01", "%00", "%EF%BF%BE", "a%20b"):
+        r = httpx.get(f"{w3.url}/cap/feed.atom?tenant={bad}", timeout=5)
+        assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json"), bad

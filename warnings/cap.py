@@ -383,9 +383,18 @@ def validate(
         doc = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError as e:
         return [f"not well-formed XML: {e}"]
+    info = doc.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None:
+        # entities are not expanded here (no XXE), so the schema cannot judge the text they
+        # stand for (lxml's validator failed with an internal error); CAP has no use for a DTD
+        return ["a DOCTYPE (DTD, entity declarations) is not allowed in a CAP message"]
     s = schema()
     out = []
-    if not s.validate(doc):
+    try:
+        valid = s.validate(doc)
+    except etree.Error as e:  # whatever else the validator cannot take: a refusal, not a crash
+        return [f"the XSD validator cannot read this document: {e}"]
+    if not valid:
         out += [f"XSD line {e.line}: {e.message}" for e in s.error_log]
     return out + text_problems(doc, bbox, strict)
 

@@ -38,7 +38,12 @@ def install(app: Any, stage: Any, config: WarningsConfig) -> None:
     @app.page(FEED_PATH)
     class CapFeed(faust.web.View):
         async def get(self, request: Any) -> Any:
+            from atalaia.streams.ingest.entity import bad_tenant
+
             tenant = request.query.get("tenant") or None
+            why = bad_tenant(tenant)
+            if why is not None:  # (a control character cannot go into the feed's XML: it answered 500)
+                return self.json(problem(400, "Bad tenant", why), status=400, content_type=PROBLEM)
             return self.bytes(feed_bytes(stage, config, tenant=tenant), content_type=FEED_TYPE)
 
     @app.page("/cap/alerts/{name}")
