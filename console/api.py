@@ -103,6 +103,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     app.atalaia_observations = observations
     app.atalaia_feed = feed
     auth = Authenticator.from_file(settings.console_users)
+    if not auth.enabled:
+        import logging
+
+        logging.getLogger("atalaia.console").warning(
+            "the console has no users (ATALAIA_CONSOLE_USERS): anyone who reaches %s can act as any "
+            "operator, including drafting, approving and issuing public warnings; for the demo only",
+            settings.public_url(),
+        )
     permissions = _permissions(settings, DEFAULT_PERMISSIONS)
     state: dict[str, Any] = {}
 

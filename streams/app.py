@@ -201,7 +201,11 @@ def create_app(
         if not settings.metrics_port and app.atalaia_stages:
             log.warning("this worker serves no /metrics: set ATALAIA_METRICS_PORT (or run it with --http)")
         return app
-    from atalaia.streams.connections import ConnectionGuard
+    from atalaia.streams.connections import ConnectionGuard, allowed_hosts, host_guard
+
+    hosts = allowed_hosts(settings)
+    if hosts is not None:  # on a loopback address: only local names (DNS rebinding)
+        app.web.web_app.middlewares.append(host_guard(hosts))
 
     # idle and surplus connections closed (slowloris)
     app.service(ConnectionGuard(app, settings.http_idle_s, settings.http_max_connections))

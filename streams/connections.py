@@ -122,3 +122,59 @@ class ConnectionGuard(Service):
             return 0
         CLOSED.labels(reason).inc()
         return 1
+
+
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _loopback_bind(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(settings: Any) -> frozenset[str] | None:
+    """The Host header names the server answers, or None for any. A server on a loopback address
+    answers localhost, the console URL's host and ``http_allowed_hosts``: a web page an operator
+    opens elsewhere cannot reach it through a DNS name it points at 127.0.0.1 (DNS rebinding),
+    which would let it drive the console, open by default in the demo."""
+    extra = {h.strip().lower() for h in settings.http_allowed_hosts if h.strip()}
+    if "*" in extra or not _loopback_bind(settings.http_host):
+        return None
+    from urllib.parse import urlsplit
+
+    names = set(LOCAL_NAMES) | extra
+    if settings.console_url:
+        host = urlsplit(settings.console_url).hostname
+        if host:
+            names.add(host.lower())
+    return frozenset(names)
+
+
+def host_guard(allowed: frozenset[str]) -> Any:
+    """aiohttp middleware: 421 problem+json for a Host header not in ``allowed``."""
+    from aiohttp import web
+
+    from atalaia.console.problem import PROBLEM, problem
+
+    @web.middleware
+    async def guard(request: Any, handler: Any) -> Any:
+        try:
+            host = (request.url.host or "").lower()
+        except ValueError:
+            host = ""
+        if host not in allowed and f"[{host}]" not in allowed:
+            body = problem(
+                421,
+                "Misdirected request",
+                f"this server does not answer for host {host[:60]!r} (ATALAIA_HTTP_ALLOWED_HOSTS)",
+            )
+            return web.json_response(body, status=421, content_type=PROBLEM)
+        return await handler(request)
+
+    return guard

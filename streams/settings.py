@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".atalaia"), description="worker state, snapshots, SQLite projection")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the HTTP server answers besides localhost and the console URL's "
+        "('*': any); while it listens on a loopback address only these are answered (DNS rebinding)",
+    )
     console_url: str | None = Field(
         None,
         description="the console's public URL, for links in messages; unset = the escalation file's "

@@ -1,4 +1,4 @@
-"""The HTTP server's connections are bounded: headers that never end (slowloris) are cut after
+"""The HTTP server answers only the hosts it should (DNS rebinding), and its connections are bounded: headers that never end (slowloris) are cut after
 ``ATALAIA_HTTP_IDLE_S``, and beyond ``ATALAIA_HTTP_MAX_CONNECTIONS`` the oldest connections that
 are not being answered are closed. 20 000 such connections took every file descriptor of the
 alarm process (found by attacking the product) and the rules stage stopped."""
@@ -62,9 +62,29 @@ def _closed(s: socket.socket) -> bool:
 @pytest.mark.broker
 def test_headers_that_never_end_are_cut_and_connections_are_bounded(make_worker):
     w = make_worker(
-        "--stages", "ingest", extra_env={"ATALAIA_HTTP_IDLE_S": "3", "ATALAIA_HTTP_MAX_CONNECTIONS": "40"}
+        "--stages",
+        "ingest",
+        extra_env={
+            "ATALAIA_HTTP_IDLE_S": "3",
+            "ATALAIA_HTTP_MAX_CONNECTIONS": "40",
+            "ATALAIA_HTTP_ALLOWED_HOSTS": '["atalaia.example"]',
+        },
     )
     w.start(("ingest",))
+    # on 127.0.0.1 it answers local names and the allowed ones, not a name a web page pointed at
+    # 127.0.0.1 (DNS rebinding: the open demo console driven from an operator's browser)
+    port = w.url.rsplit(":", 1)[1]
+    for host, status in (
+        (f"localhost:{port}", 200),
+        (f"127.0.0.1:{port}", 200),
+        ("atalaia.example", 200),
+        (f"attacker.example:{port}", 421),
+        ("", 421),
+    ):
+        r = httpx.get(f"{w.url}/livez", headers={"Host": host}, timeout=5)
+        assert r.status_code == status, (host, r.status_code)
+        if status == 421:
+            assert r.headers["content-type"].startswith("application/problem+json")
     socks = [_slow(w.url) for _ in range(60)]
     try:
         # beyond 40, the oldest are closed at the next sweep (every 5 s); all of them once idle
