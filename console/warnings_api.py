@@ -95,7 +95,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         if c is not None:
             return c.workflow.config
         if "config" not in cache:
-            cache["config"] = load_config(settings.warnings_path)
+            cache["config"] = load_config(settings.warnings_path, settings.public_url())
         return cache["config"]
 
     def catalogue() -> Any:

@@ -203,3 +203,23 @@ def test_feed_of_one_tenant_lists_only_its_warnings() -> None:
     assert "porto" in feed.feed.title
     assert feedparser.parse(feed_bytes(Stage(core), cfg, now=at, tenant="matosinhos")).entries == []
     assert core.document(gaia["identifier"]) == gaia["xml"]
+
+
+def test_feed_links_lead_to_the_running_server_unless_the_file_names_one(tmp_path) -> None:
+    """With ATALAIA_HTTP_PORT=8181 the feed's id, its links and the SMS's link said
+    localhost:8080 (the file's base_url): dead links. The file no longer sets it: the server's
+    public URL (ATALAIA_CONSOLE_URL, else http://host:port) is used, unless a file names one."""
+    from atalaia.streams.settings import CONFIG_DIR, Settings
+    from atalaia.warnings.config import load_config
+
+    running = Settings(http_port=8181).public_url()
+    assert load_config(CONFIG_DIR / "warnings.yaml", running).base_url == "http://127.0.0.1:8181"
+    assert (
+        load_config(
+            CONFIG_DIR / "warnings.yaml", Settings(console_url="https://sala.example/").public_url()
+        ).base_url
+        == "https://sala.example"
+    )
+    named = tmp_path / "w.yaml"
+    named.write_text("base_url: https://avisos.example.pt\n")
+    assert load_config(named, running).base_url == "https://avisos.example.pt"

@@ -5,6 +5,7 @@ plausibility box for drawn polygons, and who may skip the second pair of eyes. E
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,7 +33,11 @@ class WarningsConfig(_Model):
         description="lat_min, lat_max, lon_min, lon_max a drawn polygon must lie in (null: anywhere)",
     )
     approval: Approval = Approval()
-    base_url: str = Field("http://localhost:8080", description="public URL of the CAP feed")
+    base_url: str = Field(
+        "http://localhost:8080",
+        description="public URL of the CAP feed and its alert links; unset in the file: the console's "
+        "public URL (ATALAIA_CONSOLE_URL, else this server's http://host:port)",
+    )
     feed_title: str = "Atalaia — avisos à população / public warnings"
 
     def catalogue(self) -> Catalogue:
@@ -44,25 +49,27 @@ class WarningsConfig(_Model):
             raise ValueError(f"approval.skip_for: only Exercise and Test may skip approval, not {bad}")
 
 
-def load_config(path: str | Path | None = None) -> WarningsConfig:
+def load_config(path: str | Path | None = None, public_url: str | None = None) -> WarningsConfig:
     """The settings of ``path`` (default ``config/warnings.yaml`` when it exists); relative paths
-    in it are relative to the file."""
+    in it are relative to the file. ``public_url`` (the server's, ``Settings.public_url()``) is
+    the feed's base URL unless the file sets ``base_url``."""
     from atalaia.rules.errors import RuleError, RuleFileError
     from atalaia.rules.loader import load_model
     from atalaia.streams.config_yaml import YamlError, read_text
 
     p = Path(path) if path else DEFAULT_PATH
     if path is None and not p.exists():
-        return WarningsConfig()
+        return WarningsConfig(**({"base_url": public_url} if public_url else {}))
     try:
         text = read_text(p)  # within the safe-loading size limit
     except YamlError as exc:
         raise RuleFileError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
     cfg = load_model(text, str(p), WarningsConfig)
     base = p.resolve().parent
-    return cfg.model_copy(
-        update={
-            "levels": cfg.levels if cfg.levels.is_absolute() else base / cfg.levels,
-            "areas": tuple(a if a.is_absolute() else base / a for a in cfg.areas),
-        }
-    )
+    update: dict[str, Any] = {
+        "levels": cfg.levels if cfg.levels.is_absolute() else base / cfg.levels,
+        "areas": tuple(a if a.is_absolute() else base / a for a in cfg.areas),
+    }
+    if public_url and "base_url" not in cfg.model_fields_set:
+        update["base_url"] = public_url  # links where people reach this server
+    return cfg.model_copy(update=update)
