@@ -273,6 +273,14 @@ BAD = [
         "[lat, lon]",
     ),
     ("incident: inc-0001", "incidnt: inc-0001", 18, 1, "unknown key 'incidnt' (did you mean 'incident'?)"),
+    # a circle's centre swapped as lon,lat: refused like a swapped polygon (it rendered, exit 0)
+    (
+        'geocodes: {DICOFRE: ["131203"]}',
+        'geocodes: {DICOFRE: ["131203"]}\n  circle: "-8.67,41.15 2"',
+        17,
+        11,
+        "outside the served region",
+    ),
 ]
 
 
@@ -462,3 +470,19 @@ def test_a_dtd_is_refused_not_a_crash() -> None:
             b"<sender>", b"<sender>&who;" if b"ENTITY" in dtd else b"<sender>", 1
         )
         assert validate(hostile) == ["a DOCTYPE (DTD, entity declarations) is not allowed in a CAP message"]
+
+
+def test_a_warning_that_expires_before_it_is_sent_says_so_with_or_without_sent(tmp_path: Path) -> None:
+    """`render` without --sent (now) and the console's preview said nothing about a draft that
+    expired in 2020; only `issue` refused it. The note comes from the renderer, for both."""
+    text = DESIGN_DRAFT.replace(
+        "onset: 2026-12-04T18:00:00+00:00", "onset: 2020-01-01T18:00:00+00:00"
+    ).replace("expires: 2026-12-05T06:00:00+00:00", "expires: 2020-01-02T06:00:00+00:00")
+    f = tmp_path / "draft.yaml"
+    f.write_text(text, encoding="utf-8")
+    for args in ([], ["--sent", SENT]):
+        code, out, err = run(["render", str(f), *args])
+        assert code == 0 and out.startswith("<?xml")
+        assert "note: this warning expires (2020-01-02T06:00:00+00:00) before it is sent" in err, err
+    code, _, err = render_text(tmp_path, DESIGN_DRAFT)
+    assert code == 0 and "expires" not in err

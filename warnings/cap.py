@@ -204,6 +204,11 @@ def build(
     sent_text = cap_datetime(sent if sent is not None else (draft.sent or datetime.now(UTC)))
     ident = identifier or draft.identifier or identifier_for(draft, sent_text)
     refs, notes = resolve_references(draft, sent_text, resolve, strict_references)
+    if draft.expires is not None and draft.expires <= datetime.fromisoformat(sent_text):
+        notes.append(
+            f"this warning expires ({cap_datetime(draft.expires)}) before it is sent ({sent_text}): "
+            "it would be issued already expired"
+        )
     level = cat.level(draft.level) if draft.level else None
     hazard = hazard_of(draft, cat)
     exercise = draft.status == "Exercise"

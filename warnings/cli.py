@@ -52,9 +52,7 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
         sys.exit(2)
     try:
         d = load_draft(text, str(draft), cat, cfg.region)
-        if when is not None and d.expires is not None and d.expires <= when:
-            click.echo(f"note: this warning expires ({d.expires.isoformat()}) before it is sent", err=True)
-        doc = render_cap(d, cat, when, bbox=cfg.region)
+        doc = render_cap(d, cat, when, bbox=cfg.region)  # (its notes say if it expires before it is sent)
     except DraftError as e:
         for err in e.errors:
             click.echo(str(err), err=True)

@@ -437,4 +437,15 @@ def problems(
             m = _CIRCLE.fullmatch(c)
             if not m or not (-90 <= float(m[1]) <= 90 and -180 <= float(m[2]) <= 180):
                 out.append(((*at, "circle", j), f"{c!r} is not a circle 'lat,lon radius_km'"))
+            elif bbox is not None:  # its centre in the served region, as a polygon's points
+                lat0, lat1, lon0, lon1 = bbox
+                lat, lon = float(m[1]), float(m[2])
+                if not (lat0 <= lat <= lat1 and lon0 <= lon <= lon1):
+                    out.append(
+                        (
+                            (*at, "circle", j),
+                            f"the centre {lat:g},{lon:g} is outside the served region (lat {lat0}..{lat1}, "
+                            f"lon {lon0}..{lon1}): a circle is 'lat,lon radius_km', not 'lon,lat'",
+                        )
+                    )
     return out
