@@ -123,7 +123,9 @@ def _escalation(settings: Any, app: Any) -> CoreFactory:
     from atalaia.warnings.config import load_config as load_warnings_config
 
     config = _escalation_config(settings, app)
-    warnings_settings = load_warnings_config(settings.warnings_path, settings.public_url())  # propose_warning drafts
+    warnings_settings = load_warnings_config(
+        settings.warnings_path, settings.public_url()
+    )  # propose_warning drafts
     proposes = any(s.propose_warning for p in config.policies.values() for s in p.steps)
     # the warning catalogue (levels, areas: files) is read here, not on the loop at the first draft
     catalogue = warnings_settings.catalogue() if proposes else None

@@ -80,7 +80,8 @@ def test_feed_lists_active_warnings_and_feedparser_reads_it() -> None:
     assert core.document(cap["identifier"]) == cap["xml"]
 
 
-def test_cancelled_warnings_leave_the_feed() -> None:
+def test_a_cancelled_warning_is_replaced_in_the_feed_by_its_cancel_until_it_would_have_expired() -> None:
+    """A reader of the feed alone saw the warning vanish and never received the Cancel."""
     core = WarningsCore()
     w, cap = issue(core, DRAFT, T0)
     t = T0 + timedelta(hours=1)
@@ -92,7 +93,14 @@ def test_cancelled_warnings_leave_the_feed() -> None:
     out = run(core, t, action="issue", warning=c, actor="ana", role="operator")
     cancel = next(o for o in out if o["kind"] == "cap")
     assert cancel["msgType"] == "Cancel" and cap["identifier"] in cancel["references"][0]
-    assert feedparser.parse(feed_bytes(Stage(core), WarningsConfig(), now=t)).entries == []
+    feed = feedparser.parse(feed_bytes(Stage(core), WarningsConfig(), now=t))
+    assert [e.id.rsplit("/", 1)[-1] for e in feed.entries] == [f"{cancel['identifier']}.xml"]
+    assert core.document(cancel["identifier"]) == cancel["xml"]
+    assert "<msgType>Cancel</msgType>" in cancel["xml"]
+    # once the cancelled warning would have expired, the Cancel leaves the feed too
+    later = T0 + timedelta(hours=14)
+    core.tick(later.timestamp())
+    assert feedparser.parse(feed_bytes(Stage(core), WarningsConfig(), now=later)).entries == []
 
 
 def test_stage_restores_from_its_checkpoint_and_answers_redeliveries_once() -> None:

@@ -36,7 +36,7 @@ import hashlib
 import zlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -362,6 +362,20 @@ class Workflow:
             key=lambda w: w.sent or "",
             reverse=True,
         )
+
+    def in_feed(self, state: WarningsState, now: datetime) -> list[Warning]:
+        """What the feed lists (newest first): the issued warnings in force, and the Cancel messages
+        of warnings that would still be in force (until their expiry; a day without one): a reader
+        of the feed alone must receive the Cancel, not see the warning vanish."""
+        cancels = [
+            w
+            for w in state.warnings.values()
+            if w.state == "cancelled"
+            and w.xml
+            and w.draft.get("msgType") == "Cancel"
+            and (cap_time(w.expires) if w.expires else cap_time(w.sent) + timedelta(days=1)) > now
+        ]
+        return sorted([*self.active(state), *cancels], key=lambda w: w.sent or "", reverse=True)
 
     def by_identifier(self, state: WarningsState, identifier: str) -> Warning | None:
         known = state.issued.get(identifier)

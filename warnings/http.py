@@ -24,8 +24,8 @@ def feed_bytes(
     """The feed of every active warning, or with ``tenant`` (``?tenant=`` on the page) of one
     municipality's or service's only."""
     core = _core(stage)
-    docs = core.active_documents(tenant) if core else []
     when = (now or datetime.now(UTC)).replace(microsecond=0)
+    docs = core.active_documents(tenant, when) if core else []
     title = f"{config.feed_title} — {tenant}" if tenant else config.feed_title
     return atom_feed(docs, config.base_url, updated=when.isoformat(), title=title, tenant=tenant)
 

@@ -75,11 +75,12 @@ class WarningsCore:
         self.state = self.workflow.restore(state)
 
     # ------------------------------------------------------------------ for the HTTP pages
-    def active_documents(self, tenant: str | None = None) -> list[str]:
-        """The CAP documents in force, newest first; with ``tenant`` only that tenant's."""
+    def active_documents(self, tenant: str | None = None, now: datetime | None = None) -> list[str]:
+        """The CAP documents of the feed, newest first (the warnings in force and the Cancel
+        messages of those that would still be); with ``tenant`` only that tenant's."""
         return [
             w.xml
-            for w in self.workflow.active(self.state)
+            for w in self.workflow.in_feed(self.state, now or datetime.now(UTC))
             if w.xml and (tenant is None or w.draft.get("tenant") == tenant)
         ]
 
