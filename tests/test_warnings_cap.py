@@ -486,3 +486,11 @@ def test_a_warning_that_expires_before_it_is_sent_says_so_with_or_without_sent(t
         assert "note: this warning expires (2020-01-02T06:00:00+00:00) before it is sent" in err, err
     code, _, err = render_text(tmp_path, DESIGN_DRAFT)
     assert code == 0 and "expires" not in err
+
+
+def test_every_missing_key_is_reported_even_at_the_same_position(tmp_path: Path) -> None:
+    """Two missing keys both point at 1:1; only the first was printed."""
+    code, out, err = render_text(tmp_path, "status: Actual\nmsgType: Update\n")
+    assert code == 1 and out == ""
+    assert "draft.yaml:1:1: missing required key 'event'" in err
+    assert "draft.yaml:1:1: missing required key 'sender'" in err

@@ -60,7 +60,7 @@ def load_draft(
         draft = validate(tree, Draft, file, explain=_explain)
     except YamlErrors as exc:
         errors = [RuleError(e.file, e.line, e.col, e.message) for e in exc.errors]
-        raise DraftError(list({(e.line, e.col): e for e in errors}.values())) from None
+        raise DraftError(list({(e.line, e.col, e.message): e for e in errors}.values())) from None
     found = problems(draft, catalogue or Catalogue.load(), bbox)
     if found:
         errors = {}
