@@ -168,9 +168,14 @@ def test_a_silence_made_in_the_console_survives_a_worker_restart(make_worker, pu
     stages = ("incidents", "projection")
     w = make_worker("--stages", ",".join(stages)).start(stages)
     body = {"matchers": ['parish="Aldoar"'], "comment": "survives", "duration": "2h"}
-    r = httpx.post(f"{w.url}/api/silences", json=body, timeout=10)
+    # the demo console (no users) trusts actor and role as sent, as for incident commands: a
+    # viewer may not silence, and the audit names who did (it said "operator" for anyone)
+    viewer = httpx.post(f"{w.url}/api/silences", json={**body, "actor": "vera", "role": "viewer"}, timeout=10)
+    assert viewer.status_code == 403, viewer.text
+    r = httpx.post(f"{w.url}/api/silences", json={**body, "actor": "ana", "role": "operator"}, timeout=10)
     assert r.status_code == 201, r.text
     sid = r.json()["silence"]
+    assert [s["author"] for s in httpx.get(f"{w.url}/api/silences", timeout=5).json()["silences"]] == ["ana"]
     assert w.stop() == 0
     w2 = make_worker("--stages", ",".join(stages), port=w.port).start(stages)
     publish(alarm("a1", datetime.now(UTC).replace(microsecond=0), "high", parish="Aldoar"))
