@@ -271,15 +271,15 @@ def test_non_json_content_type_is_refused_and_kept(live):
 
 def test_a_gzip_bomb_is_refused_without_inflating_all_of_it(live):
     """22 MB of gzip that inflate to 5 GB held the alarm path's event loop for 8 s while the
-    endpoint counted and hashed all of it. Reading stops at READ_ON times the limit: 413, a DLQ
+    endpoint counted and hashed all of it. Reading stops at read_cap(limit) decoded bytes: 413, a DLQ
     record whose size is a lower bound, and the connection closes (no lingering read of the rest)."""
     import gzip
 
-    from atalaia.streams.ingest.http import READ_ON
+    from atalaia.streams.ingest.http import read_cap
     from atalaia.streams.settings import Settings
 
-    limit = Settings().max_payload_bytes
-    inflated = (READ_ON + 8) * limit  # more than the endpoint reads
+    cap = read_cap(Settings().max_payload_bytes)
+    inflated = cap + (8 << 20)  # more than the endpoint reads
     bomb = gzip.compress(b"\0" * inflated, compresslevel=9)
     assert len(bomb) < inflated // 500
     try:
@@ -293,7 +293,7 @@ def test_a_gzip_bomb_is_refused_without_inflating_all_of_it(live):
     except httpx.TransportError:
         pass  # the server closed on bytes it did not read: the client may see a reset, not the 413
     records = [rec for rec in dlq(live, idle=2.0) if "more than" in (rec.get("reasons") or [""])[0]]
-    assert records and records[-1]["size"] <= READ_ON * limit + (1 << 16) < inflated
+    assert records and records[-1]["size"] <= cap + (1 << 16) < inflated
     # the endpoint still takes a good notification
     good = httpx.post(
         f"{live.url}/ngsi-ld/notify", content=b"{}", headers={"Content-Type": "application/json"}, timeout=10

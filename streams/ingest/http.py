@@ -73,23 +73,30 @@ class IngestProducer(Service):
 
 
 #: an oversize body is read on (to count and hash it for the DLQ record) up to this many times
-#: the limit, then no further: a gzip bomb (22 MB that inflate to 5 GB) took the event loop 8 s
+#: the limit, and at least READ_FLOOR bytes, then no further: a gzip bomb (22 MB that inflate to
+#: 5 GB) took the event loop 8 s
 READ_ON = 16
+READ_FLOOR = 64 << 20
+
+
+def read_cap(limit: int) -> int:
+    """Decoded bytes of a body read at most (to count and hash an oversize one)."""
+    return max(READ_ON * limit, READ_FLOOR)
 
 
 async def read_body(request: Any, limit: int) -> tuple[bytes, int, str | None]:
     """(the first ``limit + 1`` bytes of the body, its size, and — when it is longer than that —
     the SHA-256 of all of it). The rest of an oversize body is streamed to count and hash it,
-    never kept, so the DLQ record describes the whole body in bounded memory; beyond ``READ_ON``
-    times the limit (decoded) reading stops: the size is then a lower bound and there is no
-    hash (None)."""
+    never kept, so the DLQ record describes the whole body in bounded memory; beyond
+    ``read_cap(limit)`` decoded bytes reading stops: the size is then a lower bound and there is
+    no hash (None)."""
     body = bytearray()
     digest: Any = None
     size = 0
     async for chunk in request.content.iter_chunked(1 << 16):
         size += len(chunk)
         if digest is not None:
-            if size > READ_ON * max(limit, 1 << 16):
+            if size > read_cap(limit):
                 # the connection closes after the answer: the server would otherwise read (and
                 # inflate) the rest for up to 10 s before reusing it
                 protocol = getattr(request, "protocol", None)
