@@ -201,8 +201,9 @@ def create_app(
         if not settings.metrics_port and app.atalaia_stages:
             log.warning("this worker serves no /metrics: set ATALAIA_METRICS_PORT (or run it with --http)")
         return app
-    from atalaia.streams.connections import ConnectionGuard, allowed_hosts, host_guard
+    from atalaia.streams.connections import ConnectionGuard, allowed_hosts, host_guard, security_headers
 
+    app.web.web_app.on_response_prepare.append(security_headers)  # nosniff, no framing
     hosts = allowed_hosts(settings)
     if hosts is not None:  # on a loopback address: only local names (DNS rebinding)
         app.web.web_app.middlewares.append(host_guard(hosts))

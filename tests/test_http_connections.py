@@ -83,6 +83,9 @@ def test_headers_that_never_end_are_cut_and_connections_are_bounded(make_worker)
     ):
         r = httpx.get(f"{w.url}/livez", headers={"Host": host}, timeout=5)
         assert r.status_code == status, (host, r.status_code)
+        # and never framed, never sniffed (the open demo console could be clickjacked)
+        assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
         if status == 421:
             assert r.headers["content-type"].startswith("application/problem+json")
     socks = [_slow(w.url) for _ in range(60)]
