@@ -190,6 +190,11 @@ def test_a_token_is_bound_to_its_tenant(guarded):
         r = post(guarded, marker, headers)
         assert r.status_code == 403, (headers, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
+    # the refusal says how to make the token that platform needs
+    assert (
+        "atalaia tokens new --source NAME --tenant porto" in r.json()["detail"]
+        and "no tenant" in r.json()["detail"]
+    )
     assert refused_count(guarded).get("tenant", 0) - before == len(cases)
     allowed = {"Authorization": f"Bearer {porto}", "NGSILD-Tenant": "porto"}
     assert post(guarded, marker + "-ok", allowed).status_code == 200

@@ -147,7 +147,13 @@ class IngestAuth:
         if err:
             return Refusal(403, "tenant", err)
         if tenant is not None and tenant != entry.tenant:
-            return Refusal(403, "tenant", f"this token is not valid for tenant {tenant!r}")
+            mine = f"it is tenant {entry.tenant!r}'s" if entry.tenant else "it is for no tenant"
+            return Refusal(
+                403,
+                "tenant",
+                f"this token is not valid for tenant {tenant!r} ({mine}; the header is NGSILD-Tenant or "
+                f"Fiware-Service): give that platform a token made with `atalaia tokens new --source NAME --tenant {tenant}`",
+            )
         return Caller(entry.source, entry.tenant)
 
 
