@@ -273,6 +273,14 @@ BAD = [
         "[lat, lon]",
     ),
     ("incident: inc-0001", "incidnt: inc-0001", 18, 1, "unknown key 'incidnt' (did you mean 'incident'?)"),
+    # a parameter the level writes: two contradicting awareness levels in one info block
+    (
+        "incident: inc-0001",
+        'incident: inc-0001\nparameters: {awareness_level: "4; red; Extreme"}',
+        19,
+        31,
+        "'awareness_level' comes from the draft's level",
+    ),
     # a circle's centre swapped as lon,lat: refused like a swapped polygon (it rendered, exit 0)
     (
         'geocodes: {DICOFRE: ["131203"]}',

@@ -400,6 +400,14 @@ def problems(
         out.append((("expires",), "expires must be after effective"))
     if d.sent and d.expires and d.expires <= d.sent:
         out.append((("expires",), "expires must be after sent"))
+    # parameters: the level and the hazard write MeteoAlarm's awareness parameters; one of the
+    # user's own would put a second, contradicting value in the same info block
+    for key in ("awareness_level", "awareness_type"):
+        if key in d.parameters:
+            source = "level" if key == "awareness_level" else "hazard"
+            out.append(
+                (("parameters", key), f"'{key}' comes from the draft's {source}; set '{source}' instead")
+            )
     # area
     if not d.area and d.msg_type != "Cancel":
         out.append(((), "missing required key 'area' (geocodes and/or a polygon)"))
