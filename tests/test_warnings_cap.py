@@ -502,3 +502,15 @@ def test_every_missing_key_is_reported_even_at_the_same_position(tmp_path: Path)
     assert code == 1 and out == ""
     assert "draft.yaml:1:1: missing required key 'event'" in err
     assert "draft.yaml:1:1: missing required key 'sender'" in err
+
+
+def test_a_control_character_is_the_error_not_the_type(tmp_path: Path) -> None:
+    """A bell in a text said "'event' must be a mapping, got 'Cheia\\x07'" (the other branch of
+    text-or-mapping); the error is the character."""
+    code, _, err = render_text(
+        tmp_path, DESIGN_DRAFT.replace("event: {pt-PT: Cheia, en-GB: Flood}", 'event: "Cheia\\u0007"')
+    )
+    assert code == 1
+    assert err.splitlines() == [
+        f"{tmp_path / 'draft.yaml'}:8:8: 'event': control character U+0007 cannot be part of a CAP document"
+    ]

@@ -60,6 +60,12 @@ def load_draft(
         draft = validate(tree, Draft, file, explain=_explain)
     except YamlErrors as exc:
         errors = [RuleError(e.file, e.line, e.col, e.message) for e in exc.errors]
+        # a text is a string or a {language: string} mapping: when the string was refused for
+        # what it holds, "must be a mapping" (the other branch) is noise at the same place
+        said = {(e.line, e.col) for e in errors if " must be a mapping, got " not in e.message}
+        errors = [
+            e for e in errors if " must be a mapping, got " not in e.message or (e.line, e.col) not in said
+        ]
         raise DraftError(list({(e.line, e.col, e.message): e for e in errors}.values())) from None
     found = problems(draft, catalogue or Catalogue.load(), bbox)
     if found:
