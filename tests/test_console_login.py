@@ -135,8 +135,9 @@ def test_users_passwd_writes_an_argon2_hash_and_keeps_the_file(tmp_path):
     assert printed.returncode == 0 and printed.stdout.startswith("$argon2id$")
 
 
-@pytest.mark.broker
-def test_login_logout_and_rate_limit_through_the_api(make_worker, tmp_path):
+def _console_with_users(make_worker, tmp_path):
+    """A live console whose users are ana (password "correct horse", operator) and eva (token
+    v13w, viewer)."""
     users = tmp_path / "users.yaml"
     users.write_text(
         "users:\n"
@@ -144,7 +145,12 @@ def test_login_logout_and_rate_limit_through_the_api(make_worker, tmp_path):
         f"  - {{actor: eva, role: viewer, token_sha256: {hashlib.sha256(b'v13w').hexdigest()}}}\n"
     )
     w = make_worker("--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_USERS": str(users)})
-    w.start(("incidents", "projection"))
+    return w.start(("incidents", "projection"))
+
+
+@pytest.mark.broker
+def test_login_logout_and_rate_limit_through_the_api(make_worker, tmp_path):
+    w = _console_with_users(make_worker, tmp_path)
     url = f"{w.url}/api/login"
 
     r = httpx.post(url, json={"username": "ana", "password": "correct horse"}, timeout=10)
@@ -228,6 +234,7 @@ def test_board_sign_in_with_a_password_in_a_browser(make_worker, publish, chromi
     page.context.close()
 
 
+@pytest.mark.broker
 def test_sign_in_limits_and_live_streams_are_per_client_behind_the_front(make_worker, tmp_path):
     """Behind ``atalaia up``'s front every request reaches the ops process from 127.0.0.1: five
     failed sign-ins by anyone blocked sign-in for everyone, and 100 open boards took the
@@ -235,14 +242,7 @@ def test_sign_in_limits_and_live_streams_are_per_client_behind_the_front(make_wo
     limits are per client."""
     from atalaia.console.api import STREAMS_PER_CLIENT
 
-    users = tmp_path / "users.yaml"
-    users.write_text(
-        "users:\n"
-        f'  - {{actor: ana, role: operator, password_argon2: "{hash_password("correct horse")}"}}\n'
-        f"  - {{actor: eva, role: viewer, token_sha256: {hashlib.sha256(b'v13w').hexdigest()}}}\n"
-    )
-    w = make_worker("--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_USERS": str(users)})
-    w.start(("incidents", "projection"))
+    w = _console_with_users(make_worker, tmp_path)
     url = f"{w.url}/api/login"
     attacker = {"X-Forwarded-For": "203.0.113.7"}
     for i in range(6):
