@@ -426,6 +426,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 "title": row.get("title"),
                 "labels": row.get("labels") or {},
                 "correlation": row.get("correlation") or {},
+                "location": row.get("location"),  # the parish it lies in, when no label names one
                 "alarms": alarms,
             }
             sender = getattr(config(), "sender", None) or DEFAULT_SENDER
@@ -434,6 +435,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if not isinstance(overrides, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
             draft.update(overrides)
+            if "area" not in draft:  # never the whole municipality by default: the operator chooses
+                detail = (
+                    "draft.area: the incident names no parish the configured areas know and has no "
+                    "location in one; give the area (geocodes, a polygon or a circle)"
+                )
+                return fail(self, 422, "Invalid draft", detail, field="draft.area")
             _, errors = check(draft)
             if errors:
                 return bad_draft(self, errors)

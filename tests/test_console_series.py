@@ -139,6 +139,9 @@ def test_series_and_linked_warnings_of_an_incident(make_worker, broker, topic_pr
     )
     assert r.status_code == 201, r.text
     wid = r.json()["warning"]
+    # "Ribeira" is no CAOP parish: the area is the parish the incident lies in (not all of Porto)
+    drafted = httpx.get(f"{w.url}/api/warnings/{wid}", timeout=5).json()["warning"]["draft"]
+    assert drafted["area"] == {"geocodes": {"DICOFRE": ["131217"]}}, drafted.get("area")
     linked = httpx.get(f"{w.url}/api/incidents/{iid}/warnings", timeout=5).json()["warnings"]
     assert [x["id"] for x in linked] == [wid] and linked[0]["state"] == "draft"
     assert httpx.get(f"{w.url}/api/incidents/nope/warnings", timeout=5).status_code == 404
