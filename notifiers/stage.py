@@ -77,6 +77,16 @@ class EscalationCore:
             timedelta(seconds=float(ask.get("valid_for_s", 43200))),
         )
         draft["status"] = ask.get("status", "Actual")
+        if "area" not in draft:  # never the whole municipality by default; the warnings stage refuses it
+            import logging
+
+            logging.getLogger("atalaia.notifiers").warning(
+                "propose_warning (policy %s) for incident %s: none of its parishes is known (no parish "
+                "label the configured areas know, no location in one), so the proposed draft has no "
+                "area and is refused: draft the warning in the console and choose its area",
+                n.policy,
+                n.incident,
+            )
         return WarningCommand(
             id=n.id,
             action="draft",

@@ -8,6 +8,7 @@ publishes nothing."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -416,3 +417,25 @@ def test_drill_from_a_recorded_incident_renders_an_exercise(tmp_path) -> None:
     )
     body = orjson.loads(cmd.stdout)
     assert body["kind"] == "warning" and body["action"] == "draft" and body["draft"]["status"] == "Exercise"
+
+
+def test_a_proposal_for_an_incident_in_no_known_parish_has_no_area_and_says_so(caplog) -> None:
+    """It proposed a draft for the whole municipality; now no area (the warnings stage refuses
+    it) and a warning in the log asks an operator to draft it and choose the area."""
+    cfg = load_config_text(PROPOSE, "p.yaml")
+    esc = EscalationCore(cfg)
+    ev = incident_event(
+        severity="critical", labels={"team": "hydro", "hazard": "flood"}, correlation={}, location=None
+    )
+    t = parse_time(ev["at"]).timestamp()
+    esc.process([SimpleNamespace(value=orjson.dumps(ev), topic="incidents")], t)
+    with caplog.at_level(logging.WARNING, logger="atalaia.notifiers"):
+        outs = esc.tick(t + 5 * 60 + 1)
+    cmd = orjson.loads(outs[0].value)
+    assert "area" not in cmd["draft"]
+    assert f"for incident {ev['incident']}: none of its parishes is known" in caplog.text
+    produced = WarningsCore(WarningsConfig()).process(
+        [SimpleNamespace(value=outs[0].value, topic="commands")], t + 301
+    )
+    reply = next(orjson.loads(o.value) for o in produced if orjson.loads(o.value)["kind"] == "reply")
+    assert reply["ok"] is False and "area" in reply["error"]
