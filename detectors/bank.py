@@ -110,7 +110,8 @@ class DetectorBank:
         self.forget_after = limits.forget_seconds if forget_after is ... else forget_after
         self.max_checkpoints = limits.max_checkpoints if max_checkpoints is ... else max_checkpoints
         #: the newest event time of each checkpointed model, oldest first (what is forgotten)
-        self._ck_last: dict[ModelKey, float] = {}
+        self._ck_last: OrderedDict[ModelKey, float] = OrderedDict()  # (O(1) at the front: a dict
+        # emptied from the front walks over its deleted slots)
         self.pool = Pool() if pool is None else pool
         self.pool.banks.add(self)
         self.clock = float("-inf")  # newest event time seen (epoch seconds)
@@ -228,15 +229,13 @@ class DetectorBank:
         if self.forget_after is not None:
             limit = now - self.forget_after
             while ck and next(iter(ck.values())) < limit:
-                mk = next(iter(ck))
-                del ck[mk]
+                mk, _ = ck.popitem(last=False)
                 self.checkpoints.pop(mk, None)
                 gone += 1
         if added and self.max_checkpoints is not None:
             excess = self.pool.checkpoints() - self.max_checkpoints
             while excess > 0 and ck:
-                mk = next(iter(ck))
-                del ck[mk]
+                mk, _ = ck.popitem(last=False)
                 self.checkpoints.pop(mk, None)
                 excess -= 1
                 gone += 1
@@ -325,7 +324,7 @@ class DetectorBank:
         # as of the snapshot's clock)
         known = payload.get("checkpoint_last", {})
         held = [k for k in bank.checkpoints if k not in known]
-        bank._ck_last = {k: known[k] for k in known if k in bank.checkpoints}
+        bank._ck_last = OrderedDict((k, known[k]) for k in known if k in bank.checkpoints)
         bank._ck_last.update((k, bank.clock) for k in held)
         return bank
 

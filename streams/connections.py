@@ -60,10 +60,11 @@ class ConnectionGuard(Service):
         super().__init__(**kw)
         self.app = app
         self.idle_s = idle_s
-        self.max_connections = max_connections or max(64, raise_descriptor_limit() // 2)
-        # per open connection (by id, rebuilt at each sweep): (when it was first seen or last
-        # completed a request, requests completed)
-        self._seen: dict[int, tuple[float, int]] = {}
+        limit = raise_descriptor_limit()
+        self.max_connections = max_connections or max(64, limit // 2)
+        # per open connection (by id, rebuilt at each sweep): (the connection, when it was first
+        # seen or last busy, requests it has begun)
+        self._seen: dict[int, tuple[Any, float, int]] = {}
         self._warned = 0.0
 
     def _server(self) -> Any:
@@ -86,19 +87,24 @@ class ConnectionGuard(Service):
         waiting = []  # (since, connection) of those not answering a request
         closed = 0
         seen, self._seen = self._seen, {}
+        live = 0
         for conn in connections:
-            count = getattr(conn, "_request_count", 0)
-            since, seen_count = seen.get(id(conn), (now, count))
-            if count != seen_count:
-                since = now  # it completed a request since
-            self._seen[id(conn)] = (since, count)
-            if getattr(conn, "_request_in_progress", False):
+            if getattr(conn, "transport", True) is None:  # closing already (its task ends)
                 continue
+            live += 1
+            count = getattr(conn, "_request_count", 0)  # (counts a request when its headers arrive)
+            was, since, seen_count = seen.get(id(conn), (None, now, count))
+            if was is not conn or count != seen_count:
+                since = now  # new here (an id can be reused), or it began a request since
+            if getattr(conn, "_request_in_progress", False):
+                self._seen[id(conn)] = (conn, now, count)  # busy: idle time starts when it is done
+                continue
+            self._seen[id(conn)] = (conn, since, count)
             if now - since >= self.idle_s:
                 closed += self._close(conn, "idle")
             else:
                 waiting.append((since, conn))
-        surplus = len(connections) - closed - self.max_connections
+        surplus = live - closed - self.max_connections
         if surplus > 0:
             waiting.sort(key=lambda sc: sc[0])
             for _, conn in waiting[:surplus]:

@@ -158,7 +158,11 @@ def install_forwarding(app: faust.App, upstream: str) -> None:
         return state[kind]
 
     async def forward(request: Any) -> Any:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        # the upstream's own Host (the client's is in X-Forwarded-Host): the ops process listens on
+        # 127.0.0.1 and answers local names only (streams.connections.host_guard)
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"
+        }
         headers["X-Forwarded-Host"] = request.host
         headers["X-Forwarded-For"] = forwarded_for(request)  # the ops process limits per client
         body = await request.read() if request.can_read_body else None

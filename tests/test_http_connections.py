@@ -16,30 +16,42 @@ from atalaia.streams.connections import ConnectionGuard
 
 
 class Conn(SimpleNamespace):
-    def force_close(self) -> None:
+    def force_close(self) -> None:  # as aiohttp's: the transport goes
         self.closed = True
+        self.transport = None
 
 
 def conns(n: int, busy: bool = False) -> list[Conn]:
-    return [Conn(_request_count=0, _request_in_progress=busy, closed=False, transport=None) for _ in range(n)]
+    return [
+        Conn(
+            _request_count=0,
+            _request_in_progress=busy,
+            closed=False,
+            transport=SimpleNamespace(close=lambda: None),
+        )
+        for _ in range(n)
+    ]
 
 
 def test_sweep_closes_idle_connections_and_the_oldest_surplus_never_one_being_answered():
-    guard = ConnectionGuard(app=None, idle_s=10.0, max_connections=4)
-    old = conns(3)
-    busy = conns(2, busy=True)
-    guard.sweep(old + busy, now=0.0)  # first seen
+    guard = ConnectionGuard(app=None, idle_s=10.0, max_connections=5)
+    old, busy = conns(3), conns(2, busy=True)
+    assert guard.sweep(old + busy, now=0.0) == 0
     new = conns(3)
-    assert guard.sweep(old + busy + new, now=5.0) == 4  # 8 open > 4: the 3 oldest idle, then 1 new
-    assert all(c.closed for c in old) and not any(c.closed for c in busy)
-    assert sum(c.closed for c in new) == 1
-    live = [c for c in new if not c.closed]
-    for c in live:
-        c._request_count = 1  # it answered a request at 12 s: its idle time starts again
-    assert guard.sweep(busy + live, now=12.0) == 0
-    assert guard.sweep(busy + live, now=21.0) == 0
-    assert guard.sweep(busy + live, now=22.5) == 2  # 10.5 s without a request
+    assert guard.sweep(old + busy + new, now=5.0) == 3  # 8 open > 5: the 3 oldest not being answered
+    assert all(c.closed for c in old) and not any(c.closed for c in busy + new)
+    for c in new[:2]:
+        c._request_count = 1  # they began a request at 12 s
+    assert guard.sweep(busy + new, now=12.0) == 0
+    assert guard.sweep(busy + new, now=15.5) == 1  # new[2]: 10.5 s without a request
+    assert guard.sweep(busy + new, now=22.5) == 2  # the others: 10.5 s after theirs
     assert not any(c.closed for c in busy), "a request being answered (a live stream) is kept"
+    # a long request that ends: its idle time starts then (last seen busy at 22.5 s)
+    for c in busy:
+        c._request_in_progress = False
+    assert guard.sweep(busy, now=30.0) == 0
+    assert guard.sweep(busy, now=33.0) == 2
+    assert guard.sweep(busy, now=60.0) == 0, "a connection already closing is not closed (or counted) again"
 
 
 def _slow(url: str) -> socket.socket:

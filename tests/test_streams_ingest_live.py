@@ -291,7 +291,9 @@ def test_a_gzip_bomb_is_refused_without_inflating_all_of_it(live):
         )
         assert r.status_code == 413 and r.json()["detail"].startswith("more than ")
     except httpx.TransportError:
-        pass  # the server closed on bytes it did not read: the client may see a reset, not the 413
+        # the 413 is sent before the connection closes, but closing on bytes it did not read
+        # makes the kernel send a reset, which can overtake the answer at a client still reading
+        pass
     records = [rec for rec in dlq(live, idle=2.0) if "more than" in (rec.get("reasons") or [""])[0]]
     assert records and records[-1]["size"] <= cap + (1 << 16) < inflated
     # the endpoint still takes a good notification

@@ -97,12 +97,7 @@ async def read_body(request: Any, limit: int) -> tuple[bytes, int, str | None]:
         size += len(chunk)
         if digest is not None:
             if size > read_cap(limit):
-                # the connection closes after the answer: the server would otherwise read (and
-                # inflate) the rest for up to 10 s before reusing it
-                protocol = getattr(request, "protocol", None)
-                if protocol is not None:
-                    protocol.force_close()
-                return bytes(body), size, None
+                return bytes(body), size, None  # (the caller closes the connection after its answer)
             digest.update(chunk)
             continue
         room = limit + 1 - len(body)
@@ -196,7 +191,7 @@ def install(
             )
         if size > settings.max_payload_bytes:
             more = "" if whole_sha256 else "more than "  # (no hash: reading stopped)
-            return await refused(
+            answer = await refused(
                 view,
                 "too-large",
                 (413, "Payload too large", f"{more}{size} bytes > {settings.max_payload_bytes}"),
@@ -208,6 +203,15 @@ def install(
                 size=size,
                 sha256=whole_sha256,
             )
+            if not whole_sha256:
+                # reading stopped: the answer is sent, then the connection closes (the server would
+                # otherwise read, and inflate, the rest for up to 10 s before reusing it)
+                await answer.prepare(request)
+                await answer.write_eof()
+                protocol = getattr(request, "protocol", None)
+                if protocol is not None:
+                    protocol.force_close()
+            return answer
         res = parse_payload(
             body,
             content_type=ev.content_type,
