@@ -12,11 +12,15 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any
     return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
 
 
-def _loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
+    """Is ``address`` (an IP address, ``[::1]``, or ``localhost``) this machine's?"""
     import ipaddress
 
+    address = address.strip()
+    if address == "localhost":
+        return True
     try:
-        return ipaddress.ip_address(address.strip()).is_loopback
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -28,11 +32,11 @@ def client_address(request: Any) -> str:
     the last address in it that is not this machine's. A request from elsewhere is its peer:
     a remote client cannot claim another address."""
     remote = request.remote or "?"
-    if not _loopback(remote):
+    if not is_loopback(remote):
         return remote
     hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     for hop in reversed(hops):
-        if not _loopback(hop):
+        if not is_loopback(hop):
             return hop[:64]
     return remote
 
@@ -41,5 +45,5 @@ def forwarded_for(request: Any) -> str:
     """The ``X-Forwarded-For`` a forwarding hop sends on: what a local proxy said before it,
     then this request's peer (a remote client's own header is dropped: it could say anything)."""
     remote = request.remote or "?"
-    before = request.headers.get("X-Forwarded-For", "").strip() if _loopback(remote) else ""
+    before = request.headers.get("X-Forwarded-For", "").strip() if is_loopback(remote) else ""
     return f"{before}, {remote}" if before else remote

@@ -133,24 +133,15 @@ class ConnectionGuard(Service):
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
-def _loopback_bind(host: str) -> bool:
-    import ipaddress
-
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def allowed_hosts(settings: Any) -> frozenset[str] | None:
     """The Host header names the server answers, or None for any. A server on a loopback address
     answers localhost, the console URL's host and ``http_allowed_hosts``: a web page an operator
     opens elsewhere cannot reach it through a DNS name it points at 127.0.0.1 (DNS rebinding),
     which would let it drive the console, open by default in the demo."""
+    from atalaia.console.problem import is_loopback
+
     extra = {h.strip().lower() for h in settings.http_allowed_hosts if h.strip()}
-    if "*" in extra or not _loopback_bind(settings.http_host):
+    if "*" in extra or not is_loopback(settings.http_host):
         return None
     from urllib.parse import urlsplit
 
