@@ -356,7 +356,8 @@ def faults(
 
     One fault per series (a spike, a dip, a level step up or down, a drift, a noisier sensor, a
     frozen one, a dead one reading 0; sized by the series' own spread; detectors/faults.py) into
-    the families of `atalaia detectors null` but the constant. A detection is an alarm within
+    the families of `atalaia detectors null` but the constant, and three contextual ones (the
+    daily cycle stops or runs late, a quieter sensor) into the families that can show them. A detection is an alarm within
     WINDOW readings of the onset; "by chance" is how often the same windows without the fault
     hold an alarm. Independent of the NAB files: nothing was tuned on these faults.
     """
@@ -382,7 +383,8 @@ def faults(
 
     for fault in faultmod.FAULTS:
         cells = " ".join(f"{cell(rows[n][fault.name]):>36s}" for n, _ in cols)
-        click.echo(f"{fault.name:{width}s} {cells}  {fault.what}")
+        hosts = "" if fault.hosts is None else f" (in: {', '.join(fault.hosts)})"
+        click.echo(f"{fault.name:{width}s} {cells}  {fault.what}{hosts}")
     means = " ".join(
         f"{f'{statistics.fmean(r.detected for r in rows[n].values()):.0%} detected':>36s}" for n, _ in cols
     )

@@ -204,14 +204,40 @@ def test_each_fault_changes_the_series_from_its_onset_only(fault):
     if fault.name in ("spike", "dip"):
         assert np.flatnonzero(y != values).tolist() == [at_]
         assert math.isclose(abs(y[at_] - values[at_]), 6 * sd)
-    if fault.name in ("stuck", "zero", "noisy"):
+    if fault.name in ("stuck", "zero", "noisy", "no-cycle", "late-cycle", "quiet"):
         assert np.array_equal(y[at_ + 288 :], values[at_ + 288 :])  # a day long
 
 
 def test_detection_is_counted_in_the_window_after_the_onset():
     """At threshold 0 every reading alarms: every fault is detected at once, and by chance."""
-    got = faults.detection(CONFIG.get(None), threshold=0.0, days=8, seeds=1, families=(FAMILY["white"],))
+    fams = (FAMILY["white"], FAMILY["daily"])
+    got = faults.detection(CONFIG.get(None), threshold=0.0, days=8, seeds=1, families=fams)
     assert got == {f.name: faults.Result(1.0, 1.0, 0) for f in faults.FAULTS}
+
+
+def test_contextual_faults_keep_the_readings_in_range_and_change_only_their_time_of_day():
+    """The daily cycle stopped or six hours late: every faulty reading is one the series makes
+    every day (within its range), yet it differs from the usual reading at that hour."""
+    _, values = null.series(FAMILY["cycle"], 0, 14)
+    at_ = faults.onset(FAMILY["cycle"], 0, 14, 2)
+    for name in ("no-cycle", "late-cycle"):
+        fault = next(f for f in faults.FAULTS if f.name == name)
+        y = faults.faulty(fault, values, at_)
+        day = y[at_ : at_ + 288]
+        assert values[:at_].min() - 0.5 <= day.min() and day.max() <= values[:at_].max() + 0.5, name
+        assert np.max(np.abs(day - values[at_ : at_ + 288])) > 15.0, name  # the amplitude is 20
+    late = faults.faulty(next(f for f in faults.FAULTS if f.name == "late-cycle"), values, at_)
+    assert np.array_equal(late[at_ : at_ + 288], values[at_ - 72 : at_ + 216])  # six hours late
+
+
+def test_a_fault_is_judged_only_on_the_families_that_can_show_it():
+    """No daily cycle to stop in white noise: the cyclic faults are left out there (not counted
+    as missed), and a quieter sensor is not injected into a noiseless square wave."""
+    assert {f.name for f in faults.hosts_of("white")} >= {"spike", "quiet"}
+    assert "no-cycle" not in {f.name for f in faults.hosts_of("white")}
+    assert "quiet" not in {f.name for f in faults.hosts_of("square")}
+    got = faults.detection(CONFIG.get(None), threshold=0.0, days=8, seeds=1, families=(FAMILY["white"],))
+    assert "no-cycle" not in got and "late-cycle" not in got and got["quiet"] == faults.Result(1.0, 1.0, 0)
 
 
 def test_the_default_sees_a_frozen_sensor_the_previous_one_does_not():
