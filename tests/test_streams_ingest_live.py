@@ -269,6 +269,53 @@ def test_non_json_content_type_is_refused_and_kept(live):
     assert any(rec["sha256"] == digest for rec in dlq(live, idle=2.0)), "a refused request is kept on the DLQ"
 
 
+def test_brotli_and_zstd_bodies_are_read_and_a_bad_one_is_kept(live):
+    """A gateway that compresses with br or zstd (HTTP's other standard encodings) is heard like
+    one using gzip; bytes that are not what their Content-Encoding says get a 400 problem+json
+    and a DLQ record. Before, aiohttp's parser refused both in plain text before any handler,
+    and nothing reached the DLQ."""
+    import brotli
+
+    try:
+        from compression import zstd  # (Python 3.14)
+    except ImportError:
+        from backports import zstd
+
+    entity = f"urn:ngsi-ld:WaterObserved:enc-{uuid.uuid4().hex[:8]}"
+    note = {
+        "id": "urn:ngsi-ld:Notification:enc",
+        "type": "Notification",
+        "subscriptionId": "urn:ngsi-ld:Subscription:enc",
+        "notifiedAt": "2026-01-28T09:45:00Z",
+        "data": [
+            {
+                "id": entity,
+                "type": "WaterObserved",
+                "waterLevel": {"type": "Property", "value": 3.5, "observedAt": "2026-01-28T09:45:00Z"},
+            }
+        ],
+    }
+    body = orjson.dumps(note)
+    for encoding, data in (("br", brotli.compress(body)), ("zstd", zstd.compress(body))):
+        r = httpx.post(
+            f"{live.url}/ngsi-ld/notify",
+            content=data,
+            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+            timeout=10,
+        )
+        assert r.status_code == 200 and r.json()["accepted"] == 1, (encoding, r.status_code, r.text)
+    assert [o["attributes"]["waterLevel"] for o in observations(live, idle=2.0) if o["entity"] == entity]
+    r = httpx.post(
+        f"{live.url}/ngsi-ld/notify",
+        content=b"not brotli at all",
+        headers={"Content-Type": "application/json", "Content-Encoding": "br", "Connection": "close"},
+        timeout=10,
+    )
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+    assert "'br'" in r.json()["detail"]
+    assert any("'br'" in (rec.get("reasons") or [""])[0] for rec in dlq(live, idle=2.0))
+
+
 def test_a_gzip_bomb_is_refused_without_inflating_all_of_it(live):
     """22 MB of gzip that inflate to 5 GB held the alarm path's event loop for 8 s while the
     endpoint counted and hashed all of it. Reading stops at read_cap(limit) decoded bytes: 413, a DLQ
