@@ -43,10 +43,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.events import AliasEvent, ScalarEvent
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 MiB = 1024 * 1024
+
+#: a lone UTF-16 surrogate, which a double-quoted "\\ud800" escape yields
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _env_number(name: str, default: float, kind: type = int) -> Any:
@@ -198,6 +201,15 @@ class _SafeComposer(Composer):
                     )
                 self.total += size
             return super().compose_node(parent, index)
+        if isinstance(event, ScalarEvent) and _SURROGATE.search(event.value):
+            # a "\\ud800" escape: not a character, so no UTF-8 (JSON, XML, Kafka) can carry it,
+            # and it failed far from here (an alarm's encoding, a CAP document) after a clean check
+            raise _error_at(
+                self,
+                event.start_mark,
+                "a lone UTF-16 surrogate escape (\\ud800-\\udfff) is not a character:"
+                " write the character itself, or its \\U escape",
+            )
         self.level += 1
         if self.level > limits.max_depth:
             raise _error_at(

@@ -302,3 +302,27 @@ def test_validate_positions_every_problem_for_a_new_config_kind(tmp_path: Path) 
     assert lines[1:] == [  # no token_sha256 is no field error: a user may have a password instead
         f"{users}:3:5: users.1.role: Field required",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('labels: {team: "\\ud800"}\n', "1:16"),
+        ('"\\udfff key": 1\n', "1:1"),
+        ('a:\n  - "ok"\n  - "x \\ud83d y"\n', "3:5"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused_where_it_is_written(text: str, where: str) -> None:
+    """ "\\ud800" is no character: it passed `rules check`, then the alarm's JSON encoding (or a CAP
+    document's) failed in the running system. A pair written as \\U escape or as itself is fine."""
+    with pytest.raises(YamlError) as exc:
+        parse(text, "f.yaml")
+    assert str(exc.value).startswith(f"f.yaml:{where}: a lone UTF-16 surrogate escape"), str(exc.value)
+    assert plain(parse('a: "\\U0001F30A 🌊"\n', "f.yaml")) == {"a": "\U0001f30a \U0001f30a"}
+
+
+def test_a_rule_label_with_a_surrogate_is_a_rule_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(GOOD_RULES.replace("attribute: height}", 'attribute: height, labels: {team: "\\ud800"}}'))
+    with pytest.raises(RuleFileError, match=r"r\.yaml:3:\d+: a lone UTF-16 surrogate"):
+        load_rules([path])
