@@ -73,6 +73,8 @@ class GaussianTail(Detector):
     ) -> None:
         if scale not in ("prob", "log"):
             raise ValueError(f"scale must be 'prob' or 'log', not {scale!r}")
+        if not (isinstance(window, int) and window >= 2) or not (isinstance(warmup, int) and warmup >= 0):
+            raise ValueError(f"window must be an integer >= 2 and warmup >= 0, not {window!r} and {warmup!r}")
         self.scale = scale
         self.window = window
         self.warmup = warmup

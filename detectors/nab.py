@@ -6,10 +6,11 @@ Each file is one fresh stream, processed strictly online (score, then learn).
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from atalaia.detectors.base import Detector
@@ -38,7 +39,10 @@ def read_series(path: Path) -> tuple[list[str], list[datetime], list[float]]:
             if not row:
                 continue
             try:
-                times.append(datetime.fromisoformat(row[it].strip()))
+                t = datetime.fromisoformat(row[it].strip())
+                if t.tzinfo is not None:  # (NAB's times are naive UTC; the models compare them)
+                    t = t.astimezone(UTC).replace(tzinfo=None)
+                times.append(t)
                 values.append(float(row[iv]))
             except (ValueError, IndexError) as exc:
                 raise ValueError(f"{path}:{lineno}:1: bad row {row!r}: {exc}") from None
@@ -61,7 +65,8 @@ def run_file(factory: Factory, data_file: Path, out_file: Path) -> int:
         w = csv.writer(fh)
         w.writerow(["timestamp", "value", "anomaly_score"])
         for text, v, s in zip(texts, values, scores, strict=True):
-            w.writerow([text, repr(v) if v != int(v) else int(v), repr(float(s))])
+            # (a non-finite value is written as read: the models ignore it, it scores 0)
+            w.writerow([text, int(v) if math.isfinite(v) and v.is_integer() else repr(v), repr(float(s))])
     return len(scores)
 
 

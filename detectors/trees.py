@@ -57,6 +57,13 @@ class HSTDetector(Detector):
         max_gap: float = 10.0,
         seed: int = 42,
     ) -> None:
+        for name, value, least in (
+            ("n_trees", n_trees, 1),
+            ("height", height, 1),
+            ("window_size", window_size, 1),
+        ):
+            if not (isinstance(value, int) and value >= least):
+                raise ValueError(f"{name} must be an integer >= {least}, not {value!r}")
         self.warmup = warmup
         self.n_seen = 0
         self.max_gap = max_gap

@@ -52,6 +52,13 @@ def test_minimal_config():
         (GOOD + "bank:\n  max_entities: 10\n  forget_after: soon\n", "d.yaml:8:3", "bad duration 'soon'"),
         (GOOD + "bank:\n  idle_evict_after: 3x\n", "d.yaml:7:3", "bad duration '3x'"),
         (GOOD + "bank:\n  max_checkpoints: 0\n", "d.yaml:7:3", "greater than or equal to 1"),
+        # a model that could never score (it failed only when run, or scored 0 for ever)
+        (GOOD.replace("window: 100", "window: 0"), "d.yaml:5:5", "window must be an integer >= 2"),
+        (
+            GOOD.replace("model: gaussian", "model: hst").replace("window: 100", "n_trees: 0"),
+            "d.yaml:5:5",
+            "n_trees must be an integer >= 1",
+        ),
     ],
 )
 def test_errors_point_at_the_line(text, where, message):

@@ -97,3 +97,24 @@ def test_empty_data_dir_is_reported(tmp_path: Path):
     result = CliRunner().invoke(detectors, ["nab", str(tmp_path / "empty"), str(tmp_path / "o")])
     assert result.exit_code != 0
     assert "no CSV data files" in result.output
+
+
+def test_odd_but_readable_values_and_times_are_scored(tmp_path: Path):
+    """A gap written as nan or inf (not learned, scored 0) and one time with an offset among
+    naive ones (read as UTC) are scored like the rest; they stopped the run with a traceback."""
+    data = tmp_path / "data" / "cat"
+    data.mkdir(parents=True)
+    rows = [f"2015-01-01 {h:02d}:{m:02d}:00,{(h * 12 + m) % 7}" for h in range(20) for m in range(0, 60, 5)]
+    rows[200] = "2015-01-01 16:40:00,inf"
+    rows[201] = "2015-01-01 16:45:00,nan"
+    rows[202] = "2015-01-01T16:50:00+00:00,3.5"
+    (data / "f.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    result = CliRunner().invoke(
+        detectors, ["nab", str(tmp_path / "data"), str(tmp_path / "o"), "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    out = list(csv.reader((tmp_path / "o" / "cat" / "novelty-evt-mean_f.csv").read_text().splitlines()))
+    assert len(out) == len(rows) + 1
+    assert out[201][1:] == ["inf", "0.0"] and out[202][1:] == ["nan", "0.0"]
+    assert out[203][0] == "2015-01-01T16:50:00+00:00" and out[203][1] == "3.5"
+    assert all(0.0 <= float(r[2]) <= 1.0 for r in out[1:])
