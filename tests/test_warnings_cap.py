@@ -352,10 +352,29 @@ LANGS = st.lists(st.sampled_from(["pt-PT", "en-GB", "es-ES", "fr-FR"]), min_size
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
     lambda s: s.strip()
 )
-POINT = st.tuples(st.floats(37.0, 42.0), st.floats(-9.5, -6.2))
 TIMES = st.datetimes(datetime(2000, 1, 2), datetime(2090, 1, 1), timezones=st.timezones()).filter(
     lambda t: t.utcoffset() is not None
 )
+
+
+@st.composite
+def simple_polygons(draw) -> list[list[float]]:
+    """A polygon that does not cross itself and encloses an area: points around a centre at
+    increasing angles (a star-shaped ring), at least 100 m from it."""
+    import math
+
+    lat, lon = draw(st.tuples(st.floats(37.5, 41.5), st.floats(-9.0, -6.8)))
+    n = draw(st.integers(4, 12))
+    step = 2 * math.pi / n
+    out = []
+    for k in range(n):
+        a = k * step + draw(st.floats(0, step * 0.5))
+        r = draw(st.floats(0.002, 0.2))
+        out.append([round(lat + r * math.sin(a), 6), round(lon + r * math.cos(a), 6)])
+    return out
+
+
+SIMPLE_POLYGON = simple_polygons()
 
 
 @st.composite
@@ -403,8 +422,7 @@ def drafts(draw) -> dict:
                 )
             }
         if not area or draw(st.booleans()):
-            pts = draw(st.lists(POINT, min_size=3, max_size=12, unique=True))
-            area["polygon"] = [list(p) for p in pts]
+            area["polygon"] = draw(SIMPLE_POLYGON)
         if "geocodes" not in area or draw(st.booleans()):
             area["desc"] = lang_text()
         areas.append(area)

@@ -39,7 +39,15 @@ XSD = Path(__file__).resolve().parent / "schema" / "CAP-v1.2.xsd"
 CONTENT_TYPE = "application/cap+xml"
 EXERCISE_MARK = "EXERCÍCIO / EXERCISE"
 _ID_TIME = re.compile(r"-(\d{14})-[0-9a-f]{10}$")
-_CAP_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
+_CAP_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}", re.ASCII
+)
+# CAP's numbers are WGS 84 decimals in ASCII; Python's float() also takes "1_0", "nan", "inf" and
+# other scripts' digits, and \d matches those digits too
+_DECIMAL = r"-?[0-9]+(?:\.[0-9]+)?"
+_PAIR = re.compile(rf"({_DECIMAL}),({_DECIMAL})", re.ASCII)
+_CIRCLE = re.compile(rf"\s*({_DECIMAL}),({_DECIMAL})\s+([0-9]+(?:\.[0-9]+)?)\s*", re.ASCII)
+_BAD_ID = re.compile(r"[\s,<&]")
 
 
 class CapInvalid(ValueError):
@@ -102,7 +110,8 @@ def identifier_for(draft: Draft, sent: str) -> str:
     digest = hashlib.blake2b(
         orjson.dumps([draft.sender, sent, content], option=orjson.OPT_SORT_KEYS), digest_size=5
     ).hexdigest()
-    stamp = cap_time(sent).strftime("%Y%m%d%H%M%S")
+    t = cap_time(sent)  # strftime's %Y does not pad years before 1000 to 4 digits
+    stamp = f"{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}{t.second:02d}"
     return f"{identifier_prefix(draft.sender)}-{stamp}-{digest}"
 
 
@@ -317,31 +326,45 @@ def schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(XSD)))
 
 
+Box = tuple[float, float, float, float]  # lat0, lat1, lon0, lon1
+
+
+def _inside(box: Box, lat: float, lon: float) -> bool:
+    return box[0] <= lat <= box[1] and box[2] <= lon <= box[3]
+
+
 def text_problems(
-    root: etree._Element, bbox: tuple[float, float, float, float] | None = PT_BBOX, strict: bool = True
+    root: etree._Element, bbox: Box | None = PT_BBOX, strict: bool = True, swapped: Box | None = None
 ) -> list[str]:
     """The CAP 1.2 rules the XSD leaves to ``xs:string`` (after ../shared/fixtures/cap/validate_cap.py),
     and, ``strict``, Atalaia's own for what it publishes: UTC written ``+00:00`` (never ``-00:00``),
-    expires after onset."""
+    expires after onset. ``bbox``: every polygon must lie in it; ``swapped``: a polygon that lies
+    outside it but would lie inside with lat and lon exchanged is refused (a document about any
+    other place passes)."""
     out = []
     if root.tag != Q + "alert":
         return ["not a CAP 1.2 alert"]
     ident = root.findtext(Q + "identifier") or ""
-    if re.search(r"[\s,<&]", ident):
+    if _BAD_ID.search(ident):
         out.append("identifier contains space/comma/'<'/'&'")
     sender = root.findtext(Q + "sender") or ""
-    if re.search(r"[\s,<&]", sender):
+    if _BAD_ID.search(sender):
         out.append("sender contains space/comma/'<'/'&'")
+    scope = root.findtext(Q + "scope")
+    if scope == "Private" and not (root.findtext(Q + "addresses") or "").strip():
+        out.append("scope Private without addresses")
+    if scope == "Restricted" and not (root.findtext(Q + "restriction") or "").strip():
+        out.append("scope Restricted without restriction")
     for poly in root.iter(Q + "polygon"):
         pairs = (poly.text or "").split()
-        try:
-            pts = [tuple(float(v) for v in p.split(",")) for p in pairs]
-        except ValueError:
-            out.append("polygon: non-numeric pair")
-            continue
-        if any(len(p) != 2 for p in pts):
+        if any(len(p.split(",")) != 2 for p in pairs):
             out.append("polygon: pair is not 'lat,lon'")
             continue
+        found = [_PAIR.fullmatch(p) for p in pairs]
+        if not all(found):
+            out.append("polygon: non-numeric pair (lat,lon are decimal numbers in ASCII digits)")
+            continue
+        pts = [(float(m[1]), float(m[2])) for m in found if m]
         if len(pts) < 4:
             out.append(f"polygon: {len(pts)} pairs (< 4)")
         if pts and pts[0] != pts[-1]:
@@ -349,17 +372,39 @@ def text_problems(
         if any(not (-90 <= la <= 90 and -180 <= lo <= 180) for la, lo in pts):
             out.append("polygon: coordinate out of range")
         elif bbox is not None:
-            lat0, lat1, lon0, lon1 = bbox
-            if not all(lat0 <= la <= lat1 and lon0 <= lo <= lon1 for la, lo in pts):
+            if not all(_inside(bbox, la, lo) for la, lo in pts):
                 out.append("polygon: outside the served region (lat,lon swapped?)")
+        elif (
+            swapped is not None
+            and pts
+            and not all(_inside(swapped, la, lo) for la, lo in pts)
+            and all(_inside(swapped, lo, la) for la, lo in pts)
+        ):
+            out.append("polygon: lat,lon swapped? (read as lon,lat it lies in the served region)")
     for circ in root.iter(Q + "circle"):
-        if not re.fullmatch(r"\s*-?\d+(\.\d+)?,-?\d+(\.\d+)?\s+\d+(\.\d+)?\s*", circ.text or ""):
+        m = _CIRCLE.fullmatch(circ.text or "")
+        if not m:
             out.append(f"circle: bad format {circ.text!r}")
+        elif not (-90 <= float(m[1]) <= 90 and -180 <= float(m[2]) <= 180):
+            out.append(f"circle: centre out of range {circ.text!r}")
+        elif bbox is not None and not _inside(bbox, float(m[1]), float(m[2])):
+            out.append(f"circle: centre outside the served region (lat,lon swapped?) {circ.text!r}")
+        elif (
+            swapped is not None
+            and not _inside(swapped, float(m[1]), float(m[2]))
+            and _inside(swapped, float(m[2]), float(m[1]))
+        ):
+            out.append(
+                f"circle: lat,lon swapped? (read as lon,lat the centre lies in the served region) {circ.text!r}"
+            )
     refs = root.findtext(Q + "references")
     if refs:
         for r in refs.split():
-            if len(r.split(",")) != 3:
+            parts = r.split(",")
+            if len(parts) != 3:
                 out.append(f"references: entry {r!r} is not sender,identifier,sent")
+            elif any(not v or _BAD_ID.search(v) for v in parts[:2]):
+                out.append(f"references: entry {r!r}: a sender or identifier contains '<' or '&' or is empty")
     if root.findtext(Q + "msgType") in ("Update", "Cancel", "Ack", "Error") and not refs:
         out.append("msgType Update/Cancel/Ack/Error without references")
     if not strict:
@@ -380,7 +425,7 @@ def text_problems(
 
 
 def validate(
-    xml: bytes, bbox: tuple[float, float, float, float] | None = PT_BBOX, strict: bool = True
+    xml: bytes, bbox: Box | None = PT_BBOX, strict: bool = True, swapped: Box | None = None
 ) -> list[str]:
     """Why a CAP document may not be published ([] when it may); ``strict=False`` checks only CAP 1.2
     itself (for documents from elsewhere)."""
@@ -401,7 +446,7 @@ def validate(
         return [f"the XSD validator cannot read this document: {e}"]
     if not valid:
         out += [f"XSD line {e.line}: {e.message}" for e in s.error_log]
-    return out + text_problems(doc, bbox, strict)
+    return out + text_problems(doc, bbox, strict, swapped)
 
 
 def render(

@@ -4,8 +4,9 @@ files."""
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +19,33 @@ def _config(path: Path | None):
         return load_config(path)
     except (RuleFileError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
+
+
+MAX_VALID_FOR = timedelta(days=30)  # `warnings drill --valid-for`: expires = onset + at most this
+
+
+def incident_problem(ev: dict[str, Any]) -> str | None:
+    """What in an incident event (``atalaia.incidents``) a drill cannot read, or None."""
+    version = ev.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        return f'"version" is an integer, not {version!r}'
+    labelled = [("correlation", ev.get("correlation")), ("labels", ev.get("labels"))]
+    alarms = ev.get("alarms")
+    if alarms is not None and not isinstance(alarms, list):
+        return f'"alarms" is a list, not {type(alarms).__name__}'
+    for i, a in enumerate(alarms or []):
+        if not isinstance(a, dict):
+            return f'"alarms"[{i}] is a mapping, not {type(a).__name__}'
+        labelled.append((f"alarms[{i}].labels", a.get("labels")))
+    for name, labels in labelled:
+        if labels is None:
+            continue
+        if not isinstance(labels, dict):
+            return f'"{name}" is a mapping of labels, not {type(labels).__name__}'
+        for k, v in labels.items():
+            if not isinstance(v, str | int) or isinstance(v, bool):
+                return f'"{name}".{k} is a text, not {v!r}'
+    return None
 
 
 @click.group()
@@ -71,13 +99,30 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-def validate(files: tuple[Path, ...]) -> None:
-    """Check CAP 1.2 files against the OASIS XSD and the CAP text rules."""
+@click.option(
+    "--in-region",
+    is_flag=True,
+    help="every polygon and circle must lie in the configured region (for Atalaia's own warnings)",
+)
+@click.option("--anywhere", is_flag=True, help="no region check at all")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def validate(files: tuple[Path, ...], in_region: bool, anywhere: bool, config: Path | None) -> None:
+    """Check CAP 1.2 files against the OASIS XSD and the CAP text rules. A polygon or circle
+    that would lie in the configured region with lat and lon exchanged is refused (the usual
+    GeoJSON lon,lat mistake); a document about any other place passes, unless --in-region."""
     from atalaia.warnings.cap import validate as validate_cap
 
+    if in_region and anywhere:
+        raise click.UsageError("--in-region and --anywhere contradict each other")
+    region = None if anywhere else _config(config).region
     bad = 0
     for f in files:
-        problems = validate_cap(f.read_bytes(), bbox=None, strict=False)
+        problems = validate_cap(
+            f.read_bytes(),
+            bbox=region if in_region else None,
+            strict=False,
+            swapped=None if in_region else region,
+        )
         if problems:
             bad += 1
             for p in problems:
@@ -126,8 +171,10 @@ def drill(
         except orjson.JSONDecodeError as e:
             raise click.ClickException(f"{incidents}:{n}:1: not JSON: {e}") from None
         if isinstance(ev, dict) and isinstance(ev.get("incident"), str):
+            if (problem := incident_problem(ev)) is not None:
+                raise click.ClickException(f"{incidents}:{n}:1: incident {ev['incident']!r}: {problem}")
             latest.setdefault(ev["incident"], ev)
-            if int(ev.get("version", 0)) >= int(latest[ev["incident"]].get("version", 0)):
+            if ev.get("version", 0) >= latest[ev["incident"]].get("version", 0):
                 latest[ev["incident"]] = ev
     if not latest:
         raise click.ClickException(f"{incidents}: no incident events")
@@ -136,9 +183,16 @@ def drill(
         raise click.ClickException(f"no incident {key!r} in {incidents} (found: {', '.join(latest)})")
     ev = latest[key]
     try:
+        if not valid_for.isascii():
+            raise ValueError(f"invalid duration {valid_for!r}: use e.g. 90s, 5m, 1h30m, 2d")
         duration = parse_duration(valid_for)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--valid-for") from None
+    if not timedelta(0) < duration <= MAX_VALID_FOR:
+        raise click.BadParameter(
+            f"{valid_for!r}: a warning is valid for more than 0s and at most {MAX_VALID_FOR.days}d",
+            param_hint="--valid-for",
+        )
     cfg = _config(config)
     draft = draft_from_incident(
         ev, cfg.catalogue(), sender, datetime.now(UTC).replace(microsecond=0), duration

@@ -18,6 +18,7 @@ field name.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -43,7 +44,18 @@ DEFAULT_LANGUAGE = "pt-PT"
 # (< and &)".
 _BAD_ID_CHARS = re.compile(r"[\s,<&]")
 _LANG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
-_CIRCLE = re.compile(r"\s*(-?\d+(?:\.\d+)?),(-?\d+(?:\.\d+)?)\s+(\d+(?:\.\d+)?)\s*")
+# ASCII digits only (re.ASCII): Python's \d and float() also take other scripts' digits ("٤١"), which
+# no CAP reader expects
+_CIRCLE = re.compile(
+    r"\s*(-?[0-9]+(?:\.[0-9]+)?),(-?[0-9]+(?:\.[0-9]+)?)\s+([0-9]+(?:\.[0-9]+)?)\s*", re.ASCII
+)
+_EMMA_ID = re.compile(r"[A-Z]{2}[0-9]{3}", re.ASCII)
+# a coordinate written as text: a decimal number in ASCII (no "1_0", "nan", "inf", "٤١")
+_COORD = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*", re.ASCII)
+# A drawn polygon's points (checked for self-intersection, which is quadratic at worst)
+MAX_POLYGON_POINTS = 1000
+# Smaller than this (about 10 m x 10 m) a drawn polygon is a slip of the hand, not an area to warn
+MIN_POLYGON_AREA_M2 = 100.0
 # Mainland Portugal (lat, lon), for the plausibility check of drawn polygons (a swapped lat,lon lands
 # far outside it). Same box as ../shared/fixtures/cap/validate_cap.py.
 PT_BBOX = (36.8, 42.2, -9.6, -6.1)
@@ -84,7 +96,8 @@ def _canon(choices: tuple[str, ...]):
     return BeforeValidator(f)
 
 
-_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # what no XML 1.0 text may hold
+# what no XML 1.0 text may hold (lone surrogates cannot even be encoded as UTF-8)
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _text(v: Any) -> Any:
@@ -95,7 +108,8 @@ def _text(v: Any) -> Any:
 
 def _xml_text(v: str) -> str:
     if (m := _NOT_XML.search(v)) is not None:
-        raise ValueError(f"control character U+{ord(m[0]):04X} cannot be part of a CAP document")
+        what = "surrogate" if "\ud800" <= m[0] <= "\udfff" else "control character"
+        raise ValueError(f"{what} U+{ord(m[0]):04X} cannot be part of a CAP document")
     return v
 
 
@@ -149,6 +163,17 @@ class Point(_Model):
     lon: float
 
 
+def _coord(v: Any) -> float:
+    """A coordinate: a number, or a decimal number written in ASCII."""
+    if isinstance(v, bool):
+        raise TypeError(v)
+    if isinstance(v, str):
+        if not _COORD.fullmatch(v):
+            raise ValueError(v)
+        return float(v)
+    return float(v)
+
+
 def _points(v: Any) -> Any:
     """``[[lat, lon], ...]``, ``["lat,lon", ...]`` or CAP's ``"lat,lon lat,lon ..."`` -> [[lat, lon]]."""
     if isinstance(v, str):
@@ -162,7 +187,7 @@ def _points(v: Any) -> Any:
         if not isinstance(p, list | tuple) or len(p) != 2:
             raise ValueError(f"{p!r} is not a [lat, lon] pair")
         try:
-            out.append((float(p[0]), float(p[1])))
+            out.append((_coord(p[0]), _coord(p[1])))
         except (TypeError, ValueError):
             raise ValueError(f"{p!r} is not a pair of numbers [lat, lon]") from None
     return out
@@ -278,23 +303,88 @@ def parse_reference(ref: str) -> tuple[str, str, datetime] | str:
     if len(parts) != 3 or not all(parts):
         raise ValueError(f"reference {ref!r} is neither an identifier nor 'sender,identifier,sent'")
     sender, ident, sent = parts
+    for what, v in (("sender", sender), ("identifier", ident)):
+        if _BAD_ID_CHARS.search(v):
+            raise ValueError(
+                f"reference {ref!r}: its {what} {v!r} may not contain spaces, commas, '<' or '&'"
+            )
     try:
         return sender, ident, cap_time(sent)
     except ValueError as e:
         raise ValueError(f"reference {ref!r}: its sent time {e}") from None
 
 
+def micro_degrees(v: float) -> int:
+    """A coordinate as CAP writes it (6 decimals, as ``cap._num``), in exact millionths of a degree."""
+    return int(f"{v:.6f}".replace(".", ""))
+
+
+def _orient(a: tuple[int, int], b: tuple[int, int], c: tuple[int, int]) -> int:
+    v = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+    return (v > 0) - (v < 0)
+
+
+def _on_segment(a: tuple[int, int], b: tuple[int, int], p: tuple[int, int]) -> bool:
+    """p, collinear with a-b, lies on the segment a-b."""
+    return min(a[0], b[0]) <= p[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= p[1] <= max(a[1], b[1])
+
+
+def _touch(a: tuple[int, int], b: tuple[int, int], c: tuple[int, int], d: tuple[int, int]) -> bool:
+    """The segments a-b and c-d have a point in common (exact: integer coordinates)."""
+    o1, o2, o3, o4 = _orient(a, b, c), _orient(a, b, d), _orient(c, d, a), _orient(c, d, b)
+    if o1 != o2 and o3 != o4:
+        return True
+    return (
+        (o1 == 0 and _on_segment(a, b, c))
+        or (o2 == 0 and _on_segment(a, b, d))
+        or (o3 == 0 and _on_segment(c, d, a))
+        or (o4 == 0 and _on_segment(c, d, b))
+    )
+
+
+def _crossing(ring: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The indexes of two edges of the closed ``ring`` (no repeated consecutive points, first !=
+    last) that cross or touch other than where they join; None for a simple ring. A sweep along
+    the first coordinate compares only edges whose extents overlap there."""
+    n = len(ring)
+    edges = [(ring[i], ring[(i + 1) % n]) for i in range(n)]
+    order = sorted(range(n), key=lambda i: min(edges[i][0][0], edges[i][1][0]))
+    active: list[int] = []
+    for i in order:
+        a, b = edges[i]
+        lo = min(a[0], b[0])
+        active = [j for j in active if max(edges[j][0][0], edges[j][1][0]) >= lo]
+        for j in active:
+            c, d = edges[j]
+            if (j + 1) % n == i or (i + 1) % n == j:  # neighbours share a point: they may only
+                p, q, r = (c, d, b) if (j + 1) % n == i else (a, b, d)  # meet there: not fold back
+                if (
+                    _orient(p, q, r) == 0
+                    and (q[0] - p[0]) * (r[0] - q[0]) + (q[1] - p[1]) * (r[1] - q[1]) < 0
+                ):
+                    return j, i
+                continue
+            if (
+                min(c[1], d[1]) <= max(a[1], b[1])
+                and min(a[1], b[1]) <= max(c[1], d[1])
+                and _touch(a, b, c, d)
+            ):
+                return min(i, j), max(i, j)
+        active.append(i)
+    return None
+
+
 def polygon_problems(points: Polygon, bbox: tuple[float, float, float, float] | None = PT_BBOX) -> list[str]:
+    """What is wrong with a drawn polygon, judged on the points as CAP will write them (rounded to
+    6 decimals): too few distinct points, out of range or region, (nearly) no area, edges that
+    cross."""
     out = []
-    distinct = {p for p in points}
-    if len(distinct) < 3:
-        out.append(
-            f"a polygon needs at least 3 distinct points (4 pairs once closed), got {len(distinct)} distinct"
-        )
+    if len(points) > MAX_POLYGON_POINTS:
+        return [f"a drawn polygon has at most {MAX_POLYGON_POINTS} points, got {len(points)}"]
     bad = [p for p in points if not (-90 <= p[0] <= 90 and -180 <= p[1] <= 180)]
     if bad:
-        out.append(f"point {list(bad[0])} is out of range: pairs are [lat, lon], lat in ±90, lon in ±180")
-    elif bbox is not None:
+        return [f"point {list(bad[0])} is out of range: pairs are [lat, lon], lat in ±90, lon in ±180"]
+    if bbox is not None:
         lat0, lat1, lon0, lon1 = bbox
         outside = [p for p in points if not (lat0 <= p[0] <= lat1 and lon0 <= p[1] <= lon1)]
         if outside:
@@ -302,7 +392,50 @@ def polygon_problems(points: Polygon, bbox: tuple[float, float, float, float] | 
                 f"point {list(outside[0])} is outside the served region "
                 f"(lat {lat0}..{lat1}, lon {lon0}..{lon1}): pairs are [lat, lon], not [lon, lat]"
             )
+    ring = [(micro_degrees(lat), micro_degrees(lon)) for lat, lon in points]
+    ring = [p for i, p in enumerate(ring) if i == 0 or p != ring[i - 1]]  # as written: no repeats
+    if len(ring) > 1 and ring[0] == ring[-1]:
+        ring.pop()  # closed as given
+    distinct = len(set(ring))
+    if distinct < 3:
+        how = " once rounded to 6 decimals as CAP writes them" if len({tuple(p) for p in points}) >= 3 else ""
+        out.append(
+            f"a polygon needs at least 3 distinct points (4 pairs once closed), got {distinct} distinct{how}"
+        )
+        return out
+    a = ring[0]
+    b = next(p for p in ring if p != a)
+    if all(_orient(a, b, p) == 0 for p in ring):
+        out.append("the polygon encloses no area: its points lie on one line")
+        return out
+    if (found := _crossing(ring)) is not None:
+        e1, e2 = (points_of(ring, i) for i in found)
+        out.append(
+            f"the polygon crosses itself: its edges {e1[0]} -> {e1[1]} and {e2[0]} -> {e2[1]} meet; "
+            "give the points in order around the area"
+        )
+        return out
+    twice = 0
+    for i in range(len(ring)):
+        (y0, x0), (y1, x1) = ring[i], ring[(i + 1) % len(ring)]
+        twice += x0 * y1 - x1 * y0
+    mean_lat = sum(lat for lat, _ in points) / len(points)
+    m_per_deg = 111_320.0
+    area_m2 = abs(twice) / 2 / 1e12 * m_per_deg * m_per_deg * max(math.cos(math.radians(mean_lat)), 1e-9)
+    if area_m2 < MIN_POLYGON_AREA_M2:
+        out.append(
+            f"the polygon encloses almost no area (about {area_m2:.2g} m², less than {MIN_POLYGON_AREA_M2:g} m²)"
+        )
     return out
+
+
+def points_of(ring: list[tuple[int, int]], i: int) -> tuple[str, str]:
+    """Edge ``i`` of a ring in micro-degrees, as CAP pairs ``lat,lon``."""
+
+    def txt(p: tuple[int, int]) -> str:
+        return ",".join(f"{v / 1e6:.6f}".rstrip("0").rstrip(".") for v in p)
+
+    return txt(ring[i]), txt(ring[(i + 1) % len(ring)])
 
 
 def geocode_items(area: DraftArea) -> list[tuple[str, str, int, str]]:
@@ -312,7 +445,7 @@ def geocode_items(area: DraftArea) -> list[tuple[str, str, int, str]]:
         kind = key.strip().upper()
         for i, code in enumerate(codes):
             c = str(code).strip()
-            if kind in CAOP_CODES and c.isdigit():
+            if kind in CAOP_CODES and c.isascii() and c.isdigit():
                 c = c.zfill(CAOP_CODES[kind])
             out.append((key, kind, i, c))
     return out
@@ -362,8 +495,8 @@ def problems(
     for i, lang in enumerate(langs):
         if not _LANG.fullmatch(lang):
             out.append((("event", lang), f"{lang!r} is not a language tag like pt-PT or en-GB"))
-        if lang in langs[:i]:
-            out.append((("event", lang), f"language {lang} given twice"))
+        if lang.lower() in (x.lower() for x in langs[:i]):
+            out.append((("event", lang), f"language {lang} given twice (language tags ignore case)"))
     texts: list[tuple[Loc, Any]] = [
         (("event",), d.event),
         (("headline",), d.headline),
@@ -389,8 +522,18 @@ def problems(
             for lang, text in value.items():
                 if not str(text).strip():
                     out.append(((*loc, lang), "empty text"))
-        elif isinstance(value, str) and not value.strip() and loc == ("event",):
-            out.append((loc, "the event may not be empty"))
+        elif isinstance(value, str) and not value.strip():
+            out.append((loc, "the event may not be empty" if loc == ("event",) else "empty text"))
+    for name in ("note", "web", "restriction", "addresses"):
+        value = getattr(d, name)
+        if value is not None and not value.strip():
+            out.append(((name,), "empty text"))
+    # scope: CAP 1.2 §3.2.1 (addresses "required when scope is Private", restriction "used when
+    # scope is Restricted")
+    if d.scope == "Private" and d.addresses is None:
+        out.append((("scope",), "scope Private needs 'addresses': the intended recipients, space-separated"))
+    if d.scope == "Restricted" and d.restriction is None:
+        out.append((("scope",), "scope Restricted needs 'restriction': the rule for limiting distribution"))
     # times
     if d.onset and d.expires and d.expires <= d.onset:
         out.append(
@@ -402,6 +545,13 @@ def problems(
         out.append((("expires",), "expires must be after sent"))
     # parameters: the level and the hazard write MeteoAlarm's awareness parameters; one of the
     # user's own would put a second, contradicting value in the same info block
+    for key, value in d.parameters.items():
+        if not key.strip() or _NOT_XML.search(key):
+            out.append(
+                (("parameters", key), "a parameter name is a non-empty text without control characters")
+            )
+        elif not value.strip():
+            out.append((("parameters", key), "empty text"))
     for key in ("awareness_level", "awareness_type"):
         if key in d.parameters:
             source = "level" if key == "awareness_level" else "hazard"
@@ -413,7 +563,7 @@ def problems(
         out.append(((), "missing required key 'area' (geocodes and/or a polygon)"))
     for i, a in enumerate(d.area):
         at = ("area", i)
-        if not a.geocodes and not a.polygon and not a.circle:
+        if not any(a.geocodes.values()) and not a.polygon and not a.circle:
             out.append((at, "an area needs geocodes, a polygon or a circle"))
         names = []
         for key, kind, j, code in geocode_items(a):
@@ -434,7 +584,7 @@ def problems(
                 out.append(
                     ((*at, "geocodes", key), f"unknown geocode type {key!r}; use DICOFRE, DICO or EMMA_ID")
                 )
-            elif not re.fullmatch(r"[A-Z]{2}\d{3}", code):
+            elif not _EMMA_ID.fullmatch(code):
                 out.append(((*at, "geocodes", key, j), f"{code!r} is not an EMMA_ID like PT009"))
         if a.desc is None and not names:
             out.append((at, "an area without geocodes needs a desc"))

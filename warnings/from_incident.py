@@ -42,16 +42,29 @@ PARISH_LABELS = ("dicofre", "parish", "freguesia", "area")
 
 
 def _labels(incident: dict[str, Any]) -> list[dict[str, str]]:
-    out = [incident.get("correlation") or {}, incident.get("labels") or {}]
-    out += [a.get("labels") or {} for a in incident.get("alarms") or [] if isinstance(a, dict)]
-    return out
+    """The incident's correlation labels, its labels and its alarms' labels: mappings of texts
+    (whatever else an event holds there, a list or a mapping, is left out: never a crash)."""
+    alarms = incident.get("alarms")
+    found = [incident.get("correlation"), incident.get("labels")]
+    found += [a.get("labels") for a in (alarms if isinstance(alarms, list) else []) if isinstance(a, dict)]
+    return [
+        {str(k): v if isinstance(v, str) else str(v) for k, v in m.items() if _label_value(v)}
+        for m in found
+        if isinstance(m, dict)
+    ]
+
+
+def _label_value(v: Any) -> bool:
+    """A label's value: a text (or a whole number, read as its digits: a DICOFRE code)."""
+    return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
 
 
 def _points(incident: dict[str, Any]) -> list[tuple[float, float]]:
     """(lon, lat) of the incident and of its alarms, where they have one."""
     out = []
+    alarms = incident.get("alarms")
     for where in [incident.get("location")] + [
-        a.get("location") for a in incident.get("alarms") or [] if isinstance(a, dict)
+        a.get("location") for a in (alarms if isinstance(alarms, list) else []) if isinstance(a, dict)
     ]:
         if isinstance(where, list | tuple) and len(where) >= 2:
             lon, lat = where[0], where[1]
@@ -122,7 +135,8 @@ def draft_from_incident(
         draft["hazard"] = h.awareness_type
     if incident.get("incident"):
         draft["incident"] = str(incident["incident"])
-    tenant = incident.get("tenant") or (incident.get("correlation") or {}).get("tenant")
+    correlation = incident.get("correlation")
+    tenant = incident.get("tenant") or (correlation.get("tenant") if isinstance(correlation, dict) else None)
     if tenant:
         draft["tenant"] = str(tenant)  # the warning stays the incident's tenant's
     return draft

@@ -56,6 +56,18 @@ def load_draft(
         raise DraftError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
     if not isinstance(tree, CommentedMap):
         raise DraftError([RuleError(file, 1, 1, "a draft is a mapping: sender, status, msgType, level, ...")])
+    params = tree.get("parameters")
+    if isinstance(params, CommentedMap):  # the loader writes every key as text: None -> "None"
+        bad = []
+        for k in params:
+            if not isinstance(k, str):
+                try:
+                    line, col = params.lc.key(k)
+                except (KeyError, TypeError, AttributeError):
+                    line, col = params.lc.line, params.lc.col
+                bad.append(RuleError(file, line + 1, col + 1, f"a parameter name is a text, not {k!r}"))
+        if bad:
+            raise DraftError(bad)
     try:
         draft = validate(tree, Draft, file, explain=_explain)
     except YamlErrors as exc:
