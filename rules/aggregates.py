@@ -2,13 +2,16 @@
 values sorted by time (builtins over plain lists: the hot path stays in C).
 
 ``delta`` = last - first and ``rate`` = delta / seconds between them need two samples; with fewer the
-aggregate has no value and no severity holds (as in Prometheus).
+aggregate has no value and no severity holds (as in Prometheus). An aggregate that overflows
+(``sum``/``avg``/``delta``/``rate`` of values near ±1.8e308: ±inf) has no value either: the engine only
+compares finite numbers (it rejects non-finite readings) and a transition's JSON cannot carry inf.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable
+from math import isfinite
 
 NEG_INF = float("-inf")
 
@@ -16,7 +19,10 @@ Aggregate = Callable[[list[float], list[float]], float | None]
 
 
 def _avg(times: list[float], values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+    if not values:
+        return None
+    v = sum(values) / len(values)
+    return v if isfinite(v) else None
 
 
 def _min(times: list[float], values: list[float]) -> float | None:
@@ -28,7 +34,10 @@ def _max(times: list[float], values: list[float]) -> float | None:
 
 
 def _sum(times: list[float], values: list[float]) -> float | None:
-    return float(sum(values)) if values else None
+    if not values:
+        return None
+    v = float(sum(values))
+    return v if isfinite(v) else None
 
 
 def _count(times: list[float], values: list[float]) -> float | None:
@@ -40,13 +49,17 @@ def _last(times: list[float], values: list[float]) -> float | None:
 
 
 def _delta(times: list[float], values: list[float]) -> float | None:
-    return values[-1] - values[0] if len(values) >= 2 else None
+    if len(values) < 2:
+        return None
+    v = values[-1] - values[0]
+    return v if isfinite(v) else None
 
 
 def _rate(times: list[float], values: list[float]) -> float | None:
     if len(values) < 2 or times[-1] == times[0]:
         return None
-    return (values[-1] - values[0]) / (times[-1] - times[0])
+    v = (values[-1] - values[0]) / (times[-1] - times[0])
+    return v if isfinite(v) else None
 
 
 AGGREGATES: dict[str, Aggregate] = {

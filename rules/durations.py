@@ -1,12 +1,15 @@
-"""Durations as rule authors write them (Prometheus style): ``30s``, ``10m``, ``1h30m``, ``2d``."""
+"""Durations as rule authors write them (Prometheus style): ``30s``, ``10m``, ``1h30m``, ``2d``: ASCII
+digits, finite, at most :data:`MAX_DURATION` (3650d, ten years)."""
 
 from __future__ import annotations
 
+import math
 import re
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")  # ASCII digits only (not '٥m')
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-DURATION_PATTERN = r"^(0|(\d+(\.\d+)?(ms|s|m|h|d|w))+)$"
+DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+)$"
+MAX_DURATION = 3650 * 86400.0  # ten years: longer windows, for, absent_for... mean nothing for alarms
 
 
 def parse_duration(text: object) -> float:
@@ -18,6 +21,8 @@ def parse_duration(text: object) -> float:
             return 0.0
         if text < 0:
             raise ValueError(f"duration must not be negative (got {text})")
+        if not math.isfinite(text):
+            raise ValueError(f"bad duration {text}: use a number and a unit, e.g. 30s, 10m, 1h30m")
         raise ValueError(f"duration {text} has no unit: write e.g. {text}s or {text}m")
     if not isinstance(text, str):
         raise ValueError(f"bad duration {text!r}: use a number and a unit, e.g. 30s, 10m, 1h30m")
@@ -34,9 +39,15 @@ def parse_duration(text: object) -> float:
         pos = m.end()
     if pos != len(s) or not s:
         raise ValueError(
-            f"bad duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. 30s, 10m, 1h30m"
+            f"bad duration {_short(text)}: use a number and a unit (ms, s, m, h, d, w), e.g. 30s, 10m, 1h30m"
         )
+    if not total <= MAX_DURATION:  # also inf (400 nines) and nan
+        raise ValueError(f"duration {_short(text)} is longer than the limit of 3650d (ten years)")
     return total
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"… ({len(text)} characters)"
 
 
 def format_duration(seconds: float) -> str:

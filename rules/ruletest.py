@@ -22,6 +22,11 @@ tests:
 
 Values: ``a`` a number, ``_`` no observation, ``a+bxn`` / ``a-bxn`` = n+1 values a, a±b, ... a±n·b,
 ``axn`` = n+1 times a, ``_xn`` = n steps without an observation.
+
+``start`` is an ISO 8601 time with a UTC offset (``Z``, ``+01:00``); one without is refused, as the
+engine refuses observation times without one (promtool's tests have no start: their series begin
+at time 0, UTC). ``interval`` must be longer than 0. A test runs at most :data:`MAX_STEPS`
+evaluation steps (series values, and ``eval_time`` / ``at`` ÷ ``interval``): a longer one is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from atalaia.rules.durations import format_duration
 from atalaia.rules.engine import RuleEngine, ScorerMissing
@@ -42,33 +47,48 @@ from atalaia.rules.schema import Duration, Severity, Strict
 from atalaia.streams.clock import format_time
 from atalaia.streams.config_yaml import YamlError, read_text
 
+MAX_STEPS = 100_000  # evaluation steps (and series values) of one test: 69 days at 1m
 _EXPANDING = re.compile(
-    r"^(?P<a>[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?:(?P<op>[-+])(?P<b>\d+(?:\.\d+)?))?x(?P<n>\d+)$"
+    r"^(?P<a>[-+]?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)(?:(?P<op>[-+])(?P<b>[0-9]+(?:\.[0-9]+)?))?"
+    r"x(?P<n>[0-9]+)$"
 )
+_GAPS = re.compile(r"^_x(?P<n>[0-9]+)$")
+_NUMBER = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
+
+
+def _repeat(digits: str, token: str, total: int) -> int:
+    """The ``n`` of an ``…xn`` token, refused when the series would pass MAX_STEPS values."""
+    n = int(digits) if len(digits) <= 7 else MAX_STEPS + 1
+    if total + n > MAX_STEPS:
+        raise ValueError(
+            f"{token[:40]!r} makes the series longer than {MAX_STEPS} values (the limit of a test)"
+        )
+    return n
 
 
 def expand_series(text: str) -> list[float | None]:
-    """``"1+1x3 _ 4"`` -> [1.0, 2.0, 3.0, 4.0, None, 4.0]. Raises ValueError on a bad token."""
+    """``"1+1x3 _ 4"`` -> [1.0, 2.0, 3.0, 4.0, None, 4.0]. Raises ValueError on a bad token or a series
+    of more than MAX_STEPS values (checked before expanding)."""
     out: list[float | None] = []
     for token in str(text).split():
+        if len(out) >= MAX_STEPS:
+            raise ValueError(f"the series is longer than {MAX_STEPS} values (the limit of a test)")
         if token == "_":
             out.append(None)
             continue
-        if token.startswith("_x") and token[2:].isdigit():
-            out += [None] * int(token[2:])
+        g = _GAPS.match(token)
+        if g:
+            out += [None] * _repeat(g.group("n"), token, len(out))
             continue
         m = _EXPANDING.match(token)
         if m:
-            a, n = float(m.group("a")), int(m.group("n"))
+            a, n = float(m.group("a")), _repeat(m.group("n"), token, len(out) + 1)
             b = float(m.group("b") or 0) * (-1 if m.group("op") == "-" else 1)
             out += [a + i * b for i in range(n + 1)]
             continue
-        try:
-            out.append(float(token))
-        except ValueError:
-            raise ValueError(
-                f"bad series value {token!r}: use a number, '_', 'a+bxn', 'a-bxn' or '_xn'"
-            ) from None
+        if not _NUMBER.match(token):  # float() would also read '٥', '1_0', 'nan'
+            raise ValueError(f"bad series value {token[:40]!r}: use a number, '_', 'a+bxn', 'a-bxn' or '_xn'")
+        out.append(float(token))
     return out
 
 
@@ -78,6 +98,12 @@ class Series(Strict):
     attribute: str
     labels: dict[str, str] = Field(default_factory=dict)
     values: str
+
+    @field_validator("values")
+    @classmethod
+    def _values(cls, text: str) -> str:
+        expand_series(text)  # a bad token or a too long series is the file's error, at 'values'
+        return text
 
 
 class ExpectedAlarm(Strict):
@@ -111,11 +137,60 @@ class ExpectedTransition(Strict):
 
 class RuleTest(Strict):
     name: str
-    start: str = "2024-01-01T00:00:00Z"
+    start: str = Field(
+        "2024-01-01T00:00:00Z", description="time of the first value: ISO 8601 with a UTC offset"
+    )
     interval: Duration = 60.0
     input_series: list[Series]
     alarm_tests: list[AlarmTest] = Field(default_factory=list)
     exp_transitions: list[ExpectedTransition] | None = None
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: Any) -> Any:
+        if isinstance(value, datetime):  # an unquoted YAML timestamp
+            value = value.isoformat()
+        if not isinstance(value, str):
+            return value  # pydantic says it must be text
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"bad time {value[:40]!r}: write an ISO 8601 time with a UTC offset, e.g. 2024-03-01T00:00:00Z"
+            ) from None
+        if when.utcoffset() is None:
+            raise ValueError(
+                f"time {value[:40]!r} has no UTC offset: add Z (UTC) or the offset, e.g. {value}Z or {value}+01:00"
+            )
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0 (the spacing of the values)")
+        return value
+
+    @model_validator(mode="after")
+    def _steps(self) -> RuleTest:
+        """Refuse a test that would run more than MAX_STEPS evaluations (each step evaluates the
+        absence clock) or end past the calendar, before running it."""
+        times = [a.eval_time for a in self.alarm_tests] + [t.at for t in self.exp_transitions or []]
+        lengths = [len(expand_series(s.values)) - 1 for s in self.input_series]
+        steps = max([*lengths, *(t / self.interval for t in times)], default=0)
+        if steps > MAX_STEPS:
+            raise ValueError(
+                f"test '{self.name}' would run {steps:.0f} evaluation steps (up to "
+                f"{format_duration(max(times, default=0))} every {format_duration(self.interval)}): over the "
+                f"limit of {MAX_STEPS}; use a longer interval or an earlier eval_time"
+            )
+        try:
+            datetime.fromisoformat(self.start) + timedelta(seconds=(steps + 1) * self.interval)
+        except OverflowError:
+            raise ValueError(
+                f"test '{self.name}' would run past the year 9999: use an earlier start"
+            ) from None
+        return self
 
 
 class RuleTestFile(Strict):
@@ -193,7 +268,7 @@ def _run_one(test: RuleTest, ruleset: Any, lateness: float, scorer: Any = None) 
             )
             obs["attributes"][series.attribute] = v
     last_tick = max([*ticks, *(int(a.eval_time // step) for a in test.alarm_tests)], default=0)
-    wanted = {a.eval_time: a for a in test.alarm_tests}
+    wanted = list(test.alarm_tests)  # every one is checked, several may share an eval_time
     try:
         engine = RuleEngine(ruleset, scorer=scorer, allowed_lateness=lateness)
     except ScorerMissing as exc:
@@ -206,10 +281,10 @@ def _run_one(test: RuleTest, ruleset: Any, lateness: float, scorer: Any = None) 
         transitions += got
         transitions += engine.advance(start + timedelta(seconds=offset))
         problems += [f"at {format_duration(offset)}: observation rejected: {r.reason}" for r in rejected]
-        for eval_time, at in list(wanted.items()):
-            if offset <= eval_time < offset + step:
-                problems += _check_alarms(at, engine.active_alarms(), transitions)
-                del wanted[eval_time]
+        due = [a for a in wanted if offset <= a.eval_time < offset + step]
+        for at in due:
+            problems += _check_alarms(at, engine.active_alarms(), transitions)
+        wanted = [a for a in wanted if not offset <= a.eval_time < offset + step]
     if test.exp_transitions is not None:
         exp = [
             f"{format_duration(e.at):>8} {e.rule} {e.key} {e.state} {e.severity}"

@@ -7,9 +7,11 @@ ids...) live in :mod:`atalaia.rules.checks` so that each error points at the rig
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,6 +31,16 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "10m", "1h30m"]}),
 ]
+
+
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise ValueError(f"must be a finite number, got {x}")
+    return x
+
+
+# every number a rule author writes (thresholds, hysteresis, range, state values): .nan and .inf refused
+Finite = Annotated[float, AfterValidator(_finite)]
 Severity = Literal["informational", "low", "medium", "high", "critical"]
 AggregateFunction = Literal["avg", "min", "max", "sum", "count", "last", "delta", "rate"]
 assert tuple(Severity.__args__) == SEVERITIES  # type: ignore[attr-defined]
@@ -83,7 +95,7 @@ class ThresholdRef(Strict):
     column: str | None = Field(None, min_length=1, description="the table's column holding the threshold")
 
 
-Threshold = float | ThresholdRef
+Threshold = Finite | ThresholdRef
 
 
 def is_ref(x: Any) -> bool:
@@ -99,22 +111,22 @@ class Level(Strict):
         description="holds when value > above (strict); a number or a per-entity {attribute}/{table, column}",
     )
     below: Threshold | None = Field(None, description="holds when value < below (strict); as above")
-    clear_below: float | None = Field(
+    clear_below: Finite | None = Field(
         None, description="hysteresis: a firing level stays until value < clear_below"
     )
-    clear_above: float | None = Field(
+    clear_above: Finite | None = Field(
         None, description="hysteresis: a firing level stays until value > clear_above"
     )
     for_: Duration = Field(
         0.0, alias="for", description="condition must hold at least this long before firing"
     )
-    equals: str | bool | float | None = Field(
+    equals: str | bool | Finite | None = Field(
         None, description="state condition: holds while the (text, boolean) value equals this"
     )
-    in_: list[str | bool | float] | None = Field(
+    in_: list[str | bool | Finite] | None = Field(
         None, alias="in", description="state condition: holds while the value is one of these"
     )
-    changed_to: str | bool | float | None = Field(
+    changed_to: str | bool | Finite | None = Field(
         None,
         description="state condition: holds from an observation where the value changes to this from "
         "another one seen before, while it stays so (never at the first observation of a key)",
@@ -142,11 +154,11 @@ class Condition(Strict):
     aggregate: Aggregate | None = None
     above: Threshold | None = None
     below: Threshold | None = None
-    clear_below: float | None = None
-    clear_above: float | None = None
+    clear_below: Finite | None = None
+    clear_above: Finite | None = None
     for_: Duration = Field(0.0, alias="for", description="the part holds once its condition held this long")
-    equals: str | bool | float | None = Field(None, description="text/boolean condition")
-    in_: list[str | bool | float] | None = Field(None, alias="in", description="text/boolean condition")
+    equals: str | bool | Finite | None = Field(None, description="text/boolean condition")
+    in_: list[str | bool | Finite] | None = Field(None, alias="in", description="text/boolean condition")
     unit: str | None = Field(None, description="unit of this part's thresholds (as the rule's 'unit')")
 
     @property
@@ -196,7 +208,7 @@ class Rule(Strict):
         description="evaluate only observations whose time was measured (time_source 'observed'); those "
         "timed by the notification or the reception are skipped and counted",
     )
-    range: tuple[float, float] | None = Field(
+    range: tuple[Finite, Finite] | None = Field(
         None,
         description="data quality: physically possible values [min, max]; a value outside raises the "
         "'<id>:sensor-fault' alarm and is never evaluated by this rule",

@@ -1,11 +1,28 @@
-"""Labels and annotations are Jinja2 templates rendered in a sandbox (rule files are user input)."""
+"""Labels and annotations are Jinja2 templates rendered in a sandbox (rule files are user input).
+
+Rule files are hostile input: a template must neither stop the loader nor the running rules. Jinja
+folds constant expressions at compile time (``{{ 7 ** 30000000 }}`` would hang ``rules check`` and
+the worker's reload), so the operators that can build huge values (``*``, ``**``, ``%``, ``+``) are
+intercepted (never folded) and bounded, as are the filters, ``str`` methods and format strings that
+can: a template builds text and lists of at most :data:`MAX_TEXT` items and integers of at most
+:data:`MAX_INT_BITS` bits; beyond, it fails (``<template error: …>`` at run time). Loops and ``~``
+have no such hook in Jinja, so the parsed template is rewritten: every ``{% for %}`` iterates
+through a counter (at most :data:`MAX_STEPS` iterations per render, nested loops included), every
+``~`` checks the length it builds, and the rendered text stops at :data:`MAX_TEXT` characters.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import operator
 import re
+import string
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, meta, nodes
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.filters import make_attrgetter
 from jinja2.sandbox import SandboxedEnvironment
 
 VARIABLES = (
@@ -22,34 +39,271 @@ VARIABLES = (
     "values",
 )
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+MAX_TEXT = 100_000  # characters of a string, items of a list a template may build
+MAX_INT_BITS = 10_000  # bits of an integer a template may build (about 3 000 digits)
+MAX_STEPS = 100_000  # loop iterations of one render, all loops together
+#: the loop iterations left to the render in progress (set by ``Template.render``)
+_steps: contextvars.ContextVar[list[int]] = contextvars.ContextVar("template_steps")
+#: the names the rewritten templates call (never user variables: a user name cannot start with _)
+_LOOP, _CONCAT = "_atalaia_loop", "_atalaia_concat"
+_SEQUENCES = (str, bytes, list, tuple)
+# printf-style conversions (``%-10.3f``, ``%(name)s``): width and precision
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?")
+
+
+class TemplateLimit(SecurityError):
+    """A template would build a value over the limits (it is refused, never computed)."""
+
+
+def _check_size(n: int, what: str = "text or a list") -> None:
+    if n > MAX_TEXT:
+        raise TemplateLimit(f"{what} of {n} items is over the limit of {MAX_TEXT} a template may build")
+
+
+def _check_width(number: str, where: str) -> None:
+    if number == "*":
+        raise TemplateLimit(f"'*' widths are not allowed in templates ({where}): write the width as a number")
+    if number and (len(number) > 7 or int(number) > MAX_TEXT):
+        raise TemplateLimit(f"width or precision {number[:12]} in {where} is over the limit of {MAX_TEXT}")
+
+
+def _check_percent_format(fmt: str) -> None:
+    for m in _PERCENT_SPEC.finditer(fmt):
+        _check_width(m.group(1), "a % format")
+        _check_width(m.group(2) or "", "a % format")
+
+
+def _check_str_format(fmt: str) -> None:
+    for _, _, spec, _ in string.Formatter().parse(fmt):
+        if spec and "{" in spec:
+            raise TemplateLimit("nested format specifications are not allowed in templates")
+        for number in re.findall(r"\d+", spec or ""):
+            _check_width(number, "a format specification")
+
+
+def _int_bits(x: Any) -> int:
+    return abs(x).bit_length() if isinstance(x, int) else 0
+
+
+def _pow(a: Any, b: Any) -> Any:
+    huge = (
+        isinstance(a, int) and isinstance(b, int) and b > 0 and b * (abs(a).bit_length() - 1) > MAX_INT_BITS
+    )
+    if huge:
+        raise TemplateLimit(f"{a} ** {b} is over the limit of {MAX_INT_BITS}-bit integers in templates")
+    return operator.pow(a, b)
+
+
+def _mul(a: Any, b: Any) -> Any:
+    if isinstance(a, int) and isinstance(b, int):
+        if _int_bits(a) + _int_bits(b) > MAX_INT_BITS:
+            raise TemplateLimit(f"a product over the limit of {MAX_INT_BITS}-bit integers in templates")
+    else:
+        for seq, n in ((a, b), (b, a)):
+            if isinstance(seq, _SEQUENCES) and isinstance(n, int):
+                _check_size(len(seq) * max(n, 0), "a repetition")
+    return operator.mul(a, b)
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, _SEQUENCES) and isinstance(b, _SEQUENCES):
+        _check_size(len(a) + len(b), "a concatenation")
+    return operator.add(a, b)
+
+
+def _mod(a: Any, b: Any) -> Any:
+    if isinstance(a, str):
+        _check_percent_format(a)
+        out = operator.mod(a, b)
+        _check_size(len(out), "a formatted text")
+        return out
+    return operator.mod(a, b)
+
+
+def _loop(iterable: Any) -> Any:
+    """The items of a ``{% for %}``, each counted against the render's :data:`MAX_STEPS`."""
+    left = _steps.get(None)
+    if left is None:  # (a render outside Template.render, e.g. rules check's constant folding)
+        left = [MAX_STEPS]
+        _steps.set(left)
+    for item in iterable:
+        left[0] -= 1
+        if left[0] < 0:
+            raise TemplateLimit(f"a template may run at most {MAX_STEPS} loop iterations per render")
+        yield item
+
+
+def _concat(*parts: Any) -> str:
+    """``a ~ b ~ ...``, refused beyond :data:`MAX_TEXT` characters."""
+    texts = [str(p) for p in parts]
+    _check_size(sum(len(t) for t in texts))
+    return "".join(texts)
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox with bounded operators, filters and ``str`` methods (see the module)."""
+
+    intercepted_binops = frozenset({"*", "**", "%", "+"})  # also never folded at compile time
+    _AMPLIFYING_METHODS = frozenset(
+        {"center", "ljust", "rjust", "zfill", "expandtabs", "replace", "join", "format_map"}
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.binop_table.update({"**": _pow, "*": _mul, "+": _add, "%": _mod})
+        _guard_filters(self.filters)
+        self.globals.update({_LOOP: _loop, _CONCAT: _concat})
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """The template's tree with every loop counted and every ``~`` bounded (see the module)."""
+        ast = super()._parse(source, name, filename)
+        for loop in ast.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.Name(_LOOP, "load"), [loop.iter], [], None, None, lineno=loop.lineno)
+        for concat in ast.find_all(nodes.Concat):
+            concat.nodes = [
+                nodes.Call(nodes.Name(_CONCAT, "load"), concat.nodes, [], None, None, lineno=concat.lineno)
+            ]
+        return ast
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, _SEQUENCES) and attr in self._AMPLIFYING_METHODS:
+            return False  # their filters are bounded: |center |replace |join ...
+        return super().is_safe_attribute(obj, attr, value)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        fmt = super().wrap_str_format(value)
+        if fmt is None:
+            return None
+        _check_str_format(value.__self__)
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            out = fmt(*args, **kwargs)
+            _check_size(len(out), "a formatted text")
+            return out
+
+        return bounded
+
+
+def _guard_filters(filters: dict[str, Any]) -> None:
+    """Bound the filters that can build more than their input (checked before building)."""
+
+    def guard(name: str, check: Any) -> None:
+        original = filters[name]
+
+        @functools.wraps(original)  # keeps jinja_pass_arg (eval context / environment first)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            check(*args, **kwargs)
+            return original(*args, **kwargs)
+
+        filters[name] = guarded
+
+    def replace(_ctx: Any, s: Any, old: Any, new: Any, count: Any = None) -> None:
+        s, old, new = str(s), str(old), str(new)
+        k = s.count(old) if old else len(s) + 1
+        if isinstance(count, int) and count >= 0:
+            k = min(k, count)
+        _check_size(len(s) + k * max(len(new) - len(old), 0), "a replacement")
+
+    def center(value: Any, width: Any = 80) -> None:
+        if isinstance(width, int):
+            _check_size(width, "a centred text")
+
+    def indent(s: Any, width: Any = 4, *args: Any, **kwargs: Any) -> None:
+        w = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+        s = str(s)
+        _check_size(len(s) + (s.count("\n") + 1) * max(w, 0), "an indented text")
+
+    def wordwrap(env: Any, s: Any, width: Any = 79, break_long_words: Any = True, wrapstring: Any = None,
+                 *args: Any, **kwargs: Any) -> None:  # fmt: skip
+        wrap = wrapstring if wrapstring is not None else kwargs.get("wrapstring", env.newline_sequence)
+        s = str(s)
+        _check_size(len(s) + (len(s) + 1) * len(str(wrap)), "a wrapped text")
+
+    def percent_format(value: Any, *args: Any, **kwargs: Any) -> None:
+        _check_percent_format(str(value))
+
+    def count_arg(value: Any, count: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(count, int):
+            _check_size(count, "a batch or slice")
+
+    for name, check in (
+        ("replace", replace),
+        ("center", center),
+        ("indent", indent),
+        ("wordwrap", wordwrap),
+        ("format", percent_format),
+        ("batch", count_arg),
+        ("slice", count_arg),
+    ):
+        guard(name, check)
+    original_join = filters["join"]
+
+    @functools.wraps(original_join)
+    def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+        if eval_ctx.autoescape:  # never here (autoescape is off); Jinja's own then
+            return original_join(eval_ctx, value, d, attribute)
+        if attribute is not None:
+            value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+        sep, items, total = str(d), [], 0
+        for item in value:
+            text = str(item)
+            total += len(text) + len(sep)
+            _check_size(total, "a joined text")
+            items.append(text)
+        return sep.join(items)
+
+    filters["join"] = join
+
+
+_env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 class Template:
     """A compiled label/annotation value. Plain text (no ``{``) is returned as is, without Jinja; text
     with only ``{{ variable }}`` substitutions is rendered as Jinja would (``str`` of each value) without
-    Jinja's per-render context (they are rendered at every transition)."""
+    Jinja's per-render context (they are rendered at every transition). A template that does not
+    compile (``rules check`` refuses those: see :func:`template_problem`) renders its error."""
 
-    __slots__ = ("_parts", "_template", "source")
+    __slots__ = ("_error", "_parts", "_template", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._template = _env.from_string(source) if ("{" in source) else None
+        self._error: str | None = None
+        self._template = None
+        if "{" in source:
+            try:
+                self._template = _env.from_string(source)
+            except Exception as exc:  # a template must never stop alarm processing
+                self._error = f"<template error: {_describe(exc)}>"
         self._parts = _simple_parts(source) if self._template is not None else None
 
     def render(self, variables: dict[str, Any]) -> str:
         if self._template is None:
-            return self.source
+            return self._error or self.source
         parts = self._parts
         if parts is not None:
             try:
                 return "".join([p if i % 2 == 0 else str(variables[p]) for i, p in enumerate(parts)])
             except Exception:  # a missing variable, a failing str(): Jinja says why
                 pass
+        token = _steps.set([MAX_STEPS])
         try:
-            return self._template.render(variables)
+            out, size = [], 0
+            for chunk in self._template.generate(variables):
+                size += len(chunk)
+                if size > MAX_TEXT:
+                    raise TemplateLimit(f"a template may render at most {MAX_TEXT} characters")
+                out.append(chunk)
+            return "".join(out)
         except Exception as exc:  # a template must never stop alarm processing
-            return f"<template error: {exc}>"
+            return f"<template error: {_describe(exc)}>"
+        finally:
+            _steps.reset(token)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "…"
 
 
 _SUBSTITUTION = re.compile(r"\{\{ *([a-z]+) *\}\}")
@@ -67,17 +321,53 @@ def _simple_parts(source: str) -> list[str] | None:
 
 
 def template_problem(source: str) -> str | None:
-    """A message for a template that cannot work (syntax error, unknown variable), else None."""
+    """A message for a template that cannot work (syntax error, unknown variable, one that does not
+    compile), else None. Never raises: whatever goes wrong is the message."""
     try:
         ast: nodes.Template = _env.parse(source)
         declared = meta.find_undeclared_variables(ast)  # compiles: an unknown filter or test fails here
+        _env.from_string(source)  # what the engine compiles
     except TemplateSyntaxError as exc:
         return f"template syntax error: {exc.message}"
-    unknown = sorted(declared - set(VARIABLES))
+    except RecursionError:
+        return "template nested too deeply"
+    except Exception as exc:
+        return f"template does not compile: {_describe(exc)}"
+    problem = _constant_problem(ast)
+    if problem:
+        return problem
+    unknown = sorted(declared - set(VARIABLES) - {_LOOP, _CONCAT})
     if unknown:
         import difflib
 
         close = difflib.get_close_matches(unknown[0], VARIABLES, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; available: {', '.join(VARIABLES)}"
         return f"unknown template variable '{unknown[0]}'{hint}"
+    return None
+
+
+def _constant(node: nodes.Node) -> Any:
+    """The value of an expression of literals, computed with the sandbox's bounded operators; raises
+    ``nodes.Impossible`` for anything else (variables, filters, calls)."""
+    if isinstance(node, nodes.Const):
+        return node.value
+    if isinstance(node, nodes.BinExpr):
+        return _env.binop_table[node.operator](_constant(node.left), _constant(node.right))
+    if isinstance(node, nodes.UnaryExpr) and node.operator in _env.unop_table:
+        return _env.unop_table[node.operator](_constant(node.node))
+    raise nodes.Impossible()
+
+
+def _constant_problem(ast: nodes.Template) -> str | None:
+    """An expression of literals that fails whenever the template renders (``{{ 7 ** 30000000 }}``,
+    ``{{ 1 / 0 }}``): Jinja no longer folds them at compile time, so ``check`` computes them here."""
+    for node in ast.find_all(nodes.BinExpr):
+        try:
+            _constant(node)
+        except nodes.Impossible:
+            continue
+        except RecursionError:
+            return "template nested too deeply"
+        except Exception as exc:
+            return f"template expression fails: {_describe(exc)}"
     return None

@@ -17,6 +17,7 @@ without ``unit:`` never load it, and the hot path only looks conversions up in a
 
 from __future__ import annotations
 
+import math
 import re
 from functools import cache
 from typing import Any
@@ -90,8 +91,17 @@ def parse_unit(unit: str) -> Any:
 
     try:
         return registry().parse_units(_pint_text(unit))
-    except (pint.errors.PintError, AttributeError, TypeError, ValueError, SyntaxError, AssertionError) as exc:
-        raise ValueError(f"unknown unit {unit!r} ({exc})") from None
+    except (
+        pint.errors.PintError,
+        AttributeError,
+        TypeError,
+        ValueError,
+        SyntaxError,
+        AssertionError,
+        ArithmeticError,  # 'm3/s / 0': ZeroDivisionError; OverflowError
+        RecursionError,  # a deeply parenthesised expression
+    ) as exc:
+        raise ValueError(f"unknown unit {unit[:40]!r} ({str(exc)[:200]})") from None
 
 
 def unit_problem(unit: str) -> str | None:
@@ -135,6 +145,10 @@ def convert_factor(source: str, target: str) -> tuple[float, float] | str:
             f"unit {_describe(source)} cannot be converted to {target}: "
             f"{reg.get_dimensionality(src)} is not {reg.get_dimensionality(dst)}"
         )
+    except (ArithmeticError, ValueError, TypeError) as exc:  # never stops a rule: the reading is rejected
+        return f"unit {_describe(source)} cannot be converted to {target}: {str(exc)[:200]}"
     scale = float(one - zero)
     offset = float(zero)
+    if not (math.isfinite(scale) and math.isfinite(offset)):
+        return f"unit {_describe(source)} cannot be converted to {target}: the factor is not a finite number"
     return (round(scale, 12) if scale else scale, round(offset, 12) if offset else 0.0)
