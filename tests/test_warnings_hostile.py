@@ -4,14 +4,11 @@ rules and never a traceback; and every document that is emitted passes the share
 
 from __future__ import annotations
 
-import importlib.util
-import io
 from pathlib import Path
 
 import orjson
 import pytest
 from click.testing import CliRunner
-from lxml import etree
 
 from atalaia.warnings.cap import CapInvalid, identifier_for, render, sent_of_identifier, validate
 from atalaia.warnings.catalogue import Catalogue
@@ -19,6 +16,7 @@ from atalaia.warnings.cli import warnings as warnings_cli
 from atalaia.warnings.draft import Draft, polygon_problems, problems
 from atalaia.warnings.from_incident import draft_from_incident
 from atalaia.warnings.loader import DraftError, field_errors, load_draft
+from tests.test_warnings_cap import shared_checks
 
 SHARED_CAP = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cap"
 CAT = Catalogue.load()
@@ -39,19 +37,6 @@ area:
   geocodes: {DICOFRE: ["131203"]}
 """
 NO_GEOCODES = BASE.replace('  geocodes: {DICOFRE: ["131203"]}\n', "")
-
-
-def shared_checks(xml: bytes) -> list[str]:
-    """The XSD and the CAP text rules of ../shared/fixtures/cap/validate_cap.py."""
-    script = SHARED_CAP / "validate_cap.py"
-    if not script.exists():
-        pytest.skip("../shared/fixtures/cap is absent")
-    spec = importlib.util.spec_from_file_location("shared_validate_cap", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    doc = etree.parse(io.BytesIO(xml))
-    schema = etree.XMLSchema(etree.parse(str(SHARED_CAP / "CAP-v1.2.xsd")))
-    return ([] if schema.validate(doc) else [str(schema.error_log)]) + mod.extra_checks(doc)
 
 
 def render_text(tmp_path: Path, text: str, sent: str = SENT) -> tuple[int, str, str]:
