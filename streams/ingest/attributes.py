@@ -47,6 +47,23 @@ TIME_FIELDS = ("dateObserved", "observationDateTime", "dateObservedTo", "TimeIns
 RESERVED = frozenset(
     {"id", "type", "@id", "@type", "@context", "createdAt", "modifiedAt", "deletedAt", "scope", "expiresAt"}
 )
+#: Smart Data Models attributes declared text whose values often look like decimals (Device's
+#: firmwareVersion "1.0"): labels, never refused as a number written as text (unless a unit, an
+#: observation time or a v2 Number type declares them a measurement)
+TEXT_ATTRIBUTES = frozenset(
+    {
+        "firmwareVersion",
+        "hardwareVersion",
+        "softwareVersion",
+        "osVersion",
+        "version",
+        "serialNumber",
+        "stationID",
+        "stationCode",
+    }
+)
+#: NGSI-LD 1.8's null (an attribute deleted, in a notification): no value, never a label
+NGSI_LD_NULL = "urn:ngsi-ld:null"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
 _DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]")
 
@@ -90,8 +107,16 @@ def _time_text(v: Any) -> str | None:
     return v if type(v) is str or v is None else str(v)[:64]
 
 
+#: the NGSI-LD core context's prefix for the default context, as a broker compacts an attribute
+#: that no user @context names (``ngsi-ld:default-context/height``)
+DEFAULT_CONTEXT_PREFIX = "ngsi-ld:default-context/"
+
+
 def short_name(name: str) -> str:
-    """``https://smartdatamodels.org/dataModel.Environment/waterLevel`` -> ``waterLevel``."""
+    """``https://smartdatamodels.org/dataModel.Environment/waterLevel`` -> ``waterLevel``;
+    ``ngsi-ld:default-context/height`` -> ``height``."""
+    if name.startswith(DEFAULT_CONTEXT_PREFIX) and len(name) > len(DEFAULT_CONTEXT_PREFIX):
+        return name[len(DEFAULT_CONTEXT_PREFIX) :]
     if name.startswith(("http://", "https://")):
         tail = name.rstrip("/#")
         return tail[max(tail.rfind("/"), tail.rfind("#")) + 1 :] or name
@@ -127,6 +152,8 @@ class _Reader:
         self.parts = Parts([], {}, [])
 
     def label(self, name: str, text: str) -> None:
+        if text == NGSI_LD_NULL:
+            return
         if len(text) <= self.max_label and not (
             len(text) > 10 and text[4] == "-" and _DATETIME_TEXT.match(text)
         ):
@@ -150,7 +177,8 @@ class _Reader:
                 Measurement(name, float(v), unit if type(unit) is str else None, _time_text(time))
             )
         elif type(v) is str:
-            if number_like_text(v, declared or unit is not None or time is not None):
+            text = name in TEXT_ATTRIBUTES and not declared and unit is None and time is None
+            if not text and number_like_text(v, declared or unit is not None or time is not None):
                 self.parts.refused.append(_text_refusal(name, v))
             elif not declared:
                 self.label(name, v)
@@ -188,7 +216,7 @@ class _Reader:
         elif t is str:
             if name == "location" and _point_text(v):
                 self.location(name, v)  # NGSI-v2 keyValues geo:point "lat, lon"
-            elif number_like_text(v, False):
+            elif number_like_text(v, False) and name not in TEXT_ATTRIBUTES:
                 self.parts.refused.append(_text_refusal(name, v))
             else:
                 self.label(name, v)
@@ -327,7 +355,7 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
     for name, v in entity.items():
         if name in RESERVED:
             continue
-        if not name or name in TIME_FIELDS or name.startswith("http"):
+        if not name or name in TIME_FIELDS or name.startswith(("http", DEFAULT_CONTEXT_PREFIX)):
             general(name, v)
             continue
         t = type(v)
@@ -348,7 +376,7 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                         )
                     )
                     continue
-                if tv is str and is_label_property(val, v, max_label):
+                if tv is str and is_label_property(val, v, max_label) and val != NGSI_LD_NULL:
                     labels[name] = val
                     continue
             elif kind == "GeoProperty" and name == "location":
@@ -359,17 +387,31 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                 continue
             elif kind == "Relationship":
                 obj = v.get("object")
-                if type(obj) is str and len(obj) <= max_label:
+                if type(obj) is str and len(obj) <= max_label and obj != NGSI_LD_NULL:
                     labels[name] = obj
                     continue
         elif t is int or (t is float and v - v == 0.0):
             measurements.append(Measurement(name, float(v), None, None))
             continue
-        elif t is str and v[:1].isalpha() and len(v) <= max_label:
+        elif t is str and v[:1].isalpha() and len(v) <= max_label and v != NGSI_LD_NULL:
             labels[name] = v
             continue
         general(name, v)
     return parts
+
+
+def absent_time(v: Any) -> bool:
+    """An entity-level time attribute that holds no time: null, blank text, or a Property whose
+    value is one of those (an IoT Agent's unset ``dateObserved``). The next field of TIME_FIELDS
+    is used instead, as if it were not there."""
+    if v is None:
+        return True
+    if type(v) is str:
+        return not v.strip()
+    if type(v) is dict and "value" in v and v.get("type") != "Relationship":
+        inner = v["value"]
+        return inner is None or (type(inner) is str and not inner.strip())
+    return False
 
 
 def time_text(name: str, v: Any) -> tuple[str | None, str | None]:

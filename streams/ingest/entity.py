@@ -9,7 +9,14 @@ from typing import Any
 
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest import fastpath
-from atalaia.streams.ingest.attributes import TIME_FIELDS, Parts, read_attributes, short_name, time_text
+from atalaia.streams.ingest.attributes import (
+    TIME_FIELDS,
+    Parts,
+    absent_time,
+    read_attributes,
+    short_name,
+    time_text,
+)
 from atalaia.streams.ingest.build import build_observation
 from atalaia.streams.ingest.geo import (
     LocationError,
@@ -202,7 +209,7 @@ def _entity_time(parts: Parts) -> tuple[str | None, str | None]:
     """(time text, None) from the first entity-level time attribute present, or (None, error)."""
     if parts.times:
         for name in TIME_FIELDS:
-            if name in parts.times:
+            if name in parts.times and not absent_time(parts.times[name]):
                 return time_text(name, parts.times[name])
     return None, None
 

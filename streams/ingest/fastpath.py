@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
+    DEFAULT_CONTEXT_PREFIX,
     GEOMETRY_TYPES,
     LD_TYPES,
+    NGSI_LD_NULL,
     RESERVED,
     TIME_FIELDS,
     V2_NUMBER_TYPES,
     _meta_value,
+    absent_time,
     is_geometry,
     is_label_property,
     number_like_text,
@@ -56,7 +59,7 @@ _names: dict[str, int] = {}
 def _classify(name: str) -> int:
     if name in RESERVED:
         k = _SKIP
-    elif not name or name.startswith("http"):  # empty, or an expanded URI (short_name needed)
+    elif not name or name.startswith(("http", DEFAULT_CONTEXT_PREFIX)):  # empty, or short_name needed
         k = _BAIL
     elif name in TIME_FIELDS:
         k = _TIME
@@ -73,8 +76,12 @@ class _Bail(Exception):
 
 
 def _label(labels: dict[str, str], name: str, text: str, max_label: int) -> None:
-    """``_Reader.label``: text that is not too long and not a date-time."""
-    if len(text) <= max_label and not (len(text) > 10 and text[4] == "-" and _DATETIME_TEXT.match(text)):
+    """``_Reader.label``: text that is not too long, not a date-time, not NGSI-LD's null."""
+    if (
+        text != NGSI_LD_NULL
+        and len(text) <= max_label
+        and not (len(text) > 10 and text[4] == "-" and _DATETIME_TEXT.match(text))
+    ):
         labels[name] = text
 
 
@@ -214,7 +221,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             if at is not None and type(at) is not str:
                                 return False
                             append((name, float(val), unit if type(unit) is str else None, at))
-                        elif tv is str and is_label_property(val, v, max_label):
+                        elif tv is str and is_label_property(val, v, max_label) and val != NGSI_LD_NULL:
                             labels[name] = val
                         else:
                             _value(
@@ -237,7 +244,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
                     obj = v.get("object", v.get("value"))
-                    if type(obj) is str and len(obj) <= max_label:
+                    if type(obj) is str and len(obj) <= max_label and obj != NGSI_LD_NULL:
                         labels[name] = obj  # as the general reader: a target is a label as is
                 elif kind == "GeoProperty":
                     if name == "location":
@@ -266,7 +273,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 append((name, float(v), None, None))
             elif t is str:
                 if v[:1].isalpha():  # neither a number nor a date-time
-                    if len(v) <= max_label:
+                    if len(v) <= max_label and v != NGSI_LD_NULL:
                         labels[name] = v
                 elif number_like_text(v, False) or name == "location":
                     return False  # refused, or maybe a keyValues geo:point "lat, lon"
@@ -315,7 +322,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     entity_bad = False  # an entity time is there but unusable: the general path warns about it
     if times:
         for field in TIME_FIELDS:
-            if field in times:
+            if field in times and not absent_time(times[field]):
                 tv = times[field]
                 entity_text = tv if type(tv) is str else time_text(field, tv)[0]
                 entity_bad = entity_text is None

@@ -52,6 +52,8 @@ def geometry_point(geometry: Any) -> tuple[Point, str | None]:
     if not isinstance(geometry, dict):
         raise LocationError("location is not a GeoJSON geometry object")
     kind = geometry.get("type")
+    if kind == "GeometryCollection":
+        return _collection_point(geometry)
     depth = _DEPTH.get(kind) if isinstance(kind, str) else None
     if depth is None:
         raise LocationError(f"unsupported geometry type {str(kind)[:40]!r}")
@@ -62,6 +64,25 @@ def geometry_point(geometry: Any) -> tuple[Point, str | None]:
     lon = sum(p[0] for p in pts) / len(pts)
     lat = sum(p[1] for p in pts) / len(pts)
     return (lon, lat), f"{kind} represented by the mean of its {len(pts)} vertices"
+
+
+def _collection_point(geometry: dict) -> tuple[Point, str | None]:
+    """A GeoJSON GeometryCollection: the mean of its members' vertices (members that are
+    collections themselves are refused: RFC 7946 §3.1.8 advises against nesting them)."""
+    members = geometry.get("geometries")
+    if not isinstance(members, list) or not members:
+        raise LocationError("GeometryCollection without geometries")
+    pts: list[Point] = []
+    for m in members:
+        kind = m.get("type") if isinstance(m, dict) else None
+        depth = _DEPTH.get(kind) if isinstance(kind, str) else None
+        if depth is None:
+            raise LocationError(f"unsupported geometry type {str(kind)[:40]!r} in a GeometryCollection")
+        pts += _positions(m.get("coordinates"), depth)
+    pts = list(dict.fromkeys(pts))
+    lon = sum(p[0] for p in pts) / len(pts)
+    lat = sum(p[1] for p in pts) / len(pts)
+    return (lon, lat), f"GeometryCollection represented by the mean of its {len(pts)} vertices"
 
 
 def geo_point_text(text: str) -> Point:
