@@ -143,3 +143,53 @@ def test_ngsi_ld_null_is_no_value_and_no_label(monkeypatch) -> None:
     }
     r = run(ld(entity), monkeypatch)
     assert r.ok and r.observations[0].labels == {}
+
+
+def test_one_instance_with_a_dataset_id_is_never_the_default_instance(monkeypatch) -> None:
+    """NGSI-LD §4.5.5: an instance with a datasetId is not the default one, also when it is the
+    only instance and sent as an object; dataset ids that end alike stay apart."""
+    t = "2026-01-28T09:00:00Z"
+    entity = {
+        "id": "urn:ngsi-ld:WeatherObserved:w",
+        "type": "WeatherObserved",
+        "temperature": {
+            "type": "Property",
+            "value": 99.0,
+            "observedAt": t,
+            "datasetId": "urn:ngsi-ld:Dataset:raw",
+        },
+    }
+    assert run(ld(entity), monkeypatch).observations[0].attributes == {"temperature:raw": 99.0}
+    entity["temperature"] = [
+        {"type": "Property", "value": 14.0, "observedAt": t},
+        {"type": "Property", "value": 10.0, "observedAt": t, "datasetId": "urn:ngsi-ld:Dataset:sensor-1:raw"},
+        {"type": "Property", "value": 20.0, "observedAt": t, "datasetId": "urn:ngsi-ld:Dataset:sensor-2:raw"},
+    ]
+    assert run(ld(entity), monkeypatch).observations[0].attributes == {
+        "temperature": 14.0,
+        "temperature:sensor-1:raw": 10.0,
+        "temperature:sensor-2:raw": 20.0,
+    }
+
+
+@pytest.mark.parametrize("first", ["compact", "expanded"])
+def test_a_compact_and_an_expanded_name_that_collide_keep_the_first_and_refuse_the_second(
+    first, monkeypatch
+) -> None:
+    """Two producers, one with the SDM context and one without any: `temperature` and the
+    default context's `.../temperature` are two NGSI-LD attributes with one short name. The
+    second no longer silently replaces the first (value and unit): it is refused, so it reaches
+    the DLQ."""
+    t = "2026-01-28T09:00:00Z"
+    compact = ("temperature", {"type": "Property", "value": 14.2, "observedAt": t, "unitCode": "CEL"})
+    expanded = (
+        "https://uri.etsi.org/ngsi-ld/default-context/temperature",
+        {"type": "Property", "value": 57.6, "observedAt": t, "unitCode": "FAH"},
+    )
+    pair = [compact, expanded] if first == "compact" else [expanded, compact]
+    entity = {"id": "urn:ngsi-ld:WeatherObserved:porto-1", "type": "WeatherObserved", **dict(pair)}
+    r = run(ld(entity), monkeypatch)
+    kept = pair[0][1]
+    o = r.observations[0]
+    assert o.attributes == {"temperature": kept["value"]} and o.units == {"temperature": kept["unitCode"]}
+    assert [x.code for x in r.rejections] == ["duplicate-attribute"]

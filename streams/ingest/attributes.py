@@ -123,6 +123,22 @@ def short_name(name: str) -> str:
     return name
 
 
+#: the usual prefix of NGSI-LD dataset ids (``urn:ngsi-ld:Dataset:raw``)
+_DATASET_PREFIX = "urn:ngsi-ld:dataset:"
+
+
+def dataset_name(name: str, dataset: Any) -> str:
+    """The attribute name of one instance of a multi-attribute: ``name`` for the default instance
+    (no ``datasetId``), else ``name:<dataset>`` where <dataset> is the id after
+    ``urn:ngsi-ld:Dataset:`` (``urn:ngsi-ld:Dataset:sensor-1:raw`` -> ``sensor-1:raw``), the last
+    path segment of a URL, or the part after the last ``:`` of another URN."""
+    if type(dataset) is not str or not dataset:
+        return name
+    if dataset.lower().startswith(_DATASET_PREFIX) and len(dataset) > len(_DATASET_PREFIX):
+        return f"{name}:{dataset[len(_DATASET_PREFIX) :]}"
+    return f"{name}:{short_name(dataset).rsplit(':', 1)[-1]}"
+
+
 def is_number(v: Any) -> bool:
     return (type(v) is float and math.isfinite(v)) or type(v) is int
 
@@ -221,7 +237,8 @@ class _Reader:
             else:
                 self.label(name, v)
         elif t is dict:
-            self.dict_attribute(name, v)
+            # (one instance with a datasetId, sent as an object: never the default instance)
+            self.dict_attribute(dataset_name(name, v.get("datasetId")), v)
         elif t is list and v and type(v[0]) is dict:
             self.instances(name, v)
 
@@ -230,10 +247,7 @@ class _Reader:
         for item in items:
             if type(item) is not dict or not ("value" in item or "object" in item or "type" in item):
                 return
-            ds = item.get("datasetId")
-            self.dict_attribute(
-                f"{name}:{short_name(ds).rsplit(':', 1)[-1]}" if type(ds) is str else name, item
-            )
+            self.dict_attribute(dataset_name(name, item.get("datasetId")), item)
 
     def dict_attribute(self, name: str, d: dict) -> None:
         kind = d.get("type")
@@ -361,6 +375,9 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
         t = type(v)
         if t is dict:
             kind = v.get("type")
+            if "datasetId" in v:
+                general(name, v)
+                continue
             if (kind == "Property" or kind is None) and "value" in v and "metadata" not in v:
                 val = v["value"]
                 tv = type(val)

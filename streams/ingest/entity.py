@@ -268,6 +268,17 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
             untimed.append(m.name)
             continue
         attrs, units = groups.setdefault((t, source), ({}, {}))  # type: ignore[arg-type]
+        if m.name in attrs:
+            # two attributes of this entity with one short name at one time (a compact and an
+            # expanded name, two datasets whose ids end alike): neither silently replaces the other
+            reason = f"{m.name}: a second attribute with this name at the same time (the first is kept)"
+            out.rejections.append(
+                Rejection(
+                    reason, "attribute", "duplicate-attribute", entity=eid, attribute=m.name, detail=where
+                )
+            )
+            quality.append(f"duplicate-attribute: {reason}")
+            continue
         attrs[m.name] = m.value
         if m.unit is not None:
             units[m.name] = m.unit

@@ -206,6 +206,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 continue
             t = type(v)
             if t is dict:
+                if "datasetId" in v:
+                    return False  # an instance that is not the default one: its own name
                 kind = v.get("type")
                 if kind == "Property" or kind is None:
                     if "value" in v:
