@@ -40,6 +40,14 @@ class LazyGroup(click.Group):
                 continue
         return names
 
+    def invoke(self, ctx: click.Context) -> object:
+        from atalaia.streams.settings import SettingsError
+
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:  # a bad ATALAIA_* value: its name and why, not a traceback
+            raise click.ClickException(str(exc)) from None
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = SUBCOMMANDS.get(name)
         if target is None:

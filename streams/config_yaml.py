@@ -41,7 +41,7 @@ from typing import Any, Literal
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer
-from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.constructor import DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, ScalarEvent
 from ruamel.yaml.scalarbool import ScalarBoolean
@@ -50,6 +50,8 @@ MiB = 1024 * 1024
 
 #: a lone UTF-16 surrogate, which a double-quoted "\\ud800" escape yields
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: the values ruamel quotes in a duplicate-key message
+_DUPLICATE_VALUES = re.compile(r" with value .*\Z", re.S)
 
 
 def _env_number(name: str, default: float, kind: type = int) -> Any:
@@ -271,7 +273,11 @@ def _syntax_error(exc: YAMLError, text: str, file: str) -> YamlError:
     if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return YamlError(file, line, col, str(exc.problem or exc.context or "invalid YAML"), "syntax")
+        what = str(exc.problem or exc.context or "invalid YAML")
+        if isinstance(exc, DuplicateKeyError):
+            # ruamel quotes both values: a password hash, an HMAC secret, a token in a URL
+            what = _DUPLICATE_VALUES.sub("", what) + " (values not shown)"
+        return YamlError(file, line, col, what, "syntax")
     position = getattr(exc, "position", None)
     if isinstance(position, int):  # reader errors (control characters, bad encoding)
         before = text[:position]

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATALAIA_", extra="ignore")
 
     kafka: str | None = Field(None, description="bootstrap servers host:port[,..]; unset = embedded broker")
-    topic_prefix: str = Field("atalaia", description="topics are <prefix>.events, <prefix>.observations, ...")
-    partitions: int = 6
+    topic_prefix: str = Field(
+        "atalaia",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="topics are <prefix>.events, <prefix>.observations, ...",
+    )
+    partitions: int = Field(6, ge=1, le=10_000)
     replication_factor: int = Field(
         1,
         ge=1,
@@ -45,7 +49,7 @@ class Settings(BaseSettings):
     app_id: str = "atalaia"
     data_dir: Path = Field(Path(".atalaia"), description="worker state, snapshots, SQLite projection")
     http_host: str = "127.0.0.1"
-    http_port: int = 8080
+    http_port: int = Field(8080, ge=1, le=65535)
     http_allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Host header names the HTTP server answers besides localhost and the console URL's "
@@ -100,6 +104,8 @@ class Settings(BaseSettings):
     )
     metrics_port: int | None = Field(
         None,
+        ge=1,
+        le=65535,
         description="workers without --http: serve /metrics, /health, /livez on this port (on http_host)",
     )
     metrics_token_sha256: str | None = Field(
@@ -108,22 +114,34 @@ class Settings(BaseSettings):
     database_schema: str | None = Field(
         None, description="PostgreSQL schema for the projection (default: public)"
     )
-    max_payload_bytes: int = 1024 * 1024
+    max_payload_bytes: int = Field(1024 * 1024, ge=1024, le=1 << 30)
     http_body_timeout_s: float = Field(
-        10.0, description="an HTTP body not received (or not decodable) within this time is refused (408)"
+        10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="an HTTP body not received (or not decodable) within this time is refused (408)",
     )
     http_idle_s: float = Field(
         30.0,
         gt=0,
+        allow_inf_nan=False,
         description="an HTTP connection that completes no request for this long is closed (headers that never end)",
     )
     http_max_connections: int | None = Field(
         None, ge=16, description="HTTP connections at most (default: half the file-descriptor limit)"
     )
-    future_tolerance_s: float = 300.0
-    allowed_lateness_s: float = 300.0
-    reorder_s: float = Field(5.0, description="label-keyed rules: event-time slack to restore time order")
-    reorder_idle_s: float = Field(2.0, description="label-keyed rules: release the reorder buffer when idle")
+    future_tolerance_s: float = Field(300.0, ge=0, allow_inf_nan=False)
+    allowed_lateness_s: float = Field(300.0, ge=0, allow_inf_nan=False)
+    reorder_s: float = Field(
+        5.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="label-keyed rules: event-time slack to restore time order",
+    )
+    reorder_idle_s: float = Field(
+        2.0, gt=0, allow_inf_nan=False, description="label-keyed rules: release the reorder buffer when idle"
+    )
     area_of_interest: tuple[float, float, float, float] = Field(
         (-9.6, 36.8, -6.1, 42.2),
         description="lon_min, lat_min, lon_max, lat_max (default: mainland Portugal)",
@@ -135,12 +153,15 @@ class Settings(BaseSettings):
         description="atalaia up: the ops process (incidents, projection, escalation, delivery, warnings, "
         "console) runs this much nicer than the alarm path, which a storm then serves first (0 = equal)",
     )
-    session_timeout_s: float = 10.0
-    heartbeat_s: float = 1.0
-    fetch_wait_ms: int = 50
-    log_level: str = "info"
+    session_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    heartbeat_s: float = Field(1.0, gt=0, allow_inf_nan=False)
+    fetch_wait_ms: int = Field(50, ge=0, le=60_000)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_interval_s: float = Field(
-        60.0, description="repeated warnings/errors: one line per kind per interval, with a count (0 = off)"
+        60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="repeated warnings/errors: one line per kind per interval, with a count (0 = off)",
     )
     fuse_ingest_rules: bool = Field(
         True, description="ingest and rules run as one stage when a worker runs both (rules/fused.py)"
@@ -152,8 +173,26 @@ class Settings(BaseSettings):
     process_name: str = Field("worker", description="this process's name (atalaia up: alarms, ops)")
     console_upstream: str | None = Field(None, description="where the alarms process forwards console paths")
     reset_alert_s: float = Field(
-        900.0, description="after a broker reset or truncation, /health stays degraded this long"
+        900.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="after a broker reset or truncation, /health stays degraded this long",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("area_of_interest")
+    @classmethod
+    def _area(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        lon0, lat0, lon1, lat1 = v
+        if not (-180 <= lon0 < lon1 <= 180 and -90 <= lat0 < lat1 <= 90):
+            raise ValueError(
+                "must be lon_min, lat_min, lon_max, lat_max with min < max, lon in ±180, lat in ±90"
+            )
+        return v
 
     @classmethod
     def settings_customise_sources(
@@ -179,6 +218,33 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.{name}"
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used: one line per bad value, naming its environment variable."""
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"][:1])
+        value = os.environ.get(f"ATALAIA_{name.upper()}")
+        given = f"={value!r}" if value is not None else " (from ATALAIA_CONFIG)"
+        lines.append(f"ATALAIA_{name.upper()}{given}: {err['msg']}")
+    return "bad settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings() -> Settings:
+    """``Settings()`` with a :class:`SettingsError` (one line per bad value) instead of pydantic's
+    report, and a settings file's own ``file:line:col`` error."""
+    from atalaia.streams.config_yaml import YamlError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc)) from None
+    except YamlError as exc:
+        raise SettingsError(f"ATALAIA_CONFIG: {exc}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

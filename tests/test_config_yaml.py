@@ -326,3 +326,10 @@ def test_a_rule_label_with_a_surrogate_is_a_rule_file_error(tmp_path: Path) -> N
     path.write_text(GOOD_RULES.replace("attribute: height}", 'attribute: height, labels: {team: "\\ud800"}}'))
     with pytest.raises(RuleFileError, match=r"r\.yaml:3:\d+: a lone UTF-16 surrogate"):
         load_rules([path])
+
+
+def test_a_duplicate_key_error_never_shows_the_values() -> None:
+    """ruamel quotes both values of a key written twice: a password hash, an HMAC secret."""
+    with pytest.raises(YamlError) as exc:
+        parse('a: 1\nsecret: "Old-HMAC-Key"\nsecret: "New-HMAC-Key"\n', "f.yaml")
+    assert str(exc.value) == 'f.yaml:3:1: found duplicate key "secret" (values not shown)'
