@@ -5,8 +5,11 @@ Two spellings, both accepted where they were before:
 
 * Alertmanager syntax (inhibition, positions, maintenance, silences): ``name="v"``,
   ``name!="v"``, ``name=~"re"``, ``name!~"re"``. Regular expressions are fully anchored, as in
-  Alertmanager. A matcher on a label the alarm does not carry sees the empty string (so
-  ``team!="hydro"`` matches an alarm without ``team``).
+  Alertmanager, and use RE2 syntax and semantics (``google-re2``), as Prometheus and Alertmanager
+  (Go ``regexp``) do: matching takes time linear in the label value, whatever the pattern (a
+  pattern like ``(a+)+b`` cannot stall the stage), and what RE2 cannot do (backreferences,
+  lookahead/lookbehind, ``\\Z``) is refused when the matcher is parsed. A matcher on a label the alarm
+  does not carry sees the empty string (so ``team!="hydro"`` matches an alarm without ``team``).
 * The map shorthand (rule ``where``, route ``labels``): ``{name: value}`` or
   ``{name: [v1, v2]}``, :meth:`Matcher.any_of`: the label is present and equals the value (or one
   of the values).
@@ -24,12 +27,37 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+import re2
 
 Op = Literal["=", "!=", "=~", "!~"]
 _SYNTAX = re.compile(
     r'^\s*([A-Za-z_][A-Za-z0-9_:.\-]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^"\s][^"]*?))\s*$'
 )
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error comes back as our ValueError, not on stderr
+_RE2_OPTIONS.never_capture = True
+#: a matcher remembers its verdict for this many short label values (rule names, parishes repeat)
+_MEMO_SIZE = 1024
+_MEMO_VALUE_LEN = 200
+
+
+def compile_regex(value: str) -> Any:
+    """The RE2 program of a matcher's regular expression (fully anchored by ``fullmatch``); a
+    ValueError saying why for a pattern RE2 refuses (backreferences, lookaround, ``\\Z``, a
+    repetition over 1000, a program over RE2's memory budget)."""
+    try:
+        return re2.compile(value, _RE2_OPTIONS)
+    except re2.error as e:
+        why = e.args[0] if e.args else e
+        if isinstance(why, bytes):
+            why = why.decode("utf-8", "replace")
+        if "perl operator" in str(why) or "escape" in str(why):
+            why = f"{why} (RE2 syntax, as in Prometheus and Alertmanager: no backreferences or lookaround)"
+        raise ValueError(str(why)) from None
+    except UnicodeError:
+        raise ValueError("the regular expression is not valid Unicode text") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +65,9 @@ class Matcher:
     name: str
     op: Op
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Any = field(default=None, compare=False, repr=False)  # an RE2 program (=~, !~)
     _any: frozenset[str] | None = field(default=None, compare=False, repr=False)  # the map shorthand
+    _memo: dict[str, bool] | None = field(default=None, init=False, compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
@@ -52,9 +81,9 @@ class Matcher:
         regex = None
         if op in ("=~", "!~"):
             try:
-                regex = re.compile(f"(?:{value})\\Z")
-            except re.error as e:
-                raise ValueError(f"bad regular expression in matcher {text!r}: {e}") from None
+                regex = compile_regex(value)
+            except ValueError as e:
+                raise ValueError(f"bad regular expression in matcher {text[:200]!r}: {e}") from None
         return cls(name, op, value, regex)  # type: ignore[arg-type]
 
     @classmethod
@@ -65,7 +94,13 @@ class Matcher:
         if len(vals) == 1:
             return cls(name, "=", vals[0], None, frozenset(vals))
         value = "|".join(re.escape(v) for v in vals)
-        return cls(name, "=~", value, re.compile(f"(?:{value})\\Z"), frozenset(vals))
+        return cls(name, "=~", value, None, frozenset(vals))  # matched by the set, never by the regex
+
+    def __post_init__(self) -> None:
+        if self.op in ("=~", "!~") and self._regex is None and self._any is None:
+            object.__setattr__(self, "_regex", compile_regex(self.value))  # built directly: compile
+        if self._regex is not None:
+            object.__setattr__(self, "_memo", {})
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return self.accepts(labels.get(self.name))
@@ -80,8 +115,15 @@ class Matcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        assert self._regex is not None
-        hit = self._regex.match(actual) is not None
+        hit = self._memo.get(actual) if self._memo is not None else None
+        if hit is None:
+            # RE2 reads UTF-8; a lone surrogate (from a YAML escape) is passed through, never raised
+            assert self._regex is not None
+            hit = self._regex.fullmatch(actual.encode("utf-8", "surrogatepass")) is not None
+            if self._memo is not None and len(actual) <= _MEMO_VALUE_LEN:
+                if len(self._memo) >= _MEMO_SIZE:
+                    self._memo.clear()
+                self._memo[actual] = hit
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:

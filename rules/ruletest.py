@@ -53,7 +53,8 @@ _EXPANDING = re.compile(
     r"x(?P<n>[0-9]+)$"
 )
 _GAPS = re.compile(r"^_x(?P<n>[0-9]+)$")
-_NUMBER = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
+# ASCII decimals, and promtool's Inf / NaN (an observation the engine then refuses, as before)
+_NUMBER = re.compile(r"^[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|Inf|NaN)$")
 
 
 def _repeat(digits: str, token: str, total: int) -> int:
@@ -86,7 +87,7 @@ def expand_series(text: str) -> list[float | None]:
             b = float(m.group("b") or 0) * (-1 if m.group("op") == "-" else 1)
             out += [a + i * b for i in range(n + 1)]
             continue
-        if not _NUMBER.match(token):  # float() would also read '٥', '1_0', 'nan'
+        if not _NUMBER.match(token):  # float() would also read '٥', '1_0', 'infinity'
             raise ValueError(f"bad series value {token[:40]!r}: use a number, '_', 'a+bxn', 'a-bxn' or '_xn'")
         out.append(float(token))
     return out

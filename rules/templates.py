@@ -18,12 +18,13 @@ import functools
 import operator
 import re
 import string
+import time
 from typing import Any
 
 from jinja2 import StrictUndefined, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.filters import make_attrgetter
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 VARIABLES = (
     "entity",
@@ -42,10 +43,59 @@ VARIABLES = (
 MAX_TEXT = 100_000  # characters of a string, items of a list a template may build
 MAX_INT_BITS = 10_000  # bits of an integer a template may build (about 3 000 digits)
 MAX_STEPS = 100_000  # loop iterations of one render, all loops together
-#: the loop iterations left to the render in progress (set by ``Template.render``)
-_steps: contextvars.ContextVar[list[int]] = contextvars.ContextVar("template_steps")
-#: the names the rewritten templates call (never user variables: a user name cannot start with _)
+MAX_WORK = 2_000_000  # items one render may touch: loop items, call and filter inputs and results
+MAX_RENDER_S = 0.25  # wall time of one render, checked at every loop item, call, filter and operator
+#: the render in progress (set by ``Template.render``): [loop iterations left, work left, deadline]
+_budget: contextvars.ContextVar[list[float]] = contextvars.ContextVar("template_budget")
+#: the names the rewritten templates call (a template may not name anything that starts with _)
 _LOOP, _CONCAT = "_atalaia_loop", "_atalaia_concat"
+#: template constructs an annotation does not need and that would run outside the budget
+#: (a block set or filter block, a macro body, is joined whole before anything checks it)
+_REFUSED_NODES = {
+    nodes.Macro: "macros",
+    nodes.CallBlock: "call blocks",
+    nodes.FilterBlock: "filter blocks",
+    nodes.AssignBlock: "block assignments ({% set x %}...{% endset %})",
+    nodes.Extends: "extends",
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "import",
+}
+
+
+def _new_budget() -> list[float]:
+    return [float(MAX_STEPS), float(MAX_WORK), time.monotonic() + MAX_RENDER_S]
+
+
+def _charge(n: int, step: bool = False) -> None:
+    """Count ``n`` items of work (and a loop iteration) against the render's budget; refuse the
+    render beyond it or past its deadline."""
+    b = _budget.get(None)
+    if b is None:  # outside Template.render (rules check's constant folding): sizes only
+        return
+    if step:
+        b[0] -= 1
+        if b[0] < 0:
+            raise TemplateLimit(f"a template may run at most {MAX_STEPS} loop iterations per render")
+    b[1] -= n
+    if b[1] < 0:
+        raise TemplateLimit(f"a template may touch at most {MAX_WORK} items per render")
+    if time.monotonic() > b[2]:
+        raise TemplateLimit(f"a template may take at most {MAX_RENDER_S:g} s to render")
+
+
+def _size(x: Any) -> int:
+    """Items a value holds, as far as it is cheap to know (0 for numbers and iterators)."""
+    return len(x) if isinstance(x, str | bytes | list | tuple | dict | set | frozenset | range) else 0
+
+
+def _payload(x: Any) -> int:
+    """Characters or items a value holds, one level into a list or tuple (a list of long texts)."""
+    if isinstance(x, list | tuple):
+        return len(x) + sum(len(v) for v in x if isinstance(v, str | bytes | list | tuple))
+    return _size(x)
+
+
 _SEQUENCES = (str, bytes, list, tuple)
 # printf-style conversions (``%-10.3f``, ``%(name)s``): width and precision
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?")
@@ -68,17 +118,23 @@ def _check_width(number: str, where: str) -> None:
 
 
 def _check_percent_format(fmt: str) -> None:
+    total = len(fmt)
     for m in _PERCENT_SPEC.finditer(fmt):
-        _check_width(m.group(1), "a % format")
-        _check_width(m.group(2) or "", "a % format")
+        for number in (m.group(1), m.group(2) or ""):
+            _check_width(number, "a % format")
+            total += int(number) if number.isdigit() else 0
+    _check_size(total, "a formatted text (its widths together)")
 
 
 def _check_str_format(fmt: str) -> None:
+    total = len(fmt)
     for _, _, spec, _ in string.Formatter().parse(fmt):
         if spec and "{" in spec:
             raise TemplateLimit("nested format specifications are not allowed in templates")
-        for number in re.findall(r"\d+", spec or ""):
+        for number in re.findall(r"[0-9]+", spec or ""):
             _check_width(number, "a format specification")
+            total += int(number)
+    _check_size(total, "a formatted text (its widths together)")
 
 
 def _int_bits(x: Any) -> int:
@@ -91,6 +147,7 @@ def _pow(a: Any, b: Any) -> Any:
     )
     if huge:
         raise TemplateLimit(f"{a} ** {b} is over the limit of {MAX_INT_BITS}-bit integers in templates")
+    _charge(1)
     return operator.pow(a, b)
 
 
@@ -101,62 +158,105 @@ def _mul(a: Any, b: Any) -> Any:
     else:
         for seq, n in ((a, b), (b, a)):
             if isinstance(seq, _SEQUENCES) and isinstance(n, int):
-                _check_size(len(seq) * max(n, 0), "a repetition")
+                _check_size(_payload(seq) * max(n, 0), "a repetition")
+                _charge(_payload(seq) * max(n, 0))
     return operator.mul(a, b)
 
 
 def _add(a: Any, b: Any) -> Any:
     if isinstance(a, _SEQUENCES) and isinstance(b, _SEQUENCES):
-        _check_size(len(a) + len(b), "a concatenation")
+        _check_size(_payload(a) + _payload(b), "a concatenation")
+        _charge(_payload(a) + _payload(b))
     return operator.add(a, b)
 
 
 def _mod(a: Any, b: Any) -> Any:
-    if isinstance(a, str):
-        _check_percent_format(a)
+    if isinstance(a, str | bytes):
+        _check_percent_format(a if isinstance(a, str) else a.decode("latin-1"))
         out = operator.mod(a, b)
         _check_size(len(out), "a formatted text")
+        _charge(len(out))
         return out
     return operator.mod(a, b)
 
 
 def _loop(iterable: Any) -> Any:
-    """The items of a ``{% for %}``, each counted against the render's :data:`MAX_STEPS`."""
-    left = _steps.get(None)
-    if left is None:  # (a render outside Template.render, e.g. rules check's constant folding)
-        left = [MAX_STEPS]
-        _steps.set(left)
+    """The items of a ``{% for %}``, each counted against the render's budget."""
     for item in iterable:
-        left[0] -= 1
-        if left[0] < 0:
-            raise TemplateLimit(f"a template may run at most {MAX_STEPS} loop iterations per render")
+        _charge(1, step=True)
         yield item
 
 
 def _concat(*parts: Any) -> str:
     """``a ~ b ~ ...``, refused beyond :data:`MAX_TEXT` characters."""
     texts = [str(p) for p in parts]
-    _check_size(sum(len(t) for t in texts))
+    n = sum(len(t) for t in texts)
+    _check_size(n)
+    _charge(n)
     return "".join(texts)
 
 
-class _Sandbox(SandboxedEnvironment):
+def _charged(f: Any) -> Any:
+    """A filter that counts its input and its result against the render's budget."""
+    skip = 1 if getattr(f, "jinja_pass_arg", None) is not None else 0  # context/environment first
+
+    @functools.wraps(f)  # keeps jinja_pass_arg
+    def charged(*args: Any, **kwargs: Any) -> Any:
+        _charge(1 + (_size(args[skip]) if len(args) > skip else 0))
+        out = f(*args, **kwargs)
+        _charge(_size(out))
+        return out
+
+    return charged
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox with bounded operators, filters and ``str`` methods (see the module)."""
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})  # also never folded at compile time
     _AMPLIFYING_METHODS = frozenset(
-        {"center", "ljust", "rjust", "zfill", "expandtabs", "replace", "join", "format_map"}
+        {"center", "ljust", "rjust", "zfill", "expandtabs", "replace", "join", "format_map", "translate"}
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.binop_table.update({"**": _pow, "*": _mul, "+": _add, "%": _mod})
         _guard_filters(self.filters)
+        for name, f in list(self.filters.items()):
+            self.filters[name] = _charged(f)
         self.globals.update({_LOOP: _loop, _CONCAT: _concat})
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Every call (a function, a method, a macro) counts its inputs and its result."""
+        _charge(1 + sum(_size(a) for a in args))
+        out = super().call(__context, __obj, *args, **kwargs)
+        _charge(_size(out))
+        return out
+
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        """The template's tree with every loop counted and every ``~`` bounded (see the module)."""
+        """The template's tree with every loop counted and every ``~`` bounded (see the module);
+        constructs that would run outside the budget, and names starting with ``_``, are refused."""
         ast = super()._parse(source, name, filename)
+        for node in ast.find_all(tuple(_REFUSED_NODES)):
+            raise TemplateSyntaxError(
+                f"{_REFUSED_NODES[type(node)]} are not allowed in alarm templates",
+                node.lineno,
+                name,
+                filename,
+            )
+        for node in ast.find_all(nodes.Name):
+            if node.name.startswith("_"):
+                raise TemplateSyntaxError(
+                    f"names starting with '_' are not allowed in templates ({node.name!r})",
+                    node.lineno,
+                    name,
+                    filename,
+                )
+        for node in ast.find_all(nodes.For):
+            if node.recursive:
+                raise TemplateSyntaxError(
+                    "recursive loops are not allowed in alarm templates", node.lineno, name, filename
+                )
         for loop in ast.find_all(nodes.For):
             loop.iter = nodes.Call(nodes.Name(_LOOP, "load"), [loop.iter], [], None, None, lineno=loop.lineno)
         for concat in ast.find_all(nodes.Concat):
@@ -286,19 +386,20 @@ class Template:
                 return "".join([p if i % 2 == 0 else str(variables[p]) for i, p in enumerate(parts)])
             except Exception:  # a missing variable, a failing str(): Jinja says why
                 pass
-        token = _steps.set([MAX_STEPS])
+        token = _budget.set(_new_budget())
         try:
             out, size = [], 0
             for chunk in self._template.generate(variables):
                 size += len(chunk)
                 if size > MAX_TEXT:
                     raise TemplateLimit(f"a template may render at most {MAX_TEXT} characters")
+                _charge(len(chunk))
                 out.append(chunk)
             return "".join(out)
         except Exception as exc:  # a template must never stop alarm processing
             return f"<template error: {_describe(exc)}>"
         finally:
-            _steps.reset(token)
+            _budget.reset(token)
 
 
 def _describe(exc: BaseException) -> str:
@@ -336,7 +437,7 @@ def template_problem(source: str) -> str | None:
     problem = _constant_problem(ast)
     if problem:
         return problem
-    unknown = sorted(declared - set(VARIABLES) - {_LOOP, _CONCAT})
+    unknown = sorted(declared - set(VARIABLES))
     if unknown:
         import difflib
 
@@ -351,7 +452,7 @@ def _constant(node: nodes.Node) -> Any:
     ``nodes.Impossible`` for anything else (variables, filters, calls)."""
     if isinstance(node, nodes.Const):
         return node.value
-    if isinstance(node, nodes.BinExpr):
+    if isinstance(node, nodes.BinExpr) and node.operator in _env.binop_table:  # (not and / or)
         return _env.binop_table[node.operator](_constant(node.left), _constant(node.right))
     if isinstance(node, nodes.UnaryExpr) and node.operator in _env.unop_table:
         return _env.unop_table[node.operator](_constant(node.node))

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     database_schema: str | None = Field(
         None, description="PostgreSQL schema for the projection (default: public)"
     )
-    max_payload_bytes: int = Field(1024 * 1024, ge=1024, le=1 << 30)
+    max_payload_bytes: int = Field(1024 * 1024, ge=1, le=1 << 30)
     http_body_timeout_s: float = Field(
         10.0,
         gt=0,

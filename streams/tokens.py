@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
-from atalaia.streams.ingest.auth import IngestAuth, TokenEntry, TokenFile, hash_token, new_token
+from atalaia.streams.ingest.auth import IngestAuth, TokenEntry, hash_token, load_token_file, new_token
 
 DEMO_SOURCE = "demo"
 
@@ -21,18 +22,24 @@ def _append_entry(path: Path, entry: TokenEntry) -> None:
     yaml.default_flow_style = None
     yaml.width = 4096
     entries: list[TokenEntry] = []
-    if path.exists():
-        from atalaia.streams.config_yaml import load_file, plain
-
-        data = plain(load_file(path))  # within the safe-loading limits
-        entries = TokenFile.model_validate(data if data is not None else {"tokens": []}).tokens
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o644 & ~umask  # only hashes: readable by the worker's user as before
+    if path.exists() or path.is_symlink():
+        entries = load_token_file(path)  # within the safe-loading limits; YamlError file:line:col
+        mode = path.stat().st_mode & 0o777
     entries.append(entry)
     doc = {"tokens": [e.model_dump(exclude_none=True) for e in entries]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.dump(doc, f)
-    os.replace(tmp, path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.dump(doc, f)
+        os.chmod(name, mode)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def ensure_demo_token(data_dir: Path) -> tuple[Path, str]:
@@ -72,10 +79,24 @@ def tokens() -> None:
 )
 def new(source: str, tenant: str | None, path: Path | None) -> None:
     """Make an ingest token: prints the token once (stdout) and stores or prints only its hash."""
+    from pydantic import ValidationError
+
+    from atalaia.streams.config_yaml import YamlError
+
     token = new_token()
-    entry = TokenEntry(source=source, tenant=tenant, token_sha256=hash_token(token))
+    try:
+        entry = TokenEntry(source=source, tenant=tenant, token_sha256=hash_token(token))
+    except ValidationError as e:
+        raise click.ClickException(
+            "; ".join(f"--{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        ) from None
     if path is not None:
-        _append_entry(path, entry)
+        try:
+            _append_entry(path, entry)
+        except YamlError as e:
+            raise click.ClickException(f"{e}\n(the token file was not changed)") from None
+        except OSError as e:
+            raise click.ClickException(f"{path}: cannot write: {e.strerror or e}") from None
         click.echo(f"added {source!r} (tenant {tenant or 'default'}) to {path}", err=True)
     else:
         import orjson

@@ -193,3 +193,17 @@ def test_a_compact_and_an_expanded_name_that_collide_keep_the_first_and_refuse_t
     o = r.observations[0]
     assert o.attributes == {"temperature": kept["value"]} and o.units == {"temperature": kept["unitCode"]}
     assert [x.code for x in r.rejections] == ["duplicate-attribute"]
+
+
+def test_a_lone_location_with_a_dataset_id_is_still_the_location(monkeypatch) -> None:
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:a",
+        "type": "WaterObserved",
+        "height": {"type": "Property", "value": 3.2, "observedAt": "2026-01-28T09:45:00Z"},
+        "location": {
+            "type": "GeoProperty",
+            "value": {"type": "Point", "coordinates": [-8.6, 41.1]},
+            "datasetId": "urn:ngsi-ld:Dataset:gps",
+        },
+    }
+    assert run(ld(entity), monkeypatch).observations[0].location == (-8.6, 41.1)

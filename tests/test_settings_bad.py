@@ -26,7 +26,7 @@ def fresh_settings():
         ("HTTP_PORT", "70000", "less than or equal to 65535"),
         ("METRICS_PORT", "0", "greater than or equal to 1"),
         ("PARTITIONS", "0", "greater than or equal to 1"),
-        ("MAX_PAYLOAD_BYTES", "-1", "greater than or equal to 1024"),
+        ("MAX_PAYLOAD_BYTES", "-1", "greater than or equal to 1"),
         ("ALLOWED_LATENESS_S", "nan", "finite number"),
         ("FUTURE_TOLERANCE_S", "-1", "greater than or equal to 0"),
         ("HTTP_BODY_TIMEOUT_S", "inf", "finite number"),

@@ -109,7 +109,8 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
 def validate(files: tuple[Path, ...], in_region: bool, anywhere: bool, config: Path | None) -> None:
     """Check CAP 1.2 files against the OASIS XSD and the CAP text rules. A polygon or circle
     that would lie in the configured region with lat and lon exchanged is refused (the usual
-    GeoJSON lon,lat mistake); a document about any other place passes, unless --in-region."""
+    GeoJSON lon,lat mistake); a document about any other place passes (give --anywhere for one
+    about the region's mirror image, e.g. the Tanzanian coast for Portugal), unless --in-region."""
     from atalaia.warnings.cap import validate as validate_cap
 
     if in_region and anywhere:

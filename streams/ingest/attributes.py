@@ -237,8 +237,9 @@ class _Reader:
             else:
                 self.label(name, v)
         elif t is dict:
-            # (one instance with a datasetId, sent as an object: never the default instance)
-            self.dict_attribute(dataset_name(name, v.get("datasetId")), v)
+            # (one instance with a datasetId, sent as an object: never the default instance; the
+            # entity's location stays its location)
+            self.dict_attribute(name if name == "location" else dataset_name(name, v.get("datasetId")), v)
         elif t is list and v and type(v[0]) is dict:
             self.instances(name, v)
 

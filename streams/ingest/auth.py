@@ -27,9 +27,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 REFUSED = Counter(
     "atalaia_http_auth_refused_total",
@@ -60,10 +61,69 @@ class TokenEntry(BaseModel):
     tenant: str | None = Field(None, min_length=1, max_length=128)
     token_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
 
+    @field_validator("source", "tenant")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(ord(c) < 32 or ord(c) == 127 for c in v)):
+            raise ValueError("must be a name: not blank, no control characters")
+        return v
+
 
 class TokenFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tokens: list[TokenEntry]
+
+
+def load_token_file(path: str | Path) -> list[TokenEntry]:
+    """The entries of an ingest token file (within the safe-loading limits; an empty file has
+    none). A problem raises :class:`~atalaia.streams.config_yaml.YamlError` ``file:line:col: ...``
+    (one line per problem), among them a token hash listed twice: one token would silently act
+    for whichever entry came last (another tenant's platform refused, its requests filed under
+    the other tenant)."""
+    from atalaia.streams.config_yaml import YamlError, YamlErrors, load_file, located, position, validate
+
+    name = str(path)
+    tree = load_file(path)
+    if tree is None:
+        return []
+    if not isinstance(tree, dict):
+        raise YamlError(name, 1, 1, "a token file must be a mapping with 'tokens:'", "value")
+    try:
+        entries = validate(tree, TokenFile, name).tokens
+    except YamlErrors as e:
+        raise _one(e.errors) from None
+    problems = []
+    first: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        j = first.setdefault(e.token_sha256.lower(), i)
+        if j != i:
+            line, _ = position(tree, ("tokens", j))
+            other = entries[j]
+            problems.append(
+                located(
+                    tree,
+                    name,
+                    ("tokens", i, "token_sha256"),
+                    f"tokens.{i}.token_sha256: the same token as line {line} (source {other.source!r}, "
+                    f"tenant {other.tenant or 'default'}): one token, one entry (make another with "
+                    "`atalaia tokens new`)",
+                    at="value",
+                )
+            )
+    if problems:
+        raise _one(problems)
+    return entries
+
+
+def _one(errors: list[Any]) -> Any:
+    """One YamlError for several (the first's position, one line per problem)."""
+    from atalaia.streams.config_yaml import YamlError
+
+    head = errors[0]
+    if len(errors) == 1:
+        return head
+    rest = "\n".join(str(e) for e in errors[1:])
+    return YamlError(head.file, head.line, head.col, f"{head.message}\n{rest}", head.kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +183,9 @@ class IngestAuth:
     def from_file(cls, path: Path | None) -> IngestAuth:
         if path is None:
             return cls(None)
-        from atalaia.streams.config_yaml import load_file, plain
-
-        # within the safe-loading limits; fails closed: an unreadable file stops start-up
-        data = plain(load_file(path))
-        return cls(TokenFile.model_validate(data if data is not None else {"tokens": []}).tokens)
+        # within the safe-loading limits; fails closed: an unreadable file stops start-up with its
+        # file:line:col (an empty file: no token is valid)
+        return cls(load_token_file(path))
 
     def check(self, headers: Mapping[str, str]) -> Caller | Refusal:
         tenant, err = request_tenant(headers)
