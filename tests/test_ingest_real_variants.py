@@ -207,3 +207,14 @@ def test_a_lone_location_with_a_dataset_id_is_still_the_location(monkeypatch) ->
         },
     }
     assert run(ld(entity), monkeypatch).observations[0].location == (-8.6, 41.1)
+
+
+def test_a_location_deleted_as_ngsi_ld_null_is_no_location_not_a_bad_one(monkeypatch) -> None:
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:a",
+        "type": "WaterObserved",
+        "height": {"type": "Property", "value": 3.2, "observedAt": "2026-01-28T09:45:00Z"},
+        "location": {"type": "GeoProperty", "value": "urn:ngsi-ld:null"},
+    }
+    r = run(ld(entity), monkeypatch)
+    assert r.ok and not r.rejections and r.observations[0].location is None

@@ -182,6 +182,8 @@ class _Reader:
                     self.label(f"address.{k}", v)
 
     def location(self, name: str, geometry: Any) -> None:
+        if geometry == NGSI_LD_NULL:  # (NGSI-LD 1.8: deleted)
+            geometry = None
         if name == "location" and geometry is not None:  # null: the entity has no location now
             self.parts.geometry = geometry
             self.parts.has_location = True
@@ -399,7 +401,7 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                     continue
             elif kind == "GeoProperty" and name == "location":
                 g = v.get("value")
-                if g is not None:
+                if g is not None and g != NGSI_LD_NULL:
                     parts.geometry = g
                     parts.has_location = True
                 continue
@@ -426,9 +428,11 @@ def absent_time(v: Any) -> bool:
         return True
     if type(v) is str:
         return not v.strip()
-    if type(v) is dict and "value" in v and v.get("type") != "Relationship":
-        inner = v["value"]
-        return inner is None or (type(inner) is str and not inner.strip())
+    if type(v) is dict and v.get("type") != "Relationship":
+        key = "value" if "value" in v else "@value" if "@value" in v else None  # (a typed literal)
+        if key is not None:
+            inner = v[key]
+            return inner is None or (type(inner) is str and not inner.strip())
     return False
 
 

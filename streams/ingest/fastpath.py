@@ -251,7 +251,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 elif kind == "GeoProperty":
                     if name == "location":
                         geometry = v.get("value")
-                        has_location = geometry is not None  # null: no location now
+                        has_location = geometry is not None and geometry != NGSI_LD_NULL  # null: none now
                 elif type(kind) is not str:
                     return False
                 elif kind in GEOMETRY_TYPES and ("coordinates" in v or kind == "GeometryCollection"):
