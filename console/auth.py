@@ -9,7 +9,10 @@
       - {actor: gil, role: operator, token_sha256: ..., tenants: [gaia]}   # only tenant gaia
 
 Only hashes are stored: sha256 for API tokens (long random secrets), argon2id for passwords
-(``atalaia users passwd NAME`` writes one). ``POST /api/login`` with a username and password gives
+(``atalaia users passwd NAME`` writes one). Each ``actor`` appears once (sign-in and ``users
+passwd`` would otherwise take different entries) and is a name: not blank, no spaces around it, no
+control characters, at most 128 characters; one ``token_sha256`` belongs to one user. The loader
+refuses anything else with ``file:line:col``; a password has 8 to 1024 characters, not all spaces. ``POST /api/login`` with a username and password gives
 a *session token*: random, held in this console's memory (as a sha256) until it expires
 (``SESSION_TTL_S``) or ``POST /api/logout``; it is sent as ``Authorization: Bearer <token>`` like
 an API token, and a restart of the console signs everybody out. Failed sign-ins are limited per
@@ -32,14 +35,58 @@ import hmac
 import secrets
 import threading
 import time
+import unicodedata
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, load_file, validate
+from atalaia.streams.config_yaml import (
+    YamlError,
+    YamlErrors,
+    YamlLimits,
+    load_file,
+    located,
+    position,
+    validate,
+)
+
+MAX_ACTOR_CHARS = 128
+#: a password: at least this many characters, not all of them spaces
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 1024
+
+
+def actor_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a user name (the audit trail's actor, the sign-in name), or None.
+    Refused: empty or blank, longer than ``MAX_ACTOR_CHARS``, spaces around it, control or
+    invisible format characters (a newline would forge a line in a log or in the users file)."""
+    if not name or not name.strip():
+        return "a user name must not be empty"
+    if len(name) > MAX_ACTOR_CHARS:
+        return f"a user name has at most {MAX_ACTOR_CHARS} characters"
+    if name != name.strip():
+        return "a user name must not begin or end with spaces"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name):
+        return "a user name must not contain control characters (a newline, a tab ...)"
+    return None
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` cannot be set, or None."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"a password needs at least {MIN_PASSWORD_CHARS} characters"
+    if len(password) > MAX_PASSWORD_CHARS:
+        return f"a password has at most {MAX_PASSWORD_CHARS} characters"
+    if not password.strip():
+        return "a password must not be only spaces"
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the password is not UTF-8 text"
+    return None
 
 
 class User(BaseModel):
@@ -49,6 +96,14 @@ class User(BaseModel):
     token_sha256: str | None = None  # an API token (sha256 of it)
     password_argon2: str | None = None  # a password (argon2id hash: ``atalaia users passwd``)
     tenants: list[str] | None = None  # None: every tenant; else only incidents of these tenants
+
+    @field_validator("actor")
+    @classmethod
+    def _actor(cls, v: str) -> str:
+        problem = actor_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @model_validator(mode="after")
     def _some_secret(self) -> User:
@@ -77,9 +132,50 @@ def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]
     if not isinstance(tree, dict):
         raise UsersFileError(f"{path}:1:1: a users file must be a mapping with 'users:'")
     try:
-        return validate(tree, Users, str(path)).users
+        users = validate(tree, Users, str(path)).users
     except YamlErrors as exc:
         raise UsersFileError(str(exc)) from None
+    problems = _duplicates(tree, str(path), users)
+    if problems:
+        raise UsersFileError(str(YamlErrors(problems)))
+    return users
+
+
+def _duplicates(tree: Any, file: str, users: list[User]) -> list[YamlError]:
+    """A user name or an API token listed twice: sign-in would take one entry and ``users passwd``
+    write another (a new password that never works), a token would act as whichever came first."""
+    problems: list[YamlError] = []
+    names: dict[str, int] = {}
+    tokens: dict[str, int] = {}
+    for i, u in enumerate(users):
+        first = names.setdefault(u.actor, i)
+        if first != i:
+            line, _ = position(tree, ("users", first))
+            problems.append(
+                located(
+                    tree,
+                    file,
+                    ("users", i, "actor"),
+                    f"users.{i}.actor: user {u.actor!r} is listed twice "
+                    f"(first at line {line}): keep one entry per user",
+                    at="value",
+                )
+            )
+        if u.token_sha256:
+            first = tokens.setdefault(u.token_sha256.lower(), i)
+            if first != i:
+                line, _ = position(tree, ("users", first))
+                problems.append(
+                    located(
+                        tree,
+                        file,
+                        ("users", i, "token_sha256"),
+                        f"users.{i}.token_sha256: the same "
+                        f"token as {users[first].actor!r} (line {line}): give each user a token of their own",
+                        at="value",
+                    )
+                )
+    return problems
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from atalaia.rules.matchers import Matcher
 from atalaia.streams.config_yaml import YamlError, YamlErrors, YamlLimits, load_file, validate
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")  # ASCII digits only
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -58,7 +58,16 @@ def _matchers(v: Any) -> tuple[Matcher, ...]:
     return tuple(m if isinstance(m, Matcher) else Matcher.parse(str(m)) for m in v)
 
 
+def _positive(v: float) -> float:
+    if not v > 0:
+        raise ValueError("must be longer than 0 (like 30s or 10m)")
+    return v
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: a window or a time limit: 0 would turn the feature off silently (no correlation, no flood
+#: meter, every alarm stale, no shelve possible), so it is refused
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
 Matchers = Annotated[tuple[Matcher, ...], BeforeValidator(_matchers)]
 
 RoleName = Literal["operator", "supervisor", "engineer", "viewer"]
@@ -98,7 +107,7 @@ class _Model(BaseModel):
 
 
 class Correlation(_Model):
-    window: Duration = Field(
+    window: PositiveDuration = Field(
         1800.0, description="an alarm joins an open incident whose last alarm activity is at most this old"
     )
     default_labels: tuple[str, ...] = Field(
@@ -106,7 +115,11 @@ class Correlation(_Model):
         description="without a rule `correlation` label: the first of these the alarm carries",
     )
     max_distance_m: float | None = Field(
-        None, gt=0, description="also require the alarm within this distance of the incident"
+        None,
+        gt=0,
+        le=20_040_000,  # half the Earth's circumference: any two places are closer
+        allow_inf_nan=False,
+        description="also require the alarm within this distance of the incident",
     )
 
 
@@ -116,19 +129,21 @@ class Closing(_Model):
 
 
 class Shelving(_Model):
-    max: Duration = Field(8 * 3600.0, description="longest shelve an operator may request")
+    max: PositiveDuration = Field(8 * 3600.0, description="longest shelve an operator may request")
 
 
 class Chattering(_Model):
-    transitions: int = Field(3, ge=2)
-    window: Duration = 60.0
+    transitions: int = Field(3, ge=2, le=1000)
+    window: PositiveDuration = 60.0
     auto_shelve: bool = False
-    shelve_for: Duration = 1800.0
+    shelve_for: PositiveDuration = 1800.0
 
 
 class Flood(_Model):
-    threshold: int = Field(10, ge=1, description="flood when more than this many alarms per window")
-    window: Duration = 600.0
+    threshold: int = Field(
+        10, ge=1, le=1_000_000, description="flood when more than this many alarms per window"
+    )
+    window: PositiveDuration = 600.0
 
 
 class Position(_Model):
@@ -170,7 +185,7 @@ class IncidentConfig(_Model):
     shelving: Shelving = Shelving()
     chattering: Chattering = Chattering()
     flood: Flood = Flood()
-    stale_after: Duration = 86400.0
+    stale_after: PositiveDuration = 86400.0
     positions: tuple[Position, ...] = ()
     default_position: str = "main"
     inhibit: tuple[InhibitRule, ...] = ()
@@ -179,16 +194,20 @@ class IncidentConfig(_Model):
         default_factory=lambda: dict(DEFAULT_PERMISSIONS)
     )
     alarms_in_event: int = Field(
-        100, ge=1, description="at most this many alarms (latest first) in an incident event"
+        100, ge=1, le=10_000, description="at most this many alarms (latest first) in an incident event"
     )
     audit_in_state: int = Field(
         50,
         ge=1,
+        le=10_000,
         description="latest audit entries kept per open incident in the state "
         "(the whole trail is in the events and the SQL projection)",
     )
     memory: int = Field(
-        10000, ge=1, description="closed incidents and command ids remembered for replies and dedup"
+        10000,
+        ge=1,
+        le=1_000_000,
+        description="closed incidents and command ids remembered for replies and dedup",
     )
 
     @field_validator("permissions")

@@ -19,6 +19,7 @@ into bytes and back. No I/O, no wall clock: ``now`` is given by the caller.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Iterable
 from datetime import datetime
@@ -41,7 +42,11 @@ from atalaia.incidents.silences import (
     silence_reason,
 )
 from atalaia.rules.alarm import AlarmTransition, alarm_from_dict, severity_rank, transition_id
-from atalaia.rules.matchers import matches_all
+from atalaia.rules.matchers import Matcher, matches_all
+
+_log = logging.getLogger(__name__)
+#: the matchers of a silence that cannot be read: they match no alarm
+_NEVER = (Matcher("__never__", "=", "", None, frozenset()),)
 
 _SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity", "tenant", "service_path")
 
@@ -541,7 +546,15 @@ class IncidentManager:
         if m is None:
             from atalaia.incidents.silences import parse_matchers
 
-            m = self._silence_matchers[sil.id] = parse_matchers(sil.matchers)
+            try:
+                m = parse_matchers(sil.matchers)
+            except ValueError as e:
+                # a silence restored from a snapshot taken before matchers used RE2 (a lookaround or a
+                # backreference): it silences nothing (alarms stay annunciated) instead of failing
+                # every alarm the stage sees
+                _log.warning("silence %s matches nothing: %s", sil.id, e)
+                m = _NEVER
+            self._silence_matchers[sil.id] = m
         return m
 
     def take_command(self, st: ManagerState, command_id: str) -> bool:

@@ -10,7 +10,9 @@ With the file configured, every notification must carry ``Authorization: Bearer 
 ``X-Auth-Token: <token>`` (what FIWARE brokers send for a subscription). A token is bound to a
 tenant: a request that names another one in ``NGSILD-Tenant`` or ``Fiware-Service`` is refused,
 and a request that names none belongs to the token's tenant. ``atalaia tokens new`` makes a token
-and its entry. Tokens are 256-bit random strings, so one SHA-256 is as hard to invert as a
+and its entry. A ``token_sha256`` listed twice is refused at ``file:line:col`` (it would act for
+the last entry only: another tenant's platform refused, requests naming no tenant filed under the
+other tenant). Tokens are 256-bit random strings, so one SHA-256 is as hard to invert as a
 password hash is, at a microsecond per request; a password-like low-entropy token is refused by
 the file loader rather than hashed more slowly.
 
