@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -47,7 +47,7 @@ def check(policy: str) -> None:
     import os
     import re
 
-    from atalaia.notifiers.channels import ChannelContext, build_channel
+    from atalaia.notifiers.channels import check_targets
 
     cfg = _load(policy)
     problems, warnings = [], []
@@ -73,10 +73,10 @@ def check(policy: str) -> None:
                 f"{target.max_attempts} attempts even while the target is only briefly down; retries are "
                 "budgeted by time now (retry: {for: 1h, max_backoff: 60s}); remove it to keep trying"
             )
-        try:
-            build_channel(name, target, ChannelContext(), env)
-        except (ValueError, KeyError) as e:
-            problems.append(f"{policy}: target {name!r}: {e}")
+    stand_ins = set(env) - set(os.environ)
+    found, weak = check_targets(cfg, env, stand_ins)  # as the worker builds them, ${VAR}s expanded
+    problems += found
+    warnings += weak
     unused = (
         set(cfg.targets)
         - {t.target for p in cfg.policies.values() for s in p.steps for t in s.targets}
@@ -108,22 +108,65 @@ def check(policy: str) -> None:
         )
 
 
+#: at most this many timer ticks in one ``notify simulate`` (about a year at the default 1m tick)
+MAX_SIMULATED_TICKS = 600_000
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @notify.command()
 @click.argument("policy", type=click.Path(dir_okay=False))
 @click.argument("events", type=click.File("rb"))
-@click.option("--tick", default="1m", show_default=True, help="timer resolution between events")
 @click.option(
-    "--until", "until", default="6h", show_default=True, help="keep ticking this long after the last event"
+    "--tick",
+    default="1m",
+    show_default=True,
+    callback=_duration,
+    help="timer resolution between events (> 0)",
 )
-def simulate(policy: str, events, tick: str, until: str) -> None:
+@click.option(
+    "--until",
+    "until",
+    default="6h",
+    show_default=True,
+    callback=_duration,
+    help="keep ticking this long after the last event",
+)
+def simulate(policy: str, events, tick: timedelta, until: timedelta) -> None:
     """Run incident events (JSON lines, atalaia.incidents shape) through the policies on their own
-    event time and print the notifications that would be sent, as JSON lines. Sends nothing."""
+    event time and print the notifications that would be sent, as JSON lines. Sends nothing.
+    At most 600000 ticks in all (a larger --tick simulates longer)."""
     from atalaia.notifiers.engine import TICK, EscalationEngine, EscalationState
     from atalaia.streams.clock import parse_time
 
+    step, horizon = tick, until
+    if step <= timedelta(0):
+        raise click.BadParameter("must be positive (e.g. 30s, 1m)", param_hint="--tick")
+    if horizon / step > MAX_SIMULATED_TICKS:
+        raise click.BadParameter(
+            f"--until {format_duration(horizon)} at --tick {format_duration(step)} is "
+            f"{horizon // step} ticks, over the limit of {MAX_SIMULATED_TICKS}: use a larger --tick",
+            param_hint="--until",
+        )
     engine, state = EscalationEngine(_load(policy)), EscalationState()
-    step, horizon = parse_duration(tick), parse_duration(until)
     last: datetime | None = None
+    ticks = 0
+
+    def count(t: datetime, end: datetime) -> None:
+        nonlocal ticks
+        ticks += max(0, (end - t) // step + 1)
+        if ticks > MAX_SIMULATED_TICKS:
+            click.echo(
+                f"{events.name}: {ticks} ticks of {format_duration(step)} to simulate, over the limit of "
+                f"{MAX_SIMULATED_TICKS} (events far apart, or a long --until): use a larger --tick",
+                err=True,
+            )
+            sys.exit(1)
 
     def emit(notes) -> None:
         for n in notes:
@@ -154,6 +197,8 @@ def simulate(policy: str, events, tick: str, until: str) -> None:
             sys.exit(1)
         if last is not None:
             t = last + step
+            if t < at:
+                count(t, at)
             while t < at:
                 emit(engine.step(state, TICK, t)[1])
                 t += step
@@ -161,6 +206,7 @@ def simulate(policy: str, events, tick: str, until: str) -> None:
         last = at
     if last is not None:
         t, end = last + step, last + horizon
+        count(t, end)
         while t <= end:
             emit(engine.step(state, TICK, t)[1])
             t += step
@@ -341,12 +387,18 @@ def _status_text(d: dict, health: object | None, lang: str = "en-GB") -> str:
     return f"{words['status'].get(status, status):<9} {words['attempts']}={n}"
 
 
+#: ``notify test`` tries for this long at most, each attempt for at most TEST_TIMEOUT (apprise: twice)
+TEST_FOR = timedelta(seconds=30)
+TEST_TIMEOUT = timedelta(seconds=10)
+
+
 @notify.command("test")
 @click.argument("policy", type=click.Path(dir_okay=False))
 @click.argument("target")
 @click.option("--db", type=click.Path(dir_okay=False), default=None)
 def test_target(policy: str, target: str, db: str | None) -> None:
     """Send a test message to one target (recorded in the delivery log as incident ``test-<target>-<time>``)."""
+    from atalaia.notifiers.channels import TargetError
     from atalaia.notifiers.config import Retry
     from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.model import IncidentSnapshot, Notification
@@ -372,17 +424,30 @@ def test_target(policy: str, target: str, db: str | None) -> None:
     n = Notification(inc, "test", 0, 0, 0, target, "escalation", format_time(now), snap)
 
     async def go() -> None:
-        # a test message is tried for 30 s at most (not the escalation's retry budget), and is
-        # not kept for re-sending later if it failed
-        short = Retry.model_validate({"for": 30, "max_backoff": 8, "resend_for": 30})
-        only = cfg.targets[target].model_copy(update={"retry": short, "max_attempts": None})
+        # a test message is tried for TEST_FOR s at most in all (not the escalation's retry budget),
+        # and is not kept for re-sending later if it failed: an attempt is held to TEST_TIMEOUT
+        # (apprise: twice its timeout), and none starts once it could not end by then
+        chosen = cfg.targets[target]
+        timeout = min(chosen.timeout, TEST_TIMEOUT)
+        attempt = timeout * (2 if chosen.channel in ("sms", "email") else 1)
+        budget = (TEST_FOR - attempt).total_seconds()
+        short = Retry.model_validate({"for": budget, "max_backoff": 8, "resend_for": budget})
+        only = chosen.model_copy(update={"retry": short, "max_attempts": None, "timeout": timeout})
         notifier = Notifier(
             cfg.model_copy(update={"targets": {target: only}, "retry": None}),
             SQLiteDeliveryLog(Path(db) if db else _default_db()),
         )
-        await notifier.start()
         try:
-            await notifier.deliver([n])
+            await notifier.start()
+        except TargetError as e:
+            await notifier.aclose()
+            click.echo(cfg.where(("targets", target, e.field), f"target {target!r}: {e.message}"), err=True)
+            sys.exit(1)
+        try:
+            # the schedule above ends in time; this is the last guard of the promise
+            await asyncio.wait_for(notifier.deliver([n]), TEST_FOR.total_seconds() + 5)
+        except TimeoutError:
+            click.echo(f"{target}: no result after {TEST_FOR.total_seconds():g} s: gave up", err=True)
         finally:
             await notifier.aclose()
         for a in notifier.log.attempts(inc):

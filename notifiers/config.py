@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    field_validator,
     model_validator,
 )
 
@@ -33,7 +34,14 @@ STATES = get_args(IncidentState)  # the incident states of atalaia.incidents
 CHANNELS = ("sms", "email", "ngsi-ld", "webhook", "alertmanager")
 LANGS = ("pt-PT", "en-GB")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DUR = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+# ASCII digits only: ``\d`` would take "٥m" (Arabic-Indic five) as 5 minutes
+_DUR = re.compile(r"^(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?$")
+#: bounds of a target's send timeout (one attempt) and of its rate limit's period
+MAX_TIMEOUT = timedelta(seconds=60)
+MAX_RATE_PERIOD = timedelta(days=1)
+MAX_RATE_MESSAGES = 10_000
+#: a webhook secret shorter than this (bytes) is accepted with a warning
+MIN_SECRET_BYTES = 16
 
 
 def parse_duration(v: Any) -> timedelta:
@@ -47,7 +55,7 @@ def parse_duration(v: Any) -> timedelta:
             return timedelta(seconds=v)
         except OverflowError:
             raise ValueError(f"duration {v} s is too long") from None
-    m = _DUR.match(str(v).strip()) if isinstance(v, str) else None
+    m = _DUR.match(v.strip()) if isinstance(v, str) and v.strip().isascii() else None
     if not m or not any(m.groups()):
         raise ValueError(f"invalid duration {v!r}: use e.g. 90s, 5m, 1h30m, 2d")
     d, h, mi, s = (int(x or 0) for x in m.groups())
@@ -75,8 +83,17 @@ class _Model(BaseModel):
 
 
 class RateLimit(_Model):
-    max: int = Field(ge=1, description="at most this many messages ...")
-    per: Duration = Field(description="... per this period, per target (token bucket)")
+    max: int = Field(ge=1, le=MAX_RATE_MESSAGES, description="at most this many messages ...")
+    per: Duration = Field(description="... per this period, per target (token bucket); 0 < per <= 1d")
+
+    @field_validator("per")
+    @classmethod
+    def _per(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("per must be positive (e.g. rate: {max: 6, per: 10m})")
+        if v > MAX_RATE_PERIOD:
+            raise ValueError(f"per must be at most {format_duration(MAX_RATE_PERIOD)}")
+        return v
 
 
 class Retry(_Model):
@@ -122,7 +139,9 @@ class Target(_Model):
         "NGSILD-Tenant; false: no tenant header (the broker's default tenant)",
     )
     rate: RateLimit | None = None
-    timeout: Duration = timedelta(seconds=10)
+    timeout: Duration = Field(
+        timedelta(seconds=10), description="of one send attempt; 0 < timeout <= 60s (apprise: twice this)"
+    )
     max_attempts: int | None = Field(
         None,
         ge=1,
@@ -138,10 +157,19 @@ class Target(_Model):
         description="webhook: a population warning as JSON (with the CAP XML) or as the CAP XML itself",
     )
 
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("timeout must be positive (0 would mean no timeout at all for HTTP targets)")
+        if v > MAX_TIMEOUT:
+            raise ValueError(f"timeout must be at most {format_duration(MAX_TIMEOUT)}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> Target:
-        if self.channel == "webhook" and not self.secret:
-            raise ValueError("a webhook target needs a secret (HMAC-SHA256 signing key)")
+        if self.channel == "webhook" and not (self.secret or "").strip():
+            raise ValueError("a webhook target needs a secret (HMAC-SHA256 signing key), not an empty one")
         if self.channel in ("ngsi-ld", "webhook", "alertmanager") and not re.match(
             r"^(https?://|\$\{)", self.url
         ):
@@ -150,9 +178,26 @@ class Target(_Model):
 
 
 class Window(_Model):
+    """``from`` on each of ``days`` until ``to`` (exclusive). ``to`` earlier than ``from`` wraps past
+    midnight into the next day (``from: "20:00", to: "08:00"`` on fri = Friday 20:00 to Saturday
+    08:00); ``to: "00:00"`` is midnight; ``from`` equal to ``to`` is refused, except
+    ``"00:00"``–``"00:00"``, the whole day."""
+
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
     start: time = Field(alias="from")
-    end: time = Field(alias="to", description="exclusive; 24:00 is written 00:00 and means midnight")
+    end: time = Field(
+        alias="to",
+        description="exclusive; 24:00 is written 00:00 and means midnight; earlier than from: the next day",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Window:
+        if self.start == self.end and self.start != time(0):
+            raise ValueError(
+                f"from and to are both {self.start:%H:%M}: an empty window (the whole day is "
+                'from: "00:00", to: "00:00"; a window past midnight has its to earlier than its from)'
+            )
+        return self
 
 
 class HoursSchedule(_Model):
@@ -313,6 +358,18 @@ class EscalationConfig(_Model):
     warnings: WarningsDelivery | None = Field(
         None, description="population warnings: the targets that receive them (see notifiers/README.md)"
     )
+    # the parsed file, to point problems found later (targets once ${VAR}s are expanded) at file:line:col
+    _tree: Any = PrivateAttr(default=None)
+    _file: str = PrivateAttr(default="<escalation>")
+
+    def where(self, loc: tuple[Any, ...], message: str) -> str:
+        """``file:line:col: message`` at ``loc`` of the file this was loaded from."""
+        if self._tree is not None:
+            try:
+                return str(located(self._tree, self._file, loc, message))
+            except Exception:  # a location is a courtesy, the message is the point
+                pass
+        return f"{self._file}: {'.'.join(str(p) for p in loc)}: {message}"
 
 
 class ConfigError(ValueError):
@@ -349,6 +406,7 @@ def load_config_text(
     problems = [str(located(data, filename, loc, msg)) for loc, msg in _references(cfg)]
     if problems:
         raise ConfigError(problems)
+    cfg._tree, cfg._file = data, filename
     return cfg
 
 
@@ -415,8 +473,18 @@ def _references(cfg: EscalationConfig) -> list[tuple[tuple[Any, ...], str]]:
     return out
 
 
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def missing_env(cfg: EscalationConfig, env: Any = None) -> list[str]:
+    """Environment variables the targets' ``url``/``secret`` use (the only expanded fields) but
+    that are not set."""
+    env = os.environ if env is None else env
+    used = {v for t in cfg.targets.values() for f in (t.url, t.secret or "") for v in _VAR.findall(f)}
+    return sorted(v for v in used if v not in env)
+
+
 def missing_delivery_settings(settings: Settings) -> list[str]:
-    """Environment variables the escalation targets use but that are not set."""
-    lines = settings.escalation_path.read_text(encoding="utf-8").splitlines()
-    text = "\n".join(line.split(" #")[0] for line in lines if not line.lstrip().startswith("#"))
-    return sorted({v for v in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text) if v not in os.environ})
+    """Environment variables the escalation targets use but that are not set. The file is read
+    by the safe loader (a FIFO, a huge or a non-UTF-8 file is a ``ConfigError``, never a hang)."""
+    return missing_env(load_config(settings.escalation_path))

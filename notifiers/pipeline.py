@@ -116,6 +116,8 @@ class TokenBucket:
     ``max``); the lane waits for a token instead of dropping. Pure: ``now`` is passed in."""
 
     def __init__(self, max_messages: int, per_seconds: float):
+        if not (max_messages >= 1 and per_seconds > 0):  # also refused by the config (RateLimit)
+            raise ValueError(f"rate limit needs max >= 1 and per > 0 (got {max_messages}/{per_seconds}s)")
         self.capacity, self.rate = float(max_messages), max_messages / per_seconds
         self.tokens: float | None = None
         self.last = 0.0
@@ -285,6 +287,9 @@ class TargetLane:
             finally:
                 if token is not None:
                     COMMIT_HOOK.reset(token)
+            scrub = getattr(self.channel, "scrub", None)
+            if scrub is not None:  # no credential reaches the log, the breaker or the logs
+                result = scrub(result)
             latency_ms = (time.perf_counter() - t0) * 1000
             now = ctx.clock()
             d = self.sched.record(nid, result.status, now)

@@ -13,15 +13,22 @@ from atalaia.notifiers.config import DAYS, HoursSchedule, RotationSchedule
 
 
 def in_hours(schedule: HoursSchedule, now: datetime, tz: ZoneInfo) -> bool:
+    """Whether ``now`` (local wall-clock time) falls in a window. A window whose ``to`` is earlier
+    than its ``from`` wraps past midnight: it starts on each of its ``days`` and ends the next
+    day (``days: [fri], from: "20:00", to: "08:00"`` is Friday 20:00 to Saturday 08:00).
+    ``to: "00:00"`` is midnight; ``"00:00"``–``"00:00"`` is the whole day. A holiday is a local
+    date never in hours (the part of an overnight window that falls on it too)."""
     local = now.astimezone(tz)
     if local.date() in schedule.holidays:
         return False
     day, t = DAYS[local.weekday()], local.time().replace(tzinfo=None)
+    yesterday = DAYS[(local.weekday() - 1) % 7]
     for w in schedule.windows:
-        if day not in w.days:
-            continue
-        end = w.end if w.end != time(0) else time.max
-        if w.start <= t < end:
+        if w.end == time(0) or w.start < w.end:  # within one day (to 00:00 = midnight)
+            end = w.end if w.end != time(0) else time.max
+            if day in w.days and w.start <= t < end:
+                return True
+        elif (day in w.days and t >= w.start) or (yesterday in w.days and t < w.end):  # past midnight
             return True
     return False
 

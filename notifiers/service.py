@@ -271,14 +271,19 @@ def delivery_stage(settings: Any, app: Any) -> Any:
     when the escalation targets lack the settings they need: the notifier with its delivery
     log in a thread of its own (an async sink: no SQLite write or fsync on the loop), started
     and closed with the worker."""
-    from atalaia.notifiers.config import load_config, missing_delivery_settings
+    import os
+
+    from atalaia.notifiers.channels import check_targets
+    from atalaia.notifiers.config import ConfigError, load_config, missing_env
     from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.stage import DeliveryCore
     from atalaia.rules.info import rule_catalog
     from atalaia.streams.metrics import metered_log
     from atalaia.streams.sink import Sink
 
-    missing = missing_delivery_settings(settings)
+    # the safe loader (no plain read first: a FIFO or a non-UTF-8 byte is a file:line:col error)
+    escalation = load_config(settings.escalation_path)
+    missing = missing_env(escalation)
     if missing:
         log.error(
             "delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
@@ -287,8 +292,14 @@ def delivery_stage(settings: Any, app: Any) -> Any:
             settings.topic("notifications"),
         )
         return None
+    # every target built as it will be, ${VAR}s expanded: an empty webhook secret, a URL that is
+    # not http(s), an apprise URL of the wrong kind stop the worker here (file:line:col, no secret)
+    problems, weak = check_targets(escalation, os.environ)
+    if problems:
+        raise ConfigError(problems)
+    for w in weak:
+        log.warning("%s", w)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    escalation = load_config(settings.escalation_path)
     if settings.console_url or not escalation.console_url:  # links lead to the running console
         escalation = escalation.model_copy(update={"console_url": settings.public_url()})
     path = settings.data_dir / "deliveries.sqlite"

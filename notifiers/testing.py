@@ -243,6 +243,7 @@ def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, en
             super().__init__(inner.name, inner.ctx)
             self.inner, self.kind, self.idempotent, self.count = inner, inner.kind, inner.idempotent, 0
             self.commit_point = inner.commit_point
+            self.secrets = inner.secrets
 
         async def send(self, n: Notification) -> DeliveryResult:
             if kill_mode == "pre-commit" and self.name == kill_target:

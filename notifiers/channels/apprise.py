@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import smtplib
 import threading
 import types
@@ -147,6 +148,59 @@ def _install_smtp_commit_hook() -> bool:
 _SMTP_COMMIT = _install_smtp_commit_hook()
 
 
+#: apprise plugins that post anywhere (generic web hooks, another apprise server): not an SMS gateway
+_GENERIC = {"json", "jsons", "xml", "xmls", "form", "forms", "apprise", "apprises"}
+
+
+def _schemes(plugin) -> set[str]:
+    out: set[str] = set()
+    for attr in ("protocol", "secure_protocol"):
+        v = getattr(plugin, attr, None)
+        out.update([v] if isinstance(v, str) else list(v or ()))
+    return {x.lower() for x in out}
+
+
+def _check_kind(plugin, kind: str) -> None:
+    """An email target is apprise's ``mailto://``/``mailtos://`` with at least one valid
+    recipient; an SMS target is not an email nor a generic web hook (``json://`` would post the
+    message to any host, e.g. a cloud metadata address)."""
+    from apprise.plugins.email import NotifyEmail
+
+    is_email = isinstance(plugin, NotifyEmail)
+    if kind == "email":
+        if not is_email:
+            raise ValueError("an email target needs a mailto:// or mailtos:// URL")
+        if not getattr(plugin, "targets", None):
+            raise ValueError("the email URL has no valid recipient (to=… must be an email address)")
+    elif is_email or _schemes(plugin) & _GENERIC:
+        raise ValueError(
+            "an sms target needs an SMS gateway URL (e.g. smseagles://TOKEN@gateway/+351…), "
+            f"not {sorted(_schemes(plugin))[0]}://"
+        )
+    if getattr(plugin, "invalid_targets", None):
+        raise ValueError(f"the URL has {len(plugin.invalid_targets)} invalid recipient(s)")
+
+
+_SECRETISH = re.compile(r"token|key|secret|pass|auth|sid", re.I)
+
+
+def _plugin_secrets(plugin) -> tuple[str, ...]:
+    """The values apprise marks private, or whose field names a credential (tokens, passwords,
+    keys), of this plugin: scrubbed from its failure texts."""
+    found: set[str] = set()
+    specs = {**getattr(plugin, "template_tokens", {}), **getattr(plugin, "template_args", {})}
+    for key, spec in specs.items():
+        if isinstance(spec, dict) and (spec.get("private") or _SECRETISH.search(key)):
+            value = getattr(plugin, spec.get("map_to", key), None)
+            if isinstance(value, str) and len(value) >= 4:
+                found.add(value)
+    for attr in ("password",):
+        value = getattr(plugin, attr, None)
+        if isinstance(value, str) and len(value) >= 4:
+            found.add(value)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
 class AppriseChannel(Channel):
     """``kind`` is ``sms`` (short text fitted to ``max_segments``) or ``email`` (subject + body)."""
 
@@ -174,7 +228,9 @@ class AppriseChannel(Channel):
         self.commit_point = kind == "email" and _SMTP_COMMIT
         self.plugin = apprise.Apprise.instantiate(url)
         if self.plugin is None:
-            raise ValueError(f"target {name!r}: apprise does not accept this URL (check scheme and fields)")
+            raise ValueError("apprise does not accept this URL (check scheme and fields)")
+        _check_kind(self.plugin, kind)
+        self.secrets = _plugin_secrets(self.plugin)
         self.plugin.request_rate_per_sec = throttle
         self.plugin.socket_connect_timeout = min(timeout, self.plugin.socket_connect_timeout or timeout)
         self.plugin.socket_read_timeout = timeout

@@ -43,6 +43,17 @@ class Channel(ABC):
     kind: str = "?"
     idempotent: bool = False
     commit_point: bool = False
+    #: credential values of this target (URL userinfo, tokens, the webhook secret), longest first:
+    #: scrubbed from every failure text before it is logged (see :meth:`scrub`)
+    secrets: tuple[str, ...] = ()
+
+    def scrub(self, result: DeliveryResult) -> DeliveryResult:
+        """``result`` with this target's secrets replaced by ``***`` in its error and detail."""
+        if not self.secrets or not (result.error or result.detail):
+            return result
+        return DeliveryResult(
+            result.status, error=scrub(result.error, self.secrets), detail=scrub(result.detail, self.secrets)
+        )
 
     def __init__(self, name: str, ctx: ChannelContext):
         self.name = name
@@ -53,6 +64,20 @@ class Channel(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def scrub(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """``text`` with each of ``secrets`` (and its URL-quoted form) replaced by ``***``."""
+    if not text:
+        return text
+    from urllib.parse import quote
+
+    for s in secrets:
+        text = text.replace(s, "***")
+        q = quote(s, safe="")
+        if q != s:
+            text = text.replace(q, "***")
+    return text
 
 
 def http_result(status: int, text: str = "") -> DeliveryResult:
