@@ -237,26 +237,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         """The template's tree with every loop counted and every ``~`` bounded (see the module);
         constructs that would run outside the budget, and names starting with ``_``, are refused."""
         ast = super()._parse(source, name, filename)
-        for node in ast.find_all(tuple(_REFUSED_NODES)):
-            raise TemplateSyntaxError(
-                f"{_REFUSED_NODES[type(node)]} are not allowed in alarm templates",
-                node.lineno,
-                name,
-                filename,
-            )
-        for node in ast.find_all(nodes.Name):
-            if node.name.startswith("_"):
-                raise TemplateSyntaxError(
-                    f"names starting with '_' are not allowed in templates ({node.name!r})",
-                    node.lineno,
-                    name,
-                    filename,
-                )
-        for node in ast.find_all(nodes.For):
-            if node.recursive:
-                raise TemplateSyntaxError(
-                    "recursive loops are not allowed in alarm templates", node.lineno, name, filename
-                )
+        for node in ast.find_all((*_REFUSED_NODES, nodes.Name, nodes.For)):
+            if isinstance(node, nodes.Name):
+                why = f"names starting with '_' are not allowed in templates ({node.name!r})"
+                if not node.name.startswith("_"):
+                    continue
+            elif isinstance(node, nodes.For):
+                why = "recursive loops are not allowed in alarm templates"
+                if not node.recursive:
+                    continue
+            else:
+                why = f"{_REFUSED_NODES[type(node)]} are not allowed in alarm templates"
+            raise TemplateSyntaxError(why, node.lineno, name, filename)
         for loop in ast.find_all(nodes.For):
             loop.iter = nodes.Call(nodes.Name(_LOOP, "load"), [loop.iter], [], None, None, lineno=loop.lineno)
         for concat in ast.find_all(nodes.Concat):
