@@ -380,12 +380,11 @@ class Template:
                 pass
         token = _budget.set(_new_budget())
         try:
-            out, size = [], 0
-            for chunk in self._template.generate(variables):
+            out, size, template = [], 0, self._template
+            for chunk in template.root_render_func(template.new_context(variables)):
                 size += len(chunk)
                 if size > MAX_TEXT:
                     raise TemplateLimit(f"a template may render at most {MAX_TEXT} characters")
-                _charge(len(chunk))
                 out.append(chunk)
             return "".join(out)
         except Exception as exc:  # a template must never stop alarm processing
