@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -46,13 +47,14 @@ def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
 
 def _config_errors() -> tuple[type[Exception], ...]:
     """The errors of configuration files that do not load (each says file:line:col)."""
+    from atalaia.console.auth import UsersFileError
     from atalaia.detectors.config import ConfigError as DetectorsError
     from atalaia.incidents.config import ConfigError as IncidentsError
     from atalaia.notifiers.config import ConfigError as EscalationError
     from atalaia.rules.errors import RuleFileError
     from atalaia.streams.config_yaml import YamlError
 
-    return (RuleFileError, DetectorsError, IncidentsError, EscalationError, YamlError)
+    return (RuleFileError, DetectorsError, IncidentsError, EscalationError, YamlError, UsersFileError)
 
 
 def _run_worker(
@@ -237,6 +239,16 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
             "--fresh applies to the embedded broker; with ATALAIA_KAFKA the state is the broker's"
         )
     token = None
+    if demo and settings.ingest_tokens is not None:
+        # your own tokens file: the demo feed needs one of its tokens, or it is refused (401) for
+        # ever while /health says ok
+        token = os.environ.get("ATALAIA_DEMO_TOKEN") or None
+        if token is None:
+            raise click.UsageError(
+                f"--demo with ATALAIA_INGEST_TOKENS={settings.ingest_tokens}: give the demo feed one of "
+                "that file's tokens in ATALAIA_DEMO_TOKEN (atalaia tokens new --source demo), or unset "
+                "ATALAIA_INGEST_TOKENS and atalaia up makes one"
+            )
     if settings.ingest_tokens is None:  # never an open ingest: a token kept in the data dir
         from atalaia.streams.tokens import ensure_demo_token
 

@@ -23,12 +23,26 @@ class _YamlSource(PydanticBaseSettingsSource):
         path = os.environ.get("ATALAIA_CONFIG")
         if not path:
             return {}
-        from atalaia.streams.config_yaml import load_file, plain
+        import difflib
 
-        data = plain(load_file(path)) or {}  # a bad file: YamlError "file:line:col: ..."
+        from atalaia.streams.config_yaml import YamlError, load_file, located, plain
+
+        tree = load_file(path)  # a bad file: YamlError "file:line:col: ..."
+        data = plain(tree) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}:1:1: settings file must be a mapping")
-        return data
+            raise YamlError(path, 1, 1, "a settings file is a mapping of settings (http_port: 8080)")
+        fields = set(Settings.model_fields)
+        out = {}
+        for key, value in data.items():
+            # the variable's name works too (ATALAIA_HTTP_PORT, http-port): an unknown one is an
+            # error at its line, never silently ignored
+            name = key.strip().lower().removeprefix("atalaia_").replace("-", "_")
+            if name not in fields:
+                close = difflib.get_close_matches(name, sorted(fields), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise located(tree, path, (key,), f"unknown setting {key!r}{hint}", at="key")
+            out[name] = value
+        return out
 
 
 class Settings(BaseSettings):

@@ -97,7 +97,8 @@ def new(source: str, tenant: str | None, path: Path | None) -> None:
             raise click.ClickException(f"{e}\n(the token file was not changed)") from None
         except OSError as e:
             raise click.ClickException(f"{path}: cannot write: {e.strerror or e}") from None
-        click.echo(f"added {source!r} (tenant {tenant or 'default'}) to {path}", err=True)
+        whose = f"tenant {tenant}" if tenant else "no tenant: requests naming none"
+        click.echo(f"added {source!r} ({whose}) to {path}", err=True)
     else:
         import orjson
 

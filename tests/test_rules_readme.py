@@ -44,3 +44,18 @@ def test_schema_covers_the_new_constructs_and_accepts_the_readme_rules() -> None
     for text in BLOCKS:
         if not text.lstrip().startswith("rule_files:"):
             jsonschema.validate(YAML(typ="safe").load(text), schema)
+
+
+def test_the_readme_rule_test_example_passes_as_written(tmp_path: Path) -> None:
+    """Valid is not enough: a newcomer copies it and runs it (its expected transitions were out
+    of date and the example failed)."""
+    from click.testing import CliRunner
+
+    from atalaia.rules.cli import rules
+
+    (text,) = [b for b in BLOCKS if b.lstrip().startswith("rule_files:")]
+    config = README.parents[1] / "config"
+    test_file = tmp_path / "t_test.yaml"
+    test_file.write_text(text.replace("../../../config", str(config)), encoding="utf-8")
+    result = CliRunner().invoke(rules, ["test", str(test_file)])
+    assert result.exit_code == 0 and "1 passed, 0 failed" in result.output, result.output

@@ -50,3 +50,17 @@ def test_good_settings_still_load(monkeypatch) -> None:
     monkeypatch.setenv("ATALAIA_HTTP_PORT", "8181")
     s = load_settings()
     assert s.log_level == "warning" and s.http_port == 8181 and s.partitions == 6
+
+
+def test_a_settings_file_takes_the_variable_names_and_refuses_unknown_ones(monkeypatch, tmp_path) -> None:
+    """ATALAIA_CONFIG: a key the settings do not have was silently ignored (the port stayed 8080)."""
+    f = tmp_path / "atalaia.yaml"
+    f.write_text("ATALAIA_HTTP_PORT: 8282\nlog-level: warning\n")
+    monkeypatch.setenv("ATALAIA_CONFIG", str(f))
+    s = load_settings()
+    assert s.http_port == 8282 and s.log_level == "warning"
+    f.write_text("http_port: 8282\nhtp_port: 9\n")
+    with pytest.raises(
+        SettingsError, match=r"atalaia.yaml:2:1: unknown setting 'htp_port' \(did you mean http_port\?\)"
+    ):
+        load_settings()
