@@ -165,10 +165,13 @@ def _num(v: float) -> str:
 
 
 def polygon_text(points: list[tuple[float, float]] | tuple) -> str:
-    pts = list(points)
-    if pts and pts[0] != pts[-1]:
-        pts.append(pts[0])
-    return " ".join(f"{_num(lat)},{_num(lon)}" for lat, lon in pts)
+    """CAP's ``lat,lon`` pairs, closed, as written to 6 decimals: a point repeated (a double
+    click, a closing point given next to the first) is written once, so no edge has length 0."""
+    pairs = [f"{_num(lat)},{_num(lon)}" for lat, lon in points]
+    pairs = [p for i, p in enumerate(pairs) if i == 0 or p != pairs[i - 1]]
+    while len(pairs) > 1 and pairs[-1] == pairs[0]:
+        pairs.pop()
+    return " ".join([*pairs, pairs[0]] if pairs else [])
 
 
 def hazard_of(draft: Draft, cat: Catalogue) -> Hazard | None:
@@ -177,6 +180,9 @@ def hazard_of(draft: Draft, cat: Catalogue) -> Hazard | None:
     texts = [draft.event] if isinstance(draft.event, str) else list(draft.event.values())
     for t in texts:
         if h := cat.hazard(t):
+            return h
+    for t in texts:  # a longer name: "Vento muito forte", "Inundações urbanas"
+        if h := cat.hazard_in(t):
             return h
     return None
 

@@ -110,6 +110,23 @@ _SYNONYMS = {
 }
 
 
+#: how a longer event name speaks of a hazard ("Vento muito forte", "Inundações urbanas", "Rough
+#: sea"), after folding: word beginnings (Portuguese stems, distinctive English ones) and whole
+#: words (short English ones: "wind" is not "window"); the first hazard word in the text decides
+_STEMS = {
+    "12; flooding": ("cheia", "inund", "alag", "flood"),
+    "10; Rain": ("chuv", "precipit", "aguaceir", "rain"),
+    "1; Wind": ("vento", "rajad", "ventania", "gust", "wind\\b", "winds\\b", "windy\\b", "gale\\b"),
+    "3; Thunderstorm": ("trovoad", "thunder", "lightning"),
+    "4; Fog": ("nevoeir", "neblina", "fog", "mist\\b"),
+    "5; high-temperature": ("calor", "quente", "heat", "hot\\b"),
+    "6; low-temperature": ("frio\\b", "frios\\b", "geada", "cold\\b", "frost"),
+    "7; coastalevent": ("agitac", "galgament", "ondulac", "coastal", "surge\\b", "rough sea", "high waves"),
+    "8; forest-fire": ("incendio rural", "incendio florestal", "incendios rurais", "wildfire", "forest fire"),
+    "2; snow-ice": ("neve\\b", "nevao", "gelo\\b", "snow", "ice\\b", "icy\\b"),
+}
+
+
 def fold(text: str) -> str:
     """Lower case, accents removed, spaces collapsed (for matching names)."""
     t = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
@@ -154,6 +171,18 @@ class Catalogue:
             if key in h.names:
                 return h
         return None
+
+    def hazard_in(self, text: str) -> Hazard | None:
+        """The hazard a free event name speaks of ("Vento muito forte" -> wind): the one whose
+        word stem comes first in it, or None."""
+        words = fold(str(text))
+        best: tuple[int, Hazard] | None = None
+        for h in self.hazards:
+            for stem in _STEMS.get(h.awareness_type, ()):
+                m = re.search(rf"\b{stem}", words)  # (stems are patterns: \\b ends a whole word)
+                if m and (best is None or m.start() < best[0]):
+                    best = (m.start(), h)
+        return best[1] if best else None
 
     def area(self, kind: str, code: str) -> Area | None:
         return self.areas.get((kind.upper(), str(code)))

@@ -209,11 +209,24 @@ def _one_or_many(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
+_CIRCLE_SPACED = re.compile(r"\s*([-0-9.]+)\s*,\s*([-0-9.]+)\s+([0-9.]+)\s*", re.ASCII)
+
+
+def _circles(v: Any) -> Any:
+    """One circle or several; ``"41.1487, -8.5853 3"`` (a space after the comma, as people write
+    it) is written CAP's way, ``41.1487,-8.5853 3``; anything else is left for the check."""
+    out = []
+    for c in _one_or_many(v) if isinstance(v, str | list) else v:
+        m = _CIRCLE_SPACED.fullmatch(c) if isinstance(c, str) else None
+        out.append(f"{m[1]},{m[2]} {m[3]}" if m else c)
+    return out
+
+
 class DraftArea(_Model):
     desc: LangText | None = None
     geocodes: dict[str, list[Text]] = Field(default_factory=dict)
     polygon: Annotated[list[Polygon], BeforeValidator(_polygons)] = Field(default_factory=list)
-    circle: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(default_factory=list)
+    circle: Annotated[list[str], BeforeValidator(_circles)] = Field(default_factory=list)
 
     @field_validator("geocodes", mode="before")
     @classmethod
@@ -528,6 +541,11 @@ def problems(
         value = getattr(d, name)
         if value is not None and not value.strip():
             out.append(((name,), "empty text"))
+    # web: CAP 1.2 §3.2.2 "a full absolute URI"
+    if d.web is not None and d.web.strip() and not re.match(r"https?://[^\s/]+", d.web.strip(), re.ASCII):
+        out.append(
+            (("web",), f"{d.web!r} is not a full URL: write it with https:// (CAP needs an absolute URI)")
+        )
     # scope: CAP 1.2 §3.2.1 (addresses "required when scope is Private", restriction "used when
     # scope is Restricted")
     if d.scope == "Private" and d.addresses is None:
