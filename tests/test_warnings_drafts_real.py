@@ -78,3 +78,18 @@ def test_a_repeated_point_is_written_once(tmp_path: Path) -> None:
     assert code == 0, err
     pairs = _xml(out).findtext(".//c:polygon", namespaces=NS).split()
     assert pairs == ["41.15,-8.62", "41.152,-8.61", "41.146,-8.605", "41.15,-8.62"]
+
+
+def test_event_codes_are_published(tmp_path: Path) -> None:
+    """CAP's eventCode (the shared Porto fixture carries ANEPC_EAE: laranja) was refused as an
+    unknown key."""
+    code, out, err = render_text(tmp_path, BASE + "eventCode: {ANEPC_EAE: laranja, SAME: [FLW, FFW]}\n")
+    assert code == 0, err
+    info = _xml(out).find("c:info", NS)
+    codes = [
+        (e.findtext("c:valueName", namespaces=NS), e.findtext("c:value", namespaces=NS))
+        for e in info.iterfind("c:eventCode", NS)
+    ]
+    assert codes == [("ANEPC_EAE", "laranja"), ("SAME", "FLW"), ("SAME", "FFW")]
+    code, _, err = render_text(tmp_path, BASE + "eventCode: {ANEPC_EAE: ''}\n")
+    assert code == 1 and "empty text" in err

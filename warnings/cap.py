@@ -265,6 +265,9 @@ def build(
         _sub(info, "certainty", draft.certainty)
         if draft.audience and draft.text(draft.audience, lang) is not None:
             _sub(info, "audience", draft.text(draft.audience, lang))
+        for name, values in draft.event_code.items():
+            for value in values:
+                _pair(info, "eventCode", name, value)
         for name, t in (("effective", draft.effective), ("onset", draft.onset), ("expires", draft.expires)):
             if t is not None:
                 _sub(info, name, cap_datetime(t))

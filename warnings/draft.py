@@ -209,6 +209,13 @@ def _one_or_many(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
+def _codes(v: Any) -> Any:
+    """``{name: value}`` or ``{name: [values]}`` -> ``{name: [values]}``."""
+    if isinstance(v, dict):
+        return {k: val if isinstance(val, list) else [val] for k, val in v.items()}
+    return v
+
+
 _CIRCLE_SPACED = re.compile(r"\s*([-0-9.]+)\s*,\s*([-0-9.]+)\s+([0-9.]+)\s*", re.ASCII)
 
 
@@ -281,6 +288,11 @@ class Draft(_Model):
     addresses: Text | None = None
     note: Text | None = None
     parameters: dict[str, Text] = Field(default_factory=dict)
+    #: CAP ``eventCode``s, system-specific codes of the event (``{ANEPC_EAE: laranja}``): a name
+    #: and one value or a list of values
+    event_code: Annotated[dict[str, list[Text]], BeforeValidator(_codes)] = Field(
+        default_factory=dict, alias="eventCode"
+    )
 
     @property
     def languages(self) -> list[str]:
@@ -570,6 +582,14 @@ def problems(
             )
         elif not value.strip():
             out.append((("parameters", key), "empty text"))
+    for key, values in d.event_code.items():
+        if not key.strip() or _NOT_XML.search(key):
+            out.append(
+                (("eventCode", key), "an event code name is a non-empty text without control characters")
+            )
+        for j, value in enumerate(values):
+            if not value.strip():
+                out.append((("eventCode", key, j), "empty text"))
     for key in ("awareness_level", "awareness_type"):
         if key in d.parameters:
             source = "level" if key == "awareness_level" else "hazard"

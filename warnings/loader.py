@@ -56,18 +56,20 @@ def load_draft(
         raise DraftError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
     if not isinstance(tree, CommentedMap):
         raise DraftError([RuleError(file, 1, 1, "a draft is a mapping: sender, status, msgType, level, ...")])
-    params = tree.get("parameters")
-    if isinstance(params, CommentedMap):  # the loader writes every key as text: None -> "None"
-        bad = []
-        for k in params:
+    bad = []
+    for field, what in (("parameters", "a parameter name"), ("eventCode", "an event code name")):
+        params = tree.get(field)
+        if not isinstance(params, CommentedMap):
+            continue
+        for k in params:  # (the loader writes every key as text: None -> "None")
             if not isinstance(k, str):
                 try:
                     line, col = params.lc.key(k)
                 except (KeyError, TypeError, AttributeError):
                     line, col = params.lc.line, params.lc.col
-                bad.append(RuleError(file, line + 1, col + 1, f"a parameter name is a text, not {k!r}"))
-        if bad:
-            raise DraftError(bad)
+                bad.append(RuleError(file, line + 1, col + 1, f"{what} is a text, not {k!r}"))
+    if bad:
+        raise DraftError(bad)
     try:
         draft = validate(tree, Draft, file, explain=_explain)
     except YamlErrors as exc:
