@@ -609,13 +609,17 @@ def problems(
                 found = cat.area(kind, code)
                 if found is None:
                     known = cat.codes(kind)
-                    out.append(
-                        (
-                            (*at, "geocodes", key, j),
-                            f"unknown {kind} geocode {code!r}{_hint(code, known)}: not in the configured CAOP "
-                            f"areas ({', '.join(known) or 'none'})",
+                    named = cat.parishes_named(code) if kind == "DICOFRE" and not code.isdigit() else []
+                    if named:  # a parish's name where its code goes: say which code
+                        what = ", ".join(f"{c} ({cat.area(kind, c).name})" for c in named)
+                        message = f"{code!r} is a name, not a {kind} code: write {what}"
+                    else:
+                        listed = ", ".join(f"{c} {cat.area(kind, c).name}" for c in known) or "none"
+                        message = (
+                            f"unknown {kind} geocode {code!r}{_hint(code, known)}: not in the configured "
+                            f"CAOP areas ({listed})"
                         )
-                    )
+                    out.append(((*at, "geocodes", key, j), message))
                 else:
                     names.append(found.name)
             elif kind != "EMMA_ID":
