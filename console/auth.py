@@ -30,6 +30,7 @@ Without ``tenants:`` a user sees every tenant.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -277,6 +278,15 @@ class Limiter:
     def clear(self, key: str) -> None:
         self.failures.pop(key, None)
 
+    def undo(self, key: str, at: float) -> None:
+        """Take back one attempt counted at ``at`` (one that turned out right)."""
+        q = self.failures.get(key)
+        if q is not None:
+            with contextlib.suppress(ValueError):
+                q.remove(at)
+            if not q:
+                del self.failures[key]
+
 
 class Authenticator:
     def __init__(self, users: list[User] | None, session_ttl: float = SESSION_TTL_S, clock=time.time) -> None:
@@ -335,6 +345,9 @@ class Authenticator:
                 self.counts["limited"] += 1
                 _count("limited")
                 raise LoginLimited(wait)
+            # counted as a failure before the (slow) check and taken back if right: parallel
+            # attempts cannot all pass the limit while the first ones are being verified
+            self.limiter.fail(keys, now)
         u = self.by_name.get(username)
         if u is None or not u.password_argon2:
             if not _DUMMY:
@@ -345,12 +358,12 @@ class Authenticator:
             ok = _verify(u.password_argon2, password)
         with self._lock:
             if not ok:
-                self.limiter.fail(keys, self.clock())
                 self.counts["refused"] += 1
                 _count("refused")
                 raise LoginRefused("wrong username or password")
             assert u is not None
             self.limiter.clear(keys[0])
+            self.limiter.undo(keys[1], now)
             token = secrets.token_urlsafe(32)
             s = Session(_identity(u), self.clock() + self.session_ttl)
             self.sessions[hashlib.sha256(token.encode()).hexdigest()] = s

@@ -87,6 +87,31 @@ def test_wrong_passwords_are_refused_then_limited_per_user_and_per_address(ana_h
     assert auth.counts == {"ok": 2, "refused": 6, "limited": 2}
 
 
+def test_parallel_sign_ins_cannot_check_more_passwords_than_the_limit(ana_hash):
+    """Twenty wrong passwords at once for one user checked ten: the limit was read before the
+    (slow) check and the failure written after it. Each attempt now counts before its check."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    auth = Authenticator([User(actor="ana", role="operator", password_argon2=ana_hash)])
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(lambda i: _attempt(auth, "ana", "wrong", f"10.0.1.{i}"), range(20)))
+    assert outcomes.count("refused") == 5 and outcomes.count("limited") == 15
+    # a right password from a fresh address, once the window passes, is not held against it
+    ok = Authenticator([User(actor="rui", role="operator", password_argon2=ana_hash)])
+    for _ in range(10):
+        assert ok.login("rui", "correct horse", "10.0.2.1")[1].identity.actor == "rui"
+
+
+def _attempt(auth, user: str, password: str, client: str) -> str:
+    try:
+        auth.login(user, password, client)
+    except LoginRefused:
+        return "refused"
+    except LoginLimited:
+        return "limited"
+    return "ok"
+
+
 def test_api_tokens_still_work_and_a_user_needs_some_secret(tmp_path, ana_hash):
     auth = Authenticator(
         [User(actor="eva", role="approver", token_sha256=hashlib.sha256(b"t0k").hexdigest())]
