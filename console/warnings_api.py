@@ -173,6 +173,75 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             return fail(view, 403, "Not allowed", f"you may not draft warnings for tenant {t!r}")
         return None
 
+    async def linked_incident_refused(view: Any, request: Any, draft: dict[str, Any]) -> Any:
+        """A scoped user may link a draft only to an incident they see (else its warnings would
+        show on another tenant's incident page)."""
+        who = identify(request)
+        linked = draft.get("incident")
+        if who is None or who.tenants is None or linked is None:
+            return None
+        row = await projection(lambda p: p.incident(str(linked)))
+        if row is None or not who.sees(row):
+            return fail(
+                view,
+                422,
+                "Invalid draft",
+                f"incident: no incident {linked!r} of yours",
+                field="draft.incident",
+            )
+        return None
+
+    def sender_refused(view: Any, draft: dict[str, Any], tenants: frozenset[str] | None) -> Any:
+        """A scoped user may not send as another tenant: a sender that only other tenants' issued
+        warnings carry is theirs (the configured default sender is everyone's)."""
+        sender = draft.get("sender")
+        c = core()
+        if tenants is None or sender is None or c is None:
+            return None
+        if sender == (getattr(config(), "sender", None) or DEFAULT_SENDER):
+            return None
+        users: set[Any] = set()
+        for _ in range(3):  # the stage may change the dicts between our reads
+            try:
+                for wid, s, _sent in list(c.state.issued.values()):
+                    w = c.state.warnings.get(wid)
+                    if s == sender and w is not None:
+                        users.add(w.draft.get("tenant"))
+                break
+            except (RuntimeError, ValueError):
+                continue
+        if users - {None} and not users & tenants:  # (a tenant-less warning's sender is no tenant's)
+            return fail(
+                view,
+                403,
+                "Not allowed",
+                f"sender {sender!r} is another tenant's (their issued warnings carry it)",
+                field="draft.sender",
+            )
+        return None
+
+    def references_refused(view: Any, draft: dict[str, Any]) -> Any:
+        """422 for references the workflow would refuse (another tenant's warning; an Update or
+        Cancel with another sender than the original's)."""
+        c = core()
+        found = c.workflow.reference_problems(c.state, draft) if c is not None else []
+        if found:
+            return bad_draft(view, [{"field": f, "message": m} for f, m in found])
+        return None
+
+    async def draft_refused(view: Any, request: Any, draft: dict[str, Any], changed: Any = None) -> Any:
+        """The tenant rules on a checked new or changed draft (sender, linked incident,
+        references) after ``scoped_draft``: a problem response, or None. ``changed``: the fields
+        an edit changes (sender and incident are checked when they change; default: a new draft)."""
+        new = changed is None
+        if (new or "sender" in changed) and (refused := sender_refused(view, draft, tenants_of(request))):
+            return refused
+        if (new or "incident" in changed) and (
+            refused := await linked_incident_refused(view, request, draft)
+        ):
+            return refused
+        return references_refused(view, draft)
+
     async def read_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any]:
         body = await read_object(
             request, "request", 256 * 1024, empty_ok=True, timeout=settings.http_body_timeout_s
@@ -281,6 +350,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             _, errors = check(draft)
             if errors:
                 return bad_draft(self, errors)
+            refused = await draft_refused(self, request, draft)
+            if refused is not None:
+                return refused
             return await send(
                 self, WarningCommand(action="draft", actor=who[0], role=who[1], draft=draft), status=201
             )
@@ -296,9 +368,16 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             data = body.get("draft")
             if not isinstance(data, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
+            data = dict(data)  # (not stored: the tenant a scoped user's draft would get, for the checks)
+            refused = scoped_draft(self, data, tenants_of(request))
+            if refused is not None:
+                return refused
             draft, errors = check(data)
             if errors or draft is None:
                 return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
+            refused = references_refused(self, data)
+            if refused is not None:
+                return refused
             c = core()
 
             def resolve(identifier: str) -> Any:
@@ -386,6 +465,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 _, errors = check(merged)
                 if errors:
                     return bad_draft(self, errors)
+                refused = await draft_refused(self, request, merged, changed=changes)
+                if refused is not None:
+                    return refused
                 cmd = msgspec.structs.replace(cmd, draft=changes)
             return await send(self, cmd)
 
@@ -398,7 +480,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             row = await projection(lambda p: p.incident(incident))
             if row is None or not who.sees(row):
                 return fail(self, 404, "No such incident", incident)
-            linked = [w for w in warnings_list() if w.draft.get("incident") == incident]
+            linked = [  # another tenant's warning linked to this incident: not shown
+                w for w in warnings_list() if w.draft.get("incident") == incident and visible(w, who.tenants)
+            ]
             return self.json(
                 {
                     "warnings": [warning_json(w, actions_for(w, who.role)) for w in linked],
@@ -435,6 +519,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if not isinstance(overrides, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
             draft.update(overrides)
+            refused = scoped_draft(self, draft, tenants_of(request))  # as POST /api/warnings
+            if refused is not None:
+                return refused
             if "area" not in draft:  # never the whole municipality by default: the operator chooses
                 detail = (
                     "draft.area: the incident names no parish the configured areas know and has no "
@@ -444,5 +531,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             _, errors = check(draft)
             if errors:
                 return bad_draft(self, errors)
+            refused = await draft_refused(self, request, draft)
+            if refused is not None:
+                return refused
             cmd = WarningCommand(action="draft", actor=who[0], role=who[1], draft=draft, incident=incident)
             return await send(self, cmd, status=201)

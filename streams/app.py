@@ -201,9 +201,16 @@ def create_app(
         if not settings.metrics_port and app.atalaia_stages:
             log.warning("this worker serves no /metrics: set ATALAIA_METRICS_PORT (or run it with --http)")
         return app
-    from atalaia.streams.connections import ConnectionGuard, allowed_hosts, host_guard, security_headers
+    from atalaia.streams.connections import (
+        ConnectionGuard,
+        allowed_hosts,
+        host_guard,
+        problem_defaults,
+        security_headers,
+    )
 
     app.web.web_app.on_response_prepare.append(security_headers)  # nosniff, no framing
+    app.web.web_app.middlewares.append(problem_defaults())  # aiohttp's 404/405...: problem+json
     hosts = allowed_hosts(settings)
     if hosts is not None:  # on a loopback address: only local names (DNS rebinding)
         app.web.web_app.middlewares.append(host_guard(hosts))

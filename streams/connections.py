@@ -190,3 +190,44 @@ async def security_headers(request: Any, response: Any) -> None:
     chose its own)."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+
+
+def problem_defaults() -> Any:
+    """aiohttp middleware: aiohttp's own error answers (an unknown path's 404, a wrong method's
+    405, a CORS preflight ``OPTIONS`` nobody answers, a body over the size limit's 413...) are
+    ``text/plain``; the project answers API errors as problem+json (RFC 9457). An
+    ``HTTPException`` (status 400 or more) with aiohttp's plain text becomes
+    ``application/problem+json`` with status, title and detail (its text, when not the bare
+    default); its headers are kept (``Allow``
+    on a 405) and no CORS header is added (the console is same-origin only). Answers a handler
+    returns (problem+json already, HTML pages, the live event stream) are never touched."""
+    from aiohttp import web
+    from multidict import CIMultiDict
+
+    from atalaia.console.problem import PROBLEM, problem
+
+    def details(exc: web.HTTPException, request: Any) -> str:
+        if exc.text and exc.text != f"{exc.status}: {exc.reason}":
+            return exc.text[:500]  # aiohttp's own words (a body over the size limit: how large)
+        if exc.status == 404:
+            return f"no such path: {request.path[:200]}"
+        if exc.status == 405:
+            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+            method = request.method[:20]
+            return f"method {method} is not allowed here" + (f" (allowed: {allowed})" if allowed else "")
+        return exc.reason
+
+    @web.middleware
+    async def to_problem(request: Any, handler: Any) -> Any:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            plain = (exc.content_type or "text/plain") == "text/plain"  # aiohttp's: not a body of ours
+            if exc.status < 400 or not plain or exc.empty_body:
+                raise
+            skip = {"content-type", "content-length", "content-encoding", "transfer-encoding"}
+            headers = CIMultiDict((k, v) for k, v in exc.headers.items() if k.lower() not in skip)
+            body = problem(exc.status, exc.reason, details(exc, request))
+            return web.json_response(body, status=exc.status, content_type=PROBLEM, headers=headers)
+
+    return to_problem

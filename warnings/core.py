@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from atalaia.warnings.cap import CapInvalid, Reference, render
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
-from atalaia.warnings.draft import Draft, cap_time, problems
+from atalaia.warnings.draft import Draft, cap_time, parse_reference, problems
 from atalaia.warnings.records import (
     CapRecord,
     WarningCommand,
@@ -175,6 +175,7 @@ class Workflow:
         if c.action == "edit":
             self._need(w, c, ("draft", "submitted", "approved", "rejected"))
             draft = self._check(c.draft or {}, keep=w.draft)
+            self._check_references(state, draft)
             w.draft = draft
             if c.actor not in w.authors:
                 w.authors.append(c.actor)
@@ -223,6 +224,7 @@ class Workflow:
         if c.tenant and "tenant" not in data:
             data = {**data, "tenant": c.tenant}
         draft = self._check(data)
+        self._check_references(state, draft)
         wid = "W-" + hashlib.blake2b(c.id.encode(), digest_size=8).hexdigest()
         if wid in state.warnings:
             raise Refused(f"warning {wid} exists")
@@ -241,6 +243,7 @@ class Workflow:
             orig = state.warnings.get(w.supersedes)
             if orig is None or orig.state != "issued":
                 raise Refused(f"the warning it replaces ({w.supersedes}) is no longer active")
+        self._check_references(state, w.draft)
         draft = Draft.model_validate(w.draft)
         sent = at
 
@@ -310,6 +313,60 @@ class Workflow:
                 "bad draft: " + "; ".join(f"{'.'.join(map(str, loc)) or 'draft'}: {m}" for loc, m in found)
             )
         return orjson.loads(orjson.dumps(merged, default=str))
+
+    def reference_problems(self, state: WarningsState, data: dict[str, Any]) -> list[tuple[str, str]]:
+        """(field, message) for each reference of draft ``data`` to an issued warning it may not
+        reference: one of another tenant (a warning references only its own tenant's), or, for an
+        Update or Cancel, one whose sender is not this draft's (CAP: the same sender updates and
+        cancels its messages; a reference written ``sender,identifier,sent`` must name the
+        original's sender too). References to nothing issued here follow the usual rule (bare:
+        refused on issue unless the identifier carries its sent time; full triples: kept)."""
+        refs = data.get("references") or []
+        if isinstance(refs, str):
+            refs = refs.split()
+        if not isinstance(refs, list):
+            return []
+        tenant = _text_or_none(data.get("tenant"))
+        sender = _text_or_none(data.get("sender"))
+        kind = data.get("msgType", "Alert")
+        out: list[tuple[str, str]] = []
+        for i, raw in enumerate(refs):
+            try:
+                parsed = parse_reference(str(raw).strip())
+            except ValueError:
+                continue  # the draft's own checks name it
+            ident = parsed if isinstance(parsed, str) else parsed[1]
+            known = state.issued.get(ident)
+            if not known:
+                continue
+            orig = state.warnings.get(known[0])
+            orig_tenant = _text_or_none(orig.draft.get("tenant")) if orig is not None else None
+            if orig_tenant != tenant:
+                out.append(
+                    (
+                        f"references.{i}",
+                        f"{ident} is a warning of another tenant: a warning may reference only "
+                        f"warnings of its own tenant ({tenant or 'none'})",
+                    )
+                )
+                continue
+            if kind in ("Update", "Cancel"):
+                if not isinstance(parsed, str) and parsed[0] != known[1]:
+                    out.append((f"references.{i}", f"{ident} was sent by {known[1]}, not {parsed[0]}"))
+                elif sender != known[1]:
+                    out.append(
+                        (
+                            "sender",
+                            f"{'an' if kind == 'Update' else 'a'} {kind} keeps the sender of the warning it references: {ident} was "
+                            f"sent by {known[1]}",
+                        )
+                    )
+        return out
+
+    def _check_references(self, state: WarningsState, data: dict[str, Any]) -> None:
+        found = self.reference_problems(state, data)
+        if found:
+            raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in found))
 
     @staticmethod
     def _need(w: Warning, c: WarningCommand, states: tuple[str, ...]) -> None:
@@ -403,6 +460,10 @@ class Workflow:
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
+
+
+def _text_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)
 
 
 def _short(e: ValidationError) -> str:
