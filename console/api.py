@@ -509,6 +509,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 if who.tenants is not None and not who.sees(await projection(lambda p: p.incident(incident))):
                     # another tenant's incident (or one not projected yet): as if unknown
                     return fail(self, 404, "No such incident", incident)
+            if "at" in body:  # the server sets the time, as it does actor and role
+                return fail(
+                    self, 422, "Invalid command", AT_REFUSED, errors=[{"field": "at", "message": AT_REFUSED}]
+                )
             body["incident"] = incident
             body.setdefault(
                 "id",
@@ -559,7 +563,13 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
     """``GET/POST /api/silences``, ``DELETE /api/silences/{id}``: runtime silences (label matchers),
     created and expired through ``atalaia.commands`` (the incident manager keeps them in its state)."""
     from atalaia.incidents.model import to_us
-    from atalaia.incidents.silences import SilenceCommand, config_silence, silence_tenant, silence_view
+    from atalaia.incidents.silences import (
+        MAX_SPAN,
+        SilenceCommand,
+        config_silence,
+        silence_tenant,
+        silence_view,
+    )
 
     fail, identify, projection, permissions = (
         ctx["fail"],
@@ -602,6 +612,10 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             for key, value in (("actor", who.actor), ("role", who.role)):
                 if not isinstance(body.get(key), str) or not body[key].strip():
                     body[key] = value
+        if "at" in body:  # the server sets the time, as it does actor and role
+            return fail(
+                view, 422, "Invalid silence", AT_REFUSED, errors=[{"field": "at", "message": AT_REFUSED}]
+            )
         allowed = permissions.get("silence", ())
         if body["role"] not in allowed:
             return fail(view, 403, "Forbidden", f"role {body['role']} may not create or expire silences")
@@ -621,6 +635,12 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             errs = errors_of(e)
             detail = "; ".join(f"{x['field']}: {x['message']}" for x in errs)
             return fail(view, 422, "Invalid silence", detail, errors=errs)
+        # the 366 d limit of duration holds for an end too: from the start, or from now without one
+        if cmd.end is not None and cmd.end - max(cmd.start or _utcnow(), _utcnow()) > MAX_SPAN:
+            msg = f"at most {MAX_SPAN.days}d after the start (or from now)"
+            return fail(
+                view, 422, "Invalid silence", f"end: {msg}", errors=[{"field": "end", "message": msg}]
+            )
         await publish(settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")), b"silences")
         reply = await replies.wait(cmd.id, REPLY_WAIT_S)
         if reply is None:
@@ -728,6 +748,18 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                     f"{silence} is a maintenance window of incidents.yaml: edit the file",
                 )
             return await send(self, request, {"action": "expire-silence", "silence": silence}, 200)
+
+
+#: why a client's ``at`` is refused: a command's time is the server's (the incident manager's clock
+#: when it takes the command), as its actor and role are the token's: a client-set time would
+#: stretch a shelve past ``shelving.max`` or back-date the audit trail
+AT_REFUSED = "set by the server: leave it out (a command takes effect when the incident manager takes it)"
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
 
 
 _SILENCE_FIELDS = (

@@ -80,7 +80,10 @@ def parse_time(text: str, name: str) -> datetime:
         raise FilterError(name, f"{text!r} is not an RFC 3339 time (e.g. 2026-01-28T10:00:00Z)") from None
     if t.tzinfo is None:
         raise FilterError(name, f"{text!r} has no offset (add Z or +00:00)")
-    return t.astimezone(UTC)
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00: before the first representable instant
+        raise FilterError(name, f"{text!r} is out of range") from None
 
 
 def _choices(name: str, raw: str, allowed: tuple[str, ...]) -> tuple[str, ...]:

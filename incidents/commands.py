@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,36 @@ if TYPE_CHECKING:
 
 Action = ActionName
 Role = RoleName
+
+#: the times a command may carry: the records' range (``streams.records.TIME_PATTERN``), so a
+#: time plus any duration the manager allows (at most 366 d) is still a time it can write
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def command_time(v: Any) -> Any:
+    """A command's time (RFC 3339 text with an offset, an aware datetime, or finite epoch seconds)
+    as an aware UTC datetime within the years 1970..9000; ValueError otherwise (never an
+    OverflowError: the API answers 422 naming the field, the stage refuses the command)."""
+    if isinstance(v, bool):
+        raise ValueError("time must be RFC 3339 text like 2026-01-28T10:00:00Z")
+    try:
+        if isinstance(v, int | float):
+            if not math.isfinite(v):
+                raise ValueError("time must be finite")
+            v = datetime.fromtimestamp(v, UTC)
+        elif isinstance(v, str):
+            v = datetime.fromisoformat(v.replace("Z", "+00:00").replace("z", "+00:00"))
+        if not isinstance(v, datetime):
+            return v  # pydantic says what is wrong with it
+        if v.tzinfo is None:
+            raise ValueError("time has no UTC offset")
+        v = v.astimezone(UTC)
+    except (OverflowError, OSError):
+        raise ValueError("time out of range (years 1970 to 9000)") from None
+    if not EARLIEST <= v <= LATEST:
+        raise ValueError("time out of range (years 1970 to 9000)")
+    return v
 
 
 class Command(BaseModel):
@@ -41,13 +72,7 @@ class Command(BaseModel):
     @field_validator("at", mode="before")
     @classmethod
     def _at(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = datetime.fromisoformat(v.replace("Z", "+00:00"))
-        if isinstance(v, datetime):
-            if v.tzinfo is None:
-                raise ValueError("time has no UTC offset")
-            return v.astimezone(UTC)
-        return v
+        return None if v is None else command_time(v)
 
     @model_validator(mode="after")
     def _identity(self) -> Command:

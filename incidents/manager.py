@@ -18,6 +18,8 @@ into bytes and back. No I/O, no wall clock: ``now`` is given by the caller.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -27,11 +29,20 @@ from typing import Any
 
 from atalaia.incidents import operator, snapshot
 from atalaia.incidents.commands import Command
-from atalaia.incidents.config import IncidentConfig
+from atalaia.incidents.config import MAX_DURATION_S, IncidentConfig
 from atalaia.incidents.emit import Changes, Output, build_event, severity_of, title
 from atalaia.incidents.events import CommandReply
 from atalaia.incidents.kpi import ALL, KpiSnapshot, PositionKpi
-from atalaia.incidents.model import AlarmRecord, Incident, ManagerState, alarm_key, fmt, seconds_us, to_us
+from atalaia.incidents.model import (
+    AlarmRecord,
+    Incident,
+    ManagerState,
+    alarm_key,
+    fmt,
+    in_range,
+    seconds_us,
+    to_us,
+)
 from atalaia.incidents.silences import (
     SILENCE_ACTIONS,
     Silence,
@@ -90,24 +101,32 @@ class IncidentManager:
         out: list[Output] = []
         now_us = self._advance(state, _now(now), out)
         for i, ev in enumerate(events):
+            mark, undo = len(out), None
             try:
                 if isinstance(ev, AlarmTransition):  # as the stage decoded it
                     self._on_alarm(state, ev, out)
-                elif isinstance(ev, Command):
-                    operator.apply(self, state, ev, now_us, out)
+                elif isinstance(ev, dict) and "action" not in ev:  # a transition as a dict (replay,
+                    self._on_alarm(state, alarm_from_dict(ev), out)  # tests): checked as the record
                 elif isinstance(ev, SilenceCommand) or (
                     isinstance(ev, dict) and ev.get("action") in SILENCE_ACTIONS
                 ):
                     cmd = ev if isinstance(ev, SilenceCommand) else SilenceCommand.model_validate(ev)
+                    undo = _Savepoint(state, None)  # a silence may touch every incident
                     self._on_silence(state, cmd, now_us, out)
-                elif isinstance(ev, dict) and "action" in ev:
-                    operator.apply(self, state, Command.model_validate(ev), now_us, out)
-                elif isinstance(ev, dict):  # a transition as a dict (replay, tests): checked as the record
-                    self._on_alarm(state, alarm_from_dict(ev), out)
+                elif isinstance(ev, Command) or (isinstance(ev, dict) and "action" in ev):
+                    op = ev if isinstance(ev, Command) else Command.model_validate(ev)
+                    undo = _Savepoint(state, op.incident)  # a command changes its incident only
+                    operator.apply(self, state, op, now_us, out)
                 else:
                     raise ValueError(f"not an alarm transition or a command: {ev!r:.200}")
             except (ValueError, ArithmeticError) as e:  # pydantic's and msgspec's ValidationError
                 # are ValueErrors; an overflow (a time out of range) refuses the input, never the stage
+                if undo is not None:  # a refused command leaves the state exactly as it was
+                    undo.restore(state)
+                    self._silence_matchers = {
+                        k: v for k, v in self._silence_matchers.items() if k in state.silences
+                    }
+                    del out[mark:]
                 if errors is None:
                     raise
                 errors.append((i, str(e) or type(e).__name__))
@@ -173,6 +192,9 @@ class IncidentManager:
         # ``tr`` was checked when it was decoded (rules.alarm.decode_alarm): no re-checks here
         rule, key, state, severity, value = tr.rule, tr.key, tr.state, tr.severity, tr.value
         at = to_us(tr.at)
+        loc = tr.location  # (a dict from a replay file is not checked by the record's decoder)
+        if loc is not None and not (math.isfinite(loc[0]) and math.isfinite(loc[1])):
+            raise ValueError("location: not a finite [lon, lat]")
         ak = alarm_key(rule, key)
         tid = tr.id or transition_id(rule, key, state, tr.at, severity)
         clock = st.alarm_clock.get(ak)
@@ -238,9 +260,14 @@ class IncidentManager:
     def _new_record(self, tr: AlarmTransition, rule: str, key: str, at: int) -> AlarmRecord:
         labels = dict(tr.labels)
         for name in _SYNTHETIC:
+            # these come from the transition's own fields only: a label of the same name (an
+            # entity's attribute "tenant": "porto" sent with a token of no tenant) is dropped, so
+            # the tenant of an incident is always the authenticated one of its alarms
             v = getattr(tr, name)
             if v is not None:
                 labels[name] = str(v)
+            else:
+                labels.pop(name, None)
         c = self.config
         position = next((p.name for p in c.positions if matches_all(p.matchers, labels)), c.default_position)
         loc = tr.location
@@ -570,9 +597,18 @@ class IncidentManager:
         return True
 
     def _on_silence(self, st: ManagerState, cmd: SilenceCommand, now: int, out: list[Output]) -> None:
+        # every time the command would write is checked before anything changes (ValueError: refused)
+        at = in_range(to_us(cmd.at) if cmd.at is not None else now, "at")
+        start = max(in_range(to_us(cmd.start), "start"), at) if cmd.start is not None else at
+        if cmd.end is not None:
+            end = in_range(to_us(cmd.end), "end")
+        else:
+            duration = cmd.duration or 0
+            if not 0 <= duration <= MAX_DURATION_S:
+                raise ValueError(f"duration: at most {MAX_DURATION_S / 86400:g}d")
+            end = start + seconds_us(duration)
         if not self.take_command(st, cmd.id):
             return
-        at = to_us(cmd.at) if cmd.at is not None else now
         allowed = self.config.permissions.get("silence", ())
         sid = silence_id(cmd.id) if cmd.action == "silence" else cmd.silence
         problem = None
@@ -580,13 +616,13 @@ class IncidentManager:
             problem = f"role {cmd.role} may not {cmd.action} (allowed: {', '.join(allowed) or 'nobody'})"
         elif cmd.action == "expire-silence" and sid not in st.silences:
             problem = f"unknown silence {sid} (expired silences are gone)"
+        elif cmd.action == "silence" and end - start > seconds_us(MAX_DURATION_S):
+            problem = f"end: at most {MAX_DURATION_S / 86400:g}d after the start"
         if problem is not None:
             st.stats["rejected"] += 1
             out.append(CommandReply(cmd.id, sid, cmd.action, cmd.actor, False, problem, fmt(at)))
             return
         if cmd.action == "silence":
-            start = max(to_us(cmd.start), at) if cmd.start is not None else at
-            end = to_us(cmd.end) if cmd.end is not None else start + seconds_us(cmd.duration or 0)
             if end <= now:
                 st.stats["rejected"] += 1
                 out.append(
@@ -652,6 +688,48 @@ class IncidentManager:
     def _maintenance(self, st: ManagerState, now: int, out: list[Output]) -> None:
         if st.silences or self.maintenance:
             self._sweep_silences(st, now, out)
+
+
+class _Savepoint:
+    """The manager's state before a command, to put back if the command raises (a refused command
+    changes nothing: not its incident, not the timers, not the command ids). An operator command
+    changes one incident (and the state's indexes when it closes it): that incident is copied, the
+    indexes one level deep. A silence may change any incident: the whole state is kept as a
+    snapshot. Commands are rare next to alarms, whose checks all come before any change."""
+
+    __slots__ = ("blob", "fields", "iid", "incident")
+
+    def __init__(self, st: ManagerState, incident_id: str | None) -> None:
+        self.blob = self.incident = None
+        self.iid = incident_id
+        self.fields: dict[str, Any] = {}
+        if incident_id is None:
+            self.blob = snapshot.dump(st)
+            return
+        inc = st.incidents.get(incident_id)
+        self.incident = copy.deepcopy(inc) if inc is not None else None
+        for f in dataclasses.fields(ManagerState):
+            v = getattr(st, f.name)
+            if f.name == "kpi":
+                v = snapshot.copy_kpi(v)
+            elif f.name in ("by_key", "sources", "targets"):
+                v = {k: dict(b) for k, b in v.items()}
+            elif f.name == "silences":
+                v = {k: copy.copy(sil) for k, sil in v.items()}
+            elif isinstance(v, dict):
+                v = dict(v)  # alarm_clock's lists: commands never change them
+            self.fields[f.name] = v
+
+    def restore(self, st: ManagerState) -> None:
+        if self.blob is not None:
+            before = snapshot.load(self.blob)
+            for f in dataclasses.fields(ManagerState):
+                setattr(st, f.name, getattr(before, f.name))
+            return
+        for name, v in self.fields.items():
+            setattr(st, name, v)
+        if self.incident is not None:
+            st.incidents[self.incident.id] = self.incident
 
 
 def _silence_event(sil: Silence, change: str, at: int, silenced: int = 0) -> SilenceEvent:

@@ -30,6 +30,20 @@ def to_us(t: str | datetime | int | float) -> int:
     return round(t * SECOND)
 
 
+#: the times the manager takes (the records' range, years 1970..9000): any of them plus any
+#: duration it allows (at most 366 d) can still be written
+EARLIEST_US = 0
+LATEST_US = (datetime(9000, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - EPOCH) // _US
+
+
+def in_range(us: int, name: str = "time") -> int:
+    """``us`` if it is within the years 1970..9000, else ValueError naming ``name``; checked before
+    anything changes, so a command carrying such a time is refused and leaves the state as it was."""
+    if not EARLIEST_US <= us <= LATEST_US:
+        raise ValueError(f"{name}: out of range (years 1970 to 9000)")
+    return us
+
+
 def seconds_us(s: float) -> int:
     return round(s * SECOND)
 

@@ -3,12 +3,13 @@ reason. Every command gets exactly one reply (a redelivered command id gets none
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from atalaia.incidents.commands import Command
 from atalaia.incidents.emit import Changes, Output
 from atalaia.incidents.events import CommandReply
-from atalaia.incidents.model import Incident, ManagerState, fmt, seconds_us, to_us
+from atalaia.incidents.model import Incident, ManagerState, fmt, in_range, seconds_us, to_us
 
 if TYPE_CHECKING:
     from atalaia.incidents.manager import IncidentManager
@@ -30,9 +31,12 @@ NEEDS_REASON = ("shelve", "suppress", "out-of-service", "comment", "close")
 
 
 def apply(mgr: IncidentManager, st: ManagerState, cmd: Command, now: int, out: list[Output]) -> None:
+    # every time the command would write is checked before anything changes (ValueError: refused)
+    at = in_range(to_us(cmd.at) if cmd.at is not None else now, "at")
+    if cmd.duration is not None and not math.isfinite(cmd.duration):
+        raise ValueError("duration: must be finite")
     if not mgr.take_command(st, cmd.id):
         return
-    at = to_us(cmd.at) if cmd.at is not None else now
     inc = st.incidents.get(cmd.incident)
     problem = check(mgr, st, cmd, inc, at)
     if problem is not None:

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from atalaia.incidents.config import RoleName, parse_duration
+from atalaia.incidents.config import MAX_DURATION_S, RoleName, parse_duration
 from atalaia.rules.matchers import Matcher
 from atalaia.streams.records import Time, record_decoder
 
 SILENCE_ACTIONS = ("silence", "expire-silence")
 MAX_MATCHERS = 20
+MAX_SPAN = timedelta(seconds=MAX_DURATION_S)  # a silence's end - start, as for its duration
 
 
 def silence_id(command_id: str) -> str:
@@ -77,13 +78,9 @@ def _matches_empty(m: Matcher) -> bool:
 
 
 def _aware(v: Any) -> Any:
-    if isinstance(v, str):
-        v = datetime.fromisoformat(v.replace("Z", "+00:00").replace("z", "+00:00"))
-    if isinstance(v, datetime):
-        if v.tzinfo is None:
-            raise ValueError("time has no UTC offset")
-        return v.astimezone(UTC)
-    return v
+    from atalaia.incidents.commands import command_time
+
+    return None if v is None else command_time(v)
 
 
 class SilenceCommand(BaseModel):
@@ -134,6 +131,11 @@ class SilenceCommand(BaseModel):
                 raise ValueError("end: give an end time or a positive duration")
             if self.end is not None and self.start is not None and self.end <= self.start:
                 raise ValueError("end: must be after start")
+            # the limit on duration holds for an end too (measured from the start, else from
+            # when it was issued; the manager checks it again against its own clock)
+            begin = self.start or self.at
+            if self.end is not None and begin is not None and self.end - begin > MAX_SPAN:
+                raise ValueError(f"end: at most {MAX_DURATION_S / 86400:g}d after the start")
         elif not self.silence:
             raise ValueError("silence: the id of the silence to expire is needed")
         if not self.id:

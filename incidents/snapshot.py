@@ -53,3 +53,12 @@ def load(data: bytes) -> ManagerState:
 
 def copy_meter(m: FloodMeter) -> FloodMeter:
     return FloodMeter(deque(m.times), m.flood_us, m.since, m.clock, m.total, m.peak)
+
+
+def copy_kpi(k: KpiState) -> KpiState:
+    return KpiState(
+        meters={name: copy_meter(m) for name, m in k.meters.items()},
+        chattering_flagged=k.chattering_flagged,
+        auto_shelved=k.auto_shelved,
+        by_rule=dict(k.by_rule),
+    )

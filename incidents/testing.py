@@ -38,6 +38,9 @@ def transition(
     location: list[float] | None = None,
     **labels: str,
 ) -> dict[str, Any]:
+    """A transition's dict; ``tenant`` and ``service_path`` go on its own fields, as the rules
+    engine sets them (the manager takes an alarm's tenant from there only, never from a label)."""
+    own = {k: labels.pop(k) for k in ("tenant", "service_path") if k in labels}
     return {
         "at": at_s(at),
         "rule": rule,
@@ -48,6 +51,7 @@ def transition(
         "entity": key,
         "labels": labels,
         "location": location,
+        **own,
     }
 
 
