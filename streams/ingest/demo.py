@@ -252,13 +252,13 @@ def start_demo_receivers() -> dict[str, str]:
     def run() -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        http = loop.run_until_complete(HttpSink(secret="demo-secret").start())
+        http = loop.run_until_complete(HttpSink(secret="demo-webhook-secret-not-for-production").start())
         smtp = SmtpSink().start()
         found.update(
             {
                 "ATALAIA_PGU_URL": f"{http.url}/pgu",
                 "ATALAIA_WEBHOOK_URL": f"{http.url}/webhook",
-                "ATALAIA_WEBHOOK_SECRET": "demo-secret",
+                "ATALAIA_WEBHOOK_SECRET": "demo-webhook-secret-not-for-production",
                 "ATALAIA_ALERTMANAGER_WEBHOOK_URL": f"{http.url}/alertmanager",
                 "ATALAIA_SMS_GATEWAY_URL": f"smseagle://demo-token@127.0.0.1:{http.port}",
                 "ATALAIA_SMTP_HOST": "127.0.0.1",
