@@ -146,36 +146,20 @@ def _duplicates(tree: Any, file: str, users: list[User]) -> list[YamlError]:
     """A user name or an API token listed twice: sign-in would take one entry and ``users passwd``
     write another (a new password that never works), a token would act as whichever came first."""
     problems: list[YamlError] = []
-    names: dict[str, int] = {}
-    tokens: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     for i, u in enumerate(users):
-        first = names.setdefault(u.actor, i)
-        if first != i:
+        keys = [("actor", u.actor)] + ([("token_sha256", u.token_sha256.lower())] if u.token_sha256 else [])
+        for field, key in keys:
+            first = seen.setdefault((field, key), i)
+            if first == i:
+                continue
             line, _ = position(tree, ("users", first))
-            problems.append(
-                located(
-                    tree,
-                    file,
-                    ("users", i, "actor"),
-                    f"users.{i}.actor: user {u.actor!r} is listed twice "
-                    f"(first at line {line}): keep one entry per user",
-                    at="value",
-                )
+            why = (
+                f"user {u.actor!r} is listed twice (first at line {line}): keep one entry per user"
+                if field == "actor"
+                else f"the same token as {users[first].actor!r} (line {line}): give each user a token of their own"
             )
-        if u.token_sha256:
-            first = tokens.setdefault(u.token_sha256.lower(), i)
-            if first != i:
-                line, _ = position(tree, ("users", first))
-                problems.append(
-                    located(
-                        tree,
-                        file,
-                        ("users", i, "token_sha256"),
-                        f"users.{i}.token_sha256: the same "
-                        f"token as {users[first].actor!r} (line {line}): give each user a token of their own",
-                        at="value",
-                    )
-                )
+            problems.append(located(tree, file, ("users", i, field), f"users.{i}.{field}: {why}", at="value"))
     return problems
 
 

@@ -10,20 +10,9 @@ import pytest
 
 from atalaia.streams.ingest import parse_payload
 from tests.test_ingest_fastpath import both_paths
+from tests.test_ingest_shapes import ld
 
 RECEIVED = datetime(2026, 1, 28, 10, 0, 5, tzinfo=UTC)
-
-
-def ld(*entities) -> bytes:
-    return orjson.dumps(
-        {
-            "id": "urn:ngsi-ld:Notification:1",
-            "type": "Notification",
-            "subscriptionId": "urn:s",
-            "notifiedAt": "2026-01-28T09:45:02Z",
-            "data": list(entities),
-        }
-    )
 
 
 def v2(*entities) -> bytes:
