@@ -127,9 +127,10 @@ def check(paths: tuple[str, ...], strict: bool, detectors: str | None) -> None:
         click.echo(str(w), err=True)
     files = len({lr.file for lr in ruleset.rules})
     warned = f", {len(ruleset.warnings)} warning(s)" if ruleset.warnings else ""
-    click.echo(f"ok: {len(ruleset)} rule(s) in {files} file(s){warned}")
     if strict and ruleset.warnings:
+        click.echo(f"failed (--strict): {len(ruleset)} rule(s) in {files} file(s){warned}", err=True)
         sys.exit(1)
+    click.echo(f"ok: {len(ruleset)} rule(s) in {files} file(s){warned}")
 
 
 @rules.command()

@@ -43,7 +43,9 @@ def test_check_warns_on_attribute_names_the_sdm_schema_lacks(tmp_path: Path) -> 
         "AirQualityObserved (did you mean 'pm25'?)",
     ]
     assert "2 warning(s)" in result.stdout
-    assert CliRunner().invoke(rules, ["check", "--strict", str(f)]).exit_code == 1
+    strict = CliRunner().invoke(rules, ["check", "--strict", str(f)])
+    assert strict.exit_code == 1 and "ok" not in strict.stdout  # (it said ok, then exited 1)
+    assert "failed (--strict): 3 rule(s) in 1 file(s), 2 warning(s)" in strict.stderr
 
 
 def test_shipped_rules_have_no_warnings() -> None:
