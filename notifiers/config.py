@@ -82,6 +82,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _positive_at_most(v: timedelta, name: str, limit: timedelta, why: str) -> timedelta:
+    """A duration setting that must be more than 0 (``why`` says why) and at most ``limit``."""
+    if v <= timedelta(0):
+        raise ValueError(f"{name} must be positive ({why})")
+    if v > limit:
+        raise ValueError(f"{name} must be at most {format_duration(limit)}")
+    return v
+
+
 class RateLimit(_Model):
     max: int = Field(ge=1, le=MAX_RATE_MESSAGES, description="at most this many messages ...")
     per: Duration = Field(description="... per this period, per target (token bucket); 0 < per <= 1d")
@@ -89,11 +98,7 @@ class RateLimit(_Model):
     @field_validator("per")
     @classmethod
     def _per(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("per must be positive (e.g. rate: {max: 6, per: 10m})")
-        if v > MAX_RATE_PERIOD:
-            raise ValueError(f"per must be at most {format_duration(MAX_RATE_PERIOD)}")
-        return v
+        return _positive_at_most(v, "per", MAX_RATE_PERIOD, "e.g. rate: {max: 6, per: 10m}")
 
 
 class Retry(_Model):
@@ -160,11 +165,7 @@ class Target(_Model):
     @field_validator("timeout")
     @classmethod
     def _timeout(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("timeout must be positive (0 would mean no timeout at all for HTTP targets)")
-        if v > MAX_TIMEOUT:
-            raise ValueError(f"timeout must be at most {format_duration(MAX_TIMEOUT)}")
-        return v
+        return _positive_at_most(v, "timeout", MAX_TIMEOUT, "0 would mean no timeout at all for HTTP targets")
 
     @model_validator(mode="after")
     def _check(self) -> Target:
