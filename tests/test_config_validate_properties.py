@@ -109,3 +109,43 @@ def test_validate_answers_any_mapping_with_positioned_errors(kind: str, data: st
             assert (e.file, e.kind) == ("c.yaml", "value"), e
             assert 1 <= e.line <= lines and e.col >= 1, e
             assert str(e).startswith(f"c.yaml:{e.line}:{e.col}: ") and e.message.strip(), e
+
+
+ODD = [None, 0, 2.5, "", [None], {}, {"x": None}]
+
+
+def _containers(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
+    """The names (and aliases) of fields that hold another model, at any depth."""
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        stack = [field.annotation]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                names |= {name, *([field.alias] if field.alias else [])} | _containers(t, seen)
+            stack += [a for a in typing.get_args(t) if a is not None]
+    return names
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_validate_answers_every_field_given_an_odd_value_at_any_depth(kind: str) -> None:
+    """The sweep the property above samples: each field name, with each odd value (null, a number,
+    an empty list or mapping...), at the top and one level down under every field that holds a
+    model (and under a free-form key, for mappings of models). A nested
+    ``area: {circle: null}`` once raised TypeError from a before-validator instead of an error at
+    its line."""
+    model, at, explain = MODELS[kind]
+    keys = sorted(_field_names(model))
+    for outer in [None, "x", *sorted(_containers(model))]:
+        for name in keys:
+            for odd in ODD:
+                mapping = {name: odd} if outer is None else {outer: {name: odd}}
+                tree = parse(_yaml(mapping), "c.yaml")
+                try:
+                    validate(tree, model, "c.yaml", at, explain=explain)
+                except YamlErrors as exc:
+                    assert exc.errors and all(e.file == "c.yaml" and e.line >= 1 for e in exc.errors), mapping

@@ -222,8 +222,10 @@ _CIRCLE_SPACED = re.compile(r"\s*([-0-9.]+)\s*,\s*([-0-9.]+)\s+([0-9.]+)\s*", re
 def _circles(v: Any) -> Any:
     """One circle or several; ``"41.1487, -8.5853 3"`` (a space after the comma, as people write
     it) is written CAP's way, ``41.1487,-8.5853 3``; anything else is left for the check."""
+    if not isinstance(v, str | list):
+        return v  # not a circle list: the type check names it
     out = []
-    for c in _one_or_many(v) if isinstance(v, str | list) else v:
+    for c in _one_or_many(v):
         m = _CIRCLE_SPACED.fullmatch(c) if isinstance(c, str) else None
         out.append(f"{m[1]},{m[2]} {m[3]}" if m else c)
     return out
