@@ -38,6 +38,28 @@ def fingerprint(loaded: LoadedRule) -> str:
     return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
+def shape(loaded: LoadedRule) -> str | None:
+    """What a rule's state per key depends on, when only its limits changed: a threshold rule (on the
+    value, a window's aggregate or a detector's score) with fixed numeric severities, its limits
+    (``above``/``below``, hysteresis, ``for``) and ``keep_firing_for`` left out. Two versions with
+    the same shape can hand their state over (an operator moves a threshold and the open alarms
+    stay open, re-evaluated under the new limits). None for every other kind: state rules, per-entity
+    thresholds, compound, absent and stuck rules end their alarms when they change."""
+    rule = loaded.rule
+    if rule.conditions is not None or rule.absent_for is not None or rule.stuck_for is not None:
+        return None
+    levels = rule.severities or []
+    if not levels or any(lv.is_state or lv.refs for lv in levels):
+        return None
+    body = loaded.rule.model_dump(
+        mode="json", by_alias=True, exclude={"labels", "annotations", "description", "keep_firing_for"}
+    )
+    body["severities"] = [
+        [lv["severity"], "above" if lv.get("above") is not None else "below"] for lv in body["severities"]
+    ]
+    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
 class CompiledRule:
     """What every kind shares: selection, key, templates, state per key."""
 
@@ -51,6 +73,7 @@ class CompiledRule:
         self.group = loaded.group
         self.position = position
         self.fingerprint = fingerprint(loaded)
+        self.shape = shape(loaded)
         self.type = rule.select.type
         self.attribute = rule.select.attribute
         self.where = from_map(rule.select.where)

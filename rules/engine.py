@@ -110,7 +110,7 @@ class RuleEngine:
         for pos, loaded in enumerate(ruleset.rules):
             rule = compile_rule(loaded, pos)
             old = keep.get(rule.id)
-            if old is not None and old.fingerprint == rule.fingerprint:
+            if old is not None and (old.fingerprint == rule.fingerprint or _same_shape(old, rule)):
                 rule.states = old.states
                 rule.faults = old.faults
             if isinstance(rule, ThresholdRule):
@@ -174,26 +174,37 @@ class RuleEngine:
 
     def reload(self, ruleset: RuleSet) -> list[AlarmTransition]:
         """Swap in new rules. Rules whose evaluation is unchanged (same id and fingerprint; labels and
-        annotations may change) keep their state; open alarms of changed or removed rules end now
-        (``resolved``/``inactive`` at the watermark, annotation ``reason``) and are returned."""
+        annotations may change) keep their state. A threshold rule whose limits alone changed
+        (``above``/``below``, hysteresis, ``for``, ``keep_firing_for``: same :func:`shape`) keeps its
+        state too, and its open alarms are evaluated again at once on their last value under the new
+        limits (an alarm the new limits no longer hold ends, one that holds a new severity moves to
+        it; inactive keys meet the new limits at their next observation). Open alarms of other changed
+        or removed rules end now (``resolved``/``inactive`` at the watermark). Every transition the
+        reload makes carries the annotation ``reason`` and is returned."""
         new_ids = {lr.rule.id for lr in ruleset.rules}
         old = self.by_id
-        new_fps = {}
-        for pos, lr in enumerate(ruleset.rules):
-            new_fps[lr.rule.id] = compile_rule(lr, pos).fingerprint
+        new_rules = {lr.rule.id: compile_rule(lr, pos) for pos, lr in enumerate(ruleset.rules)}
         out: list[AlarmTransition] = []
         at = self.watermark if self.watermark > NEG_INF else 0.0
+        retuned = []
         for rule in self.rules:
-            if rule.id not in new_ids or new_fps[rule.id] != rule.fingerprint:
-                reason = "rule removed" if rule.id not in new_ids else "rule changed"
-                for key in sorted(rule.states):
-                    rule.end(key, at, reason, out)  # type: ignore[attr-defined]
-                for key in sorted(rule.faults):
-                    since, value, ctx, _ = rule.faults[key]
-                    tr = rule.fault_transition(at, None, key, "resolved", value, since, ctx)
-                    tr.annotations["reason"] = reason
-                    out.append(tr)
+            new = new_rules.get(rule.id)
+            if new is not None and new.fingerprint == rule.fingerprint:
+                continue
+            if new is not None and _same_shape(rule, new):
+                retuned.append(rule.id)
+                continue
+            reason = "rule removed" if rule.id not in new_ids else "rule changed"
+            for key in sorted(rule.states):
+                rule.end(key, at, reason, out)  # type: ignore[attr-defined]
+            for key in sorted(rule.faults):
+                since, value, ctx, _ = rule.faults[key]
+                tr = rule.fault_transition(at, None, key, "resolved", value, since, ctx)
+                tr.annotations["reason"] = reason
+                out.append(tr)
         self._install(ruleset, old)
+        for rule_id in retuned:
+            out += self.by_id[rule_id].reevaluate(at, "rule changed")  # type: ignore[attr-defined]
         self.stats["reloads"] += 1
         return out
 
@@ -515,6 +526,11 @@ class RuleEngine:
         if not engine.stats["reloads"]:
             del engine.stats["reloads"]  # so a restored engine's snapshot is the one it came from
         return engine
+
+
+def _same_shape(old: CompiledRule, new: CompiledRule) -> bool:
+    """The two versions of a rule differ in their limits alone: the state per key carries over."""
+    return old.shape is not None and old.shape == new.shape and type(old) is type(new)
 
 
 Entry = tuple[Any, Any, bool]

@@ -421,6 +421,27 @@ class ThresholdRule(CompiledRule):
         tr.annotations["reason"] = reason
         out.append(tr)
 
+    def reevaluate(self, at: float, reason: str) -> list[AlarmTransition]:
+        """After a change of limits (:func:`atalaia.rules.base.shape`): each open alarm evaluated again
+        on its last value, at ``at`` or its key's last time if later; the transitions carry ``reason``.
+        The key's clock moves to that time, so an observation older than it is late for the key."""
+        out: list[AlarmTransition] = []
+        for key in sorted(self.states):
+            st = self.states[key]
+            if st.levels is None:
+                continue
+            if len(st.levels) != len(self._levels):  # a snapshot of another shape: never, but safe
+                self.end(key, at, reason, out)
+                del self.states[key]
+                continue
+            t = max(st.t, at)
+            st.t = t
+            first = len(out)
+            self.evaluate(st, key, t, None, st.value, st.obs, out)
+            for tr in out[first:]:
+                tr.annotations["reason"] = reason
+        return out
+
     def purgeable(self, st: AlarmState, horizon: float) -> bool:
         """True when the state can be forgotten without changing any future output: inactive, and every
         observation still accepted (time >= horizon) comes after it and needs none of its window."""

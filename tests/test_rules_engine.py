@@ -246,6 +246,79 @@ def test_reload_keeps_unchanged_rules_and_ends_changed_ones() -> None:
     ]
 
 
+LEVELS = """
+  - id: levels
+    select: {type: WaterObserved, attribute: height}
+    severities:
+      - {severity: critical, above: 6.0}
+      - {severity: high, above: 4.0, for: 5m}
+"""
+
+
+def test_moving_a_threshold_keeps_the_open_alarm_and_reevaluates_it() -> None:
+    """An operator lowers a limit during a flood: the alarm stays open, no resolved/firing pair
+    (which downstream would page as a new alarm); raised past the value, the alarm ends at once."""
+    engine = RuleEngine(rules(LEVELS))
+    out, _ = engine.observe_batch([obs(0, 5.0), obs(5, 5.0)])
+    assert lines(out) == [
+        ("00:00:00", "levels", E1, "pending", "high"),
+        ("00:05:00", "levels", E1, "firing", "high"),
+    ]
+    # limits move, the value (5.0) still breaches 'high': nothing to say
+    assert engine.reload(rules(LEVELS.replace("above: 4.0", "above: 3.5"))) == []
+    assert [(a["state"], a["severity"]) for a in engine.active_alarms()] == [("firing", "high")]
+    # critical lowered below the value: the open alarm moves up at once, at the watermark
+    moved = engine.reload(
+        rules(LEVELS.replace("above: 6.0", "above: 4.5").replace("above: 4.0", "above: 3.5"))
+    )
+    assert [(*line, t.annotations["reason"]) for line, t in zip(lines(moved), moved, strict=True)] == [
+        ("00:05:00", "levels", E1, "firing", "critical", "rule changed")
+    ]
+    assert moved[0].since == "2024-03-01T00:00:00Z"  # the same alarm, open since it first held
+    # both raised above the value: it ends now, with the reason, as 'resolved'
+    ended = engine.reload(
+        rules(LEVELS.replace("above: 6.0", "above: 9.0").replace("above: 4.0", "above: 8.0"))
+    )
+    assert [(t.state, t.severity, t.annotations["reason"]) for t in ended] == [
+        ("resolved", "critical", "rule changed")
+    ]
+    assert engine.active_alarms() == []
+    # and the new limits hold for the next observations
+    out, _ = engine.observe_batch([obs(6, 8.5)])
+    assert lines(out) == [("00:06:00", "levels", E1, "pending", "high")]
+
+
+def test_a_shorter_for_fires_a_pending_alarm_at_the_reload() -> None:
+    engine = RuleEngine(rules(LEVELS))
+    out, _ = engine.observe_batch([obs(0, 5.0), obs(2, 5.0)])
+    assert [t.state for t in out] == ["pending"]
+    fired = engine.reload(rules(LEVELS.replace("for: 5m", "for: 1m")))
+    assert [(t.state, t.severity, t.at[11:19]) for t in fired] == [("firing", "high", "00:02:00")]
+
+
+def test_a_change_beyond_the_limits_still_ends_the_alarm() -> None:
+    """Another attribute, severity names, a window or a direction: the state does not mean the same."""
+    changes = [
+        LEVELS.replace("severity: high", "severity: medium"),
+        LEVELS.replace("above: 4.0", "below: 4.0"),
+        LEVELS.replace("attribute: height", "attribute: flow"),
+        LEVELS.replace("severities:", "aggregate: {function: max, window: 10m}\n    severities:"),
+    ]
+    for changed in changes:
+        engine = RuleEngine(rules(LEVELS))
+        engine.observe_batch([obs(0, 7.0)])
+        ended = engine.reload(rules(changed))
+        assert [(t.state, t.annotations["reason"]) for t in ended] == [("resolved", "rule changed")], changed
+
+
+def test_restore_with_moved_limits_keeps_the_alarm() -> None:
+    engine = RuleEngine(rules(LEVELS))
+    engine.observe_batch([obs(0, 7.0)])
+    restored = RuleEngine.restore(rules(LEVELS.replace("above: 6.0", "above: 6.5")), engine.snapshot())
+    assert restored.advance("2024-03-01T00:00:30Z") == []
+    assert [(a["state"], a["severity"]) for a in restored.active_alarms()] == [("firing", "critical")]
+
+
 def test_restore_with_changed_rules_ends_their_alarms_on_next_call() -> None:
     engine = RuleEngine(rules(HIGH + AVG))
     engine.observe_batch([obs(0, 5.0)])

@@ -93,11 +93,9 @@ NEXT = {  # allowed state after the previous line of the same alarm (None = no o
 }
 
 
-@settings(max_examples=150, deadline=None)
-@given(streams())
-def test_transitions_form_valid_lifecycles(observations: list[dict]) -> None:
+def assert_valid_lifecycles(transitions: list[dict]) -> None:
     open_state: dict[tuple[str, str], tuple[str, str, str] | None] = {}
-    for tr in run(observations):
+    for tr in transitions:
         ak = (tr["rule"], tr["key"])
         prev = open_state.get(ak)
         state = tr["state"]
@@ -111,6 +109,75 @@ def test_transitions_form_valid_lifecycles(observations: list[dict]) -> None:
         if state == "resolved" and prev and prev[0] == "pending":
             raise AssertionError(f"pending alarm resolved: {tr}")
         open_state[ak] = None if state in ("inactive", "resolved") else (state, tr["severity"], tr["at"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams())
+def test_transitions_form_valid_lifecycles(observations: list[dict]) -> None:
+    assert_valid_lifecycles(run(observations))
+
+
+LIMITS = st.sampled_from([0.8, 1.0, 2.0, 2.5, 3.0, 3.5, 4.0, 4.8])
+
+
+@st.composite
+def retuned_rules(draw: st.DrawFn) -> tuple[str, object]:
+    """RULES with every threshold rule's limits moved (limits only: the state carries over)."""
+    hi, crit = sorted(draw(st.lists(LIMITS, min_size=2, max_size=2)))
+    low = draw(st.sampled_from([0.8, 1.0, 1.2]))
+    text = f"""
+group: props
+rules:
+  - id: levels
+    select: {{type: WaterObserved, attribute: height}}
+    severities:
+      - {{severity: critical, above: {crit}, clear_below: {draw(st.sampled_from([crit, crit - 0.5]))}, for: {draw(st.sampled_from(["0s", "1m", "3m"]))}}}
+      - {{severity: high, above: {hi}, for: {draw(st.sampled_from(["0s", "1m", "2m"]))}}}
+      - {{severity: low, below: {low}, clear_above: {draw(st.sampled_from([low, low + 0.5]))}}}
+    keep_firing_for: {draw(st.sampled_from(["0s", "1m", "2m", "5m"]))}
+    annotations: {{summary: "{{{{ entity }}}} {{{{ value }}}}"}}
+  - id: avg
+    select: {{type: WaterObserved, attribute: height}}
+    aggregate: {{function: avg, window: 5m}}
+    severities: [{{severity: high, above: {draw(LIMITS)}}}]
+  - id: rate
+    select: {{type: WaterObserved, attribute: height}}
+    aggregate: {{function: rate, window: 5m}}
+    severities: [{{severity: medium, above: {draw(st.sampled_from([0.001, 0.005, 0.01]))}}}, {{severity: low, below: -0.005}}]
+  - id: parish-sum
+    select: {{type: WaterObserved, attribute: height, where: {{parish: [Bonfim, Paranhos]}}}}
+    key: [parish]
+    aggregate: {{function: sum, window: 3m}}
+    severities: [{{severity: high, above: {draw(st.sampled_from([4, 6, 8]))}}}]
+  - id: silent
+    select: {{type: WaterObserved}}
+    absent_for: 3m
+    severity: medium
+  - id: stuck
+    select: {{type: WaterObserved, attribute: height}}
+    stuck_for: 4m
+    severity: low
+"""
+    return text, load_texts([("props.yaml", text)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(streams(), retuned_rules(), st.data())
+def test_moving_limits_mid_stream_keeps_valid_lifecycles(
+    observations: list[dict], retuned: tuple[str, object], data: st.DataObject
+) -> None:
+    """A reload that moves thresholds keeps the open alarms and evaluates them again: the whole output
+    (before, at and after the reload) still forms valid lifecycles: no alarm ends twice or without
+    being open, no time goes backwards, and only the retuned rules speak at the reload."""
+    _, new_rules = retuned
+    cut = data.draw(st.integers(0, len(observations)))
+    engine = RuleEngine(RULES, allowed_lateness=300)
+    head, _ = engine.observe_batch(observations[:cut])
+    at_reload = engine.reload(new_rules)  # type: ignore[arg-type]
+    assert all(t.annotations.get("reason") == "rule changed" for t in at_reload)
+    assert all(t.rule in ("levels", "avg", "rate", "parish-sum") for t in at_reload)  # limits only: kept
+    tail, _ = engine.observe_batch(observations[cut:])
+    assert_valid_lifecycles([t.to_dict() for t in head + at_reload + tail + engine.finish()])
 
 
 @settings(max_examples=100, deadline=None)
