@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test soak bench lint fmt clean
+.PHONY: install run test fuzz soak bench lint fmt clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: install  ## start the all-in-one demo: embedded broker, worker, ingest, con
 test: install  ## the whole test suite (unit, property, integration on a real broker)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+fuzz: install  ## property tests with fresh random draws, several rounds (looks for bugs the fixed draws of make test miss)
+	for round in 1 2 3; do ATALAIA_HYPOTHESIS=fuzz $(BIN)/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider \
+	  $$(grep -l '^from hypothesis' tests/*.py) || exit 1; done
 
 soak: install  ## the long fault suite of issue 10 (about 25 min; figures in tests/README.md)
 	$(BIN)/python -m pytest -q -rP -m soak tests/soak -n 3 --dist load > $(VENV)/soak.log 2>&1; \
