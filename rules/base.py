@@ -18,7 +18,7 @@ import orjson
 from atalaia.rules.alarm import AlarmTransition
 from atalaia.rules.loader import LoadedRule
 from atalaia.rules.matchers import from_map
-from atalaia.rules.templates import Template
+from atalaia.rules.templates import template
 from atalaia.streams.clock import format_time
 
 _OWN_FIELDS = ("entity", "type", "tenant", "service_path")  # where/key names read off the observation
@@ -28,36 +28,51 @@ INACTIVE, PENDING, FIRING = 0, 1, 2
 STATE_NAMES = ("inactive", "pending", "firing")
 
 
-def fingerprint(loaded: LoadedRule) -> str:
-    """What decides evaluation (not labels, annotations, description): equal = state can be kept."""
+def _body(loaded: LoadedRule) -> dict[str, Any]:
+    """The rule as JSON, without what never decides evaluation (labels, annotations, description)."""
     body = loaded.rule.model_dump(
         mode="json", by_alias=True, exclude={"labels", "annotations", "description"}
     )
     if not body.get("require_observed_time"):  # fingerprints from before the option stay valid
         body.pop("require_observed_time", None)
+    return body
+
+
+def _digest(body: dict[str, Any]) -> str:
     return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-def shape(loaded: LoadedRule) -> str | None:
-    """What a rule's state per key depends on, when only its limits changed: a threshold rule (on the
-    value, a window's aggregate or a detector's score) with fixed numeric severities, its limits
-    (``above``/``below``, hysteresis, ``for``) and ``keep_firing_for`` left out. Two versions with
-    the same shape can hand their state over (an operator moves a threshold and the open alarms
-    stay open, re-evaluated under the new limits). None for every other kind: state rules, per-entity
-    thresholds, compound, absent and stuck rules end their alarms when they change."""
-    rule = loaded.rule
-    if rule.conditions is not None or rule.absent_for is not None or rule.stuck_for is not None:
+def fingerprint(loaded: LoadedRule) -> str:
+    """What decides evaluation (not labels, annotations, description): equal = state can be kept."""
+    return _digest(_body(loaded))
+
+
+_STATE_CONDITIONS = ("equals", "in", "changed_to")
+
+
+def shape(body: dict[str, Any]) -> str | None:
+    """What a rule's state per key depends on, when only its limits changed (``body``: the rule as
+    :func:`fingerprint` reads it): a threshold rule (on the value, a window's aggregate or a
+    detector's score) with fixed numeric severities, without its limits (``above``/``below``,
+    hysteresis, ``for``) and ``keep_firing_for``. Two versions with the same shape can hand their
+    state over (an operator moves a threshold and the open alarms stay open, re-evaluated under the
+    new limits). None for every other kind: state rules, per-entity thresholds, compound, absent
+    and stuck rules end their alarms when they change."""
+    if any(body.get(k) is not None for k in ("all", "any", "absent_for", "stuck_for")):
         return None
-    levels = rule.severities or []
-    if not levels or any(lv.is_state or lv.refs for lv in levels):
+    levels = body.get("severities") or []
+    if not levels or any(
+        isinstance(lv.get("above"), dict)
+        or isinstance(lv.get("below"), dict)
+        or any(lv.get(k) is not None for k in _STATE_CONDITIONS)
+        for lv in levels
+    ):
         return None
-    body = loaded.rule.model_dump(
-        mode="json", by_alias=True, exclude={"labels", "annotations", "description", "keep_firing_for"}
-    )
-    body["severities"] = [
-        [lv["severity"], "above" if lv.get("above") is not None else "below"] for lv in body["severities"]
+    rest = {k: v for k, v in body.items() if k not in ("severities", "keep_firing_for")}
+    rest["severities"] = [
+        [lv["severity"], "above" if lv.get("above") is not None else "below"] for lv in levels
     ]
-    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+    return _digest(rest)
 
 
 class CompiledRule:
@@ -72,8 +87,9 @@ class CompiledRule:
         self.id = rule.id
         self.group = loaded.group
         self.position = position
-        self.fingerprint = fingerprint(loaded)
-        self.shape = shape(loaded)
+        body = _body(loaded)
+        self.fingerprint = _digest(body)
+        self.shape = shape(body)
         self.type = rule.select.type
         self.attribute = rule.select.attribute
         self.where = from_map(rule.select.where)
@@ -82,8 +98,8 @@ class CompiledRule:
         self.require_observed_time = rule.require_observed_time
         # key = entity, no filter: no call needed
         self.simple_key = self.key_is_entity and not self.where and not self.require_observed_time
-        self.labels = {k: Template(v) for k, v in rule.labels.items()}
-        self.annotations = {k: Template(v) for k, v in rule.annotations.items()}
+        self.labels = {k: template(v) for k, v in rule.labels.items()}
+        self.annotations = {k: template(v) for k, v in rule.annotations.items()}
         self.states: dict[str, Any] = {}
         self.faults = {}
 

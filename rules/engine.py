@@ -105,10 +105,13 @@ class RuleEngine:
         self._install(ruleset, {})
 
     # ------------------------------------------------------------------ rules
-    def _install(self, ruleset: RuleSet, keep: dict[str, CompiledRule]) -> None:
+    def _install(
+        self, ruleset: RuleSet, keep: dict[str, CompiledRule], compiled: list[CompiledRule] | None = None
+    ) -> None:
+        """``compiled``: ``ruleset``'s rules already compiled (fresh, without state), in order."""
         rules: list[CompiledRule] = []
         for pos, loaded in enumerate(ruleset.rules):
-            rule = compile_rule(loaded, pos)
+            rule = compiled[pos] if compiled is not None else compile_rule(loaded, pos)
             old = keep.get(rule.id)
             if old is not None and (old.fingerprint == rule.fingerprint or _same_shape(old, rule)):
                 rule.states = old.states
@@ -183,7 +186,8 @@ class RuleEngine:
         reload makes carries the annotation ``reason`` and is returned."""
         new_ids = {lr.rule.id for lr in ruleset.rules}
         old = self.by_id
-        new_rules = {lr.rule.id: compile_rule(lr, pos) for pos, lr in enumerate(ruleset.rules)}
+        compiled = [compile_rule(lr, pos) for pos, lr in enumerate(ruleset.rules)]
+        new_rules = {r.id: r for r in compiled}
         out: list[AlarmTransition] = []
         at = self.watermark if self.watermark > NEG_INF else 0.0
         retuned = []
@@ -202,7 +206,7 @@ class RuleEngine:
                 tr = rule.fault_transition(at, None, key, "resolved", value, since, ctx)
                 tr.annotations["reason"] = reason
                 out.append(tr)
-        self._install(ruleset, old)
+        self._install(ruleset, old, compiled)
         for rule_id in retuned:
             out += self.by_id[rule_id].reevaluate(at, "rule changed")  # type: ignore[attr-defined]
         self.stats["reloads"] += 1

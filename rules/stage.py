@@ -99,6 +99,7 @@ class RuleFiles:
         self.load = load if known is None else functools.partial(load, detectors=known)
         self.stamp = self._stamp()  # read and written by the reload thread from now on
         self.ruleset = load_rules(self.paths, self.limits, known)
+        self.templates: list[Any] = []
         # the check (and reload) running in the reload thread: None, or (files edited, the rule
         # set or why it did not load) when files changed
         self.pending: Future[tuple[list[str], Any] | None] | None = None
@@ -136,9 +137,10 @@ class RuleFiles:
         edited = sorted({f for f, _ in set(stamp) - set(self.stamp)}) or [str(p) for p in self.paths]
         self.stamp = stamp
         try:
-            return edited, self.load(self.paths, self.limits)
+            ruleset = self.load(self.paths, self.limits)
         except Exception as e:  # judged on the loop (_finish)
             return edited, e
+        return edited, (ruleset, _compile_templates(ruleset))
 
     def _finish(self, future: Future[tuple[list[str], Any] | None]) -> bool:
         from atalaia.rules.errors import RuleFileError
@@ -151,10 +153,11 @@ class RuleFiles:
             return False
         if result is None:
             return False
-        edited, ruleset = result
+        edited, loaded = result
         try:
-            if isinstance(ruleset, BaseException):
-                raise ruleset
+            if isinstance(loaded, BaseException):
+                raise loaded
+            ruleset, templates = loaded
         except RuleFileError as e:
             log.error("rule files changed but do not load; keeping the running rules:\n%s", e)
             return False
@@ -169,8 +172,23 @@ class RuleFiles:
             log.error("rule files changed but do not load; keeping the running rules:\n%r", e)
             return False
         self.ruleset = ruleset
+        self.templates = templates  # held while these rules run: the engines' reloads share them
         log.info("rules reloaded: %d rule(s)", len(self.ruleset.rules))
         return True
+
+
+def _compile_templates(ruleset: RuleSet) -> list[Any]:
+    """In the reload thread: every label and annotation template of ``ruleset`` compiled into the
+    shared cache (``templates.template``), so that the engines' reloads on the event loop find them
+    compiled (about 1 ms a template: a minute of a stalled loop for 5 000 rules with their own
+    texts, before)."""
+    from atalaia.rules.templates import template
+
+    return [
+        template(text)
+        for lr in ruleset.rules
+        for text in (*lr.rule.labels.values(), *lr.rule.annotations.values())
+    ]
 
 
 def entity_keyed(ruleset: RuleSet) -> RuleSet:

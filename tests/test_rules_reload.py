@@ -88,3 +88,47 @@ def test_a_rule_naming_a_detector_the_configuration_lacks_is_refused_and_the_run
     (tmp_path / "a.yaml").write_text(_detecting("nope"))
     with pytest.raises(RuleFileError, match=r"a.yaml:5:15: unknown detector 'nope'"):
         RuleFiles([tmp_path], load=load_rules, detectors=known)
+
+
+def test_templates_are_compiled_in_the_reload_thread_and_shared_by_every_partition(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A reload of thousands of rules stalled the event loop for seconds in every partition: each
+    engine compiled each rule's templates again on the loop. The reload thread now compiles the
+    new rules' templates once, and every partition's engine uses those objects."""
+    from atalaia.rules import templates
+    from atalaia.rules.engine import RuleEngine
+
+    text = RULES.replace("above: 4.0}]}", "above: 4.0}], annotations: {summary: 'SUMMARY'}}")
+    (tmp_path / "a.yaml").write_text(text.replace("SUMMARY", "{{ entity }} at {{ value }}"))
+    files = RuleFiles([tmp_path], load=load_rules)
+    engines = [RuleEngine(files.ruleset) for _ in range(3)]
+    compiled_on: list[str] = []
+    build = templates.Template.__init__
+
+    def recording(self: templates.Template, source: str) -> None:
+        compiled_on.append(threading.current_thread().name)
+        build(self, source)
+
+    monkeypatch.setattr(templates.Template, "__init__", recording)
+    time.sleep(0.02)
+    edited = "Estação {{ entity }}: {{ value }} m (edited)"
+    (tmp_path / "a.yaml").write_text(text.replace("SUMMARY", edited))
+    assert _reloaded(files) is True
+    assert compiled_on and all(name.startswith("rules-reload") for name in compiled_on)
+    for engine in engines:  # as each partition core's tick does
+        engine.reload(files.ruleset)
+    assert len(compiled_on) == 1  # once, in the reload thread; never on the loop
+    summaries = {id(engine.by_id["lvl"].annotations["summary"]) for engine in engines}
+    assert summaries == {id(templates.template(edited))}
+    out, _ = engines[0].observe_batch(
+        [
+            {
+                "time": "2024-03-01T00:00:00Z",
+                "entity": "e1",
+                "type": "WaterObserved",
+                "attributes": {"height": 5.0},
+            }
+        ]
+    )
+    assert out[0].annotations["summary"] == "Estação e1: 5.0 m (edited)"
