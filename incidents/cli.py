@@ -80,15 +80,27 @@ def replay(inputs: tuple, config: Path | None, until: str | None, kpis: bool) ->
 @click.argument("events", type=click.File("rb"))
 @click.option(
     "--db",
-    default="sqlite:///.atalaia/incidents.db",
-    show_default=True,
-    help="sqlite:///path.db or postgresql://...",
+    default=None,
+    help="sqlite:///path.db or postgresql://... (default: the projection the running system writes "
+    "and the console reads: ATALAIA_DATABASE_URL, else sqlite:///<ATALAIA_DATA_DIR>/atalaia.db, "
+    "by default .atalaia/atalaia.db)",
 )
-@click.option("--schema", help="PostgreSQL schema")
-def project(events, db: str, schema: str | None) -> None:
-    """Apply incident events (JSON lines, e.g. from `replay`) to the SQL projection."""
+@click.option("--schema", help="PostgreSQL schema (default with the default --db: ATALAIA_DATABASE_SCHEMA)")
+def project(events, db: str | None, schema: str | None) -> None:
+    """Apply incident events (JSON lines, e.g. from `replay`) to the SQL projection: by default the
+    live one, the database the running system's projection stage writes and the console shows
+    (ATALAIA_DATABASE_URL, else <ATALAIA_DATA_DIR>/atalaia.db); --db for another."""
     from atalaia.incidents.projection import Projection
 
+    if db is None:
+        from atalaia.streams.settings import SettingsError, get_settings
+
+        try:
+            settings = get_settings()
+        except SettingsError as e:
+            raise click.ClickException(str(e)) from None
+        db = settings.projection_url()
+        schema = schema or settings.database_schema
     proj = Projection.connect(db, schema=schema)
     items = [
         d for d in (orjson.loads(x) for x in events if x.strip()) if d.get("kind", "incident") == "incident"

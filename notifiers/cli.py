@@ -40,15 +40,36 @@ def notify() -> None:
     """Escalation policies, notifications and the delivery log."""
 
 
+def _configured_escalation() -> str:
+    """The escalation file the worker loads (setting ``escalation_path``), or exit 1 saying why
+    there is none to check."""
+    from atalaia.streams.settings import SettingsError, get_settings
+
+    try:
+        path = get_settings().escalation_path
+    except SettingsError as e:
+        raise click.ClickException(str(e)) from None
+    hint = "set ATALAIA_ESCALATION_PATH (or escalation_path in ATALAIA_CONFIG), or name a file: atalaia notify check FILE"
+    if str(path) in ("", "."):
+        raise click.ClickException(f"no escalation file configured: {hint}")
+    if not path.exists():
+        raise click.ClickException(f"{path}: the configured escalation file does not exist: {hint}")
+    if path.is_dir():
+        raise click.ClickException(f"{path}: the configured escalation file is a directory: {hint}")
+    return str(path)
+
+
 @notify.command()
-@click.argument("policy", type=click.Path(dir_okay=False))
-def check(policy: str) -> None:
-    """Validate an escalation file (errors as file:line:col: message) and every target URL."""
+@click.argument("policy", type=click.Path(dir_okay=False), required=False)
+def check(policy: str | None) -> None:
+    """Validate an escalation file (errors as file:line:col: message) and every target URL.
+    Without POLICY: the file the worker uses (ATALAIA_ESCALATION_PATH, default config/escalation.yaml)."""
     import os
     import re
 
     from atalaia.notifiers.channels import check_targets
 
+    policy = policy or _configured_escalation()
     cfg = _load(policy)
     problems, warnings = [], []
     env = dict(os.environ)
@@ -268,7 +289,9 @@ def log_cmd(
             where = (
                 words["resolved"]
                 if d["kind"] == "resolved"
-                else f"{words['step']} {d['step'] + 1}" + (f" r{d['repeat']}" if d["repeat"] else "")
+                # steps and repeats count from 0, as in the policy file's docs, --json, the HTTP API
+                # and ``atalaia tail``: ``step 1 r2`` is the second step's second re-send
+                else f"{words['step']} {d['step']}" + (f" r{d['repeat']}" if d["repeat"] else "")
             )
             click.echo(
                 f"{when}  {d['incident']}  {where:<10} {d['target']:<16} {d['channel']:<12} "

@@ -40,16 +40,17 @@ def test_notify_log_in_portuguese_and_english_with_lisbon_time_and_units(tmp_pat
     db = tmp_path / "deliveries.sqlite"
     make_log(db)
     pt = run("--db", str(db), "--lang", "pt-PT").splitlines()
-    assert pt[0].startswith("05/01/2026 10:00:05 WET  inc-1  escalão 1  ana-sms"), pt[0]
+    assert pt[0].startswith("05/01/2026 10:00:05 WET  inc-1  escalão 0  ana-sms"), pt[0]
     assert "entregue" in pt[0] and "tentativas=1" in pt[0] and "alto 0,21 m" in pt[0]
-    assert pt[1].startswith("01/07/2026 11:00:05 WEST  inc-1  escalão 2"), pt[1]
+    assert pt[1].startswith("01/07/2026 11:00:05 WEST  inc-1  escalão 1"), pt[1]
     en = run("--db", str(db), "--lang", "en-GB").splitlines()
-    assert en[0].startswith("05/01/2026 10:00:05 WET  inc-1  step 1") and "high 0.21 m" in en[0]
+    assert en[0].startswith("05/01/2026 10:00:05 WET  inc-1  step 0") and "high 0.21 m" in en[0]
     assert "delivered" in en[0] and "attempts=1" in en[0]
     assert "0.21199999" not in "".join(pt + en), "values are rounded"
+    # steps count from 0, as in the policy file and --json (tests/test_cli_polish_notify.py)
     # the default follows LANG
-    assert "escalão 1" in run("--db", str(db), env={"LANG": "pt_PT.UTF-8"})
-    assert "step 1" in run("--db", str(db), env={"LANG": "en_GB.UTF-8"})
+    assert "escalão 0" in run("--db", str(db), env={"LANG": "pt_PT.UTF-8"})
+    assert "step 0" in run("--db", str(db), env={"LANG": "en_GB.UTF-8"})
     attempts = run("--db", str(db), "--attempts", "--lang", "pt-PT").splitlines()
     assert "WET" in attempts[0] and "entregue" in attempts[0] and "120 ms" in attempts[0]
     raw = run("--db", str(db), "--json", "--lang", "pt-PT")
