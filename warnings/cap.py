@@ -200,10 +200,33 @@ def _pair(parent: etree._Element, tag: str, name: str, value: str) -> None:
     _sub(el, "value", value)
 
 
-def _marked(text: str | None) -> str | None:
-    if text is None or text.upper().startswith(("EXERCÍCIO", "EXERCICIO", "EXERCISE")):
-        return text
-    return f"{EXERCISE_MARK}: {text}"
+# an exercise mark an author may have typed at the start of a text: "Exercício:", "EXERCISE -",
+# "[Exercício]", "Exercício / Exercise:", our own mark (also several in a row); not a text that only
+# begins with the word ("Exercício de evacuação", "Exercise caution"): a mark is bracketed or ends
+# in ":" or a dash and a space
+_MARK_WORDS = r"exerc[ií]cio|exercise"
+_MARKS = rf"(?:{_MARK_WORDS})(?:\s*/\s*(?:{_MARK_WORDS}))*"
+_SEPARATOR = r"(?::+|[-–—]+(?=\s|$))"  # "Exercise-based" is a word, "Exercise - " a mark
+_AUTHOR_MARK = re.compile(
+    rf"\s*(?:[\[(]\s*{_MARKS}\s*[\])]\s*{_SEPARATOR}?|{_MARKS}\s*(?:{_SEPARATOR}|$))\s*", re.IGNORECASE
+)
+
+
+def unmarked(text: str) -> str:
+    """``text`` without the exercise marks its author put at its start."""
+    while m := _AUTHOR_MARK.match(text):
+        text = text[m.end() :]
+    return text
+
+
+def _marked(text: str | None, fallback: str | None = None) -> str | None:
+    """An Exercise text: the bilingual mark exactly once, then the text without any mark its
+    author typed ("Exercício: Cheia" → "EXERCÍCIO / EXERCISE: Cheia"); a text that was nothing
+    but a mark gives way to ``fallback`` (the event)."""
+    rest = unmarked(text or "").strip() or unmarked(fallback or "").strip()
+    if text is None and fallback is None:
+        return None
+    return f"{EXERCISE_MARK}: {rest}" if rest else EXERCISE_MARK
 
 
 def build(
@@ -241,7 +264,7 @@ def build(
         _sub(root, "addresses", draft.addresses)
     note = draft.note
     if exercise:
-        note = _marked(note) if note else EXERCISE_MARK
+        note = _marked(note) if note else EXERCISE_MARK  # a note that is only a mark: the mark
     if note:
         _sub(root, "note", note)
     if refs:
@@ -276,7 +299,7 @@ def build(
                 _sub(info, name, draft.text(value, lang))
         headline = draft.text(draft.headline, lang)
         if exercise:
-            headline = _marked(headline or draft.text(draft.event, lang))
+            headline = _marked(headline, draft.text(draft.event, lang))
         if headline is not None:
             _sub(info, "headline", headline)
         for name, value in (("description", draft.description), ("instruction", draft.instruction)):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from atalaia.warnings.catalogue import Catalogue, fold
 from atalaia.warnings.draft import cap_time
@@ -37,7 +38,28 @@ EVENTS = {
     "firerisk": ("Incêndio rural", "Wildfire"),
     "airquality": ("Qualidade do ar", "Air quality"),
 }
+# MeteoAlarm awareness type number (levels.yaml's hazards) -> (pt-PT, en-GB) event names, for a
+# hazard label the catalogue knows by another name ("vento", "Neve", "floodRisk", "cheia")
+HAZARD_EVENTS = {
+    "1": ("Vento forte", "Strong wind"),
+    "2": ("Neve e gelo", "Snow and ice"),
+    "3": ("Trovoada", "Thunderstorm"),
+    "4": ("Nevoeiro", "Fog"),
+    "5": ("Tempo quente", "Heat"),
+    "6": ("Tempo frio", "Cold"),
+    "7": ("Agitação marítima", "Coastal event"),
+    "8": ("Incêndio rural", "Wildfire"),
+    "10": ("Precipitação forte", "Heavy rain"),
+    "12": ("Cheia", "Flood"),
+    "13": ("Inundação por chuva", "Rain flooding"),
+}
 COLOURS_PT = {"green": "verde", "yellow": "amarelo", "orange": "laranja", "red": "vermelho"}
+# incident severities in the words of each language (as in the notifiers' messages)
+SEVERITY_WORDS = {
+    "pt-PT": {"informational": "informativa", "low": "baixa", "medium": "média", "high": "alta", "critical": "crítica"},
+    "en-GB": {"informational": "informational", "low": "low", "medium": "medium", "high": "high", "critical": "critical"},
+}  # fmt: skip
+LISBON = ZoneInfo("Europe/Lisbon")
 PARISH_LABELS = ("dicofre", "parish", "freguesia", "area")
 
 
@@ -93,6 +115,51 @@ def parishes(incident: dict[str, Any], cat: Catalogue) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _where(incident: dict[str, Any], codes: list[str], cat: Catalogue) -> str | None:
+    """The incident's place in words: its parishes' names, else its correlation values."""
+    names = [a.name for code in codes if (a := cat.area("DICOFRE", code))]
+    if not names:
+        corr = incident.get("correlation")
+        values = corr.values() if isinstance(corr, dict) else []
+        names = [v for v in values if isinstance(v, str) and v.strip() and not v.strip().isdigit()]
+    return "; ".join(dict.fromkeys(names)) or None
+
+
+def description(incident: dict[str, Any], event: dict[str, str], where: str | None) -> dict[str, str]:
+    """What the incident says, in each language's own words (never the English incident title in
+    the Portuguese text): the event and place, the incident's severity, how many alarms since when
+    (Lisbon time).
+
+    >>> description({"severity": "high", "alarm_count": 3, "opened_at": "2026-12-04T18:00:05Z"},
+    ...             {"pt-PT": "Cheia", "en-GB": "Flood"}, "Campanhã")["pt-PT"]
+    'Cheia em Campanhã. Gravidade do incidente: alta; 3 alarmes desde 04/12/2026 18:00 (hora de Lisboa).'
+    """
+    severity = incident.get("severity")
+    count = incident.get("alarm_count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        alarms = incident.get("alarms")
+        count = len(alarms) if isinstance(alarms, list) and alarms else None
+    try:
+        since = cap_time(incident.get("opened_at")).astimezone(LISBON).strftime("%d/%m/%Y %H:%M")
+    except (ValueError, TypeError, OverflowError, OSError):
+        since = None
+    out = {}
+    for lang in ("pt-PT", "en-GB"):
+        pt = lang == "pt-PT"
+        text = f"{event[lang]} {'em' if pt else 'in'} {where}" if where else event[lang]
+        facts = []
+        sev = SEVERITY_WORDS[lang].get(severity) if isinstance(severity, str) else None
+        if sev:
+            facts.append(f"Gravidade do incidente: {sev}" if pt else f"Incident severity: {sev}")
+        word = ("alarme" if count == 1 else "alarmes") if pt else ("alarm" if count == 1 else "alarms")
+        when = (f"desde {since} (hora de Lisboa)" if pt else f"since {since} (Lisbon time)") if since else ""
+        if count or since:
+            facts.append(f"{count} {word} {when}".strip() if count else when)
+        facts[:1] = [f[0].upper() + f[1:] for f in facts[:1]]
+        out[lang] = f"{text}. {'; '.join(facts)}." if facts else f"{text}."
+    return out
+
+
 def draft_from_incident(
     incident: dict[str, Any],
     cat: Catalogue,
@@ -105,6 +172,8 @@ def draft_from_incident(
     hazard = next((lab["hazard"] for lab in _labels(incident) if lab.get("hazard")), None)
     h = cat.hazard(hazard) if hazard else None
     names = EVENTS.get(fold(hazard or "").replace(" ", ""))
+    if names is None and h is not None:  # never the MeteoAlarm English name in the Portuguese text
+        names = HAZARD_EVENTS.get(h.awareness_type.split(";", 1)[0].strip())
     if names is None:
         name = h.awareness_type.split(";", 1)[1].strip() if h else hazard
         names = (name or "Ocorrência", name or "Incident")
@@ -125,7 +194,8 @@ def draft_from_incident(
             "pt-PT": f"Aviso {COLOURS_PT.get(colour, colour)}: {pt}",
             "en-GB": f"{colour.capitalize()} warning: {en}",
         },
-        "description": {"pt-PT": str(incident.get("title") or pt), "en-GB": str(incident.get("title") or en)},
+        # in each language's words: the incident's title ("rain-intense +2 more — …") is English
+        "description": description(incident, {"pt-PT": pt, "en-GB": en}, _where(incident, codes, cat)),
         "onset": t.isoformat(),
         "expires": (t + valid_for).isoformat(),
     }
