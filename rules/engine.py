@@ -60,6 +60,9 @@ class Rejected:
 
     observation: Any
     reason: str
+    # refused by its time (unreadable, too late, too far ahead): no rule evaluated it, and no other
+    # engine of the worker would (the label-keyed stage, which sees it later, has a later clock)
+    untimely: bool = False
 
 
 class ScorerMissing(ValueError):
@@ -267,7 +270,9 @@ class RuleEngine:
             else:
                 t = parse(t_text)
                 if t is None:
-                    rejected.append(Rejected(obs, f"time {t_text!r} is not RFC 3339 with a UTC offset"))
+                    rejected.append(
+                        Rejected(obs, f"time {t_text!r} is not RFC 3339 with a UTC offset", untimely=True)
+                    )
                     continue
                 last_text, last_t = t_text, t
             if t > watermark:
@@ -279,6 +284,7 @@ class RuleEngine:
                                 f"time {t_text} is {format_duration(t - self.clock)} ahead of the clock "
                                 f"(tolerance {format_duration(self.max_future)})"
                             ),
+                            untimely=True,
                         )
                     )
                     continue
@@ -297,6 +303,7 @@ class RuleEngine:
                             f"time {format_time(datetime.fromtimestamp(watermark, UTC))} "
                             f"(allowed lateness {format_duration(self.allowed_lateness)})"
                         ),
+                        untimely=True,
                     )
                 )
                 self.stats["rejected_late"] += 1

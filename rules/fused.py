@@ -80,6 +80,7 @@ class IngestRulesCore:
         outs, parsed = self.ingest.observations(records, now, rules.dedup, dedup_observations=False)
         admit, forward = rules.dedup.admit_key, rules.forward_types
         batch, dumps, mine, n, parts = [], orjson.dumps, self.partition, self.partitions, self._parts
+        forwards = []
         blake = hashlib.blake2b
         for obs, ts in parsed:
             d = observation_dict(obs)
@@ -101,8 +102,8 @@ class IngestRulesCore:
             self.local += 1
             batch.append(d)
             if d["type"] in forward:
-                outs.append(Out("shared-observations", value, key=key, timestamp=ts))
-        return outs + rules._evaluate(batch)
+                forwards.append((d, Out("shared-observations", value, key=key, timestamp=ts)))
+        return outs + rules._evaluate(batch, forwards)
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return self.rules.tick(now, backlog)

@@ -280,6 +280,7 @@ class RulesCore:
         batch = []
         admit, forward = self.dedup.admit_key, self.forward_types
         observations, raw, outs = decode(records, decode_observation)
+        forwards = []
         for r, obs in zip(raw, observations, strict=True):
             oid = obs.get("id")
             if not isinstance(oid, str):
@@ -287,16 +288,25 @@ class RulesCore:
             if admit(hashlib.blake2b(f"{obs['type']}|{oid}".encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
                 if obs["type"] in forward:
-                    outs.append(
-                        Out("shared-observations", r.value, key=partition_key(obs), timestamp=r.timestamp)
-                    )
+                    out = Out("shared-observations", r.value, key=partition_key(obs), timestamp=r.timestamp)
+                    forwards.append((obs, out))
         if self.reorder is not None:
             batch = self.reorder.push(batch, now)
-        return outs + self._evaluate(batch)
+        return outs + self._evaluate(batch, forwards)
 
-    def _evaluate(self, batch: list[dict[str, Any]]) -> list[Out]:
+    def _evaluate(
+        self, batch: list[dict[str, Any]], forwards: list[tuple[Any, Out]] | None = None
+    ) -> list[Out]:
+        """Evaluate ``batch``; ``forwards``: (observation, its record for the label-keyed stage). An
+        observation this engine refused by its time (too late, too far ahead, unreadable) is not
+        forwarded: it has its one DLQ record, and the label-keyed stage, whose clock is later,
+        would refuse it again (a second DLQ record of the same observation)."""
         transitions, rejected = self.engine.observe_batch(batch)
-        outs = [self._out(t) for t in transitions]
+        outs = []
+        if forwards:
+            refused = {id(rej.observation) for rej in rejected if rej.untimely}
+            outs += [out for obs, out in forwards if id(obs) not in refused]
+        outs += [self._out(t) for t in transitions]
         outs += [dlq(orjson.dumps(rej.observation), self.source, rej.reason) for rej in rejected]
         return outs
 
