@@ -28,6 +28,17 @@ def _logging(level: str, interval_s: float = 60.0) -> None:
     install(interval_s)  # repeated warnings/errors: one line per kind per interval, with a count
 
 
+def _check_environment(settings: Settings) -> None:
+    """Say which ``ATALAIA_*`` variables nothing reads (a misspelt setting runs on its default).
+    Once, in the process the user started: not again in the processes ``up`` starts."""
+    from atalaia.streams.settings import unknown_variables
+
+    if "ATALAIA_PROCESS_NAME" in os.environ:  # a child of up or worker --processes
+        return
+    for line in unknown_variables(os.environ, settings):
+        logging.getLogger("atalaia.settings").warning(line)
+
+
 def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
     """Before any stage runs: the topics with their designed partition counts and replicas (a
     wrong layout stops here with the reason), and the demo's local receivers."""
@@ -234,6 +245,7 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
 
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
+    _check_environment(settings)
     if fresh and settings.kafka:
         raise click.UsageError(
             "--fresh applies to the embedded broker; with ATALAIA_KAFKA the state is the broker's"
@@ -305,6 +317,7 @@ def worker(stages: str, http: bool, processes: int, http_role: str | None, demo_
         raise click.BadParameter(f"unknown stage(s) {sorted(unknown)}; known: {', '.join(ALL_STAGES)}")
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
+    _check_environment(settings)
     with owned_bootstrap(settings) as bootstrap:
         if processes > 1:
             rest = tuple(s for s in chosen if s != "delivery")
@@ -325,6 +338,7 @@ def console() -> None:
 
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
+    _check_environment(settings)
     with owned_bootstrap(settings) as bootstrap:
         _run_worker(settings, bootstrap, (), http=True, banner=True)
 

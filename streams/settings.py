@@ -4,6 +4,8 @@ optional YAML file (``ATALAIA_CONFIG=path.yaml``); environment wins over the fil
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -262,3 +264,54 @@ def load_settings() -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
+
+
+# ATALAIA_* variables the product reads itself, outside Settings (each named where it is read);
+# a test keeps this list complete against the source
+OTHER_VARIABLES = frozenset(
+    {
+        "ATALAIA_CONFIG",  # the settings file (above)
+        "ATALAIA_DEMO_TOKEN",  # up --demo with your own ingest tokens (streams/commands.py)
+        "ATALAIA_BROKER_LOG",  # the embedded broker's log (streams/broker.py)
+        "ATALAIA_STAGE_TIMING",  # per-stage timing logs (streams/stage.py)
+        "ATALAIA_UP_STARTUP_S",  # how long up waits for its processes to start
+        "ATALAIA_YAML_MAX_BYTES",  # configuration file limits (streams/config_yaml.py)
+        "ATALAIA_YAML_MAX_DEPTH",
+        "ATALAIA_YAML_MAX_NODES",
+        "ATALAIA_YAML_MAX_ALIASES",
+        "ATALAIA_YAML_TIMEOUT_S",
+        "ATALAIA_YAML_MAX_MEMORY_MB",
+        "ATALAIA_CV_CACHE",  # atalaia detectors cv's score cache
+        "ATALAIA_HYPOTHESIS",  # the test suite's property-test profile (tests/conftest.py)
+        "ATALAIA_SOAK_KILLS",  # the soak suite's scales (tests/README.md)
+        "ATALAIA_SOAK_FREEZE_S",
+        "ATALAIA_SOAK_OUTAGE_S",
+        "ATALAIA_FUZZ_EXAMPLES",
+    }
+)
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def unknown_variables(environ: Mapping[str, str], settings: Settings) -> list[str]:
+    """One line per ``ATALAIA_*`` environment variable that nothing reads: not a setting, not one
+    the product reads itself, not a ``${VAR}`` of the escalation or warnings file. A misspelt
+    setting (the allowed lateness without its ``_S``) was silently ignored, and the default ran instead; the
+    worker now says so at start, with the closest name. Not refused: the variable may be meant
+    for another tool."""
+    from difflib import get_close_matches
+
+    known = {f"ATALAIA_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    for path in (settings.escalation_path, settings.warnings_path):
+        try:
+            if path.is_file() and path.stat().st_size <= 4 << 20:
+                known |= set(_REFERENCE.findall(path.read_text(encoding="utf-8", errors="replace")))
+        except OSError:
+            continue
+    lines = []
+    for name in sorted(n for n in environ if n.startswith("ATALAIA_") and n not in known):
+        close = get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(
+            f"{name} is set but is not an Atalaia setting and no configuration file names it: ignored{hint}"
+        )
+    return lines
