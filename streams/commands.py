@@ -39,6 +39,14 @@ def _check_environment(settings: Settings) -> None:
         logging.getLogger("atalaia.settings").warning(line)
 
 
+def _refuse_open_exposure(settings: Settings, http: bool | str) -> None:
+    from atalaia.streams.connections import exposure_problem
+
+    problem = exposure_problem(settings, http)
+    if problem:
+        raise click.UsageError(problem)
+
+
 def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
     """Before any stage runs: the topics with their designed partition counts and replicas (a
     wrong layout stops here with the reason), and the demo's local receivers."""
@@ -83,6 +91,7 @@ def _run_worker(
     from atalaia.streams.app import create_app
     from atalaia.streams.broker import no_auto_create
 
+    _refuse_open_exposure(settings, http)
     no_auto_create()  # topics are created with their designed partition counts, by us only
     _prepare(settings, bootstrap, demo)
     try:
@@ -265,6 +274,7 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
         from atalaia.streams.tokens import ensure_demo_token
 
         settings.ingest_tokens, token = ensure_demo_token(settings.data_dir)
+    _refuse_open_exposure(settings, True)  # before the broker starts
     status = 0
     try:
         with owned_bootstrap(settings, fresh=fresh) as bootstrap:
@@ -318,6 +328,7 @@ def worker(stages: str, http: bool, processes: int, http_role: str | None, demo_
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
     _check_environment(settings)
+    _refuse_open_exposure(settings, http_role or http)
     with owned_bootstrap(settings) as bootstrap:
         if processes > 1:
             rest = tuple(s for s in chosen if s != "delivery")
@@ -339,6 +350,7 @@ def console() -> None:
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
     _check_environment(settings)
+    _refuse_open_exposure(settings, True)
     with owned_bootstrap(settings) as bootstrap:
         _run_worker(settings, bootstrap, (), http=True, banner=True)
 

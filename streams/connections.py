@@ -231,3 +231,35 @@ def problem_defaults() -> Any:
             return web.json_response(body, status=exc.status, content_type=PROBLEM, headers=headers)
 
     return to_problem
+
+
+def exposure_problem(settings: Any, http: bool | str) -> str | None:
+    """Why this process must not serve HTTP as configured, or None. On a loopback address (the
+    default) the console may run without users and ingest without tokens (the demo). Listening
+    anywhere else (``ATALAIA_HTTP_HOST=0.0.0.0``) without them would let anyone who reaches the
+    port act as any operator, issue public warnings, or feed observations that open incidents;
+    that is refused at start, naming what to set. ``http``: the role served (True/"all": console
+    and ingest; "console"; "ingest"; "health" and False: neither)."""
+    from atalaia.console.problem import is_loopback
+
+    if not http or http == "health" or is_loopback(settings.http_host):
+        return None
+    where = f"ATALAIA_HTTP_HOST={settings.http_host} (port {settings.http_port})"
+    missing = []
+    if http in (True, "all", "console") and settings.console_users is None:
+        missing.append(
+            "ATALAIA_CONSOLE_USERS (a users file: atalaia users passwd NAME --role operator); without it "
+            "anyone who reaches the console acts as any operator, including issuing public warnings"
+        )
+    if http in (True, "all", "ingest") and settings.ingest_tokens is None:
+        missing.append(
+            "ATALAIA_INGEST_TOKENS (a token file: atalaia tokens new --source NAME); without it anyone "
+            "who reaches the ingest endpoint feeds observations that open incidents"
+        )
+    if not missing:
+        return None
+    return (
+        f"refusing to listen on {where} without authentication: set "
+        + "; and ".join(missing)
+        + ". Or listen on 127.0.0.1 (the default) behind a reverse proxy that authenticates."
+    )
