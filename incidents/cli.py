@@ -31,8 +31,14 @@ def incidents() -> None:
 @incidents.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
 def check(config: Path | None) -> None:
-    """Validate an incidents configuration (default: config/incidents.yaml)."""
-    cfg = _config(config or DEFAULT_CONFIG)
+    """Validate an incidents configuration (default: the one the worker loads, ATALAIA_INCIDENTS_PATH,
+    default config/incidents.yaml)."""
+    from atalaia.streams.settings import get_settings
+
+    config = config or get_settings().incidents_path
+    if not config.is_file():
+        raise click.ClickException(f"{config}: no such file (ATALAIA_INCIDENTS_PATH names it)")
+    cfg = _config(config)
     click.echo(
         f"ok: window {cfg.correlation.window:g}s, {len(cfg.inhibit)} inhibit rule(s), "
         f"{len(cfg.maintenance)} maintenance window(s), {len(cfg.positions)} position(s)"

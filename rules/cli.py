@@ -99,7 +99,7 @@ def rules() -> None:
 
 
 @rules.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--strict", is_flag=True, help="exit 1 on warnings too")
 @click.option(
     "--detectors",
@@ -111,8 +111,12 @@ def check(paths: tuple[str, ...], strict: bool, detectors: str | None) -> None:
     """Validate rule files and directories; print every error as file:line:col: message, and
     warnings (attribute names the Smart Data Models schema of the type lacks...) as
     file:line:col: warning: message. A rule's detector must be one the detectors
-    configuration has."""
+    configuration has. Without PATHS: the rules the worker loads (ATALAIA_RULES_PATHS, default
+    config/rules)."""
     from atalaia.rules.loader import check_paths, load_rules
+    from atalaia.streams.settings import get_settings
+
+    paths = paths or tuple(str(p) for p in get_settings().rules_paths)
 
     config = _detectors_config(detectors)
     known = None if config is None else config.known

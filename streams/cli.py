@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "tokens": "atalaia.streams.tokens:tokens",
     "users": "atalaia.console.users_cli:users",
     "bench": "atalaia.streams.commands:bench",
+    "check": "atalaia.streams.preflight:check",
     "rules": "atalaia.rules.cli:rules",
     "detectors": "atalaia.detectors.cli:detectors",
     "incidents": "atalaia.incidents.cli:incidents",

@@ -1,0 +1,161 @@
+"""``atalaia check``: every configuration file the running system would load, checked as it would
+load it, in one command (as ``promtool check config`` or ``amtool check-config``): run it before a
+restart, or in a CI job of the configuration repository.
+
+Each part prints its own lines (``file:line:col: message`` for errors) under a ``== part (source)``
+header; the last line says ``ok`` or names the parts that failed, and the exit status is 1 when one
+did (``--strict``: warnings too)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _rules(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.rules.cli import check
+
+    ctx.invoke(check, paths=tuple(str(p) for p in settings.rules_paths), strict=strict, detectors=None)
+
+
+def _detectors(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.detectors.config import ConfigError, load_config
+
+    try:
+        config = load_config(settings.detectors_path)
+    except (ConfigError, OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"ok: {len(config.known)} detector name(s)")
+
+
+def _incidents(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.incidents.cli import check
+
+    ctx.invoke(check, config=settings.incidents_path)
+
+
+def _escalation(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.notifiers.cli import check
+
+    ctx.invoke(check, policy=str(settings.escalation_path))
+
+
+def _warnings(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.warnings.config import load_config
+
+    try:
+        config = load_config(settings.warnings_path, settings.public_url())
+        catalogue = config.catalogue()
+    except Exception as e:  # whatever the loader says, as it says it
+        raise click.ClickException(str(e)) from None
+    areas = getattr(catalogue, "areas", None)
+    click.echo("ok" + (f": {len(areas)} area(s)" if areas is not None else ""))
+
+
+def _users(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.console.auth import UsersFileError, load_users
+
+    if settings.console_users is None:
+        click.echo("not configured: the console has no users (ATALAIA_CONSOLE_USERS)")
+        return
+    try:
+        users = load_users(settings.console_users)
+    except (UsersFileError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"ok: {len(users)} user(s)")
+
+
+def _tokens(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.streams.config_yaml import YamlError
+    from atalaia.streams.ingest.auth import load_token_file
+
+    if settings.ingest_tokens is None:
+        click.echo(
+            "not configured: atalaia up makes one token in the data directory; a worker's ingest refuses all"
+        )
+        return
+    try:
+        entries = load_token_file(settings.ingest_tokens)
+    except (YamlError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"ok: {len(entries)} token(s)")
+
+
+class _Warned(Exception):
+    pass
+
+
+def _environment(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.streams.settings import unknown_variables
+
+    lines = unknown_variables(os.environ, settings)
+    for line in lines:
+        click.echo(f"warning: {line}", err=True)
+    if lines and strict:
+        raise _Warned
+    click.echo("ok" + (f", {len(lines)} warning(s)" if lines else ""))
+
+
+# (part, the setting that names its file, check)
+PARTS: list[tuple[str, str, Callable[[click.Context, Any, bool], None]]] = [
+    ("rules", "rules_paths", _rules),
+    ("detectors", "detectors_path", _detectors),
+    ("incidents", "incidents_path", _incidents),
+    ("escalation", "escalation_path", _escalation),
+    ("warnings", "warnings_path", _warnings),
+    ("console users", "console_users", _users),
+    ("ingest tokens", "ingest_tokens", _tokens),
+    ("environment", "", _environment),
+]
+
+
+@click.command("check")
+@click.option("--strict", is_flag=True, help="warnings fail too")
+@click.pass_context
+def check(ctx: click.Context, strict: bool) -> None:
+    """Check every configuration file the running system loads, as it loads them: settings, rules
+    (against the detectors), detectors, incidents, escalation (targets, unset variables), warnings
+    (levels and areas), console users, ingest tokens, and ATALAIA_* variables nothing reads. Exit 1
+    when one part fails; the files are named by the same settings as the worker's."""
+    from atalaia.streams.settings import SettingsError, load_settings
+
+    click.echo(
+        "== settings (environment"
+        + (f", ATALAIA_CONFIG={os.environ['ATALAIA_CONFIG']})" if os.environ.get("ATALAIA_CONFIG") else ")")
+    )
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        click.echo(str(e), err=True)
+        click.echo("failed: settings (nothing else checked: the files are named by the settings)", err=True)
+        sys.exit(1)
+    click.echo("ok")
+    failed = []
+    for name, setting, run in PARTS:
+        value = getattr(settings, setting) if setting else None
+        shown = (
+            ", ".join(str(p) for p in value)
+            if isinstance(value, list)
+            else (str(value) if isinstance(value, Path) else "ATALAIA_*" if not setting else "not set")
+        )
+        click.echo(f"== {name} ({shown})")
+        sys.stdout.flush()
+        try:
+            run(ctx, settings, strict)
+        except click.ClickException as e:
+            click.echo(e.format_message(), err=True)
+            failed.append(name)
+        except _Warned:
+            failed.append(name)
+        except SystemExit as e:  # the part's own command said failed (its lines are out already)
+            if e.code:
+                failed.append(name)
+    if failed:
+        click.echo(f"failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
+    click.echo("ok: every part")
