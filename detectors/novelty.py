@@ -30,7 +30,7 @@ from river import stats
 
 from atalaia.detectors.base import Detector, clean, number, scale_floor
 
-FEATURES = ("value", "diff", "shift", "volatility", "seasonal")
+FEATURES = ("value", "diff", "shift", "volatility", "seasonal", "spread", "shape")
 TAILS = (None, "history", "rolling")
 NAN = math.nan
 #: state format written by ``__getstate__`` (1: the compact layout; older states are dicts)
@@ -111,6 +111,24 @@ RUN, LONGEST, RUNS = range(3)
 #: completed runs of equal readings before the stuck test speaks (the longest of fewer says
 #: little about how long this series holds a value)
 STUCK_RUNS = 10
+# with ``spread``, after the profile (before the stuck slots): the short and the reference EW
+# mean absolute change and the changes learned; with ``shape``: the EW lag-1 product and square
+# of the one-step deviations, the previous deviation and the deviations learned
+SP_SHORT, SP_REF, SP_N = range(3)
+SH_C, SH_V, SH_PREV, SH_N = range(4)
+#: the context features' record tests learn one block late: the highest and lowest value of the
+#: block under way (2 slots after the feature's own) join the seen range when it completes, every
+#: ``LAG`` values of the feature, so a feature that drifts for less than a block (an EW over about
+#: ``LAG`` readings does, when the sensor goes quiet) is measured against the range before it,
+#: not beaten by a hair at each step
+LAG = 50
+#: ``spread``: the EW rate of the short mean absolute change (about 50 readings) and of its
+#: reference (about 500 readings: it does not follow a sensor that goes quiet or bursts for
+#: hours); both average equally over their first 1/rate changes. Fixed before measuring.
+SPREAD_FAST, SPREAD_REF = 0.02, 0.002
+#: ``shape``: the EW rate of the lag-1 autocorrelation of the one-step deviations (about 50
+#: readings). Fixed before measuring.
+SHAPE_RATE = 0.02
 # per record-tested feature: hi, lo, mean, n; per feature with tails: seen, then n, m, v of
 # its upper tail and of its lower tail (the tail of −f)
 EXT_SIZE, PARETO_SIZE = 4, 7
@@ -132,6 +150,9 @@ class _Plan:
         "items",
         "value_ext",
         "run",
+        "spread",
+        "shape",
+        "lagged",
     )
 
     def __init__(self, params: _Params) -> None:
@@ -148,6 +169,17 @@ class _Plan:
         self.ext, self.par = tuple(ext), tuple(par)
         self.profile, self.bins = off, 1440 // params.bin_minutes
         self.size = off + self.bins
+        #: the context features' slots (SP_* / SH_* from here), or −1; before the stuck slots
+        self.spread = -1 if "spread" not in params.features else self.size
+        self.size += 0 if self.spread < 0 else 5
+        self.shape = -1 if "shape" not in params.features else self.size
+        self.size += 0 if self.shape < 0 else 6
+        #: record-test offset → the slots of its block under way (the context features')
+        self.lagged = {
+            ext[params.features.index(f)]: o + k
+            for f, o, k in (("spread", self.spread, 3), ("shape", self.shape, 4))
+            if o >= 0 and ext[params.features.index(f)] >= 0
+        }
         #: the stuck test's slots (RUN, LONGEST, RUNS from here), or −1
         self.run = -1 if params.stuck is None else self.size
         self.size += 0 if params.stuck is None else 3
@@ -169,6 +201,10 @@ class _Plan:
                 s[o : o + PARETO_SIZE] = array("d", [0.0] * PARETO_SIZE)
         if self.run >= 0:
             s[self.run : self.run + 3] = array("d", [0.0] * 3)
+        if self.spread >= 0:
+            s[self.spread + SP_N] = 0.0
+        if self.shape >= 0:
+            s[self.shape : self.shape + 4] = array("d", [0.0, 0.0, NAN, 0.0])
         return s
 
 
@@ -198,7 +234,10 @@ class RecordNovelty(Detector):
     """Score = max over features of a logistic of the feature's exceedance of its seen range
     (0.5 exactly at the edge of the range, → 1 beyond it by a few ``tolerance``).
 
-    Parameters: ``features`` (among value, diff, shift, volatility, seasonal); ``tolerance``
+    Parameters: ``features`` (among value, diff, shift, volatility, seasonal, and the context
+    features spread — the log ratio of the short EW mean absolute change to a slow reference
+    that does not follow it — and shape — the EW lag-1 autocorrelation of the one-step
+    deviations; their record tests learn one block of ``LAG`` values late); ``tolerance``
     (fraction of the range that moves the score from 0.5 to 0.73); ``fast``/``slow`` (EW rates
     of the level-shift means); ``bin_minutes`` (time-of-day profile bins); ``memory`` (points
     over which extremes are remembered, None = forever); ``relax`` (per-point pull of the
@@ -448,11 +487,43 @@ class RecordNovelty(Detector):
                 vol = s[VOL]
                 if contiguous and vol == vol:
                     out.append((vol + p.fast * (abs(x - prev) - vol), e, o, qi))
-            else:  # seasonal
+            elif code == 4:  # seasonal
                 ref = s[p.profile + (t.hour * 60 + t.minute) // p.bin_minutes]
                 if ref == ref:
                     out.append((x - ref, e, o, qi))
+            elif code == 5:  # spread
+                if contiguous and s[p.spread + SP_N] >= LAG:  # (a reference of LAG changes)
+                    out.append((self._spread(x, prev), e, o, qi))
+            else:  # shape
+                h = p.shape
+                if contiguous and s[h + SH_N] >= LAG and s[h + SH_PREV] == s[h + SH_PREV]:
+                    out.append((self._shape(x - s[FAST_MEAN]), e, o, qi))
         return out
+
+    def _spread(self, x: float, prev: float) -> float:
+        """The ``spread`` feature at ``x``: log of the short EW mean absolute change (``x``'s
+        included) over its slow reference (``x``'s not): ≈ 0 while the spread is as usual, −1.6
+        when a sensor has gone a fifth as noisy (for hours), positive in a burst of changes."""
+        s, o = self._s, self._p.spread
+        n = s[o + SP_N] + 1.0
+        short = s[o + SP_SHORT]
+        short += max(1.0 / n, SPREAD_FAST) * (abs(x - prev) - short)
+        floor = scale_floor(s[SLOW_MEAN])
+        return math.log((short + floor) / (s[o + SP_REF] + floor))
+
+    def _shape(self, d: float) -> float:
+        """The ``shape`` feature for the one-step deviation ``d`` (the value minus the fast EW
+        mean before it): the EW lag-1 autocorrelation of these deviations, ``d``'s included, in
+        [−1, 1]: near 1 on a smooth course, near 0 on noise, negative when readings alternate;
+        scale-free, so a change of texture inside the range shows."""
+        s, o = self._s, self._p.shape
+        n = s[o + SH_N] + 1.0
+        rate = max(1.0 / n, SHAPE_RATE)
+        prev = s[o + SH_PREV]
+        c = s[o + SH_C] + rate * (d * prev - s[o + SH_C])
+        v = s[o + SH_V] + rate * (d * d - s[o + SH_V])
+        floor = scale_floor(s[SLOW_MEAN])
+        return max(-1.0, min(1.0, c / (v + floor * floor)))
 
     def score_one(self, x: float, t: datetime) -> float:
         x = clean(x)
@@ -554,8 +625,16 @@ class RecordNovelty(Detector):
                 continue
             # the feature's extremes (hi, lo, EW mean, n), optionally over the last memory points
             n = s[e + 3]
+            g = p.lagged.get(e, -1) if p.lagged else -1
             if n == 0:
                 s[e] = s[e + 1] = s[e + 2] = f
+            elif g >= 0:  # a context feature: its range learns one block late
+                s[e + 2] += p.slow * (f - s[e + 2])
+                hi, lo = s[g], s[g + 1]
+                s[g], s[g + 1] = (f, f) if hi != hi else (max(hi, f), min(lo, f))
+                if (n + 1) % LAG == 0:
+                    s[e], s[e + 1] = max(s[e], s[g]), min(s[e + 1], s[g + 1])
+                    s[g] = s[g + 1] = NAN
             else:
                 mean = s[e + 2] + p.slow * (f - s[e + 2])
                 hi = s[e] + p.relax * (mean - s[e])
@@ -582,6 +661,20 @@ class RecordNovelty(Detector):
                 s[r + RUN] = run
         prev, prev_t = s[PREV], self._prev_t
         contiguous = prev == prev and not self._gap(t)
+        o = p.shape
+        if o >= 0:
+            fast = s[FAST_MEAN]  # (before this point's update, below)
+            if contiguous and fast == fast:
+                dev = x - fast
+                if s[o + SH_PREV] == s[o + SH_PREV]:
+                    n = s[o + SH_N] + 1.0
+                    s[o + SH_N] = n
+                    rate = max(1.0 / n, SHAPE_RATE)
+                    s[o + SH_C] += rate * (dev * s[o + SH_PREV] - s[o + SH_C])
+                    s[o + SH_V] += rate * (dev * dev - s[o + SH_V])
+                s[o + SH_PREV] = dev
+            else:  # a gap (or the first point): the next deviation has no predecessor
+                s[o + SH_PREV] = NAN
         slow = s[SLOW_MEAN]
         if slow != slow:
             s[FAST_MEAN] = s[SLOW_MEAN] = x
@@ -592,6 +685,15 @@ class RecordNovelty(Detector):
             d = abs(x - prev)
             vol = s[VOL]
             s[VOL] = d if vol != vol else vol + p.fast * (d - vol)
+            o = p.spread
+            if o >= 0:
+                n = s[o + SP_N] + 1.0
+                s[o + SP_N] = n
+                if n == 1.0:
+                    s[o + SP_SHORT] = s[o + SP_REF] = d
+                else:
+                    s[o + SP_SHORT] += max(1.0 / n, SPREAD_FAST) * (d - s[o + SP_SHORT])
+                    s[o + SP_REF] += max(1.0 / n, SPREAD_REF) * (d - s[o + SP_REF])
         b = p.profile + (t.hour * 60 + t.minute) // p.bin_minutes
         ref = s[b]
         s[b] = x if ref != ref else ref + 0.1 * (x - ref)
