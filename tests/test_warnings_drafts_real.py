@@ -70,6 +70,26 @@ def test_a_web_link_without_a_scheme_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_web_link_per_language_goes_into_each_info(tmp_path: Path) -> None:
+    """A Porto page in Portuguese and its English version: each language's info carries its own
+    link (a single text went into both)."""
+    web = "web: {pt-PT: 'https://www.cm-porto.pt/protecao-civil', en-GB: 'https://www.cm-porto.pt/en/civil-protection'}\n"
+    code, out, err = render_text(tmp_path, BASE + web)
+    assert code == 0, err
+    links = {
+        info.findtext("c:language", namespaces=NS): info.findtext("c:web", namespaces=NS)
+        for info in _xml(out).iterfind("c:info", NS)
+    }
+    assert links == {
+        "pt-PT": "https://www.cm-porto.pt/protecao-civil",
+        "en-GB": "https://www.cm-porto.pt/en/civil-protection",
+    }
+    code, _, err = render_text(tmp_path, BASE + "web: {pt-PT: 'https://x.pt/a', en-GB: x.pt/en}\n")
+    assert code == 1 and "'x.pt/en' is not a full URL" in err
+    code, _, err = render_text(tmp_path, BASE + "web: {pt-PT: 'https://x.pt/a', fr-FR: 'https://x.pt/fr'}\n")
+    assert code == 1 and "language fr-FR is not one of the warning's" in err
+
+
 def test_a_repeated_point_is_written_once(tmp_path: Path) -> None:
     """A double click, or the closing point clicked again next to the first: zero-length edges
     that some map clients refuse."""

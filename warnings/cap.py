@@ -305,8 +305,8 @@ def build(
         for name, value in (("description", draft.description), ("instruction", draft.instruction)):
             if draft.text(value, lang) is not None:  # a text given in fewer languages is left out
                 _sub(info, name, draft.text(value, lang))
-        if draft.web:
-            _sub(info, "web", draft.web)
+        if draft.text(draft.web, lang):
+            _sub(info, "web", draft.text(draft.web, lang))
         if draft.contact and draft.text(draft.contact, lang) is not None:
             _sub(info, "contact", draft.text(draft.contact, lang))
         if level and level.awareness:

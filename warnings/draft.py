@@ -282,7 +282,10 @@ class Draft(_Model):
         default_factory=list, alias="responseType"
     )
     sender_name: LangText | None = Field(None, alias="senderName")
-    web: Text | None = None
+    web: LangText | None = Field(
+        None,
+        description="a full https:// URL for more information; or one per language {pt-PT: ..., en-GB: ...}",
+    )
     contact: LangText | None = None
     audience: LangText | None = None
     scope: Annotated[Literal["Public", "Restricted", "Private"], _canon(SCOPES)] = "Public"
@@ -532,6 +535,7 @@ def problems(
         (("senderName",), d.sender_name),
         (("contact",), d.contact),
         (("audience",), d.audience),
+        (("web",), d.web),
     ]
     texts += [(("area", i, "desc"), a.desc) for i, a in enumerate(d.area)]
     for loc, value in texts:
@@ -551,15 +555,18 @@ def problems(
                     out.append(((*loc, lang), "empty text"))
         elif isinstance(value, str) and not value.strip():
             out.append((loc, "the event may not be empty" if loc == ("event",) else "empty text"))
-    for name in ("note", "web", "restriction", "addresses"):
+    for name in ("note", "restriction", "addresses"):
         value = getattr(d, name)
         if value is not None and not value.strip():
             out.append(((name,), "empty text"))
-    # web: CAP 1.2 §3.2.2 "a full absolute URI"
-    if d.web is not None and d.web.strip() and not re.match(r"https?://[^\s/]+", d.web.strip(), re.ASCII):
-        out.append(
-            (("web",), f"{d.web!r} is not a full URL: write it with https:// (CAP needs an absolute URI)")
-        )
+    # web: CAP 1.2 §3.2.2 "a full absolute URI"; one, or one per language
+    webs = d.web.items() if isinstance(d.web, dict) else [(None, d.web)]
+    for lang, web in webs:
+        if web is not None and web.strip() and not re.match(r"https?://[^\s/]+", web.strip(), re.ASCII):
+            where = ("web",) if lang is None else ("web", lang)
+            out.append(
+                (where, f"{web!r} is not a full URL: write it with https:// (CAP needs an absolute URI)")
+            )
     # scope: CAP 1.2 §3.2.1 (addresses "required when scope is Private", restriction "used when
     # scope is Restricted")
     if d.scope == "Private" and d.addresses is None:
