@@ -39,23 +39,32 @@ MODELS: dict[str, tuple[type[BaseModel], str, Any]] = {
 }
 
 
-def _field_names(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
-    """Every field name (and alias) of ``model`` and of the models inside it, so that the drawn
-    mappings reach the nested validators instead of stopping at an unknown key."""
+def _walk(model: type[BaseModel], seen: set[type] | None = None) -> tuple[set[str], set[str]]:
+    """(every field name and alias of ``model`` and of the models inside it, so that the drawn
+    mappings reach the nested validators instead of stopping at an unknown key; the names of
+    those fields that hold another model, at any depth)."""
     seen = seen if seen is not None else set()
     if model in seen:
-        return set()
+        return set(), set()
     seen.add(model)
     names: set[str] = set()
+    holders: set[str] = set()
     for name, field in model.model_fields.items():
-        names |= {name, *([field.alias] if field.alias else [])}
+        own = {name, *([field.alias] if field.alias else [])}
+        names |= own
         stack = [field.annotation]
         while stack:
             t = stack.pop()
             if isinstance(t, type) and issubclass(t, BaseModel):
-                names |= _field_names(t, seen)
+                inner, inner_holders = _walk(t, seen)
+                names |= inner
+                holders |= own | inner_holders
             stack += [a for a in typing.get_args(t) if a is not None]
-    return names
+    return names, holders
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    return _walk(model)[0]
 
 
 def _values(keys: list[str]) -> st.SearchStrategy[Any]:
@@ -114,23 +123,6 @@ def test_validate_answers_any_mapping_with_positioned_errors(kind: str, data: st
 ODD = [None, 0, 2.5, "", [None], {}, {"x": None}]
 
 
-def _containers(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
-    """The names (and aliases) of fields that hold another model, at any depth."""
-    seen = seen if seen is not None else set()
-    if model in seen:
-        return set()
-    seen.add(model)
-    names: set[str] = set()
-    for name, field in model.model_fields.items():
-        stack = [field.annotation]
-        while stack:
-            t = stack.pop()
-            if isinstance(t, type) and issubclass(t, BaseModel):
-                names |= {name, *([field.alias] if field.alias else [])} | _containers(t, seen)
-            stack += [a for a in typing.get_args(t) if a is not None]
-    return names
-
-
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_validate_answers_every_field_given_an_odd_value_at_any_depth(kind: str) -> None:
     """The sweep the property above samples: each field name, with each odd value (null, a number,
@@ -140,7 +132,7 @@ def test_validate_answers_every_field_given_an_odd_value_at_any_depth(kind: str)
     its line."""
     model, at, explain = MODELS[kind]
     keys = sorted(_field_names(model))
-    for outer in [None, "x", *sorted(_containers(model))]:
+    for outer in [None, "x", *sorted(_walk(model)[1])]:
         for name in keys:
             for odd in ODD:
                 mapping = {name: odd} if outer is None else {outer: {name: odd}}
