@@ -60,8 +60,8 @@ class Rejected:
 
     observation: Any
     reason: str
-    # refused by its time (unreadable, too late, too far ahead): no rule evaluated it, and no other
-    # engine of the worker would (the label-keyed stage, which sees it later, has a later clock)
+    # refused by its time (unreadable, too late, too far ahead): no rule of this engine evaluated
+    # it (another engine, with its own clock, may: the rules stage marks it so when it forwards)
     untimely: bool = False
 
 

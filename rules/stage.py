@@ -10,6 +10,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,6 +208,19 @@ def label_keyed(ruleset: RuleSet) -> RuleSet:
     return RuleSet([r for r in ruleset.rules if list(r.rule.key) != ["entity"]])
 
 
+def _identity(obs: dict[str, Any]) -> str:
+    """An observation's identity: its type and id (or, without an id, what makes one)."""
+    oid = obs.get("id")
+    if not isinstance(oid, str):
+        oid = f"{entity_key(obs.get('tenant'), obs['entity'])}|{obs['time']}|{sorted(obs['attributes'].items())}"
+    return f"{obs['type']}|{oid}"
+
+
+#: header on a forwarded observation the partitioned stage refused by its time (its DLQ record
+#: written): the label-keyed stage, refusing it too, writes no second record
+REFUSED = "atalaia-refused"
+
+
 class RulesCore:
     """``atalaia.observations`` → ``atalaia.alarms`` (+ late observations to ``atalaia.dlq``).
 
@@ -248,6 +262,10 @@ class RulesCore:
         self.engine = RuleEngine(self.ruleset, scorer=self.bank.score_learn, **self.limits)
         self.dedup = Deduper()
         self.reorder = None if forward else Reorder(*self.slack)
+        # forwarded observations the partitioned stage refused by their time (and wrote to the
+        # DLQ), by identity (type and id), until they are evaluated here (after the reorder buffer,
+        # which hands out copies); not in checkpoints: after a restart at most a second record
+        self._refused: set[str] = set()
         if state:
             self.restore(state)
         self.last_compact = 0.0
@@ -281,11 +299,14 @@ class RulesCore:
         admit, forward = self.dedup.admit_key, self.forward_types
         observations, raw, outs = decode(records, decode_observation)
         forwards = []
+        refused = self._refused
         for r, obs in zip(raw, observations, strict=True):
-            oid = obs.get("id")
-            if not isinstance(oid, str):
-                oid = f"{entity_key(obs.get('tenant'), obs['entity'])}|{obs['time']}|{sorted(obs['attributes'].items())}"
-            if admit(hashlib.blake2b(f"{obs['type']}|{oid}".encode(), digest_size=16).digest(), now=now):
+            ident = _identity(obs)
+            if r.headers and (REFUSED, b"1") in r.headers:  # the partitioned stage has its DLQ record
+                if len(refused) >= 100_000:  # never evaluated here (cannot happen): bounded anyway
+                    refused.clear()
+                refused.add(ident)
+            if admit(hashlib.blake2b(ident.encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
                 if obs["type"] in forward:
                     out = Out("shared-observations", r.value, key=partition_key(obs), timestamp=r.timestamp)
@@ -297,17 +318,30 @@ class RulesCore:
     def _evaluate(
         self, batch: list[dict[str, Any]], forwards: list[tuple[Any, Out]] | None = None
     ) -> list[Out]:
-        """Evaluate ``batch``; ``forwards``: (observation, its record for the label-keyed stage). An
-        observation this engine refused by its time (too late, too far ahead, unreadable) is not
-        forwarded: it has its one DLQ record, and the label-keyed stage, whose clock is later,
-        would refuse it again (a second DLQ record of the same observation)."""
+        """Evaluate ``batch``; ``forwards``: (observation, its record for the label-keyed stage).
+
+        An observation refused by its time (too late, too far ahead, unreadable) has one DLQ
+        record: the first stage that refuses it writes it. The partitioned stage still forwards
+        it (the label-keyed stage has its own clock, and may evaluate it), marked ``REFUSED``, and
+        the label-keyed stage, refusing it too, writes no second record."""
         transitions, rejected = self.engine.observe_batch(batch)
         outs = []
         if forwards:
-            refused = {id(rej.observation) for rej in rejected if rej.untimely}
-            outs += [out for obs, out in forwards if id(obs) not in refused]
+            untimely = {id(rej.observation) for rej in rejected if rej.untimely}
+            outs += [
+                replace(out, headers=[*out.headers, (REFUSED, b"1")]) if id(obs) in untimely else out
+                for obs, out in forwards
+            ]
         outs += [self._out(t) for t in transitions]
-        outs += [dlq(orjson.dumps(rej.observation), self.source, rej.reason) for rej in rejected]
+        refused = self._refused
+        outs += [
+            dlq(orjson.dumps(rej.observation), self.source, rej.reason)
+            for rej in rejected
+            if not (refused and rej.untimely and _identity(rej.observation) in refused)
+        ]
+        if refused:
+            for obs in batch:
+                refused.discard(_identity(obs))
         return outs
 
     @staticmethod
