@@ -423,8 +423,9 @@ class ThresholdRule(CompiledRule):
 
     def reevaluate(self, at: float, reason: str) -> list[AlarmTransition]:
         """After a change of limits (:func:`atalaia.rules.base.shape`): each open alarm evaluated again
-        on its last value, at ``at`` or its key's last time if later; the transitions carry ``reason``.
-        The key's clock moves to that time, so an observation older than it is late for the key."""
+        on its last value, at the time of that value (the key's clock does not move: a reading
+        between it and the reload, within the allowed lateness, is still evaluated); the
+        transitions carry ``reason``. ``at``: for a state of another shape, ended then."""
         out: list[AlarmTransition] = []
         for key in sorted(self.states):
             st = self.states[key]
@@ -434,10 +435,8 @@ class ThresholdRule(CompiledRule):
                 self.end(key, at, reason, out)
                 del self.states[key]
                 continue
-            t = max(st.t, at)
-            st.t = t
             first = len(out)
-            self.evaluate(st, key, t, None, st.value, st.obs, out)
+            self.evaluate(st, key, st.t, None, st.value, st.obs, out)
             for tr in out[first:]:
                 tr.annotations["reason"] = reason
         return out

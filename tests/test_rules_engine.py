@@ -288,6 +288,17 @@ def test_moving_a_threshold_keeps_the_open_alarm_and_reevaluates_it() -> None:
     assert lines(out) == [("00:06:00", "levels", E1, "pending", "high")]
 
 
+def test_a_retune_does_not_make_a_keys_next_reading_late() -> None:
+    """Re-evaluation happens at the key's own last time: a reading of that key older than the
+    reload but within the allowed lateness is evaluated, not dropped as late for the key."""
+    engine = RuleEngine(rules(HIGH), allowed_lateness=300)
+    engine.observe_batch([obs(0, 5.0), obs(4, 1.0, entity="urn:other")])  # the watermark: 00:04
+    assert engine.reload(rules(HIGH.replace("above: 4.0", "above: 4.5"))) == []  # 5.0 still breaches
+    out, _ = engine.observe_batch([obs(2, 4.2)])  # E1's reading of 00:02, 2 min late: allowed
+    assert lines(out) == [("00:02:00", "high", E1, "resolved", "high")]
+    assert engine.stats["late_not_evaluated"] == 0
+
+
 def test_a_shorter_for_fires_a_pending_alarm_at_the_reload() -> None:
     engine = RuleEngine(rules(LEVELS))
     out, _ = engine.observe_batch([obs(0, 5.0), obs(2, 5.0)])
