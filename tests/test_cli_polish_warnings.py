@@ -66,6 +66,26 @@ def test_drill_writes_the_portuguese_texts_in_portuguese(tmp_path) -> None:
     assert d["headline"]["pt-PT"] == "Aviso laranja: Vento forte"
 
 
+def test_a_public_text_never_carries_the_tenant_or_an_entity_urn(tmp_path) -> None:
+    """An incident correlated by the fallback (tenant, entity) and with no parish: the text leaves
+    the place out instead of publishing 'porto; urn:ngsi-ld:...' to the population."""
+    rec = tmp_path / "incidents.jsonl"
+    incident = {
+        **INCIDENT,
+        "correlation": {"tenant": "porto", "entity": "urn:ngsi-ld:WaterObserved:porto:ribeira-07"},
+        "labels": {"hazard": "vento"},
+        "title": "river-level-high",
+    }
+    rec.write_bytes(orjson.dumps(incident) + b"\n")
+    r = run("drill", str(rec))
+    assert r.exit_code == 0, r.output
+    d = YAML(typ="safe").load(r.stdout)
+    for lang in ("pt-PT", "en-GB"):
+        text = d["description"][lang]
+        assert "urn:" not in text and "porto" not in text.lower(), text
+    assert d["description"]["pt-PT"].startswith("Vento forte. Gravidade do incidente: alta")
+
+
 def test_drill_texts_reach_the_cap_document_in_their_language(tmp_path) -> None:
     (tmp_path / "drill.yaml").write_text(yaml_dump(drill(tmp_path)), encoding="utf-8")
     r = run("render", str(tmp_path / "drill.yaml"), "--sent", SENT)

@@ -116,12 +116,15 @@ def parishes(incident: dict[str, Any], cat: Catalogue) -> list[str]:
 
 
 def _where(incident: dict[str, Any], codes: list[str], cat: Catalogue) -> str | None:
-    """The incident's place in words: its parishes' names, else its correlation values."""
+    """The incident's place in words: its parishes' names, else a place-naming correlation value
+    (a parish or area label the catalogue does not know), else None (the text leaves the place
+    out). Never the other correlation values: a public text must not carry the tenant, an entity
+    URN or an alarm key."""
     names = [a.name for code in codes if (a := cat.area("DICOFRE", code))]
     if not names:
         corr = incident.get("correlation")
-        values = corr.values() if isinstance(corr, dict) else []
-        names = [v for v in values if isinstance(v, str) and v.strip() and not v.strip().isdigit()]
+        values = [corr.get(k) for k in PARISH_LABELS] if isinstance(corr, dict) else []
+        names = [v.strip() for v in values if isinstance(v, str) and v.strip() and not v.strip().isdigit()]
     return "; ".join(dict.fromkeys(names)) or None
 
 
