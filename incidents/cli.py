@@ -36,6 +36,10 @@ def check(config: Path | None) -> None:
     from atalaia.streams.settings import get_settings
 
     config = config or get_settings().incidents_path
+    if config.is_dir():
+        raise click.ClickException(
+            f"{config}: is a directory, not an incidents file (ATALAIA_INCIDENTS_PATH names it)"
+        )
     if not config.is_file():
         raise click.ClickException(f"{config}: no such file (ATALAIA_INCIDENTS_PATH names it)")
     cfg = _config(config)
@@ -84,21 +88,28 @@ def replay(inputs: tuple, config: Path | None, until: str | None, kpis: bool) ->
 
 @incidents.command()
 @click.argument("events", type=click.File("rb"))
+@click.option("--db", default=None, help="the projection to write: sqlite:///path.db or postgresql://...")
 @click.option(
-    "--db",
-    default=None,
-    help="sqlite:///path.db or postgresql://... (default: the projection the running system writes "
-    "and the console reads: ATALAIA_DATABASE_URL, else sqlite:///<ATALAIA_DATA_DIR>/atalaia.db, "
-    "by default .atalaia/atalaia.db)",
+    "--live",
+    is_flag=True,
+    help="write into the live projection, the one the running system's projection stage writes and "
+    "the console shows: ATALAIA_DATABASE_URL, else sqlite:///<ATALAIA_DATA_DIR>/atalaia.db",
 )
-@click.option("--schema", help="PostgreSQL schema (default with the default --db: ATALAIA_DATABASE_SCHEMA)")
-def project(events, db: str | None, schema: str | None) -> None:
-    """Apply incident events (JSON lines, e.g. from `replay`) to the SQL projection: by default the
-    live one, the database the running system's projection stage writes and the console shows
-    (ATALAIA_DATABASE_URL, else <ATALAIA_DATA_DIR>/atalaia.db); --db for another."""
+@click.option("--schema", help="PostgreSQL schema (with --live, default: ATALAIA_DATABASE_SCHEMA)")
+def project(events, db: str | None, live: bool, schema: str | None) -> None:
+    """Apply incident events (JSON lines, e.g. from `replay`) to an SQL projection: --db names one;
+    --live the one operators see (rebuilding it from the incident events). One of them is needed: a
+    what-if replay projected into the live database would show phantom incidents in the console."""
     from atalaia.incidents.projection import Projection
 
-    if db is None:
+    if (db is None) == (not live):
+        raise click.UsageError(
+            "name the projection: --db sqlite:///what-if.db (or postgresql://...), or --live for the one "
+            "the running system writes and the console shows"
+            if db is None
+            else "--db and --live name two projections: give one"
+        )
+    if live:
         from atalaia.streams.settings import SettingsError, get_settings
 
         try:

@@ -1,6 +1,7 @@
-"""``atalaia incidents project`` writes by default into the projection the running system writes
-and the console reads (``Settings.projection_url()``: ATALAIA_DATABASE_URL, else
-<data_dir>/atalaia.db), not into a file of its own."""
+"""``atalaia incidents project`` writes where it is told: ``--db``, or ``--live``, the projection the
+running system writes and the console reads (``Settings.projection_url()``: ATALAIA_DATABASE_URL,
+else <data_dir>/atalaia.db), never a default file of its own (it wrote ``incidents.db`` beside the
+live ``atalaia.db``) and never the live one unasked (a what-if replay would show phantom incidents)."""
 
 from __future__ import annotations
 
@@ -44,11 +45,14 @@ def atalaia(*args: str, env: dict | None = None):
     return r
 
 
-def test_project_defaults_to_the_live_projection_the_console_reads(tmp_path, monkeypatch) -> None:
+def test_project_live_writes_the_projection_the_console_reads(tmp_path, monkeypatch) -> None:
     events = tmp_path / "events.jsonl"
     n = incident_events(events)
     monkeypatch.setenv("ATALAIA_DATA_DIR", str(tmp_path / "data"))
     r = atalaia("incidents", "project", str(events))
+    assert r.exit_code == 2 and "name the projection: --db" in r.output  # never the live one unasked
+    assert not (tmp_path / "data").exists()
+    r = atalaia("incidents", "project", "--live", str(events))
     assert r.exit_code == 0, r.output
     # the database the projection stage writes (incidents.stage.projection_sink) and the console shows
     url = get_settings().projection_url()
@@ -62,13 +66,13 @@ def test_project_follows_the_configured_database_url(tmp_path) -> None:
     events = tmp_path / "events.jsonl"
     n = incident_events(events)
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    r = atalaia("incidents", "project", str(events), env={"ATALAIA_DATABASE_URL": url})
+    r = atalaia("incidents", "project", "--live", str(events), env={"ATALAIA_DATABASE_URL": url})
     assert r.exit_code == 0, r.output
     assert (tmp_path / "elsewhere.db").exists(), "nothing written where ATALAIA_DATABASE_URL says"
     assert len(Projection.connect(url, migrate=False).incidents(limit=100)) == n
     assert not (tmp_path / ".atalaia").exists()
 
 
-def test_project_help_names_the_live_default() -> None:
+def test_project_help_names_the_live_projection() -> None:
     out = atalaia("incidents", "project", "--help").output
     assert "atalaia.db" in out and "ATALAIA_DATABASE_URL" in out and "incidents.db" not in out
