@@ -61,7 +61,8 @@ def _configured_escalation() -> str:
 
 @notify.command()
 @click.argument("policy", type=click.Path(dir_okay=False), required=False)
-def check(policy: str | None) -> None:
+@click.option("--strict", is_flag=True, help="exit 1 on warnings too (a target variable not set ...)")
+def check(policy: str | None, strict: bool = False) -> None:
     """Validate an escalation file (errors as file:line:col: message) and every target URL.
     Without POLICY: the file the worker uses (ATALAIA_ESCALATION_PATH, default config/escalation.yaml)."""
     import os
@@ -111,6 +112,9 @@ def check(policy: str | None) -> None:
     for p in problems:
         click.echo(p, err=True)
     if problems:
+        sys.exit(1)
+    if strict and warnings:
+        click.echo(f"{policy}: failed (--strict): {len(warnings)} warning(s)", err=True)
         sys.exit(1)
     click.echo(
         f"{policy}: ok: {len(cfg.targets)} targets, {len(cfg.schedules)} schedules, "

@@ -44,7 +44,7 @@ def _refuse_open_exposure(settings: Settings, http: bool | str) -> None:
 
     problem = exposure_problem(settings, http)
     if problem:
-        raise click.UsageError(problem)
+        raise click.ClickException(problem)  # a configuration problem, not a usage one: exit 1
 
 
 def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:

@@ -246,15 +246,19 @@ def exposure_problem(settings: Any, http: bool | str) -> str | None:
         return None
     where = f"ATALAIA_HTTP_HOST={settings.http_host} (port {settings.http_port})"
     missing = []
-    if http in (True, "all", "console") and settings.console_users is None:
+    # an ingest front with a console upstream serves the console too (it forwards it)
+    console = http in (True, "all", "console") or (http == "ingest" and bool(settings.console_upstream))
+    if console and settings.console_users is None:
         missing.append(
-            "ATALAIA_CONSOLE_USERS (a users file: atalaia users passwd NAME --role operator); without it "
-            "anyone who reaches the console acts as any operator, including issuing public warnings"
+            "ATALAIA_CONSOLE_USERS (a users file: atalaia users passwd NAME --role supervisor --file "
+            "users.yaml); without it anyone who reaches the console acts as any operator, including "
+            "issuing public warnings"
         )
     if http in (True, "all", "ingest") and settings.ingest_tokens is None:
         missing.append(
-            "ATALAIA_INGEST_TOKENS (a token file: atalaia tokens new --source NAME); without it anyone "
-            "who reaches the ingest endpoint feeds observations that open incidents"
+            "ATALAIA_INGEST_TOKENS (a token file: atalaia tokens new --source NAME --file "
+            "ingest-tokens.yaml); without it anyone who reaches the ingest endpoint feeds observations "
+            "that open incidents"
         )
     if not missing:
         return None

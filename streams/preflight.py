@@ -42,7 +42,7 @@ def _incidents(ctx: click.Context, settings: Any, strict: bool) -> None:
 def _escalation(ctx: click.Context, settings: Any, strict: bool) -> None:
     from atalaia.notifiers.cli import check
 
-    ctx.invoke(check, policy=str(settings.escalation_path))
+    ctx.invoke(check, policy=str(settings.escalation_path), strict=strict)
 
 
 def _warnings(ctx: click.Context, settings: Any, strict: bool) -> None:
@@ -76,7 +76,8 @@ def _tokens(ctx: click.Context, settings: Any, strict: bool) -> None:
 
     if settings.ingest_tokens is None:
         click.echo(
-            "not configured: atalaia up makes one token in the data directory; a worker's ingest refuses all"
+            "not configured: atalaia up makes one token in its data directory; a worker or console "
+            "serving ingest on 127.0.0.1 accepts anyone there, and refuses to listen elsewhere"
         )
         return
     try:
@@ -84,6 +85,20 @@ def _tokens(ctx: click.Context, settings: Any, strict: bool) -> None:
     except (YamlError, OSError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"ok: {len(entries)} token(s)")
+
+
+def _exposure(ctx: click.Context, settings: Any, strict: bool) -> None:
+    from atalaia.console.problem import is_loopback
+    from atalaia.streams.connections import exposure_problem
+
+    problem = exposure_problem(settings, True)
+    if problem:
+        raise click.ClickException(problem)
+    click.echo(
+        "ok: loopback only"
+        if is_loopback(settings.http_host)
+        else "ok: console users and ingest tokens are set for a non-loopback address"
+    )
 
 
 class _Warned(Exception):
@@ -110,6 +125,7 @@ PARTS: list[tuple[str, str, Callable[[click.Context, Any, bool], None]]] = [
     ("warnings", "warnings_path", _warnings),
     ("console users", "console_users", _users),
     ("ingest tokens", "ingest_tokens", _tokens),
+    ("exposure", "http_host", _exposure),
     ("environment", "", _environment),
 ]
 
@@ -141,7 +157,7 @@ def check(ctx: click.Context, strict: bool) -> None:
         shown = (
             ", ".join(str(p) for p in value)
             if isinstance(value, list)
-            else (str(value) if isinstance(value, Path) else "ATALAIA_*" if not setting else "not set")
+            else (str(value) if isinstance(value, Path | str) else "ATALAIA_*" if not setting else "not set")
         )
         click.echo(f"== {name} ({shown})")
         sys.stdout.flush()

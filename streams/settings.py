@@ -287,6 +287,9 @@ OTHER_VARIABLES = frozenset(
         "ATALAIA_SOAK_FREEZE_S",
         "ATALAIA_SOAK_OUTAGE_S",
         "ATALAIA_FUZZ_EXAMPLES",
+        "ATALAIA_SCREENSHOTS",  # the console tests' screenshots
+        "ATALAIA_TEST_POSTGRES",  # the projection tests' PostgreSQL
+        "ATALAIA_BIN",  # the tests' atalaia executable
     }
 )
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -308,7 +311,8 @@ def unknown_variables(environ: Mapping[str, str], settings: Settings) -> list[st
         except OSError:
             continue
     lines = []
-    for name in sorted(n for n in environ if n.startswith("ATALAIA_") and n not in known):
+    # names are matched without case, as the settings read them (ATALAIA_http_port is applied)
+    for name in sorted(n for n in environ if n.upper().startswith("ATALAIA_") and n.upper() not in known):
         close = get_close_matches(name, sorted(known), n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]}?" if close else ""
         lines.append(

@@ -20,7 +20,7 @@ from hypothesis import settings
 
 # Property tests draw the same examples on every run of `make test` (derandomize), so a red run
 # means the change broke something, not that this run's draw found an old bug; `make fuzz` draws
-# new examples each time (random seeds, more of them) to look for those, and each find becomes an
+# new examples each time (random seeds, three rounds) to look for those, and each find becomes an
 # explicit test. ATALAIA_HYPOTHESIS=fuzz selects it.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True)

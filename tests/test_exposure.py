@@ -51,7 +51,7 @@ def test_who_may_listen_where(host, http, users, tokens, refused) -> None:
 
 @pytest.mark.parametrize("command", [["console"], ["up"], ["worker", "--http", "--stages", "ingest"]])
 def test_the_commands_refuse_before_starting_anything(command: list[str], tmp_path: Path) -> None:
-    """Refused before a broker or a port is touched: exit 2, the reason, no traceback."""
+    """Refused before a broker or a port is touched: exit 1, the reason, no traceback."""
     env = {
         "PATH": "/usr/bin:/bin",
         "ATALAIA_HTTP_HOST": "0.0.0.0",
@@ -60,7 +60,7 @@ def test_the_commands_refuse_before_starting_anything(command: list[str], tmp_pa
         "ATALAIA_KAFKA": "127.0.0.1:1",  # no broker: a start would hang on it
     }
     res = subprocess.run([ATALAIA, *command], env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == 1, res.stderr
     assert "refusing to listen on ATALAIA_HTTP_HOST=0.0.0.0" in res.stderr
     assert "ATALAIA_CONSOLE_USERS" in res.stderr and "Traceback" not in res.stderr
 
@@ -72,3 +72,12 @@ def test_the_shipped_compose_console_is_authenticated() -> None:
     env = compose["services"]["console"]["environment"]
     assert env["ATALAIA_HTTP_HOST"] == "0.0.0.0"
     assert env["ATALAIA_CONSOLE_USERS"] and env["ATALAIA_INGEST_TOKENS"]
+
+
+def test_an_ingest_front_that_forwards_the_console_needs_console_users() -> None:
+    """The alarm-path process of up listens publicly as 'ingest' and forwards console paths to the
+    ops process: it serves the console too."""
+    settings = Settings(http_host="0.0.0.0", ingest_tokens="t.yaml", console_upstream="http://127.0.0.1:9")
+    problem = exposure_problem(settings, "ingest")
+    assert problem is not None and "set ATALAIA_CONSOLE_USERS" in problem
+    assert exposure_problem(Settings(http_host="0.0.0.0", ingest_tokens="t.yaml"), "ingest") is None

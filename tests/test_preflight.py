@@ -37,6 +37,7 @@ def test_the_shipped_configuration_passes(tmp_path: Path) -> None:
         "warnings",
         "console users",
         "ingest tokens",
+        "exposure",
         "environment",
     ]
     assert res.stdout.rstrip().endswith("ok: every part")
@@ -74,11 +75,36 @@ def test_bad_settings_stop_the_check_naming_the_variable(tmp_path: Path) -> None
     assert "ATALAIA_PARTITIONS='0'" in res.stderr and "failed: settings" in res.stderr
 
 
-def test_strict_fails_on_a_variable_nothing_reads(tmp_path: Path) -> None:
+DELIVERY = {  # the shipped escalation file's target variables
+    "ATALAIA_PGU_URL": "https://pgu.example/notify",
+    "ATALAIA_WEBHOOK_URL": "https://sala.example/hook",
+    "ATALAIA_WEBHOOK_SECRET": "s3cret-s3cret-s3cret-s3cret-s3cret",
+    "ATALAIA_ALERTMANAGER_WEBHOOK_URL": "https://am.example/api/v2/alerts",
+    "ATALAIA_SMS_GATEWAY_URL": "smseagle://token@sms.example",
+    "ATALAIA_SMTP_HOST": "smtp.example",
+    "ATALAIA_SMTP_PORT": "25",
+}
+
+
+def test_strict_fails_on_warnings(tmp_path: Path) -> None:
+    """--strict: a variable nothing reads, or an escalation target whose variables are unset (it
+    would fail when it first sends), fails the check."""
     res = _run(["check"], tmp_path, ATALAIA_PARTITONS="4")
     assert res.returncode == 0 and "did you mean ATALAIA_PARTITIONS?" in res.stderr
-    res = _run(["check", "--strict"], tmp_path, ATALAIA_PARTITONS="4")
-    assert res.returncode == 1 and res.stderr.rstrip().endswith("failed: environment")
+    assert "ATALAIA_PGU_URL not set" in res.stderr
+    res = _run(["check", "--strict"], tmp_path, ATALAIA_PARTITONS="4", **DELIVERY)
+    assert res.returncode == 1 and res.stderr.rstrip().endswith("failed: environment"), res.stderr
+    res = _run(["check", "--strict"], tmp_path)
+    assert res.returncode == 1 and res.stderr.rstrip().endswith("failed: escalation"), res.stderr
+    res = _run(["check", "--strict"], tmp_path, **DELIVERY)
+    assert res.returncode == 0, res.stderr
+
+
+def test_a_public_address_without_authentication_fails_the_check(tmp_path: Path) -> None:
+    """The check says what `atalaia console` would refuse at start."""
+    res = _run(["check"], tmp_path, ATALAIA_HTTP_HOST="0.0.0.0")
+    assert res.returncode == 1 and res.stderr.rstrip().endswith("failed: exposure")
+    assert "refusing to listen on ATALAIA_HTTP_HOST=0.0.0.0" in res.stderr
 
 
 def test_rules_and_incidents_check_default_to_the_configured_files(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ def test_a_misspelt_setting_is_named_with_the_setting_it_resembles(tmp_path: Pat
         "ATALAIA_HTTP_PORT": "8080",  # a setting
         "ATALAIA_YAML_MAX_BYTES": "100",  # read by the YAML loader
         "ATALAIA_ZZZ": "1",  # like nothing
+        "ATALAIA_http_port": "9123",  # applied: settings names are read without case
         "PATH": "/bin",
     }
     lines = unknown_variables(env, settings)
