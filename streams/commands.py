@@ -39,12 +39,18 @@ def _check_environment(settings: Settings) -> None:
         logging.getLogger("atalaia.settings").warning(line)
 
 
-def _refuse_open_exposure(settings: Settings, http: bool | str) -> None:
-    from atalaia.streams.connections import exposure_problem
+def _check_listening(settings: Settings, http: bool | str) -> None:
+    """Before anything starts: refuse to serve HTTP unauthenticated beyond localhost, or on a port
+    another program holds (exit 1, the reason; not a traceback after the banner)."""
+    from atalaia.streams.connections import exposure_problem, port_problem
 
     problem = exposure_problem(settings, http)
     if problem:
         raise click.ClickException(problem)  # a configuration problem, not a usage one: exit 1
+    if http and os.environ.get("ATALAIA_PROCESS_NAME") is None:  # up's processes: up looked
+        problem = port_problem(settings.http_host, settings.http_port)
+        if problem:
+            raise click.ClickException(problem)
 
 
 def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
@@ -91,7 +97,7 @@ def _run_worker(
     from atalaia.streams.app import create_app
     from atalaia.streams.broker import no_auto_create
 
-    _refuse_open_exposure(settings, http)
+    _check_listening(settings, http)
     no_auto_create()  # topics are created with their designed partition counts, by us only
     _prepare(settings, bootstrap, demo)
     try:
@@ -274,7 +280,7 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
         from atalaia.streams.tokens import ensure_demo_token
 
         settings.ingest_tokens, token = ensure_demo_token(settings.data_dir)
-    _refuse_open_exposure(settings, True)  # before the broker starts
+    _check_listening(settings, True)  # before the broker starts
     status = 0
     try:
         with owned_bootstrap(settings, fresh=fresh) as bootstrap:
@@ -328,7 +334,7 @@ def worker(stages: str, http: bool, processes: int, http_role: str | None, demo_
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
     _check_environment(settings)
-    _refuse_open_exposure(settings, http_role or http)
+    _check_listening(settings, http_role or http)
     with owned_bootstrap(settings) as bootstrap:
         if processes > 1:
             rest = tuple(s for s in chosen if s != "delivery")
@@ -350,7 +356,7 @@ def console() -> None:
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
     _check_environment(settings)
-    _refuse_open_exposure(settings, True)
+    _check_listening(settings, True)
     with owned_bootstrap(settings) as bootstrap:
         _run_worker(settings, bootstrap, (), http=True, banner=True)
 

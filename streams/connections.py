@@ -267,3 +267,35 @@ def exposure_problem(settings: Any, http: bool | str) -> str | None:
         + "; and ".join(missing)
         + ". Or listen on 127.0.0.1 (the default) behind a reverse proxy that authenticates."
     )
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the HTTP server could not listen on ``host:port``, found before anything starts (a
+    broker, the stages), or None. A port taken by another program stopped ``up`` only after its
+    banner said it was up, with a traceback from the web server."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        return f"ATALAIA_HTTP_HOST={host}: not an address of this machine ({e.strerror})"
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        sock.bind(address)
+    except OSError as e:
+        where = f"{host}:{port}"
+        if e.errno == errno.EADDRINUSE:
+            return f"port {port} on {host} is in use by another program: stop it, or set ATALAIA_HTTP_PORT"
+        if e.errno == errno.EADDRNOTAVAIL:
+            return f"ATALAIA_HTTP_HOST={host}: not an address of this machine"
+        if e.errno == errno.EACCES:
+            return f"{where}: permission denied (ports below 1024 need privileges): set ATALAIA_HTTP_PORT"
+        return f"cannot listen on {where}: {e.strerror or e}"
+    finally:
+        sock.close()
+    return None

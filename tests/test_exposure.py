@@ -81,3 +81,32 @@ def test_an_ingest_front_that_forwards_the_console_needs_console_users() -> None
     problem = exposure_problem(settings, "ingest")
     assert problem is not None and "set ATALAIA_CONSOLE_USERS" in problem
     assert exposure_problem(Settings(http_host="0.0.0.0", ingest_tokens="t.yaml"), "ingest") is None
+
+
+def test_a_port_another_program_holds_is_named_before_anything_starts(tmp_path: Path) -> None:
+    """`atalaia up` printed 'Atalaia is up', then died with the web server's traceback when
+    ATALAIA_HTTP_PORT was taken. It now says so first, and starts nothing."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "ATALAIA_HTTP_PORT": str(port),
+            "ATALAIA_DATA_DIR": str(tmp_path),
+            "ATALAIA_KAFKA": "127.0.0.1:1",  # no broker: a start would hang on it
+        }
+        for command in (["console"], ["up"]):
+            res = subprocess.run([ATALAIA, *command], env=env, capture_output=True, text=True, timeout=60)
+            assert res.returncode == 1, res.stderr
+            assert f"port {port} on 127.0.0.1 is in use by another program" in res.stderr
+            assert "Atalaia is up" not in res.stdout and "Traceback" not in res.stderr
+    finally:
+        holder.close()
+    env["ATALAIA_HTTP_HOST"] = "192.0.2.1"  # TEST-NET: no machine's address
+    env["ATALAIA_CONSOLE_USERS"] = env["ATALAIA_INGEST_TOKENS"] = "/dev/null"
+    res = subprocess.run([ATALAIA, "console"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "ATALAIA_HTTP_HOST=192.0.2.1: not an address of this machine" in res.stderr
