@@ -78,7 +78,10 @@ class RateLimit(logging.Filter):
         seen[0], seen[1] = now, 0
         if suppressed:
             suffix = f" (repeated {suppressed} times in the last {now - start:.0f} s)"
-            record.msg, record.args = record.getMessage() + suffix, None
+            record.msg, record.args = (
+                record.getMessage() + suffix,
+                (),
+            )  # () not None: formatters that wrap args
         return True
 
 

@@ -83,3 +83,21 @@ def test_health_reset_is_degraded_for_a_while_and_layout_fails_until_fixed() -> 
     assert h.status() == ("failed", ["atalaia.alarms has 4 partition(s), designed 1"])
     h.layout([])
     assert h.status() == ("ok", []) and not h.holding
+
+
+def test_the_repeated_line_formats_through_the_workers_formatter() -> None:
+    """The worker logs through mode's formatter, which wraps record.args in a tuple: the
+    'repeated N times' line was written as '--- Logging error --- TypeError: not all arguments
+    converted' instead of the message."""
+    from mode.utils.logging import ExtensionFormatter
+
+    t = [0.0]
+    f = RateLimit(interval=60, clock=lambda: t[0])
+    first = record("aiokafka", logging.ERROR, "fetch failed: %s", "broker 1 down (100%)")
+    assert f.filter(first)
+    assert not f.filter(record("aiokafka", logging.ERROR, "fetch failed: %s", "broker 1 down (100%)"))
+    t[0] = 61.0
+    again = record("aiokafka", logging.ERROR, "fetch failed: %s", "broker 1 down (100%)")
+    assert f.filter(again)
+    line = ExtensionFormatter(fmt="%(message)s").format(again)
+    assert line == "fetch failed: broker 1 down (100%) (repeated 1 times in the last 61 s)"
