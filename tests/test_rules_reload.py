@@ -132,3 +132,43 @@ def test_templates_are_compiled_in_the_reload_thread_and_shared_by_every_partiti
         ]
     )
     assert out[0].annotations["summary"] == "Estação e1: 5.0 m (edited)"
+
+
+def test_a_live_edit_of_a_threshold_keeps_the_stages_open_alarm(tmp_path: Path) -> None:
+    """The rules stage as it runs: an operator edits the file during a flood and lowers a limit;
+    the open alarm is not resolved and re-fired (which pages again downstream)."""
+    from types import SimpleNamespace
+
+    import orjson
+
+    from atalaia.detectors.config import load_config
+    from atalaia.rules.stage import RulesCore
+    from atalaia.streams.settings import CONFIG_DIR, Settings
+
+    (tmp_path / "a.yaml").write_text(RULES)
+    files = RuleFiles([tmp_path], load=load_rules)
+    core = RulesCore(files, load_config(CONFIG_DIR / "detectors.yaml"), Settings())
+    reading = {
+        "time": "2026-01-28T10:00:00Z",
+        "entity": "e1",
+        "type": "WaterObserved",
+        "attributes": {"height": 5.0},
+    }
+    rec = SimpleNamespace(
+        value=orjson.dumps(reading), topic="t.observations", offset=0, headers=[], timestamp=0
+    )
+    outs = core.process([rec], now=1_769_594_400.0)
+    assert [orjson.loads(o.value)["state"] for o in outs if o.topic == "alarms"] == ["firing"]
+    time.sleep(0.02)
+    (tmp_path / "a.yaml").write_text(RULES.replace("above: 4.0", "above: 3.0"))
+    assert _reloaded(files) is True
+    assert [o for o in core.tick(1_769_594_401.0) if o.topic == "alarms"] == []  # still firing, no line
+    while files.pending is not None:  # the check the tick started: let it finish, find nothing
+        if files.pending.done():
+            files.changed()
+        time.sleep(0.01)
+    time.sleep(0.02)
+    (tmp_path / "a.yaml").write_text(RULES.replace("above: 4.0", "above: 6.0"))
+    assert _reloaded(files) is True
+    ended = [orjson.loads(o.value) for o in core.tick(1_769_594_402.0) if o.topic == "alarms"]
+    assert [(a["state"], a["annotations"]["reason"]) for a in ended] == [("resolved", "rule changed")]
