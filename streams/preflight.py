@@ -57,34 +57,36 @@ def _warnings(ctx: click.Context, settings: Any, strict: bool) -> None:
     click.echo("ok" + (f": {len(areas)} area(s)" if areas is not None else ""))
 
 
+def _optional_file(
+    path: Path | None, load: Callable[[Path], list], errors: tuple, unset: str, what: str
+) -> None:
+    """An optional file's part: what its absence means, its error, or how many entries it has."""
+    if path is None:
+        click.echo(f"not configured: {unset}")
+        return
+    try:
+        entries = load(path)
+    except (*errors, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"ok: {len(entries)} {what}(s)")
+
+
 def _users(ctx: click.Context, settings: Any, strict: bool) -> None:
     from atalaia.console.auth import UsersFileError, load_users
 
-    if settings.console_users is None:
-        click.echo("not configured: the console has no users (ATALAIA_CONSOLE_USERS)")
-        return
-    try:
-        users = load_users(settings.console_users)
-    except (UsersFileError, OSError) as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"ok: {len(users)} user(s)")
+    unset = "the console has no users (ATALAIA_CONSOLE_USERS)"
+    _optional_file(settings.console_users, load_users, (UsersFileError,), unset, "user")
 
 
 def _tokens(ctx: click.Context, settings: Any, strict: bool) -> None:
     from atalaia.streams.config_yaml import YamlError
     from atalaia.streams.ingest.auth import load_token_file
 
-    if settings.ingest_tokens is None:
-        click.echo(
-            "not configured: atalaia up makes one token in its data directory; a worker or console "
-            "serving ingest on 127.0.0.1 accepts anyone there, and refuses to listen elsewhere"
-        )
-        return
-    try:
-        entries = load_token_file(settings.ingest_tokens)
-    except (YamlError, OSError) as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"ok: {len(entries)} token(s)")
+    unset = (
+        "atalaia up makes one token in its data directory; a worker or console serving ingest on "
+        "127.0.0.1 accepts anyone there, and refuses to listen elsewhere"
+    )
+    _optional_file(settings.ingest_tokens, load_token_file, (YamlError,), unset, "token")
 
 
 def _exposure(ctx: click.Context, settings: Any, strict: bool) -> None:
