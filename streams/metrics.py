@@ -29,6 +29,8 @@ Metrics (besides the stage counters of ``streams.stage`` and the KPIs of ``incid
   ``atalaia_deliveries_total{target,status}`` (the delivery log's row status after each attempt:
   delivered, waiting = a retry is scheduled, failed = given up).
 * ``atalaia_stage_up{stage}``: 1 while a stage runs, 0 once it failed.
+* ``atalaia_ingest_mqtt_messages_total{outcome}``: MQTT messages the bridge received, by what
+  became of them (a fixed set: accepted, oversize, unstorable, retained; see ``MQTT_OUTCOMES``).
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ DELIVERIES = Counter(
     "delivery attempts by target and the delivery's status after it (delivered, waiting, failed)",
     ["target", "status"],
 )
+
+#: what the MQTT bridge did with a message (streams/ingest/mqtt.py): put on the events topic,
+#: refused as over max_payload_bytes (DLQ), refused by Kafka for good (DLQ: record too large or
+#: invalid), or dropped because the broker replayed it as retained on (re)subscription
+MQTT_OUTCOMES = ("accepted", "oversize", "unstorable", "retained")
+MQTT_MESSAGES = Counter(
+    "atalaia_ingest_mqtt_messages_total", "MQTT messages received, by outcome", ["outcome"]
+)
+for _outcome in MQTT_OUTCOMES:  # every outcome shows from the start, at 0
+    MQTT_MESSAGES.labels(_outcome)
 
 
 # -- stage hooks ------------------------------------------------------------------------------

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     mqtt_cert_file: Path | None = Field(None, description="mqtts://: client certificate (mutual TLS)")
     mqtt_key_file: Path | None = None
     mqtt_check_hostname: bool = True
+    mqtt_tenant: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^|/\s\x00-\x1f\x7f]+$",
+        description="file every MQTT observation under this tenant, whatever its body says (as an "
+        "ingest token bound to a tenant does over HTTP); unset = the body's tenant, else none",
+    )
     # Kafka security (streams/kafka_config.py), for ATALAIA_KAFKA; the embedded broker is plain text
     kafka_security_protocol: str = Field(
         "PLAINTEXT", description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"

@@ -24,6 +24,7 @@ import orjson
 
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.result import IngestResult, Rejection
+from atalaia.streams.records import DLQ_MAX_BODY
 
 PREVIEW_BYTES = 2048
 DLQ_VERSION = 1
@@ -62,6 +63,35 @@ def to_dlq_record(
     if headers:
         record["headers"] = {str(k).lower(): str(v) for k, v in headers.items()}
     return orjson.dumps(record)
+
+
+def oversize_record(
+    body: bytes,
+    source: str,
+    limit: int,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    read_all: bool = True,
+    **kwargs: Any,
+) -> bytes:
+    """The DLQ record of a payload over ``limit`` bytes (HTTP and MQTT ingest), code ``oversize``:
+    ``body`` is all of it or its beginning (kept up to ``DLQ_MAX_BODY``), ``size``/``sha256``
+    describe the whole (default: ``body``'s). ``read_all=False``: reading stopped early, ``size``
+    is a lower bound ("more than"). ``kwargs``: the other ``to_dlq_record`` options."""
+    size = len(body) if size is None else size
+    more = "" if read_all else "more than "
+    reason = f"payload of {more}{size} bytes exceeds the limit of {limit} bytes"
+    kwargs.setdefault("max_body_bytes", DLQ_MAX_BODY)
+    return to_dlq_record(
+        body,
+        source,
+        reason,
+        rejections=[Rejection(reason, "payload", "oversize")],
+        size=size,
+        sha256=sha256,
+        **kwargs,
+    )
 
 
 def dlq_record_for(result: IngestResult, body: bytes, source: str, **kwargs: Any) -> bytes | None:

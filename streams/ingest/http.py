@@ -23,7 +23,7 @@ from prometheus_client import Counter
 
 from atalaia.console.problem import PROBLEM, problem
 from atalaia.streams.ingest.auth import IngestAuth, Refusal
-from atalaia.streams.ingest.dlq import to_dlq_record
+from atalaia.streams.ingest.dlq import oversize_record, to_dlq_record
 from atalaia.streams.ingest.events import RawEvent, body_key
 from atalaia.streams.ingest.observation import partition_key
 from atalaia.streams.ingest.options import IngestOptions
@@ -130,14 +130,18 @@ def install(
         view: Any,
         outcome: str,
         answer: tuple[int, str, str],
-        body: bytes,
-        source: str,
-        reason: Any,
+        body: bytes = b"",
+        source: str = "",
+        reason: Any = (),
+        record: bytes | None = None,
         **kw: Any,
     ) -> Any:
-        """Keep a refused request on the DLQ (``reason`` and the ``to_dlq_record`` options ``kw``),
-        count it under ``outcome`` and answer ``answer`` = (status, title, detail) as problem+json."""
-        await producer.publish(t("dlq"), to_dlq_record(body, source, reason, received_at=now(), **kw))
+        """Keep a refused request on the DLQ (``record``, else one made of ``reason`` and the
+        ``to_dlq_record`` options ``kw``), count it under ``outcome`` and answer ``answer`` =
+        (status, title, detail) as problem+json."""
+        if record is None:
+            record = to_dlq_record(body, source, reason, received_at=now(), **kw)
+        await producer.publish(t("dlq"), record)
         HTTP_REQUESTS.labels(outcome).inc()
         return view.json(problem(*answer), status=answer[0], content_type=PROBLEM)
 
@@ -191,17 +195,21 @@ def install(
             )
         if size > settings.max_payload_bytes:
             more = "" if whole_sha256 else "more than "  # (no hash: reading stopped)
+            record = oversize_record(
+                body,
+                source,
+                settings.max_payload_bytes,
+                size=size,
+                sha256=whole_sha256,
+                read_all=whole_sha256 is not None,
+                content_type=ev.content_type,
+                received_at=now(),
+            )
             answer = await refused(
                 view,
                 "too-large",
                 (413, "Payload too large", f"{more}{size} bytes > {settings.max_payload_bytes}"),
-                body,
-                source,
-                f"payload of {more}{size} bytes exceeds the limit of {settings.max_payload_bytes} bytes",
-                content_type=ev.content_type,
-                max_body_bytes=DLQ_MAX_BODY,
-                size=size,
-                sha256=whole_sha256,
+                record=record,
             )
             if not whole_sha256:
                 # reading stopped: the answer is sent, then the connection closes (the server would
