@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter
 
 from atalaia.console.problem import PROBLEM, problem
 from atalaia.streams.ingest.auth import REFUSED, MetricsAuth, Refusal
@@ -134,6 +134,9 @@ def create_app(
 
     watch_stages(app.atalaia_stages)  # consumer lag and stage state on /metrics
     metrics_auth = MetricsAuth(settings.metrics_token_sha256)
+    from atalaia.streams.front import SharedBytes, metrics_body
+
+    metrics_cache = SharedBytes()  # atalaia up: /metrics and /metrics?local, each kept a second
 
     def refuse(view: Any, endpoint: str, refusal: Refusal) -> Any:
         """401/403 problem+json; counted, and nothing of the request goes anywhere."""
@@ -190,11 +193,12 @@ def create_app(
             refusal = metrics_auth.check(request.headers)
             if refusal:
                 return refuse(self, "metrics", refusal)
-            body = generate_latest()
-            if settings.peers and request.query.get("local") is None:  # atalaia up's other processes
-                from atalaia.streams.front import peer_metrics
-
-                body = await peer_metrics(settings.peers, request.headers, settings.process_name, body)
+            # atalaia up: computed at most once a second, concurrent scrapes sharing it
+            # (streams.front.SharedBytes): it runs on this process's loop (the alarm path's)
+            local = request.query.get("local") is not None
+            body = await metrics_body(
+                metrics_cache, settings.peers, settings.process_name, request.headers, local
+            )
             return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     if not role:
@@ -237,10 +241,10 @@ def create_app(
 
         install_forwarding(app, settings.console_upstream)
     if settings.mqtt_url and role in ("all", "ingest"):
-        from atalaia.streams.ingest.mqtt import MqttBridge, MqttSecurity
+        from atalaia.streams.ingest.mqtt import MqttBridge
 
-        mqtt_security = MqttSecurity.from_settings(settings)  # a bad file or setting: refused at start
-        app.service(MqttBridge(settings.mqtt_url, ingest_producer, t("events"), security=mqtt_security))
+        # (a bad file or setting: refused at start)
+        app.service(MqttBridge.from_settings(settings, ingest_producer))
     return app
 
 
