@@ -78,6 +78,18 @@ async def started(bridge: MqttBridge) -> MqttBridge:
     return bridge
 
 
+async def nothing_comes_again(url: str, client_id: str) -> None:
+    """The same session, started again, receives nothing: every message was acknowledged."""
+    again = Recording()
+    bridge = await started(MqttBridge(url, again, "atalaia.events", client_id=client_id))
+    try:
+        await asyncio.sleep(2)
+        assert again.got == []
+    finally:
+        await bridge.stop()
+        await end_session(client_id)
+
+
 async def end_session(client_id: str) -> None:
     import aiomqtt
 
@@ -114,14 +126,7 @@ async def test_an_oversize_message_goes_to_the_dlq_is_acknowledged_and_ingest_go
         assert bridge.counts["oversize"] == 1 and counted("oversize") == before + 1
     finally:
         await bridge.stop()
-    again = Recording()  # both were acknowledged: the same session gets nothing again
-    bridge = await started(MqttBridge(url, again, "atalaia.events", client_id=client_id))
-    try:
-        await asyncio.sleep(2)
-        assert again.got == []
-    finally:
-        await bridge.stop()
-        await end_session(client_id)
+    await nothing_comes_again(url, client_id)  # both were acknowledged
 
 
 async def test_a_record_kafka_refuses_for_good_goes_to_the_dlq_and_ingest_goes_on(root, broker, topic_prefix):
@@ -433,11 +438,4 @@ async def test_a_connection_error_in_the_window_redelivers_it_and_what_follows_o
         assert got.count(payloads[3]) == 1 and all(got.count(v) in (1, 2) for v in payloads[4:])
     finally:
         await bridge.stop()
-    again = Recording()
-    bridge = await started(MqttBridge(url, again, "atalaia.events", client_id=client_id))
-    try:
-        await asyncio.sleep(2)
-        assert again.got == []
-    finally:
-        await bridge.stop()
-        await end_session(client_id)
+    await nothing_comes_again(url, client_id)
