@@ -97,7 +97,6 @@ def _run_worker(
     from atalaia.streams.app import create_app
     from atalaia.streams.broker import no_auto_create
 
-    _check_listening(settings, http)
     no_auto_create()  # topics are created with their designed partition counts, by us only
     _prepare(settings, bootstrap, demo)
     try:

@@ -167,18 +167,19 @@ def test_a_silence_that_raises_leaves_the_state_exactly_as_before(monkeypatch) -
     _valid_after(mgr, state, iid)
 
 
+SILENCE = {  # a supervisor's silence of one parish, without its times
+    "action": "silence",
+    "actor": "sup",
+    "role": "supervisor",
+    "matchers": ['parish="Ribeira"'],
+    "comment": "x",
+}
+
+
 @pytest.mark.parametrize("field", ["start", "end", "at"])
 @pytest.mark.parametrize("bad", BAD_TIMES)
 def test_a_silence_with_a_time_out_of_range_is_refused_up_front(field: str, bad: str) -> None:
-    body = {
-        "action": "silence",
-        "actor": "sup",
-        "role": "supervisor",
-        "matchers": ['parish="Ribeira"'],
-        "comment": "x",
-        "duration": "1h",
-        field: bad,
-    }
+    body = {**SILENCE, "duration": "1h", field: bad}
     with pytest.raises(ValueError, match=r"out of range|offset"):
         SilenceCommand.model_validate(body)
     mgr, state, _ = _opened()
@@ -189,13 +190,7 @@ def test_a_silence_with_a_time_out_of_range_is_refused_up_front(field: str, bad:
 
 
 def test_a_silence_end_is_bounded_like_its_duration() -> None:
-    body = {
-        "action": "silence",
-        "actor": "sup",
-        "role": "supervisor",
-        "matchers": ['parish="Ribeira"'],
-        "comment": "x",
-    }
+    body = SILENCE
     with pytest.raises(ValueError, match="366d"):
         SilenceCommand.model_validate({**body, "start": NOW, "end": "9000-12-31T00:00:00Z"})
     # only an end: the manager measures it from when it takes the command, and refuses it
