@@ -40,7 +40,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from atalaia.console.bodies import read_object
-from atalaia.console.problem import PROBLEM, client_address, problem
+from atalaia.console.problem import PROBLEM, client_address, problem, proxy_networks
 from atalaia.streams.clock import format_time, utc
 
 STATIC = Path(__file__).parent / "static"
@@ -112,6 +112,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             settings.public_url(),
         )
     permissions = _permissions(settings, DEFAULT_PERMISSIONS)
+    proxies = proxy_networks(settings.trusted_proxies)  # whose X-Forwarded-For names the client
     state: dict[str, Any] = {}
 
     async def projection(read: Callable[[Projection], R]) -> R:
@@ -351,7 +352,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             # each open board holds a stream for as long as it is open: a few per client, a few
             # hundred in all, so a flood of them cannot take the console from everyone else
-            client = client_address(request)
+            client = client_address(request, proxies)
             if streams.get(client, 0) >= STREAMS_PER_CLIENT:
                 return fail(
                     self, 429, "Too many live streams", f"at most {STREAMS_PER_CLIENT} open boards per client"
@@ -421,7 +422,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     )
             try:
                 token, session = await asyncio.to_thread(
-                    auth.login, body["username"], body["password"], client_address(request)
+                    auth.login, body["username"], body["password"], client_address(request, proxies)
                 )
             except LoginLimited as e:
                 wait = max(1, int(e.retry_after + 0.999))

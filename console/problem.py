@@ -25,25 +25,60 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def client_address(request: Any) -> str:
-    """The address of the client behind a request. A request from this machine (the front
-    process of ``atalaia up`` forwards the console to the ops process, so every request came
-    from 127.0.0.1 there; or a local reverse proxy) names its client in ``X-Forwarded-For``:
-    the last address in it that is not this machine's. A request from elsewhere is its peer:
-    a remote client cannot claim another address."""
+def proxy_networks(spec: Any = ()) -> tuple[Any, ...]:
+    """The networks whose ``X-Forwarded-For`` is believed: this machine's (the front process of
+    ``atalaia up``, a local reverse proxy) always, plus ``spec`` (``ATALAIA_TRUSTED_PROXIES``:
+    addresses or CIDR networks of reverse proxies elsewhere, e.g. another container's).
+    Raises ``ValueError`` naming a bad entry."""
+    import ipaddress
+
+    nets = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    for entry in spec or ():
+        try:
+            nets.append(ipaddress.ip_network(str(entry).strip().strip("[]"), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+    return tuple(nets)
+
+
+#: this machine only (the default)
+LOCAL_PROXIES = proxy_networks()
+
+
+def _trusted(address: str, proxies: tuple[Any, ...]) -> bool:
+    import ipaddress
+
+    address = address.strip()
+    if address == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == n.version and ip in n for n in proxies)
+
+
+def client_address(request: Any, proxies: tuple[Any, ...] = LOCAL_PROXIES) -> str:
+    """The address of the client behind a request. A request from a trusted proxy (this
+    machine: the front process of ``atalaia up`` forwards the console to the ops process, so
+    every request came from 127.0.0.1 there; or a reverse proxy in ``proxies``) names its client
+    in ``X-Forwarded-For``: the last address in it that is not a trusted proxy's. A request from
+    elsewhere is its peer: a client cannot claim another address."""
     remote = request.remote or "?"
-    if not is_loopback(remote):
+    if not _trusted(remote, proxies):
         return remote
     hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     for hop in reversed(hops):
-        if not is_loopback(hop):
+        if not _trusted(hop, proxies):
             return hop[:64]
-    return remote
+    return hops[0][:64] if hops else remote
 
 
-def forwarded_for(request: Any) -> str:
-    """The ``X-Forwarded-For`` a forwarding hop sends on: what a local proxy said before it,
-    then this request's peer (a remote client's own header is dropped: it could say anything)."""
+def forwarded_for(request: Any, proxies: tuple[Any, ...] = LOCAL_PROXIES) -> str:
+    """The ``X-Forwarded-For`` a forwarding hop sends on: what a trusted proxy said before it,
+    then this request's peer (any other client's own header is dropped: it could say anything)."""
     remote = request.remote or "?"
-    before = request.headers.get("X-Forwarded-For", "").strip() if is_loopback(remote) else ""
+    before = request.headers.get("X-Forwarded-For", "").strip() if _trusted(remote, proxies) else ""
     return f"{before}, {remote}" if before else remote

@@ -237,9 +237,10 @@ def create_app(
         install_cap_pages(app, app.atalaia_stages["warnings"], app.atalaia_warnings_config)
 
     if role == "ingest" and settings.console_upstream:  # up: the console lives in the ops process
+        from atalaia.console.problem import proxy_networks
         from atalaia.streams.front import install_forwarding
 
-        install_forwarding(app, settings.console_upstream)
+        install_forwarding(app, settings.console_upstream, proxy_networks(settings.trusted_proxies))
     if settings.mqtt_url and role in ("all", "ingest"):
         from atalaia.streams.ingest.mqtt import MqttBridge
 

@@ -209,13 +209,13 @@ async def peer_health(
 STREAMS_MAX = 1000
 
 
-def install_forwarding(app: faust.App, upstream: str) -> None:
+def install_forwarding(app: faust.App, upstream: str, proxies: tuple[Any, ...] | None = None) -> None:
     """Forward every path this app has no page for to ``upstream`` (registered last, so the
     app's own pages win). Responses are streamed (the live board's server-sent events)."""
     import aiohttp
     from aiohttp import web
 
-    from atalaia.console.problem import forwarded_for
+    from atalaia.console.problem import LOCAL_PROXIES, forwarded_for
 
     base = upstream.rstrip("/")
     state: dict[str, aiohttp.ClientSession] = {}
@@ -241,7 +241,9 @@ def install_forwarding(app: faust.App, upstream: str) -> None:
             k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"
         }
         headers["X-Forwarded-Host"] = request.host
-        headers["X-Forwarded-For"] = forwarded_for(request)  # the ops process limits per client
+        headers["X-Forwarded-For"] = forwarded_for(
+            request, proxies or LOCAL_PROXIES
+        )  # the ops process limits per client
         body = await request.read() if request.can_read_body else None
         stream = "text/event-stream" in request.headers.get("Accept", "") or request.path == "/api/stream"
         try:

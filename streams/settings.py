@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         description="Host header names the HTTP server answers besides localhost and the console URL's "
         "('*': any); while it listens on a loopback address only these are answered (DNS rebinding)",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or CIDR networks of reverse proxies whose X-Forwarded-For names the client "
+        "(sign-in limits and live-stream caps are per client); this machine's are always trusted",
+    )
     console_url: str | None = Field(
         None,
         description="the console's public URL, for links in messages; unset = the escalation file's "
@@ -207,6 +212,14 @@ class Settings(BaseSettings):
     @classmethod
     def _level_any_case(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        from atalaia.console.problem import proxy_networks
+
+        proxy_networks(v)  # a bad entry: ValueError naming it
+        return v
 
     @field_validator("area_of_interest")
     @classmethod

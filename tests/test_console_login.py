@@ -5,12 +5,15 @@ Bearer tokens, logout, failures limited per user and per client address (and cou
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from atalaia.console.auth import (
     Authenticator,
@@ -318,3 +321,96 @@ def test_the_client_address_is_the_peer_unless_this_machine_forwarded_the_reques
     assert client_address(req("::1")) == "::1"
     assert forwarded_for(req("203.0.113.7", "1.1.1.1")) == "203.0.113.7", "a client's own header is dropped"
     assert forwarded_for(req("127.0.0.1", "203.0.113.7")) == "203.0.113.7, 127.0.0.1"
+
+
+def test_a_reverse_proxy_elsewhere_is_believed_only_when_trusted():
+    """ATALAIA_TRUSTED_PROXIES: behind a proxy in another container every client had the proxy's
+    address, so one client's failed sign-ins locked everyone out; its X-Forwarded-For is now
+    believed when it is named, and still not from anyone else."""
+    from types import SimpleNamespace
+
+    from atalaia.console.problem import client_address, forwarded_for, proxy_networks
+
+    def req(remote, xff=None):
+        return SimpleNamespace(remote=remote, headers={"X-Forwarded-For": xff} if xff else {})
+
+    proxies = proxy_networks(["172.18.0.0/16", "2001:db8::7"])
+    behind = req("172.18.0.5", "198.51.100.9")
+    assert client_address(behind) == "172.18.0.5", "not trusted unless named"
+    assert client_address(behind, proxies) == "198.51.100.9"
+    assert client_address(req("2001:db8::7", "198.51.100.9"), proxies) == "198.51.100.9"
+    assert client_address(req("::ffff:172.18.0.5", "198.51.100.9"), proxies) == "198.51.100.9"
+    # a client cannot get past the proxy by naming a trusted hop after its own claim
+    chain = req("172.18.0.5", "10.1.1.1, 198.51.100.9, 172.18.0.3")
+    assert client_address(chain, proxies) == "198.51.100.9"
+    assert client_address(req("172.19.0.5", "198.51.100.9"), proxies) == "172.19.0.5", "another network"
+    assert client_address(req("172.18.0.5", "172.18.0.6"), proxies) == "172.18.0.6", "a client in it"
+    assert forwarded_for(behind, proxies) == "198.51.100.9, 172.18.0.5"
+    assert forwarded_for(req("172.19.0.5", "1.1.1.1"), proxies) == "172.19.0.5"
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.300' is not an IP address or network"):
+        proxy_networks(["10.0.0.300"])
+
+
+@given(
+    remote=st.ip_addresses().map(str),
+    xff=st.lists(st.one_of(st.ip_addresses().map(str), st.text(max_size=20)), max_size=5).map(", ".join),
+)
+def test_an_untrusted_peer_is_its_own_address_whatever_it_claims(remote, xff):
+    from types import SimpleNamespace
+
+    from atalaia.console.problem import client_address, proxy_networks
+
+    proxies = proxy_networks(["172.18.0.0/16"])
+    request = SimpleNamespace(remote=remote, headers={"X-Forwarded-For": xff})
+    got = client_address(request, proxies)
+    ip = ipaddress.ip_address(remote)
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    if not ip.is_loopback and ip not in ipaddress.ip_network("172.18.0.0/16"):
+        assert got == remote
+    else:
+        assert len(got) <= 64 and (got == remote or got in [h.strip()[:64] for h in xff.split(",")])
+
+
+def _local_address() -> str | None:
+    """This machine's address on its outward interface (not loopback), if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # no packet is sent: only the route is looked up
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+@pytest.mark.broker
+def test_sign_in_limits_are_per_client_behind_a_trusted_proxy(make_worker, tmp_path):
+    """A console behind a reverse proxy on another address (ATALAIA_TRUSTED_PROXIES names it):
+    one client's failed sign-ins limit that client, not everyone behind the proxy."""
+    proxy = _local_address()
+    if proxy is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to play the proxy from")
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        f'users:\n  - {{actor: ana, role: operator, password_argon2: "{hash_password("correct horse")}"}}\n'
+    )
+    env = {
+        "ATALAIA_CONSOLE_USERS": str(users),
+        "ATALAIA_HTTP_HOST": "0.0.0.0",
+        "ATALAIA_TRUSTED_PROXIES": f'["{proxy}"]',
+    }
+    w = make_worker("--stages", "incidents,projection", "--http-role", "console", extra_env=env)
+    w.start(("incidents", "projection"))
+    url = f"http://{proxy}:{w.port}/api/login"
+
+    def sign_in(client: str, username: str, password: str = "guess") -> int:
+        headers = {"X-Forwarded-For": client}
+        return httpx.post(
+            url, json={"username": username, "password": password}, headers=headers, timeout=10
+        ).status_code
+
+    assert [sign_in("198.51.100.1", "ana") for _ in range(5)] == [401] * 5
+    assert sign_in("198.51.100.1", "bob") == 429, "this client is limited, whichever user it tries"
+    assert sign_in("198.51.100.2", "bob") == 401, "another client behind the same proxy is not"
+    assert sign_in("198.51.100.2", "ana", "correct horse") == 429, "and ana's own limit still holds"

@@ -34,6 +34,7 @@ def fresh_settings():
         ("LOG_LEVEL", "bogus", "'debug', 'info'"),
         ("TOPIC_PREFIX", "", "should match pattern"),
         ("AREA_OF_INTEREST", "[10,10,-10,-10]", "min < max"),
+        ("TRUSTED_PROXIES", '["10.0.0.0/8", "proxy.local"]', "'proxy.local' is not an IP address or network"),
     ],
 )
 def test_a_bad_setting_is_one_clear_line(monkeypatch, name: str, value: str, why: str) -> None:
