@@ -101,6 +101,7 @@ class _Params(NamedTuple):
     # configuration had until they were added to the signature)
     tail_quantile: float = 0.99
     tail_window: int = 2000
+    day_types: int = 1
 
 
 # offsets of the scalars in the state array; the features' blocks and the profile follow
@@ -153,11 +154,14 @@ class _Plan:
         "spread",
         "shape",
         "lagged",
+        "weekend",
     )
 
     def __init__(self, params: _Params) -> None:
         for name, value in zip(_Params._fields, params, strict=True):
             setattr(self, name, value)
+        #: with ``day_types`` 2, the weekend profile's offset from the weekday one's; else 0
+        self.weekend = 1440 // params.bin_minutes if params.day_types == 2 else 0
         self.params = params
         self.codes = tuple(FEATURES.index(f) for f in params.features)
         off, ext, par = SCALARS, [], []
@@ -168,7 +172,8 @@ class _Plan:
             off += PARETO_SIZE if params.pareto else 0
         self.ext, self.par = tuple(ext), tuple(par)
         self.profile, self.bins = off, 1440 // params.bin_minutes
-        self.size = off + self.bins
+        #: with ``day_types`` 2: the weekday profile's bins, then the weekend's (Sat, Sun)
+        self.size = off + self.bins * params.day_types
         #: the context features' slots (SP_* / SH_* from here), or −1; before the stuck slots
         self.spread = -1 if "spread" not in params.features else self.size
         self.size += 0 if self.spread < 0 else 5
@@ -239,8 +244,12 @@ class RecordNovelty(Detector):
     that does not follow it — and shape — the EW lag-1 autocorrelation of the one-step
     deviations; their record tests learn one block of ``LAG`` values late); ``tolerance``
     (fraction of the range that moves the score from 0.5 to 0.73); ``fast``/``slow`` (EW rates
-    of the level-shift means); ``bin_minutes`` (time-of-day profile bins); ``memory`` (points
-    over which extremes are remembered, None = forever); ``relax`` (per-point pull of the
+    of the level-shift means); ``bin_minutes`` (time-of-day profile bins); ``day_types`` (1: one
+    time-of-day profile; 2: one for Monday–Friday and one for Saturday–Sunday, by the weekday of
+    the timestamps' own time, each learned as the single one is; as there, a bin not learned yet
+    gives no seasonal value, so the first weekend is not scored against the weekdays' profile);
+    ``memory`` (points over which extremes are remembered, None = forever); ``relax`` (per-point
+    pull of the
     extremes towards the mean); ``tail`` ("history": P² quantiles of the whole history in
     constant memory, "rolling": exact quantiles of the last ``tail_window`` values) adds a
     far-tail test — a value beyond the ``tail_quantile`` band by more than ``tail_margin`` band
@@ -291,6 +300,7 @@ class RecordNovelty(Detector):
         agree: int = 1,
         tail_floor: float = 0.0,
         stuck: float | None = None,
+        day_types: int = 1,
     ) -> None:
         unknown = set(features) - set(FEATURES)
         if unknown or not features:
@@ -308,6 +318,10 @@ class RecordNovelty(Detector):
         if stuck is not None and not (number(stuck) and 1.0 < stuck <= 1e6):
             raise ValueError(
                 f"stuck must be a factor over the longest run of equal readings, 1 < stuck <= 1e6, or null, not {stuck!r}"
+            )
+        if day_types not in (1, 2) or isinstance(day_types, bool):
+            raise ValueError(
+                f"day_types must be 1 (one time-of-day profile) or 2 (weekdays, weekends), not {day_types!r}"
             )
         features = tuple(features)
         q: tuple[Any, Any] | None = None
@@ -341,6 +355,7 @@ class RecordNovelty(Detector):
                 stuck=None if stuck is None else float(stuck),
                 tail_quantile=tail_quantile,
                 tail_window=tail_window,
+                day_types=int(day_types),
             ),
             q,
         )
@@ -368,6 +383,7 @@ class RecordNovelty(Detector):
     tail_tolerance = _param("tail_tolerance", True)
     tail_floor = _param("tail_floor", True)
     stuck = _param("stuck", False)
+    day_types = _param("day_types", False)
     _tail_min = _param("tail_min", True)
     margin = _param("margin", True)
     agree = _param("agree", True)
@@ -488,8 +504,11 @@ class RecordNovelty(Detector):
                 if contiguous and vol == vol:
                     out.append((vol + p.fast * (abs(x - prev) - vol), e, o, qi))
             elif code == 4:  # seasonal
-                ref = s[p.profile + (t.hour * 60 + t.minute) // p.bin_minutes]
-                if ref == ref:
+                b = p.profile + (t.hour * 60 + t.minute) // p.bin_minutes
+                if p.weekend and t.weekday() >= 5:  # day_types 2: Saturday and Sunday's own bins
+                    b += p.weekend
+                ref = s[b]
+                if ref == ref:  # (a bin not learned yet: no seasonal value, as at the start)
                     out.append((x - ref, e, o, qi))
             elif code == 5:  # spread
                 if contiguous and s[p.spread + SP_N] >= LAG:  # (a reference of LAG changes)
@@ -695,6 +714,8 @@ class RecordNovelty(Detector):
                     s[o + SP_SHORT] += max(1.0 / n, SPREAD_FAST) * (d - s[o + SP_SHORT])
                     s[o + SP_REF] += max(1.0 / n, SPREAD_REF) * (d - s[o + SP_REF])
         b = p.profile + (t.hour * 60 + t.minute) // p.bin_minutes
+        if p.weekend and t.weekday() >= 5:  # day_types 2: Saturday and Sunday learn their own
+            b += p.weekend
         ref = s[b]
         s[b] = x if ref != ref else ref + 0.1 * (x - ref)
         if prev_t is not None:
