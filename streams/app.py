@@ -208,13 +208,18 @@ def create_app(
     from atalaia.streams.connections import (
         ConnectionGuard,
         allowed_hosts,
+        answer_malformed_requests,
         host_guard,
         problem_defaults,
         security_headers,
+        unreadable_bodies,
     )
+
+    answer_malformed_requests()  # a request aiohttp cannot parse: problem+json, one log line
 
     app.web.web_app.on_response_prepare.append(security_headers)  # nosniff, no framing
     app.web.web_app.middlewares.append(problem_defaults())  # aiohttp's 404/405...: problem+json
+    app.web.web_app.middlewares.append(unreadable_bodies())  # a body that cannot be decoded: close
     hosts = allowed_hosts(settings)
     if hosts is not None:  # on a loopback address: only local names (DNS rebinding)
         app.web.web_app.middlewares.append(host_guard(hosts))

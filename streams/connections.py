@@ -233,6 +233,78 @@ def problem_defaults() -> Any:
     return to_problem
 
 
+def unreadable_bodies() -> Any:
+    """aiohttp middleware: after a handler answered a request whose body could not be decoded
+    (``Content-Encoding: gzip`` over bytes that are not gzip: the handler answers 400 and keeps
+    a DLQ record), aiohttp went on reading the rest of the body to reuse the connection, met the
+    same error again and logged it as an ERROR "Unhandled exception" with three tracebacks, for
+    every such request. The answer now closes the connection (its stream cannot be read on) and
+    nothing more is read."""
+    from aiohttp import web
+
+    @web.middleware
+    async def close_after(request: Any, handler: Any) -> Any:
+        response = await handler(request)
+        content = request.content
+        if content.exception() is not None and not content.is_eof():
+            content.feed_eof()
+            response.force_close()
+        return response
+
+    return close_after
+
+
+MALFORMED = Counter(
+    "atalaia_http_malformed_requests_total",
+    "requests refused before routing because they could not be parsed (bad URL, header, encoding)",
+)
+
+
+def answer_malformed_requests() -> None:
+    """A request aiohttp cannot parse (a control character or a broken host in its URL, a bad
+    header, an unknown ``Content-Encoding``) is answered by aiohttp itself before any middleware:
+    a text/plain 400 without the security headers, and an ERROR with a traceback in the log for
+    every such request, so anyone could fill the log and page whoever watches it. Patched
+    (once, process-wide) so that a client's 4xx parse error answers problem+json with the
+    security headers and logs one WARNING line without a traceback (rate-limited as the
+    project's warnings are, ``streams.logfilter``), counted in
+    ``atalaia_http_malformed_requests_total``. Other errors keep aiohttp's handling."""
+    from http import HTTPStatus
+
+    from aiohttp import web, web_protocol
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    from atalaia.console.problem import PROBLEM, problem
+
+    original = web_protocol.RequestHandler.handle_error
+    if getattr(original, "atalaia", False):
+        return
+
+    def handle_error(self: Any, request: Any, status: int = 500, exc: Any = None, message: Any = None) -> Any:
+        if not isinstance(exc, HttpProcessingError) or not 400 <= status < 500:
+            return original(self, request, status, exc, message)
+        MALFORMED.inc()
+        log.warning("refused a malformed HTTP request from %s (%s)", request.remote, type(exc).__name__)
+        if request.writer.output_size > 0:  # as aiohttp: part of an answer went out already
+            raise ConnectionError("Response is sent already, cannot send another response")
+        words = next((line.strip() for line in str(exc.message).splitlines() if line.strip()), "")
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "Bad Request"
+        detail = (
+            f"the request could not be parsed: {words[:200]}" if words else "the request could not be parsed"
+        )
+        resp = web.json_response(
+            problem(status, title, detail), status=status, content_type=PROBLEM, headers=SECURITY_HEADERS
+        )
+        resp.force_close()
+        return resp
+
+    handle_error.atalaia = True  # type: ignore[attr-defined]
+    web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
+
+
 def exposure_problem(settings: Any, http: bool | str) -> str | None:
     """Why this process must not serve HTTP as configured, or None. On a loopback address (the
     default) the console may run without users and ingest without tokens (the demo). Listening

@@ -120,3 +120,53 @@ async def test_the_server_installs_it(tmp_path) -> None:
         assert r.status == 405 and r.headers["Content-Type"].startswith(PROBLEM), await r.text()
         assert "GET" in r.headers["Allow"]
         assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_a_request_that_cannot_be_parsed_is_a_problem_and_one_log_line(tmp_path, caplog) -> None:
+    """A control character or a broken host in the URL, or an unknown Content-Encoding, is refused
+    by aiohttp's parser before any middleware: it answered text/plain without the security
+    headers and logged an ERROR with a traceback for every such request (anyone could fill the
+    log). Now: problem+json with the security headers, one WARNING line, no traceback; the
+    connection is closed and the server keeps answering."""
+    import asyncio
+    import logging
+
+    from atalaia.streams.app import create_app
+    from atalaia.streams.connections import MALFORMED
+    from atalaia.streams.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, console_url=None)
+    app = create_app(settings, "127.0.0.1:9", stages=(), http="console")
+    bad = [
+        b"GET /\x01 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        b"GET http://[::1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\nConnection: close\r\n\r\n",
+        b"POST /api/login HTTP/1.1\r\nHost: localhost\r\nContent-Encoding: bogus-zz\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    ]
+    before = MALFORMED._value.get()
+    async with TestClient(TestServer(app.web.web_app)) as client:
+        port = client.server.port
+        answers = []
+        with caplog.at_level(logging.DEBUG):
+            for raw in bad:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(raw)
+                await writer.drain()
+                answers.append(await asyncio.wait_for(reader.read(), 10))  # closed after the answer
+                writer.close()
+        parse_errors = [a for a in answers if a[:12] in (b"HTTP/1.1 400", b"HTTP/1.0 400")]
+        assert len(parse_errors) >= 3, answers  # (aiohttp may take the unknown encoding as none)
+        for a in parse_errors:
+            head, _, body = a.partition(b"\r\n\r\n")
+            assert b"Content-Type: application/problem+json" in head, a
+            assert b"X-Content-Type-Options: nosniff" in head and b"X-Frame-Options: DENY" in head, a
+            assert b'"status":400' in body.replace(b" ", b"") and b"could not be parsed" in body, a
+        assert MALFORMED._value.get() - before == len(parse_errors)
+        records = [r for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+        assert len(records) == len(parse_errors) and all(r.levelno == logging.WARNING for r in records)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], (
+            "no ERROR for a client's mistake"
+        )
+        assert not [r for r in caplog.records if r.exc_info], "no traceback"
+        r = await client.get("/nope", headers={"Host": "localhost"})
+        assert r.status == 404, "the server still answers"

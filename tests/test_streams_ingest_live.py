@@ -316,6 +316,32 @@ def test_brotli_and_zstd_bodies_are_read_and_a_bad_one_is_kept(live):
     assert any("'br'" in (rec.get("reasons") or [""])[0] for rec in dlq(live, idle=2.0))
 
 
+def test_bodies_that_cannot_be_decoded_are_answered_and_logged_without_tracebacks(live):
+    """Bytes that are not what their Content-Encoding says: after the 400, aiohttp read on to
+    reuse the connection, met the error again and logged an ERROR "Unhandled exception" with three
+    tracebacks for each such request (deflate garbage: a text/plain 400 and an ERROR traceback
+    from the parser). Anyone could fill the log that way. Now each is a problem+json 400 on a
+    closed connection, and the log says at most one WARNING line per request."""
+    before = live.log.stat().st_size
+    for encoding in ("gzip", "zstd", "deflate"):
+        r = httpx.post(
+            f"{live.url}/ngsi-ld/notify",
+            content=b"these bytes are not " + encoding.encode(),
+            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+            timeout=10,
+        )
+        assert r.status_code == 400, (encoding, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json"), (encoding, r.text)
+        assert r.headers.get("connection", "").lower() == "close", encoding
+        assert r.headers["x-content-type-options"] == "nosniff"
+    time.sleep(0.5)
+    with open(live.log, "rb") as f:
+        f.seek(before)
+        written = f.read().decode(errors="replace")
+    assert "Traceback" not in written and "[ERROR]" not in written, written[-3000:]
+    assert httpx.get(f"{live.url}/health", timeout=5).status_code == 200
+
+
 def test_a_gzip_bomb_is_refused_without_inflating_all_of_it(live):
     """22 MB of gzip that inflate to 5 GB held the alarm path's event loop for 8 s while the
     endpoint counted and hashed all of it. Reading stops at read_cap(limit) decoded bytes: 413, a DLQ
