@@ -17,6 +17,9 @@ from typing import Any
 
 import faust
 
+#: a request header that describes the body as the client sent it, not as the front forwards it
+#: (decoded; its length is set anew, as Content-Length is hop-by-hop here)
+DECODED = {"content-encoding"}
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -214,8 +217,10 @@ def install_forwarding(app: faust.App, upstream: str, proxies: tuple[Any, ...] |
     app's own pages win). Responses are streamed (the live board's server-sent events)."""
     import aiohttp
     from aiohttp import web
+    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.web_protocol import RequestPayloadError
 
-    from atalaia.console.problem import LOCAL_PROXIES, forwarded_for
+    from atalaia.console.problem import LOCAL_PROXIES, PROBLEM, forwarded_for, problem
 
     base = upstream.rstrip("/")
     state: dict[str, aiohttp.ClientSession] = {}
@@ -237,14 +242,21 @@ def install_forwarding(app: faust.App, upstream: str, proxies: tuple[Any, ...] |
     async def forward(request: Any) -> Any:
         # the upstream's own Host (the client's is in X-Forwarded-Host): the ops process listens on
         # 127.0.0.1 and answers local names only (streams.connections.host_guard)
-        headers = {
-            k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"
-        }
+        # the body goes on decoded (aiohttp decodes a request's Content-Encoding as it reads it),
+        # so its encoding and length are not the client's: sent on, the ops process decoded gzip
+        # twice and refused every compressed console request
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | DECODED}
         headers["X-Forwarded-Host"] = request.host
         headers["X-Forwarded-For"] = forwarded_for(
             request, proxies or LOCAL_PROXIES
         )  # the ops process limits per client
-        body = await request.read() if request.can_read_body else None
+        try:
+            body = await request.read() if request.can_read_body else None
+        except (RequestPayloadError, HttpProcessingError) as e:  # e.g. gzip over bytes that are not
+            detail = f"the body cannot be read: {' '.join(str(e).split())[:200]}"
+            return web.json_response(
+                problem(400, "Unreadable body", detail), status=400, content_type=PROBLEM
+            )
         stream = "text/event-stream" in request.headers.get("Accept", "") or request.path == "/api/stream"
         try:
             async with session("stream" if stream else "api").request(
