@@ -268,15 +268,58 @@ class _TimesAsText(_SafeConstructor):
 _TimesAsText.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
 
 
+def _in_plain_words(exc: Any, text: str, mark: Any, said: str) -> tuple[Any, str]:
+    """(where, what) for the YAML mistakes people make by hand, in words a rule author can act
+    on, the parser's own words kept after them; the place is where the mistake starts (the
+    opening quote or bracket of one never closed, not the end of the file). Anything else: the
+    parser's words at its mark."""
+    problem, context = str(exc.problem or ""), str(exc.context or "")
+    start = exc.context_mark
+    at = f"line {start.line + 1}, column {start.column + 1}" if start else ""
+    words = ""
+    if problem.startswith("expected <block end>, but found"):
+        kind = "list" if "collection" in context else "mapping"
+        words = (
+            f"this line does not line up with the {kind} it follows (from {at}): indent it with "
+            "spaces to the same column as the entries it belongs with"
+        )
+        if problem.endswith("'-'"):
+            words += "; a list item is '- ' with a space after the dash"
+    elif problem.startswith("found character '\\t'"):
+        words = "a tab: YAML indents with spaces only"
+    elif problem == "found unexpected end of stream" and "quoted scalar" in context and start:
+        quote = text.split("\n")[start.line][start.column : start.column + 1] if start else '"'
+        return start, f"a string opened with {quote} here is never closed ({said})"
+    elif problem == "mapping values are not allowed here":
+        words = (
+            "a ': ' inside a value: a colon and a space start a key, so quote a value that holds "
+            "one, or check this line's indentation"
+        )
+    elif problem == "could not find expected ':'" and start:
+        return start, f"this line is not 'key: value' (or the string before it is not closed) ({said})"
+    elif problem.startswith("expected ',' or ") and "flow" in context and start:
+        close = "}" if "mapping" in context else "]"
+        opened = "{" if close == "}" else "["
+        if problem.endswith("'<stream end>'"):
+            return start, f"a '{opened}' here is never closed with '{close}' ({said})"
+        words = (
+            f"expected ',' or '{close}' here: is the '{opened}' opened at {at} closed? (or a comma is "
+            "missing, or a value with ': ' needs quotes)"
+        )
+    return (mark, f"{words} ({said})") if words else (mark, said)
+
+
 def _syntax_error(exc: YAMLError, text: str, file: str) -> YamlError:
     """A ruamel.yaml error as ``file:line:col: <what ruamel says>`` (kind ``syntax``)."""
     if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = str(exc.problem or exc.context or "invalid YAML")
         if isinstance(exc, DuplicateKeyError):
             # ruamel quotes both values: a password hash, an HMAC secret, a token in a URL
             what = _DUPLICATE_VALUES.sub("", what) + " (values not shown)"
+        else:
+            mark, what = _in_plain_words(exc, text, mark, what)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         return YamlError(file, line, col, what, "syntax")
     position = getattr(exc, "position", None)
     if isinstance(position, int):  # reader errors (control characters, bad encoding)

@@ -183,7 +183,7 @@ def test_the_parse_time_limit_is_a_positioned_error() -> None:
 def test_rule_errors_keep_their_wording() -> None:
     with pytest.raises(RuleFileError) as err:
         load_texts([("r.yaml", "rules: [a\n")])
-    assert str(err.value).startswith("r.yaml:2:1: YAML syntax error: ")
+    assert str(err.value).startswith("r.yaml:1:8: YAML syntax error: a '[' here is never closed")
     with pytest.raises(RuleFileError) as err:
         load_texts([("r.yaml", billion_laughs())])
     assert str(err.value).startswith("r.yaml:6:63: alias *lol4 expands")
@@ -333,3 +333,33 @@ def test_a_duplicate_key_error_never_shows_the_values() -> None:
     with pytest.raises(YamlError) as exc:
         parse('a: 1\nsecret: "Old-HMAC-Key"\nsecret: "New-HMAC-Key"\n', "f.yaml")
     assert str(exc.value) == 'f.yaml:3:1: found duplicate key "secret" (values not shown)'
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "words"),
+    [
+        # a key indented one space short of its siblings
+        ("rules:\n  - id: x\n    select: {}\n   attribute: h\n", "4:4", "does not line up with the list"),
+        ("rules:\n  - id: x\n - id: y\n", "3:2", "does not line up with the mapping"),
+        ("rules:\n  -id: x\n  - id: y\n", "3:3", "a list item is '- ' with a space"),
+        ("rules:\n  - id: x\n\tselect: {}\n", "3:1", "a tab: YAML indents with spaces only"),
+        # the mistake is where the string or bracket opens, not at the end of the file
+        ('rules:\n  - id: "x\n    above: 3\n', "2:9", 'a string opened with " here is never closed'),
+        ("rules:\n  - id: 'x\n    above: 3\n", "2:9", "a string opened with ' here is never closed"),
+        ("rules:\n  - select: {type: W, attribute: h\n", "2:13", "a '{' here is never closed with '}'"),
+        ("rules:\n  - tags: [a, b\n", "2:11", "a '[' here is never closed with ']'"),
+        ("a: {b: 1 c: 2}\n", "1:11", "is the '{' opened at line 1, column 4 closed?"),
+        ("rules:\n  - summary: level: high\n", "2:19", "a ': ' inside a value"),
+        ("rules:\n  - id: x\n    just words\n    above: 3\n", "3:5", "this line is not 'key: value'"),
+    ],
+)
+def test_hand_made_yaml_mistakes_are_named_where_they_are_in_plain_words(text, where, words) -> None:
+    """A rule author's typical slips got the parser's own words ("expected <block end>, but found
+    '<block mapping start>'") and, for a string or bracket never closed, the end of the file as
+    the place. Each is now said in words one can act on, at the mistake; the parser's words follow
+    in parentheses."""
+    with pytest.raises(YamlError) as err:
+        parse(text, "r.yaml")
+    message = str(err.value)
+    assert message.startswith(f"r.yaml:{where}: "), message
+    assert words in message and message.rstrip().endswith(")"), message

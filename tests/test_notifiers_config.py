@@ -71,7 +71,7 @@ def test_example_config_is_valid():
             GOOD.replace("{targets: [a], wait: 5m}", "{targets: [a], wait: 5m, repet: 2}"),
             "esc.yaml:8:41: policies.p.steps.0.repet: Extra inputs are not permitted",
         ),
-        ("targets: [a\n", "esc.yaml:2:1:"),
+        ("targets: [a\n", "esc.yaml:1:10:"),
         ("timezone: Europe/Porto\n", "esc.yaml:1:11: unknown time zone 'Europe/Porto'"),
         (
             GOOD + "schedules:\n  r: {type: rotation, members: [zz], start: 2026-01-05T09:00, shift: 7d}\n",

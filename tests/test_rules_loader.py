@@ -104,7 +104,9 @@ rules:
   - id: r1
     select: {type: WaterObserved, attribute: height
 """,
-        ["4:1: YAML syntax error: expected ',' or '}', but got '<stream end>'"],
+        [
+            "3:13: YAML syntax error: a '{' here is never closed with '}' (expected ',' or '}', but got '<stream end>')"
+        ],
     ),
     "several-errors": (
         """rules:
