@@ -11,8 +11,9 @@ with the zone (``04/12 19:32 WET``) and the link to the incident page. ``rules``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -156,6 +157,19 @@ def format_value(value: Any, unit: str | None, lang: str) -> str:
     return f"{text} {unit}" if unit else text
 
 
+#: ``incidents.emit.title``'s count of the incident's other rules, written in English
+_MORE = re.compile(r" \+(\d+) more(?= — |$)")
+_OTHERS = {"pt-PT": "outras", "en-GB": "more"}
+
+
+def localized(s: Any, lang: str) -> Any:
+    """The snapshot with its title in ``lang``: an incident of several rules is titled
+    ``flood-level +2 more — Campanhã`` (rule ids are names, not words), and a pt-PT text read
+    "+2 more" in the middle of Portuguese."""
+    title = _MORE.sub(lambda m: f" +{m.group(1)} {_OTHERS[lang]}", s.title, count=1)
+    return s if title == s.title else replace(s, title=title)
+
+
 def _station(a: Mapping[str, Any]) -> str:
     return str(a.get("entity") or a.get("key") or "?").rsplit(":", 1)[-1]
 
@@ -171,7 +185,7 @@ def render(
         raise ValueError(f"unsupported language {lang!r} (pt-PT, en-GB)")
     tz = tz or ZoneInfo("Europe/Lisbon")
     rules = rules or {}
-    s = n.snapshot
+    s = localized(n.snapshot, lang)
     base = (console_url or "").rstrip("/")
     at_word = " em " if lang == "pt-PT" else " at "
 
@@ -226,7 +240,7 @@ def _digest(n: Notification, lang: str, tz: ZoneInfo, base: str, rules: Mapping[
     """A storm digest: one message that sums up the incidents held for one target (most severe first),
     each with its place, lead value with unit and local time; the link is the board."""
     pt = lang == "pt-PT"
-    snaps = n.digest or [n.snapshot]
+    snaps = [localized(s, lang) for s in (n.digest or [n.snapshot])]
     counts: dict[str, int] = {}
     for s in snaps:
         counts[s.severity] = counts.get(s.severity, 0) + 1

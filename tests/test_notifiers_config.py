@@ -155,6 +155,25 @@ def test_templates_in_both_languages():
         render(n, "fr-FR")
 
 
+def test_an_incident_of_several_rules_is_titled_in_the_message_language():
+    """An incident of three rules is titled "flood-level +2 more — Campanhã"; a pt-PT SMS or
+    email said "+2 more" in the middle of Portuguese (digests too)."""
+    from dataclasses import replace
+
+    snap = IncidentSnapshot.from_event(incident_event(severity="critical"))
+    snap = replace(snap, title="flood-level +2 more — Campanhã")
+    n = Notification("inc-douro-1", "p", 0, 1, 2, "ana", "escalation", "2026-03-01T10:30:00Z", snap)
+    pt, en = render(n, "pt-PT"), render(n, "en-GB")
+    assert "flood-level +2 outras — Campanhã" in pt.body and "more" not in pt.body + pt.short
+    assert "flood-level +2 more — Campanhã" in en.body
+    digest = Notification(
+        "d", "p", 0, 1, 0, "ana", "digest", "2026-03-01T10:30:00Z", snap, digest=[snap, snap]
+    )
+    assert "flood-level +2 outras — Campanhã" in render(digest, "pt-PT").body
+    plain = replace(snap, title="a rule named more — Campanhã")
+    assert "a rule named more — Campanhã" in render(replace(n, snapshot=plain), "pt-PT").body
+
+
 @given(st.binary(max_size=200), st.text(min_size=1, max_size=20), st.integers(1_600_000_000, 2_000_000_000))
 def test_signature_verifies_only_the_exact_body_and_fresh_timestamps(body, secret, ts):
     h = sign_headers(secret, body, ts)
