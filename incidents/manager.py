@@ -62,6 +62,14 @@ _NEVER = (Matcher("__never__", "=", "", None, frozenset()),)
 _SYNTHETIC = ("rule", "group", "entity", "type", "key", "severity", "tenant", "service_path")
 
 
+def shown(value: object) -> str:
+    """A reading as people read it in the audit trail: 0.192, not the float arithmetic's
+    0.19199999999999973 (12 significant digits; the event keeps the exact value)."""
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        return repr(float(f"{value:.12g}"))
+    return str(value)
+
+
 class IncidentManager:
     def __init__(self, config: IncidentConfig | None = None) -> None:
         self.config = c = config or IncidentConfig()
@@ -208,7 +216,7 @@ class IncidentManager:
         st.stats["transitions"] += 1
         changes = Changes()
         actor = f"alarm:{rule}"
-        reason = f"{rule} {key} {state} {severity}" + (f" value={value}" if value is not None else "")
+        reason = f"{rule} {key} {state} {severity}" + (f" value={shown(value)}" if value is not None else "")
         home = st.alarm_home.get(ak)
         if home is None:
             if state != "firing":

@@ -41,6 +41,15 @@ def test_repeated_transitions_update_one_record() -> None:
     )
 
 
+def test_the_audit_trail_shows_a_reading_as_people_read_it() -> None:
+    """A level computed by the rules (0.1 + 0.2) read "value=0.30000000000000004" in the audit
+    trail the console shows; the event keeps the exact value."""
+    d = Driver()
+    ev = d.fire("river-level-high", "porto-01", at=0, parish="Ribeira", value=0.1 + 0.2)
+    assert ev is not None and ev.reason.endswith("value=0.3"), ev.reason
+    assert ev.alarms[0].value == 0.1 + 0.2
+
+
 def test_alarms_of_one_parish_share_an_incident_and_other_parishes_do_not() -> None:
     d = Driver()
     a = d.fire("river-level-high", "porto-01", at=0, parish="Ribeira")
