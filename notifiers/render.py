@@ -162,12 +162,28 @@ _MORE = re.compile(r" \+(\d+) more(?= — |$)")
 _OTHERS = {"pt-PT": "outras", "en-GB": "more"}
 
 
-def localized(s: Any, lang: str) -> Any:
-    """The snapshot with its title in ``lang``: an incident of several rules is titled
-    ``flood-level +2 more — Campanhã`` (rule ids are names, not words), and a pt-PT text read
-    "+2 more" in the middle of Portuguese."""
-    title = _MORE.sub(lambda m: f" +{m.group(1)} {_OTHERS[lang]}", s.title, count=1)
-    return s if title == s.title else replace(s, title=title)
+#: control characters (C0, DEL, C1) and the Unicode line and paragraph separators
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a run of control characters (a CR LF in a sensor's attribute, which
+    reaches titles, places and rule summaries) becomes one space, so a reading cannot add lines
+    to an SMS or an email, or make one look like the system's own."""
+    return _CONTROL.sub(" ", text)
+
+
+def readable(s: Any, lang: str) -> Any:
+    """The snapshot as a message shows it: every text from the data on one line (``one_line``),
+    and the title in ``lang``: an incident of several rules is titled ``flood-level +2 more —
+    Campanhã`` (rule ids are names, not words), and a pt-PT text read "+2 more" in the middle of
+    Portuguese."""
+    title = one_line(_MORE.sub(lambda m: f" +{m.group(1)} {_OTHERS[lang]}", s.title, count=1))
+    labels = {k: one_line(v) for k, v in s.labels.items()}
+    correlation = {k: one_line(v) if isinstance(v, str) else v for k, v in s.correlation.items()}
+    if (title, labels, correlation) == (s.title, s.labels, s.correlation):
+        return s
+    return replace(s, title=title, labels=labels, correlation=correlation)
 
 
 def _station(a: Mapping[str, Any]) -> str:
@@ -185,7 +201,7 @@ def render(
         raise ValueError(f"unsupported language {lang!r} (pt-PT, en-GB)")
     tz = tz or ZoneInfo("Europe/Lisbon")
     rules = rules or {}
-    s = localized(n.snapshot, lang)
+    s = readable(n.snapshot, lang)
     base = (console_url or "").rstrip("/")
     at_word = " em " if lang == "pt-PT" else " at "
 
@@ -197,8 +213,8 @@ def render(
         info = rules.get(a.get("rule"))
         summary = info.summary_for(dict(a), s.labels) if info else None
         if summary:
-            return summary
-        return f"{(info.description if info else None) or a.get('rule')}{at_word}{_station(a)}"
+            return one_line(summary)
+        return one_line(f"{(info.description if info else None) or a.get('rule')}{at_word}{_station(a)}")
 
     def runbook(a: Mapping[str, Any]) -> str | None:
         info = rules.get(a.get("rule"))
@@ -232,7 +248,10 @@ def render(
         return _digest(n, lang, tz, base, rules)
     part = {p: _compiled[(lang, n.kind, p)].render(ctx) for p in ("subject", "body", "short")}
     return Message(
-        subject=part["subject"].strip(), body=part["body"], short=part["short"].strip(), link=ctx["link"]
+        subject=one_line(part["subject"]).strip(),
+        body=part["body"],
+        short=one_line(part["short"]).strip(),
+        link=ctx["link"],
     )
 
 
@@ -240,7 +259,7 @@ def _digest(n: Notification, lang: str, tz: ZoneInfo, base: str, rules: Mapping[
     """A storm digest: one message that sums up the incidents held for one target (most severe first),
     each with its place, lead value with unit and local time; the link is the board."""
     pt = lang == "pt-PT"
-    snaps = [localized(s, lang) for s in (n.digest or [n.snapshot])]
+    snaps = [readable(s, lang) for s in (n.digest or [n.snapshot])]
     counts: dict[str, int] = {}
     for s in snaps:
         counts[s.severity] = counts.get(s.severity, 0) + 1

@@ -276,3 +276,23 @@ def test_cli_log_per_incident(tmp_path):
 def test_a_hostile_value_is_a_positioned_error_not_a_crash(edit) -> None:
     found = problems(GOOD.replace(*edit))
     assert found and all(p.startswith("esc.yaml:") for p in found), found
+
+
+@given(st.text(alphabet=st.sampled_from("ab \r\n\t\x00\x1b\x85\u2028"), max_size=30))
+def test_text_from_the_data_never_adds_lines_to_a_message(evil):
+    """A sensor's attribute with a CR LF reaches titles, places and summaries; it could add lines
+    to an SMS or an email ("\\r\\nURGENTE: ligue ...") or make one look like the system's own.
+    Subjects and SMS texts are one line, and the body has exactly the template's lines."""
+    from dataclasses import replace
+
+    snap = IncidentSnapshot.from_event(incident_event(severity="critical"))
+    snap = replace(snap, labels={**snap.labels, "parish": "Ribeira"})
+    clean = Notification("i", "p", 0, 1, 0, "ana", "escalation", "2026-03-01T10:30:00Z", snap)
+    snap = replace(snap, title=f"Douro {evil} — Ribeira", labels={**snap.labels, "parish": f"Ri{evil}beira"})
+    n = replace(clean, snapshot=snap)
+    for lang in ("pt-PT", "en-GB"):
+        m = render(n, lang)
+        for text in (m.subject, m.short):
+            assert not any(c in text for c in "\r\n\x00\x1b\x85\u2028"), repr(text)
+        assert m.body.count("\n") == render(clean, lang).body.count("\n"), repr(m.body)
+        assert "\r" not in m.body and "\x1b" not in m.body
