@@ -63,6 +63,19 @@ def free_port() -> int:
     return fp()
 
 
+def non_loopback_address() -> str | None:
+    """This machine's IPv4 address on its outward interface (not loopback), if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
 class WorkerProcess:
     """``atalaia worker`` as a real subprocess (so tests can kill it)."""
 

@@ -24,6 +24,7 @@ from atalaia.console.auth import (
     hash_password,
     load_users,
 )
+from tests.conftest import non_loopback_address
 from tests.test_console_board import chromium, publish  # noqa: F401  (fixtures)
 
 ATALAIA = str(Path(sys.executable).parent / "atalaia")
@@ -371,24 +372,11 @@ def test_an_untrusted_peer_is_its_own_address_whatever_it_claims(remote, xff):
         assert len(got) <= 64 and (got == remote or got in [h.strip()[:64] for h in xff.split(",")])
 
 
-def _local_address() -> str | None:
-    """This machine's address on its outward interface (not loopback), if it has one."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))  # no packet is sent: only the route is looked up
-            address = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if ipaddress.ip_address(address).is_loopback else address
-
-
 @pytest.mark.broker
 def test_sign_in_limits_are_per_client_behind_a_trusted_proxy(make_worker, tmp_path):
     """A console behind a reverse proxy on another address (ATALAIA_TRUSTED_PROXIES names it):
     one client's failed sign-ins limit that client, not everyone behind the proxy."""
-    proxy = _local_address()
+    proxy = non_loopback_address()
     if proxy is None:
         pytest.skip("this machine has no non-loopback IPv4 address to play the proxy from")
     users = tmp_path / "users.yaml"

@@ -20,7 +20,7 @@ import pytest
 
 from atalaia.streams.ingest import read_dlq_record
 from atalaia.streams.ingest.auth import hash_token, new_token
-from tests.conftest import WorkerProcess, consume_all, free_port
+from tests.conftest import WorkerProcess, consume_all, free_port, non_loopback_address
 
 pytestmark = pytest.mark.broker
 
@@ -233,20 +233,10 @@ def _listen_addresses(port: int) -> set[str]:
     return found
 
 
-def _non_loopback_address() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
-            addr = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if addr.startswith("127.") else addr
-
-
 def test_listens_only_on_the_configured_loopback_address(guarded):
     if os.path.exists("/proc/net/tcp"):
         assert _listen_addresses(guarded.port) == {"127.0.0.1"}
-    addr = _non_loopback_address()
+    addr = non_loopback_address()
     if addr is None:
         if not os.path.exists("/proc/net/tcp"):
             pytest.skip("no non-loopback address and no /proc/net/tcp to inspect")
