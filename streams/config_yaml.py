@@ -26,6 +26,7 @@ live rule reload uses it, so a hostile file never touches the worker's event loo
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -47,6 +48,7 @@ from ruamel.yaml.events import AliasEvent, ScalarEvent
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 MiB = 1024 * 1024
+log = logging.getLogger("atalaia.config")
 
 #: a lone UTF-16 surrogate, which a double-quoted "\\ud800" escape yields
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -288,7 +290,8 @@ def _in_plain_words(exc: Any, text: str, mark: Any, said: str) -> tuple[Any, str
     elif problem.startswith("found character '\\t'"):
         words = "a tab: YAML indents with spaces only"
     elif problem == "found unexpected end of stream" and "quoted scalar" in context and start:
-        quote = text.split("\n")[start.line][start.column : start.column + 1] if start else '"'
+        quote = text[start.index : start.index + 1]  # (the mark's index: exact with \r and a BOM)
+        quote = quote if quote in ("'", '"') else '"'
         return start, f"a string opened with {quote} here is never closed ({said})"
     elif problem == "mapping values are not allowed here":
         words = (
@@ -318,7 +321,10 @@ def _syntax_error(exc: YAMLError, text: str, file: str) -> YamlError:
             # ruamel quotes both values: a password hash, an HMAC secret, a token in a URL
             what = _DUPLICATE_VALUES.sub("", what) + " (values not shown)"
         else:
-            mark, what = _in_plain_words(exc, text, mark, what)
+            try:
+                mark, what = _in_plain_words(exc, text, mark, what)
+            except Exception:  # plain words are a courtesy: never a crash instead of the error
+                log.debug("no plain words for %r", exc, exc_info=True)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         return YamlError(file, line, col, what, "syntax")
     position = getattr(exc, "position", None)

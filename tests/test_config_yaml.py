@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atalaia.console.auth import UsersFileError, load_users
 from atalaia.detectors.config import ConfigError as DetectorsError
@@ -351,6 +353,10 @@ def test_a_duplicate_key_error_never_shows_the_values() -> None:
         ("a: {b: 1 c: 2}\n", "1:11", "is the '{' opened at line 1, column 4 closed?"),
         ("rules:\n  - summary: level: high\n", "2:19", "a ': ' inside a value"),
         ("rules:\n  - id: x\n    just words\n    above: 3\n", "3:5", "this line is not 'key: value'"),
+        # old Mac line ends (a lone CR) and a byte-order mark: the same place, the right quote
+        ('rules:\r  - id: "x\r    above: 3\r', "2:9", 'a string opened with " here is never closed'),
+        ('\ufeffrules:\n  - id: "x\n', "2:9", 'a string opened with " here is never closed'),
+        ('\r"x', "2:1", 'a string opened with " here is never closed'),
     ],
 )
 def test_hand_made_yaml_mistakes_are_named_where_they_are_in_plain_words(text, where, words) -> None:
@@ -363,3 +369,14 @@ def test_hand_made_yaml_mistakes_are_named_where_they_are_in_plain_words(text, w
     message = str(err.value)
     assert message.startswith(f"r.yaml:{where}: "), message
     assert words in message and message.rstrip().endswith(")"), message
+
+
+@settings(max_examples=400)
+@given(st.text(alphabet=st.sampled_from(list(" \t\r\n-:'\"[]{},#&*!|>ax1\ufeff")), max_size=40))
+def test_any_text_is_a_tree_or_a_positioned_error(text) -> None:
+    """Whatever a hand-edited file holds (odd line ends included), parsing gives a tree or one
+    YamlError at a line of the file, never another exception."""
+    try:
+        parse(text, "r.yaml")
+    except YamlError as e:
+        assert 1 <= e.line <= len(text.splitlines()) + 2, (text, str(e))
