@@ -35,10 +35,29 @@ def proxy_networks(spec: Any = ()) -> tuple[Any, ...]:
     nets = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
     for entry in spec or ():
         try:
-            nets.append(ipaddress.ip_network(str(entry).strip().strip("[]"), strict=False))
+            net = ipaddress.ip_network(str(entry).strip().strip("[]"), strict=False)
         except ValueError:
             raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+        mapped = getattr(net.network_address, "ipv4_mapped", None)
+        if mapped is not None and net.prefixlen >= 96:  # ::ffff:10.0.0.0/104: as peers are judged
+            net = ipaddress.ip_network(f"{mapped}/{net.prefixlen - 96}")
+        if net.prefixlen == 0:
+            raise ValueError(
+                f"{entry!r} would trust every client's X-Forwarded-For (any client could name any "
+                "address): name the proxies' own addresses or network"
+            )
+        nets.append(net)
     return tuple(nets)
+
+
+def _forwarded(request: Any) -> str:
+    """Every ``X-Forwarded-For`` line of a request, as one list (a proxy may add its own line
+    after the client's instead of extending it: reading the first line only took the client's)."""
+    headers = request.headers
+    lines = headers.getall("X-Forwarded-For", []) if hasattr(headers, "getall") else []
+    if not lines and headers.get("X-Forwarded-For"):
+        lines = [headers["X-Forwarded-For"]]
+    return ", ".join(line.strip() for line in lines if line.strip())
 
 
 #: this machine only (the default)
@@ -69,7 +88,7 @@ def client_address(request: Any, proxies: tuple[Any, ...] = LOCAL_PROXIES) -> st
     remote = request.remote or "?"
     if not _trusted(remote, proxies):
         return remote
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    hops = [h.strip() for h in _forwarded(request).split(",") if h.strip()]
     for hop in reversed(hops):
         if not _trusted(hop, proxies):
             return hop[:64]
@@ -80,5 +99,5 @@ def forwarded_for(request: Any, proxies: tuple[Any, ...] = LOCAL_PROXIES) -> str
     """The ``X-Forwarded-For`` a forwarding hop sends on: what a trusted proxy said before it,
     then this request's peer (any other client's own header is dropped: it could say anything)."""
     remote = request.remote or "?"
-    before = request.headers.get("X-Forwarded-For", "").strip() if _trusted(remote, proxies) else ""
+    before = _forwarded(request) if _trusted(remote, proxies) else ""
     return f"{before}, {remote}" if before else remote

@@ -350,6 +350,24 @@ def test_a_reverse_proxy_elsewhere_is_believed_only_when_trusted():
     assert forwarded_for(req("172.19.0.5", "1.1.1.1"), proxies) == "172.19.0.5"
     with pytest.raises(ValueError, match=r"'10\.0\.0\.300' is not an IP address or network"):
         proxy_networks(["10.0.0.300"])
+    with pytest.raises(ValueError, match="would trust every client"):
+        proxy_networks(["0.0.0.0/0"])
+    # an IPv4-mapped entry is judged as peers are (it was never matched)
+    assert (
+        client_address(req("10.0.0.7", "198.51.100.9"), proxy_networks(["::ffff:10.0.0.0/104"]))
+        == "198.51.100.9"
+    )
+
+    # a proxy that adds its own X-Forwarded-For line after the client's (HAProxy): both lines are
+    # read, so the client's claim is not taken for the proxy's
+    from multidict import CIMultiDict
+
+    two = SimpleNamespace(
+        remote="172.18.0.5",
+        headers=CIMultiDict([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9")]),
+    )
+    assert client_address(two, proxies) == "203.0.113.9"
+    assert forwarded_for(two, proxies) == "6.6.6.6, 203.0.113.9, 172.18.0.5"
 
 
 @given(
