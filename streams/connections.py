@@ -260,6 +260,30 @@ MALFORMED = Counter(
 )
 
 
+class ClientFaults(logging.Filter):
+    """On aiohttp's server logger: a body a client sent that cannot be decoded (``gzip`` over
+    bytes that are not), met again while aiohttp drains what a handler did not read (an answer
+    given before the body arrived: a 404, a 401, a refusal), was logged as an ERROR "Unhandled
+    exception" with three tracebacks per request. It is the client's fault, not the server's:
+    rewritten as one ``atalaia.http`` WARNING line without a traceback, so the project's rate
+    limit (``streams.logfilter``) holds it to one line a minute."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+        from aiohttp.web_protocol import RequestPayloadError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RequestPayloadError | HttpProcessingError):
+            MALFORMED.inc()
+            record.name, record.levelno, record.levelname = "atalaia.http", logging.WARNING, "WARNING"
+            record.msg, record.args = (
+                "a request body could not be decoded (%s); the connection is closed",
+                (type(exc).__name__,),
+            )
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def answer_malformed_requests() -> None:
     """A request aiohttp cannot parse (a control character or a broken host in its URL, a bad
     header, an unknown ``Content-Encoding``) is answered by aiohttp itself before any middleware:
@@ -272,10 +296,13 @@ def answer_malformed_requests() -> None:
     from http import HTTPStatus
 
     from aiohttp import web, web_protocol
-    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 
     from atalaia.console.problem import PROBLEM, problem
 
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientFaults) for f in server_log.filters):
+        server_log.addFilter(ClientFaults())
     original = web_protocol.RequestHandler.handle_error
     if getattr(original, "atalaia", False):
         return
@@ -284,7 +311,11 @@ def answer_malformed_requests() -> None:
         if not isinstance(exc, HttpProcessingError) or not 400 <= status < 500:
             return original(self, request, status, exc, message)
         MALFORMED.inc()
-        log.warning("refused a malformed HTTP request from %s (%s)", request.remote, type(exc).__name__)
+        if isinstance(exc, BadHttpMethod) and self._request_count == 1:
+            # as aiohttp: TLS or another protocol sent to this port (scanners): not worth a warning
+            log.debug("refused a request that is not HTTP (%s)", type(exc).__name__)
+        else:  # (the address is not in the words: one line per minute for every client, IPv6 too)
+            log.warning("refused a malformed HTTP request (%s)", type(exc).__name__)
         if request.writer.output_size > 0:  # as aiohttp: part of an answer went out already
             raise ConnectionError("Response is sent already, cannot send another response")
         words = next((line.strip() for line in str(exc.message).splitlines() if line.strip()), "")

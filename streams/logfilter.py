@@ -25,6 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from itertools import islice
 
 PREFIXES = ("atalaia", "aiokafka", "faust", "mode", "kafka")
 _DIGITS = re.compile(r"\d+")
@@ -69,6 +70,11 @@ class RateLimit(logging.Filter):
         if seen is None:
             if len(self.kinds) >= self.max_kinds:  # bounded: forget windows that have ended
                 self.kinds = {k: v for k, v in self.kinds.items() if now - v[0] < self.interval}
+                if len(self.kinds) > self.max_kinds * 3 // 4:  # still nearly full (a flood of
+                    # kinds): forget the oldest quarter too, so the next ones cost nothing (a
+                    # purge per record made a flood quadratic, on the event loop's thread)
+                    for old in list(islice(self.kinds, len(self.kinds) - self.max_kinds * 3 // 4)):
+                        del self.kinds[old]
             self.kinds[key] = [now, 0]
             return True
         start, suppressed = seen

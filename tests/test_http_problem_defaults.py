@@ -170,3 +170,37 @@ async def test_a_request_that_cannot_be_parsed_is_a_problem_and_one_log_line(tmp
         assert not [r for r in caplog.records if r.exc_info], "no traceback"
         r = await client.get("/nope", headers={"Host": "localhost"})
         assert r.status == 404, "the server still answers"
+
+
+async def test_a_body_that_cannot_be_decoded_is_one_warning_whoever_answered(tmp_path, caplog) -> None:
+    """gzip that is not gzip, sent to a path that answers without reading it (a 404; or a body
+    that arrives after the answer): aiohttp drained it, met the error and logged an ERROR
+    "Unhandled exception" with three tracebacks per request. Now one WARNING line, no traceback."""
+    import asyncio
+    import logging
+
+    from atalaia.streams.app import create_app
+    from atalaia.streams.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path, console_url=None), "127.0.0.1:9", stages=(), http="console")
+    head = b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Encoding: gzip\r\nContent-Length: 15\r\n\r\n"
+    async with TestClient(TestServer(app.web.web_app)) as client:
+        with caplog.at_level(logging.DEBUG):
+            for path, split in ((b"/nope", False), (b"/nope", True), (b"/api/login", True)):
+                reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+                writer.write(head % path)
+                if split:  # the answer goes out before the body arrives
+                    await writer.drain()
+                    await asyncio.sleep(0.3)
+                writer.write(b"not gzip at all")
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert answer.split(b" ")[1] in (b"404", b"409"), answer
+                await asyncio.sleep(0.3)
+                writer.close()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
+            r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+        ]
+        assert not [r for r in caplog.records if r.exc_info], "no traceback"
+        said = [r for r in caplog.records if "could not be decoded" in r.getMessage()]
+        assert said and all(r.levelno == logging.WARNING and r.name == "atalaia.http" for r in said)

@@ -70,6 +70,31 @@ def test_a_long_message_with_varying_numbers_is_one_kind() -> None:
     assert not f.filter(record("atalaia", logging.ERROR, long, 11, 1))
 
 
+def test_a_flood_of_distinct_kinds_keeps_the_table_bounded_and_cheap() -> None:
+    """Distinct kinds within one interval (a line with a client's IPv6 address: hex letters are
+    not blanked): once the table was full, every new kind rebuilt it (quadratic, on the event
+    loop's thread, 2 ms a line at 20 000 kinds). The table stays within max_kinds, a full table
+    is purged once per quarter of new kinds, and each first line of a kind is still let through."""
+    clock = iter(range(100_000)).__next__
+    f = RateLimit(interval=1e9, clock=clock, max_kinds=100)
+    rebuilt = 0
+    for i in range(1_000):
+        before = id(f.kinds)
+        r = logging.LogRecord(
+            "atalaia.http",
+            logging.WARNING,
+            "",
+            0,
+            "from 2001:db8::" + "".join("abcdefghij"[int(d)] for d in str(i)),
+            (),
+            None,
+        )
+        assert f.filter(r), "the first line of a kind is written"
+        assert len(f.kinds) <= 100
+        rebuilt += id(f.kinds) != before
+    assert rebuilt <= 1_000 // 25 + 1, rebuilt
+
+
 def test_health_reset_is_degraded_for_a_while_and_layout_fails_until_fixed() -> None:
     now = [1000.0]
     h = BrokerHealth(reset_alert_s=600, clock=lambda: now[0])
