@@ -444,6 +444,26 @@ def test_every_valid_draft_renders_to_a_valid_document(data: dict, sent: datetim
     assert doc.sent.endswith("+00:00")
 
 
+def test_render_reads_the_configured_warnings_file(tmp_path, monkeypatch) -> None:
+    """Without --config, `warnings render` read the repo's config/warnings.yaml whatever
+    ATALAIA_WARNINGS_PATH said: a city's own levels or areas were never the ones checked."""
+    from atalaia.streams.settings import get_settings
+
+    mine = tmp_path / "warnings.yaml"
+    mine.write_text("levels: no-such-levels.yaml\n")
+    get_settings.cache_clear()
+    monkeypatch.setenv("ATALAIA_WARNINGS_PATH", str(mine))
+    try:
+        code, out, err = render_text(tmp_path, DESIGN_DRAFT)
+        assert code == 1 and "no-such-levels.yaml" in out + err, (code, out, err)
+        monkeypatch.delenv("ATALAIA_WARNINGS_PATH")
+        get_settings.cache_clear()
+        code, out, err = render_text(tmp_path, DESIGN_DRAFT)
+        assert code == 0 and out.startswith("<?xml"), (code, err)
+    finally:
+        get_settings.cache_clear()
+
+
 def test_cli_is_registered() -> None:
     from atalaia.streams.cli import main
 

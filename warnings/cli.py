@@ -12,12 +12,33 @@ import click
 
 
 def _config(path: Path | None):
+    """``--config FILE``, else the file the worker loads (``ATALAIA_WARNINGS_PATH``; the repo's
+    ``config/warnings.yaml`` by default): before, the repo's whatever the setting said."""
     from atalaia.rules.errors import RuleFileError
-    from atalaia.warnings.config import load_config
+    from atalaia.streams.settings import SettingsError, get_settings
+    from atalaia.warnings.config import DEFAULT_PATH, load_config
 
+    if path is None:
+        try:
+            configured = get_settings().warnings_path
+        except SettingsError as e:
+            raise click.ClickException(str(e)) from None
+        path = None if configured == DEFAULT_PATH else configured
     try:
         return load_config(path)
     except (RuleFileError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _catalogue(cfg):
+    """The levels and areas the warnings file names, or exit 1 with the file's error (a levels
+    file that is missing or broken was a traceback)."""
+    from atalaia.rules.errors import RuleFileError
+    from atalaia.streams.config_yaml import YamlError
+
+    try:
+        return cfg.catalogue()
+    except (YamlError, RuleFileError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -56,7 +77,12 @@ def warnings() -> None:
 @warnings.command()
 @click.argument("draft", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--sent", help="the sent time (RFC 3339 with an offset; default: now)")
-@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the warnings settings (levels, areas, feed); default: ATALAIA_WARNINGS_PATH",
+)
 def render(draft: Path, sent: str | None, config: Path | None) -> None:
     """Print the CAP 1.2 XML that issuing DRAFT.yaml would publish (exit 1 with file:line:col errors)."""
     from atalaia.warnings.cap import CapInvalid
@@ -65,7 +91,7 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
     from atalaia.warnings.loader import DraftError, load_draft
 
     cfg = _config(config)
-    cat = cfg.catalogue()
+    cat = _catalogue(cfg)
     from atalaia.streams.config_yaml import YamlError, read_text
 
     try:
@@ -105,7 +131,12 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
     help="every polygon and circle must lie in the configured region (for Atalaia's own warnings)",
 )
 @click.option("--anywhere", is_flag=True, help="no region check at all")
-@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the warnings settings (levels, areas, feed); default: ATALAIA_WARNINGS_PATH",
+)
 def validate(files: tuple[Path, ...], in_region: bool, anywhere: bool, config: Path | None) -> None:
     """Check CAP 1.2 files against the OASIS XSD and the CAP text rules. A polygon or circle
     that would lie in the configured region with lat and lon exchanged is refused (the usual
@@ -142,7 +173,12 @@ def validate(files: tuple[Path, ...], in_region: bool, anywhere: bool, config: P
 @click.option(
     "--command", "as_command", is_flag=True, help="print a draft command for atalaia.commands (JSON)"
 )
-@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the warnings settings (levels, areas, feed); default: ATALAIA_WARNINGS_PATH",
+)
 def drill(
     incidents: Path,
     incident_id: str | None,
@@ -196,7 +232,7 @@ def drill(
         )
     cfg = _config(config)
     draft = draft_from_incident(
-        ev, cfg.catalogue(), sender, datetime.now(UTC).replace(microsecond=0), duration
+        ev, _catalogue(cfg), sender, datetime.now(UTC).replace(microsecond=0), duration
     )
     draft["status"] = "Exercise"
     if as_command:
