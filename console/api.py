@@ -662,12 +662,21 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
         matchers = body.get("matchers")
         if isinstance(matchers, str):
             matchers = [matchers]
-        if not isinstance(matchers, list):
-            return None  # the command's own validation says what is wrong
+        if isinstance(matchers, dict):  # {name: value} equalities, as the command reads them
+            matchers = [f'{k}="{v}"' for k, v in matchers.items()]
+        if not isinstance(matchers, list):  # any other form: never past the tenant check
+            return fail(
+                view,
+                422,
+                "Invalid silence",
+                'matchers: a list like ["parish=\\"Ribeira\\""]',
+                field="matchers",
+            )
         t = silence_tenant(matchers)
         if t is None and len(tenants) == 1:
             body["matchers"] = [*matchers, f'tenant="{next(iter(tenants))}"']
             return None
+        body["matchers"] = matchers  # (the form the tenant was judged on)
         if t is None:
             return fail(
                 view,

@@ -63,6 +63,16 @@ def test_a_scoped_user_sees_and_makes_only_their_tenants_silences_and_warnings(m
     sid = r.json()["silence"]
     bad = {**body, "matchers": ['tenant="gaia"']}
     assert httpx.post(url, json=bad, headers=bearer("porto-op"), timeout=15).status_code == 403
+    # matchers as an object of equalities (the command reads that form too) skipped the check:
+    # another tenant's silence, or one over every tenant
+    bad = {**body, "matchers": {"tenant": "gaia"}}
+    assert httpx.post(url, json=bad, headers=bearer("porto-op"), timeout=15).status_code == 403
+    r = httpx.post(url, json={**body, "matchers": {"rule": "river-level-high"}}, headers=bearer("porto-op"))
+    assert r.status_code == 201, r.text
+    wide = r.json()["silence"]
+    for odd in (42, None, {"x": 1, "tenant": "gaia"}):
+        r = httpx.post(url, json={**body, "matchers": odd}, headers=bearer("porto-op"), timeout=15)
+        assert r.status_code in (403, 422), (odd, r.status_code, r.text)
 
     def listed(token: str) -> list[str]:
         return [s["id"] for s in httpx.get(url, headers=bearer(token), timeout=5).json()["silences"]]
@@ -72,6 +82,10 @@ def test_a_scoped_user_sees_and_makes_only_their_tenants_silences_and_warnings(m
         time.sleep(0.3)
     hit = httpx.get(f"{url}/{sid}", headers=bearer("porto-op"), timeout=5).json()
     assert 'tenant="porto"' in hit["matchers"], "a scoped user's silence is scoped to their tenant"
+    while wide not in listed("boss") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    hit = httpx.get(f"{url}/{wide}", headers=bearer("porto-op"), timeout=5).json()
+    assert 'tenant="porto"' in hit["matchers"], "the object form is scoped too"
     assert sid in listed("porto-op") and sid not in listed("gaia-op")
     assert httpx.get(f"{url}/{sid}", headers=bearer("gaia-op"), timeout=5).status_code == 404
     assert httpx.delete(f"{url}/{sid}", headers=bearer("gaia-op"), timeout=15).status_code == 404
