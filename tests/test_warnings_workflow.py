@@ -169,6 +169,29 @@ def test_exercise_may_skip_approval_by_configuration_actual_never() -> None:
         WarningsConfig(approval=Approval(skip_for=("Actual",)))
 
 
+def test_a_drill_cannot_update_or_cancel_an_actual_warning() -> None:
+    """With drills allowed to skip approval, one operator's Exercise (or Test) Cancel or Update of
+    an Actual warning was issued at once: the real warning left the public feed, without a second
+    person, and could no longer be updated or cancelled for real. An Update or Cancel keeps the
+    status of the warning it replaces, however it is reached (an edit of the update too)."""
+    d = Driver(WarningsConfig(approval=Approval(skip_for=("Exercise", "Test"))))
+    w = d.issued()
+    for action, status in (("cancel", "Exercise"), ("update", "Test")):
+        r = d.do(action, "ana", "operator", warning=w, draft={"status": status})
+        assert not r.ok and "keeps the status" in r.error, r
+    u = d.do("update", "ana", "operator", warning=w, draft={"level": "red"}).warning
+    assert d.do("edit", "ana", "operator", warning=u, draft={**DRAFT, "status": "Exercise"}).ok
+    r = d.do("issue", "ana", "operator", warning=u)
+    assert not r.ok and "keeps the status" in r.error, r
+    assert d.state.warnings[w].state == "issued", "the Actual warning is still out"
+    c = d.do("cancel", "ana", "operator", warning=w, reason="river falling").warning
+    assert not d.do("issue", "ana", "operator", warning=c).ok, "a real Cancel needs its approval"
+    d.do("submit", "ana", "operator", warning=c)
+    assert d.do("approve", "rui", "approver", warning=c).ok
+    assert d.do("issue", "ana", "operator", warning=c).ok
+    assert d.state.warnings[w].state == "cancelled"
+
+
 def test_commands_are_idempotent_and_state_survives_a_snapshot() -> None:
     d = Driver()
     cmd = {"id": "c-1", "action": "draft", "actor": "ana", "role": "operator", "draft": DRAFT}

@@ -106,6 +106,19 @@ class Refused(ValueError):
     """A command that may not be applied (the reason is audited and replied)."""
 
 
+def _same_status(original: dict[str, Any], replacement: dict[str, Any]) -> None:
+    """An Update or Cancel keeps the status of the warning it replaces. An Exercise or Test
+    message that replaced an Actual warning took it off the public feed, without the second
+    person an Actual one needs when drills may skip approval, and locked it against a real
+    Update or Cancel."""
+    before, after = original.get("status", "Actual"), replacement.get("status", "Actual")
+    if before != after:
+        raise Refused(
+            f"an Update or Cancel keeps the status of the warning it replaces ({before}, not {after}): "
+            "draft a new warning for a drill or a test"
+        )
+
+
 def _t(now: datetime | str) -> datetime:
     return cap_time(now)
 
@@ -207,6 +220,7 @@ class Workflow:
             base = {k: v for k, v in w.draft.items() if k not in ("identifier", "sent")}
             draft = {**base, **(c.draft or {}), "msgType": "Update" if c.action == "update" else "Cancel"}
             draft["references"] = [w.identifier]
+            _same_status(w.draft, draft)
             return self._new(state, c, at, out, draft, supersedes=w.id)
         return w.id
 
@@ -243,6 +257,7 @@ class Workflow:
             orig = state.warnings.get(w.supersedes)
             if orig is None or orig.state != "issued":
                 raise Refused(f"the warning it replaces ({w.supersedes}) is no longer active")
+            _same_status(orig.draft, w.draft)  # (an edit after the update was drafted, too)
         self._check_references(state, w.draft)
         draft = Draft.model_validate(w.draft)
         sent = at
