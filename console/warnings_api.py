@@ -198,14 +198,15 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         c = core()
         if tenants is None or sender is None or c is None:
             return None
-        if sender == (getattr(config(), "sender", None) or DEFAULT_SENDER):
+        written, sender = sender, str(sender).strip().casefold()  # (one address whatever its case)
+        if sender == (getattr(config(), "sender", None) or DEFAULT_SENDER).casefold():
             return None
         users: set[Any] = set()
         for _ in range(3):  # the stage may change the dicts between our reads
             try:
                 for wid, s, _sent in list(c.state.issued.values()):
                     w = c.state.warnings.get(wid)
-                    if s == sender and w is not None:
+                    if str(s).strip().casefold() == sender and w is not None:
                         users.add(w.draft.get("tenant"))
                 break
             except (RuntimeError, ValueError):
@@ -215,7 +216,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 view,
                 403,
                 "Not allowed",
-                f"sender {sender!r} is another tenant's (their issued warnings carry it)",
+                f"sender {written!r} is another tenant's (their issued warnings carry it)",
                 field="draft.sender",
             )
         return None

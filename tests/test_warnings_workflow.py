@@ -344,3 +344,26 @@ WorkflowMachine.TestCase.settings = settings(
     max_examples=50, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_workflow_machine = WorkflowMachine.TestCase
+
+
+def test_tenants_send_only_as_their_configured_senders() -> None:
+    """A porto operator and approver issued as PROTECAO.CIVIL@CM-GAIA.PT (gaia's address in
+    capitals) or as a gaia address gaia had not used yet, and then gaia could not use it.
+    ``senders:`` in the warnings file binds senders to tenants, ignoring case."""
+    senders = {"porto": ("protecao.civil@cm-porto.pt",), "gaia": ("protecao.civil@cm-gaia.pt",)}
+    d = Driver(WarningsConfig(senders=senders))
+    for tenant, sender, ok in (
+        ("porto", "Protecao.Civil@CM-Porto.pt", True),
+        ("porto", "PROTECAO.CIVIL@CM-GAIA.PT", False),
+        ("porto", "presidente@cm-gaia.pt", False),
+        ("gaia", "protecao.civil@cm-gaia.pt", True),
+        (None, "protecao.civil@cm-gaia.pt", False),
+        (None, "outro@example.pt", True),
+        ("matosinhos", "outro@example.pt", True),
+        ("matosinhos", "protecao.civil@cm-porto.pt", False),
+    ):
+        draft = {**DRAFT, "sender": sender, **({"tenant": tenant} if tenant else {})}
+        r = d.do("draft", "ana", "operator", draft=draft)
+        assert r.ok is ok, (tenant, sender, r)
+        if not ok:
+            assert "sender" in r.error, r

@@ -33,6 +33,11 @@ class WarningsConfig(_Model):
         description="lat_min, lat_max, lon_min, lon_max a drawn polygon must lie in (null: anywhere)",
     )
     approval: Approval = Approval()
+    senders: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="tenant -> the CAP senders its warnings may carry (compared ignoring case); a "
+        "tenant not named may use any sender not named for another tenant",
+    )
     base_url: str = Field(
         "http://localhost:8080",
         description="public URL of the CAP feed and its alert links; unset in the file: the console's "
@@ -42,6 +47,22 @@ class WarningsConfig(_Model):
 
     def catalogue(self) -> Catalogue:
         return Catalogue.load(self.levels, self.areas)
+
+    def sender_problem(self, sender: Any, tenant: Any) -> str | None:
+        """Why a warning of ``tenant`` may not carry ``sender`` (``senders:``), or None: a tenant
+        named there sends only as its own senders, and nobody else sends as them."""
+        if not self.senders or not isinstance(sender, str):
+            return None
+        folded = sender.strip().casefold()
+        own = self.senders.get(tenant) if isinstance(tenant, str) else None
+        if own is not None:
+            if folded not in {s.casefold() for s in own}:
+                return f"tenant {tenant!r} sends as {', '.join(own)} only (senders: in the warnings file)"
+            return None
+        for other, theirs in self.senders.items():
+            if folded in {s.casefold() for s in theirs}:
+                return f"sender {sender!r} is tenant {other!r}'s (senders: in the warnings file)"
+        return None
 
     def model_post_init(self, _: object) -> None:
         bad = [s for s in self.approval.skip_for if s not in ("Exercise", "Test")]

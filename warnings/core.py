@@ -323,6 +323,9 @@ class Workflow:
         except ValidationError as e:
             raise Refused(f"bad draft: {_short(e)}") from None
         found = problems(d, self.catalogue, self.config.region)
+        wrong_sender = self.config.sender_problem(merged.get("sender"), merged.get("tenant"))
+        if wrong_sender:
+            found = [*found, (("sender",), wrong_sender)]
         if found:
             raise Refused(
                 "bad draft: " + "; ".join(f"{'.'.join(map(str, loc)) or 'draft'}: {m}" for loc, m in found)
