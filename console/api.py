@@ -390,6 +390,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     try:
                         row = await asyncio.wait_for(sub.queue.get(), PING_S)
                     except TimeoutError:
+                        row = False
+                    if auth.enabled and identify(request) is None:
+                        # signed out, the session expired, or the token left the users file: the
+                        # stream ends (it went on sending every change to a signed-out board)
+                        await resp.write(_sse("signed-out", {"at": time.time()}))
+                        break
+                    if row is False:
                         await resp.write(_sse("ping", {"at": time.time(), "feed": feed.connected}))
                         continue
                     if row is None:

@@ -420,3 +420,30 @@ def test_sign_in_limits_are_per_client_behind_a_trusted_proxy(make_worker, tmp_p
     assert sign_in("198.51.100.1", "bob") == 429, "this client is limited, whichever user it tries"
     assert sign_in("198.51.100.2", "bob") == 401, "another client behind the same proxy is not"
     assert sign_in("198.51.100.2", "ana", "correct horse") == 429, "and ana's own limit still holds"
+
+
+@pytest.mark.broker
+def test_a_live_stream_ends_when_its_session_does(make_worker, tmp_path):
+    """The identity was checked once, when the board's stream opened: after sign-out (or the
+    session's expiry) the stream went on sending every incident change. It now ends within a
+    heartbeat, saying why, and the board's reconnect then asks for a sign-in."""
+    import time
+
+    w = _console_with_users(make_worker, tmp_path)
+    token = httpx.post(
+        f"{w.url}/api/login", json={"username": "ana", "password": "correct horse"}, timeout=10
+    ).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=30) as client, client.stream("GET", f"{w.url}/api/stream", headers=auth) as s:
+        assert s.status_code == 200
+        lines = s.iter_lines()
+        assert next(lines).startswith("retry:")
+        assert httpx.post(f"{w.url}/api/logout", headers=auth, timeout=5).json() == {"signed_out": True}
+        t0, seen = time.monotonic(), []
+        for line in lines:  # ends when the server closes the stream
+            seen.append(line)
+            assert time.monotonic() - t0 < 20, seen
+        assert "event: signed-out" in seen, seen
+        assert time.monotonic() - t0 < 12, "within a heartbeat or two"
+    r = httpx.get(f"{w.url}/api/stream", headers=auth, timeout=5)
+    assert r.status_code == 401
