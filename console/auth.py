@@ -142,20 +142,37 @@ def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]
     return users
 
 
+#: letters of other scripts drawn like Latin ones (the common Cyrillic and Greek look-alikes)
+_LOOKALIKE = str.maketrans(dict(zip("аеорсухіјѕԁһӏԛԝкοανικρυχϲ", "aeopcyxijsdhlqwkoavikpuxc", strict=True)))
+
+
+def name_skeleton(name: str) -> str:
+    """What a user name looks like: NFKC, case folded, look-alike letters of other scripts
+    as the Latin ones. Two users whose names look alike (``ana``, ``Ana``, ``аna`` with a
+    Cyrillic a, an NFD ``joão``) would read as one person in the audit trail while counting as
+    two for four eyes."""
+    return unicodedata.normalize("NFKC", name).casefold().translate(_LOOKALIKE)
+
+
 def _duplicates(tree: Any, file: str, users: list[User]) -> list[YamlError]:
     """A user name or an API token listed twice: sign-in would take one entry and ``users passwd``
     write another (a new password that never works), a token would act as whichever came first."""
     problems: list[YamlError] = []
     seen: dict[tuple[str, str], int] = {}
     for i, u in enumerate(users):
-        keys = [("actor", u.actor)] + ([("token_sha256", u.token_sha256.lower())] if u.token_sha256 else [])
+        keys = [("actor", name_skeleton(u.actor))]
+        keys += [("token_sha256", u.token_sha256.lower())] if u.token_sha256 else []
         for field, key in keys:
             first = seen.setdefault((field, key), i)
             if first == i:
                 continue
             line, _ = position(tree, ("users", first))
+            twice = users[first].actor == u.actor
             why = (
                 f"user {u.actor!r} is listed twice (first at line {line}): keep one entry per user"
+                if field == "actor" and twice
+                else f"user {u.actor!r} looks like {users[first].actor!r} (line {line}): names that differ only by "
+                "case, accents' encoding or look-alike letters read as one person in the audit trail"
                 if field == "actor"
                 else f"the same token as {users[first].actor!r} (line {line}): give each user a token of their own"
             )

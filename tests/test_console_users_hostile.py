@@ -59,6 +59,45 @@ def test_a_user_listed_twice_is_refused_at_file_line_col(tmp_path: Path) -> None
         Authenticator.from_file(p)
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("ana", "Ana"),
+        ("ana", "ANA"),
+        ("ana", "\u0430na"),  # a Cyrillic a
+        ("pedro", "\u03c1edro"),  # a Greek rho
+        ("jo\u00e3o", "joa\u0303o"),  # the same letters, composed and decomposed
+        ("joao", "\uff4a\uff4f\uff41\uff4f"),  # fullwidth
+    ],
+)
+def test_names_that_look_alike_are_refused(tmp_path: Path, first: str, second: str) -> None:
+    """An approver account "Ana" approved the Actual warning "ana" drafted: four eyes counted two
+    people where the audit trail shows one name."""
+    p = tmp_path / "users.yaml"
+    p.write_text(
+        "users:\n"
+        f"  - {{actor: {first}, role: operator, token_sha256: {TOK}}}\n"
+        f'  - {{actor: "{second}", role: approver, token_sha256: {hashlib.sha256(b"z").hexdigest()}}}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(UsersFileError, match=rf"{p}:3:\d+: users.1.actor: user .* looks like .*\(line 2\)"):
+        load_users(p)
+
+
+def test_different_names_stay_different(tmp_path: Path) -> None:
+    p = tmp_path / "users.yaml"
+    names = ["ana", "anna", "joão", "joao2", "maria", "mário"]
+    p.write_text(
+        "users:\n"
+        + "".join(
+            f"  - {{actor: {n}, role: operator, token_sha256: {hashlib.sha256(n.encode()).hexdigest()}}}\n"
+            for n in names
+        ),
+        encoding="utf-8",
+    )
+    assert [u.actor for u in load_users(p)] == names
+
+
 def test_one_token_for_two_users_is_refused(tmp_path: Path) -> None:
     p = tmp_path / "users.yaml"
     p.write_text(
