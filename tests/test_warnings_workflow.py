@@ -367,3 +367,37 @@ def test_tenants_send_only_as_their_configured_senders() -> None:
         assert r.ok is ok, (tenant, sender, r)
         if not ok:
             assert "sender" in r.error, r
+
+
+def test_tenants_warn_only_for_their_own_areas() -> None:
+    """A tenant's user could draft (and, with its approver, issue) a warning for another tenant's
+    parish: areas were nobody's. ``tenant_areas`` binds geocode prefixes to tenants, and a drawn
+    polygon or circle must lie around the tenant's configured areas. (Two tenants inside Porto
+    here: the configured CAOP areas are Porto's parishes.)"""
+    east, west = ("131202", "131203"), ("131216", "131218")  # Bonfim, Campanhã; Foz, Lordelo
+    d = Driver(WarningsConfig(tenant_areas={"east": east, "west": west, "ghost": ("1399",)}))
+    desc = {"pt-PT": "Zona", "en-GB": "Zone"}
+
+    def parish(code: str) -> dict:
+        return {"desc": desc, "geocodes": {"DICOFRE": [code]}}
+
+    foz = {"desc": desc, "polygon": [[41.150, -8.680], [41.155, -8.675], [41.148, -8.672], [41.150, -8.680]]}
+    campanha_circle = {"desc": desc, "circle": "41.16,-8.57 1"}
+    cases = (
+        ("east", parish("131203"), None),
+        ("east", parish("131216"), "not in tenant 'east'"),
+        ("west", foz, None),
+        ("east", foz, "outside tenant 'east'"),
+        ("east", campanha_circle, None),
+        ("west", campanha_circle, "outside tenant 'west'"),
+        (None, parish("131203"), "in tenant 'east'"),
+        ("north", parish("131210"), None),  # Paranhos: nobody's
+        (None, parish("131210"), None),
+        ("ghost", foz, "no configured areas to draw in"),
+    )
+    for tenant, area, refused in cases:
+        draft = {**DRAFT, "area": area, **({"tenant": tenant} if tenant else {})}
+        r = d.do("draft", "ana", "operator", draft=draft)
+        assert r.ok is (refused is None), (tenant, area, r)
+        if refused:
+            assert refused in r.error and "area" in r.error, r

@@ -38,6 +38,12 @@ class WarningsConfig(_Model):
         description="tenant -> the CAP senders its warnings may carry (compared ignoring case); a "
         "tenant not named may use any sender not named for another tenant",
     )
+    tenant_areas: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="tenant -> the geocode prefixes of its territory (DICOFRE/DICO, e.g. 1312 for "
+        "Porto): its warnings' geocodes start with one, its drawn areas lie in its areas, and nobody "
+        "else's geocodes start with one",
+    )
     base_url: str = Field(
         "http://localhost:8080",
         description="public URL of the CAP feed and its alert links; unset in the file: the console's "
@@ -47,6 +53,54 @@ class WarningsConfig(_Model):
 
     def catalogue(self) -> Catalogue:
         return Catalogue.load(self.levels, self.areas)
+
+    def area_problems(self, draft: Any, tenant: Any, cat: Catalogue) -> list[tuple[tuple[Any, ...], str]]:
+        """(location, message) for each part of ``draft``'s areas outside ``tenant``'s
+        territory (``tenant_areas``): a geocode that starts with none of its prefixes (or, for
+        another tenant's draft, with one of a listed tenant's), a polygon point or circle centre
+        outside the box around the tenant's configured areas (a plausibility bound: drawn areas
+        follow no border exactly)."""
+        from atalaia.warnings.draft import _CIRCLE, geocode_items
+
+        if not self.tenant_areas:
+            return []
+        own = self.tenant_areas.get(tenant) if isinstance(tenant, str) else None
+        others = {t: p for t, p in self.tenant_areas.items() if t != tenant}
+        box = _box(cat, own) if own is not None else None
+        out: list[tuple[tuple[Any, ...], str]] = []
+        for i, a in enumerate(draft.area):
+            at = ("area", i)
+            for key, _kind, j, code in geocode_items(a):
+                if own is not None and not code.startswith(own):
+                    out.append(
+                        (
+                            (*at, "geocodes", key, j),
+                            f"{code} is not in tenant {tenant!r}'s areas ({', '.join(own)}…)",
+                        )
+                    )
+                elif own is None and (t := next((t for t, p in others.items() if code.startswith(p)), None)):
+                    out.append(
+                        ((*at, "geocodes", key, j), f"{code} is in tenant {t!r}'s areas (tenant_areas)")
+                    )
+            if own is None or not (a.polygon or a.circle):
+                continue
+            if box is None:  # (its prefixes name no configured area: nothing to hold a drawing to)
+                what = "polygon" if a.polygon else "circle"
+                out.append(((*at, what), f"tenant {tenant!r} has no configured areas to draw in"))
+                continue
+            lat0, lat1, lon0, lon1 = box
+            drawn = [("polygon", list(poly)) for poly in a.polygon]
+            drawn += [
+                ("circle", [(float(m[1]), float(m[2]))]) for c in a.circle if (m := _CIRCLE.fullmatch(c))
+            ]
+            for what, points in drawn:
+                outside = next(
+                    ((y, x) for y, x in points if not (lat0 <= y <= lat1 and lon0 <= x <= lon1)), None
+                )
+                if outside is not None:
+                    where = f"{outside[0]:g},{outside[1]:g}"
+                    out.append(((*at, what), f"{where} is outside tenant {tenant!r}'s areas"))
+        return out
 
     def sender_problem(self, sender: Any, tenant: Any) -> str | None:
         """Why a warning of ``tenant`` may not carry ``sender`` (``senders:``), or None: a tenant
@@ -94,3 +148,19 @@ def load_config(path: str | Path | None = None, public_url: str | None = None) -
     if public_url and "base_url" not in cfg.model_fields_set:
         update["base_url"] = public_url  # links where people reach this server
     return cfg.model_copy(update=update)
+
+
+def _box(cat: Catalogue, prefixes: tuple[str, ...]) -> tuple[float, float, float, float] | None:
+    """lat_min, lat_max, lon_min, lon_max around the catalogue's areas whose code starts with
+    one of ``prefixes``, 0.01° (about 1 km) wider; None when it has none."""
+    points = [
+        pt
+        for (_, code), area in cat.areas.items()
+        if code.startswith(prefixes)
+        for ring in area.rings
+        for pt in ring
+    ]
+    if not points:
+        return None
+    lats, lons = [p[0] for p in points], [p[1] for p in points]
+    return min(lats) - 0.01, max(lats) + 0.01, min(lons) - 0.01, max(lons) + 0.01

@@ -326,6 +326,7 @@ class Workflow:
         wrong_sender = self.config.sender_problem(merged.get("sender"), merged.get("tenant"))
         if wrong_sender:
             found = [*found, (("sender",), wrong_sender)]
+        found += self.config.area_problems(d, merged.get("tenant"), self.catalogue)
         if found:
             raise Refused(
                 "bad draft: " + "; ".join(f"{'.'.join(map(str, loc)) or 'draft'}: {m}" for loc, m in found)
