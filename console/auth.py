@@ -72,6 +72,10 @@ def actor_problem(name: str) -> str | None:
         return "a user name must not begin or end with spaces"
     if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name):
         return "a user name must not contain control characters (a newline, a tab ...)"
+    from atalaia.streams.lookalike import invisible
+
+    if invisible(name):
+        return "a user name must not contain invisible characters (a joiner, a variation selector ...)"
     return None
 
 
@@ -142,16 +146,13 @@ def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]
     return users
 
 
-#: letters of other scripts drawn like Latin ones (the common Cyrillic and Greek look-alikes)
-_LOOKALIKE = str.maketrans(dict(zip("аеорсухіјѕԁһӏԛԝкοανικρυχϲ", "aeopcyxijsdhlqwkoavikpuxc", strict=True)))
-
-
 def name_skeleton(name: str) -> str:
-    """What a user name looks like: NFKC, case folded, look-alike letters of other scripts
-    as the Latin ones. Two users whose names look alike (``ana``, ``Ana``, ``аna`` with a
-    Cyrillic a, an NFD ``joão``) would read as one person in the audit trail while counting as
-    two for four eyes."""
-    return unicodedata.normalize("NFKC", name).casefold().translate(_LOOKALIKE)
+    """What a user name looks like (``streams.lookalike.skeleton``). Two users whose names look
+    alike (``ana``, ``Ana``, ``аna`` with a Cyrillic a, ``Τiago`` with a Greek Tau, an NFD
+    ``joão``) would read as one person in the audit trail while counting as two for four eyes."""
+    from atalaia.streams.lookalike import skeleton
+
+    return skeleton(name)
 
 
 def _duplicates(tree: Any, file: str, users: list[User]) -> list[YamlError]:

@@ -68,6 +68,10 @@ def test_a_user_listed_twice_is_refused_at_file_line_col(tmp_path: Path) -> None
         ("pedro", "\u03c1edro"),  # a Greek rho
         ("jo\u00e3o", "joa\u0303o"),  # the same letters, composed and decomposed
         ("joao", "\uff4a\uff4f\uff41\uff4f"),  # fullwidth
+        ("Tiago", "\u03a4iago"),  # a Greek capital Tau (it folds to a small tau, drawn otherwise)
+        ("Tiago", "\u0422iago"),  # a Cyrillic capital Te
+        ("Marta", "\u039carta"),  # a Greek capital Mu
+        ("Helena", "\u041delena"),  # a Cyrillic capital En
     ],
 )
 def test_names_that_look_alike_are_refused(tmp_path: Path, first: str, second: str) -> None:
@@ -117,6 +121,8 @@ def test_one_token_for_two_users_is_refused(tmp_path: Path) -> None:
         ('"a\\tb"', "control characters"),
         ("' ana'", "begin or end with spaces"),
         ("x" * 129, "at most 128"),
+        ('"ana\u034f"', "invisible characters"),
+        ('"ana\ufe0f"', "invisible characters"),
     ],
 )
 def test_bad_user_names_are_refused_by_the_loader(tmp_path: Path, actor: str, why: str) -> None:
