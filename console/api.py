@@ -382,6 +382,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 }
             )
             await resp.prepare(request)
+            # a session token is checked again while the stream is open (an API token's user
+            # cannot change: the users file is read at start)
+            header = request.headers.get("Authorization")
+            session, checked = auth.enabled and auth.session(header) is not None, time.monotonic()
             sub = feed.subscribe()
             try:
                 await resp.write(b"retry: 2000\n\n")
@@ -391,11 +395,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                         row = await asyncio.wait_for(sub.queue.get(), PING_S)
                     except TimeoutError:
                         row = False
-                    if auth.enabled and identify(request) is None:
-                        # signed out, the session expired, or the token left the users file: the
-                        # stream ends (it went on sending every change to a signed-out board)
-                        await resp.write(_sse("signed-out", {"at": time.time()}))
-                        break
+                    if session and time.monotonic() - checked >= 1.0:
+                        # signed out, or the session expired: the stream ends (it went on sending
+                        # every change to a signed-out board); a dictionary lookup at most once a
+                        # second, not a walk of the users per event in a storm
+                        checked = time.monotonic()
+                        if auth.session(header) is None:
+                            await resp.write(_sse("signed-out", {"at": time.time()}))
+                            break
                     if row is False:
                         await resp.write(_sse("ping", {"at": time.time(), "feed": feed.connected}))
                         continue
