@@ -673,6 +673,10 @@ def warning_paths() -> dict[str, Any]:
                                 "available": {"type": "boolean"},
                                 "feed": {"type": "string"},
                                 "may_draft": {"type": "boolean"},
+                                "sender": {
+                                    "type": "string",
+                                    "description": "the sender a new draft of this user starts with",
+                                },
                             },
                         ),
                         "the warnings",

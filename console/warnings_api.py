@@ -191,6 +191,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             )
         return None
 
+    def default_sender(tenant: Any) -> str:
+        """The sender a new draft starts with: the tenant's first in ``senders:``, else the
+        configured default (with ``senders:`` on, another tenant's default would be refused)."""
+        cfg = config()
+        own = (getattr(cfg, "senders", None) or {}).get(tenant) if isinstance(tenant, str) else None
+        return own[0] if own else getattr(cfg, "sender", None) or DEFAULT_SENDER
+
     def sender_refused(view: Any, draft: dict[str, Any], tenants: frozenset[str] | None) -> Any:
         """A scoped user may not send as another tenant: a sender that only other tenants' issued
         warnings carry is theirs (the configured default sender is everyone's)."""
@@ -198,15 +205,17 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         c = core()
         if tenants is None or sender is None or c is None:
             return None
-        written, sender = sender, str(sender).strip().casefold()  # (one address whatever its case)
-        if sender == (getattr(config(), "sender", None) or DEFAULT_SENDER).casefold():
+        from atalaia.warnings.config import sender_key
+
+        written, sender = sender, sender_key(str(sender))  # (one address whatever its case)
+        if sender == sender_key(getattr(config(), "sender", None) or DEFAULT_SENDER):
             return None
         users: set[Any] = set()
         for _ in range(3):  # the stage may change the dicts between our reads
             try:
                 for wid, s, _sent in list(c.state.issued.values()):
                     w = c.state.warnings.get(wid)
-                    if str(s).strip().casefold() == sender and w is not None:
+                    if sender_key(str(s)) == sender and w is not None:
                         users.add(w.draft.get("tenant"))
                 break
             except (RuntimeError, ValueError):
@@ -335,6 +344,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     "available": core() is not None,
                     "feed": FEED_PATH,
                     "may_draft": who[1] != "viewer",
+                    "sender": default_sender(sorted(tenants)[0] if tenants and len(tenants) == 1 else None),
                 }
             )
 
@@ -514,7 +524,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 "location": row.get("location"),  # the parish it lies in, when no label names one
                 "alarms": alarms,
             }
-            sender = getattr(config(), "sender", None) or DEFAULT_SENDER
+            tenant = row.get("tenant") or (row.get("correlation") or {}).get("tenant")
+            sender = default_sender(tenant)
             draft = draft_from_incident(event, catalogue(), sender, datetime.now(UTC).replace(microsecond=0))
             overrides = body.get("draft") or {}
             if not isinstance(overrides, dict):

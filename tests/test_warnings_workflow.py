@@ -180,8 +180,18 @@ def test_a_drill_cannot_update_or_cancel_an_actual_warning() -> None:
         r = d.do(action, "ana", "operator", warning=w, draft={"status": status})
         assert not r.ok and "keeps the status" in r.error, r
     u = d.do("update", "ana", "operator", warning=w, draft={"level": "red"}).warning
-    assert d.do("edit", "ana", "operator", warning=u, draft={**DRAFT, "status": "Exercise"}).ok
-    r = d.do("issue", "ana", "operator", warning=u)
+    r = d.do("edit", "ana", "operator", warning=u, draft={**DRAFT, "status": "Exercise"})
+    assert not r.ok and "keeps the status" in r.error, r
+    # nor by a fresh Exercise Cancel that references it, or a drill's Cancel edited to reference it
+    actual = next(c for c in d.caps() if c.status == "Actual")
+    ref = f"{DRAFT['sender']},{actual.identifier},{actual.sent}"
+    fresh = {**DRAFT, "status": "Exercise", "msgType": "Cancel", "references": [ref]}
+    r = d.do("draft", "ana", "operator", draft=fresh)
+    assert not r.ok and "keeps the status" in r.error, r
+    e = d.do("draft", "ana", "operator", draft={**DRAFT, "status": "Exercise"}).warning
+    assert d.do("issue", "ana", "operator", warning=e).ok, "a drill may skip approval"
+    ce = d.do("cancel", "ana", "operator", warning=e, reason="drill over").warning
+    r = d.do("edit", "ana", "operator", warning=ce, draft={"references": [ref]})
     assert not r.ok and "keeps the status" in r.error, r
     assert d.state.warnings[w].state == "issued", "the Actual warning is still out"
     c = d.do("cancel", "ana", "operator", warning=w, reason="river falling").warning
@@ -401,3 +411,42 @@ def test_tenants_warn_only_for_their_own_areas() -> None:
         assert r.ok is (refused is None), (tenant, area, r)
         if refused:
             assert refused in r.error and "area" in r.error, r
+
+
+def test_senders_bindings_hold_against_look_alikes_and_odd_files() -> None:
+    """Review of senders: a look-alike address (a Cyrillic o, a zero-width space, a fullwidth @, a
+    closing dot) passed for another; a file could bind one address to two tenants, or none; a
+    numeric tenant escaped the binding; a draft approved before the binding was issued after it."""
+    senders = {"porto": ("protecao.civil@cm-porto.pt",)}
+    d = Driver(WarningsConfig(senders=senders))
+    for fake in (
+        "protecao.civil@cm-p\u043erto.pt",
+        "protecao.civil@cm-porto.pt\u200b",
+        "protecao.civil\uff20cm-porto.pt",
+        "protecao.civil@cm-porto.pt.",
+    ):
+        r = d.do("draft", "ana", "operator", draft={**DRAFT, "sender": fake, "tenant": "gaia"})
+        assert not r.ok and "porto" in r.error, (fake, r)
+    numeric = Driver(WarningsConfig(senders={"2024": ("x@y.pt",)}))
+    r = numeric.do("draft", "ana", "operator", draft={**DRAFT, "sender": "other@z.pt", "tenant": 2024})
+    assert not r.ok and "sends as x@y.pt only" in r.error, r
+    w = numeric.do("draft", "ana", "operator", draft={**DRAFT, "sender": "x@y.pt", "tenant": 2024}).warning
+    assert numeric.state.warnings[w].draft["tenant"] == "2024", "stored as the tenant it is"
+    for bad, why in (
+        ({"porto": ()}, "at least one sender"),
+        ({"porto": ("Porto <a@b.pt>",)}, "not a CAP sender"),
+        ({"porto": ("a@b.pt",), "gaia": ("A@B.PT",)}, "tenant 'porto''s too"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            WarningsConfig(senders=bad)
+
+    # approved before the binding, issued after it: refused at issue
+    before = Driver()
+    w = before.do("draft", "ana", "operator", draft={**DRAFT, "tenant": "gaia"}).warning
+    before.do("submit", "ana", "operator", warning=w)
+    assert before.do("approve", "rui", "approver", warning=w).ok
+    after = Workflow(WarningsConfig(senders=senders))
+    _state, out = after.step(
+        before.state, {"action": "issue", "actor": "ana", "role": "operator", "warning": w}, T0
+    )
+    assert not out[-1].ok and "porto" in out[-1].error, out[-1]

@@ -252,8 +252,16 @@ def _close(ring: list[tuple[float, float]]) -> Ring:
 
 
 def read_areas(path: Path) -> list[Area]:
-    """DICOFRE (parishes) and DICO (municipalities) of a CAOP GeoJSON FeatureCollection."""
+    """DICOFRE (parishes) and DICO (municipalities) of a CAOP GeoJSON FeatureCollection; a file
+    of another shape is a ValueError naming it (it was an AttributeError's traceback)."""
     doc = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return _read_areas(doc)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"{path}: not a GeoJSON FeatureCollection of CAOP areas ({e})") from None
+
+
+def _read_areas(doc: Any) -> list[Area]:
     out = []
     for feat in doc.get("features", []):
         props: dict[str, Any] = feat.get("properties") or {}

@@ -4,6 +4,7 @@ plausibility box for drawn polygons, and who may skip the second pair of eyes. E
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ class WarningsConfig(_Model):
 
         if not self.tenant_areas:
             return []
-        own = self.tenant_areas.get(tenant) if isinstance(tenant, str) else None
+        tenant = None if tenant is None else str(tenant)
+        own = self.tenant_areas.get(tenant) if tenant is not None else None
         others = {t: p for t, p in self.tenant_areas.items() if t != tenant}
         box = _box(cat, own) if own is not None else None
         out: list[tuple[tuple[Any, ...], str]] = []
@@ -107,21 +109,40 @@ class WarningsConfig(_Model):
         named there sends only as its own senders, and nobody else sends as them."""
         if not self.senders or not isinstance(sender, str):
             return None
-        folded = sender.strip().casefold()
-        own = self.senders.get(tenant) if isinstance(tenant, str) else None
+        key = sender_key(sender)
+        tenant = None if tenant is None else str(tenant)
+        own = self.senders.get(tenant) if tenant is not None else None
         if own is not None:
-            if folded not in {s.casefold() for s in own}:
+            if key not in {sender_key(s) for s in own}:
                 return f"tenant {tenant!r} sends as {', '.join(own)} only (senders: in the warnings file)"
             return None
         for other, theirs in self.senders.items():
-            if folded in {s.casefold() for s in theirs}:
-                return f"sender {sender!r} is tenant {other!r}'s (senders: in the warnings file)"
+            if key in {sender_key(s) for s in theirs}:
+                return f"sender {sender!r} is tenant {other!r}'s, or looks like it (senders: in the warnings file)"
         return None
 
     def model_post_init(self, _: object) -> None:
         bad = [s for s in self.approval.skip_for if s not in ("Exercise", "Test")]
         if bad:
             raise ValueError(f"approval.skip_for: only Exercise and Test may skip approval, not {bad}")
+        owner: dict[str, str] = {}
+        for tenant, senders in self.senders.items():
+            if not senders:
+                raise ValueError(
+                    f"senders.{tenant}: name at least one sender (an empty list sends as nobody)"
+                )
+            for s in senders:
+                if not s or re.search(r"[\s,<&]", s):
+                    raise ValueError(
+                        f"senders.{tenant}: {s!r} is not a CAP sender (no spaces, commas, '<' or '&': "
+                        "the address alone)"
+                    )
+                first = owner.setdefault(sender_key(s), tenant)
+                if first != tenant:
+                    raise ValueError(f"senders.{tenant}: {s!r} is tenant {first!r}'s too (or looks like it)")
+        for tenant, prefixes in self.tenant_areas.items():
+            if not prefixes or any(not p.strip() for p in prefixes):
+                raise ValueError(f"tenant_areas.{tenant}: name at least one geocode prefix, none empty")
 
 
 def load_config(path: str | Path | None = None, public_url: str | None = None) -> WarningsConfig:
@@ -148,6 +169,14 @@ def load_config(path: str | Path | None = None, public_url: str | None = None) -
     if public_url and "base_url" not in cfg.model_fields_set:
         update["base_url"] = public_url  # links where people reach this server
     return cfg.model_copy(update=update)
+
+
+def sender_key(sender: str) -> str:
+    """A CAP sender as it looks (``streams.lookalike``: case, width, look-alike letters and
+    invisible characters do not make another sender; nor does a domain's closing dot)."""
+    from atalaia.streams.lookalike import skeleton
+
+    return skeleton(sender.strip()).rstrip(".")
 
 
 def _box(cat: Catalogue, prefixes: tuple[str, ...]) -> tuple[float, float, float, float] | None:

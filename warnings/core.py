@@ -106,12 +106,17 @@ class Refused(ValueError):
     """A command that may not be applied (the reason is audited and replied)."""
 
 
+def _status(draft: dict[str, Any]) -> str:
+    """A draft's CAP status as the document will carry it (``actual`` is ``Actual``)."""
+    return str(draft.get("status") or "Actual").strip().capitalize()
+
+
 def _same_status(original: dict[str, Any], replacement: dict[str, Any]) -> None:
     """An Update or Cancel keeps the status of the warning it replaces. An Exercise or Test
     message that replaced an Actual warning took it off the public feed, without the second
     person an Actual one needs when drills may skip approval, and locked it against a real
     Update or Cancel."""
-    before, after = original.get("status", "Actual"), replacement.get("status", "Actual")
+    before, after = _status(original), _status(replacement)
     if before != after:
         raise Refused(
             f"an Update or Cancel keeps the status of the warning it replaces ({before}, not {after}): "
@@ -259,6 +264,9 @@ class Workflow:
                 raise Refused(f"the warning it replaces ({w.supersedes}) is no longer active")
             _same_status(orig.draft, w.draft)  # (an edit after the update was drafted, too)
         self._check_references(state, w.draft)
+        found = self._tenancy_problems(Draft.model_validate(w.draft), w.draft)
+        if found:  # (the warnings file may have bound senders or areas since it was drafted)
+            raise Refused("; ".join(f"{'.'.join(map(str, loc))}: {m}" for loc, m in found))
         draft = Draft.model_validate(w.draft)
         sent = at
 
@@ -323,15 +331,22 @@ class Workflow:
         except ValidationError as e:
             raise Refused(f"bad draft: {_short(e)}") from None
         found = problems(d, self.catalogue, self.config.region)
-        wrong_sender = self.config.sender_problem(merged.get("sender"), merged.get("tenant"))
-        if wrong_sender:
-            found = [*found, (("sender",), wrong_sender)]
-        found += self.config.area_problems(d, merged.get("tenant"), self.catalogue)
+        if merged.get("tenant") is not None:  # (as the model reads it: 2024 is the tenant "2024")
+            merged["tenant"] = str(merged["tenant"])
+        found += self._tenancy_problems(d, merged)
         if found:
             raise Refused(
                 "bad draft: " + "; ".join(f"{'.'.join(map(str, loc)) or 'draft'}: {m}" for loc, m in found)
             )
         return orjson.loads(orjson.dumps(merged, default=str))
+
+    def _tenancy_problems(self, d: Draft, data: dict[str, Any]) -> list[Any]:
+        """The draft's sender and areas against the tenant's (``senders:``, ``tenant_areas:``)."""
+        found: list[Any] = []
+        wrong_sender = self.config.sender_problem(data.get("sender"), data.get("tenant"))
+        if wrong_sender:
+            found.append((("sender",), wrong_sender))
+        return found + self.config.area_problems(d, data.get("tenant"), self.catalogue)
 
     def reference_problems(self, state: WarningsState, data: dict[str, Any]) -> list[tuple[str, str]]:
         """(field, message) for each reference of draft ``data`` to an issued warning it may not
@@ -370,6 +385,14 @@ class Workflow:
                 )
                 continue
             if kind in ("Update", "Cancel"):
+                if orig is not None and _status(orig.draft) != _status(data):
+                    out.append(
+                        (
+                            "status",
+                            f"{'an' if kind == 'Update' else 'a'} {kind} keeps the status of the warning it references: "
+                            f"{ident} is {_status(orig.draft)}, not {_status(data)} (draft a new warning for a drill)",
+                        )
+                    )
                 if not isinstance(parsed, str) and parsed[0] != known[1]:
                     out.append((f"references.{i}", f"{ident} was sent by {known[1]}, not {parsed[0]}"))
                 elif sender != known[1]:
