@@ -146,6 +146,13 @@ def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]
     return users
 
 
+def name_skeletons(name: str) -> frozenset[str]:
+    """Every way a user name may be read (``streams.lookalike.skeletons``)."""
+    from atalaia.streams.lookalike import skeletons
+
+    return skeletons(name)
+
+
 def name_skeleton(name: str) -> str:
     """What a user name looks like (``streams.lookalike.skeleton``). Two users whose names look
     alike (``ana``, ``Ana``, ``аna`` with a Cyrillic a, ``Τiago`` with a Greek Tau, an NFD
@@ -161,12 +168,14 @@ def _duplicates(tree: Any, file: str, users: list[User]) -> list[YamlError]:
     problems: list[YamlError] = []
     seen: dict[tuple[str, str], int] = {}
     for i, u in enumerate(users):
-        keys = [("actor", name_skeleton(u.actor))]
+        keys = [("actor", k) for k in sorted(name_skeletons(u.actor))]
         keys += [("token_sha256", u.token_sha256.lower())] if u.token_sha256 else []
+        said: set[str] = set()
         for field, key in keys:
             first = seen.setdefault((field, key), i)
-            if first == i:
+            if first == i or field in said:  # (one line per field: a name has two readings)
                 continue
+            said.add(field)
             line, _ = position(tree, ("users", first))
             twice = users[first].actor == u.actor
             why = (

@@ -524,8 +524,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 "location": row.get("location"),  # the parish it lies in, when no label names one
                 "alarms": alarms,
             }
-            tenant = row.get("tenant") or (row.get("correlation") or {}).get("tenant")
-            sender = default_sender(tenant)
+            tenant = (row.get("correlation") or {}).get("tenant")  # (the draft's, as draft_from_incident)
+            sender = default_sender(None if tenant is None else str(tenant))
             draft = draft_from_incident(event, catalogue(), sender, datetime.now(UTC).replace(microsecond=0))
             overrides = body.get("draft") or {}
             if not isinstance(overrides, dict):

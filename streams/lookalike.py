@@ -46,3 +46,17 @@ def skeleton(text: str) -> str:
     letters of other scripts as the Latin ones, case folded."""
     text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
     return text.translate(_CAPITALS).casefold().translate(_SMALL)
+
+
+def skeletons(text: str) -> frozenset[str]:
+    """Both ways ``text`` may be read: as it looks (:func:`skeleton`) and as its case folds
+    first (``Вера`` and ``вера`` are one name in Cyrillic, though the capital В looks like a
+    Latin B). Two texts that share one are the same to a reader.
+
+    >>> bool(skeletons("Вера") & skeletons("вера")), bool(skeletons("Tiago") & skeletons("Τiago"))
+    (True, True)
+    """
+    text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
+    return frozenset(
+        (text.translate(_CAPITALS).casefold().translate(_SMALL), text.casefold().translate(_SMALL))
+    )

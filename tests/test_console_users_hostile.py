@@ -72,6 +72,10 @@ def test_a_user_listed_twice_is_refused_at_file_line_col(tmp_path: Path) -> None
         ("Tiago", "\u0422iago"),  # a Cyrillic capital Te
         ("Marta", "\u039carta"),  # a Greek capital Mu
         ("Helena", "\u041delena"),  # a Cyrillic capital En
+        (
+            "\u0412\u0435\u0440\u0430",
+            "\u0432\u0435\u0440\u0430",
+        ),  # Вера, вера: one Cyrillic name in two cases
     ],
 )
 def test_names_that_look_alike_are_refused(tmp_path: Path, first: str, second: str) -> None:

@@ -192,7 +192,11 @@ def test_a_drill_cannot_update_or_cancel_an_actual_warning() -> None:
     assert d.do("issue", "ana", "operator", warning=e).ok, "a drill may skip approval"
     ce = d.do("cancel", "ana", "operator", warning=e, reason="drill over").warning
     r = d.do("edit", "ana", "operator", warning=ce, draft={"references": [ref]})
-    assert not r.ok and "keeps the status" in r.error, r
+    assert not r.ok and "keeps its references" in r.error, r
+    for spelling in ({"msgType": "cancel"}, {"msgType": " CANCEL"}, {"msg_type": "Cancel"}):
+        odd = {**DRAFT, "status": "Exercise", "references": [ref], **spelling}
+        r = d.do("draft", "ana", "operator", draft=odd)
+        assert not r.ok and "keeps the status" in r.error, (spelling, r)
     assert d.state.warnings[w].state == "issued", "the Actual warning is still out"
     c = d.do("cancel", "ana", "operator", warning=w, reason="river falling").warning
     assert not d.do("issue", "ana", "operator", warning=c).ok, "a real Cancel needs its approval"
@@ -450,3 +454,53 @@ def test_senders_bindings_hold_against_look_alikes_and_odd_files() -> None:
         before.state, {"action": "issue", "actor": "ana", "role": "operator", "warning": w}, T0
     )
     assert not out[-1].ok and "porto" in out[-1].error, out[-1]
+
+
+def test_tenant_areas_hold_against_wide_drawings_and_coarse_codes_but_never_block_a_cancel() -> None:
+    """Review of tenant_areas: a 300 km circle centred inside the box passed; a municipality's
+    code (DICO 1312) covering another tenant's parishes passed; overlapping or malformed
+    prefixes were accepted; and bindings added after a warning was issued refused its Cancel,
+    leaving a public warning that could not be withdrawn."""
+    east, west = ("131202", "131203"), ("131216", "131218")
+    d = Driver(WarningsConfig(tenant_areas={"east": east, "west": west}))
+    desc = {"pt-PT": "Zona", "en-GB": "Zone"}
+    for tenant, area, refused in (
+        ("east", {"desc": desc, "circle": "41.16,-8.57 300"}, "outside tenant 'east'"),
+        ("east", {"desc": desc, "circle": "41.16,-8.57 0.5"}, None),
+        (None, {"desc": desc, "geocodes": {"DICO": ["1312"]}}, "in tenant 'east'"),
+    ):
+        r = d.do(
+            "draft",
+            "ana",
+            "operator",
+            draft={**DRAFT, "area": area, **({"tenant": tenant} if tenant else {})},
+        )
+        assert r.ok is (refused is None), (tenant, area, r)
+        assert refused is None or refused in r.error, r
+    for bad, why in (
+        ({"porto": ("1312",), "bonfim": ("131202",)}, "overlaps"),
+        ({"porto": (" 1312",)}, "not a geocode prefix"),
+        ({"porto": ()}, "at least one geocode prefix"),
+        ({"None": ("1312",)}, "not a tenant's name"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            WarningsConfig(tenant_areas=bad)
+
+    # issued before the bindings; its Cancel is still possible after them (Actual: with approval)
+    before = Driver()
+    w = before.issued({**DRAFT, "tenant": "gaia"})  # Campanhã, porto's sender
+    after = Driver(WarningsConfig(tenant_areas={"east": east}, senders={"gaia": ("pc@cm-gaia.pt",)}))
+    after.state = before.state
+    c = after.do("cancel", "ana", "operator", warning=w, reason="over").warning
+    assert c is not None and after.state.warnings[c].state == "draft", after.outputs[-1]
+    after.do("submit", "ana", "operator", warning=c)
+    assert after.do("approve", "rui", "approver", warning=c).ok
+    assert after.do("issue", "ana", "operator", warning=c).ok
+    assert after.state.warnings[w].state == "cancelled"
+    # an Update is a new message: it is held to the bindings
+    u = Driver()
+    w2 = u.issued({**DRAFT, "tenant": "gaia"})
+    later = Driver(WarningsConfig(tenant_areas={"east": east}))
+    later.state = u.state
+    r = later.do("update", "ana", "operator", warning=w2, draft={"level": "red"})
+    assert not r.ok and "east" in r.error, r

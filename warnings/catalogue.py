@@ -254,10 +254,9 @@ def _close(ring: list[tuple[float, float]]) -> Ring:
 def read_areas(path: Path) -> list[Area]:
     """DICOFRE (parishes) and DICO (municipalities) of a CAOP GeoJSON FeatureCollection; a file
     of another shape is a ValueError naming it (it was an AttributeError's traceback)."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
     try:
-        return _read_areas(doc)
-    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
+        return _read_areas(json.loads(path.read_text(encoding="utf-8")))
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:  # (bad JSON, bad UTF-8 too)
         raise ValueError(f"{path}: not a GeoJSON FeatureCollection of CAOP areas ({e})") from None
 
 

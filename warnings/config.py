@@ -4,6 +4,7 @@ plausibility box for drawn polygons, and who may skip the second pair of eyes. E
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ class WarningsConfig(_Model):
                             f"{code} is not in tenant {tenant!r}'s areas ({', '.join(own)}…)",
                         )
                     )
-                elif own is None and (t := next((t for t, p in others.items() if code.startswith(p)), None)):
+                elif own is None and (t := _claimed(code, others)):
                     out.append(
                         ((*at, "geocodes", key, j), f"{code} is in tenant {t!r}'s areas (tenant_areas)")
                     )
@@ -92,9 +93,18 @@ class WarningsConfig(_Model):
                 continue
             lat0, lat1, lon0, lon1 = box
             drawn = [("polygon", list(poly)) for poly in a.polygon]
-            drawn += [
-                ("circle", [(float(m[1]), float(m[2]))]) for c in a.circle if (m := _CIRCLE.fullmatch(c))
-            ]
+            for c in a.circle:  # its centre and its reach north, south, east and west
+                if m := _CIRCLE.fullmatch(c):
+                    lat, lon, km = float(m[1]), float(m[2]), float(m[3])
+                    dlat, dlon = km / 111.2, km / (111.2 * max(0.01, math.cos(math.radians(lat))))
+                    reach = [
+                        (lat, lon),
+                        (lat + dlat, lon),
+                        (lat - dlat, lon),
+                        (lat, lon + dlon),
+                        (lat, lon - dlon),
+                    ]
+                    drawn.append(("circle", reach))
             for what, points in drawn:
                 outside = next(
                     ((y, x) for y, x in points if not (lat0 <= y <= lat1 and lon0 <= x <= lon1)), None
@@ -140,9 +150,27 @@ class WarningsConfig(_Model):
                 first = owner.setdefault(sender_key(s), tenant)
                 if first != tenant:
                     raise ValueError(f"senders.{tenant}: {s!r} is tenant {first!r}'s too (or looks like it)")
+        claimed: dict[str, str] = {}
         for tenant, prefixes in self.tenant_areas.items():
-            if not prefixes or any(not p.strip() for p in prefixes):
-                raise ValueError(f"tenant_areas.{tenant}: name at least one geocode prefix, none empty")
+            if not tenant.strip() or tenant == "None":
+                raise ValueError(f"tenant_areas: {tenant!r} is not a tenant's name")
+            if not prefixes:
+                raise ValueError(f"tenant_areas.{tenant}: name at least one geocode prefix")
+            for p in prefixes:
+                if not re.fullmatch(r"[0-9]{1,6}|PT[0-9A-Z]{1,3}", p):
+                    raise ValueError(
+                        f"tenant_areas.{tenant}: {p!r} is not a geocode prefix (DICOFRE/DICO digits, "
+                        "e.g. 1312, or an EMMA_ID like PT11A)"
+                    )
+                for q, other in claimed.items():
+                    if other != tenant and (p.startswith(q) or q.startswith(p)):
+                        raise ValueError(
+                            f"tenant_areas.{tenant}: {p!r} overlaps tenant {other!r}'s {q!r}: an area is one tenant's"
+                        )
+                claimed[p] = tenant
+        for tenant in self.senders:
+            if not tenant.strip() or tenant == "None":
+                raise ValueError(f"senders: {tenant!r} is not a tenant's name")
 
 
 def load_config(path: str | Path | None = None, public_url: str | None = None) -> WarningsConfig:
@@ -169,6 +197,15 @@ def load_config(path: str | Path | None = None, public_url: str | None = None) -
     if public_url and "base_url" not in cfg.model_fields_set:
         update["base_url"] = public_url  # links where people reach this server
     return cfg.model_copy(update=update)
+
+
+def _claimed(code: str, tenants: dict[str, tuple[str, ...]]) -> str | None:
+    """The tenant whose territory ``code`` names or covers: one of its prefixes starts ``code``
+    (a parish of it), or ``code`` starts one of them (a municipality holding its parishes)."""
+    for tenant, prefixes in tenants.items():
+        if any(code.startswith(p) or p.startswith(code) for p in prefixes):
+            return tenant
+    return None
 
 
 def sender_key(sender: str) -> str:

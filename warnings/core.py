@@ -111,6 +111,13 @@ def _status(draft: dict[str, Any]) -> str:
     return str(draft.get("status") or "Actual").strip().capitalize()
 
 
+def _kind(draft: dict[str, Any]) -> str:
+    """A draft's CAP msgType as the document will carry it (``msgType`` or ``msg_type``, any
+    case: the model reads them all, so every rule on the kind must too)."""
+    raw = draft.get("msgType", draft.get("msg_type")) or "Alert"
+    return str(raw).strip().capitalize()
+
+
 def _same_status(original: dict[str, Any], replacement: dict[str, Any]) -> None:
     """An Update or Cancel keeps the status of the warning it replaces. An Exercise or Test
     message that replaced an Actual warning took it off the public feed, without the second
@@ -192,7 +199,13 @@ class Workflow:
             raise Refused(f"no warning {c.warning!r}")
         if c.action == "edit":
             self._need(w, c, ("draft", "submitted", "approved", "rejected"))
-            draft = self._check(c.draft or {}, keep=w.draft)
+            draft = self._check(c.draft or {}, keep=w.draft, withdraws=w.supersedes is not None)
+            if w.supersedes and (
+                draft.get("references") != w.draft.get("references") or _kind(draft) != _kind(w.draft)
+            ):
+                raise Refused(
+                    "an Update or Cancel keeps its references and its kind: draft a new warning instead"
+                )
             self._check_references(state, draft)
             w.draft = draft
             if c.actor not in w.authors:
@@ -201,7 +214,7 @@ class Workflow:
             self._change(w, "draft", "edited", c, at, out)
         elif c.action == "submit":
             self._need(w, c, ("draft",))
-            self._check(w.draft)
+            self._check(w.draft, withdraws=w.supersedes is not None)
             if w.audit and w.audit[0].role == "system" and c.actor not in w.authors:
                 w.authors.append(c.actor)  # a proposal (propose_warning) is the submitter's: four eyes hold
             self._change(w, "submitted", "submitted", c, at, out)
@@ -242,7 +255,7 @@ class Workflow:
             data = {**data, "incident": c.incident}
         if c.tenant and "tenant" not in data:
             data = {**data, "tenant": c.tenant}
-        draft = self._check(data)
+        draft = self._check(data, withdraws=supersedes is not None)
         self._check_references(state, draft)
         wid = "W-" + hashlib.blake2b(c.id.encode(), digest_size=8).hexdigest()
         if wid in state.warnings:
@@ -255,8 +268,7 @@ class Workflow:
     def _issue(
         self, state: WarningsState, w: Warning, c: WarningCommand, at: datetime, out: list[WarningRecord]
     ) -> None:
-        status = w.draft.get("status", "Actual")
-        skip = status in self.config.approval.skip_for
+        skip = _status(w.draft) in self.config.approval.skip_for
         self._need(w, c, ("approved",) if not skip else ("draft", "submitted", "approved"))
         if w.supersedes:
             orig = state.warnings.get(w.supersedes)
@@ -264,7 +276,7 @@ class Workflow:
                 raise Refused(f"the warning it replaces ({w.supersedes}) is no longer active")
             _same_status(orig.draft, w.draft)  # (an edit after the update was drafted, too)
         self._check_references(state, w.draft)
-        found = self._tenancy_problems(Draft.model_validate(w.draft), w.draft)
+        found = self._tenancy_problems(Draft.model_validate(w.draft), w.draft, w.supersedes is not None)
         if found:  # (the warnings file may have bound senders or areas since it was drafted)
             raise Refused("; ".join(f"{'.'.join(map(str, loc))}: {m}" for loc, m in found))
         draft = Draft.model_validate(w.draft)
@@ -323,7 +335,9 @@ class Workflow:
         return out
 
     # ------------------------------------------------------------------ helpers
-    def _check(self, data: dict[str, Any], keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _check(
+        self, data: dict[str, Any], keep: dict[str, Any] | None = None, withdraws: bool = False
+    ) -> dict[str, Any]:
         """The draft's fields if they make a valid draft; Refused naming the fields otherwise."""
         merged = {**(keep or {}), **data}
         try:
@@ -333,15 +347,20 @@ class Workflow:
         found = problems(d, self.catalogue, self.config.region)
         if merged.get("tenant") is not None:  # (as the model reads it: 2024 is the tenant "2024")
             merged["tenant"] = str(merged["tenant"])
-        found += self._tenancy_problems(d, merged)
+        found += self._tenancy_problems(d, merged, withdraws)
         if found:
             raise Refused(
                 "bad draft: " + "; ".join(f"{'.'.join(map(str, loc)) or 'draft'}: {m}" for loc, m in found)
             )
         return orjson.loads(orjson.dumps(merged, default=str))
 
-    def _tenancy_problems(self, d: Draft, data: dict[str, Any]) -> list[Any]:
-        """The draft's sender and areas against the tenant's (``senders:``, ``tenant_areas:``)."""
+    def _tenancy_problems(self, d: Draft, data: dict[str, Any], withdraws: bool = False) -> list[Any]:
+        """The draft's sender and areas against the tenant's (``senders:``, ``tenant_areas:``).
+        Not for the Cancel of a warning issued here (``withdraws``): it keeps that warning's
+        tenant and sender (the reference rules), and bindings made since must never keep a
+        public warning from being withdrawn."""
+        if withdraws and d.msg_type == "Cancel":
+            return []
         found: list[Any] = []
         wrong_sender = self.config.sender_problem(data.get("sender"), data.get("tenant"))
         if wrong_sender:
@@ -362,7 +381,7 @@ class Workflow:
             return []
         tenant = _text_or_none(data.get("tenant"))
         sender = _text_or_none(data.get("sender"))
-        kind = data.get("msgType", "Alert")
+        kind, status = _kind(data), _status(data)  # (as the document will carry them: any spelling)
         out: list[tuple[str, str]] = []
         for i, raw in enumerate(refs):
             try:
@@ -385,12 +404,12 @@ class Workflow:
                 )
                 continue
             if kind in ("Update", "Cancel"):
-                if orig is not None and _status(orig.draft) != _status(data):
+                if orig is not None and _status(orig.draft) != status:
                     out.append(
                         (
                             "status",
                             f"{'an' if kind == 'Update' else 'a'} {kind} keeps the status of the warning it references: "
-                            f"{ident} is {_status(orig.draft)}, not {_status(data)} (draft a new warning for a drill)",
+                            f"{ident} is {_status(orig.draft)}, not {status} (draft a new warning for a drill)",
                         )
                     )
                 if not isinstance(parsed, str) and parsed[0] != known[1]:
