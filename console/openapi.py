@@ -677,6 +677,10 @@ def warning_paths() -> dict[str, Any]:
                                     "type": "string",
                                     "description": "the sender a new draft of this user starts with",
                                 },
+                                "area": {
+                                    "type": ["object", "null"],
+                                    "description": "the area a new draft of this user starts with",
+                                },
                             },
                         ),
                         "the warnings",

@@ -198,6 +198,18 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         own = (getattr(cfg, "senders", None) or {}).get(tenant) if isinstance(tenant, str) else None
         return own[0] if own else getattr(cfg, "sender", None) or DEFAULT_SENDER
 
+    def default_area(tenant: str | None) -> dict[str, Any] | None:
+        """The area a new draft of the warnings page starts with: a parish of the tenant's
+        territory (``tenant_areas:``), else the first configured parish (the operator edits it)."""
+        try:
+            codes = catalogue().codes("DICOFRE")
+        except Exception:  # (the warnings stage reports a broken catalogue)
+            return None
+        own = (getattr(config(), "tenant_areas", None) or {}).get(tenant) if tenant else None
+        if own:
+            codes = [c for c in codes if c.startswith(tuple(own))]
+        return {"geocodes": {"DICOFRE": codes[:1]}} if codes else None
+
     def sender_refused(view: Any, draft: dict[str, Any], tenants: frozenset[str] | None) -> Any:
         """A scoped user may not send as another tenant: a sender that only other tenants' issued
         warnings carry is theirs (the configured default sender is everyone's)."""
@@ -345,6 +357,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     "feed": FEED_PATH,
                     "may_draft": who[1] != "viewer",
                     "sender": default_sender(sorted(tenants)[0] if tenants and len(tenants) == 1 else None),
+                    "area": default_area(sorted(tenants)[0] if tenants and len(tenants) == 1 else None),
                 }
             )
 

@@ -52,10 +52,17 @@ def test_a_scoped_user_sees_and_makes_only_their_tenants_silences_and_warnings(m
         f"  - {{actor: gil, role: supervisor, token_sha256: {sha('gaia-op')}, tenants: [gaia]}}\n"
         f"  - {{actor: rui, role: supervisor, token_sha256: {sha('boss')}}}\n"
     )
-    stages = ("incidents", "projection", "warnings")
-    w = make_worker("--stages", ",".join(stages), extra_env={"ATALAIA_CONSOLE_USERS": str(users)}).start(
-        stages
+    from atalaia.streams.settings import CONFIG_DIR
+
+    bound = tmp_path / "warnings.yaml"  # senders and territory bound to the tenants
+    bound.write_text(
+        f"levels: {CONFIG_DIR / 'levels.yaml'}\nareas: [{CONFIG_DIR / 'geo' / 'porto.geojson'}]\n"
+        "senders: {porto: [pc@cm-porto.pt], gaia: [pc@cm-gaia.pt]}\n"
+        "tenant_areas: {porto: ['1312'], gaia: ['1317']}\n"
     )
+    stages = ("incidents", "projection", "warnings")
+    env = {"ATALAIA_CONSOLE_USERS": str(users), "ATALAIA_WARNINGS_PATH": str(bound)}
+    w = make_worker("--stages", ",".join(stages), extra_env=env).start(stages)
     url = f"{w.url}/api/silences"
     body = {"matchers": ['rule="river-level-high"'], "comment": "gauge swap", "duration": "1h"}
     r = httpx.post(url, json=body, headers=bearer("porto-op"), timeout=15)
@@ -98,6 +105,11 @@ def test_a_scoped_user_sees_and_makes_only_their_tenants_silences_and_warnings(m
         "area": {"geocodes": {"DICOFRE": ["131203"]}},
     }
     wurl = f"{w.url}/api/warnings"
+    # the warnings page starts a new draft with the user's tenant's sender and one of its parishes
+    start = httpx.get(wurl, headers=bearer("porto-op"), timeout=5).json()
+    assert start["sender"] == "pc@cm-porto.pt" and start["area"]["geocodes"]["DICOFRE"][0].startswith("1312")
+    start = httpx.get(wurl, headers=bearer("gaia-op"), timeout=5).json()
+    assert start["sender"] == "pc@cm-gaia.pt" and start["area"] is None, start  # (no gaia parish configured)
     r = httpx.post(wurl, json={"draft": draft}, headers=bearer("porto-op"), timeout=15)
     assert r.status_code == 201, r.text
     r = httpx.post(wurl, json={"draft": {**draft, "tenant": "gaia"}}, headers=bearer("porto-op"), timeout=15)
