@@ -504,3 +504,10 @@ def test_tenant_areas_hold_against_wide_drawings_and_coarse_codes_but_never_bloc
     later.state = u.state
     r = later.do("update", "ana", "operator", warning=w2, draft={"level": "red"})
     assert not r.ok and "east" in r.error, r
+
+
+def test_a_draft_is_kept_with_its_kind_and_status_as_the_document_carries_them() -> None:
+    d = Driver()
+    w = d.do("draft", "ana", "operator", draft={**DRAFT, "status": " exercise", "msg_type": "alert"}).warning
+    kept = d.state.warnings[w].draft
+    assert (kept["status"], kept["msgType"], "msg_type" in kept) == ("Exercise", "Alert", False)

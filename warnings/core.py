@@ -347,6 +347,10 @@ class Workflow:
         found = problems(d, self.catalogue, self.config.region)
         if merged.get("tenant") is not None:  # (as the model reads it: 2024 is the tenant "2024")
             merged["tenant"] = str(merged["tenant"])
+        # kept as the document will carry them, so no later rule meets another spelling
+        # (" cancel", msg_type: a rule that read the raw field was passed by one)
+        merged.pop("msg_type", None)
+        merged["msgType"], merged["status"] = d.msg_type, d.status
         found += self._tenancy_problems(d, merged, withdraws)
         if found:
             raise Refused(
