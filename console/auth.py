@@ -147,19 +147,12 @@ def load_users(path: str | Path, limits: YamlLimits | None = None) -> list[User]
 
 
 def name_skeletons(name: str) -> frozenset[str]:
-    """Every way a user name may be read (``streams.lookalike.skeletons``)."""
+    """Every way a user name may be read (``streams.lookalike.skeletons``). Two users whose
+    names look alike (``ana``, ``Ana``, ``аna`` with a Cyrillic a, ``Τiago`` with a Greek Tau, an
+    NFD ``joão``) would read as one person in the audit trail while counting as two for four eyes."""
     from atalaia.streams.lookalike import skeletons
 
     return skeletons(name)
-
-
-def name_skeleton(name: str) -> str:
-    """What a user name looks like (``streams.lookalike.skeleton``). Two users whose names look
-    alike (``ana``, ``Ana``, ``аna`` with a Cyrillic a, ``Τiago`` with a Greek Tau, an NFD
-    ``joão``) would read as one person in the audit trail while counting as two for four eyes."""
-    from atalaia.streams.lookalike import skeleton
-
-    return skeleton(name)
 
 
 def _duplicates(tree: Any, file: str, users: list[User]) -> list[YamlError]:

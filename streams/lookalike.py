@@ -41,11 +41,14 @@ def invisible(text: str) -> bool:
     return _INVISIBLE.search(text) is not None
 
 
+def _visible(text: str) -> str:
+    return unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
+
+
 def skeleton(text: str) -> str:
     """``text`` as it looks: invisible characters dropped, NFKC, look-alike capitals and small
     letters of other scripts as the Latin ones, case folded."""
-    text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
-    return text.translate(_CAPITALS).casefold().translate(_SMALL)
+    return _visible(text).translate(_CAPITALS).casefold().translate(_SMALL)
 
 
 def skeletons(text: str) -> frozenset[str]:
@@ -56,7 +59,4 @@ def skeletons(text: str) -> frozenset[str]:
     >>> bool(skeletons("Вера") & skeletons("вера")), bool(skeletons("Tiago") & skeletons("Τiago"))
     (True, True)
     """
-    text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
-    return frozenset(
-        (text.translate(_CAPITALS).casefold().translate(_SMALL), text.casefold().translate(_SMALL))
-    )
+    return frozenset((skeleton(text), _visible(text).casefold().translate(_SMALL)))

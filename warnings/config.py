@@ -135,6 +135,9 @@ class WarningsConfig(_Model):
         bad = [s for s in self.approval.skip_for if s not in ("Exercise", "Test")]
         if bad:
             raise ValueError(f"approval.skip_for: only Exercise and Test may skip approval, not {bad}")
+        for tenant in (*self.senders, *self.tenant_areas):
+            if not tenant.strip() or tenant == "None":
+                raise ValueError(f"{tenant!r} is not a tenant's name (senders:, tenant_areas:)")
         owner: dict[str, str] = {}
         for tenant, senders in self.senders.items():
             if not senders:
@@ -152,8 +155,6 @@ class WarningsConfig(_Model):
                     raise ValueError(f"senders.{tenant}: {s!r} is tenant {first!r}'s too (or looks like it)")
         claimed: dict[str, str] = {}
         for tenant, prefixes in self.tenant_areas.items():
-            if not tenant.strip() or tenant == "None":
-                raise ValueError(f"tenant_areas: {tenant!r} is not a tenant's name")
             if not prefixes:
                 raise ValueError(f"tenant_areas.{tenant}: name at least one geocode prefix")
             for p in prefixes:
@@ -168,9 +169,6 @@ class WarningsConfig(_Model):
                             f"tenant_areas.{tenant}: {p!r} overlaps tenant {other!r}'s {q!r}: an area is one tenant's"
                         )
                 claimed[p] = tenant
-        for tenant in self.senders:
-            if not tenant.strip() or tenant == "None":
-                raise ValueError(f"senders: {tenant!r} is not a tenant's name")
 
 
 def load_config(path: str | Path | None = None, public_url: str | None = None) -> WarningsConfig:

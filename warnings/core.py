@@ -118,19 +118,6 @@ def _kind(draft: dict[str, Any]) -> str:
     return str(raw).strip().capitalize()
 
 
-def _same_status(original: dict[str, Any], replacement: dict[str, Any]) -> None:
-    """An Update or Cancel keeps the status of the warning it replaces. An Exercise or Test
-    message that replaced an Actual warning took it off the public feed, without the second
-    person an Actual one needs when drills may skip approval, and locked it against a real
-    Update or Cancel."""
-    before, after = _status(original), _status(replacement)
-    if before != after:
-        raise Refused(
-            f"an Update or Cancel keeps the status of the warning it replaces ({before}, not {after}): "
-            "draft a new warning for a drill or a test"
-        )
-
-
 def _t(now: datetime | str) -> datetime:
     return cap_time(now)
 
@@ -237,8 +224,7 @@ class Workflow:
             self._need(w, c, ("issued",))
             base = {k: v for k, v in w.draft.items() if k not in ("identifier", "sent")}
             draft = {**base, **(c.draft or {}), "msgType": "Update" if c.action == "update" else "Cancel"}
-            draft["references"] = [w.identifier]
-            _same_status(w.draft, draft)
+            draft["references"] = [w.identifier]  # (the reference rules hold it to w's status)
             return self._new(state, c, at, out, draft, supersedes=w.id)
         return w.id
 
@@ -274,12 +260,11 @@ class Workflow:
             orig = state.warnings.get(w.supersedes)
             if orig is None or orig.state != "issued":
                 raise Refused(f"the warning it replaces ({w.supersedes}) is no longer active")
-            _same_status(orig.draft, w.draft)  # (an edit after the update was drafted, too)
-        self._check_references(state, w.draft)
-        found = self._tenancy_problems(Draft.model_validate(w.draft), w.draft, w.supersedes is not None)
+        self._check_references(state, w.draft)  # (an Update or Cancel keeps w's status: here too)
+        draft = Draft.model_validate(w.draft)
+        found = self._tenancy_problems(draft, w.draft, w.supersedes is not None)
         if found:  # (the warnings file may have bound senders or areas since it was drafted)
             raise Refused("; ".join(f"{'.'.join(map(str, loc))}: {m}" for loc, m in found))
-        draft = Draft.model_validate(w.draft)
         sent = at
 
         def resolve(identifier: str) -> Reference | None:
