@@ -472,7 +472,8 @@ def test_cli_is_registered() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["cap", "catalogue", "core", "draft", "feed", "from_incident", "loader", "records", "stage"]
+    "module",
+    ["cap", "catalogue", "core", "draft", "feed", "from_incident", "loader", "records", "stage", "territory"],
 )
 def test_docstring_examples(module: str) -> None:
     import doctest

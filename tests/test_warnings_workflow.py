@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -504,6 +505,68 @@ def test_tenant_areas_hold_against_wide_drawings_and_coarse_codes_but_never_bloc
     later.state = u.state
     r = later.do("update", "ana", "operator", warning=w2, draft={"level": "red"})
     assert not r.ok and "east" in r.error, r
+
+
+def test_drawn_areas_are_held_to_the_tenants_border_not_a_box_around_it() -> None:
+    """tenant_areas held a drawing to the box around the tenant's parishes: east (Bonfim and
+    Campanhã) could draw over Paranhos, nobody's, 1.5 km beyond its border but inside the box; and
+    a tenant not listed could draw over a listed tenant's parishes. Now a drawing reaches at most
+    1 km beyond its tenant's areas, and nobody else's reaches more than 1 km into them."""
+    east, west = ("131202", "131203"), ("131216", "131218")
+    d = Driver(WarningsConfig(tenant_areas={"east": east, "west": west}))
+    desc = {"pt-PT": "Zona", "en-GB": "Zone"}
+
+    def square(lat0: float, lon0: float, lat1: float, lon1: float) -> dict:
+        ring = [[lat0, lon0], [lat1, lon0], [lat1, lon1], [lat0, lon1], [lat0, lon0]]
+        return {"desc": desc, "polygon": ring}
+
+    paranhos_north = square(41.175, -8.613, 41.181, -8.607)  # in east's box, > 1 km from east
+    along_east = square(41.165, -8.596, 41.169, -8.590)  # astride east's border, < 1 km beyond
+    in_campanha = square(41.155, -8.578, 41.158, -8.574)
+    around_east = square(41.13, -8.62, 41.19, -8.54)  # its edge touches nobody; it covers east
+    for tenant, area, refused in (
+        ("east", paranhos_north, "outside tenant 'east'"),
+        ("east", along_east, None),
+        ("east", in_campanha, None),
+        ("north", paranhos_north, None),  # not listed: nobody's parish is fine
+        ("north", along_east, None),  # reaches less than 1 km into east
+        ("north", in_campanha, "covers tenant 'east'"),
+        (None, in_campanha, "covers tenant 'east'"),
+        ("north", around_east, "covers tenant 'east'"),
+        ("north", {"desc": desc, "circle": "41.16,-8.57 1.5"}, "covers tenant 'east'"),
+        ("north", {"desc": desc, "circle": "41.183,-8.61 0.3"}, None),
+        ("west", in_campanha, "outside tenant 'west'"),
+    ):
+        r = d.do(
+            "draft",
+            "ana",
+            "operator",
+            draft={**DRAFT, "area": area, **({"tenant": tenant} if tenant else {})},
+        )
+        assert r.ok is (refused is None), (tenant, area, r)
+        if refused:
+            assert refused in r.error and "area" in r.error, r
+
+
+def test_a_tenants_territory_measures_reach_in_km_on_any_shape() -> None:
+    """The territory's reach is a distance: positive outside, negative inside, the same for a point
+    whatever shape it was sampled from; outlines are sampled every 250 m."""
+    from atalaia.warnings.catalogue import Catalogue
+    from atalaia.warnings.territory import STEP_KM, Shape, outline, territory
+
+    cat = Catalogue.load()
+    t = territory(cat, ("131203",))
+    assert t is not None
+    assert t.reach_km(np.array([[41.158, -8.576]]))[0] < -0.5  # Campanhã's middle
+    assert 0.9 < t.reach_km(np.array([[41.158, -8.5526 + 0.012]]))[0] < 1.1  # 1 km east of its edge
+    edge = outline([(41.15, -8.60), (41.16, -8.60)])  # 1.112 km: 5 steps
+    assert len(edge) == 6 and np.allclose(np.diff(edge[:, 0]) * 111.2, 1.112 / 5)
+    circle = Shape(centre=(41.16, -8.57), km=2.0)
+    ring = circle.outline()[1:]
+    dist = np.hypot((ring[:, 0] - 41.16) * 111.2, (ring[:, 1] + 8.57) * 111.2 * np.cos(np.radians(41.16)))
+    assert np.allclose(dist, 2.0) and np.max(np.hypot(*np.diff(ring, axis=0).T)) * 111.2 <= 2 * STEP_KM
+    # a municipality's outline counts only where none of its parishes is configured
+    assert territory(cat, ("1312",)).reach_km(np.array([[41.158, -8.576]]))[0] < 0
 
 
 def test_a_draft_is_kept_with_its_kind_and_status_as_the_document_carries_them() -> None:

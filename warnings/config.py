@@ -4,7 +4,6 @@ plausibility box for drawn polygons, and who may skip the second pair of eyes. E
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -59,17 +58,20 @@ class WarningsConfig(_Model):
     def area_problems(self, draft: Any, tenant: Any, cat: Catalogue) -> list[tuple[tuple[Any, ...], str]]:
         """(location, message) for each part of ``draft``'s areas outside ``tenant``'s
         territory (``tenant_areas``): a geocode that starts with none of its prefixes (or, for
-        another tenant's draft, with one of a listed tenant's), a polygon point or circle centre
-        outside the box around the tenant's configured areas (a plausibility bound: drawn areas
-        follow no border exactly)."""
+        another tenant's draft, with one of a listed tenant's), a drawn polygon or circle that
+        reaches more than ``MARGIN_KM`` beyond the tenant's configured areas, or, for another
+        tenant's draft, more than that into a listed tenant's (drawn areas follow no border
+        exactly; ``warnings.territory``)."""
+        import numpy as np
+
         from atalaia.warnings.draft import _CIRCLE, geocode_items
+        from atalaia.warnings.territory import MARGIN_KM, Shape, territory
 
         if not self.tenant_areas:
             return []
         tenant = None if tenant is None else str(tenant)
         own = self.tenant_areas.get(tenant) if tenant is not None else None
         others = {t: p for t, p in self.tenant_areas.items() if t != tenant}
-        box = _box(cat, own) if own is not None else None
         out: list[tuple[tuple[Any, ...], str]] = []
         for i, a in enumerate(draft.area):
             at = ("area", i)
@@ -85,33 +87,44 @@ class WarningsConfig(_Model):
                     out.append(
                         ((*at, "geocodes", key, j), f"{code} is in tenant {t!r}'s areas (tenant_areas)")
                     )
-            if own is None or not (a.polygon or a.circle):
+            if not (a.polygon or a.circle):
                 continue
-            if box is None:  # (its prefixes name no configured area: nothing to hold a drawing to)
-                what = "polygon" if a.polygon else "circle"
-                out.append(((*at, what), f"tenant {tenant!r} has no configured areas to draw in"))
-                continue
-            lat0, lat1, lon0, lon1 = box
-            drawn = [("polygon", list(poly)) for poly in a.polygon]
-            for c in a.circle:  # its centre and its reach north, south, east and west
+            shapes = [("polygon", Shape(polygon=np.asarray(poly, dtype=float))) for poly in a.polygon]
+            for c in a.circle:
                 if m := _CIRCLE.fullmatch(c):
-                    lat, lon, km = float(m[1]), float(m[2]), float(m[3])
-                    dlat, dlon = km / 111.2, km / (111.2 * max(0.01, math.cos(math.radians(lat))))
-                    reach = [
-                        (lat, lon),
-                        (lat + dlat, lon),
-                        (lat - dlat, lon),
-                        (lat, lon + dlon),
-                        (lat, lon - dlon),
-                    ]
-                    drawn.append(("circle", reach))
-            for what, points in drawn:
-                outside = next(
-                    ((y, x) for y, x in points if not (lat0 <= y <= lat1 and lon0 <= x <= lon1)), None
-                )
-                if outside is not None:
-                    where = f"{outside[0]:g},{outside[1]:g}"
-                    out.append(((*at, what), f"{where} is outside tenant {tenant!r}'s areas"))
+                    shapes.append(("circle", Shape(centre=(float(m[1]), float(m[2])), km=float(m[3]))))
+            if own is not None:
+                mine = territory(cat, own)
+                if mine is None:  # (its prefixes name no configured area: nothing to hold a drawing to)
+                    what = "polygon" if a.polygon else "circle"
+                    out.append(((*at, what), f"tenant {tenant!r} has no configured areas to draw in"))
+                    continue
+                for what, shape in shapes:
+                    edge = shape.outline()
+                    if (far := mine.beyond(edge, MARGIN_KM)) is not None:
+                        y, x = edge[far]
+                        out.append(
+                            (
+                                (*at, what),
+                                f"{y:.5g},{x:.5g} is outside tenant {tenant!r}'s areas "
+                                f"(more than {MARGIN_KM:g} km beyond them)",
+                            )
+                        )
+                continue
+            for t, prefixes in others.items():  # nobody else's drawing reaches into a listed tenant's
+                theirs = territory(cat, prefixes)
+                if theirs is None:
+                    continue
+                for what, shape in shapes:
+                    probe = np.vstack([shape.outline(), theirs.grid(shape)])
+                    if (deep := theirs.within(probe, MARGIN_KM)) is not None:
+                        y, x = probe[deep]
+                        out.append(
+                            (
+                                (*at, what),
+                                f"the {what} covers tenant {t!r}'s areas (at {y:.5g},{x:.5g}; tenant_areas)",
+                            )
+                        )
         return out
 
     def sender_problem(self, sender: Any, tenant: Any) -> str | None:
@@ -212,19 +225,3 @@ def sender_key(sender: str) -> str:
     from atalaia.streams.lookalike import skeleton
 
     return skeleton(sender.strip()).rstrip(".")
-
-
-def _box(cat: Catalogue, prefixes: tuple[str, ...]) -> tuple[float, float, float, float] | None:
-    """lat_min, lat_max, lon_min, lon_max around the catalogue's areas whose code starts with
-    one of ``prefixes``, 0.01° (about 1 km) wider; None when it has none."""
-    points = [
-        pt
-        for (_, code), area in cat.areas.items()
-        if code.startswith(prefixes)
-        for ring in area.rings
-        for pt in ring
-    ]
-    if not points:
-        return None
-    lats, lons = [p[0] for p in points], [p[1] for p in points]
-    return min(lats) - 0.01, max(lats) + 0.01, min(lons) - 0.01, max(lons) + 0.01
