@@ -767,7 +767,15 @@ def _rank(severity: str) -> int:
 
 
 def _key_text(corr: dict[str, str]) -> str:
-    return "&".join(f"{k}={v}" for k, v in corr.items())
+    """``name=value&...``, with ``\\``, ``&`` and ``=`` escaped where a name or value holds them,
+    so no two correlations make one key (unchanged where none does)."""
+    return "&".join(f"{_esc(k)}={_esc(v)}" for k, v in corr.items())
+
+
+def _esc(text: str) -> str:
+    if "&" not in text and "=" not in text and "\\" not in text:
+        return text
+    return text.replace("\\", "\\\\").replace("&", "\\&").replace("=", "\\=")
 
 
 def _close_reason(c: IncidentConfig) -> str:

@@ -20,6 +20,7 @@ from atalaia.rules.loader import LoadedRule
 from atalaia.rules.matchers import from_map
 from atalaia.rules.templates import template
 from atalaia.streams.clock import format_time
+from atalaia.streams.ingest.observation import entity_key, key_part
 
 _OWN_FIELDS = ("entity", "type", "tenant", "service_path")  # where/key names read off the observation
 Scorer = Callable[[str, str, str, datetime, float], float | None]
@@ -113,13 +114,13 @@ class CompiledRule:
                 return None
         tenant = obs.get("tenant")
         if self.key_is_entity:
-            return obs["entity"] if not tenant else f"{tenant}|{obs['entity']}"
-        parts = [tenant] if tenant else []
+            return entity_key(tenant, obs["entity"])
+        parts = [key_part(tenant)] if tenant else []
         for name in self.key_fields:
             got = obs.get(name) if name in _OWN_FIELDS else labels.get(name)
             if got is None:
                 return None
-            parts.append(str(got))
+            parts.append(key_part(str(got)))  # (escaped: no two label lists make one key)
         return parts[0] if len(parts) == 1 else "|".join(parts)
 
     # ------------------------------------------------------------------ output

@@ -48,6 +48,7 @@ from atalaia.rules.durations import format_duration
 from atalaia.rules.loader import LoadedRule, RuleSet
 from atalaia.rules.schema import Rule
 from atalaia.streams.clock import format_time
+from atalaia.streams.ingest.observation import entity_key
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
@@ -262,8 +263,8 @@ class RuleEngine:
             attributes = obs["attributes"]
             entity = obs["entity"]
             tenant = obs.get("tenant")
-            if tenant:  # entity identity is (tenant, entity): so are the alarm keys
-                entity = f"{tenant}|{entity}"
+            if tenant or "|" in entity or "\\" in entity:  # identity is (tenant, entity): so are keys
+                entity = entity_key(tenant, entity)
             labels = obs.get("labels")
             if t_text == last_text:  # only ever a str that parsed
                 t = last_t

@@ -221,3 +221,47 @@ def test_a_join_rule_forwards_every_type_it_reads_to_the_shared_stage(tmp_path) 
     )
     core = RulesCore(RuleFiles([tmp_path]), load_config(CONFIG_DIR / "detectors.yaml"), Settings())
     assert {"WaterObserved", "WeatherObserved"} <= core.forward_types
+
+
+def test_an_entity_id_holding_the_key_separator_is_not_another_tenants_entity() -> None:
+    """A tenant-less sender named its entity ``a|urn:…:g1``: its alarm key was tenant a's
+    ``a|urn:…:g1``, so its normal reading resolved tenant a's alarm (and, sent first, took tenant
+    a's reading into a tenant-less alarm). Keys escape ``|`` now; label keys too."""
+    engine = RuleEngine(load_texts([("t.yaml", RULES)]))
+    e = "urn:ngsi-ld:WaterObserved:g1"
+    tenants_own = obs("2026-01-28T10:00:00Z", 5.0, "a")
+    forged = {**obs("2026-01-28T10:01:00Z", 1.0), "entity": f"a|{e}", "labels": {"parish": "a|Ribeira"}}
+    out, rejected = engine.observe_batch([tenants_own, forged])
+    assert rejected == []
+    assert {(t.rule, t.key, t.state) for t in out if t.rule in ("river-high", "parish-high")} == {
+        ("river-high", f"a|{e}", "firing"),
+        ("parish-high", "a|Ribeira", "firing"),
+    }  # the forged normal readings resolved nothing of tenant a's
+    out, _ = engine.observe_batch([{**forged, "time": "2026-01-28T10:02:00Z", "attributes": {"height": 6.0}}])
+    keys = {(t.rule, t.key, t.tenant) for t in out if t.rule in ("river-high", "parish-high")}
+    assert keys == {("river-high", f"a\\|{e}", None), ("parish-high", "a\\|Ribeira", None)}
+
+
+def test_entity_keys_of_different_tenants_or_ids_never_meet() -> None:
+    """Every (tenant, id) over a small alphabet holding the separator and the escape: no two make
+    one key (exhaustive: 4 tenants by 40 ids)."""
+    from itertools import product
+
+    from atalaia.streams.ingest.observation import entity_key
+
+    ids = ["".join(p) for n in range(4) for p in product("a|\\", repeat=n)]
+    keys = [entity_key(t, k) for t in (None, "a", "a\\", "aa") for k in ids]
+    assert len(set(keys)) == len(keys) == 160
+
+
+def test_incident_correlation_keys_of_different_labels_never_meet() -> None:
+    """An incident's correlation key is ``name=value&…``: a label value holding ``&`` or ``=``
+    made another correlation's key (a ``&b=`` with an empty b was a empty with b ``&b=``)."""
+    from itertools import product
+
+    from atalaia.incidents.manager import _key_text
+
+    values = ["".join(p) for n in range(4) for p in product("b&=\\", repeat=n)]
+    corrs = [{"a": x, "b": y} for x in values for y in values] + [{"a": x} for x in values]
+    assert len({_key_text(c) for c in corrs}) == len(corrs)
+    assert _key_text({"tenant": "a", "entity": "urn:x"}) == "tenant=a&entity=urn:x"  # as before

@@ -47,11 +47,25 @@ def observation_id(entity: str, time: str, attributes: dict[str, float], tenant:
     return hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
+def key_part(text: str) -> str:
+    """One part of a key joined with ``|`` (:func:`entity_key`, the key of a rule's ``key:``
+    labels), with ``|`` and ``\\`` escaped by a backslash, so that no two lists of parts make
+    the same key: a tenant-less entity ``porto|x`` is not tenant ``porto``'s entity ``x``.
+    Parts holding neither are unchanged (the common case, and the keys of earlier releases)."""
+    if "|" not in text and "\\" not in text:
+        return text
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
 def entity_key(tenant: str | None, key: str) -> str:
     """The identity of an entity (or an alarm key) across tenants: ``key`` itself without a tenant
-    (the single-city default, unchanged), else ``tenant|key``. Tenant names cannot hold ``|``
-    (ingest refuses them), so the tenant is everything before the first ``|``."""
-    return key if not tenant else f"{tenant}|{key}"
+    (the single-city default, unchanged), else ``tenant|key``, each part escaped
+    (:func:`key_part`), so the tenant is everything before the first unescaped ``|``.
+
+    >>> entity_key("porto", "urn:x"), entity_key(None, "porto|urn:x"), entity_key(None, "urn:x")
+    ('porto|urn:x', 'porto\\\\|urn:x', 'urn:x')
+    """
+    return key_part(key) if not tenant else f"{key_part(tenant)}|{key_part(key)}"
 
 
 def partition_key(d: dict[str, Any]) -> bytes:
