@@ -253,7 +253,7 @@ class RuleEngine:
         deadlines = self._deadlines
         parse = self._time
         inf, ninf = math.inf, -math.inf
-        watermark = self.watermark
+        watermark, clock = self.watermark, self.clock
         last_text: Any = None  # consecutive observations often share their time text
         last_t = 0.0
         evaluations = late = accepted = 0
@@ -295,13 +295,19 @@ class RuleEngine:
                     else:  # nothing due: what _absence would conclude
                         self.absence_clock = watermark
                 self.watermark = watermark = t
-            elif t < watermark - self.allowed_lateness:
+            elif t < watermark - self.allowed_lateness and (
+                clock == ninf or t < clock - self.allowed_lateness
+            ):
+                # behind the latest event time AND the clock (live: the wall clock): one sender's
+                # fast clock (its times up to max_future ahead) never makes others' readings late
+                ref = watermark if clock == ninf or clock >= watermark else clock
                 rejected.append(
                     Rejected(
                         obs,
                         (
-                            f"too late: time {t_text} is {format_duration(watermark - t)} behind the latest event "
-                            f"time {format_time(datetime.fromtimestamp(watermark, UTC))} "
+                            f"too late: time {t_text} is {format_duration(ref - t)} behind the "
+                            f"{'latest event time' if ref == watermark else 'clock'} "
+                            f"{format_time(datetime.fromtimestamp(ref, UTC))} "
                             f"(allowed lateness {format_duration(self.allowed_lateness)})"
                         ),
                         untimely=True,
@@ -437,10 +443,17 @@ class RuleEngine:
         """End of a replay: evaluate absence at the last event time."""
         return self.advance(self.watermark) if self.watermark > NEG_INF else self.advance(NEG_INF)
 
+    def late_horizon(self) -> float:
+        """The earliest event time still accepted: the allowed lateness behind the latest event
+        time, or behind the clock where that is earlier (live, ``advance(now)`` sets it to the
+        wall clock: times ahead of it, up to ``max_future``, do not make others late)."""
+        latest = self.watermark if self.clock == NEG_INF else min(self.watermark, self.clock)
+        return latest - self.allowed_lateness
+
     def compact(self) -> int:
         """Forget per-key state that can no longer change any output (inactive keys whose windows hold
         nothing an accepted observation could need). Returns how many states were dropped."""
-        horizon = self.watermark - self.allowed_lateness
+        horizon = self.late_horizon()
         dropped = 0
         for rule in self.rules:
             if not rule.can_purge:

@@ -138,6 +138,25 @@ def test_lateness_is_judged_by_observation_time() -> None:
     assert engine.stats["rejected_late"] == 1
 
 
+def test_one_senders_fast_clock_never_makes_anothers_readings_late() -> None:
+    """Live, tenant b's sensors stamped readings 280 s ahead (inside the 5 min tolerance): the
+    latest event time moved ahead of the wall clock, and tenant a's river readings of 90 s ago went
+    to the DLQ as "too late" (6 min behind it). Lateness is judged behind the wall clock as well."""
+    engine = RuleEngine(load_texts([("t.yaml", RULES)]), allowed_lateness=300, max_future=300)
+    engine.advance("2026-01-28T10:00:00Z")  # the live stage's tick: the wall clock
+    ahead = [{**obs("2026-01-28T10:04:40Z", 1.0, "b"), "entity": f"urn:b{i}"} for i in range(3)]
+    assert engine.observe_batch(ahead)[1] == []
+    out, rejected = engine.observe_batch([obs("2026-01-28T09:58:30Z", 5.0, "a")])
+    assert rejected == [] and any(t.rule == "river-high" and t.state == "firing" for t in out)
+    _, rejected = engine.observe_batch([{**obs("2026-01-28T09:54:00Z", 5.0, "a"), "entity": "urn:a2"}])
+    assert len(rejected) == 1 and "6m behind the clock 2026-01-28T10:00:00" in rejected[0].reason, rejected
+    # without a clock (replay, backtest) the latest event time alone decides, as before
+    replay = RuleEngine(load_texts([("t.yaml", RULES)]), allowed_lateness=300)
+    replay.observe_batch(ahead)
+    _, rejected = replay.observe_batch([obs("2026-01-28T09:58:30Z", 5.0, "a")])
+    assert len(rejected) == 1 and "behind the latest event time" in rejected[0].reason
+
+
 def test_tenant_that_cannot_be_a_key_is_rejected() -> None:
     from atalaia.rules.replay import replay
 
