@@ -47,6 +47,7 @@ from atalaia.rules.compiled import (
 from atalaia.rules.durations import format_duration
 from atalaia.rules.loader import LoadedRule, RuleSet
 from atalaia.rules.schema import Rule
+from atalaia.rules.state import BOOLEAN_TEXT
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.observation import entity_key
 
@@ -390,15 +391,18 @@ class RuleEngine:
         n = 0
         for name, entries in by_state.items():
             v = attributes.get(name)
-            if v is None and labels:
-                v = labels.get(name)
+            label = v is None and labels is not None
+            if label:
+                v = labels.get(name)  # type: ignore[union-attr]
             if v is None or not isinstance(v, str | bool | int | float):
                 continue
+            boolean = label and v in BOOLEAN_TEXT  # (a boolean property, kept as a label)
             for fn, key_of in entries:
                 key = entity if key_of is None else key_of(obs)
                 if key is not None:
                     n += 1
-                    if not fn(obs, key, t, t_text, v, out):
+                    arg = (v == "true") if boolean and fn.__self__.reads_booleans else v
+                    if not fn(obs, key, t, t_text, arg, out):
                         self.stats["late_not_evaluated"] += 1
         return n
 

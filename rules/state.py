@@ -2,7 +2,8 @@
 ``deviceState``, ``"fault"``/``"offline"``), with ``for`` and ``keep_firing_for`` as threshold rules.
 
 The value is read from the observation's ``attributes`` or, for text, its ``labels`` (ingest keeps
-text properties as labels). ``changed_to: X`` holds from an observation whose value is X when the
+text properties as labels, and boolean ones as the labels ``"true"``/``"false"``, which a rule whose
+conditions are booleans reads as booleans). ``changed_to: X`` holds from an observation whose value is X when the
 key's previous value was another one, for as long as the value stays X; the first observation of a
 key never counts as a change. Transitions carry ``value: null``; templates see the state as ``value``.
 """
@@ -24,6 +25,9 @@ class _Level:
         self.equals = level.equals
         self.members = tuple(level.in_) if level.in_ is not None else None
         self.changed_to = level.changed_to
+
+
+BOOLEAN_TEXT = ("true", "false")  # a boolean property as ingest keeps it, as a label
 
 
 def same(a: Any, b: Any) -> bool:
@@ -62,6 +66,10 @@ class StateRule(ThresholdRule):
         super().__init__(loaded, position)
         self.levels = [_Level(lv) for lv in loaded.rule.severities or []]  # type: ignore[misc]
         self._levels = tuple((True, 0.0, 0.0, False, lv.for_) for lv in loaded.rule.severities or [])
+        # a rule on booleans reads a label "true"/"false" as one (labels are text: ingest keeps a
+        # boolean property as one); a rule on text reads it as the text it is
+        wanted = [v for lv in self.levels for v in (lv.equals, lv.changed_to, *(lv.members or ()))]
+        self.reads_booleans = any(v.__class__ is bool for v in wanted)
 
     def observe_state(self, obs: dict[str, Any], key: str, t: float, t_text: str, v: Any, out: list) -> bool:
         st = self.states.get(key)

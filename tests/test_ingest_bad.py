@@ -114,8 +114,16 @@ def empty(r: IngestResult) -> None:
 
 
 def unknown_type(r: IngestResult) -> None:
-    (o,) = r.observations
-    assert o.type == "WaterObserved" and any("ParkingSpot" in n for n in r.ignored)
+    # with every type accepted (the default), the ParkingSpot's state is an observation of its
+    # own (no attributes; its status a label state rules read), the WaterObserved as always
+    water, spot = r.observations
+    assert water.type == "WaterObserved" and water.attributes
+    assert (spot.type, spot.attributes, spot.labels, spot.time_source) == (
+        "ParkingSpot",
+        {},
+        {"status": "free"},
+        "notified",
+    )
     # the lead's configuration may restrict the subscribed types
     from atalaia.streams.ingest import IngestOptions
 

@@ -243,8 +243,9 @@ keys_text = st.text(max_size=8)
     keys_text,
     st.integers(-(10**9), 10**9),
     st.dictionaries(keys_text, st.floats(allow_nan=False) | st.integers(-5, 5), max_size=4),
+    st.dictionaries(keys_text, keys_text, max_size=3),
 )
-def test_observation_key_is_the_documented_digest(ty, entity, dt, attributes) -> None:
+def test_observation_key_is_the_documented_digest(ty, entity, dt, attributes, labels) -> None:
     o = Observation.model_construct(
         time=T0 + timedelta(seconds=dt, microseconds=dt % 1000),
         entity=entity,
@@ -253,10 +254,11 @@ def test_observation_key_is_the_documented_digest(ty, entity, dt, attributes) ->
         location=None,
         source="t",
         units={},
-        labels={},
+        labels=labels,
         quality=[],
     )
-    reference = repr((o.type, o.entity, o.time.timestamp(), sorted(o.attributes.items())))
+    values = sorted(o.attributes.items()) if attributes else [sorted(o.labels.items())]
+    reference = repr((o.type, o.entity, o.time.timestamp(), values))
     assert observation_key(o) == hashlib.blake2b(reference.encode(), digest_size=16).digest()
     if all(type(v) is float for v in attributes.values()):  # what ingest builds
         assert encode_observation(o) == o.to_json()

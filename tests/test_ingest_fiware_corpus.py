@@ -86,6 +86,8 @@ def test_real_broker_bodies(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     for o, w in zip(got, want, strict=True):
         assert all(type(v) is float for v in o.attributes.values())
+        if "labels" in w:  # (an entity of states alone: its states are its labels)
+            assert o.labels == w["labels"], (o.entity, o.labels)
         expected_time = {"observed": None, "notified": notified, "received": RECEIVED}[o.time_source]
         assert o.time == (_time(w["time"]) if "time" in w else expected_time), (o.entity, o.time)
         if "type" in w:

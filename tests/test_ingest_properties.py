@@ -44,7 +44,7 @@ def check_invariants(r: IngestResult) -> None:
     for x in r.rejections:
         assert x.reason and x.scope in ("payload", "entity", "attribute")
     for o in r.observations:
-        assert o.entity and o.type and o.attributes
+        assert o.entity and o.type and (o.attributes or o.labels)  # measurements, or states alone
         assert o.time.tzinfo is not None
         assert all(math.isfinite(v) and type(v) is float for v in o.attributes.values())
         assert set(o.units) <= set(o.attributes)

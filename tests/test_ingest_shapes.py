@@ -210,7 +210,7 @@ def test_numbers_written_as_text_are_not_coerced_but_codes_stay_labels() -> None
     r = parse_payload(orjson.dumps(e))
     (o,) = r.observations
     assert o.attributes == {"flow": 12.0, "NO2": 40.0}
-    assert o.labels == {"district": "13", "parish": "Bonfim"}
+    assert o.labels == {"district": "13", "parish": "Bonfim", "ok": "true"}  # a boolean: a label
     assert [(x.attribute, x.code) for x in r.rejections] == [("height", "number-as-text")]
 
 
@@ -421,3 +421,13 @@ def test_observation_time_formats(text: str, expected) -> None:
         assert pt.time is None and pt.error
     else:
         assert (pt.time, pt.zoned) == expected
+
+
+def test_lower_case_t_and_z_are_rfc3339_times() -> None:
+    """RFC 3339 (5.6, note) allows ``t`` and ``z``; Python reads only upper case, so a sensor
+    writing ``2026-12-06t17:23:10z`` lost its reading to the DLQ as bad-time."""
+    from atalaia.streams.ingest.timeparse import parse_observation_time
+
+    for text in ("2026-12-06t17:23:10z", "2026-12-06T17:23:10z", "2026-12-06t17:23:10+00:00"):
+        p = parse_observation_time(text)
+        assert (p.time, p.zoned) == (datetime(2026, 12, 6, 17, 23, 10, tzinfo=UTC), True), text

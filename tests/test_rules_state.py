@@ -83,3 +83,75 @@ def test_booleans_are_not_numbers_or_text() -> None:
     out, rejected = engine.observe_batch(obs)
     assert not rejected
     assert [(t.at, t.state) for t in out] == [("2024-03-01T00:00:02Z", "firing")]
+
+
+def test_states_of_real_notifications_reach_state_rules() -> None:
+    """A Device telling only its deviceState, a TrafficFlowObserved that it is congested (a
+    boolean) and a keyValues ParkingSpot's status: ingest dropped the first and third (no numeric
+    attribute) without a trace and every boolean, so the README's device-fault rule and any
+    `equals: true` rule could never fire from a real notification. Each is now an observation:
+    states alone have no attributes, a boolean is the label "true"/"false", which a rule whose
+    conditions are booleans reads as one (a text rule still reads the text)."""
+    import orjson
+
+    from atalaia.streams.ingest import parse_payload
+
+    rules = """rules:
+  - id: device-fault
+    select: {type: Device, attribute: deviceState}
+    severities: [{severity: high, equals: fault}]
+  - id: congested
+    select: {type: TrafficFlowObserved, attribute: congested}
+    severities: [{severity: medium, equals: true}]
+  - id: congested-text
+    select: {type: TrafficFlowObserved, attribute: congested}
+    severities: [{severity: low, equals: "true"}]
+  - id: spot-taken
+    select: {type: ParkingSpot, attribute: status}
+    severities: [{severity: low, changed_to: occupied}]
+"""
+    at = "2026-12-06T16:59:00Z"
+    body = {
+        "id": "urn:n",
+        "type": "Notification",
+        "notifiedAt": "2026-12-06T17:00:00Z",
+        "data": [
+            {
+                "id": "urn:d",
+                "type": "Device",
+                "deviceState": {"type": "Property", "value": "fault", "observedAt": at},
+            },
+            {
+                "id": "urn:t",
+                "type": "TrafficFlowObserved",
+                "congested": {"type": "Property", "value": True, "observedAt": at},
+            },
+            {"id": "urn:p", "type": "ParkingSpot", "status": "free"},
+        ],
+    }
+    r = parse_payload(orjson.dumps(body))
+    assert r.ok and r.rejections == [] and r.ignored == []
+    device, traffic, spot = (o.to_dict() for o in r.observations)
+    assert (device["time"], device["time_source"], device["labels"]) == (
+        at,
+        "observed",
+        {"deviceState": "fault"},
+    )
+    assert (traffic["attributes"], traffic["labels"]) == ({}, {"congested": "true"})
+    assert spot["time_source"] == "notified" and device["id"] != spot["id"]
+    engine = RuleEngine(load_texts([("r.yaml", rules)]))
+    out, rejected = engine.observe_batch([device, traffic, spot])
+    assert rejected == []
+    assert {(t.rule, t.state) for t in out} == {
+        ("device-fault", "firing"),
+        ("congested", "firing"),
+        ("congested-text", "firing"),
+    }
+    later = {**spot, "time": "2026-12-06T17:01:00Z", "labels": {"status": "occupied"}}
+    out, _ = engine.observe_batch([later])
+    assert [(t.rule, t.state) for t in out] == [("spot-taken", "firing")]
+    # a text "true" in attributes (a replayed record) is still text to a rule on booleans
+    out, _ = engine.observe_batch(
+        [{**traffic, "entity": "urn:t2", "attributes": {"congested": "true"}, "labels": {}}]
+    )
+    assert [(t.rule, t.state) for t in out] == [("congested-text", "firing")]

@@ -67,9 +67,10 @@ def test_auth_never_raises_and_only_a_known_token_for_the_right_tenant_passes(pa
     assert presented and all(t.strip(" ") in (PORTO, DEFAULT) for t in presented)
     token = presented[0].strip(" ")
     assert len({t.strip(" ") for t in presented}) == 1
-    # the tenant the request names (if any) is the token's, and all tenant headers agree
-    named = {v for k, v in pairs if k.lower() in ("ngsild-tenant", "fiware-service")}
-    assert named <= ({"porto"} if token == PORTO else set())
+    # the tenant the request names (if any; a blank header names none) is the token's, ignoring
+    # case as Orion does, and all tenant headers agree
+    named = {v for k, v in pairs if k.lower() in ("ngsild-tenant", "fiware-service") and v.strip()}
+    assert len(named) <= 1 and {v.casefold() for v in named} <= ({"porto"} if token == PORTO else set())
     assert out == (Caller("orion-porto", "porto") if token == PORTO else Caller("iot-agent", None))
 
 
@@ -86,6 +87,10 @@ def test_bearer_and_x_auth_token_and_the_tenant_binding():
     assert AUTH.check({"Authorization": f"Bearer {PORTO}"}) == Caller("orion-porto", "porto")
     assert AUTH.check({"X-Auth-Token": PORTO, "NGSILD-Tenant": "porto"}) == Caller("orion-porto", "porto")
     assert AUTH.check({"X-Auth-Token": DEFAULT}) == Caller("iot-agent", None)
+    # Orion reads Fiware-Service ignoring case; a blank tenant header names no tenant
+    assert AUTH.check({"X-Auth-Token": PORTO, "Fiware-Service": "Porto"}) == Caller("orion-porto", "porto")
+    assert AUTH.check({"X-Auth-Token": PORTO, "NGSILD-Tenant": ""}) == Caller("orion-porto", "porto")
+    assert AUTH.check({"X-Auth-Token": DEFAULT, "NGSILD-Tenant": " "}) == Caller("iot-agent", None)
     for h in (
         {"Authorization": f"Bearer {PORTO}", "NGSILD-Tenant": "lisboa"},
         {"X-Auth-Token": PORTO, "Fiware-Service": "lisboa"},
@@ -165,3 +170,19 @@ def test_the_demo_token_survives_a_restart(tmp_path):
     (tmp_path / "ingest-tokens.yaml").unlink()  # a lost hash file: a new token, never an open ingest
     _, fresh = ensure_demo_token(tmp_path)
     assert fresh != token
+
+
+def test_the_tenant_of_a_bound_token_is_the_tenant_of_its_observations() -> None:
+    """Fiware-Service "Porto" with porto's token is accepted (Orion ignores case): the
+    observations are porto's, spelled as the token's tenant, not a second tenant "Porto"."""
+    import orjson
+
+    from atalaia.streams.ingest import parse_payload
+
+    body = orjson.dumps(
+        {"id": "urn:w", "type": "WaterObserved", "height": 3.1, "dateObserved": "2026-12-06T10:00:00Z"}
+    )
+    r = parse_payload(body, headers={"fiware-service": "Porto", "auth-tenant": "porto"})
+    assert [o.tenant for o in r.observations] == ["porto"]
+    r = parse_payload(body, headers={"fiware-service": "Porto"})  # no token bound: the header as sent
+    assert [o.tenant for o in r.observations] == ["Porto"]

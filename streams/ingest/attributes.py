@@ -62,6 +62,11 @@ TEXT_ATTRIBUTES = frozenset(
         "stationCode",
     }
 )
+#: text properties that describe an entity rather than tell its state: an entity with only these
+#: (and relationships, addresses) has nothing to observe
+DESCRIPTIVE = TEXT_ATTRIBUTES | frozenset(
+    {"name", "description", "alternateName", "dataProvider", "source", "owner", "seeAlso", "areaServed"}
+)
 #: NGSI-LD 1.8's null (an attribute deleted, in a notification): no value, never a label
 NGSI_LD_NULL = "urn:ngsi-ld:null"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
@@ -93,6 +98,8 @@ class Parts:
     geometry: Any = None  # the ``location`` value (GeoJSON geometry, or v2 geo:point text)
     has_location: bool = False
     times: dict[str, Any] | None = None  # TIME_FIELDS name -> raw value
+    state_times: list[Any] | None = None  # observedAt of text and boolean properties (states)
+    has_state: bool = False  # a text or boolean property that is not DESCRIPTIVE
 
 
 def is_label_property(val: str, prop: dict, max_label: int) -> bool:
@@ -175,6 +182,17 @@ class _Reader:
         ):
             self.parts.labels[name] = text
 
+    def state(self, name: str, text: str, time: Any) -> None:
+        """A text or boolean property: a label (a boolean as ``"true"``/``"false"``); its
+        ``observedAt`` times an entity that has no measurement (a device's state alone)."""
+        self.label(name, text)
+        if name in self.parts.labels and name not in DESCRIPTIVE:
+            self.parts.has_state = True
+        if time is not None and name in self.parts.labels:
+            if self.parts.state_times is None:
+                self.parts.state_times = []
+            self.parts.state_times.append(_time_text(time))
+
     def structured(self, name: str, value: dict) -> None:
         if name == "address":
             for k, v in value.items():
@@ -199,7 +217,9 @@ class _Reader:
             if not text and number_like_text(v, declared or unit is not None or time is not None):
                 self.parts.refused.append(_text_refusal(name, v))
             elif not declared:
-                self.label(name, v)
+                self.state(name, v, time)
+        elif type(v) is bool and not declared:
+            self.state(name, "true" if v else "false", time)
         elif type(v) is float:  # non-finite float can only come from a lenient producer
             self.parts.refused.append(
                 Refused(name, f"{name} value is not a finite number", "non-finite-number")
@@ -231,13 +251,15 @@ class _Reader:
         t = type(v)
         if t is int or t is float:
             self.measurement_value(name, v, None, None, False)
+        elif t is bool:
+            self.state(name, "true" if v else "false", None)  # keyValues boolean
         elif t is str:
             if name == "location" and _point_text(v):
                 self.location(name, v)  # NGSI-v2 keyValues geo:point "lat, lon"
             elif number_like_text(v, False) and name not in TEXT_ATTRIBUTES:
                 self.parts.refused.append(_text_refusal(name, v))
             else:
-                self.label(name, v)
+                self.state(name, v, None)
         elif t is dict:
             # (one instance with a datasetId, sent as an object: never the default instance; the
             # entity's location stays its location)
@@ -332,13 +354,16 @@ class _Reader:
                 self.location(name, (kind, v))
         elif kind == "DateTime":
             return
-        elif kind == "Relationship" or kind == "Text" or kind == "String":
+        elif kind == "Relationship":
             if type(v) is str:
                 self.label(name, v)
-        elif is_number(v):
+        elif kind == "Text" or kind == "String":
+            if type(v) is str:
+                self.state(name, v, time)
+        elif is_number(v) or type(v) is bool:
             self.measurement_value(name, v, unit, time, False)
         elif type(v) is str:
-            self.label(name, v)
+            self.state(name, v, time)
         elif type(v) is dict:
             self.structured(name, v)
 
@@ -398,6 +423,8 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                     continue
                 if tv is str and is_label_property(val, v, max_label) and val != NGSI_LD_NULL:
                     labels[name] = val
+                    if name not in DESCRIPTIVE:
+                        parts.has_state = True
                     continue
             elif kind == "GeoProperty" and name == "location":
                 g = v.get("value")
@@ -415,6 +442,8 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
             continue
         elif t is str and v[:1].isalpha() and len(v) <= max_label and v != NGSI_LD_NULL:
             labels[name] = v
+            if name not in DESCRIPTIVE:
+                parts.has_state = True
             continue
         general(name, v)
     return parts

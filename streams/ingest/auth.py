@@ -166,8 +166,11 @@ def credentials(headers: Mapping[str, str]) -> tuple[list[str], str | None]:
 
 
 def request_tenant(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """(tenant the request names or None, error). NGSILD-Tenant and Fiware-Service must agree."""
-    named = set(_values(headers, "NGSILD-Tenant")) | set(_values(headers, "Fiware-Service"))
+    """(tenant the request names or None, error). NGSILD-Tenant and Fiware-Service must agree; a
+    blank one names none (as ingest reads it: the default tenant)."""
+    named = {
+        v for v in (*_values(headers, "NGSILD-Tenant"), *_values(headers, "Fiware-Service")) if v.strip()
+    }
     if len(named) > 1:
         return None, "NGSILD-Tenant / Fiware-Service headers name different tenants"
     return (named.pop() if named else None), None
@@ -206,7 +209,8 @@ class IngestAuth:
         entry = entries.pop()
         if err:
             return Refusal(403, "tenant", err)
-        if tenant is not None and tenant != entry.tenant:
+        # (tenant names are compared ignoring case, as Orion does: Fiware-Service "Porto" is porto)
+        if tenant is not None and (entry.tenant is None or tenant.casefold() != entry.tenant.casefold()):
             mine = f"it is tenant {entry.tenant!r}'s" if entry.tenant else "it is for no tenant"
             return Refusal(
                 403,

@@ -54,7 +54,8 @@ def observation_key(o: Observation) -> bytes:
     ``repr((type, entity, time.timestamp(), sorted(attributes.items())))`` (snapshots from earlier
     versions stay valid), written piecewise: a tuple's or list's repr is its items' reprs joined by
     ", ", and the (type, entity) part repeats. Entity identity is (tenant, entity): with a tenant
-    the text is ``repr((type, entity, tenant, time, ...))``, so two tenants never collide."""
+    the text is ``repr((type, entity, tenant, time, ...))``, so two tenants never collide. An
+    observation of states alone (no attributes) has its sorted labels in the list's place."""
     d = o.__dict__
     ty = d["type"]
     entity = d["entity"]
@@ -69,6 +70,8 @@ def observation_key(o: Observation) -> bytes:
     else:
         head = _head(ty, entity, tenant)
     items = ", ".join([f"({k!r}, {v!r})" for k, v in (sorted(a.items()) if len(a) > 1 else a.items())])
+    if not a:  # an observation of states alone: its states tell deliveries apart
+        items = f"{sorted((d.get('labels') or {}).items())!r}"
     return _blake2b(f"{head}{d['time'].timestamp()!r}, [{items}])".encode(), digest_size=_KEY_BYTES).digest()
 
 

@@ -214,6 +214,45 @@ def _entity_time(parts: Parts) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _emit_states(
+    eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, out: IngestResult, quality: list[str]
+) -> bool:
+    """An entity with text or boolean properties and no measurement (a ``Device`` telling its
+    ``deviceState``, a ``ParkingSpot`` its ``status``, a ``TrafficFlowObserved`` that it is
+    ``congested``): one observation without attributes, its labels the states state rules read.
+    Its time: the latest ``observedAt`` of those properties, else the entity's, else the
+    notification's or the reception's (``time_source``). False when it has no usable time."""
+    t, source, zoned_text = None, "observed", None
+    for text in parts.state_times or ():
+        pt = parse_observation_time(text) if type(text) is str else None
+        if pt is not None and pt.time is not None and (t is None or pt.time > t):
+            t, zoned_text = pt.time, (None if pt.zoned else text)
+    if t is None:
+        entity_text, _ = _entity_time(parts)
+        pt = parse_observation_time(entity_text) if entity_text is not None else None
+        if pt is not None and pt.time is not None:
+            t, zoned_text = pt.time, (None if pt.zoned else entity_text)
+        elif ctx.fallback_time is not None:
+            t, source = ctx.fallback_time, ctx.fallback_source
+    if t is None:
+        return False
+    if zoned_text is not None:
+        quality.append(f"time-without-zone: {zoned_text!r} has no UTC offset; UTC assumed")
+    location = _location(parts, eid, where, ctx, quality, out)
+    _warn(eid, quality, out)
+    q = quality
+    if ctx.future_limit is not None and t > ctx.future_limit:
+        skew = f"future-time: {format_time(t)} is ahead of the reception clock beyond the tolerance (clock skew?)"
+        q = [*quality, skew]
+        out.warnings.append(f"{eid}: {skew}")
+    out.observations.append(
+        build_observation(
+            t, eid, etype, {}, location, ctx.source, {}, parts.labels, q, source, ctx.tenant, ctx.service_path
+        )
+    )
+    return True
+
+
 def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, out: IngestResult) -> None:
     quality: list[str] = []
     for r in parts.refused:
@@ -222,8 +261,10 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
         )
         quality.append(f"{r.code}: {r.reason}")
     if not parts.measurements:
+        if parts.has_state and _emit_states(eid, etype, parts, where, ctx, out, quality):
+            return
         if not parts.refused:
-            out.ignored.append(f"{eid} ({etype}): no numeric attribute, nothing to observe")
+            out.ignored.append(f"{eid} ({etype}): no numeric attribute or state, nothing to observe")
         _warn(eid, quality, out)
         return
     location = _location(parts, eid, where, ctx, quality, out)

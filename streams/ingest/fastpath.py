@@ -113,8 +113,8 @@ def _value(
             raise _Bail
         if not declared:
             _label(labels, name, v, max_label)
-    elif tv is float or declared:
-        raise _Bail
+    elif tv is float or tv is bool or declared:
+        raise _Bail  # (a boolean: the general reader keeps it as a label)
     elif tv is dict:
         _structured(labels, name, v, max_label)
 
@@ -148,6 +148,8 @@ def _v2(measurements: list, labels: dict[str, str], name: str, kind: str, v: dic
             _label(labels, name, val, max_label)
         elif tv is dict:
             _structured(labels, name, val, max_label)
+        elif tv is bool:
+            raise _Bail
     return None
 
 
@@ -283,12 +285,13 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     labels[name] = v
             elif t is list and v and type(v[0]) is dict:
                 return False  # multi-attribute instances
+            elif t is bool:
+                return False  # a keyValues boolean: the general reader keeps it as a label
     except _Bail:
         return False
 
     if not measurements:
-        out.ignored.append(f"{eid} ({etype}): no numeric attribute, nothing to observe")
-        return True
+        return False  # states only, or nothing: the general reader decides
 
     quality: list[str] = []
     location = None

@@ -249,6 +249,7 @@ def install(
                 "accepted": len(res.observations),
                 "rejected": [str(r) for r in res.rejections],
                 "warnings": res.warnings,
+                "ignored": res.ignored[:100],  # entities with nothing to observe (first 100)
             },
             status=200,
         )

@@ -41,8 +41,18 @@ TIME_SOURCES = ("observed", "notified", "received")
 Tenant = Annotated[str, msgspec.Meta(pattern=r"^[^|]*$")]  # a tenant name never holds "|" (entity_key)
 
 
-def observation_id(entity: str, time: str, attributes: dict[str, float], tenant: str | None = None) -> str:
-    parts = [entity, time, attributes] if tenant is None else [tenant, entity, time, attributes]
+def observation_id(
+    entity: str,
+    time: str,
+    attributes: dict[str, float],
+    tenant: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """The deterministic id of an observation: its entity, time and values (an observation of
+    states alone, without attributes, is its labels: a device's two states at one time are two)."""
+    parts: list[Any] = [entity, time, attributes] if tenant is None else [tenant, entity, time, attributes]
+    if not attributes and labels:
+        parts.append(labels)
     body = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=12).hexdigest()
 
@@ -107,7 +117,7 @@ class Observation(BaseModel):
 
     @property
     def id(self) -> str:
-        return observation_id(self.entity, format_time(self.time), self.attributes, self.tenant)
+        return observation_id(self.entity, format_time(self.time), self.attributes, self.tenant, self.labels)
 
     def to_dict(self) -> dict[str, Any]:
         """The record of ``atalaia.observations`` as a dict (:func:`observation_dict`)."""
@@ -167,9 +177,9 @@ def observation_dict(o: Observation) -> dict[str, Any]:
             out["tenant"] = tenant
         if d["service_path"] is not None:
             out["service_path"] = d["service_path"]
-        out["id"] = observation_id(entity, time, attributes, tenant)
+        out["id"] = observation_id(entity, time, attributes, tenant, d["labels"])
     else:
-        out["id"] = observation_id(entity, time, attributes)
+        out["id"] = observation_id(entity, time, attributes, None, d["labels"])
     return out
 
 

@@ -111,8 +111,9 @@ def _parse(
     v2_hint = "ngsiv2-attrsformat" in hdrs
     default_dialect = "ld" if ld_hint and not v2_hint else "v2"
     tenant, service_path = (
-        # the request's tenant header, else the tenant its ingest token is bound to
-        hdrs.get("ngsild-tenant") or hdrs.get("fiware-service") or hdrs.get("auth-tenant"),
+        # the tenant the request's ingest token is bound to (the header, if any, named it: ignoring
+        # case, so the token's spelling is the tenant's), else the request's tenant header
+        hdrs.get("auth-tenant") or hdrs.get("ngsild-tenant") or hdrs.get("fiware-service"),
         hdrs.get("fiware-servicepath"),
     )
     service_paths = None

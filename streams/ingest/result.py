@@ -89,6 +89,7 @@ class IngestResult:
                 "observations": len(self.observations),
                 "rejections": [r.to_dict() for r in self.rejections],
                 "warnings": self.warnings,
+                "ignored": self.ignored[:100],
             }
         first = next(r for r in self.rejections if r.scope == "payload")
         return {

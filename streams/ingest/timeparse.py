@@ -85,6 +85,10 @@ def _parse(text: str) -> ParsedTime:
         s = s.rsplit("/", 1)[1].strip()
     if not _RFC3339ISH.fullmatch(s):
         return ParsedTime(None, error=f"{text[:64]!r} is not an RFC 3339 date-time")
+    if s[-1] == "z":  # RFC 3339 allows a lower-case z and t (Python reads only upper case)
+        s = s[:-1] + "Z"
+    if s[10] == "t":
+        s = s[:10] + "T" + s[11:]
     try:
         t = datetime.fromisoformat(s.replace(",", "."))
     except ValueError as exc:
