@@ -122,6 +122,33 @@ def test_update_and_cancel_reference_the_original() -> None:
         assert etree.fromstring(cap.xml.encode()).findtext(Q + "identifier") == cap.identifier
 
 
+def test_an_update_or_cancel_drafted_directly_replaces_the_warning_it_references() -> None:
+    """An Update or Cancel written as a new draft (msgType and references given, as the console's
+    form or a file allows) has the outcome of the update/cancel action: issuing it marks the warning
+    it references updated / cancelled, and the feed no longer shows that warning as in force beside
+    its own Cancel (a reader would see a cancelled warning still active)."""
+    d = Driver()
+    w = d.issued()
+    first = d.caps()[0]
+    u = d.issued({**DRAFT, "msgType": "Update", "references": [first.identifier], "level": "red"})
+    assert d.state.warnings[w].state == "updated" and d.state.warnings[w].superseded_by == u
+    assert d.state.warnings[u].supersedes == w
+    assert [x.id for x in d.wf.active(d.state)] == [u]
+    update = d.caps()[1]
+    ref = f"{DRAFT['sender']},{update.identifier},{update.sent}"  # a full reference: the same
+    c = d.issued({**DRAFT, "msgType": "Cancel", "references": [ref]})
+    assert d.state.warnings[u].state == "cancelled" and d.state.warnings[u].superseded_by == c
+    assert d.state.warnings[c].state == "cancelled", "a Cancel is a notice, not a warning in force"
+    assert d.wf.active(d.state) == []
+    assert [x.id for x in d.wf.in_feed(d.state, d.clock)] == [c]
+    # a warning no longer in force is not replaced again: the Cancel is refused, as the action is
+    again = d.do("draft", "ana", "operator", draft={**DRAFT, "msgType": "Cancel", "references": [ref]})
+    d.do("submit", "ana", "operator", warning=again.warning)
+    d.do("approve", "rui", "approver", warning=again.warning)
+    r = d.do("issue", "ana", "operator", warning=again.warning)
+    assert not r.ok and "no longer active" in r.error and update.identifier in r.error, r
+
+
 def test_expired_warnings_leave_the_active_list() -> None:
     d = Driver()
     w = d.issued()

@@ -256,13 +256,18 @@ class Workflow:
     ) -> None:
         skip = _status(w.draft) in self.config.approval.skip_for
         self._need(w, c, ("approved",) if not skip else ("draft", "submitted", "approved"))
-        if w.supersedes:
-            orig = state.warnings.get(w.supersedes)
+        # what it replaces: the warning of the update/cancel action, or those issued here that an
+        # Update or Cancel drafted directly references (the same outcome either way)
+        replaced = [w.supersedes] if w.supersedes else self._replaced(state, w.draft)
+        for wid in replaced:
+            orig = state.warnings.get(wid)
             if orig is None or orig.state != "issued":
-                raise Refused(f"the warning it replaces ({w.supersedes}) is no longer active")
+                what = orig.identifier if orig is not None and orig.identifier else wid
+                state_now = f": it is {orig.state}" if orig is not None else ""
+                raise Refused(f"the warning it replaces ({what}) is no longer active{state_now}")
         self._check_references(state, w.draft)  # (an Update or Cancel keeps w's status: here too)
         draft = Draft.model_validate(w.draft)
-        found = self._tenancy_problems(draft, w.draft, w.supersedes is not None)
+        found = self._tenancy_problems(draft, w.draft, bool(replaced))
         if found:  # (the warnings file may have bound senders or areas since it was drafted)
             raise Refused("; ".join(f"{'.'.join(map(str, loc))}: {m}" for loc, m in found))
         sent = at
@@ -301,13 +306,33 @@ class Workflow:
                 xml=w.xml,
             )
         )
-        if w.supersedes:
-            orig = state.warnings[w.supersedes]
-            orig.superseded_by = w.id
+        if replaced:
+            w.supersedes = replaced[0]
             new_state = "cancelled" if draft.msg_type == "Cancel" else "updated"
-            self._change(orig, new_state, new_state, c, at, out, reason=f"superseded by {doc.identifier}")
+            for wid in replaced:
+                orig = state.warnings[wid]
+                orig.superseded_by = w.id
+                self._change(orig, new_state, new_state, c, at, out, reason=f"superseded by {doc.identifier}")
             if draft.msg_type == "Cancel":  # a Cancel is a notice, not an active warning
                 self._change(w, "cancelled", "cancelled", c, at, out, reason="a Cancel message")
+
+    @staticmethod
+    def _replaced(state: WarningsState, data: dict[str, Any]) -> list[str]:
+        """The ids of the warnings issued here that an Update or Cancel ``data`` references (bare
+        or ``sender,identifier,sent``), in the order referenced; none for an Alert."""
+        if _kind(data) not in ("Update", "Cancel"):
+            return []
+        refs = data.get("references") or []
+        out: list[str] = []
+        for raw in refs.split() if isinstance(refs, str) else refs:
+            try:
+                parsed = parse_reference(str(raw).strip())
+            except ValueError:
+                continue
+            known = state.issued.get(parsed if isinstance(parsed, str) else parsed[1])
+            if known and known[0] not in out:
+                out.append(known[0])
+        return out
 
     def _expire(self, state: WarningsState, now: datetime) -> list[WarningEvent]:
         out: list[WarningEvent] = []
