@@ -149,6 +149,17 @@ def test_an_update_or_cancel_drafted_directly_replaces_the_warning_it_references
     assert not r.ok and "no longer active" in r.error and update.identifier in r.error, r
 
 
+def test_a_cancel_drafted_directly_is_never_blocked_by_bindings_made_since() -> None:
+    """As the cancel action's: a public warning must always be withdrawable."""
+    d = Driver()
+    d.issued()
+    ident = d.caps()[0].identifier
+    d.wf = Workflow(WarningsConfig(senders={"gaia": (DRAFT["sender"],)}))  # bound since, to gaia
+    assert not d.do("draft", "ana", "operator", draft={**DRAFT, "headline": "Outro"}).ok
+    c = d.issued({**DRAFT, "msgType": "Cancel", "references": [ident]})
+    assert d.state.warnings[c].supersedes is not None and d.wf.active(d.state) == []
+
+
 def test_expired_warnings_leave_the_active_list() -> None:
     d = Driver()
     w = d.issued()

@@ -186,7 +186,9 @@ class Workflow:
             raise Refused(f"no warning {c.warning!r}")
         if c.action == "edit":
             self._need(w, c, ("draft", "submitted", "approved", "rejected"))
-            draft = self._check(c.draft or {}, keep=w.draft, withdraws=w.supersedes is not None)
+            merged = {**w.draft, **(c.draft or {})}
+            withdraws = w.supersedes is not None or bool(self._replaced(state, merged))
+            draft = self._check(c.draft or {}, keep=w.draft, withdraws=withdraws)
             if w.supersedes and (
                 draft.get("references") != w.draft.get("references") or _kind(draft) != _kind(w.draft)
             ):
@@ -201,7 +203,7 @@ class Workflow:
             self._change(w, "draft", "edited", c, at, out)
         elif c.action == "submit":
             self._need(w, c, ("draft",))
-            self._check(w.draft, withdraws=w.supersedes is not None)
+            self._check(w.draft, withdraws=w.supersedes is not None or bool(self._replaced(state, w.draft)))
             if w.audit and w.audit[0].role == "system" and c.actor not in w.authors:
                 w.authors.append(c.actor)  # a proposal (propose_warning) is the submitter's: four eyes hold
             self._change(w, "submitted", "submitted", c, at, out)
@@ -241,7 +243,7 @@ class Workflow:
             data = {**data, "incident": c.incident}
         if c.tenant and "tenant" not in data:
             data = {**data, "tenant": c.tenant}
-        draft = self._check(data, withdraws=supersedes is not None)
+        draft = self._check(data, withdraws=supersedes is not None or bool(self._replaced(state, data)))
         self._check_references(state, draft)
         wid = "W-" + hashlib.blake2b(c.id.encode(), digest_size=8).hexdigest()
         if wid in state.warnings:
