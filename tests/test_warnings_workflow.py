@@ -160,6 +160,33 @@ def test_a_cancel_drafted_directly_is_never_blocked_by_bindings_made_since() -> 
     assert d.state.warnings[c].supersedes is not None and d.wf.active(d.state) == []
 
 
+def test_a_cancel_made_by_the_action_is_an_all_clear_unless_the_command_says_otherwise() -> None:
+    """The README: "A Cancel gets responseType AllClear unless given". The cancel action copied
+    the original's Shelter into the Cancel, telling people to stay sheltered after the warning was
+    withdrawn."""
+
+    def responses(cap) -> list[str]:
+        root = etree.fromstring(cap.xml.encode())
+        return [[r.text for r in i.iter(Q + "responseType")] for i in root.iter(Q + "info")]
+
+    d = Driver()
+    for given, expected in ((None, "AllClear"), (["Monitor"], "Monitor")):
+        w = d.issued({**DRAFT, "responseType": ["Shelter"], "headline": f"Abrigo {given}"})
+        c = d.do("cancel", "ana", "operator", warning=w, draft={"responseType": given} if given else None)
+        d.do("submit", "ana", "operator", warning=c.warning)
+        d.do("approve", "rui", "approver", warning=c.warning)
+        assert d.do("issue", "ana", "operator", warning=c.warning).ok
+        cancel = d.caps()[-1]
+        assert cancel.msgType == "Cancel" and responses(cancel) == [[expected], [expected]], given
+    # an update keeps what the warning says to do
+    w = d.issued({**DRAFT, "responseType": ["Shelter"], "headline": "Abrigo"})
+    u = d.do("update", "ana", "operator", warning=w, draft={"level": "red"}).warning
+    d.do("submit", "ana", "operator", warning=u)
+    d.do("approve", "rui", "approver", warning=u)
+    assert d.do("issue", "ana", "operator", warning=u).ok
+    assert responses(d.caps()[-1]) == [["Shelter"], ["Shelter"]]
+
+
 def test_expired_warnings_leave_the_active_list() -> None:
     d = Driver()
     w = d.issued()

@@ -224,7 +224,12 @@ class Workflow:
             self._issue(state, w, c, at, out)
         elif c.action in ("update", "cancel"):
             self._need(w, c, ("issued",))
-            base = {k: v for k, v in w.draft.items() if k not in ("identifier", "sent")}
+            # a Cancel is an all-clear unless its command says otherwise: the original's
+            # responseType (Shelter, Evacuate) is no instruction to keep after it is withdrawn
+            dropped = ("identifier", "sent") + (
+                ("responseType", "response_type") if c.action == "cancel" else ()
+            )
+            base = {k: v for k, v in w.draft.items() if k not in dropped}
             draft = {**base, **(c.draft or {}), "msgType": "Update" if c.action == "update" else "Cancel"}
             draft["references"] = [w.identifier]  # (the reference rules hold it to w's status)
             return self._new(state, c, at, out, draft, supersedes=w.id)
