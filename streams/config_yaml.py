@@ -270,6 +270,16 @@ class _TimesAsText(_SafeConstructor):
 _TimesAsText.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
 
 
+class _NumbersAsText(_TimesAsText):
+    """Numbers stay text too, exactly as written (``00351222090000``, ``0289``, ``4.50``, ``0x1F``,
+    ``1_000``): for files whose values are texts (a warning draft's phone number, event code,
+    parameter), where the caller reads a number itself only where its model wants one."""
+
+
+for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+    _NumbersAsText.add_constructor(_tag, RoundTripConstructor.construct_yaml_str)
+
+
 def _in_plain_words(exc: Any, text: str, mark: Any, said: str) -> tuple[Any, str]:
     """(where, what) for the YAML mistakes people make by hand, in words a rule author can act
     on, the parser's own words kept after them; the place is where the mistake starts (the
@@ -348,16 +358,25 @@ def _comment_position(message: str) -> tuple[int, int]:
     return (int(m.group(1)) + 1, int(m.group(2)) + 1) if m else (1, 1)
 
 
-def parse(text: str, file: str, limits: YamlLimits | None = None, times_as_text: bool = False) -> Any:
+def parse(
+    text: str,
+    file: str,
+    limits: YamlLimits | None = None,
+    times_as_text: bool = False,
+    numbers_as_text: bool = False,
+) -> Any:
     """One YAML document as a ruamel round-trip tree (``None`` when empty), within ``limits``;
     raises :class:`YamlError`. Values keep their positions for :func:`position`. With
-    ``times_as_text`` timestamps are kept as written."""
+    ``times_as_text`` timestamps are kept as written, with ``numbers_as_text`` timestamps and
+    numbers (``0289`` stays ``"0289"``, not 289)."""
     limits = limits or YamlLimits.from_env()
     if len(text) > limits.max_bytes:
         raise YamlError(file, 1, 1, _too_big(len(text), limits), "read")
     yaml = YAML(typ="rt")
     yaml.Composer = _SafeComposer
-    yaml.Constructor = _TimesAsText if times_as_text else _SafeConstructor
+    yaml.Constructor = (
+        _NumbersAsText if numbers_as_text else _TimesAsText if times_as_text else _SafeConstructor
+    )
     yaml._atalaia_limits = limits
     yaml._atalaia_file = file
     try:

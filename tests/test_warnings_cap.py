@@ -553,3 +553,49 @@ def test_a_control_character_is_the_error_not_the_type(tmp_path: Path) -> None:
     assert err.splitlines() == [
         f"{tmp_path / 'draft.yaml'}:8:8: 'event': control character U+0007 cannot be part of a CAP document"
     ]
+
+
+def test_numbers_in_text_fields_are_published_exactly_as_written(tmp_path: Path) -> None:
+    """YAML reads 00351222090000, 0289, 4.50, 0x1F, 1_000, .5 and 1.5e3 as numbers; a draft's texts
+    (a phone number, an ANEPC event code, a river level, a headline) must reach the public exactly
+    as the officer wrote them, never 351222090000, 289, 4.5, 31, 1000, 0.5 or 1500.0. Numbers are
+    read as numbers only where the model wants one (polygon coordinates; geocodes)."""
+    draft = """\
+sender: protecao.civil@cm-porto.pt
+level: orange
+event: {pt-PT: Cheia, en-GB: Flood}
+headline: 0x1F
+description: {pt-PT: 1_000, en-GB: .5}
+instruction: 1.5e3
+contact: 00351222090000
+audience: 0o17
+note: 007
+web: {pt-PT: https://cm-porto.pt/a, en-GB: https://cm-porto.pt/b}
+eventCode: {ANEPC_EAE: 0289}
+parameters: {cota_m: 4.50, codigo: 0755}
+area:
+  desc: 12
+  geocodes: {DICOFRE: [131203]}
+  polygon: [[41.15, -8.60], [41.16, -8.60], [41.16, -8.59]]
+"""
+    code, out, err = render_text(tmp_path, draft)
+    assert code == 0, err
+    root = etree.fromstring(out.encode())
+    assert root.findtext(Q + "note") == "007"
+    for info in root.iter(Q + "info"):
+        text = {t: info.findtext(Q + t) for t in ("headline", "instruction", "contact", "audience")}
+        assert text == {
+            "headline": "0x1F",
+            "instruction": "1.5e3",
+            "contact": "00351222090000",
+            "audience": "0o17",
+        }
+        assert info.findtext(Q + "description") in ("1_000", ".5")
+        assert info.find(Q + "eventCode").findtext(Q + "value") == "0289"
+        params = {p.findtext(Q + "valueName"): p.findtext(Q + "value") for p in info.iter(Q + "parameter")}
+        assert params["cota_m"] == "4.50" and params["codigo"] == "0755"
+        area = info.find(Q + "area")
+        assert area.findtext(Q + "areaDesc") == "12"
+        assert [g.findtext(Q + "value") for g in area.iter(Q + "geocode")] == ["131203"]
+        assert area.findall(Q + "polygon")[-1].text == "41.15,-8.6 41.16,-8.6 41.16,-8.59 41.15,-8.6"
+    assert [i.findtext(Q + "description") for i in root.iter(Q + "info")] == ["1_000", ".5"]

@@ -51,7 +51,10 @@ def load_draft(
     """A checked draft; :class:`DraftError` with every problem otherwise. The YAML is read within
     the safe-loading limits of ``atalaia.streams.config_yaml`` (size, depth, aliases)."""
     try:
-        tree = parse(text, file, limits, times_as_text=True)
+        # every scalar as written: a draft's values are texts (contact 00351222090000, eventCode
+        # 0289, a parameter 4.50), and the model reads a number only where it wants one (polygon
+        # coordinates; geocodes get their leading zeros back)
+        tree = parse(text, file, limits, times_as_text=True, numbers_as_text=True)
     except YamlError as exc:
         raise DraftError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
     if not isinstance(tree, CommentedMap):
