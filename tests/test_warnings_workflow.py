@@ -209,10 +209,16 @@ def test_an_invalid_document_is_refused_never_issued() -> None:
     bad = {**DRAFT, "level": "purple"}
     r = d.do("draft", "ana", "operator", draft=bad)
     assert not r.ok and "unknown level 'purple'" in r.error
-    # an Update of a warning whose identifier is unknown cannot be issued (strict references)
+    # an Update of a warning whose identifier is unknown is refused on drafting, and cannot be
+    # issued (strict references: a draft made before that check, an older state)
     upd = {**DRAFT, "msgType": "Update", "references": ["NOT-ISSUED-HERE"]}
     d.clock = T0 + timedelta(minutes=5)
-    w2 = d.do("draft", "ana", "operator", draft=upd).warning
+    r = d.do("draft", "ana", "operator", draft=upd)
+    assert not r.ok and "references.0: no issued warning 'NOT-ISSUED-HERE'" in r.error, r
+    w2 = d.do(
+        "draft", "ana", "operator", draft={**upd, "references": ["P-20261204170000-0123456789"]}
+    ).warning
+    d.state.warnings[w2].draft["references"] = ["NOT-ISSUED-HERE"]
     d.do("submit", "ana", "operator", warning=w2)
     d.do("approve", "rui", "approver", warning=w2)
     r = d.do("issue", "ana", "operator", warning=w2)

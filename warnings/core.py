@@ -43,7 +43,7 @@ import msgspec
 import orjson
 from pydantic import ValidationError
 
-from atalaia.warnings.cap import CapInvalid, Reference, render
+from atalaia.warnings.cap import CapInvalid, Reference, render, sent_of_identifier
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.draft import Draft, cap_time, parse_reference, problems
@@ -393,8 +393,9 @@ class Workflow:
         reference: one of another tenant (a warning references only its own tenant's), or, for an
         Update or Cancel, one whose sender is not this draft's (CAP: the same sender updates and
         cancels its messages; a reference written ``sender,identifier,sent`` must name the
-        original's sender too). References to nothing issued here follow the usual rule (bare:
-        refused on issue unless the identifier carries its sent time; full triples: kept)."""
+        original's sender too). A bare reference to nothing issued here is refused unless the
+        identifier carries its sent time (one Atalaia generated); full triples to warnings issued
+        elsewhere are kept."""
         refs = data.get("references") or []
         if isinstance(refs, str):
             refs = refs.split()
@@ -412,6 +413,14 @@ class Workflow:
             ident = parsed if isinstance(parsed, str) else parsed[1]
             known = state.issued.get(ident)
             if not known:
+                if isinstance(parsed, str) and sent_of_identifier(ident) is None:
+                    out.append(  # (issuing would refuse it, after the approval: say it now)
+                        (
+                            f"references.{i}",
+                            f"no issued warning {ident!r} here: reference a warning issued elsewhere "
+                            "as 'sender,identifier,sent'",
+                        )
+                    )
                 continue
             orig = state.warnings.get(known[0])
             orig_tenant = _text_or_none(orig.draft.get("tenant")) if orig is not None else None
