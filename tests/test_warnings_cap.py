@@ -599,3 +599,36 @@ area:
         assert [g.findtext(Q + "value") for g in area.iter(Q + "geocode")] == ["131203"]
         assert area.findall(Q + "polygon")[-1].text == "41.15,-8.6 41.16,-8.6 41.16,-8.59 41.15,-8.6"
     assert [i.findtext(Q + "description") for i in root.iter(Q + "info")] == ["1_000", ".5"]
+
+
+def test_language_tags_are_compared_ignoring_case_and_written_canonically(tmp_path: Path) -> None:
+    """The README: tags are compared ignoring case (RFC 5646). ``headline: {PT-pt: ..., EN-gb: ...}``
+    beside ``event: {pt-PT: ..., en-GB: ...}`` was refused ("language PT-pt is not one of the
+    warning's"); each text now reaches its language's info block, and the document carries the
+    canonical tag."""
+    text = DESIGN_DRAFT.replace(
+        "headline: {pt-PT: Aviso laranja de cheia, en-GB: Orange flood warning}",
+        "headline: {PT-pt: Aviso laranja de cheia, EN-gb: Orange flood warning}",
+    ).replace("event: {pt-PT: Cheia, en-GB: Flood}", "event: {pt-pt: Cheia, EN-GB: Flood}")
+    text = text.replace(
+        "desc: {pt-PT: Campanhã, en-GB: Campanhã}", "desc: {PT-PT: Campanhã, en-gb: Campanha}"
+    )
+    text += "web: {Pt-pT: https://cm-porto.pt/pt, EN-GB: https://cm-porto.pt/en}\n"
+    code, out, err = render_text(tmp_path, text)
+    assert code == 0, err
+    infos = list(etree.fromstring(out.encode()).iter(Q + "info"))
+    got = [
+        (
+            *(i.findtext(Q + t) for t in ("language", "event", "headline", "web")),
+            i.findtext(f"{Q}area/{Q}areaDesc"),
+        )
+        for i in infos
+    ]
+    assert got == [
+        ("pt-PT", "Cheia", "Aviso laranja de cheia", "https://cm-porto.pt/pt", "Campanhã"),
+        ("en-GB", "Flood", "Orange flood warning", "https://cm-porto.pt/en", "Campanha"),
+    ]
+    # the same language twice in any text is refused, whatever its case
+    twice = DESIGN_DRAFT.replace("en-GB: Orange flood warning}", "en-GB: Orange flood warning, PT-pt: Outro}")
+    code, _, err = render_text(tmp_path, twice)
+    assert code == 1 and "language PT-pt given twice" in err, err

@@ -300,8 +300,9 @@ class Draft(_Model):
     )
 
     @property
-    def languages(self) -> list[str]:
-        """The ``info`` languages, in the order given (the first mapping among the texts)."""
+    def languages_as_written(self) -> list[str]:
+        """The ``info`` languages as the draft writes them, in the order given (the first mapping
+        among the texts)."""
         for v in (self.event, self.headline, self.description, self.instruction):
             if isinstance(v, dict) and v:
                 return list(v)
@@ -310,10 +311,43 @@ class Draft(_Model):
                 return list(a.desc)
         return [DEFAULT_LANGUAGE]
 
+    @property
+    def languages(self) -> list[str]:
+        """The ``info`` languages, in the order given, in their canonical spelling (``PT-pt`` is
+        ``pt-PT``: language tags are compared ignoring case, RFC 5646 §2.1.1)."""
+        return [canonical_language(x) for x in self.languages_as_written]
+
     def text(self, value: str | dict[str, str] | None, language: str) -> str | None:
+        """``value``'s text in ``language`` (tags compared ignoring case)."""
         if value is None or isinstance(value, str):
             return value
-        return value.get(language)
+        if language in value:
+            return value[language]
+        fold = language.lower()
+        return next((t for k, t in value.items() if k.lower() == fold), None)
+
+
+def canonical_language(tag: str) -> str:
+    """A language tag in its canonical case (RFC 5646 §2.1.1): ``PT-pt`` -> ``pt-PT``, ``EN-gb`` ->
+    ``en-GB``, ``zh-hant-tw`` -> ``zh-Hant-TW``.
+
+    >>> canonical_language("PT-pt"), canonical_language("sr-latn-rs"), canonical_language("en-x-ab")
+    ('pt-PT', 'sr-Latn-RS', 'en-x-ab')
+    """
+    parts = tag.split("-")
+    out = [parts[0].lower()]
+    singleton = False
+    for p in parts[1:]:
+        if singleton or len(p) == 1:
+            singleton = True
+            out.append(p.lower())
+        elif len(p) == 2:
+            out.append(p.upper())
+        elif len(p) == 4 and p.isalpha():
+            out.append(p.title())
+        else:
+            out.append(p.lower())
+    return "-".join(out)
 
 
 # --------------------------------------------------------------------------- semantic checks
@@ -520,8 +554,9 @@ def problems(
             parse_reference(ref)
         except ValueError as e:
             out.append((("references", i), str(e)))
-    # languages
-    langs = d.languages
+    # languages (tags compared ignoring case; written in their canonical case)
+    langs = d.languages_as_written
+    folded = [x.lower() for x in langs]
     for i, lang in enumerate(langs):
         if not _LANG.fullmatch(lang):
             out.append((("event", lang), f"{lang!r} is not a language tag like pt-PT or en-GB"))
@@ -540,12 +575,16 @@ def problems(
     texts += [(("area", i, "desc"), a.desc) for i, a in enumerate(d.area)]
     for loc, value in texts:
         if isinstance(value, dict):
+            seen: set[str] = set()
             for lang in value:
-                if lang not in langs:
+                if lang.lower() not in folded:
                     out.append(
                         ((*loc, lang), f"language {lang} is not one of the warning's: {', '.join(langs)}")
                     )
-            missing = [lang for lang in langs if lang not in value]
+                elif lang.lower() in seen and loc != ("event",):  # (the event's: said above)
+                    out.append(((*loc, lang), f"language {lang} given twice (language tags ignore case)"))
+                seen.add(lang.lower())
+            missing = [lang for lang in langs if lang.lower() not in seen]
             if missing and loc == ("event",):  # other texts may be given in fewer languages
                 out.append(
                     (loc, f"no {', '.join(missing)} text (the warning's languages: {', '.join(langs)})")
