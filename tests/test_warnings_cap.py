@@ -632,3 +632,46 @@ def test_language_tags_are_compared_ignoring_case_and_written_canonically(tmp_pa
     twice = DESIGN_DRAFT.replace("en-GB: Orange flood warning}", "en-GB: Orange flood warning, PT-pt: Outro}")
     code, _, err = render_text(tmp_path, twice)
     assert code == 1 and "language PT-pt given twice" in err, err
+
+
+def test_a_message_never_references_itself_nor_silently_another_senders_warning(tmp_path: Path) -> None:
+    """An Update with identifier PT-SELF-1 referencing PT-SELF-1 was rendered (a message that
+    replaces itself). A bare PT-CM-GAIA-... identifier (Atalaia's format: it names Gaia's
+    sender) in a Porto draft was expanded with Porto's sender without a word: the reference then
+    names a message nobody sent. Render says so; the workflow refuses it (write the triple)."""
+    from atalaia.warnings.core import Workflow
+
+    update = """\
+sender: protecao.civil@cm-porto.pt
+msgType: Update
+identifier: PT-SELF-1
+references: [PT-SELF-1]
+level: orange
+event: {pt-PT: Cheia, en-GB: Flood}
+area: {geocodes: {DICOFRE: ["131203"]}}
+"""
+    code, _, err = render_text(tmp_path, update)
+    assert code == 1 and "draft.yaml:4:14: a message cannot reference itself" in err, err
+    full = "references: ['protecao.civil@cm-porto.pt,PT-SELF-1,2026-12-04T16:00:00+00:00']"
+    code, _, err = render_text(tmp_path, update.replace("references: [PT-SELF-1]", full))
+    assert code == 1 and "cannot reference itself" in err, err
+
+    gaia = "PT-CM-GAIA-20261204170000-abcdef0123"
+    other = update.replace("identifier: PT-SELF-1", "identifier: PT-OK-2").replace("PT-SELF-1", gaia)
+    code, out, err = render_text(tmp_path, other)
+    assert code == 0, err
+    assert f"note: reference '{gaia}' looks made by another sender (PT-CM-GAIA" in err, err
+    own = other.replace(gaia, "PT-CM-PORTO-20261204170000-abcdef0123")
+    code, out, err = render_text(tmp_path, own)
+    assert code == 0 and "another sender" not in err, err
+
+    wf = Workflow()
+    draft = YAML(typ="safe").load(other)
+    draft.pop("identifier")
+    st, out = wf.step(
+        wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": draft}, SENT
+    )
+    assert not out[-1].ok and "references.0: reference 'PT-CM-GAIA-" in out[-1].error, out[-1]
+    draft["references"] = [f"protecao.civil@cm-gaia.pt,{gaia},2026-12-04T17:00:00+00:00"]
+    st, out = wf.step(st, {"action": "draft", "actor": "a", "role": "operator", "draft": draft}, SENT)
+    assert out[-1].ok, out[-1]

@@ -98,7 +98,7 @@ def test_a_warning_may_not_reference_another_tenants_warning() -> None:
         "ana",
         "operator",
         "draft",
-        draft=cancel_of("PT-X-20261204170000-0123456789", "porto", GAIA_SENDER),
+        draft=cancel_of("PT-CM-GAIA-20261204170000-0123456789", "porto", GAIA_SENDER),
     )
     wid = r.warning
     st.warnings[wid].draft["references"] = [gid]

@@ -216,7 +216,7 @@ def test_an_invalid_document_is_refused_never_issued() -> None:
     r = d.do("draft", "ana", "operator", draft=upd)
     assert not r.ok and "references.0: no issued warning 'NOT-ISSUED-HERE'" in r.error, r
     w2 = d.do(
-        "draft", "ana", "operator", draft={**upd, "references": ["P-20261204170000-0123456789"]}
+        "draft", "ana", "operator", draft={**upd, "references": ["PT-CM-PORTO-20261204170000-0123456789"]}
     ).warning
     d.state.warnings[w2].draft["references"] = ["NOT-ISSUED-HERE"]
     d.do("submit", "ana", "operator", warning=w2)

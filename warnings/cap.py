@@ -126,6 +126,24 @@ def sent_of_identifier(identifier: str) -> str | None:
         return None
 
 
+def prefix_of_identifier(identifier: str) -> str | None:
+    """The sender prefix an identifier made by :func:`identifier_for` carries (``PT-CM-GAIA``)."""
+    m = _ID_TIME.search(identifier)
+    return identifier[: m.start()] if m and sent_of_identifier(identifier) else None
+
+
+def other_senders_identifier(identifier: str, sender: str) -> str | None:
+    """Why a bare ``identifier`` evidently is not ``sender``'s (it carries another sender's
+    prefix, so the draft's sender would be a wrong guess), or None."""
+    prefix = prefix_of_identifier(identifier)
+    if prefix is None or prefix == identifier_prefix(sender):
+        return None
+    return (
+        f"reference {identifier!r} looks made by another sender ({prefix}, not "
+        f"{identifier_prefix(sender)} of {sender}): write the full 'sender,identifier,sent'"
+    )
+
+
 def resolve_references(
     draft: Draft, sent: str, resolve: Resolver | None = None, strict: bool = False
 ) -> tuple[list[Reference], list[str]]:
@@ -145,6 +163,10 @@ def resolve_references(
         found = resolve(parsed) if resolve else None
         if found is None and (t := sent_of_identifier(parsed)):
             found = Reference(draft.sender, parsed, t)
+            if (other := other_senders_identifier(parsed, draft.sender)) is not None:
+                if strict:
+                    raise CapInvalid([f"references: {other}"])
+                notes.append(f"{other}; used this draft's sender")
         if found is None:
             if strict:
                 raise CapInvalid([f"references: no issued warning {parsed!r}"])

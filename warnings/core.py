@@ -43,7 +43,7 @@ import msgspec
 import orjson
 from pydantic import ValidationError
 
-from atalaia.warnings.cap import CapInvalid, Reference, render, sent_of_identifier
+from atalaia.warnings.cap import CapInvalid, Reference, other_senders_identifier, render, sent_of_identifier
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.draft import Draft, cap_time, parse_reference, problems
@@ -413,7 +413,10 @@ class Workflow:
             ident = parsed if isinstance(parsed, str) else parsed[1]
             known = state.issued.get(ident)
             if not known:
-                if isinstance(parsed, str) and sent_of_identifier(ident) is None:
+                other = other_senders_identifier(ident, sender or "") if isinstance(parsed, str) else None
+                if other is not None:
+                    out.append((f"references.{i}", other))
+                elif isinstance(parsed, str) and sent_of_identifier(ident) is None:
                     out.append(  # (issuing would refuse it, after the approval: say it now)
                         (
                             f"references.{i}",

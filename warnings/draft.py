@@ -551,9 +551,13 @@ def problems(
         )
     for i, ref in enumerate(d.references):
         try:
-            parse_reference(ref)
+            parsed = parse_reference(ref)
         except ValueError as e:
             out.append((("references", i), str(e)))
+            continue
+        named = parsed if isinstance(parsed, str) else parsed[1]
+        if d.identifier is not None and named == d.identifier.strip():
+            out.append((("references", i), f"a message cannot reference itself ({named} is its identifier)"))
     # languages (tags compared ignoring case; written in their canonical case)
     langs = d.languages_as_written
     folded = [x.lower() for x in langs]
