@@ -52,6 +52,15 @@ log = logging.getLogger("atalaia.config")
 
 #: a lone UTF-16 surrogate, which a double-quoted "\\ud800" escape yields
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: a UTF-16 surrogate pair, which a double-quoted "\\ud83c\\udf0a" yields (JSON's way to write a
+#: character beyond U+FFFF, RFC 8259 §7, and what Python's json.dump writes): one character
+_SURROGATE_PAIR = re.compile(r"[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _join_pairs(text: str) -> str:
+    return _SURROGATE_PAIR.sub(lambda m: m[0].encode("utf-16-le", "surrogatepass").decode("utf-16-le"), text)
+
+
 #: the values ruamel quotes in a duplicate-key message
 _DUPLICATE_VALUES = re.compile(r" with value .*\Z", re.S)
 
@@ -205,6 +214,8 @@ class _SafeComposer(Composer):
                     )
                 self.total += size
             return super().compose_node(parent, index)
+        if isinstance(event, ScalarEvent) and _SURROGATE.search(event.value):
+            event.value = _join_pairs(event.value)
         if isinstance(event, ScalarEvent) and _SURROGATE.search(event.value):
             # a "\\ud800" escape: not a character, so no UTF-8 (JSON, XML, Kafka) can carry it,
             # and it failed far from here (an alarm's encoding, a CAP document) after a clean check

@@ -675,3 +675,22 @@ area: {geocodes: {DICOFRE: ["131203"]}}
     draft["references"] = [f"protecao.civil@cm-gaia.pt,{gaia},2026-12-04T17:00:00+00:00"]
     st, out = wf.step(st, {"action": "draft", "actor": "a", "role": "operator", "draft": draft}, SENT)
     assert out[-1].ok, out[-1]
+
+
+def test_a_draft_written_by_json_dump_keeps_its_emoji(tmp_path: Path) -> None:
+    """Python's json.dump (ensure_ascii) writes 🌊 as the escaped pair "\\ud83c\\udf0a"; such a
+    draft was refused as "a lone UTF-16 surrogate escape"."""
+    import json
+
+    draft = {
+        "sender": "protecao.civil@cm-porto.pt",
+        "level": "orange",
+        "event": {"pt-PT": "Cheia \U0001f30a", "en-GB": "Flood \U0001f30a"},
+        "area": {"geocodes": {"DICOFRE": ["131203"]}},
+    }
+    text = json.dumps(draft)
+    assert "\\ud83c\\udf0a" in text
+    code, out, err = render_text(tmp_path, text)
+    assert code == 0, err
+    events = [e.text for e in etree.fromstring(out.encode()).iter(Q + "event")]
+    assert events == ["Cheia \U0001f30a", "Flood \U0001f30a"]
