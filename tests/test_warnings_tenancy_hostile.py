@@ -355,6 +355,32 @@ async def test_a_bare_reference_to_nothing_issued_here_is_refused_on_drafting(co
     assert code == 201, body
 
 
+async def test_a_bad_draft_names_its_fields_never_pydantics_validators(console) -> None:
+    """A wrong type inside a text answered field "draft.headline.function-after[_xml_text(),
+    function-before[_text(), str]]": an officer (and the page highlighting the field) needs the
+    field, "draft.headline" or "draft.headline.pt-PT"."""
+    c = console
+    bad = [
+        ({"headline": {"pt-PT": {"a": [1]}}}, {"draft.headline", "draft.headline.pt-PT"}),
+        ({"web": [1]}, {"draft.web"}),
+        ({"area": {"geocodes": {"DICOFRE": [{"x": 1}]}}}, {"draft.area.0.geocodes.DICOFRE.0"}),
+        ({"parameters": {"str": [1]}}, {"draft.parameters.str"}),  # a name like a tag: kept
+    ]
+    for extra, fields in bad:
+        code, body = await post(c, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER, **extra)})
+        assert code == 422, body
+        assert {e["field"] for e in body["errors"]} == fields, body
+        assert body["field"] in fields and "[" not in body["detail"], body
+    # the workflow's refusal (a command on atalaia.commands) names the fields the same way
+    wf = Workflow()
+    _, r = step(
+        wf, wf.initial_state(), "ana", "operator", "draft", draft=draft("porto", PORTO_SENDER, web=[1])
+    )
+    assert not r.ok and "function" not in r.error and "web: Input should be a valid string" in r.error, (
+        r.error
+    )
+
+
 async def test_an_incidents_warnings_and_every_read_are_filtered_by_tenant(console) -> None:
     c = console
     # a gaia draft linked to porto's incident: gop may not link an incident they do not see

@@ -360,7 +360,7 @@ class Workflow:
         try:
             d = Draft.model_validate(merged)
         except ValidationError as e:
-            raise Refused(f"bad draft: {_short(e)}") from None
+            raise Refused(f"bad draft: {_short(e, merged)}") from None
         found = problems(d, self.catalogue, self.config.region)
         if merged.get("tenant") is not None:  # (as the model reads it: 2024 is the tenant "2024")
             merged["tenant"] = str(merged["tenant"])
@@ -560,8 +560,7 @@ def _text_or_none(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
-def _short(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in x['loc']) or 'command'}: {str(x['msg']).removeprefix('Value error, ')}"
-        for x in e.errors()
-    )
+def _short(e: ValidationError, data: Any = None) -> str:
+    from atalaia.warnings.loader import unique_errors
+
+    return "; ".join(f"{x['field'] or 'command'}: {x['message']}" for x in unique_errors(data, e.errors()))
