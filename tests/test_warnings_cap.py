@@ -694,3 +694,15 @@ def test_a_draft_written_by_json_dump_keeps_its_emoji(tmp_path: Path) -> None:
     assert code == 0, err
     events = [e.text for e in etree.fromstring(out.encode()).iter(Q + "event")]
     assert events == ["Cheia \U0001f30a", "Flood \U0001f30a"]
+
+
+def test_expires_before_effective_or_sent_shows_both_times(tmp_path: Path) -> None:
+    """As "expires (...) must be after onset (...)" does: the officer sees which two times clash."""
+    base = DESIGN_DRAFT.replace("onset: 2026-12-04T18:00:00+00:00\n", "")
+    code, _, err = render_text(tmp_path, base + "effective: 2026-12-05T07:00:00+01:00\n")
+    assert code == 1
+    assert "expires (2026-12-05T06:00:00+00:00) must be after effective (2026-12-05T06:00:00+00:00)" in err, (
+        err
+    )
+    code, _, err = render_text(tmp_path, base + "sent: 2026-12-05T08:00:00+00:00\n")
+    assert "expires (2026-12-05T06:00:00+00:00) must be after sent (2026-12-05T08:00:00+00:00)" in err, err

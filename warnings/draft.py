@@ -622,9 +622,16 @@ def problems(
             (("expires",), f"expires ({d.expires.isoformat()}) must be after onset ({d.onset.isoformat()})")
         )
     if d.effective and d.expires and d.expires <= d.effective:
-        out.append((("expires",), "expires must be after effective"))
+        out.append(
+            (
+                ("expires",),
+                f"expires ({d.expires.isoformat()}) must be after effective ({d.effective.isoformat()})",
+            )
+        )
     if d.sent and d.expires and d.expires <= d.sent:
-        out.append((("expires",), "expires must be after sent"))
+        out.append(
+            (("expires",), f"expires ({d.expires.isoformat()}) must be after sent ({d.sent.isoformat()})")
+        )
     # parameters: the level and the hazard write MeteoAlarm's awareness parameters; one of the
     # user's own would put a second, contradicting value in the same info block
     for key, value in d.parameters.items():
