@@ -498,6 +498,17 @@ def test_texts_given_in_fewer_languages_are_left_out_of_those_info_blocks(tmp_pa
     assert infos["pt-PT"].findtext(f"{Q}description") == "O Douro está a subir."
     assert infos["en-GB"].find(f"{Q}description") is None
     assert infos["en-GB"].findtext(f"{Q}event")
+    # ... and render says so, naming the field and the language
+    assert "note: description has no en-GB text: the en-GB info block has no description" in err, err
+    text = text.replace("desc: {pt-PT: Campanhã, en-GB: Campanhã}", "desc: {pt-PT: Campanhã (Porto)}")
+    code, out, err = render_text(tmp_path, text)
+    assert code == 0 and "note: area.0.desc has no en-GB text: the en-GB areaDesc is the pt-PT one" in err, (
+        err
+    )
+    en = [i for i in etree.fromstring(out.encode()).iter(f"{Q}info") if i.findtext(f"{Q}language") == "en-GB"]
+    assert en[0].findtext(f"{Q}area/{Q}areaDesc") == "Campanhã (Porto)"
+    code, out, err = render_text(tmp_path, DESIGN_DRAFT)
+    assert code == 0 and "has no" not in err, err
     code, _, err = render_text(
         tmp_path, text.replace("event: {pt-PT: Cheia, en-GB: Flood}", "event: {pt-PT: Cheia}")
     )

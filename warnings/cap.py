@@ -144,6 +144,35 @@ def other_senders_identifier(identifier: str, sender: str) -> str | None:
     )
 
 
+def missing_languages(draft: Draft) -> list[str]:
+    """A note for each text given per language without one of the warning's languages (allowed:
+    CAP's texts are optional, and a translation must never hold a warning back), saying what that
+    language's ``info`` block gets instead."""
+    notes = []
+    langs = draft.languages
+    texts = [
+        ("headline", draft.headline),
+        ("description", draft.description),
+        ("instruction", draft.instruction),
+        ("senderName", draft.sender_name),
+        ("contact", draft.contact),
+        ("audience", draft.audience),
+        ("web", draft.web),
+    ]
+    for name, value in texts:
+        if isinstance(value, dict):
+            for lang in langs:
+                if draft.text(value, lang) is None:
+                    notes.append(f"{name} has no {lang} text: the {lang} info block has no {name}")
+    for i, a in enumerate(draft.area):
+        if isinstance(a.desc, dict) and a.desc:
+            for lang in langs:
+                if draft.text(a.desc, lang) is None:
+                    first = next(iter(a.desc))
+                    notes.append(f"area.{i}.desc has no {lang} text: the {lang} areaDesc is the {first} one")
+    return notes
+
+
 def resolve_references(
     draft: Draft, sent: str, resolve: Resolver | None = None, strict: bool = False
 ) -> tuple[list[Reference], list[str]]:
@@ -269,6 +298,7 @@ def build(
             f"this warning expires ({cap_datetime(draft.expires)}) before it is sent ({sent_text}): "
             "it would be issued already expired"
         )
+    notes += missing_languages(draft)
     level = cat.level(draft.level) if draft.level else None
     hazard = hazard_of(draft, cat)
     exercise = draft.status == "Exercise"
