@@ -717,3 +717,53 @@ def test_expires_before_effective_or_sent_shows_both_times(tmp_path: Path) -> No
     )
     code, _, err = render_text(tmp_path, base + "sent: 2026-12-05T08:00:00+00:00\n")
     assert "expires (2026-12-05T06:00:00+00:00) must be after sent (2026-12-05T08:00:00+00:00)" in err, err
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "incident: inc-0001\n",
+            'identifier: "PT-1\\u200b"\n',
+            "the identifier 'PT-1\\u200b' has an invisible character (U+200B)",
+        ),
+        (
+            "incident: inc-0001\n",
+            'references: ["PT-CM-PORTO-20261204170000-0123456789\\u2060"]\n',
+            "invisible characters (U+2060)",
+        ),
+        ("incident: inc-0001\n", '  circle: "41.15,-8.60 0"\n', "has radius 0 km: a circle warns nobody"),
+        ("incident: inc-0001\n", '  circle: "41.15,-8.60 0.000"\n', "has radius 0.000 km"),
+        (
+            "incident: inc-0001\n",
+            "web: 'https://cm-porto.pt/a b<c>'\n",
+            "is not a valid URL: ' ', '<', '>' cannot be in one (write ' ' as %20, '<' as %3C, '>' as %3E)",
+        ),
+        (
+            "incident: inc-0001\n",
+            "web: {pt-PT: 'https://cm-porto.pt/100%', en-GB: 'https://cm-porto.pt/en'}\n",
+            "'%' cannot be in one",
+        ),
+    ],
+)
+def test_doubtful_identifiers_circles_and_links_are_refused(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    """An identifier with a zero-width space looks like another warning's; a circle of radius 0
+    warns nobody; a link with a space or '<' is no URI (CAP: anyURI) and breaks in readers."""
+    text = DESIGN_DRAFT.replace(old, new)
+    if "references: [" in new:
+        text = text.replace("msgType: Alert", "msgType: Update").replace("references: []\n", "")
+    code, _, err = render_text(tmp_path, text)
+    assert code == 1 and message in err, err
+    assert re.search(r"draft\.yaml:\d+:\d+: ", err), err
+
+
+def test_links_and_circles_that_are_fine_still_render(tmp_path: Path) -> None:
+    extra = "web: 'https://cm-porto.pt/prote%C3%A7%C3%A3o-civil?a=1&b=2#x'\n"
+    code, _, err = render_text(tmp_path, DESIGN_DRAFT + extra)
+    assert code == 0, err
+    code, _, err = render_text(
+        tmp_path, DESIGN_DRAFT.replace("incident: inc-0001\n", '  circle: "41.15,-8.60 0.05"\n')
+    )
+    assert code == 0, err

@@ -43,6 +43,20 @@ DEFAULT_LANGUAGE = "pt-PT"
 # CAP 1.2 §3.2.1: identifier and sender "must not include spaces, commas or restricted characters
 # (< and &)".
 _BAD_ID_CHARS = re.compile(r"[\s,<&]")
+
+
+def _invisible(text: str) -> str | None:
+    """The first invisible character of ``text`` (a zero-width space, a direction mark, a BOM,
+    any format or control character: ``PT-1\u200b`` looks like ``PT-1`` and is another identifier),
+    as ``U+200B``, or None."""
+    import unicodedata
+
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp", "Zs"):
+            return f"U+{ord(ch):04X}"
+    return None
+
+
 _LANG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 # ASCII digits only (re.ASCII): Python's \d and float() also take other scripts' digits ("٤١"), which
 # no CAP reader expects
@@ -95,6 +109,10 @@ def _canon(choices: tuple[str, ...]):
 
     return BeforeValidator(f)
 
+
+# what an URI (RFC 3986) may not hold as written: spaces, controls, "<>\"{}|\\^`" and an unescaped
+# "%" (non-ASCII letters are left to IRIs, which readers take)
+_NOT_IN_URI = re.compile(r"[\x00-\x20\x7f<>\"{}|\\^`]|%(?![0-9A-Fa-f]{2})")
 
 # what no XML 1.0 text may hold (lone surrogates cannot even be encoded as UTF-8)
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -363,6 +381,8 @@ def parse_reference(ref: str) -> tuple[str, str, datetime] | str:
     if len(parts) == 1:
         if _BAD_ID_CHARS.search(ref) or not ref:
             raise ValueError(f"reference {ref!r}: an identifier has no spaces, commas, '<' or '&'")
+        if (ch := _invisible(ref)) is not None:
+            raise ValueError(f"reference {ref!r}: an identifier has no invisible characters ({ch})")
         return ref
     if len(parts) != 3 or not all(parts):
         raise ValueError(f"reference {ref!r} is neither an identifier nor 'sender,identifier,sent'")
@@ -372,6 +392,8 @@ def parse_reference(ref: str) -> tuple[str, str, datetime] | str:
             raise ValueError(
                 f"reference {ref!r}: its {what} {v!r} may not contain spaces, commas, '<' or '&'"
             )
+        if (ch := _invisible(v)) is not None:
+            raise ValueError(f"reference {ref!r}: its {what} {v!r} has an invisible character ({ch})")
     try:
         return sender, ident, cap_time(sent)
     except ValueError as e:
@@ -524,6 +546,16 @@ def problems(
         out.append((("sender",), "the sender may not contain spaces, commas, '<' or '&'"))
     if d.identifier is not None and (not d.identifier or _BAD_ID_CHARS.search(d.identifier)):
         out.append((("identifier",), "the identifier may not be empty or contain spaces, commas, '<' or '&'"))
+    elif d.identifier is not None and (ch := _invisible(d.identifier)) is not None:
+        out.append(
+            (
+                ("identifier",),
+                f"the identifier {d.identifier!r} has an invisible character ({ch}): it would look like "
+                "another identifier",
+            )
+        )
+    if not _BAD_ID_CHARS.search(d.sender) and (ch := _invisible(d.sender)) is not None:
+        out.append((("sender",), f"the sender {d.sender!r} has an invisible character ({ch})"))
     if d.incident is not None and (not d.incident or re.search(r"\s", d.incident)):
         out.append((("incident",), "an incident id has no spaces"))
     # level
@@ -605,10 +637,19 @@ def problems(
     # web: CAP 1.2 §3.2.2 "a full absolute URI"; one, or one per language
     webs = d.web.items() if isinstance(d.web, dict) else [(None, d.web)]
     for lang, web in webs:
+        where = ("web",) if lang is None else ("web", lang)
         if web is not None and web.strip() and not re.match(r"https?://[^\s/]+", web.strip(), re.ASCII):
-            where = ("web",) if lang is None else ("web", lang)
             out.append(
                 (where, f"{web!r} is not a full URL: write it with https:// (CAP needs an absolute URI)")
+            )
+        elif web is not None and (bad := sorted(set(_NOT_IN_URI.findall(web.strip())))):
+            escaped = ", ".join(f"{c!r} as %{ord(c):02X}" for c in bad if ord(c) < 128)
+            out.append(
+                (
+                    where,
+                    f"{web!r} is not a valid URL: {', '.join(map(repr, bad))} cannot be in one"
+                    + (f" (write {escaped})" if escaped else ""),
+                )
             )
     # scope: CAP 1.2 §3.2.1 (addresses "required when scope is Private", restriction "used when
     # scope is Restricted")
@@ -696,6 +737,13 @@ def problems(
             m = _CIRCLE.fullmatch(c)
             if not m or not (-90 <= float(m[1]) <= 90 and -180 <= float(m[2]) <= 180):
                 out.append(((*at, "circle", j), f"{c!r} is not a circle 'lat,lon radius_km'"))
+            elif float(m[3]) <= 0:
+                out.append(
+                    (
+                        (*at, "circle", j),
+                        f"{c!r} has radius {m[3]} km: a circle warns nobody unless its radius is more than 0",
+                    )
+                )
             elif bbox is not None:  # its centre in the served region, as a polygon's points
                 lat0, lat1, lon0, lon1 = bbox
                 lat, lon = float(m[1]), float(m[2])
