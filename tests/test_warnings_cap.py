@@ -767,3 +767,22 @@ def test_links_and_circles_that_are_fine_still_render(tmp_path: Path) -> None:
         tmp_path, DESIGN_DRAFT.replace("incident: inc-0001\n", '  circle: "41.15,-8.60 0.05"\n')
     )
     assert code == 0, err
+
+
+def test_a_hole_drawn_as_a_polygon_inside_another_is_refused(tmp_path: Path) -> None:
+    """A GeoJSON-style outer ring and hole became two <polygon>s: CAP's polygons add up, so the
+    people in the hole (the area meant to be spared) were warned too."""
+    outer = "[[41.14, -8.62], [41.16, -8.62], [41.16, -8.58], [41.14, -8.58]]"
+    hole = "[[41.145, -8.61], [41.155, -8.61], [41.155, -8.59], [41.145, -8.59]]"
+    beside = "[[41.165, -8.61], [41.17, -8.61], [41.17, -8.59]]"
+    area = f"area:\n  desc: Zona\n  polygon:\n    - {outer}\n    - {hole}\n"
+    text = DESIGN_DRAFT.split("area:\n")[0] + area + "incident: inc-0001\n"
+    code, _, err = render_text(tmp_path, text)
+    assert code == 1, err
+    assert "draft.yaml:18:7: CAP cannot express holes: polygon 1 lies inside polygon 0" in err, err
+    code, _, err = render_text(
+        tmp_path, text.replace(f"    - {outer}\n    - {hole}\n", f"    - {hole}\n    - {outer}\n")
+    )
+    assert code == 1 and "polygon 0 lies inside polygon 1" in err, err
+    code, _, err = render_text(tmp_path, text.replace(hole, beside))
+    assert code == 0, err
