@@ -100,6 +100,22 @@ def cap_time(v: Any) -> Any:
     return datetime.fromtimestamp(int(t.timestamp()), UTC)
 
 
+def local_time(t: datetime, tz: Any, fmt: str = "%d/%m/%Y %H:%M") -> str:
+    """``t`` in ``tz``'s wall-clock time; with the zone's abbreviation when that wall-clock time
+    happens twice (the autumn DST change: 01:45 WEST and 01:45 WET are an hour apart).
+
+    >>> from zoneinfo import ZoneInfo
+    >>> lisbon = ZoneInfo("Europe/Lisbon")
+    >>> [local_time(cap_time(t), lisbon) for t in ("2026-10-25T00:45:00Z", "2026-10-25T01:45:00Z", "2026-10-25T02:45:00Z")]
+    ['25/10/2026 01:45 WEST', '25/10/2026 01:45 WET', '25/10/2026 02:45']
+    """
+    local = t.astimezone(tz)
+    text = local.strftime(fmt)
+    if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
+        text += f" {local.tzname()}"
+    return text
+
+
 def _canon(choices: tuple[str, ...]):
     """Case-insensitive enumeration values, returned in their CAP spelling."""
     by_fold = {c.lower(): c for c in choices}
