@@ -164,7 +164,9 @@ def colour(info: dict[str, Any]) -> str | None:
 
 
 def _local(t: str | None, tz: ZoneInfo) -> str | None:
-    return parse_time(t).astimezone(tz).strftime("%d/%m %H:%M") if t else None
+    from atalaia.warnings.draft import local_time
+
+    return local_time(parse_time(t), tz, "%d/%m %H:%M") if t else None
 
 
 def _unmarked(text: str | None, status: str) -> str | None:

@@ -52,6 +52,15 @@ log = logging.getLogger("atalaia.config")
 
 #: a lone UTF-16 surrogate, which a double-quoted "\\ud800" escape yields
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: a UTF-16 surrogate pair, which a double-quoted "\\ud83c\\udf0a" yields (JSON's way to write a
+#: character beyond U+FFFF, RFC 8259 §7, and what Python's json.dump writes): one character
+_SURROGATE_PAIR = re.compile(r"[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _join_pairs(text: str) -> str:
+    return _SURROGATE_PAIR.sub(lambda m: m[0].encode("utf-16-le", "surrogatepass").decode("utf-16-le"), text)
+
+
 #: the values ruamel quotes in a duplicate-key message
 _DUPLICATE_VALUES = re.compile(r" with value .*\Z", re.S)
 
@@ -206,6 +215,8 @@ class _SafeComposer(Composer):
                 self.total += size
             return super().compose_node(parent, index)
         if isinstance(event, ScalarEvent) and _SURROGATE.search(event.value):
+            event.value = _join_pairs(event.value)
+        if isinstance(event, ScalarEvent) and _SURROGATE.search(event.value):
             # a "\\ud800" escape: not a character, so no UTF-8 (JSON, XML, Kafka) can carry it,
             # and it failed far from here (an alarm's encoding, a CAP document) after a clean check
             raise _error_at(
@@ -268,6 +279,16 @@ class _TimesAsText(_SafeConstructor):
 
 
 _TimesAsText.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
+
+
+class _NumbersAsText(_TimesAsText):
+    """Numbers stay text too, exactly as written (``00351222090000``, ``0289``, ``4.50``, ``0x1F``,
+    ``1_000``): for files whose values are texts (a warning draft's phone number, event code,
+    parameter), where the caller reads a number itself only where its model wants one."""
+
+
+for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+    _NumbersAsText.add_constructor(_tag, RoundTripConstructor.construct_yaml_str)
 
 
 def _in_plain_words(exc: Any, text: str, mark: Any, said: str) -> tuple[Any, str]:
@@ -348,16 +369,25 @@ def _comment_position(message: str) -> tuple[int, int]:
     return (int(m.group(1)) + 1, int(m.group(2)) + 1) if m else (1, 1)
 
 
-def parse(text: str, file: str, limits: YamlLimits | None = None, times_as_text: bool = False) -> Any:
+def parse(
+    text: str,
+    file: str,
+    limits: YamlLimits | None = None,
+    times_as_text: bool = False,
+    numbers_as_text: bool = False,
+) -> Any:
     """One YAML document as a ruamel round-trip tree (``None`` when empty), within ``limits``;
     raises :class:`YamlError`. Values keep their positions for :func:`position`. With
-    ``times_as_text`` timestamps are kept as written."""
+    ``times_as_text`` timestamps are kept as written, with ``numbers_as_text`` timestamps and
+    numbers (``0289`` stays ``"0289"``, not 289)."""
     limits = limits or YamlLimits.from_env()
     if len(text) > limits.max_bytes:
         raise YamlError(file, 1, 1, _too_big(len(text), limits), "read")
     yaml = YAML(typ="rt")
     yaml.Composer = _SafeComposer
-    yaml.Constructor = _TimesAsText if times_as_text else _SafeConstructor
+    yaml.Constructor = (
+        _NumbersAsText if numbers_as_text else _TimesAsText if times_as_text else _SafeConstructor
+    )
     yaml._atalaia_limits = limits
     yaml._atalaia_file = file
     try:

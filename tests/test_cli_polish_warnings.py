@@ -176,3 +176,42 @@ def test_a_headline_that_is_only_a_mark_gives_way_to_the_event(tmp_path) -> None
 def test_the_exercise_note_carries_the_mark_exactly_once(tmp_path, note, expected) -> None:
     root = render(tmp_path, "Cheia", "Flood", note=note)
     assert root.findtext(f"{CAP}note") == expected
+
+
+def test_a_drill_on_the_autumn_dst_day_tells_the_two_0145s_apart(tmp_path) -> None:
+    """On 25/10/2026 Lisbon's clocks go from 02:00 WEST back to 01:00 WET: incidents opened at
+    00:45Z and 01:45Z both read "desde 25/10/2026 01:45 (hora de Lisboa)", an hour apart. An
+    ambiguous local time now carries its zone; any other time reads as before."""
+    said = {}
+    for opened in ("2026-10-25T00:45:00Z", "2026-10-25T01:45:00Z", "2026-10-25T02:45:00Z"):
+        rec = tmp_path / "incidents.jsonl"
+        rec.write_bytes(orjson.dumps({**INCIDENT, "opened_at": opened}) + b"\n")
+        r = run("drill", str(rec))
+        assert r.exit_code == 0, r.output
+        d = YAML(typ="safe").load(r.stdout)
+        said[opened] = (d["description"]["pt-PT"], d["description"]["en-GB"])
+    assert "desde 25/10/2026 01:45 WEST (hora de Lisboa)" in said["2026-10-25T00:45:00Z"][0]
+    assert "desde 25/10/2026 01:45 WET (hora de Lisboa)" in said["2026-10-25T01:45:00Z"][0]
+    assert "since 25/10/2026 01:45 WET (Lisbon time)" in said["2026-10-25T01:45:00Z"][1]
+    assert "desde 25/10/2026 02:45 (hora de Lisboa)" in said["2026-10-25T02:45:00Z"][0]
+
+
+def test_the_sms_text_of_a_warning_tells_ambiguous_times_apart() -> None:
+    from atalaia.warnings.catalogue import Catalogue
+    from atalaia.warnings.draft import Draft
+    from atalaia.warnings.short_text import sms_text
+
+    d = Draft.model_validate(
+        {
+            "sender": "pc@cm-porto.pt",
+            "level": "orange",
+            "event": "Cheia",
+            "onset": "2026-10-25T00:30:00Z",
+            "expires": "2026-10-25T01:30:00Z",
+            "area": {"geocodes": {"DICOFRE": ["131203"]}},
+        }
+    )
+    assert (
+        "De 25/10 01:30 WEST a 25/10 01:30 WET (hora de Lisboa)."
+        in sms_text(d, Catalogue.load(), max_segments=4).text
+    )

@@ -323,6 +323,19 @@ def test_a_lone_surrogate_escape_is_refused_where_it_is_written(text: str, where
     assert plain(parse('a: "\\U0001F30A 🌊"\n', "f.yaml")) == {"a": "\U0001f30a \U0001f30a"}
 
 
+def test_a_surrogate_pair_escape_is_the_character_it_encodes() -> None:
+    """JSON (RFC 8259 §7) writes a character beyond U+FFFF as a pair of escapes, and so does
+    Python's json.dump: "\\ud83c\\udf0a" is 🌊, not two lone surrogates. A pair in the wrong
+    order, or a half, is still refused."""
+    assert plain(parse('{"a": "x \\ud83c\\udf0a y", "\\ud83c\\udf0a": 1}', "f.json")) == {
+        "a": "x \U0001f30a y",
+        "\U0001f30a": 1,
+    }
+    for bad in ('a: "\\udf0a\\ud83c"\n', 'a: "\\ud83c\\ud83c"\n', 'a: "\\ud83c\\udf0a\\udf0a"\n'):
+        with pytest.raises(YamlError, match="lone UTF-16 surrogate"):
+            parse(bad, "f.yaml")
+
+
 def test_a_rule_label_with_a_surrogate_is_a_rule_file_error(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(GOOD_RULES.replace("attribute: height}", 'attribute: height, labels: {team: "\\ud800"}}'))

@@ -18,7 +18,7 @@ from test_warnings_feed import DRAFT, T0, Stage, issue, run
 from atalaia.console.problem import PROBLEM
 from atalaia.warnings import http as cap_http
 from atalaia.warnings.config import WarningsConfig
-from atalaia.warnings.feed import FEED_PATH, FEED_TYPE
+from atalaia.warnings.feed import ALERT_ROUTE, FEED_PATH, FEED_TYPE
 from atalaia.warnings.http import FeedCache, pages
 from atalaia.warnings.stage import WarningsCore
 
@@ -116,7 +116,7 @@ def cap_app(stage: Stage) -> web.Application:
     async def one(request: web.Request) -> web.Response:
         return await alert(request, request.match_info["name"])
 
-    app.router.add_get("/cap/alerts/{name}", one)
+    app.router.add_get(ALERT_ROUTE, one)
     return app
 
 

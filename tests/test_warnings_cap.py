@@ -498,6 +498,17 @@ def test_texts_given_in_fewer_languages_are_left_out_of_those_info_blocks(tmp_pa
     assert infos["pt-PT"].findtext(f"{Q}description") == "O Douro está a subir."
     assert infos["en-GB"].find(f"{Q}description") is None
     assert infos["en-GB"].findtext(f"{Q}event")
+    # ... and render says so, naming the field and the language
+    assert "note: description has no en-GB text: the en-GB info block has no description" in err, err
+    text = text.replace("desc: {pt-PT: Campanhã, en-GB: Campanhã}", "desc: {pt-PT: Campanhã (Porto)}")
+    code, out, err = render_text(tmp_path, text)
+    assert code == 0 and "note: area.0.desc has no en-GB text: the en-GB areaDesc is the pt-PT one" in err, (
+        err
+    )
+    en = [i for i in etree.fromstring(out.encode()).iter(f"{Q}info") if i.findtext(f"{Q}language") == "en-GB"]
+    assert en[0].findtext(f"{Q}area/{Q}areaDesc") == "Campanhã (Porto)"
+    code, out, err = render_text(tmp_path, DESIGN_DRAFT)
+    assert code == 0 and "has no" not in err, err
     code, _, err = render_text(
         tmp_path, text.replace("event: {pt-PT: Cheia, en-GB: Flood}", "event: {pt-PT: Cheia}")
     )
@@ -553,3 +564,225 @@ def test_a_control_character_is_the_error_not_the_type(tmp_path: Path) -> None:
     assert err.splitlines() == [
         f"{tmp_path / 'draft.yaml'}:8:8: 'event': control character U+0007 cannot be part of a CAP document"
     ]
+
+
+def test_numbers_in_text_fields_are_published_exactly_as_written(tmp_path: Path) -> None:
+    """YAML reads 00351222090000, 0289, 4.50, 0x1F, 1_000, .5 and 1.5e3 as numbers; a draft's texts
+    (a phone number, an ANEPC event code, a river level, a headline) must reach the public exactly
+    as the officer wrote them, never 351222090000, 289, 4.5, 31, 1000, 0.5 or 1500.0. Numbers are
+    read as numbers only where the model wants one (polygon coordinates; geocodes)."""
+    draft = """\
+sender: protecao.civil@cm-porto.pt
+level: orange
+event: {pt-PT: Cheia, en-GB: Flood}
+headline: 0x1F
+description: {pt-PT: 1_000, en-GB: .5}
+instruction: 1.5e3
+contact: 00351222090000
+audience: 0o17
+note: 007
+web: {pt-PT: https://cm-porto.pt/a, en-GB: https://cm-porto.pt/b}
+eventCode: {ANEPC_EAE: 0289}
+parameters: {cota_m: 4.50, codigo: 0755}
+area:
+  desc: 12
+  geocodes: {DICOFRE: [131203]}
+  polygon: [[41.15, -8.60], [41.16, -8.60], [41.16, -8.59]]
+"""
+    code, out, err = render_text(tmp_path, draft)
+    assert code == 0, err
+    root = etree.fromstring(out.encode())
+    assert root.findtext(Q + "note") == "007"
+    for info in root.iter(Q + "info"):
+        text = {t: info.findtext(Q + t) for t in ("headline", "instruction", "contact", "audience")}
+        assert text == {
+            "headline": "0x1F",
+            "instruction": "1.5e3",
+            "contact": "00351222090000",
+            "audience": "0o17",
+        }
+        assert info.findtext(Q + "description") in ("1_000", ".5")
+        assert info.find(Q + "eventCode").findtext(Q + "value") == "0289"
+        params = {p.findtext(Q + "valueName"): p.findtext(Q + "value") for p in info.iter(Q + "parameter")}
+        assert params["cota_m"] == "4.50" and params["codigo"] == "0755"
+        area = info.find(Q + "area")
+        assert area.findtext(Q + "areaDesc") == "12"
+        assert [g.findtext(Q + "value") for g in area.iter(Q + "geocode")] == ["131203"]
+        assert area.findall(Q + "polygon")[-1].text == "41.15,-8.6 41.16,-8.6 41.16,-8.59 41.15,-8.6"
+    assert [i.findtext(Q + "description") for i in root.iter(Q + "info")] == ["1_000", ".5"]
+
+
+def test_language_tags_are_compared_ignoring_case_and_written_canonically(tmp_path: Path) -> None:
+    """The README: tags are compared ignoring case (RFC 5646). ``headline: {PT-pt: ..., EN-gb: ...}``
+    beside ``event: {pt-PT: ..., en-GB: ...}`` was refused ("language PT-pt is not one of the
+    warning's"); each text now reaches its language's info block, and the document carries the
+    canonical tag."""
+    text = DESIGN_DRAFT.replace(
+        "headline: {pt-PT: Aviso laranja de cheia, en-GB: Orange flood warning}",
+        "headline: {PT-pt: Aviso laranja de cheia, EN-gb: Orange flood warning}",
+    ).replace("event: {pt-PT: Cheia, en-GB: Flood}", "event: {pt-pt: Cheia, EN-GB: Flood}")
+    text = text.replace(
+        "desc: {pt-PT: Campanhã, en-GB: Campanhã}", "desc: {PT-PT: Campanhã, en-gb: Campanha}"
+    )
+    text += "web: {Pt-pT: https://cm-porto.pt/pt, EN-GB: https://cm-porto.pt/en}\n"
+    code, out, err = render_text(tmp_path, text)
+    assert code == 0, err
+    infos = list(etree.fromstring(out.encode()).iter(Q + "info"))
+    got = [
+        (
+            *(i.findtext(Q + t) for t in ("language", "event", "headline", "web")),
+            i.findtext(f"{Q}area/{Q}areaDesc"),
+        )
+        for i in infos
+    ]
+    assert got == [
+        ("pt-PT", "Cheia", "Aviso laranja de cheia", "https://cm-porto.pt/pt", "Campanhã"),
+        ("en-GB", "Flood", "Orange flood warning", "https://cm-porto.pt/en", "Campanha"),
+    ]
+    # the same language twice in any text is refused, whatever its case
+    twice = DESIGN_DRAFT.replace("en-GB: Orange flood warning}", "en-GB: Orange flood warning, PT-pt: Outro}")
+    code, _, err = render_text(tmp_path, twice)
+    assert code == 1 and "language PT-pt given twice" in err, err
+
+
+def test_a_message_never_references_itself_nor_silently_another_senders_warning(tmp_path: Path) -> None:
+    """An Update with identifier PT-SELF-1 referencing PT-SELF-1 was rendered (a message that
+    replaces itself). A bare PT-CM-GAIA-... identifier (Atalaia's format: it names Gaia's
+    sender) in a Porto draft was expanded with Porto's sender without a word: the reference then
+    names a message nobody sent. Render says so; the workflow refuses it (write the triple)."""
+    from atalaia.warnings.core import Workflow
+
+    update = """\
+sender: protecao.civil@cm-porto.pt
+msgType: Update
+identifier: PT-SELF-1
+references: [PT-SELF-1]
+level: orange
+event: {pt-PT: Cheia, en-GB: Flood}
+area: {geocodes: {DICOFRE: ["131203"]}}
+"""
+    code, _, err = render_text(tmp_path, update)
+    assert code == 1 and "draft.yaml:4:14: a message cannot reference itself" in err, err
+    full = "references: ['protecao.civil@cm-porto.pt,PT-SELF-1,2026-12-04T16:00:00+00:00']"
+    code, _, err = render_text(tmp_path, update.replace("references: [PT-SELF-1]", full))
+    assert code == 1 and "cannot reference itself" in err, err
+
+    gaia = "PT-CM-GAIA-20261204170000-abcdef0123"
+    other = update.replace("identifier: PT-SELF-1", "identifier: PT-OK-2").replace("PT-SELF-1", gaia)
+    code, out, err = render_text(tmp_path, other)
+    assert code == 0, err
+    assert f"note: reference '{gaia}' looks made by another sender (PT-CM-GAIA" in err, err
+    own = other.replace(gaia, "PT-CM-PORTO-20261204170000-abcdef0123")
+    code, out, err = render_text(tmp_path, own)
+    assert code == 0 and "another sender" not in err, err
+
+    wf = Workflow()
+    draft = YAML(typ="safe").load(other)
+    draft.pop("identifier")
+    st, out = wf.step(
+        wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": draft}, SENT
+    )
+    assert not out[-1].ok and "references.0: reference 'PT-CM-GAIA-" in out[-1].error, out[-1]
+    draft["references"] = [f"protecao.civil@cm-gaia.pt,{gaia},2026-12-04T17:00:00+00:00"]
+    st, out = wf.step(st, {"action": "draft", "actor": "a", "role": "operator", "draft": draft}, SENT)
+    assert out[-1].ok, out[-1]
+
+
+def test_a_draft_written_by_json_dump_keeps_its_emoji(tmp_path: Path) -> None:
+    """Python's json.dump (ensure_ascii) writes 🌊 as the escaped pair "\\ud83c\\udf0a"; such a
+    draft was refused as "a lone UTF-16 surrogate escape"."""
+    import json
+
+    draft = {
+        "sender": "protecao.civil@cm-porto.pt",
+        "level": "orange",
+        "event": {"pt-PT": "Cheia \U0001f30a", "en-GB": "Flood \U0001f30a"},
+        "area": {"geocodes": {"DICOFRE": ["131203"]}},
+    }
+    text = json.dumps(draft)
+    assert "\\ud83c\\udf0a" in text
+    code, out, err = render_text(tmp_path, text)
+    assert code == 0, err
+    events = [e.text for e in etree.fromstring(out.encode()).iter(Q + "event")]
+    assert events == ["Cheia \U0001f30a", "Flood \U0001f30a"]
+
+
+def test_expires_before_effective_or_sent_shows_both_times(tmp_path: Path) -> None:
+    """As "expires (...) must be after onset (...)" does: the officer sees which two times clash."""
+    base = DESIGN_DRAFT.replace("onset: 2026-12-04T18:00:00+00:00\n", "")
+    code, _, err = render_text(tmp_path, base + "effective: 2026-12-05T07:00:00+01:00\n")
+    assert code == 1
+    assert "expires (2026-12-05T06:00:00+00:00) must be after effective (2026-12-05T06:00:00+00:00)" in err, (
+        err
+    )
+    code, _, err = render_text(tmp_path, base + "sent: 2026-12-05T08:00:00+00:00\n")
+    assert "expires (2026-12-05T06:00:00+00:00) must be after sent (2026-12-05T08:00:00+00:00)" in err, err
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "incident: inc-0001\n",
+            'identifier: "PT-1\\u200b"\n',
+            "the identifier 'PT-1\\u200b' has an invisible character (U+200B)",
+        ),
+        (
+            "incident: inc-0001\n",
+            'references: ["PT-CM-PORTO-20261204170000-0123456789\\u2060"]\n',
+            "invisible characters (U+2060)",
+        ),
+        ("incident: inc-0001\n", '  circle: "41.15,-8.60 0"\n', "has radius 0 km: a circle warns nobody"),
+        ("incident: inc-0001\n", '  circle: "41.15,-8.60 0.000"\n', "has radius 0.000 km"),
+        (
+            "incident: inc-0001\n",
+            "web: 'https://cm-porto.pt/a b<c>'\n",
+            "is not a valid URL: ' ', '<', '>' cannot be in one (write ' ' as %20, '<' as %3C, '>' as %3E)",
+        ),
+        (
+            "incident: inc-0001\n",
+            "web: {pt-PT: 'https://cm-porto.pt/100%', en-GB: 'https://cm-porto.pt/en'}\n",
+            "'%' cannot be in one",
+        ),
+    ],
+)
+def test_doubtful_identifiers_circles_and_links_are_refused(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    """An identifier with a zero-width space looks like another warning's; a circle of radius 0
+    warns nobody; a link with a space or '<' is no URI (CAP: anyURI) and breaks in readers."""
+    text = DESIGN_DRAFT.replace(old, new)
+    if "references: [" in new:
+        text = text.replace("msgType: Alert", "msgType: Update").replace("references: []\n", "")
+    code, _, err = render_text(tmp_path, text)
+    assert code == 1 and message in err, err
+    assert re.search(r"draft\.yaml:\d+:\d+: ", err), err
+
+
+def test_links_and_circles_that_are_fine_still_render(tmp_path: Path) -> None:
+    extra = "web: 'https://cm-porto.pt/prote%C3%A7%C3%A3o-civil?a=1&b=2#x'\n"
+    code, _, err = render_text(tmp_path, DESIGN_DRAFT + extra)
+    assert code == 0, err
+    code, _, err = render_text(
+        tmp_path, DESIGN_DRAFT.replace("incident: inc-0001\n", '  circle: "41.15,-8.60 0.05"\n')
+    )
+    assert code == 0, err
+
+
+def test_a_hole_drawn_as_a_polygon_inside_another_is_refused(tmp_path: Path) -> None:
+    """A GeoJSON-style outer ring and hole became two <polygon>s: CAP's polygons add up, so the
+    people in the hole (the area meant to be spared) were warned too."""
+    outer = "[[41.14, -8.62], [41.16, -8.62], [41.16, -8.58], [41.14, -8.58]]"
+    hole = "[[41.145, -8.61], [41.155, -8.61], [41.155, -8.59], [41.145, -8.59]]"
+    beside = "[[41.165, -8.61], [41.17, -8.61], [41.17, -8.59]]"
+    area = f"area:\n  desc: Zona\n  polygon:\n    - {outer}\n    - {hole}\n"
+    text = DESIGN_DRAFT.split("area:\n")[0] + area + "incident: inc-0001\n"
+    code, _, err = render_text(tmp_path, text)
+    assert code == 1, err
+    assert "draft.yaml:18:7: CAP cannot express holes: polygon 1 lies inside polygon 0" in err, err
+    code, _, err = render_text(
+        tmp_path, text.replace(f"    - {outer}\n    - {hole}\n", f"    - {hole}\n    - {outer}\n")
+    )
+    assert code == 1 and "polygon 0 lies inside polygon 1" in err, err
+    code, _, err = render_text(tmp_path, text.replace(hole, beside))
+    assert code == 0, err

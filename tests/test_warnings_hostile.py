@@ -360,10 +360,14 @@ def test_an_identifier_before_year_1000_keeps_four_digits() -> None:
 
 def test_parameter_names_are_texts(tmp_path: Path) -> None:
     refused(tmp_path, BASE + "parameters: {? [a, b] : c}\n", 13, 16, "a parameter name is a text, not")
-    code, _, err = render_text(tmp_path, BASE + "parameters: {1: 2, null: x}\n")
+    code, _, err = render_text(tmp_path, BASE + "parameters: {01: 2, null: x}\n")
     assert code == 1
-    assert "draft.yaml:13:14: a parameter name is a text, not 1" in err
-    assert "draft.yaml:13:20: a parameter name is a text, not None" in err
+    assert "draft.yaml:13:21: a parameter name is a text, not None" in err
+    # a name written as digits is the text written (it was refused while YAML read it as the
+    # number 1, which would have published "1" for "01"): kept exactly, never changed
+    assert "not 1" not in err and "01" not in err
+    code, out, err = render_text(tmp_path, BASE + "parameters: {01: 2}\n")
+    assert code == 0 and "<valueName>01</valueName>" in out, err
     code, out, err = render_text(tmp_path, BASE + 'parameters: {"1": "2", EMMA_ID: PT009}\n')
     assert code == 0, err
     assert "<valueName>1</valueName>" in out

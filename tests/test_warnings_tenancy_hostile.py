@@ -92,7 +92,14 @@ def test_a_warning_may_not_reference_another_tenants_warning() -> None:
             )
             assert not r.ok and "another tenant" in r.error and r.error.startswith("bad draft"), r.error
     # a draft made before the check (an older state): refused on issue, the original stays issued
-    st, r = step(wf, st, "ana", "operator", "draft", draft=cancel_of("PT-X-1", "porto", GAIA_SENDER))
+    st, r = step(
+        wf,
+        st,
+        "ana",
+        "operator",
+        "draft",
+        draft=cancel_of("PT-CM-GAIA-20261204170000-0123456789", "porto", GAIA_SENDER),
+    )
     wid = r.warning
     st.warnings[wid].draft["references"] = [gid]
     st, _ = step(wf, st, "ana", "operator", "submit", warning=wid)
@@ -134,15 +141,11 @@ def test_an_update_or_cancel_keeps_the_referenced_warnings_sender() -> None:
     st, _ = step(wf, st, "app", "approver", "approve", warning=cid)
     st, r = step(wf, st, "ana", "operator", "issue", warning=cid)
     assert r.ok and st.warnings[wid].state == "cancelled", r.error
-    # an unknown reference: the rule for unknown references (bare and not Atalaia's: refused on issue)
+    # an unknown reference (bare and not Atalaia's): refused on drafting, not after the approval
     st, r = step(
         wf, st, "ana", "operator", "draft", draft=cancel_of("SOMEONE-ELSES-1", "porto", PORTO_SENDER)
     )
-    assert r.ok
-    st, _ = step(wf, st, "ana", "operator", "submit", warning=r.warning)
-    st, _ = step(wf, st, "app", "approver", "approve", warning=r.warning)
-    st, r = step(wf, st, "ana", "operator", "issue", warning=r.warning)
-    assert not r.ok and "no issued warning" in r.error, r.error
+    assert not r.ok and "references.0: no issued warning 'SOMEONE-ELSES-1'" in r.error, r.error
 
 
 # ---------------------------------------------------------------- the console API, in-process
@@ -330,6 +333,52 @@ async def test_another_tenants_warning_cannot_be_cancelled_nor_its_sender_used(c
     assert code == 200, body
     code, body = await post(c, "/api/warnings", "root", {"draft": draft("gaia", GAIA_SENDER)})
     assert code == 201, body
+
+
+async def test_a_bare_reference_to_nothing_issued_here_is_refused_on_drafting(console) -> None:
+    """A Cancel of "PT-NOPE-1" was accepted (201), submitted and approved, and only issuing
+    refused it (409): the officers found out after the four eyes, when the warning was to go out."""
+    c = console
+    for path in ("/api/warnings", "/api/warnings/preview"):
+        code, body = await post(c, path, "ana", {"draft": cancel_of("PT-NOPE-1", None, PORTO_SENDER)})
+        assert code == 422 and body["field"] == "draft.references.0", body
+        assert "no issued warning 'PT-NOPE-1'" in body["detail"], body
+    # a full reference to a warning issued elsewhere, and an identifier Atalaia made: as documented
+    elsewhere = "protecao.civil@cm-gaia.pt,GAIA-77,2026-12-04T16:00:00+00:00"
+    for ref in (elsewhere, "PT-CM-PORTO-20261204170000-0123456789"):
+        code, body = await post(c, "/api/warnings", "ana", {"draft": cancel_of(ref, None, PORTO_SENDER)})
+        assert code == 201, (ref, body)
+    # one issued here, referenced bare: fine
+    wid = await issue_via_api(c, draft(None, PORTO_SENDER), "ana", "app")
+    ident = c.core.state.warnings[wid].identifier
+    code, body = await post(c, "/api/warnings", "ana", {"draft": cancel_of(ident, None, PORTO_SENDER)})
+    assert code == 201, body
+
+
+async def test_a_bad_draft_names_its_fields_never_pydantics_validators(console) -> None:
+    """A wrong type inside a text answered field "draft.headline.function-after[_xml_text(),
+    function-before[_text(), str]]": an officer (and the page highlighting the field) needs the
+    field, "draft.headline" or "draft.headline.pt-PT"."""
+    c = console
+    bad = [
+        ({"headline": {"pt-PT": {"a": [1]}}}, {"draft.headline", "draft.headline.pt-PT"}),
+        ({"web": [1]}, {"draft.web"}),
+        ({"area": {"geocodes": {"DICOFRE": [{"x": 1}]}}}, {"draft.area.0.geocodes.DICOFRE.0"}),
+        ({"parameters": {"str": [1]}}, {"draft.parameters.str"}),  # a name like a tag: kept
+    ]
+    for extra, fields in bad:
+        code, body = await post(c, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER, **extra)})
+        assert code == 422, body
+        assert {e["field"] for e in body["errors"]} == fields, body
+        assert body["field"] in fields and "[" not in body["detail"], body
+    # the workflow's refusal (a command on atalaia.commands) names the fields the same way
+    wf = Workflow()
+    _, r = step(
+        wf, wf.initial_state(), "ana", "operator", "draft", draft=draft("porto", PORTO_SENDER, web=[1])
+    )
+    assert not r.ok and "function" not in r.error and "web: Input should be a valid string" in r.error, (
+        r.error
+    )
 
 
 async def test_an_incidents_warnings_and_every_read_are_filtered_by_tenant(console) -> None:

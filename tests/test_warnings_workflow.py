@@ -122,6 +122,71 @@ def test_update_and_cancel_reference_the_original() -> None:
         assert etree.fromstring(cap.xml.encode()).findtext(Q + "identifier") == cap.identifier
 
 
+def test_an_update_or_cancel_drafted_directly_replaces_the_warning_it_references() -> None:
+    """An Update or Cancel written as a new draft (msgType and references given, as the console's
+    form or a file allows) has the outcome of the update/cancel action: issuing it marks the warning
+    it references updated / cancelled, and the feed no longer shows that warning as in force beside
+    its own Cancel (a reader would see a cancelled warning still active)."""
+    d = Driver()
+    w = d.issued()
+    first = d.caps()[0]
+    u = d.issued({**DRAFT, "msgType": "Update", "references": [first.identifier], "level": "red"})
+    assert d.state.warnings[w].state == "updated" and d.state.warnings[w].superseded_by == u
+    assert d.state.warnings[u].supersedes == w
+    assert [x.id for x in d.wf.active(d.state)] == [u]
+    update = d.caps()[1]
+    ref = f"{DRAFT['sender']},{update.identifier},{update.sent}"  # a full reference: the same
+    c = d.issued({**DRAFT, "msgType": "Cancel", "references": [ref]})
+    assert d.state.warnings[u].state == "cancelled" and d.state.warnings[u].superseded_by == c
+    assert d.state.warnings[c].state == "cancelled", "a Cancel is a notice, not a warning in force"
+    assert d.wf.active(d.state) == []
+    assert [x.id for x in d.wf.in_feed(d.state, d.clock)] == [c]
+    # a warning no longer in force is not replaced again: the Cancel is refused, as the action is
+    again = d.do("draft", "ana", "operator", draft={**DRAFT, "msgType": "Cancel", "references": [ref]})
+    d.do("submit", "ana", "operator", warning=again.warning)
+    d.do("approve", "rui", "approver", warning=again.warning)
+    r = d.do("issue", "ana", "operator", warning=again.warning)
+    assert not r.ok and "no longer active" in r.error and update.identifier in r.error, r
+
+
+def test_a_cancel_drafted_directly_is_never_blocked_by_bindings_made_since() -> None:
+    """As the cancel action's: a public warning must always be withdrawable."""
+    d = Driver()
+    d.issued()
+    ident = d.caps()[0].identifier
+    d.wf = Workflow(WarningsConfig(senders={"gaia": (DRAFT["sender"],)}))  # bound since, to gaia
+    assert not d.do("draft", "ana", "operator", draft={**DRAFT, "headline": "Outro"}).ok
+    c = d.issued({**DRAFT, "msgType": "Cancel", "references": [ident]})
+    assert d.state.warnings[c].supersedes is not None and d.wf.active(d.state) == []
+
+
+def test_a_cancel_made_by_the_action_is_an_all_clear_unless_the_command_says_otherwise() -> None:
+    """The README: "A Cancel gets responseType AllClear unless given". The cancel action copied
+    the original's Shelter into the Cancel, telling people to stay sheltered after the warning was
+    withdrawn."""
+
+    def responses(cap) -> list[str]:
+        root = etree.fromstring(cap.xml.encode())
+        return [[r.text for r in i.iter(Q + "responseType")] for i in root.iter(Q + "info")]
+
+    d = Driver()
+    for given, expected in ((None, "AllClear"), (["Monitor"], "Monitor")):
+        w = d.issued({**DRAFT, "responseType": ["Shelter"], "headline": f"Abrigo {given}"})
+        c = d.do("cancel", "ana", "operator", warning=w, draft={"responseType": given} if given else None)
+        d.do("submit", "ana", "operator", warning=c.warning)
+        d.do("approve", "rui", "approver", warning=c.warning)
+        assert d.do("issue", "ana", "operator", warning=c.warning).ok
+        cancel = d.caps()[-1]
+        assert cancel.msgType == "Cancel" and responses(cancel) == [[expected], [expected]], given
+    # an update keeps what the warning says to do
+    w = d.issued({**DRAFT, "responseType": ["Shelter"], "headline": "Abrigo"})
+    u = d.do("update", "ana", "operator", warning=w, draft={"level": "red"}).warning
+    d.do("submit", "ana", "operator", warning=u)
+    d.do("approve", "rui", "approver", warning=u)
+    assert d.do("issue", "ana", "operator", warning=u).ok
+    assert responses(d.caps()[-1]) == [["Shelter"], ["Shelter"]]
+
+
 def test_expired_warnings_leave_the_active_list() -> None:
     d = Driver()
     w = d.issued()
@@ -144,10 +209,16 @@ def test_an_invalid_document_is_refused_never_issued() -> None:
     bad = {**DRAFT, "level": "purple"}
     r = d.do("draft", "ana", "operator", draft=bad)
     assert not r.ok and "unknown level 'purple'" in r.error
-    # an Update of a warning whose identifier is unknown cannot be issued (strict references)
+    # an Update of a warning whose identifier is unknown is refused on drafting, and cannot be
+    # issued (strict references: a draft made before that check, an older state)
     upd = {**DRAFT, "msgType": "Update", "references": ["NOT-ISSUED-HERE"]}
     d.clock = T0 + timedelta(minutes=5)
-    w2 = d.do("draft", "ana", "operator", draft=upd).warning
+    r = d.do("draft", "ana", "operator", draft=upd)
+    assert not r.ok and "references.0: no issued warning 'NOT-ISSUED-HERE'" in r.error, r
+    w2 = d.do(
+        "draft", "ana", "operator", draft={**upd, "references": ["PT-CM-PORTO-20261204170000-0123456789"]}
+    ).warning
+    d.state.warnings[w2].draft["references"] = ["NOT-ISSUED-HERE"]
     d.do("submit", "ana", "operator", warning=w2)
     d.do("approve", "rui", "approver", warning=w2)
     r = d.do("issue", "ana", "operator", warning=w2)

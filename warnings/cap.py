@@ -126,6 +126,53 @@ def sent_of_identifier(identifier: str) -> str | None:
         return None
 
 
+def prefix_of_identifier(identifier: str) -> str | None:
+    """The sender prefix an identifier made by :func:`identifier_for` carries (``PT-CM-GAIA``)."""
+    m = _ID_TIME.search(identifier)
+    return identifier[: m.start()] if m and sent_of_identifier(identifier) else None
+
+
+def other_senders_identifier(identifier: str, sender: str) -> str | None:
+    """Why a bare ``identifier`` evidently is not ``sender``'s (it carries another sender's
+    prefix, so the draft's sender would be a wrong guess), or None."""
+    prefix = prefix_of_identifier(identifier)
+    if prefix is None or prefix == identifier_prefix(sender):
+        return None
+    return (
+        f"reference {identifier!r} looks made by another sender ({prefix}, not "
+        f"{identifier_prefix(sender)} of {sender}): write the full 'sender,identifier,sent'"
+    )
+
+
+def missing_languages(draft: Draft) -> list[str]:
+    """A note for each text given per language without one of the warning's languages (allowed:
+    CAP's texts are optional, and a translation must never hold a warning back), saying what that
+    language's ``info`` block gets instead."""
+    notes = []
+    langs = draft.languages
+    texts = [
+        ("headline", draft.headline),
+        ("description", draft.description),
+        ("instruction", draft.instruction),
+        ("senderName", draft.sender_name),
+        ("contact", draft.contact),
+        ("audience", draft.audience),
+        ("web", draft.web),
+    ]
+    for name, value in texts:
+        if isinstance(value, dict):
+            for lang in langs:
+                if draft.text(value, lang) is None:
+                    notes.append(f"{name} has no {lang} text: the {lang} info block has no {name}")
+    for i, a in enumerate(draft.area):
+        if isinstance(a.desc, dict) and a.desc:
+            for lang in langs:
+                if draft.text(a.desc, lang) is None:
+                    first = next(iter(a.desc))
+                    notes.append(f"area.{i}.desc has no {lang} text: the {lang} areaDesc is the {first} one")
+    return notes
+
+
 def resolve_references(
     draft: Draft, sent: str, resolve: Resolver | None = None, strict: bool = False
 ) -> tuple[list[Reference], list[str]]:
@@ -145,6 +192,10 @@ def resolve_references(
         found = resolve(parsed) if resolve else None
         if found is None and (t := sent_of_identifier(parsed)):
             found = Reference(draft.sender, parsed, t)
+            if (other := other_senders_identifier(parsed, draft.sender)) is not None:
+                if strict:
+                    raise CapInvalid([f"references: {other}"])
+                notes.append(f"{other}; used this draft's sender")
         if found is None:
             if strict:
                 raise CapInvalid([f"references: no issued warning {parsed!r}"])
@@ -247,6 +298,7 @@ def build(
             f"this warning expires ({cap_datetime(draft.expires)}) before it is sent ({sent_text}): "
             "it would be issued already expired"
         )
+    notes += missing_languages(draft)
     level = cat.level(draft.level) if draft.level else None
     hazard = hazard_of(draft, cat)
     exercise = draft.status == "Exercise"

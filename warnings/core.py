@@ -43,7 +43,7 @@ import msgspec
 import orjson
 from pydantic import ValidationError
 
-from atalaia.warnings.cap import CapInvalid, Reference, render
+from atalaia.warnings.cap import CapInvalid, Reference, other_senders_identifier, render, sent_of_identifier
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.draft import Draft, cap_time, parse_reference, problems
@@ -186,7 +186,9 @@ class Workflow:
             raise Refused(f"no warning {c.warning!r}")
         if c.action == "edit":
             self._need(w, c, ("draft", "submitted", "approved", "rejected"))
-            draft = self._check(c.draft or {}, keep=w.draft, withdraws=w.supersedes is not None)
+            merged = {**w.draft, **(c.draft or {})}
+            withdraws = w.supersedes is not None or bool(self._replaced(state, merged))
+            draft = self._check(c.draft or {}, keep=w.draft, withdraws=withdraws)
             if w.supersedes and (
                 draft.get("references") != w.draft.get("references") or _kind(draft) != _kind(w.draft)
             ):
@@ -201,7 +203,7 @@ class Workflow:
             self._change(w, "draft", "edited", c, at, out)
         elif c.action == "submit":
             self._need(w, c, ("draft",))
-            self._check(w.draft, withdraws=w.supersedes is not None)
+            self._check(w.draft, withdraws=w.supersedes is not None or bool(self._replaced(state, w.draft)))
             if w.audit and w.audit[0].role == "system" and c.actor not in w.authors:
                 w.authors.append(c.actor)  # a proposal (propose_warning) is the submitter's: four eyes hold
             self._change(w, "submitted", "submitted", c, at, out)
@@ -222,7 +224,12 @@ class Workflow:
             self._issue(state, w, c, at, out)
         elif c.action in ("update", "cancel"):
             self._need(w, c, ("issued",))
-            base = {k: v for k, v in w.draft.items() if k not in ("identifier", "sent")}
+            # a Cancel is an all-clear unless its command says otherwise: the original's
+            # responseType (Shelter, Evacuate) is no instruction to keep after it is withdrawn
+            dropped = ("identifier", "sent") + (
+                ("responseType", "response_type") if c.action == "cancel" else ()
+            )
+            base = {k: v for k, v in w.draft.items() if k not in dropped}
             draft = {**base, **(c.draft or {}), "msgType": "Update" if c.action == "update" else "Cancel"}
             draft["references"] = [w.identifier]  # (the reference rules hold it to w's status)
             return self._new(state, c, at, out, draft, supersedes=w.id)
@@ -241,7 +248,7 @@ class Workflow:
             data = {**data, "incident": c.incident}
         if c.tenant and "tenant" not in data:
             data = {**data, "tenant": c.tenant}
-        draft = self._check(data, withdraws=supersedes is not None)
+        draft = self._check(data, withdraws=supersedes is not None or bool(self._replaced(state, data)))
         self._check_references(state, draft)
         wid = "W-" + hashlib.blake2b(c.id.encode(), digest_size=8).hexdigest()
         if wid in state.warnings:
@@ -256,13 +263,18 @@ class Workflow:
     ) -> None:
         skip = _status(w.draft) in self.config.approval.skip_for
         self._need(w, c, ("approved",) if not skip else ("draft", "submitted", "approved"))
-        if w.supersedes:
-            orig = state.warnings.get(w.supersedes)
+        # what it replaces: the warning of the update/cancel action, or those issued here that an
+        # Update or Cancel drafted directly references (the same outcome either way)
+        replaced = [w.supersedes] if w.supersedes else self._replaced(state, w.draft)
+        for wid in replaced:
+            orig = state.warnings.get(wid)
             if orig is None or orig.state != "issued":
-                raise Refused(f"the warning it replaces ({w.supersedes}) is no longer active")
+                what = orig.identifier if orig is not None and orig.identifier else wid
+                state_now = f": it is {orig.state}" if orig is not None else ""
+                raise Refused(f"the warning it replaces ({what}) is no longer active{state_now}")
         self._check_references(state, w.draft)  # (an Update or Cancel keeps w's status: here too)
         draft = Draft.model_validate(w.draft)
-        found = self._tenancy_problems(draft, w.draft, w.supersedes is not None)
+        found = self._tenancy_problems(draft, w.draft, bool(replaced))
         if found:  # (the warnings file may have bound senders or areas since it was drafted)
             raise Refused("; ".join(f"{'.'.join(map(str, loc))}: {m}" for loc, m in found))
         sent = at
@@ -301,13 +313,33 @@ class Workflow:
                 xml=w.xml,
             )
         )
-        if w.supersedes:
-            orig = state.warnings[w.supersedes]
-            orig.superseded_by = w.id
+        if replaced:
+            w.supersedes = replaced[0]
             new_state = "cancelled" if draft.msg_type == "Cancel" else "updated"
-            self._change(orig, new_state, new_state, c, at, out, reason=f"superseded by {doc.identifier}")
+            for wid in replaced:
+                orig = state.warnings[wid]
+                orig.superseded_by = w.id
+                self._change(orig, new_state, new_state, c, at, out, reason=f"superseded by {doc.identifier}")
             if draft.msg_type == "Cancel":  # a Cancel is a notice, not an active warning
                 self._change(w, "cancelled", "cancelled", c, at, out, reason="a Cancel message")
+
+    @staticmethod
+    def _replaced(state: WarningsState, data: dict[str, Any]) -> list[str]:
+        """The ids of the warnings issued here that an Update or Cancel ``data`` references (bare
+        or ``sender,identifier,sent``), in the order referenced; none for an Alert."""
+        if _kind(data) not in ("Update", "Cancel"):
+            return []
+        refs = data.get("references") or []
+        out: list[str] = []
+        for raw in refs.split() if isinstance(refs, str) else refs:
+            try:
+                parsed = parse_reference(str(raw).strip())
+            except ValueError:
+                continue
+            known = state.issued.get(parsed if isinstance(parsed, str) else parsed[1])
+            if known and known[0] not in out:
+                out.append(known[0])
+        return out
 
     def _expire(self, state: WarningsState, now: datetime) -> list[WarningEvent]:
         out: list[WarningEvent] = []
@@ -328,7 +360,7 @@ class Workflow:
         try:
             d = Draft.model_validate(merged)
         except ValidationError as e:
-            raise Refused(f"bad draft: {_short(e)}") from None
+            raise Refused(f"bad draft: {_short(e, merged)}") from None
         found = problems(d, self.catalogue, self.config.region)
         if merged.get("tenant") is not None:  # (as the model reads it: 2024 is the tenant "2024")
             merged["tenant"] = str(merged["tenant"])
@@ -361,8 +393,9 @@ class Workflow:
         reference: one of another tenant (a warning references only its own tenant's), or, for an
         Update or Cancel, one whose sender is not this draft's (CAP: the same sender updates and
         cancels its messages; a reference written ``sender,identifier,sent`` must name the
-        original's sender too). References to nothing issued here follow the usual rule (bare:
-        refused on issue unless the identifier carries its sent time; full triples: kept)."""
+        original's sender too). A bare reference to nothing issued here is refused unless the
+        identifier carries its sent time (one Atalaia generated); full triples to warnings issued
+        elsewhere are kept."""
         refs = data.get("references") or []
         if isinstance(refs, str):
             refs = refs.split()
@@ -380,6 +413,17 @@ class Workflow:
             ident = parsed if isinstance(parsed, str) else parsed[1]
             known = state.issued.get(ident)
             if not known:
+                other = other_senders_identifier(ident, sender or "") if isinstance(parsed, str) else None
+                if other is not None:
+                    out.append((f"references.{i}", other))
+                elif isinstance(parsed, str) and sent_of_identifier(ident) is None:
+                    out.append(  # (issuing would refuse it, after the approval: say it now)
+                        (
+                            f"references.{i}",
+                            f"no issued warning {ident!r} here: reference a warning issued elsewhere "
+                            "as 'sender,identifier,sent'",
+                        )
+                    )
                 continue
             orig = state.warnings.get(known[0])
             orig_tenant = _text_or_none(orig.draft.get("tenant")) if orig is not None else None
@@ -516,8 +560,7 @@ def _text_or_none(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
-def _short(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in x['loc']) or 'command'}: {str(x['msg']).removeprefix('Value error, ')}"
-        for x in e.errors()
-    )
+def _short(e: ValidationError, data: Any = None) -> str:
+    from atalaia.warnings.loader import unique_errors
+
+    return "; ".join(f"{x['field'] or 'command'}: {x['message']}" for x in unique_errors(data, e.errors()))

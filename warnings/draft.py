@@ -43,6 +43,20 @@ DEFAULT_LANGUAGE = "pt-PT"
 # CAP 1.2 §3.2.1: identifier and sender "must not include spaces, commas or restricted characters
 # (< and &)".
 _BAD_ID_CHARS = re.compile(r"[\s,<&]")
+
+
+def _invisible(text: str) -> str | None:
+    """The first invisible character of ``text`` (a zero-width space, a direction mark, a BOM,
+    any format or control character: ``PT-1\u200b`` looks like ``PT-1`` and is another identifier),
+    as ``U+200B``, or None."""
+    import unicodedata
+
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp", "Zs"):
+            return f"U+{ord(ch):04X}"
+    return None
+
+
 _LANG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 # ASCII digits only (re.ASCII): Python's \d and float() also take other scripts' digits ("٤١"), which
 # no CAP reader expects
@@ -86,6 +100,22 @@ def cap_time(v: Any) -> Any:
     return datetime.fromtimestamp(int(t.timestamp()), UTC)
 
 
+def local_time(t: datetime, tz: Any, fmt: str = "%d/%m/%Y %H:%M") -> str:
+    """``t`` in ``tz``'s wall-clock time; with the zone's abbreviation when that wall-clock time
+    happens twice (the autumn DST change: 01:45 WEST and 01:45 WET are an hour apart).
+
+    >>> from zoneinfo import ZoneInfo
+    >>> lisbon = ZoneInfo("Europe/Lisbon")
+    >>> [local_time(cap_time(t), lisbon) for t in ("2026-10-25T00:45:00Z", "2026-10-25T01:45:00Z", "2026-10-25T02:45:00Z")]
+    ['25/10/2026 01:45 WEST', '25/10/2026 01:45 WET', '25/10/2026 02:45']
+    """
+    local = t.astimezone(tz)
+    text = local.strftime(fmt)
+    if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
+        text += f" {local.tzname()}"
+    return text
+
+
 def _canon(choices: tuple[str, ...]):
     """Case-insensitive enumeration values, returned in their CAP spelling."""
     by_fold = {c.lower(): c for c in choices}
@@ -95,6 +125,10 @@ def _canon(choices: tuple[str, ...]):
 
     return BeforeValidator(f)
 
+
+# what an URI (RFC 3986) may not hold as written: spaces, controls, "<>\"{}|\\^`" and an unescaped
+# "%" (non-ASCII letters are left to IRIs, which readers take)
+_NOT_IN_URI = re.compile(r"[\x00-\x20\x7f<>\"{}|\\^`]|%(?![0-9A-Fa-f]{2})")
 
 # what no XML 1.0 text may hold (lone surrogates cannot even be encoded as UTF-8)
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -300,8 +334,9 @@ class Draft(_Model):
     )
 
     @property
-    def languages(self) -> list[str]:
-        """The ``info`` languages, in the order given (the first mapping among the texts)."""
+    def languages_as_written(self) -> list[str]:
+        """The ``info`` languages as the draft writes them, in the order given (the first mapping
+        among the texts)."""
         for v in (self.event, self.headline, self.description, self.instruction):
             if isinstance(v, dict) and v:
                 return list(v)
@@ -310,10 +345,43 @@ class Draft(_Model):
                 return list(a.desc)
         return [DEFAULT_LANGUAGE]
 
+    @property
+    def languages(self) -> list[str]:
+        """The ``info`` languages, in the order given, in their canonical spelling (``PT-pt`` is
+        ``pt-PT``: language tags are compared ignoring case, RFC 5646 §2.1.1)."""
+        return [canonical_language(x) for x in self.languages_as_written]
+
     def text(self, value: str | dict[str, str] | None, language: str) -> str | None:
+        """``value``'s text in ``language`` (tags compared ignoring case)."""
         if value is None or isinstance(value, str):
             return value
-        return value.get(language)
+        if language in value:
+            return value[language]
+        fold = language.lower()
+        return next((t for k, t in value.items() if k.lower() == fold), None)
+
+
+def canonical_language(tag: str) -> str:
+    """A language tag in its canonical case (RFC 5646 §2.1.1): ``PT-pt`` -> ``pt-PT``, ``EN-gb`` ->
+    ``en-GB``, ``zh-hant-tw`` -> ``zh-Hant-TW``.
+
+    >>> canonical_language("PT-pt"), canonical_language("sr-latn-rs"), canonical_language("en-x-ab")
+    ('pt-PT', 'sr-Latn-RS', 'en-x-ab')
+    """
+    parts = tag.split("-")
+    out = [parts[0].lower()]
+    singleton = False
+    for p in parts[1:]:
+        if singleton or len(p) == 1:
+            singleton = True
+            out.append(p.lower())
+        elif len(p) == 2:
+            out.append(p.upper())
+        elif len(p) == 4 and p.isalpha():
+            out.append(p.title())
+        else:
+            out.append(p.lower())
+    return "-".join(out)
 
 
 # --------------------------------------------------------------------------- semantic checks
@@ -329,6 +397,8 @@ def parse_reference(ref: str) -> tuple[str, str, datetime] | str:
     if len(parts) == 1:
         if _BAD_ID_CHARS.search(ref) or not ref:
             raise ValueError(f"reference {ref!r}: an identifier has no spaces, commas, '<' or '&'")
+        if (ch := _invisible(ref)) is not None:
+            raise ValueError(f"reference {ref!r}: an identifier has no invisible characters ({ch})")
         return ref
     if len(parts) != 3 or not all(parts):
         raise ValueError(f"reference {ref!r} is neither an identifier nor 'sender,identifier,sent'")
@@ -338,6 +408,8 @@ def parse_reference(ref: str) -> tuple[str, str, datetime] | str:
             raise ValueError(
                 f"reference {ref!r}: its {what} {v!r} may not contain spaces, commas, '<' or '&'"
             )
+        if (ch := _invisible(v)) is not None:
+            raise ValueError(f"reference {ref!r}: its {what} {v!r} has an invisible character ({ch})")
     try:
         return sender, ident, cap_time(sent)
     except ValueError as e:
@@ -401,6 +473,38 @@ def _crossing(ring: list[tuple[int, int]]) -> tuple[int, int] | None:
             ):
                 return min(i, j), max(i, j)
         active.append(i)
+    return None
+
+
+def _all_inside(points: Polygon, ring: Polygon) -> bool:
+    """Whether every point lies inside ``ring`` (even-odd rule, vectorised: 1000 points against
+    1000 edges in milliseconds)."""
+    import numpy as np
+
+    pts = np.asarray(points, dtype=float)
+    r = np.asarray(ring, dtype=float)
+    if not len(pts) or len(r) < 3:
+        return False
+    if (pts.min(axis=0) < r.min(axis=0)).any() or (pts.max(axis=0) > r.max(axis=0)).any():
+        return False  # (outside its box: the usual case, no edge test needed)
+    y, x = pts[:, :1], pts[:, 1:]
+    y1, x1 = r[:, 0], r[:, 1]
+    y2, x2 = np.roll(y1, -1), np.roll(x1, -1)
+    crosses = (y1 > y) != (y2 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    inside = np.count_nonzero(crosses & (x < at), axis=1) % 2 == 1
+    return bool(inside.all())
+
+
+def nested_polygon(polygons: list[Polygon]) -> tuple[int, int] | None:
+    """(inner, outer) for the first drawn polygon that lies inside another of the same area: the
+    GeoJSON way to draw a hole, which CAP cannot say (its polygons are a union: the hole would be
+    warned too), or None."""
+    for j, inner in enumerate(polygons):
+        for k, outer in enumerate(polygons):
+            if j != k and _all_inside(inner, outer):
+                return j, k
     return None
 
 
@@ -490,6 +594,16 @@ def problems(
         out.append((("sender",), "the sender may not contain spaces, commas, '<' or '&'"))
     if d.identifier is not None and (not d.identifier or _BAD_ID_CHARS.search(d.identifier)):
         out.append((("identifier",), "the identifier may not be empty or contain spaces, commas, '<' or '&'"))
+    elif d.identifier is not None and (ch := _invisible(d.identifier)) is not None:
+        out.append(
+            (
+                ("identifier",),
+                f"the identifier {d.identifier!r} has an invisible character ({ch}): it would look like "
+                "another identifier",
+            )
+        )
+    if not _BAD_ID_CHARS.search(d.sender) and (ch := _invisible(d.sender)) is not None:
+        out.append((("sender",), f"the sender {d.sender!r} has an invisible character ({ch})"))
     if d.incident is not None and (not d.incident or re.search(r"\s", d.incident)):
         out.append((("incident",), "an incident id has no spaces"))
     # level
@@ -517,11 +631,16 @@ def problems(
         )
     for i, ref in enumerate(d.references):
         try:
-            parse_reference(ref)
+            parsed = parse_reference(ref)
         except ValueError as e:
             out.append((("references", i), str(e)))
-    # languages
-    langs = d.languages
+            continue
+        named = parsed if isinstance(parsed, str) else parsed[1]
+        if d.identifier is not None and named == d.identifier.strip():
+            out.append((("references", i), f"a message cannot reference itself ({named} is its identifier)"))
+    # languages (tags compared ignoring case; written in their canonical case)
+    langs = d.languages_as_written
+    folded = [x.lower() for x in langs]
     for i, lang in enumerate(langs):
         if not _LANG.fullmatch(lang):
             out.append((("event", lang), f"{lang!r} is not a language tag like pt-PT or en-GB"))
@@ -540,12 +659,16 @@ def problems(
     texts += [(("area", i, "desc"), a.desc) for i, a in enumerate(d.area)]
     for loc, value in texts:
         if isinstance(value, dict):
+            seen: set[str] = set()
             for lang in value:
-                if lang not in langs:
+                if lang.lower() not in folded:
                     out.append(
                         ((*loc, lang), f"language {lang} is not one of the warning's: {', '.join(langs)}")
                     )
-            missing = [lang for lang in langs if lang not in value]
+                elif lang.lower() in seen and loc != ("event",):  # (the event's: said above)
+                    out.append(((*loc, lang), f"language {lang} given twice (language tags ignore case)"))
+                seen.add(lang.lower())
+            missing = [lang for lang in langs if lang.lower() not in seen]
             if missing and loc == ("event",):  # other texts may be given in fewer languages
                 out.append(
                     (loc, f"no {', '.join(missing)} text (the warning's languages: {', '.join(langs)})")
@@ -562,10 +685,19 @@ def problems(
     # web: CAP 1.2 §3.2.2 "a full absolute URI"; one, or one per language
     webs = d.web.items() if isinstance(d.web, dict) else [(None, d.web)]
     for lang, web in webs:
+        where = ("web",) if lang is None else ("web", lang)
         if web is not None and web.strip() and not re.match(r"https?://[^\s/]+", web.strip(), re.ASCII):
-            where = ("web",) if lang is None else ("web", lang)
             out.append(
                 (where, f"{web!r} is not a full URL: write it with https:// (CAP needs an absolute URI)")
+            )
+        elif web is not None and (bad := sorted(set(_NOT_IN_URI.findall(web.strip())))):
+            escaped = ", ".join(f"{c!r} as %{ord(c):02X}" for c in bad if ord(c) < 128)
+            out.append(
+                (
+                    where,
+                    f"{web!r} is not a valid URL: {', '.join(map(repr, bad))} cannot be in one"
+                    + (f" (write {escaped})" if escaped else ""),
+                )
             )
     # scope: CAP 1.2 §3.2.1 (addresses "required when scope is Private", restriction "used when
     # scope is Restricted")
@@ -579,9 +711,16 @@ def problems(
             (("expires",), f"expires ({d.expires.isoformat()}) must be after onset ({d.onset.isoformat()})")
         )
     if d.effective and d.expires and d.expires <= d.effective:
-        out.append((("expires",), "expires must be after effective"))
+        out.append(
+            (
+                ("expires",),
+                f"expires ({d.expires.isoformat()}) must be after effective ({d.effective.isoformat()})",
+            )
+        )
     if d.sent and d.expires and d.expires <= d.sent:
-        out.append((("expires",), "expires must be after sent"))
+        out.append(
+            (("expires",), f"expires ({d.expires.isoformat()}) must be after sent ({d.sent.isoformat()})")
+        )
     # parameters: the level and the hazard write MeteoAlarm's awareness parameters; one of the
     # user's own would put a second, contradicting value in the same info block
     for key, value in d.parameters.items():
@@ -639,13 +778,32 @@ def problems(
                 out.append(((*at, "geocodes", key, j), f"{code!r} is not an EMMA_ID like PT009"))
         if a.desc is None and not names:
             out.append((at, "an area without geocodes needs a desc"))
+        drawn_problems = []
         for j, poly in enumerate(a.polygon):
             loc = (*at, "polygon") if len(a.polygon) == 1 else (*at, "polygon", j)
-            out += [(loc, m) for m in polygon_problems(poly, bbox)]
+            drawn_problems += [(loc, m) for m in polygon_problems(poly, bbox)]
+        out += drawn_problems
+        if not drawn_problems and (nested := nested_polygon(a.polygon)) is not None:
+            inner, outer = nested
+            out.append(
+                (
+                    (*at, "polygon", inner),
+                    f"CAP cannot express holes: polygon {inner} lies inside polygon {outer} of the same area, "
+                    "and CAP's polygons add up, so the hole would be warned too; draw the area around "
+                    "the hole as polygons that do not contain each other (or drop the inner one)",
+                )
+            )
         for j, c in enumerate(a.circle):
             m = _CIRCLE.fullmatch(c)
             if not m or not (-90 <= float(m[1]) <= 90 and -180 <= float(m[2]) <= 180):
                 out.append(((*at, "circle", j), f"{c!r} is not a circle 'lat,lon radius_km'"))
+            elif float(m[3]) <= 0:
+                out.append(
+                    (
+                        (*at, "circle", j),
+                        f"{c!r} has radius {m[3]} km: a circle warns nobody unless its radius is more than 0",
+                    )
+                )
             elif bbox is not None:  # its centre in the served region, as a polygon's points
                 lat0, lat1, lon0, lon1 = bbox
                 lat, lon = float(m[1]), float(m[2])

@@ -21,9 +21,19 @@ ATOM = "http://www.w3.org/2005/Atom"
 A = f"{{{ATOM}}}"
 FEED_PATH = "/cap/feed.atom"
 FEED_TYPE = "application/atom+xml"
+#: the route of a CAP document's page: any segment (aiohttp's default ``{name}`` leaves out ``{``
+#: and ``}``, CAP-valid in an identifier, so their links answered 404)
+ALERT_ROUTE = "/cap/alerts/{name:[^/]+}"
 
 
 def alert_path(identifier: str) -> str:
+    """The page of a CAP document: the identifier percent-encoded once, every character but
+    letters, digits and ``_.-~`` (a ``/``, ``%``, ``?`` or ``#`` in an identifier is CAP-valid). The
+    router decodes the segment once (``http.pages``), so every identifier leads to its own document.
+
+    >>> alert_path("PT-%41/x")
+    '/cap/alerts/PT-%2541%2Fx.xml'
+    """
     return f"/cap/alerts/{quote(identifier, safe='')}.xml"
 
 

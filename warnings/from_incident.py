@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from atalaia.warnings.catalogue import Catalogue, fold
-from atalaia.warnings.draft import cap_time
+from atalaia.warnings.draft import cap_time, local_time
 
 # hazard label -> (pt-PT, en-GB) event names
 EVENTS = {
@@ -143,7 +143,7 @@ def description(incident: dict[str, Any], event: dict[str, str], where: str | No
         alarms = incident.get("alarms")
         count = len(alarms) if isinstance(alarms, list) and alarms else None
     try:
-        since = cap_time(incident.get("opened_at")).astimezone(LISBON).strftime("%d/%m/%Y %H:%M")
+        since = local_time(cap_time(incident.get("opened_at")), LISBON)  # (WEST/WET when ambiguous)
     except (ValueError, TypeError, OverflowError, OSError):
         since = None
     out = {}

@@ -9,11 +9,10 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
-from urllib.parse import unquote
 
 from atalaia.warnings.cap import CONTENT_TYPE
 from atalaia.warnings.config import WarningsConfig
-from atalaia.warnings.feed import FEED_PATH, FEED_TYPE, atom_feed
+from atalaia.warnings.feed import ALERT_ROUTE, FEED_PATH, FEED_TYPE, atom_feed
 
 
 def _core(stage: Any) -> Any | None:
@@ -124,8 +123,11 @@ def pages(stage: Any, config: WarningsConfig) -> tuple[Any, Any]:
         return answer(request, body, FEED_TYPE, etag, modified)
 
     async def alert(request: Any, name: str) -> Any:
+        """``name`` is the path segment as the router gives it: percent-decoded once, the one
+        encoding ``feed.alert_path`` applies (decoding it again served ``PT-A`` at the link of
+        ``PT-%41``, and a link with ``%2F`` in its identifier answered 404)."""
         core = _core(stage)
-        identifier = unquote(name).removesuffix(".xml")
+        identifier = name.removesuffix(".xml")
         xml = core.document(identifier) if core and name.endswith(".xml") else None
         if xml is None:
             return web.json_response(
@@ -149,7 +151,7 @@ def install(app: Any, stage: Any, config: WarningsConfig) -> None:
         async def get(self, request: Any) -> Any:
             return await feed(request)
 
-    @app.page("/cap/alerts/{name}")
+    @app.page(ALERT_ROUTE)
     class CapAlert(faust.web.View):
         async def get(self, request: Any, name: str) -> Any:
             return await alert(request, name)

@@ -11,6 +11,7 @@ d.yaml:2:8: unknown level 'purple'; use one of: green, yellow, orange, red
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -51,7 +52,10 @@ def load_draft(
     """A checked draft; :class:`DraftError` with every problem otherwise. The YAML is read within
     the safe-loading limits of ``atalaia.streams.config_yaml`` (size, depth, aliases)."""
     try:
-        tree = parse(text, file, limits, times_as_text=True)
+        # every scalar as written: a draft's values are texts (contact 00351222090000, eventCode
+        # 0289, a parameter 4.50), and the model reads a number only where it wants one (polygon
+        # coordinates; geocodes get their leading zeros back)
+        tree = parse(text, file, limits, times_as_text=True, numbers_as_text=True)
     except YamlError as exc:
         raise DraftError([RuleError(exc.file, exc.line, exc.col, exc.message)]) from None
     if not isinstance(tree, CommentedMap):
@@ -93,6 +97,40 @@ def load_draft(
     return draft
 
 
+def field_path(data: Any, loc: tuple[Any, ...]) -> str:
+    """The field a pydantic error ``loc`` names in ``data``, as ``area.0.geocodes.DICOFRE.0``:
+    the parts of ``loc`` that are keys or indices of the data, in order. pydantic's own tags for
+    the branches of a union (``function-after[_xml_text(), ...]``, ``dict[str,...]``) are no
+    field, and are left out (walked alongside the data, so a key that looks like one is kept)."""
+    parts: list[str] = []
+    node = data
+    for p in loc:
+        in_dict = isinstance(node, dict) and p in node
+        if in_dict or (isinstance(node, list | tuple) and isinstance(p, int) and -len(node) <= p < len(node)):
+            node = node[p]
+        elif isinstance(p, str) and _TAG.fullmatch(p):
+            continue  # a union branch's tag
+        else:
+            node = None  # (not in the data: an extra key, a missing field) named as pydantic does
+        parts.append(str(p))
+    return ".".join(parts)
+
+
+# pydantic's tags of union branches and validators: "str", "function-after[...]", "dict[str,int]"
+_TAG = re.compile(r"(?:str|int|float|bool|list|dict|tuple|none|[\w-]+\[.*\])")
+
+
+def unique_errors(data: Any, errors: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """pydantic's errors as ``{"field", "message"}``, each once (the branches of a union can
+    say the same thing of one field)."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for e in errors:
+        field = field_path(data, tuple(e["loc"]))
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        out.setdefault((field, msg), {"field": field, "message": msg})
+    return list(out.values())
+
+
 def field_errors(
     draft_data: dict[str, Any], catalogue: Catalogue
 ) -> tuple[Draft | None, list[dict[str, str]]]:
@@ -100,13 +138,7 @@ def field_errors(
     try:
         draft = Draft.model_validate(draft_data)
     except ValidationError as exc:
-        return None, [
-            {
-                "field": ".".join(str(p) for p in e["loc"]),
-                "message": str(e["msg"]).removeprefix("Value error, "),
-            }
-            for e in exc.errors()
-        ]
+        return None, unique_errors(draft_data, exc.errors())
     return (
         draft,
         [

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from atalaia.notifiers.sms import fit, fit_keeping, segments
 from atalaia.warnings.cap import EXERCISE_MARK
 from atalaia.warnings.catalogue import Catalogue
-from atalaia.warnings.draft import Draft
+from atalaia.warnings.draft import Draft, local_time
 
 LISBON = ZoneInfo("Europe/Lisbon")
 LANG = "pt-PT"
@@ -52,7 +52,7 @@ def _pick(value: Any, lang: str = LANG) -> str:
 
 
 def _local(t: datetime | None) -> str:
-    return t.astimezone(LISBON).strftime("%d/%m %H:%M") if t else ""
+    return local_time(t, LISBON, "%d/%m %H:%M") if t else ""
 
 
 def _areas(d: Draft, cat: Catalogue) -> str:

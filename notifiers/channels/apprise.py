@@ -260,6 +260,7 @@ class AppriseChannel(Channel):
         (UCS-2 when its accents need it: the official text is not transliterated) and fitted to
         ``max_segments``; email in every language of the CAP document."""
         from atalaia.notifiers import warning as wmsg
+        from atalaia.warnings.feed import alert_path
 
         w = n.warning or {}
         if self.kind == "sms":
@@ -267,9 +268,7 @@ class AppriseChannel(Channel):
             count, enc = segments(body)
             return "", body, f"{count} segment(s) {enc}"
         link = (
-            f"{self.ctx.console_url.rstrip('/')}/cap/alerts/{w['identifier']}.xml"
-            if self.ctx.console_url
-            else None
+            self.ctx.console_url.rstrip("/") + alert_path(w["identifier"]) if self.ctx.console_url else None
         )
         title, body = wmsg.email(w, self.ctx.tz, self.lang, link)
         return title, body, None

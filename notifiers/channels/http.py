@@ -109,12 +109,11 @@ class NgsiLdAlertChannel(Channel):
         """The warning's own ``Alert`` (replace), then the Alerts it supersedes end (``validTo``,
         a partial update). Both are idempotent: a re-send changes nothing."""
         from atalaia.notifiers import warning as wmsg
+        from atalaia.warnings.feed import alert_path
 
         w = n.warning or {}
         link = (
-            f"{self.ctx.console_url.rstrip('/')}/cap/alerts/{w['identifier']}.xml"
-            if self.ctx.console_url
-            else None
+            self.ctx.console_url.rstrip("/") + alert_path(w["identifier"]) if self.ctx.console_url else None
         )
         res = await self._upsert(self.url, orjson.dumps([wmsg.alert_entity(w, link)]), headers)
         old = wmsg.superseded_entities(w)
