@@ -84,16 +84,40 @@ def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -
     inc.audit.append(AuditEntry(inc.version, touch.at, changes[0], state, touch.actor, touch.reason, eid))
     if len(inc.audit) > audit_tail:  # the full trail is in the events (and the SQL projection)
         del inc.audit[: len(inc.audit) - audit_tail]
+    return _event(inc, eid, touch.at, list(changes), touch.actor, touch.reason, touch.command, limit)
+
+
+def current_event(inc: Incident, limit: int) -> IncidentEvent:
+    """The event of the incident's current version again (its id, time, change, actor and reason
+    from the audit trail's last entry; no version bump): sent after a broker reset, so the stages
+    downstream (projection, escalation) that missed it catch up, and those that had it ignore it
+    (both apply an incident's events by version)."""
+    last = inc.audit[-1]
+    return _event(
+        inc, event_id(inc.id, inc.version), last.at, [last.change], last.actor, last.reason, None, limit
+    )
+
+
+def _event(
+    inc: Incident,
+    eid: str,
+    at: int,
+    changes: list[str],
+    actor: str,
+    reason: str,
+    command: str | None,
+    limit: int,
+) -> IncidentEvent:
     alarms = islice(reversed(inc.alarms.values()), limit)  # latest change first
     return IncidentEvent(
         id=eid,
         incident=inc.id,
         version=inc.version,
-        at=fmt(touch.at),
+        at=fmt(at),
         change=changes[0],
-        changes=list(changes),
-        state=state,
-        active=active,
+        changes=changes,
+        state=inc.state,
+        active=inc.active,
         severity=inc.severity,
         title=inc.title,
         correlation=dict(inc.correlation),
@@ -101,15 +125,15 @@ def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -
         location=list(inc.location) if inc.location else None,
         alarms=[a.view() for a in alarms],
         alarm_count=len(inc.alarms),
-        actor=touch.actor,
-        reason=touch.reason,
+        actor=actor,
+        reason=reason,
         opened_at=fmt(inc.opened_at),
         acknowledged_by=inc.acknowledged_by,
         shelved_until=fmt(inc.shelved_until) if inc.shelved_until is not None else None,
         assignee=inc.assignee,
         closed_at=fmt(inc.closed_at) if inc.closed_at is not None else None,
         tenant=inc.correlation.get("tenant"),
-        command=touch.command,
+        command=command,
     )
 
 

@@ -30,8 +30,8 @@ from typing import Any
 from atalaia.incidents import operator, snapshot
 from atalaia.incidents.commands import Command
 from atalaia.incidents.config import MAX_DURATION_S, IncidentConfig
-from atalaia.incidents.emit import Changes, Output, build_event, severity_of, title
-from atalaia.incidents.events import CommandReply
+from atalaia.incidents.emit import Changes, Output, build_event, current_event, severity_of, title
+from atalaia.incidents.events import CommandReply, IncidentEvent
 from atalaia.incidents.kpi import ALL, KpiSnapshot, PositionKpi
 from atalaia.incidents.model import (
     AlarmRecord,
@@ -522,6 +522,11 @@ class IncidentManager:
                 out.append(build_event(inc, follow.touched[inc.id], limit, self.config.audit_in_state))
             if inc.closed_at is not None:
                 self._forget(st, inc)
+
+    def announce(self, st: ManagerState) -> list[IncidentEvent]:
+        """The current event of every open incident again (no new version): after a broker reset
+        the projection and the escalation may have missed the latest (``streams.stage``)."""
+        return [current_event(inc, self.config.alarms_in_event) for inc in st.incidents.values()]
 
     def finish(self, st: ManagerState, changes: Changes, out: list[Output]) -> None:
         self._finish(st, changes, out)

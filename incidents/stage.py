@@ -74,6 +74,10 @@ class IncidentsCore:
         export_kpis(REGISTRY, self.manager.kpis(self.state, now))
         return [self._out(o) for o in produced]
 
+    def announce(self, now: float) -> list[Out]:
+        """After a broker reset: every open incident's current event again (``announce``)."""
+        return [self._out(e) for e in self.manager.announce(self.state)]
+
     def snapshot(self) -> bytes:
         return self.manager.snapshot(self.state)
 

@@ -470,6 +470,20 @@ class RuleEngine:
         return dropped
 
     # ------------------------------------------------------------------ introspection
+    def announce(self) -> list[AlarmTransition]:
+        """Every open alarm again, as the transition that opened it (rule order, then key): sent
+        after the broker lost records in flight (``streams.stage``: a broker reset), so that no
+        alarm stays open here while the incident manager never heard of it. Where it was heard,
+        the transition's deterministic id (or its earlier time) makes it a duplicate there."""
+        out: list[AlarmTransition] = []
+        for rule in self.rules:
+            announce = getattr(rule, "announce", None)
+            if announce is not None:
+                found: list[AlarmTransition] = []
+                announce(found)
+                out += sorted(found, key=lambda tr: tr.key)
+        return out
+
     def active_alarms(self) -> list[dict[str, Any]]:
         """Open alarms (pending or firing) in rule order, then key."""
         out: list[dict[str, Any]] = []

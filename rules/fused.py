@@ -108,6 +108,9 @@ class IngestRulesCore:
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return self.rules.tick(now, backlog)
 
+    def announce(self, now: float) -> list[Out]:
+        return self.rules.announce(now)
+
     def snapshot(self) -> bytes:
         return self.rules.snapshot()
 

@@ -348,6 +348,11 @@ class RulesCore:
     def _out(t: AlarmTransition) -> Out:
         return Out("alarms", t.to_json(), key=f"{t.rule}|{t.key}".encode(), counted=(t.rule, t.state))
 
+    def announce(self, now: float) -> list[Out]:
+        """After a broker reset (``streams.stage``): every open alarm again, so that none stays
+        open here while the incident manager never heard of it (``RuleEngine.announce``)."""
+        return [self._out(t) for t in self.engine.announce()]
+
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         outs = []
         self.files.changed()

@@ -407,15 +407,32 @@ class BatchStage(Service):
                         self.checkpoints.where,
                         ckpt[0],
                     )
+            reset = set()
             for tp, offset in (await self._verify(wanted, clusters)).items():
                 self.consumer.seek(tp, offset)
                 self.positions[tp] = offset
                 if offset != wanted[tp]:
                     self.dirty.add(tp.partition)  # the new anchor is checkpointed soon
+                    reset.add(tp.partition)
+            await self._announce(reset)
             if SETTLE_HEAPS and not self._heap_settled:  # the state restored at start-up is
                 self._heap_settled = True  # long-lived (once: a core revoked later must stay collectable)
                 settle_heap()
             self.assigned = True
+
+    async def _announce(self, partitions: set[int]) -> None:
+        """After a broker reset of these partitions (the records in flight between stages are
+        gone, the state is kept): a core that can (``announce(now)``) sends its open state again,
+        e.g. the rules their open alarms, so that no stage downstream stays without it."""
+        outs: list[Out] = []
+        now = self.clock()
+        for p in sorted(partitions):
+            announce = getattr(self.cores.get(p), "announce", None)
+            if announce is not None:
+                outs += announce(now)
+        if outs:
+            log.warning("%s: broker reset: %d open record(s) of its state sent again", self.name, len(outs))
+            await self._produce(outs)
 
     async def _refresh_cluster(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
@@ -503,11 +520,14 @@ class BatchStage(Service):
             old, self.cluster = self.cluster, cluster or self.cluster
             assigned = self.consumer.assignment()
             wanted = {tp: o for tp, o in self.positions.items() if tp in assigned}
+            reset = set()
             for tp, offset in (await self._verify(wanted, dict.fromkeys(wanted, old))).items():
                 if offset != wanted[tp]:
                     self.consumer.seek(tp, offset)
                     self.positions[tp] = offset
                     self.dirty.add(tp.partition)
+                    reset.add(tp.partition)
+            await self._announce(reset)
 
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         async with self._lock:

@@ -431,3 +431,35 @@ def test_lower_case_t_and_z_are_rfc3339_times() -> None:
     for text in ("2026-12-06t17:23:10z", "2026-12-06T17:23:10z", "2026-12-06t17:23:10+00:00"):
         p = parse_observation_time(text)
         assert (p.time, p.zoned) == (datetime(2026, 12, 6, 17, 23, 10, tzinfo=UTC), True), text
+
+
+def test_a_v2_number_with_a_null_value_is_no_reading_yet_not_an_error() -> None:
+    """Orion keeps an attribute an IoT Agent created with ``"value": null`` until the first reading:
+    each notification put it on the DLQ as missing-value. A null is no reading; a Number without
+    any value is still refused."""
+    entity = {
+        "id": "W1",
+        "type": "WaterObserved",
+        "height": {"type": "Number", "value": None, "metadata": {}},
+        "flow": {"type": "Number", "value": 3.2, "metadata": {}},
+        "dateObserved": {"type": "DateTime", "value": "2026-12-06T10:00:00Z"},
+    }
+    r = parse_payload(orjson.dumps({"subscriptionId": "s", "data": [entity]}))
+    assert r.rejections == [] and [o.attributes for o in r.observations] == [{"flow": 3.2}]
+    del entity["height"]["value"]
+    r = parse_payload(orjson.dumps({"subscriptionId": "s", "data": [entity]}))
+    assert [(x.attribute, x.code) for x in r.rejections] == [("height", "missing-value")]
+
+
+def test_a_name_in_several_languages_is_one_label() -> None:
+    """An NGSI-LD LanguageProperty ``name`` (Stellio, Orion-LD 1.6) lost its label, so summaries
+    read the entity id; the label is its pt-PT (else pt, en-GB, en, else first) text."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:r1",
+        "type": "WaterObserved",
+        "name": {"type": "LanguageProperty", "languageMap": {"en": "Ribeira quay", "pt": "Cais da Ribeira"}},
+        "height": {"type": "Property", "value": 3.1, "observedAt": "2026-12-06T10:00:00Z"},
+    }
+    body = {"id": "urn:n", "type": "Notification", "notifiedAt": "2026-12-06T10:00:01Z", "data": [entity]}
+    (o,) = parse_payload(orjson.dumps(body), content_type="application/ld+json").observations
+    assert o.labels == {"name": "Cais da Ribeira"}

@@ -284,3 +284,74 @@ def test_incident_correlation_keys_of_different_labels_never_meet() -> None:
     corrs = [{"a": x, "b": y} for x in values for y in values] + [{"a": x} for x in values]
     assert len({_key_text(c) for c in corrs}) == len(corrs)
     assert _key_text({"tenant": "a", "entity": "urn:x"}) == "tenant=a&entity=urn:x"  # as before
+
+
+def test_open_alarms_are_announced_again_and_the_manager_takes_only_what_it_missed() -> None:
+    """``atalaia up`` stopped (or was killed) while alarms were still on the embedded broker's
+    topics: the rules stage restored its state ("firing") but the incident manager never heard of
+    them, and the sensor stayed alarmed with no incident until it cleared and fired again. After a
+    broker reset the rules stage announces every open alarm again: the manager that saw it counts
+    a duplicate, one that did not opens the very incident it would have."""
+    rules = (
+        RULES
+        + """  - id: river-high-for
+    select: {type: WaterObserved, attribute: height}
+    severities: [{severity: high, above: 4.0, for: 5m}]
+"""
+    )
+    engine = RuleEngine(load_texts([("t.yaml", rules)]))
+    first, _ = engine.observe_batch([obs("2026-01-28T10:00:00Z", 5.0, "a")])
+    later, _ = engine.observe_batch([obs("2026-01-28T10:06:00Z", 5.2, "a")])  # the `for` rule fires
+    sent = [t.to_dict() for t in first + later]
+    assert {(t["rule"], t["state"]) for t in sent} >= {("river-high", "firing"), ("river-high-for", "firing")}
+
+    restored = RuleEngine.restore(load_texts([("t.yaml", rules)]), engine.snapshot())
+    again = [t.to_dict() for t in restored.announce()]
+    assert {(t["rule"], t["key"], t["state"]) for t in again} == {
+        (t["rule"], t["key"], "firing") for t in sent if t["state"] == "firing"
+    }
+    plain = next(t for t in again if t["rule"] == "river-high")
+    assert plain["id"] == next(t["id"] for t in sent if t["rule"] == "river-high")  # the same transition
+
+    manager = IncidentManager()
+    state, outputs = manager.step_batch(manager.initial_state(), sent, "2026-01-28T10:06:00Z")
+    opened = {o.incident for o in outputs if isinstance(o, IncidentEvent)}
+    assert opened
+    state, outputs = manager.step_batch(state, again, "2026-01-28T10:07:00Z")
+    assert [o for o in outputs if isinstance(o, IncidentEvent)] == []  # all seen: nothing changes
+
+    missed = IncidentManager()  # the transitions were lost in flight: only the announcement arrives
+    _, outputs = missed.step_batch(missed.initial_state(), again, "2026-01-28T10:07:00Z")
+    assert {o.incident for o in outputs if isinstance(o, IncidentEvent)} == opened
+
+
+def test_open_incidents_are_announced_again_at_their_current_version() -> None:
+    """The incident manager's events still in flight on the old broker were lost with it: the
+    projection and the escalation never saw an incident the manager holds (opened, never paged).
+    After a reset it sends each open incident's current event again, same id and version: the
+    escalation that missed it starts paging, one that had it pages nobody again."""
+    from datetime import UTC, datetime
+
+    from atalaia.incidents.testing import Driver
+    from atalaia.notifiers.config import load_config_text
+    from atalaia.notifiers.engine import EscalationEngine, EscalationState
+    from tests.test_notifiers_escalation import CONFIG
+
+    d = Driver()
+    opened = d.fire("river-level-high", "porto-01", at=0, parish="Ribeira")
+    again = d.manager.announce(d.state)
+    assert [(e.incident, e.version, e.id, e.state, e.at) for e in again] == [
+        (opened.incident, opened.version, opened.id, opened.state, opened.at)
+    ]
+    assert d.manager.announce(d.state) == again  # no new version: announcing twice is the same
+
+    t0 = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    engine = EscalationEngine(load_config_text(CONFIG, "escalation.yaml"))
+    seen = EscalationState()
+    _, notes = engine.step(seen, orjson.loads(opened.to_json()), t0)
+    assert notes  # paged once
+    _, notes = engine.step(seen, orjson.loads(again[0].to_json()), t0)
+    assert notes == []  # the same version: nobody paged twice
+    missed = EscalationState()  # the opening event was lost in flight: only the announcement
+    _, notes = engine.step(missed, orjson.loads(again[0].to_json()), t0)
+    assert {n.step for n in notes} == {0}

@@ -334,6 +334,10 @@ class _Reader:
             obj = d.get("object", d.get("value"))  # "value": x-ngsiv2-normalized
             if type(obj) is str:
                 self.label(name, obj)
+        elif kind == "LanguageProperty" and name in DESCRIPTIVE:
+            text = _in_language(d.get("languageMap"))  # a name in several languages: one label
+            if text is not None:
+                self.label(name, text)
 
     def v2_attribute(self, name: str, kind: Any, d: dict) -> None:
         if "value" not in d and "metadata" not in d:
@@ -346,6 +350,8 @@ class _Reader:
             time = _meta_value(meta.get("TimeInstant")) or _meta_value(meta.get("observedAt"))
         v = d.get("value")
         if kind in V2_NUMBER_TYPES:
+            if v is None and "value" in d:
+                return  # a Number with a null value: no reading yet (Orion, IoT Agents), not an error
             self.measurement_value(name, v, unit, time, True)
         elif kind == "geo:json" or kind == "geo:point":
             self.location(name, v)
@@ -366,6 +372,20 @@ class _Reader:
             self.state(name, v, time)
         elif type(v) is dict:
             self.structured(name, v)
+
+
+#: the label of a LanguageProperty: its text in the first of these languages it has, else its first
+LABEL_LANGUAGES = ("pt-PT", "pt", "en-GB", "en")
+
+
+def _in_language(languages: Any) -> str | None:
+    if type(languages) is not dict or not languages:
+        return None
+    for tag in LABEL_LANGUAGES:
+        if type(languages.get(tag)) is str:
+            return languages[tag]
+    first = next(iter(languages.values()))
+    return first if type(first) is str else None
 
 
 def _point_text(v: str) -> bool:

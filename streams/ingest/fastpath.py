@@ -19,6 +19,7 @@ from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
     DEFAULT_CONTEXT_PREFIX,
+    DESCRIPTIVE,
     GEOMETRY_TYPES,
     LD_TYPES,
     NGSI_LD_NULL,
@@ -261,7 +262,9 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         geometry = v
                         has_location = True
                 elif kind in LD_TYPES:
-                    continue  # LanguageProperty, JsonProperty ...: never a measurement or label
+                    if kind == "LanguageProperty" and name in DESCRIPTIVE:
+                        return False  # a name in several languages: the general reader labels it
+                    continue  # JsonProperty, VocabProperty ...: never a measurement or label
                 elif dialect == "v2":
                     loc = _v2(measurements, labels, name, kind, v, max_label)
                     if loc is not None:
