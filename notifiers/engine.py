@@ -447,6 +447,35 @@ class EscalationEngine:
 
     # --- targets -------------------------------------------------------------------------
 
+    def announce(self, state: EscalationState) -> list[Notification]:
+        """The latest page of every escalation that is running or has run its course (a
+        stopped one was acknowledged) again (same ids: incident, policy,
+        episode, step, repeat, target), after a broker reset (``streams.stage``): the delivery
+        stage sends what it never received and skips, by its log, what it had."""
+        out: list[Notification] = []
+        for esc in state.escalations.values():
+            policy = self.config.policies.get(esc.policy)
+            if esc.status not in ("running", "exhausted") or esc.deferred or esc.last_paged is None:
+                continue
+            if policy is None or esc.step >= len(policy.steps):
+                continue  # (its policy removed since: nothing to say what it paged)
+            when = datetime.fromtimestamp(esc.last_paged, UTC)
+            for target in self.resolve_targets(policy, esc.step, when):
+                out.append(
+                    Notification(
+                        esc.incident,
+                        esc.policy,
+                        esc.episode,
+                        esc.step,
+                        esc.repeat,
+                        target,
+                        "escalation",
+                        format_time(when),
+                        esc.snapshot,
+                    )
+                )
+        return out
+
     def _notify(self, esc: Escalation, t: float, out: list[Notification]) -> None:
         policy: Policy = self.config.policies[esc.policy]
         when = datetime.fromtimestamp(t, UTC)

@@ -104,6 +104,10 @@ class EscalationCore:
         self.state, notes = self.engine.step(self.state, TICK, utc(now))
         return [self._out(n) for n in notes]
 
+    def announce(self, now: float) -> list[Out]:
+        """After a broker reset: each running escalation's latest page again (``announce``)."""
+        return [self._out(n) for n in self.engine.announce(self.state)]
+
     def snapshot(self) -> bytes:
         return self.state.snapshot()
 

@@ -47,6 +47,9 @@ import orjson
 log = logging.getLogger(__name__)
 
 CLUSTER_KEY = "@cluster"  # in a checkpoint's offsets: the cluster id of the broker they refer to
+# in a checkpoint's offsets: re-anchored to a new (empty) embedded broker before the stage started,
+# so what was in flight was lost as in a broker reset (the stage announces its open state again)
+REANCHORED_KEY = "@reanchored"
 CHUNK_BYTES = 512 * 1024
 # compacted; segments roll within 10 min so the cleaner can compact them (the active segment is
 # never compacted: this bounds what a worker taking partitions over reads beyond the latest heads)

@@ -86,6 +86,7 @@ def reset_embedded_state(settings: Settings) -> None:
 def reanchor_checkpoints(state_dir: Path, cluster: str) -> int:
     """Point every stage checkpoint in ``state_dir`` at the beginning of a new (empty) broker's
     topics, state untouched; return how many partitions were kept."""
+    from atalaia.streams.checkpoints import REANCHORED_KEY
     from atalaia.streams.stage import CLUSTER_KEY, Checkpoints
 
     kept = 0
@@ -97,8 +98,8 @@ def reanchor_checkpoints(state_dir: Path, cluster: str) -> int:
             if loaded is None:
                 continue
             offsets, state = loaded
-            anchored = {t: 0 for t in offsets if t != CLUSTER_KEY}
-            ckpts.save(partition, {**anchored, CLUSTER_KEY: cluster}, state)
+            anchored = {t: 0 for t in offsets if t not in (CLUSTER_KEY, REANCHORED_KEY)}
+            ckpts.save(partition, {**anchored, CLUSTER_KEY: cluster, REANCHORED_KEY: 1}, state)
             kept += 1
     return kept
 

@@ -50,6 +50,7 @@ from prometheus_client import Counter, Histogram
 from atalaia.streams import metrics
 from atalaia.streams.checkpoints import (
     CLUSTER_KEY,
+    REANCHORED_KEY,
     Checkpoints,
     CheckpointUnavailable,
     KafkaCheckpoints,
@@ -364,6 +365,7 @@ class BatchStage(Service):
             wanted: dict[TopicPartition, int] = {}
             clusters: dict[TopicPartition, str | None] = {}
             new = [p for p in sorted({tp.partition for tp in tps}) if p not in self.cores]
+            reanchored: set[int] = set()
             try:
                 ckpts = await self.checkpoints.load_many(new) if self.checkpoints and new else {}
             except Exception as e:  # unreadable or corrupt checkpoints: stop, loudly
@@ -399,6 +401,8 @@ class BatchStage(Service):
                                 committed,
                             )
                         self.positions[tp] = committed or 0
+                if ckpt is not None and ckpt[0].get(REANCHORED_KEY):
+                    reanchored.add(partition)  # a new embedded broker: what was in flight is gone
                 if ckpt is not None:
                     log.info(
                         "%s: partition %d restored from checkpoint in %s at %s",
@@ -407,7 +411,7 @@ class BatchStage(Service):
                         self.checkpoints.where,
                         ckpt[0],
                     )
-            reset = set()
+            reset = set(reanchored)
             for tp, offset in (await self._verify(wanted, clusters)).items():
                 self.consumer.seek(tp, offset)
                 self.positions[tp] = offset

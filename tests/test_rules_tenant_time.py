@@ -350,6 +350,9 @@ def test_open_incidents_are_announced_again_at_their_current_version() -> None:
     seen = EscalationState()
     _, notes = engine.step(seen, orjson.loads(opened.to_json()), t0)
     assert notes  # paged once
+    # those pages were lost in flight too: the escalation announces its latest page again, same
+    # ids (the delivery stage sends what it never received, skips by its log what it had)
+    assert sorted(n.id for n in engine.announce(seen)) == sorted(n.id for n in notes)
     _, notes = engine.step(seen, orjson.loads(again[0].to_json()), t0)
     assert notes == []  # the same version: nobody paged twice
     missed = EscalationState()  # the opening event was lost in flight: only the announcement

@@ -145,6 +145,12 @@ class HttpSinkThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def announced(up: Up) -> set[str]:
+    """The stages that announced their open state again in ``up``'s log (after a new broker)."""
+    lines = [line for line in up.log.read_text().splitlines() if "of its state sent again" in line]
+    return {stage for line in lines for stage in ("rules", "incidents", "escalation") if f" {stage}:" in line}
+
+
 def test_up_restarted_keeps_incidents_shelve_and_timers_and_pages_nobody_twice(tmp_path: Path) -> None:
     smtp, http = SmtpSink().start(), HttpSinkThread()
     try:
@@ -181,6 +187,9 @@ def test_up_restarted_keeps_incidents_shelve_and_timers_and_pages_nobody_twice(t
             up.start()
             text = up.log.read_text()
             assert "kept the previous run's incidents" in text and "NOT kept: events still in flight" in text
+            # the open alarms and incidents were announced again on the new broker (what was in
+            # flight is gone); versions stay, and nobody is paged twice (below)
+            wait_for(lambda: announced(up) == {"rules", "incidents", "escalation"}, 30, "announce", up)
             after = up.incidents()
             assert set(after) == set(opened) and after[shelved]["state"] == "shelved"
             assert {i: r["version"] for i, r in after.items()} == {
