@@ -276,6 +276,14 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
                 "ATALAIA_INGEST_TOKENS and atalaia up makes one"
             )
     lock_data_dir(settings)  # one `up` per data directory, before anything starts
+    from atalaia.streams.preflight import startup_check
+
+    failed = startup_check(settings)  # before the broker, the workers and the banner
+    if failed:
+        raise click.ClickException(
+            f"the configuration does not load ({', '.join(failed)}): nothing started "
+            "(`atalaia check` checks every part)"
+        )
     if settings.ingest_tokens is None:  # never an open ingest: a token kept in the data dir
         from atalaia.streams.tokens import ensure_demo_token
 
