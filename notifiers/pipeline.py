@@ -43,6 +43,10 @@ async def inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+#: how often at most a lane samples its waiting count while notifications remain (``on_health``)
+WAITING_SAMPLE_S = 1.0
+
+
 @dataclass
 class DeliveryContext:
     log: DeliveryLog
@@ -51,7 +55,9 @@ class DeliveryContext:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     on_result: Callable[[Notification, DeliveryResult, int, float], None] | None = None  # metrics hook
-    on_health: Callable[[TargetHealth, int], None] | None = None  # breaker changes (health, waiting)
+    on_health: Callable[[TargetHealth, int], None] | None = (
+        None  # breaker changes, waiting count (health, waiting)
+    )
     marks: CommitMarks | None = None  # commit-point markers (channels with ``commit_point``)
     # runs each delivery-log call: inline, or (the live stage) in the log's own thread, off the loop
     io: Callable[..., Awaitable[Any]] = inline
@@ -178,6 +184,11 @@ class TargetLane:
         self.last_error: str | None = None
         self._reported: tuple[str, float | None] = ("closed", None)
         self._opened_at = 0.0
+        # the waiting count is sampled again (``on_health``) when notifications come or settle,
+        # at most every WAITING_SAMPLE_S while some remain, at once when none is left
+        self._health: TargetHealth | None = None
+        self._changes = self._sampled = 0
+        self._sampled_at = float("-inf")
         self.task = asyncio.create_task(self._run(), name=f"notify-lane-{target}")
 
     def add(
@@ -201,6 +212,7 @@ class TargetLane:
             fut.set_result(False)
             return fut
         self.notes[n.id] = n
+        self._changes += 1
         if failed:
             fut.set_result(False)
         else:
@@ -246,6 +258,8 @@ class TargetLane:
                 await self.ctx.sleep(1.0)
                 continue
             wake = self.sched.next_wakeup()
+            if self._changes != self._sampled and self._health is not None:  # a sample held back
+                wake = min(wake if wake is not None else float("inf"), self._sampled_at + WAITING_SAMPLE_S)
             if wake is not None and wake <= now:
                 # still due: only a rate limit holds it back (else a tiny step, never a busy loop)
                 wake = self.bucket.next_token_at(now) if self.bucket is not None else now + 0.001
@@ -320,6 +334,7 @@ class TargetLane:
             self.kick.set()
 
     def _settled(self, d: Decision) -> None:
+        self._changes += 1
         if d.settled:
             fut = self.waiters.pop(d.id, None)
             if fut is not None and not fut.done():
@@ -333,6 +348,7 @@ class TargetLane:
         state = "open" if s.open else "closed"
         probe = s.probe_at if s.open else None
         if (state, probe) == self._reported:
+            self._sample_waiting(now)
             return
         was = self._reported[0]
         self._reported = (state, probe)
@@ -361,8 +377,23 @@ class TargetLane:
             self.last_error if state == "open" else None,
         )
         await self.ctx.io(self.ctx.log.set_target, health)
-        if self.ctx.on_health is not None:
-            self.ctx.on_health(health, s.waiting())
+        self._health = health
+        self._sample_waiting(now, force=True)
+
+    def _sample_waiting(self, now: float, force: bool = False) -> None:
+        """Tell ``on_health`` the waiting count: at a breaker change, and when notifications came
+        or settled since the last sample (at most every WAITING_SAMPLE_S while some remain, at
+        once when none is left). It had been sampled at breaker changes only, so a target back
+        after an outage showed its 299 waiting notifications for ever once all were sent."""
+        if self.ctx.on_health is None or self._health is None:
+            return
+        if not force:
+            if self._changes == self._sampled:
+                return
+            if self.sched.items and now < self._sampled_at + WAITING_SAMPLE_S:
+                return  # the loop wakes for it (_run)
+        self._sampled, self._sampled_at = self._changes, now
+        self.ctx.on_health(self._health, self.sched.waiting())
 
 
 class FanOut:

@@ -57,7 +57,8 @@ TARGET_OPEN = Gauge(
 )
 TARGET_WAITING = Gauge(
     "atalaia_notification_target_waiting",
-    "notifications waiting for the target (at the last breaker change)",
+    "notifications waiting for the target (sampled at breaker changes and as they are sent, at "
+    "most once a second)",
     ["target"],
 )
 MIN_BUDGET = 3600.0  # the default retry budget is the life of the step, at least this
@@ -189,7 +190,12 @@ class Notifier:
         await self.fanout.drain()
 
     async def aclose(self) -> None:
+        from atalaia.streams.guard import HEALTH
+
+        targets = list(self.fanout.lanes)
         await self.fanout.aclose()
+        for target in targets:  # its lanes are gone: /health names none of them as down any more
+            HEALTH.condition(f"target-open:{target}", None)
         for ch in self.ctx.channels.values():
             await ch.aclose()
         if self._own_http and self._http is not None:
@@ -255,8 +261,23 @@ class Notifier:
         return TargetLane(target, self.ctx.channels[target], self.ctx, self.breaker_policy(target), bucket)
 
     def _observe_health(self, health: TargetHealth, waiting: int) -> None:
-        TARGET_OPEN.labels(health.target).set(1 if health.state != "closed" else 0)
+        from atalaia.streams.guard import HEALTH
+
+        down = health.state != "closed"
+        TARGET_OPEN.labels(health.target).set(1 if down else 0)
         TARGET_WAITING.labels(health.target).set(waiting)
+        # /health names a target whose breaker is open (degraded) for as long as it is open
+        HEALTH.condition(
+            f"target-open:{health.target}",
+            (
+                f"notification target {health.target} unavailable since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(health.since))} "
+                f"({health.failures} consecutive failures: {(health.last_error or '?')[:200]}); "
+                f"{waiting} notification(s) waiting"
+            )
+            if down
+            else None,
+        )
 
     def _observe(self, n: Notification, result: DeliveryResult, attempt: int, latency_ms: float) -> None:
         channel = self.ctx.channels.get(n.target)

@@ -100,6 +100,7 @@ class RuleFiles:
         self.load = load if known is None else functools.partial(load, detectors=known)
         self.stamp = self._stamp()  # read and written by the reload thread from now on
         self.ruleset = load_rules(self.paths, self.limits, known)
+        self._no_rules()
         self.templates: list[Any] = []
         # the check (and reload) running in the reload thread: None, or (files edited, the rule
         # set or why it did not load) when files changed
@@ -172,10 +173,43 @@ class RuleFiles:
         except Exception as e:  # whatever else: never lose the running rules
             log.error("rule files changed but do not load; keeping the running rules:\n%r", e)
             return False
+        before = len(self.ruleset.rules)
         self.ruleset = ruleset
         self.templates = templates  # held while these rules run: the engines' reloads share them
-        log.info("rules reloaded: %d rule(s)", len(self.ruleset.rules))
+        if ruleset.rules:
+            log.info("rules reloaded: %d rule(s)", len(ruleset.rules))
+        self._no_rules(before)
         return True
+
+    def _files_read(self) -> str:
+        return (
+            ", ".join(f for f, _ in self.stamp)
+            or "none (no .yaml file in " + ", ".join(str(p) for p in self.paths) + ")"
+        )
+
+    def _no_rules(self, before: int | None = None) -> None:
+        """Zero rules switch alarming off: said in a WARNING (which files were read) and named on
+        ``/health`` (``degraded``: "no rules loaded") for as long as it lasts. A valid but empty
+        rules file, hot-reloaded, had resolved every open alarm ("rule removed") with one INFO
+        line."""
+        from atalaia.streams.guard import HEALTH
+
+        if self.ruleset.rules:
+            HEALTH.condition("no-rules", None)
+            return
+        files = self._files_read()
+        if before is None:
+            log.warning(
+                "no rules loaded: ALARMING IS OFF (no rule evaluates observations); files read: %s", files
+            )
+        else:
+            log.warning(
+                "rules reloaded: 0 rule(s)%s: ALARMING IS OFF (no rule evaluates observations; open "
+                "alarms resolve as 'rule removed'); files read: %s",
+                f" (there were {before})" if before else "",
+                files,
+            )
+        HEALTH.condition("no-rules", f"no rules loaded: alarming is off (rule files read: {files})")
 
 
 def _compile_templates(ruleset: RuleSet) -> list[Any]:

@@ -255,7 +255,7 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
     The stages run in two processes (both cores): the alarm path (HTTP ingest, ingest + rules +
     detectors) and the rest (incidents, projection, escalation, delivery, warnings, console); a
     process that dies is restarted, one that dies while starting stops everything."""
-    from atalaia.streams.connect import owned_bootstrap
+    from atalaia.streams.connect import lock_data_dir, owned_bootstrap
 
     settings = get_settings()
     _logging(settings.log_level, settings.log_interval_s)
@@ -275,6 +275,15 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
                 "that file's tokens in ATALAIA_DEMO_TOKEN (atalaia tokens new --source demo), or unset "
                 "ATALAIA_INGEST_TOKENS and atalaia up makes one"
             )
+    lock_data_dir(settings)  # one `up` per data directory, before anything starts
+    from atalaia.streams.preflight import startup_check
+
+    failed = startup_check(settings)  # before the broker, the workers and the banner
+    if failed:
+        raise click.ClickException(
+            f"the configuration does not load ({', '.join(failed)}): nothing started "
+            "(`atalaia check` checks every part)"
+        )
     if settings.ingest_tokens is None:  # never an open ingest: a token kept in the data dir
         from atalaia.streams.tokens import ensure_demo_token
 

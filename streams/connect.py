@@ -43,6 +43,42 @@ def _owner_alive(settings: Settings) -> bool:
     return True
 
 
+def lock_file(settings: Settings) -> Path:
+    return settings.data_dir / "up.lock"
+
+
+#: the open lock files of this process (never closed: a lock is held for the process's life)
+_HELD: dict[Path, int] = {}
+
+
+def lock_data_dir(settings: Settings) -> None:
+    """Take ``<data_dir>/up.lock`` for the life of this process (``flock``, exclusive), or raise a
+    ClickException naming the data directory and the PID that holds it. One ``atalaia up`` per
+    data directory: a second one had joined the first's broker and run delivery recovery too (every
+    waiting notification sent twice). The OS releases the lock when the process ends, however it
+    ends (``kill -9`` too), so a crashed instance never blocks a restart; the processes ``up``
+    starts do not inherit it (close-on-exec)."""
+    import fcntl
+
+    path = lock_file(settings)
+    if path in _HELD:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise click.ClickException(
+            f"another `atalaia up` (pid {holder}) is running with the data directory {settings.data_dir}: "
+            "stop it first, or give this one its own ATALAIA_DATA_DIR"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[path] = fd
+
+
 def running_embedded(settings: Settings) -> str | None:
     try:
         bootstrap = announce_file(settings).read_text().strip()

@@ -91,6 +91,15 @@ class BrokerHealth:
             log.warning("topic layout is right again: the stages resume")
         TOPIC_LAYOUT_OK.set(0 if problems else 1)
 
+    def condition(self, key: str, reason: str | None, status: str = "degraded") -> None:
+        """A condition of this process that ``/health`` names (``degraded`` unless said) until it
+        is cleared (``reason`` None): e.g. no rules loaded (``rules.stage``)."""
+        if reason is None:
+            self.problems.pop(key, None)
+            return
+        old = self.problems.get(key)
+        self.problems[key] = Problem(status, reason, old.since if old else self.clock(), None)
+
     @property
     def holding(self) -> bool:
         """True while the stages must not consume (wrong topic layout)."""

@@ -8,6 +8,8 @@ did (``--strict``: warnings too)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -130,6 +132,46 @@ PARTS: list[tuple[str, str, Callable[[click.Context, Any, bool], None]]] = [
     ("exposure", "http_host", _exposure),
     ("environment", "", _environment),
 ]
+
+
+#: the parts ``atalaia up`` checks before it starts anything: the files the running system loads
+#: (exposure and the environment it checks itself)
+STARTUP_PARTS = (
+    "rules",
+    "detectors",
+    "incidents",
+    "escalation",
+    "warnings",
+    "console users",
+    "ingest tokens",
+)
+
+
+def startup_check(settings: Any) -> list[str]:
+    """The parts of ``atalaia check`` for the files the running system loads, run quietly before
+    ``atalaia up`` starts anything: a failed part's lines (``file:line:col: message``) go to
+    stderr as ``atalaia check`` prints them; a part that passes prints nothing (its warnings are
+    the worker's to log). Returns the names of the parts that failed."""
+    ctx = click.Context(check, info_name="check")
+    failed = []
+    for name, _setting, run in PARTS:
+        if name not in STARTUP_PARTS:
+            continue
+        out, err = io.StringIO(), io.StringIO()
+        ok = True
+        with ctx, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run(ctx, settings, False)
+            except click.ClickException as e:
+                click.echo(e.format_message(), err=True)
+                ok = False
+            except SystemExit as e:  # the part's own command said failed (its lines are in err)
+                ok = not e.code
+        if not ok:
+            failed.append(name)
+            sys.stderr.write(err.getvalue())
+            sys.stderr.flush()
+    return failed
 
 
 @click.command("check")
