@@ -25,7 +25,7 @@ from atalaia.rules.base import FIRING, INACTIVE, NEG_INF, PENDING, STATE_NAMES, 
 from atalaia.rules.loader import LoadedRule
 from atalaia.rules.matchers import from_map
 from atalaia.rules.schema import Condition, ThresholdRef
-from atalaia.rules.state import same
+from atalaia.rules.state import BOOLEAN_TEXT, same
 
 NOT_COMPARABLE = object()  # a part's sample that is not a number / not convertible (counted by the engine)
 
@@ -132,6 +132,13 @@ class CompoundRule(CompiledRule):
         comparable (not a number, a unit that does not convert) count in
         ``stats["compound_not_comparable"]``."""
         parts = tuple((p.attribute, self.feeder(i)) for i, p in enumerate(self.parts) if p.type == typ)
+        # parts on booleans read a label "true"/"false" as one (ingest keeps a boolean property as
+        # that label; rules.state does the same)
+        booleans = {
+            p.attribute
+            for p in self.parts
+            if p.type == typ and any(m.__class__ is bool for m in p.members or ())
+        }
         by_entity = self.key_is_entity and not self.where
         key_of, decide = self.key_of, self._decide
         fors, within, every, n = self.fors, self.within, self.all, len(self.parts)
@@ -150,6 +157,8 @@ class CompoundRule(CompiledRule):
                 v = attributes.get(name)
                 if v is None and labels:
                     v = labels.get(name)
+                    if v in BOOLEAN_TEXT and name in booleans:
+                        v = v == "true"
                 if v is None:
                     continue
                 if key is None:

@@ -101,6 +101,9 @@ class RuleEngine:
         self.stats: Counter[str] = Counter()
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, absent rule id, key)
         self._outbox: list[AlarmTransition] = []  # transitions from reload/restore, returned by the next call
+        # (rule, key) -> [at text, at, state, severity, value] of the last transition emitted for it,
+        # open or recently ended: what ``announce`` sends again after a broker reset, verbatim
+        self._last: dict[tuple[str, str], list[Any]] = {}
         self._times: dict[str, float] = {}
         # observations a rule with ``unit:`` could not convert (filled by the evaluators, drained per batch)
         self._unit_rejects: list[Rejected] = []
@@ -215,6 +218,7 @@ class RuleEngine:
         for rule_id in retuned:
             out += self.by_id[rule_id].reevaluate(at, "rule changed")  # type: ignore[attr-defined]
         self.stats["reloads"] += 1
+        self._remember(out)
         return out
 
     # ------------------------------------------------------------------ hot path
@@ -372,6 +376,7 @@ class RuleEngine:
         self.stats["evaluations"] += evaluations
         self.stats["late_not_evaluated"] += late
         self.stats["rejected"] += len(rejected)
+        self._remember(out)
         return out, rejected
 
     def _states(
@@ -441,6 +446,7 @@ class RuleEngine:
                 rule.refresh_tables()  # type: ignore[attr-defined]
         if t > self.absence_clock:
             self._absence(t, out)
+        self._remember(out)
         return out
 
     def finish(self) -> list[AlarmTransition]:
@@ -458,6 +464,9 @@ class RuleEngine:
         """Forget per-key state that can no longer change any output (inactive keys whose windows hold
         nothing an accepted observation could need). Returns how many states were dropped."""
         horizon = self.late_horizon()
+        ended = self.watermark - max(ENDED_KEPT_S, self.allowed_lateness)
+        for k in [k for k, v in self._last.items() if v[2] in ("resolved", "inactive") and v[1] < ended]:
+            del self._last[k]
         dropped = 0
         for rule in self.rules:
             if not rule.can_purge:
@@ -470,19 +479,46 @@ class RuleEngine:
         return dropped
 
     # ------------------------------------------------------------------ introspection
+    def _remember(self, out: list[AlarmTransition]) -> None:
+        last = self._last
+        for tr in out:
+            last[(tr.rule, tr.key)] = [tr.at, to_epoch(tr.at), tr.state, tr.severity, tr.value]
+
     def announce(self) -> list[AlarmTransition]:
-        """Every open alarm again, as the transition that opened it (rule order, then key): sent
-        after the broker lost records in flight (``streams.stage``: a broker reset), so that no
-        alarm stays open here while the incident manager never heard of it. Where it was heard,
-        the transition's deterministic id (or its earlier time) makes it a duplicate there."""
-        out: list[AlarmTransition] = []
+        """The last transition of every alarm that is open or ended lately, again, verbatim (same
+        time, state and severity: the same deterministic id), in time order: sent after the broker
+        lost records in flight (``streams.stage``: a broker reset), so that no alarm stays open
+        here while the incident manager never heard of it, nor open there after it ended here
+        (a lost ``resolved``), nor at another severity. Where it was heard, the manager counts a
+        duplicate. An open alarm with no recorded transition (a snapshot of an earlier release)
+        is announced as it opened (its state at ``since``)."""
+        found: list[tuple[float, int, str, AlarmTransition]] = []
+        for (rid, key), (at_text, at, state, severity, value) in self._last.items():
+            rule = self.by_id.get(rid)
+            if rule is None:
+                continue  # (a sensor-fault alarm, or a rule removed: its end was announced then)
+            st = rule.states.get(key)
+            since = next((v for v in (getattr(st, n, None) for n in _SINCE) if isinstance(v, float)), at)
+            obs = getattr(st, "obs", None)
+            if rule.kind == "compound" and st is not None:  # its parts' values, as it tells them
+                values = {p.label: ps[1] for p, ps in zip(rule.parts, st.parts, strict=True)}  # type: ignore[attr-defined]
+                tr = rule._line(at, at_text, key, state, since, obs, values)  # type: ignore[attr-defined]
+            else:
+                shown = st.prev if rule.kind == "state" and st is not None else None  # type: ignore[union-attr]
+                tr = rule.transition(at, at_text, key, state, severity, value, since, obs, shown)
+            found.append((at, rule.position, key, tr))
         for rule in self.rules:
             announce = getattr(rule, "announce", None)
             if announce is not None:
-                found: list[AlarmTransition] = []
-                announce(found)
-                out += sorted(found, key=lambda tr: tr.key)
-        return out
+                opened: list[AlarmTransition] = []
+                announce(opened)
+                found += [
+                    (to_epoch(tr.at), rule.position, tr.key, tr)
+                    for tr in opened
+                    if (rule.id, tr.key) not in self._last
+                ]
+        found.sort(key=lambda f: (f[0], f[1], f[2]))
+        return [f[3] for f in found]
 
     def active_alarms(self) -> list[dict[str, Any]]:
         """Open alarms (pending or firing) in rule order, then key."""
@@ -514,6 +550,7 @@ class RuleEngine:
             "allowed_lateness": self.allowed_lateness,
             "stats": dict(self.stats),
             "outbox": [tr.to_dict() for tr in self._outbox],
+            "last": [[rid, key, *v] for (rid, key), v in self._last.items()],
             "rules": [
                 {
                     "rule": _rule_document(r.loaded.rule),
@@ -562,6 +599,7 @@ class RuleEngine:
             if "ref_values" in saved:
                 rule.ref_values = saved["ref_values"]  # type: ignore[attr-defined]
         engine._install(saved_rules, engine.by_id)  # rebuild the absence deadlines from the states
+        engine._last = {(r[0], r[1]): r[2:] for r in body.get("last", ())}  # (earlier releases: none)
         outbox = [AlarmTransition.from_dict(d) for d in body["outbox"]]
         outbox += engine.reload(ruleset)
         engine._outbox = outbox
@@ -569,6 +607,12 @@ class RuleEngine:
         if not engine.stats["reloads"]:
             del engine.stats["reloads"]  # so a restored engine's snapshot is the one it came from
         return engine
+
+
+#: how long (event time) an ended alarm's last transition is kept for ``announce``
+ENDED_KEPT_S = 3600.0
+#: the state fields that tell since when an alarm is open (threshold/compound, absent, stuck)
+_SINCE = ("since", "fired_at", "same_since")
 
 
 def _same_shape(old: CompiledRule, new: CompiledRule) -> bool:

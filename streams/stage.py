@@ -412,6 +412,7 @@ class BatchStage(Service):
                         ckpt[0],
                     )
             reset = set(reanchored)
+            self.dirty.update(reanchored)  # checkpointed soon without the marker: announced once
             for tp, offset in (await self._verify(wanted, clusters)).items():
                 self.consumer.seek(tp, offset)
                 self.positions[tp] = offset

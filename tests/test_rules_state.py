@@ -155,3 +155,22 @@ def test_states_of_real_notifications_reach_state_rules() -> None:
         [{**traffic, "entity": "urn:t2", "attributes": {"congested": "true"}, "labels": {}}]
     )
     assert [(t.rule, t.state) for t in out] == [("congested-text", "firing")]
+
+
+def test_a_compound_rule_on_a_boolean_reads_the_boolean_label() -> None:
+    """Review: the compound rules read a boolean property's label "true" as text, so `all:` with
+    `equals: true` never held from a real notification."""
+    text = """rules:
+  - id: jam
+    severity: medium
+    all:
+      - {attribute: congested, equals: true}
+      - {attribute: intensity, above: 100}
+    select: {type: TrafficFlowObserved}
+"""
+    engine = RuleEngine(load_texts([("r.yaml", text)]))
+    base = {"time": "2026-12-06T10:00:00Z", "entity": "urn:t", "type": "TrafficFlowObserved"}
+    out, rejected = engine.observe_batch(
+        [{**base, "attributes": {"intensity": 300.0}, "labels": {"congested": "true"}}]
+    )
+    assert rejected == [] and [(t.rule, t.state) for t in out] == [("jam", "firing")]

@@ -358,3 +358,64 @@ def test_open_incidents_are_announced_again_at_their_current_version() -> None:
     missed = EscalationState()  # the opening event was lost in flight: only the announcement
     _, notes = engine.step(missed, orjson.loads(again[0].to_json()), t0)
     assert {n.step for n in notes} == {0}
+
+
+def test_the_announcement_is_each_alarms_last_transition_verbatim() -> None:
+    """Review of the announcement: made up as "open since", it lost what came after the opening
+    (a severity change, a resolve: the incident stayed active for ever and could not be closed),
+    and a `for:` alarm's made-up firing at its pending start had another id than the real one
+    (a second incident where the first was lost only by the manager). Now the last transition of
+    each alarm, open or ended in the last hour, is told again as it was."""
+    rules = """rules:
+  - id: level
+    select: {type: WaterObserved, attribute: height}
+    severities: [{severity: critical, above: 5.0}, {severity: high, above: 4.0}]
+  - id: level-for
+    select: {type: WaterObserved, attribute: height}
+    severities: [{severity: high, above: 4.0, for: 5m}]
+  - id: gate
+    select: {type: WaterObserved, attribute: gate}
+    severities: [{severity: low, equals: open}]
+    annotations: {summary: "gate {{ value }}"}
+"""
+    ruleset = load_texts([("t.yaml", rules)])
+
+    def reading(at: str, height: float, entity: str = "urn:w1", gate: str = "closed") -> dict:
+        return {**obs(at, height), "entity": entity, "labels": {"gate": gate}}
+
+    engine = RuleEngine(ruleset)
+    seen, _ = engine.observe_batch(
+        [
+            reading("2026-01-28T10:00:00Z", 5.5),
+            reading("2026-01-28T10:00:00Z", 4.5, "urn:w2", "open"),
+            reading("2026-01-28T10:00:00Z", 1.0, "urn:w3", "open"),
+        ]
+    )
+    lost, _ = engine.observe_batch(
+        [reading("2026-01-28T10:06:00Z", 4.5), reading("2026-01-28T10:06:00Z", 1.0, "urn:w2", "closed")]
+    )
+    assert {(t.rule, t.key, t.state, t.severity) for t in lost} >= {
+        ("level", "urn:w1", "firing", "high"),  # critical -> high
+        ("level-for", "urn:w1", "firing", "high"),
+        ("level", "urn:w2", "resolved", "high"),
+        ("gate", "urn:w2", "resolved", "low"),
+    }
+    told = RuleEngine.restore(ruleset, engine.snapshot()).announce()
+    by = {(t.rule, t.key): t for t in told}
+    for t in lost:  # the very transitions, same ids
+        assert by[(t.rule, t.key)].id == t.id and by[(t.rule, t.key)].at == t.at
+    w3 = next(t for t in seen if t.rule == "gate" and t.key == "urn:w3")  # still open: told as it was
+    assert by[("gate", "urn:w3")].id == w3.id and by[("gate", "urn:w3")].annotations == {
+        "summary": "gate open"
+    }
+
+    manager = IncidentManager()  # saw the first batch only: the second was lost in flight
+    state, _ = manager.step_batch(
+        manager.initial_state(), [t.to_dict() for t in seen], "2026-01-28T10:01:00Z"
+    )
+    state, _ = manager.step_batch(state, [t.to_dict() for t in told], "2026-01-28T10:07:00Z")
+    incidents = {i.id: i for i in state.incidents.values()}
+    w1 = next(i for i in incidents.values() if any(k.endswith("urn:w1") for k in i.alarms))
+    assert {a.rule: a.severity for a in w1.alarms.values() if a.rule == "level"} == {"level": "high"}
+    w2 = [i for i in incidents.values() if any(k.endswith("urn:w2") for k in i.alarms)]
+    assert all(not i.active for i in w2)  # its resolve was told again: back to normal

@@ -645,3 +645,20 @@ def test_a_draft_is_kept_with_its_kind_and_status_as_the_document_carries_them()
     w = d.do("draft", "ana", "operator", draft={**DRAFT, "status": " exercise", "msg_type": "alert"}).warning
     kept = d.state.warnings[w].draft
     assert (kept["status"], kept["msgType"], "msg_type" in kept) == ("Exercise", "Alert", False)
+
+
+def test_a_drawing_over_a_narrow_parish_of_another_tenant_is_refused() -> None:
+    """Review: no point of a parish narrower than 2 km lies 1 km inside it, so a polygon over the
+    whole city passed for a tenant owning only such a parish (Cedofeita…, Lordelo e Massarelos).
+    Inside another tenant's parish a drawing may now reach at most half that parish's depth."""
+    desc = {"pt-PT": "Zona", "en-GB": "Zone"}
+    city = [[41.13, -8.70], [41.19, -8.70], [41.19, -8.55], [41.13, -8.55], [41.13, -8.70]]
+    for owned in (("131217",), ("131218",), ("131202",)):
+        d = Driver(WarningsConfig(tenant_areas={"centro": owned}))
+        r = d.do(
+            "draft",
+            "ana",
+            "operator",
+            draft={**DRAFT, "tenant": "north", "area": {"desc": desc, "polygon": city}},
+        )
+        assert not r.ok and "covers tenant 'centro'" in r.error, (owned, r)

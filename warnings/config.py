@@ -110,7 +110,6 @@ class WarningsConfig(_Model):
                                 f"(more than {MARGIN_KM:g} km beyond them)",
                             )
                         )
-                continue
             for t, prefixes in others.items():  # nobody else's drawing reaches into a listed tenant's
                 theirs = territory(cat, prefixes)
                 if theirs is None:

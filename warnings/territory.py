@@ -67,6 +67,7 @@ class Territory:
     rings: tuple[np.ndarray, ...]
     groups: tuple[tuple[int, ...], ...]  # the rings of each area (areas may share borders)
     box: tuple[float, float, float, float]  # lat_min, lat_max, lon_min, lon_max
+    deepest: tuple[float, ...] = ()  # per area: the depth (km) of its deepest point, on a grid
 
     @classmethod
     def of(cls, areas: Iterable[Area]) -> Territory | None:
@@ -81,7 +82,14 @@ class Territory:
             return None
         pts = np.concatenate(rings)
         box = (float(pts[:, 0].min()), float(pts[:, 0].max()), float(pts[:, 1].min()), float(pts[:, 1].max()))
-        return cls(tuple(rings), tuple(groups), box)
+        t = cls(tuple(rings), tuple(groups), box)
+        deepest = []
+        for group in groups:  # each area's own grid: a narrow parish is never deeper than its middle
+            own = [rings[j] for j in group]
+            grid = _grid(Shape(polygon=np.concatenate(own)).box(), STEP_KM / 2)
+            inside = grid[_inside(grid, own)] if len(grid) else grid
+            deepest.append(float(-t.reach_km(inside).min()) if len(inside) else 0.0)
+        return cls(tuple(rings), tuple(groups), box, tuple(deepest))
 
     def reach_km(self, pts: np.ndarray) -> np.ndarray:
         """For each (lat, lon) point: how far outside the territory it lies, in km (distance to
@@ -119,9 +127,19 @@ class Territory:
         return int(inner[far[0]]) if len(far) else first
 
     def within(self, pts: np.ndarray, km: float) -> int | None:
-        """The index of the first point more than ``km`` inside the territory, or None."""
+        """The index of the first point more than ``km`` inside the territory, or more than half
+        its area's depth where that is less (a parish narrower than 2 km), or None."""
         inner = np.flatnonzero(self.near(pts, 0.0))
-        deep = np.flatnonzero(self.reach_km(pts[inner]) < -km) if len(inner) else inner
+        if not len(inner):
+            return None
+        p = pts[inner]
+        depth = -self.reach_km(p)
+        need = np.full(len(p), km)
+        for g, group in enumerate(self.groups):
+            if g < len(self.deepest) and 0.5 * self.deepest[g] < km:
+                inside = _inside(p, [self.rings[j] for j in group])
+                need = np.where(inside, np.minimum(need, 0.5 * self.deepest[g]), need)
+        deep = np.flatnonzero((depth > need) & (depth > 0))
         return int(inner[deep[0]]) if len(deep) else None
 
     def grid(self, shape: Shape, step: float = STEP_KM) -> np.ndarray:
@@ -182,6 +200,16 @@ class Shape:
         dy = (pts[:, 0] - lat) * KM_PER_DEG
         dx = (pts[:, 1] - lon) * _scale(lat)
         return np.hypot(dx, dy) <= self.km
+
+
+def _grid(box: tuple[float, float, float, float], step: float) -> np.ndarray:
+    lat0, lat1, lon0, lon1 = box
+    mid = (lat0 + lat1) / 2
+    height, width = (lat1 - lat0) * KM_PER_DEG, (lon1 - lon0) * _scale(mid)
+    step = max(step, math.sqrt(max(height * width, 1e-9) / MAX_POINTS))
+    lats = np.arange(lat0, lat1 + 1e-12, step / KM_PER_DEG)
+    lons = np.arange(lon0, lon1 + 1e-12, step / _scale(mid))
+    return np.stack(np.meshgrid(lats, lons, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
 def outline(points: Sequence[tuple[float, float]], most: int = MAX_OUTLINE) -> np.ndarray:

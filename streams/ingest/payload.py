@@ -113,7 +113,10 @@ def _parse(
     tenant, service_path = (
         # the tenant the request's ingest token is bound to (the header, if any, named it: ignoring
         # case, so the token's spelling is the tenant's), else the request's tenant header
-        hdrs.get("auth-tenant") or hdrs.get("ngsild-tenant") or hdrs.get("fiware-service"),
+        (hdrs.get("auth-tenant") or "").strip()
+        or (hdrs.get("ngsild-tenant") or "").strip()
+        or (hdrs.get("fiware-service") or "").strip()
+        or None,  # (a blank header names no tenant, as ingest auth reads it)
         hdrs.get("fiware-servicepath"),
     )
     service_paths = None
