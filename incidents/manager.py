@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from atalaia.incidents import operator, snapshot
 from atalaia.incidents.commands import Command
 from atalaia.incidents.config import MAX_DURATION_S, IncidentConfig
@@ -522,11 +524,26 @@ class IncidentManager:
                 out.append(build_event(inc, follow.touched[inc.id], limit, self.config.audit_in_state))
             if inc.closed_at is not None:
                 self._forget(st, inc)
+                self._ended(st, out[-1])
+
+    def _ended(self, st: ManagerState, event: Any) -> None:
+        """Keep a closed incident's last event for an hour (event time), at most ``memory``."""
+        if not isinstance(event, IncidentEvent):
+            return
+        st.ended[event.incident] = event.to_dict()
+        horizon = (st.clock or 0) - ENDED_KEPT_US
+        while st.ended and (
+            len(st.ended) > self.config.memory or to_us(next(iter(st.ended.values()))["at"]) < horizon
+        ):
+            del st.ended[next(iter(st.ended))]
 
     def announce(self, st: ManagerState) -> list[IncidentEvent]:
-        """The current event of every open incident again (no new version): after a broker reset
-        the projection and the escalation may have missed the latest (``streams.stage``)."""
-        return [current_event(inc, self.config.alarms_in_event) for inc in st.incidents.values()]
+        """The current event of every open incident again (no new version), and the last event of
+        each incident closed in the last hour: after a broker reset the projection and the
+        escalation may have missed the latest (``streams.stage``), a lost "closed" included."""
+        horizon = (st.clock or 0) - ENDED_KEPT_US
+        closed = [msgspec.convert(e, IncidentEvent) for e in st.ended.values() if to_us(e["at"]) >= horizon]
+        return closed + [current_event(inc, self.config.alarms_in_event) for inc in st.incidents.values()]
 
     def finish(self, st: ManagerState, changes: Changes, out: list[Output]) -> None:
         self._finish(st, changes, out)
@@ -769,6 +786,9 @@ def _now(now: datetime | int | float | str) -> int:
 
 def _rank(severity: str) -> int:
     return severity_rank(severity)
+
+
+ENDED_KEPT_US = 3600 * 1_000_000  # how long a closed incident's last event is kept for ``announce``
 
 
 def _key_text(corr: dict[str, str]) -> str:

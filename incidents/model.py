@@ -194,6 +194,9 @@ class ManagerState:
     alarm_home: dict[str, str] = field(default_factory=dict)  # alarm key -> open incident id
     alarm_clock: dict[str, list[Any]] = field(default_factory=dict)  # alarm key -> [last at, [ids at it]]
     closed: dict[str, int] = field(default_factory=dict)  # recently closed incident -> closed at
+    # recently closed incident -> its last event (a dict): announced again after a broker reset, so
+    # that a lost "closed" does not leave the projection showing it open and the escalation paging
+    ended: dict[str, Any] = field(default_factory=dict)
     commands: dict[str, None] = field(default_factory=dict)  # recently seen command ids
     sources: dict[str, dict[str, None]] = field(default_factory=dict)  # "rule|equal" -> firing source alarms
     targets: dict[str, dict[str, None]] = field(default_factory=dict)  # "rule|equal" -> open target alarms

@@ -419,3 +419,32 @@ def test_the_announcement_is_each_alarms_last_transition_verbatim() -> None:
     assert {a.rule: a.severity for a in w1.alarms.values() if a.rule == "level"} == {"level": "high"}
     w2 = [i for i in incidents.values() if any(k.endswith("urn:w2") for k in i.alarms)]
     assert all(not i.active for i in w2)  # its resolve was told again: back to normal
+
+
+def test_a_closed_incidents_last_event_is_announced_for_an_hour() -> None:
+    """Review: the announcement held only open incidents, so an incident whose "closed" event was
+    lost in flight stayed open in the projection and its escalation went on paging. The last event
+    of an incident closed in the last hour is announced too; the escalation stops on it."""
+    from datetime import UTC, datetime
+
+    from atalaia.incidents.testing import Driver
+    from atalaia.notifiers.config import load_config_text
+    from atalaia.notifiers.engine import EscalationEngine, EscalationState
+    from tests.test_notifiers_escalation import CONFIG
+
+    d = Driver()
+    opened = d.fire("river-level-high", "porto-01", at=0, parish="Ribeira")
+    engine = EscalationEngine(load_config_text(CONFIG, "escalation.yaml"))
+    esc = EscalationState()
+    engine.step(esc, orjson.loads(opened.to_json()), datetime(2026, 1, 1, tzinfo=UTC))
+    d.resolve("river-level-high", "porto-01", at=60)
+    closed = d.command("acknowledge", at=70)  # normal and acknowledged: the policy closes it
+    assert isinstance(closed, IncidentEvent) and closed.state == "closed"
+    told = {e.incident: e for e in d.manager.announce(d.state)}
+    assert told[opened.incident].id == closed.id  # the lost "closed", verbatim
+    engine.step(esc, orjson.loads(told[opened.incident].to_json()), datetime(2026, 1, 1, 0, 2, tzinfo=UTC))
+    assert esc.escalations[opened.incident].status == "closed"
+    restored = d.manager.restore(d.manager.snapshot(d.state))  # kept across a restart
+    assert [e.id for e in d.manager.announce(restored)] == [closed.id]
+    later = d.fire("river-level-high", "porto-02", at=3 * 3600, parish="Foz")  # an hour on: forgotten
+    assert {e.incident for e in d.manager.announce(d.state)} == {later.incident}
