@@ -459,22 +459,26 @@ class EscalationEngine:
                 continue
             if policy is None or esc.step >= len(policy.steps):
                 continue  # (its policy removed since: nothing to say what it paged)
-            when = datetime.fromtimestamp(esc.last_paged, UTC)
-            for target in self.resolve_targets(policy, esc.step, when):
-                out.append(
-                    Notification(
-                        esc.incident,
-                        esc.policy,
-                        esc.episode,
-                        esc.step,
-                        esc.repeat,
-                        target,
-                        "escalation",
-                        format_time(when),
-                        esc.snapshot,
-                    )
-                )
+            out += self._pages(esc, policy, datetime.fromtimestamp(esc.last_paged, UTC))
         return out
+
+    def _pages(self, esc: Escalation, policy: Policy, when: datetime) -> list[Notification]:
+        """The escalation messages of ``esc``'s current step and repeat, due ``when``."""
+        due = format_time(when)
+        return [
+            Notification(
+                esc.incident,
+                esc.policy,
+                esc.episode,
+                esc.step,
+                esc.repeat,
+                target,
+                "escalation",
+                due,
+                esc.snapshot,
+            )
+            for target in self.resolve_targets(policy, esc.step, when)
+        ]
 
     def _notify(self, esc: Escalation, t: float, out: list[Notification]) -> None:
         policy: Policy = self.config.policies[esc.policy]
@@ -486,22 +490,10 @@ class EscalationEngine:
         else:
             esc.paged_rank = max(esc.paged_rank, rank)
         esc.last_paged = t
-        for target in self.resolve_targets(policy, esc.step, when):
-            out.append(
-                Notification(
-                    esc.incident,
-                    esc.policy,
-                    esc.episode,
-                    esc.step,
-                    esc.repeat,
-                    target,
-                    "escalation",
-                    due,
-                    esc.snapshot,
-                )
-            )
-            if target not in esc.notified:
-                esc.notified.append(target)
+        for n in self._pages(esc, policy, when):
+            out.append(n)
+            if n.target not in esc.notified:
+                esc.notified.append(n.target)
         propose = policy.steps[esc.step].propose_warning
         if propose is not None and esc.repeat == 0:  # a draft for a person to approve, once per step
             ask = {
