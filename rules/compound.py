@@ -450,13 +450,6 @@ class CompoundRule(CompiledRule):
         tr.annotations["reason"] = reason
         out.append(tr)
 
-    def announce(self, out: list[AlarmTransition]) -> None:
-        """Each open alarm again, at its ``since`` (see ``ThresholdRule.announce``)."""
-        for key, st in self.states.items():
-            if st.state != INACTIVE:
-                values = {p.label: ps[1] for p, ps in zip(self.parts, st.parts, strict=True)}
-                out.append(self._line(st.since, None, key, STATE_NAMES[st.state], st.since, st.obs, values))
-
     def active(self) -> list[dict[str, Any]]:
         return [
             {

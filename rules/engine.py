@@ -101,7 +101,7 @@ class RuleEngine:
         self.stats: Counter[str] = Counter()
         self._deadlines: list[tuple[float, str, str]] = []  # (deadline, absent rule id, key)
         self._outbox: list[AlarmTransition] = []  # transitions from reload/restore, returned by the next call
-        # (rule, key) -> [at text, at, state, severity, value] of the last transition emitted for it,
+        # (rule, key) -> [at text, at, state, severity, value, since] of the last transition emitted for it,
         # open or recently ended: what ``announce`` sends again after a broker reset, verbatim
         self._last: dict[tuple[str, str], list[Any]] = {}
         self._times: dict[str, float] = {}
@@ -480,9 +480,10 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ introspection
     def _remember(self, out: list[AlarmTransition]) -> None:
-        last = self._last
+        last, rules = self._last, self.by_id
         for tr in out:
-            last[(tr.rule, tr.key)] = [tr.at, to_epoch(tr.at), tr.state, tr.severity, tr.value]
+            if tr.rule in rules:  # (a rule's sensor-fault alarm: nothing to tell it again with)
+                last[(tr.rule, tr.key)] = [tr.at, to_epoch(tr.at), tr.state, tr.severity, tr.value, tr.since]
 
     def announce(self) -> list[AlarmTransition]:
         """The last transition of every alarm that is open or ended lately, again, verbatim (same
@@ -490,15 +491,14 @@ class RuleEngine:
         lost records in flight (``streams.stage``: a broker reset), so that no alarm stays open
         here while the incident manager never heard of it, nor open there after it ended here
         (a lost ``resolved``), nor at another severity. Where it was heard, the manager counts a
-        duplicate. An open alarm with no recorded transition (a snapshot of an earlier release)
-        is announced as it opened (its state at ``since``)."""
+        duplicate."""
         found: list[tuple[float, int, str, AlarmTransition]] = []
-        for (rid, key), (at_text, at, state, severity, value) in self._last.items():
+        for (rid, key), (at_text, at, state, severity, value, since_text) in self._last.items():
             rule = self.by_id.get(rid)
             if rule is None:
-                continue  # (a sensor-fault alarm, or a rule removed: its end was announced then)
+                continue  # (a rule removed: its end was announced then)
             st = rule.states.get(key)
-            since = next((v for v in (getattr(st, n, None) for n in _SINCE) if isinstance(v, float)), at)
+            since = to_epoch(since_text) if since_text else at
             obs = getattr(st, "obs", None)
             if rule.kind == "compound" and st is not None:  # its parts' values, as it tells them
                 values = {p.label: ps[1] for p, ps in zip(rule.parts, st.parts, strict=True)}  # type: ignore[attr-defined]
@@ -507,16 +507,6 @@ class RuleEngine:
                 shown = st.prev if rule.kind == "state" and st is not None else None  # type: ignore[union-attr]
                 tr = rule.transition(at, at_text, key, state, severity, value, since, obs, shown)
             found.append((at, rule.position, key, tr))
-        for rule in self.rules:
-            announce = getattr(rule, "announce", None)
-            if announce is not None:
-                opened: list[AlarmTransition] = []
-                announce(opened)
-                found += [
-                    (to_epoch(tr.at), rule.position, tr.key, tr)
-                    for tr in opened
-                    if (rule.id, tr.key) not in self._last
-                ]
         found.sort(key=lambda f: (f[0], f[1], f[2]))
         return [f[3] for f in found]
 
@@ -611,8 +601,6 @@ class RuleEngine:
 
 #: how long (event time) an ended alarm's last transition is kept for ``announce``
 ENDED_KEPT_S = 3600.0
-#: the state fields that tell since when an alarm is open (threshold/compound, absent, stuck)
-_SINCE = ("since", "fired_at", "same_since")
 
 
 def _same_shape(old: CompiledRule, new: CompiledRule) -> bool:

@@ -82,15 +82,6 @@ class StuckRule(CompiledRule):
     def purgeable(self, st: StuckState, horizon: float) -> bool:
         return False
 
-    def announce(self, out: list[AlarmTransition]) -> None:
-        """Each firing alarm again (see ``ThresholdRule.announce``), at the time it became stuck."""
-        for key, st in self.states.items():
-            if st.firing:
-                at = st.same_since + self.stuck_for
-                out.append(
-                    self.transition(at, None, key, "firing", self.severity, st.value, st.same_since, st.obs)
-                )
-
     def active(self) -> list[dict[str, Any]]:
         return [
             {"rule": self.id, "key": k, "state": "firing", "severity": self.severity, "value": s.value}
@@ -183,23 +174,6 @@ class AbsentRule(CompiledRule):
 
     def purgeable(self, st: AbsentState, horizon: float) -> bool:
         return False
-
-    def announce(self, out: list[AlarmTransition]) -> None:
-        """Each firing alarm again, exactly as it fired (see ``ThresholdRule.announce``)."""
-        for key, st in self.states.items():
-            if st.firing:
-                out.append(
-                    self.transition(
-                        st.fired_at,
-                        None,
-                        key,
-                        "firing",
-                        self.severity,
-                        None,
-                        st.fired_at,
-                        obs_context(st.obs),
-                    )
-                )
 
     def active(self) -> list[dict[str, Any]]:
         return [

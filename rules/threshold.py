@@ -448,20 +448,6 @@ class ThresholdRule(CompiledRule):
             return False
         return not st.window or not st.window[0] or st.window[0][-1] <= horizon - (self.window or 0.0)
 
-    def announce(self, out: list[AlarmTransition]) -> None:
-        """Each open alarm again, as the transition that opened it (its state at ``since``, the
-        current severity): after the broker lost the records in flight (a restart of the embedded
-        broker), the incident manager may never have seen it. Deterministic ids and the manager's
-        per-alarm clock make it a duplicate where it was seen."""
-        for key, st in self.states.items():
-            if st.state != INACTIVE and st.sev >= 0:
-                sev = self.levels[st.sev].severity
-                out.append(
-                    self.transition(
-                        st.since, None, key, STATE_NAMES[st.state], sev, st.value, st.since, st.obs
-                    )
-                )
-
     def active(self) -> list[dict[str, Any]]:
         return [
             {

@@ -239,17 +239,7 @@ def _emit_states(
     if zoned_text is not None:
         quality.append(f"time-without-zone: {zoned_text!r} has no UTC offset; UTC assumed")
     location = _location(parts, eid, where, ctx, quality, out)
-    _warn(eid, quality, out)
-    q = quality
-    if ctx.future_limit is not None and t > ctx.future_limit:
-        skew = f"future-time: {format_time(t)} is ahead of the reception clock beyond the tolerance (clock skew?)"
-        q = [*quality, skew]
-        out.warnings.append(f"{eid}: {skew}")
-    out.observations.append(
-        build_observation(
-            t, eid, etype, {}, location, ctx.source, {}, parts.labels, q, source, ctx.tenant, ctx.service_path
-        )
-    )
+    _publish(eid, etype, parts, {(t, source): ({}, {})}, location, quality, ctx, out)
     return True
 
 
@@ -342,9 +332,22 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
         quality.append(f"bad-time: {entity_error}; the {ctx.fallback_source} time is used")
     for text in sorted(unzoned):
         quality.append(f"time-without-zone: {text!r} has no UTC offset; UTC assumed")
+    _publish(eid, etype, parts, groups, location, quality, ctx, out)
+
+
+def _publish(
+    eid: str,
+    etype: str,
+    parts: Parts,
+    groups: dict[tuple[datetime, str], tuple[dict[str, float], dict[str, str]]],
+    location: Any,
+    quality: list[str],
+    ctx: PayloadContext,
+    out: IngestResult,
+) -> None:
+    """One observation per (time, time source) group, with the entity's warnings."""
     _warn(eid, quality, out)
     limit = ctx.future_limit
-    tenant, service_path = ctx.tenant, ctx.service_path
     for t, source in sorted(groups):
         attrs, units = groups[(t, source)]
         q = quality
@@ -364,8 +367,8 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
                 parts.labels,
                 q,
                 source,
-                tenant,
-                service_path,
+                ctx.tenant,
+                ctx.service_path,
             )
         )
 
