@@ -662,3 +662,21 @@ def test_a_drawing_over_a_narrow_parish_of_another_tenant_is_refused() -> None:
             draft={**DRAFT, "tenant": "north", "area": {"desc": desc, "polygon": city}},
         )
         assert not r.ok and "covers tenant 'centro'" in r.error, (owned, r)
+
+
+def test_an_unclosed_drawn_polygon_is_held_to_the_territories_as_its_closed_ring() -> None:
+    """Review: a draft may leave its polygon open (CAP's document closes it), but the territory
+    check walked it as given: its closing edge was never sampled and its inside was computed on
+    an open ring, so an open triangle over a tenant's parish could pass where the closed one was
+    refused."""
+    desc = {"pt-PT": "Zona", "en-GB": "Zone"}
+    d = Driver(WarningsConfig(tenant_areas={"east": ("131202", "131203")}))
+    open_ring = [[41.1511, -8.6363], [41.1906, -8.5833], [41.1803, -8.5345], [41.1800, -8.5295]]
+    for ring in (open_ring, [*open_ring, open_ring[0]]):  # its closing edge runs over Campanhã
+        r = d.do(
+            "draft",
+            "ana",
+            "operator",
+            draft={**DRAFT, "tenant": "north", "area": {"desc": desc, "polygon": ring}},
+        )
+        assert not r.ok and "covers tenant 'east'" in r.error, (len(ring), r)

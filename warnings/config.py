@@ -72,6 +72,8 @@ class WarningsConfig(_Model):
         tenant = None if tenant is None else str(tenant)
         own = self.tenant_areas.get(tenant) if tenant is not None else None
         others = {t: p for t, p in self.tenant_areas.items() if t != tenant}
+        mine = territory(cat, own) if own is not None else None
+        theirs_all = {t: x for t, p in others.items() if (x := territory(cat, p)) is not None}
         out: list[tuple[tuple[Any, ...], str]] = []
         for i, a in enumerate(draft.area):
             at = ("area", i)
@@ -89,18 +91,17 @@ class WarningsConfig(_Model):
                     )
             if not (a.polygon or a.circle):
                 continue
-            shapes = [("polygon", Shape(polygon=np.asarray(poly, dtype=float))) for poly in a.polygon]
+            shapes = [("polygon", Shape.drawn(poly)) for poly in a.polygon]
             for c in a.circle:
                 if m := _CIRCLE.fullmatch(c):
                     shapes.append(("circle", Shape(centre=(float(m[1]), float(m[2])), km=float(m[3]))))
+            edges = [shape.outline() for _, shape in shapes]
             if own is not None:
-                mine = territory(cat, own)
                 if mine is None:  # (its prefixes name no configured area: nothing to hold a drawing to)
                     what = "polygon" if a.polygon else "circle"
                     out.append(((*at, what), f"tenant {tenant!r} has no configured areas to draw in"))
                     continue
-                for what, shape in shapes:
-                    edge = shape.outline()
+                for (what, _), edge in zip(shapes, edges, strict=True):
                     if (far := mine.beyond(edge, MARGIN_KM)) is not None:
                         y, x = edge[far]
                         out.append(
@@ -110,12 +111,9 @@ class WarningsConfig(_Model):
                                 f"(more than {MARGIN_KM:g} km beyond them)",
                             )
                         )
-            for t, prefixes in others.items():  # nobody else's drawing reaches into a listed tenant's
-                theirs = territory(cat, prefixes)
-                if theirs is None:
-                    continue
-                for what, shape in shapes:
-                    probe = np.vstack([shape.outline(), theirs.grid(shape)])
+            for t, theirs in theirs_all.items():  # nobody else's drawing reaches into a listed tenant's
+                for (what, shape), edge in zip(shapes, edges, strict=True):
+                    probe = np.vstack([edge, theirs.grid(shape)])
                     if (deep := theirs.within(probe, MARGIN_KM)) is not None:
                         y, x = probe[deep]
                         out.append(

@@ -481,20 +481,15 @@ def _all_inside(points: Polygon, ring: Polygon) -> bool:
     1000 edges in milliseconds)."""
     import numpy as np
 
+    from atalaia.warnings.territory import Shape, _inside
+
     pts = np.asarray(points, dtype=float)
-    r = np.asarray(ring, dtype=float)
-    if not len(pts) or len(r) < 3:
+    r = Shape.drawn(ring).polygon
+    if not len(pts) or r is None or len(r) < 4:
         return False
     if (pts.min(axis=0) < r.min(axis=0)).any() or (pts.max(axis=0) > r.max(axis=0)).any():
         return False  # (outside its box: the usual case, no edge test needed)
-    y, x = pts[:, :1], pts[:, 1:]
-    y1, x1 = r[:, 0], r[:, 1]
-    y2, x2 = np.roll(y1, -1), np.roll(x1, -1)
-    crosses = (y1 > y) != (y2 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
-    inside = np.count_nonzero(crosses & (x < at), axis=1) % 2 == 1
-    return bool(inside.all())
+    return bool(_inside(pts, [r]).all())
 
 
 def nested_polygon(polygons: list[Polygon]) -> tuple[int, int] | None:

@@ -82,20 +82,19 @@ class Territory:
             return None
         pts = np.concatenate(rings)
         box = (float(pts[:, 0].min()), float(pts[:, 0].max()), float(pts[:, 1].min()), float(pts[:, 1].max()))
-        t = cls(tuple(rings), tuple(groups), box)
         deepest = []
         for group in groups:  # each area's own grid: a narrow parish is never deeper than its middle
-            own = [rings[j] for j in group]
+            own = [rings[j] for j in group]  # (a point inside it is nearest its own border)
             grid = _grid(Shape(polygon=np.concatenate(own)).box(), STEP_KM / 2)
             inside = grid[_inside(grid, own)] if len(grid) else grid
-            deepest.append(float(-t.reach_km(inside).min()) if len(inside) else 0.0)
+            deepest.append(float(_distance_km(inside, _segments(own)).max()) if len(inside) else 0.0)
         return cls(tuple(rings), tuple(groups), box, tuple(deepest))
 
     def reach_km(self, pts: np.ndarray) -> np.ndarray:
         """For each (lat, lon) point: how far outside the territory it lies, in km (distance to
         its border); minus that distance for a point inside it."""
         out = np.empty(len(pts))
-        segs = np.concatenate([np.hstack([r[:-1], r[1:]]) for r in self.rings])
+        segs = _segments(self.rings)
         chunk = max(1, _CELLS // len(segs))  # points × segments per step, in memory at once
         for i in range(0, len(pts), chunk):
             p = pts[i : i + chunk]
@@ -149,12 +148,7 @@ class Territory:
         lat0, lat1, lon0, lon1 = max(lat0, s0), min(lat1, s1), max(lon0, t0), min(lon1, t1)
         if lat0 > lat1 or lon0 > lon1:
             return np.empty((0, 2))
-        mid = (lat0 + lat1) / 2
-        height, width = (lat1 - lat0) * KM_PER_DEG, (lon1 - lon0) * _scale(mid)
-        step = max(step, math.sqrt(height * width / MAX_POINTS))
-        lats = np.arange(lat0, lat1 + 1e-12, step / KM_PER_DEG)
-        lons = np.arange(lon0, lon1 + 1e-12, step / _scale(mid))
-        pts = np.stack(np.meshgrid(lats, lons, indexing="ij"), axis=-1).reshape(-1, 2)
+        pts = _grid((lat0, lat1, lon0, lon1), step)
         return pts[shape.contains(pts)] if len(pts) else pts
 
 
@@ -165,6 +159,15 @@ class Shape:
     polygon: np.ndarray | None = None
     centre: tuple[float, float] | None = None
     km: float = 0.0
+
+    @classmethod
+    def drawn(cls, points: Sequence[Sequence[float]]) -> Shape:
+        """A drawn polygon as a draft gives it, closed here if it was not (a draft may leave it
+        open: CAP's document closes it)."""
+        ring = np.asarray(points, dtype=float)
+        if len(ring) and (ring[0] != ring[-1]).any():
+            ring = np.vstack([ring, ring[:1]])
+        return cls(polygon=ring)
 
     def box(self) -> tuple[float, float, float, float]:
         if self.polygon is not None:
@@ -240,10 +243,15 @@ def _inside(pts: np.ndarray, rings: list[np.ndarray]) -> np.ndarray:
     return odd
 
 
+def _segments(rings: Sequence[np.ndarray]) -> np.ndarray:
+    """The edges of closed rings as rows (lat1, lon1, lat2, lon2)."""
+    return np.concatenate([np.hstack([r[:-1], r[1:]]) for r in rings])
+
+
 def _distance_km(pts: np.ndarray, segs: np.ndarray) -> np.ndarray:
     """The distance of each point to the nearest segment (lat1, lon1, lat2, lon2), in km, on a
     local flat projection (city scale)."""
-    k = np.asarray([_scale(lat) for lat in pts[:, 0]])[:, None]
+    k = (KM_PER_DEG * np.maximum(0.01, np.cos(np.radians(pts[:, 0]))))[:, None]
     py, px = pts[:, 0:1] * KM_PER_DEG, pts[:, 1:2] * k
     ay, ax = segs[:, 0] * KM_PER_DEG, segs[:, 1] * k
     by, bx = segs[:, 2] * KM_PER_DEG, segs[:, 3] * k
