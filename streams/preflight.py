@@ -136,15 +136,21 @@ PARTS: list[tuple[str, str, Callable[[click.Context, Any, bool], None]]] = [
 
 #: the parts ``atalaia up`` checks before it starts anything: the files the running system loads
 #: (exposure and the environment it checks itself)
-STARTUP_PARTS = (
-    "rules",
-    "detectors",
-    "incidents",
-    "escalation",
-    "warnings",
-    "console users",
-    "ingest tokens",
-)
+STARTUP_PARTS = tuple(name for name, _, _ in PARTS if name not in ("exposure", "environment"))
+
+
+def _run_part(ctx: click.Context, settings: Any, run: Any, strict: bool) -> bool:
+    """Run one part of the check; True when it passed (its lines are printed already)."""
+    try:
+        run(ctx, settings, strict)
+    except click.ClickException as e:
+        click.echo(e.format_message(), err=True)
+        return False
+    except _Warned:
+        return False
+    except SystemExit as e:  # the part's own command said failed (its lines are out already)
+        return not e.code
+    return True
 
 
 def startup_check(settings: Any) -> list[str]:
@@ -158,15 +164,8 @@ def startup_check(settings: Any) -> list[str]:
         if name not in STARTUP_PARTS:
             continue
         out, err = io.StringIO(), io.StringIO()
-        ok = True
         with ctx, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                run(ctx, settings, False)
-            except click.ClickException as e:
-                click.echo(e.format_message(), err=True)
-                ok = False
-            except SystemExit as e:  # the part's own command said failed (its lines are in err)
-                ok = not e.code
+            ok = _run_part(ctx, settings, run, False)
         if not ok:
             failed.append(name)
             sys.stderr.write(err.getvalue())
@@ -205,16 +204,8 @@ def check(ctx: click.Context, strict: bool) -> None:
         )
         click.echo(f"== {name} ({shown})")
         sys.stdout.flush()
-        try:
-            run(ctx, settings, strict)
-        except click.ClickException as e:
-            click.echo(e.format_message(), err=True)
+        if not _run_part(ctx, settings, run, strict):
             failed.append(name)
-        except _Warned:
-            failed.append(name)
-        except SystemExit as e:  # the part's own command said failed (its lines are out already)
-            if e.code:
-                failed.append(name)
     if failed:
         click.echo(f"failed: {', '.join(failed)}", err=True)
         sys.exit(1)
