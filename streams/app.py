@@ -102,6 +102,7 @@ def create_app(
         "fetch_wait_ms": settings.fetch_wait_ms,
         "session_timeout_s": settings.session_timeout_s,
         "heartbeat_s": settings.heartbeat_s,
+        "checkpoint_s": settings.checkpoint_s,
     }
     app.atalaia_stages = {}
     app.atalaia_aliases = {}  # user stage name -> the fused stage that runs it (for /health)
@@ -226,7 +227,15 @@ def create_app(
 
     # idle and surplus connections closed (slowloris)
     app.service(ConnectionGuard(app, settings.http_idle_s, settings.http_max_connections))
-    ingest_producer = app.service(IngestProducer(bootstrap))
+    from atalaia.streams.ingestlog import IngestLog
+
+    ingest_producer = app.service(
+        IngestProducer(
+            bootstrap,
+            IngestLog.for_broker(settings, bootstrap) if role in ("all", "ingest") else None,
+            f"{settings.topic_prefix}.events",
+        )
+    )
     app.atalaia_producer = ingest_producer
     if role in ("all", "ingest"):
         install_ingest(app, settings, ingest_producer, refuse)

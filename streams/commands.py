@@ -249,8 +249,9 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
     """All-in-one: embedded broker (unless ATALAIA_KAFKA is set), worker, ingest, console.
 
     With the embedded broker, a restart keeps the domain state of ATALAIA_DATA_DIR (open
-    incidents, shelves, silences, escalation timers, audit, delivery log); only events still in
-    flight on the previous run's in-memory topics are lost. --fresh starts clean.
+    incidents, shelves, silences, escalation timers, audit, delivery log), and accepted events no
+    stage had checkpointed are put back on the new broker from the ingest log (a kill -9 loses no
+    answered event). --fresh starts clean.
 
     The stages run in two processes (both cores): the alarm path (HTTP ingest, ingest + rules +
     detectors) and the rest (incidents, projection, escalation, delivery, warnings, console); a

@@ -110,7 +110,10 @@ def client_bootstrap(settings: Settings) -> str:
 def reset_embedded_state(settings: Settings) -> None:
     import shutil
 
+    from atalaia.streams.ingestlog import ROOT
+
     shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
+    shutil.rmtree(settings.data_dir / ROOT, ignore_errors=True)
     for pattern in ("atalaia.db*", "deliveries.sqlite*"):  # incl. the email commit markers' folder
         for f in settings.data_dir.glob(pattern):
             if f.is_dir():
@@ -119,9 +122,13 @@ def reset_embedded_state(settings: Settings) -> None:
                 f.unlink(missing_ok=True)
 
 
-def reanchor_checkpoints(state_dir: Path, cluster: str) -> int:
+def reanchor_checkpoints(
+    state_dir: Path, cluster: str, starts: dict[tuple[str, int], int] | None = None, topic: str = ""
+) -> int:
     """Point every stage checkpoint in ``state_dir`` at the beginning of a new (empty) broker's
-    topics, state untouched; return how many partitions were kept."""
+    topics, state untouched, except ``topic``'s offsets, which are ``starts[(stage,
+    partition)]`` where given (the ingest log put the events the stage had not read there);
+    return how many partitions were kept."""
     from atalaia.streams.checkpoints import REANCHORED_KEY
     from atalaia.streams.stage import CLUSTER_KEY, Checkpoints
 
@@ -134,16 +141,23 @@ def reanchor_checkpoints(state_dir: Path, cluster: str) -> int:
             if loaded is None:
                 continue
             offsets, state = loaded
-            anchored = {t: 0 for t in offsets if t not in (CLUSTER_KEY, REANCHORED_KEY)}
+            anchored = {
+                t: (starts or {}).get((stage_dir.name, partition), 0) if t == topic else 0
+                for t in offsets
+                if t not in (CLUSTER_KEY, REANCHORED_KEY)
+            }
             ckpts.save(partition, {**anchored, CLUSTER_KEY: cluster, REANCHORED_KEY: 1}, state)
             kept += 1
     return kept
 
 
-def keep_or_reset(settings: Settings, cluster: str, fresh: bool) -> None:
+def keep_or_reset(
+    settings: Settings, cluster: str, fresh: bool, starts: dict[tuple[str, int], int] | None = None
+) -> None:
     """A new embedded broker: its topics are empty. Keep the domain state of the data directory
-    (stage checkpoints re-anchored at the new topics' beginning, the SQL projection, the delivery
-    log), or with ``fresh`` remove it; say in one line what could not be kept."""
+    (stage checkpoints re-anchored at the new topics' beginning, or for the events at ``starts``,
+    where the ingest log put back what they had not read; the SQL projection, the delivery log),
+    or with ``fresh`` remove it; say in one line what could not be kept."""
     had = any((settings.data_dir / "state").glob("*/p*.ckpt")) or any(settings.data_dir.glob("*.sqlite"))
     if fresh:
         reset_embedded_state(settings)
@@ -152,12 +166,14 @@ def keep_or_reset(settings: Settings, cluster: str, fresh: bool) -> None:
         return
     if not had:
         return
-    kept = reanchor_checkpoints(settings.data_dir / "state", cluster)
+    kept = reanchor_checkpoints(
+        settings.data_dir / "state", cluster, starts, f"{settings.topic_prefix}.events"
+    )
     log.warning(
         "kept the previous run's incidents, shelves, silences, escalation timers, audit and delivery "
-        "log from %s (%d stage partition(s) re-anchored to the new embedded broker); NOT kept: events "
-        "still in flight on the previous run's in-memory topics (accepted but not yet through every "
-        "stage) — `atalaia up --fresh` starts clean",
+        "log from %s (%d stage partition(s) re-anchored to the new embedded broker; accepted events "
+        "no stage had checkpointed are put back from the ingest log); records in flight between "
+        "later stages are sent again by the stages that hold them — `atalaia up --fresh` starts clean",
         settings.data_dir,
         kept,
     )
@@ -188,8 +204,21 @@ def owned_bootstrap(settings: Settings, *, fresh: bool = False) -> Iterator[str]
             "topics and is lost when it stops (the default, file, keeps it in %s)",
             settings.data_dir / "state",
         )
-    keep_or_reset(settings, broker.cluster_id, fresh)
+    if fresh:
+        keep_or_reset(settings, broker.cluster_id, fresh)
     with broker:
+        from atalaia.streams import ingestlog
+
+        # the events accepted but not checkpointed by the previous run(s): back on the new broker
+        # before any stage starts, each stage's checkpoint pointed at the first it had not read
+        starts = (
+            ingestlog.replay(settings, broker.bootstrap, broker.cluster_id)
+            if ingestlog.enabled(settings)
+            else {}
+        )
+        if not fresh:
+            keep_or_reset(settings, broker.cluster_id, fresh, starts)
+        ingestlog.forget_earlier(settings)
         path = announce_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(broker.bootstrap)

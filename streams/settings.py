@@ -117,6 +117,15 @@ class Settings(BaseSettings):
         "<prefix>.state.<stage> (no shared volume between workers), file = <data_dir>/state; auto = "
         "kafka on Apache Kafka, file on the embedded broker (Tansu keeps topics in memory, no compaction)",
     )
+    ingest_log: bool = Field(
+        True,
+        description="on the embedded broker: keep every accepted event in <data_dir>/ingest-log until "
+        "the stages have checkpointed it, and put it back on the next run's broker (a kill -9 or power "
+        "cut loses no accepted event); off: such events are lost with the in-memory topics",
+    )
+    checkpoint_s: float = Field(
+        2.0, gt=0, le=3600, description="seconds between a stage partition's checkpoints (state + offsets)"
+    )
     rules_paths: list[Path] = Field(default_factory=lambda: [CONFIG_DIR / "rules"])
     detectors_path: Path = CONFIG_DIR / "detectors.yaml"
     escalation_path: Path = CONFIG_DIR / "escalation.yaml"

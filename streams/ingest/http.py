@@ -28,6 +28,7 @@ from atalaia.streams.ingest.events import RawEvent, body_key
 from atalaia.streams.ingest.observation import partition_key
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
+from atalaia.streams.ingestlog import Entry, IngestLog, IngestLogError
 from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
 from atalaia.streams.records import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
@@ -42,12 +43,19 @@ INGEST_PATHS = (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/no
 
 
 class IngestProducer(Service):
-    """The producer shared by the HTTP endpoint and the MQTT bridge."""
+    """The producer shared by the HTTP endpoint and the MQTT bridge. With an ``ingest_log`` (the
+    embedded broker of ``atalaia up``: ``streams.ingestlog``) every event the broker acknowledged
+    on ``log_topic`` is also kept on disk before ``publish`` returns, so an answered event outlives
+    the in-memory broker."""
 
-    def __init__(self, bootstrap: str, **kw: Any) -> None:
+    def __init__(
+        self, bootstrap: str, ingest_log: IngestLog | None = None, log_topic: str = "", **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.bootstrap = bootstrap
         self.producer: AIOKafkaProducer | None = None
+        self.ingest_log, self.log_topic = ingest_log, log_topic
+        self._trims: asyncio.Future | None = None
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(
@@ -57,10 +65,20 @@ class IngestProducer(Service):
             max_request_size=8 << 20,
         )
         await self.producer.start()
+        if self.ingest_log is not None:
+            log.info(
+                "ingest: accepted events are kept in %s until the stages checkpoint them",
+                self.ingest_log.life,
+            )
+            self._trims = asyncio.ensure_future(self.ingest_log.run_trims())
 
     async def on_stop(self) -> None:
         if self.producer:
             await self.producer.stop()
+        if self._trims is not None:
+            self._trims.cancel()
+        if self.ingest_log is not None:
+            self.ingest_log.close()
 
     async def publish(
         self,
@@ -69,7 +87,10 @@ class IngestProducer(Service):
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+        md = await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+        if self.ingest_log is not None and topic == self.log_topic:
+            # (raises IngestLogError, an OSError: the endpoint answers 503, MQTT does not ack)
+            self.ingest_log.append(Entry(md.partition, md.offset, key, value, list(headers or ())))
 
 
 #: an oversize body is read on (to count and hash it for the DLQ record) up to this many times
@@ -263,13 +284,17 @@ def install(
             async def post(self, request: Any) -> Any:
                 try:
                     return await accept(request, self, self._source)
-                except (KafkaError, TimeoutError) as e:  # the broker did not take it: say so, 503
-                    HTTP_REQUESTS.labels("broker-unavailable").inc()
-                    log.warning("ingest: the broker did not accept an event: %s", type(e).__name__)
+                except (KafkaError, TimeoutError, IngestLogError) as e:  # not kept: say so, 503
+                    kept = isinstance(e, IngestLogError)
+                    HTTP_REQUESTS.labels("unkept" if kept else "broker-unavailable").inc()
+                    if kept:
+                        log.error("ingest: an accepted event could not be kept: %s", e)
+                    else:
+                        log.warning("ingest: the broker did not accept an event: %s", type(e).__name__)
                     return self.json(
                         problem(
                             503,
-                            "Broker unavailable",
+                            "Ingest log unavailable" if kept else "Broker unavailable",
                             f"the event was not stored ({type(e).__name__}); send it again later",
                         ),
                         status=503,

@@ -1,0 +1,455 @@
+"""The ingest log: every event the HTTP and MQTT endpoints accepted onto the embedded broker, kept
+in the data directory until every stage that reads ``<prefix>.events`` has checkpointed past it.
+
+The embedded broker keeps its topics in memory. Before this log, a ``kill -9`` (or a power cut)
+of ``atalaia up`` lost the events it had already answered ``200`` for but whose stage had not
+checkpointed them yet: the next run's broker is empty. Downstream stages had sometimes seen the
+alarm those events raised, the rules stage had not, so a sensor got a second incident and a
+second page when it next reported. Now the next ``atalaia up`` puts the events its stages had not
+checkpointed back on the new broker, in their order, before any stage starts
+(:func:`replay`), and points each stage's checkpoint at the first of them it had not read: the
+stages compute exactly what they would have, with the same deterministic ids, so downstream
+takes what it missed and ignores what it had.
+
+Layout (``<data_dir>/ingest-log/``):
+
+* one directory per embedded broker's life, ``<n>-<cluster id>`` (``n`` counts lives), and the
+  file ``current`` naming the live one;
+* in it, segments ``<pid>-<k>.open`` being written by one process, ``.log`` once closed
+  (rolled at :data:`SEGMENT_BYTES` or after :data:`ROLL_S`), and ``replay.log``, the events
+  carried over from earlier lives, under their offsets on this life's broker;
+* a record: ``>II`` (payload length, CRC-32 of the payload), then the msgpack payload
+  ``[partition, offset, key, value, headers]``. A torn last record (the process was killed in
+  the middle of writing it) ends the segment.
+
+A record is written after the broker acknowledged it (its partition and offset are known) and
+before the endpoint answers, so an answered event is on disk (in the OS's page cache: a killed
+process loses nothing; a power cut may lose the last few seconds, as a broker with
+``flush.ms`` unset would). A write that fails (disk full) undoes itself and the endpoint
+answers 503: the sender sends again, nothing is answered that is not kept.
+
+Closed segments are deleted once every stage reading the events has checkpointed past all their
+records (:func:`safe_offsets`, from the checkpoint files' headers), by the process that writes
+them, every :data:`TRIM_S`. Only with the file checkpoint store (the embedded broker's default):
+with Apache Kafka the topics themselves are durable and there is no log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+ROOT = "ingest-log"
+CURRENT = "current"
+REPLAY = "replay.log"
+SEGMENT_BYTES = 64 << 20
+ROLL_S = 20.0  # an open segment older than this is closed at the next trim (so it can go)
+TRIM_S = 10.0
+WARN_BYTES = 1 << 30  # one warning when the kept log grows past this (a stage does not checkpoint)
+_HEAD = struct.Struct(">II")
+_ENC = msgspec.msgpack.Encoder()
+
+
+class IngestLogError(OSError):
+    """The ingest log could not keep an accepted event (disk full, no permission): the endpoint
+    answers 503 and the sender sends it again."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def encode(e: Entry) -> bytes:
+    payload = _ENC.encode((e.partition, e.offset, e.key, e.value, e.headers))
+    return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_segment(path: Path) -> Iterator[Entry]:
+    """The records of a segment, up to its first torn or corrupt one (a killed writer's last)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    at = 0
+    while at + _HEAD.size <= len(data):
+        n, crc = _HEAD.unpack_from(data, at)
+        payload = data[at + _HEAD.size : at + _HEAD.size + n]
+        if len(payload) < n or zlib.crc32(payload) != crc:
+            if at + _HEAD.size + n < len(data):  # not just a torn tail
+                log.error("ingest log: %s is corrupt at byte %d: its later records are skipped", path, at)
+            return
+        try:
+            p, o, k, v, h = msgspec.msgpack.decode(payload)
+            yield Entry(int(p), int(o), k, v, [(str(a), bytes(b)) for a, b in h or ()])
+        except (msgspec.DecodeError, TypeError, ValueError):
+            log.error("ingest log: %s holds an unreadable record at byte %d: skipped", path, at)
+        at += _HEAD.size + n
+
+
+def segments(life: Path) -> list[Path]:
+    return sorted(p for p in life.glob("*") if p.suffix in (".log", ".open"))
+
+
+def lives(root: Path) -> list[Path]:
+    """The lives' directories, oldest first."""
+
+    def number(p: Path) -> int:
+        head = p.name.split("-", 1)[0]
+        return int(head) if head.isdigit() else -1
+
+    return sorted((p for p in root.glob("*-*") if p.is_dir() and number(p) >= 0), key=number)
+
+
+def cluster_of(life: Path) -> str:
+    return life.name.split("-", 1)[1]
+
+
+def current_life(root: Path) -> Path | None:
+    try:
+        name = (root / CURRENT).read_text().strip()
+    except FileNotFoundError:
+        return None
+    life = root / name
+    return life if name and life.is_dir() else None
+
+
+# -- what the stages have read --------------------------------------------------------------
+def read_offsets(path: Path) -> dict[str, Any] | None:
+    """A checkpoint file's offsets (its header only: ``streams.checkpoints.Checkpoints``)."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack(">I", f.read(4))
+            import orjson
+
+            head = orjson.loads(f.read(n))
+    except (FileNotFoundError, struct.error, ValueError):
+        return None
+    return head if isinstance(head, dict) else None
+
+
+def positions(state_dir: Path, topic: str) -> dict[str, dict[int, tuple[str | None, int]]]:
+    """stage -> partition -> (cluster, offset) of ``topic``, for every stage whose checkpoints
+    read it. A stage that reads it is known by a checkpoint of one of its partitions."""
+    from atalaia.streams.checkpoints import CLUSTER_KEY
+
+    out: dict[str, dict[int, tuple[str | None, int]]] = {}
+    if not state_dir.is_dir():
+        return out
+    for stage_dir in sorted(p for p in state_dir.iterdir() if p.is_dir()):
+        found: dict[int, tuple[str | None, int]] = {}
+        for f in stage_dir.glob("p*.ckpt"):
+            head = read_offsets(f)
+            if head is None or topic not in head or not f.stem[1:].isdigit():
+                continue
+            found[int(f.stem[1:])] = (head.get(CLUSTER_KEY), int(head[topic]))
+        if found:
+            out[stage_dir.name] = found
+    return out
+
+
+def safe_offsets(state_dir: Path, topic: str, cluster: str, partitions: int) -> dict[int, int] | None:
+    """Per partition, the offset below which every stage reading ``topic`` has checkpointed on
+    the broker ``cluster``; None when no stage is known to read it (nothing may go)."""
+    readers = positions(state_dir, topic)
+    if not readers:
+        return None
+    safe = {}
+    for p in range(partitions):
+        safe[p] = min(
+            (off if cl == cluster else 0) for at in readers.values() for cl, off in [at.get(p, (None, 0))]
+        )
+    return safe
+
+
+def enabled(settings: Any) -> bool:
+    """Kept on the embedded broker with file checkpoints (``atalaia up``'s), unless switched off."""
+    return bool(settings.ingest_log) and not settings.kafka and settings.state_store != "kafka"
+
+
+# -- the writer (the ingest endpoints' process) -----------------------------------------------
+class IngestLog:
+    """Appends accepted events of one process to its segments of the live directory, and trims
+    closed segments every stage has checkpointed past."""
+
+    def __init__(self, life: Path, state_dir: Path, topic: str, partitions: int) -> None:
+        self.life, self.state_dir, self.topic, self.partitions = life, state_dir, topic, partitions
+        self.cluster = cluster_of(life)
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.size = 0
+        self.opened = 0.0
+        self.n = 0
+        self._maxes: dict[str, dict[int, int]] = {}  # closed segment -> partition -> max offset
+        self._warned = False
+
+    @classmethod
+    def for_broker(cls, settings: Any, bootstrap: str) -> IngestLog | None:
+        """The log of the embedded broker ``atalaia up`` runs in this data directory, when that is
+        the broker ``bootstrap`` names and stages checkpoint to files; else None."""
+        from atalaia.streams.connect import announce_file
+
+        if not enabled(settings):
+            return None
+        try:
+            if announce_file(settings).read_text().strip() != bootstrap:
+                return None
+        except FileNotFoundError:
+            return None
+        life = current_life(settings.data_dir / ROOT)
+        if life is None:
+            return None
+        return cls(life, settings.data_dir / "state", f"{settings.topic_prefix}.events", settings.partitions)
+
+    def append(self, e: Entry) -> None:
+        data = encode(e)
+        if self.fd is None or self.size + len(data) > SEGMENT_BYTES:
+            self.roll()
+            self._open()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as err:
+            with contextlib.suppress(OSError):  # never leave half a record before the next one
+                os.ftruncate(self.fd, self.size)
+            raise IngestLogError(
+                err.errno, f"the ingest log {self.path} cannot keep the event: {err}"
+            ) from err
+        self.size += len(data)
+
+    def _open(self) -> None:
+        self.n += 1
+        self.path = self.life / f"{os.getpid()}-{int(time.time() * 1000)}-{self.n:06d}.open"
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise IngestLogError(err.errno, f"the ingest log cannot open {self.path}: {err}") from err
+        self.size, self.opened = 0, time.monotonic()
+
+    def roll(self) -> None:
+        """Close the open segment (it may be trimmed from now on)."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        os.close(fd)
+        if self.path is not None:
+            if self.size:
+                os.replace(self.path, self.path.with_suffix(".log"))
+            else:
+                self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.roll()
+
+    def trim(self) -> int:
+        """Delete the closed segments every reader has checkpointed past; return how many."""
+        if self.fd is not None and self.size and time.monotonic() - self.opened >= ROLL_S:
+            self.roll()
+        safe = safe_offsets(self.state_dir, self.topic, self.cluster, self.partitions)
+        gone, kept = 0, 0
+        for seg in segments(self.life):
+            if seg.suffix != ".log":
+                continue
+            maxes = self._maxes.get(seg.name)
+            if maxes is None:
+                maxes = {}
+                for e in read_segment(seg):
+                    maxes[e.partition] = max(maxes.get(e.partition, -1), e.offset)
+                self._maxes[seg.name] = maxes
+            if safe is not None and all(o < safe.get(p, 0) for p, o in maxes.items()):
+                seg.unlink(missing_ok=True)
+                self._maxes.pop(seg.name, None)
+                gone += 1
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    kept += seg.stat().st_size
+        if kept > WARN_BYTES and not self._warned:
+            self._warned = True
+            log.warning(
+                "ingest log: %d MiB kept in %s: a stage reading %s has not checkpointed past it (%s)",
+                kept >> 20,
+                self.life,
+                self.topic,
+                safe,
+            )
+        return gone
+
+    async def run_trims(self) -> None:
+        while True:
+            await asyncio.sleep(TRIM_S)
+            try:
+                await asyncio.to_thread(self.trim)
+            except Exception as e:  # never the endpoint's problem: tried again
+                log.warning("ingest log: trimming failed: %r", e)
+
+
+# -- the next run: put back what no stage checkpointed ----------------------------------------
+@dataclass
+class Plan:
+    """What to put back on the new broker: per partition, the events in order, and for each
+    (stage, partition) reading them the index of the first one that stage had not read."""
+
+    events: dict[int, list[Entry]]
+    starts: dict[tuple[str, int], int]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.events.values())
+
+
+def plan(root: Path, state_dir: Path, topic: str) -> Plan:
+    """The events of the earlier lives that some stage reading ``topic`` had not checkpointed.
+
+    A stage's checkpoint on the broker of life ``j`` at offset ``o`` of partition ``p`` read,
+    of life ``i``'s records of ``p``: all when ``i < j``, those below ``o`` when ``i == j``,
+    none when ``i > j`` (or when it names a broker no life here had: older than all of them,
+    whose events were carried over into later lives). A stage with no checkpoint read nothing."""
+    readers = positions(state_dir, topic)
+    order = {cluster_of(life): i for i, life in enumerate(lives(root))}
+    everything: dict[int, list[tuple[int, Entry]]] = {}
+    for i, life in enumerate(lives(root)):
+        seen: set[tuple[int, int]] = set()
+        for seg in segments(life):
+            for e in read_segment(seg):
+                if (e.partition, e.offset) not in seen:  # (a record is written once; belt and braces)
+                    seen.add((e.partition, e.offset))
+                    everything.setdefault(e.partition, []).append((i, e))
+
+    def read(stage: str, p: int, i: int, offset: int) -> bool:
+        cl, o = readers[stage].get(p, (None, 0))
+        j = order.get(cl, -1)  # (no cluster, or one no life here had: older than all)
+        return i < j or (i == j and offset < o)
+
+    events: dict[int, list[Entry]] = {}
+    starts: dict[tuple[str, int], int] = {}
+    for p, items in sorted(everything.items()):
+        items.sort(key=lambda ie: (ie[0], ie[1].offset))
+        if readers:
+            items = [(i, e) for i, e in items if not all(read(s, p, i, e.offset) for s in readers)]
+        events[p] = [e for _, e in items]
+        for s in readers:  # what a stage had read is a prefix of the (life, offset) order
+            starts[(s, p)] = sum(1 for i, e in items if read(s, p, i, e.offset))
+    return Plan(events, starts)
+
+
+async def _produce(bootstrap: str, topic: str, events: dict[int, list[Entry]]) -> dict[int, list[int]]:
+    from aiokafka import AIOKafkaProducer
+
+    from atalaia.streams.kafka_config import client_options
+
+    producer = AIOKafkaProducer(**client_options(bootstrap), linger_ms=5, max_request_size=8 << 20)
+    await producer.start()
+    try:
+        out: dict[int, list[int]] = {}
+        for p, items in events.items():
+            offsets: list[int] = []
+            for k in range(0, len(items), 2000):
+                futures = [
+                    await producer.send(topic, e.value, key=e.key, partition=p, headers=e.headers or None)
+                    for e in items[k : k + 2000]
+                ]
+                offsets += [(await f).offset for f in futures]
+            out[p] = offsets
+        return out
+    finally:
+        await producer.stop()
+
+
+def anchors(todo: Plan, offsets: dict[int, list[int]]) -> dict[tuple[str, int], int]:
+    """Where each (stage, partition) starts on the new broker, given the offsets the put-back
+    events got there: at the first event it had not read (the smallest offset from there on,
+    should the producer ever have reordered them: read again rather than skipped), or past
+    them all."""
+    where: dict[tuple[str, int], int] = {}
+    for (stage, p), k in todo.starts.items():
+        offs = offsets.get(p, [])
+        where[(stage, p)] = min(offs[k:]) if k < len(offs) else (max(offs) + 1 if offs else 0)
+    return where
+
+
+def new_life(root: Path, cluster: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    old = lives(root)
+    n = int(old[-1].name.split("-", 1)[0]) + 1 if old else 0
+    life = root / f"{n:06d}-{cluster}"
+    life.mkdir()
+    return life
+
+
+def _write_replay(life: Path, events: dict[int, list[Entry]], offsets: dict[int, list[int]]) -> None:
+    tmp = life / (REPLAY + ".tmp")
+    with open(tmp, "wb") as f:
+        for p, items in events.items():
+            for e, o in zip(items, offsets[p], strict=True):
+                f.write(encode(Entry(p, o, e.key, e.value, e.headers)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, life / REPLAY)
+
+
+def replay(settings: Any, bootstrap: str, cluster: str) -> dict[tuple[str, int], int]:
+    """On a new embedded broker (``cluster``), before any stage starts: put back on
+    ``<prefix>.events`` what the earlier lives' stages had not checkpointed, start this life's
+    log with it, and return where each (stage, partition) reading the events starts on the new
+    broker (for ``connect.reanchor_checkpoints``). The earlier lives' logs are removed by
+    :func:`forget_earlier` once the checkpoints point here."""
+    root = settings.data_dir / ROOT
+    topic = f"{settings.topic_prefix}.events"
+    todo = plan(root, settings.data_dir / "state", topic) if root.is_dir() else Plan({}, {})
+    life = new_life(root, cluster)
+    if not len(todo):
+        return {}
+    from atalaia.streams.broker import ensure_topics
+
+    asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions, replicas=1))
+    events = {p: items for p, items in todo.events.items() if p < settings.partitions}
+    dropped = len(todo) - sum(len(v) for v in events.values())
+    if dropped:  # the partition count was lowered between runs: they have no partition to go to
+        log.error(
+            "ingest log: %d event(s) of partitions beyond ATALAIA_PARTITIONS=%d not put back",
+            dropped,
+            settings.partitions,
+        )
+    t0 = time.monotonic()
+    offsets = asyncio.run(_produce(bootstrap, topic, events))
+    _write_replay(life, events, offsets)  # before the checkpoints point here (never lost)
+    where = anchors(todo, offsets)
+    log.warning(
+        "ingest log: %d accepted event(s) no stage had checkpointed put back on the new broker (%.1f s)",
+        sum(len(v) for v in events.values()),
+        time.monotonic() - t0,
+    )
+    return where
+
+
+def forget_earlier(settings: Any) -> None:
+    """The live log is the last one: the earlier lives' are carried over (or were read)."""
+    root = settings.data_dir / ROOT
+    if not enabled(settings):  # switched off: an old log would be stale by the next run
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    found = lives(root)
+    for life in found[:-1]:
+        shutil.rmtree(life, ignore_errors=True)
+    if found:
+        tmp = root / (CURRENT + ".tmp")
+        tmp.write_text(found[-1].name)
+        os.replace(tmp, root / CURRENT)

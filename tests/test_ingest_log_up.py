@@ -1,0 +1,110 @@
+"""`atalaia up` killed (SIGKILL) before any stage checkpointed the events it had answered 200 for:
+the next run puts them back on its new broker from the ingest log, so the alarms they raised are
+known to the rules again. A sensor that reports again after the restart keeps its incident (no
+second incident, nobody paged twice), and its alarm resolves when it comes back to normal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from atalaia.notifiers.testing import SmtpSink
+from tests.conftest import free_port
+from tests.test_up_remembers import RULES, Up, wait_for
+
+pytestmark = pytest.mark.broker
+
+ESCALATION = """
+timezone: Europe/Lisbon
+targets:
+  email: {{channel: email, url: "{url}"}}
+routes: [{{policy: p}}]
+policies:
+  p:
+    steps:
+      - {{targets: [email], wait: 1h}}
+"""
+SENSORS = ("freixo", "ribeira", "foz", "crestuma")
+
+
+def send(up: Up, height: float) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body = {
+        "id": "urn:ngsi-ld:Notification:1",
+        "type": "Notification",
+        "notifiedAt": now,
+        "data": [
+            {
+                "id": f"urn:ngsi-ld:WaterObserved:{s}",
+                "type": "WaterObserved",
+                "dateObserved": now,
+                "height": height,
+            }
+            for s in SENSORS
+        ],
+    }
+    token = (Path(up.env["ATALAIA_DATA_DIR"]) / "ingest-token").read_text().strip()
+    r = httpx.post(
+        f"{up.url}/ngsi-ld/notify",
+        content=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_up_killed_before_a_checkpoint_loses_no_accepted_event(tmp_path: Path) -> None:
+    smtp = SmtpSink().start()
+    up = None
+    try:
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "r.yaml").write_text(RULES)
+        (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt")))
+        data = tmp_path / "data"
+        env = {**os.environ, "ATALAIA_DATA_DIR": str(data), "ATALAIA_HTTP_PORT": str(free_port())}
+        env.pop("ATALAIA_KAFKA", None)
+        env.update(
+            ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
+            ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
+            ATALAIA_PARTITIONS="2",
+            ATALAIA_CHECKPOINT_S="3600",  # no stage checkpoints the events before the kill
+        )
+        up = Up(tmp_path, env).start()
+        send(up, 4.0)
+        wait_for(lambda: len(up.incidents()) == 4 and len(smtp.messages) == 4, 60, "four incidents paged", up)
+        opened = up.incidents()
+        logged = list((data / "ingest-log").glob("*/*.open"))
+        assert logged and all(p.stat().st_size > 0 for p in logged), "the accepted events are on disk"
+        up.stop(signal.SIGKILL)
+        # the rules had not checkpointed what raised the alarms: only the ingest log has it
+        assert not [p for p in (data / "state").glob("*/p*.ckpt")]
+
+        up.start()
+        assert "accepted event(s) no stage had checkpointed put back on the new broker" in up.log.read_text()
+        time.sleep(2)
+        send(up, 4.2)  # still high: the same alarms, the same incidents
+        time.sleep(4)
+        assert set(up.incidents()) == set(opened)
+        send(up, 1.0)  # back to normal: every alarm the lost-then-replayed events raised resolves
+        wait_for(lambda: all(not r["active"] for r in up.incidents().values()), 40, "the alarms resolved", up)
+        assert set(up.incidents()) == set(opened)
+        pages = Counter(m.text.split("Ref.: ")[1].split(" /")[0] for m in smtp.messages)
+        assert sorted(pages) == sorted(opened) and max(pages.values()) == 1, pages
+
+        # a planned stop: checkpointed, so the next run has nothing to put back, and the log is trimmed
+        up.stop(signal.SIGTERM)
+        up.start()
+        assert "put back on the new broker" not in up.log.read_text()
+        up.stop(signal.SIGTERM)
+    finally:
+        if up is not None and up.proc and up.proc.poll() is None:
+            up.proc.kill()
+        smtp.stop()
