@@ -261,9 +261,18 @@ class IngestLog:
         self.roll()
 
     def trim(self) -> int:
-        """Delete the closed segments every reader has checkpointed past; return how many."""
+        """Close the open segment if it is old enough, then delete the closed segments every
+        reader has checkpointed past; return how many."""
+        self.roll_if_old()
+        return self.trim_closed()
+
+    def roll_if_old(self) -> None:
         if self.fd is not None and self.size and time.monotonic() - self.opened >= ROLL_S:
             self.roll()
+
+    def trim_closed(self) -> int:
+        """Delete the closed segments every reader has checkpointed past (only closed ones:
+        safe in a thread while the loop appends to the open one)."""
         safe = safe_offsets(self.state_dir, self.topic, self.cluster, self.partitions)
         gone, kept = 0, 0
         for seg in segments(self.life):
@@ -297,7 +306,8 @@ class IngestLog:
         while True:
             await asyncio.sleep(TRIM_S)
             try:
-                await asyncio.to_thread(self.trim)
+                self.roll_if_old()  # on the loop, where append runs
+                await asyncio.to_thread(self.trim_closed)
             except Exception as e:  # never the endpoint's problem: tried again
                 log.warning("ingest log: trimming failed: %r", e)
 
