@@ -215,3 +215,22 @@ def test_the_sms_text_of_a_warning_tells_ambiguous_times_apart() -> None:
         "De 25/10 01:30 WEST a 25/10 01:30 WET (hora de Lisboa)."
         in sms_text(d, Catalogue.load(), max_segments=4).text
     )
+
+
+def test_the_sms_text_takes_the_portuguese_text_whatever_the_case_of_its_language_tag() -> None:
+    from atalaia.warnings.catalogue import Catalogue
+    from atalaia.warnings.draft import Draft
+    from atalaia.warnings.short_text import sms_text
+
+    d = Draft.model_validate(
+        {
+            "sender": "pc@cm-porto.pt",
+            "level": "orange",
+            "event": {"en-GB": "Flood", "PT-pt": "Cheia"},
+            "instruction": {"en-GB": "Avoid the riverside", "PT-pt": "Evite a zona ribeirinha"},
+            "expires": "2026-10-25T01:30:00Z",
+            "area": {"geocodes": {"DICOFRE": ["131203"]}},
+        }
+    )
+    text = sms_text(d, Catalogue.load()).text
+    assert "Cheia" in text and "Evite a zona ribeirinha" in text and "Flood" not in text, text

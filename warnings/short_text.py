@@ -46,8 +46,10 @@ class ShortText:
 def _pick(value: Any, lang: str = LANG) -> str:
     if value is None:
         return ""
-    if isinstance(value, dict):
-        return str(value.get(lang) or next(iter(value.values()), "") or "")
+    if isinstance(value, dict):  # language tags compared ignoring case, as Draft.text does
+        fold = lang.lower()
+        own = value.get(lang) or next((t for k, t in value.items() if str(k).lower() == fold and t), None)
+        return str(own or next(iter(value.values()), "") or "")
     return str(value)
 
 
