@@ -204,3 +204,20 @@ async def test_a_body_that_cannot_be_decoded_is_one_warning_whoever_answered(tmp
         assert not [r for r in caplog.records if r.exc_info], "no traceback"
         said = [r for r in caplog.records if "could not be decoded" in r.getMessage()]
         assert said and all(r.levelno == logging.WARNING and r.name == "atalaia.http" for r in said)
+
+
+async def test_a_notify_path_tells_a_wrong_method_it_is_post_only(tmp_path) -> None:
+    """The ingest paths take POST only: GET, PUT, PATCH, DELETE are told so (405 problem+json,
+    ``Allow: POST``), not "no such path" — in ``atalaia up`` the alarms process forwards unknown
+    paths to the console's process, which answered 404 for the ingest path."""
+    from atalaia.streams.app import create_app
+    from atalaia.streams.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, console_url=None, console_upstream="http://127.0.0.1:9")
+    app = create_app(settings, "127.0.0.1:9", stages=(), http="ingest")
+    async with TestClient(TestServer(app.web.web_app)) as client:
+        for path in ("/ngsi-ld/notify", "/v2/notify", "/notify"):
+            for method in ("GET", "PUT", "PATCH", "DELETE"):
+                r = await client.request(method, path, headers={"Host": "localhost"})
+                assert r.status == 405 and r.headers["Content-Type"].startswith(PROBLEM), (method, path)
+                assert r.headers["Allow"] == "POST" and "allowed: POST" in (await r.json())["detail"]

@@ -301,3 +301,18 @@ def install(
                         content_type=PROBLEM,
                         headers={"Retry-After": "10"},
                     )
+
+            async def get(self, request: Any) -> Any:
+                """Only POST notifies: any other method is told so (405, ``Allow: POST``), not
+                "no such path" (``atalaia up`` forwards unknown paths to the console)."""
+                method = request.method[:20]
+                return self.json(
+                    problem(
+                        405, "Method Not Allowed", f"method {method} is not allowed here (allowed: POST)"
+                    ),
+                    status=405,
+                    content_type=PROBLEM,
+                    headers={"Allow": "POST"},
+                )
+
+            put = patch = delete = get
