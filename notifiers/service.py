@@ -324,6 +324,18 @@ def delivery_stage(settings: Any, app: Any) -> Any:
     if settings.console_url or not escalation.console_url:  # links lead to the running console
         escalation = escalation.model_copy(update={"console_url": settings.public_url()})
     path = settings.data_dir / "deliveries.sqlite"
+    from atalaia.streams.connect import hold_lock
+
+    # one sender per delivery log: a second process sending from it (an `atalaia worker` with the
+    # delivery stage beside `atalaia up` on one data directory) re-sent every waiting notification
+    hold_lock(
+        settings.data_dir / "deliveries.lock",
+        lambda holder: (
+            f"another process (pid {holder}) sends the notifications of the delivery log "
+            f"{path}: one sender per delivery log. Run the delivery stage in one worker only (`atalaia up` "
+            "runs it), or give this one its own ATALAIA_DATA_DIR"
+        ),
+    )
     # FULL: the outbox is fsynced before the notifications' offsets are committed
     deliveries = Sink(lambda: metered_log(SQLiteDeliveryLog(path, synchronous="FULL")), "deliveries")
     notifier = Notifier(

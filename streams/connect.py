@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -58,9 +58,20 @@ def lock_data_dir(settings: Settings) -> None:
     waiting notification sent twice). The OS releases the lock when the process ends, however it
     ends (``kill -9`` too), so a crashed instance never blocks a restart; the processes ``up``
     starts do not inherit it (close-on-exec)."""
+    hold_lock(
+        lock_file(settings),
+        lambda holder: (
+            f"another `atalaia up` (pid {holder}) is running with the data directory "
+            f"{settings.data_dir}: stop it first, or give this one its own ATALAIA_DATA_DIR"
+        ),
+    )
+
+
+def hold_lock(path: Path, refused: Callable[[str], str]) -> None:
+    """Hold an exclusive ``flock`` on ``path`` for the life of this process (idempotent), writing
+    the PID into it; when another process holds it, raise a ClickException ``refused(its pid)``."""
     import fcntl
 
-    path = lock_file(settings)
     if path in _HELD:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,10 +81,7 @@ def lock_data_dir(settings: Settings) -> None:
     except OSError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise click.ClickException(
-            f"another `atalaia up` (pid {holder}) is running with the data directory {settings.data_dir}: "
-            "stop it first, or give this one its own ATALAIA_DATA_DIR"
-        ) from None
+        raise click.ClickException(refused(holder)) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[path] = fd

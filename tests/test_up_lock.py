@@ -25,16 +25,27 @@ rules:
     severities: [{severity: high, above: 3.5}]
 """
 PORTS = (8290, 8291)
+ESCALATION = """
+targets:
+  sms: {channel: sms, url: "smseagle://tok@127.0.0.1:9/+351912000001"}
+routes: [{policy: p}]
+policies:
+  p:
+    steps:
+      - {targets: [sms], wait: 1h}
+"""
 
 
 def env_for(tmp_path: Path, port: int) -> dict[str, str]:
     (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "esc.yaml").write_text(ESCALATION)  # a target delivery can run with (nobody listens)
     env = {
         **os.environ,
         "ATALAIA_DATA_DIR": str(tmp_path / "data"),
         "ATALAIA_HTTP_PORT": str(port),
         "ATALAIA_RULES_PATHS": f'["{tmp_path / "rules.yaml"}"]',
         "ATALAIA_UP_STARTUP_S": "3",
+        "ATALAIA_ESCALATION_PATH": str(tmp_path / "esc.yaml"),
     }
     env.pop("ATALAIA_KAFKA", None)
     return env
@@ -92,6 +103,18 @@ def test_second_up_on_same_data_dir_refuses_and_a_killed_one_never_blocks_a_rest
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{PORTS[1]}/livez", timeout=1)
         assert httpx.get(f"http://127.0.0.1:{PORTS[0]}/livez", timeout=3).status_code == 200
+        # nor does a worker with the delivery stage, joining the first's broker: one sender per
+        # delivery log (it re-sent every waiting notification)
+        worker = subprocess.run(
+            [ATALAIA, "worker", "--stages", "delivery"],
+            env=second_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert worker.returncode != 0, worker.stderr[-3000:]
+        assert "another process (pid " in worker.stderr and "one sender per delivery log" in worker.stderr
+        assert "delivery recovery" not in worker.stderr
 
         first.send_signal(signal.SIGKILL)  # a crash: its lock goes with it
         first.wait(10)
