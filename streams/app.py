@@ -106,12 +106,15 @@ def create_app(
     }
     app.atalaia_stages = {}
     app.atalaia_aliases = {}  # user stage name -> the fused stage that runs it (for /health)
+    from atalaia.streams.ingestlog import IngestLog
     from atalaia.streams.topology import plan
 
     for spec in plan(stages, fuse=settings.fuse_ingest_rules):
         make_core = spec.cores(settings, app)
         if make_core is None:  # cannot run here (e.g. delivery without its targets' settings)
             continue
+        # a stage that hands observations to other partitions keeps them in the ingest log too
+        hands_over = {"observations", "shared-observations"} & set(spec.outputs)
         app.atalaia_stages[spec.name] = app.service(
             BatchStage(
                 name=spec.name,
@@ -119,6 +122,7 @@ def create_app(
                 group=f"{settings.app_id}.{spec.name}",
                 tick_s=spec.tick_s,
                 make_core=make_core,
+                journal=IngestLog.for_broker(settings, bootstrap) if hands_over else None,
                 **common,
             )
         )
@@ -227,8 +231,6 @@ def create_app(
 
     # idle and surplus connections closed (slowloris)
     app.service(ConnectionGuard(app, settings.http_idle_s, settings.http_max_connections))
-    from atalaia.streams.ingestlog import IngestLog
-
     ingest_producer = app.service(
         IngestProducer(
             bootstrap,

@@ -131,12 +131,12 @@ def reset_embedded_state(settings: Settings) -> None:
 
 
 def reanchor_checkpoints(
-    state_dir: Path, cluster: str, starts: dict[tuple[str, int], int] | None = None, topic: str = ""
+    state_dir: Path, cluster: str, starts: dict[tuple[str, str, int], int] | None = None
 ) -> int:
     """Point every stage checkpoint in ``state_dir`` at the beginning of a new (empty) broker's
-    topics, state untouched, except ``topic``'s offsets, which are ``starts[(stage,
-    partition)]`` where given (the ingest log put the events the stage had not read there);
-    return how many partitions were kept."""
+    topics, state untouched, except where ``starts[(stage, topic, partition)]`` says otherwise
+    (the ingest log put there what the stage had not read); return how many partitions were
+    kept."""
     from atalaia.streams.checkpoints import REANCHORED_KEY
     from atalaia.streams.stage import CLUSTER_KEY, Checkpoints
 
@@ -150,7 +150,7 @@ def reanchor_checkpoints(
                 continue
             offsets, state = loaded
             anchored = {
-                t: (starts or {}).get((stage_dir.name, partition), 0) if t == topic else 0
+                t: (starts or {}).get((stage_dir.name, t, partition), 0)
                 for t in offsets
                 if t not in (CLUSTER_KEY, REANCHORED_KEY)
             }
@@ -160,7 +160,7 @@ def reanchor_checkpoints(
 
 
 def keep_or_reset(
-    settings: Settings, cluster: str, fresh: bool, starts: dict[tuple[str, int], int] | None = None
+    settings: Settings, cluster: str, fresh: bool, starts: dict[tuple[str, str, int], int] | None = None
 ) -> None:
     """A new embedded broker: its topics are empty. Keep the domain state of the data directory
     (stage checkpoints re-anchored at the new topics' beginning, or for the events at ``starts``,
@@ -174,9 +174,7 @@ def keep_or_reset(
         return
     if not had:
         return
-    kept = reanchor_checkpoints(
-        settings.data_dir / "state", cluster, starts, f"{settings.topic_prefix}.events"
-    )
+    kept = reanchor_checkpoints(settings.data_dir / "state", cluster, starts)
     log.warning(
         "kept the previous run's incidents, shelves, silences, escalation timers, audit and delivery "
         "log from %s (%d stage partition(s) re-anchored to the new embedded broker; accepted events "

@@ -40,11 +40,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class IngestLogError(OSError):
 
 @dataclass(frozen=True)
 class Entry:
+    topic: str
     partition: int
     offset: int
     key: bytes | None
@@ -79,7 +81,7 @@ class Entry:
 
 
 def encode(e: Entry) -> bytes:
-    payload = _ENC.encode((e.partition, e.offset, e.key, e.value, e.headers))
+    payload = _ENC.encode((e.topic, e.partition, e.offset, e.key, e.value, e.headers))
     return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -98,8 +100,8 @@ def read_segment(path: Path) -> Iterator[Entry]:
                 log.error("ingest log: %s is corrupt at byte %d: its later records are skipped", path, at)
             return
         try:
-            p, o, k, v, h = msgspec.msgpack.decode(payload)
-            yield Entry(int(p), int(o), k, v, [(str(a), bytes(b)) for a, b in h or ()])
+            t, p, o, k, v, h = msgspec.msgpack.decode(payload)
+            yield Entry(str(t), int(p), int(o), k, v, [(str(a), bytes(b)) for a, b in h or ()])
         except (msgspec.DecodeError, TypeError, ValueError):
             log.error("ingest log: %s holds an unreadable record at byte %d: skipped", path, at)
         at += _HEAD.size + n
@@ -166,17 +168,19 @@ def positions(state_dir: Path, topic: str) -> dict[str, dict[int, tuple[str | No
     return out
 
 
-def safe_offsets(state_dir: Path, topic: str, cluster: str, partitions: int) -> dict[int, int] | None:
-    """Per partition, the offset below which every stage reading ``topic`` has checkpointed on
-    the broker ``cluster``; None when no stage is known to read it (nothing may go)."""
+def safe_offsets(state_dir: Path, topic: str, cluster: str) -> Callable[[int], int] | None:
+    """Per partition of ``topic``, the offset below which every stage reading it has
+    checkpointed on the broker ``cluster``; None when no stage is known to read it (nothing of
+    it may go)."""
     readers = positions(state_dir, topic)
     if not readers:
         return None
-    safe = {}
-    for p in range(partitions):
-        safe[p] = min(
+
+    def safe(p: int) -> int:
+        return min(
             (off if cl == cluster else 0) for at in readers.values() for cl, off in [at.get(p, (None, 0))]
         )
+
     return safe
 
 
@@ -190,9 +194,10 @@ class IngestLog:
     """Appends accepted events of one process to its segments of the live directory, and trims
     closed segments every stage has checkpointed past."""
 
-    def __init__(self, life: Path, state_dir: Path, topic: str, partitions: int) -> None:
-        self.life, self.state_dir, self.topic, self.partitions = life, state_dir, topic, partitions
+    def __init__(self, life: Path, state_dir: Path, topics: Iterable[str]) -> None:
+        self.life, self.state_dir, self.topics = life, state_dir, frozenset(topics)
         self.cluster = cluster_of(life)
+        self.tag = secrets.token_hex(3)  # several writers in one process: their own segments
         self.fd: int | None = None
         self.path: Path | None = None
         self.size = 0
@@ -217,10 +222,18 @@ class IngestLog:
         life = current_life(settings.data_dir / ROOT)
         if life is None:
             return None
-        return cls(life, settings.data_dir / "state", f"{settings.topic_prefix}.events", settings.partitions)
+        return cls(life, settings.data_dir / "state", logged_topics(settings.topic_prefix))
 
     def append(self, e: Entry) -> None:
-        data = encode(e)
+        self.append_bytes(encode(e))
+
+    def append_many(self, entries: Iterable[Entry]) -> None:
+        """One write for several records (a stage's acknowledged batch)."""
+        data = b"".join(encode(e) for e in entries)
+        if data:
+            self.append_bytes(data)
+
+    def append_bytes(self, data: bytes) -> None:
         if self.fd is None or self.size + len(data) > SEGMENT_BYTES:
             self.roll()
             self._open()
@@ -229,8 +242,10 @@ class IngestLog:
             while view:
                 view = view[os.write(self.fd, view) :]
         except OSError as err:
-            with contextlib.suppress(OSError):  # never leave half a record before the next one
+            try:  # never leave half a record before the next one
                 os.ftruncate(self.fd, self.size)
+            except OSError:  # (nor write after one: the next record starts a new segment)
+                self.roll()
             raise IngestLogError(
                 err.errno, f"the ingest log {self.path} cannot keep the event: {err}"
             ) from err
@@ -238,7 +253,7 @@ class IngestLog:
 
     def _open(self) -> None:
         self.n += 1
-        self.path = self.life / f"{os.getpid()}-{int(time.time() * 1000)}-{self.n:06d}.open"
+        self.path = self.life / f"{os.getpid()}-{self.tag}-{self.n:06d}.open"
         try:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         except OSError as err:
@@ -273,7 +288,7 @@ class IngestLog:
     def trim_closed(self) -> int:
         """Delete the closed segments every reader has checkpointed past (only closed ones:
         safe in a thread while the loop appends to the open one)."""
-        safe = safe_offsets(self.state_dir, self.topic, self.cluster, self.partitions)
+        safe = {t: safe_offsets(self.state_dir, t, self.cluster) for t in self.topics}
         gone, kept = 0, 0
         for seg in segments(self.life):
             if seg.suffix != ".log":
@@ -282,9 +297,9 @@ class IngestLog:
             if maxes is None:
                 maxes = {}
                 for e in read_segment(seg):
-                    maxes[e.partition] = max(maxes.get(e.partition, -1), e.offset)
+                    maxes[(e.topic, e.partition)] = max(maxes.get((e.topic, e.partition), -1), e.offset)
                 self._maxes[seg.name] = maxes
-            if safe is not None and all(o < safe.get(p, 0) for p, o in maxes.items()):
+            if all((f := safe.get(t)) is not None and o < f(p) for (t, p), o in maxes.items()):
                 seg.unlink(missing_ok=True)
                 self._maxes.pop(seg.name, None)
                 gone += 1
@@ -294,11 +309,10 @@ class IngestLog:
         if kept > WARN_BYTES and not self._warned:
             self._warned = True
             log.warning(
-                "ingest log: %d MiB kept in %s: a stage reading %s has not checkpointed past it (%s)",
+                "ingest log: %d MiB kept in %s: a stage reading %s has not checkpointed past it",
                 kept >> 20,
                 self.life,
-                self.topic,
-                safe,
+                ", ".join(sorted(self.topics)),
             )
         return gone
 
@@ -313,54 +327,74 @@ class IngestLog:
 
 
 # -- the next run: put back what no stage checkpointed ----------------------------------------
+TP = tuple[str, int]  # (topic, partition)
+
+
 @dataclass
 class Plan:
-    """What to put back on the new broker: per partition, the events in order, and for each
-    (stage, partition) reading them the index of the first one that stage had not read."""
+    """What to put back on the new broker: per (topic, partition), the records in order, and for
+    each (stage, topic, partition) reading them the index of the first one that stage had not
+    read."""
 
-    events: dict[int, list[Entry]]
-    starts: dict[tuple[str, int], int]
+    records: dict[TP, list[Entry]]
+    starts: dict[tuple[str, str, int], int]
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.events.values())
+        return sum(len(v) for v in self.records.values())
 
 
-def plan(root: Path, state_dir: Path, topic: str) -> Plan:
-    """The events of the earlier lives that some stage reading ``topic`` had not checkpointed.
+def plan(root: Path, state_dir: Path) -> Plan:
+    """The logged records of the earlier lives that some stage reading their topic had not
+    checkpointed.
 
-    A stage's checkpoint on the broker of life ``j`` at offset ``o`` of partition ``p`` read,
-    of life ``i``'s records of ``p``: all when ``i < j``, those below ``o`` when ``i == j``,
-    none when ``i > j`` (or when it names a broker no life here had: older than all of them,
-    whose events were carried over into later lives). A stage with no checkpoint read nothing."""
-    readers = positions(state_dir, topic)
+    A stage's checkpoint on the broker of life ``j`` at offset ``o`` of a topic's partition read,
+    of life ``i``'s records there: all when ``i < j``, those below ``o`` when ``i == j``, none
+    when ``i > j`` or when it names a broker no life here had (older than all of them: it has
+    not checkpointed since their records were put back; reading again is safe, the stages drop
+    observations they have seen). A stage with no checkpoint read nothing."""
     order = {cluster_of(life): i for i, life in enumerate(lives(root))}
-    everything: dict[int, list[tuple[int, Entry]]] = {}
+    everything: dict[TP, list[tuple[int, Entry]]] = {}
     for i, life in enumerate(lives(root)):
-        seen: set[tuple[int, int]] = set()
+        seen: set[tuple[str, int, int]] = set()
         for seg in segments(life):
             for e in read_segment(seg):
-                if (e.partition, e.offset) not in seen:  # (a record is written once; belt and braces)
-                    seen.add((e.partition, e.offset))
-                    everything.setdefault(e.partition, []).append((i, e))
+                if (e.topic, e.partition, e.offset) not in seen:  # (each is written once: belt and braces)
+                    seen.add((e.topic, e.partition, e.offset))
+                    everything.setdefault((e.topic, e.partition), []).append((i, e))
+    readers = {t: positions(state_dir, t) for t in {t for t, _ in everything}}
 
-    def read(stage: str, p: int, i: int, offset: int) -> bool:
-        cl, o = readers[stage].get(p, (None, 0))
-        j = order.get(cl, -1)  # (no cluster, or one no life here had: older than all)
+    def read(stage: str, t: str, p: int, i: int, offset: int) -> bool:
+        cl, o = readers[t][stage].get(p, (None, 0))
+        j = order.get(cl, -1)
         return i < j or (i == j and offset < o)
 
-    events: dict[int, list[Entry]] = {}
-    starts: dict[tuple[str, int], int] = {}
-    for p, items in sorted(everything.items()):
+    records: dict[TP, list[Entry]] = {}
+    starts: dict[tuple[str, str, int], int] = {}
+    for (t, p), items in sorted(everything.items()):
         items.sort(key=lambda ie: (ie[0], ie[1].offset))
-        if readers:
-            items = [(i, e) for i, e in items if not all(read(s, p, i, e.offset) for s in readers)]
-        events[p] = [e for _, e in items]
-        for s in readers:  # what a stage had read is a prefix of the (life, offset) order
-            starts[(s, p)] = sum(1 for i, e in items if read(s, p, i, e.offset))
-    return Plan(events, starts)
+        stages = readers[t]
+        if stages:
+            items = [(i, e) for i, e in items if not all(read(s, t, p, i, e.offset) for s in stages)]
+        if items:
+            records[(t, p)] = [e for _, e in items]
+        for s in stages:  # what a stage had read is a prefix of the (life, offset) order
+            starts[(s, t, p)] = sum(1 for i, e in items if read(s, t, p, i, e.offset))
+    return Plan(records, starts)
 
 
-async def _produce(bootstrap: str, topic: str, events: dict[int, list[Entry]]) -> dict[int, list[int]]:
+def anchors(todo: Plan, offsets: dict[TP, list[int]]) -> dict[tuple[str, str, int], int]:
+    """Where each (stage, topic, partition) starts on the new broker, given the offsets the
+    put-back records got there: at the first one it had not read (the smallest offset from
+    there on, should the producer ever have reordered them: read again rather than skipped), or
+    past them all."""
+    where: dict[tuple[str, str, int], int] = {}
+    for (stage, t, p), k in todo.starts.items():
+        offs = offsets.get((t, p), [])
+        where[(stage, t, p)] = min(offs[k:]) if k < len(offs) else (max(offs) + 1 if offs else 0)
+    return where
+
+
+async def _produce(bootstrap: str, records: dict[TP, list[Entry]]) -> dict[TP, list[int]]:
     from aiokafka import AIOKafkaProducer
 
     from atalaia.streams.kafka_config import client_options
@@ -368,31 +402,19 @@ async def _produce(bootstrap: str, topic: str, events: dict[int, list[Entry]]) -
     producer = AIOKafkaProducer(**client_options(bootstrap), linger_ms=5, max_request_size=8 << 20)
     await producer.start()
     try:
-        out: dict[int, list[int]] = {}
-        for p, items in events.items():
+        out: dict[TP, list[int]] = {}
+        for (t, p), items in records.items():
             offsets: list[int] = []
             for k in range(0, len(items), 2000):
                 futures = [
-                    await producer.send(topic, e.value, key=e.key, partition=p, headers=e.headers or None)
+                    await producer.send(t, e.value, key=e.key, partition=p, headers=e.headers or None)
                     for e in items[k : k + 2000]
                 ]
                 offsets += [(await f).offset for f in futures]
-            out[p] = offsets
+            out[(t, p)] = offsets
         return out
     finally:
         await producer.stop()
-
-
-def anchors(todo: Plan, offsets: dict[int, list[int]]) -> dict[tuple[str, int], int]:
-    """Where each (stage, partition) starts on the new broker, given the offsets the put-back
-    events got there: at the first event it had not read (the smallest offset from there on,
-    should the producer ever have reordered them: read again rather than skipped), or past
-    them all."""
-    where: dict[tuple[str, int], int] = {}
-    for (stage, p), k in todo.starts.items():
-        offs = offsets.get(p, [])
-        where[(stage, p)] = min(offs[k:]) if k < len(offs) else (max(offs) + 1 if offs else 0)
-    return where
 
 
 def new_life(root: Path, cluster: str) -> Path:
@@ -404,50 +426,58 @@ def new_life(root: Path, cluster: str) -> Path:
     return life
 
 
-def _write_replay(life: Path, events: dict[int, list[Entry]], offsets: dict[int, list[int]]) -> None:
+def _write_replay(life: Path, records: dict[TP, list[Entry]], offsets: dict[TP, list[int]]) -> None:
     tmp = life / (REPLAY + ".tmp")
     with open(tmp, "wb") as f:
-        for p, items in events.items():
-            for e, o in zip(items, offsets[p], strict=True):
-                f.write(encode(Entry(p, o, e.key, e.value, e.headers)))
+        for (t, p), items in records.items():
+            for e, o in zip(items, offsets[(t, p)], strict=True):
+                f.write(encode(Entry(t, p, o, e.key, e.value, e.headers)))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, life / REPLAY)
 
 
-def replay(settings: Any, bootstrap: str, cluster: str) -> dict[tuple[str, int], int]:
-    """On a new embedded broker (``cluster``), before any stage starts: put back on
-    ``<prefix>.events`` what the earlier lives' stages had not checkpointed, start this life's
-    log with it, and return where each (stage, partition) reading the events starts on the new
-    broker (for ``connect.reanchor_checkpoints``). The earlier lives' logs are removed by
+def logged_topics(prefix: str) -> tuple[str, ...]:
+    """The topics the log keeps: what the endpoints accepted, and the observations the stages
+    that read it hand to another partition's (or the label-keyed) rules: a stage checkpoints
+    the event once those are acknowledged, not once their reader has checkpointed them."""
+    return tuple(f"{prefix}.{t}" for t in ("events", "observations", "shared-observations"))
+
+
+def replay(settings: Any, bootstrap: str, cluster: str) -> dict[tuple[str, str, int], int]:
+    """On a new embedded broker (``cluster``), before any stage starts: put back what the
+    earlier lives' stages had not checkpointed, start this life's log with it, and return where
+    each (stage, topic, partition) reading it starts on the new broker (for
+    ``connect.reanchor_checkpoints``). The earlier lives' logs are removed by
     :func:`forget_earlier` once the checkpoints point here."""
     root = settings.data_dir / ROOT
-    topic = f"{settings.topic_prefix}.events"
-    todo = plan(root, settings.data_dir / "state", topic) if root.is_dir() else Plan({}, {})
+    todo = plan(root, settings.data_dir / "state") if root.is_dir() else Plan({}, {})
     life = new_life(root, cluster)
     if not len(todo):
         return {}
     from atalaia.streams.broker import ensure_topics
 
     asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions, replicas=1))
-    events = {p: items for p, items in todo.events.items() if p < settings.partitions}
-    dropped = len(todo) - sum(len(v) for v in events.values())
+    records = {tp: items for tp, items in todo.records.items() if tp[1] < settings.partitions}
+    dropped = len(todo) - sum(len(v) for v in records.values())
     if dropped:  # the partition count was lowered between runs: they have no partition to go to
         log.error(
-            "ingest log: %d event(s) of partitions beyond ATALAIA_PARTITIONS=%d not put back",
+            "ingest log: %d record(s) of partitions beyond ATALAIA_PARTITIONS=%d not put back",
             dropped,
             settings.partitions,
         )
     t0 = time.monotonic()
-    offsets = asyncio.run(_produce(bootstrap, topic, events))
-    _write_replay(life, events, offsets)  # before the checkpoints point here (never lost)
-    where = anchors(todo, offsets)
+    offsets = asyncio.run(_produce(bootstrap, records))
+    _write_replay(life, records, offsets)  # before the checkpoints point here (never lost)
+    events = sum(len(v) for (t, _), v in records.items() if t.endswith(".events"))
     log.warning(
-        "ingest log: %d accepted event(s) no stage had checkpointed put back on the new broker (%.1f s)",
-        sum(len(v) for v in events.values()),
+        "ingest log: %d accepted event(s) and %d handed-over observation(s) no stage had checkpointed "
+        "put back on the new broker (%.1f s)",
+        events,
+        sum(len(v) for v in records.values()) - events,
         time.monotonic() - t0,
     )
-    return where
+    return anchors(todo, offsets)
 
 
 def forget_earlier(settings: Any) -> None:

@@ -231,9 +231,13 @@ class BatchStage(Service):
         tick_s: float | None = None,
         clock: Callable[[], float] = time.time,
         health: Any = None,
+        journal: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # the ingest log (streams.ingestlog) on atalaia up's embedded broker: outputs to its topics
+        # (observations handed to another partition's rules) are kept there once acknowledged
+        self.journal = journal
         self.name, self.bootstrap, self.prefix = name, bootstrap, prefix
         self.sources = [f"{prefix}.{x}" for x in ((source,) if isinstance(source, str) else source)]
         self.group, self.make_core = group, make_core
@@ -746,11 +750,13 @@ class BatchStage(Service):
                 )
                 for o in outs
             ]
+            carried = [[o] for o in outs] if self.journal is not None else None
         else:
-            futures = await self._send_batches(outs, counts)
+            futures, carried = await self._send_batches(outs, counts)
         acked = asyncio.gather(*futures)
         sent = time.perf_counter()
-        acked.add_done_callback(lambda f: self._on_acked(f, counts, slices, sent))
+        # (registered before any checkpoint awaits it: journaled before a checkpoint covers them)
+        acked.add_done_callback(lambda f: self._on_acked(f, counts, slices, sent, carried))
         self._unacked.append(acked)
         while len(self._unacked) > self.max_unacked:
             await self._unacked[0]
@@ -762,9 +768,12 @@ class BatchStage(Service):
         counts: dict[str, int],
         slices: list[tuple[list[Any], list[Out]]] | None,
         sent: float,
+        carried: list[list[Out]] | None = None,
     ) -> None:
         if acked.cancelled() or acked.exception() is not None:
             return  # raised by _reap, or by the checkpoint that awaits it
+        if self.journal is not None and carried is not None:
+            self._journal(acked.result(), carried)
         if self.times:
             self.times.add("ack", (time.perf_counter() - sent) * 1000)
         for topic, c in counts.items():
@@ -772,13 +781,36 @@ class BatchStage(Service):
         if slices:
             metrics.batch_done(self.name, slices)  # latency, alarms and incidents (streams.metrics)
 
+    def _journal(self, results: list[Any], carried: list[list[Out]]) -> None:
+        """Keep the acknowledged outputs to the log's topics in the ingest log (each future's
+        records have consecutive offsets from its result's)."""
+        from atalaia.streams.ingestlog import Entry
+
+        topics = self.journal.topics
+        entries = [
+            Entry(md.topic, md.partition, md.offset + j, o.key, o.value, list(o.headers or ()))
+            for md, outs in zip(results, carried, strict=True)
+            if md is not None and md.topic in topics
+            for j, o in enumerate(outs)
+        ]
+        if entries:
+            try:
+                self.journal.append_many(entries)
+            except OSError as e:  # the disk is full: these could be lost by a kill -9 from now on
+                log.error(
+                    "%s: %d handed-over record(s) not kept in the ingest log: %s", self.name, len(entries), e
+                )
+
     def _reap(self) -> None:
         """Forget the oldest sends the broker has acknowledged; one that failed fails the stage."""
         unacked = self._unacked
         while unacked and unacked[0].done():
             unacked.popleft().result()
 
-    async def _send_batches(self, outs: list[Out], counts: dict[str, int]) -> list[Any]:
+    async def _send_batches(
+        self, outs: list[Out], counts: dict[str, int]
+    ) -> tuple[list[Any], list[list[Out]] | None]:
+        """The futures of the sends, and (with a journal) the outputs each one carries."""
         producer = self.producer
         groups: dict[tuple[str, int], list[Out]] = {}
         for topic in counts:
@@ -797,12 +829,15 @@ class BatchStage(Service):
                         cache[(n, o.key)] = part
                 groups.setdefault((name, part), []).append(o)
         futures = []
+        carried: list[list[Out]] = []
         for (name, part), items in groups.items():
             batch = producer.create_batch()
+            held: list[Out] = []
             for o in items:
                 if batch.append(key=o.key, value=o.value, timestamp=o.timestamp, headers=o.headers) is None:
                     futures.append(await producer.send_batch(batch, name, partition=part))
-                    batch = producer.create_batch()
+                    carried.append(held)
+                    batch, held = producer.create_batch(), []
                     if (
                         batch.append(key=o.key, value=o.value, timestamp=o.timestamp, headers=o.headers)
                         is None
@@ -818,9 +853,13 @@ class BatchStage(Service):
                                 timestamp_ms=o.timestamp,
                             )
                         )
+                        carried.append([o])
+                        continue
+                held.append(o)
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, name, partition=part))
-        return futures
+                carried.append(held)
+        return futures, carried if self.journal is not None else None
 
     async def _ticker(self) -> None:
         while not self.should_stop:

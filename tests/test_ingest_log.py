@@ -22,12 +22,12 @@ from atalaia.streams.ingestlog import Entry, IngestLog, IngestLogError, read_seg
 TOPIC = "atalaia.events"
 
 
-def entry(p: int, o: int) -> Entry:
-    return Entry(p, o, f"k{p}".encode(), f"event {p}/{o}".encode(), [("source", b"http")])
+def entry(p: int, o: int, topic: str = TOPIC) -> Entry:
+    return Entry(topic, p, o, f"k{p}".encode(), f"event {p}/{o}".encode(), [("source", b"http")])
 
 
 def test_records_round_trip_and_a_torn_tail_ends_the_segment(tmp_path: Path) -> None:
-    w = IngestLog(ingestlog.new_life(tmp_path, "c1"), tmp_path / "state", TOPIC, 2)
+    w = IngestLog(ingestlog.new_life(tmp_path, "c1"), tmp_path / "state", [TOPIC])
     written = [entry(i % 2, i // 2) for i in range(10)]
     for e in written:
         w.append(e)
@@ -45,7 +45,7 @@ def test_records_round_trip_and_a_torn_tail_ends_the_segment(tmp_path: Path) -> 
 
 
 def test_a_failed_write_leaves_no_half_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    w = IngestLog(ingestlog.new_life(tmp_path, "c1"), tmp_path / "state", TOPIC, 1)
+    w = IngestLog(ingestlog.new_life(tmp_path, "c1"), tmp_path / "state", [TOPIC])
     w.append(entry(0, 0))
     real = os.write
 
@@ -64,7 +64,7 @@ def test_a_failed_write_leaves_no_half_record(tmp_path: Path, monkeypatch: pytes
 
 def test_trim_deletes_only_segments_every_reader_checkpointed_past(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    w = IngestLog(ingestlog.new_life(tmp_path, "c1"), state, TOPIC, 2)
+    w = IngestLog(ingestlog.new_life(tmp_path, "c1"), state, [TOPIC])
     for k in range(3):  # three closed segments: offsets 0-9, 10-19, 20-29 of both partitions
         for o in range(10 * k, 10 * k + 10):
             w.append(entry(0, o))
@@ -114,17 +114,17 @@ def test_every_stage_gets_each_accepted_event_exactly_once_over_kills(tmp_path_f
     for n, (parts, ckpt, rolls) in enumerate(runs):
         cluster = f"c{n}"
         # start: put back what was not checkpointed, re-anchor, forget earlier lives
-        todo = ingestlog.plan(root, state, TOPIC) if root.is_dir() else ingestlog.Plan({}, {})
+        todo = ingestlog.plan(root, state) if root.is_dir() else ingestlog.Plan({}, {})
         life = ingestlog.new_life(root, cluster)
         broker = {0: [], 1: []}
-        offsets: dict[int, list[int]] = {}
-        for p, items in todo.events.items():
-            offsets[p] = []
+        offsets: dict[tuple[str, int], list[int]] = {}
+        for (t, p), items in todo.records.items():
+            offsets[(t, p)] = []
             for e in items:
-                offsets[p].append(len(broker[p]))
+                offsets[(t, p)].append(len(broker[p]))
                 broker[p].append(e.value.decode())
-        ingestlog._write_replay(life, todo.events, offsets)
-        reanchor_checkpoints(state, cluster, ingestlog.anchors(todo, offsets), TOPIC)
+        ingestlog._write_replay(life, todo.records, offsets)
+        reanchor_checkpoints(state, cluster, ingestlog.anchors(todo, offsets))
         position = {
             (s, p): (ingestlog.read_offsets(state / s / f"p{p}.ckpt") or {}).get(TOPIC, 0)
             for s in STAGES
@@ -134,12 +134,12 @@ def test_every_stage_gets_each_accepted_event_exactly_once_over_kills(tmp_path_f
             SimpleNamespace(data_dir=data, ingest_log=True, kafka=None, state_store="file")
         )
         # the run: events accepted (on the broker, then in the log, in segments)
-        w = IngestLog(life, state, TOPIC, 2)
+        w = IngestLog(life, state, [TOPIC])
         for i, p in enumerate(parts):
             name = f"r{n}e{i}"
             accepted.append(name)
             home[name] = p
-            w.append(Entry(p, len(broker[p]), None, name.encode(), []))
+            w.append(Entry(TOPIC, p, len(broker[p]), None, name.encode(), []))
             broker[p].append(name)
             if rolls and i % (rolls + 1) == rolls:
                 w.roll()
@@ -155,11 +155,37 @@ def test_every_stage_gets_each_accepted_event_exactly_once_over_kills(tmp_path_f
                     Checkpoints(state / s).save(p, {TOPIC: at, CLUSTER_KEY: cluster}, b"")
         w.trim()
     # a last run reads everything to the end
-    todo = ingestlog.plan(root, state, TOPIC)
+    todo = ingestlog.plan(root, state)
     for s in STAGES:
-        for p, items in todo.events.items():
-            seen[s] += [e.value.decode() for e in items[todo.starts.get((s, p), 0) :]]
+        for (t, p), items in todo.records.items():
+            seen[s] += [e.value.decode() for e in items[todo.starts.get((s, t, p), 0) :]]
     for s in STAGES:
         assert sorted(seen[s]) == sorted(accepted), s  # every accepted event, each once
         for p in (0, 1):  # and each partition's in the order they were accepted
             assert [x for x in seen[s] if home[x] == p] == [x for x in accepted if home[x] == p]
+
+
+def test_observations_handed_to_another_partition_are_put_back_by_their_own_readers(tmp_path: Path) -> None:
+    """A stage checkpoints an event once the observations it handed to another partition are
+    acknowledged, not once that partition's stage has checkpointed them: those are logged too,
+    and put back where their reader had not checkpointed them, even though the event had been."""
+    obs, shared = "atalaia.observations", "atalaia.shared-observations"
+    root, state = tmp_path / ingestlog.ROOT, tmp_path / "state"
+    w = IngestLog(ingestlog.new_life(root, "c1"), state, [TOPIC, obs, shared])
+    w.append_many([entry(0, o) for o in range(10)] + [entry(1, o, obs) for o in range(5)])
+    w.append_many([entry(0, o, shared) for o in range(3)])
+    w.close()
+    rules = Checkpoints(state / "rules")
+    rules.save(0, {TOPIC: 10, obs: 0, CLUSTER_KEY: "c1"}, b"")  # read all its events
+    rules.save(1, {TOPIC: 0, obs: 2, CLUSTER_KEY: "c1"}, b"")  # had checkpointed 2 handed-over ones
+    Checkpoints(state / "rules-shared").save(0, {shared: 3, CLUSTER_KEY: "c1"}, b"")
+    assert w.trim() == 0  # observations 2-4 of partition 1 are not read by their reader yet
+    todo = ingestlog.plan(root, state)
+    rules.save(1, {TOPIC: 0, obs: 5, CLUSTER_KEY: "c1"}, b"")  # (once they are, the segment may go)
+    assert w.trim() == 1  # every reader of every record in it has checkpointed past it
+    assert {tp: [e.offset for e in v] for tp, v in todo.records.items()} == {(obs, 1): [2, 3, 4]}
+    assert todo.starts[("rules", obs, 1)] == 0 and todo.starts[("rules", TOPIC, 0)] == 0
+    where = ingestlog.anchors(todo, {(obs, 1): [0, 1, 2]})
+    reanchor_checkpoints(state, "c2", where)
+    assert ingestlog.read_offsets(state / "rules" / "p1.ckpt")[obs] == 0
+    assert ingestlog.read_offsets(state / "rules" / "p0.ckpt")[TOPIC] == 0  # nothing of it put back

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from atalaia.notifiers.testing import SmtpSink
+from atalaia.streams import ingestlog
 from tests.conftest import free_port
 from tests.test_up_remembers import RULES, Up, wait_for
 
@@ -35,7 +36,7 @@ policies:
 SENSORS = ("freixo", "ribeira", "foz", "crestuma")
 
 
-def send(up: Up, height: float) -> None:
+def send(up: Up, height: float, sensors: tuple[str, ...] = SENSORS) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     body = {
         "id": "urn:ngsi-ld:Notification:1",
@@ -48,7 +49,7 @@ def send(up: Up, height: float) -> None:
                 "dateObserved": now,
                 "height": height,
             }
-            for s in SENSORS
+            for s in sensors
         ],
     }
     token = (Path(up.env["ATALAIA_DATA_DIR"]) / "ingest-token").read_text().strip()
@@ -81,14 +82,14 @@ def test_up_killed_before_a_checkpoint_loses_no_accepted_event(tmp_path: Path) -
         send(up, 4.0)
         wait_for(lambda: len(up.incidents()) == 4 and len(smtp.messages) == 4, 60, "four incidents paged", up)
         opened = up.incidents()
-        logged = list((data / "ingest-log").glob("*/*.open"))
+        logged = [p for p in (data / "ingest-log").glob("*/*") if p.suffix in (".open", ".log")]
         assert logged and all(p.stat().st_size > 0 for p in logged), "the accepted events are on disk"
         up.stop(signal.SIGKILL)
         # the rules had not checkpointed what raised the alarms: only the ingest log has it
         assert not [p for p in (data / "state").glob("*/p*.ckpt")]
 
         up.start()
-        assert "accepted event(s) no stage had checkpointed put back on the new broker" in up.log.read_text()
+        assert "no stage had checkpointed put back on the new broker" in up.log.read_text()
         time.sleep(2)
         send(up, 4.2)  # still high: the same alarms, the same incidents
         time.sleep(4)
@@ -103,6 +104,57 @@ def test_up_killed_before_a_checkpoint_loses_no_accepted_event(tmp_path: Path) -
         up.stop(signal.SIGTERM)
         up.start()
         assert "put back on the new broker" not in up.log.read_text()
+        up.stop(signal.SIGTERM)
+    finally:
+        if up is not None and up.proc and up.proc.poll() is None:
+            up.proc.kill()
+        smtp.stop()
+
+
+def test_observations_handed_to_another_partition_survive_a_kill_after_the_event_was_checkpointed(
+    tmp_path: Path,
+) -> None:
+    """A notification's event is keyed by its first entity (partition 0 here); the others'
+    observations are handed to partition 1's rules through the in-memory observations topic.
+    Partition 0 checkpoints the event at once, partition 1 only 20 s later: a kill -9 between them
+    must not lose the handed-over readings (they are logged too), or the sensors they alarmed get a
+    second incident and a second page on their next reading."""
+    smtp = SmtpSink().start()
+    up = None
+    order = ("foz", "freixo", "ribeira", "crestuma")  # foz: partition 0 of 2; the others: 1
+    try:
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "r.yaml").write_text(RULES)
+        (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt")))
+        data = tmp_path / "data"
+        env = {**os.environ, "ATALAIA_DATA_DIR": str(data), "ATALAIA_HTTP_PORT": str(free_port())}
+        env.pop("ATALAIA_KAFKA", None)
+        env.update(
+            ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
+            ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
+            ATALAIA_PARTITIONS="2",
+            ATALAIA_CHECKPOINT_S="40",  # the second partition's first checkpoint: 20 s after the first's
+        )
+        up = Up(tmp_path, env).start()
+        send(up, 4.0, order)
+        wait_for(lambda: len(up.incidents()) == 4 and len(smtp.messages) == 4, 60, "four incidents paged", up)
+        rules = data / "state" / "rules"
+        wait_for(lambda: list(rules.glob("p*.ckpt")), 30, "the first checkpoint", up)
+        opened = up.incidents()
+        up.stop(signal.SIGKILL)
+        heads = {f.stem: ingestlog.read_offsets(f) for f in rules.glob("p*.ckpt")}
+        # the event is checkpointed by partition 0; what it handed to partition 1 is not
+        assert list(heads) == ["p0"] and heads["p0"]["atalaia.events"] == 1, heads
+
+        up.start()
+        assert "handed-over observation(s) no stage had checkpointed" in up.log.read_text()
+        time.sleep(2)
+        send(up, 4.2, order)  # still high: the same alarms, the same incidents
+        send(up, 1.0, order)  # then back to normal: each alarm resolves
+        wait_for(lambda: all(not r["active"] for r in up.incidents().values()), 40, "the alarms resolved", up)
+        assert set(up.incidents()) == set(opened)
+        pages = Counter(m.text.split("Ref.: ")[1].split(" /")[0] for m in smtp.messages)
+        assert sorted(pages) == sorted(opened) and max(pages.values()) == 1, pages
         up.stop(signal.SIGTERM)
     finally:
         if up is not None and up.proc and up.proc.poll() is None:

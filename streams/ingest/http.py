@@ -90,7 +90,7 @@ class IngestProducer(Service):
         md = await self.producer.send_and_wait(topic, value, key=key, headers=headers)
         if self.ingest_log is not None and topic == self.log_topic:
             # (raises IngestLogError, an OSError: the endpoint answers 503, MQTT does not ack)
-            self.ingest_log.append(Entry(md.partition, md.offset, key, value, list(headers or ())))
+            self.ingest_log.append(Entry(topic, md.partition, md.offset, key, value, list(headers or ())))
 
 
 #: an oversize body is read on (to count and hash it for the DLQ record) up to this many times
