@@ -131,12 +131,15 @@ def reset_embedded_state(settings: Settings) -> None:
 
 
 def reanchor_checkpoints(
-    state_dir: Path, cluster: str, starts: dict[tuple[str, str, int], int] | None = None
+    state_dir: Path,
+    cluster: str,
+    starts: dict[tuple[str, str, int], int] | None = None,
+    only_not: str | None = None,
 ) -> int:
-    """Point every stage checkpoint in ``state_dir`` at the beginning of a new (empty) broker's
-    topics, state untouched, except where ``starts[(stage, topic, partition)]`` says otherwise
-    (the ingest log put there what the stage had not read); return how many partitions were
-    kept."""
+    """Point every stage checkpoint in ``state_dir`` (with ``only_not``: those not already on
+    that broker) at the beginning of a new (empty) broker's topics, state untouched, except where
+    ``starts[(stage, topic, partition)]`` says otherwise (the ingest log put there what the stage
+    had not read); return how many partitions were kept."""
     from atalaia.streams.checkpoints import REANCHORED_KEY
     from atalaia.streams.stage import CLUSTER_KEY, Checkpoints
 
@@ -149,6 +152,8 @@ def reanchor_checkpoints(
             if loaded is None:
                 continue
             offsets, state = loaded
+            if only_not is not None and offsets.get(CLUSTER_KEY) == only_not:
+                continue
             anchored = {
                 t: (starts or {}).get((stage_dir.name, t, partition), 0)
                 for t in offsets

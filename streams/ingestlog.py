@@ -291,6 +291,9 @@ class IngestLog:
         safe = {t: safe_offsets(self.state_dir, t, self.cluster) for t in self.topics}
         gone, kept = 0, 0
         for seg in segments(self.life):
+            if seg.suffix == ".open" and not _writer_alive(seg):  # its process died (restarted by up)
+                with contextlib.suppress(FileNotFoundError):
+                    seg = seg.rename(seg.with_suffix(".log"))
             if seg.suffix != ".log":
                 continue
             maxes = self._maxes.get(seg.name)
@@ -324,6 +327,20 @@ class IngestLog:
                 await asyncio.to_thread(self.trim_closed)
             except Exception as e:  # never the endpoint's problem: tried again
                 log.warning("ingest log: trimming failed: %r", e)
+
+
+def _writer_alive(seg: Path) -> bool:
+    """Whether the process that writes the open segment ``seg`` (``<pid>-...``) still runs."""
+    head = seg.name.split("-", 1)[0]
+    if not head.isdigit() or int(head) == os.getpid():
+        return True
+    try:
+        os.kill(int(head), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- the next run: put back what no stage checkpointed ----------------------------------------
@@ -362,6 +379,21 @@ def plan(root: Path, state_dir: Path) -> Plan:
                     seen.add((e.topic, e.partition, e.offset))
                     everything.setdefault((e.topic, e.partition), []).append((i, e))
     readers = {t: positions(state_dir, t) for t in {t for t, _ in everything}}
+    strangers = sorted(
+        {
+            stage
+            for at in readers.values()
+            for stage, ps in at.items()
+            for cl, _ in ps.values()
+            if cl not in order
+        }
+    )
+    if strangers and order:
+        log.warning(
+            "ingest log: the checkpoints of %s name no broker the log knows: everything logged is put "
+            "back for them (they drop the observations they have seen)",
+            ", ".join(strangers),
+        )
 
     def read(stage: str, t: str, p: int, i: int, offset: int) -> bool:
         cl, o = readers[t][stage].get(p, (None, 0))
@@ -437,6 +469,51 @@ def _write_replay(life: Path, records: dict[TP, list[Entry]], offsets: dict[TP, 
     os.replace(tmp, life / REPLAY)
 
 
+ANCHORS = "anchors.json"
+
+
+def _write_anchors(life: Path, where: dict[tuple[str, str, int], int]) -> None:
+    import orjson
+
+    tmp = life / (ANCHORS + ".tmp")
+    tmp.write_bytes(orjson.dumps([[s, t, p, o] for (s, t, p), o in where.items()]))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, life / ANCHORS)
+
+
+def roll_forward(root: Path, state_dir: Path) -> None:
+    """Finish a start-up that was killed after it put records back (the last life has its
+    ``replay.log``) but before every checkpoint pointed at them and the earlier lives were
+    removed: the checkpoints still naming an earlier broker are pointed where that start-up
+    computed, so the earlier lives' records are not put back a second time."""
+    import orjson
+
+    from atalaia.streams.connect import reanchor_checkpoints
+
+    found = lives(root)
+    if len(found) < 2 or not (found[-1] / REPLAY).is_file() or not (found[-1] / ANCHORS).is_file():
+        return
+    last = found[-1]
+    cluster = cluster_of(last)
+    where = {(s, t, int(p)): int(o) for s, t, p, o in orjson.loads((last / ANCHORS).read_bytes())}
+    behind = {
+        stage
+        for t in {t for _, t, _ in where}
+        for stage, at in positions(state_dir, t).items()
+        if any(cl != cluster for cl, _ in at.values())
+    }
+    if behind:
+        log.warning(
+            "ingest log: the previous start-up was stopped while moving %s to the broker %s: finished now",
+            ", ".join(sorted(behind)),
+            cluster,
+        )
+        reanchor_checkpoints(state_dir, cluster, where, only_not=cluster)
+    for life in found[:-1]:
+        shutil.rmtree(life, ignore_errors=True)
+
+
 def logged_topics(prefix: str) -> tuple[str, ...]:
     """The topics the log keeps: what the endpoints accepted, and the observations the stages
     that read it hand to another partition's (or the label-keyed) rules: a stage checkpoints
@@ -444,20 +521,32 @@ def logged_topics(prefix: str) -> tuple[str, ...]:
     return tuple(f"{prefix}.{t}" for t in ("events", "observations", "shared-observations"))
 
 
-def replay(settings: Any, bootstrap: str, cluster: str) -> dict[tuple[str, str, int], int]:
+def replay(
+    settings: Any,
+    bootstrap: str,
+    cluster: str,
+    produce: Callable[[dict[TP, list[Entry]]], dict[TP, list[int]]] | None = None,
+) -> dict[tuple[str, str, int], int]:
     """On a new embedded broker (``cluster``), before any stage starts: put back what the
     earlier lives' stages had not checkpointed, start this life's log with it, and return where
     each (stage, topic, partition) reading it starts on the new broker (for
     ``connect.reanchor_checkpoints``). The earlier lives' logs are removed by
     :func:`forget_earlier` once the checkpoints point here."""
     root = settings.data_dir / ROOT
+    if root.is_dir():
+        roll_forward(root, settings.data_dir / "state")
     todo = plan(root, settings.data_dir / "state") if root.is_dir() else Plan({}, {})
     life = new_life(root, cluster)
     if not len(todo):
         return {}
-    from atalaia.streams.broker import ensure_topics
+    if produce is None:  # (a test gives its own broker)
+        from atalaia.streams.broker import ensure_topics
 
-    asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions, replicas=1))
+        asyncio.run(ensure_topics(bootstrap, settings.topic_prefix, settings.partitions, replicas=1))
+
+        def produce(records: dict[TP, list[Entry]]) -> dict[TP, list[int]]:
+            return asyncio.run(_produce(bootstrap, records))
+
     records = {tp: items for tp, items in todo.records.items() if tp[1] < settings.partitions}
     dropped = len(todo) - sum(len(v) for v in records.values())
     if dropped:  # the partition count was lowered between runs: they have no partition to go to
@@ -467,8 +556,12 @@ def replay(settings: Any, bootstrap: str, cluster: str) -> dict[tuple[str, str, 
             settings.partitions,
         )
     t0 = time.monotonic()
-    offsets = asyncio.run(_produce(bootstrap, records))
-    _write_replay(life, records, offsets)  # before the checkpoints point here (never lost)
+    offsets = produce(records)
+    where = anchors(todo, offsets)
+    # where the stages start here, then (the commit point) the records: before the checkpoints
+    # point here, so a kill from now on loses nothing and the next start finishes the move
+    _write_anchors(life, where)
+    _write_replay(life, records, offsets)
     events = sum(len(v) for (t, _), v in records.items() if t.endswith(".events"))
     log.warning(
         "ingest log: %d accepted event(s) and %d handed-over observation(s) no stage had checkpointed "
@@ -477,7 +570,7 @@ def replay(settings: Any, bootstrap: str, cluster: str) -> dict[tuple[str, str, 
         sum(len(v) for v in records.values()) - events,
         time.monotonic() - t0,
     )
-    return anchors(todo, offsets)
+    return where
 
 
 def forget_earlier(settings: Any) -> None:

@@ -119,9 +119,10 @@ class Settings(BaseSettings):
     )
     ingest_log: bool = Field(
         True,
-        description="on the embedded broker: keep every accepted event in <data_dir>/ingest-log until "
-        "the stages have checkpointed it, and put it back on the next run's broker (a kill -9 or power "
-        "cut loses no accepted event); off: such events are lost with the in-memory topics",
+        description="on the embedded broker: keep every accepted event (and the observations stages "
+        "hand to other partitions) in <data_dir>/ingest-log until the stages have checkpointed it, and "
+        "put it back on the next run's broker (a kill -9 loses no answered event; not fsynced: a power "
+        "cut may lose the last seconds); off: such events are lost with the in-memory topics",
     )
     checkpoint_s: float = Field(
         2.0, gt=0, le=3600, description="seconds between a stage partition's checkpoints (state + offsets)"

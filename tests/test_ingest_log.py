@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -96,6 +97,9 @@ run = st.tuples(
         # (partition 1 is checkpointed only when the flag says so: a stage that never got to it)
     ),
     st.integers(0, 3),  # how often the segments roll (several writers, rolls)
+    # killed while starting: 1 = once the records were put back, before any checkpoint pointed at
+    # them; 2 = when one stage's checkpoints pointed at them and the other's not yet
+    st.sampled_from((0, 0, 0, 1, 2)),
 )
 
 
@@ -111,30 +115,41 @@ def test_every_stage_gets_each_accepted_event_exactly_once_over_kills(tmp_path_f
     position = {(s, p): 0 for s in STAGES for p in (0, 1)}  # where each stage reads on the live broker
     accepted: list[str] = []
     home: dict[str, int] = {}
-    for n, (parts, ckpt, rolls) in enumerate(runs):
+    conf = SimpleNamespace(
+        data_dir=data, ingest_log=True, kafka=None, state_store="file", topic_prefix="atalaia", partitions=2
+    )
+    for n, (parts, ckpt, rolls, killed) in enumerate(runs):
         cluster = f"c{n}"
-        # start: put back what was not checkpointed, re-anchor, forget earlier lives
-        todo = ingestlog.plan(root, state) if root.is_dir() else ingestlog.Plan({}, {})
-        life = ingestlog.new_life(root, cluster)
         broker = {0: [], 1: []}
-        offsets: dict[tuple[str, int], list[int]] = {}
-        for (t, p), items in todo.records.items():
-            offsets[(t, p)] = []
-            for e in items:
-                offsets[(t, p)].append(len(broker[p]))
-                broker[p].append(e.value.decode())
-        ingestlog._write_replay(life, todo.records, offsets)
-        reanchor_checkpoints(state, cluster, ingestlog.anchors(todo, offsets))
+
+        def produce(
+            records: dict[tuple[str, int], list[Entry]], broker: dict[int, list[str]] = broker
+        ) -> dict[tuple[str, int], list[int]]:
+            offsets = {}
+            for (t, p), items in records.items():
+                offsets[(t, p)] = list(range(len(broker[p]), len(broker[p]) + len(items)))
+                broker[p] += [e.value.decode() for e in items]
+            return offsets
+
+        # start (as `atalaia up`): put back what was not checkpointed, re-anchor, forget earlier lives
+        where = ingestlog.replay(conf, "", cluster, produce=produce)
+        if killed == 1:
+            continue
+        if killed == 2:  # the second stage's checkpoints were not rewritten yet
+            kept = {f: f.read_bytes() for f in (state / STAGES[1]).glob("p*.ckpt")}
+            reanchor_checkpoints(state, cluster, where)
+            for f, data_ in kept.items():
+                f.write_bytes(data_)
+            continue
+        reanchor_checkpoints(state, cluster, where)
         position = {
             (s, p): (ingestlog.read_offsets(state / s / f"p{p}.ckpt") or {}).get(TOPIC, 0)
             for s in STAGES
             for p in (0, 1)
         }
-        ingestlog.forget_earlier(
-            SimpleNamespace(data_dir=data, ingest_log=True, kafka=None, state_store="file")
-        )
+        ingestlog.forget_earlier(conf)
         # the run: events accepted (on the broker, then in the log, in segments)
-        w = IngestLog(life, state, [TOPIC])
+        w = IngestLog(ingestlog.lives(root)[-1], state, [TOPIC])
         for i, p in enumerate(parts):
             name = f"r{n}e{i}"
             accepted.append(name)
@@ -155,6 +170,7 @@ def test_every_stage_gets_each_accepted_event_exactly_once_over_kills(tmp_path_f
                     Checkpoints(state / s).save(p, {TOPIC: at, CLUSTER_KEY: cluster}, b"")
         w.trim()
     # a last run reads everything to the end
+    ingestlog.roll_forward(root, state)
     todo = ingestlog.plan(root, state)
     for s in STAGES:
         for (t, p), items in todo.records.items():
@@ -189,3 +205,23 @@ def test_observations_handed_to_another_partition_are_put_back_by_their_own_read
     reanchor_checkpoints(state, "c2", where)
     assert ingestlog.read_offsets(state / "rules" / "p1.ckpt")[obs] == 0
     assert ingestlog.read_offsets(state / "rules" / "p0.ckpt")[TOPIC] == 0  # nothing of it put back
+
+
+def test_a_dead_writers_open_segment_is_trimmed_like_a_closed_one(tmp_path: Path) -> None:
+    """up restarts a worker process that died: the segment it was writing stays `.open`; once
+    every reader is past it, it goes like a closed one."""
+    state = tmp_path / "state"
+    life = ingestlog.new_life(tmp_path, "c1")
+    dead = _dead_pid()
+    (life / f"{dead}-abc123-000001.open").write_bytes(
+        b"".join(ingestlog.encode(entry(0, o)) for o in range(5))
+    )
+    w = IngestLog(life, state, [TOPIC])
+    Checkpoints(state / "rules").save(0, {TOPIC: 5, CLUSTER_KEY: "c1"}, b"")
+    assert w.trim() == 1 and not list(life.iterdir())
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid

@@ -100,10 +100,6 @@ def test_up_killed_before_a_checkpoint_loses_no_accepted_event(tmp_path: Path) -
         pages = Counter(m.text.split("Ref.: ")[1].split(" /")[0] for m in smtp.messages)
         assert sorted(pages) == sorted(opened) and max(pages.values()) == 1, pages
 
-        # a planned stop: checkpointed, so the next run has nothing to put back, and the log is trimmed
-        up.stop(signal.SIGTERM)
-        up.start()
-        assert "put back on the new broker" not in up.log.read_text()
         up.stop(signal.SIGTERM)
     finally:
         if up is not None and up.proc and up.proc.poll() is None:
