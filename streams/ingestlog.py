@@ -234,7 +234,11 @@ class IngestLog:
             self.append_bytes(data)
 
     def append_bytes(self, data: bytes) -> None:
-        if self.fd is None or self.size + len(data) > SEGMENT_BYTES:
+        if (
+            self.fd is None
+            or self.size + len(data) > SEGMENT_BYTES
+            or time.monotonic() - self.opened >= ROLL_S  # (closed segments can be trimmed)
+        ):
             self.roll()
             self._open()
         try:

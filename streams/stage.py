@@ -360,6 +360,8 @@ class BatchStage(Service):
         if self._own_producer and self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
+        if self.journal is not None:
+            self.journal.close()
 
     # -- partitions ------------------------------------------------------------------------
     async def _assign(self, tps: list[TopicPartition]) -> None:
