@@ -62,23 +62,40 @@ def send(up: Up, height: float, sensors: tuple[str, ...] = SENSORS) -> None:
     assert r.status_code == 200, r.text
 
 
+def start(tmp_path: Path, smtp: SmtpSink, checkpoint_s: int) -> Up:
+    """`atalaia up` on 2 partitions, the level rule, every incident paged by email to ``smtp``."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(RULES)
+    (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt")))
+    env = {**os.environ, "ATALAIA_DATA_DIR": str(tmp_path / "data"), "ATALAIA_HTTP_PORT": str(free_port())}
+    env.pop("ATALAIA_KAFKA", None)
+    env.update(
+        ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
+        ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
+        ATALAIA_PARTITIONS="2",
+        ATALAIA_CHECKPOINT_S=str(checkpoint_s),
+    )
+    return Up(tmp_path, env).start()
+
+
+def same_incidents_paged_once(up: Up, smtp: SmtpSink, opened: dict, sensors: tuple[str, ...]) -> None:
+    """After the restart: the sensors read high again (the same alarms, the same incidents), then
+    normal (each alarm resolves); no incident was opened twice, nobody paged twice."""
+    time.sleep(2)
+    send(up, 4.2, sensors)
+    send(up, 1.0, sensors)
+    wait_for(lambda: all(not r["active"] for r in up.incidents().values()), 40, "the alarms resolved", up)
+    assert set(up.incidents()) == set(opened)
+    pages = Counter(m.text.split("Ref.: ")[1].split(" /")[0] for m in smtp.messages)
+    assert sorted(pages) == sorted(opened) and max(pages.values()) == 1, pages
+
+
 def test_up_killed_before_a_checkpoint_loses_no_accepted_event(tmp_path: Path) -> None:
     smtp = SmtpSink().start()
     up = None
     try:
-        (tmp_path / "rules").mkdir()
-        (tmp_path / "rules" / "r.yaml").write_text(RULES)
-        (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt")))
+        up = start(tmp_path, smtp, 3600)  # no stage checkpoints the events before the kill
         data = tmp_path / "data"
-        env = {**os.environ, "ATALAIA_DATA_DIR": str(data), "ATALAIA_HTTP_PORT": str(free_port())}
-        env.pop("ATALAIA_KAFKA", None)
-        env.update(
-            ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
-            ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
-            ATALAIA_PARTITIONS="2",
-            ATALAIA_CHECKPOINT_S="3600",  # no stage checkpoints the events before the kill
-        )
-        up = Up(tmp_path, env).start()
         send(up, 4.0)
         wait_for(lambda: len(up.incidents()) == 4 and len(smtp.messages) == 4, 60, "four incidents paged", up)
         opened = up.incidents()
@@ -89,17 +106,8 @@ def test_up_killed_before_a_checkpoint_loses_no_accepted_event(tmp_path: Path) -
         assert not [p for p in (data / "state").glob("*/p*.ckpt")]
 
         up.start()
-        assert "no stage had checkpointed put back on the new broker" in up.log.read_text()
-        time.sleep(2)
-        send(up, 4.2)  # still high: the same alarms, the same incidents
-        time.sleep(4)
-        assert set(up.incidents()) == set(opened)
-        send(up, 1.0)  # back to normal: every alarm the lost-then-replayed events raised resolves
-        wait_for(lambda: all(not r["active"] for r in up.incidents().values()), 40, "the alarms resolved", up)
-        assert set(up.incidents()) == set(opened)
-        pages = Counter(m.text.split("Ref.: ")[1].split(" /")[0] for m in smtp.messages)
-        assert sorted(pages) == sorted(opened) and max(pages.values()) == 1, pages
-
+        assert "ingest log: 1 accepted event(s) and " in up.log.read_text()
+        same_incidents_paged_once(up, smtp, opened, SENSORS)
         up.stop(signal.SIGTERM)
     finally:
         if up is not None and up.proc and up.proc.poll() is None:
@@ -119,22 +127,10 @@ def test_observations_handed_to_another_partition_survive_a_kill_after_the_event
     up = None
     order = ("foz", "freixo", "ribeira", "crestuma")  # foz: partition 0 of 2; the others: 1
     try:
-        (tmp_path / "rules").mkdir()
-        (tmp_path / "rules" / "r.yaml").write_text(RULES)
-        (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt")))
-        data = tmp_path / "data"
-        env = {**os.environ, "ATALAIA_DATA_DIR": str(data), "ATALAIA_HTTP_PORT": str(free_port())}
-        env.pop("ATALAIA_KAFKA", None)
-        env.update(
-            ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
-            ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
-            ATALAIA_PARTITIONS="2",
-            ATALAIA_CHECKPOINT_S="40",  # the second partition's first checkpoint: 20 s after the first's
-        )
-        up = Up(tmp_path, env).start()
+        up = start(tmp_path, smtp, 40)  # the second partition's first checkpoint: 20 s after the first's
         send(up, 4.0, order)
         wait_for(lambda: len(up.incidents()) == 4 and len(smtp.messages) == 4, 60, "four incidents paged", up)
-        rules = data / "state" / "rules"
+        rules = tmp_path / "data" / "state" / "rules"
         wait_for(lambda: list(rules.glob("p*.ckpt")), 30, "the first checkpoint", up)
         opened = up.incidents()
         up.stop(signal.SIGKILL)
@@ -143,14 +139,8 @@ def test_observations_handed_to_another_partition_survive_a_kill_after_the_event
         assert list(heads) == ["p0"] and heads["p0"]["atalaia.events"] == 1, heads
 
         up.start()
-        assert "handed-over observation(s) no stage had checkpointed" in up.log.read_text()
-        time.sleep(2)
-        send(up, 4.2, order)  # still high: the same alarms, the same incidents
-        send(up, 1.0, order)  # then back to normal: each alarm resolves
-        wait_for(lambda: all(not r["active"] for r in up.incidents().values()), 40, "the alarms resolved", up)
-        assert set(up.incidents()) == set(opened)
-        pages = Counter(m.text.split("Ref.: ")[1].split(" /")[0] for m in smtp.messages)
-        assert sorted(pages) == sorted(opened) and max(pages.values()) == 1, pages
+        assert "0 accepted event(s) and 3 handed-over observation(s)" in up.log.read_text()
+        same_incidents_paged_once(up, smtp, opened, order)
         up.stop(signal.SIGTERM)
     finally:
         if up is not None and up.proc and up.proc.poll() is None:
