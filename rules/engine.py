@@ -294,11 +294,14 @@ class RuleEngine:
                         )
                     )
                     continue
-                if deadlines and watermark > self.absence_clock:
-                    if deadlines[0][0] <= watermark:
-                        self._absence(watermark, out)
+                # absence runs up to the latest event time, or live (a wall clock) up to the
+                # clock where that is earlier: a sender's fast clock never makes others absent early
+                due = watermark if clock == ninf or clock >= watermark else clock
+                if deadlines and due > self.absence_clock:
+                    if deadlines[0][0] <= due:
+                        self._absence(due, out)
                     else:  # nothing due: what _absence would conclude
-                        self.absence_clock = watermark
+                        self.absence_clock = due
                 self.watermark = watermark = t
             elif t < watermark - self.allowed_lateness and (
                 clock == ninf or t < clock - self.allowed_lateness

@@ -448,3 +448,34 @@ def test_a_closed_incidents_last_event_is_announced_for_an_hour() -> None:
     assert [e.id for e in d.manager.announce(restored)] == [closed.id]
     later = d.fire("river-level-high", "porto-02", at=3 * 3600, parish="Foz")  # an hour on: forgotten
     assert {e.incident for e in d.manager.announce(d.state)} == {later.incident}
+
+
+def test_one_senders_fast_clock_never_makes_anothers_sensor_absent_early() -> None:
+    """Live, a sender stamping readings 280 s ahead (inside the 5 min tolerance) moved the latest
+    event time ahead of the wall clock, and every other sensor's absence deadline inside those
+    280 s fired at once: "no reading for 5 min" alarms for sensors that had reported 2 min ago.
+    Absence is judged on the wall clock when there is one; replays keep event time."""
+    silent = (
+        RULES
+        + """  - id: river-silent
+    select: {type: WaterObserved}
+    absent_for: 5m
+    severity: medium
+"""
+    )
+    engine = RuleEngine(load_texts([("t.yaml", silent)]), allowed_lateness=300, max_future=300)
+    engine.advance("2026-01-28T10:00:00Z")  # the live stage's tick: the wall clock
+    engine.observe_batch([obs("2026-01-28T09:58:00Z", 1.0, "a")])  # a's river gauge, 2 min ago
+    ahead = [{**obs("2026-01-28T10:04:40Z", 1.0, "b"), "entity": f"urn:b{i}"} for i in range(3)]
+    out, rejected = engine.observe_batch(ahead)
+    more, _ = engine.observe_batch([{**obs("2026-01-28T10:04:50Z", 1.0, "b"), "entity": "urn:b9"}])
+    assert rejected == [] and [t for t in out + more if t.rule == "river-silent"] == []
+    assert engine.advance("2026-01-28T10:02:59Z") == []
+    fired = engine.advance("2026-01-28T10:03:00Z")  # 5 min after a's reading, on the wall clock
+    assert [(t.rule, t.state) for t in fired if "g1" in t.key] == [("river-silent", "firing")]
+    # without a clock (replay, backtest) event time alone decides, as before
+    replay = RuleEngine(load_texts([("t.yaml", silent)]), allowed_lateness=300)
+    replay.observe_batch([obs("2026-01-28T09:58:00Z", 1.0, "a")])
+    replay.observe_batch(ahead)
+    out, _ = replay.observe_batch([{**obs("2026-01-28T10:04:50Z", 1.0, "b"), "entity": "urn:b9"}])
+    assert [(t.rule, t.state) for t in out if "g1" in t.key] == [("river-silent", "firing")]
