@@ -438,6 +438,15 @@ class RuleEngine:
             out += fired
         self.absence_clock = now
 
+    def set_clock(self, now: datetime | str | float) -> None:
+        """Live: the wall clock as a batch arrives. Times are judged against it (lateness, the
+        future tolerance) and absence falls due no later than it, between the ticks of
+        :meth:`advance`, which alone runs absence on the clock (not during a backlog: the stages
+        skip it while catching up, and absence then follows event time, as in replays)."""
+        t = to_epoch(now)
+        if t > self.clock:
+            self.clock = t
+
     def advance(self, now: datetime | str | float) -> list[AlarmTransition]:
         """Run the absence clock up to ``now`` (event time in replays, the wall clock live).
         Absence is never evaluated twice for the same or an earlier time."""

@@ -98,12 +98,13 @@ class IngestRulesCore:
                 outs.append(Out("observations", value, key=key, timestamp=ts))
                 self.elsewhere += 1
                 continue
-            outs.append(Out("observations", value, key=key, headers=_MARK, timestamp=ts))
+            # (evaluated here: on the topic for its readers, never needed again after a crash)
+            outs.append(Out("observations", value, key=key, headers=_MARK, timestamp=ts, journal=False))
             self.local += 1
             batch.append(d)
             if d["type"] in forward:
                 forwards.append((d, Out("shared-observations", value, key=key, timestamp=ts)))
-        return outs + rules._evaluate(batch, forwards)
+        return outs + rules._evaluate(batch, forwards, now)
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return self.rules.tick(now, backlog)

@@ -347,17 +347,23 @@ class RulesCore:
                     forwards.append((obs, out))
         if self.reorder is not None:
             batch = self.reorder.push(batch, now)
-        return outs + self._evaluate(batch, forwards)
+        return outs + self._evaluate(batch, forwards, now)
 
     def _evaluate(
-        self, batch: list[dict[str, Any]], forwards: list[tuple[Any, Out]] | None = None
+        self,
+        batch: list[dict[str, Any]],
+        forwards: list[tuple[Any, Out]] | None = None,
+        now: float | None = None,
     ) -> list[Out]:
         """Evaluate ``batch``; ``forwards``: (observation, its record for the label-keyed stage).
 
         An observation refused by its time (too late, too far ahead, unreadable) has one DLQ
         record: the first stage that refuses it writes it. The partitioned stage still forwards
         it (the label-keyed stage has its own clock, and may evaluate it), marked ``REFUSED``, and
-        the label-keyed stage, refusing it too, writes no second record."""
+        the label-keyed stage, refusing it too, writes no second record. ``now``: the stage's
+        wall clock, which the engine judges times by between its ticks (``RuleEngine.set_clock``)."""
+        if now is not None:
+            self.engine.set_clock(now)
         transitions, rejected = self.engine.observe_batch(batch)
         outs = []
         if forwards:
@@ -397,7 +403,7 @@ class RulesCore:
             self.ruleset = self.part(self.loaded)
             outs += [self._out(t) for t in self.engine.reload(self.ruleset)]
         if self.reorder is not None:
-            outs += self._evaluate(self.reorder.flush_idle(now))
+            outs += self._evaluate(self.reorder.flush_idle(now), now=now)
         if not backlog:  # absence runs on the wall clock only once the backlog is read: after an
             # outage, stations are not "silent" merely because their observations are still queued
             outs += [self._out(t) for t in self.engine.advance(now)]

@@ -87,6 +87,9 @@ class Out:
     # the labels streams.metrics counts it with, from the typed record it was encoded from (an
     # alarm transition: rule, state; an incident change: state), so the metrics never decode it
     counted: tuple[str, ...] | None = None
+    # kept in the ingest log (streams.ingestlog) when its topic is: False for a record nobody
+    # needs again after a crash (the fused stage's own observations, evaluated where produced)
+    journal: bool = True
 
 
 class Core(Protocol):
@@ -238,6 +241,7 @@ class BatchStage(Service):
         # the ingest log (streams.ingestlog) on atalaia up's embedded broker: outputs to its topics
         # (observations handed to another partition's rules) are kept there once acknowledged
         self.journal = journal
+        self._journal_pending: list[Any] = []  # journal records a full disk refused: written first
         self.name, self.bootstrap, self.prefix = name, bootstrap, prefix
         self.sources = [f"{prefix}.{x}" for x in ((source,) if isinstance(source, str) else source)]
         self.group, self.make_core = group, make_core
@@ -606,6 +610,11 @@ class BatchStage(Service):
         saves, commits, acks = checkpoint
         for ack in acks:
             await ack
+        if self.journal is not None:
+            await asyncio.sleep(0)  # the acks' callbacks journal what they carried: let them run
+            if not self._flush_journal():  # what this checkpoint covers is not all in the log yet
+                self.dirty.update(tp.partition for tp in commits if tp.partition in self.cores)
+                return
         try:
             if saves:
                 await self.checkpoints.save_many(saves)
@@ -794,14 +803,30 @@ class BatchStage(Service):
             for md, outs in zip(results, carried, strict=True)
             if md is not None and md.topic in topics
             for j, o in enumerate(outs)
+            if o.journal
         ]
         if entries:
-            try:
-                self.journal.append_many(entries)
-            except OSError as e:  # the disk is full: these could be lost by a kill -9 from now on
-                log.error(
-                    "%s: %d handed-over record(s) not kept in the ingest log: %s", self.name, len(entries), e
-                )
+            self._journal_pending += entries
+            self._flush_journal()
+
+    def _flush_journal(self) -> bool:
+        """Write what the journal holds pending; False if it cannot (the disk is full: kept in
+        memory, tried again, and no checkpoint is written until they are on disk)."""
+        if not self._journal_pending:
+            return True
+        try:
+            self.journal.append_many(self._journal_pending)
+        except OSError as e:
+            log.error(
+                "%s: %d handed-over record(s) not yet kept in the ingest log (no checkpoint until they "
+                "are): %s",
+                self.name,
+                len(self._journal_pending),
+                e,
+            )
+            return False
+        self._journal_pending = []
+        return True
 
     def _reap(self) -> None:
         """Forget the oldest sends the broker has acknowledged; one that failed fails the stage."""

@@ -479,3 +479,49 @@ def test_one_senders_fast_clock_never_makes_anothers_sensor_absent_early() -> No
     replay.observe_batch(ahead)
     out, _ = replay.observe_batch([{**obs("2026-01-28T10:04:50Z", 1.0, "b"), "entity": "urn:b9"}])
     assert [(t.rule, t.state) for t in out if "g1" in t.key] == [("river-silent", "firing")]
+
+
+def test_absence_follows_event_time_while_a_backlog_is_read(tmp_path) -> None:
+    """After an outage the stage reads 10 minutes of queued readings without ticking (absence on the
+    wall clock would call every station silent). Meanwhile absence follows event time: a gauge
+    silent for 7.5 minutes inside the backlog alarms at its deadline and resolves when it reports,
+    and readings 7 minutes past the last tick are not refused as "ahead of the clock"."""
+    from atalaia.detectors.config import load_config
+    from atalaia.rules.engine import to_epoch
+    from atalaia.rules.stage import RuleFiles, RulesCore
+    from atalaia.streams.settings import CONFIG_DIR, Settings
+
+    (tmp_path / "r.yaml").write_text(
+        RULES
+        + """  - id: river-silent
+    select: {type: WaterObserved}
+    absent_for: 5m
+    severity: medium
+"""
+    )
+    core = RulesCore(RuleFiles([tmp_path]), load_config(CONFIG_DIR / "detectors.yaml"), Settings())
+
+    def rec(at: str, entity: str) -> SimpleNamespace:
+        o = {**obs(at, 1.0, "a"), "entity": entity}
+        return SimpleNamespace(
+            value=orjson.dumps(o), topic="t.observations", offset=0, headers=[], timestamp=0
+        )
+
+    def silent(outs: list) -> list[tuple[str, str]]:
+        alarms = [orjson.loads(o.value) for o in outs if o.topic == "alarms"]
+        return [
+            (a["at"], a["state"]) for a in alarms if a["rule"] == "river-silent" and a["key"].endswith("g1")
+        ]
+
+    def dlq(outs: list) -> list:
+        return [o for o in outs if o.topic == "dlq"]
+
+    t0 = to_epoch("2026-01-28T10:00:00Z")
+    assert silent(core.process([rec("2026-01-28T09:59:30Z", "g1")], now=t0 - 30)) == []
+    core.tick(t0)  # the last tick before the outage
+    backlog = [rec(f"2026-01-28T10:0{m}:00Z", "g2") for m in range(8)] + [rec("2026-01-28T10:07:00Z", "g1")]
+    later = t0 + 630  # read at 10:10:30, still catching up: no tick (backlog)
+    outs = core.process(backlog, now=later)
+    assert dlq(outs) == []
+    # (absence on event time falls due as the readings pass the deadline: at 10:05)
+    assert silent(outs) == [("2026-01-28T10:05:00Z", "firing"), ("2026-01-28T10:07:00Z", "resolved")]
