@@ -1,5 +1,6 @@
-"""The ingest log: every event the HTTP and MQTT endpoints accepted onto the embedded broker, kept
-in the data directory until every stage that reads ``<prefix>.events`` has checkpointed past it.
+"""The ingest log: every event the HTTP and MQTT endpoints accepted onto the embedded broker, and
+every observation a stage handed to another partition's (or the label-keyed) rules, kept in the
+data directory until every stage that reads it has checkpointed past it.
 
 The embedded broker keeps its topics in memory. Before this log, a ``kill -9`` (or a power cut)
 of ``atalaia up`` lost the events it had already answered ``200`` for but whose stage had not
@@ -15,11 +16,13 @@ Layout (``<data_dir>/ingest-log/``):
 
 * one directory per embedded broker's life, ``<n>-<cluster id>`` (``n`` counts lives), and the
   file ``current`` naming the live one;
-* in it, segments ``<pid>-<k>.open`` being written by one process, ``.log`` once closed
-  (rolled at :data:`SEGMENT_BYTES` or after :data:`ROLL_S`), and ``replay.log``, the events
-  carried over from earlier lives, under their offsets on this life's broker;
+* in it, segments ``<pid>-<writer>-<k>.open`` being written by one writer, ``.log`` once closed
+  (rolled at :data:`SEGMENT_BYTES` or after :data:`ROLL_S`), and ``replay.log``, the records
+  carried over from earlier lives, under their offsets on this life's broker (with
+  ``anchors.json``, where each stage starts on it: a start-up killed half-way is finished by the
+  next, :func:`roll_forward`);
 * a record: ``>II`` (payload length, CRC-32 of the payload), then the msgpack payload
-  ``[partition, offset, key, value, headers]``. A torn last record (the process was killed in
+  ``[topic, partition, offset, key, value, headers]``. A torn last record (the process was killed in
   the middle of writing it) ends the segment.
 
 A record is written after the broker acknowledged it (its partition and offset are known) and
