@@ -41,7 +41,7 @@ import orjson
 from atalaia.incidents.events import IncidentEvent
 from atalaia.incidents.silences import SilenceEvent
 from atalaia.notifiers.config import EscalationConfig, HoursSchedule, Policy, RotationSchedule, Route
-from atalaia.notifiers.model import IncidentSnapshot, Notification, digest_id
+from atalaia.notifiers.model import DIGEST_LISTED, IncidentSnapshot, Notification, digest_id
 from atalaia.notifiers.schedule import in_hours, on_call
 from atalaia.rules.alarm import severity_rank
 from atalaia.rules.matchers import matches_all
@@ -412,7 +412,11 @@ class EscalationEngine:
             return
         keep.sort(key=lambda n: (-severity_rank(n.snapshot.severity), n.snapshot.opened_at or "", n.incident))
         lead = keep[0]
-        snaps = [state.escalations[n.incident].snapshot for n in keep]
+        snaps = [state.escalations[n.incident].snapshot for n in keep[:DIGEST_LISTED]]
+        more: dict[str, int] = {}
+        for n in keep[DIGEST_LISTED:]:
+            sev = state.escalations[n.incident].snapshot.severity
+            more[sev] = more.get(sev, 0) + 1
         self._released.append(
             Notification(
                 lead.incident,
@@ -426,6 +430,7 @@ class EscalationEngine:
                 snaps[0],
                 digest_id(target, [n.id for n in keep]),
                 digest=snaps,
+                digest_more=more,
             )
         )
 

@@ -260,16 +260,17 @@ def _digest(n: Notification, lang: str, tz: ZoneInfo, base: str, rules: Mapping[
     each with its place, lead value with unit and local time; the link is the board."""
     pt = lang == "pt-PT"
     snaps = [readable(s, lang) for s in (n.digest or [n.snapshot])]
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = dict(n.digest_more)  # those not listed one by one
     for s in snaps:
         counts[s.severity] = counts.get(s.severity, 0) + 1
+    total, unlisted = sum(counts.values()), sum(n.digest_more.values())
     by_sev = ", ".join(
         f"{SEVERITY[lang].get(sev, sev)}: {c}"
         for sev, c in sorted(counts.items(), key=lambda kv: -severity_rank(kv[0]))
     )
     link = f"{base}/?state=unacknowledged" if base else ""
     word = "incidentes novos" if pt else "new incidents"
-    subject = f"[Atalaia] {len(snaps)} {word} ({by_sev})"
+    subject = f"[Atalaia] {total} {word} ({by_sev})"
 
     def one(s: Any) -> tuple[str, str]:
         place = s.correlation.get("parish") or s.labels.get("parish") or s.title
@@ -287,14 +288,21 @@ def _digest(n: Notification, lang: str, tz: ZoneInfo, base: str, rules: Mapping[
     lines = [one(s) for s in snaps]
     at = _local(n.due, tz)
     intro = (
-        f"{len(snaps)} {word} às {at} (hora de Lisboa), numa só mensagem para não o inundar:"
+        f"{total} {word} às {at} (hora de Lisboa), numa só mensagem para não o inundar:"
         if pt
-        else f"{len(snaps)} {word} at {at} (Lisbon time), in one message instead of {len(snaps)}:"
+        else f"{total} {word} at {at} (Lisbon time), in one message instead of {total}:"
     )
-    body = intro + "\n\n" + "\n".join(x[1] for x in lines) + (f"\n\n{link}\n" if link else "\n")
-    short = f"Atalaia {at}: {len(snaps)} {word}: " + "; ".join(x[0] for x in lines[:4])
-    if len(lines) > 4:
-        short += f" (+{len(lines) - 4})"
+    rest = ""
+    if unlisted:
+        rest = (
+            f"\n… e mais {unlisted} (os menos graves), no painel."
+            if pt
+            else f"\n… and {unlisted} more (the least severe), on the board."
+        )
+    body = intro + "\n\n" + "\n".join(x[1] for x in lines) + rest + (f"\n\n{link}\n" if link else "\n")
+    short = f"Atalaia {at}: {total} {word}: " + "; ".join(x[0] for x in lines[:4])
+    if total > 4:
+        short += f" (+{total - min(4, len(lines))})"
     if link:
         short += f" {link}"
     return Message(subject=subject, body=body, short=short, link=link)

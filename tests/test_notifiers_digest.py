@@ -127,3 +127,27 @@ def test_the_digest_reads_well_in_both_languages_and_is_kept_in_the_delivery_log
     row = log.deliveries()[0]
     assert row.kind == "digest" and row.incident == digest.incident
     log.close()
+
+
+def test_a_storm_of_ten_thousand_incidents_makes_one_sendable_digest_that_counts_them_all():
+    """10 000 incidents held for one person: the digest listed every incident's snapshot, a 7 MB
+    record no producer would send (the escalation stage crashed at each restart and nobody was
+    paged). It lists the most severe 50 and counts the rest by severity; the message says so."""
+    from atalaia.notifiers.model import DIGEST_LISTED
+
+    n = 10_000
+    out, _ = run(storm(n, severity=lambda i: "critical" if i % 100 == 0 else "high"), until=31)
+    digest = next(x for x in out if x.kind == "digest")
+    assert len(digest.digest) == DIGEST_LISTED and {
+        s.severity for s in digest.digest[: DIGEST_LISTED // 2]
+    } == {"critical"}
+    assert sum(digest.digest_more.values()) == n - 2 - DIGEST_LISTED  # 2 went one by one
+    assert len(digest.to_json()) < 256 << 10
+    assert Notification.from_dict(orjson.loads(digest.to_json())) == digest
+    pt = render(digest, "pt-PT", None, "http://atalaia.local")
+    assert pt.subject.startswith(
+        f"[Atalaia] {n - 2} incidentes novos (crítico: 99, alto: {n - 101})"
+    )  # inc-0 went alone
+    assert f"… e mais {n - 2 - DIGEST_LISTED} (os menos graves), no painel." in pt.body
+    en = render(digest, "en-GB", None, "http://atalaia.local")
+    assert f"in one message instead of {n - 2}" in en.body and f"(+{n - 2 - 4})" in en.short
