@@ -567,8 +567,17 @@ def replay(
     where = anchors(todo, offsets)
     # where the stages start here, then (the commit point) the records: before the checkpoints
     # point here, so a kill from now on loses nothing and the next start finishes the move
-    _write_anchors(life, where)
-    _write_replay(life, records, offsets)
+    try:
+        _write_anchors(life, where)
+        _write_replay(life, records, offsets)
+    except OSError as e:  # (a full disk): the earlier lives keep them; nothing is moved
+        shutil.rmtree(life, ignore_errors=True)
+        import click
+
+        raise click.ClickException(
+            f"the ingest log cannot keep the {len(todo)} accepted record(s) no stage has processed yet "
+            f"({e.strerror or e}): they stay in {root}; free space there and start again"
+        ) from None
     events = sum(len(v) for (t, _), v in records.items() if t.endswith(".events"))
     log.warning(
         "ingest log: %d accepted event(s) and %d handed-over observation(s) no stage had checkpointed "

@@ -225,3 +225,34 @@ def _dead_pid() -> int:
     p = subprocess.Popen(["true"])
     p.wait()
     return p.pid
+
+
+def test_a_start_up_on_a_full_disk_refuses_and_keeps_every_record(tmp_path: Path, monkeypatch) -> None:
+    """The records no stage processed cannot be carried over (the disk is full): `atalaia up`
+    stops with one line saying so, and the earlier life keeps them for the next start."""
+    import click
+
+    conf = SimpleNamespace(
+        data_dir=tmp_path,
+        ingest_log=True,
+        kafka=None,
+        state_store="file",
+        topic_prefix="atalaia",
+        partitions=2,
+    )
+    root = tmp_path / ingestlog.ROOT
+    w = IngestLog(ingestlog.new_life(root, "c0"), tmp_path / "state", [TOPIC])
+    w.append_many([entry(0, o) for o in range(5)])
+    w.close()
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ingestlog, "_write_replay", full)
+    fake = lambda records: {tp: list(range(len(v))) for tp, v in records.items()}  # noqa: E731
+    with pytest.raises(click.ClickException, match=r"5 accepted record.*No space left.*free space"):
+        ingestlog.replay(conf, "", "c1", produce=fake)
+    assert [life.name for life in ingestlog.lives(root)] == ["000000-c0"]
+    monkeypatch.undo()
+    assert ingestlog.replay(conf, "", "c2", produce=fake) == {}  # room again: put back (no reader yet)
+    assert [e.offset for e in read_segment(ingestlog.lives(root)[-1] / ingestlog.REPLAY)] == list(range(5))
