@@ -5,10 +5,12 @@ second incident, nobody paged twice), and its alarm resolves when it comes back 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,25 +64,44 @@ def send(up: Up, height: float, sensors: tuple[str, ...] = SENSORS) -> None:
     assert r.status_code == 200, r.text
 
 
-def start(tmp_path: Path, smtp: SmtpSink, checkpoint_s: int) -> Up:
-    """`atalaia up` on 2 partitions, the level rule, every incident paged by email to ``smtp``."""
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "r.yaml").write_text(RULES)
-    (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt")))
-    env = {**os.environ, "ATALAIA_DATA_DIR": str(tmp_path / "data"), "ATALAIA_HTTP_PORT": str(free_port())}
-    env.pop("ATALAIA_KAFKA", None)
-    env.update(
-        ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
-        ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
-        ATALAIA_PARTITIONS="2",
-        ATALAIA_CHECKPOINT_S=str(checkpoint_s),
-    )
-    return Up(tmp_path, env).start()
+@contextlib.contextmanager
+def running(tmp_path: Path, checkpoint_s: int) -> Iterator[tuple[Up, SmtpSink]]:
+    """`atalaia up` on 2 partitions, the level rule, every incident paged by email to a local
+    SMTP sink; stopped (and the sink) at the end, however the test ends."""
+    smtp = SmtpSink().start()
+    up = None
+    try:
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "r.yaml").write_text(RULES)
+        (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt")))
+        env = {
+            **os.environ,
+            "ATALAIA_DATA_DIR": str(tmp_path / "data"),
+            "ATALAIA_HTTP_PORT": str(free_port()),
+        }
+        env.pop("ATALAIA_KAFKA", None)
+        env.update(
+            ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
+            ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
+            ATALAIA_PARTITIONS="2",
+            ATALAIA_CHECKPOINT_S=str(checkpoint_s),
+        )
+        up = Up(tmp_path, env).start()
+        yield up, smtp
+    finally:
+        if up is not None and up.proc and up.proc.poll() is None:
+            up.proc.kill()
+        smtp.stop()
 
 
-def same_incidents_paged_once(up: Up, smtp: SmtpSink, opened: dict, sensors: tuple[str, ...]) -> None:
-    """After the restart: the sensors read high again (the same alarms, the same incidents), then
-    normal (each alarm resolves); no incident was opened twice, nobody paged twice."""
+def restarted_same_incidents_paged_once(
+    up: Up, smtp: SmtpSink, opened: dict, sensors: tuple[str, ...], put_back: str
+) -> None:
+    """The restart puts back what it should (``put_back``, its log line); then the sensors read
+    high again (the same alarms, the same incidents), then normal (each alarm resolves): no
+    incident was opened twice, nobody paged twice."""
+    up.start()
+    assert put_back in up.log.read_text()
     time.sleep(2)
     send(up, 4.2, sensors)
     send(up, 1.0, sensors)
@@ -88,13 +109,11 @@ def same_incidents_paged_once(up: Up, smtp: SmtpSink, opened: dict, sensors: tup
     assert set(up.incidents()) == set(opened)
     pages = Counter(m.text.split("Ref.: ")[1].split(" /")[0] for m in smtp.messages)
     assert sorted(pages) == sorted(opened) and max(pages.values()) == 1, pages
+    up.stop(signal.SIGTERM)
 
 
 def test_up_killed_before_a_checkpoint_loses_no_accepted_event(tmp_path: Path) -> None:
-    smtp = SmtpSink().start()
-    up = None
-    try:
-        up = start(tmp_path, smtp, 3600)  # no stage checkpoints the events before the kill
+    with running(tmp_path, 3600) as (up, smtp):  # no stage checkpoints the events before the kill
         data = tmp_path / "data"
         send(up, 4.0)
         wait_for(lambda: len(up.incidents()) == 4 and len(smtp.messages) == 4, 60, "four incidents paged", up)
@@ -104,15 +123,7 @@ def test_up_killed_before_a_checkpoint_loses_no_accepted_event(tmp_path: Path) -
         up.stop(signal.SIGKILL)
         # the rules had not checkpointed what raised the alarms: only the ingest log has it
         assert not [p for p in (data / "state").glob("*/p*.ckpt")]
-
-        up.start()
-        assert "ingest log: 1 accepted event(s) and " in up.log.read_text()
-        same_incidents_paged_once(up, smtp, opened, SENSORS)
-        up.stop(signal.SIGTERM)
-    finally:
-        if up is not None and up.proc and up.proc.poll() is None:
-            up.proc.kill()
-        smtp.stop()
+        restarted_same_incidents_paged_once(up, smtp, opened, SENSORS, "ingest log: 1 accepted event(s) and ")
 
 
 def test_observations_handed_to_another_partition_survive_a_kill_after_the_event_was_checkpointed(
@@ -123,11 +134,8 @@ def test_observations_handed_to_another_partition_survive_a_kill_after_the_event
     Partition 0 checkpoints the event at once, partition 1 only 20 s later: a kill -9 between them
     must not lose the handed-over readings (they are logged too), or the sensors they alarmed get a
     second incident and a second page on their next reading."""
-    smtp = SmtpSink().start()
-    up = None
     order = ("foz", "freixo", "ribeira", "crestuma")  # foz: partition 0 of 2; the others: 1
-    try:
-        up = start(tmp_path, smtp, 40)  # the second partition's first checkpoint: 20 s after the first's
+    with running(tmp_path, 40) as (up, smtp):  # partition 1's first checkpoint: 20 s after partition 0's
         send(up, 4.0, order)
         wait_for(lambda: len(up.incidents()) == 4 and len(smtp.messages) == 4, 60, "four incidents paged", up)
         rules = tmp_path / "data" / "state" / "rules"
@@ -137,12 +145,6 @@ def test_observations_handed_to_another_partition_survive_a_kill_after_the_event
         heads = {f.stem: ingestlog.read_offsets(f) for f in rules.glob("p*.ckpt")}
         # the event is checkpointed by partition 0; what it handed to partition 1 is not
         assert list(heads) == ["p0"] and heads["p0"]["atalaia.events"] == 1, heads
-
-        up.start()
-        assert "0 accepted event(s) and 3 handed-over observation(s)" in up.log.read_text()
-        same_incidents_paged_once(up, smtp, opened, order)
-        up.stop(signal.SIGTERM)
-    finally:
-        if up is not None and up.proc and up.proc.poll() is None:
-            up.proc.kill()
-        smtp.stop()
+        restarted_same_incidents_paged_once(
+            up, smtp, opened, order, "0 accepted event(s) and 3 handed-over observation(s)"
+        )
