@@ -104,9 +104,10 @@ def test_a_late_observation_has_one_dlq_record_from_the_stage_that_refused_it(tm
 
 
 def test_late_for_the_partition_but_not_for_the_parish_stage_is_still_evaluated(tmp_path: Path) -> None:
-    """The partitioned stage's clock is pushed by every type in its partition (a station whose
-    clock runs ahead); the parish stage sees only the types its rules read. An observation late
-    for the first may be on time for the second: it must still reach the parish rule."""
+    """The partitioned stage's latest event time is pushed by every type in its partition (a
+    weather station reporting now); the parish stage sees only the types its rules read. An
+    observation late for the first (a gauge's reading of 6 minutes ago, delivered late) may be on
+    time for the second: it must still reach the parish rule."""
     (tmp_path / "r.yaml").write_text(
         RULES
         + """  - id: wind
@@ -119,11 +120,11 @@ def test_late_for_the_partition_but_not_for_the_parish_stage_is_still_evaluated(
     partitioned = RulesCore(files, detectors, settings, part=entity_keyed, forward=True)
     shared = RulesCore(files, detectors, settings, part=label_keyed, forward=False)
     now = 1_769_594_400.0
-    station = _record("2026-01-28T10:04:50Z", 1.0)  # a weather station's clock, 4m50s ahead
+    station = _record("2026-01-28T10:00:00Z", 1.0)  # a weather station, reporting now
     body = orjson.loads(station.value)
     body.update(type="WeatherObserved", entity="urn:e:ws", attributes={"windSpeed": 3.0})
     station.value = orjson.dumps(body)
-    outs = _run(partitioned, shared, [station, _record("2026-01-28T09:59:40Z", 9.0)], now)
+    outs = _run(partitioned, shared, [station, _record("2026-01-28T09:54:00Z", 9.0)], now)
     got = _topics(outs)
     assert got.count(("dlq", "rules")) == 1  # river-high did not evaluate it: said once
     assert ("alarms", "parish-max firing") in got  # the parish stage did
