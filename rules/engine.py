@@ -452,7 +452,7 @@ class RuleEngine:
         Absence is never evaluated twice for the same or an earlier time."""
         out, self._outbox = self._outbox, []
         t = to_epoch(now)
-        self.clock = max(self.clock, t)
+        self.set_clock(t)
         for rule in self.rules:  # threshold tables changed on disk are read again (a stat per table)
             if getattr(rule, "tables", None):
                 rule.refresh_tables()  # type: ignore[attr-defined]

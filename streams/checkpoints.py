@@ -83,6 +83,29 @@ def _pack(header: dict[str, Any], payload: bytes) -> bytes:
     return struct.pack(">I", len(head)) + head + payload
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` or what it held before, whatever happens: a temporary file,
+    fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_offsets(path: Path) -> dict[str, Any] | None:
+    """A checkpoint file's offsets without its state (the header of :func:`_pack`); None when
+    there is none or it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack(">I", f.read(4))
+            head = orjson.loads(f.read(n))
+    except (FileNotFoundError, struct.error, ValueError):
+        return None
+    return head if isinstance(head, dict) else None
+
+
 def _unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
     (n,) = struct.unpack(">I", data[:4])
     return orjson.loads(data[4 : 4 + n]), data[4 + n :]
@@ -110,13 +133,7 @@ class Checkpoints:
         return _unpack(data)
 
     def save(self, partition: int, offsets: dict[str, Any], state: bytes) -> None:
-        p = self.path(partition)
-        tmp = p.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(_pack(offsets, state))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        atomic_write(self.path(partition), _pack(offsets, state))
 
     # the stage's interface (shared with KafkaCheckpoints): files are read and written off the loop
     async def start(self) -> None:

@@ -34,6 +34,11 @@ def _owner_alive(settings: Settings) -> bool:
         pid = int(owner_file(settings).read_text().strip())
     except (FileNotFoundError, ValueError):
         return True  # announced by an older version: the port check decides
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -168,8 +173,8 @@ def keep_or_reset(
     settings: Settings, cluster: str, fresh: bool, starts: dict[tuple[str, str, int], int] | None = None
 ) -> None:
     """A new embedded broker: its topics are empty. Keep the domain state of the data directory
-    (stage checkpoints re-anchored at the new topics' beginning, or for the events at ``starts``,
-    where the ingest log put back what they had not read; the SQL projection, the delivery log),
+    (stage checkpoints re-anchored at the new topics' beginning, or at ``starts`` where the
+    ingest log put back what they had not read; the SQL projection, the delivery log),
     or with ``fresh`` remove it; say in one line what could not be kept."""
     had = any((settings.data_dir / "state").glob("*/p*.ckpt")) or any(settings.data_dir.glob("*.sqlite"))
     if fresh:
@@ -215,7 +220,7 @@ def owned_bootstrap(settings: Settings, *, fresh: bool = False) -> Iterator[str]
             "topics and is lost when it stops (the default, file, keeps it in %s)",
             settings.data_dir / "state",
         )
-    if fresh:
+    if fresh:  # before the ingest log is read: it goes with the rest
         keep_or_reset(settings, broker.cluster_id, fresh)
     with broker:
         from atalaia.streams import ingestlog

@@ -14,8 +14,8 @@ takes what it missed and ignores what it had.
 
 Layout (``<data_dir>/ingest-log/``):
 
-* one directory per embedded broker's life, ``<n>-<cluster id>`` (``n`` counts lives), and the
-  file ``current`` naming the live one;
+* one directory per embedded broker's life, ``<n>-<cluster id>`` (``n`` counts lives; the last
+  is the live one);
 * in it, segments ``<pid>-<writer>-<k>.open`` being written by one writer, ``.log`` once closed
   (rolled at :data:`SEGMENT_BYTES` or after :data:`ROLL_S`), and ``replay.log``, the records
   carried over from earlier lives, under their offsets on this life's broker (with
@@ -54,14 +54,16 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import orjson
+
+from atalaia.streams.checkpoints import CLUSTER_KEY, atomic_write, read_offsets
 
 log = logging.getLogger(__name__)
 
 ROOT = "ingest-log"
-CURRENT = "current"
 REPLAY = "replay.log"
 SEGMENT_BYTES = 64 << 20
-ROLL_S = 20.0  # an open segment older than this is closed at the next trim (so it can go)
+ROLL_S = 20.0  # an open segment older than this is closed at its next write or trim (so it can go)
 TRIM_S = 10.0
 WARN_BYTES = 1 << 30  # one warning when the kept log grows past this (a stage does not checkpoint)
 _HEAD = struct.Struct(">II")
@@ -81,6 +83,9 @@ class Entry:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+TP = tuple[str, int]  # (topic, partition)
 
 
 def encode(e: Entry) -> bytes:
@@ -128,34 +133,16 @@ def cluster_of(life: Path) -> str:
     return life.name.split("-", 1)[1]
 
 
-def current_life(root: Path) -> Path | None:
-    try:
-        name = (root / CURRENT).read_text().strip()
-    except FileNotFoundError:
-        return None
-    life = root / name
-    return life if name and life.is_dir() else None
+def _drop_earlier(root: Path) -> None:
+    """Remove every life but the last (the live one)."""
+    for life in lives(root)[:-1]:
+        shutil.rmtree(life, ignore_errors=True)
 
 
 # -- what the stages have read --------------------------------------------------------------
-def read_offsets(path: Path) -> dict[str, Any] | None:
-    """A checkpoint file's offsets (its header only: ``streams.checkpoints.Checkpoints``)."""
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack(">I", f.read(4))
-            import orjson
-
-            head = orjson.loads(f.read(n))
-    except (FileNotFoundError, struct.error, ValueError):
-        return None
-    return head if isinstance(head, dict) else None
-
-
 def positions(state_dir: Path, topic: str) -> dict[str, dict[int, tuple[str | None, int]]]:
     """stage -> partition -> (cluster, offset) of ``topic``, for every stage whose checkpoints
     read it. A stage that reads it is known by a checkpoint of one of its partitions."""
-    from atalaia.streams.checkpoints import CLUSTER_KEY
-
     out: dict[str, dict[int, tuple[str | None, int]]] = {}
     if not state_dir.is_dir():
         return out
@@ -206,7 +193,7 @@ class IngestLog:
         self.size = 0
         self.opened = 0.0
         self.n = 0
-        self._maxes: dict[str, dict[int, int]] = {}  # closed segment -> partition -> max offset
+        self._maxes: dict[str, dict[TP, int]] = {}  # closed segment -> (topic, partition) -> max offset
         self._warned = False
 
     @classmethod
@@ -222,10 +209,10 @@ class IngestLog:
                 return None
         except FileNotFoundError:
             return None
-        life = current_life(settings.data_dir / ROOT)
-        if life is None:
+        found = lives(settings.data_dir / ROOT)  # the last is the live one (``replay`` made it)
+        if not found:
             return None
-        return cls(life, settings.data_dir / "state", logged_topics(settings.topic_prefix))
+        return cls(found[-1], settings.data_dir / "state", logged_topics(settings.topic_prefix))
 
     def append(self, e: Entry) -> None:
         self.append_bytes(encode(e))
@@ -338,20 +325,13 @@ class IngestLog:
 
 def _writer_alive(seg: Path) -> bool:
     """Whether the process that writes the open segment ``seg`` (``<pid>-...``) still runs."""
+    from atalaia.streams.connect import pid_alive
+
     head = seg.name.split("-", 1)[0]
-    if not head.isdigit() or int(head) == os.getpid():
-        return True
-    try:
-        os.kill(int(head), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not head.isdigit() or int(head) == os.getpid() or pid_alive(int(head))
 
 
 # -- the next run: put back what no stage checkpointed ----------------------------------------
-TP = tuple[str, int]  # (topic, partition)
 
 
 @dataclass
@@ -466,27 +446,21 @@ def new_life(root: Path, cluster: str) -> Path:
 
 
 def _write_replay(life: Path, records: dict[TP, list[Entry]], offsets: dict[TP, list[int]]) -> None:
-    tmp = life / (REPLAY + ".tmp")
-    with open(tmp, "wb") as f:
-        for (t, p), items in records.items():
-            for e, o in zip(items, offsets[(t, p)], strict=True):
-                f.write(encode(Entry(t, p, o, e.key, e.value, e.headers)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, life / REPLAY)
+    atomic_write(
+        life / REPLAY,
+        b"".join(
+            encode(Entry(t, p, o, e.key, e.value, e.headers))
+            for (t, p), items in records.items()
+            for e, o in zip(items, offsets[(t, p)], strict=True)
+        ),
+    )
 
 
 ANCHORS = "anchors.json"
 
 
 def _write_anchors(life: Path, where: dict[tuple[str, str, int], int]) -> None:
-    import orjson
-
-    tmp = life / (ANCHORS + ".tmp")
-    tmp.write_bytes(orjson.dumps([[s, t, p, o] for (s, t, p), o in where.items()]))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, life / ANCHORS)
+    atomic_write(life / ANCHORS, orjson.dumps([[s, t, p, o] for (s, t, p), o in where.items()]))
 
 
 def roll_forward(root: Path, state_dir: Path) -> None:
@@ -494,8 +468,6 @@ def roll_forward(root: Path, state_dir: Path) -> None:
     ``replay.log``) but before every checkpoint pointed at them and the earlier lives were
     removed: the checkpoints still naming an earlier broker are pointed where that start-up
     computed, so the earlier lives' records are not put back a second time."""
-    import orjson
-
     from atalaia.streams.connect import reanchor_checkpoints
 
     found = lives(root)
@@ -517,8 +489,7 @@ def roll_forward(root: Path, state_dir: Path) -> None:
             cluster,
         )
         reanchor_checkpoints(state_dir, cluster, where, only_not=cluster)
-    for life in found[:-1]:
-        shutil.rmtree(life, ignore_errors=True)
+    _drop_earlier(root)
 
 
 def logged_topics(prefix: str) -> tuple[str, ...]:
@@ -595,10 +566,4 @@ def forget_earlier(settings: Any) -> None:
     if not enabled(settings):  # switched off: an old log would be stale by the next run
         shutil.rmtree(root, ignore_errors=True)
         return
-    found = lives(root)
-    for life in found[:-1]:
-        shutil.rmtree(life, ignore_errors=True)
-    if found:
-        tmp = root / (CURRENT + ".tmp")
-        tmp.write_text(found[-1].name)
-        os.replace(tmp, root / CURRENT)
+    _drop_earlier(root)

@@ -56,6 +56,7 @@ from atalaia.streams.checkpoints import (
     KafkaCheckpoints,
     state_topic,
 )
+from atalaia.streams.ingestlog import Entry
 from atalaia.streams.kafka_config import broker_kind, client_options, producer_options, state_store
 from atalaia.streams.partition import pick
 
@@ -795,8 +796,6 @@ class BatchStage(Service):
     def _journal(self, results: list[Any], carried: list[list[Out]]) -> None:
         """Keep the acknowledged outputs to the log's topics in the ingest log (each future's
         records have consecutive offsets from its result's)."""
-        from atalaia.streams.ingestlog import Entry
-
         topics = self.journal.topics
         entries = [
             Entry(md.topic, md.partition, md.offset + j, o.key, o.value, list(o.headers or ()))
