@@ -284,6 +284,28 @@ def test_payload_refusals(body: bytes, code: str) -> None:
     assert not r.ok and [x.code for x in r.rejections] == [code] and r.http_status == 400
 
 
+@pytest.mark.parametrize(
+    ("charset", "encoding"),
+    [("iso-8859-1", "latin-1"), ('"windows-1252"', "cp1252"), ("UTF-16", "utf-16"), ("utf-8", "utf-8")],
+)
+def test_a_declared_charset_is_read(charset: str, encoding: str) -> None:
+    """An older gateway that sends Latin-1 and says so in the Content-Type: its readings are read,
+    the parish name with its accents intact, not refused as "not UTF-8"."""
+    reading = water(height=prop(3.2, observedAt="2026-01-28T09:45:00Z"), parish=prop("São Nicolau"))
+    body = orjson.dumps(reading).decode().encode(encoding)
+    r = parse_payload(body, content_type=f"application/ld+json; charset={charset}")
+    assert r.ok and r.observations[0].labels["parish"] == "São Nicolau"
+
+
+@pytest.mark.parametrize(
+    ("charset", "reason"),
+    [("klingon", "unknown charset"), ("base64", "not a text encoding"), ("utf-16", "not utf-16 text")],
+)
+def test_a_charset_that_cannot_be_read_is_refused(charset: str, reason: str) -> None:
+    r = parse_payload(b'{"a":1}', content_type=f"application/json; charset={charset}")  # (odd: not UTF-16)
+    assert not r.ok and [x.code for x in r.rejections] == ["encoding"] and reason in str(r.rejections[0])
+
+
 def test_limits_come_from_settings() -> None:
     opts = IngestOptions.from_settings(Settings(max_payload_bytes=10, area_of_interest=(0, 0, 1, 1)))
     r = parse_payload(b'{"id": "x", "type": "T"}', options=opts)

@@ -9,6 +9,7 @@ Pure: no I/O, no clock (``received_at`` is the reference for clock-skew warnings
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,35 @@ def parse_payload(
     return out
 
 
+_UTF8 = frozenset(("utf-8", "utf8", "us-ascii", "ascii"))
+
+
+def _as_utf8(body: bytes, content_type: str, out: IngestResult) -> bytes | None:
+    """``body`` as UTF-8 when ``content_type`` (lower case) declares another ``charset`` (JSON is
+    UTF-8, RFC 8259, but an older gateway may send ``charset=iso-8859-1`` and say so): decoded from
+    it, else None with the rejection in ``out`` (an unknown charset, bytes it cannot decode)."""
+    charset = ""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip() == "charset":
+            charset = value.strip().strip('"').strip()
+    if not charset or charset in _UTF8:
+        return body
+    try:
+        codec = codecs.lookup(charset)
+    except LookupError:
+        _reject(out, f"unknown charset {charset[:40]!r} in the Content-Type; send UTF-8", "encoding")
+        return None
+    if not getattr(codec, "_is_text_encoding", True):  # e.g. base64, zlib: bytes codecs
+        _reject(out, f"charset {charset[:40]!r} is not a text encoding; send UTF-8", "encoding")
+        return None
+    try:
+        return body.decode(codec.name).encode("utf-8", "surrogatepass")
+    except UnicodeError as exc:
+        _reject(out, f"body is not {charset} text as its Content-Type says: {exc.reason}", "encoding")
+        return None
+
+
 def _reject(out: IngestResult, reason: str, code: str, detail: str | None = None) -> None:
     out.rejections.append(Rejection(reason, "payload", code, detail=detail))
 
@@ -100,6 +130,10 @@ def _parse(
     if not body or (body[0] in _SPACE and not body.strip()):  # (a copy only if it starts with space)
         _reject(out, "empty body", "empty")
         return
+    if "charset" in content_type:
+        body = _as_utf8(body, content_type, out)
+        if body is None:
+            return
     try:
         doc, dups = decode(body)
     except JSONRejected as exc:
