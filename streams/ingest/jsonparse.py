@@ -66,14 +66,31 @@ def _bad_constant(token: str) -> Any:
     raise _NonFinite(f"bare {token} is not JSON (RFC 8259); send null or leave the attribute out")
 
 
+class _Overflow(_NonFinite):
+    pass
+
+
 def _finite_float(token: str) -> float:
     x = float(token)
     if not math.isfinite(x):
-        raise _NonFinite(f"number {token} overflows a double")
+        raise _Overflow(f"number {token} overflows a double")
     return x
 
 
-def _explain_failure(body: bytes, fast_error: Exception) -> JSONRejected:
+def _wide_int(token: str) -> int | float:
+    """An integer as orjson would give it, or past 64 bits a float (``inf`` past a double: the
+    attribute holding it is refused as not finite, not the whole body)."""
+    n = int(token)
+    return n if len(token) < 19 or -(2**63) <= n < 2**64 else float(token)
+
+
+def _explain_failure(
+    body: bytes, fast_error: Exception, numbers: bool = True
+) -> JSONRejected | tuple[Any, Duplicates | None]:
+    """Why orjson refused ``body``, or, when the only fault is a number beyond a double (``1e400``,
+    a 400-digit integer: a sensor's fault, not the notification's), the body decoded with those
+    numbers as ``inf``, which the normaliser refuses attribute by attribute (``non-finite-number``)
+    while the other entities and attributes are read."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -81,7 +98,13 @@ def _explain_failure(body: bytes, fast_error: Exception) -> JSONRejected:
     if text.startswith("\ufeff"):
         return JSONRejected("body starts with a UTF-8 byte-order mark, which JSON forbids", "encoding")
     try:
-        json.loads(text, parse_constant=_bad_constant, parse_float=_finite_float)
+        if numbers:
+            json.loads(text, parse_constant=_bad_constant, parse_float=_finite_float, parse_int=_finite_int)
+        else:  # past its overflowing numbers: what else is wrong
+            json.loads(text, parse_constant=_bad_constant, parse_int=_wide_int)
+    except _Overflow:
+        decoded = _decode_overflowing(text)
+        return decoded if decoded is not None else _explain_failure(body, fast_error, numbers=False)
     except _NonFinite as exc:
         return JSONRejected(str(exc), "non-finite-number")
     except json.JSONDecodeError as exc:
@@ -94,7 +117,33 @@ def _explain_failure(body: bytes, fast_error: Exception) -> JSONRejected:
         return JSONRejected(f"malformed JSON: {exc}", "malformed-json")
     if "recursion" in str(fast_error) or "depth limit" in str(fast_error):
         return JSONRejected("JSON nested too deeply", "too-deep")
+    if not numbers:  # orjson stopped at the number; what it refuses beyond it is in a string
+        return JSONRejected(
+            "malformed JSON: a string is not Unicode text (a lone surrogate)", "malformed-json"
+        )
     return JSONRejected(f"malformed JSON: {fast_error}", "malformed-json")
+
+
+def _finite_int(token: str) -> int:
+    """An integer orjson reads (64 bits), else ``_Overflow``: read as a float instead."""
+    n = int(token)
+    if len(token) >= 19 and not -(2**63) <= n < 2**64:
+        raise _Overflow(f"integer {token[:24]}{'…' if len(token) > 24 else ''} overflows a double")
+    return n
+
+
+def _decode_overflowing(text: str) -> tuple[Any, Duplicates | None] | None:
+    """``text`` decoded with overflowing numbers as ``inf`` (and duplicate keys marked), or None
+    when it holds anything else orjson refuses (malformed JSON, ``NaN``, a lone surrogate)."""
+    table: Duplicates = {}
+    try:
+        value = json.loads(
+            text, parse_constant=_bad_constant, parse_int=_wide_int, object_pairs_hook=_marking_hook(table)
+        )
+        _dumps(value)  # what orjson refuses besides the numbers: lone surrogates, depth
+    except (ValueError, RecursionError, orjson.JSONEncodeError):
+        return None
+    return value, (table or None)
 
 
 def decode(body: bytes) -> tuple[Any, Duplicates | None]:
@@ -106,7 +155,10 @@ def decode(body: bytes) -> tuple[Any, Duplicates | None]:
     try:
         value = _loads(body)
     except (orjson.JSONDecodeError, RecursionError) as exc:
-        raise _explain_failure(body, exc) from None
+        why = _explain_failure(body, exc)
+        if type(why) is JSONRejected:
+            raise why from None
+        return why  # type: ignore[return-value]
     t = type(value)
     if t is dict or t is list:  # what orjson returns for objects and arrays
         n = body.count(b":")
