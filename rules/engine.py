@@ -81,6 +81,13 @@ def to_epoch(t: datetime | str | float) -> float:
     return t.timestamp()
 
 
+def each_type(obs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(type, observation) for each type of a multi-typed entity's observation (``types``, from
+    ingest), with ``type`` set to it: rules on any of its types read it, and their alarms name the
+    rule's type."""
+    return [(typ, obs if typ == obs["type"] else {**obs, "type": typ}) for typ in obs["types"]]
+
+
 class RuleEngine:
     """Evaluates a RuleSet over observations (plain dicts in the contract shape)."""
 
@@ -323,54 +330,57 @@ class RuleEngine:
                 )
                 self.stats["rejected_late"] += 1
                 continue
-            by_attribute = dispatch.get(typ)
-            if by_attribute is not None:
-                for name, v in attributes.items():
-                    entries = by_attribute.get(name)
-                    if entries is None:
-                        continue
-                    cls = v.__class__
-                    if cls is not float:
-                        if cls is not int:  # bool is not a number here
-                            rejected.append(Rejected(obs, f"attribute {name!r} is not a number: {v!r}"))
+            for typ, obs in ((typ, obs),) if "types" not in obs else each_type(obs):  # noqa: B020
+                by_attribute = dispatch.get(typ)
+                if by_attribute is not None:
+                    for name, v in attributes.items():
+                        entries = by_attribute.get(name)
+                        if entries is None:
                             continue
-                    elif not ninf < v < inf:  # nan, inf, -inf
-                        rejected.append(Rejected(obs, f"attribute {name!r} is not a finite number: {v!r}"))
-                        continue
-                    for evaluators, entry in entries:
-                        if evaluators is not None:  # keyed by entity, no filter: nothing to decide
-                            evaluations += len(evaluators)
-                            for fn in evaluators:
-                                if not fn(obs, entity, t, t_text, v, out, scorer):
-                                    late += 1
+                        cls = v.__class__
+                        if cls is not float:
+                            if cls is not int:  # bool is not a number here
+                                rejected.append(Rejected(obs, f"attribute {name!r} is not a number: {v!r}"))
+                                continue
+                        elif not ninf < v < inf:  # nan, inf, -inf
+                            rejected.append(
+                                Rejected(obs, f"attribute {name!r} is not a finite number: {v!r}")
+                            )
                             continue
-                        fn, key_of, absent = entry
+                        for evaluators, entry in entries:
+                            if evaluators is not None:  # keyed by entity, no filter: nothing to decide
+                                evaluations += len(evaluators)
+                                for fn in evaluators:
+                                    if not fn(obs, entity, t, t_text, v, out, scorer):
+                                        late += 1
+                                continue
+                            fn, key_of, absent = entry
+                            key = entity if key_of is None else key_of(obs)
+                            if key is None:
+                                continue
+                            if absent:
+                                fn(obs, key, t, t_text, out, deadlines)
+                                continue
+                            evaluations += 1
+                            if not fn(obs, key, t, t_text, v, out, scorer):
+                                late += 1
+                if state_dispatch:
+                    by_state = state_dispatch.get(typ)
+                    if by_state is not None:
+                        evaluations += self._states(
+                            obs, typ, entity, t, t_text, attributes, labels, by_state, out
+                        )
+                if self._compound:
+                    steps = self._compound.get(typ)
+                    if steps is not None:  # rule order; a compound rule evaluates one key per observation
+                        for step in steps:
+                            evaluations += step(obs, entity, t, t_text, attributes, labels, out)
+                seen = any_attr.get(typ)
+                if seen:
+                    for fn, key_of in seen:
                         key = entity if key_of is None else key_of(obs)
-                        if key is None:
-                            continue
-                        if absent:
+                        if key is not None:
                             fn(obs, key, t, t_text, out, deadlines)
-                            continue
-                        evaluations += 1
-                        if not fn(obs, key, t, t_text, v, out, scorer):
-                            late += 1
-            if state_dispatch:
-                by_state = state_dispatch.get(typ)
-                if by_state is not None:
-                    evaluations += self._states(
-                        obs, typ, entity, t, t_text, attributes, labels, by_state, out
-                    )
-            if self._compound:
-                steps = self._compound.get(typ)
-                if steps is not None:  # rule order; a compound rule evaluates one key per observation
-                    for step in steps:
-                        evaluations += step(obs, entity, t, t_text, attributes, labels, out)
-            seen = any_attr.get(typ)
-            if seen:
-                for fn, key_of in seen:
-                    key = entity if key_of is None else key_of(obs)
-                    if key is not None:
-                        fn(obs, key, t, t_text, out, deadlines)
             accepted += 1
         if self._unit_rejects:
             rejected += self._unit_rejects

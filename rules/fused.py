@@ -102,7 +102,7 @@ class IngestRulesCore:
             outs.append(Out("observations", value, key=key, headers=_MARK, timestamp=ts, journal=False))
             self.local += 1
             batch.append(d)
-            if d["type"] in forward:
+            if d["type"] in forward or ("types" in d and not forward.isdisjoint(d["types"])):
                 forwards.append((d, Out("shared-observations", value, key=key, timestamp=ts)))
         return outs + rules._evaluate(batch, forwards, now)
 

@@ -342,7 +342,7 @@ class RulesCore:
                 refused.add(ident)
             if admit(hashlib.blake2b(ident.encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
-                if obs["type"] in forward:
+                if obs["type"] in forward or ("types" in obs and not forward.isdisjoint(obs["types"])):
                     out = Out("shared-observations", r.value, key=partition_key(obs), timestamp=r.timestamp)
                     forwards.append((obs, out))
         if self.reorder is not None:

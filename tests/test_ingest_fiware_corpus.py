@@ -92,6 +92,7 @@ def test_real_broker_bodies(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
         assert o.time == (_time(w["time"]) if "time" in w else expected_time), (o.entity, o.time)
         if "type" in w:
             assert o.type == w["type"]
+        assert list(o.types or ()) == w.get("types", []), (o.entity, o.types)
         if "units" in w:
             assert o.units == w["units"]
         if "labels" in w:

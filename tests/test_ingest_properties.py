@@ -29,7 +29,7 @@ def model_bytes(o: Observation) -> bytes:
     which reads the model's ``__dict__``."""
     d = o.model_dump(mode="json")
     d["location"] = list(o.location) if o.location else None
-    for k in ("tenant", "service_path"):  # absent without a tenant
+    for k in ("tenant", "service_path", "types"):  # absent without a tenant, or for one type
         if d[k] is None:
             del d[k]
     d["id"] = o.id

@@ -25,6 +25,7 @@ _FIELDS = (
     "time_source",
     "tenant",
     "service_path",
+    "types",
 )
 _FIELDS_SET = frozenset(_FIELDS)
 _setattr = object.__setattr__
@@ -49,6 +50,7 @@ def build_observation(
     time_source: str = "observed",
     tenant: str | None = None,
     service_path: str | None = None,
+    types: tuple[str, ...] | None = None,
 ) -> Observation:
     values = {
         "time": time,
@@ -63,6 +65,7 @@ def build_observation(
         "time_source": time_source,
         "tenant": tenant,
         "service_path": service_path,
+        "types": types,
     }
     if not _FAST:  # pragma: no cover - only if the contract model changes shape
         return Observation.model_construct(**values)

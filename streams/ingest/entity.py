@@ -131,12 +131,34 @@ def rejected_duplicates(
     return True
 
 
+MAX_TYPES = 8  # of one multi-typed entity; more are refused (each is a rule lookup)
+
+
 def _entity_type(raw: Any) -> str | None:
     if type(raw) is list and raw and type(raw[0]) is str:
         raw = raw[0]
     if type(raw) is str and raw:
         return short_name(raw)
     return None
+
+
+def _entity_types(raw: Any) -> tuple[str, ...] | str | None:
+    """A multi-typed entity's types (short names, in order, each once), None for one type, or
+    the reason they are refused."""
+    if type(raw) is not list or len(raw) < 2:
+        return None
+    if len(raw) > MAX_TYPES:
+        return f"entity has {len(raw)} types (at most {MAX_TYPES})"
+    types: list[str] = []
+    for t in raw:
+        if type(t) is not str or not t:
+            return "entity type list holds something that is not a type name"
+        why = unsafe_text(t)
+        if why:
+            return f"entity type {t[:60]!r} {why}"
+        types.append(short_name(t))
+    types = list(dict.fromkeys(types))
+    return tuple(types) if len(types) > 1 else None
 
 
 def normalise_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult) -> None:
@@ -187,8 +209,12 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
     if why:
         out.rejections.append(unsafe_rejection("type", etype, why, where, eid))
         return
+    types = _entity_types(raw_type)
+    if type(types) is str:
+        out.rejections.append(Rejection(types, "entity", "bad-type", entity=eid, detail=where))
+        return
     accepted = ctx.options.accepted_types
-    if accepted is not None and etype not in accepted:
+    if accepted is not None and accepted.isdisjoint(types or (etype,)):
         out.ignored.append(f"{eid}: entity type {etype} is not subscribed")
         return
     if rejected_duplicates(raw, eid, where, ctx, out):
@@ -202,7 +228,11 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
             return
     dialect = "ld" if "@context" in raw else ctx.dialect
     parts = read_attributes(raw, dialect, ctx.options.max_label_chars)
+    first = len(out.observations)
     _emit(eid, etype, parts, where, ctx, out)
+    if types:  # (Observations are frozen: what the model would hold had it been built with them)
+        for o in out.observations[first:]:
+            o.__dict__["types"] = types
 
 
 def _entity_time(parts: Parts) -> tuple[str | None, str | None]:

@@ -436,6 +436,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     "time_source": time_source,
                     "tenant": tenant,
                     "service_path": service_path,
+                    "types": None,
                 },
             )
             _setattr(o, "__pydantic_fields_set__", set(_FIELDS_SET))

@@ -20,7 +20,10 @@ Atalaia adds optional keys (consumers must ignore keys they do not know):
   ``notifiedAt``) or ``received`` (when Atalaia received the payload). Always written;
 * ``tenant`` / ``service_path``: the ``NGSILD-Tenant`` (else ``Fiware-Service``) and
   ``Fiware-ServicePath`` headers the payload came with; absent when there are none (the default,
-  single tenant). Entity identity is (tenant, entity): see :func:`entity_key`.
+  single tenant). Entity identity is (tenant, entity): see :func:`entity_key`;
+* ``types``: every type of a multi-typed NGSI-LD entity (``"type": ["Device",
+  "WeatherObserved"]``), in the order sent; ``type`` is the first. Absent for one type. Rules
+  read the observation as one of each type (a ``WeatherObserved`` rule sees this entity).
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class Observation(BaseModel):
     time_source: Literal["observed", "notified", "received"] = "observed"
     tenant: str | None = None
     service_path: str | None = None
+    types: tuple[str, ...] | None = None  # a multi-typed entity's types, ``type`` the first
 
     @field_validator("time", mode="before")
     @classmethod
@@ -172,13 +176,18 @@ def observation_dict(o: Observation) -> dict[str, Any]:
         "quality": d["quality"],
         "time_source": d["time_source"],
     }
+    types = d.get("types")
     if tenant is not None or d["service_path"] is not None:  # absent without: the single-city shape
         if tenant is not None:
             out["tenant"] = tenant
         if d["service_path"] is not None:
             out["service_path"] = d["service_path"]
+        if types:  # absent for one type
+            out["types"] = list(types)
         out["id"] = observation_id(entity, time, attributes, tenant, d["labels"])
     else:
+        if types:
+            out["types"] = list(types)
         out["id"] = observation_id(entity, time, attributes, None, d["labels"])
     return out
 
@@ -207,6 +216,7 @@ class ObservationRecord(TypedDict):
     time_source: NotRequired[Literal["observed", "notified", "received"]]
     tenant: NotRequired[Tenant | None]
     service_path: NotRequired[str | None]
+    types: NotRequired[list[Text]]
     id: NotRequired[str]
 
 
