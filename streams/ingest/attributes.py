@@ -363,10 +363,9 @@ class _Reader:
         elif kind == "Relationship":
             if type(v) is str:
                 self.label(name, v)
-        elif kind == "Text" or kind == "String":
-            if type(v) is str:
-                self.state(name, v, time)
-        elif is_number(v) or type(v) is bool:
+        elif (kind == "Text" or kind == "String") and type(v) is str:
+            self.state(name, v, time)
+        elif is_number(v) or type(v) is bool:  # (a number as "Text": an IoT Agent's default type)
             self.measurement_value(name, v, unit, time, False)
         elif type(v) is str:
             self.state(name, v, time)

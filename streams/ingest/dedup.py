@@ -55,7 +55,9 @@ def observation_key(o: Observation) -> bytes:
     versions stay valid), written piecewise: a tuple's or list's repr is its items' reprs joined by
     ", ", and the (type, entity) part repeats. Entity identity is (tenant, entity): with a tenant
     the text is ``repr((type, entity, tenant, time, ...))``, so two tenants never collide. An
-    observation of states alone (no attributes) has its sorted labels in the list's place."""
+    observation of states alone (no attributes) has its sorted labels in the list's place; one
+    with attributes and labels has them after the list (a state that changed while the
+    measurement's time did not is a new observation, not a redelivery)."""
     d = o.__dict__
     ty = d["type"]
     entity = d["entity"]
@@ -70,8 +72,14 @@ def observation_key(o: Observation) -> bytes:
     else:
         head = _head(ty, entity, tenant)
     items = ", ".join([f"({k!r}, {v!r})" for k, v in (sorted(a.items()) if len(a) > 1 else a.items())])
+    labels = d.get("labels")
     if not a:  # an observation of states alone: its states tell deliveries apart
-        items = f"{sorted((d.get('labels') or {}).items())!r}"
+        items = f"{sorted((labels or {}).items())!r}"
+    elif labels:  # and beside measurements: a state that changed at the same measurement time
+        items = f"{items}], {sorted(labels.items())!r}"
+        return _blake2b(
+            f"{head}{d['time'].timestamp()!r}, [{items})".encode(), digest_size=_KEY_BYTES
+        ).digest()
     return _blake2b(f"{head}{d['time'].timestamp()!r}, [{items}])".encode(), digest_size=_KEY_BYTES).digest()
 
 

@@ -362,7 +362,23 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
         quality.append(f"bad-time: {entity_error}; the {ctx.fallback_source} time is used")
     for text in sorted(unzoned):
         quality.append(f"time-without-zone: {text!r} has no UTC offset; UTC assumed")
+    state_time = _latest_state_time(parts) if parts.has_state else None
+    if state_time is not None and state_time > max(t for t, _ in groups):
+        # a state observed after the measurements (a device's deviceState at 10:00 beside a
+        # battery level of 09:00): an observation of its own at its time, as for a state alone;
+        # at the measurements' time it would be an hour old (and refused as late)
+        groups[(state_time, "observed")] = ({}, {})
     _publish(eid, etype, parts, groups, location, quality, ctx, out)
+
+
+def _latest_state_time(parts: Parts) -> datetime | None:
+    """The latest valid ``observedAt`` of the entity's states, if any has one."""
+    latest = None
+    for text in parts.state_times or ():
+        pt = parse_observation_time(text) if type(text) is str else None
+        if pt is not None and pt.time is not None and (latest is None or pt.time > latest):
+            latest = pt.time
+    return latest
 
 
 def _publish(

@@ -138,10 +138,14 @@ def _v2(measurements: list, labels: dict[str, str], name: str, kind: str, v: dic
             return _Location(val)  # not a dict Point (geo:point text, geo:box ...): general path
     elif kind == "DateTime":
         return None
-    elif kind in _V2_TEXT_TYPES:
+    elif kind == "Relationship":
         if type(val) is str:
             _label(labels, name, val, max_label)
-    else:
+    elif kind in _V2_TEXT_TYPES and type(val) is str:
+        if time is not None and name not in DESCRIPTIVE:
+            raise _Bail  # a state with its own time: the general reader times it
+        _label(labels, name, val, max_label)
+    else:  # (a number as "Text": an IoT Agent's default type, read as any undeclared number)
         tv = type(val)
         if tv is int or (tv is float and val - val == 0.0):
             _value(measurements, labels, name, val, unit, time, False, max_label)
@@ -228,6 +232,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             append((name, float(val), unit if type(unit) is str else None, at))
                         elif tv is str and is_label_property(val, v, max_label) and val != NGSI_LD_NULL:
                             labels[name] = val
+                        elif tv is str and "observedAt" in v and name not in DESCRIPTIVE:
+                            return False  # a state with its own time: the general reader times it
                         else:
                             _value(
                                 measurements,
