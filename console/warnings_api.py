@@ -316,7 +316,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
 
     async def send(view: Any, command: WarningCommand, status: int = 200) -> Any:
         cid = hashlib.blake2b(command.to_json() + str(time.time_ns()).encode(), digest_size=12).hexdigest()
-        command = msgspec.structs.replace(command, id=cid)
+        # its time is the operator's, written into the command: a replay after a crash of the
+        # warnings stage gives the same CAP `sent`, identifier and delivery ids, not new ones
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        command = msgspec.structs.replace(command, id=cid, at=command.at or at)
         key = (command.warning or command.id).encode()
         await publish(settings.topic("commands"), command.to_json(), key)
         reply = await replies.wait(command.id, REPLY_WAIT_S)

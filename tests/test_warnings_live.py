@@ -6,6 +6,7 @@ document is served. The incidents stage, reading the same topic, leaves warning 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import feedparser
@@ -83,4 +84,48 @@ def test_issue_after_a_kill_publishes_once(broker, topic_prefix, make_worker) ->
     # the incidents stage put none of the warning commands on the DLQ
     dlq = on_topic(broker, f"{topic_prefix}.dlq")
     assert not [d for d in dlq if "warning" in str(d.get("reasons", ""))]
+    w2.stop()
+
+
+def test_a_replayed_issue_publishes_the_same_cap_document(
+    broker, topic_prefix, make_worker, tmp_path
+) -> None:
+    """Issued from the console, then the worker is killed (-9) before its stage checkpointed the
+    issue: the restarted stage reads the command again and publishes the same CAP document (same
+    `sent`, same identifier, so the same delivery ids), not a second warning. Before, the console
+    left the command's time out and the replay stamped a new `sent`: a second identifier, a second
+    SMS and a first document that could never be cancelled."""
+    from tests.test_warnings_console import h, users_file
+
+    env = {"ATALAIA_CONSOLE_USERS": str(users_file(tmp_path)), "ATALAIA_CHECKPOINT_S": "600"}
+    w1 = make_worker("--stages", "warnings", extra_env=env).start(("warnings",))
+    draft = {
+        "sender": "protecao.civil@cm-porto.pt",
+        "level": "orange",
+        "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "expires": (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat(),
+        "area": {"geocodes": {"DICOFRE": ["131203"]}},
+    }
+    r = httpx.post(f"{w1.url}/api/warnings", json={"draft": draft}, headers=h("ana"), timeout=10)
+    assert r.status_code == 201, r.text
+    wid = r.json()["warning"]
+    for who, action in (("ana", "submit"), ("rui", "approve"), ("rui", "issue")):
+        r = httpx.post(
+            f"{w1.url}/api/warnings/{wid}/commands", json={"action": action}, headers=h(who), timeout=10
+        )
+        assert r.status_code == 200, r.text
+    first = [o for o in on_topic(broker, f"{topic_prefix}.warnings") if o["kind"] == "cap"]
+    assert len(first) == 1
+    w1.kill()  # -9: nothing of this was checkpointed (every 600 s)
+    time.sleep(1.5)  # a new second: a `sent` stamped on replay would differ
+    w2 = make_worker("--stages", "warnings", extra_env=env, port=w1.port).start(("warnings",))
+    wait_for(
+        lambda: len([o for o in on_topic(broker, f"{topic_prefix}.warnings") if o["kind"] == "cap"]) > 1,
+        30,
+        "the replayed issue",
+    )
+    caps = [o for o in on_topic(broker, f"{topic_prefix}.warnings") if o["kind"] == "cap"]
+    assert {c["identifier"] for c in caps} == {first[0]["identifier"]}
+    assert {c["xml"] for c in caps} == {first[0]["xml"]}
+    assert httpx.get(f"{w2.url}/cap/alerts/{first[0]['identifier']}.xml", timeout=5).status_code == 200
     w2.stop()

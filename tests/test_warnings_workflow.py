@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -680,3 +681,41 @@ def test_an_unclosed_drawn_polygon_is_held_to_the_territories_as_its_closed_ring
             draft={**DRAFT, "tenant": "north", "area": {"desc": desc, "polygon": ring}},
         )
         assert not r.ok and "covers tenant 'east'" in r.error, (len(ring), r)
+
+
+def test_a_command_without_its_time_is_timed_by_its_record_so_a_replay_publishes_the_same() -> None:
+    """A script's issue command without ``at``, read again after a crash: the same CAP document
+    (the record's time, not the batch's, makes its ``sent`` and so its identifier)."""
+    from types import SimpleNamespace as R
+
+    from atalaia.warnings.stage import WarningsCore
+
+    core = WarningsCore()
+    ts = int(T0.timestamp()) * 1000
+
+    def run(cmds: list[dict], now: float) -> list[dict]:
+        records = [R(value=orjson.dumps(c), topic="t.commands", timestamp=ts + i) for i, c in enumerate(cmds)]
+        return [orjson.loads(o.value) for o in core.process(records, now)]
+
+    def cmd(cid: str, action: str, actor: str, role: str, **kw) -> dict:
+        return {"kind": "warning", "id": cid, "action": action, "actor": actor, "role": role, **kw}
+
+    (wid,) = [
+        o["warning"]
+        for o in run([cmd("c1", "draft", "ana", "operator", draft=DRAFT)], ts / 1000)
+        if o["kind"] == "reply"
+    ]
+    run(
+        [
+            cmd("c2", "submit", "ana", "operator", warning=wid),
+            cmd("c3", "approve", "rui", "approver", warning=wid),
+        ],
+        ts / 1000,
+    )
+    before = core.snapshot()
+    issue = [cmd("c4", "issue", "rui", "approver", warning=wid)]
+    first = [o for o in run(issue, ts / 1000 + 5) if o["kind"] == "cap"]
+    core.restore(before)
+    again = [o for o in run(issue, ts / 1000 + 65) if o["kind"] == "cap"]
+    assert len(first) == len(again) == 1 and first[0]["xml"] == again[0]["xml"]
+    assert first[0]["identifier"].startswith("PT-") and "20261204" in first[0]["identifier"]

@@ -21,6 +21,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from atalaia.streams.records import DecodeError, dlq
 from atalaia.streams.stage import Out
 from atalaia.warnings.config import WarningsConfig
@@ -55,6 +57,13 @@ class WarningsCore:
                 continue
             if cmd is None:
                 continue
+            ts = getattr(r, "timestamp", None)
+            if cmd.at is None and isinstance(ts, int) and ts > 0:
+                # a command written without its time (the console stamps it): the record's, which a
+                # replay reads again, never the batch's (a replayed issue would get a new `sent`,
+                # so a new identifier, and be sent a second time)
+                at = datetime.fromtimestamp(ts // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+                cmd = msgspec.structs.replace(cmd, at=at)
             self.state, produced = self.workflow.step(self.state, cmd, t)
             outs += [self._out(o) for o in produced]
         return outs
