@@ -27,6 +27,7 @@ TEST").
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -115,6 +116,10 @@ def parse_cap(xml: bytes | str) -> dict[str, Any]:
             for poly in area.findall("cap:polygon", NS):
                 pts = [p.split(",") for p in (poly.text or "").split()]
                 polygons.append([[float(lat), float(lon)] for lat, lon in pts])
+            for circle in area.findall("cap:circle", NS):  # "lat,lon radius_km"
+                centre, _, radius = (circle.text or "").strip().partition(" ")
+                lat, _, lon = centre.partition(",")
+                polygons.append(circle_ring(float(lat), float(lon), float(radius)))
             geocodes: dict[str, list[str]] = {}
             for g in area.findall("cap:geocode", NS):
                 geocodes.setdefault(_text(g, "valueName") or "", []).append(_text(g, "value") or "")
@@ -152,9 +157,41 @@ def parse_cap(xml: bytes | str) -> dict[str, Any]:
     }
 
 
+def circle_ring(lat: float, lon: float, radius_km: float, points: int = 32) -> list[list[float]]:
+    """A CAP circle as a closed ring of ``points`` [lat, lon] vertices (a spherical earth): what
+    a map or a broker that knows polygons only (the urban platform's ``Alert``) can draw."""
+    r = max(radius_km, 0.001) / 6371.0088
+    la, lo = math.radians(lat), math.radians(lon)
+    ring = []
+    for k in range(points):
+        b = 2 * math.pi * k / points
+        plat = math.asin(math.sin(la) * math.cos(r) + math.cos(la) * math.sin(r) * math.cos(b))
+        plon = lo + math.atan2(
+            math.sin(b) * math.sin(r) * math.cos(la), math.cos(r) - math.sin(la) * math.sin(plat)
+        )
+        ring.append([round(math.degrees(plat), 6), round((math.degrees(plon) + 540) % 360 - 180, 6)])
+    return [*ring, ring[0]]
+
+
 def info_for(w: dict[str, Any], lang: str) -> dict[str, Any]:
-    """The ``info`` block in ``lang`` (else the first)."""
-    return next((i for i in w["infos"] if i["lang"] == lang), w["infos"][0])
+    """The ``info`` block in ``lang`` (ignoring case), else in its language (``pt`` for
+    ``pt-PT``), else the first."""
+    want = lang.lower()
+    infos = w["infos"]
+    return next(
+        (i for i in infos if i["lang"].lower() == want),
+        next((i for i in infos if _primary(i["lang"]) == _primary(lang)), infos[0]),
+    )
+
+
+def _primary(lang: str) -> str:
+    return lang.split("-", 1)[0].lower()
+
+
+def _words(lang: str) -> str:
+    """The language of the fixed words for an info block in ``lang``: Portuguese for any ``pt``,
+    else English (a third language's block, ``es-ES``, gets English words around its own text)."""
+    return "pt-PT" if _primary(lang) == "pt" else "en-GB"
 
 
 def colour(info: dict[str, Any]) -> str | None:
@@ -178,6 +215,7 @@ def _unmarked(text: str | None, status: str) -> str | None:
 
 def _lead(w: dict[str, Any], info: dict[str, Any], lang: str) -> str:
     """'Aviso laranja - Cheia' / 'Orange warning - Flood' (the kind of message, level, event)."""
+    lang = _words(lang)
     kind = KIND_WORDS[lang].get(w["msgType"], KIND_WORDS[lang]["Alert"])
     c = colour(info)
     word = COLOURS[lang].get(c, c) if c else None
@@ -192,7 +230,7 @@ def _area(info: dict[str, Any]) -> str:
 
 def _validity(info: dict[str, Any], lang: str, tz: ZoneInfo) -> str | None:
     start, end = _local(info.get("onset"), tz), _local(info.get("expires"), tz)
-    if lang == "pt-PT":
+    if _words(lang) == "pt-PT":
         if start and end:
             return f"De {start} a {end}"
         return f"Até {end}" if end else (f"A partir de {start}" if start else None)
@@ -236,7 +274,7 @@ def email(w: dict[str, Any], tz: ZoneInfo, first: str = "pt-PT", link: str | Non
     }
     for lg in langs:
         info = info_for(w, lg)
-        la = labels.get(lg, labels["en-GB"])
+        la = labels[_words(lg)]
         lines = [_unmarked(info.get("headline"), w["status"]) or _lead(w, info, lg), ""]
         lines.append(_lead(w, info, lg))
         lines.append(f"{la[0]}: {_area(info)}")

@@ -439,3 +439,49 @@ def test_a_proposal_for_an_incident_in_no_known_parish_has_no_area_and_says_so(c
     )
     reply = next(orjson.loads(o.value) for o in produced if orjson.loads(o.value)["kind"] == "reply")
     assert reply["ok"] is False and "area" in reply["error"]
+
+
+def test_a_third_language_or_short_tags_are_delivered_not_a_target_outage() -> None:
+    """A draft in pt/en/es-ES (or pt-PT, en-GB and es-ES): email, SMS and the urban platform's
+    Alert are written, each block with its own text and the fixed words in Portuguese or English.
+    Before, formatting raised KeyError 'es-ES' (or 'pt'), counted as a failure of the target,
+    which was then held back as unavailable for every other warning and incident."""
+    from zoneinfo import ZoneInfo
+
+    from atalaia.notifiers.warning import alert_entity, email, parse_cap, sms_text
+    from atalaia.warnings.cap import render
+    from atalaia.warnings.catalogue import Catalogue
+    from atalaia.warnings.draft import Draft
+
+    tz = ZoneInfo("Europe/Lisbon")
+    for event in (
+        {"pt-PT": "Vento forte", "en-GB": "Strong wind", "es-ES": "Viento fuerte"},
+        {"pt": "Vento forte", "en": "Strong wind", "es-ES": "Viento fuerte"},
+    ):
+        draft = Draft.model_validate(
+            {
+                "sender": "protecao.civil@cm-porto.pt",
+                "level": "orange",
+                "event": event,
+                "expires": "2026-12-05T06:00:00+00:00",
+                "area": {"desc": "Porto", "circle": "41.15,-8.61 2"},
+            }
+        )
+        w = parse_cap(render(draft, Catalogue.load(), "2026-12-04T17:00:00+00:00").xml)
+        subject, body = email(w, tz)
+        assert subject.startswith("Aviso laranja - Vento forte") and "Viento fuerte" in body
+        assert sms_text(w, tz, "pt-PT").startswith("Aviso laranja - Vento forte")
+        assert sms_text(w, tz, "es-ES").startswith("Orange warning - Viento fuerte")
+        location = alert_entity(w)["location"]["value"]
+        ring = location["coordinates"][0]
+        assert location["type"] == "Polygon" and ring[0] == ring[-1] and len(ring) == 33
+        # every vertex 2 km from the centre (a circle-only area reached the platform unplaced)
+        assert all(abs(_km(41.15, -8.61, lat, lon) - 2) < 0.01 for lon, lat in ring)
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    import math
+
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return 6371.0088 * math.acos(min(1.0, c))
