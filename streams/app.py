@@ -256,7 +256,13 @@ def create_app(
         from atalaia.console.problem import proxy_networks
         from atalaia.streams.front import install_forwarding
 
-        install_forwarding(app, settings.console_upstream, proxy_networks(settings.trusted_proxies))
+        install_forwarding(
+            app,
+            settings.console_upstream,
+            proxy_networks(settings.trusted_proxies),
+            settings.http_body_timeout_s,
+            settings.http_idle_s,
+        )
     if settings.mqtt_url and role in ("all", "ingest"):
         from atalaia.streams.ingest.mqtt import MqttBridge
 

@@ -11,6 +11,9 @@ never run on the alarm path's loop. ``/health`` merges what every process report
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -212,9 +215,22 @@ async def peer_health(
 STREAMS_MAX = 1000
 
 
-def install_forwarding(app: faust.App, upstream: str, proxies: tuple[Any, ...] | None = None) -> None:
+def install_forwarding(
+    app: faust.App,
+    upstream: str,
+    proxies: tuple[Any, ...] | None = None,
+    body_timeout_s: float = 10.0,
+    write_timeout_s: float = 30.0,
+) -> None:
     """Forward every path this app has no page for to ``upstream`` (registered last, so the
-    app's own pages win). Responses are streamed (the live board's server-sent events)."""
+    app's own pages win). Responses are streamed (the live board's server-sent events).
+
+    Bounded in time, as ingest is: a body not received within ``body_timeout_s`` is answered
+    408 and its connection closed, and an answer the client does not read for
+    ``write_timeout_s`` (the server's idle limit) is cut off (slow senders and non-readers held their connections, and
+    the upstream pool's, for ever: thousands of them took every file descriptor of the alarm
+    process, and a hundred froze the console for everyone). Waiting for a pooled upstream
+    connection is bounded too (502)."""
     import aiohttp
     from aiohttp import web
     from aiohttp.http_exceptions import HttpProcessingError
@@ -234,7 +250,7 @@ def install_forwarding(app: faust.App, upstream: str, proxies: tuple[Any, ...] |
             limit = STREAMS_MAX if kind == "stream" else 100
             state[kind] = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=limit),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=5),
                 auto_decompress=False,
             )
         return state[kind]
@@ -251,12 +267,21 @@ def install_forwarding(app: faust.App, upstream: str, proxies: tuple[Any, ...] |
             request, proxies or LOCAL_PROXIES
         )  # the ops process limits per client
         try:
-            body = await request.read() if request.can_read_body else None
+            async with asyncio.timeout(body_timeout_s):
+                body = await request.read() if request.can_read_body else None
+        except TimeoutError:  # a slow sender (or one that stopped): answered, then closed
+            detail = f"the body was not received within {body_timeout_s:g} s"
+            return await closing(
+                request,
+                web.json_response(problem(408, "Request timeout", detail), status=408, content_type=PROBLEM),
+            )
         except (RequestPayloadError, HttpProcessingError) as e:  # e.g. gzip over bytes that are not
             detail = f"the body cannot be read: {' '.join(str(e).split())[:200]}"
             return web.json_response(
                 problem(400, "Unreadable body", detail), status=400, content_type=PROBLEM
             )
+        except (ConnectionError, RuntimeError):  # the client went away mid-body: nobody to answer
+            return await closing(request, web.Response(status=499))
         stream = "text/event-stream" in request.headers.get("Accept", "") or request.path == "/api/stream"
         try:
             async with session("stream" if stream else "api").request(
@@ -267,9 +292,13 @@ def install_forwarding(app: faust.App, upstream: str, proxies: tuple[Any, ...] |
                     headers={k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP},
                 )
                 await out.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await out.write(chunk)
-                await out.write_eof()
+                try:
+                    async for chunk in up.content.iter_any():
+                        async with asyncio.timeout(write_timeout_s):
+                            await out.write(chunk)
+                    await out.write_eof()
+                except TimeoutError:  # the client does not read: cut off, the upstream released
+                    await closing(request, out)
                 return out
         except (TimeoutError, aiohttp.ClientError) as e:
             return web.json_response(
@@ -284,6 +313,35 @@ def install_forwarding(app: faust.App, upstream: str, proxies: tuple[Any, ...] |
             )
         except ConnectionResetError:  # the browser went away (live board closed)
             return web.Response(status=499)
+
+    async def closing(request: Any, response: Any) -> Any:
+        """``response`` sent (if it is not yet), then the client's connection closed (the server
+        would otherwise wait for the rest of the body before reusing it); one that was being
+        sent is aborted (its client does not read: what is buffered for it is dropped, not kept
+        until it reads)."""
+        cut = response.prepared
+        response.force_close()
+        try:
+            if not response.prepared:
+                await response.prepare(request)
+                await response.write_eof()
+        except (ConnectionError, RuntimeError):  # gone already
+            pass
+        protocol = getattr(request, "protocol", None)
+        if protocol is not None:
+            transport = getattr(protocol, "transport", None)
+            protocol.force_close()
+            if transport is not None:
+                if cut:  # reset, not closed: the kernel keeps no unsent megabytes for a non-reader
+                    with contextlib.suppress(OSError, AttributeError, TypeError):
+                        linger = struct.pack("ii", 1, 0)
+                        transport.get_extra_info("socket").setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, linger
+                        )
+                    transport.abort()
+                else:
+                    transport.close()
+        return response
 
     from mode import Service
 

@@ -118,3 +118,83 @@ def test_headers_that_never_end_are_cut_and_connections_are_bounded(make_worker)
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.fixture
+def ops_stand_in():
+    """An HTTP server standing for the ops process (the console's upstream): /big answers 20 MB."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * (20 << 20), content_type="application/json")
+
+    async def login(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"ok": True})
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_get("/big", big)
+    app.router.add_post("/api/login", login)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    loop.run_until_complete(web.SockSite(runner, sock).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+@pytest.mark.broker
+def test_forwarded_console_paths_are_bounded_in_time_too(make_worker, ops_stand_in):
+    """``atalaia up``'s public port forwards console paths to the ops process. A body sent a byte
+    every few seconds was waited for without end (thousands of them, unauthenticated, took every
+    file descriptor of the alarm process), and an answer the client never read held its
+    connection and an upstream one (a hundred froze the console for everyone). Now: 408 after
+    the body timeout, and an unread answer cut off after the idle limit."""
+    w = make_worker(
+        "--stages",
+        "ingest",
+        "--http-role",
+        "ingest",
+        extra_env={
+            "ATALAIA_CONSOLE_UPSTREAM": ops_stand_in,
+            "ATALAIA_HTTP_BODY_TIMEOUT_S": "2",
+            "ATALAIA_HTTP_IDLE_S": "3",
+        },
+    )
+    w.start(("ingest",))
+    assert httpx.post(f"{w.url}/api/login", json={}, timeout=10).json() == {"ok": True}  # forwarded
+    host, port = w.url.removeprefix("http://").split(":")
+    slow = socket.create_connection((host, int(port)), timeout=15)
+    slow.sendall(b"POST /api/login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{")
+    started = time.monotonic()
+    answer = slow.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 8, answer[:200]
+    slow.settimeout(5)
+    assert slow.recv(65536) in (b"",) or _closed(slow), "the connection is closed after the 408"
+    slow.close()
+
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect((host, int(port)))
+    reader.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")  # and never read
+    time.sleep(8)  # the idle limit (3 s) and more, reading nothing
+    reader.settimeout(2)
+    got, reset = 0, False
+    try:
+        while chunk := reader.recv(1 << 20):  # what it had received before it was cut off
+            got += len(chunk)
+    except ConnectionResetError:
+        reset = True
+    except TimeoutError:  # still open, the rest of the 20 MB waiting for it
+        pass
+    reader.close()
+    assert reset and got < 10 << 20, f"an answer nobody reads held its connection ({got} bytes read)"
+    assert httpx.post(f"{w.url}/api/login", json={}, timeout=10).status_code == 200
