@@ -369,6 +369,29 @@ def test_a_request_without_tenant_header_takes_its_ingest_tokens_tenant() -> Non
     assert [o.id for o in both] == [o.id for o in by_token]
 
 
+def test_a_token_bound_to_no_tenant_cannot_name_one_in_the_body() -> None:
+    """A record of the Observation contract carries its own ``tenant``. Sent with a token bound
+    to no tenant (ingest auth on: the ``auth-source`` event header), it wrote into any tenant's
+    gauges and incidents, which the same token naming the tenant in a header could not (403). It
+    is refused now; with the tenant's own token the token's tenant wins, and without ingest auth
+    (a replay of ``atalaia.observations`` through ``atalaia send``) the record's tenant holds."""
+    record = {
+        "time": "2026-01-28T09:45:00Z",
+        "entity": "urn:ngsi-ld:WaterObserved:gaia-gauge-1",
+        "type": "WaterObserved",
+        "attributes": {"height": 1.0},
+        "tenant": "gaia",
+    }
+    body = orjson.dumps([record, {**record, "tenant": None, "entity": "urn:x"}])
+    r = parse_payload(body, headers={"auth-source": "demo"}, received_at=RECEIVED)
+    assert [(o.entity, o.tenant) for o in r.observations] == [("urn:x", None)]
+    assert [(x.code, x.entity) for x in r.rejections] == [("tenant-not-allowed", record["entity"])]
+    r = parse_payload(body, headers={"auth-source": "porto", "auth-tenant": "porto"}, received_at=RECEIVED)
+    assert {o.tenant for o in r.observations} == {"porto"} and not r.rejections
+    r = parse_payload(body, received_at=RECEIVED)
+    assert [o.tenant for o in r.observations] == ["gaia", None]
+
+
 def test_both_ingest_cores_drop_a_redelivered_notification() -> None:
     """The one ingest loop: an NGSI-LD notification the broker sends again (same id and body,
     received later, so its entities timed by reception would look new) is dropped whole, by the

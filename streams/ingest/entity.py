@@ -74,6 +74,9 @@ class PayloadContext:
     service_path: str | None = None  # Fiware-ServicePath header
     # Orion's Fiware-ServicePath of a notification: one path per entity of ``data``, comma-separated
     service_paths: list[str] | None = None
+    # the request came with an ingest token (ingest auth is on): its tenant, or none, is the
+    # payload's, and a record of the Observation contract may not name another in its body
+    authenticated: bool = False
 
 
 MAX_TENANT_CHARS = 64

@@ -138,6 +138,15 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
         if bad:
             out.rejections.append(Rejection(bad, "entity", "bad-tenant", entity=eid, detail=where))
             return
+        if tenant is not None and ctx.authenticated:
+            # a token bound to no tenant covers requests naming none (README): its body may not
+            # name one either, or it would write into any tenant's sensors and incidents
+            reason = (
+                f"the record names tenant {tenant!r} but the request's ingest token is bound to no "
+                "tenant: send it with a token of that tenant"
+            )
+            out.rejections.append(Rejection(reason, "entity", "tenant-not-allowed", entity=eid, detail=where))
+            return
     out.observations.append(
         build_observation(
             pt.time,

@@ -179,6 +179,7 @@ def _parse(
         tenant,
         service_path,
         service_paths,
+        "auth-source" in hdrs,
     )
     if type(doc) is list:
         out.format = "array"
