@@ -519,3 +519,32 @@ def test_a_name_in_several_languages_is_one_label() -> None:
     body = {"id": "urn:n", "type": "Notification", "notifiedAt": "2026-12-06T10:00:01Z", "data": [entity]}
     (o,) = parse_payload(orjson.dumps(body), content_type="application/ld+json").observations
     assert o.labels == {"name": "Cais da Ribeira"}
+
+
+def test_an_ngsi_ld_mqtt_notification_is_unwrapped() -> None:
+    """Orion-LD and Scorpio publish MQTT notifications as ``{"metadata": {headers}, "body":
+    notification}`` (the NGSI-LD MQTT binding). The whole message was refused as unrecognised
+    JSON, so every MQTT notification went to the DLQ."""
+    notification = orjson.loads(ld(water(height=prop(3.2, observedAt="2026-01-28T09:45:00Z"))))
+    meta = {
+        "Content-Type": "application/json",
+        "Link": f'<{CTX}>; rel="http://www.w3.org/ns/json-ld#context"',
+    }
+    r = parse_payload(orjson.dumps({"metadata": {**meta, "NGSILD-Tenant": "porto"}, "body": notification}))
+    assert r.ok and r.format == "ngsi-ld/notification"
+    assert [(o.entity, o.tenant, o.attributes) for o in r.observations] == [
+        ("urn:ngsi-ld:WaterObserved:a", "porto", {"height": 3.2})
+    ]
+    # a header of the request wins over the metadata; an ingest token's tenant may not be widened
+    r = parse_payload(
+        orjson.dumps({"metadata": {"NGSILD-Tenant": "gaia"}, "body": notification}),
+        headers={"NGSILD-Tenant": "porto"},
+    )
+    assert {o.tenant for o in r.observations} == {"porto"}
+    r = parse_payload(
+        orjson.dumps({"metadata": {"NGSILD-Tenant": "gaia", "auth-tenant": "gaia"}, "body": notification}),
+        headers={"auth-source": "orion-porto", "auth-tenant": "porto"},
+    )
+    assert not r.ok and [x.code for x in r.rejections] == ["tenant-not-allowed"]
+    r = parse_payload(orjson.dumps({"metadata": "x", "body": notification}))
+    assert not r.ok and [x.code for x in r.rejections] == ["unrecognised"]

@@ -8,7 +8,7 @@ notification's ``notifiedAt``, else the reception time. ``NGSILD-Tenant``/``Fiwa
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -440,3 +440,53 @@ def test_every_stage_core_has_the_core_shape() -> None:
     for core in (*cores, WarningNoticesCore, DeliveryCore, WarningsCore):
         assert all(callable(getattr(core, m, None)) for m in ("process", "tick", "snapshot")), core
     assert all(callable(getattr(c, "aprocess", None)) for c in (ProjectionCore, DeliveryCore))
+
+
+def test_a_broker_clock_running_fast_does_not_time_readings_in_the_future() -> None:
+    """notifiedAt 10 minutes ahead of the reception clock (tolerance 5): the readings without a
+    time of their own keep their reception time, with a warning saying why. Before, they took
+    the future notifiedAt and the rules refused every one ("ahead of the clock"): a 4.8 m river
+    level raised nothing."""
+    ahead = RECEIVED + timedelta(minutes=10)
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:x",
+            "type": "Notification",
+            "notifiedAt": ahead.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "data": [
+                {
+                    "id": "urn:ngsi-ld:WaterObserved:skew",
+                    "type": "WaterObserved",
+                    "height": {"type": "Property", "value": 4.8},
+                }
+            ],
+        }
+    )
+    r = parse_payload(body, received_at=RECEIVED)
+    (o,) = r.observations
+    assert (o.time, o.time_source) == (RECEIVED, "received")
+    assert any("notifiedAt" in w and "clock runs fast" in w for w in r.warnings)
+    within = orjson.loads(body) | {
+        "notifiedAt": (RECEIVED + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    }
+    (o,) = parse_payload(orjson.dumps(within), received_at=RECEIVED).observations
+    assert o.time_source == "notified"  # within the tolerance: the broker's time, as ever
+
+
+def test_a_reading_older_than_the_allowed_lateness_is_warned_about_in_the_answer() -> None:
+    from atalaia.streams.ingest import IngestOptions
+
+    opts = IngestOptions(allowed_lateness_s=300)
+    old = (RECEIVED - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fresh = (RECEIVED - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = orjson.dumps(
+        [
+            {"id": "urn:a", "type": "AirQualityObserved", "dateObserved": old, "no2": 40},
+            {"id": "urn:b", "type": "AirQualityObserved", "dateObserved": fresh, "no2": 41},
+        ]
+    )
+    r = parse_payload(body, received_at=RECEIVED, options=opts)
+    assert len(r.observations) == 2  # accepted: the DLQ record of the rules stage says the rest
+    assert [w.split(":")[0] for w in r.warnings if "late:" in w] == ["urn"]
+    (late,) = [w for w in r.warnings if "late:" in w]
+    assert late.startswith("urn:a: late:") and "1h behind" in late and "allowed lateness (5m)" in late

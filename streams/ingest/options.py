@@ -20,6 +20,9 @@ class IngestOptions:
     )
     accepted_types: frozenset[str] | None = None  # None = every entity type
     max_label_chars: int = 256  # longer text (descriptions) is not kept as a label
+    # observation time this far behind the reception clock -> a warning in the answer (the rules
+    # stage refuses it as too late); None: no warning
+    allowed_lateness_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, accepted_types: frozenset[str] | None = None) -> IngestOptions:
@@ -28,6 +31,7 @@ class IngestOptions:
             future_tolerance_s=settings.future_tolerance_s,
             area_of_interest=tuple(settings.area_of_interest),  # type: ignore[arg-type]
             accepted_types=accepted_types,
+            allowed_lateness_s=settings.allowed_lateness_s,
         )
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from atalaia.rules.durations import format_duration
+from atalaia.streams.clock import format_time
 from atalaia.streams.ingest import fastpath
 from atalaia.streams.ingest.entity import (
     PayloadContext,
@@ -58,8 +60,11 @@ def parse_payload(
     out = IngestResult()
     if received_at is not None and received_at.tzinfo is None:
         received_at = received_at.replace(tzinfo=UTC)  # a naive reception clock is taken as UTC
+    opts = options or DEFAULT_OPTIONS
     try:
-        _parse(body, content_type, link, headers, source, received_at, options or DEFAULT_OPTIONS, out)
+        _parse(body, content_type, link, headers, source, received_at, opts, out)
+        if received_at is not None and opts.allowed_lateness_s is not None and out.observations:
+            _warn_late(out, received_at, opts.allowed_lateness_s)
     except Exception as exc:  # a bug must not take the worker down; the payload goes to the DLQ
         out.observations.clear()
         out.rejections.append(
@@ -97,6 +102,52 @@ def _as_utf8(body: bytes, content_type: str, out: IngestResult) -> bytes | None:
     except UnicodeError as exc:
         _reject(out, f"body is not {charset} text as its Content-Type says: {exc.reason}", "encoding")
         return None
+
+
+#: the headers an NGSI-LD MQTT notification's ``metadata`` may give (never ``auth-*``, which
+#: only the HTTP endpoint writes)
+_MQTT_HEADERS = ("content-type", "link", "ngsild-tenant", "fiware-service", "fiware-servicepath")
+_TENANT_HEADERS = ("ngsild-tenant", "fiware-service")
+
+
+def _unwrap_mqtt(doc: dict, hdrs: dict[str, Any], out: IngestResult) -> Any:
+    """The notification of an NGSI-LD MQTT message (``{"metadata": {headers}, "body": {...}}``,
+    as Orion-LD and Scorpio publish it), its metadata merged into ``hdrs`` where they say nothing;
+    None, with the rejection in ``out``, when it cannot be read."""
+    meta, body = doc["metadata"], doc["body"]
+    if type(meta) is not dict or type(body) not in (dict, list):
+        _reject(
+            out, "an MQTT notification's metadata must be an object and its body JSON data", "unrecognised"
+        )
+        return None
+    given = {str(k).lower(): v for k, v in meta.items() if type(v) is str}
+    if "auth-source" in hdrs:  # a token's tenant (or none) is the payload's; the metadata may not widen it
+        named = {given[h].strip().lower() for h in _TENANT_HEADERS if given.get(h, "").strip()}
+        mine = (hdrs.get("auth-tenant") or "").strip().lower()
+        if named - {mine}:
+            reason = f"the notification's metadata names tenant {sorted(named)[0]!r}, not the ingest token's"
+            _reject(out, reason, "tenant-not-allowed")
+            return None
+    for h in _MQTT_HEADERS:
+        if h in given and not hdrs.get(h):
+            hdrs[h] = given[h]
+    return body
+
+
+def _warn_late(out: IngestResult, received_at: datetime, lateness_s: float) -> None:
+    """A warning in the answer for each observation timed further behind the reception clock
+    than the allowed lateness: accepted here, but the rules stage will refuse it as too late
+    (unless the city's other readings are as late), so the sender hears it now."""
+    limit = received_at - timedelta(seconds=lateness_s)
+    for o in out.observations:
+        t = o.__dict__["time"]
+        if t < limit:
+            behind = format_duration((received_at - t).total_seconds())
+            out.warnings.append(
+                f"{o.entity}: late: its time {format_time(t)} is {behind} behind the reception "
+                f"clock, beyond the allowed lateness ({format_duration(lateness_s)}): the rules "
+                "will refuse it as too late (DLQ)"
+            )
 
 
 def _reject(out: IngestResult, reason: str, code: str, detail: str | None = None) -> None:
@@ -139,6 +190,12 @@ def _parse(
     except JSONRejected as exc:
         _reject(out, str(exc), exc.code)
         return
+    if type(doc) is dict and "body" in doc and "metadata" in doc and len(doc) == 2:
+        doc = _unwrap_mqtt(doc, hdrs, out)
+        if doc is None:
+            return
+        content_type = (content_type or hdrs.get("content-type") or "").lower()
+        link = link or hdrs.get("link")
     ld_hint = (
         "ld+json" in content_type or "geo+json" in content_type or bool(link and "json-ld#context" in link)
     )
@@ -304,7 +361,17 @@ def _notification(
                 )
             if received_at is None:
                 ctx.future_limit = future_limit(pt.time, ctx.options)
-            ctx.fallback_time, ctx.fallback_source = pt.time, "notified"
+            if ctx.future_limit is not None and received_at is not None and pt.time > ctx.future_limit:
+                # the broker's clock runs ahead of ours beyond the tolerance: its notifiedAt would
+                # time every reading that has no time of its own in the future (refused by the
+                # rules); they keep the reception time
+                out.warnings.append(
+                    f"future-time: notifiedAt {notified} is ahead of the reception clock beyond the "
+                    "tolerance (the broker's clock runs fast?); readings without a time of their own "
+                    "are timed by their reception"
+                )
+            else:
+                ctx.fallback_time, ctx.fallback_source = pt.time, "notified"
     data = doc["data"]
     if not ld and type(data) is list and data and all(type(d) is list for d in data):
         _reject(
