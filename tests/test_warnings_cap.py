@@ -235,6 +235,38 @@ def test_references_are_sender_identifier_sent(tmp_path: Path) -> None:
         render(d, CAT, SENT, resolve=lambda _: None, strict_references=True)
 
 
+def test_a_full_reference_must_name_the_message_issued_here_and_an_earlier_one() -> None:
+    """An Update whose full reference had the wrong sent time was issued, and the original marked
+    updated: a CAP reader matching the whole triple kept the original in force (cap-tools raised
+    KeyError). Issuing (strict) refuses it, naming the right triple; and a reference sent after
+    the message itself."""
+    known = Reference("protecao.civil@cm-porto.pt", "PT-1", "2026-12-04T16:00:00+00:00")
+    resolve = {"PT-1": known}.get
+
+    def update(ref: str) -> Draft:
+        text = DESIGN_DRAFT.replace("msgType: Alert", "msgType: Update").replace(
+            "references: []", f"references: ['{ref}']"
+        )
+        return Draft.model_validate(YAML(typ="safe").load(text))
+
+    good = "protecao.civil@cm-porto.pt,PT-1,2026-12-04T16:00:00+00:00"
+    assert (
+        f"<references>{good}</references>".encode()
+        in render(update(good), CAT, SENT, resolve=resolve, strict_references=True).xml
+    )
+    for ref, says in (
+        ("protecao.civil@cm-porto.pt,PT-1,2026-12-01T00:00:00+00:00", good),
+        ("outro@cm-gaia.pt,PT-1,2026-12-04T16:00:00+00:00", good),
+        ("x@cm-porto.pt,OTHER-9,2027-12-04T17:00:00+00:00", "sent after this message"),
+    ):
+        with pytest.raises(CapInvalid) as e:
+            render(update(ref), CAT, SENT, resolve=resolve, strict_references=True)
+        assert says in str(e.value), e.value
+    render(
+        update("protecao.civil@cm-porto.pt,PT-1,2026-12-01T00:00:00+00:00"), CAT, SENT
+    )  # a preview: as written
+
+
 def test_exercise_is_marked(tmp_path: Path) -> None:
     code, out, _ = render_text(tmp_path, DESIGN_DRAFT.replace("status: Actual", "status: Exercise"))
     assert code == 0

@@ -187,6 +187,8 @@ def resolve_references(
         if isinstance(parsed, tuple):
             s, ident, t = parsed
             sent_text = raw.split(",")[2].strip()
+            if strict:
+                _check_full_reference(raw, s, ident, t, sent, resolve)
             refs.append(Reference(s, ident, sent_text if _CAP_TIME.fullmatch(sent_text) else t.isoformat()))
             continue
         found = resolve(parsed) if resolve else None
@@ -207,6 +209,24 @@ def resolve_references(
         refs.append(found)
     unique = list(dict.fromkeys(refs))
     return unique, notes
+
+
+def _check_full_reference(
+    raw: str, sender: str, ident: str, t: datetime, sent: str, resolve: Resolver | None
+) -> None:
+    """A full ``sender,identifier,sent`` reference names a message that can exist: one issued here
+    with that sender and sent time (a reader matching the whole triple would otherwise keep the
+    original in force), and in any case sent before this message."""
+    known = resolve(ident) if resolve else None
+    if known is not None and (known.sender != sender or cap_time(known.sent) != t):
+        raise CapInvalid(
+            [
+                f"references: {raw!r} does not name the warning issued here as {ident}: that is "
+                f"'{known.sender},{ident},{known.sent}' (or write the bare identifier)"
+            ]
+        )
+    if _CAP_TIME.fullmatch(sent) and t > cap_time(sent):
+        raise CapInvalid([f"references: {raw!r} was sent after this message ({sent})"])
 
 
 # --------------------------------------------------------------------------- building
