@@ -719,3 +719,54 @@ def test_a_command_without_its_time_is_timed_by_its_record_so_a_replay_publishes
     again = [o for o in run(issue, ts / 1000 + 65) if o["kind"] == "cap"]
     assert len(first) == len(again) == 1 and first[0]["xml"] == again[0]["xml"]
     assert first[0]["identifier"].startswith("PT-") and "20261204" in first[0]["identifier"]
+
+
+def test_after_a_broker_reset_the_documents_in_the_feed_are_announced_as_first_published() -> None:
+    """``atalaia up`` restarted on its memory-only broker loses atalaia.warnings: a warning issued
+    while delivery was not running was never delivered after the restart that configured it. The
+    stage now announces the CAP record of every document in the feed (an Alert in force, a Cancel
+    of one that would be), identical to the first publication, so delivery's deterministic ids
+    send it to those that lack it and to no one twice."""
+    from types import SimpleNamespace as R
+
+    from atalaia.warnings.stage import WarningsCore
+
+    core = WarningsCore()
+    ts = int(T0.timestamp()) * 1000
+    published: list[dict] = []
+
+    def run(*cmds: dict) -> list[dict]:
+        records = [R(value=orjson.dumps(c), topic="t.commands", timestamp=ts) for c in cmds]
+        out = [orjson.loads(o.value) for o in core.process(records, ts / 1000)]
+        published.extend(o for o in out if o["kind"] == "cap")
+        return out
+
+    def cmd(cid: str, action: str, actor: str, role: str, **kw) -> dict:
+        return {"kind": "warning", "id": cid, "action": action, "actor": actor, "role": role, **kw}
+
+    def issue(prefix: str, draft: dict) -> str:
+        (wid,) = [
+            o["warning"]
+            for o in run(cmd(f"{prefix}1", "draft", "ana", "operator", draft=draft))
+            if o["kind"] == "reply"
+        ]
+        run(
+            cmd(f"{prefix}2", "submit", "ana", "operator", warning=wid),
+            cmd(f"{prefix}3", "approve", "rui", "approver", warning=wid),
+            cmd(f"{prefix}4", "issue", "rui", "approver", warning=wid),
+        )
+        return wid
+
+    issue("a", DRAFT)
+    other = issue("b", {**DRAFT, "level": "yellow"})
+    (first_other,) = [p for p in published if p["warning"] == other]
+    issue("c", {**DRAFT, "msgType": "Cancel", "references": [first_other["identifier"]]})
+    assert len(published) == 3
+    announced = [orjson.loads(o.value) for o in core.announce(ts / 1000 + 60)]
+    # the first Alert in force, and the Cancel of the second (no longer in force itself)
+    assert sorted(announced, key=lambda r: r["identifier"]) == sorted(
+        [published[0], published[2]], key=lambda r: r["identifier"]
+    )
+    restored = WarningsCore(state=core.snapshot())
+    assert [orjson.loads(o.value) for o in restored.announce(ts / 1000 + 60)] == announced
+    assert core.announce(int(datetime(2026, 12, 6, tzinfo=UTC).timestamp())) == []  # all expired

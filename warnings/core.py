@@ -88,6 +88,7 @@ class Warning:
     expires: str | None = None
     xml: str | None = None
     audit: list[AuditEntry] = field(default_factory=list)
+    issued_version: int | None = None  # the version its CAP record was published at
 
     def view(self) -> dict[str, Any]:
         d = asdict(self)
@@ -299,20 +300,8 @@ class Workflow:
         w.expires = draft.expires.isoformat() if draft.expires else None
         state.issued[doc.identifier] = [w.id, doc.sender, doc.sent]
         self._change(w, "issued", "issued", c, at, out)
-        out.append(
-            CapRecord(
-                warning=w.id,
-                version=w.version,
-                identifier=doc.identifier,
-                status=doc.status,
-                msgType=doc.msg_type,
-                sent=doc.sent,
-                expires=w.expires,
-                references=[str(r) for r in doc.references],
-                tenant=w.draft.get("tenant"),
-                xml=w.xml,
-            )
-        )
+        w.issued_version = w.version
+        out.append(self._cap_record(w))
         if replaced:
             w.supersedes = replaced[0]
             new_state = "cancelled" if draft.msg_type == "Cancel" else "updated"
@@ -513,6 +502,44 @@ class Workflow:
             key=lambda w: w.sent or "",
             reverse=True,
         )
+
+    @staticmethod
+    def _cap_record(w: Warning) -> CapRecord:
+        """The record publishing ``w``'s CAP document, as it was at issue (its version then: the
+        delivery ids of its notifications derive from it)."""
+        from lxml import etree
+
+        from atalaia.warnings.cap import Q
+
+        doc = etree.fromstring(w.xml.encode(), etree.XMLParser(resolve_entities=False, no_network=True))
+        refs = (doc.findtext(Q + "references") or "").split()
+        return CapRecord(
+            warning=w.id,
+            version=w.issued_version if w.issued_version is not None else w.version,
+            identifier=w.identifier or "",
+            status=doc.findtext(Q + "status") or "Actual",
+            msgType=doc.findtext(Q + "msgType") or "Alert",
+            sent=w.sent or "",
+            expires=w.expires,
+            references=refs,
+            tenant=w.draft.get("tenant"),
+            xml=w.xml or "",
+        )
+
+    def announce(self, state: WarningsState, now: datetime) -> list[CapRecord]:
+        """After a broker reset (``atalaia up`` restarted on its memory-only broker): the CAP
+        record of every document still in the feed again, so that delivery, which may have lost
+        it before sending, sends it (its notification ids are those of the first time: a target
+        that had it already is not sent it twice). Warnings issued before their issue version was
+        kept are announced only while still in force as issued (their version is the issue's)."""
+        return [
+            self._cap_record(w)
+            for w in reversed(self.in_feed(state, now))
+            if w.identifier
+            and w.xml
+            and (w.issued_version is not None or w.state == "issued")
+            and (w.state != "issued" or not w.expires or cap_time(w.expires) > now)  # (not yet ticked)
+        ]
 
     def in_feed(self, state: WarningsState, now: datetime) -> list[Warning]:
         """What the feed lists (newest first): the issued warnings in force, and the Cancel messages

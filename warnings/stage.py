@@ -77,6 +77,10 @@ class WarningsCore:
         self.state, produced = self.workflow.tick(self.state, datetime.fromtimestamp(now, UTC))
         return [self._out(o) for o in produced]
 
+    def announce(self, now: float) -> list[Out]:
+        """After a broker reset: the CAP records of the documents in the feed again (``announce``)."""
+        return [self._out(r) for r in self.workflow.announce(self.state, datetime.fromtimestamp(now, UTC))]
+
     def snapshot(self) -> bytes:
         return self.workflow.snapshot(self.state)
 
