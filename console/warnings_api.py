@@ -28,6 +28,7 @@ import faust
 import msgspec
 
 from atalaia.console.bodies import read_object
+from atalaia.warnings.core import superseding_draft
 from atalaia.warnings.feed import FEED_PATH, alert_path
 from atalaia.warnings.records import WarningCommand
 
@@ -485,10 +486,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if action in ("edit", "update", "cancel"):
                 if action == "edit":
                     merged = {**w.draft, **changes}
-                else:
-                    base = {k: v for k, v in w.draft.items() if k not in ("identifier", "sent")}
-                    kind = "Update" if action == "update" else "Cancel"
-                    merged = {**base, **changes, "msgType": kind, "references": [w.identifier or ""]}
+                else:  # what the warnings stage will draft
+                    merged = superseding_draft(w.draft, action, changes, w.identifier or "")
                 _, errors = check(merged)
                 if errors:
                     return bad_draft(self, errors)

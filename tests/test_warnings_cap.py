@@ -801,6 +801,21 @@ def test_links_and_circles_that_are_fine_still_render(tmp_path: Path) -> None:
     assert code == 0, err
 
 
+@pytest.mark.parametrize(
+    ("circle", "says"),
+    [
+        ("41.15,-8.61 20000", "reaches beyond the served region"),  # a typo of 2000 for 2 warned Europe
+        ("41.15,-8.61 150", "with its radius of 150 km"),  # out into the Atlantic
+        ("41.15,-8.61 0.0000001", "at least 0.01 km"),
+    ],
+)
+def test_a_circle_must_lie_in_the_region_and_be_a_real_area(tmp_path: Path, circle: str, says: str) -> None:
+    code, _, err = render_text(
+        tmp_path, DESIGN_DRAFT.replace("incident: inc-0001\n", f'  circle: "{circle}"\n')
+    )
+    assert code == 1 and says in err, err
+
+
 def test_a_hole_drawn_as_a_polygon_inside_another_is_refused(tmp_path: Path) -> None:
     """A GeoJSON-style outer ring and hole became two <polygon>s: CAP's polygons add up, so the
     people in the hole (the area meant to be spared) were warned too."""

@@ -770,3 +770,35 @@ def test_after_a_broker_reset_the_documents_in_the_feed_are_announced_as_first_p
     restored = WarningsCore(state=core.snapshot())
     assert [orjson.loads(o.value) for o in restored.announce(ts / 1000 + 60)] == announced
     assert core.announce(int(datetime(2026, 12, 6, tzinfo=UTC).timestamp())) == []  # all expired
+
+
+def test_a_cancel_is_an_all_clear_not_the_original_instruction_again() -> None:
+    """A Cancel kept the withdrawn warning's headline, instruction ("Evite a zona ribeirinha.")
+    and validity beside responseType AllClear: the SMS told people to keep avoiding the area.
+    It now says it is cancelled, in each language, with only what the command gives."""
+    d = Driver()
+    w = d.issued(
+        {**DRAFT, "instruction": {"pt-PT": "Evite a zona ribeirinha.", "en-GB": "Avoid the riverside."}}
+    )
+    c = d.do("cancel", "ana", "operator", warning=w, reason="river falling").warning
+    d.do("submit", "ana", "operator", warning=c)
+    d.do("approve", "rui", "approver", warning=c)
+    assert d.do("issue", "ana", "operator", warning=c).ok
+    infos = etree.fromstring(d.caps()[-1].xml.encode()).findall(Q + "info")
+    assert [
+        (
+            i.findtext(Q + "headline"),
+            i.findtext(Q + "instruction"),
+            i.findtext(Q + "responseType"),
+            i.findtext(Q + "onset"),
+        )
+        for i in infos
+    ] == [
+        ("Aviso cancelado: Cheia", None, "AllClear", None),
+        ("Warning cancelled: Flood", None, "AllClear", None),
+    ]
+    # what the command gives is kept
+    w2 = d.issued({**DRAFT, "level": "red"})
+    told = {"pt-PT": "Pode regressar a casa.", "en-GB": "You may return home."}
+    c2 = d.do("cancel", "ana", "operator", warning=w2, draft={"instruction": told}).warning
+    assert d.state.warnings[c2].draft["instruction"] == told

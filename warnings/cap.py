@@ -31,7 +31,7 @@ import orjson
 from lxml import etree
 
 from atalaia.warnings.catalogue import CAOP_CODES, Catalogue, Hazard
-from atalaia.warnings.draft import PT_BBOX, Draft, cap_time, geocode_items, parse_reference
+from atalaia.warnings.draft import PT_BBOX, Draft, cap_time, circle_fits, geocode_items, parse_reference
 
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 Q = f"{{{NS}}}"
@@ -493,6 +493,8 @@ def text_problems(
             out.append(f"circle: centre out of range {circ.text!r}")
         elif bbox is not None and not _inside(bbox, float(m[1]), float(m[2])):
             out.append(f"circle: centre outside the served region (lat,lon swapped?) {circ.text!r}")
+        elif bbox is not None and not circle_fits(bbox, float(m[1]), float(m[2]), float(m[3])):
+            out.append(f"circle: reaches beyond the served region (is its radius in km?) {circ.text!r}")
         elif (
             swapped is not None
             and not _inside(swapped, float(m[1]), float(m[2]))

@@ -225,14 +225,7 @@ class Workflow:
             self._issue(state, w, c, at, out)
         elif c.action in ("update", "cancel"):
             self._need(w, c, ("issued",))
-            # a Cancel is an all-clear unless its command says otherwise: the original's
-            # responseType (Shelter, Evacuate) is no instruction to keep after it is withdrawn
-            dropped = ("identifier", "sent") + (
-                ("responseType", "response_type") if c.action == "cancel" else ()
-            )
-            base = {k: v for k, v in w.draft.items() if k not in dropped}
-            draft = {**base, **(c.draft or {}), "msgType": "Update" if c.action == "update" else "Cancel"}
-            draft["references"] = [w.identifier]  # (the reference rules hold it to w's status)
+            draft = superseding_draft(w.draft, c.action, c.draft or {}, w.identifier or "")
             return self._new(state, c, at, out, draft, supersedes=w.id)
         return w.id
 
@@ -577,6 +570,44 @@ class Workflow:
             ws[raw["id"]] = Warning(**raw)
         replies = OrderedDict((k, msgspec.convert(v, WarningReply)) for k, v in d["replies"])
         return WarningsState(ws, replies, d["issued"])
+
+
+#: what a Cancel does not keep of the warning it withdraws (unless its command gives them): the
+#: original's instruction, description and headline ("Evite a zona ribeirinha") and its response
+#: (Shelter, Evacuate) are no advice once it is withdrawn, nor its onset a time to wait for
+_NOT_CANCELLED = (
+    "responseType",
+    "response_type",
+    "instruction",
+    "description",
+    "headline",
+    "onset",
+    "effective",
+)
+
+
+def superseding_draft(
+    original: dict[str, Any], action: str, changes: dict[str, Any], identifier: str
+) -> dict[str, Any]:
+    """The draft of the Update (``action`` "update") or Cancel ("cancel") of the issued warning
+    ``original`` (CAP ``identifier``): its fields, less what a Cancel does not keep, with
+    ``changes`` over them. A Cancel without a headline of its own gets "Aviso cancelado: <event>"
+    (in each of the event's Portuguese languages; "Warning cancelled: <event>" in the others), and
+    is an all-clear (``responseType`` AllClear, by the renderer) unless the changes say otherwise."""
+    dropped = ("identifier", "sent") + (_NOT_CANCELLED if action == "cancel" else ())
+    draft = {k: v for k, v in original.items() if k not in dropped}
+    draft = {**draft, **changes, "msgType": "Update" if action == "update" else "Cancel"}
+    if action == "cancel" and "headline" not in changes:
+        event = draft.get("event")
+        if isinstance(event, str):
+            draft["headline"] = f"Aviso cancelado: {event}"
+        elif isinstance(event, dict):
+            draft["headline"] = {
+                lang: f"{'Aviso cancelado' if str(lang).lower().startswith('pt') else 'Warning cancelled'}: {text}"
+                for lang, text in event.items()
+            }
+    draft["references"] = [identifier]  # (the reference rules hold it to the original's status)
+    return draft
 
 
 def _iso(t: datetime) -> str:

@@ -253,6 +253,16 @@ def _codes(v: Any) -> Any:
 _CIRCLE_SPACED = re.compile(r"\s*([-0-9.]+)\s*,\s*([-0-9.]+)\s+([0-9.]+)\s*", re.ASCII)
 
 
+MIN_RADIUS_KM = 0.01  # a circle smaller than 10 m (about 300 m²) is a typo, as a polygon under 100 m²
+
+
+def circle_fits(bbox: tuple[float, float, float, float], lat: float, lon: float, radius_km: float) -> bool:
+    """The whole circle lies in ``bbox`` (lat0, lat1, lon0, lon1), not only its centre."""
+    dlat = math.degrees(radius_km / 6371.0088)
+    dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
+    return bbox[0] <= lat - dlat and lat + dlat <= bbox[1] and bbox[2] <= lon - dlon and lon + dlon <= bbox[3]
+
+
 def _circles(v: Any) -> Any:
     """One circle or several; ``"41.1487, -8.5853 3"`` (a space after the comma, as people write
     it) is written CAP's way, ``41.1487,-8.5853 3``; anything else is left for the check."""
@@ -792,22 +802,31 @@ def problems(
             m = _CIRCLE.fullmatch(c)
             if not m or not (-90 <= float(m[1]) <= 90 and -180 <= float(m[2]) <= 180):
                 out.append(((*at, "circle", j), f"{c!r} is not a circle 'lat,lon radius_km'"))
-            elif float(m[3]) <= 0:
+            elif float(m[3]) < MIN_RADIUS_KM:
                 out.append(
                     (
                         (*at, "circle", j),
-                        f"{c!r} has radius {m[3]} km: a circle warns nobody unless its radius is more than 0",
+                        f"{c!r} has radius {m[3]} km: a circle warns nobody unless its radius is at "
+                        f"least {MIN_RADIUS_KM:g} km ({MIN_RADIUS_KM * 1000:g} m)",
                     )
                 )
-            elif bbox is not None:  # its centre in the served region, as a polygon's points
+            elif bbox is not None:  # all of it in the served region, as a polygon's points
                 lat0, lat1, lon0, lon1 = bbox
-                lat, lon = float(m[1]), float(m[2])
+                lat, lon, r = float(m[1]), float(m[2]), float(m[3])
                 if not (lat0 <= lat <= lat1 and lon0 <= lon <= lon1):
                     out.append(
                         (
                             (*at, "circle", j),
                             f"the centre {lat:g},{lon:g} is outside the served region (lat {lat0}..{lat1}, "
                             f"lon {lon0}..{lon1}): a circle is 'lat,lon radius_km', not 'lon,lat'",
+                        )
+                    )
+                elif not circle_fits(bbox, lat, lon, r):
+                    out.append(
+                        (
+                            (*at, "circle", j),
+                            f"{c!r} reaches beyond the served region (lat {lat0}..{lat1}, lon "
+                            f"{lon0}..{lon1}) with its radius of {r:g} km: is the radius in km?",
                         )
                     )
     return out
