@@ -148,3 +148,30 @@ def test_every_state_change_reaches_the_rules_whatever_the_measurement_time(stat
                 firing = False
         last = s
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"type": "VocabProperty", "vocab": "fault", "observedAt": "2026-12-06T10:00:00Z"},
+        {"vocab": "https://uri.fiware.org/ns/dataModels#fault"},  # concise, an expanded term
+        {"type": "VocabProperty", "vocab": ["fault"]},
+    ],
+)
+def test_an_ngsi_ld_vocab_property_is_a_state(state: dict, monkeypatch) -> None:
+    """NGSI-LD 1.8's VocabProperty is made for enumerated states; it was ignored (the entity
+    listed as having nothing to observe), so a state rule never fired on it."""
+    body = orjson.dumps(
+        {
+            "id": "urn:n",
+            "type": "Notification",
+            "notifiedAt": "2026-12-06T10:00:01Z",
+            "data": [{"id": "urn:ngsi-ld:Device:1", "type": "Device", "deviceState": state}],
+        }
+    )
+    obs = records(body, monkeypatch)
+    assert [o["labels"] for o in obs] == [{"deviceState": "fault"}]
+    engine = RuleEngine(load_texts([("r.yaml", RULES)]))
+    engine.set_clock(RECEIVED.timestamp())
+    fired, _ = engine.observe_batch(obs)
+    assert [(t.rule, t.state) for t in fired] == [("device-fault", "firing")]

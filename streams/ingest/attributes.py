@@ -292,6 +292,8 @@ class _Reader:
             elif "object" in d:
                 if type(d["object"]) is str:
                     self.label(name, d["object"])
+            elif "vocab" in d:  # concise VocabProperty
+                self.vocab(name, d)
             else:
                 self.structured(name, d)
             return
@@ -338,6 +340,17 @@ class _Reader:
             text = _in_language(d.get("languageMap"))  # a name in several languages: one label
             if text is not None:
                 self.label(name, text)
+        elif kind == "VocabProperty":
+            self.vocab(name, d)
+
+    def vocab(self, name: str, d: dict) -> None:
+        """An NGSI-LD 1.8 VocabProperty (an enumerated state: ``"vocab": "fault"``, or an expanded
+        term): a state as a text Property's value is, its term's short name."""
+        v = d.get("vocab")
+        if type(v) is list and len(v) == 1:
+            v = v[0]
+        if type(v) is str and v and v != NGSI_LD_NULL:
+            self.state(name, short_name(v), d.get("observedAt"))
 
     def v2_attribute(self, name: str, kind: Any, d: dict) -> None:
         if "value" not in d and "metadata" not in d:

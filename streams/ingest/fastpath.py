@@ -251,6 +251,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         obj = v["object"]
                         if type(obj) is str:
                             _label(labels, name, obj, max_label)
+                    elif "vocab" in v:
+                        return False  # a concise VocabProperty: a state, the general reader's
                     elif name == "address":
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
@@ -268,6 +270,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         geometry = v
                         has_location = True
                 elif kind in LD_TYPES:
+                    if kind == "VocabProperty":
+                        return False  # a state: the general reader's
                     if kind == "LanguageProperty" and name in DESCRIPTIVE:
                         return False  # a name in several languages: the general reader labels it
                     continue  # JsonProperty, VocabProperty ...: never a measurement or label
