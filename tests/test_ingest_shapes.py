@@ -548,3 +548,37 @@ def test_an_ngsi_ld_mqtt_notification_is_unwrapped() -> None:
     assert not r.ok and [x.code for x in r.rejections] == ["tenant-not-allowed"]
     r = parse_payload(orjson.dumps({"metadata": "x", "body": notification}))
     assert not r.ok and [x.code for x in r.rejections] == ["unrecognised"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"@value": 3.6, "@type": "xsd:double"},
+        {"@value": "3.6", "@type": "http://www.w3.org/2001/XMLSchema#double"},  # RDF's usual form
+        {"@value": "3.6", "@type": "xsd:decimal"},
+    ],
+)
+def test_a_json_ld_typed_number_is_a_measurement(value: dict, monkeypatch) -> None:
+    from test_ingest_fastpath import both_paths
+
+    body = ld(water(height={"type": "Property", "value": value, "observedAt": "2026-01-28T09:45:00Z"}))
+    both_paths(body, monkeypatch)
+    assert [o.attributes for o in parse_payload(body).observations] == [{"height": 3.6}]
+
+
+def test_a_null_context_is_valid_json_ld() -> None:
+    r = parse_payload(ld(water(height=prop(3.2, observedAt="2026-01-28T09:45:00Z")), **{"@context": None}))
+    assert r.ok and r.observations[0].attributes == {"height": 3.2}
+
+
+def test_a_device_s_date_last_value_reported_times_its_readings() -> None:
+    """A Smart Data Models Device says when its values were reported in dateLastValueReported;
+    its readings were timed by their reception."""
+    device = {
+        "id": "urn:ngsi-ld:Device:1",
+        "type": "Device",
+        "batteryLevel": 0.5,
+        "dateLastValueReported": "2026-01-28T09:40:00Z",
+    }
+    (o,) = parse_payload(orjson.dumps(device), received_at=T).observations
+    assert (o.time, o.time_source) == (datetime(2026, 1, 28, 9, 40, tzinfo=UTC), "observed")

@@ -374,3 +374,20 @@ def test_a_gzip_bomb_is_refused_without_inflating_all_of_it(live):
         f"{live.url}/ngsi-ld/notify", content=b"{}", headers={"Content-Type": "application/json"}, timeout=10
     )
     assert good.status_code in (200, 400)
+
+
+def test_a_notify_path_with_a_trailing_slash_is_the_same_endpoint(live):
+    """A subscription's endpoint written `.../ngsi-ld/notify/` got 404: every notification lost."""
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:WaterObserved:slash",
+            "type": "WaterObserved",
+            "height": 2.5,
+            "dateObserved": "2026-01-28T09:45:00Z",
+        }
+    )
+    for path in ("/ngsi-ld/notify/", "/v2/notify/", "/notify/"):
+        r = httpx.post(
+            f"{live.url}{path}", content=body, headers={"Content-Type": "application/json"}, timeout=10
+        )
+        assert r.status_code == 200 and r.json()["accepted"] == 1, (path, r.text)

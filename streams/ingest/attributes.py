@@ -43,7 +43,13 @@ def is_geometry(v: dict) -> bool:
 
 V2_NUMBER_TYPES = frozenset({"Number", "Integer", "Float", "Double", "number", "integer", "float", "double"})
 # Entity-level observation time, in order of preference (after the attribute's own observedAt).
-TIME_FIELDS = ("dateObserved", "observationDateTime", "dateObservedTo", "TimeInstant")
+TIME_FIELDS = (
+    "dateObserved",
+    "observationDateTime",
+    "dateObservedTo",
+    "TimeInstant",
+    "dateLastValueReported",
+)
 RESERVED = frozenset(
     {"id", "type", "@id", "@type", "@context", "createdAt", "modifiedAt", "deletedAt", "scope", "expiresAt"}
 )
@@ -207,7 +213,10 @@ class _Reader:
             self.parts.has_location = True
 
     def measurement_value(self, name: str, v: Any, unit: Any, time: Any, declared: bool) -> None:
-        """``v`` is the value of a Property (LD) or of a v2 attribute."""
+        """``v`` is the value of a Property (LD) or of a v2 attribute. A JSON-LD typed value
+        (``{"@value": 3.6, "@type": "xsd:double"}``) is its ``@value``."""
+        if type(v) is dict and "@value" in v and len(v) <= 3:  # (@value, @type, @language)
+            v = _typed_value(v)
         if is_number(v):
             self.parts.measurements.append(
                 Measurement(name, float(v), unit if type(unit) is str else None, _time_text(time))
@@ -409,6 +418,26 @@ def _point_text(v: str) -> bool:
     except LocationError:
         return False
     return True
+
+
+_XSD_NUMBERS = ("double", "decimal", "float", "integer", "int", "long", "short")
+
+
+def _typed_value(v: dict) -> Any:
+    """A JSON-LD value object's value; text typed as an XSD number (``{"@value": "3.6", "@type":
+    "xsd:double"}``, RDF's usual form) is that number, declared so by its sender."""
+    value, kind = v["@value"], v.get("@type")
+    if (
+        type(value) is str
+        and type(kind) is str
+        and kind.rsplit("#", 1)[-1].rsplit(":", 1)[-1] in _XSD_NUMBERS
+    ):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
 
 
 def _meta_value(m: Any) -> Any:

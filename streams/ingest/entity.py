@@ -101,8 +101,9 @@ def bad_tenant(tenant: str | None) -> str | None:
 
 
 def context_error(ctx: Any) -> str | None:
-    """Why an ``@context`` value is not valid JSON-LD, or None."""
-    if type(ctx) is str or type(ctx) is dict:
+    """Why an ``@context`` value is not valid JSON-LD, or None. ``null`` is valid (JSON-LD 1.1:
+    no context beyond the core one)."""
+    if type(ctx) is str or type(ctx) is dict or ctx is None:
         return None
     if type(ctx) is list:
         for item in ctx:

@@ -224,6 +224,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         tv = type(val)
                         if tv is dict and kind is None and is_geometry(val):
                             return False  # a concise GeoProperty with sub-attributes
+                        if tv is dict and "@value" in val:
+                            return False  # a JSON-LD typed value: the general reader's
                         if tv is int or (tv is float and val - val == 0.0):
                             unit = v.get("unitCode")
                             at = v.get("observedAt")

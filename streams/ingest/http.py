@@ -275,7 +275,8 @@ def install(
             status=200,
         )
 
-    for path, source in INGEST_PATHS:
+    # (and with a trailing slash, as a subscription's endpoint is often written: it answered 404)
+    for path, source in [*INGEST_PATHS, *((f"{p}/", s) for p, s in INGEST_PATHS)]:
 
         @app.page(path)
         class Notify(faust.web.View):
