@@ -833,3 +833,26 @@ def test_a_hole_drawn_as_a_polygon_inside_another_is_refused(tmp_path: Path) -> 
     assert code == 1 and "polygon 0 lies inside polygon 1" in err, err
     code, _, err = render_text(tmp_path, text.replace(hole, beside))
     assert code == 0, err
+
+
+def test_anepc_blue_is_a_level_of_its_own() -> None:
+    """ANEPC's Estado de Alerta Especial azul (level 1; levels.yaml: CAP severity Minor) was
+    refused as an unknown level; IPMA has no blue, so it carries no MeteoAlarm awareness level."""
+    from atalaia.warnings.short_text import sms_text
+
+    draft = Draft.model_validate(
+        {
+            "sender": "protecao.civil@cm-porto.pt",
+            "level": "Azul",
+            "event": "Cheia",
+            "area": {"geocodes": {"DICOFRE": ["131203"]}},
+            "expires": "2026-12-05T06:00:00+00:00",
+        }
+    )
+    info = etree.fromstring(render(draft, CAT, SENT).xml).find(Q + "info")
+    assert info.findtext(Q + "severity") == "Minor"
+    assert [p.findtext(Q + "valueName") for p in info.findall(Q + "parameter")] == ["awareness_type"]
+    assert sms_text(draft.model_dump(by_alias=True, exclude_none=True), CAT, None).text.startswith(
+        "AVISO AZUL"
+    )
+    assert CAT.level_for_severity("low").colour == "yellow"  # a proposal's colour stays IPMA's

@@ -39,6 +39,7 @@ class Level:
     severity: str  # CAP severity
     awareness: str | None  # MeteoAlarm awareness_level, e.g. "3; orange; Severe"
     sdm: str  # Smart Data Models Alert severity
+    ipma: bool = True  # an IPMA colour; False: ANEPC's alone (azul, EAE level 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +157,7 @@ class Catalogue:
         """The level of a Smart Data Models / incident severity (critical → red ...)."""
         best = None
         for lv in {lv.colour: lv for lv in self.levels.values()}.values():
-            if lv.sdm == sdm_severity:
+            if lv.sdm == sdm_severity and lv.ipma:  # (a proposal's colour is IPMA's)
                 best = lv
         if best is None and sdm_severity == "low":  # no IPMA colour for rank 1: the next one up
             return self.level("yellow")
@@ -218,14 +219,18 @@ def _load(levels: str, areas: tuple[str, ...]) -> Catalogue:
     cat = Catalogue()
     for row in data.get("scale", []):
         colour = row.get("ipma_awarenessLevelID")
-        if not colour:
-            continue
+        ipma = bool(colour)
+        if not colour:  # ANEPC's blue (EAE level 1) has no IPMA colour: a level by its own name
+            colour = (row.get("anepc") or {}).get("colour_pt")
+            if not colour or row.get("cap_severity") is None:
+                continue
         lv = Level(
             colour=colour,
             rank=int(row["rank"]),
             severity=row["cap_severity"],
             awareness=row.get("meteoalarm_awareness_level"),
             sdm=row.get("sdm_alert_severity", ""),
+            ipma=ipma,
         )
         cat.levels[fold(colour)] = lv
         pt = (row.get("anepc") or {}).get("colour_pt")

@@ -11,7 +11,7 @@ field name.
 ...     "level": "purple", "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
 ...     "area": {"geocodes": {"DICOFRE": ["131203"]}}})
 >>> [(".".join(map(str, loc)), msg) for loc, msg in problems(d, Catalogue.load())]  # doctest: +NORMALIZE_WHITESPACE
-[('level', "unknown level 'purple'; use one of: green, yellow, orange, red"),
+[('level', "unknown level 'purple'; use one of: green, azul, yellow, orange, red"),
  ('references', 'an Update needs references: the identifiers (or sender,identifier,sent) of the warnings it replaces')]
 """
 

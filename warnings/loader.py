@@ -5,7 +5,7 @@
 ...                "area: {geocodes: {DICOFRE: ['131203']}}\\n", "d.yaml")
 ... except DraftError as e:
 ...     print(e)
-d.yaml:2:8: unknown level 'purple'; use one of: green, yellow, orange, red
+d.yaml:2:8: unknown level 'purple'; use one of: green, azul, yellow, orange, red
 """
 
 from __future__ import annotations

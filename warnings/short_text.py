@@ -28,7 +28,7 @@ from atalaia.warnings.draft import Draft, local_time
 
 LISBON = ZoneInfo("Europe/Lisbon")
 LANG = "pt-PT"
-COLOURS_PT = {"green": "VERDE", "yellow": "AMARELO", "orange": "LARANJA", "red": "VERMELHO"}
+COLOURS_PT = {"green": "VERDE", "azul": "AZUL", "yellow": "AMARELO", "orange": "LARANJA", "red": "VERMELHO"}
 MSG_PT = {"Update": "ATUALIZAÇÃO", "Cancel": "CANCELADO"}
 
 
