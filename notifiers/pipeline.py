@@ -294,10 +294,21 @@ class TargetLane:
                 await ctx.io(marks.clear, nid)
                 token = COMMIT_HOOK.set(marks.hook(nid))
             t0 = time.perf_counter()
+            internal = False
             try:
                 result = await self.channel.send(n)
-            except Exception as e:  # a channel bug is a failed attempt, recorded, not a lost lane
-                result = DeliveryResult("retryable", error=f"{type(e).__name__}: {e}")
+            except Exception as e:  # a channel bug is a failed attempt, recorded, not a lost lane,
+                # and not the target's failure: its breaker is not moved (a message that could not
+                # be formatted had held the target "unavailable" for every other notification)
+                internal = True
+                log.error(
+                    "delivery of %s to %s failed in Atalaia, not at the target: %s: %s",
+                    nid,
+                    self.target,
+                    type(e).__name__,
+                    e,
+                )
+                result = DeliveryResult("retryable", error=f"internal error: {type(e).__name__}: {e}")
             finally:
                 if token is not None:
                     COMMIT_HOOK.reset(token)
@@ -306,7 +317,7 @@ class TargetLane:
                 result = scrub(result)
             latency_ms = (time.perf_counter() - t0) * 1000
             now = ctx.clock()
-            d = self.sched.record(nid, result.status, now)
+            d = self.sched.record(nid, "internal" if internal else result.status, now)
             if not result.ok:
                 self.last_error = result.error
             error = result.error if d.status != "failed" or not d.reason else f"{result.error}; {d.reason}"

@@ -37,7 +37,9 @@ import heapq
 from dataclasses import dataclass
 from typing import Literal
 
-Answer = Literal["delivered", "retryable", "permanent"]
+# "internal": the send failed in Atalaia (a channel's bug formatting the message), not at the
+# target: retried as "retryable" is, but never counted against the target's breaker
+Answer = Literal["delivered", "retryable", "permanent", "internal"]
 BreakerState = Literal["closed", "open", "half-open"]
 
 
@@ -246,7 +248,7 @@ class TargetScheduler:
         it.attempts += 1
         if self.probing == id:
             self.probing = None
-        if answer != "retryable":  # the target answered: it is up
+        if answer != "retryable" and answer != "internal":  # the target answered: it is up
             del self.items[id]
             recovering = self.open or self.failures > 0
             self.failures, self.open = 0, False
@@ -256,11 +258,12 @@ class TargetScheduler:
                 return Decision(id, "delivered", it.attempts)
             return Decision(id, "failed", it.attempts, reason="refused by the target (permanent error)")
         it.failures += 1
-        self.failures += 1
-        if self.open or self.failures >= self.breaker.open_after:
-            self.open = True
-            b = self.breaker
-            self.probe_at = now + backoff(self.failures, b.first_backoff, b.max_backoff, self.key)
+        if answer == "retryable":  # ("internal": the target did not fail; its breaker is not moved)
+            self.failures += 1
+            if self.open or self.failures >= self.breaker.open_after:
+                self.open = True
+                b = self.breaker
+                self.probe_at = now + backoff(self.failures, b.first_backoff, b.max_backoff, self.key)
         p = it.policy
         it.next_at = now + backoff(it.failures, p.first_backoff, p.max_backoff, id)
         spent = now >= it.deadline or (p.max_attempts is not None and it.attempts >= p.max_attempts)

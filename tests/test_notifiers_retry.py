@@ -75,6 +75,23 @@ def test_breaker_opens_probes_one_at_a_time_and_on_recovery_everything_goes_at_o
     assert sorted(started) == sorted([f"n{i}" for i in range(10) if f"n{i}" != probe] + ["late"])
 
 
+def test_a_failure_in_atalaia_is_retried_but_never_opens_the_targets_breaker():
+    """A message a channel could not format (a KeyError for a third language) was counted as the
+    target's failure: after three, the target was "unavailable" and every other warning and
+    incident to it waited behind a probe. It is retried with backoff; the target stays closed."""
+    s = TargetScheduler("t", BreakerPolicy(open_after=3, first_backoff=1, max_backoff=30, max_in_flight=4))
+    s.add("bad", POLICY, now=0)
+    now = 0.0
+    for _ in range(6):
+        (nid,) = s.due(now)
+        d = s.record(nid, "internal", now)
+        assert d.status == "waiting" and d.next_at > now
+        now = d.next_at
+    assert s.state == "closed" and s.items["bad"].failures == 6
+    s.add("good", POLICY, now=now)
+    assert "good" in s.due(now)
+
+
 def test_no_head_of_line_blocking_within_a_target():
     s = TargetScheduler("t", BreakerPolicy(open_after=1000, max_in_flight=1))
     s.add("poison", POLICY, now=0)
