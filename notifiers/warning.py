@@ -170,6 +170,7 @@ def circle_ring(lat: float, lon: float, radius_km: float, points: int = 32) -> l
             math.sin(b) * math.sin(r) * math.cos(la), math.cos(r) - math.sin(la) * math.sin(plat)
         )
         ring.append([round(math.degrees(plat), 6), round((math.degrees(plon) + 540) % 360 - 180, 6)])
+    ring.reverse()  # counter-clockwise, as RFC 7946 wants an outer ring (the bearings turn clockwise)
     return [*ring, ring[0]]
 
 

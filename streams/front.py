@@ -213,6 +213,9 @@ async def peer_health(
 
 #: live event streams the front forwards at most (the ops process refuses beyond its own caps)
 STREAMS_MAX = 1000
+#: a client's requests forwarded at once, at most (a browser opens six at a time; live streams
+#: apart): a third of the upstream pool's 100, so one client never holds all of it
+PER_CLIENT = 32
 
 
 def install_forwarding(
@@ -236,7 +239,7 @@ def install_forwarding(
     from aiohttp.http_exceptions import HttpProcessingError
     from aiohttp.web_protocol import RequestPayloadError
 
-    from atalaia.console.problem import LOCAL_PROXIES, PROBLEM, forwarded_for, problem
+    from atalaia.console.problem import LOCAL_PROXIES, PROBLEM, client_address, forwarded_for, problem
 
     base = upstream.rstrip("/")
     state: dict[str, aiohttp.ClientSession] = {}
@@ -255,7 +258,33 @@ def install_forwarding(
             )
         return state[kind]
 
+    busy: dict[str, int] = {}  # client address -> its requests being forwarded
+
     async def forward(request: Any) -> Any:
+        """One request forwarded, at most ``PER_CLIENT`` of one client at a time (429 beyond): a
+        client that opens a hundred requests and reads none of the answers would hold the whole
+        upstream pool until each is cut off, and the console would answer nobody else."""
+        if "text/event-stream" in request.headers.get("Accept", "") or request.path == "/api/stream":
+            return await _forward(request)  # (their own pool; the ops process caps them per client)
+        client = client_address(request, proxies or LOCAL_PROXIES)
+        if busy.get(client, 0) >= PER_CLIENT:
+            detail = f"more than {PER_CLIENT} requests of this client at once; wait for their answers"
+            return web.json_response(
+                problem(429, "Too many requests", detail),
+                status=429,
+                content_type=PROBLEM,
+                headers={"Retry-After": "5"},
+            )
+        busy[client] = busy.get(client, 0) + 1
+        try:
+            return await _forward(request)
+        finally:
+            if busy[client] <= 1:
+                del busy[client]
+            else:
+                busy[client] -= 1
+
+    async def _forward(request: Any) -> Any:
         # the upstream's own Host (the client's is in X-Forwarded-Host): the ops process listens on
         # 127.0.0.1 and answers local names only (streams.connections.host_guard)
         # the body goes on decoded (aiohttp decodes a request's Content-Encoding as it reads it),
@@ -281,7 +310,7 @@ def install_forwarding(
                 problem(400, "Unreadable body", detail), status=400, content_type=PROBLEM
             )
         except (ConnectionError, RuntimeError):  # the client went away mid-body: nobody to answer
-            return await closing(request, web.Response(status=499))
+            return await closing(request, web.Response(status=400))  # (nobody reads it)
         stream = "text/event-stream" in request.headers.get("Accept", "") or request.path == "/api/stream"
         try:
             async with session("stream" if stream else "api").request(
@@ -299,6 +328,8 @@ def install_forwarding(
                     await out.write_eof()
                 except TimeoutError:  # the client does not read: cut off, the upstream released
                     await closing(request, out)
+                except ConnectionError:  # the client went away (a live board closed): nobody to tell
+                    pass
                 return out
         except (TimeoutError, aiohttp.ClientError) as e:
             return web.json_response(
@@ -311,8 +342,8 @@ def install_forwarding(
                 status=502,
                 content_type="application/problem+json",
             )
-        except ConnectionResetError:  # the browser went away (live board closed)
-            return web.Response(status=499)
+        except ConnectionError:  # the browser went away before the answer began
+            return web.Response(status=400)  # (nobody reads it; 499 is no status Faust's monitor knows)
 
     async def closing(request: Any, response: Any) -> Any:
         """``response`` sent (if it is not yet), then the client's connection closed (the server

@@ -133,10 +133,24 @@ class Supervisor:
                 if now - c.started < STARTUP_S
                 else f"{len(c.deaths)} times in {RESTART_WINDOW_S:.0f} s"
             )
-            log.error("process %s (pid %d) died %s (%s): stopping everything", c.name, c.proc.pid, why, how)
+            log.error(
+                "process %s (pid %d) died %s (%s): stopping everything",
+                c.name,
+                c.proc.pid,
+                why,
+                how,
+                extra={"ratelimit": False},
+            )
             self.status, self.stopping = 1, True
             return
-        log.error("process %s (pid %d) died (%s): restarting it", c.name, c.proc.pid, how)
+        # every death is written (the rate limit had swallowed a second one within a minute)
+        log.error(
+            "process %s (pid %d) died (%s): restarting it",
+            c.name,
+            c.proc.pid,
+            how,
+            extra={"ratelimit": False},
+        )
         time.sleep(1.0)
         c.start()
 

@@ -180,6 +180,9 @@ def test_forwarded_console_paths_are_bounded_in_time_too(make_worker, ops_stand_
     slow.settimeout(5)
     assert slow.recv(65536) in (b"",) or _closed(slow), "the connection is closed after the 408"
     slow.close()
+    gone = socket.create_connection((host, int(port)), timeout=5)  # goes away mid-body
+    gone.sendall(b'POST /api/login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{"a": ')
+    gone.close()
 
     reader = socket.socket()
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -198,3 +201,27 @@ def test_forwarded_console_paths_are_bounded_in_time_too(make_worker, ops_stand_
     reader.close()
     assert reset and got < 10 << 20, f"an answer nobody reads held its connection ({got} bytes read)"
     assert httpx.post(f"{w.url}/api/login", json={}, timeout=10).status_code == 200
+
+    # one client may hold a third of the upstream pool at most: the 33rd of its requests gets 429,
+    # and the console still answers everybody else while its 32 answers go unread
+    hoarders = []
+    for _ in range(34):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((host, int(port)))
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+        hoarders.append(s)
+    try:
+        time.sleep(1)
+        for s in hoarders[-2:]:
+            s.settimeout(5)
+            assert s.recv(4096).startswith(b"HTTP/1.1 429"), "beyond a third of the pool"
+        other = httpx.post(
+            f"{w.url}/api/login", json={}, headers={"X-Forwarded-For": "198.51.100.1"}, timeout=5
+        )
+        assert other.status_code == 200
+    finally:
+        for s in hoarders:
+            s.close()
+    time.sleep(1)
+    assert "Traceback" not in w.log.read_text(), "a client gone mid-body is no error of ours"

@@ -856,3 +856,28 @@ def test_anepc_blue_is_a_level_of_its_own() -> None:
         "AVISO AZUL"
     )
     assert CAT.level_for_severity("low").colour == "yellow"  # a proposal's colour stays IPMA's
+
+
+def test_render_refuses_what_issuing_would_refuse_of_a_tenant(tmp_path: Path) -> None:
+    """``render`` prints what issuing would publish: a draft of tenant porto drawn over Lisbon, or
+    sent as gaia's sender, rendered (exit 0) though the workflow refuses it (tenant_areas,
+    senders)."""
+    from atalaia.streams.settings import CONFIG_DIR
+
+    config = tmp_path / "warnings.yaml"
+    config.write_text(
+        f"levels: {CONFIG_DIR / 'levels.yaml'}\nareas: [{CONFIG_DIR / 'geo' / 'porto.geojson'}]\n"
+        "senders: {porto: [pc@cm-porto.pt], gaia: [pc@cm-gaia.pt]}\n"
+        "tenant_areas: {porto: ['1312'], gaia: ['1317']}\n"
+    )
+    base = "sender: pc@cm-porto.pt\ntenant: porto\nlevel: red\nevent: Cheia\nexpires: '2026-12-05T06:00:00+00:00'\n"
+    (tmp_path / "ok.yaml").write_text(base + "area: {geocodes: {DICOFRE: ['131203']}}\n")
+    assert run(["render", str(tmp_path / "ok.yaml"), "--sent", SENT, "--config", str(config)])[0] == 0
+    (tmp_path / "lisbon.yaml").write_text(base + "area: {desc: Lisboa, circle: '38.72,-9.14 2'}\n")
+    code, _, err = run(["render", str(tmp_path / "lisbon.yaml"), "--sent", SENT, "--config", str(config)])
+    assert code == 1 and "lisbon.yaml:6:30: 38.72,-9.14 is outside tenant 'porto'" in err, err
+    (tmp_path / "gaia.yaml").write_text(
+        base.replace("pc@cm-porto.pt", "pc@cm-gaia.pt") + "area: {geocodes: {DICOFRE: ['131203']}}\n"
+    )
+    code, _, err = run(["render", str(tmp_path / "gaia.yaml"), "--sent", SENT, "--config", str(config)])
+    assert code == 1 and "gaia.yaml:1:9:" in err, err

@@ -104,8 +104,12 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
     except ValueError as e:
         click.echo(f"--sent: {e}", err=True)
         sys.exit(2)
+
+    def tenancy(d: Any) -> list[tuple[tuple[Any, ...], str]]:  # what issuing would refuse
+        return cfg.tenancy_problems(d, d.sender, d.tenant, cat)
+
     try:
-        d = load_draft(text, str(draft), cat, cfg.region)
+        d = load_draft(text, str(draft), cat, cfg.region, more=tenancy)
         doc = render_cap(d, cat, when, bbox=cfg.region)  # (its notes say if it expires before it is sent)
     except DraftError as e:
         for err in e.errors:

@@ -124,6 +124,16 @@ class WarningsConfig(_Model):
                         )
         return out
 
+    def tenancy_problems(
+        self, draft: Any, sender: Any, tenant: Any, cat: Catalogue
+    ) -> list[tuple[tuple[Any, ...], str]]:
+        """(location, message) for what ``senders:`` and ``tenant_areas:`` refuse of a draft of
+        ``tenant`` sent as ``sender`` (issuing refuses them; ``warnings render`` too)."""
+        wrong_sender = self.sender_problem(sender, tenant)
+        return ([(("sender",), wrong_sender)] if wrong_sender else []) + self.area_problems(
+            draft, tenant, cat
+        )
+
     def sender_problem(self, sender: Any, tenant: Any) -> str | None:
         """Why a warning of ``tenant`` may not carry ``sender`` (``senders:``), or None: a tenant
         named there sends only as its own senders, and nobody else sends as them."""

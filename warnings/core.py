@@ -364,11 +364,7 @@ class Workflow:
         public warning from being withdrawn."""
         if withdraws and d.msg_type == "Cancel":
             return []
-        found: list[Any] = []
-        wrong_sender = self.config.sender_problem(data.get("sender"), data.get("tenant"))
-        if wrong_sender:
-            found.append((("sender",), wrong_sender))
-        return found + self.config.area_problems(d, data.get("tenant"), self.catalogue)
+        return self.config.tenancy_problems(d, data.get("sender"), data.get("tenant"), self.catalogue)
 
     def reference_problems(self, state: WarningsState, data: dict[str, Any]) -> list[tuple[str, str]]:
         """(field, message) for each reference of draft ``data`` to an issued warning it may not

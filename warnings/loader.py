@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,9 +49,11 @@ def load_draft(
     catalogue: Catalogue | None = None,
     bbox: tuple[float, float, float, float] | None = PT_BBOX,
     limits: YamlLimits | None = None,
+    more: Callable[[Draft], list[tuple[tuple[Any, ...], str]]] | None = None,
 ) -> Draft:
     """A checked draft; :class:`DraftError` with every problem otherwise. The YAML is read within
-    the safe-loading limits of ``atalaia.streams.config_yaml`` (size, depth, aliases)."""
+    the safe-loading limits of ``atalaia.streams.config_yaml`` (size, depth, aliases). ``more``
+    adds (location, message) problems of a valid draft (the warnings settings' tenancy)."""
     try:
         # every scalar as written: a draft's values are texts (contact 00351222090000, eventCode
         # 0289, a parameter 4.50), and the model reads a number only where it wants one (polygon
@@ -86,6 +89,8 @@ def load_draft(
         ]
         raise DraftError(list({(e.line, e.col, e.message): e for e in errors}.values())) from None
     found = problems(draft, catalogue or Catalogue.load(), bbox)
+    if not found and more is not None:
+        found = more(draft)
     if found:
         errors = {}
         for loc, msg in found:
