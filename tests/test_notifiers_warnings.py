@@ -8,6 +8,7 @@ publishes nothing."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -475,7 +476,7 @@ def test_a_third_language_or_short_tags_are_delivered_not_a_target_outage() -> N
         location = alert_entity(w)["location"]["value"]
         ring = location["coordinates"][0]
         assert location["type"] == "Polygon" and ring[0] == ring[-1] and len(ring) == 33
-        area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:], strict=False))
+        area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in itertools.pairwise(ring))
         assert area2 > 0, "an outer ring runs counter-clockwise (RFC 7946)"
         # every vertex 2 km from the centre (a circle-only area reached the platform unplaced)
         assert all(abs(_km(41.15, -8.61, lat, lon) - 2) < 0.01 for lon, lat in ring)
