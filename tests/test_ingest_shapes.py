@@ -582,3 +582,20 @@ def test_a_device_s_date_last_value_reported_times_its_readings() -> None:
     }
     (o,) = parse_payload(orjson.dumps(device), received_at=T).observations
     assert (o.time, o.time_source) == (datetime(2026, 1, 28, 9, 40, tzinfo=UTC), "observed")
+
+
+def test_compact_iri_names_are_their_terms(monkeypatch) -> None:
+    """A broker compacts names with the prefixes of the subscription's @context (``sdm:height``,
+    ``fiware:WaterObserved``): kept as sent, no rule on ``height`` or ``WaterObserved`` saw them."""
+    from test_ingest_fastpath import both_paths
+
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:c",
+        "type": "fiware:WaterObserved",
+        "sdm:height": {"type": "Property", "value": 3.1, "observedAt": "2026-01-28T09:45:00Z"},
+        "sdm:parish": {"type": "Property", "value": "Campanhã"},
+    }
+    both_paths(ld(entity), monkeypatch)
+    (o,) = parse_payload(ld(entity)).observations
+    assert (o.type, o.attributes, o.labels) == ("WaterObserved", {"height": 3.1}, {"parish": "Campanhã"})
+    assert parse_payload(ld({**entity, "type": "urn:x:T"})).observations[0].type == "urn:x:T"  # not a CURIE

@@ -125,14 +125,21 @@ def _time_text(v: Any) -> str | None:
 DEFAULT_CONTEXT_PREFIX = "ngsi-ld:default-context/"
 
 
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # a JSON-LD prefix (an NCName)
+
+
 def short_name(name: str) -> str:
     """``https://smartdatamodels.org/dataModel.Environment/waterLevel`` -> ``waterLevel``;
-    ``ngsi-ld:default-context/height`` -> ``height``."""
+    ``ngsi-ld:default-context/height`` -> ``height``; ``sdm:height`` -> ``height``."""
     if name.startswith(DEFAULT_CONTEXT_PREFIX) and len(name) > len(DEFAULT_CONTEXT_PREFIX):
         return name[len(DEFAULT_CONTEXT_PREFIX) :]
     if name.startswith(("http://", "https://")):
         tail = name.rstrip("/#")
         return tail[max(tail.rfind("/"), tail.rfind("#")) + 1 :] or name
+    if ":" in name:  # a compact IRI (``sdm:height``, ``fiware:WaterObserved``): its term
+        prefix, _, term = name.partition(":")
+        if term and not term.startswith("//") and _PREFIX.fullmatch(prefix) and prefix.lower() != "urn":
+            return term
     return name
 
 
@@ -458,8 +465,8 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
     for name, v in entity.items():
         if name in RESERVED:
             continue
-        if not name or name in TIME_FIELDS or name.startswith(("http", DEFAULT_CONTEXT_PREFIX)):
-            general(name, v)
+        if not name or name in TIME_FIELDS or ":" in name or name.startswith("http"):
+            general(name, v)  # (a compact or full IRI, the default context's prefix: short_name)
             continue
         t = type(v)
         if t is dict:

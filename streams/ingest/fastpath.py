@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
-    DEFAULT_CONTEXT_PREFIX,
     DESCRIPTIVE,
     GEOMETRY_TYPES,
     LD_TYPES,
@@ -60,7 +59,7 @@ _names: dict[str, int] = {}
 def _classify(name: str) -> int:
     if name in RESERVED:
         k = _SKIP
-    elif not name or name.startswith(("http", DEFAULT_CONTEXT_PREFIX)):  # empty, or short_name needed
+    elif not name or ":" in name or name.startswith("http"):  # empty, or short_name needed
         k = _BAIL
     elif name in TIME_FIELDS:
         k = _TIME
