@@ -75,6 +75,15 @@ class _Bail(Exception):
     """Raised inside the reader: this entity needs the general path."""
 
 
+def _state_time(states: list, name: str, time: Any) -> None:
+    """A state's own time (a text property's ``observedAt`` / ``TimeInstant``), kept to compare
+    with the measurements': a later one makes an observation of its own (the general reader's).
+    A descriptive name's (rare) is the general reader's to weigh."""
+    if name in DESCRIPTIVE or type(time) is not str:
+        raise _Bail
+    states.append(time)
+
+
 def _label(labels: dict[str, str], name: str, text: str, max_label: int) -> None:
     """``_Reader.label``: text that is not too long, not a date-time, not NGSI-LD's null."""
     if (
@@ -119,7 +128,9 @@ def _value(
         _structured(labels, name, v, max_label)
 
 
-def _v2(measurements: list, labels: dict[str, str], name: str, kind: str, v: dict, max_label: int) -> Any:
+def _v2(
+    measurements: list, labels: dict[str, str], name: str, kind: str, v: dict, max_label: int, states: list
+) -> Any:
     """``_Reader.v2_attribute``; returns the location value when this is the location."""
     if "value" not in v and "metadata" not in v:
         _structured(labels, name, v, max_label)
@@ -141,9 +152,9 @@ def _v2(measurements: list, labels: dict[str, str], name: str, kind: str, v: dic
         if type(val) is str:
             _label(labels, name, val, max_label)
     elif kind in _V2_TEXT_TYPES and type(val) is str:
-        if time is not None and name not in DESCRIPTIVE:
-            raise _Bail  # a state with its own time: the general reader times it
         _label(labels, name, val, max_label)
+        if time is not None and name in labels:
+            _state_time(states, name, time)
     else:  # (a number as "Text": an IoT Agent's default type, read as any undeclared number)
         tv = type(val)
         if tv is int or (tv is float and val - val == 0.0):
@@ -192,6 +203,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     measurements: list[tuple[str, float, str | None, str | None]] = []
     append = measurements.append
     labels: dict[str, str] = {}
+    states: list[str] = []  # the states' own times
     times: dict[str, Any] | None = None
     geometry: Any = None
     has_location = False
@@ -233,19 +245,11 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             append((name, float(val), unit if type(unit) is str else None, at))
                         elif tv is str and is_label_property(val, v, max_label) and val != NGSI_LD_NULL:
                             labels[name] = val
-                        elif tv is str and "observedAt" in v and name not in DESCRIPTIVE:
-                            return False  # a state with its own time: the general reader times it
                         else:
-                            _value(
-                                measurements,
-                                labels,
-                                name,
-                                val,
-                                v.get("unitCode"),
-                                v.get("observedAt"),
-                                False,
-                                max_label,
-                            )
+                            at = v.get("observedAt")
+                            _value(measurements, labels, name, val, v.get("unitCode"), at, False, max_label)
+                            if at is not None and tv is str and name in labels:
+                                _state_time(states, name, at)
                     elif kind is not None:
                         return False  # a Property without value: refused
                     elif "object" in v:
@@ -277,7 +281,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         return False  # a name in several languages: the general reader labels it
                     continue  # JsonProperty, VocabProperty ...: never a measurement or label
                 elif dialect == "v2":
-                    loc = _v2(measurements, labels, name, kind, v, max_label)
+                    loc = _v2(measurements, labels, name, kind, v, max_label, states)
                     if loc is not None:
                         geometry = loc.geometry
                         has_location = True
@@ -401,6 +405,14 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
         if unit is not None:
             units[name] = unit
 
+    if states:  # a state observed after every measurement is an observation of its own
+        latest = max(groups) if groups is not None else first_t
+        if fb_attrs is not None and (latest is None or fallback > latest):  # type: ignore[operator]
+            latest = fallback
+        for text in states:
+            pt = parse_observation_time(text)
+            if pt.time is None or latest is None or pt.time > latest:
+                return False  # (or a bad time: the general reader says so)
     if unzoned:
         for text in sorted(unzoned):
             quality.append(f"time-without-zone: {text!r} has no UTC offset; UTC assumed")
