@@ -264,8 +264,8 @@ def install_forwarding(
         """One request forwarded, at most ``PER_CLIENT`` of one client at a time (429 beyond): a
         client that opens a hundred requests and reads none of the answers would hold the whole
         upstream pool until each is cut off, and the console would answer nobody else."""
-        if "text/event-stream" in request.headers.get("Accept", "") or request.path == "/api/stream":
-            return await _forward(request)  # (their own pool; the ops process caps them per client)
+        if request.path == "/api/stream":  # (their own pool; the ops process caps them per client)
+            return await _forward(request)
         client = client_address(request, proxies or LOCAL_PROXIES)
         if busy.get(client, 0) >= PER_CLIENT:
             detail = f"more than {PER_CLIENT} requests of this client at once; wait for their answers"
@@ -311,7 +311,7 @@ def install_forwarding(
             )
         except (ConnectionError, RuntimeError):  # the client went away mid-body: nobody to answer
             return await closing(request, web.Response(status=400))  # (nobody reads it)
-        stream = "text/event-stream" in request.headers.get("Accept", "") or request.path == "/api/stream"
+        stream = request.path == "/api/stream"  # (the live board: the console's one event stream)
         try:
             async with session("stream" if stream else "api").request(
                 request.method, f"{base}{request.rel_url}", headers=headers, data=body, allow_redirects=False

@@ -599,3 +599,15 @@ def test_compact_iri_names_are_their_terms(monkeypatch) -> None:
     (o,) = parse_payload(ld(entity)).observations
     assert (o.type, o.attributes, o.labels) == ("WaterObserved", {"height": 3.1}, {"parish": "Campanhã"})
     assert parse_payload(ld({**entity, "type": "urn:x:T"})).observations[0].type == "urn:x:T"  # not a CURIE
+
+
+def test_a_compact_iri_type_is_its_term_on_both_paths(monkeypatch) -> None:
+    from test_ingest_fastpath import both_paths
+
+    entity = {
+        "id": "urn:W:1",
+        "type": "fiware:WaterObserved",
+        "height": {"type": "Property", "value": 1.0, "observedAt": "2026-01-28T09:45:00Z"},
+    }
+    both_paths(ld(entity), monkeypatch)
+    assert parse_payload(ld(entity)).observations[0].type == "WaterObserved"

@@ -1,9 +1,9 @@
 """States beside measurements, as IoT Agents and Orion-LD send them: a device's ``deviceState``
 next to its ``batteryLevel``, a parking spot's ``status`` next to its ``occupancy``.
 
-Found by a probe with real broker shapes: a state that changed while the measurement's time did
-not was dropped as a redelivery (no observation, no DLQ record, no alarm), and a state observed
-at 10:00 beside a measurement of 09:00 was given 09:00 and refused as too late."""
+Found by a probe with real broker shapes: a state observed at 10:00 beside a measurement of 09:00
+was given 09:00 and refused as too late (or, at an unchanged measurement time, dropped with it as
+a redelivery)."""
 
 from __future__ import annotations
 
@@ -52,14 +52,15 @@ def records(body: bytes, monkeypatch: pytest.MonkeyPatch, deduper: Deduper | Non
     return [o.to_dict() for o in kept]
 
 
-def test_a_state_that_changes_at_the_same_measurement_time_is_not_a_redelivery(monkeypatch) -> None:
+def test_a_state_that_changes_with_its_own_time_beside_an_unchanged_measurement_alarms(monkeypatch) -> None:
+    """An IoT Agent's deviceState (its own TimeInstant) turns from ok to fault while the battery
+    level's time stays: the fault is an observation of its own, not a redelivery of the battery
+    level (which is, and is not evaluated twice)."""
     dedup, engine = Deduper(horizon_s=3600), RuleEngine(load_texts([("r.yaml", RULES)]))
     engine.set_clock(RECEIVED.timestamp())
-    ok = records(v2("ok", "2026-12-06T09:59:00Z"), monkeypatch, dedup)
-    fault = records(v2("fault", "2026-12-06T09:59:00Z"), monkeypatch, dedup)
-    again = records(v2("fault", "2026-12-06T09:59:00Z"), monkeypatch, dedup)
-    assert len(ok) == len(fault) == 1 and ok[0]["id"] != fault[0]["id"]
-    assert again == []  # a true redelivery still is one
+    ok = records(v2("ok", "2026-12-06T09:59:00Z", state_at="2026-12-06T09:59:30Z"), monkeypatch, dedup)
+    fault = records(v2("fault", "2026-12-06T09:59:00Z", state_at="2026-12-06T10:00:00Z"), monkeypatch, dedup)
+    assert [o["attributes"] for o in fault] == [{}]  # the battery level: a redelivery, dropped
     fired, rejected = engine.observe_batch(ok + fault)
     assert not rejected and [(t.rule, t.state) for t in fired] == [("device-fault", "firing")]
 
@@ -127,26 +128,23 @@ def test_a_number_sent_as_ngsi_v2_text_is_a_measurement(monkeypatch) -> None:
 @given(st.lists(st.sampled_from(["ok", "fault", "offline"]), min_size=1, max_size=12))
 def test_every_state_change_reaches_the_rules_whatever_the_measurement_time(states: list[str]) -> None:
     """The model: the alarm fires on each change into fault and resolves on each change out,
-    however many states arrive with one unchanged measurement time; a state already sent at that
-    time, with nothing else to tell it apart, is a redelivery (the sender gave the state no time
-    of its own: ``TimeInstant`` metadata or ``observedAt`` would)."""
+    however many states (each with its own time) arrive beside one unchanged measurement."""
     with pytest.MonkeyPatch.context() as mp:
         dedup, engine = Deduper(horizon_s=3600), RuleEngine(load_texts([("r.yaml", RULES)]))
         engine.set_clock(RECEIVED.timestamp())
         got = []
-        for s in states:
-            fired, _ = engine.observe_batch(records(v2(s, "2026-12-06T09:59:00Z"), mp, dedup))
+        for i, s in enumerate(states):
+            at = f"2026-12-06T09:59:{10 + i:02d}Z"
+            fired, _ = engine.observe_batch(records(v2(s, "2026-12-06T09:59:00Z", state_at=at), mp, dedup))
             got += [t.state for t in fired]
-    expected, firing, last = [], False, None
-    for s in dict.fromkeys(states):  # each state once: the rest are redeliveries
-        if s != last:
-            if s == "fault" and not firing:
-                expected.append("firing")
-                firing = True
-            elif s != "fault" and firing:
-                expected.append("resolved")
-                firing = False
-        last = s
+    expected, firing = [], False
+    for s in states:
+        if s == "fault" and not firing:
+            expected.append("firing")
+            firing = True
+        elif s != "fault" and firing:
+            expected.append("resolved")
+            firing = False
     assert got == expected
 
 
@@ -175,3 +173,36 @@ def test_an_ngsi_ld_vocab_property_is_a_state(state: dict, monkeypatch) -> None:
     engine.set_clock(RECEIVED.timestamp())
     fired, _ = engine.observe_batch(obs)
     assert [(t.rule, t.state) for t in fired] == [("device-fault", "firing")]
+
+
+def test_an_entity_whose_measurements_all_have_bad_times_costs_only_itself(monkeypatch) -> None:
+    """Every measurement's observedAt unreadable, its state's fine: max() of no measurement
+    group raised, and the whole notification's other entities were lost as an internal error."""
+    good = {
+        "id": "urn:P:2",
+        "type": "ParkingSpot",
+        "occupancy": {"type": "Property", "value": 0, "observedAt": "2026-12-06T10:00:00Z"},
+    }
+    bad = {
+        "id": "urn:P:1",
+        "type": "ParkingSpot",
+        "occupancy": {"type": "Property", "value": 1, "observedAt": "2026-13-06T09:00:00Z"},
+        "status": {"type": "Property", "value": "occupied", "observedAt": "2026-12-06T10:00:00Z"},
+    }
+    body = orjson.dumps(
+        {"id": "urn:n", "type": "Notification", "notifiedAt": "2026-12-06T10:00:01Z", "data": [good, bad]}
+    )
+    both_paths(body, monkeypatch, received_at=RECEIVED)
+    r = parse_payload(body, received_at=RECEIVED)
+    assert "urn:P:2" in {o.entity for o in r.observations}
+    assert "internal-error" not in {x.code for x in r.rejections}
+
+
+def test_a_v2_state_of_another_type_is_timed_by_its_own_time_on_both_paths(monkeypatch) -> None:
+    body = v2("fault", "2026-12-06T09:00:00Z").replace(b'"Text"', b'"Enum"')
+    timed = orjson.loads(body)
+    timed["data"][0]["deviceState"]["metadata"] = {
+        "TimeInstant": {"type": "DateTime", "value": "2026-12-06T10:00:00Z"}
+    }
+    obs = records(orjson.dumps(timed), monkeypatch)  # (records checks both paths agree)
+    assert [o["time"] for o in obs] == ["2026-12-06T09:00:00Z", "2026-12-06T10:00:00Z"]

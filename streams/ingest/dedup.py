@@ -42,7 +42,6 @@ _KEY_BYTES = 16
 
 
 _blake2b = hashlib.blake2b
-_dumps, _SORTED = orjson.dumps, orjson.OPT_SORT_KEYS
 _PREFIX_MAX = 8192
 _prefixes: dict[tuple[str, str, str | None], str] = {}  # (type, entity, tenant) -> the key's repr start
 
@@ -56,10 +55,7 @@ def observation_key(o: Observation) -> bytes:
     versions stay valid), written piecewise: a tuple's or list's repr is its items' reprs joined by
     ", ", and the (type, entity) part repeats. Entity identity is (tenant, entity): with a tenant
     the text is ``repr((type, entity, tenant, time, ...))``, so two tenants never collide. An
-    observation of states alone (no attributes) has its sorted labels in the list's place; one
-    with attributes and labels is the digest of that text, a NUL and its labels as sorted JSON (a
-    state that changed while the measurement's time did not is a new observation, not a
-    redelivery)."""
+    observation of states alone (no attributes) has its sorted labels in the list's place."""
     d = o.__dict__
     ty = d["type"]
     entity = d["entity"]
@@ -74,13 +70,8 @@ def observation_key(o: Observation) -> bytes:
     else:
         head = _head(ty, entity, tenant)
     items = ", ".join([f"({k!r}, {v!r})" for k, v in (sorted(a.items()) if len(a) > 1 else a.items())])
-    labels = d.get("labels")
     if not a:  # an observation of states alone: its states tell deliveries apart
-        items = f"{sorted((labels or {}).items())!r}"
-    elif labels:  # and beside measurements (a state that changed at the same measurement time):
-        # the labels' sorted JSON after the text (one C call, not a repr of sorted pairs)
-        text = f"{head}{d['time'].timestamp()!r}, [{items}])".encode()
-        return _blake2b(text + b"\x00" + _dumps(labels, option=_SORTED), digest_size=_KEY_BYTES).digest()
+        items = f"{sorted((d.get('labels') or {}).items())!r}"
     return _blake2b(f"{head}{d['time'].timestamp()!r}, [{items}])".encode(), digest_size=_KEY_BYTES).digest()
 
 

@@ -367,7 +367,7 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
     for text in sorted(unzoned):
         quality.append(f"time-without-zone: {text!r} has no UTC offset; UTC assumed")
     state_time = _latest_state_time(parts) if parts.has_state else None
-    if state_time is not None and state_time > max(t for t, _ in groups):
+    if state_time is not None and groups and state_time > max(t for t, _ in groups):
         # a state observed after the measurements (a device's deviceState at 10:00 beside a
         # battery level of 09:00): an observation of its own at its time, as for a state alone;
         # at the measurements' time it would be an hour old (and refused as late)

@@ -161,6 +161,8 @@ def _v2(
             _value(measurements, labels, name, val, unit, time, False, max_label)
         elif tv is str:
             _label(labels, name, val, max_label)
+            if time is not None and name in labels:  # (a state of any other type, timed too)
+                _state_time(states, name, time)
         elif tv is dict:
             _structured(labels, name, val, max_label)
         elif tv is bool:
@@ -183,8 +185,14 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS or not eid.isprintable():
         return False  # not printable: maybe a control/bidi character, the general path decides
     etype = raw.get("type")
-    if type(etype) is not str or not etype or etype.startswith("http") or not etype.isprintable():
-        return False
+    if (
+        type(etype) is not str
+        or not etype
+        or ":" in etype
+        or etype.startswith("http")
+        or not etype.isprintable()
+    ):
+        return False  # (a compact or full IRI: the general path takes its short name)
     opts = ctx.options
     accepted = opts.accepted_types
     if accepted is not None and etype not in accepted:

@@ -51,11 +51,10 @@ def observation_id(
     tenant: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> str:
-    """The deterministic id of an observation: its entity, time, values and labels (its states: a
-    device's two states at one time are two observations, with or without a measurement beside
-    them; a redelivery is the same one)."""
+    """The deterministic id of an observation: its entity, time and values (an observation of
+    states alone, without attributes, is its labels: a device's two states at one time are two)."""
     parts: list[Any] = [entity, time, attributes] if tenant is None else [tenant, entity, time, attributes]
-    if labels:
+    if not attributes and labels:
         parts.append(labels)
     body = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=12).hexdigest()
