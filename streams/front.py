@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import struct
 import time
@@ -218,6 +219,17 @@ STREAMS_MAX = 1000
 PER_CLIENT = 32
 
 
+def _client_key(address: str) -> str:
+    """Whom a request counts against: its IPv4 address, or its IPv6 /64 (one host or network
+    holds a whole /64: rotating addresses in it is no other client)."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    except ValueError:
+        return address
+
+
 def install_forwarding(
     app: faust.App,
     upstream: str,
@@ -266,7 +278,7 @@ def install_forwarding(
         upstream pool until each is cut off, and the console would answer nobody else."""
         if request.path == "/api/stream":  # (their own pool; the ops process caps them per client)
             return await _forward(request)
-        client = client_address(request, proxies or LOCAL_PROXIES)
+        client = _client_key(client_address(request, proxies or LOCAL_PROXIES))
         if busy.get(client, 0) >= PER_CLIENT:
             detail = f"more than {PER_CLIENT} requests of this client at once; wait for their answers"
             return web.json_response(

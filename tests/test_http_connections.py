@@ -205,18 +205,34 @@ def test_forwarded_console_paths_are_bounded_in_time_too(make_worker, ops_stand_
     # one client may hold a third of the upstream pool at most: the 33rd of its requests gets 429,
     # and the console still answers everybody else while its 32 answers go unread
     hoarders = []
-    for _ in range(34):
+    for i in range(34):
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect((host, int(port)))
-        s.sendall(  # (asking for an event stream does not take it out of the count)
-            b"GET /big HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.9\r\n"
+        # (asking for an event stream does not take it out of the count, nor does rotating
+        # addresses within one IPv6 /64)
+        who = b"203.0.113.9" if i % 2 else b"2001:db8:0:1::%x" % (i + 1)
+        s.sendall(
+            b"GET /big HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: " + who + b"\r\n"
             b"Accept: text/event-stream\r\n\r\n"
         )
         hoarders.append(s)
     try:
         time.sleep(1)
+        # 17 each: a client in 2001:db8:0:1::/64 and 203.0.113.9 stay under the cap of 32
         for s in hoarders[-2:]:
+            s.settimeout(5)
+            assert s.recv(12) == b"HTTP/1.1 200"  # answered (then read no further)
+        more = []
+        for i in range(20):  # 20 more from the /64: 37 in all, so the last 5 are refused
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(
+                b"GET /big HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 2001:db8:0:1:ffff::%x\r\n\r\n" % i
+            )
+            more.append(s)
+        hoarders += more
+        time.sleep(1)
+        for s in more[-5:]:
             s.settimeout(5)
             assert s.recv(4096).startswith(b"HTTP/1.1 429"), "beyond a third of the pool"
         other = httpx.post(
