@@ -6,7 +6,6 @@ second incident, nobody paged twice), and its alarm resolves when it comes back 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from collections import Counter
@@ -20,8 +19,7 @@ import pytest
 
 from atalaia.notifiers.testing import SmtpSink
 from atalaia.streams import ingestlog
-from tests.conftest import free_port
-from tests.test_up_remembers import RULES, Up, wait_for
+from tests.test_up_remembers import Up, up_env, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -71,22 +69,8 @@ def running(tmp_path: Path, checkpoint_s: int) -> Iterator[tuple[Up, SmtpSink]]:
     smtp = SmtpSink().start()
     up = None
     try:
-        (tmp_path / "rules").mkdir()
-        (tmp_path / "rules" / "r.yaml").write_text(RULES)
-        (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt")))
-        env = {
-            **os.environ,
-            "ATALAIA_DATA_DIR": str(tmp_path / "data"),
-            "ATALAIA_HTTP_PORT": str(free_port()),
-        }
-        env.pop("ATALAIA_KAFKA", None)
-        env.update(
-            ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
-            ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
-            ATALAIA_PARTITIONS="2",
-            ATALAIA_CHECKPOINT_S=str(checkpoint_s),
-        )
-        up = Up(tmp_path, env).start()
+        text = ESCALATION.format(url=smtp.mailto("sala@cm-porto.pt"))
+        up = Up(tmp_path, up_env(tmp_path, text, ATALAIA_CHECKPOINT_S=str(checkpoint_s))).start()
         yield up, smtp
     finally:
         if up is not None and up.proc and up.proc.poll() is None:

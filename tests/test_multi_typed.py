@@ -120,17 +120,9 @@ def test_the_rules_stage_forwards_it_to_a_join_on_any_of_its_types(tmp_path) -> 
     from atalaia.detectors.config import load_config
     from atalaia.rules.stage import RuleFiles, RulesCore
     from atalaia.streams.settings import CONFIG_DIR, Settings
+    from tests.test_rules_tenant_time import JOIN_RULE
 
-    (tmp_path / "join.yaml").write_text(
-        "group: g\nrules:\n"
-        "  - id: parish-flood\n"
-        "    select: {type: WaterObserved}\n"
-        "    join: {on: [parish], within: 10m}\n"
-        "    all:\n"
-        "      - {type: WeatherObserved, attribute: precipitation, aggregate: {function: sum, window: 10m}, above: 20}\n"
-        "      - {attribute: height, above: 4}\n"
-        "    severity: high\n"
-    )
+    (tmp_path / "join.yaml").write_text(JOIN_RULE)
     core = RulesCore(RuleFiles([tmp_path]), load_config(CONFIG_DIR / "detectors.yaml"), Settings())
     body = notification("Device", "WeatherObserved").replace(b'"temperature"', b'"precipitation"')
     (obs,) = records(body)

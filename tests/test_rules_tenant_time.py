@@ -221,6 +221,19 @@ def test_replay_prints_one_alarm_per_tenant(tmp_path) -> None:
     assert sorted(keys) == sorted([f"a|{e}", f"b|{e}", e])
 
 
+#: a label-keyed join over two types (rain by parish and a river gauge's height)
+JOIN_RULE = (
+    "group: g\nrules:\n"
+    "  - id: parish-flood\n"
+    "    select: {type: WaterObserved}\n"
+    "    join: {on: [parish], within: 10m}\n"
+    "    all:\n"
+    "      - {type: WeatherObserved, attribute: precipitation, aggregate: {function: sum, window: 10m}, above: 20}\n"
+    "      - {attribute: height, above: 4}\n"
+    "    severity: high\n"
+)
+
+
 def test_a_join_rule_forwards_every_type_it_reads_to_the_shared_stage(tmp_path) -> None:
     """A label-keyed compound rule needs every part's observations in the one-partition stage:
     the partitioned rules stage forwards each condition's type, not only ``select.type``."""
@@ -228,16 +241,7 @@ def test_a_join_rule_forwards_every_type_it_reads_to_the_shared_stage(tmp_path) 
     from atalaia.rules.stage import RuleFiles, RulesCore
     from atalaia.streams.settings import CONFIG_DIR, Settings
 
-    (tmp_path / "join.yaml").write_text(
-        "group: g\nrules:\n"
-        "  - id: parish-flood\n"
-        "    select: {type: WaterObserved}\n"
-        "    join: {on: [parish], within: 10m}\n"
-        "    all:\n"
-        "      - {type: WeatherObserved, attribute: precipitation, aggregate: {function: sum, window: 10m}, above: 20}\n"
-        "      - {attribute: height, above: 4}\n"
-        "    severity: high\n"
-    )
+    (tmp_path / "join.yaml").write_text(JOIN_RULE)
     core = RulesCore(RuleFiles([tmp_path]), load_config(CONFIG_DIR / "detectors.yaml"), Settings())
     assert {"WaterObserved", "WeatherObserved"} <= core.forward_types
 

@@ -49,6 +49,23 @@ policies:
 """
 
 
+def up_env(tmp_path: Path, escalation_text: str, **extra: str) -> dict[str, str]:
+    """The environment of an ``atalaia up`` on its own embedded broker in ``tmp_path``, with
+    ``RULES`` and ``escalation_text`` written there, two partitions and ``extra`` settings."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(RULES)
+    (tmp_path / "esc.yaml").write_text(escalation_text)
+    env = {**os.environ, "ATALAIA_DATA_DIR": str(tmp_path / "data"), "ATALAIA_HTTP_PORT": str(free_port())}
+    env.pop("ATALAIA_KAFKA", None)
+    env.update(
+        ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
+        ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
+        ATALAIA_PARTITIONS="2",
+        **extra,
+    )
+    return env
+
+
 class Up:
     def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
         self.tmp, self.env, self.n = tmp_path, env, 0
@@ -154,21 +171,7 @@ def announced(up: Up) -> set[str]:
 def test_up_restarted_keeps_incidents_shelve_and_timers_and_pages_nobody_twice(tmp_path: Path) -> None:
     smtp, http = SmtpSink().start(), HttpSinkThread()
     try:
-        (tmp_path / "rules").mkdir()
-        (tmp_path / "rules" / "r.yaml").write_text(RULES)
-        (tmp_path / "esc.yaml").write_text(escalation(smtp, http.sink))
-        env = {
-            **os.environ,
-            "ATALAIA_DATA_DIR": str(tmp_path / "data"),
-            "ATALAIA_HTTP_PORT": str(free_port()),
-        }
-        env.pop("ATALAIA_KAFKA", None)
-        env.update(
-            ATALAIA_RULES_PATHS=f'["{tmp_path / "rules"}"]',
-            ATALAIA_ESCALATION_PATH=str(tmp_path / "esc.yaml"),
-            ATALAIA_PARTITIONS="2",
-        )
-        up = Up(tmp_path, env).start()
+        up = Up(tmp_path, up_env(tmp_path, escalation(smtp, http.sink))).start()
         notify(up)
         wait_for(lambda: len(up.incidents()) == 2 and len(smtp.messages) == 2, 60, "two incidents paged", up)
         opened = up.incidents()

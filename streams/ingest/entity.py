@@ -256,11 +256,8 @@ def _emit_states(
     ``congested``): one observation without attributes, its labels the states state rules read.
     Its time: the latest ``observedAt`` of those properties, else the entity's, else the
     notification's or the reception's (``time_source``). False when it has no usable time."""
-    t, source, zoned_text = None, "observed", None
-    for text in parts.state_times or ():
-        pt = parse_observation_time(text) if type(text) is str else None
-        if pt is not None and pt.time is not None and (t is None or pt.time > t):
-            t, zoned_text = pt.time, (None if pt.zoned else text)
+    source = "observed"
+    t, zoned_text = _latest_state_time(parts)
     if t is None:
         entity_text, _ = _entity_time(parts)
         pt = parse_observation_time(entity_text) if entity_text is not None else None
@@ -366,7 +363,7 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
         quality.append(f"bad-time: {entity_error}; the {ctx.fallback_source} time is used")
     for text in sorted(unzoned):
         quality.append(f"time-without-zone: {text!r} has no UTC offset; UTC assumed")
-    state_time = _latest_state_time(parts) if parts.has_state else None
+    state_time = _latest_state_time(parts)[0] if parts.has_state else None
     if state_time is not None and groups and state_time > max(t for t, _ in groups):
         # a state observed after the measurements (a device's deviceState at 10:00 beside a
         # battery level of 09:00): an observation of its own at its time, as for a state alone;
@@ -375,14 +372,15 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
     _publish(eid, etype, parts, groups, location, quality, ctx, out)
 
 
-def _latest_state_time(parts: Parts) -> datetime | None:
-    """The latest valid ``observedAt`` of the entity's states, if any has one."""
-    latest = None
+def _latest_state_time(parts: Parts) -> tuple[datetime | None, str | None]:
+    """The latest valid ``observedAt`` of the entity's states (None if none has one), and its
+    text when it has no UTC offset (for the quality warning)."""
+    latest, unzoned = None, None
     for text in parts.state_times or ():
         pt = parse_observation_time(text) if type(text) is str else None
         if pt is not None and pt.time is not None and (latest is None or pt.time > latest):
-            latest = pt.time
-    return latest
+            latest, unzoned = pt.time, (None if pt.zoned else text)
+    return latest, unzoned
 
 
 def _publish(

@@ -77,11 +77,16 @@ def _finite_float(token: str) -> float:
     return x
 
 
+def _in_64_bits(token: str, n: int) -> bool:
+    """``n`` (parsed from ``token``) is an integer orjson reads: within 64 bits, signed or not."""
+    return len(token) < 19 or -(2**63) <= n < 2**64
+
+
 def _wide_int(token: str) -> int | float:
     """An integer as orjson would give it, or past 64 bits a float (``inf`` past a double: the
     attribute holding it is refused as not finite, not the whole body)."""
     n = int(token)
-    return n if len(token) < 19 or -(2**63) <= n < 2**64 else float(token)
+    return n if _in_64_bits(token, n) else float(token)
 
 
 def _explain_failure(
@@ -127,7 +132,7 @@ def _explain_failure(
 def _finite_int(token: str) -> int:
     """An integer orjson reads (64 bits), else ``_Overflow``: read as a float instead."""
     n = int(token)
-    if len(token) >= 19 and not -(2**63) <= n < 2**64:
+    if not _in_64_bits(token, n):
         raise _Overflow(f"integer {token[:24]}{'…' if len(token) > 24 else ''} overflows a double")
     return n
 
