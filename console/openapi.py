@@ -697,7 +697,18 @@ def warning_paths() -> dict[str, Any]:
         "/api/warnings/preview": {
             "post": {
                 "summary": "The CAP 1.2 XML and the pt-PT SMS text a draft gives (nothing is stored or sent)",
-                "requestBody": _DRAFT_BODY,
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            **_DRAFT_BODY["content"]["application/json"]["schema"]["properties"],
+                            "warning": {
+                                "type": "string",
+                                "description": "the warning this draft is an edit of (its own identifier is no conflict)",
+                            },
+                        },
+                    }
+                ),
                 "responses": _body_answers(
                     {
                         "200": _json(

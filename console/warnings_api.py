@@ -243,19 +243,28 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             )
         return None
 
-    def references_refused(view: Any, draft: dict[str, Any]) -> Any:
+    def references_refused(view: Any, draft: dict[str, Any], own: str | None = None) -> Any:
         """422 for references the workflow would refuse (another tenant's warning; an Update or
-        Cancel with another sender than the original's)."""
+        Cancel with another sender than the original's), or for an identifier it would (issued
+        already, or another pending warning's; ``own``: the warning this draft is)."""
         c = core()
-        found = c.workflow.reference_problems(c.state, draft) if c is not None else []
+        found = (
+            c.workflow.reference_problems(c.state, draft)
+            + c.workflow.identifier_problems(c.state, draft, own)
+            if c is not None
+            else []
+        )
         if found:
             return bad_draft(view, [{"field": f, "message": m} for f, m in found])
         return None
 
-    async def draft_refused(view: Any, request: Any, draft: dict[str, Any], changed: Any = None) -> Any:
+    async def draft_refused(
+        view: Any, request: Any, draft: dict[str, Any], changed: Any = None, own: str | None = None
+    ) -> Any:
         """The tenant rules on a checked new or changed draft (sender, linked incident,
-        references) after ``scoped_draft``: a problem response, or None. ``changed``: the fields
-        an edit changes (sender and incident are checked when they change; default: a new draft)."""
+        references, identifier) after ``scoped_draft``: a problem response, or None. ``changed``:
+        the fields an edit changes (sender and incident are checked when they change; default: a
+        new draft); ``own``: the warning an edit changes."""
         new = changed is None
         if (new or "sender" in changed) and (refused := sender_refused(view, draft, tenants_of(request))):
             return refused
@@ -263,7 +272,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused := await linked_incident_refused(view, request, draft)
         ):
             return refused
-        return references_refused(view, draft)
+        return references_refused(view, draft, own)
 
     async def read_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any]:
         body = await read_object(
@@ -403,7 +412,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             draft, errors = check(data)
             if errors or draft is None:
                 return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
-            refused = references_refused(self, data)
+            own = body.get("warning")  # (an edit's preview: its own identifier is no conflict)
+            refused = references_refused(self, data, own if isinstance(own, str) else None)
             if refused is not None:
                 return refused
             c = core()
@@ -491,7 +501,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 _, errors = check(merged)
                 if errors:
                     return bad_draft(self, errors)
-                refused = await draft_refused(self, request, merged, changed=changes)
+                refused = await draft_refused(
+                    self, request, merged, changed=changes, own=warning if action == "edit" else None
+                )
                 if refused is not None:
                     return refused
                 cmd = msgspec.structs.replace(cmd, draft=changes)

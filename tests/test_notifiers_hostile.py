@@ -245,6 +245,24 @@ def test_a_url_from_the_environment_is_never_printed(tmp_path):
     assert f"{cfg}:2:32: target 'pgu': ngsi-ld url must start with http:// or https://" in r.stderr
 
 
+def test_a_target_url_with_a_port_out_of_range_or_an_unclosed_address_is_refused_at_its_line(tmp_path):
+    """``https://[::1]:99999/`` passed the check and failed every delivery at run time."""
+    cfg = tmp_path / "ports.yaml"
+    cfg.write_text(
+        "targets:\n"
+        '  pgu: {channel: ngsi-ld, url: "https://[::1]:99999/ngsi-ld/v1/entities"}\n'
+        '  am: {channel: alertmanager, url: "http://[::1/api/v2/alerts"}\n'
+        '  ok: {channel: alertmanager, url: "http://[::1]:9093/api/v2/alerts"}\n'
+        "routes: [{policy: p}]\n"
+        "policies:\n  p: {steps: [{targets: [pgu, am, ok], wait: 1m}]}\n"
+    )
+    found, _ = check_targets(load_config(cfg), {})
+    assert found == [
+        f"{cfg}:2:32: target 'pgu': ngsi-ld url is not a valid URL: Port out of range 0-65535",
+        f"{cfg}:3:36: target 'am': alertmanager url is not a valid URL: Invalid IPv6 URL",
+    ], found
+
+
 def test_redact_url_drops_credentials_and_query():
     assert redact_url("https://u:pw@h.example:8443/p/q?token=t#f") == "https://***@h.example:8443/p/q?…"
     assert redact_url("apikey:S3cret@orion-ld:1026") == "<not a URL>"

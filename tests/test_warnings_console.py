@@ -185,6 +185,13 @@ def test_draft_from_an_incident_approve_issue_feed_and_four_eyes(make_worker, pu
     detail = httpx.get(f"{w.url}/api/warnings/{wid}", headers=h("rui"), timeout=5).json()["warning"]
     assert detail["approver"] == "rui" and detail["authors"] == ["ana"] and detail["identifier"]
     assert detail["actions"] == ["update", "cancel"]
+    # its CAP identifier named by another draft: refused when drafted (and in the preview), not
+    # after that draft's approval
+    again = {**detail["draft"], "identifier": detail["identifier"]}
+    for path in ("/api/warnings", "/api/warnings/preview"):
+        r = httpx.post(f"{w.url}{path}", json={"draft": again}, headers=h("ana"), timeout=10)
+        assert r.status_code == 422 and r.json()["field"] == "draft.identifier", r.text
+        assert "issued already" in r.text
 
     # 3. the feed lists it, linking to its CAP document
     feed = feedparser.parse(httpx.get(f"{w.url}/cap/feed.atom", timeout=5).content)

@@ -188,6 +188,22 @@ area: [{geocodes: {DICOFRE: ["131203"]}, desc: "  "}, {circle: "41.15,-8.6 2", d
     refused(tmp_path, mapping, 7, 19, "empty text")
 
 
+def test_invisible_texts_offsets_with_seconds_and_urls_with_bad_ports_are_refused(
+    tmp_path: Path,
+) -> None:
+    """A headline of zero-width spaces (or Hangul fillers) reached every phone as an empty line;
+    an offset with seconds (+01:00:30, which Python reads) is no CAP offset; a web page at port
+    99999 is no URL."""
+    for invisible in ("\\u200b\\u200b", "\\u2060 \\u200e", "\\u3164"):
+        headline = f'headline: {{pt-PT: "{invisible}", en-GB: Douro flood}}'
+        text = BASE.replace("headline: {pt-PT: Cheia no Douro, en-GB: Douro flood}", headline)
+        refused(tmp_path, text, 7, 19, "empty text")
+    seconds = BASE.replace("onset: 2026-12-04T18:00:00+00:00", "onset: 2026-12-04T18:00:00+01:00:30")
+    refused(tmp_path, seconds, 8, 8, "hours and minutes")
+    for web, why in (("https://[::1]:99999/", "Port out of range"), ("https://[::1/avisos", "Invalid IPv6")):
+        refused(tmp_path, BASE + f'web: "{web}"\n', 13, 6, why)
+
+
 # --------------------------------------------------------------------------- f. references
 def test_a_reference_with_a_forbidden_identifier_or_sender_is_refused_at_its_line(tmp_path: Path) -> None:
     update = BASE.replace("msgType: Alert\n", "msgType: Update\nreferences:\n  - {}\n")

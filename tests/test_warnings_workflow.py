@@ -802,3 +802,26 @@ def test_a_cancel_is_an_all_clear_not_the_original_instruction_again() -> None:
     told = {"pt-PT": "Pode regressar a casa.", "en-GB": "You may return home."}
     c2 = d.do("cancel", "ana", "operator", warning=w2, draft={"instruction": told}).warning
     assert d.state.warnings[c2].draft["instruction"] == told
+
+
+def test_an_identifier_issued_or_pending_elsewhere_is_refused_when_drafted_not_after_approval() -> None:
+    """Two warnings naming one CAP identifier: only one could ever be issued. Issuing refused
+    the other, after its approval (four eyes spent on a warning that could not go out); the
+    draft and the edit that name it are refused now, an edit of the warning itself is not."""
+    d = Driver()
+    first = d.issued({**DRAFT, "identifier": "PT-CMP-2026-0001"})
+    r = d.do("draft", "ana", "operator", draft={**DRAFT, "identifier": "PT-CMP-2026-0001"})
+    assert not r.ok and "PT-CMP-2026-0001 was issued already" in r.error and first in r.error
+    pending = d.do("draft", "ana", "operator", draft={**DRAFT, "identifier": "PT-CMP-2026-0002"}).warning
+    r = d.do("draft", "ana", "operator", draft={**DRAFT, "identifier": "PT-CMP-2026-0002"})
+    assert not r.ok and f"is {pending}'s already" in r.error
+    other = d.do("draft", "ana", "operator", draft=DRAFT).warning
+    r = d.do("edit", "ana", "operator", warning=other, draft={"identifier": "PT-CMP-2026-0002"})
+    assert not r.ok and "identifier" in r.error
+    assert d.do("edit", "ana", "operator", warning=pending, draft={"level": "red"}).ok  # its own
+    d.do("reject", "rui", "approver", warning=pending, reason="wrong level")  # rejected: free again
+    assert d.do("edit", "ana", "operator", warning=other, draft={"identifier": "PT-CMP-2026-0002"}).ok
+    d.do("submit", "ana", "operator", warning=other)
+    d.do("approve", "rui", "approver", warning=other)
+    assert d.do("issue", "ana", "operator", warning=other).ok
+    assert [c.identifier for c in d.caps()] == ["PT-CMP-2026-0001", "PT-CMP-2026-0002"]

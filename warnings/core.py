@@ -57,6 +57,7 @@ from atalaia.warnings.records import (
     warning_command_from_dict,
 )
 
+PENDING = ("draft", "submitted", "approved")  # (a rejected one may be edited back into a draft)
 ACTIVE = ("issued",)
 CLOSED = ("updated", "cancelled", "expired", "rejected")
 MAGIC = b"ATALAIA-WARNINGS/1\n"
@@ -196,7 +197,7 @@ class Workflow:
                 raise Refused(
                     "an Update or Cancel keeps its references and its kind: draft a new warning instead"
                 )
-            self._check_references(state, draft)
+            self._check_references(state, draft, own=w.id)
             w.draft = draft
             if c.actor not in w.authors:
                 w.authors.append(c.actor)
@@ -266,7 +267,7 @@ class Workflow:
                 what = orig.identifier if orig is not None and orig.identifier else wid
                 state_now = f": it is {orig.state}" if orig is not None else ""
                 raise Refused(f"the warning it replaces ({what}) is no longer active{state_now}")
-        self._check_references(state, w.draft)  # (an Update or Cancel keeps w's status: here too)
+        self._check_references(state, w.draft, own=None)  # (an Update or Cancel keeps w's status: here too)
         draft = Draft.model_validate(w.draft)
         found = self._tenancy_problems(draft, w.draft, bool(replaced))
         if found:  # (the warnings file may have bound senders or areas since it was drafted)
@@ -435,8 +436,34 @@ class Workflow:
                     )
         return out
 
-    def _check_references(self, state: WarningsState, data: dict[str, Any]) -> None:
+    @staticmethod
+    def identifier_problems(
+        state: WarningsState, data: dict[str, Any], own: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(field, message) when draft ``data`` (warning ``own``, if it is one already) names a
+        CAP identifier that is issued already, or that another warning not yet issued names:
+        only one of them could ever be issued, and issuing would refuse the other after its
+        approval."""
+        ident = data.get("identifier")
+        if not isinstance(ident, str) or not ident:
+            return []
+        if ident in state.issued:
+            return [
+                ("identifier", f"CAP identifier {ident} was issued already (as {state.issued[ident][0]})")
+            ]
+        for w in state.warnings.values():
+            if w.id != own and w.state in PENDING and w.draft.get("identifier") == ident:
+                return [("identifier", f"CAP identifier {ident} is {w.id}'s already (not yet issued)")]
+        return []
+
+    def _check_references(self, state: WarningsState, data: dict[str, Any], own: str | None = "") -> None:
+        """Refused for ``reference_problems`` and, for a new draft (``own`` "") or an edit of
+        warning ``own``, for ``identifier_problems`` (at issue, ``own`` None: issuing checks
+        only the issued identifiers, so two pending warnings a snapshot kept with one
+        identifier never block each other)."""
         found = self.reference_problems(state, data)
+        if own is not None:
+            found += self.identifier_problems(state, data, own or None)
         if found:
             raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in found))
 

@@ -57,6 +57,26 @@ def _invisible(text: str) -> str | None:
     return None
 
 
+# letters that draw nothing (Hangul fillers, the braille blank): a text of them reads as empty
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def blank(text: Any) -> bool:
+    """Whether ``text`` shows nothing: empty, or only spaces, format characters (a zero-width
+    space, a direction mark) and letters that draw nothing. A headline of U+200B would be sent as
+    an empty line to every phone.
+
+    >>> [blank(t) for t in ("", " \u200b\u2060 ", "\u3164", "Cheia")]
+    [True, True, True, False]
+    """
+    import unicodedata
+
+    return all(
+        ch in _BLANK_LETTERS or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Zs")
+        for ch in str(text)
+    )
+
+
 _LANG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 # ASCII digits only (re.ASCII): Python's \d and float() also take other scripts' digits ("٤١"), which
 # no CAP reader expects
@@ -97,6 +117,8 @@ def cap_time(v: Any) -> Any:
         raise ValueError(
             f"{t.isoformat()} has no UTC offset: write it like 2026-12-04T18:00:00+00:00 (or +01:00)"
         )
+    if t.utcoffset().total_seconds() % 60:  # (CAP's offsets are hh:mm; Python reads +01:00:30 too)
+        raise ValueError(f"{v!r}: a UTC offset is hours and minutes, like +01:00 (not seconds)")
     return datetime.fromtimestamp(int(t.timestamp()), UTC)
 
 
@@ -590,6 +612,18 @@ def geocode_items(area: DraftArea) -> list[tuple[str, str, int, str]]:
     return out
 
 
+def _bad_host(url: str) -> str | None:
+    """What is wrong with an http(s) URL's host or port (``[::1`` unclosed, port 99999), or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises for a port out of range or not a number)
+    except ValueError as e:
+        return str(e)
+    return None if parts.hostname else "it has no host"
+
+
 def problems(
     d: Draft, cat: Catalogue, bbox: tuple[float, float, float, float] | None = PT_BBOX
 ) -> list[Problem]:
@@ -679,13 +713,20 @@ def problems(
                     (loc, f"no {', '.join(missing)} text (the warning's languages: {', '.join(langs)})")
                 )
             for lang, text in value.items():
-                if not str(text).strip():
-                    out.append(((*loc, lang), "empty text"))
-        elif isinstance(value, str) and not value.strip():
-            out.append((loc, "the event may not be empty" if loc == ("event",) else "empty text"))
+                if blank(text):
+                    out.append(((*loc, lang), "empty text (or only invisible characters)"))
+        elif isinstance(value, str) and blank(value):
+            out.append(
+                (
+                    loc,
+                    "the event may not be empty"
+                    if loc == ("event",)
+                    else "empty text (or only invisible characters)",
+                )
+            )
     for name in ("note", "restriction", "addresses"):
         value = getattr(d, name)
-        if value is not None and not value.strip():
+        if value is not None and blank(value):
             out.append(((name,), "empty text"))
     # web: CAP 1.2 §3.2.2 "a full absolute URI"; one, or one per language
     webs = d.web.items() if isinstance(d.web, dict) else [(None, d.web)]
@@ -704,6 +745,8 @@ def problems(
                     + (f" (write {escaped})" if escaped else ""),
                 )
             )
+        elif web is not None and web.strip() and (bad_host := _bad_host(web.strip())) is not None:
+            out.append((where, f"{web!r} is not a valid URL: {bad_host}"))
     # scope: CAP 1.2 §3.2.1 (addresses "required when scope is Private", restriction "used when
     # scope is Restricted")
     if d.scope == "Private" and d.addresses is None:

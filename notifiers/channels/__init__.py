@@ -142,9 +142,13 @@ def build_channel(
         shown = _from("url", target.url) or f" (got {redact_url(url)})"
         raise TargetError("url", f"{target.channel} url must start with http:// or https://{shown}")
     try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        host = None
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises for a port out of range or not a number)
+    except ValueError as e:  # (a message of urllib's own: it shows no part of the URL)
+        raise TargetError(
+            "url", f"{target.channel} url is not a valid URL: {e}{_from('url', target.url)}"
+        ) from None
     if not host:
         raise TargetError("url", f"{target.channel} url has no host{_from('url', target.url)}")
     if target.channel == "ngsi-ld":
