@@ -207,3 +207,20 @@ def test_a_location_deleted_as_ngsi_ld_null_is_no_location_not_a_bad_one(monkeyp
     }
     r = run(ld(entity), monkeypatch)
     assert r.ok and not r.rejections and r.observations[0].location is None
+
+
+def test_a_v2_unit_written_as_a_symbol_in_metadata_is_the_readings_unit(monkeypatch) -> None:
+    """NGSI-v2 providers that write ``metadata.unit`` ("cm") rather than ``unitCode``: the reading
+    carries it, so a rule in metres converts it (it was read as metres: 250 cm was 250 m)."""
+    from atalaia.rules.units import convert_factor
+
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:a",
+        "type": "WaterObserved",
+        "height": {"type": "Number", "value": 250, "metadata": {"unit": {"type": "Text", "value": "cm"}}},
+        "flow": {"type": "Number", "value": 2, "metadata": {"unitCode": {"value": "MQS"}, "unit": "l/s"}},
+        "dateObserved": {"type": "DateTime", "value": "2026-01-28T09:40:00Z"},
+    }
+    r = run(v2(entity), monkeypatch)
+    assert r.ok and r.observations[0].units == {"height": "cm", "flow": "MQS"}  # unitCode first
+    assert convert_factor("cm", "m") == (0.01, 0.0)

@@ -375,7 +375,7 @@ class _Reader:
         meta = d.get("metadata")
         unit = time = None
         if type(meta) is dict and meta:
-            unit = _meta_value(meta.get("unitCode"))
+            unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
             time = _meta_value(meta.get("TimeInstant")) or _meta_value(meta.get("observedAt"))
         v = d.get("value")
         if kind in V2_NUMBER_TYPES:
