@@ -663,7 +663,15 @@ def warning_paths() -> dict[str, Any]:
     return {
         "/api/warnings": {
             "get": {
-                "summary": "Population warnings, newest first, each with what the caller may do",
+                "summary": "Population warnings, newest first, each with what the caller may do: every active "
+                "and pending one, and the newest past ones",
+                "parameters": [
+                    _q(
+                        "past",
+                        "how many past (updated, cancelled, expired, rejected) warnings to list (default 100)",
+                        {"type": "integer", "minimum": 0, "maximum": 1000},
+                    )
+                ],
                 "responses": {
                     "200": _json(
                         _object(
@@ -672,6 +680,10 @@ def warning_paths() -> dict[str, Any]:
                                 "warnings": {"type": "array", "items": WARNING},
                                 "available": {"type": "boolean"},
                                 "feed": {"type": "string"},
+                                "past_omitted": {
+                                    "type": "integer",
+                                    "description": "past warnings not listed (beyond ?past=)",
+                                },
                                 "may_draft": {"type": "boolean"},
                                 "sender": {
                                     "type": "string",
@@ -685,6 +697,7 @@ def warning_paths() -> dict[str, Any]:
                         ),
                         "the warnings",
                     ),
+                    "400": _problem("a bad filter"),
                     "401": UNAUTHORIZED,
                 },
             },

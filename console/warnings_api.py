@@ -28,13 +28,14 @@ import faust
 import msgspec
 
 from atalaia.console.bodies import read_object
-from atalaia.warnings.core import superseding_draft
+from atalaia.warnings.core import CLOSED, superseding_draft
 from atalaia.warnings.feed import FEED_PATH, alert_path
 from atalaia.warnings.records import WarningCommand
 
 ACTIONS = ("edit", "submit", "approve", "reject", "issue", "update", "cancel")
 DEFAULT_SENDER = "protecao.civil@cm-porto.pt"
 REPLY_WAIT_S = 5.0
+PAST = 100  # past warnings (updated, cancelled, expired, rejected) listed by default, newest first
 FORBIDDEN = ("four eyes", "approving needs", "a viewer may not")
 
 
@@ -361,11 +362,26 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             (who, denied) = caller(self, request, dict(request.query))
             if denied is not None:
                 return denied
+            try:
+                past_limit = int(request.query.get("past", str(PAST)))
+                if not 0 <= past_limit <= 1000:
+                    raise ValueError
+            except ValueError:
+                return fail(self, 400, "Bad filter", "past: an integer between 0 and 1000", field="past")
             tenants = tenants_of(request)
-            rows = [warning_json(w, actions_for(w, who[1])) for w in warnings_list() if visible(w, tenants)]
+            rows, past = [], 0
+            for w in warnings_list():  # (newest first) every active and pending one, the newest past ones
+                if not visible(w, tenants):
+                    continue
+                if w.state in CLOSED:
+                    past += 1
+                    if past > past_limit:
+                        continue
+                rows.append(warning_json(w, actions_for(w, who[1])))
             return self.json(
                 {
                     "warnings": rows,
+                    "past_omitted": max(0, past - past_limit),
                     "available": core() is not None,
                     "feed": FEED_PATH,
                     "may_draft": who[1] != "viewer",

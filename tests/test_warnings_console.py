@@ -248,3 +248,19 @@ def test_draft_from_an_incident_approve_issue_feed_and_four_eyes(make_worker, pu
         f"{w.url}/api/warnings/{wid}/commands", json={"action": "cancel"}, headers=h("vera"), timeout=10
     )
     assert r.status_code == 403
+
+    # 6. the list holds every active and pending warning, and the newest past ones (?past=)
+    r = httpx.post(
+        f"{w.url}/api/warnings/{own}/commands",
+        json={"action": "reject", "reason": "not needed"},
+        headers=h("ana"),
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    listed = httpx.get(f"{w.url}/api/warnings", headers=h("ana"), timeout=5).json()
+    assert own in {x["id"] for x in listed["warnings"]} and listed["past_omitted"] == 0
+    listed = httpx.get(f"{w.url}/api/warnings?past=0", headers=h("ana"), timeout=5).json()
+    assert own not in {x["id"] for x in listed["warnings"]} and listed["past_omitted"] == 1
+    assert wid in {x["id"] for x in listed["warnings"]}  # (issued: always listed)
+    r = httpx.get(f"{w.url}/api/warnings?past=1001", headers=h("ana"), timeout=5)
+    assert r.status_code == 400 and r.json()["field"] == "past"

@@ -825,3 +825,21 @@ def test_an_identifier_issued_or_pending_elsewhere_is_refused_when_drafted_not_a
     d.do("approve", "rui", "approver", warning=other)
     assert d.do("issue", "ana", "operator", warning=other).ok
     assert [c.identifier for c in d.caps()] == ["PT-CMP-2026-0001", "PT-CMP-2026-0002"]
+
+
+def test_warnings_in_progress_are_bounded_but_never_an_update_or_cancel(monkeypatch) -> None:
+    """A signed-in operator drafting without end filled the stage's state; beyond the bound a new
+    draft is refused, and an update or cancel of an issued warning still goes through."""
+    import atalaia.warnings.core as core
+
+    d = Driver()
+    issued = d.issued()
+    monkeypatch.setattr(core, "MAX_PENDING", 3)
+    pending = [d.do("draft", "ana", "operator", draft=DRAFT) for _ in range(3)]
+    assert all(r.ok for r in pending)
+    r = d.do("draft", "ana", "operator", draft=DRAFT)
+    assert not r.ok and "3 warnings are in progress already" in r.error
+    assert d.do("cancel", "ana", "operator", warning=issued).ok
+    for r in pending[:2]:  # (the cancel is in progress too: 2 left)
+        assert d.do("reject", "rui", "approver", warning=r.warning, reason="duplicate").ok
+    assert d.do("draft", "ana", "operator", draft=DRAFT).ok  # room again

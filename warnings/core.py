@@ -58,6 +58,7 @@ from atalaia.warnings.records import (
 )
 
 PENDING = ("draft", "submitted", "approved")  # (a rejected one may be edited back into a draft)
+MAX_PENDING = 500  # warnings in progress at once: beyond, a new draft is refused (the state stays bounded)
 ACTIVE = ("issued",)
 CLOSED = ("updated", "cancelled", "expired", "rejected")
 MAGIC = b"ATALAIA-WARNINGS/1\n"
@@ -243,8 +244,14 @@ class Workflow:
             data = {**data, "incident": c.incident}
         if c.tenant and "tenant" not in data:
             data = {**data, "tenant": c.tenant}
-        draft = self._check(data, withdraws=supersedes is not None or bool(self._replaced(state, data)))
+        withdraws = supersedes is not None or bool(self._replaced(state, data))
+        draft = self._check(data, withdraws=withdraws)
         self._check_references(state, draft)
+        if not withdraws and sum(w.state in PENDING for w in state.warnings.values()) >= MAX_PENDING:
+            raise Refused(
+                f"{MAX_PENDING} warnings are in progress already (drafted, submitted or approved): "
+                "issue or reject some first (an update or cancel of an issued warning is never held back)"
+            )
         wid = "W-" + hashlib.blake2b(c.id.encode(), digest_size=8).hexdigest()
         if wid in state.warnings:
             raise Refused(f"warning {wid} exists")

@@ -72,8 +72,7 @@ def blank(text: Any) -> bool:
     import unicodedata
 
     return all(
-        ch in _BLANK_LETTERS or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Zs")
-        for ch in str(text)
+        ch in _BLANK_LETTERS or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Zs") for ch in str(text)
     )
 
 
