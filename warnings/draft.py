@@ -713,14 +713,12 @@ def problems(
                 )
             for lang, text in value.items():
                 if blank(text):
-                    out.append(((*loc, lang), "empty text (or only invisible characters)"))
+                    out.append(((*loc, lang), "empty text"))
         elif isinstance(value, str) and blank(value):
             out.append(
                 (
                     loc,
-                    "the event may not be empty"
-                    if loc == ("event",)
-                    else "empty text (or only invisible characters)",
+                    "the event may not be empty" if loc == ("event",) else "empty text",
                 )
             )
     for name in ("note", "restriction", "addresses"):
