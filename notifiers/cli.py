@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -302,10 +303,14 @@ def log_cmd(
                 f"{_status_text(d, health.get(d['target']), lang)}  {what}  {d['last_error'] or ''}".rstrip()
             )
     if not as_json:
+        now = time.time()
         for h in health.values():
             if h.state != "closed":
+                # a probe overdue by more than a minute: no worker is probing it (stopped, or the
+                # target is no longer configured), so the line is the last known state, not now's
+                key = "down" if h.next_probe_at is None or h.next_probe_at > now - STALE_S else "stale"
                 click.echo(
-                    words["down"].format(
+                    words[key].format(
                         target=h.target,
                         since=_local(h.since),
                         n=h.failures,
@@ -315,6 +320,8 @@ def log_cmd(
                 )
     log.close()
 
+
+STALE_S = 60.0  # a breaker's probe overdue by more than this: ``notify log`` says its line is stale
 
 # the words of ``notify log`` (times and values follow the console's rules: Lisbon time with the
 # zone, values rounded with their units, decimal comma in Portuguese)
@@ -327,6 +334,8 @@ WORDS: dict[str, dict] = {
         "waiting": "waiting for target (attempts={n}, next try {next})",
         "failed_kept": "failed (attempts={n}; re-sent when the target recovers, until {until})",
         "down": "target {target}: unavailable since {since} ({n} consecutive failures), next probe {probe}: {error}",
+        "stale": "target {target}: last known unavailable since {since} ({n} consecutive failures); its probe was "
+        "due {probe} and no running worker has made it (stopped, or the target is no longer configured): {error}",
     },
     "pt-PT": {
         "status": {
@@ -344,6 +353,8 @@ WORDS: dict[str, dict] = {
         "waiting": "à espera do destino (tentativas={n}, próxima {next})",
         "failed_kept": "falhou (tentativas={n}; reenviado quando o destino voltar, até {until})",
         "down": "destino {target}: indisponível desde {since} ({n} falhas seguidas), próxima sonda {probe}: {error}",
+        "stale": "destino {target}: indisponível desde {since} pelo último registo ({n} falhas seguidas); a sonda "
+        "era às {probe} e nenhum worker em execução a fez (parado, ou o destino já não está configurado): {error}",
     },
 }
 

@@ -55,3 +55,24 @@ def test_notify_log_in_portuguese_and_english_with_lisbon_time_and_units(tmp_pat
     assert "WET" in attempts[0] and "entregue" in attempts[0] and "120 ms" in attempts[0]
     raw = run("--db", str(db), "--json", "--lang", "pt-PT")
     assert '"status":"delivered"' in raw, "--json stays raw"
+
+
+def test_a_breaker_nobody_probes_any_more_is_shown_as_its_last_known_state(tmp_path):
+    """A target's breaker line kept saying "unavailable …, next probe <an hour ago>" after the
+    worker stopped or the target left the configuration, as if it were now's."""
+    import time
+
+    from atalaia.notifiers.log import TargetHealth
+
+    db = tmp_path / "deliveries.sqlite"
+    make_log(db)
+    log = SQLiteDeliveryLog(db)
+    now = time.time()
+    log.set_target(TargetHealth("old-sms", "open", 7, now - 3600, now - 7200, "HTTP 503"))
+    log.set_target(TargetHealth("pgu", "open", 3, now + 20, now - 60, "connection refused"))
+    log.close()
+    out = run("--db", str(db), "--lang", "en-GB")
+    assert "target pgu: unavailable since" in out and "next probe" in out
+    stale = next(line for line in out.splitlines() if "old-sms" in line)
+    assert "last known unavailable" in stale and "no running worker has made it" in stale, stale
+    assert "nenhum worker em execução" in run("--db", str(db), "--lang", "pt-PT")
