@@ -36,6 +36,7 @@ from atalaia.detectors.base import Detector, clean
 from atalaia.detectors.config import DetectorsConfig, DetectorSpec
 
 SNAPSHOT_VERSION = 2
+RECENT_MAX = 256  # scores remembered for the other rules of the same reading (see DetectorBank._recent)
 
 
 class Pool:
@@ -103,6 +104,11 @@ class DetectorBank:
         #: in memory, least recently active first
         self._models: OrderedDict[ModelKey, Detector] = OrderedDict()
         self._last: dict[ModelKey, float] = {}  # newest event time of each model (epoch s)
+        # the latest scores, per model: (time, value, score). Several rules with one detector on
+        # one attribute (thresholds apart, an entity of two types) share its model; each scores
+        # the reading, which the model must learn once (the second scored it against a model that
+        # had learned it already). The calls for one reading are adjacent: a few entries suffice.
+        self._recent: dict[ModelKey, tuple[float, float, float | None]] = {}
         self.max_entities = config.bank.max_entities if max_entities is ... else max_entities
         self.idle_after = config.bank.idle_seconds if idle_after is ... else idle_after
         self.checkpoints: MutableMapping[ModelKey, bytes] = {} if checkpoints is None else checkpoints
@@ -264,12 +270,19 @@ class DetectorBank:
             return None
         detector = self._resolve(detector)
         mk = (detector, key, attribute)
+        recent = self._recent.get(mk)
+        if recent is not None and recent[0] == ts and recent[1] == x:  # this reading, scored already
+            return recent[2]
         self._models.move_to_end(mk)
         last = self._last.get(mk)
         self._last[mk] = ts if last is None or ts > last else last
         seen = det.n_seen
         score = det.score_learn(x, t)
-        return score if seen >= self._specs[detector].warmup else None
+        result = score if seen >= self._specs[detector].warmup else None
+        if len(self._recent) >= RECENT_MAX:
+            self._recent.clear()
+        self._recent[mk] = (ts, x, result)
+        return result
 
     def score_learn_many(
         self, detector: str, rows: Iterable[tuple[str, str, datetime, float]]

@@ -120,3 +120,27 @@ def test_per_entity_state_round_trip_matches_uninterrupted():
     got += [fresh.score_learn("hst-default", k, a, t, v) for k, a, t, v in rows[500:]]
     assert got == expected
     assert fresh.state_of("hst-default", "nobody", "flow") is None
+
+
+def test_rules_sharing_a_model_score_each_reading_once_and_learn_it_once():
+    """Two rules with one detector on one attribute (a warning and a critical threshold, or an
+    entity of two types with a rule each) share the entity's model: each reading is learned once
+    and both get the score a single rule gets (the second had scored against a model that had
+    learned the reading already, and the model learned every reading twice)."""
+    rng = random.Random(7)
+    rows = list(feed(rng, 400, 2))
+    single, shared = DetectorBank(CONFIG), DetectorBank(CONFIG)
+    alone = [single.score_learn("novelty-evt-mean", k, a, t, v) for k, a, t, v in rows]
+    both = []
+    for k, a, t, v in rows:  # the rules of one reading, other models' calls between them
+        first = shared.score_learn("novelty-evt-mean", k, a, t, v)
+        shared.score_learn("novelty-evt-mean", k, "level", t, v * 2)
+        both.append((first, shared.score_learn("novelty-evt-mean", k, a, t, v)))
+    assert [f for f, _ in both] == [s for s, _ in both] == alone
+    assert any(s is not None and s > 0.45 for s in alone)  # (scores that matter, not only warm-up)
+    key = rows[0][0]
+    assert (
+        shared.model("novelty-evt-mean", key, "flow").n_seen
+        == single.model("novelty-evt-mean", key, "flow").n_seen
+        == 400
+    )
