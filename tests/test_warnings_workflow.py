@@ -825,6 +825,9 @@ def test_an_identifier_issued_or_pending_elsewhere_is_refused_when_drafted_not_a
     d.do("approve", "rui", "approver", warning=other)
     assert d.do("issue", "ana", "operator", warning=other).ok
     assert [c.identifier for c in d.caps()] == ["PT-CMP-2026-0001", "PT-CMP-2026-0002"]
+    d.do("draft", "ana", "operator", draft={**DRAFT, "identifier": 20261204})  # (a YAML number)
+    r = d.do("draft", "ana", "operator", draft={**DRAFT, "identifier": "20261204"})
+    assert not r.ok and "20261204 is W-" in r.error, "the same identifier as the document carries it"
 
 
 def test_warnings_in_progress_are_bounded_but_never_an_update_or_cancel(monkeypatch) -> None:

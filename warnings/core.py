@@ -451,15 +451,15 @@ class Workflow:
         CAP identifier that is issued already, or that another warning not yet issued names:
         only one of them could ever be issued, and issuing would refuse the other after its
         approval."""
-        ident = data.get("identifier")
-        if not isinstance(ident, str) or not ident:
+        ident = _text_or_none(data.get("identifier"))  # (as the document will carry it: 2024 is "2024")
+        if not ident:
             return []
         if ident in state.issued:
             return [
                 ("identifier", f"CAP identifier {ident} was issued already (as {state.issued[ident][0]})")
             ]
         for w in state.warnings.values():
-            if w.id != own and w.state in PENDING and w.draft.get("identifier") == ident:
+            if w.id != own and w.state in PENDING and _text_or_none(w.draft.get("identifier")) == ident:
                 return [("identifier", f"CAP identifier {ident} is {w.id}'s already (not yet issued)")]
         return []
 
