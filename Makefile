@@ -21,8 +21,8 @@ test: install  ## the whole test suite (unit, property, integration on a real br
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-fuzz: install  ## property tests with fresh random draws, several rounds (looks for bugs the fixed draws of make test miss)
-	for round in 1 2 3; do ATALAIA_HYPOTHESIS=fuzz $(BIN)/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider \
+fuzz: install  ## property tests with fresh random draws, six rounds (looks for bugs the fixed, smaller draws of make test miss)
+	for round in 1 2 3 4 5 6; do ATALAIA_HYPOTHESIS=fuzz $(BIN)/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider \
 	  $$(grep -l '^from hypothesis' tests/*.py) || exit 1; done
 
 soak: install  ## the long fault suite of issue 10 (about 25 min; figures in tests/README.md)

@@ -25,7 +25,7 @@ from atalaia.rules.loader import load_model, load_texts
 from atalaia.rules.ruletest import RuleTestFile
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 USERS = """users:
   - {actor: ana, role: operator, token_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
@@ -193,7 +193,7 @@ def test_mutated_config_never_crashes_a_loader(kind: str, data: st.DataObject) -
 
 
 @pytest.mark.parametrize("kind", sorted(LOADERS))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     text=st.lists(st.sampled_from([*":-[]{}&*!|>'\"#\n ,?~<abc01.", *SNIPPETS[:25]]), max_size=40).map(
         "".join

@@ -98,7 +98,7 @@ def _yaml(value: Any) -> str:
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_validate_answers_any_mapping_with_positioned_errors(kind: str, data: st.DataObject) -> None:
     model, at, explain = MODELS[kind]

@@ -264,7 +264,7 @@ TYPED = [
 
 @pytest.mark.parametrize("records,decoder", TYPED, ids=lambda x: getattr(x, "__name__", ""))
 @given(data=st.data())
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_every_record_round_trips_exactly(records, decoder, data) -> None:
     record = data.draw(records)
     raw = record.to_json()
@@ -274,7 +274,7 @@ def test_every_record_round_trips_exactly(records, decoder, data) -> None:
 
 
 @given(observations)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 def test_observations_round_trip_as_their_consumers_read_them(o: Observation) -> None:
     raw = o.to_json()
     assert decode_observation(raw) == orjson.loads(raw)
@@ -282,7 +282,7 @@ def test_observations_round_trip_as_their_consumers_read_them(o: Observation) ->
 
 
 @given(commands)
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 def test_commands_round_trip(cmd: Command) -> None:
     assert decode_command(orjson.dumps(cmd.model_dump(mode="json"))) == cmd
 
@@ -315,7 +315,7 @@ def _decodes_or_refuses(decoder, raw: bytes) -> None:
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: d.__name__)
 @given(data=st.data())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_a_decoder_returns_its_type_or_raises_the_decode_error(decoder, data) -> None:
     _decodes_or_refuses(decoder, data.draw(st.binary(max_size=64)))
     _decodes_or_refuses(decoder, json.dumps(data.draw(json_values)).encode())  # big integers too
@@ -346,7 +346,7 @@ SAMPLES = {
 
 @pytest.mark.parametrize("decoder", list(SAMPLES), ids=lambda d: d.__name__)
 @given(data=st.data())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_a_record_with_one_field_replaced_decodes_or_names_the_field(decoder, data) -> None:
     record = data.draw(SAMPLES[decoder])
     d = orjson.loads(record.to_json()) if hasattr(record, "to_json") else record.model_dump(mode="json")

@@ -21,7 +21,7 @@ from atalaia.streams.ingest.observation import Observation
 from atalaia.streams.ingest.timeparse import _canonical, _parse
 
 RECEIVED = datetime(2026, 1, 28, 10, 0, tzinfo=UTC)
-FAST = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def _outcome(r) -> tuple:
@@ -216,7 +216,7 @@ time_texts = st.builds(
 ) | st.text(max_size=30)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(time_texts)
 def test_canonical_time_parser_equals_the_general_one(text) -> None:
     fast = _canonical(text)
@@ -225,7 +225,7 @@ def test_canonical_time_parser_equals_the_general_one(text) -> None:
         assert fast.time.tzinfo is UTC
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC) | st.just(None)))
 def test_time_text_equals_format_time(t) -> None:
     if t.tzinfo is None:
@@ -237,7 +237,7 @@ T0 = datetime(2026, 1, 28, tzinfo=UTC)
 keys_text = st.text(max_size=8)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     keys_text,
     keys_text,

@@ -21,7 +21,7 @@ from atalaia.streams.ingest.observation import Observation
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
 RECEIVED = datetime(2026, 1, 28, 10, 0, tzinfo=UTC)
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def model_bytes(o: Observation) -> bytes:
@@ -293,7 +293,7 @@ def _has_duplicate(node) -> bool:
     return False
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(dup_trees, st.booleans(), st.booleans())
 def test_duplicate_keys_are_always_detected(tree, ascii_only, escape_colons) -> None:
     body = _render(tree, ascii_only, escape_colons).encode()
@@ -330,7 +330,7 @@ def _key(o: Observation) -> tuple:
     return (o.type, o.entity, o.time, tuple(sorted(o.attributes.items())))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(steps)
 def test_deduper_matches_reference_model(batches) -> None:
     horizon = 30.0
@@ -351,7 +351,7 @@ def test_deduper_matches_reference_model(batches) -> None:
         assert out == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(steps, st.integers(0, 25))
 def test_deduper_snapshot_restore_is_exact(batches, cut) -> None:
     straight = Deduper(horizon_s=30, max_entries=7)
@@ -415,7 +415,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(ops, st.integers(3, 12))
 def test_deduper_incremental_snapshot_equals_a_full_one(steps, cap) -> None:
     """Forgetting (horizon, bound), redeliveries (reorder), restores: every snapshot has exactly
