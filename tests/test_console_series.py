@@ -121,11 +121,6 @@ def test_series_and_linked_warnings_of_an_incident(make_worker, broker, topic_pr
     r = httpx.get(f"{w.url}/api/incidents/{iid}/series?points=0", timeout=5)
     assert r.status_code == 400 and r.json()["field"] == "points"
     assert httpx.get(f"{w.url}/api/incidents/nope/series", timeout=5).status_code == 404
-    t0 = time.perf_counter()
-    for _ in range(20):
-        series()
-    per = (time.perf_counter() - t0) / 20
-    assert per < 0.1, f"a series read took {per * 1000:.0f} ms"
 
     # linked warnings: a draft from this incident is listed with a link to its page
     assert httpx.get(f"{w.url}/api/incidents/{iid}/warnings", timeout=5).json() == {
