@@ -274,7 +274,9 @@ class Workflow:
                 what = orig.identifier if orig is not None and orig.identifier else wid
                 state_now = f": it is {orig.state}" if orig is not None else ""
                 raise Refused(f"the warning it replaces ({what}) is no longer active{state_now}")
-        self._check_references(state, w.draft, own=None)  # (an Update or Cancel keeps w's status: here too)
+        self._check_references(
+            state, w.draft, identifiers=False
+        )  # (an Update or Cancel keeps w's status too)
         draft = Draft.model_validate(w.draft)
         found = self._tenancy_problems(draft, w.draft, bool(replaced))
         if found:  # (the warnings file may have bound senders or areas since it was drafted)
@@ -463,14 +465,16 @@ class Workflow:
                 return [("identifier", f"CAP identifier {ident} is {w.id}'s already (not yet issued)")]
         return []
 
-    def _check_references(self, state: WarningsState, data: dict[str, Any], own: str | None = "") -> None:
-        """Refused for ``reference_problems`` and, for a new draft (``own`` "") or an edit of
-        warning ``own``, for ``identifier_problems`` (at issue, ``own`` None: issuing checks
-        only the issued identifiers, so two pending warnings a snapshot kept with one
-        identifier never block each other)."""
+    def _check_references(
+        self, state: WarningsState, data: dict[str, Any], own: str | None = None, identifiers: bool = True
+    ) -> None:
+        """Refused for ``reference_problems`` and, with ``identifiers``, for
+        ``identifier_problems`` (``own``: the warning an edit changes). Issuing passes
+        ``identifiers=False``: it checks only the issued identifiers, so two pending warnings a
+        snapshot kept with one identifier never block each other."""
         found = self.reference_problems(state, data)
-        if own is not None:
-            found += self.identifier_problems(state, data, own or None)
+        if identifiers:
+            found += self.identifier_problems(state, data, own)
         if found:
             raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in found))
 

@@ -611,18 +611,6 @@ def geocode_items(area: DraftArea) -> list[tuple[str, str, int, str]]:
     return out
 
 
-def _bad_host(url: str) -> str | None:
-    """What is wrong with an http(s) URL's host or port (``[::1`` unclosed, port 99999), or None."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises for a port out of range or not a number)
-    except ValueError as e:
-        return str(e)
-    return None if parts.hostname else "it has no host"
-
-
 def problems(
     d: Draft, cat: Catalogue, bbox: tuple[float, float, float, float] | None = PT_BBOX
 ) -> list[Problem]:
@@ -726,6 +714,8 @@ def problems(
         if value is not None and blank(value):
             out.append(((name,), "empty text"))
     # web: CAP 1.2 §3.2.2 "a full absolute URI"; one, or one per language
+    from atalaia.notifiers.channels import url_problem  # (the delivery targets' check too)
+
     webs = d.web.items() if isinstance(d.web, dict) else [(None, d.web)]
     for lang, web in webs:
         where = ("web",) if lang is None else ("web", lang)
@@ -742,7 +732,7 @@ def problems(
                     + (f" (write {escaped})" if escaped else ""),
                 )
             )
-        elif web is not None and web.strip() and (bad_host := _bad_host(web.strip())) is not None:
+        elif web is not None and web.strip() and (bad_host := url_problem(web.strip())) is not None:
             out.append((where, f"{web!r} is not a valid URL: {bad_host}"))
     # scope: CAP 1.2 §3.2.1 (addresses "required when scope is Private", restriction "used when
     # scope is Restricted")

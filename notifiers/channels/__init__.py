@@ -71,6 +71,17 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{cred}{host}{port}{parts.path}{'?…' if parts.query or parts.fragment else ''}"
 
 
+def url_problem(url: str) -> str | None:
+    """What makes ``url``'s host or port unusable (``[::1`` unclosed, port 99999, no host), in
+    urllib's words (they show no part of the URL), or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises for a port out of range or not a number)
+    except ValueError as e:
+        return str(e)
+    return None if parts.hostname else "it has no host"
+
+
 def _vars(text: str) -> list[str]:
     return _VAR.findall(text)
 
@@ -141,16 +152,13 @@ def build_channel(
     if not url.startswith(("http://", "https://")):
         shown = _from("url", target.url) or f" (got {redact_url(url)})"
         raise TargetError("url", f"{target.channel} url must start with http:// or https://{shown}")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018  (raises for a port out of range or not a number)
-    except ValueError as e:  # (a message of urllib's own: it shows no part of the URL)
-        raise TargetError(
-            "url", f"{target.channel} url is not a valid URL: {e}{_from('url', target.url)}"
-        ) from None
-    if not host:
+    problem = url_problem(url)
+    if problem == "it has no host":
         raise TargetError("url", f"{target.channel} url has no host{_from('url', target.url)}")
+    if problem is not None:
+        raise TargetError(
+            "url", f"{target.channel} url is not a valid URL: {problem}{_from('url', target.url)}"
+        )
     if target.channel == "ngsi-ld":
         ch = NgsiLdAlertChannel(
             name, ctx, url, target.tenant, timeout, tenant_from_incident=target.tenant_from_incident
