@@ -61,6 +61,40 @@ def faust_settings(settings: Settings, bootstrap: str, http: bool = True) -> dic
     }
 
 
+class App(faust.App):
+    """Faust's app, with Atalaia's services (the pipeline stages among them) started *before*
+    Faust's own, not after.
+
+    Faust starts services registered with ``app.service`` only once its consumer has joined its
+    group (the DLQ counter's) and its tables recovered, and each stage then joined its own group:
+    two group joins one after the other (on the embedded broker each takes half the session
+    timeout: 10 s of a worker's start went to joins by default). Meanwhile Faust's web server was
+    already answering, so a request could reach the ingest endpoint before its producer had
+    started (a 500). Atalaia's services use their own Kafka clients and nothing of Faust's, so
+    here they start first, in the order they were registered (a stage after what its core
+    registered, e.g. the delivery stage after its notifier); then Faust's web server, so a page
+    answers only once what it uses is up; then Faust's consumer, whose join overlaps the stages'.
+    They stop first (see ``_stop_children``)."""
+
+    own_services: list[Any]
+
+    def on_init_dependencies(self) -> Any:
+        return [*getattr(self, "own_services", []), *super().on_init_dependencies()]
+
+    async def _stop_children(self) -> None:
+        """Atalaia's services stop first (in reverse order), then Faust's: as before this order
+        of start, so the console's feeds end their event streams before the web server waits
+        for its open requests, and the stages checkpoint before Faust's clients close."""
+        own = {id(s) for s in getattr(self, "own_services", [])}
+        self._children.sort(key=lambda child: id(child) in own)  # stable; stopped from the end
+        await super()._stop_children()
+
+    def service(self, cls: Any) -> Any:
+        service = self._prepare_subservice(cls)
+        self.own_services.append(service)
+        return service
+
+
 def create_app(
     settings: Settings,
     bootstrap: str,
@@ -75,7 +109,8 @@ def create_app(
     # without pages, only the metrics port if set, else no web server (the children of
     # `worker --processes` each get their own metrics port: streams.commands._run_processes)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust's datadir is made in it
-    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
+    app = App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
+    app.own_services = []
     app.atalaia_settings = settings
     t = settings.topic
     app.topic(t("events"), value_serializer="raw", key_serializer="raw")
@@ -110,22 +145,21 @@ def create_app(
     from atalaia.streams.topology import plan
 
     for spec in plan(stages, fuse=settings.fuse_ingest_rules):
-        make_core = spec.cores(settings, app)
+        make_core = spec.cores(settings, app)  # what it registers (app.service) starts before the stage
         if make_core is None:  # cannot run here (e.g. delivery without its targets' settings)
             continue
         # a stage that hands observations to other partitions keeps them in the ingest log too
         hands_over = {"observations", "shared-observations"} & set(spec.outputs)
-        app.atalaia_stages[spec.name] = app.service(
-            BatchStage(
-                name=spec.name,
-                source=spec.sources,
-                group=f"{settings.app_id}.{spec.name}",
-                tick_s=spec.tick_s,
-                make_core=make_core,
-                journal=IngestLog.for_broker(settings, bootstrap) if hands_over else None,
-                **common,
-            )
+        app.atalaia_stages[spec.name] = stage = BatchStage(
+            name=spec.name,
+            source=spec.sources,
+            group=f"{settings.app_id}.{spec.name}",
+            tick_s=spec.tick_s,
+            make_core=make_core,
+            journal=IngestLog.for_broker(settings, bootstrap) if hands_over else None,
+            **common,
         )
+        app.service(stage)  # started before Faust's consumer: see App
         if spec.fused:
             app.atalaia_aliases.update(dict.fromkeys(spec.needs, spec.name))
             # /metrics: the events it reads count as ingest's records, the observations as rules'

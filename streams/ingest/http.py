@@ -17,7 +17,7 @@ from typing import Any
 import faust
 from aiohttp.web_protocol import RequestPayloadError
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from mode import Service
 from prometheus_client import Counter
 
@@ -58,13 +58,14 @@ class IngestProducer(Service):
         self._trims: asyncio.Future | None = None
 
     async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             **client_options(self.bootstrap),
             **producer_options(await broker_kind(self.bootstrap)),  # acks=all + idempotence on Kafka
             linger_ms=2,
             max_request_size=8 << 20,
         )
-        await self.producer.start()
+        await producer.start()
+        self.producer = producer  # publish answers "not running" (a 503) until here
         if self.ingest_log is not None:
             log.info(
                 "ingest: accepted events are kept in %s until the stages checkpoint them",
@@ -87,6 +88,8 @@ class IngestProducer(Service):
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
+        if self.producer is None or self.should_stop:  # not started yet, or stopping: a 503
+            raise KafkaConnectionError("the ingest producer is not running")
         md = await self.producer.send_and_wait(topic, value, key=key, headers=headers)
         if self.ingest_log is not None and topic == self.log_topic:
             # (raises IngestLogError, an OSError: the endpoint answers 503, MQTT does not ack)
