@@ -119,7 +119,7 @@ def _unit_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) ->
         return
     declared = documented_unit(rule.select.type, rule.select.attribute or "")
     if declared is not None:
-        conv = convert_factor(declared, rule.unit)
+        conv = convert_factor(declared, rule.unit, rule.select.attribute)
         if isinstance(conv, str):
             err(
                 (*base, "unit"),

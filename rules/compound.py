@@ -298,7 +298,7 @@ class CompoundRule(CompiledRule):
                         if conv is None:
                             from atalaia.rules.units import convert_factor
 
-                            conv = factors[code] = convert_factor(code, unit)
+                            conv = factors[code] = convert_factor(code, unit, attribute)
                         if isinstance(conv, str):
                             return NOT_COMPARABLE
                         v = v * conv[0] + conv[1]

@@ -718,7 +718,9 @@ def _converting(fn: Any, rule: CompiledRule, unit: str, stats: Counter[str], sin
                 return fn(obs, key, t, t_text, v, out, scorer)
         conv = factors.get(code)
         if conv is None:
-            conv = factors[code] = convert_factor(code, unit) if code.__class__ is str else "not text"
+            conv = factors[code] = (
+                convert_factor(code, unit, attribute) if code.__class__ is str else "not text"
+            )
         if conv.__class__ is str:
             reason = f"rule '{rule.id}': attribute {attribute!r} in {code!r}: {conv}"
             if not (sink and sink[-1].observation is obs and sink[-1].reason == reason):

@@ -6,7 +6,7 @@ observations carry, converted with pint.
 >>> convert_factor("CEL", "K")             # offset units convert too: v * scale + offset
 (1.0, 273.15)
 >>> convert_factor("MTR", "m3/s")
-"unit MTR (meter) cannot be converted to m3/s: [length] is not [length] ** 3 / [time]"
+'unit MTR (meter) cannot be converted to m3/s: [length] is not [length] ** 3 / [time]'
 >>> unit_problem("m3/s") is None, unit_problem("MQS") is None
 (True, True)
 
@@ -50,6 +50,7 @@ UNECE_CODES: dict[str, str] = {
     "GQ": "microgram/metre**3",
     "GP": "milligram/metre**3",
     "59": "ppm",
+    "61": "ppb",
     "KGM": "kilogram",
     "GRM": "gram",
     "SEC": "second",
@@ -68,11 +69,59 @@ _POWER = re.compile(r"(?<=[A-Za-zµμ])([23])(?![0-9])")  # m3 -> m**3, cm2 -> c
 _SPELLING = {"%": "percent", "°C": "degC", "ºC": "degC", "°F": "degF", "l": "litre"}
 
 
+# Molar masses (g/mol) of the gases air-quality stations report, under the attribute names Smart
+# Data Models' AirQualityObserved uses (and their names in words): a volume mixing ratio (ppm, ppb)
+# and a mass concentration (µg/m³, mg/m³) of one of these convert into each other. NOx is counted
+# as NO2, as the EU air-quality directives and EEA reporting count it.
+GASES: dict[str, float] = {
+    "no2": 46.0055,
+    "nitrogendioxide": 46.0055,
+    "nox": 46.0055,
+    "no": 30.0061,
+    "nitrogenmonoxide": 30.0061,
+    "nitricoxide": 30.0061,
+    "o3": 47.9982,
+    "ozone": 47.9982,
+    "so2": 64.064,
+    "sulfurdioxide": 64.064,
+    "sulphurdioxide": 64.064,
+    "co": 28.0101,
+    "carbonmonoxide": 28.0101,
+    "co2": 44.0095,
+    "carbondioxide": 44.0095,
+    "nh3": 17.0305,
+    "ammonia": 17.0305,
+    "h2s": 34.081,
+    "sh2": 34.081,
+    "hydrogensulfide": 34.081,
+    "hydrogensulphide": 34.081,
+    "c6h6": 78.1118,
+    "benzene": 78.1118,
+    "ch4": 16.0425,
+    "methane": 16.0425,
+}
+# The reference conditions of EU air-quality law for gases (Directive 2008/50/EC, Annex VI;
+# 2024/2881): 293.15 K and 101.325 kPa, i.e. R·T/p = 0.024055 m³ per mole.
+MOLAR_VOLUME_M3 = 8.314462618 * 293.15 / 101_325
+MIXING_RATIOS = frozenset({"ppm", "parts_per_billion", "percent"})  # pint's names of 59, 61, P1
+
+
+def gas_of(attribute: str | None) -> str | None:
+    """The gas an attribute name stands for (``no2``, ``NO2``, ``nitrogenDioxide``), if known."""
+    if not attribute:
+        return None
+    name = "".join(c for c in attribute.lower() if c.isalnum())
+    return name if name in GASES else None
+
+
 @cache
 def registry() -> Any:
     import pint
 
-    return pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    reg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    if "ppb" not in reg:
+        reg.define("parts_per_billion = 1e-9 = ppb")
+    return reg
 
 
 def _pint_text(unit: str) -> str:
@@ -125,10 +174,48 @@ def _describe(unit: str) -> str:
     return f"{unit} ({name})" if unit in UNECE_CODES else unit
 
 
+def _mixing_factor(reg: Any, src: Any, dst: Any, attribute: str | None) -> float | str | None:
+    """The factor between a volume mixing ratio and a mass concentration of the gas ``attribute``
+    names (at the reference conditions of :data:`MOLAR_VOLUME_M3`); None if the two units are not
+    that pair, a reason if they are but the gas is not known."""
+    ratio = reg.get_dimensionality(reg.Unit("percent"))  # dimensionless
+    mass = reg.get_dimensionality(reg.Unit("g/m**3"))
+    dims = (reg.get_dimensionality(src), reg.get_dimensionality(dst))
+    if dims not in ((ratio, mass), (mass, ratio)):
+        return None
+    if str(src if dims[0] == ratio else dst) not in MIXING_RATIOS:  # "one" (C62) may mean "no unit"
+        return "a mass concentration converts to a mixing ratio written as ppm, ppb or %, not another dimensionless unit"
+    gas = gas_of(attribute)
+    if gas is None:
+        known = ", ".join(sorted({k for k in GASES if len(k) <= 4}))
+        return (
+            "a mixing ratio and a mass concentration convert into each other only for a gas of known "
+            f"molar mass, named by the attribute ({known}); attribute {str(attribute)[:60]!r} names none"
+        )
+    per_ratio = reg.Quantity(GASES[gas] / MOLAR_VOLUME_M3, "g/m**3")  # the mass concentration of a ratio of 1
+    if dims[0] == ratio:
+        return float((reg.Quantity(1.0, src).to("dimensionless").magnitude * per_ratio).to(dst).magnitude)
+    fraction = reg.Quantity(1.0, src).to("g/m**3").magnitude / per_ratio.magnitude
+    return float(reg.Quantity(fraction, "dimensionless").to(dst).magnitude)
+
+
+def _digits(x: float) -> float:
+    """``x`` to 12 significant digits (0.001, not 0.0010000000000000002; a factor of 1.9e-9, the
+    micrograms of a ppb, keeps its digits where rounding to 12 decimals kept one)."""
+    return float(f"{x:.12g}") if x else 0.0
+
+
 @cache
-def convert_factor(source: str, target: str) -> tuple[float, float] | str:
+def convert_factor(source: str, target: str, attribute: str | None = None) -> tuple[float, float] | str:
     """``(scale, offset)`` with ``value_in_target = value * scale + offset``, or the reason the
-    source unit cannot be converted (unknown, or another dimension)."""
+    source unit cannot be converted (unknown, or another dimension). ``attribute``, the observed
+    attribute's name, lets a mixing ratio of a known gas convert to a mass concentration and back:
+
+    >>> round(convert_factor("61", "ug/m3", "no2")[0], 4)   # 1 ppb of NO2 at 20 °C, 1 atm
+    1.9125
+    >>> round(convert_factor("GP", "ppm", "CO")[0], 4)      # 1 mg/m³ of CO
+    0.8588
+    """
     import pint
 
     try:
@@ -141,9 +228,13 @@ def convert_factor(source: str, target: str) -> tuple[float, float] | str:
         zero = reg.Quantity(0.0, src).to(dst).magnitude
         one = reg.Quantity(1.0, src).to(dst).magnitude
     except pint.errors.DimensionalityError:
+        mixing = _mixing_factor(reg, src, dst, attribute)
+        if isinstance(mixing, float) and math.isfinite(mixing) and mixing > 0:
+            return (_digits(mixing), 0.0)
         return (
             f"unit {_describe(source)} cannot be converted to {target}: "
             f"{reg.get_dimensionality(src)} is not {reg.get_dimensionality(dst)}"
+            + (f"; {mixing}" if isinstance(mixing, str) else "")
         )
     except (ArithmeticError, ValueError, TypeError) as exc:  # never stops a rule: the reading is rejected
         return f"unit {_describe(source)} cannot be converted to {target}: {str(exc)[:200]}"
@@ -151,4 +242,4 @@ def convert_factor(source: str, target: str) -> tuple[float, float] | str:
     offset = float(zero)
     if not (math.isfinite(scale) and math.isfinite(offset)):
         return f"unit {_describe(source)} cannot be converted to {target}: the factor is not a finite number"
-    return (round(scale, 12) if scale else scale, round(offset, 12) if offset else 0.0)
+    return (_digits(scale), _digits(offset))

@@ -126,3 +126,71 @@ def test_promtool_truth_still_holds(case: str) -> None:
         [promtool, "test", "rules", "prom/test.yml"], cwd=CASES / case, capture_output=True, text=True
     )
     assert "SUCCESS" in got.stdout, got.stdout + got.stderr
+
+
+AIR = """rules:
+  - id: no2-high
+    select: {{type: AirQualityObserved, attribute: {attribute}}}
+    unit: {unit}
+    severities: [{{severity: high, above: {above}}}]
+"""
+
+
+def _air(attribute: str, v: float, code: str, t: int = 0) -> dict:
+    return {
+        "time": f"2024-03-01T00:{t:02d}:00Z",
+        "entity": "urn:ngsi-ld:AirQualityObserved:porto-1",
+        "type": "AirQualityObserved",
+        "attributes": {attribute: v},
+        "units": {attribute: code},
+    }
+
+
+def test_a_gas_in_ppb_or_ppm_is_compared_as_micrograms_per_cubic_metre() -> None:
+    # EU hourly limit for NO2: 200 µg/m³. At 20 °C and 101.325 kPa 1 ppb of NO2 is 1.9125 µg/m³,
+    # so 100 ppb (191 µg/m³) is under it and 110 ppb (210 µg/m³) over it
+    engine = RuleEngine(load_texts([("r.yaml", AIR.format(attribute="no2", unit="ug/m3", above=200))]))
+    out, rejected = engine.observe_batch([_air("no2", 100.0, "61", 0), _air("no2", 110.0, "61", 1)])
+    assert not rejected
+    assert [(t.state, round(t.value, 2)) for t in out] == [("firing", 210.38)]
+    engine = RuleEngine(load_texts([("r.yaml", AIR.format(attribute="no2", unit="ug/m3", above=200))]))
+    out, rejected = engine.observe_batch([_air("no2", 0.11, "59", 0), _air("no2", 0.11, "ppm", 1)])
+    assert not rejected and [round(t.value, 2) for t in out] == [210.38]
+    # a rule in ppb on readings in µg/m³ (GQ), the other way round; NO2 written in capitals
+    engine = RuleEngine(load_texts([("r.yaml", AIR.format(attribute="NO2", unit="ppb", above=100))]))
+    out, rejected = engine.observe_batch([_air("NO2", 210.38, "GQ", 0)])
+    assert not rejected and [round(t.value, 1) for t in out] == [110.0]
+
+
+def test_a_mixing_ratio_of_no_known_gas_or_a_bare_number_is_rejected_with_the_reason() -> None:
+    engine = RuleEngine(load_texts([("r.yaml", AIR.format(attribute="pm10", unit="ug/m3", above=50))]))
+    out, rejected = engine.observe_batch([_air("pm10", 900.0, "61")])
+    assert out == [] and len(rejected) == 1
+    assert "attribute 'pm10' names none" in rejected[0].reason
+    # "one" (C62) is how a vendor writes "no unit": never read as a mole fraction of ozone
+    engine = RuleEngine(load_texts([("r.yaml", AIR.format(attribute="o3", unit="ug/m3", above=180))]))
+    out, rejected = engine.observe_batch([_air("o3", 120.0, "C62")])
+    assert out == [] and "written as ppm, ppb or %" in rejected[0].reason
+
+
+@given(
+    st.sampled_from(["no2", "NOx", "o3", "so2", "co", "c6h6", "nh3", "sh2", "carbonMonoxide", "ozone"]),
+    st.sampled_from(["59", "61", "ppm", "ppb", "%"]),
+    st.sampled_from(["GQ", "GP", "ug/m3", "mg/m3", "g/m3"]),
+)
+def test_gas_conversions_invert_each_other(gas: str, ratio: str, mass: str) -> None:
+    there, back = convert_factor(ratio, mass, gas), convert_factor(mass, ratio, gas)
+    assert isinstance(there, tuple) and isinstance(back, tuple), (there, back)
+    assert there[1] == back[1] == 0.0
+    assert there[0] * back[0] == pytest.approx(1.0, rel=1e-9)
+    assert isinstance(convert_factor(ratio, mass, "temperature"), str)  # no gas: a reason
+    assert isinstance(convert_factor(ratio, mass), str)
+
+
+def test_the_module_examples_hold() -> None:
+    import doctest
+
+    import atalaia.rules.units as units
+
+    result = doctest.testmod(units)
+    assert result.attempted >= 6 and result.failed == 0, result
