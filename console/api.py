@@ -102,7 +102,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     observations = app.service(ObservationBuffer(bootstrap, settings.topic("observations")))
     app.atalaia_observations = observations
     app.atalaia_feed = feed
-    auth = Authenticator.from_file(settings.console_users)
+    from atalaia.console.auth import DeviceCookies
+
+    devices = (
+        DeviceCookies.from_file(settings.data_dir / "console-device.key") if settings.console_users else None
+    )
+    auth = Authenticator.from_file(settings.console_users, devices=devices)
     if not auth.enabled:
         import logging
 
@@ -434,9 +439,16 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     return fail(
                         self, 422, "Invalid sign-in", f"{field}: a non-empty string is required", field=field
                     )
+            from atalaia.console.auth import DEVICE_TTL_S, device_cookie_name
+
+            cookie = device_cookie_name(body["username"])
             try:
                 token, session = await asyncio.to_thread(
-                    auth.login, body["username"], body["password"], client_address(request, proxies)
+                    auth.login,
+                    body["username"],
+                    body["password"],
+                    client_address(request, proxies),
+                    request.cookies.get(cookie),
                 )
             except LoginLimited as e:
                 wait = max(1, int(e.retry_after + 0.999))
@@ -449,7 +461,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             except LoginRefused as e:
                 return fail(self, 401, "Sign-in refused", str(e))
             who = session.identity
-            return self.json(
+            answer = self.json(
                 {
                     "token": token,
                     "token_type": "Bearer",
@@ -459,6 +471,18 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     "tenants": sorted(who.tenants) if who.tenants is not None else None,
                 }
             )
+            # this browser signed in as this user: its later sign-ins are limited by its own
+            # failures, not by someone else's (console.auth.DeviceCookies); only sign-in sees it
+            answer.set_cookie(
+                cookie,
+                session.device,
+                max_age=int(DEVICE_TTL_S),
+                path="/api/login",
+                httponly=True,
+                samesite="Strict",
+                secure=request.secure or settings.public_url().startswith("https:"),
+            )
+            return answer
 
     @app.page("/api/logout")
     class Logout(faust.web.View):

@@ -17,7 +17,9 @@ a *session token*: random, held in this console's memory (as a sha256) until it 
 (``SESSION_TTL_S``) or ``POST /api/logout``; it is sent as ``Authorization: Bearer <token>`` like
 an API token, and a restart of the console signs everybody out. Failed sign-ins are limited per
 user and per client address (``FAILURES`` within ``WINDOW_S``: then 429 until the window passes,
-without checking the password) and counted in ``atalaia_console_logins_total{result}``. With the file configured, every command must carry
+without checking the password) and counted in ``atalaia_console_logins_total{result}``; a browser
+where the user signed in before presents its device cookie and is limited by its own failures
+only, so nobody can lock a user out of it by failing on purpose (:class:`DeviceCookies`). With the file configured, every command must carry
 ``Authorization: Bearer <token>``; the actor and role come from the token, never from the
 body (an operator cannot claim to be a supervisor). Without it (the demo), commands are taken as
 sent and the console says so in ``/api/whoami``.
@@ -204,6 +206,70 @@ SESSION_TTL_S = 12 * 3600.0  # a sign-in lasts a shift
 MAX_SESSIONS = 10_000  # the oldest session is dropped beyond this (memory stays bounded)
 FAILURES = 5  # failed sign-ins allowed per user and per client address ...
 WINDOW_S = 60.0  # ... within this many seconds
+DEVICE_TTL_S = 30 * 86400.0  # a device cookie (a browser where the user signed in) lasts a month
+DEVICE_COOKIE = "atalaia_device_"  # + a short hash of the username: one per user per browser
+
+
+def device_cookie_name(username: str) -> str:
+    return DEVICE_COOKIE + hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class DeviceCookies:
+    """Device cookies (OWASP's defence against a lockout attack): a sign-in that succeeds gives the
+    browser a cookie naming the user, a random id and an expiry, signed with ``key`` (HMAC-SHA256).
+    A sign-in that presents a valid one for its user is limited by that cookie's own failures,
+    not by the user's or the client address's, so someone who fails on purpose as the duty
+    operator from elsewhere cannot lock the operator out of a browser they signed in on. A sign-in
+    without one is limited as before (per user and per address)."""
+
+    def __init__(self, key: bytes, ttl: float = DEVICE_TTL_S) -> None:
+        if len(key) < 32:
+            raise ValueError("a device cookie key has at least 32 bytes")
+        self.key, self.ttl = key, ttl
+
+    @classmethod
+    def from_file(cls, path: Path) -> DeviceCookies:
+        """The key kept in ``path`` (made, 32 random bytes readable by this user only, if absent),
+        so cookies outlive a restart; a key that cannot be kept lasts this process."""
+        import os
+
+        try:
+            key = path.read_bytes()
+        except FileNotFoundError:
+            key = secrets.token_bytes(32)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(key)
+            except FileExistsError:  # made meanwhile by another process: use that one
+                key = path.read_bytes()
+            except OSError:
+                pass
+        except OSError:
+            key = secrets.token_bytes(32)
+        if len(key) < 32:
+            key = hashlib.sha256(key).digest()
+        return cls(key)
+
+    def _mac(self, text: str) -> str:
+        return hmac.new(self.key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    def issue(self, username: str, now: float) -> str:
+        body = f"{secrets.token_hex(12)}.{int(now + self.ttl)}"
+        return f"{body}.{self._mac(username + chr(0) + body)}"
+
+    def check(self, value: str | None, username: str, now: float) -> str | None:
+        """The cookie's id if ``value`` is a valid, unexpired cookie issued for ``username``."""
+        if not value or len(value) > 200:
+            return None
+        parts = value.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        body = f"{parts[0]}.{parts[1]}"
+        if not hmac.compare_digest(parts[2], self._mac(username + chr(0) + body)):
+            return None
+        return parts[0] if int(parts[1]) > now else None
 
 
 def _identity(u: User) -> Identity:
@@ -235,6 +301,7 @@ _DUMMY: list[str] = []
 class Session:
     identity: Identity
     expires: float  # epoch seconds
+    device: str = ""  # the device cookie a sign-in gives its browser (see DeviceCookies)
 
 
 class LoginRefused(Exception):
@@ -293,8 +360,15 @@ class Limiter:
 
 
 class Authenticator:
-    def __init__(self, users: list[User] | None, session_ttl: float = SESSION_TTL_S, clock=time.time) -> None:
+    def __init__(
+        self,
+        users: list[User] | None,
+        session_ttl: float = SESSION_TTL_S,
+        clock=time.time,
+        devices: DeviceCookies | None = None,
+    ) -> None:
         self.users = users
+        self.devices = devices or DeviceCookies(secrets.token_bytes(32))
         self.by_name = {u.actor: u for u in users or ()}
         self.session_ttl = session_ttl
         self.clock = clock
@@ -304,11 +378,13 @@ class Authenticator:
         self._lock = threading.Lock()  # sign-ins verify passwords on worker threads
 
     @classmethod
-    def from_file(cls, path: Path | None, limits: YamlLimits | None = None) -> Authenticator:
+    def from_file(
+        cls, path: Path | None, limits: YamlLimits | None = None, devices: DeviceCookies | None = None
+    ) -> Authenticator:
         """The users of a users file; a bad file raises UsersFileError ``file:line:col: ...``."""
         if path is None:
             return cls(None)
-        return cls(load_users(path, limits))
+        return cls(load_users(path, limits), devices=devices)
 
     @property
     def enabled(self) -> bool:
@@ -337,12 +413,18 @@ class Authenticator:
                 return None
         return s
 
-    def login(self, username: str, password: str, client: str) -> tuple[str, Session]:
+    def login(
+        self, username: str, password: str, client: str, device: str | None = None
+    ) -> tuple[str, Session]:
         """A new session token for a right username and password; raises LoginLimited before any
         check when this user or client failed too often lately, else LoginRefused when wrong.
-        Verifying costs tens of milliseconds on purpose: call it off the event loop."""
+        ``device``: the browser's device cookie for this user, if any; a valid one is limited by
+        its own failures only (see :class:`DeviceCookies`). On success the session's
+        ``device`` is a fresh cookie to give the browser. Verifying costs tens of milliseconds on
+        purpose: call it off the event loop."""
         now = self.clock()
-        keys = [f"user:{username}", f"ip:{client}"]
+        known = self.devices.check(device, username, now)
+        keys = [f"device:{known}"] if known else [f"user:{username}", f"ip:{client}"]
         with self._lock:
             wait = self.limiter.blocked(keys, now)
             if wait is not None:
@@ -367,9 +449,10 @@ class Authenticator:
                 raise LoginRefused("wrong username or password")
             assert u is not None
             self.limiter.clear(keys[0])
-            self.limiter.undo(keys[1], now)
+            if len(keys) > 1:
+                self.limiter.undo(keys[1], now)
             token = secrets.token_urlsafe(32)
-            s = Session(_identity(u), self.clock() + self.session_ttl)
+            s = Session(_identity(u), self.clock() + self.session_ttl, self.devices.issue(username, now))
             self.sessions[hashlib.sha256(token.encode()).hexdigest()] = s
             for k in [k for k, v in self.sessions.items() if v.expires <= now]:
                 del self.sessions[k]

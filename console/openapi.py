@@ -519,7 +519,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "post": {
                     "summary": "Sign in with a username and password (users file, `password_argon2`): a "
                     "session token to send as `Authorization: Bearer <token>`; failures are limited per user "
-                    "and per client address",
+                    "and per client address, except for a browser presenting the device cookie an earlier "
+                    "sign-in of the same user set (`atalaia_device_…`), which is limited by its own failures",
                     "security": [{}],
                     "requestBody": _json_body(
                         _object(
@@ -545,7 +546,16 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                     },
                                 ),
                                 "signed in",
-                            ),
+                            )
+                            | {
+                                "headers": {
+                                    "Set-Cookie": {
+                                        "schema": {"type": "string"},
+                                        "description": "the device cookie of this browser for this user "
+                                        "(HttpOnly, SameSite=Strict, Path=/api/login, 30 days)",
+                                    }
+                                }
+                            },
                             "401": _problem("wrong username or password"),
                             "409": _problem("authentication is off (no users file)"),
                             "422": _problem("username or password missing; `field` names it"),

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from atalaia.console.auth import (
     Authenticator,
+    DeviceCookies,
     LoginLimited,
     LoginRefused,
     User,
@@ -104,6 +105,61 @@ def test_parallel_sign_ins_cannot_check_more_passwords_than_the_limit(ana_hash):
     ok = Authenticator([User(actor="rui", role="operator", password_argon2=ana_hash)])
     for _ in range(10):
         assert ok.login("rui", "correct horse", "10.0.2.1")[1].identity.actor == "rui"
+
+
+def test_a_browser_that_signed_in_before_is_not_locked_out_by_someone_elses_failures(ana_hash, tmp_path):
+    """Five wrong passwords as the duty operator, sent from anywhere, locked the operator out of
+    every browser for a minute, again and again. A browser where she signed in presents its
+    device cookie and is limited by its own failures only."""
+    clock = Clock()
+    key_file = tmp_path / "data" / "console-device.key"
+    users = [
+        User(actor="ana", role="operator", password_argon2=ana_hash),
+        User(actor="rui", role="supervisor", password_argon2=ana_hash),
+    ]
+    auth = Authenticator(users, clock=clock, devices=DeviceCookies.from_file(key_file))
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+    ana_device = auth.login("ana", "correct horse", "10.0.0.9")[1].device
+    rui_device = auth.login("rui", "correct horse", "10.0.0.9")[1].device
+    for _ in range(5):
+        with pytest.raises(LoginRefused):
+            auth.login("ana", "guess", "203.0.113.66")  # someone else, without her cookie
+    with pytest.raises(LoginLimited):
+        auth.login("ana", "correct horse", "10.0.0.10")  # a browser she never used: limited
+    for wrong in (rui_device, ana_device[:-1] + "0", ana_device + "x", "", "a.b.c", "x" * 500):
+        with pytest.raises(LoginLimited):  # another user's, altered or malformed: no cookie at all
+            auth.login("ana", "correct horse", "10.0.0.9", wrong)
+    _, session = auth.login("ana", "correct horse", "10.0.0.9", ana_device)
+    assert session.identity.actor == "ana" and session.device and session.device != ana_device
+
+    # the cookie outlives a restart of the console (its key is kept in the data directory) ...
+    again = Authenticator(users, clock=clock, devices=DeviceCookies.from_file(key_file))
+    for _ in range(5):
+        with pytest.raises(LoginRefused):
+            again.login("ana", "guess", "203.0.113.66")
+    assert again.login("ana", "correct horse", "10.0.0.9", session.device)[1].identity.actor == "ana"
+    # ... and guessing at her browser is limited there: five failures with the cookie
+    for _ in range(5):
+        with pytest.raises(LoginRefused):
+            again.login("ana", "guess", "10.0.0.9", session.device)
+    with pytest.raises(LoginLimited):
+        again.login("ana", "correct horse", "10.0.0.9", session.device)
+    # a month later it has expired: the browser is limited as any other
+    clock.t += 31 * 86400
+    for _ in range(5):
+        with pytest.raises(LoginRefused):
+            again.login("ana", "guess", "203.0.113.66")
+    with pytest.raises(LoginLimited):
+        again.login("ana", "correct horse", "10.0.0.9", session.device)
+
+
+@given(st.text(max_size=300), st.text(min_size=1, max_size=40))
+def test_no_made_up_device_cookie_is_taken(value: str, username: str) -> None:
+    devices = DeviceCookies(b"k" * 32)
+    assert devices.check(value, username, 0.0) is None
+    issued = devices.issue(username, 0.0)
+    assert devices.check(issued, username, 0.0) is not None
+    assert devices.check(issued, username + "x", 0.0) is None
 
 
 def _attempt(auth, user: str, password: str, client: str) -> str:
@@ -214,6 +270,30 @@ def test_login_logout_and_rate_limit_through_the_api(make_worker, tmp_path):
     assert 'atalaia_console_logins_total{result="refused"} 5.0' in metrics
     assert 'atalaia_console_logins_total{result="limited"} 1.0' in metrics
     assert 'atalaia_console_logins_total{result="ok"} 1.0' in metrics
+
+
+@pytest.mark.broker
+def test_a_browser_keeps_signing_in_while_someone_else_fails_as_its_user(make_worker, tmp_path):
+    w = _console_with_users(make_worker, tmp_path)
+    url = f"{w.url}/api/login"
+    with httpx.Client(timeout=10) as browser:
+        r = browser.post(url, json={"username": "ana", "password": "correct horse"})
+        assert r.status_code == 200, r.text
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith("atalaia_device_"), cookie
+        for attribute in ("HttpOnly", "SameSite=Strict", "Path=/api/login", "Max-Age=2592000"):
+            assert attribute.lower() in cookie.lower(), cookie
+        for _ in range(6):  # someone else, without the cookie
+            assert httpx.post(url, json={"username": "ana", "password": "guess"}).status_code in (401, 429)
+        assert httpx.post(url, json={"username": "ana", "password": "correct horse"}).status_code == 429
+        r = browser.post(url, json={"username": "ana", "password": "correct horse"})
+        assert r.status_code == 200, r.text
+        assert (
+            browser.get(
+                f"{w.url}/api/whoami", headers={"Authorization": f"Bearer {r.json()['token']}"}
+            ).json()["actor"]
+            == "ana"
+        )
 
 
 @pytest.mark.broker
