@@ -116,6 +116,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             "operator, including drafting, approving and issuing public warnings; for the demo only",
             settings.public_url(),
         )
+    https_console = settings.public_url().startswith("https:")  # device cookies only over TLS then
     permissions = _permissions(settings, DEFAULT_PERMISSIONS)
     proxies = proxy_networks(settings.trusted_proxies)  # whose X-Forwarded-For names the client
     state: dict[str, Any] = {}
@@ -480,7 +481,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 path="/api/login",
                 httponly=True,
                 samesite="Strict",
-                secure=request.secure or settings.public_url().startswith("https:"),
+                secure=request.secure or https_console,
             )
             return answer
 

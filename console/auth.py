@@ -216,60 +216,100 @@ def device_cookie_name(username: str) -> str:
 
 class DeviceCookies:
     """Device cookies (OWASP's defence against a lockout attack): a sign-in that succeeds gives the
-    browser a cookie naming the user, a random id and an expiry, signed with ``key`` (HMAC-SHA256).
-    A sign-in that presents a valid one for its user is limited by that cookie's own failures,
-    not by the user's or the client address's, so someone who fails on purpose as the duty
-    operator from elsewhere cannot lock the operator out of a browser they signed in on. A sign-in
-    without one is limited as before (per user and per address)."""
+    browser a cookie naming the user, a random id and an expiry, signed with ``key`` (HMAC-SHA256
+    over the user, a digest of the user's password hash, the id and the expiry). A sign-in that
+    presents a valid one for its user is limited by that cookie's own failures, not by the user's
+    or the client address's, so someone who fails on purpose as the duty operator from elsewhere
+    cannot lock the operator out of a browser they signed in on. A sign-in without one is limited
+    as before (per user and per address). A cookie that reaches the failure limit is no longer
+    trusted (``distrust``: its later sign-ins are limited per user and address again), and a new
+    password makes every cookie of the user's old one invalid."""
 
     def __init__(self, key: bytes, ttl: float = DEVICE_TTL_S) -> None:
         if len(key) < 32:
             raise ValueError("a device cookie key has at least 32 bytes")
         self.key, self.ttl = key, ttl
+        self.distrusted: OrderedDict[str, float] = OrderedDict()  # id -> its expiry (bounded)
 
     @classmethod
     def from_file(cls, path: Path) -> DeviceCookies:
-        """The key kept in ``path`` (made, 32 random bytes readable by this user only, if absent),
-        so cookies outlive a restart; a key that cannot be kept lasts this process."""
+        """The key kept in ``path`` (32 random bytes, readable by this user only), made if it is
+        absent and made again if it is not a whole key; written to a temporary file, synced and
+        linked into place, so no process ever reads a partial one. A key that cannot be kept
+        lasts this process (its cookies end with it)."""
+        import logging
         import os
 
         try:
             key = path.read_bytes()
+            if len(key) == 32:
+                return cls(key)
+            logging.getLogger("atalaia.console").warning(
+                "%s holds %d bytes, not a 32-byte key: a new key is made (device cookies signed before are void)",
+                path,
+                len(key),
+            )
         except FileNotFoundError:
-            key = secrets.token_bytes(32)
+            pass
+        except OSError as e:
+            logging.getLogger("atalaia.console").warning(
+                "cannot read %s (%s): device cookies last this process", path, e
+            )
+            return cls(secrets.token_bytes(32))
+        key = secrets.token_bytes(32)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+                f.flush()
+                os.fsync(f.fileno())
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(key)
-            except FileExistsError:  # made meanwhile by another process: use that one
+                os.replace(tmp, path) if path.exists() else os.link(tmp, path)
+            except FileExistsError:  # another process linked its key first: use that one
                 key = path.read_bytes()
-            except OSError:
-                pass
-        except OSError:
-            key = secrets.token_bytes(32)
-        if len(key) < 32:
-            key = hashlib.sha256(key).digest()
-        return cls(key)
+        except OSError as e:
+            logging.getLogger("atalaia.console").warning(
+                "cannot keep %s (%s): device cookies last this process", path, e
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return cls(key if len(key) == 32 else secrets.token_bytes(32))
 
-    def _mac(self, text: str) -> str:
+    def _mac(self, username: str, secret: str, body: str) -> str:
+        text = f"{username}\0{hashlib.sha256(secret.encode()).hexdigest()}\0{body}"
         return hmac.new(self.key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
-    def issue(self, username: str, now: float) -> str:
+    def issue(self, username: str, now: float, secret: str = "") -> str:
+        """A cookie for ``username``; ``secret``: the user's password hash (a new one voids it)."""
         body = f"{secrets.token_hex(12)}.{int(now + self.ttl)}"
-        return f"{body}.{self._mac(username + chr(0) + body)}"
+        return f"{body}.{self._mac(username, secret, body)}"
 
-    def check(self, value: str | None, username: str, now: float) -> str | None:
-        """The cookie's id if ``value`` is a valid, unexpired cookie issued for ``username``."""
-        if not value or len(value) > 200:
+    def check(self, value: str | None, username: str, now: float, secret: str = "") -> str | None:
+        """The cookie's id if ``value`` is a valid, unexpired, still trusted cookie issued for
+        ``username`` with password hash ``secret``."""
+        if not value or len(value) > 200 or not value.isascii():
             return None
         parts = value.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+        if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12:
             return None
         body = f"{parts[0]}.{parts[1]}"
-        if not hmac.compare_digest(parts[2], self._mac(username + chr(0) + body)):
+        if not hmac.compare_digest(parts[2], self._mac(username, secret, body)):
             return None
-        return parts[0] if int(parts[1]) > now else None
+        expires = int(parts[1])
+        if expires <= now or parts[0] in self.distrusted:
+            return None
+        return parts[0]
+
+    def distrust(self, device: str, now: float) -> None:
+        """The cookie ``device`` reached the failure limit: no longer trusted until it expires."""
+        self.distrusted[device] = now + self.ttl
+        while self.distrusted and (
+            len(self.distrusted) > 100_000 or next(iter(self.distrusted.values())) <= now
+        ):
+            self.distrusted.popitem(last=False)
 
 
 def _identity(u: User) -> Identity:
@@ -332,6 +372,10 @@ class Limiter:
         if not q:
             del self.failures[key]
         return q
+
+    def count(self, key: str, now: float) -> int:
+        """Failures of ``key`` within the window."""
+        return len(self._recent(key, now))
 
     def blocked(self, keys: list[str], now: float) -> float | None:
         """Seconds until ``keys`` may try again, or None if none of them is over the limit."""
@@ -423,7 +467,9 @@ class Authenticator:
         ``device`` is a fresh cookie to give the browser. Verifying costs tens of milliseconds on
         purpose: call it off the event loop."""
         now = self.clock()
-        known = self.devices.check(device, username, now)
+        u = self.by_name.get(username)
+        secret = (u.password_argon2 or "") if u is not None else ""
+        known = self.devices.check(device, username, now, secret) if u is not None else None
         keys = [f"device:{known}"] if known else [f"user:{username}", f"ip:{client}"]
         with self._lock:
             wait = self.limiter.blocked(keys, now)
@@ -434,7 +480,6 @@ class Authenticator:
             # counted as a failure before the (slow) check and taken back if right: parallel
             # attempts cannot all pass the limit while the first ones are being verified
             self.limiter.fail(keys, now)
-        u = self.by_name.get(username)
         if u is None or not u.password_argon2:
             if not _DUMMY:
                 _DUMMY.append(hash_password(secrets.token_hex(8)))
@@ -446,13 +491,16 @@ class Authenticator:
             if not ok:
                 self.counts["refused"] += 1
                 _count("refused")
+                if known and self.limiter.count(keys[0], now) >= self.limiter.limit:
+                    self.devices.distrust(known, now)  # guessed at too often: trusted no more
                 raise LoginRefused("wrong username or password")
             assert u is not None
             self.limiter.clear(keys[0])
             if len(keys) > 1:
                 self.limiter.undo(keys[1], now)
             token = secrets.token_urlsafe(32)
-            s = Session(_identity(u), self.clock() + self.session_ttl, self.devices.issue(username, now))
+            device = self.devices.issue(username, now, u.password_argon2 or "")
+            s = Session(_identity(u), self.clock() + self.session_ttl, device)
             self.sessions[hashlib.sha256(token.encode()).hexdigest()] = s
             for k in [k for k, v in self.sessions.items() if v.expires <= now]:
                 del self.sessions[k]

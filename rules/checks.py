@@ -53,7 +53,33 @@ def authoring_warnings(rules: list[tuple[int, Rule]], locate: Locate) -> list[Ru
             problem = attribute_problem(rule.select.type, name)
             if problem:
                 out.append(RuleError(*locate(("rules", i, *loc)), f"warning: {problem}"))
+        gas = _assumed_gas_unit(rule)
+        if gas:
+            out.append(RuleError(*locate(("rules", i, "unit"), True), f"warning: {gas}"))
     return out
+
+
+def _assumed_gas_unit(rule: Rule) -> str | None:
+    """A rule in a mixing ratio on a gas the type documents as a mass concentration (or the other
+    way round): readings without a unit code are converted from the documented unit, so a sensor
+    that reports in the rule's unit without saying so is read wrong by the gas's factor."""
+    from atalaia.rules.sdm import documented_unit
+    from atalaia.rules.units import convert_factor, unit_problem
+
+    attribute = rule.select.attribute
+    if rule.unit is None or rule.detector is not None or not attribute or unit_problem(rule.unit):
+        return None
+    declared = documented_unit(rule.select.type, attribute)
+    if declared is None or not isinstance(convert_factor(declared, rule.unit), str):
+        return None
+    factor = convert_factor(declared, rule.unit, attribute)
+    if isinstance(factor, str):
+        return None
+    return (
+        f"readings of '{attribute}' without a unit code are taken in {declared}, the unit "
+        f"{rule.select.type} documents, and converted to {rule.unit} (×{factor[0]:.4g}, at 20 °C and "
+        f"101.325 kPa); a sensor that reports in {rule.unit} must say so (unitCode, or metadata unit)"
+    )
 
 
 def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) -> None:

@@ -185,6 +185,9 @@ def _mixing_factor(reg: Any, src: Any, dst: Any, attribute: str | None) -> float
         return None
     if str(src if dims[0] == ratio else dst) not in MIXING_RATIOS:  # "one" (C62) may mean "no unit"
         return "a mass concentration converts to a mixing ratio written as ppm, ppb or %, not another dimensionless unit"
+    if "meter ** 3" not in str(dst if dims[0] == ratio else src):  # mg/l: a gas dissolved in water,
+        # whose ppm is a mass ratio (about mg/l), not a volume ratio in air
+        return "a mixing ratio converts to a gas's mass concentration per cubic metre of air (ug/m3, mg/m3), not per litre"
     gas = gas_of(attribute)
     if gas is None:
         known = ", ".join(sorted({k for k in GASES if len(k) <= 4}))

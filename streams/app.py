@@ -76,23 +76,28 @@ class App(faust.App):
     answers only once what it uses is up; then Faust's consumer, whose join overlaps the stages'.
     They stop first (see ``_stop_children``)."""
 
-    own_services: list[Any]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.own_services: list[Any] = []
+        super().__init__(*args, **kwargs)
 
     def on_init_dependencies(self) -> Any:
-        return [*getattr(self, "own_services", []), *super().on_init_dependencies()]
+        return [*self.own_services, *super().on_init_dependencies()]
 
     async def _stop_children(self) -> None:
         """Atalaia's services stop first (in reverse order), then Faust's: as before this order
         of start, so the console's feeds end their event streams before the web server waits
         for its open requests, and the stages checkpoint before Faust's clients close."""
-        own = {id(s) for s in getattr(self, "own_services", [])}
+        own = {id(s) for s in self.own_services}
         self._children.sort(key=lambda child: id(child) in own)  # stable; stopped from the end
         await super()._stop_children()
 
     def service(self, cls: Any) -> Any:
-        service = self._prepare_subservice(cls)
-        self.own_services.append(service)
-        return service
+        """Register a service (an instance, or a class: Faust's decorator form) to start before
+        Faust's own; the instance, or the class for the decorator, is returned."""
+        if self._started.is_set():  # too late to start first: Faust starts it now, after its own
+            return super().service(cls)
+        self.own_services.append(self._prepare_subservice(cls))
+        return cls
 
 
 def create_app(
@@ -110,7 +115,6 @@ def create_app(
     # `worker --processes` each get their own metrics port: streams.commands._run_processes)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust's datadir is made in it
     app = App(settings.app_id, **faust_settings(settings, bootstrap, bool(http)))
-    app.own_services = []
     app.atalaia_settings = settings
     t = settings.topic
     app.topic(t("events"), value_serializer="raw", key_serializer="raw")

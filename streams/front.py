@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import faust
+from multidict import CIMultiDict
 
 #: a request header that describes the body as the client sent it, not as the front forwards it
 #: (decoded; its length is set anew, as Content-Length is hop-by-hop here)
@@ -267,6 +268,9 @@ def install_forwarding(
                 connector=aiohttp.TCPConnector(limit=limit),
                 timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=5),
                 auto_decompress=False,
+                # every client's requests share these sessions: a cookie the ops process sets
+                # (a sign-in's device cookie) goes back to that client only, never into a jar
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return state[kind]
 
@@ -330,7 +334,7 @@ def install_forwarding(
             ) as up:
                 out = web.StreamResponse(
                     status=up.status,
-                    headers={k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP},
+                    headers=CIMultiDict((k, v) for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP),
                 )
                 await out.prepare(request)
                 try:

@@ -153,6 +153,37 @@ def test_a_browser_that_signed_in_before_is_not_locked_out_by_someone_elses_fail
         again.login("ana", "correct horse", "10.0.0.9", session.device)
 
 
+def test_a_device_cookie_guessed_at_or_of_an_old_password_is_trusted_no_more(ana_hash, tmp_path):
+    clock = Clock()
+    key_file = tmp_path / "console-device.key"
+    key_file.write_bytes(b"")  # a key file left empty (a crash as it was made): never a key
+    devices = DeviceCookies.from_file(key_file)
+    assert len(key_file.read_bytes()) == 32 and devices.key == key_file.read_bytes()
+    assert DeviceCookies.from_file(key_file).key == devices.key, "a whole key is kept"
+    ana = User(actor="ana", role="operator", password_argon2=ana_hash)
+    auth = Authenticator([ana], clock=clock, devices=devices)
+    device = auth.login("ana", "correct horse", "10.0.0.9")[1].device
+    for _ in range(5):  # someone at her browser, guessing: the cookie's own limit ...
+        with pytest.raises(LoginRefused):
+            auth.login("ana", "guess", "10.0.0.9", device)
+    clock.t += 61  # ... and once its window has passed, the cookie is still not trusted again
+    assert devices.check(device, "ana", clock.t, ana_hash) is None
+    fresh = auth.login("ana", "correct horse", "10.0.0.9")[1].device  # (limited per user and address)
+    assert devices.check(fresh, "ana", clock.t, ana_hash)
+    # a new password voids the cookies of the old one
+    renewed = Authenticator(
+        [User(actor="ana", role="operator", password_argon2=hash_password("battery staple"))],
+        clock=clock,
+        devices=devices,
+    )
+    for _ in range(5):
+        with pytest.raises(LoginRefused):
+            renewed.login("ana", "guess", "203.0.113.66")
+    with pytest.raises(LoginLimited):
+        renewed.login("ana", "battery staple", "10.0.0.9", fresh)
+    assert devices.check("a.1.\u00e9", "ana", 0.0) is None  # not ASCII: no cookie, no error
+
+
 @given(st.text(max_size=300), st.text(min_size=1, max_size=40))
 def test_no_made_up_device_cookie_is_taken(value: str, username: str) -> None:
     devices = DeviceCookies(b"k" * 32)

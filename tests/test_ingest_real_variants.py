@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from atalaia.streams.ingest import parse_payload
 from tests.test_ingest_fastpath import both_paths
@@ -224,3 +226,85 @@ def test_a_v2_unit_written_as_a_symbol_in_metadata_is_the_readings_unit(monkeypa
     r = run(v2(entity), monkeypatch)
     assert r.ok and r.observations[0].units == {"height": "cm", "flow": "MQS"}  # unitCode first
     assert convert_factor("cm", "m") == (0.01, 0.0)
+
+
+@pytest.mark.parametrize(
+    "interval",
+    [
+        "2026-01-28T09:40:00Z/2026-01-28T09:45:00Z",  # start/end
+        "2026-01-28T09:40:00Z/PT5M",  # start/duration
+        "PT5M/2026-01-28T09:45:00Z",  # duration/end
+        "2026-01-28T09:40:00Z/09:45:00Z",  # start/end with the end's date left out
+        "2026-01-28T10:40:00+01:00/09:45:00Z",  # ... in another zone than the start's
+        "2026-01-28T10:40:00+01:00/10:45",  # ... in the start's zone
+        "2026-01-28T09:44:59.5Z/PT0.5S",
+    ],
+)
+def test_a_date_observed_interval_is_observed_at_its_end(interval, monkeypatch) -> None:
+    """Smart Data Models' TrafficFlowObserved and NoiseLevelObserved time a reading by an ISO 8601
+    interval; every form of one is the reading at its end (start/duration was refused as a bad
+    time and the reading timed by the notification instead)."""
+    entity = {
+        "id": "urn:ngsi-ld:TrafficFlowObserved:a",
+        "type": "TrafficFlowObserved",
+        "intensity": {"type": "Property", "value": 120},
+        "dateObserved": {"type": "Property", "value": interval},
+    }
+    r = run(ld(entity), monkeypatch)
+    assert r.ok and len(r.observations) == 1, r.rejections
+    o = r.observations[0]
+    assert (o.time, o.time_source) == (datetime(2026, 1, 28, 9, 45, tzinfo=UTC), "observed")
+
+
+@pytest.mark.parametrize(
+    "interval", ["2026-01-28T09:40:00Z/P1M", "2026-01-28T09:40:00Z/PT", "2026-01-28T09:40:00Z/P1D/x"]
+)
+def test_an_interval_whose_end_cannot_be_known_is_refused_as_a_bad_time(interval) -> None:
+    from atalaia.streams.ingest.timeparse import parse_observation_time as parse_time
+
+    assert parse_time(interval).time is None and parse_time(interval).error
+
+
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.integers(0, 3),
+    st.integers(0, 40),
+    st.integers(0, 200),
+    st.integers(0, 5000),
+)
+def test_start_plus_duration_is_the_end(start, days, hours, minutes, seconds) -> None:
+    from datetime import timedelta
+
+    from atalaia.streams.ingest.timeparse import parse_observation_time as parse_time
+
+    text = f"{start.strftime('%Y-%m-%dT%H:%M:%S')}Z/P{days}DT{hours}H{minutes}M{seconds}S"
+    got = parse_time(text).time
+    want = start.replace(microsecond=0, tzinfo=UTC) + timedelta(
+        days=days, hours=hours, minutes=minutes, seconds=seconds
+    )
+    assert got == want
+
+
+@pytest.mark.parametrize("keyvalues", [False, True])
+def test_an_orion_alteration_type_is_no_state_and_a_deleted_entity_no_reading(keyvalues, monkeypatch) -> None:
+    """A subscription that asks for Orion v2's ``alterationType`` gets it as a Text attribute: it
+    made every update a state change (``alterationType=entityUpdate``) and a deleted entity's last
+    values a new reading at the reception time."""
+
+    def entity(kind: str, **attrs) -> dict:
+        body = {"id": "urn:ngsi-ld:WaterObserved:a", "type": "WaterObserved"}
+        if keyvalues:
+            return body | {"alterationType": kind} | attrs
+        return (
+            body
+            | {"alterationType": {"type": "Text", "value": kind}}
+            | {k: {"type": "Number" if type(v) is float else "Text", "value": v} for k, v in attrs.items()}
+        )
+
+    r = run(v2(entity("entityUpdate", height=3.2)), monkeypatch)
+    assert [(o.attributes, o.labels) for o in r.observations] == [({"height": 3.2}, {})]
+    r = run(v2(entity("entityChange", name="Ribeira")), monkeypatch)
+    assert r.ok and r.observations == []  # a descriptive change alone: nothing observed
+    r = run(v2(entity("entityDelete", height=3.2)), monkeypatch)
+    assert r.observations == [] and not r.rejections
+    assert r.ignored == ["urn:ngsi-ld:WaterObserved:a: entity deleted (alterationType entityDelete)"]

@@ -194,3 +194,25 @@ def test_the_module_examples_hold() -> None:
 
     result = doctest.testmod(units)
     assert result.attempted >= 6 and result.failed == 0, result
+
+
+def test_a_dissolved_gas_in_ppm_is_not_converted_as_air() -> None:
+    # in water, ppm is a mass ratio (about mg/l): converting it with air's molar volume was 1 400
+    # times off for ammonia
+    for source, target in (("59", "mg/l"), ("mg/l", "ppm")):
+        reason = convert_factor(source, target, "nh3")
+        assert isinstance(reason, str) and "per cubic metre of air" in reason
+
+
+def test_a_ppb_rule_on_a_gas_documented_in_micrograms_warns_that_readings_without_a_code_are_converted() -> (
+    None
+):
+    text = AIR.format(attribute="no2", unit="ppb", above=100)
+    ruleset = load_texts([("r.yaml", text)])
+    warnings = [str(w) for w in ruleset.warnings]
+    assert any("r.yaml:4:" in w and "without a unit code are taken in GQ" in w for w in warnings), warnings
+    engine = RuleEngine(ruleset)
+    out, rejected = engine.observe_batch([{**_air("no2", 210.38, "GQ"), "units": {}}])
+    assert not rejected and [round(t.value, 1) for t in out] == [110.0]  # as documented: µg/m³
+    quiet = load_texts([("r.yaml", AIR.format(attribute="no2", unit="ug/m3", above=200))])
+    assert not [w for w in quiet.warnings if "unit code" in str(w)]

@@ -50,8 +50,22 @@ TIME_FIELDS = (
     "TimeInstant",
     "dateLastValueReported",
 )
+#: (``alterationType``: Orion v2's entityCreate/entityUpdate/entityChange/entityDelete, sent when a
+#: subscription asks for it: what happened to the entity, not something observed of it)
 RESERVED = frozenset(
-    {"id", "type", "@id", "@type", "@context", "createdAt", "modifiedAt", "deletedAt", "scope", "expiresAt"}
+    {
+        "id",
+        "type",
+        "@id",
+        "@type",
+        "@context",
+        "createdAt",
+        "modifiedAt",
+        "deletedAt",
+        "scope",
+        "expiresAt",
+        "alterationType",
+    }
 )
 #: Smart Data Models attributes declared text whose values often look like decimals (Device's
 #: firmwareVersion "1.0"): labels, never refused as a number written as text (unless a unit, an

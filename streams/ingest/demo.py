@@ -14,6 +14,7 @@ Event time is the wall clock, so live rules and timers behave as in production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -223,6 +224,12 @@ class DemoFeed(Service):
 
         scenario = await asyncio.to_thread(DemoScenario)
         async with httpx.AsyncClient(timeout=10) as client:
+            livez = self.url.rsplit("/ngsi-ld/", 1)[0] + "/livez"
+            while not self.should_stop:  # the port opens once the process's services are up
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(livez)).status_code == 200:
+                        break
+                await asyncio.sleep(0.2)
             while not self.should_stop:
                 t0 = time.monotonic()
                 for body in scenario.step(datetime.now(UTC)):

@@ -172,8 +172,25 @@ def normalise_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResul
     general_entity(raw, where, ctx, out)
 
 
+def deleted_entity(raw: dict[str, Any], out: IngestResult) -> bool:
+    """An Orion v2 notification of a deleted entity (the subscription asked for the
+    ``alterationType`` attribute: ``entityDelete``) carries its last values, not a new reading:
+    the entity is ignored (with a note), never observed again at the reception time.
+    ``alterationType`` itself is never a state or label (it is in RESERVED)."""
+    kind = raw["alterationType"]
+    if type(kind) is dict:
+        kind = kind.get("value")
+    if kind != "entityDelete":
+        return False
+    eid = raw.get("id")
+    out.ignored.append(f"{eid if type(eid) is str else '?'}: entity deleted (alterationType entityDelete)")
+    return True
+
+
 def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult) -> None:
     """``normalise_entity`` without the fast path."""
+    if type(raw) is dict and "alterationType" in raw and deleted_entity(raw, out):
+        return
     if type(raw) is not dict:
         out.rejections.append(
             Rejection(

@@ -64,7 +64,11 @@ class IngestProducer(Service):
             linger_ms=2,
             max_request_size=8 << 20,
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # its connections and sender task, not left behind
+            raise
         self.producer = producer  # publish answers "not running" (a 503) until here
         if self.ingest_log is not None:
             log.info(

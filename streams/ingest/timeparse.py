@@ -1,8 +1,9 @@
 """Observation times: RFC 3339 date-times as FIWARE brokers send them, parsed once and cached.
 
 A time without a UTC offset is accepted as UTC with a data-quality warning (never the server's
-local zone); an ISO 8601 interval ``start/end`` (Smart Data Models ``dateObserved`` of
-TrafficFlowObserved) is observed at its end; anything else is refused with a reason.
+local zone); an ISO 8601 interval (Smart Data Models ``dateObserved`` of TrafficFlowObserved or
+NoiseLevelObserved: ``start/end``, ``start/duration``, ``duration/end``, or ``start/end`` with the
+end's date left out) is observed at its end; anything else is refused with a reason.
 """
 
 from __future__ import annotations
@@ -79,10 +80,51 @@ def _canonical(text: str) -> ParsedTime | None:
 _tuple_new = tuple.__new__
 
 
+_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:[.,]\d+)?)S)?)?")
+_ZONE = re.compile(r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
+_TIME_OF_DAY = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?")
+
+
+def _interval_end(text: str, s: str) -> str | ParsedTime:
+    """The end of an ISO 8601 interval: ``start/end``, ``duration/end``, ``start/duration`` (the
+    start plus the duration: weeks, days, hours, minutes, seconds; not months or years, whose
+    length varies) or ``start/end`` with the end's date left out (``…T09:40:00Z/09:45:00Z``)."""
+    start, _, end = s.partition("/")
+    start, end = start.strip(), end.strip()
+    if "/" in end:
+        return ParsedTime(None, error=f"{text[:64]!r} is not an ISO 8601 interval (more than one '/')")
+    if end[:1] == "P" and _RFC3339ISH.fullmatch(start):
+        m = _DURATION.fullmatch(end)
+        if m is None or end in ("P", "PT") or end.endswith("T"):
+            return ParsedTime(
+                None, error=f"{text[:64]!r}: {end[:32]!r} is not a duration in weeks, days or time"
+            )
+        begun = _parse(start)
+        if begun.time is None:
+            return begun
+        from datetime import timedelta
+
+        weeks, days, hours, minutes, seconds = (float((g or "0").replace(",", ".")) for g in m.groups())
+        try:
+            at = begun.time + timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+        except OverflowError:
+            return ParsedTime(None, error=f"{text[:64]!r} is out of range")
+        return ParsedTime(at, begun.zoned)
+    if _TIME_OF_DAY.fullmatch(end) and _RFC3339ISH.fullmatch(
+        start
+    ):  # the end's date (and zone) are the start's
+        zone = "" if end[-1] in "Zz" or "+" in end or "-" in end else _ZONE.search(start[11:])
+        return start[:11] + end + (zone.group(0) if zone else "")
+    return end
+
+
 def _parse(text: str) -> ParsedTime:
     s = text.strip()
     if "/" in s:  # ISO 8601 interval: observed at its end
-        s = s.rsplit("/", 1)[1].strip()
+        end = _interval_end(text, s)
+        if type(end) is not str:
+            return end
+        s = end
     if not _RFC3339ISH.fullmatch(s):
         return ParsedTime(None, error=f"{text[:64]!r} is not an RFC 3339 date-time")
     if s[-1] == "z":  # RFC 3339 allows a lower-case z and t (Python reads only upper case)
