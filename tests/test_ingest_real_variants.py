@@ -308,3 +308,27 @@ def test_an_orion_alteration_type_is_no_state_and_a_deleted_entity_no_reading(ke
     r = run(v2(entity("entityDelete", height=3.2)), monkeypatch)
     assert r.observations == [] and not r.rejections
     assert r.ignored == ["urn:ngsi-ld:WaterObserved:a: entity deleted (alterationType entityDelete)"]
+
+
+def test_concise_instances_of_every_kind_are_all_read(monkeypatch) -> None:
+    """Orion-LD's concise form: an instance without "value" (a vocab, a languageMap) stopped the
+    reading of the instances after it, and a concise languageMap name was no label."""
+    entity = {
+        "id": "urn:ngsi-ld:Device:a",
+        "type": "Device",
+        "observedAt": "2026-01-28T09:45:00Z",
+        "name": {"languageMap": {"pt": "Ribeira", "en": "Riverside"}},
+        "deviceState": [{"vocab": "ok"}, {"vocab": "fault", "datasetId": "urn:ngsi-ld:Dataset:b"}],
+        "temperature": [
+            {"value": 1.0},
+            {"languageMap": {"pt": "x"}, "datasetId": "urn:ngsi-ld:Dataset:l"},
+            {"value": 3.0, "datasetId": "urn:ngsi-ld:Dataset:c"},
+        ],
+    }
+    r = run(ld(entity), monkeypatch)
+    assert r.ok, r.rejections
+    attributes = {k: v for o in r.observations for k, v in o.attributes.items()}
+    labels = {k: v for o in r.observations for k, v in o.labels.items()}
+    assert attributes == {"temperature": 1.0, "temperature:c": 3.0}
+    assert labels["deviceState"] == "ok" and labels["deviceState:b"] == "fault"
+    assert labels["name"] in ("Ribeira", "Riverside")

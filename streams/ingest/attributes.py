@@ -87,6 +87,8 @@ TEXT_ATTRIBUTES = frozenset(
 DESCRIPTIVE = TEXT_ATTRIBUTES | frozenset(
     {"name", "description", "alternateName", "dataProvider", "source", "owner", "seeAlso", "areaServed"}
 )
+#: the keys that make an object an attribute instance (normalized, concise, of any NGSI-LD kind)
+INSTANCE_KEYS = frozenset({"value", "object", "type", "vocab", "languageMap", "json", "datasetId"})
 #: NGSI-LD 1.8's null (an attribute deleted, in a notification): no value, never a label
 NGSI_LD_NULL = "urn:ngsi-ld:null"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
@@ -299,10 +301,11 @@ class _Reader:
 
     def instances(self, name: str, items: list) -> None:
         """NGSI-LD multi-attribute: several instances told apart by ``datasetId``."""
-        for item in items:
-            if type(item) is not dict or not ("value" in item or "object" in item or "type" in item):
-                return
-            self.dict_attribute(dataset_name(name, item.get("datasetId")), item)
+        if not items or type(items[0]) is not dict or not INSTANCE_KEYS.intersection(items[0]):
+            return  # a list value (ListProperty, keyValues), not instances
+        for item in items:  # every instance, whichever kinds follow the first (concise: no type)
+            if type(item) is dict and INSTANCE_KEYS.intersection(item):
+                self.dict_attribute(dataset_name(name, item.get("datasetId")), item)
 
     def dict_attribute(self, name: str, d: dict) -> None:
         kind = d.get("type")
@@ -324,6 +327,8 @@ class _Reader:
                     self.label(name, d["object"])
             elif "vocab" in d:  # concise VocabProperty
                 self.vocab(name, d)
+            elif "languageMap" in d:  # concise LanguageProperty
+                self.ld_attribute(name, "LanguageProperty", d)
             else:
                 self.structured(name, d)
             return
