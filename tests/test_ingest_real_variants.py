@@ -332,3 +332,25 @@ def test_concise_instances_of_every_kind_are_all_read(monkeypatch) -> None:
     assert attributes == {"temperature": 1.0, "temperature:c": 3.0}
     assert labels["deviceState"] == "ok" and labels["deviceState:b"] == "fault"
     assert labels["name"] in ("Ribeira", "Riverside")
+
+
+@pytest.mark.parametrize("kind", ["Text", "String"])
+def test_an_iot_agent_reading_typed_text_is_refused_as_a_number_written_as_text(kind, monkeypatch) -> None:
+    """An unprovisioned UL attribute reaches Orion as the IoT Agent's default type, Text: the
+    reading "21.5" became a state label, silently; a number written as text is refused with the
+    reason wherever else it appears. An integer code ("2") and a firmware version stay labels."""
+    meta = {"TimeInstant": {"type": "DateTime", "value": "2026-01-28T09:45:00.000Z"}}
+    entity = {
+        "id": "urn:ngsi-ld:Device:a",
+        "type": "Device",
+        "temperature": {"type": kind, "value": "21.5", "metadata": meta},
+        "mode": {"type": kind, "value": "2", "metadata": meta},
+        "firmwareVersion": {"type": kind, "value": "1.0", "metadata": meta},
+        "battery": {"type": "Number", "value": 87, "metadata": meta},
+    }
+    r = run(v2(entity), monkeypatch)
+    assert [(o.attributes, o.labels) for o in r.observations] == [
+        ({"battery": 87}, {"mode": "2", "firmwareVersion": "1.0"})
+    ]
+    said = repr(r.rejections) + repr([o.quality for o in r.observations])
+    assert "number-as-text" in said and "temperature" in said, said

@@ -412,7 +412,12 @@ class _Reader:
             if type(v) is str:
                 self.label(name, v)
         elif (kind == "Text" or kind == "String") and type(v) is str:
-            self.state(name, v, time)
+            if name not in TEXT_ATTRIBUTES and number_like_text(v, unit is not None):
+                # a reading an IoT Agent sent as its default type (an unprovisioned UL attribute):
+                # refused as any number written as text is, with the reason, never a state
+                self.parts.refused.append(_text_refusal(name, v))
+            else:
+                self.state(name, v, time)
         elif is_number(v) or type(v) is bool:  # (a number as "Text": an IoT Agent's default type)
             self.measurement_value(name, v, unit, time, False)
         elif type(v) is str:

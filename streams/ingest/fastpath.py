@@ -23,6 +23,7 @@ from atalaia.streams.ingest.attributes import (
     LD_TYPES,
     NGSI_LD_NULL,
     RESERVED,
+    TEXT_ATTRIBUTES,
     TIME_FIELDS,
     V2_NUMBER_TYPES,
     _meta_value,
@@ -152,6 +153,8 @@ def _v2(
         if type(val) is str:
             _label(labels, name, val, max_label)
     elif kind in _V2_TEXT_TYPES and type(val) is str:
+        if name not in TEXT_ATTRIBUTES and number_like_text(val, unit is not None):
+            raise _Bail  # a number written as text: the general reader refuses it with the reason
         _label(labels, name, val, max_label)
         if time is not None and name in labels:
             _state_time(states, name, time)
