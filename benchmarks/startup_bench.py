@@ -1,8 +1,9 @@
 """Start-up and stop of `atalaia up` as users start it (product defaults, embedded broker, a fresh
 data directory each time): seconds from the command to the port answering (`/livez` 200), to the
-pipeline being ready (`/health` 200), and from Ctrl-C (SIGINT) to the process's exit.
+pipeline being ready (`/health` 200), and from Ctrl-C (SIGINT, ``--settle`` seconds after it was
+ready) to the process's exit.
 
-    python -m benchmarks.startup_bench [--runs 5] [--against DIR]
+    python -m benchmarks.startup_bench [--runs 5] [--against DIR] [--settle S]
 
 ``--against DIR`` also runs another checkout of Atalaia (e.g. a `git worktree` of an earlier
 commit) with the same interpreter and packages, alternating the two run by run so the machine's
@@ -34,7 +35,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_run(pythonpath: str | None) -> dict[str, float]:
+def one_run(pythonpath: str | None, settle: float = 0.0) -> dict[str, float]:
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ATALAIA_")}
@@ -65,6 +66,7 @@ def one_run(pythonpath: str | None) -> dict[str, float]:
                     except httpx.HTTPError:
                         pass
                 time.sleep(0.05)
+            time.sleep(settle)
             t1 = time.monotonic()
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
@@ -85,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--against", type=Path, help="another checkout of Atalaia to run alternately")
+    ap.add_argument("--settle", type=float, default=0.0, help="seconds between ready and Ctrl-C")
     args = ap.parse_args()
     variants: dict[str, str | None] = {"this checkout": None}
     if args.against:
@@ -94,7 +97,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     for i in range(args.runs):
         for name, path in variants.items():
-            results[name].append(one_run(path))
+            results[name].append(one_run(path, args.settle))
             print(f"run {i + 1} {name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in results[name][-1].items()))
     labels = {
         "livez": "port answers (/livez 200)",
