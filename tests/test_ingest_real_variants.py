@@ -354,3 +354,27 @@ def test_an_iot_agent_reading_typed_text_is_refused_as_a_number_written_as_text(
     ]
     said = repr(r.rejections) + repr([o.quality for o in r.observations])
     assert "number-as-text" in said and "temperature" in said, said
+
+
+def test_the_simplified_multi_attribute_form_gives_each_instance(monkeypatch) -> None:
+    """NGSI-LD 1.7's simplified (keyValues) form of a multi-attribute, as Stellio sends it: the
+    entity was ignored ("no numeric attribute or state")."""
+    entity = {
+        "id": "urn:ngsi-ld:Device:a",
+        "type": "Device",
+        "temperature": {"dataset": {"@none": 20.1, "urn:ngsi-ld:Dataset:raw": 20.5}},
+        "deviceState": {"dataset": {"urn:ngsi-ld:Dataset:b": "fault"}},
+    }
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:1",
+            "type": "Notification",
+            "notifiedAt": "2026-01-28T09:45:00Z",
+            "data": [entity],
+        }
+    )
+    r = run(body, monkeypatch)
+    assert r.ok and len(r.observations) == 1, (r.rejections, r.ignored)
+    o = r.observations[0]
+    assert o.attributes == {"temperature": 20.1, "temperature:raw": 20.5}
+    assert o.labels == {"deviceState:b": "fault"}

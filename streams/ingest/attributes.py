@@ -280,6 +280,10 @@ class _Reader:
                 self.parts.times = {}
             self.parts.times[name] = v
             return
+        self.value(name, v)
+
+    def value(self, name: str, v: Any) -> None:
+        """An attribute's value as the simplified (keyValues) and concise forms send it."""
         t = type(v)
         if t is int or t is float:
             self.measurement_value(name, v, None, None, False)
@@ -307,6 +311,13 @@ class _Reader:
             if type(item) is dict and INSTANCE_KEYS.intersection(item):
                 self.dict_attribute(dataset_name(name, item.get("datasetId")), item)
 
+    def dataset(self, name: str, instances: dict) -> None:
+        """NGSI-LD's simplified multi-attribute (1.7 §4.5.4, Stellio): ``{"dataset": {"@none": v,
+        "urn:ngsi-ld:Dataset:raw": v2}}``, each value as keyValues sends one."""
+        for dataset, v in instances.items():
+            if type(dataset) is str and dataset:
+                self.value(name if dataset == "@none" else dataset_name(name, dataset), v)
+
     def dict_attribute(self, name: str, d: dict) -> None:
         kind = d.get("type")
         if kind is not None and type(kind) is not str:
@@ -329,6 +340,8 @@ class _Reader:
                 self.vocab(name, d)
             elif "languageMap" in d:  # concise LanguageProperty
                 self.ld_attribute(name, "LanguageProperty", d)
+            elif type(d.get("dataset")) is dict and len(d) == 1:
+                self.dataset(name, d["dataset"])
             else:
                 self.structured(name, d)
             return
