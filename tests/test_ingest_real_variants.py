@@ -378,3 +378,30 @@ def test_the_simplified_multi_attribute_form_gives_each_instance(monkeypatch) ->
     o = r.observations[0]
     assert o.attributes == {"temperature": 20.1, "temperature:raw": 20.5}
     assert o.labels == {"deviceState:b": "fault"}
+
+
+def test_a_colon_in_an_ngsi_v2_name_is_part_of_the_name(monkeypatch) -> None:
+    """NGSI-v2 has no @context: Orion allows ``power:L1`` as an attribute name and a type with a
+    colon. They were read as JSON-LD compact IRIs (``L1``, ``Temperature``), so ``power:L1`` and
+    ``energy:L1`` collided and a rule naming ``power:L1`` never matched. In NGSI-LD a compact IRI
+    is still its term."""
+    entity = {
+        "id": "meter-1",
+        "type": "Sensor:Meter",
+        "power:L1": {"type": "Number", "value": 1.5},
+        "energy:L1": {"type": "Number", "value": 7.0},
+        "https://smartdatamodels.org/dataModel.Energy/voltage": {"type": "Number", "value": 230.0},
+        "TimeInstant": {"type": "DateTime", "value": "2026-01-28T09:45:00Z"},
+    }
+    r = run(v2(entity), monkeypatch)
+    assert r.ok and len(r.observations) == 1, r.rejections
+    o = r.observations[0]
+    assert o.type == "Sensor:Meter"
+    assert o.attributes == {"power:L1": 1.5, "energy:L1": 7.0, "voltage": 230.0}
+    ld_entity = {
+        "id": "urn:ngsi-ld:WaterObserved:a",
+        "type": "sdm:WaterObserved",
+        "sdm:height": {"type": "Property", "value": 3.2, "observedAt": "2026-01-28T09:45:00Z"},
+    }
+    r = run(ld(ld_entity), monkeypatch)
+    assert [(o.type, o.attributes) for o in r.observations] == [("WaterObserved", {"height": 3.2})]

@@ -16,6 +16,7 @@ from atalaia.streams.ingest.attributes import (
     read_attributes,
     short_name,
     time_text,
+    v2_name,
 )
 from atalaia.streams.ingest.build import build_observation
 from atalaia.streams.ingest.geo import (
@@ -138,11 +139,11 @@ def rejected_duplicates(
 MAX_TYPES = 8  # of one multi-typed entity; more are refused (each is a rule lookup)
 
 
-def _entity_type(raw: Any) -> str | None:
+def _entity_type(raw: Any, dialect: str = "ld") -> str | None:
     if type(raw) is list and raw and type(raw[0]) is str:
         raw = raw[0]
     if type(raw) is str and raw:
-        return short_name(raw)
+        return short_name(raw) if dialect == "ld" else v2_name(raw)
     return None
 
 
@@ -218,7 +219,7 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
         out.rejections.append(unsafe_rejection("id", eid, why, where))
         return
     raw_type = raw.get("type", raw.get("@type"))
-    etype = _entity_type(raw_type)
+    etype = _entity_type(raw_type, "ld" if "@context" in raw else ctx.dialect)
     if etype is None:
         out.rejections.append(
             Rejection(
