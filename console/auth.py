@@ -240,21 +240,20 @@ class DeviceCookies:
         import logging
         import os
 
+        log = logging.getLogger("atalaia.console")
         try:
             key = path.read_bytes()
             if len(key) == 32:
                 return cls(key)
-            logging.getLogger("atalaia.console").warning(
-                "%s holds %d bytes, not a 32-byte key: a new key is made (device cookies signed before are void)",
+            log.warning(
+                "%s holds %d bytes, not a 32-byte key: a new key is made (older cookies are void)",
                 path,
                 len(key),
             )
         except FileNotFoundError:
             pass
         except OSError as e:
-            logging.getLogger("atalaia.console").warning(
-                "cannot read %s (%s): device cookies last this process", path, e
-            )
+            log.warning("cannot read %s (%s): device cookies last this process", path, e)
             return cls(secrets.token_bytes(32))
         key = secrets.token_bytes(32)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -265,14 +264,15 @@ class DeviceCookies:
                 f.write(key)
                 f.flush()
                 os.fsync(f.fileno())
-            try:
-                os.replace(tmp, path) if path.exists() else os.link(tmp, path)
-            except FileExistsError:  # another process linked its key first: use that one
-                key = path.read_bytes()
+            if path.exists():  # a short key, replaced whole
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:  # another process linked its key first: use that one
+                    key = path.read_bytes()
         except OSError as e:
-            logging.getLogger("atalaia.console").warning(
-                "cannot keep %s (%s): device cookies last this process", path, e
-            )
+            log.warning("cannot keep %s (%s): device cookies last this process", path, e)
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()

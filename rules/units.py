@@ -196,10 +196,8 @@ def _mixing_factor(reg: Any, src: Any, dst: Any, attribute: str | None) -> float
             f"molar mass, named by the attribute ({known}); attribute {str(attribute)[:60]!r} names none"
         )
     per_ratio = reg.Quantity(GASES[gas] / MOLAR_VOLUME_M3, "g/m**3")  # the mass concentration of a ratio of 1
-    if dims[0] == ratio:
-        return float((reg.Quantity(1.0, src).to("dimensionless").magnitude * per_ratio).to(dst).magnitude)
-    fraction = reg.Quantity(1.0, src).to("g/m**3").magnitude / per_ratio.magnitude
-    return float(reg.Quantity(fraction, "dimensionless").to(dst).magnitude)
+    one = reg.Quantity(1.0, src)
+    return float((one * per_ratio if dims[0] == ratio else one / per_ratio).to(dst).magnitude)
 
 
 def _digits(x: float) -> float:

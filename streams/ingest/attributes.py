@@ -159,11 +159,12 @@ def short_name(name: str) -> str:
     return name
 
 
-def v2_name(name: str) -> str:
-    """An NGSI-v2 name: no ``@context``, so a colon is part of the name (Orion allows
-    ``power:L1``); only a full URI or the default context's prefix (an Orion-LD cross-notification
-    of a term it could not compact) is shortened."""
-    if name.startswith((DEFAULT_CONTEXT_PREFIX, "http://", "https://")):
+def term(name: str, dialect: str) -> str:
+    """A name as rules read it: NGSI-LD's short name (:func:`short_name`); in NGSI-v2, which has no
+    ``@context``, a colon is part of the name (Orion allows ``power:L1``) and only a full URI or the
+    default context's prefix (an Orion-LD cross-notification of a term it could not compact) is
+    shortened."""
+    if dialect == "ld" or name.startswith((DEFAULT_CONTEXT_PREFIX, "http://", "https://")):
         return short_name(name)
     return name
 
@@ -283,7 +284,7 @@ class _Reader:
         if not name:
             self.parts.refused.append(Refused(name, "an attribute has an empty name", "empty-name"))
             return
-        name = short_name(name) if self.dialect == "ld" else v2_name(name)
+        name = term(name, self.dialect)
         if name in TIME_FIELDS:
             if self.parts.times is None:
                 self.parts.times = {}

@@ -15,8 +15,8 @@ from atalaia.streams.ingest.attributes import (
     absent_time,
     read_attributes,
     short_name,
+    term,
     time_text,
-    v2_name,
 )
 from atalaia.streams.ingest.build import build_observation
 from atalaia.streams.ingest.geo import (
@@ -139,11 +139,11 @@ def rejected_duplicates(
 MAX_TYPES = 8  # of one multi-typed entity; more are refused (each is a rule lookup)
 
 
-def _entity_type(raw: Any, dialect: str = "ld") -> str | None:
+def _entity_type(raw: Any, dialect: str) -> str | None:
     if type(raw) is list and raw and type(raw[0]) is str:
         raw = raw[0]
     if type(raw) is str and raw:
-        return short_name(raw) if dialect == "ld" else v2_name(raw)
+        return term(raw, dialect)
     return None
 
 
@@ -190,8 +190,6 @@ def deleted_entity(raw: dict[str, Any], out: IngestResult) -> bool:
 
 def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult) -> None:
     """``normalise_entity`` without the fast path."""
-    if type(raw) is dict and "alterationType" in raw and deleted_entity(raw, out):
-        return
     if type(raw) is not dict:
         out.rejections.append(
             Rejection(
@@ -201,6 +199,8 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
                 detail=where,
             )
         )
+        return
+    if "alterationType" in raw and deleted_entity(raw, out):
         return
     eid = raw.get("id", raw.get("@id"))
     if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS:
@@ -218,8 +218,9 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
     if why:
         out.rejections.append(unsafe_rejection("id", eid, why, where))
         return
+    dialect = "ld" if "@context" in raw else ctx.dialect
     raw_type = raw.get("type", raw.get("@type"))
-    etype = _entity_type(raw_type, "ld" if "@context" in raw else ctx.dialect)
+    etype = _entity_type(raw_type, dialect)
     if etype is None:
         out.rejections.append(
             Rejection(
@@ -248,7 +249,6 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
                 Rejection(err + "; not valid JSON-LD", "entity", "bad-context", entity=eid, detail=where)
             )
             return
-    dialect = "ld" if "@context" in raw else ctx.dialect
     parts = read_attributes(raw, dialect, ctx.options.max_label_chars)
     first = len(out.observations)
     _emit(eid, etype, parts, where, ctx, out)

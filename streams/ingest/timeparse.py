@@ -9,13 +9,13 @@ end's date left out) is observed at its end; anything else is refused with a rea
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import NamedTuple
 
-_RFC3339ISH = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?"
-)
+_CLOCK = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?"  # hh:mm[:ss[.fraction]]
+_OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)"
+_RFC3339ISH = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}[Tt ]{_CLOCK}{_OFFSET}?")
 MIN_YEAR = 1900
 
 
@@ -81,8 +81,8 @@ _tuple_new = tuple.__new__
 
 
 _DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:[.,]\d+)?)S)?)?")
-_ZONE = re.compile(r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
-_TIME_OF_DAY = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?")
+_ZONE = re.compile(_OFFSET + "$")
+_TIME_OF_DAY = re.compile(f"{_CLOCK}{_OFFSET}?")
 
 
 def _interval_end(text: str, s: str) -> str | ParsedTime:
@@ -102,17 +102,14 @@ def _interval_end(text: str, s: str) -> str | ParsedTime:
         begun = _parse(start)
         if begun.time is None:
             return begun
-        from datetime import timedelta
-
         weeks, days, hours, minutes, seconds = (float((g or "0").replace(",", ".")) for g in m.groups())
         try:
             at = begun.time + timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
         except OverflowError:
             return ParsedTime(None, error=f"{text[:64]!r} is out of range")
         return ParsedTime(at, begun.zoned)
-    if _TIME_OF_DAY.fullmatch(end) and _RFC3339ISH.fullmatch(
-        start
-    ):  # the end's date (and zone) are the start's
+    if _TIME_OF_DAY.fullmatch(end) and _RFC3339ISH.fullmatch(start):
+        # the end's date (and, if it names none, its zone) are the start's
         zone = "" if end[-1] in "Zz" or "+" in end or "-" in end else _ZONE.search(start[11:])
         return start[:11] + end + (zone.group(0) if zone else "")
     return end
