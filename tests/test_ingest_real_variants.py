@@ -405,3 +405,49 @@ def test_a_colon_in_an_ngsi_v2_name_is_part_of_the_name(monkeypatch) -> None:
     }
     r = run(ld(ld_entity), monkeypatch)
     assert [(o.type, o.attributes) for o in r.observations] == [("WaterObserved", {"height": 3.2})]
+
+
+@pytest.mark.parametrize("kind", ["Temperature", "Quantity", "text", "string"])
+def test_a_decimal_written_as_text_under_a_type_of_the_users_is_refused(kind, monkeypatch) -> None:
+    """NGSI-v2 types are the user's: "Temperature": "21.5" is a number written as text as much as
+    Text "21.5" is. It became a label, silently; it is refused with the reason. An integer code
+    of such a type stays a label (TimeInstant or not: an IoT Agent times every attribute)."""
+    meta = {"TimeInstant": {"type": "DateTime", "value": "2026-01-28T09:45:00.000Z"}}
+    entity = {
+        "id": "urn:ngsi-ld:Thermometer:a",
+        "type": "Thermometer",
+        "temperature": {"type": kind, "value": "21.5", "metadata": meta},
+        "mode": {"type": kind, "value": "2", "metadata": meta},
+        "battery": {"type": "Number", "value": 87, "metadata": meta},
+    }
+    r = run(v2(entity), monkeypatch)
+    assert [(o.attributes, o.labels) for o in r.observations] == [({"battery": 87}, {"mode": "2"})]
+    assert [(x.attribute, x.code) for x in r.rejections] == [("temperature", "number-as-text")]
+
+
+def test_an_ngsi_ld_notification_without_its_type_is_read_as_ngsi_ld(monkeypatch) -> None:
+    """A broker that leaves "type": "Notification" out: NGSI-LD attribute types (Property) make it
+    NGSI-LD, so "sdm:height" is the term height of WaterObserved, not an NGSI-v2 attribute named
+    "sdm:height" that no rule names. And a true NGSI-LD Notification is NGSI-LD even when it
+    arrives with an Ngsiv2-AttrsFormat header (a broker once put it on every notification)."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:1",
+        "type": "sdm:WaterObserved",
+        "sdm:height": {"type": "Property", "value": 2.0, "observedAt": "2026-01-28T09:45:00Z"},
+    }
+    untyped = orjson.dumps(
+        {"subscriptionId": "urn:s", "notifiedAt": "2026-01-28T09:45:02Z", "data": [entity]}
+    )
+    for body, headers in (
+        (untyped, {"Content-Type": "application/ld+json"}),
+        (untyped, {"Content-Type": "application/json"}),
+        (ld(entity), {"Content-Type": "application/json", "Ngsiv2-AttrsFormat": "normalized"}),
+    ):
+        both_paths(body, monkeypatch, received_at=RECEIVED, headers=headers)
+        r = parse_payload(body, received_at=RECEIVED, headers=headers)
+        assert r.format == "ngsi-ld/notification", headers
+        assert [(o.type, o.attributes) for o in r.observations] == [("WaterObserved", {"height": 2.0})]
+    # an NGSI-v2 body stays NGSI-v2 whatever content type it is posted with
+    body = v2({"id": "W1", "type": "WaterObserved", "height": {"type": "Number", "value": 2.0}})
+    r = parse_payload(body, received_at=RECEIVED, content_type="application/ld+json")
+    assert r.format == "ngsi-v2/notification" and [o.attributes for o in r.observations] == [{"height": 2.0}]

@@ -19,6 +19,7 @@ from atalaia.streams.ingest.auth import (
     credentials,
     hash_token,
     new_token,
+    request_tenant,
 )
 from tests.conftest import ATALAIA
 
@@ -69,8 +70,12 @@ def test_auth_never_raises_and_only_a_known_token_for_the_right_tenant_passes(pa
     assert len({t.strip(" ") for t in presented}) == 1
     # the tenant the request names (if any; a blank header names none) is the token's, ignoring
     # case as Orion does, and all tenant headers agree
-    named = {v for k, v in pairs if k.lower() in ("ngsild-tenant", "fiware-service") and v.strip()}
-    assert len(named) <= 1 and {v.casefold() for v in named} <= ({"porto"} if token == PORTO else set())
+    named = {
+        v.strip().casefold()
+        for k, v in pairs
+        if k.lower() in ("ngsild-tenant", "fiware-service") and v.strip()
+    }
+    assert len(named) <= 1 and named <= ({"porto"} if token == PORTO else set())
     assert out == (Caller("orion-porto", "porto") if token == PORTO else Caller("iot-agent", None))
 
 
@@ -89,6 +94,10 @@ def test_bearer_and_x_auth_token_and_the_tenant_binding():
     assert AUTH.check({"X-Auth-Token": DEFAULT}) == Caller("iot-agent", None)
     # Orion reads Fiware-Service ignoring case; a blank tenant header names no tenant
     assert AUTH.check({"X-Auth-Token": PORTO, "Fiware-Service": "Porto"}) == Caller("orion-porto", "porto")
+    # both headers, one tenant spelled two ways (Orion lowers Fiware-Service, the agent did not)
+    both = {"X-Auth-Token": PORTO, "NGSILD-Tenant": "porto", "Fiware-Service": "PORTO"}
+    assert AUTH.check(both) == Caller("orion-porto", "porto")
+    assert request_tenant({"NGSILD-Tenant": "Porto", "Fiware-Service": " porto"}) == ("Porto", None)
     assert AUTH.check({"X-Auth-Token": PORTO, "NGSILD-Tenant": ""}) == Caller("orion-porto", "porto")
     assert AUTH.check({"X-Auth-Token": DEFAULT, "NGSILD-Tenant": " "}) == Caller("iot-agent", None)
     for h in (

@@ -199,6 +199,17 @@ def number_like_text(v: str, declared: bool) -> bool:
     return _NUMBER_TEXT.fullmatch(v) is not None
 
 
+def v2_number_text(name: str, v: str, unit: Any) -> bool:
+    """An NGSI-v2 text value (of type Text, String or any type of the user's, "Temperature") that
+    is a number in disguise: decimals always, integers when a unit declares a measurement. Not
+    ``TimeInstant``: an IoT Agent puts it on every attribute, so a mode code "2" stays a label.
+    The attributes Smart Data Models declare text (``TEXT_ATTRIBUTES``: a firmware version "1.0")
+    are numbers only when a unit says so."""
+    if name in TEXT_ATTRIBUTES:
+        return unit is not None and number_like_text(v, True)
+    return number_like_text(v, unit is not None)
+
+
 def _text_refusal(name: str, text: str) -> Refused:
     return Refused(
         name, f"{name} value {text[:40]!r} is a number written as text; not coerced", "number-as-text"
@@ -434,17 +445,16 @@ class _Reader:
         elif kind == "Relationship":
             if type(v) is str:
                 self.label(name, v)
-        elif (kind == "Text" or kind == "String") and type(v) is str:
-            if name not in TEXT_ATTRIBUTES and number_like_text(v, unit is not None):
-                # a reading an IoT Agent sent as its default type (an unprovisioned UL attribute):
-                # refused as any number written as text is, with the reason, never a state
+        elif type(v) is str:
+            if v2_number_text(name, v, unit):
+                # a reading an IoT Agent sent as its default type (an unprovisioned UL attribute),
+                # or under a type of the user's ("Temperature"): refused as any number written as
+                # text is, with the reason, never a state
                 self.parts.refused.append(_text_refusal(name, v))
             else:
                 self.state(name, v, time)
         elif is_number(v) or type(v) is bool:  # (a number as "Text": an IoT Agent's default type)
             self.measurement_value(name, v, unit, time, False)
-        elif type(v) is str:
-            self.state(name, v, time)
         elif type(v) is dict:
             self.structured(name, v)
 

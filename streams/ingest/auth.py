@@ -168,12 +168,14 @@ def credentials(headers: Mapping[str, str]) -> tuple[list[str], str | None]:
 def request_tenant(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(tenant the request names or None, error). NGSILD-Tenant and Fiware-Service must agree; a
     blank one names none (as ingest reads it: the default tenant)."""
-    named = {
+    named = [
         v for v in (*_values(headers, "NGSILD-Tenant"), *_values(headers, "Fiware-Service")) if v.strip()
-    }
-    if len(named) > 1:
+    ]
+    # ignoring case and surrounding space, as the token check and Orion (which lowers
+    # Fiware-Service) read a tenant: "porto" and "PORTO" name one tenant
+    if len({v.strip().casefold() for v in named}) > 1:
         return None, "NGSILD-Tenant / Fiware-Service headers name different tenants"
-    return (named.pop() if named else None), None
+    return (named[0].strip() if named else None), None
 
 
 class IngestAuth:

@@ -23,7 +23,6 @@ from atalaia.streams.ingest.attributes import (
     LD_TYPES,
     NGSI_LD_NULL,
     RESERVED,
-    TEXT_ATTRIBUTES,
     TIME_FIELDS,
     V2_NUMBER_TYPES,
     _meta_value,
@@ -32,6 +31,7 @@ from atalaia.streams.ingest.attributes import (
     is_label_property,
     number_like_text,
     time_text,
+    v2_number_text,
 )
 from atalaia.streams.ingest.build import _FAST as _BUILD_FAST
 from atalaia.streams.ingest.build import _FIELDS_SET, build_observation
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 ENABLED = True  # tests switch it off to compare with the general path
 MAX_ID_CHARS = 1024
-_V2_TEXT_TYPES = frozenset({"Relationship", "Text", "String"})
 _setattr = object.__setattr__
 _new = Observation.__new__
 
@@ -152,8 +151,8 @@ def _v2(
     elif kind == "Relationship":
         if type(val) is str:
             _label(labels, name, val, max_label)
-    elif kind in _V2_TEXT_TYPES and type(val) is str:
-        if name not in TEXT_ATTRIBUTES and number_like_text(val, unit is not None):
+    elif type(val) is str:  # Text, String or a type of the user's: a state, timed too
+        if v2_number_text(name, val, unit):
             raise _Bail  # a number written as text: the general reader refuses it with the reason
         _label(labels, name, val, max_label)
         if time is not None and name in labels:
@@ -162,10 +161,6 @@ def _v2(
         tv = type(val)
         if tv is int or (tv is float and val - val == 0.0):
             _value(measurements, labels, name, val, unit, time, False, max_label)
-        elif tv is str:
-            _label(labels, name, val, max_label)
-            if time is not None and name in labels:  # (a state of any other type, timed too)
-                _state_time(states, name, time)
         elif tv is dict:
             _structured(labels, name, val, max_label)
         elif tv is bool:

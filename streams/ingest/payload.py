@@ -17,6 +17,7 @@ from typing import Any
 from atalaia.rules.durations import format_duration
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest import fastpath
+from atalaia.streams.ingest.attributes import LD_TYPES
 from atalaia.streams.ingest.entity import (
     PayloadContext,
     bad_tenant,
@@ -329,6 +330,21 @@ def _object(
         )
 
 
+#: attribute types only NGSI-LD has (v2 shares "Relationship")
+_LD_ONLY_TYPES = LD_TYPES - {"Relationship"}
+
+
+def _ld_attributes(doc: dict) -> bool:
+    """The first entity of a notification's data has an NGSI-LD-only attribute type (Property)."""
+    data = doc.get("data")
+    first = data[0] if type(data) is list and data else None
+    if type(first) is not dict:
+        return False
+    return any(
+        type(a) is dict and type(k := a.get("type")) is str and k in _LD_ONLY_TYPES for a in first.values()
+    )
+
+
 def _context_ok(doc: dict, out: IngestResult) -> bool:
     if "@context" in doc:
         err = context_error(doc["@context"])
@@ -341,8 +357,11 @@ def _context_ok(doc: dict, out: IngestResult) -> bool:
 def _notification(
     doc: dict, ctx: PayloadContext, received_at: datetime | None, v2_hint: bool, out: IngestResult
 ) -> None:
-    # NGSI-LD notifications always say type "Notification"; NGSI-v2 ones never do
-    ld = not v2_hint and (doc.get("type") == "Notification" or "@context" in doc)
+    # NGSI-LD notifications always say type "Notification" and NGSI-v2 ones never do, so that
+    # (or an @context) wins over an Ngsiv2-AttrsFormat header (which a broker once put on every
+    # notification); a body with neither is NGSI-LD when its attributes say so (a broker that
+    # leaves the type out), not by its content type alone (v2 bodies are posted as ld+json too)
+    ld = doc.get("type") == "Notification" or "@context" in doc or (not v2_hint and _ld_attributes(doc))
     ctx.dialect = "ld" if ld else "v2"
     out.format = "ngsi-ld/notification" if ld else "ngsi-v2/notification"
     nid = doc.get("id")
