@@ -152,8 +152,9 @@ def create_app(
         make_core = spec.cores(settings, app)  # what it registers (app.service) starts before the stage
         if make_core is None:  # cannot run here (e.g. delivery without its targets' settings)
             continue
-        # a stage that hands observations to other partitions keeps them in the ingest log too
-        hands_over = {"observations", "shared-observations"} & set(spec.outputs)
+        # a stage that hands observations to other partitions keeps them in the ingest log too,
+        # and so does one that asks the warnings stage for a draft (escalation, on commands)
+        hands_over = {"observations", "shared-observations", "commands"} & set(spec.outputs)
         app.atalaia_stages[spec.name] = stage = BatchStage(
             name=spec.name,
             source=spec.sources,
@@ -255,6 +256,7 @@ def create_app(
         host_guard,
         problem_defaults,
         security_headers,
+        unavailable_as_503,
         unreadable_bodies,
     )
 
@@ -269,12 +271,15 @@ def create_app(
 
     # idle and surplus connections closed (slowloris)
     app.service(ConnectionGuard(app, settings.http_idle_s, settings.http_max_connections))
+    # what an endpoint answered for is kept in the ingest log: the events it accepted and the
+    # console's commands (a kill -9 of atalaia up loses neither an event nor an approval)
+    kept = [
+        t(x)
+        for x, roles in (("events", ("all", "ingest")), ("commands", ("all", "console")))
+        if role in roles
+    ]
     ingest_producer = app.service(
-        IngestProducer(
-            bootstrap,
-            IngestLog.for_broker(settings, bootstrap) if role in ("all", "ingest") else None,
-            f"{settings.topic_prefix}.events",
-        )
+        IngestProducer(bootstrap, IngestLog.for_broker(settings, bootstrap) if kept else None, kept)
     )
     app.atalaia_producer = ingest_producer
     if role in ("all", "ingest"):
@@ -283,7 +288,7 @@ def create_app(
     if role in ("all", "console"):
         from atalaia.console.api import install as install_console
 
-        install_console(app, settings, ingest_producer.publish, bootstrap)
+        install_console(app, settings, unavailable_as_503(ingest_producer.publish), bootstrap)
 
     if "warnings" in app.atalaia_stages and role in ("all", "console"):
         from atalaia.warnings.http import install as install_cap_pages

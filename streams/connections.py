@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mode import Service
@@ -231,6 +232,26 @@ def problem_defaults() -> Any:
             return web.json_response(body, status=exc.status, content_type=PROBLEM, headers=headers)
 
     return to_problem
+
+
+def unavailable_as_503(publish: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """``publish`` for the console: a command the broker (or the ingest log keeping it) did not
+    take is answered 503 problem+json with ``Retry-After``, the operator's client sends it again;
+    it was a 500 with a traceback in the log."""
+    from aiohttp import web
+    from aiokafka.errors import KafkaError
+
+    async def guarded(topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> None:
+        try:
+            await publish(topic, value, key, headers)
+        except (KafkaError, OSError) as e:
+            logging.getLogger("atalaia.console").warning("a console command was not sent: %s", e)
+            raise web.HTTPServiceUnavailable(
+                text=f"the broker did not take the command ({str(e)[:200]}); send it again",
+                headers={"Retry-After": "5"},
+            ) from None
+
+    return guarded
 
 
 def unreadable_bodies() -> Any:

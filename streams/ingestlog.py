@@ -1,6 +1,8 @@
-"""The ingest log: every event the HTTP and MQTT endpoints accepted onto the embedded broker, and
-every observation a stage handed to another partition's (or the label-keyed) rules, kept in the
-data directory until every stage that reads it has checkpointed past it.
+"""The ingest log: every event the HTTP and MQTT endpoints accepted onto the embedded broker, every
+command the console answered for (an acknowledgement, a silence, a warning's approval or issue),
+every observation a stage handed to another partition's (or the label-keyed) rules and every
+warning draft the escalation stage asked for, kept in the data directory until every stage that
+reads it has checkpointed past it.
 
 The embedded broker keeps its topics in memory. Before this log, a ``kill -9`` (or a power cut)
 of ``atalaia up`` lost the events it had already answered ``200`` for but whose stage had not
@@ -493,10 +495,12 @@ def roll_forward(root: Path, state_dir: Path) -> None:
 
 
 def logged_topics(prefix: str) -> tuple[str, ...]:
-    """The topics the log keeps: what the endpoints accepted, and the observations the stages
-    that read it hand to another partition's (or the label-keyed) rules: a stage checkpoints
-    the event once those are acknowledged, not once their reader has checkpointed them."""
-    return tuple(f"{prefix}.{t}" for t in ("events", "observations", "shared-observations"))
+    """The topics the log keeps: what the endpoints accepted (events; the console's commands,
+    answered once the incident manager or the warnings stage applied them), the observations
+    the stages that read it hand to another partition's (or the label-keyed) rules (a stage
+    checkpoints the event once those are acknowledged, not once their reader has checkpointed
+    them), and the warning drafts the escalation stage asks for on ``commands``."""
+    return tuple(f"{prefix}.{t}" for t in ("events", "commands", "observations", "shared-observations"))
 
 
 def replay(
@@ -550,11 +554,13 @@ def replay(
             f"({e.strerror or e}): they stay in {root}; free space there and start again"
         ) from None
     events = sum(len(v) for (t, _), v in records.items() if t.endswith(".events"))
+    commands = sum(len(v) for (t, _), v in records.items() if t.endswith(".commands"))
     log.warning(
         "ingest log: %d accepted event(s) and %d handed-over observation(s) no stage had checkpointed "
-        "put back on the new broker (%.1f s)",
+        "put back on the new broker%s (%.1f s)",
         events,
-        sum(len(v) for v in records.values()) - events,
+        sum(len(v) for v in records.values()) - events - commands,
+        f", and {commands} command(s)" if commands else "",
         time.monotonic() - t0,
     )
     return where

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,18 +43,23 @@ INGEST_PATHS = (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/no
 
 
 class IngestProducer(Service):
-    """The producer shared by the HTTP endpoint and the MQTT bridge. With an ``ingest_log`` (the
-    embedded broker of ``atalaia up``: ``streams.ingestlog``) every event the broker acknowledged
-    on ``log_topic`` is also kept on disk before ``publish`` returns, so an answered event outlives
-    the in-memory broker."""
+    """The producer shared by the HTTP endpoint, the MQTT bridge and the console. With an
+    ``ingest_log`` (the embedded broker of ``atalaia up``: ``streams.ingestlog``) every record the
+    broker acknowledged on one of ``log_topics`` (the events the endpoints accept, the console's
+    commands) is also kept on disk before ``publish`` returns, so what was answered outlives the
+    in-memory broker."""
 
     def __init__(
-        self, bootstrap: str, ingest_log: IngestLog | None = None, log_topic: str = "", **kw: Any
+        self,
+        bootstrap: str,
+        ingest_log: IngestLog | None = None,
+        log_topics: Iterable[str] = (),
+        **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.bootstrap = bootstrap
         self.producer: AIOKafkaProducer | None = None
-        self.ingest_log, self.log_topic = ingest_log, log_topic
+        self.ingest_log, self.log_topics = ingest_log, frozenset(log_topics)
         self._trims: asyncio.Future | None = None
 
     async def on_start(self) -> None:
@@ -95,7 +100,7 @@ class IngestProducer(Service):
         if self.producer is None or self.should_stop:  # not started yet, or stopping: a 503
             raise KafkaConnectionError("the ingest producer is not running")
         md = await self.producer.send_and_wait(topic, value, key=key, headers=headers)
-        if self.ingest_log is not None and topic == self.log_topic:
+        if self.ingest_log is not None and topic in self.log_topics:
             # (raises IngestLogError, an OSError: the endpoint answers 503, MQTT does not ack)
             self.ingest_log.append(Entry(topic, md.partition, md.offset, key, value, list(headers or ())))
 
