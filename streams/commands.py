@@ -137,18 +137,24 @@ def banner_text(
     settings: Settings, bootstrap: str, ingest_token: str | None, processes: str | None = None
 ) -> str:
     base = f"http://{settings.http_host}:{settings.http_port}"
+    kept = settings.data_dir / "ingest-token"
+    try:
+        ours = ingest_token is not None and kept.read_text().strip() == ingest_token
+    except OSError:
+        ours = False
+    if ours:  # the token up made and keeps for you
+        tokens = f"  ingest token:            {ingest_token}   (Authorization: Bearer ..., kept in {kept})\n"
+    elif settings.ingest_tokens is not None:  # your own file (the demo feed: ATALAIA_DEMO_TOKEN)
+        tokens = f"  ingest tokens:           {settings.ingest_tokens}   (Authorization: Bearer <one of its tokens>)\n"
+    else:
+        tokens = ""
     return (
         "\nAtalaia is up.\n"
         f"  broker (Kafka protocol): {bootstrap}{'  [embedded Tansu]' if not settings.kafka else ''}\n"
         + (f"  processes:               {processes}\n" if processes else "")
         + f"  console:                 {base}/\n"
         f"  NGSI-LD notify endpoint: {base}/ngsi-ld/notify   (NGSI-v2: {base}/v2/notify)\n"
-        + (
-            f"  ingest token:            {ingest_token}   (Authorization: Bearer ..., "
-            f"kept in {settings.data_dir / 'ingest-token'})\n"
-            if ingest_token
-            else ""
-        )
+        + tokens
         + f"  health / metrics:        {base}/health  {base}/metrics  (liveness: {base}/livez)\n"
         "  watch:                   atalaia tail observations | alarms | incidents | notifications | dlq\n"
         "  deliveries:              atalaia notify log\n"
