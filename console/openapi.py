@@ -755,7 +755,12 @@ def warning_paths() -> dict[str, Any]:
                             "the preview",
                         ),
                         "401": UNAUTHORIZED,
-                        "422": _problem("a bad draft; `field` and `errors` name the fields"),
+                        "403": _problem("a role that may not draft (a viewer)"),
+                        "422": _problem(
+                            "a bad draft; `field` and `errors` name the fields (also an area beyond "
+                            "the bounds: 4000 distinct geocodes an area and in all, 100 polygons and "
+                            "circles an area, 200 in all)"
+                        ),
                     }
                 ),
             }

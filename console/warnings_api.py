@@ -19,6 +19,7 @@ the field), or 202 when no reply came in time. Reads come from the warnings stag
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from datetime import UTC, datetime
@@ -304,12 +305,17 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             return no_stage(view)
         return None
 
-    def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
+    def check_now(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
         """The draft and its problems as fields (anything the model cannot take is a problem too)."""
         try:
             return field_errors(data, catalogue())
         except Exception as e:  # a body the checks did not foresee is still the caller's error
             return None, [{"field": "", "message": f"not a draft: {e}"}]
+
+    async def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
+        """``check_now`` in a worker thread: a big draft never holds the event loop (the
+        incident manager, the live board and the broker's heartbeats run on it)."""
+        return await asyncio.to_thread(check_now, data)
 
     def no_stage(view: Any) -> Any:
         return fail(view, 503, "Warnings unavailable", "the warnings stage does not run in this process")
@@ -400,7 +406,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused = scoped_draft(self, draft, tenants_of(request))
             if refused is not None:
                 return refused
-            _, errors = check(draft)
+            _, errors = await check(draft)
             if errors:
                 return bad_draft(self, errors)
             refused = await draft_refused(self, request, draft)
@@ -415,9 +421,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         async def post(self, request: Any) -> Any:
             from atalaia.warnings.cap import CapInvalid, Reference, render
 
-            body, _, problem = await body_and_caller(self, request)
+            body, who, problem = await body_and_caller(self, request)
             if problem is not None:
                 return problem
+            if who[1] == "viewer":  # (as drafting: the preview is the drafting editor's)
+                return fail(self, 403, "Not allowed", "a viewer may not act on warnings")
             data = body.get("draft")
             if not isinstance(data, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
@@ -425,7 +433,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused = scoped_draft(self, data, tenants_of(request))
             if refused is not None:
                 return refused
-            draft, errors = check(data)
+            draft, errors = await check(data)
             if errors or draft is None:
                 return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
             own = body.get("warning")  # (an edit's preview: its own identifier is no conflict)
@@ -439,14 +447,21 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 return Reference(known[1], identifier, known[2]) if known else None
 
             now = datetime.now(UTC).replace(microsecond=0)
-            try:
-                doc = render(draft, catalogue(), now, resolve=resolve, bbox=config().region)
-            except CapInvalid as e:
-                return bad_draft(self, [{"field": "", "message": p} for p in e.problems])
-            except Exception as e:  # a draft the builder cannot handle is still a bad draft, not a 500
-                return bad_draft(self, [{"field": "", "message": str(e)}])
-            link = config().base_url.rstrip("/") + alert_path(doc.identifier)
-            sms = sms_text(draft, catalogue(), link)
+
+            def build() -> Any:  # (in a worker thread, as the check)
+                try:
+                    doc = render(draft, catalogue(), now, resolve=resolve, bbox=config().region)
+                except CapInvalid as e:
+                    return [{"field": "", "message": p} for p in e.problems]
+                except Exception as e:  # a draft the builder cannot handle is still a bad draft, not a 500
+                    return [{"field": "", "message": str(e)}]
+                link = config().base_url.rstrip("/") + alert_path(doc.identifier)
+                return doc, sms_text(draft, catalogue(), link)
+
+            built = await asyncio.to_thread(build)
+            if isinstance(built, list):
+                return bad_draft(self, built)
+            doc, sms = built
             return self.json(
                 {
                     "cap": doc.xml.decode(),
@@ -514,7 +529,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     merged = {**w.draft, **changes}
                 else:  # what the warnings stage will draft
                     merged = superseding_draft(w.draft, action, changes, w.identifier or "")
-                _, errors = check(merged)
+                _, errors = await check(merged)
                 if errors:
                     return bad_draft(self, errors)
                 refused = await draft_refused(
@@ -583,7 +598,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     "location in one; give the area (geocodes, a polygon or a circle)"
                 )
                 return fail(self, 422, "Invalid draft", detail, field="draft.area")
-            _, errors = check(draft)
+            _, errors = await check(draft)
             if errors:
                 return bad_draft(self, errors)
             refused = await draft_refused(self, request, draft)

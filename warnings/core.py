@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from atalaia.warnings.cap import CapInvalid, Reference, other_senders_identifier, render, sent_of_identifier
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
-from atalaia.warnings.draft import Draft, cap_time, parse_reference, problems
+from atalaia.warnings.draft import Draft, cap_time, parse_reference, problems, size_problems
 from atalaia.warnings.records import (
     CapRecord,
     WarningCommand,
@@ -349,6 +349,9 @@ class Workflow:
     ) -> dict[str, Any]:
         """The draft's fields if they make a valid draft; Refused naming the fields otherwise."""
         merged = {**(keep or {}), **data}
+        too_big = size_problems(merged)
+        if too_big:
+            raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in too_big))
         try:
             d = Draft.model_validate(merged)
         except ValidationError as e:

@@ -1,0 +1,109 @@
+"""``POST /api/warnings/preview`` and drafting, as an operations centre relies on them: the preview is
+the drafting editor's (a viewer may not call it), a draft's areas are bounded (a 240 KB body of
+24 000 geocodes held the whole ops process for seconds: the incident manager, the live board and the
+broker's heartbeats share its event loop), the checking runs off that loop, and the preview refuses
+what drafting refuses (tenancy, references, an expiry already past).
+
+Runs the real routes of ``console/warnings_api.py`` in-process over the real workflow (the harness of
+``tests/test_warnings_tenancy_hostile.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from atalaia.warnings.draft import MAX_AREA_GEOCODES, MAX_GEOCODES
+from tests import test_warnings_tenancy_hostile as th
+from tests.test_warnings_tenancy_hostile import PORTO_SENDER, Console, draft, post
+
+
+@pytest.fixture
+async def console(tmp_path, monkeypatch):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    monkeypatch.setitem(th.TOKENS, "vera", ("viewer", None))
+    monkeypatch.setitem(th.TOKENS, "op", ("operator", None))
+    c = Console(tmp_path)
+    async with TestClient(TestServer(c.app())) as client:
+        c.client = client
+        yield c
+
+
+def many_codes(n: int, start: int = 100000) -> list[str]:
+    return [str(start + i) for i in range(n)]
+
+
+async def test_a_viewer_may_not_preview(console) -> None:
+    code, body = await post(console, "/api/warnings/preview", "vera", {"draft": draft(None, PORTO_SENDER)})
+    assert code == 403 and "viewer" in body["detail"], body
+    code, body = await post(console, "/api/warnings/preview", "op", {"draft": draft(None, PORTO_SENDER)})
+    assert code == 200 and "<alert" in body["cap"], body
+
+
+@pytest.mark.parametrize("path", ["/api/warnings/preview", "/api/warnings"])
+async def test_an_area_with_too_many_geocodes_is_refused_naming_the_field(console, path) -> None:
+    # the 240 KB body of the incident: 24 000 codes, under the body limit
+    big = draft(None, PORTO_SENDER, area={"geocodes": {"DICOFRE": many_codes(24000)}})
+    t0 = time.monotonic()
+    code, body = await post(console, path, "op", {"draft": big})
+    assert code == 422 and body["field"] == "draft.area.0.geocodes", body
+    assert f"at most {MAX_AREA_GEOCODES}" in body["detail"] and len(body["errors"]) == 1, body
+    assert time.monotonic() - t0 < 1.0, "refused before the codes are looked up one by one"
+    # the total over several areas is bounded too
+    areas = [{"geocodes": {"DICOFRE": many_codes(3000, 100000 + 3000 * k)}} for k in range(2)]
+    code, body = await post(console, path, "op", {"draft": draft(None, PORTO_SENDER, area=areas)})
+    assert code == 422 and body["field"] == "draft.area", body
+    assert f"at most {MAX_GEOCODES}" in body["detail"], body
+    # as are drawn shapes
+    circles = [f"41.15,-8.6 {0.1 + k / 1000:.3f}" for k in range(150)]
+    code, body = await post(
+        console, path, "op", {"draft": draft(None, PORTO_SENDER, area={"circle": circles, "desc": "x"})}
+    )
+    assert code == 422 and body["field"] == "draft.area.0", body
+    assert not console.core.state.warnings, "nothing reached the queue"
+
+
+async def test_repeated_geocodes_count_once(console) -> None:
+    same = draft(None, PORTO_SENDER, area={"geocodes": {"DICOFRE": ["131203"] * 5000}})
+    code, body = await post(console, "/api/warnings/preview", "op", {"draft": same})
+    assert code == 200, body
+    assert body["cap"].count("<value>131203</value>") == body["cap"].count("<info>")
+
+
+async def test_the_workflow_refuses_an_oversize_area_too() -> None:
+    from atalaia.warnings.core import Workflow
+
+    wf = Workflow()
+    big = draft(None, PORTO_SENDER, area={"geocodes": {"DICOFRE": many_codes(MAX_AREA_GEOCODES + 1)}})
+    _, out = wf.step(
+        wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": big}, th.NOW
+    )
+    assert not out[-1].ok and "area.0.geocodes: at most" in out[-1].error, out[-1].error
+
+
+async def test_checking_a_big_draft_does_not_hold_the_event_loop(console) -> None:
+    """The largest draft allowed, every code unknown (each is looked up and named with the nearest
+    known ones): the loop keeps ticking while it is checked."""
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(0.005)
+            lags.append(time.monotonic() - t - 0.005)
+
+    big = draft(None, PORTO_SENDER, area={"geocodes": {"DICOFRE": many_codes(MAX_AREA_GEOCODES)}})
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    code, body = await post(console, "/api/warnings/preview", "op", {"draft": big})
+    took = time.monotonic() - t0
+    stop.set()
+    await task
+    assert code == 422 and body["field"].startswith("draft.area.0.geocodes.DICOFRE"), body
+    if took < 0.2:
+        pytest.skip(f"this machine checks the draft in {took:.2f}s: too fast to tell")
+    assert max(lags) < took / 2, (max(lags), took)
