@@ -719,7 +719,7 @@ def warning_paths() -> dict[str, Any]:
         },
         "/api/warnings/preview": {
             "post": {
-                "summary": "The CAP 1.2 XML and the pt-PT SMS text a draft gives (nothing is stored or sent)",
+                "summary": "The CAP 1.2 XML and the SMS each SMS target would send for a draft (nothing is stored or sent)",
                 "requestBody": _json_body(
                     {
                         "type": "object",
@@ -743,11 +743,28 @@ def warning_paths() -> dict[str, Any]:
                                     "notes": {"type": "array", "items": {"type": "string"}},
                                     "sms": {
                                         "type": "object",
+                                        "description": "the SMS the first SMS target sends (else a default pt-PT one)",
                                         "properties": {
                                             "text": {"type": "string"},
                                             "segments": {"type": "integer"},
                                             "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
                                             "length": {"type": "integer"},
+                                        },
+                                    },
+                                    "sms_targets": {
+                                        "type": "array",
+                                        "description": "what each warnings SMS target receiving it sends, exactly",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "target": {"type": "string"},
+                                                "lang": {"type": "string"},
+                                                "max_segments": {"type": "integer"},
+                                                "text": {"type": "string"},
+                                                "segments": {"type": "integer"},
+                                                "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
+                                                "length": {"type": "integer"},
+                                            },
                                         },
                                     },
                                 },

@@ -79,11 +79,11 @@ def warning_json(w: Any, actions: list[str]) -> dict[str, Any]:
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: dict[str, Any]) -> None:
     """The warnings routes; ``ctx`` holds the console's helpers (fail, who, projection, page)."""
     from atalaia.console.replies import ReplyWatcher, warning_reply
+    from atalaia.notifiers.warning import ShortText, parse_cap, sms_message, sms_previews, warning_link
     from atalaia.warnings.config import load_config
     from atalaia.warnings.from_incident import draft_from_incident
     from atalaia.warnings.http import _core
     from atalaia.warnings.loader import field_errors
-    from atalaia.warnings.short_text import sms_text
 
     fail, identify, projection, page = ctx["fail"], ctx["identify"], ctx["projection"], ctx["page"]
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("warnings"), decode=warning_reply))
@@ -108,6 +108,34 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         if "cat" not in cache:
             cache["cat"] = config().catalogue()
         return cache["cat"]
+
+    def escalation() -> Any:
+        """The escalation file as the delivery stage reads it (links to the running console), for
+        the preview of what each SMS target sends; None when it cannot be read."""
+        if "escalation" not in cache:
+            try:
+                from atalaia.notifiers.config import load_config as load_escalation
+                from atalaia.notifiers.config import with_console_url
+
+                cache["escalation"] = with_console_url(load_escalation(settings.escalation_path), settings)
+            except Exception:  # (the delivery stage reports a broken file)
+                cache["escalation"] = None
+        return cache["escalation"]
+
+    def sms_of(xml: bytes) -> tuple[ShortText, list[dict[str, Any]]]:
+        """What each warnings SMS target would send for this CAP document, and the SMS to show
+        first: the first target's, else (no SMS target receives it) the default target's."""
+        from zoneinfo import ZoneInfo
+
+        w = parse_cap(xml)
+        esc = escalation()
+        targets = sms_previews(w, esc) if esc is not None else []
+        if targets:
+            first = targets[0]
+            return ShortText(first["text"], first["segments"], first["encoding"], first["length"]), targets
+        base = esc.console_url if esc is not None else settings.public_url()
+        tz = ZoneInfo(esc.timezone) if esc is not None else ZoneInfo("Europe/Lisbon")
+        return sms_message(w, tz, "pt-PT", warning_link(base, w["identifier"])), targets
 
     def rule_labels() -> dict[str, dict[str, str]]:
         if "labels" not in cache:
@@ -455,18 +483,18 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     return [{"field": "", "message": p} for p in e.problems]
                 except Exception as e:  # a draft the builder cannot handle is still a bad draft, not a 500
                     return [{"field": "", "message": str(e)}]
-                link = config().base_url.rstrip("/") + alert_path(doc.identifier)
-                return doc, sms_text(draft, catalogue(), link)
+                return doc, *sms_of(doc.xml)
 
             built = await asyncio.to_thread(build)
             if isinstance(built, list):
                 return bad_draft(self, built)
-            doc, sms = built
+            doc, sms, targets = built
             return self.json(
                 {
                     "cap": doc.xml.decode(),
                     "identifier": doc.identifier,
                     "sms": sms.to_dict(),
+                    "sms_targets": targets,
                     "notes": list(doc.notes),
                 }
             )

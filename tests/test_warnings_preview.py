@@ -107,3 +107,83 @@ async def test_checking_a_big_draft_does_not_hold_the_event_loop(console) -> Non
     if took < 0.2:
         pytest.skip(f"this machine checks the draft in {took:.2f}s: too fast to tell")
     assert max(lags) < took / 2, (max(lags), took)
+
+
+# ---------------------------------------------------------------- the SMS the approver signs off
+
+
+@pytest.fixture
+async def wired(tmp_path, monkeypatch):
+    """The console with an escalation file whose SMS target is a local SMSEagle gateway."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from atalaia.notifiers.testing import HttpSink, SmtpSink
+    from atalaia.streams.settings import Settings
+    from tests.test_notifiers_warnings import SECRET, config_yaml
+
+    http = await HttpSink(secret=SECRET).start()
+    smtp = SmtpSink().start()
+    text = config_yaml(http, smtp)
+    path = tmp_path / "escalation.yaml"
+    path.write_text(text)
+    c = Console(tmp_path)
+    c.settings = Settings(data_dir=tmp_path, console_url=None, escalation_path=path)
+    async with TestClient(TestServer(c.app())) as client:
+        c.client = client
+        yield c, http, text
+    smtp.stop()
+    await http.stop()
+
+
+LONG = "Afaste-se das margens do rio Douro, não estacione em zonas baixas e siga as indicações. " * 5
+CASES = {
+    "diacritics": {
+        "event": {"pt-PT": "Inundação", "en-GB": "Flood"},
+        "instruction": {"pt-PT": "Não atravesse."},
+    },
+    "long": {"instruction": {"pt-PT": LONG, "en-GB": "Keep away."}, "description": {"pt-PT": LONG}},
+    "exercise": {"status": "Exercise", "instruction": {"pt-PT": "Simulacro: evacuação às 10h."}},
+    "control characters": {"event": {"pt-PT": "Cheia\r\nBcc: x@y.pt", "en-GB": "Flood"}},
+}
+
+
+async def test_the_sms_preview_is_the_sms_sent(wired) -> None:
+    """For each draft the preview's SMS (text, encoding, segments) is what the SMS target receives
+    once the warning is issued and delivered: an Alert with diacritics, a long one, an exercise, an
+    event with CR/LF, and an Update and a Cancel of an issued warning."""
+    from atalaia.notifiers.sms import segments
+    from atalaia.warnings.core import Workflow
+    from tests.test_notifiers_warnings import deliver_twice
+    from tests.test_warnings_tenancy_hostile import issue_via_api
+
+    c, http, cfg_text = wired
+    base = draft(None, PORTO_SENDER)
+    cases = [
+        (name, {**base, **extra, "identifier": f"PT-TEST-{k}"})
+        for k, (name, extra) in enumerate(CASES.items())
+    ]
+    done = 0
+    for name, d in [*cases, ("update", None), ("cancel", None)]:
+        if d is None:  # an Update of the first warning issued, then a Cancel of that Update
+            ref = "PT-TEST-0" if name == "update" else "PT-TEST-update"
+            first = next(w for w in c.core.state.warnings.values() if w.identifier == ref)
+            kind = "Update" if name == "update" else "Cancel"
+            d = {**first.draft, "msgType": kind, "references": [ref], "identifier": f"PT-TEST-{name}"}
+            d.pop("tenant", None)
+            if kind == "Update":
+                d["level"] = "red"
+        code, pv = await post(c, "/api/warnings/preview", "ana", {"draft": d})
+        assert code == 200, (name, pv)
+        wid = await issue_via_api(c, d, "ana", "app")
+        cap = Workflow._cap_record(c.core.state.warnings[wid])
+        assert cap.identifier == d["identifier"]
+        await deliver_twice(cfg_text, cap, c.settings.data_dir / name)
+        got = [r.json["params"]["message"] for r in http.received("/jsonrpc/sms")][done:]
+        done += len(got)
+        assert [t["target"] for t in pv["sms_targets"]] == ["ana-sms"], (name, pv["sms_targets"])
+        assert got == [pv["sms"]["text"]] == [t["text"] for t in pv["sms_targets"]], name
+        (text,) = got
+        assert (pv["sms"]["segments"], pv["sms"]["encoding"]) == segments(text), name
+        assert text.endswith(f"https://atalaia.cm-porto.pt/cap/alerts/{d['identifier']}.xml"), text
+        assert "\r" not in text and "\n" not in text, text
+    assert done == len(cases) + 2
