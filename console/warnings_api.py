@@ -552,6 +552,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if tenants is not None and changes.get("tenant", w.draft.get("tenant")) not in tenants:
                 return fail(self, 403, "Not allowed", "a warning may not be moved to another tenant")
             cmd = WarningCommand(action=action, warning=warning, actor=actor, role=role, reason=reason)
+            if action in ("update", "cancel") and w.state != "issued":
+                # only an issued warning is updated or cancelled: the workflow refuses (409) and
+                # audits it; its draft (a reference to no identifier yet) is no draft to check
+                return await send(self, cmd)
             if action in ("edit", "update", "cancel"):
                 if action == "edit":
                     merged = {**w.draft, **changes}

@@ -187,3 +187,63 @@ async def test_the_sms_preview_is_the_sms_sent(wired) -> None:
         assert text.endswith(f"https://atalaia.cm-porto.pt/cap/alerts/{d['identifier']}.xml"), text
         assert "\r" not in text and "\n" not in text, text
     assert done == len(cases) + 2
+
+
+# ---------------------------------------------------------------- refused when drafted, not at issue
+
+
+async def test_a_full_reference_with_a_wrong_sent_is_refused_when_drafted(console) -> None:
+    """``sender,identifier,sent`` naming a warning issued here with another sent was accepted,
+    submitted and approved, and only issuing refused it (409)."""
+    from tests.test_warnings_tenancy_hostile import cancel_of, issue_via_api
+
+    c = console
+    wid = await issue_via_api(c, draft(None, PORTO_SENDER), "ana", "app")
+    w = c.core.state.warnings[wid]
+    wrong = f"{PORTO_SENDER},{w.identifier},2026-01-01T00:00:00+00:00"
+    for path in ("/api/warnings/preview", "/api/warnings"):
+        for kind in ("Cancel", "Update", "Alert"):
+            code, body = await post(
+                c, path, "ana", {"draft": cancel_of(wrong, None, PORTO_SENDER, msgType=kind, level="orange")}
+            )
+            assert code == 422 and body["field"] == "draft.references.0", (path, kind, body)
+            assert "does not name the warning issued here" in body["detail"] and w.sent in body["detail"], (
+                body
+            )
+    # the workflow says so on drafting too (a command on atalaia.commands)
+    wf = c.wf
+    _, out = wf.step(
+        c.core.state,
+        {
+            "action": "draft",
+            "actor": "ana",
+            "role": "operator",
+            "draft": cancel_of(wrong, "porto", PORTO_SENDER),
+        },
+        th.NOW,
+    )
+    assert not out[-1].ok and "references.0" in out[-1].error, out[-1].error
+    # the right triple, also with the same instant written at another offset, is fine
+    from datetime import datetime, timedelta, timezone
+
+    later = datetime.fromisoformat(w.sent).astimezone(timezone(timedelta(hours=1))).isoformat()
+    for sent in (w.sent, later):
+        right = f"{PORTO_SENDER},{w.identifier},{sent}"
+        code, body = await post(
+            c, "/api/warnings/preview", "ana", {"draft": cancel_of(right, None, PORTO_SENDER)}
+        )
+        assert code == 200, (sent, body)
+
+
+@pytest.mark.parametrize("action", ["cancel", "update"])
+async def test_a_warning_never_issued_cannot_be_cancelled_or_updated(console, action) -> None:
+    c = console
+    code, body = await post(c, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)})
+    assert code == 201, body
+    wid = body["warning"]
+    code, body = await post(c, f"/api/warnings/{wid}/commands", "ana", {"action": action})
+    assert code == 409, body
+    assert body["detail"] == f"cannot {action} a warning that is draft (only an issued one)", body
+    assert "reference" not in body["detail"]
+    w = c.core.state.warnings[wid]
+    assert w.state == "draft" and w.audit[-1].action == action and not w.audit[-1].ok

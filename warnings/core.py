@@ -226,7 +226,8 @@ class Workflow:
         elif c.action == "issue":
             self._issue(state, w, c, at, out)
         elif c.action in ("update", "cancel"):
-            self._need(w, c, ("issued",))
+            if w.state != "issued":
+                raise Refused(f"cannot {c.action} a warning that is {w.state} (only an issued one)")
             draft = superseding_draft(w.draft, c.action, c.draft or {}, w.identifier or "")
             return self._new(state, c, at, out, draft, supersedes=w.id)
         return w.id
@@ -386,7 +387,7 @@ class Workflow:
         cancels its messages; a reference written ``sender,identifier,sent`` must name the
         original's sender too). A bare reference to nothing issued here is refused unless the
         identifier carries its sent time (one Atalaia generated); full triples to warnings issued
-        elsewhere are kept."""
+        elsewhere are kept; one naming a warning issued here must carry its sender and sent."""
         refs = data.get("references") or []
         if isinstance(refs, str):
             refs = refs.split()
@@ -427,6 +428,16 @@ class Workflow:
                     )
                 )
                 continue
+            if not isinstance(parsed, str) and (parsed[0] != known[1] or parsed[2] != _sent_time(known[2])):
+                out.append(  # (issuing would refuse it, after the approval: say it now)
+                    (
+                        f"references.{i}",
+                        f"{str(raw).strip()!r} does not name the warning issued here as {ident}: it was "
+                        f"sent by {known[1]} at {known[2]} (write '{known[1]},{ident},{known[2]}' or the "
+                        "bare identifier)",
+                    )
+                )
+                continue
             if kind in ("Update", "Cancel"):
                 if orig is not None and _status(orig.draft) != status:
                     out.append(
@@ -436,9 +447,7 @@ class Workflow:
                             f"{ident} is {_status(orig.draft)}, not {status} (draft a new warning for a drill)",
                         )
                     )
-                if not isinstance(parsed, str) and parsed[0] != known[1]:
-                    out.append((f"references.{i}", f"{ident} was sent by {known[1]}, not {parsed[0]}"))
-                elif sender != known[1]:
+                if sender != known[1]:  # (a full reference's own sender is checked above)
                     out.append(
                         (
                             "sender",
@@ -649,6 +658,13 @@ def superseding_draft(
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
+
+
+def _sent_time(v: str) -> datetime | None:
+    try:
+        return cap_time(v)
+    except ValueError:
+        return None
 
 
 def _text_or_none(v: Any) -> str | None:
