@@ -288,6 +288,17 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             return bad_draft(view, [{"field": f, "message": m} for f, m in found])
         return None
 
+    async def tenancy_refused(view: Any, draft: dict[str, Any]) -> Any:
+        """422 for what the warnings file's ``senders:`` and ``tenant_areas:`` refuse of a checked
+        draft (as drafting it would; the territory check runs in a worker thread)."""
+        c = core()
+        if c is None:
+            return None
+        found = await asyncio.to_thread(c.workflow.tenancy_findings, c.state, draft)
+        if found:
+            return bad_draft(view, [{"field": f, "message": m} for f, m in found])
+        return None
+
     async def draft_refused(
         view: Any, request: Any, draft: dict[str, Any], changed: Any = None, own: str | None = None
     ) -> Any:
@@ -302,7 +313,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused := await linked_incident_refused(view, request, draft)
         ):
             return refused
-        return references_refused(view, draft, own)
+        refused = references_refused(view, draft, own)
+        return refused if refused is not None else await tenancy_refused(view, draft)
 
     async def read_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any]:
         body = await read_object(
@@ -466,6 +478,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
             own = body.get("warning")  # (an edit's preview: its own identifier is no conflict)
             refused = references_refused(self, data, own if isinstance(own, str) else None)
+            if refused is None:
+                refused = await tenancy_refused(self, data)
             if refused is not None:
                 return refused
             c = core()

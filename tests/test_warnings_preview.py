@@ -247,3 +247,31 @@ async def test_a_warning_never_issued_cannot_be_cancelled_or_updated(console, ac
     assert "reference" not in body["detail"]
     w = c.core.state.warnings[wid]
     assert w.state == "draft" and w.audit[-1].action == action and not w.audit[-1].ok
+
+
+async def test_the_preview_applies_the_senders_and_tenant_areas_of_the_warnings_file(console) -> None:
+    """A gaia user previewed a draft with Porto's sender on a Porto parish and got a valid-looking
+    CAP (200), while drafting it was refused."""
+    from atalaia.warnings.config import WarningsConfig
+    from atalaia.warnings.core import Workflow
+
+    c = console
+    c.wf = c.core.workflow = Workflow(
+        WarningsConfig(
+            senders={"porto": (PORTO_SENDER,), "gaia": (th.GAIA_SENDER,)},
+            tenant_areas={"porto": ("1312",), "gaia": ("1317",)},
+        )
+    )
+    for path in ("/api/warnings/preview", "/api/warnings"):
+        code, body = await post(c, path, "gop", {"draft": draft(None, PORTO_SENDER)})
+        assert code == 422, (path, body)
+        fields = {e["field"] for e in body["errors"]}
+        assert fields == {"draft.sender", "draft.area.0.geocodes.DICOFRE.0"}, (path, body)
+        code, body = await post(c, path, "gop", {"draft": draft(None, th.GAIA_SENDER)})
+        assert code == 422 and body["field"] == "draft.area.0.geocodes.DICOFRE.0", (path, body)
+    assert not c.core.state.warnings
+    # porto's own draft: fine in both
+    code, body = await post(c, "/api/warnings/preview", "ana", {"draft": draft(None, PORTO_SENDER)})
+    assert code == 200, body
+    code, body = await post(c, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)})
+    assert code == 201, body

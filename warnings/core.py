@@ -380,6 +380,21 @@ class Workflow:
             return []
         return self.config.tenancy_problems(d, data.get("sender"), data.get("tenant"), self.catalogue)
 
+    def tenancy_findings(self, state: WarningsState, data: dict[str, Any]) -> list[tuple[str, str]]:
+        """(field, message) for what ``senders:`` and ``tenant_areas:`` refuse of draft ``data`` (a
+        checked draft), as drafting it would: for the console's checks and preview."""
+        if not self.config.senders and not self.config.tenant_areas:
+            return []
+        try:
+            d = Draft.model_validate(data)
+        except ValidationError:
+            return []  # (the draft's own checks name it)
+        data = {**data, "tenant": _text_or_none(data.get("tenant"))}
+        withdraws = bool(self._replaced(state, data))
+        return [
+            (".".join(map(str, loc)) or "draft", m) for loc, m in self._tenancy_problems(d, data, withdraws)
+        ]
+
     def reference_problems(self, state: WarningsState, data: dict[str, Any]) -> list[tuple[str, str]]:
         """(field, message) for each reference of draft ``data`` to an issued warning it may not
         reference: one of another tenant (a warning references only its own tenant's), or, for an
