@@ -346,11 +346,17 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         return None
 
     def check_now(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
-        """The draft and its problems as fields (anything the model cannot take is a problem too)."""
+        """The draft and its problems as fields (anything the model cannot take is a problem too;
+        so is an ``expires`` already past: it could never be issued)."""
+        from atalaia.warnings.draft import expired_problem
+
         try:
-            return field_errors(data, catalogue())
+            draft, errors = field_errors(data, catalogue())
         except Exception as e:  # a body the checks did not foresee is still the caller's error
             return None, [{"field": "", "message": f"not a draft: {e}"}]
+        if draft is not None and (late := expired_problem(draft, datetime.now(UTC))):
+            errors = [*errors, {"field": late[0], "message": late[1]}]
+        return draft, errors
 
     async def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
         """``check_now`` in a worker thread: a big draft never holds the event loop (the

@@ -332,6 +332,23 @@ def sms_previews(w: dict[str, Any], config: EscalationConfig) -> list[dict[str, 
     return out
 
 
+#: the time zones of Portugal as people say them ("hora de Lisboa", not "hora de Europe/Lisbon")
+ZONE_WORDS = {
+    "Europe/Lisbon": ("hora de Lisboa", "Lisbon time"),
+    "Atlantic/Madeira": ("hora da Madeira", "Madeira time"),
+    "Atlantic/Azores": ("hora dos Açores", "Azores time"),
+}
+
+
+def zone_words(tz: ZoneInfo, lang: str) -> str:
+    """'hora de Lisboa' / 'Lisbon time' (another zone: 'hora de Europe/Madrid' / 'time in ...')."""
+    pt = _words(lang) == "pt-PT"
+    known = ZONE_WORDS.get(tz.key)
+    if known:
+        return known[0] if pt else known[1]
+    return f"hora de {tz.key}" if pt else f"time in {tz.key}"
+
+
 def _langs(w: dict[str, Any], first: str) -> list[str]:
     langs = [i["lang"] for i in w["infos"]]
     return sorted(langs, key=lambda x: x != first)
@@ -345,11 +362,10 @@ def email(w: dict[str, Any], tz: ZoneInfo, first: str = "pt-PT", link: str | Non
     m = mark(w["status"])
     if m:
         subject = f"{m}: {subject}"
-    tzname = tz.key
     blocks = []
     labels = {
-        "pt-PT": ("Área", "Validade", "Descrição", "Instruções", "Mais informação", "hora de"),
-        "en-GB": ("Area", "Valid", "Description", "Instructions", "More information", "time in"),
+        "pt-PT": ("Área", "Validade", "Descrição", "Instruções", "Mais informação"),
+        "en-GB": ("Area", "Valid", "Description", "Instructions", "More information"),
     }
     for lg in langs:
         info = info_for(w, lg)
@@ -359,7 +375,7 @@ def email(w: dict[str, Any], tz: ZoneInfo, first: str = "pt-PT", link: str | Non
         lines.append(f"{la[0]}: {_area(info)}")
         valid = _validity(info, lg, tz)
         if valid:
-            lines.append(f"{la[1]}: {valid} ({la[5]} {tzname})")
+            lines.append(f"{la[1]}: {valid} ({zone_words(tz, lg)})")
         if info.get("description"):
             lines.append(f"{la[2]}: {_unmarked(info['description'], w['status'])}")
         if info.get("instruction"):

@@ -212,7 +212,8 @@ async def test_an_issued_warning_reaches_every_channel_once(servers, tmp_path) -
     assert ana.text.index("Evite") < ana.text.index("Avoid") and rui.text.index("Avoid") < rui.text.index(
         "Evite"
     )
-    assert "De 04/12 17:00 a 05/12 05:00 (hora de Europe/Lisbon)" in ana.text  # WET in December
+    assert "De 04/12 17:00 a 05/12 05:00 (hora de Lisboa)" in ana.text  # WET in December
+    assert "From 04/12 17:00 to 05/12 05:00 (Lisbon time)" in ana.text
 
     # SMS: pt-PT in GSM-7 (ã -> a: 160 characters a segment, not 70), within 3 segments, the link
     # to the CAP document whole at its end, counted as the reference counts

@@ -275,3 +275,71 @@ async def test_the_preview_applies_the_senders_and_tenant_areas_of_the_warnings_
     assert code == 200, body
     code, body = await post(c, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)})
     assert code == 201, body
+
+
+# ---------------------------------------------------------------- an expiry already past; short texts
+
+
+async def test_a_draft_that_has_expired_already_is_refused_when_drafted(console) -> None:
+    from datetime import timedelta
+
+    c = console
+    past = (th.NOW - timedelta(hours=1)).isoformat()
+    for path in ("/api/warnings/preview", "/api/warnings"):
+        code, body = await post(c, path, "ana", {"draft": draft(None, PORTO_SENDER, expires=past)})
+        assert code == 422 and body["field"] == "draft.expires", (path, body)
+        assert "already past" in body["detail"], body
+    assert not c.core.state.warnings
+    # an edit that leaves it past, too; the workflow refuses a command drafting one
+    code, body = await post(c, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)})
+    assert code == 201, body
+    wid = body["warning"]
+    code, body = await post(
+        c, f"/api/warnings/{wid}/commands", "ana", {"action": "edit", "draft": {"expires": past}}
+    )
+    assert code == 422 and body["field"] == "draft.expires", body
+    _, out = c.wf.step(
+        c.wf.initial_state(),
+        {
+            "action": "draft",
+            "actor": "a",
+            "role": "operator",
+            "draft": draft("porto", PORTO_SENDER, expires=past),
+        },
+        th.NOW,
+    )
+    assert not out[-1].ok and "expires: " in out[-1].error and "already past" in out[-1].error
+
+
+def test_short_texts_are_one_line_and_the_email_names_lisbon_time() -> None:
+    """CR/LF in an event or an area's name reached the SMS as is ("Cheia\\r\\nBcc: ..."), and the
+    pt-PT email said "(hora de Europe/Lisbon)"."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from atalaia.notifiers.warning import email, parse_cap, sms_message
+    from atalaia.warnings.cap import render
+    from atalaia.warnings.catalogue import Catalogue
+    from atalaia.warnings.draft import Draft
+
+    sent = datetime(2026, 12, 4, 17, tzinfo=UTC)
+    d = Draft.model_validate(
+        draft(
+            None,
+            PORTO_SENDER,
+            event={"pt-PT": "Cheia\r\nBcc: x@y.pt\x85", "en-GB": "Flood\nX"},
+            area={"geocodes": {"DICOFRE": ["131203"]}, "desc": {"pt-PT": "Campanhã\r\n\tRibeira"}},
+            onset=sent.isoformat(),
+            expires=(sent + timedelta(hours=12)).isoformat(),
+        )
+    )
+    w = parse_cap(render(d, Catalogue.load(), sent).xml)
+    tz = ZoneInfo("Europe/Lisbon")
+    sms = sms_message(w, tz, link="https://x.pt/cap/alerts/1.xml").text
+    assert sms.startswith("Aviso laranja - Cheia Bcc: x@y.pt. Campanha Ribeira. De 04/12 17:00"), sms
+    subject, body = email(w, tz)
+    assert "\r" not in subject and "\n" not in subject and "\x85" not in subject, subject
+    assert subject.startswith(
+        "Aviso laranja - Cheia Bcc: x@y.pt / Orange warning - Flood X — Campanhã Ribeira"
+    ), subject
+    assert "(hora de Lisboa)" in body and "(Lisbon time)" in body and "Europe/Lisbon" not in body, body

@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from atalaia.warnings.cap import CapInvalid, Reference, other_senders_identifier, render, sent_of_identifier
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
-from atalaia.warnings.draft import Draft, cap_time, parse_reference, problems, size_problems
+from atalaia.warnings.draft import Draft, cap_time, expired_problem, parse_reference, problems, size_problems
 from atalaia.warnings.records import (
     CapRecord,
     WarningCommand,
@@ -198,6 +198,7 @@ class Workflow:
                 raise Refused(
                     "an Update or Cancel keeps its references and its kind: draft a new warning instead"
                 )
+            self._check_expiry(draft, at)
             self._check_references(state, draft, own=w.id)
             w.draft = draft
             if c.actor not in w.authors:
@@ -247,6 +248,7 @@ class Workflow:
             data = {**data, "tenant": c.tenant}
         withdraws = supersedes is not None or bool(self._replaced(state, data))
         draft = self._check(data, withdraws=withdraws)
+        self._check_expiry(draft, at)
         self._check_references(state, draft)
         if not withdraws and sum(w.state in PENDING for w in state.warnings.values()) >= MAX_PENDING:
             raise Refused(
@@ -504,6 +506,14 @@ class Workflow:
             found += self.identifier_problems(state, data, own)
         if found:
             raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in found))
+
+    @staticmethod
+    def _check_expiry(draft: dict[str, Any], at: datetime) -> None:
+        """Refused when a new or edited draft expires at or before ``at`` (it could never be
+        issued; issuing checks it again)."""
+        found = expired_problem(Draft.model_validate(draft), at)
+        if found:
+            raise Refused(f"bad draft: {found[0]}: {found[1]}")
 
     @staticmethod
     def _need(w: Warning, c: WarningCommand, states: tuple[str, ...]) -> None:

@@ -606,6 +606,17 @@ def points_of(ring: list[tuple[int, int]], i: int) -> tuple[str, str]:
     return txt(ring[i]), txt(ring[(i + 1) % len(ring)])
 
 
+def expired_problem(d: Draft, now: datetime) -> tuple[str, str] | None:
+    """(field, message) when the draft's ``expires`` is already past at ``now``: it could never be
+    issued (issuing refuses it), so drafting and the preview say so, before any approval."""
+    if d.expires is None or d.expires > now:
+        return None
+    return (
+        "expires",
+        f"{cap_time(d.expires).isoformat()} is already past: a warning must expire after it is issued",
+    )
+
+
 def size_problems(data: Any) -> list[tuple[str, str]]:
     """(field, message) when the raw draft ``data`` has more areas, distinct geocodes, polygons or
     circles than :data:`MAX_AREAS` and the other bounds allow: cheap (no model, no catalogue), so
