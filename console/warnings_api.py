@@ -8,7 +8,8 @@
 * ``POST /api/incidents/{id}/warning-draft``   a new draft prefilled from the incident (area from its
   parishes, level from its severity, event from its rules' ``hazard`` label)
 * ``GET  /api/incidents/{id}/warnings``        the warnings drafted for an incident (links on its page)
-* ``POST /api/warnings/preview``               the CAP XML and the pt-PT SMS text of a draft (not stored)
+* ``POST /api/warnings/preview``               the CAP XML of a draft and the SMS each SMS target would send
+  for it (not stored; a role that may draft; checked and rendered in a worker thread)
 * ``POST /api/warnings/{id}/commands``         edit / submit / approve / reject / issue / update / cancel
 
 Commands go on ``atalaia.commands`` (``"kind": "warning"``) and the answer is the warnings stage's

@@ -154,6 +154,7 @@ async def test_the_sms_preview_is_the_sms_sent(wired) -> None:
     from atalaia.notifiers.sms import segments
     from atalaia.warnings.core import Workflow
     from tests.test_notifiers_warnings import deliver_twice
+    from tests.test_warnings_cap import shared_checks
     from tests.test_warnings_tenancy_hostile import issue_via_api
 
     c, http, cfg_text = wired
@@ -177,6 +178,8 @@ async def test_the_sms_preview_is_the_sms_sent(wired) -> None:
         wid = await issue_via_api(c, d, "ana", "app")
         cap = Workflow._cap_record(c.core.state.warnings[wid])
         assert cap.identifier == d["identifier"]
+        for xml in (pv["cap"], cap.xml):  # the shared CAP 1.2 validator (XSD and text rules)
+            assert shared_checks(xml.encode()) == [], (name, xml)
         await deliver_twice(cfg_text, cap, c.settings.data_dir / name)
         got = [r.json["params"]["message"] for r in http.received("/jsonrpc/sms")][done:]
         done += len(got)
