@@ -719,7 +719,7 @@ def warning_paths() -> dict[str, Any]:
         },
         "/api/warnings/preview": {
             "post": {
-                "summary": "The CAP 1.2 XML and the pt-PT SMS text a draft gives (nothing is stored or sent)",
+                "summary": "The CAP 1.2 XML and the SMS each SMS target would send for a draft (nothing is stored or sent)",
                 "requestBody": _json_body(
                     {
                         "type": "object",
@@ -743,6 +743,7 @@ def warning_paths() -> dict[str, Any]:
                                     "notes": {"type": "array", "items": {"type": "string"}},
                                     "sms": {
                                         "type": "object",
+                                        "description": "the SMS the first SMS target sends (else a default pt-PT one)",
                                         "properties": {
                                             "text": {"type": "string"},
                                             "segments": {"type": "integer"},
@@ -750,12 +751,33 @@ def warning_paths() -> dict[str, Any]:
                                             "length": {"type": "integer"},
                                         },
                                     },
+                                    "sms_targets": {
+                                        "type": "array",
+                                        "description": "what each warnings SMS target receiving it sends, exactly",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "target": {"type": "string"},
+                                                "lang": {"type": "string"},
+                                                "max_segments": {"type": "integer"},
+                                                "text": {"type": "string"},
+                                                "segments": {"type": "integer"},
+                                                "encoding": {"type": "string", "enum": ["gsm7", "ucs2"]},
+                                                "length": {"type": "integer"},
+                                            },
+                                        },
+                                    },
                                 },
                             ),
                             "the preview",
                         ),
                         "401": UNAUTHORIZED,
-                        "422": _problem("a bad draft; `field` and `errors` name the fields"),
+                        "403": _problem("a role that may not draft (a viewer)"),
+                        "422": _problem(
+                            "a bad draft; `field` and `errors` name the fields (also an area beyond "
+                            "the bounds: 4000 distinct geocodes an area and in all, 100 polygons and "
+                            "circles an area, 200 in all)"
+                        ),
                     }
                 ),
             }

@@ -8,7 +8,8 @@
 * ``POST /api/incidents/{id}/warning-draft``   a new draft prefilled from the incident (area from its
   parishes, level from its severity, event from its rules' ``hazard`` label)
 * ``GET  /api/incidents/{id}/warnings``        the warnings drafted for an incident (links on its page)
-* ``POST /api/warnings/preview``               the CAP XML and the pt-PT SMS text of a draft (not stored)
+* ``POST /api/warnings/preview``               the CAP XML of a draft and the SMS each SMS target would send
+  for it (not stored; a role that may draft; checked and rendered in a worker thread)
 * ``POST /api/warnings/{id}/commands``         edit / submit / approve / reject / issue / update / cancel
 
 Commands go on ``atalaia.commands`` (``"kind": "warning"``) and the answer is the warnings stage's
@@ -19,6 +20,7 @@ the field), or 202 when no reply came in time. Reads come from the warnings stag
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from datetime import UTC, datetime
@@ -78,11 +80,11 @@ def warning_json(w: Any, actions: list[str]) -> dict[str, Any]:
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: dict[str, Any]) -> None:
     """The warnings routes; ``ctx`` holds the console's helpers (fail, who, projection, page)."""
     from atalaia.console.replies import ReplyWatcher, warning_reply
+    from atalaia.notifiers.warning import ShortText, parse_cap, sms_message, sms_previews, warning_link
     from atalaia.warnings.config import load_config
     from atalaia.warnings.from_incident import draft_from_incident
     from atalaia.warnings.http import _core
     from atalaia.warnings.loader import field_errors
-    from atalaia.warnings.short_text import sms_text
 
     fail, identify, projection, page = ctx["fail"], ctx["identify"], ctx["projection"], ctx["page"]
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("warnings"), decode=warning_reply))
@@ -107,6 +109,34 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         if "cat" not in cache:
             cache["cat"] = config().catalogue()
         return cache["cat"]
+
+    def escalation() -> Any:
+        """The escalation file as the delivery stage reads it (links to the running console), for
+        the preview of what each SMS target sends; None when it cannot be read."""
+        if "escalation" not in cache:
+            try:
+                from atalaia.notifiers.config import load_config as load_escalation
+                from atalaia.notifiers.config import with_console_url
+
+                cache["escalation"] = with_console_url(load_escalation(settings.escalation_path), settings)
+            except Exception:  # (the delivery stage reports a broken file)
+                cache["escalation"] = None
+        return cache["escalation"]
+
+    def sms_of(xml: bytes) -> tuple[ShortText, list[dict[str, Any]]]:
+        """What each warnings SMS target would send for this CAP document, and the SMS to show
+        first: the first target's, else (no SMS target receives it) the default target's."""
+        from zoneinfo import ZoneInfo
+
+        w = parse_cap(xml)
+        esc = escalation()
+        targets = sms_previews(w, esc) if esc is not None else []
+        if targets:
+            first = targets[0]
+            return ShortText(first["text"], first["segments"], first["encoding"], first["length"]), targets
+        base = esc.console_url if esc is not None else settings.public_url()
+        tz = ZoneInfo(esc.timezone) if esc is not None else ZoneInfo("Europe/Lisbon")
+        return sms_message(w, tz, "pt-PT", warning_link(base, w["identifier"])), targets
 
     def rule_labels() -> dict[str, dict[str, str]]:
         if "labels" not in cache:
@@ -259,6 +289,17 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             return bad_draft(view, [{"field": f, "message": m} for f, m in found])
         return None
 
+    async def tenancy_refused(view: Any, draft: dict[str, Any]) -> Any:
+        """422 for what the warnings file's ``senders:`` and ``tenant_areas:`` refuse of a checked
+        draft (as drafting it would; the territory check runs in a worker thread)."""
+        c = core()
+        if c is None:
+            return None
+        found = await asyncio.to_thread(c.workflow.tenancy_findings, c.state, draft)
+        if found:
+            return bad_draft(view, [{"field": f, "message": m} for f, m in found])
+        return None
+
     async def draft_refused(
         view: Any, request: Any, draft: dict[str, Any], changed: Any = None, own: str | None = None
     ) -> Any:
@@ -273,7 +314,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused := await linked_incident_refused(view, request, draft)
         ):
             return refused
-        return references_refused(view, draft, own)
+        refused = references_refused(view, draft, own)
+        return refused if refused is not None else await tenancy_refused(view, draft)
 
     async def read_body(view: Any, request: Any) -> tuple[dict[str, Any] | None, Any]:
         body = await read_object(
@@ -304,12 +346,23 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             return no_stage(view)
         return None
 
-    def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
-        """The draft and its problems as fields (anything the model cannot take is a problem too)."""
+    def check_now(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
+        """The draft and its problems as fields (anything the model cannot take is a problem too;
+        so is an ``expires`` already past: it could never be issued)."""
+        from atalaia.warnings.draft import expired_problem
+
         try:
-            return field_errors(data, catalogue())
+            draft, errors = field_errors(data, catalogue())
         except Exception as e:  # a body the checks did not foresee is still the caller's error
             return None, [{"field": "", "message": f"not a draft: {e}"}]
+        if draft is not None and (late := expired_problem(draft, datetime.now(UTC))):
+            errors = [*errors, {"field": late[0], "message": late[1]}]
+        return draft, errors
+
+    async def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
+        """``check_now`` in a worker thread: a big draft never holds the event loop (the
+        incident manager, the live board and the broker's heartbeats run on it)."""
+        return await asyncio.to_thread(check_now, data)
 
     def no_stage(view: Any) -> Any:
         return fail(view, 503, "Warnings unavailable", "the warnings stage does not run in this process")
@@ -400,7 +453,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused = scoped_draft(self, draft, tenants_of(request))
             if refused is not None:
                 return refused
-            _, errors = check(draft)
+            _, errors = await check(draft)
             if errors:
                 return bad_draft(self, errors)
             refused = await draft_refused(self, request, draft)
@@ -415,9 +468,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         async def post(self, request: Any) -> Any:
             from atalaia.warnings.cap import CapInvalid, Reference, render
 
-            body, _, problem = await body_and_caller(self, request)
+            body, who, problem = await body_and_caller(self, request)
             if problem is not None:
                 return problem
+            if who[1] == "viewer":  # (as drafting: the preview is the drafting editor's)
+                return fail(self, 403, "Not allowed", "a viewer may not act on warnings")
             data = body.get("draft")
             if not isinstance(data, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
@@ -425,11 +480,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused = scoped_draft(self, data, tenants_of(request))
             if refused is not None:
                 return refused
-            draft, errors = check(data)
+            draft, errors = await check(data)
             if errors or draft is None:
                 return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
             own = body.get("warning")  # (an edit's preview: its own identifier is no conflict)
             refused = references_refused(self, data, own if isinstance(own, str) else None)
+            if refused is None:
+                refused = await tenancy_refused(self, data)
             if refused is not None:
                 return refused
             c = core()
@@ -439,19 +496,26 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 return Reference(known[1], identifier, known[2]) if known else None
 
             now = datetime.now(UTC).replace(microsecond=0)
-            try:
-                doc = render(draft, catalogue(), now, resolve=resolve, bbox=config().region)
-            except CapInvalid as e:
-                return bad_draft(self, [{"field": "", "message": p} for p in e.problems])
-            except Exception as e:  # a draft the builder cannot handle is still a bad draft, not a 500
-                return bad_draft(self, [{"field": "", "message": str(e)}])
-            link = config().base_url.rstrip("/") + alert_path(doc.identifier)
-            sms = sms_text(draft, catalogue(), link)
+
+            def build() -> Any:  # (in a worker thread, as the check)
+                try:
+                    doc = render(draft, catalogue(), now, resolve=resolve, bbox=config().region)
+                except CapInvalid as e:
+                    return [{"field": "", "message": p} for p in e.problems]
+                except Exception as e:  # a draft the builder cannot handle is still a bad draft, not a 500
+                    return [{"field": "", "message": str(e)}]
+                return doc, *sms_of(doc.xml)
+
+            built = await asyncio.to_thread(build)
+            if isinstance(built, list):
+                return bad_draft(self, built)
+            doc, sms, targets = built
             return self.json(
                 {
                     "cap": doc.xml.decode(),
                     "identifier": doc.identifier,
                     "sms": sms.to_dict(),
+                    "sms_targets": targets,
                     "notes": list(doc.notes),
                 }
             )
@@ -509,12 +573,16 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if tenants is not None and changes.get("tenant", w.draft.get("tenant")) not in tenants:
                 return fail(self, 403, "Not allowed", "a warning may not be moved to another tenant")
             cmd = WarningCommand(action=action, warning=warning, actor=actor, role=role, reason=reason)
+            if action in ("update", "cancel") and w.state != "issued":
+                # only an issued warning is updated or cancelled: the workflow refuses (409) and
+                # audits it; its draft (a reference to no identifier yet) is no draft to check
+                return await send(self, cmd)
             if action in ("edit", "update", "cancel"):
                 if action == "edit":
                     merged = {**w.draft, **changes}
                 else:  # what the warnings stage will draft
                     merged = superseding_draft(w.draft, action, changes, w.identifier or "")
-                _, errors = check(merged)
+                _, errors = await check(merged)
                 if errors:
                     return bad_draft(self, errors)
                 refused = await draft_refused(
@@ -583,7 +651,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     "location in one; give the area (geocodes, a polygon or a circle)"
                 )
                 return fail(self, 422, "Invalid draft", detail, field="draft.area")
-            _, errors = check(draft)
+            _, errors = await check(draft)
             if errors:
                 return bad_draft(self, errors)
             refused = await draft_refused(self, request, draft)

@@ -411,6 +411,14 @@ def load_config_text(
     return cfg
 
 
+def with_console_url(escalation: EscalationConfig, settings: Any) -> EscalationConfig:
+    """The escalation config with the links messages carry as delivery sends them: to the running
+    console (``settings.public_url()``) when ``ATALAIA_CONSOLE_URL`` is set or the file names none."""
+    if settings.console_url or not escalation.console_url:
+        return escalation.model_copy(update={"console_url": settings.public_url()})
+    return escalation
+
+
 def load_config(path: str | Path, limits: YamlLimits | None = None) -> EscalationConfig:
     """Load an escalation file (held to the safe-YAML limits of ``atalaia.streams.config_yaml``)."""
     try:

@@ -32,7 +32,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from atalaia.notifiers.channels import Channel, ChannelContext, build_channel
 from atalaia.notifiers.commit import CommitMarks
-from atalaia.notifiers.config import EscalationConfig, Retry
+from atalaia.notifiers.config import EscalationConfig, Retry, with_console_url
 from atalaia.notifiers.log import DeliveryLog, TargetHealth
 from atalaia.notifiers.model import DeliveryResult, Notification
 from atalaia.notifiers.pipeline import (
@@ -321,8 +321,7 @@ def delivery_stage(settings: Any, app: Any) -> Any:
     for w in weak:
         log.warning("%s", w)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.console_url or not escalation.console_url:  # links lead to the running console
-        escalation = escalation.model_copy(update={"console_url": settings.public_url()})
+    escalation = with_console_url(escalation, settings)  # links lead to the running console
     path = settings.data_dir / "deliveries.sqlite"
     from atalaia.streams.connect import hold_lock
 

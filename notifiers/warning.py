@@ -22,12 +22,24 @@ TEST").
 >>> w = parse_cap(doc.xml)
 >>> sms_text(w, ZoneInfo("Europe/Lisbon"))
 'EXERCÍCIO / EXERCISE: Aviso laranja - Cheia. Campanhã. Até 05/12 06:00. Evite a zona ribeirinha.'
+
+What an SMS target sends (and what the console's preview shows for it) is :func:`sms_message`: that
+text in GSM-7 (letters GSM-7 lacks, ã õ í, transliterated: 160 characters a segment, not 70) with the
+link to the CAP document kept whole:
+
+>>> m = sms_message(w, ZoneInfo("Europe/Lisbon"), link="https://atalaia.cm-porto.pt/cap/alerts/X.xml")
+>>> m.text
+'EXERCICIO / EXERCISE: Aviso laranja - Cheia. Campanha. Até 05/12 06:00. Evite a zona ribeirinha. https://atalaia.cm-porto.pt/cap/alerts/X.xml'
+>>> (m.segments, m.encoding)
+(1, 'gsm7')
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import unicodedata
+from dataclasses import asdict, dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,6 +47,7 @@ from lxml import etree
 
 from atalaia.notifiers.config import EscalationConfig
 from atalaia.notifiers.model import IncidentSnapshot, Notification
+from atalaia.notifiers.sms import fit, fit_keeping, segments
 from atalaia.streams.clock import parse_time
 from atalaia.warnings.records import CapRecord
 
@@ -185,6 +198,15 @@ def info_for(w: dict[str, Any], lang: str) -> dict[str, Any]:
     )
 
 
+def one_line(text: str | None) -> str:
+    """``text`` on one line: control characters (CR, LF, tab, C1) and runs of spaces made one space.
+    A short text (an SMS, a subject) is one line; a newline in an event or an area's name must not
+    start another header or another message part."""
+    if not text:
+        return ""
+    return " ".join("".join(" " if unicodedata.category(c) == "Cc" else c for c in text).split())
+
+
 def _primary(lang: str) -> str:
     return lang.split("-", 1)[0].lower()
 
@@ -249,9 +271,82 @@ def sms_text(w: dict[str, Any], tz: ZoneInfo, lang: str = "pt-PT") -> str:
         _unmarked(info.get("instruction"), w["status"]),
         _unmarked(info.get("description"), w["status"]),
     ]
+    parts = [one_line(p) for p in parts]
     text = " ".join(p.rstrip(".") + "." for p in parts if p)
     m = mark(w["status"])
     return f"{m}: {text}" if m else text
+
+
+@dataclass(frozen=True, slots=True)
+class ShortText:
+    """An SMS as it is sent: its text, segments and encoding (counted as a gateway counts them)."""
+
+    text: str
+    segments: int
+    encoding: str  # gsm7 | ucs2
+    length: int  # characters
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def warning_link(console_url: str | None, identifier: str) -> str | None:
+    """The public link to a warning's CAP document (``/cap/alerts/<identifier>.xml``)."""
+    from atalaia.warnings.feed import alert_path
+
+    return console_url.rstrip("/") + alert_path(identifier) if console_url else None
+
+
+def sms_message(
+    w: dict[str, Any], tz: ZoneInfo, lang: str = "pt-PT", link: str | None = None, max_segments: int = 3
+) -> ShortText:
+    """The SMS of a warning to a target of channel ``sms`` (and the console's preview of it): the
+    short text in ``lang``, transliterated to GSM-7 (a Portuguese text keeps 160 characters a
+    segment instead of 70), cut to ``max_segments`` with an ellipsis, the ``link`` never cut."""
+    text = sms_text(w, tz, lang)
+    body = fit_keeping(text, link, max_segments) if link else fit(text, max_segments)
+    n, enc = segments(body)
+    return ShortText(body, n, enc, len(body))
+
+
+def sms_previews(w: dict[str, Any], config: EscalationConfig) -> list[dict[str, Any]]:
+    """What each warnings target of channel ``sms`` sends for the CAP document ``w`` (those that
+    receive its status only), in the order of ``warnings.targets``: ``target``, ``lang``,
+    ``max_segments`` and the :class:`ShortText`. ``config.console_url`` is the link's base, as the
+    delivery stage has it."""
+    if config.warnings is None:
+        return []
+    out = []
+    link = warning_link(config.console_url, w["identifier"])
+    for wt in config.warnings.targets:
+        target = config.targets.get(wt.target)
+        if target is None or target.channel != "sms":
+            continue
+        if not receives(w["status"], wt.exercise, config.warnings.exercises):
+            continue
+        lang = target.lang or config.lang
+        msg = sms_message(w, ZoneInfo(config.timezone), lang, link, target.max_sms_segments)
+        out.append(
+            {"target": wt.target, "lang": lang, "max_segments": target.max_sms_segments, **msg.to_dict()}
+        )
+    return out
+
+
+#: the time zones of Portugal as people say them ("hora de Lisboa", not "hora de Europe/Lisbon")
+ZONE_WORDS = {
+    "Europe/Lisbon": ("hora de Lisboa", "Lisbon time"),
+    "Atlantic/Madeira": ("hora da Madeira", "Madeira time"),
+    "Atlantic/Azores": ("hora dos Açores", "Azores time"),
+}
+
+
+def zone_words(tz: ZoneInfo, lang: str) -> str:
+    """'hora de Lisboa' / 'Lisbon time' (another zone: 'hora de Europe/Madrid' / 'time in ...')."""
+    pt = _words(lang) == "pt-PT"
+    known = ZONE_WORDS.get(tz.key)
+    if known:
+        return known[0] if pt else known[1]
+    return f"hora de {tz.key}" if pt else f"time in {tz.key}"
 
 
 def _langs(w: dict[str, Any], first: str) -> list[str]:
@@ -263,15 +358,14 @@ def email(w: dict[str, Any], tz: ZoneInfo, first: str = "pt-PT", link: str | Non
     """Subject and plain-text body in every language of the document (``first`` first)."""
     langs = _langs(w, first)
     leads = [_lead(w, info_for(w, lg), lg) for lg in langs]
-    subject = " / ".join(dict.fromkeys(leads)) + f" — {_area(info_for(w, langs[0]))}"
+    subject = one_line(" / ".join(dict.fromkeys(leads)) + f" — {_area(info_for(w, langs[0]))}")
     m = mark(w["status"])
     if m:
         subject = f"{m}: {subject}"
-    tzname = tz.key
     blocks = []
     labels = {
-        "pt-PT": ("Área", "Validade", "Descrição", "Instruções", "Mais informação", "hora de"),
-        "en-GB": ("Area", "Valid", "Description", "Instructions", "More information", "time in"),
+        "pt-PT": ("Área", "Validade", "Descrição", "Instruções", "Mais informação"),
+        "en-GB": ("Area", "Valid", "Description", "Instructions", "More information"),
     }
     for lg in langs:
         info = info_for(w, lg)
@@ -281,7 +375,7 @@ def email(w: dict[str, Any], tz: ZoneInfo, first: str = "pt-PT", link: str | Non
         lines.append(f"{la[0]}: {_area(info)}")
         valid = _validity(info, lg, tz)
         if valid:
-            lines.append(f"{la[1]}: {valid} ({la[5]} {tzname})")
+            lines.append(f"{la[1]}: {valid} ({zone_words(tz, lg)})")
         if info.get("description"):
             lines.append(f"{la[2]}: {_unmarked(info['description'], w['status'])}")
         if info.get("instruction"):
@@ -425,7 +519,7 @@ def warning_notifications(record: CapRecord, config: EscalationConfig) -> list[N
         state=w["status"],
         active=w["msgType"] != "Cancel",
         severity=SDM_SEVERITY.get(info["severity"], "informational"),
-        title=f"{_lead(w, info, 'pt-PT')} — {_area(info)}",
+        title=one_line(f"{_lead(w, info, 'pt-PT')} — {_area(info)}"),
         labels={"warning": record.warning, "status": w["status"]},
         opened_at=w["sent"],
         tenant=record.tenant or None,

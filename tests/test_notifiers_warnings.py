@@ -36,6 +36,7 @@ from atalaia.warnings.stage import WarningsCore
 
 SECRET = "porto-webhook-secret"
 MARK = "EXERCÍCIO / EXERCISE"
+SMS_MARK = "EXERCICIO / EXERCISE"  # (an SMS is GSM-7: Í is not in it)
 
 # ------------------------------------------------------------------ SMS segments vs a reference
 
@@ -211,13 +212,16 @@ async def test_an_issued_warning_reaches_every_channel_once(servers, tmp_path) -
     assert ana.text.index("Evite") < ana.text.index("Avoid") and rui.text.index("Avoid") < rui.text.index(
         "Evite"
     )
-    assert "De 04/12 17:00 a 05/12 05:00 (hora de Europe/Lisbon)" in ana.text  # WET in December
+    assert "De 04/12 17:00 a 05/12 05:00 (hora de Lisboa)" in ana.text  # WET in December
+    assert "From 04/12 17:00 to 05/12 05:00 (Lisbon time)" in ana.text
 
-    # SMS: pt-PT, accents kept (UCS-2), within 3 segments, counted as the reference counts
+    # SMS: pt-PT in GSM-7 (ã -> a: 160 characters a segment, not 70), within 3 segments, the link
+    # to the CAP document whole at its end, counted as the reference counts
     (sms,) = http.received("/jsonrpc/sms")
     text = sms.json["params"]["message"]
-    assert text.startswith("Aviso laranja - Cheia. Campanhã. De 04/12 17:00 a 05/12 05:00.")
-    assert reference_segments(text)[1] == "ucs2" and reference_segments(text)[0] <= 3
+    assert text.startswith("Aviso laranja - Cheia. Campanha. De 04/12 17:00 a 05/12 05:00.")
+    assert text.endswith(f" https://atalaia.cm-porto.pt/cap/alerts/{cap.identifier}.xml"), text
+    assert reference_segments(text)[1] == "gsm7" and reference_segments(text)[0] <= 3
     assert segments(text) == reference_segments(text)
 
     # PGU: the Smart Data Models Alert, deterministic id, from the CAP document
@@ -254,7 +258,7 @@ async def test_an_exercise_never_reaches_a_target_not_marked_for_exercises(serve
     assert [m.rcpt_tos for m in smtp.messages] == [["simulacro@cm-porto.pt"]]
     assert smtp.messages[0].subject.startswith(MARK) and smtp.messages[0].text.startswith(MARK)
     (sms,) = http.received("/jsonrpc/sms")
-    assert sms.json["params"]["message"].startswith(MARK + ": Aviso laranja - Cheia.")
+    assert sms.json["params"]["message"].startswith(SMS_MARK + ": Aviso laranja - Cheia.")
     assert not http.received("/hook") and not http.received("/cap") and not http.entities
 
 
@@ -264,7 +268,7 @@ async def test_exercises_all_marks_every_channel(servers, tmp_path) -> None:
     _, delivered, _, _ = await deliver_twice(config_yaml(http, smtp, exercises="all"), cap, tmp_path)
     assert len(delivered) == 7
     assert all(m.subject.startswith(MARK) and m.text.startswith(MARK) for m in smtp.messages)
-    assert http.received("/jsonrpc/sms")[0].json["params"]["message"].startswith(MARK)
+    assert http.received("/jsonrpc/sms")[0].json["params"]["message"].startswith(SMS_MARK)
     hook = http.received("/hook")[0].json
     assert hook["message"]["subject"].startswith(MARK) and hook["message"]["text"].startswith(MARK)
     ent = next(iter(http.entities.values()))

@@ -852,9 +852,8 @@ def test_anepc_blue_is_a_level_of_its_own() -> None:
     info = etree.fromstring(render(draft, CAT, SENT).xml).find(Q + "info")
     assert info.findtext(Q + "severity") == "Minor"
     assert [p.findtext(Q + "valueName") for p in info.findall(Q + "parameter")] == ["awareness_type"]
-    assert sms_text(draft.model_dump(by_alias=True, exclude_none=True), CAT, None).text.startswith(
-        "AVISO AZUL"
-    )
+    # (the CAP document carries no awareness level for blue, so its SMS names no colour)
+    assert sms_text(draft, CAT, None).text.startswith("Aviso - Cheia.")
     assert CAT.level_for_severity("low").colour == "yellow"  # a proposal's colour stays IPMA's
 
 

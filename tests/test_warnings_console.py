@@ -46,10 +46,8 @@ def test_sms_text_counts_segments_and_keeps_the_link() -> None:
     }
     link = "http://localhost:8080/cap/alerts/PT-CM-PORTO-20261204170000-0123456789.xml"
     s = sms_text(draft, Catalogue.load(), link, max_segments=2)
-    assert s.text.startswith("EXERCÍCIO / EXERCISE: AVISO VERMELHO: Cheia.") or s.text.startswith(
-        "EXERCICIO / EXERCISE: AVISO VERMELHO: Cheia."
-    )
-    assert s.text.endswith(link) and "07:00 (hora de Lisboa)" in s.text, s.text  # summer: UTC+1
+    assert s.text.startswith("EXERCICIO / EXERCISE: Aviso vermelho - Cheia."), s.text  # GSM-7
+    assert s.text.endswith(link) and "Até 05/07 07:00." in s.text, s.text  # summer: UTC+1
     assert (s.segments, s.encoding) == segments(s.text) and s.segments <= 2
 
 
@@ -154,7 +152,7 @@ def test_draft_from_an_incident_approve_issue_feed_and_four_eyes(make_worker, pu
     assert "<value>131203</value>" in cap and "<severity>Severe</severity>" in cap, "Campanhã, orange"
     assert "<event>Cheia</event>" in cap and "<event>Flood</event>" in cap, "the event from the hazard label"
     assert ana.input_value("#f-level") == "orange" and ana.input_value("#f-dicofre") == "131203"
-    assert "AVISO LARANJA" in ana.inner_text("#sms") and "segment" in ana.inner_text("#sms-meta")
+    assert "Aviso laranja - Cheia" in ana.inner_text("#sms") and "segment" in ana.inner_text("#sms-meta")
     assert "Lisbon" in ana.inner_text("#f-onset >> xpath=..")
     ana.fill("#f-instruction-pt", "Afaste-se da zona ribeirinha.")
     ana.fill("#f-instruction-en", "Keep away from the riverside.")

@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from atalaia.warnings.cap import CapInvalid, Reference, other_senders_identifier, render, sent_of_identifier
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
-from atalaia.warnings.draft import Draft, cap_time, parse_reference, problems
+from atalaia.warnings.draft import Draft, cap_time, expired_problem, parse_reference, problems, size_problems
 from atalaia.warnings.records import (
     CapRecord,
     WarningCommand,
@@ -198,6 +198,7 @@ class Workflow:
                 raise Refused(
                     "an Update or Cancel keeps its references and its kind: draft a new warning instead"
                 )
+            self._check_expiry(draft, at)
             self._check_references(state, draft, own=w.id)
             w.draft = draft
             if c.actor not in w.authors:
@@ -226,7 +227,8 @@ class Workflow:
         elif c.action == "issue":
             self._issue(state, w, c, at, out)
         elif c.action in ("update", "cancel"):
-            self._need(w, c, ("issued",))
+            if w.state != "issued":
+                raise Refused(f"cannot {c.action} a warning that is {w.state} (only an issued one)")
             draft = superseding_draft(w.draft, c.action, c.draft or {}, w.identifier or "")
             return self._new(state, c, at, out, draft, supersedes=w.id)
         return w.id
@@ -246,6 +248,7 @@ class Workflow:
             data = {**data, "tenant": c.tenant}
         withdraws = supersedes is not None or bool(self._replaced(state, data))
         draft = self._check(data, withdraws=withdraws)
+        self._check_expiry(draft, at)
         self._check_references(state, draft)
         if not withdraws and sum(w.state in PENDING for w in state.warnings.values()) >= MAX_PENDING:
             raise Refused(
@@ -349,6 +352,9 @@ class Workflow:
     ) -> dict[str, Any]:
         """The draft's fields if they make a valid draft; Refused naming the fields otherwise."""
         merged = {**(keep or {}), **data}
+        too_big = size_problems(merged)
+        if too_big:
+            raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in too_big))
         try:
             d = Draft.model_validate(merged)
         except ValidationError as e:
@@ -376,6 +382,21 @@ class Workflow:
             return []
         return self.config.tenancy_problems(d, data.get("sender"), data.get("tenant"), self.catalogue)
 
+    def tenancy_findings(self, state: WarningsState, data: dict[str, Any]) -> list[tuple[str, str]]:
+        """(field, message) for what ``senders:`` and ``tenant_areas:`` refuse of draft ``data`` (a
+        checked draft), as drafting it would: for the console's checks and preview."""
+        if not self.config.senders and not self.config.tenant_areas:
+            return []
+        try:
+            d = Draft.model_validate(data)
+        except ValidationError:
+            return []  # (the draft's own checks name it)
+        data = {**data, "tenant": _text_or_none(data.get("tenant"))}
+        withdraws = bool(self._replaced(state, data))
+        return [
+            (".".join(map(str, loc)) or "draft", m) for loc, m in self._tenancy_problems(d, data, withdraws)
+        ]
+
     def reference_problems(self, state: WarningsState, data: dict[str, Any]) -> list[tuple[str, str]]:
         """(field, message) for each reference of draft ``data`` to an issued warning it may not
         reference: one of another tenant (a warning references only its own tenant's), or, for an
@@ -383,7 +404,7 @@ class Workflow:
         cancels its messages; a reference written ``sender,identifier,sent`` must name the
         original's sender too). A bare reference to nothing issued here is refused unless the
         identifier carries its sent time (one Atalaia generated); full triples to warnings issued
-        elsewhere are kept."""
+        elsewhere are kept; one naming a warning issued here must carry its sender and sent."""
         refs = data.get("references") or []
         if isinstance(refs, str):
             refs = refs.split()
@@ -424,6 +445,16 @@ class Workflow:
                     )
                 )
                 continue
+            if not isinstance(parsed, str) and (parsed[0] != known[1] or parsed[2] != _sent_time(known[2])):
+                out.append(  # (issuing would refuse it, after the approval: say it now)
+                    (
+                        f"references.{i}",
+                        f"{str(raw).strip()!r} does not name the warning issued here as {ident}: it was "
+                        f"sent by {known[1]} at {known[2]} (write '{known[1]},{ident},{known[2]}' or the "
+                        "bare identifier)",
+                    )
+                )
+                continue
             if kind in ("Update", "Cancel"):
                 if orig is not None and _status(orig.draft) != status:
                     out.append(
@@ -433,9 +464,7 @@ class Workflow:
                             f"{ident} is {_status(orig.draft)}, not {status} (draft a new warning for a drill)",
                         )
                     )
-                if not isinstance(parsed, str) and parsed[0] != known[1]:
-                    out.append((f"references.{i}", f"{ident} was sent by {known[1]}, not {parsed[0]}"))
-                elif sender != known[1]:
+                if sender != known[1]:  # (a full reference's own sender is checked above)
                     out.append(
                         (
                             "sender",
@@ -477,6 +506,14 @@ class Workflow:
             found += self.identifier_problems(state, data, own)
         if found:
             raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in found))
+
+    @staticmethod
+    def _check_expiry(draft: dict[str, Any], at: datetime) -> None:
+        """Refused when a new or edited draft expires at or before ``at`` (it could never be
+        issued; issuing checks it again)."""
+        found = expired_problem(Draft.model_validate(draft), at)
+        if found:
+            raise Refused(f"bad draft: {found[0]}: {found[1]}")
 
     @staticmethod
     def _need(w: Warning, c: WarningCommand, states: tuple[str, ...]) -> None:
@@ -646,6 +683,13 @@ def superseding_draft(
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
+
+
+def _sent_time(v: str) -> datetime | None:
+    try:
+        return cap_time(v)
+    except ValueError:
+        return None
 
 
 def _text_or_none(v: Any) -> str | None:

@@ -87,6 +87,14 @@ _EMMA_ID = re.compile(r"[A-Z]{2}[0-9]{3}", re.ASCII)
 _COORD = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*", re.ASCII)
 # A drawn polygon's points (checked for self-intersection, which is quadratic at worst)
 MAX_POLYGON_POINTS = 1000
+# How much one draft's areas may hold (distinct geocodes; polygons and circles). Far beyond any
+# real warning (Portugal has about 3 100 parishes, 308 municipalities): a draft past them is a
+# mistake or an attack, and checking it would hold the process (each code is looked up and named)
+MAX_AREAS = 100
+MAX_AREA_GEOCODES = 4000  # distinct geocodes of one area
+MAX_GEOCODES = 4000  # distinct geocodes of the whole draft
+MAX_AREA_SHAPES = 100  # polygons and circles of one area
+MAX_SHAPES = 200  # polygons and circles of the whole draft
 # Smaller than this (about 10 m x 10 m) a drawn polygon is a slip of the hand, not an area to warn
 MIN_POLYGON_AREA_M2 = 100.0
 # Mainland Portugal (lat, lon), for the plausibility check of drawn polygons (a swapped lat,lon lands
@@ -596,6 +604,74 @@ def points_of(ring: list[tuple[int, int]], i: int) -> tuple[str, str]:
         return ",".join(f"{v / 1e6:.6f}".rstrip("0").rstrip(".") for v in p)
 
     return txt(ring[i]), txt(ring[(i + 1) % len(ring)])
+
+
+def expired_problem(d: Draft, now: datetime) -> tuple[str, str] | None:
+    """(field, message) when the draft's ``expires`` is already past at ``now``: it could never be
+    issued (issuing refuses it), so drafting and the preview say so, before any approval."""
+    if d.expires is None or d.expires > now:
+        return None
+    return (
+        "expires",
+        f"{cap_time(d.expires).isoformat()} is already past: a warning must expire after it is issued",
+    )
+
+
+def size_problems(data: Any) -> list[tuple[str, str]]:
+    """(field, message) when the raw draft ``data`` has more areas, distinct geocodes, polygons or
+    circles than :data:`MAX_AREAS` and the other bounds allow: cheap (no model, no catalogue), so
+    that it runs before them. Repeated geocodes count once (the CAP document carries each once)."""
+    if not isinstance(data, dict):
+        return []
+    areas = data.get("area")
+    areas = [areas] if isinstance(areas, dict) else areas
+    if not isinstance(areas, list):
+        return []
+    if len(areas) > MAX_AREAS:
+        return [("area", f"at most {MAX_AREAS} areas, got {len(areas)}")]
+    out: list[tuple[str, str]] = []
+    codes_all: set[tuple[str, str]] = set()
+    shapes_all = 0
+    for i, a in enumerate(areas):
+        if not isinstance(a, dict):
+            continue
+        codes: set[tuple[str, str]] = set()
+        geocodes = a.get("geocodes")
+        if isinstance(geocodes, dict):
+            for key, vals in geocodes.items():
+                kind = str(key).strip().upper()
+                for v in vals if isinstance(vals, list) else [vals]:
+                    c = str(v).strip() if isinstance(v, str | int) else repr(v)
+                    if kind in CAOP_CODES and c.isascii() and c.isdigit():
+                        c = c.zfill(CAOP_CODES[kind])
+                    codes.add((kind, c))
+        if len(codes) > MAX_AREA_GEOCODES:
+            out.append(
+                (
+                    f"area.{i}.geocodes",
+                    f"at most {MAX_AREA_GEOCODES} distinct geocodes an area, got {len(codes)}",
+                )
+            )
+        codes_all |= codes
+        poly, circle = a.get("polygon"), a.get("circle")
+        polygons = 0
+        if isinstance(poly, list) and poly:
+            several = all(isinstance(x, list) and x and isinstance(x[0], list) for x in poly)
+            polygons = len(poly) if several else 1
+        circles = 1 if isinstance(circle, str) else len(circle) if isinstance(circle, list) else 0
+        if polygons + circles > MAX_AREA_SHAPES:
+            out.append(
+                (
+                    f"area.{i}",
+                    f"at most {MAX_AREA_SHAPES} polygons and circles an area, got {polygons + circles}",
+                )
+            )
+        shapes_all += polygons + circles
+    if len(codes_all) > MAX_GEOCODES and not out:
+        out.append(("area", f"at most {MAX_GEOCODES} distinct geocodes in all areas, got {len(codes_all)}"))
+    if shapes_all > MAX_SHAPES and not out:
+        out.append(("area", f"at most {MAX_SHAPES} polygons and circles in all areas, got {shapes_all}"))
+    return out
 
 
 def geocode_items(area: DraftArea) -> list[tuple[str, str, int, str]]:

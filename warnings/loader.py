@@ -22,7 +22,7 @@ from atalaia.rules.errors import RuleError, RuleFileError
 from atalaia.rules.loader import explain as rule_words
 from atalaia.streams.config_yaml import Where, YamlError, YamlErrors, YamlLimits, located, parse, validate
 from atalaia.warnings.catalogue import Catalogue
-from atalaia.warnings.draft import PT_BBOX, Draft, problems
+from atalaia.warnings.draft import PT_BBOX, Draft, problems, size_problems
 
 
 class DraftError(RuleFileError):
@@ -139,7 +139,11 @@ def unique_errors(data: Any, errors: list[dict[str, Any]]) -> list[dict[str, str
 def field_errors(
     draft_data: dict[str, Any], catalogue: Catalogue
 ) -> tuple[Draft | None, list[dict[str, str]]]:
-    """For the API: the draft, or its problems as ``{"field": "area.geocodes.DICOFRE.0", "message": ...}``."""
+    """For the API: the draft, or its problems as ``{"field": "area.geocodes.DICOFRE.0", "message": ...}``
+    (a draft whose areas hold too much is refused before anything else looks at it)."""
+    too_big = size_problems(draft_data)
+    if too_big:
+        return None, [{"field": f, "message": m} for f, m in too_big]
     try:
         draft = Draft.model_validate(draft_data)
     except ValidationError as exc:

@@ -256,20 +256,17 @@ class AppriseChannel(Channel):
         return ok, msgs
 
     def _warning(self, n: Notification) -> tuple[str, str, str | None]:
-        """A population warning: SMS in the target's language (pt-PT by default), written as is
-        (UCS-2 when its accents need it: the official text is not transliterated) and fitted to
-        ``max_segments``; email in every language of the CAP document."""
+        """A population warning: SMS in the target's language (pt-PT by default), as
+        :func:`~atalaia.notifiers.warning.sms_message` writes it (GSM-7, fitted to ``max_segments``,
+        the link to the CAP document kept whole: what the console's preview showed the approver);
+        email in every language of the CAP document."""
         from atalaia.notifiers import warning as wmsg
-        from atalaia.warnings.feed import alert_path
 
         w = n.warning or {}
+        link = wmsg.warning_link(self.ctx.console_url, w["identifier"])
         if self.kind == "sms":
-            body = fit(wmsg.sms_text(w, self.ctx.tz, self.lang), self.max_segments, translit=False)
-            count, enc = segments(body)
-            return "", body, f"{count} segment(s) {enc}"
-        link = (
-            self.ctx.console_url.rstrip("/") + alert_path(w["identifier"]) if self.ctx.console_url else None
-        )
+            msg = wmsg.sms_message(w, self.ctx.tz, self.lang, link, self.max_segments)
+            return "", msg.text, f"{msg.segments} segment(s) {msg.encoding}"
         title, body = wmsg.email(w, self.ctx.tz, self.lang, link)
         return title, body, None
 
