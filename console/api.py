@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import re
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -554,10 +554,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     self, 422, "Invalid command", AT_REFUSED, errors=[{"field": "at", "message": AT_REFUSED}]
                 )
             body["incident"] = incident
-            body.setdefault(
-                "id",
-                hashlib.blake2b(orjson.dumps([incident, body, time.time_ns()]), digest_size=12).hexdigest(),
-            )
+            body.setdefault("id", secrets.token_hex(12))  # (not derived from the body: any body has one)
             try:
                 cmd = Command.model_validate(body)
             except (ValidationError, TypeError) as e:
@@ -666,9 +663,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                     return refused
             elif not any(r["id"] == body.get("silence") for r in await listing("all", who.tenants)):
                 return fail(view, 404, "No such silence", str(body.get("silence")))  # another tenant's
-        body.setdefault(
-            "id", hashlib.blake2b(orjson.dumps([body, time.time_ns()]), digest_size=12).hexdigest()
-        )
+        body.setdefault("id", secrets.token_hex(12))
         try:
             cmd = SilenceCommand.model_validate(body)
         except (ValidationError, TypeError, ValueError) as e:

@@ -193,7 +193,7 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 def _body_answers(answers: dict[str, Any]) -> dict[str, Any]:
     """``answers`` with the problems any JSON request body may get (400, 413, 415), in status order."""
     merged = {
-        "400": _problem("the body is not a JSON object"),
+        "400": _problem("the body is not a JSON object, or nests arrays and objects more than 64 deep"),
         "413": _problem("too large"),
         "415": _problem("not application/json"),
         **answers,

@@ -1,0 +1,85 @@
+"""The console API against hostile or careless clients, over real HTTP to the console's own web
+server (in this process, no broker: every answer here comes before anything is sent to Kafka).
+
+* a body nested hundreds of levels deep is refused 400 problem+json (it was a 500 with aiohttp's
+  text/plain), on incident commands (any signed-in user, a viewer too) and silences;
+* the answer to a sign-in, which carries a token, is never cached;
+* expiring a silence asks who is asking first: 401 without a token, whatever the silence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from atalaia.console.auth import hash_password
+from atalaia.console.problem import PROBLEM
+
+HOST = {"Host": "localhost"}
+VIEWER = {**HOST, "Authorization": "Bearer v13w"}
+SUPERVISOR = {**HOST, "Authorization": "Bearer s3pr"}
+DEEP = b'{"action":"comment","x":' + b"[" * 300 + b"]" * 300 + b"}"
+
+
+def _sha(token: bytes) -> str:
+    return hashlib.sha256(token).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def ana_hash() -> str:
+    return hash_password("correct horse")
+
+
+@pytest.fixture
+async def console(tmp_path: Path, ana_hash: str) -> AsyncIterator[TestClient]:
+    """The console of a worker with users ana (password, operator), eva (token v13w, viewer) and
+    rui (token s3pr, supervisor), and one maintenance window in incidents.yaml."""
+    from atalaia.streams.app import create_app
+    from atalaia.streams.settings import Settings
+
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        "users:\n"
+        f'  - {{actor: ana, role: operator, password_argon2: "{ana_hash}"}}\n'
+        f"  - {{actor: eva, role: viewer, token_sha256: {_sha(b'v13w')}}}\n"
+        f"  - {{actor: rui, role: supervisor, token_sha256: {_sha(b's3pr')}}}\n"
+    )
+    incidents = tmp_path / "incidents.yaml"
+    incidents.write_text(
+        "maintenance:\n  - {name: gauge-swap, matchers: ['entity=\"x\"'], start: 2026-01-01T00:00:00Z,"
+        " end: 2099-01-01T00:00:00Z, reason: swap}\n"
+    )
+    settings = Settings(
+        data_dir=tmp_path / "data", console_url=None, console_users=users, incidents_path=incidents
+    )
+    app = create_app(settings, "127.0.0.1:9", stages=(), http="console")
+    async with TestClient(TestServer(app.web.web_app)) as client:
+        yield client
+
+
+async def _problem(r, status: int) -> dict:
+    assert r.status == status, await r.text()
+    assert r.headers["Content-Type"].startswith(PROBLEM), r.headers
+    body = await r.json(content_type=None)
+    assert body["status"] == status
+    return body
+
+
+async def test_a_body_nested_hundreds_deep_is_a_400_problem_not_a_500(console) -> None:
+    json = {"Content-Type": "application/json"}
+    r = await console.post("/api/incidents/i-1/commands", data=DEEP, headers={**VIEWER, **json})
+    body = await _problem(r, 400)
+    assert body["title"] == "Bad command" and "deep" in body["detail"]
+    r = await console.post("/api/silences", data=DEEP, headers={**SUPERVISOR, **json})
+    body = await _problem(r, 400)
+    assert body["title"] == "Bad silence" and "deep" in body["detail"]
+    # a silence nested deep inside its matchers, not only beside them
+    deep_matchers = b'{"matchers":' + b"[" * 300 + b'"a=\\"b\\""' + b"]" * 300 + b',"comment":"c"}'
+    r = await console.post("/api/silences", data=deep_matchers, headers={**SUPERVISOR, **json})
+    await _problem(r, 400)
+    r = await console.get("/api/whoami", headers=VIEWER)
+    assert r.status == 200, "the console still answers"
