@@ -72,6 +72,10 @@ STREAMS_PER_CLIENT = 16
 STREAMS_TOTAL = 500
 
 
+#: on an answer that carries a secret (a sign-in's session token): never stored by any cache
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
 R = TypeVar("R")
 
 
@@ -470,7 +474,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     "actor": who.actor,
                     "role": who.role,
                     "tenants": sorted(who.tenants) if who.tenants is not None else None,
-                }
+                },
+                headers=NO_STORE,  # it carries the session token: no cache (browser, proxy) keeps it
             )
             # this browser signed in as this user: its later sign-ins are limited by its own
             # failures, not by someone else's (console.auth.DeviceCookies); only sign-in sees it
@@ -784,7 +789,16 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             return self.json(hit)
 
         async def delete(self, request: Any, silence: str) -> Any:
+            # who is asking comes first: without a token nothing is said of the silence (a
+            # maintenance window's id answered 409 and an unknown one 401)
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             if any(s.id == silence for s in config_silences()):
+                if who.tenants is not None and not any(
+                    r["id"] == silence for r in await listing("all", who.tenants)
+                ):
+                    return fail(self, 404, "No such silence", silence)  # another tenant's
                 return fail(
                     self,
                     409,

@@ -492,7 +492,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     },
                 },
                 "delete": {
-                    "summary": "Expire a silence now (alarms it matched are annunciated again)",
+                    "summary": "Expire a silence now (alarms it matched are annunciated again); "
+                    "without a valid token 401, whatever the id",
                     "parameters": [SILENCE_ID],
                     "responses": {
                         "200": _json({"type": "object"}, "expired"),
@@ -553,7 +554,12 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "schema": {"type": "string"},
                                         "description": "the device cookie of this browser for this user "
                                         "(HttpOnly, SameSite=Strict, Path=/api/login, 30 days)",
-                                    }
+                                    },
+                                    "Cache-Control": {
+                                        "schema": {"type": "string", "enum": ["no-store"]},
+                                        "description": "the answer carries a token: no cache keeps it",
+                                    },
+                                    "Pragma": {"schema": {"type": "string", "enum": ["no-cache"]}},
                                 }
                             },
                             "401": _problem("wrong username or password"),

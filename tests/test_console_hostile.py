@@ -83,3 +83,31 @@ async def test_a_body_nested_hundreds_deep_is_a_400_problem_not_a_500(console) -
     await _problem(r, 400)
     r = await console.get("/api/whoami", headers=VIEWER)
     assert r.status == 200, "the console still answers"
+
+
+async def test_a_sign_in_answer_carrying_a_token_is_never_cached(console) -> None:
+    """The session token came back without Cache-Control: a shared or browser cache could keep
+    it (and hand it to the next user of a kiosk). It is ``no-store`` (and ``Pragma: no-cache``
+    for HTTP/1.0 caches), and the token still works."""
+    r = await console.post("/api/login", json={"username": "ana", "password": "correct horse"}, headers=HOST)
+    assert r.status == 200, await r.text()
+    assert r.headers["Cache-Control"] == "no-store" and r.headers["Pragma"] == "no-cache", r.headers
+    token = (await r.json())["token"]
+    who = await console.get("/api/whoami", headers={**HOST, "Authorization": f"Bearer {token}"})
+    assert who.status == 200 and (await who.json())["actor"] == "ana"
+
+
+async def test_expiring_a_silence_without_a_token_is_401_whatever_the_silence(console) -> None:
+    """DELETE of a maintenance window of incidents.yaml answered 409 without a token (and named
+    it), an unknown id 401: who is asking is now checked first, for every id; a signed-in user
+    is still told a maintenance window is edited in the file."""
+    from atalaia.incidents.silences import config_silence_id
+
+    maintenance = config_silence_id("gauge-swap")
+    for silence in (maintenance, "s-unknown"):
+        for headers in (HOST, {**HOST, "Authorization": "Bearer wrong"}):
+            r = await console.delete(f"/api/silences/{silence}", headers=headers)
+            body = await _problem(r, 401)
+            assert silence not in body["detail"] and r.headers["WWW-Authenticate"] == "Bearer"
+    r = await console.delete(f"/api/silences/{maintenance}", headers=SUPERVISOR)
+    assert "incidents.yaml" in (await _problem(r, 409))["detail"]
