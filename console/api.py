@@ -431,7 +431,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     @app.page("/api/login")
     class Login(faust.web.View):
         async def post(self, request: Any) -> Any:
-            from atalaia.console.auth import LoginLimited, LoginRefused
+            from atalaia.console.auth import LoginLimited, LoginRefused, SessionsFull
 
             if not auth.enabled:
                 return fail(self, 409, "Authentication is off", "this console has no users file")
@@ -465,6 +465,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 )
             except LoginRefused as e:
                 return fail(self, 401, "Sign-in refused", str(e))
+            except SessionsFull as e:  # (nobody else is signed out to make room)
+                wait = int(e.retry_after)
+                return self.json(
+                    problem(503, "Too many sessions", str(e), retry_after=wait),
+                    status=503,
+                    content_type=PROBLEM,
+                    headers={"Retry-After": str(wait)},
+                )
             who = session.identity
             answer = self.json(
                 {

@@ -570,6 +570,12 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                 "headers": {"Retry-After": {"schema": {"type": "string"}}},
                                 "content": {"application/problem+json": {"schema": PROBLEM}},
                             },
+                            "503": {
+                                "description": "every session place is taken by other users' live "
+                                "sessions: nobody is signed out to make room",
+                                "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                                "content": {"application/problem+json": {"schema": PROBLEM}},
+                            },
                         }
                     ),
                 }

@@ -9,6 +9,7 @@ server (in this process, no broker: every answer here comes before anything is s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,10 +35,11 @@ def ana_hash() -> str:
     return hash_password("correct horse")
 
 
-@pytest.fixture
-async def console(tmp_path: Path, ana_hash: str) -> AsyncIterator[TestClient]:
-    """The console of a worker with users ana (password, operator), eva (token v13w, viewer) and
-    rui (token s3pr, supervisor), and one maintenance window in incidents.yaml."""
+@contextlib.asynccontextmanager
+async def _console(tmp_path: Path, ana_hash: str) -> AsyncIterator[TestClient]:
+    """The console of a worker with users ana (password "correct horse", operator), vic and ines
+    (the same password, viewers), eva (token v13w, viewer) and rui (token s3pr, supervisor), and
+    one maintenance window in incidents.yaml."""
     from atalaia.streams.app import create_app
     from atalaia.streams.settings import Settings
 
@@ -45,6 +47,8 @@ async def console(tmp_path: Path, ana_hash: str) -> AsyncIterator[TestClient]:
     users.write_text(
         "users:\n"
         f'  - {{actor: ana, role: operator, password_argon2: "{ana_hash}"}}\n'
+        f'  - {{actor: vic, role: viewer, password_argon2: "{ana_hash}"}}\n'
+        f'  - {{actor: ines, role: viewer, password_argon2: "{ana_hash}"}}\n'
         f"  - {{actor: eva, role: viewer, token_sha256: {_sha(b'v13w')}}}\n"
         f"  - {{actor: rui, role: supervisor, token_sha256: {_sha(b's3pr')}}}\n"
     )
@@ -58,6 +62,12 @@ async def console(tmp_path: Path, ana_hash: str) -> AsyncIterator[TestClient]:
     )
     app = create_app(settings, "127.0.0.1:9", stages=(), http="console")
     async with TestClient(TestServer(app.web.web_app)) as client:
+        yield client
+
+
+@pytest.fixture
+async def console(tmp_path: Path, ana_hash: str) -> AsyncIterator[TestClient]:
+    async with _console(tmp_path, ana_hash) as client:
         yield client
 
 
@@ -111,3 +121,45 @@ async def test_expiring_a_silence_without_a_token_is_401_whatever_the_silence(co
             assert silence not in body["detail"] and r.headers["WWW-Authenticate"] == "Bearer"
     r = await console.delete(f"/api/silences/{maintenance}", headers=SUPERVISOR)
     assert "incidents.yaml" in (await _problem(r, 409))["detail"]
+
+
+async def test_a_viewer_signing_in_in_a_loop_never_signs_the_operator_out(tmp_path, ana_hash, monkeypatch):
+    """A viewer's sign-ins end only the viewer's own oldest sessions; with every place taken, a
+    user who holds none is refused 503 problem+json with Retry-After (nobody is signed out to
+    make room), and one who holds some ends their own oldest. Here with room for 3 sessions, 2
+    per user."""
+    from atalaia.console import auth
+
+    monkeypatch.setattr(auth, "MAX_SESSIONS", 3)
+    monkeypatch.setattr(auth, "SESSIONS_PER_USER", 2)
+
+    async with _console(tmp_path, ana_hash) as console:
+
+        async def sign_in(user: str) -> tuple[int, dict[str, str]]:
+            r = await console.post(
+                "/api/login", json={"username": user, "password": "correct horse"}, headers=HOST
+            )
+            body = await r.json(content_type=None)
+            return r.status, {**HOST, "Authorization": f"Bearer {body.get('token')}"}
+
+        async def actor(headers: dict[str, str]) -> str | None:
+            r = await console.get("/api/whoami", headers=headers)
+            return (await r.json(content_type=None))["actor"] if r.status == 200 else None
+
+        status, ana = await sign_in("ana")
+        assert status == 200
+        vic = [await sign_in("vic") for _ in range(6)]
+        assert [s for s, _ in vic] == [200] * 6
+        assert await actor(ana) == "ana", "the operator is still signed in"
+        assert [await actor(h) for _, h in vic] == [None] * 4 + ["vic"] * 2, "vic's own oldest ended"
+
+        r = await console.post(
+            "/api/login", json={"username": "ines", "password": "correct horse"}, headers=HOST
+        )
+        body = await _problem(r, 503)
+        assert int(r.headers["Retry-After"]) >= 1 and body["retry_after"] >= 1
+        assert await actor(ana) == "ana" and [await actor(h) for _, h in vic[-2:]] == ["vic"] * 2
+
+        status, again = await sign_in("ana")  # full: ana's own oldest ends, nobody else's
+        assert status == 200 and await actor(again) == "ana" and await actor(ana) is None
+        assert [await actor(h) for _, h in vic[-2:]] == ["vic"] * 2

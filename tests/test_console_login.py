@@ -558,3 +558,90 @@ def test_a_live_stream_ends_when_its_session_does(make_worker, tmp_path):
         assert time.monotonic() - t0 < 12, "within a heartbeat or two"
     r = httpx.get(f"{w.url}/api/stream", headers=auth, timeout=5)
     assert r.status_code == 401
+
+
+@pytest.fixture(scope="module")
+def quick_hash() -> str:
+    """An argon2id hash of "correct horse" that is quick to check (many sign-ins per test)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("correct horse")
+
+
+def _live(auth: Authenticator) -> dict[str, list[str]]:
+    """The live sessions' digests per user, oldest first."""
+    out: dict[str, list[str]] = {}
+    for digest, s in auth.sessions.items():
+        out.setdefault(s.identity.actor, []).append(digest)
+    return out
+
+
+def test_a_user_signing_in_again_and_again_ends_only_their_own_sessions(quick_hash):
+    """One global table of 10 000 sessions, the oldest dropped when full: a viewer signing in in a
+    loop signed every operator out. A user now holds SESSIONS_PER_USER sessions at most, a
+    further sign-in ending their own oldest; the operator's session lives on."""
+    from atalaia.console.auth import MAX_SESSIONS, SESSIONS_PER_USER
+
+    auth = Authenticator(
+        [
+            User(actor="ana", role="operator", password_argon2=quick_hash),
+            User(actor="eve", role="viewer", password_argon2=quick_hash),
+        ]
+    )
+    ana, _ = auth.login("ana", "correct horse", "10.0.0.1")
+    first, _ = auth.login("eve", "correct horse", "10.0.0.2")
+    tokens = [auth.login("eve", "correct horse", "10.0.0.2")[0] for _ in range(MAX_SESSIONS + 1)]
+    assert auth.identify(f"Bearer {ana}").actor == "ana", "the operator is still signed in"
+    assert len(_live(auth)["eve"]) == SESSIONS_PER_USER
+    assert auth.identify(f"Bearer {first}") is None, "eve's own oldest sessions ended"
+    assert all(auth.identify(f"Bearer {t}").actor == "eve" for t in tokens[-SESSIONS_PER_USER:])
+
+
+def test_with_every_place_taken_a_sign_in_ends_its_own_oldest_or_is_refused(quick_hash):
+    from atalaia.console.auth import SessionsFull
+
+    users = [User(actor=n, role="viewer", password_argon2=quick_hash) for n in ("ana", "rui", "eva")]
+    auth = Authenticator(users, per_user=3, max_sessions=4)
+    ana = [auth.login("ana", "correct horse", "10.0.0.1")[0] for _ in range(2)]
+    rui = [auth.login("rui", "correct horse", "10.0.0.1")[0] for _ in range(2)]
+    with pytest.raises(SessionsFull):
+        auth.login("eva", "correct horse", "10.0.0.1")  # holds none: nobody else is signed out
+    assert [auth.identify(f"Bearer {t}").actor for t in ana + rui] == ["ana", "ana", "rui", "rui"]
+    newer, _ = auth.login("rui", "correct horse", "10.0.0.1")  # full: ends rui's own oldest
+    assert auth.identify(f"Bearer {rui[0]}") is None and auth.identify(f"Bearer {newer}").actor == "rui"
+    assert all(auth.identify(f"Bearer {t}").actor == "ana" for t in ana)
+    auth.logout(f"Bearer {ana[0]}")
+    assert auth.login("eva", "correct horse", "10.0.0.1")[1].identity.actor == "eva", "a place is free"
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["ana", "rui", "eva", "gil"]), st.sampled_from(["in", "out", "wait"])),
+        max_size=40,
+    )
+)
+def test_nobody_is_ever_signed_out_by_someone_elses_sign_in(quick_hash, steps):
+    """Whatever the order of sign-ins, sign-outs and expiries: a sign-in ends no session of
+    another user, a user holds at most ``per_user`` sessions and the console ``max_sessions``."""
+    from atalaia.console.auth import SessionsFull
+
+    clock = Clock()
+    users = [User(actor=n, role="viewer", password_argon2=quick_hash) for n in ("ana", "rui", "eva", "gil")]
+    auth = Authenticator(users, session_ttl=100, clock=clock, per_user=3, max_sessions=7)
+    tokens: dict[str, list[str]] = {}
+    for who, what in steps:
+        if what == "wait":
+            clock.t += 30
+            continue
+        if what == "out" and tokens.get(who):
+            auth.logout(f"Bearer {tokens[who].pop(0)}")
+            continue
+        others = {d for d, v in auth.sessions.items() if v.identity.actor != who and v.expires > clock.t}
+        live = sum(v.expires > clock.t for v in auth.sessions.values())
+        try:
+            tokens.setdefault(who, []).append(auth.login(who, "correct horse", "10.0.0.1")[0])
+        except SessionsFull:
+            assert live >= 7 and not _live(auth).get(who), "refused only when full and holding none"
+        assert others <= set(auth.sessions), "another user's live session ended"
+        after = _live(auth)
+        assert all(len(d) <= 3 for d in after.values()) and sum(map(len, after.values())) <= 7
