@@ -40,7 +40,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from atalaia.console.bodies import read_object
-from atalaia.console.problem import PROBLEM, client_address, problem, proxy_networks
+from atalaia.console.problem import PROBLEM, client_address, client_group, problem, proxy_networks
 from atalaia.streams.clock import format_time, utc
 
 STATIC = Path(__file__).parent / "static"
@@ -67,7 +67,9 @@ def page(name: str) -> bytes:
 
 REPLY_WAIT_S = 5.0  # how long a command request waits for the incident manager's reply
 PING_S = 5.0  # server-sent-event heartbeat (the board's "updated N s ago")
-#: open live streams (/api/stream) per client address, and in all
+#: open live streams (/api/stream) per signed-in user (whatever their tokens and sessions), per
+#: client (an IPv4 address, an IPv6 /64), and in all: one user or one client cannot take them all
+STREAMS_PER_USER = 8
 STREAMS_PER_CLIENT = 16
 STREAMS_TOTAL = 500
 
@@ -352,7 +354,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 body["deliveries"] = [d for d in body["deliveries"] if who.sees(rows[d["incident"]])]
             return self.json(body)
 
-    streams: dict[str, int] = {}  # open live streams per client address
+    streams: dict[str, int] = {}  # open live streams per client (client:ADDRESS) and per user (user:ACTOR)
 
     @app.page("/api/stream")
     class Stream(faust.web.View):
@@ -360,28 +362,38 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             who = identify(request)
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            # each open board holds a stream for as long as it is open: a few per client, a few
-            # hundred in all, so a flood of them cannot take the console from everyone else
-            client = client_address(request, proxies)
+            # each open board holds a stream for as long as it is open: a few per user and per
+            # client (an IPv6 client's whole /64), a few hundred in all, so neither one token nor
+            # a flood of connections can take the console from everyone else
+            # (per user with a users file; the demo's users are whatever a request says)
+            user = f"user:{who.actor}" if auth.enabled else None
+            client = f"client:{client_group(client_address(request, proxies))}"
+            keys = [k for k in (user, client) if k is not None]
+            if user is not None and streams.get(user, 0) >= STREAMS_PER_USER:
+                return fail(
+                    self, 429, "Too many live streams", f"at most {STREAMS_PER_USER} open boards per user"
+                )
             if streams.get(client, 0) >= STREAMS_PER_CLIENT:
                 return fail(
                     self, 429, "Too many live streams", f"at most {STREAMS_PER_CLIENT} open boards per client"
                 )
-            if sum(streams.values()) >= STREAMS_TOTAL:
+            if sum(n for k, n in streams.items() if k.startswith("client:")) >= STREAMS_TOTAL:
                 return fail(
                     self,
                     503,
                     "Too many live streams",
                     f"the console serves {STREAMS_TOTAL} open boards at most",
                 )
-            streams[client] = streams.get(client, 0) + 1
+            for key in keys:
+                streams[key] = streams.get(key, 0) + 1
             try:
                 return await self._stream(request, who)
             finally:
-                if streams[client] <= 1:
-                    del streams[client]
-                else:
-                    streams[client] -= 1
+                for key in keys:
+                    if streams[key] <= 1:
+                        del streams[key]
+                    else:
+                        streams[key] -= 1
 
         async def _stream(self, request: Any, who: Any) -> Any:
             resp = web.StreamResponse(

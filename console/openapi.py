@@ -513,6 +513,10 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
                         "401": UNAUTHORIZED,
+                        "429": _problem(
+                            "this user holds 8 open streams, or this client (an IPv4 address, an IPv6 /64) 16"
+                        ),
+                        "503": _problem("the console serves 500 open streams at most"),
                     },
                 }
             },

@@ -4,7 +4,9 @@ server (in this process, no broker: every answer here comes before anything is s
 * a body nested hundreds of levels deep is refused 400 problem+json (it was a 500 with aiohttp's
   text/plain), on incident commands (any signed-in user, a viewer too) and silences;
 * the answer to a sign-in, which carries a token, is never cached;
-* expiring a silence asks who is asking first: 401 without a token, whatever the silence.
+* expiring a silence asks who is asking first: 401 without a token, whatever the silence;
+* one user signing in again and again ends only their own sessions;
+* live streams are capped per user as well as per client, an IPv6 client being its /64.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from atalaia.console.auth import hash_password
 from atalaia.console.problem import PROBLEM
@@ -72,7 +76,7 @@ async def console(tmp_path: Path, ana_hash: str) -> AsyncIterator[TestClient]:
 
 
 async def _problem(r, status: int) -> dict:
-    assert r.status == status, await r.text()
+    assert r.status == status, (r.status, r.headers)  # (not its body: it may be a stream)
     assert r.headers["Content-Type"].startswith(PROBLEM), r.headers
     body = await r.json(content_type=None)
     assert body["status"] == status
@@ -163,3 +167,70 @@ async def test_a_viewer_signing_in_in_a_loop_never_signs_the_operator_out(tmp_pa
         status, again = await sign_in("ana")  # full: ana's own oldest ends, nobody else's
         assert status == 200 and await actor(again) == "ana" and await actor(ana) is None
         assert [await actor(h) for _, h in vic[-2:]] == ["vic"] * 2
+
+
+async def _open(console, headers: dict[str, str], client: str):
+    """A live stream (/api/stream) opened as ``client`` (the address the front or a local proxy
+    names in X-Forwarded-For); the answer once its headers are in, the stream left open."""
+    r = await console.get("/api/stream", headers={**headers, "X-Forwarded-For": client})
+    if r.status == 200:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        assert (await r.content.readline()).startswith(b"retry:")
+    return r
+
+
+async def test_one_token_holds_a_few_live_streams_not_all_of_them(console) -> None:
+    """Live streams were capped per address (16) and in all (500), nothing per user: one viewer
+    token from many addresses held all 500 and every operator's board got 503. A user now holds
+    STREAMS_PER_USER at most, whatever the address; another user still gets theirs."""
+    from atalaia.console.api import STREAMS_PER_USER
+
+    held = [await _open(console, VIEWER, f"198.51.100.{i + 1}") for i in range(STREAMS_PER_USER)]
+    assert [r.status for r in held] == [200] * STREAMS_PER_USER
+    over = await _open(console, VIEWER, "203.0.113.50")  # a fresh address: still the same user
+    body = await _problem(over, 429)
+    assert body["detail"] == f"at most {STREAMS_PER_USER} open boards per user"
+    other = await _open(console, SUPERVISOR, "203.0.113.50")
+    assert other.status == 200, "another user's board still gets its stream"
+    r = await console.get("/api/incidents", headers=VIEWER)
+    assert r.status != 429, "only streams are capped"
+    for r in [*held, other]:
+        r.close()
+
+
+async def test_an_ipv6_client_is_its_whole_64_for_live_streams(console) -> None:
+    """The per-client cap took the raw address: an IPv6 client rotating through its /64 (2**64
+    addresses) was a new client each time. Streams from one /64 now count together, as the
+    front's request limits do; another /64 and an IPv4 client are others."""
+    from atalaia.console.api import STREAMS_PER_CLIENT, STREAMS_PER_USER
+
+    r = await console.post("/api/login", json={"username": "ana", "password": "correct horse"}, headers=HOST)
+    status, token = r.status, (await r.json())["token"]
+    assert status == 200
+    ana = {**HOST, "Authorization": f"Bearer {token}"}
+    users = [VIEWER, SUPERVISOR, ana]
+    held = []
+    for i in range(STREAMS_PER_CLIENT):  # each from its own address of one /64, spread over users
+        who = users[i // STREAMS_PER_USER]
+        held.append(await _open(console, who, f"2001:db8:0:1::{i + 1:x}"))
+    assert [r.status for r in held] == [200] * STREAMS_PER_CLIENT
+    over = await _open(console, ana, "2001:db8:0:1:ffff:ffff:ffff:fffe")
+    body = await _problem(over, 429)
+    assert body["detail"] == f"at most {STREAMS_PER_CLIENT} open boards per client"
+    for elsewhere in ("2001:db8:0:2::1", "198.51.100.77"):
+        r = await _open(console, ana, elsewhere)
+        assert r.status == 200, elsewhere
+        held.append(r)
+    for r in held:
+        r.close()
+
+
+@given(a=st.ip_addresses(v=6), b=st.ip_addresses(v=6))
+def test_client_groups_are_ipv6_64s_and_ipv4_addresses(a, b) -> None:
+    from atalaia.console.problem import client_group
+
+    same64 = int(a) >> 64 == int(b) >> 64
+    if a.ipv4_mapped is None and b.ipv4_mapped is None:
+        assert (client_group(str(a)) == client_group(str(b))) == same64
+    if a.ipv4_mapped is not None:
+        assert client_group(str(a)) == str(a.ipv4_mapped), "an IPv4 client written as IPv6"

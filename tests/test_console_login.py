@@ -252,13 +252,14 @@ def test_users_passwd_writes_an_argon2_hash_and_keeps_the_file(tmp_path):
 
 
 def _console_with_users(make_worker, tmp_path):
-    """A live console whose users are ana (password "correct horse", operator) and eva (token
-    v13w, viewer)."""
+    """A live console whose users are ana (password "correct horse", operator), eva (token
+    v13w, viewer) and gil (token g1l, viewer)."""
     users = tmp_path / "users.yaml"
     users.write_text(
         "users:\n"
         f'  - {{actor: ana, role: operator, password_argon2: "{hash_password("correct horse")}"}}\n'
         f"  - {{actor: eva, role: viewer, token_sha256: {hashlib.sha256(b'v13w').hexdigest()}}}\n"
+        f"  - {{actor: gil, role: viewer, token_sha256: {hashlib.sha256(b'g1l').hexdigest()}}}\n"
     )
     w = make_worker("--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_USERS": str(users)})
     return w.start(("incidents", "projection"))
@@ -395,21 +396,24 @@ def test_sign_in_limits_and_live_streams_are_per_client_behind_the_front(make_wo
         timeout=10,
     )
     assert r.status_code == 200, "another client signs in"
+    ana = {"Authorization": f"Bearer {r.json()['token']}"}
 
-    # live streams: at most STREAMS_PER_CLIENT per client; another client still gets one
-    tok = {"Authorization": "Bearer v13w"}
+    # live streams: at most STREAMS_PER_CLIENT per client (here of two users, each under their
+    # own cap STREAMS_PER_USER); another client still gets one
+    tok, gil = {"Authorization": "Bearer v13w"}, {"Authorization": "Bearer g1l"}
     with httpx.Client(timeout=10) as client:
         held = []
         try:
-            for _ in range(STREAMS_PER_CLIENT):
-                s = client.stream("GET", f"{w.url}/api/stream", headers={**tok, **attacker})
+            for i in range(STREAMS_PER_CLIENT):
+                who = tok if i % 2 else ana
+                s = client.stream("GET", f"{w.url}/api/stream", headers={**who, **attacker})
                 held.append(s)
                 assert s.__enter__().status_code == 200
-            with client.stream("GET", f"{w.url}/api/stream", headers={**tok, **attacker}) as over:
-                assert over.status_code == 429
+            with client.stream("GET", f"{w.url}/api/stream", headers={**gil, **attacker}) as over:
+                assert over.status_code == 429, "this client's cap (gil holds none)"
                 assert over.headers["content-type"].startswith("application/problem+json")
             with client.stream(
-                "GET", f"{w.url}/api/stream", headers={**tok, "X-Forwarded-For": "198.51.100.2"}
+                "GET", f"{w.url}/api/stream", headers={**gil, "X-Forwarded-For": "198.51.100.2"}
             ) as ok:
                 assert ok.status_code == 200
             # and the console answers while they are open
