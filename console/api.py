@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import re
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +40,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from atalaia.console.bodies import read_object
-from atalaia.console.problem import PROBLEM, client_address, problem, proxy_networks
+from atalaia.console.problem import PROBLEM, client_address, client_group, problem, proxy_networks
 from atalaia.streams.clock import format_time, utc
 
 STATIC = Path(__file__).parent / "static"
@@ -67,9 +67,15 @@ def page(name: str) -> bytes:
 
 REPLY_WAIT_S = 5.0  # how long a command request waits for the incident manager's reply
 PING_S = 5.0  # server-sent-event heartbeat (the board's "updated N s ago")
-#: open live streams (/api/stream) per client address, and in all
+#: open live streams (/api/stream) per signed-in user (whatever their tokens and sessions), per
+#: client (an IPv4 address, an IPv6 /64), and in all: one user or one client cannot take them all
+STREAMS_PER_USER = 8
 STREAMS_PER_CLIENT = 16
 STREAMS_TOTAL = 500
+
+
+#: on an answer that carries a secret (a sign-in's session token): never stored by any cache
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 R = TypeVar("R")
@@ -348,7 +354,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 body["deliveries"] = [d for d in body["deliveries"] if who.sees(rows[d["incident"]])]
             return self.json(body)
 
-    streams: dict[str, int] = {}  # open live streams per client address
+    streams: dict[str, int] = {}  # open live streams per client (client:ADDRESS) and per user (user:ACTOR)
 
     @app.page("/api/stream")
     class Stream(faust.web.View):
@@ -356,28 +362,38 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             who = identify(request)
             if who is None:
                 return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
-            # each open board holds a stream for as long as it is open: a few per client, a few
-            # hundred in all, so a flood of them cannot take the console from everyone else
-            client = client_address(request, proxies)
+            # each open board holds a stream for as long as it is open: a few per user and per
+            # client (an IPv6 client's whole /64), a few hundred in all, so neither one token nor
+            # a flood of connections can take the console from everyone else
+            # (per user with a users file; the demo's users are whatever a request says)
+            user = f"user:{who.actor}" if auth.enabled else None
+            client = f"client:{client_group(client_address(request, proxies))}"
+            keys = [k for k in (user, client) if k is not None]
+            if user is not None and streams.get(user, 0) >= STREAMS_PER_USER:
+                return fail(
+                    self, 429, "Too many live streams", f"at most {STREAMS_PER_USER} open boards per user"
+                )
             if streams.get(client, 0) >= STREAMS_PER_CLIENT:
                 return fail(
                     self, 429, "Too many live streams", f"at most {STREAMS_PER_CLIENT} open boards per client"
                 )
-            if sum(streams.values()) >= STREAMS_TOTAL:
+            if sum(n for k, n in streams.items() if k.startswith("client:")) >= STREAMS_TOTAL:
                 return fail(
                     self,
                     503,
                     "Too many live streams",
                     f"the console serves {STREAMS_TOTAL} open boards at most",
                 )
-            streams[client] = streams.get(client, 0) + 1
+            for key in keys:
+                streams[key] = streams.get(key, 0) + 1
             try:
                 return await self._stream(request, who)
             finally:
-                if streams[client] <= 1:
-                    del streams[client]
-                else:
-                    streams[client] -= 1
+                for key in keys:
+                    if streams[key] <= 1:
+                        del streams[key]
+                    else:
+                        streams[key] -= 1
 
         async def _stream(self, request: Any, who: Any) -> Any:
             resp = web.StreamResponse(
@@ -427,7 +443,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     @app.page("/api/login")
     class Login(faust.web.View):
         async def post(self, request: Any) -> Any:
-            from atalaia.console.auth import LoginLimited, LoginRefused
+            from atalaia.console.auth import LoginLimited, LoginRefused, SessionsFull
 
             if not auth.enabled:
                 return fail(self, 409, "Authentication is off", "this console has no users file")
@@ -461,6 +477,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 )
             except LoginRefused as e:
                 return fail(self, 401, "Sign-in refused", str(e))
+            except SessionsFull as e:  # (nobody else is signed out to make room)
+                wait = int(e.retry_after)
+                return self.json(
+                    problem(503, "Too many sessions", str(e), retry_after=wait),
+                    status=503,
+                    content_type=PROBLEM,
+                    headers={"Retry-After": str(wait)},
+                )
             who = session.identity
             answer = self.json(
                 {
@@ -470,7 +494,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     "actor": who.actor,
                     "role": who.role,
                     "tenants": sorted(who.tenants) if who.tenants is not None else None,
-                }
+                },
+                headers=NO_STORE,  # it carries the session token: no cache (browser, proxy) keeps it
             )
             # this browser signed in as this user: its later sign-ins are limited by its own
             # failures, not by someone else's (console.auth.DeviceCookies); only sign-in sees it
@@ -554,10 +579,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     self, 422, "Invalid command", AT_REFUSED, errors=[{"field": "at", "message": AT_REFUSED}]
                 )
             body["incident"] = incident
-            body.setdefault(
-                "id",
-                hashlib.blake2b(orjson.dumps([incident, body, time.time_ns()]), digest_size=12).hexdigest(),
-            )
+            body.setdefault("id", secrets.token_hex(12))  # (not derived from the body: any body has one)
             try:
                 cmd = Command.model_validate(body)
             except (ValidationError, TypeError) as e:
@@ -666,9 +688,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                     return refused
             elif not any(r["id"] == body.get("silence") for r in await listing("all", who.tenants)):
                 return fail(view, 404, "No such silence", str(body.get("silence")))  # another tenant's
-        body.setdefault(
-            "id", hashlib.blake2b(orjson.dumps([body, time.time_ns()]), digest_size=12).hexdigest()
-        )
+        body.setdefault("id", secrets.token_hex(12))
         try:
             cmd = SilenceCommand.model_validate(body)
         except (ValidationError, TypeError, ValueError) as e:
@@ -789,7 +809,16 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             return self.json(hit)
 
         async def delete(self, request: Any, silence: str) -> Any:
+            # who is asking comes first: without a token nothing is said of the silence (a
+            # maintenance window's id answered 409 and an unknown one 401)
+            who = identify(request)
+            if who is None:
+                return fail(self, 401, "Not authenticated", "send Authorization: Bearer <token>")
             if any(s.id == silence for s in config_silences()):
+                if who.tenants is not None and not any(
+                    r["id"] == silence for r in await listing("all", who.tenants)
+                ):
+                    return fail(self, 404, "No such silence", silence)  # another tenant's
                 return fail(
                     self,
                     409,

@@ -17,7 +17,11 @@ a *session token*: random, held in this console's memory (as a sha256) until it 
 (``SESSION_TTL_S``) or ``POST /api/logout``; it is sent as ``Authorization: Bearer <token>`` like
 an API token, and a restart of the console signs everybody out. Failed sign-ins are limited per
 user and per client address (``FAILURES`` within ``WINDOW_S``: then 429 until the window passes,
-without checking the password) and counted in ``atalaia_console_logins_total{result}``; a browser
+without checking the password) and counted in ``atalaia_console_logins_total{result}``. A user
+holds at most ``SESSIONS_PER_USER`` live sessions (a further sign-in ends their own oldest) and
+the console ``MAX_SESSIONS`` in all; when all of those are live, a sign-in ends the user's own
+oldest session or, if they hold none, is refused (503, ``result="full"``): nobody is ever signed
+out by someone else signing in. A browser
 where the user signed in before presents its device cookie and is limited by its own failures
 only, so nobody can lock a user out of it by failing on purpose (:class:`DeviceCookies`). With the file configured, every command must carry
 ``Authorization: Bearer <token>``; the actor and role come from the token, never from the
@@ -203,7 +207,12 @@ class Identity:
 
 
 SESSION_TTL_S = 12 * 3600.0  # a sign-in lasts a shift
-MAX_SESSIONS = 10_000  # the oldest session is dropped beyond this (memory stays bounded)
+#: live sessions of one user at most: a further sign-in of theirs ends their own oldest session
+SESSIONS_PER_USER = 20
+#: live sessions in all (memory stays bounded); when they are all live a sign-in ends the user's
+#: own oldest session, or is refused (SessionsFull) if they have none: nobody is ever signed out
+#: by someone else's sign-in
+MAX_SESSIONS = 10_000
 FAILURES = 5  # failed sign-ins allowed per user and per client address ...
 WINDOW_S = 60.0  # ... within this many seconds
 DEVICE_TTL_S = 30 * 86400.0  # a device cookie (a browser where the user signed in) lasts a month
@@ -356,6 +365,19 @@ class LoginLimited(Exception):
         self.retry_after = retry_after
 
 
+class SessionsFull(Exception):
+    """Every session place is taken by other users' live sessions: the sign-in is refused rather
+    than signing somebody else out; try again after ``retry_after`` seconds."""
+
+    retry_after = 60.0
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the console holds {limit} live sessions, none of them yours: try again later, or ask "
+            "others to sign out"
+        )
+
+
 class Limiter:
     """Failed attempts per key (``user:NAME`` / ``ip:ADDR``) within a sliding window; bounded."""
 
@@ -410,8 +432,12 @@ class Authenticator:
         session_ttl: float = SESSION_TTL_S,
         clock=time.time,
         devices: DeviceCookies | None = None,
+        per_user: int | None = None,
+        max_sessions: int | None = None,
     ) -> None:
         self.users = users
+        self.per_user = per_user or SESSIONS_PER_USER
+        self.max_sessions = max_sessions or MAX_SESSIONS
         self.devices = devices or DeviceCookies(secrets.token_bytes(32))
         self.by_name = {u.actor: u for u in users or ()}
         self.session_ttl = session_ttl
@@ -498,17 +524,30 @@ class Authenticator:
             self.limiter.clear(keys[0])
             if len(keys) > 1:
                 self.limiter.undo(keys[1], now)
+            self._make_room(u.actor, now)
             token = secrets.token_urlsafe(32)
             device = self.devices.issue(username, now, u.password_argon2 or "")
             s = Session(_identity(u), self.clock() + self.session_ttl, device)
             self.sessions[hashlib.sha256(token.encode()).hexdigest()] = s
-            for k in [k for k, v in self.sessions.items() if v.expires <= now]:
-                del self.sessions[k]
-            while len(self.sessions) > MAX_SESSIONS:
-                self.sessions.popitem(last=False)
             self.counts["ok"] += 1
             _count("ok")
         return token, s
+
+    def _make_room(self, actor: str, now: float) -> None:
+        """Room for one more session of ``actor`` (under the lock): expired sessions go; beyond
+        ``per_user`` the user's own oldest go; with every place taken, the user's own oldest
+        goes, and if they hold none the sign-in is refused (SessionsFull): one user signing in
+        again and again never signs anybody else out."""
+        for k in [k for k, v in self.sessions.items() if v.expires <= now]:
+            del self.sessions[k]
+        mine = [k for k, v in self.sessions.items() if v.identity.actor == actor]  # oldest first
+        while mine and len(mine) >= self.per_user:
+            del self.sessions[mine.pop(0)]
+        if len(self.sessions) >= self.max_sessions:
+            if not mine:
+                _count("full")
+                raise SessionsFull(self.max_sessions)
+            del self.sessions[mine.pop(0)]
 
     def logout(self, authorization: str | None) -> bool:
         """End the session of a ``Bearer`` session token; False if it was none (or already ended)."""
@@ -527,7 +566,9 @@ def _count(result: str) -> None:
         if c is None:
             try:
                 c = Counter(
-                    "atalaia_console_logins", "console sign-ins by result (ok, refused, limited)", ["result"]
+                    "atalaia_console_logins",
+                    "console sign-ins by result (ok, refused, limited, full)",
+                    ["result"],
                 )
             except ValueError:  # registered already (another Authenticator in this process)
                 c = REGISTRY._names_to_collectors["atalaia_console_logins_total"]

@@ -193,7 +193,7 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 def _body_answers(answers: dict[str, Any]) -> dict[str, Any]:
     """``answers`` with the problems any JSON request body may get (400, 413, 415), in status order."""
     merged = {
-        "400": _problem("the body is not a JSON object"),
+        "400": _problem("the body is not a JSON object, or nests arrays and objects more than 64 deep"),
         "413": _problem("too large"),
         "415": _problem("not application/json"),
         **answers,
@@ -492,7 +492,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     },
                 },
                 "delete": {
-                    "summary": "Expire a silence now (alarms it matched are annunciated again)",
+                    "summary": "Expire a silence now (alarms it matched are annunciated again); "
+                    "without a valid token 401, whatever the id",
                     "parameters": [SILENCE_ID],
                     "responses": {
                         "200": _json({"type": "object"}, "expired"),
@@ -512,6 +513,10 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
                         "401": UNAUTHORIZED,
+                        "429": _problem(
+                            "this user holds 8 open streams, or this client (an IPv4 address, an IPv6 /64) 16"
+                        ),
+                        "503": _problem("the console serves 500 open streams at most"),
                     },
                 }
             },
@@ -553,7 +558,12 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "schema": {"type": "string"},
                                         "description": "the device cookie of this browser for this user "
                                         "(HttpOnly, SameSite=Strict, Path=/api/login, 30 days)",
-                                    }
+                                    },
+                                    "Cache-Control": {
+                                        "schema": {"type": "string", "enum": ["no-store"]},
+                                        "description": "the answer carries a token: no cache keeps it",
+                                    },
+                                    "Pragma": {"schema": {"type": "string", "enum": ["no-cache"]}},
                                 }
                             },
                             "401": _problem("wrong username or password"),
@@ -561,6 +571,12 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                             "422": _problem("username or password missing; `field` names it"),
                             "429": {
                                 "description": "too many failed sign-ins for this user or address lately",
+                                "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                                "content": {"application/problem+json": {"schema": PROBLEM}},
+                            },
+                            "503": {
+                                "description": "every session place is taken by other users' live "
+                                "sessions: nobody is signed out to make room",
                                 "headers": {"Retry-After": {"schema": {"type": "string"}}},
                                 "content": {"application/problem+json": {"schema": PROBLEM}},
                             },

@@ -101,3 +101,20 @@ def forwarded_for(request: Any, proxies: tuple[Any, ...] = LOCAL_PROXIES) -> str
     remote = request.remote or "?"
     before = _forwarded(request) if _trusted(remote, proxies) else ""
     return f"{before}, {remote}" if before else remote
+
+
+def client_group(address: str) -> str:
+    """Whom a request counts against in per-client limits (the front's forwarded requests, the
+    console's live streams): its IPv4 address, or its IPv6 /64 (one host or network holds a
+    whole /64: rotating addresses in it is no other client)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return address  # (not an address: counted as itself)
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:  # ::ffff:198.51.100.7 is an IPv4 client, not the /64 of ::
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))  # (a zone, %eth0, is dropped)

@@ -98,7 +98,10 @@ class Projection:
         else:
             path = text.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
             if path != ":memory:":
+                from atalaia.streams.private import private_sqlite
+
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite(path, "the incidents and their audit trail (who did what)")  # 0600
             conn = sqlite3.connect(path, isolation_level=None)
             conn.execute("PRAGMA foreign_keys = ON")
             if path != ":memory:":

@@ -155,7 +155,10 @@ class SQLiteDeliveryLog:
 
     def __init__(self, path: str | Path = ".atalaia/deliveries.sqlite", synchronous: str = "NORMAL"):
         if str(path) != ":memory:":
+            from atalaia.streams.private import private_sqlite
+
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(path, "the delivery log (phone numbers, email addresses)")  # 0600
         self.path = str(path)
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -201,7 +202,12 @@ def problem_defaults() -> Any:
     ``application/problem+json`` with status, title and detail (its text, when not the bare
     default); its headers are kept (``Allow``
     on a 405) and no CORS header is added (the console is same-origin only). Answers a handler
-    returns (problem+json already, HTML pages, the live event stream) are never touched."""
+    returns (problem+json already, HTML pages, the live event stream) are never touched.
+
+    Any other exception a handler raises (a fault of the server's) answers 500 problem+json
+    without a word of the traceback, and is logged as one ERROR line naming the request, the
+    exception and where it was raised (aiohttp answered ``text/plain`` and logged a traceback per
+    request). An answer already under way is left to aiohttp, which closes the connection."""
     from aiohttp import web
     from multidict import CIMultiDict
 
@@ -230,6 +236,21 @@ def problem_defaults() -> Any:
             headers = CIMultiDict((k, v) for k, v in exc.headers.items() if k.lower() not in skip)
             body = problem(exc.status, exc.reason, details(exc, request))
             return web.json_response(body, status=exc.status, content_type=PROBLEM, headers=headers)
+        except Exception as exc:
+            writer, transport = request.writer, request.transport
+            if (writer is not None and writer.output_size > 0) or transport is None or transport.is_closing():
+                raise  # part of an answer went out already, or the client is gone: nothing to say
+            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            log.error(
+                "%s %s failed: %s: %r%s",
+                request.method[:20],
+                request.path[:200],
+                type(exc).__name__,
+                str(exc)[:300],
+                f" (at {where.filename}:{where.lineno})" if where else "",
+            )
+            body = problem(500, "Internal Server Error", "the server could not answer this request")
+            return web.json_response(body, status=500, content_type=PROBLEM)
 
     return to_problem
 

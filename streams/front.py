@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import struct
 import time
@@ -220,17 +219,6 @@ STREAMS_MAX = 1000
 PER_CLIENT = 32
 
 
-def _client_key(address: str) -> str:
-    """Whom a request counts against: its IPv4 address, or its IPv6 /64 (one host or network
-    holds a whole /64: rotating addresses in it is no other client)."""
-    if ":" not in address:
-        return address
-    try:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    except ValueError:
-        return address
-
-
 def install_forwarding(
     app: faust.App,
     upstream: str,
@@ -252,7 +240,14 @@ def install_forwarding(
     from aiohttp.http_exceptions import HttpProcessingError
     from aiohttp.web_protocol import RequestPayloadError
 
-    from atalaia.console.problem import LOCAL_PROXIES, PROBLEM, client_address, forwarded_for, problem
+    from atalaia.console.problem import (
+        LOCAL_PROXIES,
+        PROBLEM,
+        client_address,
+        client_group,
+        forwarded_for,
+        problem,
+    )
 
     base = upstream.rstrip("/")
     state: dict[str, aiohttp.ClientSession] = {}
@@ -282,7 +277,7 @@ def install_forwarding(
         upstream pool until each is cut off, and the console would answer nobody else."""
         if request.path == "/api/stream":  # (their own pool; the ops process caps them per client)
             return await _forward(request)
-        client = _client_key(client_address(request, proxies or LOCAL_PROXIES))
+        client = client_group(client_address(request, proxies or LOCAL_PROXIES))
         if busy.get(client, 0) >= PER_CLIENT:
             detail = f"more than {PER_CLIENT} requests of this client at once; wait for their answers"
             return web.json_response(

@@ -252,13 +252,14 @@ def test_users_passwd_writes_an_argon2_hash_and_keeps_the_file(tmp_path):
 
 
 def _console_with_users(make_worker, tmp_path):
-    """A live console whose users are ana (password "correct horse", operator) and eva (token
-    v13w, viewer)."""
+    """A live console whose users are ana (password "correct horse", operator), eva (token
+    v13w, viewer) and gil (token g1l, viewer)."""
     users = tmp_path / "users.yaml"
     users.write_text(
         "users:\n"
         f'  - {{actor: ana, role: operator, password_argon2: "{hash_password("correct horse")}"}}\n'
         f"  - {{actor: eva, role: viewer, token_sha256: {hashlib.sha256(b'v13w').hexdigest()}}}\n"
+        f"  - {{actor: gil, role: viewer, token_sha256: {hashlib.sha256(b'g1l').hexdigest()}}}\n"
     )
     w = make_worker("--stages", "incidents,projection", extra_env={"ATALAIA_CONSOLE_USERS": str(users)})
     return w.start(("incidents", "projection"))
@@ -395,21 +396,24 @@ def test_sign_in_limits_and_live_streams_are_per_client_behind_the_front(make_wo
         timeout=10,
     )
     assert r.status_code == 200, "another client signs in"
+    ana = {"Authorization": f"Bearer {r.json()['token']}"}
 
-    # live streams: at most STREAMS_PER_CLIENT per client; another client still gets one
-    tok = {"Authorization": "Bearer v13w"}
+    # live streams: at most STREAMS_PER_CLIENT per client (here of two users, each under their
+    # own cap STREAMS_PER_USER); another client still gets one
+    tok, gil = {"Authorization": "Bearer v13w"}, {"Authorization": "Bearer g1l"}
     with httpx.Client(timeout=10) as client:
         held = []
         try:
-            for _ in range(STREAMS_PER_CLIENT):
-                s = client.stream("GET", f"{w.url}/api/stream", headers={**tok, **attacker})
+            for i in range(STREAMS_PER_CLIENT):
+                who = tok if i % 2 else ana
+                s = client.stream("GET", f"{w.url}/api/stream", headers={**who, **attacker})
                 held.append(s)
                 assert s.__enter__().status_code == 200
-            with client.stream("GET", f"{w.url}/api/stream", headers={**tok, **attacker}) as over:
-                assert over.status_code == 429
+            with client.stream("GET", f"{w.url}/api/stream", headers={**gil, **attacker}) as over:
+                assert over.status_code == 429, "this client's cap (gil holds none)"
                 assert over.headers["content-type"].startswith("application/problem+json")
             with client.stream(
-                "GET", f"{w.url}/api/stream", headers={**tok, "X-Forwarded-For": "198.51.100.2"}
+                "GET", f"{w.url}/api/stream", headers={**gil, "X-Forwarded-For": "198.51.100.2"}
             ) as ok:
                 assert ok.status_code == 200
             # and the console answers while they are open
@@ -558,3 +562,90 @@ def test_a_live_stream_ends_when_its_session_does(make_worker, tmp_path):
         assert time.monotonic() - t0 < 12, "within a heartbeat or two"
     r = httpx.get(f"{w.url}/api/stream", headers=auth, timeout=5)
     assert r.status_code == 401
+
+
+@pytest.fixture(scope="module")
+def quick_hash() -> str:
+    """An argon2id hash of "correct horse" that is quick to check (many sign-ins per test)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("correct horse")
+
+
+def _live(auth: Authenticator) -> dict[str, list[str]]:
+    """The live sessions' digests per user, oldest first."""
+    out: dict[str, list[str]] = {}
+    for digest, s in auth.sessions.items():
+        out.setdefault(s.identity.actor, []).append(digest)
+    return out
+
+
+def test_a_user_signing_in_again_and_again_ends_only_their_own_sessions(quick_hash):
+    """One global table of 10 000 sessions, the oldest dropped when full: a viewer signing in in a
+    loop signed every operator out. A user now holds SESSIONS_PER_USER sessions at most, a
+    further sign-in ending their own oldest; the operator's session lives on."""
+    from atalaia.console.auth import MAX_SESSIONS, SESSIONS_PER_USER
+
+    auth = Authenticator(
+        [
+            User(actor="ana", role="operator", password_argon2=quick_hash),
+            User(actor="eve", role="viewer", password_argon2=quick_hash),
+        ]
+    )
+    ana, _ = auth.login("ana", "correct horse", "10.0.0.1")
+    first, _ = auth.login("eve", "correct horse", "10.0.0.2")
+    tokens = [auth.login("eve", "correct horse", "10.0.0.2")[0] for _ in range(MAX_SESSIONS + 1)]
+    assert auth.identify(f"Bearer {ana}").actor == "ana", "the operator is still signed in"
+    assert len(_live(auth)["eve"]) == SESSIONS_PER_USER
+    assert auth.identify(f"Bearer {first}") is None, "eve's own oldest sessions ended"
+    assert all(auth.identify(f"Bearer {t}").actor == "eve" for t in tokens[-SESSIONS_PER_USER:])
+
+
+def test_with_every_place_taken_a_sign_in_ends_its_own_oldest_or_is_refused(quick_hash):
+    from atalaia.console.auth import SessionsFull
+
+    users = [User(actor=n, role="viewer", password_argon2=quick_hash) for n in ("ana", "rui", "eva")]
+    auth = Authenticator(users, per_user=3, max_sessions=4)
+    ana = [auth.login("ana", "correct horse", "10.0.0.1")[0] for _ in range(2)]
+    rui = [auth.login("rui", "correct horse", "10.0.0.1")[0] for _ in range(2)]
+    with pytest.raises(SessionsFull):
+        auth.login("eva", "correct horse", "10.0.0.1")  # holds none: nobody else is signed out
+    assert [auth.identify(f"Bearer {t}").actor for t in ana + rui] == ["ana", "ana", "rui", "rui"]
+    newer, _ = auth.login("rui", "correct horse", "10.0.0.1")  # full: ends rui's own oldest
+    assert auth.identify(f"Bearer {rui[0]}") is None and auth.identify(f"Bearer {newer}").actor == "rui"
+    assert all(auth.identify(f"Bearer {t}").actor == "ana" for t in ana)
+    auth.logout(f"Bearer {ana[0]}")
+    assert auth.login("eva", "correct horse", "10.0.0.1")[1].identity.actor == "eva", "a place is free"
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["ana", "rui", "eva", "gil"]), st.sampled_from(["in", "out", "wait"])),
+        max_size=40,
+    )
+)
+def test_nobody_is_ever_signed_out_by_someone_elses_sign_in(quick_hash, steps):
+    """Whatever the order of sign-ins, sign-outs and expiries: a sign-in ends no session of
+    another user, a user holds at most ``per_user`` sessions and the console ``max_sessions``."""
+    from atalaia.console.auth import SessionsFull
+
+    clock = Clock()
+    users = [User(actor=n, role="viewer", password_argon2=quick_hash) for n in ("ana", "rui", "eva", "gil")]
+    auth = Authenticator(users, session_ttl=100, clock=clock, per_user=3, max_sessions=7)
+    tokens: dict[str, list[str]] = {}
+    for who, what in steps:
+        if what == "wait":
+            clock.t += 30
+            continue
+        if what == "out" and tokens.get(who):
+            auth.logout(f"Bearer {tokens[who].pop(0)}")
+            continue
+        others = {d for d, v in auth.sessions.items() if v.identity.actor != who and v.expires > clock.t}
+        live = sum(v.expires > clock.t for v in auth.sessions.values())
+        try:
+            tokens.setdefault(who, []).append(auth.login(who, "correct horse", "10.0.0.1")[0])
+        except SessionsFull:
+            assert live >= 7 and not _live(auth).get(who), "refused only when full and holding none"
+        assert others <= set(auth.sessions), "another user's live session ended"
+        after = _live(auth)
+        assert all(len(d) <= 3 for d in after.values()) and sum(map(len, after.values())) <= 7

@@ -48,6 +48,9 @@ def demo_app() -> web.Application:
     async def moved(request: Any) -> web.Response:
         raise web.HTTPFound("/api/incidents")
 
+    async def broken(request: Any) -> web.Response:  # a fault of the server's
+        raise TypeError("Recursion limit reached\nforged log line")
+
     app.router.add_get("/api/incidents", api)
     app.router.add_post("/api/incidents", api)
     app.router.add_get("/api/incidents/{id}", ours)
@@ -57,6 +60,7 @@ def demo_app() -> web.Application:
     app.router.add_get("/api/plain", plain)
     app.router.add_get("/html", html)
     app.router.add_get("/old", moved)
+    app.router.add_post("/api/broken", broken)
     return app
 
 
@@ -221,3 +225,27 @@ async def test_a_notify_path_tells_a_wrong_method_it_is_post_only(tmp_path) -> N
                 r = await client.request(method, path, headers={"Host": "localhost"})
                 assert r.status == 405 and r.headers["Content-Type"].startswith(PROBLEM), (method, path)
                 assert r.headers["Allow"] == "POST" and "allowed: POST" in (await r.json())["detail"]
+
+
+async def test_an_unexpected_error_is_a_500_problem_and_one_log_line(caplog) -> None:
+    """A handler that raised something unexpected (a body orjson could read but not write back)
+    answered aiohttp's text/plain 500 and logged a traceback per request. Now: problem+json
+    saying nothing of the code, one ERROR line naming the request and where it failed, and the
+    server keeps answering."""
+    import logging
+
+    async with TestClient(TestServer(demo_app())) as client:
+        with caplog.at_level(logging.DEBUG):
+            r = await client.post("/api/broken", json={})
+            assert r.status == 500 and r.headers["Content-Type"].startswith(PROBLEM)
+            body = await r.json(content_type=None)
+            assert body["status"] == 500 and body["title"] == "Internal Server Error"
+            text = str(body)
+            assert "Recursion" not in text and "Traceback" not in text and ".py" not in text, body
+        errors = [x for x in caplog.records if x.levelno >= logging.ERROR]
+        assert len(errors) == 1 and not errors[0].exc_info, [x.getMessage() for x in errors]
+        line = errors[0].getMessage()
+        assert "POST /api/broken" in line and "TypeError" in line and "\n" not in line, line
+        assert "test_http_problem_defaults.py:" in line, "where it was raised"
+        r = await client.get("/api/incidents")
+        assert r.status == 200, "the server still answers"
