@@ -168,6 +168,18 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
 
 
+#: a command sent again with the same key (by the same user, to the same path) is the same command
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "a client's own key (1 to 128 printable ASCII characters, e.g. a UUID): a command sent "
+    "again with the same key by the same user to the same path is the same command, answered as the "
+    "first (the same warning), never drafted or applied twice; a malformed key is a 400",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x20-\\x7e]+$"},
+}
+
+
 def _q(name: str, description: str, schema: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
     return {
         "name": name,
@@ -672,7 +684,10 @@ def _command_answers(created: bool = False) -> dict[str, Any]:
     return _body_answers(
         {
             ("201" if created else "200"): _json(_ACCEPTED, "accepted by the warnings stage"),
-            "202": _json(_ACCEPTED, "queued: no answer within 5 s"),
+            "202": _json(_ACCEPTED, "queued: no answer within 5 s (send it again with its Idempotency-Key)"),
+            "400": _problem(
+                "the body is not a JSON object (nested more than 64 deep), or a malformed Idempotency-Key"
+            ),
             "401": UNAUTHORIZED,
             "403": _problem(
                 "the caller's role may not do this (viewer, approving without the role, four eyes)"
@@ -729,6 +744,7 @@ def warning_paths() -> dict[str, Any]:
             },
             "post": {
                 "summary": "A new draft (sent on atalaia.commands)",
+                "parameters": [IDEMPOTENCY_KEY],
                 "requestBody": _DRAFT_BODY,
                 "responses": _command_answers(created=True),
             },
@@ -817,7 +833,7 @@ def warning_paths() -> dict[str, Any]:
             "post": {
                 "summary": "edit, submit, approve (approver role, not an author), reject (with a reason), "
                 "issue, update or cancel (a new warning referencing this one)",
-                "parameters": [WID],
+                "parameters": [WID, IDEMPOTENCY_KEY],
                 "requestBody": _json_body(
                     _object(
                         ["action"],
@@ -863,7 +879,7 @@ def warning_paths() -> dict[str, Any]:
             "post": {
                 "summary": "A draft prefilled from the incident: area from its parishes (DICOFRE), level "
                 "from its severity, event from its rules' hazard label; `draft` overrides fields",
-                "parameters": [ID],
+                "parameters": [ID, IDEMPOTENCY_KEY],
                 "requestBody": _DRAFT_BODY,
                 "responses": _command_answers(created=True),
             }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,8 @@ ACTIONS = ("edit", "submit", "approve", "reject", "issue", "update", "cancel")
 DEFAULT_SENDER = "protecao.civil@cm-porto.pt"
 REPLY_WAIT_S = 5.0
 PAST = 100  # past warnings (updated, cancelled, expired, rejected) listed by default, newest first
+#: an Idempotency-Key header (IETF httpapi): printable ASCII, as long as a UUID or a client's own id needs
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,128}")
 FORBIDDEN = ("four eyes", "approving needs", "a viewer may not")
 
 
@@ -378,8 +381,27 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return fail(view, 422, "Invalid draft", detail, field=errors[0]["field"], errors=errors)
 
-    async def send(view: Any, command: WarningCommand, status: int = 200) -> Any:
-        cid = hashlib.blake2b(command.to_json() + str(time.time_ns()).encode(), digest_size=12).hexdigest()
+    async def send(view: Any, request: Any, command: WarningCommand, status: int = 200) -> Any:
+        retry_key = request.headers.get("Idempotency-Key")
+        if retry_key is None:
+            cid = hashlib.blake2b(
+                command.to_json() + str(time.time_ns()).encode(), digest_size=12
+            ).hexdigest()
+        elif not IDEMPOTENCY_KEY.fullmatch(retry_key):
+            return fail(
+                view,
+                400,
+                "Bad Idempotency-Key",
+                "Idempotency-Key: 1 to 128 printable ASCII characters",
+                field="Idempotency-Key",
+            )
+        else:
+            # a client that sends a command again (its answer was lost, or it was 202 queued) with
+            # the same key sends the same command: the warnings stage answers it once, and again
+            # with the same answer (the same warning), instead of drafting a second warning
+            cid = hashlib.blake2b(
+                "\n".join((command.actor or "", request.path, retry_key)).encode(), digest_size=12
+            ).hexdigest()
         # its time is the operator's, written into the command: a replay after a crash of the
         # warnings stage gives the same CAP `sent`, identifier and delivery ids, not new ones
         at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
@@ -460,7 +482,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if refused is not None:
                 return refused
             return await send(
-                self, WarningCommand(action="draft", actor=who[0], role=who[1], draft=draft), status=201
+                self,
+                request,
+                WarningCommand(action="draft", actor=who[0], role=who[1], draft=draft),
+                status=201,
             )
 
     @app.page("/api/warnings/preview")
@@ -576,7 +601,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if action in ("update", "cancel") and w.state != "issued":
                 # only an issued warning is updated or cancelled: the workflow refuses (409) and
                 # audits it; its draft (a reference to no identifier yet) is no draft to check
-                return await send(self, cmd)
+                return await send(self, request, cmd)
             if action in ("edit", "update", "cancel"):
                 if action == "edit":
                     merged = {**w.draft, **changes}
@@ -591,7 +616,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 if refused is not None:
                     return refused
                 cmd = msgspec.structs.replace(cmd, draft=changes)
-            return await send(self, cmd)
+            return await send(self, request, cmd)
 
     @app.page("/api/incidents/{incident}/warnings")
     class IncidentWarnings(faust.web.View):
@@ -658,4 +683,4 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if refused is not None:
                 return refused
             cmd = WarningCommand(action="draft", actor=who[0], role=who[1], draft=draft, incident=incident)
-            return await send(self, cmd, status=201)
+            return await send(self, request, cmd, status=201)

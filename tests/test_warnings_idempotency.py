@@ -1,0 +1,67 @@
+"""A console client that sends a warnings command again (its answer was lost on the way, or it was
+``202 queued`` and it cannot tell whether the command went through) drafted a second warning for
+each retry. With an ``Idempotency-Key`` header a retry is the same command: answered with the same
+warning, nothing drafted twice; another key (or another user's same key) is another command. Runs
+the real routes in-process over the real workflow (the harness of
+``tests/test_warnings_tenancy_hostile.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.test_warnings_tenancy_hostile import PORTO_SENDER, console, draft, h  # noqa: F401
+
+
+async def send(c: Any, path: str, who: str, body: dict, key: str | None) -> tuple[int, dict]:
+    headers = h(who) | ({"Idempotency-Key": key} if key is not None else {})
+    r = await c.client.post(path, json=body, headers=headers)
+    return r.status, await r.json(content_type=None)
+
+
+async def test_a_draft_sent_again_with_its_key_is_drafted_once(console) -> None:  # noqa: F811
+    body = {"draft": draft(None, PORTO_SENDER)}
+    first = await send(console, "/api/warnings", "ana", body, "7b1e-draft-1")
+    again = await send(console, "/api/warnings", "ana", body, "7b1e-draft-1")
+    assert first[0] == again[0] == 201 and first[1]["warning"] == again[1]["warning"], (first, again)
+    assert len(console.core.state.warnings) == 1
+    # another key, or no key: another draft
+    other = await send(console, "/api/warnings", "ana", body, "7b1e-draft-2")
+    plain = await send(console, "/api/warnings", "ana", body, None)
+    assert len({first[1]["warning"], other[1]["warning"], plain[1]["warning"]}) == 3
+    # another user's same key is their own command
+    root = await send(console, "/api/warnings", "root", body, "7b1e-draft-1")
+    assert root[0] == 201 and root[1]["warning"] != first[1]["warning"]
+    assert len(console.core.state.warnings) == 4
+
+
+async def test_a_command_sent_again_with_its_key_is_answered_as_the_first(console) -> None:  # noqa: F811
+    code, body = await send(console, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)}, None)
+    wid = body["warning"]
+    path = f"/api/warnings/{wid}/commands"
+    first = await send(console, path, "ana", {"action": "submit"}, "submit-1")
+    again = await send(console, path, "ana", {"action": "submit"}, "submit-1")
+    assert first[0] == again[0] == 200 and first[1]["command"] == again[1]["command"]
+    # without the key, a second submit is a second command, refused (it is submitted already)
+    code, body = await send(console, path, "ana", {"action": "submit"}, None)
+    assert code == 409, body
+    audit = [a.action for a in console.core.state.warnings[wid].audit if a.ok]
+    assert audit.count("submit") == 1, audit
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(max_size=200))
+def test_a_key_is_printable_ascii_of_at_most_128_characters(key: str) -> None:
+    from atalaia.console.warnings_api import IDEMPOTENCY_KEY
+
+    ok = 1 <= len(key) <= 128 and all(" " <= ch <= "~" for ch in key)
+    assert bool(IDEMPOTENCY_KEY.fullmatch(key)) == ok
+
+
+async def test_a_bad_key_is_a_400_naming_the_header(console) -> None:  # noqa: F811
+    for key in ("", "x" * 129, "é"):
+        code, body = await send(console, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)}, key)
+        assert code == 400 and body["field"] == "Idempotency-Key", (key, body)
+    assert not console.core.state.warnings
