@@ -256,21 +256,37 @@ def problem_defaults() -> Any:
 
 
 def unavailable_as_503(publish: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """``publish`` for the console: a command the broker (or the ingest log keeping it) did not
-    take is answered 503 problem+json with ``Retry-After``, the operator's client sends it again;
-    it was a 500 with a traceback in the log."""
+    """``publish`` for the console. A command the broker did not take is answered 503 problem+json
+    with ``Retry-After``, the operator's client sends it again (it was a 500 with a traceback); a
+    timeout says the command may have been taken, to be checked before it is sent again (the
+    stages drop a repeat only by its id: a client's ``id`` or ``Idempotency-Key``). A command the
+    broker took but the ingest log could not keep (a full disk) goes on: it will be applied, and
+    answering "send it again" would apply it twice; the error is logged (a kill -9 before the
+    stages' next checkpoint would lose it)."""
     from aiohttp import web
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+    from atalaia.streams.ingestlog import IngestLogError
 
     async def guarded(topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> None:
         try:
             await publish(topic, value, key, headers)
+        except IngestLogError as e:
+            logging.getLogger("atalaia.console").error(
+                "a console command was sent but the ingest log could not keep it (%s): a kill -9 of "
+                "atalaia up before the next checkpoint would lose it",
+                e,
+            )
         except (KafkaError, OSError) as e:
             logging.getLogger("atalaia.console").warning("a console command was not sent: %s", e)
-            raise web.HTTPServiceUnavailable(
-                text=f"the broker did not take the command ({str(e)[:200]}); send it again",
-                headers={"Retry-After": "5"},
-            ) from None
+            if isinstance(e, KafkaTimeoutError):
+                detail = (
+                    "the broker did not confirm the command in time: it may have been taken; check "
+                    "before sending it again"
+                )
+            else:
+                detail = f"the broker did not take the command ({str(e)[:200]}); send it again"
+            raise web.HTTPServiceUnavailable(text=detail, headers={"Retry-After": "5"}) from None
 
     return guarded
 

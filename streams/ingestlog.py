@@ -142,10 +142,23 @@ def _drop_earlier(root: Path) -> None:
 
 
 # -- what the stages have read --------------------------------------------------------------
+def declared_readers(topic: str) -> tuple[str, ...]:
+    """The stages that read the console's ``commands`` whether or not they have checkpointed yet
+    (the incident manager and the warnings stage: one may be far ahead of the other, which has not
+    seen a command since it started). The readers of the other logged topics are known by their
+    checkpoints only (their stages run fused or apart under other names)."""
+    if not topic.endswith(".commands"):
+        return ()
+    from atalaia.streams.topology import STAGES
+
+    return tuple(s.name for s in STAGES if "commands" in s.sources)
+
+
 def positions(state_dir: Path, topic: str) -> dict[str, dict[int, tuple[str | None, int]]]:
     """stage -> partition -> (cluster, offset) of ``topic``, for every stage whose checkpoints
-    read it. A stage that reads it is known by a checkpoint of one of its partitions."""
-    out: dict[str, dict[int, tuple[str | None, int]]] = {}
+    read it. A stage that reads it is known by a checkpoint of one of its partitions, or declared
+    (:func:`declared_readers`): one without a checkpoint has read nothing of it (``{}``)."""
+    out: dict[str, dict[int, tuple[str | None, int]]] = {s: {} for s in declared_readers(topic)}
     if not state_dir.is_dir():
         return out
     for stage_dir in sorted(p for p in state_dir.iterdir() if p.is_dir()):
@@ -155,7 +168,7 @@ def positions(state_dir: Path, topic: str) -> dict[str, dict[int, tuple[str | No
             if head is None or topic not in head or not f.stem[1:].isdigit():
                 continue
             found[int(f.stem[1:])] = (head.get(CLUSTER_KEY), int(head[topic]))
-        if found:
+        if found or stage_dir.name in out:
             out[stage_dir.name] = found
     return out
 

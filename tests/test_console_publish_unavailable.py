@@ -1,7 +1,7 @@
-"""A console command the broker does not take (the broker is down, the producer is stopping, the
-ingest log cannot keep it: disk full) was a 500 with a traceback in the log; the operator's client
-could not tell "try again" from "broken". It is a 503 problem+json with ``Retry-After``, and a
-command the broker took is answered as before."""
+"""A console command the broker does not take (the broker is down, the producer is stopping) was a
+500 with a traceback in the log; the operator's client could not tell "try again" from "broken". It
+is a 503 problem+json with ``Retry-After``; a timeout says the command may have been taken; and a
+command the broker took is answered as before, also when the ingest log could not keep it."""
 
 from __future__ import annotations
 
@@ -35,22 +35,31 @@ def app_with(failure: BaseException | None, sent: list) -> web.Application:
 
 
 @pytest.mark.parametrize(
-    "failure",
+    ("failure", "says"),
     [
-        KafkaConnectionError("the ingest producer is not running"),
-        KafkaTimeoutError(),
-        IngestLogError(28, "the ingest log cannot keep the event: No space left on device"),
+        (KafkaConnectionError("the ingest producer is not running"), "send it again"),
+        (KafkaTimeoutError(), "may have been taken; check before sending it again"),
     ],
 )
-async def test_a_command_the_broker_did_not_take_is_a_503_to_send_again(failure: BaseException) -> None:
+async def test_a_command_the_broker_did_not_take_is_a_503(failure: BaseException, says: str) -> None:
     sent: list = []
     async with TestClient(TestServer(app_with(failure, sent))) as client:
         r = await client.post("/api/incidents/i1/commands", data=b'{"action": "acknowledge"}')
         assert r.status == 503 and r.headers["Content-Type"].startswith(PROBLEM)
         assert int(r.headers["Retry-After"]) > 0
         body = await r.json(content_type=None)
-        assert body["status"] == 503 and "send it again" in body["detail"]
+        assert body["status"] == 503 and says in body["detail"]
     assert sent == []
+
+
+async def test_a_command_the_broker_took_but_the_log_could_not_keep_goes_on(caplog) -> None:
+    """The broker acknowledged it (it will be applied); the log could not keep it (a full disk): a
+    503 "send it again" would have it applied twice. It is answered as taken, and logged."""
+    failure = IngestLogError(28, "the ingest log cannot keep the event: No space left on device")
+    async with TestClient(TestServer(app_with(failure, []))) as client:
+        r = await client.post("/api/incidents/i1/commands", data=b'{"action": "acknowledge"}')
+        assert r.status == 200 and await r.json() == {"status": "accepted"}
+    assert any(x.levelname == "ERROR" and "could not keep it" in x.getMessage() for x in caplog.records)
 
 
 async def test_a_command_the_broker_took_is_answered_as_before() -> None:

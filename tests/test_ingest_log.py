@@ -207,6 +207,29 @@ def test_observations_handed_to_another_partition_are_put_back_by_their_own_read
     assert ingestlog.read_offsets(state / "rules" / "p0.ckpt")[TOPIC] == 0  # nothing of it put back
 
 
+def test_commands_are_kept_for_a_reader_that_has_not_checkpointed_yet(tmp_path: Path) -> None:
+    """The console's commands have two readers, the incident manager and the warnings stage. When
+    the incident manager had checkpointed past them and the warnings stage had no checkpoint yet
+    (its first command came moments before a kill -9), nothing was put back: the warnings stage,
+    known to the log only by its checkpoints, did not count, and the draft, approval and issue
+    were gone; trimming deleted them the same way. A reader without a checkpoint has read nothing."""
+    commands = "atalaia.commands"
+    root, state = tmp_path / ingestlog.ROOT, tmp_path / "state"
+    w = IngestLog(ingestlog.new_life(root, "c1"), state, [commands])
+    w.append_many([entry(0, o, commands) for o in range(10)])
+    w.close()
+    Checkpoints(state / "incidents").save(0, {commands: 10, "atalaia.alarms": 0, CLUSTER_KEY: "c1"}, b"")
+    assert w.trim() == 0  # the warnings stage has not read them
+    todo = ingestlog.plan(root, state)
+    assert [e.offset for e in todo.records[(commands, 0)]] == list(range(10))
+    assert todo.starts[("incidents", commands, 0)] == 10 and todo.starts[("warnings", commands, 0)] == 0
+    Checkpoints(state / "warnings").save(0, {commands: 4, CLUSTER_KEY: "c1"}, b"")
+    todo = ingestlog.plan(root, state)
+    assert [e.offset for e in todo.records[(commands, 0)]] == list(range(4, 10))
+    Checkpoints(state / "warnings").save(0, {commands: 10, CLUSTER_KEY: "c1"}, b"")
+    assert w.trim() == 1 and not len(ingestlog.plan(root, state))
+
+
 def test_a_dead_writers_open_segment_is_trimmed_like_a_closed_one(tmp_path: Path) -> None:
     """up restarts a worker process that died: the segment it was writing stays `.open`; once
     every reader is past it, it goes like a closed one."""
