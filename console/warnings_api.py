@@ -21,6 +21,7 @@ the field), or 202 when no reply came in time. Reads come from the warnings stag
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import re
 import time
@@ -39,6 +40,20 @@ ACTIONS = ("edit", "submit", "approve", "reject", "issue", "update", "cancel")
 DEFAULT_SENDER = "protecao.civil@cm-porto.pt"
 REPLY_WAIT_S = 5.0
 PAST = 100  # past warnings (updated, cancelled, expired, rejected) listed by default, newest first
+#: the threads that check and render drafts: their own two, so that a burst of big previews waits
+#: here and never holds the default executor's threads (checkpoints, sign-ins' password hashing)
+DRAFT_THREADS = 2
+_drafts_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+async def off_loop(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` on the drafts' own threads (not the event loop, not the default executor)."""
+    global _drafts_pool
+    if _drafts_pool is None:
+        _drafts_pool = concurrent.futures.ThreadPoolExecutor(DRAFT_THREADS, thread_name_prefix="drafts")
+    return await asyncio.get_running_loop().run_in_executor(_drafts_pool, fn, *args)
+
+
 #: an Idempotency-Key header (IETF httpapi): printable ASCII, as long as a UUID or a client's own id needs
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,128}")
 FORBIDDEN = ("four eyes", "approving needs", "a viewer may not")
@@ -298,7 +313,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         c = core()
         if c is None:
             return None
-        found = await asyncio.to_thread(c.workflow.tenancy_findings, c.state, draft)
+        found = await off_loop(c.workflow.tenancy_findings, c.state, draft)
         if found:
             return bad_draft(view, [{"field": f, "message": m} for f, m in found])
         return None
@@ -365,7 +380,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
     async def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
         """``check_now`` in a worker thread: a big draft never holds the event loop (the
         incident manager, the live board and the broker's heartbeats run on it)."""
-        return await asyncio.to_thread(check_now, data)
+        return await off_loop(check_now, data)
 
     def no_stage(view: Any) -> Any:
         return fail(view, 503, "Warnings unavailable", "the warnings stage does not run in this process")
@@ -531,7 +546,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                     return [{"field": "", "message": str(e)}]
                 return doc, *sms_of(doc.xml)
 
-            built = await asyncio.to_thread(build)
+            built = await off_loop(build)
             if isinstance(built, list):
                 return bad_draft(self, built)
             doc, sms, targets = built

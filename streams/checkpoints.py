@@ -85,9 +85,12 @@ def _pack(header: dict[str, Any], payload: bytes) -> bytes:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """``path`` holds ``data`` or what it held before, whatever happens: a temporary file,
-    fsync, rename."""
+    fsync, rename. Readable by the worker's user only (0600, whatever the umask): a stage's state
+    holds operators' names and comments, warning drafts, the commands put back after a crash."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # (a temporary file left by a kill keeps its old mode otherwise)
+    with open(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -62,7 +62,10 @@ def lock_data_dir(settings: Settings) -> None:
     data directory: a second one had joined the first's broker and run delivery recovery too (every
     waiting notification sent twice). The OS releases the lock when the process ends, however it
     ends (``kill -9`` too), so a crashed instance never blocks a restart; the processes ``up``
-    starts do not inherit it (close-on-exec)."""
+    starts do not inherit it (close-on-exec). A data directory made here is readable by the
+    worker's user only (0700): it holds the audit trail, the people notified, the ingest log."""
+    if not settings.data_dir.exists():
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     hold_lock(
         lock_file(settings),
         lambda holder: (

@@ -73,3 +73,24 @@ def test_an_existing_data_file_open_to_others_is_made_private_with_a_log_line(
     db, close = _open(kind, path)  # private now: nothing more to say
     close(db)
     assert not [r for r in caplog.records if r.name == "atalaia.data"]
+
+
+def test_checkpoints_and_the_ingest_logs_files_are_private(tmp_path: Path, loose_umask) -> None:
+    """A stage's checkpoint (operators' names and comments, warning drafts) and the ingest log's
+    replay of the console's commands were written 0644 by ``atomic_write``; a data directory made
+    by ``atalaia up`` was 0755. They are 0600 and 0700."""
+    from types import SimpleNamespace
+
+    from atalaia.streams.checkpoints import Checkpoints, atomic_write
+    from atalaia.streams.connect import lock_data_dir
+
+    Checkpoints(tmp_path / "state" / "incidents").save(0, {"atalaia.commands": 3}, b"ana: crew on site")
+    atomic_write(tmp_path / "replay.log", b"commands")
+    (tmp_path / "old.tmp").write_bytes(b"")  # a temporary file a kill left, 0644
+    os.replace(tmp_path / "old.tmp", tmp_path / "x.tmp")
+    atomic_write(tmp_path / "x", b"state")
+    assert _modes(tmp_path / "state" / "incidents") == {"p0.ckpt": 0o600}
+    assert _modes(tmp_path)["replay.log"] == 0o600 and _modes(tmp_path)["x"] == 0o600
+    data = tmp_path / "fresh" / "data"
+    lock_data_dir(SimpleNamespace(data_dir=data))
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700

@@ -65,6 +65,17 @@ async def test_an_area_with_too_many_geocodes_is_refused_naming_the_field(consol
     assert not console.core.state.warnings, "nothing reached the queue"
 
 
+def test_a_polygon_written_as_cap_text_counts_as_a_shape() -> None:
+    from atalaia.warnings.draft import MAX_AREA_SHAPES, size_problems
+
+    circles = [f"41.15,-8.6 {0.1 + k / 1000:.3f}" for k in range(MAX_AREA_SHAPES)]
+    text = "41.14,-8.62 41.15,-8.62 41.15,-8.61 41.14,-8.62"
+    for polygon in (text, [[41.14, -8.62], [41.15, -8.62], [41.15, -8.61], [41.14, -8.62]]):
+        found = size_problems({"area": {"circle": circles, "polygon": polygon}})
+        assert found == [("area.0", f"at most {MAX_AREA_SHAPES} polygons and circles an area, got 101")]
+    assert size_problems({"area": {"circle": circles[:-1], "polygon": text}}) == []
+
+
 async def test_repeated_geocodes_count_once(console) -> None:
     same = draft(None, PORTO_SENDER, area={"geocodes": {"DICOFRE": ["131203"] * 5000}})
     code, body = await post(console, "/api/warnings/preview", "op", {"draft": same})

@@ -654,9 +654,13 @@ def size_problems(data: Any) -> list[tuple[str, str]]:
             )
         codes_all |= codes
         poly, circle = a.get("polygon"), a.get("circle")
-        polygons = 0
-        if isinstance(poly, list) and poly:
-            several = all(isinstance(x, list) and x and isinstance(x[0], list) for x in poly)
+        polygons = 0  # counted as _polygons reads them: several, else one (a list of points, CAP text)
+        if poly is not None:
+            several = (
+                isinstance(poly, list)
+                and poly
+                and all(isinstance(x, list) and x and isinstance(x[0], list) for x in poly)
+            )
             polygons = len(poly) if several else 1
         circles = 1 if isinstance(circle, str) else len(circle) if isinstance(circle, list) else 0
         if polygons + circles > MAX_AREA_SHAPES:
