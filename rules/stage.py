@@ -283,6 +283,7 @@ class RulesCore:
         self.detectors_config = detectors_config
         self.loaded = rule_files.ruleset
         self.ruleset = part(self.loaded)
+        self.forwarding = forward  # the partitioned stage, which forwards to the label-keyed one
         self.forward_types = self._forward_types() if forward else frozenset()
         # the DLQ record's source: the stage that refused the observation
         self.source = "rules" if forward else "rules-shared"
@@ -398,7 +399,7 @@ class RulesCore:
         self.files.changed()
         if self.files.ruleset is not self.loaded:
             self.loaded = self.files.ruleset
-            if self.forward_types:
+            if self.forwarding:  # (also when no label-keyed rule was loaded before: one may be now)
                 self.forward_types = self._forward_types()
             self.ruleset = self.part(self.loaded)
             outs += [self._out(t) for t in self.engine.reload(self.ruleset)]

@@ -246,6 +246,42 @@ def test_a_join_rule_forwards_every_type_it_reads_to_the_shared_stage(tmp_path) 
     assert {"WaterObserved", "WeatherObserved"} <= core.forward_types
 
 
+def test_a_label_keyed_rule_added_by_a_reload_is_forwarded_to(tmp_path) -> None:
+    """Started with entity-keyed rules only, the partitioned stage forwarded nothing to the
+    label-keyed stage, and a parish rule added by a hot reload never saw an observation (it fired
+    only after a restart): an empty set of forwarded types was never computed again."""
+    import os
+    import time
+
+    from atalaia.detectors.config import load_config
+    from atalaia.rules.stage import RuleFiles, RulesCore
+    from atalaia.streams.settings import CONFIG_DIR, Settings
+
+    entity = (
+        "group: e\nrules:\n  - id: river-high\n    select: {type: WaterObserved, attribute: height}\n"
+        "    severities: [{severity: high, above: 4}]\n"
+    )
+    (tmp_path / "entity.yaml").write_text(entity)
+    core = RulesCore(RuleFiles([tmp_path]), load_config(CONFIG_DIR / "detectors.yaml"), Settings())
+    assert core.forward_types == frozenset()
+    (tmp_path / "join.yaml").write_text(JOIN_RULE)
+    later = os.stat(tmp_path / "entity.yaml").st_mtime + 5
+    os.utime(tmp_path / "join.yaml", (later, later))
+
+    def reloaded(until) -> bool:  # the reload runs in its thread; tick picks its result up
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            core.tick(later)
+            if until():
+                return True
+            time.sleep(0.05)
+        return False
+
+    assert reloaded(lambda: {"WaterObserved", "WeatherObserved"} <= core.forward_types)
+    (tmp_path / "join.yaml").unlink()  # and removed again: nothing is forwarded
+    assert reloaded(lambda: core.forward_types == frozenset())
+
+
 def test_an_entity_id_holding_the_key_separator_is_not_another_tenants_entity() -> None:
     """A tenant-less sender named its entity ``a|urn:…:g1``: its alarm key was tenant a's
     ``a|urn:…:g1``, so its normal reading resolved tenant a's alarm (and, sent first, took tenant
