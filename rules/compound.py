@@ -296,12 +296,12 @@ class CompoundRule(CompiledRule):
                     if code is not None:
                         conv = factors.get(code)
                         if conv is None:
-                            from atalaia.rules.units import convert_factor
+                            from atalaia.rules.units import converter
 
-                            conv = factors[code] = convert_factor(code, unit, attribute)
+                            conv = factors[code] = converter(code, unit, attribute)
                         if isinstance(conv, str):
                             return NOT_COMPARABLE
-                        v = v * conv[0] + conv[1]
+                        v = conv(v)
                 v = float(v)
             if where:
                 labels = obs.get("labels") or {}

@@ -700,7 +700,7 @@ def _converting(fn: Any, rule: CompiledRule, unit: str, stats: Counter[str], sin
     rule's own, counted in ``stats["unit_assumed"]``). A code that cannot be converted is a data-quality
     rejection with the reason (``stats["rejected_unit"]``), never a comparison."""
     from atalaia.rules.sdm import documented_unit
-    from atalaia.rules.units import convert_factor
+    from atalaia.rules.units import converter
 
     attribute = rule.attribute
     assumed = documented_unit(rule.type, attribute or "")
@@ -718,17 +718,14 @@ def _converting(fn: Any, rule: CompiledRule, unit: str, stats: Counter[str], sin
                 return fn(obs, key, t, t_text, v, out, scorer)
         conv = factors.get(code)
         if conv is None:
-            conv = factors[code] = (
-                convert_factor(code, unit, attribute) if code.__class__ is str else "not text"
-            )
+            conv = factors[code] = converter(code, unit, attribute) if code.__class__ is str else "not text"
         if conv.__class__ is str:
             reason = f"rule '{rule.id}': attribute {attribute!r} in {code!r}: {conv}"
             if not (sink and sink[-1].observation is obs and sink[-1].reason == reason):
                 sink.append(Rejected(obs, reason))
             stats["rejected_unit"] += 1
             return True
-        scale, offset = conv
-        return fn(obs, key, t, t_text, v * scale + offset, out, scorer)
+        return fn(obs, key, t, t_text, conv(v), out, scorer)
 
     return observe
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from fractions import Fraction
 from functools import cache
 from typing import Any
 
@@ -198,6 +200,47 @@ def _mixing_factor(reg: Any, src: Any, dst: Any, attribute: str | None) -> float
     per_ratio = reg.Quantity(GASES[gas] / MOLAR_VOLUME_M3, "g/m**3")  # the mass concentration of a ratio of 1
     one = reg.Quantity(1.0, src)
     return float((one * per_ratio if dims[0] == ratio else one / per_ratio).to(dst).magnitude)
+
+
+#: the largest denominator of a factor (or offset) read as a ratio of integers: cm -> m is 1/100,
+#: °F -> °C is 5/9 with an offset of -160/9, km/h -> m/s 5/18, knot -> m/s 463/900
+_MAX_DENOMINATOR = 10_000
+
+
+def _ratio(x: float) -> Fraction | None:
+    """``x`` as a ratio of small integers when that is what it is (to its 12 significant digits)."""
+    f = Fraction(x).limit_denominator(_MAX_DENOMINATOR)
+    return f if abs(float(f) - x) <= 5e-12 * max(abs(x), 1e-300) or (x == 0 and f == 0) else None
+
+
+@cache
+def converter(source: str, target: str, attribute: str | None = None) -> Callable[[float], float] | str:
+    """A function converting a value in ``source`` to ``target``, or the reason it cannot
+    (:func:`convert_factor`'s). Where the factor and offset are ratios of small integers (a metric
+    prefix, °F and °C, km/h) it computes ``(v * p + r) / q`` in integers ``p``, ``r``, ``q``, as a
+    rule author writes it (``height / 100``): 70 cm is exactly 0.7 m, 32 °F exactly 0 °C, so a
+    reading at the threshold is not above it (``v * 0.01`` gave 0.7000000000000001, and
+    ``32 * 0.555555555556 - 17.7777777778`` −8e-12). Other factors (a gas's mixing ratio) multiply.
+
+    >>> converter("CMT", "m")(70.0), converter("FAH", "degC")(32.0), converter("FAH", "degC")(212.0)
+    (0.7, 0.0, 100.0)
+    >>> converter("CEL", "degF")(0.0), converter("KMH", "m/s")(36.0), converter("MTR", "m")(0.7)
+    (32.0, 10.0, 0.7)
+    """
+    conv = convert_factor(source, target, attribute)
+    if isinstance(conv, str):
+        return conv
+    scale, offset = conv
+    ps, po = _ratio(scale), _ratio(offset)
+    if ps is None or po is None:
+        return lambda v: v * scale + offset
+    q = math.lcm(ps.denominator, po.denominator)
+    p, r = int(ps * q), int(po * q)
+    if q == 1 and r == 0:
+        return (lambda v: v) if p == 1 else (lambda v: v * p)
+    if p == 1 and r == 0:
+        return lambda v: v / q
+    return lambda v: (v * p + r) / q
 
 
 def _digits(x: float) -> float:

@@ -49,9 +49,54 @@ def test_litres_per_second_compare_as_cubic_metres(v: float) -> None:
     engine = RuleEngine(load_texts([("r.yaml", RULE.format(unit="m3/s", above=1.0))]))
     out, rejected = engine.observe_batch([_obs(v, "G51")])
     assert not rejected
-    assert bool(out) == (v * 0.001 > 1.0)
+    assert bool(out) == (v / 1000 > 1.0)  # as promtool evaluates `flow / 1000 > 1`
     if out:
-        assert out[0].value == pytest.approx(v / 1000)
+        assert out[0].value == v / 1000
+
+
+LEVEL = """rules:
+  - id: underpass-flooded
+    select: {type: WaterObserved, attribute: height}
+    unit: m
+    severities: [{severity: high, above: 0.7}]
+  - id: frost
+    select: {type: WaterObserved, attribute: temperature}
+    unit: degC
+    severities: [{severity: high, below: 0}]
+"""
+
+
+@settings(deadline=None)
+@given(st.integers(min_value=-2000, max_value=2000), st.sampled_from(["CMT", "MMT"]))
+def test_a_reading_exactly_at_the_threshold_in_another_unit_is_not_beyond_it(n: int, code: str) -> None:
+    """70 cm under a rule `unit: m, above: 0.7` alarmed: 70 * 0.01 is 0.7000000000000001. The
+    value is converted as an author writes it in PromQL (`height / 100 > 0.7`): exactly, for
+    every reading that is a whole number of centimetres or millimetres."""
+    from fractions import Fraction
+
+    per_m = 100 if code == "CMT" else 1000
+    engine = RuleEngine(load_texts([("r.yaml", LEVEL)]))
+    reading = {**_obs(0, None), "attributes": {"height": float(n)}, "units": {"height": code}}
+    out, rejected = engine.observe_batch([reading])
+    assert not rejected
+    assert bool(out) == (Fraction(n, per_m) > Fraction(7, 10)) == (n / per_m > 0.7)
+
+
+@settings(deadline=None)
+@given(st.integers(min_value=-400, max_value=400))
+def test_fahrenheit_converts_exactly_where_the_celsius_value_is_exact(f: int) -> None:
+    """32 °F under a frost rule `unit: degC, below: 0` alarmed: it was −8e-12 °C."""
+    from fractions import Fraction
+
+    from atalaia.rules.units import converter
+
+    exact = (Fraction(f) - 32) * Fraction(5, 9)
+    got = converter("FAH", "degC")(float(f))
+    assert got == float(exact) or abs(Fraction(got) - exact) <= abs(exact) * Fraction(1, 2**52)
+    engine = RuleEngine(load_texts([("r.yaml", LEVEL)]))
+    reading = {**_obs(0, None), "attributes": {"temperature": float(f)}, "units": {"temperature": "FAH"}}
+    out, _ = engine.observe_batch([reading])
+    assert bool(out) == (exact < 0)
 
 
 def test_every_code_parses() -> None:
