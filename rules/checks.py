@@ -89,6 +89,8 @@ def _rule_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]) ->
         return
     if rule.join is not None:
         err((*base, "join"), "'join' needs 'all:' or 'any:' conditions on the joined entities", True)
+    if rule.within is not None:
+        err((*base, "within"), "'within' applies to a compound rule ('all:' or 'any:')", True)
     kinds = [
         k
         for k in ("severities", "absent_for", "stuck_for")
@@ -405,6 +407,11 @@ def _compound_errors(rule: Rule, base: tuple[Any, ...], err: Callable[..., None]
                 "without a join every condition is on one entity",
                 True,
             )
+    if rule.within is not None:
+        if rule.join is not None:
+            err((*base, "within"), "a join says its 'within' under 'join:' (drop this one)", True)
+        elif rule.within <= 0:
+            err((*base, "within"), "'within' must be longer than 0")
     if rule.join is not None:
         if rule.join.within <= 0:
             err((*base, "join", "within"), "'within' must be longer than 0")

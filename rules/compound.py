@@ -105,7 +105,7 @@ class CompoundRule(CompiledRule):
         self.all = rule.all_ is not None
         self.severity = rule.severity or "high"
         self.keep_firing_for = rule.keep_firing_for
-        self.within = rule.join.within if rule.join else None
+        self.within = rule.join.within if rule.join else rule.within
         self.simple_key = False
         self.fors = tuple(p.for_ for p in self.parts)
         self.labels_ = tuple(p.label for p in self.parts)

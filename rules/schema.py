@@ -222,6 +222,11 @@ class Rule(Strict):
     join: Join | None = Field(
         None, description="the parts come from entities sharing these labels (the alarm key), seen within"
     )
+    within: Duration | None = Field(
+        None,
+        description="compound (without join): a condition counts only if its attribute was observed this "
+        "recently (PromQL's lookback, 5m); without it a part's last reading counts however old",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 

@@ -163,6 +163,21 @@ def test_snapshot_restore_continues() -> None:
             "r.yaml:5:5:",
             "'aggregate' does not apply to a compound rule",
         ),
+        (
+            "select: {type: WaterObserved}\n    all: [{attribute: height, above: 1}]\n    within: 0s",
+            "r.yaml:5:",
+            "'within' must be longer than 0",
+        ),
+        (
+            "select: {type: WaterObserved}\n    join: {on: [parish], within: 10m}\n    all: [{attribute: height, above: 1}]\n    within: 5m",
+            "r.yaml:6:5:",
+            "a join says its 'within' under 'join:'",
+        ),
+        (
+            "select: {type: WaterObserved, attribute: height}\n    severities: [{severity: high, above: 1}]\n    within: 5m",
+            "r.yaml:5:5:",
+            "'within' applies to a compound rule",
+        ),
     ],
 )
 def test_compound_errors_point_at_the_key(rule: str, where: str, message: str) -> None:
