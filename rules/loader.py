@@ -202,7 +202,9 @@ def _files(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]]:
     files, errors = [], []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            # hidden names are an editor's or a file system's, never rules: an Emacs lock
+            # (.#city.yaml, a dangling link), a macOS resource fork (._city.yaml), a vim swap
+            found = sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.name.startswith("."))
             if not found:
                 errors.append(RuleError(str(p), 1, 1, "no rule files (*.yaml, *.yml) in this directory"))
             files += found

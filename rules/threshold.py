@@ -117,9 +117,13 @@ class ThresholdRule(CompiledRule):
             self.observe = self._observe_value  # type: ignore[method-assign]
         # per-entity thresholds: {attribute: ...} (the entity's latest value) or {table, column}
         self.refs = [lv.ref for lv in self.levels if lv.ref is not None]
-        self.ref_values: dict[str, dict[str, float]] = {}  # key -> attribute -> latest value
+        self.ref_values: dict[str, dict[str, float]] = {}  # key -> attribute -> latest value (rule's unit)
+        # key -> attribute -> why its latest value was not used (a unit code that does not convert)
+        self.ref_problems: dict[str, dict[str, str]] = {}
+        self.unit = rule.unit
+        self._ref_factors: dict[Any, tuple[float, float] | str] = {}  # unit code -> conversion
         self.tables: dict[tuple[str, str], dict[str, float]] = {}
-        self.missing_warned: set[str] = set()
+        self.missing_warned: dict[str, str] = {}  # key -> what was missing when it was last warned
         self.quality: list[str] | None = None  # the engine's data-quality warnings (set by the engine)
         self.stats: Any = None
         if self.refs:
@@ -158,8 +162,57 @@ class ThresholdRule(CompiledRule):
         for attr in self.ref_attributes:
             got = (obs.get("attributes") or {}).get(attr)
             if got is not None and got.__class__ in (int, float) and math.isfinite(got):
-                self.ref_values.setdefault(key, {})[attr] = float(got)
+                self._store_ref(obs, key, attr, got)
         return True
+
+    def _ref_in_unit(self, obs: dict[str, Any], attr: str, got: float) -> float | str:
+        """A threshold attribute's value in the rule's ``unit``, converted as readings are: from the
+        observation's unit code for that attribute, else the unit its Smart Data Models type
+        documents, else taken as the rule's. The reason instead when the code does not convert."""
+        unit = self.unit
+        if unit is None:
+            return float(got)
+        units = obs.get("units")
+        code = units.get(attr) if units else None
+        if code is None:
+            from atalaia.rules.sdm import documented_unit
+
+            code = documented_unit(self.type, attr)
+            if code is None:
+                return float(got)
+        conv = self._ref_factors.get(code) if code.__class__ is str else "not text"
+        if conv is None:
+            from atalaia.rules.units import convert_factor
+
+            if len(self._ref_factors) >= 256:  # unit codes come from the senders: bounded
+                self._ref_factors.clear()
+            conv = self._ref_factors[code] = convert_factor(code, unit, attr)
+        if conv.__class__ is str:
+            return f"attribute '{attr}' in {str(code)[:40]!r}: {conv}"
+        scale, offset = conv  # type: ignore[misc]
+        value = got * scale + offset
+        return (
+            value
+            if math.isfinite(value)
+            else f"attribute '{attr}' in {str(code)[:40]!r}: not a finite number in {unit}"
+        )
+
+    def _store_ref(self, obs: dict[str, Any], key: str, attr: str, got: float) -> float | None:
+        """Remember the entity's latest threshold (in the rule's unit). One whose unit does not
+        convert is not used, and the one remembered before it is forgotten (it is no longer the
+        entity's latest): that threshold is missing, with the reason, until a usable one comes."""
+        value = self._ref_in_unit(obs, attr, got)
+        if value.__class__ is str:
+            stored = self.ref_values.get(key)
+            if stored is not None:
+                stored.pop(attr, None)
+            self.ref_problems.setdefault(key, {})[attr] = value  # type: ignore[assignment]
+            return None
+        self.ref_values.setdefault(key, {})[attr] = value  # type: ignore[assignment]
+        problems = self.ref_problems.get(key)
+        if problems is not None and problems.pop(attr, None) is not None and not problems:
+            del self.ref_problems[key]
+        return value  # type: ignore[return-value]
 
     def limits_for(self, obs: dict[str, Any], key: str) -> tuple[tuple[Any, ...], list[str]]:
         """The levels with this entity's thresholds, and the names of the missing ones."""
@@ -175,11 +228,14 @@ class ThresholdRule(CompiledRule):
             if ref.attribute is not None:
                 got = attributes.get(ref.attribute)
                 if got is not None and got.__class__ in (int, float) and math.isfinite(got):
-                    got = float(got)
-                    self.ref_values.setdefault(key, {})[ref.attribute] = got
+                    got = self._store_ref(obs, key, ref.attribute, got)
                 else:
                     got = stored.get(ref.attribute) if stored else None
                 what = f"attribute '{ref.attribute}'"
+                if got is None:
+                    problem = self.ref_problems.get(key, {}).get(ref.attribute)
+                    if problem is not None:
+                        what = problem
             else:
                 got = self.tables.get((ref.table, ref.column), {}).get(obs.get("entity", ""))  # type: ignore[arg-type]
                 what = f"{ref.table} column '{ref.column}'"
@@ -196,14 +252,15 @@ class ThresholdRule(CompiledRule):
         if missing:
             if self.stats is not None:
                 self.stats["threshold_missing"] += 1
-            if key not in self.missing_warned:
-                self.missing_warned.add(key)
+            what = ", ".join(missing)
+            if self.missing_warned.get(key) != what:  # once per key, and again if the reason changes
+                self.missing_warned[key] = what
                 self._warn(
-                    f"rule '{self.id}': no threshold for {key} ({', '.join(missing)}): "
+                    f"rule '{self.id}': no threshold for {key} ({what}): "
                     "that severity is not evaluated (never a default)"
                 )
         elif key in self.missing_warned:
-            self.missing_warned.discard(key)
+            del self.missing_warned[key]
         self._levels = levels
         aboves = [lim for above, lim, *_ in levels if above and lim == lim]
         belows = [lim for above, lim, *_ in levels if not above and lim == lim]

@@ -8,10 +8,11 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "config"
@@ -127,7 +128,11 @@ class Settings(BaseSettings):
     checkpoint_s: float = Field(
         2.0, gt=0, le=3600, description="seconds between a stage partition's checkpoints (state + offsets)"
     )
-    rules_paths: list[Path] = Field(default_factory=lambda: [CONFIG_DIR / "rules"])
+    rules_paths: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [CONFIG_DIR / "rules"],
+        description="rule directories and files: one path, several separated by "
+        f"'{os.pathsep}', or a JSON list",
+    )
     detectors_path: Path = CONFIG_DIR / "detectors.yaml"
     escalation_path: Path = CONFIG_DIR / "escalation.yaml"
     incidents_path: Path = CONFIG_DIR / "incidents.yaml"
@@ -223,6 +228,29 @@ class Settings(BaseSettings):
     def _level_any_case(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
 
+    @field_validator("rules_paths", mode="before")
+    @classmethod
+    def _paths(cls, v: Any) -> Any:
+        """A plain path (``/etc/atalaia/rules``), paths separated by ``os.pathsep``
+        (``a:b``), or a JSON list (``["a", "b"]``)."""
+        if not isinstance(v, str):
+            return v
+        text = v.strip()
+        if text.startswith("["):
+            import json
+
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list of paths ({exc})") from None
+        paths = [p.strip() for p in text.split(os.pathsep) if p.strip()]
+        if not paths:
+            raise ValueError(
+                f"no path: name rule directories or files (one path, several separated by '{os.pathsep}', "
+                "or a JSON list)"
+            )
+        return paths
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, v: list[str]) -> list[str]:
@@ -290,6 +318,26 @@ def load_settings() -> Settings:
         raise SettingsError(_explain(exc)) from None
     except YamlError as exc:
         raise SettingsError(f"ATALAIA_CONFIG: {exc}") from None
+    except _SourceError as exc:  # a list or tuple setting whose variable is not JSON: raised while
+        # reading the environment, before validation (so it is no ValidationError)
+        raise SettingsError(_explain_source(exc)) from None
+
+
+_SOURCE_FIELD = re.compile(r'field "([A-Za-z0-9_]+)"')
+
+
+def _explain_source(exc: Exception) -> str:
+    """pydantic-settings' "error parsing value for field ... from source ..." as one line naming
+    the variable, its value and what it should look like."""
+    found = _SOURCE_FIELD.search(str(exc))
+    if found is None:
+        return f"bad settings:\n  {str(exc)[:300]}"
+    name = f"ATALAIA_{found[1].upper()}"
+    value = os.environ.get(name)
+    given = f"={value[:200]!r}" if value is not None else ""
+    cause = exc.__cause__ or exc.__context__
+    why = f" ({str(cause)[:200]})" if cause is not None else ""
+    return f'bad settings:\n  {name}{given}: not valid JSON{why}; write a list as JSON, e.g. ["a", "b"]'
 
 
 @lru_cache(maxsize=1)

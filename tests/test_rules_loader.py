@@ -271,3 +271,35 @@ def test_json_schema_accepts_the_examples_and_rejects_typos(path: Path) -> None:
     document["rules"][0]["severties"] = document["rules"][0].pop("severities", [])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, schema)
+
+
+def _with_editor_litter(d: Path) -> None:
+    """What editors and file systems leave beside a rule file being edited."""
+    (d / ".#city.yaml").symlink_to("ana@host.12345:1700000000")  # Emacs lock: a dangling link
+    (d / "._city.yaml").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")  # AppleDouble
+    (d / ".city.yaml.swp").write_bytes(b"b0VIM 9.0\x00")  # vim swap (not *.yaml: never read anyway)
+    (d / ".hidden.yml").write_text("rules: [oops")
+
+
+def test_hidden_files_in_a_rule_directory_are_not_rules(tmp_path: Path) -> None:
+    """An Emacs lock or a macOS ._ file matched *.yaml: while it existed `rules check` failed and
+    every reload was refused."""
+    (tmp_path / "city.yaml").write_text(GOOD)
+    _with_editor_litter(tmp_path)
+    assert check_paths([tmp_path]) == []
+    assert [r.rule.id for r in load_rules([tmp_path]).rules] == ["river-level-high"]
+    result = CliRunner().invoke(rules, ["check", str(tmp_path)])
+    assert result.exit_code == 0 and result.stdout.startswith("ok: 1 rule(s) in 1 file(s)")
+
+
+def test_a_directory_of_hidden_files_only_has_no_rule_files(tmp_path: Path) -> None:
+    _with_editor_litter(tmp_path)
+    assert [str(e) for e in check_paths([tmp_path])] == [
+        f"{tmp_path}:1:1: no rule files (*.yaml, *.yml) in this directory"
+    ]
+
+
+def test_a_hidden_file_named_on_its_own_is_read(tmp_path: Path) -> None:
+    """Only a directory's scan skips hidden names: a file named explicitly is what was asked for."""
+    (tmp_path / ".city.yaml").write_text(GOOD)
+    assert [r.rule.id for r in load_rules([tmp_path / ".city.yaml"]).rules] == ["river-level-high"]

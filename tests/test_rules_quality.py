@@ -173,3 +173,88 @@ def test_bad_table_is_an_error_at_file_line(tmp_path: Path, csv: str | None, mes
     text = str(exc.value)
     assert text.startswith(f"{f}:4:"), text
     assert message in text
+
+
+PER_ENTITY_M = PER_ENTITY.replace("    severities:", "    unit: m\n    severities:")
+
+
+def _with_units(obs: dict, **units: str) -> dict:
+    return {**obs, "units": units}
+
+
+@pytest.mark.parametrize("height_unit", [{"height": "MTR"}, {}])
+def test_threshold_attribute_is_converted_from_its_own_unit(height_unit: dict) -> None:
+    """A gauge reporting its level in metres and its alert level in centimetres (450 cm = 4.5 m):
+    a height of 5.0 m is above it (critical), not below a raw 450."""
+    engine = RuleEngine(load_texts([("r.yaml", PER_ENTITY_M)]))
+    obs = _with_units(_obs(0, 5.0, "g1", alertLevelHigh=450.0), alertLevelHigh="CMT", **height_unit)
+    out, rejected = engine.observe_batch([obs])
+    assert not rejected
+    assert [(t.key, t.state, t.severity, t.value) for t in out] == [("g1", "firing", "critical", 5.0)]
+    # remembered in metres too: a later height alone compares with 4.5 m
+    engine = RuleEngine(load_texts([("r.yaml", PER_ENTITY_M)]))
+    level_only = {
+        **_obs(0, 0, "g1"),
+        "attributes": {"alertLevelHigh": 450.0},
+        "units": {"alertLevelHigh": "CMT"},
+    }
+    out, _ = engine.observe_batch([level_only, _with_units(_obs(1, 4.6, "g1"), **height_unit)])
+    assert [(t.state, t.severity) for t in out] == [("firing", "critical")]
+    assert not engine.drain_quality(log_them=False)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    height_m=st.floats(0, 20, allow_nan=False),
+    level_cm=st.floats(1, 2000, allow_nan=False),
+    remembered=st.booleans(),
+)
+def test_threshold_in_centimetres_is_the_same_as_in_metres(
+    height_m: float, level_cm: float, remembered: bool
+) -> None:
+    """Property: a threshold sent in CMT gives the severities the same threshold sent in metres gives
+    (the conversion is the one readings get: x 0.01)."""
+
+    def run(level: float, code: str) -> list[tuple]:
+        engine = RuleEngine(load_texts([("r.yaml", PER_ENTITY_M)]))
+        if remembered:
+            first = {
+                **_obs(0, 0, "g1"),
+                "attributes": {"alertLevelHigh": level},
+                "units": {"alertLevelHigh": code},
+            }
+            batch = [first, _obs(1, height_m, "g1")]
+        else:
+            batch = [_with_units(_obs(1, height_m, "g1", alertLevelHigh=level), alertLevelHigh=code)]
+        out, _ = engine.observe_batch(batch)
+        return [(t.state, t.severity) for t in out]
+
+    assert run(level_cm, "CMT") == run(round(level_cm * 0.01, 12), "MTR")
+
+
+def test_threshold_in_a_unit_that_does_not_convert_is_not_used() -> None:
+    """An alert level in kelvin for a rule in metres: that severity is missing (never compared with
+    the raw number), with a data-quality warning naming the unit; a usable level later restores it."""
+    engine = RuleEngine(load_texts([("r.yaml", PER_ENTITY_M)]))
+    good = _with_units(_obs(0, 1.0, "g1", alertLevelHigh=4.0), alertLevelHigh="MTR")
+    engine.observe_batch([good])
+    bad = _with_units(_obs(1, 5.0, "g1", alertLevelHigh=2.0), alertLevelHigh="KEL")
+    out, rejected = engine.observe_batch([bad])
+    assert not rejected  # the height itself is fine: evaluated, without that threshold
+    assert [(t.state, t.severity) for t in out] == [("firing", "high")]  # not critical on 2.0 nor on 4.0
+    assert engine.stats["threshold_missing"] == 1
+    (warning,) = engine.drain_quality(log_them=False)
+    assert "no threshold for g1" in warning and "'alertLevelHigh' in 'KEL'" in warning
+    assert "cannot be converted to m" in warning
+    out, _ = engine.observe_batch(
+        [_with_units(_obs(2, 5.0, "g1", alertLevelHigh=450.0), alertLevelHigh="CMT")]
+    )
+    assert [(t.state, t.severity) for t in out] == [("firing", "critical")]
+
+
+def test_threshold_without_a_rule_unit_is_compared_as_sent() -> None:
+    """No `unit:` on the rule: nothing is converted (as for readings)."""
+    engine = RuleEngine(load_texts([("r.yaml", PER_ENTITY)]))
+    obs = _with_units(_obs(0, 5.0, "g1", alertLevelHigh=450.0), alertLevelHigh="CMT")
+    out, _ = engine.observe_batch([obs])
+    assert [(t.state, t.severity) for t in out] == [("firing", "high")]

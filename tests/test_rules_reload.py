@@ -172,3 +172,16 @@ def test_a_live_edit_of_a_threshold_keeps_the_stages_open_alarm(tmp_path: Path) 
     assert _reloaded(files) is True
     ended = [orjson.loads(o.value) for o in core.tick(1_769_594_402.0) if o.topic == "alarms"]
     assert [(a["state"], a["annotations"]["reason"]) for a in ended] == [("resolved", "rule changed")]
+
+
+def test_an_editors_hidden_files_beside_the_rules_do_not_stop_a_reload(tmp_path: Path) -> None:
+    """While an Emacs lock (.#a.yaml, dangling) or a macOS ._a.yaml existed, every reload was
+    refused: they matched *.yaml and did not load."""
+    (tmp_path / "a.yaml").write_text(RULES)
+    files = RuleFiles([tmp_path], load=load_rules)
+    (tmp_path / ".#a.yaml").symlink_to("ana@host.4242:1700000000")
+    (tmp_path / "._a.yaml").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    time.sleep(0.02)  # a new mtime
+    (tmp_path / "a.yaml").write_text(RULES.replace("above: 4.0", "above: 4.5"))
+    assert _reloaded(files) is True
+    assert [r.rule.severities[0].above for r in files.ruleset.rules] == [4.5]

@@ -261,3 +261,69 @@ def test_a_ppb_rule_on_a_gas_documented_in_micrograms_warns_that_readings_withou
     assert not rejected and [round(t.value, 1) for t in out] == [110.0]  # as documented: µg/m³
     quiet = load_texts([("r.yaml", AIR.format(attribute="no2", unit="ug/m3", above=200))])
     assert not [w for w in quiet.warnings if "unit code" in str(w)]
+
+
+FRACTIONS = [  # (type, attribute): the Smart Data Models schema bounds it to [0, 1]
+    ("AirQualityObserved", "relativeHumidity"),
+    ("AirQualityObserved", "reliability"),
+    ("TrafficFlowObserved", "occupancy"),
+    ("Device", "batteryLevel"),
+]
+
+
+def _percent_rule(typ: str, attribute: str, above: float = 90) -> str:
+    return (
+        f"rules:\n  - id: high\n    select: {{type: {typ}, attribute: {attribute}}}\n"
+        f'    unit: "%"\n    severities: [{{severity: high, above: {above}}}]\n'
+    )
+
+
+def _one(typ: str, attribute: str, v: float, code: str | None = None) -> dict:
+    o = {"time": "2024-03-01T00:00:00Z", "entity": "urn:x", "type": typ, "attributes": {attribute: v}}
+    if code:
+        o["units"] = {attribute: code}
+    return o
+
+
+@pytest.mark.parametrize(("typ", "attribute"), FRACTIONS)
+def test_a_fraction_the_schema_documents_is_read_as_one_not_percent(typ: str, attribute: str) -> None:
+    """Smart Data Models send these as a number between 0 and 1: 0.95 without a unit code is 95 %
+    for a rule in %, not 0.95 %."""
+    from atalaia.rules.sdm import documented_unit
+
+    assert documented_unit(typ, attribute) == "C62"
+    engine = RuleEngine(load_texts([("r.yaml", _percent_rule(typ, attribute))]))
+    out, rejected = engine.observe_batch([_one(typ, attribute, 0.95)])
+    assert not rejected
+    assert [(t.state, t.value) for t in out] == [("firing", pytest.approx(95.0))]
+
+
+@settings(deadline=None)
+@given(st.floats(0, 1, allow_nan=False), st.sampled_from([None, "C62", "P1"]))
+def test_percent_and_fraction_convert_into_each_other(fraction: float, code: str | None) -> None:
+    """Property: a relative humidity sent as a fraction (no code, or C62) or in percent (P1) is the
+    same percentage for a rule in %."""
+    v = fraction * 100 if code == "P1" else fraction
+    engine = RuleEngine(load_texts([("r.yaml", _percent_rule("AirQualityObserved", "relativeHumidity", 50))]))
+    out, rejected = engine.observe_batch([_one("AirQualityObserved", "relativeHumidity", v, code)])
+    assert not rejected
+    percent = v * (1.0 if code == "P1" else 100.0)
+    assert bool(out) == (percent > 50)
+    if out:
+        assert out[0].value == pytest.approx(fraction * 100)
+    assert convert_factor("C62", "%") == (100.0, 0.0) and convert_factor("P1", "C62") == (0.01, 0.0)
+
+
+def test_the_attribute_catalogue_is_what_the_generator_builds() -> None:
+    """rules/sdm/attributes.json is generated (rules/sdm/build.py) from the bundled schemas: the
+    committed table is the generator's output, so a unit changed in one is changed in the other."""
+    import json
+
+    from atalaia.rules.sdm import build
+
+    root = Path(__file__).resolve().parents[1]
+    schemas = root.parent / "shared" / "fixtures" / "sdm"
+    if not schemas.is_dir():
+        pytest.skip("the Smart Data Models schemas (../shared/fixtures/sdm) are not beside the checkout")
+    committed = json.loads((root / "rules" / "sdm" / "attributes.json").read_text(encoding="utf-8"))
+    assert build.build(schemas) == committed

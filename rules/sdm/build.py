@@ -72,7 +72,9 @@ def _properties(schema: dict[str, Any], root: Path, doc: dict[str, Any]) -> dict
 
 
 # The unit each model documents for a measured attribute (its description or the model's spec page),
-# as a UN/CEFACT common code: what ``rules check`` converts a rule's ``unit:`` from.
+# as a UN/CEFACT common code: what ``rules check`` converts a rule's ``unit:`` from. A fraction the
+# schema bounds to [0, 1] (``relativeHumidity`` "a number between 0 and 1 representing the range of
+# 0% to 100%", ``occupancy`` "fraction of the observation time", ``reliability``, ``batteryLevel``) is C62, "one": 0.95 is 95 %.
 DOCUMENTED_UNITS = {
     "WaterObserved": {"flow": "MQS", "waterDischarge": "MQS", "height": "MTR", "waterLevel": "MTR"},
     "AirQualityObserved": {
@@ -80,12 +82,14 @@ DOCUMENTED_UNITS = {
         "co": "GP",
         "precipitation": "MMT",
         "temperature": "CEL",
-        "relativeHumidity": "P1",
+        "relativeHumidity": "C62",
+        "reliability": "C62",
         "windSpeed": "MTS",
     },
+    "Device": {"batteryLevel": "C62"},  # "1.0 when battery is full, 0.0 when empty" (-1: unknown)
     "FloodMonitoring": {"currentLevel": "MTR", "alertLevel": "MTR", "dangerLevel": "MTR"},
     "NoiseLevelObserved": {"LAeq": "2N", "LAmax": "2N", "LAS": "2N", "LAeq_d": "2N"},
-    "TrafficFlowObserved": {"averageVehicleSpeed": "KMH", "occupancy": "P1"},
+    "TrafficFlowObserved": {"averageVehicleSpeed": "KMH", "occupancy": "C62"},
 }
 
 
