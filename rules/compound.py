@@ -298,7 +298,12 @@ class CompoundRule(CompiledRule):
                         if conv is None:
                             from atalaia.rules.units import converter
 
-                            conv = factors[code] = converter(code, unit, attribute)
+                            if len(factors) >= 256:  # unit codes come from the senders: bounded
+                                factors.clear()
+
+                            conv = factors[code] = (
+                                converter(code, unit, attribute) if code.__class__ is str else "not text"
+                            )
                         if isinstance(conv, str):
                             return NOT_COMPARABLE
                         v = conv(v)

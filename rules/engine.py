@@ -718,6 +718,8 @@ def _converting(fn: Any, rule: CompiledRule, unit: str, stats: Counter[str], sin
                 return fn(obs, key, t, t_text, v, out, scorer)
         conv = factors.get(code)
         if conv is None:
+            if len(factors) >= 256:  # unit codes come from the senders: bounded
+                factors.clear()
             conv = factors[code] = converter(code, unit, attribute) if code.__class__ is str else "not text"
         if conv.__class__ is str:
             reason = f"rule '{rule.id}': attribute {attribute!r} in {code!r}: {conv}"

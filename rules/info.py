@@ -38,7 +38,6 @@ UNITS = {
     "flow": "m³/s",
     "precipitation": "mm",
     "temperature": "°C",
-    "relativeHumidity": "%",
     "windSpeed": "m/s",
     "no2": "µg/m³",
     "pm10": "µg/m³",

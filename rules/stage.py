@@ -68,6 +68,27 @@ def _load_isolated(paths: list[Path], limits: YamlLimits, detectors: frozenset[s
     return run_isolated(load_rules, paths, limits=limits, detectors=detectors)
 
 
+def reload_changes(old: Any, new: Any, limit: int = 10) -> str:
+    """What a reload changed, by rule id and file (at most ``limit`` of each kind named):
+    ``"; added: a (f.yaml); removed: b (g.yaml); changed: c"``, or ``""``."""
+    was = {r.rule.id: r for r in old.rules}
+    now = {r.rule.id: r for r in new.rules}
+
+    def named(ids: list[str], rules: dict[str, Any]) -> str:
+        shown = ", ".join(f"{i} ({Path(rules[i].file).name})" for i in ids[:limit])
+        return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+    added = sorted(now.keys() - was.keys())
+    removed = sorted(was.keys() - now.keys())
+    changed = sorted(i for i in now.keys() & was.keys() if now[i].rule != was[i].rule)
+    parts = [
+        f"{kind}: {named(ids, rules)}"
+        for kind, ids, rules in (("added", added, now), ("removed", removed, was), ("changed", changed, now))
+        if ids
+    ]
+    return "; " + "; ".join(parts) if parts else ""
+
+
 class RuleFiles:
     """The rule set of the configured paths, reloaded when a file changes (checked on ticks).
 
@@ -109,7 +130,11 @@ class RuleFiles:
     def _stamp(self) -> tuple:
         files = []
         for p in self.paths:
-            cands = sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p]
+            cands = (
+                sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.name.startswith("."))
+                if p.is_dir()
+                else [p]
+            )  # (hidden files are not rule files: an editor's lock, macOS's ._ files)
             for f in cands:
                 try:
                     files.append((str(f), f.stat().st_mtime_ns))
@@ -174,10 +199,11 @@ class RuleFiles:
             log.error("rule files changed but do not load; keeping the running rules:\n%r", e)
             return False
         before = len(self.ruleset.rules)
+        what = reload_changes(self.ruleset, ruleset)
         self.ruleset = ruleset
         self.templates = templates  # held while these rules run: the engines' reloads share them
         if ruleset.rules:
-            log.info("rules reloaded: %d rule(s)", len(ruleset.rules))
+            log.info("rules reloaded: %d rule(s)%s", len(ruleset.rules), what)
         self._no_rules(before)
         return True
 

@@ -182,15 +182,14 @@ class ThresholdRule(CompiledRule):
                 return float(got)
         conv = self._ref_factors.get(code) if code.__class__ is str else "not text"
         if conv is None:
-            from atalaia.rules.units import convert_factor
+            from atalaia.rules.units import converter
 
             if len(self._ref_factors) >= 256:  # unit codes come from the senders: bounded
                 self._ref_factors.clear()
-            conv = self._ref_factors[code] = convert_factor(code, unit, attr)
+            conv = self._ref_factors[code] = converter(code, unit, attr)
         if conv.__class__ is str:
             return f"attribute '{attr}' in {str(code)[:40]!r}: {conv}"
-        scale, offset = conv  # type: ignore[misc]
-        value = got * scale + offset
+        value = conv(got)  # type: ignore[operator]
         return (
             value
             if math.isfinite(value)

@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable
 from fractions import Fraction
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 # UN/CEFACT Recommendation 20 common code -> pint unit
@@ -213,7 +213,7 @@ def _ratio(x: float) -> Fraction | None:
     return f if abs(float(f) - x) <= 5e-12 * max(abs(x), 1e-300) or (x == 0 and f == 0) else None
 
 
-@cache
+@lru_cache(maxsize=1024)  # (unit codes come from the senders: bounded)
 def converter(source: str, target: str, attribute: str | None = None) -> Callable[[float], float] | str:
     """A function converting a value in ``source`` to ``target``, or the reason it cannot
     (:func:`convert_factor`'s). Where the factor and offset are ratios of small integers (a metric
@@ -249,7 +249,7 @@ def _digits(x: float) -> float:
     return float(f"{x:.12g}") if x else 0.0
 
 
-@cache
+@lru_cache(maxsize=1024)  # (unit codes come from the senders: bounded)
 def convert_factor(source: str, target: str, attribute: str | None = None) -> tuple[float, float] | str:
     """``(scale, offset)`` with ``value_in_target = value * scale + offset``, or the reason the
     source unit cannot be converted (unknown, or another dimension). ``attribute``, the observed

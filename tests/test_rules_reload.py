@@ -185,3 +185,27 @@ def test_an_editors_hidden_files_beside_the_rules_do_not_stop_a_reload(tmp_path:
     (tmp_path / "a.yaml").write_text(RULES.replace("above: 4.0", "above: 4.5"))
     assert _reloaded(files) is True
     assert [r.rule.severities[0].above for r in files.ruleset.rules] == [4.5]
+
+
+def test_a_reload_says_which_rules_it_added_removed_and_changed(tmp_path: Path, caplog) -> None:
+    """A reload logged only "rules reloaded: 3 rule(s)": an operator whose rule file was deleted
+    saw its alarms resolve ("rule removed") with no rule named. It names them, by id and file."""
+    import logging
+
+    (tmp_path / "a.yaml").write_text(RULES)
+    (tmp_path / "b.yaml").write_text(RULES.replace("lvl", "gone"))
+    files = RuleFiles([tmp_path], load=load_rules)
+    while files.pending is None or not files.pending.done():  # the first look: the files as they are
+        files.changed()
+        time.sleep(0.01)
+    files.changed()
+    (tmp_path / "b.yaml").unlink()
+    (tmp_path / "a.yaml").write_text(
+        RULES.replace("4.0", "4.5") + RULES.split("rules:\n")[1].replace("lvl", "new")
+    )
+    with caplog.at_level(logging.INFO, logger="atalaia.rules.stage"):
+        assert _reloaded(files)
+    line = next(r.getMessage() for r in caplog.records if "rules reloaded" in r.getMessage())
+    assert line == (
+        "rules reloaded: 2 rule(s); added: new (a.yaml); removed: gone (b.yaml); changed: lvl (a.yaml)"
+    ), line
