@@ -186,3 +186,26 @@ def test_compound_errors_point_at_the_key(rule: str, where: str, message: str) -
         load_texts([("r.yaml", text)])
     got = str(exc.value)
     assert message in got and where in got, got
+
+
+def test_a_parts_per_entity_threshold_is_converted_into_the_parts_unit() -> None:
+    """A compound part in metres with its threshold read off the gauge's alertLevelHigh, sent in
+    centimetres: the height 5.0 m was compared with a raw 450 and the rule never fired."""
+    rules = """
+rules:
+  - id: flood-risk
+    select: {type: WaterObserved}
+    all:
+      - {attribute: height, unit: m, above: {attribute: alertLevelHigh}}
+      - {attribute: flow, above: 3000}
+    severity: high
+"""
+    reading = {**_obs(0, height=5.0, flow=3500.0, alertLevelHigh=450.0), "units": {"alertLevelHigh": "CMT"}}
+    assert [(t.state, t.key) for t in _run(rules, [reading])] == [("firing", "g1")]
+    at_level = {**_obs(1, height=4.5, flow=3500.0, alertLevelHigh=450.0), "units": {"alertLevelHigh": "CMT"}}
+    assert [t.state for t in _run(rules, [at_level])] == []  # 4.5 m is not above 450 cm
+    unconvertible = {
+        **_obs(2, height=5.0, flow=3500.0, alertLevelHigh=450.0),
+        "units": {"alertLevelHigh": "KEL"},
+    }
+    assert _run(rules, [unconvertible]) == []  # a threshold that does not convert does not hold
