@@ -79,6 +79,7 @@ class Escalation:
     last_paged: float | None = None  # when the latest escalation message was due (repage_interval)
     paged_rank: int = -1  # highest severity rank paged since the interval started
     deferred: bool = False  # a (re)start held back by repage_interval: its step 0 is due at next_due
+    digested: list[str] = field(default_factory=list)  # targets its latest page went to in a digest
 
 
 @dataclass(slots=True)
@@ -88,6 +89,7 @@ class Digest:
     sent: list[float] = field(default_factory=list)  # due times of messages sent (within the window)
     held: list[Notification] = field(default_factory=list)
     due: float | None = None  # when the held ones go out as one digest
+    last: Notification | None = None  # the latest digest sent (said again after a broker reset)
 
 
 DIGEST_TIMER = "\x00digest:"  # timer key prefix (incident ids never start with NUL)
@@ -120,7 +122,8 @@ class EscalationState:
                 state.timers.append((esc.next_due, esc.incident))
         for target, d in (data.get("digests") or {}).items():
             held = [Notification.from_dict(n) for n in d["held"]]
-            state.digests[target] = Digest(list(d["sent"]), held, d["due"])
+            last = Notification.from_dict(d["last"]) if d.get("last") else None
+            state.digests[target] = Digest(list(d["sent"]), held, d["due"], last)
             if d["due"] is not None:
                 state.timers.append((d["due"], DIGEST_TIMER + target))
         heapq.heapify(state.timers)
@@ -384,6 +387,9 @@ class EscalationEngine:
             d.sent = [x for x in d.sent if x > t - window]
             if d.held or len(d.sent) >= storm.threshold:
                 d.held.append(n)
+                esc = state.escalations.get(n.incident)
+                if esc is not None and n.target not in esc.digested:
+                    esc.digested.append(n.target)  # its page to this target is the digest's now
                 if d.due is None:
                     d.due = t + storm.wait.total_seconds()
                     heapq.heappush(state.timers, (d.due, DIGEST_TIMER + n.target))
@@ -407,8 +413,11 @@ class EscalationEngine:
         if not keep:
             return
         d.sent.append(due)
-        if len(keep) == 1:
+        if len(keep) == 1:  # it goes as itself: a broker reset says it again as itself
             self._released.append(keep[0])
+            esc = state.escalations[keep[0].incident]
+            if target in esc.digested:
+                esc.digested.remove(target)
             return
         keep.sort(key=lambda n: (-severity_rank(n.snapshot.severity), n.snapshot.opened_at or "", n.incident))
         lead = keep[0]
@@ -417,22 +426,21 @@ class EscalationEngine:
         for n in keep[DIGEST_LISTED:]:
             sev = state.escalations[n.incident].snapshot.severity
             more[sev] = more.get(sev, 0) + 1
-        self._released.append(
-            Notification(
-                lead.incident,
-                lead.policy,
-                lead.episode,
-                lead.step,
-                lead.repeat,
-                target,
-                "digest",
-                format_time(datetime.fromtimestamp(due, UTC)),
-                snaps[0],
-                digest_id(target, [n.id for n in keep]),
-                digest=snaps,
-                digest_more=more,
-            )
+        d.last = Notification(
+            lead.incident,
+            lead.policy,
+            lead.episode,
+            lead.step,
+            lead.repeat,
+            target,
+            "digest",
+            format_time(datetime.fromtimestamp(due, UTC)),
+            snaps[0],
+            digest_id(target, [n.id for n in keep]),
+            digest=snaps,
+            digest_more=more,
         )
+        self._released.append(d.last)
 
     def _schedule(self, state: EscalationState, esc: Escalation, t: float) -> None:
         policy = self.config.policies[esc.policy]
@@ -464,7 +472,13 @@ class EscalationEngine:
                 continue
             if policy is None or esc.step >= len(policy.steps):
                 continue  # (its policy removed since: nothing to say what it paged)
-            out += self._pages(esc, policy, datetime.fromtimestamp(esc.last_paged, UTC))
+            pages = self._pages(esc, policy, datetime.fromtimestamp(esc.last_paged, UTC))
+            # a page that went (or is held) in a storm digest is said again as that digest, never on
+            # its own: after a restart each incident of a storm was paged once more, one by one
+            out += [n for n in pages if n.target not in esc.digested]
+        # the latest digest of each target again (the same id: the delivery log refuses a second
+        # send); what is still held goes out when its timer fires (held messages are in the state)
+        out += [d.last for d in state.digests.values() if d.last is not None]
         return out
 
     def _pages(self, esc: Escalation, policy: Policy, when: datetime) -> list[Notification]:
@@ -495,6 +509,7 @@ class EscalationEngine:
         else:
             esc.paged_rank = max(esc.paged_rank, rank)
         esc.last_paged = t
+        esc.digested = []  # a new page: the storm gate decides again where it goes
         for n in self._pages(esc, policy, when):
             out.append(n)
             if n.target not in esc.notified:

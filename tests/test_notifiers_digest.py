@@ -108,6 +108,31 @@ def test_a_snapshot_taken_while_a_digest_is_held_restores_it():
     assert [n.to_dict() for n in a] == [n.to_dict() for n in b] and a[0].kind == "digest"
 
 
+def test_after_a_broker_reset_a_storms_pages_are_said_again_as_their_digest_never_one_by_one():
+    """A restart of atalaia up re-sends each escalation's latest page (the delivery log skips
+    what it had). The pages that had gone, or were held, in a storm digest were sent one by one:
+    every incident of the storm paged once more each, the digest's whole point undone. They are
+    said again as the digest (its id, which the delivery log refuses a second time), and what
+    is still held goes out when its timer fires, as before the restart."""
+    e = EscalationEngine(load_config_text(CONFIG, "escalation.yaml"))
+    s = EscalationState()
+    e.step_batch(s, storm(), T0)
+    held = EscalationState.restore(s.snapshot())  # a restart while the digest is held
+    again = e.announce(held)
+    sms = [n for n in again if n.target == "ana-sms"]
+    assert [n.incident for n in sms] == ["inc-0", "inc-1"], "only the two sent before the storm"
+    assert len([n for n in again if n.target == "pgu"]) == 10, "machines still get each incident"
+    released = e.step(held, TICK, T0 + timedelta(seconds=31))[1]
+    assert [n.kind for n in released] == ["digest"] and len(released[0].digest) == 8
+
+    out, s = run(storm())  # and once the digest went out
+    digest = next(n for n in out if n.kind == "digest")
+    after = e.announce(EscalationState.restore(s.snapshot()))
+    sms = [n for n in after if n.target == "ana-sms"]
+    assert [n.kind for n in sms] == ["escalation", "escalation", "digest"], [n.kind for n in sms]
+    assert sms[-1].id == digest.id and sms[-1].to_dict() == digest.to_dict()
+
+
 def test_the_digest_reads_well_in_both_languages_and_is_kept_in_the_delivery_log(tmp_path):
     out, _ = run(storm())
     digest = next(n for n in out if n.kind == "digest")
