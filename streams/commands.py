@@ -234,7 +234,11 @@ def _run_processes(
         click.echo(banner_text(settings, bootstrap, ingest_token, processes=pids), err=False)
         return True
 
-    return Supervisor(children, ready).run()
+    from atalaia.streams.preflight import startup_check
+
+    # a process restarted after a crash reads the configuration files again: it is restarted only
+    # once they load (a file edited into one that does not load would crash it at every start)
+    return Supervisor(children, ready, precheck=lambda: startup_check(settings)).run()
 
 
 @click.command()

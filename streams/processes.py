@@ -28,15 +28,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 log = logging.getLogger("atalaia.up")
 
-STARTUP_S = float(os.environ.get("ATALAIA_UP_STARTUP_S", "20"))  # a death sooner stops everything
-MAX_RESTARTS = 5
-RESTART_WINDOW_S = 600.0
+STARTUP_S = float(os.environ.get("ATALAIA_UP_STARTUP_S", "20"))  # a first start's death sooner stops all
+RESTART_MAX_DELAY_S = 60.0  # a process that keeps dying is restarted at most this far apart
 STOP_TIMEOUT_S = 30.0
 
 
@@ -67,7 +66,9 @@ class Child:
     nice: int = 0  # added to the child's nice value (lower CPU priority)
     proc: subprocess.Popen | None = None
     started: float = 0.0
-    deaths: list[float] = field(default_factory=list)
+    ran: bool = False  # it once ran past its start-up: from then on it is only ever restarted
+    failures: int = 0  # deaths (or refused restarts) since it last ran past its start-up
+    retry_at: float | None = None  # when it is to be started again
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -92,9 +93,23 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], ready: Callable[[], bool] | None = None) -> None:
+    """Starts the children and keeps them running. One that dies during its first start-up stops
+    everything (a configuration that does not load, a port taken: say so and exit 1, not loop).
+    One that dies after it has run is restarted, after 1, 2, 4 ... up to 60 s while it keeps
+    dying, and never stops the others: the alarm path goes on when the ops process cannot (its
+    escalation file was edited into one that does not load and it then crashed). Before each
+    restart ``precheck`` (the configuration check ``atalaia up`` runs before it starts) must pass,
+    or the restart waits, with one ERROR line naming what does not load."""
+
+    def __init__(
+        self,
+        children: list[Child],
+        ready: Callable[[], bool] | None = None,
+        precheck: Callable[[], list[str]] | None = None,
+    ) -> None:
         self.children = children
         self.ready = ready  # polled until it returns True once (prints the banner)
+        self.precheck = precheck
         self.stopping = False
         self.status = 0
 
@@ -114,7 +129,16 @@ class Supervisor:
                 if ready is not None and ready():
                     ready = None
                 for c in self.children:
-                    if not self.stopping and not c.alive():
+                    if self.stopping:
+                        break
+                    now = time.monotonic()
+                    if c.retry_at is not None:
+                        if now >= c.retry_at:
+                            self._restart(c)
+                    elif c.alive():
+                        if now - c.started >= STARTUP_S and not (c.ran and c.failures == 0):
+                            c.ran, c.failures = True, 0  # past its start-up: healthy again
+                    else:
                         self._died(c)
             return self.status
         finally:
@@ -126,32 +150,48 @@ class Supervisor:
         now = time.monotonic()
         code = c.proc.returncode
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-        c.deaths = [t for t in c.deaths if now - t < RESTART_WINDOW_S] + [now]
-        if now - c.started < STARTUP_S or len(c.deaths) > MAX_RESTARTS:
-            why = (
-                "during start-up"
-                if now - c.started < STARTUP_S
-                else f"{len(c.deaths)} times in {RESTART_WINDOW_S:.0f} s"
-            )
+        if not c.ran and now - c.started < STARTUP_S:
             log.error(
-                "process %s (pid %d) died %s (%s): stopping everything",
+                "process %s (pid %d) died during start-up (%s): stopping everything",
                 c.name,
                 c.proc.pid,
-                why,
                 how,
                 extra={"ratelimit": False},
             )
             self.status, self.stopping = 1, True
             return
+        c.ran = True
+        delay = self._later(c, now)
         # every death is written (the rate limit had swallowed a second one within a minute)
         log.error(
-            "process %s (pid %d) died (%s): restarting it",
+            "process %s (pid %d) died (%s): restarting it%s",
             c.name,
             c.proc.pid,
             how,
+            f" in {delay:.0f} s (it died {c.failures} times since it last ran)" if c.failures > 1 else "",
             extra={"ratelimit": False},
         )
-        time.sleep(1.0)
+
+    def _later(self, c: Child, now: float) -> float:
+        c.failures += 1
+        delay = min(RESTART_MAX_DELAY_S, 2.0 ** (c.failures - 1))
+        c.retry_at = now + delay
+        return delay
+
+    def _restart(self, c: Child) -> None:
+        c.retry_at = None
+        failed = self.precheck() if self.precheck is not None else []
+        if failed:
+            delay = self._later(c, time.monotonic())
+            log.error(
+                "process %s not restarted: the configuration does not load (%s: the lines above, "
+                "`atalaia check` says the same); trying again in %.0f s, the other processes go on",
+                c.name,
+                ", ".join(failed),
+                delay,
+                extra={"ratelimit": False},
+            )
+            return
         c.start()
 
     def _stop_all(self) -> None:

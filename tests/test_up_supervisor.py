@@ -1,0 +1,78 @@
+"""`atalaia up`'s supervisor: a process that dies during its first start-up stops everything (a
+configuration that does not load: exit 1, not a crash loop); one that dies after it has run is
+restarted with a growing delay and never takes the others down. Before, a death during a
+*restart's* start-up stopped everything: an escalation file edited into one that does not load
+(read only when the ops process starts) followed by any crash of the ops process stopped the alarm
+path and ingest too. A restart now waits until the configuration loads again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from atalaia.streams import processes
+from atalaia.streams.processes import Child, Supervisor
+
+
+class Script(Child):
+    """A child running a small Python program instead of `atalaia worker`."""
+
+    def __init__(self, name: str, code: str) -> None:
+        super().__init__(name, [], {})
+        self.code, self.starts = code, 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", self.code])
+        self.started = time.monotonic()
+        self.starts += 1
+
+
+FOREVER = "import time; time.sleep(60)"
+DIES_SOON = "import time; time.sleep(0.4); raise SystemExit(3)"
+
+
+def supervise(sup: Supervisor, for_s: float) -> tuple[int, float]:
+    threading.Timer(for_s, lambda: setattr(sup, "stopping", True)).start()
+    t0 = time.monotonic()
+    return sup.run(), time.monotonic() - t0
+
+
+def test_a_death_during_the_first_start_up_stops_everything(monkeypatch) -> None:
+    monkeypatch.setattr(processes, "STARTUP_S", 5.0)
+    alarms, ops = Script("alarms", FOREVER), Script("ops", "raise SystemExit(1)")
+    status, took = supervise(Supervisor([alarms, ops]), 20)
+    assert status == 1 and took < 10 and not alarms.alive() and ops.starts == 1
+
+
+def test_a_process_that_ran_is_restarted_once_the_configuration_loads_and_never_stops_the_others(
+    monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(processes, "STARTUP_S", 0.2)  # DIES_SOON runs past it, then dies
+    monkeypatch.setattr(processes, "RESTART_MAX_DELAY_S", 0.3)
+    answers = iter([["escalation"], ["escalation"]])  # the file does not load twice, then it does
+    checks: list[float] = []
+
+    def precheck() -> list[str]:
+        checks.append(time.monotonic())
+        return next(answers, [])
+
+    alarms, ops = Script("alarms", FOREVER), Script("ops", DIES_SOON)
+    status, _ = supervise(Supervisor([alarms, ops], precheck=precheck), 6)
+    assert status == 0, "stopped by the operator, not by the deaths"
+    assert alarms.starts == 1, "the alarm path was never stopped nor restarted"
+    assert ops.starts >= 3 and len(checks) >= ops.starts - 1 + 2
+    refused = [r.getMessage() for r in caplog.records if "not restarted" in r.getMessage()]
+    assert len(refused) == 2 and "escalation" in refused[0], refused
+    assert not any("stopping everything" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("failures", [1, 3, 7, 30])
+def test_the_delay_between_restarts_grows_to_a_minute(failures: int) -> None:
+    c = Child("ops", [], {})
+    c.failures = failures - 1
+    delay = Supervisor([])._later(c, 0.0)
+    assert delay == min(60.0, 2.0 ** (failures - 1)) and c.retry_at == delay
