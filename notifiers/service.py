@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -70,6 +70,7 @@ class Recovery:
     in_doubt: int = 0  # in-flight on a non-idempotent channel: not re-sent
     uncommitted: int = 0  # of resent: in-flight on a commit-point channel, killed before its commit point
     kept: int = 0  # failed after their budget: re-sent when the target recovers
+    stranded: dict[str, int] = field(default_factory=dict)  # target no longer configured -> rows
 
 
 class Notifier:
@@ -152,7 +153,8 @@ class Notifier:
                 rec.in_doubt += 1
                 log.warning("delivery %s to %s in doubt after restart: not re-sent", n.id, n.target)
                 continue
-            if channel is None:
+            if channel is None:  # its target was removed from the escalation file since
+                rec.stranded[n.target] = rec.stranded.get(n.target, 0) + 1
                 continue
             failed = u.status == "failed"
             prior[n.id] = (u.queued_at, u.attempts, failed)
@@ -161,6 +163,20 @@ class Notifier:
                 rec.kept += 1
             else:
                 rec.resent += 1
+        from atalaia.streams.guard import HEALTH
+
+        for target, count in rec.stranded.items():
+            # never silently: said in the log and on /health until a restart finds the target again
+            log.warning(
+                "%d unfinished delivery(ies) to target %r, which the escalation file no longer has: not "
+                "sent (put the target back to send them; `atalaia notify log` lists them)",
+                count,
+                target,
+            )
+            HEALTH.condition(
+                f"target-gone:{target}",
+                f"{count} unfinished delivery(ies) to target {target!r}, no longer configured: not sent",
+            )
         if marks is not None:  # every marker's row is now settled (in doubt) or not in flight
             marks.clear_all()
         if todo:

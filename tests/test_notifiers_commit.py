@@ -160,3 +160,41 @@ async def test_a_normal_send_writes_the_marker_before_delivery_and_removes_it_af
     assert seen == [(n.id, 0)] and len(smtp.messages) == 1
     assert not any((tmp_path / "d.sqlite.smtp-commit").iterdir())  # removed once recorded
     notifier.log.close()
+
+
+async def test_a_delivery_to_a_target_removed_since_is_said_not_silently_stranded(
+    tmp_path, smtp, caplog
+) -> None:
+    """A page waiting for its target (the receiver down), then a restart with that target removed
+    from the escalation file: recovery skipped the row without a word, /health said ok, and the
+    delivery log kept "waiting" for ever. It is logged, and /health names it."""
+    from atalaia.streams.guard import HEALTH
+
+    cfg = config(smtp)
+    (n,) = notes_for(cfg, "inc-9")
+    db = tmp_path / "d.sqlite"
+    log = SQLiteDeliveryLog(db)
+    log.enqueue([(n, "email")], time.time())
+    log.close()
+    text = """
+timezone: Europe/Lisbon
+targets:
+  ana-sms: {channel: sms, url: "smseagle://tok@127.0.0.1:1/+351912000001"}
+routes: [{policy: p}]
+policies:
+  p: {steps: [{targets: [ana-sms], wait: 10m}]}
+"""
+    notifier = Notifier(load_config_text(text, "e.yaml"), SQLiteDeliveryLog(db))
+    try:
+        rec = await notifier.start()
+        assert rec.stranded == {"ana-email": 1} and rec.resent == 0
+        assert any(
+            "no longer has" in r.getMessage() and "ana-email" in r.getMessage() for r in caplog.records
+        )
+        status, reasons = HEALTH.status()
+        assert status == "degraded" and any("ana-email" in x for x in reasons), (status, reasons)
+    finally:
+        HEALTH.condition("target-gone:ana-email", None)
+        await notifier.aclose()
+        notifier.log.close()
+    assert smtp.messages == []
