@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 from atalaia.notifiers.testing import SmtpSink
 from tests.test_ingest_log_up import send
 from tests.test_up_remembers import Up, up_env, wait_for
-from tests.test_warnings_console import h, users_file
+from tests.test_warnings_console import h, issue_via_console, users_file
 
 pytestmark = pytest.mark.broker
 
@@ -67,21 +66,7 @@ def test_commands_answered_before_a_kill_are_not_lost(tmp_path: Path) -> None:
             timeout=10,
         )
         assert r.status_code == 200, r.text
-        draft = {
-            "sender": "protecao.civil@cm-porto.pt",
-            "level": "orange",
-            "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
-            "expires": (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat(),
-            "area": {"geocodes": {"DICOFRE": ["131203"]}},
-        }
-        r = httpx.post(f"{up.url}/api/warnings", json={"draft": draft}, headers=h("ana"), timeout=10)
-        assert r.status_code == 201, r.text
-        wid = r.json()["warning"]
-        for who, action in (("ana", "submit"), ("rui", "approve"), ("rui", "issue")):
-            r = httpx.post(
-                f"{up.url}/api/warnings/{wid}/commands", json={"action": action}, headers=h(who), timeout=10
-            )
-            assert r.status_code == 200, r.text
+        wid = issue_via_console(up.url)
         issued = warning(up, wid)
         assert issued["state"] == "issued" and issued["identifier"]
         ident = issued["identifier"]

@@ -10,7 +10,7 @@ import hashlib
 import importlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -77,6 +77,27 @@ def users_file(tmp_path: Path) -> Path:
 
 def h(who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[who][1]}"}
+
+
+def issue_via_console(url: str) -> str:
+    """An orange flood warning for Campanhã drafted and submitted by ana, approved and issued by
+    rui, through the console API at ``url``; its id."""
+    draft = {
+        "sender": "protecao.civil@cm-porto.pt",
+        "level": "orange",
+        "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "expires": (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat(),
+        "area": {"geocodes": {"DICOFRE": ["131203"]}},
+    }
+    r = httpx.post(f"{url}/api/warnings", json={"draft": draft}, headers=h("ana"), timeout=10)
+    assert r.status_code == 201, r.text
+    wid = r.json()["warning"]
+    for who, action in (("ana", "submit"), ("rui", "approve"), ("rui", "issue")):
+        r = httpx.post(
+            f"{url}/api/warnings/{wid}/commands", json={"action": action}, headers=h(who), timeout=10
+        )
+        assert r.status_code == 200, r.text
+    return wid
 
 
 def sign_in(browser, url: str, who: str, locale: str = "en-GB"):

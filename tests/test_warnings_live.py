@@ -95,25 +95,11 @@ def test_a_replayed_issue_publishes_the_same_cap_document(
     `sent`, same identifier, so the same delivery ids), not a second warning. Before, the console
     left the command's time out and the replay stamped a new `sent`: a second identifier, a second
     SMS and a first document that could never be cancelled."""
-    from tests.test_warnings_console import h, users_file
+    from tests.test_warnings_console import issue_via_console, users_file
 
     env = {"ATALAIA_CONSOLE_USERS": str(users_file(tmp_path)), "ATALAIA_CHECKPOINT_S": "600"}
     w1 = make_worker("--stages", "warnings", extra_env=env).start(("warnings",))
-    draft = {
-        "sender": "protecao.civil@cm-porto.pt",
-        "level": "orange",
-        "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
-        "expires": (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat(),
-        "area": {"geocodes": {"DICOFRE": ["131203"]}},
-    }
-    r = httpx.post(f"{w1.url}/api/warnings", json={"draft": draft}, headers=h("ana"), timeout=10)
-    assert r.status_code == 201, r.text
-    wid = r.json()["warning"]
-    for who, action in (("ana", "submit"), ("rui", "approve"), ("rui", "issue")):
-        r = httpx.post(
-            f"{w1.url}/api/warnings/{wid}/commands", json={"action": action}, headers=h(who), timeout=10
-        )
-        assert r.status_code == 200, r.text
+    issue_via_console(w1.url)
     first = [o for o in on_topic(broker, f"{topic_prefix}.warnings") if o["kind"] == "cap"]
     assert len(first) == 1
     w1.kill()  # -9: nothing of this was checkpointed (every 600 s)
