@@ -172,6 +172,18 @@ def create_app(
 
     from atalaia.streams.guard import BrokerGuard
 
+    if any(n in app.atalaia_stages for n in ("incidents", "escalation", "warnings")):
+        # the files these stages read only when they start: an edit is said, with whether it loads
+        from atalaia.streams.configwatch import ConfigWatch
+        from atalaia.streams.preflight import part_problems
+
+        files = [
+            ("incidents", settings.incidents_path),
+            ("escalation", settings.escalation_path),
+            ("warnings", settings.warnings_path),
+        ] + ([("console users", settings.console_users)] if settings.console_users else [])
+        app.service(ConfigWatch(files, lambda name: part_problems(settings, name)))
+
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
     role = "all" if http is True else (http or "")
     from atalaia.streams.metrics import health_report, watch_stages

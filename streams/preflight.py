@@ -173,6 +173,17 @@ def startup_check(settings: Any) -> list[str]:
     return failed
 
 
+def part_problems(settings: Any, name: str) -> list[str]:
+    """The lines ``atalaia check`` prints for its part ``name`` when it fails (``file:line:col:
+    message``), or ``[]`` when it passes; nothing is printed."""
+    run = next(r for n, _, r in PARTS if n == name)
+    ctx = click.Context(check, info_name="check")
+    out, err = io.StringIO(), io.StringIO()
+    with ctx, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        ok = _run_part(ctx, settings, run, False)
+    return [] if ok else [line for line in err.getvalue().splitlines() if line.strip()] or ["does not load"]
+
+
 @click.command("check")
 @click.option("--strict", is_flag=True, help="warnings fail too")
 @click.pass_context
