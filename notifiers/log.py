@@ -123,6 +123,7 @@ class DeliveryLog(Protocol):
     def targets(self) -> list[TargetHealth]: ...
     def deliveries(self, incident: str | None = None, limit: int = 1000) -> list[Delivery]: ...
     def attempts(self, incident: str | None = None, limit: int = 1000) -> list[Attempt]: ...
+    def sent_since(self, target: str, since: float) -> list[float]: ...
     def close(self) -> None: ...
 
 
@@ -140,6 +141,7 @@ CREATE TABLE IF NOT EXISTS attempts (
   error TEXT, detail TEXT, started_at REAL NOT NULL, latency_ms REAL);
 CREATE INDEX IF NOT EXISTS attempts_incident ON attempts(incident);
 CREATE INDEX IF NOT EXISTS attempts_notification ON attempts(notification_id, attempt);
+CREATE INDEX IF NOT EXISTS attempts_target ON attempts(target, started_at);
 CREATE TABLE IF NOT EXISTS targets (
   target TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL, next_probe_at REAL,
   since REAL NOT NULL, last_error TEXT);
@@ -345,6 +347,15 @@ class SQLiteDeliveryLog:
                 f"SELECT {cols} FROM attempts WHERE incident=? ORDER BY id LIMIT ?", (incident, limit)
             ).fetchall()
         return [Attempt(*r) for r in rows]
+
+    def sent_since(self, target: str, since: float) -> list[float]:
+        """When attempts to ``target`` started, from ``since`` on (oldest first): what a restarted
+        process's rate limit has already spent."""
+        rows = self.db.execute(
+            "SELECT started_at FROM attempts WHERE target=? AND started_at>=? ORDER BY started_at LIMIT 10000",
+            (target, since),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def close(self) -> None:
         self.db.close()

@@ -135,6 +135,15 @@ class TokenBucket:
         self.last = max(self.last, now)
         return self.tokens
 
+    def seed(self, sent: list[float], now: float) -> None:
+        """Start as if the messages sent at ``sent`` (oldest first, within the last ``per``) had
+        gone through this bucket: a restarted process does not begin with a full bucket and send a
+        second burst inside one window."""
+        for t in sent:
+            self._refill(t)
+            self.take(t)
+        self._refill(now)
+
     def available(self, now: float) -> int:
         return int(self._refill(now) + 1e-9)
 

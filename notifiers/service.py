@@ -106,6 +106,7 @@ class Notifier:
             io,
         )
         self.fanout = FanOut(self._make_lane)
+        self._spent: dict[str, list[float]] = {}  # target -> send times within its rate window
         self._policies: dict[tuple[str, str, int], RetryPolicy] = {}
         self.front = Pipeline([Dedup(), Outbox()])
         self.started = False
@@ -127,6 +128,21 @@ class Notifier:
                 channels[name] = build_channel(name, target, cctx, self._env)
         self.ctx.channels = channels
         self.started = True
+        # what each rate-limited target was sent within its window before a restart still counts:
+        # the lanes start with that spent (a restarted process sent a second burst in one window)
+        now = self.ctx.clock()
+        for name, target in self.config.targets.items():
+            if target.rate is not None:
+                try:
+                    self._spent[name] = await self.ctx.io(
+                        self.log.sent_since, name, now - target.rate.per.total_seconds()
+                    )
+                except Exception as e:  # (a log that cannot say: that bucket starts full, as before)
+                    log.warning(
+                        "rate limit of %s starts full: the delivery log could not say what it sent: %s",
+                        name,
+                        e,
+                    )
         return await self.recover()
 
     async def recover(self) -> Recovery:
@@ -274,6 +290,9 @@ class Notifier:
     def _make_lane(self, target: str) -> TargetLane:
         cfg = self.config.targets.get(target)
         bucket = TokenBucket(cfg.rate.max, cfg.rate.per.total_seconds()) if cfg and cfg.rate else None
+        spent = self._spent.pop(target, None)
+        if bucket is not None and spent:  # sent within its window before a restart (start())
+            bucket.seed(spent, self.ctx.clock())
         return TargetLane(target, self.ctx.channels[target], self.ctx, self.breaker_policy(target), bucket)
 
     def _observe_health(self, health: TargetHealth, waiting: int) -> None:

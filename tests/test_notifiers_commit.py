@@ -198,3 +198,45 @@ policies:
         await notifier.aclose()
         notifier.log.close()
     assert smtp.messages == []
+
+
+async def test_a_rate_limit_keeps_counting_what_was_sent_before_a_restart(tmp_path, smtp) -> None:
+    """`rate: {max: 3, per: 20s}` on an SMS target: a restart started the bucket full, so the
+    three sent just before and three more just after made six within seconds. The lane starts
+    with what the delivery log says was sent within the window."""
+    from atalaia.notifiers.model import DeliveryResult
+    from atalaia.notifiers.pipeline import TokenBucket
+
+    text = """
+timezone: Europe/Lisbon
+targets:
+  ana-sms: {channel: sms, url: "smseagle://tok@127.0.0.1:1/+351912000001", rate: {max: 3, per: 20s}}
+  other: {channel: sms, url: "smseagle://tok@127.0.0.1:1/+351912000002", rate: {max: 3, per: 20s}}
+routes: [{policy: p}]
+policies:
+  p: {steps: [{targets: [ana-sms], wait: 10m}]}
+"""
+    cfg = load_config_text(text, "e.yaml")
+    db = tmp_path / "d.sqlite"
+    log = SQLiteDeliveryLog(db)
+    now = time.time()
+    for k, n in enumerate(notes_for(cfg, "inc-1") + notes_for(cfg, "inc-2") + notes_for(cfg, "inc-3")):
+        log.enqueue([(n, "sms")], now - 30 + k)
+        log.begin(n, "sms", 1, now - 3 + k)  # three sent 3, 2 and 1 s ago
+        log.finish(n, 1, DeliveryResult("delivered"), "delivered", now - 3 + k, 5.0)
+    assert len(log.sent_since("ana-sms", now - 20)) == 3 and log.sent_since("other", now - 20) == []
+    log.close()
+    notifier = Notifier(cfg, SQLiteDeliveryLog(db))
+    try:
+        await notifier.start()
+        spent = notifier._make_lane("ana-sms").bucket
+        fresh = notifier._make_lane("other").bucket
+        assert spent.available(time.time()) == 0  # the window's three were spent before the restart
+        assert 1.0 <= spent.next_token_at(time.time()) - time.time() <= 7.0  # refills at 3 per 20 s
+        assert fresh.available(time.time()) == 3
+    finally:
+        await notifier.aclose()
+        notifier.log.close()
+    bucket = TokenBucket(3, 20)
+    bucket.seed([100.0, 101.0], 110.0)
+    assert bucket.available(110.0) == 2 and bucket.available(101.0 + 20 / 3 * 2) == 3
