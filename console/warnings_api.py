@@ -332,6 +332,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused := await linked_incident_refused(view, request, draft)
         ):
             return refused
+        return await issue_refused(view, draft, own)
+
+    async def issue_refused(view: Any, draft: dict[str, Any], own: str | None) -> Any:
+        """What issuing a checked draft would refuse, said now: its references, then the warnings
+        file's sender and area bindings."""
         refused = references_refused(view, draft, own)
         return refused if refused is not None else await tenancy_refused(view, draft)
 
@@ -524,9 +529,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if errors or draft is None:
                 return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
             own = body.get("warning")  # (an edit's preview: its own identifier is no conflict)
-            refused = references_refused(self, data, own if isinstance(own, str) else None)
-            if refused is None:
-                refused = await tenancy_refused(self, data)
+            refused = await issue_refused(self, data, own if isinstance(own, str) else None)
             if refused is not None:
                 return refused
             c = core()

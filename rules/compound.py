@@ -121,19 +121,12 @@ class CompoundRule(CompiledRule):
                 return math.nan
             if part.unit is None:
                 return float(got)  # type: ignore[arg-type]
-            # in the part's unit, converted as its readings are: from the threshold's own unit code,
-            # else the unit its type documents (450 CMT under a part in m is 4.5)
-            from atalaia.rules.sdm import documented_unit
-            from atalaia.rules.units import converter
+            # in the part's unit, converted as its readings are (450 CMT under a part in m is 4.5);
+            # a threshold that does not convert does not hold
+            from atalaia.rules.units import value_in_unit
 
-            code = (obs.get("units") or {}).get(ref.attribute) or documented_unit(part.type, ref.attribute)
-            if code is None:
-                return float(got)  # type: ignore[arg-type]
-            conv = converter(code, part.unit, ref.attribute) if code.__class__ is str else "not text"
-            if conv.__class__ is str:
-                return math.nan  # a threshold that does not convert does not hold
-            value = conv(float(got))  # type: ignore[operator, arg-type]
-            return value if math.isfinite(value) else math.nan
+            value = value_in_unit(obs, part.type, ref.attribute, got, part.unit)  # type: ignore[arg-type]
+            return math.nan if isinstance(value, str) else value
         from atalaia.rules.tables import TableError, load_table
 
         try:

@@ -121,7 +121,6 @@ class ThresholdRule(CompiledRule):
         # key -> attribute -> why its latest value was not used (a unit code that does not convert)
         self.ref_problems: dict[str, dict[str, str]] = {}
         self.unit = rule.unit
-        self._ref_factors: dict[Any, tuple[float, float] | str] = {}  # unit code -> conversion
         self.tables: dict[tuple[str, str], dict[str, float]] = {}
         self.missing_warned: dict[str, str] = {}  # key -> what was missing when it was last warned
         self.quality: list[str] | None = None  # the engine's data-quality warnings (set by the engine)
@@ -166,35 +165,13 @@ class ThresholdRule(CompiledRule):
         return True
 
     def _ref_in_unit(self, obs: dict[str, Any], attr: str, got: float) -> float | str:
-        """A threshold attribute's value in the rule's ``unit``, converted as readings are: from the
-        observation's unit code for that attribute, else the unit its Smart Data Models type
-        documents, else taken as the rule's. The reason instead when the code does not convert."""
-        unit = self.unit
-        if unit is None:
+        """A threshold attribute's value in the rule's ``unit``, converted as readings are
+        (:func:`~atalaia.rules.units.value_in_unit`), or the reason it does not convert."""
+        if self.unit is None:
             return float(got)
-        units = obs.get("units")
-        code = units.get(attr) if units else None
-        if code is None:
-            from atalaia.rules.sdm import documented_unit
+        from atalaia.rules.units import value_in_unit
 
-            code = documented_unit(self.type, attr)
-            if code is None:
-                return float(got)
-        conv = self._ref_factors.get(code) if code.__class__ is str else "not text"
-        if conv is None:
-            from atalaia.rules.units import converter
-
-            if len(self._ref_factors) >= 256:  # unit codes come from the senders: bounded
-                self._ref_factors.clear()
-            conv = self._ref_factors[code] = converter(code, unit, attr)
-        if conv.__class__ is str:
-            return f"attribute '{attr}' in {str(code)[:40]!r}: {conv}"
-        value = conv(got)  # type: ignore[operator]
-        return (
-            value
-            if math.isfinite(value)
-            else f"attribute '{attr}' in {str(code)[:40]!r}: not a finite number in {unit}"
-        )
+        return value_in_unit(obs, self.type, attr, got, self.unit)
 
     def _store_ref(self, obs: dict[str, Any], key: str, attr: str, got: float) -> float | None:
         """Remember the entity's latest threshold (in the rule's unit). One whose unit does not

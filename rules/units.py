@@ -243,6 +243,32 @@ def converter(source: str, target: str, attribute: str | None = None) -> Callabl
     return lambda v: (v * p + r) / q
 
 
+def value_in_unit(
+    obs: dict[str, Any], entity_type: str, attribute: str, value: float, unit: str
+) -> float | str:
+    """The value of ``attribute`` in an observation, in ``unit``: converted from the observation's
+    unit code for it, else the unit its Smart Data Models type documents, else taken as it is; the
+    reason instead when the code does not convert (or the result is not a finite number). What a
+    per-entity threshold read off an attribute goes through (a rule's, a compound part's)."""
+    units = obs.get("units")
+    code = units.get(attribute) if units else None
+    if code is None:
+        from atalaia.rules.sdm import documented_unit
+
+        code = documented_unit(entity_type, attribute)
+        if code is None:
+            return float(value)
+    conv = converter(code, unit, attribute) if code.__class__ is str else "not text"
+    if isinstance(conv, str):
+        return f"attribute '{attribute}' in {str(code)[:40]!r}: {conv}"
+    out = conv(float(value))
+    return (
+        out
+        if math.isfinite(out)
+        else f"attribute '{attribute}' in {str(code)[:40]!r}: not a finite number in {unit}"
+    )
+
+
 def _digits(x: float) -> float:
     """``x`` to 12 significant digits (0.001, not 0.0010000000000000002; a factor of 1.9e-9, the
     micrograms of a ppb, keeps its digits where rounding to 12 decimals kept one)."""

@@ -175,13 +175,13 @@ def create_app(
     if any(n in app.atalaia_stages for n in ("incidents", "escalation", "warnings")):
         # the files these stages read only when they start: an edit is said, with whether it loads
         from atalaia.streams.configwatch import ConfigWatch
-        from atalaia.streams.preflight import part_problems
+        from atalaia.streams.preflight import PARTS, part_problems
 
         files = [
-            ("incidents", settings.incidents_path),
-            ("escalation", settings.escalation_path),
-            ("warnings", settings.warnings_path),
-        ] + ([("console users", settings.console_users)] if settings.console_users else [])
+            (name, getattr(settings, setting))
+            for name, setting, _ in PARTS
+            if name in ("incidents", "escalation", "warnings", "console users") and getattr(settings, setting)
+        ]
         app.service(ConfigWatch(files, lambda name: part_problems(settings, name)))
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))

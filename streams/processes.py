@@ -136,7 +136,7 @@ class Supervisor:
                         if now >= c.retry_at:
                             self._restart(c)
                     elif c.alive():
-                        if now - c.started >= STARTUP_S and not (c.ran and c.failures == 0):
+                        if now - c.started >= STARTUP_S:
                             c.ran, c.failures = True, 0  # past its start-up: healthy again
                     else:
                         self._died(c)
