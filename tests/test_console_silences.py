@@ -119,6 +119,7 @@ def test_create_a_silence_and_see_the_next_notification_withheld(make_worker, pu
         page.wait_for_selector("#incident:not([hidden])", timeout=10000)
         page.click("#silence-like")
         page.wait_for_selector("#silform")
+        page.wait_for_function("document.getElementById('matchers').value !== ''", timeout=10000)
         assert 'parish="Paranhos"' in page.input_value("#matchers")
         assert 'rule="river-level-high"' in page.input_value("#matchers")
         page.fill("#comment", "crew working at the Paranhos gauge")
