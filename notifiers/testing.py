@@ -118,8 +118,16 @@ class Mail:
 
 @dataclass
 class SmtpSink:
+    """A real SMTP server (aiosmtpd) that keeps what it receives. ``rcpt_replies``: address → the
+    reply to its ``RCPT`` instead of 250 (e.g. ``"550 5.1.1 mailbox unavailable"``);
+    ``mail_reply``: the reply to ``MAIL FROM``; ``data_reply``: the reply after the message's DATA
+    terminator instead of 250 (each may be changed while the server runs)."""
+
     port: int = 0
     messages: list[Mail] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    mail_reply: str | None = None
+    data_reply: str | None = None
 
     def start(self) -> SmtpSink:
         from aiosmtpd.controller import Controller
@@ -127,7 +135,23 @@ class SmtpSink:
         sink = self
 
         class Handler:
+            async def handle_MAIL(self, server, session, envelope, address, mail_options):
+                if sink.mail_reply is not None:
+                    return sink.mail_reply
+                envelope.mail_from = address
+                envelope.mail_options.extend(mail_options)
+                return "250 OK"
+
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                reply = sink.rcpt_replies.get(address)
+                if reply is not None:
+                    return reply
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server, session, envelope):
+                if sink.data_reply is not None:
+                    return sink.data_reply
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 part = msg.get_body(preferencelist=("plain", "html"))
                 html = msg.get_body(preferencelist=("html",))

@@ -28,6 +28,7 @@ import smtplib
 import threading
 import types
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from atalaia.notifiers.channels.base import Channel, ChannelContext
 from atalaia.notifiers.commit import COMMIT_HOOK
@@ -105,15 +106,22 @@ def _install_smtp_commit_hook() -> bool:
     """Wrap ``smtplib.SMTP.data`` (once per process): with a hook set for the current thread,
     ``self.send`` is wrapped for the duration of the call and the hook runs right before the
     payload that ends with the terminator (smtplib sends it in one ``self.send(q)``). Without a
-    hook (not one of our sends) the original runs untouched."""
+    hook (not one of our sends) the original runs untouched. With a reply recorder set for the
+    thread (:class:`SmtpReplies`), it notes that the message and its terminator went out, so a
+    refusal after that is told apart from one at the ``DATA`` command."""
     real = smtplib.SMTP.data
     if getattr(real, "_atalaia_commit_hook", False):
         return True
 
     def data(self, msg):
         hook = getattr(_SMTP_HOOK, "fn", None)
-        if hook is None:
-            return real(self, msg)
+        out = real(self, msg) if hook is None else _data_with_hook(self, msg, hook)
+        rec = getattr(_SMTP_REPLIES, "rec", None)
+        if rec is not None:  # the terminator went out and the server answered (maybe a refusal)
+            rec.data_sent = True
+        return out
+
+    def _data_with_hook(self, msg, hook):
         had, prev = "send" in self.__dict__, self.__dict__.get("send")
         send = self.send
 
@@ -146,6 +154,156 @@ def _install_smtp_commit_hook() -> bool:
 
 
 _SMTP_COMMIT = _install_smtp_commit_hook()
+
+# -- SMTP replies: the server's code and text reach the delivery log ---------------------------
+# apprise answers a bool and logs an SMTP refusal's reason at DEBUG, if at all; a mailbox that does
+# not exist (550 at RCPT) was retried like an outage for the whole budget, its reason lost. The
+# methods apprise calls on smtplib are wrapped once per process; while one of our sends runs, the
+# thread carries a recorder that notes each refusal (command, code, text, recipient) and each
+# recipient the server accepted. Other users of smtplib run the originals untouched.
+
+_SMTP_REPLIES = threading.local()  # .rec: the SmtpReplies of this thread's send, else None
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpReply:
+    """One refusal or failure of an SMTP session: the command it answered (``connect``,
+    ``STARTTLS``, ``AUTH``, ``MAIL FROM``, ``RCPT``, ``DATA``, ``end of DATA``: after the message
+    and its terminator), the reply code (None: no reply, e.g. connection refused or closed) and
+    text, and the recipient (of ``RCPT``; else the message's recipients, within a ``sendmail``)."""
+
+    command: str
+    code: int | None
+    text: str
+    recipient: str | None = None
+
+    @property
+    def permanent(self) -> bool:
+        """A 5xx reply: the server refuses for good (RFC 5321 §4.2.1); retrying changes nothing."""
+        return self.code is not None and 500 <= self.code < 600
+
+    def __str__(self) -> str:
+        where = self.command
+        if self.recipient:
+            where += f" {self.recipient}" if self.command == "RCPT" else f", to {self.recipient}"
+        if self.code is None:
+            return f"SMTP {where} failed: {self.text}"
+        return f"SMTP {self.code} {self.text} ({where})".replace(" ()", "")
+
+
+@dataclass(slots=True)
+class SmtpReplies:
+    """What the server answered during one send (one apprise ``notify``: a session, one message
+    per recipient)."""
+
+    failures: list[SmtpReply] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)  # recipients whose message the server took
+    data_sent: bool = False  # (within one sendmail) the message and its terminator went out
+
+    def add_error(self, command: str, e: BaseException, to: str | None = None) -> None:
+        if isinstance(e, smtplib.SMTPRecipientsRefused):
+            for addr, (code, text) in e.recipients.items():
+                self.failures.append(SmtpReply("RCPT", code, _text(text), addr))
+            return
+        if isinstance(e, smtplib.SMTPSenderRefused):
+            command = "MAIL FROM"
+        elif isinstance(e, smtplib.SMTPDataError):
+            command = "end of DATA" if self.data_sent else "DATA"
+        elif isinstance(e, smtplib.SMTPHeloError):
+            command = "EHLO/HELO"
+        elif isinstance(e, smtplib.SMTPAuthenticationError):
+            command = "AUTH"
+        code = getattr(e, "smtp_code", None)
+        if isinstance(code, int) and code > 0:
+            self.failures.append(SmtpReply(command, code, _text(getattr(e, "smtp_error", b"")), to))
+            return
+        what = str(e) or "connection closed"
+        if not isinstance(e, smtplib.SMTPException):
+            what = f"{type(e).__name__}: {what}"
+        self.failures.append(SmtpReply(command, None, what, to))
+
+    def sent(self, to_addrs, refused) -> None:
+        rcpts = _rcpts(to_addrs)
+        refused = refused or {}
+        for addr, (code, text) in refused.items():
+            self.failures.append(SmtpReply("RCPT", code, _text(text), addr))
+        self.accepted.extend(a for a in rcpts if a not in refused)
+
+
+def _rcpts(to_addrs) -> list[str]:
+    return [to_addrs] if isinstance(to_addrs, str) else list(to_addrs or ())
+
+
+def _text(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    return " ".join(text.split())[:200]  # a multi-line reply on one line
+
+
+def _install_smtp_replies() -> bool:
+    """Wrap the smtplib methods apprise calls (``connect`` from the constructor, ``starttls``,
+    ``login``, ``sendmail``), once per process: with a recorder set for the thread, an exception
+    that leaves one of them, and the recipients ``sendmail`` reports refused or accepted, are
+    recorded; the exception goes on to apprise as before."""
+    if getattr(smtplib.SMTP.sendmail, "_atalaia_replies", False):
+        return True
+
+    def wrap(name: str, command: str):
+        real = getattr(smtplib.SMTP, name)
+
+        def method(self, *args, **kwargs):
+            rec = getattr(_SMTP_REPLIES, "rec", None)
+            if rec is None:
+                return real(self, *args, **kwargs)
+            rec.data_sent = False
+            to = (args[1] if len(args) > 1 else kwargs.get("to_addrs", ())) if name == "sendmail" else None
+            try:
+                out = real(self, *args, **kwargs)
+            except Exception as e:
+                rec.add_error(command, e, ", ".join(_rcpts(to)) if to else None)
+                raise
+            if name == "sendmail":
+                rec.sent(to, out)
+            return out
+
+        method.__name__, method.__qualname__ = real.__name__, real.__qualname__
+        method.__doc__ = real.__doc__
+        method.__wrapped__ = real  # type: ignore[attr-defined]
+        method._atalaia_replies = True  # type: ignore[attr-defined]
+        setattr(smtplib.SMTP, name, method)
+
+    for name, command in (
+        ("connect", "connect"),
+        ("starttls", "STARTTLS"),
+        ("login", "AUTH"),
+        ("sendmail", ""),
+    ):
+        wrap(name, command)
+    return True
+
+
+_SMTP_REPLIES_ON = _install_smtp_replies()
+
+
+def smtp_result(replies: SmtpReplies, refused_before: list[SmtpReply], detail: str | None) -> DeliveryResult:
+    """A failed email send (apprise said False) as a result, from what the server answered.
+
+    Every refusal a 5xx (a mailbox that does not exist, a message refused after its DATA
+    terminator, bad credentials): ``permanent`` — not retried, the server's words in the log.
+    Anything else (a 4xx, no answer: refused or dropped connection, timeout): ``retryable``.
+    Several recipients: each message the server took is not sent again on a retry (apprise skips
+    the recipients marked delivered); recipients refused for good are not tried again either and
+    are named in the result, with the ones that got it."""
+    failures = refused_before + replies.failures
+    retry = any(not f.permanent for f in replies.failures)
+    text = "; ".join(str(f) for f in failures)
+    if replies.accepted:
+        text += f"; delivered to {', '.join(replies.accepted)}"
+    first = next((f for f in failures if f.code is not None), None)
+    return DeliveryResult(
+        "retryable" if retry else "permanent",
+        error=text[:500],
+        detail=f"SMTP {first.code}" if first is not None else detail,
+    )
 
 
 #: apprise plugins that post anywhere (generic web hooks, another apprise server): not an SMS gateway
@@ -201,6 +359,29 @@ def _plugin_secrets(plugin) -> tuple[str, ...]:
     return tuple(sorted(found, key=len, reverse=True))
 
 
+def _apprise_tracker():
+    """apprise's context variable of the targets that accepted the current notification (set by
+    its own retries; a plugin skips them), or None if this apprise has none."""
+    try:
+        from apprise.plugins import base as apprise_base
+    except ImportError:  # pragma: no cover
+        return None
+    return getattr(apprise_base, "_delivery_tracker", None)
+
+
+_TRACKER = _apprise_tracker()
+
+
+@dataclass(slots=True)
+class _Progress:
+    """An email notification's recipients so far: what apprise skips on the next attempt
+    (``tracker``), the recipients the server refused for good and those that got it."""
+
+    tracker: set = field(default_factory=set)
+    refused: list[SmtpReply] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)
+
+
 class AppriseChannel(Channel):
     """``kind`` is ``sms`` (short text fitted to ``max_segments``) or ``email`` (subject + body)."""
 
@@ -236,11 +417,19 @@ class AppriseChannel(Channel):
         self.plugin.socket_read_timeout = timeout
         self.timeout = timeout
         self.text = apprise.NotifyFormat.TEXT
+        self._progress: dict[str, _Progress] = {}  # email: recipients reached / refused, per id
 
-    def _send_sync(self, title: str, body: str, hook=None) -> tuple[bool, list[str]]:
+    def _send_sync(
+        self, title: str, body: str, hook=None, progress: _Progress | None = None
+    ) -> tuple[bool, list[str], SmtpReplies | None]:
         me = threading.get_ident()
         _CAPTURE.records[me] = []
         _SMTP_HOOK.fn = hook  # set here, in the pool thread that runs smtplib
+        replies = SmtpReplies() if self.kind == "email" else None
+        _SMTP_REPLIES.rec = replies
+        # apprise skips the recipients this notification's earlier attempts reached (its own
+        # retry bookkeeping, a context variable we hand each attempt's set)
+        token = _TRACKER.set(progress.tracker) if _TRACKER is not None and progress is not None else None
         if _SSL is not None:
             _SSL.flag.verify = bool(getattr(self.plugin, "verify_certificate", True))
         try:
@@ -251,9 +440,12 @@ class AppriseChannel(Channel):
         finally:
             msgs = _CAPTURE.records.pop(me, [])
             _SMTP_HOOK.fn = None
+            _SMTP_REPLIES.rec = None
+            if token is not None:
+                _TRACKER.reset(token)
             if _SSL is not None:
                 _SSL.flag.verify = None
-        return ok, msgs
+        return ok, msgs, replies
 
     def _warning(self, n: Notification) -> tuple[str, str, str | None]:
         """A population warning: SMS in the target's language (pt-PT by default), as
@@ -273,7 +465,7 @@ class AppriseChannel(Channel):
     async def send(self, n: Notification) -> DeliveryResult:
         if n.kind == "warning":
             title, body, detail = self._warning(n)
-            return await self._deliver(title, body, detail)
+            return await self._deliver(title, body, detail, n.id)
         msg = render(n, self.lang, self.ctx.tz, self.ctx.console_url, self.ctx.rules)
         if self.kind == "sms":
             if msg.link and msg.short.endswith(msg.link):  # the link to act on is never cut
@@ -285,19 +477,49 @@ class AppriseChannel(Channel):
             detail = f"{count} segment(s) {enc}"
         else:
             title, body, detail = msg.subject, msg.body, None
-        return await self._deliver(title, body, detail)
+        return await self._deliver(title, body, detail, n.id)
 
-    async def _deliver(self, title: str, body: str, detail: str | None) -> DeliveryResult:
+    async def _deliver(
+        self, title: str, body: str, detail: str | None, nid: str | None = None
+    ) -> DeliveryResult:
         loop = asyncio.get_running_loop()
         hook = COMMIT_HOOK.get() if self.commit_point else None  # the lane's, for this notification
+        progress = None
+        if self.kind == "email" and nid is not None:
+            progress = self._progress.pop(nid, None) or _Progress()
         try:
-            ok, msgs = await asyncio.wait_for(
-                loop.run_in_executor(_POOL, self._send_sync, title, body, hook), self.timeout * 2
+            ok, msgs, replies = await asyncio.wait_for(
+                loop.run_in_executor(_POOL, self._send_sync, title, body, hook, progress), self.timeout * 2
             )
         except TimeoutError:
+            if progress is not None:
+                self._keep(nid, progress)
             return DeliveryResult("retryable", error=f"apprise send did not finish in {self.timeout * 2:g}s")
-        if ok:
+        if replies is None or (not ok and not replies.failures):  # not SMTP, or no SMTP answer to tell
+            if ok:
+                return DeliveryResult("delivered", detail=detail)
+            if progress is not None:
+                self._keep(nid, progress)
+            return DeliveryResult(
+                "retryable", error="; ".join(msgs)[-300:] or "apprise reported a failure", detail=detail
+            )
+        if progress is not None:
+            replies.accepted[:0] = progress.accepted
+        if ok and not (progress and progress.refused):
             return DeliveryResult("delivered", detail=detail)
-        return DeliveryResult(
-            "retryable", error="; ".join(msgs)[-300:] or "apprise reported a failure", detail=detail
-        )
+        result = smtp_result(replies, progress.refused if progress else [], detail)
+        if result.status == "retryable" and progress is not None:
+            # recipients refused for good are not tried again: marked as done for apprise
+            for f in replies.failures:
+                if f.permanent and f.recipient:
+                    progress.refused.append(f)
+                    progress.tracker.add(self.plugin._slot(f.recipient, False))
+            progress.accepted = list(replies.accepted)
+            self._keep(nid, progress)
+        return result
+
+    def _keep(self, nid: str, progress: _Progress) -> None:
+        """Remember a notification's partial progress for its next attempt (in this process)."""
+        self._progress[nid] = progress
+        while len(self._progress) > 10_000:
+            self._progress.pop(next(iter(self._progress)))

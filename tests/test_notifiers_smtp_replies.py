@@ -1,0 +1,148 @@
+"""SMTP replies reach the delivery log, and a 5xx is not retried (against a real aiosmtpd server).
+
+A mailbox that does not exist (550 at RCPT), a message refused after its DATA terminator (554),
+a sender refused (553): ``permanent`` with the server's code and text. A 4xx and a refused
+connection: ``retryable``, with the code/text too. Several recipients: the ones that got the
+message do not get it again when another one's refusal is retried."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from atalaia.notifiers.channels.apprise import AppriseChannel
+from atalaia.notifiers.channels.base import ChannelContext
+from atalaia.notifiers.config import load_config_text
+from atalaia.notifiers.engine import EscalationEngine, EscalationState
+from atalaia.notifiers.log import SQLiteDeliveryLog
+from atalaia.notifiers.service import Notifier
+from atalaia.notifiers.testing import SmtpSink, incident_event
+from atalaia.streams.clock import parse_time
+
+ANA, RUI = "ana@cm-porto.pt", "rui@cm-porto.pt"
+
+
+@pytest.fixture
+def smtp():
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+def config(url: str):
+    # a short budget: the old behaviour (a 550 retried like an outage) ends within seconds
+    return load_config_text(
+        f"""
+timezone: Europe/Lisbon
+retry: {{for: 3s, first_backoff: 0.1, max_backoff: 0.2}}
+targets:
+  piquete: {{channel: email, url: "{url}"}}
+routes: [{{policy: p}}]
+policies:
+  p: {{steps: [{{targets: [piquete], wait: 10m}}]}}
+""",
+        "smtp.yaml",
+    )
+
+
+def two(smtp: SmtpSink) -> str:
+    return smtp.mailto(f"{ANA},{RUI}")
+
+
+def notes_for(cfg, incident: str = "inc-1"):
+    ev = incident_event(incident=incident, at="2026-03-01T10:00:00Z")
+    return EscalationEngine(cfg).step(EscalationState(), ev, parse_time(ev["at"]))[1]
+
+
+async def deliver(cfg, tmp_path):
+    notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"))
+    await notifier.start()
+    try:
+        await asyncio.wait_for(notifier.deliver(notes_for(cfg)), 30)
+    finally:
+        await notifier.aclose()
+    return notifier
+
+
+async def test_a_mailbox_that_does_not_exist_fails_for_good_with_the_servers_words(smtp, tmp_path):
+    smtp.rcpt_replies[RUI] = "550 5.1.1 mailbox unavailable"
+    notifier = await deliver(config(two(smtp)), tmp_path)
+    (d,) = notifier.log.deliveries()
+    assert d.status == "failed" and d.attempts == 1 and d.resend_until is None  # not retried, not kept
+    assert f"SMTP 550 5.1.1 mailbox unavailable (RCPT {RUI})" in d.last_error
+    assert f"delivered to {ANA}" in d.last_error and "permanent" in d.last_error
+    (a,) = notifier.log.attempts()
+    assert (a.status, a.detail) == ("permanent", "SMTP 550")  # as an HTTP 404 shows "HTTP 404"
+    assert [m.rcpt_tos for m in smtp.messages] == [[ANA]]  # ana got it, once
+    notifier.log.close()
+
+
+@pytest.mark.parametrize(
+    "where, reply, expect",
+    [
+        (
+            "data",
+            "554 5.7.1 message refused as spam",
+            f"SMTP 554 5.7.1 message refused as spam (end of DATA, to {ANA})",
+        ),
+        ("mail", "553 5.7.1 sender not allowed", f"SMTP 553 5.7.1 sender not allowed (MAIL FROM, to {ANA})"),
+    ],
+)
+async def test_a_message_refused_with_a_5xx_is_refused_not_in_doubt(smtp, tmp_path, where, reply, expect):
+    if where == "data":
+        smtp.data_reply = reply  # after the DATA terminator: past the commit point, yet refused
+    else:
+        smtp.mail_reply = reply
+    notifier = await deliver(config(smtp.mailto(ANA)), tmp_path)
+    (d,) = notifier.log.deliveries()
+    assert (d.status, d.attempts, d.resend_until) == ("failed", 1, None)
+    assert d.last_error.startswith(expect)
+    (a,) = notifier.log.attempts()
+    assert (a.status, a.detail) == ("permanent", f"SMTP {reply[:3]}")
+    marks = tmp_path / "d.sqlite.smtp-commit"
+    assert not any(marks.iterdir())  # the commit marker of the refused message is gone: not in doubt
+    assert smtp.messages == []
+    notifier.log.close()
+
+
+async def test_a_4xx_is_retried_with_its_words_and_who_got_it_is_not_sent_it_again(smtp, tmp_path):
+    smtp.rcpt_replies[RUI] = "450 4.2.1 mailbox busy, try later"
+    cfg = config(two(smtp))
+    notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"))
+    await notifier.start()
+    try:
+        fut = asyncio.ensure_future(notifier.deliver(notes_for(cfg)))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            rows = notifier.log.deliveries()
+            if rows and rows[0].attempts >= 2:
+                break
+        (d,) = notifier.log.deliveries()
+        assert d.status in ("waiting", "sending")
+        assert f"SMTP 450 4.2.1 mailbox busy, try later (RCPT {RUI})" in (
+            notifier.log.attempts()[0].error or ""
+        )
+        assert notifier.log.attempts()[0].status == "retryable"
+        smtp.rcpt_replies.clear()  # rui's mailbox is back
+        assert len(await asyncio.wait_for(fut, 10)) == 1
+    finally:
+        await notifier.aclose()
+    (d,) = notifier.log.deliveries()
+    assert d.status == "delivered"
+    got = sorted(r for m in smtp.messages for r in m.rcpt_tos)
+    assert got == [ANA, RUI]  # each once: ana's copy was not sent again with rui's retries
+    notifier.log.close()
+
+
+async def test_a_refused_connection_is_retryable_and_says_so():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    url = f"mailto://127.0.0.1:{port}?mode=insecure&from=a@cm-porto.pt&to={ANA}&user=&pass="
+    ch = AppriseChannel("e", ChannelContext(tz=ZoneInfo("Europe/Lisbon")), url, "email")
+    r = await ch._deliver("s", "b", None, "n1")
+    assert r.status == "retryable"
+    assert r.error.startswith("SMTP connect failed: ConnectionRefusedError")
