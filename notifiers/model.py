@@ -146,6 +146,9 @@ class DeliveryResult:
     status: Status
     error: str | None = None
     detail: str | None = None  # e.g. HTTP status, SMTP answer, number of SMS segments
+    # retryable: the target asked to wait this many seconds before trying again (HTTP Retry-After
+    # on a 429/503); the scheduler honours it, bounded (retry.RETRY_AFTER_MAX)
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:

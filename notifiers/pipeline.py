@@ -326,7 +326,7 @@ class TargetLane:
                 result = scrub(result)
             latency_ms = (time.perf_counter() - t0) * 1000
             now = ctx.clock()
-            d = self.sched.record(nid, "internal" if internal else result.status, now)
+            d = self.sched.record(nid, "internal" if internal else result.status, now, result.retry_after)
             if not result.ok:
                 self.last_error = result.error
             error = result.error if d.status != "failed" or not d.reason else f"{result.error}; {d.reason}"

@@ -37,6 +37,10 @@ import heapq
 from dataclasses import dataclass
 from typing import Literal
 
+#: the longest wait a target's ``Retry-After`` can impose (seconds): a gateway asking for an hour is
+#: still tried after this, as it would be after a plain 503
+RETRY_AFTER_MAX = 600.0
+
 # "internal": the send failed in Atalaia (a channel's bug formatting the message), not at the
 # target: retried as "retryable" is, but never counted against the target's breaker
 Answer = Literal["delivered", "retryable", "permanent", "internal"]
@@ -125,6 +129,7 @@ class TargetScheduler:
         self.open = False
         self.probe_at = 0.0
         self.probing: str | None = None
+        self.hold_until = 0.0  # the target's Retry-After: nothing is sent to it before this
         self._seq = 0
         self._in_flight = 0
         self._due: list[tuple[float, int, str]] = []  # (next_at, seq, id), lazily invalidated
@@ -148,8 +153,10 @@ class TargetScheduler:
         return sum(1 for i in self.items.values() if not i.failed)
 
     def next_try(self, item: Item) -> float:
-        """When ``item`` will really be tried (the breaker holds it while open)."""
-        return max(item.next_at, self.probe_at) if self.open else item.next_at
+        """When ``item`` will really be tried (the breaker holds it while open, a Retry-After
+        until it has passed)."""
+        t = max(item.next_at, self.probe_at) if self.open else item.next_at
+        return max(t, self.hold_until)
 
     def next_wakeup(self) -> float | None:
         """The earliest time at which :meth:`expire` or :meth:`due` has something to do (None:
@@ -161,7 +168,7 @@ class TargetScheduler:
         elif self._in_flight < self.breaker.max_in_flight:
             t = self._top(self._due, "due")
             if t is not None:
-                times.append(t)
+                times.append(max(t, self.hold_until))
         return min(times) if times else None
 
     # --- inputs ----------------------------------------------------------------------------
@@ -215,7 +222,7 @@ class TargetScheduler:
     def due(self, now: float, limit: int | None = None) -> list[str]:
         """Notifications to send now (marked in flight). ``limit``: at most this many (a rate
         limit's tokens)."""
-        if limit is not None and limit <= 0:
+        if (limit is not None and limit <= 0) or now < self.hold_until:
             return []
         if self.open:
             if self.probing is not None or now < self.probe_at:
@@ -240,8 +247,11 @@ class TargetScheduler:
             room -= 1
         return out
 
-    def record(self, id: str, answer: Answer, now: float) -> Decision:
-        """The answer of a send started by :meth:`due`."""
+    def record(self, id: str, answer: Answer, now: float, retry_after: float | None = None) -> Decision:
+        """The answer of a send started by :meth:`due`. ``retry_after`` (a retryable answer):
+        the target asked to wait this many seconds (HTTP ``Retry-After``): nothing goes to it
+        before then (at most :data:`RETRY_AFTER_MAX`), and this notification's next try is no
+        sooner than that nor than its own backoff."""
         it = self.items[id]
         it.in_flight = False
         self._in_flight -= 1
@@ -258,14 +268,19 @@ class TargetScheduler:
                 return Decision(id, "delivered", it.attempts)
             return Decision(id, "failed", it.attempts, reason="refused by the target (permanent error)")
         it.failures += 1
+        wait = 0.0
         if answer == "retryable":  # ("internal": the target did not fail; its breaker is not moved)
+            if retry_after is not None and retry_after > 0:
+                wait = min(retry_after, RETRY_AFTER_MAX)
+                self.hold_until = max(self.hold_until, now + wait)
             self.failures += 1
             if self.open or self.failures >= self.breaker.open_after:
                 self.open = True
                 b = self.breaker
                 self.probe_at = now + backoff(self.failures, b.first_backoff, b.max_backoff, self.key)
+                self.probe_at = max(self.probe_at, self.hold_until)
         p = it.policy
-        it.next_at = now + backoff(it.failures, p.first_backoff, p.max_backoff, id)
+        it.next_at = now + max(wait, backoff(it.failures, p.first_backoff, p.max_backoff, id))
         spent = now >= it.deadline or (p.max_attempts is not None and it.attempts >= p.max_attempts)
         if not (it.failed or spent):
             self._push(it)

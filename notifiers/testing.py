@@ -41,6 +41,8 @@ class HttpSink:
         self.fail: dict[str, int] = {}  # path -> answer 500 this many more times (-1: always)
         self.delay: dict[str, float] = {}  # path -> seconds to wait before answering
         self.fail_when: Callable[[Received], bool] | None = None  # answer 503 to these requests
+        # path -> answers given (in order, each once) before the usual one: (status, headers)
+        self.answers: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self.sms_seq = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -84,6 +86,10 @@ class HttpSink:
         self.requests.append(rec)
         if path in self.delay:
             await asyncio.sleep(self.delay[path])
+        queued = self.answers.get(path)
+        if queued:
+            status, headers = queued.pop(0)
+            return web.Response(status=status, headers=headers, text=f"answer {status}")
         if self.fail_when is not None and self.fail_when(rec):
             return web.Response(status=503, text="not this one")
         left = self.fail.get(path, 0)

@@ -52,7 +52,10 @@ class Channel(ABC):
         if not self.secrets or not (result.error or result.detail):
             return result
         return DeliveryResult(
-            result.status, error=scrub(result.error, self.secrets), detail=scrub(result.detail, self.secrets)
+            result.status,
+            error=scrub(result.error, self.secrets),
+            detail=scrub(result.detail, self.secrets),
+            retry_after=result.retry_after,
         )
 
     def __init__(self, name: str, ctx: ChannelContext):
@@ -80,21 +83,47 @@ def scrub(text: str | None, secrets: tuple[str, ...]) -> str | None:
     return text
 
 
-def http_result(status: int, text: str = "") -> DeliveryResult:
+def http_result(status: int, text: str = "", retry_after: float | None = None) -> DeliveryResult:
+    """An HTTP answer as a result. ``retry_after``: seconds the server asked to wait (its
+    ``Retry-After``, see :func:`retry_after_seconds`), kept on a 429 or 503 only."""
     if 200 <= status < 300:
         return DeliveryResult("delivered", detail=f"HTTP {status}")
     retry = status >= 500 or status in (408, 425, 429)
+    wait = retry_after if status in (429, 503) else None
+    error = f"HTTP {status}: {text[:200]}".strip()
+    if wait is not None:
+        error += f" (Retry-After {wait:g}s)"
     return DeliveryResult(
-        "retryable" if retry else "permanent",
-        error=f"HTTP {status}: {text[:200]}".strip(),
-        detail=f"HTTP {status}",
+        "retryable" if retry else "permanent", error=error, detail=f"HTTP {status}", retry_after=wait
     )
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) as seconds from
+    ``now`` (0 for a date already past); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value))
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        from datetime import UTC
+
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 async def post(
     ctx: ChannelContext, url: str, *, content: bytes, headers: dict[str, str], timeout: float
 ) -> DeliveryResult:
-    """POST with errors mapped to results: connection refused, timeouts and 5xx are retryable.
+    """POST with errors mapped to results: connection refused, timeouts and 5xx are retryable
+    (a 429/503's ``Retry-After`` is carried on the result).
     (aiohttp, not httpx: httpcore's pool scans every connection per request and re-imports a
     missing optional module on each one — 20× slower here with 20 concurrent targets.)"""
     if ctx.http is None:
@@ -104,7 +133,8 @@ async def post(
             url, data=content, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
         ) as r:
             text = await r.text(errors="replace") if r.status >= 300 else ""
-            return http_result(r.status, text)
+            wait = retry_after_seconds(r.headers.get("Retry-After"), ctx.clock()) if r.status >= 300 else None
+            return http_result(r.status, text, wait)
     except TimeoutError:
         return DeliveryResult("retryable", error=f"timeout after {timeout:g}s")
     except aiohttp.ClientError as e:
