@@ -124,6 +124,7 @@ class DeliveryLog(Protocol):
     def deliveries(self, incident: str | None = None, limit: int = 1000) -> list[Delivery]: ...
     def attempts(self, incident: str | None = None, limit: int = 1000) -> list[Attempt]: ...
     def sent_since(self, target: str, since: float) -> list[float]: ...
+    def in_doubt_since(self, since: float) -> list[tuple[str, float]]: ...
     def close(self) -> None: ...
 
 
@@ -356,6 +357,16 @@ class SQLiteDeliveryLog:
             (target, since),
         ).fetchall()
         return [r[0] for r in rows]
+
+    def in_doubt_since(self, since: float) -> list[tuple[str, float]]:
+        """(target, when it was marked in doubt) of each ``in-doubt`` row marked from ``since`` on,
+        oldest first: what ``/health`` says a person should check."""
+        rows = self.db.execute(
+            "SELECT target, updated_at FROM deliveries WHERE status='in-doubt' AND updated_at>=?"
+            " ORDER BY updated_at LIMIT 10000",
+            (since,),
+        ).fetchall()
+        return [(t, u) for t, u in rows]
 
     def close(self) -> None:
         self.db.close()

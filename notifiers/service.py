@@ -61,7 +61,14 @@ TARGET_WAITING = Gauge(
     "most once a second)",
     ["target"],
 )
+IN_DOUBT = Counter(
+    "atalaia_notification_in_doubt",
+    "deliveries found in flight at a restart on a channel that cannot be re-sent safely (SMS, "
+    "Alertmanager, email past its commit point): marked in doubt, not re-sent; a person checks",
+    ["target"],
+)
 MIN_BUDGET = 3600.0  # the default retry budget is the life of the step, at least this
+IN_DOUBT_ALERT_S = 3600.0  # /health names in-doubt deliveries this long after they were marked
 
 
 @dataclass(slots=True)
@@ -88,8 +95,10 @@ class Notifier:
         http: aiohttp.ClientSession | None = None,
         rules: dict[str, Any] | None = None,
         io: Callable[..., Awaitable[Any]] = inline,
+        in_doubt_alert_s: float = IN_DOUBT_ALERT_S,
     ):
         self.config, self.log = config, log
+        self.in_doubt_alert_s = in_doubt_alert_s
         self.rules = rules or {}  # rule id → RuleInfo: units, summaries and runbooks in messages
         self._env, self._channels, self._http = env, channels, http
         self._own_http = http is None
@@ -167,6 +176,7 @@ class Notifier:
             elif u.status == "sending" and (channel is None or not channel.idempotent):
                 await self.ctx.io(self.log.mark_in_doubt, n.id, now)
                 rec.in_doubt += 1
+                IN_DOUBT.labels(n.target).inc()
                 log.warning("delivery %s to %s in doubt after restart: not re-sent", n.id, n.target)
                 continue
             if channel is None:  # its target was removed from the escalation file since
@@ -193,11 +203,46 @@ class Notifier:
                 f"target-gone:{target}",
                 f"{count} unfinished delivery(ies) to target {target!r}, no longer configured: not sent",
             )
+        await self._health_in_doubt(now)
         if marks is not None:  # every marker's row is now settled (in doubt) or not in flight
             marks.clear_all()
         if todo:
             self.fanout.dispatch(todo, self.retry_policy, prior)
         return rec
+
+    async def _health_in_doubt(self, now: float) -> None:
+        """``/health`` degraded, naming the targets, while deliveries marked in doubt within the
+        last ``in_doubt_alert_s`` exist (these and earlier restarts': a crash loop does not hide
+        them); then it clears by itself. A person must check with the recipient whether each
+        arrived; the rows stay in ``atalaia notify log``. Not "until acknowledged": one old row
+        would keep the process 503 for ever, while the escalation's next repeat or step (unless
+        someone acknowledges) already covers a message that really was lost."""
+        from atalaia.streams.guard import HEALTH
+
+        if self.in_doubt_alert_s <= 0:
+            HEALTH.condition("in-doubt", None)
+            return
+        try:
+            rows = await self.ctx.io(self.log.in_doubt_since, now - self.in_doubt_alert_s)
+        except Exception as e:  # a log that cannot say: the WARNING lines above still did
+            log.warning("in-doubt deliveries not checked for /health: %s", e)
+            return
+        if not rows:
+            HEALTH.condition("in-doubt", None)
+            return
+        per: dict[str, int] = {}
+        for target, _ in rows:
+            per[target] = per.get(target, 0) + 1
+        first, last = rows[0][1], rows[-1][1]
+        targets = ", ".join(f"{t} ({c})" for t, c in sorted(per.items()))
+        HEALTH.condition(
+            "in-doubt",
+            f"{len(rows)} notification(s) in doubt since "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first))} (the worker stopped between "
+            f"sending and recording them; not re-sent): check with the recipients of {targets} "
+            "whether they arrived (`atalaia notify log` lists them)",
+            until=last + self.in_doubt_alert_s,
+        )
 
     async def submit(self, notifications: list[Notification]) -> list[Notification]:
         if not self.started:
@@ -377,6 +422,7 @@ def delivery_stage(settings: Any, app: Any) -> Any:
         deliveries.resource,
         rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
         io=deliveries.offload,
+        in_doubt_alert_s=getattr(settings, "in_doubt_alert_s", IN_DOUBT_ALERT_S),
     )
     app.atalaia_notifier = notifier
     app.service(NotifierService(notifier))

@@ -91,14 +91,17 @@ class BrokerHealth:
             log.warning("topic layout is right again: the stages resume")
         TOPIC_LAYOUT_OK.set(0 if problems else 1)
 
-    def condition(self, key: str, reason: str | None, status: str = "degraded") -> None:
+    def condition(
+        self, key: str, reason: str | None, status: str = "degraded", until: float | None = None
+    ) -> None:
         """A condition of this process that ``/health`` names (``degraded`` unless said) until it
-        is cleared (``reason`` None): e.g. no rules loaded (``rules.stage``)."""
+        is cleared (``reason`` None), or until the time ``until`` when given: e.g. no rules loaded
+        (``rules.stage``), recent in-doubt deliveries (``notifiers.service``)."""
         if reason is None:
             self.problems.pop(key, None)
             return
         old = self.problems.get(key)
-        self.problems[key] = Problem(status, reason, old.since if old else self.clock(), None)
+        self.problems[key] = Problem(status, reason, old.since if old else self.clock(), until)
 
     @property
     def holding(self) -> bool:

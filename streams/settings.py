@@ -222,6 +222,13 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="after a broker reset or truncation, /health stays degraded this long",
     )
+    in_doubt_alert_s: float = Field(
+        3600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="/health stays degraded this long after a delivery is marked in doubt at a restart "
+        "(0: never)",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
