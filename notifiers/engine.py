@@ -15,7 +15,8 @@ inactive incident stops it; if the incident later becomes active and unacknowled
 episode starts at step 0. A severity rise that routes to another
 policy switches to it (new episode). On ``closed`` every target notified so far gets a
 "resolved" notice (``notify_resolved``). Timers fire at their due (event) time; after an outage
-missed repeats of a step collapse into one, but every step's first message is sent.
+every step's first message is sent, but of the missed repeats at most one: the latest message
+due, if it is a repeat.
 
 An ``escalated`` change (the operator command ``escalate``, "escalate now") pages the next step at
 once: step 0 if nothing was paged yet, else the step after the current one (after the last step,
@@ -332,6 +333,10 @@ class EscalationEngine:
     # --- timers --------------------------------------------------------------------------
 
     def _fire(self, state: EscalationState, until: float, out: list[Notification]) -> None:
+        """Fire the timers due up to ``until``. Catching up after an outage (several timers of one
+        escalation overdue at once), each step's first message is sent (it may reach people no
+        earlier step did), and a repeat only if it is the latest message due: at most one overdue
+        repeat per escalation, not the last repeat of every step that came due."""
         timers = state.timers
         while timers and timers[0][0] <= until:
             due, inc = heapq.heappop(timers)
@@ -359,14 +364,10 @@ class EscalationEngine:
                 esc.status, esc.next_due = "exhausted", None
                 continue
             self._schedule(state, esc, due)
-            # after an outage, a repeat whose successor repeat is also overdue is skipped
-            catching_up = (
-                esc.next_due is not None
-                and esc.next_due <= until
-                and esc.repeat > 0
-                and esc.repeat < policy.steps[esc.step].repeat
-            )
-            if not catching_up:
+            # after an outage, a repeat whose successor (a repeat, or the next step's first
+            # message) is also overdue is skipped: only the latest overdue message can be a repeat
+            overdue = esc.next_due is not None and esc.next_due <= until
+            if esc.repeat == 0 or not overdue:
                 self._notify(esc, due, out)
 
     # --- storm digests --------------------------------------------------------------------
