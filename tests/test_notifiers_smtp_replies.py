@@ -146,3 +146,62 @@ async def test_a_refused_connection_is_retryable_and_says_so():
     r = await ch._deliver("s", "b", None, "n1")
     assert r.status == "retryable"
     assert r.error.startswith("SMTP connect failed: ConnectionRefusedError")
+
+
+async def test_bad_credentials_are_a_permanent_refusal_and_the_password_is_not_logged():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            return "250 OK"
+
+    def refuse(server, session, envelope, mechanism, auth_data):
+        return AuthResult(success=False, handled=False)  # the server answers 535
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=refuse,
+        auth_require_tls=False,
+        auth_exclude_mechanism=["LOGIN"],
+    )
+    server.start()
+    try:
+        url = f"mailto://ana:s3cret-pw@127.0.0.1:{port}?mode=insecure&from=a@cm-porto.pt&to={ANA}"
+        ch = AppriseChannel("e", ChannelContext(tz=ZoneInfo("Europe/Lisbon")), url, "email")
+        r = ch.scrub(await ch._deliver("s", "b", None, "n1"))
+    finally:
+        server.stop()
+    assert (r.status, r.detail) == ("permanent", "SMTP 535")
+    assert r.error == "SMTP 535 5.7.8 Authentication credentials invalid (AUTH)"
+
+
+async def test_a_server_too_busy_to_talk_is_retryable_with_its_greeting():
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def greet_and_close():
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"421 4.3.2 too many connections, try later\r\n")
+
+    t = threading.Thread(target=greet_and_close, daemon=True)
+    t.start()
+    try:
+        url = f"mailto://127.0.0.1:{port}?mode=insecure&from=a@cm-porto.pt&to={ANA}&user=&pass="
+        ch = AppriseChannel("e", ChannelContext(tz=ZoneInfo("Europe/Lisbon")), url, "email")
+        r = await ch._deliver("s", "b", None, "n1")
+    finally:
+        t.join(5)
+        listener.close()
+    assert (r.status, r.detail) == ("retryable", "SMTP 421")
+    assert r.error == "SMTP 421 4.3.2 too many connections, try later (connect)"

@@ -17,6 +17,11 @@ wrapped once, process-wide: while one of our sends runs, the thread carries the 
 the wrapper splits the one ``send`` of the bytes ending in the DATA terminator ``\r\n.\r\n`` (not
 the ``DATA`` command itself) and calls it right before the final ``.\r\n`` — the server may
 deliver only after that.
+
+SMTP replies: apprise answers a bool. The smtplib methods it calls (``connect``, ``starttls``,
+``login``, ``sendmail``) are wrapped once too; during our sends the thread records each refusal
+(command, code, text, recipient) and each recipient accepted, and :func:`smtp_result` makes a
+5xx ``permanent`` and anything else ``retryable``, with the server's words (notifiers/README.md).
 """
 
 from __future__ import annotations
@@ -263,6 +268,9 @@ def _install_smtp_replies() -> bool:
                 raise
             if name == "sendmail":
                 rec.sent(to, out)
+            elif name == "connect" and isinstance(out, tuple) and out and out[0] != 220:
+                # the greeting refused: smtplib's constructor raises on it, outside connect
+                rec.failures.append(SmtpReply("connect", out[0], _text(out[1])))
             return out
 
         method.__name__, method.__qualname__ = real.__name__, real.__qualname__
