@@ -132,6 +132,7 @@ class SmtpSink:
     port: int = 0
     messages: list[Mail] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
+    rcpts: list[str] = field(default_factory=list)  # every RCPT address asked, in order
     mail_reply: str | None = None
     data_reply: str | None = None
 
@@ -149,6 +150,7 @@ class SmtpSink:
                 return "250 OK"
 
             async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                sink.rcpts.append(address)
                 reply = sink.rcpt_replies.get(address)
                 if reply is not None:
                     return reply

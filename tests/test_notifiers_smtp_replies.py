@@ -205,3 +205,27 @@ async def test_a_server_too_busy_to_talk_is_retryable_with_its_greeting():
         listener.close()
     assert (r.status, r.detail) == ("retryable", "SMTP 421")
     assert r.error == "SMTP 421 4.3.2 too many connections, try later (connect)"
+
+
+async def test_a_recipient_refused_for_good_is_not_asked_again_while_another_is_retried(smtp, tmp_path):
+    smtp.rcpt_replies[ANA] = "550 5.1.1 no such user"
+    smtp.rcpt_replies[RUI] = "452 4.2.2 mailbox full"
+    cfg = config(two(smtp))
+    notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"))
+    await notifier.start()
+    try:
+        fut = asyncio.ensure_future(notifier.deliver(notes_for(cfg)))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(notifier.log.attempts()) >= 3:
+                break
+        del smtp.rcpt_replies[RUI]  # rui's mailbox has room again
+        assert await asyncio.wait_for(fut, 10) == []  # not delivered to everyone: failed
+    finally:
+        await notifier.aclose()
+    (d,) = notifier.log.deliveries()
+    assert d.status == "failed" and d.resend_until is None and d.attempts >= 3
+    assert d.last_error.startswith(f"SMTP 550 5.1.1 no such user (RCPT {ANA}); delivered to {RUI}")
+    assert smtp.rcpts.count(ANA) == 1  # asked once, not at every retry
+    assert [m.rcpt_tos for m in smtp.messages] == [[RUI]]
+    notifier.log.close()

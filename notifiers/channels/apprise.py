@@ -517,11 +517,13 @@ class AppriseChannel(Channel):
             return DeliveryResult("delivered", detail=detail)
         result = smtp_result(replies, progress.refused if progress else [], detail)
         if result.status == "retryable" and progress is not None:
-            # recipients refused for good are not tried again: marked as done for apprise
+            # a recipient refused for good (its RCPT, or its message after the terminator) is
+            # not tried again: marked as done for apprise, and said in the final result
+            slot = getattr(self.plugin, "_slot", None)
             for f in replies.failures:
-                if f.permanent and f.recipient:
+                if f.permanent and f.recipient and ", " not in f.recipient and slot is not None:
                     progress.refused.append(f)
-                    progress.tracker.add(self.plugin._slot(f.recipient, False))
+                    progress.tracker.add(slot(f.recipient, False))
             progress.accepted = list(replies.accepted)
             self._keep(nid, progress)
         return result
