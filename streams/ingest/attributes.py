@@ -101,6 +101,7 @@ class Measurement:
     value: float
     unit: str | None
     time: str | None  # the attribute's own observedAt / TimeInstant metadata, as written
+    time_key: str = "observedAt"  # where ``time`` was written, for a refusal's reason
 
 
 @dataclass(slots=True)
@@ -427,10 +428,18 @@ class _Reader:
             return
         meta = d.get("metadata")
         unit = time = None
+        time_key = "observedAt"
         if type(meta) is dict and meta:
             unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
-            time = _meta_value(meta.get("TimeInstant")) or _meta_value(meta.get("observedAt"))
+            time = _meta_value(meta.get("TimeInstant"))
+            if time is None:
+                time = _meta_value(meta.get("observedAt"))
+                time_key = "observedAt metadata"
+            else:
+                time_key = "TimeInstant metadata"
         v = d.get("value")
+        measurements = self.parts.measurements
+        first = len(measurements)
         if kind in V2_NUMBER_TYPES:
             if v is None and "value" in d:
                 return  # a Number with a null value: no reading yet (Orion, IoT Agents), not an error
@@ -457,6 +466,8 @@ class _Reader:
             self.measurement_value(name, v, unit, time, False)
         elif type(v) is dict:
             self.structured(name, v)
+        if time is not None and len(measurements) > first:
+            measurements[-1].time_key = time_key
 
 
 #: the label of a LanguageProperty: its text in the first of these languages it has, else its first
@@ -505,9 +516,15 @@ def _typed_value(v: dict) -> Any:
 
 
 def _meta_value(m: Any) -> Any:
+    """An NGSI-v2 metadata's value (``{"type": ..., "value": ...}``, or bare text). Blank text is
+    no value: an unset ``TimeInstant`` (``" "``, an IoT Agent's default for what it has not been
+    told) is absent, as an unset entity time is, so the next time is used; a blank ``unitCode``
+    is no unit."""
     if type(m) is dict:
-        return m.get("value")
-    return m if type(m) is str else None
+        m = m.get("value")
+    elif type(m) is not str:
+        return None
+    return None if type(m) is str and not m.strip() else m
 
 
 def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:

@@ -323,9 +323,10 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
         if m.time is not None:
             pt = parse_observation_time(m.time)
             if pt.time is None:
+                what = m.time_key
                 out.rejections.append(
                     Rejection(
-                        f"{m.name} observedAt {pt.error}",
+                        f"{m.name} {what} {pt.error}",
                         "attribute",
                         "bad-time",
                         entity=eid,
@@ -333,7 +334,7 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
                         detail=where,
                     )
                 )
-                quality.append(f"bad-time: {m.name} observedAt {pt.error}")
+                quality.append(f"bad-time: {m.name} {what} {pt.error}")
                 continue
             if not pt.zoned:
                 unzoned.add(m.time)
