@@ -77,3 +77,68 @@ def test_a_bad_time_instant_metadata_is_named_so_in_the_reason(monkeypatch) -> N
     [rej] = r.rejections
     assert rej.code == "bad-time" and rej.attribute == "temperature"
     assert rej.reason.startswith("temperature TimeInstant metadata 'yesterday'"), rej.reason
+
+
+def ld(*entities) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:1",
+            "type": "Notification",
+            "subscriptionId": "urn:ngsi-ld:Subscription:1",
+            "notifiedAt": "2026-12-07T09:59:59Z",
+            "data": list(entities),
+        }
+    )
+
+
+def device(**attributes) -> dict:
+    return {"id": "urn:ngsi-ld:Device:d1", "type": "Device", **attributes}
+
+
+@pytest.mark.parametrize(
+    ("text", "xsd", "code"),
+    [
+        ("NaN", "xsd:double", "non-finite-number"),
+        ("-INF", "http://www.w3.org/2001/XMLSchema#double", "non-finite-number"),
+        ("1e400", "xsd:double", "non-finite-number"),
+        ("abc", "xsd:double", "wrong-value-type"),
+        ("1_000", "xsd:integer", "wrong-value-type"),  # Python's float() reads it as 1000
+        ("١٢", "xsd:integer", "wrong-value-type"),  # Arabic-Indic digits: float() reads 12
+        ("2.5", "xsd:integer", "wrong-value-type"),
+        ("3,6", "xsd:double", "number-as-text"),
+    ],
+)
+def test_text_typed_as_an_xsd_number_that_is_not_one_is_refused_with_its_reason(
+    text, xsd, code, monkeypatch
+) -> None:
+    """A JSON-LD typed value is read as XSD writes numbers: "NaN" typed xsd:double became the
+    state "NaN" (a label, no DLQ record), "1_000" the number 1000, "1e400" a number written as
+    text; each is now refused, with what is wrong."""
+    r = run(ld(device(a={"type": "Property", "value": {"@value": text, "@type": xsd}}, b=1)), monkeypatch)
+    [o] = r.observations
+    assert o.attributes == {"b": 1.0} and "a" not in (o.labels or {})
+    assert [(x.attribute, x.code) for x in r.rejections] == [("a", code)]
+    if code != "number-as-text":
+        assert repr(text) in r.rejections[0].reason and "typed" in r.rejections[0].reason
+
+
+@pytest.mark.parametrize(("text", "number"), [("3.6", 3.6), (" -1.5E2 ", -150.0), ("+7", 7.0), (".5", 0.5)])
+def test_xsd_numbers_are_read(text, number, monkeypatch) -> None:
+    r = run(ld(device(a={"type": "Property", "value": {"@value": text, "@type": "xsd:double"}})), monkeypatch)
+    assert not r.rejections and r.observations[0].attributes == {"a": number}
+
+
+def test_a_typed_value_in_a_key_values_notification_is_read(monkeypatch) -> None:
+    """Orion-LD's simplified (keyValues) form gives a Property whose value is a JSON-LD value
+    object as that object: the number in it was dropped without a word (the entity ignored)."""
+    body = ld(
+        device(
+            windSpeed={"@value": "3.6", "@type": "xsd:double"},
+            pressure={"@value": 1013, "@type": "http://www.w3.org/2001/XMLSchema#integer"},
+            gust={"@value": "NaN", "@type": "xsd:double"},
+        )
+    )
+    r = run(body, monkeypatch)
+    [o] = r.observations
+    assert o.attributes == {"windSpeed": 3.6, "pressure": 1013.0} and o.time_source == "notified"
+    assert [(x.attribute, x.code) for x in r.rejections] == [("gust", "non-finite-number")]

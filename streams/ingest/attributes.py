@@ -262,6 +262,9 @@ class _Reader:
         (``{"@value": 3.6, "@type": "xsd:double"}``) is its ``@value``."""
         if type(v) is dict and "@value" in v and len(v) <= 3:  # (@value, @type, @language)
             v = _typed_value(v)
+            if type(v) is _NotANumber:
+                self.parts.refused.append(Refused(name, f"{name} value {v.why}", v.code))
+                return
         if is_number(v):
             self.parts.measurements.append(
                 Measurement(name, float(v), unit if type(unit) is str else None, _time_text(time))
@@ -364,6 +367,8 @@ class _Reader:
                 self.ld_attribute(name, "LanguageProperty", d)
             elif type(d.get("dataset")) is dict and len(d) == 1:
                 self.dataset(name, d["dataset"])
+            elif "@value" in d and len(d) <= 3:  # a keyValues JSON-LD typed value (@type, @language)
+                self.measurement_value(name, d, None, None, False)
             else:
                 self.structured(name, d)
             return
@@ -496,22 +501,43 @@ def _point_text(v: str) -> bool:
 
 
 _XSD_NUMBERS = ("double", "decimal", "float", "integer", "int", "long", "short")
+_XSD_INTEGERS = ("integer", "int", "long", "short")
+# XSD's lexical forms (whitespace collapsed): no "1_000", no digits of other scripts, no hex
+_XSD_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_XSD_INTEGER = re.compile(r"[+-]?[0-9]+")
+_XSD_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?")  # a decimal comma: number-as-text
+
+
+@dataclass(frozen=True, slots=True)
+class _NotANumber:
+    """Text typed as an XSD number that is not one (or not a finite double): refused, never a label."""
+
+    code: str
+    why: str
 
 
 def _typed_value(v: dict) -> Any:
     """A JSON-LD value object's value; text typed as an XSD number (``{"@value": "3.6", "@type":
-    "xsd:double"}``, RDF's usual form) is that number, declared so by its sender."""
+    "xsd:double"}``, RDF's usual form) is that number, declared so by its sender, read as XSD
+    writes numbers. Typed text that is not one (``"abc"``, ``"1_000"``; ``"3,6"`` is a number
+    written as text) or is no finite double
+    (``"NaN"``, ``"INF"``, ``"1e400"``) is a :class:`_NotANumber`."""
     value, kind = v["@value"], v.get("@type")
-    if (
-        type(value) is str
-        and type(kind) is str
-        and kind.rsplit("#", 1)[-1].rsplit(":", 1)[-1] in _XSD_NUMBERS
-    ):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if math.isfinite(number) else value
+    if type(value) is str and type(kind) is str:
+        xsd = kind.rsplit("#", 1)[-1].rsplit(":", 1)[-1]
+        if xsd in _XSD_NUMBERS:
+            text = value.strip()
+            typed = f"{value[:40]!r} typed {kind[:60]}"
+            if (_XSD_INTEGER if xsd in _XSD_INTEGERS else _XSD_DECIMAL).fullmatch(text):
+                number = float(text)
+                if math.isfinite(number):
+                    return number
+                return _NotANumber("non-finite-number", f"{typed} overflows a double")
+            if text.lstrip("+-") in ("INF", "NaN"):
+                return _NotANumber("non-finite-number", f"{typed} is not a finite number")
+            if _XSD_COMMA.fullmatch(text):
+                return value  # ("3,6": a number written as text, refused as such)
+            return _NotANumber("wrong-value-type", f"{typed} is not a number")
     return value
 
 

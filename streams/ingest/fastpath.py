@@ -266,6 +266,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             _label(labels, name, obj, max_label)
                     elif "vocab" in v:
                         return False  # a concise VocabProperty: a state, the general reader's
+                    elif "@value" in v:
+                        return False  # a keyValues JSON-LD typed value: the general reader's
                     elif name == "address":
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
