@@ -142,3 +142,52 @@ def test_a_typed_value_in_a_key_values_notification_is_read(monkeypatch) -> None
     [o] = r.observations
     assert o.attributes == {"windSpeed": 3.6, "pressure": 1013.0} and o.time_source == "notified"
     assert [(x.attribute, x.code) for x in r.rejections] == [("gust", "non-finite-number")]
+
+
+@pytest.mark.parametrize("form", ["ld-keyvalues", "ld-normalized", "v2-normalized"])
+def test_a_device_measurement_reading_is_in_the_unit_the_entity_states(form, monkeypatch) -> None:
+    """Smart Data Models' DeviceMeasurement gives its reading's unit in the entity's ``unit``
+    (a UN/CEFACT code), not as a unitCode: the observation had no unit, so a rule with
+    ``unit: degC`` took 212 °F for 212 °C."""
+    from atalaia.rules.units import value_in_unit
+
+    kv = {
+        "id": "urn:ngsi-ld:DeviceMeasurement:dm1",
+        "type": "DeviceMeasurement",
+        "dateObserved": "2026-12-07T09:50:00Z",
+        "numValue": 212,
+        "unit": "FAH",
+        "controlledProperty": "temperature",
+        "refDevice": "urn:ngsi-ld:Device:1",
+    }
+    if form == "ld-keyvalues":
+        body = ld(kv)
+    else:
+        kind = {"ld-normalized": "Property", "v2-normalized": "Number"}[form]
+        entity = {k: v if k in ("id", "type") else {"type": "Property", "value": v} for k, v in kv.items()}
+        entity["numValue"]["type"] = kind
+        if form == "v2-normalized":
+            entity = {
+                k: {**v, "type": "Text"} if type(v) is dict and k != "numValue" else v
+                for k, v in entity.items()
+            }
+            entity["dateObserved"]["type"] = "DateTime"
+            entity["refDevice"]["type"] = "Relationship"
+        body = ld(entity) if form == "ld-normalized" else v2(entity)
+    r = run(body, monkeypatch)
+    assert not r.rejections
+    [o] = r.observations
+    assert o.attributes == {"numValue": 212.0} and o.units == {"numValue": "FAH"}
+    assert o.labels["unit"] == "FAH" and o.time_source == "observed"
+    assert value_in_unit(o.to_dict(), "DeviceMeasurement", "numValue", 212.0, "degC") == 100.0
+
+
+def test_a_device_measurement_unit_code_of_its_own_wins(monkeypatch) -> None:
+    entity = {
+        "id": "urn:ngsi-ld:DeviceMeasurement:dm1",
+        "type": "DeviceMeasurement",
+        "numValue": {"type": "Property", "value": 20.5, "unitCode": "CEL"},
+        "unit": {"type": "Property", "value": "FAH"},
+    }
+    [o] = run(ld(entity), monkeypatch).observations
+    assert o.units == {"numValue": "CEL"}

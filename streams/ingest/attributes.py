@@ -617,6 +617,27 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
     return parts
 
 
+#: Smart Data Models types whose reading's unit is a property of the entity rather than the
+#: reading's ``unitCode``: DeviceMeasurement's ``unit`` ("Units of the measurement", a UN/CEFACT
+#: code) is the unit of its ``numValue``
+ENTITY_UNITS: dict[str, tuple[str, tuple[str, ...]]] = {"DeviceMeasurement": ("unit", ("numValue",))}
+
+
+def entity_units(types: list[str], parts: Parts) -> None:
+    """Give the readings of an :data:`ENTITY_UNITS` type without a unit code of their own the
+    unit the entity states (its text property, as sent)."""
+    for etype in types:
+        rule = ENTITY_UNITS.get(etype)
+        if rule is None:
+            continue
+        unit = parts.labels.get(rule[0])
+        if unit is None:
+            continue
+        for m in parts.measurements:
+            if m.unit is None and m.name in rule[1]:
+                m.unit = unit
+
+
 def absent_time(v: Any) -> bool:
     """An entity-level time attribute that holds no time: null, blank text, or a Property whose
     value is one of those (an IoT Agent's unset ``dateObserved``). The next field of TIME_FIELDS

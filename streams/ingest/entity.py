@@ -13,6 +13,7 @@ from atalaia.streams.ingest.attributes import (
     TIME_FIELDS,
     Parts,
     absent_time,
+    entity_units,
     read_attributes,
     short_name,
     term,
@@ -250,6 +251,7 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
             )
             return
     parts = read_attributes(raw, dialect, ctx.options.max_label_chars)
+    entity_units(types or (etype,), parts)
     first = len(out.observations)
     _emit(eid, etype, parts, where, ctx, out)
     if types:  # (Observations are frozen: what the model would hold had it been built with them)

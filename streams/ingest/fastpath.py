@@ -19,6 +19,7 @@ from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
     DESCRIPTIVE,
+    ENTITY_UNITS,
     GEOMETRY_TYPES,
     LD_TYPES,
     NGSI_LD_NULL,
@@ -197,6 +198,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     accepted = opts.accepted_types
     if accepted is not None and etype not in accepted:
         return False
+    if etype in ENTITY_UNITS:
+        return False  # a reading's unit is a property of the entity: the general reader's
     dialect = ctx.dialect
     if "@context" in raw:
         c = raw["@context"]
