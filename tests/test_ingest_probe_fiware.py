@@ -191,3 +191,83 @@ def test_a_device_measurement_unit_code_of_its_own_wins(monkeypatch) -> None:
     }
     [o] = run(ld(entity), monkeypatch).observations
     assert o.units == {"numValue": "CEL"}
+
+
+#: Smart Data Models' own v2 ParkingSpot example (dataModel.Parking, example-normalized.json)
+PARKING_SPOT = {
+    "id": "santander:daoiz_velarde_1_5:3",
+    "type": "ParkingSpot",
+    "status": {
+        "value": "free",
+        "metadata": {
+            "timestamp": {"type": "DateTime", "value": "2018-09-21T12:00:00"},
+            "parkingPermit": {"type": "text", "value": "yes"},
+        },
+    },
+    "category": {"value": ["onstreet"]},
+    "refParkingSite": {"type": "Relationship", "value": "santander:daoiz_velarde_1_5"},
+    "name": {"value": "A-13"},
+    "location": {
+        "type": "geo:json",
+        "value": {"type": "Point", "coordinates": [-3.80356167695194, 43.46296641666926]},
+    },
+}
+
+
+@pytest.mark.parametrize("enveloped", [True, False])
+def test_a_timestamp_metadata_times_the_attribute(enveloped, monkeypatch) -> None:
+    """Smart Data Models' v2 parking models time a reading by its ``timestamp`` metadata
+    (ParkingSpot ``status``, OffStreetParking ``availableSpotNumber``): the state was timed by its
+    reception, years after it was observed."""
+    r = run(v2(PARKING_SPOT) if enveloped else orjson.dumps(PARKING_SPOT), monkeypatch)
+    [o] = r.observations
+    assert o.labels["status"] == "free" and o.time_source == "observed"
+    assert o.time == datetime(2018, 9, 21, 12, tzinfo=UTC)
+    site = {
+        "id": "porto:parking:trindade",
+        "type": "OffStreetParking",
+        "availableSpotNumber": {
+            "type": "Number",
+            "value": 121,
+            "metadata": {"timestamp": {"type": "DateTime", "value": "2026-12-07T09:58:00Z"}},
+        },
+        "totalSpotNumber": {"type": "Number", "value": 200},
+        "dateModified": {"type": "DateTime", "value": "2026-12-07T09:58:01Z"},
+    }
+    r = run(v2(site), monkeypatch)
+    by_attr = {a: (o.time, o.time_source) for o in r.observations for a in o.attributes}
+    assert by_attr == {
+        "availableSpotNumber": (datetime(2026, 12, 7, 9, 58, tzinfo=UTC), "observed"),
+        "totalSpotNumber": (RECEIVED, "received"),
+    }
+
+
+def test_a_timestamp_metadata_that_is_not_text_is_not_a_time(monkeypatch) -> None:
+    entity = {
+        "id": "x",
+        "type": "T",
+        "t": {"type": "Number", "value": 1, "metadata": {"timestamp": 1765101480}},
+    }
+    r = run(v2(entity), monkeypatch)
+    assert not r.rejections and r.observations[0].time_source == "received"
+
+
+def test_an_untyped_v2_attribute_keeps_its_metadata(monkeypatch) -> None:
+    """An attribute written without a type (Smart Data Models' v2 examples, a simplifiedNormalized
+    entity) was read as a concise NGSI-LD Property: its TimeInstant and unitCode metadata were
+    not read, so the reading was timed by its reception and had no unit."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w1",
+        "type": "WaterObserved",
+        "height": {
+            "value": 3.5,
+            "metadata": {
+                "TimeInstant": {"type": "DateTime", "value": "2026-12-07T09:40:00Z"},
+                "unitCode": {"type": "Text", "value": "MTR"},
+            },
+        },
+    }
+    for body in (v2(entity), orjson.dumps(entity)):
+        [o] = run(body, monkeypatch).observations
+        assert o.attributes == {"height": 3.5} and o.units == {"height": "MTR"}
+        assert o.time == datetime(2026, 12, 7, 9, 40, tzinfo=UTC) and o.time_source == "observed"

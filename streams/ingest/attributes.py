@@ -357,6 +357,9 @@ class _Reader:
                 if type(v) is dict and is_geometry(v):
                     self.location(name, v)  # concise GeoProperty with sub-attributes
                     return
+                if self.dialect == "v2" and type(d.get("metadata")) is dict:
+                    self.v2_attribute(name, None, d)  # (a Smart Data Models v2 example: no type)
+                    return
                 self.measurement_value(name, d["value"], d.get("unitCode"), d.get("observedAt"), False)
             elif "object" in d:
                 if type(d["object"]) is str:
@@ -436,12 +439,7 @@ class _Reader:
         time_key = "observedAt"
         if type(meta) is dict and meta:
             unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
-            time = _meta_value(meta.get("TimeInstant"))
-            if time is None:
-                time = _meta_value(meta.get("observedAt"))
-                time_key = "observedAt metadata"
-            else:
-                time_key = "TimeInstant metadata"
+            time, time_key = meta_time(meta)
         v = d.get("value")
         measurements = self.parts.measurements
         first = len(measurements)
@@ -539,6 +537,22 @@ def _typed_value(v: dict) -> Any:
                 return value  # ("3,6": a number written as text, refused as such)
             return _NotANumber("wrong-value-type", f"{typed} is not a number")
     return value
+
+
+def meta_time(meta: dict) -> tuple[Any, str]:
+    """An NGSI-v2 attribute's own time and the metadata it is written in: ``TimeInstant`` (IoT
+    Agents), else ``observedAt`` (Orion-LD's cross-notifications), else a ``timestamp`` text
+    (Smart Data Models' v2 ParkingSpot ``status``, OffStreetParking ``availableSpotNumber``)."""
+    time = _meta_value(meta.get("TimeInstant"))
+    if time is not None:
+        return time, "TimeInstant metadata"
+    time = _meta_value(meta.get("observedAt"))
+    if time is not None:
+        return time, "observedAt metadata"
+    time = _meta_value(meta.get("timestamp"))
+    if type(time) is str:
+        return time, "timestamp metadata"
+    return None, "observedAt"
 
 
 def _meta_value(m: Any) -> Any:

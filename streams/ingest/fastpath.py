@@ -30,6 +30,7 @@ from atalaia.streams.ingest.attributes import (
     absent_time,
     is_geometry,
     is_label_property,
+    meta_time,
     number_like_text,
     time_text,
     v2_number_text,
@@ -140,7 +141,7 @@ def _v2(
     unit = time = None
     if type(meta) is dict and meta:
         unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
-        time = _meta_value(meta.get("TimeInstant")) or _meta_value(meta.get("observedAt"))
+        time = meta_time(meta)[0]
     val = v.get("value")
     if kind in V2_NUMBER_TYPES:
         _value(measurements, labels, name, val, unit, time, True, max_label)
