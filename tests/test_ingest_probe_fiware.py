@@ -271,3 +271,21 @@ def test_an_untyped_v2_attribute_keeps_its_metadata(monkeypatch) -> None:
         [o] = run(body, monkeypatch).observations
         assert o.attributes == {"height": 3.5} and o.units == {"height": "MTR"}
         assert o.time == datetime(2026, 12, 7, 9, 40, tzinfo=UTC) and o.time_source == "observed"
+
+
+def test_a_v2_date_time_nested_in_an_ngsi_ld_property_times_the_entity(monkeypatch) -> None:
+    """Smart Data Models' NGSI-LD RainFallRadarObserved and PhreaticObserved examples write
+    ``dateObserved`` as a Property whose value is ``{"type": "DateTime", "value": ...}``: it was
+    "no date-time text" and the readings were timed by their reception."""
+    entity = {
+        "id": "urn:ngsi-ld:PhreaticObserved:1",
+        "type": "PhreaticObserved",
+        "dateObserved": {"type": "Property", "value": {"type": "DateTime", "value": "2026-12-07T08:45:00Z"}},
+        "waterTable": {"type": "Property", "value": 12.75, "unitCode": "MTR"},
+        "@context": ["https://smartdatamodels.org/context.jsonld"],
+    }
+    [o] = run(ld(entity), monkeypatch).observations
+    assert o.time == datetime(2026, 12, 7, 8, 45, tzinfo=UTC) and o.time_source == "observed"
+    entity["dateObserved"]["value"]["type"] = "Text"  # only a DateTime says it is one
+    r = run(ld(entity), monkeypatch)
+    assert r.observations[0].time_source == "notified" and any("bad-time" in w for w in r.warnings)

@@ -678,7 +678,10 @@ def time_text(name: str, v: Any) -> tuple[str | None, str | None]:
             return None, f"{name} is a Relationship, expected a date-time Property"
         inner = v.get("value", v.get("@value"))
         if type(inner) is dict:
-            inner = inner.get("@value")
+            # a typed value, or an NGSI-v2 DateTime nested as the value of an NGSI-LD Property
+            # (``{"type": "DateTime", "value": "..."}``, as Smart Data Models' RainFallRadarObserved
+            # and PhreaticObserved examples write it)
+            inner = inner.get("@value", inner.get("value") if inner.get("type") == "DateTime" else None)
         if type(inner) is str:
             return inner, None
     return None, f"{name} holds no date-time text"
