@@ -289,3 +289,19 @@ def test_a_v2_date_time_nested_in_an_ngsi_ld_property_times_the_entity(monkeypat
     entity["dateObserved"]["value"]["type"] = "Text"  # only a DateTime says it is one
     r = run(ld(entity), monkeypatch)
     assert r.observations[0].time_source == "notified" and any("bad-time" in w for w in r.warnings)
+
+
+def test_a_smart_metering_entity_version_is_text(monkeypatch) -> None:
+    """SmartMeteringObservation's ``entityVersion`` is text ("2.0", an enum of its schema): each
+    of its notifications put a number-as-text record on the DLQ."""
+    entity = {
+        "id": "urn:ngsi-ld:SmartMeteringObservation:1",
+        "type": "SmartMeteringObservation",
+        "entityVersion": "2.0",
+        "dateObserved": "2026-12-07T09:00:00Z",
+        "value": 12.5,
+        "unit": "KWH",
+    }
+    r = run(ld(entity), monkeypatch)
+    assert not r.rejections and r.observations[0].attributes == {"value": 12.5}
+    assert r.observations[0].labels["entityVersion"] == "2.0"

@@ -77,6 +77,7 @@ TEXT_ATTRIBUTES = frozenset(
         "softwareVersion",
         "osVersion",
         "version",
+        "entityVersion",  # (SmartMeteringObservation: "2.0")
         "serialNumber",
         "stationID",
         "stationCode",
