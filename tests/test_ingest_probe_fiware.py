@@ -305,3 +305,32 @@ def test_a_smart_metering_entity_version_is_text(monkeypatch) -> None:
     r = run(ld(entity), monkeypatch)
     assert not r.rejections and r.observations[0].attributes == {"value": 12.5}
     assert r.observations[0].labels["entityVersion"] == "2.0"
+
+
+@pytest.mark.parametrize("concise", [False, True])
+def test_a_deleted_ngsi_ld_entity_s_last_values_are_not_a_reading(concise, monkeypatch) -> None:
+    """An NGSI-LD 1.8 notification of a deleted entity (``triggerReason`` entityDeleted, the
+    entity with ``deletedAt``) that still carries attributes gave their last values as a reading
+    at the notification's time, as Orion v2's entityDelete is not (DESIGN: ignored, noted)."""
+    height = 4.6 if concise else {"type": "Property", "value": 4.6, "unitCode": "MTR"}
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:d",
+            "type": "Notification",
+            "subscriptionId": "urn:ngsi-ld:Subscription:1",
+            "notifiedAt": "2026-12-07T09:59:59Z",
+            "triggerReason": "entityDeleted",
+            "data": [
+                {
+                    "id": "urn:ngsi-ld:WaterObserved:gone",
+                    "type": "WaterObserved",
+                    "height": height,
+                    "deletedAt": "2026-12-07T09:59:58Z",
+                },
+                {"id": "urn:ngsi-ld:WaterObserved:here", "type": "WaterObserved", "height": height},
+            ],
+        }
+    )
+    r = run(body, monkeypatch)
+    assert [o.entity for o in r.observations] == ["urn:ngsi-ld:WaterObserved:here"]
+    assert r.ignored == ["urn:ngsi-ld:WaterObserved:gone: entity deleted (deletedAt)"] and not r.rejections

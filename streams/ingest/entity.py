@@ -203,6 +203,12 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
         return
     if "alterationType" in raw and deleted_entity(raw, out):
         return
+    if raw.get("deletedAt") is not None:
+        # NGSI-LD 1.8's notification of a deleted entity (triggerReason entityDeleted): what it
+        # still carries are its last values, not a reading at the notification's time
+        eid = raw.get("id")
+        out.ignored.append(f"{eid if type(eid) is str else '?'}: entity deleted (deletedAt)")
+        return
     eid = raw.get("id", raw.get("@id"))
     if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS:
         if eid is None:

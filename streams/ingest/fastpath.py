@@ -181,7 +181,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     """Normalise ``raw`` into ``out`` and return True, or return False having touched nothing.
 
     The caller has checked that ``raw`` is a dict and that the payload has no duplicate keys."""
-    if "alterationType" in raw:  # Orion v2's (maybe entityDelete): the general path decides
+    if "alterationType" in raw or "deletedAt" in raw:  # (maybe a deleted entity): the general path's
         return False
     eid = raw.get("id")
     if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS or not eid.isprintable():
