@@ -334,3 +334,45 @@ def test_a_deleted_ngsi_ld_entity_s_last_values_are_not_a_reading(concise, monke
     r = run(body, monkeypatch)
     assert [o.entity for o in r.observations] == ["urn:ngsi-ld:WaterObserved:here"]
     assert r.ignored == ["urn:ngsi-ld:WaterObserved:gone: entity deleted (deletedAt)"] and not r.rejections
+
+
+FEATURE = {
+    "type": "Feature",
+    "geometry": {"type": "Point", "coordinates": [-8.61, 41.14]},
+    "properties": {"x": 1},
+}
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        {"type": "geo:json", "value": FEATURE},
+        {"type": "geo:json", "value": {"type": "FeatureCollection", "features": [FEATURE, FEATURE]}},
+        FEATURE,  # keyValues
+    ],
+)
+def test_a_geojson_feature_location_is_its_geometry(location, monkeypatch) -> None:
+    """Orion takes a geo:json Feature or FeatureCollection (its first feature's geometry locates
+    the entity); a producer posting such an entity sent a bad-location record to the DLQ with
+    each reading (normalized) or lost the location without a word (keyValues)."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": 1.5,
+        "location": location,
+    }
+    for body in (v2(entity), orjson.dumps(entity)):
+        r = run(body, monkeypatch)
+        assert not r.rejections and not r.warnings
+        assert r.observations[0].location == (-8.61, 41.14)
+
+
+def test_an_unlocated_feature_is_no_location(monkeypatch) -> None:
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": 1.5,
+        "location": {"type": "geo:json", "value": {"type": "Feature", "geometry": None, "properties": {}}},
+    }
+    r = run(v2(entity), monkeypatch)
+    assert not r.rejections and r.observations[0].location is None

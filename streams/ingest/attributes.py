@@ -90,6 +90,8 @@ DESCRIPTIVE = TEXT_ATTRIBUTES | frozenset(
 )
 #: the keys that make an object an attribute instance (normalized, concise, of any NGSI-LD kind)
 INSTANCE_KEYS = frozenset({"value", "object", "type", "vocab", "languageMap", "json", "datasetId"})
+#: a GeoJSON Feature (or FeatureCollection) given as a keyValues location: its geometry locates it
+FEATURE_TYPES = frozenset({"Feature", "FeatureCollection"})
 #: NGSI-LD 1.8's null (an attribute deleted, in a notification): no value, never a label
 NGSI_LD_NULL = "urn:ngsi-ld:null"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
@@ -254,6 +256,10 @@ class _Reader:
     def location(self, name: str, geometry: Any) -> None:
         if geometry == NGSI_LD_NULL:  # (NGSI-LD 1.8: deleted)
             geometry = None
+        elif (
+            type(geometry) is dict and geometry.get("type") == "Feature" and geometry.get("geometry") is None
+        ):
+            geometry = None  # an unlocated GeoJSON Feature, as a null location
         if name == "location" and geometry is not None:  # null: the entity has no location now
             self.parts.geometry = geometry
             self.parts.has_location = True
@@ -376,8 +382,12 @@ class _Reader:
             else:
                 self.structured(name, d)
             return
-        if (kind in GEOMETRY_TYPES and "coordinates" in d) or kind == "GeometryCollection":
-            self.location(name, d)
+        if (
+            (kind in GEOMETRY_TYPES and "coordinates" in d)
+            or kind == "GeometryCollection"
+            or (name == "location" and kind in FEATURE_TYPES and "value" not in d)
+        ):
+            self.location(name, d)  # (a keyValues location; a Feature: its geometry)
         elif kind in LD_TYPES:
             self.ld_attribute(name, kind, d)
         elif self.dialect == "v2":

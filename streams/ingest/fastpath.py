@@ -20,6 +20,7 @@ from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
     DESCRIPTIVE,
     ENTITY_UNITS,
+    FEATURE_TYPES,
     GEOMETRY_TYPES,
     LD_TYPES,
     NGSI_LD_NULL,
@@ -284,6 +285,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         has_location = geometry is not None and geometry != NGSI_LD_NULL  # null: none now
                 elif type(kind) is not str:
                     return False
+                elif kind in FEATURE_TYPES and name == "location":
+                    return False  # a GeoJSON Feature as the location: the general reader's
                 elif kind in GEOMETRY_TYPES and ("coordinates" in v or kind == "GeometryCollection"):
                     if name == "location":
                         geometry = v
