@@ -376,3 +376,21 @@ def test_an_unlocated_feature_is_no_location(monkeypatch) -> None:
     }
     r = run(v2(entity), monkeypatch)
     assert not r.rejections and r.observations[0].location is None
+
+
+@pytest.mark.parametrize("notified", [1765101599000, {"@value": "2026-12-07T09:59:59Z"}])
+def test_a_notified_at_that_is_not_text_is_said(notified, monkeypatch) -> None:
+    """A notifiedAt that is not text (an epoch in milliseconds) left the readings timed by their
+    reception without a word, where unparseable text is warned about."""
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:1",
+            "type": "Notification",
+            "subscriptionId": "urn:s",
+            "notifiedAt": notified,
+            "data": [{"id": "urn:ngsi-ld:WaterObserved:w", "type": "WaterObserved", "height": 1.5}],
+        }
+    )
+    r = run(body, monkeypatch)
+    assert r.observations[0].time_source == "received"
+    assert any(w.startswith("notifiedAt is a ") for w in r.warnings), r.warnings

@@ -391,6 +391,8 @@ def _notification(
                 )
             else:
                 ctx.fallback_time, ctx.fallback_source = pt.time, "notified"
+    elif notified is not None:  # (an epoch number, an object): said, as unparseable text is
+        out.warnings.append(f"notifiedAt is a {type(notified).__name__}, not an RFC 3339 date-time text")
     data = doc["data"]
     if not ld and type(data) is list and data and all(type(d) is list for d in data):
         _reject(
