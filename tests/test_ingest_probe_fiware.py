@@ -394,3 +394,22 @@ def test_a_notified_at_that_is_not_text_is_said(notified, monkeypatch) -> None:
     r = run(body, monkeypatch)
     assert r.observations[0].time_source == "received"
     assert any(w.startswith("notifiedAt is a ") for w in r.warnings), r.warnings
+
+
+def test_a_key_values_notification_without_its_type_is_ngsi_ld_by_its_notified_at(monkeypatch) -> None:
+    """A broker that leaves "type": "Notification" out of a keyValues notification: its
+    notifiedAt (which NGSI-v2 notifications never have) says NGSI-LD, so names the broker compacted
+    with the subscription's prefix are their terms (they were kept, "sdm:height" of type
+    "sdm:WaterObserved", which no rule on WaterObserved/height reads)."""
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:1",
+            "subscriptionId": "urn:ngsi-ld:Subscription:1",
+            "notifiedAt": "2026-12-07T09:59:59Z",
+            "data": [{"id": "urn:ngsi-ld:WaterObserved:w", "type": "sdm:WaterObserved", "sdm:height": 3.2}],
+        }
+    )
+    r = run(body, monkeypatch)
+    assert r.format == "ngsi-ld/notification"
+    [o] = r.observations
+    assert (o.type, o.attributes, o.time_source) == ("WaterObserved", {"height": 3.2}, "notified")

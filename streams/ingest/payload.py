@@ -360,8 +360,13 @@ def _notification(
     # NGSI-LD notifications always say type "Notification" and NGSI-v2 ones never do, so that
     # (or an @context) wins over an Ngsiv2-AttrsFormat header (which a broker once put on every
     # notification); a body with neither is NGSI-LD when its attributes say so (a broker that
-    # leaves the type out), not by its content type alone (v2 bodies are posted as ld+json too)
-    ld = doc.get("type") == "Notification" or "@context" in doc or (not v2_hint and _ld_attributes(doc))
+    # leaves the type out) or by its notifiedAt (a member NGSI-v2 notifications do not have), not
+    # by its content type alone (v2 bodies are posted as ld+json too)
+    ld = (
+        doc.get("type") == "Notification"
+        or "@context" in doc
+        or (not v2_hint and ("notifiedAt" in doc or _ld_attributes(doc)))
+    )
     ctx.dialect = "ld" if ld else "v2"
     out.format = "ngsi-ld/notification" if ld else "ngsi-v2/notification"
     nid = doc.get("id")
