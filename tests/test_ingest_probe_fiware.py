@@ -413,3 +413,27 @@ def test_a_key_values_notification_without_its_type_is_ngsi_ld_by_its_notified_a
     assert r.format == "ngsi-ld/notification"
     [o] = r.observations
     assert (o.type, o.attributes, o.time_source) == ("WaterObserved", {"height": 3.2}, "notified")
+
+
+@pytest.mark.parametrize(
+    ("attribute", "location"),
+    [
+        ({"type": "geo:point", "value": "41.14, -8.61", "metadata": {}}, (-8.61, 41.14)),
+        ({"type": "geo:json", "value": {"type": "Point", "coordinates": [-8.61, 41.14]}}, (-8.61, 41.14)),
+    ],
+)
+def test_an_ngsi_v2_location_attribute_of_another_name_locates_the_entity(
+    attribute, location, monkeypatch
+) -> None:
+    """Orion's location is its geo-typed attribute, whatever its name (an IoT Agent's
+    "position"): it was dropped without a word, as a location only counted when named so. An
+    attribute named location wins; Orion's ignoreType metadata says it is not the location."""
+    entity = {"id": "urn:ngsi-ld:Device:d", "type": "Device", "t": {"type": "Number", "value": 1}}
+    [o] = run(v2({**entity, "position": attribute}), monkeypatch).observations
+    assert o.location == location
+    other = {"type": "geo:json", "value": {"type": "Point", "coordinates": [-8.5, 41.2]}}
+    [o] = run(v2({**entity, "position": attribute, "location": other}), monkeypatch).observations
+    assert o.location == (-8.5, 41.2)
+    ignored = {**attribute, "metadata": {"ignoreType": {"type": "Boolean", "value": True}}}
+    [o] = run(v2({**entity, "position": ignored}), monkeypatch).observations
+    assert o.location is None

@@ -126,6 +126,9 @@ class Parts:
     times: dict[str, Any] | None = None  # TIME_FIELDS name -> raw value
     state_times: list[Any] | None = None  # observedAt of text and boolean properties (states)
     has_state: bool = False  # a text or boolean property that is not DESCRIPTIVE
+    # NGSI-v2: the value of a geo-typed attribute not named ``location`` (Orion's one location
+    # attribute may have any name, "position"), the location when there is no ``location``
+    other_geometry: Any = None
 
 
 def is_label_property(val: str, prop: dict, max_label: int) -> bool:
@@ -458,11 +461,16 @@ class _Reader:
             if v is None and "value" in d:
                 return  # a Number with a null value: no reading yet (Orion, IoT Agents), not an error
             self.measurement_value(name, v, unit, time, True)
-        elif kind == "geo:json" or kind == "geo:point":
-            self.location(name, v)
-        elif kind in V2_SHAPES:
-            if v is not None:
-                self.location(name, (kind, v))
+        elif kind == "geo:json" or kind == "geo:point" or kind in V2_SHAPES:
+            geometry = (kind, v) if kind in V2_SHAPES and v is not None else v
+            if name == "location":
+                self.location(name, geometry)
+            elif (
+                geometry is not None
+                and self.parts.other_geometry is None
+                and not (type(meta) is dict and _meta_value(meta.get("ignoreType")) in (True, "true"))
+            ):
+                self.parts.other_geometry = geometry  # (Orion's ignoreType: not the location)
         elif kind == "DateTime":
             return
         elif kind == "Relationship":
@@ -639,6 +647,8 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                 parts.has_state = True
             continue
         general(name, v)
+    if parts.other_geometry is not None and "location" not in entity:
+        reader.location("location", parts.other_geometry)
     return parts
 
 

@@ -149,6 +149,8 @@ def _v2(
     elif kind == "geo:json" or kind == "geo:point" or kind in V2_SHAPES:
         if name == "location" and val is not None:
             return _Location(val)  # not a dict Point (geo:point text, geo:box ...): general path
+        if val is not None:
+            raise _Bail  # a location attribute of another name ("position"): the general reader's
     elif kind == "DateTime":
         return None
     elif kind == "Relationship":
