@@ -437,3 +437,26 @@ def test_an_ngsi_v2_location_attribute_of_another_name_locates_the_entity(
     ignored = {**attribute, "metadata": {"ignoreType": {"type": "Boolean", "value": True}}}
     [o] = run(v2({**entity, "position": ignored}), monkeypatch).observations
     assert o.location is None
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t "])
+def test_blank_text_is_no_state(blank, monkeypatch) -> None:
+    """An IoT Agent creates a provisioned Text attribute with " " until the device reports it:
+    that blank became a state (the label " "), so a freshly provisioned device was an observation
+    of state " ", and its first real state a change from it."""
+    provisioned = {
+        "id": "urn:ngsi-ld:Device:d",
+        "type": "Device",
+        "TimeInstant": {"type": "DateTime", "value": "1970-01-01T00:00:00.000Z", "metadata": {}},
+        "deviceState": {"type": "Text", "value": blank, "metadata": {}},
+    }
+    r = run(v2(provisioned), monkeypatch)
+    assert r.observations == [] and r.ignored and not r.rejections
+    reading = {**provisioned, "batteryLevel": {"type": "Number", "value": 0.5}}
+    reading["TimeInstant"] = {"type": "DateTime", "value": "2026-12-07T09:00:00Z"}
+    [o] = run(v2(reading), monkeypatch).observations
+    assert "deviceState" not in (o.labels or {})
+    [o] = run(
+        ld({"id": "urn:ngsi-ld:Device:d", "type": "Device", "status": blank, "t": 1}), monkeypatch
+    ).observations
+    assert "status" not in (o.labels or {})

@@ -232,8 +232,8 @@ class _Reader:
         self.parts = Parts([], {}, [])
 
     def label(self, name: str, text: str) -> None:
-        if text == NGSI_LD_NULL:
-            return
+        if text == NGSI_LD_NULL or not text or text.isspace():
+            return  # (blank: an IoT Agent's unset Text attribute, " ", is no state)
         if len(text) <= self.max_label and not (
             len(text) > 10 and text[4] == "-" and _DATETIME_TEXT.match(text)
         ):

@@ -92,6 +92,8 @@ def _label(labels: dict[str, str], name: str, text: str, max_label: int) -> None
     if (
         text != NGSI_LD_NULL
         and len(text) <= max_label
+        and not text.isspace()
+        and text
         and not (len(text) > 10 and text[4] == "-" and _DATETIME_TEXT.match(text))
     ):
         labels[name] = text
@@ -318,8 +320,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         labels[name] = v
                 elif number_like_text(v, False) or name == "location":
                     return False  # refused, or maybe a keyValues geo:point "lat, lon"
-                elif len(v) <= max_label and not (len(v) > 10 and v[4] == "-" and _DATETIME_TEXT.match(v)):
-                    labels[name] = v
+                else:
+                    _label(labels, name, v, max_label)
             elif t is list and v and type(v[0]) is dict:
                 return False  # multi-attribute instances
             elif t is bool:
