@@ -460,3 +460,29 @@ def test_blank_text_is_no_state(blank, monkeypatch) -> None:
         ld({"id": "urn:ngsi-ld:Device:d", "type": "Device", "status": blank, "t": 1}), monkeypatch
     ).observations
     assert "status" not in (o.labels or {})
+
+
+@pytest.mark.parametrize(
+    "epoch", ["1970-01-01T00:00:00.000Z", "1970-01-01T00:00:00Z", "1970-01-01T00:00:00+00:00"]
+)
+def test_an_iot_agent_s_epoch_placeholder_is_no_time(epoch, monkeypatch) -> None:
+    """An IoT Agent creates a provisioned DateTime attribute with 1970-01-01T00:00:00.000Z
+    (iotagent-node-lib's DATETIME_DEFAULT) until the device sends one: a WaterObserved whose
+    dateObserved the device never sends had every reading timed in 1970 (and refused by the rules
+    as too late), though its TimeInstant said when it was read."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "dateObserved": {"type": "DateTime", "value": epoch, "metadata": {}},
+        "TimeInstant": {"type": "DateTime", "value": "2026-12-07T09:40:00.000Z", "metadata": {}},
+        "height": {
+            "type": "Number",
+            "value": 3.2,
+            "metadata": {"TimeInstant": {"type": "DateTime", "value": epoch}},
+        },
+    }
+    [o] = run(v2(entity), monkeypatch).observations
+    assert o.time == datetime(2026, 12, 7, 9, 40, tzinfo=UTC) and o.time_source == "observed"
+    del entity["TimeInstant"]
+    [o] = run(v2(entity), monkeypatch).observations
+    assert o.time == RECEIVED and o.time_source == "received"

@@ -561,16 +561,14 @@ def _typed_value(v: dict) -> Any:
 def meta_time(meta: dict) -> tuple[Any, str]:
     """An NGSI-v2 attribute's own time and the metadata it is written in: ``TimeInstant`` (IoT
     Agents), else ``observedAt`` (Orion-LD's cross-notifications), else a ``timestamp`` text
-    (Smart Data Models' v2 ParkingSpot ``status``, OffStreetParking ``availableSpotNumber``)."""
-    time = _meta_value(meta.get("TimeInstant"))
-    if time is not None:
-        return time, "TimeInstant metadata"
-    time = _meta_value(meta.get("observedAt"))
-    if time is not None:
-        return time, "observedAt metadata"
-    time = _meta_value(meta.get("timestamp"))
-    if type(time) is str:
-        return time, "timestamp metadata"
+    (Smart Data Models' v2 ParkingSpot ``status``, OffStreetParking ``availableSpotNumber``). An
+    unset one (blank, the epoch) is skipped."""
+    for key in ("TimeInstant", "observedAt", "timestamp"):
+        time = _meta_value(meta.get(key))
+        if time is None or (type(time) is str and unset_time(time)):
+            continue  # (unset: blank, or the epoch an IoT Agent writes before it knows)
+        if type(time) is str or key != "timestamp":
+            return time, f"{key} metadata"
     return None, "observedAt"
 
 
@@ -673,19 +671,29 @@ def entity_units(types: list[str], parts: Parts) -> None:
                 m.unit = unit
 
 
+#: the time an IoT Agent writes in a DateTime attribute it has not been told yet
+#: (iotagent-node-lib's ``DATETIME_DEFAULT``, 1970-01-01T00:00:00.000Z): the epoch is no reading's time
+_EPOCH = re.compile(r"\s*1970-01-01[Tt ]00:00:00(?:[.,]0+)?(?:[Zz]|[+-]00:?00)?\s*")
+
+
+def unset_time(text: str) -> bool:
+    """Time text that says no time: blank, or an IoT Agent's placeholder, the epoch."""
+    return not text.strip() or _EPOCH.fullmatch(text) is not None
+
+
 def absent_time(v: Any) -> bool:
-    """An entity-level time attribute that holds no time: null, blank text, or a Property whose
-    value is one of those (an IoT Agent's unset ``dateObserved``). The next field of TIME_FIELDS
-    is used instead, as if it were not there."""
+    """An entity-level time attribute that holds no time: null, blank text, the epoch (an IoT
+    Agent's placeholder), or a Property whose value is one of those (an IoT Agent's unset
+    ``dateObserved``). The next field of TIME_FIELDS is used instead, as if it were not there."""
     if v is None:
         return True
     if type(v) is str:
-        return not v.strip()
+        return unset_time(v)
     if type(v) is dict and v.get("type") != "Relationship":
         key = "value" if "value" in v else "@value" if "@value" in v else None  # (a typed literal)
         if key is not None:
             inner = v[key]
-            return inner is None or (type(inner) is str and not inner.strip())
+            return inner is None or (type(inner) is str and unset_time(inner))
     return False
 
 
