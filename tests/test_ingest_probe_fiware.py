@@ -486,3 +486,34 @@ def test_an_iot_agent_s_epoch_placeholder_is_no_time(epoch, monkeypatch) -> None
     del entity["TimeInstant"]
     [o] = run(v2(entity), monkeypatch).observations
     assert o.time == RECEIVED and o.time_source == "received"
+
+
+@pytest.mark.parametrize("text", ["N/A", "abc", "NaN", "Infinity", "12 cm", "1.2.3"])
+def test_a_number_attribute_holding_other_text_is_refused_not_dropped(text, monkeypatch) -> None:
+    """An NGSI-v2 Number (Integer, Float) whose value is text that is no number ("N/A" from a
+    gateway) was dropped without a word: no reading, no DLQ record, no warning."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": {"type": "Number", "value": text},
+        "flow": {"type": "Float", "value": 1.5},
+    }
+    r = run(v2(entity), monkeypatch)
+    [o] = r.observations
+    assert o.attributes == {"flow": 1.5}
+    assert [(x.attribute, x.code) for x in r.rejections] == [("height", "wrong-value-type")]
+    assert repr(text) in r.rejections[0].reason and any("wrong-value-type" in w for w in r.warnings)
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_a_blank_number_is_no_reading_yet(blank, monkeypatch) -> None:
+    """An IoT Agent creates a provisioned Number with " " until its first reading: as null, no
+    reading and no DLQ record with every notification."""
+    entity = {
+        "id": "d",
+        "type": "Device",
+        "t": {"type": "Number", "value": blank},
+        "u": {"type": "Number", "value": 2},
+    }
+    r = run(v2(entity), monkeypatch)
+    assert not r.rejections and r.observations[0].attributes == {"u": 2.0}

@@ -285,6 +285,14 @@ class _Reader:
                 self.parts.refused.append(_text_refusal(name, v))
             elif not declared:
                 self.state(name, v, time)
+            elif v and not v.isspace():  # (blank: an IoT Agent's " " before the first reading)
+                self.parts.refused.append(
+                    Refused(
+                        name,
+                        f"{name} is declared a Number but has the text {v[:40]!r}, not a number",
+                        "wrong-value-type",
+                    )
+                )
         elif type(v) is bool and not declared:
             self.state(name, "true" if v else "false", time)
         elif type(v) is float:  # non-finite float can only come from a lenient producer

@@ -127,6 +127,8 @@ def _value(
             raise _Bail
         if not declared:
             _label(labels, name, v, max_label)
+        elif v and not v.isspace():
+            raise _Bail  # a Number holding text: the general reader refuses it
     elif tv is float or tv is bool or declared:
         raise _Bail  # (a boolean: the general reader keeps it as a label)
     elif tv is dict:
