@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from atalaia.streams.ingest import parse_payload
 from tests.test_ingest_fastpath import both_paths
@@ -517,3 +519,58 @@ def test_a_blank_number_is_no_reading_yet(blank, monkeypatch) -> None:
     }
     r = run(v2(entity), monkeypatch)
     assert not r.rejections and r.observations[0].attributes == {"u": 2.0}
+
+
+# -- property: a number is never lost ---------------------------------------------------------
+
+_NAMES = st.sampled_from(["temperature", "height", "NO2", "batteryLevel", "numValue", "power:L1"])
+_NUMBERS = st.one_of(st.integers(-(10**15), 10**15), st.floats(allow_nan=False, allow_infinity=False))
+_TIMES = st.sampled_from([None, "2026-12-07T09:00:00Z", "2026-12-07T09:00:00.5+01:00", " ", "", "yesterday"])
+_TEXTS = st.sampled_from(["N/A", "3,5", "12", "", " ", "abc", "1.5"])
+
+
+@st.composite
+def _v2_attribute(draw):
+    """(value as sent, attribute): a number, or text under a number type, with metadata."""
+    kind = draw(st.sampled_from(["Number", "Float", "Integer", "Text", "Temperature", None]))
+    value = draw(_NUMBERS) if kind is None or draw(st.booleans()) else draw(_TEXTS)
+    attribute: dict = {"value": value}
+    if kind is not None:
+        attribute["type"] = kind
+    meta = {}
+    time = draw(_TIMES)
+    if time is not None:
+        meta[draw(st.sampled_from(["TimeInstant", "observedAt", "timestamp"]))] = {
+            "type": "DateTime",
+            "value": time,
+        }
+    unit = draw(st.sampled_from([None, "CEL", " "]))
+    if unit is not None:
+        meta["unitCode"] = {"type": "Text", "value": unit}
+    if meta or draw(st.booleans()):
+        attribute["metadata"] = meta
+    return value, attribute
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(_NAMES, _v2_attribute(), min_size=1, max_size=5))
+def test_every_ngsi_v2_number_is_observed_as_sent_or_refused_with_a_reason(attributes) -> None:
+    """Whatever the attribute type and metadata: a number is observed with exactly its value or
+    refused (DLQ, with a reason); text under a number type is refused unless blank (no reading
+    yet); a number never becomes a label."""
+    entity = {"id": "urn:ngsi-ld:Thing:1", "type": "Thing", **{k: a for k, (v, a) in attributes.items()}}
+    r = parse_payload(v2(entity), received_at=RECEIVED)
+    assert r.ok
+    seen: dict[str, list[float]] = {}
+    labels: dict[str, str] = {}
+    for o in r.observations:
+        for k, v in o.attributes.items():
+            seen.setdefault(k, []).append(v)
+        labels.update(o.labels or {})
+    refused = {x.attribute for x in r.rejections}
+    for name, (value, attribute) in attributes.items():
+        if type(value) is not str:
+            assert seen.get(name) == [float(value)] or name in refused, (name, value, r.rejections)
+            assert name not in labels
+        elif attribute.get("type") in ("Number", "Float", "Integer") and value.strip():
+            assert name in refused and name not in seen and name not in labels, (name, value)
