@@ -574,3 +574,18 @@ def test_every_ngsi_v2_number_is_observed_as_sent_or_refused_with_a_reason(attri
             assert name not in labels
         elif attribute.get("type") in ("Number", "Float", "Integer") and value.strip():
             assert name in refused and name not in seen and name not in labels, (name, value)
+
+
+def test_a_location_written_as_a_property_is_the_location(monkeypatch) -> None:
+    """Smart Data Models' NGSI-LD DeviceMeasurement, AirQualityMonitoring, BikeLane and
+    SeaConditions examples write location as a Property whose value is a GeoJSON geometry: the
+    location was dropped without a word."""
+    entity = {
+        "id": "urn:ngsi-ld:DeviceMeasurement:1",
+        "type": "DeviceMeasurement",
+        "numValue": {"type": "Property", "value": 55.2},
+        "location": {"type": "Property", "value": {"type": "Point", "coordinates": [-8.61, 41.14]}},
+        "observationSpace": {"type": "Property", "value": {"type": "Point", "coordinates": [-8.5, 41.2]}},
+    }
+    r = run(ld(entity), monkeypatch)
+    assert not r.rejections and r.observations[0].location == (-8.61, 41.14)

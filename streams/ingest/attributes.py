@@ -422,6 +422,11 @@ class _Reader:
                     Refused(name, f"{name} is a Property without value", "missing-value")
                 )
                 return
+            if name == "location" and type(d["value"]) is dict and is_geometry(d["value"]):
+                # (written as a Property, as Smart Data Models' DeviceMeasurement, BikeLane,
+                # SeaConditions NGSI-LD examples are: its geometry is the location all the same)
+                self.location(name, d["value"])
+                return
             unit, time = d.get("unitCode"), d.get("observedAt")
             meta = d.get("metadata")
             if type(meta) is dict:  # Orion-LD's x-ngsiv2-normalized cross-notification

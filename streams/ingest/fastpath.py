@@ -252,8 +252,9 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             return False  # Orion-LD's x-ngsiv2-normalized: unit/time in metadata
                         val = v["value"]
                         tv = type(val)
-                        if tv is dict and kind is None and is_geometry(val):
-                            return False  # a concise GeoProperty with sub-attributes
+                        if tv is dict and (kind is None or name == "location") and is_geometry(val):
+                            return False  # a concise GeoProperty with sub-attributes (or a location
+                            # written as a Property): the general reader's
                         if tv is dict and "@value" in val:
                             return False  # a JSON-LD typed value: the general reader's
                         if tv is int or (tv is float and val - val == 0.0):
