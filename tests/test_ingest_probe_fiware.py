@@ -589,3 +589,20 @@ def test_a_location_written_as_a_property_is_the_location(monkeypatch) -> None:
     }
     r = run(ld(entity), monkeypatch)
     assert not r.rejections and r.observations[0].location == (-8.61, 41.14)
+
+
+def test_a_geometry_orion_typed_structured_value_is_the_location(monkeypatch) -> None:
+    """Orion types an object written without a type StructuredValue: a location created that way
+    is notified as {"type": "StructuredValue", "value": {GeoJSON}} and was dropped without a word."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": {"type": "Number", "value": 1.5, "metadata": {}},
+        "location": {
+            "type": "StructuredValue",
+            "value": {"type": "Point", "coordinates": [-8.61, 41.14]},
+            "metadata": {},
+        },
+    }
+    r = run(v2(entity), monkeypatch)
+    assert not r.rejections and r.observations[0].location == (-8.61, 41.14)

@@ -500,7 +500,12 @@ class _Reader:
         elif is_number(v) or type(v) is bool:  # (a number as "Text": an IoT Agent's default type)
             self.measurement_value(name, v, unit, time, False)
         elif type(v) is dict:
-            self.structured(name, v)
+            if name == "location" and is_geometry(v):
+                # a geometry under another type: Orion's StructuredValue, the type it gives an
+                # object written without one
+                self.location(name, v)
+            else:
+                self.structured(name, v)
         if time is not None and len(measurements) > first:
             measurements[-1].time_key = time_key
 

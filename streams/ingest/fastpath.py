@@ -171,6 +171,8 @@ def _v2(
         if tv is int or (tv is float and val - val == 0.0):
             _value(measurements, labels, name, val, unit, time, False, max_label)
         elif tv is dict:
+            if name == "location" and is_geometry(val):
+                raise _Bail  # a geometry under another type (StructuredValue): the general reader's
             _structured(labels, name, val, max_label)
         elif tv is bool:
             raise _Bail
