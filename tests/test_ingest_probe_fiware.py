@@ -606,3 +606,21 @@ def test_a_geometry_orion_typed_structured_value_is_the_location(monkeypatch) ->
     }
     r = run(v2(entity), monkeypatch)
     assert not r.rejections and r.observations[0].location == (-8.61, 41.14)
+
+
+@pytest.mark.parametrize("unset", ["1970-01-01T00:00:00.000Z", " ", None])
+def test_an_iot_agent_ld_unset_typed_time_is_no_time(unset, monkeypatch) -> None:
+    """An IoT Agent in NGSI-LD mode writes a DateTime as a typed value, its placeholder too
+    ({"@type": "DateTime", "@value": "1970-01-01T00:00:00.000Z"}): it timed the readings in 1970."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "dateObserved": {"type": "Property", "value": {"@type": "DateTime", "@value": unset}},
+        "TimeInstant": {
+            "type": "Property",
+            "value": {"@type": "DateTime", "@value": "2026-12-07T09:40:00.000Z"},
+        },
+        "height": {"type": "Property", "value": 3.2},
+    }
+    [o] = run(ld(entity), monkeypatch).observations
+    assert o.time == datetime(2026, 12, 7, 9, 40, tzinfo=UTC) and o.time_source == "observed"
