@@ -624,3 +624,49 @@ def test_an_iot_agent_ld_unset_typed_time_is_no_time(unset, monkeypatch) -> None
     }
     [o] = run(ld(entity), monkeypatch).observations
     assert o.time == datetime(2026, 12, 7, 9, 40, tzinfo=UTC) and o.time_source == "observed"
+
+
+@st.composite
+def _ld_attribute(draw):
+    """(number, attribute) in each form NGSI-LD brokers send a number: keyValues, concise,
+    normalized, a typed value (normalized or keyValues), one instance in an array."""
+    value = draw(_NUMBERS)
+    form = draw(st.sampled_from(["keyValues", "concise", "normalized", "typed", "typed-keyValues", "array"]))
+    if form == "keyValues":
+        return value, value
+    typed = {"@value": repr(float(value)) if type(value) is float else str(value), "@type": "xsd:double"}
+    if form == "typed-keyValues":
+        return value, typed
+    attribute: dict = {"value": typed if form == "typed" else value}
+    if form != "concise":
+        attribute["type"] = "Property"
+    if draw(st.booleans()):
+        attribute["observedAt"] = draw(
+            st.sampled_from(["2026-12-07T09:00:00Z", "2026-12-07T10:00:00.25+01:00"])
+        )
+    if draw(st.booleans()):
+        attribute["unitCode"] = "CEL"
+    return value, [attribute] if form == "array" else attribute
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.dictionaries(
+        st.sampled_from(["temperature", "height", "NO2", "sdm:flow", "https://w3id.org/x#level"]),
+        _ld_attribute(),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_every_ngsi_ld_number_is_observed_as_sent(attributes) -> None:
+    entity = {"id": "urn:ngsi-ld:Thing:1", "type": "Thing", **{k: a for k, (v, a) in attributes.items()}}
+    r = parse_payload(ld(entity), received_at=RECEIVED)
+    assert r.ok and not r.rejections, r.rejections
+    seen: dict[str, list[float]] = {}
+    for o in r.observations:
+        for k, v in o.attributes.items():
+            seen.setdefault(k, []).append(v)
+        assert not set(o.labels or {}) & {"temperature", "height", "NO2", "flow", "level"}
+    for name, (value, _) in attributes.items():
+        short = name.rsplit("#", 1)[-1].rsplit(":", 1)[-1]
+        assert seen.get(short) == [float(value)], (name, value, seen)
