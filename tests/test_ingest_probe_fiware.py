@@ -321,7 +321,6 @@ def test_a_deleted_ngsi_ld_entity_s_last_values_are_not_a_reading(concise, monke
             "type": "Notification",
             "subscriptionId": "urn:ngsi-ld:Subscription:1",
             "notifiedAt": "2026-12-07T09:59:59Z",
-            "triggerReason": "entityDeleted",
             "data": [
                 {
                     "id": "urn:ngsi-ld:WaterObserved:gone",
@@ -670,3 +669,21 @@ def test_every_ngsi_ld_number_is_observed_as_sent(attributes) -> None:
     for name, (value, _) in attributes.items():
         short = name.rsplit("#", 1)[-1].rsplit(":", 1)[-1]
         assert seen.get(short) == [float(value)], (name, value, seen)
+
+
+def test_an_entity_deleted_notification_gives_no_readings(monkeypatch) -> None:
+    """An NGSI-LD 1.8 notification whose triggerReason is entityDeleted, from a broker that does
+    not write deletedAt on the entities: their last values were readings at its notifiedAt."""
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:d",
+            "type": "Notification",
+            "subscriptionId": "urn:ngsi-ld:Subscription:1",
+            "notifiedAt": "2026-12-07T09:59:59Z",
+            "triggerReason": "entityDeleted",
+            "data": [{"id": "urn:ngsi-ld:WaterObserved:gone", "type": "WaterObserved", "height": 4.6}],
+        }
+    )
+    r = run(body, monkeypatch)
+    assert r.observations == [] and not r.rejections
+    assert r.ignored == ["urn:ngsi-ld:WaterObserved:gone: entity deleted (triggerReason entityDeleted)"]

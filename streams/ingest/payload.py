@@ -407,6 +407,15 @@ def _notification(
             "values-format",
         )
         return
+    if type(data) is list and ld and doc.get("triggerReason") == "entityDeleted":
+        # NGSI-LD 1.8: the entities were deleted; what they still carry are their last values,
+        # not readings at the notification's time (an entity with deletedAt is ignored likewise)
+        for item in data:
+            eid = item.get("id") if type(item) is dict else None
+            out.ignored.append(
+                f"{eid if type(eid) is str else '?'}: entity deleted (triggerReason entityDeleted)"
+            )
+        return
     if type(data) is list:
         if (
             len(data) == 1 and ctx.service_paths is None and fastpath.ENABLED and not ctx.duplicates
