@@ -77,6 +77,7 @@ TEXT_ATTRIBUTES = frozenset(
         "softwareVersion",
         "osVersion",
         "version",
+        "entityVersion",  # (SmartMeteringObservation: "2.0")
         "serialNumber",
         "stationID",
         "stationCode",
@@ -89,6 +90,8 @@ DESCRIPTIVE = TEXT_ATTRIBUTES | frozenset(
 )
 #: the keys that make an object an attribute instance (normalized, concise, of any NGSI-LD kind)
 INSTANCE_KEYS = frozenset({"value", "object", "type", "vocab", "languageMap", "json", "datasetId"})
+#: a GeoJSON Feature (or FeatureCollection) given as a keyValues location: its geometry locates it
+FEATURE_TYPES = frozenset({"Feature", "FeatureCollection"})
 #: NGSI-LD 1.8's null (an attribute deleted, in a notification): no value, never a label
 NGSI_LD_NULL = "urn:ngsi-ld:null"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
@@ -101,6 +104,7 @@ class Measurement:
     value: float
     unit: str | None
     time: str | None  # the attribute's own observedAt / TimeInstant metadata, as written
+    time_key: str = "observedAt"  # where ``time`` was written, for a refusal's reason
 
 
 @dataclass(slots=True)
@@ -122,6 +126,9 @@ class Parts:
     times: dict[str, Any] | None = None  # TIME_FIELDS name -> raw value
     state_times: list[Any] | None = None  # observedAt of text and boolean properties (states)
     has_state: bool = False  # a text or boolean property that is not DESCRIPTIVE
+    # NGSI-v2: the value of a geo-typed attribute not named ``location`` (Orion's one location
+    # attribute may have any name, "position"), the location when there is no ``location``
+    other_geometry: Any = None
 
 
 def is_label_property(val: str, prop: dict, max_label: int) -> bool:
@@ -225,8 +232,8 @@ class _Reader:
         self.parts = Parts([], {}, [])
 
     def label(self, name: str, text: str) -> None:
-        if text == NGSI_LD_NULL:
-            return
+        if text == NGSI_LD_NULL or not text or text.isspace():
+            return  # (blank: an IoT Agent's unset Text attribute, " ", is no state)
         if len(text) <= self.max_label and not (
             len(text) > 10 and text[4] == "-" and _DATETIME_TEXT.match(text)
         ):
@@ -252,6 +259,10 @@ class _Reader:
     def location(self, name: str, geometry: Any) -> None:
         if geometry == NGSI_LD_NULL:  # (NGSI-LD 1.8: deleted)
             geometry = None
+        elif (
+            type(geometry) is dict and geometry.get("type") == "Feature" and geometry.get("geometry") is None
+        ):
+            geometry = None  # an unlocated GeoJSON Feature, as a null location
         if name == "location" and geometry is not None:  # null: the entity has no location now
             self.parts.geometry = geometry
             self.parts.has_location = True
@@ -261,6 +272,9 @@ class _Reader:
         (``{"@value": 3.6, "@type": "xsd:double"}``) is its ``@value``."""
         if type(v) is dict and "@value" in v and len(v) <= 3:  # (@value, @type, @language)
             v = _typed_value(v)
+            if type(v) is _NotANumber:
+                self.parts.refused.append(Refused(name, f"{name} value {v.why}", v.code))
+                return
         if is_number(v):
             self.parts.measurements.append(
                 Measurement(name, float(v), unit if type(unit) is str else None, _time_text(time))
@@ -271,6 +285,14 @@ class _Reader:
                 self.parts.refused.append(_text_refusal(name, v))
             elif not declared:
                 self.state(name, v, time)
+            elif v and not v.isspace():  # (blank: an IoT Agent's " " before the first reading)
+                self.parts.refused.append(
+                    Refused(
+                        name,
+                        f"{name} is declared a Number but has the text {v[:40]!r}, not a number",
+                        "wrong-value-type",
+                    )
+                )
         elif type(v) is bool and not declared:
             self.state(name, "true" if v else "false", time)
         elif type(v) is float:  # non-finite float can only come from a lenient producer
@@ -353,6 +375,9 @@ class _Reader:
                 if type(v) is dict and is_geometry(v):
                     self.location(name, v)  # concise GeoProperty with sub-attributes
                     return
+                if self.dialect == "v2" and type(d.get("metadata")) is dict:
+                    self.v2_attribute(name, None, d)  # (a Smart Data Models v2 example: no type)
+                    return
                 self.measurement_value(name, d["value"], d.get("unitCode"), d.get("observedAt"), False)
             elif "object" in d:
                 if type(d["object"]) is str:
@@ -363,11 +388,17 @@ class _Reader:
                 self.ld_attribute(name, "LanguageProperty", d)
             elif type(d.get("dataset")) is dict and len(d) == 1:
                 self.dataset(name, d["dataset"])
+            elif "@value" in d and len(d) <= 3:  # a keyValues JSON-LD typed value (@type, @language)
+                self.measurement_value(name, d, None, None, False)
             else:
                 self.structured(name, d)
             return
-        if (kind in GEOMETRY_TYPES and "coordinates" in d) or kind == "GeometryCollection":
-            self.location(name, d)
+        if (
+            (kind in GEOMETRY_TYPES and "coordinates" in d)
+            or kind == "GeometryCollection"
+            or (name == "location" and kind in FEATURE_TYPES and "value" not in d)
+        ):
+            self.location(name, d)  # (a keyValues location; a Feature: its geometry)
         elif kind in LD_TYPES:
             self.ld_attribute(name, kind, d)
         elif self.dialect == "v2":
@@ -390,6 +421,11 @@ class _Reader:
                 self.parts.refused.append(
                     Refused(name, f"{name} is a Property without value", "missing-value")
                 )
+                return
+            if name == "location" and type(d["value"]) is dict and is_geometry(d["value"]):
+                # (written as a Property, as Smart Data Models' DeviceMeasurement, BikeLane,
+                # SeaConditions NGSI-LD examples are: its geometry is the location all the same)
+                self.location(name, d["value"])
                 return
             unit, time = d.get("unitCode"), d.get("observedAt")
             meta = d.get("metadata")
@@ -427,19 +463,27 @@ class _Reader:
             return
         meta = d.get("metadata")
         unit = time = None
+        time_key = "observedAt"
         if type(meta) is dict and meta:
             unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
-            time = _meta_value(meta.get("TimeInstant")) or _meta_value(meta.get("observedAt"))
+            time, time_key = meta_time(meta)
         v = d.get("value")
+        measurements = self.parts.measurements
+        first = len(measurements)
         if kind in V2_NUMBER_TYPES:
             if v is None and "value" in d:
                 return  # a Number with a null value: no reading yet (Orion, IoT Agents), not an error
             self.measurement_value(name, v, unit, time, True)
-        elif kind == "geo:json" or kind == "geo:point":
-            self.location(name, v)
-        elif kind in V2_SHAPES:
-            if v is not None:
-                self.location(name, (kind, v))
+        elif kind == "geo:json" or kind == "geo:point" or kind in V2_SHAPES:
+            geometry = (kind, v) if kind in V2_SHAPES and v is not None else v
+            if name == "location":
+                self.location(name, geometry)
+            elif (
+                geometry is not None
+                and self.parts.other_geometry is None
+                and not (type(meta) is dict and _meta_value(meta.get("ignoreType")) in (True, "true"))
+            ):
+                self.parts.other_geometry = geometry  # (Orion's ignoreType: not the location)
         elif kind == "DateTime":
             return
         elif kind == "Relationship":
@@ -456,7 +500,14 @@ class _Reader:
         elif is_number(v) or type(v) is bool:  # (a number as "Text": an IoT Agent's default type)
             self.measurement_value(name, v, unit, time, False)
         elif type(v) is dict:
-            self.structured(name, v)
+            if name == "location" and is_geometry(v):
+                # a geometry under another type: Orion's StructuredValue, the type it gives an
+                # object written without one
+                self.location(name, v)
+            else:
+                self.structured(name, v)
+        if time is not None and len(measurements) > first:
+            measurements[-1].time_key = time_key
 
 
 #: the label of a LanguageProperty: its text in the first of these languages it has, else its first
@@ -485,29 +536,70 @@ def _point_text(v: str) -> bool:
 
 
 _XSD_NUMBERS = ("double", "decimal", "float", "integer", "int", "long", "short")
+_XSD_INTEGERS = ("integer", "int", "long", "short")
+# XSD's lexical forms (whitespace collapsed): no "1_000", no digits of other scripts, no hex
+_XSD_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_XSD_INTEGER = re.compile(r"[+-]?[0-9]+")
+_XSD_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?")  # a decimal comma: number-as-text
+
+
+@dataclass(frozen=True, slots=True)
+class _NotANumber:
+    """Text typed as an XSD number that is not one (or not a finite double): refused, never a label."""
+
+    code: str
+    why: str
 
 
 def _typed_value(v: dict) -> Any:
     """A JSON-LD value object's value; text typed as an XSD number (``{"@value": "3.6", "@type":
-    "xsd:double"}``, RDF's usual form) is that number, declared so by its sender."""
+    "xsd:double"}``, RDF's usual form) is that number, declared so by its sender, read as XSD
+    writes numbers. Typed text that is not one (``"abc"``, ``"1_000"``; ``"3,6"`` is a number
+    written as text) or is no finite double
+    (``"NaN"``, ``"INF"``, ``"1e400"``) is a :class:`_NotANumber`."""
     value, kind = v["@value"], v.get("@type")
-    if (
-        type(value) is str
-        and type(kind) is str
-        and kind.rsplit("#", 1)[-1].rsplit(":", 1)[-1] in _XSD_NUMBERS
-    ):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if math.isfinite(number) else value
+    if type(value) is str and type(kind) is str:
+        xsd = kind.rsplit("#", 1)[-1].rsplit(":", 1)[-1]
+        if xsd in _XSD_NUMBERS:
+            text = value.strip()
+            typed = f"{value[:40]!r} typed {kind[:60]}"
+            if (_XSD_INTEGER if xsd in _XSD_INTEGERS else _XSD_DECIMAL).fullmatch(text):
+                number = float(text)
+                if math.isfinite(number):
+                    return number
+                return _NotANumber("non-finite-number", f"{typed} overflows a double")
+            if text.lstrip("+-") in ("INF", "NaN"):
+                return _NotANumber("non-finite-number", f"{typed} is not a finite number")
+            if _XSD_COMMA.fullmatch(text):
+                return value  # ("3,6": a number written as text, refused as such)
+            return _NotANumber("wrong-value-type", f"{typed} is not a number")
     return value
 
 
+def meta_time(meta: dict) -> tuple[Any, str]:
+    """An NGSI-v2 attribute's own time and the metadata it is written in: ``TimeInstant`` (IoT
+    Agents), else ``observedAt`` (Orion-LD's cross-notifications), else a ``timestamp`` text
+    (Smart Data Models' v2 ParkingSpot ``status``, OffStreetParking ``availableSpotNumber``). An
+    unset one (blank, the epoch) is skipped."""
+    for key in ("TimeInstant", "observedAt", "timestamp"):
+        time = _meta_value(meta.get(key))
+        if time is None or (type(time) is str and unset_time(time)):
+            continue  # (unset: blank, or the epoch an IoT Agent writes before it knows)
+        if type(time) is str or key != "timestamp":
+            return time, f"{key} metadata"
+    return None, "observedAt"
+
+
 def _meta_value(m: Any) -> Any:
+    """An NGSI-v2 metadata's value (``{"type": ..., "value": ...}``, or bare text). Blank text is
+    no value: an unset ``TimeInstant`` (``" "``, an IoT Agent's default for what it has not been
+    told) is absent, as an unset entity time is, so the next time is used; a blank ``unitCode``
+    is no unit."""
     if type(m) is dict:
-        return m.get("value")
-    return m if type(m) is str else None
+        m = m.get("value")
+    elif type(m) is not str:
+        return None
+    return None if type(m) is str and not m.strip() else m
 
 
 def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
@@ -571,22 +663,57 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                 parts.has_state = True
             continue
         general(name, v)
+    if parts.other_geometry is not None and "location" not in entity:
+        reader.location("location", parts.other_geometry)
     return parts
 
 
+#: Smart Data Models types whose reading's unit is a property of the entity rather than the
+#: reading's ``unitCode``: DeviceMeasurement's ``unit`` ("Units of the measurement", a UN/CEFACT
+#: code) is the unit of its ``numValue``
+ENTITY_UNITS: dict[str, tuple[str, tuple[str, ...]]] = {"DeviceMeasurement": ("unit", ("numValue",))}
+
+
+def entity_units(types: list[str], parts: Parts) -> None:
+    """Give the readings of an :data:`ENTITY_UNITS` type without a unit code of their own the
+    unit the entity states (its text property, as sent)."""
+    for etype in types:
+        rule = ENTITY_UNITS.get(etype)
+        if rule is None:
+            continue
+        unit = parts.labels.get(rule[0])
+        if unit is None:
+            continue
+        for m in parts.measurements:
+            if m.unit is None and m.name in rule[1]:
+                m.unit = unit
+
+
+#: the time an IoT Agent writes in a DateTime attribute it has not been told yet
+#: (iotagent-node-lib's ``DATETIME_DEFAULT``, 1970-01-01T00:00:00.000Z): the epoch is no reading's time
+_EPOCH = re.compile(r"\s*1970-01-01[Tt ]00:00:00(?:[.,]0+)?(?:[Zz]|[+-]00:?00)?\s*")
+
+
+def unset_time(text: str) -> bool:
+    """Time text that says no time: blank, or an IoT Agent's placeholder, the epoch."""
+    return not text.strip() or _EPOCH.fullmatch(text) is not None
+
+
 def absent_time(v: Any) -> bool:
-    """An entity-level time attribute that holds no time: null, blank text, or a Property whose
-    value is one of those (an IoT Agent's unset ``dateObserved``). The next field of TIME_FIELDS
-    is used instead, as if it were not there."""
+    """An entity-level time attribute that holds no time: null, blank text, the epoch (an IoT
+    Agent's placeholder), or a Property whose value is one of those (an IoT Agent's unset
+    ``dateObserved``). The next field of TIME_FIELDS is used instead, as if it were not there."""
     if v is None:
         return True
     if type(v) is str:
-        return not v.strip()
+        return unset_time(v)
     if type(v) is dict and v.get("type") != "Relationship":
         key = "value" if "value" in v else "@value" if "@value" in v else None  # (a typed literal)
         if key is not None:
             inner = v[key]
-            return inner is None or (type(inner) is str and not inner.strip())
+            if type(inner) is dict and "@value" in inner:  # (a Property whose value is a typed literal)
+                inner = inner["@value"]
+            return inner is None or (type(inner) is str and unset_time(inner))
     return False
 
 
@@ -600,7 +727,10 @@ def time_text(name: str, v: Any) -> tuple[str | None, str | None]:
             return None, f"{name} is a Relationship, expected a date-time Property"
         inner = v.get("value", v.get("@value"))
         if type(inner) is dict:
-            inner = inner.get("@value")
+            # a typed value, or an NGSI-v2 DateTime nested as the value of an NGSI-LD Property
+            # (``{"type": "DateTime", "value": "..."}``, as Smart Data Models' RainFallRadarObserved
+            # and PhreaticObserved examples write it)
+            inner = inner.get("@value", inner.get("value") if inner.get("type") == "DateTime" else None)
         if type(inner) is str:
             return inner, None
     return None, f"{name} holds no date-time text"

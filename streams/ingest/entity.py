@@ -13,6 +13,7 @@ from atalaia.streams.ingest.attributes import (
     TIME_FIELDS,
     Parts,
     absent_time,
+    entity_units,
     read_attributes,
     short_name,
     term,
@@ -202,6 +203,12 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
         return
     if "alterationType" in raw and deleted_entity(raw, out):
         return
+    if raw.get("deletedAt") is not None:
+        # NGSI-LD 1.8's notification of a deleted entity (triggerReason entityDeleted): what it
+        # still carries are its last values, not a reading at the notification's time
+        eid = raw.get("id")
+        out.ignored.append(f"{eid if type(eid) is str else '?'}: entity deleted (deletedAt)")
+        return
     eid = raw.get("id", raw.get("@id"))
     if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS:
         if eid is None:
@@ -250,6 +257,7 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
             )
             return
     parts = read_attributes(raw, dialect, ctx.options.max_label_chars)
+    entity_units(types or (etype,), parts)
     first = len(out.observations)
     _emit(eid, etype, parts, where, ctx, out)
     if types:  # (Observations are frozen: what the model would hold had it been built with them)
@@ -323,9 +331,10 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
         if m.time is not None:
             pt = parse_observation_time(m.time)
             if pt.time is None:
+                what = m.time_key
                 out.rejections.append(
                     Rejection(
-                        f"{m.name} observedAt {pt.error}",
+                        f"{m.name} {what} {pt.error}",
                         "attribute",
                         "bad-time",
                         entity=eid,
@@ -333,7 +342,7 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
                         detail=where,
                     )
                 )
-                quality.append(f"bad-time: {m.name} observedAt {pt.error}")
+                quality.append(f"bad-time: {m.name} {what} {pt.error}")
                 continue
             if not pt.zoned:
                 unzoned.add(m.time)

@@ -19,6 +19,8 @@ from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
     DESCRIPTIVE,
+    ENTITY_UNITS,
+    FEATURE_TYPES,
     GEOMETRY_TYPES,
     LD_TYPES,
     NGSI_LD_NULL,
@@ -29,6 +31,7 @@ from atalaia.streams.ingest.attributes import (
     absent_time,
     is_geometry,
     is_label_property,
+    meta_time,
     number_like_text,
     time_text,
     v2_number_text,
@@ -89,6 +92,8 @@ def _label(labels: dict[str, str], name: str, text: str, max_label: int) -> None
     if (
         text != NGSI_LD_NULL
         and len(text) <= max_label
+        and not text.isspace()
+        and text
         and not (len(text) > 10 and text[4] == "-" and _DATETIME_TEXT.match(text))
     ):
         labels[name] = text
@@ -122,6 +127,8 @@ def _value(
             raise _Bail
         if not declared:
             _label(labels, name, v, max_label)
+        elif v and not v.isspace():
+            raise _Bail  # a Number holding text: the general reader refuses it
     elif tv is float or tv is bool or declared:
         raise _Bail  # (a boolean: the general reader keeps it as a label)
     elif tv is dict:
@@ -139,13 +146,15 @@ def _v2(
     unit = time = None
     if type(meta) is dict and meta:
         unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
-        time = _meta_value(meta.get("TimeInstant")) or _meta_value(meta.get("observedAt"))
+        time = meta_time(meta)[0]
     val = v.get("value")
     if kind in V2_NUMBER_TYPES:
         _value(measurements, labels, name, val, unit, time, True, max_label)
     elif kind == "geo:json" or kind == "geo:point" or kind in V2_SHAPES:
         if name == "location" and val is not None:
             return _Location(val)  # not a dict Point (geo:point text, geo:box ...): general path
+        if val is not None:
+            raise _Bail  # a location attribute of another name ("position"): the general reader's
     elif kind == "DateTime":
         return None
     elif kind == "Relationship":
@@ -162,6 +171,8 @@ def _v2(
         if tv is int or (tv is float and val - val == 0.0):
             _value(measurements, labels, name, val, unit, time, False, max_label)
         elif tv is dict:
+            if name == "location" and is_geometry(val):
+                raise _Bail  # a geometry under another type (StructuredValue): the general reader's
             _structured(labels, name, val, max_label)
         elif tv is bool:
             raise _Bail
@@ -179,7 +190,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     """Normalise ``raw`` into ``out`` and return True, or return False having touched nothing.
 
     The caller has checked that ``raw`` is a dict and that the payload has no duplicate keys."""
-    if "alterationType" in raw:  # Orion v2's (maybe entityDelete): the general path decides
+    if "alterationType" in raw or "deletedAt" in raw:  # (maybe a deleted entity): the general path's
         return False
     eid = raw.get("id")
     if type(eid) is not str or not eid or len(eid) > MAX_ID_CHARS or not eid.isprintable():
@@ -197,6 +208,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     accepted = opts.accepted_types
     if accepted is not None and etype not in accepted:
         return False
+    if etype in ENTITY_UNITS:
+        return False  # a reading's unit is a property of the entity: the general reader's
     dialect = ctx.dialect
     if "@context" in raw:
         c = raw["@context"]
@@ -241,8 +254,9 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             return False  # Orion-LD's x-ngsiv2-normalized: unit/time in metadata
                         val = v["value"]
                         tv = type(val)
-                        if tv is dict and kind is None and is_geometry(val):
-                            return False  # a concise GeoProperty with sub-attributes
+                        if tv is dict and (kind is None or name == "location") and is_geometry(val):
+                            return False  # a concise GeoProperty with sub-attributes (or a location
+                            # written as a Property): the general reader's
                         if tv is dict and "@value" in val:
                             return False  # a JSON-LD typed value: the general reader's
                         if tv is int or (tv is float and val - val == 0.0):
@@ -266,6 +280,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             _label(labels, name, obj, max_label)
                     elif "vocab" in v:
                         return False  # a concise VocabProperty: a state, the general reader's
+                    elif "@value" in v:
+                        return False  # a keyValues JSON-LD typed value: the general reader's
                     elif name == "address":
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
@@ -278,6 +294,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         has_location = geometry is not None and geometry != NGSI_LD_NULL  # null: none now
                 elif type(kind) is not str:
                     return False
+                elif kind in FEATURE_TYPES and name == "location":
+                    return False  # a GeoJSON Feature as the location: the general reader's
                 elif kind in GEOMETRY_TYPES and ("coordinates" in v or kind == "GeometryCollection"):
                     if name == "location":
                         geometry = v
@@ -307,8 +325,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         labels[name] = v
                 elif number_like_text(v, False) or name == "location":
                     return False  # refused, or maybe a keyValues geo:point "lat, lon"
-                elif len(v) <= max_label and not (len(v) > 10 and v[4] == "-" and _DATETIME_TEXT.match(v)):
-                    labels[name] = v
+                else:
+                    _label(labels, name, v, max_label)
             elif t is list and v and type(v[0]) is dict:
                 return False  # multi-attribute instances
             elif t is bool:

@@ -52,6 +52,8 @@ def geometry_point(geometry: Any) -> tuple[Point, str | None]:
     if not isinstance(geometry, dict):
         raise LocationError("location is not a GeoJSON geometry object")
     kind = geometry.get("type")
+    if kind == "Feature" or kind == "FeatureCollection":
+        return geometry_point(feature_geometry(geometry))
     if kind == "GeometryCollection":
         return _collection_point(geometry)
     depth = _DEPTH.get(kind) if isinstance(kind, str) else None
@@ -64,6 +66,23 @@ def geometry_point(geometry: Any) -> tuple[Point, str | None]:
     lon = sum(p[0] for p in pts) / len(pts)
     lat = sum(p[1] for p in pts) / len(pts)
     return (lon, lat), f"{kind} represented by the mean of its {len(pts)} vertices"
+
+
+def feature_geometry(feature: dict) -> Any:
+    """The geometry of a GeoJSON ``Feature``, or of a ``FeatureCollection``'s first feature: what
+    Orion keeps of a ``geo:json`` attribute written as either (its notifications give the geometry
+    alone; a producer posting the entity itself sends the Feature). Raises LocationError."""
+    if feature.get("type") == "FeatureCollection":
+        features = feature.get("features")
+        if not isinstance(features, list) or not features or not isinstance(features[0], dict):
+            raise LocationError("FeatureCollection without features")
+        feature = features[0]
+        if feature.get("type") != "Feature":
+            raise LocationError("FeatureCollection whose first member is not a Feature")
+    geometry = feature.get("geometry")
+    if not isinstance(geometry, dict) or geometry.get("type") in ("Feature", "FeatureCollection"):
+        raise LocationError("Feature without a geometry")
+    return geometry
 
 
 def _collection_point(geometry: dict) -> tuple[Point, str | None]:

@@ -360,8 +360,13 @@ def _notification(
     # NGSI-LD notifications always say type "Notification" and NGSI-v2 ones never do, so that
     # (or an @context) wins over an Ngsiv2-AttrsFormat header (which a broker once put on every
     # notification); a body with neither is NGSI-LD when its attributes say so (a broker that
-    # leaves the type out), not by its content type alone (v2 bodies are posted as ld+json too)
-    ld = doc.get("type") == "Notification" or "@context" in doc or (not v2_hint and _ld_attributes(doc))
+    # leaves the type out) or by its notifiedAt (a member NGSI-v2 notifications do not have), not
+    # by its content type alone (v2 bodies are posted as ld+json too)
+    ld = (
+        doc.get("type") == "Notification"
+        or "@context" in doc
+        or (not v2_hint and ("notifiedAt" in doc or _ld_attributes(doc)))
+    )
     ctx.dialect = "ld" if ld else "v2"
     out.format = "ngsi-ld/notification" if ld else "ngsi-v2/notification"
     nid = doc.get("id")
@@ -391,6 +396,8 @@ def _notification(
                 )
             else:
                 ctx.fallback_time, ctx.fallback_source = pt.time, "notified"
+    elif notified is not None:  # (an epoch number, an object): said, as unparseable text is
+        out.warnings.append(f"notifiedAt is a {type(notified).__name__}, not an RFC 3339 date-time text")
     data = doc["data"]
     if not ld and type(data) is list and data and all(type(d) is list for d in data):
         _reject(
@@ -399,6 +406,15 @@ def _notification(
             "keyed; subscribe with attrsFormat normalized or keyValues",
             "values-format",
         )
+        return
+    if type(data) is list and ld and doc.get("triggerReason") == "entityDeleted":
+        # NGSI-LD 1.8: the entities were deleted; what they still carry are their last values,
+        # not readings at the notification's time (an entity with deletedAt is ignored likewise)
+        for item in data:
+            eid = item.get("id") if type(item) is dict else None
+            out.ignored.append(
+                f"{eid if type(eid) is str else '?'}: entity deleted (triggerReason entityDeleted)"
+            )
         return
     if type(data) is list:
         if (
