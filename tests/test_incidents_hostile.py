@@ -112,6 +112,23 @@ def test_matchers_keep_their_meaning() -> None:
     assert str(Matcher.parse('rule=~"river-.*"')) == 'rule=~"river-.*"'
 
 
+def test_a_backslash_escape_in_a_quoted_value_reads_as_in_alertmanager() -> None:
+    """Alertmanager unescapes only \\", \\\\ and \\n in a quoted matcher value and keeps any other
+    backslash, so the regex `station-\\d+` written in a silence or incidents.yaml is that regex; the
+    backslash was dropped, so it silently became `station-d+` and matched no station."""
+    digits = Matcher.parse(r'rule=~"station-\d+"')
+    assert digits.value == r"station-\d+"
+    assert digits.matches({"rule": "station-12"}) and not digits.matches({"rule": "station-dd"})
+    dot = Matcher.parse(r'host=~"gw\.porto"')
+    assert dot.matches({"host": "gw.porto"}) and not dot.matches({"host": "gwXporto"})
+    assert Matcher.parse(r'x="a\"b"').value == 'a"b'
+    assert Matcher.parse(r'x="a\\b"').value == "a\\b"
+    assert Matcher.parse(r'x="a\nb"').value == "a\nb"
+    for text in (r'rule=~"station-\d+"', r'x="a\\b"', r'x="a\"b"'):
+        m = Matcher.parse(text)
+        assert Matcher.parse(str(m)) == m, "written back as it reads"
+
+
 @pytest.mark.parametrize(
     "pattern",
     [
