@@ -126,3 +126,17 @@ def test_backtest_reports_alarms_time_firing_and_chattiness(tmp_path: Path) -> N
     )
     result = CliRunner().invoke(rules, ["backtest", str(tmp_path / "r.yaml"), str(history), "--json"])
     assert json.loads(result.stdout)["chattering_keys"] == 1
+
+
+def test_backtest_of_a_history_with_no_usable_observation_says_zero_not_nan(tmp_path: Path) -> None:
+    """A history whose lines are all refused (or an empty file) spans no time: every rule had 0
+    transitions an hour, not `nan` in the table and `null` in --json."""
+    (tmp_path / "r.yaml").write_text(RULES)
+    for text in ("", '{"a": 1}\n'):
+        history = tmp_path / "h.jsonl"
+        history.write_text(text)
+        result = CliRunner().invoke(rules, ["backtest", str(tmp_path / "r.yaml"), str(history), "--json"])
+        (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+        assert row["transitions_per_hour"] == 0.0 and row["firing_hours"] == 0.0, row
+        table = CliRunner().invoke(rules, ["backtest", str(tmp_path / "r.yaml"), str(history)])
+        assert "nan" not in table.stdout, table.stdout
