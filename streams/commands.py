@@ -56,16 +56,21 @@ def _check_listening(settings: Settings, http: bool | str) -> None:
 def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
     """Before any stage runs: the topics with their designed partition counts and replicas (a
     wrong layout stops here with the reason), and the demo's local receivers."""
-    from atalaia.streams.broker import TopicLayoutError, ensure_topics
+    from atalaia.streams import broker
 
     try:
         asyncio.run(
-            ensure_topics(
+            broker.ensure_topics(
                 bootstrap, settings.topic_prefix, settings.partitions, replicas=settings.replication_factor
             )
         )
-    except TopicLayoutError as e:
+    except broker.TopicLayoutError as e:
         raise click.ClickException(str(e)) from None
+    except broker.BrokerUnreachable as e:  # a wrong ATALAIA_KAFKA or a broker that is down: no traceback
+        which = "ATALAIA_KAFKA" if settings.kafka else "the embedded broker"
+        raise click.ClickException(
+            f"no Kafka broker answers at {bootstrap} ({which}): {' '.join(str(e).split())}"
+        ) from None
     if demo:
         _demo_receivers()
 
@@ -446,7 +451,14 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
             await producer.stop()
         return n
 
-    n = asyncio.run(go())
+    from aiokafka.errors import KafkaError
+
+    try:
+        n = asyncio.run(go())
+    except (KafkaError, ConnectionError) as e:  # a wrong ATALAIA_KAFKA, a broker that is down
+        raise click.ClickException(
+            f"no Kafka broker answers at {bootstrap}: {type(e).__name__} {e}; nothing was sent".strip()
+        ) from None
     click.echo(f"sent {n} event(s) to {settings.topic('events')} on {bootstrap}", err=True)
 
 
