@@ -489,7 +489,13 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
         consumer = AIOKafkaConsumer(
             **client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except (KafkaError, ConnectionError) as e:  # never reached (a wrong ATALAIA_KAFKA): not "lost"
+            await consumer.stop()
+            raise click.ClickException(
+                f"no Kafka broker answers at {bootstrap}: {type(e).__name__} {e}"
+            ) from None
         try:
             parts = await partition_ids(bootstrap, name)
             if not parts:

@@ -45,3 +45,19 @@ def test_send_to_an_unreachable_broker_is_one_clear_error(monkeypatch, tmp_path)
     assert f"no Kafka broker answers at 127.0.0.1:{port}" in r.output and "Traceback" not in r.output, (
         r.output
     )
+
+
+def test_tail_of_an_unreachable_broker_says_no_broker_answers(monkeypatch, tmp_path) -> None:
+    """It said "lost the broker" (it never had one) and the client's "Unclosed AIOKafkaConsumer"."""
+    from click.testing import CliRunner
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    monkeypatch.setattr(
+        commands, "get_settings", lambda: Settings(data_dir=tmp_path, kafka=f"127.0.0.1:{port}")
+    )
+    r = CliRunner().invoke(commands.tail, ["alarms", "--timeout", "3"])
+    assert r.exit_code == 1, r.output
+    assert f"no Kafka broker answers at 127.0.0.1:{port}" in r.output, r.output
