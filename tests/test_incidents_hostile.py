@@ -174,3 +174,11 @@ def test_a_restored_silence_re2_cannot_read_silences_nothing_and_stops_nothing()
         errors,
     )
     assert not errors and outs
+
+
+def test_a_shelve_beyond_the_maximum_is_refused_in_words_an_operator_reads() -> None:
+    """The console showed "shelve for at most 28800s"; it says the limit as the file writes it."""
+    d = Driver()
+    d.fire("river-level-high", "g1", at=0)
+    reply = d.command("shelve", at=1, reason="crew on site", duration=30 * 86400)
+    assert not reply.accepted and reply.reason == "shelve for at most 8h (shelving.max)", reply
