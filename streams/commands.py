@@ -451,14 +451,16 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
             await producer.stop()
         return n
 
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
     try:
         n = asyncio.run(go())
-    except (KafkaError, ConnectionError) as e:  # a wrong ATALAIA_KAFKA, a broker that is down
+    except (KafkaConnectionError, ConnectionError) as e:  # a wrong ATALAIA_KAFKA, a broker that is down
         raise click.ClickException(
-            f"no Kafka broker answers at {bootstrap}: {type(e).__name__} {e}; nothing was sent".strip()
+            f"no Kafka broker answers at {bootstrap}: {type(e).__name__} {e}"
         ) from None
+    except KafkaError as e:  # the broker answered no (a record too large, an authorisation ...)
+        raise click.ClickException(f"the broker at {bootstrap} refused: {type(e).__name__} {e}") from None
     click.echo(f"sent {n} event(s) to {settings.topic('events')} on {bootstrap}", err=True)
 
 
