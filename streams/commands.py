@@ -53,6 +53,12 @@ def _check_listening(settings: Settings, http: bool | str) -> None:
             raise click.ClickException(problem)
 
 
+def _said(e: BaseException) -> str:
+    """An exception as one says it: its type once (aiokafka's errors start with their name)."""
+    text = " ".join(str(e).split())
+    return text if text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}".rstrip(": ")
+
+
 def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
     """Before any stage runs: the topics with their designed partition counts and replicas (a
     wrong layout stops here with the reason), and the demo's local receivers."""
@@ -456,11 +462,9 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
     try:
         n = asyncio.run(go())
     except (KafkaConnectionError, ConnectionError) as e:  # a wrong ATALAIA_KAFKA, a broker that is down
-        raise click.ClickException(
-            f"no Kafka broker answers at {bootstrap}: {type(e).__name__} {e}"
-        ) from None
+        raise click.ClickException(f"no Kafka broker answers at {bootstrap}: {_said(e)}") from None
     except KafkaError as e:  # the broker answered no (a record too large, an authorisation ...)
-        raise click.ClickException(f"the broker at {bootstrap} refused: {type(e).__name__} {e}") from None
+        raise click.ClickException(f"the broker at {bootstrap} refused: {_said(e)}") from None
     click.echo(f"sent {n} event(s) to {settings.topic('events')} on {bootstrap}", err=True)
 
 
@@ -495,9 +499,7 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
             await consumer.start()
         except (KafkaError, ConnectionError) as e:  # never reached (a wrong ATALAIA_KAFKA): not "lost"
             await consumer.stop()
-            raise click.ClickException(
-                f"no Kafka broker answers at {bootstrap}: {type(e).__name__} {e}"
-            ) from None
+            raise click.ClickException(f"no Kafka broker answers at {bootstrap}: {_said(e)}") from None
         try:
             parts = await partition_ids(bootstrap, name)
             if not parts:
