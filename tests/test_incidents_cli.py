@@ -118,3 +118,16 @@ def _valid(pattern: str) -> bool:
         return True
     except re.error:
         return False
+
+
+@pytest.mark.parametrize("until", ["tomorrow", "2026-03-01T06:00:00", "99999-01-01T00:00:00Z"])
+def test_replay_refuses_an_until_it_cannot_read_before_replaying(tmp_path: Path, until: str) -> None:
+    """`--until tomorrow` printed every incident event, then a traceback (ValueError: Invalid
+    isoformat string); a time without an offset did the same."""
+    alarm = {"at": "2024-03-01T00:00:00Z", "rule": "r", "key": "k", "state": "firing", "severity": "high"}
+    (tmp_path / "a.jsonl").write_bytes(orjson.dumps(alarm) + b"\n")
+    r = CliRunner().invoke(incidents, ["replay", str(tmp_path / "a.jsonl"), "--until", until])
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for '--until'" in r.output, r.output
+    assert isinstance(r.exception, SystemExit), r.exception  # a usage error, not a traceback
+    assert '"kind":"incident"' not in r.output, "nothing replayed before the refusal"
