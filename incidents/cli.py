@@ -131,7 +131,10 @@ def project(events, db: str | None, live: bool, schema: str | None) -> None:
             raise click.ClickException(str(e)) from None
         db = settings.projection_url()
         schema = schema or settings.database_schema
-    proj = Projection.connect(db, schema=schema)
+    try:
+        proj = Projection.connect(db, schema=schema)
+    except ValueError as e:  # a URL of another kind (it was taken for an SQLite path)
+        raise click.ClickException(f"--db {e}") from None
     items = [
         d for d in (orjson.loads(x) for x in events if x.strip()) if d.get("kind", "incident") == "incident"
     ]
