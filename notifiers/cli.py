@@ -229,7 +229,12 @@ def simulate(policy: str, events, tick: timedelta, until: timedelta) -> None:
             while t < at:
                 emit(engine.step(state, TICK, t)[1])
                 t += step
-        emit(engine.step(state, ev, at)[1])
+        try:
+            notes = engine.step(state, ev, at)[1]
+        except (KeyError, ValueError, TypeError, AttributeError) as e:  # an alarm line, say
+            click.echo(f"{events.name}:{lineno}: not an incident event: missing or bad {e}", err=True)
+            sys.exit(1)
+        emit(notes)
         last = at
     if last is not None:
         t, end = last + step, last + horizon
