@@ -584,7 +584,13 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 cmd = Command.model_validate(body)
             except (ValidationError, TypeError) as e:
                 errors = (
-                    [{"field": ".".join(map(str, err["loc"])), "message": err["msg"]} for err in e.errors()]
+                    [
+                        {
+                            "field": ".".join(map(str, err["loc"])),
+                            "message": err["msg"].removeprefix("Value error, "),
+                        }
+                        for err in e.errors()
+                    ]
                     if isinstance(e, ValidationError)
                     else [{"field": "", "message": str(e)}]
                 )

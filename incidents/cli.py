@@ -49,10 +49,23 @@ def check(config: Path | None) -> None:
     )
 
 
+def _rfc3339(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option's RFC 3339 time, read as the manager reads it (refused before anything runs)."""
+    from atalaia.incidents.model import in_range, to_us
+
+    if value is None:
+        return None
+    try:
+        in_range(to_us(value), param.name or "time")
+    except (ValueError, OverflowError) as e:
+        raise click.BadParameter(f"{value!r}: {e}; write e.g. 2026-03-01T06:00:00Z") from None
+    return value
+
+
 @incidents.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.File("rb"))
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--until", help="tick the timers up to this RFC 3339 time at the end")
+@click.option("--until", callback=_rfc3339, help="tick the timers up to this RFC 3339 time at the end")
 @click.option("--kpis", is_flag=True, help="print the alarm-load KPIs as a last line")
 def replay(inputs: tuple, config: Path | None, until: str | None, kpis: bool) -> None:
     """Replay JSON lines (alarm transitions, and commands: lines with "action") through the manager;
@@ -118,7 +131,10 @@ def project(events, db: str | None, live: bool, schema: str | None) -> None:
             raise click.ClickException(str(e)) from None
         db = settings.projection_url()
         schema = schema or settings.database_schema
-    proj = Projection.connect(db, schema=schema)
+    try:
+        proj = Projection.connect(db, schema=schema)
+    except ValueError as e:  # a URL of another kind (it was taken for an SQLite path)
+        raise click.ClickException(f"--db {e}") from None
     items = [
         d for d in (orjson.loads(x) for x in events if x.strip()) if d.get("kind", "incident") == "incident"
     ]

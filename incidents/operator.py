@@ -10,6 +10,7 @@ from atalaia.incidents.commands import Command
 from atalaia.incidents.emit import Changes, Output
 from atalaia.incidents.events import CommandReply
 from atalaia.incidents.model import Incident, ManagerState, fmt, in_range, seconds_us, to_us
+from atalaia.rules.durations import format_duration
 
 if TYPE_CHECKING:
     from atalaia.incidents.manager import IncidentManager
@@ -81,7 +82,7 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
         if cmd.duration is None or cmd.duration <= 0:
             return "shelve needs a positive duration"
         if seconds_us(cmd.duration) > mgr.max_shelve:
-            return f"shelve for at most {mgr.config.shelving.max:g}s"
+            return f"shelve for at most {format_duration(mgr.config.shelving.max)} (shelving.max)"
     overlay_needed = {
         "unshelve": "shelved",
         "unsuppress": "suppressed",

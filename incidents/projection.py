@@ -76,6 +76,22 @@ ON CONFLICT DO NOTHING
 """
 
 
+#: the URLs a projection takes; a path without a scheme is an SQLite file
+URL_KINDS = ("sqlite://", "postgresql://", "postgres://")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no projection URL (another database, SQLAlchemy's ``postgresql+psycopg://``),
+    or None; such a URL was taken for an SQLite path (a directory ``mysql:`` in the working
+    directory)."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url) and not url.startswith(URL_KINDS):
+        return (
+            f"{url.split('://', 1)[0]}://...: not a database Atalaia writes; use sqlite:///path/to/atalaia.db "
+            "or postgresql://user@host/dbname"
+        )
+    return None
+
+
 class Projection:
     def __init__(self, conn: Any, dialect: str, schema: str | None = None) -> None:
         if dialect not in _TOKENS:
@@ -91,6 +107,9 @@ class Projection:
     @classmethod
     def connect(cls, url: str | Path, schema: str | None = None, migrate: bool = True) -> Projection:
         text = str(url)
+        problem = url_problem(text)
+        if problem:
+            raise ValueError(problem)
         if text.startswith(("postgresql://", "postgres://")):
             import psycopg
 

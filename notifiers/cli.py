@@ -8,6 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -228,7 +229,12 @@ def simulate(policy: str, events, tick: timedelta, until: timedelta) -> None:
             while t < at:
                 emit(engine.step(state, TICK, t)[1])
                 t += step
-        emit(engine.step(state, ev, at)[1])
+        try:
+            notes = engine.step(state, ev, at)[1]
+        except (KeyError, ValueError, TypeError, AttributeError) as e:  # an alarm line, say
+            click.echo(f"{events.name}:{lineno}: not an incident event: missing or bad {e}", err=True)
+            sys.exit(1)
+        emit(notes)
         last = at
     if last is not None:
         t, end = last + step, last + horizon
@@ -430,6 +436,19 @@ TEST_FOR = timedelta(seconds=30)
 TEST_TIMEOUT = timedelta(seconds=10)
 
 
+def _test_log(path: Path) -> Any:
+    """The delivery log as `notify test` writes it: its message and attempts are recorded, its
+    short-lived circuit breaker is not (it is not the running lanes', and a failed test left the
+    target "unavailable" in `notify log` after the target had come back)."""
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+
+    class TestLog(SQLiteDeliveryLog):
+        def set_target(self, health: Any) -> None:
+            return None
+
+    return TestLog(path)
+
+
 @notify.command("test")
 @click.argument("policy", type=click.Path(dir_okay=False))
 @click.argument("target")
@@ -438,7 +457,6 @@ def test_target(policy: str, target: str, db: str | None) -> None:
     """Send a test message to one target (recorded in the delivery log as incident ``test-<target>-<time>``)."""
     from atalaia.notifiers.channels import TargetError
     from atalaia.notifiers.config import Retry
-    from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.model import IncidentSnapshot, Notification
     from atalaia.notifiers.service import Notifier
     from atalaia.streams.clock import format_time
@@ -473,10 +491,12 @@ def test_target(policy: str, target: str, db: str | None) -> None:
         only = chosen.model_copy(update={"retry": short, "max_attempts": None, "timeout": timeout})
         notifier = Notifier(
             cfg.model_copy(update={"targets": {target: only}, "retry": None}),
-            SQLiteDeliveryLog(Path(db) if db else _default_db()),
+            _test_log(Path(db) if db else _default_db()),
         )
         try:
-            await notifier.start()
+            # not a second sender: the running delivery stage owns the log's unfinished deliveries
+            # (taking them up here sent a waiting one twice and marked one being sent in doubt)
+            await notifier.start(recover=False)
         except TargetError as e:
             await notifier.aclose()
             click.echo(cfg.where(("targets", target, e.field), f"target {target!r}: {e.message}"), err=True)

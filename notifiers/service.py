@@ -120,7 +120,10 @@ class Notifier:
         self.front = Pipeline([Dedup(), Outbox()])
         self.started = False
 
-    async def start(self) -> Recovery:
+    async def start(self, recover: bool = True) -> Recovery:
+        """Build the channels and seed the rate limits; then, unless ``recover`` is false (a
+        one-off sender beside the running one, `atalaia notify test`), take up the log's
+        unfinished deliveries (:meth:`recover`)."""
         if self._http is None:
             self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200, limit_per_host=20))
         cctx = ChannelContext(
@@ -152,7 +155,7 @@ class Notifier:
                         name,
                         e,
                     )
-        return await self.recover()
+        return await self.recover() if recover else Recovery()
 
     async def recover(self) -> Recovery:
         """Take up unfinished deliveries found in the log (after a crash or restart), and the

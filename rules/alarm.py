@@ -53,8 +53,11 @@ class AlarmTransition(msgspec.Struct):
             self.id = transition_id(self.rule, self.key, self.state, self.at, self.severity)
 
     def replay_line(self, labels: bool = False) -> dict[str, Any]:
-        """The contract's replay line (keys in contract order); ``labels=True`` adds ``labels`` and
-        ``annotations`` (and ``entity``, ``parts`` when set), so the line feeds ``incidents replay``."""
+        """The contract's replay line (keys in contract order); ``labels=True`` adds what the
+        incident manager reads off a live transition — ``labels``, ``annotations``, ``group``, and
+        ``entity``, ``type``, ``location``, ``tenant``, ``service_path`` when set — so the line
+        feeds ``incidents replay`` as ``atalaia.alarms`` feeds the incidents stage (without the
+        group and tenant, positions matching ``group`` and one incident per tenant were lost)."""
         line = {
             "at": self.at,
             "rule": self.rule,
@@ -68,8 +71,10 @@ class AlarmTransition(msgspec.Struct):
         if labels:
             line["labels"] = self.labels
             line["annotations"] = self.annotations
-            if self.entity is not None:
-                line["entity"] = self.entity
+            line["group"] = self.group
+            for name in ("entity", "type", "location", "tenant", "service_path"):
+                if (v := getattr(self, name)) is not None:
+                    line[name] = v
         return line
 
     def to_dict(self) -> dict[str, Any]:

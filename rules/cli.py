@@ -75,6 +75,11 @@ def _run_replay(rules: tuple[str, ...], observations: str, lateness: float | Non
     from atalaia.rules.engine import ScorerMissing
     from atalaia.rules.replay import read_jsonl, replay
 
+    if Path(observations).is_dir():
+        raise click.BadParameter(
+            f"{observations!r} is a directory: the last argument is the observations file (JSON lines)",
+            param_hint="'FILE.jsonl'",
+        )
     config = _detectors_config(detectors)
     ruleset = _load(rules, config)
     try:

@@ -60,6 +60,16 @@ def compile_regex(value: str) -> Any:
         raise ValueError("the regular expression is not valid Unicode text") from None
 
 
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n"}
+
+
+def _unquote(quoted: str) -> str:
+    """A quoted value as Alertmanager reads it: ``\\"``, ``\\\\`` and ``\\n`` are unescaped, any
+    other backslash is kept, so the regex ``station-\\d+`` means what it says (dropping it made
+    ``station-d+``, matching no station, without a word)."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], m[0]), quoted, flags=re.DOTALL)
+
+
 @dataclass(frozen=True, slots=True)
 class Matcher:
     name: str
@@ -77,7 +87,7 @@ class Matcher:
                 f'bad matcher {text!r}: expected name="value", name!="value", name=~"regex" or name!~"regex"'
             )
         name, op, quoted, bare = m.groups()
-        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare.strip()
+        value = _unquote(quoted) if quoted is not None else bare.strip()
         regex = None
         if op in ("=~", "!~"):
             try:

@@ -159,7 +159,8 @@ def backtest(ruleset: RuleSet, result: ReplayResult) -> list[RuleStats]:
     engine = result.engine
     end = engine.watermark if engine is not None else 0.0
     start = result.first_time if result.first_time is not None else end
-    hours = max((end - start) / 3600, 1e-9)
+    span = end - start  # nan when nothing was observed (no watermark): no time, no rate
+    hours = span / 3600 if span > 3.6e-6 else 1e-9
     stats = {lr.rule.id: RuleStats(lr.rule.id) for lr in ruleset.rules}
     firing_since: dict[tuple[str, str], float] = {}
     recent: dict[tuple[str, str], list[float]] = {}

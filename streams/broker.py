@@ -215,6 +215,11 @@ async def create_topics(
     return await topic_partitions(admin, sorted(designed))
 
 
+class BrokerUnreachable(RuntimeError):
+    """The broker did not answer (or create the topics) in time: a wrong ``ATALAIA_KAFKA``, a
+    broker that is down, credentials it refuses."""
+
+
 async def ensure_topics(
     bootstrap: str, prefix: str = "atalaia", partitions: int = 6, timeout: float = 30.0, replicas: int = 1
 ) -> None:
@@ -244,7 +249,9 @@ async def ensure_topics(
             raise
         except Exception as e:  # broker still starting: metadata/controller not ready
             if time.monotonic() > deadline:
-                raise RuntimeError(f"could not create topics on {bootstrap}: {e}") from e
+                raise BrokerUnreachable(
+                    f"could not create topics on {bootstrap} within {timeout:g} s: {e}"
+                ) from e
             await asyncio.sleep(0.2)
         finally:
             with contextlib.suppress(Exception):

@@ -48,6 +48,12 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except SettingsError as exc:  # a bad ATALAIA_* value: its name and why, not a traceback
             raise click.ClickException(str(exc)) from None
+        except ValueError as exc:  # Kafka / MQTT security settings that cannot work: the same
+            from atalaia.streams.kafka_config import KafkaConfigError
+
+            if isinstance(exc, KafkaConfigError):
+                raise click.ClickException(str(exc)) from None
+            raise
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = SUBCOMMANDS.get(name)

@@ -53,19 +53,30 @@ def _check_listening(settings: Settings, http: bool | str) -> None:
             raise click.ClickException(problem)
 
 
+def _said(e: BaseException) -> str:
+    """An exception as one says it: its type once (aiokafka's errors start with their name)."""
+    text = " ".join(str(e).split())
+    return text if text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}".rstrip(": ")
+
+
 def _prepare(settings: Settings, bootstrap: str, demo: bool) -> None:
     """Before any stage runs: the topics with their designed partition counts and replicas (a
     wrong layout stops here with the reason), and the demo's local receivers."""
-    from atalaia.streams.broker import TopicLayoutError, ensure_topics
+    from atalaia.streams import broker
 
     try:
         asyncio.run(
-            ensure_topics(
+            broker.ensure_topics(
                 bootstrap, settings.topic_prefix, settings.partitions, replicas=settings.replication_factor
             )
         )
-    except TopicLayoutError as e:
+    except broker.TopicLayoutError as e:
         raise click.ClickException(str(e)) from None
+    except broker.BrokerUnreachable as e:  # a wrong ATALAIA_KAFKA or a broker that is down: no traceback
+        which = "ATALAIA_KAFKA" if settings.kafka else "the embedded broker"
+        raise click.ClickException(
+            f"no Kafka broker answers at {bootstrap} ({which}): {' '.join(str(e).split())}"
+        ) from None
     if demo:
         _demo_receivers()
 
@@ -446,7 +457,14 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
             await producer.stop()
         return n
 
-    n = asyncio.run(go())
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    try:
+        n = asyncio.run(go())
+    except (KafkaConnectionError, ConnectionError) as e:  # a wrong ATALAIA_KAFKA, a broker that is down
+        raise click.ClickException(f"no Kafka broker answers at {bootstrap}: {_said(e)}") from None
+    except KafkaError as e:  # the broker answered no (a record too large, an authorisation ...)
+        raise click.ClickException(f"the broker at {bootstrap} refused: {_said(e)}") from None
     click.echo(f"sent {n} event(s) to {settings.topic('events')} on {bootstrap}", err=True)
 
 
@@ -477,7 +495,11 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
         consumer = AIOKafkaConsumer(
             **client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=100
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except (KafkaError, ConnectionError) as e:  # never reached (a wrong ATALAIA_KAFKA): not "lost"
+            await consumer.stop()
+            raise click.ClickException(f"no Kafka broker answers at {bootstrap}: {_said(e)}") from None
         try:
             parts = await partition_ids(bootstrap, name)
             if not parts:

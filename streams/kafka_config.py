@@ -68,15 +68,18 @@ def tls_context(
     check_hostname: bool = True,
     key_password: str | None = None,
     prefix: str = "ATALAIA_KAFKA_SSL",
+    names: tuple[str, str, str] | None = None,
 ) -> ssl.SSLContext:
     """A client TLS context: verify the server against ``cafile`` (else the system trust store),
-    present ``certfile``/``keyfile`` when given (mutual TLS), check the host name unless told not to."""
+    present ``certfile``/``keyfile`` when given (mutual TLS), check the host name unless told not to.
+    Errors name the settings: ``names`` (CA, certificate, key), else ``<prefix>_CAFILE`` ..."""
+    ca_name, cert_name, key_name = names or (f"{prefix}_CAFILE", f"{prefix}_CERTFILE", f"{prefix}_KEYFILE")
     if keyfile and not certfile:
-        raise KafkaConfigError(f"{prefix}_KEYFILE is set without {prefix}_CERTFILE")
+        raise KafkaConfigError(f"{key_name} is set without {cert_name}")
     try:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None)
     except (OSError, ssl.SSLError) as e:
-        raise KafkaConfigError(f"{prefix}_CAFILE={cafile}: not a readable PEM CA bundle: {e}") from None
+        raise KafkaConfigError(f"{ca_name}={cafile}: not a readable PEM CA bundle: {e}") from None
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED  # never turned off: without a CA file, the system's CAs
     if certfile:
@@ -84,8 +87,8 @@ def tls_context(
             ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None, password=key_password)
         except (OSError, ssl.SSLError) as e:
             raise KafkaConfigError(
-                f"{prefix}_CERTFILE={certfile} / {prefix}_KEYFILE={keyfile}: cannot load the client "
-                f"certificate and key (a certificate without KEYFILE must hold its key): {e}"
+                f"{cert_name}={certfile} / {key_name}={keyfile}: cannot load the client "
+                f"certificate and key (a certificate without {key_name} must hold its key): {e}"
             ) from None
     return ctx
 

@@ -105,6 +105,25 @@ def _exposure(ctx: click.Context, settings: Any, strict: bool) -> None:
     )
 
 
+def _security(ctx: click.Context, settings: Any, strict: bool) -> None:
+    """The Kafka (with ATALAIA_KAFKA; the embedded broker is plain text) and MQTT (with
+    ATALAIA_MQTT_URL) credentials and TLS files, built as the clients build them."""
+    from atalaia.streams.ingest.mqtt import MqttSecurity, parse_mqtt_url
+    from atalaia.streams.kafka_config import KafkaConfigError, KafkaSecurity
+
+    said = []
+    try:
+        if settings.kafka:
+            said.append(f"kafka {KafkaSecurity.from_settings(settings).protocol}")
+        if settings.mqtt_url:
+            parse_mqtt_url(settings.mqtt_url)
+            tls = MqttSecurity.from_settings(settings).tls_context is not None
+            said.append("mqtt " + ("TLS" if tls else "plain"))
+    except (KafkaConfigError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo("ok: " + ", ".join(said) if said else "ok: embedded broker, no MQTT")
+
+
 class _Warned(Exception):
     pass
 
@@ -129,6 +148,7 @@ PARTS: list[tuple[str, str, Callable[[click.Context, Any, bool], None]]] = [
     ("warnings", "warnings_path", _warnings),
     ("console users", "console_users", _users),
     ("ingest tokens", "ingest_tokens", _tokens),
+    ("kafka and mqtt security", "kafka", _security),
     ("exposure", "http_host", _exposure),
     ("environment", "", _environment),
 ]

@@ -230,6 +230,16 @@ class Settings(BaseSettings):
         "(0: never)",
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        from atalaia.incidents.projection import url_problem
+
+        problem = url_problem(v) if v else None
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_any_case(cls, v: Any) -> Any:
@@ -310,7 +320,7 @@ def _explain(exc: ValidationError) -> str:
         name = "_".join(str(p) for p in err["loc"][:1])
         value = os.environ.get(f"ATALAIA_{name.upper()}")
         given = f"={value!r}" if value is not None else " (from ATALAIA_CONFIG)"
-        lines.append(f"ATALAIA_{name.upper()}{given}: {err['msg']}")
+        lines.append(f"ATALAIA_{name.upper()}{given}: {str(err['msg']).removeprefix('Value error, ')}")
     return "bad settings:\n  " + "\n  ".join(lines)
 
 

@@ -112,3 +112,20 @@ def test_notify_check_without_a_file_and_no_configured_file_says_so(tmp_path) ->
     assert "ATALAIA_ESCALATION_PATH" in r.output and "Traceback" not in r.output
     r = atalaia("notify", "check", env={"ATALAIA_ESCALATION_PATH": ""})
     assert r.exit_code == 1 and "no escalation file configured" in r.output
+
+
+def test_simulate_on_a_file_of_alarm_transitions_says_what_is_wrong_not_a_traceback(tmp_path) -> None:
+    """An easy mix-up (`rules replay --labels`'s output given to `notify simulate`): the first line
+    has an `at`, so it got past the check and the engine raised KeyError: 'incident'."""
+    alarms = tmp_path / "alarms.jsonl"
+    alarms.write_bytes(
+        orjson.dumps(
+            {"at": "2024-03-01T00:00:00Z", "rule": "r", "key": "k", "state": "firing", "severity": "high"}
+        )
+        + b"\n"
+    )
+    cfg = Path(__file__).resolve().parents[1] / "config" / "escalation.yaml"
+    r = atalaia("notify", "simulate", str(cfg), str(alarms))
+    assert r.exit_code == 1, r.output
+    assert isinstance(r.exception, SystemExit), r.exception
+    assert f"{alarms}:1: not an incident event" in r.output and "incident" in r.output, r.output

@@ -231,3 +231,11 @@ def test_the_sms_text_takes_the_portuguese_text_whatever_the_case_of_its_languag
     )
     text = sms_text(d, Catalogue.load()).text
     assert "Cheia" in text and "Evite a zona ribeirinha" in text and "Flood" not in text, text
+
+
+def test_drill_on_a_file_that_is_not_text_says_so_in_one_line(tmp_path: Path) -> None:
+    """A binary file (a wrong path, a compressed export) was a UnicodeDecodeError traceback."""
+    (tmp_path / "incidents.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00\xd0\xff" * 10)
+    r = CliRunner().invoke(warnings_cli, ["drill", str(tmp_path / "incidents.jsonl.gz")])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    assert "not UTF-8 text" in r.output, r.output

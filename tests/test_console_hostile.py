@@ -234,3 +234,17 @@ def test_client_groups_are_ipv6_64s_and_ipv4_addresses(a, b) -> None:
         assert (client_group(str(a)) == client_group(str(b))) == same64
     if a.ipv4_mapped is not None:
         assert client_group(str(a)) == str(a.ipv4_mapped), "an IPv4 client written as IPv6"
+
+
+async def test_a_command_the_console_cannot_read_says_why_without_pydantic_s_prefix(console) -> None:
+    """A bad `duration` answered "duration: Value error, bad duration 'soon': ..." (pydantic's
+    wording); the silences API already said it without the prefix, as every loader does."""
+    r = await console.post(
+        "/api/incidents/i-1/commands",
+        json={"action": "shelve", "duration": "soon", "reason": "crew on site"},
+        headers=SUPERVISOR,
+    )
+    body = await _problem(r, 422)
+    assert body["errors"][0]["field"] == "duration", body
+    assert body["errors"][0]["message"].startswith("bad duration 'soon'"), body
+    assert "Value error" not in body["detail"], body

@@ -118,3 +118,47 @@ def _valid(pattern: str) -> bool:
         return True
     except re.error:
         return False
+
+
+@pytest.mark.parametrize("until", ["tomorrow", "2026-03-01T06:00:00", "99999-01-01T00:00:00Z"])
+def test_replay_refuses_an_until_it_cannot_read_before_replaying(tmp_path: Path, until: str) -> None:
+    """`--until tomorrow` printed every incident event, then a traceback (ValueError: Invalid
+    isoformat string); a time without an offset did the same."""
+    alarm = {"at": "2024-03-01T00:00:00Z", "rule": "r", "key": "k", "state": "firing", "severity": "high"}
+    (tmp_path / "a.jsonl").write_bytes(orjson.dumps(alarm) + b"\n")
+    r = CliRunner().invoke(incidents, ["replay", str(tmp_path / "a.jsonl"), "--until", until])
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for '--until'" in r.output, r.output
+    assert isinstance(r.exception, SystemExit), r.exception  # a usage error, not a traceback
+    assert '"kind":"incident"' not in r.output, "nothing replayed before the refusal"
+
+
+def test_a_database_url_of_another_kind_is_refused_not_made_a_local_sqlite_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`--db mysql://x` (or ATALAIA_DATABASE_URL=postgresql+psycopg://..., SQLAlchemy's spelling)
+    made a directory `mysql:` holding an SQLite file `x` in the working directory, and the
+    projection went there without a word."""
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ev.jsonl").write_bytes(b"")
+    for url in ("mysql://x", "postgresql+psycopg://u@h/db"):
+        r = CliRunner().invoke(incidents, ["project", "ev.jsonl", "--db", url])
+        assert r.exit_code == 1, r.output
+        assert "sqlite:///" in r.output and "postgresql://" in r.output, r.output
+        assert list(tmp_path.iterdir()) == [tmp_path / "ev.jsonl"], list(tmp_path.iterdir())
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ATALAIA_")}
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "atalaia"), "check"],
+        env={**env, "ATALAIA_DATABASE_URL": "mysql://x", "ATALAIA_DATA_DIR": str(tmp_path / "d")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and "ATALAIA_DATABASE_URL" in r.stderr, r.stdout + r.stderr
+    # a plain path and the two kinds it takes still work
+    for url in ("what-if.db", "sqlite:///w2.db"):
+        r = CliRunner().invoke(incidents, ["project", "ev.jsonl", "--db", url])
+        assert r.exit_code == 0, r.output

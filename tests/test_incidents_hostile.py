@@ -112,6 +112,23 @@ def test_matchers_keep_their_meaning() -> None:
     assert str(Matcher.parse('rule=~"river-.*"')) == 'rule=~"river-.*"'
 
 
+def test_a_backslash_escape_in_a_quoted_value_reads_as_in_alertmanager() -> None:
+    """Alertmanager unescapes only \\", \\\\ and \\n in a quoted matcher value and keeps any other
+    backslash, so the regex `station-\\d+` written in a silence or incidents.yaml is that regex; the
+    backslash was dropped, so it silently became `station-d+` and matched no station."""
+    digits = Matcher.parse(r'rule=~"station-\d+"')
+    assert digits.value == r"station-\d+"
+    assert digits.matches({"rule": "station-12"}) and not digits.matches({"rule": "station-dd"})
+    dot = Matcher.parse(r'host=~"gw\.porto"')
+    assert dot.matches({"host": "gw.porto"}) and not dot.matches({"host": "gwXporto"})
+    assert Matcher.parse(r'x="a\"b"').value == 'a"b'
+    assert Matcher.parse(r'x="a\\b"').value == "a\\b"
+    assert Matcher.parse(r'x="a\nb"').value == "a\nb"
+    for text in (r'rule=~"station-\d+"', r'x="a\\b"', r'x="a\"b"'):
+        m = Matcher.parse(text)
+        assert Matcher.parse(str(m)) == m, "written back as it reads"
+
+
 @pytest.mark.parametrize(
     "pattern",
     [
@@ -157,3 +174,11 @@ def test_a_restored_silence_re2_cannot_read_silences_nothing_and_stops_nothing()
         errors,
     )
     assert not errors and outs
+
+
+def test_a_shelve_beyond_the_maximum_is_refused_in_words_an_operator_reads() -> None:
+    """The console showed "shelve for at most 28800s"; it says the limit as the file writes it."""
+    d = Driver()
+    d.fire("river-level-high", "g1", at=0)
+    reply = d.command("shelve", at=1, reason="crew on site", duration=30 * 86400)
+    assert not reply.accepted and reply.reason == "shelve for at most 8h (shelving.max)", reply

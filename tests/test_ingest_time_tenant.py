@@ -490,3 +490,31 @@ def test_a_reading_older_than_the_allowed_lateness_is_warned_about_in_the_answer
     assert [w.split(":")[0] for w in r.warnings if "late:" in w] == ["urn"]
     (late,) = [w for w in r.warnings if "late:" in w]
     assert late.startswith("urn:a: late:") and "1h behind" in late and "allowed lateness (5m)" in late
+
+
+def test_a_future_time_warning_says_the_rules_will_refuse_it(monkeypatch) -> None:
+    """The answer to a reading dated beyond the tolerance said only "ahead of the reception clock";
+    the sender was not told that the rules put it on the DLQ (the late-reading warning says so)."""
+    ahead = "2026-01-28T11:00:00Z"  # 1 h after RECEIVED
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:g1",
+        "type": "WaterObserved",
+        "dateObserved": ahead,
+        "height": 1.0,
+    }
+    for body in (
+        orjson.dumps(
+            {"id": "n1", "type": "Notification", "notifiedAt": "2026-01-28T10:00:00Z", "data": [entity]}
+        ),
+        orjson.dumps(
+            {"time": ahead, "entity": "urn:x", "type": "WaterObserved", "attributes": {"height": 1.0}}
+        ),
+    ):
+        for fast in (True, False):
+            from atalaia.streams.ingest import fastpath
+
+            monkeypatch.setattr(fastpath, "ENABLED", fast)
+            r = parse_payload(body, content_type="application/json", received_at=RECEIVED)
+            assert len(r.observations) == 1, r.rejections
+            (warning,) = [w for w in r.warnings if "future-time" in w]
+            assert warning.endswith("the rules will refuse it as ahead of their clock (DLQ)"), warning

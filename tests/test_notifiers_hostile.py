@@ -526,3 +526,55 @@ async def test_email_targets_still_deliver_through_aiosmtpd(tmp_path):
         assert [m.rcpt_tos for m in smtp.messages] == [["ana@cm-porto.pt"]]
     finally:
         smtp.stop()
+
+
+def test_notify_test_beside_a_running_system_sends_only_its_test_message(tmp_path, monkeypatch):
+    """`atalaia notify test FILE TARGET` is run beside a running `atalaia up`, on its delivery log
+    (README). It is not a second sender: it took up the log's unfinished deliveries as a restarted
+    delivery stage does, so a queued notification of that target went out from it too (twice, with
+    the running stage), an email being sent by the running stage to another target was marked
+    in-doubt, and a failed test left that target "unavailable" in `notify log` for good."""
+    import asyncio
+
+    from atalaia.notifiers.testing import HttpSink
+
+    monkeypatch.setattr(notify_cli, "TEST_FOR", timedelta(seconds=4), raising=False)
+    monkeypatch.setattr(notify_cli, "TEST_TIMEOUT", timedelta(seconds=1), raising=False)
+    db = tmp_path / "deliveries.sqlite"
+    log = SQLiteDeliveryLog(db)
+    now = time.time()
+    snap = IncidentSnapshot("i1", 1, "2026-03-01T10:00:00Z", "opened", "unacknowledged", True, "high", "t")
+    queued = Notification("i1", "p", 0, 0, 0, "a", "escalation", "2026-03-01T10:00:00Z", snap)
+    sending = Notification("i1", "p", 0, 0, 0, "b", "escalation", "2026-03-01T10:00:00Z", snap)
+    log.enqueue([(queued, "webhook"), (sending, "email")], now)
+    log.begin(sending, "email", 1, now)  # the running stage is sending it right now
+    log.close()
+
+    async def go(answer: bool) -> list:
+        sink = await HttpSink(secret="0123456789abcdef-0123").start()
+        if not answer:
+            sink.fail["/h"] = -1
+        cfg = tmp_path / "esc.yaml"
+        cfg.write_text(
+            f'targets:\n  a: {{channel: webhook, url: "{sink.url}/h", secret: "0123456789abcdef-0123"}}\n'
+            '  b: {channel: email, url: "mailto://127.0.0.1:9?mode=insecure&from=a@cm-porto.pt&to=b@cm-porto.pt"}\n'
+            "routes: [{policy: p}]\npolicies:\n  p: {steps: [{targets: [a, b], wait: 5m}]}\n"
+        )
+        r = await asyncio.to_thread(
+            CliRunner().invoke, notify_cli.notify, ["test", str(cfg), "a", "--db", str(db)]
+        )
+        await sink.stop()
+        assert r.exit_code == (0 if answer else 1), r.output
+        return [orjson.loads(x.body)["incident"] for x in sink.requests]
+
+    got = asyncio.run(go(answer=True))
+    assert len(got) == 1 and got[0].startswith("test-a-"), got  # the test message, not i1's
+    log = SQLiteDeliveryLog(db)
+    status = {d.notification_id: d.status for d in log.deliveries()}
+    assert status[queued.id] == "queued" and status[sending.id] == "sending", status
+    log.close()
+    time.sleep(1.1)  # the test message's id has the time to the second
+    asyncio.run(go(answer=False))
+    log = SQLiteDeliveryLog(db)
+    assert log.targets() == [], "a test's breaker is not the running system's"
+    log.close()

@@ -37,6 +37,7 @@ def test_the_shipped_configuration_passes(tmp_path: Path) -> None:
         "warnings",
         "console users",
         "ingest tokens",
+        "kafka and mqtt security",
         "exposure",
         "environment",
     ]
@@ -118,3 +119,26 @@ def test_rules_and_incidents_check_default_to_the_configured_files(tmp_path: Pat
     assert res.returncode == 0 and res.stdout.strip() == "ok: 1 rule(s) in 1 file(s)", res.stderr
     res = _run(["incidents", "check"], tmp_path, ATALAIA_INCIDENTS_PATH=str(tmp_path / "none.yaml"))
     assert res.returncode == 1 and "none.yaml: no such file (ATALAIA_INCIDENTS_PATH names it)" in res.stderr
+
+
+def test_kafka_and_mqtt_security_that_cannot_work_fail_the_check_and_stop_commands_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """`atalaia check` said "ok: every part" with SASL_SSL and no username, or an MQTT CA file that
+    does not exist; `send`, `worker` and `console` then stopped with a traceback, and the MQTT one
+    named a variable that does not exist (ATALAIA_MQTT_CAFILE)."""
+    sasl = {"ATALAIA_KAFKA": "127.0.0.1:9", "ATALAIA_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    r = _run(["check"], tmp_path, **sasl)
+    assert r.returncode == 1, r.stdout
+    assert "SASL_SSL needs ATALAIA_KAFKA_SASL_USERNAME" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    mqtt = {
+        "ATALAIA_MQTT_URL": "mqtts://127.0.0.1:8883/x",
+        "ATALAIA_MQTT_CA_FILE": str(tmp_path / "nope.pem"),
+    }
+    r = _run(["check"], tmp_path, **mqtt)
+    assert r.returncode == 1, r.stdout
+    assert f"ATALAIA_MQTT_CA_FILE={tmp_path / 'nope.pem'}" in r.stderr, r.stderr
+    (tmp_path / "e.json").write_text("{}")
+    r = _run(["send", "e.json"], tmp_path, **sasl)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == "Error: SASL_SSL needs ATALAIA_KAFKA_SASL_USERNAME", r.stderr

@@ -179,3 +179,42 @@ def test_replay_labels_feed_incidents_replay(tmp_path: Path) -> None:
 def test_loaded_ruleset_keeps_warnings() -> None:
     rs = load_texts([("air.yaml", AIR_TYPO)])
     assert [w.line for w in rs.warnings] == [4, 7]
+
+
+def test_replay_labels_carry_what_incidents_replay_correlates_and_routes_on(tmp_path: Path) -> None:
+    # `rules replay --labels | incidents replay` is the offline what-if of the live path: the lines
+    # must carry the group (positions match `group=~...`), the type, the tenant (part of the
+    # correlation key) and the location, as the live transitions on atalaia.alarms do
+    (tmp_path / "r.yaml").write_text("group: hydro\n" + RULES)
+    obs = tmp_path / "obs.jsonl"
+    obs.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "time": "2024-03-01T00:00:00Z",
+                    "entity": "g1",
+                    "type": "WaterObserved",
+                    "attributes": {"height": 4.5},
+                    "labels": {"parish": "Sé"},
+                    "location": [-8.61, 41.14],
+                    "tenant": tenant,
+                }
+            )
+            for tenant in ("porto", "gaia")
+        )
+    )
+    result = CliRunner().invoke(rules, ["replay", "--labels", str(tmp_path / "r.yaml"), str(obs)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert sorted((x["group"], x["type"], x["tenant"], x["location"]) for x in lines) == [
+        ("hydro", "WaterObserved", t, [-8.61, 41.14]) for t in ("gaia", "porto")
+    ]
+    alarms = tmp_path / "alarms.jsonl"
+    alarms.write_text(result.stdout)
+    got = CliRunner().invoke(incidents, ["replay", str(alarms)])
+    assert got.exit_code == 0, got.output
+    events = [json.loads(x) for x in got.stdout.splitlines()]
+    # one incident per tenant (the same parish name in two municipalities is two places)
+    assert sorted(e["tenant"] for e in events) == ["gaia", "porto"]
+    assert len({e["incident"] for e in events}) == 2
+    assert all(e["labels"].get("group") == "hydro" for e in events)

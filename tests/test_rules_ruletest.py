@@ -126,3 +126,26 @@ def test_backtest_reports_alarms_time_firing_and_chattiness(tmp_path: Path) -> N
     )
     result = CliRunner().invoke(rules, ["backtest", str(tmp_path / "r.yaml"), str(history), "--json"])
     assert json.loads(result.stdout)["chattering_keys"] == 1
+
+
+def test_backtest_of_a_history_with_no_usable_observation_says_zero_not_nan(tmp_path: Path) -> None:
+    """A history whose lines are all refused (or an empty file) spans no time: every rule had 0
+    transitions an hour, not `nan` in the table and `null` in --json."""
+    (tmp_path / "r.yaml").write_text(RULES)
+    for text in ("", '{"a": 1}\n'):
+        history = tmp_path / "h.jsonl"
+        history.write_text(text)
+        result = CliRunner().invoke(rules, ["backtest", str(tmp_path / "r.yaml"), str(history), "--json"])
+        (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+        assert row["transitions_per_hour"] == 0.0 and row["firing_hours"] == 0.0, row
+        table = CliRunner().invoke(rules, ["backtest", str(tmp_path / "r.yaml"), str(history)])
+        assert "nan" not in table.stdout, table.stdout
+
+
+def test_replay_and_backtest_with_a_directory_last_say_it_is_the_observations_file(tmp_path: Path) -> None:
+    """`rules replay config/rules some-dir` raised IsADirectoryError with a traceback."""
+    (tmp_path / "r.yaml").write_text(RULES)
+    for command in ("replay", "backtest"):
+        r = CliRunner().invoke(rules, [command, str(tmp_path / "r.yaml"), str(tmp_path)])
+        assert r.exit_code == 2, r.output
+        assert "is a directory: the last argument is the observations file" in r.output, r.output

@@ -204,7 +204,13 @@ def drill(
     from atalaia.warnings.from_incident import draft_from_incident
 
     latest: dict[str, dict] = {}
-    for n, line in enumerate(incidents.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = incidents.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise click.ClickException(
+            f"{incidents}: not UTF-8 text (byte {e.start}): not incident events"
+        ) from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

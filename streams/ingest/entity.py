@@ -30,7 +30,7 @@ from atalaia.streams.ingest.geo import (
 from atalaia.streams.ingest.jsonparse import Duplicates, duplicates_in
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.result import IngestResult, Rejection
-from atalaia.streams.ingest.timeparse import parse_observation_time
+from atalaia.streams.ingest.timeparse import FUTURE, parse_observation_time
 
 MAX_ID_CHARS = 1024
 
@@ -427,7 +427,7 @@ def _publish(
         attrs, units = groups[(t, source)]
         q = quality
         if limit is not None and t > limit:
-            skew = f"future-time: {format_time(t)} is ahead of the reception clock beyond the tolerance (clock skew?)"
+            skew = f"future-time: {format_time(t)} is ahead of the reception clock beyond the tolerance (clock skew?){FUTURE}"
             q = [*quality, skew]
             out.warnings.append(f"{eid}: {skew}")
         out.observations.append(

@@ -40,7 +40,7 @@ from atalaia.streams.ingest.build import _FAST as _BUILD_FAST
 from atalaia.streams.ingest.build import _FIELDS_SET, build_observation
 from atalaia.streams.ingest.geo import V2_SHAPES, LocationError, check_point
 from atalaia.streams.ingest.observation import Observation
-from atalaia.streams.ingest.timeparse import parse_observation_time
+from atalaia.streams.ingest.timeparse import FUTURE, parse_observation_time
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -464,7 +464,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     for tm, time_source, attrs, units in emit:
         q = quality
         if limit is not None and tm > limit:
-            skew = f"future-time: {format_time(tm)} is ahead of the reception clock beyond the tolerance (clock skew?)"
+            skew = f"future-time: {format_time(tm)} is ahead of the reception clock beyond the tolerance (clock skew?){FUTURE}"
             q = [*quality, skew]
             warnings.append(f"{eid}: {skew}")
         if _BUILD_FAST:

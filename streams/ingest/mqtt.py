@@ -137,13 +137,13 @@ class MqttSecurity:
 
     @classmethod
     def from_settings(cls, settings: Any) -> MqttSecurity:
-        from atalaia.streams.kafka_config import read_secret, tls_context
+        from atalaia.streams.kafka_config import KafkaConfigError, read_secret, tls_context
 
         password = None
         if settings.mqtt_password_file:
             password = read_secret(settings.mqtt_password_file, "ATALAIA_MQTT_PASSWORD_FILE")
             if not settings.mqtt_username:
-                raise ValueError("ATALAIA_MQTT_PASSWORD_FILE is set without ATALAIA_MQTT_USERNAME")
+                raise KafkaConfigError("ATALAIA_MQTT_PASSWORD_FILE is set without ATALAIA_MQTT_USERNAME")
         ctx = None
         if urlparse(settings.mqtt_url or "").scheme in TLS_SCHEMES:
             ctx = tls_context(
@@ -151,10 +151,10 @@ class MqttSecurity:
                 settings.mqtt_cert_file,
                 settings.mqtt_key_file,
                 check_hostname=settings.mqtt_check_hostname,
-                prefix="ATALAIA_MQTT",
+                names=("ATALAIA_MQTT_CA_FILE", "ATALAIA_MQTT_CERT_FILE", "ATALAIA_MQTT_KEY_FILE"),
             )
         elif settings.mqtt_ca_file or settings.mqtt_cert_file:
-            raise ValueError("ATALAIA_MQTT_CA_FILE / CERT_FILE need an mqtts:// ATALAIA_MQTT_URL")
+            raise KafkaConfigError("ATALAIA_MQTT_CA_FILE / CERT_FILE need an mqtts:// ATALAIA_MQTT_URL")
         return cls(settings.mqtt_username, password, ctx)
 
 

@@ -22,7 +22,7 @@ from atalaia.streams.ingest.entity import (
 from atalaia.streams.ingest.geo import LocationError, check_point
 from atalaia.streams.ingest.observation import TIME_SOURCES
 from atalaia.streams.ingest.result import IngestResult, Rejection
-from atalaia.streams.ingest.timeparse import parse_observation_time
+from atalaia.streams.ingest.timeparse import FUTURE, parse_observation_time
 
 CONTRACT_KEYS = frozenset({"time", "entity", "attributes"})
 
@@ -119,7 +119,7 @@ def normalise_observation(raw: dict, where: str, ctx: PayloadContext, out: Inges
         quality.append(f"time-without-zone: {t!r} has no UTC offset; UTC assumed")
     if ctx.future_limit is not None and pt.time > ctx.future_limit:
         quality.append(
-            f"future-time: {format_time(pt.time)} is ahead of the reception clock beyond the tolerance"
+            f"future-time: {format_time(pt.time)} is ahead of the reception clock beyond the tolerance{FUTURE}"
         )
     for q in quality[carried:]:
         out.warnings.append(f"{eid}: {q}")

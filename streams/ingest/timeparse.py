@@ -140,3 +140,8 @@ def _parse(text: str) -> ParsedTime:
     if t.year < MIN_YEAR:
         return ParsedTime(None, error=f"{text[:64]!r} is before {MIN_YEAR}, not a plausible observation time")
     return ParsedTime(t, zoned)
+
+
+#: what a ``future-time`` warning tells the sender: ingest keeps the reading, the rules engine's
+#: clock guard (``max_future``, the same tolerance) puts it on the DLQ
+FUTURE = ": the rules will refuse it as ahead of their clock (DLQ)"
