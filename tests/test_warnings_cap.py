@@ -880,3 +880,60 @@ def test_render_refuses_what_issuing_would_refuse_of_a_tenant(tmp_path: Path) ->
     )
     code, _, err = run(["render", str(tmp_path / "gaia.yaml"), "--sent", SENT, "--config", str(config)])
     assert code == 1 and "gaia.yaml:1:9:" in err, err
+
+
+def _oversize(kind: str) -> str:
+    """A draft past one of the console's bounds on areas (warnings/draft.py ``MAX_*``)."""
+    from atalaia.warnings.draft import MAX_AREA_GEOCODES, MAX_AREA_SHAPES, MAX_AREAS, MAX_GEOCODES
+
+    head = "sender: protecao.civil@cm-porto.pt\nlevel: orange\nevent: Cheia\narea:\n"
+    codes = [str(100000 + i) for i in range(MAX_GEOCODES + 1)]
+    circles = [f"'41.15,-8.6 {0.1 + k / 1000:.3f}'" for k in range(MAX_AREA_SHAPES + 1)]
+    polygon = "'41.14,-8.62 41.15,-8.62 41.15,-8.61 41.14,-8.62'"  # a polygon as CAP text: one shape
+    if kind == "areas":
+        return head + "".join(
+            f"  - {{desc: a{i}, geocodes: {{DICOFRE: ['131203']}}}}\n" for i in range(MAX_AREAS + 1)
+        )
+    if kind == "area geocodes":
+        return head + f"  geocodes: {{DICOFRE: [{', '.join(codes[: MAX_AREA_GEOCODES + 1])}]}}\n"
+    if kind == "geocodes":
+        half = (MAX_GEOCODES + 2) // 2
+        return head + "".join(
+            f"  - {{desc: a, geocodes: {{DICOFRE: [{', '.join(part)}]}}}}\n"
+            for part in (codes[:half], codes[half : 2 * half])
+        )
+    if kind == "area shapes":
+        return head + f"  desc: x\n  polygon: {polygon}\n  circle: [{', '.join(circles[:-1])}]\n"
+    assert kind == "shapes"
+    return (
+        head
+        + "".join(f"  - {{desc: a, circle: [{', '.join(circles[:-1])}]}}\n" for _ in range(2))
+        + (f"  - {{desc: b, polygon: {polygon}}}\n")
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "says"),
+    [
+        ("areas", "5:3", "area: at most 100 areas, got 101"),
+        ("area geocodes", "5:13", "area.0.geocodes: at most 4000 distinct geocodes an area, got 4001"),
+        ("geocodes", "5:3", "area: at most 4000 distinct geocodes in all areas, got 4001"),
+        ("area shapes", "5:3", "area.0: at most 100 polygons and circles an area, got 101"),
+        ("shapes", "5:3", "area: at most 200 polygons and circles in all areas, got 201"),
+    ],
+)
+def test_render_refuses_a_draft_past_the_consoles_bounds(tmp_path: Path, kind, where, says) -> None:
+    """The bounds on a draft's areas (``size_problems``) held in the console and the workflow, not
+    in ``render``: 101 areas or 201 circles rendered (exit 0), 5000 codes were looked up one by one
+    and each named as unknown. The file is refused before anything else is checked, as the API
+    refuses the same draft, with its file:line:col."""
+    from atalaia.warnings.loader import field_errors
+
+    text = _oversize(kind)
+    t0 = datetime.now(UTC)
+    code, out, err = render_text(tmp_path, text)
+    assert code == 1 and out == "", err
+    assert err == f"{tmp_path / 'draft.yaml'}:{where}: {says}\n"
+    assert datetime.now(UTC) - t0 < timedelta(seconds=5)
+    api = field_errors(YAML(typ="safe").load(text), CAT)[1]
+    assert [f"{e['field']}: {e['message']}" for e in api] == [says], "the console's own words"
