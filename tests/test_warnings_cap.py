@@ -851,10 +851,78 @@ def test_anepc_blue_is_a_level_of_its_own() -> None:
     )
     info = etree.fromstring(render(draft, CAT, SENT).xml).find(Q + "info")
     assert info.findtext(Q + "severity") == "Minor"
-    assert [p.findtext(Q + "valueName") for p in info.findall(Q + "parameter")] == ["awareness_type"]
-    # (the CAP document carries no awareness level for blue, so its SMS names no colour)
-    assert sms_text(draft, CAT, None).text.startswith("Aviso - Cheia.")
+    # no MeteoAlarm awareness_level (its 1 is green): ANEPC's level by its own name
+    params = [(p.findtext(Q + "valueName"), p.findtext(Q + "value")) for p in info.findall(Q + "parameter")]
+    assert params == [("ANEPC_EAE", "1; azul; Minor"), ("awareness_type", "12; flooding")]
+    assert sms_text(draft, CAT, None).text.startswith("Aviso azul - Cheia.")
     assert CAT.level_for_severity("low").colour == "yellow"  # a proposal's colour stays IPMA's
+
+
+#: every name a draft's level may have (IPMA's colours, ANEPC's EAE colours in Portuguese, "blue")
+#: and the colour its SMS and email say, in pt-PT and in English
+LEVEL_WORDS = {
+    "green": ("verde", "Green"),
+    "verde": ("verde", "Green"),
+    "azul": ("azul", "Blue"),
+    "blue": ("azul", "Blue"),
+    "yellow": ("amarelo", "Yellow"),
+    "amarelo": ("amarelo", "Yellow"),
+    "orange": ("laranja", "Orange"),
+    "laranja": ("laranja", "Orange"),
+    "red": ("vermelho", "Red"),
+    "Vermelho": ("vermelho", "Red"),
+}
+
+
+@pytest.mark.parametrize("level", sorted(LEVEL_WORDS))
+@pytest.mark.parametrize("status", ["Actual", "Exercise"])
+def test_every_level_says_its_colour_in_the_sms_and_email(level: str, status: str) -> None:
+    """ANEPC's azul was the one level whose SMS named no colour ("Aviso - Cheia"): its CAP document
+    carried none (MeteoAlarm has no blue), and the SMS is written from the document. Every level
+    now says its colour, in each language, from the document alone; "blue" is azul's English name
+    (as "red" is vermelho's)."""
+    from zoneinfo import ZoneInfo
+
+    from atalaia.notifiers.warning import email, parse_cap, sms_message
+
+    pt, en = LEVEL_WORDS[level]
+    d = Draft.model_validate(
+        {
+            "sender": "protecao.civil@cm-porto.pt",
+            "status": status,
+            "level": level,
+            "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+            "area": {"geocodes": {"DICOFRE": ["131203"]}},
+            "expires": "2026-12-05T06:00:00+00:00",
+        }
+    )
+    assert problems_of(d) == []
+    xml = render(d, CAT, SENT).xml
+    assert shared_checks(xml) == []
+    w = parse_cap(xml)
+    lisbon = ZoneInfo("Europe/Lisbon")
+    mark = "EXERCICIO / EXERCISE: " if status == "Exercise" else ""
+    assert sms_message(w, lisbon, "pt-PT").text.startswith(f"{mark}Aviso {pt} - Cheia. Campanha.")
+    assert sms_message(w, lisbon, "en-GB").text.startswith(f"{mark}{en} warning - Flood. Campanha.")
+    assert sms_message(w, lisbon, "es-ES").text.startswith(f"{mark}{en} warning - Cheia.")  # (no es-ES block)
+    subject, _ = email(w, lisbon)
+    assert f"Aviso {pt} - Cheia / {en} warning - Flood" in subject
+
+
+def problems_of(d: Draft) -> list:
+    from atalaia.warnings.draft import problems
+
+    return problems(d, CAT)
+
+
+def test_a_parameter_may_not_contradict_the_level_that_writes_it() -> None:
+    base = DESIGN_DRAFT.replace(
+        "incident: inc-0001", "incident: inc-0001\nparameters: {ANEPC_EAE: '3; laranja'}"
+    )
+    load_draft(base, "d.yaml")  # an orange level writes MeteoAlarm's awareness_level: no clash
+    with pytest.raises(DraftError) as e:
+        load_draft(base.replace("level: orange", "level: azul"), "d.yaml")
+    assert "'ANEPC_EAE' comes from the draft's level" in str(e.value), str(e.value)
 
 
 def test_render_refuses_what_issuing_would_refuse_of_a_tenant(tmp_path: Path) -> None:

@@ -381,8 +381,8 @@ def build(
             _sub(info, "web", draft.text(draft.web, lang))
         if draft.contact and draft.text(draft.contact, lang) is not None:
             _sub(info, "contact", draft.text(draft.contact, lang))
-        if level and level.awareness:
-            _pair(info, "parameter", "awareness_level", level.awareness)
+        if level:  # (MeteoAlarm's awareness_level; a level it has not, ANEPC's azul, by its name)
+            _pair(info, "parameter", *level.parameter)
         if hazard:
             _pair(info, "parameter", "awareness_type", hazard.awareness_type)
         for k, v in draft.parameters.items():

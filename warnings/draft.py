@@ -836,7 +836,7 @@ def problems(
         out.append(
             (("expires",), f"expires ({d.expires.isoformat()}) must be after sent ({d.sent.isoformat()})")
         )
-    # parameters: the level and the hazard write MeteoAlarm's awareness parameters; one of the
+    # parameters: the level and the hazard write MeteoAlarm's awareness parameters (azul: ANEPC_EAE); one of the
     # user's own would put a second, contradicting value in the same info block
     for key, value in d.parameters.items():
         if not key.strip() or _NOT_XML.search(key):
@@ -853,9 +853,11 @@ def problems(
         for j, value in enumerate(values):
             if not value.strip():
                 out.append((("eventCode", key, j), "empty text"))
-    for key in ("awareness_level", "awareness_type"):
+    level = cat.level(d.level) if d.level is not None else None
+    written = ["awareness_level", "awareness_type", *([level.parameter[0]] if level else [])]
+    for key in dict.fromkeys(written):
         if key in d.parameters:
-            source = "level" if key == "awareness_level" else "hazard"
+            source = "hazard" if key == "awareness_type" else "level"
             out.append(
                 (("parameters", key), f"'{key}' comes from the draft's {source}; set '{source}' instead")
             )
