@@ -296,7 +296,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         already, or another pending warning's; ``own``: the warning this draft is)."""
         c = core()
         found = (
-            c.workflow.reference_problems(c.state, draft)
+            c.workflow.reference_problems(c.state, draft, datetime.now(UTC))
             + c.workflow.identifier_problems(c.state, draft, own)
             if c is not None
             else []

@@ -1005,3 +1005,46 @@ def test_render_refuses_a_draft_past_the_consoles_bounds(tmp_path: Path, kind, w
     assert datetime.now(UTC) - t0 < timedelta(seconds=5)
     api = field_errors(YAML(typ="safe").load(text), CAT)[1]
     assert [f"{e['field']}: {e['message']}" for e in api] == [says], "the console's own words"
+
+
+LATER = "protecao.civil@cm-porto.pt,PT-EXT-7,2026-12-04T20:00:00-03:30"  # 23:00 UTC, after SENT
+LATER_ID = "PT-CM-PORTO-20261205090000-0123456789"  # an Atalaia identifier sent 2026-12-05 09:00 UTC
+
+
+@pytest.mark.parametrize("ref", [LATER, LATER_ID])
+def test_a_reference_to_a_message_sent_after_this_one_is_refused_before_the_approval(
+    tmp_path: Path, ref: str
+) -> None:
+    """An Update referencing a message sent after it (a typo in the date, an offset read the wrong
+    way: 20:00-03:30 is 23:00 UTC) rendered (exit 0), was drafted, submitted and approved, and only
+    issuing refused it ("the CAP document is invalid"); an Atalaia identifier carrying a later time
+    was even issued. ``render`` now refuses it at the reference's file:line:col, drafting at once
+    (``references.0``), and issuing (strict) whichever form it takes."""
+    from atalaia.warnings.core import Workflow
+
+    text = DESIGN_DRAFT.replace("msgType: Alert", "msgType: Update").replace(
+        "references: []", f"references: ['{ref}']"
+    )
+    code, out, err = render_text(tmp_path, text)  # --sent 2026-12-04T17:00:00+00:00
+    assert code == 1 and out == "", err
+    assert err.startswith(
+        f"{tmp_path / 'draft.yaml'}:4:14: '{ref}' was sent after this message (2026-12-04T17:00:00+00:00): "
+        "at 2026-12-0"
+    ), err
+    assert render_text(tmp_path, text, sent="2026-12-05T10:00:00+00:00")[0] == 0  # sent after it: fine
+    with pytest.raises(CapInvalid, match="after this message"):
+        render(Draft.model_validate(YAML(typ="safe").load(text)), CAT, SENT, strict_references=True)
+    wf = Workflow()
+    data = YAML(typ="safe").load(text)
+    data["expires"] = "2026-12-06T06:00:00+00:00"
+    now = datetime(2026, 12, 4, 17, tzinfo=UTC)
+    _, out = wf.step(
+        wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": data}, now
+    )
+    assert not out[-1].ok and out[-1].error.startswith("bad draft: references.0: "), out[-1].error
+    _, out = wf.step(
+        wf.initial_state(),
+        {"action": "draft", "actor": "a", "role": "operator", "draft": data},
+        now + timedelta(days=1),
+    )
+    assert out[-1].ok, out[-1].error

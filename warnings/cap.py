@@ -193,6 +193,8 @@ def resolve_references(
             continue
         found = resolve(parsed) if resolve else None
         if found is None and (t := sent_of_identifier(parsed)):
+            if strict and (later := reference_after(raw, cap_time(sent))):
+                raise CapInvalid([f"references: {later}"])
             found = Reference(draft.sender, parsed, t)
             if (other := other_senders_identifier(parsed, draft.sender)) is not None:
                 if strict:
@@ -225,8 +227,35 @@ def _check_full_reference(
                 f"'{known.sender},{ident},{known.sent}' (or write the bare identifier)"
             ]
         )
-    if _CAP_TIME.fullmatch(sent) and t > cap_time(sent):
-        raise CapInvalid([f"references: {raw!r} was sent after this message ({sent})"])
+    if _CAP_TIME.fullmatch(sent) and (later := reference_after(raw, cap_time(sent))):
+        raise CapInvalid([f"references: {later}"])
+
+
+def reference_after(raw: str, when: datetime) -> str | None:
+    """Why reference ``raw`` cannot be in a message sent at ``when``: the message it names was sent
+    after it (a full reference's ``sent``, or the time an identifier Atalaia generated carries);
+    None when it was not, or its time is unknown.
+
+    >>> reference_after("pc@cm-porto.pt,PT-9,2027-01-01T00:00:00-03:30", cap_time("2027-01-01T01:00:00Z"))
+    "'pc@cm-porto.pt,PT-9,2027-01-01T00:00:00-03:30' was sent after this message (2027-01-01T01:00:00+00:00): at 2027-01-01T03:30:00+00:00; a message references only earlier ones"
+    >>> reference_after("PT-CM-PORTO-20261204170000-0123456789", cap_time("2026-12-05T00:00:00Z")) is None
+    True
+    """
+    try:
+        parsed = parse_reference(raw.strip())
+    except ValueError:
+        return None  # (the draft's checks name it)
+    if isinstance(parsed, tuple):
+        t = parsed[2]
+    else:
+        carried = sent_of_identifier(parsed)
+        t = cap_time(carried) if carried else None
+    if t is None or t <= when:
+        return None
+    return (
+        f"{raw.strip()!r} was sent after this message ({cap_time(when).isoformat()}): at "
+        f"{t.isoformat()}; a message references only earlier ones"
+    )
 
 
 # --------------------------------------------------------------------------- building
