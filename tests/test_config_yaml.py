@@ -393,3 +393,36 @@ def test_any_text_is_a_tree_or_a_positioned_error(text) -> None:
         parse(text, "r.yaml")
     except YamlError as e:
         assert 1 <= e.line <= len(text.splitlines()) + 2, (text, str(e))
+
+
+@settings(max_examples=200)
+@given(
+    major=st.integers(0, 20),
+    minor=st.integers(0, 99),
+    before=st.sampled_from(["", "# a comment\n", "%TAG ! tag:example.com,2000:\n"]),
+    body=st.sampled_from(["---\na: 1\n", "--- {a: 1}\n", "---\n", "a: 1\n"]),
+)
+def test_any_yaml_directive_is_a_tree_or_a_positioned_error(major, minor, before, body) -> None:
+    """``%YAML 1.3`` (any minor version but 1 and 2) was an AssertionError traceback out of ruamel:
+    from ``atalaia warnings render``, ``rules check``, every loader. It is an error at the
+    directive's line."""
+    text = f"{before}%YAML {major}.{minor}\n{body}"
+    try:
+        parse(text, "r.yaml")
+    except YamlError as e:
+        assert str(e).startswith("r.yaml:"), str(e)
+        if major == 1 and minor not in (1, 2):
+            assert e.line == before.count("\n") + 1 and "unsupported %YAML version" in str(e), str(e)
+    else:
+        assert major == 1 and minor in (1, 2), text
+
+
+def test_a_draft_with_a_yaml_1_3_directive_is_a_draft_error(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from atalaia.warnings.cli import warnings as warnings_cli
+
+    f = tmp_path / "d.yaml"
+    f.write_text("%YAML 1.3\n---\nsender: pc@cm-porto.pt\nlevel: red\nevent: Cheia\n")
+    r = CliRunner().invoke(warnings_cli, ["render", str(f)])
+    assert r.exit_code == 1 and r.stderr.startswith(f"{f}:1:1: unsupported %YAML version"), r.stderr
