@@ -1048,3 +1048,38 @@ def test_a_reference_to_a_message_sent_after_this_one_is_refused_before_the_appr
         now + timedelta(days=1),
     )
     assert out[-1].ok, out[-1].error
+
+
+def test_a_polygon_across_the_antimeridian_is_refused(tmp_path: Path) -> None:
+    """With a region that reaches longitude 180 (a whole-world or Pacific warnings file), a strip
+    drawn across the antimeridian (179.9 to -179.9) rendered as a valid document: every CAP reader
+    joins -17,179.9 to -17,-179.9 the long way, so a 20 km strip warned a band round the globe. It
+    is refused at the polygon, and the same strip drawn as one polygon each side of 180 renders."""
+    from atalaia.streams.settings import CONFIG_DIR
+    from atalaia.warnings.draft import polygon_problems
+
+    config = tmp_path / "warnings.yaml"
+    config.write_text(
+        f"levels: {CONFIG_DIR / 'levels.yaml'}\nareas: [{CONFIG_DIR / 'geo' / 'porto.geojson'}]\n"
+        "region: [-90, 90, -180, 180]\n"
+    )
+    base = "sender: pc@ocha.example\nlevel: red\nevent: Tsunami\nexpires: '2026-12-05T06:00:00+00:00'\n"
+    across = "[[-17.0, 179.9], [-17.0, -179.9], [-17.2, -179.9], [-17.2, 179.9]]"
+    (tmp_path / "across.yaml").write_text(base + f"area: {{desc: Fiji, polygon: {across}}}\n")
+    code, out, err = run(["render", str(tmp_path / "across.yaml"), "--sent", SENT, "--config", str(config)])
+    assert code == 1 and out == "", err
+    assert err.startswith(
+        f"{tmp_path / 'across.yaml'}:5:29: the edge -17,179.9 -> -17,-179.9 crosses the antimeridian"
+    )
+    halves = (
+        "[[[-17.0, 179.9], [-17.0, 180], [-17.2, 180], [-17.2, 179.9]],"
+        " [[-17.0, -180], [-17.0, -179.9], [-17.2, -179.9], [-17.2, -180]]]"
+    )
+    (tmp_path / "halves.yaml").write_text(base + f"area: {{desc: Fiji, polygon: {halves}}}\n")
+    code, out, err = run(["render", str(tmp_path / "halves.yaml"), "--sent", SENT, "--config", str(config)])
+    assert code == 0, err
+    assert validate(out.encode(), bbox=None) == []
+    # the closing edge counts too, and the check needs no region
+    ring = [(-17.2, -179.9), (-17.0, -179.95), (-17.0, 179.9)]
+    assert "crosses the antimeridian" in polygon_problems(ring, None)[0]
+    assert polygon_problems([(-17.2, 170.0), (-17.0, 170.1), (-17.0, 179.9)], None) == []

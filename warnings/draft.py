@@ -564,6 +564,16 @@ def polygon_problems(points: Polygon, bbox: tuple[float, float, float, float] | 
     ring = [p for i, p in enumerate(ring) if i == 0 or p != ring[i - 1]]  # as written: no repeats
     if len(ring) > 1 and ring[0] == ring[-1]:
         ring.pop()  # closed as given
+    for i in range(len(ring)):  # (the closing edge too)
+        (_, x0), (_, x1) = ring[i], ring[(i + 1) % len(ring)]
+        if abs(x1 - x0) > 180_000_000:
+            a, b = points_of(ring, i)
+            out.append(
+                f"the edge {a} -> {b} crosses the antimeridian (longitude ±180): CAP readers join "
+                "the points the other way round the globe, over more than 180° of longitude; draw "
+                "one polygon on each side of 180°"
+            )
+            return out
     distinct = len(set(ring))
     if distinct < 3:
         how = " once rounded to 6 decimals as CAP writes them" if len({tuple(p) for p in points}) >= 3 else ""
