@@ -1083,3 +1083,23 @@ def test_a_polygon_across_the_antimeridian_is_refused(tmp_path: Path) -> None:
     ring = [(-17.2, -179.9), (-17.0, -179.95), (-17.0, 179.9)]
     assert "crosses the antimeridian" in polygon_problems(ring, None)[0]
     assert polygon_problems([(-17.2, 170.0), (-17.0, 170.1), (-17.0, 179.9)], None) == []
+
+
+@pytest.mark.parametrize(
+    ("codes", "col", "says"),
+    [
+        ("{DICOFRE: [0131203]}", 29, "unknown DICOFRE geocode '0131203' (did you mean '131203'?)"),
+        ("{DICOFRE: ['１３１２０３']}", 29, "unknown DICOFRE geocode"),
+        ("{true: ['131203']}", 18, "unknown geocode type 'True'"),
+        ("{EMMA_ID: [pt009]}", 29, "'pt009' is not an EMMA_ID like PT009"),
+        ("{EMMA_ID: [PT009]}", 7, "an area needs a desc unless it has DICOFRE or DICO geocodes"),
+    ],
+)
+def test_a_mistyped_geocode_is_the_first_error_not_a_missing_desc(tmp_path: Path, codes, col, says) -> None:
+    """An area whose only geocode was mistyped (a leading zero too many) was refused first with
+    "an area without geocodes needs a desc", at the area: it has geocodes, and the unknown code,
+    named on the next line, is what to fix (its name would have made the desc)."""
+    text = f"sender: pc@cm-porto.pt\nlevel: red\nevent: Cheia\nexpires: '2026-12-05T06:00:00+00:00'\narea: {{geocodes: {codes}}}\n"
+    code, _, err = render_text(tmp_path, text)
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"{tmp_path / 'draft.yaml'}:5:{col}: {says}"), err

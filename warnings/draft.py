@@ -903,8 +903,11 @@ def problems(
                 )
             elif not _EMMA_ID.fullmatch(code):
                 out.append(((*at, "geocodes", key, j), f"{code!r} is not an EMMA_ID like PT009"))
-        if a.desc is None and not names:
-            out.append((at, "an area without geocodes needs a desc"))
+        named = any(loc[: len(at) + 1] == (*at, "geocodes") for loc, _ in out)
+        if a.desc is None and not names and not named:  # (an unknown code is the problem then)
+            out.append(
+                (at, "an area needs a desc unless it has DICOFRE or DICO geocodes (their names make one)")
+            )
         drawn_problems = []
         for j, poly in enumerate(a.polygon):
             loc = (*at, "polygon") if len(a.polygon) == 1 else (*at, "polygon", j)
