@@ -1103,3 +1103,11 @@ def test_a_mistyped_geocode_is_the_first_error_not_a_missing_desc(tmp_path: Path
     code, _, err = render_text(tmp_path, text)
     assert code == 1 and len(err.splitlines()) == 1, err
     assert err.startswith(f"{tmp_path / 'draft.yaml'}:5:{col}: {says}"), err
+
+
+def test_an_empty_area_is_said_once() -> None:
+    with pytest.raises(DraftError) as e:
+        load_draft(
+            "sender: pc@cm-porto.pt\nlevel: red\nevent: Cheia\narea: {geocodes: {DICOFRE: []}}\n", "d.yaml"
+        )
+    assert str(e.value) == "d.yaml:4:7: an area needs geocodes, a polygon or a circle"

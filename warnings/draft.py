@@ -903,8 +903,9 @@ def problems(
                 )
             elif not _EMMA_ID.fullmatch(code):
                 out.append(((*at, "geocodes", key, j), f"{code!r} is not an EMMA_ID like PT009"))
-        named = any(loc[: len(at) + 1] == (*at, "geocodes") for loc, _ in out)
-        if a.desc is None and not names and not named:  # (an unknown code is the problem then)
+        # (an unknown code, or nothing at all, is the problem then: said above)
+        said = any(loc[: len(at) + 1] == (*at, "geocodes") or loc == at for loc, _ in out)
+        if a.desc is None and not names and not said:
             out.append(
                 (at, "an area needs a desc unless it has DICOFRE or DICO geocodes (their names make one)")
             )
