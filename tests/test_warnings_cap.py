@@ -1111,3 +1111,73 @@ def test_an_empty_area_is_said_once() -> None:
             "sender: pc@cm-porto.pt\nlevel: red\nevent: Cheia\narea: {geocodes: {DICOFRE: []}}\n", "d.yaml"
         )
     assert str(e.value) == "d.yaml:4:7: an area needs geocodes, a polygon or a circle"
+
+
+def _languages(n: int) -> str:
+    import itertools
+    import string
+
+    tags = [f"en-{a}{b}" for a, b in itertools.islice(itertools.product(string.ascii_uppercase, repeat=2), n)]
+    return "{" + ", ".join(f"{t}: Flood" for t in tags) + "}"
+
+
+def test_a_draft_whose_document_would_be_huge_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """A 12 KB draft (40 languages, 100 areas naming Porto's parishes, within every bound) rendered
+    a 30 MB CAP document in 4.5 s and 190 MB (through the console's preview too); issued, its record
+    is over the broker's message size (1 MiB by default) and the stage producer's 4 MiB, so the
+    warnings stage would stop at it on every restart. A 1 MB description did the same in two
+    languages. The document is bounded (MAX_CAP_BYTES), estimated before it is built, and the
+    refusal names the part that makes it big; drafting refuses it too."""
+    from atalaia.warnings.cap import MAX_CAP_BYTES
+    from atalaia.warnings.core import Workflow
+
+    codes = "['131202', '131203', '131210', '131211', '131216', '131217', '131218']"
+    head = "sender: pc@cm-porto.pt\nlevel: red\nexpires: '2026-12-05T06:00:00+00:00'\n"
+    areas = "area:\n" + "".join(
+        f"  - {{desc: a{i}, geocodes: {{DICOFRE: {codes}, DICO: ['1312']}}}}\n" for i in range(100)
+    )
+    t0 = datetime.now(UTC)
+    code, out, err = render_text(tmp_path, head + f"event: {_languages(40)}\n" + areas)
+    assert datetime.now(UTC) - t0 < timedelta(seconds=3)
+    assert code == 1 and out == "", err
+    assert err.startswith(f"{tmp_path / 'draft.yaml'}:6:3: its CAP document would be about "), err
+    assert f"over the {MAX_CAP_BYTES // 1024} KiB a warning may be (area: about" in err, err
+    long = (
+        head
+        + "event: {pt-PT: Cheia, en-GB: Flood}\ndescription: "
+        + "a" * 400_000
+        + "\n"
+        + areas[:5]
+        + " {geocodes: {DICOFRE: ['131203']}}\n"
+    )
+    code, _, err = render_text(tmp_path, long.replace("area:\n {", "area: {"))
+    assert code == 1 and err.startswith(f"{tmp_path / 'draft.yaml'}:5:14: its CAP document would be"), err
+    assert "(description: about 781 KiB in 2 languages" in err, err
+    # the workflow refuses it when drafted, not after the approval
+    wf = Workflow()
+    data = YAML(typ="safe").load(head + f"event: {_languages(40)}\n" + areas)
+    _, outs = wf.step(
+        wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": data}, SENT
+    )
+    assert not outs[-1].ok and outs[-1].error.startswith("bad draft: area: its CAP document would be"), outs[
+        -1
+    ]
+    # a warning for the whole municipality, every parish, in pt-PT and en-GB: 17 KB, as before
+    whole = (
+        head
+        + "event: {pt-PT: Cheia, en-GB: Flood}\n"
+        + f"area: {{geocodes: {{DICOFRE: {codes}, DICO: ['1312']}}}}\n"
+    )
+    code, out, err = render_text(tmp_path, whole)
+    assert code == 0 and 10_000 < len(out.encode()) < 30_000, err
+
+
+def test_the_built_document_is_bounded_whatever_the_estimate(monkeypatch) -> None:
+    from atalaia.warnings import cap
+
+    draft = Draft.model_validate(YAML(typ="safe").load(DESIGN_DRAFT))
+    size = len(render(draft, CAT, SENT).xml)
+    monkeypatch.setattr(cap, "size_problem", lambda *a: None)  # (an estimate that missed)
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", size - 1)
+    with pytest.raises(CapInvalid, match=f"the CAP document is {size // 1024} KiB, over the"):
+        cap.build(draft, CAT, SENT)

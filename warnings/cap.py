@@ -274,6 +274,100 @@ def polygon_text(points: list[tuple[float, float]] | tuple) -> str:
     return " ".join([*pairs, pairs[0]] if pairs else [])
 
 
+#: The largest CAP document Atalaia builds. Its record on ``atalaia.warnings`` carries it, and a
+#: record over the broker's ``message.max.bytes`` (1 MiB by default) or the stage producer's 4 MiB
+#: is refused: the warnings stage would stop at that output on every restart, every warning with
+#: it. Real warnings are far smaller (all of Porto's parishes in pt-PT and en-GB: 17 KB).
+MAX_CAP_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AreaShapes:
+    """What an area writes in every ``info`` block: the names of its CAOP geocodes, its polygons
+    (each CAOP geocode's rings, then the drawn ones, each once), its circles and geocodes."""
+
+    names: tuple[str, ...]
+    polygons: tuple[str, ...]
+    circles: tuple[str, ...]
+    codes: tuple[tuple[str, str], ...]
+
+    def size(self) -> int:
+        """About the bytes these take in one ``info`` block (the tags included)."""
+        return (
+            sum(len(p) + 24 for p in self.polygons)
+            + sum(len(c.encode()) + 22 for c in self.circles)
+            + sum(len(k) + len(v.encode()) + 80 for k, v in self.codes)
+            + 40
+        )
+
+
+def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
+    """Each area's :class:`AreaShapes`, a geocode's rings written once however many areas name it."""
+    rings: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+    out = []
+    for a in draft.area:
+        names, polygons, codes = [], [], []
+        for _key, kind, _i, code in geocode_items(a):
+            codes.append((kind, code))
+            if (kind, code) not in rings:
+                found = cat.area(kind, code) if kind in CAOP_CODES else None
+                rings[kind, code] = (
+                    (found.name, [polygon_text(r) for r in found.rings]) if found else (None, [])
+                )
+            name, texts = rings[kind, code]
+            if name is not None:
+                names.append(name)
+                polygons += texts
+        polygons += [polygon_text(p) for p in a.polygon]
+        circles = tuple(" ".join(c.split()) for c in a.circle)
+        out.append(
+            AreaShapes(tuple(names), tuple(dict.fromkeys(polygons)), circles, tuple(dict.fromkeys(codes)))
+        )
+    return out
+
+
+def size_problem(
+    draft: Draft, cat: Catalogue, shapes: list[AreaShapes] | None = None
+) -> tuple[tuple[str, ...], str] | None:
+    """(location, message) when the draft's CAP document would be over :data:`MAX_CAP_BYTES`
+    (estimated before it is built: every area's shapes and every text are written once per
+    language; located at ``area`` when the areas make most of it), or None."""
+    shapes = area_shapes(draft, cat) if shapes is None else shapes
+    langs = draft.languages
+    fields = {
+        "event": draft.event,
+        "headline": draft.headline,
+        "description": draft.description,
+        "instruction": draft.instruction,
+        "senderName": draft.sender_name,
+        "contact": draft.contact,
+        "audience": draft.audience,
+        "web": draft.web,
+    }
+    parts = {"area": sum(s.size() for s in shapes) * len(langs)}  # (what each part writes in all)
+    for name, value in fields.items():
+        parts[name] = sum(len((draft.text(value, lang) or "").encode()) + 30 for lang in langs)
+    parts["area"] += sum(
+        len(str(draft.text(a.desc, lang) or "").encode()) + 30 for a in draft.area for lang in langs
+    )
+    parts["parameters"] = len(langs) * sum(
+        len(k.encode()) + len(v.encode()) + 80 for k, v in draft.parameters.items()
+    )
+    parts["eventCode"] = len(langs) * sum(
+        len(k.encode()) + len(v.encode()) + 80 for k, vs in draft.event_code.items() for v in vs
+    )
+    total = 400 * len(langs) + sum(parts.values())
+    if total <= MAX_CAP_BYTES:
+        return None
+    biggest = max(parts, key=lambda k: parts[k])
+    return (biggest,), (
+        f"its CAP document would be about {total // 1024} KiB, over the {MAX_CAP_BYTES // 1024} KiB a "
+        f"warning may be ({biggest}: about {parts[biggest] // 1024} KiB in {len(langs)} languages; every "
+        "area's boundaries and every text are written once per language): name each place in one "
+        "area, or use fewer languages or shorter texts"
+    )
+
+
 def hazard_of(draft: Draft, cat: Catalogue) -> Hazard | None:
     if draft.hazard:
         return cat.hazard(draft.hazard)
@@ -373,6 +467,9 @@ def build(
     if draft.incident:
         _sub(root, "incidents", draft.incident)
 
+    shapes = area_shapes(draft, cat)
+    if (too_big := size_problem(draft, cat, shapes)) is not None:
+        raise CapInvalid([f"{'.'.join(too_big[0]) or 'draft'}: {too_big[1]}"])
     categories = draft.category or [hazard.category if hazard else "Other"]
     responses = draft.response_type or (["AllClear"] if draft.msg_type == "Cancel" else [])
     severity = level.severity if level else "Unknown"
@@ -416,31 +513,29 @@ def build(
             _pair(info, "parameter", "awareness_type", hazard.awareness_type)
         for k, v in draft.parameters.items():
             _pair(info, "parameter", k, v)
-        for a in draft.area:
+        for a, shape in zip(draft.area, shapes, strict=True):
             area = _sub(info, "area")
-            names, polygons, codes = [], [], []
-            for _key, kind, _i, code in geocode_items(a):
-                codes.append((kind, code))
-                found = cat.area(kind, code) if kind in CAOP_CODES else None
-                if found:
-                    names.append(found.name)
-                    polygons += [polygon_text(r) for r in found.rings]
-            polygons += [polygon_text(p) for p in a.polygon]
             desc = draft.text(a.desc, lang) if a.desc is not None else None
             if desc is None and isinstance(a.desc, dict) and a.desc:  # place names: any language
                 desc = next(iter(a.desc.values()))
             if desc is None:
-                desc = ", ".join(dict.fromkeys(names))
+                desc = ", ".join(dict.fromkeys(shape.names))
             _sub(area, "areaDesc", desc)
-            for p in dict.fromkeys(polygons):
+            for p in shape.polygons:
                 _sub(area, "polygon", p)
-            for c in a.circle:
-                _sub(area, "circle", " ".join(c.split()))
-            for kind, code in dict.fromkeys(codes):
+            for c in shape.circles:
+                _sub(area, "circle", c)
+            for kind, code in shape.codes:
                 _pair(area, "geocode", kind, code)
     xml = b'<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(
         root, encoding="UTF-8", xml_declaration=False, pretty_print=True
     )
+    if len(xml) > MAX_CAP_BYTES:  # (the estimate's backstop)
+        raise CapInvalid(
+            [
+                f"the CAP document is {len(xml) // 1024} KiB, over the {MAX_CAP_BYTES // 1024} KiB a warning may be"
+            ]
+        )
     return CapDocument(
         identifier=ident,
         sender=draft.sender,

@@ -955,4 +955,9 @@ def problems(
                             f"{lon0}..{lon1}) with its radius of {r:g} km: is the radius in km?",
                         )
                     )
+    if not out:  # (a document of every area's boundaries in every language: bounded)
+        from atalaia.warnings.cap import size_problem
+
+        if (too_big := size_problem(d, cat)) is not None:
+            out.append(too_big)
     return out
