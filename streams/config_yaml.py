@@ -471,14 +471,17 @@ def position(tree: Any, loc: Sequence[Any], at: Where = "value") -> tuple[int, i
             if isinstance(node, CommentedMap) and not isinstance(part, list | dict) and part in node:
                 child = node[part]
                 key = at == "key" or (at == "auto" and isinstance(child, dict | list))
-                pos = node.lc.key(part) if key else node.lc.value(part)
+                found = node.lc.key(part) if key else node.lc.value(part)
                 node = child
             elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-                pos, node = node.lc.item(part), node[part]
+                found, node = node.lc.item(part), node[part]
             else:
                 break
         except (KeyError, TypeError, AttributeError, IndexError):  # merged keys carry no position
             break
+        if found is None:  # (a key merged from a '<<' mapping may have none: its parent's stays)
+            break
+        pos = found
     return pos[0] + 1, pos[1] + 1
 
 

@@ -426,3 +426,50 @@ def test_a_draft_with_a_yaml_1_3_directive_is_a_draft_error(tmp_path: Path) -> N
     f.write_text("%YAML 1.3\n---\nsender: pc@cm-porto.pt\nlevel: red\nevent: Cheia\n")
     r = CliRunner().invoke(warnings_cli, ["render", str(f)])
     assert r.exit_code == 1 and r.stderr.startswith(f"{f}:1:1: unsupported %YAML version"), r.stderr
+
+
+@settings(max_examples=150)
+@given(
+    merged=st.dictionaries(
+        st.sampled_from(["a", "name", "b c", "n"]), st.sampled_from(["1", "x", "[1]", "{}"]), max_size=3
+    ),
+    style=st.sampled_from(["flow", "block", "list", "anchor"]),
+    own=st.sampled_from(["", "name: ok\n", "zz: 1\n"]),
+)
+def test_a_merged_key_the_model_refuses_is_a_positioned_error(merged, style, own) -> None:
+    """``<<: {a: b}`` (a key merged from a mapping written in place) carries no position in
+    ruamel's tree: the error about it was a TypeError traceback out of ``atalaia warnings render``
+    and every loader. It is an error at its parent's position."""
+    from pydantic import BaseModel, ConfigDict
+
+    from atalaia.streams.config_yaml import YamlErrors, validate
+
+    class Model(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str
+
+    flow = "{" + ", ".join(f"{k}: {v}" for k, v in merged.items()) + "}"
+    text = {
+        "flow": f"<<: {flow}\n",
+        "block": "<<:\n" + "".join(f"  {k}: {v}\n" for k, v in merged.items()) if merged else "<<: {}\n",
+        "list": f"<<: [{flow}]\n",
+        "anchor": f"base: &b {flow}\n<<: *b\n",
+    }[style] + own
+    try:
+        tree = parse(text, "m.yaml")
+    except YamlError:
+        return
+    try:
+        validate(tree, Model, "m.yaml")
+    except YamlErrors as e:
+        for err in e.errors:
+            assert 1 <= err.line <= text.count("\n") + 1, (text, str(e))
+
+
+def test_a_draft_merging_an_unknown_key_is_a_draft_error() -> None:
+    from atalaia.warnings.loader import DraftError, load_draft
+
+    text = "<<: {sender: pc@cm-porto.pt, colour: red}\nlevel: red\nevent: Cheia\narea: {geocodes: {DICOFRE: ['131203']}}\n"
+    with pytest.raises(DraftError) as e:
+        load_draft(text, "d.yaml")
+    assert str(e.value) == "d.yaml:1:1: unknown key 'colour'", str(e.value)
