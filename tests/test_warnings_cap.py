@@ -1181,3 +1181,40 @@ def test_the_built_document_is_bounded_whatever_the_estimate(monkeypatch) -> Non
     monkeypatch.setattr(cap, "MAX_CAP_BYTES", size - 1)
     with pytest.raises(CapInvalid, match=f"the CAP document is {size // 1024} KiB, over the"):
         cap.build(draft, CAT, SENT)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.builds(lambda t, k: t * k, st.text(alphabet="a&<>\"'é🌊 ", max_size=200), st.integers(1, 60)),
+    languages=st.integers(1, 4),
+    areas=st.integers(1, 6),
+    codes=st.lists(st.sampled_from(["131202", "131203", "131210", "1312"]), min_size=1, max_size=4),
+)
+def test_a_draft_the_estimate_lets_through_is_never_over_the_bound(
+    monkeypatch, text, languages, areas, codes
+) -> None:
+    """The estimate is an upper bound: a draft it accepts is never refused by the built document's
+    check, which would come only at issue, after the approval (texts full of '&' are written five
+    times as long)."""
+    from atalaia.warnings import cap
+
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", 24 * 1024)
+    langs = ["pt-PT", "en-GB", "es-ES", "fr-FR"][:languages]
+    draft = Draft.model_validate(
+        {
+            "sender": "pc@cm-porto.pt",
+            "level": "red",
+            "event": {lang: "Cheia" for lang in langs},
+            "description": text or "x",
+            "parameters": {"nota&": text[:50] or "x"},
+            "area": [
+                {
+                    "desc": text[:30] or "x",
+                    "geocodes": {"DICOFRE": [c for c in codes if len(c) == 6], "DICO": ["1312"]},
+                }
+                for _ in range(areas)
+            ],
+        }
+    )
+    if cap.size_problem(draft, CAT) is None:
+        assert len(cap.build(draft, CAT, SENT).xml) <= cap.MAX_CAP_BYTES

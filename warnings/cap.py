@@ -274,11 +274,13 @@ def polygon_text(points: list[tuple[float, float]] | tuple) -> str:
     return " ".join([*pairs, pairs[0]] if pairs else [])
 
 
-#: The largest CAP document Atalaia builds. Its record on ``atalaia.warnings`` carries it, and a
-#: record over the broker's ``message.max.bytes`` (1 MiB by default) or the stage producer's 4 MiB
-#: is refused: the warnings stage would stop at that output on every restart, every warning with
-#: it. Real warnings are far smaller (all of Porto's parishes in pt-PT and en-GB: 17 KB).
-MAX_CAP_BYTES = 512 * 1024
+#: The largest CAP document Atalaia builds. Its record on ``atalaia.warnings`` carries it, and each
+#: warning notification on ``atalaia.notifications`` carries it twice (the XML and the parsed
+#: document: about 2 x its size); a record over the broker's ``message.max.bytes`` (1 MiB by
+#: default) or the stage producer's 4 MiB is refused, and the stage would stop at that output on
+#: every restart, every warning with it. Real warnings are far smaller (all of Porto's parishes
+#: in pt-PT and en-GB: 17 KB).
+MAX_CAP_BYTES = 384 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,13 +294,18 @@ class AreaShapes:
     codes: tuple[tuple[str, str], ...]
 
     def size(self) -> int:
-        """About the bytes these take in one ``info`` block (the tags included)."""
+        """At least the bytes these take in one ``info`` block (tags and indentation included)."""
         return (
-            sum(len(p) + 24 for p in self.polygons)
-            + sum(len(c.encode()) + 22 for c in self.circles)
-            + sum(len(k) + len(v.encode()) + 80 for k, v in self.codes)
-            + 40
+            sum(len(p) + 32 for p in self.polygons)
+            + sum(_xml_len(c) + 32 for c in self.circles)
+            + sum(_xml_len(k) + _xml_len(v) + 100 for k, v in self.codes)
+            + 64
         )
+
+
+def _xml_len(text: str) -> int:
+    """The bytes ``text`` takes in the document: UTF-8, with ``&``, ``<`` and ``>`` escaped."""
+    return len(text.encode()) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
 
 
 def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
@@ -346,17 +353,17 @@ def size_problem(
     }
     parts = {"area": sum(s.size() for s in shapes) * len(langs)}  # (what each part writes in all)
     for name, value in fields.items():
-        parts[name] = sum(len((draft.text(value, lang) or "").encode()) + 30 for lang in langs)
+        parts[name] = sum(_xml_len(draft.text(value, lang) or "") + 40 for lang in langs)
     parts["area"] += sum(
-        len(str(draft.text(a.desc, lang) or "").encode()) + 30 for a in draft.area for lang in langs
+        _xml_len(str(draft.text(a.desc, lang) or "")) + 40 for a in draft.area for lang in langs
     )
     parts["parameters"] = len(langs) * sum(
-        len(k.encode()) + len(v.encode()) + 80 for k, v in draft.parameters.items()
+        _xml_len(k) + _xml_len(v) + 100 for k, v in draft.parameters.items()
     )
     parts["eventCode"] = len(langs) * sum(
-        len(k.encode()) + len(v.encode()) + 80 for k, vs in draft.event_code.items() for v in vs
+        _xml_len(k) + _xml_len(v) + 100 for k, vs in draft.event_code.items() for v in vs
     )
-    total = 400 * len(langs) + sum(parts.values())
+    total = 1024 + 600 * len(langs) + sum(parts.values())  # (the alert's and each info's own elements)
     if total <= MAX_CAP_BYTES:
         return None
     biggest = max(parts, key=lambda k: parts[k])
