@@ -53,7 +53,15 @@ from atalaia.warnings.cap import (
 )
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
-from atalaia.warnings.draft import Draft, cap_time, expired_problem, parse_reference, problems, size_problems
+from atalaia.warnings.draft import (
+    DEFAULT_LANGUAGE,
+    Draft,
+    cap_time,
+    expired_problem,
+    parse_reference,
+    problems,
+    size_problems,
+)
 from atalaia.warnings.records import (
     CapRecord,
     WarningCommand,
@@ -689,7 +697,16 @@ def superseding_draft(
     draft = {**draft, **changes, "msgType": "Update" if action == "update" else "Cancel"}
     if action == "cancel" and "headline" not in changes:
         event = draft.get("event")
-        if isinstance(event, str):
+        try:  # the original's languages: its event's, else its headline's... (a Cancel keeps them)
+            langs = Draft.model_validate(original).languages_as_written
+        except ValidationError:
+            langs = []
+        if isinstance(event, str) and langs not in ([], [DEFAULT_LANGUAGE]):  # (headlines in several)
+            draft["headline"] = {
+                lang: f"{'Aviso cancelado' if lang.lower().startswith('pt') else 'Warning cancelled'}: {event}"
+                for lang in langs
+            }
+        elif isinstance(event, str):
             draft["headline"] = f"Aviso cancelado: {event}"
         elif isinstance(event, dict):
             draft["headline"] = {
