@@ -13,7 +13,8 @@
   token, used as a Bearer token) and out; see ``console/auth.py``
 * ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``;
   answers 200 (accepted), 404 (unknown incident), 409 (refused by the incident manager, with its
-  reason) or 202 (queued: no reply within 5 s)
+  reason) or 202 (queued: no reply within 5 s); an ``Idempotency-Key`` header makes a retry the
+  same command, answered as the first (``console/idempotency.py``)
 * ``/warnings``, ``/api/warnings...``         population warnings: see ``console/warnings_api.py``
 * ``GET  /api/areas``                         the CAOP parishes as GeoJSON for the maps: see ``console/areas.py``
 
@@ -40,6 +41,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from atalaia.console.bodies import read_object
+from atalaia.console.idempotency import keyed
 from atalaia.console.problem import PROBLEM, client_address, client_group, problem, proxy_networks
 from atalaia.streams.clock import format_time, utc
 
@@ -578,7 +580,15 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(
                     self, 422, "Invalid command", AT_REFUSED, errors=[{"field": "at", "message": AT_REFUSED}]
                 )
+            # a command sent again with its Idempotency-Key (its answer was lost, or it was 202
+            # queued) is the same command: the manager applies an id once, and the retry gets the
+            # reply the first got (console/idempotency.py, as the warnings commands)
+            cid, bad_key = keyed(fail, self, request, str(body.get("actor") or ""))
+            if bad_key is not None:
+                return bad_key
             body["incident"] = incident
+            if cid is not None:
+                body["id"] = cid
             body.setdefault("id", secrets.token_hex(12))  # (not derived from the body: any body has one)
             try:
                 cmd = Command.model_validate(body)

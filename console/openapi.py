@@ -175,7 +175,8 @@ IDEMPOTENCY_KEY = {
     "required": False,
     "description": "a client's own key (1 to 128 printable ASCII characters, e.g. a UUID): a command sent "
     "again with the same key by the same user to the same path is the same command, answered as the "
-    "first (the same warning), never drafted or applied twice; a malformed key is a 400",
+    "first (the same warning, the same reply of the incident manager), never drafted or applied "
+    "twice; another key, user or path is another command; a malformed key is a 400",
     "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x20-\\x7e]+$"},
 }
 
@@ -195,6 +196,11 @@ ID = {"name": "incident", "in": "path", "required": True, "schema": {"type": "st
 SILENCE_ID = {"name": "silence", "in": "path", "required": True, "schema": {"type": "string"}}
 UNAUTHORIZED = _problem("no valid token (when the console has users)")
 QUEUED = _json({"type": "object"}, "queued: no answer within 5 s")
+# (the routes that take an Idempotency-Key)
+QUEUED_KEYED = "queued: no answer within 5 s (send it again with its Idempotency-Key)"
+BAD_BODY_OR_KEY = _problem(
+    "the body is not a JSON object (nested more than 64 deep), or a malformed Idempotency-Key"
+)
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -404,7 +410,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "/api/incidents/{incident}/commands": {
                 "post": {
                     "summary": "An operator command (sent on atalaia.commands; the incident manager decides)",
-                    "parameters": [ID],
+                    "parameters": [ID, IDEMPOTENCY_KEY],
                     "requestBody": _json_body(
                         _object(
                             ["action"],
@@ -424,7 +430,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "responses": _body_answers(
                         {
                             "200": _json({"type": "object"}, "accepted"),
-                            "202": QUEUED,
+                            "202": _json({"type": "object"}, QUEUED_KEYED),
+                            "400": BAD_BODY_OR_KEY,
                             "401": UNAUTHORIZED,
                             "404": _problem("no such incident"),
                             "409": _problem(
@@ -684,10 +691,8 @@ def _command_answers(created: bool = False) -> dict[str, Any]:
     return _body_answers(
         {
             ("201" if created else "200"): _json(_ACCEPTED, "accepted by the warnings stage"),
-            "202": _json(_ACCEPTED, "queued: no answer within 5 s (send it again with its Idempotency-Key)"),
-            "400": _problem(
-                "the body is not a JSON object (nested more than 64 deep), or a malformed Idempotency-Key"
-            ),
+            "202": _json(_ACCEPTED, QUEUED_KEYED),
+            "400": BAD_BODY_OR_KEY,
             "401": UNAUTHORIZED,
             "403": _problem(
                 "the caller's role may not do this (viewer, approving without the role, four eyes)"

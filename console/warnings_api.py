@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +31,7 @@ import faust
 import msgspec
 
 from atalaia.console.bodies import read_object
+from atalaia.console.idempotency import keyed
 from atalaia.warnings.core import CLOSED, superseding_draft
 from atalaia.warnings.feed import FEED_PATH, alert_path
 from atalaia.warnings.records import WarningCommand
@@ -54,8 +54,6 @@ async def off_loop(fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(_drafts_pool, fn, *args)
 
 
-#: an Idempotency-Key header (IETF httpapi): printable ASCII, as long as a UUID or a client's own id needs
-IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,128}")
 FORBIDDEN = ("four eyes", "approving needs", "a viewer may not")
 
 
@@ -298,7 +296,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         already, or another pending warning's; ``own``: the warning this draft is)."""
         c = core()
         found = (
-            c.workflow.reference_problems(c.state, draft)
+            c.workflow.reference_problems(c.state, draft, datetime.now(UTC))
             + c.workflow.identifier_problems(c.state, draft, own)
             if c is not None
             else []
@@ -402,25 +400,15 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         return fail(view, 422, "Invalid draft", detail, field=errors[0]["field"], errors=errors)
 
     async def send(view: Any, request: Any, command: WarningCommand, status: int = 200) -> Any:
-        retry_key = request.headers.get("Idempotency-Key")
-        if retry_key is None:
+        # a client that sends a command again (its answer was lost, or it was 202 queued) with
+        # the same key sends the same command: the warnings stage answers it once, and again
+        # with the same answer (the same warning), instead of drafting a second warning
+        cid, bad_key = keyed(fail, view, request, command.actor)
+        if bad_key is not None:
+            return bad_key
+        if cid is None:
             cid = hashlib.blake2b(
                 command.to_json() + str(time.time_ns()).encode(), digest_size=12
-            ).hexdigest()
-        elif not IDEMPOTENCY_KEY.fullmatch(retry_key):
-            return fail(
-                view,
-                400,
-                "Bad Idempotency-Key",
-                "Idempotency-Key: 1 to 128 printable ASCII characters",
-                field="Idempotency-Key",
-            )
-        else:
-            # a client that sends a command again (its answer was lost, or it was 202 queued) with
-            # the same key sends the same command: the warnings stage answers it once, and again
-            # with the same answer (the same warning), instead of drafting a second warning
-            cid = hashlib.blake2b(
-                "\n".join((command.actor or "", request.path, retry_key)).encode(), digest_size=12
             ).hexdigest()
         # its time is the operator's, written into the command: a replay after a crash of the
         # warnings stage gives the same CAP `sent`, identifier and delivery ids, not new ones

@@ -56,9 +56,11 @@ def _segments(text: str, enc: Encoding) -> int:
 
 def transliterate(text: str) -> str:
     """Replace characters outside GSM-7 by their unaccented form (ã→a, ç→c, õ→o, “→"),
-    keeping the accented letters GSM-7 has (é, à, Ç...). Portuguese text then fits 160 a segment."""
+    keeping the accented letters GSM-7 has (é, à, Ç...). Portuguese text then fits 160 a segment.
+    Text is composed first (NFC): "Campanha\u0303", as a PDF or a Mac may give it, is "Campanha",
+    not "Campanha?"; a combining mark that composes with nothing is dropped."""
     out = []
-    for c in text:
+    for c in unicodedata.normalize("NFC", text):
         if c in GSM7_BASIC or c in GSM7_EXT:
             out.append(c)
             continue
@@ -76,7 +78,8 @@ def transliterate(text: str) -> str:
         }.get(c)
         if c2 is None:
             base = unicodedata.normalize("NFKD", c)
-            c2 = "".join(ch for ch in base if ch in GSM7_BASIC or ch in GSM7_EXT) or "?"
+            c2 = "".join(ch for ch in base if ch in GSM7_BASIC or ch in GSM7_EXT)
+            c2 = c2 or ("" if unicodedata.combining(c) else "?")
         out.append(c2)
     return "".join(out)
 

@@ -49,14 +49,15 @@ from atalaia.notifiers.config import EscalationConfig
 from atalaia.notifiers.model import IncidentSnapshot, Notification
 from atalaia.notifiers.sms import fit, fit_keeping, segments
 from atalaia.streams.clock import parse_time
+from atalaia.warnings.catalogue import LEVEL_PARAMETER
 from atalaia.warnings.records import CapRecord
 
 NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
 WARNINGS_POLICY = "warnings"  # the ``policy`` of warning notifications (delivery log, retry lookup)
 MARKS = {"Exercise": "EXERCÍCIO / EXERCISE", "Test": "TESTE / TEST"}
-COLOURS = {
-    "pt-PT": {"green": "verde", "yellow": "amarelo", "orange": "laranja", "red": "vermelho"},
-    "en-GB": {"green": "green", "yellow": "yellow", "orange": "orange", "red": "red"},
+COLOURS = {  # (IPMA's colours, as MeteoAlarm writes them; ANEPC's azul as levels.yaml does)
+    "pt-PT": {"green": "verde", "azul": "azul", "yellow": "amarelo", "orange": "laranja", "red": "vermelho"},
+    "en-GB": {"green": "green", "azul": "blue", "yellow": "yellow", "orange": "orange", "red": "red"},
 }
 KIND_WORDS = {
     "pt-PT": {"Alert": "Aviso", "Update": "Aviso atualizado", "Cancel": "Aviso cancelado"},
@@ -154,6 +155,7 @@ def parse_cap(xml: bytes | str) -> dict[str, Any]:
                 "instruction": _text(info, "instruction"),
                 "web": _text(info, "web"),
                 "awareness_level": params.get("awareness_level"),
+                "level": params.get(LEVEL_PARAMETER),  # (a level MeteoAlarm has not: ANEPC's azul)
                 "awareness_type": params.get("awareness_type"),
                 "areas": areas,
             }
@@ -218,9 +220,13 @@ def _words(lang: str) -> str:
 
 
 def colour(info: dict[str, Any]) -> str | None:
-    """The IPMA colour from the MeteoAlarm ``awareness_level`` parameter ("3; orange; Severe")."""
-    parts = [p.strip() for p in (info.get("awareness_level") or "").split(";")]
-    return parts[1] if len(parts) > 1 and parts[1] else None
+    """The level's colour: IPMA's from the MeteoAlarm ``awareness_level`` parameter ("3; orange;
+    Severe"), else ANEPC's from the ``ANEPC_EAE`` one ("1; azul; Minor"), else None."""
+    for name in ("awareness_level", "level"):
+        parts = [p.strip() for p in (info.get(name) or "").split(";")]
+        if len(parts) > 1 and parts[1]:
+            return parts[1].lower()
+    return None
 
 
 def _local(t: str | None, tz: ZoneInfo) -> str | None:

@@ -402,6 +402,24 @@ def parse(
         raise YamlError(file, 1, 1, f"cannot read this file as YAML: {exc}", "syntax") from None
     except NotImplementedError as exc:  # ruamel's round-trip reader cannot place some comments
         raise YamlError(file, *_comment_position(str(exc)), _COMMENT_HINT, "syntax") from None
+    except AssertionError as exc:  # ruamel asserts the %YAML version it reads (1.1 or 1.2)
+        if "version" not in str(exc):
+            raise
+        raise YamlError(
+            file,
+            _directive_line(text),
+            1,
+            f"unsupported %YAML version ({exc}): write %YAML 1.2, or no directive",
+            "syntax",
+        ) from None
+
+
+def _directive_line(text: str) -> int:
+    """The 1-based line of the first ``%YAML`` directive (1 when there is none)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("%YAML"):
+            return n
+    return 1
 
 
 def load_file(path: str | Path, limits: YamlLimits | None = None) -> Any:
@@ -453,14 +471,17 @@ def position(tree: Any, loc: Sequence[Any], at: Where = "value") -> tuple[int, i
             if isinstance(node, CommentedMap) and not isinstance(part, list | dict) and part in node:
                 child = node[part]
                 key = at == "key" or (at == "auto" and isinstance(child, dict | list))
-                pos = node.lc.key(part) if key else node.lc.value(part)
+                found = node.lc.key(part) if key else node.lc.value(part)
                 node = child
             elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-                pos, node = node.lc.item(part), node[part]
+                found, node = node.lc.item(part), node[part]
             else:
                 break
         except (KeyError, TypeError, AttributeError, IndexError):  # merged keys carry no position
             break
+        if found is None:  # (a key merged from a '<<' mapping may have none: its parent's stays)
+            break
+        pos = found
     return pos[0] + 1, pos[1] + 1
 
 

@@ -393,3 +393,83 @@ def test_any_text_is_a_tree_or_a_positioned_error(text) -> None:
         parse(text, "r.yaml")
     except YamlError as e:
         assert 1 <= e.line <= len(text.splitlines()) + 2, (text, str(e))
+
+
+@settings(max_examples=200)
+@given(
+    major=st.integers(0, 20),
+    minor=st.integers(0, 99),
+    before=st.sampled_from(["", "# a comment\n", "%TAG ! tag:example.com,2000:\n"]),
+    body=st.sampled_from(["---\na: 1\n", "--- {a: 1}\n", "---\n", "a: 1\n"]),
+)
+def test_any_yaml_directive_is_a_tree_or_a_positioned_error(major, minor, before, body) -> None:
+    """``%YAML 1.3`` (any minor version but 1 and 2) was an AssertionError traceback out of ruamel:
+    from ``atalaia warnings render``, ``rules check``, every loader. It is an error at the
+    directive's line."""
+    text = f"{before}%YAML {major}.{minor}\n{body}"
+    try:
+        parse(text, "r.yaml")
+    except YamlError as e:
+        assert str(e).startswith("r.yaml:"), str(e)
+        if major == 1 and minor not in (1, 2):
+            assert e.line == before.count("\n") + 1 and "unsupported %YAML version" in str(e), str(e)
+    else:
+        assert major == 1 and minor in (1, 2), text
+
+
+def test_a_draft_with_a_yaml_1_3_directive_is_a_draft_error(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from atalaia.warnings.cli import warnings as warnings_cli
+
+    f = tmp_path / "d.yaml"
+    f.write_text("%YAML 1.3\n---\nsender: pc@cm-porto.pt\nlevel: red\nevent: Cheia\n")
+    r = CliRunner().invoke(warnings_cli, ["render", str(f)])
+    assert r.exit_code == 1 and r.stderr.startswith(f"{f}:1:1: unsupported %YAML version"), r.stderr
+
+
+@settings(max_examples=150)
+@given(
+    merged=st.dictionaries(
+        st.sampled_from(["a", "name", "b c", "n"]), st.sampled_from(["1", "x", "[1]", "{}"]), max_size=3
+    ),
+    style=st.sampled_from(["flow", "block", "list", "anchor"]),
+    own=st.sampled_from(["", "name: ok\n", "zz: 1\n"]),
+)
+def test_a_merged_key_the_model_refuses_is_a_positioned_error(merged, style, own) -> None:
+    """``<<: {a: b}`` (a key merged from a mapping written in place) carries no position in
+    ruamel's tree: the error about it was a TypeError traceback out of ``atalaia warnings render``
+    and every loader. It is an error at its parent's position."""
+    from pydantic import BaseModel, ConfigDict
+
+    from atalaia.streams.config_yaml import YamlErrors, validate
+
+    class Model(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str
+
+    flow = "{" + ", ".join(f"{k}: {v}" for k, v in merged.items()) + "}"
+    text = {
+        "flow": f"<<: {flow}\n",
+        "block": "<<:\n" + "".join(f"  {k}: {v}\n" for k, v in merged.items()) if merged else "<<: {}\n",
+        "list": f"<<: [{flow}]\n",
+        "anchor": f"base: &b {flow}\n<<: *b\n",
+    }[style] + own
+    try:
+        tree = parse(text, "m.yaml")
+    except YamlError:
+        return
+    try:
+        validate(tree, Model, "m.yaml")
+    except YamlErrors as e:
+        for err in e.errors:
+            assert 1 <= err.line <= text.count("\n") + 1, (text, str(e))
+
+
+def test_a_draft_merging_an_unknown_key_is_a_draft_error() -> None:
+    from atalaia.warnings.loader import DraftError, load_draft
+
+    text = "<<: {sender: pc@cm-porto.pt, colour: red}\nlevel: red\nevent: Cheia\narea: {geocodes: {DICOFRE: ['131203']}}\n"
+    with pytest.raises(DraftError) as e:
+        load_draft(text, "d.yaml")
+    assert str(e.value) == "d.yaml:1:1: unknown key 'colour'", str(e.value)

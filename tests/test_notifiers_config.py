@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import unicodedata
 from datetime import timedelta
 from pathlib import Path
 
@@ -114,6 +115,19 @@ def test_sms_fit_without_transliteration_is_segment_exact(text, max_segments):
     out = fit(text, max_segments, translit=False)
     assert segments(out)[0] <= max_segments
     assert not (out and "\ud800" <= out[-1] <= "\udbff")
+
+
+PORTUGUESE = "aáàâãeéêiíoóôõuúüçAÁÀÂÃEÉÊIÍOÓÔÕUÚÇ ,.-ºª"
+
+
+@given(st.text(alphabet=st.sampled_from(PORTUGUESE), max_size=200), st.integers(1, 3))
+def test_portuguese_text_decomposed_is_sent_as_composed(text, max_segments):
+    """Text in NFD (a letter, then its accent: what a PDF or a Mac may paste) was transliterated one
+    code point at a time: every combining accent became "?", "Campanhã" was sent as "Campanha?"
+    and "Chéia" as "Che?ia". Decomposed or composed, the SMS is the same and has no "?"."""
+    nfd = unicodedata.normalize("NFD", text)
+    assert transliterate(nfd) == transliterate(text) and "?" not in transliterate(nfd)
+    assert fit(nfd, max_segments) == fit(text, max_segments)
 
 
 def test_sms_segment_boundaries():

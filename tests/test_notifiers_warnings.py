@@ -492,3 +492,42 @@ def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
     c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
     return 6371.0088 * math.acos(min(1.0, c))
+
+
+def test_the_largest_warning_allowed_fits_every_record_under_kafkas_default_message_size() -> None:
+    """A warning notification carries its CAP document twice (the XML and the parsed document): the
+    bound on the document (``cap.MAX_CAP_BYTES``) keeps the cap record and every notification
+    record under Apache Kafka's default ``message.max.bytes`` (1 MiB), which the broker would
+    refuse, stopping the stage at that output on every restart."""
+    from atalaia.warnings.cap import MAX_CAP_BYTES, size_problem
+    from atalaia.warnings.catalogue import Catalogue
+    from atalaia.warnings.draft import Draft
+
+    cat = Catalogue.load()
+    codes = ["131202", "131203", "131210", "131211", "131216", "131217", "131218"]
+
+    def areas(n: int) -> list[dict]:
+        return [{"desc": f"zona {i}", "geocodes": {"DICOFRE": codes, "DICO": ["1312"]}} for i in range(n)]
+
+    def fits(n: int) -> bool:
+        d = {
+            **DRAFT,
+            "area": areas(n),
+            "onset": T0.isoformat(),
+            "expires": (T0 + timedelta(hours=12)).isoformat(),
+        }
+        return size_problem(Draft.model_validate(d), cat) is None
+
+    n = 1
+    while fits(n + 1):
+        n += 1
+    cap = issue(area=areas(n))
+    assert MAX_CAP_BYTES * 0.9 < len(cap.xml) <= MAX_CAP_BYTES, len(cap.xml)
+    cfg = load_config_text(
+        "targets:\n  pgu: {channel: ngsi-ld, url: 'http://127.0.0.1:9', tenant: porto}\n"
+        "  sala: {channel: webhook, url: 'http://127.0.0.1:9/hook', secret: s3cret-s3cret}\n"
+        "warnings:\n  targets: [pgu, sala]\n",
+        "t.yaml",
+    )
+    records = [cap.to_json(), *(n.to_json() for n in warning_notifications(cap, cfg))]
+    assert len(records) == 3 and max(map(len, records)) < 1024 * 1024, [len(r) for r in records]

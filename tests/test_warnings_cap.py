@@ -851,10 +851,78 @@ def test_anepc_blue_is_a_level_of_its_own() -> None:
     )
     info = etree.fromstring(render(draft, CAT, SENT).xml).find(Q + "info")
     assert info.findtext(Q + "severity") == "Minor"
-    assert [p.findtext(Q + "valueName") for p in info.findall(Q + "parameter")] == ["awareness_type"]
-    # (the CAP document carries no awareness level for blue, so its SMS names no colour)
-    assert sms_text(draft, CAT, None).text.startswith("Aviso - Cheia.")
+    # no MeteoAlarm awareness_level (its 1 is green): ANEPC's level by its own name
+    params = [(p.findtext(Q + "valueName"), p.findtext(Q + "value")) for p in info.findall(Q + "parameter")]
+    assert params == [("ANEPC_EAE", "1; azul; Minor"), ("awareness_type", "12; flooding")]
+    assert sms_text(draft, CAT, None).text.startswith("Aviso azul - Cheia.")
     assert CAT.level_for_severity("low").colour == "yellow"  # a proposal's colour stays IPMA's
+
+
+#: every name a draft's level may have (IPMA's colours, ANEPC's EAE colours in Portuguese, "blue")
+#: and the colour its SMS and email say, in pt-PT and in English
+LEVEL_WORDS = {
+    "green": ("verde", "Green"),
+    "verde": ("verde", "Green"),
+    "azul": ("azul", "Blue"),
+    "blue": ("azul", "Blue"),
+    "yellow": ("amarelo", "Yellow"),
+    "amarelo": ("amarelo", "Yellow"),
+    "orange": ("laranja", "Orange"),
+    "laranja": ("laranja", "Orange"),
+    "red": ("vermelho", "Red"),
+    "Vermelho": ("vermelho", "Red"),
+}
+
+
+@pytest.mark.parametrize("level", sorted(LEVEL_WORDS))
+@pytest.mark.parametrize("status", ["Actual", "Exercise"])
+def test_every_level_says_its_colour_in_the_sms_and_email(level: str, status: str) -> None:
+    """ANEPC's azul was the one level whose SMS named no colour ("Aviso - Cheia"): its CAP document
+    carried none (MeteoAlarm has no blue), and the SMS is written from the document. Every level
+    now says its colour, in each language, from the document alone; "blue" is azul's English name
+    (as "red" is vermelho's)."""
+    from zoneinfo import ZoneInfo
+
+    from atalaia.notifiers.warning import email, parse_cap, sms_message
+
+    pt, en = LEVEL_WORDS[level]
+    d = Draft.model_validate(
+        {
+            "sender": "protecao.civil@cm-porto.pt",
+            "status": status,
+            "level": level,
+            "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+            "area": {"geocodes": {"DICOFRE": ["131203"]}},
+            "expires": "2026-12-05T06:00:00+00:00",
+        }
+    )
+    assert problems_of(d) == []
+    xml = render(d, CAT, SENT).xml
+    assert shared_checks(xml) == []
+    w = parse_cap(xml)
+    lisbon = ZoneInfo("Europe/Lisbon")
+    mark = "EXERCICIO / EXERCISE: " if status == "Exercise" else ""
+    assert sms_message(w, lisbon, "pt-PT").text.startswith(f"{mark}Aviso {pt} - Cheia. Campanha.")
+    assert sms_message(w, lisbon, "en-GB").text.startswith(f"{mark}{en} warning - Flood. Campanha.")
+    assert sms_message(w, lisbon, "es-ES").text.startswith(f"{mark}{en} warning - Cheia.")  # (no es-ES block)
+    subject, _ = email(w, lisbon)
+    assert f"Aviso {pt} - Cheia / {en} warning - Flood" in subject
+
+
+def problems_of(d: Draft) -> list:
+    from atalaia.warnings.draft import problems
+
+    return problems(d, CAT)
+
+
+def test_a_parameter_may_not_contradict_the_level_that_writes_it() -> None:
+    base = DESIGN_DRAFT.replace(
+        "incident: inc-0001", "incident: inc-0001\nparameters: {ANEPC_EAE: '3; laranja'}"
+    )
+    load_draft(base, "d.yaml")  # an orange level writes MeteoAlarm's awareness_level: no clash
+    with pytest.raises(DraftError) as e:
+        load_draft(base.replace("level: orange", "level: azul"), "d.yaml")
+    assert "'ANEPC_EAE' comes from the draft's level" in str(e.value), str(e.value)
 
 
 def test_render_refuses_what_issuing_would_refuse_of_a_tenant(tmp_path: Path) -> None:
@@ -880,3 +948,273 @@ def test_render_refuses_what_issuing_would_refuse_of_a_tenant(tmp_path: Path) ->
     )
     code, _, err = run(["render", str(tmp_path / "gaia.yaml"), "--sent", SENT, "--config", str(config)])
     assert code == 1 and "gaia.yaml:1:9:" in err, err
+
+
+def _oversize(kind: str) -> str:
+    """A draft past one of the console's bounds on areas (warnings/draft.py ``MAX_*``)."""
+    from atalaia.warnings.draft import MAX_AREA_GEOCODES, MAX_AREA_SHAPES, MAX_AREAS, MAX_GEOCODES
+
+    head = "sender: protecao.civil@cm-porto.pt\nlevel: orange\nevent: Cheia\narea:\n"
+    codes = [str(100000 + i) for i in range(MAX_GEOCODES + 1)]
+    circles = [f"'41.15,-8.6 {0.1 + k / 1000:.3f}'" for k in range(MAX_AREA_SHAPES + 1)]
+    polygon = "'41.14,-8.62 41.15,-8.62 41.15,-8.61 41.14,-8.62'"  # a polygon as CAP text: one shape
+    if kind == "areas":
+        return head + "".join(
+            f"  - {{desc: a{i}, geocodes: {{DICOFRE: ['131203']}}}}\n" for i in range(MAX_AREAS + 1)
+        )
+    if kind == "area geocodes":
+        return head + f"  geocodes: {{DICOFRE: [{', '.join(codes[: MAX_AREA_GEOCODES + 1])}]}}\n"
+    if kind == "geocodes":
+        half = (MAX_GEOCODES + 2) // 2
+        return head + "".join(
+            f"  - {{desc: a, geocodes: {{DICOFRE: [{', '.join(part)}]}}}}\n"
+            for part in (codes[:half], codes[half : 2 * half])
+        )
+    if kind == "area shapes":
+        return head + f"  desc: x\n  polygon: {polygon}\n  circle: [{', '.join(circles[:-1])}]\n"
+    assert kind == "shapes"
+    return (
+        head
+        + "".join(f"  - {{desc: a, circle: [{', '.join(circles[:-1])}]}}\n" for _ in range(2))
+        + (f"  - {{desc: b, polygon: {polygon}}}\n")
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "says"),
+    [
+        ("areas", "5:3", "area: at most 100 areas, got 101"),
+        ("area geocodes", "5:13", "area.0.geocodes: at most 4000 distinct geocodes an area, got 4001"),
+        ("geocodes", "5:3", "area: at most 4000 distinct geocodes in all areas, got 4001"),
+        ("area shapes", "5:3", "area.0: at most 100 polygons and circles an area, got 101"),
+        ("shapes", "5:3", "area: at most 200 polygons and circles in all areas, got 201"),
+    ],
+)
+def test_render_refuses_a_draft_past_the_consoles_bounds(tmp_path: Path, kind, where, says) -> None:
+    """The bounds on a draft's areas (``size_problems``) held in the console and the workflow, not
+    in ``render``: 101 areas or 201 circles rendered (exit 0), 5000 codes were looked up one by one
+    and each named as unknown. The file is refused before anything else is checked, as the API
+    refuses the same draft, with its file:line:col."""
+    from atalaia.warnings.loader import field_errors
+
+    text = _oversize(kind)
+    t0 = datetime.now(UTC)
+    code, out, err = render_text(tmp_path, text)
+    assert code == 1 and out == "", err
+    assert err == f"{tmp_path / 'draft.yaml'}:{where}: {says}\n"
+    assert datetime.now(UTC) - t0 < timedelta(seconds=5)
+    api = field_errors(YAML(typ="safe").load(text), CAT)[1]
+    assert [f"{e['field']}: {e['message']}" for e in api] == [says], "the console's own words"
+
+
+LATER = "protecao.civil@cm-porto.pt,PT-EXT-7,2026-12-04T20:00:00-03:30"  # 23:00 UTC, after SENT
+LATER_ID = "PT-CM-PORTO-20261205090000-0123456789"  # an Atalaia identifier sent 2026-12-05 09:00 UTC
+
+
+@pytest.mark.parametrize("ref", [LATER, LATER_ID])
+def test_a_reference_to_a_message_sent_after_this_one_is_refused_before_the_approval(
+    tmp_path: Path, ref: str
+) -> None:
+    """An Update referencing a message sent after it (a typo in the date, an offset read the wrong
+    way: 20:00-03:30 is 23:00 UTC) rendered (exit 0), was drafted, submitted and approved, and only
+    issuing refused it ("the CAP document is invalid"); an Atalaia identifier carrying a later time
+    was even issued. ``render`` now refuses it at the reference's file:line:col, drafting at once
+    (``references.0``), and issuing (strict) whichever form it takes."""
+    from atalaia.warnings.core import Workflow
+
+    text = DESIGN_DRAFT.replace("msgType: Alert", "msgType: Update").replace(
+        "references: []", f"references: ['{ref}']"
+    )
+    code, out, err = render_text(tmp_path, text)  # --sent 2026-12-04T17:00:00+00:00
+    assert code == 1 and out == "", err
+    assert err.startswith(
+        f"{tmp_path / 'draft.yaml'}:4:14: '{ref}' was sent after this message (2026-12-04T17:00:00+00:00): "
+        "at 2026-12-0"
+    ), err
+    assert render_text(tmp_path, text, sent="2026-12-05T10:00:00+00:00")[0] == 0  # sent after it: fine
+    with pytest.raises(CapInvalid, match="after this message"):
+        render(Draft.model_validate(YAML(typ="safe").load(text)), CAT, SENT, strict_references=True)
+    wf = Workflow()
+    data = YAML(typ="safe").load(text)
+    data["expires"] = "2026-12-06T06:00:00+00:00"
+    now = datetime(2026, 12, 4, 17, tzinfo=UTC)
+    _, out = wf.step(
+        wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": data}, now
+    )
+    assert not out[-1].ok and out[-1].error.startswith("bad draft: references.0: "), out[-1].error
+    _, out = wf.step(
+        wf.initial_state(),
+        {"action": "draft", "actor": "a", "role": "operator", "draft": data},
+        now + timedelta(days=1),
+    )
+    assert out[-1].ok, out[-1].error
+
+
+def test_a_polygon_across_the_antimeridian_is_refused(tmp_path: Path) -> None:
+    """With a region that reaches longitude 180 (a whole-world or Pacific warnings file), a strip
+    drawn across the antimeridian (179.9 to -179.9) rendered as a valid document: every CAP reader
+    joins -17,179.9 to -17,-179.9 the long way, so a 20 km strip warned a band round the globe. It
+    is refused at the polygon, and the same strip drawn as one polygon each side of 180 renders."""
+    from atalaia.streams.settings import CONFIG_DIR
+    from atalaia.warnings.draft import polygon_problems
+
+    config = tmp_path / "warnings.yaml"
+    config.write_text(
+        f"levels: {CONFIG_DIR / 'levels.yaml'}\nareas: [{CONFIG_DIR / 'geo' / 'porto.geojson'}]\n"
+        "region: [-90, 90, -180, 180]\n"
+    )
+    base = "sender: pc@ocha.example\nlevel: red\nevent: Tsunami\nexpires: '2026-12-05T06:00:00+00:00'\n"
+    across = "[[-17.0, 179.9], [-17.0, -179.9], [-17.2, -179.9], [-17.2, 179.9]]"
+    (tmp_path / "across.yaml").write_text(base + f"area: {{desc: Fiji, polygon: {across}}}\n")
+    code, out, err = run(["render", str(tmp_path / "across.yaml"), "--sent", SENT, "--config", str(config)])
+    assert code == 1 and out == "", err
+    assert err.startswith(
+        f"{tmp_path / 'across.yaml'}:5:29: the edge -17,179.9 -> -17,-179.9 crosses the antimeridian"
+    )
+    halves = (
+        "[[[-17.0, 179.9], [-17.0, 180], [-17.2, 180], [-17.2, 179.9]],"
+        " [[-17.0, -180], [-17.0, -179.9], [-17.2, -179.9], [-17.2, -180]]]"
+    )
+    (tmp_path / "halves.yaml").write_text(base + f"area: {{desc: Fiji, polygon: {halves}}}\n")
+    code, out, err = run(["render", str(tmp_path / "halves.yaml"), "--sent", SENT, "--config", str(config)])
+    assert code == 0, err
+    assert validate(out.encode(), bbox=None) == []
+    # the closing edge counts too, and the check needs no region
+    ring = [(-17.2, -179.9), (-17.0, -179.95), (-17.0, 179.9)]
+    assert "crosses the antimeridian" in polygon_problems(ring, None)[0]
+    assert polygon_problems([(-17.2, 170.0), (-17.0, 170.1), (-17.0, 179.9)], None) == []
+
+
+@pytest.mark.parametrize(
+    ("codes", "col", "says"),
+    [
+        ("{DICOFRE: [0131203]}", 29, "unknown DICOFRE geocode '0131203' (did you mean '131203'?)"),
+        ("{DICOFRE: ['１３１２０３']}", 29, "unknown DICOFRE geocode"),
+        ("{true: ['131203']}", 18, "unknown geocode type 'True'"),
+        ("{EMMA_ID: [pt009]}", 29, "'pt009' is not an EMMA_ID like PT009"),
+        ("{EMMA_ID: [PT009]}", 7, "an area needs a desc unless it has DICOFRE or DICO geocodes"),
+    ],
+)
+def test_a_mistyped_geocode_is_the_first_error_not_a_missing_desc(tmp_path: Path, codes, col, says) -> None:
+    """An area whose only geocode was mistyped (a leading zero too many) was refused first with
+    "an area without geocodes needs a desc", at the area: it has geocodes, and the unknown code,
+    named on the next line, is what to fix (its name would have made the desc)."""
+    text = f"sender: pc@cm-porto.pt\nlevel: red\nevent: Cheia\nexpires: '2026-12-05T06:00:00+00:00'\narea: {{geocodes: {codes}}}\n"
+    code, _, err = render_text(tmp_path, text)
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"{tmp_path / 'draft.yaml'}:5:{col}: {says}"), err
+
+
+def test_an_empty_area_is_said_once() -> None:
+    with pytest.raises(DraftError) as e:
+        load_draft(
+            "sender: pc@cm-porto.pt\nlevel: red\nevent: Cheia\narea: {geocodes: {DICOFRE: []}}\n", "d.yaml"
+        )
+    assert str(e.value) == "d.yaml:4:7: an area needs geocodes, a polygon or a circle"
+
+
+def _languages(n: int) -> str:
+    import itertools
+    import string
+
+    tags = [f"en-{a}{b}" for a, b in itertools.islice(itertools.product(string.ascii_uppercase, repeat=2), n)]
+    return "{" + ", ".join(f"{t}: Flood" for t in tags) + "}"
+
+
+def test_a_draft_whose_document_would_be_huge_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """A 12 KB draft (40 languages, 100 areas naming Porto's parishes, within every bound) rendered
+    a 30 MB CAP document in 4.5 s and 190 MB (through the console's preview too); issued, its record
+    is over the broker's message size (1 MiB by default) and the stage producer's 4 MiB, so the
+    warnings stage would stop at it on every restart. A 1 MB description did the same in two
+    languages. The document is bounded (MAX_CAP_BYTES), estimated before it is built, and the
+    refusal names the part that makes it big; drafting refuses it too."""
+    from atalaia.warnings.cap import MAX_CAP_BYTES
+    from atalaia.warnings.core import Workflow
+
+    codes = "['131202', '131203', '131210', '131211', '131216', '131217', '131218']"
+    head = "sender: pc@cm-porto.pt\nlevel: red\nexpires: '2026-12-05T06:00:00+00:00'\n"
+    areas = "area:\n" + "".join(
+        f"  - {{desc: a{i}, geocodes: {{DICOFRE: {codes}, DICO: ['1312']}}}}\n" for i in range(100)
+    )
+    t0 = datetime.now(UTC)
+    code, out, err = render_text(tmp_path, head + f"event: {_languages(40)}\n" + areas)
+    assert datetime.now(UTC) - t0 < timedelta(seconds=3)
+    assert code == 1 and out == "", err
+    assert err.startswith(f"{tmp_path / 'draft.yaml'}:6:3: its CAP document would be about "), err
+    assert f"over the {MAX_CAP_BYTES // 1024} KiB a warning may be (area: about" in err, err
+    long = (
+        head
+        + "event: {pt-PT: Cheia, en-GB: Flood}\ndescription: "
+        + "a" * 400_000
+        + "\n"
+        + areas[:5]
+        + " {geocodes: {DICOFRE: ['131203']}}\n"
+    )
+    code, _, err = render_text(tmp_path, long.replace("area:\n {", "area: {"))
+    assert code == 1 and err.startswith(f"{tmp_path / 'draft.yaml'}:5:14: its CAP document would be"), err
+    assert "(description: about 781 KiB in 2 languages" in err, err
+    # the workflow refuses it when drafted, not after the approval
+    wf = Workflow()
+    data = YAML(typ="safe").load(head + f"event: {_languages(40)}\n" + areas)
+    _, outs = wf.step(
+        wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": data}, SENT
+    )
+    assert not outs[-1].ok and outs[-1].error.startswith("bad draft: area: its CAP document would be"), outs[
+        -1
+    ]
+    # a warning for the whole municipality, every parish, in pt-PT and en-GB: 17 KB, as before
+    whole = (
+        head
+        + "event: {pt-PT: Cheia, en-GB: Flood}\n"
+        + f"area: {{geocodes: {{DICOFRE: {codes}, DICO: ['1312']}}}}\n"
+    )
+    code, out, err = render_text(tmp_path, whole)
+    assert code == 0 and 10_000 < len(out.encode()) < 30_000, err
+
+
+def test_the_built_document_is_bounded_whatever_the_estimate(monkeypatch) -> None:
+    from atalaia.warnings import cap
+
+    draft = Draft.model_validate(YAML(typ="safe").load(DESIGN_DRAFT))
+    size = len(render(draft, CAT, SENT).xml)
+    monkeypatch.setattr(cap, "size_problem", lambda *a: None)  # (an estimate that missed)
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", size - 1)
+    with pytest.raises(CapInvalid, match=f"the CAP document is {size // 1024} KiB, over the"):
+        cap.build(draft, CAT, SENT)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.builds(lambda t, k: t * k, st.text(alphabet="a&<>\"'é🌊 ", max_size=200), st.integers(1, 60)),
+    languages=st.integers(1, 4),
+    areas=st.integers(1, 6),
+    codes=st.lists(st.sampled_from(["131202", "131203", "131210", "1312"]), min_size=1, max_size=4),
+)
+def test_a_draft_the_estimate_lets_through_is_never_over_the_bound(
+    monkeypatch, text, languages, areas, codes
+) -> None:
+    """The estimate is an upper bound: a draft it accepts is never refused by the built document's
+    check, which would come only at issue, after the approval (texts full of '&' are written five
+    times as long)."""
+    from atalaia.warnings import cap
+
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", 24 * 1024)
+    langs = ["pt-PT", "en-GB", "es-ES", "fr-FR"][:languages]
+    draft = Draft.model_validate(
+        {
+            "sender": "pc@cm-porto.pt",
+            "level": "red",
+            "event": {lang: "Cheia" for lang in langs},
+            "description": text or "x",
+            "parameters": {"nota&": text[:50] or "x"},
+            "area": [
+                {
+                    "desc": text[:30] or "x",
+                    "geocodes": {"DICOFRE": [c for c in codes if len(c) == 6], "DICO": ["1312"]},
+                }
+                for _ in range(areas)
+            ],
+        }
+    )
+    if cap.size_problem(draft, CAT) is None:
+        assert len(cap.build(draft, CAT, SENT).xml) <= cap.MAX_CAP_BYTES

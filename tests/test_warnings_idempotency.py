@@ -54,7 +54,7 @@ async def test_a_command_sent_again_with_its_key_is_answered_as_the_first(consol
 @settings(max_examples=30, deadline=None)
 @given(st.text(max_size=200))
 def test_a_key_is_printable_ascii_of_at_most_128_characters(key: str) -> None:
-    from atalaia.console.warnings_api import IDEMPOTENCY_KEY
+    from atalaia.console.idempotency import IDEMPOTENCY_KEY
 
     ok = 1 <= len(key) <= 128 and all(" " <= ch <= "~" for ch in key)
     assert bool(IDEMPOTENCY_KEY.fullmatch(key)) == ok

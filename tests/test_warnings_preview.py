@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -357,3 +358,17 @@ def test_short_texts_are_one_line_and_the_email_names_lisbon_time() -> None:
         "Aviso laranja - Cheia Bcc: x@y.pt / Orange warning - Flood X — Campanhã Ribeira"
     ), subject
     assert "(hora de Lisboa)" in body and "(Lisbon time)" in body and "Europe/Lisbon" not in body, body
+
+
+@pytest.mark.parametrize("path", ["/api/warnings/preview", "/api/warnings"])
+async def test_a_reference_to_a_later_message_is_refused_by_the_preview_and_drafting(console, path) -> None:
+    """The preview showed a valid-looking Update referencing a message sent next year (a typo),
+    and drafting took it: only issuing refused it, after the approval."""
+    later = f"{PORTO_SENDER},PT-EXT-9,{(th.NOW + timedelta(days=365)).isoformat()}"
+    update = draft(None, PORTO_SENDER, msgType="Update", references=[later])
+    code, body = await post(console, path, "op", {"draft": update})
+    assert code == 422 and body["field"] == "draft.references.0", body
+    assert "was sent after this message" in body["detail"], body
+    earlier = f"{PORTO_SENDER},PT-EXT-9,{(th.NOW - timedelta(days=1)).isoformat()}"
+    code, body = await post(console, path, "op", {"draft": {**update, "references": [earlier]}})
+    assert code in (200, 201), body

@@ -846,3 +846,44 @@ def test_warnings_in_progress_are_bounded_but_never_an_update_or_cancel(monkeypa
     for r in pending[:2]:  # (the cancel is in progress too: 2 left)
         assert d.do("reject", "rui", "approver", warning=r.warning, reason="duplicate").ok
     assert d.do("draft", "ana", "operator", draft=DRAFT).ok  # room again
+
+
+@pytest.mark.parametrize(
+    "area",
+    [
+        {"geocodes": {"DICOFRE": ["131203"]}},
+        {"desc": {"pt-PT": "Ribeira", "en-GB": "Riverside"}, "geocodes": {"DICOFRE": ["131203"]}},
+    ],
+)
+def test_a_warning_whose_languages_come_from_its_headline_can_be_cancelled(area) -> None:
+    """An event written once ("Cheia") with headline and link per language is a warning in pt-PT
+    and en-GB. Its Cancel dropped the headline, so it had one language, pt-PT, and its en-GB link
+    was refused ("web.en-GB: language en-GB is not one of the warning's"): the issued warning could
+    not be cancelled; with place names per language it had both, and an English block headed
+    "Aviso cancelado". The Cancel keeps the languages, with a cancellation headline in each."""
+    d = Driver()
+    w = d.issued(
+        {
+            "sender": "protecao.civil@cm-porto.pt",
+            "level": "orange",
+            "event": "Cheia",
+            "headline": {"pt-PT": "Cheia no Douro", "en-GB": "Douro flood"},
+            "web": {"pt-PT": "https://www.cm-porto.pt/pc", "en-GB": "https://www.cm-porto.pt/en/pc"},
+            "area": area,
+        }
+    )
+    r = d.do("cancel", "ana", "operator", warning=w, reason="over")
+    assert r.ok, r.error
+    d.do("submit", "ana", "operator", warning=r.warning)
+    assert d.do("approve", "rui", "approver", warning=r.warning).ok
+    assert d.do("issue", "ana", "operator", warning=r.warning).ok
+    assert d.state.warnings[w].state == "cancelled"
+    root = etree.fromstring(
+        d.caps()[-1].xml.encode() if isinstance(d.caps()[-1].xml, str) else d.caps()[-1].xml
+    )
+    q = "{urn:oasis:names:tc:emergency:cap:1.2}"
+    assert root.findtext(q + "msgType") == "Cancel"
+    assert [(i.findtext(q + "language"), i.findtext(q + "headline")) for i in root.iter(q + "info")] == [
+        ("pt-PT", "Aviso cancelado: Cheia"),
+        ("en-GB", "Warning cancelled: Cheia"),
+    ]

@@ -193,6 +193,8 @@ def resolve_references(
             continue
         found = resolve(parsed) if resolve else None
         if found is None and (t := sent_of_identifier(parsed)):
+            if strict and (later := reference_after(raw, cap_time(sent))):
+                raise CapInvalid([f"references: {later}"])
             found = Reference(draft.sender, parsed, t)
             if (other := other_senders_identifier(parsed, draft.sender)) is not None:
                 if strict:
@@ -225,8 +227,35 @@ def _check_full_reference(
                 f"'{known.sender},{ident},{known.sent}' (or write the bare identifier)"
             ]
         )
-    if _CAP_TIME.fullmatch(sent) and t > cap_time(sent):
-        raise CapInvalid([f"references: {raw!r} was sent after this message ({sent})"])
+    if _CAP_TIME.fullmatch(sent) and (later := reference_after(raw, cap_time(sent))):
+        raise CapInvalid([f"references: {later}"])
+
+
+def reference_after(raw: str, when: datetime) -> str | None:
+    """Why reference ``raw`` cannot be in a message sent at ``when``: the message it names was sent
+    after it (a full reference's ``sent``, or the time an identifier Atalaia generated carries);
+    None when it was not, or its time is unknown.
+
+    >>> reference_after("pc@cm-porto.pt,PT-9,2027-01-01T00:00:00-03:30", cap_time("2027-01-01T01:00:00Z"))
+    "'pc@cm-porto.pt,PT-9,2027-01-01T00:00:00-03:30' was sent after this message (2027-01-01T01:00:00+00:00): at 2027-01-01T03:30:00+00:00; a message references only earlier ones"
+    >>> reference_after("PT-CM-PORTO-20261204170000-0123456789", cap_time("2026-12-05T00:00:00Z")) is None
+    True
+    """
+    try:
+        parsed = parse_reference(raw.strip())
+    except ValueError:
+        return None  # (the draft's checks name it)
+    if isinstance(parsed, tuple):
+        t = parsed[2]
+    else:
+        carried = sent_of_identifier(parsed)
+        t = cap_time(carried) if carried else None
+    if t is None or t <= when:
+        return None
+    return (
+        f"{raw.strip()!r} was sent after this message ({cap_time(when).isoformat()}): at "
+        f"{t.isoformat()}; a message references only earlier ones"
+    )
 
 
 # --------------------------------------------------------------------------- building
@@ -243,6 +272,107 @@ def polygon_text(points: list[tuple[float, float]] | tuple) -> str:
     while len(pairs) > 1 and pairs[-1] == pairs[0]:
         pairs.pop()
     return " ".join([*pairs, pairs[0]] if pairs else [])
+
+
+#: The largest CAP document Atalaia builds. Its record on ``atalaia.warnings`` carries it, and each
+#: warning notification on ``atalaia.notifications`` carries it twice (the XML and the parsed
+#: document: about 2 x its size); a record over the broker's ``message.max.bytes`` (1 MiB by
+#: default) or the stage producer's 4 MiB is refused, and the stage would stop at that output on
+#: every restart, every warning with it. Real warnings are far smaller (all of Porto's parishes
+#: in pt-PT and en-GB: 17 KB).
+MAX_CAP_BYTES = 384 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AreaShapes:
+    """What an area writes in every ``info`` block: the names of its CAOP geocodes, its polygons
+    (each CAOP geocode's rings, then the drawn ones, each once), its circles and geocodes."""
+
+    names: tuple[str, ...]
+    polygons: tuple[str, ...]
+    circles: tuple[str, ...]
+    codes: tuple[tuple[str, str], ...]
+
+    def size(self) -> int:
+        """At least the bytes these take in one ``info`` block (tags and indentation included)."""
+        return (
+            sum(len(p) + 32 for p in self.polygons)
+            + sum(_xml_len(c) + 32 for c in self.circles)
+            + sum(_xml_len(k) + _xml_len(v) + 100 for k, v in self.codes)
+            + 64
+        )
+
+
+def _xml_len(text: str) -> int:
+    """The bytes ``text`` takes in the document: UTF-8, with ``&``, ``<`` and ``>`` escaped."""
+    return len(text.encode()) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+
+
+def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
+    """Each area's :class:`AreaShapes`, a geocode's rings written once however many areas name it."""
+    rings: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+    out = []
+    for a in draft.area:
+        names, polygons, codes = [], [], []
+        for _key, kind, _i, code in geocode_items(a):
+            codes.append((kind, code))
+            if (kind, code) not in rings:
+                found = cat.area(kind, code) if kind in CAOP_CODES else None
+                rings[kind, code] = (
+                    (found.name, [polygon_text(r) for r in found.rings]) if found else (None, [])
+                )
+            name, texts = rings[kind, code]
+            if name is not None:
+                names.append(name)
+                polygons += texts
+        polygons += [polygon_text(p) for p in a.polygon]
+        circles = tuple(" ".join(c.split()) for c in a.circle)
+        out.append(
+            AreaShapes(tuple(names), tuple(dict.fromkeys(polygons)), circles, tuple(dict.fromkeys(codes)))
+        )
+    return out
+
+
+def size_problem(
+    draft: Draft, cat: Catalogue, shapes: list[AreaShapes] | None = None
+) -> tuple[tuple[str, ...], str] | None:
+    """(location, message) when the draft's CAP document would be over :data:`MAX_CAP_BYTES`
+    (estimated before it is built: every area's shapes and every text are written once per
+    language; located at ``area`` when the areas make most of it), or None."""
+    shapes = area_shapes(draft, cat) if shapes is None else shapes
+    langs = draft.languages
+    fields = {
+        "event": draft.event,
+        "headline": draft.headline,
+        "description": draft.description,
+        "instruction": draft.instruction,
+        "senderName": draft.sender_name,
+        "contact": draft.contact,
+        "audience": draft.audience,
+        "web": draft.web,
+    }
+    parts = {"area": sum(s.size() for s in shapes) * len(langs)}  # (what each part writes in all)
+    for name, value in fields.items():
+        parts[name] = sum(_xml_len(draft.text(value, lang) or "") + 40 for lang in langs)
+    parts["area"] += sum(
+        _xml_len(str(draft.text(a.desc, lang) or "")) + 40 for a in draft.area for lang in langs
+    )
+    parts["parameters"] = len(langs) * sum(
+        _xml_len(k) + _xml_len(v) + 100 for k, v in draft.parameters.items()
+    )
+    parts["eventCode"] = len(langs) * sum(
+        _xml_len(k) + _xml_len(v) + 100 for k, vs in draft.event_code.items() for v in vs
+    )
+    total = 1024 + 600 * len(langs) + sum(parts.values())  # (the alert's and each info's own elements)
+    if total <= MAX_CAP_BYTES:
+        return None
+    biggest = max(parts, key=lambda k: parts[k])
+    return (biggest,), (
+        f"its CAP document would be about {total // 1024} KiB, over the {MAX_CAP_BYTES // 1024} KiB a "
+        f"warning may be ({biggest}: about {parts[biggest] // 1024} KiB in {len(langs)} languages; every "
+        "area's boundaries and every text are written once per language): name each place in one "
+        "area, or use fewer languages or shorter texts"
+    )
 
 
 def hazard_of(draft: Draft, cat: Catalogue) -> Hazard | None:
@@ -344,6 +474,9 @@ def build(
     if draft.incident:
         _sub(root, "incidents", draft.incident)
 
+    shapes = area_shapes(draft, cat)
+    if (too_big := size_problem(draft, cat, shapes)) is not None:
+        raise CapInvalid([f"{'.'.join(too_big[0]) or 'draft'}: {too_big[1]}"])
     categories = draft.category or [hazard.category if hazard else "Other"]
     responses = draft.response_type or (["AllClear"] if draft.msg_type == "Cancel" else [])
     severity = level.severity if level else "Unknown"
@@ -381,37 +514,35 @@ def build(
             _sub(info, "web", draft.text(draft.web, lang))
         if draft.contact and draft.text(draft.contact, lang) is not None:
             _sub(info, "contact", draft.text(draft.contact, lang))
-        if level and level.awareness:
-            _pair(info, "parameter", "awareness_level", level.awareness)
+        if level:  # (MeteoAlarm's awareness_level; a level it has not, ANEPC's azul, by its name)
+            _pair(info, "parameter", *level.parameter)
         if hazard:
             _pair(info, "parameter", "awareness_type", hazard.awareness_type)
         for k, v in draft.parameters.items():
             _pair(info, "parameter", k, v)
-        for a in draft.area:
+        for a, shape in zip(draft.area, shapes, strict=True):
             area = _sub(info, "area")
-            names, polygons, codes = [], [], []
-            for _key, kind, _i, code in geocode_items(a):
-                codes.append((kind, code))
-                found = cat.area(kind, code) if kind in CAOP_CODES else None
-                if found:
-                    names.append(found.name)
-                    polygons += [polygon_text(r) for r in found.rings]
-            polygons += [polygon_text(p) for p in a.polygon]
             desc = draft.text(a.desc, lang) if a.desc is not None else None
             if desc is None and isinstance(a.desc, dict) and a.desc:  # place names: any language
                 desc = next(iter(a.desc.values()))
             if desc is None:
-                desc = ", ".join(dict.fromkeys(names))
+                desc = ", ".join(dict.fromkeys(shape.names))
             _sub(area, "areaDesc", desc)
-            for p in dict.fromkeys(polygons):
+            for p in shape.polygons:
                 _sub(area, "polygon", p)
-            for c in a.circle:
-                _sub(area, "circle", " ".join(c.split()))
-            for kind, code in dict.fromkeys(codes):
+            for c in shape.circles:
+                _sub(area, "circle", c)
+            for kind, code in shape.codes:
                 _pair(area, "geocode", kind, code)
     xml = b'<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(
         root, encoding="UTF-8", xml_declaration=False, pretty_print=True
     )
+    if len(xml) > MAX_CAP_BYTES:  # (the estimate's backstop)
+        raise CapInvalid(
+            [
+                f"the CAP document is {len(xml) // 1024} KiB, over the {MAX_CAP_BYTES // 1024} KiB a warning may be"
+            ]
+        )
     return CapDocument(
         identifier=ident,
         sender=draft.sender,

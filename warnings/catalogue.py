@@ -31,6 +31,12 @@ Ring = tuple[tuple[float, float], ...]  # closed, (lat, lon)
 # code lengths (YAML reads an unquoted 010203 as a number: the zeros are put back).
 CAOP_CODES = {"DICOFRE": 6, "DICO": 4}
 
+#: The CAP ``parameter`` that names a level MeteoAlarm's ``awareness_level`` cannot (ANEPC's azul,
+#: Estado de Alerta Especial level 1: IPMA has no blue), written the same way: "1; azul; Minor"
+LEVEL_PARAMETER = "ANEPC_EAE"
+#: English names of the levels that have only a Portuguese one in levels.yaml
+_ENGLISH_COLOURS = {"azul": "blue"}
+
 
 @dataclass(frozen=True, slots=True)
 class Level:
@@ -40,6 +46,14 @@ class Level:
     awareness: str | None  # MeteoAlarm awareness_level, e.g. "3; orange; Severe"
     sdm: str  # Smart Data Models Alert severity
     ipma: bool = True  # an IPMA colour; False: ANEPC's alone (azul, EAE level 1)
+
+    @property
+    def parameter(self) -> tuple[str, str]:
+        """The CAP parameter (name, value) that names this level: MeteoAlarm's awareness_level
+        ("3; orange; Severe"), else :data:`LEVEL_PARAMETER` ("1; azul; Minor")."""
+        if self.awareness:
+            return "awareness_level", self.awareness
+        return LEVEL_PARAMETER, f"{self.rank}; {self.colour}; {self.severity}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +250,8 @@ def _load(levels: str, areas: tuple[str, ...]) -> Catalogue:
         pt = (row.get("anepc") or {}).get("colour_pt")
         if pt:
             cat.levels.setdefault(fold(pt), lv)
+        if not ipma and fold(colour) in _ENGLISH_COLOURS:  # "blue" for azul, as "red" for vermelho
+            cat.levels.setdefault(_ENGLISH_COLOURS[fold(colour)], lv)
     for row in data.get("hazard_types", []):
         at = row["meteoalarm_awareness_type"]
         names = {fold(at.split(";", 1)[1]), fold(row.get("sdm_subCategory") or "")}

@@ -106,7 +106,13 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
         sys.exit(2)
 
     def tenancy(d: Any) -> list[tuple[tuple[Any, ...], str]]:  # what issuing would refuse
-        return cfg.tenancy_problems(d, d.sender, d.tenant, cat)
+        from atalaia.warnings.cap import reference_after
+
+        sent_at = when or d.sent or datetime.now(UTC).replace(microsecond=0)
+        later = [
+            (("references", i), m) for i, r in enumerate(d.references) if (m := reference_after(r, sent_at))
+        ]
+        return later + cfg.tenancy_problems(d, d.sender, d.tenant, cat)
 
     try:
         d = load_draft(text, str(draft), cat, cfg.region, more=tenancy)

@@ -43,10 +43,25 @@ import msgspec
 import orjson
 from pydantic import ValidationError
 
-from atalaia.warnings.cap import CapInvalid, Reference, other_senders_identifier, render, sent_of_identifier
+from atalaia.warnings.cap import (
+    CapInvalid,
+    Reference,
+    other_senders_identifier,
+    reference_after,
+    render,
+    sent_of_identifier,
+)
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import WarningsConfig
-from atalaia.warnings.draft import Draft, cap_time, expired_problem, parse_reference, problems, size_problems
+from atalaia.warnings.draft import (
+    DEFAULT_LANGUAGE,
+    Draft,
+    cap_time,
+    expired_problem,
+    parse_reference,
+    problems,
+    size_problems,
+)
 from atalaia.warnings.records import (
     CapRecord,
     WarningCommand,
@@ -199,7 +214,7 @@ class Workflow:
                     "an Update or Cancel keeps its references and its kind: draft a new warning instead"
                 )
             self._check_expiry(draft, at)
-            self._check_references(state, draft, own=w.id)
+            self._check_references(state, draft, own=w.id, now=at)
             w.draft = draft
             if c.actor not in w.authors:
                 w.authors.append(c.actor)
@@ -249,7 +264,7 @@ class Workflow:
         withdraws = supersedes is not None or bool(self._replaced(state, data))
         draft = self._check(data, withdraws=withdraws)
         self._check_expiry(draft, at)
-        self._check_references(state, draft)
+        self._check_references(state, draft, now=at)
         if not withdraws and sum(w.state in PENDING for w in state.warnings.values()) >= MAX_PENDING:
             raise Refused(
                 f"{MAX_PENDING} warnings are in progress already (drafted, submitted or approved): "
@@ -397,14 +412,18 @@ class Workflow:
             (".".join(map(str, loc)) or "draft", m) for loc, m in self._tenancy_problems(d, data, withdraws)
         ]
 
-    def reference_problems(self, state: WarningsState, data: dict[str, Any]) -> list[tuple[str, str]]:
+    def reference_problems(
+        self, state: WarningsState, data: dict[str, Any], now: datetime | None = None
+    ) -> list[tuple[str, str]]:
         """(field, message) for each reference of draft ``data`` to an issued warning it may not
         reference: one of another tenant (a warning references only its own tenant's), or, for an
         Update or Cancel, one whose sender is not this draft's (CAP: the same sender updates and
         cancels its messages; a reference written ``sender,identifier,sent`` must name the
         original's sender too). A bare reference to nothing issued here is refused unless the
         identifier carries its sent time (one Atalaia generated); full triples to warnings issued
-        elsewhere are kept; one naming a warning issued here must carry its sender and sent."""
+        elsewhere are kept; one naming a warning issued here must carry its sender and sent. With
+        ``now``, a reference to a message not issued here sent after ``now`` is refused too (a
+        typo in its date or offset): this message is sent later still, and issuing refuses it."""
         refs = data.get("references") or []
         if isinstance(refs, str):
             refs = refs.split()
@@ -421,6 +440,9 @@ class Workflow:
                 continue  # the draft's own checks name it
             ident = parsed if isinstance(parsed, str) else parsed[1]
             known = state.issued.get(ident)
+            if not known and now is not None and (later := reference_after(str(raw), now)):
+                out.append((f"references.{i}", later))  # (one issued here: its time is the workflow's)
+                continue
             if not known:
                 other = other_senders_identifier(ident, sender or "") if isinstance(parsed, str) else None
                 if other is not None:
@@ -495,13 +517,18 @@ class Workflow:
         return []
 
     def _check_references(
-        self, state: WarningsState, data: dict[str, Any], own: str | None = None, identifiers: bool = True
+        self,
+        state: WarningsState,
+        data: dict[str, Any],
+        own: str | None = None,
+        identifiers: bool = True,
+        now: datetime | None = None,
     ) -> None:
         """Refused for ``reference_problems`` and, with ``identifiers``, for
         ``identifier_problems`` (``own``: the warning an edit changes). Issuing passes
         ``identifiers=False``: it checks only the issued identifiers, so two pending warnings a
         snapshot kept with one identifier never block each other."""
-        found = self.reference_problems(state, data)
+        found = self.reference_problems(state, data, now)
         if identifiers:
             found += self.identifier_problems(state, data, own)
         if found:
@@ -670,7 +697,16 @@ def superseding_draft(
     draft = {**draft, **changes, "msgType": "Update" if action == "update" else "Cancel"}
     if action == "cancel" and "headline" not in changes:
         event = draft.get("event")
-        if isinstance(event, str):
+        try:  # the original's languages: its event's, else its headline's... (a Cancel keeps them)
+            langs = Draft.model_validate(original).languages_as_written
+        except ValidationError:
+            langs = []
+        if isinstance(event, str) and langs not in ([], [DEFAULT_LANGUAGE]):  # (headlines in several)
+            draft["headline"] = {
+                lang: f"{'Aviso cancelado' if lang.lower().startswith('pt') else 'Warning cancelled'}: {event}"
+                for lang in langs
+            }
+        elif isinstance(event, str):
             draft["headline"] = f"Aviso cancelado: {event}"
         elif isinstance(event, dict):
             draft["headline"] = {

@@ -564,6 +564,16 @@ def polygon_problems(points: Polygon, bbox: tuple[float, float, float, float] | 
     ring = [p for i, p in enumerate(ring) if i == 0 or p != ring[i - 1]]  # as written: no repeats
     if len(ring) > 1 and ring[0] == ring[-1]:
         ring.pop()  # closed as given
+    for i in range(len(ring)):  # (the closing edge too)
+        (_, x0), (_, x1) = ring[i], ring[(i + 1) % len(ring)]
+        if abs(x1 - x0) > 180_000_000:
+            a, b = points_of(ring, i)
+            out.append(
+                f"the edge {a} -> {b} crosses the antimeridian (longitude ±180): CAP readers join "
+                "the points the other way round the globe, over more than 180° of longitude; draw "
+                "one polygon on each side of 180°"
+            )
+            return out
     distinct = len(set(ring))
     if distinct < 3:
         how = " once rounded to 6 decimals as CAP writes them" if len({tuple(p) for p in points}) >= 3 else ""
@@ -836,7 +846,7 @@ def problems(
         out.append(
             (("expires",), f"expires ({d.expires.isoformat()}) must be after sent ({d.sent.isoformat()})")
         )
-    # parameters: the level and the hazard write MeteoAlarm's awareness parameters; one of the
+    # parameters: the level and the hazard write MeteoAlarm's awareness parameters (azul: ANEPC_EAE); one of the
     # user's own would put a second, contradicting value in the same info block
     for key, value in d.parameters.items():
         if not key.strip() or _NOT_XML.search(key):
@@ -853,9 +863,11 @@ def problems(
         for j, value in enumerate(values):
             if not value.strip():
                 out.append((("eventCode", key, j), "empty text"))
-    for key in ("awareness_level", "awareness_type"):
+    level = cat.level(d.level) if d.level is not None else None
+    written = ["awareness_level", "awareness_type", *([level.parameter[0]] if level else [])]
+    for key in dict.fromkeys(written):
         if key in d.parameters:
-            source = "level" if key == "awareness_level" else "hazard"
+            source = "hazard" if key == "awareness_type" else "level"
             out.append(
                 (("parameters", key), f"'{key}' comes from the draft's {source}; set '{source}' instead")
             )
@@ -891,8 +903,12 @@ def problems(
                 )
             elif not _EMMA_ID.fullmatch(code):
                 out.append(((*at, "geocodes", key, j), f"{code!r} is not an EMMA_ID like PT009"))
-        if a.desc is None and not names:
-            out.append((at, "an area without geocodes needs a desc"))
+        # (an unknown code, or nothing at all, is the problem then: said above)
+        said = any(loc[: len(at) + 1] == (*at, "geocodes") or loc == at for loc, _ in out)
+        if a.desc is None and not names and not said:
+            out.append(
+                (at, "an area needs a desc unless it has DICOFRE or DICO geocodes (their names make one)")
+            )
         drawn_problems = []
         for j, poly in enumerate(a.polygon):
             loc = (*at, "polygon") if len(a.polygon) == 1 else (*at, "polygon", j)
@@ -939,4 +955,9 @@ def problems(
                             f"{lon0}..{lon1}) with its radius of {r:g} km: is the radius in km?",
                         )
                     )
+    if not out:  # (a document of every area's boundaries in every language: bounded)
+        from atalaia.warnings.cap import size_problem
+
+        if (too_big := size_problem(d, cat)) is not None:
+            out.append(too_big)
     return out

@@ -77,6 +77,11 @@ def load_draft(
                 bad.append(RuleError(file, line + 1, col + 1, f"{what} is a text, not {k!r}"))
     if bad:
         raise DraftError(bad)
+    # the console's bounds (areas, geocodes, polygons and circles), before anything else looks at
+    # the areas: a file past them was checked code by code and shape by shape, or rendered
+    too_big = size_problems(tree)
+    if too_big:
+        raise DraftError([_at(tree, file, field, msg) for field, msg in too_big])
     try:
         draft = validate(tree, Draft, file, explain=_explain)
     except YamlErrors as exc:
@@ -100,6 +105,14 @@ def load_draft(
             errors.setdefault((e.line, e.col, msg), RuleError(file, e.line, e.col, msg))
         raise DraftError(list(errors.values()))
     return draft
+
+
+def _at(tree: Any, file: str, field: str, message: str) -> RuleError:
+    """``field`` (``area.0.geocodes``, as :func:`size_problems` names it) at its ``file:line:col``
+    (an area written as one mapping has no index: the index is skipped)."""
+    loc = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+    e = located(tree, file, loc, message, "value")
+    return RuleError(file, e.line, e.col, f"{field}: {message}")
 
 
 def field_path(data: Any, loc: tuple[Any, ...]) -> str:
