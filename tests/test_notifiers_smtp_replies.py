@@ -1,8 +1,9 @@
 """SMTP replies reach the delivery log, and a 5xx is not retried (against a real aiosmtpd server).
 
-A mailbox that does not exist (550 at RCPT), a message refused after its DATA terminator (554),
-a sender refused (553): ``permanent`` with the server's code and text. A 4xx and a refused
-connection: ``retryable``, with the code/text too. Several recipients: the ones that got the
+A mailbox that does not exist (550 at RCPT), a message refused after its DATA terminator (554):
+``permanent`` with the server's code and text. A 4xx, a refused connection, a mailbox full (552 at
+RCPT, X.2.2) and the relay refusing the session (a sender refused, 553; bad credentials, 535):
+``retryable``, with the code/text too. Several recipients: the ones that got the
 message do not get it again when another one's refusal is retried."""
 
 from __future__ import annotations
@@ -88,14 +89,10 @@ async def test_a_mailbox_that_does_not_exist_fails_for_good_with_the_servers_wor
             "554 5.7.1 message refused as spam",
             f"SMTP 554 5.7.1 message refused as spam (end of DATA, to {ANA})",
         ),
-        ("mail", "553 5.7.1 sender not allowed", f"SMTP 553 5.7.1 sender not allowed (MAIL FROM, to {ANA})"),
     ],
 )
 async def test_a_message_refused_with_a_5xx_is_refused_not_in_doubt(smtp, tmp_path, where, reply, expect):
-    if where == "data":
-        smtp.data_reply = reply  # after the DATA terminator: past the commit point, yet refused
-    else:
-        smtp.mail_reply = reply
+    smtp.data_reply = reply  # after the DATA terminator: past the commit point, yet refused
     notifier = await deliver(config(smtp.mailto(ANA)), tmp_path)
     (d,) = notifier.log.deliveries()
     assert (d.status, d.attempts, d.resend_until) == ("failed", 1, None)
@@ -148,7 +145,7 @@ async def test_a_refused_connection_is_retryable_and_says_so():
     assert r.error.startswith("SMTP connect failed: ConnectionRefusedError")
 
 
-async def test_bad_credentials_are_a_permanent_refusal_and_the_password_is_not_logged():
+async def test_bad_credentials_are_retried_not_dropped_and_the_password_is_not_logged():
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
@@ -177,7 +174,9 @@ async def test_bad_credentials_are_a_permanent_refusal_and_the_password_is_not_l
         r = ch.scrub(await ch._deliver("s", "b", None, "n1"))
     finally:
         server.stop()
-    assert (r.status, r.detail) == ("permanent", "SMTP 535")
+    # the relay refuses us, not a recipient: every page would fail the same way until a person
+    # fixes the credentials; retried (the breaker opens, /health names the target), not dropped
+    assert (r.status, r.detail) == ("retryable", "SMTP 535")
     assert r.error == "SMTP 535 5.7.8 Authentication credentials invalid (AUTH)"
 
 
@@ -228,4 +227,69 @@ async def test_a_recipient_refused_for_good_is_not_asked_again_while_another_is_
     assert d.last_error.startswith(f"SMTP 550 5.1.1 no such user (RCPT {ANA}); delivered to {RUI}")
     assert smtp.rcpts.count(ANA) == 1  # asked once, not at every retry
     assert [m.rcpt_tos for m in smtp.messages] == [[RUI]]
+    notifier.log.close()
+
+
+@pytest.mark.parametrize(
+    "rcpt, data, expect",
+    [
+        # RFC 5321 §4.5.3.1.10: a 552 to RCPT (too many recipients, or the old "mailbox full") is
+        # to be treated as a temporary failure (452)
+        ("552 5.5.3 too many recipients", None, f"SMTP 552 5.5.3 too many recipients (RCPT {ANA})"),
+        # RFC 3463 X.2.2 mailbox full: "a persistent transient failure", whatever the basic code
+        ("550 5.2.2 mailbox full", None, f"SMTP 550 5.2.2 mailbox full (RCPT {ANA})"),
+        (None, "552 5.2.2 quota exceeded", f"SMTP 552 5.2.2 quota exceeded (end of DATA, to {ANA})"),
+    ],
+)
+async def test_a_full_mailbox_is_retried_and_gets_the_page_once_it_has_room(
+    smtp, tmp_path, rcpt, data, expect
+):
+    if rcpt is not None:
+        smtp.rcpt_replies[ANA] = rcpt
+    smtp.data_reply = data
+    cfg = config(smtp.mailto(ANA))
+    notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"))
+    await notifier.start()
+    try:
+        fut = asyncio.ensure_future(notifier.deliver(notes_for(cfg)))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(notifier.log.attempts()) >= 2:
+                break
+        a = notifier.log.attempts()[0]
+        assert (a.status, a.error) == ("retryable", expect)
+        smtp.rcpt_replies.clear()  # ana made room
+        smtp.data_reply = None
+        assert len(await asyncio.wait_for(fut, 10)) == 1
+    finally:
+        await notifier.aclose()
+    (d,) = notifier.log.deliveries()
+    assert d.status == "delivered"
+    assert [m.rcpt_tos for m in smtp.messages] == [[ANA]]
+    notifier.log.close()
+
+
+async def test_a_relay_refusing_the_sender_is_retried_and_the_page_goes_once_it_is_fixed(smtp, tmp_path):
+    # a relay's policy change refuses our sender (553 at MAIL FROM), for every message: that is no
+    # reason to drop the page for good (and a permanent answer counts as the target being up, so
+    # /health said ok while every email page failed); retried, it goes when the relay is fixed
+    smtp.mail_reply = "553 5.7.1 sender not allowed"
+    cfg = config(smtp.mailto(ANA))
+    notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"))
+    await notifier.start()
+    try:
+        fut = asyncio.ensure_future(notifier.deliver(notes_for(cfg)))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(notifier.log.attempts()) >= 2:
+                break
+        a = notifier.log.attempts()[0]
+        assert (a.status, a.detail) == ("retryable", "SMTP 553")
+        assert a.error == f"SMTP 553 5.7.1 sender not allowed (MAIL FROM, to {ANA})"
+        smtp.mail_reply = None
+        assert len(await asyncio.wait_for(fut, 10)) == 1
+    finally:
+        await notifier.aclose()
+    assert notifier.log.deliveries()[0].status == "delivered"
+    assert [m.rcpt_tos for m in smtp.messages] == [[ANA]]
     notifier.log.close()

@@ -21,7 +21,8 @@ deliver only after that.
 SMTP replies: apprise answers a bool. The smtplib methods it calls (``connect``, ``starttls``,
 ``login``, ``sendmail``) are wrapped once too; during our sends the thread records each refusal
 (command, code, text, recipient) and each recipient accepted, and :func:`smtp_result` makes a
-5xx ``permanent`` and anything else ``retryable``, with the server's words (notifiers/README.md).
+5xx about a recipient or the message ``permanent`` and anything else (a 4xx, a 5xx refusing the
+session, a mailbox full) ``retryable``, with the server's words (notifiers/README.md).
 """
 
 from __future__ import annotations
@@ -170,6 +171,11 @@ _SMTP_COMMIT = _install_smtp_commit_hook()
 _SMTP_REPLIES = threading.local()  # .rec: the SmtpReplies of this thread's send, else None
 
 
+#: commands whose refusal is the relay's refusing this client (all its messages), not one recipient
+_SESSION = frozenset({"connect", "EHLO/HELO", "STARTTLS", "AUTH", "MAIL FROM"})
+_MAILBOX_FULL = re.compile(r"[245]\.2\.2\b")  # RFC 3463 X.2.2: mailbox full
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpReply:
     """One refusal or failure of an SMTP session: the command it answered (``connect``,
@@ -184,8 +190,18 @@ class SmtpReply:
 
     @property
     def permanent(self) -> bool:
-        """A 5xx reply: the server refuses for good (RFC 5321 §4.2.1); retrying changes nothing."""
-        return self.code is not None and 500 <= self.code < 600
+        """A 5xx reply about a recipient or the message (RFC 5321 §4.2.1): retrying changes
+        nothing. Not permanent, though 5xx: a refusal of the session (greeting, ``EHLO``,
+        ``STARTTLS``, ``AUTH``, ``MAIL FROM``: the relay refuses us — rotated credentials, a
+        blocklist, a policy change — and so every message until a person fixes it; retried, the
+        target's breaker opens and ``/health`` names it, and the pages go once it is fixed), a
+        552 to ``RCPT`` (RFC 5321 §4.5.3.1.10: to be treated as 452) and a mailbox full
+        (enhanced status X.2.2, RFC 3463: a persistent transient failure)."""
+        if self.code is None or not 500 <= self.code < 600 or self.command in _SESSION:
+            return False
+        if self.code == 552 and self.command == "RCPT":
+            return False
+        return not _MAILBOX_FULL.match(self.text)
 
     def __str__(self) -> str:
         where = self.command
@@ -295,9 +311,10 @@ _SMTP_REPLIES_ON = _install_smtp_replies()
 def smtp_result(replies: SmtpReplies, refused_before: list[SmtpReply], detail: str | None) -> DeliveryResult:
     """A failed email send (apprise said False) as a result, from what the server answered.
 
-    Every refusal a 5xx (a mailbox that does not exist, a message refused after its DATA
-    terminator, bad credentials): ``permanent`` — not retried, the server's words in the log.
-    Anything else (a 4xx, no answer: refused or dropped connection, timeout): ``retryable``.
+    Every refusal permanent (:attr:`SmtpReply.permanent`: a mailbox that does not exist, a
+    message refused after its DATA terminator): ``permanent`` — not retried, the server's words in
+    the log. Anything else (a 4xx, a mailbox full, the session refused — bad credentials, a
+    sender or client refused —, no answer: refused or dropped connection, timeout): ``retryable``.
     Several recipients: each message the server took is not sent again on a retry (apprise skips
     the recipients marked delivered); recipients refused for good are not tried again either and
     are named in the result, with the ones that got it."""
