@@ -293,3 +293,37 @@ async def test_a_relay_refusing_the_sender_is_retried_and_the_page_goes_once_it_
     assert notifier.log.deliveries()[0].status == "delivered"
     assert [m.rcpt_tos for m in smtp.messages] == [[ANA]]
     notifier.log.close()
+
+
+async def test_a_notifications_recipient_progress_is_freed_once_it_is_no_longer_scheduled(smtp, tmp_path):
+    # rui's mailbox stays busy: the row fails after its budget, then is dropped at its re-send
+    # horizon; what the channel kept of it (who got it, for the next attempt) goes with it, not
+    # held in memory until 10 000 others push it out
+    smtp.rcpt_replies[RUI] = "450 4.2.1 mailbox busy"
+    cfg = load_config_text(
+        f"""
+timezone: Europe/Lisbon
+retry: {{for: 1s, resend_for: 2s, first_backoff: 0.1, max_backoff: 0.2}}
+targets:
+  piquete: {{channel: email, url: "{two(smtp)}"}}
+routes: [{{policy: p}}]
+policies:
+  p: {{steps: [{{targets: [piquete], wait: 10m}}]}}
+""",
+        "smtp.yaml",
+    )
+    notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"))
+    await notifier.start()
+    try:
+        await asyncio.wait_for(notifier.deliver(notes_for(cfg)), 10)
+        channel = notifier.ctx.channels["piquete"]
+        assert len(channel._progress) == 1  # failed, still to be re-sent: its progress is kept
+        for _ in range(60):  # past the re-send horizon (2 s after it was queued)
+            await asyncio.sleep(0.05)
+            if not channel._progress:
+                break
+        assert channel._progress == {}
+    finally:
+        await notifier.aclose()
+    assert [m.rcpt_tos for m in smtp.messages] == [[ANA]]
+    notifier.log.close()

@@ -545,6 +545,9 @@ class AppriseChannel(Channel):
             self._keep(nid, progress)
         return result
 
+    def forget(self, notification_id: str) -> None:
+        self._progress.pop(notification_id, None)
+
     def _keep(self, nid: str, progress: _Progress) -> None:
         """Remember a notification's partial progress for its next attempt (in this process)."""
         self._progress[nid] = progress
