@@ -327,3 +327,17 @@ policies:
         await notifier.aclose()
     assert [m.rcpt_tos for m in smtp.messages] == [[ANA]]
     notifier.log.close()
+
+
+async def test_a_cc_refused_for_now_does_not_page_the_recipient_again_at_every_retry(smtp, tmp_path):
+    # to=ana, cc=rui: the server takes the message for ana and answers 450 for rui. Retried, the
+    # message went to ana again at every attempt (apprise tracks the message by its recipient,
+    # and it had "failed"), for the whole budget; now it is not sent again: the row fails naming
+    # rui's refusal and that ana got it
+    smtp.rcpt_replies[RUI] = "450 4.2.1 mailbox busy"
+    notifier = await deliver(config(smtp.mailto(ANA) + f"&cc={RUI}"), tmp_path)
+    assert [m.rcpt_tos for m in smtp.messages] == [[ANA]]  # once
+    (d,) = notifier.log.deliveries()
+    assert d.status == "failed" and d.resend_until is None
+    assert d.last_error.startswith(f"SMTP 450 4.2.1 mailbox busy (RCPT {RUI}); delivered to {ANA}")
+    notifier.log.close()

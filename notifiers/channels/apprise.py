@@ -220,6 +220,9 @@ class SmtpReplies:
     failures: list[SmtpReply] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)  # recipients whose message the server took
     data_sent: bool = False  # (within one sendmail) the message and its terminator went out
+    # messages the server took for their recipient but not for all their cc/bcc: (the message's
+    # recipient, as apprise tracks it; the refusals). Sent again, they would reach the others twice
+    partial: list[tuple[str, list[SmtpReply]]] = field(default_factory=list)
 
     def add_error(self, command: str, e: BaseException, to: str | None = None) -> None:
         if isinstance(e, smtplib.SMTPRecipientsRefused):
@@ -246,9 +249,11 @@ class SmtpReplies:
     def sent(self, to_addrs, refused) -> None:
         rcpts = _rcpts(to_addrs)
         refused = refused or {}
-        for addr, (code, text) in refused.items():
-            self.failures.append(SmtpReply("RCPT", code, _text(text), addr))
+        refusals = [SmtpReply("RCPT", code, _text(text), addr) for addr, (code, text) in refused.items()]
+        self.failures.extend(refusals)
         self.accepted.extend(a for a in rcpts if a not in refused)
+        if refusals and rcpts and rcpts[0] not in refused:  # (its recipient refused: retried, cc and all)
+            self.partial.append((rcpts[0], refusals))
 
 
 def _rcpts(to_addrs) -> list[str]:
@@ -308,7 +313,9 @@ def _install_smtp_replies() -> bool:
 _SMTP_REPLIES_ON = _install_smtp_replies()
 
 
-def smtp_result(replies: SmtpReplies, refused_before: list[SmtpReply], detail: str | None) -> DeliveryResult:
+def smtp_result(
+    replies: SmtpReplies, refused_before: list[SmtpReply], detail: str | None, settled: list[SmtpReply] = ()
+) -> DeliveryResult:
     """A failed email send (apprise said False) as a result, from what the server answered.
 
     Every refusal permanent (:attr:`SmtpReply.permanent`: a mailbox that does not exist, a
@@ -317,12 +324,14 @@ def smtp_result(replies: SmtpReplies, refused_before: list[SmtpReply], detail: s
     sender or client refused —, no answer: refused or dropped connection, timeout): ``retryable``.
     Several recipients: each message the server took is not sent again on a retry (apprise skips
     the recipients marked delivered); recipients refused for good are not tried again either and
-    are named in the result, with the ones that got it."""
+    are named in the result, with the ones that got it. ``settled``: refusals not to be retried
+    whatever their code (a cc refused while the server took the message for its other
+    recipients: re-sending it would page them again)."""
     failures = refused_before + replies.failures
-    retry = any(not f.permanent for f in replies.failures)
+    retry = any(not f.permanent and f not in settled for f in replies.failures)
     text = "; ".join(str(f) for f in failures)
     if replies.accepted:
-        text += f"; delivered to {', '.join(replies.accepted)}"
+        text += f"; delivered to {', '.join(dict.fromkeys(replies.accepted))}"
     first = next((f for f in failures if f.code is not None), None)
     return DeliveryResult(
         "retryable" if retry else "permanent",
@@ -532,16 +541,26 @@ class AppriseChannel(Channel):
             replies.accepted[:0] = progress.accepted
         if ok and not (progress and progress.refused):
             return DeliveryResult("delivered", detail=detail)
-        result = smtp_result(replies, progress.refused if progress else [], detail)
+        slot = getattr(self.plugin, "_slot", None)
+        settled: list[SmtpReply] = []
+        if progress is not None and slot is not None:
+            # a message the server took for some of its recipients (a cc refused, even with a
+            # 4xx) is not sent again: the others would get it again at every retry; its refusals
+            # are said in the final result, as a recipient refused for good is
+            for key, refusals in replies.partial:
+                progress.tracker.add(slot(key, False))
+                settled.extend(refusals)
+        result = smtp_result(replies, progress.refused if progress else [], detail, settled)
         if result.status == "retryable" and progress is not None:
             # a recipient refused for good (its RCPT, or its message after the terminator) is
             # not tried again: marked as done for apprise, and said in the final result
-            slot = getattr(self.plugin, "_slot", None)
             for f in replies.failures:
-                if f.permanent and f.recipient and ", " not in f.recipient and slot is not None:
+                if f in settled:
+                    progress.refused.append(f)
+                elif f.permanent and f.recipient and ", " not in f.recipient and slot is not None:
                     progress.refused.append(f)
                     progress.tracker.add(slot(f.recipient, False))
-            progress.accepted = list(replies.accepted)
+            progress.accepted = list(dict.fromkeys(replies.accepted))
             self._keep(nid, progress)
         return result
 
