@@ -341,3 +341,21 @@ async def test_a_cc_refused_for_now_does_not_page_the_recipient_again_at_every_r
     assert d.status == "failed" and d.resend_until is None
     assert d.last_error.startswith(f"SMTP 450 4.2.1 mailbox busy (RCPT {RUI}); delivered to {ANA}")
     notifier.log.close()
+
+
+def test_which_refusals_are_permanent():
+    from atalaia.notifiers.channels.apprise import SmtpReply
+
+    def permanent(command, code, text):
+        return SmtpReply(command, code, text, ANA).permanent
+
+    assert permanent("RCPT", 550, "5.1.1 no such user")
+    assert permanent("end of DATA", 554, "5.7.1 message refused as spam")
+    assert not permanent("RCPT", 450, "4.2.1 mailbox busy")
+    assert not permanent("RCPT", 552, "5.5.3 too many recipients")  # RFC 5321 §4.5.3.1.10
+    assert not permanent("end of DATA", 552, "5.2.2 mailbox full")
+    # greylisting / rate limiting answered with a 5xx by a misconfigured relay: it says to come back
+    assert not permanent("RCPT", 550, "Greylisted, please try again in 300 seconds")
+    assert not permanent("RCPT", 554, "5.7.1 Service temporarily unavailable, try again later")
+    assert not permanent("AUTH", 535, "5.7.8 Authentication credentials invalid")  # the session
+    assert not permanent("connect", 554, "5.7.1 no SMTP service here")

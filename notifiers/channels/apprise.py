@@ -174,6 +174,8 @@ _SMTP_REPLIES = threading.local()  # .rec: the SmtpReplies of this thread's send
 #: commands whose refusal is the relay's refusing this client (all its messages), not one recipient
 _SESSION = frozenset({"connect", "EHLO/HELO", "STARTTLS", "AUTH", "MAIL FROM"})
 _MAILBOX_FULL = re.compile(r"[245]\.2\.2\b")  # RFC 3463 X.2.2: mailbox full
+#: a 5xx whose text says to come back (a greylisting or rate-limiting relay misusing 5xx for 4xx)
+_COME_BACK = re.compile(r"gr[ae]y-?list|try (again )?later|please retry|temporar", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +197,14 @@ class SmtpReply:
         ``STARTTLS``, ``AUTH``, ``MAIL FROM``: the relay refuses us — rotated credentials, a
         blocklist, a policy change — and so every message until a person fixes it; retried, the
         target's breaker opens and ``/health`` names it, and the pages go once it is fixed), a
-        552 to ``RCPT`` (RFC 5321 §4.5.3.1.10: to be treated as 452) and a mailbox full
-        (enhanced status X.2.2, RFC 3463: a persistent transient failure)."""
+        552 to ``RCPT`` (RFC 5321 §4.5.3.1.10: to be treated as 452), a mailbox full
+        (enhanced status X.2.2, RFC 3463: a persistent transient failure) and a 5xx whose text
+        says to come back (greylisting or rate limiting answered with the wrong class)."""
         if self.code is None or not 500 <= self.code < 600 or self.command in _SESSION:
             return False
         if self.code == 552 and self.command == "RCPT":
             return False
-        return not _MAILBOX_FULL.match(self.text)
+        return not (_MAILBOX_FULL.match(self.text) or _COME_BACK.search(self.text))
 
     def __str__(self) -> str:
         where = self.command
