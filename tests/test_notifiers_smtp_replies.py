@@ -359,3 +359,33 @@ def test_which_refusals_are_permanent():
     assert not permanent("RCPT", 554, "5.7.1 Service temporarily unavailable, try again later")
     assert not permanent("AUTH", 535, "5.7.8 Authentication credentials invalid")  # the session
     assert not permanent("connect", 554, "5.7.1 no SMTP service here")
+
+
+async def test_a_connection_dropped_during_the_send_says_so():
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def take_and_drop():  # takes the envelope, then closes instead of answering the DATA command
+        conn, _ = listener.accept()
+        with conn:
+            f = conn.makefile("rb")
+            conn.sendall(b"220 hi\r\n")
+            for line in f:
+                if line.strip().upper() == b"DATA":
+                    return
+                conn.sendall(b"250 ok\r\n")
+
+    t = threading.Thread(target=take_and_drop, daemon=True)
+    t.start()
+    try:
+        url = f"mailto://127.0.0.1:{listener.getsockname()[1]}?mode=insecure&from=a@cm-porto.pt&to={ANA}&user=&pass="
+        ch = AppriseChannel("e", ChannelContext(tz=ZoneInfo("Europe/Lisbon")), url, "email")
+        r = await ch._deliver("s", "b", None, "n1")
+    finally:
+        t.join(5)
+        listener.close()
+    assert r.status == "retryable"
+    assert r.error == f"SMTP session, to {ANA} failed: Connection unexpectedly closed"  # was "SMTP , to …"

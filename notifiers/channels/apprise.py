@@ -244,6 +244,7 @@ class SmtpReplies:
         if isinstance(code, int) and code > 0:
             self.failures.append(SmtpReply(command, code, _text(getattr(e, "smtp_error", b"")), to))
             return
+        command = command or ("end of DATA" if self.data_sent else "session")  # (within sendmail)
         what = str(e) or "connection closed"
         if not isinstance(e, smtplib.SMTPException):
             what = f"{type(e).__name__}: {what}"
