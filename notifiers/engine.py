@@ -15,8 +15,9 @@ inactive incident stops it; if the incident later becomes active and unacknowled
 episode starts at step 0. A severity rise that routes to another
 policy switches to it (new episode). On ``closed`` every target notified so far gets a
 "resolved" notice (``notify_resolved``). Timers fire at their due (event) time; after an outage
-every step's first message is sent, but of the missed repeats at most one per target: a repeat
-goes to a target only if no later message due reaches it.
+every step's first message is sent, but missed repeats collapse into the latest one due before
+the next message, and it goes only to the targets that message does not reach (at most one
+overdue repeat per target).
 
 An ``escalated`` change (the operator command ``escalate``, "escalate now") pages the next step at
 once: step 0 if nothing was paged yet, else the step after the current one (after the last step,
@@ -335,11 +336,11 @@ class EscalationEngine:
     def _fire(self, state: EscalationState, until: float, out: list[Notification]) -> None:
         """Fire the timers due up to ``until``. Catching up after an outage (several timers of one
         escalation overdue at once), each step's first message is sent (it may reach people no
-        earlier step did), and a repeat only if it is the latest message due: at most one overdue
-        repeat per target, not the last repeat of every step that came due. A repeat whose
-        successor is also overdue is held, not dropped: the latest one held goes to those of its
-        targets the next message sent does not reach (a rotation's new person on call, a target of
-        its hours, a step's target the next step does not have)."""
+        earlier step did), and at most one overdue repeat per target, not the last repeat of every
+        step that came due. A repeat whose successor is also overdue is held, not dropped: the
+        latest one held goes to those of its targets the next message sent does not reach (a
+        rotation's new person on call, a target of its hours, a step's target the next step does
+        not have)."""
         timers = state.timers
         held: dict[str, list[Notification]] = {}  # incident → its latest overdue repeat's pages
         new: dict[str, set[str]] = {}  # incident → targets only its held pages have notified
