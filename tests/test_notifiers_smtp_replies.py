@@ -389,3 +389,23 @@ async def test_a_connection_dropped_during_the_send_says_so():
         listener.close()
     assert r.status == "retryable"
     assert r.error == f"SMTP session, to {ANA} failed: Connection unexpectedly closed"  # was "SMTP , to …"
+
+
+def test_the_declared_apprise_has_the_per_recipient_bookkeeping_the_email_channel_relies_on():
+    # apprise's email plugin skips the recipients of a notification that already got it only from
+    # 2.0 on (``is_delivered`` / ``_delivery_tracker``); with 1.x, which ``apprise>=1.8`` let in,
+    # every retry re-sent the message to all of them and a recipient refused for good was asked
+    # again, silently (``_TRACKER`` None)
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from apprise.plugins.email import base as email_base
+
+    from atalaia.notifiers.channels.apprise import _TRACKER
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    (spec,) = [d for d in deps["project"]["dependencies"] if re.match(r"apprise\b", d)]
+    floor = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", spec).group(1).split("."))
+    assert floor >= (2, 0), spec
+    assert _TRACKER is not None and "is_delivered" in Path(email_base.__file__).read_text()
