@@ -15,8 +15,9 @@ inactive incident stops it; if the incident later becomes active and unacknowled
 episode starts at step 0. A severity rise that routes to another
 policy switches to it (new episode). On ``closed`` every target notified so far gets a
 "resolved" notice (``notify_resolved``). Timers fire at their due (event) time; after an outage
-every step's first message is sent, but of the missed repeats at most one: the latest message
-due, if it is a repeat.
+every step's first message is sent, but missed repeats collapse into the latest one due before
+the next message, and it goes only to the targets that message does not reach (at most one
+overdue repeat per target).
 
 An ``escalated`` change (the operator command ``escalate``, "escalate now") pages the next step at
 once: step 0 if nothing was paged yet, else the step after the current one (after the last step,
@@ -335,9 +336,14 @@ class EscalationEngine:
     def _fire(self, state: EscalationState, until: float, out: list[Notification]) -> None:
         """Fire the timers due up to ``until``. Catching up after an outage (several timers of one
         escalation overdue at once), each step's first message is sent (it may reach people no
-        earlier step did), and a repeat only if it is the latest message due: at most one overdue
-        repeat per escalation, not the last repeat of every step that came due."""
+        earlier step did), and at most one overdue repeat per target, not the last repeat of every
+        step that came due. A repeat whose successor is also overdue is held, not dropped: the
+        latest one held goes to those of its targets the next message sent does not reach (a
+        rotation's new person on call, a target of its hours, a step's target the next step does
+        not have)."""
         timers = state.timers
+        held: dict[str, list[Notification]] = {}  # incident → its latest overdue repeat's pages
+        new: dict[str, set[str]] = {}  # incident → targets only its held pages have notified
         while timers and timers[0][0] <= until:
             due, inc = heapq.heappop(timers)
             if inc.startswith(DIGEST_TIMER):
@@ -365,10 +371,24 @@ class EscalationEngine:
                 continue
             self._schedule(state, esc, due)
             # after an outage, a repeat whose successor (a repeat, or the next step's first
-            # message) is also overdue is skipped: only the latest overdue message can be a repeat
+            # message) is also overdue is held: sent only to the targets that message misses
             overdue = esc.next_due is not None and esc.next_due <= until
-            if esc.repeat == 0 or not overdue:
-                self._notify(esc, due, out)
+            page: list[Notification] = []
+            known = set(esc.notified)
+            self._notify(esc, due, page)
+            if esc.repeat > 0 and overdue:  # held; a later repeat supersedes it (the latest counts)
+                for n in held.get(inc, []):  # a target only that one reached was not notified
+                    if n.target in new.get(inc, ()) and n.target not in {m.target for m in page}:
+                        esc.notified.remove(n.target)
+                new[inc] = (new.get(inc, set()) | (set(esc.notified) - known)) & {n.target for n in page}
+                held[inc] = page
+                continue
+            new.pop(inc, None)
+            reached = {n.target for n in page if n.kind == "escalation"}
+            out.extend(n for n in held.pop(inc, []) if n.target not in reached)
+            out.extend(page)
+        for pages in held.values():  # (a successor that did not fire: its targets still hear)
+            out.extend(pages)
 
     # --- storm digests --------------------------------------------------------------------
 

@@ -361,6 +361,9 @@ class TargetLane:
                 fut.set_result(d.status == "delivered")
         if d.done:
             self.notes.pop(d.id, None)
+            forget = getattr(self.channel, "forget", None)
+            if forget is not None:  # (an email's recipients reached so far, kept for a retry)
+                forget(d.id)
 
     async def _report(self, now: float) -> None:
         """Record the breaker's changes (log table, one log line per opening and closing)."""

@@ -21,7 +21,8 @@ deliver only after that.
 SMTP replies: apprise answers a bool. The smtplib methods it calls (``connect``, ``starttls``,
 ``login``, ``sendmail``) are wrapped once too; during our sends the thread records each refusal
 (command, code, text, recipient) and each recipient accepted, and :func:`smtp_result` makes a
-5xx ``permanent`` and anything else ``retryable``, with the server's words (notifiers/README.md).
+5xx about a recipient or the message ``permanent`` and anything else (a 4xx, a 5xx refusing the
+session, a mailbox full) ``retryable``, with the server's words (notifiers/README.md).
 """
 
 from __future__ import annotations
@@ -170,6 +171,13 @@ _SMTP_COMMIT = _install_smtp_commit_hook()
 _SMTP_REPLIES = threading.local()  # .rec: the SmtpReplies of this thread's send, else None
 
 
+#: commands whose refusal is the relay's refusing this client (all its messages), not one recipient
+_SESSION = frozenset({"connect", "EHLO/HELO", "STARTTLS", "AUTH", "MAIL FROM"})
+_MAILBOX_FULL = re.compile(r"[245]\.2\.2\b")  # RFC 3463 X.2.2: mailbox full
+#: a 5xx whose text says to come back (a greylisting or rate-limiting relay misusing 5xx for 4xx)
+_COME_BACK = re.compile(r"gr[ae]y-?list|try (again )?later|please retry|temporar", re.IGNORECASE)
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpReply:
     """One refusal or failure of an SMTP session: the command it answered (``connect``,
@@ -184,8 +192,19 @@ class SmtpReply:
 
     @property
     def permanent(self) -> bool:
-        """A 5xx reply: the server refuses for good (RFC 5321 §4.2.1); retrying changes nothing."""
-        return self.code is not None and 500 <= self.code < 600
+        """A 5xx reply about a recipient or the message (RFC 5321 §4.2.1): retrying changes
+        nothing. Not permanent, though 5xx: a refusal of the session (greeting, ``EHLO``,
+        ``STARTTLS``, ``AUTH``, ``MAIL FROM``: the relay refuses us — rotated credentials, a
+        blocklist, a policy change — and so every message until a person fixes it; retried, the
+        target's breaker opens and ``/health`` names it, and the pages go once it is fixed), a
+        552 to ``RCPT`` (RFC 5321 §4.5.3.1.10: to be treated as 452), a mailbox full
+        (enhanced status X.2.2, RFC 3463: a persistent transient failure) and a 5xx whose text
+        says to come back (greylisting or rate limiting answered with the wrong class)."""
+        if self.code is None or not 500 <= self.code < 600 or self.command in _SESSION:
+            return False
+        if self.code == 552 and self.command == "RCPT":
+            return False
+        return not (_MAILBOX_FULL.match(self.text) or _COME_BACK.search(self.text))
 
     def __str__(self) -> str:
         where = self.command
@@ -204,6 +223,9 @@ class SmtpReplies:
     failures: list[SmtpReply] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)  # recipients whose message the server took
     data_sent: bool = False  # (within one sendmail) the message and its terminator went out
+    # messages the server took for their recipient but not for all their cc/bcc: (the message's
+    # recipient, as apprise tracks it; the refusals). Sent again, they would reach the others twice
+    partial: list[tuple[str, list[SmtpReply]]] = field(default_factory=list)
 
     def add_error(self, command: str, e: BaseException, to: str | None = None) -> None:
         if isinstance(e, smtplib.SMTPRecipientsRefused):
@@ -222,6 +244,7 @@ class SmtpReplies:
         if isinstance(code, int) and code > 0:
             self.failures.append(SmtpReply(command, code, _text(getattr(e, "smtp_error", b"")), to))
             return
+        command = command or ("end of DATA" if self.data_sent else "session")  # (within sendmail)
         what = str(e) or "connection closed"
         if not isinstance(e, smtplib.SMTPException):
             what = f"{type(e).__name__}: {what}"
@@ -230,9 +253,11 @@ class SmtpReplies:
     def sent(self, to_addrs, refused) -> None:
         rcpts = _rcpts(to_addrs)
         refused = refused or {}
-        for addr, (code, text) in refused.items():
-            self.failures.append(SmtpReply("RCPT", code, _text(text), addr))
+        refusals = [SmtpReply("RCPT", code, _text(text), addr) for addr, (code, text) in refused.items()]
+        self.failures.extend(refusals)
         self.accepted.extend(a for a in rcpts if a not in refused)
+        if refusals and rcpts and rcpts[0] not in refused:  # (its recipient refused: retried, cc and all)
+            self.partial.append((rcpts[0], refusals))
 
 
 def _rcpts(to_addrs) -> list[str]:
@@ -292,20 +317,25 @@ def _install_smtp_replies() -> bool:
 _SMTP_REPLIES_ON = _install_smtp_replies()
 
 
-def smtp_result(replies: SmtpReplies, refused_before: list[SmtpReply], detail: str | None) -> DeliveryResult:
+def smtp_result(
+    replies: SmtpReplies, refused_before: list[SmtpReply], detail: str | None, settled: list[SmtpReply] = ()
+) -> DeliveryResult:
     """A failed email send (apprise said False) as a result, from what the server answered.
 
-    Every refusal a 5xx (a mailbox that does not exist, a message refused after its DATA
-    terminator, bad credentials): ``permanent`` — not retried, the server's words in the log.
-    Anything else (a 4xx, no answer: refused or dropped connection, timeout): ``retryable``.
+    Every refusal permanent (:attr:`SmtpReply.permanent`: a mailbox that does not exist, a
+    message refused after its DATA terminator): ``permanent`` — not retried, the server's words in
+    the log. Anything else (a 4xx, a mailbox full, the session refused — bad credentials, a
+    sender or client refused —, no answer: refused or dropped connection, timeout): ``retryable``.
     Several recipients: each message the server took is not sent again on a retry (apprise skips
     the recipients marked delivered); recipients refused for good are not tried again either and
-    are named in the result, with the ones that got it."""
+    are named in the result, with the ones that got it. ``settled``: refusals not to be retried
+    whatever their code (a cc refused while the server took the message for its other
+    recipients: re-sending it would page them again)."""
     failures = refused_before + replies.failures
-    retry = any(not f.permanent for f in replies.failures)
+    retry = any(not f.permanent and f not in settled for f in replies.failures)
     text = "; ".join(str(f) for f in failures)
     if replies.accepted:
-        text += f"; delivered to {', '.join(replies.accepted)}"
+        text += f"; delivered to {', '.join(dict.fromkeys(replies.accepted))}"
     first = next((f for f in failures if f.code is not None), None)
     return DeliveryResult(
         "retryable" if retry else "permanent",
@@ -515,18 +545,31 @@ class AppriseChannel(Channel):
             replies.accepted[:0] = progress.accepted
         if ok and not (progress and progress.refused):
             return DeliveryResult("delivered", detail=detail)
-        result = smtp_result(replies, progress.refused if progress else [], detail)
+        slot = getattr(self.plugin, "_slot", None)
+        settled: list[SmtpReply] = []
+        if progress is not None and slot is not None:
+            # a message the server took for some of its recipients (a cc refused, even with a
+            # 4xx) is not sent again: the others would get it again at every retry; its refusals
+            # are said in the final result, as a recipient refused for good is
+            for key, refusals in replies.partial:
+                progress.tracker.add(slot(key, False))
+                settled.extend(refusals)
+        result = smtp_result(replies, progress.refused if progress else [], detail, settled)
         if result.status == "retryable" and progress is not None:
             # a recipient refused for good (its RCPT, or its message after the terminator) is
             # not tried again: marked as done for apprise, and said in the final result
-            slot = getattr(self.plugin, "_slot", None)
             for f in replies.failures:
-                if f.permanent and f.recipient and ", " not in f.recipient and slot is not None:
+                if f in settled:
+                    progress.refused.append(f)
+                elif f.permanent and f.recipient and ", " not in f.recipient and slot is not None:
                     progress.refused.append(f)
                     progress.tracker.add(slot(f.recipient, False))
-            progress.accepted = list(replies.accepted)
+            progress.accepted = list(dict.fromkeys(replies.accepted))
             self._keep(nid, progress)
         return result
+
+    def forget(self, notification_id: str) -> None:
+        self._progress.pop(notification_id, None)
 
     def _keep(self, nid: str, progress: _Progress) -> None:
         """Remember a notification's partial progress for its next attempt (in this process)."""

@@ -68,6 +68,10 @@ class Channel(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    def forget(self, notification_id: str) -> None:  # noqa: B027 - optional hook
+        """The notification is no longer scheduled (delivered, failed for good, past its re-send
+        horizon): drop whatever was kept of it for a next attempt."""
+
 
 def scrub(text: str | None, secrets: tuple[str, ...]) -> str | None:
     """``text`` with each of ``secrets`` (and its URL-quoted form) replaced by ``***``."""
