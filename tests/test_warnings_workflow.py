@@ -887,3 +887,48 @@ def test_a_warning_whose_languages_come_from_its_headline_can_be_cancelled(area)
         ("pt-PT", "Aviso cancelado: Cheia"),
         ("en-GB", "Warning cancelled: Cheia"),
     ]
+
+
+def test_a_warning_whose_areas_are_over_the_size_bound_can_still_be_cancelled(monkeypatch) -> None:
+    """A Cancel keeps the areas of the warning it withdraws, and each geocode's boundaries were
+    written again: a warning issued before the CAP document was bounded (or before the areas file
+    gave finer boundaries) had a Cancel over the bound, refused at drafting ('its CAP document
+    would be about 616 KiB, over the 384 KiB'), so the warning stayed in force. Such a Cancel
+    writes its areas by geocode and name alone; a warning of those areas is still refused."""
+    from atalaia.warnings import cap
+
+    parishes = ["131202", "131203", "131210", "131211", "131216", "131217", "131218"]
+    big = {
+        "sender": "protecao.civil@cm-porto.pt",
+        "level": "orange",
+        "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "area": [
+            {
+                "desc": {"pt-PT": f"Zona {i}", "en-GB": f"Zone {i}"},
+                "geocodes": {"DICOFRE": [parishes[i % 7]], "DICO": ["1312"]},
+            }
+            for i in range(100)
+        ],
+    }
+    d = Driver()
+    bound = cap.MAX_CAP_BYTES
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", 4 * bound)  # (as it was issued: no bound)
+    w = d.issued(big)
+    assert len(d.caps()[-1].xml) > bound
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", bound)
+    assert not d.do("draft", "ana", "operator", draft=big).ok, "a warning that big is still refused"
+    r = d.do("cancel", "ana", "operator", warning=w, reason="over")
+    assert r.ok, r.error
+    d.do("submit", "ana", "operator", warning=r.warning)
+    assert d.do("approve", "rui", "approver", warning=r.warning).ok
+    issued = d.do("issue", "ana", "operator", warning=r.warning)
+    assert issued.ok, issued.error
+    assert d.state.warnings[w].state == "cancelled"
+    xml = d.caps()[-1].xml
+    xml = xml.encode() if isinstance(xml, str) else xml
+    assert len(xml) <= bound
+    assert validate(xml) == []
+    root = etree.fromstring(xml)
+    areas = list(root.iter(Q + "area"))
+    assert len(areas) == 200 and not list(root.iter(Q + "polygon"))
+    assert [g.findtext(Q + "value") for g in areas[0].iter(Q + "geocode")] == ["131202", "1312"]

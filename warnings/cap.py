@@ -308,8 +308,9 @@ def _xml_len(text: str) -> int:
     return len(text.encode()) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
 
 
-def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
-    """Each area's :class:`AreaShapes`, a geocode's rings written once however many areas name it."""
+def area_shapes(draft: Draft, cat: Catalogue, boundaries: bool = True) -> list[AreaShapes]:
+    """Each area's :class:`AreaShapes`, a geocode's rings written once however many areas name it
+    (``boundaries`` false: a geocode's name and code, not its rings)."""
     rings: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
     out = []
     for a in draft.area:
@@ -319,7 +320,9 @@ def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
             if (kind, code) not in rings:
                 found = cat.area(kind, code) if kind in CAOP_CODES else None
                 rings[kind, code] = (
-                    (found.name, [polygon_text(r) for r in found.rings]) if found else (None, [])
+                    (found.name, [polygon_text(r) for r in found.rings] if boundaries else [])
+                    if found
+                    else (None, [])
                 )
             name, texts = rings[kind, code]
             if name is not None:
@@ -333,13 +336,29 @@ def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
     return out
 
 
+def shapes_to_write(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
+    """The areas' shapes the document writes: every geocode's boundaries, except in a Cancel
+    whose document they would make too big. A Cancel keeps the areas of the warning it withdraws
+    (issued before the bound, or before the areas file gave finer boundaries), and a warning that
+    cannot be cancelled stays in force: its areas are then written by geocode and name alone (a
+    Cancel is acted on by its references; the drawn polygons and circles are kept)."""
+    shapes = area_shapes(draft, cat)
+    if draft.msg_type == "Cancel" and _size_problem(draft, shapes) is not None:
+        return area_shapes(draft, cat, boundaries=False)
+    return shapes
+
+
 def size_problem(
     draft: Draft, cat: Catalogue, shapes: list[AreaShapes] | None = None
 ) -> tuple[tuple[str, ...], str] | None:
     """(location, message) when the draft's CAP document would be over :data:`MAX_CAP_BYTES`
     (estimated before it is built: every area's shapes and every text are written once per
-    language; located at ``area`` when the areas make most of it), or None."""
-    shapes = area_shapes(draft, cat) if shapes is None else shapes
+    language; located at ``area`` when the areas make most of it), or None. Without ``shapes``,
+    those :func:`shapes_to_write` gives (a Cancel's boundaries are left out rather than refused)."""
+    return _size_problem(draft, shapes_to_write(draft, cat) if shapes is None else shapes)
+
+
+def _size_problem(draft: Draft, shapes: list[AreaShapes]) -> tuple[tuple[str, ...], str] | None:
     langs = draft.languages
     fields = {
         "event": draft.event,
@@ -474,7 +493,7 @@ def build(
     if draft.incident:
         _sub(root, "incidents", draft.incident)
 
-    shapes = area_shapes(draft, cat)
+    shapes = shapes_to_write(draft, cat)
     if (too_big := size_problem(draft, cat, shapes)) is not None:
         raise CapInvalid([f"{'.'.join(too_big[0]) or 'draft'}: {too_big[1]}"])
     categories = draft.category or [hazard.category if hazard else "Other"]
