@@ -22,7 +22,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -231,10 +231,18 @@ def _check_full_reference(
         raise CapInvalid([f"references: {later}"])
 
 
-def reference_after(raw: str, when: datetime) -> str | None:
+#: How far ahead of the drafting time a referenced message's time may be before drafting, editing
+#: and the preview refuse it as "sent after this message": this message is sent when it is issued,
+#: after an approval, and the other message's time is its system's clock (a few seconds or minutes
+#: ahead of ours). Issuing compares with the real ``sent``, exactly.
+DRAFTING_SKEW = timedelta(minutes=5)
+
+
+def reference_after(raw: str, when: datetime, slack: timedelta = timedelta(0)) -> str | None:
     """Why reference ``raw`` cannot be in a message sent at ``when``: the message it names was sent
-    after it (a full reference's ``sent``, or the time an identifier Atalaia generated carries);
-    None when it was not, or its time is unknown.
+    after it (a full reference's ``sent``, or the time an identifier Atalaia generated carries),
+    by more than ``slack`` (:data:`DRAFTING_SKEW` when ``when`` is only the drafting time); None
+    when it was not, or its time is unknown.
 
     >>> reference_after("pc@cm-porto.pt,PT-9,2027-01-01T00:00:00-03:30", cap_time("2027-01-01T01:00:00Z"))
     "'pc@cm-porto.pt,PT-9,2027-01-01T00:00:00-03:30' was sent after this message (2027-01-01T01:00:00+00:00): at 2027-01-01T03:30:00+00:00; a message references only earlier ones"
@@ -250,7 +258,7 @@ def reference_after(raw: str, when: datetime) -> str | None:
     else:
         carried = sent_of_identifier(parsed)
         t = cap_time(carried) if carried else None
-    if t is None or t <= when:
+    if t is None or t <= when + slack:
         return None
     return (
         f"{raw.strip()!r} was sent after this message ({cap_time(when).isoformat()}): at "
