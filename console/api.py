@@ -41,7 +41,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from atalaia.console.bodies import read_object
-from atalaia.console.idempotency import keyed
+from atalaia.console.idempotency import Requests, keyed, reused
 from atalaia.console.problem import PROBLEM, client_address, client_group, problem, proxy_networks
 from atalaia.streams.clock import format_time, utc
 
@@ -561,6 +561,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
         async def get(self, request: Any) -> Any:
             return self.bytes(page("silences.html"), content_type="text/html")
 
+    keyed_requests = Requests()  # (a key sent again with another body is a 422, not the first's reply)
+
     @app.page("/api/incidents/{incident}/commands")
     class Commands(faust.web.View):
         async def post(self, request: Any, incident: str) -> Any:
@@ -568,6 +570,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             body = await read_object(request, "command", 64 * 1024, timeout=settings.http_body_timeout_s)
             if isinstance(body, tuple):
                 return fail(self, *body)
+            # the request as the client wrote it, less its own id (a key makes the id): a key sent
+            # again with another one is refused below
+            asked = {k: v for k, v in body.items() if k != "id"}
             if auth.enabled:
                 who = auth.identify(request.headers.get("Authorization"))
                 if who is None:
@@ -611,6 +616,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     "; ".join(f"{x['field']}: {x['message']}" for x in errors),
                     errors=errors,
                 )
+            if (other := reused(fail, self, keyed_requests, cid, asked)) is not None:
+                return other
             await publish(
                 settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")), incident.encode()
             )

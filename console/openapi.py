@@ -176,7 +176,8 @@ IDEMPOTENCY_KEY = {
     "description": "a client's own key (1 to 128 printable ASCII characters, e.g. a UUID): a command sent "
     "again with the same key by the same user to the same path is the same command, answered as the "
     "first (the same warning, the same reply of the incident manager), never drafted or applied "
-    "twice; another key, user or path is another command; a malformed key is a 400",
+    "twice; another key, user or path is another command; a malformed key is a 400, a key sent "
+    "again with another body a 422 (a key is for one command)",
     "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x20-\\x7e]+$"},
 }
 
@@ -437,7 +438,10 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                             "409": _problem(
                                 "refused by the incident manager (closed, role, state), with the reason"
                             ),
-                            "422": _problem("invalid command; `errors` names the fields"),
+                            "422": _problem(
+                                "invalid command; `errors` names the fields; or an Idempotency-Key sent "
+                                "again with another command (`field`: Idempotency-Key)"
+                            ),
                         }
                     ),
                 }
@@ -699,7 +703,10 @@ def _command_answers(created: bool = False) -> dict[str, Any]:
             ),
             "404": _problem("no such warning or incident"),
             "409": _problem("refused by the workflow (state, expired, invalid CAP), with the reason"),
-            "422": _problem("a bad draft or command; `field` and `errors` name the fields"),
+            "422": _problem(
+                "a bad draft or command; `field` and `errors` name the fields; or an Idempotency-Key "
+                "sent again with another command (`field`: Idempotency-Key)"
+            ),
             "503": _problem("the warnings stage does not run in this process"),
         }
     )

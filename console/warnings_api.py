@@ -29,9 +29,10 @@ from typing import Any
 
 import faust
 import msgspec
+import orjson
 
 from atalaia.console.bodies import read_object
-from atalaia.console.idempotency import keyed
+from atalaia.console.idempotency import Requests, keyed, reused
 from atalaia.warnings.core import CLOSED, superseding_draft
 from atalaia.warnings.feed import FEED_PATH, alert_path
 from atalaia.warnings.records import WarningCommand
@@ -399,6 +400,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return fail(view, 422, "Invalid draft", detail, field=errors[0]["field"], errors=errors)
 
+    keyed_requests = Requests()  # (a key sent again with another body is a 422, not the first's reply)
+
     async def send(view: Any, request: Any, command: WarningCommand, status: int = 200) -> Any:
         # a client that sends a command again (its answer was lost, or it was 202 queued) with
         # the same key sends the same command: the warnings stage answers it once, and again
@@ -406,6 +409,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         cid, bad_key = keyed(fail, view, request, command.actor)
         if bad_key is not None:
             return bad_key
+        # (an `issue` sent with its `submit`'s key was answered as the submit: never issued). The
+        # request as the client wrote it (read already, so cached), not the command made of it: a
+        # retried warning-draft makes its draft again, with another time in it
+        if cid is not None:
+            raw = await request.read()
+            asked = orjson.loads(raw) if raw.strip() else {}
+            if (other := reused(fail, view, keyed_requests, cid, asked)) is not None:
+                return other
         if cid is None:
             cid = hashlib.blake2b(
                 command.to_json() + str(time.time_ns()).encode(), digest_size=12

@@ -161,3 +161,45 @@ def test_docstring_examples() -> None:
     import atalaia.console.idempotency as module
 
     assert doctest.testmod(module).failed == 0
+
+
+async def test_a_key_sent_again_with_another_command_is_refused_not_answered_as_the_first(tmp_path) -> None:
+    """A key is for one request (the IETF draft and Stripe: another body with a used key is an
+    error). It was the same command id whatever the body, so a client that kept one key for its
+    session had its `close` answered with the `acknowledge`'s 200 and never applied (and a
+    warning's `issue` sent with its `approve`'s key was "accepted" and never issued). No broker
+    here: a command that reaches Kafka is a 503; one refused for its key is a 422 before that."""
+    from atalaia.streams.app import create_app
+    from atalaia.streams.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", console_url=None, console_users=_users(tmp_path))
+    app = create_app(settings, "127.0.0.1:9", stages=(), http="console")
+    path = "/api/incidents/i-1/commands"
+
+    async with TestClient(TestServer(app.web.web_app)) as client:
+
+        async def post(who: str, key: str, body: dict, where: str = path) -> tuple[int, dict]:
+            r = await client.post(where, json=body, headers={"Host": "localhost", **_headers(who, key)})
+            return r.status, await r.json(content_type=None)
+
+        ack = {"action": "acknowledge"}
+        status, _ = await post("rui", "k-1", ack)
+        assert status == 503  # sent (to no broker)
+        status, body = await post("rui", "k-1", {"action": "close", "reason": "done"})
+        assert status == 422 and body["field"] == "Idempotency-Key", (status, body)
+        assert "another request" in body["detail"], body
+        # the same request again is a retry, whatever the client's own id or key order; another
+        # user, path or key is another command
+        for who, key, body_, where in (
+            ("rui", "k-1", {"id": "mine", **ack}, path),
+            ("ana", "k-1", {"action": "close", "reason": "done"}, path),
+            ("rui", "k-1", {"action": "close", "reason": "done"}, "/api/incidents/i-2/commands"),
+            ("rui", "k-2", {"action": "close", "reason": "done"}, path),
+        ):
+            status, body = await post(who, key, body_, where)
+            assert status == 503, (who, key, body_, where, status, body)
+        # a command refused before it is sent (422: it cannot be read) does not take its key
+        status, _ = await post("rui", "k-3", {"action": "shelve", "duration": "soon", "reason": "x"})
+        assert status == 422
+        status, _ = await post("rui", "k-3", {"action": "shelve", "duration": "30m", "reason": "x"})
+        assert status == 503

@@ -65,3 +65,45 @@ async def test_a_bad_key_is_a_400_naming_the_header(console) -> None:  # noqa: F
         code, body = await send(console, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)}, key)
         assert code == 400 and body["field"] == "Idempotency-Key", (key, body)
     assert not console.core.state.warnings
+
+
+async def test_a_key_sent_again_with_another_command_is_refused_not_answered_as_the_first(console) -> None:  # noqa: F811
+    """A key is for one request: a client that kept one key for the warning had its `issue`
+    answered with the `submit`'s 200 ("accepted") and the warning was never issued. Another body
+    with a used key is a 422 naming the header (the IETF draft, Stripe); the same body is a retry."""
+    code, body = await send(console, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)}, None)
+    wid = body["warning"]
+    path = f"/api/warnings/{wid}/commands"
+    assert (await send(console, path, "ana", {"action": "submit"}, "one-key"))[0] == 200
+    assert (await send(console, path, "app", {"action": "approve"}, None))[0] == 200
+    code, body = await send(console, path, "ana", {"action": "issue"}, "one-key")
+    assert code == 422 and body["field"] == "Idempotency-Key", (code, body)
+    assert console.core.state.warnings[wid].state == "approved"
+    assert (await send(console, path, "ana", {"action": "submit"}, "one-key"))[0] == 200  # a retry
+    code, body = await send(console, path, "ana", {"action": "issue"}, "another-key")
+    assert code == 200, body
+    assert console.core.state.warnings[wid].state == "issued"
+
+
+async def test_a_draft_from_an_incident_sent_again_later_is_still_a_retry(console, monkeypatch) -> None:  # noqa: F811
+    """The request is compared as the client wrote it, not as the draft the console makes of it:
+    a draft from an incident carries the time it was made, so a retry a second later makes another
+    draft, and it is still the same command (answered with the same warning), not a 422."""
+    from datetime import UTC, datetime, timedelta
+
+    import atalaia.console.warnings_api as api
+
+    now = [datetime(2026, 12, 4, 17, 0, tzinfo=UTC)]
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return now[0]
+
+    monkeypatch.setattr(api, "datetime", Clock)
+    path = "/api/incidents/inc-porto/warning-draft"
+    first = await send(console, path, "ana", {"draft": {}}, "from-inc-1")
+    now[0] += timedelta(seconds=61)
+    again = await send(console, path, "ana", {"draft": {}}, "from-inc-1")
+    assert first[0] == again[0] == 201 and first[1]["warning"] == again[1]["warning"], (first, again)
+    assert len(console.core.state.warnings) == 1

@@ -887,3 +887,69 @@ def test_a_warning_whose_languages_come_from_its_headline_can_be_cancelled(area)
         ("pt-PT", "Aviso cancelado: Cheia"),
         ("en-GB", "Warning cancelled: Cheia"),
     ]
+
+
+def test_a_warning_whose_areas_are_over_the_size_bound_can_still_be_cancelled(monkeypatch) -> None:
+    """A Cancel keeps the areas of the warning it withdraws, and each geocode's boundaries were
+    written again: a warning issued before the CAP document was bounded (or before the areas file
+    gave finer boundaries) had a Cancel over the bound, refused at drafting ('its CAP document
+    would be about 616 KiB, over the 384 KiB'), so the warning stayed in force. Such a Cancel
+    writes its areas by geocode and name alone; a warning of those areas is still refused."""
+    from atalaia.warnings import cap
+
+    parishes = ["131202", "131203", "131210", "131211", "131216", "131217", "131218"]
+    big = {
+        "sender": "protecao.civil@cm-porto.pt",
+        "level": "orange",
+        "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "area": [
+            {
+                "desc": {"pt-PT": f"Zona {i}", "en-GB": f"Zone {i}"},
+                "geocodes": {"DICOFRE": [parishes[i % 7]], "DICO": ["1312"]},
+            }
+            for i in range(100)
+        ],
+    }
+    d = Driver()
+    bound = cap.MAX_CAP_BYTES
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", 4 * bound)  # (as it was issued: no bound)
+    w = d.issued(big)
+    assert len(d.caps()[-1].xml) > bound
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", bound)
+    assert not d.do("draft", "ana", "operator", draft=big).ok, "a warning that big is still refused"
+    r = d.do("cancel", "ana", "operator", warning=w, reason="over")
+    assert r.ok, r.error
+    d.do("submit", "ana", "operator", warning=r.warning)
+    assert d.do("approve", "rui", "approver", warning=r.warning).ok
+    issued = d.do("issue", "ana", "operator", warning=r.warning)
+    assert issued.ok, issued.error
+    assert d.state.warnings[w].state == "cancelled"
+    xml = d.caps()[-1].xml
+    xml = xml.encode() if isinstance(xml, str) else xml
+    assert len(xml) <= bound
+    assert validate(xml) == []
+    root = etree.fromstring(xml)
+    areas = list(root.iter(Q + "area"))
+    assert len(areas) == 200 and not list(root.iter(Q + "polygon"))
+    assert [g.findtext(Q + "value") for g in areas[0].iter(Q + "geocode")] == ["131202", "1312"]
+
+
+@pytest.mark.parametrize("ahead", [timedelta(seconds=40), timedelta(minutes=3)], ids=["40s", "3min"])
+def test_an_update_to_a_message_another_system_just_sent_by_its_clock_can_be_drafted(ahead) -> None:
+    """The sender's other system (a second site, the previous installation) sent a warning whose
+    ``sent``, by its clock, is a little ahead of ours. Drafting its Update at once compared that
+    time with the drafting time and refused it ('was sent after this message'), though the Update
+    is sent at its issue, after the approval, and issuing compares with that ``sent`` exactly.
+    Drafting allows ``cap.DRAFTING_SKEW`` (5 min); a typo of an hour or a day is still refused."""
+    d = Driver()
+    theirs = f"protecao.civil@cm-porto.pt,PT-SITE-B-7,{(T0 + ahead).isoformat()}"
+    update = {**DRAFT, "msgType": "Update", "references": [theirs]}
+    r = d.do("draft", "ana", "operator", at=T0, draft=update)
+    assert r.ok, r.error
+    d.do("submit", "ana", "operator", warning=r.warning)
+    assert d.do("approve", "rui", "approver", warning=r.warning).ok
+    issued = d.do("issue", "ana", "operator", warning=r.warning, at=T0 + timedelta(minutes=5))
+    assert issued.ok, issued.error
+    typo = f"protecao.civil@cm-porto.pt,PT-SITE-B-7,{(T0 + timedelta(hours=1)).isoformat()}"
+    r = d.do("draft", "ana", "operator", at=T0, draft={**update, "references": [typo]})
+    assert not r.ok and "references.0" in r.error and "was sent after this message" in r.error, r.error

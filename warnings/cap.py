@@ -22,7 +22,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -231,10 +231,18 @@ def _check_full_reference(
         raise CapInvalid([f"references: {later}"])
 
 
-def reference_after(raw: str, when: datetime) -> str | None:
+#: How far ahead of the drafting time a referenced message's time may be before drafting, editing
+#: and the preview refuse it as "sent after this message": this message is sent when it is issued,
+#: after an approval, and the other message's time is its system's clock (a few seconds or minutes
+#: ahead of ours). Issuing compares with the real ``sent``, exactly.
+DRAFTING_SKEW = timedelta(minutes=5)
+
+
+def reference_after(raw: str, when: datetime, slack: timedelta = timedelta(0)) -> str | None:
     """Why reference ``raw`` cannot be in a message sent at ``when``: the message it names was sent
-    after it (a full reference's ``sent``, or the time an identifier Atalaia generated carries);
-    None when it was not, or its time is unknown.
+    after it (a full reference's ``sent``, or the time an identifier Atalaia generated carries),
+    by more than ``slack`` (:data:`DRAFTING_SKEW` when ``when`` is only the drafting time); None
+    when it was not, or its time is unknown.
 
     >>> reference_after("pc@cm-porto.pt,PT-9,2027-01-01T00:00:00-03:30", cap_time("2027-01-01T01:00:00Z"))
     "'pc@cm-porto.pt,PT-9,2027-01-01T00:00:00-03:30' was sent after this message (2027-01-01T01:00:00+00:00): at 2027-01-01T03:30:00+00:00; a message references only earlier ones"
@@ -250,7 +258,7 @@ def reference_after(raw: str, when: datetime) -> str | None:
     else:
         carried = sent_of_identifier(parsed)
         t = cap_time(carried) if carried else None
-    if t is None or t <= when:
+    if t is None or t <= when + slack:
         return None
     return (
         f"{raw.strip()!r} was sent after this message ({cap_time(when).isoformat()}): at "
@@ -308,8 +316,9 @@ def _xml_len(text: str) -> int:
     return len(text.encode()) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
 
 
-def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
-    """Each area's :class:`AreaShapes`, a geocode's rings written once however many areas name it."""
+def area_shapes(draft: Draft, cat: Catalogue, boundaries: bool = True) -> list[AreaShapes]:
+    """Each area's :class:`AreaShapes`, a geocode's rings written once however many areas name it
+    (``boundaries`` false: a geocode's name and code, not its rings)."""
     rings: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
     out = []
     for a in draft.area:
@@ -319,7 +328,9 @@ def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
             if (kind, code) not in rings:
                 found = cat.area(kind, code) if kind in CAOP_CODES else None
                 rings[kind, code] = (
-                    (found.name, [polygon_text(r) for r in found.rings]) if found else (None, [])
+                    (found.name, [polygon_text(r) for r in found.rings] if boundaries else [])
+                    if found
+                    else (None, [])
                 )
             name, texts = rings[kind, code]
             if name is not None:
@@ -333,13 +344,29 @@ def area_shapes(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
     return out
 
 
+def shapes_to_write(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
+    """The areas' shapes the document writes: every geocode's boundaries, except in a Cancel
+    whose document they would make too big. A Cancel keeps the areas of the warning it withdraws
+    (issued before the bound, or before the areas file gave finer boundaries), and a warning that
+    cannot be cancelled stays in force: its areas are then written by geocode and name alone (a
+    Cancel is acted on by its references; the drawn polygons and circles are kept)."""
+    shapes = area_shapes(draft, cat)
+    if draft.msg_type == "Cancel" and _size_problem(draft, shapes) is not None:
+        return area_shapes(draft, cat, boundaries=False)
+    return shapes
+
+
 def size_problem(
     draft: Draft, cat: Catalogue, shapes: list[AreaShapes] | None = None
 ) -> tuple[tuple[str, ...], str] | None:
     """(location, message) when the draft's CAP document would be over :data:`MAX_CAP_BYTES`
     (estimated before it is built: every area's shapes and every text are written once per
-    language; located at ``area`` when the areas make most of it), or None."""
-    shapes = area_shapes(draft, cat) if shapes is None else shapes
+    language; located at ``area`` when the areas make most of it), or None. Without ``shapes``,
+    those :func:`shapes_to_write` gives (a Cancel's boundaries are left out rather than refused)."""
+    return _size_problem(draft, shapes_to_write(draft, cat) if shapes is None else shapes)
+
+
+def _size_problem(draft: Draft, shapes: list[AreaShapes]) -> tuple[tuple[str, ...], str] | None:
     langs = draft.languages
     fields = {
         "event": draft.event,
@@ -474,7 +501,7 @@ def build(
     if draft.incident:
         _sub(root, "incidents", draft.incident)
 
-    shapes = area_shapes(draft, cat)
+    shapes = shapes_to_write(draft, cat)
     if (too_big := size_problem(draft, cat, shapes)) is not None:
         raise CapInvalid([f"{'.'.join(too_big[0]) or 'draft'}: {too_big[1]}"])
     categories = draft.category or [hazard.category if hazard else "Other"]

@@ -106,11 +106,15 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
         sys.exit(2)
 
     def tenancy(d: Any) -> list[tuple[tuple[Any, ...], str]]:  # what issuing would refuse
-        from atalaia.warnings.cap import reference_after
+        from atalaia.warnings.cap import DRAFTING_SKEW, reference_after
 
-        sent_at = when or d.sent or datetime.now(UTC).replace(microsecond=0)
+        sent_at = when or d.sent
+        slack = timedelta(0) if sent_at else DRAFTING_SKEW  # (now: it is sent later, by our clock)
+        sent_at = sent_at or datetime.now(UTC).replace(microsecond=0)
         later = [
-            (("references", i), m) for i, r in enumerate(d.references) if (m := reference_after(r, sent_at))
+            (("references", i), m)
+            for i, r in enumerate(d.references)
+            if (m := reference_after(r, sent_at, slack))
         ]
         return later + cfg.tenancy_problems(d, d.sender, d.tenant, cat)
 

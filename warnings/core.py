@@ -44,6 +44,7 @@ import orjson
 from pydantic import ValidationError
 
 from atalaia.warnings.cap import (
+    DRAFTING_SKEW,
     CapInvalid,
     Reference,
     other_senders_identifier,
@@ -440,7 +441,7 @@ class Workflow:
                 continue  # the draft's own checks name it
             ident = parsed if isinstance(parsed, str) else parsed[1]
             known = state.issued.get(ident)
-            if not known and now is not None and (later := reference_after(str(raw), now)):
+            if not known and now is not None and (later := reference_after(str(raw), now, DRAFTING_SKEW)):
                 out.append((f"references.{i}", later))  # (one issued here: its time is the workflow's)
                 continue
             if not known:
