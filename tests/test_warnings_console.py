@@ -62,6 +62,19 @@ def test_every_warnings_page_key_is_in_both_languages() -> None:
         assert used - set(cat[lang]) == set(), f"keys used but not in the {lang} catalogue"
 
 
+def test_the_level_picker_offers_every_level_a_draft_may_name_in_the_catalogues_order() -> None:
+    """ANEPC's azul is a level a draft may name (``warnings render`` and the API take it): the
+    console's picker offered green, yellow, orange and red only, so an operator could not draft it."""
+    from atalaia.warnings.catalogue import Catalogue
+
+    page = served("warning.html")
+    picker = re.search(r'<select id="f-level">(.*?)</select>', page, re.S)
+    assert picker, "the draft form has a level picker"
+    offered = re.findall(r'<option value="([^"]+)" data-t="lvl\.\1">', picker.group(1))
+    assert offered == Catalogue.load().colours()
+    assert "azul: 'low'" in served("warnings.js"), "azul has a colour of its own on the badge"
+
+
 # ---------------------------------------------------------------- live: API and browser
 
 

@@ -1,6 +1,6 @@
 // Atalaia console: what the warnings list and the warning editor share (on top of console.js).
 'use strict';
-const LEVEL_CLASS = {green: 'informational', yellow: 'medium', orange: 'high', red: 'critical'};
+const LEVEL_CLASS = {green: 'informational', azul: 'low', yellow: 'medium', orange: 'high', red: 'critical'};
 
 const wStateText = s => (t('ws.' + s) === 'ws.' + s ? s : t('ws.' + s));
 const statusText = s => (t('wstatus.' + s) === 'wstatus.' + s ? s : t('wstatus.' + s));
