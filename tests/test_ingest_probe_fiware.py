@@ -687,3 +687,29 @@ def test_an_entity_deleted_notification_gives_no_readings(monkeypatch) -> None:
     r = run(body, monkeypatch)
     assert r.observations == [] and not r.rejections
     assert r.ignored == ["urn:ngsi-ld:WaterObserved:gone: entity deleted (triggerReason entityDeleted)"]
+
+
+# -- second reading ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+@pytest.mark.parametrize("form", ["v2", "ld-normalized", "ld-concise"])
+def test_a_blank_relationship_is_no_label(form, blank, monkeypatch) -> None:
+    """Blank text is no label, a relationship's target too (an IoT Agent's unset static
+    relationship " "): the fast path and the general reader's inlined loop kept the label " "
+    (and for NGSI-v2 the two paths disagreed: the general reader did not)."""
+    if form == "v2":
+        body = v2(
+            {
+                "id": "d",
+                "type": "Device",
+                "t": {"type": "Number", "value": 1},
+                "refX": {"type": "Relationship", "value": blank},
+            }
+        )
+    elif form == "ld-normalized":
+        body = ld(device(t={"type": "Property", "value": 1}, refX={"type": "Relationship", "object": blank}))
+    else:
+        body = ld(device(t={"value": 1}, refX={"object": blank}))
+    [o] = run(body, monkeypatch).observations
+    assert "refX" not in (o.labels or {})

@@ -651,7 +651,13 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                 continue
             elif kind == "Relationship":
                 obj = v.get("object")
-                if type(obj) is str and len(obj) <= max_label and obj != NGSI_LD_NULL:
+                if (
+                    type(obj) is str
+                    and len(obj) <= max_label
+                    and obj != NGSI_LD_NULL
+                    and obj
+                    and not obj.isspace()  # (blank: the reader's, no label)
+                ):
                     labels[name] = obj
                     continue
         elif t is int or (t is float and v - v == 0.0):

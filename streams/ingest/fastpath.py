@@ -286,7 +286,13 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
                     obj = v.get("object", v.get("value"))
-                    if type(obj) is str and len(obj) <= max_label and obj != NGSI_LD_NULL:
+                    if (
+                        type(obj) is str
+                        and len(obj) <= max_label
+                        and obj != NGSI_LD_NULL
+                        and obj
+                        and not obj.isspace()  # (blank: no label, as the general reader has it)
+                    ):
                         labels[name] = obj  # as the general reader: a target is a label as is
                 elif kind == "GeoProperty":
                     if name == "location":
