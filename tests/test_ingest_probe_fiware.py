@@ -713,3 +713,22 @@ def test_a_blank_relationship_is_no_label(form, blank, monkeypatch) -> None:
         body = ld(device(t={"value": 1}, refX={"object": blank}))
     [o] = run(body, monkeypatch).observations
     assert "refX" not in (o.labels or {})
+
+
+@pytest.mark.parametrize("unset", ["1970-01-01T00:00:00.000Z", " ", "", None])
+def test_an_unset_v2_date_time_nested_in_a_property_is_no_time(unset, monkeypatch) -> None:
+    """The nested form 4414db7 reads ({"type": "Property", "value": {"type": "DateTime", "value":
+    ...}}) holding an IoT Agent's placeholder: the epoch timed the readings in 1970, a blank one
+    was a bad-time warning, where the same placeholder in any other form is no time and the next
+    time field (TimeInstant) is used."""
+    entity = {
+        "id": "urn:ngsi-ld:PhreaticObserved:1",
+        "type": "PhreaticObserved",
+        "dateObserved": {"type": "Property", "value": {"type": "DateTime", "value": unset}},
+        "TimeInstant": {"type": "Property", "value": "2026-12-07T09:40:00Z"},
+        "waterTable": {"type": "Property", "value": 12.75, "unitCode": "MTR"},
+    }
+    r = run(ld(entity), monkeypatch)
+    assert not r.warnings and not r.rejections
+    [o] = r.observations
+    assert o.time == datetime(2026, 12, 7, 9, 40, tzinfo=UTC) and o.time_source == "observed"

@@ -717,8 +717,11 @@ def absent_time(v: Any) -> bool:
         key = "value" if "value" in v else "@value" if "@value" in v else None  # (a typed literal)
         if key is not None:
             inner = v[key]
-            if type(inner) is dict and "@value" in inner:  # (a Property whose value is a typed literal)
-                inner = inner["@value"]
+            if type(inner) is dict:
+                if "@value" in inner:  # (a Property whose value is a typed literal)
+                    inner = inner["@value"]
+                elif inner.get("type") == "DateTime":  # (an NGSI-v2 DateTime nested: time_text's)
+                    inner = inner.get("value")
             return inner is None or (type(inner) is str and unset_time(inner))
     return False
 
