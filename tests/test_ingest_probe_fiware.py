@@ -732,3 +732,35 @@ def test_an_unset_v2_date_time_nested_in_a_property_is_no_time(unset, monkeypatc
     assert not r.warnings and not r.rejections
     [o] = r.observations
     assert o.time == datetime(2026, 12, 7, 9, 40, tzinfo=UTC) and o.time_source == "observed"
+
+
+@pytest.mark.parametrize(
+    "deleted_at",
+    [
+        {"type": "DateTime", "value": "2026-12-01T00:00:00Z", "metadata": {}},
+        {"type": "DateTime", "value": ""},
+    ],
+)
+def test_an_ngsi_v2_attribute_named_deleted_at_does_not_delete_the_entity(deleted_at, monkeypatch) -> None:
+    """deletedAt is NGSI-LD's (1.8, a deleted entity); in NGSI-v2 it is a name like any other
+    (a container's soft deletion, an IoT Agent's provisioned DateTime): an entity carrying it
+    was ignored as deleted, its readings lost."""
+    entity = {
+        "id": "urn:ngsi-ld:WasteContainer:1",
+        "type": "WasteContainer",
+        "fillingLevel": {"type": "Number", "value": 0.4, "metadata": {}},
+        "deletedAt": deleted_at,
+    }
+    for body in (v2(entity), orjson.dumps(entity)):
+        r = run(body, monkeypatch)
+        assert not r.ignored and [o.attributes for o in r.observations] == [{"fillingLevel": 0.4}]
+    kv = {"id": "urn:ngsi-ld:WasteContainer:1", "type": "WasteContainer", "fillingLevel": 0.4}
+    r = run(v2({**kv, "deletedAt": "2026-12-01T00:00:00Z"}), monkeypatch)
+    assert not r.ignored and [o.attributes for o in r.observations] == [{"fillingLevel": 0.4}]
+    # an NGSI-LD entity with deletedAt stays a deleted one, bare or notified
+    r = run(
+        orjson.dumps({**kv, "deletedAt": "2026-12-07T09:00:00Z"}),
+        monkeypatch,
+        content_type="application/ld+json",
+    )
+    assert r.observations == [] and r.ignored
