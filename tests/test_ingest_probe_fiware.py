@@ -764,3 +764,40 @@ def test_an_ngsi_v2_attribute_named_deleted_at_does_not_delete_the_entity(delete
         content_type="application/ld+json",
     )
     assert r.observations == [] and r.ignored
+
+
+def test_an_entity_deleted_geojson_notification_gives_no_readings(monkeypatch) -> None:
+    """The same notification to a subscription that asked for GeoJSON (Accept:
+    application/geo+json, data a FeatureCollection): the deleted entities' last values were
+    still readings at its notifiedAt."""
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:d",
+            "type": "Notification",
+            "subscriptionId": "urn:ngsi-ld:Subscription:1",
+            "notifiedAt": "2026-12-07T09:59:59Z",
+            "triggerReason": "entityDeleted",
+            "data": {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "id": "urn:ngsi-ld:WaterObserved:gone",
+                        "geometry": {"type": "Point", "coordinates": [-8.61, 41.14]},
+                        "properties": {"type": "WaterObserved", "height": {"type": "Property", "value": 4.6}},
+                    },
+                    "not a feature",
+                ],
+            },
+        }
+    )
+    r = run(body, monkeypatch)
+    assert r.observations == []
+    assert r.ignored == ["urn:ngsi-ld:WaterObserved:gone: entity deleted (triggerReason entityDeleted)"]
+    # what is no feature is refused as in any GeoJSON notification, not ignored as deleted
+    assert [(x.code, x.detail) for x in r.rejections] == [("bad-geojson", "data.features[1]")]
+    doc = orjson.loads(body)
+    doc["data"] = [doc["data"]["features"][0]["properties"] | {"id": "urn:x:1"}, 7]
+    r = run(orjson.dumps(doc), monkeypatch)
+    assert r.observations == [] and r.ignored == ["urn:x:1: entity deleted (triggerReason entityDeleted)"]
+    assert [(x.code, x.detail) for x in r.rejections] == [("not-an-entity", "data[1]")]
