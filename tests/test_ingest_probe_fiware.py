@@ -801,3 +801,22 @@ def test_an_entity_deleted_geojson_notification_gives_no_readings(monkeypatch) -
     r = run(orjson.dumps(doc), monkeypatch)
     assert r.observations == [] and r.ignored == ["urn:x:1: entity deleted (triggerReason entityDeleted)"]
     assert [(x.code, x.detail) for x in r.rejections] == [("not-an-entity", "data[1]")]
+
+
+def test_a_notified_at_does_not_make_typed_ngsi_v2_attributes_ngsi_ld(monkeypatch) -> None:
+    """0c50d68 reads a notification without "type": "Notification" but with notifiedAt as
+    NGSI-LD: one whose attributes are NGSI-v2's (Number, Text, metadata: a relay or custom
+    notification that adds the time) had every attribute refused as wrong-attribute-type, where
+    it was read before. Attribute types NGSI-LD has not say NGSI-v2; a keyValues body still goes
+    by its notifiedAt."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": {"type": "Number", "value": 3.2, "metadata": {}},
+        "name": {"type": "Text", "value": "Ribeira", "metadata": {}},
+    }
+    body = orjson.dumps({"subscriptionId": "s1", "notifiedAt": "2026-12-07T09:59:59Z", "data": [entity]})
+    r = run(body, monkeypatch)
+    assert r.format == "ngsi-v2/notification" and not r.rejections
+    [o] = r.observations
+    assert o.attributes == {"height": 3.2} and o.labels == {"name": "Ribeira"}

@@ -345,6 +345,22 @@ def _ld_attributes(doc: dict) -> bool:
     )
 
 
+def _v2_attributes(doc: dict) -> bool:
+    """The first entity of a notification's data has an attribute that only NGSI-v2 writes: an
+    object with a ``value`` (or ``metadata``) under a type NGSI-LD has not (``Number``, ``Text``)."""
+    data = doc.get("data")
+    first = data[0] if type(data) is list and data else None
+    if type(first) is not dict:
+        return False
+    return any(
+        type(a) is dict
+        and ("value" in a or "metadata" in a)
+        and type(k := a.get("type")) is str
+        and k not in LD_TYPES
+        for a in first.values()
+    )
+
+
 def _context_ok(doc: dict, out: IngestResult) -> bool:
     if "@context" in doc:
         err = context_error(doc["@context"])
@@ -365,7 +381,7 @@ def _notification(
     ld = (
         doc.get("type") == "Notification"
         or "@context" in doc
-        or (not v2_hint and ("notifiedAt" in doc or _ld_attributes(doc)))
+        or (not v2_hint and (_ld_attributes(doc) or ("notifiedAt" in doc and not _v2_attributes(doc))))
     )
     ctx.dialect = "ld" if ld else "v2"
     out.format = "ngsi-ld/notification" if ld else "ngsi-v2/notification"
