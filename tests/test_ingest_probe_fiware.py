@@ -820,3 +820,32 @@ def test_a_notified_at_does_not_make_typed_ngsi_v2_attributes_ngsi_ld(monkeypatc
     assert r.format == "ngsi-v2/notification" and not r.rejections
     [o] = r.observations
     assert o.attributes == {"height": 3.2} and o.labels == {"name": "Ribeira"}
+
+
+UNLOCATED = {"type": "Feature", "geometry": None, "properties": {}}
+
+
+@pytest.mark.parametrize(
+    ("wrap", "location"),
+    [
+        ("ld", {"type": "GeoProperty", "value": UNLOCATED}),
+        ("ld", {"type": "GeoProperty", "value": {"type": "FeatureCollection", "features": [UNLOCATED]}}),
+        ("ld", {"type": "FeatureCollection", "features": [UNLOCATED]}),  # keyValues
+        ("v2", {"type": "geo:json", "value": {"type": "FeatureCollection", "features": [UNLOCATED]}}),
+        ("v2", {"type": "geo:json", "value": UNLOCATED}),
+        ("v2", UNLOCATED),
+    ],
+)
+def test_an_unlocated_feature_is_no_location_in_every_form(wrap, location, monkeypatch) -> None:
+    """ddc61f8: a Feature with a null geometry is no location. As an NGSI-LD GeoProperty's value,
+    or as the first feature of a FeatureCollection, it put a bad-location record ('Feature without
+    a geometry') on the DLQ with every reading instead."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": 1.5,
+        "location": location,
+    }
+    r = run(ld(entity) if wrap == "ld" else v2(entity), monkeypatch)
+    assert not r.rejections and not r.warnings
+    assert r.observations[0].location is None

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from atalaia.streams.ingest.geo import V2_SHAPES, LocationError, geo_point_text
+from atalaia.streams.ingest.geo import V2_SHAPES, LocationError, geo_point_text, unlocated
 
 LD_TYPES = frozenset(
     {
@@ -259,9 +259,7 @@ class _Reader:
     def location(self, name: str, geometry: Any) -> None:
         if geometry == NGSI_LD_NULL:  # (NGSI-LD 1.8: deleted)
             geometry = None
-        elif (
-            type(geometry) is dict and geometry.get("type") == "Feature" and geometry.get("geometry") is None
-        ):
+        elif type(geometry) is dict and geometry.get("type") in FEATURE_TYPES and unlocated(geometry):
             geometry = None  # an unlocated GeoJSON Feature, as a null location
         if name == "location" and geometry is not None:  # null: the entity has no location now
             self.parts.geometry = geometry
@@ -645,7 +643,7 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                     continue
             elif kind == "GeoProperty" and name == "location":
                 g = v.get("value")
-                if g is not None and g != NGSI_LD_NULL:
+                if g is not None and g != NGSI_LD_NULL and not unlocated(g):
                     parts.geometry = g
                     parts.has_location = True
                 continue
