@@ -849,3 +849,47 @@ def test_an_unlocated_feature_is_no_location_in_every_form(wrap, location, monke
     r = run(ld(entity) if wrap == "ld" else v2(entity), monkeypatch)
     assert not r.rejections and not r.warnings
     assert r.observations[0].location is None
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        {"type": "Property", "value": FEATURE},
+        {"value": FEATURE},  # concise
+        {"value": FEATURE, "observedAt": "2026-12-07T09:00:00Z"},
+    ],
+)
+def test_a_feature_written_as_a_property_or_concise_is_the_location(location, monkeypatch) -> None:
+    """00ad32c reads a location written as a Property whose value is a geometry and ddc61f8 a
+    GeoProperty whose value is a Feature; a Property or a concise location whose value is a
+    Feature was still dropped without a word."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": 1.5,
+        "location": location,
+    }
+    r = run(ld(entity), monkeypatch)
+    assert not r.rejections and r.observations[0].location == (-8.61, 41.14)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        {"type": "geo:json", "value": {"type": ["Feature"]}},
+        {"type": "StructuredValue", "value": {"type": {"a": 1}}},
+        {"type": "Property", "value": {"type": ["Feature"]}},
+        {"value": {"type": ["Feature"]}},
+    ],
+)
+def test_a_location_whose_type_is_not_text_is_no_crash(location, monkeypatch) -> None:
+    """A type that is a list or an object must never reach a set lookup (unhashable)."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": 1.5,
+        "location": location,
+    }
+    for body in (v2(entity), ld(entity)):
+        r = run(body, monkeypatch)
+        assert [o.attributes for o in r.observations] == [{"height": 1.5}]

@@ -92,6 +92,8 @@ DESCRIPTIVE = TEXT_ATTRIBUTES | frozenset(
 INSTANCE_KEYS = frozenset({"value", "object", "type", "vocab", "languageMap", "json", "datasetId"})
 #: a GeoJSON Feature (or FeatureCollection) given as a keyValues location: its geometry locates it
 FEATURE_TYPES = frozenset({"Feature", "FeatureCollection"})
+#: the same, for a ``type`` that may be any JSON (a list is unhashable: compared, never looked up)
+_FEATURES = ("Feature", "FeatureCollection")
 #: NGSI-LD 1.8's null (an attribute deleted, in a notification): no value, never a label
 NGSI_LD_NULL = "urn:ngsi-ld:null"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
@@ -259,7 +261,7 @@ class _Reader:
     def location(self, name: str, geometry: Any) -> None:
         if geometry == NGSI_LD_NULL:  # (NGSI-LD 1.8: deleted)
             geometry = None
-        elif type(geometry) is dict and geometry.get("type") in FEATURE_TYPES and unlocated(geometry):
+        elif type(geometry) is dict and geometry.get("type") in _FEATURES and unlocated(geometry):
             geometry = None  # an unlocated GeoJSON Feature, as a null location
         if name == "location" and geometry is not None:  # null: the entity has no location now
             self.parts.geometry = geometry
@@ -370,8 +372,12 @@ class _Reader:
         if kind is None:
             if "value" in d:  # concise Property (or v2 without type)
                 v = d["value"]
-                if type(v) is dict and is_geometry(v):
-                    self.location(name, v)  # concise GeoProperty with sub-attributes
+                if type(v) is dict and (
+                    is_geometry(v) or (name == "location" and v.get("type") in _FEATURES)
+                ):
+                    self.location(
+                        name, v
+                    )  # concise GeoProperty with sub-attributes (a Feature: its geometry)
                     return
                 if self.dialect == "v2" and type(d.get("metadata")) is dict:
                     self.v2_attribute(name, None, d)  # (a Smart Data Models v2 example: no type)
@@ -420,7 +426,12 @@ class _Reader:
                     Refused(name, f"{name} is a Property without value", "missing-value")
                 )
                 return
-            if name == "location" and type(d["value"]) is dict and is_geometry(d["value"]):
+            value = d["value"]
+            if (
+                name == "location"
+                and type(value) is dict
+                and (is_geometry(value) or value.get("type") in _FEATURES)
+            ):
                 # (written as a Property, as Smart Data Models' DeviceMeasurement, BikeLane,
                 # SeaConditions NGSI-LD examples are: its geometry is the location all the same)
                 self.location(name, d["value"])

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
+    _FEATURES,
     DESCRIPTIVE,
     ENTITY_UNITS,
     FEATURE_TYPES,
@@ -254,7 +255,11 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             return False  # Orion-LD's x-ngsiv2-normalized: unit/time in metadata
                         val = v["value"]
                         tv = type(val)
-                        if tv is dict and (kind is None or name == "location") and is_geometry(val):
+                        if (
+                            tv is dict
+                            and (kind is None or name == "location")
+                            and (is_geometry(val) or val.get("type") in _FEATURES)
+                        ):
                             return False  # a concise GeoProperty with sub-attributes (or a location
                             # written as a Property): the general reader's
                         if tv is dict and "@value" in val:
