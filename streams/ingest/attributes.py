@@ -590,13 +590,21 @@ def meta_time(meta: dict) -> tuple[Any, str]:
     Agents), else ``observedAt`` (Orion-LD's cross-notifications), else a ``timestamp`` text
     (Smart Data Models' v2 ParkingSpot ``status``, OffStreetParking ``availableSpotNumber``). An
     unset one (blank, the epoch) is skipped."""
-    for key in ("TimeInstant", "observedAt", "timestamp"):
+    m = meta.get("TimeInstant")
+    if type(m) is dict:  # (the usual, on every attribute an IoT Agent writes: one look)
+        time = m.get("value")
+        if type(time) is str and "2" <= time[:1] <= "9":  # neither blank nor the epoch
+            return time, "TimeInstant metadata"
+    for key, where in _META_TIMES:
         time = _meta_value(meta.get(key))
         if time is None or (type(time) is str and unset_time(time)):
             continue  # (unset: blank, or the epoch an IoT Agent writes before it knows)
         if type(time) is str or key != "timestamp":
-            return time, f"{key} metadata"
+            return time, where
     return None, "observedAt"
+
+
+_META_TIMES = tuple((key, f"{key} metadata") for key in ("TimeInstant", "observedAt", "timestamp"))
 
 
 def _meta_value(m: Any) -> Any:
@@ -608,7 +616,7 @@ def _meta_value(m: Any) -> Any:
         m = m.get("value")
     elif type(m) is not str:
         return None
-    return None if type(m) is str and not m.strip() else m
+    return None if type(m) is str and (not m or m.isspace()) else m
 
 
 def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
@@ -711,7 +719,9 @@ _EPOCH = re.compile(r"\s*1970-01-01[Tt ]00:00:00(?:[.,]0+)?(?:[Zz]|[+-]00:?00)?\
 
 def unset_time(text: str) -> bool:
     """Time text that says no time: blank, or an IoT Agent's placeholder, the epoch."""
-    return not text.strip() or _EPOCH.fullmatch(text) is not None
+    if "2" <= text[:1] <= "9":  # (a time of this millennium, the usual: no pattern to try)
+        return False
+    return not text or text.isspace() or _EPOCH.fullmatch(text) is not None
 
 
 def absent_time(v: Any) -> bool:

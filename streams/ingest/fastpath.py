@@ -147,7 +147,11 @@ def _v2(
     unit = time = None
     if type(meta) is dict and meta:
         unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
-        time = meta_time(meta)[0]
+        m = meta.get("TimeInstant")
+        if type(m) is dict and type(t := m.get("value")) is str and "2" <= t[:1] <= "9":
+            time = t  # (meta_time's usual case, inlined: an IoT Agent's, on every attribute)
+        else:
+            time = meta_time(meta)[0]
     val = v.get("value")
     if kind in V2_NUMBER_TYPES:
         _value(measurements, labels, name, val, unit, time, True, max_label)
@@ -305,7 +309,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         has_location = geometry is not None and geometry != NGSI_LD_NULL  # null: none now
                 elif type(kind) is not str:
                     return False
-                elif kind in FEATURE_TYPES and name == "location":
+                elif name == "location" and kind in FEATURE_TYPES:
                     return False  # a GeoJSON Feature as the location: the general reader's
                 elif kind in GEOMETRY_TYPES and ("coordinates" in v or kind == "GeometryCollection"):
                     if name == "location":
