@@ -758,7 +758,10 @@ def time_text(name: str, v: Any) -> tuple[str | None, str | None]:
             # a typed value, or an NGSI-v2 DateTime nested as the value of an NGSI-LD Property
             # (``{"type": "DateTime", "value": "..."}``, as Smart Data Models' RainFallRadarObserved
             # and PhreaticObserved examples write it)
-            inner = inner.get("@value", inner.get("value") if inner.get("type") == "DateTime" else None)
+            if "@value" in inner:
+                inner = inner["@value"]
+            else:
+                inner = inner.get("value") if inner.get("type") == "DateTime" else None
         if type(inner) is str:
             return inner, None
     return None, f"{name} holds no date-time text"
