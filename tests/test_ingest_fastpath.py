@@ -262,3 +262,140 @@ def test_observation_key_is_the_documented_digest(ty, entity, dt, attributes, la
     assert observation_key(o) == hashlib.blake2b(reference.encode(), digest_size=16).digest()
     if all(type(v) is float for v in attributes.values()):  # what ingest builds
         assert encode_observation(o) == o.to_json()
+
+
+# -- the shapes probing FIWARE brokers found (tests/test_ingest_probe_fiware.py): each in both paths
+
+_T = ["2026-01-28T09:45:00Z", " ", "", "1970-01-01T00:00:00.000Z", "yesterday", None]
+_POINT = {"type": "Point", "coordinates": [-8.61, 41.14]}
+_FEATURE = {"type": "Feature", "geometry": _POINT, "properties": {}}
+_UNLOCATED = {"type": "Feature", "geometry": None, "properties": {}}
+_GEOMETRIES = [_POINT, _FEATURE, _UNLOCATED, {"type": "FeatureCollection", "features": [_FEATURE]}]
+_BLANKS = ["", " ", "\t", "Porto", "urn:ngsi-ld:Device:1"]
+
+
+@st.composite
+def _v2_probe_attribute(draw) -> tuple[str, object]:
+    kind = draw(
+        st.sampled_from(["Number", "Text", "Relationship", "geo", "structured", "untyped", "DateTime"])
+    )
+    meta: dict = {}
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["TimeInstant", "observedAt", "timestamp"]))
+        meta[key] = {"type": "DateTime", "value": draw(st.sampled_from(_T))}
+    if draw(st.booleans()):
+        meta["unitCode"] = {"type": "Text", "value": draw(st.sampled_from(["CEL", " "]))}
+    if kind == "Number":
+        value = draw(st.sampled_from([1.5, 3, " ", "", "N/A", "3.42", None]))
+        return draw(st.sampled_from(["t", "numValue"])), {"type": "Number", "value": value, "metadata": meta}
+    if kind == "Text":
+        return draw(st.sampled_from(["status", "name", "unit"])), {
+            "type": "Text",
+            "value": draw(st.sampled_from([*_BLANKS, "CEL"])),
+            "metadata": meta,
+        }
+    if kind == "Relationship":
+        return "refDevice", {"type": "Relationship", "value": draw(st.sampled_from(_BLANKS))}
+    if kind == "geo":
+        geo = draw(st.sampled_from(["geo:json", "geo:point"]))
+        value = draw(st.sampled_from(_GEOMETRIES)) if geo == "geo:json" else "41.14, -8.61"
+        if draw(st.booleans()):
+            meta["ignoreType"] = {"type": "Boolean", "value": True}
+        return draw(st.sampled_from(["location", "position"])), {
+            "type": geo,
+            "value": value,
+            "metadata": meta,
+        }
+    if kind == "structured":
+        return "location", {
+            "type": "StructuredValue",
+            "value": draw(st.sampled_from(_GEOMETRIES)),
+            "metadata": {},
+        }
+    if kind == "DateTime":
+        return draw(st.sampled_from(["dateObserved", "TimeInstant", "deletedAt"])), {
+            "type": "DateTime",
+            "value": draw(st.sampled_from(_T)),
+            "metadata": {},
+        }
+    return draw(st.sampled_from(["height", "status"])), {
+        "value": draw(st.sampled_from([2.5, "free", " "])),
+        "metadata": meta,
+    }
+
+
+@st.composite
+def _ld_probe_attribute(draw) -> tuple[str, object]:
+    kind = draw(st.sampled_from(["typed", "typed-kv", "location", "relationship", "text", "time", "number"]))
+    if kind in ("typed", "typed-kv"):
+        typed = {
+            "@value": draw(st.sampled_from(["3.6", "NaN", "1_000", "3,6", "abc"])),
+            "@type": "xsd:double",
+        }
+        return "t", typed if kind == "typed-kv" else {"type": "Property", "value": typed}
+    if kind == "location":
+        g = draw(st.sampled_from(_GEOMETRIES))
+        return "location", draw(
+            st.sampled_from(
+                [{"type": "Property", "value": g}, {"type": "GeoProperty", "value": g}, g, {"value": g}]
+            )
+        )
+    if kind == "relationship":
+        target = draw(st.sampled_from(_BLANKS))
+        return "refDevice", draw(
+            st.sampled_from([{"type": "Relationship", "object": target}, {"object": target}, target])
+        )
+    if kind == "text":
+        text = draw(st.sampled_from([*_BLANKS, "FAH"]))
+        return draw(st.sampled_from(["status", "unit", "name"])), draw(
+            st.sampled_from([{"type": "Property", "value": text}, text])
+        )
+    if kind == "time":
+        t = draw(st.sampled_from(_T))
+        value = draw(
+            st.sampled_from([t, {"@type": "DateTime", "@value": t}, {"type": "DateTime", "value": t}])
+        )
+        return draw(st.sampled_from(["dateObserved", "TimeInstant"])), draw(
+            st.sampled_from([value, {"type": "Property", "value": value}])
+        )
+    value = draw(st.sampled_from([1.5, 7]))
+    return draw(st.sampled_from(["numValue", "height"])), draw(
+        st.sampled_from([value, {"type": "Property", "value": value}, {"value": value, "unitCode": "CEL"}])
+    )
+
+
+@st.composite
+def _probe_notification(draw) -> bytes:
+    form = draw(st.sampled_from(["v2", "ld"]))
+    attrs = draw(
+        st.lists(_v2_probe_attribute() if form == "v2" else _ld_probe_attribute(), min_size=1, max_size=5)
+    )
+    e: dict = {
+        "id": "urn:ngsi-ld:Thing:1",
+        "type": draw(st.sampled_from(["WaterObserved", "DeviceMeasurement"])),
+    }
+    e["height"] = {"type": "Number", "value": 1.0, "metadata": {}} if form == "v2" else 1.0
+    for name, value in attrs:
+        e[name] = value
+    if form == "ld" and draw(st.booleans()):
+        e["deletedAt"] = "2026-01-28T09:45:01Z"
+    if form == "v2":
+        doc: dict = {"subscriptionId": "s", "data": [e]}
+        if draw(st.booleans()):
+            doc["notifiedAt"] = "2026-01-28T09:45:02Z"
+    else:
+        doc = {"id": "urn:n:1", "notifiedAt": "2026-01-28T09:45:02Z", "data": [e]}
+        if draw(st.booleans()):
+            doc["type"] = "Notification"
+        if draw(st.booleans()):
+            doc["triggerReason"] = draw(st.sampled_from(["entityDeleted", "updated"]))
+    return orjson.dumps(doc)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_probe_notification())
+def test_fast_path_equals_general_path_on_probed_broker_shapes(monkeypatch, body) -> None:
+    """Blank and epoch placeholders, typed values, Feature and Property locations, geo-typed
+    attributes of other names, timestamp metadata, DeviceMeasurement units, deleted entities: what
+    the fast path takes it gives as the general path does, what it does not it leaves whole."""
+    both_paths(body, monkeypatch, received_at=RECEIVED)

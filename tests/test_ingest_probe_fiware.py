@@ -687,3 +687,209 @@ def test_an_entity_deleted_notification_gives_no_readings(monkeypatch) -> None:
     r = run(body, monkeypatch)
     assert r.observations == [] and not r.rejections
     assert r.ignored == ["urn:ngsi-ld:WaterObserved:gone: entity deleted (triggerReason entityDeleted)"]
+
+
+# -- second reading ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+@pytest.mark.parametrize("form", ["v2", "ld-normalized", "ld-concise"])
+def test_a_blank_relationship_is_no_label(form, blank, monkeypatch) -> None:
+    """Blank text is no label, a relationship's target too (an IoT Agent's unset static
+    relationship " "): the fast path and the general reader's inlined loop kept the label " "
+    (and for NGSI-v2 the two paths disagreed: the general reader did not)."""
+    if form == "v2":
+        body = v2(
+            {
+                "id": "d",
+                "type": "Device",
+                "t": {"type": "Number", "value": 1},
+                "refX": {"type": "Relationship", "value": blank},
+            }
+        )
+    elif form == "ld-normalized":
+        body = ld(device(t={"type": "Property", "value": 1}, refX={"type": "Relationship", "object": blank}))
+    else:
+        body = ld(device(t={"value": 1}, refX={"object": blank}))
+    [o] = run(body, monkeypatch).observations
+    assert "refX" not in (o.labels or {})
+
+
+@pytest.mark.parametrize("unset", ["1970-01-01T00:00:00.000Z", " ", "", None])
+def test_an_unset_v2_date_time_nested_in_a_property_is_no_time(unset, monkeypatch) -> None:
+    """The nested form 4414db7 reads ({"type": "Property", "value": {"type": "DateTime", "value":
+    ...}}) holding an IoT Agent's placeholder: the epoch timed the readings in 1970, a blank one
+    was a bad-time warning, where the same placeholder in any other form is no time and the next
+    time field (TimeInstant) is used."""
+    entity = {
+        "id": "urn:ngsi-ld:PhreaticObserved:1",
+        "type": "PhreaticObserved",
+        "dateObserved": {"type": "Property", "value": {"type": "DateTime", "value": unset}},
+        "TimeInstant": {"type": "Property", "value": "2026-12-07T09:40:00Z"},
+        "waterTable": {"type": "Property", "value": 12.75, "unitCode": "MTR"},
+    }
+    r = run(ld(entity), monkeypatch)
+    assert not r.warnings and not r.rejections
+    [o] = r.observations
+    assert o.time == datetime(2026, 12, 7, 9, 40, tzinfo=UTC) and o.time_source == "observed"
+
+
+@pytest.mark.parametrize(
+    "deleted_at",
+    [
+        {"type": "DateTime", "value": "2026-12-01T00:00:00Z", "metadata": {}},
+        {"type": "DateTime", "value": ""},
+    ],
+)
+def test_an_ngsi_v2_attribute_named_deleted_at_does_not_delete_the_entity(deleted_at, monkeypatch) -> None:
+    """deletedAt is NGSI-LD's (1.8, a deleted entity); in NGSI-v2 it is a name like any other
+    (a container's soft deletion, an IoT Agent's provisioned DateTime): an entity carrying it
+    was ignored as deleted, its readings lost."""
+    entity = {
+        "id": "urn:ngsi-ld:WasteContainer:1",
+        "type": "WasteContainer",
+        "fillingLevel": {"type": "Number", "value": 0.4, "metadata": {}},
+        "deletedAt": deleted_at,
+    }
+    for body in (v2(entity), orjson.dumps(entity)):
+        r = run(body, monkeypatch)
+        assert not r.ignored and [o.attributes for o in r.observations] == [{"fillingLevel": 0.4}]
+    kv = {"id": "urn:ngsi-ld:WasteContainer:1", "type": "WasteContainer", "fillingLevel": 0.4}
+    r = run(v2({**kv, "deletedAt": "2026-12-01T00:00:00Z"}), monkeypatch)
+    assert not r.ignored and [o.attributes for o in r.observations] == [{"fillingLevel": 0.4}]
+    # an NGSI-LD entity with deletedAt stays a deleted one, bare or notified
+    r = run(
+        orjson.dumps({**kv, "deletedAt": "2026-12-07T09:00:00Z"}),
+        monkeypatch,
+        content_type="application/ld+json",
+    )
+    assert r.observations == [] and r.ignored
+
+
+def test_an_entity_deleted_geojson_notification_gives_no_readings(monkeypatch) -> None:
+    """The same notification to a subscription that asked for GeoJSON (Accept:
+    application/geo+json, data a FeatureCollection): the deleted entities' last values were
+    still readings at its notifiedAt."""
+    body = orjson.dumps(
+        {
+            "id": "urn:ngsi-ld:Notification:d",
+            "type": "Notification",
+            "subscriptionId": "urn:ngsi-ld:Subscription:1",
+            "notifiedAt": "2026-12-07T09:59:59Z",
+            "triggerReason": "entityDeleted",
+            "data": {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "id": "urn:ngsi-ld:WaterObserved:gone",
+                        "geometry": {"type": "Point", "coordinates": [-8.61, 41.14]},
+                        "properties": {"type": "WaterObserved", "height": {"type": "Property", "value": 4.6}},
+                    },
+                    "not a feature",
+                ],
+            },
+        }
+    )
+    r = run(body, monkeypatch)
+    assert r.observations == []
+    assert r.ignored == ["urn:ngsi-ld:WaterObserved:gone: entity deleted (triggerReason entityDeleted)"]
+    # what is no feature is refused as in any GeoJSON notification, not ignored as deleted
+    assert [(x.code, x.detail) for x in r.rejections] == [("bad-geojson", "data.features[1]")]
+    doc = orjson.loads(body)
+    doc["data"] = [doc["data"]["features"][0]["properties"] | {"id": "urn:x:1"}, 7]
+    r = run(orjson.dumps(doc), monkeypatch)
+    assert r.observations == [] and r.ignored == ["urn:x:1: entity deleted (triggerReason entityDeleted)"]
+    assert [(x.code, x.detail) for x in r.rejections] == [("not-an-entity", "data[1]")]
+
+
+def test_a_notified_at_does_not_make_typed_ngsi_v2_attributes_ngsi_ld(monkeypatch) -> None:
+    """0c50d68 reads a notification without "type": "Notification" but with notifiedAt as
+    NGSI-LD: one whose attributes are NGSI-v2's (Number, Text, metadata: a relay or custom
+    notification that adds the time) had every attribute refused as wrong-attribute-type, where
+    it was read before. Attribute types NGSI-LD has not say NGSI-v2; a keyValues body still goes
+    by its notifiedAt."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": {"type": "Number", "value": 3.2, "metadata": {}},
+        "name": {"type": "Text", "value": "Ribeira", "metadata": {}},
+    }
+    body = orjson.dumps({"subscriptionId": "s1", "notifiedAt": "2026-12-07T09:59:59Z", "data": [entity]})
+    r = run(body, monkeypatch)
+    assert r.format == "ngsi-v2/notification" and not r.rejections
+    [o] = r.observations
+    assert o.attributes == {"height": 3.2} and o.labels == {"name": "Ribeira"}
+
+
+UNLOCATED = {"type": "Feature", "geometry": None, "properties": {}}
+
+
+@pytest.mark.parametrize(
+    ("wrap", "location"),
+    [
+        ("ld", {"type": "GeoProperty", "value": UNLOCATED}),
+        ("ld", {"type": "GeoProperty", "value": {"type": "FeatureCollection", "features": [UNLOCATED]}}),
+        ("ld", {"type": "FeatureCollection", "features": [UNLOCATED]}),  # keyValues
+        ("v2", {"type": "geo:json", "value": {"type": "FeatureCollection", "features": [UNLOCATED]}}),
+        ("v2", {"type": "geo:json", "value": UNLOCATED}),
+        ("v2", UNLOCATED),
+    ],
+)
+def test_an_unlocated_feature_is_no_location_in_every_form(wrap, location, monkeypatch) -> None:
+    """ddc61f8: a Feature with a null geometry is no location. As an NGSI-LD GeoProperty's value,
+    or as the first feature of a FeatureCollection, it put a bad-location record ('Feature without
+    a geometry') on the DLQ with every reading instead."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": 1.5,
+        "location": location,
+    }
+    r = run(ld(entity) if wrap == "ld" else v2(entity), monkeypatch)
+    assert not r.rejections and not r.warnings
+    assert r.observations[0].location is None
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        {"type": "Property", "value": FEATURE},
+        {"value": FEATURE},  # concise
+        {"value": FEATURE, "observedAt": "2026-12-07T09:00:00Z"},
+    ],
+)
+def test_a_feature_written_as_a_property_or_concise_is_the_location(location, monkeypatch) -> None:
+    """00ad32c reads a location written as a Property whose value is a geometry and ddc61f8 a
+    GeoProperty whose value is a Feature; a Property or a concise location whose value is a
+    Feature was still dropped without a word."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": 1.5,
+        "location": location,
+    }
+    r = run(ld(entity), monkeypatch)
+    assert not r.rejections and r.observations[0].location == (-8.61, 41.14)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        {"type": "geo:json", "value": {"type": ["Feature"]}},
+        {"type": "StructuredValue", "value": {"type": {"a": 1}}},
+        {"type": "Property", "value": {"type": ["Feature"]}},
+        {"value": {"type": ["Feature"]}},
+    ],
+)
+def test_a_location_whose_type_is_not_text_is_no_crash(location, monkeypatch) -> None:
+    """A type that is a list or an object must never reach a set lookup (unhashable)."""
+    entity = {
+        "id": "urn:ngsi-ld:WaterObserved:w",
+        "type": "WaterObserved",
+        "height": 1.5,
+        "location": location,
+    }
+    for body in (v2(entity), ld(entity)):
+        r = run(body, monkeypatch)
+        assert [o.attributes for o in r.observations] == [{"height": 1.5}]

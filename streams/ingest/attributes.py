@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from atalaia.streams.ingest.geo import V2_SHAPES, LocationError, geo_point_text
+from atalaia.streams.ingest.geo import V2_SHAPES, LocationError, geo_point_text, unlocated
 
 LD_TYPES = frozenset(
     {
@@ -92,6 +92,8 @@ DESCRIPTIVE = TEXT_ATTRIBUTES | frozenset(
 INSTANCE_KEYS = frozenset({"value", "object", "type", "vocab", "languageMap", "json", "datasetId"})
 #: a GeoJSON Feature (or FeatureCollection) given as a keyValues location: its geometry locates it
 FEATURE_TYPES = frozenset({"Feature", "FeatureCollection"})
+#: the same, for a ``type`` that may be any JSON (a list is unhashable: compared, never looked up)
+_FEATURES = ("Feature", "FeatureCollection")
 #: NGSI-LD 1.8's null (an attribute deleted, in a notification): no value, never a label
 NGSI_LD_NULL = "urn:ngsi-ld:null"
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*")
@@ -259,9 +261,7 @@ class _Reader:
     def location(self, name: str, geometry: Any) -> None:
         if geometry == NGSI_LD_NULL:  # (NGSI-LD 1.8: deleted)
             geometry = None
-        elif (
-            type(geometry) is dict and geometry.get("type") == "Feature" and geometry.get("geometry") is None
-        ):
+        elif type(geometry) is dict and geometry.get("type") in _FEATURES and unlocated(geometry):
             geometry = None  # an unlocated GeoJSON Feature, as a null location
         if name == "location" and geometry is not None:  # null: the entity has no location now
             self.parts.geometry = geometry
@@ -372,8 +372,12 @@ class _Reader:
         if kind is None:
             if "value" in d:  # concise Property (or v2 without type)
                 v = d["value"]
-                if type(v) is dict and is_geometry(v):
-                    self.location(name, v)  # concise GeoProperty with sub-attributes
+                if type(v) is dict and (
+                    is_geometry(v) or (name == "location" and v.get("type") in _FEATURES)
+                ):
+                    self.location(
+                        name, v
+                    )  # concise GeoProperty with sub-attributes (a Feature: its geometry)
                     return
                 if self.dialect == "v2" and type(d.get("metadata")) is dict:
                     self.v2_attribute(name, None, d)  # (a Smart Data Models v2 example: no type)
@@ -422,7 +426,12 @@ class _Reader:
                     Refused(name, f"{name} is a Property without value", "missing-value")
                 )
                 return
-            if name == "location" and type(d["value"]) is dict and is_geometry(d["value"]):
+            value = d["value"]
+            if (
+                name == "location"
+                and type(value) is dict
+                and (is_geometry(value) or value.get("type") in _FEATURES)
+            ):
                 # (written as a Property, as Smart Data Models' DeviceMeasurement, BikeLane,
                 # SeaConditions NGSI-LD examples are: its geometry is the location all the same)
                 self.location(name, d["value"])
@@ -581,13 +590,21 @@ def meta_time(meta: dict) -> tuple[Any, str]:
     Agents), else ``observedAt`` (Orion-LD's cross-notifications), else a ``timestamp`` text
     (Smart Data Models' v2 ParkingSpot ``status``, OffStreetParking ``availableSpotNumber``). An
     unset one (blank, the epoch) is skipped."""
-    for key in ("TimeInstant", "observedAt", "timestamp"):
+    m = meta.get("TimeInstant")
+    if type(m) is dict:  # (the usual, on every attribute an IoT Agent writes: one look)
+        time = m.get("value")
+        if type(time) is str and "2" <= time[:1] <= "9":  # neither blank nor the epoch
+            return time, "TimeInstant metadata"
+    for key, where in _META_TIMES:
         time = _meta_value(meta.get(key))
         if time is None or (type(time) is str and unset_time(time)):
             continue  # (unset: blank, or the epoch an IoT Agent writes before it knows)
         if type(time) is str or key != "timestamp":
-            return time, f"{key} metadata"
+            return time, where
     return None, "observedAt"
+
+
+_META_TIMES = tuple((key, f"{key} metadata") for key in ("TimeInstant", "observedAt", "timestamp"))
 
 
 def _meta_value(m: Any) -> Any:
@@ -599,7 +616,7 @@ def _meta_value(m: Any) -> Any:
         m = m.get("value")
     elif type(m) is not str:
         return None
-    return None if type(m) is str and not m.strip() else m
+    return None if type(m) is str and (not m or m.isspace()) else m
 
 
 def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
@@ -645,13 +662,19 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
                     continue
             elif kind == "GeoProperty" and name == "location":
                 g = v.get("value")
-                if g is not None and g != NGSI_LD_NULL:
+                if g is not None and g != NGSI_LD_NULL and not unlocated(g):
                     parts.geometry = g
                     parts.has_location = True
                 continue
             elif kind == "Relationship":
                 obj = v.get("object")
-                if type(obj) is str and len(obj) <= max_label and obj != NGSI_LD_NULL:
+                if (
+                    type(obj) is str
+                    and len(obj) <= max_label
+                    and obj != NGSI_LD_NULL
+                    and obj
+                    and not obj.isspace()  # (blank: the reader's, no label)
+                ):
                     labels[name] = obj
                     continue
         elif t is int or (t is float and v - v == 0.0):
@@ -696,7 +719,9 @@ _EPOCH = re.compile(r"\s*1970-01-01[Tt ]00:00:00(?:[.,]0+)?(?:[Zz]|[+-]00:?00)?\
 
 def unset_time(text: str) -> bool:
     """Time text that says no time: blank, or an IoT Agent's placeholder, the epoch."""
-    return not text.strip() or _EPOCH.fullmatch(text) is not None
+    if "2" <= text[:1] <= "9":  # (a time of this millennium, the usual: no pattern to try)
+        return False
+    return not text or text.isspace() or _EPOCH.fullmatch(text) is not None
 
 
 def absent_time(v: Any) -> bool:
@@ -711,8 +736,11 @@ def absent_time(v: Any) -> bool:
         key = "value" if "value" in v else "@value" if "@value" in v else None  # (a typed literal)
         if key is not None:
             inner = v[key]
-            if type(inner) is dict and "@value" in inner:  # (a Property whose value is a typed literal)
-                inner = inner["@value"]
+            if type(inner) is dict:
+                if "@value" in inner:  # (a Property whose value is a typed literal)
+                    inner = inner["@value"]
+                elif inner.get("type") == "DateTime":  # (an NGSI-v2 DateTime nested: time_text's)
+                    inner = inner.get("value")
             return inner is None or (type(inner) is str and unset_time(inner))
     return False
 
@@ -730,7 +758,10 @@ def time_text(name: str, v: Any) -> tuple[str | None, str | None]:
             # a typed value, or an NGSI-v2 DateTime nested as the value of an NGSI-LD Property
             # (``{"type": "DateTime", "value": "..."}``, as Smart Data Models' RainFallRadarObserved
             # and PhreaticObserved examples write it)
-            inner = inner.get("@value", inner.get("value") if inner.get("type") == "DateTime" else None)
+            if "@value" in inner:
+                inner = inner["@value"]
+            else:
+                inner = inner.get("value") if inner.get("type") == "DateTime" else None
         if type(inner) is str:
             return inner, None
     return None, f"{name} holds no date-time text"

@@ -203,9 +203,10 @@ def general_entity(raw: Any, where: str, ctx: PayloadContext, out: IngestResult)
         return
     if "alterationType" in raw and deleted_entity(raw, out):
         return
-    if raw.get("deletedAt") is not None:
+    if raw.get("deletedAt") is not None and ("@context" in raw or ctx.dialect == "ld"):
         # NGSI-LD 1.8's notification of a deleted entity (triggerReason entityDeleted): what it
-        # still carries are its last values, not a reading at the notification's time
+        # still carries are its last values, not a reading at the notification's time (in
+        # NGSI-v2 deletedAt is an attribute name like any other)
         eid = raw.get("id")
         out.ignored.append(f"{eid if type(eid) is str else '?'}: entity deleted (deletedAt)")
         return

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from atalaia.streams.clock import format_time
 from atalaia.streams.ingest.attributes import (
     _DATETIME_TEXT,
+    _FEATURES,
     DESCRIPTIVE,
     ENTITY_UNITS,
     FEATURE_TYPES,
@@ -146,7 +147,11 @@ def _v2(
     unit = time = None
     if type(meta) is dict and meta:
         unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
-        time = meta_time(meta)[0]
+        m = meta.get("TimeInstant")
+        if type(m) is dict and type(t := m.get("value")) is str and "2" <= t[:1] <= "9":
+            time = t  # (meta_time's usual case, inlined: an IoT Agent's, on every attribute)
+        else:
+            time = meta_time(meta)[0]
     val = v.get("value")
     if kind in V2_NUMBER_TYPES:
         _value(measurements, labels, name, val, unit, time, True, max_label)
@@ -254,7 +259,11 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             return False  # Orion-LD's x-ngsiv2-normalized: unit/time in metadata
                         val = v["value"]
                         tv = type(val)
-                        if tv is dict and (kind is None or name == "location") and is_geometry(val):
+                        if (
+                            tv is dict
+                            and (kind is None or name == "location")
+                            and (is_geometry(val) or val.get("type") in _FEATURES)
+                        ):
                             return False  # a concise GeoProperty with sub-attributes (or a location
                             # written as a Property): the general reader's
                         if tv is dict and "@value" in val:
@@ -286,7 +295,13 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
                     obj = v.get("object", v.get("value"))
-                    if type(obj) is str and len(obj) <= max_label and obj != NGSI_LD_NULL:
+                    if (
+                        type(obj) is str
+                        and len(obj) <= max_label
+                        and obj != NGSI_LD_NULL
+                        and obj
+                        and not obj.isspace()  # (blank: no label, as the general reader has it)
+                    ):
                         labels[name] = obj  # as the general reader: a target is a label as is
                 elif kind == "GeoProperty":
                     if name == "location":
@@ -294,7 +309,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                         has_location = geometry is not None and geometry != NGSI_LD_NULL  # null: none now
                 elif type(kind) is not str:
                     return False
-                elif kind in FEATURE_TYPES and name == "location":
+                elif name == "location" and kind in FEATURE_TYPES:
                     return False  # a GeoJSON Feature as the location: the general reader's
                 elif kind in GEOMETRY_TYPES and ("coordinates" in v or kind == "GeometryCollection"):
                     if name == "location":

@@ -68,6 +68,21 @@ def geometry_point(geometry: Any) -> tuple[Point, str | None]:
     return (lon, lat), f"{kind} represented by the mean of its {len(pts)} vertices"
 
 
+def unlocated(geometry: Any) -> bool:
+    """A GeoJSON ``Feature`` whose geometry is ``null`` (RFC 7946 §3.2: an unlocated feature), or a
+    ``FeatureCollection`` whose first feature is one: no location, as a ``null`` location is."""
+    if type(geometry) is not dict:
+        return False
+    kind = geometry.get("type")
+    if kind == "FeatureCollection":
+        features = geometry.get("features")
+        if type(features) is not list or not features or type(features[0]) is not dict:
+            return False
+        geometry = features[0]
+        kind = geometry.get("type")
+    return kind == "Feature" and "geometry" in geometry and geometry["geometry"] is None
+
+
 def feature_geometry(feature: dict) -> Any:
     """The geometry of a GeoJSON ``Feature``, or of a ``FeatureCollection``'s first feature: what
     Orion keeps of a ``geo:json`` attribute written as either (its notifications give the geometry

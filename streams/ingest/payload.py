@@ -345,6 +345,22 @@ def _ld_attributes(doc: dict) -> bool:
     )
 
 
+def _v2_attributes(doc: dict) -> bool:
+    """The first entity of a notification's data has an attribute that only NGSI-v2 writes: an
+    object with a ``value`` (or ``metadata``) under a type NGSI-LD has not (``Number``, ``Text``)."""
+    data = doc.get("data")
+    first = data[0] if type(data) is list and data else None
+    if type(first) is not dict:
+        return False
+    return any(
+        type(a) is dict
+        and ("value" in a or "metadata" in a)
+        and type(k := a.get("type")) is str
+        and k not in LD_TYPES
+        for a in first.values()
+    )
+
+
 def _context_ok(doc: dict, out: IngestResult) -> bool:
     if "@context" in doc:
         err = context_error(doc["@context"])
@@ -365,7 +381,7 @@ def _notification(
     ld = (
         doc.get("type") == "Notification"
         or "@context" in doc
-        or (not v2_hint and ("notifiedAt" in doc or _ld_attributes(doc)))
+        or (not v2_hint and (_ld_attributes(doc) or ("notifiedAt" in doc and not _v2_attributes(doc))))
     )
     ctx.dialect = "ld" if ld else "v2"
     out.format = "ngsi-ld/notification" if ld else "ngsi-v2/notification"
@@ -407,14 +423,7 @@ def _notification(
             "values-format",
         )
         return
-    if type(data) is list and ld and doc.get("triggerReason") == "entityDeleted":
-        # NGSI-LD 1.8: the entities were deleted; what they still carry are their last values,
-        # not readings at the notification's time (an entity with deletedAt is ignored likewise)
-        for item in data:
-            eid = item.get("id") if type(item) is dict else None
-            out.ignored.append(
-                f"{eid if type(eid) is str else '?'}: entity deleted (triggerReason entityDeleted)"
-            )
+    if ld and doc.get("triggerReason") == "entityDeleted" and _deleted_entities(data, out):
         return
     if type(data) is list:
         if (
@@ -435,6 +444,42 @@ def _notification(
             f"not a {'single entity object' if type(data) is dict else type(data).__name__}",
             "data-not-array",
         )
+
+
+def _deleted_entities(data: Any, out: IngestResult) -> bool:
+    """NGSI-LD 1.8's notification of deleted entities (``triggerReason`` entityDeleted): what they
+    still carry are their last values, not readings at the notification's time (an entity with
+    ``deletedAt`` is ignored likewise). Each is ignored with a note; an item that is no entity
+    (no feature) is refused as it would be in any notification. False when ``data`` is neither an
+    array nor a GeoJSON FeatureCollection (refused by the caller)."""
+    if type(data) is list:
+        items, where, geojson = data, "data", False
+    elif (
+        type(data) is dict and data.get("type") == "FeatureCollection" and type(data.get("features")) is list
+    ):
+        items, where, geojson = data["features"], "data.features", True
+    else:
+        return False
+    for i, item in enumerate(items):
+        entity = item
+        if geojson:
+            entity = item.get("properties") if type(item) is dict else None
+            if type(entity) is dict and "id" not in entity:
+                entity = {**entity, "id": item.get("id")}
+        if type(entity) is not dict:
+            what = (
+                "GeoJSON Feature without a properties object"
+                if geojson
+                else f"expected an entity object, got a {type(entity).__name__}"
+            )
+            code = "bad-geojson" if geojson else "not-an-entity"
+            out.rejections.append(Rejection(what, "entity", code, detail=f"{where}[{i}]"))
+            continue
+        eid = entity.get("id")
+        out.ignored.append(
+            f"{eid if type(eid) is str else '?'}: entity deleted (triggerReason entityDeleted)"
+        )
+    return True
 
 
 def _features(fc: dict, where: str, ctx: PayloadContext, out: IngestResult) -> None:
