@@ -19,6 +19,7 @@ run: install  ## start the all-in-one demo: embedded broker, worker, ingest, con
 
 test: install  ## the whole test suite (unit, property, integration on a real broker)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 fuzz: install  ## property tests with fresh random draws, six rounds (looks for bugs the fixed, smaller draws of make test miss)
