@@ -31,6 +31,10 @@ Metrics (besides the stage counters of ``streams.stage`` and the KPIs of ``incid
 * ``atalaia_stage_up{stage}``: 1 while a stage runs, 0 once it failed.
 * ``atalaia_ingest_mqtt_messages_total{outcome}``: MQTT messages the bridge received, by what
   became of them (a fixed set: accepted, oversize, unstorable, retained; see ``MQTT_OUTCOMES``).
+* ``atalaia_ingest_total{outcome}``: what the ingest stage (or the fused ingest + rules stage)
+  made of the payloads it consumed: new observations, duplicates, redelivered notifications,
+  payloads refused whole, data-quality warnings, entities ignored (deleted, nothing to observe)
+  (``INGEST_OUTCOMES``). Refusals by reason: ``atalaia_dlq_records_total{source,reason}``.
 """
 
 from __future__ import annotations
@@ -90,6 +94,34 @@ MQTT_MESSAGES = Counter(
 )
 for _outcome in MQTT_OUTCOMES:  # every outcome shows from the start, at 0
     MQTT_MESSAGES.labels(_outcome)
+
+#: what the ingest stage made of the payloads it consumed (``streams.ingest.batch`` counts)
+INGEST_OUTCOMES = (
+    "payloads",
+    "payloads_refused",
+    "observations",
+    "duplicates",
+    "notifications_redelivered",
+    "warnings",
+    "ignored",
+)
+INGEST_EVENTS = Counter(
+    "atalaia_ingest_total",
+    "what ingest made of the payloads it consumed: payloads, payloads_refused (whole payload on the "
+    "DLQ), observations (new ones), duplicates, notifications_redelivered, warnings (accepted with a "
+    "data-quality warning), ignored (deleted entities, nothing to observe)",
+    ["outcome"],
+)
+for _outcome in INGEST_OUTCOMES:
+    INGEST_EVENTS.labels(_outcome)
+
+
+def count_ingest(counts: dict[str, int]) -> None:
+    """Add one ingest batch's counts (``BatchResult.counts``) to the metrics (refusals by reason
+    are ``atalaia_dlq_records_total``, counted off the DLQ topic)."""
+    for key in INGEST_OUTCOMES:
+        if n := counts.get(key):
+            INGEST_EVENTS.labels(key).inc(n)
 
 
 # -- stage hooks ------------------------------------------------------------------------------

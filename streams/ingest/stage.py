@@ -15,6 +15,7 @@ from atalaia.streams.ingest.encode import encode_observation
 from atalaia.streams.ingest.events import RawEvent
 from atalaia.streams.ingest.observation import Observation, partition_key
 from atalaia.streams.ingest.options import IngestOptions
+from atalaia.streams.metrics import count_ingest
 from atalaia.streams.records import DLQ_MAX_BODY
 from atalaia.streams.stage import Out
 
@@ -97,6 +98,7 @@ class IngestCore:
             dedup_observations=dedup_observations,
         )
         self.duplicates += res.counts["duplicates"]
+        count_ingest(res.counts)
         outs = [Out("dlq", d) for d in res.dlq]
         return outs, list(zip(res.observations, res.timestamps, strict=True))
 
