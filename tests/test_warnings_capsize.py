@@ -182,9 +182,9 @@ def test_a_cancel_takes_the_same_path(districts) -> None:
 def test_when_even_coarse_rings_do_not_fit_the_areas_are_written_by_geocode_alone(districts) -> None:
     _, cat, codes = districts[1200]
     draft = district_draft(codes)
+    doc = cap.render(draft, cat, SENT)
     coarse = cap.area_shapes(draft, cat, tolerance=cap.MAX_TOLERANCE)
     assert cap._size_problem(draft, coarse) is not None
-    doc = cap.render(draft, cat, SENT)
     assert len(doc.xml) <= cap.MAX_CAP_BYTES and cap.validate(doc.xml) == [] and shared_checks(doc.xml) == []
     assert polygons(doc.xml) == [] and geocodes(doc.xml) == set(codes)
     assert any(n.startswith(BARE) for n in doc.notes), doc.notes
