@@ -505,7 +505,19 @@ def test_cli_is_registered() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["cap", "catalogue", "core", "draft", "feed", "from_incident", "loader", "records", "stage", "territory"],
+    [
+        "cap",
+        "catalogue",
+        "core",
+        "draft",
+        "feed",
+        "from_incident",
+        "loader",
+        "records",
+        "simplify",
+        "stage",
+        "territory",
+    ],
 )
 def test_docstring_examples(module: str) -> None:
     import doctest

@@ -268,12 +268,18 @@ def test_the_significance_gives_douglas_peucker_exactly(pts, t) -> None:
     languages=st.integers(1, 3),
     bound=st.integers(8, 400),
     text=st.text(alphabet="a&<é🌊 ", max_size=300),
+    once=st.integers(0, 30_000),
+    references=st.integers(0, 200),
+    exercise=st.booleans(),
 )
 def test_a_simplified_draft_the_estimate_lets_through_is_never_over_the_bound(
-    districts, monkeypatch, n, languages, bound, text
+    districts, monkeypatch, n, languages, bound, text, once, references, exercise
 ) -> None:
     """The estimate stays an upper bound of the document with simplified (or left out) rings: a
-    draft it accepts is never refused by the built document's check, which would come at issue."""
+    draft it accepts is never refused by the built document's check, which would come at issue.
+    The rings are fitted up to the bound, so what the estimate left out (the note, addresses and
+    references, written once; the exercise marks) made a 30 KB note's district warning 403 KiB:
+    drafted, then refused by the preview and at issue."""
     _, cat, codes = districts[250]
     monkeypatch.setattr(cap, "MAX_CAP_BYTES", bound * 1024)
     langs = ["pt-PT", "en-GB", "es-ES"][:languages]
@@ -284,6 +290,12 @@ def test_a_simplified_draft_the_estimate_lets_through_is_never_over_the_bound(
             "event": {lang: "Cheia" for lang in langs},
             "description": text or "x",
             "area": {"desc": text[:20] or "x", "geocodes": {"DICOFRE": codes[:n]}},
+            "status": "Exercise" if exercise else "Actual",
+            "note": "&" * (once // 5) or None,
+            "scope": "Private",
+            "addresses": "a" * once or "x",
+            "msgType": "Update" if references else "Alert",
+            "references": [f"PT-CM-VISEU-20261204160000-{i:010x}" for i in range(references)],
         }
     )
     fitted = cap.fit_shapes(draft, cat)

@@ -491,7 +491,17 @@ def _size_problem(draft: Draft, shapes: list[AreaShapes]) -> tuple[tuple[str, ..
     parts["eventCode"] = len(langs) * sum(
         _xml_len(k) + _xml_len(v) + 100 for k, vs in draft.event_code.items() for v in vs
     )
-    total = 1024 + 600 * len(langs) + sum(parts.values())  # (the alert's and each info's own elements)
+    # what the alert writes once (a bare reference is written 'sender,identifier,sent'), and each
+    # info's lists and exercise marks: the document is fitted up to the bound, so none is left out
+    mark = _xml_len(EXERCISE_MARK) + 2 if draft.status == "Exercise" else 0
+    parts["note"] = _xml_len(draft.note or "") + mark + 40
+    parts["restriction"] = _xml_len(draft.restriction or "") + 40
+    parts["addresses"] = _xml_len(draft.addresses or "") + 40
+    parts["references"] = sum(_xml_len(r) + _xml_len(draft.sender) + 40 for r in draft.references) + 40
+    parts["event"] += sum(mark + _xml_len(draft.text(draft.event, lang) or "") for lang in langs if mark)
+    parts["category"] = len(langs) * sum(_xml_len(c) + 40 for c in [*draft.category, *draft.response_type])
+    own = _xml_len(draft.identifier or "") + _xml_len(draft.incident or "") + 2 * _xml_len(draft.sender)
+    total = 1024 + own + 600 * len(langs) + sum(parts.values())  # (the alert's and each info's own elements)
     if total <= MAX_CAP_BYTES:
         return None
     biggest = max(parts, key=lambda k: parts[k])
