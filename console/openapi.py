@@ -687,6 +687,12 @@ _ACCEPTED = _object(
         "command": {"type": "string"},
         "status": {"type": "string"},
         "warning": _nullable("string"),
+        "notes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "a new draft's: what its CAP document does to fit the bound (the areas "
+            "file's boundaries simplified or left out), as the preview's notes say",
+        },
     },
 )
 

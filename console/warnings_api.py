@@ -381,6 +381,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             errors = [*errors, {"field": late[0], "message": late[1]}]
         return draft, errors
 
+    def boundary_notes(draft: Any) -> list[str]:
+        """What the draft's CAP document does to fit its bound (the areas file's boundaries
+        simplified or left out), as the preview's notes say it."""
+        from atalaia.warnings.cap import fit_shapes
+
+        note = fit_shapes(draft, catalogue()).note if draft is not None else None
+        return [note] if note else []
+
     async def check(data: dict[str, Any]) -> tuple[Any, list[dict[str, str]]]:
         """``check_now`` in a worker thread: a big draft never holds the event loop (the
         incident manager, the live board and the broker's heartbeats run on it)."""
@@ -402,7 +410,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
 
     keyed_requests = Requests()  # (a key sent again with another body is a 422, not the first's reply)
 
-    async def send(view: Any, request: Any, command: WarningCommand, status: int = 200) -> Any:
+    async def send(
+        view: Any, request: Any, command: WarningCommand, status: int = 200, notes: list[str] | None = None
+    ) -> Any:
         # a client that sends a command again (its answer was lost, or it was 202 queued) with
         # the same key sends the same command: the warnings stage answers it once, and again
         # with the same answer (the same warning), instead of drafting a second warning
@@ -436,9 +446,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if reason.startswith("bad draft"):
                 code = 422
             return fail(view, code, "Command refused", reason, command=command.id)
-        return view.json(
-            {"command": command.id, "status": "accepted", "warning": reply.get("warning")}, status=status
-        )
+        answer = {"command": command.id, "status": "accepted", "warning": reply.get("warning")}
+        if notes is not None:  # (what its CAP document will have to do, as the preview says)
+            answer["notes"] = notes
+        return view.json(answer, status=status)
 
     @app.page("/warnings")
     class WarningsPage(faust.web.View):
@@ -494,7 +505,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             refused = scoped_draft(self, draft, tenants_of(request))
             if refused is not None:
                 return refused
-            _, errors = await check(draft)
+            model, errors = await check(draft)
             if errors:
                 return bad_draft(self, errors)
             refused = await draft_refused(self, request, draft)
@@ -505,6 +516,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 request,
                 WarningCommand(action="draft", actor=who[0], role=who[1], draft=draft),
                 status=201,
+                notes=await off_loop(boundary_notes, model),
             )
 
     @app.page("/api/warnings/preview")

@@ -505,7 +505,19 @@ def test_cli_is_registered() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["cap", "catalogue", "core", "draft", "feed", "from_incident", "loader", "records", "stage", "territory"],
+    [
+        "cap",
+        "catalogue",
+        "core",
+        "draft",
+        "feed",
+        "from_incident",
+        "loader",
+        "records",
+        "simplify",
+        "stage",
+        "territory",
+    ],
 )
 def test_docstring_examples(module: str) -> None:
     import doctest
@@ -1177,7 +1189,7 @@ def test_the_built_document_is_bounded_whatever_the_estimate(monkeypatch) -> Non
 
     draft = Draft.model_validate(YAML(typ="safe").load(DESIGN_DRAFT))
     size = len(render(draft, CAT, SENT).xml)
-    monkeypatch.setattr(cap, "size_problem", lambda *a: None)  # (an estimate that missed)
+    monkeypatch.setattr(cap, "_size_problem", lambda *a: None)  # (an estimate that missed)
     monkeypatch.setattr(cap, "MAX_CAP_BYTES", size - 1)
     with pytest.raises(CapInvalid, match=f"the CAP document is {size // 1024} KiB, over the"):
         cap.build(draft, CAT, SENT)

@@ -372,3 +372,26 @@ async def test_a_reference_to_a_later_message_is_refused_by_the_preview_and_draf
     earlier = f"{PORTO_SENDER},PT-EXT-9,{(th.NOW - timedelta(days=1)).isoformat()}"
     code, body = await post(console, path, "op", {"draft": {**update, "references": [earlier]}})
     assert code in (200, 201), body
+
+
+async def test_the_preview_and_the_draft_answer_say_the_boundaries_were_simplified(
+    console, monkeypatch
+) -> None:
+    """A warning whose areas file's boundaries make its CAP document too big was refused (422, 'its
+    CAP document would be about ...'): the boundaries are now simplified to fit, and the preview
+    and the draft's answer say so (here with the bound lowered, so Porto's parishes are too many)."""
+    from atalaia.warnings import cap
+
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", 12 * 1024)
+    every = ["131202", "131203", "131210", "131211", "131216", "131217", "131218"]
+    big = draft(None, PORTO_SENDER, area={"geocodes": {"DICOFRE": every, "DICO": ["1312"]}})
+    code, body = await post(console, "/api/warnings/preview", "op", {"draft": big})
+    assert code == 200, body
+    assert len(body["cap"].encode()) <= 12 * 1024 and body["cap"].count("<polygon>") == 16
+    (note,) = [n for n in body["notes"] if "boundaries" in n]
+    assert note.startswith("the boundaries the areas file gives for the geocodes were simplified"), note
+    assert "to fit the 12 KiB a warning may be" in note, note
+    code, body = await post(console, "/api/warnings", "op", {"draft": big})
+    assert code == 201 and body["notes"] == [note], body
+    code, body = await post(console, "/api/warnings", "op", {"draft": draft(None, PORTO_SENDER)})
+    assert code == 201 and body["notes"] == [], body

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from lxml import etree
 
-from atalaia.warnings.cap import Q, validate
+from atalaia.warnings.cap import Q, polygon_text, validate
+from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.config import Approval, WarningsConfig
 from atalaia.warnings.core import Workflow
 
@@ -894,7 +895,8 @@ def test_a_warning_whose_areas_are_over_the_size_bound_can_still_be_cancelled(mo
     written again: a warning issued before the CAP document was bounded (or before the areas file
     gave finer boundaries) had a Cancel over the bound, refused at drafting ('its CAP document
     would be about 616 KiB, over the 384 KiB'), so the warning stayed in force. Such a Cancel
-    writes its areas by geocode and name alone; a warning of those areas is still refused."""
+    writes the areas file's boundaries simplified to fit (as any warning now does: the same warning
+    is drafted again, not refused), every geocode still there."""
     from atalaia.warnings import cap
 
     parishes = ["131202", "131203", "131210", "131211", "131216", "131217", "131218"]
@@ -916,7 +918,8 @@ def test_a_warning_whose_areas_are_over_the_size_bound_can_still_be_cancelled(mo
     w = d.issued(big)
     assert len(d.caps()[-1].xml) > bound
     monkeypatch.setattr(cap, "MAX_CAP_BYTES", bound)
-    assert not d.do("draft", "ana", "operator", draft=big).ok, "a warning that big is still refused"
+    again = d.do("draft", "ana", "operator", draft=big)
+    assert again.ok, again.error  # (it was refused: 'its CAP document would be about 616 KiB')
     r = d.do("cancel", "ana", "operator", warning=w, reason="over")
     assert r.ok, r.error
     d.do("submit", "ana", "operator", warning=r.warning)
@@ -930,8 +933,12 @@ def test_a_warning_whose_areas_are_over_the_size_bound_can_still_be_cancelled(mo
     assert validate(xml) == []
     root = etree.fromstring(xml)
     areas = list(root.iter(Q + "area"))
-    assert len(areas) == 200 and not list(root.iter(Q + "polygon"))
+    assert len(areas) == 200
     assert [g.findtext(Q + "value") for g in areas[0].iter(Q + "geocode")] == ["131202", "1312"]
+    polygons = [p.text.split() for p in areas[0].iter(Q + "polygon")]
+    assert len(polygons) == 2 and all(len(p) >= 4 and p[0] == p[-1] for p in polygons)  # (131202, 1312)
+    porto = [polygon_text(r) for r in Catalogue.load().area("DICO", "1312").rings]
+    assert len(polygons[1]) < len(porto[0].split())  # simplified
 
 
 @pytest.mark.parametrize("ahead", [timedelta(seconds=40), timedelta(minutes=3)], ids=["40s", "3min"])

@@ -23,13 +23,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 import orjson
 from lxml import etree
 
+from atalaia.warnings import simplify
 from atalaia.warnings.catalogue import CAOP_CODES, Catalogue, Hazard
 from atalaia.warnings.draft import PT_BBOX, Draft, cap_time, circle_fits, geocode_items, parse_reference
 
@@ -316,9 +317,12 @@ def _xml_len(text: str) -> int:
     return len(text.encode()) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
 
 
-def area_shapes(draft: Draft, cat: Catalogue, boundaries: bool = True) -> list[AreaShapes]:
+def area_shapes(
+    draft: Draft, cat: Catalogue, boundaries: bool = True, tolerance: float = 0.0
+) -> list[AreaShapes]:
     """Each area's :class:`AreaShapes`, a geocode's rings written once however many areas name it
-    (``boundaries`` false: a geocode's name and code, not its rings)."""
+    (``boundaries`` false: a geocode's name and code, not its rings; ``tolerance``: its rings
+    simplified to that many degrees, :func:`boundary_text`; the drawn polygons are kept exact)."""
     rings: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
     out = []
     for a in draft.area:
@@ -328,7 +332,7 @@ def area_shapes(draft: Draft, cat: Catalogue, boundaries: bool = True) -> list[A
             if (kind, code) not in rings:
                 found = cat.area(kind, code) if kind in CAOP_CODES else None
                 rings[kind, code] = (
-                    (found.name, [polygon_text(r) for r in found.rings] if boundaries else [])
+                    (found.name, [boundary_text(r, tolerance) for r in found.rings] if boundaries else [])
                     if found
                     else (None, [])
                 )
@@ -344,16 +348,112 @@ def area_shapes(draft: Draft, cat: Catalogue, boundaries: bool = True) -> list[A
     return out
 
 
-def shapes_to_write(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
-    """The areas' shapes the document writes: every geocode's boundaries, except in a Cancel
-    whose document they would make too big. A Cancel keeps the areas of the warning it withdraws
-    (issued before the bound, or before the areas file gave finer boundaries), and a warning that
-    cannot be cancelled stays in force: its areas are then written by geocode and name alone (a
-    Cancel is acted on by its references; the drawn polygons and circles are kept)."""
+@lru_cache(maxsize=16384)
+def _ring_pairs(ring: tuple[tuple[float, float], ...]) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """A boundary ring's pairs as the document writes them (without the closing one) and their
+    Douglas–Peucker significance (:mod:`atalaia.warnings.simplify`)."""
+    pairs = tuple(f"{_num(lat)},{_num(lon)}" for lat, lon in simplify.open_ring(ring))
+    return pairs, simplify.significance(ring)
+
+
+def boundary_text(ring: tuple[tuple[float, float], ...], tolerance: float = 0.0) -> str:
+    """An areas file's ring as :func:`polygon_text` writes it, simplified to ``tolerance``
+    (degrees; 0: exact). A ring the rounding to 6 decimals would leave under 4 pairs is written as
+    it is (it is no bigger than the rings the document wrote before it was simplified)."""
+    if tolerance <= 0.0:
+        return polygon_text(ring)
+    pairs, sig = _ring_pairs(ring)
+    kept = [p for p, s in zip(pairs, sig, strict=True) if s > tolerance]
+    kept = [p for i, p in enumerate(kept) if i == 0 or p != kept[i - 1]]
+    while len(kept) > 1 and kept[-1] == kept[0]:
+        kept.pop()
+    if len(set(kept)) < 3:
+        return polygon_text(ring)
+    return " ".join([*kept, kept[0]])
+
+
+#: The first tolerance tried when the areas file's boundaries make a document too big (about 1 m),
+#: doubled until they fit, then narrowed down (:data:`TOLERANCE_STEPS` halvings).
+MIN_TOLERANCE = 0.00001
+#: The coarsest: a ring simplified beyond about 1 km would misdraw the parish it stands for more than
+#: it shows it; the areas are written by geocode and name alone instead.
+MAX_TOLERANCE = 0.01
+TOLERANCE_STEPS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class FittedShapes:
+    """The areas' shapes a document writes (:func:`shapes_to_write`), and how they were fitted to
+    :data:`MAX_CAP_BYTES`: ``tolerance`` (degrees) when the areas file's boundaries were simplified,
+    ``bare`` when they were left out; ``note`` says so."""
+
+    shapes: list[AreaShapes]
+    tolerance: float | None = None
+    bare: bool = False
+
+    @property
+    def note(self) -> str | None:
+        bound = f"the {MAX_CAP_BYTES // 1024} KiB a warning may be"
+        if self.tolerance is not None:
+            return (
+                "the boundaries the areas file gives for the geocodes were simplified to a tolerance of "
+                f"about {_metres(self.tolerance)} to fit {bound} (the geocodes name the areas exactly; "
+                "drawn polygons and circles are kept as drawn)"
+            )
+        if self.bare:
+            return (
+                "the geocodes are written by code and name alone, without the boundaries the areas file "
+                f"gives: even simplified to about {_metres(MAX_TOLERANCE)} they would not fit {bound} "
+                "(drawn polygons and circles are kept as drawn)"
+            )
+        return None
+
+
+def _metres(degrees: float) -> str:
+    m = degrees * simplify.METRES_PER_DEGREE
+    return f"{m / 1000:.1f} km" if m >= 1000 else f"{m:.0f} m" if m >= 10 else f"{m:.1f} m"
+
+
+def fit_shapes(draft: Draft, cat: Catalogue) -> FittedShapes:
+    """The areas' shapes the document writes, whatever its msgType: every geocode's boundaries
+    from the areas file, as they are when the document fits :data:`MAX_CAP_BYTES`; else simplified
+    (:func:`boundary_text`) to the least tolerance found that fits, by doubling from
+    :data:`MIN_TOLERANCE` and halving the last step :data:`TOLERANCE_STEPS` times (the same draft
+    and areas give the same document: the preview is what is issued); else, beyond
+    :data:`MAX_TOLERANCE`, by geocode and name alone. The drawn polygons and circles are always
+    written exact: when they and the texts alone are over the bound, those (boundaries left out)
+    are what :func:`size_problem` refuses. A warning is never refused for the boundaries Atalaia
+    adds."""
     shapes = area_shapes(draft, cat)
-    if draft.msg_type == "Cancel" and _size_problem(draft, shapes) is not None:
-        return area_shapes(draft, cat, boundaries=False)
-    return shapes
+    if _size_problem(draft, shapes) is None:
+        return FittedShapes(shapes)
+    bare = area_shapes(draft, cat, boundaries=False)
+    if _size_problem(draft, bare) is not None:
+        return FittedShapes(bare, bare=True)  # (the draft's own content: refused)
+
+    def fitting(t: float) -> list[AreaShapes] | None:
+        s = area_shapes(draft, cat, tolerance=t)
+        return s if _size_problem(draft, s) is None else None
+
+    low, high = 0.0, MIN_TOLERANCE
+    while (found := fitting(high)) is None:
+        if high >= MAX_TOLERANCE:
+            return FittedShapes(bare, bare=True)
+        low, high = high, min(2 * high, MAX_TOLERANCE)
+    for _ in range(TOLERANCE_STEPS):
+        mid = (low + high) / 2
+        if (nearer := fitting(mid)) is not None:
+            high, found = mid, nearer
+        else:
+            low = mid
+    return FittedShapes(found, tolerance=high)
+
+
+def shapes_to_write(draft: Draft, cat: Catalogue) -> list[AreaShapes]:
+    """The areas' shapes the document writes (:func:`fit_shapes`). A Cancel is no exception: it
+    keeps the areas of the warning it withdraws (issued before the bound, or before the areas file
+    gave finer boundaries), and a warning that cannot be cancelled stays in force."""
+    return fit_shapes(draft, cat).shapes
 
 
 def size_problem(
@@ -362,7 +462,8 @@ def size_problem(
     """(location, message) when the draft's CAP document would be over :data:`MAX_CAP_BYTES`
     (estimated before it is built: every area's shapes and every text are written once per
     language; located at ``area`` when the areas make most of it), or None. Without ``shapes``,
-    those :func:`shapes_to_write` gives (a Cancel's boundaries are left out rather than refused)."""
+    those :func:`shapes_to_write` gives (the areas file's boundaries simplified or left out rather
+    than refused: only the draft's own texts, geocodes, drawn shapes and languages can be)."""
     return _size_problem(draft, shapes_to_write(draft, cat) if shapes is None else shapes)
 
 
@@ -390,15 +491,26 @@ def _size_problem(draft: Draft, shapes: list[AreaShapes]) -> tuple[tuple[str, ..
     parts["eventCode"] = len(langs) * sum(
         _xml_len(k) + _xml_len(v) + 100 for k, vs in draft.event_code.items() for v in vs
     )
-    total = 1024 + 600 * len(langs) + sum(parts.values())  # (the alert's and each info's own elements)
+    # what the alert writes once (a bare reference is written 'sender,identifier,sent'), and each
+    # info's lists and exercise marks: the document is fitted up to the bound, so none is left out
+    mark = _xml_len(EXERCISE_MARK) + 2 if draft.status == "Exercise" else 0
+    parts["note"] = _xml_len(draft.note or "") + mark + 40
+    parts["restriction"] = _xml_len(draft.restriction or "") + 40
+    parts["addresses"] = _xml_len(draft.addresses or "") + 40
+    parts["references"] = sum(_xml_len(r) + _xml_len(draft.sender) + 40 for r in draft.references) + 40
+    parts["event"] += sum(mark + _xml_len(draft.text(draft.event, lang) or "") for lang in langs if mark)
+    parts["category"] = len(langs) * sum(_xml_len(c) + 40 for c in [*draft.category, *draft.response_type])
+    own = _xml_len(draft.identifier or "") + _xml_len(draft.incident or "") + 2 * _xml_len(draft.sender)
+    total = 1024 + own + 600 * len(langs) + sum(parts.values())  # (the alert's and each info's own elements)
     if total <= MAX_CAP_BYTES:
         return None
     biggest = max(parts, key=lambda k: parts[k])
     return (biggest,), (
         f"its CAP document would be about {total // 1024} KiB, over the {MAX_CAP_BYTES // 1024} KiB a "
         f"warning may be ({biggest}: about {parts[biggest] // 1024} KiB in {len(langs)} languages; every "
-        "area's boundaries and every text are written once per language): name each place in one "
-        "area, or use fewer languages or shorter texts"
+        "area's geocodes and shapes and every text are written once per language, the boundaries of "
+        "the geocodes left out already): name each place in one area, or use fewer languages or "
+        "shorter texts"
     )
 
 
@@ -501,9 +613,12 @@ def build(
     if draft.incident:
         _sub(root, "incidents", draft.incident)
 
-    shapes = shapes_to_write(draft, cat)
+    fitted = fit_shapes(draft, cat)
+    shapes = fitted.shapes
     if (too_big := size_problem(draft, cat, shapes)) is not None:
         raise CapInvalid([f"{'.'.join(too_big[0]) or 'draft'}: {too_big[1]}"])
+    if fitted.note:
+        notes.append(fitted.note)
     categories = draft.category or [hazard.category if hazard else "Other"]
     responses = draft.response_type or (["AllClear"] if draft.msg_type == "Cancel" else [])
     severity = level.severity if level else "Unknown"
