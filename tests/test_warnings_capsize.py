@@ -304,3 +304,18 @@ def test_a_simplified_draft_the_estimate_lets_through_is_never_over_the_bound(
         assert len(doc.xml) <= cap.MAX_CAP_BYTES
         assert all(len(r) >= 4 and r[0] == r[-1] for r in polygons(doc.xml))
         assert (fitted.note is None) == (not any("boundaries" in x for x in doc.notes))
+
+
+def test_unknown_geocodes_against_a_large_catalogue_are_named_without_listing_it_each_time(districts) -> None:
+    """A city's parishes are listed in an unknown code's message; a district's (or a nation's)
+    are counted: 950 unknown codes listed all 1 200 configured parishes each, about 5 MB."""
+    from atalaia.warnings.draft import LIST_AREAS_MAX, problems
+
+    _path, cat, codes = districts[1200]
+    unknown = [f"99{i:04d}" for i in range(950)]
+    found = problems(district_draft(codes[:3] + unknown), cat)
+    messages = [m for _at, m in found if "unknown DICOFRE geocode" in m]
+    assert len(messages) == 950, "each unknown code is named, at its place"
+    assert all("'99" in m and "1200 DICOFRE codes" in m for m in messages)
+    assert sum(map(len, messages)) < 250_000
+    assert len(cat.codes("DICOFRE")) > LIST_AREAS_MAX

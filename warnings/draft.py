@@ -429,6 +429,19 @@ def _hint(got: str, allowed: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+#: up to this many configured areas are listed in an unknown geocode's message (a city's parishes);
+#: a national catalogue's thousands are counted instead, or 950 unknown codes answered 5 MB
+LIST_AREAS_MAX = 30
+
+
+def _listed(cat, kind: str, known: list[str]) -> str:
+    if not known:
+        return "none"
+    if len(known) > LIST_AREAS_MAX:
+        return f"{len(known)} {kind} codes, from {known[0]} to {known[-1]}; GET /api/areas lists them"
+    return ", ".join(f"{c} {cat.area(kind, c).name}" for c in known)
+
+
 def parse_reference(ref: str) -> tuple[str, str, datetime] | str:
     """``sender,identifier,sent`` -> (sender, identifier, sent); a bare identifier -> itself.
     Raises ValueError for anything else."""
@@ -889,10 +902,9 @@ def problems(
                         what = ", ".join(f"{c} ({cat.area(kind, c).name})" for c in named)
                         message = f"{code!r} is a name, not a {kind} code: write {what}"
                     else:
-                        listed = ", ".join(f"{c} {cat.area(kind, c).name}" for c in known) or "none"
                         message = (
                             f"unknown {kind} geocode {code!r}{_hint(code, known)}: not in the configured "
-                            f"CAOP areas ({listed})"
+                            f"CAOP areas ({_listed(cat, kind, known)})"
                         )
                     out.append(((*at, "geocodes", key, j), message))
                 else:
