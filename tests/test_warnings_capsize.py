@@ -319,3 +319,58 @@ def test_unknown_geocodes_against_a_large_catalogue_are_named_without_listing_it
     assert all("'99" in m and "1200 DICOFRE codes" in m for m in messages)
     assert sum(map(len, messages)) < 250_000
     assert len(cat.codes("DICOFRE")) > LIST_AREAS_MAX
+
+
+@pytest.fixture(scope="module")
+def unions(tmp_path_factory) -> tuple[Catalogue, list[str]]:
+    """The 250 parishes, named as CAOP names the unions of parishes (~55 bytes a name)."""
+    doc = district(250)
+    for i, f in enumerate(doc["features"]):
+        f["properties"]["name"] = f"União das Freguesias de Santa Maria, São Pedro e Sé {i}"
+    path = tmp_path_factory.mktemp("geo") / "unions.geojson"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return Catalogue.load(areas=[path]), [f["properties"]["dicofre"] for f in doc["features"]]
+
+
+ESTIMATED_AREAS = {
+    # an area without a desc: its areaDesc is its geocodes' names, in every language
+    "names": {"area": {"geocodes": {"DICOFRE": "codes"}}},
+    # a desc in one of the languages: the others write it too
+    "one language": {
+        "area": {"desc": {"pt-PT": "Distrito de Viseu; " * 2000}, "geocodes": {"DICOFRE": "codes"}}
+    },
+    # a text pasted with Windows line ends: each CR is written '&#13;'
+    "CRLF": {"description": "Linha de texto\r\n" * 1500},
+}
+
+
+@pytest.mark.parametrize("case", list(ESTIMATED_AREAS))
+def test_the_estimate_counts_what_the_document_writes_that_the_draft_does_not_say(unions, case) -> None:
+    """The estimate is an upper bound of the document: it counted an area without a desc as an
+    empty areaDesc (the document writes its geocodes' names, ~14 KB here in two languages), a desc
+    given in one language as absent from the others (each writes it), and a CR as one byte (the
+    document writes '&#13;'); the rings were fitted to that estimate, so such a district warning
+    was drafted, then refused by the preview and at issue ('the CAP document is 402 KiB')."""
+    cat, codes = unions
+    extra = json.loads(json.dumps(ESTIMATED_AREAS[case]).replace('"codes"', json.dumps(codes)))
+    draft = district_draft(codes, **extra)
+    assert draft.languages == ["pt-PT", "en-GB"]
+    doc = cap.render(draft, cat, SENT)  # (refused: 'the CAP document is 402 KiB, over the 384 KiB')
+    assert len(doc.xml) <= cap.MAX_CAP_BYTES and cap.validate(doc.xml) == []
+    assert geocodes(doc.xml) == set(codes)
+    # and with any boundaries, simplified or not: the estimate is at least the document
+    for tolerance in (0.0, cap.MIN_TOLERANCE, cap.MAX_TOLERANCE):
+        shapes = cap.area_shapes(draft, cat, tolerance=tolerance)
+        size = len(_unbounded_build(draft, cat, shapes))
+        assert cap._size_problem(draft, shapes) is not None or size <= cap.MAX_CAP_BYTES
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(cap, "MAX_CAP_BYTES", size - 1)
+            assert cap._size_problem(draft, shapes) is not None, f"estimated under {size} bytes"
+
+
+def _unbounded_build(draft: Draft, cat: Catalogue, shapes: list) -> bytes:
+    """The document ``draft`` makes with ``shapes``, whatever its size."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cap, "MAX_CAP_BYTES", 1 << 30)
+        m.setattr(cap, "fit_shapes", lambda d, c: cap.FittedShapes(shapes))
+        return cap.build(draft, cat, SENT).xml

@@ -313,8 +313,24 @@ class AreaShapes:
 
 
 def _xml_len(text: str) -> int:
-    """The bytes ``text`` takes in the document: UTF-8, with ``&``, ``<`` and ``>`` escaped."""
-    return len(text.encode()) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+    """The bytes ``text`` takes in the document: UTF-8, with ``&``, ``<`` and ``>`` escaped, and a
+    CR written ``&#13;`` (lxml keeps it from the parser's line-end normalization)."""
+    return (
+        len(text.encode())
+        + 4 * (text.count("&") + text.count("\r"))
+        + 3 * (text.count("<") + text.count(">"))
+    )
+
+
+def area_desc(area: Any, shape: AreaShapes, draft: Draft, lang: str) -> str:
+    """The ``areaDesc`` an area writes in ``lang``: its desc in that language, else in any (place
+    names), else its geocodes' names."""
+    desc = draft.text(area.desc, lang) if area.desc is not None else None
+    if desc is None and isinstance(area.desc, dict) and area.desc:
+        desc = next(iter(area.desc.values()))
+    if desc is None:
+        desc = ", ".join(dict.fromkeys(shape.names))
+    return desc
 
 
 def area_shapes(
@@ -482,8 +498,10 @@ def _size_problem(draft: Draft, shapes: list[AreaShapes]) -> tuple[tuple[str, ..
     parts = {"area": sum(s.size() for s in shapes) * len(langs)}  # (what each part writes in all)
     for name, value in fields.items():
         parts[name] = sum(_xml_len(draft.text(value, lang) or "") + 40 for lang in langs)
-    parts["area"] += sum(
-        _xml_len(str(draft.text(a.desc, lang) or "")) + 40 for a in draft.area for lang in langs
+    parts["area"] += sum(  # (a desc in one language, or none: the names, written in every language)
+        _xml_len(area_desc(a, s, draft, lang)) + 40
+        for a, s in zip(draft.area, shapes, strict=True)
+        for lang in langs
     )
     parts["parameters"] = len(langs) * sum(
         _xml_len(k) + _xml_len(v) + 100 for k, v in draft.parameters.items()
@@ -664,12 +682,7 @@ def build(
             _pair(info, "parameter", k, v)
         for a, shape in zip(draft.area, shapes, strict=True):
             area = _sub(info, "area")
-            desc = draft.text(a.desc, lang) if a.desc is not None else None
-            if desc is None and isinstance(a.desc, dict) and a.desc:  # place names: any language
-                desc = next(iter(a.desc.values()))
-            if desc is None:
-                desc = ", ".join(dict.fromkeys(shape.names))
-            _sub(area, "areaDesc", desc)
+            _sub(area, "areaDesc", area_desc(a, shape, draft, lang))
             for p in shape.polygons:
                 _sub(area, "polygon", p)
             for c in shape.circles:
