@@ -374,3 +374,59 @@ def _unbounded_build(draft: Draft, cat: Catalogue, shapes: list) -> bytes:
         m.setattr(cap, "MAX_CAP_BYTES", 1 << 30)
         m.setattr(cap, "fit_shapes", lambda d, c: cap.FittedShapes(shapes))
         return cap.build(draft, cat, SENT).xml
+
+
+def _area2(pairs: list[str]) -> int:
+    """Twice the signed area of written pairs, in (10⁻⁶ degree)² (exact)."""
+    pts = [tuple(round(float(v) * 1e6) for v in p.split(",")) for p in pairs]
+    return sum(a[0] * b[1] - b[0] * a[1] for a, b in itertools.pairwise(pts))
+
+
+def test_a_ring_that_passes_its_first_vertex_again_is_never_simplified_to_no_area() -> None:
+    """A ring that touches itself at its first vertex (a parish of two lobes joined at a point, as
+    some GIS exports write it): Douglas–Peucker kept the vertex, the farthest of each lobe, and the
+    vertex again, 'A B A C A', three distinct points of no area (two spikes) that a CAP reader
+    drawing or testing the polygon takes for nothing. Such a ring is written as it is now."""
+    a, b1, b2, c1, c2 = (40.5, -8.0), (40.51, -7.99), (40.52, -8.0), (40.49, -7.99), (40.48, -8.0)
+    ring = (a, b1, (40.515, -7.995), b2, a, c2, (40.485, -7.995), c1, a)  # (both lobes one way)
+    assert _area2(cap.polygon_text(ring).split()) != 0
+    for t in (cap.MIN_TOLERANCE, 0.001, cap.MAX_TOLERANCE):
+        pairs = cap.boundary_text(ring, t).split()
+        assert len(pairs) >= 4 and pairs[0] == pairs[-1]
+        assert _area2(pairs) != 0, (t, pairs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pts=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 2000)), min_size=3, max_size=30),
+    pinch=st.integers(0, 29),
+    t=st.sampled_from([0.00001, 0.0001, 0.0005, 0.003, 0.01]),
+)
+def test_a_simplified_ring_has_an_area_when_the_ring_has(pts, pinch, t) -> None:
+    """Whatever the ring (repeated points, collinear runs, its first vertex again): simplified, it is
+    closed, of 4 pairs or more, no pair twice in a row, every pair its own, and of an area."""
+    ring = [(40.0 + a / 1e5, -8.0 + b / 1e5) for a, b in pts]
+    ring.insert(pinch % len(ring), ring[0])
+    ring = (*ring, ring[0])
+    full = cap.polygon_text(ring).split()
+    if len(full) < 4 or _area2(full) == 0:
+        return  # (a ring that has none is written as it is)
+    pairs = cap.boundary_text(ring, t).split()
+    assert len(pairs) >= 4 and pairs[0] == pairs[-1] and set(pairs) <= set(full)
+    assert all(p != q for p, q in itertools.pairwise(pairs))
+    assert _area2(pairs) != 0, pairs
+
+
+def test_a_narrow_ring_starting_on_its_straight_edge_is_simplified_to_an_area() -> None:
+    """A narrow parish along a straight line (a road, a canal), its ring starting on that line:
+    the third vertex always kept was the farthest from the segment between the first and the
+    farthest from it, the vertex behind the first on the same line, so at a coarse tolerance the
+    ring was a triangle of no area. It is the farthest from their line: a triangle of the ring's
+    own width, still simplified."""
+    east = [(40.6 - i * 0.005, -7.997 + 0.0002 * math.sin(i)) for i in range(1, 27)]
+    ring = ((40.5, -8.0), (40.55, -8.0), (40.6, -8.0), *east, (40.465, -8.0), (40.5, -8.0))
+    full = cap.polygon_text(ring).split()
+    assert _area2(full) != 0
+    pairs = cap.boundary_text(ring, cap.MAX_TOLERANCE).split()
+    assert len(pairs) >= 4 and pairs[0] == pairs[-1] and _area2(pairs) != 0, pairs
+    assert len(pairs) < len(full), "simplified, not written whole"

@@ -374,8 +374,9 @@ def _ring_pairs(ring: tuple[tuple[float, float], ...]) -> tuple[tuple[str, ...],
 
 def boundary_text(ring: tuple[tuple[float, float], ...], tolerance: float = 0.0) -> str:
     """An areas file's ring as :func:`polygon_text` writes it, simplified to ``tolerance``
-    (degrees; 0: exact). A ring the rounding to 6 decimals would leave under 4 pairs is written as
-    it is (it is no bigger than the rings the document wrote before it was simplified)."""
+    (degrees; 0: exact). A ring the rounding to 6 decimals would leave under 4 pairs, or of no
+    area (a ring through its first vertex twice simplified to two spikes, 'A B A C A'), is written
+    as it is (it is no bigger than the rings the document wrote before it was simplified)."""
     if tolerance <= 0.0:
         return polygon_text(ring)
     pairs, sig = _ring_pairs(ring)
@@ -383,9 +384,16 @@ def boundary_text(ring: tuple[tuple[float, float], ...], tolerance: float = 0.0)
     kept = [p for i, p in enumerate(kept) if i == 0 or p != kept[i - 1]]
     while len(kept) > 1 and kept[-1] == kept[0]:
         kept.pop()
-    if len(set(kept)) < 3:
+    if len(set(kept)) < 3 or _area2(kept) == 0:
         return polygon_text(ring)
     return " ".join([*kept, kept[0]])
+
+
+def _area2(pairs: list[str]) -> int:
+    """Twice the signed area of a ring's written pairs (without the closing one), exactly, in
+    (10⁻⁶ degree)²."""
+    pts = [tuple(round(float(v) * 1_000_000) for v in p.split(",")) for p in pairs]
+    return sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(pts, [*pts[1:], pts[0]], strict=True))
 
 
 #: The first tolerance tried when the areas file's boundaries make a document too big (about 1 m),

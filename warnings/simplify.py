@@ -9,8 +9,10 @@ pass over the ring, and a larger tolerance keeps a subset of the vertices a smal
 
 Distances are in degrees of latitude, on the ring's own equirectangular projection (longitudes
 scaled by the cosine of its mean latitude): 0.00001° is about 1.1 m. A ring keeps its first vertex,
-the vertex farthest from it and the farthest of the others from those two, so it stays a closed
-ring of at least 4 pairs (3 distinct points and the first again).
+the vertex farthest from it and the farthest of the others from the line through those two, so it
+stays a closed ring of at least 4 pairs (3 distinct points and the first again) that spans an area
+when the ring does (:func:`atalaia.warnings.cap.boundary_text` still writes one that has none, a
+ring through its first vertex twice, as it is).
 
 >>> ring = ((0.0, 0.0), (0.0, 1.0), (0.001, 2.0), (0.0, 3.0), (1.0, 3.0), (1.0, 0.0), (0.0, 0.0))
 >>> simplified(ring, significance(ring), 0.0) == ring
@@ -85,14 +87,18 @@ def significance(ring: Ring) -> tuple[float, ...]:
     k = math.cos(math.radians(sum(lat for lat, _ in pts) / n))
     xy = [(lon * k, lat) for lat, lon in pts]
     xy.append(xy[0])  # (index n: the first vertex again, the end of the second half)
-    far = max(range(1, n), key=lambda i: math.hypot(xy[i][0] - xy[0][0], xy[i][1] - xy[0][1]))
-    # the third kept vertex: the farther of each half's farthest from its chord
-    halves = [(0, far), (far, n)]
-    third, _ = max(
-        ((_farthest(xy, i, j), -i) for i, j in halves if j - i >= 2), key=lambda x: (x[0][1], x[1])
+    (x0, y0) = xy[0]
+    far = max(range(1, n), key=lambda i: math.hypot(xy[i][0] - x0, xy[i][1] - y0))
+    # the third kept vertex: the farthest from the *line* through those two (the first of equals),
+    # so the three span an area whenever the ring does; farthest from their segment, a vertex
+    # behind the first on that line (a ring starting on a straight edge) made a triangle of none
+    dx, dy = xy[far][0] - x0, xy[far][1] - y0
+    third = max(
+        (i for i in range(1, n) if i != far),
+        key=lambda i: (abs((xy[i][0] - x0) * dy - (xy[i][1] - y0) * dx), -i),
     )
     sig = [0.0] * n
-    kept = sorted({0, far, third[0], n})
+    kept = sorted({0, far, third, n})
     for i in kept[:-1]:
         sig[i] = math.inf
     for i, j in itertools.pairwise(kept):
