@@ -430,3 +430,41 @@ def test_a_narrow_ring_starting_on_its_straight_edge_is_simplified_to_an_area() 
     pairs = cap.boundary_text(ring, cap.MAX_TOLERANCE).split()
     assert len(pairs) >= 4 and pairs[0] == pairs[-1] and _area2(pairs) != 0, pairs
     assert len(pairs) < len(full), "simplified, not written whole"
+
+
+@pytest.mark.parametrize(("n", "most"), [(1200, 3), (250, 20)])
+def test_a_preview_searches_the_tolerance_once(districts, monkeypatch, n, most) -> None:
+    """The console's preview checks the draft (drafting's size problem) and renders it (the check
+    again, then the build): three tolerance searches, each a pass over every ring for the full
+    boundaries, the bare ones and each tolerance tried (13 for 1200 parishes, left bare after
+    doubling to 1 km), for every edit in the editor, on the console's worker threads. The search
+    is done once for a draft (and the same again), and a warning the coarsest rings do not fit is
+    left bare at once."""
+    from atalaia.warnings.loader import field_errors
+
+    _, cat, codes = districts[n]
+    data = district_data(codes)
+    getattr(cap, "_FIT_MEMO", {}).clear()  # (a search anew)
+    calls = []
+    real = cap.area_shapes
+    monkeypatch.setattr(cap, "area_shapes", lambda *a, **k: calls.append(k) or real(*a, **k))
+    draft, errors = field_errors(data, cat)  # (what the preview does)
+    assert errors == []
+    doc = cap.render(draft, cat, SENT)
+    assert len(calls) <= most, calls
+    calls.clear()
+    again = cap.render(district_draft(codes), cat, SENT)
+    assert calls == [] and again.xml == doc.xml and again.notes == doc.notes
+    getattr(cap, "_FIT_MEMO", {}).clear()  # (what it answers is what it finds anew)
+    assert cap.render(district_draft(codes), cat, SENT).xml == doc.xml and calls
+
+
+def test_the_fit_is_kept_for_the_whole_draft_and_bound(districts, monkeypatch) -> None:
+    """The fit kept for a draft is that draft's: another text, another bound, are searched anew."""
+    _, cat, codes = districts[250]
+    first = cap.fit_shapes(district_draft(codes), cat)
+    longer = cap.fit_shapes(district_draft(codes, description="x" * 40_000), cat)
+    assert first.tolerance is not None and longer.tolerance is not None
+    assert longer.tolerance > first.tolerance
+    monkeypatch.setattr(cap, "MAX_CAP_BYTES", 100 * 1024)
+    assert cap.fit_shapes(district_draft(codes), cat).bare

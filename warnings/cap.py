@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -411,7 +413,7 @@ class FittedShapes:
     :data:`MAX_CAP_BYTES`: ``tolerance`` (degrees) when the areas file's boundaries were simplified,
     ``bare`` when they were left out; ``note`` says so."""
 
-    shapes: list[AreaShapes]
+    shapes: tuple[AreaShapes, ...] | list[AreaShapes]
     tolerance: float | None = None
     bare: bool = False
 
@@ -447,7 +449,32 @@ def fit_shapes(draft: Draft, cat: Catalogue) -> FittedShapes:
     :data:`MAX_TOLERANCE`, by geocode and name alone. The drawn polygons and circles are always
     written exact: when they and the texts alone are over the bound, those (boundaries left out)
     are what :func:`size_problem` refuses. A warning is never refused for the boundaries Atalaia
-    adds."""
+    adds.
+
+    The answer is kept for the last few drafts (:data:`FIT_MEMO`), keyed by the whole draft, the
+    catalogue and the bound: a preview checks the draft and builds it (three searches, each up to
+    ~20 passes over every ring of a national warning's areas, for every edit in the editor)."""
+    key = (id(cat), MAX_CAP_BYTES, MIN_TOLERANCE, MAX_TOLERANCE, TOLERANCE_STEPS, draft.model_dump_json())
+    with _FIT_LOCK:
+        if (known := _FIT_MEMO.get(key)) is not None and known[0] is cat:
+            _FIT_MEMO.move_to_end(key)
+            return known[1]
+    found = _fit_shapes(draft, cat)
+    fitted = FittedShapes(tuple(found.shapes), found.tolerance, found.bare)  # (shared: immutable)
+    with _FIT_LOCK:
+        _FIT_MEMO[key] = (cat, fitted)  # (the catalogue held: its id is not another's)
+        while len(_FIT_MEMO) > FIT_MEMO:
+            _FIT_MEMO.popitem(last=False)
+    return fitted
+
+
+#: How many drafts' :func:`fit_shapes` answers are kept.
+FIT_MEMO = 16
+_FIT_MEMO: OrderedDict[tuple, tuple[Catalogue, FittedShapes]] = OrderedDict()
+_FIT_LOCK = threading.Lock()
+
+
+def _fit_shapes(draft: Draft, cat: Catalogue) -> FittedShapes:
     shapes = area_shapes(draft, cat)
     if _size_problem(draft, shapes) is None:
         return FittedShapes(shapes)
@@ -459,6 +486,8 @@ def fit_shapes(draft: Draft, cat: Catalogue) -> FittedShapes:
         s = area_shapes(draft, cat, tolerance=t)
         return s if _size_problem(draft, s) is None else None
 
+    if fitting(MAX_TOLERANCE) is None:  # (not the ~11 doublings up to it first)
+        return FittedShapes(bare, bare=True)
     low, high = 0.0, MIN_TOLERANCE
     while (found := fitting(high)) is None:
         if high >= MAX_TOLERANCE:
