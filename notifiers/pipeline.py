@@ -334,7 +334,7 @@ class TargetLane:
                 ctx.log.finish,
                 n,
                 attempt,
-                DeliveryResult(result.status, error, result.detail),
+                DeliveryResult(result.status, error, result.detail, progress=result.progress),
                 d.status,
                 now,
                 latency_ms,

@@ -185,6 +185,10 @@ class Notifier:
             if channel is None:  # its target was removed from the escalation file since
                 rec.stranded[n.target] = rec.stranded.get(n.target, 0) + 1
                 continue
+            if u.progress and hasattr(channel, "restore"):
+                # an email to several recipients: who got it (or refused it for good) before the
+                # restart is not sent it again
+                channel.restore(n.id, u.progress)
             failed = u.status == "failed"
             prior[n.id] = (u.queued_at, u.attempts, failed)
             todo.append(n)

@@ -27,7 +27,9 @@ session, a mailbox full) ``retryable``, with the server's words (notifiers/READM
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import dataclasses
 import logging
 import re
 import smtplib
@@ -419,6 +421,27 @@ class _Progress:
     refused: list[SmtpReply] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
 
+    def dump(self) -> dict | None:
+        """As JSON for the delivery log (``DeliveryResult.progress``), None if there is nothing
+        to keep. apprise's entries are ``(piece, (type, repr(key)))``; its email keys are the
+        messages' recipients (str)."""
+        done = [[piece, ast.literal_eval(r)] for piece, (typ, r) in self.tracker if typ is str]
+        if not (done or self.refused or self.accepted):
+            return None
+        return {
+            "done": sorted(done, key=lambda x: (x[0] is None, x[0] or 0, x[1])),
+            "refused": [[f.command, f.code, f.text, f.recipient] for f in self.refused],
+            "accepted": list(self.accepted),
+        }
+
+    @classmethod
+    def load(cls, data: dict) -> _Progress:
+        return cls(
+            {(piece, (str, repr(key))) for piece, key in data.get("done", ())},
+            [SmtpReply(c, code, text, r) for c, code, text, r in data.get("refused", ())],
+            list(data.get("accepted", ())),
+        )
+
 
 class AppriseChannel(Channel):
     """``kind`` is ``sms`` (short text fitted to ``max_segments``) or ``email`` (subject + body)."""
@@ -520,6 +543,15 @@ class AppriseChannel(Channel):
     async def _deliver(
         self, title: str, body: str, detail: str | None, nid: str | None = None
     ) -> DeliveryResult:
+        result = await self._attempt(title, body, detail, nid)
+        kept = self._progress.get(nid) if nid is not None and not result.ok else None
+        if kept is not None:  # the delivery log keeps it: the next attempt, also after a restart
+            result = dataclasses.replace(result, progress=kept.dump())
+        return result
+
+    async def _attempt(
+        self, title: str, body: str, detail: str | None, nid: str | None = None
+    ) -> DeliveryResult:
         loop = asyncio.get_running_loop()
         hook = COMMIT_HOOK.get() if self.commit_point else None  # the lane's, for this notification
         progress = None
@@ -570,6 +602,13 @@ class AppriseChannel(Channel):
 
     def forget(self, notification_id: str) -> None:
         self._progress.pop(notification_id, None)
+
+    def restore(self, notification_id: str, data: dict) -> None:
+        """Take up what the delivery log kept of an email's recipients (``DeliveryResult.progress``
+        of its last attempt before a restart): who got it is not sent it again, who refused it
+        for good is not asked again."""
+        if self.kind == "email":
+            self._keep(notification_id, _Progress.load(data))
 
     def _keep(self, nid: str, progress: _Progress) -> None:
         """Remember a notification's partial progress for its next attempt (in this process)."""
