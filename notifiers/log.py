@@ -80,6 +80,8 @@ class TargetHealth:
     next_probe_at: float | None
     since: float
     last_error: str | None
+    # the target's HTTP Retry-After: nothing is sent to it before this (kept across a restart)
+    hold_until: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -148,7 +150,7 @@ CREATE INDEX IF NOT EXISTS attempts_notification ON attempts(notification_id, at
 CREATE INDEX IF NOT EXISTS attempts_target ON attempts(target, started_at);
 CREATE TABLE IF NOT EXISTS targets (
   target TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL, next_probe_at REAL,
-  since REAL NOT NULL, last_error TEXT);
+  since REAL NOT NULL, last_error TEXT, hold_until REAL);
 """
 MIGRATIONS = """
 CREATE INDEX IF NOT EXISTS deliveries_resend ON deliveries(resend_until) WHERE resend_until IS NOT NULL;
@@ -177,6 +179,8 @@ class SQLiteDeliveryLog:
                 self.db.execute(f"ALTER TABLE deliveries ADD COLUMN {col} REAL")
         if "progress" not in cols:  # files written before per-recipient progress was kept
             self.db.execute("ALTER TABLE deliveries ADD COLUMN progress BLOB")
+        if "hold_until" not in {r[1] for r in self.db.execute("PRAGMA table_info(targets)")}:
+            self.db.execute("ALTER TABLE targets ADD COLUMN hold_until REAL")  # before Retry-After was kept
         self.db.executescript(MIGRATIONS)
 
     def known(self, ids: Iterable[str]) -> dict[str, str]:
@@ -306,8 +310,8 @@ class SQLiteDeliveryLog:
     def set_target(self, health: TargetHealth) -> None:
         with self._tx():
             self.db.execute(
-                "INSERT OR REPLACE INTO targets (target, state, failures, next_probe_at, since, last_error)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO targets (target, state, failures, next_probe_at, since, last_error,"
+                " hold_until) VALUES (?,?,?,?,?,?,?)",
                 (
                     health.target,
                     health.state,
@@ -315,12 +319,14 @@ class SQLiteDeliveryLog:
                     health.next_probe_at,
                     health.since,
                     health.last_error,
+                    health.hold_until,
                 ),
             )
 
     def targets(self) -> list[TargetHealth]:
         rows = self.db.execute(
-            "SELECT target, state, failures, next_probe_at, since, last_error FROM targets ORDER BY target"
+            "SELECT target, state, failures, next_probe_at, since, last_error, hold_until FROM targets"
+            " ORDER BY target"
         ).fetchall()
         return [TargetHealth(*r) for r in rows]
 

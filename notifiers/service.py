@@ -118,6 +118,7 @@ class Notifier:
         self._spent: dict[str, list[float]] = {}  # target -> send times within its rate window
         self._policies: dict[tuple[str, str, int], RetryPolicy] = {}
         self.front = Pipeline([Dedup(), Outbox()])
+        self._holds: dict[str, float] = {}  # target -> its Retry-After hold found at the start
         self.started = False
 
     async def start(self, recover: bool = True) -> Recovery:
@@ -155,7 +156,16 @@ class Notifier:
                         name,
                         e,
                     )
-        return await self.recover() if recover else Recovery()
+        if not recover:
+            return Recovery()
+        # a target that asked to be left alone (HTTP Retry-After) before a restart still is
+        try:
+            held = await self.ctx.io(self.log.targets)
+        except Exception as e:  # (a log that cannot say: no hold, as before)
+            log.warning("Retry-After holds not read from the delivery log: %s", e)
+            held = []
+        self._holds = {t.target: t.hold_until for t in held if t.hold_until and t.hold_until > now}
+        return await self.recover()
 
     async def recover(self) -> Recovery:
         """Take up unfinished deliveries found in the log (after a crash or restart), and the
@@ -345,7 +355,11 @@ class Notifier:
         spent = self._spent.pop(target, None)
         if bucket is not None and spent:  # sent within its window before a restart (start())
             bucket.seed(spent, self.ctx.clock())
-        return TargetLane(target, self.ctx.channels[target], self.ctx, self.breaker_policy(target), bucket)
+        lane = TargetLane(target, self.ctx.channels[target], self.ctx, self.breaker_policy(target), bucket)
+        hold = self._holds.pop(target, None)
+        if hold is not None:  # asked before a restart (start()): nothing goes to it before then
+            lane.sched.hold_until = hold
+        return lane
 
     def _observe_health(self, health: TargetHealth, waiting: int) -> None:
         from atalaia.streams.guard import HEALTH
