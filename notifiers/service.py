@@ -181,11 +181,20 @@ class Notifier:
                 and channel is not None
                 and channel.commit_point
                 and marks is not None
-                and not marks.exists(n.id)
+                and not marks.in_doubt(n.id)
             )
-            if uncommitted:  # killed before the commit point: the receiver discarded it
+            progress = u.progress
+            if uncommitted:  # killed before a commit point: the receiver discarded that message
                 rec.uncommitted += 1
                 log.warning("delivery %s to %s interrupted before its commit point: re-sent", n.id, n.target)
+                taken = marks.accepted(n.id)  # (several recipients: those answered 250 before it)
+                if taken:
+                    progress = dict(progress or {})
+                    done = list(progress.get("done", []))
+                    done += [[0, r] for r in taken if [0, r] not in done]
+                    accepted = list(progress.get("accepted", []))
+                    accepted += [r for r in taken if r not in accepted]
+                    progress.update(done=done, accepted=accepted)
             elif u.status == "sending" and (channel is None or not channel.idempotent):
                 await self.ctx.io(self.log.mark_in_doubt, n.id, now)
                 rec.in_doubt += 1
@@ -195,10 +204,10 @@ class Notifier:
             if channel is None:  # its target was removed from the escalation file since
                 rec.stranded[n.target] = rec.stranded.get(n.target, 0) + 1
                 continue
-            if u.progress and hasattr(channel, "restore"):
+            if progress and hasattr(channel, "restore"):
                 # an email to several recipients: who got it (or refused it for good) before the
                 # restart is not sent it again
-                channel.restore(n.id, u.progress)
+                channel.restore(n.id, progress)
             failed = u.status == "failed"
             prior[n.id] = (u.queued_at, u.attempts, failed)
             todo.append(n)

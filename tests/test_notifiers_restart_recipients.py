@@ -166,3 +166,99 @@ async def test_a_partly_delivered_email_killed_during_its_retry_is_resent_to_the
     assert d.status == "delivered"
     assert sorted(r for m in smtp.messages for r in m.rcpt_tos) == [ANA, RUI]
     notifier.log.close()
+
+
+# the first worker dies at its second commit point: ana's message was taken (250), rui's is
+# about to get its DATA terminator
+DIES_AT_SECOND = """
+import asyncio, os, signal, sys
+from atalaia.notifiers.commit import CommitMarks
+from atalaia.notifiers.config import load_config
+from atalaia.notifiers.engine import EscalationEngine, EscalationState
+from atalaia.notifiers.log import SQLiteDeliveryLog
+from atalaia.notifiers.service import Notifier
+from atalaia.notifiers.testing import incident_event
+from atalaia.streams.clock import parse_time
+
+real, calls = CommitMarks.mark, []
+
+def mark(self, nid):
+    calls.append(nid)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, nid)
+
+CommitMarks.mark = mark
+
+async def main():
+    cfg = load_config(sys.argv[1])
+    notifier = Notifier(cfg, SQLiteDeliveryLog(sys.argv[2]))
+    await notifier.start()
+    ev = incident_event(incident="inc-3", at="2026-03-01T10:00:00Z")
+    await notifier.submit(EscalationEngine(cfg).step(EscalationState(), ev, parse_time(ev["at"]))[1])
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_killed_between_two_recipients_messages_is_not_in_doubt_and_pages_the_other_once(
+    smtp, tmp_path
+):
+    # one attempt passes a commit point per recipient; killed after ana's message was answered
+    # 250 and before rui's terminator, the row was in doubt (the marker of ana's commit point):
+    # rui never got the page. Now the marker says ana's was answered: rui's message is sent, once
+    url = smtp.mailto(f"{ANA},{RUI}")
+    (tmp_path / "esc.yaml").write_text(ESCALATION.format(url=url))
+    db = tmp_path / "d.sqlite"
+    first = subprocess.Popen(
+        [sys.executable, "-c", DIES_AT_SECOND, str(tmp_path / "esc.yaml"), str(db)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert first.wait(30) == -signal.SIGKILL
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert [m.rcpt_tos for m in smtp.messages] == [[ANA]]
+    (d,), _ = rows(db)
+    assert d.status == "sending"
+
+    notifier = Notifier(load_config_text(ESCALATION.format(url=url), "esc.yaml"), SQLiteDeliveryLog(db))
+    rec = await notifier.start()
+    assert (rec.in_doubt, rec.uncommitted) == (0, 1)
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            (d,) = notifier.log.deliveries()
+            if d.status == "delivered":
+                break
+    finally:
+        await notifier.aclose()
+    assert d.status == "delivered"
+    assert sorted(r for m in smtp.messages for r in m.rcpt_tos) == [ANA, RUI]  # each once
+    notifier.log.close()
+
+
+async def test_killed_between_a_terminator_and_its_reply_is_still_in_doubt(smtp, tmp_path):
+    # the second recipient's terminator went out, no reply read: that one may have been taken
+    (n,) = EscalationEngine(
+        cfg := load_config_text(ESCALATION.format(url=smtp.mailto(f"{ANA},{RUI}")), "e.yaml")
+    ).step(EscalationState(), ev := incident_event(incident="inc-4"), parse_time(ev["at"]))[1]
+    db = tmp_path / "d.sqlite"
+    log = SQLiteDeliveryLog(db)
+    log.enqueue([(n, "email")], time.time())
+    log.begin(n, "email", 1, time.time())
+    from atalaia.notifiers.commit import CommitMarks
+
+    marks = CommitMarks.for_log(log)
+    marks.mark(n.id).answered(250, ANA)
+    marks.mark(n.id)  # rui's terminator, no answer
+    log.close()
+    notifier = Notifier(cfg, SQLiteDeliveryLog(db))
+    rec = await notifier.start()
+    await notifier.aclose()
+    assert (rec.in_doubt, rec.uncommitted) == (1, 0)
+    assert notifier.log.deliveries()[0].status == "in-doubt"
+    assert smtp.messages == []
+    notifier.log.close()

@@ -132,6 +132,7 @@ def _install_smtp_commit_hook() -> bool:
     def _data_with_hook(self, msg, hook):
         had, prev = "send" in self.__dict__, self.__dict__.get("send")
         send = self.send
+        passed = []  # what the hook returned at this message's commit point
 
         def send_marked(s):
             if not (isinstance(s, bytes | bytearray) and bytes(s[-5:]) == _TERMINATOR):
@@ -141,14 +142,29 @@ def _install_smtp_commit_hook() -> bool:
             # leaves either no marker and nothing committed, or a marker (in doubt)
             send(s[:-3])
             durable = hook()  # if it fails, nothing is committed
+            passed.append(durable)
             sent = send(s[-3:])
             if callable(durable):
                 durable()
             return sent
 
+        def answered(code) -> None:
+            # the server replied to the terminator: this message is settled, not in doubt (an
+            # email to several recipients passes one commit point per recipient)
+            note = getattr(passed[-1], "answered", None) if passed else None
+            if note is not None:
+                rec = getattr(_SMTP_REPLIES, "rec", None)
+                note(code, getattr(rec, "current", None))
+
         self.send = send_marked
         try:
-            return real(self, msg)
+            out = real(self, msg)
+        except smtplib.SMTPResponseException as e:
+            answered(e.smtp_code)
+            raise
+        else:
+            answered(out[0] if isinstance(out, tuple) and out else 250)
+            return out
         finally:
             if had:
                 self.send = prev
@@ -225,6 +241,7 @@ class SmtpReplies:
     failures: list[SmtpReply] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)  # recipients whose message the server took
     data_sent: bool = False  # (within one sendmail) the message and its terminator went out
+    current: str | None = None  # (within one sendmail) the recipient apprise tracks the message by
     # messages the server took for their recipient but not for all their cc/bcc: (the message's
     # recipient, as apprise tracks it; the refusals). Sent again, they would reach the others twice
     partial: list[tuple[str, list[SmtpReply]]] = field(default_factory=list)
@@ -288,6 +305,8 @@ def _install_smtp_replies() -> bool:
                 return real(self, *args, **kwargs)
             rec.data_sent = False
             to = (args[1] if len(args) > 1 else kwargs.get("to_addrs", ())) if name == "sendmail" else None
+            if name == "sendmail":
+                rec.current = next(iter(_rcpts(to)), None)
             try:
                 out = real(self, *args, **kwargs)
             except Exception as e:
