@@ -11,6 +11,14 @@ On restart, a ``sending`` row of a commit-point channel *without* a marker never
 commit point: the server discarded it, so it is re-sent. With a marker it is ``in-doubt`` as
 before (killed between the terminator and the reply). Markers are removed once the attempt's
 result is recorded, at the start of every attempt (a stale one), and all of them by ``recover()``.
+
+One attempt may pass several commit points: an email to several recipients is one message per
+recipient in one session. Each commit point appends a line ``c`` to the marker, and the server's
+reply to that terminator a line ``a <code> <recipient>`` (:meth:`CommitMarks.answered`), so a
+kill after one recipient's message was answered and before the next one's terminator is not in
+doubt (:meth:`CommitMarks.in_doubt`: some ``c`` without its ``a``): the row is re-sent to those
+whose message was not taken (:meth:`CommitMarks.accepted`). It was in doubt, and the
+recipients after the first never got the page.
 """
 
 from __future__ import annotations
@@ -60,8 +68,12 @@ class CommitMarks:
         email the server never got is a few microseconds, not an fsync. After a power cut in
         between, the marker may be gone and the email is re-sent: a possible duplicate, never a
         silent loss."""
-        os.close(os.open(self._path(nid), os.O_WRONLY | os.O_CREAT, 0o644))
-        return lambda: self._sync(nid)
+        fd = os.open(self._path(nid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, b"c\n")
+        finally:
+            os.close(fd)
+        return _Durable(self, nid)
 
     def _sync(self, nid: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -79,8 +91,46 @@ class CommitMarks:
     def hook(self, nid: str) -> Callable[[], Callable[[], None]]:
         return lambda: self.mark(nid)
 
+    def answered(self, nid: str, code: int, recipient: str | None) -> None:
+        """The server answered the terminator of ``nid``'s last commit point (``code``; 250: it
+        took the message for ``recipient``). Not fsynced: after a power cut without it the row is
+        in doubt, as before."""
+        line = f"a {int(code)} {recipient or '-'}\n".encode()
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(self._path(nid), os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+    def _lines(self, nid: str) -> list[str] | None:
+        try:
+            with open(self._path(nid), encoding="utf-8", errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return None
+
     def exists(self, nid: str) -> bool:
         return os.path.exists(self._path(nid))
+
+    def in_doubt(self, nid: str) -> bool:
+        """Some commit point of ``nid``'s last attempt passed without the server's reply (or the
+        marker says nothing: in doubt, as an empty marker always was)."""
+        lines = self._lines(nid)
+        if lines is None:
+            return False
+        commits = sum(1 for x in lines if x == "c")
+        answers = sum(1 for x in lines if x.startswith("a "))
+        return commits == 0 or commits > answers
+
+    def accepted(self, nid: str) -> list[str]:
+        """The recipients whose message of ``nid``'s last attempt the server took (250)."""
+        out = []
+        for x in self._lines(nid) or ():
+            parts = x.split(" ", 2)
+            if len(parts) == 3 and parts[0] == "a" and parts[1] == "250" and parts[2] != "-":
+                out.append(parts[2])
+        return out
 
     def clear(self, nid: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -92,3 +142,19 @@ class CommitMarks:
             p.unlink(missing_ok=True)
             n += 1
         return n
+
+
+class _Durable:
+    """What :meth:`CommitMarks.mark` returns: called once the terminator is sent (fsync), and
+    :meth:`answered` once the server replied to it."""
+
+    __slots__ = ("marks", "nid")
+
+    def __init__(self, marks: CommitMarks, nid: str):
+        self.marks, self.nid = marks, nid
+
+    def __call__(self) -> None:
+        self.marks._sync(self.nid)
+
+    def answered(self, code: int, recipient: str | None) -> None:
+        self.marks.answered(self.nid, code, recipient)

@@ -65,6 +65,9 @@ class Unfinished:
     status: str
     attempts: int
     queued_at: float
+    # an email to several recipients: whom earlier attempts reached or were refused by for good
+    # (DeliveryResult.progress), so the next attempt sends only to the others
+    progress: dict | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,6 +80,8 @@ class TargetHealth:
     next_probe_at: float | None
     since: float
     last_error: str | None
+    # the target's HTTP Retry-After: nothing is sent to it before this (kept across a restart)
+    hold_until: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,7 +138,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
   notification_id TEXT PRIMARY KEY, incident TEXT NOT NULL, target TEXT NOT NULL, channel TEXT NOT NULL,
   kind TEXT NOT NULL, step INTEGER NOT NULL, repeat INTEGER NOT NULL, status TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, queued_at REAL NOT NULL, updated_at REAL NOT NULL,
-  delivered_at REAL, payload BLOB NOT NULL, next_at REAL, resend_until REAL);
+  delivered_at REAL, payload BLOB NOT NULL, next_at REAL, resend_until REAL, progress BLOB);
 CREATE INDEX IF NOT EXISTS deliveries_incident ON deliveries(incident);
 CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(status) WHERE status NOT IN ('delivered','failed','in-doubt');
 CREATE TABLE IF NOT EXISTS attempts (
@@ -145,7 +150,7 @@ CREATE INDEX IF NOT EXISTS attempts_notification ON attempts(notification_id, at
 CREATE INDEX IF NOT EXISTS attempts_target ON attempts(target, started_at);
 CREATE TABLE IF NOT EXISTS targets (
   target TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL, next_probe_at REAL,
-  since REAL NOT NULL, last_error TEXT);
+  since REAL NOT NULL, last_error TEXT, hold_until REAL);
 """
 MIGRATIONS = """
 CREATE INDEX IF NOT EXISTS deliveries_resend ON deliveries(resend_until) WHERE resend_until IS NOT NULL;
@@ -172,6 +177,10 @@ class SQLiteDeliveryLog:
         for col in ("next_at", "resend_until"):  # files written before time-budgeted retries
             if col not in cols:
                 self.db.execute(f"ALTER TABLE deliveries ADD COLUMN {col} REAL")
+        if "progress" not in cols:  # files written before per-recipient progress was kept
+            self.db.execute("ALTER TABLE deliveries ADD COLUMN progress BLOB")
+        if "hold_until" not in {r[1] for r in self.db.execute("PRAGMA table_info(targets)")}:
+            self.db.execute("ALTER TABLE targets ADD COLUMN hold_until REAL")  # before Retry-After was kept
         self.db.executescript(MIGRATIONS)
 
     def known(self, ids: Iterable[str]) -> dict[str, str]:
@@ -223,7 +232,9 @@ class SQLiteDeliveryLog:
         resend_until: float | None = None,
     ) -> None:
         """Record the answer of attempt ``attempt`` and the row's new ``status`` (delivered,
-        waiting, failed)."""
+        waiting, failed), and the recipients reached so far (``result.progress``: kept until an
+        attempt says more)."""
+        progress = orjson.dumps(result.progress) if result.progress else None
         with self._tx():
             self.db.execute(
                 "UPDATE attempts SET status=?, error=?, detail=?, latency_ms=? WHERE notification_id=? AND attempt=?"
@@ -239,8 +250,17 @@ class SQLiteDeliveryLog:
             )
             self.db.execute(
                 "UPDATE deliveries SET status=?, last_error=?, updated_at=?, delivered_at=?, next_at=?,"
-                " resend_until=? WHERE notification_id=?",
-                (status, result.error, now, now if result.ok else None, next_at, resend_until, n.id),
+                " resend_until=?, progress=COALESCE(?, progress) WHERE notification_id=?",
+                (
+                    status,
+                    result.error,
+                    now,
+                    now if result.ok else None,
+                    next_at,
+                    resend_until,
+                    progress,
+                    n.id,
+                ),
             )
 
     def settle(
@@ -264,14 +284,17 @@ class SQLiteDeliveryLog:
         """Every queued/sending/waiting row, and every failed row still to be re-sent when its
         target recovers (``resend_until`` after ``now``), oldest first."""
         rows = self.db.execute(
-            "SELECT payload, status, attempts, queued_at, rowid FROM deliveries"
+            "SELECT payload, status, attempts, queued_at, rowid, progress FROM deliveries"
             " WHERE status IN ('queued','sending','waiting','retrying')"
-            " UNION ALL SELECT payload, status, attempts, queued_at, rowid FROM deliveries"
+            " UNION ALL SELECT payload, status, attempts, queued_at, rowid, progress FROM deliveries"
             " WHERE resend_until IS NOT NULL AND resend_until > ? AND status = 'failed'"
             " ORDER BY 4, 5",
             (float("-inf") if now is None else now,),
         ).fetchall()
-        return [Unfinished(Notification.from_dict(orjson.loads(p)), s, a, q) for p, s, a, q, _ in rows]
+        return [
+            Unfinished(Notification.from_dict(orjson.loads(p)), s, a, q, orjson.loads(g) if g else None)
+            for p, s, a, q, _, g in rows
+        ]
 
     def mark_in_doubt(self, notification_id: str, now: float) -> None:
         with self._tx():
@@ -287,8 +310,8 @@ class SQLiteDeliveryLog:
     def set_target(self, health: TargetHealth) -> None:
         with self._tx():
             self.db.execute(
-                "INSERT OR REPLACE INTO targets (target, state, failures, next_probe_at, since, last_error)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO targets (target, state, failures, next_probe_at, since, last_error,"
+                " hold_until) VALUES (?,?,?,?,?,?,?)",
                 (
                     health.target,
                     health.state,
@@ -296,12 +319,14 @@ class SQLiteDeliveryLog:
                     health.next_probe_at,
                     health.since,
                     health.last_error,
+                    health.hold_until,
                 ),
             )
 
     def targets(self) -> list[TargetHealth]:
         rows = self.db.execute(
-            "SELECT target, state, failures, next_probe_at, since, last_error FROM targets ORDER BY target"
+            "SELECT target, state, failures, next_probe_at, since, last_error, hold_until FROM targets"
+            " ORDER BY target"
         ).fetchall()
         return [TargetHealth(*r) for r in rows]
 

@@ -149,6 +149,10 @@ class DeliveryResult:
     # retryable: the target asked to wait this many seconds before trying again (HTTP Retry-After
     # on a 429/503); the scheduler honours it, bounded (retry.RETRY_AFTER_MAX)
     retry_after: float | None = None
+    # an email to several recipients, not delivered to all yet: whom the channel reached or was
+    # refused by for good so far (``AppriseChannel.restore``'s format). The delivery log keeps it,
+    # so the next attempt, also after a restart, sends only to the others
+    progress: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

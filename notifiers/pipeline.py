@@ -22,6 +22,7 @@ Clock and sleep are injected (``DeliveryContext``) so tests can run on a fake cl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -191,7 +192,7 @@ class TargetLane:
         self.kick = asyncio.Event()
         self.sends: set[asyncio.Task] = set()
         self.last_error: str | None = None
-        self._reported: tuple[str, float | None] = ("closed", None)
+        self._reported: tuple[str, float | None, float | None] = ("closed", None, None)
         self._opened_at = 0.0
         # the waiting count is sampled again (``on_health``) when notifications come or settle,
         # at most every WAITING_SAMPLE_S while some remain, at once when none is left
@@ -334,7 +335,7 @@ class TargetLane:
                 ctx.log.finish,
                 n,
                 attempt,
-                DeliveryResult(result.status, error, result.detail),
+                DeliveryResult(result.status, error, result.detail, progress=result.progress),
                 d.status,
                 now,
                 latency_ms,
@@ -366,15 +367,18 @@ class TargetLane:
                 forget(d.id)
 
     async def _report(self, now: float) -> None:
-        """Record the breaker's changes (log table, one log line per opening and closing)."""
+        """Record the breaker's changes and the target's ``Retry-After`` hold (log table, one log
+        line per opening and closing): a restarted worker keeps the hold (it sent the waiting
+        notifications at once, whatever the target had asked)."""
         s = self.sched
         state = "open" if s.open else "closed"
         probe = s.probe_at if s.open else None
-        if (state, probe) == self._reported:
+        hold = s.hold_until if s.hold_until > now else None
+        if (state, probe, hold) == self._reported:
             self._sample_waiting(now)
             return
         was = self._reported[0]
-        self._reported = (state, probe)
+        self._reported = (state, probe, hold)
         if state == "open" and was == "closed":
             self._opened_at = now
             log.warning(
@@ -398,7 +402,10 @@ class TargetLane:
             probe,
             self._opened_at if state == "open" else now,
             self.last_error if state == "open" else None,
+            hold,
         )
+        if was == state and self._health is not None and state == "closed":
+            health = dataclasses.replace(health, since=self._health.since)  # (only the hold changed)
         await self.ctx.io(self.ctx.log.set_target, health)
         self._health = health
         self._sample_waiting(now, force=True)

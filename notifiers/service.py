@@ -118,6 +118,7 @@ class Notifier:
         self._spent: dict[str, list[float]] = {}  # target -> send times within its rate window
         self._policies: dict[tuple[str, str, int], RetryPolicy] = {}
         self.front = Pipeline([Dedup(), Outbox()])
+        self._holds: dict[str, float] = {}  # target -> its Retry-After hold found at the start
         self.started = False
 
     async def start(self, recover: bool = True) -> Recovery:
@@ -155,7 +156,16 @@ class Notifier:
                         name,
                         e,
                     )
-        return await self.recover() if recover else Recovery()
+        if not recover:
+            return Recovery()
+        # a target that asked to be left alone (HTTP Retry-After) before a restart still is
+        try:
+            held = await self.ctx.io(self.log.targets)
+        except Exception as e:  # (a log that cannot say: no hold, as before)
+            log.warning("Retry-After holds not read from the delivery log: %s", e)
+            held = []
+        self._holds = {t.target: t.hold_until for t in held if t.hold_until and t.hold_until > now}
+        return await self.recover()
 
     async def recover(self) -> Recovery:
         """Take up unfinished deliveries found in the log (after a crash or restart), and the
@@ -171,11 +181,20 @@ class Notifier:
                 and channel is not None
                 and channel.commit_point
                 and marks is not None
-                and not marks.exists(n.id)
+                and not marks.in_doubt(n.id)
             )
-            if uncommitted:  # killed before the commit point: the receiver discarded it
+            progress = u.progress
+            if uncommitted:  # killed before a commit point: the receiver discarded that message
                 rec.uncommitted += 1
                 log.warning("delivery %s to %s interrupted before its commit point: re-sent", n.id, n.target)
+                taken = marks.accepted(n.id)  # (several recipients: those answered 250 before it)
+                if taken:
+                    progress = dict(progress or {})
+                    done = list(progress.get("done", []))
+                    done += [[0, r] for r in taken if [0, r] not in done]
+                    accepted = list(progress.get("accepted", []))
+                    accepted += [r for r in taken if r not in accepted]
+                    progress.update(done=done, accepted=accepted)
             elif u.status == "sending" and (channel is None or not channel.idempotent):
                 await self.ctx.io(self.log.mark_in_doubt, n.id, now)
                 rec.in_doubt += 1
@@ -185,6 +204,10 @@ class Notifier:
             if channel is None:  # its target was removed from the escalation file since
                 rec.stranded[n.target] = rec.stranded.get(n.target, 0) + 1
                 continue
+            if progress and hasattr(channel, "restore"):
+                # an email to several recipients: who got it (or refused it for good) before the
+                # restart is not sent it again
+                channel.restore(n.id, progress)
             failed = u.status == "failed"
             prior[n.id] = (u.queued_at, u.attempts, failed)
             todo.append(n)
@@ -341,7 +364,11 @@ class Notifier:
         spent = self._spent.pop(target, None)
         if bucket is not None and spent:  # sent within its window before a restart (start())
             bucket.seed(spent, self.ctx.clock())
-        return TargetLane(target, self.ctx.channels[target], self.ctx, self.breaker_policy(target), bucket)
+        lane = TargetLane(target, self.ctx.channels[target], self.ctx, self.breaker_policy(target), bucket)
+        hold = self._holds.pop(target, None)
+        if hold is not None:  # asked before a restart (start()): nothing goes to it before then
+            lane.sched.hold_until = hold
+        return lane
 
     def _observe_health(self, health: TargetHealth, waiting: int) -> None:
         from atalaia.streams.guard import HEALTH

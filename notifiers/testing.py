@@ -277,6 +277,12 @@ def _worker(config_path: str, db: str, events_path: str, kill_on: str | None, en
             self.commit_point = inner.commit_point
             self.secrets = inner.secrets
 
+        def forget(self, nid: str) -> None:
+            getattr(self.inner, "forget", lambda _: None)(nid)
+
+        def restore(self, nid: str, progress: dict) -> None:
+            getattr(self.inner, "restore", lambda *_: None)(nid, progress)
+
         async def send(self, n: Notification) -> DeliveryResult:
             if kill_mode == "pre-commit" and self.name == kill_target:
                 # die in the email thread at the commit point, before the marker and the terminator

@@ -98,3 +98,55 @@ policies:
     refused = [a for a in notifier.log.attempts() if a.status == "retryable"]
     assert len(refused) == 1 and "Retry-After 2s" in refused[0].error
     notifier.log.close()
+
+
+async def test_a_restart_keeps_the_targets_retry_after(tmp_path):
+    # found by the fault probe of `atalaia up` (kill -9 during a Retry-After hold): the hold lived
+    # in the lane's memory only, so the restarted worker sent the waiting notification, and every
+    # other one for that target, as soon as it was up, whatever the target had asked
+    http = await HttpSink(secret=SECRET).start()
+    http.answers["/hook"] = [(429, {"Retry-After": "6"})]
+    cfg = load_config_text(
+        f"""
+timezone: Europe/Lisbon
+retry: {{first_backoff: 0.1, max_backoff: 0.2}}
+targets:
+  sala: {{channel: webhook, url: "{http.url}/hook", secret: "{SECRET}"}}
+routes: [{{policy: p}}]
+policies:
+  p: {{steps: [{{targets: [sala], wait: 10m}}]}}
+""",
+        "ra.yaml",
+    )
+    engine = EscalationEngine(cfg)
+    notes = []
+    for k in range(2):
+        ev = incident_event(incident=f"inc-{k}")
+        notes += engine.step(EscalationState(), ev, parse_time(ev["at"]))[1]
+    db = tmp_path / "d.sqlite"
+    try:
+        notifier = Notifier(cfg, SQLiteDeliveryLog(db))
+        await notifier.start()
+        await notifier.submit(notes[:1])
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if notifier.log.deliveries()[0].status == "waiting":
+                break
+        await notifier.aclose()  # the worker stops (as a kill would leave it: the row waiting)
+        notifier.log.close()
+        asked = http.received("/hook")[0].at
+        assert len(http.received("/hook")) == 1
+
+        notifier = Notifier(cfg, SQLiteDeliveryLog(db))  # restarted, during the hold
+        assert (await notifier.start()).resent == 1
+        try:
+            await notifier.submit(notes[1:])  # a new one for that target waits too
+            await asyncio.wait_for(notifier.drain(), 20)
+        finally:
+            await notifier.aclose()
+        later = [r.at - asked for r in http.received("/hook")[1:]]
+        assert len(later) == 2 and all(t >= 5.9 for t in later), later  # not at the restart
+        assert [d.status for d in notifier.log.deliveries()] == ["delivered", "delivered"]
+        notifier.log.close()
+    finally:
+        await http.stop()

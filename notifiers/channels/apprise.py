@@ -27,7 +27,9 @@ session, a mailbox full) ``retryable``, with the server's words (notifiers/READM
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import dataclasses
 import logging
 import re
 import smtplib
@@ -130,6 +132,7 @@ def _install_smtp_commit_hook() -> bool:
     def _data_with_hook(self, msg, hook):
         had, prev = "send" in self.__dict__, self.__dict__.get("send")
         send = self.send
+        passed = []  # what the hook returned at this message's commit point
 
         def send_marked(s):
             if not (isinstance(s, bytes | bytearray) and bytes(s[-5:]) == _TERMINATOR):
@@ -139,14 +142,29 @@ def _install_smtp_commit_hook() -> bool:
             # leaves either no marker and nothing committed, or a marker (in doubt)
             send(s[:-3])
             durable = hook()  # if it fails, nothing is committed
+            passed.append(durable)
             sent = send(s[-3:])
             if callable(durable):
                 durable()
             return sent
 
+        def answered(code) -> None:
+            # the server replied to the terminator: this message is settled, not in doubt (an
+            # email to several recipients passes one commit point per recipient)
+            note = getattr(passed[-1], "answered", None) if passed else None
+            if note is not None:
+                rec = getattr(_SMTP_REPLIES, "rec", None)
+                note(code, getattr(rec, "current", None))
+
         self.send = send_marked
         try:
-            return real(self, msg)
+            out = real(self, msg)
+        except smtplib.SMTPResponseException as e:
+            answered(e.smtp_code)
+            raise
+        else:
+            answered(out[0] if isinstance(out, tuple) and out else 250)
+            return out
         finally:
             if had:
                 self.send = prev
@@ -223,6 +241,7 @@ class SmtpReplies:
     failures: list[SmtpReply] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)  # recipients whose message the server took
     data_sent: bool = False  # (within one sendmail) the message and its terminator went out
+    current: str | None = None  # (within one sendmail) the recipient apprise tracks the message by
     # messages the server took for their recipient but not for all their cc/bcc: (the message's
     # recipient, as apprise tracks it; the refusals). Sent again, they would reach the others twice
     partial: list[tuple[str, list[SmtpReply]]] = field(default_factory=list)
@@ -286,6 +305,8 @@ def _install_smtp_replies() -> bool:
                 return real(self, *args, **kwargs)
             rec.data_sent = False
             to = (args[1] if len(args) > 1 else kwargs.get("to_addrs", ())) if name == "sendmail" else None
+            if name == "sendmail":
+                rec.current = next(iter(_rcpts(to)), None)
             try:
                 out = real(self, *args, **kwargs)
             except Exception as e:
@@ -419,6 +440,27 @@ class _Progress:
     refused: list[SmtpReply] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
 
+    def dump(self) -> dict | None:
+        """As JSON for the delivery log (``DeliveryResult.progress``), None if there is nothing
+        to keep. apprise's entries are ``(piece, (type, repr(key)))``; its email keys are the
+        messages' recipients (str)."""
+        done = [[piece, ast.literal_eval(r)] for piece, (typ, r) in self.tracker if typ is str]
+        if not (done or self.refused or self.accepted):
+            return None
+        return {
+            "done": sorted(done, key=lambda x: (x[0] is None, x[0] or 0, x[1])),
+            "refused": [[f.command, f.code, f.text, f.recipient] for f in self.refused],
+            "accepted": list(self.accepted),
+        }
+
+    @classmethod
+    def load(cls, data: dict) -> _Progress:
+        return cls(
+            {(piece, (str, repr(key))) for piece, key in data.get("done", ())},
+            [SmtpReply(c, code, text, r) for c, code, text, r in data.get("refused", ())],
+            list(data.get("accepted", ())),
+        )
+
 
 class AppriseChannel(Channel):
     """``kind`` is ``sms`` (short text fitted to ``max_segments``) or ``email`` (subject + body)."""
@@ -520,6 +562,15 @@ class AppriseChannel(Channel):
     async def _deliver(
         self, title: str, body: str, detail: str | None, nid: str | None = None
     ) -> DeliveryResult:
+        result = await self._attempt(title, body, detail, nid)
+        kept = self._progress.get(nid) if nid is not None and not result.ok else None
+        if kept is not None:  # the delivery log keeps it: the next attempt, also after a restart
+            result = dataclasses.replace(result, progress=kept.dump())
+        return result
+
+    async def _attempt(
+        self, title: str, body: str, detail: str | None, nid: str | None = None
+    ) -> DeliveryResult:
         loop = asyncio.get_running_loop()
         hook = COMMIT_HOOK.get() if self.commit_point else None  # the lane's, for this notification
         progress = None
@@ -570,6 +621,13 @@ class AppriseChannel(Channel):
 
     def forget(self, notification_id: str) -> None:
         self._progress.pop(notification_id, None)
+
+    def restore(self, notification_id: str, data: dict) -> None:
+        """Take up what the delivery log kept of an email's recipients (``DeliveryResult.progress``
+        of its last attempt before a restart): who got it is not sent it again, who refused it
+        for good is not asked again."""
+        if self.kind == "email":
+            self._keep(notification_id, _Progress.load(data))
 
     def _keep(self, nid: str, progress: _Progress) -> None:
         """Remember a notification's partial progress for its next attempt (in this process)."""

@@ -51,11 +51,18 @@ class Channel(ABC):
         """``result`` with this target's secrets replaced by ``***`` in its error and detail."""
         if not self.secrets or not (result.error or result.detail):
             return result
+        progress = result.progress
+        if progress and progress.get("refused"):  # (the server's words, kept for the next attempt)
+            progress = {
+                **progress,
+                "refused": [[c, code, scrub(t, self.secrets), r] for c, code, t, r in progress["refused"]],
+            }
         return DeliveryResult(
             result.status,
             error=scrub(result.error, self.secrets),
             detail=scrub(result.detail, self.secrets),
             retry_after=result.retry_after,
+            progress=progress,
         )
 
     def __init__(self, name: str, ctx: ChannelContext):
