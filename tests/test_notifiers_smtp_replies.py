@@ -180,28 +180,34 @@ async def test_bad_credentials_are_retried_not_dropped_and_the_password_is_not_l
     assert r.error == "SMTP 535 5.7.8 Authentication credentials invalid (AUTH)"
 
 
-async def test_a_server_too_busy_to_talk_is_retryable_with_its_greeting():
+async def deliver_through(serve):
+    """One email (to ana) through a hand-written SMTP server: ``serve(conn)`` answers its one
+    connection (what aiosmtpd cannot be made to do: a busy greeting, a drop mid-session)."""
     import threading
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
-    port = listener.getsockname()[1]
 
-    def greet_and_close():
+    def accept():
         conn, _ = listener.accept()
         with conn:
-            conn.sendall(b"421 4.3.2 too many connections, try later\r\n")
+            serve(conn)
 
-    t = threading.Thread(target=greet_and_close, daemon=True)
+    t = threading.Thread(target=accept, daemon=True)
     t.start()
     try:
+        port = listener.getsockname()[1]
         url = f"mailto://127.0.0.1:{port}?mode=insecure&from=a@cm-porto.pt&to={ANA}&user=&pass="
         ch = AppriseChannel("e", ChannelContext(tz=ZoneInfo("Europe/Lisbon")), url, "email")
-        r = await ch._deliver("s", "b", None, "n1")
+        return await ch._deliver("s", "b", None, "n1")
     finally:
         t.join(5)
         listener.close()
+
+
+async def test_a_server_too_busy_to_talk_is_retryable_with_its_greeting():
+    r = await deliver_through(lambda conn: conn.sendall(b"421 4.3.2 too many connections, try later\r\n"))
     assert (r.status, r.detail) == ("retryable", "SMTP 421")
     assert r.error == "SMTP 421 4.3.2 too many connections, try later (connect)"
 
@@ -362,31 +368,15 @@ def test_which_refusals_are_permanent():
 
 
 async def test_a_connection_dropped_during_the_send_says_so():
-    import threading
+    def take_and_drop(conn):  # takes the envelope, then closes instead of answering the DATA command
+        f = conn.makefile("rb")
+        conn.sendall(b"220 hi\r\n")
+        for line in f:
+            if line.strip().upper() == b"DATA":
+                return
+            conn.sendall(b"250 ok\r\n")
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-
-    def take_and_drop():  # takes the envelope, then closes instead of answering the DATA command
-        conn, _ = listener.accept()
-        with conn:
-            f = conn.makefile("rb")
-            conn.sendall(b"220 hi\r\n")
-            for line in f:
-                if line.strip().upper() == b"DATA":
-                    return
-                conn.sendall(b"250 ok\r\n")
-
-    t = threading.Thread(target=take_and_drop, daemon=True)
-    t.start()
-    try:
-        url = f"mailto://127.0.0.1:{listener.getsockname()[1]}?mode=insecure&from=a@cm-porto.pt&to={ANA}&user=&pass="
-        ch = AppriseChannel("e", ChannelContext(tz=ZoneInfo("Europe/Lisbon")), url, "email")
-        r = await ch._deliver("s", "b", None, "n1")
-    finally:
-        t.join(5)
-        listener.close()
+    r = await deliver_through(take_and_drop)
     assert r.status == "retryable"
     assert r.error == f"SMTP session, to {ANA} failed: Connection unexpectedly closed"  # was "SMTP , to …"
 
