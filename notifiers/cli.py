@@ -4,6 +4,7 @@ test message to one target."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -454,7 +455,8 @@ def _test_log(path: Path) -> Any:
 @click.argument("target")
 @click.option("--db", type=click.Path(dir_okay=False), default=None)
 def test_target(policy: str, target: str, db: str | None) -> None:
-    """Send a test message to one target (recorded in the delivery log as incident ``test-<target>-<time>``)."""
+    """Send a test message to one target (recorded in the delivery log as incident
+    ``test-<target>-<time>-<6 hex digits>``)."""
     from atalaia.notifiers.channels import TargetError
     from atalaia.notifiers.config import Retry
     from atalaia.notifiers.model import IncidentSnapshot, Notification
@@ -466,7 +468,8 @@ def test_target(policy: str, target: str, db: str | None) -> None:
         click.echo(f"no target {target!r} in {policy} (known: {', '.join(sorted(cfg.targets))})", err=True)
         sys.exit(1)
     now = datetime.now(UTC).replace(microsecond=0)
-    inc = f"test-{target}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    # a run of its own: two runs within one second are two messages, each with its own result
+    inc = f"test-{target}-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
     snap = IncidentSnapshot(
         inc,
         1,

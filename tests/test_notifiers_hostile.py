@@ -573,8 +573,45 @@ def test_notify_test_beside_a_running_system_sends_only_its_test_message(tmp_pat
     status = {d.notification_id: d.status for d in log.deliveries()}
     assert status[queued.id] == "queued" and status[sending.id] == "sending", status
     log.close()
-    time.sleep(1.1)  # the test message's id has the time to the second
+    # at once: a second run within the same second is a run of its own (it reported the first's
+    # result: delivered, exit 0, though this target now answers nothing)
     asyncio.run(go(answer=False))
     log = SQLiteDeliveryLog(db)
     assert log.targets() == [], "a test's breaker is not the running system's"
     log.close()
+
+
+def test_two_notify_tests_within_one_second_send_two_messages(tmp_path, monkeypatch):
+    """Two `atalaia notify test` runs within one second (a script, two operators) each send their
+    message and report its own result; the second reused the first's incident id, so the delivery
+    log refused it as already delivered and it reported the first's result without sending."""
+    import asyncio
+
+    from atalaia.notifiers.testing import HttpSink
+
+    class Frozen(datetime):  # both runs in the same second
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 3, 1, 10, 0, 0, 123, tzinfo=tz)
+
+    monkeypatch.setattr(notify_cli, "datetime", Frozen)
+    db = tmp_path / "deliveries.sqlite"
+
+    async def go() -> list:
+        sink = await HttpSink(secret="0123456789abcdef-0123").start()
+        cfg = tmp_path / "esc.yaml"
+        cfg.write_text(
+            f'targets:\n  a: {{channel: webhook, url: "{sink.url}/h", secret: "0123456789abcdef-0123"}}\n'
+            "routes: [{policy: p}]\npolicies:\n  p: {steps: [{targets: [a], wait: 5m}]}\n"
+        )
+        for _ in range(2):
+            r = await asyncio.to_thread(
+                CliRunner().invoke, notify_cli.notify, ["test", str(cfg), "a", "--db", str(db)]
+            )
+            assert r.exit_code == 0 and "delivered" in r.output, r.output
+        await sink.stop()
+        return [orjson.loads(x.body)["incident"] for x in sink.requests]
+
+    got = asyncio.run(go())
+    assert len(got) == 2 and len(set(got)) == 2, got
+    assert all(g.startswith("test-a-20260301T100000Z-") for g in got), got
