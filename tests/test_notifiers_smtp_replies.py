@@ -399,3 +399,17 @@ def test_the_declared_apprise_has_the_per_recipient_bookkeeping_the_email_channe
     floor = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", spec).group(1).split("."))
     assert floor >= (2, 0), spec
     assert _TRACKER is not None and "is_delivered" in Path(email_base.__file__).read_text()
+
+
+async def test_after_a_server_closes_the_session_the_next_recipient_is_not_told_to_run_connect(
+    smtp, tmp_path
+):
+    """A 421 to one RCPT closes the session (smtplib shuts it); apprise goes on to the next
+    recipient on that closed session, whose error read smtplib's 'please run connect() first', a
+    programming hint that says nothing to an operator."""
+    smtp.rcpt_replies[ANA] = "421 4.4.2 closing connection"
+    notifier = await deliver(config(two(smtp)), tmp_path)
+    errors = [a.error or "" for a in notifier.log.attempts()]
+    assert errors and not any("connect()" in e for e in errors), errors
+    assert f"SMTP 421 4.4.2 closing connection (RCPT {ANA})" in errors[0], errors
+    assert f"SMTP session, to {RUI} failed: the server had closed the session" in errors[0], errors

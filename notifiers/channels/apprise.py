@@ -265,7 +265,9 @@ class SmtpReplies:
             return
         command = command or ("end of DATA" if self.data_sent else "session")  # (within sendmail)
         what = str(e) or "connection closed"
-        if not isinstance(e, smtplib.SMTPException):
+        if isinstance(e, smtplib.SMTPServerDisconnected) and what == "please run connect() first":
+            what = "the server had closed the session"  # (smtplib's words for a socket already shut)
+        elif not isinstance(e, smtplib.SMTPException):
             what = f"{type(e).__name__}: {what}"
         self.failures.append(SmtpReply(command, None, what, to))
 
