@@ -62,9 +62,11 @@ def test_the_scheduler_holds_the_whole_target_until_retry_after_bounded_and_neve
     assert s4.open and s4.probe_at >= 45 and s4.due(44.0) == []
 
 
-async def test_a_429_with_retry_after_holds_the_targets_next_requests(tmp_path):
+async def webhook_answering_429(retry_after: str):
+    """A webhook target whose first answer is a 429 with ``Retry-After``, and the first pages of
+    two incidents for it: (the sink, the configuration, the two notifications)."""
     http = await HttpSink(secret=SECRET).start()
-    http.answers["/hook"] = [(429, {"Retry-After": "2"})]
+    http.answers["/hook"] = [(429, {"Retry-After": retry_after})]
     cfg = load_config_text(
         f"""
 timezone: Europe/Lisbon
@@ -82,6 +84,11 @@ policies:
     for k in range(2):
         ev = incident_event(incident=f"inc-{k}")
         notes += engine.step(EscalationState(), ev, parse_time(ev["at"]))[1]
+    return http, cfg, notes
+
+
+async def test_a_429_with_retry_after_holds_the_targets_next_requests(tmp_path):
+    http, cfg, notes = await webhook_answering_429("2")
     notifier = Notifier(cfg, SQLiteDeliveryLog(tmp_path / "d.sqlite"))
     await notifier.start()
     try:
@@ -104,25 +111,7 @@ async def test_a_restart_keeps_the_targets_retry_after(tmp_path):
     # found by the fault probe of `atalaia up` (kill -9 during a Retry-After hold): the hold lived
     # in the lane's memory only, so the restarted worker sent the waiting notification, and every
     # other one for that target, as soon as it was up, whatever the target had asked
-    http = await HttpSink(secret=SECRET).start()
-    http.answers["/hook"] = [(429, {"Retry-After": "6"})]
-    cfg = load_config_text(
-        f"""
-timezone: Europe/Lisbon
-retry: {{first_backoff: 0.1, max_backoff: 0.2}}
-targets:
-  sala: {{channel: webhook, url: "{http.url}/hook", secret: "{SECRET}"}}
-routes: [{{policy: p}}]
-policies:
-  p: {{steps: [{{targets: [sala], wait: 10m}}]}}
-""",
-        "ra.yaml",
-    )
-    engine = EscalationEngine(cfg)
-    notes = []
-    for k in range(2):
-        ev = incident_event(incident=f"inc-{k}")
-        notes += engine.step(EscalationState(), ev, parse_time(ev["at"]))[1]
+    http, cfg, notes = await webhook_answering_429("6")
     db = tmp_path / "d.sqlite"
     try:
         notifier = Notifier(cfg, SQLiteDeliveryLog(db))
