@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from atalaia.console.problem import client_group
 from atalaia.streams.config_yaml import (
     YamlError,
     YamlErrors,
@@ -496,7 +497,9 @@ class Authenticator:
         u = self.by_name.get(username)
         secret = (u.password_argon2 or "") if u is not None else ""
         known = self.devices.check(device, username, now, secret) if u is not None else None
-        keys = [f"device:{known}"] if known else [f"user:{username}", f"ip:{client}"]
+        # an address counts as its client group: an IPv4 address, or an IPv6 client's whole /64
+        # (one host holds all of it: an address per attempt was a fresh client each time)
+        keys = [f"device:{known}"] if known else [f"user:{username}", f"ip:{client_group(client)}"]
         with self._lock:
             wait = self.limiter.blocked(keys, now)
             if wait is not None:
