@@ -16,7 +16,7 @@ refuses anything else with ``file:line:col``; a password has 8 to 1024 character
 a *session token*: random, held in this console's memory (as a sha256) until it expires
 (``SESSION_TTL_S``) or ``POST /api/logout``; it is sent as ``Authorization: Bearer <token>`` like
 an API token, and a restart of the console signs everybody out. Failed sign-ins are limited per
-user and per client address (``FAILURES`` within ``WINDOW_S``: then 429 until the window passes,
+user and per client address (an IPv6 client: its /64) (``FAILURES`` within ``WINDOW_S``: then 429 until the window passes,
 without checking the password) and counted in ``atalaia_console_logins_total{result}``. A user
 holds at most ``SESSIONS_PER_USER`` live sessions (a further sign-in ends their own oldest) and
 the console ``MAX_SESSIONS`` in all; when all of those are live, a sign-in ends the user's own
