@@ -862,6 +862,12 @@ def warning_paths() -> dict[str, Any]:
                                 "type": "object",
                                 "description": "edit/update/cancel: changed fields",
                             },
+                            "version": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "approve: the version of the warning the approver read; "
+                                "the approval is refused (409) if it has changed since",
+                            },
                             "actor": {"type": "string"},
                             "role": {"type": "string"},
                         },

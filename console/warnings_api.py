@@ -626,7 +626,19 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
             if tenants is not None and changes.get("tenant", w.draft.get("tenant")) not in tenants:
                 return fail(self, 403, "Not allowed", "a warning may not be moved to another tenant")
-            cmd = WarningCommand(action=action, warning=warning, actor=actor, role=role, reason=reason)
+            version = body.get("version")  # approve: the version the approver read
+            if version is not None and (type(version) is not int or not 0 <= version < 2**63):
+                return fail(
+                    self, 422, "Invalid command", "version: a warning version (an integer)", field="version"
+                )
+            cmd = WarningCommand(
+                action=action,
+                warning=warning,
+                actor=actor,
+                role=role,
+                reason=reason,
+                version=version if action == "approve" else None,
+            )
             if action in ("update", "cancel") and w.state != "issued":
                 # only an issued warning is updated or cancelled: the workflow refuses (409) and
                 # audits it; its draft (a reference to no identifier yet) is no draft to check

@@ -107,3 +107,27 @@ async def test_a_draft_from_an_incident_sent_again_later_is_still_a_retry(consol
     again = await send(console, path, "ana", {"draft": {}}, "from-inc-1")
     assert first[0] == again[0] == 201 and first[1]["warning"] == again[1]["warning"], (first, again)
     assert len(console.core.state.warnings) == 1
+
+
+async def test_an_approval_through_the_console_is_of_the_version_the_approver_read(console) -> None:  # noqa: F811
+    """The board sends the version it shows with `approve`: a warning its author changed and
+    submitted again meanwhile is not approved (409, read it again), and a version that is no
+    integer is a 422 naming it. It used to approve whatever the warning had become."""
+    code, body = await send(console, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)}, None)
+    wid = body["warning"]
+    path = f"/api/warnings/{wid}/commands"
+    assert (await send(console, path, "ana", {"action": "submit"}, None))[0] == 200
+    r = await console.client.get(f"/api/warnings/{wid}", headers=h("app"))
+    read = (await r.json())["warning"]["version"]  # what the approver has in front of them
+    changed = {"action": "edit", "draft": {"level": "red"}}
+    assert (await send(console, path, "ana", changed, None))[0] == 200
+    assert (await send(console, path, "ana", {"action": "submit"}, None))[0] == 200
+    code, body = await send(console, path, "app", {"action": "approve", "version": read}, None)
+    assert code == 409 and f"version {read}" in body["detail"], body
+    assert console.core.state.warnings[wid].state == "submitted"
+    for bad in ("2", True, -1, 1.5):
+        code, body = await send(console, path, "app", {"action": "approve", "version": bad}, None)
+        assert code == 422 and body["field"] == "version", (bad, body)
+    now = console.core.state.warnings[wid].version
+    assert (await send(console, path, "app", {"action": "approve", "version": now}, None))[0] == 200
+    assert console.core.state.warnings[wid].state == "approved"
