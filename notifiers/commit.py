@@ -45,7 +45,10 @@ class CommitMarks:
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # a marker names the recipients the server took: private, as the delivery log is
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # (a folder an older version made 0755)
+            os.chmod(self.dir, 0o700)
 
     @classmethod
     def for_log(cls, log: object) -> CommitMarks | None:
@@ -68,7 +71,7 @@ class CommitMarks:
         email the server never got is a few microseconds, not an fsync. After a power cut in
         between, the marker may be gone and the email is re-sent: a possible duplicate, never a
         silent loss."""
-        fd = os.open(self._path(nid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self._path(nid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, b"c\n")
         finally:
