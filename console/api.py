@@ -91,13 +91,13 @@ def rfc3339(epoch: float | None) -> str | None:
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None:
     """Add the console routes to ``app``; ``publish(topic, value, key)`` sends to Kafka."""
-    from atalaia.console.auth import Authenticator, Identity
+    from atalaia.console.auth import MAX_ACTOR_CHARS, Authenticator, Identity
     from atalaia.console.filters import SCAN_LIMIT, FilterError, parse_filter
     from atalaia.console.live import IncidentFeed
     from atalaia.console.openapi import document
     from atalaia.console.present import allowed_actions, counts, explain
     from atalaia.console.replies import ReplyWatcher, command_reply
-    from atalaia.incidents.commands import Command
+    from atalaia.incidents.commands import MAX_REASON_CHARS, Command
     from atalaia.incidents.config import DEFAULT_PERMISSIONS
     from atalaia.incidents.projection import Projection
     from atalaia.incidents.stage import projection_sink
@@ -585,6 +585,18 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(
                     self, 422, "Invalid command", AT_REFUSED, errors=[{"field": "at", "message": AT_REFUSED}]
                 )
+            # a reason is a few lines and an assignee a name: the whole 64 KiB body was taken, and
+            # the incident manager keeps each open incident's latest audit entries in its state
+            for field, most in (("reason", MAX_REASON_CHARS), ("assignee", MAX_ACTOR_CHARS)):
+                if isinstance(body.get(field), str) and len(body[field]) > most:
+                    msg = f"at most {most} characters"
+                    return fail(
+                        self,
+                        422,
+                        "Invalid command",
+                        f"{field}: {msg}",
+                        errors=[{"field": field, "message": msg}],
+                    )
             # a command sent again with its Idempotency-Key (its answer was lost, or it was 202
             # queued) is the same command: the manager applies an id once, and the retry gets the
             # reply the first got (console/idempotency.py, as the warnings commands)

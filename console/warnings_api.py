@@ -97,6 +97,7 @@ def warning_json(w: Any, actions: list[str]) -> dict[str, Any]:
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: dict[str, Any]) -> None:
     """The warnings routes; ``ctx`` holds the console's helpers (fail, who, projection, page)."""
     from atalaia.console.replies import ReplyWatcher, warning_reply
+    from atalaia.incidents.commands import MAX_REASON_CHARS
     from atalaia.notifiers.warning import ShortText, parse_cap, sms_message, sms_previews, warning_link
     from atalaia.warnings.config import load_config
     from atalaia.warnings.from_incident import draft_from_incident
@@ -617,6 +618,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             reason = body.get("reason") or ""
             if not isinstance(reason, str):
                 return fail(self, 422, "Invalid command", "reason: a string", field="reason")
+            if len(reason) > MAX_REASON_CHARS:  # (kept in the warning's audit trail, in the state)
+                detail = f"reason: at most {MAX_REASON_CHARS} characters"
+                return fail(self, 422, "Invalid command", detail, field="reason")
             if action == "reject" and not reason.strip():
                 return fail(
                     self, 422, "Invalid command", "reason: a rejection needs a reason", field="reason"

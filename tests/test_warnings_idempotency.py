@@ -131,3 +131,15 @@ async def test_an_approval_through_the_console_is_of_the_version_the_approver_re
     now = console.core.state.warnings[wid].version
     assert (await send(console, path, "app", {"action": "approve", "version": now}, None))[0] == 200
     assert console.core.state.warnings[wid].state == "approved"
+
+
+async def test_a_warning_command_s_reason_is_a_few_lines(console) -> None:  # noqa: F811
+    """A reason (a rejection's, an edit's) is kept in the warning's audit trail in the stage's
+    state: it took up to the 256 KiB body. At most 2 000 characters, 422 naming it."""
+    code, body = await send(console, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)}, None)
+    path = f"/api/warnings/{body['warning']}/commands"
+    code, body = await send(console, path, "app", {"action": "reject", "reason": "x" * 2001}, None)
+    assert code == 422 and body["field"] == "reason", body
+    assert console.core.state.warnings[body.get("warning") or path.split("/")[3]].state == "draft"
+    code, body = await send(console, path, "app", {"action": "reject", "reason": "x" * 2000}, None)
+    assert code == 200, body
