@@ -419,12 +419,12 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                 "action": {"type": "string", "enum": ACTIONS},
                                 "actor": {"type": "string"},
                                 "role": {"type": "string"},
-                                "reason": {"type": "string"},
+                                "reason": {"type": "string", "maxLength": 2000},
                                 "duration": {
                                     "type": ["string", "number"],
                                     "description": "shelve: 30m or seconds",
                                 },
-                                "assignee": {"type": "string"},
+                                "assignee": {"type": "string", "maxLength": 128},
                             },
                         )
                     ),
@@ -857,7 +857,7 @@ def warning_paths() -> dict[str, Any]:
                         ["action"],
                         {
                             "action": {"type": "string", "enum": WARNING_ACTIONS},
-                            "reason": {"type": "string"},
+                            "reason": {"type": "string", "maxLength": 2000},
                             "draft": {
                                 "type": "object",
                                 "description": "edit/update/cancel: changed fields",
