@@ -26,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import logging
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,8 +49,18 @@ class CommitMarks:
         self.dir = Path(directory)
         # a marker names the recipients the server took: private, as the delivery log is
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):  # (a folder an older version made 0755)
-            os.chmod(self.dir, 0o700)
+        with contextlib.suppress(OSError):  # (a folder an older version made 0755, its markers 0644)
+            mode = stat.S_IMODE(os.stat(self.dir).st_mode)
+            if mode & 0o077:
+                os.chmod(self.dir, 0o700)
+                for marker in self.dir.iterdir():
+                    os.chmod(marker, 0o600)
+                logging.getLogger("atalaia.data").warning(
+                    "%s holds the recipients email servers took and was mode %04o, open to other "
+                    "users: now 0700",
+                    self.dir,
+                    mode,
+                )
 
     @classmethod
     def for_log(cls, log: object) -> CommitMarks | None:
