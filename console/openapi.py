@@ -875,10 +875,15 @@ def warning_paths() -> dict[str, Any]:
                             "version": {
                                 "type": "integer",
                                 "minimum": 0,
+                                "maximum": 2**63 - 1,
                                 "description": "approve: the version of the warning the approver read; "
                                 "the approval is refused (409) if it has changed since",
                             },
-                            "actor": {"type": "string"},
+                            "actor": {
+                                "type": "string",
+                                "maxLength": 128,
+                                "description": "the demo (no users file) only: else the token's",
+                            },
                             "role": {"type": "string"},
                         },
                     )

@@ -96,6 +96,7 @@ def warning_json(w: Any, actions: list[str]) -> dict[str, Any]:
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: dict[str, Any]) -> None:
     """The warnings routes; ``ctx`` holds the console's helpers (fail, who, projection, page)."""
+    from atalaia.console.auth import MAX_ACTOR_CHARS
     from atalaia.console.replies import ReplyWatcher, warning_reply
     from atalaia.incidents.commands import MAX_REASON_CHARS
     from atalaia.notifiers.warning import ShortText, parse_cap, sms_message, sms_previews, warning_link
@@ -192,6 +193,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         body = body or {}
         actor = str(body.get("actor") or who.actor)
         role = str(body.get("role") or who.role)
+        if len(actor) > MAX_ACTOR_CHARS:  # (a name, kept among the warning's authors and audit)
+            detail = f"actor: at most {MAX_ACTOR_CHARS} characters"
+            return None, fail(view, 422, "Invalid command", detail, field="actor")
         return (actor, role), None
 
     def tenants_of(request: Any) -> frozenset[str] | None:

@@ -143,3 +143,27 @@ async def test_a_warning_command_s_reason_is_a_few_lines(console) -> None:  # no
     assert console.core.state.warnings[body.get("warning") or path.split("/")[3]].state == "draft"
     code, body = await send(console, path, "app", {"action": "reject", "reason": "x" * 2000}, None)
     assert code == 200, body
+
+
+async def test_the_demo_s_actor_is_a_name(tmp_path) -> None:
+    """A console without users trusts the body's actor (the demo): it took up to the 256 KiB body,
+    kept among each warning's authors and in its audit trail in the stage's state. At most 128
+    characters, as a user name: 422 naming it."""
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from atalaia.console.auth import Identity
+    from tests.test_warnings_tenancy_hostile import Console
+
+    c = Console(tmp_path)
+    # no users file: the demo (as console/api.py's identify: anyone is an anonymous operator)
+    c.auth = SimpleNamespace(enabled=False, identify=lambda _: Identity("operator", "operator"))
+    async with TestClient(TestServer(c.app())) as client:
+        body = {"draft": draft(None, PORTO_SENDER), "actor": "a" * 129, "role": "operator"}
+        r = await client.post("/api/warnings", json=body)
+        problem = await r.json(content_type=None)
+        assert r.status == 422 and problem["field"] == "actor", problem
+        assert c.core.state.warnings == {}
+        r = await client.post("/api/warnings", json={**body, "actor": "a" * 128})
+        assert r.status == 201, await r.text()
