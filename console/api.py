@@ -91,13 +91,13 @@ def rfc3339(epoch: float | None) -> str | None:
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None:
     """Add the console routes to ``app``; ``publish(topic, value, key)`` sends to Kafka."""
-    from atalaia.console.auth import Authenticator, Identity
+    from atalaia.console.auth import MAX_ACTOR_CHARS, Authenticator, Identity
     from atalaia.console.filters import SCAN_LIMIT, FilterError, parse_filter
     from atalaia.console.live import IncidentFeed
     from atalaia.console.openapi import document
     from atalaia.console.present import allowed_actions, counts, explain
     from atalaia.console.replies import ReplyWatcher, command_reply
-    from atalaia.incidents.commands import Command
+    from atalaia.incidents.commands import MAX_REASON_CHARS, Command
     from atalaia.incidents.config import DEFAULT_PERMISSIONS
     from atalaia.incidents.projection import Projection
     from atalaia.incidents.stage import projection_sink
@@ -585,6 +585,14 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return fail(
                     self, 422, "Invalid command", AT_REFUSED, errors=[{"field": "at", "message": AT_REFUSED}]
                 )
+            # a reason is a few lines and an assignee a name: the whole 64 KiB body was taken, and
+            # the incident manager keeps each open incident's latest audit entries in its state,
+            # and the ids of its last commands (an id the client chose; the demo's actor too)
+            limits = {"reason": MAX_REASON_CHARS, "assignee": MAX_ACTOR_CHARS, "id": MAX_ID_CHARS}
+            if not auth.enabled:
+                limits["actor"] = MAX_ACTOR_CHARS
+            if (long := too_long(body, limits)) is not None:
+                return fail(self, 422, "Invalid command", long[0], errors=[long[1]])
             # a command sent again with its Idempotency-Key (its answer was lost, or it was 202
             # queued) is the same command: the manager applies an id once, and the retry gets the
             # reply the first got (console/idempotency.py, as the warnings commands)
@@ -711,6 +719,8 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                     return refused
             elif not any(r["id"] == body.get("silence") for r in await listing("all", who.tenants)):
                 return fail(view, 404, "No such silence", str(body.get("silence")))  # another tenant's
+        if (long := too_long(body, {"id": MAX_ID_CHARS})) is not None:  # (kept in the manager's state)
+            return fail(view, 422, "Invalid silence", long[0], errors=[long[1]])
         body.setdefault("id", secrets.token_hex(12))
         try:
             cmd = SilenceCommand.model_validate(body)
@@ -855,6 +865,28 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
 #: when it takes the command), as its actor and role are the token's: a client-set time would
 #: stretch a shelve past ``shelving.max`` or back-date the audit trail
 AT_REFUSED = "set by the server: leave it out (a command takes effect when the incident manager takes it)"
+
+
+#: a command id a client chooses (the body's ``id``) at most, as an ``Idempotency-Key``: the
+#: incident manager remembers the ids of its last commands (``memory``) in its state
+MAX_ID_CHARS = 128
+
+
+def too_long(body: dict[str, Any], limits: dict[str, int]) -> tuple[str, dict[str, str]] | None:
+    """The problem's detail and error for the first text field of ``body`` longer than its limit
+    in ``limits`` (characters), or None.
+
+    >>> too_long({"reason": "ok", "id": "x" * 129}, {"reason": 2000, "id": 128})
+    ('id: at most 128 characters', {'field': 'id', 'message': 'at most 128 characters'})
+    >>> too_long({"id": 7}, {"id": 128}) is None  # (not text: the command's model says so)
+    True
+    """
+    for field, most in limits.items():
+        value = body.get(field)
+        if isinstance(value, str) and len(value) > most:
+            msg = f"at most {most} characters"
+            return f"{field}: {msg}", {"field": field, "message": msg}
+    return None
 
 
 def _utcnow() -> Any:

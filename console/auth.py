@@ -16,7 +16,7 @@ refuses anything else with ``file:line:col``; a password has 8 to 1024 character
 a *session token*: random, held in this console's memory (as a sha256) until it expires
 (``SESSION_TTL_S``) or ``POST /api/logout``; it is sent as ``Authorization: Bearer <token>`` like
 an API token, and a restart of the console signs everybody out. Failed sign-ins are limited per
-user and per client address (``FAILURES`` within ``WINDOW_S``: then 429 until the window passes,
+user and per client address (an IPv6 client: its /64) (``FAILURES`` within ``WINDOW_S``: then 429 until the window passes,
 without checking the password) and counted in ``atalaia_console_logins_total{result}``. A user
 holds at most ``SESSIONS_PER_USER`` live sessions (a further sign-in ends their own oldest) and
 the console ``MAX_SESSIONS`` in all; when all of those are live, a sign-in ends the user's own
@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from atalaia.console.problem import client_group
 from atalaia.streams.config_yaml import (
     YamlError,
     YamlErrors,
@@ -496,7 +497,9 @@ class Authenticator:
         u = self.by_name.get(username)
         secret = (u.password_argon2 or "") if u is not None else ""
         known = self.devices.check(device, username, now, secret) if u is not None else None
-        keys = [f"device:{known}"] if known else [f"user:{username}", f"ip:{client}"]
+        # an address counts as its client group: an IPv4 address, or an IPv6 client's whole /64
+        # (one host holds all of it: an address per attempt was a fresh client each time)
+        keys = [f"device:{known}"] if known else [f"user:{username}", f"ip:{client_group(client)}"]
         with self._lock:
             wait = self.limiter.blocked(keys, now)
             if wait is not None:

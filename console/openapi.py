@@ -156,7 +156,7 @@ NEW_SILENCE = _object(
             "description": 'Alertmanager syntax: name="v", name!="v", name=~"regex", name!~"regex" '
             "(regexes fully anchored); at least one must need a label value",
         },
-        "comment": {"type": "string"},
+        "comment": {"type": "string", "maxLength": 2000},
         "start": {"type": "string", "description": "RFC 3339 with a zone; default now"},
         "end": {"type": "string", "description": "RFC 3339 with a zone"},
         "duration": {"type": ["string", "number"], "description": "instead of end: 2h or seconds"},
@@ -417,14 +417,24 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                             ["action"],
                             {
                                 "action": {"type": "string", "enum": ACTIONS},
-                                "actor": {"type": "string"},
+                                "id": {
+                                    "type": "string",
+                                    "maxLength": 128,
+                                    "description": "optional: the command's id, applied once "
+                                    "(the Idempotency-Key header is the usual way)",
+                                },
+                                "actor": {
+                                    "type": "string",
+                                    "maxLength": 128,
+                                    "description": "the demo (no users file) only: else the token's",
+                                },
                                 "role": {"type": "string"},
-                                "reason": {"type": "string"},
+                                "reason": {"type": "string", "maxLength": 2000},
                                 "duration": {
                                     "type": ["string", "number"],
                                     "description": "shelve: 30m or seconds",
                                 },
-                                "assignee": {"type": "string"},
+                                "assignee": {"type": "string", "maxLength": 128},
                             },
                         )
                     ),
@@ -857,12 +867,23 @@ def warning_paths() -> dict[str, Any]:
                         ["action"],
                         {
                             "action": {"type": "string", "enum": WARNING_ACTIONS},
-                            "reason": {"type": "string"},
+                            "reason": {"type": "string", "maxLength": 2000},
                             "draft": {
                                 "type": "object",
                                 "description": "edit/update/cancel: changed fields",
                             },
-                            "actor": {"type": "string"},
+                            "version": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": 2**63 - 1,
+                                "description": "approve: the version of the warning the approver read; "
+                                "the approval is refused (409) if it has changed since",
+                            },
+                            "actor": {
+                                "type": "string",
+                                "maxLength": 128,
+                                "description": "the demo (no users file) only: else the token's",
+                            },
                             "role": {"type": "string"},
                         },
                     )

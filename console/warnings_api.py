@@ -96,7 +96,9 @@ def warning_json(w: Any, actions: list[str]) -> dict[str, Any]:
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: dict[str, Any]) -> None:
     """The warnings routes; ``ctx`` holds the console's helpers (fail, who, projection, page)."""
+    from atalaia.console.auth import MAX_ACTOR_CHARS
     from atalaia.console.replies import ReplyWatcher, warning_reply
+    from atalaia.incidents.commands import MAX_REASON_CHARS
     from atalaia.notifiers.warning import ShortText, parse_cap, sms_message, sms_previews, warning_link
     from atalaia.warnings.config import load_config
     from atalaia.warnings.from_incident import draft_from_incident
@@ -191,6 +193,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         body = body or {}
         actor = str(body.get("actor") or who.actor)
         role = str(body.get("role") or who.role)
+        if len(actor) > MAX_ACTOR_CHARS:  # (a name, kept among the warning's authors and audit)
+            detail = f"actor: at most {MAX_ACTOR_CHARS} characters"
+            return None, fail(view, 422, "Invalid command", detail, field="actor")
         return (actor, role), None
 
     def tenants_of(request: Any) -> frozenset[str] | None:
@@ -617,6 +622,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             reason = body.get("reason") or ""
             if not isinstance(reason, str):
                 return fail(self, 422, "Invalid command", "reason: a string", field="reason")
+            if len(reason) > MAX_REASON_CHARS:  # (kept in the warning's audit trail, in the state)
+                detail = f"reason: at most {MAX_REASON_CHARS} characters"
+                return fail(self, 422, "Invalid command", detail, field="reason")
             if action == "reject" and not reason.strip():
                 return fail(
                     self, 422, "Invalid command", "reason: a rejection needs a reason", field="reason"
@@ -626,7 +634,19 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
             if tenants is not None and changes.get("tenant", w.draft.get("tenant")) not in tenants:
                 return fail(self, 403, "Not allowed", "a warning may not be moved to another tenant")
-            cmd = WarningCommand(action=action, warning=warning, actor=actor, role=role, reason=reason)
+            version = body.get("version")  # approve: the version the approver read
+            if version is not None and (type(version) is not int or not 0 <= version < 2**63):
+                return fail(
+                    self, 422, "Invalid command", "version: a warning version (an integer)", field="version"
+                )
+            cmd = WarningCommand(
+                action=action,
+                warning=warning,
+                actor=actor,
+                role=role,
+                reason=reason,
+                version=version if action == "approve" else None,
+            )
             if action in ("update", "cancel") and w.state != "issued":
                 # only an issued warning is updated or cancelled: the workflow refuses (409) and
                 # audits it; its draft (a reference to no identifier yet) is no draft to check

@@ -49,6 +49,12 @@ def command_time(v: Any) -> Any:
     return v
 
 
+#: a command's reason (a comment, a shelve's or a closing's reason) at most: a few lines, as a
+#: silence's comment; the console refuses longer ones (the state keeps each open incident's latest
+#: audit entries, reasons included, and writes them at every checkpoint)
+MAX_REASON_CHARS = 2000
+
+
 class Command(BaseModel):
     """One operator command. ``id`` is the console's idempotency key (derived when absent)."""
 

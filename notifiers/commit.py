@@ -26,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import logging
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +47,20 @@ class CommitMarks:
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # a marker names the recipients the server took: private, as the delivery log is
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # (a folder an older version made 0755, its markers 0644)
+            mode = stat.S_IMODE(os.stat(self.dir).st_mode)
+            if mode & 0o077:
+                os.chmod(self.dir, 0o700)
+                for marker in self.dir.iterdir():
+                    os.chmod(marker, 0o600)
+                logging.getLogger("atalaia.data").warning(
+                    "%s holds the recipients email servers took and was mode %04o, open to other "
+                    "users: now 0700",
+                    self.dir,
+                    mode,
+                )
 
     @classmethod
     def for_log(cls, log: object) -> CommitMarks | None:
@@ -68,7 +83,7 @@ class CommitMarks:
         email the server never got is a few microseconds, not an fsync. After a power cut in
         between, the marker may be gone and the email is re-sent: a possible duplicate, never a
         silent loss."""
-        fd = os.open(self._path(nid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self._path(nid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, b"c\n")
         finally:

@@ -41,6 +41,32 @@ def served(name: str) -> str:
 # ---------------------------------------------------------------- pure parts
 
 
+def test_the_boards_text_fields_take_no_more_than_the_console_accepts() -> None:
+    """A reason (a comment, a rejection's), an assignee and a silence's comment have a maximum
+    length the console accepts (422 beyond): the board's fields stop there, so an operator typing
+    a long comment sees it end rather than have the whole command refused after sending it."""
+    import re
+
+    from atalaia.console.auth import MAX_ACTOR_CHARS
+    from atalaia.incidents.commands import MAX_REASON_CHARS
+    from atalaia.incidents.silences import SilenceCommand
+
+    comment_most = next(
+        m.max_length for m in SilenceCommand.model_fields["comment"].metadata if hasattr(m, "max_length")
+    )
+    fields = {
+        ("incident.html", "reason"): MAX_REASON_CHARS,
+        ("incident.html", "assignee"): MAX_ACTOR_CHARS,
+        ("index.html", "dlg-reason"): MAX_REASON_CHARS,
+        ("warning.html", "w-reason"): MAX_REASON_CHARS,
+        ("silences.html", "comment"): comment_most,
+    }
+    for (name, field), most in fields.items():
+        tag = re.search(rf'<input id="{field}"[^>]*>', served(name))
+        assert tag is not None, (name, field)
+        assert f'maxlength="{most}"' in tag.group(0), (name, tag.group(0), most)
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [

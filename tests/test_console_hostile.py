@@ -248,3 +248,61 @@ async def test_a_command_the_console_cannot_read_says_why_without_pydantic_s_pre
     assert body["errors"][0]["field"] == "duration", body
     assert body["errors"][0]["message"].startswith("bad duration 'soon'"), body
     assert "Value error" not in body["detail"], body
+
+
+async def test_a_comment_or_an_assignee_is_a_few_lines_not_the_whole_body(console) -> None:
+    """A command's ``reason`` (a comment, a shelve's reason) and ``assignee`` took anything up to
+    the 64 KiB body: one operator posting 500 comments of 60 KB grew the incident manager's
+    checkpoint from 1.8 MB to 23 MB (the 50 latest audit entries of each open incident are kept
+    in its state, and written every few seconds), pushed 60 KB rows to every live board and
+    slowed every other command. A reason has at most 2 000 characters (as a silence's comment),
+    an assignee at most 128 (a user name): 422 naming the field, before anything is sent."""
+    json = {"Content-Type": "application/json"}
+    for body, field in (
+        ({"action": "comment", "reason": "z" * 2001}, "reason"),
+        ({"action": "shelve", "duration": "30m", "reason": "é" * 2001}, "reason"),
+        ({"action": "assign", "assignee": "y" * 129}, "assignee"),
+    ):
+        r = await console.post("/api/incidents/i-1/commands", json=body, headers={**SUPERVISOR, **json})
+        problem = await _problem(r, 422)
+        assert problem["errors"][0]["field"] == field and "at most" in problem["detail"], problem
+    # who is asking still comes first
+    r = await console.post(
+        "/api/incidents/i-1/commands", json={"action": "comment", "reason": "z" * 3000}, headers=HOST
+    )
+    await _problem(r, 401)
+
+
+async def test_a_command_id_or_the_demo_s_actor_is_a_name_not_the_whole_body(tmp_path: Path, console) -> None:
+    """The same for what else of a command the incident manager keeps: an ``id`` the client chose
+    (the manager remembers its last 10 000 command ids, in its state: 60 KB ids made that 600 MB)
+    and, on a console without users (the demo trusts the body), the ``actor`` (in every audit
+    entry). An id has at most 128 characters, as an ``Idempotency-Key``; the demo's actor 128,
+    as a user name; a silence's id too. 422 naming the field, before anything is sent."""
+    from atalaia.streams.app import create_app
+    from atalaia.streams.settings import Settings
+
+    json = {"Content-Type": "application/json"}
+    comment = {"action": "comment", "reason": "crew on site"}
+    r = await console.post(
+        "/api/incidents/i-1/commands", json={**comment, "id": "k" * 129}, headers={**SUPERVISOR, **json}
+    )
+    problem = await _problem(r, 422)
+    assert problem["errors"][0]["field"] == "id" and "at most 128" in problem["detail"], problem
+    silence = {"action": "silence", "matchers": ['entity="x"'], "duration": "1h", "comment": "swap"}
+    r = await console.post("/api/silences", json={**silence, "id": "k" * 129}, headers={**SUPERVISOR, **json})
+    problem = await _problem(r, 422)
+    assert problem["errors"][0]["field"] == "id", problem
+    # 128 is an id (the command goes on: no incident manager answers here)
+    r = await console.post(
+        "/api/incidents/i-1/commands", json={**comment, "id": "k" * 128}, headers={**SUPERVISOR, **json}
+    )
+    assert r.status != 422, await r.text()
+
+    settings = Settings(data_dir=tmp_path / "demo", console_url=None)
+    app = create_app(settings, "127.0.0.1:9", stages=(), http="console")
+    async with TestClient(TestServer(app.web.web_app)) as demo:
+        as_sent = {**comment, "actor": "a" * 129, "role": "operator"}
+        r = await demo.post("/api/incidents/i-1/commands", json=as_sent, headers={**HOST, **json})
+        problem = await _problem(r, 422)
+        assert problem["errors"][0]["field"] == "actor", problem

@@ -92,6 +92,30 @@ def test_wrong_passwords_are_refused_then_limited_per_user_and_per_address(ana_h
     assert auth.counts == {"ok": 2, "refused": 6, "limited": 2}
 
 
+def test_an_ipv6_client_is_limited_as_its_whole_64_not_per_address(ana_hash):
+    """A client on IPv6 holds a whole /64 and can give each attempt an address of its own: each
+    was a fresh client for the per-address limit, so one host could spray passwords over every
+    user (five per user per minute) and make the console check argon2 hashes without end. Its
+    failures now count against its /64, as the front's and the live streams' per-client limits
+    do; another network is not held to them."""
+    auth = Authenticator([User(actor="ana", role="operator", password_argon2=ana_hash)], clock=Clock())
+    for i in range(5):  # five names, five addresses of one /64
+        with pytest.raises(LoginRefused):
+            auth.login(f"guess{i}", "wrong", f"2001:db8:1:2::{i + 1:x}")
+    with pytest.raises(LoginLimited):
+        auth.login("guess9", "wrong", "2001:db8:1:2:ffff:ffff:ffff:fffe")  # the same /64
+    with pytest.raises(LoginLimited):
+        auth.login("ana", "correct horse", "2001:db8:1:2::99")
+    assert auth.login("ana", "correct horse", "2001:db8:1:3::1")[1].identity.actor == "ana"  # another /64
+    # an IPv4 client is its address, whether written plainly or IPv4-mapped (a dual-stack listener)
+    for i in range(5):
+        with pytest.raises(LoginRefused):
+            auth.login(f"other{i}", "wrong", "::ffff:198.51.100.7" if i % 2 else "198.51.100.7")
+    with pytest.raises(LoginLimited):
+        auth.login("ana", "correct horse", "198.51.100.7")
+    assert auth.login("ana", "correct horse", "198.51.100.8")[1].identity.actor == "ana"
+
+
 def test_parallel_sign_ins_cannot_check_more_passwords_than_the_limit(ana_hash):
     """Twenty wrong passwords at once for one user checked ten: the limit was read before the
     (slow) check and the failure written after it. Each attempt now counts before its check."""

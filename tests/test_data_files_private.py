@@ -94,3 +94,31 @@ def test_checkpoints_and_the_ingest_logs_files_are_private(tmp_path: Path, loose
     data = tmp_path / "fresh" / "data"
     lock_data_dir(SimpleNamespace(data_dir=data))
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+def test_the_smtp_commit_markers_are_private(tmp_path: Path, loose_umask, caplog) -> None:
+    """An email's commit marker names the recipients the server took (``a 250 ana@...``) and
+    stays while its delivery is in doubt; markers were written 0644 in a 0755 folder beside the
+    0600 delivery log, so any user of the machine could read who was paged. 0600 and 0700."""
+    from atalaia.notifiers.commit import CommitMarks
+
+    log = SQLiteDeliveryLog(tmp_path / "deliveries.sqlite")
+    marks = CommitMarks.for_log(log)
+    assert marks is not None
+    marks.mark("n1")()
+    marks.answered("n1", 250, "ana@cm-porto.pt")
+    assert stat.S_IMODE(marks.dir.stat().st_mode) == 0o700
+    assert _modes(marks.dir) == {"n1": 0o600}
+    # a folder and a marker an older version made: private once opened again, with a log line
+    # naming it, as for the data files
+    os.chmod(marks.dir, 0o755)
+    os.chmod(marks.dir / "n1", 0o644)
+    with caplog.at_level(logging.WARNING, logger="atalaia.data"):
+        assert stat.S_IMODE(CommitMarks.for_log(log).dir.stat().st_mode) == 0o700
+    assert _modes(marks.dir) == {"n1": 0o600}
+    said = [r.getMessage() for r in caplog.records if r.name == "atalaia.data"]
+    assert len(said) == 1 and said[0].startswith(f"{marks.dir} ") and "0755" in said[0], said
+    caplog.clear()
+    CommitMarks.for_log(log)  # private now: nothing more to say
+    assert not [r for r in caplog.records if r.name == "atalaia.data"]
+    log.close()

@@ -296,3 +296,67 @@ def test_draft_from_an_incident_approve_issue_feed_and_four_eyes(make_worker, pu
     assert wid in {x["id"] for x in listed["warnings"]}  # (issued: always listed)
     r = httpx.get(f"{w.url}/api/warnings?past=1001", headers=h("ana"), timeout=5)
     assert r.status_code == 400 and r.json()["field"] == "past"
+
+
+@pytest.mark.broker
+def test_the_board_approves_the_version_its_form_shows(make_worker, chromium, tmp_path):  # noqa: F811
+    """The board reloads a warning every 3 s but keeps its form while someone types in it: an
+    approver who had touched a field kept reading the old draft (and its CAP preview) while the
+    page sent the newest version with `approve`, so a warning its author changed and submitted
+    again meanwhile was approved unseen. The page sends the version its form shows (refused: 409,
+    then shown as it is now), and a form it refills brings its CAP preview up to date."""
+    stages = ("incidents", "projection", "warnings")
+    w = make_worker(
+        "--stages", ",".join(stages), extra_env={"ATALAIA_CONSOLE_USERS": str(users_file(tmp_path))}
+    ).start(stages)
+    draft = {
+        "sender": "protecao.civil@cm-porto.pt",
+        "status": "Exercise",
+        "level": "yellow",
+        "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "expires": (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat(),
+        "area": {"geocodes": {"DICOFRE": ["131203"]}},
+    }
+    r = httpx.post(f"{w.url}/api/warnings", json={"draft": draft}, headers=h("ana"), timeout=10)
+    assert r.status_code == 201, r.text
+    wid = r.json()["warning"]
+    path = f"{w.url}/api/warnings/{wid}/commands"
+
+    def command(who: str, body: dict) -> None:
+        r = httpx.post(path, json=body, headers=h(who), timeout=10)
+        assert r.status_code == 200, r.text
+
+    def version() -> int:
+        return httpx.get(f"{w.url}/api/warnings/{wid}", headers=h("rui"), timeout=5).json()["warning"][
+            "version"
+        ]
+
+    command("ana", {"action": "submit"})
+    rui = sign_in(chromium, f"{w.url}/warnings/{wid}", "rui")
+    rui.wait_for_function(
+        "document.getElementById('cap').textContent.includes('<status>Exercise')", timeout=15000
+    )
+    rui.fill("#f-instruction-en", "Keep away from the riverside.")  # rui types in the form
+    command("ana", {"action": "edit", "draft": {"status": "Actual", "level": "red"}})
+    command("ana", {"action": "submit"})
+    now = version()
+    rui.wait_for_function(f"current && current.version === {now}", timeout=15000)  # reloaded
+    assert rui.input_value("#f-status") == "Exercise", "the form rui types in is kept"
+    msg = act(rui, "approve")
+    assert "refused" in msg and "changed since" in msg, msg
+    assert version() == now, "not approved"
+    # the page now shows the warning as it is, its CAP preview too, and that version is approved
+    rui.wait_for_function("document.getElementById('f-status').value === 'Actual'", timeout=15000)
+    rui.wait_for_function(
+        "document.getElementById('cap').textContent.includes('<status>Actual')", timeout=15000
+    )
+
+    # a form nobody typed in follows the warning, and its CAP preview with it
+    command("ana", {"action": "edit", "draft": {"level": "orange"}})
+    command("ana", {"action": "submit"})
+    rui.wait_for_function(
+        "document.getElementById('cap').textContent.includes('<severity>Severe')", timeout=15000
+    )
+    assert "refused" not in act(rui, "approve")
+    detail = httpx.get(f"{w.url}/api/warnings/{wid}", headers=h("rui"), timeout=5).json()["warning"]
+    assert (detail["state"], detail["level"], detail["approver"]) == ("approved", "orange", "rui"), detail

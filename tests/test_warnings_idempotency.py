@@ -107,3 +107,63 @@ async def test_a_draft_from_an_incident_sent_again_later_is_still_a_retry(consol
     again = await send(console, path, "ana", {"draft": {}}, "from-inc-1")
     assert first[0] == again[0] == 201 and first[1]["warning"] == again[1]["warning"], (first, again)
     assert len(console.core.state.warnings) == 1
+
+
+async def test_an_approval_through_the_console_is_of_the_version_the_approver_read(console) -> None:  # noqa: F811
+    """The board sends the version it shows with `approve`: a warning its author changed and
+    submitted again meanwhile is not approved (409, read it again), and a version that is no
+    integer is a 422 naming it. It used to approve whatever the warning had become."""
+    code, body = await send(console, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)}, None)
+    wid = body["warning"]
+    path = f"/api/warnings/{wid}/commands"
+    assert (await send(console, path, "ana", {"action": "submit"}, None))[0] == 200
+    r = await console.client.get(f"/api/warnings/{wid}", headers=h("app"))
+    read = (await r.json())["warning"]["version"]  # what the approver has in front of them
+    changed = {"action": "edit", "draft": {"level": "red"}}
+    assert (await send(console, path, "ana", changed, None))[0] == 200
+    assert (await send(console, path, "ana", {"action": "submit"}, None))[0] == 200
+    code, body = await send(console, path, "app", {"action": "approve", "version": read}, None)
+    assert code == 409 and f"version {read}" in body["detail"], body
+    assert console.core.state.warnings[wid].state == "submitted"
+    for bad in ("2", True, -1, 1.5):
+        code, body = await send(console, path, "app", {"action": "approve", "version": bad}, None)
+        assert code == 422 and body["field"] == "version", (bad, body)
+    now = console.core.state.warnings[wid].version
+    assert (await send(console, path, "app", {"action": "approve", "version": now}, None))[0] == 200
+    assert console.core.state.warnings[wid].state == "approved"
+
+
+async def test_a_warning_command_s_reason_is_a_few_lines(console) -> None:  # noqa: F811
+    """A reason (a rejection's, an edit's) is kept in the warning's audit trail in the stage's
+    state: it took up to the 256 KiB body. At most 2 000 characters, 422 naming it."""
+    code, body = await send(console, "/api/warnings", "ana", {"draft": draft(None, PORTO_SENDER)}, None)
+    path = f"/api/warnings/{body['warning']}/commands"
+    code, body = await send(console, path, "app", {"action": "reject", "reason": "x" * 2001}, None)
+    assert code == 422 and body["field"] == "reason", body
+    assert console.core.state.warnings[body.get("warning") or path.split("/")[3]].state == "draft"
+    code, body = await send(console, path, "app", {"action": "reject", "reason": "x" * 2000}, None)
+    assert code == 200, body
+
+
+async def test_the_demo_s_actor_is_a_name(tmp_path) -> None:
+    """A console without users trusts the body's actor (the demo): it took up to the 256 KiB body,
+    kept among each warning's authors and in its audit trail in the stage's state. At most 128
+    characters, as a user name: 422 naming it."""
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from atalaia.console.auth import Identity
+    from tests.test_warnings_tenancy_hostile import Console
+
+    c = Console(tmp_path)
+    # no users file: the demo (as console/api.py's identify: anyone is an anonymous operator)
+    c.auth = SimpleNamespace(enabled=False, identify=lambda _: Identity("operator", "operator"))
+    async with TestClient(TestServer(c.app())) as client:
+        body = {"draft": draft(None, PORTO_SENDER), "actor": "a" * 129, "role": "operator"}
+        r = await client.post("/api/warnings", json=body)
+        problem = await r.json(content_type=None)
+        assert r.status == 422 and problem["field"] == "actor", problem
+        assert c.core.state.warnings == {}
+        r = await client.post("/api/warnings", json={**body, "actor": "a" * 128})
+        assert r.status == 201, await r.text()

@@ -83,6 +83,29 @@ def test_self_approval_is_refused_and_audited() -> None:
     assert d.do("approve", "eva", "approver", warning=w).ok
 
 
+def test_an_approval_is_of_the_version_the_approver_saw() -> None:
+    """Four eyes on what was reviewed: the approver read version N (an Exercise in one parish);
+    meanwhile its author made it another warning (Actual, red) and submitted it again. The
+    approval, which named no version, approved the warning the approver had never seen, and its
+    author issued it. An approval that names the version it was given for is refused once the
+    warning changed, and names both versions."""
+    d = Driver()
+    w = d.do("draft", "ana", "operator", draft={**DRAFT, "status": "Exercise", "level": "yellow"}).warning
+    d.do("submit", "ana", "operator", warning=w)
+    seen = d.state.warnings[w].version  # what rui opened and read
+    d.do("edit", "ana", "operator", warning=w, draft={"status": "Actual", "level": "red"})
+    d.do("submit", "ana", "operator", warning=w)
+    r = d.do("approve", "rui", "approver", warning=w, version=seen)
+    assert not r.ok and f"version {seen}" in r.error and f"version {d.state.warnings[w].version}" in r.error
+    assert d.state.warnings[w].state == "submitted" and d.state.warnings[w].approver is None
+    assert not d.do("issue", "ana", "operator", warning=w).ok and d.caps() == []
+    assert (d.state.warnings[w].audit[-2].action, d.state.warnings[w].audit[-2].ok) == ("approve", False)
+    # rui reads it again: the approval of the version now shown goes through
+    assert d.do("approve", "rui", "approver", warning=w, version=d.state.warnings[w].version).ok
+    assert d.do("issue", "ana", "operator", warning=w).ok
+    assert d.caps()[0].status == "Actual"
+
+
 def test_viewer_cannot_act_and_rejection_needs_a_reason() -> None:
     d = Driver()
     assert not d.do("draft", "vic", "viewer", draft=DRAFT).ok

@@ -233,6 +233,12 @@ class Workflow:
                 raise Refused(f"approving needs the {self.config.approval.role} role (not {c.role})")
             if c.actor in w.authors:
                 raise Refused(f"four eyes: {c.actor} drafted this warning and may not approve it")
+            if c.version is not None and c.version != w.version:
+                # four eyes on what was read: it was changed (and submitted again) since
+                raise Refused(
+                    f"the warning changed since version {c.version}, the one you read; it is at "
+                    f"version {w.version}: read it again before approving"
+                )
             w.approver = c.actor
             self._change(w, "approved", "approved", c, at, out)
         elif c.action == "reject":

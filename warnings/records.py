@@ -148,6 +148,7 @@ class WarningCommand(msgspec.Struct, tag_field="kind", tag="warning", omit_defau
     incident: str | None = None  # draft: the incident it comes from
     tenant: str | None = None  # draft: the tenant it belongs to (default: none, or the draft's own)
     at: Time | None = None
+    version: int | None = None  # approve: the version the approver saw (another is refused)
 
     def __post_init__(self) -> None:
         """What the schema cannot say, checked on decode and on ``msgspec.convert`` alike (a
@@ -183,6 +184,8 @@ class WarningCommand(msgspec.Struct, tag_field="kind", tag="warning", omit_defau
             "incident": self.incident,
             "tenant": self.tenant,
         }
+        if self.version is not None:  # (absent: the same id as before the field existed)
+            content["version"] = self.version
         raw = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(raw + at.isoformat().encode(), digest_size=12).hexdigest()
 
