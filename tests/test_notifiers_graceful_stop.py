@@ -162,3 +162,79 @@ def test_a_graceful_stop_mid_send_leaves_nothing_in_doubt_and_sends_nothing_twic
             assert count == 1, got  # never re-sent, in doubt or not
         else:  # an idempotent webhook in flight is re-sent (the receiver dedupes on its id)
             assert count == (2 if key in hooks_in_flight else 1), (key, count)
+
+
+# -- the same at the notifier's level (in one process, fast): the grace and what is cut off -------
+
+AM_CFG = """
+timezone: Europe/Lisbon
+targets:
+  am: {{channel: alertmanager, url: "{url}/am"}}
+routes: [{{policy: p}}]
+policies:
+  p: {{steps: [{{targets: [am], wait: 10m}}]}}
+"""
+
+
+async def _one_send_in_flight(tmp_path: Path, sink: HttpSink):
+    import asyncio
+
+    from atalaia.notifiers.config import load_config_text
+    from atalaia.notifiers.engine import EscalationEngine, EscalationState
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.service import Notifier
+    from atalaia.notifiers.testing import incident_event
+    from atalaia.streams.clock import parse_time
+
+    cfg = load_config_text(AM_CFG.format(url=sink.url), "e.yaml")
+    ev = incident_event(incident="inc-grace")
+    (note,) = EscalationEngine(cfg).step(EscalationState(), ev, parse_time(ev["at"]))[1]
+    db = tmp_path / "d.sqlite"
+    notifier = Notifier(cfg, SQLiteDeliveryLog(db))
+    await notifier.start()
+    await notifier.submit([note])
+    for _ in range(100):  # the request is at the receiver, its answer held back by the delay
+        if sink.requests:
+            break
+        await asyncio.sleep(0.05)
+    assert len(sink.received("/am")) == 1
+    return cfg, db, note, notifier
+
+
+async def test_the_send_in_flight_finishes_within_the_grace_and_is_recorded(tmp_path):
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+
+    sink = await HttpSink().start()
+    sink.delay = {"/am": 0.5}
+    try:
+        _, db, note, notifier = await _one_send_in_flight(tmp_path, sink)
+        assert await notifier.aclose(grace=5.0) == {}
+        notifier.log.close()
+        (row,) = SQLiteDeliveryLog(db).deliveries()
+        assert (row.notification_id, row.status, row.attempts) == (note.id, "delivered", 1)
+    finally:
+        await sink.stop()
+
+
+async def test_a_send_that_outlives_the_grace_is_cut_off_and_in_doubt_at_the_next_start(tmp_path):
+    import time
+
+    from atalaia.notifiers.log import SQLiteDeliveryLog
+    from atalaia.notifiers.service import Notifier
+
+    sink = await HttpSink().start()
+    sink.delay = {"/am": 3.0}
+    try:
+        cfg, db, note, notifier = await _one_send_in_flight(tmp_path, sink)
+        t0 = time.monotonic()
+        assert await notifier.aclose(grace=0.3) == {"am": [note.id]}
+        assert time.monotonic() - t0 < 2.0  # bounded by the grace, not by the answer
+        notifier.log.close()
+        assert [r.status for r in SQLiteDeliveryLog(db).deliveries()] == ["sending"]
+        again = Notifier(cfg, SQLiteDeliveryLog(db))
+        rec = await again.start()
+        await again.aclose()
+        assert (rec.in_doubt, rec.resent) == (1, 0)
+        assert len(sink.received("/am")) == 1  # not re-sent
+    finally:
+        await sink.stop()
