@@ -191,6 +191,8 @@ class TargetLane:
         self.waiters: dict[str, asyncio.Future[bool]] = {}
         self.kick = asyncio.Event()
         self.sends: set[asyncio.Task] = set()
+        self.in_flight: set[str] = set()  # ids recorded ``sending`` whose result is not recorded yet
+        self.closing = False  # stopping: no send starts any more (``aclose``)
         self.last_error: str | None = None
         self._reported: tuple[str, float | None, float | None] = ("closed", None, None)
         self._opened_at = 0.0
@@ -234,14 +236,27 @@ class TargetLane:
         while self.waiters:
             await asyncio.gather(*list(self.waiters.values()), return_exceptions=True)
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float = 0.0) -> list[str]:
+        """Stop: no new send starts; the sends in flight get up to ``grace`` seconds to be
+        answered and recorded (a graceful stop: SIGTERM, Ctrl-C), then the rest are cut off and
+        their rows stay ``sending`` (the restart's policy: re-sent if idempotent, else in doubt).
+        Returns the ids cut off. Before, every send in flight was cancelled at once, so each
+        Alertmanager/SMS message being sent at a graceful restart came back ``in-doubt`` and each
+        webhook one was sent twice."""
+        self.closing = True
         self.task.cancel()
-        for t in list(self.sends):
+        await asyncio.gather(self.task, return_exceptions=True)
+        pending = {t for t in self.sends if not t.done()}
+        if pending and grace > 0:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for t in pending:
             t.cancel()
-        await asyncio.gather(self.task, *self.sends, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
+        cut = sorted(self.in_flight)  # begun, result never recorded: cancelled above
         for fut in self.waiters.values():
             if not fut.done():
                 fut.cancel()
+        return cut
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -290,10 +305,13 @@ class TargetLane:
             kicked.cancel()
 
     async def _send(self, nid: str) -> None:
+        if self.closing:  # created just before the stop: not begun, the row stays as it was
+            return
         n = self.notes[nid]
         attempt = self.sched.items[nid].attempts + 1
         ctx = self.ctx
         try:
+            self.in_flight.add(nid)
             await ctx.io(ctx.log.begin, n, self.channel.kind, attempt, ctx.clock())
             marks = ctx.marks if self.channel.commit_point else None
             token = None
@@ -342,12 +360,14 @@ class TargetLane:
                 d.next_at,
                 d.resend_until,
             )
+            self.in_flight.discard(nid)
             if marks is not None:  # the result is recorded: the marker has done its job
                 await ctx.io(marks.clear, nid)
             if ctx.on_result is not None:
                 ctx.on_result(n, result, attempt, latency_ms)
             self._settled(d)
         except Exception:
+            self.in_flight.discard(nid)
             log.exception("delivery of %s to %s", nid, self.target)
             if nid in self.sched.items and self.sched.items[nid].in_flight:
                 self._settled(self.sched.record(nid, "retryable", ctx.clock()))
@@ -459,6 +479,10 @@ class FanOut:
         while any(lane.waiters for lane in self.lanes.values()):
             await asyncio.gather(*(lane.drain() for lane in self.lanes.values()))
 
-    async def aclose(self) -> None:
-        await asyncio.gather(*(lane.aclose() for lane in self.lanes.values()))
+    async def aclose(self, grace: float = 0.0) -> dict[str, list[str]]:
+        """Close every lane at once (``TargetLane.aclose``: the sends in flight get ``grace``
+        seconds in all, not per lane); returns target → the ids cut off after the grace."""
+        cut = await asyncio.gather(*(lane.aclose(grace) for lane in self.lanes.values()))
+        out = {t: ids for t, ids in zip(self.lanes, cut, strict=True) if ids}
         self.lanes.clear()
+        return out

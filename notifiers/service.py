@@ -69,6 +69,7 @@ IN_DOUBT = Counter(
 )
 MIN_BUDGET = 3600.0  # the default retry budget is the life of the step, at least this
 IN_DOUBT_ALERT_S = 3600.0  # /health names in-doubt deliveries this long after they were marked
+DELIVERY_GRACE_S = 15.0  # a graceful stop waits this long at most for the sends in flight
 
 
 @dataclass(slots=True)
@@ -292,11 +293,28 @@ class Notifier:
     async def drain(self) -> None:
         await self.fanout.drain()
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float = 0.0) -> dict[str, list[str]]:
+        """Stop delivering: no new send starts, the sends in flight get up to ``grace`` seconds
+        (in all) to be answered and recorded, then the rest are cut off (logged; their rows stay
+        ``sending``, which the next start treats as a crash: re-sent if idempotent, else in
+        doubt). Returns target → the ids cut off."""
         from atalaia.streams.guard import HEALTH
 
         targets = list(self.fanout.lanes)
-        await self.fanout.aclose()
+        busy = sum(len(lane.in_flight) for lane in self.fanout.lanes.values())
+        if busy and grace > 0:
+            log.info("stopping delivery: waiting up to %.0f s for %d send(s) in flight", grace, busy)
+        cut = await self.fanout.aclose(grace)
+        for target, ids in cut.items():
+            log.warning(
+                "stopping delivery: %d send(s) to %s still unanswered after the %.0f s grace, cut off "
+                "(outcome unknown; at the next start re-sent if the channel is idempotent, else in doubt): %s",
+                len(ids),
+                target,
+                grace,
+                ", ".join(ids),
+                extra={"ratelimit": False},
+            )
         for target in targets:  # its lanes are gone: /health names none of them as down any more
             HEALTH.condition(f"target-open:{target}", None)
         for ch in self.ctx.channels.values():
@@ -304,6 +322,7 @@ class Notifier:
         if self._own_http and self._http is not None:
             await self._http.close()
         self.started = False
+        return cut
 
     # --- retry settings ---------------------------------------------------------------------
 
@@ -455,17 +474,20 @@ def delivery_stage(settings: Any, app: Any) -> Any:
         in_doubt_alert_s=getattr(settings, "in_doubt_alert_s", IN_DOUBT_ALERT_S),
     )
     app.atalaia_notifier = notifier
-    app.service(NotifierService(notifier))
+    app.service(NotifierService(notifier, grace=getattr(settings, "delivery_grace_s", DELIVERY_GRACE_S)))
     return lambda p: DeliveryCore(notifier)
 
 
 class NotifierService(Service):
     """Starts the notifier with the worker (re-sending what its outbox holds, logging what
-    recovery found) and closes it at stop."""
+    recovery found) and closes it at stop: a graceful stop (SIGTERM, Ctrl-C) starts no new send
+    and gives the sends in flight ``grace`` seconds to be answered and recorded, so none of them
+    is left in doubt (only a kill, or a send that outlives the grace, leaves one)."""
 
-    def __init__(self, notifier: Notifier, **kwargs: Any) -> None:
+    def __init__(self, notifier: Notifier, grace: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.notifier = notifier
+        self.grace = grace
 
     async def on_start(self) -> None:
         recovery = await self.notifier.start()
@@ -477,4 +499,4 @@ class NotifierService(Service):
             )
 
     async def on_stop(self) -> None:
-        await self.notifier.aclose()
+        await self.notifier.aclose(self.grace)

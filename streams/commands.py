@@ -249,7 +249,14 @@ def _run_processes(
 
     # a process restarted after a crash reads the configuration files again: it is restarted only
     # once they load (a file edited into one that does not load would crash it at every start)
-    return Supervisor(children, ready, precheck=lambda: startup_check(settings)).run()
+    from atalaia.streams.processes import STOP_TIMEOUT_S
+
+    # a graceful stop lets the sends in flight finish (ATALAIA_DELIVERY_GRACE_S), then checkpoints:
+    # the ops process is not killed before its grace is over
+    stop_timeout = max(STOP_TIMEOUT_S, settings.delivery_grace_s + 20.0)
+    return Supervisor(
+        children, ready, precheck=lambda: startup_check(settings), stop_timeout=stop_timeout
+    ).run()
 
 
 @click.command()

@@ -36,7 +36,7 @@ log = logging.getLogger("atalaia.up")
 
 STARTUP_S = float(os.environ.get("ATALAIA_UP_STARTUP_S", "20"))  # a first start's death sooner stops all
 RESTART_MAX_DELAY_S = 60.0  # a process that keeps dying is restarted at most this far apart
-STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0  # at least; more when the delivery grace needs it (ATALAIA_DELIVERY_GRACE_S + 20 s)
 
 
 def atalaia_argv() -> list[str]:
@@ -106,8 +106,10 @@ class Supervisor:
         children: list[Child],
         ready: Callable[[], bool] | None = None,
         precheck: Callable[[], list[str]] | None = None,
+        stop_timeout: float = STOP_TIMEOUT_S,
     ) -> None:
         self.children = children
+        self.stop_timeout = stop_timeout  # after SIGTERM, a child still running this long is killed
         self.ready = ready  # polled until it returns True once (prints the banner)
         self.precheck = precheck
         self.stopping = False
@@ -197,7 +199,7 @@ class Supervisor:
     def _stop_all(self) -> None:
         for c in self.children:
             c.signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        deadline = time.monotonic() + self.stop_timeout
         for c in self.children:
             if c.proc is None:
                 continue

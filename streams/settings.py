@@ -222,6 +222,15 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="after a broker reset or truncation, /health stays degraded this long",
     )
+    delivery_grace_s: float = Field(
+        15.0,
+        ge=0,
+        le=60,
+        allow_inf_nan=False,
+        description="a graceful stop (SIGTERM, Ctrl-C) waits at most this long for the notifications "
+        "being sent to be answered and recorded (a send cut off after it is in doubt at the next start; "
+        "0: cut at once)",
+    )
     in_doubt_alert_s: float = Field(
         3600.0,
         ge=0,

@@ -62,8 +62,9 @@ def test_ctrl_c_stops_worker_and_broker(tmp_path):
         time.sleep(0.2)
     assert "Atalaia is up" in log.read_text(), "the banner tells the user where to look"
     proc.send_signal(signal.SIGINT)
-    # each worker process gets 30 s to checkpoint and leave its groups before it is killed
-    # (streams.processes.STOP_TIMEOUT_S), then the broker stops: within a minute in all
+    # each worker process gets 35 s (the delivery grace, 15 s, + 20 s; at least
+    # streams.processes.STOP_TIMEOUT_S) to finish its sends, checkpoint and leave its groups before
+    # it is killed, then the broker stops: within a minute in all
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
