@@ -133,6 +133,8 @@ def _event(
         assignee=inc.assignee,
         closed_at=fmt(inc.closed_at) if inc.closed_at is not None else None,
         tenant=inc.correlation.get("tenant"),
+        overlay=inc.overlay if inc.closed_at is None else None,
+        needs_ack=not inc.acked and inc.closed_at is None,
         command=command,
     )
 

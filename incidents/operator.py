@@ -72,7 +72,9 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
         return f"{cmd.action} needs a reason"
     state = inc.state
     a = cmd.action
-    if a == "acknowledge" and state not in ("unacknowledged", "returned-unacknowledged"):
+    if a == "acknowledge" and (inc.overlay is not None or inc.acked):
+        # (also while every alarm is suppressed: an annunciation made before the inhibition,
+        # silence or maintenance window still waits for acknowledgement)
         return f"nothing to acknowledge: incident is {state}"
     if a == "escalate" and inc.overlay is not None:
         return f"incident is {inc.overlay}: nothing is paged while it is"
@@ -89,6 +91,12 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
         "return-to-service": "out-of-service",
     }
     if a in overlay_needed and inc.overlay != overlay_needed[a]:
+        if state == "suppressed" and inc.overlay is None:  # every alarm is: no operator suppressed it
+            why = sorted({r.suppressed for r in inc.alarms.values() if r.suppressed})
+            return (
+                f"incident is not {overlay_needed[a]}: no operator suppressed it, its alarms are "
+                f"({'; '.join(why[:3])}{'; ...' if len(why) > 3 else ''})"
+            )
         return f"incident is not {overlay_needed[a]} (it is {state})"
     if a == "assign" and not (cmd.assignee or cmd.actor):
         return "assign needs an assignee"
