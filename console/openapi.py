@@ -435,6 +435,13 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                     "description": "shelve: 30m or seconds",
                                 },
                                 "assignee": {"type": "string"},
+                                "version": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "description": "the incident version the operator saw: an acknowledge "
+                                    "is refused (409, saying what came since) if the incident asked for "
+                                    "acknowledgement again after it",
+                                },
                             },
                         )
                     ),

@@ -459,6 +459,7 @@ class IncidentManager:
         ):
             inc.acked = False
             inc.acknowledged_by = None
+            inc.ack_asked = inc.version + 1  # the event this input makes
         self.arm_close(st, inc, at)
 
     def annunciate(self, st: ManagerState, inc: Incident, recs: Iterable[AlarmRecord], at: int) -> None:
@@ -470,6 +471,7 @@ class IncidentManager:
                 rec.annunciated = True
                 inc.acked = False
                 inc.acknowledged_by = None
+                inc.ack_asked = inc.version + 1  # the event this input makes
                 st.kpi.annunciate(rec.position, at, self.flood_window, c.threshold, rec.rule)
 
     def arm_close(self, st: ManagerState, inc: Incident, at: int) -> None:

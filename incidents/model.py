@@ -131,6 +131,7 @@ class Incident:
     severity: str
     version: int = 0
     acked: bool = True  # nothing annunciated is waiting for acknowledgement
+    ack_asked: int = 0  # the version whose event last asked for acknowledgement (acked went False)
     acknowledged_by: str | None = None
     overlay: str | None = None  # shelved | suppressed | out-of-service (operator-set, one at a time)
     shelved_until: int | None = None

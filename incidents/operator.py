@@ -76,6 +76,12 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
         # (also while every alarm is suppressed: an annunciation made before the inhibition,
         # silence or maintenance window still waits for acknowledgement)
         return f"nothing to acknowledge: incident is {state}"
+    if a == "acknowledge" and cmd.version is not None and inc.ack_asked > cmd.version:
+        # the operator acknowledged what they saw; what came since waits for someone to see it
+        return (
+            f"incident changed since version {cmd.version}: version {inc.ack_asked} asks for "
+            f"acknowledgement again ({_asked_why(inc)}); look at it again (now version {inc.version})"
+        )
     if a == "escalate" and inc.overlay is not None:
         return f"incident is {inc.overlay}: nothing is paged while it is"
     if a in ("shelve", "suppress", "out-of-service") and inc.overlay is not None:
@@ -135,3 +141,9 @@ def _apply(
         mgr.close(st, inc, at, changes, cmd.actor, reason, cmd.id)
         return
     mgr.arm_close(st, inc, at)
+
+
+def _asked_why(inc: Incident) -> str:
+    """What the audit entry of the version that asked for acknowledgement again says."""
+    entry = next((e for e in reversed(inc.audit) if e.version == inc.ack_asked), None)
+    return f"{entry.change}: {entry.reason}" if entry is not None else "see its history"
