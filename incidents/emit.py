@@ -123,7 +123,7 @@ def _event(
         correlation=dict(inc.correlation),
         labels=dict(inc.labels),
         location=list(inc.location) if inc.location else None,
-        alarms=[a.view() for a in alarms],
+        alarms=[a.view(at) for a in alarms],
         alarm_count=len(inc.alarms),
         actor=actor,
         reason=reason,

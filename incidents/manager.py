@@ -179,7 +179,7 @@ class IncidentManager:
         for inc in state.incidents.values():
             by_state[inc.state] = by_state.get(inc.state, 0) + 1
             for a in inc.alarms.values():
-                chattering += a.chattering
+                chattering += a.chattering and (a.chatter_until is None or t < a.chatter_until)
                 suppressed += a.suppressed is not None
                 stale += a.active_since is not None and t - a.active_since > self.stale_after
         return KpiSnapshot(
@@ -361,6 +361,9 @@ class IncidentManager:
         if chattering != rec.chattering:
             rec.chattering = chattering
             rec.cached_view = None
+        # EEMUA 191 counts chattering over a window: the flag ends when the window holds fewer
+        # than N changes again, also if the alarm changes no more (shown so from then on)
+        rec.chatter_until = rec.flaps[-c.transitions] + self.chatter_window if chattering else None
 
     def _equal_key(self, i: int, labels: dict[str, str]) -> str:
         return f"{i}|" + "\x1f".join(labels.get(n, "") for n in self.config.inhibit[i].equal)

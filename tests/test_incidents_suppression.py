@@ -187,3 +187,26 @@ def test_the_shipped_inhibition_is_per_entity() -> None:
     assert next(a for a in ev.alarms if a.key == silent and a.rule == "flow-anomaly").suppressed == (
         f"inhibited by station-silent {silent}"
     )
+
+
+def test_a_chattering_flag_ends_when_the_alarm_stops_chattering() -> None:
+    """EEMUA 191 counts chattering over a window: an alarm that changed state three times in a
+    minute and then stayed firing for a day is not chattering any more. It stayed flagged (on the
+    board and in atalaia_chattering_alarms) until its next change, however long after."""
+    d = Driver()
+    chatter(d)  # changes at 0, 10, 20 s: flagged until the change at 0 s leaves the 1 min window
+    assert d.current().alarms[0].chattering
+    assert d.manager.kpis(d.state, "2026-01-01T00:00:59Z").chattering_alarms == 1
+    assert d.manager.kpis(d.state, "2026-01-01T00:01:00Z").chattering_alarms == 0
+    d.tick(86_400)
+    assert d.manager.kpis(d.state).chattering_alarms == 0
+    ev = d.command("comment", at=86_400, reason="still high, crew on the way")
+    assert not ev.alarms[0].chattering  # the next event of its incident shows it ended
+    assert d.state.kpi.chattering_flagged == 1  # the total keeps counting it
+    # it chatters again a day later: flagged again (also after a restart), and ends again
+    for i, state in enumerate(["resolved", "firing", "resolved"]):
+        d.alarm("river-level-high", "porto-01", state, at=90_000 + 10 * i, parish="Ribeira")
+    assert d.current().alarms[0].chattering and d.state.kpi.chattering_flagged == 2
+    d.state = d.manager.restore(d.manager.snapshot(d.state))
+    assert d.manager.kpis(d.state, "2026-01-02T01:00:59Z").chattering_alarms == 1
+    assert d.manager.kpis(d.state, "2026-01-02T01:01:00Z").chattering_alarms == 0
