@@ -477,6 +477,23 @@ class IncidentManager:
                 inc.ack_asked = inc.version + 1  # the event this input makes
                 st.kpi.annunciate(rec.position, at, self.flood_window, c.threshold, rec.rule)
 
+    def end_overlay(self, st: ManagerState, inc: Incident, at: int) -> None:
+        """An operator overlay ends (unshelve, shelve expiry, unsuppress, return to service): what
+        activated during it is annunciated, and a severity that rose during it asks for
+        acknowledgement again (``reacknowledge_on_escalation``), as it would have without it."""
+        before = inc.overlay_severity
+        inc.overlay = inc.shelved_until = inc.overlay_severity = None
+        self.annunciate(st, inc, list(inc.alarms.values()), at)
+        if (
+            self.config.reacknowledge_on_escalation
+            and before is not None
+            and inc.annunciated_active
+            and _rank(inc.severity) > _rank(before)
+        ):
+            inc.acked = False
+            inc.acknowledged_by = None
+            inc.ack_asked = inc.version + 1  # the event this input makes
+
     def arm_close(self, st: ManagerState, inc: Incident, at: int) -> None:
         ready = (
             inc.closed_at is None
@@ -585,8 +602,8 @@ class IncidentManager:
                 continue
             changes = Changes()
             if what == "unshelve" and inc.shelved_until == due:
-                inc.overlay, inc.shelved_until = None, None
                 changes.touch(inc, "unshelved", due, "timer", "shelve expired")
+                self.end_overlay(st, inc, due)
                 self._settle(st, inc, list(inc.alarms.values()), due)
             elif what == "alarm" and ak in inc.alarms and inc.alarms[ak].shelved_until == due:
                 rec = inc.alarms[ak]

@@ -143,6 +143,7 @@ class Incident:
     ack_asked: int = 0  # the version whose event last asked for acknowledgement (acked went False)
     acknowledged_by: str | None = None
     overlay: str | None = None  # shelved | suppressed | out-of-service (operator-set, one at a time)
+    overlay_severity: str | None = None  # the severity when the overlay was set (a rise asks again)
     shelved_until: int | None = None
     assignee: str | None = None
     close_due: int | None = None

@@ -126,15 +126,14 @@ def _apply(
         inc.acked = True
         inc.acknowledged_by = cmd.actor
     elif a == "shelve":
-        inc.overlay = "shelved"
+        inc.overlay, inc.overlay_severity = "shelved", inc.severity
         inc.shelved_until = at + seconds_us(cmd.duration or 0)
         mgr._arm(st, inc.shelved_until)
     elif a in ("suppress", "out-of-service"):
         inc.overlay = "suppressed" if a == "suppress" else "out-of-service"
+        inc.overlay_severity = inc.severity
     elif a in ("unshelve", "unsuppress", "return-to-service"):
-        inc.overlay = None
-        inc.shelved_until = None
-        mgr.annunciate(st, inc, list(inc.alarms.values()), at)
+        mgr.end_overlay(st, inc, at)
     elif a == "assign":
         inc.assignee = cmd.assignee or cmd.actor
     elif a == "close":
