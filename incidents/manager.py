@@ -381,6 +381,10 @@ class IncidentManager:
                         del st.targets[k]
 
     def _source_changed(self, st: ManagerState, rec: AlarmRecord, ak: str, at: int, changes: Changes) -> None:
+        # every target is refreshed before any incident settles: settled one alarm at a time, an
+        # incident whose lower alarm came first dipped in severity and "rose" again with the next,
+        # asking for acknowledgement again at the severity it already had
+        touched: dict[str, list[AlarmRecord]] = {}
         for i in rec.sources:
             k = self._equal_key(i, rec.labels)
             if rec.state == "firing":
@@ -398,7 +402,9 @@ class IncidentManager:
                 trec = inc.alarms[target]
                 actor = f"inhibition:{rec.rule}"
                 if self._refresh(st, inc, trec, target, at, changes, actor):
-                    self._settle(st, inc, [trec], at)
+                    touched.setdefault(inc.id, []).append(trec)
+        for iid, recs in touched.items():
+            self._settle(st, st.incidents[iid], recs, at)
 
     def _refresh(
         self,

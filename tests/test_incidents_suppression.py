@@ -210,3 +210,27 @@ def test_a_chattering_flag_ends_when_the_alarm_stops_chattering() -> None:
     d.state = d.manager.restore(d.manager.snapshot(d.state))
     assert d.manager.kpis(d.state, "2026-01-02T01:00:59Z").chattering_alarms == 1
     assert d.manager.kpis(d.state, "2026-01-02T01:01:00Z").chattering_alarms == 0
+
+
+@pytest.mark.parametrize(("river", "rain"), [("medium", "high"), ("high", "medium")])
+def test_an_acknowledged_incident_stays_acknowledged_when_its_station_comes_back(river, rain) -> None:
+    """Two alarms of one incident, acknowledged, inhibited by their station's failure, which then
+    clears. When the lower alarm was the first to be unsuppressed, the incident's severity dipped
+    and 'rose' again with the second, and it asked for acknowledgement again at the severity it
+    already had (the escalation paged again): it depended on the order of the alarms."""
+    d = inhibited_driver()
+    incident = d.fire(
+        "river-level-high", "porto-01", at=0, parish="Ribeira", station="st-1", severity=river
+    ).incident
+    d.fire("rain-intense", "rain-01", at=1, parish="Ribeira", station="st-1", severity=rain)
+    d.command("acknowledge", at=2, incident=incident)
+    d.fire("station-comms-failure", "st-1", at=3, parish="Foz", station="st-1")
+    assert (d.current(incident).state, d.current(incident).severity) == ("suppressed", "high")
+    d.resolve("station-comms-failure", "st-1", at=4, parish="Foz", station="st-1")
+    ev = d.current(incident)
+    assert (ev.state, ev.severity, ev.acknowledged_by, ev.changes) == (
+        "acknowledged",
+        "high",
+        "ana",
+        ["alarm-unsuppressed"],
+    )
