@@ -339,7 +339,15 @@ class IncidentManager:
     def _open(self, st: ManagerState, rec: AlarmRecord, at: int, tid: str) -> Incident:
         corr = self.correlation_of(rec.labels)
         key = _key_text(corr)
-        iid = hashlib.blake2b(f"{key}|{tid}".encode(), digest_size=12).hexdigest()
+        # the id is the correlation key and the opening time, not which alarm opened it: alarms of
+        # one reading time (a network sampled on the quarter hour, one notification of many
+        # sensors) reach the manager in another order when a crash replays them from the ingest
+        # log, and an id of the first one opened a second incident beside the one projected and
+        # paged before the crash. (An incident of that key opened at that very time before: the
+        # opening transition's id tells them apart.)
+        iid = hashlib.blake2b(f"{key}|{at}".encode(), digest_size=12).hexdigest()
+        if iid in st.incidents or iid in st.closed:
+            iid = hashlib.blake2b(f"{key}|{tid}".encode(), digest_size=12).hexdigest()
         labels = {k: v for k, v in rec.labels.items() if k not in ("key", "severity", "entity", "rule")}
         inc = Incident(iid, key, corr, labels, rec.location, at, at, rec.severity)
         st.incidents[iid] = inc
