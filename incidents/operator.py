@@ -99,10 +99,10 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
     if a in overlay_needed and inc.overlay != overlay_needed[a]:
         if state == "suppressed" and inc.overlay is None:  # every alarm is: no operator suppressed it
             why = sorted({r.suppressed for r in inc.alarms.values() if r.suppressed})
-            return (
-                f"incident is not {overlay_needed[a]}: no operator suppressed it, its alarms are "
-                f"({'; '.join(why[:3])}{'; ...' if len(why) > 3 else ''})"
-            )
+            why_text = f"({'; '.join(why[:3])}{'; ...' if len(why) > 3 else ''})"
+            if a == "unsuppress":
+                return f"incident is not suppressed: no operator suppressed it, its alarms are {why_text}"
+            return f"incident is not {overlay_needed[a]} (it is suppressed: its alarms are {why_text})"
         return f"incident is not {overlay_needed[a]} (it is {state})"
     if a == "assign" and not (cmd.assignee or cmd.actor):
         return "assign needs an assignee"
