@@ -151,7 +151,23 @@ class IncidentManager:
         return snapshot.dump(state)
 
     def restore(self, data: bytes) -> ManagerState:
-        return snapshot.load(data)
+        state = snapshot.load(data)
+        self._upgrade(state)
+        return state
+
+    def _upgrade(self, state: ManagerState) -> None:
+        """Fill what a snapshot of an earlier version lacks, so that what it restores behaves as
+        this version does: an overlay set before the severity at its start was kept takes the
+        severity it is restored with (a rise from then on asks for acknowledgement when it ends;
+        a rise before is not known), and a chattering flag set before its end was kept ends when
+        its window holds fewer than N changes again (it stayed flagged until the next change)."""
+        c = self.config.chattering
+        for inc in state.incidents.values():
+            if inc.overlay is not None and inc.overlay_severity is None:
+                inc.overlay_severity = inc.severity
+            for rec in inc.alarms.values():
+                if rec.chattering and rec.chatter_until is None and len(rec.flaps) >= c.transitions:
+                    rec.chatter_until = rec.flaps[-c.transitions] + self.chatter_window
 
     def kpis(self, state: ManagerState, now: datetime | int | float | str | None = None) -> KpiSnapshot:
         """The alarm-load KPIs as of ``now`` (default: the state's clock). Does not change the state."""
