@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -136,6 +137,23 @@ def test_an_incident_whose_alarms_are_all_suppressed_offers_no_unsuppress() -> N
     row = event_row(d.current(river))
     assert (row["state"], row["overlay"]) == ("suppressed", "suppressed")
     assert "unsuppress" in allowed_actions(row, "supervisor", PERMS)
+
+
+@pytest.mark.parametrize(
+    ("action", "role", "overlay"),
+    [("unshelve", "operator", "shelved"), ("return-to-service", "engineer", "out-of-service")],
+)
+def test_lifting_another_overlay_there_says_what_suppresses_it(action, role, overlay) -> None:
+    """Unshelve or return to service on an incident suppressed because every alarm is: the reply
+    says it is not shelved and why it is suppressed (it read 'no operator suppressed it', an
+    answer to a question nobody asked)."""
+    d = Driver(CONFIG)
+    river = inhibited_before_ack(d)
+    refused = d.command(action, at=30, incident=river, role=role, reason="r")
+    assert isinstance(refused, CommandReply) and not refused.accepted
+    assert refused.reason == (
+        f"incident is not {overlay} (it is suppressed: its alarms are (inhibited by station-comms-failure s1))"
+    )
 
 
 def test_an_annunciation_inhibited_before_its_acknowledgement_can_be_acknowledged() -> None:
