@@ -438,6 +438,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                 "version": {
                                     "type": "integer",
                                     "minimum": 1,
+                                    "maximum": 2**53,
                                     "description": "the incident version the operator saw: an acknowledge "
                                     "is refused (409, saying what came since) if the incident asked for "
                                     "acknowledgement again after it",

@@ -83,3 +83,17 @@ def test_the_console_sends_the_version_it_shows_with_an_acknowledge() -> None:
 
     assert "extra.version = current.incident.version" in page("incident.html").decode()
     assert "version: shown.version" in page("index.html").decode()
+
+
+def test_the_openapi_document_gives_the_versions_the_manager_accepts() -> None:
+    """A client that keeps to the document is not refused (2**60 passed it and got a 422)."""
+    from atalaia.console.openapi import document
+
+    body = document()["paths"]["/api/incidents/{incident}/commands"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]["properties"]["version"]
+    base = {"incident": "i", "action": "acknowledge", "actor": "ana", "role": "operator"}
+    for v in (schema["minimum"], schema["maximum"]):
+        assert Command.model_validate({**base, "version": v}).version == v
+    for v in (schema["minimum"] - 1, schema["maximum"] + 1):
+        with pytest.raises(ValidationError):
+            Command.model_validate({**base, "version": v})
