@@ -37,6 +37,8 @@ ROW_FIELDS = (
     "shelved_until",
     "assignee",
     "version",
+    "overlay",
+    "needs_ack",
 )
 
 

@@ -52,6 +52,16 @@ INCIDENT = _object(
         "acknowledged_by": _nullable("string"),
         "shelved_until": _nullable("string"),
         "assignee": _nullable("string"),
+        "overlay": {
+            "type": ["string", "null"],
+            "enum": ["shelved", "suppressed", "out-of-service", None],
+            "description": "the operator overlay; null while state 'suppressed' means every alarm is "
+            "suppressed (inhibited, silenced, in maintenance) and no operator suppressed the incident",
+        },
+        "needs_ack": {
+            "type": ["boolean", "null"],
+            "description": "an annunciation waits for acknowledgement (null: not known, an older row)",
+        },
         "last_change": {"type": "string"},
         "last_event": {"type": "string"},
         "actions": {
@@ -435,6 +445,14 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                     "description": "shelve: 30m or seconds",
                                 },
                                 "assignee": {"type": "string", "maxLength": 128},
+                                "version": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 2**53,
+                                    "description": "the incident version the operator saw: an acknowledge "
+                                    "is refused (409, saying what came since) if the incident asked for "
+                                    "acknowledgement again after it",
+                                },
                             },
                         )
                     ),

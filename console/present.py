@@ -31,6 +31,32 @@ ACTION_STATES: dict[str, tuple[str, ...] | None] = {
     "return-to-service": ("out-of-service",),
     "escalate": ("unacknowledged", "acknowledged", "returned-unacknowledged", "normal"),
 }
+# "suppressed" because every alarm is (inhibited, silenced, in maintenance), not by an operator
+# (``overlay`` null): no overlay to lift, but one may be set, and an annunciation made before the
+# suppression may still wait for acknowledgement (``needs_ack``)
+ALARMS_SUPPRESSED: dict[str, bool] = {
+    "acknowledge": False,  # only with needs_ack
+    "shelve": True,
+    "unshelve": False,
+    "comment": True,
+    "assign": True,
+    "close": True,
+    "suppress": True,
+    "unsuppress": False,
+    "out-of-service": True,
+    "return-to-service": False,
+    "escalate": True,
+}
+
+
+def alarms_suppressed(incident: dict[str, Any]) -> bool:
+    """``incident`` is "suppressed" because its alarms are, not by an operator (known only for rows
+    of events that carry ``needs_ack``; older rows are taken as an operator's suppression)."""
+    return (
+        incident.get("state") == "suppressed"
+        and incident.get("needs_ack") is not None
+        and incident.get("overlay") is None
+    )
 
 
 def severity_rank(severity: str | None) -> int:
@@ -59,8 +85,12 @@ def allowed_actions(
     if state == "closed":
         return []
     out = []
+    derived = alarms_suppressed(incident)
     for action, states in ACTION_STATES.items():
-        if states is not None and state not in states:
+        if derived:
+            if not (ALARMS_SUPPRESSED[action] or (action == "acknowledge" and incident.get("needs_ack"))):
+                continue
+        elif states is not None and state not in states:
             continue
         if action == "close" and incident.get("active"):
             continue  # close needs no firing alarm

@@ -69,6 +69,14 @@ class Command(BaseModel):
     duration: float | None = Field(None, description="seconds (or '30m') to shelve for")
     assignee: str | None = None
     at: datetime | None = Field(None, description="when the operator issued it; default: the step's now")
+    version: int | None = Field(
+        None,
+        ge=1,
+        le=2**53,
+        strict=True,
+        description="the incident version the operator saw: an acknowledge is refused if the incident "
+        "asked for acknowledgement again after it (a new alarm, one firing again, a higher severity)",
+    )
 
     @field_validator("duration", mode="before")
     @classmethod

@@ -123,7 +123,7 @@ def _event(
         correlation=dict(inc.correlation),
         labels=dict(inc.labels),
         location=list(inc.location) if inc.location else None,
-        alarms=[a.view() for a in alarms],
+        alarms=[a.view(at) for a in alarms],
         alarm_count=len(inc.alarms),
         actor=actor,
         reason=reason,
@@ -133,6 +133,8 @@ def _event(
         assignee=inc.assignee,
         closed_at=fmt(inc.closed_at) if inc.closed_at is not None else None,
         tenant=inc.correlation.get("tenant"),
+        overlay=inc.overlay if inc.closed_at is None else None,
+        needs_ack=not inc.acked and inc.closed_at is None,
         command=command,
     )
 

@@ -98,6 +98,12 @@ class IncidentEvent(msgspec.Struct):
     command: str | None = None  # id of the command that caused it
     tenant: str | None = None  # the alarms' tenant (part of the correlation), None: single tenant
     kind: Literal["incident"] = "incident"
+    # the operator overlay (shelved | suppressed | out-of-service) or None: tells an operator's
+    # "suppressed" from one whose every alarm is (inhibited, silenced, in maintenance)
+    overlay: str | None = None
+    # an annunciation waits for acknowledgement (also while every alarm is suppressed, where the
+    # state does not say so); None in events written before it existed
+    needs_ack: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)

@@ -151,7 +151,23 @@ class IncidentManager:
         return snapshot.dump(state)
 
     def restore(self, data: bytes) -> ManagerState:
-        return snapshot.load(data)
+        state = snapshot.load(data)
+        self._upgrade(state)
+        return state
+
+    def _upgrade(self, state: ManagerState) -> None:
+        """Fill what a snapshot of an earlier version lacks, so that what it restores behaves as
+        this version does: an overlay set before the severity at its start was kept takes the
+        severity it is restored with (a rise from then on asks for acknowledgement when it ends;
+        a rise before is not known), and a chattering flag set before its end was kept ends when
+        its window holds fewer than N changes again (it stayed flagged until the next change)."""
+        c = self.config.chattering
+        for inc in state.incidents.values():
+            if inc.overlay is not None and inc.overlay_severity is None:
+                inc.overlay_severity = inc.severity
+            for rec in inc.alarms.values():
+                if rec.chattering and rec.chatter_until is None and len(rec.flaps) >= c.transitions:
+                    rec.chatter_until = rec.flaps[-c.transitions] + self.chatter_window
 
     def kpis(self, state: ManagerState, now: datetime | int | float | str | None = None) -> KpiSnapshot:
         """The alarm-load KPIs as of ``now`` (default: the state's clock). Does not change the state."""
@@ -179,7 +195,7 @@ class IncidentManager:
         for inc in state.incidents.values():
             by_state[inc.state] = by_state.get(inc.state, 0) + 1
             for a in inc.alarms.values():
-                chattering += a.chattering
+                chattering += a.chattering and (a.chatter_until is None or t < a.chatter_until)
                 suppressed += a.suppressed is not None
                 stale += a.active_since is not None and t - a.active_since > self.stale_after
         return KpiSnapshot(
@@ -339,7 +355,15 @@ class IncidentManager:
     def _open(self, st: ManagerState, rec: AlarmRecord, at: int, tid: str) -> Incident:
         corr = self.correlation_of(rec.labels)
         key = _key_text(corr)
-        iid = hashlib.blake2b(f"{key}|{tid}".encode(), digest_size=12).hexdigest()
+        # the id is the correlation key and the opening time, not which alarm opened it: alarms of
+        # one reading time (a network sampled on the quarter hour, one notification of many
+        # sensors) reach the manager in another order when a crash replays them from the ingest
+        # log, and an id of the first one opened a second incident beside the one projected and
+        # paged before the crash. (An incident of that key opened at that very time before: the
+        # opening transition's id tells them apart.)
+        iid = hashlib.blake2b(f"{key}|{at}".encode(), digest_size=12).hexdigest()
+        if iid in st.incidents or iid in st.closed:
+            iid = hashlib.blake2b(f"{key}|{tid}".encode(), digest_size=12).hexdigest()
         labels = {k: v for k, v in rec.labels.items() if k not in ("key", "severity", "entity", "rule")}
         inc = Incident(iid, key, corr, labels, rec.location, at, at, rec.severity)
         st.incidents[iid] = inc
@@ -361,6 +385,9 @@ class IncidentManager:
         if chattering != rec.chattering:
             rec.chattering = chattering
             rec.cached_view = None
+        # EEMUA 191 counts chattering over a window: the flag ends when the window holds fewer
+        # than N changes again, also if the alarm changes no more (shown so from then on)
+        rec.chatter_until = rec.flaps[-c.transitions] + self.chatter_window if chattering else None
 
     def _equal_key(self, i: int, labels: dict[str, str]) -> str:
         return f"{i}|" + "\x1f".join(labels.get(n, "") for n in self.config.inhibit[i].equal)
@@ -378,6 +405,10 @@ class IncidentManager:
                         del st.targets[k]
 
     def _source_changed(self, st: ManagerState, rec: AlarmRecord, ak: str, at: int, changes: Changes) -> None:
+        # every target is refreshed before any incident settles: settled one alarm at a time, an
+        # incident whose lower alarm came first dipped in severity and "rose" again with the next,
+        # asking for acknowledgement again at the severity it already had
+        touched: dict[str, list[AlarmRecord]] = {}
         for i in rec.sources:
             k = self._equal_key(i, rec.labels)
             if rec.state == "firing":
@@ -395,7 +426,9 @@ class IncidentManager:
                 trec = inc.alarms[target]
                 actor = f"inhibition:{rec.rule}"
                 if self._refresh(st, inc, trec, target, at, changes, actor):
-                    self._settle(st, inc, [trec], at)
+                    touched.setdefault(inc.id, []).append(trec)
+        for iid, recs in touched.items():
+            self._settle(st, st.incidents[iid], recs, at)
 
     def _refresh(
         self,
@@ -459,6 +492,7 @@ class IncidentManager:
         ):
             inc.acked = False
             inc.acknowledged_by = None
+            inc.ack_asked = inc.version + 1  # the event this input makes
         self.arm_close(st, inc, at)
 
     def annunciate(self, st: ManagerState, inc: Incident, recs: Iterable[AlarmRecord], at: int) -> None:
@@ -470,7 +504,25 @@ class IncidentManager:
                 rec.annunciated = True
                 inc.acked = False
                 inc.acknowledged_by = None
+                inc.ack_asked = inc.version + 1  # the event this input makes
                 st.kpi.annunciate(rec.position, at, self.flood_window, c.threshold, rec.rule)
+
+    def end_overlay(self, st: ManagerState, inc: Incident, at: int) -> None:
+        """An operator overlay ends (unshelve, shelve expiry, unsuppress, return to service): what
+        activated during it is annunciated, and a severity that rose during it asks for
+        acknowledgement again (``reacknowledge_on_escalation``), as it would have without it."""
+        before = inc.overlay_severity
+        inc.overlay = inc.shelved_until = inc.overlay_severity = None
+        self.annunciate(st, inc, list(inc.alarms.values()), at)
+        if (
+            self.config.reacknowledge_on_escalation
+            and before is not None
+            and inc.annunciated_active
+            and _rank(inc.severity) > _rank(before)
+        ):
+            inc.acked = False
+            inc.acknowledged_by = None
+            inc.ack_asked = inc.version + 1  # the event this input makes
 
     def arm_close(self, st: ManagerState, inc: Incident, at: int) -> None:
         ready = (
@@ -580,8 +632,8 @@ class IncidentManager:
                 continue
             changes = Changes()
             if what == "unshelve" and inc.shelved_until == due:
-                inc.overlay, inc.shelved_until = None, None
                 changes.touch(inc, "unshelved", due, "timer", "shelve expired")
+                self.end_overlay(st, inc, due)
                 self._settle(st, inc, list(inc.alarms.values()), due)
             elif what == "alarm" and ak in inc.alarms and inc.alarms[ak].shelved_until == due:
                 rec = inc.alarms[ak]

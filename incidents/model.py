@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import msgspec
+
 from atalaia.incidents.events import AlarmView
 from atalaia.incidents.kpi import KpiState
 from atalaia.rules.alarm import SEVERITIES, severity_rank
@@ -81,6 +83,9 @@ class AlarmRecord:
     shelved_until: int | None = None  # chattering auto-shelve
     flaps: list[int] = field(default_factory=list)  # recent state changes (chattering window)
     chattering: bool = False
+    # when the chattering flag ends if the alarm changes no more (its N-th latest change leaves the
+    # window); None: not flagged, or flagged in a snapshot taken before this was kept
+    chatter_until: int | None = None
     targets: list[int] = field(default_factory=list)  # inhibit rules this alarm is a target of
     sources: list[int] = field(default_factory=list)  # inhibit rules this alarm is a source of
     cached_view: AlarmView | None = None  # not persisted; cleared whenever the record changes
@@ -89,7 +94,11 @@ class AlarmRecord:
     def firing(self) -> bool:
         return self.state == "firing"
 
-    def view(self) -> AlarmView:
+    def view(self, at: int | None = None) -> AlarmView:
+        """The alarm as an event shows it at ``at`` (a chattering flag whose window has passed by
+        then is shown ended: the alarm stopped chattering even if it has not changed since)."""
+        if self.chattering and at is not None and self.chatter_until is not None and at >= self.chatter_until:
+            return msgspec.structs.replace(self.view(), chattering=False)
         if self.cached_view is not None:
             return self.cached_view
         self.cached_view = AlarmView(
@@ -131,8 +140,10 @@ class Incident:
     severity: str
     version: int = 0
     acked: bool = True  # nothing annunciated is waiting for acknowledgement
+    ack_asked: int = 0  # the version whose event last asked for acknowledgement (acked went False)
     acknowledged_by: str | None = None
     overlay: str | None = None  # shelved | suppressed | out-of-service (operator-set, one at a time)
+    overlay_severity: str | None = None  # the severity when the overlay was set (a rise asks again)
     shelved_until: int | None = None
     assignee: str | None = None
     close_due: int | None = None

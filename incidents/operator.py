@@ -72,8 +72,16 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
         return f"{cmd.action} needs a reason"
     state = inc.state
     a = cmd.action
-    if a == "acknowledge" and state not in ("unacknowledged", "returned-unacknowledged"):
+    if a == "acknowledge" and (inc.overlay is not None or inc.acked):
+        # (also while every alarm is suppressed: an annunciation made before the inhibition,
+        # silence or maintenance window still waits for acknowledgement)
         return f"nothing to acknowledge: incident is {state}"
+    if a == "acknowledge" and cmd.version is not None and inc.ack_asked > cmd.version:
+        # the operator acknowledged what they saw; what came since waits for someone to see it
+        return (
+            f"incident changed since version {cmd.version}: version {inc.ack_asked} asks for "
+            f"acknowledgement again ({_asked_why(inc)}); look at it again (now version {inc.version})"
+        )
     if a == "escalate" and inc.overlay is not None:
         return f"incident is {inc.overlay}: nothing is paged while it is"
     if a in ("shelve", "suppress", "out-of-service") and inc.overlay is not None:
@@ -89,6 +97,12 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
         "return-to-service": "out-of-service",
     }
     if a in overlay_needed and inc.overlay != overlay_needed[a]:
+        if state == "suppressed" and inc.overlay is None:  # every alarm is: no operator suppressed it
+            why = sorted({r.suppressed for r in inc.alarms.values() if r.suppressed})
+            why_text = f"({'; '.join(why[:3])}{'; ...' if len(why) > 3 else ''})"
+            if a == "unsuppress":
+                return f"incident is not suppressed: no operator suppressed it, its alarms are {why_text}"
+            return f"incident is not {overlay_needed[a]} (it is suppressed: its alarms are {why_text})"
         return f"incident is not {overlay_needed[a]} (it is {state})"
     if a == "assign" and not (cmd.assignee or cmd.actor):
         return "assign needs an assignee"
@@ -112,18 +126,23 @@ def _apply(
         inc.acked = True
         inc.acknowledged_by = cmd.actor
     elif a == "shelve":
-        inc.overlay = "shelved"
+        inc.overlay, inc.overlay_severity = "shelved", inc.severity
         inc.shelved_until = at + seconds_us(cmd.duration or 0)
         mgr._arm(st, inc.shelved_until)
     elif a in ("suppress", "out-of-service"):
         inc.overlay = "suppressed" if a == "suppress" else "out-of-service"
+        inc.overlay_severity = inc.severity
     elif a in ("unshelve", "unsuppress", "return-to-service"):
-        inc.overlay = None
-        inc.shelved_until = None
-        mgr.annunciate(st, inc, list(inc.alarms.values()), at)
+        mgr.end_overlay(st, inc, at)
     elif a == "assign":
         inc.assignee = cmd.assignee or cmd.actor
     elif a == "close":
         mgr.close(st, inc, at, changes, cmd.actor, reason, cmd.id)
         return
     mgr.arm_close(st, inc, at)
+
+
+def _asked_why(inc: Incident) -> str:
+    """What the audit entry of the version that asked for acknowledgement again says."""
+    entry = next((e for e in reversed(inc.audit) if e.version == inc.ack_asked), None)
+    return f"{entry.change}: {entry.reason}" if entry is not None else "see its history"

@@ -133,3 +133,42 @@ def test_same_inputs_give_the_same_ids() -> None:
         return [(e.id, e.incident, e.version) for e in d.events()]
 
     assert run() == run()
+
+
+def test_alarms_of_one_time_in_another_order_open_the_same_incident() -> None:
+    """A crash of `atalaia up` replays the accepted readings from its ingest log; alarms of one
+    reading time (a network sampled on the quarter hour, one notification of many sensors) come
+    out of the rules' partitions in another order. The incident was named after the first alarm,
+    so the replay opened a second incident beside the one projected and paged before the crash
+    (seen killing `atalaia up` mid-storm: 10 of 20 parishes had two open incidents of the same
+    alarms, one the incident manager no longer knew)."""
+    keys = [f"porto-{i:02d}" for i in range(6)]
+
+    def run(order: list[str]) -> tuple[str, int, str]:
+        d = Driver()
+        for k in order:
+            d.fire(
+                "river-level-high",
+                k,
+                at=900,
+                parish="Ribeira",
+                severity="critical" if k == "porto-03" else "high",
+            )
+        [iid] = d.state.incidents
+        ev = d.current(iid)
+        return iid, ev.alarm_count, ev.severity
+
+    first = run(keys)
+    assert first[1:] == (6, "critical")
+    assert run(list(reversed(keys))) == first
+    assert run(keys[3:] + keys[:3]) == first
+
+
+def test_an_incident_reopened_at_the_same_time_gets_another_id() -> None:
+    """A key's incident that opened and closed at one time, and a new one at that same time."""
+    d = Driver(IncidentConfig.model_validate({"closing": {"require_acknowledged": False}}))
+    first = d.fire("river-level-high", "porto-01", at=60, parish="Ribeira")
+    d.step({**transition("river-level-high", "porto-01", "resolved", 60, parish="Ribeira"), "id": "t-2"}, 60)
+    assert d.current(first.incident).state == "closed"
+    again = d.fire("rain-intense", "rain-07", at=60, parish="Ribeira")
+    assert again.change == "opened" and again.incident != first.incident

@@ -361,3 +361,48 @@ def test_close_an_overlaid_incident_once_nothing_fires() -> None:
     d.resolve("river-level-high", "porto-01", at=40, parish="Ribeira")
     ev = d.command("close", at=50, role="supervisor", reason="false alarm, gauge fouled")
     assert isinstance(ev, IncidentEvent) and ev.state == "closed" and ev.actor == "ana"
+
+
+def rose_during(d: Driver, overlay: str, role: str) -> None:
+    """Acknowledged at high; an overlay set; the alarm rises to critical while it lasts."""
+    d.fire("river-level-high", "porto-01", at=0, parish="Ribeira", severity="high")
+    d.command("acknowledge", at=10, actor="ana")
+    d.command(overlay, at=20, role=role, reason="crew on the quay", duration="10m")
+    d.fire("river-level-high", "porto-01", at=30, parish="Ribeira", severity="critical")
+
+
+@pytest.mark.parametrize(
+    ("overlay", "role", "end"),
+    [
+        ("shelve", "operator", "unshelve"),
+        ("shelve", "operator", "expiry"),
+        ("suppress", "supervisor", "unsuppress"),
+        ("out-of-service", "engineer", "return-to-service"),
+    ],
+)
+def test_a_severity_that_rose_during_an_overlay_asks_for_acknowledgement_when_it_ends(overlay, role, end):
+    """With reacknowledge_on_escalation (default) a higher severity needs acknowledgement. One that
+    rose while the incident was shelved, suppressed or out of service came back 'acknowledged' at
+    critical, by the operator who had acknowledged it at high: nobody was asked (nor paged)."""
+    d = driver()
+    rose_during(d, overlay, role)
+    ev = d.tick(10_000)[0] if end == "expiry" else d.command(end, at=40, role=role, reason="done")
+    assert (ev.state, ev.severity, ev.acknowledged_by, ev.needs_ack) == (
+        "unacknowledged",
+        "critical",
+        None,
+        True,
+    )
+    d.command("acknowledge", at=20_000, actor="rui")
+    assert (d.current().state, d.current().acknowledged_by) == ("acknowledged", "rui")
+
+
+def test_an_overlay_that_ends_with_the_severity_it_began_with_stays_acknowledged() -> None:
+    d = driver()
+    d.fire("river-level-high", "porto-01", at=0, parish="Ribeira", severity="high")
+    d.command("acknowledge", at=10, actor="ana")
+    d.command("shelve", at=20, reason="crew on the quay", duration="10m")
+    d.fire("river-level-high", "porto-01", at=30, parish="Ribeira", severity="medium")
+    d.fire("river-level-high", "porto-01", at=31, parish="Ribeira", severity="high")
+    ev = d.command("unshelve", at=40, reason="done")
+    assert (ev.state, ev.acknowledged_by) == ("acknowledged", "ana")

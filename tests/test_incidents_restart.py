@@ -4,15 +4,19 @@ after the checkpoint (at-least-once) produces the same event ids."""
 
 from __future__ import annotations
 
+import zlib
+
 import orjson
 import pytest
 
+from atalaia.incidents import snapshot
 from atalaia.incidents.config import IncidentConfig
+from atalaia.incidents.events import IncidentEvent
 from atalaia.incidents.manager import IncidentManager
 from atalaia.incidents.model import SECOND, to_us
 from atalaia.incidents.scenarios import STORM_CONFIG, porto_storm
 from atalaia.incidents.stage import IncidentsCore as IncidentCore
-from atalaia.incidents.testing import T0, at_s
+from atalaia.incidents.testing import T0, Driver, at_s
 
 CONFIG = IncidentConfig.model_validate(STORM_CONFIG)
 T0_S = to_us(T0) / SECOND
@@ -125,3 +129,44 @@ def test_a_runtime_silence_survives_a_restart_of_the_incidents_stage() -> None:
     ends = decode(restarted.tick(T0_S + 3601))
     assert [e["change"] for e in ends if e["kind"] == "silence"] == ["expired"]
     assert [e["state"] for e in ends if e["kind"] == "incident"] == ["unacknowledged"]
+
+
+def previous_version_snapshot(mgr: IncidentManager, state) -> bytes:
+    """A snapshot as the version before ``overlay_severity``, ``ack_asked`` and ``chatter_until``
+    wrote it: the same format, without those fields (a checkpoint taken before the upgrade)."""
+    blob = mgr.snapshot(state)
+    d = orjson.loads(zlib.decompress(blob[len(snapshot.MAGIC) :]))
+    for inc in d["incidents"].values():
+        del inc["overlay_severity"], inc["ack_asked"]
+        for a in inc["alarms"].values():
+            del a["chatter_until"]
+    return snapshot.MAGIC + zlib.compress(orjson.dumps(d))
+
+
+def test_an_incident_shelved_before_the_upgrade_asks_again_for_a_severity_that_rises_after() -> None:
+    """A checkpoint of the previous version knows no severity at the shelve's start: restored, a
+    rise from high to critical during the shelve came back acknowledged at critical (nobody asked,
+    the escalation paged nobody). The shelve takes the severity it is restored with."""
+    d = Driver()
+    d.fire("river-level-high", "porto-01", at=0, parish="Ribeira", severity="high")
+    d.command("acknowledge", at=10)
+    d.command("shelve", at=20, reason="crew on site", duration="30m")
+    d.state = d.manager.restore(previous_version_snapshot(d.manager, d.state))
+    d.fire("river-level-high", "porto-01", at=60, parish="Ribeira", severity="critical")
+    ev = d.command("unshelve", at=120)
+    assert isinstance(ev, IncidentEvent)
+    assert (ev.state, ev.severity, ev.acknowledged_by) == ("unacknowledged", "critical", None)
+
+
+def test_an_alarm_flagged_chattering_before_the_upgrade_stops_being_counted() -> None:
+    """Restored from a checkpoint of the previous version, an alarm that chattered and then stayed
+    firing was counted in atalaia_chattering_alarms (and shown chattering) until its next change."""
+    d = Driver()
+    for i, state in enumerate(["firing", "resolved", "firing"]):
+        d.alarm("river-level-high", "porto-01", state, at=10 * i, parish="Ribeira")
+    assert d.current().alarms[0].chattering
+    d.state = d.manager.restore(previous_version_snapshot(d.manager, d.state))
+    assert d.manager.kpis(d.state, at_s(59)).chattering_alarms == 1
+    assert d.manager.kpis(d.state, at_s(3600)).chattering_alarms == 0
+    ev = d.command("comment", at=3600, reason="still high")
+    assert isinstance(ev, IncidentEvent) and not ev.alarms[0].chattering

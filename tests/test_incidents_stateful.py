@@ -107,8 +107,9 @@ class IncidentMachine(RuleBasedStateMachine):
         pick=st.integers(0, 19),
         minutes=st.integers(1, 20),
         reason=st.sampled_from(["checked on site", "checked on site", ""]),
+        behind=st.sampled_from([None, None, 0, 1, 2]),  # the version the operator saw: latest - behind
     )
-    def command(self, action: str, allowed: int, pick: int, minutes: int, reason: str) -> None:
+    def command(self, action: str, allowed: int, pick: int, minutes: int, reason: str, behind) -> None:
         roles = CONFIG.permissions[action]
         role = roles[allowed % len(roles)] if allowed else "viewer"  # mostly a role that may
         open_ = sorted(self.state.incidents)
@@ -120,6 +121,7 @@ class IncidentMachine(RuleBasedStateMachine):
         else:
             incident = "unknown"
         self.commands += 1
+        seen = {} if behind is None else {"version": max(1, self.versions.get(incident, 1) - behind)}
         self.feed(
             {
                 "id": f"c{self.commands}",
@@ -129,6 +131,7 @@ class IncidentMachine(RuleBasedStateMachine):
                 "role": role,
                 "reason": reason,
                 "duration": minutes * 60,
+                **seen,
             }
         )
 

@@ -187,3 +187,50 @@ def test_the_shipped_inhibition_is_per_entity() -> None:
     assert next(a for a in ev.alarms if a.key == silent and a.rule == "flow-anomaly").suppressed == (
         f"inhibited by station-silent {silent}"
     )
+
+
+def test_a_chattering_flag_ends_when_the_alarm_stops_chattering() -> None:
+    """EEMUA 191 counts chattering over a window: an alarm that changed state three times in a
+    minute and then stayed firing for a day is not chattering any more. It stayed flagged (on the
+    board and in atalaia_chattering_alarms) until its next change, however long after."""
+    d = Driver()
+    chatter(d)  # changes at 0, 10, 20 s: flagged until the change at 0 s leaves the 1 min window
+    assert d.current().alarms[0].chattering
+    assert d.manager.kpis(d.state, "2026-01-01T00:00:59Z").chattering_alarms == 1
+    assert d.manager.kpis(d.state, "2026-01-01T00:01:00Z").chattering_alarms == 0
+    d.tick(86_400)
+    assert d.manager.kpis(d.state).chattering_alarms == 0
+    ev = d.command("comment", at=86_400, reason="still high, crew on the way")
+    assert not ev.alarms[0].chattering  # the next event of its incident shows it ended
+    assert d.state.kpi.chattering_flagged == 1  # the total keeps counting it
+    # it chatters again a day later: flagged again (also after a restart), and ends again
+    for i, state in enumerate(["resolved", "firing", "resolved"]):
+        d.alarm("river-level-high", "porto-01", state, at=90_000 + 10 * i, parish="Ribeira")
+    assert d.current().alarms[0].chattering and d.state.kpi.chattering_flagged == 2
+    d.state = d.manager.restore(d.manager.snapshot(d.state))
+    assert d.manager.kpis(d.state, "2026-01-02T01:00:59Z").chattering_alarms == 1
+    assert d.manager.kpis(d.state, "2026-01-02T01:01:00Z").chattering_alarms == 0
+
+
+@pytest.mark.parametrize(("river", "rain"), [("medium", "high"), ("high", "medium")])
+def test_an_acknowledged_incident_stays_acknowledged_when_its_station_comes_back(river, rain) -> None:
+    """Two alarms of one incident, acknowledged, inhibited by their station's failure, which then
+    clears. When the lower alarm was the first to be unsuppressed, the incident's severity dipped
+    and 'rose' again with the second, and it asked for acknowledgement again at the severity it
+    already had (the escalation paged again): it depended on the order of the alarms."""
+    d = inhibited_driver()
+    incident = d.fire(
+        "river-level-high", "porto-01", at=0, parish="Ribeira", station="st-1", severity=river
+    ).incident
+    d.fire("rain-intense", "rain-01", at=1, parish="Ribeira", station="st-1", severity=rain)
+    d.command("acknowledge", at=2, incident=incident)
+    d.fire("station-comms-failure", "st-1", at=3, parish="Foz", station="st-1")
+    assert (d.current(incident).state, d.current(incident).severity) == ("suppressed", "high")
+    d.resolve("station-comms-failure", "st-1", at=4, parish="Foz", station="st-1")
+    ev = d.current(incident)
+    assert (ev.state, ev.severity, ev.acknowledged_by, ev.changes) == (
+        "acknowledged",
+        "high",
+        "ana",
+        ["alarm-unsuppressed"],
+    )
