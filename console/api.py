@@ -405,20 +405,19 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     "X-Accel-Buffering": "no",
                 }
             )
-            await resp.prepare(request)
+            # subscribed before the answer starts: a board loads the list as soon as its stream
+            # is open, so every change from then on must reach it
+            sub = feed.subscribe()
             # a session token is checked again while the stream is open (an API token's user
             # cannot change: the users file is read at start)
             header = request.headers.get("Authorization")
             session, checked = auth.enabled and auth.session(header) is not None, time.monotonic()
-            sub = feed.subscribe()
             try:
+                await resp.prepare(request)
                 await resp.write(b"retry: 2000\n\n")
                 await resp.write(_sse("ping", {"at": time.time(), "feed": feed.connected}))
                 while not sub.dropped and not feed.should_stop:
-                    try:
-                        row = await asyncio.wait_for(sub.queue.get(), PING_S)
-                    except TimeoutError:
-                        row = False
+                    row = await sub.get(PING_S)
                     if session and time.monotonic() - checked >= 1.0:
                         # signed out, or the session expired: the stream ends (it went on sending
                         # every change to a signed-out board); a dictionary lookup at most once a

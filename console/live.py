@@ -2,8 +2,19 @@
 instance sees every change, straight from the incident manager, without waiting for the SQL
 projection) fanned out to server-sent-event subscribers.
 
-Each subscriber has a bounded queue; one that falls behind is dropped (its stream ends and the
-browser reconnects and reloads the list) rather than holding memory for ever.
+A board shows each incident's latest state, so what waits for a subscriber is the latest row of
+each incident it has not been sent yet (a newer change replaces an older one in its place): a
+storm of a thousand changes to six hundred incidents waits as six hundred rows, and a client that
+reads its stream is never dropped for the size of one fetched batch. Only a subscriber with more
+than ``PENDING_MAX`` distinct incidents waiting is dropped (its stream ends and the browser
+reconnects and reloads the list) rather than holding memory for ever.
+
+A new subscriber is first sent the latest row of every incident that changed in the last
+``RECENT_S`` (at most ``RECENT_MAX`` incidents): the list a board loads when its stream opens is
+the SQL projection's, which may be seconds behind this feed in a storm, and a change the feed
+read before the stream opened would otherwise reach that board only with the incident's next
+change (an incident closed in that gap stayed open on the board). The board keeps, per
+incident, the newest version it has seen, so the rows sent again cost nothing else.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 from mode import Service
@@ -49,16 +61,47 @@ def event_row(e: IncidentEvent) -> dict[str, Any]:
     return row
 
 
+#: distinct incidents waiting for one subscriber before it is dropped (holds references to rows)
+PENDING_MAX = 20_000
+#: the recent changes a new subscriber is sent first: incidents changed in the last RECENT_S
+#: seconds, RECENT_MAX at most
+RECENT_S = 300.0
+RECENT_MAX = 10_000
+
+
 class Subscriber:
-    def __init__(self, size: int = 1000) -> None:
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(size)
+    """What one event stream has still to send: the latest row of each incident, in the order
+    the incidents first changed since the stream last took one."""
+
+    def __init__(self, size: int | None = None) -> None:
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.size = PENDING_MAX if size is None else size
         self.dropped = False
+        self.ended = False
+        self._ready = asyncio.Event()
 
     def put(self, row: dict[str, Any] | None) -> None:
-        try:
-            self.queue.put_nowait(row)
-        except asyncio.QueueFull:
+        if row is None:  # the feed stops: the stream ends
+            self.ended = True
+        elif row["id"] in self.pending or len(self.pending) < self.size:
+            self.pending[row["id"]] = row  # a newer change of a waiting incident takes its place
+        else:
             self.dropped = True
+        self._ready.set()
+
+    async def get(self, timeout: float) -> dict[str, Any] | bool | None:
+        """The next row to send; ``None`` once the feed stops; ``False`` after ``timeout`` s
+        with nothing to send."""
+        if not self.pending and not self.ended:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return False
+        if self.pending:
+            incident = next(iter(self.pending))
+            return self.pending.pop(incident)
+        return None
 
 
 class IncidentFeed(Service):
@@ -66,6 +109,8 @@ class IncidentFeed(Service):
         super().__init__(**kw)
         self.bootstrap, self.topic = bootstrap, topic
         self.subscribers: set[Subscriber] = set()
+        # incident id -> (monotonic time, its latest row), the least recently changed first
+        self.recent: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self.connected = False
         self.last_record = 0.0  # monotonic time of the last record read
 
@@ -77,14 +122,28 @@ class IncidentFeed(Service):
             s.put(None)
 
     def subscribe(self) -> Subscriber:
+        """A new stream's subscriber, holding the recent changes already (module docstring)."""
         s = Subscriber()
+        self._forget(time.monotonic())
+        for _, row in self.recent.values():
+            s.put(row)
         self.subscribers.add(s)
         return s
+
+    def _forget(self, now: float) -> None:
+        while self.recent and (
+            len(self.recent) > RECENT_MAX or now - next(iter(self.recent.values()))[0] > RECENT_S
+        ):
+            self.recent.popitem(last=False)
 
     def unsubscribe(self, s: Subscriber) -> None:
         self.subscribers.discard(s)
 
     def publish(self, row: dict[str, Any]) -> None:
+        now = time.monotonic()
+        self.recent.pop(row["id"], None)
+        self.recent[row["id"]] = (now, row)
+        self._forget(now)
         for s in list(self.subscribers):
             s.put(row)
             if s.dropped:

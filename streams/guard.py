@@ -10,6 +10,12 @@
 * :class:`BrokerGuard` checks the broker every few seconds: a new cluster id (a new history) makes
   every stage verify its positions at once; missing topics (a broker restarted empty) are
   re-created with their designed partition counts; topics with other counts stop the stages.
+  A topic that this worker had seen and that vanished while it ran (deleted, or lost by the
+  broker, under the same cluster id) is a reset too: one ``BROKER RESET`` ERROR line, ``/health``
+  ``degraded`` for ``ATALAIA_RESET_ALERT_S``, every stage reading it starts again at the
+  re-created log's beginning (it went on at its old offset in the new log, so that log's first
+  records were never processed, without a word), and every stage sends its open state again (what
+  it had sent there and nobody had read is gone with the topic).
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ class BrokerGuard(Service):
         self.bootstrap, self.settings, self.stages, self.interval = bootstrap, settings, stages, interval
         self.cluster: str | None = None
         self.warned: dict[str, bool] = {}
+        self.known: set[str] = set()  # the pipeline topics the last check found
         HEALTH.reset_alert_s = settings.reset_alert_s
 
     async def on_start(self) -> None:
@@ -187,6 +194,8 @@ class BrokerGuard(Service):
             )
         changed = bool(cid and self.cluster and cid != self.cluster)
         designed = designed_partitions(self.settings.topic_prefix, self.settings.partitions)
+        existing = set(await admin.list_topics())
+        vanished = sorted(t for t in designed if t in self.known and t not in existing)
         actual = await create_topics(admin, designed)
         problems = layout_problems(designed, actual)
         HEALTH.layout(problems, layout_error(problems, self.bootstrap) if problems else "")
@@ -194,7 +203,34 @@ class BrokerGuard(Service):
         if changed:
             for stage in self.stages.values():
                 await stage.recheck(cid)
+        elif vanished:
+            await self.vanished(vanished)
         self.cluster = cid or self.cluster  # only now: a failed recheck is tried again
+        self.known = {t for t in designed if t in existing or t in actual}
+
+    async def vanished(self, topics: list[str]) -> None:
+        """Topics this worker had seen vanished from the broker and were re-created empty: said
+        loudly, on ``/health``, and every stage resumes from the new logs (module docstring)."""
+        now = HEALTH.clock()
+        why = "the topic vanished from the broker while the worker ran and was re-created empty"
+        log.error(
+            "BROKER RESET: topic(s) %s vanished from the broker at %s (deleted, or lost by it) and "
+            "were re-created empty: records on them that no stage had read are lost; the stages "
+            "reading them start at the new logs' beginning and every stage sends its open state again",
+            ", ".join(topics),
+            self.bootstrap,
+            extra={"ratelimit": False},
+        )
+        HEALTH.condition(
+            "vanished:" + ",".join(topics),
+            f"broker reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}: topic(s) "
+            f"{', '.join(topics)} vanished from the broker and were re-created empty",
+            until=now + HEALTH.reset_alert_s,
+        )
+        for stage in self.stages.values():
+            vanished = getattr(stage, "vanished", None)
+            if vanished is not None:
+                await vanished(set(topics), why)
 
     async def state_topics(self, admin: Any) -> None:
         """Re-create the stages' state topics (``ATALAIA_STATE_STORE=kafka``) that vanished with a

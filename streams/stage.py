@@ -203,6 +203,10 @@ class _Rebalance(ConsumerRebalanceListener):
             raise
 
 
+#: for this long after a topic vanished, a checkpoint offset on it is one of the lost log's
+VANISHED_S = 120.0
+
+
 class BatchStage(Service):
     """Run ``core.process`` over batches of one topic; see the module docstring.
 
@@ -271,6 +275,9 @@ class BatchStage(Service):
         self._checkpointed: dict[int, float] = {}  # partition -> when its last checkpoint was taken
         self._snapshot_cpu = 0.0  # CPU seconds the last checkpoint's snapshots took
         self._consumer_started = False
+        # topic -> when the broker check found it vanished (``vanished``): a rebalance that follows
+        # restores checkpoint offsets of the lost log, which are no positions in the new one
+        self._vanished: dict[str, float] = {}
         self.processed = 0
         self.processed_by_topic: dict[str, int] = {}
         # topic -> the user stage its records count for on /metrics (set for the fused stage)
@@ -490,6 +497,8 @@ class BatchStage(Service):
             why = None
             if old and self.cluster and old != self.cluster and offset > 0:
                 why = f"the broker is another cluster, {self.cluster} (was {old}): a new history"
+            elif offset > b and time.monotonic() - self._vanished.get(tp.topic, -VANISHED_S) < VANISHED_S:
+                why = "the topic vanished from the broker while the worker ran and was re-created empty"
             elif offset < b:
                 why = f"records {offset}..{b - 1} were deleted before this stage read them"
             elif offset > e:
@@ -544,6 +553,30 @@ class BatchStage(Service):
                     self.dirty.add(tp.partition)
                     reset.add(tp.partition)
             await self._announce(reset)
+
+    async def vanished(self, topics: set[str], why: str) -> None:
+        """Topics vanished from the broker and were re-created empty (``streams.guard``): this
+        stage's positions on them start again at the new logs' beginning, reported as a reset,
+        and its cores send their open state again (what it had sent to a vanished topic and
+        nobody had read is gone with it)."""
+        now = time.monotonic()
+        self._vanished.update(dict.fromkeys(topics, now))
+        async with self._lock:
+            if self.consumer is None or not self._consumer_started:
+                return
+            tps = sorted(tp for tp in self.consumer.assignment() if tp.topic in topics)
+            if tps:
+                begin = await self.consumer.beginning_offsets(tps)
+                end = await self.consumer.end_offsets(tps)
+                resets = []
+                for tp in tps:
+                    old = self.positions.get(tp, begin[tp])
+                    self.consumer.seek(tp, begin[tp])
+                    self.positions[tp] = begin[tp]
+                    self.dirty.add(tp.partition)
+                    resets.append((tp.topic, tp.partition, old, begin[tp], max(end[tp], begin[tp]), why))
+                self.health.reset(self.name, resets)
+            await self._announce(set(self.cores))
 
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         async with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -179,3 +180,59 @@ def test_wrong_partition_counts_are_refused(broker: str, tmp_path: Path) -> None
     assert r.returncode != 0
     assert f"{prefix}.alarms has 4 partition(s), designed 1" in r.stderr, r.stderr[-3000:]
     assert "does not run on them" in r.stderr
+
+
+def test_a_topic_that_vanished_under_a_running_worker_is_a_reset_and_nothing_on_the_new_log_is_skipped(
+    make_worker, broker: str, topic_prefix: str
+) -> None:
+    """``atalaia.alarms`` deleted under a running incidents stage (an operator's delete, a broker
+    that lost it) and re-created by the worker's broker check: the stage went on at its old offset
+    in the new log, so the new log's first alarms never became incidents, and ``/health`` said
+    ``ok`` with no line in the log. Now the reset is said (ERROR line, ``/health`` degraded) and
+    every alarm on the new log reaches the incident manager."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from tests.test_console_board import alarm
+
+    w = make_worker("--stages", "incidents").start(("incidents",))
+    topic = f"{topic_prefix}.alarms"
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    async def produce(keys: list[str]) -> None:
+        p = AIOKafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=200)
+        await p.start()
+        try:  # one request: the new log gets every record at once
+            sent = [await p.send(topic, orjson.dumps(alarm(k, now, parish=k))) for k in keys]
+            await asyncio.gather(*sent)
+        finally:
+            await p.stop()
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
+
+    asyncio.run(produce([f"before{k}" for k in range(5)]))
+    wait_for(lambda: w.health()["stages"]["incidents"]["processed"] >= 5, 30, "the first alarms", w.log)
+    assert w.health()["status"] == "ok"
+    asyncio.run(delete())
+    wait_for(lambda: topic in asyncio.run(topics(broker)), 30, "the topic re-created by the worker", w.log)
+    after = [f"after{k}" for k in range(8)]  # more than the stage's old offset (5)
+    asyncio.run(produce(after))
+
+    def incidents_of_new_alarms() -> set[str]:
+        records = asyncio.run(consume_all(broker, f"{topic_prefix}.incidents", idle=1.0, timeout=10))
+        keys = set()
+        for r in records:
+            e = orjson.loads(r.value)
+            keys.update(a["key"].rsplit(":", 1)[1] for a in e.get("alarms", []))
+        return keys & set(after)
+
+    wait_for(lambda: incidents_of_new_alarms() == set(after), 40, "an incident for every new alarm", w.log)
+    h = w.health()
+    assert h["status"] == "degraded" and any("vanished" in p for p in h.get("problems", [])), h
+    assert "BROKER RESET" in w.log.read_text() and f"{topic}" in w.log.read_text()

@@ -353,3 +353,40 @@ def test_open_the_incident_page_from_a_delivered_email_and_acknowledge(
         page.context.close()
     finally:
         smtp.stop()
+
+
+def test_an_incident_streamed_while_the_list_loads_stays_on_the_board(
+    make_worker, publish, chromium, tmp_path
+):
+    """The board loads the list when its stream opens; the list is the SQL projection's, which in
+    a storm is seconds behind the stream. An incident that opened after the list was read, and
+    whose row the stream brought before the list arrived, stays on the board (it was wiped by the
+    list: the board said "No open incidents." while one was open, until its next change)."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = chromium.new_context(locale="en-GB").new_page()
+    held = []  # the board's list request, answered with what the projection had when it was asked
+
+    def hold(route):
+        if not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/api/incidents\?state=open.*"), hold)
+    page.goto(w.url + "/")
+    page.wait_for_selector("#status.live", timeout=15000)
+    deadline = time.monotonic() + 15
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the board asked for the list once its stream was open"
+    assert held[0][1].json()["incidents"] == []
+
+    publish(alarm("late", datetime.now(UTC).replace(microsecond=0), "critical", parish="Paranhos"))
+    page.wait_for_function("incidents.size === 1", timeout=15000)  # the stream's row
+    route, stale = held[0]
+    route.fulfill(response=stale)  # then the list, read before the incident opened
+    page.wait_for_selector("#board:not([hidden])", timeout=10000)
+    page.wait_for_function("loaded === true", timeout=10000)
+    row(page, "Paranhos").wait_for(timeout=5000)
+    assert page.is_hidden("#empty"), page.inner_text("#empty")
+    page.screenshot(path=str(SHOTS / "board-streamed-while-loading.png"))
