@@ -390,3 +390,43 @@ def test_an_incident_streamed_while_the_list_loads_stays_on_the_board(
     row(page, "Paranhos").wait_for(timeout=5000)
     assert page.is_hidden("#empty"), page.inner_text("#empty")
     page.screenshot(path=str(SHOTS / "board-streamed-while-loading.png"))
+
+
+COUNT_INTL = """
+window.intlMade = 0;
+for (const name of ['RelativeTimeFormat', 'DateTimeFormat', 'NumberFormat']) {
+  const Real = Intl[name];
+  const Counted = class extends Real { constructor(...a) { super(...a); window.intlMade += 1; } };
+  Object.defineProperty(Counted, 'name', {value: name});
+  Intl[name] = Counted;
+}
+"""
+
+
+def test_a_storm_of_changes_does_not_make_a_formatter_per_row(make_worker, publish, chromium, tmp_path):
+    """A board in a storm formats every row's age (and times, numbers) many times a second. Each
+    call made a new Intl formatter, and a streamed change re-aged every row: with 900 incidents
+    flapping the page's main thread was held for minutes (79 % of it making RelativeTimeFormats).
+    Now a formatter is made once per kind, language and options, and rows are re-aged once a
+    second, not at each change."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = chromium.new_context(locale="en-GB").new_page()
+    page.add_init_script(COUNT_INTL)
+    page.goto(w.url + "/")
+    page.wait_for_selector("#status.live", timeout=15000)
+    page.wait_for_function("loaded === true", timeout=15000)
+    now = datetime.now(UTC).replace(microsecond=0)
+    parishes = [f"Parish {i:02d}" for i in range(40)]
+    for i, parish in enumerate(parishes):
+        publish(alarm(f"storm-{i}", now, "high", parish=parish))
+    for i, parish in enumerate(parishes):  # each one changes again: a second version streamed
+        publish(alarm(f"storm-{i}", now + timedelta(seconds=1), "critical", parish=parish))
+    page.wait_for_function(
+        "incidents.size === 40 && [...incidents.values()].every(i => i.severity === 'critical')",
+        timeout=30000,
+    )
+    page.wait_for_timeout(2500)  # a few seconds of the board's once-a-second re-aging
+    row(page, "Parish 39").wait_for(timeout=5000)
+    made = page.evaluate("window.intlMade")
+    # a handful of (kind, options) pairs in one language; before: one per age, time and number shown
+    assert made <= 10, f"{made} Intl formatters made for a board of 40 rows"

@@ -43,18 +43,28 @@ const changeText = s => t('ch.' + s) === 'ch.' + s ? s : t('ch.' + s);
 const alarmStateText = s => t('as.' + s) === 'as.' + s ? s : t('as.' + s);
 
 // --- times: Europe/Lisbon with the zone, and relative ages
+// One Intl formatter per (kind, language, options), made once: making one costs about as much as
+// formatting hundreds of values, and a board in a storm formats every row's age many times a second
+// (a new RelativeTimeFormat per call held the page's main thread for minutes).
+const FORMATTERS = new Map();
+function formatter(Kind, opts) {
+  const key = `${Kind.name}|${C.lang}|${JSON.stringify(opts)}`;
+  let f = FORMATTERS.get(key);
+  if (!f) { f = new Kind(C.lang, opts); FORMATTERS.set(key, f); }
+  return f;
+}
 function when(ts, withDate = true) {
   if (!ts) return t('none');
   const d = new Date(ts);
   if (isNaN(d)) return String(ts);
   const opts = {timeZone: TZ, hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short', hourCycle: 'h23'};
   if (withDate) Object.assign(opts, {day: '2-digit', month: '2-digit', year: 'numeric'});
-  return new Intl.DateTimeFormat(C.lang, opts).format(d);
+  return formatter(Intl.DateTimeFormat, opts).format(d);
 }
 function ago(ts, now = Date.now()) {
   if (!ts) return t('none');
   const s = Math.round((new Date(ts).getTime() - now) / 1000);
-  const rtf = new Intl.RelativeTimeFormat(C.lang, {numeric: 'auto'});
+  const rtf = formatter(Intl.RelativeTimeFormat, {numeric: 'auto'});
   const a = Math.abs(s);
   if (a < 60) return rtf.format(s, 'second');
   if (a < 3600) return rtf.format(Math.round(s / 60), 'minute');
@@ -66,7 +76,7 @@ function num(v, unit) {
   const n = Number(v);
   const a = Math.abs(n);
   const digits = a >= 100 ? 0 : a >= 10 ? 1 : 2;
-  const text = new Intl.NumberFormat(C.lang, {maximumFractionDigits: digits}).format(n);
+  const text = formatter(Intl.NumberFormat, {maximumFractionDigits: digits}).format(n);
   return unit ? `${text} ${unit}` : text;
 }
 
