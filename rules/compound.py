@@ -116,13 +116,26 @@ class CompoundState:
     def migrate(self) -> list[dict[str, list[Any]]]:
         """The per-entity part states of a label-keyed rule, made at its first sample. A snapshot
         from before they were kept per entity has one state for the whole key: it carries on as an
-        unnamed entity."""
+        unnamed entity until one reports (:meth:`adopt`)."""
         self.subs = [
             {} if ps[0] is None else {"": [x[:] if isinstance(x, list) else x for x in ps]}
             for ps in self.parts
         ]
         self.trues = None
         return self.subs
+
+    def adopt(self, i: int, entity: str) -> list[Any]:
+        """A new entity's state for part ``i``: the key's state of a snapshot from before per-entity
+        parts (kept as entity ``""``) goes to the first entity that reports (exact for the usual
+        one gauge per parish), else a fresh one."""
+        subs = self.subs[i]  # type: ignore[index]
+        ps = subs.pop("", None)
+        if ps is None:
+            ps = [None, None, None, None, None, False]
+        elif self.trues is not None and self.trues[i].pop("", None) is not None:
+            self.trues[i][entity] = ps
+        subs[entity] = ps
+        return ps
 
     def true_entities(self) -> list[dict[str, list[Any]]]:
         """Per part, the entities whose condition is now true (rebuilt after a restore)."""
@@ -299,7 +312,7 @@ class CompoundRule(CompiledRule):
                     ent = obs.get("entity") or ""
                     ps = (st.subs or st.migrate())[i].get(ent)
                     if ps is None:
-                        ps = st.subs[i][ent] = [None, None, None, None, None, False]  # type: ignore[index]
+                        ps = st.adopt(i, ent)
                     if ps[0] is not None and t < ps[0]:
                         return None  # late for its entity: not in the window (as before)
                 elif t < st.t:
@@ -393,7 +406,7 @@ class CompoundRule(CompiledRule):
                 ent = obs.get("entity") or ""
                 ps = (st.subs or st.migrate())[i].get(ent)
                 if ps is None:
-                    ps = st.subs[i][ent] = [None, None, None, None, None, False]  # type: ignore[index]
+                    ps = st.adopt(i, ent)
                 if ps[0] is not None and t < ps[0]:
                     return None
             elif t < st.t:

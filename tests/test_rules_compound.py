@@ -300,3 +300,32 @@ def test_join_keeps_a_reading_older_than_another_entitys() -> None:
     assert out == []  # g1 (4.5, observed 1 minute ago) still holds the level part
     out, _ = engine.observe_batch([at("04:00", "g1", "WaterObserved", height=3.0)])
     assert [(t.state, t.values) for t in out] == [("resolved", {"rain": 12.0, "level": 3.0})]
+
+
+def test_a_join_state_snapshotted_before_per_entity_parts_carries_on() -> None:
+    """A snapshot written before join parts were kept per entity (one state per parish, made by the
+    parent commit): the first entity that reports takes it over, so the rain already in the window
+    still counts (6 + 6 > 10) after an upgrade."""
+    import orjson
+
+    rules = load_texts([("r.yaml", JOIN)])
+    old = orjson.loads(RuleEngine(rules).snapshot())
+    old["watermark"] = 1709251260.0
+    old["rules"][0]["states"] = {
+        "Sé": [
+            1709251260.0,
+            [
+                [1709251200.0, 6.0, [1709251200.0], [6.0], None, False],
+                [1709251260.0, 4.5, None, None, 1709251260.0, True],
+            ],
+            0,
+            "-inf",
+            None,
+            None,
+        ]
+    }
+    engine = RuleEngine.restore(rules, orjson.dumps(old))
+    out, _ = engine.observe_batch([_obs(2, "r1", "WeatherObserved", precipitation=6)])
+    assert [(t.state, t.values) for t in out] == [("firing", {"rain": 12.0, "level": 4.5})]
+    out, _ = engine.observe_batch([_obs(3, "g1", height=3.0)])
+    assert [(t.state, t.values) for t in out] == [("resolved", {"rain": 12.0, "level": 3.0})]
