@@ -53,13 +53,15 @@ def load_table(table: str, column: str, rule_file: str | None) -> dict[str, floa
     try:
         out = _read(path, column, reader_box := [])
     except (OSError, UnicodeDecodeError, csv.Error) as exc:  # never a traceback, nor a stopped rule
-        line = reader_box[0].line_num + 1 if reader_box else 1
+        read = reader_box[0].line_num if reader_box else 0  # lines the reader has taken
         if isinstance(exc, UnicodeDecodeError):
             line = _first_bad_line(path)
             why = "not UTF-8 text (save it as 'CSV UTF-8')"
         elif isinstance(exc, OSError):
+            line = read + 1  # (the line it was reading)
             why = f"not readable: {exc.strerror or exc}"
         else:
+            line = max(read, 1)  # (the line it could not parse is the last it took)
             why = f"not CSV: {exc}"
         raise TableError(f"{path}:{line}: threshold table {why}") from None
     _CACHE[(str(path), column)] = (st.st_mtime_ns, out)

@@ -181,6 +181,11 @@ def test_a_table_resaved_in_another_encoding_keeps_the_running_rule(tmp_path: Pa
         # a directory where the table should be
         (b"entity,high\ng1,4.0\nS\xe9,5.0\n", "gauges.csv:3: threshold table not UTF-8 text"),
         ("dir", "gauges.csv:1: threshold table is not a regular file"),
+        # a cell over the csv module's field limit is on the line that has it (it read one further)
+        (
+            f"entity,high\ng1,4.0\ng2,{'9' * 140_000}\ng3,5.0\n",
+            "gauges.csv:3: threshold table not CSV: field larger",
+        ),
     ],
 )
 def test_bad_table_is_an_error_at_file_line(tmp_path: Path, csv: str | bytes | None, message: str) -> None:
