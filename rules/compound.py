@@ -199,8 +199,10 @@ class CompoundRule(CompiledRule):
             if p.type == typ and any(m.__class__ is bool for m in p.members or ())
         }
         by_entity = self.key_is_entity and not self.where
-        key_of, decide, summarise = self.key_of, self._decide, self._summarise
+        key_of, decide = self.key_of, self._decide
         fors, within, every, n = self.fors, self.within, self.all, len(self.parts)
+        per_entity = not self.key_is_entity  # (its feeds keep ``st.trues``)
+        win = math.inf if within is None else within
 
         def step(
             obs: dict[str, Any],
@@ -235,10 +237,37 @@ class CompoundRule(CompiledRule):
                 return 0
             # the evaluation (``evaluate_key``), its no-change outcomes inline
             st.t = t
-            if st.trues is not None and any(st.trues):  # (a label key; else its parts are as fed)
-                summarise(st, t)
             n_ok = n_raw = 0
-            if within is None:  # a part true since a time has been observed (no staleness)
+            if per_entity:  # a label key: ``_summarise`` and the count in one pass over the true entities
+                for for_, ps, now_true in zip(fors, st.parts, st.trues):  # noqa: B905 - one per part
+                    if not now_true:  # (the usual case: no entity of the key meets this condition)
+                        ps[4] = None
+                        ps[5] = False
+                        continue
+                    last = since = None
+                    holding = False
+                    for s in now_true.values():
+                        s0 = s[0]
+                        if t - s0 > win:
+                            continue
+                        s4 = s[4]
+                        if t - s4 >= for_:
+                            s[5] = holding = True
+                        if last is None or s0 > last:
+                            last = s0
+                        if since is None or s4 < since:
+                            since = s4
+                    if last is None:
+                        ps[4] = None
+                        ps[5] = False
+                        continue
+                    ps[0] = last
+                    ps[4] = since
+                    ps[5] = holding
+                    n_raw += 1
+                    if holding:
+                        n_ok += 1
+            elif within is None:  # a part true since a time has been observed (no staleness)
                 for for_, ps in zip(fors, st.parts):  # noqa: B905 - one per part by construction
                     since = ps[4]
                     if since is not None:
@@ -293,7 +322,7 @@ class CompoundRule(CompiledRule):
         new_state = CompoundState
         inf, ninf = math.inf, -math.inf
 
-        if members is None and unit is None and not where and constant:
+        if members is None and unit is None and not where and constant and not per_entity:
 
             def plain(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
                 """The common part: a number against a constant threshold (no unit, no where)."""
@@ -308,17 +337,9 @@ class CompoundRule(CompiledRule):
                 st = states.get(key)
                 if st is None:
                     st = states[key] = new_state(n)
-                if per_entity:  # each entity of a label key on its own readings (its own window)
-                    ent = obs.get("entity") or ""
-                    ps = (st.subs or st.migrate())[i].get(ent)
-                    if ps is None:
-                        ps = st.adopt(i, ent)
-                    if ps[0] is not None and t < ps[0]:
-                        return None  # late for its entity: not in the window (as before)
-                elif t < st.t:
+                if t < st.t:
                     return None
-                else:
-                    ps = st.parts[i]
+                ps = st.parts[i]
                 if aggregate is not None:
                     times = ps[2]
                     if times is None:
@@ -337,7 +358,7 @@ class CompoundRule(CompiledRule):
                         ps[1] = None
                         ps[4] = None
                         ps[5] = False
-                        return entity_fed(st, i, ent, ps, t) if per_entity else st
+                        return st
                 ps[0] = t
                 ps[1] = v
                 if (
@@ -350,8 +371,63 @@ class CompoundRule(CompiledRule):
                 else:
                     ps[4] = None
                     ps[5] = False
-                if not per_entity:
-                    return st
+                return st
+
+            return plain
+
+        if members is None and unit is None and not where and constant:  # (a label key)
+
+            def plain_joined(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
+                """``plain`` for a label key (a join): each entity's own part state."""
+                cls = v.__class__
+                if cls is not float:
+                    if cls is not int:
+                        return NOT_COMPARABLE
+                    v = float(v)
+                if not ninf < v < inf:
+                    return NOT_COMPARABLE
+                states = rule.states
+                st = states.get(key)
+                if st is None:
+                    st = states[key] = new_state(n)
+                # each entity of a label key on its own readings (its own window)
+                ent = obs.get("entity") or ""
+                ps = (st.subs or st.migrate())[i].get(ent)
+                if ps is None:
+                    ps = st.adopt(i, ent)
+                if ps[0] is not None and t < ps[0]:
+                    return None  # late for its entity: not in the window (as before)
+                if aggregate is not None:
+                    times = ps[2]
+                    if times is None:
+                        times, values = ps[2], ps[3] = [], []
+                    else:
+                        values = ps[3]
+                    times.append(t)
+                    values.append(v)
+                    if times[0] <= t - window:
+                        drop = bisect_right(times, t - window)
+                        del times[:drop]
+                        del values[:drop]
+                    v = aggregate(times, values)
+                    if v is None:
+                        ps[0] = t
+                        ps[1] = None
+                        ps[4] = None
+                        ps[5] = False
+                        return entity_fed(st, i, ent, ps, t)
+                ps[0] = t
+                ps[1] = v
+                if (
+                    (v > limit or (hyst and ps[5] and v >= clear))
+                    if above
+                    else (v < limit or (hyst and ps[5] and v <= clear))
+                ):
+                    if ps[4] is None:
+                        ps[4] = t
+                else:
+                    ps[4] = None
+                    ps[5] = False
                 # (``_entity_fed``, inline: the join's hot path)
                 summary = st.parts[i]
                 if summary[0] is None or t >= summary[0]:
@@ -366,7 +442,7 @@ class CompoundRule(CompiledRule):
                     trues[i][ent] = ps
                 return None if t < st.t else st
 
-            return plain
+            return plain_joined
 
         def feed(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
             if members is not None:
