@@ -329,3 +329,36 @@ def test_a_join_state_snapshotted_before_per_entity_parts_carries_on() -> None:
     assert [(t.state, t.values) for t in out] == [("firing", {"rain": 12.0, "level": 4.5})]
     out, _ = engine.observe_batch([_obs(3, "g1", height=3.0)])
     assert [(t.state, t.values) for t in out] == [("resolved", {"rain": 12.0, "level": 3.0})]
+
+
+def test_a_join_restored_from_a_snapshot_resolves_when_its_gauge_falls() -> None:
+    """A restart between a parish's alarm and the reading that ends it: the alarm resolves as it
+    would have without the restart. Before, the restored state still held the part (its entity's
+    condition was no longer true, but the key's summary kept the old 'true since') and the alarm
+    stayed firing until some gauge of the parish rose and fell again."""
+    rules = load_texts(
+        [
+            (
+                "r.yaml",
+                """
+rules:
+  - id: parish-high
+    select: {type: WaterObserved}
+    join: {on: [parish], within: 10m}
+    any:
+      - {attribute: height, name: level, above: 4.0}
+      - {type: WeatherObserved, attribute: precipitation, name: rain, above: 10}
+    severity: high
+""",
+            )
+        ]
+    )
+    for restart in (False, True):
+        engine = RuleEngine(rules)
+        out, _ = engine.observe_batch([_obs(0, "g1", height=4.5)])
+        assert [t.state for t in out] == ["firing"]
+        if restart:
+            engine = RuleEngine.restore(rules, engine.snapshot())
+        out, _ = engine.observe_batch([_obs(1, "g1", height=3.0)])
+        assert [(t.state, t.values) for t in out] == [("resolved", {"level": 3.0, "rain": None})], restart
+        assert engine.active_alarms() == []
