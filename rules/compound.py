@@ -201,7 +201,7 @@ class CompoundRule(CompiledRule):
         by_entity = self.key_is_entity and not self.where
         key_of, decide = self.key_of, self._decide
         fors, within, every, n = self.fors, self.within, self.all, len(self.parts)
-        per_entity = not self.key_is_entity  # (its feeds keep ``st.trues``)
+        per_entity = not self.key_is_entity  # a label key: its parts per entity (``st.subs``, ``st.trues``)
         win = math.inf if within is None else within
 
         def step(
@@ -239,7 +239,7 @@ class CompoundRule(CompiledRule):
             st.t = t
             n_ok = n_raw = 0
             if per_entity:  # a label key: ``_summarise`` and the count in one pass over the true entities
-                for for_, ps, now_true in zip(fors, st.parts, st.trues):  # noqa: B905 - one per part
+                for for_, ps, now_true in zip(fors, st.parts, st.trues or st.true_entities()):  # noqa: B905
                     if not now_true:  # (the usual case: no entity of the key meets this condition)
                         ps[4] = None
                         ps[5] = False
@@ -418,28 +418,30 @@ class CompoundRule(CompiledRule):
                         return entity_fed(st, i, ent, ps, t)
                 ps[0] = t
                 ps[1] = v
+                # (``_entity_fed``, inline: the join's hot path; ``st.trues`` changes only when the
+                # entity's condition turns true or false)
                 if (
                     (v > limit or (hyst and ps[5] and v >= clear))
                     if above
                     else (v < limit or (hyst and ps[5] and v <= clear))
                 ):
                     if ps[4] is None:
+                        (st.trues or st.true_entities())[i][ent] = ps
                         ps[4] = t
                 else:
-                    ps[4] = None
+                    if ps[4] is not None:
+                        trues = (st.trues or st.true_entities())[i]
+                        trues.pop(ent, None)
+                        ps[4] = None
+                        if not trues:  # (no entity true: nothing to summarise)
+                            summary = st.parts[i]
+                            summary[4] = None
+                            summary[5] = False
                     ps[5] = False
-                # (``_entity_fed``, inline: the join's hot path)
                 summary = st.parts[i]
                 if summary[0] is None or t >= summary[0]:
                     summary[0] = t
                     summary[1] = v
-                trues = st.trues or st.true_entities()
-                if ps[4] is None:
-                    if trues[i].pop(ent, None) is not None and not trues[i]:
-                        summary[4] = None
-                        summary[5] = False
-                else:
-                    trues[i][ent] = ps
                 return None if t < st.t else st
 
             return plain_joined
