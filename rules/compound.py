@@ -202,7 +202,8 @@ class CompoundRule(CompiledRule):
         key_of, decide = self.key_of, self._decide
         fors, within, every, n = self.fors, self.within, self.all, len(self.parts)
         per_entity = not self.key_is_entity  # a label key: its parts per entity (``st.subs``, ``st.trues``)
-        win = math.inf if within is None else within
+        inf, ninf = math.inf, -math.inf
+        win = inf if within is None else within
 
         def step(
             obs: dict[str, Any],
@@ -244,29 +245,30 @@ class CompoundRule(CompiledRule):
                         ps[4] = None
                         ps[5] = False
                         continue
-                    last = since = None
-                    holding = False
+                    last, since = ninf, inf
                     for s in now_true.values():
                         s0 = s[0]
                         if t - s0 > win:
                             continue
                         s4 = s[4]
-                        if t - s4 >= for_:
-                            s[5] = holding = True
-                        if last is None or s0 > last:
+                        if not s[5] and t - s4 >= for_:  # (an entity that holds keeps holding while true)
+                            s[5] = True
+                        if s0 > last:
                             last = s0
-                        if since is None or s4 < since:
+                        if s4 < since:
                             since = s4
-                    if last is None:
+                    if last == ninf:  # no entity true and observed within ``within``
                         ps[4] = None
                         ps[5] = False
                         continue
                     ps[0] = last
                     ps[4] = since
-                    ps[5] = holding
                     n_raw += 1
-                    if holding:
+                    if t - since >= for_:  # (one entity holds: the one true the longest does)
+                        ps[5] = True
                         n_ok += 1
+                    else:
+                        ps[5] = False
             elif within is None:  # a part true since a time has been observed (no staleness)
                 for for_, ps in zip(fors, st.parts):  # noqa: B905 - one per part by construction
                     since = ps[4]
