@@ -8,7 +8,8 @@ holding until the value passes that level). The rule is evaluated at each observ
 that updates a part (once per observation, after every part it carries): it **fires** when all (any)
 parts hold, is **pending** while all (any) parts' comparisons are true but some ``for`` has not
 elapsed, and ``keep_firing_for`` applies as in a simple rule. With ``join``, a part counts only
-when its attribute was observed within ``within`` of the evaluation time. Transitions carry
+when its attribute was observed within ``within`` of the evaluation time, and each entity of the
+key has its own part state (window, ``for``, hysteresis): the part holds when one entity's holds. Transitions carry
 ``value: null`` and ``values: {part: value}`` (each part's latest value; templates see ``values``).
 Late samples (older than the key's last evaluation) are not evaluated.
 """
@@ -71,10 +72,22 @@ class Part:
         self.hyst = clear is not None
 
 
-class CompoundState:
-    """Per key: each part [last time, value, window times, window values, true since, holds] and the alarm."""
+def _shows(part: Part, s: list[Any], than: list[Any]) -> bool:
+    """Whether entity state ``s`` is the one a label-keyed part shows rather than ``than`` (both
+    true, both holding or not): the highest value for ``above``, the lowest for ``below`` (max by /
+    min by), else the latest reading."""
+    a, b = s[1], than[1]
+    if part.members is None and a.__class__ in (int, float) and b.__class__ in (int, float):
+        return a > b if part.above else a < b
+    return s[0] > than[0]
 
-    __slots__ = ("kff", "obs", "parts", "since", "state", "t")
+
+class CompoundState:
+    """Per key: each part [last time, value, window times, window values, true since, holds] and the alarm.
+    A rule keyed by labels (a join) keeps that list per entity too (``subs``: per part, entity -> list)
+    and ``parts`` is their summary at the last evaluation (:meth:`CompoundRule._summarise`)."""
+
+    __slots__ = ("kff", "obs", "parts", "since", "state", "subs", "t", "trues")
 
     def __init__(self, n: int) -> None:
         self.t = NEG_INF
@@ -83,15 +96,52 @@ class CompoundState:
         self.since = NEG_INF
         self.kff: float | None = None
         self.obs: dict[str, Any] | None = None
+        self.subs: list[dict[str, list[Any]]] | None = None
+        self.trues: list[dict[str, list[Any]]] | None = None  # per part: the entities now true (not kept)
 
     def dump(self) -> list[Any]:
-        return [self.t, self.parts, self.state, self.since, self.kff, obs_context(self.obs)]
+        out = [self.t, self.parts, self.state, self.since, self.kff, obs_context(self.obs)]
+        if self.subs is not None:
+            out.append(self.subs)
+        return out
 
     @classmethod
     def load(cls, d: list[Any]) -> CompoundState:
         s = cls(0)
-        s.t, s.parts, s.state, s.since, s.kff, s.obs = d
+        s.t, s.parts, s.state, s.since, s.kff, s.obs = d[:6]
+        s.subs = d[6] if len(d) > 6 else None  # (snapshots before per-entity parts have none)
+        s.trues = None
         return s
+
+    def migrate(self) -> list[dict[str, list[Any]]]:
+        """The per-entity part states of a label-keyed rule, made at its first sample. A snapshot
+        from before they were kept per entity has one state for the whole key: it carries on as an
+        unnamed entity until one reports (:meth:`adopt`)."""
+        self.subs = [
+            {} if ps[0] is None else {"": [x[:] if isinstance(x, list) else x for x in ps]}
+            for ps in self.parts
+        ]
+        self.trues = None
+        return self.subs
+
+    def adopt(self, i: int, entity: str) -> list[Any]:
+        """A new entity's state for part ``i``: the key's state of a snapshot from before per-entity
+        parts (kept as entity ``""``) goes to the first entity that reports (exact for the usual
+        one gauge per parish), else a fresh one."""
+        subs = self.subs[i]  # type: ignore[index]
+        ps = subs.pop("", None)
+        if ps is None:
+            ps = [None, None, None, None, None, False]
+        elif self.trues is not None and self.trues[i].pop("", None) is not None:
+            self.trues[i][entity] = ps
+        subs[entity] = ps
+        return ps
+
+    def true_entities(self) -> list[dict[str, list[Any]]]:
+        """Per part, the entities whose condition is now true (rebuilt after a restore)."""
+        if self.trues is None:
+            self.trues = [{e: s for e, s in subs.items() if s[4] is not None} for subs in self.subs or ()]
+        return self.trues
 
 
 class CompoundRule(CompiledRule):
@@ -151,6 +201,9 @@ class CompoundRule(CompiledRule):
         by_entity = self.key_is_entity and not self.where
         key_of, decide = self.key_of, self._decide
         fors, within, every, n = self.fors, self.within, self.all, len(self.parts)
+        per_entity = not self.key_is_entity  # a label key: its parts per entity (``st.subs``, ``st.trues``)
+        inf, ninf = math.inf, -math.inf
+        win = inf if within is None else within
 
         def step(
             obs: dict[str, Any],
@@ -186,7 +239,37 @@ class CompoundRule(CompiledRule):
             # the evaluation (``evaluate_key``), its no-change outcomes inline
             st.t = t
             n_ok = n_raw = 0
-            if within is None:  # a part true since a time has been observed (no staleness)
+            if per_entity:  # a label key: ``_summarise`` and the count in one pass over the true entities
+                for for_, ps, now_true in zip(fors, st.parts, st.trues or st.true_entities()):  # noqa: B905
+                    if not now_true:  # (the usual case: no entity of the key meets this condition)
+                        ps[4] = None
+                        ps[5] = False
+                        continue
+                    last, since = ninf, inf
+                    for s in now_true.values():
+                        s0 = s[0]
+                        if t - s0 > win:
+                            continue
+                        s4 = s[4]
+                        if not s[5] and t - s4 >= for_:  # (an entity that holds keeps holding while true)
+                            s[5] = True
+                        if s0 > last:
+                            last = s0
+                        if s4 < since:
+                            since = s4
+                    if last == ninf:  # no entity true and observed within ``within``
+                        ps[4] = None
+                        ps[5] = False
+                        continue
+                    ps[0] = last
+                    ps[4] = since
+                    n_raw += 1
+                    if t - since >= for_:  # (one entity holds: the one true the longest does)
+                        ps[5] = True
+                        n_ok += 1
+                    else:
+                        ps[5] = False
+            elif within is None:  # a part true since a time has been observed (no staleness)
                 for for_, ps in zip(fors, st.parts):  # noqa: B905 - one per part by construction
                     since = ps[4]
                     if since is not None:
@@ -235,11 +318,13 @@ class CompoundRule(CompiledRule):
         constant = part.ref is None
         limit = part.limit
         limit_of = self._limit
+        per_entity = not self.key_is_entity  # a label key (join): several entities per key
+        entity_fed = self._entity_fed
         factors: dict[str, Any] = {}
         new_state = CompoundState
         inf, ninf = math.inf, -math.inf
 
-        if members is None and unit is None and not where and constant:
+        if members is None and unit is None and not where and constant and not per_entity:
 
             def plain(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
                 """The common part: a number against a constant threshold (no unit, no where)."""
@@ -254,7 +339,7 @@ class CompoundRule(CompiledRule):
                 st = states.get(key)
                 if st is None:
                     st = states[key] = new_state(n)
-                elif t < st.t:
+                if t < st.t:
                     return None
                 ps = st.parts[i]
                 if aggregate is not None:
@@ -292,6 +377,77 @@ class CompoundRule(CompiledRule):
 
             return plain
 
+        if members is None and unit is None and not where and constant:  # (a label key)
+
+            def plain_joined(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
+                """``plain`` for a label key (a join): each entity's own part state."""
+                cls = v.__class__
+                if cls is not float:
+                    if cls is not int:
+                        return NOT_COMPARABLE
+                    v = float(v)
+                if not ninf < v < inf:
+                    return NOT_COMPARABLE
+                states = rule.states
+                st = states.get(key)
+                if st is None:
+                    st = states[key] = new_state(n)
+                # each entity of a label key on its own readings (its own window)
+                ent = obs.get("entity") or ""
+                ps = (st.subs or st.migrate())[i].get(ent)
+                if ps is None:
+                    ps = st.adopt(i, ent)
+                if ps[0] is not None and t < ps[0]:
+                    return None  # late for its entity: not in the window (as before)
+                if aggregate is not None:
+                    times = ps[2]
+                    if times is None:
+                        times, values = ps[2], ps[3] = [], []
+                    else:
+                        values = ps[3]
+                    times.append(t)
+                    values.append(v)
+                    if times[0] <= t - window:
+                        drop = bisect_right(times, t - window)
+                        del times[:drop]
+                        del values[:drop]
+                    v = aggregate(times, values)
+                    if v is None:
+                        ps[0] = t
+                        ps[1] = None
+                        ps[4] = None
+                        ps[5] = False
+                        return entity_fed(st, i, ent, ps, t)
+                ps[0] = t
+                ps[1] = v
+                # (``_entity_fed``, inline: the join's hot path; ``st.trues`` changes only when the
+                # entity's condition turns true or false)
+                if (
+                    (v > limit or (hyst and ps[5] and v >= clear))
+                    if above
+                    else (v < limit or (hyst and ps[5] and v <= clear))
+                ):
+                    if ps[4] is None:
+                        (st.trues or st.true_entities())[i][ent] = ps
+                        ps[4] = t
+                else:
+                    if ps[4] is not None:
+                        trues = (st.trues or st.true_entities())[i]
+                        trues.pop(ent, None)
+                        ps[4] = None
+                        if not trues:  # (no entity true: nothing to summarise)
+                            summary = st.parts[i]
+                            summary[4] = None
+                            summary[5] = False
+                    ps[5] = False
+                summary = st.parts[i]
+                if summary[0] is None or t >= summary[0]:
+                    summary[0] = t
+                    summary[1] = v
+                return None if t < st.t else st
+
+            return plain_joined
+
         def feed(obs: dict[str, Any], key: str, t: float, v: Any) -> Any:
             if members is not None:
                 if not isinstance(v, str | bool | int | float):
@@ -326,9 +482,17 @@ class CompoundRule(CompiledRule):
             st = states.get(key)
             if st is None:
                 st = states[key] = new_state(n)
+            if per_entity:
+                ent = obs.get("entity") or ""
+                ps = (st.subs or st.migrate())[i].get(ent)
+                if ps is None:
+                    ps = st.adopt(i, ent)
+                if ps[0] is not None and t < ps[0]:
+                    return None
             elif t < st.t:
                 return None
-            ps = st.parts[i]
+            else:
+                ps = st.parts[i]
             if members is not None:
                 value = v
                 true = any(same(v, m) for m in members)
@@ -364,7 +528,7 @@ class CompoundRule(CompiledRule):
             else:
                 ps[4] = None
                 ps[5] = False
-            return st
+            return entity_fed(st, i, ent, ps, t) if per_entity else st
 
         return feed
 
@@ -374,6 +538,8 @@ class CompoundRule(CompiledRule):
     ) -> None:
         st = self.states[key]
         st.t = t
+        if st.subs is not None:
+            self._summarise(st, t)
         within = self.within
         n_ok = n_raw = 0
         for for_, ps in zip(self.fors, st.parts, strict=True):
@@ -393,6 +559,70 @@ class CompoundRule(CompiledRule):
         else:
             ok, raw = n_ok > 0, n_raw > 0
         self._decide(st, key, t, t_text, obs, out, ok, raw)
+
+    def _entity_fed(self, st: CompoundState, i: int, entity: str, ps: list[Any], t: float) -> Any:
+        """After an entity's part state ``ps`` took a sample: the key's summary shows the latest value
+        and the set of entities whose condition is true is updated; the key is evaluated unless the
+        sample is older than its last evaluation (another entity's later reading: never back in time)."""
+        summary = st.parts[i]
+        if summary[0] is None or t >= summary[0]:
+            summary[0], summary[1] = t, ps[1]
+        trues = st.trues
+        if trues is None:
+            trues = st.true_entities()
+        if ps[4] is None:
+            if trues[i].pop(entity, None) is not None and not trues[i]:
+                summary[4], summary[5] = None, False  # (no entity true: nothing to summarise)
+        else:
+            trues[i][entity] = ps
+        return None if t < st.t else st
+
+    def _summarise(self, st: CompoundState, t: float) -> None:
+        """A label-keyed rule's parts at ``t`` from its entities' own states: a part is true since the
+        earliest time one entity (observed within ``within``) has been true, so it holds when one
+        entity's condition holds, as PromQL's ``max by(parish) (x > 4)``. Only the entities whose
+        condition is true are looked at (a parish's many quiet gauges cost nothing); the value a
+        transition shows is picked when one is made (:meth:`_show`)."""
+        within = self.within
+        for for_, ps, now_true in zip(self.fors, st.parts, st.true_entities(), strict=True):
+            if not now_true:  # (the usual case: no entity of the key meets this condition)
+                ps[4] = None
+                ps[5] = False
+                continue
+            last = since = None
+            holding = False
+            for s in now_true.values():
+                s0, s4 = s[0], s[4]
+                if within is not None and t - s0 > within:
+                    continue
+                if t - s4 >= for_:
+                    s[5] = holding = True
+                if last is None or s0 > last:
+                    last = s0
+                if since is None or s4 < since:
+                    since = s4
+            if last is None:
+                ps[4] = None
+                ps[5] = False
+            else:
+                ps[0] = last
+                ps[4] = since
+                ps[5] = holding
+
+    def _show(self, st: CompoundState, t: float) -> None:
+        """Each part's value as a label-keyed rule's transition shows it: the deciding entity's (a
+        holding one before one only true; the highest for ``above``, lowest for ``below``, as
+        ``max by``/``min by``), else the latest reading of the part."""
+        within = self.within
+        for part, ps, now_true in zip(self.parts, st.parts, st.true_entities(), strict=True):
+            shown = None
+            for s in now_true.values():
+                if within is not None and t - s[0] > within:
+                    continue
+                if shown is None or (s[5] and not shown[5]) or (s[5] == shown[5] and _shows(part, s, shown)):
+                    shown = s
+            if shown is not None:
+                ps[1] = shown[1]
 
     def _decide(
         self,
@@ -424,6 +654,8 @@ class CompoundRule(CompiledRule):
                 return
         if new != FIRING:
             st.kff = None
+        if st.subs is not None:
+            self._show(st, t)
         values = {label: ps[1] for label, ps in zip(self.labels_, st.parts, strict=True)}
         obs = obs or st.obs
         if old != INACTIVE and (new == INACTIVE or (old == FIRING and new == PENDING)):
@@ -451,6 +683,8 @@ class CompoundRule(CompiledRule):
         st = self.states.get(key)
         if st is None or st.state == INACTIVE:
             return
+        if st.subs is not None:
+            self._show(st, st.t)
         values = {p.label: ps[1] for p, ps in zip(self.parts, st.parts, strict=True)}
         tr = self._line(
             at,
@@ -465,6 +699,9 @@ class CompoundRule(CompiledRule):
         out.append(tr)
 
     def active(self) -> list[dict[str, Any]]:
+        for s in self.states.values():
+            if s.state != INACTIVE and s.subs is not None:
+                self._show(s, s.t)
         return [
             {
                 "rule": self.id,

@@ -127,6 +127,18 @@ class AlarmTest(Strict):
     rule: str | None = None
     exp_alarms: list[ExpectedAlarm] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _rule_named(self) -> AlarmTest:
+        """An expected alarm names its rule, here or in the alarm test (it could never match)."""
+        if self.rule is None:
+            for e in self.exp_alarms:
+                if e.rule is None:
+                    raise ValueError(
+                        f"the expected alarm {e.key!r} names no rule: add 'rule:' to it or to this "
+                        "alarm test (an alarm test without 'rule' checks the alarms of every rule)"
+                    )
+        return self
+
 
 class ExpectedTransition(Strict):
     at: Duration

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import stat
 from pathlib import Path
 
 ENTITY_COLUMNS = ("entity", "id")
@@ -42,14 +43,50 @@ def load_table(table: str, column: str, rule_file: str | None) -> dict[str, floa
         st = os.stat(path)
     except OSError as exc:
         raise TableError(f"{path}:1: threshold table not readable: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):  # a directory, a FIFO or a device (/dev/zero) is never read
+        raise TableError(f"{path}:1: threshold table is not a regular file")
     if st.st_size > MAX_BYTES:
         raise TableError(f"{path}:1: threshold table is over {MAX_BYTES // 2**20} MiB")
     cached = _CACHE.get((str(path), column))
     if cached is not None and cached[0] == st.st_mtime_ns:
         return cached[1]
+    try:
+        out = _read(path, column, reader_box := [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # never a traceback, nor a stopped rule
+        read = reader_box[0].line_num if reader_box else 0  # lines the reader has taken
+        if isinstance(exc, UnicodeDecodeError):
+            line = _first_bad_line(path)
+            why = "not UTF-8 text (save it as 'CSV UTF-8')"
+        elif isinstance(exc, OSError):
+            line = read + 1  # (the line it was reading)
+            why = f"not readable: {exc.strerror or exc}"
+        else:
+            line = max(read, 1)  # (the line it could not parse is the last it took)
+            why = f"not CSV: {exc}"
+        raise TableError(f"{path}:{line}: threshold table {why}") from None
+    _CACHE[(str(path), column)] = (st.st_mtime_ns, out)
+    return out
+
+
+def _first_bad_line(path: Path) -> int:
+    """The line of a file's first byte that is not UTF-8 (the decoder reads in chunks)."""
+    try:
+        data = path.read_bytes()[: MAX_BYTES + 1]
+    except OSError:
+        return 1
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return 1
+
+
+def _read(path: Path, column: str, reader_box: list) -> dict[str, float]:
     out: dict[str, float] = {}
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
+        reader_box.append(reader)
         header = next(reader, None)
         if not header:
             raise TableError(f"{path}:1: empty threshold table: expected a header 'entity,{column}'")
@@ -80,5 +117,4 @@ def load_table(table: str, column: str, rule_file: str | None) -> dict[str, floa
             if not math.isfinite(value):
                 raise TableError(f"{path}:{line}: '{column}' is not a finite number: {cell!r}")
             out[entity] = value
-    _CACHE[(str(path), column)] = (st.st_mtime_ns, out)
     return out

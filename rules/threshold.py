@@ -26,17 +26,22 @@ from atalaia.rules.schema import Level, ThresholdRef
 
 
 class CompiledLevel:
-    __slots__ = ("above", "clear", "for_", "ref", "severity")
+    __slots__ = ("above", "clear", "for_", "hyst", "ref", "severity")
 
     def __init__(self, level: Level) -> None:
         self.severity = level.severity
         self.above = level.above is not None
         self.for_ = level.for_
         self.ref = level.above if self.above else level.below
+        # hysteresis when the rule writes a clear level, also one equal to the threshold
+        # (``above: 2, clear_below: 2``: a firing severity stays at 2, as PromQL's
+        # ``x > 2 or (x >= 2 and ALERTS{alertstate="firing"})`` and as a compound part)
+        self.hyst = (level.clear_below if self.above else level.clear_above) is not None
         if not isinstance(self.ref, ThresholdRef):
             self.ref = None
         else:  # per entity: the limit is looked up at each evaluation (NaN = missing: never holds)
             self.clear = (math.nan, math.nan)
+            self.hyst = False
             return
         if self.above:
             self.clear = (level.above, level.clear_below if level.clear_below is not None else level.above)
@@ -48,8 +53,8 @@ class CompiledLevel:
         """Strict threshold; a firing level with hysteresis holds until the value passes the clear level."""
         limit, clear = self.clear
         if self.above:
-            return v > limit or (firing and v >= clear and clear != limit)
-        return v < limit or (firing and v <= clear and clear != limit)
+            return v > limit or (firing and self.hyst and v >= clear)
+        return v < limit or (firing and self.hyst and v <= clear)
 
 
 class AlarmState:
@@ -98,7 +103,7 @@ class ThresholdRule(CompiledRule):
         rule = loaded.rule
         self.levels = [CompiledLevel(lv) for lv in rule.severities or [] if not lv.is_state]
         # the levels as plain tuples for the hot loop: (above?, limit, clear, has hysteresis, for)
-        self._levels = tuple((lv.above, *lv.clear, lv.clear[0] != lv.clear[1], lv.for_) for lv in self.levels)
+        self._levels = tuple((lv.above, *lv.clear, lv.hyst, lv.for_) for lv in self.levels)
         self.keep_firing_for = rule.keep_firing_for
         self.window = rule.aggregate.window if rule.aggregate else None
         self.aggregate = AGGREGATES[rule.aggregate.function] if rule.aggregate else None

@@ -349,3 +349,21 @@ def test_replay_never_fires_with_a_null_value(tmp_path: Path) -> None:
     result = CliRunner().invoke(rules, ["replay", str(tmp_path / "r.yaml"), str(tmp_path / "o.jsonl")])
     assert result.exit_code == 0, result.output
     assert [json.loads(x) for x in result.stdout.splitlines()] == []
+
+
+def test_a_render_that_waited_for_the_cpu_is_not_cut_short(monkeypatch) -> None:
+    """The render deadline is the template's own CPU time: on a busy machine (the process not
+    scheduled for a while) a cheap template renders. Before, the 0.25 s were wall-clock time and
+    the first alarm of a replay on a loaded box read '<template error: a template may take at most
+    0.25 s to render>' for '{{ '%.2f' | format(value) }}'."""
+    import atalaia.rules.templates as templates
+
+    wall = iter(range(0, 1000, 2))  # every look at the clock: 2 s later, as if the process had waited
+    monkeypatch.setattr(templates.time, "monotonic", lambda: float(next(wall)))
+    out = Template("{{ entity }} rose {{ '%.2f' | format(value) }} m").render({"entity": "e", "value": 0.465})
+    assert out == "e rose 0.47 m"
+    # a render that spends its CPU time is still stopped
+    out = Template(
+        "{% for i in range(100) %}{{ range(100000) | map('string') | list | length }}{% endfor %}"
+    ).render({})
+    assert out.startswith("<template error: ")

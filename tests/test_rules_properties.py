@@ -275,3 +275,74 @@ def test_loader_reports_any_broken_file_as_positioned_errors(edits: list[tuple[i
         for e in exc.errors:
             assert e.file == "f.yaml" and 1 <= e.line <= n_lines and e.col >= 1 and e.message
             assert str(e).startswith(f"f.yaml:{e.line}:{e.col}: ")
+
+
+def _prometheus_alert(
+    series: list[tuple[int, float]], above: int, clear: int | None, hold: int, keep: int
+) -> list[str]:
+    """A Prometheus alerting rule (rules/alerting.go) evaluated at each sample: ``x > above``, with
+    hysteresis the idiom ``or (x >= clear and ALERTS{alertstate="firing"})`` (the state after the
+    previous evaluation, kept firing included), ``for: hold`` and ``keep_firing_for: keep`` (seconds)."""
+    state, active_at, keep_since, out = "inactive", 0, None, []
+    for t, v in series:
+        if v > above or (state == "firing" and clear is not None and v >= clear):
+            keep_since = None
+            if state == "inactive":
+                state, active_at = "pending", t
+            if state == "pending" and t - active_at >= hold:
+                state = "firing"
+        else:
+            if state == "firing" and keep > 0:
+                keep_since = t if keep_since is None else keep_since
+                if t - keep_since < keep:
+                    out.append(state)
+                    continue
+            state, keep_since = "inactive", None
+        out.append(state)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 4), st.integers(-3, 3)), min_size=1, max_size=25),
+    st.integers(3, 7),
+    st.one_of(st.none(), st.integers(-2, 0)),
+    st.integers(0, 4),
+    st.integers(0, 4),
+)
+def test_one_severity_is_a_prometheus_alert(
+    steps: list[tuple[int, int]], above: int, below_above: int | None, hold_m: int, keep_m: int
+) -> None:
+    """Property: a one-severity threshold rule with any of ``for``, ``keep_firing_for`` and
+    ``clear_below`` (also equal to ``above``: before, that hysteresis was ignored and a firing alarm
+    at exactly the threshold resolved, unlike PromQL and compound parts) is promtool's alert.
+    Values and the clear level are drawn around the threshold, where the cases differ."""
+    clear = None if below_above is None else above + below_above
+    series, t = [], 0
+    for gap, delta in steps:
+        t += gap * 60
+        series.append((t, above + delta))
+    level = f"{{severity: high, above: {above}" + (f", clear_below: {clear}" if clear is not None else "")
+    level += f", for: {hold_m}m}}" if hold_m else "}"
+    text = f"rules:\n  - id: r\n    select: {{type: T, attribute: x}}\n    severities: [{level}]\n"
+    text += f"    keep_firing_for: {keep_m}m\n" if keep_m else ""
+    engine = RuleEngine(load_texts([("r.yaml", text)]))
+    got = []
+    for t, v in series:
+        time = (datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=t)).isoformat()
+        _, rejected = engine.observe_batch(
+            [{"time": time, "entity": "e", "type": "T", "attributes": {"x": v}}]
+        )
+        assert not rejected
+        got.append(next((a["state"] for a in engine.active_alarms()), "inactive"))
+    assert got == _prometheus_alert(series, above, clear, hold_m * 60, keep_m * 60), (text, series)
+
+
+def test_a_clear_level_equal_to_the_threshold_keeps_a_firing_alarm_at_it() -> None:
+    text = "rules:\n  - {id: r, select: {type: T, attribute: x}, severities: [{severity: high, above: 2, clear_below: 2}]}\n"
+    engine = RuleEngine(load_texts([("r.yaml", text)]))
+    states = []
+    for minute, v in enumerate([3.0, 2.0, 1.9]):
+        obs = {"time": f"2024-01-01T00:0{minute}:00Z", "entity": "e", "type": "T", "attributes": {"x": v}}
+        states.append([t.state for t in engine.observe_batch([obs])[0]])
+    assert states == [["firing"], [], ["resolved"]]

@@ -155,6 +155,21 @@ def test_threshold_from_a_table_reloaded_on_change(tmp_path: Path) -> None:
     assert [(t.key, t.state) for t in out] == [("g2", "firing")]
 
 
+def test_a_table_resaved_in_another_encoding_keeps_the_running_rule(tmp_path: Path) -> None:
+    """The table re-saved by a spreadsheet as Windows-1252 while the rules run: the last good
+    content stays, with a warning. Before, UnicodeDecodeError escaped from the engine."""
+    f = _table_rules(tmp_path, "entity,high\ng1,4.0\n")
+    engine = RuleEngine(load_rules([f]))
+    assert [t.state for t in engine.observe_batch([_obs(0, 4.5, "g1")])[0]] == ["firing"]
+    (tmp_path / "gauges.csv").write_bytes("entity,high\ng1,5.0\nSé,5.0\n".encode("cp1252"))
+    st_ = (tmp_path / "gauges.csv").stat()
+    os.utime(tmp_path / "gauges.csv", ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9))
+    engine.advance(time.time())
+    out, rejected = engine.observe_batch([_obs(1, 4.4, "g1")])
+    assert out == [] and not rejected  # still firing on the last good table (4.0)
+    assert any("not UTF-8" in w for w in engine.drain_quality())
+
+
 @pytest.mark.parametrize(
     ("csv", "message"),
     [
@@ -162,12 +177,25 @@ def test_threshold_from_a_table_reloaded_on_change(tmp_path: Path) -> None:
         ("entity,high\ng1,4.0\ng2,lots\n", "gauges.csv:3: 'high' is not a number: 'lots'"),
         ("entity,low\ng1,4.0\n", "gauges.csv:1: no column 'high'"),
         ("entity,high\ng1,4.0,7\n", "gauges.csv:2: 3 cells, the header has 2"),
+        # (before: tracebacks out of 'rules check') a table saved by a spreadsheet in Windows-1252,
+        # a directory where the table should be
+        (b"entity,high\ng1,4.0\nS\xe9,5.0\n", "gauges.csv:3: threshold table not UTF-8 text"),
+        ("dir", "gauges.csv:1: threshold table is not a regular file"),
+        # a cell over the csv module's field limit is on the line that has it (it read one further)
+        (
+            f"entity,high\ng1,4.0\ng2,{'9' * 140_000}\ng3,5.0\n",
+            "gauges.csv:3: threshold table not CSV: field larger",
+        ),
     ],
 )
-def test_bad_table_is_an_error_at_file_line(tmp_path: Path, csv: str | None, message: str) -> None:
-    f = _table_rules(tmp_path, csv or "")
-    if csv is None:
+def test_bad_table_is_an_error_at_file_line(tmp_path: Path, csv: str | bytes | None, message: str) -> None:
+    f = _table_rules(tmp_path, csv if isinstance(csv, str) and csv != "dir" else "")
+    if csv is None or csv == "dir":
         (tmp_path / "gauges.csv").unlink()
+    if csv == "dir":
+        (tmp_path / "gauges.csv").mkdir()
+    if isinstance(csv, bytes):
+        (tmp_path / "gauges.csv").write_bytes(csv)
     with pytest.raises(RuleFileError) as exc:
         load_rules([f])
     text = str(exc.value)

@@ -54,6 +54,31 @@ tests:
     ]
 
 
+def test_an_expected_alarm_without_a_rule_is_a_file_error(tmp_path: Path) -> None:
+    """Neither the alarm test nor the expected alarm names a rule: before, the test could never pass
+    and failed with '- ? e1 firing high' / '+ high e1 firing high', not saying why."""
+    (tmp_path / "r.yaml").write_text(RULES)
+    (tmp_path / "t.yaml").write_text("""rule_files: [r.yaml]
+tests:
+  - name: no rule
+    input_series:
+      - {entity: e1, type: WaterObserved, attribute: height, values: "4.5x3"}
+    alarm_tests:
+      - eval_time: 2m
+        exp_alarms: [{key: e1, severity: high}]
+""")
+    result = CliRunner().invoke(rules, ["test", str(tmp_path / "t.yaml")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"{tmp_path / 't.yaml'}:7:9: 'alarm_tests': the expected alarm 'e1' names no rule: add 'rule:' to "
+        "it or to this alarm test (an alarm test without 'rule' checks the alarms of every rule)"
+    )
+    fixed = (tmp_path / "t.yaml").read_text().replace("{key: e1,", "{rule: high, key: e1,")
+    (tmp_path / "t.yaml").write_text(fixed)
+    result = CliRunner().invoke(rules, ["test", str(tmp_path / "t.yaml")])
+    assert result.exit_code == 0, result.output
+
+
 def test_bad_rule_test_file_points_at_the_error(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(RULES)
     (tmp_path / "t.yaml").write_text("rule_files: [r.yaml]\ntests:\n  - name: x\n    input_serie: []\n")
