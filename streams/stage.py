@@ -277,8 +277,8 @@ class BatchStage(Service):
         self._consumer_started = False
         # topic -> when the broker check found it vanished (``vanished``): a rebalance that follows
         # restores checkpoint offsets of the lost log, which are no positions in the new one;
-        # and the partitions of it this stage has started at the new log's beginning since (their
-        # checkpoints are positions in the new log: never reset again)
+        # and the partitions of it this stage has checkpointed since (their checkpoints are
+        # positions in the new log: not reset again)
         self._vanished: dict[str, float] = {}
         self._reanchored: dict[str, set[int]] = {}
         self.processed = 0
@@ -506,7 +506,6 @@ class BatchStage(Service):
                 and tp.partition not in self._reanchored.get(tp.topic, ())
             ):
                 why = "the topic vanished from the broker while the worker ran and was re-created empty"
-                self._reanchored.setdefault(tp.topic, set()).add(tp.partition)
             elif offset < b:
                 why = f"records {offset}..{b - 1} were deleted before this stage read them"
             elif offset > e:
@@ -580,7 +579,6 @@ class BatchStage(Service):
                 end = await self.consumer.end_offsets(tps)
                 resets = []
                 for tp in tps:
-                    self._reanchored[tp.topic].add(tp.partition)
                     old = self.positions.get(tp, begin[tp])
                     self.consumer.seek(tp, begin[tp])
                     self.positions[tp] = begin[tp]
@@ -633,6 +631,9 @@ class BatchStage(Service):
                     offsets[CLUSTER_KEY] = self.cluster
                 saves.append((p, offsets, core))
             commits.update(pos)
+            for tp in pos:  # after a topic vanished: this checkpoint holds a position in the new log
+                if tp.topic in self._reanchored:
+                    self._reanchored[tp.topic].add(p)
         if saves:  # the lock is held, so no batch changes a core meanwhile. A small snapshot is
             # taken on the loop; a large one (its last took ≥ INLINE_SNAPSHOT_S of CPU) in a thread,
             # so the other stages, the HTTP endpoints and the heartbeats go on meanwhile

@@ -345,11 +345,20 @@ def test_after_a_vanished_topic_a_rebalance_keeps_the_positions_already_in_the_n
         stage.positions = {tp0: 5}
         await stage.vanished({TOPIC}, "vanished")
         assert ("seek", 0, 0) in log and stage.positions[tp0] == 0
-        # the new log gets 8 records, processed and checkpointed; then a rebalance
         stage.consumer.end = 8
+        # not checkpointed yet (a rebalance at once): the store still holds the lost log's offset
+        assert await stage._verify({tp0: 5}, {tp0: None}) == {tp0: 0}
+        # the new log's 8 records processed and checkpointed; then a rebalance
+        stage.positions = {tp0: 0}
+        await stage._process(batch(0, 0, 8))
+        await stage._take()
         assert await stage._verify({tp0: 8}, {tp0: None}) == {tp0: 8}
-        # partition 1's checkpoint is the lost log's: reset, once
+        # partition 1's checkpoint is the lost log's: reset; once checkpointed here, kept
         assert await stage._verify({tp1: 5}, {tp1: None}) == {tp1: 0}
+        stage.consumer.tps = {tp0, tp1}
+        stage.positions[tp1] = 3
+        stage.dirty.add(1)
+        await stage._take()
         assert await stage._verify({tp1: 3}, {tp1: None}) == {tp1: 3}
 
     run(go())
