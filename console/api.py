@@ -407,7 +407,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             )
             # subscribed before the answer starts: a board loads the list as soon as its stream
             # is open, so every change from then on must reach it
-            sub = feed.subscribe()
+            sub = feed.subscribe(who.sees if who.tenants is not None else None)
             # a session token is checked again while the stream is open (an API token's user
             # cannot change: the users file is read at start)
             header = request.headers.get("Authorization")

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mode import Service
@@ -73,9 +74,20 @@ class Subscriber:
     """What one event stream has still to send: the latest row of each incident, in the order
     the incidents first changed since the stream last took one."""
 
-    def __init__(self, size: int | None = None) -> None:
-        self.pending: dict[str, dict[str, Any]] = {}
+    def __init__(
+        self,
+        size: int | None = None,
+        sees: Callable[[dict[str, Any]], bool] | None = None,
+        rows: Iterable[dict[str, Any]] = (),
+    ) -> None:
         self.size = PENDING_MAX if size is None else size
+        # a tenant-scoped user's stream holds only the rows they may see: another tenant's storm
+        # neither fills it (it was dropped, and the board reloaded, for rows it never sent) nor
+        # costs it memory
+        self.sees = sees
+        self.pending: dict[str, dict[str, Any]] = {
+            r["id"]: r for r in rows if sees is None or sees(r)
+        }  # one comprehension: a stream that opens in a storm takes RECENT_MAX rows at once
         self.dropped = False
         self.ended = False
         self._ready = asyncio.Event()
@@ -83,6 +95,8 @@ class Subscriber:
     def put(self, row: dict[str, Any] | None) -> None:
         if row is None:  # the feed stops: the stream ends
             self.ended = True
+        elif self.sees is not None and not self.sees(row):
+            return
         elif row["id"] in self.pending or len(self.pending) < self.size:
             self.pending[row["id"]] = row  # a newer change of a waiting incident takes its place
         else:
@@ -121,12 +135,11 @@ class IncidentFeed(Service):
         for s in list(self.subscribers):  # end every open stream so the web server can stop
             s.put(None)
 
-    def subscribe(self) -> Subscriber:
-        """A new stream's subscriber, holding the recent changes already (module docstring)."""
-        s = Subscriber()
+    def subscribe(self, sees: Callable[[dict[str, Any]], bool] | None = None) -> Subscriber:
+        """A new stream's subscriber, holding the recent changes already (module docstring);
+        with ``sees``, only the rows it accepts (a tenant-scoped user's)."""
         self._forget(time.monotonic())
-        for _, row in self.recent.values():
-            s.put(row)
+        s = Subscriber(sees=sees, rows=(row for _, row in self.recent.values()))
         self.subscribers.add(s)
         return s
 

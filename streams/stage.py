@@ -276,8 +276,11 @@ class BatchStage(Service):
         self._snapshot_cpu = 0.0  # CPU seconds the last checkpoint's snapshots took
         self._consumer_started = False
         # topic -> when the broker check found it vanished (``vanished``): a rebalance that follows
-        # restores checkpoint offsets of the lost log, which are no positions in the new one
+        # restores checkpoint offsets of the lost log, which are no positions in the new one;
+        # and the partitions of it this stage has checkpointed since (their checkpoints are
+        # positions in the new log: not reset again)
         self._vanished: dict[str, float] = {}
+        self._reanchored: dict[str, set[int]] = {}
         self.processed = 0
         self.processed_by_topic: dict[str, int] = {}
         # topic -> the user stage its records count for on /metrics (set for the fused stage)
@@ -497,7 +500,11 @@ class BatchStage(Service):
             why = None
             if old and self.cluster and old != self.cluster and offset > 0:
                 why = f"the broker is another cluster, {self.cluster} (was {old}): a new history"
-            elif offset > b and time.monotonic() - self._vanished.get(tp.topic, -VANISHED_S) < VANISHED_S:
+            elif (
+                offset > b
+                and time.monotonic() - self._vanished.get(tp.topic, -VANISHED_S) < VANISHED_S
+                and tp.partition not in self._reanchored.get(tp.topic, ())
+            ):
                 why = "the topic vanished from the broker while the worker ran and was re-created empty"
             elif offset < b:
                 why = f"records {offset}..{b - 1} were deleted before this stage read them"
@@ -561,6 +568,8 @@ class BatchStage(Service):
         nobody had read is gone with it)."""
         now = time.monotonic()
         self._vanished.update(dict.fromkeys(topics, now))
+        for topic in topics:
+            self._reanchored[topic] = set()
         async with self._lock:
             if self.consumer is None or not self._consumer_started:
                 return
@@ -622,6 +631,9 @@ class BatchStage(Service):
                     offsets[CLUSTER_KEY] = self.cluster
                 saves.append((p, offsets, core))
             commits.update(pos)
+            for tp in pos:  # after a topic vanished: this checkpoint holds a position in the new log
+                if tp.topic in self._reanchored:
+                    self._reanchored[tp.topic].add(p)
         if saves:  # the lock is held, so no batch changes a core meanwhile. A small snapshot is
             # taken on the loop; a large one (its last took ≥ INLINE_SNAPSHOT_S of CPU) in a thread,
             # so the other stages, the HTTP endpoints and the heartbeats go on meanwhile

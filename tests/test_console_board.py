@@ -430,3 +430,33 @@ def test_a_storm_of_changes_does_not_make_a_formatter_per_row(make_worker, publi
     made = page.evaluate("window.intlMade")
     # a handful of (kind, options) pairs in one language; before: one per age, time and number shown
     assert made <= 10, f"{made} Intl formatters made for a board of 40 rows"
+
+
+def test_an_incident_streamed_before_a_history_toggle_stays_on_the_board(make_worker, publish, chromium):
+    """Leaving the closed history loads the open list again, without a new stream (so without
+    the server's replay of the last 5 minutes): a list from a projection that is behind wiped the
+    rows the stream had brought before, and an open incident left the board until its next
+    change. The board now applies again what it streamed in the last 5 minutes over any list."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = chromium.new_context(locale="en-GB").new_page()
+    behind = []  # set: the open list answers what a projection that is behind had (nothing)
+
+    def stale(route):
+        if behind:
+            route.fulfill(status=200, content_type="application/json", body='{"incidents": []}')
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/api/incidents\?state=open.*"), stale)
+    page.goto(w.url + "/")
+    page.wait_for_selector("#status.live", timeout=15000)
+    page.wait_for_function("loaded === true", timeout=10000)
+    behind.append(True)
+    publish(alarm("streamed", datetime.now(UTC).replace(microsecond=0), "critical", parish="Paranhos"))
+    row(page, "Paranhos").wait_for(timeout=15000)  # the stream's row
+    page.check("#f-history")
+    page.wait_for_function("loaded === true", timeout=10000)
+    page.uncheck("#f-history")
+    page.wait_for_function("loaded === true && !history", timeout=10000)
+    row(page, "Paranhos").wait_for(timeout=5000)
+    assert page.is_hidden("#empty"), page.inner_text("#empty")

@@ -85,3 +85,29 @@ def test_recent_changes_are_forgotten_after_recent_s(monkeypatch: pytest.MonkeyP
     clock[0] += live.RECENT_S + 1
     feed.publish(row("new", 1))
     assert [r["id"] for r in asyncio.run(drain(feed.subscribe()))] == ["new"]
+
+
+def tenant_row(incident: str, version: int, tenant: str) -> dict:
+    return {**row(incident, version), "correlation": {"tenant": tenant}}
+
+
+def test_a_tenant_scoped_stream_holds_only_its_tenant_rows_and_survives_another_tenant_storm(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A tenant-scoped user's stream waited with every tenant's rows (filtered only when sent),
+    so another tenant's storm of more than ``PENDING_MAX`` incidents dropped it (the board
+    reloaded, again and again) and held their memory; now it holds and is sent only its own."""
+    monkeypatch.setattr(live, "PENDING_MAX", 50)
+    feed = IncidentFeed("127.0.0.1:9", "atalaia.incidents")
+    feed.publish(tenant_row("b-before", 1, "porto"))
+    feed.publish(tenant_row("a-before", 1, "braga"))
+
+    def sees(r: dict) -> bool:
+        return (r.get("correlation") or {}).get("tenant") == "braga"
+
+    sub = feed.subscribe(sees)
+    for k in range(200):  # the other tenant's storm
+        feed.publish(tenant_row(f"b{k}", 1, "porto"))
+    feed.publish(tenant_row("a-after", 1, "braga"))
+    assert not sub.dropped and sub in feed.subscribers
+    assert [r["id"] for r in asyncio.run(drain(sub))] == ["a-before", "a-after"]

@@ -308,3 +308,57 @@ def test_large_snapshots_are_taken_in_a_thread_small_ones_on_the_loop() -> None:
         assert [e[1] for e in log if e[0] == "save"] == [{0: ({TOPIC: 1}, b"1")}, {0: ({TOPIC: 2}, b"2")}]
 
     run(go())
+
+
+class LogConsumer(Consumer):
+    """A consumer over a log whose beginning and end the test sets, remembering each seek."""
+
+    def __init__(self, tps: set[TopicPartition], log: list[Any]) -> None:
+        super().__init__(tps, log)
+        self.begin, self.end = 0, 0
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, self.begin)
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, self.end)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.log.append(("seek", tp.partition, offset))
+
+
+def test_after_a_vanished_topic_a_rebalance_keeps_the_positions_already_in_the_new_log() -> None:
+    """The topic vanished and was re-created: the stage starts its partitions at the new log's
+    beginning once. A rebalance that follows (the consumer group rejoins when the topic comes
+    back; a second worker joins) restores the checkpoints taken since, which are positions in
+    the new log: they were reset to its beginning again, so every record of the new log was
+    processed twice (duplicate incidents, notifications sent twice). A checkpoint of a
+    partition this stage has not re-anchored yet (another worker held it) is still reset."""
+
+    async def go() -> None:
+        stage, _, log, _ = await make_stage()
+        stage.consumer = LogConsumer(stage.consumer.tps, log)
+        stage._consumer_started = True
+        stage.health = SimpleNamespace(reset=lambda name, resets: log.append(("reset", resets)))
+        tp0, tp1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+        stage.consumer.tps = {tp0}  # partition 1 is another worker's when the topic vanishes
+        stage.positions = {tp0: 5}
+        await stage.vanished({TOPIC}, "vanished")
+        assert ("seek", 0, 0) in log and stage.positions[tp0] == 0
+        stage.consumer.end = 8
+        # not checkpointed yet (a rebalance at once): the store still holds the lost log's offset
+        assert await stage._verify({tp0: 5}, {tp0: None}) == {tp0: 0}
+        # the new log's 8 records processed and checkpointed; then a rebalance
+        stage.positions = {tp0: 0}
+        await stage._process(batch(0, 0, 8))
+        await stage._take()
+        assert await stage._verify({tp0: 8}, {tp0: None}) == {tp0: 8}
+        # partition 1's checkpoint is the lost log's: reset; once checkpointed here, kept
+        assert await stage._verify({tp1: 5}, {tp1: None}) == {tp1: 0}
+        stage.consumer.tps = {tp0, tp1}
+        stage.positions[tp1] = 3
+        stage.dirty.add(1)
+        await stage._take()
+        assert await stage._verify({tp1: 3}, {tp1: None}) == {tp1: 3}
+
+    run(go())
