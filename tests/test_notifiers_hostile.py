@@ -314,7 +314,8 @@ policies:
         await notifier.deliver(notes)
     finally:
         await notifier.aclose()
-    errors = [a.error or "" for a in log.attempts("i1")]
+    # (a probe of the broken target may be in flight when the notifier stops: begun, never answered)
+    errors = [a.error or "" for a in log.attempts("i1") if a.status != "sending"]
     assert errors and all("HTTP 500" in e for e in errors), errors
     assert all("S3cret" not in e for e in errors), errors
     assert any("***" in e for e in errors), errors
