@@ -77,6 +77,16 @@ def rows(db: Path):
         log.close()
 
 
+async def settled(notifier, *statuses: str):
+    """The one delivery row once it has one of ``statuses`` (or as it is after about 10 s)."""
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        (d,) = notifier.log.deliveries()
+        if d.status in statuses:
+            break
+    return d
+
+
 async def test_a_restart_does_not_page_again_who_got_a_partly_delivered_email(smtp, tmp_path):
     smtp.rcpt_replies[RUI] = "451 4.3.0 temporary local problem"
     smtp.rcpt_replies[BOB] = "550 5.1.1 no such user"
@@ -111,11 +121,7 @@ async def test_a_restart_does_not_page_again_who_got_a_partly_delivered_email(sm
     rec = await notifier.start()
     assert rec.resent == 1
     try:
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            (d,) = notifier.log.deliveries()
-            if d.status in ("delivered", "failed"):
-                break
+        d = await settled(notifier, "delivered", "failed")
     finally:
         await notifier.aclose()
     got = sorted(r for m in smtp.messages for r in m.rcpt_tos)
@@ -140,11 +146,7 @@ async def test_a_partly_delivered_email_killed_during_its_retry_is_resent_to_the
     try:
         ev = incident_event(incident="inc-2", at="2026-03-01T10:00:00Z")
         await notifier.submit(EscalationEngine(cfg).step(EscalationState(), ev, parse_time(ev["at"]))[1])
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            (d,) = notifier.log.deliveries()
-            if d.status == "waiting":
-                break
+        d = await settled(notifier, "waiting")
         assert d.status == "waiting"
     finally:
         await notifier.aclose()
@@ -156,11 +158,7 @@ async def test_a_partly_delivered_email_killed_during_its_retry_is_resent_to_the
     rec = await notifier.start()
     assert rec.uncommitted == 1
     try:
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            (d,) = notifier.log.deliveries()
-            if d.status == "delivered":
-                break
+        d = await settled(notifier, "delivered")
     finally:
         await notifier.aclose()
     assert d.status == "delivered"
@@ -228,11 +226,7 @@ async def test_killed_between_two_recipients_messages_is_not_in_doubt_and_pages_
     rec = await notifier.start()
     assert (rec.in_doubt, rec.uncommitted) == (0, 1)
     try:
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            (d,) = notifier.log.deliveries()
-            if d.status == "delivered":
-                break
+        d = await settled(notifier, "delivered")
     finally:
         await notifier.aclose()
     assert d.status == "delivered"
