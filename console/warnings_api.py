@@ -96,6 +96,7 @@ def warning_json(w: Any, actions: list[str]) -> dict[str, Any]:
 
 def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: dict[str, Any]) -> None:
     """The warnings routes; ``ctx`` holds the console's helpers (fail, who, projection, page)."""
+    from atalaia.console.api import too_long
     from atalaia.console.auth import MAX_ACTOR_CHARS
     from atalaia.console.replies import ReplyWatcher, warning_reply
     from atalaia.incidents.commands import MAX_REASON_CHARS
@@ -193,9 +194,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         body = body or {}
         actor = str(body.get("actor") or who.actor)
         role = str(body.get("role") or who.role)
-        if len(actor) > MAX_ACTOR_CHARS:  # (a name, kept among the warning's authors and audit)
-            detail = f"actor: at most {MAX_ACTOR_CHARS} characters"
-            return None, fail(view, 422, "Invalid command", detail, field="actor")
+        if (long := too_long({"actor": actor}, {"actor": MAX_ACTOR_CHARS})) is not None:
+            return None, fail(view, 422, "Invalid command", long[0], field="actor")  # (kept in the audit)
         return (actor, role), None
 
     def tenants_of(request: Any) -> frozenset[str] | None:
@@ -622,9 +622,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             reason = body.get("reason") or ""
             if not isinstance(reason, str):
                 return fail(self, 422, "Invalid command", "reason: a string", field="reason")
-            if len(reason) > MAX_REASON_CHARS:  # (kept in the warning's audit trail, in the state)
-                detail = f"reason: at most {MAX_REASON_CHARS} characters"
-                return fail(self, 422, "Invalid command", detail, field="reason")
+            if (long := too_long(body, {"reason": MAX_REASON_CHARS})) is not None:  # (kept in the audit)
+                return fail(self, 422, "Invalid command", long[0], field="reason")
             if action == "reject" and not reason.strip():
                 return fail(
                     self, 422, "Invalid command", "reason: a rejection needs a reason", field="reason"
