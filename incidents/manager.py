@@ -484,16 +484,20 @@ class IncidentManager:
         before = inc.severity
         self.annunciate(st, inc, recs, at)
         inc.severity = severity_of(inc)
+        if inc.overlay is None:
+            self._ask_again_if_rose(inc, before)
+        self.arm_close(st, inc, at)
+
+    def _ask_again_if_rose(self, inc: Incident, before: str | None) -> None:
+        """``reacknowledge_on_escalation``: an active incident whose severity rose above ``before``
+        asks for acknowledgement again."""
         if (
             self.config.reacknowledge_on_escalation
-            and inc.overlay is None
+            and before is not None
             and inc.annunciated_active
             and _rank(inc.severity) > _rank(before)
         ):
-            inc.acked = False
-            inc.acknowledged_by = None
-            inc.ack_asked = inc.version + 1  # the event this input makes
-        self.arm_close(st, inc, at)
+            inc.ask_ack()
 
     def annunciate(self, st: ManagerState, inc: Incident, recs: Iterable[AlarmRecord], at: int) -> None:
         if inc.overlay is not None:
@@ -502,9 +506,7 @@ class IncidentManager:
         for rec in recs:
             if rec.state == "firing" and rec.suppressed is None and not rec.annunciated:
                 rec.annunciated = True
-                inc.acked = False
-                inc.acknowledged_by = None
-                inc.ack_asked = inc.version + 1  # the event this input makes
+                inc.ask_ack()
                 st.kpi.annunciate(rec.position, at, self.flood_window, c.threshold, rec.rule)
 
     def end_overlay(self, st: ManagerState, inc: Incident, at: int) -> None:
@@ -514,15 +516,7 @@ class IncidentManager:
         before = inc.overlay_severity
         inc.overlay = inc.shelved_until = inc.overlay_severity = None
         self.annunciate(st, inc, list(inc.alarms.values()), at)
-        if (
-            self.config.reacknowledge_on_escalation
-            and before is not None
-            and inc.annunciated_active
-            and _rank(inc.severity) > _rank(before)
-        ):
-            inc.acked = False
-            inc.acknowledged_by = None
-            inc.ack_asked = inc.version + 1  # the event this input makes
+        self._ask_again_if_rose(inc, before)
 
     def arm_close(self, st: ManagerState, inc: Incident, at: int) -> None:
         ready = (

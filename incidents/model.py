@@ -173,6 +173,13 @@ class Incident:
         """Any alarm firing (suppressed ones included: nothing inhibited is lost)."""
         return any(self.firing) or any(self.firing_suppressed)
 
+    def ask_ack(self) -> None:
+        """Something asks for acknowledgement (again): nobody has acknowledged what the event this
+        input makes (version + 1) shows."""
+        self.acked = False
+        self.acknowledged_by = None
+        self.ack_asked = self.version + 1
+
     @property
     def annunciated_active(self) -> bool:
         return any(self.firing)
