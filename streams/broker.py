@@ -182,16 +182,22 @@ def durability_configs(replicas: int) -> dict[str, str]:
 
 
 async def create_topics(
-    admin, designed: dict[str, int], configs: dict[str, str] | None = None, replicas: int = 1
+    admin,
+    designed: dict[str, int],
+    configs: dict[str, str] | None = None,
+    replicas: int = 1,
+    existing: set[str] | None = None,
 ) -> dict[str, int]:
     """Create the missing topics of ``designed`` with ``replicas`` copies each
     (``ATALAIA_REPLICATION_FACTOR``: 1 suits the embedded broker and a one-broker Kafka, 3 a
     cluster) and the topic ``configs``, or without them where the broker refuses them; return the
-    partition counts of all of them."""
+    partition counts of all of them. ``existing``: the broker's topics, if the caller has just
+    listed them."""
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    existing = set(await admin.list_topics())
+    if existing is None:
+        existing = set(await admin.list_topics())
     configs = {**durability_configs(replicas), **(configs or {})}
     new = [NewTopic(t, n, replicas, topic_configs=configs) for t, n in designed.items() if t not in existing]
     if new:

@@ -196,7 +196,7 @@ class BrokerGuard(Service):
         designed = designed_partitions(self.settings.topic_prefix, self.settings.partitions)
         existing = set(await admin.list_topics())
         vanished = sorted(t for t in designed if t in self.known and t not in existing)
-        actual = await create_topics(admin, designed)
+        actual = await create_topics(admin, designed, existing=existing)
         problems = layout_problems(designed, actual)
         HEALTH.layout(problems, layout_error(problems, self.bootstrap) if problems else "")
         await self.state_topics(admin)
