@@ -16,6 +16,7 @@ import math
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 ENTITY_COLUMNS = ("entity", "id")
 MAX_BYTES = 16 * 1024 * 1024
@@ -50,10 +51,13 @@ def load_table(table: str, column: str, rule_file: str | None) -> dict[str, floa
     cached = _CACHE.get((str(path), column))
     if cached is not None and cached[0] == st.st_mtime_ns:
         return cached[1]
+    reader = None
     try:
-        out = _read(path, column, reader_box := [])
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            out = _read(path, column, reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:  # never a traceback, nor a stopped rule
-        read = reader_box[0].line_num if reader_box else 0  # lines the reader has taken
+        read = reader.line_num if reader is not None else 0  # lines the reader has taken
         if isinstance(exc, UnicodeDecodeError):
             line = _first_bad_line(path)
             why = "not UTF-8 text (save it as 'CSV UTF-8')"
@@ -82,39 +86,37 @@ def _first_bad_line(path: Path) -> int:
     return 1
 
 
-def _read(path: Path, column: str, reader_box: list) -> dict[str, float]:
+def _read(path: Path, column: str, reader: Any) -> dict[str, float]:
+    """The table ``reader`` (a ``csv.reader`` of ``path``) reads, by entity."""
     out: dict[str, float] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        reader_box.append(reader)
-        header = next(reader, None)
-        if not header:
-            raise TableError(f"{path}:1: empty threshold table: expected a header 'entity,{column}'")
-        header = [h.strip() for h in header]
-        ids = [c for c in ENTITY_COLUMNS if c in header]
-        if not ids:
-            raise TableError(f"{path}:1: no 'entity' column in the header {header}")
-        if column not in header:
-            raise TableError(f"{path}:1: no column '{column}' in the header {header}")
-        id_at, col_at = header.index(ids[0]), header.index(column)
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise TableError(f"{path}:{line}: {len(row)} cells, the header has {len(header)}")
-            entity, cell = row[id_at].strip(), row[col_at].strip()
-            if not entity:
-                raise TableError(f"{path}:{line}: empty entity id")
-            if entity in out:
-                raise TableError(f"{path}:{line}: entity {entity!r} is listed twice")
-            if not cell:
-                continue
-            try:
-                value = float(cell)
-            except ValueError:
-                raise TableError(f"{path}:{line}: '{column}' is not a number: {cell!r}") from None
-            if not math.isfinite(value):
-                raise TableError(f"{path}:{line}: '{column}' is not a finite number: {cell!r}")
-            out[entity] = value
+    header = next(reader, None)
+    if not header:
+        raise TableError(f"{path}:1: empty threshold table: expected a header 'entity,{column}'")
+    header = [h.strip() for h in header]
+    ids = [c for c in ENTITY_COLUMNS if c in header]
+    if not ids:
+        raise TableError(f"{path}:1: no 'entity' column in the header {header}")
+    if column not in header:
+        raise TableError(f"{path}:1: no column '{column}' in the header {header}")
+    id_at, col_at = header.index(ids[0]), header.index(column)
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise TableError(f"{path}:{line}: {len(row)} cells, the header has {len(header)}")
+        entity, cell = row[id_at].strip(), row[col_at].strip()
+        if not entity:
+            raise TableError(f"{path}:{line}: empty entity id")
+        if entity in out:
+            raise TableError(f"{path}:{line}: entity {entity!r} is listed twice")
+        if not cell:
+            continue
+        try:
+            value = float(cell)
+        except ValueError:
+            raise TableError(f"{path}:{line}: '{column}' is not a number: {cell!r}") from None
+        if not math.isfinite(value):
+            raise TableError(f"{path}:{line}: '{column}' is not a finite number: {cell!r}")
+        out[entity] = value
     return out
