@@ -659,6 +659,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
         MAX_SPAN,
         SilenceCommand,
         config_silence,
+        matches_every_alarm,
         silence_tenant,
         silence_view,
     )
@@ -727,6 +728,18 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             errs = errors_of(e)
             detail = "; ".join(f"{x['field']}: {x['message']}" for x in errs)
             return fail(view, 422, "Invalid silence", detail, errors=errs)
+        if cmd.action == "silence" and matches_every_alarm(cmd.matchers):
+            msg = (
+                "these matchers would silence every alarm (every alarm has a rule, a key and a "
+                'severity): add one that picks some alarms, like parish="Ribeira" or rule=~"river-.*"'
+            )
+            return fail(
+                view,
+                422,
+                "Invalid silence",
+                f"matchers: {msg}",
+                errors=[{"field": "matchers", "message": msg}],
+            )
         # the 366 d limit of duration holds for an end too: from the start, or from now without one
         if cmd.end is not None and cmd.end - max(cmd.start or _utcnow(), _utcnow()) > MAX_SPAN:
             msg = f"at most {MAX_SPAN.days}d after the start (or from now)"

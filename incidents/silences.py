@@ -77,6 +77,31 @@ def _matches_empty(m: Matcher) -> bool:
     return m.matches({})
 
 
+#: labels every alarm carries, never empty (the incident manager sets them from the transition)
+#: and values to try them with: a matcher that accepts all of them accepts any alarm
+_ALWAYS = {
+    "rule": ("a", "Z", "0", "river-level-high", "air:no2 ção", "x" * 200, "-"),
+    "key": ("a", "Z", "0", "urn:ngsi-ld:WaterObserved:porto-01", "ção", "x" * 200, "-"),
+    "severity": ("informational", "low", "medium", "high", "critical"),
+}
+
+
+def matches_every_alarm(matchers: tuple[Matcher, ...]) -> bool:
+    """Whether these matchers would silence every alarm though each one names a label value:
+    each accepts every alarm (an empty label set, or any value of a label every alarm carries:
+    ``rule=~".+"``, ``severity!=""``, ``rule!~"^$"``). ``parse_matchers`` refuses only the
+    first kind (as Alertmanager does); the console refuses both when a silence is made (a
+    silence restored from a snapshot or read from the commands log keeps working as before)."""
+    return all(_accepts_any_alarm(m) for m in matchers)
+
+
+def _accepts_any_alarm(m: Matcher) -> bool:
+    if m.matches({}):
+        return True
+    probes = _ALWAYS.get(m.name)
+    return probes is not None and all(m.accepts(v) for v in probes)
+
+
 def _aware(v: Any) -> Any:
     from atalaia.incidents.commands import command_time
 

@@ -55,6 +55,10 @@ def test_silences_api_roles_validation_and_expiry(make_worker, tmp_path):
     bad = httpx.post(url, json={**body, "matchers": ['parish=~"(oops"']}, headers=sup, timeout=5)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "matchers"
     assert "regular expression" in bad.json()["detail"]
+    # each matcher names a value, yet together they match every alarm (all have a rule)
+    everything = httpx.post(url, json={**body, "matchers": ['rule=~".+"']}, headers=sup, timeout=5)
+    assert everything.status_code == 422 and everything.json()["errors"][0]["field"] == "matchers"
+    assert "every alarm" in everything.json()["detail"]
     nocomment = httpx.post(url, json={**body, "comment": ""}, headers=sup, timeout=5)
     assert nocomment.status_code == 422 and nocomment.json()["errors"][0]["field"] == "comment"
     assert httpx.post(url, content=b"x", headers=sup, timeout=5).status_code == 415

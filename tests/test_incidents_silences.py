@@ -9,7 +9,13 @@ from pydantic import ValidationError
 
 from atalaia.incidents.config import IncidentConfig
 from atalaia.incidents.events import CommandReply, IncidentEvent
-from atalaia.incidents.silences import SilenceCommand, SilenceEvent, silence_id
+from atalaia.incidents.silences import (
+    SilenceCommand,
+    SilenceEvent,
+    matches_every_alarm,
+    parse_matchers,
+    silence_id,
+)
 from atalaia.incidents.testing import Driver, at_s
 
 
@@ -219,3 +225,36 @@ def test_a_silence_command_round_trips_as_json() -> None:
         {"action": "expire-silence", "silence": "s-1", "actor": "a", "role": "operator"}
     )
     assert SilenceCommand.model_validate(exp.model_dump(mode="json")) == exp
+
+
+@pytest.mark.parametrize(
+    "matchers",
+    [
+        ['rule=~".+"'],
+        ['rule!=""'],
+        ['rule!~""'],
+        ['key=~".+"', 'severity=~".+"'],
+        ['severity=~"informational|low|medium|high|critical"'],
+        ['severity!="none"', 'rule=~"..*"'],
+        ['parish=~".*"', 'rule=~".+"'],
+    ],
+)
+def test_matchers_that_pick_no_alarm_out_are_told(matchers: list[str]) -> None:
+    """Every alarm carries a rule, a key and a severity: matchers that accept any value of those
+    would silence every alarm though each one names a value (the console refuses them)."""
+    assert matches_every_alarm(parse_matchers(matchers))
+
+
+@pytest.mark.parametrize(
+    "matchers",
+    [
+        ['parish="Ribeira"'],
+        ['rule=~"river-.*"'],
+        ['parish=~".+"'],  # only the alarms that have a parish
+        ['rule=~".+"', 'parish="Ribeira"'],
+        ['severity=~"high|critical"'],
+        ['tenant="porto"', 'rule=~".+"'],  # a tenant-scoped user's silence of their tenant
+    ],
+)
+def test_matchers_that_pick_some_alarms_are_not_refused(matchers: list[str]) -> None:
+    assert not matches_every_alarm(parse_matchers(matchers))
