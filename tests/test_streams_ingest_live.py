@@ -269,6 +269,23 @@ def test_non_json_content_type_is_refused_and_kept(live):
     assert any(rec["sha256"] == digest for rec in dlq(live, idle=2.0)), "a refused request is kept on the DLQ"
 
 
+def test_refused_content_types_are_counted_under_one_code(live):
+    """/metrics counts the DLQ by reason: a 415 is `unsupported-media-type` whatever Content-Type
+    the sender named. Before, the label was the reason's text, which quotes that Content-Type: each
+    new one a sender tried made a new `atalaia_dlq_records_total` series."""
+    from atalaia.streams.ingest.dlq import dlq_labels
+
+    marks = [f"application/x-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for ctype in marks:
+        r = httpx.post(f"{live.url}/v2/notify", content=b"{}", headers={"Content-Type": ctype}, timeout=10)
+        assert r.status_code == 415, r.text
+    records = [rec for rec in dlq(live, idle=2.0) if rec.get("content_type") in marks]
+    assert len(records) == 2
+    assert {dlq_labels(orjson.dumps({k: v for k, v in rec.items() if k != "body"})) for rec in records} == {
+        ("ngsi-v2", "unsupported-media-type")
+    }
+
+
 def test_brotli_and_zstd_bodies_are_read_and_a_bad_one_is_kept(live):
     """A gateway that compresses with br or zstd (HTTP's other standard encodings) is heard like
     one using gzip; bytes that are not what their Content-Encoding says get a 400 problem+json
@@ -313,7 +330,8 @@ def test_brotli_and_zstd_bodies_are_read_and_a_bad_one_is_kept(live):
     )
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
     assert "'br'" in r.json()["detail"]
-    assert any("'br'" in (rec.get("reasons") or [""])[0] for rec in dlq(live, idle=2.0))
+    kept = [rec for rec in dlq(live, idle=2.0) if "'br'" in (rec.get("reasons") or [""])[0]]
+    assert kept and [r["code"] for r in kept[-1]["rejections"]] == ["unreadable-body"]
 
 
 def test_bodies_that_cannot_be_decoded_are_answered_and_logged_without_tracebacks(live):

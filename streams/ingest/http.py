@@ -28,6 +28,7 @@ from atalaia.streams.ingest.events import RawEvent, body_key
 from atalaia.streams.ingest.observation import partition_key
 from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
+from atalaia.streams.ingest.result import Rejection
 from atalaia.streams.ingestlog import Entry, IngestLog, IngestLogError
 from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
 from atalaia.streams.records import DLQ_MAX_BODY
@@ -190,12 +191,12 @@ def install(
             encoding = request.headers.get("Content-Encoding", "")
             if isinstance(e, TimeoutError):  # a slow sender, or a Content-Encoding stream that never ends
                 detail = f"the body was not received within {settings.http_body_timeout_s:g} s"
-                answer = (408, "Request timeout", detail)
+                answer, code = (408, "Request timeout", detail), "body-timeout"
             else:  # e.g. Content-Encoding: gzip over bytes that are not gzip
                 detail = (
                     f"the body cannot be read: {' '.join(str(e).split())} (Content-Encoding: {encoding!r})"
                 )
-                answer = (400, "Unreadable body", detail)
+                answer, code = (400, "Unreadable body", detail), "unreadable-body"
             return await refused(  # the server decodes before the handler: the encoded bytes are gone
                 view,
                 "rejected",
@@ -203,6 +204,7 @@ def install(
                 b"",
                 source,
                 detail,
+                rejections=[Rejection(detail, "payload", code)],
                 content_type=request.headers.get("Content-Type"),
                 headers={"content-encoding": encoding},
             )
@@ -221,6 +223,8 @@ def install(
                 body,
                 source,
                 detail,
+                # counted by this code on /metrics: the reason names the sender's Content-Type
+                rejections=[Rejection(detail, "payload", "unsupported-media-type")],
                 content_type=ev.content_type,
                 max_body_bytes=DLQ_MAX_BODY,
                 size=size,
