@@ -101,7 +101,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     from atalaia.incidents.config import DEFAULT_PERMISSIONS
     from atalaia.incidents.projection import Projection
     from atalaia.incidents.stage import projection_sink
-    from atalaia.rules.info import rule_catalog
+    from atalaia.rules.info import RuleCatalog
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies"), decode=command_reply))
     feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))
@@ -141,9 +141,10 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
         return await sink.run(read)
 
     def catalog() -> dict[str, Any]:
+        """The rules' units, descriptions and runbooks, following the rule files (hot reload)."""
         if "rules" not in state:
-            state["rules"] = rule_catalog(settings.rules_paths)
-        return state["rules"]
+            state["rules"] = RuleCatalog(settings.rules_paths)
+        return state["rules"].current()
 
     async def deliveries(incident: str | None, limit: int) -> dict[str, Any]:
         """``deliveries_json`` of the delivery log if this console can read it (same data

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -94,13 +94,14 @@ class Notifier:
         backoff: Backoff | None = None,
         channels: dict[str, Channel] | None = None,
         http: aiohttp.ClientSession | None = None,
-        rules: dict[str, Any] | None = None,
+        rules: Mapping[str, Any] | None = None,
         io: Callable[..., Awaitable[Any]] = inline,
         in_doubt_alert_s: float = IN_DOUBT_ALERT_S,
     ):
         self.config, self.log = config, log
         self.in_doubt_alert_s = in_doubt_alert_s
-        self.rules = rules or {}  # rule id → RuleInfo: units, summaries and runbooks in messages
+        # rule id → RuleInfo: units, summaries and runbooks in messages (a RuleCatalog follows the files)
+        self.rules = {} if rules is None else rules
         self._env, self._channels, self._http = env, channels, http
         self._own_http = http is None
         self.backoff = backoff or Backoff()
@@ -427,7 +428,7 @@ def delivery_stage(settings: Any, app: Any) -> Any:
     from atalaia.notifiers.config import ConfigError, load_config, missing_env
     from atalaia.notifiers.log import SQLiteDeliveryLog
     from atalaia.notifiers.stage import DeliveryCore
-    from atalaia.rules.info import rule_catalog
+    from atalaia.rules.info import RuleCatalog
     from atalaia.streams.metrics import metered_log
     from atalaia.streams.sink import Sink
 
@@ -469,7 +470,7 @@ def delivery_stage(settings: Any, app: Any) -> Any:
     notifier = Notifier(
         escalation,
         deliveries.resource,
-        rules=rule_catalog(settings.rules_paths),  # units, summaries, runbooks in messages
+        rules=RuleCatalog(settings.rules_paths),  # units, summaries, runbooks in messages (hot reload)
         io=deliveries.offload,
         in_doubt_alert_s=getattr(settings, "in_doubt_alert_s", IN_DOUBT_ALERT_S),
     )

@@ -1,7 +1,7 @@
 """What a rule says about the alarms it raises, for people reading them (console, SMS, email):
 the unit of its value, its description, summary and runbook annotations.
 
-    rules = rule_catalog(["config/rules"])
+    rules = rule_catalog(["config/rules"])      # read once; RuleCatalog(paths) follows the files
     info = rules["river-level-high"]
     info.unit                                   # "m" (annotations: {unit: ...} wins over the table)
     info.summary_for(alarm, labels)             # the summary annotation rendered for one alarm
@@ -9,8 +9,11 @@ the unit of its value, its description, summary and runbook annotations.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +109,84 @@ def rule_info(rule: Any) -> RuleInfo:
     )
 
 
-def rule_catalog(paths: Iterable[Any]) -> dict[str, RuleInfo]:
-    """Rule id → what the console shows about its alarms; an unreadable rule set gives {}."""
+def _read_catalog(paths: list[Any]) -> dict[str, RuleInfo]:
     from atalaia.rules.loader import load_rules
 
+    return {lr.rule.id: rule_info(lr.rule) for lr in load_rules(paths).rules}
+
+
+def rule_catalog(paths: Iterable[Any]) -> dict[str, RuleInfo]:
+    """Rule id → what the console shows about its alarms; an unreadable rule set gives {}."""
     try:
-        rules = load_rules(list(paths))
+        return _read_catalog(list(paths))
     except Exception as e:  # the console shows bare values rather than failing
         log.warning("console: rules not readable (%s); alarm values are shown without units", e)
         return {}
-    return {lr.rule.id: rule_info(lr.rule) for lr in rules.rules}
+
+
+class RuleCatalog(Mapping[str, RuleInfo]):
+    """``rule_catalog(paths)`` that follows the rule files as the rules stage does: a rule added or
+    edited while the system runs has its unit, description, summary and runbook on the console and
+    in messages without a restart (before, the console and the notifier read them once, at start).
+
+    A lookup never waits for the files: at most every ``every_s`` seconds it starts a look in a
+    thread of its own (the files' stamps; when they changed, the rules read again) and a later
+    lookup takes its result. Files that no longer load leave the catalogue as it was (the rules
+    stage keeps its running rules too, and says why)."""
+
+    def __init__(self, paths: Iterable[Any], every_s: float = 2.0) -> None:
+        from atalaia.rules.loader import file_stamps
+
+        self.paths, self.every_s = list(paths), every_s
+        self.stamp = file_stamps(self.paths)
+        self.rules = rule_catalog(self.paths)
+        self.looked = time.monotonic()
+        self.pending: Future[tuple[tuple, dict[str, RuleInfo] | None] | None] | None = None
+
+    def _look(self, stamp: tuple) -> tuple[tuple, dict[str, RuleInfo] | None] | None:
+        """In the catalogue's thread: None when no file changed since ``stamp``, else (the new
+        stamp, the catalogue read, or None when the files do not load)."""
+        from atalaia.rules.loader import file_stamps
+
+        now = file_stamps(self.paths)
+        if now == stamp:
+            return None
+        try:
+            return now, _read_catalog(self.paths)
+        except Exception:  # the rules stage logs why; the console keeps what it shows
+            return now, None
+
+    def current(self) -> dict[str, RuleInfo]:
+        """The catalogue as last read; starts or picks up a look at the files (never blocks)."""
+        future = self.pending
+        if future is not None and future.done():
+            self.pending = None
+            with contextlib.suppress(Exception):  # (the files could not be looked at: next time)
+                found = future.result()
+                if found is not None:
+                    self.stamp = found[0]
+                    if found[1] is not None:
+                        self.rules = found[1]
+        elif future is None and time.monotonic() - self.looked >= self.every_s:
+            self.looked = time.monotonic()
+            self.pending = _catalog_thread().submit(self._look, self.stamp)
+        return self.rules
+
+    def __getitem__(self, rule: str) -> RuleInfo:
+        return self.current()[rule]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.current())
+
+    def __len__(self) -> int:
+        return len(self.current())
+
+
+_LOOKS: ThreadPoolExecutor | None = None  # one thread looks at the rule files for every RuleCatalog
+
+
+def _catalog_thread() -> ThreadPoolExecutor:
+    global _LOOKS
+    if _LOOKS is None:
+        _LOOKS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rule-catalog")
+    return _LOOKS

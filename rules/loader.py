@@ -215,6 +215,24 @@ def _files(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]]:
     return files, errors
 
 
+def file_stamps(paths: Iterable[str | Path]) -> tuple[tuple[str, int], ...]:
+    """(file, mtime in ns) of every rule file the paths name, as ``load_rules`` would read them:
+    equal stamps, unchanged files (the rules stage and the console compare them to reload)."""
+    files = []
+    for p in map(Path, paths):
+        cands = (
+            sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.name.startswith("."))
+            if p.is_dir()
+            else [p]
+        )  # (hidden files are not rule files: an editor's lock, macOS's ._ files)
+        for f in cands:
+            try:
+                files.append((str(f), f.stat().st_mtime_ns))
+            except FileNotFoundError:
+                continue
+    return tuple(files)
+
+
 def detector_errors(
     rules: list[tuple[int, Rule]], detectors: Collection[str], locate: Callable[..., tuple[str, int, int]]
 ) -> list[RuleError]:

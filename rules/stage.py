@@ -128,19 +128,9 @@ class RuleFiles:
         self.pending: Future[tuple[list[str], Any] | None] | None = None
 
     def _stamp(self) -> tuple:
-        files = []
-        for p in self.paths:
-            cands = (
-                sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.name.startswith("."))
-                if p.is_dir()
-                else [p]
-            )  # (hidden files are not rule files: an editor's lock, macOS's ._ files)
-            for f in cands:
-                try:
-                    files.append((str(f), f.stat().st_mtime_ns))
-                except FileNotFoundError:
-                    continue
-        return tuple(files)
+        from atalaia.rules.loader import file_stamps
+
+        return file_stamps(self.paths)
 
     def changed(self) -> bool:
         """True when a reload finished with a valid rule set, now in ``ruleset``. Never blocks and

@@ -213,6 +213,38 @@ def test_units_and_runbooks_come_from_the_rules():
     assert rule_catalog(["/nonexistent"]) == {}
 
 
+GAUGE_RULE = """rules:
+  - id: {id}
+    description: {description}
+    select: {{type: WaterObserved, attribute: height}}
+    unit: {unit}
+    severities: [{{severity: high, above: 1.8}}]
+    annotations: {{runbook: "https://example.org/{id}"}}
+"""
+
+
+def test_units_and_runbooks_follow_the_rule_files(tmp_path):
+    """Rules reload while Atalaia runs; what the console and the messages say about their alarms
+    follows them. Before, the console and the notifier read the rule files once, at start: the
+    alarms of a rule added later were shown and paged without unit, description or runbook (and
+    an edited runbook kept its old link) until a restart."""
+    from atalaia.rules.info import RuleCatalog
+    from atalaia.rules.loader import file_stamps
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text(GAUGE_RULE.format(id="gauge-a", description="Aldoar", unit="m"))
+    catalog = RuleCatalog([rules], every_s=0)
+    assert catalog["gauge-a"].unit == "m" and "gauge-b" not in catalog
+    (rules / "b.yaml").write_text(GAUGE_RULE.format(id="gauge-b", description="Ramalde", unit="cm"))
+    wait_for(lambda: "gauge-b" in catalog, 10, "the added rule")
+    assert catalog["gauge-b"].unit == "cm" and catalog["gauge-b"].description == "Ramalde"
+    assert catalog["gauge-b"].runbook == "https://example.org/gauge-b"
+    (rules / "b.yaml").write_text("rules: [{id: gauge-b, select: {type: WaterObserved}")  # does not load
+    wait_for(lambda: catalog.current() is not None and catalog.stamp == file_stamps([rules]), 10, "the look")
+    assert catalog["gauge-b"].unit == "cm", "files that do not load leave what is shown as it was"
+
+
 # ---------------------------------------------------------------- live, on the real broker
 
 
@@ -416,6 +448,36 @@ def test_console_api_live(make_worker, broker, topic_prefix, tmp_path):
     assert time.monotonic() - t0 < 12, "an open event stream held the worker's shutdown"
     late.thread.join(5)
     assert not late.thread.is_alive(), "the stream ended with the worker"
+
+
+@pytest.mark.broker
+def test_an_added_rule_shows_its_unit_and_runbook_without_a_restart(
+    make_worker, broker, topic_prefix, tmp_path
+):
+    """The incident page of a rule written while the console runs: its value with its unit, its
+    description and runbook, once the rule file is there (before: bare values until a restart)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text(GAUGE_RULE.format(id="gauge-a", description="Aldoar", unit="m"))
+    stages = ("incidents", "projection")
+    env = {"ATALAIA_RULES_PATHS": json.dumps([str(rules)])}
+    w = make_worker("--stages", ",".join(stages), extra_env=env).start(stages)
+    asyncio.run(produce(broker, f"{topic_prefix}.alarms", [{**alarm(1), "rule": "gauge-b"}]))
+    rows = wait_for(
+        lambda: httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"], what="projection"
+    )
+
+    def shown() -> dict:
+        return httpx.get(f"{w.url}/api/incidents/{rows[0]['id']}", timeout=5).json()["alarms"][0]
+
+    assert shown()["unit"] is None, "a rule the files do not have: a bare value"
+    (rules / "b.yaml").write_text(GAUGE_RULE.format(id="gauge-b", description="Ramalde", unit="cm"))
+    got = wait_for(lambda: shown()["unit"] and shown(), 15, "the added rule's unit")
+    assert (got["unit"], got["description"], got["runbook"]) == (
+        "cm",
+        "Ramalde",
+        "https://example.org/gauge-b",
+    )
 
 
 def test_every_page_is_served_with_its_shared_parts_in_place():
