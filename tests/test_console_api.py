@@ -489,6 +489,19 @@ def test_every_page_is_served_with_its_shared_parts_in_place():
         assert html.index('id="logout"') < html.index("</header>") < html.index('<form id="login"'), name
 
 
+def test_the_board_links_to_the_silences_and_the_warnings_in_its_language():
+    """An operator reaches the silences and the population warnings from the board. Before, only
+    an incident page linked to /warnings, and the silences link read "Silences / Silêncios"
+    whatever the language."""
+    cat = json.loads((ROOT / "console" / "static" / "i18n.json").read_text())
+    html = served("index.html")
+    header = html[: html.index("</header>")]
+    for path in ("/silences", "/warnings"):
+        link = re.search(rf'<a href="{path}"[^>]*\bdata-t="([^"]+)"', header)
+        assert link, f"the board's header has no translated link to {path}"
+        assert cat["en-GB"][link[1]] != cat["pt-PT"][link[1]], path
+
+
 def test_the_catalogue_has_every_key_in_both_languages():
     cat = json.loads((ROOT / "console" / "static" / "i18n.json").read_text())
     assert set(cat["pt-PT"]) == set(cat["en-GB"])
