@@ -489,6 +489,15 @@ def test_every_page_is_served_with_its_shared_parts_in_place():
         assert html.index('id="logout"') < html.index("</header>") < html.index('<form id="login"'), name
 
 
+def test_no_page_sends_the_browser_for_an_icon_that_is_not_there():
+    """Every page names its icon (an empty one, inline). Before, the browser asked for
+    /favicon.ico, which the console does not have: a 404 shown as an error in the browser's
+    console on the first page of every session, beside the ones that matter."""
+    for name in ("index", "incident", "silences", "warnings", "warning", "docs"):
+        html = served(f"{name}.html")
+        assert '<link rel="icon" href="data:,">' in html[: html.index("</head>")], name
+
+
 def test_the_board_links_to_the_silences_and_the_warnings_in_its_language():
     """An operator reaches the silences and the population warnings from the board. Before, only
     an incident page linked to /warnings, and the silences link read "Silences / Silêncios"
