@@ -511,6 +511,25 @@ def test_the_board_links_to_the_silences_and_the_warnings_in_its_language():
         assert cat["en-GB"][link[1]] != cat["pt-PT"][link[1]], path
 
 
+def test_no_page_declares_a_function_twice():
+    """A page's scripts share one global scope: a second declaration of a name silently replaces
+    the first (the warnings pages' start-up `signIn` replaced the console's password sign-in)."""
+    static = ROOT / "console" / "static"
+    declared = re.compile(r"^(?:async\s+)?function\s+(\w+)|^(?:const|let|var|class)\s+(\w+)", re.M)
+    for name in ("index", "incident", "silences", "warnings", "warning"):
+        html = served(f"{name}.html")
+        scripts = [
+            (static / src).read_text()
+            for src in re.findall(r'<script src="/console/([^"]+)"', html)
+            if not src.startswith("vendor/")
+        ]
+        seen: dict[str, int] = {}
+        for text in [*scripts, *re.findall(r"<script>(.*?)</script>", html, re.S)]:
+            for m in declared.finditer(text):
+                seen[m[1] or m[2]] = seen.get(m[1] or m[2], 0) + 1
+        assert [n for n, count in seen.items() if count > 1] == [], name
+
+
 def test_the_catalogue_has_every_key_in_both_languages():
     cat = json.loads((ROOT / "console" / "static" / "i18n.json").read_text())
     assert set(cat["pt-PT"]) == set(cat["en-GB"])

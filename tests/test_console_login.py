@@ -401,6 +401,35 @@ def test_board_sign_in_with_a_password_in_a_browser(make_worker, publish, chromi
 
 
 @pytest.mark.broker
+def test_the_warnings_pages_take_a_password_too(make_worker, chromium, tmp_path):  # noqa: F811
+    """An approver who opens the warnings (or a warning's link) in a new tab signs in there with
+    their password. Before, the warnings pages' own start-up function had the name of the
+    console's password sign-in and replaced it: the form sent no password and answered "That token
+    was refused. Sign in again." (only an API token signed in there)."""
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        f'users:\n  - {{actor: rui, role: approver, password_argon2: "{hash_password("correct horse")}"}}\n'
+    )
+    w = make_worker("--stages", "warnings", extra_env={"ATALAIA_CONSOLE_USERS": str(users)}).start(
+        ("warnings",)
+    )
+    page = chromium.new_context(locale="en-GB").new_page()
+    page.goto(w.url + "/warnings")
+    page.wait_for_selector("#login:not([hidden])", timeout=10000)
+    page.fill("#username", "rui")
+    page.fill("#password", "correct horse")
+    page.click("#login button")
+    page.wait_for_function(
+        "document.getElementById('userline').textContent.includes('rui (approver)')"
+        " || document.getElementById('login-msg').textContent.includes('refused')",
+        timeout=15000,
+    )
+    assert page.is_hidden("#login"), page.inner_text("#login-msg")
+    assert page.evaluate("sessionStorage.getItem('atalaia.token')"), "the session token is kept for the tab"
+    page.context.close()
+
+
+@pytest.mark.broker
 def test_sign_in_limits_and_live_streams_are_per_client_behind_the_front(make_worker, tmp_path):
     """Behind ``atalaia up``'s front every request reaches the ops process from 127.0.0.1: five
     failed sign-ins by anyone blocked sign-in for everyone, and 100 open boards took the

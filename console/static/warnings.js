@@ -35,7 +35,9 @@ function role() {
 function whoQuery() {
   return demo() ? `?actor=${encodeURIComponent(actor())}&role=${encodeURIComponent(role())}` : '';
 }
-async function signIn(onReady) {
+// the page's start: the demo's name and role boxes, the sign-in form, then onReady once someone is
+// signed in (not named signIn: that is console.js's password sign-in, which the form calls)
+async function startSignedIn(onReady) {
   const rb = document.getElementById('role');
   if (rb) {
     rb.value = localStorage.getItem('atalaia.role') || 'operator';
