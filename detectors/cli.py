@@ -356,8 +356,9 @@ def faults(
 
     One fault per series (a spike, a dip, a level step up or down, a drift, a noisier sensor, a
     frozen one, a dead one reading 0; sized by the series' own spread; detectors/faults.py) into
-    the families of `atalaia detectors null` but the constant, and three contextual ones (the
-    daily cycle stops or runs late, a quieter sensor) into the families that can show them. A detection is an alarm within
+    the families of `atalaia detectors null` but the constant, and four contextual ones (the
+    daily cycle stops or runs late, a quieter sensor, a course twice as fast) into the families
+    that can show them. A detection is an alarm within
     WINDOW readings of the onset; "by chance" is how often the same windows without the fault
     hold an alarm. Independent of the NAB files: nothing was tuned on these faults.
     """

@@ -5,8 +5,9 @@ that hold no anomaly; this one injects **one fault** into each of those series a
 the configuration alarms within ``window`` readings of its onset. The faults are the usual
 taxonomy of sensor faults (outliers, offsets, drift, a noisier sensor, a frozen one, a dead one
 reading zero), sized by the series' own spread before the onset, so the same fault is as large
-for a quiet sensor as for a noisy one, and three **contextual** faults whose readings stay
-inside the series' range (its daily cycle stops, runs late, or its deviations shrink): those
+for a quiet sensor as for a noisy one, and four **contextual** faults whose readings stay
+inside the series' range (its daily cycle stops, runs late, its deviations shrink, or its
+course runs twice as fast): those
 are injected only into the families that can show them (``Fault.hosts``). Nothing is tuned on them: like the null families they
 are a view independent of the NAB files, of the recall side.
 
@@ -33,6 +34,7 @@ __all__ = [
     "FAULTS",
     "HOSTS",
     "NOISY",
+    "PACED",
     "STEP",
     "Fault",
     "Result",
@@ -113,9 +115,22 @@ def _quiet(x, at, sd, level, hours):
     return x
 
 
+def _double_speed(x, at, sd, level, hours):
+    end = min(at + PER_DAY, len(x))
+    # the readings of the next two days, every other one: the series' own values and range,
+    # its course twice as fast
+    fast = x[at : at + 2 * (end - at) : 2].copy()
+    x[at : at + len(fast)] = fast
+    return x
+
+
 #: the families with a daily cycle, and those with noise around a stationary level
 CYCLIC = ("daily", "weekly", "counts", "square", "cycle")
 NOISY = ("white", "heavy", "skewed", "spiky", "daily", "weekly", "counts", "dropouts")
+#: the families whose readings have an order to speed up without leaving their range: the cycles,
+#: a wandering level, a stepping sensor (not noise, whose order says nothing, nor a trend or a
+#: random walk, whose next days' readings leave the range seen)
+PACED = (*CYCLIC, "wandering", "stepping")
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,16 @@ FAULTS: tuple[Fault, ...] = (
         "of its signal, an interpolated feed)",
         _quiet,
         NOISY,
+    ),
+    # added with the pattern-rarity feature (detectors/README.md, "A pattern-rarity feature"),
+    # fixed before any detector was measured on it: none of the three above changes the
+    # series' rhythm while keeping its values
+    Fault(
+        "double-speed",
+        "the series runs twice as fast for a day: the readings of the next two days, every other one "
+        "(a clock or a schedule running fast, a controller hunting)",
+        _double_speed,
+        PACED,
     ),
 )
 

@@ -30,7 +30,7 @@ from river import stats
 
 from atalaia.detectors.base import Detector, clean, number, scale_floor
 
-FEATURES = ("value", "diff", "shift", "volatility", "seasonal", "spread", "shape")
+FEATURES = ("value", "diff", "shift", "volatility", "seasonal", "spread", "shape", "pattern")
 TAILS = (None, "history", "rolling")
 NAN = math.nan
 #: state format written by ``__getstate__`` (1: the compact layout; older states are dicts)
@@ -130,6 +130,20 @@ SPREAD_FAST, SPREAD_REF = 0.02, 0.002
 #: ``shape``: the EW rate of the lag-1 autocorrelation of the one-step deviations (about 50
 #: readings). Fixed before measuring.
 SHAPE_RATE = 0.02
+# with ``pattern``, after shape's slots: the EW mean absolute deviation of the readings from the
+# slow mean, the last ``PT_LEN`` symbols (a base-3 code) and how many there are, the total of
+# the word counts; the counts themselves are the model's ``_w`` (``array('H')``)
+PT_DEV, PT_WORD, PT_LEN, PT_TOTAL = range(4)
+#: ``pattern`` (all fixed before measuring, from first principles): a reading's symbol is low /
+#: mid / high against the slow EW mean ± ``PT_SPLIT`` EW mean absolute deviations (±0.43 sd on a
+#: Gaussian, whose mean absolute deviation is 0.80 sd: the terciles, so on noise every symbol,
+#: and every word, is equally likely and no word is rare); a word is the last ``PT_W`` symbols
+#: (3⁴ = 81 words), and its rarity ``log((total + 81) / (count + 1))`` (Laplace) against the word
+#: counts, spoken once they hold ``PT_WORDS`` words (one per word, the prior's weight). The
+#: counts are halved (integer) when they total ``PT_HORIZON`` words: a memory of 1000–2000
+#: words, about 12–25 of a word of average frequency (3.5–7 days of 5-minute readings)
+PT_SPLIT, PT_W, PT_HORIZON = 0.54, 4, 2000
+PT_WORDS = 3**PT_W
 # per record-tested feature: hi, lo, mean, n; per feature with tails: seen, then n, m, v of
 # its upper tail and of its lower tail (the tail of −f)
 EXT_SIZE, PARETO_SIZE = 4, 7
@@ -153,6 +167,7 @@ class _Plan:
         "run",
         "spread",
         "shape",
+        "pattern",
         "lagged",
         "weekend",
     )
@@ -179,10 +194,16 @@ class _Plan:
         self.size += 0 if self.spread < 0 else 5
         self.shape = -1 if "shape" not in params.features else self.size
         self.size += 0 if self.shape < 0 else 6
+        self.pattern = -1 if "pattern" not in params.features else self.size
+        self.size += 0 if self.pattern < 0 else 6
         #: record-test offset → the slots of its block under way (the context features')
         self.lagged = {
             ext[params.features.index(f)]: o + k
-            for f, o, k in (("spread", self.spread, 3), ("shape", self.shape, 4))
+            for f, o, k in (
+                ("spread", self.spread, 3),
+                ("shape", self.shape, 4),
+                ("pattern", self.pattern, 4),
+            )
             if o >= 0 and ext[params.features.index(f)] >= 0
         }
         #: the stuck test's slots (RUN, LONGEST, RUNS from here), or −1
@@ -210,7 +231,13 @@ class _Plan:
             s[self.spread + SP_N] = 0.0
         if self.shape >= 0:
             s[self.shape : self.shape + 4] = array("d", [0.0, 0.0, NAN, 0.0])
+        if self.pattern >= 0:
+            s[self.pattern + PT_WORD : self.pattern + 4] = array("d", [0.0, 0.0, 0.0])
         return s
+
+    def counts(self) -> array | None:
+        """Fresh word counts for ``pattern`` (None without it)."""
+        return None if self.pattern < 0 else array("H", bytes(2 * PT_WORDS))
 
 
 _PLANS: dict[str, _Plan] = {}
@@ -241,8 +268,10 @@ class RecordNovelty(Detector):
 
     Parameters: ``features`` (among value, diff, shift, volatility, seasonal, and the context
     features spread — the log ratio of the short EW mean absolute change to a slow reference
-    that does not follow it — and shape — the EW lag-1 autocorrelation of the one-step
-    deviations; their record tests learn one block of ``LAG`` values late); ``tolerance``
+    that does not follow it —, shape — the EW lag-1 autocorrelation of the one-step
+    deviations — and pattern — the rarity of the word of the last ``PT_W`` readings' symbols,
+    low / mid / high against the slow mean, in fading counts of the words seen; their record
+    tests learn one block of ``LAG`` values late); ``tolerance``
     (fraction of the range that moves the score from 0.5 to 0.73); ``fast``/``slow`` (EW rates
     of the level-shift means); ``bin_minutes`` (time-of-day profile bins); ``day_types`` (1: one
     time-of-day profile; 2: one for Monday–Friday and one for Saturday–Sunday, by the weekday of
@@ -278,7 +307,7 @@ class RecordNovelty(Detector):
 
     # _p: the shared plan; _s: the state array; _q: the far tail's (low, high) quantile
     # estimators or None; _blocks: per record-tested feature, its blocks (with memory) or None
-    __slots__ = ("_blocks", "_p", "_prev_t", "_q", "_s", "n_seen")
+    __slots__ = ("_blocks", "_p", "_prev_t", "_q", "_s", "_w", "n_seen")
 
     def __init__(
         self,
@@ -366,6 +395,7 @@ class RecordNovelty(Detector):
         self._q = q
         self._prev_t: datetime | None = None
         self._blocks = None if p.memory is None else tuple(_Blocks() if e >= 0 else None for e in p.ext)
+        self._w = p.counts()
         self.n_seen = 0
 
     # parameters (shared through the plan); the ones that shape the state are read-only
@@ -390,7 +420,7 @@ class RecordNovelty(Detector):
 
     # -- state bytes -------------------------------------------------------------------
     def __getstate__(self) -> tuple:
-        return (
+        state = (
             STATE_VERSION,
             self._p.params,
             self._s.tobytes(),
@@ -399,17 +429,24 @@ class RecordNovelty(Detector):
             self.n_seen,
             self._blocks,
         )
+        # with ``pattern`` only, its word counts (so every other state is as before)
+        return state if self._w is None else (*state, self._w.tobytes())
 
     def __setstate__(self, state: tuple | dict) -> None:
         if isinstance(state, dict):
+            self._w = None
             self._migrate(state)
             return
-        version, params, data, self._q, self._prev_t, self.n_seen, self._blocks = state
+        version, params, data, self._q, self._prev_t, self.n_seen, self._blocks, *words = state
         if version != STATE_VERSION:
             raise ValueError(f"unknown record-novelty state version {version!r}")
         self._p = plan(_Params(*params))
         self._s = array("d")
         self._s.frombytes(data)
+        self._w = None
+        if words:
+            self._w = array("H")
+            self._w.frombytes(words[0])
 
     def _migrate(self, d: dict) -> None:
         """Load a state written before the compact layout (the pickled attribute dict)."""
@@ -513,11 +550,25 @@ class RecordNovelty(Detector):
             elif code == 5:  # spread
                 if contiguous and s[p.spread + SP_N] >= LAG:  # (a reference of LAG changes)
                     out.append((self._spread(x, prev), e, o, qi))
-            else:  # shape
+            elif code == 6:  # shape
                 h = p.shape
                 if contiguous and s[h + SH_N] >= LAG and s[h + SH_PREV] == s[h + SH_PREV]:
                     out.append((self._shape(x - s[FAST_MEAN]), e, o, qi))
+            else:  # pattern: a complete word, and counts that hold as many words as there are
+                h = p.pattern
+                if contiguous and s[h + PT_LEN] >= PT_W - 1 and s[h + PT_TOTAL] >= PT_WORDS:
+                    word = int(s[h + PT_WORD]) * 3 + self._symbol(x)
+                    out.append((math.log((s[h + PT_TOTAL] + PT_WORDS) / (self._w[word] + 1.0)), e, o, qi))
         return out
+
+    def _symbol(self, x: float) -> int:
+        """``pattern``'s symbol of ``x``: 0 (low), 1 (mid) or 2 (high) against the slow EW mean
+        ± ``PT_SPLIT`` EW mean absolute deviations (the terciles of a Gaussian), both before
+        ``x``; a series that has not deviated yet reads mid at its mean."""
+        s = self._s
+        mean, dev = s[SLOW_MEAN], s[self._p.pattern + PT_DEV]
+        band = max(PT_SPLIT * dev, scale_floor(mean)) if dev == dev else scale_floor(mean)
+        return 0 if x < mean - band else 2 if x > mean + band else 1
 
     def _spread(self, x: float, prev: float) -> float:
         """The ``spread`` feature at ``x``: log of the short EW mean absolute change (``x``'s
@@ -694,6 +745,8 @@ class RecordNovelty(Detector):
                 s[o + SH_PREV] = dev
             else:  # a gap (or the first point): the next deviation has no predecessor
                 s[o + SH_PREV] = NAN
+        if p.pattern >= 0:
+            self._learn_pattern(x, contiguous)
         slow = s[SLOW_MEAN]
         if slow != slow:
             s[FAST_MEAN] = s[SLOW_MEAN] = x
@@ -726,6 +779,33 @@ class RecordNovelty(Detector):
         s[PREV] = x
         self._prev_t = t
         self.n_seen += 1
+
+    def _learn_pattern(self, x: float, contiguous: bool) -> None:
+        """``pattern``: count the word ``x`` completes, shift its symbol into the word under way
+        (a gap, or the first reading, starts the word afresh), then learn its deviation from the
+        slow mean (all against the state before ``x``, as ``_values`` saw it)."""
+        s, o = self._s, self._p.pattern
+        slow = s[SLOW_MEAN]
+        if contiguous and slow == slow:
+            symbol = self._symbol(x)
+            have = s[o + PT_LEN]
+            if have >= PT_W - 1:
+                w = self._w
+                w[int(s[o + PT_WORD]) * 3 + symbol] += 1
+                total = s[o + PT_TOTAL] + 1.0
+                if total >= PT_HORIZON:  # fade: halve every count (integers: exact)
+                    for i in range(PT_WORDS):
+                        w[i] >>= 1
+                    total = float(sum(w))
+                s[o + PT_TOTAL] = total
+            s[o + PT_WORD] = (int(s[o + PT_WORD]) * 3 + symbol) % (PT_WORDS // 3)
+            s[o + PT_LEN] = min(have + 1.0, PT_W - 1.0)
+        else:
+            s[o + PT_WORD] = s[o + PT_LEN] = 0.0
+        if slow == slow:  # the deviation: equal weights for the first 1/slow readings
+            dev, n = s[o + PT_DEV], float(self.n_seen)
+            d = abs(x - slow)
+            s[o + PT_DEV] = d if dev != dev else dev + max(1.0 / n, self._p.slow) * (d - dev)
 
     def _learn_tails(self, values: list[tuple[float, int, int, int]]) -> None:
         """Learn the features' extreme-value tails (``ExtremeTail``; a plan with tails is

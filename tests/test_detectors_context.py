@@ -1,5 +1,5 @@
-"""The context features `spread` and `shape` (detectors/README.md, "Two context features"):
-strictly online, exact across state round trips, in range on hostile series, and the quiet
+"""The context features `spread`, `shape` and `pattern` (detectors/README.md, "Two context
+features" and "A pattern-rarity feature"): strictly online, exact across state round trips, in range on hostile series, and the quiet
 sensor seen by `spread`."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from atalaia.detectors.novelty import RecordNovelty
 
 T0 = datetime(2026, 1, 1)
 BASE = dict(shape_min=0.0, tail_floor=0.05, stuck=3.0, fast=0.1, warmup=150)
-FEATURES = ("spread", "shape")
+FEATURES = ("spread", "shape", "pattern")
 
 
 def model(feature: str, record: bool = True) -> NoveltyExtreme:

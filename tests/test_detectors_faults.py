@@ -204,7 +204,7 @@ def test_each_fault_changes_the_series_from_its_onset_only(fault):
     if fault.name in ("spike", "dip"):
         assert np.flatnonzero(y != values).tolist() == [at_]
         assert math.isclose(abs(y[at_] - values[at_]), 6 * sd)
-    if fault.name in ("stuck", "zero", "noisy", "no-cycle", "late-cycle", "quiet"):
+    if fault.name in ("stuck", "zero", "noisy", "no-cycle", "late-cycle", "quiet", "double-speed"):
         assert np.array_equal(y[at_ + 288 :], values[at_ + 288 :])  # a day long
 
 
@@ -228,6 +228,22 @@ def test_contextual_faults_keep_the_readings_in_range_and_change_only_their_time
         assert np.max(np.abs(day - values[at_ : at_ + 288])) > 15.0, name  # the amplitude is 20
     late = faults.faulty(next(f for f in faults.FAULTS if f.name == "late-cycle"), values, at_)
     assert np.array_equal(late[at_ : at_ + 288], values[at_ - 72 : at_ + 216])  # six hours late
+
+
+def test_double_speed_keeps_the_series_own_readings_and_only_changes_their_pace():
+    """A day of the series' own readings of the next two days, every other one: inside its
+    range, and only in families with an order to speed up (not noise, nor a trend or a walk
+    whose next days leave the range)."""
+    fault = next(f for f in faults.FAULTS if f.name == "double-speed")
+    for name in ("cycle", "stepping", "wandering"):
+        _, values = null.series(FAMILY[name], 0, 14)
+        at_ = faults.onset(FAMILY[name], 0, 14, 2)
+        y = faults.faulty(fault, values, at_)
+        assert np.array_equal(y[at_ : at_ + 288], values[at_ : at_ + 576 : 2]), name
+        assert np.array_equal(y[at_ + 288 :], values[at_ + 288 :]), name
+        assert np.isin(y[at_ : at_ + 288], values).all(), name
+    hosts = {f.name for f in faults.hosts(fault)}
+    assert hosts == {"daily", "weekly", "counts", "square", "cycle", "wandering", "stepping"}
 
 
 def test_a_fault_is_judged_only_on_the_families_that_can_show_it():
