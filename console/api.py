@@ -219,10 +219,21 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 rows = await projection(lambda p: p.incidents(limit=SCAN_LIMIT, state=one))
             else:
                 rows = await projection(lambda p: p.incidents(limit=SCAN_LIMIT))
-            chosen = f.apply([r for r in rows if who.sees(r)])
+            chosen, total = f.choose([r for r in rows if who.sees(r)])
             for r in chosen:
                 r["actions"] = allowed_actions(r, who.role, permissions)
-            return self.json({"incidents": chosen, "counts": counts(chosen)})
+            # never a cut list that looks whole: how many match, and whether more than these do
+            # (open incidents are all read; a history of SCAN_LIMIT rows or more is read in part)
+            exact = f.open_only or len(rows) < SCAN_LIMIT
+            return self.json(
+                {
+                    "incidents": chosen,
+                    "counts": counts(chosen),
+                    "total": total,
+                    "total_exact": exact,
+                    "truncated": total > len(chosen) or not exact,
+                }
+            )
 
     @app.page("/api/incidents/{incident}")
     class IncidentDetail(faust.web.View):

@@ -65,12 +65,16 @@ class IncidentFilter:
         return True
 
     def apply(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.choose(rows)[0]
+
+    def choose(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """The first ``limit`` rows that match, in order, and how many match in all."""
         chosen = [r for r in rows if self.match(r)]
         if self.sort == "triage":
             chosen = triage(chosen)
         else:
             chosen.sort(key=lambda r: (str(r.get("updated_at") or ""), r["id"]), reverse=True)
-        return chosen[: self.limit]
+        return chosen[: self.limit], len(chosen)
 
 
 def parse_time(text: str, name: str) -> datetime:

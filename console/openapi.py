@@ -288,9 +288,24 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "responses": {
                         "200": _json(
                             _object(
-                                ["incidents", "counts"],
+                                ["incidents", "counts", "total", "total_exact", "truncated"],
                                 {
                                     "incidents": {"type": "array", "items": INCIDENT},
+                                    "total": {
+                                        "type": "integer",
+                                        "description": "incidents that match, listed or not (at least "
+                                        "this many when total_exact is false)",
+                                    },
+                                    "total_exact": {
+                                        "type": "boolean",
+                                        "description": "false when a history of 10 000 incidents or more "
+                                        "was read in part",
+                                    },
+                                    "truncated": {
+                                        "type": "boolean",
+                                        "description": "more incidents match than are listed (limit): "
+                                        "filter to narrow, or raise limit",
+                                    },
                                     "counts": {
                                         "type": "object",
                                         "properties": {

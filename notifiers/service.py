@@ -435,6 +435,8 @@ def delivery_stage(settings: Any, app: Any) -> Any:
     # the safe loader (no plain read first: a FIFO or a non-UTF-8 byte is a file:line:col error)
     escalation = load_config(settings.escalation_path)
     missing = missing_env(escalation)
+    from atalaia.streams.guard import HEALTH
+
     if missing:
         log.error(
             "delivery is NOT running: escalation targets need %s (see config/escalation.yaml). "
@@ -442,7 +444,16 @@ def delivery_stage(settings: Any, app: Any) -> Any:
             ", ".join(missing),
             settings.topic("notifications"),
         )
+        # said on /health too (degraded) for as long as this worker runs without delivery: the
+        # ERROR line scrolls by, and nobody is paged meanwhile
+        HEALTH.condition(
+            "delivery-not-running",
+            f"delivery is NOT running: the escalation targets of {settings.escalation_path} need "
+            f"{', '.join(missing)} (unset); notifications wait on {settings.topic('notifications')} "
+            "and nobody is notified until they are set and the worker restarted",
+        )
         return None
+    HEALTH.condition("delivery-not-running", None)
     # every target built as it will be, ${VAR}s expanded: an empty webhook secret, a URL that is
     # not http(s), an apprise URL of the wrong kind stop the worker here (file:line:col, no secret)
     problems, weak = check_targets(escalation, os.environ)

@@ -186,9 +186,11 @@ def create_app(
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
     role = "all" if http is True else (http or "")
-    from atalaia.streams.metrics import health_report, watch_stages
+    from atalaia.streams.metrics import BEHIND, BehindWatch, health_report, watch_stages
 
     watch_stages(app.atalaia_stages)  # consumer lag and stage state on /metrics
+    BEHIND.max_behind_s = settings.health_max_behind_s
+    app.service(BehindWatch())  # how long each stage has been behind, for /health
     metrics_auth = MetricsAuth(settings.metrics_token_sha256)
     from atalaia.streams.front import SharedBytes, metrics_body
 
@@ -230,6 +232,7 @@ def create_app(
                 stages[name] = {
                     **stages.get(name, stages[fused]),
                     "processed": s.processed_by_topic.get(topic, 0),
+                    **BEHIND.of(name),  # its own topic's lag
                 }
                 stages[name]["fused"] = "ingest+rules"
             if settings.peers and request.query.get("local") is None:  # atalaia up's other processes

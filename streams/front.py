@@ -204,10 +204,16 @@ async def peer_health(
                 if mine is None:
                     stages[name] = st
                 else:
+                    lags = [x for x in (mine.get("lag"), st.get("lag")) if isinstance(x, int)]
+                    waits = [
+                        x for x in (mine.get("behind_s"), st.get("behind_s")) if isinstance(x, float | int)
+                    ]
                     stages[name] = {
                         **mine,
                         "processed": mine.get("processed", 0) + st.get("processed", 0),
                         "partitions": sorted({*mine.get("partitions", []), *st.get("partitions", [])}),
+                        "lag": sum(lags) if lags else None,
+                        "behind_s": max(waits) if waits else None,
                     }
     return status, problems, stages
 

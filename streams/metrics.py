@@ -31,6 +31,9 @@ Metrics (besides the stage counters of ``streams.stage`` and the KPIs of ``incid
 * ``atalaia_stage_up{stage}``: 1 while a stage runs, 0 once it failed.
 * ``atalaia_ingest_mqtt_messages_total{outcome}``: MQTT messages the bridge received, by what
   became of them (a fixed set: accepted, oversize, unstorable, retained; see ``MQTT_OUTCOMES``).
+* ``/health`` shows each stage's lag too, with how long its oldest unprocessed record has waited,
+  sampled every second (:class:`Behind`), and is ``degraded`` while that wait is over
+  ``ATALAIA_HEALTH_MAX_BEHIND_S``.
 * ``atalaia_ingest_total{outcome}``: what the ingest stage (or the fused ingest + rules stage)
   made of the payloads it consumed: new observations, duplicates, redelivered notifications,
   payloads refused whole, data-quality warnings, entities ignored (deleted, nothing to observe)
@@ -39,15 +42,18 @@ Metrics (besides the stage counters of ``streams.stage`` and the KPIs of ``incid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import orjson
+from mode import Service
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
@@ -241,26 +247,32 @@ class StageCollector:
                         # the limit is the worker's, shared by its banks: not summed
                         add = max if metric == "atalaia_detector_entities_max" else operator.add
                         sums[metric] = add(sums.get(metric, 0.0), value)
-            consumer = getattr(stage, "consumer", None)
-            if consumer is None or not getattr(stage, "_consumer_started", False):
-                continue
-            try:
-                assigned = consumer.assignment()
-            except Exception:
-                continue
-            for tp in sorted(assigned):
-                position = stage.positions.get(tp)
-                if position is None:
-                    continue
-                # the fused stage: its events are ingest's lag (observations stay the rules')
-                label = (getattr(stage, "topic_stages", None) or {}).get(tp.topic, name)
+            for label, tp, position, end in _partitions(name, stage):
                 labels = [label, tp.topic, str(tp.partition)]
                 pos.add_metric(labels, position)
-                end = consumer.highwater(tp)
                 if end is not None:
                     lag.add_metric(labels, max(0, end - position))
         yield from (up, lag, pos)
         yield from _bank_families(banks)
+
+
+def _partitions(name: str, stage: Any) -> Iterable[tuple[str, Any, int, int | None]]:
+    """(user stage, topic partition, position, fetch high watermark or None before the first
+    fetch) of each partition a stage holds: read from the consumer, no broker request."""
+    consumer = getattr(stage, "consumer", None)
+    if consumer is None or not getattr(stage, "_consumer_started", False):
+        return
+    try:
+        assigned = consumer.assignment()
+    except Exception:
+        return
+    for tp in sorted(assigned):
+        position = stage.positions.get(tp)
+        if position is None:
+            continue
+        # the fused stage: its events are ingest's lag (observations stay the rules')
+        label = (getattr(stage, "topic_stages", None) or {}).get(tp.topic, name)
+        yield label, tp, position, consumer.highwater(tp)
 
 
 BANK_HELP = {
@@ -296,8 +308,109 @@ def watch_stages(stages: dict[str, Any]) -> None:
     STAGES.stages.update(stages)
 
 
+# -- how long each stage has been behind (/health) ----------------------------------------------
+#: marks one partition keeps at most (about one a second while it falls behind); beyond, every
+#: other one is dropped: the waits stay lower bounds, coarser the longer the backlog
+MAX_MARKS = 512
+
+
+class Behind:
+    """Records behind and how long the oldest of them has waited, per stage, for ``/health``;
+    and ``/health`` ``degraded`` while that wait is over ``max_behind_s`` (sustained lag).
+
+    Sampled every second (:class:`BehindWatch`) from what the lag metric reads: each partition's
+    fetch high watermark and the stage's position, no broker request. A partition keeps *marks*
+    (high watermark, when it was first seen): the record at the stage's position already existed
+    when the first mark above the position was taken, so ``now`` minus that time is how long the
+    oldest unprocessed record has waited, at least (at most a sample late). A storm worked
+    through in seconds keeps it at seconds however many records it brings; a stage that falls
+    behind and stays behind sees it grow until it catches up."""
+
+    def __init__(self, max_behind_s: float = 120.0, clock: Any = time.time, health: Any = None) -> None:
+        self.max_behind_s, self.clock, self.health = max_behind_s, clock, health
+        self.marks: dict[tuple[str, Any], deque[tuple[int, float]]] = {}
+        self.stages: dict[str, dict[str, Any]] = {}  # user stage -> {"lag": n, "behind_s": s}
+        self.flagged: set[str] = set()
+
+    def of(self, stage: str) -> dict[str, Any]:
+        """What ``/health`` shows of a stage: records behind (``lag``) and how long the oldest
+        has waited (``behind_s``; 0 when caught up); None before its first fetch."""
+        return self.stages.get(stage, {"lag": None, "behind_s": None})
+
+    def sample(self, stages: dict[str, Any]) -> None:
+        now = self.clock()
+        seen: set[tuple[str, Any]] = set()
+        found: dict[str, dict[str, Any]] = {}
+        for name, stage in list(stages.items()):
+            for label, tp, position, end in _partitions(name, stage):
+                if end is None:
+                    continue
+                key = (name, tp)
+                seen.add(key)
+                marks = self.marks.setdefault(key, deque())
+                if marks and end < marks[-1][0]:  # a shorter log than before: a new one
+                    marks.clear()
+                if end > position and (not marks or end > marks[-1][0]):
+                    marks.append((end, now))
+                    if len(marks) > MAX_MARKS:  # the first (the oldest wait) and the last kept
+                        marks = self.marks[key] = deque([*list(marks)[:-1:2], marks[-1]])
+                while marks and marks[0][0] <= position:
+                    marks.popleft()
+                row = found.setdefault(label, {"lag": 0, "behind_s": 0.0})
+                row["lag"] += max(0, end - position)
+                row["behind_s"] = max(row["behind_s"], round(now - marks[0][1], 1) if marks else 0.0)
+        for key in self.marks.keys() - seen:  # revoked partitions, stopped stages
+            del self.marks[key]
+        self.stages = found
+        self._health(found)
+
+    def _health(self, found: dict[str, dict[str, Any]]) -> None:
+        from atalaia.streams.guard import HEALTH
+
+        health = self.health or HEALTH
+        late = {
+            label: row
+            for label, row in found.items()
+            if self.max_behind_s > 0 and row["behind_s"] > self.max_behind_s
+        }
+        for label in self.flagged - late.keys():
+            health.condition(f"behind:{label}", None)
+        for label, row in late.items():
+            health.condition(
+                f"behind:{label}",
+                f"stage {label} is behind: {row['lag']} record(s) waiting, the oldest for "
+                f"{row['behind_s']:.0f} s (more than ATALAIA_HEALTH_MAX_BEHIND_S, "
+                f"{self.max_behind_s:g} s): what it produces comes that late",
+            )
+        self.flagged = set(late)
+
+
+BEHIND = Behind()
+
+
+class BehindWatch(Service):
+    """Samples :data:`BEHIND` every ``interval`` seconds over the watched stages (a few dictionary
+    reads per partition, off the stages' batch loops)."""
+
+    def __init__(self, interval: float = 1.0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.interval = interval
+
+    async def on_start(self) -> None:
+        self.add_future(self._watch())
+
+    async def _watch(self) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(self.interval)
+            try:
+                BEHIND.sample(dict(STAGES.stages))
+            except Exception:  # /health never breaks a worker
+                log.warning("stage lag not sampled for /health", exc_info=True)
+
+
 def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """The ``/health`` body and status (broker problems from ``streams.guard``, stages)."""
+    """The ``/health`` body and status (broker problems from ``streams.guard``, stages with their
+    lag from :data:`BEHIND`)."""
     from atalaia.streams.guard import HEALTH
 
     status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
@@ -307,6 +420,9 @@ def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
     body = {
         "status": status,
         **({"problems": problems} if problems else {}),
-        "stages": {n: {"processed": s.processed, "partitions": sorted(s.cores)} for n, s in stages.items()},
+        "stages": {
+            n: {"processed": s.processed, "partitions": sorted(s.cores), **BEHIND.of(n)}
+            for n, s in stages.items()
+        },
     }
     return body, 200 if status == "ok" else 503

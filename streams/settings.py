@@ -231,6 +231,13 @@ class Settings(BaseSettings):
         "being sent to be answered and recorded (a send cut off after it is in doubt at the next start; "
         "0: cut at once)",
     )
+    health_max_behind_s: float = Field(
+        120.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="/health is degraded while a stage's oldest unprocessed record has waited longer "
+        "than this (sustained lag, not a storm worked through; 0: never)",
+    )
     in_doubt_alert_s: float = Field(
         3600.0,
         ge=0,

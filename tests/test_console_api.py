@@ -123,6 +123,14 @@ def test_filters_select_by_state_severity_label_text_and_time():
     assert ids({"until": "2026-01-28T11:00:00+00:00"}) == ["a"]
 
 
+def test_a_list_cut_by_its_limit_says_how_many_match():
+    rows = [incident(f"i{n}", severity="critical" if n % 3 == 0 else "high") for n in range(10)]
+    chosen, total = parse_filter({"limit": "4"}).choose(rows)
+    assert len(chosen) == 4 and total == 10
+    chosen, total = parse_filter({"severity": "critical", "limit": "4"}).choose(rows)
+    assert [r["id"] for r in chosen] == ["i0", "i3", "i6", "i9"] and total == 4
+
+
 def test_triage_puts_unacknowledged_first_then_severity_then_age():
     rows = [
         incident("acked-critical", state="acknowledged", severity="critical"),
@@ -539,3 +547,27 @@ def test_the_catalogue_has_every_key_in_both_languages():
     js = "".join(served(f) for f in ("index.html", "incident.html", "console.js"))
     used |= set(re.findall(r"\bt\('([a-z-]+\.[a-z_.-]+)'", js))
     assert used - set(cat["en-GB"]) == set(), "keys used but not in the catalogue"
+
+
+@pytest.mark.broker
+def test_the_incident_list_says_how_many_match_beyond_its_limit(make_worker, broker, topic_prefix):
+    """The list stops at ``limit`` (at most 1 000): in a storm an operator saw 1 000 incidents and
+    believed that was all. The answer says how many match and that the list was cut."""
+    stages = ("incidents", "projection")
+    w = make_worker("--stages", ",".join(stages)).start(stages)
+    parishes = ["Bonfim", "Campanhã", "Paranhos", "Ramalde", "Lordelo"]
+    sev = ["critical", "high", "high", "critical", "high"]
+    asyncio.run(
+        produce(broker, f"{topic_prefix}.alarms", [alarm(n, sev[n], p) for n, p in enumerate(parishes)])
+    )
+    get = lambda q: httpx.get(f"{w.url}/api/incidents{q}", timeout=5).json()  # noqa: E731
+    wait_for(lambda: len(get("")["incidents"]) == 5, what="five incidents in the projection")
+    body = get("?limit=2")
+    assert [i["severity"] for i in body["incidents"]] == ["critical", "critical"]  # the most urgent
+    assert (body["total"], body["truncated"], body["total_exact"]) == (5, True, True)
+    body = get("?severity=high&limit=2")
+    assert (len(body["incidents"]), body["total"], body["truncated"]) == (2, 3, True)
+    body = get("")
+    assert (len(body["incidents"]), body["total"], body["truncated"]) == (5, 5, False)
+    body = get("?state=closed")
+    assert (body["incidents"], body["total"], body["truncated"]) == ([], 0, False)

@@ -460,3 +460,74 @@ def test_an_incident_streamed_before_a_history_toggle_stays_on_the_board(make_wo
     page.wait_for_function("loaded === true && !history", timeout=10000)
     row(page, "Paranhos").wait_for(timeout=5000)
     assert page.is_hidden("#empty"), page.inner_text("#empty")
+
+
+#: the board's live stream, open and quiet: it brings none of the incidents (as for incidents that
+#: changed before the stream opened, more than its 5 minutes of replay ago)
+QUIET_STREAM = """
+const realFetch = window.fetch;
+window.fetch = (url, opts) => String(url).includes('/api/stream')
+  ? Promise.resolve(new Response(new ReadableStream({start(c) {
+      c.enqueue(new TextEncoder().encode('event: ping\\ndata: {"feed": true}\\n\\n'));
+    }}), {status: 200}))
+  : realFetch(url, opts);
+"""
+
+
+def test_a_cut_list_says_so_and_its_filters_reach_the_incidents_not_listed(make_worker, publish, chromium):
+    """The board lists at most 1 000 open incidents (the most urgent first) and said nothing of the
+    others: in a storm of 8 000 an operator saw 1 000 and believed that was all, and its filters
+    only searched those 1 000. Now a notice says how many are listed of how many, and while the
+    list is cut the filters are asked of the server. (The board's 1 000 is made 2 here.)"""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    now = datetime.now(UTC).replace(microsecond=0)
+    parishes = {
+        "Bonfim": "critical",
+        "Campanhã": "critical",
+        "Paranhos": "high",
+        "Ramalde": "high",
+        "Lordelo": "high",
+    }
+    for n, (parish, severity) in enumerate(parishes.items()):
+        publish(alarm(f"cut-{n}", now, severity, parish=parish))
+    deadline = time.monotonic() + 30
+    while len(httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]) < 5:
+        assert time.monotonic() < deadline, "five incidents in the projection"
+        time.sleep(0.2)
+    asked: list[str] = []
+
+    def two(route):  # the board's own limit, made 2
+        asked.append(route.request.url)
+        route.continue_(url=route.request.url.replace("limit=1000", "limit=2"))
+
+    def board(locale: str):
+        page = chromium.new_context(locale=locale).new_page()
+        page.add_init_script(QUIET_STREAM)
+        page.route(re.compile(r".*/api/incidents\?.*"), two)
+        page.goto(w.url + "/")
+        page.wait_for_function("loaded === true", timeout=15000)
+        return page
+
+    for locale, says in (
+        ("en-GB", "Showing 2 of 5 open incidents — filter to narrow the list."),
+        ("pt-PT", "A mostrar 2 de 5 incidentes abertos — filtre para restringir a lista."),
+    ):
+        page = board(locale)
+        assert page.locator("tr[data-incident]").count() == 2
+        assert page.is_visible("#cut") and page.inner_text("#cut") == says
+        assert ": 5" in page.inner_text("#counts").splitlines()[0]  # open incidents: all, not 2
+    page.screenshot(path=str(SHOTS / "board-list-cut.png"))
+
+    page = board("en-GB")
+    # none of the high ones was listed: the filter asks the server for them
+    page.select_option("#f-severity", "high")
+    page.wait_for_function("asked.includes('severity=high') && loaded", timeout=10000)
+    page.wait_for_function("document.querySelectorAll('tr[data-incident]').length === 2", timeout=10000)
+    assert "severity=high" in asked[-1]
+    assert page.inner_text("#cut") == (
+        "Showing 2 of 3 open incidents that match these filters — narrow them further to see the rest."
+    )
+    page.fill("#f-text", "Lordelo")  # one more filter: all that match are listed, no notice
+    row(page, "Lordelo").wait_for(timeout=10000)
+    page.wait_for_selector("#cut", state="hidden", timeout=10000)
+    assert page.locator("tr[data-incident]").count() == 1

@@ -173,3 +173,20 @@ async def test_a_scraper_that_goes_away_does_not_cancel_the_shared_merge_and_fai
         with pytest.raises(RuntimeError):
             await other.get("k", broken)
     assert len(calls) == 3  # the failure was not cached: computed again
+
+
+async def test_the_lag_of_a_stage_in_several_processes_is_summed_and_its_wait_is_the_longest() -> None:
+    """`worker --processes`: one stage in several processes is one row of /health, its records
+    behind summed, how long its oldest has waited the longest of them."""
+    theirs = {
+        "status": "ok",
+        "stages": {"rules": {"processed": 3, "partitions": [1], "lag": 40, "behind_s": 7.5}},
+    }
+    auth = CIMultiDict({"X-Auth-Token": TOKEN})
+    for mine, lag, wait in (
+        ({"processed": 2, "partitions": [0], "lag": 2, "behind_s": 0.5}, 42, 7.5),
+        ({"processed": 2, "partitions": [0], "lag": None, "behind_s": None}, 40, 7.5),  # no fetch yet
+    ):
+        async with TestServer(ops_app({}, health=web.json_response(theirs))) as ops:
+            _, _, stages = await peer_health([url(ops)], auth, "ok", [], {"rules": mine})
+        assert stages["rules"] == {"processed": 5, "partitions": [0, 1], "lag": lag, "behind_s": wait}

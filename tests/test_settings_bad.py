@@ -33,6 +33,8 @@ def fresh_settings():
         ("ALLOWED_LATENESS_S", "nan", "finite number"),
         ("FUTURE_TOLERANCE_S", "-1", "greater than or equal to 0"),
         ("HTTP_BODY_TIMEOUT_S", "inf", "finite number"),
+        ("HEALTH_MAX_BEHIND_S", "-1", "greater than or equal to 0"),
+        ("HEALTH_MAX_BEHIND_S", "2min", "valid number"),
         ("HEARTBEAT_S", "0", "greater than 0"),
         ("LOG_LEVEL", "bogus", "'debug', 'info'"),
         ("TOPIC_PREFIX", "", "should match pattern"),

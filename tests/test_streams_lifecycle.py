@@ -35,10 +35,14 @@ def start_up(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            # every stage took its partitions (`up` without --demo runs without delivery: its
+            # escalation targets' settings are unset, so /health is "degraded", saying so)
+            h = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+            if h["stages"] and all(s["partitions"] for s in h["stages"].values()):
                 break
-        except httpx.HTTPError:
-            time.sleep(0.3)
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
     else:
         proc.kill()
         pytest.fail(f"atalaia up did not answer on /health:\n{log.read_text()}")

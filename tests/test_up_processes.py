@@ -117,6 +117,17 @@ def test_up_runs_two_processes_and_stops_them_all(up):
     nice = {name: os.getpriority(os.PRIO_PROCESS, pid) for name, pid in kids.items()}
     assert nice["ops"] - nice["alarms"] == 5, nice
     assert httpx.get(f"{url}/api/incidents", timeout=5).status_code == 200  # forwarded to ops
+    # /health shows every stage's lag, of both processes (sampled each second from their fetches;
+    # ingest and rules, fused in one stage, each its own topic's)
+    deadline = time.monotonic() + 20
+    while True:
+        stages = httpx.get(f"{url}/health", timeout=3).json()["stages"]
+        if all(s["lag"] is not None for s in stages.values()):
+            break
+        assert time.monotonic() < deadline, stages
+        time.sleep(0.3)
+    assert {"ingest", "rules", "incidents", "escalation"} <= set(stages), stages
+    assert all(s["lag"] == 0 and s["behind_s"] == 0.0 for s in stages.values()), stages
     assert "processes:" in log.read_text()  # one banner, naming both
     # one scrape of the public port sees both processes, each sample labelled with its process
     text = httpx.get(f"{url}/metrics", timeout=10).text
