@@ -822,6 +822,12 @@ def warning_paths() -> dict[str, Any]:
                                 "type": "string",
                                 "description": "the warning this draft is an edit of (its own identifier is no conflict)",
                             },
+                            "action": {
+                                "type": "string",
+                                "enum": ["update", "cancel"],
+                                "description": "with `warning` (issued): preview the Update or Cancel of it that "
+                                "this command with this `draft` (its changes) would draft",
+                            },
                         },
                     }
                 ),
@@ -866,6 +872,8 @@ def warning_paths() -> dict[str, Any]:
                         ),
                         "401": UNAUTHORIZED,
                         "403": _problem("a role that may not draft (a viewer)"),
+                        "404": _problem("with `action`: no such warning (`warning`)"),
+                        "409": _problem("with `action`: the warning is not issued"),
                         "422": _problem(
                             "a bad draft; `field` and `errors` name the fields (also an area beyond "
                             "the bounds: 4000 distinct geocodes an area and in all, 100 polygons and "
@@ -886,6 +894,33 @@ def warning_paths() -> dict[str, Any]:
                     ),
                     "401": UNAUTHORIZED,
                     "404": _problem("no such warning"),
+                    "503": _problem("the warnings stage does not run in this process"),
+                },
+            }
+        },
+        "/api/warnings/{warning}/issued": {
+            "get": {
+                "summary": "The CAP document the warning was issued as (served at /cap/alerts/<identifier>.xml) "
+                "and the SMS each SMS target sends for it",
+                "parameters": [WID],
+                "responses": {
+                    "200": _json(
+                        _object(
+                            ["cap", "identifier", "sent", "url", "sms"],
+                            {
+                                "cap": {"type": "string"},
+                                "identifier": {"type": "string"},
+                                "sent": {"type": "string"},
+                                "url": {"type": "string"},
+                                "state": {"type": "string"},
+                                "sms": {"type": "object"},
+                                "sms_targets": {"type": "array", "items": {"type": "object"}},
+                            },
+                        ),
+                        "the issued document",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "404": _problem("no such warning, or it was never issued"),
                     "503": _problem("the warnings stage does not run in this process"),
                 },
             }

@@ -4,12 +4,16 @@
 * ``GET  /warnings/{id}``                      the draft editor with live CAP and SMS preview, actions by role
 * ``GET  /api/warnings``                       every warning (newest first) with what the caller may do
 * ``GET  /api/warnings/{id}``                  one warning: draft, state, audit trail, actions
+* ``GET  /api/warnings/{id}/issued``           the CAP document it was issued as (the one served at
+  ``/cap/alerts/<identifier>.xml``) and the SMS each SMS target sends for it
 * ``POST /api/warnings``                       a new draft (``{"draft": {...}}``)
 * ``POST /api/incidents/{id}/warning-draft``   a new draft prefilled from the incident (area from its
   parishes, level from its severity, event from its rules' ``hazard`` label)
 * ``GET  /api/incidents/{id}/warnings``        the warnings drafted for an incident (links on its page)
 * ``POST /api/warnings/preview``               the CAP XML of a draft and the SMS each SMS target would send
-  for it (not stored; a role that may draft; checked and rendered in a worker thread)
+  for it (not stored; a role that may draft; checked and rendered in a worker thread); with
+  ``"action": "update"`` or ``"cancel"`` and ``"warning"``, of the Update or Cancel of that issued
+  warning that the same command would draft
 * ``POST /api/warnings/{id}/commands``         edit / submit / approve / reject / issue / update / cancel
 
 Commands go on ``atalaia.commands`` (``"kind": "warning"``) and the answer is the warnings stage's
@@ -538,17 +542,34 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if not isinstance(data, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
             data = dict(data)  # (not stored: the tenant a scoped user's draft would get, for the checks)
+            own = body.get("warning")  # (an edit's preview: its own identifier is no conflict)
+            own = own if isinstance(own, str) else None
+            action = body.get("action")
+            c = core()
+            if action is not None:  # the Update or Cancel of an issued warning, as that command drafts it
+                if action not in ("update", "cancel"):
+                    return fail(self, 422, "Invalid preview", "action: update or cancel", field="action")
+                w = c.state.warnings.get(own or "") if c is not None else None
+                if w is None or not visible(w, tenants_of(request)):
+                    return fail(self, 404, "No such warning", str(own))
+                if w.state != "issued" or not w.identifier:
+                    return fail(
+                        self,
+                        409,
+                        "Not issued",
+                        f"only an issued warning is updated or cancelled (it is {w.state})",
+                    )
+                data = superseding_draft(w.draft, action, data, w.identifier)
+                own = None  # (a new warning)
             refused = scoped_draft(self, data, tenants_of(request))
             if refused is not None:
                 return refused
             draft, errors = await check(data)
             if errors or draft is None:
                 return bad_draft(self, errors or [{"field": "", "message": "not a draft"}])
-            own = body.get("warning")  # (an edit's preview: its own identifier is no conflict)
-            refused = await issue_refused(self, data, own if isinstance(own, str) else None)
+            refused = await issue_refused(self, data, own)
             if refused is not None:
                 return refused
-            c = core()
 
             def resolve(identifier: str) -> Any:
                 known = c.state.issued.get(identifier) if c is not None else None
@@ -573,6 +594,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 {
                     "cap": doc.xml.decode(),
                     "identifier": doc.identifier,
+                    "msgType": doc.msg_type,
                     "sms": sms.to_dict(),
                     "sms_targets": targets,
                     "notes": list(doc.notes),
@@ -592,6 +614,41 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if w is None or not visible(w, tenants_of(request)):  # another tenant's: as if unknown
                 return fail(self, 404, "No such warning", warning)
             return self.json({"warning": warning_json(w, actions_for(w, who[1]))})
+
+    issued_sms: dict[str, Any] = {}  # CAP identifier -> (SMS, targets): a document never changes
+
+    @app.page("/api/warnings/{warning}/issued")
+    class WarningIssued(faust.web.View):
+        async def get(self, request: Any, warning: str) -> Any:
+            (_who, denied) = caller(self, request, dict(request.query))
+            if denied is not None:
+                return denied
+            c = core()
+            if c is None:
+                return no_stage(self)
+            w = c.state.warnings.get(warning)
+            if w is None or not visible(w, tenants_of(request)):  # another tenant's: as if unknown
+                return fail(self, 404, "No such warning", warning)
+            if not w.xml or not w.identifier:
+                return fail(
+                    self, 404, "Not issued", f"warning {warning} is {w.state}: it has no CAP document"
+                )
+            if w.identifier not in issued_sms:
+                while len(issued_sms) >= 64:
+                    issued_sms.pop(next(iter(issued_sms)))
+                issued_sms[w.identifier] = await off_loop(sms_of, w.xml.encode())
+            sms, targets = issued_sms[w.identifier]
+            return self.json(
+                {
+                    "cap": w.xml,
+                    "identifier": w.identifier,
+                    "sent": w.sent,
+                    "url": alert_path(w.identifier),
+                    "state": w.state,
+                    "sms": sms.to_dict(),
+                    "sms_targets": targets,
+                }
+            )
 
     @app.page("/api/warnings/{warning}/commands")
     class WarningCommands(faust.web.View):

@@ -360,3 +360,57 @@ def test_the_board_approves_the_version_its_form_shows(make_worker, chromium, tm
     assert "refused" not in act(rui, "approve")
     detail = httpx.get(f"{w.url}/api/warnings/{wid}", headers=h("rui"), timeout=5).json()["warning"]
     assert (detail["state"], detail["level"], detail["approver"]) == ("approved", "orange", "rui"), detail
+
+
+@pytest.mark.broker
+def test_an_issued_warnings_page_shows_the_document_issued_and_what_an_update_would_publish(
+    make_worker,
+    chromium,  # noqa: F811
+    tmp_path,
+):
+    """After its issue, a warning's page previewed its draft as a fresh Alert: another identifier
+    and `sent`, and an SMS linking to a /cap/alerts/<identifier>.xml that does not exist. It shows
+    the document issued (the one the link serves, with its SMS), and its preview is the Update or
+    Cancel its buttons would draft: that msgType, referencing the issued document."""
+    stages = ("incidents", "projection", "warnings")
+    w = make_worker(
+        "--stages", ",".join(stages), extra_env={"ATALAIA_CONSOLE_USERS": str(users_file(tmp_path))}
+    ).start(stages)
+    wid = issue_via_console(w.url)
+    detail = httpx.get(f"{w.url}/api/warnings/{wid}", headers=h("ana"), timeout=5).json()["warning"]
+    ident, sent = detail["identifier"], detail["sent"]
+    served_xml = httpx.get(f"{w.url}{detail['cap_url']}", timeout=5).text
+
+    ana = sign_in(chromium, f"{w.url}/warnings/{wid}", "ana")
+    ana.wait_for_function(
+        f"document.getElementById('issued-cap').textContent.includes('{ident}')", timeout=15000
+    )
+    assert ana.inner_text("#issued-cap").strip() == served_xml.strip(), "the document served, as issued"
+    assert ana.is_visible("#h-issued") and "Issued" in ana.inner_text("#h-issued")
+    assert ident in ana.inner_text("#issued-meta") and detail["cap_url"] in ana.inner_text("#issued-meta")
+    sms = ana.inner_text("#issued-sms")
+    link = re.search(r"https?://\S+/cap/alerts/\S+\.xml$", sms)
+    assert link and link.group(0).endswith(detail["cap_url"]), sms
+    # the preview: the Update the button drafts, referencing the issued document
+    ana.wait_for_function(
+        "document.getElementById('cap').textContent.includes('<msgType>Update</msgType>')", timeout=15000
+    )
+    cap = ana.inner_text("#cap")
+    assert f"<references>protecao.civil@cm-porto.pt,{ident},{sent}</references>" in cap, cap
+    assert f"<identifier>{ident}</identifier>" not in cap
+    assert "Update" in ana.inner_text("#h-preview") and ident in ana.inner_text("#preview-kind")
+    ana.select_option("#next-kind", "cancel")
+    ana.wait_for_function(
+        "document.getElementById('cap').textContent.includes('<msgType>Cancel</msgType>')", timeout=15000
+    )
+    assert ident in ana.inner_text("#cap") and "Cancel" in ana.inner_text("#h-preview")
+    ana.screenshot(path=str(SHOTS / "warning-issued-document-and-cancel-preview.png"), full_page=True)
+
+    # a viewer, who may neither update nor cancel: the issued document, and no preview
+    vera = sign_in(chromium, f"{w.url}/warnings/{wid}", "vera", locale="pt-PT")
+    vera.wait_for_function(
+        f"document.getElementById('issued-cap').textContent.includes('{ident}')", timeout=15000
+    )
+    assert "emitido" in vera.inner_text("#h-issued").lower() and vera.is_hidden("#preview-box")
+    r = httpx.get(f"{w.url}/api/warnings/{wid}/issued", headers=h("vera"), timeout=5)
+    assert r.status_code == 200 and r.json()["cap"] == served_xml, r.text
