@@ -390,6 +390,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             errors = [*errors, {"field": late[0], "message": late[1]}]
         return draft, errors
 
+    def incomplete_of(data: dict[str, Any]) -> list[tuple[str, str]]:
+        """What a stored draft lacks to be submitted, approved or issued (``incomplete_problems``)."""
+        from atalaia.warnings.draft import Draft, incomplete_problems
+
+        return incomplete_problems(Draft.model_validate(data))
+
     def boundary_notes(draft: Any) -> list[str]:
         """What the draft's CAP document does to fit its bound (the areas file's boundaries
         simplified or left out), as the preview's notes say it."""
@@ -703,6 +709,16 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
                 reason=reason,
                 version=version if action == "approve" else None,
             )
+            skip = w.draft.get("status", "Actual") in tuple(cfg.approval.skip_for)
+            ready_for = {"submit": ("draft",), "approve": ("submitted",), "issue": ("approved",)}
+            if skip:  # (issued without approval: from any state before it)
+                ready_for["issue"] = ("draft", "submitted", "approved")
+            if w.state in ready_for.get(action, ()):
+                # a draft may be saved incomplete, not sent on towards the public: each missing
+                # field named, as the warnings stage would refuse it (it checks again)
+                missing = await off_loop(incomplete_of, w.draft)
+                if missing:
+                    return bad_draft(self, [{"field": f, "message": m} for f, m in missing])
             if action in ("update", "cancel") and w.state != "issued":
                 # only an issued warning is updated or cancelled: the workflow refuses (409) and
                 # audits it; its draft (a reference to no identifier yet) is no draft to check

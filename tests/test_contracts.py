@@ -368,6 +368,9 @@ def test_the_warnings_records_keep_their_wire_fields() -> None:
     t = dt.datetime(2026, 12, 4, 17, tzinfo=dt.UTC)
     draft = {"sender": "pc@cm-porto.pt", "level": "red", "event": "Cheia"}
     draft["area"] = {"geocodes": {"DICOFRE": ["131203"]}}
+    draft.update(
+        headline="Cheia no Douro", instruction="Afaste-se do rio.", expires="2026-12-05T06:00:00+00:00"
+    )
     state, out = wf.step(
         wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": draft}, t
     )

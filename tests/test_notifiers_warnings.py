@@ -366,10 +366,27 @@ def test_propose_warning_drafts_and_publishes_nothing() -> None:
         [SimpleNamespace(value=o.value, topic="warnings") for o in produced], t + 302
     )
     assert notices == []  # nothing reaches a channel before a person approves and issues it
-    # a proposal is the submitter's: the four-eyes rule still needs a second person
-    st_, _ = warnings.workflow.step(
-        warnings.state, {"action": "submit", "warning": w.id, "actor": "ana", "role": "operator"}, T0
+    # a proposal is the submitter's: the four-eyes rule still needs a second person (ana writes
+    # the instruction a proposal cannot know, then submits it)
+    instruction = {"pt-PT": "Evite a zona ribeirinha.", "en-GB": "Avoid the riverside."}
+    st_, out = warnings.workflow.step(
+        warnings.state,
+        {
+            "action": "edit",
+            "warning": w.id,
+            "actor": "ana",
+            "role": "operator",
+            "draft": {"instruction": instruction},
+        },
+        datetime.fromtimestamp(t + 303, UTC),
     )
+    assert out[-1].ok, out[-1].error
+    st_, out = warnings.workflow.step(
+        st_,
+        {"action": "submit", "warning": w.id, "actor": "ana", "role": "operator"},
+        datetime.fromtimestamp(t + 304, UTC),
+    )
+    assert out[-1].ok, out[-1].error
     st_, out = warnings.workflow.step(
         st_, {"action": "approve", "warning": w.id, "actor": "ana", "role": "approver"}, T0
     )

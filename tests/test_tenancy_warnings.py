@@ -42,6 +42,7 @@ def issue(wf: Workflow, st, wid: str):
 
 def test_a_warning_from_an_incident_keeps_its_tenant_on_events_and_cap_records() -> None:
     draft = draft_from_incident(gaia_incident(), Catalogue.load(), "pc@cm-gaia.pt", T0)
+    draft["instruction"] = {"pt-PT": "Evite a zona.", "en-GB": "Avoid the area."}  # (the operator's)
     assert draft["tenant"] == "gaia" and draft["incident"] == "inc-gaia-1"
     only_corr = {**gaia_incident(), "tenant": None}
     assert draft_from_incident(only_corr, Catalogue.load(), "pc@cm-gaia.pt", T0)["tenant"] == "gaia"
@@ -122,6 +123,7 @@ async def test_pgu_upsert_goes_to_the_incidents_tenant_by_default(tmp_path) -> N
 async def test_a_warnings_pgu_upsert_goes_to_the_warnings_tenant(tmp_path) -> None:
     wf = Workflow()
     draft = draft_from_incident(gaia_incident(), Catalogue.load(), "pc@cm-gaia.pt", T0)
+    draft["instruction"] = {"pt-PT": "Evite a zona.", "en-GB": "Avoid the area."}  # (the operator's)
     st, out = wf.step(
         wf.initial_state(), {"action": "draft", "actor": "ana", "role": "operator", "draft": draft}, T0
     )

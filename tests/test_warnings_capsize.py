@@ -148,7 +148,7 @@ def test_the_drawn_polygons_are_kept_exact(districts) -> None:
 def test_the_workflow_drafts_it_and_issues_what_the_preview_showed(districts) -> None:
     _, cat, codes = districts[250]
     wf = Workflow(catalogue=cat)
-    data = district_data(codes)
+    data = district_data(codes, instruction={"pt-PT": "Siga as indicações.", "en-GB": "Follow the advice."})
     st_, out = wf.step(
         wf.initial_state(), {"action": "draft", "actor": "a", "role": "operator", "draft": data}, SENT
     )

@@ -99,6 +99,8 @@ def issue_via_console(url: str) -> str:
         "sender": "protecao.civil@cm-porto.pt",
         "level": "orange",
         "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "headline": {"pt-PT": "Cheia no Douro", "en-GB": "Douro flood"},
+        "instruction": {"pt-PT": "Afaste-se do rio.", "en-GB": "Keep away from the river."},
         "expires": (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat(),
         "area": {"geocodes": {"DICOFRE": ["131203"]}},
     }
@@ -314,6 +316,8 @@ def test_the_board_approves_the_version_its_form_shows(make_worker, chromium, tm
         "status": "Exercise",
         "level": "yellow",
         "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "headline": {"pt-PT": "Cheia no Douro", "en-GB": "Douro flood"},
+        "instruction": {"pt-PT": "Afaste-se do rio.", "en-GB": "Keep away from the river."},
         "expires": (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat(),
         "area": {"geocodes": {"DICOFRE": ["131203"]}},
     }

@@ -110,7 +110,16 @@ def run(broker, topic_prefix, make_worker, tmp_path, http, smtp) -> None:
         produce(
             broker,
             commands,
-            [cmd("s1", "submit", "ana", "operator"), cmd("a1", "approve", "rui", "approver")],
+            [
+                {  # (the instruction a proposal cannot know: the operator writes it before submitting)
+                    **cmd("e1", "edit", "ana", "operator"),
+                    "draft": {
+                        "instruction": {"pt-PT": "Evite a zona ribeirinha.", "en-GB": "Avoid the riverside."}
+                    },
+                },
+                cmd("s1", "submit", "ana", "operator"),
+                cmd("a1", "approve", "rui", "approver"),
+            ],
         )
     )
     wait_for(

@@ -23,6 +23,7 @@ DRAFT = {
     "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
     "headline": {"pt-PT": "Aviso laranja de cheia", "en-GB": "Orange flood warning"},
     "description": {"pt-PT": "O Douro sobe.", "en-GB": "The Douro rises."},
+    "instruction": {"pt-PT": "Afaste-se da zona ribeirinha.", "en-GB": "Keep away from the riverside."},
     "expires": "2026-12-05T06:00:00+00:00",
     "area": {"desc": {"pt-PT": "Campanhã", "en-GB": "Campanhã"}, "geocodes": {"DICOFRE": ["131203"]}},
 }

@@ -27,7 +27,7 @@ async def test_every_feed_link_serves_its_own_warning() -> None:
     core = WarningsCore()
     idents = ["PT-A", "PT-%41", "PT-1%2F..%2F", "PT-1/../x", "PT-é?q=1#f", "PT-a+b;c", "PT-{1}"]
     for i, ident in enumerate(idents):
-        draft = {**DRAFT, "identifier": ident, "expires": None}
+        draft = {**DRAFT, "identifier": ident, "expires": "2099-01-01T00:00:00+00:00"}  # (in the feed now)
         draft["headline"] = {"pt-PT": f"Aviso {i}", "en-GB": f"Warning {i}"}
         issue(core, draft, T0)
     async with TestClient(TestServer(cap_app(Stage(core)))) as client:

@@ -33,6 +33,7 @@ def test_issue_after_a_kill_publishes_once(broker, topic_prefix, make_worker) ->
         "level": "orange",
         "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
         "headline": {"pt-PT": "Aviso laranja de cheia", "en-GB": "Orange flood warning"},
+        "instruction": {"pt-PT": "Afaste-se do rio.", "en-GB": "Keep away from the river."},
         "expires": (now + timedelta(days=1)).isoformat(),
         "area": {"geocodes": {"DICOFRE": ["131203"]}},
     }

@@ -151,10 +151,13 @@ LONG = "Afaste-se das margens do rio Douro, não estacione em zonas baixas e sig
 CASES = {
     "diacritics": {
         "event": {"pt-PT": "Inundação", "en-GB": "Flood"},
-        "instruction": {"pt-PT": "Não atravesse."},
+        "instruction": {"pt-PT": "Não atravesse.", "en-GB": "Do not cross."},
     },
     "long": {"instruction": {"pt-PT": LONG, "en-GB": "Keep away."}, "description": {"pt-PT": LONG}},
-    "exercise": {"status": "Exercise", "instruction": {"pt-PT": "Simulacro: evacuação às 10h."}},
+    "exercise": {
+        "status": "Exercise",
+        "instruction": {"pt-PT": "Simulacro: evacuação às 10h.", "en-GB": "Drill: evacuation at 10:00."},
+    },
     "control characters": {"event": {"pt-PT": "Cheia\r\nBcc: x@y.pt", "en-GB": "Flood"}},
 }
 

@@ -39,6 +39,7 @@ def draft(tenant: str | None, sender: str, **kw: Any) -> dict[str, Any]:
         "level": "orange",
         "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
         "headline": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "instruction": {"pt-PT": "Afaste-se do rio.", "en-GB": "Keep away from the river."},
         "expires": (NOW + timedelta(days=1)).isoformat(),
         "area": {"geocodes": {"DICOFRE": ["131203"]}},
         **kw,

@@ -26,6 +26,7 @@ DRAFT = {
     "level": "orange",
     "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
     "headline": {"pt-PT": "Aviso laranja", "en-GB": "Orange warning"},
+    "instruction": {"pt-PT": "Afaste-se da zona ribeirinha.", "en-GB": "Keep away from the riverside."},
     "onset": "2026-12-04T18:00:00+00:00",
     "expires": "2026-12-05T06:00:00+00:00",
     "area": {"desc": {"pt-PT": "Campanhã", "en-GB": "Campanhã"}, "geocodes": {"DICOFRE": ["131203"]}},
@@ -892,6 +893,8 @@ def test_a_warning_whose_languages_come_from_its_headline_can_be_cancelled(area)
             "level": "orange",
             "event": "Cheia",
             "headline": {"pt-PT": "Cheia no Douro", "en-GB": "Douro flood"},
+            "instruction": {"pt-PT": "Afaste-se do rio.", "en-GB": "Keep away from the river."},
+            "expires": "2026-12-05T06:00:00+00:00",
             "web": {"pt-PT": "https://www.cm-porto.pt/pc", "en-GB": "https://www.cm-porto.pt/en/pc"},
             "area": area,
         }
@@ -927,6 +930,9 @@ def test_a_warning_whose_areas_are_over_the_size_bound_can_still_be_cancelled(mo
         "sender": "protecao.civil@cm-porto.pt",
         "level": "orange",
         "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "headline": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "instruction": {"pt-PT": "Afaste-se do rio.", "en-GB": "Keep away from the river."},
+        "expires": "2026-12-05T06:00:00+00:00",
         "area": [
             {
                 "desc": {"pt-PT": f"Zona {i}", "en-GB": f"Zone {i}"},

@@ -19,6 +19,14 @@ issued. No I/O, no wall clock; ids and versions are deterministic, and a command
 >>> st, out = wf.step(st, {"action": "draft", "actor": "ana", "role": "operator", "draft": draft}, t)
 >>> w = out[0].warning
 >>> st, out = wf.step(st, {"action": "submit", "warning": w, "actor": "ana", "role": "operator"}, t)
+>>> [p.split(":")[0] for p in out[-1].error.removeprefix("bad draft: ").split("; ")]  # saved, not submitted
+['headline.pt-PT', 'headline.en-GB', 'instruction.pt-PT', 'instruction.en-GB', 'expires']
+>>> texts = {"headline": {"pt-PT": "Cheia no Douro", "en-GB": "Douro flood"},
+...          "instruction": {"pt-PT": "Afaste-se do rio.", "en-GB": "Keep away from the river."},
+...          "expires": "2026-12-05T06:00:00+00:00"}
+>>> t = t.replace(minute=5)  # (the same command at the same time would be the one seen before)
+>>> st, out = wf.step(st, {"action": "edit", "warning": w, "actor": "ana", "role": "operator", "draft": texts}, t)
+>>> st, out = wf.step(st, {"action": "submit", "warning": w, "actor": "ana", "role": "operator"}, t)
 >>> st, out = wf.step(st, {"action": "approve", "warning": w, "actor": "ana", "role": "approver"}, t)
 >>> out[-1].ok, out[-1].error
 (False, 'four eyes: ana drafted this warning and may not approve it')
@@ -27,7 +35,7 @@ issued. No I/O, no wall clock; ids and versions are deterministic, and a command
 >>> [type(o).__name__ for o in out], out[0].state
 (['WarningEvent', 'CapRecord', 'WarningReply'], 'issued')
 >>> out[1].identifier  # doctest: +ELLIPSIS
-'PT-CM-PORTO-20261204170000-...'
+'PT-CM-PORTO-20261204170500-...'
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from atalaia.warnings.draft import (
     Draft,
     cap_time,
     expired_problem,
+    incomplete_problems,
     parse_reference,
     problems,
     size_problems,
@@ -224,6 +233,7 @@ class Workflow:
         elif c.action == "submit":
             self._need(w, c, ("draft",))
             self._check(w.draft, withdraws=w.supersedes is not None or bool(self._replaced(state, w.draft)))
+            self._check_complete(w.draft)
             if w.audit and w.audit[0].role == "system" and c.actor not in w.authors:
                 w.authors.append(c.actor)  # a proposal (propose_warning) is the submitter's: four eyes hold
             self._change(w, "submitted", "submitted", c, at, out)
@@ -239,6 +249,7 @@ class Workflow:
                     f"the warning changed since version {c.version}, the one you read; it is at "
                     f"version {w.version}: read it again before approving"
                 )
+            self._check_complete(w.draft)
             w.approver = c.actor
             self._change(w, "approved", "approved", c, at, out)
         elif c.action == "reject":
@@ -290,6 +301,7 @@ class Workflow:
     ) -> None:
         skip = _status(w.draft) in self.config.approval.skip_for
         self._need(w, c, ("approved",) if not skip else ("draft", "submitted", "approved"))
+        self._check_complete(w.draft)
         # what it replaces: the warning of the update/cancel action, or those issued here that an
         # Update or Cancel drafted directly references (the same outcome either way)
         replaced = [w.supersedes] if w.supersedes else self._replaced(state, w.draft)
@@ -538,6 +550,14 @@ class Workflow:
         found = self.reference_problems(state, data, now)
         if identifiers:
             found += self.identifier_problems(state, data, own)
+        if found:
+            raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in found))
+
+    @staticmethod
+    def _check_complete(draft: dict[str, Any]) -> None:
+        """Refused naming each missing field when the draft lacks what a warning must say before
+        it is submitted, approved or issued (``draft.incomplete_problems``)."""
+        found = incomplete_problems(Draft.model_validate(draft))
         if found:
             raise Refused("bad draft: " + "; ".join(f"{f}: {m}" for f, m in found))
 

@@ -659,6 +659,43 @@ def expired_problem(d: Draft, now: datetime) -> tuple[str, str] | None:
     )
 
 
+def incomplete_problems(d: Draft) -> list[tuple[str, str]]:
+    """(field, message) for each thing a warning must say before it is submitted for approval,
+    approved or issued (a draft may be saved without them; ``render`` and the CAP rules do not ask
+    for them): a headline and an instruction in every one of its languages and an ``expires``. A
+    Cancel needs only its headline (it withdraws: nothing to do, no expiry of its own).
+
+    >>> d = Draft.model_validate({"sender": "a@b.pt", "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+    ...                           "headline": {"pt-PT": "Cheia no Douro"}})
+    >>> [f for f, _ in incomplete_problems(d)]
+    ['headline.en-GB', 'instruction.pt-PT', 'instruction.en-GB', 'expires']
+    """
+    langs = d.languages_as_written
+    cancel = d.msg_type == "Cancel"
+    out: list[tuple[str, str]] = []
+    for name in ("headline",) if cancel else ("headline", "instruction"):
+        for lang in langs:
+            text = d.text(getattr(d, name), lang)
+            if text is None or blank(text):
+                out.append(
+                    (
+                        f"{name}.{canonical_language(lang)}",
+                        f"no {lang} {name}: a warning is submitted for approval, approved and issued only "
+                        f"with {'an' if name[0] in 'aeiou' else 'a'} {name} in each of its languages "
+                        f"({', '.join(langs)})",
+                    )
+                )
+    if not cancel and d.expires is None:
+        out.append(
+            (
+                "expires",
+                "no expiry: a warning is submitted for approval, approved and issued only with the time "
+                "it no longer applies (expires)",
+            )
+        )
+    return out
+
+
 def size_problems(data: Any) -> list[tuple[str, str]]:
     """(field, message) when the raw draft ``data`` has more areas, distinct geocodes, polygons or
     circles than :data:`MAX_AREAS` and the other bounds allow: cheap (no model, no catalogue), so
