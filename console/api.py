@@ -95,7 +95,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     from atalaia.console.filters import SCAN_LIMIT, FilterError, parse_filter
     from atalaia.console.live import IncidentFeed
     from atalaia.console.openapi import document
-    from atalaia.console.present import allowed_actions, counts, explain
+    from atalaia.console.present import alarm_suppression, allowed_actions, counts, explain
     from atalaia.console.replies import ReplyWatcher, command_reply
     from atalaia.incidents.commands import MAX_REASON_CHARS, Command
     from atalaia.incidents.config import DEFAULT_PERMISSIONS
@@ -255,6 +255,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     if info
                     else {"unit": None, "description": None, "summary": None, "runbook": None}
                 )
+                a["suppression"] = alarm_suppression(a)  # (`suppressed` as parts, for the page's words)
                 alarms.append(a)
             actions = allowed_actions(row, who.role, permissions)
             row["actions"] = actions

@@ -21,6 +21,13 @@ def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": properties}
 
 
+SUPPRESSION = {
+    "type": ["array", "null"],
+    "description": "the suppression text as its reasons (null when none), each with its kind: "
+    "chattering (until: the time the chattering shelve ends), inhibited (rule, key), maintenance (name, "
+    "comment), silenced (silence, comment), unsuppressed (rule, key; timeline only)",
+    "items": {"type": "object", "required": ["kind"], "properties": {"kind": {"type": "string"}}},
+}
 TIME = {"type": "string", "description": "RFC 3339, UTC"}
 PROBLEM = _object(
     ["type", "title", "status", "detail"],
@@ -88,6 +95,7 @@ ALARM = _object(
         "first_seen": TIME,
         "last_seen": TIME,
         "suppressed": _nullable("string"),
+        "suppression": SUPPRESSION,
         "chattering": {"type": "boolean"},
     },
 )
@@ -110,6 +118,11 @@ AUDIT = _object(
             "type": "array",
             "items": {"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}},
             "description": "the why as codes with from/to, for translation",
+        },
+        "suppression": SUPPRESSION,
+        "reason_lead": {
+            "type": ["string", "null"],
+            "description": "with suppression: the reason's text before it (an incident opened already suppressed)",
         },
         "command": _nullable("string"),
     },

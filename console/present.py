@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, get_args
 
+from atalaia.incidents import reasons
 from atalaia.incidents.events import IncidentState
 
 SEVERITIES = ("informational", "low", "medium", "high", "critical")  # lowest first
@@ -141,9 +142,21 @@ def explain(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         e["changes"] = changes
         e["why"] = _why_text(parts)
         e["why_parts"] = parts
+        # an alarm's suppression the manager wrote as the reason: its parts, for the page's words
+        said = (
+            reasons.timeline(e.get("reason")) if reasons.SUPPRESSION_CHANGES.intersection(changes) else None
+        )
+        e["suppression"] = said["suppression"] if said else None
+        e["reason_lead"] = said["lead"] if said else None
         out.append(e)
         prev = h
     return out
+
+
+def alarm_suppression(alarm: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """An alarm row's ``suppressed`` text as its parts (``incidents.reasons.parts``): why it is
+    suppressed, each reason's kind and values (a chattering shelve's ``until``), or None."""
+    return reasons.parts(alarm.get("suppressed"))
 
 
 def _why_text(parts: list[dict[str, Any]]) -> str:

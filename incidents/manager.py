@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from atalaia.incidents import operator, snapshot
+from atalaia.incidents import reasons as why
 from atalaia.incidents.commands import Command
 from atalaia.incidents.config import MAX_DURATION_S, IncidentConfig
 from atalaia.incidents.emit import Changes, Output, build_event, current_event, severity_of, title
@@ -444,7 +445,7 @@ class IncidentManager:
         reasons = []
         if rec.shelved_until is not None:
             if at < rec.shelved_until:
-                reasons.append(f"shelved: chattering until {fmt(rec.shelved_until)}")
+                reasons.append(why.chattering(fmt(rec.shelved_until)))
             else:
                 rec.shelved_until = None
         for i in rec.targets:
@@ -452,7 +453,7 @@ class IncidentManager:
             source = next((s for s in bucket if s != ak), None) if bucket else None
             if source is not None:
                 rule, _, key = source.partition("\x1f")
-                reasons.append(f"inhibited by {rule} {key}")
+                reasons.append(why.inhibited(rule, key))
         for sil in self.maintenance:
             if sil.active_at(at) and matches_all(self._compiled(sil), rec.labels):
                 reasons.append(silence_reason(sil))
@@ -471,9 +472,7 @@ class IncidentManager:
         rec.suppressed = suppressed
         inc.account(rec, +1)
         rec.cached_view = None
-        touch = changes.touch(
-            inc, change, at, actor, suppressed or f"{rec.rule} {rec.key} no longer suppressed"
-        )
+        touch = changes.touch(inc, change, at, actor, suppressed or why.unsuppressed(rec.rule, rec.key))
         if suppressed and suppressed not in touch.reason:  # e.g. opened already silenced: say by what
             touch.reason += f" — {suppressed}"
         return True

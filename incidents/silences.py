@@ -235,9 +235,11 @@ def silence_tenant(matchers: Any) -> str | None:
 
 def silence_reason(sil: Silence) -> str:
     """Why an alarm it matches is suppressed (the timeline's text)."""
+    from atalaia.incidents import reasons
+
     if sil.source == "config":
-        return f"maintenance {sil.name}: {sil.comment}"
-    return f"silenced by {sil.id}: {sil.comment}"
+        return reasons.maintenance(sil.name, sil.comment)
+    return reasons.silenced(sil.id, sil.comment)
 
 
 def silence_view(sil: Silence, now: int) -> dict[str, Any]:

@@ -19,10 +19,13 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
 import pytest
+
+from tests.conftest import wait
 
 pytestmark = pytest.mark.broker
 
@@ -531,3 +534,62 @@ def test_a_cut_list_says_so_and_its_filters_reach_the_incidents_not_listed(make_
     row(page, "Lordelo").wait_for(timeout=10000)
     page.wait_for_selector("#cut", state="hidden", timeout=10000)
     assert page.locator("tr[data-incident]").count() == 1
+
+
+def test_a_chattering_shelve_is_said_in_the_pages_language_and_time(make_worker, publish, chromium):
+    """An alarm shelved for chattering showed "shelved: chattering until 2026-12-07T18:13:11.886659Z"
+    (UTC, microseconds, English) in its row and the timeline of a pt-PT page that writes every other
+    time in Lisbon time. The API gives the reason's kind and its end as fields (the text stays), and
+    the page says it in its language, the time as it writes the others."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    flaps = []
+    for i, state in enumerate(("firing", "resolved", "firing", "resolved", "firing")):
+        a = alarm("chatty", start + timedelta(seconds=5 * i), "medium", parish="Paranhos")
+        a.update(id=f"{a['id']}-{i}-{state}", state=state)
+        flaps.append(a)
+    publish(*flaps)
+    iid = wait(
+        lambda: next(
+            (
+                i["id"]
+                for i in httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]
+                if (i.get("correlation") or {}).get("parish") == "Paranhos"
+            ),
+            None,
+        ),
+        20,
+        "the incident",
+    )
+    detail = wait(
+        lambda: (
+            (d := httpx.get(f"{w.url}/api/incidents/{iid}", timeout=5).json())["alarms"][0]["suppressed"]
+            and d
+        ),
+        20,
+        "the chattering shelve",
+    )
+    (a,) = detail["alarms"]
+    assert a["suppressed"].startswith("shelved: chattering until "), a  # the text, as events write it
+    ((kind, until),) = [(p["kind"], p["until"]) for p in a["suppression"]]
+    assert kind == "chattering" and a["suppressed"].endswith(until), a
+    said = [h for h in detail["history"] if h["suppression"]]
+    assert said and said[0]["suppression"][0] == {"kind": "chattering", "until": until}, detail["history"]
+
+    lisbon = datetime.fromisoformat(until.replace("Z", "+00:00")).astimezone(ZoneInfo("Europe/Lisbon"))
+    shown_time = lisbon.strftime("%H:%M:%S")
+    ctx = chromium.new_context(
+        locale="pt-PT", timezone_id="America/New_York", viewport={"width": 1280, "height": 900}
+    )
+    page = ctx.new_page()
+    page.goto(f"{w.url}/incidents/{iid}")
+    page.wait_for_selector("#alarms .suppressed", timeout=15000)
+    row_text = page.inner_text("#alarms .suppressed")
+    assert "arquivado por oscilação até" in row_text and shown_time in row_text, row_text
+    assert lisbon.strftime("%d/%m/%Y") in row_text, row_text
+    timeline = page.inner_text("#timeline")
+    assert "arquivado por oscilação até" in timeline, timeline
+    for text in (row_text, timeline):
+        assert "chattering" not in text and not re.search(r"\d{4}-\d\d-\d\dT|\.\d{6}|Z\b", text), text
+    page.screenshot(path=str(SHOTS / "incident-chattering-shelve-pt-PT.png"), full_page=True)
+    ctx.close()
