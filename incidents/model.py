@@ -149,6 +149,7 @@ class Incident:
     close_due: int | None = None
     closed_at: int | None = None
     title: str = ""
+    lead: str | None = None  # the rule the title leads with: its most severe firing alarm's
     rules: list[str] = field(default_factory=list)  # distinct rules, in order of arrival
     alarms: dict[str, AlarmRecord] = field(default_factory=dict)  # least recently changed first
     audit: list[AuditEntry] = field(
@@ -158,6 +159,9 @@ class Incident:
     firing: list[int] = field(default_factory=lambda: [0] * RANKS)
     firing_suppressed: list[int] = field(default_factory=lambda: [0] * RANKS)
     n_suppressed: int = 0
+    # the firing counts of each rule: unsuppressed by severity rank, then suppressed (the title's
+    # lead); derived from the alarms: counted again when a snapshot from before them is loaded
+    rule_firing: dict[str, list[int]] = field(default_factory=dict)
 
     def account(self, rec: AlarmRecord, sign: int) -> None:
         """Add (+1) or remove (-1) ``rec``'s contribution to the running counts; call around every
@@ -166,7 +170,37 @@ class Incident:
             self.n_suppressed += sign
         if rec.state == "firing":
             counts = self.firing if rec.suppressed is None else self.firing_suppressed
-            counts[severity_rank(rec.severity) + 1] += sign
+            rank = severity_rank(rec.severity) + 1
+            counts[rank] += sign
+            per = self.rule_firing.get(rec.rule)
+            if per is None:
+                per = self.rule_firing[rec.rule] = [0] * (2 * RANKS)
+            per[rank + (0 if rec.suppressed is None else RANKS)] += sign
+
+    def recount_rules(self) -> None:
+        """``rule_firing`` counted again from the alarms (a loaded snapshot: older ones lack it)."""
+        self.rule_firing = {}
+        for rec in self.alarms.values():
+            if rec.state == "firing":
+                per = self.rule_firing.setdefault(rec.rule, [0] * (2 * RANKS))
+                per[severity_rank(rec.severity) + 1 + (0 if rec.suppressed is None else RANKS)] += 1
+
+    def lead_rule(self) -> str | None:
+        """The rule of the most severe firing alarm (unsuppressed ones first, as the incident's
+        severity), on a tie the rule that came first; None when no alarm of a known severity fires."""
+        for base in (0, RANKS):
+            best, best_rank = None, 0
+            for rule in self.rules:
+                per = self.rule_firing.get(rule)
+                if per is None:
+                    continue
+                for i in range(RANKS - 1, best_rank, -1):  # (index 0: an unknown severity)
+                    if per[base + i]:
+                        best, best_rank = rule, i
+                        break
+            if best is not None:
+                return best
+        return None
 
     @property
     def active(self) -> bool:

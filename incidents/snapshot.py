@@ -39,7 +39,10 @@ def load(data: bytes) -> ManagerState:
     for iid, raw in d.pop("incidents").items():
         alarms = {ak: AlarmRecord(**a) for ak, a in raw.pop("alarms").items()}
         audit = [AuditEntry(**e) for e in raw.pop("audit")]
+        counted = "rule_firing" in raw
         incidents[iid] = Incident(**raw, alarms=alarms, audit=audit)
+        if not counted:  # a snapshot from before the title followed the most severe rule
+            incidents[iid].recount_rules()
     kpi_raw = d.pop("kpi")
     meters = {
         name: FloodMeter(**{**m, "times": deque(m["times"])}) for name, m in kpi_raw.pop("meters").items()
