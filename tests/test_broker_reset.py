@@ -236,3 +236,53 @@ def test_a_topic_that_vanished_under_a_running_worker_is_a_reset_and_nothing_on_
     h = w.health()
     assert h["status"] == "degraded" and any("vanished" in p for p in h.get("problems", [])), h
     assert "BROKER RESET" in w.log.read_text() and f"{topic}" in w.log.read_text()
+
+
+def test_writes_the_embedded_broker_took_for_a_deleted_topic_do_not_crash_the_stage_writing_it_anew(
+    make_worker, broker: str, topic_prefix: str
+) -> None:
+    """The embedded broker (Tansu) keeps taking records for a topic deleted under running
+    producers (their metadata still names it), and once the topic is re-created those records
+    hold the new log's first offsets: each write there is refused with ``UnknownError`` until the
+    broker's next offset passes them. The rules stage failed on the first one, and its process,
+    restarted, failed again at its first alarm (``atalaia up`` restarted it every 20-60 s for
+    minutes, alarming nothing). Now the refused writes are written again, in order: the process
+    stays up, the reset is said once, and the events sent after it become alarms."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    w = make_worker("--stages", "ingest,rules").start(("ingest", "rules"))
+    prefix, alarms = topic_prefix, f"{topic_prefix}.alarms"
+    asyncio.run(send_events(broker, f"{prefix}.events", [f"before-{i}" for i in range(3)]))
+    wait_for(lambda: w.health()["stages"]["rules"]["processed"] >= 3, 30, "the first events", w.log)
+
+    async def delete_while_a_producer_writes() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, acks=1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await producer.start()
+        await admin.start()
+        try:
+            await producer.partitions_for(alarms)  # its metadata names the topic, as a stage's does
+            await admin.delete_topics([alarms])
+            for i in range(3):  # what a stage writes before the worker re-creates the topic
+                ghost = {"rule": "river-level-high", "key": f"urn:ngsi-ld:WaterObserved:gap-{i}"}
+                await producer.send_and_wait(alarms, orjson.dumps(ghost), partition=0)
+        finally:
+            await admin.close()
+            await producer.stop()
+
+    asyncio.run(delete_while_a_producer_writes())
+    wait_for(lambda: "BROKER RESET" in w.log.read_text(), 20, "the reset", w.log)
+    after = [f"after-{i}" for i in range(5)]
+    asyncio.run(send_events(broker, f"{prefix}.events", after))
+
+    def alarmed() -> set[str]:
+        records = asyncio.run(consume_all(broker, alarms, idle=0.5, timeout=5))
+        return {orjson.loads(r.value)["key"].rsplit(":", 1)[1] for r in records}
+
+    wait_for(lambda: set(after) <= alarmed(), 20, "an alarm for every new event", w.log)
+    text = w.log.read_text()
+    assert w.proc.poll() is None and "stage failed" not in text, text[-6000:]
+    assert text.count("BROKER RESET: topic(s)") == 1, text[-6000:]
+    h = w.health()
+    assert h["status"] == "degraded" and any("vanished" in p for p in h["problems"]), h
