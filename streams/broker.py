@@ -175,6 +175,118 @@ async def topic_partitions(admin, topics: list[str]) -> dict[str, int]:
     return out
 
 
+async def topic_ids(client) -> dict[str, bytes]:
+    """Each topic's id (Metadata v10+: a topic deleted and created again under its name has a new
+    one), or ``{}`` when the broker does not say (older than Kafka 2.8; Tansu says).
+    ``client`` is an ``aiokafka.AIOKafkaClient`` (an admin client's ``_client``): aiokafka's
+    metadata requests stop at v5, before topic ids, so the request is sent raw, as
+    ``kafka_config.probe_kind`` sends its own."""
+    from aiokafka.errors import IncompatibleBrokerVersion
+
+    try:
+        resp = await client.send(client.get_random_node(), _TopicIds())
+    except (IncompatibleBrokerVersion, NotImplementedError):  # no Metadata v10 on this broker
+        return {}
+    return {name: tid for error, name, tid, *_ in resp.topics if not error and any(tid)}
+
+
+def _topic_ids_protocol():
+    """Metadata v10 (the first version with topic ids, flexible): request and response."""
+    from aiokafka.protocol.api import Request, RequestStruct, Response
+    from aiokafka.protocol.types import (
+        AbstractType,
+        Boolean,
+        CompactArray,
+        CompactString,
+        Int16,
+        Int32,
+        Schema,
+        TaggedFields,
+    )
+
+    class Uuid(AbstractType):
+        @classmethod
+        def encode(cls, value: bytes | None) -> bytes:
+            return value or bytes(16)
+
+        @classmethod
+        def decode(cls, data) -> bytes:
+            return data.read(16)
+
+    name = ("name", CompactString("utf-8"))
+
+    class MetadataResponse_v10(Response):
+        API_KEY = 3
+        API_VERSION = 10
+        SCHEMA = Schema(
+            ("throttle_time_ms", Int32),
+            (
+                "brokers",
+                CompactArray(
+                    ("node_id", Int32),
+                    ("host", CompactString("utf-8")),
+                    ("port", Int32),
+                    ("rack", CompactString("utf-8")),
+                    ("tags", TaggedFields),
+                ),
+            ),
+            ("cluster_id", CompactString("utf-8")),
+            ("controller_id", Int32),
+            (
+                "topics",
+                CompactArray(
+                    ("error_code", Int16),
+                    name,
+                    ("topic_id", Uuid),
+                    ("is_internal", Boolean),
+                    (
+                        "partitions",
+                        CompactArray(
+                            ("error_code", Int16),
+                            ("partition_index", Int32),
+                            ("leader_id", Int32),
+                            ("leader_epoch", Int32),
+                            ("replica_nodes", CompactArray(Int32)),
+                            ("isr_nodes", CompactArray(Int32)),
+                            ("offline_replicas", CompactArray(Int32)),
+                            ("tags", TaggedFields),
+                        ),
+                    ),
+                    ("topic_authorized_operations", Int32),
+                    ("tags", TaggedFields),
+                ),
+            ),
+            ("cluster_authorized_operations", Int32),
+            ("tags", TaggedFields),
+        )
+
+    class MetadataRequest_v10(RequestStruct):
+        FLEXIBLE_VERSION = True
+        API_KEY = 3
+        API_VERSION = 10
+        RESPONSE_TYPE = MetadataResponse_v10
+        SCHEMA = Schema(
+            ("topics", CompactArray(("topic_id", Uuid), name, ("tags", TaggedFields))),
+            ("allow_auto_topic_creation", Boolean),
+            ("include_cluster_authorized_operations", Boolean),
+            ("include_topic_authorized_operations", Boolean),
+            ("tags", TaggedFields),
+        )
+
+    class TopicIds(Request[MetadataRequest_v10]):
+        """All topics (``None``), never auto-creating one."""
+
+        API_KEY = 3
+
+        def build(self, request_struct_class):
+            return request_struct_class(None, False, False, False, {})
+
+    return TopicIds
+
+
+_TopicIds = _topic_ids_protocol()
+
+
 def durability_configs(replicas: int) -> dict[str, str]:
     """Topic configs that make ``acks=all`` mean something: with 3 or more replicas a write
     needs all but one of them (``min.insync.replicas``)."""

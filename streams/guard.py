@@ -15,7 +15,9 @@
   ``degraded`` for ``ATALAIA_RESET_ALERT_S``, every stage reading it starts again at the
   re-created log's beginning (it went on at its old offset in the new log, so that log's first
   records were never processed, without a word), and every stage sends its open state again (what
-  it had sent there and nobody had read is gone with the topic).
+  it had sent there and nobody had read is gone with the topic). So is a topic found under another
+  topic id than at the last check: deleted and created again by another client (the other process
+  of ``atalaia up``, a script) before this check could find it missing.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class BrokerGuard(Service):
         self.cluster: str | None = None
         self.warned: dict[str, bool] = {}
         self.known: set[str] = set()  # the pipeline topics the last check found
+        self.ids: dict[str, bytes] = {}  # their topic ids, where the broker says (streams.broker.topic_ids)
         HEALTH.reset_alert_s = settings.reset_alert_s
 
     async def on_start(self) -> None:
@@ -180,6 +183,7 @@ class BrokerGuard(Service):
             designed_partitions,
             layout_error,
             layout_problems,
+            topic_ids,
         )
 
         cid = await cluster_id(admin)
@@ -197,16 +201,24 @@ class BrokerGuard(Service):
         existing = set(await admin.list_topics())
         vanished = sorted(t for t in designed if t in self.known and t not in existing)
         actual = await create_topics(admin, designed, existing=existing)
+        # asked after the topics this check created: a topic found with another id than the last
+        # check's was deleted and created again by another client (the other process of `atalaia
+        # up`, a script) before this check could find it missing
+        ids = await topic_ids(admin._client)
+        recreated = [t for t in designed if t in existing and t in ids and self.ids.get(t, ids[t]) != ids[t]]
         problems = layout_problems(designed, actual)
         HEALTH.layout(problems, layout_error(problems, self.bootstrap) if problems else "")
         await self.state_topics(admin)
         if changed:
             for stage in self.stages.values():
                 await stage.recheck(cid)
-        elif vanished:
-            await self.vanished(vanished)
+        elif vanished or recreated:
+            await self.vanished(sorted({*vanished, *recreated}))
         self.cluster = cid or self.cluster  # only now: a failed recheck is tried again
         self.known = {t for t in designed if t in existing or t in actual}
+        # a topic missing from this answer keeps its last id: re-created by the time of the next
+        # check, it is told by its new id
+        self.ids = {t: i for t, i in {**self.ids, **ids}.items() if t in designed}
 
     async def vanished(self, topics: list[str]) -> None:
         """Topics this worker had seen vanished from the broker and were re-created empty: said

@@ -286,3 +286,60 @@ def test_writes_the_embedded_broker_took_for_a_deleted_topic_do_not_crash_the_st
     assert text.count("BROKER RESET: topic(s)") == 1, text[-6000:]
     h = w.health()
     assert h["status"] == "degraded" and any("vanished" in p for p in h["problems"]), h
+
+
+def test_a_topic_another_client_re_created_before_the_workers_check_is_a_reset_too(
+    make_worker, broker: str, topic_prefix: str
+) -> None:
+    """Under ``atalaia up`` the two processes check the broker each on its own: when one (or an
+    operator's script) re-created a deleted topic before the other's check, the other found the
+    topic there and was not told: its stages went on at their old offsets in the new log, so the
+    new log's first alarms never became incidents (nor showed on the console), with ``/health``
+    ``ok``. The broker's topic ids tell a re-created topic from the old one: the reset is said
+    and every alarm on the new log reaches the incident manager."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from tests.test_console_board import alarm
+
+    w = make_worker("--stages", "incidents").start(("incidents",))
+    topic = f"{topic_prefix}.alarms"
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    async def produce(keys: list[str]) -> None:
+        p = AIOKafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=200)
+        await p.start()
+        try:  # one request: the new log gets every record at once
+            sent = [await p.send(topic, orjson.dumps(alarm(k, now, parish=k))) for k in keys]
+            await asyncio.gather(*sent)
+        finally:
+            await p.stop()
+
+    async def delete_and_create() -> None:  # faster than the worker's check (every 2 s)
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(produce([f"before{k}" for k in range(5)]))
+    wait_for(lambda: w.health()["stages"]["incidents"]["processed"] >= 5, 30, "the first alarms", w.log)
+    time.sleep(2.5)  # a check of the worker has seen the topic
+    asyncio.run(delete_and_create())
+    after = [f"after{k}" for k in range(8)]  # more than the stage's old offset (5)
+    asyncio.run(produce(after))
+
+    def incidents_of_new_alarms() -> set[str]:
+        records = asyncio.run(consume_all(broker, f"{topic_prefix}.incidents", idle=1.0, timeout=10))
+        keys = set()
+        for r in records:
+            e = orjson.loads(r.value)
+            keys.update(a["key"].rsplit(":", 1)[1] for a in e.get("alarms", []))
+        return keys & set(after)
+
+    wait_for(lambda: incidents_of_new_alarms() == set(after), 15, "an incident for every new alarm", w.log)
+    h = w.health()
+    assert h["status"] == "degraded" and any("vanished" in p for p in h.get("problems", [])), h
+    assert "BROKER RESET" in w.log.read_text()
