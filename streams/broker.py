@@ -287,6 +287,39 @@ def _topic_ids_protocol():
 _TopicIds = _topic_ids_protocol()
 
 
+async def kept_while_deleted(bootstrap: str, topics: dict[str, int]) -> list[str]:
+    """Those of ``topics`` (name -> partitions), just created again, whose log holds records past
+    its high watermark: Tansu (0.6) keeps taking records for a deleted topic from producers that
+    still hold its metadata, and a topic created again under that name starts its high watermark
+    at 0 with those records at its first offsets, in their batches (a write is refused where a
+    batch of theirs starts, acknowledged but never read inside one). Its ListOffsets "latest"
+    counts them (the last batch's base offset + 1) while its fetches stop at the high watermark,
+    which only writes move: that is how they show. One probe consumer fetches once per partition."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from atalaia.streams.kafka_config import client_options
+
+    tps = [TopicPartition(t, p) for t, n in sorted(topics.items()) for p in range(n)]
+    probe = AIOKafkaConsumer(
+        **client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=50, request_timeout_ms=5000
+    )
+    await probe.start()
+    try:
+        probe.assign(tps)
+        ends = await probe.end_offsets(tps)
+        suspect = [tp for tp in tps if ends[tp] > 0]
+        for tp in suspect:
+            probe.seek(tp, 0)
+        deadline = time.monotonic() + 3
+        while suspect and time.monotonic() < deadline and any(probe.highwater(tp) is None for tp in suspect):
+            await probe.getmany(*suspect, timeout_ms=100)
+        return sorted(
+            {tp.topic for tp in suspect if (hw := probe.highwater(tp)) is not None and ends[tp] > hw}
+        )
+    finally:
+        await probe.stop()
+
+
 def durability_configs(replicas: int) -> dict[str, str]:
     """Topic configs that make ``acks=all`` mean something: with 3 or more replicas a write
     needs all but one of them (``min.insync.replicas``)."""

@@ -17,7 +17,9 @@
   records were never processed, without a word), and every stage sends its open state again (what
   it had sent there and nobody had read is gone with the topic). So is a topic found under another
   topic id than at the last check: deleted and created again by another client (the other process
-  of ``atalaia up``, a script) before this check could find it missing.
+  of ``atalaia up``, a script) before this check could find it missing. On Tansu, a topic this
+  check re-created that already holds records (written to the deleted topic, which Tansu keeps and
+  which hide later writes) is deleted once more and created again, so its new log starts empty.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any
 
 from mode import Service
 from prometheus_client import Counter, Gauge
+
+from atalaia.streams.kafka_config import KAFKA, known_kind
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +205,9 @@ class BrokerGuard(Service):
         existing = set(await admin.list_topics())
         vanished = sorted(t for t in designed if t in self.known and t not in existing)
         actual = await create_topics(admin, designed, existing=existing)
+        created = {t: n for t, n in designed.items() if t not in existing and t in actual}
+        if created and known_kind(self.bootstrap) != KAFKA:
+            await self.start_clean(admin, created)
         # asked after the topics this check created: a topic found with another id than the last
         # check's was deleted and created again by another client (the other process of `atalaia
         # up`, a script) before this check could find it missing
@@ -219,6 +226,32 @@ class BrokerGuard(Service):
         # a topic missing from this answer keeps its last id: re-created by the time of the next
         # check, it is told by its new id
         self.ids = {t: i for t, i in {**self.ids, **ids}.items() if t in designed}
+
+    async def start_clean(self, admin: Any, created: dict[str, int]) -> None:
+        """Topics this check created again that already hold records (on Tansu: those written to
+        the deleted topic, :func:`streams.broker.kept_while_deleted`) are deleted once more, which
+        drops them, and created again: writes to the new log are then all read. What they held
+        was written after the deletion and is lost with it, as the ``BROKER RESET`` line says."""
+        from atalaia.streams.broker import create_topics, kept_while_deleted
+
+        for _ in range(3):
+            kept = await kept_while_deleted(self.bootstrap, created)
+            if not kept:
+                return
+            log.warning(
+                "the broker kept records written to %s while it was deleted, at the re-created "
+                "log's first offsets, where they would hide later writes: deleting and creating it "
+                "again",
+                ", ".join(kept),
+            )
+            await admin.delete_topics(kept)
+            created = {t: created[t] for t in kept}
+            await create_topics(admin, created, existing=set())
+        log.error(
+            "%s still hold records written while deleted: writes to them may be acknowledged and "
+            "never read; delete them while no Atalaia process runs",
+            ", ".join(created),
+        )
 
     async def vanished(self, topics: list[str]) -> None:
         """Topics this worker had seen vanished from the broker and were re-created empty: said

@@ -308,7 +308,8 @@ def retry_refused_writes(producer: Any, kind: str | None) -> Any:
     with ``UnknownError`` (Kafka error -1, not retriable for aiokafka) and moves the broker's next
     offset on past it. A stage failed on the first such write, and restarted, on the next one.
     Written again, each write lands once the offsets pass those records; the records themselves
-    stay at the new log's first offsets (readers see them: they were written in the gap).
+    stay at the new log's first offsets (readers see them: they were written in the gap), unless
+    the broker check re-created the topic itself (it drops them first: ``streams.guard``).
 
     aiokafka has no setting for which errors a producer retries: its produce handler
     (``aiokafka.producer.sender.SendProduceReqHandler._can_retry``) is replaced once per process

@@ -247,9 +247,10 @@ def test_writes_the_embedded_broker_took_for_a_deleted_topic_do_not_crash_the_st
     broker's next offset passes them. The rules stage failed on the first one, and its process,
     restarted, failed again at its first alarm (``atalaia up`` restarted it every 20-60 s for
     minutes, alarming nothing). Now the refused writes are written again, in order: the process
-    stays up, the reset is said once, and the events sent after it become alarms."""
+    stays up, the reset is said once, and the events sent after it become alarms. (A script
+    re-creates the topic here: one the worker re-creates itself starts clean, see below.)"""
     from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     w = make_worker("--stages", "ingest,rules").start(("ingest", "rules"))
     prefix, alarms = topic_prefix, f"{topic_prefix}.alarms"
@@ -264,9 +265,10 @@ def test_writes_the_embedded_broker_took_for_a_deleted_topic_do_not_crash_the_st
         try:
             await producer.partitions_for(alarms)  # its metadata names the topic, as a stage's does
             await admin.delete_topics([alarms])
-            for i in range(3):  # what a stage writes before the worker re-creates the topic
+            for i in range(3):  # what a stage writes before the topic is re-created
                 ghost = {"rule": "river-level-high", "key": f"urn:ngsi-ld:WaterObserved:gap-{i}"}
                 await producer.send_and_wait(alarms, orjson.dumps(ghost), partition=0)
+            await admin.create_topics([NewTopic(alarms, 1, 1)])
         finally:
             await admin.close()
             await producer.stop()
@@ -343,3 +345,51 @@ def test_a_topic_another_client_re_created_before_the_workers_check_is_a_reset_t
     h = w.health()
     assert h["status"] == "degraded" and any("vanished" in p for p in h.get("problems", [])), h
     assert "BROKER RESET" in w.log.read_text()
+
+
+def test_records_the_embedded_broker_kept_for_a_deleted_topic_hide_no_write_to_the_new_log(
+    make_worker, broker: str, topic_prefix: str
+) -> None:
+    """The records the embedded broker took for a deleted topic sit at the re-created log's first
+    offsets in batches, and a write landing inside one of those batches was acknowledged but
+    never read (a reader takes the batch, then goes on after its last offset): here the open
+    alarm the rules stage sends again after the reset, so the incident manager never learnt of
+    it. The worker now deletes such a re-created topic once more (the broker then drops those
+    records) and creates it again: every write to the new log is read."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    w = make_worker("--stages", "ingest,rules").start(("ingest", "rules"))
+    prefix, alarms = topic_prefix, f"{topic_prefix}.alarms"
+    asyncio.run(send_events(broker, f"{prefix}.events", ["before-0"]))  # one open alarm
+    wait_for(lambda: w.health()["stages"]["rules"]["processed"] >= 1, 30, "the first event", w.log)
+
+    async def delete_while_a_producer_writes() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, acks=1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await producer.start()
+        await admin.start()
+        try:
+            await producer.partitions_for(alarms)  # its metadata names the topic, as a stage's does
+            await admin.delete_topics([alarms])
+            batch = producer.create_batch()  # a stage writes batches: 3 records at offsets 0-2
+            for i in range(3):
+                ghost = {"rule": "river-level-high", "key": f"urn:ngsi-ld:WaterObserved:gap-{i}"}
+                batch.append(key=None, value=orjson.dumps(ghost), timestamp=None)
+            await (await producer.send_batch(batch, alarms, partition=0))
+        finally:
+            await admin.close()
+            await producer.stop()
+
+    asyncio.run(delete_while_a_producer_writes())
+    wait_for(lambda: "open record(s) of its state sent again" in w.log.read_text(), 20, "the reset", w.log)
+    after = [f"after-{i}" for i in range(3)]
+    asyncio.run(send_events(broker, f"{prefix}.events", after))
+
+    def alarmed() -> set[str]:
+        records = asyncio.run(consume_all(broker, alarms, idle=0.5, timeout=5))
+        return {orjson.loads(r.value)["key"].rsplit(":", 1)[1] for r in records}
+
+    wait_for(lambda: set(after) <= alarmed(), 20, "an alarm for every new event", w.log)
+    assert "before-0" in alarmed(), w.log.read_text()[-6000:]  # sent again after the reset: read
+    assert w.proc.poll() is None and "stage failed" not in w.log.read_text()
