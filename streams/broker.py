@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -180,16 +181,19 @@ async def topic_ids(client) -> dict[str, bytes]:
     one), or ``{}`` when the broker does not say (older than Kafka 2.8; Tansu says).
     ``client`` is an ``aiokafka.AIOKafkaClient`` (an admin client's ``_client``): aiokafka's
     metadata requests stop at v5, before topic ids, so the request is sent raw, as
-    ``kafka_config.probe_kind`` sends its own."""
+    ``kafka_config.probe_kind`` sends its own. The request's classes are built at the first call,
+    not at import: an aiokafka whose protocol classes differ fails this call (the broker check
+    goes on without ids), not every command."""
     from aiokafka.errors import IncompatibleBrokerVersion
 
     try:
-        resp = await client.send(client.get_random_node(), _TopicIds())
+        resp = await client.send(client.get_random_node(), _topic_ids_protocol()())
     except (IncompatibleBrokerVersion, NotImplementedError):  # no Metadata v10 on this broker
         return {}
     return {name: tid for error, name, tid, *_ in resp.topics if not error and any(tid)}
 
 
+@functools.cache
 def _topic_ids_protocol():
     """Metadata v10 (the first version with topic ids, flexible): request and response."""
     from aiokafka.protocol.api import Request, RequestStruct, Response
@@ -282,9 +286,6 @@ def _topic_ids_protocol():
             return request_struct_class(None, False, False, False, {})
 
     return TopicIds
-
-
-_TopicIds = _topic_ids_protocol()
 
 
 async def kept_while_deleted(bootstrap: str, topics: dict[str, int]) -> list[str]:

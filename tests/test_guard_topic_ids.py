@@ -316,3 +316,27 @@ def test_a_broker_without_topic_ids_gives_none(versions: dict[int, tuple[int, in
     from atalaia.streams.broker import topic_ids
 
     assert asyncio.run(topic_ids(RawClient(versions))) == {}
+
+
+def test_an_aiokafka_without_the_classes_of_the_topic_id_request_still_runs_atalaia() -> None:
+    """The Metadata v10 request is built from aiokafka's protocol classes (0.14): an aiokafka
+    without them made ``import atalaia.streams.broker`` fail, so every command (``atalaia up``,
+    ``worker``, ``send``) died at start for a check that can do without topic ids; now only the
+    topic-id request fails, and the broker check goes on without it (test above)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, aiokafka.protocol.api as api\n"
+        "del api.RequestStruct\n"
+        "from atalaia.streams import broker, guard\n"
+        "class C:\n"
+        "    def get_random_node(self): return 1\n"
+        "    async def send(self, node, request): raise AssertionError(request)\n"
+        "try:\n"
+        "    asyncio.run(broker.topic_ids(C()))\n"
+        "except ImportError:\n"
+        "    print('topic ids: ImportError')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "topic ids: ImportError\n", out.stderr[-3000:]
