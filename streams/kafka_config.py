@@ -315,12 +315,24 @@ def retry_refused_writes(producer: Any, kind: str | None) -> Any:
     (``aiokafka.producer.sender.SendProduceReqHandler._can_retry``) is replaced once per process
     by a subclass that also retries ``UnknownError`` for the producers marked here, so a retry
     keeps the producer's order (one request in flight, the batch put back at its partition's
-    head). Other producers (Kafka, where the error means something else) are unchanged."""
+    head). Other producers (Kafka, where the error means something else) are unchanged. An
+    aiokafka without that handler leaves ``producer`` as it is, with one WARNING: such a write then
+    fails the stage, as before, rather than every producer failing to start."""
     if kind == KAFKA:
         return producer
+    import aiokafka
     from aiokafka.errors import UnknownError
     from aiokafka.producer import sender
 
+    handler = getattr(sender, "SendProduceReqHandler", None)
+    if not hasattr(handler, "_can_retry") or not hasattr(producer, "_sender"):
+        log.warning(
+            "aiokafka %s has no produce handler Atalaia can extend: a write the embedded broker "
+            "refuses with UnknownError (a topic deleted and re-created while written to) fails the "
+            "stage writing it",
+            aiokafka.__version__,
+        )
+        return producer
     if not getattr(sender.SendProduceReqHandler, "_atalaia", False):
 
         class RetryRefused(sender.SendProduceReqHandler):  # type: ignore[misc,name-defined]

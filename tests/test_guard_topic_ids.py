@@ -340,3 +340,34 @@ def test_an_aiokafka_without_the_classes_of_the_topic_id_request_still_runs_atal
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout == "topic ids: ImportError\n", out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("missing", ["SendProduceReqHandler", "_sender"])
+def test_an_aiokafka_without_the_produce_handler_still_starts_producers_on_tansu(
+    monkeypatch, caplog, missing: str
+) -> None:
+    """The retry of refused writes replaces aiokafka's produce handler (0.14's
+    ``aiokafka.producer.sender.SendProduceReqHandler``, reached through the producer's
+    ``_sender``): in an aiokafka without them every stage, the HTTP ingest and ``atalaia send``
+    failed to start on the embedded broker (AttributeError). Now the producer is used as it is,
+    with one WARNING."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.producer import sender
+
+    from atalaia.streams.kafka_config import TANSU, retry_refused_writes
+
+    async def make() -> Any:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+        if missing == "_sender":
+            monkeypatch.delattr(producer, "_sender")
+        else:
+            monkeypatch.delattr(sender, missing)
+        try:
+            return producer, retry_refused_writes(producer, TANSU)
+        finally:
+            monkeypatch.undo()
+            await producer.stop()
+
+    producer, returned = asyncio.run(make())
+    assert returned is producer
+    assert "has no produce handler Atalaia can extend" in caplog.text
