@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -173,6 +174,151 @@ async def topic_partitions(admin, topics: list[str]) -> dict[str, int]:
         if t.get("error_code", 0) == 0 and t.get("partitions"):
             out[t["topic"]] = len(t["partitions"])
     return out
+
+
+async def topic_ids(client) -> dict[str, bytes]:
+    """Each topic's id (Metadata v10+: a topic deleted and created again under its name has a new
+    one), or ``{}`` when the broker does not say (older than Kafka 2.8; Tansu says).
+    ``client`` is an ``aiokafka.AIOKafkaClient`` (an admin client's ``_client``): aiokafka's
+    metadata requests stop at v5, before topic ids, so the request is sent raw, as
+    ``kafka_config.probe_kind`` sends its own. The request's classes are built at the first call,
+    not at import: an aiokafka whose protocol classes differ fails this call (the broker check
+    goes on without ids), not every command."""
+    from aiokafka.errors import IncompatibleBrokerVersion
+
+    try:
+        resp = await client.send(client.get_random_node(), _topic_ids_protocol()())
+    except (IncompatibleBrokerVersion, NotImplementedError):  # no Metadata v10 on this broker
+        return {}
+    return {name: tid for error, name, tid, *_ in resp.topics if not error and any(tid)}
+
+
+@functools.cache
+def _topic_ids_protocol():
+    """Metadata v10 (the first version with topic ids, flexible): request and response."""
+    from aiokafka.protocol.api import Request, RequestStruct, Response
+    from aiokafka.protocol.types import (
+        AbstractType,
+        Boolean,
+        CompactArray,
+        CompactString,
+        Int16,
+        Int32,
+        Schema,
+        TaggedFields,
+    )
+
+    class Uuid(AbstractType):
+        @classmethod
+        def encode(cls, value: bytes | None) -> bytes:
+            return value or bytes(16)
+
+        @classmethod
+        def decode(cls, data) -> bytes:
+            return data.read(16)
+
+    name = ("name", CompactString("utf-8"))
+
+    class MetadataResponse_v10(Response):
+        API_KEY = 3
+        API_VERSION = 10
+        SCHEMA = Schema(
+            ("throttle_time_ms", Int32),
+            (
+                "brokers",
+                CompactArray(
+                    ("node_id", Int32),
+                    ("host", CompactString("utf-8")),
+                    ("port", Int32),
+                    ("rack", CompactString("utf-8")),
+                    ("tags", TaggedFields),
+                ),
+            ),
+            ("cluster_id", CompactString("utf-8")),
+            ("controller_id", Int32),
+            (
+                "topics",
+                CompactArray(
+                    ("error_code", Int16),
+                    name,
+                    ("topic_id", Uuid),
+                    ("is_internal", Boolean),
+                    (
+                        "partitions",
+                        CompactArray(
+                            ("error_code", Int16),
+                            ("partition_index", Int32),
+                            ("leader_id", Int32),
+                            ("leader_epoch", Int32),
+                            ("replica_nodes", CompactArray(Int32)),
+                            ("isr_nodes", CompactArray(Int32)),
+                            ("offline_replicas", CompactArray(Int32)),
+                            ("tags", TaggedFields),
+                        ),
+                    ),
+                    ("topic_authorized_operations", Int32),
+                    ("tags", TaggedFields),
+                ),
+            ),
+            ("cluster_authorized_operations", Int32),
+            ("tags", TaggedFields),
+        )
+
+    class MetadataRequest_v10(RequestStruct):
+        FLEXIBLE_VERSION = True
+        API_KEY = 3
+        API_VERSION = 10
+        RESPONSE_TYPE = MetadataResponse_v10
+        SCHEMA = Schema(
+            ("topics", CompactArray(("topic_id", Uuid), name, ("tags", TaggedFields))),
+            ("allow_auto_topic_creation", Boolean),
+            ("include_cluster_authorized_operations", Boolean),
+            ("include_topic_authorized_operations", Boolean),
+            ("tags", TaggedFields),
+        )
+
+    class TopicIds(Request[MetadataRequest_v10]):
+        """All topics (``None``), never auto-creating one."""
+
+        API_KEY = 3
+
+        def build(self, request_struct_class):
+            return request_struct_class(None, False, False, False, {})
+
+    return TopicIds
+
+
+async def kept_while_deleted(bootstrap: str, topics: dict[str, int]) -> list[str]:
+    """Those of ``topics`` (name -> partitions), just created again, whose log holds records past
+    its high watermark: Tansu (0.6) keeps taking records for a deleted topic from producers that
+    still hold its metadata, and a topic created again under that name starts its high watermark
+    at 0 with those records at its first offsets, in their batches (a write is refused where a
+    batch of theirs starts, acknowledged but never read inside one). Its ListOffsets "latest"
+    counts them (the last batch's base offset + 1) while its fetches stop at the high watermark,
+    which only writes move: that is how they show. One probe consumer fetches once per partition."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from atalaia.streams.kafka_config import client_options
+
+    tps = [TopicPartition(t, p) for t, n in sorted(topics.items()) for p in range(n)]
+    probe = AIOKafkaConsumer(
+        **client_options(bootstrap), enable_auto_commit=False, fetch_max_wait_ms=50, request_timeout_ms=5000
+    )
+    await probe.start()
+    try:
+        probe.assign(tps)
+        ends = await probe.end_offsets(tps)
+        suspect = [tp for tp in tps if ends[tp] > 0]
+        for tp in suspect:
+            probe.seek(tp, 0)
+        deadline = time.monotonic() + 3
+        while suspect and time.monotonic() < deadline and any(probe.highwater(tp) is None for tp in suspect):
+            await probe.getmany(*suspect, timeout_ms=100)
+        return sorted(
+            {tp.topic for tp in suspect if (hw := probe.highwater(tp)) is not None and ends[tp] > hw}
+        )
+    finally:
+        await probe.stop()
 
 
 def durability_configs(replicas: int) -> dict[str, str]:

@@ -428,17 +428,26 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
 
     from atalaia.streams.connect import client_bootstrap
     from atalaia.streams.ingest.events import RawEvent, format_time_now
-    from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
+    from atalaia.streams.kafka_config import (
+        broker_kind,
+        client_options,
+        producer_options,
+        retry_refused_writes,
+    )
 
     settings = get_settings()
     bootstrap = client_bootstrap(settings)
 
     async def go() -> int:
-        producer = AIOKafkaProducer(
-            **client_options(bootstrap),
-            **producer_options(await broker_kind(bootstrap)),  # acks=all + idempotence on Kafka
-            linger_ms=5,
-            max_request_size=8 << 20,
+        kind = await broker_kind(bootstrap)
+        producer = retry_refused_writes(  # Tansu: a re-created topic's refused writes, again
+            AIOKafkaProducer(
+                **client_options(bootstrap),
+                **producer_options(kind),  # acks=all + idempotence on Kafka
+                linger_ms=5,
+                max_request_size=8 << 20,
+            ),
+            kind,
         )
         await producer.start()
         n = 0

@@ -15,7 +15,13 @@
   ``degraded`` for ``ATALAIA_RESET_ALERT_S``, every stage reading it starts again at the
   re-created log's beginning (it went on at its old offset in the new log, so that log's first
   records were never processed, without a word), and every stage sends its open state again (what
-  it had sent there and nobody had read is gone with the topic).
+  it had sent there and nobody had read is gone with the topic). So is a topic found under another
+  topic id than at the last check: deleted and created again by another client (the other process
+  of ``atalaia up``, a script) before this check could find it missing (an id the topic had
+  before, or the id of a topic this check created, is no reset: see ``BrokerGuard.learn_ids``;
+  ids that cannot be read leave only this case unseen). On Tansu, a topic this
+  check re-created that already holds records (written to the deleted topic, which Tansu keeps and
+  which hide later writes) is deleted once more and created again, so its new log starts empty.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from typing import Any
 
 from mode import Service
 from prometheus_client import Counter, Gauge
+
+from atalaia.streams.kafka_config import KAFKA, known_kind
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +148,8 @@ class BrokerGuard(Service):
         self.cluster: str | None = None
         self.warned: dict[str, bool] = {}
         self.known: set[str] = set()  # the pipeline topics the last check found
+        self.ids: dict[str, bytes] = {}  # their topic ids, where the broker says (streams.broker.topic_ids)
+        self.old_ids: dict[str, set[bytes]] = {}  # the ids they had before: a lagging broker may answer one
         HEALTH.reset_alert_s = settings.reset_alert_s
 
     async def on_start(self) -> None:
@@ -180,6 +190,7 @@ class BrokerGuard(Service):
             designed_partitions,
             layout_error,
             layout_problems,
+            topic_ids,
         )
 
         cid = await cluster_id(admin)
@@ -197,16 +208,86 @@ class BrokerGuard(Service):
         existing = set(await admin.list_topics())
         vanished = sorted(t for t in designed if t in self.known and t not in existing)
         actual = await create_topics(admin, designed, existing=existing)
+        created = {t: n for t, n in designed.items() if t not in existing and t in actual}
+        if created and known_kind(self.bootstrap) != KAFKA:
+            await self.start_clean(admin, created)
+        # asked after the topics this check created: a topic found with another id than the last
+        # check's was deleted and created again by another client (the other process of `atalaia
+        # up`, a script) before this check could find it missing
+        try:
+            ids = await topic_ids(admin._client)
+        except Exception as e:  # a request of Atalaia's own: the rest of the check does without it
+            log.warning(
+                "broker check: topic ids not read (%s: %s); a topic another client re-created is "
+                "told at a later check",
+                type(e).__name__,
+                e,
+            )
+            ids = {}
+        recreated, learnt = self.learn_ids(designed, existing, ids)
         problems = layout_problems(designed, actual)
         HEALTH.layout(problems, layout_error(problems, self.bootstrap) if problems else "")
         await self.state_topics(admin)
         if changed:
             for stage in self.stages.values():
                 await stage.recheck(cid)
-        elif vanished:
-            await self.vanished(vanished)
+        elif vanished or recreated:
+            await self.vanished(sorted({*vanished, *recreated}))
         self.cluster = cid or self.cluster  # only now: a failed recheck is tried again
         self.known = {t for t in designed if t in existing or t in actual}
+        self.ids, self.old_ids = learnt  # only now, as the rest: a failed check is tried again
+
+    def learn_ids(
+        self, designed: dict[str, int], existing: set[str], ids: dict[str, bytes]
+    ) -> tuple[list[str], tuple[dict[str, bytes], dict[str, set[bytes]]]]:
+        """The topics of ``designed`` that ``existing`` lists under another id than the last one
+        learnt (created again by another client since: a reset); ``ids`` (this check's answer) is
+        learnt. A topic this check found missing (and created) forgets its id: its new one is
+        learnt from the first answer that has it, never taken for another client's re-creation.
+        An answer without a topic's id changes nothing (its last id stays: re-created by the
+        next check, the new id tells it), nor does one with an id the topic had before (on a
+        Kafka cluster, a broker whose metadata lags behind its re-creation). Returned with them:
+        the ids and former ids to keep once the check is done."""
+        recreated, known, former = [], dict(self.ids), {t: set(v) for t, v in self.old_ids.items()}
+        for t in designed:
+            old = former.setdefault(t, set())
+            if t not in existing and t in known:
+                old.add(known.pop(t))
+            new = ids.get(t)
+            if new is None or new in old:
+                continue
+            last = known.get(t)
+            if last is not None and last != new:
+                recreated.append(t)
+                old.add(last)
+            known[t] = new
+        return recreated, (known, former)
+
+    async def start_clean(self, admin: Any, created: dict[str, int]) -> None:
+        """Topics this check created again that already hold records (on Tansu: those written to
+        the deleted topic, :func:`streams.broker.kept_while_deleted`) are deleted once more, which
+        drops them, and created again: writes to the new log are then all read. What they held
+        was written after the deletion and is lost with it, as the ``BROKER RESET`` line says."""
+        from atalaia.streams.broker import create_topics, kept_while_deleted
+
+        for _ in range(3):
+            kept = await kept_while_deleted(self.bootstrap, created)
+            if not kept:
+                return
+            log.warning(
+                "the broker kept records written to %s while it was deleted, at the re-created "
+                "log's first offsets, where they would hide later writes: deleting and creating it "
+                "again",
+                ", ".join(kept),
+            )
+            await admin.delete_topics(kept)
+            created = {t: created[t] for t in kept}
+            await create_topics(admin, created, existing=set())
+        log.error(
+            "%s still hold records written while deleted: writes to them may be acknowledged and "
+            "never read; delete them while no Atalaia process runs",
+            ", ".join(created),
+        )
 
     async def vanished(self, topics: list[str]) -> None:
         """Topics this worker had seen vanished from the broker and were re-created empty: said

@@ -298,6 +298,64 @@ def producer_options(kind: str | None) -> dict[str, Any]:
     return {"acks": 1}
 
 
+def retry_refused_writes(producer: Any, kind: str | None) -> Any:
+    """On Tansu, ``producer`` writes again what the broker refused with ``UnknownError``, in order
+    (as it does any retriable error), until its request timeout; ``producer`` is returned.
+
+    Tansu (0.6, memory storage) keeps taking records for a topic deleted under running producers
+    (their metadata still names it), and a topic re-created under that name starts its offsets at
+    0 with those records still there: each write whose first offset is one of theirs is refused
+    with ``UnknownError`` (Kafka error -1, not retriable for aiokafka) and moves the broker's next
+    offset on past it. A stage failed on the first such write, and restarted, on the next one.
+    Written again, each write lands once the offsets pass those records; the records themselves
+    stay at the new log's first offsets (readers see them: they were written in the gap), unless
+    the broker check re-created the topic itself (it drops them first: ``streams.guard``).
+
+    aiokafka has no setting for which errors a producer retries: its produce handler
+    (``aiokafka.producer.sender.SendProduceReqHandler._can_retry``) is replaced once per process
+    by a subclass that also retries ``UnknownError`` for the producers marked here, so a retry
+    keeps the producer's order (one request in flight, the batch put back at its partition's
+    head). Other producers (Kafka, where the error means something else) are unchanged. An
+    aiokafka without that handler leaves ``producer`` as it is, with one WARNING: such a write then
+    fails the stage, as before, rather than every producer failing to start."""
+    if kind == KAFKA:
+        return producer
+    import aiokafka
+    from aiokafka.errors import UnknownError
+    from aiokafka.producer import sender
+
+    handler = getattr(sender, "SendProduceReqHandler", None)
+    if not hasattr(handler, "_can_retry") or not hasattr(producer, "_sender"):
+        log.warning(
+            "aiokafka %s has no produce handler Atalaia can extend: a write the embedded broker "
+            "refuses with UnknownError (a topic deleted and re-created while written to) fails the "
+            "stage writing it",
+            aiokafka.__version__,
+        )
+        return producer
+    if not getattr(sender.SendProduceReqHandler, "_atalaia", False):
+
+        class RetryRefused(sender.SendProduceReqHandler):  # type: ignore[misc,name-defined]
+            _atalaia = True
+
+            def _can_retry(self, error: Any, batch: Any) -> bool:
+                if isinstance(error, UnknownError) and getattr(self._sender, "_atalaia_retry", False):
+                    if batch.expired():
+                        return False
+                    log.warning(
+                        "the broker refused a write to %s with UnknownError: writing it again (on "
+                        "the embedded broker: a topic deleted and re-created while it was written "
+                        "to, whose new log starts with records written in between)",
+                        batch.tp,
+                    )
+                    return True
+                return super()._can_retry(error, batch)
+
+        sender.SendProduceReqHandler = RetryRefused
+    producer._sender._atalaia_retry = True
+    return producer
+
+
 def state_store(setting: str, kind: str | None) -> str:
     """Where stages keep their checkpoints: ``ATALAIA_STATE_STORE`` (``file`` | ``kafka``), or
     for ``auto`` the broker kind's default: the compacted state topics on Kafka, the data

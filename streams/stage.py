@@ -57,7 +57,13 @@ from atalaia.streams.checkpoints import (
     state_topic,
 )
 from atalaia.streams.ingestlog import Entry
-from atalaia.streams.kafka_config import broker_kind, client_options, producer_options, state_store
+from atalaia.streams.kafka_config import (
+    broker_kind,
+    client_options,
+    producer_options,
+    retry_refused_writes,
+    state_store,
+)
 from atalaia.streams.partition import pick
 
 __all__ = ["CLUSTER_KEY", "BatchStage", "Checkpoints", "Core", "CoreFactory", "Out"]
@@ -300,14 +306,17 @@ class BatchStage(Service):
             settle_heap()
         kind = await broker_kind(self.bootstrap)
         if self.producer is None:
-            self.producer = AIOKafkaProducer(
-                **client_options(self.bootstrap),
-                **producer_options(kind),  # acks=all + idempotence on Kafka, acks=1 on Tansu
-                # no linger: a batch's outputs are appended before the sender runs, and the stage
-                # waits for their acks before it fetches again, so lingering only adds latency
-                linger_ms=0,
-                max_batch_size=1 << 20,
-                max_request_size=4 << 20,
+            self.producer = retry_refused_writes(  # Tansu: a re-created topic's refused writes
+                AIOKafkaProducer(
+                    **client_options(self.bootstrap),
+                    **producer_options(kind),  # acks=all + idempotence on Kafka, acks=1 on Tansu
+                    # no linger: a batch's outputs are appended before the sender runs, and the stage
+                    # waits for their acks before it fetches again, so lingering only adds latency
+                    linger_ms=0,
+                    max_batch_size=1 << 20,
+                    max_request_size=4 << 20,
+                ),
+                kind,
             )
             await self.producer.start()
         if state_store(self.state_store, kind) == "kafka":

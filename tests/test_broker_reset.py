@@ -236,3 +236,160 @@ def test_a_topic_that_vanished_under_a_running_worker_is_a_reset_and_nothing_on_
     h = w.health()
     assert h["status"] == "degraded" and any("vanished" in p for p in h.get("problems", [])), h
     assert "BROKER RESET" in w.log.read_text() and f"{topic}" in w.log.read_text()
+
+
+def test_writes_the_embedded_broker_took_for_a_deleted_topic_do_not_crash_the_stage_writing_it_anew(
+    make_worker, broker: str, topic_prefix: str
+) -> None:
+    """The embedded broker (Tansu) keeps taking records for a topic deleted under running
+    producers (their metadata still names it), and once the topic is re-created those records
+    hold the new log's first offsets: each write there is refused with ``UnknownError`` until the
+    broker's next offset passes them. The rules stage failed on the first one, and its process,
+    restarted, failed again at its first alarm (``atalaia up`` restarted it every 20-60 s for
+    minutes, alarming nothing). Now the refused writes are written again, in order: the process
+    stays up, the reset is said once, and the events sent after it become alarms. (A script
+    re-creates the topic here: one the worker re-creates itself starts clean, see below.)"""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    w = make_worker("--stages", "ingest,rules").start(("ingest", "rules"))
+    prefix, alarms = topic_prefix, f"{topic_prefix}.alarms"
+    asyncio.run(send_events(broker, f"{prefix}.events", [f"before-{i}" for i in range(3)]))
+    wait_for(lambda: w.health()["stages"]["rules"]["processed"] >= 3, 30, "the first events", w.log)
+
+    async def delete_while_a_producer_writes() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, acks=1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await producer.start()
+        await admin.start()
+        try:
+            await producer.partitions_for(alarms)  # its metadata names the topic, as a stage's does
+            await admin.delete_topics([alarms])
+            for i in range(3):  # what a stage writes before the topic is re-created
+                ghost = {"rule": "river-level-high", "key": f"urn:ngsi-ld:WaterObserved:gap-{i}"}
+                await producer.send_and_wait(alarms, orjson.dumps(ghost), partition=0)
+            await admin.create_topics([NewTopic(alarms, 1, 1)])
+        finally:
+            await admin.close()
+            await producer.stop()
+
+    asyncio.run(delete_while_a_producer_writes())
+    wait_for(lambda: "BROKER RESET" in w.log.read_text(), 20, "the reset", w.log)
+    after = [f"after-{i}" for i in range(5)]
+    asyncio.run(send_events(broker, f"{prefix}.events", after))
+
+    def alarmed() -> set[str]:
+        records = asyncio.run(consume_all(broker, alarms, idle=0.5, timeout=5))
+        return {orjson.loads(r.value)["key"].rsplit(":", 1)[1] for r in records}
+
+    wait_for(lambda: set(after) <= alarmed(), 20, "an alarm for every new event", w.log)
+    text = w.log.read_text()
+    assert w.proc.poll() is None and "stage failed" not in text, text[-6000:]
+    assert text.count("BROKER RESET: topic(s)") == 1, text[-6000:]
+    h = w.health()
+    assert h["status"] == "degraded" and any("vanished" in p for p in h["problems"]), h
+
+
+def test_a_topic_another_client_re_created_before_the_workers_check_is_a_reset_too(
+    make_worker, broker: str, topic_prefix: str
+) -> None:
+    """Under ``atalaia up`` the two processes check the broker each on its own: when one (or an
+    operator's script) re-created a deleted topic before the other's check, the other found the
+    topic there and was not told: its stages went on at their old offsets in the new log, so the
+    new log's first alarms never became incidents (nor showed on the console), with ``/health``
+    ``ok``. The broker's topic ids tell a re-created topic from the old one: the reset is said
+    and every alarm on the new log reaches the incident manager."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from tests.test_console_board import alarm
+
+    w = make_worker("--stages", "incidents").start(("incidents",))
+    topic = f"{topic_prefix}.alarms"
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    async def produce(keys: list[str]) -> None:
+        p = AIOKafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=200)
+        await p.start()
+        try:  # one request: the new log gets every record at once
+            sent = [await p.send(topic, orjson.dumps(alarm(k, now, parish=k))) for k in keys]
+            await asyncio.gather(*sent)
+        finally:
+            await p.stop()
+
+    async def delete_and_create() -> None:  # faster than the worker's check (every 2 s)
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(produce([f"before{k}" for k in range(5)]))
+    wait_for(lambda: w.health()["stages"]["incidents"]["processed"] >= 5, 30, "the first alarms", w.log)
+    time.sleep(2.5)  # a check of the worker has seen the topic
+    asyncio.run(delete_and_create())
+    after = [f"after{k}" for k in range(8)]  # more than the stage's old offset (5)
+    asyncio.run(produce(after))
+
+    def incidents_of_new_alarms() -> set[str]:
+        records = asyncio.run(consume_all(broker, f"{topic_prefix}.incidents", idle=1.0, timeout=10))
+        keys = set()
+        for r in records:
+            e = orjson.loads(r.value)
+            keys.update(a["key"].rsplit(":", 1)[1] for a in e.get("alarms", []))
+        return keys & set(after)
+
+    wait_for(lambda: incidents_of_new_alarms() == set(after), 15, "an incident for every new alarm", w.log)
+    h = w.health()
+    assert h["status"] == "degraded" and any("vanished" in p for p in h.get("problems", [])), h
+    assert "BROKER RESET" in w.log.read_text()
+
+
+def test_records_the_embedded_broker_kept_for_a_deleted_topic_hide_no_write_to_the_new_log(
+    make_worker, broker: str, topic_prefix: str
+) -> None:
+    """The records the embedded broker took for a deleted topic sit at the re-created log's first
+    offsets in batches, and a write landing inside one of those batches was acknowledged but
+    never read (a reader takes the batch, then goes on after its last offset): here the open
+    alarm the rules stage sends again after the reset, so the incident manager never learnt of
+    it. The worker now deletes such a re-created topic once more (the broker then drops those
+    records) and creates it again: every write to the new log is read."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    w = make_worker("--stages", "ingest,rules").start(("ingest", "rules"))
+    prefix, alarms = topic_prefix, f"{topic_prefix}.alarms"
+    asyncio.run(send_events(broker, f"{prefix}.events", ["before-0"]))  # one open alarm
+    wait_for(lambda: w.health()["stages"]["rules"]["processed"] >= 1, 30, "the first event", w.log)
+
+    async def delete_while_a_producer_writes() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, acks=1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await producer.start()
+        await admin.start()
+        try:
+            await producer.partitions_for(alarms)  # its metadata names the topic, as a stage's does
+            await admin.delete_topics([alarms])
+            batch = producer.create_batch()  # a stage writes batches: 3 records at offsets 0-2
+            for i in range(3):
+                ghost = {"rule": "river-level-high", "key": f"urn:ngsi-ld:WaterObserved:gap-{i}"}
+                batch.append(key=None, value=orjson.dumps(ghost), timestamp=None)
+            await (await producer.send_batch(batch, alarms, partition=0))
+        finally:
+            await admin.close()
+            await producer.stop()
+
+    asyncio.run(delete_while_a_producer_writes())
+    wait_for(lambda: "open record(s) of its state sent again" in w.log.read_text(), 20, "the reset", w.log)
+    after = [f"after-{i}" for i in range(3)]
+    asyncio.run(send_events(broker, f"{prefix}.events", after))
+
+    def alarmed() -> set[str]:
+        records = asyncio.run(consume_all(broker, alarms, idle=0.5, timeout=5))
+        return {orjson.loads(r.value)["key"].rsplit(":", 1)[1] for r in records}
+
+    wait_for(lambda: set(after) <= alarmed(), 20, "an alarm for every new event", w.log)
+    assert "before-0" in alarmed(), w.log.read_text()[-6000:]  # sent again after the reset: read
+    assert w.proc.poll() is None and "stage failed" not in w.log.read_text()

@@ -30,7 +30,7 @@ from atalaia.streams.ingest.options import IngestOptions
 from atalaia.streams.ingest.payload import parse_payload
 from atalaia.streams.ingest.result import Rejection
 from atalaia.streams.ingestlog import Entry, IngestLog, IngestLogError
-from atalaia.streams.kafka_config import broker_kind, client_options, producer_options
+from atalaia.streams.kafka_config import broker_kind, client_options, producer_options, retry_refused_writes
 from atalaia.streams.records import DLQ_MAX_BODY
 from atalaia.streams.settings import Settings
 
@@ -64,11 +64,15 @@ class IngestProducer(Service):
         self._trims: asyncio.Future | None = None
 
     async def on_start(self) -> None:
-        producer = AIOKafkaProducer(
-            **client_options(self.bootstrap),
-            **producer_options(await broker_kind(self.bootstrap)),  # acks=all + idempotence on Kafka
-            linger_ms=2,
-            max_request_size=8 << 20,
+        kind = await broker_kind(self.bootstrap)
+        producer = retry_refused_writes(  # Tansu: a re-created topic's refused writes, again
+            AIOKafkaProducer(
+                **client_options(self.bootstrap),
+                **producer_options(kind),  # acks=all + idempotence on Kafka
+                linger_ms=2,
+                max_request_size=8 << 20,
+            ),
+            kind,
         )
         try:
             await producer.start()
