@@ -412,6 +412,17 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
     def no_stage(view: Any) -> Any:
         return fail(view, 503, "Warnings unavailable", "the warnings stage does not run in this process")
 
+    def shown_warning(view: Any, request: Any, warning: str) -> tuple[Any, Any]:
+        """(the warning the caller may see, None), or (None, the answer to give instead: 503
+        without the stage, 404 for an unknown one or another tenant's, as if unknown)."""
+        c = core()
+        if c is None:
+            return None, no_stage(view)
+        w = c.state.warnings.get(warning)
+        if w is None or not visible(w, tenants_of(request)):
+            return None, fail(view, 404, "No such warning", warning)
+        return w, None
+
     def bad_draft(view: Any, errors: list[dict[str, str]], prefix: str = "draft.") -> Any:
         errors = [
             {
@@ -613,12 +624,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             (who, denied) = caller(self, request, dict(request.query))
             if denied is not None:
                 return denied
-            c = core()
-            if c is None:
-                return no_stage(self)
-            w = c.state.warnings.get(warning)
-            if w is None or not visible(w, tenants_of(request)):  # another tenant's: as if unknown
-                return fail(self, 404, "No such warning", warning)
+            (w, denied) = shown_warning(self, request, warning)
+            if denied is not None:
+                return denied
             return self.json({"warning": warning_json(w, actions_for(w, who[1]))})
 
     issued_sms: dict[str, Any] = {}  # CAP identifier -> (SMS, targets): a document never changes
@@ -629,12 +637,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             (_who, denied) = caller(self, request, dict(request.query))
             if denied is not None:
                 return denied
-            c = core()
-            if c is None:
-                return no_stage(self)
-            w = c.state.warnings.get(warning)
-            if w is None or not visible(w, tenants_of(request)):  # another tenant's: as if unknown
-                return fail(self, 404, "No such warning", warning)
+            (w, denied) = shown_warning(self, request, warning)
+            if denied is not None:
+                return denied
             if not w.xml or not w.identifier:
                 return fail(
                     self, 404, "Not issued", f"warning {warning} is {w.state}: it has no CAP document"
