@@ -111,3 +111,18 @@ async def test_hostile_preview_and_command_bodies_are_answered_4xx_never_5xx(con
         if r.status >= 400:
             assert r.headers["Content-Type"].startswith("application/problem+json"), (body, text)
     assert c.core.state.warnings[wid].state in ("issued", "updated", "cancelled")
+
+
+async def test_a_scoped_users_draft_whose_tenant_is_not_a_name_is_refused_not_a_crash(console) -> None:  # noqa: F811
+    """A tenant-scoped user's draft with a ``tenant`` that is a list or an object was answered
+    500 (the check of their tenants could not look it up): now 422 problem+json naming the field,
+    on drafting, editing and previewing alike, and nothing is drafted."""
+    c = console
+    for tenant in (["porto"], {"porto": 1}, [[]]):
+        data = {**draft(None, PORTO_SENDER), "tenant": tenant}
+        for path in ("/api/warnings", "/api/warnings/preview", "/api/incidents/inc-porto/warning-draft"):
+            r = await c.client.post(path, json={"draft": data}, headers=h("ana"))
+            body = await r.json(content_type=None)
+            assert r.status == 422 and body["field"] == "draft.tenant", (path, tenant, r.status, body)
+            assert r.headers["Content-Type"].startswith("application/problem+json")
+    assert not c.core.state.warnings, "nothing was drafted"
