@@ -219,6 +219,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
         if t is None and len(tenants) == 1:
             draft["tenant"] = next(iter(tenants))
             return None
+        if isinstance(t, (list, dict)):  # (no tenant's name: never looked up among theirs)
+            return fail(view, 422, "Invalid draft", "tenant: a tenant's name (text)", field="draft.tenant")
         if t is None:
             return fail(
                 view,

@@ -16,7 +16,13 @@ an event time), so that the incident page says them in its language with its tim
 True
 
 A silence's or maintenance window's comment is free text: one that holds "; " followed by the start
-of another reason ("; inhibited by ...") is read as two reasons (the text field keeps it whole).
+of another reason ("; inhibited by ...") is read as two reasons (the text field keeps it whole);
+one that ends in "no longer suppressed" never turns its suppression into a lifted one:
+
+>>> timeline("river-high gauge 7 firing — silenced by s-1: pump 3 no longer suppressed")["lead"]
+'river-high gauge 7 firing'
+>>> parts("river-high gauge 7 firing — silenced by s-1: pump 3 no longer suppressed") is None
+True
 """
 
 from __future__ import annotations
@@ -84,7 +90,12 @@ def parts(text: str | None) -> list[dict[str, Any]] | None:
     (``silence``, ``comment``), or ``unsuppressed`` (``rule``, ``key``); None for any other text."""
     if not text:
         return None
-    if text.endswith(UNSUPPRESSED) and not text.startswith(_STARTS):
+    if (
+        text.endswith(UNSUPPRESSED)
+        and not text.startswith(_STARTS)
+        and _NEXT.search(text) is None
+        and _LEAD.search(text) is None
+    ):  # (only "<rule> <key> no longer suppressed": not a suppression whose comment ends so)
         rule, sep, key = text[: -len(UNSUPPRESSED)].partition(" ")
         return [{"kind": "unsuppressed", "rule": rule, "key": key}] if sep and rule and key else None
     out = []

@@ -69,7 +69,7 @@ def test_the_parts_of_a_suppression_are_what_the_manager_wrote(said) -> None:
     assert [e["reason"] for e in out] == [h["reason"] for h in history], "the text is kept"
 
 
-@given(RULE, TEXT.filter(lambda s: not s.startswith(" ")))
+@given(RULE, TEXT.filter(lambda s: not s.startswith(" ") and " — " not in s))
 def test_no_longer_suppressed_is_read_back(rule, key) -> None:
     text = reasons.unsuppressed(rule, key)
     assert reasons.parts(text) == [{"kind": "unsuppressed", "rule": rule, "key": key}]
@@ -85,3 +85,31 @@ def test_other_texts_have_no_parts() -> None:
         "maintenance x",
     ):
         assert reasons.parts(text) is None and reasons.timeline(text) is None
+
+
+@given(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=40).map(
+        lambda s: s + " no longer suppressed"
+    )
+)
+def test_a_silence_comment_never_makes_a_suppression_read_as_lifted(comment) -> None:
+    """An incident opened already silenced, by a silence whose comment ends in "no longer
+    suppressed" ("pump 3 alarm no longer suppressed"): its timeline read "river-level-high <its
+    whole reason> no longer suppressed", the opposite of what happened. The suppression is read as
+    one (or, when the comment cannot be told apart, not read at all: the page shows the text)."""
+    from atalaia.incidents.testing import Driver
+
+    d = Driver()
+    d.step(
+        {"id": "s", "action": "silence", "actor": "rui", "role": "supervisor", "comment": comment,
+         "matchers": ['rule="river-level-high"'], "duration": 3600},
+        0,
+    )  # fmt: skip
+    ev = d.fire("river-level-high", "gauge-7", at=10, parish="Ribeira")
+    assert ev.alarms[0].suppressed and "opened" in ev.changes
+    (entry,) = explain([{"version": 1, "changes": ev.changes, "reason": ev.reason, "severity": "high"}])
+    kinds = [p["kind"] for p in entry["suppression"] or []]
+    assert "unsuppressed" not in kinds, (ev.reason, entry["suppression"])
+    assert entry["reason"] == ev.reason, "the text is kept"
+    said = alarm_suppression({"suppressed": ev.alarms[0].suppressed})
+    assert said is None or [p["kind"] for p in said] == ["silenced"], said

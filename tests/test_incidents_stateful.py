@@ -226,6 +226,21 @@ class IncidentMachine(RuleBasedStateMachine):
                     ] += 1
             assert (inc.firing, inc.firing_suppressed) == (firing_counts, suppressed_counts), "running counts"
             assert inc.n_suppressed == sum(a.suppressed is not None for a in inc.alarms.values())
+            # the per-rule firing counts behind the title's lead: exactly the alarms' (a rule's
+            # zeros may stay), and the title leads with the most severe firing alarm's rule
+            per_rule: dict[str, list[int]] = {}
+            for a in inc.alarms.values():
+                if a.firing:
+                    per = per_rule.setdefault(a.rule, [0] * (2 * len(inc.firing)))
+                    per[severity_rank(a.severity) + 1 + (0 if a.suppressed is None else len(inc.firing))] += 1
+            kept = {r: n for r, n in inc.rule_firing.items() if any(n)}
+            assert kept == per_rule, ("per-rule counts", kept, per_rule)
+            lead = inc.lead_rule()
+            if lead is not None and inc.title:
+                assert inc.title.startswith(f"{lead} +") or inc.title.startswith(f"{lead} — "), (
+                    inc.title,
+                    lead,
+                )
             for ak in inc.alarms:
                 assert self.state.alarm_home[ak] == inc.id
             if inc.state in ("unacknowledged", "acknowledged"):

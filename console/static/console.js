@@ -34,7 +34,8 @@ async function loadLang() {
 }
 function t(key, vars) {
   let s = C.cat[key] ?? key;
-  for (const [k, v] of Object.entries(vars || {})) s = s.replaceAll(`{${k}}`, v);
+  // (a function: a value's $' $& $` are its own characters, not replacement patterns)
+  for (const [k, v] of Object.entries(vars || {})) s = s.replaceAll(`{${k}}`, () => String(v));
   return s;
 }
 const sevText = s => t('sev.' + s) === 'sev.' + s ? s : t('sev.' + s);
