@@ -8,7 +8,8 @@ metrics are per process; Prometheus sums them over the scraped workers.
 Metrics (besides the stage counters of ``streams.stage`` and the KPIs of ``incidents.kpi``):
 
 * ``atalaia_consumer_lag{stage,topic,partition}``: records between a stage's position and the
-  partition's end. The end is the *high watermark of the consumer's last fetch response*, not a
+  partition's end (offsets the consumer skips without handing them over, a transaction's marker
+  or records compacted out of a batch, are not records behind: see :func:`_partitions`). The end is the *high watermark of the consumer's last fetch response*, not a
   ListOffsets answer: Tansu reports ListOffsets "latest" as the last batch's base offset + 1
   (too low, by up to a producer batch), while its fetch responses carry the true high watermark
   (measured: 110 records, fetch high watermark 110, ListOffsets 101). Before the first fetch of a
@@ -249,7 +250,7 @@ class StageCollector:
                         sums[metric] = add(sums.get(metric, 0.0), value)
             for label, tp, position, end in _partitions(name, stage):
                 labels = [label, tp.topic, str(tp.partition)]
-                pos.add_metric(labels, position)
+                pos.add_metric(labels, stage.positions.get(tp, position))
                 if end is not None:
                     lag.add_metric(labels, max(0, end - position))
         yield from (up, lag, pos)
@@ -258,7 +259,14 @@ class StageCollector:
 
 def _partitions(name: str, stage: Any) -> Iterable[tuple[str, Any, int, int | None]]:
     """(user stage, topic partition, position, fetch high watermark or None before the first
-    fetch) of each partition a stage holds: read from the consumer, no broker request."""
+    fetch) of each partition a stage holds: read from the consumer, no broker request.
+
+    The position is where the stage has applied every record it was handed up to: its own
+    (the last record applied + 1), or, while its loop is not applying a batch, the consumer's
+    next fetch offset if that is further. The consumer skips what it never hands over, a
+    transaction's marker, records compacted out of a batch, a log emptied by retention before
+    a stage without a checkpoint read it (its position 0): a high watermark past them is not
+    records waiting (an idle stage seemed behind, for ever)."""
     consumer = getattr(stage, "consumer", None)
     if consumer is None or not getattr(stage, "_consumer_started", False):
         return
@@ -266,13 +274,29 @@ def _partitions(name: str, stage: Any) -> Iterable[tuple[str, Any, int, int | No
         assigned = consumer.assignment()
     except Exception:
         return
+    lock = getattr(stage, "_lock", None)
+    applying = lock is not None and lock.locked()  # a batch handed over may not be applied yet
     for tp in sorted(assigned):
         position = stage.positions.get(tp)
         if position is None:
             continue
+        if not applying:
+            fetched = _fetch_position(consumer, tp)
+            if fetched is not None and fetched > position:
+                position = fetched
         # the fused stage: its events are ingest's lag (observations stay the rules')
         label = (getattr(stage, "topic_stages", None) or {}).get(tp.topic, name)
         yield label, tp, position, consumer.highwater(tp)
+
+
+def _fetch_position(consumer: Any, tp: Any) -> int | None:
+    """The offset the consumer fetches next for ``tp`` (aiokafka's ``position()`` without its
+    wait): past every record it returned and what it skipped. None if unknown."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        return state.position if state is not None and state.has_valid_position else None
+    except Exception:  # another aiokafka, a rebalance under way: the stage's own position
+        return None
 
 
 BANK_HELP = {

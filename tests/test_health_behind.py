@@ -162,3 +162,74 @@ def test_a_long_backlog_keeps_few_marks_and_never_overstates_the_wait(steps: lis
                 assert row["behind_s"] == 0.0
     finally:
         metrics.MAX_MARKS = old
+
+
+class Fetched(Consumer):
+    """A consumer that also knows where its next fetch starts (aiokafka's fetch position): past
+    every record it handed over, and past what it skipped without handing it over."""
+
+    def __init__(self, ends: dict, fetched: dict) -> None:
+        super().__init__(ends)
+        self.fetched = fetched
+        self._subscription = self  # (aiokafka's consumer._subscription.subscription.assignment)
+        self.subscription = self.assignment_state = self
+
+    @property
+    def assignment(self) -> Any:  # (both consumer.assignment() and subscription.assignment)
+        return self
+
+    def __call__(self) -> set:
+        return set(self.ends)
+
+    def state_value(self, tp: TopicPartition) -> Any:
+        position = self.fetched.get(tp)
+        return type("State", (), {"has_valid_position": position is not None, "position": position})()
+
+
+def test_an_idle_stage_past_records_it_is_never_handed_is_not_behind() -> None:
+    """On Kafka a partition's high watermark can lie past the last record a stage is handed: a
+    transaction's commit marker written by a transactional producer (Kafka Connect, Flink), a
+    batch whose last records were compacted away, or a log emptied by retention read by a stage
+    without a checkpoint (its position 0). The consumer skips them and its next fetch starts at
+    the high watermark, but the stage's position (the last record it applied + 1) stays below:
+    /health said `lag` 1 and a `behind_s` that grew for as long as no record came, and was
+    degraded, naming the stage, on an idle, caught-up system."""
+    marker, emptied = TopicPartition("a.events", 1), TopicPartition("a.events", 2)
+    stage = Stage(
+        Fetched({marker: 101, emptied: 5000}, {marker: 101, emptied: 5000}), {marker: 100, emptied: 0}
+    )
+    now = [0.0]
+    health = BrokerHealth(clock=lambda: now[0])
+    behind = Behind(120, clock=lambda: now[0], health=health)
+    for _ in range(600):  # ten idle minutes
+        now[0] += 1
+        behind.sample({"ingest": stage})
+    assert behind.of("ingest") == {"lag": 0, "behind_s": 0.0}
+    assert health.status() == ("ok", [])
+
+
+def test_a_batch_being_applied_still_counts_as_waiting() -> None:
+    """The consumer's fetch position is past a batch the stage was handed and is still applying
+    (its lock held): those records wait until applied, and a stage stuck on them is behind."""
+    import asyncio
+
+    tp = TopicPartition("a.observations", 0)
+    stage = Stage(Fetched({tp: 500}, {tp: 500}), {tp: 0})
+    stage._lock = asyncio.Lock()
+    now = [0.0]
+    health = BrokerHealth(clock=lambda: now[0])
+    behind = Behind(120, clock=lambda: now[0], health=health)
+
+    async def stuck() -> None:
+        async with stage._lock:  # the stage's loop, applying the batch (say, waiting for acks)
+            for _ in range(200):
+                now[0] += 1
+                behind.sample({"rules": stage})
+
+    asyncio.run(stuck())
+    assert behind.of("rules") == {"lag": 500, "behind_s": 199.0}
+    assert health.status()[0] == "degraded"
+    now[0] += 1
+    stage.positions[tp] = 500  # applied, the lock released: caught up
+    behind.sample({"rules": stage})
+    assert behind.of("rules") == {"lag": 0, "behind_s": 0.0} and health.status() == ("ok", [])
