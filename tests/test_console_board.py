@@ -615,6 +615,20 @@ def test_a_cut_list_counts_again_after_streamed_changes(make_worker, publish, ch
     assert ": 8" in page.inner_text("#counts").splitlines()[0]
 
 
+def test_a_text_filter_asked_of_the_server_shows_what_the_server_found(make_worker, publish, chromium):
+    """The text filter of a cut list is asked of the server, which searches the incident's id,
+    title, assignee and every label as name=value; the board then filtered the answer again with
+    its own, narrower search (id, title, parish, team, assignee): 'parish=Lordelo' found the
+    incident on the server and the board hid it ('No incident matches these filters.')."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = five_incidents_and_a_board_of_two(w, publish, chromium)()
+    page.fill("#f-text", "parish=Lordelo")
+    page.wait_for_function("asked.includes('q=') && loaded", timeout=10000)
+    row(page, "Lordelo").wait_for(timeout=5000)
+    assert page.locator("tr[data-incident]").count() == 1
+    assert page.is_hidden("#empty") and page.is_hidden("#cut")
+
+
 def test_a_chattering_shelve_is_said_in_the_pages_language_and_time(make_worker, publish, chromium):
     """An alarm shelved for chattering showed "shelved: chattering until 2026-12-07T18:13:11.886659Z"
     (UTC, microseconds, English) in its row and the timeline of a pt-PT page that writes every other
