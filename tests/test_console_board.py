@@ -629,6 +629,25 @@ def test_a_text_filter_asked_of_the_server_shows_what_the_server_found(make_work
     assert page.is_hidden("#empty") and page.is_hidden("#cut")
 
 
+def test_filters_set_before_a_list_comes_back_cut_are_asked_of_the_server(make_worker, publish, chromium):
+    """A list asked without filters (leaving the closed history resets what was asked) that comes
+    back cut while the board has filters set: the board filtered the 2 it held, showing 'No
+    incident matches these filters.' and 'Showing 0 of 5 open incidents' with 3 high incidents
+    open. It now asks the server again, with its filters."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = five_incidents_and_a_board_of_two(w, publish, chromium)()
+    page.select_option("#f-severity", "high")
+    page.wait_for_function("asked.includes('severity=high') && loaded", timeout=10000)
+    page.check("#f-history")
+    page.wait_for_function("loaded === true && history", timeout=10000)
+    page.uncheck("#f-history")
+    page.wait_for_function("loaded === true && !history && asked.includes('severity=high')", timeout=10000)
+    page.wait_for_function("document.querySelectorAll('tr[data-incident]').length === 2", timeout=10000)
+    assert page.inner_text("#cut") == (
+        "Showing 2 of 3 open incidents that match these filters — narrow them further to see the rest."
+    )
+
+
 def test_a_chattering_shelve_is_said_in_the_pages_language_and_time(make_worker, publish, chromium):
     """An alarm shelved for chattering showed "shelved: chattering until 2026-12-07T18:13:11.886659Z"
     (UTC, microseconds, English) in its row and the timeline of a pt-PT page that writes every other
