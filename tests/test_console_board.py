@@ -540,17 +540,28 @@ def five_incidents_and_a_board_of_two(w, publish, chromium, asked: list[str] | N
     """Five open incidents (two critical, three high) and a board whose list is cut at 2 (its
     1 000 made 2), its stream quiet; returns a function opening such a board."""
     now = datetime.now(UTC).replace(microsecond=0)
-    parishes = {"Bonfim": "critical", "Campanhã": "critical", "Paranhos": "high", "Ramalde": "high", "Lordelo": "high"}
+    parishes = {
+        "Bonfim": "critical",
+        "Campanhã": "critical",
+        "Paranhos": "high",
+        "Ramalde": "high",
+        "Lordelo": "high",
+    }
     for n, (parish, severity) in enumerate(parishes.items()):
         publish(alarm(f"cut-{n}", now, severity, parish=parish))
-    wait(lambda: len(httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]) == 5, 30, "five incidents")
+    wait(
+        lambda: len(httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]) == 5,
+        30,
+        "five incidents",
+    )
 
     def board(route_handler=None):
         page = chromium.new_context(locale="en-GB").new_page()
         page.add_init_script(QUIET_STREAM)
         page.route(
             re.compile(r".*/api/incidents\?.*"),
-            route_handler or (lambda route: route.continue_(url=route.request.url.replace("limit=1000", "limit=2"))),
+            route_handler
+            or (lambda route: route.continue_(url=route.request.url.replace("limit=1000", "limit=2"))),
         )
         page.goto(w.url + "/")
         page.wait_for_function("loaded === true", timeout=15000)
@@ -604,13 +615,15 @@ def test_a_cut_list_counts_again_after_streamed_changes(make_worker, publish, ch
     now = datetime.now(UTC).replace(microsecond=0)
     for n, parish in enumerate(("Aldoar", "Foz", "Nevogilde")):
         publish(alarm(f"late-{n}", now, "high", parish=parish))
-    wait(lambda: len(httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]) == 8, 30, "eight incidents")
+    wait(
+        lambda: len(httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]) == 8,
+        30,
+        "eight incidents",
+    )
     for i in httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]:
         if i["labels"]["parish"] in ("Aldoar", "Foz", "Nevogilde"):
             page.evaluate("i => upsert(i)", i)  # as the stream brings them
-    page.wait_for_function(
-        "document.getElementById('cut').textContent.includes('of 8 open')", timeout=10000
-    )
+    page.wait_for_function("document.getElementById('cut').textContent.includes('of 8 open')", timeout=10000)
     assert page.inner_text("#cut") == "Showing 5 of 8 open incidents — filter to narrow the list."
     assert ": 8" in page.inner_text("#counts").splitlines()[0]
 
