@@ -701,7 +701,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             changes = body.get("draft") or {}
             if not isinstance(changes, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object", field="draft")
-            if tenants is not None and changes.get("tenant", w.draft.get("tenant")) not in tenants:
+            moved_to = changes.get("tenant", w.draft.get("tenant"))
+            if not isinstance(moved_to, str | None):  # (no tenant's name: never looked up among theirs)
+                return fail(
+                    self, 422, "Invalid draft", "tenant: a tenant's name (text)", field="draft.tenant"
+                )
+            if tenants is not None and moved_to not in tenants:
                 return fail(self, 403, "Not allowed", "a warning may not be moved to another tenant")
             version = body.get("version")  # approve: the version the approver read
             if version is not None and (type(version) is not int or not 0 <= version < 2**63):

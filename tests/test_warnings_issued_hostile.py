@@ -126,3 +126,9 @@ async def test_a_scoped_users_draft_whose_tenant_is_not_a_name_is_refused_not_a_
             assert r.status == 422 and body["field"] == "draft.tenant", (path, tenant, r.status, body)
             assert r.headers["Content-Type"].startswith("application/problem+json")
     assert not c.core.state.warnings, "nothing was drafted"
+    code, made = await post(c, "/api/warnings", "ana", {"draft": draft("porto", PORTO_SENDER)})
+    assert code == 201, made
+    for tenant in (["porto"], {"porto": 1}, [[]]):  # an edit that would move it to such a "tenant"
+        change = {"action": "edit", "draft": {"tenant": tenant}}
+        code, body = await post(c, f"/api/warnings/{made['warning']}/commands", "ana", change)
+        assert code == 422 and body["field"] == "draft.tenant", (tenant, code, body)
