@@ -20,7 +20,7 @@ run: install  ## start the all-in-one demo: embedded broker, worker, ingest, con
 test: install  ## the whole test suite (unit, property, integration on a real broker)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile  # 3 workers on 2 cores: the live tests wait on their brokers and workers about half the time
 
 fuzz: install  ## property tests with fresh random draws, six rounds (looks for bugs the fixed, smaller draws of make test miss)
 	for round in 1 2 3 4 5 6; do ATALAIA_HYPOTHESIS=fuzz $(BIN)/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider \
