@@ -483,33 +483,16 @@ def test_a_cut_list_says_so_and_its_filters_reach_the_incidents_not_listed(make_
     only searched those 1 000. Now a notice says how many are listed of how many, and while the
     list is cut the filters are asked of the server. (The board's 1 000 is made 2 here.)"""
     w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
-    now = datetime.now(UTC).replace(microsecond=0)
-    parishes = {
-        "Bonfim": "critical",
-        "Campanhã": "critical",
-        "Paranhos": "high",
-        "Ramalde": "high",
-        "Lordelo": "high",
-    }
-    for n, (parish, severity) in enumerate(parishes.items()):
-        publish(alarm(f"cut-{n}", now, severity, parish=parish))
-    deadline = time.monotonic() + 30
-    while len(httpx.get(f"{w.url}/api/incidents", timeout=5).json()["incidents"]) < 5:
-        assert time.monotonic() < deadline, "five incidents in the projection"
-        time.sleep(0.2)
     asked: list[str] = []
 
     def two(route):  # the board's own limit, made 2
         asked.append(route.request.url)
         route.continue_(url=route.request.url.replace("limit=1000", "limit=2"))
 
+    open_board = five_incidents_and_a_board_of_two(w, publish, chromium)
+
     def board(locale: str):
-        page = chromium.new_context(locale=locale).new_page()
-        page.add_init_script(QUIET_STREAM)
-        page.route(re.compile(r".*/api/incidents\?.*"), two)
-        page.goto(w.url + "/")
-        page.wait_for_function("loaded === true", timeout=15000)
-        return page
+        return open_board(two, locale)
 
     for locale, says in (
         ("en-GB", "Showing 2 of 5 open incidents — filter to narrow the list."),
@@ -536,9 +519,10 @@ def test_a_cut_list_says_so_and_its_filters_reach_the_incidents_not_listed(make_
     assert page.locator("tr[data-incident]").count() == 1
 
 
-def five_incidents_and_a_board_of_two(w, publish, chromium, asked: list[str] | None = None):
+def five_incidents_and_a_board_of_two(w, publish, chromium):
     """Five open incidents (two critical, three high) and a board whose list is cut at 2 (its
-    1 000 made 2), its stream quiet; returns a function opening such a board."""
+    1 000 made 2), its stream quiet; returns a function opening such a board (with its own route
+    for the list's requests, in a language)."""
     now = datetime.now(UTC).replace(microsecond=0)
     parishes = {
         "Bonfim": "critical",
@@ -555,8 +539,8 @@ def five_incidents_and_a_board_of_two(w, publish, chromium, asked: list[str] | N
         "five incidents",
     )
 
-    def board(route_handler=None):
-        page = chromium.new_context(locale="en-GB").new_page()
+    def board(route_handler=None, locale: str = "en-GB"):
+        page = chromium.new_context(locale=locale).new_page()
         page.add_init_script(QUIET_STREAM)
         page.route(
             re.compile(r".*/api/incidents\?.*"),
