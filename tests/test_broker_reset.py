@@ -249,31 +249,17 @@ def test_writes_the_embedded_broker_took_for_a_deleted_topic_do_not_crash_the_st
     minutes, alarming nothing). Now the refused writes are written again, in order: the process
     stays up, the reset is said once, and the events sent after it become alarms. (A script
     re-creates the topic here: one the worker re-creates itself starts clean, see below.)"""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     w = make_worker("--stages", "ingest,rules").start(("ingest", "rules"))
     prefix, alarms = topic_prefix, f"{topic_prefix}.alarms"
     asyncio.run(send_events(broker, f"{prefix}.events", [f"before-{i}" for i in range(3)]))
     wait_for(lambda: w.health()["stages"]["rules"]["processed"] >= 3, 30, "the first events", w.log)
 
-    async def delete_while_a_producer_writes() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=broker, acks=1)
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-        await producer.start()
-        await admin.start()
-        try:
-            await producer.partitions_for(alarms)  # its metadata names the topic, as a stage's does
-            await admin.delete_topics([alarms])
-            for i in range(3):  # what a stage writes before the topic is re-created
-                ghost = {"rule": "river-level-high", "key": f"urn:ngsi-ld:WaterObserved:gap-{i}"}
-                await producer.send_and_wait(alarms, orjson.dumps(ghost), partition=0)
-            await admin.create_topics([NewTopic(alarms, 1, 1)])
-        finally:
-            await admin.close()
-            await producer.stop()
+    async def one_by_one(producer, ghosts: list[bytes]) -> None:  # before a script re-creates it
+        for ghost in ghosts:
+            await producer.send_and_wait(alarms, ghost, partition=0)
 
-    asyncio.run(delete_while_a_producer_writes())
+    asyncio.run(delete_under_a_producer(broker, alarms, one_by_one, recreate=True))
     wait_for(lambda: "BROKER RESET" in w.log.read_text(), 20, "the reset", w.log)
     after = [f"after-{i}" for i in range(5)]
     asyncio.run(send_events(broker, f"{prefix}.events", after))
@@ -356,32 +342,19 @@ def test_records_the_embedded_broker_kept_for_a_deleted_topic_hide_no_write_to_t
     alarm the rules stage sends again after the reset, so the incident manager never learnt of
     it. The worker now deletes such a re-created topic once more (the broker then drops those
     records) and creates it again: every write to the new log is read."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient
 
     w = make_worker("--stages", "ingest,rules").start(("ingest", "rules"))
     prefix, alarms = topic_prefix, f"{topic_prefix}.alarms"
     asyncio.run(send_events(broker, f"{prefix}.events", ["before-0"]))  # one open alarm
     wait_for(lambda: w.health()["stages"]["rules"]["processed"] >= 1, 30, "the first event", w.log)
 
-    async def delete_while_a_producer_writes() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=broker, acks=1)
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-        await producer.start()
-        await admin.start()
-        try:
-            await producer.partitions_for(alarms)  # its metadata names the topic, as a stage's does
-            await admin.delete_topics([alarms])
-            batch = producer.create_batch()  # a stage writes batches: 3 records at offsets 0-2
-            for i in range(3):
-                ghost = {"rule": "river-level-high", "key": f"urn:ngsi-ld:WaterObserved:gap-{i}"}
-                batch.append(key=None, value=orjson.dumps(ghost), timestamp=None)
-            await (await producer.send_batch(batch, alarms, partition=0))
-        finally:
-            await admin.close()
-            await producer.stop()
+    async def in_one_batch(producer, ghosts: list[bytes]) -> None:  # as a stage writes: offsets 0-2
+        batch = producer.create_batch()
+        for ghost in ghosts:
+            batch.append(key=None, value=ghost, timestamp=None)
+        await (await producer.send_batch(batch, alarms, partition=0))
 
-    asyncio.run(delete_while_a_producer_writes())
+    asyncio.run(delete_under_a_producer(broker, alarms, in_one_batch))
     wait_for(lambda: "open record(s) of its state sent again" in w.log.read_text(), 20, "the reset", w.log)
     after = [f"after-{i}" for i in range(3)]
     asyncio.run(send_events(broker, f"{prefix}.events", after))
@@ -393,3 +366,29 @@ def test_records_the_embedded_broker_kept_for_a_deleted_topic_hide_no_write_to_t
     wait_for(lambda: set(after) <= alarmed(), 20, "an alarm for every new event", w.log)
     assert "before-0" in alarmed(), w.log.read_text()[-6000:]  # sent again after the reset: read
     assert w.proc.poll() is None and "stage failed" not in w.log.read_text()
+
+
+async def delete_under_a_producer(broker: str, topic: str, write, recreate: bool = False) -> None:
+    """``topic`` deleted under a producer whose metadata names it (as a stage's does), which then
+    writes three alarms to it with ``write(producer, records)``; with ``recreate`` a script
+    creates the topic again (one partition) before the worker's check does."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    ghosts = [
+        orjson.dumps({"rule": "river-level-high", "key": f"urn:ngsi-ld:WaterObserved:gap-{i}"})
+        for i in range(3)
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks=1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await producer.start()
+    await admin.start()
+    try:
+        await producer.partitions_for(topic)
+        await admin.delete_topics([topic])
+        await write(producer, ghosts)
+        if recreate:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+        await producer.stop()
