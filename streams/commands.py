@@ -7,6 +7,8 @@ import contextlib
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -14,6 +16,8 @@ import orjson
 
 from atalaia.streams.settings import Settings, get_settings
 from atalaia.streams.topology import USER_STAGES as ALL_STAGES
+
+log = logging.getLogger("atalaia.up")
 
 #: `atalaia tail`: seconds without records after which it checks the broker is still there
 PROBE_EVERY_S = 5.0
@@ -192,8 +196,12 @@ def _run_processes(
     demo: bool = False,
     ingest_token: str | None = None,
     banner: bool = False,
+    watch: Callable[[], str | None] | None = None,
+    restarted: str | None = None,
 ) -> int:
     """Run each (name, stages) of ``groups`` as a child ``atalaia worker`` (streams.processes).
+    ``watch``: see ``Supervisor`` (the embedded broker's death ends the run with BROKER_LOST);
+    ``restarted``: the children's ATALAIA_BROKER_RESTARTED (``_on_embedded_broker``).
     With ``http`` the first child serves the public port (ingest endpoints, /health merged from
     every child) and forwards every other path to the second, which serves the console on a
     private port; the other children answer /health on private ports. Without ``http``, with
@@ -212,7 +220,7 @@ def _run_processes(
     children = []
     for i, (name, stages) in enumerate(groups):
         args = ["worker", "--stages", ",".join(stages)]
-        env = _child_env(settings, ATALAIA_PROCESS_NAME=name)
+        env = _child_env(settings, ATALAIA_PROCESS_NAME=name, ATALAIA_BROKER_RESTARTED=restarted)
         if http and i == 0:
             args += ["--http-role", "ingest" if len(groups) > 1 else "all"]
             peers = [f"{peer}={url}" for (peer, _), url in zip(groups[1:], private, strict=True)]
@@ -255,8 +263,66 @@ def _run_processes(
     # the ops process is not killed before its grace is over
     stop_timeout = max(STOP_TIMEOUT_S, settings.delivery_grace_s + 20.0)
     return Supervisor(
-        children, ready, precheck=lambda: startup_check(settings), stop_timeout=stop_timeout
+        children, ready, precheck=lambda: startup_check(settings), stop_timeout=stop_timeout, watch=watch
     ).run()
+
+
+BROKER_STABLE_S = 60.0  # an embedded broker that ran this long is restarted at once when it dies
+
+
+def _on_embedded_broker(
+    settings: Settings, fresh: bool, run: Callable[[str, Callable[[], str | None] | None, str | None], int]
+) -> int:
+    """``run(bootstrap, watch, restarted)`` on the broker ``owned_broker`` gives. When the
+    embedded broker dies under it (``run`` returns BROKER_LOST: the processes were killed), a new
+    one is started as a restart of ``atalaia up`` would: the data directory's state kept and
+    re-anchored, the accepted events no stage had checkpointed put back from the ingest log; then
+    ``run`` again with ``restarted`` (None on the first run) a JSON ``{"at", "why", "count"}``
+    for the processes' ``/health`` and metrics (``streams.guard.broker_restarted``). A broker that
+    keeps dying is restarted after 2, 4 ... up to 60 s; Ctrl-C stops the wait."""
+    from atalaia.streams.connect import broker_death, owned_broker
+    from atalaia.streams.processes import BROKER_LOST, RESTART_MAX_DELAY_S
+
+    restarted, count, failures = None, 0, 0
+    while True:
+        started = time.monotonic()
+        with owned_broker(settings, fresh=fresh) as (bootstrap, broker):
+            watch = broker_death(broker) if broker is not None else None
+            status = run(bootstrap, watch, restarted)
+            why = watch() if watch is not None else None
+        if status != BROKER_LOST:
+            return status
+        count += 1
+        restarted = orjson.dumps({"at": time.time(), "why": why, "count": count}).decode()
+        fresh = False  # --fresh applied once: what the run did since is kept
+        failures = 1 if time.monotonic() - started >= BROKER_STABLE_S else failures + 1
+        delay = min(RESTART_MAX_DELAY_S, 2.0 ** (failures - 1)) if failures > 1 else 0.0
+        log.warning(
+            "starting a new embedded broker%s; the processes follow on it",
+            f" in {delay:.0f} s (it died {failures} times in a row, each within {BROKER_STABLE_S:.0f} s "
+            "of starting)"
+            if delay
+            else "",
+            extra={"ratelimit": False},
+        )
+        if delay and _wait_unless_stopped(delay):
+            return 0
+
+
+def _wait_unless_stopped(seconds: float) -> bool:
+    """Sleep, or return True at once on SIGINT/SIGTERM (the processes are already stopped)."""
+    import signal
+
+    stopped = []
+    old = {s: signal.signal(s, lambda *_: stopped.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        deadline = time.monotonic() + seconds
+        while not stopped and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return bool(stopped)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @click.command()
@@ -320,23 +386,29 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
     _check_listening(settings, True)  # before the broker starts
     status = 0
     try:
-        with owned_bootstrap(settings, fresh=fresh) as bootstrap:
-            if single_process:
+        if single_process:
+            with owned_bootstrap(settings, fresh=fresh) as bootstrap:
                 _run_worker(
                     settings, bootstrap, ALL_STAGES, http=True, demo=demo, banner=True, ingest_token=token
                 )
-            else:
-                from atalaia.streams.topology import process_groups
+        else:
+            from atalaia.streams.topology import process_groups
 
-                status = _run_processes(
+            status = _on_embedded_broker(
+                settings,
+                fresh,
+                lambda bootstrap, watch, restarted: _run_processes(
                     settings,
                     bootstrap,
                     list(process_groups().items()),
                     http=True,
                     demo=demo,
                     ingest_token=token,
-                    banner=True,
-                )
+                    banner=restarted is None,
+                    watch=watch,
+                    restarted=restarted,
+                ),
+            )
     finally:
         click.echo("Atalaia stopped." + ("" if settings.kafka else " (embedded broker stopped)"), err=True)
     if status:
@@ -372,14 +444,20 @@ def worker(stages: str, http: bool, processes: int, http_role: str | None, demo_
     _logging(settings.log_level, settings.log_interval_s)
     _check_environment(settings)
     _check_listening(settings, http_role or http)
+    if processes > 1:
+        rest = tuple(s for s in chosen if s != "delivery")
+        groups = [("worker-1", chosen)] + [(f"worker-{i + 1}", rest) for i in range(1, processes)]
+        status = _on_embedded_broker(
+            settings,
+            False,
+            lambda bootstrap, watch, restarted: _run_processes(
+                settings, bootstrap, groups, http=http, watch=watch, restarted=restarted
+            ),
+        )
+        if status:
+            sys.exit(status)
+        return
     with owned_bootstrap(settings) as bootstrap:
-        if processes > 1:
-            rest = tuple(s for s in chosen if s != "delivery")
-            groups = [("worker-1", chosen)] + [(f"worker-{i + 1}", rest) for i in range(1, processes)]
-            status = _run_processes(settings, bootstrap, groups, http=http)
-            if status:
-                sys.exit(status)
-            return
         role: bool | str = http_role or http
         token = os.environ.get("ATALAIA_DEMO_TOKEN") or None
         _run_worker(settings, bootstrap, chosen, http=role, demo_feed=demo_feed, ingest_token=token)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -202,8 +203,30 @@ def keep_or_reset(
 def owned_bootstrap(settings: Settings, *, fresh: bool = False) -> Iterator[str]:
     """For up/worker/console: ATALAIA_KAFKA, else the embedded broker a running ``atalaia up``
     announced in this data directory, else a new embedded broker for the life of the process."""
+    with owned_broker(settings, fresh=fresh) as (bootstrap, _):
+        yield bootstrap
+
+
+def broker_death(broker: EmbeddedBroker) -> Callable[[], str | None]:
+    """For ``Supervisor(watch=...)``: None while the embedded broker runs, then how it ended."""
+
+    def watch() -> str | None:
+        proc = broker.proc
+        if proc is None or proc.poll() is None:
+            return None
+        code = proc.returncode
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        return f"the embedded broker (Tansu, pid {proc.pid}, {broker.bootstrap}) died ({how})"
+
+    return watch
+
+
+@contextlib.contextmanager
+def owned_broker(settings: Settings, *, fresh: bool = False) -> Iterator[tuple[str, EmbeddedBroker | None]]:
+    """:func:`owned_bootstrap`, and the embedded broker when this process started it (None for
+    ATALAIA_KAFKA or a running ``atalaia up``'s), so that its death can be watched."""
     if settings.kafka:
-        yield settings.kafka
+        yield settings.kafka, None
         return
     running = running_embedded(settings)
     if running:  # an `atalaia up` in this directory: join it, never reset what it is using
@@ -211,7 +234,7 @@ def owned_bootstrap(settings: Settings, *, fresh: bool = False) -> Iterator[str]
             raise click.ClickException(
                 f"--fresh: an `atalaia up` is running on {running} with this data directory; stop it first"
             )
-        yield running
+        yield running, None
         return
     # The embedded broker keeps its topics in memory, so each run starts a new history. The
     # domain state in the data directory is kept (unless --fresh) and re-anchored to the new
@@ -243,7 +266,7 @@ def owned_bootstrap(settings: Settings, *, fresh: bool = False) -> Iterator[str]
         path.write_text(broker.bootstrap)
         owner_file(settings).write_text(str(os.getpid()))
         try:
-            yield broker.bootstrap
+            yield broker.bootstrap, broker
         finally:
             with contextlib.suppress(FileNotFoundError):
                 if path.read_text() == broker.bootstrap:

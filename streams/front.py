@@ -198,7 +198,8 @@ async def peer_health(
                 status = max(status, "degraded", key=rank.__getitem__)
                 continue
             status = max(status, got.get("status", "failed"), key=lambda s: rank.get(s, 3))
-            problems.extend(got.get("problems", []))
+            # a condition every process sees (the broker unreachable, restarted) is said once
+            problems.extend(p for p in got.get("problems", []) if p not in problems)
             for name, st in got.get("stages", {}).items():  # `worker --processes`: same names
                 mine = stages.get(name)
                 if mine is None:

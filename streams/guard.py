@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +47,14 @@ BROKER_RESETS = Counter(
     "checkpoint offsets found outside the partition's log (broker reset or truncation); the stage "
     "kept its state and restarted at the log's beginning",
     ["stage", "topic"],
+)
+EMBEDDED_BROKER_RESTARTS = Gauge(
+    "atalaia_embedded_broker_restarts",
+    "times atalaia up has started a new embedded broker since it started, because the one before "
+    "died (its topics were in its memory: the stages resumed from the data directory)",
+)
+BROKER_REACHABLE = Gauge(
+    "atalaia_broker_reachable", "1 while the broker answers this process's checks (every few seconds)"
 )
 TOPIC_LAYOUT_OK = Gauge(
     "atalaia_topic_layout_ok", "1 when every pipeline topic has its designed partition count"
@@ -136,6 +146,53 @@ class BrokerHealth:
 HEALTH = BrokerHealth()
 
 
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What a check raises when the broker cannot be reached (refused, not ready, timed out)."""
+    from aiokafka.errors import (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        NodeNotReadyError,
+        RequestTimedOutError,
+    )
+
+    return (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        NodeNotReadyError,
+        RequestTimedOutError,
+        OSError,
+        TimeoutError,
+    )
+
+
+def broker_restarted(notice: str | None, health: BrokerHealth = HEALTH) -> None:
+    """In a process ``atalaia up`` started again after its embedded broker died (``notice``: the
+    JSON ``{"at", "why", "count"}`` of ATALAIA_BROKER_RESTARTED): ``/health`` says so,
+    ``degraded``, for ATALAIA_RESET_ALERT_S from the death (as a broker reset: what the broker
+    held and no stage had checkpointed or logged is gone), and the gauge counts the restarts."""
+    if not notice:
+        return
+    try:
+        told = json.loads(notice)
+        at, why, count = float(told["at"]), str(told["why"]), int(told["count"])
+    except (ValueError, TypeError, KeyError, OverflowError):
+        log.warning("ATALAIA_BROKER_RESTARTED is not up's notice: ignored (%r)", notice[:200])
+        return
+    try:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    except (OverflowError, OSError, ValueError):
+        log.warning("ATALAIA_BROKER_RESTARTED is not up's notice: ignored (%r)", notice[:200])
+        return
+    EMBEDDED_BROKER_RESTARTS.set(count)
+    health.condition(
+        "embedded-broker-restart",
+        f"{why} at {when}; atalaia up started a new "
+        f"one ({count} since it started) and resumed every stage from the data directory's "
+        "checkpoints and ingest log; see its log for what was put back",
+        until=at + health.reset_alert_s,
+    )
+
+
 class BrokerGuard(Service):
     """Every ``interval`` seconds: the broker's cluster id and the pipeline topics' partition
     counts (see the module docstring)."""
@@ -151,12 +208,49 @@ class BrokerGuard(Service):
         self.ids: dict[str, bytes] = {}  # their topic ids, where the broker says (streams.broker.topic_ids)
         self.old_ids: dict[str, set[bytes]] = {}  # the ids they had before: a lagging broker may answer one
         HEALTH.reset_alert_s = settings.reset_alert_s
+        self.answered = time.monotonic()  # the last check the broker answered (or the start)
+        self.unreachable_s = getattr(settings, "broker_unreachable_s", 10.0)
 
     async def on_start(self) -> None:
         from atalaia.streams.logfilter import install
 
         install(self.settings.log_interval_s)  # again: the Faust worker may have set up handlers
+        broker_restarted(os.environ.get("ATALAIA_BROKER_RESTARTED"))
+        BROKER_REACHABLE.set(1)
         self.add_future(self._watch())
+
+    def reached(self, error: BaseException | None) -> None:
+        """After each check: a broker that has not answered for ``unreachable_s`` makes
+        ``/health`` ``failed`` (nothing flows: the clients retry without end and say so only in
+        the log) until it answers again."""
+        now = time.monotonic()
+        if error is None:
+            self.answered = now
+            BROKER_REACHABLE.set(1)
+            if HEALTH.problems.get("broker-unreachable") is not None:
+                HEALTH.condition("broker-unreachable", None)
+                log.warning("the broker at %s answers again", self.bootstrap, extra={"ratelimit": False})
+            return
+        if now - self.answered < self.unreachable_s:
+            return
+        BROKER_REACHABLE.set(0)
+        first = "broker-unreachable" not in HEALTH.problems
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (now - self.answered)))
+        HEALTH.condition(
+            "broker-unreachable",
+            f"the broker at {self.bootstrap} has not answered since {since} "
+            f"({type(error).__name__}: {error}); no event is processed or sent until it does",
+            status="failed",
+        )
+        if first:
+            log.error(
+                "the broker at %s has not answered for %.0f s (%s: %s): /health is failed until it does",
+                self.bootstrap,
+                now - self.answered,
+                type(error).__name__,
+                error,
+                extra={"ratelimit": False},
+            )
 
     async def _watch(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
@@ -170,10 +264,13 @@ class BrokerGuard(Service):
                     admin = AIOKafkaAdminClient(**client_options(self.bootstrap), request_timeout_ms=5000)
                     await admin.start()
                 await self.check(admin)
+                self.reached(None)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # broker unreachable: the clients say so too; keep watching
                 log.warning("broker check failed: %s: %s", type(e).__name__, e)
+                # another error is an answer: only a broker that cannot be reached is unreachable
+                self.reached(e if isinstance(e, unreachable_errors()) else None)
                 if admin is not None:
                     with contextlib.suppress(Exception):
                         await admin.close()

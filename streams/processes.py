@@ -5,6 +5,9 @@ warnings and the console on the other) and ``atalaia worker --processes N``.
 The parent owns the embedded broker (``streams.connect``) and nothing else; each child is an
 ordinary ``atalaia worker`` that joins it through the data directory's announcement. The parent:
 
+* watches the embedded broker (``Supervisor(watch=...)``): when it dies, every child is killed at
+  once and ``atalaia up`` starts a new broker and the children again (``streams.commands``);
+
 * starts the children in their own sessions (a terminal's Ctrl-C reaches only the parent, which
   stops the children in order with SIGTERM: each checkpoints and leaves its groups), and each
   child is killed with the parent if the parent is killed (``PR_SET_PDEATHSIG`` SIGKILL: a
@@ -36,6 +39,7 @@ log = logging.getLogger("atalaia.up")
 
 STARTUP_S = float(os.environ.get("ATALAIA_UP_STARTUP_S", "20"))  # a first start's death sooner stops all
 RESTART_MAX_DELAY_S = 60.0  # a process that keeps dying is restarted at most this far apart
+BROKER_LOST = 75  # Supervisor.run's status when ``watch`` said the broker is gone (EX_TEMPFAIL)
 STOP_TIMEOUT_S = 30.0  # at least; more when the delivery grace needs it (ATALAIA_DELIVERY_GRACE_S + 20 s)
 
 
@@ -107,8 +111,10 @@ class Supervisor:
         ready: Callable[[], bool] | None = None,
         precheck: Callable[[], list[str]] | None = None,
         stop_timeout: float = STOP_TIMEOUT_S,
+        watch: Callable[[], str | None] | None = None,
     ) -> None:
         self.children = children
+        self.watch = watch  # what the children cannot run without (the embedded broker): why it ended
         self.stop_timeout = stop_timeout  # after SIGTERM, a child still running this long is killed
         self.ready = ready  # polled until it returns True once (prints the banner)
         self.precheck = precheck
@@ -128,6 +134,10 @@ class Supervisor:
             ready = self.ready
             while not self.stopping:
                 time.sleep(0.2)
+                lost = self.watch() if self.watch is not None else None
+                if lost:
+                    self._lost(lost)
+                    break
                 if ready is not None and ready():
                     ready = None
                 for c in self.children:
@@ -173,6 +183,25 @@ class Supervisor:
             f" in {delay:.0f} s (it died {c.failures} times since it last ran)" if c.failures > 1 else "",
             extra={"ratelimit": False},
         )
+
+    def _lost(self, why: str) -> None:
+        """The children's broker is gone: they are killed at once (as a ``kill -9`` of ``atalaia
+        up`` would: they resume from their checkpoints), not stopped, for a graceful stop would
+        wait on the broker for ``stop_timeout``; :data:`BROKER_LOST` tells the caller to start
+        them again on a new broker."""
+        log.error(
+            "%s: stopping every process at once (kill), to start them again on a new embedded "
+            "broker with the data directory's state",
+            why,
+            extra={"ratelimit": False},
+        )
+        for c in self.children:
+            c.signal(signal.SIGKILL)
+        for c in self.children:
+            if c.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    c.proc.wait(10)
+        self.status, self.stopping = BROKER_LOST, True
 
     def _later(self, c: Child, now: float) -> float:
         c.failures += 1

@@ -231,6 +231,12 @@ class Settings(BaseSettings):
         "being sent to be answered and recorded (a send cut off after it is in doubt at the next start; "
         "0: cut at once)",
     )
+    broker_unreachable_s: float = Field(
+        10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="/health is failed while the broker has not answered this process's checks for this long",
+    )
     health_max_behind_s: float = Field(
         120.0,
         ge=0,
@@ -402,6 +408,7 @@ OTHER_VARIABLES = frozenset(
         "ATALAIA_SCREENSHOTS",  # the console tests' screenshots
         "ATALAIA_TEST_POSTGRES",  # the projection tests' PostgreSQL
         "ATALAIA_BIN",  # the tests' atalaia executable
+        "ATALAIA_BROKER_RESTARTED",  # up to its processes: the embedded broker was restarted (guard.py)
     }
 )
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

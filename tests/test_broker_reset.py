@@ -84,7 +84,11 @@ def test_broker_restarted_empty_under_a_running_worker(
     broker = EmbeddedBroker().start()
     port, cluster = broker.port, broker.cluster_id
     try:
-        env = {"ATALAIA_KAFKA": broker.bootstrap, "ATALAIA_STATE_STORE": store}
+        env = {
+            "ATALAIA_KAFKA": broker.bootstrap,
+            "ATALAIA_STATE_STORE": store,
+            "ATALAIA_BROKER_UNREACHABLE_S": "2",
+        }
         w = make_worker("--stages", "ingest,rules", extra_env=env)
         asyncio.run(_ensure(broker.bootstrap, w.env["ATALAIA_TOPIC_PREFIX"]))
         w.start(("ingest", "rules"))
@@ -96,7 +100,18 @@ def test_broker_restarted_empty_under_a_running_worker(
         assert w.health()["status"] == "ok"
 
         broker.stop()  # restarted empty: same address, memory gone
-        time.sleep(1)
+
+        def unreachable() -> list[str]:
+            body = w.health()
+            return [
+                p
+                for p in body.get("problems", [])
+                if "has not answered since" in p and body["status"] == "failed"
+            ]
+
+        # while it is down, /health says so (it said ok: nothing flowed, only the log told)
+        wait_for(unreachable, 20, "/health failed: the broker does not answer", w.log)
+        assert httpx.get(f"{w.url}/health", timeout=2).status_code == 503
         broker = EmbeddedBroker(port=port, cluster_id=cluster if same_cluster_id else "atalaia-new").start()
         # the worker re-creates the topics with their designed counts (no auto-creation)
         wait_for(
@@ -125,6 +140,7 @@ def test_broker_restarted_empty_under_a_running_worker(
         # first transitions were lost with it: the incident manager may never have seen them)
         assert set(before) <= firing, sorted(firing)
         assert "open record(s) of its state sent again" in w.log.read_text()
+        assert not unreachable() and f"the broker at {broker.bootstrap} answers again" in w.log.read_text()
 
         # loud: one ERROR line per stage, the metric, and /health
         text = w.log.read_text()

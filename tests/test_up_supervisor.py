@@ -76,3 +76,22 @@ def test_the_delay_between_restarts_grows_to_a_minute(failures: int) -> None:
     c.failures = failures - 1
     delay = Supervisor([])._later(c, 0.0)
     assert delay == min(60.0, 2.0 ** (failures - 1)) and c.retry_at == delay
+
+
+def test_when_the_broker_dies_every_process_is_killed_at_once_and_the_caller_told(caplog) -> None:
+    """Without its broker a process cannot stop gracefully (it waits on it for the whole stop
+    timeout, 30 s and more): the supervisor kills them all at once and returns BROKER_LOST, so
+    `atalaia up` starts them again on a new broker."""
+    dead_at = time.monotonic() + 1.0
+
+    def watch() -> str | None:
+        return "the embedded broker died (signal SIGKILL)" if time.monotonic() >= dead_at else None
+
+    ignores_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    alarms, ops = Script("alarms", ignores_term), Script("ops", ignores_term)
+    status, took = supervise(Supervisor([alarms, ops], watch=watch, stop_timeout=30), 20)
+    assert status == processes.BROKER_LOST and took < 5, (status, took)
+    assert not alarms.alive() and not ops.alive()
+    assert alarms.proc.returncode == ops.proc.returncode == -9
+    (line,) = [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
+    assert line.startswith("the embedded broker died (signal SIGKILL): stopping every process at once")

@@ -1,0 +1,98 @@
+"""The embedded broker killed under a running `atalaia up` (kill -9 of Tansu, an OOM kill, a crash).
+Its topics were in its memory. Before, `atalaia up` went on answering `/health` 200 `ok` while
+nothing flowed: the processes retried the dead broker for ever (tens of thousands of log lines a
+minute) and only a restart by hand brought it back. Now `up` kills its processes at once, starts a
+new embedded broker as its own restart would (the data directory's state kept, the accepted events
+no stage had checkpointed put back from the ingest log) and starts them again on it; `/health`
+says what happened. Nothing is lost and nobody is paged twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_ingest_log_up import SENSORS, running, send
+from tests.test_up_remembers import wait_for
+
+pytestmark = pytest.mark.broker
+
+
+def tansu_of(pid: int) -> int:
+    """The embedded broker `atalaia up` (``pid``) started."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"tansu" in cmd:
+            return int(entry)
+    raise AssertionError(f"no embedded broker under pid {pid}")
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:  # between the old broker's announcement and the new one's
+        return ""
+
+
+def pages(smtp) -> Counter:
+    return Counter(m.text.split("Ref.: ")[1].split(" /")[0] for m in smtp.messages)
+
+
+def test_a_killed_embedded_broker_is_replaced_and_nothing_is_lost_or_sent_twice(tmp_path: Path) -> None:
+    with running(tmp_path, 3600) as (up, smtp):  # no stage checkpoints: the ingest log must hold it
+        announced = tmp_path / "data" / "broker"
+        send(up, 4.0, SENSORS[:2])
+        wait_for(lambda: len(up.incidents()) == 2 and len(smtp.messages) == 2, 60, "two incidents paged", up)
+        opened = up.incidents()
+        old = announced.read_text()
+        tansu = tansu_of(up.proc.pid)
+        os.kill(tansu, signal.SIGKILL)
+        t0 = time.monotonic()
+        wait_for(
+            lambda: announced.is_file() and announced.read_text() not in ("", old),
+            30,
+            "a new embedded broker announced",
+            up,
+        )
+
+        def says_so() -> bool:
+            body = httpx.get(f"{up.url}/health", timeout=2).json()
+            return all(s["partitions"] for s in body["stages"].values()) and any(
+                p.startswith(f"the embedded broker (Tansu, pid {tansu}, {old}) died (signal SIGKILL) at ")
+                for p in body.get("problems", [])
+            )
+
+        wait_for(says_so, 60, "the processes back on the new broker, /health saying why", up)
+        back = time.monotonic() - t0
+        assert up.proc.poll() is None, "atalaia up went on"
+        body = httpx.get(f"{up.url}/health", timeout=2).json()
+        assert body["status"] == "degraded" and len(body["problems"]) == 1, body
+        metrics = httpx.get(f"{up.url}/metrics", timeout=5).text
+        assert 'atalaia_embedded_broker_restarts{process="alarms"} 1.0' in metrics
+        log = up.log.read_text()
+        assert f"the embedded broker (Tansu, pid {tansu}, {old}) died (signal SIGKILL): stopping every" in log
+        assert "ingest log: 1 accepted event(s)" in log, "the readings no stage had checkpointed put back"
+        assert back < 30, f"back after {back:.0f} s"
+
+        # the same sensors high again: their incidents, not new ones; two new sensors: new ones
+        send(up, 4.2, SENSORS)
+        wait_for(
+            lambda: len(up.incidents()) == 4 and len(smtp.messages) == 4, 60, "the two new incidents", up
+        )
+        send(up, 1.0, SENSORS)
+        wait_for(lambda: all(not r["active"] for r in up.incidents().values()), 40, "the alarms resolved", up)
+        assert set(opened) <= set(up.incidents())
+        assert max(pages(smtp).values()) == 1 and set(pages(smtp)) == set(up.incidents()), pages(smtp)
+        up.stop(signal.SIGTERM)
+        assert up.proc.returncode == 0
