@@ -29,7 +29,7 @@ def data_files(data_dir: Path) -> list[Path]:
 def read_series(path: Path) -> tuple[list[str], list[datetime], list[float]]:
     """Rows of a NAB data file: raw timestamp texts, parsed times and values."""
     texts, times, values = [], [], []
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM (a spreadsheet's export) is no column
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         if "timestamp" not in header or "value" not in header:

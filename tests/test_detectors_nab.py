@@ -118,3 +118,19 @@ def test_odd_but_readable_values_and_times_are_scored(tmp_path: Path):
     assert out[201][1:] == ["inf", "0.0"] and out[202][1:] == ["nan", "0.0"]
     assert out[203][0] == "2015-01-01T16:50:00+00:00" and out[203][1] == "3.5"
     assert all(0.0 <= float(r[2]) <= 1.0 for r in out[1:])
+
+
+def test_a_file_saved_with_a_byte_order_mark_and_crlf_is_scored(tmp_path: Path):
+    """A CSV saved by a spreadsheet (UTF-8 with a BOM, CRLF lines) stopped the whole run: its first
+    column read as '\\ufefftimestamp'."""
+    data = tmp_path / "data" / "cat"
+    data.mkdir(parents=True)
+    rows = [f"2015-01-01 {h:02d}:{m:02d}:00,{(h + m) % 5}" for h in range(10) for m in range(0, 60, 5)]
+    (data / "f.csv").write_bytes(("\ufefftimestamp,value\r\n" + "\r\n".join(rows) + "\r\n").encode())
+    result = CliRunner().invoke(
+        detectors, ["nab", str(tmp_path / "data"), str(tmp_path / "o"), "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    out = list(csv.reader((tmp_path / "o" / "cat" / "novelty-evt-mean_f.csv").read_text().splitlines()))
+    assert out[0] == ["timestamp", "value", "anomaly_score"] and len(out) == len(rows) + 1
+    assert [r[0] for r in out[1:]] == [r.split(",")[0] for r in rows]
