@@ -408,7 +408,28 @@ def test_an_issued_warnings_page_shows_the_document_issued_and_what_an_update_wo
         "document.getElementById('cap').textContent.includes('<msgType>Cancel</msgType>')", timeout=15000
     )
     assert ident in ana.inner_text("#cap") and "Cancel" in ana.inner_text("#h-preview")
+    # a Cancel made on the page withdraws the advice: the form still shows the issued warning's
+    # headline and instruction, which it used to send as the Cancel's own ("Douro flood: keep away
+    # from the river" published as the withdrawal)
+    cap = ana.inner_text("#cap")
+    assert "<headline>Aviso cancelado: Cheia</headline>" in cap and "Cheia no Douro" not in cap, cap
+    assert "<instruction>" not in cap, cap
     ana.screenshot(path=str(SHOTS / "warning-issued-document-and-cancel-preview.png"), full_page=True)
+    before = {
+        x["id"] for x in httpx.get(f"{w.url}/api/warnings", headers=h("ana"), timeout=5).json()["warnings"]
+    }
+    ana.fill("#w-reason", "the river is back within its banks")
+    ana.click("#buttons button[data-action=cancel]")  # (the page moves to the Cancel drafted)
+    ana.wait_for_url(re.compile(r".*/warnings/(?!" + re.escape(wid) + r"$).+"), timeout=15000)
+    after = httpx.get(f"{w.url}/api/warnings", headers=h("ana"), timeout=5).json()["warnings"]
+    (new,) = [x for x in after if x["id"] not in before]
+    drafted = httpx.get(f"{w.url}/api/warnings/{new['id']}", headers=h("ana"), timeout=5).json()["warning"][
+        "draft"
+    ]
+    assert drafted["msgType"] == "Cancel" and "instruction" not in drafted, drafted
+    assert drafted["headline"] == {"pt-PT": "Aviso cancelado: Cheia", "en-GB": "Warning cancelled: Flood"}, (
+        drafted
+    )
 
     # a viewer, who may neither update nor cancel: the issued document, and no preview
     vera = sign_in(chromium, f"{w.url}/warnings/{wid}", "vera", locale="pt-PT")
