@@ -155,10 +155,13 @@ MIXING_RATIOS = frozenset({"ppm", "parts_per_billion", "percent"})  # pint's nam
 
 
 def gas_of(attribute: str | None) -> str | None:
-    """The gas an attribute name stands for (``no2``, ``NO2``, ``nitrogenDioxide``), if known."""
+    """The gas an attribute name stands for (``no2``, ``NO2``, ``nitrogenDioxide``; ``no2:sensorA``,
+    an instance of the multi-attribute with a ``datasetId``), if known."""
     if not attribute:
         return None
     name = "".join(c for c in attribute.lower() if c.isalnum())
+    if name not in GASES and ":" in attribute:
+        return gas_of(attribute.partition(":")[0])
     return name if name in GASES else None
 
 

@@ -433,3 +433,32 @@ def test_readings_in_milligrams_per_litre_and_millimetres_per_hour_fire_their_ru
     assert ("heavy-rain" in fired) == (rain / 3_600_000 > 1e-5)
     if "low-oxygen" in fired:
         assert fired["low-oxygen"] == pytest.approx(o2 * 1000)
+
+
+@settings(deadline=None)
+@given(
+    st.from_regex(r"[A-Za-z0-9_-]{1,12}(:[A-Za-z0-9_-]{1,8})?", fullmatch=True),
+    st.sampled_from(["61", "59", "GQ", None]),
+    st.floats(min_value=0, max_value=1000, allow_nan=False),
+)
+def test_an_instance_with_a_dataset_id_converts_as_its_attribute(
+    dataset: str, code: str | None, v: float
+) -> None:
+    """Ingest names the instance of a multi-attribute with a datasetId ``no2:<dataset>``. A rule on it
+    refused every reading in ppb or ppm ("attribute 'no2:sensorA' names none" of the gases), and
+    readings without a unit code were taken in the rule's unit, not in the µg/m³ AirQualityObserved
+    documents for no2; ``rules check`` warned that the name is not in the schema."""
+    instance = f"no2:{dataset}"
+    engine = RuleEngine(
+        load_texts([("r.yaml", AIR.format(attribute=f'"{instance}"', unit="ug/m3", above=200))])
+    )
+    reference = RuleEngine(load_texts([("r.yaml", AIR.format(attribute="no2", unit="ug/m3", above=200))]))
+    reading = _air(instance, v, code)  # type: ignore[arg-type]
+    if code is None:
+        del reading["units"]
+    out, rejected = engine.observe_batch([reading])
+    assert not rejected
+    same = {**reading, "attributes": {"no2": v}, **({"units": {"no2": code}} if code else {})}
+    expected, _ = reference.observe_batch([same])
+    assert [(t.state, t.value) for t in out] == [(t.state, t.value) for t in expected]
+    assert not load_texts([("r.yaml", AIR.format(attribute=f'"{instance}"', unit="ug/m3", above=1))]).warnings
