@@ -65,6 +65,52 @@ UNECE_CODES: dict[str, str] = {
     "DD": "degree",
     "2N": "decibel",
     "C62": "dimensionless",
+    # what city sensors in Smart Data Models also report (WaterQualityObserved, WeatherObserved,
+    # Streetlight, energy meters): without these a rule with a `unit:` refused every such reading,
+    # and pint read some codes as other units (GL: gigalitre, MC: megacoulomb)
+    "M1": "milligram/litre",
+    "H29": "microgram/litre",
+    "GL": "gram/litre",
+    "KMQ": "kilogram/metre**3",
+    "M33": "millimole/litre",
+    "C34": "mole",
+    "D10": "siemens/metre",
+    "SIE": "siemens",
+    "H61": "millisiemens/centimetre",
+    "G42": "microsiemens/centimetre",
+    "2Z": "millivolt",
+    "KVT": "kilovolt",
+    "HTZ": "hertz",
+    "WHR": "watt_hour",
+    "KWH": "kilowatt_hour",
+    "MWH": "megawatt_hour",
+    "MAW": "megawatt",
+    "KVA": "kilovolt_ampere",
+    "NX": "permille",
+    "D54": "watt/metre**2",
+    "LUX": "lux",
+    "CDL": "candela",
+    "A24": "candela/metre**2",
+    "H67": "millimetre/hour",
+    "2M": "centimetre/second",
+    "HM": "mile/hour",
+    "4H": "micrometre",
+    "DMT": "decimetre",
+    "FOT": "foot",
+    "INH": "inch",
+    "SMI": "mile",
+    "CMK": "centimetre**2",
+    "KMK": "kilometre**2",
+    "HAR": "hectare",
+    "MLT": "millilitre",
+    "CMQ": "centimetre**3",
+    "E32": "litre/hour",
+    "G52": "metre**3/day",
+    "MGM": "milligram",
+    "MC": "microgram",
+    "TNE": "tonne",
+    "MPA": "megapascal",
+    "DAY": "day",
 }
 
 _POWER = re.compile(r"(?<=[A-Za-zµμ])([23])(?![0-9])")  # m3 -> m**3, cm2 -> cm**2
@@ -109,10 +155,13 @@ MIXING_RATIOS = frozenset({"ppm", "parts_per_billion", "percent"})  # pint's nam
 
 
 def gas_of(attribute: str | None) -> str | None:
-    """The gas an attribute name stands for (``no2``, ``NO2``, ``nitrogenDioxide``), if known."""
+    """The gas an attribute name stands for (``no2``, ``NO2``, ``nitrogenDioxide``; ``no2:sensorA``,
+    an instance of the multi-attribute with a ``datasetId``), if known."""
     if not attribute:
         return None
     name = "".join(c for c in attribute.lower() if c.isalnum())
+    if name not in GASES and ":" in attribute:
+        return gas_of(attribute.partition(":")[0])
     return name if name in GASES else None
 
 

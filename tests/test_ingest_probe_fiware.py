@@ -893,3 +893,77 @@ def test_a_location_whose_type_is_not_text_is_no_crash(location, monkeypatch) ->
     for body in (v2(entity), ld(entity)):
         r = run(body, monkeypatch)
         assert [o.attributes for o in r.observations] == [{"height": 1.5}]
+
+
+_FEATURE_ATTRS = st.dictionaries(
+    st.sampled_from(["height", "flow", "temperature", "no2", "availableSpotNumber"]),
+    st.tuples(
+        st.one_of(st.integers(-(10**6), 10**6), st.floats(-1e6, 1e6, allow_nan=False)),
+        st.sampled_from([None, "2026-12-07T09:58:00Z", "2026-12-07T09:59:30.5Z"]),
+        st.booleans(),  # normalized (else keyValues)
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _feature(n: int, attributes: dict, geometry: dict | None, id_outside: bool) -> dict:
+    props: dict = {"type": "WaterObserved"}
+    for name, (value, observed, normalized) in attributes.items():
+        if normalized or observed:
+            props[name] = {"type": "Property", "value": value}
+            if observed:
+                props[name]["observedAt"] = observed
+        else:
+            props[name] = value
+    eid = f"urn:ngsi-ld:WaterObserved:feature-{n}"
+    if not id_outside:
+        props["id"] = eid
+    feature = {"type": "Feature", "geometry": geometry, "properties": props}
+    if id_outside:
+        feature["id"] = eid
+    return feature
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    _FEATURE_ATTRS,
+    st.sampled_from([None, {"type": "Point", "coordinates": [-8.61, 41.14]}]),
+    st.booleans(),
+    st.sampled_from(["application/geo+json", "application/json"]),
+)
+def test_a_geojson_feature_alone_or_in_an_array_is_read_as_in_a_feature_collection(
+    attributes, geometry, id_outside, content_type
+) -> None:
+    """One entity in NGSI-LD's GeoJSON representation (what ``GET /entities/{id}`` answers with
+    ``Accept: application/geo+json``, forwarded by a platform) was read as an entity of type
+    "Feature" with nothing to observe: ignored, answered 200, its readings lost. Alone, in an
+    array or in a notification's data array, a Feature gives what it gives in a FeatureCollection."""
+    feature = _feature(1, attributes, geometry, id_outside)
+    other = _feature(2, attributes, geometry, id_outside)
+
+    def outcome(doc) -> tuple:
+        r = parse_payload(orjson.dumps(doc), content_type=content_type, received_at=RECEIVED)
+        assert r.ok, r.rejections
+        return (
+            sorted(
+                (o.entity, o.type, o.time, o.time_source, sorted(o.attributes.items()), o.location)
+                for o in r.observations
+            ),
+            [x.code for x in r.rejections],
+            r.ignored,
+        )
+
+    collection = outcome({"type": "FeatureCollection", "features": [feature]})
+    assert collection[0] and not collection[2]  # (the reference: a FeatureCollection is read)
+    assert outcome(feature) == collection
+    both = outcome({"type": "FeatureCollection", "features": [feature, other]})
+    assert outcome([feature, other]) == both
+    notified = {"id": "urn:ngsi-ld:Notification:1", "type": "Notification", "subscriptionId": "urn:s"}
+    assert outcome({**notified, "data": [feature, other]}) == both
+
+
+def test_an_entity_of_a_type_named_feature_is_still_an_entity(monkeypatch) -> None:
+    entity = {"id": "urn:ngsi-ld:Feature:1", "type": "Feature", "height": 3.2, "properties": {"a": 1}}
+    [o] = run(orjson.dumps(entity), monkeypatch).observations
+    assert (o.type, o.attributes) == ("Feature", {"height": 3.2})

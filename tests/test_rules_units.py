@@ -327,3 +327,138 @@ def test_the_attribute_catalogue_is_what_the_generator_builds() -> None:
         pytest.skip("the Smart Data Models schemas (../shared/fixtures/sdm) are not beside the checkout")
     committed = json.loads((root / "rules" / "sdm" / "attributes.json").read_text(encoding="utf-8"))
     assert build.build(schemas) == committed
+
+
+#: UN/CEFACT Rec. 20 codes city sensors report beyond the first table, with the SI value of one unit
+#: as Rec. 20 (rev. 14, Annex II) states it: (code, SI unit, factor)
+REC20_SI = [
+    ("M1", "kg/m3", 1e-3),  # milligram per litre (WaterQualityObserved O2, tss, NH4 ...)
+    ("H29", "kg/m3", 1e-6),  # microgram per litre
+    ("GL", "kg/m3", 1.0),  # gram per litre (pint read it as a gigalitre)
+    ("KMQ", "kg/m3", 1.0),
+    ("M33", "mol/m3", 1.0),  # millimole per litre
+    ("C34", "mol", 1.0),
+    ("D10", "S/m", 1.0),  # conductivity
+    ("SIE", "S", 1.0),
+    ("H61", "S/m", 0.1),  # millisiemens per centimetre
+    ("G42", "S/m", 1e-4),  # microsiemens per centimetre
+    ("2Z", "V", 1e-3),  # millivolt (orp)
+    ("KVT", "V", 1e3),
+    ("HTZ", "Hz", 1.0),
+    ("WHR", "J", 3.6e3),
+    ("KWH", "J", 3.6e6),
+    ("MWH", "J", 3.6e9),
+    ("MAW", "W", 1e6),
+    ("KVA", "V*A", 1e3),
+    ("NX", "dimensionless", 1e-3),  # per mille (salinity)
+    ("D54", "W/m2", 1.0),  # solar radiation
+    ("LUX", "lx", 1.0),
+    ("CDL", "cd", 1.0),
+    ("A24", "cd/m2", 1.0),
+    ("H67", "m/s", 0.277777778e-6),  # millimetre per hour (precipitation)
+    ("2M", "m/s", 1e-2),
+    ("HM", "m/s", 0.44704),
+    ("4H", "m", 1e-6),
+    ("DMT", "m", 0.1),
+    ("FOT", "m", 0.3048),
+    ("INH", "m", 25.4e-3),
+    ("SMI", "m", 1609.344),
+    ("CMK", "m2", 1e-4),
+    ("KMK", "m2", 1e6),
+    ("HAR", "m2", 1e4),
+    ("MLT", "m3", 1e-6),
+    ("CMQ", "m3", 1e-6),
+    ("E32", "m3/s", 2.77778e-7),  # litre per hour
+    ("G52", "m3/s", 1.15741e-5),  # cubic metre per day
+    ("MGM", "kg", 1e-6),
+    ("MC", "kg", 1e-9),  # microgram (pint read it as a megacoulomb)
+    ("TNE", "kg", 1e3),
+    ("MPA", "Pa", 1e6),
+    ("DAY", "s", 86400.0),
+]
+
+
+@pytest.mark.parametrize(("code", "si", "factor"), REC20_SI)
+def test_the_codes_city_sensors_report_convert_as_rec_20_defines_them(
+    code: str, si: str, factor: float
+) -> None:
+    """A WaterQualityObserved's O2 in M1 (mg/l) under a rule `unit: mg/l` went to the DLQ as "unknown
+    unit code 'M1'" with every reading, and the rule never fired; GL and MC were read by pint as a
+    gigalitre and a megacoulomb."""
+    scale, offset = convert_factor(code, si)  # type: ignore[misc]
+    assert offset == 0.0 and scale == pytest.approx(factor, rel=1e-5)
+
+
+WATER_QUALITY = """rules:
+  - id: low-oxygen
+    select: {type: WaterQualityObserved, attribute: O2}
+    unit: ug/l
+    severities: [{severity: high, below: 4000}]
+  - id: heavy-rain
+    select: {type: WeatherObserved, attribute: precipitation}
+    unit: m/s
+    severities: [{severity: high, above: 1e-5}]
+"""
+
+
+@settings(deadline=None)
+@given(
+    st.floats(min_value=0, max_value=100, allow_nan=False),
+    st.floats(min_value=0, max_value=100, allow_nan=False),
+)
+def test_readings_in_milligrams_per_litre_and_millimetres_per_hour_fire_their_rules(
+    o2: float, rain: float
+) -> None:
+    engine = RuleEngine(load_texts([("r.yaml", WATER_QUALITY)]))
+    readings = [
+        {
+            "time": "2024-03-01T00:00:00Z",
+            "entity": "urn:ngsi-ld:WaterQualityObserved:douro",
+            "type": "WaterQualityObserved",
+            "attributes": {"O2": o2},
+            "units": {"O2": "M1"},
+        },
+        {
+            "time": "2024-03-01T00:00:00Z",
+            "entity": "urn:ngsi-ld:WeatherObserved:porto",
+            "type": "WeatherObserved",
+            "attributes": {"precipitation": rain},
+            "units": {"precipitation": "H67"},
+        },
+    ]
+    out, rejected = engine.observe_batch(readings)
+    assert not rejected
+    fired = {t.rule: t.value for t in out}
+    assert ("low-oxygen" in fired) == (o2 * 1000 < 4000)
+    assert ("heavy-rain" in fired) == (rain / 3_600_000 > 1e-5)
+    if "low-oxygen" in fired:
+        assert fired["low-oxygen"] == pytest.approx(o2 * 1000)
+
+
+@settings(deadline=None)
+@given(
+    st.from_regex(r"[A-Za-z0-9_-]{1,12}(:[A-Za-z0-9_-]{1,8})?", fullmatch=True),
+    st.sampled_from(["61", "59", "GQ", None]),
+    st.floats(min_value=0, max_value=1000, allow_nan=False),
+)
+def test_an_instance_with_a_dataset_id_converts_as_its_attribute(
+    dataset: str, code: str | None, v: float
+) -> None:
+    """Ingest names the instance of a multi-attribute with a datasetId ``no2:<dataset>``. A rule on it
+    refused every reading in ppb or ppm ("attribute 'no2:sensorA' names none" of the gases), and
+    readings without a unit code were taken in the rule's unit, not in the µg/m³ AirQualityObserved
+    documents for no2; ``rules check`` warned that the name is not in the schema."""
+    instance = f"no2:{dataset}"
+    engine = RuleEngine(
+        load_texts([("r.yaml", AIR.format(attribute=f'"{instance}"', unit="ug/m3", above=200))])
+    )
+    reference = RuleEngine(load_texts([("r.yaml", AIR.format(attribute="no2", unit="ug/m3", above=200))]))
+    reading = _air(instance, v, code)  # type: ignore[arg-type]
+    if code is None:
+        del reading["units"]
+    out, rejected = engine.observe_batch([reading])
+    assert not rejected
+    same = {**reading, "attributes": {"no2": v}, **({"units": {"no2": code}} if code else {})}
+    expected, _ = reference.observe_batch([same])
+    assert [(t.state, t.value) for t in out] == [(t.state, t.value) for t in expected]
+    assert not load_texts([("r.yaml", AIR.format(attribute=f'"{instance}"', unit="ug/m3", above=1))]).warnings

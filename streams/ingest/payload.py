@@ -2,7 +2,7 @@
 
 Recognises, in this order: NGSI-LD ``Notification`` and NGSI-v2 notification envelopes (``data``
 an array of entities, or an NGSI-LD GeoJSON ``FeatureCollection``), a bare GeoJSON
-FeatureCollection, a single entity (NGSI-v2 ``simplifiedNormalized``/``simplifiedKeyValues``, a Smart
+FeatureCollection or ``Feature``, a single entity (NGSI-v2 ``simplifiedNormalized``/``simplifiedKeyValues``, a Smart
 Data Models example), an array of entities, and records already in the Observation contract shape.
 Pure: no I/O, no clock (``received_at`` is the reference for clock-skew warnings).
 """
@@ -268,6 +268,10 @@ def _items(items: list, prefix: str, ctx: PayloadContext, out: IngestResult) -> 
             if item.keys() >= CONTRACT_KEYS:
                 normalise_observation(item, f"{prefix}[{i}]", ctx, out)
                 continue
+            if item.get("type") == "Feature" and is_feature(item):  # an array of GeoJSON entities
+                if not rejected_duplicates(item, None, f"{prefix}[{i}]", ctx, out):
+                    _feature(item, f"{prefix}[{i}]", ctx, out)
+                continue
             if fast and fast_entity(item, ctx, out):
                 continue
         general_entity(item, f"{prefix}[{i}]", ctx, out)
@@ -299,6 +303,11 @@ def _object(
         if _context_ok(doc, out):
             ctx.dialect = "ld"
             _features(doc, "features", ctx, out)
+    elif is_feature(doc):  # one entity in NGSI-LD's GeoJSON representation (GET /entities/{id})
+        out.format = "geojson"
+        if _context_ok(doc, out):
+            ctx.dialect = "ld"
+            _feature(doc, "", ctx, out)
     elif kind == "Notification":
         _reject(out, "NGSI-LD Notification without a data member", "no-data")
     elif "contextResponses" in doc and "subscriptionId" in doc:
@@ -491,18 +500,35 @@ def _features(fc: dict, where: str, ctx: PayloadContext, out: IngestResult) -> N
         w = f"{where}[{i}]"
         if rejected_duplicates(f, None, w, ctx, out):
             continue
-        props = f.get("properties") if type(f) is dict else None
-        if type(props) is not dict:
-            out.rejections.append(
-                Rejection("GeoJSON Feature without a properties object", "entity", "bad-geojson", detail=w)
-            )
-            continue
-        entity = dict(props)
-        if "id" not in entity and "id" in f:
-            entity["id"] = f["id"]
-        if "location" not in entity and type(f.get("geometry")) is dict:
-            entity["location"] = f["geometry"]
-        normalise_entity(entity, w, ctx, out)
+        _feature(f, w, ctx, out)
+
+
+def is_feature(doc: Any) -> bool:
+    """A GeoJSON ``Feature`` holding an entity in its ``properties`` (NGSI-LD's GeoJSON
+    representation of one entity), not an entity whose NGSI type is named Feature."""
+    return (
+        type(doc) is dict
+        and doc.get("type") == "Feature"
+        and type(doc.get("properties")) is dict
+        and "geometry" in doc
+    )
+
+
+def _feature(f: Any, w: str, ctx: PayloadContext, out: IngestResult) -> None:
+    """The entity of one GeoJSON Feature: its ``properties``, with the Feature's ``id`` and, when
+    the properties name no location, its ``geometry``."""
+    props = f.get("properties") if type(f) is dict else None
+    if type(props) is not dict:
+        out.rejections.append(
+            Rejection("GeoJSON Feature without a properties object", "entity", "bad-geojson", detail=w)
+        )
+        return
+    entity = dict(props)
+    if "id" not in entity and "id" in f:
+        entity["id"] = f["id"]
+    if "location" not in entity and type(f.get("geometry")) is dict:
+        entity["location"] = f["geometry"]
+    normalise_entity(entity, w, ctx, out)
 
 
 def _duplicate_in_envelope(doc: dict, dups: Duplicates, out: IngestResult) -> None:
