@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,6 +72,44 @@ class ScorerMissing(ValueError):
     pass
 
 
+class EntityPool:
+    """Engines whose entities count against one limit per tenant together (the partitioned
+    rules engines of one worker process: ``WORKER_ENTITIES``), as detector banks share
+    ``detectors.bank.WORKER``. An engine leaves the pool when it is dropped (a revoked partition's)."""
+
+    def __init__(self) -> None:
+        import weakref
+
+        self.engines: weakref.WeakSet[RuleEngine] = weakref.WeakSet()
+
+    def held(self, tenant: str) -> int:
+        """Entities of ``tenant`` ("" for none) the pool's engines hold rule state for."""
+        return sum(len(e._entities.get(tenant, ())) for e in list(self.engines))
+
+
+#: the live worker's partitioned rules engines (rules/stage.py): the limit is the process's
+WORKER_ENTITIES = EntityPool()
+
+
+def _key_tenant(key: str) -> str:
+    r"""The tenant part of an entity identity (``entity_key``): its text before the first
+    unescaped ``|``, unescaped; "" without one (a tenant-less entity).
+
+    >>> _key_tenant("porto|urn:x"), _key_tenant("urn:x"), _key_tenant("a\\|b|urn:x"), _key_tenant("p\\|x")
+    ('porto', '', 'a|b', '')
+    """
+    i = 0
+    while i < len(key):
+        c = key[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "|":
+            return re.sub(r"\\(.)", r"\1", key[:i], flags=re.DOTALL)
+        i += 1
+    return ""
+
+
 def to_epoch(t: datetime | str | float) -> float:
     if isinstance(t, int | float):
         return float(t)
@@ -97,8 +136,19 @@ class RuleEngine:
         scorer: Scorer | None = None,
         allowed_lateness: float = DEFAULT_ALLOWED_LATENESS,
         max_future: float | None = None,
+        max_entities: int | None = None,
+        pool: EntityPool | None = None,
     ) -> None:
         self.scorer = scorer
+        # live guard: a new entity of a tenant that already has max_entities entities with rule
+        # state (in this engine, or in the engines of ``pool`` together) is refused, so that one
+        # sender inventing entity ids cannot grow the rules' memory without bound (every rule keeps
+        # state per entity, an absence rule for ever): it fills its own tenant's room, not others'
+        self.max_entities = max_entities or None
+        self._entities: dict[str, set[str]] = {}  # tenant ("" for none) -> entity identities
+        self._entities_full_logged = False
+        self.pool = pool if pool is not None else EntityPool()
+        self.pool.engines.add(self)
         self.allowed_lateness = float(allowed_lateness)
         # live guard: reject observations more than max_future ahead of the last advance(now)
         self.max_future = max_future
@@ -181,6 +231,8 @@ class RuleEngine:
             t: tuple(_entry(r, self.stats, self._unit_rejects)[:2] for r in rs)
             for t, rs in self.any_attribute.items()
         }
+        # the types some rule of this engine reads: only their entities count against max_entities
+        self._read_types = frozenset((*dispatch, *state_dispatch, *(compound or ()), *self._any_attribute))
         self.absent_rules = [r for r in rules if isinstance(r, AbsentRule)]
         self._deadlines = [
             (s.last_seen + r.absent_for, r.id, k)
@@ -330,6 +382,16 @@ class RuleEngine:
                 )
                 self.stats["rejected_late"] += 1
                 continue
+            if (
+                self.max_entities is not None
+                and (
+                    typ in self._read_types
+                    or ("types" in obs and not self._read_types.isdisjoint(obs["types"]))
+                )
+                and not self._admit(tenant or "", entity)
+            ):
+                rejected.append(Rejected(obs, self._entity_limit(tenant or "")))
+                continue
             for typ, obs in ((typ, obs),) if "types" not in obs else each_type(obs):  # noqa: B020
                 by_attribute = dispatch.get(typ)
                 if by_attribute is not None:
@@ -391,6 +453,46 @@ class RuleEngine:
         self.stats["rejected"] += len(rejected)
         self._remember(out)
         return out, rejected
+
+    def _admit(self, tenant: str, entity: str) -> bool:
+        """Whether ``entity`` of ``tenant`` may hold rule state: one it holds already, or a new
+        one while the tenant has fewer than ``max_entities`` (this engine's pool together)."""
+        held = self._entities.get(tenant)
+        if held is None:
+            held = self._entities[tenant] = set()
+        elif entity in held:
+            return True
+        assert self.max_entities is not None
+        if self.pool.held(tenant) >= self.max_entities:
+            self.stats["rejected_entity_limit"] += 1
+            return False
+        held.add(entity)
+        return True
+
+    def _entity_limit(self, tenant: str) -> str:
+        """The DLQ reason of a new entity refused at the limit (and one WARNING per engine)."""
+        who = f"tenant {tenant!r}" if tenant else "senders without a tenant"
+        reason = (
+            f"entity limit: {who} already has {self.max_entities} entities with rule state "
+            "(ATALAIA_RULES_MAX_ENTITIES); a new entity is refused until some stop reporting"
+        )
+        if not self._entities_full_logged:
+            self._entities_full_logged = True
+            log.warning("%s (counted on the DLQ)", reason)
+        return reason
+
+    def _held_entities(self) -> None:
+        """The entities each tenant holds rule state for, from the states (after a restore or a
+        compact): an entity whose every entity-keyed state is gone frees its place."""
+        if self.max_entities is None:
+            return
+        held: dict[str, set[str]] = {}
+        for rule in self.rules:
+            if rule.key_is_entity:
+                for key in rule.states:
+                    held.setdefault(_key_tenant(key), set()).add(key)
+        self._entities = held
+        self._entities_full_logged = False
 
     def _states(
         self,
@@ -498,6 +600,7 @@ class RuleEngine:
             for k in dead:
                 del states[k]
             dropped += len(dead)
+        self._held_entities()
         return dropped
 
     # ------------------------------------------------------------------ introspection
@@ -586,6 +689,8 @@ class RuleEngine:
         scorer: Scorer | None = None,
         allowed_lateness: float | None = None,
         max_future: float | None = None,
+        max_entities: int | None = None,
+        pool: EntityPool | None = None,
     ) -> RuleEngine:
         """Rebuild an engine from :meth:`snapshot`, then :meth:`reload` ``ruleset``: state of unchanged
         rules continues exactly; open alarms of rules changed or removed since the snapshot end, and those
@@ -600,7 +705,14 @@ class RuleEngine:
             ]
         )
         lateness = body["allowed_lateness"] if allowed_lateness is None else allowed_lateness
-        engine = cls(saved_rules, scorer=scorer, allowed_lateness=lateness, max_future=max_future)
+        engine = cls(
+            saved_rules,
+            scorer=scorer,
+            allowed_lateness=lateness,
+            max_future=max_future,
+            max_entities=max_entities,
+            pool=pool,
+        )
         engine.watermark = _infinite(body["watermark"])
         engine.absence_clock = _infinite(body["absence_clock"])
         engine.stats.update(body["stats"])
@@ -615,6 +727,7 @@ class RuleEngine:
         outbox = [AlarmTransition.from_dict(d) for d in body["outbox"]]
         outbox += engine.reload(ruleset)
         engine._outbox = outbox
+        engine._held_entities()  # (the entities the snapshot's states hold)
         engine.stats["reloads"] -= 1  # restoring is not a reload
         if not engine.stats["reloads"]:
             del engine.stats["reloads"]  # so a restored engine's snapshot is the one it came from

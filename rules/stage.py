@@ -307,6 +307,10 @@ class RulesCore:
             "allowed_lateness": settings.allowed_lateness_s,
             "max_future": settings.future_tolerance_s,
         }
+        if forward:  # (the partitioned, entity-keyed engines: a worker's together, per tenant)
+            from atalaia.rules.engine import WORKER_ENTITIES
+
+            self.limits.update(max_entities=settings.rules_max_entities or None, pool=WORKER_ENTITIES)
         self.slack = (settings.reorder_s, settings.reorder_idle_s, settings.future_tolerance_s)
         # every partition's bank counts against the worker's limits (max_entities, ...)
         self.bank = DetectorBank(detectors_config, pool=WORKER)
@@ -331,6 +335,7 @@ class RulesCore:
 
         rules_state, bank_state, dedup_state, *rest = _unframe(state)
         self.bank = DetectorBank.restore(self.detectors_config, bank_state, pool=WORKER)
+        self.engine.pool.engines.discard(self.engine)  # (the replaced engine's entities count no more)
         self.engine = RuleEngine.restore(
             self.ruleset, rules_state, scorer=self.bank.score_learn, **self.limits
         )

@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     )
     future_tolerance_s: float = Field(300.0, ge=0, allow_inf_nan=False)
     allowed_lateness_s: float = Field(300.0, ge=0, allow_inf_nan=False)
+    rules_max_entities: int = Field(
+        100_000,
+        ge=0,
+        description="entities of one tenant the rules of a worker hold state for at most; a new one "
+        "beyond is refused to the DLQ (0: no limit)",
+    )
     reorder_s: float = Field(
         5.0,
         ge=0,
