@@ -315,6 +315,8 @@ class RuleEngine:
         dispatch, any_attr, scorer = self._dispatch, self._any_attribute, self.scorer
         state_dispatch = self._state_dispatch
         deadlines = self._deadlines
+        # the entity limit (max_entities): its sets, replaced only by compact and restore
+        limited, known, read_types = self.max_entities is not None, self._entities, self._read_types
         parse = self._time
         inf, ninf = math.inf, -math.inf
         watermark, clock = self.watermark, self.clock
@@ -383,11 +385,9 @@ class RuleEngine:
                 self.stats["rejected_late"] += 1
                 continue
             if (
-                self.max_entities is not None
-                and (
-                    typ in self._read_types
-                    or ("types" in obs and not self._read_types.isdisjoint(obs["types"]))
-                )
+                limited
+                and entity not in known.get(tenant or "", ())  # (the hot path: an entity held already)
+                and (typ in read_types or ("types" in obs and not read_types.isdisjoint(obs["types"])))
                 and not self._admit(tenant or "", entity)
             ):
                 rejected.append(Rejected(obs, self._entity_limit(tenant or "")))
