@@ -4,6 +4,7 @@ that is killed mid-stream."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import subprocess
@@ -332,6 +333,32 @@ def test_brotli_and_zstd_bodies_are_read_and_a_bad_one_is_kept(live):
     assert "'br'" in r.json()["detail"]
     kept = [rec for rec in dlq(live, idle=2.0) if "'br'" in (rec.get("reasons") or [""])[0]]
     assert kept and [r["code"] for r in kept[-1]["rejections"]] == ["unreadable-body"]
+
+
+def test_an_encoding_the_server_does_not_decode_is_refused_by_name_and_kept(live):
+    """`x-gzip` (gzip's old name), a list of codings or an unknown one reached the handler still
+    encoded and was refused as "not UTF-8 text", a reason that sends the sender looking at its
+    JSON. Now a 415 names the Content-Encoding and the ones accepted; the body is kept on the DLQ
+    as sent, with its Content-Encoding."""
+    import gzip
+
+    body = gzip.compress(b'{"id": "urn:ngsi-ld:Notification:xg", "type": "Notification", "data": []}')
+    for coding in ("x-gzip", "gzip, gzip", "compress"):
+        r = httpx.post(
+            f"{live.url}/ngsi-ld/notify",
+            content=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": coding},
+            timeout=10,
+        )
+        assert r.status_code == 415 and r.headers["content-type"].startswith("application/problem+json")
+        detail = r.json()["detail"]
+        assert detail.startswith(f"Content-Encoding {coding!r} is not supported;"), detail
+        assert "gzip, deflate, br, zstd" in detail and ("old name" in detail) == (coding == "x-gzip")
+    kept = [
+        rec for rec in dlq(live, idle=2.0) if "Content-Encoding 'x-gzip'" in (rec.get("reasons") or [""])[0]
+    ]
+    assert kept and kept[-1]["headers"]["content-encoding"] == "x-gzip", kept[-1:]
+    assert base64.b64decode(kept[-1]["body_b64"]) == body, "the encoded bytes, as sent"
 
 
 def test_bodies_that_cannot_be_decoded_are_answered_and_logged_without_tracebacks(live):

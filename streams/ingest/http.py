@@ -122,6 +122,11 @@ def read_cap(limit: int) -> int:
     return max(READ_ON * limit, READ_FLOOR)
 
 
+#: the Content-Encodings the server decodes before the handler reads the body (aiohttp: one coding,
+#: not a list of them; br and zstd with their packages, which the project installs)
+CONTENT_CODINGS = ("", "identity", "gzip", "deflate", "br", "zstd")
+
+
 async def read_body(request: Any, limit: int) -> tuple[bytes, int, str | None]:
     """(the first ``limit + 1`` bytes of the body, its size, and — when it is longer than that —
     the SHA-256 of all of it). The rest of an oversize body is streamed to count and hash it,
@@ -218,8 +223,17 @@ def install(
             if caller.tenant is not None:
                 ev.extra["auth-tenant"] = caller.tenant
         ctype = (ev.content_type or "").split(";")[0].strip().lower()
-        if ctype and ctype not in JSON_TYPES:
+        coding = request.headers.get("Content-Encoding", "").strip().lower()
+        detail = None
+        if coding not in CONTENT_CODINGS:  # not decoded by the server: the bytes are still encoded
+            old_name = " (x-gzip is gzip's old name)" if coding == "x-gzip" else ""
+            detail = (
+                f"Content-Encoding {coding!r} is not supported; send the body unencoded or as one of "
+                f"{', '.join(c for c in CONTENT_CODINGS if c)}{old_name}"
+            )
+        elif ctype and ctype not in JSON_TYPES:
             detail = f"Content-Type {ctype!r} is not JSON; send one of {', '.join(JSON_TYPES)}"
+        if detail is not None:
             return await refused(
                 view,
                 "unsupported-media-type",
@@ -230,6 +244,7 @@ def install(
                 # counted by this code on /metrics: the reason names the sender's Content-Type
                 rejections=[Rejection(detail, "payload", "unsupported-media-type")],
                 content_type=ev.content_type,
+                headers={"content-encoding": coding} if coding else None,  # (the body kept as sent)
                 max_body_bytes=DLQ_MAX_BODY,
                 size=size,
                 sha256=whole_sha256,
