@@ -141,3 +141,34 @@ def test_a_rule_file_reads_a_str_tag_as_text_too() -> None:
     assert "id: river-level-high" in rules
     loaded = load_texts([("f.yaml", rules.replace("id: river-level-high", "id: !!str river-level-high", 1))])
     assert "river-level-high" in [r.rule.id for r in loaded.rules]
+
+
+# --------------------------------------------------------------------------- --sent
+@pytest.mark.parametrize("sent", ["", " ", "\t"])
+def test_an_empty_sent_option_is_refused_not_read_as_now(tmp_path: Path, sent: str) -> None:
+    """``render --sent "$SENT"`` with the variable unset rendered with the time now (another
+    ``sent`` and identifier at every run, exit 0): a script that pins ``sent`` to get the same
+    document twice silently got a different one."""
+    code, out, err = render_file(tmp_path, BASE, "--sent", sent)
+    assert (code, out) == (2, b"")
+    assert err.startswith("--sent: ") and "is not a date-time" in err
+
+
+@pytest.mark.parametrize(
+    ("sent", "utc"),
+    [
+        ("2026-03-29T00:59:59Z", "2026-03-29T00:59:59+00:00"),  # the last second of WET
+        ("2026-03-29T02:00:00+01:00", "2026-03-29T01:00:00+00:00"),  # the first of WEST
+        ("2026-10-25T01:30:00+01:00", "2026-10-25T00:30:00+00:00"),  # 01:30 WEST ...
+        ("2026-10-25T01:30:00+00:00", "2026-10-25T01:30:00+00:00"),  # ... and 01:30 WET, an hour apart
+        ("2026-10-25T01:30:00-00:00", "2026-10-25T01:30:00+00:00"),
+        ("2026-10-25T01:30:00.999999+05:45", "2026-10-24T19:45:00+00:00"),
+        ("2026-10-25 01:30:00 -03:30", "2026-10-25T05:00:00+00:00"),
+    ],
+)
+def test_sent_at_any_offset_and_dst_edge_is_written_in_utc(tmp_path: Path, sent: str, utc: str) -> None:
+    xml = rendered(tmp_path, BASE, sent)
+    assert f"<sent>{utc}</sent>".encode() in xml
+    stamp = utc[:19].replace("-", "").replace(":", "").replace("T", "")
+    assert f"<identifier>PT-CM-PORTO-{stamp}-".encode() in xml
+    assert rendered(tmp_path, BASE, sent) == xml  # the same draft and sent: the same document
