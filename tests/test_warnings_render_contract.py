@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from lxml import etree
+from ruamel.yaml import YAML
 
 from atalaia.rules.loader import load_texts
+from atalaia.warnings.cap import render
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.cli import warnings as warnings_cli
+from atalaia.warnings.loader import field_errors
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -172,3 +176,56 @@ def test_sent_at_any_offset_and_dst_edge_is_written_in_utc(tmp_path: Path, sent:
     stamp = utc[:19].replace("-", "").replace(":", "").replace("T", "")
     assert f"<identifier>PT-CM-PORTO-{stamp}-".encode() in xml
     assert rendered(tmp_path, BASE, sent) == xml  # the same draft and sent: the same document
+
+
+# --------------------------------------------------------------------------- several drawn polygons
+RIBEIRA = [(41.1405, -8.6155), (41.1425, -8.6105), (41.1395, -8.6085)]
+FREIXO = [(41.1455, -8.5705), (41.1475, -8.5655), (41.1445, -8.5635), (41.1455, -8.5705)]
+POLYGONS_AS_WRITTEN = {
+    "lists of [lat, lon]": [[list(p) for p in RIBEIRA], [list(p) for p in FREIXO]],
+    "CAP texts (copied from <polygon>s)": [
+        " ".join(f"{a},{b}" for a, b in ring) for ring in (RIBEIRA, FREIXO)
+    ],
+    "lists of 'lat,lon'": [[f"{a},{b}" for a, b in ring] for ring in (RIBEIRA, FREIXO)],
+    "CAP texts with a space after each comma": [
+        " ".join(f"{a}, {b}" for a, b in ring) for ring in (RIBEIRA, FREIXO)
+    ],
+    "mixed": [[list(p) for p in RIBEIRA], " ".join(f"{a},{b}" for a, b in FREIXO)],
+}
+WANT_POLYGONS = [
+    b"<polygon>41.1405,-8.6155 41.1425,-8.6105 41.1395,-8.6085 41.1405,-8.6155</polygon>",
+    b"<polygon>41.1455,-8.5705 41.1475,-8.5655 41.1445,-8.5635 41.1455,-8.5705</polygon>",
+]
+
+
+@pytest.mark.parametrize("form", sorted(POLYGONS_AS_WRITTEN))
+def test_several_polygons_in_any_form_one_polygon_takes(tmp_path: Path, form: str) -> None:
+    """A polygon may be written ``[[lat, lon], ...]``, ``["lat,lon", ...]`` or as CAP text, but
+    several polygons only as lists of ``[lat, lon]``: two CAP texts copied from an earlier
+    warning's ``<polygon>`` elements were refused as one polygon ("'polygon': ['41.1405',
+    '-8.6155 41.1425', ...] is not a [lat, lon] pair"), by render and by the console alike."""
+    draft = {
+        "sender": "protecao.civil@cm-porto.pt",
+        "level": "yellow",
+        "event": {"pt-PT": "Cheia", "en-GB": "Flood"},
+        "area": {
+            "desc": {"pt-PT": "Margem do Douro", "en-GB": "Douro bank"},
+            "polygon": POLYGONS_AS_WRITTEN[form],
+        },
+    }
+    buf = io.StringIO()
+    YAML().dump(draft, buf)
+    xml = rendered(tmp_path, buf.getvalue())
+    for want in WANT_POLYGONS:
+        assert xml.count(want) == 2  # (once in each language)
+    # the console's path: the same draft as JSON
+    checked, errors = field_errors(json.loads(json.dumps(draft)), CAT)
+    assert errors == []
+    assert render(checked, CAT, SENT).xml == xml
+
+
+def test_a_polygon_of_lat_lon_texts_is_still_one_polygon(tmp_path: Path) -> None:
+    one = BASE + "  polygon: ['41.1405,-8.6155', '41.1425, -8.6105', '41.1395,-8.6085']\n"
+    assert rendered(tmp_path, one).count(WANT_POLYGONS[0]) == 2
+    pairs = BASE + "  polygon: [[41.1405, -8.6155], ['41.1425', '-8.6105'], [41.1395, -8.6085]]\n"
+    assert rendered(tmp_path, pairs).count(WANT_POLYGONS[0]) == 2
