@@ -9,11 +9,15 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import math
 import re
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import strategies as st
 from lxml import etree
 from ruamel.yaml import YAML
 
@@ -229,3 +233,313 @@ def test_a_polygon_of_lat_lon_texts_is_still_one_polygon(tmp_path: Path) -> None
     assert rendered(tmp_path, one).count(WANT_POLYGONS[0]) == 2
     pairs = BASE + "  polygon: [[41.1405, -8.6155], ['41.1425', '-8.6105'], [41.1395, -8.6085]]\n"
     assert rendered(tmp_path, pairs).count(WANT_POLYGONS[0]) == 2
+
+
+# --------------------------------------------------------------------------- drafts from the contract
+# Levels, hazards and parishes come from the shared fixtures themselves (levels.yaml, porto.geojson),
+# not from Atalaia's catalogue, so that a level or code the catalogue lost would show.
+def _shared_levels() -> dict:
+    y = YAML(typ="safe").load((SHARED / "levels.yaml").read_text(encoding="utf-8"))
+    severity = {}
+    for row in y["scale"]:
+        if row["ipma_awarenessLevelID"]:
+            severity[row["ipma_awarenessLevelID"]] = row["cap_severity"]
+        severity[row["anepc"]["colour_pt"]] = row["cap_severity"]  # verde, azul, amarelo, ...
+    severity["blue"] = severity["azul"]
+    hazards = [
+        h[k] for h in y["hazard_types"] for k in ("ipma", "meteoalarm_awareness_type", "sdm_subCategory")
+    ]
+    return {"severity": severity, "hazards": [h for h in hazards if h]}
+
+
+def _shared_parishes() -> list[str]:
+    geo = json.loads((SHARED / "geo" / "porto.geojson").read_text(encoding="utf-8"))
+    codes = {str(f["properties"].get("dicofre") or "") for f in geo["features"]}
+    return sorted(c for c in codes if len(c) == 6)
+
+
+LEVELS = _shared_levels() if (SHARED / "levels.yaml").exists() else {"severity": {}, "hazards": []}
+PARISHES = _shared_parishes() if (SHARED / "geo" / "porto.geojson").exists() else []
+NEEDS_SHARED = pytest.mark.skipif(
+    not LEVELS["severity"] or not PARISHES, reason="../shared/fixtures is absent"
+)
+
+CHARS = st.characters(
+    codec="utf-8", exclude_categories=("Cs", "Cc", "Co", "Cn"), exclude_characters="\ufffe\uffff"
+)
+CHARS = CHARS | st.sampled_from(
+    ["<", ">", "&", '"', "'", "\n", "\t", "]", "\u202e", "\u200f", "\u200d", "🌊"]
+)
+SEEN = st.text(CHARS, min_size=1, max_size=40).filter(
+    lambda s: any(not c.isspace() and c.isprintable() for c in s)
+)
+TEXT = st.one_of(
+    SEEN,
+    st.sampled_from(
+        [
+            *("<![CDATA[x]]>", "a & b < c", "# no comment", "key: value", "- dash", "~", "null"),
+            *("yes", "0x1F", "0289", "1e3", ".inf", "2026-12-04", "*star", "&anchor", "!tag"),
+            *("|pipe", "{brace}", "[list]", "👨\u200d👩\u200d👧 família"),
+        ]
+    ),
+    st.text(CHARS, min_size=300, max_size=2000).filter(lambda s: any(c.isalnum() for c in s)),
+)
+LANGS = st.lists(
+    st.sampled_from(["pt-PT", "en-GB", "es-ES", "fr-FR", "ar", "he-IL", "zh-Hant-TW", "uk", "pt-BR"]),
+    min_size=1,
+    max_size=4,
+    unique_by=str.lower,
+)
+OFFSETS = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+LISBON_EDGES = [
+    datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC),
+    datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
+    datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+    datetime(2026, 10, 25, 1, 30, tzinfo=UTC),
+]
+
+
+@st.composite
+def instants(draw) -> datetime:
+    t = draw(st.datetimes(datetime(2024, 1, 1), datetime(2034, 1, 1)).map(lambda t: t.replace(tzinfo=UTC)))
+    t = draw(st.sampled_from([t, t, t, *LISBON_EDGES]))
+    return t.astimezone(draw(OFFSETS))
+
+
+def written(draw, t: datetime) -> str:
+    """A time as an author writes it: an offset, Z or -00:00, 'T' or a space, fractional seconds."""
+    how = draw(st.integers(0, 3))
+    if how == 0 and t.utcoffset() == timedelta(0):
+        return t.strftime("%Y-%m-%dT%H:%M:%S") + draw(st.sampled_from(["Z", "z", "+00:00", "-00:00"]))
+    if how == 1:
+        return t.isoformat(sep=" ")
+    return t.isoformat() if how == 2 else t.replace(microsecond=0).isoformat()
+
+
+@st.composite
+def drafts(draw) -> tuple[dict, datetime]:
+    """A draft valid by DESIGN.md's contract, and the time it is sent."""
+    langs = draw(LANGS)
+
+    def lang_text() -> str | dict:
+        if langs == ["pt-PT"] and draw(st.booleans()):
+            return draw(TEXT)
+        keys = [x for x in langs if draw(st.booleans())] or langs[:1]
+        return {draw(st.sampled_from([k, k.lower(), k.upper()])): draw(TEXT) for k in keys}
+
+    sent = draw(instants())
+    msg = draw(st.sampled_from(["Alert", "Update", "Cancel"]))
+    sender = draw(
+        st.sampled_from(["protecao.civil@cm-porto.pt", "pc@cm-porto.example", "Aviso@Prociv.gov.pt"])
+    )
+    d: dict = {"sender": sender, "status": draw(st.sampled_from(["Actual", "Exercise", "Test", "exercise"]))}
+    d["msgType"] = draw(st.sampled_from([msg, msg.lower()]))
+    if msg != "Cancel" or draw(st.booleans()):
+        level = draw(st.sampled_from(sorted(LEVELS["severity"])))
+        d["level"] = draw(st.sampled_from([level, level.capitalize(), level.upper()]))
+    if msg != "Alert":
+        refs = []
+        for _ in range(draw(st.integers(1, 3))):
+            before = sent - draw(st.timedeltas(timedelta(0), timedelta(days=20)))
+            ident = draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,30}", fullmatch=True))
+            refs.append(
+                draw(
+                    st.sampled_from(
+                        [
+                            f"{sender},{ident},{written(draw, before).replace(' ', 'T')}",
+                            f"PT-CM-PORTO-{before.astimezone(UTC):%Y%m%d%H%M%S}-0123456789",
+                            ident,
+                        ]
+                    )
+                )
+            )
+        d["references"] = refs if len(refs) > 1 or draw(st.booleans()) else refs[0]
+    if draw(st.booleans()):
+        d["identifier"] = draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,40}", fullmatch=True))
+        assume(d["identifier"] not in str(d.get("references")))
+    if draw(st.booleans()):
+        d["hazard"] = draw(st.sampled_from(LEVELS["hazards"]))
+    for key, values in (
+        ("urgency", ["Immediate", "Expected", "Future", "Past", "Unknown"]),
+        ("certainty", ["Observed", "Likely", "Possible", "Unlikely", "Unknown"]),
+        ("category", ["Geo", "Met", "Safety", "Rescue", "Fire", "Health", "Env", "Infra", "CBRNE", "Other"]),
+        ("responseType", ["Shelter", "Evacuate", "Prepare", "Avoid", "Monitor", "AllClear", "None"]),
+    ):
+        if draw(st.booleans()):
+            many = key in ("category", "responseType") and draw(st.booleans())
+            d[key] = draw(
+                st.lists(st.sampled_from(values), min_size=1, max_size=3) if many else st.sampled_from(values)
+            )
+    d["event"] = draw(TEXT) if langs == ["pt-PT"] and draw(st.booleans()) else {x: draw(TEXT) for x in langs}
+    for key in ("headline", "description", "instruction", "senderName", "contact", "audience"):
+        if draw(st.booleans()):
+            d[key] = lang_text()
+    if draw(st.booleans()):
+        d["web"] = draw(
+            st.sampled_from(["https://www.cm-porto.pt/protecao-civil", "https://prociv.gov.pt/a?x=1&y=%20"])
+        )
+    if draw(st.booleans()):
+        names = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,10}", fullmatch=True)
+        names = names.filter(lambda k: k not in ("awareness_level", "awareness_type", "ANEPC_EAE"))
+        d["parameters"] = draw(st.dictionaries(names, TEXT, max_size=3))
+    onset = draw(st.none() | instants())
+    if onset is not None:
+        d["onset"] = written(draw, onset)
+        if draw(st.booleans()):
+            d["effective"] = written(draw, onset - draw(st.timedeltas(timedelta(0), timedelta(days=2))))
+    if draw(st.booleans()):  # after onset (and effective): before or after sent, both allowed
+        d["expires"] = written(
+            draw, (onset or sent) + draw(st.timedeltas(timedelta(seconds=1), timedelta(days=10)))
+        )
+    areas = []
+    for _ in range(draw(st.integers(0 if msg == "Cancel" else 1, 3))):
+        a: dict = {}
+        kinds = draw(
+            st.sets(st.sampled_from(["DICOFRE", "DICO", "EMMA_ID", "polygon", "circle", "desc"]), min_size=1)
+        )
+        if "DICOFRE" in kinds:
+            codes = draw(st.lists(st.sampled_from(PARISHES), min_size=1, max_size=4))
+            codes = [int(c) if draw(st.booleans()) else c for c in codes]
+            a["geocodes"] = {
+                draw(st.sampled_from(["DICOFRE", "dicofre"])): codes if len(codes) > 1 else codes[0]
+            }
+        if "DICO" in kinds:
+            a.setdefault("geocodes", {})["DICO"] = draw(st.sampled_from(["1312", 1312, ["1312"]]))
+        if "EMMA_ID" in kinds:
+            a.setdefault("geocodes", {})["EMMA_ID"] = "PT009"
+        if "polygon" in kinds:  # star-shaped around a point of Porto: simple, with an area
+            lat, lon = draw(st.floats(41.0, 41.3)), draw(st.floats(-8.8, -8.4))
+            n = draw(st.integers(3, 16))
+            ring = []
+            for k in range(n):
+                angle = (k + draw(st.floats(0, 0.5))) * 2 * math.pi / n
+                r = draw(st.floats(0.002, 0.05))
+                ring.append((round(lat + r * math.sin(angle), 6), round(lon + r * math.cos(angle), 6)))
+            ring += [ring[0]] if draw(st.booleans()) else []
+            a["polygon"] = draw(
+                st.sampled_from(
+                    [
+                        [list(p) for p in ring],
+                        [f"{x},{y}" for x, y in ring],
+                        " ".join(f"{x},{y}" for x, y in ring),
+                    ]
+                )
+            )
+        if "circle" in kinds:
+            a["circle"] = (
+                f"{draw(st.floats(41.0, 41.3)):.5f},{draw(st.floats(-8.8, -8.4)):.5f} {draw(st.floats(0.01, 20)):.3f}"
+            )
+        if "desc" in kinds or not kinds & {"DICOFRE", "DICO"}:
+            a["desc"] = lang_text()
+        if not kinds & {"DICOFRE", "DICO", "EMMA_ID", "polygon", "circle"}:
+            a["circle"] = "41.15,-8.61 1"
+        areas.append(a)
+    if areas:
+        d["area"] = areas[0] if len(areas) == 1 and draw(st.booleans()) else areas
+    return d, sent
+
+
+def as_yaml(d: dict, flow: bool, bom: bool, crlf: bool) -> str:
+    y = YAML()
+    y.default_flow_style = flow
+    y.allow_unicode = True
+    y.width = 4096
+    buf = io.StringIO()
+    y.dump(d, buf)
+    text = buf.getvalue()
+    # (ruamel writes some texts in flow style that it cannot read back, "?0": not our concern)
+    try:
+        back = YAML(typ="safe").load(text)
+    except Exception:
+        back = None
+    assume(json.dumps(back, sort_keys=True) == json.dumps(d, sort_keys=True))
+    return ("\ufeff" if bom else "") + (text.replace("\n", "\r\n") if crlf else text)
+
+
+@NEEDS_SHARED
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(drafts(), st.booleans(), st.booleans(), st.booleans())
+def test_every_draft_the_contract_allows_renders_the_same_valid_cap_both_ways(
+    tmp_path_factory: pytest.TempPathFactory,
+    generated: tuple[dict, datetime],
+    flow: bool,
+    bom: bool,
+    crlf: bool,
+) -> None:
+    d, sent = generated
+    text = as_yaml(d, flow, bom, crlf)
+    note(text)
+    tmp = tmp_path_factory.mktemp("draft")
+    xml = rendered(tmp, text, sent.isoformat())
+    root = etree.fromstring(xml)
+    q = "{urn:oasis:names:tc:emergency:cap:1.2}"
+    severity = LEVELS["severity"][d["level"].lower()] if "level" in d else "Unknown"
+    assert {i.findtext(q + "severity") for i in root.iter(q + "info")} == {severity}
+    assert root.findtext(q + "sent") == sent.astimezone(UTC).replace(microsecond=0).isoformat()
+    assert root.findtext(q + "sender") == d["sender"]
+    if "identifier" in d:
+        assert root.findtext(q + "identifier") == d["identifier"]
+    if d["msgType"].lower() != "alert":
+        assert len(root.findtext(q + "references").split()) >= 1
+    assert rendered(tmp, text, sent.isoformat()) == xml  # deterministic
+    draft, errors = field_errors(json.loads(json.dumps(d)), CAT)  # the console's path
+    assert errors == []
+    assert render(draft, CAT, sent.isoformat()).xml == xml
+
+
+BREAKS = {  # (how the contract is broken, the text the error's line holds)
+    "level": (lambda d: d.update(level="púrpura"), "púrpura"),
+    "status": (lambda d: d.update(status="Draft"), "Draft"),
+    "time without offset": (
+        lambda d: d.update(onset="2026-12-04T18:00:00", expires=None),
+        "2026-12-04T18:00:00",
+    ),
+    "date only": (lambda d: d.update(expires="2026-12-05"), "2026-12-05"),
+    "expires at onset": (
+        lambda d: d.update(onset="2026-12-04T18:00:00Z", expires="2026-12-04T19:00:00+01:00", effective=None),
+        "19:00:00+01:00",
+    ),
+    "unknown key": (lambda d: d.update(headlin="x"), "headlin"),
+    "sender with a comma": (lambda d: d.update(sender="pc,x@cm-porto.pt"), "pc,x@"),
+    "identifier with a space": (lambda d: d.update(identifier="PT 1"), "PT 1"),
+    "control character": (lambda d: d.update(description="sirene\x07"), "sirene"),
+    "language of no info": (lambda d: d.update(event={"pt-PT": "Cheia"}, headline={"xx-ZZ": "x"}), "xx-ZZ"),
+    "update without references": (
+        lambda d: d.update(msgType="Update", references=None, level="red"),
+        "Update",
+    ),
+    "reference not a triple": (lambda d: d.update(msgType="Cancel", references=["a,b"]), "a,b"),
+    "unknown parish": (lambda d: d.update(area={"geocodes": {"DICOFRE": ["131299"]}}), "131299"),
+    "lon,lat polygon": (
+        lambda d: d.update(
+            area={"desc": "Ribeira", "polygon": [[-8.61, 41.14], [-8.60, 41.15], [-8.59, 41.14]]}
+        ),
+        "-8.61",
+    ),
+    "circle lon,lat": (
+        lambda d: d.update(area={"desc": "Ribeira", "circle": "-8.61,41.14 2"}),
+        "-8.61,41.14",
+    ),
+    "no area": (lambda d: d.update(area=[], msgType="Alert", references=None, level="red"), None),
+    "text where a list": (lambda d: d.update(category={"a": "Met"}), "Met"),
+}
+
+
+@NEEDS_SHARED
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(drafts(), st.sampled_from(sorted(BREAKS)))
+def test_a_draft_that_breaks_the_contract_is_refused_where_it_breaks_it_both_ways(
+    tmp_path_factory: pytest.TempPathFactory, generated: tuple[dict, datetime], how: str
+) -> None:
+    d, sent = generated
+    change, shown = BREAKS[how]
+    change(d)
+    d = {k: v for k, v in d.items() if v is not None}
+    text = as_yaml(d, False, False, False)
+    note(text)
+    errors = refused(tmp_path_factory.mktemp("draft"), text, "--sent", sent.isoformat())
+    if shown is not None:
+        lines = text.splitlines()
+        assert any(shown in lines[line - 1] for line, _, _ in errors), (shown, errors)
+    _, problems = field_errors(json.loads(json.dumps(d)), CAT)  # the console refuses it too
+    assert problems, how
