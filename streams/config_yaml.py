@@ -335,6 +335,11 @@ def _in_plain_words(exc: Any, text: str, mark: Any, said: str) -> tuple[Any, str
         )
         if problem.endswith("'-'"):
             words += "; a list item is '- ' with a space after the dash"
+    elif problem == "but found another document":
+        words = (
+            "a second YAML document starts here: a file holds one document; remove this '---' "
+            "and what follows it, or put that in a file of its own"
+        )
     elif problem.startswith("found character '\\t'"):
         words = "a tab: YAML indents with spaces only"
     elif problem == "found unexpected end of stream" and "quoted scalar" in context and start:
@@ -495,6 +500,9 @@ def position(tree: Any, loc: Sequence[Any], at: Where = "value") -> tuple[int, i
     pos = _lc(tree) or (0, 0)
     for part in loc:
         try:
+            if isinstance(node, CommentedMap) and isinstance(part, str) and part not in node:
+                # a key that is no text (~, true, [a, b]) is named by its text (plain()'s str(key))
+                part = next((k for k in node if not isinstance(k, str) and str(k) == part), part)
             if isinstance(node, CommentedMap) and not isinstance(part, list | dict) and part in node:
                 child = node[part]
                 key = at == "key" or (at == "auto" and isinstance(child, dict | list))

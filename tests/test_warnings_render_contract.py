@@ -543,3 +543,30 @@ def test_a_draft_that_breaks_the_contract_is_refused_where_it_breaks_it_both_way
         assert any(shown in lines[line - 1] for line, _, _ in errors), (shown, errors)
     _, problems = field_errors(json.loads(json.dumps(d)), CAT)  # the console refuses it too
     assert problems, how
+
+
+# --------------------------------------------------------------------------- YAML oddities, placed
+def test_a_second_document_in_the_file_is_said_in_words_at_its_start(tmp_path: Path) -> None:
+    """Before: 'draft.yaml:9:1: but found another document' (ruamel's words alone)."""
+    [(line, col, message)] = refused(tmp_path, BASE + "---\n" + BASE)
+    assert (line, col) == (9, 1)
+    assert "a second YAML document starts here" in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "col", "key"),
+    [
+        ("~: x\n", 9, 1, "None"),
+        ("true: x\n", 9, 1, "True"),
+        ("? [a, b]\n: c\n", 9, 3, "('a', 'b')"),
+        ("incident: inc-1\narea2: {null: 3}\n", 10, 1, "area2"),
+    ],
+)
+def test_a_key_that_is_no_text_is_refused_where_it_is_written(
+    tmp_path: Path, extra: str, line: int, col: int, key: str
+) -> None:
+    """An unknown key written ``~:``, ``true:`` or as a list was refused at 1:1 (the file's start),
+    not at the key."""
+    errors = refused(tmp_path, BASE + extra)
+    assert [(x, y) for x, y, _ in errors] == [(line, col)]
+    assert f"unknown key '{key}'" in errors[0][2]
