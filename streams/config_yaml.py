@@ -272,13 +272,40 @@ class _SafeConstructor(RoundTripConstructor):
                 "syntax",
             ) from None
 
+    def construct_tagged_str(self, node: Any) -> Any:
+        """A scalar with an explicit core tag it is read as text under (``!!str 0289``, the YAML
+        way to say "this is text"; ``!!int``, ``!!float``, ``!!timestamp`` where those are read as
+        written) is that text, as if quoted: ruamel's round-trip reader kept it as a
+        ``TaggedScalar`` (to write the tag back), which no model takes ('must be text, got
+        TaggedScalar(...)')."""
+        return self.construct_scalar(node)
+
+    def construct_unknown_tag(self, node: Any) -> Any:
+        """A tag no loader knows (``!foo``, ``!!python/object:...``) is an error at the tag:
+        ruamel's round-trip reader kept the value with its tag, and the model said "must be text,
+        got TaggedScalar(value='bar', style=None, tag=Tag('!foo'))"."""
+        tag = node.ctag
+        written = f"{tag.handle}{tag.suffix}" if tag.handle else str(tag)
+        mark = node.start_mark
+        raise YamlError(
+            self.loader._atalaia_file,
+            mark.line + 1,
+            mark.column + 1,
+            f"unknown YAML tag {written}: no tags are read here; write the value without it",
+            "syntax",
+        )
+
+
+_SafeConstructor.add_constructor("tag:yaml.org,2002:str", _SafeConstructor.construct_tagged_str)
+_SafeConstructor.add_constructor(None, _SafeConstructor.construct_unknown_tag)
+
 
 class _TimesAsText(_SafeConstructor):
     """Timestamps stay text (the caller checks them itself: a bad one is an error at its position,
     and an offset is never lost to ruamel's conversion)."""
 
 
-_TimesAsText.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
+_TimesAsText.add_constructor("tag:yaml.org,2002:timestamp", _SafeConstructor.construct_tagged_str)
 
 
 class _NumbersAsText(_TimesAsText):
@@ -288,7 +315,7 @@ class _NumbersAsText(_TimesAsText):
 
 
 for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-    _NumbersAsText.add_constructor(_tag, RoundTripConstructor.construct_yaml_str)
+    _NumbersAsText.add_constructor(_tag, _SafeConstructor.construct_tagged_str)
 
 
 def _in_plain_words(exc: Any, text: str, mark: Any, said: str) -> tuple[Any, str]:
@@ -308,6 +335,11 @@ def _in_plain_words(exc: Any, text: str, mark: Any, said: str) -> tuple[Any, str
         )
         if problem.endswith("'-'"):
             words += "; a list item is '- ' with a space after the dash"
+    elif problem == "but found another document":
+        words = (
+            "a second YAML document starts here: a file holds one document; remove this '---' "
+            "and what follows it, or put that in a file of its own"
+        )
     elif problem.startswith("found character '\\t'"):
         words = "a tab: YAML indents with spaces only"
     elif problem == "found unexpected end of stream" and "quoted scalar" in context and start:
@@ -468,6 +500,9 @@ def position(tree: Any, loc: Sequence[Any], at: Where = "value") -> tuple[int, i
     pos = _lc(tree) or (0, 0)
     for part in loc:
         try:
+            if isinstance(node, CommentedMap) and isinstance(part, str) and part not in node:
+                # a key that is no text (~, true, [a, b]) is named by its text (plain()'s str(key))
+                part = next((k for k in node if not isinstance(k, str) and str(k) == part), part)
             if isinstance(node, CommentedMap) and not isinstance(part, list | dict) and part in node:
                 child = node[part]
                 key = at == "key" or (at == "auto" and isinstance(child, dict | list))

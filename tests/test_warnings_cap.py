@@ -1102,7 +1102,7 @@ def test_a_polygon_across_the_antimeridian_is_refused(tmp_path: Path) -> None:
     [
         ("{DICOFRE: [0131203]}", 29, "unknown DICOFRE geocode '0131203' (did you mean '131203'?)"),
         ("{DICOFRE: ['１３１２０３']}", 29, "unknown DICOFRE geocode"),
-        ("{true: ['131203']}", 18, "unknown geocode type 'True'"),
+        ("{true: ['131203']}", 25, "unknown geocode type 'True'"),  # (at its codes, as any type's)
         ("{EMMA_ID: [pt009]}", 29, "'pt009' is not an EMMA_ID like PT009"),
         ("{EMMA_ID: [PT009]}", 7, "an area needs a desc unless it has DICOFRE or DICO geocodes"),
     ],

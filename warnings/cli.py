@@ -100,7 +100,7 @@ def render(draft: Path, sent: str | None, config: Path | None) -> None:
         click.echo(str(e), err=True)
         sys.exit(1)
     try:
-        when = cap_time(sent) if sent else None
+        when = cap_time(sent) if sent is not None else None  # (--sent '': an error, not now)
     except ValueError as e:
         click.echo(f"--sent: {e}", err=True)
         sys.exit(2)

@@ -237,10 +237,19 @@ def _coord(v: Any) -> float:
     return float(v)
 
 
+# a comma with spaces around it, as people type a pair ("41.15, -8.60"): CAP writes "41.15,-8.60"
+_PAIR_COMMA = re.compile(r"\s*,\s*")
+
+
+def _cap_pairs(text: str) -> list[str]:
+    """CAP's ``"lat,lon lat,lon ..."`` as its ``lat,lon`` pairs."""
+    return _PAIR_COMMA.sub(",", text.strip()).split()
+
+
 def _points(v: Any) -> Any:
     """``[[lat, lon], ...]``, ``["lat,lon", ...]`` or CAP's ``"lat,lon lat,lon ..."`` -> [[lat, lon]]."""
     if isinstance(v, str):
-        v = v.split()
+        v = _cap_pairs(v)
     if not isinstance(v, list | tuple):
         raise ValueError("a polygon is a list of [lat, lon] pairs")
     out = []
@@ -256,12 +265,28 @@ def _points(v: Any) -> Any:
     return out
 
 
+def _one_polygon(v: Any) -> bool:
+    """``v`` is a whole polygon in one of its forms, not one of its points: CAP text of several
+    pairs, or a list of points written ``[lat, lon]`` or ``"lat,lon"``."""
+    if isinstance(v, str):
+        return len(_cap_pairs(v)) > 1
+    if not isinstance(v, list | tuple) or not v:
+        return False
+    return isinstance(v[0], list | tuple) or all(isinstance(p, str) and "," in p for p in v)
+
+
+def several_polygons(v: Any) -> bool:
+    """``v`` is a list of polygons, each in any of the forms one polygon is written in (a list
+    of CAP texts copied from a document's ``<polygon>`` elements; lists of ``"lat,lon"``)."""
+    return isinstance(v, list | tuple) and bool(v) and all(_one_polygon(x) for x in v)
+
+
 def _polygons(v: Any) -> Any:
     """One polygon, or a list of polygons -> a list of polygons."""
     if v is None:
         return []
-    if isinstance(v, list) and v and all(isinstance(x, list) and x and isinstance(x[0], list) for x in v):
-        return [_points(p) for p in v]  # several polygons
+    if several_polygons(v):
+        return [_points(p) for p in v]
     return [_points(v)]
 
 
@@ -735,12 +760,7 @@ def size_problems(data: Any) -> list[tuple[str, str]]:
         poly, circle = a.get("polygon"), a.get("circle")
         polygons = 0  # counted as _polygons reads them: several, else one (a list of points, CAP text)
         if poly is not None:
-            several = (
-                isinstance(poly, list)
-                and poly
-                and all(isinstance(x, list) and x and isinstance(x[0], list) for x in poly)
-            )
-            polygons = len(poly) if several else 1
+            polygons = len(poly) if several_polygons(poly) else 1
         circles = 1 if isinstance(circle, str) else len(circle) if isinstance(circle, list) else 0
         if polygons + circles > MAX_AREA_SHAPES:
             out.append(
