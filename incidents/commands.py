@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -67,6 +67,11 @@ class Command(BaseModel):
     role: Role
     reason: str = ""
     duration: float | None = Field(None, description="seconds (or '30m') to shelve for")
+    until: Literal["clear"] | None = Field(
+        None,
+        description='shelve only: "clear" = one-shot, until the incident\'s alarms return to normal '
+        "(at most ``duration``, default ``shelving.max``)",
+    )
     assignee: str | None = None
     at: datetime | None = Field(None, description="when the operator issued it; default: the step's now")
     version: int | None = Field(
@@ -90,9 +95,13 @@ class Command(BaseModel):
 
     @model_validator(mode="after")
     def _identity(self) -> Command:
+        if self.until is not None and self.action != "shelve":
+            raise ValueError(f"until: only a shelve waits until its alarms clear, not {self.action}")
         if not self.id:
             at = self.at.isoformat() if self.at else ""
             raw = f"{self.incident}|{self.action}|{self.actor}|{at}|{self.reason}|{self.duration}|{self.assignee}"
+            if self.until is not None:  # (the ids of every other command stay as they were)
+                raw += f"|until={self.until}"
             object.__setattr__(self, "id", hashlib.blake2b(raw.encode(), digest_size=12).hexdigest())
         return self
 
