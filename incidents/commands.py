@@ -7,7 +7,7 @@ import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from atalaia.incidents.config import ActionName, RoleName, parse_duration
 from atalaia.streams.records import record_decoder
@@ -88,6 +88,14 @@ class Command(BaseModel):
     def _duration(cls, v: Any) -> float | None:
         return None if v is None else parse_duration(v)
 
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v: str | None, info: ValidationInfo) -> str | None:
+        action = info.data.get("action")
+        if v is not None and action is not None and action != "shelve":
+            raise ValueError(f"only a shelve waits until its alarms clear, not {action}")
+        return v
+
     @field_validator("at", mode="before")
     @classmethod
     def _at(cls, v: Any) -> Any:
@@ -95,8 +103,6 @@ class Command(BaseModel):
 
     @model_validator(mode="after")
     def _identity(self) -> Command:
-        if self.until is not None and self.action != "shelve":
-            raise ValueError(f"until: only a shelve waits until its alarms clear, not {self.action}")
         if not self.id:
             at = self.at.isoformat() if self.at else ""
             raw = f"{self.incident}|{self.action}|{self.actor}|{at}|{self.reason}|{self.duration}|{self.assignee}"
