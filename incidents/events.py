@@ -115,16 +115,11 @@ class IncidentEvent(msgspec.Struct):
     def to_json(self) -> bytes:
         # orjson (its float format is the contract's) with each Struct as its fields: ~3x faster
         # than orjson on the former dataclasses
-        return orjson.dumps(self, default=_fields)
-
-
-def _fields(struct: Any) -> dict[str, Any]:
-    """A Struct of an incident event as the record's fields (an unset ``shelved_until_clear`` left
-    out)."""
-    d = msgspec.structs.asdict(struct)
-    if d.get("shelved_until_clear", False) is None:
-        del d["shelved_until_clear"]
-    return d
+        if self.shelved_until_clear is not None:
+            return orjson.dumps(self, default=msgspec.structs.asdict)
+        fields = msgspec.structs.asdict(self)  # (without the unset shelved_until_clear)
+        del fields["shelved_until_clear"]
+        return orjson.dumps(fields, default=msgspec.structs.asdict)
 
 
 @dataclass(slots=True)

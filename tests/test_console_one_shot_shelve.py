@@ -135,6 +135,17 @@ def test_the_incident_page_shelves_until_it_clears(make_worker, publish, chromiu
     shown = page.evaluate("t => when(t)", bound)  # (the page's time format: Lisbon time, its zone)
     assert page.inner_text("#shelved-until") == f"os alarmes voltarem ao normal (no máximo até {shown})"
     page.screenshot(path=str(SHOTS / "incident-shelved-until-clear.png"), full_page=True)
+    # the board says it too, and its shelve dialog offers it
+    board = page.context.new_page()
+    board.goto(w.url + "/")
+    state = board.locator(f'tr[data-incident="{inc["id"]}"] .state')
+    state.wait_for(timeout=15000)
+    until = board.evaluate("t => when(t, false)", bound)
+    assert state.inner_text() == f"arquivado · até os alarmes voltarem ao normal, no máximo {until}"
+    assert (
+        board.eval_on_selector("#dlg-duration option[value=clear]", "o => o.textContent") == "até normalizar"
+    )
+    board.close()
 
     # the alarm returns to normal: the page follows live, its timeline says why in pt-PT
     publish(resolved("oneshot-page", now + timedelta(seconds=5)))
