@@ -13,7 +13,8 @@
   token, used as a Bearer token) and out; see ``console/auth.py``
 * ``POST /api/incidents/{id}/commands``       acknowledge / shelve / comment / ... → ``atalaia.commands``;
   answers 200 (accepted), 404 (unknown incident), 409 (refused by the incident manager, with its
-  reason) or 202 (queued: no reply within 5 s); an ``Idempotency-Key`` header makes a retry the
+  reason; 422 naming ``until`` for a one-shot shelve of an incident with nothing firing) or 202
+  (queued: no reply within 5 s); an ``Idempotency-Key`` header makes a retry the
   same command, answered as the first (``console/idempotency.py``)
 * ``/warnings``, ``/api/warnings...``         population warnings: see ``console/warnings_api.py``
 * ``GET  /api/areas``                         the CAOP parishes as GeoJSON for the maps: see ``console/areas.py``
@@ -99,6 +100,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
     from atalaia.console.replies import ReplyWatcher, command_reply
     from atalaia.incidents.commands import MAX_REASON_CHARS, Command
     from atalaia.incidents.config import DEFAULT_PERMISSIONS
+    from atalaia.incidents.operator import ONE_SHOT_REFUSED
     from atalaia.incidents.projection import Projection
     from atalaia.incidents.stage import projection_sink
     from atalaia.rules.info import RuleCatalog
@@ -648,6 +650,17 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 reason = str(reply.get("reason", ""))
                 if reason.startswith("unknown incident"):
                     return fail(self, 404, "No such incident", reason, command=cmd.id)
+                if reason.startswith(ONE_SHOT_REFUSED):  # a one-shot shelve with nothing firing:
+                    # the request cannot be, as a bad field (whenever it is sent, nothing to wait for)
+                    msg = reason.removeprefix(ONE_SHOT_REFUSED + ": ")
+                    return fail(
+                        self,
+                        422,
+                        "Invalid command",
+                        reason,
+                        command=cmd.id,
+                        errors=[{"field": "until", "message": msg}],
+                    )
                 return fail(self, 409, "Command refused", reason, command=cmd.id)
             return self.json({"command": cmd.id, "status": "accepted", "reply": reply}, status=200)
 

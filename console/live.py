@@ -52,6 +52,7 @@ ROW_FIELDS = (
     "version",
     "overlay",
     "needs_ack",
+    "shelved_until_clear",
 )
 
 

@@ -58,6 +58,11 @@ INCIDENT = _object(
         "closed_at": _nullable("string"),
         "acknowledged_by": _nullable("string"),
         "shelved_until": _nullable("string"),
+        "shelved_until_clear": {
+            "type": ["boolean", "null"],
+            "description": "true while a one-shot shelve is on: shelved until its alarms return to "
+            "normal, at most until shelved_until; null otherwise",
+        },
         "assignee": _nullable("string"),
         "overlay": {
             "type": ["string", "null"],
@@ -113,6 +118,13 @@ AUDIT = _object(
         "why": {
             "type": "string",
             "description": "what the change meant, e.g. why acknowledgement is needed again",
+        },
+        "shelve_end": {
+            "type": ["string", "null"],
+            "enum": ["expired", "cleared", "one-shot-expired", None],
+            "description": "an unshelve the incident manager made: a shelve's time ran out (expired), "
+            "a one-shot shelve's alarms returned to normal (cleared) or it reached its bound with "
+            "alarms still firing (one-shot-expired); null otherwise",
         },
         "why_parts": {
             "type": "array",
@@ -470,7 +482,15 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                 "reason": {"type": "string", "maxLength": 2000},
                                 "duration": {
                                     "type": ["string", "number"],
-                                    "description": "shelve: 30m or seconds",
+                                    "description": "shelve: 30m or seconds (with until: clear, the "
+                                    "longest it may last; default shelving.max)",
+                                },
+                                "until": {
+                                    "type": "string",
+                                    "enum": ["clear"],
+                                    "description": "shelve only: a one-shot shelve, until the "
+                                    "incident's alarms return to normal (at most duration); 422 "
+                                    "naming until when none fires",
                                 },
                                 "assignee": {"type": "string", "maxLength": 128},
                                 "version": {
@@ -495,8 +515,10 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                 "refused by the incident manager (closed, role, state), with the reason"
                             ),
                             "422": _problem(
-                                "invalid command; `errors` names the fields; or an Idempotency-Key sent "
-                                "again with another command (`field`: Idempotency-Key)"
+                                "invalid command; `errors` names the fields (`until` for a one-shot "
+                                "shelve of an incident with no firing alarm: nothing to wait for); "
+                                "or an Idempotency-Key sent again with another command (`field`: "
+                                "Idempotency-Key)"
                             ),
                         }
                     ),

@@ -148,6 +148,8 @@ def explain(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         e["suppression"] = said["suppression"] if said else None
         e["reason_lead"] = said["lead"] if said else None
+        # a shelve that ended by itself: its kind, for the page's words (the reason is English)
+        e["shelve_end"] = reasons.shelve_end(e.get("change"), e.get("actor"), e.get("reason"))
         out.append(e)
         prev = h
     return out

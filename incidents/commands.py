@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from atalaia.incidents.config import ActionName, RoleName, parse_duration
 from atalaia.streams.records import record_decoder
@@ -67,6 +67,11 @@ class Command(BaseModel):
     role: Role
     reason: str = ""
     duration: float | None = Field(None, description="seconds (or '30m') to shelve for")
+    until: Literal["clear"] | None = Field(
+        None,
+        description='shelve only: "clear" = one-shot, until the incident\'s alarms return to normal '
+        "(at most ``duration``, default ``shelving.max``)",
+    )
     assignee: str | None = None
     at: datetime | None = Field(None, description="when the operator issued it; default: the step's now")
     version: int | None = Field(
@@ -83,6 +88,14 @@ class Command(BaseModel):
     def _duration(cls, v: Any) -> float | None:
         return None if v is None else parse_duration(v)
 
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v: str | None, info: ValidationInfo) -> str | None:
+        action = info.data.get("action")
+        if v is not None and action is not None and action != "shelve":
+            raise ValueError(f"only a shelve waits until its alarms clear, not {action}")
+        return v
+
     @field_validator("at", mode="before")
     @classmethod
     def _at(cls, v: Any) -> Any:
@@ -93,6 +106,8 @@ class Command(BaseModel):
         if not self.id:
             at = self.at.isoformat() if self.at else ""
             raw = f"{self.incident}|{self.action}|{self.actor}|{at}|{self.reason}|{self.duration}|{self.assignee}"
+            if self.until is not None:  # (the ids of every other command stay as they were)
+                raw += f"|until={self.until}"
             object.__setattr__(self, "id", hashlib.blake2b(raw.encode(), digest_size=12).hexdigest())
         return self
 

@@ -140,6 +140,7 @@ def _event(
         tenant=inc.correlation.get("tenant"),
         overlay=inc.overlay if inc.closed_at is None else None,
         needs_ack=not inc.acked and inc.closed_at is None,
+        shelved_until_clear=True if inc.shelve_until_clear and inc.closed_at is None else None,
         command=command,
     )
 

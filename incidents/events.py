@@ -104,6 +104,10 @@ class IncidentEvent(msgspec.Struct):
     # an annunciation waits for acknowledgement (also while every alarm is suppressed, where the
     # state does not say so); None in events written before it existed
     needs_ack: bool | None = None
+    # true while a one-shot shelve is on (it ends when no alarm fires; ``shelved_until`` is its
+    # bound); None otherwise, and then left out of the record: the records of every other
+    # incident are the bytes they were before it existed
+    shelved_until_clear: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
@@ -111,7 +115,11 @@ class IncidentEvent(msgspec.Struct):
     def to_json(self) -> bytes:
         # orjson (its float format is the contract's) with each Struct as its fields: ~3x faster
         # than orjson on the former dataclasses
-        return orjson.dumps(self, default=msgspec.structs.asdict)
+        if self.shelved_until_clear is not None:
+            return orjson.dumps(self, default=msgspec.structs.asdict)
+        fields = msgspec.structs.asdict(self)  # (without the unset shelved_until_clear)
+        del fields["shelved_until_clear"]
+        return orjson.dumps(fields, default=msgspec.structs.asdict)
 
 
 @dataclass(slots=True)

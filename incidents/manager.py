@@ -514,6 +514,7 @@ class IncidentManager:
         acknowledgement again (``reacknowledge_on_escalation``), as it would have without it."""
         before = inc.overlay_severity
         inc.overlay = inc.shelved_until = inc.overlay_severity = None
+        inc.shelve_until_clear = False
         self.annunciate(st, inc, list(inc.alarms.values()), at)
         self._ask_again_if_rose(inc, before)
 
@@ -563,13 +564,37 @@ class IncidentManager:
         for touch in changes.touched.values():
             inc = touch.incident
             out.append(build_event(inc, touch, limit, self.config.audit_in_state))
-            if inc.closed_at is None and inc.close_due is not None and inc.close_due <= touch.at:
+            last = touch.at
+            if (
+                inc.shelve_until_clear
+                and inc.overlay == "shelved"
+                and not inc.active
+                and inc.closed_at is None
+            ):
+                last = self._cleared(st, inc, touch.at, out)
+            if inc.closed_at is None and inc.close_due is not None and inc.close_due <= last:
                 follow = Changes()
                 self.close(st, inc, inc.close_due, follow, "policy:closing", _close_reason(self.config))
                 out.append(build_event(inc, follow.touched[inc.id], limit, self.config.audit_in_state))
             if inc.closed_at is not None:
                 self._forget(st, inc)
                 self._ended(st, out[-1])
+
+    def _cleared(self, st: ManagerState, inc: Incident, at: int, out: list[Output]) -> int:
+        """A one-shot shelve ends: the last alarm of its incident returned to normal. Its own event
+        (the next version, after the one of the alarm's change), at the alarm's time, or at the
+        manager's clock when that alarm's time is older (a late transition: the incident stayed
+        shelved until the manager knew); then the incident is what the state table says (footnote
+        1: nothing fires, so normal, or returned-unacknowledged if it was unacknowledged)."""
+        at = max(at, st.clock or at)
+        follow = Changes()
+        follow.touch(inc, "unshelved", at, why.SHELVE_POLICY, why.SHELVE_CLEARED)
+        self.end_overlay(st, inc, at)
+        self._settle(st, inc, list(inc.alarms.values()), at)
+        out.append(
+            build_event(inc, follow.touched[inc.id], self.config.alarms_in_event, self.config.audit_in_state)
+        )
+        return at
 
     def _ended(self, st: ManagerState, event: Any) -> None:
         """Keep a closed incident's last event for an hour (event time), at most ``memory``."""
@@ -625,7 +650,9 @@ class IncidentManager:
                 continue
             changes = Changes()
             if what == "unshelve" and inc.shelved_until == due:
-                changes.touch(inc, "unshelved", due, "timer", "shelve expired")
+                # (a one-shot shelve whose alarms still fire at its bound says so)
+                expired = why.ONE_SHOT_EXPIRED if inc.shelve_until_clear else why.SHELVE_EXPIRED
+                changes.touch(inc, "unshelved", due, "timer", expired)
                 self.end_overlay(st, inc, due)
                 self._settle(st, inc, list(inc.alarms.values()), due)
             elif what == "alarm" and ak in inc.alarms and inc.alarms[ak].shelved_until == due:

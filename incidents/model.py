@@ -145,6 +145,9 @@ class Incident:
     overlay: str | None = None  # shelved | suppressed | out-of-service (operator-set, one at a time)
     overlay_severity: str | None = None  # the severity when the overlay was set (a rise asks again)
     shelved_until: int | None = None
+    # a one-shot shelve: it ends when no alarm fires any more (``shelved_until`` is its bound,
+    # ``shelving.max`` at most); False in snapshots taken before it existed
+    shelve_until_clear: bool = False
     assignee: str | None = None
     close_due: int | None = None
     closed_at: int | None = None

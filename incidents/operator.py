@@ -28,6 +28,9 @@ PAST = {
     "return-to-service": "returned-to-service",
     "escalate": "escalated",  # the escalation pages its next step at once (notifiers/engine.py)
 }
+#: how the refusal of a one-shot shelve of an incident with no firing alarm begins (the console
+#: answers it 422: the request cannot be, whatever the timing)
+ONE_SHOT_REFUSED = "nothing to wait for"
 NEEDS_REASON = ("shelve", "suppress", "out-of-service", "comment", "close")
 
 
@@ -86,7 +89,18 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
         return f"incident is {inc.overlay}: nothing is paged while it is"
     if a in ("shelve", "suppress", "out-of-service") and inc.overlay is not None:
         return f"incident is already {inc.overlay}"
-    if a == "shelve":
+    if a == "shelve" and cmd.until == "clear":
+        # one-shot: until its alarms return to normal, at most ``duration`` (default shelving.max)
+        if cmd.duration is not None and cmd.duration <= 0:
+            return "shelve needs a positive duration (or none: at most shelving.max)"
+        if cmd.duration is not None and seconds_us(cmd.duration) > mgr.max_shelve:
+            return f"shelve for at most {format_duration(mgr.config.shelving.max)} (shelving.max)"
+        if not inc.active:
+            return (
+                f"{ONE_SHOT_REFUSED}: no alarm of this incident is firing (it is {state}); "
+                "shelve it for a duration instead"
+            )
+    elif a == "shelve":
         if cmd.duration is None or cmd.duration <= 0:
             return "shelve needs a positive duration"
         if seconds_us(cmd.duration) > mgr.max_shelve:
@@ -127,7 +141,12 @@ def _apply(
         inc.acknowledged_by = cmd.actor
     elif a == "shelve":
         inc.overlay, inc.overlay_severity = "shelved", inc.severity
-        inc.shelved_until = at + seconds_us(cmd.duration or 0)
+        if cmd.until == "clear":  # one-shot: ends when no alarm fires (manager._finish), or at its bound
+            inc.shelve_until_clear = True
+            bound = mgr.max_shelve if cmd.duration is None else seconds_us(cmd.duration)
+            inc.shelved_until = at + bound
+        else:
+            inc.shelved_until = at + seconds_us(cmd.duration or 0)
         mgr._arm(st, inc.shelved_until)
     elif a in ("suppress", "out-of-service"):
         inc.overlay = "suppressed" if a == "suppress" else "out-of-service"

@@ -42,20 +42,21 @@ _TIME_COLUMNS = {
     "ends_at",
     "created_at",
 }
-_BOOL_COLUMNS = {"active", "chattering", "needs_ack"}
+_BOOL_COLUMNS = {"active", "chattering", "needs_ack", "shelved_until_clear"}
 
 _UPSERT_INCIDENT = """
 INSERT INTO incidents (id, version, state, active, severity, title, correlation, labels, location, alarm_count,
                        opened_at, updated_at, closed_at, acknowledged_by, shelved_until, assignee, last_change,
-                       last_event, overlay, needs_ack)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       last_event, overlay, needs_ack, shelved_until_clear)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     version = excluded.version, state = excluded.state, active = excluded.active, severity = excluded.severity,
     title = excluded.title, correlation = excluded.correlation, labels = excluded.labels,
     location = excluded.location, alarm_count = excluded.alarm_count, updated_at = excluded.updated_at,
     closed_at = excluded.closed_at, acknowledged_by = excluded.acknowledged_by,
     shelved_until = excluded.shelved_until, assignee = excluded.assignee, last_change = excluded.last_change,
-    last_event = excluded.last_event, overlay = excluded.overlay, needs_ack = excluded.needs_ack
+    last_event = excluded.last_event, overlay = excluded.overlay, needs_ack = excluded.needs_ack,
+    shelved_until_clear = excluded.shelved_until_clear
 WHERE incidents.version < excluded.version
 """
 _UPSERT_ALARM = """
@@ -381,6 +382,8 @@ def _malformed(e: Any) -> str | None:
         return "overlay not str or null"
     if not isinstance(e.get("needs_ack"), bool | None):
         return "needs_ack not bool or null"
+    if not isinstance(e.get("shelved_until_clear"), bool | None):
+        return "shelved_until_clear not bool or null"
     for a in e["alarms"]:
         if not isinstance(a, dict):
             return "an alarm is not an object"
@@ -429,6 +432,7 @@ def _incident_row(e: dict[str, Any]) -> tuple[Any, ...]:
         e["id"],
         e.get("overlay"),
         None if e.get("needs_ack") is None else bool(e["needs_ack"]),
+        True if e.get("shelved_until_clear") else None,
     )
 
 

@@ -36,6 +36,19 @@ MAINTENANCE = "maintenance "
 SILENCED = "silenced by "
 UNSUPPRESSED = " no longer suppressed"
 
+#: why a shelve ended without an operator (the reason of its ``unshelved`` timeline entry)
+SHELVE_EXPIRED = "shelve expired"  # a shelve for a duration reached its end
+SHELVE_CLEARED = "unshelved: its alarms returned to normal"  # a one-shot shelve's alarms cleared
+ONE_SHOT_EXPIRED = "shelve expired before its alarms returned to normal"  # a one-shot at its bound
+#: the actor of the unshelve when a one-shot shelve's alarms cleared (an expiry's is ``timer``)
+SHELVE_POLICY = "policy:shelving"
+#: those (actor, reason)s as the kinds the console says in its own words (``shelve_end``)
+SHELVE_ENDS = {
+    ("timer", SHELVE_EXPIRED): "expired",
+    (SHELVE_POLICY, SHELVE_CLEARED): "cleared",
+    ("timer", ONE_SHOT_EXPIRED): "one-shot-expired",
+}
+
 _STARTS = (CHATTERING, INHIBITED, MAINTENANCE, SILENCED)
 _NEXT = re.compile("; (?=" + "|".join(re.escape(s) for s in _STARTS) + ")")
 _LEAD = re.compile(" — (?=" + "|".join(re.escape(s) for s in _STARTS) + ")")
@@ -68,6 +81,19 @@ def silenced(silence: str, comment: str) -> str:
 def unsuppressed(rule: str, key: str) -> str:
     """The timeline's reason when an alarm is suppressed no more."""
     return f"{rule} {key}{UNSUPPRESSED}"
+
+
+def shelve_end(change: str | None, actor: str | None, reason: str | None) -> str | None:
+    """The kind of an ``unshelved`` entry the manager wrote (a shelve that ended by itself):
+    ``expired``, ``cleared`` (a one-shot shelve's alarms returned to normal) or
+    ``one-shot-expired``; None for an operator's unshelve (whatever its reason) or another entry.
+
+    >>> shelve_end("unshelved", SHELVE_POLICY, SHELVE_CLEARED)
+    'cleared'
+    >>> shelve_end("unshelved", "ana", SHELVE_CLEARED) is None
+    True
+    """
+    return SHELVE_ENDS.get((actor or "", reason or "")) if change == "unshelved" else None
 
 
 def _one(text: str) -> dict[str, Any] | None:

@@ -406,3 +406,226 @@ def test_an_overlay_that_ends_with_the_severity_it_began_with_stays_acknowledged
     d.fire("river-level-high", "porto-01", at=31, parish="Ribeira", severity="high")
     ev = d.command("unshelve", at=40, reason="done")
     assert (ev.state, ev.acknowledged_by) == ("acknowledged", "ana")
+
+
+# -- one-shot shelving ("shelve until it clears", ISA-18.2): shelved while its alarms fire, unshelved
+# when the last returns to normal, at most ``duration`` (default shelving.max)
+def one_shot(d: Driver, at: float = 10, **kw) -> IncidentEvent | CommandReply:
+    return d.command("shelve", at=at, reason="crew on the quay", until="clear", **kw)
+
+
+def one_shot_unack(d: Driver) -> None:
+    unack(d)
+    one_shot(d)
+
+
+def one_shot_ack(d: Driver, **kw) -> None:
+    ack(d)
+    one_shot(d, at=20, **kw)
+
+
+def second_clear(d: Driver):  # the other alarm of a two-alarm incident clears too
+    return d.resolve("rain-intense", "porto-rain-02", at=150, parish="Ribeira")
+
+
+ONE_SHOT_SETUPS: dict[str, Callable[[Driver], None]] = {
+    "shelved until clear, unacknowledged": one_shot_unack,
+    "shelved until clear, acknowledged": one_shot_ack,
+}
+ONE_SHOT_EVENTS: dict[str, Callable[[Driver], object]] = {
+    **EVENTS,
+    "one-shot": lambda d: one_shot(d, at=100),
+    "new_alarm, clear, clear": lambda d: (new_alarm(d), clear(d), second_clear(d))[-1],
+    "shelving.max passes": lambda d: d.tick(40_000),
+}
+# (from state, event name, expected new state, or "rejected: <text>")
+ONE_SHOT_TABLE: list[tuple[str, str, str]] = [
+    # the one-shot shelve itself (from the base states: only while something fires)
+    ("unacknowledged", "one-shot", "shelved"),
+    ("acknowledged", "one-shot", "shelved"),
+    ("returned-unacknowledged", "one-shot", "rejected: nothing to wait for"),
+    ("normal", "one-shot", "rejected: nothing to wait for"),
+    ("shelved", "one-shot", "rejected: already shelved"),
+    ("suppressed", "one-shot", "rejected: already suppressed"),
+    ("out-of-service", "one-shot", "rejected: already out-of-service"),
+    # while it lasts
+    ("shelved until clear, unacknowledged", "clear", "returned-unacknowledged"),  # footnote 1
+    ("shelved until clear, acknowledged", "clear", "normal"),
+    ("shelved until clear, acknowledged", "new_alarm", "shelved"),
+    ("shelved until clear, acknowledged", "fire_again", "shelved"),
+    ("shelved until clear, acknowledged", "escalate", "shelved"),
+    # an alarm that activated during it and cleared is not annunciated (footnote 1: "still fires")
+    ("shelved until clear, acknowledged", "new_alarm, clear, clear", "normal"),
+    ("shelved until clear, acknowledged", "expire", "shelved"),  # (10 000 s: within shelving.max)
+    ("shelved until clear, acknowledged", "shelving.max passes", "acknowledged"),  # still firing
+    ("shelved until clear, unacknowledged", "shelving.max passes", "unacknowledged"),
+    ("shelved until clear, unacknowledged", "unshelve", "unacknowledged"),
+    ("shelved until clear, acknowledged", "acknowledge", "rejected: nothing to acknowledge"),
+    ("shelved until clear, acknowledged", "shelve", "rejected: already shelved"),
+    ("shelved until clear, acknowledged", "close", "rejected: firing alarms"),
+    ("shelved until clear, acknowledged", "comment", "shelved"),
+]
+
+
+@pytest.mark.parametrize(
+    ("start", "event", "expected"), ONE_SHOT_TABLE, ids=[f"{s}--{e}" for s, e, _ in ONE_SHOT_TABLE]
+)
+def test_one_shot_shelve_table(start: str, event: str, expected: str) -> None:
+    d = driver()
+    (ONE_SHOT_SETUPS.get(start) or SETUPS[start])(d)
+    incident = d.last_incident()
+    assert d.current(incident).state == ("shelved" if start.startswith("shelved until") else start)
+    before = d.current(incident).version
+    result = ONE_SHOT_EVENTS[event](d)
+    if expected.startswith("rejected: "):
+        assert isinstance(result, CommandReply) and not result.accepted
+        assert expected.removeprefix("rejected: ") in result.reason, result.reason
+        assert d.current(incident).version == before, "a rejected command changes nothing"
+        return
+    assert d.current(incident).state == expected
+
+
+def test_one_shot_shelve_ends_when_the_last_alarm_returns_to_normal() -> None:
+    """Shelved until it clears: the incident stays shelved while any of its alarms fires (a new
+    one, one firing again, a higher severity are recorded, not annunciated); when the last one
+    returns to normal it is unshelved by itself, its timeline says why, and it comes back as the
+    state table says once an overlay ends with nothing firing (here: normal, as it was
+    acknowledged), so it then closes after its hold time like any other."""
+    d = driver()
+    ack(d)
+    ev = one_shot(d, at=20)
+    assert (ev.state, ev.overlay, ev.shelved_until, ev.shelved_until_clear) == (
+        "shelved",
+        "shelved",
+        "2026-01-01T08:00:20Z",  # no duration: bounded by shelving.max (8 h)
+        True,
+    )
+    new_alarm(d)
+    d.fire("rain-intense", "porto-rain-02", at=110, parish="Ribeira", severity="critical")
+    clear(d)
+    assert (d.current().state, d.current().shelved_until_clear) == ("shelved", True), "one still fires"
+    out = d.step(
+        {"at": "2026-01-01T00:02:30Z", "rule": "rain-intense", "key": "porto-rain-02", "state": "resolved",
+         "severity": "critical", "value": 1.0, "entity": "porto-rain-02", "labels": {"parish": "Ribeira"}},
+        150,
+    )  # fmt: skip
+    alarm_event, unshelved = (o for o in out if isinstance(o, IncidentEvent))
+    assert (alarm_event.changes, alarm_event.state) == (["returned-to-normal", "alarm-updated"], "shelved")
+    assert (unshelved.change, unshelved.state, unshelved.at, unshelved.actor, unshelved.reason) == (
+        "unshelved",
+        "normal",
+        "2026-01-01T00:02:30Z",
+        "policy:shelving",
+        "unshelved: its alarms returned to normal",
+    )
+    assert unshelved.version == alarm_event.version + 1
+    assert (unshelved.overlay, unshelved.shelved_until, unshelved.shelved_until_clear) == (None, None, None)
+    assert b"shelved_until_clear" not in unshelved.to_json(), "the field is left out when no one-shot is on"
+    # a NEW activation after it is annunciated as usual (the incident is not shelved any more)
+    ev = d.fire("river-level-high", "porto-01", at=200, parish="Ribeira")
+    assert (ev.state, ev.needs_ack) == ("unacknowledged", True)
+
+
+def test_a_one_shot_shelve_of_an_unacknowledged_incident_leaves_it_to_acknowledge() -> None:
+    d = driver()
+    one_shot_unack(d)
+    clear(d)
+    assert d.current().state == "returned-unacknowledged"
+    assert d.command("acknowledge", at=200).state == "normal"
+    d.tick(200 + HOLD)
+    assert d.current().state == "closed"
+
+
+def test_a_one_shot_shelve_of_an_acknowledged_incident_closes_at_once_without_a_hold() -> None:
+    d = driver(hold=0)
+    one_shot_ack(d)
+    clear(d)
+    assert [(e.change, e.state) for e in d.events()][-3:] == [
+        ("returned-to-normal", "shelved"),
+        ("unshelved", "normal"),
+        ("closed", "closed"),
+    ]
+
+
+def test_a_one_shot_shelve_whose_alarms_never_clear_expires_at_its_bound_and_says_so() -> None:
+    d = driver()
+    one_shot_ack(d)
+    d.fire("river-level-high", "porto-01", at=30, parish="Ribeira", severity="critical")
+    assert d.tick(20 + 8 * 3600 - 1) == []
+    ev = next(o for o in d.tick(10 * 3600) if isinstance(o, IncidentEvent))
+    assert (ev.change, ev.at, ev.actor, ev.reason, ev.state, ev.needs_ack) == (
+        "unshelved",
+        "2026-01-01T08:00:20Z",
+        "timer",
+        "shelve expired before its alarms returned to normal",
+        "unacknowledged",  # the severity rose while it was shelved: asked again, as after a timed one
+        True,
+    )
+    assert ev.shelved_until_clear is None
+
+
+def test_a_one_shot_shelve_with_a_duration_is_bounded_by_it() -> None:
+    d = driver()
+    one_shot_ack(d, duration="30m")
+    assert d.current().shelved_until == "2026-01-01T00:30:20Z"
+    ev = next(o for o in d.tick(3600) if isinstance(o, IncidentEvent))
+    assert (ev.change, ev.at, ev.reason) == (
+        "unshelved",
+        "2026-01-01T00:30:20Z",
+        "shelve expired before its alarms returned to normal",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        ({"duration": "9h"}, "at most 8h"),
+        ({"duration": 0}, "positive duration"),
+        ({"reason": ""}, "needs a reason"),
+    ],
+)
+def test_invalid_one_shot_shelve(kw: dict, why: str) -> None:
+    d = driver()
+    unack(d)
+    r = d.command("shelve", at=10, **{"reason": "x", "until": "clear", **kw})
+    assert isinstance(r, CommandReply) and not r.accepted and why in r.reason, r.reason
+
+
+def test_a_one_shot_shelve_of_an_incident_with_nothing_firing_is_refused_saying_why() -> None:
+    d = driver()
+    normal(d)
+    r = one_shot(d, at=30)
+    assert isinstance(r, CommandReply) and not r.accepted
+    assert r.reason == (
+        "nothing to wait for: no alarm of this incident is firing (it is normal); "
+        "shelve it for a duration instead"
+    )
+
+
+def test_a_one_shot_shelve_ends_when_the_manager_learns_of_a_late_clear_not_before_it_began() -> None:
+    """A resolved transition whose event time is before the shelve (a late delivery) unshelves
+    the incident at the manager's clock: the timeline never goes back before the shelve."""
+    d = driver()
+    one_shot_ack(d)  # at 20
+    out = d.step(
+        {"at": "2026-01-01T00:00:15Z", "rule": "river-level-high", "key": "porto-01", "state": "resolved",
+         "severity": "high", "value": 1.0, "entity": "porto-01", "labels": {"parish": "Ribeira"}},
+        60,
+    )  # fmt: skip
+    unshelved = [o for o in out if isinstance(o, IncidentEvent)][-1]
+    assert (unshelved.change, unshelved.at, unshelved.state) == (
+        "unshelved",
+        "2026-01-01T00:01:00Z",
+        "normal",
+    )
+
+
+def test_until_is_only_for_shelve() -> None:
+    d = driver()
+    unack(d)
+    with pytest.raises(
+        ValueError, match=r"until\n.*only a shelve waits until its alarms clear, not acknowledge"
+    ):
+        d.command("acknowledge", at=10, until="clear")
+    with pytest.raises(ValueError, match="until"):
+        d.command("shelve", at=10, reason="x", until="tomorrow")

@@ -1,6 +1,6 @@
 """The incident lifecycle against a small reference model of the table in incidents/README.md:
 random sequences of alarm activations, severity changes, clears, operator commands (by roles that
-may), time passing and their station's failure (which inhibits both), on two alarms of one
+may; a shelve for a duration or until its alarms clear), time passing and their station's failure (which inhibits both), on two alarms of one
 correlation key; after every input the manager's
 incident (or its absence) has the state, severity and acknowledgement the model says, and each
 command is accepted exactly when the model accepts it."""
@@ -49,6 +49,7 @@ class Model:
     open: bool = False
     overlay: str | None = None
     shelved_until: float | None = None
+    until_clear: bool = False  # a one-shot shelve: ends when no alarm fires (or at shelved_until)
     overlay_severity: str | None = None
     acked: bool = True
     firing: dict[str, str] = field(default_factory=dict)
@@ -107,19 +108,30 @@ class Model:
             del self.firing[alarm]
             self.annunciated.discard(alarm)
         self.settle(self.severity)
+        if self.until_clear and not self.firing:  # its last alarm returned to normal
+            self.end_overlay()
 
     def end_overlay(self) -> None:
         before = self.overlay_severity
         self.overlay = self.shelved_until = self.overlay_severity = None
+        self.until_clear = False
         self.annunciate()
         if self.firing and not self.inhibited and before is not None and rank(self.severity) > rank(before):
             self.acked = False
         self.maybe_close()
 
-    def command(self, action: str, now: float, minutes: int) -> bool:
-        """Apply ``action``; whether it is accepted."""
+    def command(self, action: str, now: float, minutes: int | None) -> bool:
+        """Apply ``action``; whether it is accepted (``shelve-until-clear``: a one-shot shelve, for
+        at most ``minutes``, or shelving.max (8 h) when None)."""
         if not self.open:
             return False
+        if action == ONE_SHOT:
+            if self.overlay or not self.firing:  # (an inhibited alarm fires too)
+                return False
+            self.overlay, self.overlay_severity, self.until_clear = "shelved", self.severity, True
+            self.shelved_until = now + (8 * 3600 if minutes is None else minutes * 60)
+            return True
+        assert minutes is not None
         if action == "acknowledge":
             if self.overlay or self.acked:
                 return False
@@ -156,7 +168,9 @@ class Model:
 
 
 ROLE = {a: roles[0] for a, roles in CONFIG.permissions.items()}
-ACTIONS = ["acknowledge", *OVERLAYS, *ENDS, "close", "comment", "assign"]
+ONE_SHOT = "shelve-until-clear"  # shelve with until: "clear"
+ROLE[ONE_SHOT] = ROLE["shelve"]
+ACTIONS = ["acknowledge", *OVERLAYS, *ENDS, "close", "comment", "assign", ONE_SHOT, ONE_SHOT]
 
 
 class LifecycleAgainstModel(RuleBasedStateMachine):
@@ -195,17 +209,31 @@ class LifecycleAgainstModel(RuleBasedStateMachine):
         self.feed_alarm(alarm, "resolved", "medium", dt)
         self.m.clear(alarm)
 
-    @rule(action=st.sampled_from(ACTIONS), minutes=st.integers(1, 60), dt=st.integers(1, 600))
-    def command(self, action: str, minutes: int, dt: int) -> None:
+    @rule(action=st.sampled_from(ACTIONS), minutes=st.integers(1, 60), bounded=st.booleans(),
+          dt=st.integers(1, 600))  # fmt: skip
+    def command(self, action: str, minutes: int, bounded: bool, dt: int) -> None:
         now = self.later(dt)
         self.m.tick(now)
         self.n += 1
         cmd = {"id": f"c{self.n}", "incident": self.incident or "none", "action": action, "actor": "ana",
                "role": ROLE[action], "reason": "r", "duration": minutes * 60, "assignee": "rui"}  # fmt: skip
+        if action == ONE_SHOT:
+            cmd.update(action="shelve", until="clear")
+            if not bounded:  # no duration: at most shelving.max
+                del cmd["duration"]
         out = self.d.step(cmd, now)
         reply = next(o for o in out if isinstance(o, CommandReply))
-        expected = self.m.command(action, now, minutes)
+        expected = self.m.command(action, now, minutes if action != ONE_SHOT or bounded else None)
         assert reply.accepted == expected, (action, self.m.state, reply.reason)
+
+    @rule(action=st.sampled_from([ONE_SHOT, ONE_SHOT, "acknowledge", "unshelve", "shelve"]),
+          minutes=st.integers(1, 60), bounded=st.booleans(), dt=st.integers(1, 120))  # fmt: skip
+    def command_the_open_incident(self, action: str, minutes: int, bounded: bool, dt: int) -> None:
+        """(The incident is closed most of the time: commands on an open one, one-shot shelves
+        first, in the states it is in while it is open; a river alarm opens one if none is.)"""
+        if not self.m.open:
+            self.fire("river", "high", 1)
+        self.command(action, minutes, bounded, dt)
 
     @rule(firing=st.booleans(), dt=st.integers(1, 600))
     def station(self, firing: bool, dt: int) -> None:
@@ -223,6 +251,10 @@ class LifecycleAgainstModel(RuleBasedStateMachine):
             now,
         )
         self.m.station(firing)
+
+    @rule(dt=st.sampled_from([1, 60, 600, 3600, 8 * 3600]))  # (8 h: shelving.max, a one-shot's bound)
+    def wait_long(self, dt: int) -> None:
+        self.wait(dt)
 
     @rule(dt=st.integers(1, 3600))
     def wait(self, dt: int) -> None:
@@ -242,6 +274,7 @@ class LifecycleAgainstModel(RuleBasedStateMachine):
         assert inc.state == self.m.state
         assert inc.severity == self.m.severity
         assert inc.acked == self.m.acked
+        assert inc.shelve_until_clear == self.m.until_clear
         assert {k.split("\x1f")[0] for k, a in inc.alarms.items() if a.firing} == {
             ALARMS[a][0] for a in self.m.firing
         }

@@ -137,7 +137,7 @@ def previous_version_snapshot(mgr: IncidentManager, state) -> bytes:
     blob = mgr.snapshot(state)
     d = orjson.loads(zlib.decompress(blob[len(snapshot.MAGIC) :]))
     for inc in d["incidents"].values():
-        del inc["overlay_severity"], inc["ack_asked"]
+        del inc["overlay_severity"], inc["ack_asked"], inc["shelve_until_clear"]
         for a in inc["alarms"].values():
             del a["chatter_until"]
     return snapshot.MAGIC + zlib.compress(orjson.dumps(d))
@@ -170,3 +170,50 @@ def test_an_alarm_flagged_chattering_before_the_upgrade_stops_being_counted() ->
     assert d.manager.kpis(d.state, at_s(3600)).chattering_alarms == 0
     ev = d.command("comment", at=3600, reason="still high")
     assert isinstance(ev, IncidentEvent) and not ev.alarms[0].chattering
+
+
+def before_one_shot_snapshot(mgr: IncidentManager, state) -> bytes:
+    """A snapshot as the version before one-shot shelving wrote it (no ``shelve_until_clear``)."""
+    d = orjson.loads(zlib.decompress(mgr.snapshot(state)[len(snapshot.MAGIC) :]))
+    for inc in d["incidents"].values():
+        assert inc.pop("shelve_until_clear") is False
+    return snapshot.MAGIC + zlib.compress(orjson.dumps(d))
+
+
+def test_a_timed_shelve_restored_from_a_snapshot_before_one_shot_shelving_stays_timed() -> None:
+    """A checkpoint written before one-shot shelving restores; its shelve is for a duration: the
+    alarm clearing does not end it, its time does, as before."""
+    d = Driver()
+    d.fire("river-level-high", "porto-01", at=0, parish="Ribeira")
+    d.command("acknowledge", at=10)
+    d.command("shelve", at=20, reason="crew on site", duration="30m")
+    d.state = d.manager.restore(before_one_shot_snapshot(d.manager, d.state))
+    assert d.resolve("river-level-high", "porto-01", at=60, parish="Ribeira").state == "shelved"
+    ev = next(o for o in d.tick(3600) if isinstance(o, IncidentEvent))
+    assert (ev.change, ev.at, ev.actor, ev.reason, ev.state) == (
+        "unshelved",
+        at_s(1820),
+        "timer",
+        "shelve expired",
+        "normal",
+    )
+
+
+def test_a_one_shot_shelve_survives_a_restart_and_ends_when_its_alarms_clear() -> None:
+    core = IncidentCore(CONFIG)
+    alarm = {"at": at_s(0), "rule": "river-level-high", "key": "porto-01", "state": "firing",
+             "severity": "high", "value": 4.0, "entity": "porto-01", "labels": {"parish": "Bonfim"}}  # fmt: skip
+    incident = decode(core.process([Rec("alarms", alarm)], T0_S))[0]["incident"]
+    shelve = {"id": "cmd-1", "incident": incident, "action": "shelve", "actor": "ana", "role": "operator",
+              "reason": "crew on site", "until": "clear"}  # fmt: skip
+    out = decode(core.process([Rec("commands", shelve)], T0_S + 10))
+    assert out[0]["accepted"] and out[1]["shelved_until_clear"] is True
+    restarted = IncidentCore(CONFIG, core.snapshot())
+    cleared = decode(
+        restarted.process([Rec("alarms", {**alarm, "at": at_s(100), "state": "resolved"})], T0_S + 100)
+    )
+    assert [(e["change"], e["state"], e["reason"]) for e in cleared][-1] == (
+        "unshelved",
+        "returned-unacknowledged",
+        "unshelved: its alarms returned to normal",
+    )

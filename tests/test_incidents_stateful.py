@@ -1,15 +1,21 @@
 """Hypothesis stateful test: random alarm / command / tick / redelivery / restart sequences never break
-the invariants, and a manager restored from a snapshot at any point behaves exactly like one that
-never stopped."""
+the invariants, a manager restored from a snapshot at any point (also one written before one-shot
+shelving) behaves exactly like one that never stopped, and a manager rebuilt by replaying the
+inputs from the start (the commands log and the alarms) has the same state and wrote the same
+outputs. Shelves are for a duration or until their alarms clear (one-shot)."""
 
 from __future__ import annotations
 
+import zlib
 from typing import get_args
 
+import orjson
 from hypothesis import HealthCheck, settings
+from hypothesis import event as statistic
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from atalaia.incidents import snapshot
 from atalaia.incidents.config import ActionName, IncidentConfig, RoleName
 from atalaia.incidents.events import CommandReply, IncidentEvent
 from atalaia.incidents.manager import IncidentManager
@@ -60,12 +66,16 @@ class IncidentMachine(RuleBasedStateMachine):
         self.closed: set[str] = set()
         self.commands = 0
         self.replies = 0
+        self.inputs: list[tuple[object, str]] = []  # what was fed, with its now: the log to replay
+        self.outputs: list[dict] = []  # what the uninterrupted manager wrote
 
-    def feed(self, event) -> None:
+    def feed(self, event) -> list:
         now = at_s(self.now)
         self.state, out = self.mgr.step(self.state, event, now)
         self.shadow, shadow_out = self.mgr.step(self.shadow, event, now)
         assert [o.to_dict() for o in out] == [o.to_dict() for o in shadow_out]
+        self.inputs.append((event, now))
+        self.outputs.extend(o.to_dict() for o in shadow_out)
         for o in out:
             if isinstance(o, CommandReply):
                 self.replies += 1
@@ -79,7 +89,10 @@ class IncidentMachine(RuleBasedStateMachine):
             if o.state == "closed":
                 self.closed.add(o.incident)
             assert o.actor and o.reason and o.at
+            if o.change == "unshelved" or o.shelved_until_clear:  # (--hypothesis-show-statistics)
+                statistic(f"{o.change}: {o.reason if o.change == 'unshelved' else 'until clear'}")
             self.events.append(o)
+        return out
 
     @rule(
         dt=st.integers(0, 90),
@@ -108,8 +121,9 @@ class IncidentMachine(RuleBasedStateMachine):
         minutes=st.integers(1, 20),
         reason=st.sampled_from(["checked on site", "checked on site", ""]),
         behind=st.sampled_from([None, None, 0, 1, 2]),  # the version the operator saw: latest - behind
+        until=st.sampled_from([None, None, "clear", "clear-unbounded"]),  # a shelve: one-shot?
     )
-    def command(self, action: str, allowed: int, pick: int, minutes: int, reason: str, behind) -> None:
+    def command(self, action: str, allowed: int, pick: int, minutes: int, reason: str, behind, until) -> None:
         roles = CONFIG.permissions[action]
         role = roles[allowed % len(roles)] if allowed else "viewer"  # mostly a role that may
         open_ = sorted(self.state.incidents)
@@ -122,18 +136,56 @@ class IncidentMachine(RuleBasedStateMachine):
             incident = "unknown"
         self.commands += 1
         seen = {} if behind is None else {"version": max(1, self.versions.get(incident, 1) - behind)}
+        cmd = {
+            "id": f"c{self.commands}",
+            "incident": incident,
+            "action": action,
+            "actor": "ana",
+            "role": role,
+            "reason": reason,
+            "duration": minutes * 60,
+            **seen,
+        }
+        if action == "shelve" and until is not None:
+            cmd["until"] = "clear"
+            if until == "clear-unbounded":  # at most shelving.max
+                del cmd["duration"]
+        inc = self.state.incidents.get(incident)
+        firing = inc is not None and inc.active
+        reply = next(o for o in self.feed(cmd) if isinstance(o, CommandReply))
+        if "until" in cmd and reply.accepted:
+            assert firing, "a one-shot shelve waits for firing alarms: refused when none fires"
+
+    @rule(pick=st.integers(0, 9), minutes=st.sampled_from([None, 5, 20]), dt=st.integers(0, 90))
+    def shelve_until_clear(self, pick: int, minutes: int | None, dt: int) -> None:
+        """An operator shelves a firing incident until its alarms clear (at most ``minutes``, or
+        shelving.max); the random commands above try it on any incident, in any state."""
+        self.now += dt
+        self.feed(None)  # (time passed: what is due by now happens first, as in the other rules)
+        firing = sorted(i.id for i in self.state.incidents.values() if i.active and not i.overlay)
+        if not firing:
+            return
+        self.commands += 1
+        bound = {} if minutes is None else {"duration": f"{minutes}m"}
         self.feed(
-            {
-                "id": f"c{self.commands}",
-                "incident": incident,
-                "action": action,
-                "actor": "ana",
-                "role": role,
-                "reason": reason,
-                "duration": minutes * 60,
-                **seen,
-            }
-        )
+            {"id": f"c{self.commands}", "incident": firing[pick % len(firing)], "action": "shelve",
+             "actor": "ana", "role": "operator", "reason": "crew on site", "until": "clear", **bound}
+        )  # fmt: skip
+
+    @rule(pick=st.integers(0, 9), dt=st.integers(0, 90))
+    def clear_an_incident(self, pick: int, dt: int) -> None:
+        """Every alarm of one open incident returns to normal (one after the other)."""
+        self.now += dt
+        self.feed(None)  # (time passed: what is due by now happens first, as in the other rules)
+        if not self.state.incidents:  # (it closed meanwhile)
+            return
+        inc = self.state.incidents[sorted(self.state.incidents)[pick % len(self.state.incidents)]]
+        for rule_, key, labels in ALARMS:
+            rec = inc.alarms.get(f"{rule_}\x1f{key}")
+            if rec is not None and rec.firing:
+                tr = transition(rule_, key, "resolved", self.now, severity=rec.severity, **labels)
+                self.sent.append(tr)
+                self.feed(tr)
 
     @rule(
         parish=st.sampled_from(["Ribeira", "Campanha", "Foz"]),
@@ -188,9 +240,38 @@ class IncidentMachine(RuleBasedStateMachine):
         self.now += dt
         self.feed(None)
 
+    @rule(old=st.booleans())
+    def restart(self, old: bool) -> None:
+        blob = self.mgr.snapshot(self.state)
+        if old and not any(i.shelve_until_clear for i in self.state.incidents.values()):
+            # a checkpoint written before one-shot shelving: no shelve_until_clear at all
+            d = orjson.loads(zlib.decompress(blob[len(snapshot.MAGIC) :]))
+            for inc in d["incidents"].values():
+                del inc["shelve_until_clear"]
+            blob = snapshot.MAGIC + zlib.compress(orjson.dumps(d))
+        self.state = self.mgr.restore(blob)
+
+    @precondition(lambda self: self.inputs)
     @rule()
-    def restart(self) -> None:
-        self.state = self.mgr.restore(self.mgr.snapshot(self.state))
+    def replay(self) -> None:
+        """A new manager fed every input again from the start (the commands log and the alarms,
+        each at the now it was taken) is the uninterrupted one: same state, same outputs."""
+        mgr = IncidentManager(CONFIG)
+        state, outputs = mgr.initial_state(), []
+        for event, now in self.inputs:
+            state, out = mgr.step(state, event, now)
+            outputs.extend(o.to_dict() for o in out)
+        assert outputs == self.outputs
+        assert mgr.snapshot(state) == self.mgr.snapshot(self.shadow)
+
+    @invariant()
+    def a_one_shot_shelve_lasts_only_while_an_alarm_fires(self) -> None:
+        if not hasattr(self, "mgr"):
+            return
+        for inc in self.state.incidents.values():
+            if inc.shelve_until_clear:
+                assert inc.overlay == "shelved" and inc.active and inc.shelved_until is not None
+                assert inc.shelved_until > (self.state.clock or 0)
 
     @invariant()
     def every_command_has_one_reply(self) -> None:
