@@ -110,7 +110,10 @@ class IncidentEvent(msgspec.Struct):
     shelved_until_clear: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)
+        d = msgspec.to_builtins(self)
+        if self.shelved_until_clear is None:  # as to_json writes it: the key only while it is set
+            del d["shelved_until_clear"]
+        return d
 
     def to_json(self) -> bytes:
         # orjson (its float format is the contract's) with each Struct as its fields: ~3x faster
