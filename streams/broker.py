@@ -19,6 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,31 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     os.setpgrp()  # own process group: a terminal's Ctrl-C reaches us, we stop it in order
 
 
-def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float = 20.0, alive: Callable[[], bool] | None = None
+) -> None:
+    """Until something answers on ``host:port``; TimeoutError after ``timeout``, or at once
+    when ``alive()`` says the process that was to answer has ended."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
+            if alive is not None and not alive():
+                raise TimeoutError(f"nothing answers on {host}:{port}: the process ended") from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing answers on {host}:{port} after {timeout:.0f}s") from None
             time.sleep(0.05)
+
+
+def how_ended(code: int) -> str:
+    """A process's return code in words: ``signal SIGKILL``, ``exit status 1``."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+        return f"signal {-code}"
+    return f"exit status {code}"
 
 
 @dataclass
@@ -72,6 +88,8 @@ class EmbeddedBroker:
     port: int = 0
     storage: str = "memory://tansu/"
     proc: subprocess.Popen | None = None
+    pid: int | None = None  # the last Tansu started (kept after ``stop``)
+    ended: str | None = None  # how it ended when it ended on its own (killed, crashed), not by ``stop``
     # Tansu's default cluster id is the same for every start; each embedded (memory-only) broker
     # holds a new history, so it gets its own id and checkpoints can tell the histories apart.
     cluster_id: str = field(default_factory=lambda: f"atalaia-{uuid.uuid4().hex[:12]}")
@@ -101,11 +119,14 @@ class EmbeddedBroker:
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent
         )
+        self.pid, self.ended = self.proc.pid, None
+        proc = self.proc
         try:
-            wait_for_port("127.0.0.1", self.port, timeout)
+            wait_for_port("127.0.0.1", self.port, timeout, alive=lambda: proc.poll() is None)
         except TimeoutError:
             err = self.stop()
-            raise RuntimeError(f"embedded broker did not start: {err}") from None
+            how = f" (it ended: {self.ended})" if self.ended else ""
+            raise RuntimeError(f"embedded broker did not start{how}: {err}") from None
         if self.proc.poll() is not None:
             raise RuntimeError(f"embedded broker exited: {self.stop()}")
         log.info("embedded broker (Tansu) on %s", self.bootstrap)
@@ -115,7 +136,9 @@ class EmbeddedBroker:
         if self.proc is None:
             return ""
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
+        if proc.poll() is not None:
+            self.ended = how_ended(proc.returncode)
+        else:
             proc.terminate()
             try:
                 proc.wait(5)

@@ -279,17 +279,31 @@ def _on_embedded_broker(
     re-anchored, the accepted events no stage had checkpointed put back from the ingest log; then
     ``run`` again with ``restarted`` (None on the first run) a JSON ``{"at", "why", "count"}``
     for the processes' ``/health`` and metrics (``streams.guard.broker_restarted``). A broker that
-    keeps dying is restarted after 2, 4 ... up to 60 s; Ctrl-C stops the wait."""
+    keeps dying is restarted after 2, 4 ... up to 60 s; Ctrl-C stops the wait. A new broker
+    that dies during its own start-up (before it answers, or while the ingest log is put back on
+    it) is one more death, not the end of ``atalaia up``; on the first start it is."""
+    from atalaia.streams.broker import EmbeddedBroker
     from atalaia.streams.connect import broker_death, owned_broker
     from atalaia.streams.processes import BROKER_LOST, RESTART_MAX_DELAY_S
 
     restarted, count, failures = None, 0, 0
     while True:
         started = time.monotonic()
-        with owned_broker(settings, fresh=fresh) as (bootstrap, broker):
-            watch = broker_death(broker) if broker is not None else None
-            status = run(bootstrap, watch, restarted)
-            why = watch() if watch is not None else None
+        embedded = EmbeddedBroker()
+        try:
+            with owned_broker(settings, fresh=fresh, broker=embedded) as (bootstrap, broker):
+                watch = broker_death(broker) if broker is not None else None
+                status = run(bootstrap, watch, restarted)
+                why = watch() if watch is not None else None
+        except Exception as e:
+            if not count or embedded.ended is None:
+                raise  # not a death: a configuration, a full disk (said by the exception)
+            why = (
+                f"the embedded broker (Tansu, pid {embedded.pid}, {embedded.bootstrap}) died during "
+                f"its start-up ({embedded.ended})"
+            )
+            log.error("%s: %s: %s", why, type(e).__name__, e, extra={"ratelimit": False})
+            status = BROKER_LOST
         if status != BROKER_LOST:
             return status
         count += 1

@@ -7,14 +7,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
-from atalaia.streams.broker import EmbeddedBroker
+from atalaia.streams.broker import EmbeddedBroker, how_ended
 from atalaia.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -184,7 +183,11 @@ def keep_or_reset(
     if fresh:
         reset_embedded_state(settings)
         if had:
-            log.warning("--fresh: removed the previous run's state in %s", settings.data_dir)
+            log.warning(
+                "--fresh: removed the previous run's state in %s",
+                settings.data_dir,
+                extra={"ratelimit": False},
+            )
         return
     if not had:
         return
@@ -196,6 +199,7 @@ def keep_or_reset(
         "later stages are sent again by the stages that hold them — `atalaia up --fresh` starts clean",
         settings.data_dir,
         kept,
+        extra={"ratelimit": False},  # once per broker (up's restarts of a dead one): never a flood
     )
 
 
@@ -214,17 +218,19 @@ def broker_death(broker: EmbeddedBroker) -> Callable[[], str | None]:
         proc = broker.proc
         if proc is None or proc.poll() is None:
             return None
-        code = proc.returncode
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-        return f"the embedded broker (Tansu, pid {proc.pid}, {broker.bootstrap}) died ({how})"
+        return f"the embedded broker (Tansu, pid {proc.pid}, {broker.bootstrap}) died ({how_ended(proc.returncode)})"
 
     return watch
 
 
 @contextlib.contextmanager
-def owned_broker(settings: Settings, *, fresh: bool = False) -> Iterator[tuple[str, EmbeddedBroker | None]]:
+def owned_broker(
+    settings: Settings, *, fresh: bool = False, broker: EmbeddedBroker | None = None
+) -> Iterator[tuple[str, EmbeddedBroker | None]]:
     """:func:`owned_bootstrap`, and the embedded broker when this process started it (None for
-    ATALAIA_KAFKA or a running ``atalaia up``'s), so that its death can be watched."""
+    ATALAIA_KAFKA or a running ``atalaia up``'s), so that its death can be watched. ``broker``:
+    the (not yet started) embedded broker to start, if one is needed, so that the caller can
+    tell a death during the start-up (``broker.ended``) from another failure."""
     if settings.kafka:
         yield settings.kafka, None
         return
@@ -239,7 +245,7 @@ def owned_broker(settings: Settings, *, fresh: bool = False) -> Iterator[tuple[s
     # The embedded broker keeps its topics in memory, so each run starts a new history. The
     # domain state in the data directory is kept (unless --fresh) and re-anchored to the new
     # topics' beginning; the checkpoints carry the new cluster id, so the stages trust them.
-    broker = EmbeddedBroker()
+    broker = broker if broker is not None else EmbeddedBroker()
     if settings.state_store == "kafka":
         log.warning(
             "ATALAIA_STATE_STORE=kafka with the embedded broker: stage state lives in its in-memory "

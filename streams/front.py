@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import struct
 import time
@@ -162,6 +163,15 @@ async def metrics_body(cache: SharedBytes, peers: list[str], name: str, headers:
     return await cache.get("local" if local else "merged", make)
 
 
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
+
+
+def _gist(problem: Any) -> Any:
+    """A problem with its times blanked: what two processes say of one condition differs only
+    there (the broker unreachable since their last answered checks, a second or two apart)."""
+    return _TIME.sub("…", problem) if isinstance(problem, str) else problem
+
+
 async def peer_health(
     peers: list[str], headers: Any, status: str, problems: list[Any], stages: dict[str, Any]
 ) -> tuple[str, list[Any], dict[str, Any]]:
@@ -198,8 +208,13 @@ async def peer_health(
                 status = max(status, "degraded", key=rank.__getitem__)
                 continue
             status = max(status, got.get("status", "failed"), key=lambda s: rank.get(s, 3))
-            # a condition every process sees (the broker unreachable, restarted) is said once
-            problems.extend(p for p in got.get("problems", []) if p not in problems)
+            # a condition every process sees (the broker unreachable, restarted) is said once,
+            # as the first process to report it says it
+            said = [_gist(p) for p in problems]
+            for p in got.get("problems", []):
+                if _gist(p) not in said:
+                    problems.append(p)
+                    said.append(_gist(p))
             for name, st in got.get("stages", {}).items():  # `worker --processes`: same names
                 mine = stages.get(name)
                 if mine is None:

@@ -236,19 +236,20 @@ class BrokerGuard(Service):
         BROKER_REACHABLE.set(0)
         first = "broker-unreachable" not in HEALTH.problems
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (now - self.answered)))
+        said = str(error)  # aiokafka's errors name their class already
+        said = said if said.startswith(type(error).__name__) else f"{type(error).__name__}: {said}"
         HEALTH.condition(
             "broker-unreachable",
             f"the broker at {self.bootstrap} has not answered since {since} "
-            f"({type(error).__name__}: {error}); no event is processed or sent until it does",
+            f"({said}); no event is processed or sent until it does",
             status="failed",
         )
         if first:
             log.error(
-                "the broker at %s has not answered for %.0f s (%s: %s): /health is failed until it does",
+                "the broker at %s has not answered for %.0f s (%s): /health is failed until it does",
                 self.bootstrap,
                 now - self.answered,
-                type(error).__name__,
-                error,
+                said,
                 extra={"ratelimit": False},
             )
 

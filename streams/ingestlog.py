@@ -575,6 +575,7 @@ def replay(
         sum(len(v) for v in records.values()) - events - commands,
         f", and {commands} command(s)" if commands else "",
         time.monotonic() - t0,
+        extra={"ratelimit": False},  # once per broker: a second death within the minute says it too
     )
     return where
 

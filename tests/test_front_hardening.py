@@ -190,3 +190,21 @@ async def test_the_lag_of_a_stage_in_several_processes_is_summed_and_its_wait_is
         async with TestServer(ops_app({}, health=web.json_response(theirs))) as ops:
             _, _, stages = await peer_health([url(ops)], auth, "ok", [], {"rules": mine})
         assert stages["rules"] == {"processed": 5, "partitions": [0, 1], "lag": lag, "behind_s": wait}
+
+
+async def test_a_condition_every_process_reports_is_said_once_though_its_times_differ() -> None:
+    """While the broker does not answer, each process says since when its own last check was
+    answered (a second or two apart): the merged /health said the same problem once per process."""
+    mine = (
+        "the broker at 127.0.0.1:9092 has not answered since 2026-12-07T20:55:31Z (KafkaConnectionError: "
+        "Unable to bootstrap); no event is processed or sent until it does"
+    )
+    theirs = mine.replace("20:55:31Z", "20:55:30Z")
+    other = "rules: partition 1 is 300 s behind since 2026-12-07T20:50:00Z"
+    report = web.json_response(
+        {"status": "failed", "problems": [theirs, other], "stages": {"incidents": {}}}, status=503
+    )
+    async with TestServer(ops_app({}, health=report)) as ops:
+        auth = CIMultiDict({"X-Auth-Token": TOKEN})
+        status, problems, _ = await peer_health([url(ops)], auth, "failed", [mine], {})
+        assert (status, problems) == ("failed", [mine, other]), problems

@@ -49,6 +49,7 @@ def test_unreachable_for_the_grace_is_failed_and_an_answer_clears_it(monkeypatch
         (said,) = [p for p in problems if "has not answered" in p]
         assert said.startswith("the broker at 127.0.0.1:9 has not answered since ")
         assert "KafkaConnectionError" in said and "no event is processed or sent until it does" in said
+        assert "KafkaConnectionError: KafkaConnectionError" not in said, said  # its class said once
         assert guard.BROKER_REACHABLE._value.get() == 0
         g.reached(refused)  # one ERROR line, not one per check
         assert len([r for r in caplog.records if "has not answered for" in r.getMessage()]) == 1
