@@ -9,6 +9,7 @@ process is left behind.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import functools
@@ -17,10 +18,12 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,13 @@ class EmbeddedBroker:
         )
         self.pid, self.ended = self.proc.pid, None
         proc = self.proc
+        # its stderr is read as it comes (never left to fill the pipe, which would stop Tansu at
+        # its next warning) and written to our log: a crash's last words are not lost
+        self._said: collections.deque[str] = collections.deque(maxlen=40)
+        self._reader = threading.Thread(
+            target=self._drain, args=(proc.stderr, self._said), name="tansu-stderr", daemon=True
+        )
+        self._reader.start()
         try:
             wait_for_port("127.0.0.1", self.port, timeout, alive=lambda: proc.poll() is None)
         except TimeoutError:
@@ -145,10 +155,18 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+        self._reader.join(5)  # (it ends at the pipe's end: the process has ended)
         if proc.stderr:
             proc.stderr.close()
-        return err
+        return "".join(self._said)[-2000:]
+
+    @staticmethod
+    def _drain(stream: Any, said: collections.deque[str]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace")
+            said.append(line)
+            if line.strip():
+                log.warning("embedded broker: %s", line.strip()[:500])
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
