@@ -92,6 +92,33 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+PG_OPTIONS = {
+    # a server that cannot be reached without a word (its host down, a route dropped: no RST)
+    # fails the connection in seconds instead of holding the projection's thread for the
+    # kernel's ~15 min of retransmissions; the URL's own values win
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms: data unacknowledged that long
+}
+
+
+def _pg_options(url: str) -> dict[str, Any]:
+    """``PG_OPTIONS`` the URL does not set itself (as ``?connect_timeout=...``)."""
+    return {k: v for k, v in PG_OPTIONS.items() if not re.search(rf"[?&]{k}=", url)}
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the projection's database cannot be used now (the server is down
+    or restarting, the connection was lost, the disk is full or read-only, the file is locked),
+    as opposed to a malformed event: the projection waits and tries again (``streams.sink``)."""
+    import psycopg
+
+    return (sqlite3.OperationalError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
 class Projection:
     def __init__(self, conn: Any, dialect: str, schema: str | None = None) -> None:
         if dialect not in _TOKENS:
@@ -113,7 +140,7 @@ class Projection:
         if text.startswith(("postgresql://", "postgres://")):
             import psycopg
 
-            proj = cls(psycopg.connect(text), "postgresql", schema)
+            proj = cls(psycopg.connect(text, **_pg_options(text)), "postgresql", schema)
         else:
             path = text.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
             if path != ":memory:":
