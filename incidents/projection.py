@@ -13,6 +13,7 @@ psycopg 3), optionally inside a schema. Numbered migrations live in ``incidents/
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -330,7 +331,14 @@ class Projection:
         self.conn.commit() if self.dialect == "postgresql" else self.conn.execute("COMMIT")
 
     def _rollback(self) -> None:
-        self.conn.rollback() if self.dialect == "postgresql" else self.conn.execute("ROLLBACK")
+        """Called while handling an error: its own failure (a lost connection, a transaction
+        SQLite already rolled back on a full disk) never hides that error."""
+        if self.dialect == "postgresql":
+            with contextlib.suppress(Exception):
+                self.conn.rollback()
+        elif self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
 
 _UPSERT_SILENCE = """

@@ -302,6 +302,7 @@ class BatchStage(Service):
         self._admin: Any = None  # an AIOKafkaAdminClient once the cluster id was asked
         self._heap_settled = False
         self.times = PhaseTimes.from_env(name)
+        self._unsaved_since: float | None = None  # checkpoints failing (a full disk) since
 
     # -- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -679,7 +680,21 @@ class BatchStage(Service):
         except CheckpointUnavailable as e:  # the state is kept; nothing is committed
             log.warning("%s: checkpoint not written, offsets not committed (retried): %s", self.name, e)
             self.dirty.update(tp.partition for tp in commits if tp.partition in self.cores)
+            if self._unsaved_since is None:
+                self._unsaved_since = time.time()
+            self.health.condition(
+                f"checkpoint:{self.name}",
+                f"stage {self.name}: checkpoints not written since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self._unsaved_since))} ({e}); "
+                "it goes on, and a restart now would redo the work since its last checkpoint",
+            )
             return
+        if saves and self._unsaved_since is not None:
+            log.warning(
+                "%s: checkpoints written again after %.0f s", self.name, time.time() - self._unsaved_since
+            )
+            self._unsaved_since = None
+            self.health.condition(f"checkpoint:{self.name}", None)
         if commits:
             try:
                 await self.consumer.commit(commits)
