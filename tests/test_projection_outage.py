@@ -22,6 +22,7 @@ import pytest
 
 from atalaia.incidents.projection import Projection
 from atalaia.incidents.scenarios import porto_storm
+from tests.test_console_board import chromium  # noqa: F401  (a fixture)
 from tests.test_incidents_live import CONFIG, incidents_on_topic, produce, wait_for
 from tests.test_incidents_projection import PG_URL, _pg_available
 
@@ -173,6 +174,56 @@ def test_projection_database_down_and_back_loses_nothing_and_stops_nothing(
         assert "stage failed" not in log and "Traceback" not in log
         assert w.stop() == 0
     finally:
+        proxy.down()
+        with psycopg.connect(PG_URL, autocommit=True) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_the_board_says_the_incident_database_is_down_and_loads_the_list_when_it_is_back(
+    broker,
+    topic_prefix,
+    make_worker,
+    tmp_path,
+    chromium,  # noqa: F811
+):
+    """In a browser: with the projection database down the board's list answers 503. The board
+    said "Connection lost — retrying" over a live stream and never asked for the list again (it
+    stayed so until the page was reloaded). It now says that only live changes are shown because
+    the incident database is unavailable, keeps showing them, and loads the list by itself once
+    the database is back."""
+    from datetime import UTC, datetime
+
+    from tests.test_console_board import Publisher, alarm
+
+    why = _pg_available()
+    if why:
+        pytest.skip(why)
+    import psycopg
+
+    target = httpx.URL(PG_URL.replace("postgresql://", "http://"))
+    proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+    schema = f"atalaia_board_{uuid.uuid4().hex[:10]}"
+    env = {
+        "ATALAIA_DATABASE_URL": PG_URL.replace(
+            f"{target.host}:{target.port or 5432}", f"127.0.0.1:{proxy.port}"
+        ),
+        "ATALAIA_DATABASE_SCHEMA": schema,
+    }
+    publish = Publisher(broker, f"{topic_prefix}.alarms")
+    try:
+        w = make_worker("--stages", "incidents,projection", extra_env=env).start(("incidents", "projection"))
+        page = chromium.new_context(locale="en-GB").new_page()
+        page.goto(w.url + "/")
+        page.wait_for_selector("#status.db", timeout=20000)
+        assert "database is unavailable" in page.inner_text("#conn")
+        publish(alarm("db-down", datetime.now(UTC).replace(microsecond=0), "critical", parish="Paranhos"))
+        page.wait_for_function("incidents.size === 1", timeout=15000)  # live changes go on
+        proxy.up()
+        page.wait_for_selector("#status.live", timeout=20000)
+        page.wait_for_function("loaded === true", timeout=5000)
+        page.locator("tr[data-incident]", has_text="Paranhos").wait_for(timeout=5000)
+    finally:
+        publish.close()
         proxy.down()
         with psycopg.connect(PG_URL, autocommit=True) as c:
             c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
