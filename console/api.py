@@ -45,7 +45,9 @@ from atalaia.console.bodies import read_object
 from atalaia.console.idempotency import Requests, keyed, reused
 from atalaia.console.problem import PROBLEM, client_address, client_group, problem, proxy_networks
 from atalaia.streams.clock import format_time, utc
+from atalaia.streams.sink import SinkUnavailable
 
+PROJECTION_READ_S = 15.0  # a console read of the projection database answers 503 after this long
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {  # served under /console/<name>
     "console.js": "text/javascript",
@@ -140,7 +142,12 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             sink = state.setdefault("proj", opened)
             if sink is not opened:  # another request opened it meanwhile
                 await asyncio.to_thread(opened.close, Projection.close)
-        return await sink.run(read)
+        try:  # a database that does not answer (frozen, unreachable): 503, not a page that hangs
+            return await asyncio.wait_for(sink.run(read), PROJECTION_READ_S)
+        except TimeoutError:
+            raise SinkUnavailable(
+                f"{sink.what} did not answer within {PROJECTION_READ_S:.0f} s", sink.what
+            ) from None
 
     def catalog() -> dict[str, Any]:
         """The rules' units, descriptions and runbooks, following the rule files (hot reload)."""

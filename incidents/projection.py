@@ -13,6 +13,7 @@ psycopg 3), optionally inside a schema. Numbered migrations live in ``incidents/
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -93,6 +94,33 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+PG_OPTIONS = {
+    # a server that cannot be reached without a word (its host down, a route dropped: no RST)
+    # fails the connection in seconds instead of holding the projection's thread for the
+    # kernel's ~15 min of retransmissions; the URL's own values win
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms: data unacknowledged that long
+}
+
+
+def _pg_options(url: str) -> dict[str, Any]:
+    """``PG_OPTIONS`` the URL does not set itself (as ``?connect_timeout=...``)."""
+    return {k: v for k, v in PG_OPTIONS.items() if not re.search(rf"[?&]{k}=", url)}
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the projection's database cannot be used now (the server is down
+    or restarting, the connection was lost, the disk is full or read-only, the file is locked),
+    as opposed to a malformed event: the projection waits and tries again (``streams.sink``)."""
+    import psycopg
+
+    return (sqlite3.OperationalError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
 class Projection:
     def __init__(self, conn: Any, dialect: str, schema: str | None = None) -> None:
         if dialect not in _TOKENS:
@@ -114,7 +142,7 @@ class Projection:
         if text.startswith(("postgresql://", "postgres://")):
             import psycopg
 
-            proj = cls(psycopg.connect(text), "postgresql", schema)
+            proj = cls(psycopg.connect(text, **_pg_options(text)), "postgresql", schema)
         else:
             path = text.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
             if path != ":memory:":
@@ -304,7 +332,14 @@ class Projection:
         self.conn.commit() if self.dialect == "postgresql" else self.conn.execute("COMMIT")
 
     def _rollback(self) -> None:
-        self.conn.rollback() if self.dialect == "postgresql" else self.conn.execute("ROLLBACK")
+        """Called while handling an error: its own failure (a lost connection, a transaction
+        SQLite already rolled back on a full disk) never hides that error."""
+        if self.dialect == "postgresql":
+            with contextlib.suppress(Exception):
+                self.conn.rollback()
+        elif self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
 
 _UPSERT_SILENCE = """

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from atalaia.incidents.commands import decode_command
 from atalaia.incidents.events import decode_incident_record, rejected_reply
-from atalaia.incidents.projection import Projection
+from atalaia.incidents.projection import Projection, unavailable_errors
 from atalaia.rules.alarm import decode_alarm
 from atalaia.streams.records import decode, dlq, topic_name
 from atalaia.streams.sink import Sink, SinkCore
@@ -105,6 +105,15 @@ class ProjectionCore(SinkCore):
 
 
 def projection_sink(settings: Settings) -> Sink[Projection]:
-    """The configured projection database, opened (and migrated) in its own thread."""
+    """The configured projection database, opened (and migrated) in its own thread. A database
+    that cannot be reached (PostgreSQL stopped, a full or read-only disk) is opened again at the
+    next use: the process starts and runs without it, the projection stage waits for it
+    (``streams.stage``) and the console answers 503 meanwhile."""
     url, schema = settings.projection_url(), settings.database_schema
-    return Sink(lambda: Projection.connect(url, schema=schema), "projection")
+    return Sink(
+        lambda: Projection.connect(url, schema=schema),
+        "projection",
+        unavailable=unavailable_errors(),
+        close=Projection.close,
+        what="the projection database (the console's incident list)",
+    )

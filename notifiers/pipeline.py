@@ -366,9 +366,12 @@ class TargetLane:
             if ctx.on_result is not None:
                 ctx.on_result(n, result, attempt, latency_ms)
             self._settled(d)
-        except Exception:
+        except Exception as e:  # Atalaia's own I/O (the delivery log, an email's commit marker:
+            # a full or read-only data directory) failed around the send: retried; said as the
+            # reason, not "?", where the target's state is shown (/health, notify log)
             self.in_flight.discard(nid)
             log.exception("delivery of %s to %s", nid, self.target)
+            self.last_error = f"in Atalaia, not at the target: {type(e).__name__}: {e}"
             if nid in self.sched.items and self.sched.items[nid].in_flight:
                 self._settled(self.sched.record(nid, "retryable", ctx.clock()))
         finally:

@@ -6,12 +6,13 @@ loop: delivery runs in the notifier's lanes.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from atalaia.incidents.events import decode_incident_record
 from atalaia.streams.clock import utc
 from atalaia.streams.records import decode, dlq
-from atalaia.streams.sink import SinkCore
+from atalaia.streams.sink import SinkCore, SinkUnavailable
 from atalaia.streams.stage import Out
 
 if TYPE_CHECKING:
@@ -169,5 +170,11 @@ class DeliveryCore(SinkCore):
 
         notes, _, outs = decode(records, decode_notification)
         if notes:
-            await self.notifier.submit(notes)
+            try:
+                await self.notifier.submit(notes)
+            except sqlite3.OperationalError as e:  # a full or read-only disk: nothing was recorded
+                # (one transaction), nothing sent; the stage holds these and tries again
+                raise SinkUnavailable(
+                    f"the delivery log cannot be written: {type(e).__name__}: {e}", "the delivery log"
+                ) from e
         return outs

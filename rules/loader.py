@@ -210,6 +210,8 @@ def _files(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]]:
             files += found
         elif p.is_file():
             files.append(p)
+        elif p.exists():  # a FIFO, a device (a link to /dev/zero), a socket: never read
+            errors.append(RuleError(str(p), 1, 1, "not a regular file (a FIFO, device or socket); not read"))
         else:
             errors.append(RuleError(str(p), 1, 1, "no such file or directory"))
     return files, errors

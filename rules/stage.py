@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     Load = Callable[[list[Path], YamlLimits], RuleSet]
 
 log = logging.getLogger(__name__)
+# a reload is one per edit (never a retry loop): its refusal is always written, also the same
+# refusal again within the log filter's interval (an edit fixed and broken again the same way was
+# silent: the last line read "rules reloaded" while the latest edit was refused)
+ONCE_PER_EDIT = {"ratelimit": False}
 
 
 def _frame(*parts: bytes) -> bytes:
@@ -176,17 +180,22 @@ class RuleFiles:
                 raise loaded
             ruleset, templates = loaded
         except RuleFileError as e:
-            log.error("rule files changed but do not load; keeping the running rules:\n%s", e)
+            log.error(
+                "rule files changed but do not load; keeping the running rules:\n%s", e, extra=ONCE_PER_EDIT
+            )
             return False
         except (IsolatedLoadError, MemoryError) as e:  # timed out or died: blame the edited files
             what = str(e) or type(e).__name__
             log.error(
                 "rule files changed but do not load; keeping the running rules:\n%s",
                 "\n".join(f"{f}:1:1: loading refused: {what}" for f in edited),
+                extra=ONCE_PER_EDIT,
             )
             return False
         except Exception as e:  # whatever else: never lose the running rules
-            log.error("rule files changed but do not load; keeping the running rules:\n%r", e)
+            log.error(
+                "rule files changed but do not load; keeping the running rules:\n%r", e, extra=ONCE_PER_EDIT
+            )
             return False
         before = len(self.ruleset.rules)
         what = reload_changes(self.ruleset, ruleset)

@@ -70,8 +70,9 @@ def _state(state: Any) -> bytes:
 
 
 class CheckpointUnavailable(RuntimeError):
-    """The store cannot take a checkpoint now (the broker is unreachable or lost the topic): the
-    stage keeps its state, commits nothing and tries again at the next checkpoint."""
+    """The store cannot take a checkpoint now (the broker is unreachable or lost the topic, the
+    data directory is full or read-only): the stage keeps its state, commits nothing and tries
+    again at the next checkpoint."""
 
 
 def state_topic(prefix: str, stage: str) -> str:
@@ -89,12 +90,17 @@ def atomic_write(path: Path, data: bytes) -> None:
     holds operators' names and comments, warning drafts, the commands put back after a crash."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.fchmod(fd, 0o600)  # (a temporary file left by a kill keeps its old mode otherwise)
-    with open(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o600)  # (a temporary file left by a kill keeps its old mode otherwise)
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: the part written is given back, the old file stays
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_offsets(path: Path) -> dict[str, Any] | None:
@@ -150,7 +156,12 @@ class Checkpoints:
         return {p: c for p, c in found.items() if c is not None}
 
     async def save_many(self, saves: list[Save]) -> None:
-        await asyncio.to_thread(lambda: [self.save(p, o, _state(c)) for p, o, c in saves])
+        """Raises :class:`CheckpointUnavailable` when the files cannot be written (a full or
+        read-only disk, permissions): the stage keeps its state and tries again later."""
+        try:
+            await asyncio.to_thread(lambda: [self.save(p, o, _state(c)) for p, o, c in saves])
+        except OSError as e:
+            raise CheckpointUnavailable(f"checkpoint files in {self.dir} cannot be written: {e}") from e
 
 
 # -- the state topic's records (pure: tested without a broker) ---------------------------------

@@ -207,11 +207,14 @@ def problem_defaults() -> Any:
     Any other exception a handler raises (a fault of the server's) answers 500 problem+json
     without a word of the traceback, and is logged as one ERROR line naming the request, the
     exception and where it was raised (aiohttp answered ``text/plain`` and logged a traceback per
-    request). An answer already under way is left to aiohttp, which closes the connection."""
+    request). An answer already under way is left to aiohttp, which closes the connection. A
+    database server that cannot be reached (``SinkUnavailable``: the projection's PostgreSQL
+    stopped) answers 503 problem+json with ``Retry-After``, one WARNING line, no ERROR."""
     from aiohttp import web
     from multidict import CIMultiDict
 
     from atalaia.console.problem import PROBLEM, problem
+    from atalaia.streams.sink import SinkUnavailable
 
     def details(exc: web.HTTPException, request: Any) -> str:
         if exc.text and exc.text != f"{exc.status}: {exc.reason}":
@@ -240,6 +243,11 @@ def problem_defaults() -> Any:
             writer, transport = request.writer, request.transport
             if (writer is not None and writer.output_size > 0) or transport is None or transport.is_closing():
                 raise  # part of an answer went out already, or the client is gone: nothing to say
+            if isinstance(exc, SinkUnavailable):  # a database server down: not a fault of ours
+                log.warning("%s %s: %s", request.method[:20], request.path[:200], str(exc)[:300])
+                detail = f"{exc.what} is unavailable now; try again shortly (/health says why)"
+                body = problem(503, "Service Unavailable", detail)
+                return web.json_response(body, status=503, content_type=PROBLEM, headers={"Retry-After": "5"})
             where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             log.error(
                 "%s %s failed: %s: %r%s",

@@ -244,7 +244,11 @@ class IngestLog:
             or self.size + len(data) > SEGMENT_BYTES
             or time.monotonic() - self.opened >= ROLL_S  # (closed segments can be trimmed)
         ):
-            self.roll()
+            try:
+                self.roll()
+            except OSError as err:  # a read-only data directory: the segment stays ``.open``
+                # (read back like a closed one), the next record tries a new one
+                raise IngestLogError(err.errno, f"the ingest log cannot close {self.path}: {err}") from err
             self._open()
         try:
             view = memoryview(data)

@@ -65,8 +65,11 @@ from atalaia.streams.kafka_config import (
     state_store,
 )
 from atalaia.streams.partition import pick
+from atalaia.streams.sink import SinkUnavailable
 
 __all__ = ["CLUSTER_KEY", "BatchStage", "Checkpoints", "Core", "CoreFactory", "Out"]
+
+SINK_SLOW_S = 10.0  # a sink's database call this slow is named in /health while it goes on
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +302,7 @@ class BatchStage(Service):
         self._admin: Any = None  # an AIOKafkaAdminClient once the cluster id was asked
         self._heap_settled = False
         self.times = PhaseTimes.from_env(name)
+        self._unsaved_since: float | None = None  # checkpoints failing (a full disk) since
 
     # -- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -676,7 +680,21 @@ class BatchStage(Service):
         except CheckpointUnavailable as e:  # the state is kept; nothing is committed
             log.warning("%s: checkpoint not written, offsets not committed (retried): %s", self.name, e)
             self.dirty.update(tp.partition for tp in commits if tp.partition in self.cores)
+            if self._unsaved_since is None:
+                self._unsaved_since = time.time()
+            self.health.condition(
+                f"checkpoint:{self.name}",
+                f"stage {self.name}: checkpoints not written since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self._unsaved_since))} ({e}); "
+                "it goes on, and a restart now would redo the work since its last checkpoint",
+            )
             return
+        if saves and self._unsaved_since is not None:
+            log.warning(
+                "%s: checkpoints written again after %.0f s", self.name, time.time() - self._unsaved_since
+            )
+            self._unsaved_since = None
+            self.health.condition(f"checkpoint:{self.name}", None)
         if commits:
             try:
                 await self.consumer.commit(commits)
@@ -760,7 +778,12 @@ class BatchStage(Service):
             if not records:
                 continue
             aprocess = getattr(core, "aprocess", None)
-            produced = await aprocess(records, now) if aprocess else core.process(records, now)
+            if aprocess:
+                produced = await self._sink_apply(aprocess, records, now, tp)
+                if produced is None:  # stopping while its database is down: these stay unapplied
+                    return
+            else:
+                produced = core.process(records, now)
             outs.extend(produced)
             slices.append((records, produced))
             advanced[tp] = records[-1].offset + 1
@@ -785,6 +808,77 @@ class BatchStage(Service):
             if label and label != self.name:
                 STAGE_RECORDS.labels(label).inc(k)
         STAGE_BATCH.labels(self.name).observe(time.perf_counter() - t0)
+
+    async def _sink_apply(
+        self, aprocess: Callable[..., Any], records: list[Any], now: float, tp: TopicPartition
+    ) -> list[Out] | None:
+        """``aprocess(records, now)`` of a sink core, tried again while its database cannot be
+        reached (``SinkUnavailable``: a PostgreSQL restart, a full disk): the records are held,
+        not skipped, and applied once it is back; ``/health`` names the outage meanwhile and the
+        process's other stages go on. None if the worker stops first (nothing was applied: a
+        sink core has no state but its database, so the checkpoint keeps the records unread)."""
+        delay, since = 0.5, None
+        while True:
+            try:
+                produced = await self._sink_call(aprocess, records, now, tp)
+                if produced is None:
+                    return None
+            except SinkUnavailable as e:
+                if since is None:
+                    since = time.time()
+                    log.error(
+                        "%s: %s; its records wait on %s and are applied once it is back",
+                        self.name,
+                        e,
+                        tp.topic,
+                    )
+                self.health.condition(
+                    f"sink:{self.name}",
+                    f"stage {self.name}: {e} (since "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}); its records wait on "
+                    f"{tp.topic} and are applied once it is back",
+                )
+                await self.sleep(delay)
+                if self.should_stop:
+                    return None
+                delay = min(delay * 2, 5.0)
+                continue
+            if since is not None:
+                log.warning(
+                    "%s: its database is back after %.0f s: applying what waited",
+                    self.name,
+                    time.time() - since,
+                )
+            self.health.condition(f"sink:{self.name}", None)
+            return produced
+
+    async def _sink_call(
+        self, aprocess: Callable[..., Any], records: list[Any], now: float, tp: TopicPartition
+    ) -> list[Out] | None:
+        """One ``aprocess`` call, watched: a database that does not answer within ``SINK_SLOW_S``
+        (a server frozen, or unreachable without a word until the connection's own timeouts end
+        it) is named in ``/health`` while the call goes on; None if the worker stops first (the
+        call is left to its thread: a sink core's writes are idempotent)."""
+        call = asyncio.ensure_future(aprocess(records, now))
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        t0 = time.time()
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {call, stopped}, timeout=SINK_SLOW_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if call in done:
+                    return call.result()
+                if stopped in done:
+                    call.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+                    return None
+                self.health.condition(
+                    f"sink:{self.name}",
+                    f"stage {self.name}: its database has not answered for {time.time() - t0:.0f} s (since "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t0))}); its records wait on {tp.topic}",
+                )
+        finally:
+            stopped.cancel()
 
     async def _produce(
         self, outs: list[Out], slices: list[tuple[list[Any], list[Out]]] | None = None

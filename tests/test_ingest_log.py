@@ -63,6 +63,28 @@ def test_a_failed_write_leaves_no_half_record(tmp_path: Path, monkeypatch: pytes
     assert [e.offset for seg in ingestlog.segments(w.life) for e in read_segment(seg)] == [0, 2]
 
 
+def test_a_segment_that_cannot_be_closed_is_refused_as_not_kept(tmp_path: Path, monkeypatch) -> None:
+    """A read-only data directory: closing the segment (its rename to ``.log``) fails. The
+    event is refused as not kept (``IngestLogError``: the endpoint answers 503 and the sender
+    sends it again), not a 500; what was kept before stays readable, and writing goes on in a
+    new segment once the directory is writable again."""
+    w = IngestLog(ingestlog.new_life(tmp_path, "c1"), tmp_path / "state", [TOPIC])
+    w.append(entry(0, 0))
+    real = os.replace
+
+    def read_only(src, dst, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(src))
+
+    monkeypatch.setattr(ingestlog, "ROLL_S", 0.0)  # every append rolls the segment
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(IngestLogError, match="cannot close"):
+        w.append(entry(0, 1))
+    monkeypatch.setattr(os, "replace", real)
+    w.append(entry(0, 2))
+    w.close()
+    assert sorted(e.offset for seg in ingestlog.segments(w.life) for e in read_segment(seg)) == [0, 2]
+
+
 def test_trim_deletes_only_segments_every_reader_checkpointed_past(tmp_path: Path) -> None:
     state = tmp_path / "state"
     w = IngestLog(ingestlog.new_life(tmp_path, "c1"), state, [TOPIC])

@@ -79,3 +79,45 @@ policies:
         await notifier.aclose()
         await sink.stop()
         HEALTH.problems.pop(f"target-open:{TARGET}", None)
+
+
+async def test_a_local_failure_around_the_send_is_named_not_a_question_mark(tmp_path, monkeypatch) -> None:
+    """The data directory turns read-only: an email's commit marker cannot be cleared before its
+    send, so nothing is sent and every attempt fails in Atalaia. /health said the target was
+    unavailable with the reason "?"; it now names the local error."""
+    from atalaia.notifiers import commit
+    from atalaia.notifiers.testing import SmtpSink
+
+    smtp = SmtpSink().start()
+    target = "mail-readonly-disk"
+    cfg = load_config_text(
+        f"""
+timezone: Europe/Lisbon
+retry: {{first_backoff: 0.05, max_backoff: 0.2, open_after: 3}}
+targets:
+  {target}: {{channel: email, url: "{smtp.mailto("ana@cm-porto.pt")}"}}
+routes: [{{policy: p}}]
+policies:
+  p: {{steps: [{{targets: [{target}], wait: 10m}}]}}
+""",
+        "health.yaml",
+    )
+
+    def read_only(self, nid: str) -> None:
+        raise OSError(30, "Read-only file system", f"{self.dir}/{nid}")
+
+    monkeypatch.setattr(commit.CommitMarks, "clear", read_only)
+    log = SQLiteDeliveryLog(tmp_path / "d.sqlite")
+    notifier = Notifier(cfg, log)
+    try:
+        await notifier.start()
+        await notifier.submit(notes_for(cfg, "inc-ro", "2026-03-01T10:00:00Z"))
+        assert await until(lambda: {h.target: h.state for h in log.targets()}.get(target) == "open", 15)
+        body, _ = health_report({})
+        (reason,) = [p for p in body["problems"] if f"notification target {target}" in p]
+        assert "Read-only file system" in reason and "?)" not in reason, reason
+        assert not smtp.messages, "nothing is sent while its commit marker cannot be handled"
+    finally:
+        await notifier.aclose()
+        smtp.stop()
+        HEALTH.problems.pop(f"target-open:{target}", None)

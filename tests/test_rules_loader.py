@@ -303,3 +303,27 @@ def test_a_hidden_file_named_on_its_own_is_read(tmp_path: Path) -> None:
     """Only a directory's scan skips hidden names: a file named explicitly is what was asked for."""
     (tmp_path / ".city.yaml").write_text(GOOD)
     assert [r.rule.id for r in load_rules([tmp_path / ".city.yaml"]).rules] == ["river-level-high"]
+
+
+def test_a_fifo_or_a_link_to_a_device_named_as_a_rule_file_is_said_so_not_missing(tmp_path) -> None:
+    """A rule path that is a FIFO or a link to /dev/zero was refused as "no such file or
+    directory", sending its author to look for a file that is there. It is refused, unread, as
+    not a regular file; a dangling link is still missing."""
+    import os
+
+    import pytest
+
+    from atalaia.rules.errors import RuleFileError
+    from atalaia.rules.loader import load_rules
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    (tmp_path / "dangling.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    for name, says in (
+        ("fifo.yaml", "not a regular file"),
+        ("zero.yaml", "not a regular file"),
+        ("dangling.yaml", "no such file or directory"),
+    ):
+        with pytest.raises(RuleFileError) as e:
+            load_rules([tmp_path / name])
+        assert f"{name}:1:1: {says}" in str(e.value), str(e.value)

@@ -209,3 +209,44 @@ def test_a_reload_says_which_rules_it_added_removed_and_changed(tmp_path: Path, 
     assert line == (
         "rules reloaded: 2 rule(s); added: new (a.yaml); removed: gone (b.yaml); changed: lvl (a.yaml)"
     ), line
+
+
+def test_the_same_refusal_after_a_good_reload_is_written_again_under_the_log_rate_limit(
+    tmp_path: Path,
+) -> None:
+    """The workers rate-limit their log (one line per kind per minute, ``streams.logfilter``). An
+    engineer whose edit was refused, who fixed it ("rules reloaded") and broke it again the same
+    way within the minute saw nothing more: the log's last word was "rules reloaded" while the
+    latest edit was refused. Each refused edit is written."""
+    import logging
+
+    from atalaia.streams.logfilter import RateLimit
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep(level=logging.INFO)
+    handler.addFilter(RateLimit(interval=60))
+    logger = logging.getLogger("atalaia.rules.stage")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        (tmp_path / "a.yaml").write_text(RULES)
+        files = RuleFiles([tmp_path], load=load_rules)
+        for content, loads in ((RULES + "  - oops\n", False), (RULES, True), (RULES + "  - oops\n", False)):
+            time.sleep(0.02)  # a new mtime
+            (tmp_path / "a.yaml").write_text(content)
+            assert _reloaded(files) is loads
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    said = [m.split(":")[0] for m in seen]
+    assert said == [
+        "rule files changed but do not load; keeping the running rules",
+        "rules reloaded",
+        "rule files changed but do not load; keeping the running rules",
+    ], seen
