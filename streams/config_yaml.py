@@ -263,14 +263,12 @@ class _SafeConstructor(RoundTripConstructor):
         except (YAMLError, YamlError):
             raise
         except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
-            mark = node.start_mark
-            raise YamlError(
-                self.loader._atalaia_file,
-                mark.line + 1,
-                mark.column + 1,
-                f"cannot read this value: {exc}",
-                "syntax",
-            ) from None
+            raise self._error_at(node, f"cannot read this value: {exc}") from None
+
+    def _error_at(self, node: Any, message: str) -> YamlError:
+        """A syntax error at ``node``'s start in the file being read."""
+        mark = node.start_mark
+        return YamlError(self.loader._atalaia_file, mark.line + 1, mark.column + 1, message, "syntax")
 
     def construct_tagged_str(self, node: Any) -> Any:
         """A scalar with an explicit core tag it is read as text under (``!!str 0289``, the YAML
@@ -286,13 +284,8 @@ class _SafeConstructor(RoundTripConstructor):
         got TaggedScalar(value='bar', style=None, tag=Tag('!foo'))"."""
         tag = node.ctag
         written = f"{tag.handle}{tag.suffix}" if tag.handle else str(tag)
-        mark = node.start_mark
-        raise YamlError(
-            self.loader._atalaia_file,
-            mark.line + 1,
-            mark.column + 1,
-            f"unknown YAML tag {written}: no tags are read here; write the value without it",
-            "syntax",
+        raise self._error_at(
+            node, f"unknown YAML tag {written}: no tags are read here; write the value without it"
         )
 
 

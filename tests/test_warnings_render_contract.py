@@ -6,7 +6,6 @@ the shared OASIS XSD and ../shared/fixtures/cap/validate_cap.py accept, or refus
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import math
@@ -26,6 +25,7 @@ from atalaia.warnings.cap import render
 from atalaia.warnings.catalogue import Catalogue
 from atalaia.warnings.cli import warnings as warnings_cli
 from atalaia.warnings.loader import field_errors
+from tests.test_warnings_cap import shared_checks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -47,23 +47,13 @@ area:
 
 
 def shared_problems(xml: bytes) -> list[str]:
-    """What the shared XSD and validate_cap.py say of a document ([] when both accept it)."""
-    script = SHARED / "cap" / "validate_cap.py"
-    if not script.exists():
-        pytest.skip("../shared/fixtures/cap is absent")
-    spec = importlib.util.spec_from_file_location("shared_validate_cap", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    doc = etree.parse(io.BytesIO(xml))
-    schema = etree.XMLSchema(etree.parse(str(SHARED / "cap" / "CAP-v1.2.xsd")))
-    out = [] if schema.validate(doc) else [str(schema.error_log)]
-    out += mod.extra_checks(doc)
-    out += [
+    """What the shared XSD and validate_cap.py say of a document ([] when both accept it), and
+    the CAP time format of each of its times."""
+    return shared_checks(xml) + [
         t.decode()
         for t in re.findall(rb"<(?:sent|onset|expires|effective)>([^<]+)<", xml)
         if not CAP_TIME.fullmatch(t)
     ]
-    return out
 
 
 def render_file(tmp_path: Path, text: str | bytes, *args: str) -> tuple[int, bytes, str]:
