@@ -114,10 +114,14 @@ def watching() -> Iterator[tuple[ScriptedBroker, Stage, Callable[[], None]]]:
             return guard_mod.BrokerGuard("127.0.0.1:1", settings_, {"s": stage})
 
         g = loop.run_until_complete(make())
+        before = dict(guard_mod.HEALTH.problems)
         try:
             yield broker, stage, lambda: loop.run_until_complete(g.check(broker))
         finally:
             loop.close()
+            # the resets it told this process's /health: not left for the tests that run after
+            guard_mod.HEALTH.problems.clear()
+            guard_mod.HEALTH.problems.update(before)
 
 
 @pytest.fixture
