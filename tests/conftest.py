@@ -37,6 +37,21 @@ SHARED = ROOT.parent / "shared"
 ATALAIA = str(Path(sys.executable).parent / "atalaia")
 
 
+@pytest.fixture(autouse=True)
+def _health_as_found() -> Iterator[None]:
+    """This process's ``/health`` conditions (``streams.guard.HEALTH``, a process-wide object) are
+    put back after each test as it found them: a test that drives a guard, a stage or delivery in
+    this process leaves its resets and outages behind, and a later test in the same xdist worker
+    (the order changes as files are added) read ``degraded``."""
+    guard = sys.modules.get("atalaia.streams.guard")
+    before = dict(guard.HEALTH.problems) if guard is not None else {}
+    yield
+    guard = sys.modules.get("atalaia.streams.guard")
+    if guard is not None:
+        guard.HEALTH.problems.clear()
+        guard.HEALTH.problems.update(before)
+
+
 def shared_path(*parts: str) -> Path:
     p = SHARED.joinpath(*parts)
     if not p.exists():
