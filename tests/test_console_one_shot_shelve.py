@@ -117,6 +117,13 @@ def test_the_incident_page_shelves_until_it_clears(make_worker, publish, chromiu
     inc = wait(lambda: incident_of(w.url, "Campanhã"), timeout=30, what="the incident in the projection")
 
     page = chromium.new_context(locale="pt-PT", timezone_id="UTC").new_page()
+    # while its alarm fires, the board's shelve dialog offers "until it clears"
+    page.goto(w.url + "/")
+    button = page.locator(f'tr[data-incident="{inc["id"]}"] button[data-action=shelve]')
+    button.wait_for(timeout=15000)
+    button.click()
+    page.wait_for_selector("#dlg[open]")
+    assert not page.eval_on_selector("#dlg-duration option[value=clear]", "o => o.disabled"), "it fires"
     page.goto(f"{w.url}/incidents/{inc['id']}")
     page.wait_for_selector("#incident:not([hidden])")
     page.select_option("#action", "shelve")
@@ -159,3 +166,12 @@ def test_the_incident_page_shelves_until_it_clears(make_worker, publish, chromiu
     page.select_option("#action", "shelve")
     assert page.eval_on_selector("#duration option[value=clear]", "o => o.disabled")
     page.screenshot(path=str(SHOTS / "incident-unshelved-cleared.png"), full_page=True)
+    # nor in the board's shelve dialog (it offered it, and the console answered 422)
+    board = page.context.new_page()
+    board.goto(w.url + "/")
+    button = board.locator(f'tr[data-incident="{inc["id"]}"] button[data-action=shelve]')
+    button.wait_for(timeout=15000)
+    button.click()
+    board.wait_for_selector("#dlg[open]")
+    assert board.eval_on_selector("#dlg-duration option[value=clear]", "o => o.disabled")
+    assert board.eval_on_selector("#dlg-duration", "s => s.value") != "clear"
