@@ -198,6 +198,43 @@ def test_wrong_partition_counts_are_refused(broker: str, tmp_path: Path) -> None
     assert "does not run on them" in r.stderr
 
 
+async def produce_alarms(broker: str, topic: str, keys: list[str], now: datetime) -> None:
+    """An alarm for each of ``keys`` (its parish the key), in one request: the log gets them at once."""
+    from aiokafka import AIOKafkaProducer
+
+    from tests.test_console_board import alarm
+
+    p = AIOKafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=200)
+    await p.start()
+    try:
+        sent = [await p.send(topic, orjson.dumps(alarm(k, now, parish=k))) for k in keys]
+        await asyncio.gather(*sent)
+    finally:
+        await p.stop()
+
+
+async def delete_topic(broker: str, topic: str, recreate: bool = False) -> None:
+    """Delete ``topic`` as an operator would (and with ``recreate`` create it again at once)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        if recreate:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+
+
+def incident_keys(broker: str, prefix: str, among: list[str]) -> set[str]:
+    """Which of the alarm keys ``among`` some incident event on the incidents topic holds."""
+    keys = set()
+    for r in asyncio.run(consume_all(broker, f"{prefix}.incidents", idle=1.0, timeout=10)):
+        keys.update(a["key"].rsplit(":", 1)[1] for a in orjson.loads(r.value).get("alarms", []))
+    return keys & set(among)
+
+
 def test_a_topic_that_vanished_under_a_running_worker_is_a_reset_and_nothing_on_the_new_log_is_skipped(
     make_worker, broker: str, topic_prefix: str
 ) -> None:
@@ -206,49 +243,25 @@ def test_a_topic_that_vanished_under_a_running_worker_is_a_reset_and_nothing_on_
     in the new log, so the new log's first alarms never became incidents, and ``/health`` said
     ``ok`` with no line in the log. Now the reset is said (ERROR line, ``/health`` degraded) and
     every alarm on the new log reaches the incident manager."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from tests.test_console_board import alarm
 
     w = make_worker("--stages", "incidents").start(("incidents",))
     topic = f"{topic_prefix}.alarms"
     now = datetime.now(UTC).replace(microsecond=0)
 
-    async def produce(keys: list[str]) -> None:
-        p = AIOKafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=200)
-        await p.start()
-        try:  # one request: the new log gets every record at once
-            sent = [await p.send(topic, orjson.dumps(alarm(k, now, parish=k))) for k in keys]
-            await asyncio.gather(*sent)
-        finally:
-            await p.stop()
-
-    async def delete() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-        await admin.start()
-        try:
-            await admin.delete_topics([topic])
-        finally:
-            await admin.close()
-
-    asyncio.run(produce([f"before{k}" for k in range(5)]))
+    asyncio.run(produce_alarms(broker, topic, [f"before{k}" for k in range(5)], now))
     wait_for(lambda: w.health()["stages"]["incidents"]["processed"] >= 5, 30, "the first alarms", w.log)
     assert w.health()["status"] == "ok"
-    asyncio.run(delete())
+    asyncio.run(delete_topic(broker, topic))
     wait_for(lambda: topic in asyncio.run(topics(broker)), 30, "the topic re-created by the worker", w.log)
     after = [f"after{k}" for k in range(8)]  # more than the stage's old offset (5)
-    asyncio.run(produce(after))
+    asyncio.run(produce_alarms(broker, topic, after, now))
 
-    def incidents_of_new_alarms() -> set[str]:
-        records = asyncio.run(consume_all(broker, f"{topic_prefix}.incidents", idle=1.0, timeout=10))
-        keys = set()
-        for r in records:
-            e = orjson.loads(r.value)
-            keys.update(a["key"].rsplit(":", 1)[1] for a in e.get("alarms", []))
-        return keys & set(after)
-
-    wait_for(lambda: incidents_of_new_alarms() == set(after), 40, "an incident for every new alarm", w.log)
+    wait_for(
+        lambda: incident_keys(broker, topic_prefix, after) == set(after),
+        40,
+        "an incident for every new alarm",
+        w.log,
+    )
     h = w.health()
     assert h["status"] == "degraded" and any("vanished" in p for p in h.get("problems", [])), h
     assert "BROKER RESET" in w.log.read_text() and f"{topic}" in w.log.read_text()
@@ -301,49 +314,24 @@ def test_a_topic_another_client_re_created_before_the_workers_check_is_a_reset_t
     new log's first alarms never became incidents (nor showed on the console), with ``/health``
     ``ok``. The broker's topic ids tell a re-created topic from the old one: the reset is said
     and every alarm on the new log reaches the incident manager."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    from tests.test_console_board import alarm
 
     w = make_worker("--stages", "incidents").start(("incidents",))
     topic = f"{topic_prefix}.alarms"
     now = datetime.now(UTC).replace(microsecond=0)
 
-    async def produce(keys: list[str]) -> None:
-        p = AIOKafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=200)
-        await p.start()
-        try:  # one request: the new log gets every record at once
-            sent = [await p.send(topic, orjson.dumps(alarm(k, now, parish=k))) for k in keys]
-            await asyncio.gather(*sent)
-        finally:
-            await p.stop()
-
-    async def delete_and_create() -> None:  # faster than the worker's check (every 2 s)
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-        await admin.start()
-        try:
-            await admin.delete_topics([topic])
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
-
-    asyncio.run(produce([f"before{k}" for k in range(5)]))
+    asyncio.run(produce_alarms(broker, topic, [f"before{k}" for k in range(5)], now))
     wait_for(lambda: w.health()["stages"]["incidents"]["processed"] >= 5, 30, "the first alarms", w.log)
     time.sleep(2.5)  # a check of the worker has seen the topic
-    asyncio.run(delete_and_create())
+    asyncio.run(delete_topic(broker, topic, recreate=True))  # faster than the worker's check (2 s)
     after = [f"after{k}" for k in range(8)]  # more than the stage's old offset (5)
-    asyncio.run(produce(after))
+    asyncio.run(produce_alarms(broker, topic, after, now))
 
-    def incidents_of_new_alarms() -> set[str]:
-        records = asyncio.run(consume_all(broker, f"{topic_prefix}.incidents", idle=1.0, timeout=10))
-        keys = set()
-        for r in records:
-            e = orjson.loads(r.value)
-            keys.update(a["key"].rsplit(":", 1)[1] for a in e.get("alarms", []))
-        return keys & set(after)
-
-    wait_for(lambda: incidents_of_new_alarms() == set(after), 15, "an incident for every new alarm", w.log)
+    wait_for(
+        lambda: incident_keys(broker, topic_prefix, after) == set(after),
+        15,
+        "an incident for every new alarm",
+        w.log,
+    )
     h = w.health()
     assert h["status"] == "degraded" and any("vanished" in p for p in h.get("problems", [])), h
     assert "BROKER RESET" in w.log.read_text()
