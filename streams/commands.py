@@ -298,10 +298,7 @@ def _on_embedded_broker(
         except Exception as e:
             if not count or embedded.ended is None:
                 raise  # not a death: a configuration, a full disk (said by the exception)
-            why = (
-                f"the embedded broker (Tansu, pid {embedded.pid}, {embedded.bootstrap}) died during "
-                f"its start-up ({embedded.ended})"
-            )
+            why = f"{embedded.named} died during its start-up ({embedded.ended})"
             log.error("%s: %s: %s", why, type(e).__name__, e, extra={"ratelimit": False})
             status = BROKER_LOST
         if status != BROKER_LOST:

@@ -218,7 +218,7 @@ def broker_death(broker: EmbeddedBroker) -> Callable[[], str | None]:
         proc = broker.proc
         if proc is None or proc.poll() is None:
             return None
-        return f"the embedded broker (Tansu, pid {proc.pid}, {broker.bootstrap}) died ({how_ended(proc.returncode)})"
+        return f"{broker.named} died ({how_ended(proc.returncode)})"
 
     return watch
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from atalaia.streams.broker import how_ended
+
 log = logging.getLogger("atalaia.up")
 
 STARTUP_S = float(os.environ.get("ATALAIA_UP_STARTUP_S", "20"))  # a first start's death sooner stops all
@@ -161,7 +163,7 @@ class Supervisor:
     def _died(self, c: Child) -> None:
         now = time.monotonic()
         code = c.proc.returncode
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        how = how_ended(code)
         if not c.ran and now - c.started < STARTUP_S:
             log.error(
                 "process %s (pid %d) died during start-up (%s): stopping everything",
