@@ -47,6 +47,7 @@ from atalaia.notifiers.pipeline import (
     inline,
 )
 from atalaia.notifiers.retry import BreakerPolicy, RetryPolicy
+from atalaia.streams.clock import utc_second
 
 log = logging.getLogger("atalaia.notifiers")
 
@@ -266,7 +267,7 @@ class Notifier:
         HEALTH.condition(
             "in-doubt",
             f"{len(rows)} notification(s) in doubt since "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first))} (the worker stopped between "
+            f"{utc_second(first)} (the worker stopped between "
             f"sending and recording them; not re-sent): check with the recipients of {targets} "
             "whether they arrived (`atalaia notify log` lists them)",
             until=last + self.in_doubt_alert_s,
@@ -401,7 +402,7 @@ class Notifier:
             f"target-open:{health.target}",
             (
                 f"notification target {health.target} unavailable since "
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(health.since))} "
+                f"{utc_second(health.since)} "
                 f"({health.failures} consecutive failures: {(health.last_error or '?')[:200]}); "
                 f"{waiting} notification(s) waiting"
             )

@@ -2,15 +2,16 @@
 
 Inside a stage, time is the stage clock's epoch seconds (a ``float``: ``Core.process(records,
 now)``, ``Core.tick(now)``); on the wire (every topic's record, the API) it is RFC 3339 UTC text
-with ``Z`` and no superfluous fraction. These three functions convert between them, and every
+with ``Z`` and no superfluous fraction (``utc_second``: to the second, for ``/health`` and logs). These functions convert between them, and every
 package uses them (there is no second ``format_time``).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
-__all__ = ["format_time", "parse_time", "utc"]
+__all__ = ["format_time", "parse_time", "utc", "utc_second"]
 
 
 def format_time(t: datetime) -> str:
@@ -37,3 +38,12 @@ def parse_time(s: str) -> datetime:
 def utc(now: float) -> datetime:
     """The stage clock (epoch seconds) as an aware UTC datetime."""
     return datetime.fromtimestamp(now, UTC)
+
+
+def utc_second(t: float) -> str:
+    """An epoch time as ``/health`` and the logs write it: ``2026-12-07T20:27:03Z`` (to the second).
+
+    >>> utc_second(0.0)
+    '1970-01-01T00:00:00Z'
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

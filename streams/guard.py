@@ -38,6 +38,7 @@ from typing import Any
 from mode import Service
 from prometheus_client import Counter, Gauge
 
+from atalaia.streams.clock import utc_second
 from atalaia.streams.kafka_config import KAFKA, known_kind
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class BrokerHealth:
             BROKER_RESETS.labels(stage, topic).inc()
             self.problems[f"reset:{stage}:{topic}:{partition}"] = Problem(
                 "degraded",
-                f"broker reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}: stage {stage} "
+                f"broker reset at {utc_second(now)}: stage {stage} "
                 f"found {topic}[{partition}] checkpoint offset {offset} outside the log [{begin}, {end}) "
                 f"({why}); restarted at {begin} with its state kept",
                 now,
@@ -179,7 +180,7 @@ def broker_restarted(notice: str | None, health: BrokerHealth = HEALTH) -> None:
         log.warning("ATALAIA_BROKER_RESTARTED is not up's notice: ignored (%r)", notice[:200])
         return
     try:
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        when = utc_second(at)
     except (OverflowError, OSError, ValueError):
         log.warning("ATALAIA_BROKER_RESTARTED is not up's notice: ignored (%r)", notice[:200])
         return
@@ -235,7 +236,7 @@ class BrokerGuard(Service):
             return
         BROKER_REACHABLE.set(0)
         first = "broker-unreachable" not in HEALTH.problems
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (now - self.answered)))
+        since = utc_second(time.time() - (now - self.answered))
         said = str(error)  # aiokafka's errors name their class already
         said = said if said.startswith(type(error).__name__) else f"{type(error).__name__}: {said}"
         HEALTH.condition(
@@ -402,7 +403,7 @@ class BrokerGuard(Service):
         )
         HEALTH.condition(
             "vanished:" + ",".join(topics),
-            f"broker reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}: topic(s) "
+            f"broker reset at {utc_second(now)}: topic(s) "
             f"{', '.join(topics)} vanished from the broker and were re-created empty",
             until=now + HEALTH.reset_alert_s,
         )

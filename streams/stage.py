@@ -56,6 +56,7 @@ from atalaia.streams.checkpoints import (
     KafkaCheckpoints,
     state_topic,
 )
+from atalaia.streams.clock import utc_second
 from atalaia.streams.ingestlog import Entry
 from atalaia.streams.kafka_config import (
     broker_kind,
@@ -685,7 +686,7 @@ class BatchStage(Service):
             self.health.condition(
                 f"checkpoint:{self.name}",
                 f"stage {self.name}: checkpoints not written since "
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self._unsaved_since))} ({e}); "
+                f"{utc_second(self._unsaved_since)} ({e}); "
                 "it goes on, and a restart now would redo the work since its last checkpoint",
             )
             return
@@ -835,7 +836,7 @@ class BatchStage(Service):
                 self.health.condition(
                     f"sink:{self.name}",
                     f"stage {self.name}: {e} (since "
-                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}); its records wait on "
+                    f"{utc_second(since)}); its records wait on "
                     f"{tp.topic} and are applied once it is back",
                 )
                 await self.sleep(delay)
@@ -875,7 +876,7 @@ class BatchStage(Service):
                 self.health.condition(
                     f"sink:{self.name}",
                     f"stage {self.name}: its database has not answered for {time.time() - t0:.0f} s (since "
-                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t0))}); its records wait on {tp.topic}",
+                    f"{utc_second(t0)}); its records wait on {tp.topic}",
                 )
         finally:
             stopped.cancel()
