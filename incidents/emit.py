@@ -58,12 +58,17 @@ class Changes:
         return t
 
 
-def title(inc: Incident) -> str:
-    """``<rule> +N more — <place>``: the rule it leads with is the one of its most severe firing
-    alarm (``Incident.lead_rule``: on a tie the earliest; when none fires, the one it led with
-    last), so a message's subject says what made it severe."""
-    where = ", ".join(v for v in inc.correlation.values() if v) or inc.key
+def retitle(inc: Incident) -> None:
+    """Set the rule the incident leads with, the one of its most severe firing alarm
+    (``Incident.lead_rule``: on a tie the earliest; when none fires, the one it led with last), and
+    its ``title``, so a message's subject says what made it severe."""
     inc.lead = inc.lead_rule() or (inc.lead if inc.lead in inc.rules else None)
+    inc.title = title(inc)
+
+
+def title(inc: Incident) -> str:
+    """``<rule> +N more — <place>``, led by ``inc.lead`` (see ``retitle``); changes nothing."""
+    where = ", ".join(v for v in inc.correlation.values() if v) or inc.key
     head = inc.lead or (inc.rules[0] if inc.rules else "incident")
     if len(inc.rules) > 1:
         head += f" +{len(inc.rules) - 1} more"
@@ -82,7 +87,7 @@ def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -
     elif not touch.before_active and active and not opened:
         changes.append("reactivated")
     changes.sort(key=lambda c: _RANK.get(c, len(_RANK)))
-    inc.title = title(inc)  # (its lead follows the most severe firing alarm)
+    retitle(inc)  # (its lead follows the most severe firing alarm)
     inc.version += 1
     eid = event_id(inc.id, inc.version)
     state = inc.state

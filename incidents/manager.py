@@ -33,7 +33,7 @@ from atalaia.incidents import operator, snapshot
 from atalaia.incidents import reasons as why
 from atalaia.incidents.commands import Command
 from atalaia.incidents.config import MAX_DURATION_S, IncidentConfig
-from atalaia.incidents.emit import Changes, Output, build_event, current_event, severity_of, title
+from atalaia.incidents.emit import Changes, Output, build_event, current_event, retitle, severity_of
 from atalaia.incidents.events import CommandReply, IncidentEvent
 from atalaia.incidents.kpi import ALL, KpiSnapshot, PositionKpi
 from atalaia.incidents.model import (
@@ -255,7 +255,7 @@ class IncidentManager:
             inc.account(rec, +1)
             if rec.rule not in inc.rules:
                 inc.rules.append(rec.rule)
-                inc.title = title(inc)
+                retitle(inc)
             st.alarm_home[ak] = inc.id
             self._index_targets(st, rec, ak, add=True)
             prev_state = "inactive"

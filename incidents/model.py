@@ -175,18 +175,20 @@ class Incident:
             counts = self.firing if rec.suppressed is None else self.firing_suppressed
             rank = severity_rank(rec.severity) + 1
             counts[rank] += sign
-            per = self.rule_firing.get(rec.rule)
-            if per is None:
-                per = self.rule_firing[rec.rule] = [0] * (2 * RANKS)
-            per[rank + (0 if rec.suppressed is None else RANKS)] += sign
+            self._count_rule(rec, rank, sign)
+
+    def _count_rule(self, rec: AlarmRecord, rank: int, sign: int) -> None:
+        per = self.rule_firing.get(rec.rule)
+        if per is None:
+            per = self.rule_firing[rec.rule] = [0] * (2 * RANKS)
+        per[rank + (0 if rec.suppressed is None else RANKS)] += sign
 
     def recount_rules(self) -> None:
         """``rule_firing`` counted again from the alarms (a loaded snapshot: older ones lack it)."""
         self.rule_firing = {}
         for rec in self.alarms.values():
             if rec.state == "firing":
-                per = self.rule_firing.setdefault(rec.rule, [0] * (2 * RANKS))
-                per[severity_rank(rec.severity) + 1 + (0 if rec.suppressed is None else RANKS)] += 1
+                self._count_rule(rec, severity_rank(rec.severity) + 1, +1)
 
     def lead_rule(self) -> str | None:
         """The rule of the most severe firing alarm (unsuppressed ones first, as the incident's
