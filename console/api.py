@@ -109,7 +109,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies"), decode=command_reply))
     feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))
-    from atalaia.console.series import POINTS, SERIES, ObservationBuffer
+    from atalaia.console.series import POINTS, SERIES, TOTAL_SERIES, ObservationBuffer
 
     observations = app.service(ObservationBuffer(bootstrap, settings.topic("observations")))
     app.atalaia_observations = observations
@@ -354,7 +354,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 {
                     "series": out,
                     "available": observations.connected,
-                    "limits": {"points": POINTS, "series": SERIES},
+                    "limits": {"points": POINTS, "series": SERIES, "total_series": TOTAL_SERIES},
                 }
             )
 

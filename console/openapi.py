@@ -447,7 +447,14 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "type": "boolean",
                                         "description": "whether the buffer is reading atalaia.observations",
                                     },
-                                    "limits": {"type": "object"},
+                                    "limits": {
+                                        "type": "object",
+                                        "description": "the buffer's bounds: `points` per series, "
+                                        "`series` per tenant (its least recently fed goes beyond), "
+                                        "`total_series` over every tenant (beyond it a series of the "
+                                        "tenant holding the most goes: one tenant's sensors never push "
+                                        "out a tenant's that holds fewer)",
+                                    },
                                 },
                             ),
                             "the series",
