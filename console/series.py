@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 POINTS = 120  # per series
 SERIES = 2000  # series kept per tenant
-TOTAL_SERIES = 20_000  # series kept in all (over every tenant)
+TOTAL_SERIES = 4000  # series kept in all (over every tenant): about 90 MB at 120 points each
 BACKFILL = 2000  # records read back per partition when the consumer starts
 
 
