@@ -176,6 +176,8 @@ def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publ
     assert handle.evaluate("el => el.isConnected"), "the row was updated in place, not rebuilt"
     assert "acknowledge" not in [b.get_attribute("data-action") for b in bonfim.locator("button").all()]
     assert page.locator("tr[data-incident]").last.get_attribute("data-incident") == bonfim_id
+    title = bonfim.locator("a").inner_text()
+    assert page.inner_text("#msg") == f"Acknowledge: done — {title}", "the message names the incident"
     page.wait_for_function("/updated/.test(document.getElementById('updated').textContent)")
     assert "New critical incident" in page.inner_text("#announce"), "aria-live announces new incidents"
     page.screenshot(path=str(SHOTS / "board-two-incidents.png"))
