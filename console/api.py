@@ -109,7 +109,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
     replies = app.service(ReplyWatcher(bootstrap, settings.topic("replies"), decode=command_reply))
     feed = app.service(IncidentFeed(bootstrap, settings.topic("incidents")))
-    from atalaia.console.series import POINTS, SERIES, ObservationBuffer
+    from atalaia.console.series import POINTS, SERIES, TOTAL_SERIES, ObservationBuffer
 
     observations = app.service(ObservationBuffer(bootstrap, settings.topic("observations")))
     app.atalaia_observations = observations
@@ -354,7 +354,7 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 {
                     "series": out,
                     "available": observations.connected,
-                    "limits": {"points": POINTS, "series": SERIES},
+                    "limits": {"points": POINTS, "series": SERIES, "total_series": TOTAL_SERIES},
                 }
             )
 
@@ -613,7 +613,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
             if not auth.enabled:
                 limits["actor"] = MAX_ACTOR_CHARS
             if (long := too_long(body, limits)) is not None:
-                return fail(self, 422, "Invalid command", long[0], errors=[long[1]])
+                return fail(
+                    self, 422, "Invalid command", long[0], errors=[long[1]], **too_long_code(long, limits)
+                )
             # a command sent again with its Idempotency-Key (its answer was lost, or it was 202
             # queued) is the same command: the manager applies an id once, and the retry gets the
             # reply the first got (console/idempotency.py, as the warnings commands)
@@ -644,6 +646,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                     "Invalid command",
                     "; ".join(f"{x['field']}: {x['message']}" for x in errors),
                     errors=errors,
+                    code="invalid-command",
+                    params={"fields": ", ".join(dict.fromkeys(x["field"] for x in errors))},
                 )
             if (other := reused(fail, self, keyed_requests, cid, asked)) is not None:
                 return other
@@ -655,8 +659,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                 return self.json({"command": cmd.id, "status": "queued"}, status=202)
             if not reply.get("accepted"):
                 reason = str(reply.get("reason", ""))
+                said = said_as(reply)  # its code and values, for the operator's language
                 if reason.startswith("unknown incident"):
-                    return fail(self, 404, "No such incident", reason, command=cmd.id)
+                    return fail(self, 404, "No such incident", reason, command=cmd.id, **said)
                 if reason.startswith(ONE_SHOT_REFUSED):  # a one-shot shelve with nothing firing:
                     # the request cannot be, as a bad field (whenever it is sent, nothing to wait for)
                     msg = reason.removeprefix(ONE_SHOT_REFUSED + ": ")
@@ -667,8 +672,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                         reason,
                         command=cmd.id,
                         errors=[{"field": "until", "message": msg}],
+                        **said,
                     )
-                return fail(self, 409, "Command refused", reason, command=cmd.id)
+                return fail(self, 409, "Command refused", reason, command=cmd.id, **said)
             return self.json({"command": cmd.id, "status": "accepted", "reply": reply}, status=200)
 
     from atalaia.console import areas, warnings_api
@@ -689,6 +695,7 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
     created and expired through ``atalaia.commands`` (the incident manager keeps them in its state)."""
     from atalaia.incidents.model import to_us
     from atalaia.incidents.silences import (
+        EVERY_ALARM,
         MAX_SPAN,
         SilenceCommand,
         config_silence,
@@ -744,7 +751,14 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             )
         allowed = permissions.get("silence", ())
         if body["role"] not in allowed:
-            return fail(view, 403, "Forbidden", f"role {body['role']} may not create or expire silences")
+            return fail(
+                view,
+                403,
+                "Forbidden",
+                f"role {body['role']} may not create or expire silences",
+                code="role-not-allowed",
+                params={"role": str(body["role"]), "action": "silence", "allowed": ", ".join(allowed)},
+            )
         if who.tenants is not None:
             if body.get("action") == "silence":
                 refused = scope_silence(view, body, who.tenants)
@@ -753,14 +767,31 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
             elif not any(r["id"] == body.get("silence") for r in await listing("all", who.tenants)):
                 return fail(view, 404, "No such silence", str(body.get("silence")))  # another tenant's
         if (long := too_long(body, {"id": MAX_ID_CHARS})) is not None:  # (kept in the manager's state)
-            return fail(view, 422, "Invalid silence", long[0], errors=[long[1]])
+            return fail(
+                view,
+                422,
+                "Invalid silence",
+                long[0],
+                errors=[long[1]],
+                **too_long_code(long, {"id": MAX_ID_CHARS}),
+            )
         body.setdefault("id", secrets.token_hex(12))
         try:
             cmd = SilenceCommand.model_validate(body)
         except (ValidationError, TypeError, ValueError) as e:
             errs = errors_of(e)
             detail = "; ".join(f"{x['field']}: {x['message']}" for x in errs)
-            return fail(view, 422, "Invalid silence", detail, errors=errs)
+            if any(x["message"].startswith(EVERY_ALARM) for x in errs):  # (an empty-matching matcher)
+                return fail(view, 422, "Invalid silence", detail, errors=errs, code="silences-everything")
+            return fail(
+                view,
+                422,
+                "Invalid silence",
+                detail,
+                errors=errs,
+                code="invalid-silence",
+                params={"fields": ", ".join(dict.fromkeys(x["field"] for x in errs))},
+            )
         if cmd.action == "silence" and matches_every_alarm(cmd.matchers):
             msg = (
                 "these matchers would silence every alarm (every alarm has a rule, a key and a "
@@ -772,12 +803,19 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                 "Invalid silence",
                 f"matchers: {msg}",
                 errors=[{"field": "matchers", "message": msg}],
+                code="silences-everything",
             )
         # the 366 d limit of duration holds for an end too: from the start, or from now without one
         if cmd.end is not None and cmd.end - max(cmd.start or _utcnow(), _utcnow()) > MAX_SPAN:
             msg = f"at most {MAX_SPAN.days}d after the start (or from now)"
             return fail(
-                view, 422, "Invalid silence", f"end: {msg}", errors=[{"field": "end", "message": msg}]
+                view,
+                422,
+                "Invalid silence",
+                f"end: {msg}",
+                errors=[{"field": "end", "message": msg}],
+                code="silence-too-long",
+                params={"days": str(MAX_SPAN.days)},
             )
         await publish(settings.topic("commands"), orjson.dumps(cmd.model_dump(mode="json")), b"silences")
         reply = await replies.wait(cmd.id, REPLY_WAIT_S)
@@ -786,8 +824,8 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
         if not reply.get("accepted"):
             reason = str(reply.get("reason", ""))
             if reason.startswith("unknown silence"):
-                return fail(view, 404, "No such silence", reason, command=cmd.id)
-            return fail(view, 409, "Silence refused", reason, command=cmd.id)
+                return fail(view, 404, "No such silence", reason, command=cmd.id, **said_as(reply))
+            return fail(view, 409, "Silence refused", reason, command=cmd.id, **said_as(reply))
         return view.json(
             {"command": cmd.id, "status": "accepted", "silence": reply.get("incident"), "reply": reply},
             status=ok_status,
@@ -821,9 +859,18 @@ def _install_silences(app: Any, settings: Any, publish: Any, replies: Any, ctx: 
                 "Invalid silence",
                 f'matchers: add tenant="X" for one of your tenants ({", ".join(sorted(tenants))})',
                 field="matchers",
+                code="tenant-needed",
+                params={"tenants": ", ".join(sorted(tenants))},
             )
         if t not in tenants:
-            return fail(view, 403, "Forbidden", f"you may not silence alarms of tenant {t!r}")
+            return fail(
+                view,
+                403,
+                "Forbidden",
+                f"you may not silence alarms of tenant {t!r}",
+                code="tenant-not-yours",
+                params={"tenant": t},
+            )
         return None
 
     async def listing(status: str, tenants: frozenset[str] | None = None) -> list[dict[str, Any]]:
@@ -915,6 +962,22 @@ AT_REFUSED = "set by the server: leave it out (a command takes effect when the i
 #: a command id a client chooses (the body's ``id``) at most, as an ``Idempotency-Key``: the
 #: incident manager remembers the ids of its last commands (``memory``) in its state
 MAX_ID_CHARS = 128
+
+
+def said_as(reply: dict[str, Any]) -> dict[str, Any]:
+    """A refusal's ``code`` and ``params`` as the incident manager's reply gives them, for
+    :func:`~atalaia.console.problem.problem` (nothing for a reply without a code)."""
+    code = reply.get("code")
+    if not isinstance(code, str) or not code:
+        return {}
+    params = reply.get("params")
+    return {"code": code, "params": params if isinstance(params, dict) else {}}
+
+
+def too_long_code(long: tuple[str, dict[str, str]], limits: dict[str, int]) -> dict[str, Any]:
+    """The ``code`` and ``params`` of :func:`too_long`'s refusal."""
+    field = long[1]["field"]
+    return {"code": "too-long", "params": {"field": field, "max": limits[field]}}
 
 
 def too_long(body: dict[str, Any], limits: dict[str, int]) -> tuple[str, dict[str, str]] | None:

@@ -32,12 +32,39 @@ TIME = {"type": "string", "description": "RFC 3339, UTC"}
 PROBLEM = _object(
     ["type", "title", "status", "detail"],
     {
-        "type": {"type": "string"},
+        "type": {
+            "type": "string",
+            "format": "uri",
+            "description": "`about:blank`, or for a refusal the console names `urn:atalaia:console:<code>` "
+            "(stable: `nothing-to-acknowledge`, `nothing-firing`, `role-not-allowed`, `silences-everything`, "
+            "`invalid-command`, `invalid-silence`, `invalid-draft`, `too-long`, ...: incidents/README.md, "
+            '"Commands and roles"), to be said in the reader\'s language; `title` and `detail` are English',
+        },
+        "params": {
+            "type": "object",
+            "description": "with a `urn:atalaia:console:` type: the values its `detail` names (e.g. "
+            '`{"state": "acknowledged"}`), strings or integers; `{}` when none',
+            "additionalProperties": {"type": ["string", "integer"]},
+        },
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "field": {"type": "string", "description": "the query parameter or body field at fault"},
-        "errors": {"type": "array", "items": {"type": "object"}},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "message": {"type": "string"},
+                    "code": {
+                        "type": "string",
+                        "description": "a draft's problem the pages say in their language (`missing`, "
+                        "`empty-text`, `area-empty`, `area-missing`); absent for the others",
+                    },
+                },
+            },
+        },
     },
 )
 INCIDENT = _object(
@@ -447,7 +474,14 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                         "type": "boolean",
                                         "description": "whether the buffer is reading atalaia.observations",
                                     },
-                                    "limits": {"type": "object"},
+                                    "limits": {
+                                        "type": "object",
+                                        "description": "the buffer's bounds: `points` per series, "
+                                        "`series` per tenant (its least recently fed goes beyond), "
+                                        "`total_series` over every tenant (beyond it a series of the "
+                                        "tenant holding the most goes: one tenant's sensors never push "
+                                        "out a tenant's that holds fewer)",
+                                    },
                                 },
                             ),
                             "the series",

@@ -8,8 +8,32 @@ from typing import Any
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+#: the ``type`` of a problem the console names: this, then its code (``urn:atalaia:console:nothing-to-acknowledge``)
+TYPE_PREFIX = "urn:atalaia:console:"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    code: str | None = None,
+    params: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An RFC 9457 body. With a ``code`` (a refusal the console's pages say in their operator's
+    language: ``console/static/i18n.json``, ``pb.<code>``) its ``type`` is
+    ``urn:atalaia:console:<code>`` and ``params`` holds the values its ``detail`` names (``{}``
+    when none); without one, ``about:blank``. ``title`` and ``detail`` stay English, as before."""
+    if code is None:
+        return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return {
+        "type": TYPE_PREFIX + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "params": dict(params or {}),
+        **extra,
+    }
 
 
 def is_loopback(address: str) -> bool:

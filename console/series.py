@@ -1,8 +1,12 @@
 """Recent observations behind each alarm, for the incident page's small charts.
 
 The console keeps a bounded ring buffer in memory: per (entity, attribute) the latest ``POINTS``
-values, for at most ``SERIES`` series (the least recently fed one is dropped beyond that), so at
-most ``POINTS × SERIES`` points whatever the traffic. It is fed by a group-less consumer of
+values, for at most ``SERIES`` series of each tenant (the tenant's least recently fed one is dropped
+beyond that) and ``TOTAL_SERIES`` in all, so at most ``POINTS × TOTAL_SERIES`` points whatever the
+traffic. Beyond the total a new series pushes out a series of the tenant that holds the most (its
+least recently fed): one tenant's sensors, however many, never push another tenant's series out
+while that tenant holds fewer (the buffer was one list for every tenant, so a tenant's flood emptied
+the others' charts). It is fed by a group-less consumer of
 ``atalaia.observations`` (every console instance sees every partition; nothing is committed) that
 starts ``BACKFILL`` records before the end of each partition, so a console that just started still
 has the recent past. Reading a series is a dictionary lookup: ``GET /api/incidents/{id}/series``
@@ -30,30 +34,69 @@ from atalaia.streams.records import DecodeError
 log = logging.getLogger(__name__)
 
 POINTS = 120  # per series
-SERIES = 2000  # series kept
+SERIES = 2000  # series kept per tenant
+TOTAL_SERIES = 4000  # series kept in all (over every tenant): about 90 MB at 120 points each
 BACKFILL = 2000  # records read back per partition when the consumer starts
 
 
 class RingStore:
-    """Per (entity key, attribute) the latest ``points`` (epoch seconds, value), ``series`` at most."""
+    """Per (entity key, attribute) the latest ``points`` (epoch seconds, value); per tenant (the
+    entity key's tenant part) ``series`` at most, and ``total`` over all tenants."""
 
-    def __init__(self, points: int = POINTS, series: int = SERIES) -> None:
-        self.points, self.series = points, series
-        self.data: OrderedDict[tuple[str, str], deque[tuple[float, float]]] = OrderedDict()
+    def __init__(self, points: int = POINTS, series: int = SERIES, total: int = TOTAL_SERIES) -> None:
+        self.points, self.series, self.total = points, series, max(total, 1)
+        #: per tenant ("" without one), its series, least recently fed first
+        self.tenants: dict[str, OrderedDict[tuple[str, str], deque[tuple[float, float]]]] = {}
+        # the tenants holding each number of series, and the largest number (the fair eviction's
+        # victim in O(1): a count moves by one at a time)
+        self._holding: dict[int, set[str]] = {}
+        self._most = 0
+        self.kept = 0  # series in all
         self.dropped_series = 0
+
+    def _move(self, tenant: str, before: int, after: int) -> None:
+        if before:
+            group = self._holding[before]
+            group.discard(tenant)
+            if not group:
+                del self._holding[before]
+                if self._most == before and after < before:
+                    self._most = after
+        if after:
+            self._holding.setdefault(after, set()).add(tenant)
+            self._most = max(self._most, after)
+        else:
+            self.tenants.pop(tenant, None)
+
+    def _drop_oldest(self, tenant: str) -> None:
+        data = self.tenants[tenant]
+        data.popitem(last=False)
+        self.kept -= 1
+        self.dropped_series += 1
+        self._move(tenant, len(data) + 1, len(data))
 
     def add(self, key: str, attribute: str, t: float, value: float) -> None:
         k = (key, attribute)
-        q = self.data.get(k)
+        tenant = tenant_of(key)
+        data = self.tenants.get(tenant)
+        q = data.get(k) if data is not None else None
         if q is None:
-            q = self.data[k] = deque(maxlen=self.points)
-            if len(self.data) > self.series:
-                self.data.popitem(last=False)
-                self.dropped_series += 1
+            if data is None:
+                data = self.tenants[tenant] = OrderedDict()
+            if len(data) >= self.series:
+                self._drop_oldest(tenant)  # the tenant's own bound: its least recently fed
+            elif self.kept >= self.total:
+                # every tenant's together: one of the tenant holding the most (this one on a tie)
+                most = self._holding[self._most]
+                self._drop_oldest(tenant if tenant in most else next(iter(most)))
+            self.tenants[tenant] = data  # (a tenant whose last series went is forgotten meanwhile)
+            q = data[k] = deque(maxlen=self.points)
+            self.kept += 1
+            self._move(tenant, len(data) - 1, len(data))
         elif q and t <= q[-1][0]:
             return  # late or seen again: keep time order
         else:
-            self.data.move_to_end(k)
+            data.move_to_end(k)
         q.append((t, value))
 
     def add_observation(self, o: dict[str, Any]) -> int:
@@ -74,7 +117,7 @@ class RingStore:
         return n
 
     def get(self, key: str, attribute: str, limit: int | None = None) -> list[tuple[float, float]]:
-        q = self.data.get((key, attribute))
+        q = self.tenants.get(tenant_of(key), {}).get((key, attribute))
         if not q:
             return []
         pts = list(q)
@@ -82,10 +125,31 @@ class RingStore:
 
     def attributes(self, key: str) -> list[str]:
         """The attributes kept for an entity (for an alarm whose rule names none)."""
-        return [a for (k, a) in self.data if k == key]
+        return [a for (k, a) in self.tenants.get(tenant_of(key), {}) if k == key]
+
+    def held(self, tenant: str | None = None) -> int:
+        """How many series are kept: of ``tenant`` ("" for none), or in all."""
+        return self.kept if tenant is None else len(self.tenants.get(tenant, ()))
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self.data.values())
+        return sum(len(q) for data in self.tenants.values() for q in data.values())
+
+
+def tenant_of(key: str) -> str:
+    """The tenant part of an :func:`entity_key` ("" for none): everything before the first
+    unescaped ``|`` (as written in the key, escapes and all: it only groups the key's series)."""
+    if "\\" not in key:
+        i = key.find("|")
+        return key[:i] if i > 0 else ""
+    i = 0
+    while i < len(key):
+        if key[i] == "\\":
+            i += 2
+        elif key[i] == "|":
+            return key[:i]
+        else:
+            i += 1
+    return ""
 
 
 class ObservationBuffer(Service):

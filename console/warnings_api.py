@@ -59,6 +59,14 @@ async def off_loop(fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(_drafts_pool, fn, *args)
 
 
+#: a draft's problems the pages say in their operator's language (``errors[].code``; i18n ``pb.draft.<code>``)
+DRAFT_ERROR_CODES = {
+    "Field required": "missing",
+    "empty text": "empty-text",
+    "the event may not be empty": "empty-text",
+    "an area needs geocodes, a polygon or a circle": "area-empty",
+    "missing required key 'area' (geocodes and/or a polygon)": "area-missing",
+}
 FORBIDDEN = ("four eyes", "approving needs", "a viewer may not")
 
 
@@ -374,7 +382,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
     def drafting_refused(view: Any, role: str) -> Any:
         """A problem response when this role may not draft, or the warnings stage does not run here."""
         if role == "viewer":
-            return fail(view, 403, "Not allowed", "a viewer may not act on warnings")
+            return fail(
+                view, 403, "Not allowed", "a viewer may not act on warnings", code="viewer-may-not-act"
+            )
         if core() is None:
             return no_stage(view)
         return None
@@ -433,8 +443,20 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             }
             for e in errors
         ]
+        for e in errors:  # the messages the pages say in their own words (the others as written)
+            if (code := DRAFT_ERROR_CODES.get(e["message"])) is not None:
+                e["code"] = code
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return fail(view, 422, "Invalid draft", detail, field=errors[0]["field"], errors=errors)
+        return fail(
+            view,
+            422,
+            "Invalid draft",
+            detail,
+            field=errors[0]["field"],
+            errors=errors,
+            code="invalid-draft",
+            params={"count": len(errors), "fields": ", ".join(dict.fromkeys(e["field"] for e in errors))},
+        )
 
     keyed_requests = Requests()  # (a key sent again with another body is a 422, not the first's reply)
 
@@ -556,7 +578,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             if problem is not None:
                 return problem
             if who[1] == "viewer":  # (as drafting: the preview is the drafting editor's)
-                return fail(self, 403, "Not allowed", "a viewer may not act on warnings")
+                return fail(
+                    self, 403, "Not allowed", "a viewer may not act on warnings", code="viewer-may-not-act"
+                )
             data = body.get("draft")
             if not isinstance(data, dict):
                 return fail(self, 422, "Invalid draft", "draft: a JSON object is required", field="draft")
@@ -677,7 +701,9 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str, ctx: di
             actor, role = who
             cfg = config()
             if role == "viewer":
-                return fail(self, 403, "Not allowed", "a viewer may not act on warnings")
+                return fail(
+                    self, 403, "Not allowed", "a viewer may not act on warnings", code="viewer-may-not-act"
+                )
             if action == "approve" and role != cfg.approval.role:
                 return fail(
                     self, 403, "Not allowed", f"approving needs the {cfg.approval.role} role (not {role})"

@@ -135,6 +135,11 @@ class CommandReply:
     reason: str  # why it was rejected, or what it did
     at: str | None  # None only on the rejected reply to a malformed command
     version: int | None = None  # the incident version it produced
+    # a refusal's kind, stable (``nothing-to-acknowledge``, ...: ``incidents/README.md``), and
+    # what its text says as values, so the console says it in the operator's language; None on
+    # an accepted reply and on replies written before refusals had them
+    code: str | None = None
+    params: dict[str, str | int] | None = None
     kind: Literal["reply"] = field(default="reply", init=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -715,22 +715,39 @@ class IncidentManager:
         sid = silence_id(cmd.id) if cmd.action == "silence" else cmd.silence
         problem = None
         if cmd.role not in allowed:
-            problem = f"role {cmd.role} may not {cmd.action} (allowed: {', '.join(allowed) or 'nobody'})"
+            problem = operator.Refusal(
+                f"role {cmd.role} may not {cmd.action} (allowed: {', '.join(allowed) or 'nobody'})",
+                "role-not-allowed",
+                role=cmd.role,
+                action=cmd.action,
+                allowed=", ".join(allowed),
+            )
         elif cmd.action == "expire-silence" and sid not in st.silences:
-            problem = f"unknown silence {sid} (expired silences are gone)"
+            problem = operator.Refusal(
+                f"unknown silence {sid} (expired silences are gone)", "unknown-silence", silence=sid
+            )
         elif cmd.action == "silence" and end - start > seconds_us(MAX_DURATION_S):
-            problem = f"end: at most {MAX_DURATION_S / 86400:g}d after the start"
+            days = f"{MAX_DURATION_S / 86400:g}"
+            problem = operator.Refusal(f"end: at most {days}d after the start", "silence-too-long", days=days)
+        elif cmd.action == "silence" and end <= now:
+            problem = operator.Refusal("end: already past", "silence-end-past")
         if problem is not None:
             st.stats["rejected"] += 1
-            out.append(CommandReply(cmd.id, sid, cmd.action, cmd.actor, False, problem, fmt(at)))
+            out.append(
+                CommandReply(
+                    cmd.id,
+                    sid,
+                    cmd.action,
+                    cmd.actor,
+                    False,
+                    str(problem),
+                    fmt(at),
+                    code=problem.code,
+                    params=problem.params,
+                )
+            )
             return
         if cmd.action == "silence":
-            if end <= now:
-                st.stats["rejected"] += 1
-                out.append(
-                    CommandReply(cmd.id, sid, cmd.action, cmd.actor, False, "end: already past", fmt(at))
-                )
-                return
             sil = Silence(
                 sid, [str(m) for m in cmd.matchers], cmd.actor, cmd.comment, start, end, at, command=cmd.id
             )

@@ -45,7 +45,7 @@ def apply(mgr: IncidentManager, st: ManagerState, cmd: Command, now: int, out: l
     problem = check(mgr, st, cmd, inc, at)
     if problem is not None:
         st.stats["rejected"] += 1
-        out.append(CommandReply(cmd.id, cmd.incident, cmd.action, cmd.actor, False, problem, fmt(at)))
+        out.append(refused(cmd, at, problem))
         return
     assert inc is not None
     changes = Changes()
@@ -62,49 +62,93 @@ def apply(mgr: IncidentManager, st: ManagerState, cmd: Command, now: int, out: l
     out[mark].version = produced[0] if produced else None  # type: ignore[union-attr]
 
 
-def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | None, at: int) -> str | None:
+class Refusal(str):
+    """Why a command is refused: the text (English, as the reply's ``reason`` always said), with
+    a stable ``code`` and the values the text names (``params``), so a console can say it in its
+    operator's language (``console/static/i18n.json``, ``pb.<code>``)."""
+
+    code: str
+    params: dict[str, str | int]
+
+    def __new__(cls, text: str, code: str, **params: str | int) -> Refusal:
+        self = super().__new__(cls, text)
+        self.code, self.params = code, params
+        return self
+
+
+def refused(cmd: Command, at: int, problem: str) -> CommandReply:
+    """The rejected reply saying ``problem`` (its code and values when it is a :class:`Refusal`)."""
+    code, params = (problem.code, problem.params) if isinstance(problem, Refusal) else (None, None)
+    return CommandReply(
+        cmd.id, cmd.incident, cmd.action, cmd.actor, False, str(problem), fmt(at), code=code, params=params
+    )
+
+
+def check(
+    mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | None, at: int
+) -> Refusal | None:
     """Why ``cmd`` must be rejected, or None."""
     allowed = mgr.config.permissions.get(cmd.action, ())
+    a = cmd.action
     if cmd.role not in allowed:
-        return f"role {cmd.role} may not {cmd.action} (allowed: {', '.join(allowed) or 'nobody'})"
+        return Refusal(
+            f"role {cmd.role} may not {a} (allowed: {', '.join(allowed) or 'nobody'})",
+            "role-not-allowed",
+            role=cmd.role,
+            action=a,
+            allowed=", ".join(allowed),
+        )
     if inc is None:
         if cmd.incident in st.closed:
-            return f"incident {cmd.incident} is closed"
-        return f"unknown incident {cmd.incident}"
-    if cmd.action in NEEDS_REASON and not cmd.reason.strip():
-        return f"{cmd.action} needs a reason"
+            return Refusal(f"incident {cmd.incident} is closed", "incident-closed", incident=cmd.incident)
+        return Refusal(f"unknown incident {cmd.incident}", "unknown-incident", incident=cmd.incident)
+    if a in NEEDS_REASON and not cmd.reason.strip():
+        return Refusal(f"{a} needs a reason", "reason-needed", action=a)
     state = inc.state
-    a = cmd.action
     if a == "acknowledge" and (inc.overlay is not None or inc.acked):
         # (also while every alarm is suppressed: an annunciation made before the inhibition,
         # silence or maintenance window still waits for acknowledgement)
-        return f"nothing to acknowledge: incident is {state}"
+        return Refusal(f"nothing to acknowledge: incident is {state}", "nothing-to-acknowledge", state=state)
     if a == "acknowledge" and cmd.version is not None and inc.ack_asked > cmd.version:
         # the operator acknowledged what they saw; what came since waits for someone to see it
-        return (
+        return Refusal(
             f"incident changed since version {cmd.version}: version {inc.ack_asked} asks for "
-            f"acknowledgement again ({_asked_why(inc)}); look at it again (now version {inc.version})"
+            f"acknowledgement again ({_asked_why(inc)}); look at it again (now version {inc.version})",
+            "changed-since-seen",
+            seen=cmd.version,
+            asked=inc.ack_asked,
+            why=_asked_why(inc),
+            change=next((e.change for e in reversed(inc.audit) if e.version == inc.ack_asked), ""),
+            version=inc.version,
         )
     if a == "escalate" and inc.overlay is not None:
-        return f"incident is {inc.overlay}: nothing is paged while it is"
+        return Refusal(
+            f"incident is {inc.overlay}: nothing is paged while it is", "no-paging-while", state=inc.overlay
+        )
     if a in ("shelve", "suppress", "out-of-service") and inc.overlay is not None:
-        return f"incident is already {inc.overlay}"
+        return Refusal(f"incident is already {inc.overlay}", "already", state=inc.overlay)
     if a == "shelve" and cmd.until == "clear":
         # one-shot: until its alarms return to normal, at most ``duration`` (default shelving.max)
         if cmd.duration is not None and cmd.duration <= 0:
-            return "shelve needs a positive duration (or none: at most shelving.max)"
+            return Refusal(
+                "shelve needs a positive duration (or none: at most shelving.max)", "duration-not-positive"
+            )
         if cmd.duration is not None and seconds_us(cmd.duration) > mgr.max_shelve:
-            return f"shelve for at most {format_duration(mgr.config.shelving.max)} (shelving.max)"
+            most = format_duration(mgr.config.shelving.max)
+            return Refusal(f"shelve for at most {most} (shelving.max)", "shelve-too-long", max=most)
         if not inc.active:
-            return (
+            return Refusal(
                 f"{ONE_SHOT_REFUSED}: no alarm of this incident is firing (it is {state}); "
-                "shelve it for a duration instead"
+                "shelve it for a duration instead",
+                "nothing-firing",
+                state=state,
             )
     elif a == "shelve":
         if cmd.duration is None or cmd.duration <= 0:
-            return "shelve needs a positive duration"
+            return Refusal("shelve needs a positive duration", "duration-not-positive")
         if seconds_us(cmd.duration) > mgr.max_shelve:
-            return f"shelve for at most {format_duration(mgr.config.shelving.max)} (shelving.max)"
+            most = format_duration(mgr.config.shelving.max)
+            return Refusal(f"shelve for at most {most} (shelving.max)", "shelve-too-long", max=most)
     overlay_needed = {
         "unshelve": "shelved",
         "unsuppress": "suppressed",
@@ -115,13 +159,29 @@ def check(mgr: IncidentManager, st: ManagerState, cmd: Command, inc: Incident | 
             why = sorted({r.suppressed for r in inc.alarms.values() if r.suppressed})
             why_text = f"({'; '.join(why[:3])}{'; ...' if len(why) > 3 else ''})"
             if a == "unsuppress":
-                return f"incident is not suppressed: no operator suppressed it, its alarms are {why_text}"
-            return f"incident is not {overlay_needed[a]} (it is suppressed: its alarms are {why_text})"
-        return f"incident is not {overlay_needed[a]} (it is {state})"
+                return Refusal(
+                    f"incident is not suppressed: no operator suppressed it, its alarms are {why_text}",
+                    "suppressed-by-policy",
+                    why=why_text[1:-1],
+                )
+            return Refusal(
+                f"incident is not {overlay_needed[a]} (it is suppressed: its alarms are {why_text})",
+                "not-in-state-suppressed",
+                needed=overlay_needed[a],
+                why=why_text[1:-1],
+            )
+        return Refusal(
+            f"incident is not {overlay_needed[a]} (it is {state})",
+            "not-in-state",
+            needed=overlay_needed[a],
+            state=state,
+        )
     if a == "assign" and not (cmd.assignee or cmd.actor):
-        return "assign needs an assignee"
+        return Refusal("assign needs an assignee", "assignee-needed")
     if a == "close" and inc.active:
-        return "incident has firing alarms; it can close once they return to normal"
+        return Refusal(
+            "incident has firing alarms; it can close once they return to normal", "close-while-firing"
+        )
     return None
 
 

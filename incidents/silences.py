@@ -36,6 +36,8 @@ from atalaia.streams.records import Time, record_decoder
 SILENCE_ACTIONS = ("silence", "expire-silence")
 MAX_MATCHERS = 20
 MAX_SPAN = timedelta(seconds=MAX_DURATION_S)  # a silence's end - start, as for its duration
+#: how the refusal of matchers that would silence every alarm begins (the console names it a code)
+EVERY_ALARM = "the matchers would silence every alarm"
 
 
 def silence_id(command_id: str) -> str:
@@ -69,7 +71,7 @@ def parse_matchers(v: Any) -> tuple[Matcher, ...]:
         except ValueError as e:
             raise ValueError(f"matcher {i}: {e}") from None
     if all(_matches_empty(m) for m in out):
-        raise ValueError("the matchers would silence every alarm: add one that needs a label value")
+        raise ValueError(f"{EVERY_ALARM}: add one that needs a label value")
     return tuple(out)
 
 

@@ -116,7 +116,8 @@ def test_operator_acknowledges_an_incident_in_the_browser(console):
         assert "high" in row.inner_text() and "unacknowledged" in row.inner_text()
         row.locator("button.ack").click()
         page.wait_for_function("document.getElementById('msg').textContent !== ''", timeout=10000)
-        assert page.inner_text("#msg") == "Acknowledge: done", page.inner_text("#msg")
+        # which incident: "Acknowledge: done" alone named none, the same text for every row
+        assert page.inner_text("#msg") == f"Acknowledge: done — {incident['title']}", page.inner_text("#msg")
         page.wait_for_function(
             f"document.querySelector('tr[data-incident=\"{incident['id']}\"] .state')"
             '?.textContent.startsWith("acknowledged")',

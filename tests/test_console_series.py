@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atalaia.console.series import POINTS, RingStore
 from tests.test_console_board import SHOTS, Publisher, chromium  # noqa: F401  (fixtures)
@@ -50,7 +52,7 @@ def test_the_ring_buffer_stays_bounded_and_in_time_order():
     assert store.get("urn:ngsi-ld:WaterObserved:a", "height")[-1][1] == 24
     for e in ("b", "c"):
         store.add_observation(obs(e, t0, height=1))
-    assert len(store.data) == 3 and store.dropped_series == 1, "beyond 3 series the least recently fed goes"
+    assert store.held() == 3 and store.dropped_series == 1, "beyond 3 series the least recently fed goes"
     assert store.get("urn:ngsi-ld:WaterObserved:a", "height") == [], "a's height was fed least recently"
     assert len(store.get("urn:ngsi-ld:WaterObserved:a", "flow", limit=4)) == 4
     assert len(store) <= 3 * 10
@@ -59,6 +61,60 @@ def test_the_ring_buffer_stays_bounded_and_in_time_order():
     assert store.get("gaia|urn:ngsi-ld:WaterObserved:a", "height") == [(t0.timestamp(), 1.0)]
     assert store.add_observation({"entity": "x", "time": "bad", "attributes": {"h": 1}}) == 0
     assert store.add_observation(obs("d", t0, height=float("nan"))) == 0
+
+
+def test_one_tenants_flood_does_not_push_out_another_tenants_series():
+    """The buffer was one list for every tenant: gaia's 2 000 new sensors pushed every one of
+    porto's series out of the incident pages' charts. Now each tenant has its own bound."""
+    store = RingStore(points=5)
+    t0 = datetime(2026, 1, 28, 10, tzinfo=UTC)
+    for i in range(50):
+        store.add_observation(dict(obs(f"porto-{i}", t0, height=1.0), tenant="porto"))
+    for i in range(3 * store.series):  # gaia's storm: far more sensors than the buffer holds
+        store.add_observation(dict(obs(f"gaia-{i}", t0 + timedelta(seconds=i), height=2.0), tenant="gaia"))
+    kept = [store.get(f"porto|urn:ngsi-ld:WaterObserved:porto-{i}", "height") for i in range(50)]
+    assert all(kept), f"porto lost {sum(not k for k in kept)} of its 50 series to gaia's flood"
+    assert store.held("gaia") == store.series, "the flooding tenant keeps its own latest series"
+    assert store.get(f"gaia|urn:ngsi-ld:WaterObserved:gaia-{3 * store.series - 1}", "height")
+
+
+def test_beyond_the_total_the_tenant_holding_the_most_gives_way():
+    store = RingStore(points=2, series=10, total=12)
+    t0 = datetime(2026, 1, 28, 10, tzinfo=UTC)
+    for i in range(10):
+        store.add_observation(dict(obs(f"a{i}", t0, h=1), tenant="a"))
+    for i in range(2):
+        store.add_observation(dict(obs(f"b{i}", t0, h=1), tenant="b"))
+    for i in range(5):  # c's new series take a's oldest, never b's
+        store.add_observation(dict(obs(f"c{i}", t0, h=1), tenant="c"))
+    assert (store.held("a"), store.held("b"), store.held("c")) == (5, 2, 5)
+    assert store.held() == 12 and store.dropped_series == 5
+    assert not store.get("a|urn:ngsi-ld:WaterObserved:a0", "h"), "a's least recently fed went first"
+    assert store.get("a|urn:ngsi-ld:WaterObserved:a9", "h")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["", "a", "b", "c|d", "e\\"]), st.integers(0, 12)), max_size=120))
+def test_the_buffer_is_bounded_and_fair_whatever_is_fed(feeds):
+    """Per tenant at most ``series``, in all at most ``total``; a series is pushed out only from its
+    own tenant at its bound, or from a tenant that held at least as many as the one adding."""
+    from atalaia.console.series import tenant_of
+    from atalaia.streams.ingest.observation import entity_key
+
+    store = RingStore(points=1, series=6, total=10)
+    for n, (tenant, sensor) in enumerate(feeds):
+        key = entity_key(tenant or None, f"s{sensor}")
+        assert tenant_of(key) == (key.rsplit("|", 1)[0] if tenant else "")
+        before = {t: store.held(t) for t in store.tenants}
+        had = set(before) and {(t, k) for t, d in store.tenants.items() for k in d}
+        store.add(key, "h", float(n), 1.0)
+        gone = {x for x in had if x[0] not in store.tenants or x[1] not in store.tenants[x[0]]}
+        mine = tenant_of(key)
+        for t, _ in gone:
+            assert t == mine or before[t] >= before.get(mine, 0) + 1 - (t == mine), (t, before, mine)
+        assert store.held() == sum(len(d) for d in store.tenants.values()) <= 10
+        assert all(0 < len(d) <= 6 for d in store.tenants.values())
+        assert store.get(key, "h")[-1] == (float(n), 1.0)
 
 
 def alarm(entity: str, at: datetime, value: float) -> dict:

@@ -135,6 +135,8 @@ replies = st.builds(
     reason=text,
     at=st.none() | times,
     version=st.none() | st.integers(0, 2**40),
+    code=st.none() | text,
+    params=st.none() | st.dictionaries(text, text | st.integers(-(2**40), 2**40), max_size=3),
 )
 snapshots = st.builds(
     IncidentSnapshot,

@@ -211,6 +211,36 @@ function actor() {
   return name;
 }
 
+// --- refusals: the console API names each refusal it can explain in a problem+json `type`
+// (urn:atalaia:console:<code>) with the values it names in `params`; the page says it with its
+// words for that code (pb.<code>), and the API's English `detail` only for a code it does not know
+const PROBLEM_TYPE = 'urn:atalaia:console:';
+function paramText(name, v) {
+  const s = String(v ?? '');
+  if (['state', 'needed'].includes(name)) return stateText(s);
+  if (name === 'action') return t('act.' + s) === 'act.' + s ? s : t('act.' + s);
+  if (name === 'role') return t('role.' + s) === 'role.' + s ? s : t('role.' + s);
+  if (name === 'change') return changeText(s);
+  return s;
+}
+function refusal(j, status) {
+  const type = j && typeof j.type === 'string' ? j.type : '';
+  if (type.startsWith(PROBLEM_TYPE)) {
+    const key = 'pb.' + type.slice(PROBLEM_TYPE.length);
+    if (Object.hasOwn(C.cat, key)) {
+      const vars = {};
+      for (const [k, v] of Object.entries((j.params && typeof j.params === 'object') ? j.params : {})) vars[k] = paramText(k, v);
+      return t(key, vars);
+    }
+  }
+  return (j && j.detail) || String(status ?? '');
+}
+// one problem of a list (`errors`: a draft's fields): its code's words, else its own message
+function problemText(e) {
+  const key = 'pb.draft.' + (e && e.code);
+  return e && e.code && Object.hasOwn(C.cat, key) ? t(key) : String((e && e.message) ?? '');
+}
+
 // --- commands
 async function command(id, action, extra) {
   const body = Object.assign({action, actor: actor(), role: (C.who && C.who.role) || 'operator'}, extra || {});
@@ -221,7 +251,7 @@ async function command(id, action, extra) {
   const name = t('act.' + action);
   if (r.status === 200) return {ok: true, text: t('act.done', {action: name})};
   if (r.status === 202) return {ok: true, text: t('act.queued', {action: name})};
-  return {ok: false, text: t('act.refused', {action: name, reason: j.detail || r.status})};
+  return {ok: false, text: t('act.refused', {action: name, reason: refusal(j, r.status)})};
 }
 
 // --- live stream: server-sent events read with fetch (so the token travels in a header)

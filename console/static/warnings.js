@@ -60,7 +60,7 @@ async function warningCall(path, action, body) {
   const name = t('wact.' + action);
   if (r.status === 200 || r.status === 201) return {ok: true, warning: j.warning, text: t('act.done', {action: name})};
   if (r.status === 202) return {ok: true, text: t('w.queued', {action: name})};
-  return {ok: false, status: r.status, errors: j.errors || [], text: t('act.refused', {action: name, reason: j.detail || r.status})};
+  return {ok: false, status: r.status, errors: j.errors || [], text: t('act.refused', {action: name, reason: refusal(j, r.status)})};
 }
 
 // --- Europe/Lisbon wall time <-> RFC 3339 (the form shows Lisbon time, the draft carries an offset)
