@@ -297,6 +297,7 @@ def create_app(
         IngestProducer(bootstrap, IngestLog.for_broker(settings, bootstrap) if kept else None, kept)
     )
     app.atalaia_producer = ingest_producer
+    app.atalaia_guard.producers.append(ingest_producer)  # what it acknowledged: confirmed, or sent again
     if role in ("all", "ingest"):
         install_ingest(app, settings, ingest_producer, refuse)
 

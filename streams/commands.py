@@ -111,6 +111,7 @@ def _run_worker(
 
     from atalaia.streams.app import create_app
     from atalaia.streams.broker import no_auto_create
+    from atalaia.streams.follow import FollowAnnounced, joined_announced
 
     no_auto_create()  # topics are created with their designed partition counts, by us only
     _prepare(settings, bootstrap, demo)
@@ -118,6 +119,8 @@ def _run_worker(
         app = create_app(settings, bootstrap, stages=stages, http=http)
     except _config_errors() as exc:  # a configuration file that does not load: its errors, no traceback
         raise click.ClickException(f"the configuration does not load:\n{exc}") from None
+    if joined_announced(settings, bootstrap):  # started apart on `up`'s broker: follow it to a new one
+        app.service(FollowAnnounced(settings, bootstrap))
     if demo if demo_feed is None else demo_feed:
         from atalaia.streams.ingest.demo import DemoFeed
 
@@ -442,7 +445,11 @@ def up(demo: bool, fresh: bool, single_process: bool) -> None:
 @click.option("--http-role", type=click.Choice(["all", "ingest", "console", "health"]), hidden=True)
 @click.option("--demo-feed", is_flag=True, hidden=True)
 def worker(stages: str, http: bool, processes: int, http_role: str | None, demo_feed: bool) -> None:
-    """Run pipeline stages (scale out by starting more workers on the same Kafka)."""
+    """Run pipeline stages (scale out by starting more workers on the same Kafka).
+
+    Without ATALAIA_KAFKA it joins the embedded broker of the `atalaia up` running with this
+    data directory (following it to the new broker `up` starts when that one dies), else starts
+    its own."""
     import os
 
     from atalaia.streams.connect import owned_bootstrap
@@ -476,7 +483,10 @@ def worker(stages: str, http: bool, processes: int, http_role: str | None, demo_
 
 @click.command()
 def console() -> None:
-    """Serve the HTTP ingest endpoint and console API without pipeline stages."""
+    """Serve the HTTP ingest endpoint and console API without pipeline stages.
+
+    Without ATALAIA_KAFKA it joins the embedded broker of the `atalaia up` running with this
+    data directory, and follows it to the new broker `up` starts when that one dies."""
     from atalaia.streams.connect import owned_bootstrap
 
     settings = get_settings()

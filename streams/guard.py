@@ -22,6 +22,10 @@
   ids that cannot be read leave only this case unseen). On Tansu, a topic this
   check re-created that already holds records (written to the deleted topic, which Tansu keeps and
   which hide later writes) is deleted once more and created again, so its new log starts empty.
+  Those records may be events the ingest endpoints answered for: the ingest producer keeps what
+  the broker acknowledged until a check confirms its topic (the same id at two checks in a row),
+  and a check that finds topics vanished, created again, or a new cluster has it write them again
+  once the topics are there (``BrokerGuard.write_again``, ``IngestProducer.resend``).
 """
 
 from __future__ import annotations
@@ -210,6 +214,11 @@ class BrokerGuard(Service):
         self.old_ids: dict[str, set[bytes]] = {}  # the ids they had before: a lagging broker may answer one
         HEALTH.reset_alert_s = settings.reset_alert_s
         self.answered = time.monotonic()  # the last check the broker answered (or the start)
+        # the producers whose acknowledged records this check confirms or has written again
+        # (``streams.ingest.http.IngestProducer``: ``confirm(before)``, ``resend(topics)``)
+        self.producers: list[Any] = []
+        self.began: float | None = None  # when the last completed check began (monotonic)
+        self.told_ids = False  # whether the broker ever told topic ids (Kafka < 2.8 does not)
         self.unreachable_s = getattr(settings, "broker_unreachable_s", 10.0)
 
     async def on_start(self) -> None:
@@ -292,6 +301,7 @@ class BrokerGuard(Service):
             topic_ids,
         )
 
+        began = time.monotonic()
         cid = await cluster_id(admin)
         if cid and self.cluster and cid != self.cluster and not self.warned.get(cid):
             self.warned[cid] = True
@@ -332,9 +342,21 @@ class BrokerGuard(Service):
                 await stage.recheck(cid)
         elif vanished or recreated:
             await self.vanished(sorted({*vanished, *recreated}))
+        lost = None if changed else {*vanished, *recreated, *created}
+        if changed or lost:
+            await self.write_again(lost)
+        elif self.began is not None and (
+            all(t in ids and t in self.ids for t in designed) if ids or self.told_ids else True
+        ):
+            # each topic as at the last check (the same ids, on a broker that tells them): what
+            # was acknowledged before that check is on it
+            for producer in self.producers:
+                producer.confirm(self.began)
         self.cluster = cid or self.cluster  # only now: a failed recheck is tried again
         self.known = {t for t in designed if t in existing or t in actual}
         self.ids, self.old_ids = learnt  # only now, as the rest: a failed check is tried again
+        self.began = began
+        self.told_ids = self.told_ids or bool(ids)
 
     def learn_ids(
         self, designed: dict[str, int], existing: set[str], ids: dict[str, bytes]
@@ -387,6 +409,23 @@ class BrokerGuard(Service):
             "never read; delete them while no Atalaia process runs",
             ", ".join(created),
         )
+
+    async def write_again(self, topics: set[str] | None) -> None:
+        """The records this process's producers had acknowledged since the last check that found
+        the topics as they were, on ``topics`` (None: every topic, a new cluster), written again:
+        the broker may have lost them with its memory, or taken them for a topic it did not have
+        and dropped them when the topic was created (``start_clean``)."""
+        for producer in self.producers:
+            n = await producer.resend(topics)
+            if n:
+                log.warning(
+                    "wrote again the %d record(s) this process had written to %s since the broker "
+                    "check last found %s as it was (the broker may have lost them)",
+                    n,
+                    self.bootstrap,
+                    ", ".join(sorted(topics)) if topics else "every topic",
+                    extra={"ratelimit": False},
+                )
 
     async def vanished(self, topics: list[str]) -> None:
         """Topics this worker had seen vanished from the broker and were re-created empty: said

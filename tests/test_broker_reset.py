@@ -396,3 +396,73 @@ async def delete_under_a_producer(broker: str, topic: str, write, recreate: bool
     finally:
         await admin.close()
         await producer.stop()
+
+
+def test_events_answered_while_an_external_broker_came_back_empty_are_kept(
+    make_worker, tmp_path: Path
+) -> None:
+    """An external memory-only Tansu killed and restarted empty under a worker whose endpoint is
+    being sent events. In the second after it came back, the ingest producer (still holding the
+    topics' metadata) wrote to topics the broker no longer had: the broker acknowledged them (the
+    endpoint answered 200), then the broker check created the topics and, finding those records
+    at the new logs' first offsets, deleted and created them again: dozens of answered events
+    gone. Now what the producer had acknowledged since the check last found the topics as they
+    were is written again once they are created: every answered event is on the new log and
+    processed."""
+    import threading
+
+    broker = EmbeddedBroker(cluster_id="tansu_cluster").start()  # as a user runs it: the default id
+    port = broker.port
+    try:
+        w = make_worker("--stages", "ingest,rules", extra_env={"ATALAIA_KAFKA": broker.bootstrap})
+        w.start(("ingest", "rules"))
+        prefix = w.env["ATALAIA_TOPIC_PREFIX"]
+        accepted: list[tuple[float, str]] = []
+        stop = threading.Event()
+
+        def post(worker: int) -> None:  # several senders: some are waiting while the broker is down
+            n = 0
+            with httpx.Client(timeout=10) as client:
+                while not stop.is_set():
+                    n += 1
+                    name = f"w{worker}-{n}"
+                    try:
+                        r = client.post(
+                            f"{w.url}/ngsi-ld/notify",
+                            content=water_notification(name, 1.0),
+                            headers={"Content-Type": "application/json"},
+                        )
+                    except httpx.HTTPError:
+                        continue
+                    if r.status_code == 200:
+                        accepted.append((time.monotonic(), name))
+                    time.sleep(0.02)
+
+        senders = [threading.Thread(target=post, args=(i,), daemon=True) for i in range(4)]
+        for s in senders:
+            s.start()
+        time.sleep(3)
+        broker.proc.kill()  # kill -9: its topics were in its memory
+        broker.stop()
+        time.sleep(1)
+        broker = EmbeddedBroker(port=port, cluster_id="tansu_cluster").start()
+        back = time.monotonic()
+        time.sleep(6)
+        stop.set()
+        for s in senders:
+            s.join(15)
+        after = {name for at, name in accepted if at >= back}
+        assert len(after) > 50, len(after)
+        events = asyncio.run(consume_all(broker.bootstrap, f"{prefix}.events", idle=2.0, timeout=30))
+        entities = {orjson.loads(r.value)["data"][0]["id"].rsplit(":", 1)[1] for r in events}
+        lost = after - entities
+        assert not lost, f"{len(lost)} of {len(after)} answered events not on the broker: {sorted(lost)[:10]}"
+        observations = asyncio.run(
+            consume_all(broker.bootstrap, f"{prefix}.observations", idle=2.0, timeout=30)
+        )
+        observed = {orjson.loads(r.value)["entity"].rsplit(":", 1)[1] for r in observations}
+        assert after <= observed, f"{len(after - observed)} answered events not processed"
+        assert "wrote again the" in w.log.read_text()
+        w.stop()
+    finally:
+        broker.stop()

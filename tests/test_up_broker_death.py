@@ -165,3 +165,55 @@ def test_a_new_broker_that_dies_in_its_start_up_is_one_more_death_and_each_put_b
         if up.proc is not None and up.proc.poll() is None:
             up.proc.kill()
         smtp.stop()
+
+
+def test_a_console_started_apart_follows_up_to_its_new_broker(tmp_path: Path) -> None:
+    """An `atalaia console` started apart joins the broker `atalaia up` announced in the data
+    directory. Before, when `up` replaced its dead broker (on another port), the console stayed on
+    the dead one for ever: `/health` failed, every event refused, until restarted by hand. Now it
+    starts again on the new broker by itself (same pid): its events are accepted and processed."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from tests.conftest import ATALAIA, free_port
+
+    with running(tmp_path, 3600) as (up, _smtp):
+        announced = tmp_path / "data" / "broker"
+        port = free_port()
+        console_log = tmp_path / "console.log"
+        with open(console_log, "wb") as out:
+            console = subprocess.Popen(
+                [ATALAIA, "console"],
+                env={**up.env, "ATALAIA_HTTP_PORT": str(port)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        apart = SimpleNamespace(url=f"http://127.0.0.1:{port}", env=up.env, log=console_log)
+        try:
+            wait_for(
+                lambda: httpx.get(f"{apart.url}/health", timeout=1).status_code == 200,
+                60,
+                "the console started apart",
+                apart,
+            )
+            send(apart, 4.0, SENSORS[:1])  # through the console: on up's broker
+            old = announced.read_text()
+            os.kill(tansu_of(up.proc.pid), signal.SIGKILL)
+            wait_for(lambda: read(announced) not in ("", old), 30, "a new embedded broker announced", up)
+
+            def follows() -> bool:  # said, then answering on the new broker
+                if "this process starts again on it" not in console_log.read_text():
+                    return False
+                body = httpx.get(f"{apart.url}/health", timeout=2)
+                return body.status_code == 200 and body.json()["status"] == "ok"
+
+            wait_for(follows, 40, "the console on the new broker", apart)
+            send(apart, 4.0, SENSORS[1:2])  # accepted, and processed on the new broker
+            wait_for(lambda: len(up.incidents()) == 2, 60, "the incidents of both events", up)
+            assert console.poll() is None, "the console went on (started again in place)"
+            text = console_log.read_text()
+            assert f"the broker at {old} does not answer" in text, text[-3000:]
+            assert f"announces a new one at {announced.read_text()}" in text
+        finally:
+            console.kill()
+            console.wait(10)

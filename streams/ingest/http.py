@@ -8,8 +8,11 @@ these endpoints and the MQTT bridge share.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -43,12 +46,26 @@ JSON_TYPES = ("application/json", "application/ld+json", "application/geo+json",
 INGEST_PATHS = (("/ngsi-ld/notify", "ngsi-ld"), ("/v2/notify", "ngsi-v2"), ("/notify", "http"))
 
 
+#: records acknowledged since the broker check last confirmed their topics, kept at most (bytes)
+UNCONFIRMED_MAX_BYTES = 64 << 20
+
+
 class IngestProducer(Service):
     """The producer shared by the HTTP endpoint, the MQTT bridge and the console. With an
     ``ingest_log`` (the embedded broker of ``atalaia up``: ``streams.ingestlog``) every record the
     broker acknowledged on one of ``log_topics`` (the events the endpoints accept, the console's
     commands) is also kept on disk before ``publish`` returns, so what was answered outlives the
-    in-memory broker."""
+    in-memory broker.
+
+    Every record it had acknowledged is also kept in memory until the broker check
+    (``streams.guard.BrokerGuard``) confirms that its topic was there, the same topic (same id),
+    before and after the write (:meth:`confirm`); when the check finds a topic vanished or created
+    again, or a new cluster, the records kept for it are written again (:meth:`resend`). A broker
+    that restarted empty (Tansu, memory only) acknowledges writes to a topic it does not have,
+    from producers that still hold its metadata, and the check then deletes those records when it
+    creates the topic (``BrokerGuard.start_clean``): an event answered ``200`` in the seconds after
+    the broker came back was lost. Written again, it is not (at least once: a record the broker
+    kept is then there twice)."""
 
     def __init__(
         self,
@@ -62,6 +79,12 @@ class IngestProducer(Service):
         self.producer: AIOKafkaProducer | None = None
         self.ingest_log, self.log_topics = ingest_log, frozenset(log_topics)
         self._trims: asyncio.Future | None = None
+        # (acknowledged at (monotonic), topic, key, value, headers), oldest first: see the class
+        self.unconfirmed: collections.deque[tuple[float, str, bytes | None, bytes, list]] = (
+            collections.deque()
+        )
+        self.unconfirmed_bytes = 0
+        self._overflowed = False
 
     async def on_start(self) -> None:
         kind = await broker_kind(self.bootstrap)
@@ -105,9 +128,66 @@ class IngestProducer(Service):
         if self.producer is None or self.should_stop:  # not started yet, or stopping: a 503
             raise KafkaConnectionError("the ingest producer is not running")
         md = await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+        self._acknowledged(topic, md, key, value, list(headers or ()))
+
+    def _acknowledged(self, topic: str, md: Any, key: bytes | None, value: bytes, headers: list) -> None:
+        self.unconfirmed.append((time.monotonic(), topic, key, value, headers))
+        self.unconfirmed_bytes += len(value) + len(key or b"")
+        while self.unconfirmed_bytes > UNCONFIRMED_MAX_BYTES:
+            _, _, k, v, _ = self.unconfirmed.popleft()
+            self.unconfirmed_bytes -= len(v) + len(k or b"")
+            if not self._overflowed:
+                self._overflowed = True
+                log.warning(
+                    "ingest: more than %d MB acknowledged since the broker check last confirmed the "
+                    "topics: the oldest are no longer kept to be written again should the broker "
+                    "turn out to have lost them",
+                    UNCONFIRMED_MAX_BYTES >> 20,
+                )
         if self.ingest_log is not None and topic in self.log_topics:
             # (raises IngestLogError, an OSError: the endpoint answers 503, MQTT does not ack)
-            self.ingest_log.append(Entry(topic, md.partition, md.offset, key, value, list(headers or ())))
+            self.ingest_log.append(Entry(topic, md.partition, md.offset, key, value, headers))
+
+    def confirm(self, before: float) -> None:
+        """The broker check found every topic as it was at its previous check, which began at
+        ``before`` (monotonic): what was acknowledged before then is on the broker's topics."""
+        while self.unconfirmed and self.unconfirmed[0][0] < before:
+            _, _, k, v, _ = self.unconfirmed.popleft()
+            self.unconfirmed_bytes -= len(v) + len(k or b"")
+        if not self.unconfirmed:
+            self._overflowed = False
+
+    async def resend(self, topics: set[str] | None) -> int:
+        """Write again, in their order, the records kept for ``topics`` (None: all): the broker
+        check found them vanished or created again (or a new cluster), after it created them.
+        Each is kept again under its new acknowledgement; one the broker refuses stays kept under
+        its old one (written again at the next check that finds a change) and the error is raised.
+        Returns how many were written again."""
+        if self.producer is None or not self.unconfirmed:
+            return 0
+        todo = [r for r in self.unconfirmed if topics is None or r[1] in topics]
+        if not todo:
+            return 0
+        kept = [r for r in self.unconfirmed if not (topics is None or r[1] in topics)]
+        self.unconfirmed = collections.deque(kept)
+        self.unconfirmed_bytes = sum(len(r[3]) + len(r[2] or b"") for r in kept)
+        results: list[Any] = []
+        try:
+            for _, topic, key, value, headers in todo:
+                results.append(await self.producer.send(topic, value, key=key, headers=headers))
+            results = await asyncio.gather(*results, return_exceptions=True)
+        except BaseException as e:  # not handed to the producer, or cancelled: all kept as they were
+            results = [e] * len(todo)
+        failed = [r for r, md in zip(todo, results, strict=True) if isinstance(md, BaseException)]
+        for (_, topic, key, value, headers), md in zip(todo, results, strict=True):
+            if not isinstance(md, BaseException):
+                with contextlib.suppress(IngestLogError):  # kept in memory still: written again if lost
+                    self._acknowledged(topic, md, key, value, headers)
+        if failed:  # still unconfirmed, under their old times
+            self.unconfirmed.extendleft(reversed(failed))
+            self.unconfirmed_bytes += sum(len(r[3]) + len(r[2] or b"") for r in failed)
+            raise next(md for md in results if isinstance(md, BaseException))
+        return len(todo)
 
 
 #: an oversize body is read on (to count and hash it for the DLQ record) up to this many times
