@@ -170,7 +170,7 @@ def banner_text(
         + f"  console:                 {base}/\n"
         f"  NGSI-LD notify endpoint: {base}/ngsi-ld/notify   (NGSI-v2: {base}/v2/notify)\n"
         + tokens
-        + f"  health / metrics:        {base}/health  {base}/metrics  (liveness: {base}/livez)\n"
+        + f"  health / metrics:        {base}/health  {base}/metrics  (readiness: {base}/readyz, liveness: {base}/livez)\n"
         "  watch:                   atalaia tail observations | alarms | incidents | notifications | dlq\n"
         "  deliveries:              atalaia notify log\n"
         "  stop:                    Ctrl-C\n"
