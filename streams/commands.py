@@ -110,9 +110,10 @@ def _run_worker(
     import faust
 
     from atalaia.streams.app import create_app
-    from atalaia.streams.broker import no_auto_create
+    from atalaia.streams.broker import no_auto_create, quiet_fetcher_close
 
     no_auto_create()  # topics are created with their designed partition counts, by us only
+    quiet_fetcher_close()  # a consumer stops while its broker is down (Ctrl-C is not 35 s)
     _prepare(settings, bootstrap, demo)
     try:
         app = create_app(settings, bootstrap, stages=stages, http=http)
