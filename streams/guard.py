@@ -212,7 +212,7 @@ async def broker_gone(bootstrap: str, timeout: float = 1.0, health: BrokerHealth
         return said.reason
     errors = []
     for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
+        host, _, port = address.strip().rpartition("://")[2].rpartition(":")
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout)
         except (OSError, TimeoutError, ValueError) as e:
