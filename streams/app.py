@@ -186,7 +186,14 @@ def create_app(
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
     role = "all" if http is True else (http or "")
-    from atalaia.streams.metrics import BEHIND, BehindWatch, health_report, watch_stages
+    from atalaia.streams.metrics import (
+        BEHIND,
+        BehindWatch,
+        health_code,
+        health_report,
+        readiness,
+        watch_stages,
+    )
 
     watch_stages(app.atalaia_stages)  # consumer lag and stage state on /metrics
     BEHIND.max_behind_s = settings.health_max_behind_s
@@ -217,8 +224,26 @@ def create_app(
         async def get(self, request: Any) -> Any:
             return self.json({"status": "alive"})
 
+    @app.page("/readyz")
+    class Readyz(faust.web.View):
+        """Readiness (always open, as ``/livez``): 200 while this process (with ``atalaia up``'s
+        other processes) serves, ``ok`` or ``degraded``; 503 while ``starting`` or ``failed``. The
+        status word only: the reasons are on ``/health``, behind the metrics token."""
+
+        async def get(self, request: Any) -> Any:
+            status = health_report(app.atalaia_stages)[0]["status"]
+            if settings.peers and request.query.get("local") is None:
+                from atalaia.streams.front import peer_ready
+
+                status = await peer_ready(settings.peers, status)
+            body, code = readiness(status)
+            return self.json(body, status=code)
+
     @app.page("/health")
     class Health(faust.web.View):
+        """The detailed status: 200 ``ok`` or ``degraded`` (it serves; ``problems`` names each
+        condition), 503 ``starting`` or ``failed`` (``streams.metrics.health_code``)."""
+
         async def get(self, request: Any) -> Any:
             refusal = metrics_auth.check(request.headers)
             if refusal:
@@ -243,7 +268,7 @@ def create_app(
                     settings.peers, request.headers, body["status"], problems, stages
                 )
                 body = {"status": state, **({"problems": problems} if problems else {}), "stages": stages}
-                status = 200 if state == "ok" else 503
+                status = health_code(state)
             return self.json(body, status=status)
 
     @app.page("/metrics")

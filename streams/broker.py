@@ -476,6 +476,37 @@ def no_auto_create() -> None:
     aiokafka.client.MetadataRequest = NoAutoCreate
 
 
+def quiet_fetcher_close() -> None:
+    """Make a consumer's stop finish while its broker is down. aiokafka's ``Fetcher.close``
+    cancels its pending fetch tasks and awaits each; a task that was backing off after a failed
+    fetch (the broker does not answer) ends cancelled, and awaiting it re-raises that
+    ``CancelledError`` out of ``consumer.stop()``, the rest of the stop skipped. In Faust's
+    consumer thread it ends the thread without its shutdown signal, and the worker's stop then
+    waits for it ``shutdown_timeout`` (60 s): under ``atalaia up``, until the process is killed
+    35 s after Ctrl-C. Here the remaining tasks are cancelled and awaited quietly, and the stop
+    goes on; a cancellation of the stop itself still propagates."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    if getattr(Fetcher.close, "_atalaia", False):
+        return
+    close = Fetcher.close
+
+    async def quiet_close(self: Any) -> None:
+        try:
+            await close(self)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is None or me.cancelling():  # the stop itself is cancelled: so be it
+                raise
+            for task in list(self._pending_tasks):  # those after the one that raised
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    quiet_close._atalaia = True  # type: ignore[attr-defined]
+    Fetcher.close = quiet_close
+
+
 async def cluster_id(admin) -> str | None:
     """The cluster id the broker reports (Metadata v2+), or None; ``admin`` is a started
     ``AIOKafkaAdminClient``."""

@@ -110,10 +110,11 @@ def _run_worker(
     import faust
 
     from atalaia.streams.app import create_app
-    from atalaia.streams.broker import no_auto_create
+    from atalaia.streams.broker import no_auto_create, quiet_fetcher_close
     from atalaia.streams.follow import FollowAnnounced, joined_announced
 
     no_auto_create()  # topics are created with their designed partition counts, by us only
+    quiet_fetcher_close()  # a consumer stops while its broker is down (Ctrl-C is not 35 s)
     _prepare(settings, bootstrap, demo)
     try:
         app = create_app(settings, bootstrap, stages=stages, http=http)
@@ -173,7 +174,7 @@ def banner_text(
         + f"  console:                 {base}/\n"
         f"  NGSI-LD notify endpoint: {base}/ngsi-ld/notify   (NGSI-v2: {base}/v2/notify)\n"
         + tokens
-        + f"  health / metrics:        {base}/health  {base}/metrics  (liveness: {base}/livez)\n"
+        + f"  health / metrics:        {base}/health  {base}/metrics  (readiness: {base}/readyz, liveness: {base}/livez)\n"
         "  watch:                   atalaia tail observations | alarms | incidents | notifications | dlq\n"
         "  deliveries:              atalaia notify log\n"
         "  stop:                    Ctrl-C\n"

@@ -4,7 +4,8 @@ The alarms process owns the public port: the ingest endpoints are answered there
 path's own loop. Every other path (console, API, live board, CAP feed) belongs to the ops process
 and is forwarded to it as a byte stream (``install_forwarding``), so console and incident work
 never run on the alarm path's loop. ``/health`` merges what every process reports
-(``peer_health``); a process that does not answer makes it ``degraded``, never hangs it.
+(``peer_health``), ``/readyz`` their readiness (``peer_ready``); a process that does not answer
+makes it ``degraded``, never hangs it.
 ``/metrics`` merges every process's samples, labelled ``process`` (``peer_metrics``).
 """
 
@@ -178,7 +179,8 @@ async def peer_health(
     """This process's health merged with the other processes' (``GET <peer>/health?local``)."""
     import aiohttp
 
-    rank = {"ok": 0, "starting": 1, "degraded": 2, "failed": 3}
+    from atalaia.streams.metrics import HEALTH_RANK as rank  # the worst status is the merged one
+
     problems = list(problems)
     auth = _auth(headers)
     timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
@@ -188,8 +190,8 @@ async def peer_health(
             url = peer(entry)[1]
             try:
                 async with session.get(f"{url.rstrip('/')}/health?local=1", headers=auth) as r:
-                    # only a 200 or a 503 (the report of a degraded process) is a report; an error
-                    # answer (401 problem+json: {"status": 401, ...}) is not read as one
+                    # only a 200 or a 503 (the report of a process starting or failed) is a
+                    # report; an error answer (401 problem+json: {"status": 401, ...}) is not
                     if r.status not in (200, 503):
                         return url, ValueError(f"HTTP {r.status}")
                     got = await r.json(content_type=None)
@@ -232,6 +234,34 @@ async def peer_health(
                         "behind_s": max(waits) if waits else None,
                     }
     return status, problems, stages
+
+
+async def peer_ready(peers: list[str], status: str) -> str:
+    """This process's ``/health`` status merged with the other processes' readiness
+    (``GET <peer>/readyz?local``, open: no credentials): the worst of them. A process that does not
+    answer, or not with a readiness, counts as ``degraded`` (as in ``peer_health``): the ingest
+    endpoints here still serve."""
+    import aiohttp
+
+    from atalaia.streams.metrics import HEALTH_RANK as rank
+
+    timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def one(entry: str) -> str:
+            try:
+                async with session.get(f"{peer(entry)[1].rstrip('/')}/readyz?local=1") as r:
+                    got = await r.json(content_type=None) if r.status in (200, 503) else None
+            except (TimeoutError, aiohttp.ClientError, ValueError):
+                return "degraded"
+            said = got.get("status") if isinstance(got, dict) else None
+            if r.status == 200 and said == "ready":
+                return "ok"
+            return said if r.status == 503 and said in ("starting", "failed") else "degraded"
+
+        for theirs in await asyncio.gather(*(one(u) for u in peers)):
+            status = max(status, theirs, key=rank.__getitem__)
+    return status
 
 
 #: live event streams the front forwards at most (the ops process refuses beyond its own caps)

@@ -1,7 +1,7 @@
 """What a worker tells Prometheus: metric definitions, the stage hooks that feed them, consumer
 lag, and the ``/health`` report.
 
-Every worker process serves ``/metrics`` (and ``/health``, ``/livez``): on its HTTP port with
+Every worker process serves ``/metrics`` (and ``/health``, ``/readyz``, ``/livez``): on its HTTP port with
 ``--http``, and on ``ATALAIA_METRICS_PORT`` (bound to ``ATALAIA_HTTP_HOST``) otherwise. The
 metrics are per process; Prometheus sums them over the scraped workers.
 
@@ -432,14 +432,42 @@ class BehindWatch(Service):
                 log.warning("stage lag not sampled for /health", exc_info=True)
 
 
+#: the ``/health`` statuses, least to most serious (merging several processes' reports keeps the worst)
+HEALTH_RANK = {"ok": 0, "degraded": 1, "starting": 2, "failed": 3}
+#: the statuses of a process that serves now: ``degraded`` works, with conditions the body names
+SERVING = frozenset({"ok", "degraded"})
+
+
+def health_code(status: str) -> int:
+    """The HTTP status ``/health`` answers with: 200 while the process serves (``ok``, or
+    ``degraded``: it works, with conditions its body names, e.g. a broker reset it recovered from,
+    kept for ``ATALAIA_RESET_ALERT_S``), 503 while it cannot (``starting``: a stage has no
+    partitions yet; ``failed``: the broker does not answer, a wrong topic layout). As the health
+    check response format for HTTP APIs (pass and warn are 2xx, fail is 5xx) and Kubernetes'
+    readiness: a load balancer or a readiness probe that reads the code takes a process out of
+    service only while it cannot serve, never for an incident it came through."""
+    return 200 if status in SERVING else 503
+
+
+def readiness(status: str) -> tuple[dict[str, Any], int]:
+    """The ``/readyz`` body and status of a ``/health`` status: ``{"status": "ready"}`` 200 while
+    the process serves, else 503 naming the status (``starting``, ``failed``) and nothing more
+    (``/readyz`` is open: the reasons are on ``/health``, behind the metrics token)."""
+    if status in SERVING:
+        return {"status": "ready"}, 200
+    return {"status": status if status in HEALTH_RANK else "failed"}, 503
+
+
 def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """The ``/health`` body and status (broker problems from ``streams.guard``, stages with their
     lag from :data:`BEHIND`)."""
     from atalaia.streams.guard import HEALTH
 
     status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
-    if status == "ok" and not all(getattr(s, "assigned", True) for s in stages.values()):
-        # a stage whose consumer group has not assigned it partitions yet processes nothing
+    if status != "failed" and not all(getattr(s, "assigned", True) for s in stages.values()):
+        # a stage whose consumer group has not assigned it partitions yet processes nothing: not
+        # serving yet, even with a condition already named (a process restarted after its
+        # embedded broker died starts degraded)
         status = "starting"
     body = {
         "status": status,
@@ -449,4 +477,4 @@ def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
             for n, s in stages.items()
         },
     }
-    return body, 200 if status == "ok" else 503
+    return body, health_code(status)

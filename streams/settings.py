@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=65535,
-        description="workers without --http: serve /metrics, /health, /livez on this port (on http_host)",
+        description="workers without --http: serve /metrics, /health, /readyz, /livez on this port (on http_host)",
     )
     metrics_token_sha256: str | None = Field(
         None, description="SHA-256 of a bearer token required on /health and /metrics; unset = open"

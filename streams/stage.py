@@ -369,26 +369,35 @@ class BatchStage(Service):
             await self.crash(e)
 
     async def on_stop(self) -> None:
+        from atalaia.streams.guard import unless_broker_gone
+
+        # each wait on the broker is given up when it cannot be reached (streams.guard): the
+        # checkpoint's acks and commit, the consumer's leave, the producer's flush; a checkpoint
+        # waits for every ack before it is saved, so one given up saves nothing
+        def unless_gone(aw: Any, what: str) -> Any:
+            return unless_broker_gone(aw, self.bootstrap, f"{self.name}: {what}")
+
         if self.consumer is not None and self._consumer_started:
             if self.failed is None:
                 async with self._lock:
                     try:
-                        await self._checkpoint_all()
+                        await unless_gone(self._checkpoint_all(), "the checkpoint at stop")
                     except Exception as e:  # an output was not acknowledged, a write failed: the
                         # last consistent checkpoint stays (the restart re-processes from there)
                         self.failed = e
                         log.critical("%s: no checkpoint at stop: %r", self.name, e)
             elif self._writing is not None:  # a consistent checkpoint being written: let it end
                 with contextlib.suppress(Exception):
-                    await self._written()
+                    await unless_gone(self._written(), "the checkpoint being written")
             with contextlib.suppress(Exception):
-                await self.consumer.stop()
+                await unless_gone(self.consumer.stop(), "the consumer's stop")
         await self._close_admin()
         if self.checkpoints is not None:
-            await self.checkpoints.stop()
+            with contextlib.suppress(Exception):
+                await unless_gone(self.checkpoints.stop(), "the checkpoint store's stop")
         if self._own_producer and self.producer is not None:
             with contextlib.suppress(Exception):
-                await self.producer.stop()
+                await unless_gone(self.producer.stop(), "the producer's flush")
         if self.journal is not None:
             self.journal.close()
 

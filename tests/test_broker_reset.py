@@ -112,6 +112,7 @@ def test_broker_restarted_empty_under_a_running_worker(
         # while it is down, /health says so (it said ok: nothing flowed, only the log told)
         wait_for(unreachable, 20, "/health failed: the broker does not answer", w.log)
         assert httpx.get(f"{w.url}/health", timeout=2).status_code == 503
+        assert httpx.get(f"{w.url}/readyz", timeout=2).json() == {"status": "failed"}
         broker = EmbeddedBroker(port=port, cluster_id=cluster if same_cluster_id else "atalaia-new").start()
         # the worker re-creates the topics with their designed counts (no auto-creation)
         wait_for(
@@ -149,8 +150,11 @@ def test_broker_restarted_empty_under_a_running_worker(
         # the one reading observations
         assert any("stage rules" in line for line in resets), resets
         assert any(f"{prefix}.events" in line for line in resets), resets
+        # recovered: degraded, naming the reset for ATALAIA_RESET_ALERT_S, and serving (200; a
+        # readiness probe keeps it in service)
         health = httpx.get(f"{w.url}/health", timeout=2)
-        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        assert httpx.get(f"{w.url}/readyz", timeout=2).status_code == 200
         assert any("broker reset" in p for p in health.json()["problems"])
         metrics = httpx.get(f"{w.url}/metrics", timeout=2).text
         assert any(

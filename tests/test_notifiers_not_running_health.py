@@ -52,7 +52,7 @@ def test_delivery_without_its_settings_degrades_health_naming_them(tmp_path: Pat
     assert "delivery is NOT running" in caplog.text
 
     body, status = health_report({})
-    assert body["status"] == "degraded" and status == 503, body
+    assert body["status"] == "degraded" and status == 200, body  # the rest serves
     (problem,) = [p for p in body["problems"] if "delivery is NOT running" in p]
     assert "HOOK_SECRET, HOOK_URL" in problem and str(cfg) in problem
     assert "notifications wait on atalaia.notifications" in problem

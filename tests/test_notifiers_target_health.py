@@ -65,7 +65,7 @@ policies:
             assert len(await notifier.submit(notes_for(cfg, f"inc-{i}", f"2026-03-01T10:{i:02d}:00Z"))) == 1
         assert await until(lambda: {h.target: h.state for h in log.targets()}.get(TARGET) == "open", 15)
         body, status = health_report({})
-        assert body["status"] == "degraded" and status == 503  # degraded, not failed
+        assert body["status"] == "degraded" and status == 200  # it serves: degraded, not failed
         assert any(f"notification target {TARGET} unavailable" in p for p in body["problems"]), body
         assert (waiting() or 0) > 0
 

@@ -76,8 +76,14 @@ def test_a_killed_embedded_broker_is_replaced_and_nothing_is_lost_or_sent_twice(
         wait_for(says_so, 60, "the processes back on the new broker, /health saying why", up)
         back = time.monotonic() - t0
         assert up.proc.poll() is None, "atalaia up went on"
-        body = httpx.get(f"{up.url}/health", timeout=2).json()
+        health = httpx.get(f"{up.url}/health", timeout=2)
+        body = health.json()
         assert body["status"] == "degraded" and len(body["problems"]) == 1, body
+        # recovered: it serves, so neither /health nor /readyz takes it out of service (both were
+        # 503 for ATALAIA_RESET_ALERT_S, 15 min, after it was back)
+        assert health.status_code == 200
+        ready = httpx.get(f"{up.url}/readyz", timeout=2)
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
         metrics = httpx.get(f"{up.url}/metrics", timeout=5).text
         assert 'atalaia_embedded_broker_restarts{process="alarms"} 1.0' in metrics
         log = up.log.read_text()

@@ -17,8 +17,9 @@ password hash is, at a microsecond per request; a password-like low-entropy toke
 the file loader rather than hashed more slowly.
 
 ``ATALAIA_METRICS_TOKEN_SHA256`` protects ``/health`` and ``/metrics`` with a separate token
-(Prometheus: ``authorization: {credentials_file: ...}``); ``/livez`` always answers, and says
-nothing but that the process serves HTTP.
+(Prometheus: ``authorization: {credentials_file: ...}``); ``/livez`` and ``/readyz`` always
+answer (a probe has no token): ``/livez`` says nothing but that the process serves HTTP,
+``/readyz`` whether it serves now (``ready``, or ``starting`` / ``failed``), never why.
 """
 
 from __future__ import annotations

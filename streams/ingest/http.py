@@ -85,6 +85,10 @@ class IngestProducer(Service):
         )
         self.unconfirmed_bytes = 0
         self._overflowed = False
+        # the requests waiting for the broker's ack; and why they were let go, at a stop that
+        # found the broker gone (each answers 503 rather than hold the HTTP server's stop)
+        self._publishing: set[asyncio.Task[Any]] = set()
+        self._abandoned: str | None = None
 
     async def on_start(self) -> None:
         kind = await broker_kind(self.bootstrap)
@@ -112,7 +116,15 @@ class IngestProducer(Service):
 
     async def on_stop(self) -> None:
         if self.producer:
-            await self.producer.stop()
+            from atalaia.streams.guard import unless_broker_gone
+
+            # a record not acknowledged was not answered 200: its request answers 503 now (the
+            # sender sends it again), and the HTTP server's stop does not wait for the broker
+            flushing = self.producer.stop()
+            if not await unless_broker_gone(flushing, self.bootstrap, "ingest: the producer's flush"):
+                self._abandoned = f"the broker at {self.bootstrap} cannot be reached and the process stops"
+                for task in list(self._publishing):
+                    task.cancel()
         if self._trims is not None:
             self._trims.cancel()
         if self.ingest_log is not None:
@@ -127,7 +139,18 @@ class IngestProducer(Service):
     ) -> None:
         if self.producer is None or self.should_stop:  # not started yet, or stopping: a 503
             raise KafkaConnectionError("the ingest producer is not running")
-        md = await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+        me = asyncio.current_task()
+        if me is not None:
+            self._publishing.add(me)
+        try:
+            md = await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+        except asyncio.CancelledError:
+            if self._abandoned is None or me is None:
+                raise
+            me.uncancel()  # let go by on_stop (the broker gone): not stored, a 503
+            raise KafkaConnectionError(self._abandoned) from None
+        finally:
+            self._publishing.discard(me)  # type: ignore[arg-type]
         self._acknowledged(topic, md, key, value, list(headers or ()))
 
     def _acknowledged(self, topic: str, md: Any, key: bytes | None, value: bytes, headers: list) -> None:
