@@ -219,7 +219,7 @@ def take(settings: Any, parts: list[str] | None = None, check: Any = None) -> li
             continue  # this process runs on the snapshot: nothing new to keep
         try:
             where.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{_slug(part)}.", dir=where))
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{_slug(part)}.", dir=where))
         except OSError as e:
             log.warning("the last good %s configuration not kept: %s", part, e)
             continue
@@ -264,20 +264,30 @@ def take_isolated(settings: Any, detectors: Any) -> list[str]:
     return take(settings, ["rules"], check)
 
 
+STALE_S = 3600.0  # a copy being made this long ago was left by a process that died meanwhile
+
+
 def _publish(where: Path, slug: str, tmp: Path) -> None:
-    """Make ``tmp`` the snapshot ``slug`` at once (a symbolic link replaced); older copies go,
-    but the one it replaces (a process may be reading it)."""
+    """Make the copy ``tmp`` (``.tmp-<slug>.*``: never removed by another process's publish)
+    the snapshot ``slug`` at once: renamed to ``.<slug>.*``, then a symbolic link replaced. Older
+    snapshots go, but the one it replaces (a process may be reading it)."""
     link = where / slug
     with _locked(where):
+        done = where / tmp.name.replace(".tmp-", ".", 1)
+        os.rename(tmp, done)
         old = os.readlink(link) if link.is_symlink() else None
         new_link = where / f".{slug}.link"
         with contextlib.suppress(FileNotFoundError):
             new_link.unlink()
-        os.symlink(tmp.name, new_link)
+        os.symlink(done.name, new_link)
         os.replace(new_link, link)
         for d in where.glob(f".{slug}.*"):
-            if d.is_dir() and not d.is_symlink() and d.name not in (tmp.name, old):
+            if d.is_dir() and not d.is_symlink() and d.name not in (done.name, old):
                 shutil.rmtree(d, ignore_errors=True)
+        for d in where.glob(f".tmp-{slug}.*"):
+            with contextlib.suppress(OSError):
+                if time.time() - d.stat().st_mtime > STALE_S:
+                    shutil.rmtree(d, ignore_errors=True)
 
 
 def manifest(settings: Any, part: str) -> dict[str, Any] | None:

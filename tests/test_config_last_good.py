@@ -233,3 +233,26 @@ def test_snapshots_replace_each_other_and_old_copies_go(tmp_path) -> None:
     root = tmp_path / "data" / lastgood.ROOT
     copies = [d for d in root.glob(".escalation.*") if d.is_dir() and not d.is_symlink()]
     assert len(copies) == 2 and (root / "escalation").resolve() in [c.resolve() for c in copies]
+
+
+def test_a_copy_another_process_is_making_is_never_removed_by_a_publish(tmp_path, monkeypatch) -> None:
+    """The ops process and ``atalaia up`` may take the same part at once: each copy is made
+    aside (``.tmp-…``), and a publish removes only published ones (it had removed the other's
+    copy while it was being made, so that copy was lost)."""
+    esc = tmp_path / "esc.yaml"
+    shutil.copyfile(CONFIG / "escalation.yaml", esc)
+    s = settings_in(tmp_path, escalation_path=esc)
+    real, inner = lastgood.copy_part, []
+
+    def copy_part(settings, part, into):  # another taker publishes while this copy is made
+        done = real(settings, part, into)
+        if not inner:
+            inner.append(None)
+            inner[0] = lastgood.take(s, [part])
+        return done
+
+    monkeypatch.setattr(lastgood, "copy_part", copy_part)
+    assert lastgood.take(s, ["escalation"]) == ["escalation"] and inner == [["escalation"]]
+    snap = tmp_path / "data" / lastgood.ROOT / "escalation"
+    assert (snap / "esc.yaml").read_bytes() == esc.read_bytes()
+    assert lastgood.manifest(s, "escalation") is not None
