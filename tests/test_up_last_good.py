@@ -38,7 +38,7 @@ policies:
 """
 
 
-def alarm(up: Up, entity: str) -> None:
+def alarm(up: Up, entity: str, **values: float) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {
         "id": "urn:ngsi-ld:Notification:1",
@@ -49,7 +49,7 @@ def alarm(up: Up, entity: str) -> None:
                 "id": f"urn:ngsi-ld:WaterObserved:{entity}",
                 "type": "WaterObserved",
                 "dateObserved": now,
-                "height": 4.0,
+                **(values or {"height": 4.0}),
             }
         ],
     }
@@ -61,6 +61,15 @@ def alarm(up: Up, entity: str) -> None:
         timeout=10,
     )
     assert r.status_code == 200, r.text
+
+
+def accepted(up: Up, entity: str, **values: float) -> bool:
+    """``alarm``, True when it was accepted (False while the process starts: 503)."""
+    try:
+        alarm(up, entity, **values)
+    except AssertionError:
+        return False
+    return True
 
 
 def paged(smtp: SmtpSink, entity: str) -> bool:
@@ -108,6 +117,46 @@ def test_a_crash_while_the_escalation_file_does_not_load_still_pages(tmp_path: P
         )
         up.stop(signal.SIGTERM)
         assert up.proc.returncode == 0
+    finally:
+        if up.proc and up.proc.poll() is None:
+            up.proc.kill()
+        smtp.stop()
+
+
+FLOW_RULE = """
+  - id: flow-high
+    select: {type: WaterObserved, attribute: flow}
+    severities: [{severity: high, above: 10}]
+"""
+
+
+def test_a_crash_of_the_rules_process_while_its_rules_do_not_load_runs_the_last_accepted_ones(
+    tmp_path: Path,
+) -> None:
+    """The alarms process (ingest, rules) killed while its rule file does not load: restarted on
+    the rules of the last accepted reload (a rule added while it ran fires), not left down (before:
+    ingest refused every connection and nothing was paged)."""
+    smtp = SmtpSink().start()
+    up = Up(tmp_path, up_env(tmp_path, escalation(smtp), ATALAIA_UP_STARTUP_S="5"))
+    try:
+        up.start()
+        rules = tmp_path / "rules" / "r.yaml"
+        rules.write_text(rules.read_text() + FLOW_RULE)  # a reload the running rules accept
+        wait_for(lambda: "rules reloaded: 2 rule(s)" in up.log.read_text(), 30, "the reload", up)
+        kept = tmp_path / "data" / "config-last-good" / "rules" / "0" / "r.yaml"
+        wait_for(lambda: kept.exists() and "flow-high" in kept.read_text(), 30, "the accepted rules kept", up)
+        time.sleep(5)  # past ATALAIA_UP_STARTUP_S
+
+        rules.write_text("group: hydro\nrules: [\n  - id: x\n")  # refused by the running rules
+        wait_for(lambda: "do not load; keeping the running rules" in up.log.read_text(), 30, "refused", up)
+        alarms = children(up.proc.pid)["alarms"]
+        os.kill(alarms, signal.SIGKILL)
+        wait_for(lambda: children(up.proc.pid).get("alarms") not in (None, alarms), 30, "restarted", up)
+        wait_for(lambda: accepted(up, "ribeira", height=1.0, flow=20.0), 60, "ingest again", up)
+        wait_for(lambda: paged(smtp, "ribeira"), 90, "the added rule's alarm paged after the crash", up)
+        (line,) = [x for x in up.log.read_text().splitlines() if "LAST CONFIGURATION THAT LOADED" in x]
+        assert "process alarms" in line and f"{rules}:3:" in line, line
+        up.stop(signal.SIGTERM)
     finally:
         if up.proc and up.proc.poll() is None:
             up.proc.kill()
