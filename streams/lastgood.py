@@ -392,7 +392,9 @@ def _stat(p: Path) -> tuple[int, int] | None:
 
 class Keeper:
     """What ``atalaia up``'s supervisor asks about the configuration of the processes it starts
-    (``streams.processes.Supervisor``): which parts fail, the snapshot, the start on it."""
+    (``streams.processes.Supervisor``): which parts fail, the snapshot, the start on it. Never
+    raises (the supervisor's loop is what keeps the processes running): an unexpected error is a
+    part that fails, no fallback, or a stamp that says nothing changed."""
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -400,13 +402,23 @@ class Keeper:
     def problems(self, quiet: bool = False) -> dict[str, list[str]]:
         from atalaia.streams.preflight import startup_problems
 
-        return startup_problems(self.settings, quiet=quiet)
+        try:
+            return startup_problems(self.settings, quiet=quiet)
+        except Exception as e:
+            return {"configuration": [f"the check failed: {type(e).__name__}: {e}"]}
 
     def take(self) -> list[str]:
         return take(self.settings)
 
     def fallback(self, problems: dict[str, list[str]]) -> Fallback | None:
-        return fallback(self.settings, problems)
+        try:
+            return fallback(self.settings, problems)
+        except Exception as e:  # a snapshot that is not ours (its manifest edited): none
+            log.warning("the last good configuration cannot be used: %s: %s", type(e).__name__, e)
+            return None
 
     def stamp(self) -> tuple:
-        return stamp(self.settings)
+        try:
+            return stamp(self.settings)
+        except Exception:
+            return ()

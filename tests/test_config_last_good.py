@@ -256,3 +256,16 @@ def test_a_copy_another_process_is_making_is_never_removed_by_a_publish(tmp_path
     snap = tmp_path / "data" / lastgood.ROOT / "escalation"
     assert (snap / "esc.yaml").read_bytes() == esc.read_bytes()
     assert lastgood.manifest(s, "escalation") is not None
+
+
+def test_the_keeper_never_raises_into_the_supervisor(tmp_path) -> None:
+    """The supervisor's loop keeps the processes running: a snapshot whose manifest is not ours
+    gives no fallback (the restart waits, as without a snapshot), never an exception."""
+    esc = tmp_path / "esc.yaml"
+    shutil.copyfile(CONFIG / "escalation.yaml", esc)
+    s = settings_in(tmp_path, escalation_path=esc)
+    assert lastgood.take(s, ["escalation"]) == ["escalation"]
+    (tmp_path / "data" / lastgood.ROOT / "escalation" / "manifest.json").write_text('{"settings": 7}')
+    keeper = lastgood.Keeper(s)
+    assert keeper.fallback({"escalation": ["x:1:1: no"]}) is None
+    assert isinstance(keeper.stamp(), tuple)
