@@ -293,6 +293,7 @@ class Supervisor:
             if now >= c.stop_by:
                 log.error("process %s (pid %d) did not stop in time: killed", c.name, c.proc.pid)
                 c.signal(signal.SIGKILL)
+                c.stop_by = now + 3600.0  # said once; it is restarted when it is gone
             return
         if c.fallback is None or self.keeper is None or now < c.look_at:
             return
