@@ -130,6 +130,8 @@ class RuleFiles:
         # the check (and reload) running in the reload thread: None, or (files edited, the rule
         # set or why it did not load) when files changed
         self.pending: Future[tuple[list[str], Any] | None] | None = None
+        # called in the reload thread after a reload was accepted (streams.lastgood keeps the files)
+        self.on_reload: Callable[[], Any] | None = None
 
     def _stamp(self) -> tuple:
         from atalaia.rules.loader import file_stamps
@@ -204,6 +206,8 @@ class RuleFiles:
         if ruleset.rules:
             log.info("rules reloaded: %d rule(s)%s", len(ruleset.rules), what)
         self._no_rules(before)
+        if self.on_reload is not None:
+            _reload_thread().submit(self.on_reload)  # off the loop: copies and checks the files
         return True
 
     def _files_read(self) -> str:

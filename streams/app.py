@@ -182,7 +182,15 @@ def create_app(
             for name, setting, _ in PARTS
             if name in ("incidents", "escalation", "warnings", "console users") and getattr(settings, setting)
         ]
-        app.service(ConfigWatch(files, lambda name: part_problems(settings, name)))
+        from atalaia.streams.lastgood import take
+
+        app.service(
+            ConfigWatch(
+                files,
+                lambda name: part_problems(settings, name),
+                loaded=lambda name: take(settings, [name]),  # an edit that loads: the last good one
+            )
+        )
 
     app.atalaia_guard = app.service(BrokerGuard(bootstrap, settings, app.atalaia_stages))
     role = "all" if http is True else (http or "")

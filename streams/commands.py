@@ -257,17 +257,22 @@ def _run_processes(
         click.echo(banner_text(settings, bootstrap, ingest_token, processes=pids), err=False)
         return True
 
-    from atalaia.streams.preflight import startup_check
-
-    # a process restarted after a crash reads the configuration files again: it is restarted only
-    # once they load (a file edited into one that does not load would crash it at every start)
+    # a process restarted after a crash reads the configuration files again: when one no longer
+    # loads, it is restarted on the last configuration that loaded (streams.lastgood), kept in the
+    # data directory; the processes started again on a new broker are restarts too
+    from atalaia.streams.lastgood import Keeper
     from atalaia.streams.processes import STOP_TIMEOUT_S
 
     # a graceful stop lets the sends in flight finish (ATALAIA_DELIVERY_GRACE_S), then checkpoints:
     # the ops process is not killed before its grace is over
     stop_timeout = max(STOP_TIMEOUT_S, settings.delivery_grace_s + 20.0)
     return Supervisor(
-        children, ready, precheck=lambda: startup_check(settings), stop_timeout=stop_timeout, watch=watch
+        children,
+        ready,
+        stop_timeout=stop_timeout,
+        watch=watch,
+        keeper=Keeper(settings),
+        resumed=restarted is not None,
     ).run()
 
 

@@ -31,18 +31,21 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 class ConfigWatch(Service):
     """Says (WARNING) when one of ``files`` (name -> path) changes on disk after this process read
-    it, with ``check(name)``'s verdict: a list of problems (empty when it loads)."""
+    it, with ``check(name)``'s verdict: a list of problems (empty when it loads); ``loaded(name)``
+    is called for an edit that loads (it is kept as the last good configuration)."""
 
     def __init__(
         self,
         files: Iterable[tuple[str, Path]],
         check: Callable[[str], list[str]] | None = None,
         every_s: float = WATCH_S,
+        loaded: Callable[[str], Any] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.files = [(name, Path(p)) for name, p in files]
         self.check, self.every_s = check, every_s
+        self.loaded = loaded  # called with the name of an edited file that loads (lastgood.take)
         self.seen = {name: _stamp(p) for name, p in self.files}  # as read at start
         self.said = dict(self.seen)
 
@@ -59,6 +62,8 @@ class ConfigWatch(Service):
                 log.info("%s file %s is again as this process read it", name, path)
                 continue
             problems = self.check(name) if self.check is not None else []
+            if not problems and self.check is not None and self.loaded is not None:
+                self.loaded(name)  # the last good configuration now (streams.lastgood)
             verdict = (
                 "it does not load: " + "; ".join(problems[:5])
                 if problems

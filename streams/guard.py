@@ -269,6 +269,41 @@ async def unless_broker_gone(aw: Any, bootstrap: str, what: str) -> bool:
         raise
 
 
+CONFIG_LAST_GOOD = Gauge(
+    "atalaia_config_last_good",
+    "1 while this process runs on the last configuration that loaded for this part (its file does "
+    "not load: atalaia up restarted the process on its snapshot, streams.lastgood)",
+    ["part"],
+)
+
+
+def config_last_good(notice: str | None, health: BrokerHealth = HEALTH) -> None:
+    """In a process ``atalaia up`` started on the last configuration that loaded (``notice``: the
+    JSON ``{"at", "problems", "taken_at"}`` of ATALAIA_CONFIG_LAST_GOOD): ``/health`` is
+    ``degraded`` naming the files that do not load (``file:line:col``) for as long as the process
+    runs, and the gauge is 1 for each such part."""
+    if not notice:
+        return
+    try:
+        told = json.loads(notice)
+        problems = {str(k): [str(x) for x in v] for k, v in told["problems"].items()}
+        taken = {str(k): utc_second(float(v)) for k, v in told.get("taken_at", {}).items()}
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError):
+        log.warning("ATALAIA_CONFIG_LAST_GOOD is not up's notice: ignored (%r)", notice[:200])
+        return
+    said = []
+    for part, lines in problems.items():
+        CONFIG_LAST_GOOD.labels(part).set(1)
+        kept = f"its snapshot of {taken[part]}" if part in taken else "an empty file (refusing everyone)"
+        said.append(f"{part} on {kept}, because {' | '.join(lines[:3]) or 'it does not load'}")
+    health.condition(
+        "config-last-good",
+        "running on the last configuration that loaded, not on the files: "
+        + "; ".join(said)
+        + " (fix them, `atalaia check`: atalaia up restarts this process on them once they load)",
+    )
+
+
 class BrokerGuard(Service):
     """Every ``interval`` seconds: the broker's cluster id and the pipeline topics' partition
     counts (see the module docstring)."""
@@ -297,6 +332,7 @@ class BrokerGuard(Service):
 
         install(self.settings.log_interval_s)  # again: the Faust worker may have set up handlers
         broker_restarted(os.environ.get("ATALAIA_BROKER_RESTARTED"))
+        config_last_good(os.environ.get("ATALAIA_CONFIG_LAST_GOOD"))
         BROKER_REACHABLE.set(1)
         self.add_future(self._watch())
 

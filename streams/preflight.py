@@ -173,13 +173,13 @@ def _run_part(ctx: click.Context, settings: Any, run: Any, strict: bool) -> bool
     return True
 
 
-def startup_check(settings: Any) -> list[str]:
-    """The parts of ``atalaia check`` for the files the running system loads, run quietly before
-    ``atalaia up`` starts anything: a failed part's lines (``file:line:col: message``) go to
-    stderr as ``atalaia check`` prints them; a part that passes prints nothing (its warnings are
-    the worker's to log). Returns the names of the parts that failed."""
+def startup_problems(settings: Any, quiet: bool = True) -> dict[str, list[str]]:
+    """The parts of ``atalaia check`` for the files the running system loads that fail, each with
+    the lines ``atalaia check`` prints for it (``file:line:col: message``); ``quiet=False``
+    writes those lines to stderr as well. A part that passes prints nothing (its warnings are
+    the worker's to log)."""
     ctx = click.Context(check, info_name="check")
-    failed = []
+    failed = {}
     for name, _setting, run in PARTS:
         if name not in STARTUP_PARTS:
             continue
@@ -187,10 +187,18 @@ def startup_check(settings: Any) -> list[str]:
         with ctx, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             ok = _run_part(ctx, settings, run, False)
         if not ok:
-            failed.append(name)
-            sys.stderr.write(err.getvalue())
-            sys.stderr.flush()
+            failed[name] = [line for line in err.getvalue().splitlines() if line.strip()] or ["does not load"]
+            if not quiet:
+                sys.stderr.write(err.getvalue())
+                sys.stderr.flush()
     return failed
+
+
+def startup_check(settings: Any) -> list[str]:
+    """The parts of ``atalaia check`` for the files the running system loads, run quietly before
+    ``atalaia up`` starts anything: a failed part's lines (``file:line:col: message``) go to
+    stderr as ``atalaia check`` prints them. Returns the names of the parts that failed."""
+    return list(startup_problems(settings, quiet=False))
 
 
 def part_problems(settings: Any, name: str) -> list[str]:

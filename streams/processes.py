@@ -17,7 +17,12 @@ ordinary ``atalaia worker`` that joins it through the data directory's announcem
   ``MAX_RESTARTS`` times per ``RESTART_WINDOW_S``; a child that dies during start-up (a bad
   configuration, a port in use) or too often **stops everything** with exit status 1, rather
   than crash-looping. Each death is reported in one ERROR line (name, pid, exit status, what
-  happens next).
+  happens next);
+* restarts a process whose configuration files no longer load **on the last configuration that
+  loaded** (``streams.lastgood``: a snapshot in the data directory), with an ERROR line naming the
+  ``file:line:col`` errors, and ``/health`` ``degraded`` in that process; once the files load
+  again, it restarts it on them (a graceful stop). Without a snapshot the restart waits until
+  they load. An escalation file edited into one that does not load never stops the paging.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from atalaia.streams.broker import how_ended
 
@@ -42,6 +48,7 @@ log = logging.getLogger("atalaia.up")
 STARTUP_S = float(os.environ.get("ATALAIA_UP_STARTUP_S", "20"))  # a first start's death sooner stops all
 RESTART_MAX_DELAY_S = 60.0  # a process that keeps dying is restarted at most this far apart
 BROKER_LOST = 75  # Supervisor.run's status when ``watch`` said the broker is gone (EX_TEMPFAIL)
+LOOK_S = 2.0  # a process on the last good configuration: its files looked at this often
 STOP_TIMEOUT_S = 30.0  # at least; more when the delivery grace needs it (ATALAIA_DELIVERY_GRACE_S + 20 s)
 
 
@@ -75,10 +82,17 @@ class Child:
     ran: bool = False  # it once ran past its start-up: from then on it is only ever restarted
     failures: int = 0  # deaths (or refused restarts) since it last ran past its start-up
     retry_at: float | None = None  # when it is to be started again
+    extra_env: dict[str, str] = field(default_factory=dict)  # this start's: the last good configuration
+    fallback: Any = None  # a ``lastgood.Fallback`` while it runs on the last good configuration
+    seen: Any = None  # the configuration files' stamp when it was last checked (``lastgood.stamp``)
+    look_at: float = 0.0  # when to look at them again
+    stop_by: float | None = None  # stopped to be restarted on files that load again: killed after
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [*atalaia_argv(), *self.args], env=self.env, preexec_fn=partial(_child_setup, self.nice)
+            [*atalaia_argv(), *self.args],
+            env={**self.env, **self.extra_env},
+            preexec_fn=partial(_child_setup, self.nice),
         )
         self.started = time.monotonic()
         log.info(
@@ -102,10 +116,12 @@ class Supervisor:
     """Starts the children and keeps them running. One that dies during its first start-up stops
     everything (a configuration that does not load, a port taken: say so and exit 1, not loop).
     One that dies after it has run is restarted, after 1, 2, 4 ... up to 60 s while it keeps
-    dying, and never stops the others: the alarm path goes on when the ops process cannot (its
-    escalation file was edited into one that does not load and it then crashed). Before each
-    restart ``precheck`` (the configuration check ``atalaia up`` runs before it starts) must pass,
-    or the restart waits, with one ERROR line naming what does not load."""
+    dying, and never stops the others. Before each restart ``precheck`` (the configuration check
+    ``atalaia up`` runs before it starts) must pass, or the process is restarted on the last
+    configuration that loaded (``keeper``, ``streams.lastgood.Keeper``: its escalation file was
+    edited into one that does not load and it then crashed: it pages on the last good one), or,
+    without one, the restart waits, with one ERROR line naming what does not load. ``resumed``:
+    the processes ran before (a new embedded broker): each start is a restart."""
 
     def __init__(
         self,
@@ -114,8 +130,12 @@ class Supervisor:
         precheck: Callable[[], list[str]] | None = None,
         stop_timeout: float = STOP_TIMEOUT_S,
         watch: Callable[[], str | None] | None = None,
+        keeper: Any = None,
+        resumed: bool = False,
     ) -> None:
         self.children = children
+        self.keeper, self.resumed = keeper, resumed
+        self.taken = False  # the snapshot of this run's configuration was taken
         self.watch = watch  # what the children cannot run without (the embedded broker): why it ended
         self.stop_timeout = stop_timeout  # after SIGTERM, a child still running this long is killed
         self.ready = ready  # polled until it returns True once (prints the banner)
@@ -132,7 +152,11 @@ class Supervisor:
         old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for c in self.children:
-                c.start()
+                if self.resumed:
+                    c.ran = True
+                    self._restart(c)
+                else:
+                    c.start()
             ready = self.ready
             while not self.stopping:
                 time.sleep(0.2)
@@ -142,6 +166,7 @@ class Supervisor:
                     break
                 if ready is not None and ready():
                     ready = None
+                    self._take()  # the configuration the processes loaded: the last good one
                 for c in self.children:
                     if self.stopping:
                         break
@@ -152,6 +177,10 @@ class Supervisor:
                     elif c.alive():
                         if now - c.started >= STARTUP_S:
                             c.ran, c.failures = True, 0  # past its start-up: healthy again
+                        self._look(c, now)
+                    elif c.stop_by is not None:  # stopped to run on the files again
+                        c.stop_by, c.failures = None, 0
+                        self._restart(c)
                     else:
                         self._died(c)
             return self.status
@@ -211,21 +240,79 @@ class Supervisor:
         c.retry_at = now + delay
         return delay
 
+    def _take(self) -> None:
+        if self.keeper is not None:
+            self.keeper.take()
+            self.taken = True
+
+    def _problems(self) -> dict[str, list[str]]:
+        if self.keeper is not None:
+            return self.keeper.problems()
+        return {name: [] for name in (self.precheck() if self.precheck is not None else [])}
+
     def _restart(self, c: Child) -> None:
         c.retry_at = None
-        failed = self.precheck() if self.precheck is not None else []
-        if failed:
-            delay = self._later(c, time.monotonic())
+        if self.keeper is not None and not self.taken and not self.resumed:
+            self._take()  # before any restart: the snapshot is of this run's configuration
+        problems = self._problems()
+        if not problems:
+            c.extra_env, c.fallback = {}, None
+            c.start()
+            self._take()  # the files it loads now are the last good ones
+            return
+        fallback = self.keeper.fallback(problems) if self.keeper is not None else None
+        if fallback is not None:
+            from atalaia.streams.lastgood import ENV
+
+            c.extra_env, c.fallback = {**fallback.env, ENV: fallback.notice()}, fallback
+            c.seen, c.look_at = self.keeper.stamp(), time.monotonic() + LOOK_S
             log.error(
-                "process %s not restarted: the configuration does not load (%s: the lines above, "
-                "`atalaia check` says the same); trying again in %.0f s, the other processes go on",
+                "process %s restarted on the LAST CONFIGURATION THAT LOADED, not on the files: %s. "
+                "Fix them (`atalaia check`): it is restarted on them once they load",
                 c.name,
-                ", ".join(failed),
-                delay,
+                fallback.said(),
                 extra={"ratelimit": False},
             )
+            c.start()
             return
-        c.start()
+        delay = self._later(c, time.monotonic())
+        log.error(
+            "process %s not restarted: the configuration does not load (%s: the lines above, "
+            "`atalaia check` says the same) and no snapshot of the last configuration that loaded "
+            "serves; trying again in %.0f s, the other processes go on",
+            c.name,
+            ", ".join(problems),
+            delay,
+            extra={"ratelimit": False},
+        )
+
+    def _look(self, c: Child, now: float) -> None:
+        """A process on the last good configuration: when its files changed and load again, it
+        is stopped (gracefully) and started on them; one not stopped in time is killed."""
+        if c.stop_by is not None:
+            if now >= c.stop_by:
+                log.error("process %s (pid %d) did not stop in time: killed", c.name, c.proc.pid)
+                c.signal(signal.SIGKILL)
+                c.stop_by = now + 3600.0  # said once; it is restarted when it is gone
+            return
+        if c.fallback is None or self.keeper is None or now < c.look_at:
+            return
+        c.look_at = now + LOOK_S
+        seen = self.keeper.stamp()
+        if seen == c.seen:
+            return
+        c.seen = seen
+        problems = self.keeper.problems(quiet=True)
+        if problems:
+            return
+        log.warning(
+            "the configuration loads again (%s): restarting process %s on it (graceful stop)",
+            ", ".join(c.fallback.problems),
+            c.name,
+            extra={"ratelimit": False},
+        )
+        c.stop_by = now + self.stop_timeout
+        c.signal(signal.SIGTERM)
 
     def _stop_all(self) -> None:
         for c in self.children:

@@ -415,6 +415,7 @@ OTHER_VARIABLES = frozenset(
         "ATALAIA_TEST_POSTGRES",  # the projection tests' PostgreSQL
         "ATALAIA_BIN",  # the tests' atalaia executable
         "ATALAIA_BROKER_RESTARTED",  # up to its processes: the embedded broker was restarted (guard.py)
+        "ATALAIA_CONFIG_LAST_GOOD",  # up to a process it started on the last good configuration (lastgood.py)
     }
 )
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from atalaia.streams.stage import CoreFactory
@@ -66,10 +67,13 @@ def _rule_files(settings: Any, app: Any) -> tuple[Any, Any]:
     if getattr(app, "atalaia_rule_files", None) is None:
         from atalaia.detectors.config import load_config as load_detectors
         from atalaia.rules.stage import RuleFiles
+        from atalaia.streams.lastgood import take_isolated
 
         detectors = load_detectors(settings.detectors_path)
         # a rule naming a detector this configuration lacks is refused when the rules load
-        app.atalaia_rule_files = (RuleFiles(settings.rules_paths, detectors=detectors.known), detectors)
+        files = RuleFiles(settings.rules_paths, detectors=detectors.known)
+        files.on_reload = partial(take_isolated, settings, detectors.known)  # kept as the last good rules
+        app.atalaia_rule_files = (files, detectors)
     return app.atalaia_rule_files
 
 

@@ -7,10 +7,12 @@ path and ingest too. A restart now waits until the configuration loads again."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +97,78 @@ def test_when_the_broker_dies_every_process_is_killed_at_once_and_the_caller_tol
     assert alarms.proc.returncode == ops.proc.returncode == -9
     (line,) = [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
     assert line.startswith("the embedded broker died (signal SIGKILL): stopping every process at once")
+
+
+class Keeper:
+    """``lastgood.Keeper`` as the supervisor sees it: the escalation file does not load until
+    ``fixed``; its snapshot is there."""
+
+    def __init__(self) -> None:
+        self.fixed, self.taken, self.stamps = False, 0, 0
+
+    def problems(self, quiet: bool = False) -> dict[str, list[str]]:
+        return {} if self.fixed else {"escalation": ["/etc/esc.yaml:6:3: expected ','"]}
+
+    def take(self) -> list[str]:
+        self.taken += 1
+        return ["escalation"]
+
+    def fallback(self, problems: dict[str, list[str]]):
+        from atalaia.streams.lastgood import Fallback
+
+        return Fallback({"ATALAIA_ESCALATION_PATH": "/data/config-last-good/escalation/esc.yaml"}, problems)
+
+    def stamp(self) -> tuple:
+        return (self.fixed,)
+
+
+class EnvScript(Script):
+    """Writes the escalation file it was started on to ``out``, one line per start."""
+
+    def __init__(self, name: str, out: Path, dies: bool) -> None:
+        code = (
+            "import os, sys, time\n"
+            f"open({str(out)!r}, 'a').write(os.environ.get('ATALAIA_ESCALATION_PATH', 'files') + '\\n')\n"
+            "time.sleep(0.4)\n"
+            f"sys.exit(3) if {dies} and os.environ.get('ATALAIA_CONFIG_LAST_GOOD') is None else time.sleep(60)\n"
+        )
+        super().__init__(name, code)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", self.code], env={**os.environ, **self.extra_env})
+        self.started = time.monotonic()
+        self.starts += 1
+
+
+def test_a_process_whose_files_do_not_load_is_restarted_on_the_last_good_ones_then_on_the_files(
+    monkeypatch, caplog, tmp_path
+) -> None:
+    """Before, it was not restarted until the file was fixed (nobody paged meanwhile)."""
+    monkeypatch.setattr(processes, "STARTUP_S", 0.2)
+    monkeypatch.setattr(processes, "LOOK_S", 0.2)
+    out = tmp_path / "starts"
+    keeper = Keeper()
+    alarms, ops = Script("alarms", FOREVER), EnvScript("ops", out, dies=True)
+    sup = Supervisor([alarms, ops], keeper=keeper)
+    threading.Timer(3, lambda: setattr(keeper, "fixed", True)).start()
+    status, _ = supervise(sup, 7)
+    assert status == 0 and alarms.starts == 1
+    # its first start on the files, its restart on the snapshot, its restart on the files fixed
+    starts = out.read_text().split()
+    assert starts[:3] == ["files", "/data/config-last-good/escalation/esc.yaml", "files"], starts
+    said = [r for r in caplog.records if "LAST CONFIGURATION THAT LOADED" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR"
+    assert "/etc/esc.yaml:6:3: expected ','" in said[0].getMessage()
+    assert any("the configuration loads again (escalation)" in r.getMessage() for r in caplog.records)
+    assert keeper.taken >= 2  # at its start (ready) and after the restart on the files
+
+
+def test_processes_started_again_on_a_new_broker_are_restarts(monkeypatch, tmp_path) -> None:
+    """After the embedded broker died, a process whose files do not load is started on the last
+    good ones (before: it died during its start-up and stopped everything)."""
+    monkeypatch.setattr(processes, "STARTUP_S", 5.0)
+    out = tmp_path / "starts"
+    ops = EnvScript("ops", out, dies=True)
+    status, _ = supervise(Supervisor([ops], keeper=Keeper(), resumed=True), 2)
+    assert status == 0 and ops.starts == 1
+    assert out.read_text().split() == ["/data/config-last-good/escalation/esc.yaml"]
