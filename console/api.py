@@ -346,7 +346,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                             "aggregate": info.aggregate if info else None,
                             "value": a.get("value"),
                             "points": [
-                                {"at": rfc3339(t), "value": v} for t, v in store.get(key, attribute, limit)
+                                {"at": rfc3339(t), "value": v}
+                                for t, v in store.get(key, attribute, limit, info.unit if info else None)
                             ],
                         }
                     )
