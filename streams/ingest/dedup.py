@@ -55,7 +55,9 @@ def observation_key(o: Observation) -> bytes:
     versions stay valid), written piecewise: a tuple's or list's repr is its items' reprs joined by
     ", ", and the (type, entity) part repeats. Entity identity is (tenant, entity): with a tenant
     the text is ``repr((type, entity, tenant, time, ...))``, so two tenants never collide. An
-    observation of states alone (no attributes) has its sorted labels in the list's place."""
+    observation of states alone (no attributes) has its sorted labels in the list's place. One with
+    unit codes has their sorted items after the list: 1.3 in KMH (refused by the rules) and the
+    same reading sent again in MTR are two readings (one key dropped the corrected one unseen)."""
     d = o.__dict__
     ty = d["type"]
     entity = d["entity"]
@@ -72,6 +74,13 @@ def observation_key(o: Observation) -> bytes:
     items = ", ".join([f"({k!r}, {v!r})" for k, v in (sorted(a.items()) if len(a) > 1 else a.items())])
     if not a:  # an observation of states alone: its states tell deliveries apart
         items = f"{sorted((d.get('labels') or {}).items())!r}"
+    else:
+        u = d.get("units")
+        if u:  # the values' units tell readings apart
+            items += f"], {sorted(u.items()) if len(u) > 1 else list(u.items())!r}"
+            return _blake2b(
+                f"{head}{d['time'].timestamp()!r}, [{items})".encode(), digest_size=_KEY_BYTES
+            ).digest()
     return _blake2b(f"{head}{d['time'].timestamp()!r}, [{items}])".encode(), digest_size=_KEY_BYTES).digest()
 
 
