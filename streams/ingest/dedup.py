@@ -44,6 +44,7 @@ _KEY_BYTES = 16
 _blake2b = hashlib.blake2b
 _PREFIX_MAX = 8192
 _prefixes: dict[tuple[str, str, str | None], str] = {}  # (type, entity, tenant) -> the key's repr start
+_units: dict[tuple[tuple[str, str], ...], str] = {}  # an observation's units items -> their part of the text
 
 
 def observation_key(o: Observation) -> bytes:
@@ -77,7 +78,13 @@ def observation_key(o: Observation) -> bytes:
     else:
         u = d.get("units")
         if u:  # the values' units tell readings apart
-            items += f"], {sorted(u.items()) if len(u) > 1 else list(u.items())!r}"
+            key = tuple(u.items())
+            text = _units.get(key)
+            if text is None:
+                if len(_units) >= _PREFIX_MAX:
+                    _units.clear()
+                text = _units[key] = f"], {sorted(key)!r}"
+            items += text
             return _blake2b(
                 f"{head}{d['time'].timestamp()!r}, [{items})".encode(), digest_size=_KEY_BYTES
             ).digest()
