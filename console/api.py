@@ -326,6 +326,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
             tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
             rules, store, out, seen = catalog(), observations.store, [], set()
+            # the alarms of rules that read an attribute first: an entity's attribute is charted
+            # once, in the unit of the rule that reads it (not bare, for an absence rule's alarm)
+            alarm_rows = sorted(
+                alarm_rows, key=lambda a: not getattr(rules.get(a["rule"]), "attribute", None)
+            )
             for a in alarm_rows:
                 entity = a.get("entity")
                 if not entity:

@@ -110,7 +110,10 @@ def test_series_and_linked_warnings_of_an_incident(make_worker, broker, topic_pr
     produce(broker, f"{topic_prefix}.observations", before)
     stages = ("incidents", "projection", "warnings")
     w = make_worker("--stages", ",".join(stages)).start(stages)
-    produce(broker, f"{topic_prefix}.alarms", [alarm("ribeira", now, 4.49)])
+    # and an alarm of a rule that names no attribute (an absence rule; before the threshold rule in
+    # name order): it took the gauge's height first, and the chart lost the rule's unit
+    silent = {**alarm("ribeira", now, 4.49), "rule": "gauge-silent", "value": None, "id": "silent"}
+    produce(broker, f"{topic_prefix}.alarms", [alarm("ribeira", now, 4.49), silent])
     produce(broker, f"{topic_prefix}.observations", [obs("ribeira", now, height=4.6)])
 
     deadline, iid = time.monotonic() + 30, None
