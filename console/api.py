@@ -326,6 +326,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
 
             tenant = (row.get("correlation") or {}).get("tenant") or row.get("tenant")
             rules, store, out, seen = catalog(), observations.store, [], set()
+            # the alarms of rules that read an attribute first: an entity's attribute is charted
+            # once, in the unit of the rule that reads it (not bare, for an absence rule's alarm)
+            alarm_rows = sorted(
+                alarm_rows, key=lambda a: not getattr(rules.get(a["rule"]), "attribute", None)
+            )
             for a in alarm_rows:
                 entity = a.get("entity")
                 if not entity:
@@ -346,7 +351,8 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                             "aggregate": info.aggregate if info else None,
                             "value": a.get("value"),
                             "points": [
-                                {"at": rfc3339(t), "value": v} for t, v in store.get(key, attribute, limit)
+                                {"at": rfc3339(t), "value": v}
+                                for t, v in store.get(key, attribute, limit, info.unit if info else None)
                             ],
                         }
                     )

@@ -432,7 +432,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "/api/incidents/{incident}/series": {
                 "get": {
                     "summary": "Recent observations behind each alarm (the entity's attribute the rule "
-                    "reads), from the console's bounded in-memory buffer, oldest first",
+                    "reads), from the console's bounded in-memory buffer, oldest first; values in the "
+                    "rule's `unit`, converted as the rules convert them (a reading whose unit does not "
+                    "convert is left out)",
                     "parameters": [
                         ID,
                         _q(

@@ -13,7 +13,10 @@ has the recent past. Reading a series is a dictionary lookup: ``GET /api/inciden
 answers in well under a millisecond of work whatever the length of the topic.
 
 Points are kept in time order: an observation older than the newest point of its series (late, or
-read again after a reconnect) is left out.
+read again after a reconnect) is left out. Each point keeps the unit code it came with (its
+``units`` entry, else the one its Smart Data Models type documents), so a series is read in the
+rule's unit as the rules read it: a gauge reporting 1.71 in MTR is 171 under a rule in cm, and a
+reading whose unit does not convert (which the rules refuse) is left out of the chart.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import OrderedDict, deque
 from datetime import datetime
 from typing import Any
@@ -28,6 +32,8 @@ from typing import Any
 from mode import Service
 
 from atalaia.console.consumer import assigned_consumer, consume_retrying
+from atalaia.rules.sdm import documented_unit
+from atalaia.rules.units import converter
 from atalaia.streams.ingest.observation import decode_observation, entity_key
 from atalaia.streams.records import DecodeError
 
@@ -40,13 +46,14 @@ BACKFILL = 2000  # records read back per partition when the consumer starts
 
 
 class RingStore:
-    """Per (entity key, attribute) the latest ``points`` (epoch seconds, value); per tenant (the
+    """Per (entity key, attribute) the latest ``points`` (epoch seconds, value, unit code or None);
+    per tenant (the
     entity key's tenant part) ``series`` at most, and ``total`` over all tenants."""
 
     def __init__(self, points: int = POINTS, series: int = SERIES, total: int = TOTAL_SERIES) -> None:
         self.points, self.series, self.total = points, series, max(total, 1)
         #: per tenant ("" without one), its series, least recently fed first
-        self.tenants: dict[str, OrderedDict[tuple[str, str], deque[tuple[float, float]]]] = {}
+        self.tenants: dict[str, OrderedDict[tuple[str, str], deque[tuple[float, float, str | None]]]] = {}
         # the tenants holding each number of series, and the largest number (the fair eviction's
         # victim in O(1): a count moves by one at a time)
         self._holding: dict[int, set[str]] = {}
@@ -75,7 +82,7 @@ class RingStore:
         self.dropped_series += 1
         self._move(tenant, len(data) + 1, len(data))
 
-    def add(self, key: str, attribute: str, t: float, value: float) -> None:
+    def add(self, key: str, attribute: str, t: float, value: float, unit: str | None = None) -> None:
         k = (key, attribute)
         tenant = tenant_of(key)
         data = self.tenants.get(tenant)
@@ -97,7 +104,7 @@ class RingStore:
             return  # late or seen again: keep time order
         else:
             data.move_to_end(k)
-        q.append((t, value))
+        q.append((t, value, unit))
 
     def add_observation(self, o: dict[str, Any]) -> int:
         """Add the numeric attributes of one decoded observation; returns how many points."""
@@ -109,18 +116,38 @@ class RingStore:
         except ValueError:
             return 0
         key = entity_key(o.get("tenant"), entity)
+        units = o.get("units") if isinstance(o.get("units"), dict) else {}
+        kind = o.get("type") if isinstance(o.get("type"), str) else None
         n = 0
         for name, v in attrs.items():
             if isinstance(v, int | float) and not isinstance(v, bool) and v == v:  # not NaN
-                self.add(key, str(name), t, float(v))
+                code = units.get(name)
+                if not isinstance(code, str):
+                    code = documented_unit(kind, str(name)) if kind else None
+                self.add(key, str(name), t, float(v), code)
                 n += 1
         return n
 
-    def get(self, key: str, attribute: str, limit: int | None = None) -> list[tuple[float, float]]:
+    def get(
+        self, key: str, attribute: str, limit: int | None = None, unit: str | None = None
+    ) -> list[tuple[float, float]]:
+        """The latest points, oldest first, as (epoch seconds, value). With ``unit`` (the rule's),
+        each value is converted from the unit it came in, as the rules convert it (one without a
+        unit is taken as it is); a point whose unit does not convert is left out."""
         q = self.tenants.get(tenant_of(key), {}).get((key, attribute))
         if not q:
             return []
-        pts = list(q)
+        if unit is None:
+            pts = [(t, v) for t, v, _ in q]
+        else:
+            pts = []
+            for t, v, code in q:
+                conv = converter(code, unit, attribute) if code is not None else None
+                if isinstance(conv, str):
+                    continue  # not convertible: the rules refused it too
+                x = conv(v) if conv is not None else v
+                if math.isfinite(x):
+                    pts.append((t, x))
         return pts[-limit:] if limit else pts
 
     def attributes(self, key: str) -> list[str]:

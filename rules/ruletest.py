@@ -97,6 +97,12 @@ class Series(Strict):
     entity: str = Field(min_length=1)  # the engine takes the observations built from it unchecked
     type: str
     attribute: str
+    unit: str | None = Field(
+        None,
+        min_length=1,
+        description="the unit code the readings are sent with (NGSI-LD unitCode: CMT, MTR, G51...; "
+        "a pint unit also reads); none: as a sensor that sends none (the type's documented unit)",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     values: str
 
@@ -280,6 +286,8 @@ def _run_one(test: RuleTest, ruleset: Any, lateness: float, scorer: Any = None) 
                 },
             )
             obs["attributes"][series.attribute] = v
+            if series.unit is not None:
+                obs.setdefault("units", {})[series.attribute] = series.unit
     last_tick = max([*ticks, *(int(a.eval_time // step) for a in test.alarm_tests)], default=0)
     wanted = list(test.alarm_tests)  # every one is checked, several may share an eval_time
     try:

@@ -269,10 +269,15 @@ def converter(source: str, target: str, attribute: str | None = None) -> Callabl
     prefix, °F and °C, km/h) it computes ``(v * p + r) / q`` in integers ``p``, ``r``, ``q``, as a
     rule author writes it (``height / 100``): 70 cm is exactly 0.7 m, 32 °F exactly 0 °C, so a
     reading at the threshold is not above it (``v * 0.01`` gave 0.7000000000000001, and
-    ``32 * 0.555555555556 - 17.7777777778`` −8e-12). Other factors (a gas's mixing ratio) multiply.
+    ``32 * 0.555555555556 - 17.7777777778`` −8e-12). Where ``q`` is a power of ten (2^a·5^b) a
+    reading's decimal digits give a decimal result, and that is the one returned: 1.1 m is 110 cm
+    (``1.1 * 100`` is 110.00000000000001, above a threshold of 110), 73.1 cm is 0.731 m. Other
+    factors (a gas's mixing ratio) multiply.
 
     >>> converter("CMT", "m")(70.0), converter("FAH", "degC")(32.0), converter("FAH", "degC")(212.0)
     (0.7, 0.0, 100.0)
+    >>> converter("MTR", "cm")(1.1), converter("CMT", "m")(73.1), converter("G51", "m3/s")(2.3)
+    (110.0, 0.731, 0.0023)
     >>> converter("CEL", "degF")(0.0), converter("KMH", "m/s")(36.0), converter("MTR", "m")(0.7)
     (32.0, 10.0, 0.7)
     """
@@ -285,11 +290,33 @@ def converter(source: str, target: str, attribute: str | None = None) -> Callabl
         return lambda v: v * scale + offset
     q = math.lcm(ps.denominator, po.denominator)
     p, r = int(ps * q), int(po * q)
-    if q == 1 and r == 0:
-        return (lambda v: v) if p == 1 else (lambda v: v * p)
-    if p == 1 and r == 0:
-        return lambda v: v / q
+    if q == 1 and r == 0 and p == 1:
+        return lambda v: v
+    if _terminating(p) and _terminating(q):  # a decimal reading gives a decimal (1.1 m is 110 cm)
+        if r == 0:
+            return (lambda v: _decimal(v, v * p)) if q == 1 else (lambda v: _decimal(v, v * p / q))
+        return lambda v: _decimal(v, (v * p + r) / q)
     return lambda v: (v * p + r) / q
+
+
+def _terminating(q: int) -> bool:
+    """Whether ``q`` is 2^a·5^b (a metric prefix; not the 9 of °F nor the 3600 of an hour)."""
+    for f in (2, 5):
+        while q % f == 0:
+            q //= f
+    return q == 1
+
+
+def _decimal(v: float, x: float) -> float:
+    """``x``, the reading ``v`` multiplied or divided by a power of ten (or 2^a·5^b), as the
+    decimal that the reading's digits give when it has at most 12 significant digits (what a
+    sensor or a person writes): 1.1 m × 100 is 110.00000000000001 in binary, 110 cm here, so a
+    reading exactly at a threshold in another unit is not beyond it. Only a difference of one unit
+    in the last place is taken back; a reading of more digits is converted as it is."""
+    if float(f"{v:.12g}") != v:
+        return x
+    d = float(f"{x:.15g}")
+    return d if abs(d - x) <= math.ulp(x) else x
 
 
 def value_in_unit(

@@ -589,6 +589,19 @@ def send(files: tuple[Path, ...], content_type: str | None, link: str | None) ->
     click.echo(f"sent {n} event(s) to {settings.topic('events')} on {bootstrap}", err=True)
 
 
+def no_topic(name: str, prefix: str, bootstrap: str) -> str:
+    """What ``tail`` says for a topic the broker lacks: Atalaia's topics, and the one meant when
+    the name is close to one (``alarm``: did you mean ``alarms``?)."""
+    import difflib
+
+    from atalaia.streams.broker import TOPICS
+
+    short = name.removeprefix(f"{prefix}.")
+    close = difflib.get_close_matches(short, list(TOPICS), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close and close[0] != short else ""
+    return f"no topic {name!r} on {bootstrap}{hint}; Atalaia's topics: {', '.join(TOPICS)}"
+
+
 @click.command()
 @click.argument("topic")
 @click.option("-b", "--from-beginning", is_flag=True, help="start at the oldest record, not the newest")
@@ -624,7 +637,7 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
         try:
             parts = await partition_ids(bootstrap, name)
             if not parts:
-                raise click.ClickException(f"no topic {name!r} on {bootstrap}")
+                raise click.ClickException(no_topic(name, settings.topic_prefix, bootstrap))
             from aiokafka import TopicPartition
 
             tps = [TopicPartition(name, p) for p in sorted(parts)]

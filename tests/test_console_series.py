@@ -117,6 +117,26 @@ def test_the_buffer_is_bounded_and_fair_whatever_is_fed(feeds):
         assert store.get(key, "h")[-1] == (float(n), 1.0)
 
 
+def test_a_series_is_read_in_the_rules_unit_as_the_rules_read_it():
+    """A gauge reporting metres under a rule in cm: the chart showed 1.71 "cm" beside an alarm of
+    171 cm, and a reading in a unit the rules refused (km/h) as the latest point."""
+    store = RingStore()
+    t0 = datetime(2026, 1, 28, 10, tzinfo=UTC)
+    for i, (v, code) in enumerate([(1.55, "MTR"), (1.71, "MTR"), (1.3, "KMH"), (160.0, "CMT"), (0.5, None)]):
+        o = obs("a", t0 + timedelta(minutes=i), waterLevel=v)
+        if code:
+            o["units"] = {"waterLevel": code}
+        store.add_observation(o)
+    key = "urn:ngsi-ld:WaterObserved:a"
+    # waterLevel without a code: the unit WaterObserved documents for it (MTR), as the rules take it
+    assert [v for _, v in store.get(key, "waterLevel", unit="cm")] == [155.0, 171.0, 160.0, 50.0]
+    assert [v for _, v in store.get(key, "waterLevel", limit=2, unit="m")] == [1.6, 0.5]
+    assert [v for _, v in store.get(key, "waterLevel")] == [1.55, 1.71, 1.3, 160.0, 0.5], "no unit: as sent"
+    o = obs("b", t0, reading=7.0)  # an attribute of no documented unit, sent without one: as it is
+    store.add_observation(o)
+    assert store.get("urn:ngsi-ld:WaterObserved:b", "reading", unit="cm") == [(t0.timestamp(), 7.0)]
+
+
 def alarm(entity: str, at: datetime, value: float) -> dict:
     t = at.strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
@@ -146,7 +166,10 @@ def test_series_and_linked_warnings_of_an_incident(make_worker, broker, topic_pr
     produce(broker, f"{topic_prefix}.observations", before)
     stages = ("incidents", "projection", "warnings")
     w = make_worker("--stages", ",".join(stages)).start(stages)
-    produce(broker, f"{topic_prefix}.alarms", [alarm("ribeira", now, 4.49)])
+    # and an alarm of a rule that names no attribute (an absence rule; before the threshold rule in
+    # name order): it took the gauge's height first, and the chart lost the rule's unit
+    silent = {**alarm("ribeira", now, 4.49), "rule": "gauge-silent", "value": None, "id": "silent"}
+    produce(broker, f"{topic_prefix}.alarms", [alarm("ribeira", now, 4.49), silent])
     produce(broker, f"{topic_prefix}.observations", [obs("ribeira", now, height=4.6)])
 
     deadline, iid = time.monotonic() + 30, None

@@ -446,6 +446,34 @@ def test_ingest_batch_dedups_counts_and_fills_the_dlq(fixtures: Path) -> None:
         ingest_batch([ReceivedPayload(b"{}")], deduper=Deduper())
 
 
+def test_a_reading_sent_again_in_another_unit_is_a_new_reading_not_a_duplicate(fixtures: Path) -> None:
+    """A gauge sent 1.3 in KMH (the rules refuse it: a level is no speed); its platform fixed the
+    unit and sent the same reading in MTR. Entity, time and value were the observation's identity,
+    so the corrected reading was dropped as a redelivery and never evaluated."""
+    from atalaia.streams.ingest import Deduper, ReceivedPayload, ingest_batch
+
+    doc = orjson.loads(
+        (fixtures / "ngsi-ld" / "WaterObserved" / "notification-normalized.jsonld").read_bytes()
+    )
+    doc["data"] = doc["data"][:1]
+    del doc["data"][0]["flow"]
+
+    def sent(code: str, n: int) -> ReceivedPayload:
+        doc["id"] = f"urn:ngsi-ld:Notification:{n}"
+        doc["data"][0]["waterLevel"]["unitCode"] = code
+        return ReceivedPayload(
+            orjson.dumps(doc), source="http", content_type="application/ld+json", received_at=T
+        )
+
+    d = Deduper()
+    first = ingest_batch([sent("KMH", 1)], deduper=d).observations
+    fixed = ingest_batch([sent("MTR", 2)], deduper=d).observations
+    assert [o.units for o in fixed] == [{"waterLevel": "MTR"}], "the corrected reading is kept"
+    assert first[0].id != fixed[0].id and first[0].to_dict()["id"] == first[0].id
+    again = ingest_batch([sent("MTR", 3)], deduper=d)
+    assert again.observations == [] and again.counts["duplicates"] == 1, "a redelivery is still one"
+
+
 def test_non_text_observed_at_is_refused_not_ignored() -> None:
     r = parse_payload(ld(water(dateObserved="2026-01-28T09:45:00Z", height=prop(3.2, observedAt=1706435100))))
     assert r.observations == [] and [(x.attribute, x.code) for x in r.rejections] == [("height", "bad-time")]

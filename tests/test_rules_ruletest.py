@@ -54,6 +54,26 @@ tests:
     ]
 
 
+def test_a_series_gives_its_readings_unit_code_and_they_convert_as_live(tmp_path: Path) -> None:
+    """A gauge in centimetres under a rule in metres could not be tested: 'unit' was an unknown key
+    of a series, and readings without a code are taken in the type's documented unit (metres)."""
+    (tmp_path / "r.yaml").write_text(RULES.replace("attribute: height}", "attribute: height}\n    unit: m"))
+    (tmp_path / "t.yaml").write_text("""rule_files: [r.yaml]
+tests:
+  - name: a gauge in centimetres
+    input_series:
+      - {entity: e1, type: WaterObserved, attribute: height, unit: CMT, values: "300 410 390"}
+      - {entity: e2, type: WaterObserved, attribute: height, unit: KMH, values: "1"}
+    exp_transitions:
+      - {at: 1m, rule: high, key: e1, state: firing, severity: high}
+      - {at: 2m, rule: high, key: e1, state: resolved, severity: high}
+""")
+    result = CliRunner().invoke(rules, ["test", str(tmp_path / "t.yaml")])
+    assert result.exit_code == 1, result.output  # the km/h reading is refused, and said
+    assert "at 0s: observation rejected: rule 'high': attribute 'height' in 'KMH'" in result.stdout
+    assert "transitions differ" not in result.stdout, result.stdout
+
+
 def test_an_expected_alarm_without_a_rule_is_a_file_error(tmp_path: Path) -> None:
     """Neither the alarm test nor the expected alarm names a rule: before, the test could never pass
     and failed with '- ? e1 firing high' / '+ high e1 firing high', not saying why."""

@@ -83,6 +83,43 @@ def test_a_reading_exactly_at_the_threshold_in_another_unit_is_not_beyond_it(n: 
 
 
 @settings(deadline=None)
+@given(
+    st.integers(min_value=-(10**7), max_value=10**7),
+    st.integers(min_value=0, max_value=4),
+    st.sampled_from(
+        [("MTR", "cm"), ("MTR", "mm"), ("CMT", "m"), ("MMT", "cm"), ("G51", "m3/s"), ("MQS", "l/s")]
+    ),
+)
+def test_a_decimal_reading_converts_to_the_decimal_its_digits_give(n: int, places: int, codes) -> None:
+    """1.10 m under a rule `unit: cm, above: 110` alarmed: 1.1 * 100 is 110.00000000000001. A
+    reading written with a few decimals, multiplied or divided by a power of ten, is the decimal
+    an author reads (110 cm, 0.731 m), so one exactly at a threshold is never beyond it."""
+    from fractions import Fraction
+
+    from atalaia.rules.units import convert_factor, converter
+
+    text = f"{n / 10**places:.{places}f}"
+    scale, _ = convert_factor(*codes)
+    exact = Fraction(text) * Fraction(scale).limit_denominator(10_000)
+    assert converter(*codes)(float(text)) == float(exact)
+
+
+def test_a_gauge_in_metres_exactly_at_a_threshold_in_centimetres_does_not_alarm() -> None:
+    rule = LEVEL.replace(
+        "unit: m\n    severities: [{severity: high, above: 0.7}]",
+        "unit: cm\n    severities: [{severity: high, above: 110}]",
+    )
+    assert "above: 110" in rule
+    engine = RuleEngine(load_texts([("r.yaml", rule)]))
+    at = {**_obs(0, None), "attributes": {"height": 1.1}, "units": {"height": "MTR"}}
+    out, rejected = engine.observe_batch([at])
+    assert not rejected and out == [], out
+    above = {**_obs(0, None, 1), "attributes": {"height": 1.11}, "units": {"height": "MTR"}}
+    (fired,) = engine.observe_batch([above])[0]
+    assert fired.value == 111.0
+
+
+@settings(deadline=None)
 @given(st.integers(min_value=-400, max_value=400))
 def test_fahrenheit_converts_exactly_where_the_celsius_value_is_exact(f: int) -> None:
     """32 °F under a frost rule `unit: degC, below: 0` alarmed: it was −8e-12 °C."""

@@ -201,12 +201,15 @@ class SmtpReply:
     """One refusal or failure of an SMTP session: the command it answered (``connect``,
     ``STARTTLS``, ``AUTH``, ``MAIL FROM``, ``RCPT``, ``DATA``, ``end of DATA``: after the message
     and its terminator), the reply code (None: no reply, e.g. connection refused or closed) and
-    text, and the recipient (of ``RCPT``; else the message's recipients, within a ``sendmail``)."""
+    text, the recipient (of ``RCPT``; else the message's recipients, within a ``sendmail``) and,
+    for ``connect``, the server's ``host:port`` (a wrong host or port in the target's URL, or in
+    the variables it reads, is then seen in the delivery log)."""
 
     command: str
     code: int | None
     text: str
     recipient: str | None = None
+    server: str | None = None
 
     @property
     def permanent(self) -> bool:
@@ -226,6 +229,8 @@ class SmtpReply:
 
     def __str__(self) -> str:
         where = self.command
+        if self.server:
+            where += f" to {self.server}"
         if self.recipient:
             where += f" {self.recipient}" if self.command == "RCPT" else f", to {self.recipient}"
         if self.code is None:
@@ -246,7 +251,9 @@ class SmtpReplies:
     # recipient, as apprise tracks it; the refusals). Sent again, they would reach the others twice
     partial: list[tuple[str, list[SmtpReply]]] = field(default_factory=list)
 
-    def add_error(self, command: str, e: BaseException, to: str | None = None) -> None:
+    def add_error(
+        self, command: str, e: BaseException, to: str | None = None, server: str | None = None
+    ) -> None:
         if isinstance(e, smtplib.SMTPRecipientsRefused):
             for addr, (code, text) in e.recipients.items():
                 self.failures.append(SmtpReply("RCPT", code, _text(text), addr))
@@ -261,7 +268,7 @@ class SmtpReplies:
             command = "AUTH"
         code = getattr(e, "smtp_code", None)
         if isinstance(code, int) and code > 0:
-            self.failures.append(SmtpReply(command, code, _text(getattr(e, "smtp_error", b"")), to))
+            self.failures.append(SmtpReply(command, code, _text(getattr(e, "smtp_error", b"")), to, server))
             return
         command = command or ("end of DATA" if self.data_sent else "session")  # (within sendmail)
         what = str(e) or "connection closed"
@@ -269,7 +276,7 @@ class SmtpReplies:
             what = "the server had closed the session"  # (smtplib's words for a socket already shut)
         elif not isinstance(e, smtplib.SMTPException):
             what = f"{type(e).__name__}: {what}"
-        self.failures.append(SmtpReply(command, None, what, to))
+        self.failures.append(SmtpReply(command, None, what, to, server))
 
     def sent(self, to_addrs, refused) -> None:
         rcpts = _rcpts(to_addrs)
@@ -288,6 +295,17 @@ def _rcpts(to_addrs) -> list[str]:
 def _text(raw: bytes | str) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
     return " ".join(text.split())[:200]  # a multi-line reply on one line
+
+
+def _server(smtp: smtplib.SMTP, args: tuple, kwargs: dict) -> str:
+    """The ``host:port`` an ``smtplib.SMTP.connect(host, port)`` call reaches (as smtplib reads
+    them: ``host:port`` in the host when no port is given, else the class's default port)."""
+    host = args[0] if args else kwargs.get("host", "localhost")
+    port = args[1] if len(args) > 1 else kwargs.get("port", 0)
+    host = str(host)
+    if not port and host.count(":") == 1:
+        return host
+    return f"{host}:{port or smtp.default_port}"
 
 
 def _install_smtp_replies() -> bool:
@@ -309,16 +327,17 @@ def _install_smtp_replies() -> bool:
             to = (args[1] if len(args) > 1 else kwargs.get("to_addrs", ())) if name == "sendmail" else None
             if name == "sendmail":
                 rec.current = next(iter(_rcpts(to)), None)
+            server = _server(self, args, kwargs) if name == "connect" else None
             try:
                 out = real(self, *args, **kwargs)
             except Exception as e:
-                rec.add_error(command, e, ", ".join(_rcpts(to)) if to else None)
+                rec.add_error(command, e, ", ".join(_rcpts(to)) if to else None, server)
                 raise
             if name == "sendmail":
                 rec.sent(to, out)
             elif name == "connect" and isinstance(out, tuple) and out and out[0] != 220:
                 # the greeting refused: smtplib's constructor raises on it, outside connect
-                rec.failures.append(SmtpReply("connect", out[0], _text(out[1])))
+                rec.failures.append(SmtpReply("connect", out[0], _text(out[1]), None, server))
             return out
 
         method.__name__, method.__qualname__ = real.__name__, real.__qualname__

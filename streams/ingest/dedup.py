@@ -44,6 +44,7 @@ _KEY_BYTES = 16
 _blake2b = hashlib.blake2b
 _PREFIX_MAX = 8192
 _prefixes: dict[tuple[str, str, str | None], str] = {}  # (type, entity, tenant) -> the key's repr start
+_units: dict[tuple[tuple[str, str], ...], str] = {}  # an observation's units items -> their part of the text
 
 
 def observation_key(o: Observation) -> bytes:
@@ -55,7 +56,9 @@ def observation_key(o: Observation) -> bytes:
     versions stay valid), written piecewise: a tuple's or list's repr is its items' reprs joined by
     ", ", and the (type, entity) part repeats. Entity identity is (tenant, entity): with a tenant
     the text is ``repr((type, entity, tenant, time, ...))``, so two tenants never collide. An
-    observation of states alone (no attributes) has its sorted labels in the list's place."""
+    observation of states alone (no attributes) has its sorted labels in the list's place. One with
+    unit codes has their sorted items after the list: 1.3 in KMH (refused by the rules) and the
+    same reading sent again in MTR are two readings (one key dropped the corrected one unseen)."""
     d = o.__dict__
     ty = d["type"]
     entity = d["entity"]
@@ -72,6 +75,19 @@ def observation_key(o: Observation) -> bytes:
     items = ", ".join([f"({k!r}, {v!r})" for k, v in (sorted(a.items()) if len(a) > 1 else a.items())])
     if not a:  # an observation of states alone: its states tell deliveries apart
         items = f"{sorted((d.get('labels') or {}).items())!r}"
+    else:
+        u = d.get("units")
+        if u:  # the values' units tell readings apart
+            key = tuple(u.items())
+            text = _units.get(key)
+            if text is None:
+                if len(_units) >= _PREFIX_MAX:
+                    _units.clear()
+                text = _units[key] = f"], {sorted(key)!r}"
+            items += text
+            return _blake2b(
+                f"{head}{d['time'].timestamp()!r}, [{items})".encode(), digest_size=_KEY_BYTES
+            ).digest()
     return _blake2b(f"{head}{d['time'].timestamp()!r}, [{items}])".encode(), digest_size=_KEY_BYTES).digest()
 
 

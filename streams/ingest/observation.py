@@ -50,12 +50,17 @@ def observation_id(
     attributes: dict[str, float],
     tenant: str | None = None,
     labels: dict[str, str] | None = None,
+    units: dict[str, str] | None = None,
 ) -> str:
-    """The deterministic id of an observation: its entity, time and values (an observation of
-    states alone, without attributes, is its labels: a device's two states at one time are two)."""
+    """The deterministic id of an observation: its entity, time and values, with their unit codes
+    when it has any (1.3 in KMH, refused by the rules, and the same reading sent again in MTR are
+    two readings: one id made the corrected one a redelivery, dropped unseen); an observation of
+    states alone, without attributes, is its labels (a device's two states at one time are two)."""
     parts: list[Any] = [entity, time, attributes] if tenant is None else [tenant, entity, time, attributes]
     if not attributes and labels:
         parts.append(labels)
+    elif attributes and units:
+        parts.append({"units": units})
     body = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=12).hexdigest()
 
@@ -121,7 +126,9 @@ class Observation(BaseModel):
 
     @property
     def id(self) -> str:
-        return observation_id(self.entity, format_time(self.time), self.attributes, self.tenant, self.labels)
+        return observation_id(
+            self.entity, format_time(self.time), self.attributes, self.tenant, self.labels, self.units
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The record of ``atalaia.observations`` as a dict (:func:`observation_dict`)."""
@@ -184,11 +191,11 @@ def observation_dict(o: Observation) -> dict[str, Any]:
             out["service_path"] = d["service_path"]
         if types:  # absent for one type
             out["types"] = list(types)
-        out["id"] = observation_id(entity, time, attributes, tenant, d["labels"])
+        out["id"] = observation_id(entity, time, attributes, tenant, d["labels"], d["units"])
     else:
         if types:
             out["types"] = list(types)
-        out["id"] = observation_id(entity, time, attributes, None, d["labels"])
+        out["id"] = observation_id(entity, time, attributes, None, d["labels"], d["units"])
     return out
 
 
