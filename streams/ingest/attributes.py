@@ -88,6 +88,60 @@ TEXT_ATTRIBUTES = frozenset(
 DESCRIPTIVE = TEXT_ATTRIBUTES | frozenset(
     {"name", "description", "alternateName", "dataProvider", "source", "owner", "seeAlso", "areaServed"}
 )
+#: Bookkeeping: what a broker, an agent or the data model writes about the entity record, never a
+#: measurement of the thing, whatever its value (a number included; as text it stays what it was:
+#: a label, a date-time). By name:
+#: * NGSI-v2 builtin attributes (Orion API, "Builtin Attributes": ``dateCreated``, ``dateModified``,
+#:   ``dateExpires``, ``servicePath``; ``alterationType`` is RESERVED); NGSI-LD's system attributes
+#:   (``createdAt``, ``modifiedAt``, ``deletedAt``, ``expiresAt``, ``scope``) are RESERVED;
+#: * versions of the entity or of its schema (``entityVersion``, which some brokers and agents add
+#:   as a revision counter, Smart Data Models' ``schemaVersion``), and the descriptive text
+#:   DESCRIPTIVE names (names, serial numbers, station ids, firmware versions);
+#: * by the Smart Data Models guidelines' naming rules: ``date<Name>`` is a date or timestamp
+#:   ("Date Attributes": ``dateLastCalibration``, ``dateIssued``), ``ref<Type>`` a relationship
+#:   to another entity ("Modelling linked data": ``refDevice``), and the date-times its common
+#:   schemas name otherwise (``startDate``, ``endDate``, Alert's ``validFrom``, ``validTo``).
+#: (The entity's time fields, TIME_FIELDS, are read as times, never as measurements.)
+BOOKKEEPING = DESCRIPTIVE | frozenset(
+    {
+        "dateCreated",
+        "dateModified",
+        "dateExpires",
+        "servicePath",
+        "entityVersion",
+        "schemaVersion",
+        "startDate",
+        "endDate",
+        "validFrom",
+        "validTo",
+        "validThrough",
+    }
+)
+_bookkeeping: dict[str, bool] = {}
+
+
+def bookkeeping(name: str) -> bool:
+    """Is ``name`` (a short name, as rules read it) a bookkeeping attribute (:data:`BOOKKEEPING`,
+    ``date<Name>``, ``ref<Type>``), never a measurement? Cached per name."""
+    known = _bookkeeping.get(name)
+    if known is None:
+        known = (
+            name in BOOKKEEPING
+            or (name.startswith("date") and name[4:5].isupper())
+            or (name.startswith("ref") and name[3:4].isupper())
+        )
+        if len(_bookkeeping) >= 4096:
+            _bookkeeping.clear()
+        _bookkeeping[name] = known
+    return known
+
+
+def drop_bookkeeping(measurements: list) -> list:
+    """``measurements`` (``Measurement`` objects, or the fast path's tuples, the name first) without
+    those of bookkeeping attributes."""
+    return [m for m in measurements if not bookkeeping(m[0] if type(m) is tuple else m.name)]
+
+
 #: the keys that make an object an attribute instance (normalized, concise, of any NGSI-LD kind)
 INSTANCE_KEYS = frozenset({"value", "object", "type", "vocab", "languageMap", "json", "datasetId"})
 #: a GeoJSON Feature (or FeatureCollection) given as a keyValues location: its geometry locates it
@@ -688,6 +742,10 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
         general(name, v)
     if parts.other_geometry is not None and "location" not in entity:
         reader.location("location", parts.other_geometry)
+    for m in measurements:
+        if bookkeeping(m.name):  # (a numeric entityVersion, dateModified, refDevice: never a reading)
+            parts.measurements = drop_bookkeeping(measurements)
+            break
     return parts
 
 

@@ -30,6 +30,8 @@ from atalaia.streams.ingest.attributes import (
     V2_NUMBER_TYPES,
     _meta_value,
     absent_time,
+    bookkeeping,
+    drop_bookkeeping,
     is_geometry,
     is_label_property,
     meta_time,
@@ -55,7 +57,7 @@ _setattr = object.__setattr__
 _new = Observation.__new__
 
 # Attribute names repeat across entities and payloads: classify each name once.
-_SKIP, _BAIL, _TIME, _PLAIN = 0, 1, 2, 3
+_SKIP, _BAIL, _TIME, _PLAIN, _BOOK = 0, 1, 2, 3, 4
 _NAMES_MAX = 4096
 _names: dict[str, int] = {}
 
@@ -67,6 +69,8 @@ def _classify(name: str) -> int:
         k = _BAIL
     elif name in TIME_FIELDS:
         k = _TIME
+    elif bookkeeping(name):
+        k = _BOOK  # read as any attribute; a number there is no measurement (dropped after the loop)
     else:
         k = _PLAIN
     if len(_names) >= _NAMES_MAX:
@@ -233,6 +237,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     times: dict[str, Any] | None = None
     geometry: Any = None
     has_location = False
+    book = False  # a bookkeeping name seen (entityVersion, dateModified, refDevice ...)
     names = _names
     try:
         for name, v in raw.items():
@@ -244,10 +249,13 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     continue
                 if k == _BAIL:
                     return False
-                if times is None:
-                    times = {}
-                times[name] = v
-                continue
+                if k == _BOOK:
+                    book = True
+                else:
+                    if times is None:
+                        times = {}
+                    times[name] = v
+                    continue
             t = type(v)
             if t is dict:
                 if "datasetId" in v:
@@ -349,6 +357,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     except _Bail:
         return False
 
+    if book:
+        measurements = drop_bookkeeping(measurements)
     if not measurements:
         return False  # states only, or nothing: the general reader decides
 
