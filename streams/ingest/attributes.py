@@ -185,6 +185,7 @@ class Parts:
     # NGSI-v2: the value of a geo-typed attribute not named ``location`` (Orion's one location
     # attribute may have any name, "position"), the location when there is no ``location``
     other_geometry: Any = None
+    deleted: list[str] | None = None  # attributes notified as deleted (NGSI-v2 actionType delete)
 
 
 def is_label_property(val: str, prop: dict, max_label: int) -> bool:
@@ -372,6 +373,13 @@ class _Reader:
             self.parts.refused.append(Refused(name, "an attribute has an empty name", "empty-name"))
             return
         name = term(name, self.dialect)
+        if type(v) is dict and "metadata" in v and action_deleted(v):
+            # what a deleted attribute still carries is its last value, not a reading, a state, a
+            # location or a time: noted (IngestResult.ignored), never observed
+            if self.parts.deleted is None:
+                self.parts.deleted = []
+            self.parts.deleted.append(name)
+            return
         if name in TIME_FIELDS:
             if self.parts.times is None:
                 self.parts.times = {}
@@ -659,6 +667,14 @@ def meta_time(meta: dict) -> tuple[Any, str]:
 
 
 _META_TIMES = tuple((key, f"{key} metadata") for key in ("TimeInstant", "observedAt", "timestamp"))
+
+
+def action_deleted(attribute: dict) -> bool:
+    """Does an NGSI-v2 attribute's ``actionType`` builtin metadata (NGSI-v2 "Builtin Metadata",
+    only in notifications, when the subscription asks for it: ``update``, ``append`` or
+    ``delete``) say that the attribute was deleted?"""
+    meta = attribute.get("metadata")
+    return type(meta) is dict and "actionType" in meta and _meta_value(meta["actionType"]) == "delete"
 
 
 def _meta_value(m: Any) -> Any:

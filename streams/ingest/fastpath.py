@@ -30,6 +30,7 @@ from atalaia.streams.ingest.attributes import (
     V2_NUMBER_TYPES,
     _meta_value,
     absent_time,
+    action_deleted,
     bookkeeping,
     drop_bookkeeping,
     is_geometry,
@@ -150,6 +151,8 @@ def _v2(
     meta = v.get("metadata")
     unit = time = None
     if type(meta) is dict and meta:
+        if "actionType" in meta and _meta_value(meta["actionType"]) == "delete":
+            raise _Bail  # a deleted attribute: the general reader notes it
         unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
         m = meta.get("TimeInstant")
         if type(m) is dict and type(t := m.get("value")) is str and "2" <= t[:1] <= "9":
@@ -252,6 +255,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 if k == _BOOK:
                     book = True
                 else:
+                    if type(v) is dict and "metadata" in v and action_deleted(v):
+                        return False  # a deleted time attribute: no time (the general reader's note)
                     if times is None:
                         times = {}
                     times[name] = v
@@ -302,6 +307,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     elif name == "address":
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
+                    if "metadata" in v and action_deleted(v):
+                        return False  # a deleted (NGSI-v2) relationship: the general reader's note
                     obj = v.get("object", v.get("value"))
                     if (
                         type(obj) is str
