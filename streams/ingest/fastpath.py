@@ -253,7 +253,11 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                 if k == _BAIL:
                     return False
                 if k == _BOOK:
-                    book = True
+                    if not book:  # (a number there, or an attribute whose value is one: dropped below)
+                        tb = type(v)
+                        if tb is dict:
+                            tb = type(v.get("value"))
+                        book = tb is int or tb is float
                 else:
                     if type(v) is dict and "metadata" in v and action_deleted(v):
                         return False  # a deleted time attribute: no time (the general reader's note)
