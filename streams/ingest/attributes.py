@@ -136,10 +136,9 @@ def bookkeeping(name: str) -> bool:
     return known
 
 
-def drop_bookkeeping(measurements: list) -> list:
-    """``measurements`` (``Measurement`` objects, or the fast path's tuples, the name first) without
-    those of bookkeeping attributes."""
-    return [m for m in measurements if not bookkeeping(m[0] if type(m) is tuple else m.name)]
+def drop_bookkeeping(measurements: list[Measurement]) -> list[Measurement]:
+    """``measurements`` without those of bookkeeping attributes (the fast path never appends them)."""
+    return [m for m in measurements if not bookkeeping(m.name)]
 
 
 #: the keys that make an object an attribute instance (normalized, concise, of any NGSI-LD kind)

@@ -32,7 +32,6 @@ from atalaia.streams.ingest.attributes import (
     absent_time,
     action_deleted,
     bookkeeping,
-    drop_bookkeeping,
     is_geometry,
     is_label_property,
     meta_time,
@@ -71,7 +70,7 @@ def _classify(name: str) -> int:
     elif name in TIME_FIELDS:
         k = _TIME
     elif bookkeeping(name):
-        k = _BOOK  # read as any attribute; a number there is no measurement (dropped after the loop)
+        k = _BOOK  # read as any attribute (k > _PLAIN), except that a number there is no measurement
     else:
         k = _PLAIN
     if len(_names) >= _NAMES_MAX:
@@ -240,31 +239,28 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     times: dict[str, Any] | None = None
     geometry: Any = None
     has_location = False
-    book = False  # a bookkeeping name seen (entityVersion, dateModified, refDevice ...)
     names = _names
     try:
         for name, v in raw.items():
             k = names.get(name)
             if k is None:
                 k = _classify(name)
-            if k != _PLAIN:
+            if k < _PLAIN:  # (_BOOK is read as _PLAIN is)
                 if k == _SKIP:
                     continue
                 if k == _BAIL:
                     return False
-                if k == _BOOK:
-                    if not book:  # (a number there, or an attribute whose value is one: dropped below)
-                        tb = type(v)
-                        if tb is dict:
-                            tb = type(v.get("value"))
-                        book = tb is int or tb is float
-                else:
-                    if type(v) is dict and "metadata" in v and action_deleted(v):
-                        return False  # a deleted time attribute: no time (the general reader's note)
-                    if times is None:
-                        times = {}
-                    times[name] = v
-                    continue
+                if (
+                    type(v) is dict
+                    and type(m := v.get("metadata")) is dict
+                    and "actionType" in m
+                    and action_deleted(v)
+                ):
+                    return False  # a deleted time attribute: no time (the general reader's note)
+                if times is None:
+                    times = {}
+                times[name] = v
+                continue
             t = type(v)
             if t is dict:
                 if "datasetId" in v:
@@ -290,7 +286,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             at = v.get("observedAt")
                             if at is not None and type(at) is not str:
                                 return False
-                            append((name, float(val), unit if type(unit) is str else None, at))
+                            if k != _BOOK:  # (bookkeeping: a numeric entityVersion, dateModified)
+                                append((name, float(val), unit if type(unit) is str else None, at))
                         elif tv is str and is_label_property(val, v, max_label) and val != NGSI_LD_NULL:
                             labels[name] = val
                         else:
@@ -311,7 +308,7 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     elif name == "address":
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
-                    if "metadata" in v and action_deleted(v):
+                    if type(m := v.get("metadata")) is dict and "actionType" in m and action_deleted(v):
                         return False  # a deleted (NGSI-v2) relationship: the general reader's note
                     obj = v.get("object", v.get("value"))
                     if (
@@ -342,6 +339,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     continue  # JsonProperty, VocabProperty ...: never a measurement or label
                 elif dialect == "v2":
                     loc = _v2(measurements, labels, name, kind, v, max_label, states)
+                    if k == _BOOK and measurements and measurements[-1][0] == name:
+                        measurements.pop()  # (bookkeeping: never a measurement)
                     if loc is not None:
                         geometry = loc.geometry
                         has_location = True
@@ -352,7 +351,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
             elif t is float or t is int:
                 if t is float and v - v != 0.0:
                     return False
-                append((name, float(v), None, None))
+                if k != _BOOK:  # (bookkeeping: a numeric entityVersion, dateModified)
+                    append((name, float(v), None, None))
             elif t is str:
                 if v[:1].isalpha():  # neither a number nor a date-time
                     if len(v) <= max_label and v != NGSI_LD_NULL:
@@ -368,8 +368,6 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
     except _Bail:
         return False
 
-    if book:
-        measurements = drop_bookkeeping(measurements)
     if not measurements:
         return False  # states only, or nothing: the general reader decides
 
