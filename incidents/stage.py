@@ -11,7 +11,7 @@ from atalaia.incidents.commands import decode_command
 from atalaia.incidents.events import decode_incident_record, rejected_reply
 from atalaia.incidents.projection import Projection, unavailable_errors
 from atalaia.rules.alarm import decode_alarm
-from atalaia.streams.records import decode, dlq, topic_name
+from atalaia.streams.records import decode, dlq_for, topic_name
 from atalaia.streams.sink import Sink, SinkCore
 from atalaia.streams.stage import Out
 
@@ -46,7 +46,7 @@ class IncidentsCore:
         self.state, produced = self.manager.step_batch(self.state, inputs, now, errors)
         for i, message in errors:
             r = raw[i]
-            outs += [dlq(r.value, r.topic, f"refused by incidents: {message}"), *self._rejected(r, message)]
+            outs += [dlq_for(r, f"refused by incidents: {message}"), *self._rejected(r, message)]
         return outs + [self._out(o) for o in produced]
 
     @staticmethod
@@ -100,7 +100,7 @@ class ProjectionCore(SinkCore):
         if events:
             await self.projection.run(Projection.apply, events, errors)
         for i, message in errors:
-            outs.append(dlq(raw[i].value, raw[i].topic, f"not an incident event: {message}"))
+            outs.append(dlq_for(raw[i], f"not an incident event: {message}"))
         return outs
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from atalaia.incidents.events import decode_incident_record
 from atalaia.streams.clock import utc
-from atalaia.streams.records import decode, dlq
+from atalaia.streams.records import decode, dlq_for
 from atalaia.streams.sink import SinkCore, SinkUnavailable
 from atalaia.streams.stage import Out
 
@@ -141,7 +141,7 @@ class WarningNoticesCore:
             try:
                 notes = warning_notifications(value, self.config)
             except Exception as e:  # an unreadable document: kept, with the reason
-                outs.append(dlq(r.value, r.topic, f"warning not deliverable: {e}"))
+                outs.append(dlq_for(r, f"warning not deliverable: {e}"))
                 continue
             outs += [Out("notifications", n.to_json(), key=n.target.encode()) for n in notes]
         return outs

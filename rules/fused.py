@@ -80,6 +80,7 @@ class IngestRulesCore:
         outs, parsed = self.ingest.observations(records, now, rules.dedup, dedup_observations=False)
         admit, forward = rules.dedup.admit_key, rules.forward_types
         batch, dumps, mine, n, parts = [], orjson.dumps, self.partition, self.partitions, self._parts
+        stamps: list[int | None] = []  # the events' record timestamps: a DLQ record's received_at
         forwards = []
         blake = hashlib.blake2b
         for obs, ts in parsed:
@@ -102,9 +103,10 @@ class IngestRulesCore:
             outs.append(Out("observations", value, key=key, headers=_MARK, timestamp=ts, journal=False))
             self.local += 1
             batch.append(d)
+            stamps.append(ts)
             if d["type"] in forward or ("types" in d and not forward.isdisjoint(d["types"])):
                 forwards.append((d, Out("shared-observations", value, key=key, timestamp=ts)))
-        return outs + rules._evaluate(batch, forwards, now)
+        return outs + rules._evaluate(batch, forwards, now, stamps)
 
     def tick(self, now: float, backlog: bool = False) -> list[Out]:
         return self.rules.tick(now, backlog)

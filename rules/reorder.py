@@ -8,11 +8,18 @@ nothing arrives for ``idle_s`` (wall clock) everything left is released: a quiet
 held back. A buffer just started or restored (on another worker, after a takeover) counts its
 idle time from then, not from the last arrival it never saw. Pure: the caller supplies the
 clock; the buffer is part of the stage checkpoint.
+
+Each observation may travel with its record's Kafka timestamp (ms: when its event was received),
+which the stage writes as a DLQ record's ``received_at`` if the rules refuse the observation once
+released (``push_stamped`` / ``flush_idle_stamped``); the checkpoint keeps them under ``stamps``,
+beside the heap, so a checkpoint without them (older) restores, and an older version restores
+this one.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -27,13 +34,21 @@ class Reorder:
         self.watermark = float("-inf")
         self.seq = 0
         self.last_arrival = float("-inf")
+        self.stamps: dict[int, int] = {}  # seq -> the record's Kafka timestamp (ms), when it had one
 
     def __len__(self) -> int:
         return len(self.heap)
 
     def push(self, observations: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
         """Add a batch; return what the watermark now releases, oldest first."""
-        for obs in observations:
+        return [obs for obs, _ in self.push_stamped(observations, None, now)]
+
+    def push_stamped(
+        self, observations: list[dict[str, Any]], stamps: Iterable[int | None] | None, now: float
+    ) -> list[tuple[dict[str, Any], int | None]]:
+        """``push`` with each observation's record timestamp (``stamps``, in order; None: none):
+        returns (observation, its timestamp) pairs."""
+        for obs, stamp in zip(observations, stamps or (None,) * len(observations), strict=True):
             try:
                 t = parse_time(obs["time"]).timestamp()
             except (KeyError, TypeError, ValueError):
@@ -42,12 +57,17 @@ class Reorder:
             # watermark forward and release everyone else unordered
             self.watermark = max(self.watermark, min(t, now + self.max_ahead_s))
             heapq.heappush(self.heap, (t, self.seq, orjson.dumps(obs)))
+            if stamp is not None:
+                self.stamps[self.seq] = stamp
             self.seq += 1
         if observations:
             self.last_arrival = now
         return self._release(self.watermark - self.slack_s)
 
     def flush_idle(self, now: float) -> list[dict[str, Any]]:
+        return [obs for obs, _ in self.flush_idle_stamped(now)]
+
+    def flush_idle_stamped(self, now: float) -> list[tuple[dict[str, Any], int | None]]:
         if self.last_arrival == float("-inf"):
             # just started or restored (another worker's checkpoint, after a takeover): the
             # stream has not been idle, it has not been heard yet. Flushing now would release
@@ -58,11 +78,12 @@ class Reorder:
             return self._release(float("inf"))
         return []
 
-    def _release(self, upto: float) -> list[dict[str, Any]]:
+    def _release(self, upto: float) -> list[tuple[dict[str, Any], int | None]]:
         out = []
-        heap = self.heap
+        heap, stamps = self.heap, self.stamps
         while heap and heap[0][0] <= upto:
-            out.append(orjson.loads(heapq.heappop(heap)[2]))
+            _, seq, obs = heapq.heappop(heap)
+            out.append((orjson.loads(obs), stamps.pop(seq, None) if stamps else None))
         return out
 
     def snapshot(self) -> bytes:
@@ -71,6 +92,7 @@ class Reorder:
                 "heap": [[t, s, o.decode()] for t, s, o in self.heap],
                 "watermark": None if self.watermark == float("-inf") else self.watermark,
                 "seq": self.seq,
+                "stamps": {str(seq): ms for seq, ms in self.stamps.items()},
             }
         )
 
@@ -82,4 +104,5 @@ class Reorder:
         heapq.heapify(r.heap)
         r.watermark = float("-inf") if d["watermark"] is None else d["watermark"]
         r.seq = d["seq"]
+        r.stamps = {int(seq): ms for seq, ms in (d.get("stamps") or {}).items()}
         return r

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from atalaia.streams.ingest.observation import decode_observation, entity_key, partition_key
-from atalaia.streams.records import decode, dlq
+from atalaia.streams.records import decode, dlq, received_time
 from atalaia.streams.stage import Out
 
 if TYPE_CHECKING:
@@ -365,6 +365,7 @@ class RulesCore:
 
     def process(self, records: list[Any], now: float) -> list[Out]:
         batch = []
+        stamps = []  # each observation's record timestamp: its event's reception (a DLQ record's)
         admit, forward = self.dedup.admit_key, self.forward_types
         observations, raw, outs = decode(records, decode_observation)
         forwards = []
@@ -377,20 +378,25 @@ class RulesCore:
                 refused.add(ident)
             if admit(hashlib.blake2b(ident.encode(), digest_size=16).digest(), now=now):
                 batch.append(obs)
+                stamps.append(r.timestamp)
                 if obs["type"] in forward or ("types" in obs and not forward.isdisjoint(obs["types"])):
                     out = Out("shared-observations", r.value, key=partition_key(obs), timestamp=r.timestamp)
                     forwards.append((obs, out))
         if self.reorder is not None:
-            batch = self.reorder.push(batch, now)
-        return outs + self._evaluate(batch, forwards, now)
+            released = self.reorder.push_stamped(batch, stamps, now)
+            batch, stamps = [o for o, _ in released], [s for _, s in released]
+        return outs + self._evaluate(batch, forwards, now, stamps)
 
     def _evaluate(
         self,
         batch: list[dict[str, Any]],
         forwards: list[tuple[Any, Out]] | None = None,
         now: float | None = None,
+        stamps: list[Any] | None = None,
     ) -> list[Out]:
-        """Evaluate ``batch``; ``forwards``: (observation, its record for the label-keyed stage).
+        """Evaluate ``batch``; ``forwards``: (observation, its record for the label-keyed stage);
+        ``stamps``: each observation's record timestamp (ms, in ``batch``'s order), when its event
+        was received, the ``received_at`` of its DLQ record if it is refused.
 
         An observation refused by its time (too late, too far ahead, unreadable) has one DLQ
         record: the first stage that refuses it writes it. The partitioned stage still forwards
@@ -409,11 +415,18 @@ class RulesCore:
             ]
         outs += [self._out(t) for t in transitions]
         refused = self._refused
-        outs += [
-            dlq(orjson.dumps(rej.observation), self.source, rej.reason)
-            for rej in rejected
-            if not (refused and rej.untimely and _identity(rej.observation) in refused)
-        ]
+        if rejected:
+            stamp_of = {id(o): s for o, s in zip(batch, stamps, strict=True)} if stamps else {}
+            outs += [
+                dlq(
+                    orjson.dumps(rej.observation),
+                    self.source,
+                    rej.reason,
+                    received_time(stamp_of.get(id(rej.observation))),
+                )
+                for rej in rejected
+                if not (refused and rej.untimely and _identity(rej.observation) in refused)
+            ]
         if refused:
             for obs in batch:
                 refused.discard(_identity(obs))
@@ -438,7 +451,8 @@ class RulesCore:
             self.ruleset = self.part(self.loaded)
             outs += [self._out(t) for t in self.engine.reload(self.ruleset)]
         if self.reorder is not None:
-            outs += self._evaluate(self.reorder.flush_idle(now), now=now)
+            released = self.reorder.flush_idle_stamped(now)
+            outs += self._evaluate([o for o, _ in released], now=now, stamps=[s for _, s in released])
         if not backlog:  # absence runs on the wall clock only once the backlog is read: after an
             # outage, stations are not "silent" merely because their observations are still queued
             outs += [self._out(t) for t in self.engine.advance(now)]

@@ -37,7 +37,8 @@ Metrics (besides the stage counters of ``streams.stage`` and the KPIs of ``incid
   ``ATALAIA_HEALTH_MAX_BEHIND_S``.
 * ``atalaia_ingest_total{outcome}``: what the ingest stage (or the fused ingest + rules stage)
   made of the payloads it consumed: new observations, duplicates, redelivered notifications,
-  payloads refused whole, data-quality warnings, entities ignored (deleted, nothing to observe)
+  payloads refused whole, data-quality warnings, entities and attributes ignored (deleted, nothing
+  to observe)
   (``INGEST_OUTCOMES``). Refusals by reason: ``atalaia_dlq_records_total{source,reason}``.
 """
 
@@ -116,7 +117,7 @@ INGEST_EVENTS = Counter(
     "atalaia_ingest_total",
     "what ingest made of the payloads it consumed: payloads, payloads_refused (whole payload on the "
     "DLQ), observations (new ones), duplicates, notifications_redelivered, warnings (accepted with a "
-    "data-quality warning), ignored (deleted entities, nothing to observe)",
+    "data-quality warning), ignored (deleted entities and attributes, nothing to observe)",
     ["outcome"],
 )
 for _outcome in INGEST_OUTCOMES:

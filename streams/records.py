@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -63,13 +64,38 @@ def topic_name(record: Any) -> str:
     return record.topic.rpartition(".")[2]
 
 
-def dlq(value: bytes | None, source: str, reason: str) -> Out:
+def received_time(ms: Any) -> datetime | None:
+    """A Kafka record timestamp (ms) as the DLQ record's ``received_at``: when the record entered
+    Atalaia's topics. An observation's is its event's, the reception (the ingest stages give each
+    observation the timestamp of the event it came from, and the rules stage its forwarded ones),
+    so a stage's DLQ record of an observation says when the payload was received. None for no
+    timestamp (0, -1, absent). Never a clock: the stage cores stay pure."""
+    if type(ms) is int and ms > 0:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    return None
+
+
+def dlq(value: bytes | None, source: str, reason: str, received_at: datetime | None = None) -> Out:
     """A DLQ output for a record a stage cannot use (the original bytes, kept within Kafka's
-    default message size)."""
+    default message size); ``received_at``: the record's :func:`received_time`."""
     from atalaia.streams.ingest import to_dlq_record
     from atalaia.streams.stage import Out
 
-    return Out("dlq", to_dlq_record(value or b"", source, reason, max_body_bytes=DLQ_MAX_BODY))
+    return Out(
+        "dlq",
+        to_dlq_record(value or b"", source, reason, received_at=received_at, max_body_bytes=DLQ_MAX_BODY),
+    )
+
+
+def dlq_for(record: Any, reason: str, source: str | None = None) -> Out:
+    """The DLQ output for a consumed record a stage cannot use: its bytes, its topic as the source
+    (unless ``source`` is given), its Kafka timestamp as ``received_at``."""
+    return dlq(
+        record.value,
+        record.topic if source is None else source,
+        reason,
+        received_time(getattr(record, "timestamp", None)),
+    )
 
 
 def decode(
@@ -93,7 +119,7 @@ def decode(
         try:
             value = fn(r.value or b"")
         except DecodeError as e:
-            outs.append(dlq(r.value, r.topic, str(e)))
+            outs.append(dlq_for(r, str(e)))
             if refused is not None:
                 outs += refused(r, str(e))
             continue

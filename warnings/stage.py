@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from atalaia.streams.records import DecodeError, dlq
+from atalaia.streams.records import DecodeError, dlq_for
 from atalaia.streams.stage import Out
 from atalaia.warnings.config import WarningsConfig
 from atalaia.warnings.core import Workflow
@@ -52,7 +52,7 @@ class WarningsCore:
             try:
                 cmd = decode_warning_command(r.value or b"")
             except DecodeError as e:
-                outs.append(dlq(r.value, r.topic, str(e)))
+                outs.append(dlq_for(r, str(e)))
                 outs.append(self._out(refused_reply(str(e), command_id(r.value))))
                 continue
             if cmd is None:

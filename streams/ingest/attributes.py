@@ -88,6 +88,59 @@ TEXT_ATTRIBUTES = frozenset(
 DESCRIPTIVE = TEXT_ATTRIBUTES | frozenset(
     {"name", "description", "alternateName", "dataProvider", "source", "owner", "seeAlso", "areaServed"}
 )
+#: Bookkeeping: what a broker, an agent or the data model writes about the entity record, never a
+#: measurement of the thing, whatever its value (a number included; as text it stays what it was:
+#: a label, a date-time). By name:
+#: * NGSI-v2 builtin attributes (Orion API, "Builtin Attributes": ``dateCreated``, ``dateModified``,
+#:   ``dateExpires``, ``servicePath``; ``alterationType`` is RESERVED); NGSI-LD's system attributes
+#:   (``createdAt``, ``modifiedAt``, ``deletedAt``, ``expiresAt``, ``scope``) are RESERVED;
+#: * versions of the entity or of its schema (``entityVersion``, which some brokers and agents add
+#:   as a revision counter, Smart Data Models' ``schemaVersion``), and the descriptive text
+#:   DESCRIPTIVE names (names, serial numbers, station ids, firmware versions);
+#: * by the Smart Data Models guidelines' naming rules: ``date<Name>`` is a date or timestamp
+#:   ("Date Attributes": ``dateLastCalibration``, ``dateIssued``), ``ref<Type>`` a relationship
+#:   to another entity ("Modelling linked data": ``refDevice``), and the date-times its common
+#:   schemas name otherwise (``startDate``, ``endDate``, Alert's ``validFrom``, ``validTo``).
+#: (The entity's time fields, TIME_FIELDS, are read as times, never as measurements.)
+BOOKKEEPING = DESCRIPTIVE | frozenset(
+    {
+        "dateCreated",
+        "dateModified",
+        "dateExpires",
+        "servicePath",
+        "entityVersion",
+        "schemaVersion",
+        "startDate",
+        "endDate",
+        "validFrom",
+        "validTo",
+        "validThrough",
+    }
+)
+_bookkeeping: dict[str, bool] = {}
+
+
+def bookkeeping(name: str) -> bool:
+    """Is ``name`` (a short name, as rules read it) a bookkeeping attribute (:data:`BOOKKEEPING`,
+    ``date<Name>``, ``ref<Type>``), never a measurement? Cached per name."""
+    known = _bookkeeping.get(name)
+    if known is None:
+        known = (
+            name in BOOKKEEPING
+            or (name.startswith("date") and name[4:5].isupper())
+            or (name.startswith("ref") and name[3:4].isupper())
+        )
+        if len(_bookkeeping) >= 4096:
+            _bookkeeping.clear()
+        _bookkeeping[name] = known
+    return known
+
+
+def drop_bookkeeping(measurements: list[Measurement]) -> list[Measurement]:
+    """``measurements`` without those of bookkeeping attributes (the fast path never appends them)."""
+    return [m for m in measurements if not bookkeeping(m.name)]
+
+
 #: the keys that make an object an attribute instance (normalized, concise, of any NGSI-LD kind)
 INSTANCE_KEYS = frozenset({"value", "object", "type", "vocab", "languageMap", "json", "datasetId"})
 #: a GeoJSON Feature (or FeatureCollection) given as a keyValues location: its geometry locates it
@@ -131,6 +184,7 @@ class Parts:
     # NGSI-v2: the value of a geo-typed attribute not named ``location`` (Orion's one location
     # attribute may have any name, "position"), the location when there is no ``location``
     other_geometry: Any = None
+    deleted: list[str] | None = None  # attributes notified as deleted (NGSI-v2 actionType delete)
 
 
 def is_label_property(val: str, prop: dict, max_label: int) -> bool:
@@ -318,6 +372,13 @@ class _Reader:
             self.parts.refused.append(Refused(name, "an attribute has an empty name", "empty-name"))
             return
         name = term(name, self.dialect)
+        if type(v) is dict and "metadata" in v and action_deleted(v):
+            # what a deleted attribute still carries is its last value, not a reading, a state, a
+            # location or a time: noted (IngestResult.ignored), never observed
+            if self.parts.deleted is None:
+                self.parts.deleted = []
+            self.parts.deleted.append(name)
+            return
         if name in TIME_FIELDS:
             if self.parts.times is None:
                 self.parts.times = {}
@@ -607,6 +668,14 @@ def meta_time(meta: dict) -> tuple[Any, str]:
 _META_TIMES = tuple((key, f"{key} metadata") for key in ("TimeInstant", "observedAt", "timestamp"))
 
 
+def action_deleted(attribute: dict) -> bool:
+    """Does an NGSI-v2 attribute's ``actionType`` builtin metadata (NGSI-v2 "Builtin Metadata",
+    only in notifications, when the subscription asks for it: ``update``, ``append`` or
+    ``delete``) say that the attribute was deleted?"""
+    meta = attribute.get("metadata")
+    return type(meta) is dict and "actionType" in meta and _meta_value(meta["actionType"]) == "delete"
+
+
 def _meta_value(m: Any) -> Any:
     """An NGSI-v2 metadata's value (``{"type": ..., "value": ...}``, or bare text). Blank text is
     no value: an unset ``TimeInstant`` (``" "``, an IoT Agent's default for what it has not been
@@ -688,6 +757,10 @@ def read_attributes(entity: dict, dialect: str, max_label: int) -> Parts:
         general(name, v)
     if parts.other_geometry is not None and "location" not in entity:
         reader.location("location", parts.other_geometry)
+    for m in measurements:
+        if bookkeeping(m.name):  # (a numeric entityVersion, dateModified, refDevice: never a reading)
+            parts.measurements = drop_bookkeeping(measurements)
+            break
     return parts
 
 

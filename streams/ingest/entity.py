@@ -308,10 +308,13 @@ def _emit(eid: str, etype: str, parts: Parts, where: str, ctx: PayloadContext, o
             Rejection(r.reason, "attribute", r.code, entity=eid, attribute=r.name, detail=where)
         )
         quality.append(f"{r.code}: {r.reason}")
+    if parts.deleted:
+        for name in parts.deleted:
+            out.ignored.append(f"{eid}: attribute {name} deleted (actionType delete), not a reading")
     if not parts.measurements:
         if parts.has_state and _emit_states(eid, etype, parts, where, ctx, out, quality):
             return
-        if not parts.refused:
+        if not parts.refused and not parts.deleted:
             out.ignored.append(f"{eid} ({etype}): no numeric attribute or state, nothing to observe")
         _warn(eid, quality, out)
         return

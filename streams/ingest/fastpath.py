@@ -30,6 +30,8 @@ from atalaia.streams.ingest.attributes import (
     V2_NUMBER_TYPES,
     _meta_value,
     absent_time,
+    action_deleted,
+    bookkeeping,
     is_geometry,
     is_label_property,
     meta_time,
@@ -55,7 +57,7 @@ _setattr = object.__setattr__
 _new = Observation.__new__
 
 # Attribute names repeat across entities and payloads: classify each name once.
-_SKIP, _BAIL, _TIME, _PLAIN = 0, 1, 2, 3
+_SKIP, _BAIL, _TIME, _PLAIN, _BOOK = 0, 1, 2, 3, 4
 _NAMES_MAX = 4096
 _names: dict[str, int] = {}
 
@@ -67,6 +69,8 @@ def _classify(name: str) -> int:
         k = _BAIL
     elif name in TIME_FIELDS:
         k = _TIME
+    elif bookkeeping(name):
+        k = _BOOK  # read as any attribute (k > _PLAIN), except that a number there is no measurement
     else:
         k = _PLAIN
     if len(_names) >= _NAMES_MAX:
@@ -146,6 +150,8 @@ def _v2(
     meta = v.get("metadata")
     unit = time = None
     if type(meta) is dict and meta:
+        if "actionType" in meta and _meta_value(meta["actionType"]) == "delete":
+            raise _Bail  # a deleted attribute: the general reader notes it
         unit = _meta_value(meta.get("unitCode")) or _meta_value(meta.get("unit"))  # ("cm": a symbol)
         m = meta.get("TimeInstant")
         if type(m) is dict and type(t := m.get("value")) is str and "2" <= t[:1] <= "9":
@@ -239,11 +245,18 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
             k = names.get(name)
             if k is None:
                 k = _classify(name)
-            if k != _PLAIN:
+            if k < _PLAIN:  # (_BOOK is read as _PLAIN is)
                 if k == _SKIP:
                     continue
                 if k == _BAIL:
                     return False
+                if (
+                    type(v) is dict
+                    and type(m := v.get("metadata")) is dict
+                    and "actionType" in m
+                    and action_deleted(v)
+                ):
+                    return False  # a deleted time attribute: no time (the general reader's note)
                 if times is None:
                     times = {}
                 times[name] = v
@@ -273,7 +286,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                             at = v.get("observedAt")
                             if at is not None and type(at) is not str:
                                 return False
-                            append((name, float(val), unit if type(unit) is str else None, at))
+                            if k != _BOOK:  # (bookkeeping: a numeric entityVersion, dateModified)
+                                append((name, float(val), unit if type(unit) is str else None, at))
                         elif tv is str and is_label_property(val, v, max_label) and val != NGSI_LD_NULL:
                             labels[name] = val
                         else:
@@ -294,6 +308,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     elif name == "address":
                         _structured(labels, name, v, max_label)
                 elif kind == "Relationship":
+                    if type(m := v.get("metadata")) is dict and "actionType" in m and action_deleted(v):
+                        return False  # a deleted (NGSI-v2) relationship: the general reader's note
                     obj = v.get("object", v.get("value"))
                     if (
                         type(obj) is str
@@ -323,6 +339,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
                     continue  # JsonProperty, VocabProperty ...: never a measurement or label
                 elif dialect == "v2":
                     loc = _v2(measurements, labels, name, kind, v, max_label, states)
+                    if k == _BOOK and measurements and measurements[-1][0] == name:
+                        measurements.pop()  # (bookkeeping: never a measurement)
                     if loc is not None:
                         geometry = loc.geometry
                         has_location = True
@@ -333,7 +351,8 @@ def fast_entity(raw: dict, ctx: PayloadContext, out: IngestResult) -> bool:
             elif t is float or t is int:
                 if t is float and v - v != 0.0:
                     return False
-                append((name, float(v), None, None))
+                if k != _BOOK:  # (bookkeeping: a numeric entityVersion, dateModified)
+                    append((name, float(v), None, None))
             elif t is str:
                 if v[:1].isalpha():  # neither a number nor a date-time
                     if len(v) <= max_label and v != NGSI_LD_NULL:

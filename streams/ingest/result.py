@@ -50,7 +50,7 @@ class IngestResult:
     observations: list[Observation] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # data-quality, also on Observation.quality
-    ignored: list[str] = field(default_factory=list)  # entities with nothing to observe (debug log)
+    ignored: list[str] = field(default_factory=list)  # entities with nothing to observe, deleted attributes
     format: str = "unknown"  # ngsi-ld/notification, ngsi-v2/notification, entity, observation ...
     notification_id: str | None = None
     # the body, kept for ``digest`` (computed on demand: the Kafka stages never read it)
