@@ -81,6 +81,25 @@ def topic_prefix(broker: str) -> str:
 
 
 def free_port() -> int:
+    """A port for a process a test starts, free now and below the kernel's ephemeral range: the
+    OS's own choice (bind to port 0) lies in that range, where any outgoing connection on the
+    machine may take it in the seconds before the process binds it (a worker failed so, 'address
+    already in use'). Random, so parallel test workers rarely pick the same one; checked free."""
+    import random
+    import socket
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(20000, max(low, 20001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     from atalaia.streams.broker import free_port as fp
 
     return fp()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,6 @@ def test_up_with_a_broken_file_stops_before_starting_anything(tmp_path: Path, se
         setting: str(broken),
     }
     env.pop("ATALAIA_KAFKA", None)
-    t0 = time.monotonic()
     proc = subprocess.Popen(
         [ATALAIA, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -41,7 +39,6 @@ def test_up_with_a_broken_file_stops_before_starting_anything(tmp_path: Path, se
     finally:
         if proc.poll() is None:
             proc.kill()
-    took = time.monotonic() - t0
     both = out + err
     assert proc.returncode == 1, both[-4000:]
     assert re.search(rf"{re.escape(str(broken))}:\d+:\d+: ", err), err[-4000:]
@@ -49,4 +46,3 @@ def test_up_with_a_broken_file_stops_before_starting_anything(tmp_path: Path, se
     assert "started process" not in both and "embedded broker" not in both, both[-4000:]
     assert "the configuration does not load" in err.splitlines()[-1], err[-2000:]
     assert not (tmp_path / "data" / "broker").exists()
-    assert took < 10, took
