@@ -237,6 +237,20 @@ class StageCollector:
             "next offset the stage processes",
             labels=["stage", "topic", "partition"],
         )
+        health = GaugeMetricFamily(
+            "atalaia_health",
+            "1 for this process's /health status (ok, degraded, starting, failed), 0 for the others: "
+            "/health answers 200 while degraded, so alert on this (or on the conditions' own metrics)",
+            labels=["status"],
+        )
+        try:
+            now, _ = health_status(dict(self.stages))
+        except Exception:  # a scrape never breaks on it
+            log.warning("/health status not read for /metrics", exc_info=True)
+            now = None
+        if now is not None:
+            for status in HEALTH_RANK:
+                health.add_metric([status], 1.0 if status == now else 0.0)
         banks: dict[str, dict[str, float]] = {}
         for name, stage in sorted(self.stages.items()):
             up.add_metric([name], 0.0 if getattr(stage, "failed", None) is not None else 1.0)
@@ -254,7 +268,7 @@ class StageCollector:
                 pos.add_metric(labels, stage.positions.get(tp, position))
                 if end is not None:
                     lag.add_metric(labels, max(0, end - position))
-        yield from (up, lag, pos)
+        yield from (up, lag, pos, health)
         yield from _bank_families(banks)
 
 
@@ -459,9 +473,9 @@ def readiness(status: str) -> tuple[dict[str, Any], int]:
     return {"status": status if status in HEALTH_RANK else "failed"}, 503
 
 
-def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """The ``/health`` body and status (broker problems from ``streams.guard``, stages with their
-    lag from :data:`BEHIND`)."""
+def health_status(stages: dict[str, Any]) -> tuple[str, list[str]]:
+    """This process's ``/health`` status and the conditions it names (broker problems and the
+    others ``streams.guard.HEALTH`` holds; ``starting`` while a stage has no partitions yet)."""
     from atalaia.streams.guard import HEALTH
 
     status, problems = HEALTH.status()  # broker reset, wrong topic layout (streams.guard)
@@ -470,6 +484,13 @@ def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
         # serving yet, even with a condition already named (a process restarted after its
         # embedded broker died starts degraded)
         status = "starting"
+    return status, problems
+
+
+def health_report(stages: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The ``/health`` body and status (broker problems from ``streams.guard``, stages with their
+    lag from :data:`BEHIND`)."""
+    status, problems = health_status(stages)
     body = {
         "status": status,
         **({"problems": problems} if problems else {}),

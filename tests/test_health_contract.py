@@ -165,3 +165,26 @@ async def test_a_process_still_starting_makes_up_not_ready_though_another_is_deg
             [f"ops={ops.make_url('/')}"], CIMultiDict(), "degraded", ["no rules loaded"], {}
         )
         assert (status, said) == ("starting", ["no rules loaded"])
+
+
+@given(problems, stages)
+def test_the_health_gauge_says_the_status_health_answers(found, assigned) -> None:
+    """``/health`` answers 200 while degraded, so a 503 no longer tells Prometheus (or a blackbox
+    probe) that a process is degraded: ``atalaia_health{status}`` does, on ``/metrics``."""
+    from atalaia.streams.metrics import StageCollector
+
+    class Stage(SimpleNamespace):  # (the collector holds its stages weakly)
+        pass
+
+    now = time.time()
+    HEALTH.problems.clear()
+    for key, (status, lasting) in found.items():
+        HEALTH.problems[key] = Problem(status, f"{status} {key}", now, None if lasting else now + 900)
+    running = {n: Stage(assigned=a, processed=0, cores={}) for n, a in assigned.items()}
+    collector = StageCollector()
+    for n, s in running.items():
+        collector.stages[n] = s
+    body, _ = health_report(running)
+    (family,) = [f for f in collector.collect() if f.name == "atalaia_health"]
+    values = {s.labels["status"]: s.value for s in family.samples}
+    assert values == {s: float(s == body["status"]) for s in ("ok", "degraded", "starting", "failed")}

@@ -82,6 +82,7 @@ def test_prometheus_scrapes_a_worker(broker: str, topic_prefix: str, tmp_path: P
         assert 'atalaia_alarm_latency_seconds_count{stage="rules"}' in text, text[-3000:]
         assert 'atalaia_alarm_transitions_total{rule="river-level-high",state="firing"}' in text
         assert "atalaia_consumer_lag{" in text and 'atalaia_stage_up{stage="rules"} 1.0' in text
+        assert 'atalaia_health{status="ok"} 1.0' in text and 'atalaia_health{status="failed"} 0.0' in text
 
         # the exposition passes Prometheus's own linter
         check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
