@@ -145,12 +145,13 @@ class Supervisor:
         self.ready = ready  # polled until it returns True once (prints the banner)
         self.precheck = precheck
         self.stopping = False
+        self.interrupted = False  # SIGINT/SIGTERM: stop, whatever happens next (a broker death)
         self.status = 0
 
     def _stop(self, signum: int, frame: object) -> None:
         if not self.stopping:
             log.info("stopping (%s)", signal.Signals(signum).name)
-        self.stopping = True
+        self.stopping = self.interrupted = True
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -163,7 +164,9 @@ class Supervisor:
                     c.start()
             ready = self.ready
             while not self.stopping:
-                time.sleep(0.2)
+                time.sleep(0.2)  # (a signal ends it early: then stop, not look at the broker)
+                if self.stopping:
+                    break
                 lost = self.watch() if self.watch is not None else None
                 if lost:
                     self._lost(lost)
@@ -236,7 +239,9 @@ class Supervisor:
             if c.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     c.proc.wait(10)
-        self.status, self.stopping = BROKER_LOST, True
+        # asked to stop meanwhile (Ctrl-C as the broker died): stopped, not started again
+        self.status = 0 if self.interrupted else BROKER_LOST
+        self.stopping = True
 
     def _later(self, c: Child, now: float) -> float:
         c.failures += 1

@@ -192,3 +192,21 @@ def test_a_process_is_not_put_on_the_last_good_configuration_for_a_part_it_does_
     assert status == 0
     assert alarms_out.read_text().split() == ["files"] and alarms.starts == 1
     assert ops_out.read_text().split() == ["/data/config-last-good/escalation/esc.yaml", "files"]
+
+
+def test_a_stop_asked_for_as_the_broker_dies_stops(caplog) -> None:
+    """Ctrl-C reaches `atalaia up` while its embedded broker dies: the processes are killed and
+    the run ends with 0 (stopped). Before, the broker's death was looked at after the signal and
+    returned BROKER_LOST: `atalaia up` started a new broker and every process again, and went on
+    running (live: still serving 2 minutes after the SIGINT)."""
+    import os
+    import signal
+
+    def watch() -> str | None:
+        os.kill(os.getpid(), signal.SIGINT)  # the signal arrives as the broker is found dead
+        return "the embedded broker died (signal SIGKILL)"
+
+    alarms, ops = Script("alarms", FOREVER), Script("ops", FOREVER)
+    status, _ = supervise(Supervisor([alarms, ops], watch=watch, stop_timeout=5), 20)
+    assert status == 0
+    assert not alarms.alive() and not ops.alive()
