@@ -216,7 +216,7 @@ def _run_processes(
 
     from atalaia.streams.broker import free_port
     from atalaia.streams.processes import Child, Supervisor
-    from atalaia.streams.topology import BACKGROUND_GROUP
+    from atalaia.streams.topology import BACKGROUND_GROUP, NOT_LOADED
 
     _prepare(settings, bootstrap, demo)
     ports = [settings.http_port] + [free_port() for _ in groups[1:]]
@@ -242,7 +242,16 @@ def _run_processes(
                 env["ATALAIA_CONSOLE_URL"] = settings.public_url()
         elif settings.metrics_port:  # no HTTP: each child its own /metrics port (base + index)
             env["ATALAIA_METRICS_PORT"] = str(settings.metrics_port + i)
-        children.append(Child(name, args, env, nice=settings.ops_nice if name == BACKGROUND_GROUP else 0))
+        children.append(
+            Child(
+                name,
+                args,
+                env,
+                nice=settings.ops_nice if name == BACKGROUND_GROUP else 0,
+                # (one process runs every stage: it loads every part)
+                ignores=NOT_LOADED.get(name, frozenset()) if len(groups) > 1 else frozenset(),
+            )
+        )
 
     def ready() -> bool:
         if not (banner and http):

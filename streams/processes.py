@@ -23,6 +23,7 @@ ordinary ``atalaia worker`` that joins it through the data directory's announcem
   ``file:line:col`` errors, and ``/health`` ``degraded`` in that process; once the files load
   again, it restarts it on them (a graceful stop). Without a snapshot the restart waits until
   they load. An escalation file edited into one that does not load never stops the paging.
+  Only the parts a process loads count (``Child.ignores``, ``topology.NOT_LOADED``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class Child:
     seen: Any = None  # the configuration files' stamp when it was last checked (``lastgood.stamp``)
     look_at: float = 0.0  # when to look at them again
     stop_by: float | None = None  # stopped to be restarted on files that load again: killed after
+    # the configuration parts (``atalaia check``'s) this process does not load: a part of them
+    # that does not load never puts it on the last good configuration (``topology.NOT_LOADED``)
+    ignores: frozenset[str] = frozenset()
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -141,12 +145,13 @@ class Supervisor:
         self.ready = ready  # polled until it returns True once (prints the banner)
         self.precheck = precheck
         self.stopping = False
+        self.interrupted = False  # SIGINT/SIGTERM: stop, whatever happens next (a broker death)
         self.status = 0
 
     def _stop(self, signum: int, frame: object) -> None:
         if not self.stopping:
             log.info("stopping (%s)", signal.Signals(signum).name)
-        self.stopping = True
+        self.stopping = self.interrupted = True
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -159,7 +164,9 @@ class Supervisor:
                     c.start()
             ready = self.ready
             while not self.stopping:
-                time.sleep(0.2)
+                time.sleep(0.2)  # (a signal ends it early: then stop, not look at the broker)
+                if self.stopping:
+                    break
                 lost = self.watch() if self.watch is not None else None
                 if lost:
                     self._lost(lost)
@@ -232,7 +239,9 @@ class Supervisor:
             if c.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     c.proc.wait(10)
-        self.status, self.stopping = BROKER_LOST, True
+        # asked to stop meanwhile (Ctrl-C as the broker died): stopped, not started again
+        self.status = 0 if self.interrupted else BROKER_LOST
+        self.stopping = True
 
     def _later(self, c: Child, now: float) -> float:
         c.failures += 1
@@ -250,11 +259,15 @@ class Supervisor:
             return self.keeper.problems()
         return {name: [] for name in (self.precheck() if self.precheck is not None else [])}
 
+    def _problems_of(self, c: Child, problems: dict[str, list[str]]) -> dict[str, list[str]]:
+        """The ``problems`` of the parts ``c`` loads."""
+        return {part: lines for part, lines in problems.items() if part not in c.ignores}
+
     def _restart(self, c: Child) -> None:
         c.retry_at = None
         if self.keeper is not None and not self.taken and not self.resumed:
             self._take()  # before any restart: the snapshot is of this run's configuration
-        problems = self._problems()
+        problems = self._problems_of(c, self._problems())
         if not problems:
             c.extra_env, c.fallback = {}, None
             c.start()
@@ -302,7 +315,7 @@ class Supervisor:
         if seen == c.seen:
             return
         c.seen = seen
-        problems = self.keeper.problems(quiet=True)
+        problems = self._problems_of(c, self.keeper.problems(quiet=True))
         if problems:
             return
         log.warning(

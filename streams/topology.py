@@ -37,6 +37,16 @@ WRITERS = (("HTTP / MQTT", "events"), ("console", "commands"))
 USER_STAGES = ("ingest", "rules", "incidents", "projection", "escalation", "delivery", "warnings")
 PROCESS_GROUPS = ("alarms", "ops")
 BACKGROUND_GROUP = "ops"  # runs at a lower CPU priority than the alarm path (Settings.ops_nice)
+#: the configuration parts (``atalaia check``'s) the processes of ``atalaia up`` do not load:
+#: the alarm path (ingest and rules, the public port's ingest endpoints) reads no incidents,
+#: escalation, warnings or console users file; the ops process (and the console it serves) no
+#: rules, detectors or ingest tokens file. A process of ``up`` restarted while only such a part
+#: does not load starts on the files, not on the last good configuration (``streams.lastgood``),
+#: so fixing that file never restarts it (the alarm path's would refuse events meanwhile)
+NOT_LOADED = {
+    "alarms": frozenset({"incidents", "escalation", "warnings", "console users"}),
+    "ops": frozenset({"rules", "detectors", "ingest tokens"}),
+}
 
 
 @dataclass(frozen=True)

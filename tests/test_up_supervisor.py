@@ -172,3 +172,41 @@ def test_processes_started_again_on_a_new_broker_are_restarts(monkeypatch, tmp_p
     status, _ = supervise(Supervisor([ops], keeper=Keeper(), resumed=True), 2)
     assert status == 0 and ops.starts == 1
     assert out.read_text().split() == ["/data/config-last-good/escalation/esc.yaml"]
+
+
+def test_a_process_is_not_put_on_the_last_good_configuration_for_a_part_it_does_not_load(
+    monkeypatch, tmp_path
+) -> None:
+    """The embedded broker died while the escalation file does not load: every process of up is
+    started again. The alarm path does not load that file: it starts on the files, and fixing the
+    file does not restart it. Before, it was started on the snapshot as well and, once the file
+    was fixed, stopped and started again: its public port refused events for 8 to 10 s."""
+    monkeypatch.setattr(processes, "STARTUP_S", 0.2)
+    monkeypatch.setattr(processes, "LOOK_S", 0.2)
+    keeper = Keeper()
+    alarms_out, ops_out = tmp_path / "alarms", tmp_path / "ops"
+    alarms, ops = EnvScript("alarms", alarms_out, dies=False), EnvScript("ops", ops_out, dies=False)
+    alarms.ignores = frozenset({"incidents", "escalation", "warnings", "console users"})
+    threading.Timer(2, lambda: setattr(keeper, "fixed", True)).start()
+    status, _ = supervise(Supervisor([alarms, ops], keeper=keeper, resumed=True), 5)
+    assert status == 0
+    assert alarms_out.read_text().split() == ["files"] and alarms.starts == 1
+    assert ops_out.read_text().split() == ["/data/config-last-good/escalation/esc.yaml", "files"]
+
+
+def test_a_stop_asked_for_as_the_broker_dies_stops(caplog) -> None:
+    """Ctrl-C reaches `atalaia up` while its embedded broker dies: the processes are killed and
+    the run ends with 0 (stopped). Before, the broker's death was looked at after the signal and
+    returned BROKER_LOST: `atalaia up` started a new broker and every process again, and went on
+    running (live: still serving 2 minutes after the SIGINT)."""
+    import os
+    import signal
+
+    def watch() -> str | None:
+        os.kill(os.getpid(), signal.SIGINT)  # the signal arrives as the broker is found dead
+        return "the embedded broker died (signal SIGKILL)"
+
+    alarms, ops = Script("alarms", FOREVER), Script("ops", FOREVER)
+    status, _ = supervise(Supervisor([alarms, ops], watch=watch, stop_timeout=5), 20)
+    assert status == 0
+    assert not alarms.alive() and not ops.alive()
