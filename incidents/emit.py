@@ -83,16 +83,21 @@ VALUE_MAX = 120
 
 #: characters that would break a line of an SMS or a subject (C0, DEL, C1 controls; the Unicode
 #: line and paragraph separators): each run becomes one space
-_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_BREAK_CHARS = "\x00-\x1f\x7f-\x9f\u2028\u2029"
 #: invisible characters that change how the text around them reads or renders, dropped: the bidi
 #: marks, embeddings, overrides and isolates (an RLO makes "Campanhã" read backwards, or a place
 #: read as another), zero-width spaces and joiners' kin, the BOM, interlinear annotations, tag
 #: characters, and lone surrogates (no encoding can send them). Listed by code point, not by
 #: Unicode category, so that a title is the same text whatever Python (Unicode) version makes it.
-_INVISIBLE = re.compile(
-    "[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
-    "\ud800-\udfff\U000e0000-\U000e007f]+"
+_INVISIBLE_CHARS = (
+    "\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\ud800-\udfff\U000e0000-\U000e007f"
 )
+_BREAKS = re.compile(f"[{_BREAK_CHARS}]+")
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]+")
+_SPACES = re.compile(r"\s{2,}")
+#: text that ``clean`` changes (else it is returned as it is, at the cost of one search)
+_DIRTY = re.compile(f"[{_BREAK_CHARS}{_INVISIBLE_CHARS}]|\\s\\s|^\\s|\\s$")
 
 
 def place(inc: Incident) -> str:
@@ -102,7 +107,8 @@ def place(inc: Incident) -> str:
     an area is its label's value, already a name. The key when no value is set. Only the
     incident's own state is read (no catalogue, no clock), so a replay titles alike; every value
     is made one line without invisible characters and bounded (``clean``)."""
-    name = clean(inc.labels.get("name") or "", NAME_MAX)
+    name = inc.labels.get("name")
+    name = clean(name, NAME_MAX) if name else ""
     parts = []
     for label, value in inc.correlation.items():
         shown = name if label == "entity" and name else clean(value or "", VALUE_MAX, middle=True)
@@ -115,10 +121,8 @@ def clean(text: str, limit: int, middle: bool = False) -> str:
     """``text`` as a title shows data: on one line (a run of control characters is one space),
     without invisible characters (``_INVISIBLE``), its spaces collapsed and stripped, at most
     ``limit`` characters (cut at the end, or in the middle, with "…"). Plain text comes back as is."""
-    if _BREAKS.search(text) or _INVISIBLE.search(text):
-        text = _INVISIBLE.sub("", _BREAKS.sub(" ", text))
-    if "  " in text or text[:1].isspace() or text[-1:].isspace():
-        text = " ".join(text.split())
+    if _DIRTY.search(text):
+        text = _SPACES.sub(" ", _INVISIBLE.sub("", _BREAKS.sub(" ", text))).strip()
     if len(text) <= limit:
         return text
     if middle:
