@@ -3,6 +3,7 @@ version +1, the audit entry, and the primary change first in ``changes``."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import get_args
@@ -68,11 +69,66 @@ def retitle(inc: Incident) -> None:
 
 def title(inc: Incident) -> str:
     """``<rule> +N more — <place>``, led by ``inc.lead`` (see ``retitle``); changes nothing."""
-    where = ", ".join(v for v in inc.correlation.values() if v) or inc.key
     head = inc.lead or (inc.rules[0] if inc.rules else "incident")
     if len(inc.rules) > 1:
         head += f" +{len(inc.rules) - 1} more"
-    return f"{head} — {where}"
+    return f"{head} — {place(inc)}"
+
+
+#: the longest a name (an entity's ``name`` label) and any other value of a title's place may be,
+#: in characters; a longer one is cut with an ellipsis: a name at its end, an id in its middle (two
+#: URNs differ at their end). Ingest keeps labels of up to 256 characters and ids of up to 1 024.
+NAME_MAX = 80
+VALUE_MAX = 120
+
+#: characters that would break a line of an SMS or a subject (C0, DEL, C1 controls; the Unicode
+#: line and paragraph separators): each run becomes one space
+_BREAK_CHARS = "\x00-\x1f\x7f-\x9f\u2028\u2029"
+#: invisible characters that change how the text around them reads or renders, dropped: the bidi
+#: marks, embeddings, overrides and isolates (an RLO makes "Campanhã" read backwards, or a place
+#: read as another), zero-width spaces and joiners' kin, the BOM, interlinear annotations, tag
+#: characters, and lone surrogates (no encoding can send them). Listed by code point, not by
+#: Unicode category, so that a title is the same text whatever Python (Unicode) version makes it.
+_INVISIBLE_CHARS = (
+    "\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\ud800-\udfff\U000e0000-\U000e007f"
+)
+_BREAKS = re.compile(f"[{_BREAK_CHARS}]+")
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]+")
+_SPACES = re.compile(r"\s{2,}")
+#: text that ``clean`` changes (else it is returned as it is, at the cost of one search)
+_DIRTY = re.compile(f"[{_BREAK_CHARS}{_INVISIBLE_CHARS}]|\\s\\s|^\\s|\\s$")
+
+
+def place(inc: Incident) -> str:
+    """Where the incident is, as people call it: its correlation values, where the one of an
+    entity (its id, often a URN) is the entity's ``name`` when every alarm of the incident carries
+    the same one (``inc.labels``: Smart Data Models' ``name``, "Rio Tinto - Campanhã"); a parish or
+    an area is its label's value, already a name. The key when no value is set. Only the
+    incident's own state is read (no catalogue, no clock), so a replay titles alike; every value
+    is made one line without invisible characters and bounded (``clean``)."""
+    name = inc.labels.get("name")
+    name = clean(name, NAME_MAX) if name else ""
+    parts = []
+    for label, value in inc.correlation.items():
+        shown = name if label == "entity" and name else clean(value or "", VALUE_MAX, middle=True)
+        if shown:
+            parts.append(shown)
+    return ", ".join(parts) or clean(inc.key, VALUE_MAX, middle=True) or "?"
+
+
+def clean(text: str, limit: int, middle: bool = False) -> str:
+    """``text`` as a title shows data: on one line (a run of control characters is one space),
+    without invisible characters (``_INVISIBLE``), its spaces collapsed and stripped, at most
+    ``limit`` characters (cut at the end, or in the middle, with "…"). Plain text comes back as is."""
+    if _DIRTY.search(text):
+        text = _SPACES.sub(" ", _INVISIBLE.sub("", _BREAKS.sub(" ", text))).strip()
+    if len(text) <= limit:
+        return text
+    if middle:
+        head = (limit - 1) // 3
+        return f"{text[:head].rstrip()}…{text[head - limit + 1 :].lstrip()}"
+    return text[: limit - 1].rstrip() + "…"
 
 
 def build_event(inc: Incident, touch: Touch, limit: int, audit_tail: int = 50) -> IncidentEvent:

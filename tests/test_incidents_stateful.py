@@ -25,6 +25,7 @@ from atalaia.rules.alarm import severity_rank
 from atalaia.rules.matchers import Matcher, matches_all
 
 SEVERITIES = ["low", "medium", "high", "critical"]
+NAME, EVIL = "Rio Tinto - Campanhã", "Rio\r\n\u202eTinto  \u2066x"  # entities' names
 ALARMS = [  # (rule, key, labels)
     ("river-level-high", "porto-01", {"parish": "Ribeira", "station": "st-1"}),
     ("rain-intense", "rain-01", {"parish": "Ribeira", "station": "st-1"}),
@@ -32,7 +33,14 @@ ALARMS = [  # (rule, key, labels)
     ("river-level-high", "porto-02", {"parish": "Campanha", "station": "st-2"}),
     ("station-power-failure", "st-1", {"parish": "Ribeira", "station": "st-1"}),
     ("station-power-failure", "st-2", {"parish": "Foz", "station": "st-2"}),
+    # correlated by entity: titled by the entity's name when every alarm of it says the same one
+    ("tinto-level-high", "urn:x:tinto", {"name": NAME, "station": "st-3"}),
+    ("tinto-flow-high", "urn:x:tinto", {"name": NAME, "station": "st-3"}),
+    ("tinto-level-high", "urn:x:evil", {"name": EVIL, "station": "st-4"}),
+    ("tinto-flow-high", "urn:x:evil", {"name": "Rio Tinto (renamed)", "station": "st-4"}),
 ]
+#: the place a title shows for a name
+SHOWN = {NAME: NAME, EVIL: "Rio Tinto x", "Rio Tinto (renamed)": "Rio Tinto (renamed)"}
 ACTIONS = list(get_args(ActionName))
 ROLES = list(get_args(RoleName))
 CONFIG = IncidentConfig.model_validate(
@@ -325,6 +333,11 @@ class IncidentMachine(RuleBasedStateMachine):
                     inc.title,
                     lead,
                 )
+            if "entity" in inc.correlation:  # the entity's name where all its alarms say one
+                names = {a.labels.get("name") for a in inc.alarms.values()}
+                (name,) = names if len(names) == 1 else {None}
+                where = SHOWN[name] if name is not None else inc.correlation["entity"]
+                assert inc.title.endswith(f" — {where}"), (inc.title, names)
             for ak in inc.alarms:
                 assert self.state.alarm_home[ak] == inc.id
             if inc.state in ("unacknowledged", "acknowledged"):
