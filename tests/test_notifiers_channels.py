@@ -183,7 +183,6 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
     notifier, log, notes = await run_once(
         config_yaml(http.url, smtp, extra, ", dead, flaky, slow, dead-sms"), tmp_path, Backoff(0.2, 1.0)
     )
-    t0 = time.time()
     try:
         await notifier.submit(notes)
         # the healthy targets are all delivered quickly, long before the failing ones give up
@@ -196,8 +195,11 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
             if all(d.status == "delivered" for d in healthy):
                 break
             await asyncio.sleep(0.02)
-        healthy_done = time.time() - t0
-        assert healthy_done < 1.0 and len(healthy) == 6
+        assert len(healthy) == 6 and all(d.status == "delivered" for d in healthy)
+        # ... while the slow target is still on its attempts (two of a 1 s timeout each): the
+        # healthy ones did not wait for it (an order, not a time: a loaded machine is slow for both)
+        slow_now = [d.status for d in log.deliveries("inc-douro-1") if d.target == "slow"]
+        assert "failed" not in slow_now, slow_now
         await notifier.drain()
     finally:
         await notifier.aclose()
@@ -220,7 +222,8 @@ async def test_down_targets_are_retried_with_backoff_while_others_are_on_time(se
     # equal jitter: gap k is in [base·2^(k-1)/2, base·2^(k-1)] (+ the attempt's own time)
     for k, gap in enumerate(gaps, start=1):
         d = min(1.0, 0.2 * 2 ** (k - 1))
-        assert d / 2 - 0.01 <= gap <= d + 0.5, (k, gap)
+        # (the upper bound is generous: an attempt's own time grows on a loaded machine)
+        assert d / 2 - 0.01 <= gap <= d + 2.0, (k, gap)
     flaky = [a.status for a in log.attempts("inc-douro-1") if a.target == "flaky"]
     assert flaky == ["retryable", "retryable", "delivered"]
     assert len(http.received("/flaky")) == 3
