@@ -178,7 +178,8 @@ def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publ
     assert page.locator("tr[data-incident]").last.get_attribute("data-incident") == bonfim_id
     title = bonfim.locator("a").inner_text()
     assert page.inner_text("#msg") == f"Acknowledge: done — {title}", "the message names the incident"
-    page.wait_for_function("/updated/.test(document.getElementById('updated').textContent)")
+    # live: how far behind the board is on the server's clock ("up to date" under 2 s)
+    page.wait_for_function("/up to date|behind by/.test(document.getElementById('updated').textContent)")
     assert "New critical incident" in page.inner_text("#announce"), "aria-live announces new incidents"
     page.screenshot(path=str(SHOTS / "board-two-incidents.png"))
 
@@ -726,3 +727,76 @@ def test_a_chattering_shelve_is_said_in_the_pages_language_and_time(make_worker,
         assert "chattering" not in text and not re.search(r"\d{4}-\d\d-\d\dT|\.\d{6}|Z\b", text), text
     page.screenshot(path=str(SHOTS / "incident-chattering-shelve-pt-PT.png"), full_page=True)
     ctx.close()
+
+
+LAG_TEXT = re.compile(r"Em direto · (\d+) s de atraso")
+
+
+def status_text(page) -> str:
+    return " ".join(page.text_content("#status").split())
+
+
+def live_board_pt(w, chromium, init_script: str | None = None):
+    page = chromium.new_context(locale="pt-PT", viewport={"width": 1280, "height": 900}).new_page()
+    if init_script:
+        page.add_init_script(init_script)
+    page.goto(w.url + "/")
+    page.wait_for_selector("#status.live", timeout=15000)
+    page.wait_for_function("loaded === true", timeout=15000)
+    return page
+
+
+# the stream's bytes handed to the page window.streamDelayMs after they came (in order): a page
+# that takes its messages seconds late, as a page whose main thread a storm's renders hold
+DELAY_STREAM = """
+window.streamDelayMs = 0;
+const realFetch = window.fetch;
+window.fetch = async (url, opts) => {
+  const r = await realFetch(url, opts);
+  if (!String(url).startsWith('/api/stream') || !r.body) return r;
+  let chain = Promise.resolve();
+  const later = new TransformStream({
+    transform(chunk, ctl) {
+      const due = Date.now() + window.streamDelayMs;
+      chain = chain.then(() => new Promise(res => setTimeout(res, due - Date.now()))).then(() => ctl.enqueue(chunk));
+    },
+    flush() { return chain; },
+  });
+  return new Response(r.body.pipeThrough(later), {status: r.status, headers: r.headers});
+};
+"""
+
+
+def test_a_board_behind_its_stream_says_by_how_much(make_worker, publish, chromium):
+    """In a storm the page took the stream's changes 9-10 s after the server sent them (its main
+    thread busy) while it said "Em direto · atualizado agora". Each change now carries the server
+    time since which it waited to be sent, and the board says how far behind it is on the server's
+    clock, in a warning style beyond 5 s; once it takes them as they come it says so again."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = live_board_pt(w, chromium, DELAY_STREAM)
+    page.wait_for_function("lastUpdate > 0", timeout=15000)  # the stream's first ping, taken at once
+    page.evaluate("window.streamDelayMs = 7000")
+    publish(alarm("late-1", datetime.now(UTC).replace(microsecond=0), "critical", parish="Lordelo"))
+    row(page, "Lordelo").wait_for(timeout=20000)
+    text = status_text(page)
+    m = LAG_TEXT.search(text)
+    assert m and int(m[1]) >= 5, f"changes taken 7 s late, and the board said {text!r}"
+    assert "behind" in page.get_attribute("#status", "class"), "a warning style beyond 5 s"
+    page.screenshot(path=str(SHOTS / "board-behind-pt-PT.png"))
+    page.evaluate("window.streamDelayMs = 0")
+    page.wait_for_function("document.getElementById('updated').textContent === 'sem atraso'", timeout=20000)
+    assert "behind" not in page.get_attribute("#status", "class")
+
+
+def test_a_fresh_board_says_so_whatever_the_page_clock(make_worker, publish, chromium):
+    """A board that takes each change as the server sends it says "sem atraso", also when the
+    computer's clock is 90 s off the server's (the offset is the smallest difference seen between
+    the two clocks, not lag)."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    skew = "{ const real = Date.now; Date.now = () => real() + 90000; }"
+    page = live_board_pt(w, chromium, skew)
+    publish(alarm("fresh-1", datetime.now(UTC).replace(microsecond=0), "high", parish="Massarelos"))
+    row(page, "Massarelos").wait_for(timeout=20000)
+    text = status_text(page)
+    assert "Em direto · sem atraso" in text, text
+    assert "behind" not in page.get_attribute("#status", "class")
