@@ -800,3 +800,42 @@ def test_a_fresh_board_says_so_whatever_the_page_clock(make_worker, publish, chr
     text = status_text(page)
     assert "Em direto · sem atraso" in text, text
     assert "behind" not in page.get_attribute("#status", "class")
+
+
+def test_a_board_in_a_storm_lays_out_the_most_urgent_rows_and_finds_each_place_once(
+    make_worker, publish, chromium
+):
+    """A storm's 1 500 rows, each changed, were all laid out and painted 4 times a second: the
+    board now lays out the most urgent first rows only (200; 2 here), says how many it does not
+    show, and shows more on request. The map looks up an incident's parish once per place."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = live_board_pt(w, chromium)
+    page.evaluate("ROWS_STEP = 2; rowsMax = 2")
+    now = datetime.now(UTC).replace(microsecond=0)
+    publish(
+        alarm("cap-1", now, "low", parish="Aldoar"),
+        alarm("cap-2", now, "critical", parish="Campanhã"),
+        alarm("cap-3", now, "high", parish="Ramalde"),
+    )
+    page.wait_for_function("incidents.size === 3", timeout=20000)
+    page.wait_for_function("!document.getElementById('more').hidden", timeout=5000)
+    shown = [r.inner_text() for r in page.locator("tr[data-incident]").all()]
+    assert len(shown) == 2 and "Campanhã" in shown[0] and "Ramalde" in shown[1], shown
+    assert " ".join(page.inner_text("#more").split()).startswith("Mais 1, menos urgentes, não mostrados")
+    page.click("#more-btn")
+    page.wait_for_function("document.querySelectorAll('tr[data-incident]').length === 3", timeout=5000)
+    assert page.locator("#more").is_hidden()
+
+    # the map finds each incident's parish once per place (labels, location), not once per version:
+    # a storm's renders looked up 1 500 new versions each time
+    page.wait_for_function("document.getElementById('map-box').dataset.ready === 'true'", timeout=15000)
+    looked = page.evaluate("""() => {
+      const storm = v => Array.from({length: 300}, (_, k) => ({id: `s${k}`, version: v, severity: 'high',
+        state: 'unacknowledged', labels: {parish: k % 2 ? 'Bonfim' : ''}, location: [-8.6 + (k % 3) / 100, 41.15]}));
+      const before = boardMap.lookups();
+      boardMap.update(storm(1));
+      const first = boardMap.lookups();
+      boardMap.update(storm(2));
+      return [first - before, boardMap.lookups() - first];
+    }""")
+    assert looked[0] <= 6 and looked[1] == 0, f"parishes looked up (first storm, its next versions): {looked}"
