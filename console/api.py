@@ -461,7 +461,11 @@ def install(app: faust.App, settings: Any, publish: Any, bootstrap: str) -> None
                         break
                     if not who.sees(row):
                         continue
-                    row = dict(row, actions=allowed_actions(row, who.role, permissions))
+                    # queued_at: the server time since which this change waited to be sent
+                    # (the board's "behind by N s", measured on the server's clock)
+                    row = dict(
+                        row, actions=allowed_actions(row, who.role, permissions), queued_at=sub.taken_since
+                    )
                     await resp.write(_sse("incident", row))
             except (ConnectionResetError, asyncio.CancelledError):
                 pass

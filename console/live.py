@@ -89,6 +89,12 @@ class Subscriber:
         self.pending: dict[str, dict[str, Any]] = {
             r["id"]: r for r in rows if sees is None or sees(r)
         }  # one comprehension: a stream that opens in a storm takes RECENT_MAX rows at once
+        # server time (epoch s) since which each waiting incident has had a change this stream
+        # has not sent: the board tells from it how far behind it is (a storm's queue, a slow
+        # page); a newer change of a waiting incident keeps the first one's time
+        now = time.time()
+        self.since: dict[str, float] = dict.fromkeys(self.pending, now)
+        self.taken_since = now  # that time for the row get() returned last
         self.dropped = False
         self.ended = False
         self._ready = asyncio.Event()
@@ -100,13 +106,14 @@ class Subscriber:
             return
         elif row["id"] in self.pending or len(self.pending) < self.size:
             self.pending[row["id"]] = row  # a newer change of a waiting incident takes its place
+            self.since.setdefault(row["id"], time.time())
         else:
             self.dropped = True
         self._ready.set()
 
     async def get(self, timeout: float) -> dict[str, Any] | bool | None:
-        """The next row to send; ``None`` once the feed stops; ``False`` after ``timeout`` s
-        with nothing to send."""
+        """The next row to send (``taken_since``: since when it waited); ``None`` once the feed
+        stops; ``False`` after ``timeout`` s with nothing to send."""
         if not self.pending and not self.ended:
             self._ready.clear()
             try:
@@ -115,6 +122,7 @@ class Subscriber:
                 return False
         if self.pending:
             incident = next(iter(self.pending))
+            self.taken_since = self.since.pop(incident, time.time())
             return self.pending.pop(incident)
         return None
 

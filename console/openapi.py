@@ -645,8 +645,10 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             },
             "/api/stream": {
                 "get": {
-                    "summary": "Server-sent events: `incident` (a changed row, as in /api/incidents), "
-                    "`ping` every 5 s (server time)",
+                    "summary": "Server-sent events: `incident` (a changed row, as in /api/incidents, "
+                    "with `queued_at`: the server time, in epoch seconds, since which the change waited "
+                    "to be sent on this stream), `ping` after 5 s with nothing to send (`at`: the server "
+                    "time it was sent; `feed`: whether the console reads the broker)",
                     "responses": {
                         "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
                         "401": UNAUTHORIZED,

@@ -178,7 +178,8 @@ def test_board_live_incident_page_small_screen_and_lisbon_time(make_worker, publ
     assert page.locator("tr[data-incident]").last.get_attribute("data-incident") == bonfim_id
     title = bonfim.locator("a").inner_text()
     assert page.inner_text("#msg") == f"Acknowledge: done — {title}", "the message names the incident"
-    page.wait_for_function("/updated/.test(document.getElementById('updated').textContent)")
+    # live: how far behind the board is on the server's clock ("up to date" under 2 s)
+    page.wait_for_function("/up to date|behind by/.test(document.getElementById('updated').textContent)")
     assert "New critical incident" in page.inner_text("#announce"), "aria-live announces new incidents"
     page.screenshot(path=str(SHOTS / "board-two-incidents.png"))
 
@@ -726,3 +727,115 @@ def test_a_chattering_shelve_is_said_in_the_pages_language_and_time(make_worker,
         assert "chattering" not in text and not re.search(r"\d{4}-\d\d-\d\dT|\.\d{6}|Z\b", text), text
     page.screenshot(path=str(SHOTS / "incident-chattering-shelve-pt-PT.png"), full_page=True)
     ctx.close()
+
+
+LAG_TEXT = re.compile(r"Em direto · (\d+) s de atraso")
+
+
+def status_text(page) -> str:
+    return " ".join(page.text_content("#status").split())
+
+
+def live_board_pt(w, chromium, init_script: str | None = None):
+    page = chromium.new_context(locale="pt-PT", viewport={"width": 1280, "height": 900}).new_page()
+    if init_script:
+        page.add_init_script(init_script)
+    page.goto(w.url + "/")
+    page.wait_for_selector("#status.live", timeout=15000)
+    page.wait_for_function("loaded === true", timeout=15000)
+    return page
+
+
+# the stream's bytes handed to the page window.streamDelayMs after they came (in order): a page
+# that takes its messages seconds late, as a page whose main thread a storm's renders hold
+DELAY_STREAM = """
+window.streamDelayMs = 0;
+const realFetch = window.fetch;
+window.fetch = async (url, opts) => {
+  const r = await realFetch(url, opts);
+  if (!String(url).startsWith('/api/stream') || !r.body) return r;
+  let chain = Promise.resolve();
+  const later = new TransformStream({
+    transform(chunk, ctl) {
+      const due = Date.now() + window.streamDelayMs;
+      chain = chain.then(() => new Promise(res => setTimeout(res, due - Date.now()))).then(() => ctl.enqueue(chunk));
+    },
+    flush() { return chain; },
+  });
+  return new Response(r.body.pipeThrough(later), {status: r.status, headers: r.headers});
+};
+"""
+
+
+def test_a_board_behind_its_stream_says_by_how_much(make_worker, publish, chromium):
+    """In a storm the page took the stream's changes 9-10 s after the server sent them (its main
+    thread busy) while it said "Em direto · atualizado agora". Each change now carries the server
+    time since which it waited to be sent, and the board says how far behind it is on the server's
+    clock, in a warning style beyond 5 s; once it takes them as they come it says so again."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = live_board_pt(w, chromium, DELAY_STREAM)
+    page.wait_for_function("lastUpdate > 0", timeout=15000)  # the stream's first ping, taken at once
+    page.evaluate("window.streamDelayMs = 7000")
+    publish(alarm("late-1", datetime.now(UTC).replace(microsecond=0), "critical", parish="Lordelo"))
+    row(page, "Lordelo").wait_for(timeout=20000)
+    text = status_text(page)
+    m = LAG_TEXT.search(text)
+    assert m and int(m[1]) >= 5, f"changes taken 7 s late, and the board said {text!r}"
+    assert "behind" in page.get_attribute("#status", "class"), "a warning style beyond 5 s"
+    page.screenshot(path=str(SHOTS / "board-behind-pt-PT.png"))
+    page.evaluate("window.streamDelayMs = 0")
+    page.wait_for_function("document.getElementById('updated').textContent === 'sem atraso'", timeout=20000)
+    assert "behind" not in page.get_attribute("#status", "class")
+
+
+def test_a_fresh_board_says_so_whatever_the_page_clock(make_worker, publish, chromium):
+    """A board that takes each change as the server sends it says "sem atraso", also when the
+    computer's clock is 90 s off the server's (the offset is the smallest difference seen between
+    the two clocks, not lag)."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    skew = "{ const real = Date.now; Date.now = () => real() + 90000; }"
+    page = live_board_pt(w, chromium, skew)
+    publish(alarm("fresh-1", datetime.now(UTC).replace(microsecond=0), "high", parish="Massarelos"))
+    row(page, "Massarelos").wait_for(timeout=20000)
+    text = status_text(page)
+    assert "Em direto · sem atraso" in text, text
+    assert "behind" not in page.get_attribute("#status", "class")
+
+
+def test_a_board_in_a_storm_lays_out_the_most_urgent_rows_and_finds_each_place_once(
+    make_worker, publish, chromium
+):
+    """A storm's 1 500 rows, each changed, were all laid out and painted 4 times a second: the
+    board now lays out the most urgent first rows only (200; 2 here), says how many it does not
+    show, and shows more on request. The map looks up an incident's parish once per place."""
+    w = make_worker("--stages", "incidents,projection").start(("incidents", "projection"))
+    page = live_board_pt(w, chromium)
+    page.evaluate("ROWS_STEP = 2; rowsMax = 2")
+    now = datetime.now(UTC).replace(microsecond=0)
+    publish(
+        alarm("cap-1", now, "low", parish="Aldoar"),
+        alarm("cap-2", now, "critical", parish="Campanhã"),
+        alarm("cap-3", now, "high", parish="Ramalde"),
+    )
+    page.wait_for_function("incidents.size === 3", timeout=20000)
+    page.wait_for_function("!document.getElementById('more').hidden", timeout=5000)
+    shown = [r.inner_text() for r in page.locator("tr[data-incident]").all()]
+    assert len(shown) == 2 and "Campanhã" in shown[0] and "Ramalde" in shown[1], shown
+    assert " ".join(page.inner_text("#more").split()).startswith("Mais 1, menos urgentes, não mostrados")
+    page.click("#more-btn")
+    page.wait_for_function("document.querySelectorAll('tr[data-incident]').length === 3", timeout=5000)
+    assert page.locator("#more").is_hidden()
+
+    # the map finds each incident's parish once per place (labels, location), not once per version:
+    # a storm's renders looked up 1 500 new versions each time
+    page.wait_for_function("document.getElementById('map-box').dataset.ready === 'true'", timeout=15000)
+    looked = page.evaluate("""() => {
+      const storm = v => Array.from({length: 300}, (_, k) => ({id: `s${k}`, version: v, severity: 'high',
+        state: 'unacknowledged', labels: {parish: k % 2 ? 'Bonfim' : ''}, location: [-8.6 + (k % 3) / 100, 41.15]}));
+      const before = boardMap.lookups();
+      boardMap.update(storm(1));
+      const first = boardMap.lookups();
+      boardMap.update(storm(2));
+      return [first - before, boardMap.lookups() - first];
+    }""")
+    assert looked[0] <= 6 and looked[1] == 0, f"parishes looked up (first storm, its next versions): {looked}"

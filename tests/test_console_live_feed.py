@@ -78,6 +78,7 @@ def test_recent_changes_are_forgotten_after_recent_s(monkeypatch: pytest.MonkeyP
 
     class Clock:  # the feed's clock only (the event loop keeps its own)
         monotonic = staticmethod(lambda: clock[0])
+        time = staticmethod(lambda: clock[0])
 
     monkeypatch.setattr(live, "time", Clock)
     feed = IncidentFeed("127.0.0.1:9", "atalaia.incidents")
@@ -111,3 +112,42 @@ def test_a_tenant_scoped_stream_holds_only_its_tenant_rows_and_survives_another_
     feed.publish(tenant_row("a-after", 1, "braga"))
     assert not sub.dropped and sub in feed.subscribers
     assert [r["id"] for r in asyncio.run(drain(sub))] == ["a-before", "a-after"]
+
+
+def test_a_waiting_change_keeps_the_server_time_it_first_waited_from(monkeypatch: pytest.MonkeyPatch):
+    """The board says how far behind it is from the server time since which each change it is
+    sent waited for it: a newer change of an incident still waiting keeps the first one's time
+    (the board was behind on that incident since then), and the recent changes a new stream is
+    sent first wait from the stream's opening."""
+    clock = [1000.0]
+
+    class Clock:  # the feed's clock only (the event loop keeps its own)
+        monotonic = staticmethod(lambda: clock[0])
+        time = staticmethod(lambda: clock[0])
+
+    monkeypatch.setattr(live, "time", Clock)
+    feed = IncidentFeed("127.0.0.1:9", "atalaia.incidents")
+    feed.publish(row("old", 1))
+    clock[0] = 1005.0
+    sub = feed.subscribe()  # "old" replayed: it waits from now
+    clock[0] = 1010.0
+    feed.publish(row("a", 1))
+    clock[0] = 1012.0
+    feed.publish(row("a", 2))  # a newer change while "a" waits
+    clock[0] = 1020.0
+    feed.publish(row("b", 1))
+    taken = []
+
+    async def take():
+        while (r := await sub.get(0.01)) not in (None, False):
+            taken.append((r["id"], r["version"], sub.taken_since))
+
+    async def both():
+        await take()
+        assert taken == [("old", 1, 1005.0), ("a", 2, 1010.0), ("b", 1, 1020.0)]
+        clock[0] = 1030.0
+        feed.publish(row("a", 3))  # sent since: waits from its own time again
+        await take()
+
+    asyncio.run(both())
+    assert taken[-1] == ("a", 3, 1030.0) and not sub.since

@@ -257,19 +257,28 @@ async function command(id, action, extra) {
 // --- live stream: server-sent events read with fetch (so the token travels in a header)
 function stream(onEvent, onState) {
   let stopped = false;
+  // a stream that stays silent (a half-open connection: no ping for 15 s where one comes every
+  // 5 s) is given up and opened again, and said lost meanwhile: it read "Live" for ever. (Counted
+  // in ticks, not read off the clock: a page whose main thread was held for seconds has its
+  // timers and its data waiting together, and one late tick is not a silence.)
+  let aborter = null, quiet = 0;
+  const watchdog = setInterval(() => { if (++quiet >= 15 && aborter) { aborter.abort(); aborter = null; } }, 1000);
   async function run() {
     while (!stopped) {
       try {
         onState('connecting');
-        const r = await fetch('/api/stream', {headers: authHeaders()});
+        aborter = new AbortController(); quiet = 0;
+        const r = await fetch('/api/stream', {headers: authHeaders(), signal: aborter.signal});
         if (r.status === 401) { onState('login'); needLogin(); return; }
         if (!r.ok || !r.body) throw new Error(String(r.status));
         onState('live');
         const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = '';
+        quiet = 0;
         for (;;) {
           const {value, done} = await reader.read();
           if (done) break;
+          quiet = 0;
           buf += value;
           let cut;
           while ((cut = buf.indexOf('\n\n')) >= 0) {
@@ -289,5 +298,5 @@ function stream(onEvent, onState) {
     }
   }
   run();
-  return () => { stopped = true; };
+  return () => { stopped = true; clearInterval(watchdog); if (aborter) aborter.abort(); };
 }

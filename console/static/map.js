@@ -111,11 +111,21 @@ const AMap = (() => {
     let picked = '', state = {base: null, feats: null, worst: new Map(), counts: new Map()};
     const labels = new Map();
     const memo = new Map();
+    // an incident's parish, remembered by what it is found from (its parish labels, its
+    // location), not by incident and version: in a storm each render met 1 500 new versions of
+    // incidents in the same few parishes and places, and looked each one up (names, polygons) again
     function code(i) {
       if (!state.feats) return '';
-      const k = `${i.id}|${i.version}`;
-      if (!memo.has(k)) memo.set(k, codeOf(i, state.feats));
-      return memo.get(k);
+      const c = i.correlation || {}, l = i.labels || {};
+      const k = LABELS.map(n => `${c[n] ?? ''}\u0000${l[n] ?? ''}`).join('\u0000') + '\u0000' + String(i.location);
+      let v = memo.get(k);
+      if (v === undefined) {
+        if (memo.size >= 5000) memo.clear();
+        looked++;
+        v = codeOf(i, state.feats);
+        memo.set(k, v);
+      }
+      return v;
     }
     function describe(f) {
       const c = f.properties.code, w = state.worst.get(c), n = state.counts.get(c) || 0;
@@ -127,6 +137,8 @@ const AMap = (() => {
       paint();
       onPick(picked, picked ? state.base.byCode.get(picked).feature.properties.name : '');
     }
+    let painted = null;  // what the last update painted (update)
+    let looked = 0;  // parishes looked up (code): what the memo saves
     function paint() {
       if (!state.base) return;
       for (const [c, l] of state.base.byCode) {
@@ -176,6 +188,7 @@ const AMap = (() => {
     return {
       ready,
       codeOf: code,
+      lookups: () => looked,
       picked: () => picked,
       clear() { if (picked) pick(picked); },
       update(open) {
@@ -188,7 +201,11 @@ const AMap = (() => {
           const w = state.worst.get(c);
           if (!w || SEVS.indexOf(i.severity) < SEVS.indexOf(w)) state.worst.set(c, SEVS.includes(i.severity) ? i.severity : 'informational');
         }
-        if (memo.size > 5000) memo.clear();
+        // painted again only when a parish's worst severity or count changed (each paint restyles
+        // every parish and writes the legend and the parish list again)
+        const sig = [...state.worst].map(([c, w]) => `${c}:${w}:${state.counts.get(c)}`).sort().join(',');
+        if (sig === painted) return;
+        painted = sig;
         paint();
       },
     };
