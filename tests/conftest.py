@@ -80,11 +80,16 @@ def topic_prefix(broker: str) -> str:
     return prefix
 
 
+_NEXT_PORT: list[int] = []  # this test process's next candidate, as an offset in its block
+
+
 def free_port() -> int:
     """A port for a process a test starts, free now and below the kernel's ephemeral range: the
     OS's own choice (bind to port 0) lies in that range, where any outgoing connection on the
     machine may take it in the seconds before the process binds it (a worker failed so, 'address
-    already in use'). Random, so parallel test workers rarely pick the same one; checked free."""
+    already in use'). Each pytest-xdist worker takes its ports from a block of its own, in turn,
+    so two tests running side by side never pick the same one (a random pick did, once: one
+    test's `up` found its port taken and the test talked to the other test's worker)."""
     import random
     import socket
 
@@ -92,8 +97,15 @@ def free_port() -> int:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    for _ in range(200):
-        port = random.randrange(20000, max(low, 20001))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    span = max(1, (max(low, 20001) - 20000) // count)
+    base = 20000 + (int(worker) % count if worker.isdigit() else 0) * span
+    if not _NEXT_PORT:
+        _NEXT_PORT.append(random.randrange(span))
+    for _ in range(min(span, 2000)):
+        port = base + _NEXT_PORT[0] % span
+        _NEXT_PORT[0] += 1
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
