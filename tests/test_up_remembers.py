@@ -104,7 +104,9 @@ class Up:
         self.proc.wait(30)
 
     def incidents(self) -> dict[str, dict]:
-        rows = httpx.get(f"{self.url}/api/incidents?state=all", timeout=3).json()
+        r = httpx.get(f"{self.url}/api/incidents?state=all", timeout=3)
+        r.raise_for_status()  # (a 503 problem while a process starts again: the waits try again)
+        rows = r.json()
         rows = rows.get("incidents", rows) if isinstance(rows, dict) else rows
         return {r["id"]: r for r in rows}
 
